@@ -1,0 +1,1 @@
+"""Conveyor: from a working prototype to production."""

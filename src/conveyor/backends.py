@@ -1,0 +1,341 @@
+"""URL -> backend resolution, one mechanism shared by every seam.
+
+Each kind of state (metadata store, artifacts, event log, online store,
+cache) is a *seam*: a small protocol with several backends, picked by the
+scheme of a URL in ``conveyor.yaml``. A seam is a table mapping scheme to a
+lazy import string and the extra that provides its driver, in the manner of
+fsspec's ``known_implementations``::
+
+    >>> STORE.schemes()
+    ['postgresql', 'sqlite']
+    >>> cls = STORE.resolve("postgresql://app@db:5432/conveyor")   # imports lazily
+
+Three failures stay distinct: an unknown scheme (:class:`UnknownBackendError`
+lists the known ones), a known scheme whose driver is not installed
+(:class:`MissingDependencyError` names the extra), and a service that does not
+answer (:class:`BackendUnavailableError`, raised by the backend, naming host
+and port; :func:`unavailable` builds it).
+
+Backends are constructed explicitly with :meth:`Seam.open` and closed with
+``with``: there is no hidden instance cache, so two callers never share a
+connection pool by accident. Third-party backends register through the
+entry-point group ``conveyor.backends.<seam>`` or :meth:`Seam.register`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+
+from conveyor.errors import (
+    BackendUnavailableError,
+    InvalidInputError,
+    MissingDependencyError,
+    UnknownBackendError,
+)
+
+__all__ = [
+    "ARTIFACTS",
+    "CACHE",
+    "EVENTS",
+    "ONLINE",
+    "SEAMS",
+    "STORE",
+    "BackendSpec",
+    "BackendURL",
+    "Seam",
+    "redact",
+    "unavailable",
+]
+
+_REDACTED = "***"
+# Schemes whose URL is a path (file://rel/dir), with no host part.
+_PATH_SCHEMES = frozenset({"file", "memory"})
+
+
+@dataclass(frozen=True, slots=True)
+class BackendURL:
+    """A parsed backend URL. ``str()`` and ``repr()`` never show the password.
+
+    ``scheme`` is the base scheme (``postgresql``); a SQLAlchemy-style driver
+    suffix (``postgresql+psycopg``) lands in ``driver``. ``path`` keeps the
+    leading slash as written, so ``sqlite:///rel.db`` has path ``/rel.db``
+    and ``sqlite:////abs.db`` has ``//abs.db``; :attr:`location` interprets it.
+    """
+
+    scheme: str
+    driver: str | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    host: str | None = None
+    port: int | None = None
+    path: str = ""
+    query: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, url: str | BackendURL) -> BackendURL:
+        """Parse ``url``; raise :class:`InvalidInputError` if it has no scheme."""
+        if isinstance(url, BackendURL):
+            return url
+        if not isinstance(url, str) or "://" not in url:
+            raise InvalidInputError(
+                f"{redact(str(url))!r} is not a backend URL: expected scheme://..., "
+                "for example sqlite:///.conveyor/conveyor.db or postgresql://user@host:5432/db",
+                field="url",
+            )
+        parts = urlsplit(url)
+        scheme, _, driver = parts.scheme.lower().partition("+")
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise InvalidInputError(
+                f"{redact(url)!r} has an invalid port: {exc}", field="url"
+            ) from exc
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        if scheme in _PATH_SCHEMES:
+            # file://rel/dir and memory://name carry a path, not a host: keep its case.
+            return cls(
+                scheme=scheme, driver=driver or None, path=parts.netloc + parts.path, query=query
+            )
+        return cls(
+            scheme=scheme,
+            driver=driver or None,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password is not None else None,
+            host=parts.hostname,
+            port=port,
+            path=parts.path,
+            query=query,
+        )
+
+    @property
+    def netloc(self) -> str:
+        return self._netloc(hide_password=False)
+
+    def _netloc(self, hide_password: bool) -> str:
+        auth = ""
+        if self.username is not None:
+            auth = quote(self.username, safe="")
+            if self.password is not None:
+                auth += ":" + (_REDACTED if hide_password else quote(self.password, safe=""))
+            auth += "@"
+        host = self.host or ""
+        if ":" in host:  # IPv6 literal
+            host = f"[{host}]"
+        port = f":{self.port}" if self.port is not None else ""
+        return f"{auth}{host}{port}"
+
+    def render(self, hide_password: bool = True) -> str:
+        """The URL as a string; pass ``hide_password=False`` only to hand it to a driver."""
+        scheme = self.scheme + (f"+{self.driver}" if self.driver else "")
+        query = f"?{urlencode(dict(self.query))}" if self.query else ""
+        netloc = "" if self.scheme in _PATH_SCHEMES else self._netloc(hide_password)
+        return f"{scheme}://{netloc}{self.path}{query}"
+
+    def __str__(self) -> str:
+        return self.render(hide_password=True)
+
+    @property
+    def address(self) -> str:
+        """``host:port`` for error messages (``host`` alone if no port)."""
+        host = self.host or "localhost"
+        return f"{host}:{self.port}" if self.port is not None else host
+
+    @property
+    def location(self) -> str:
+        """The filesystem path of a ``sqlite://`` or ``file://`` URL.
+
+        ``sqlite:///x.db`` and ``file://x`` are relative, ``sqlite:////x.db`` and
+        ``file:///x`` absolute (the SQLAlchemy and file-URI conventions).
+        """
+        if self.scheme in _PATH_SCHEMES:
+            return self.path
+        return self.path[1:] if self.path.startswith("/") else self.path
+
+    def with_(self, **changes: Any) -> BackendURL:
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+
+def redact(url: str) -> str:
+    """Hide the password in a URL string; leaves strings that are not URLs alone."""
+    if "://" not in url or "@" not in url:
+        return url
+    try:
+        return BackendURL.parse(url).render(hide_password=True)
+    except InvalidInputError:
+        return url
+
+
+def unavailable(url: BackendURL, seam: str, reason: object) -> BackendUnavailableError:
+    """The error a backend raises when its service does not answer."""
+    return BackendUnavailableError(
+        f"the {seam} backend at {url.address} ({url}) is unreachable: {reason}. "
+        "Check that the service runs and the URL is right; `conveyor doctor` checks every seam.",
+        seam=seam,
+        host=url.host,
+        port=url.port,
+        url=str(url),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSpec:
+    """Where a backend's class lives, and what it needs installed."""
+
+    target: str
+    """``package.module:ClassName``, imported only when the scheme is used."""
+    extra: str | None = None
+    """The optional-dependency extra that installs ``requires``."""
+    requires: tuple[str, ...] = ()
+    """Top-level modules the backend imports (checked before importing it)."""
+
+
+class Seam:
+    """One kind of state and the table of backends that can hold it."""
+
+    def __init__(self, name: str, description: str, table: Mapping[str, BackendSpec]) -> None:
+        self.name = name
+        self.description = description
+        self._table: dict[str, BackendSpec] = dict(table)
+        self._entry_points_loaded = False
+
+    def __repr__(self) -> str:
+        return f"Seam({self.name!r}, schemes={self.schemes()})"
+
+    def register(
+        self,
+        scheme: str,
+        target: str,
+        extra: str | None = None,
+        requires: tuple[str, ...] = (),
+        *,
+        clobber: bool = False,
+    ) -> None:
+        """Add a backend at run time (tests, plugins)."""
+        scheme = scheme.lower()
+        if scheme in self._table and not clobber:
+            raise InvalidInputError(
+                f"scheme {scheme!r} is already registered for the {self.name} seam "
+                f"({self._table[scheme].target}); pass clobber=True to replace it",
+                field="scheme",
+            )
+        self._table[scheme] = BackendSpec(target, extra, requires)
+
+    def schemes(self) -> list[str]:
+        self._load_entry_points()
+        return sorted(self._table)
+
+    def spec(self, url: str | BackendURL) -> BackendSpec:
+        """The table entry for ``url``'s scheme, or :class:`UnknownBackendError`."""
+        parsed = BackendURL.parse(url)
+        spec = self._table.get(parsed.scheme)
+        if spec is None:
+            self._load_entry_points()
+            spec = self._table.get(parsed.scheme)
+        if spec is None:
+            known = ", ".join(f"{s}://" for s in self.schemes())
+            raise UnknownBackendError(
+                f"no {self.name} backend for scheme {parsed.scheme!r} in {parsed}; "
+                f"known schemes: {known}",
+                seam=self.name,
+                scheme=parsed.scheme,
+                known=self.schemes(),
+            )
+        return spec
+
+    def missing(self, url: str | BackendURL) -> list[str]:
+        """The required modules of ``url``'s backend that are not installed."""
+        return [m for m in self.spec(url).requires if importlib.util.find_spec(m) is None]
+
+    def resolve(self, url: str | BackendURL) -> type[Any]:
+        """Import and return the backend class for ``url``'s scheme."""
+        parsed = BackendURL.parse(url)
+        spec = self.spec(parsed)
+        absent = self.missing(parsed)
+        if absent:
+            raise self._missing_error(parsed, spec, ", ".join(absent))
+        module_name, _, attr = spec.target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise self._missing_error(parsed, spec, exc.name or str(exc)) from exc
+        cls: type[Any] = getattr(module, attr)
+        return cls
+
+    def open(self, url: str | BackendURL, **options: Any) -> Any:
+        """Construct the backend for ``url``: ``cls.from_url(parsed, **options)``.
+
+        The caller owns the result and closes it (``with seam.open(url) as b:``).
+        """
+        parsed = BackendURL.parse(url)
+        return self.resolve(parsed).from_url(parsed, **options)
+
+    def _missing_error(
+        self, url: BackendURL, spec: BackendSpec, module: str
+    ) -> MissingDependencyError:
+        hint = (
+            f"pip install 'conveyor[{spec.extra}]'"
+            if spec.extra
+            else f"install the package that provides {module}"
+        )
+        return MissingDependencyError(
+            f"the {self.name} backend for {url.scheme}:// needs {module}, which is not "
+            f"installed: {hint}",
+            seam=self.name,
+            scheme=url.scheme,
+            extra=spec.extra,
+            module=module,
+        )
+
+    def _load_entry_points(self) -> None:
+        if self._entry_points_loaded:
+            return
+        self._entry_points_loaded = True
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=f"conveyor.backends.{self.name}"):
+            self._table.setdefault(ep.name.lower(), BackendSpec(ep.value))
+
+
+_PG = BackendSpec("", "postgres", ("psycopg",))
+
+STORE = Seam(
+    "store",
+    "metadata store: runs, reports and every mutable record",
+    {
+        "sqlite": BackendSpec("conveyor.store.database:MetadataStore"),
+        "postgresql": replace(_PG, target="conveyor.store.database:MetadataStore"),
+    },
+)
+ARTIFACTS = Seam(
+    "artifacts",
+    "content-addressed artifact store (models, snapshots)",
+    {
+        "file": BackendSpec("conveyor.artifacts.store:ArtifactStore"),
+        "memory": BackendSpec("conveyor.artifacts.store:ArtifactStore"),
+        "s3": BackendSpec("conveyor.artifacts.store:ArtifactStore", "s3", ("s3fs",)),
+    },
+)
+EVENTS = Seam(
+    "events",
+    "append-only event log",
+    {
+        "sqlite": BackendSpec("conveyor.events.log:EventLog"),
+        "postgresql": replace(_PG, target="conveyor.events.log:EventLog"),
+    },
+)
+_KV = {
+    "memory": BackendSpec("conveyor.kv.memory:MemoryKV"),
+    "sqlite": BackendSpec("conveyor.kv.sql:SqliteKV"),
+    "redis": BackendSpec("conveyor.kv.redis:RedisKV", "redis", ("redis",)),
+}
+ONLINE = Seam("online", "online feature store (key-value, low latency)", _KV)
+CACHE = Seam("cache", "prediction cache and rate limits (key-value with TTL)", _KV)
+
+#: Every seam, by the name used in ``conveyor.yaml`` under ``backends:``.
+SEAMS: dict[str, Seam] = {s.name: s for s in (STORE, ARTIFACTS, EVENTS, ONLINE, CACHE)}

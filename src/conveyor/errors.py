@@ -1,0 +1,168 @@
+"""Every error Conveyor raises, in one hierarchy.
+
+This module imports the standard library only, so any layer (and any user
+``except`` clause) can use it without pulling in a capability.
+
+Each class mixes in the built-in exception that fits, so code that already
+catches ``LookupError`` or ``ValueError`` keeps working, and carries a stable
+``code`` string. The HTTP layer maps codes to statuses; nothing here knows
+about HTTP.
+
+::
+
+    ConveyorError
+    ├── ConfigError (ValueError)                    code "config_invalid"
+    │   └── ProjectNotFoundError (FileNotFoundError)  code "project_not_found"
+    ├── BackendError                                code "backend_error"
+    │   ├── UnknownBackendError (ValueError)           code "backend_unknown"
+    │   ├── MissingDependencyError (ImportError)       code "backend_missing_dependency"
+    │   └── BackendUnavailableError (ConnectionError)  code "backend_unavailable"
+    ├── NotFoundError (LookupError)                 code "not_found"
+    ├── ConflictError                               code "conflict"
+    │   ├── AlreadyExistsError                         code "already_exists"
+    │   └── ConcurrentUpdateError                      code "concurrent_update"
+    ├── IntegrityError                              code "integrity"
+    │   └── ArtifactIntegrityError                     code "artifact_tampered"
+    ├── InvalidInputError (ValueError)              code "invalid_input"
+    ├── GateFailedError                             code "gate_failed"
+    └── ClosedError (RuntimeError)                  code "closed"
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "AlreadyExistsError",
+    "ArtifactIntegrityError",
+    "BackendError",
+    "BackendUnavailableError",
+    "ClosedError",
+    "ConcurrentUpdateError",
+    "ConfigError",
+    "ConflictError",
+    "ConveyorError",
+    "GateFailedError",
+    "IntegrityError",
+    "InvalidInputError",
+    "MissingDependencyError",
+    "NotFoundError",
+    "ProjectNotFoundError",
+    "UnknownBackendError",
+]
+
+
+class ConveyorError(Exception):
+    """Base class: a message a user can act on, plus a stable ``code``."""
+
+    code: ClassVar[str] = "conveyor_error"
+
+    def __init__(self, message: str, **context: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        #: Machine-readable facts about the failure (field, host, digest...).
+        self.context: dict[str, Any] = context
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON body an API answers with: stable code, message, context."""
+        return {"code": self.code, "message": self.message, **self.context}
+
+
+class ConfigError(ConveyorError, ValueError):
+    """The project spec is malformed: names the file, the field and what was expected."""
+
+    code = "config_invalid"
+
+
+class ProjectNotFoundError(ConfigError, FileNotFoundError):
+    """No ``.conveyor/`` folder in the current directory or any parent."""
+
+    code = "project_not_found"
+
+
+class BackendError(ConveyorError):
+    """Something about a backend behind one of the seams."""
+
+    code = "backend_error"
+
+
+class UnknownBackendError(BackendError, ValueError):
+    """A URL scheme no backend is registered for; the message lists the known ones."""
+
+    code = "backend_unknown"
+
+
+class MissingDependencyError(BackendError, ImportError):
+    """The backend exists but its optional dependency is not installed."""
+
+    code = "backend_missing_dependency"
+
+
+class BackendUnavailableError(BackendError, ConnectionError):
+    """The backend's service cannot be reached; names host and port."""
+
+    code = "backend_unavailable"
+
+
+class NotFoundError(ConveyorError, LookupError):
+    """The thing asked for does not exist."""
+
+    code = "not_found"
+
+
+class ConflictError(ConveyorError):
+    """The write conflicts with the current state."""
+
+    code = "conflict"
+
+
+class AlreadyExistsError(ConflictError):
+    """A create would overwrite something that already exists."""
+
+    code = "already_exists"
+
+
+class ConcurrentUpdateError(ConflictError):
+    """Someone else changed the row since it was read (optimistic concurrency).
+
+    Re-read, re-apply the change, and write again.
+    """
+
+    code = "concurrent_update"
+
+
+class IntegrityError(ConveyorError):
+    """Stored data does not match what was recorded for it."""
+
+    code = "integrity"
+
+
+class ArtifactIntegrityError(IntegrityError):
+    """An artifact's bytes no longer hash to its address: it was altered or damaged."""
+
+    code = "artifact_tampered"
+
+
+class InvalidInputError(ConveyorError, ValueError):
+    """An argument or record is not acceptable; names the field."""
+
+    code = "invalid_input"
+
+
+class GateFailedError(ConveyorError):
+    """A gate's report did not pass; ``report`` holds the failed checks."""
+
+    code = "gate_failed"
+
+    def __init__(self, message: str, report: Any = None, **context: Any) -> None:
+        super().__init__(message, **context)
+        self.report = report
+
+
+class ClosedError(ConveyorError, RuntimeError):
+    """The object was used after ``close()``."""
+
+    code = "closed"
