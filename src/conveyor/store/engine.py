@@ -46,6 +46,9 @@ def create_engine(url: BackendURL, seam: str, **options: Any) -> Engine:
                 field=seam,
             )
         sa_url = sa.engine.make_url(url.with_(driver="psycopg").render(hide_password=False))
+        if "connect_timeout" not in url.query:
+            # libpq waits forever on a black-holed host; a user deserves an answer.
+            options.setdefault("connect_args", {}).setdefault("connect_timeout", 10)
         options.setdefault("pool_pre_ping", True)
         options.setdefault("pool_size", 5)
         options.setdefault("max_overflow", 10)
