@@ -1,1 +1,93 @@
-"""Conveyor: from a working prototype to production."""
+"""Conveyor: from a working prototype to production.
+
+``import conveyor`` is cheap: it loads the error classes and nothing else.
+Every other public name is imported on first access (PEP 562), so a script
+that only needs the event log never pays for the CLI, the ORM of another
+seam, or an ML library.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from conveyor._version import __version__
+from conveyor.errors import (
+    AlreadyExistsError,
+    ArtifactIntegrityError,
+    BackendError,
+    BackendUnavailableError,
+    ClosedError,
+    ConcurrentUpdateError,
+    ConfigError,
+    ConflictError,
+    ConveyorError,
+    GateFailedError,
+    IntegrityError,
+    InvalidInputError,
+    MissingDependencyError,
+    NotFoundError,
+    ProjectNotFoundError,
+    UnknownBackendError,
+)
+
+if TYPE_CHECKING:
+    from conveyor.backends import BackendURL, Seam
+    from conveyor.checks import CheckResult, Report, run_gates
+    from conveyor.config import ProjectSpec, load_spec
+    from conveyor.project import Project, init_project
+
+# name -> module that defines it
+_LAZY = {
+    "BackendURL": "conveyor.backends",
+    "Seam": "conveyor.backends",
+    "CheckResult": "conveyor.checks",
+    "Report": "conveyor.checks",
+    "run_gates": "conveyor.checks",
+    "ProjectSpec": "conveyor.config",
+    "load_spec": "conveyor.config",
+    "Project": "conveyor.project",
+    "init_project": "conveyor.project",
+}
+
+__all__ = [
+    "AlreadyExistsError",
+    "ArtifactIntegrityError",
+    "BackendError",
+    "BackendURL",
+    "BackendUnavailableError",
+    "CheckResult",
+    "ClosedError",
+    "ConcurrentUpdateError",
+    "ConfigError",
+    "ConflictError",
+    "ConveyorError",
+    "GateFailedError",
+    "IntegrityError",
+    "InvalidInputError",
+    "MissingDependencyError",
+    "NotFoundError",
+    "Project",
+    "ProjectNotFoundError",
+    "ProjectSpec",
+    "Report",
+    "Seam",
+    "UnknownBackendError",
+    "__version__",
+    "init_project",
+    "load_spec",
+    "run_gates",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'conveyor' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

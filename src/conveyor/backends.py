@@ -104,7 +104,7 @@ class BackendURL:
         return cls(
             scheme=scheme,
             driver=driver or None,
-            username=unquote(parts.username) if parts.username else None,
+            username=unquote(parts.username) if parts.username is not None else None,
             password=unquote(parts.password) if parts.password is not None else None,
             host=parts.hostname,
             port=port,
@@ -118,8 +118,8 @@ class BackendURL:
 
     def _netloc(self, hide_password: bool) -> str:
         auth = ""
-        if self.username is not None:
-            auth = quote(self.username, safe="")
+        if self.username is not None or self.password is not None:
+            auth = quote(self.username or "", safe="")
             if self.password is not None:
                 auth += ":" + (_REDACTED if hide_password else quote(self.password, safe=""))
             auth += "@"

@@ -10,7 +10,7 @@ about HTTP.
 
 ::
 
-    ConveyorError
+    ConveyorError                                   code "conveyor_error"
     ├── ConfigError (ValueError)                    code "config_invalid"
     │   └── ProjectNotFoundError (FileNotFoundError)  code "project_not_found"
     ├── BackendError                                code "backend_error"

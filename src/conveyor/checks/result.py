@@ -180,7 +180,7 @@ class Report:
 def _as_bool(value: Any, name: str) -> bool:
     if isinstance(value, bool):
         return value
-    if type(value).__name__ == "bool_":  # numpy.bool_, without importing numpy
+    if type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_"):
         return bool(value)
     raise InvalidInputError(
         f"check {name!r}: passed must be a bool, got {type(value).__name__} {value!r}",

@@ -1,0 +1,52 @@
+# Conveyor: two commands set everything up.
+#   make demo   the end-to-end quickstart on embedded defaults (SQLite, local files)
+#   make test   the test suite against the real services (PostgreSQL, Redis, NATS)
+# Both create .venv and install what they need.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check -q
+PYTEST_ARGS ?=
+DEMO_DIR ?= .demo
+
+.PHONY: demo test lint bench services clean venv
+
+$(VENV)/bin/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "Conveyor needs Python 3.11+; set PYTHON=python3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+# One stamp per set of extras; re-installs when pyproject.toml changes.
+$(VENV)/.stamp-demo: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install -e '.[ml]'
+	@touch $@
+
+$(VENV)/.stamp-dev: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install -e '.[dev]'
+	@touch $@ $(VENV)/.stamp-demo
+
+venv: $(VENV)/.stamp-dev
+
+demo: $(VENV)/.stamp-demo
+	$(PY) examples/quickstart/quickstart.py --project $(DEMO_DIR) --fresh
+
+services:
+	@scripts/services.sh postgres redis nats
+
+test: $(VENV)/.stamp-dev services
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.stamp-dev
+	$(VENV)/bin/ruff check src tests examples benchmarks
+	$(VENV)/bin/ruff format --check src tests examples benchmarks
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+# Peers are installed in their own virtualenvs under .bench-venvs/, never into Conveyor's.
+bench: $(VENV)/.stamp-dev services
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) .bench-venvs $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache

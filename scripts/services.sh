@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Make sure every service the test suite talks to is up; start the ones that
+# are not; fail loudly (exit 1) if one cannot be started. Never skip.
+#   scripts/services.sh            check and start all
+#   scripts/services.sh postgres   only the named ones
+set -u
+
+wait_for() {  # name, check command, seconds
+  local name=$1 check=$2 limit=${3:-30} i
+  for ((i = 0; i < limit * 2; i++)); do
+    if eval "$check" >/dev/null 2>&1; then return 0; fi
+    sleep 0.5
+  done
+  return 1
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+ensure() {  # name, check command, start command
+  local name=$1 check=$2 start=$3
+  if eval "$check" >/dev/null 2>&1; then
+    printf '  %-10s up\n' "$name"
+    return 0
+  fi
+  printf '  %-10s down: starting it with: %s\n' "$name" "$start"
+  if ! eval "$start" >/tmp/conveyor-start-"$name".log 2>&1; then
+    echo "  $name: the start command failed:"; sed 's/^/    /' /tmp/conveyor-start-"$name".log | tail -20
+  fi
+  if wait_for "$name" "$check" 60; then
+    printf '  %-10s started\n' "$name"
+  else
+    echo "ERROR: $name is not reachable and could not be started (see /tmp/conveyor-start-$name.log)." >&2
+    failed+=("$name")
+  fi
+}
+
+failed=()
+wanted=${*:-postgres redis nats}
+echo "Checking services: $wanted"
+for svc in $wanted; do
+  case $svc in
+    postgres) ensure postgres "pg_isready -q -h 127.0.0.1 -p 5432 && psql -h 127.0.0.1 -U postgres -d test -tAc 'select 1'" \
+                "pg_ctlcluster --skip-systemctl-redirect \$(ls /etc/postgresql | head -1) main start" ;;
+    redis)    ensure redis "redis-cli -h 127.0.0.1 -p 6379 ping | grep -q PONG" \
+                "redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save '' --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log" ;;
+    nats)     ensure nats "port_open 4222" \
+                "start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log" ;;
+    rabbitmq) ensure rabbitmq "port_open 5672" "rabbitmq-server -detached" ;;
+    mariadb)  ensure mariadb "port_open 3306" \
+                "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd" ;;
+    *) echo "unknown service $svc" >&2; exit 2 ;;
+  esac
+done
+if ((${#failed[@]})); then
+  echo "ERROR: services down: ${failed[*]}. The tests need them; they are never skipped." >&2
+  exit 1
+fi

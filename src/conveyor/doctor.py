@@ -1,0 +1,78 @@
+"""``conveyor doctor``: is each seam's backend installed, reachable, and migrated?
+
+The probe opens each backend the way a program would (without applying
+migrations: the doctor looks, it does not change) and reports what it
+found or, when it fails, why, in the words of the typed error.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from conveyor.backends import SEAMS
+from conveyor.config import ProjectSpec
+from conveyor.errors import ConveyorError
+
+__all__ = ["SeamHealth", "check_seams"]
+
+# Options that keep a probe read-only.
+_PROBE_OPTIONS: dict[str, dict[str, Any]] = {
+    "store": {"migrate": False},
+    "events": {"migrate": False},
+}
+
+
+@dataclass(slots=True)
+class SeamHealth:
+    seam: str
+    url: str
+    ok: bool
+    backend: str = ""
+    detail: str = ""
+    latency_ms: float | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_seams(spec: ProjectSpec, seams: list[str] | None = None) -> list[SeamHealth]:
+    """Probe each seam's configured backend; never raises for a backend's failure."""
+    return [_probe(spec, name) for name in (seams or list(SEAMS))]
+
+
+def _probe(spec: ProjectSpec, name: str) -> SeamHealth:
+    seam = SEAMS[name]
+    url = spec.url(name)
+    health = SeamHealth(seam=name, url=str(url), ok=False)
+    start = time.perf_counter()
+    try:
+        health.backend = seam.spec(url).target.rpartition(":")[2]
+        backend = seam.open(url, **_PROBE_OPTIONS.get(name, {}))
+        try:
+            facts = backend.health() if hasattr(backend, "health") else backend.ping()
+            health.facts = dict(facts) if isinstance(facts, dict) else {}
+        finally:
+            backend.close()
+    except ConveyorError as exc:
+        health.detail = f"{type(exc).__name__}: {exc.message}"
+    except Exception as exc:  # an unexpected failure is still a finding, not a crash
+        health.detail = f"{type(exc).__name__}: {exc}"
+    else:
+        health.ok = True
+        health.detail = _describe(health.facts)
+    health.latency_ms = round((time.perf_counter() - start) * 1000, 1)
+    return health
+
+
+def _describe(facts: dict[str, Any]) -> str:
+    revision, head = facts.get("revision"), facts.get("head")
+    if "head" in facts and revision != head:
+        return (
+            f"reachable; schema at {revision or 'empty'}, code expects {head}: first use migrates"
+        )
+    if revision:
+        return f"reachable; schema at {revision}"
+    return "reachable"

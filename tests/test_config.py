@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conveyor.config import find_project_root, load_spec, render_template
+from conveyor.errors import ConfigError, ProjectNotFoundError
+from conveyor.project import init_project
+
+
+def _write(root: Path, text: str) -> Path:
+    (root / "conveyor.yaml").write_text(text, encoding="utf-8")
+    return root
+
+
+def test_template_loads_with_documented_defaults(tmp_path: Path) -> None:
+    _write(tmp_path, render_template("fraud"))
+    spec = load_spec(tmp_path, env={})
+    assert spec.project == "fraud"
+    assert spec.backends.store.scheme == "sqlite"
+    assert spec.slos.quality is not None
+    assert (spec.slos.quality.metric, spec.slos.quality.floor) == ("roc_auc", 0.85)
+    assert spec.slos.quality.met_by(0.9) and not spec.slos.quality.met_by(0.8)
+    assert spec.slos.latency_p95_ms == 50
+
+
+def test_relative_paths_resolve_against_the_project_not_the_cwd(
+    tmp_path: Path, monkeypatch
+) -> None:
+    _write(tmp_path, "project: p\n")
+    sub = tmp_path / "a" / "b"
+    sub.mkdir(parents=True)
+    monkeypatch.chdir(sub)
+    spec = load_spec(env={})
+    assert spec.root == tmp_path.resolve()
+    assert spec.url("store").location == str(tmp_path.resolve() / ".conveyor" / "conveyor.db")
+    assert spec.url("artifacts").location == str(tmp_path.resolve() / ".conveyor" / "artifacts")
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    _write(tmp_path, "project: p\nbackends:\n  store: sqlite:///x.db\n")
+    spec = load_spec(
+        tmp_path,
+        env={
+            "CONVEYOR_STORE": "postgresql://app:pw@db:5432/c",
+            "CONVEYOR_CACHE": "redis://127.0.0.1:6379/1",
+        },
+    )
+    assert spec.backends.store.host == "db"
+    assert spec.backends.cache.scheme == "redis"
+    assert "pw" not in repr(spec) and "pw" not in str(spec.model_dump())
+
+
+def test_bad_value_names_file_line_field_and_expectation(tmp_path: Path) -> None:
+    _write(tmp_path, "project: p\nslos:\n  quality:\n    metric: auc\n    floor: high\n")
+    with pytest.raises(ConfigError) as info:
+        load_spec(tmp_path, env={})
+    message = str(info.value)
+    assert f"{tmp_path / 'conveyor.yaml'}:5" in message
+    assert "slos.quality.floor" in message
+    assert "valid number" in message and "'high'" in message
+
+
+def test_unknown_field_lists_the_expected_ones(tmp_path: Path) -> None:
+    _write(tmp_path, "project: p\nbackends:\n  stor: sqlite:///x.db\n")
+    with pytest.raises(ConfigError) as info:
+        load_spec(tmp_path, env={})
+    message = str(info.value)
+    assert ":3: backends.stor: unknown field" in message
+    assert "store, artifacts, events, online, cache" in message
+
+
+def test_unknown_scheme_in_spec_lists_known_ones(tmp_path: Path) -> None:
+    _write(tmp_path, "project: p\nbackends:\n  events: kafka://broker:9092\n")
+    with pytest.raises(
+        ConfigError, match=r"backends.events: no events backend for scheme 'kafka'.*sqlite://"
+    ):
+        load_spec(tmp_path, env={})
+
+
+def test_bad_env_override_names_the_variable(tmp_path: Path) -> None:
+    _write(tmp_path, "project: p\n")
+    with pytest.raises(ConfigError, match=r"\$CONVEYOR_STORE: backends.store: .*mongodb"):
+        load_spec(tmp_path, env={"CONVEYOR_STORE": "mongodb://x"})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("project: [unclosed\n", "not valid YAML"),
+        ("- a\n- b\n", "expected a mapping"),
+        ("backends: {}\n", "project: required field is missing"),
+        ("project: 'has space'\n", "should match pattern"),
+        ("project: p\nslos:\n  availability: 1.5\n", "slos.availability"),
+        (
+            "project: p\nslos:\n  quality: {metric: auc, floor: 0.8, direction: up}\n",
+            "'maximize' or 'minimize'",
+        ),
+    ],
+)
+def test_malformed_specs(tmp_path: Path, text: str, expected: str) -> None:
+    _write(tmp_path, text)
+    with pytest.raises(ConfigError, match=expected):
+        load_spec(tmp_path, env={})
+
+
+def test_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "conveyor.yaml").write_bytes("project: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_spec(tmp_path, env={})
+
+
+def test_project_found_by_walking_up(tmp_path: Path) -> None:
+    (tmp_path / ".conveyor").mkdir()
+    deep = tmp_path / "src" / "pkg"
+    deep.mkdir(parents=True)
+    assert find_project_root(deep) == tmp_path.resolve()
+    spec = load_spec(deep, env={})  # no conveyor.yaml: defaults, named after the folder
+    assert spec.project == tmp_path.name
+
+
+def test_no_project_anywhere(tmp_path: Path) -> None:
+    with pytest.raises(ProjectNotFoundError, match="conveyor init"):
+        find_project_root(tmp_path)
+
+
+def test_init_refuses_to_overwrite(tmp_path: Path) -> None:
+    spec_path = init_project(tmp_path, name="demo")
+    assert (tmp_path / ".conveyor" / ".gitignore").is_file()
+    assert "project: demo" in spec_path.read_text()
+    from conveyor.errors import AlreadyExistsError
+
+    with pytest.raises(AlreadyExistsError, match="--force"):
+        init_project(tmp_path)
+    init_project(tmp_path, name="again", force=True)
+    assert load_spec(tmp_path, env={}).project == "again"
