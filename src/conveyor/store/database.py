@@ -1,0 +1,279 @@
+"""The metadata store: one SQL database (SQLite or PostgreSQL) behind a URL.
+
+::
+
+    with MetadataStore.from_url(BackendURL.parse("sqlite:///.conveyor/conveyor.db")) as store:
+        run = store.runs.start("train", "fraud-v3", params={"lr": 0.1})
+        with store.session() as session:   # one transaction
+            ...
+
+:meth:`MetadataStore.session` is the only way to write: one transaction,
+committed on success and rolled back on any exception, with driver errors
+translated at the boundary (a stale version becomes
+:class:`ConcurrentUpdateError`, a duplicate key :class:`AlreadyExistsError`,
+a lost server :class:`BackendUnavailableError`). Repositories built on it
+(:attr:`MetadataStore.runs`, :mod:`conveyor.checks.persist`) hand back frozen
+snapshots, never live ORM objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from conveyor.backends import BackendURL
+from conveyor.errors import (
+    AlreadyExistsError,
+    BackendUnavailableError,
+    ClosedError,
+    ConcurrentUpdateError,
+    InvalidInputError,
+)
+from conveyor.store import migrate as migrations
+from conveyor.store.engine import READ, connect_check, create_engine, translate_errors
+from conveyor.store.types import dump_json
+
+if TYPE_CHECKING:
+    from conveyor.store.runs import RunRepository
+
+__all__ = ["SCRIPT_LOCATION", "SEAM", "VERSION_TABLE", "MetadataStore"]
+
+SEAM = "store"
+#: Alembic's ``package:directory`` form, so the scripts are found inside an installed wheel.
+SCRIPT_LOCATION = "conveyor.store:migrations"
+#: The store's own version table: the event log may share the database with its own.
+VERSION_TABLE = "conveyor_store_version"
+
+# SQLSTATE / SQLite extended codes of a duplicate key.
+_PG_UNIQUE_VIOLATION = "23505"
+_SQLITE_DUPLICATE = ("SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE")
+
+
+class MetadataStore:
+    """Runs, reports and every mutable record, in SQLite or PostgreSQL.
+
+    Build it with :meth:`from_url` (or ``conveyor.backends.STORE.open(url)``)
+    and close it with ``with``. It is safe to share between threads: each
+    :meth:`session` takes its own connection from the pool.
+    """
+
+    def __init__(self, engine: Engine, url: BackendURL) -> None:
+        self._engine: Engine | None = engine
+        self._url = url
+        read_options: dict[str, Any] = (
+            dict(READ) if engine.dialect.name == "sqlite" else {"postgresql_readonly": True}
+        )
+        self._read_engine: Engine = engine.execution_options(**read_options)
+        self._runs: RunRepository | None = None
+
+    @classmethod
+    def from_url(cls, url: BackendURL | str, *, migrate: bool = True) -> MetadataStore:
+        """Connect (BackendUnavailableError naming host and port if that fails) and migrate."""
+        url = BackendURL.parse(url)
+        engine = create_engine(url, SEAM, json_serializer=dump_json)
+        try:
+            connect_check(engine, url, SEAM)
+            if migrate:
+                with translate_errors(url, SEAM):
+                    migrations.upgrade(engine, SCRIPT_LOCATION, VERSION_TABLE)
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine, url)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    @property
+    def url(self) -> BackendURL:
+        return self._url
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise self._closed_error()
+        return self._engine
+
+    @property
+    def closed(self) -> bool:
+        return self._engine is None
+
+    def close(self) -> None:
+        """Release every pooled connection; calling it again does nothing."""
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.dispose()
+
+    def __enter__(self) -> MetadataStore:
+        self.engine  # noqa: B018 -- refuse to enter a closed store
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = " closed" if self.closed else ""
+        return f"<MetadataStore {self._url}{state}>"
+
+    def _closed_error(self) -> ClosedError:
+        return ClosedError(
+            f"the metadata store at {self._url} is closed; open a new one with "
+            "MetadataStore.from_url(...)",
+            seam=SEAM,
+        )
+
+    # -- transactions --------------------------------------------------------
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One read-write transaction: commit on success, roll back on any exception."""
+        engine = self.engine
+        with (
+            self._translate(),
+            Session(engine, expire_on_commit=False) as session,
+            session.begin(),
+        ):
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only transaction; it is always rolled back.
+
+        On SQLite it begins DEFERRED, so readers never wait for a writer's
+        lock (WAL lets them read the last committed state meanwhile); on
+        PostgreSQL the transaction is READ ONLY, so a stray write fails.
+        """
+        self.engine  # noqa: B018 -- ClosedError before touching the pool
+        with self._translate(), Session(self._read_engine, expire_on_commit=False) as session:
+            try:
+                yield session
+            finally:
+                session.rollback()
+
+    @contextmanager
+    def _translate(self) -> Iterator[None]:
+        try:
+            with translate_errors(self._url, SEAM):
+                yield
+        except StaleDataError as exc:
+            raise ConcurrentUpdateError(
+                f"a row was changed by someone else since it was read ({exc}); "
+                "read it again, re-apply the change and retry",
+                seam=SEAM,
+            ) from exc
+        except sa.exc.IntegrityError as exc:
+            if _is_duplicate(exc):
+                raise AlreadyExistsError(
+                    f"that record already exists: {_first_line(exc.orig)}", seam=SEAM
+                ) from exc
+            raise InvalidInputError(
+                f"the metadata store refused the write: {_first_line(exc.orig)}", seam=SEAM
+            ) from exc
+
+    # -- health --------------------------------------------------------------
+
+    def ping(self) -> None:
+        """Run ``SELECT 1``; raise BackendUnavailableError if the database does not answer."""
+        connect_check(self.engine, self._url, SEAM)
+
+    def revision(self) -> str | None:
+        """The schema revision the database is at (None before the first migration)."""
+        with translate_errors(self._url, SEAM), self.engine.connect() as conn:
+            revision = migrations.current_revision(conn, VERSION_TABLE)
+            conn.rollback()
+            return revision
+
+    @staticmethod
+    def head_revision() -> str | None:
+        """The newest schema revision this version of Conveyor ships."""
+        return migrations.head_revision(SCRIPT_LOCATION)
+
+    def migrate(self) -> str | None:
+        """Bring the schema to the head revision (safe from several processes at once)."""
+        with translate_errors(self._url, SEAM):
+            return migrations.upgrade(self.engine, SCRIPT_LOCATION, VERSION_TABLE)
+
+    def health(self) -> dict[str, Any]:
+        """What ``conveyor doctor`` shows: backend, redacted URL, schema revision vs head.
+
+        Never raises for an unreachable database: ``ok`` is False and
+        ``error`` says why.
+        """
+        head = self.head_revision()
+        info: dict[str, Any] = {
+            "seam": SEAM,
+            "backend": self._url.scheme,
+            "url": str(self._url),
+            "revision": None,
+            "head": head,
+        }
+        try:
+            info["revision"] = self.revision()
+        except BackendUnavailableError as exc:
+            return info | {"ok": False, "error": exc.message}
+        if info["revision"] != head:
+            return info | {
+                "ok": False,
+                "error": f"the schema is at revision {info['revision']}, not {head}: "
+                "open the store with migrate=True or call migrate()",
+            }
+        return info | {"ok": True, "error": None}
+
+    def schema_diff(self) -> list[Any]:
+        """Differences between the database schema and the models (empty when they agree).
+
+        Alembic's autogenerate comparison; tables this store does not own
+        (another seam's, in a shared database) are left out.
+        """
+        from alembic.autogenerate import compare_metadata
+        from alembic.runtime.migration import MigrationContext
+
+        from conveyor.store.models import Base
+
+        owned = set(Base.metadata.tables)
+
+        def include_name(name: str | None, type_: str, parent: Any) -> bool:
+            return type_ != "table" or name in owned
+
+        with translate_errors(self._url, SEAM), self.engine.connect() as conn:
+            context = MigrationContext.configure(
+                conn, opts={"include_name": include_name, "compare_type": True}
+            )
+            diff: list[Any] = compare_metadata(context, Base.metadata)
+            conn.rollback()
+            return diff
+
+    # -- repositories --------------------------------------------------------
+
+    @property
+    def runs(self) -> RunRepository:
+        """Training, pipeline and other runs: params, metrics, artifacts, status."""
+        from conveyor.store.runs import RunRepository
+
+        self.engine  # noqa: B018 -- ClosedError for a closed store
+        if self._runs is None:
+            self._runs = RunRepository(self)
+        return self._runs
+
+
+def _is_duplicate(exc: sa.exc.IntegrityError) -> bool:
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) == _PG_UNIQUE_VIOLATION:
+        return True
+    return getattr(orig, "sqlite_errorname", None) in _SQLITE_DUPLICATE
+
+
+def _first_line(error: object) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

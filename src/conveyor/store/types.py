@@ -1,0 +1,129 @@
+"""Column types that behave the same on SQLite and PostgreSQL.
+
+- :class:`UTCDateTime`: SQLite has no time zones and hands back naive
+  datetimes; every timestamp Conveyor stores goes in as UTC and comes back
+  as an aware UTC datetime on both backends, so values compare and sort the
+  same everywhere.
+- :data:`JSONB_DOCUMENT`: JSONB on PostgreSQL (indexable, containment
+  queries) and JSON text on SQLite, for documents that are queried (params,
+  metrics, tags, artifacts).
+- :data:`EXACT_JSON`: the textual ``json`` type on PostgreSQL. JSONB
+  normalises numbers (``1e20`` comes back as the integer
+  ``100000000000000000000``, ``-0.0`` as ``0.0``); what a check observed must
+  come back exactly as it went in.
+
+:func:`json_value` checks a value is a plain JSON document before it reaches
+the database, so a bad value fails with a message naming its field rather
+than deep inside a flush.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+
+from conveyor.errors import InvalidInputError
+
+__all__ = [
+    "EXACT_JSON",
+    "JSONB_DOCUMENT",
+    "UTCDateTime",
+    "aware_utc",
+    "dump_json",
+    "json_value",
+    "utcnow",
+]
+
+JSONB_DOCUMENT: sa.types.TypeEngine[Any] = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+EXACT_JSON: sa.types.TypeEngine[Any] = sa.JSON()
+
+#: The engines' JSON serializer: NaN and infinity are not JSON, and PostgreSQL
+#: rejects them while SQLite would store them silently; fail on both instead.
+dump_json = partial(json.dumps, allow_nan=False, separators=(",", ":"))
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def aware_utc(value: datetime, field: str) -> datetime:
+    """``value`` in UTC; a naive datetime is refused (its zone is a guess)."""
+    if not isinstance(value, datetime):
+        raise InvalidInputError(
+            f"{field} must be a datetime, got {type(value).__name__} {value!r}", field=field
+        )
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidInputError(
+            f"{field} must be time-zone aware (for example datetime.now(UTC)), got naive {value}",
+            field=field,
+        )
+    return value.astimezone(UTC)
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always returned as an aware UTC datetime."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            # Repositories convert at their boundary; a naive value here is a bug.
+            raise ValueError(f"naive datetime {value} bound to a UTC timestamp column")
+        value = value.astimezone(UTC)
+        # SQLite would store the offset-less text anyway; strip it so the text
+        # form is uniform and sorts lexically in time order.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def json_value(value: Any, field: str) -> Any:
+    """``value`` as plain JSON types, or InvalidInputError naming ``field``.
+
+    Tuples become lists and numpy scalars their Python value; NaN, infinity,
+    non-string keys and other objects are refused.
+    """
+    if value is None or isinstance(value, bool | str | int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidInputError(
+                f"{field} is {value!r}: only finite numbers can be stored", field=field
+            )
+        return value
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidInputError(
+                    f"{field} has a key {key!r} of type {type(key).__name__}: keys must be strings",
+                    field=field,
+                )
+            out[key] = json_value(item, f"{field}.{key}")
+        return out
+    if isinstance(value, list | tuple):
+        return [json_value(item, f"{field}[{i}]") for i, item in enumerate(value)]
+    item = getattr(value, "item", None)
+    if callable(item) and type(value).__module__ == "numpy":
+        return json_value(item(), field)
+    raise InvalidInputError(
+        f"{field} is a {type(value).__name__} ({value!r}), which cannot be stored as JSON; "
+        "use numbers, strings, booleans, None, lists and dicts",
+        field=field,
+    )
