@@ -18,32 +18,36 @@ snapshots, never live ORM objects.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import QueryableAttribute, Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from conveyor.backends import BackendURL
 from conveyor.errors import (
     AlreadyExistsError,
-    BackendUnavailableError,
     ClosedError,
     ConcurrentUpdateError,
     InvalidInputError,
 )
 from conveyor.store import migrate as migrations
 from conveyor.store.engine import READ, connect_check, create_engine, translate_errors
-from conveyor.store.types import dump_json
+from conveyor.store.paging import Page, check_limit, decode_cursor, encode_cursor
+from conveyor.store.types import aware_utc, dump_json
 
 if TYPE_CHECKING:
     from conveyor.store.runs import RunRepository
 
-__all__ = ["SCRIPT_LOCATION", "SEAM", "VERSION_TABLE", "MetadataStore"]
+__all__ = ["SCRIPT_LOCATION", "SEAM", "VERSION_TABLE", "MetadataStore", "keyset", "page_of"]
+
+T = TypeVar("T")
+S = TypeVar("S", bound=sa.Select[Any])
 
 SEAM = "store"
 #: Alembic's ``package:directory`` form, so the scripts are found inside an installed wheel.
@@ -205,30 +209,22 @@ class MetadataStore:
             return migrations.upgrade(self.engine, SCRIPT_LOCATION, VERSION_TABLE)
 
     def health(self) -> dict[str, Any]:
-        """What ``conveyor doctor`` shows: backend, redacted URL, schema revision vs head.
+        """What ``conveyor doctor`` shows: backend, redacted URL, schema revision and head.
 
-        Never raises for an unreachable database: ``ok`` is False and
-        ``error`` says why.
+        ``migrated`` is False while the database is behind this version of
+        Conveyor (opening the store with ``migrate=True`` brings it up).
+        Raises BackendUnavailableError when the database does not answer.
         """
         head = self.head_revision()
-        info: dict[str, Any] = {
+        revision = self.revision()
+        return {
             "seam": SEAM,
             "backend": self._url.scheme,
             "url": str(self._url),
-            "revision": None,
+            "revision": revision,
             "head": head,
+            "migrated": revision == head,
         }
-        try:
-            info["revision"] = self.revision()
-        except BackendUnavailableError as exc:
-            return info | {"ok": False, "error": exc.message}
-        if info["revision"] != head:
-            return info | {
-                "ok": False,
-                "error": f"the schema is at revision {info['revision']}, not {head}: "
-                "open the store with migrate=True or call migrate()",
-            }
-        return info | {"ok": True, "error": None}
 
     def schema_diff(self) -> list[Any]:
         """Differences between the database schema and the models (empty when they agree).
@@ -277,3 +273,49 @@ def _is_duplicate(exc: sa.exc.IntegrityError) -> bool:
 def _first_line(error: object) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+# -- newest-first keyset listings, shared by every repository ----------------
+
+
+def keyset(
+    stmt: S,
+    time_col: QueryableAttribute[datetime],
+    id_col: QueryableAttribute[str],
+    *,
+    limit: int,
+    cursor: str | None,
+    listing: str,
+) -> S:
+    """``stmt`` ordered newest first on (time, id), from just after ``cursor``, one row extra.
+
+    The extra row tells :func:`page_of` whether a next page exists without a
+    second query; the id breaks ties between rows written in the same microsecond.
+    """
+    check_limit(limit)
+    if cursor is not None:
+        at, last_id = _decode_time_cursor(cursor, listing)
+        stmt = stmt.where(sa.or_(time_col < at, sa.and_(time_col == at, id_col < last_id)))
+    return stmt.order_by(time_col.desc(), id_col.desc()).limit(limit + 1)
+
+
+def page_of(items: Sequence[T], limit: int, key: Callable[[T], tuple[datetime, str]]) -> Page[T]:
+    """The page for rows fetched by :func:`keyset` (which asked for ``limit + 1``)."""
+    if len(items) <= limit:
+        return Page(items=list(items))
+    at, last_id = key(items[limit - 1])
+    return Page(items=list(items[:limit]), next_cursor=encode_cursor(at.isoformat(), last_id))
+
+
+def _decode_time_cursor(cursor: str, listing: str) -> tuple[datetime, str]:
+    if not isinstance(cursor, str):
+        raise InvalidInputError(f"malformed page cursor {cursor!r}", field="cursor")
+    at, last_id = decode_cursor(cursor, 2)
+    try:
+        if not isinstance(at, str) or not isinstance(last_id, str):
+            raise ValueError("cursor fields are not strings")
+        return aware_utc(datetime.fromisoformat(at), "cursor"), last_id
+    except ValueError as exc:  # InvalidInputError is one too
+        raise InvalidInputError(
+            f"page cursor {cursor!r} is not for the {listing} listing", field="cursor"
+        ) from exc

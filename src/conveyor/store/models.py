@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column, relationship
 
-from conveyor.store.types import EXACT_JSON, JSONB_DOCUMENT, UTCDateTime, utcnow
+from conveyor.store.types import JSONB_DOCUMENT, ExactJSON, UTCDateTime, utcnow
 
 __all__ = [
     "NAMING_CONVENTION",
@@ -138,8 +138,8 @@ class CheckResultRecord(Base):
     name: Mapped[str] = mapped_column(sa.String(300))
     passed: Mapped[bool] = mapped_column(sa.Boolean)
     severity: Mapped[str] = mapped_column(sa.String(10))
-    observed: Mapped[Any] = mapped_column(EXACT_JSON, nullable=True)
-    threshold: Mapped[Any] = mapped_column(EXACT_JSON, nullable=True)
+    observed: Mapped[Any] = mapped_column(ExactJSON(), nullable=True)
+    threshold: Mapped[Any] = mapped_column(ExactJSON(), nullable=True)
     detail: Mapped[str] = mapped_column(sa.Text)
 
     __table_args__ = (sa.CheckConstraint(_in("severity", SEVERITIES), name="severity"),)

@@ -17,18 +17,16 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Any, Literal, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from conveyor.errors import ConcurrentUpdateError, ConflictError, InvalidInputError, NotFoundError
+from conveyor.store.database import MetadataStore, keyset, page_of
 from conveyor.store.models import RUN_STATUSES, TERMINAL_STATUSES, RunRecord
-from conveyor.store.paging import Page, check_limit, decode_cursor, encode_cursor
+from conveyor.store.paging import Page
 from conveyor.store.types import aware_utc, json_value, utcnow
-
-if TYPE_CHECKING:
-    from conveyor.store.database import MetadataStore
 
 __all__ = ["UPDATABLE_FIELDS", "Run", "RunRepository", "RunStatus"]
 
@@ -220,7 +218,7 @@ class RunRepository:
         """End a running run with a final status; ConflictError if it already ended."""
         if status not in TERMINAL_STATUSES:
             raise InvalidInputError(
-                f"a run finishes as one of {', '.join(TERMINAL_STATUSES)}, not {status!r}",
+                f"a run finishes with status one of {', '.join(TERMINAL_STATUSES)}, not {status!r}",
                 field="status",
             )
         error = _optional_str(error, "error")
@@ -248,29 +246,17 @@ class RunRepository:
         cursor: str | None = None,
     ) -> Page[Run]:
         """Runs newest first, ``limit`` at a time; pass ``next_cursor`` back for the next page."""
-        check_limit(limit)
         stmt = sa.select(RunRecord)
         if kind is not None:
             stmt = stmt.where(RunRecord.kind == _text(kind, "kind"))
         if status is not None:
             stmt = stmt.where(RunRecord.status == _status(status))
-        if cursor is not None:
-            started_at, last_id = _decode(cursor)
-            stmt = stmt.where(
-                sa.or_(
-                    RunRecord.started_at < started_at,
-                    sa.and_(RunRecord.started_at == started_at, RunRecord.id < last_id),
-                )
-            )
-        stmt = stmt.order_by(RunRecord.started_at.desc(), RunRecord.id.desc()).limit(limit + 1)
+        stmt = keyset(
+            stmt, RunRecord.started_at, RunRecord.id, limit=limit, cursor=cursor, listing="runs"
+        )
         with self._store.read() as session:
-            records = session.scalars(stmt).all()
-            runs = [Run._from_record(r) for r in records[:limit]]
-        next_cursor = None
-        if len(records) > limit:
-            last = runs[-1]
-            next_cursor = encode_cursor(last.started_at.isoformat(), last.id)
-        return Page(items=runs, next_cursor=next_cursor)
+            runs = [Run._from_record(r) for r in session.scalars(stmt)]
+        return page_of(runs, limit, lambda run: (run.started_at, run.id))
 
 
 def _load(session: Session, run_id: str, expected_version: int | None) -> RunRecord:
@@ -426,17 +412,3 @@ _VALIDATORS: dict[str, Any] = {
     "error": lambda v: _optional_str(v, "error"),
     "ended_at": _ended_at,
 }
-
-
-def _decode(cursor: str) -> tuple[datetime, str]:
-    if not isinstance(cursor, str):
-        raise InvalidInputError(f"malformed page cursor {cursor!r}", field="cursor")
-    started, last_id = decode_cursor(cursor, 2)
-    try:
-        if not isinstance(started, str) or not isinstance(last_id, str):
-            raise ValueError("cursor fields are not strings")
-        return aware_utc(datetime.fromisoformat(started), "cursor"), last_id
-    except ValueError as exc:  # InvalidInputError is one too
-        raise InvalidInputError(
-            f"page cursor {cursor!r} is not for the runs listing", field="cursor"
-        ) from exc

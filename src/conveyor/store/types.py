@@ -7,10 +7,13 @@
 - :data:`JSONB_DOCUMENT`: JSONB on PostgreSQL (indexable, containment
   queries) and JSON text on SQLite, for documents that are queried (params,
   metrics, tags, artifacts).
-- :data:`EXACT_JSON`: the textual ``json`` type on PostgreSQL. JSONB
-  normalises numbers (``1e20`` comes back as the integer
-  ``100000000000000000000``, ``-0.0`` as ``0.0``); what a check observed must
-  come back exactly as it went in.
+- :class:`ExactJSON`: any JSON value (a bare number too), stored as text
+  that comes back exactly as it went in, for what a check observed. On
+  PostgreSQL it is the textual ``json`` type, because JSONB normalises
+  numbers (``1e20`` comes back as the integer ``100000000000000000000``,
+  ``-0.0`` as ``0.0``). On SQLite it is TEXT, because a column declared
+  ``JSON`` has NUMERIC affinity there: the text ``3.0`` would be stored as
+  the integer 3 and ``2**64`` rounded to a float.
 
 :func:`json_value` checks a value is a plain JSON document before it reaches
 the database, so a bad value fails with a message naming its field rather
@@ -33,8 +36,8 @@ from sqlalchemy.engine import Dialect
 from conveyor.errors import InvalidInputError
 
 __all__ = [
-    "EXACT_JSON",
     "JSONB_DOCUMENT",
+    "ExactJSON",
     "UTCDateTime",
     "aware_utc",
     "dump_json",
@@ -42,8 +45,8 @@ __all__ = [
     "utcnow",
 ]
 
+# Documents are always JSON objects, so SQLite's NUMERIC affinity never touches them.
 JSONB_DOCUMENT: sa.types.TypeEngine[Any] = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
-EXACT_JSON: sa.types.TypeEngine[Any] = sa.JSON()
 
 #: The engines' JSON serializer: NaN and infinity are not JSON, and PostgreSQL
 #: rejects them while SQLite would store them silently; fail on both instead.
@@ -91,6 +94,28 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+class ExactJSON(sa.types.TypeDecorator[Any]):
+    """A JSON value kept as its exact text; SQL NULL stands for None."""
+
+    impl = sa.Text()
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.JSON(none_as_null=True))
+        return dialect.type_descriptor(sa.Text())
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None or dialect.name == "postgresql":
+            return value  # the json type serialises with the engine's serializer
+        return dump_json(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        if value is None or dialect.name == "postgresql":
+            return value
+        return json.loads(value)
 
 
 def json_value(value: Any, field: str) -> Any:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from conveyor.store.types import EXACT_JSON, JSONB_DOCUMENT, UTCDateTime
+from conveyor.store.types import JSONB_DOCUMENT, ExactJSON, UTCDateTime
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -73,8 +73,8 @@ def upgrade() -> None:
         sa.Column("name", sa.String(300), nullable=False),
         sa.Column("passed", sa.Boolean(), nullable=False),
         sa.Column("severity", sa.String(10), nullable=False),
-        sa.Column("observed", EXACT_JSON, nullable=True),
-        sa.Column("threshold", EXACT_JSON, nullable=True),
+        sa.Column("observed", ExactJSON(), nullable=True),
+        sa.Column("threshold", ExactJSON(), nullable=True),
         sa.Column("detail", sa.Text(), nullable=False),
         sa.CheckConstraint(
             "severity IN ('error', 'warning')", name=op.f("ck_check_results_severity")
