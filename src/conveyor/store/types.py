@@ -68,7 +68,12 @@ def aware_utc(value: datetime, field: str) -> datetime:
             f"{field} must be time-zone aware (for example datetime.now(UTC)), got naive {value}",
             field=field,
         )
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:  # 0001-01-01 at UTC+5 is before year 1 in UTC
+        raise InvalidInputError(
+            f"{field} {value} is out of the representable range in UTC", field=field
+        ) from exc
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):

@@ -20,8 +20,8 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from typing import cast
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any, cast
 
 import pytest
 import sqlalchemy as sa
@@ -45,10 +45,19 @@ from conveyor.store.runs import Run
 __all__ = ["MetadataStoreContract", "write_runs"]
 
 
-def write_runs(store_url: str, count: int, kind: str = "load") -> list[str]:
-    """Open the store (migrating if needed), start and finish ``count`` runs; their ids."""
+def write_runs(store_url: str, count: int, kind: str = "load", barrier: Any = None) -> list[str]:
+    """Open the store (migrating if needed), start and finish ``count`` runs; their ids.
+
+    With a ``barrier`` (a ``multiprocessing`` Barrier or a manager's proxy)
+    every writer opens the store at the same moment and starts writing at
+    the same moment, so migrations and writes really race.
+    """
     ids = []
+    if barrier is not None:
+        barrier.wait()
     with MetadataStore.from_url(BackendURL.parse(store_url)) as store:
+        if barrier is not None:
+            barrier.wait()
         for i in range(count):
             run = store.runs.start(kind, f"{kind}-{i}", params={"i": i})
             ids.append(store.runs.finish(run.id).id)
@@ -117,6 +126,14 @@ class MetadataStoreContract:
         diff = store.schema_diff()
         assert any("stray" in str(d) for d in diff), diff
 
+    def test_unmigrated_store_says_so_until_migrated(self, store_url: str) -> None:
+        with MetadataStore.from_url(BackendURL.parse(store_url), migrate=False) as store:
+            facts = store.health()
+            assert (facts["revision"], facts["migrated"]) == (None, False)
+            assert store.migrate() == facts["head"]
+            assert store.health()["migrated"] is True
+            assert store.runs.start("demo", "after migrate").version == 1
+
     def test_closed_store_refuses_use(self, store_url: str) -> None:
         store = MetadataStore.from_url(BackendURL.parse(store_url))
         run = store.runs.start("demo", "before close")
@@ -178,6 +195,10 @@ class MetadataStoreContract:
         )
         assert (run.name, run.status, run.version) == ("nightly-2", "cancelled", 2)
         assert run.ended_at is not None  # a finished status is stamped
+        at = datetime(2026, 5, 1, 12, 0, 0, 123456, tzinfo=timezone(timedelta(hours=2)))
+        run = store.runs.update(run.id, expected_version=run.version, ended_at=at)
+        assert run.ended_at == at and run.ended_at.tzinfo == UTC
+        assert store.runs.get(run.id).ended_at == datetime(2026, 5, 1, 10, 0, 0, 123456, UTC)
         with pytest.raises(InvalidInputError, match="started_at"):
             store.runs.update(run.id, expected_version=run.version, started_at=datetime.now(UTC))
         with pytest.raises(InvalidInputError, match="bogus"):
@@ -345,11 +366,14 @@ class MetadataStoreContract:
             store.runs.get("c" * 32)
 
     def test_read_session_never_writes(self, store: MetadataStore) -> None:
+        refused = False
         try:
             with store.read() as session:
                 _add_run(session, "d" * 32)
         except sa.exc.DBAPIError:
-            pass  # PostgreSQL refuses the write in a READ ONLY transaction
+            refused = True
+        # PostgreSQL refuses the write in a READ ONLY transaction; SQLite rolls it back.
+        assert refused == (store.url.scheme == "postgresql")
         with pytest.raises(NotFoundError):
             store.runs.get("d" * 32)
 
