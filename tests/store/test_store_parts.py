@@ -78,7 +78,7 @@ def test_store_package_exports_what_all_names() -> None:
     assert conveyor.store.MetadataStore is MetadataStore
     assert set(conveyor.store.__all__) <= set(dir(conveyor.store))
     with pytest.raises(AttributeError):
-        _ = conveyor.store.NoSuchThing  # type: ignore[attr-defined]
+        _ = conveyor.store.NoSuchThing
 
 
 def test_migrations_ship_inside_the_package() -> None:
