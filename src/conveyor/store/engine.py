@@ -132,6 +132,7 @@ def _is_connection_failure(exc: sa.exc.OperationalError) -> bool:
             "name or service not known",
             "authentication failed",
             "no such host",
+            "database is locked",  # still busy after the 30 s busy timeout
         )
     )
 
