@@ -1,0 +1,90 @@
+"""The filters every read of the event log takes, validated and turned into SQL.
+
+``kind`` is an exact kind (``run.started``), a prefix pattern (``run.*``
+matches ``run.started`` and ``run.step.done`` but not ``run`` or
+``runner.x``) or ``*`` (everything). ``since`` is inclusive and ``until``
+exclusive; both are aware datetimes (a naive one is refused rather than
+guessed at).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from conveyor.errors import InvalidInputError
+from conveyor.events.schema import EPOCH, MAX_TEXT_LENGTH, check_kind
+from conveyor.events.table import events
+
+__all__ = ["Filters", "to_us"]
+
+_ONE_US_SECONDS = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """Validated filters; :meth:`clauses` gives the SQL conditions."""
+
+    kind: str | None = None
+    subject: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    request_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind is not None and self.kind != "*":
+            if not isinstance(self.kind, str):
+                raise InvalidInputError(
+                    f"kind filter must be a string, got {type(self.kind).__name__}", field="kind"
+                )
+            check_kind(self.kind.removesuffix(".*"), field="kind")
+        for name in ("subject", "request_id"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or len(value) > MAX_TEXT_LENGTH):
+                raise InvalidInputError(
+                    f"{name} filter must be a string of at most {MAX_TEXT_LENGTH} characters, "
+                    f"got {value!r}",
+                    field=name,
+                )
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if value is not None:
+                to_us(value, name)
+
+    def clauses(self) -> list[sa.ColumnElement[bool]]:
+        c = events.c
+        out: list[sa.ColumnElement[bool]] = []
+        if self.kind is not None and self.kind != "*":
+            if self.kind.endswith(".*"):
+                # '_' is a LIKE wildcard and valid in kinds: escape it.
+                prefix = self.kind[:-1].replace("_", "\\_")
+                out.append(c.kind.like(f"{prefix}%", escape="\\"))
+            else:
+                out.append(c.kind == self.kind)
+        if self.subject is not None:
+            out.append(c.subject == self.subject)
+        if self.request_id is not None:
+            out.append(c.request_id == self.request_id)
+        if self.since is not None:
+            out.append(c.time_us >= to_us(self.since, "since"))
+        if self.until is not None:
+            out.append(c.time_us < to_us(self.until, "until"))
+        return out
+
+
+def to_us(value: object, field: str) -> int:
+    """An aware datetime as integer microseconds since the Unix epoch."""
+    if not isinstance(value, datetime):
+        raise InvalidInputError(
+            f"{field} must be a datetime, got {type(value).__name__} {value!r}", field=field
+        )
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidInputError(
+            f"{field}={value.isoformat()} has no time zone; pass an aware datetime "
+            "(for example datetime(2026, 1, 1, tzinfo=UTC))",
+            field=field,
+        )
+    delta = value - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * _ONE_US_SECONDS + delta.microseconds

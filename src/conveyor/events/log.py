@@ -1,0 +1,549 @@
+"""``EventLog``: the append-only event log on SQLite or PostgreSQL.
+
+One writer, many readers (DESIGN.md, principle 2)::
+
+    with EVENTS.open("sqlite:///.conveyor/events.db") as log:
+        log.emit("prediction", subject="fraud", subject_version="3",
+                 payload={"latency_ms": 1.9}, request_id=rid)      # microseconds
+        log.emit("gate.decided", subject="fraud", payload={"passed": True},
+                 durable=True)                                      # waits for the commit
+        for event in log.iter(kind="gate.*", since=yesterday):
+            ...
+
+Writes go to memory and a background thread commits them in batches (see
+``writer.py`` for batching, durability, failures and back-pressure). Reads
+go straight to the database; on SQLite they use deferred transactions so
+they never queue behind the writer.
+
+Lifecycle: the log is closed with ``close()`` or ``with``. A log still open
+at interpreter exit is closed then (flushing its buffer), through a weakref
+finalizer registered by :meth:`EventLog.from_url`. A forked child (server
+workers, ``multiprocessing``) that inherits a log gets a fresh connection
+pool, an empty buffer and its own writer thread on its first write; the
+parent's buffered events stay the parent's to write.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from conveyor.backends import BackendURL
+from conveyor.errors import (
+    BackendError,
+    BackendUnavailableError,
+    ClosedError,
+    ConveyorError,
+    InvalidInputError,
+)
+from conveyor.events.filters import Filters
+from conveyor.events.follow import Follower
+from conveyor.events.schema import Event, dump_payload
+from conveyor.events.table import COLUMNS, events, insert_statement
+from conveyor.events.writer import BatchWriter, Row
+from conveyor.store.engine import READ, create_engine, translate_errors
+from conveyor.store.migrate import upgrade
+from conveyor.store.paging import Page, check_limit, decode_cursor, encode_cursor
+
+__all__ = ["MIGRATIONS", "VERSION_TABLE", "EventLog"]
+
+log = logging.getLogger("conveyor.events")
+
+MIGRATIONS = "conveyor.events:migrations"
+VERSION_TABLE = "conveyor_events_version"
+_SEAM = "events"
+#: How long closing at interpreter exit may take before giving up.
+_EXIT_TIMEOUT = 10.0
+_ITER_PAGE = 1_000
+_SELECT = [events.c.seq, *(events.c[name] for name in COLUMNS)]
+
+# Logs alive in this process, for the fork hook (installed on first use).
+_LIVE: weakref.WeakSet[EventLog] = weakref.WeakSet()
+_hooks_lock = threading.Lock()
+_hooks_installed = False
+
+
+class EventLog:
+    """An append-only event log. Open it with :meth:`from_url` or ``EVENTS.open(url)``."""
+
+    def __init__(self, url: BackendURL, engine: Engine, writer: BatchWriter) -> None:
+        self.url = url
+        self._engine = engine
+        self._writer = writer
+        self._pg = engine.dialect.name == "postgresql"
+        # Closes at interpreter exit (or if the log is dropped unclosed), holding
+        # no reference to self so the log can still be garbage collected.
+        self._finalizer = weakref.finalize(self, _close_quietly, writer, engine, str(url))
+
+    @classmethod
+    def from_url(
+        cls,
+        url: BackendURL | str,
+        *,
+        batch_size: int = 500,
+        flush_interval: float = 0.05,
+        max_buffer: int = 100_000,
+        migrate: bool = True,
+    ) -> EventLog:
+        """Open the log at ``url`` (``sqlite:///path.db`` or ``postgresql://...``).
+
+        ``batch_size`` rows at most per transaction; a batch is committed every
+        ``flush_interval`` seconds or as soon as it is full. At most
+        ``max_buffer`` events wait in memory: beyond that, writers block until
+        the background thread has made room (back-pressure). ``migrate``
+        brings the tables to the current schema (safe from several processes
+        at once). Raises :class:`BackendUnavailableError` if the database
+        cannot be reached.
+        """
+        url = BackendURL.parse(url)
+        _check_options(batch_size, flush_interval, max_buffer)
+        if url.scheme == "sqlite" and url.location in ("", ":memory:"):
+            raise InvalidInputError(
+                f"{url}: the event log needs a database file (sqlite:///path/events.db): "
+                "an in-memory SQLite database cannot be shared by the writer thread and readers",
+                field="url",
+            )
+        options: dict[str, Any] = {}
+        if url.scheme == "postgresql":
+            options["json_deserializer"] = orjson.loads
+        engine = create_engine(url, _SEAM, **options)
+        try:
+            with translate_errors(url, _SEAM):
+                if migrate:
+                    upgrade(engine, MIGRATIONS, VERSION_TABLE)
+                else:
+                    with engine.connect() as conn:
+                        conn.execute(sa.text("SELECT 1"))
+        except BaseException:
+            engine.dispose()
+            raise
+        insert = insert_statement(engine.dialect.name)
+
+        def write(rows: Sequence[Row]) -> None:
+            with translate_errors(url, _SEAM), engine.begin() as conn:
+                conn.execute(insert, list(rows))
+
+        def describe(exc: BaseException, unwritten: int) -> ConveyorError:
+            return _write_error(url, exc, unwritten)
+
+        writer = BatchWriter(
+            write,
+            refused=_refused,
+            describe=describe,
+            batch_size=batch_size,
+            flush_interval=flush_interval,
+            max_buffer=max_buffer,
+        )
+        event_log = cls(url, engine, writer)
+        _install_hooks()
+        _LIVE.add(event_log)
+        _close_in_multiprocessing_children(event_log)
+        return event_log
+
+    def __repr__(self) -> str:
+        state = "closed" if self._writer.closed else "open"
+        return f"EventLog({str(self.url)!r}, {state})"
+
+    def __enter__(self) -> EventLog:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- writing ----------------------------------------------------------------
+
+    def emit(
+        self,
+        kind: str,
+        *,
+        subject: str | None = None,
+        payload: Mapping[str, Any] | None = None,
+        subject_version: str | None = None,
+        request_id: str | None = None,
+        trace_id: str | None = None,
+        actor: str | None = None,
+        durable: bool = False,
+    ) -> Event:
+        """Record that something happened; returns the stamped event.
+
+        Validation and JSON encoding happen here (:class:`InvalidInputError`).
+        Non-durable: returns once the event is in memory. ``durable=True``:
+        returns once it is committed, or raises the commit's error (the event
+        is kept and retried; re-append the returned event to wait again,
+        appends are idempotent by id).
+        """
+        if self._writer.closed:
+            raise ClosedError(f"the event log {self.url} is closed; open a new one to write")
+        event = Event(
+            kind,
+            subject,
+            subject_version,
+            {} if payload is None else payload,
+            request_id,
+            trace_id,
+            actor,
+        )
+        self._put([event], durable)
+        return event
+
+    def append(self, event: Event, *, durable: bool = False) -> None:
+        """Write an event built elsewhere. Appending an id already stored is a no-op."""
+        self._put([event], durable)
+
+    def append_many(self, events_: Iterable[Event], *, durable: bool = False) -> None:
+        """Write several events in order; each is validated before any is queued."""
+        self._put(list(events_), durable)
+
+    def _put(self, batch: list[Event], durable: bool) -> None:
+        if self._writer.closed:
+            raise ClosedError(f"the event log {self.url} is closed; open a new one to write")
+        rows = [_row(event) for event in batch]
+        if len(rows) == 1:
+            self._writer.put(rows[0])
+        elif rows:
+            self._writer.put_many(rows)
+        if durable and rows:
+            self._writer.wait(self._writer.barrier(row["id"] for row in rows), None)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every event written before the call is committed.
+
+        Raises the error of a failed attempt (the events are kept and retried),
+        :class:`InvalidInputError` if the database refused events since the
+        last flush (they are in :attr:`rejected`), or ``TimeoutError``.
+        """
+        self._check_open()
+        self._writer.flush(timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush, stop the writer thread and release connections. Idempotent.
+
+        If the last events cannot be committed, raises :class:`ClosedError`
+        saying how many were not written (after logging it).
+        """
+        if self._finalizer.detach() is None:
+            return
+        _LIVE.discard(self)
+        try:
+            self._writer.close(timeout)
+        finally:
+            self._engine.dispose()
+
+    @property
+    def closed(self) -> bool:
+        return self._writer.closed
+
+    @property
+    def rejected(self) -> list[tuple[dict[str, Any], str]]:
+        """Events the database refused (newest last, up to 10,000), with the reason.
+
+        Each is the row as it was to be inserted (``payload`` as JSON text).
+        """
+        return [(dict(row), reason) for row, reason in list(self._writer.rejected)]
+
+    # -- reading ----------------------------------------------------------------
+
+    def query(
+        self,
+        *,
+        kind: str | None = None,
+        subject: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        request_id: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+        descending: bool = False,
+    ) -> Page[Event]:
+        """One page of events in insertion order; pass ``next_cursor`` for the next.
+
+        ``kind`` is exact (``run.started``) or a prefix pattern (``run.*``);
+        ``since`` is inclusive and ``until`` exclusive (aware datetimes).
+        """
+        check_limit(limit)
+        filters = Filters(kind, subject, since, until, request_id)
+        seq = events.c.seq
+        clauses = filters.clauses()
+        if cursor is not None:
+            after = _decode(cursor, descending)
+            clauses.append(seq < after if descending else seq > after)
+        stmt = (
+            sa.select(*_SELECT)
+            .where(*clauses)
+            .order_by(seq.desc() if descending else seq)
+            .limit(limit + 1)
+        )
+        rows = self._read(lambda conn: conn.execute(stmt).all())
+        items = [Event.from_row(*row[1:]) for row in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit:
+            next_cursor = encode_cursor(rows[limit - 1][0], "desc" if descending else "asc")
+        return Page(items, next_cursor)
+
+    def iter(
+        self,
+        *,
+        kind: str | None = None,
+        subject: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        request_id: str | None = None,
+        descending: bool = False,
+    ) -> Iterator[Event]:
+        """Every matching event, a page at a time (no transaction held between pages)."""
+        cursor: str | None = None
+        while True:
+            page = self.query(
+                kind=kind,
+                subject=subject,
+                since=since,
+                until=until,
+                request_id=request_id,
+                limit=_ITER_PAGE,
+                cursor=cursor,
+                descending=descending,
+            )
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def latest(
+        self,
+        n: int = 10,
+        *,
+        kind: str | None = None,
+        subject: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        request_id: str | None = None,
+    ) -> list[Event]:
+        """The newest ``n`` matching events, oldest first (``conveyor events tail``)."""
+        page = self.query(
+            kind=kind,
+            subject=subject,
+            since=since,
+            until=until,
+            request_id=request_id,
+            limit=n,
+            descending=True,
+        )
+        return list(reversed(page.items))
+
+    def count(
+        self,
+        *,
+        kind: str | None = None,
+        subject: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        request_id: str | None = None,
+    ) -> int:
+        """How many events match."""
+        filters = Filters(kind, subject, since, until, request_id)
+        stmt = sa.select(sa.func.count()).select_from(events).where(*filters.clauses())
+        return int(self._read(lambda conn: conn.execute(stmt).scalar_one()))
+
+    def follow(
+        self,
+        *,
+        poll_interval: float = 0.5,
+        backlog: int = 0,
+        idle_timeout: float | None = None,
+        late_window: float = 10.0,
+        kind: str | None = None,
+        subject: str | None = None,
+        request_id: str | None = None,
+    ) -> Iterator[Event]:
+        """Events committed from now on, as they are committed (``tail --follow``).
+
+        The start is fixed when this is called, so no event committed after
+        it returns is missed. ``backlog`` first yields the newest ``backlog``
+        matching events already stored (``tail -n N -f``). Polls every
+        ``poll_interval`` seconds; stops after ``idle_timeout`` seconds
+        without a new event (None: never). On PostgreSQL an event whose
+        transaction commits after one with a higher seq is still yielded
+        once, late, if it commits within ``late_window`` seconds (see
+        ``follow.py``).
+        """
+        self._check_open()
+        if poll_interval <= 0 or late_window < 0 or backlog < 0:
+            raise InvalidInputError(
+                "follow needs poll_interval > 0, late_window >= 0 and backlog >= 0",
+                field="poll_interval",
+            )
+        filters = Filters(kind, subject, None, None, request_id)
+        with translate_errors(self.url, _SEAM):
+            follower = Follower(
+                self._snapshot,
+                filters.clauses(),
+                check_open=self._check_open,
+                poll_interval=poll_interval,
+                idle_timeout=idle_timeout,
+                late_window=late_window,
+                backlog=backlog,
+            )
+        return self._translated(iter(follower))
+
+    def _translated(self, it: Iterator[Event]) -> Iterator[Event]:
+        with translate_errors(self.url, _SEAM):
+            yield from it
+
+    def _snapshot(self) -> AbstractContextManager[Connection]:
+        conn = self._engine.connect()
+        if self._pg:
+            # One snapshot for both queries of a poll (see follow.py).
+            return conn.execution_options(isolation_level="REPEATABLE READ")
+        return conn.execution_options(**READ)
+
+    def _read(self, run: Any) -> Any:
+        self._check_open()
+        with translate_errors(self.url, _SEAM), self._engine.connect() as conn:
+            conn.execution_options(**READ)
+            return run(conn)
+
+    def _check_open(self) -> None:
+        if self._writer.closed:
+            raise ClosedError(f"the event log {self.url} is closed")
+
+    def _after_fork_in_child(self) -> None:
+        # Connections and the thread belong to the parent: new pool, new state.
+        self._engine.dispose(close=False)
+        self._writer.reset_after_fork()
+
+
+def _row(event: Event) -> Row:
+    if not isinstance(event, Event):
+        raise InvalidInputError(
+            f"expected an Event, got {type(event).__name__}; use emit() for keyword arguments",
+            field="event",
+        )
+    return {
+        "id": event.id,
+        "time_us": event.time_us,
+        "kind": event.kind,
+        "subject": event.subject,
+        "subject_version": event.subject_version,
+        "request_id": event.request_id,
+        "trace_id": event.trace_id,
+        "actor": event.actor,
+        "payload": dump_payload(event.payload),
+    }
+
+
+def _decode(cursor: str, descending: bool) -> int:
+    if not isinstance(cursor, str):
+        raise InvalidInputError(f"malformed page cursor {cursor!r}", field="cursor")
+    after, direction = decode_cursor(cursor, 2)
+    expected = "desc" if descending else "asc"
+    if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+        raise InvalidInputError(f"malformed page cursor {cursor!r}", field="cursor")
+    if direction != expected:
+        raise InvalidInputError(
+            f"page cursor {cursor!r} belongs to a "
+            f"{'descending' if direction == 'desc' else 'ascending'} listing",
+            field="cursor",
+        )
+    return after
+
+
+def _check_options(batch_size: int, flush_interval: float, max_buffer: int) -> None:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidInputError(
+            f"batch_size must be a positive integer, got {batch_size!r}", field="batch_size"
+        )
+    if not isinstance(flush_interval, int | float) or not flush_interval > 0:
+        raise InvalidInputError(
+            f"flush_interval must be a positive number of seconds, got {flush_interval!r}",
+            field="flush_interval",
+        )
+    if not isinstance(max_buffer, int) or max_buffer < batch_size:
+        raise InvalidInputError(
+            f"max_buffer must be an integer of at least batch_size ({batch_size}), "
+            f"got {max_buffer!r}",
+            field="max_buffer",
+        )
+
+
+def _refused(exc: BaseException) -> bool:
+    """True when the database refused the rows themselves, not the connection."""
+    return isinstance(exc, sa.exc.IntegrityError | sa.exc.DataError)
+
+
+def _write_error(url: BackendURL, exc: BaseException, unwritten: int) -> ConveyorError:
+    reason = str(exc) if isinstance(exc, ConveyorError) else _first_line(exc)
+    cls = BackendUnavailableError if isinstance(exc, BackendUnavailableError) else BackendError
+    error = cls(
+        f"could not write to the event log at {url}: {reason}. {unwritten} events are kept "
+        "in memory and retried in the background",
+        seam=_SEAM,
+        url=str(url),
+        host=url.host,
+        port=url.port,
+        unwritten=unwritten,
+    )
+    error.__cause__ = exc
+    return error
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip()
+    return text.splitlines()[0] if text else type(orig).__name__
+
+
+def _close_quietly(writer: BatchWriter, engine: Engine, url: str) -> None:
+    """Close a log nobody closed: at interpreter exit, or when it is garbage collected."""
+    try:
+        writer.close(_EXIT_TIMEOUT)
+    except Exception as exc:
+        log.error("closing the event log %s: %s", url, exc)
+    finally:
+        engine.dispose()
+
+
+def _after_fork_in_child() -> None:
+    for event_log in list(_LIVE):
+        event_log._after_fork_in_child()
+
+
+def _close_in_multiprocessing_children(event_log: EventLog) -> None:
+    """Close the log when a ``multiprocessing`` fork child exits.
+
+    Such a child ends with ``os._exit``, which skips interpreter exit hooks;
+    multiprocessing runs its own finalizers first. They are registered in
+    the child (the child's registry starts empty), hence the after-fork hook.
+    """
+    import multiprocessing.util as mp_util
+
+    mp_util.register_after_fork(event_log, _register_child_finalizer)
+
+
+def _register_child_finalizer(event_log: EventLog) -> None:
+    import multiprocessing.util as mp_util
+
+    mp_util.Finalize(event_log, event_log._finalizer, exitpriority=10)
+
+
+def _install_hooks() -> None:
+    global _hooks_installed
+    with _hooks_lock:
+        if not _hooks_installed:
+            os.register_at_fork(after_in_child=_after_fork_in_child)
+            _hooks_installed = True
