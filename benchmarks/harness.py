@@ -1,0 +1,206 @@
+"""What every benchmark shares: peer virtualenvs, scratch databases, machine info, results.
+
+Runs in Conveyor's virtualenv (``make bench`` calls ``.venv/bin/python
+benchmarks/run.py``). Peers never enter that virtualenv: each gets its own
+under ``.bench-venvs/<peer>``, and its side of a benchmark runs there as a
+subprocess that prints its result as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+VENVS = ROOT / ".bench-venvs"
+RESULTS = BENCH_DIR / "results"
+PEER_SCRIPTS = BENCH_DIR / "peers"
+
+POSTGRES_URL = os.environ.get(
+    "CONVEYOR_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+#: What each peer's virtualenv holds. Unpinned on purpose: the point is to
+#: measure what a user installs today; the version lands in the results.
+#: SQLAlchemy 2.1 maps postgresql:// to psycopg 3 (no longer psycopg2), which
+#: is also Conveyor's driver: both tools talk to PostgreSQL the same way.
+PEERS: dict[str, tuple[str, ...]] = {
+    "mlflow": ("mlflow", "psycopg[binary]"),
+}
+_STAMP = ".conveyor-bench-stamp"
+
+# Peers must not phone home from a benchmark (and cannot reach the network here).
+PEER_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+
+
+# -- peer virtualenvs ---------------------------------------------------------
+
+
+def venv_python(peer: str) -> Path:
+    return VENVS / peer / "bin" / "python"
+
+
+def ensure_venv(peer: str, log: Any = print) -> Path:
+    """Create ``.bench-venvs/<peer>`` and install the peer; skip if already done.
+
+    A stamp file records what was installed, so editing :data:`PEERS`
+    reinstalls and an unchanged list costs nothing.
+    """
+    venv = VENVS / peer
+    wanted = "\n".join(PEERS[peer])
+    stamp = venv / _STAMP
+    if venv_python(peer).exists() and stamp.exists() and stamp.read_text() == wanted:
+        return venv_python(peer)
+    if not venv_python(peer).exists():
+        log(f"creating {venv.relative_to(ROOT)}")
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    log(f"installing {' '.join(PEERS[peer])} into {venv.relative_to(ROOT)} (minutes, once)")
+    pip = [str(venv_python(peer)), "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "install", *PEERS[peer]], check=True)
+    stamp.write_text(wanted)
+    return venv_python(peer)
+
+
+def python_version(python: Path) -> str:
+    code = "import platform; print(platform.python_version())"
+    out = subprocess.run([str(python), "-c", code], check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def run_side(
+    python: Path | str, script: Path, args: Sequence[str], *, label: str, log: Any = print
+) -> dict[str, Any]:
+    """Run one side of a benchmark in ``python`` and return the JSON it printed.
+
+    Lines on stderr that start with ``label:`` are progress and are shown;
+    everything else (a library's log chatter) is shown only if the side fails.
+    """
+    from peers.workload import parse_result
+
+    env = {**os.environ, **PEER_ENV}
+    proc = subprocess.Popen(
+        [str(python), str(script), *args],
+        cwd=PEER_SCRIPTS,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    stderr_lines: list[str] = []
+    assert proc.stderr is not None and proc.stdout is not None
+    for line in proc.stderr:
+        stderr_lines.append(line)
+        if line.startswith(f"{label}:"):
+            log(f"  {line.rstrip()}")
+    stdout = proc.stdout.read()
+    if proc.wait() != 0:
+        tail = "".join(stderr_lines[-40:])
+        raise RuntimeError(f"{label} side failed (exit {proc.returncode}):\n{tail}")
+    return parse_result(stdout)
+
+
+# -- scratch databases --------------------------------------------------------
+
+
+@contextmanager
+def postgres_database(prefix: str) -> Iterator[str]:
+    """A fresh PostgreSQL database for one tool and run, dropped afterwards.
+
+    A database rather than a schema: MLflow's store takes a plain URL and
+    creates its tables in the default schema.
+    """
+    import psycopg
+
+    from conveyor.backends import BackendURL
+
+    base = BackendURL.parse(POSTGRES_URL)
+    name = f"bench_{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = base.with_(driver=None).render(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield base.with_(driver=None, path=f"/{name}").render(hide_password=False)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def postgres_version() -> str:
+    import psycopg
+
+    from conveyor.backends import BackendURL
+
+    dsn = BackendURL.parse(POSTGRES_URL).with_(driver=None).render(hide_password=False)
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    return str(row[0]) if row else "unknown"
+
+
+# -- machine and results ------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    """Where the numbers come from: they mean little without it."""
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_count": os.cpu_count(),
+        "cpu": _cpu_model(),
+        "memory_gib": _memory_gib(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "git_commit": _git_commit(),
+    }
+
+
+def timestamp() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def write_result(name: str, data: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _memory_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / (1 << 20), 1)
+    except OSError:
+        pass
+    return None
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip()
