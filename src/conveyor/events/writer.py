@@ -121,8 +121,8 @@ class BatchWriter:
         self._stop = False
         self._failures = 0
         self.rejected: deque[Rejected] = deque(maxlen=_REJECTED_KEPT)
-        self._rejected_total = 0
-        self._rejected_reported = 0
+        self._unreported: list[Rejected] = []  # refused, not yet raised to anyone
+        self._rejected_lock = threading.Lock()
 
     # -- the caller's side ------------------------------------------------------
 
@@ -267,12 +267,12 @@ class BatchWriter:
             raise ClosedError("the event log was closed during the write")
 
     def _check_rejected(self) -> None:
-        new = self._rejected_total - self._rejected_reported
-        if new <= 0:
+        if not self._unreported:
             return
-        self._rejected_reported = self._rejected_total
-        recent = list(self.rejected)[-min(new, len(self.rejected)) :]
-        raise _rejection_error(recent, new)
+        with self._rejected_lock:
+            new, self._unreported = self._unreported, []
+        if new:
+            raise _rejection_error(new)
 
     # -- the thread's side ------------------------------------------------------
 
@@ -372,8 +372,9 @@ class BatchWriter:
                 row.get("kind"),
                 reason,
             )
-        self.rejected.extend(rejected)
-        self._rejected_total += len(rejected)
+        with self._rejected_lock:
+            self.rejected.extend(rejected)
+            self._unreported.extend(rejected)
 
     def _release(self, waiters: list[_Barrier], error: BaseException | None) -> None:
         for barrier in waiters:
@@ -381,19 +382,23 @@ class BatchWriter:
                 barrier.release(_copy(error))
                 continue
             mine: list[Rejected] = []
-            if self._rejected_total and barrier.ids is not None:
-                # A durable write's row may have been refused in an earlier batch.
-                mine = [r for r in self.rejected if r[0].get("id") in barrier.ids]
-            barrier.release(_rejection_error(mine, len(mine)) if mine else None)
+            if self.rejected and barrier.ids is not None:
+                # A durable write learns its own row was refused (possibly in an
+                # earlier batch); that counts as reported.
+                with self._rejected_lock:
+                    mine = [r for r in self.rejected if r[0].get("id") in barrier.ids]
+                    if mine:
+                        self._unreported = [r for r in self._unreported if r not in mine]
+            barrier.release(_rejection_error(mine) if mine else None)
         waiters.clear()
 
 
-def _rejection_error(rejected: list[Rejected], count: int) -> InvalidInputError:
+def _rejection_error(rejected: list[Rejected]) -> InvalidInputError:
     shown = "; ".join(
         f"{row.get('id')} ({row.get('kind')}): {reason}" for row, reason in rejected[:3]
     )
     return InvalidInputError(
-        f"the database refused {count} events, which were not stored (kept in "
+        f"the database refused {len(rejected)} events, which were not stored (kept in "
         f"EventLog.rejected): {shown}",
         field="event",
         ids=[row.get("id") for row, _ in rejected],
