@@ -226,3 +226,14 @@ def test_mutating_a_payload_after_emit_changes_nothing(log: EventLog) -> None:
     payload["n"] = 2
     log.flush()
     assert log.latest(1)[0].payload == {"n": 1}
+
+
+def test_health_reports_the_schema_revision(url: str) -> None:
+    with EventLog.from_url(url, migrate=False) as fresh:
+        fresh.ping()
+        facts = fresh.health()
+        assert facts["revision"] is None and facts["migrated"] is False
+    with EventLog.from_url(url) as log:
+        facts = log.health()
+    assert facts["revision"] == facts["head"] == "0001"
+    assert facts["migrated"] is True and facts["unwritten"] == 0

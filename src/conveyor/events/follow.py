@@ -28,6 +28,7 @@ from time import monotonic, sleep
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from conveyor.errors import NotFoundError
 from conveyor.events.schema import Event
 from conveyor.events.table import COLUMNS, events
 
@@ -60,7 +61,7 @@ class Follower:
         poll_interval: float,
         idle_timeout: float | None,
         late_window: float,
-        backlog: int,
+        after: str | None,
     ) -> None:
         self._connect = connect
         self._clauses = clauses
@@ -70,30 +71,28 @@ class Follower:
         self._late_window = late_window
         self._high = 0
         self._gaps: dict[int, float] = {}  # seq -> when first missed (insertion order = age)
-        self._backlog = self._start(backlog)
+        self._start(after)
 
-    def _start(self, backlog: int) -> list[Event]:
+    def _start(self, after: str | None) -> None:
+        """Fix the starting point: the newest event, or the event with id ``after``."""
         seq = events.c.seq
         with self._connect() as conn:
-            high = conn.execute(sa.select(sa.func.max(seq))).scalar() or 0
+            if after is None:
+                high = conn.execute(sa.select(sa.func.max(seq))).scalar() or 0
+            else:
+                high = conn.execute(sa.select(seq).where(events.c.id == after)).scalar()
+                if high is None:
+                    raise NotFoundError(
+                        f"no event with id {after!r} to follow from", field="after", id=after
+                    )
             low = max(0, high - _START_WINDOW)
-            seen = conn.execute(sa.select(seq).where(seq > low).order_by(seq)).scalars().all()
+            seen = conn.execute(
+                sa.select(seq).where(seq > low, seq <= high).order_by(seq)
+            ).scalars()
             self._note_new(low, list(seen), monotonic())
             self._high = high
-            if backlog <= 0:
-                return []
-            stmt = (
-                sa.select(*_SELECT)
-                .where(seq <= high, *self._clauses)
-                .order_by(seq.desc())
-                .limit(backlog)
-            )
-            rows = conn.execute(stmt).all()
-        return [Event.from_row(*row) for row in reversed(rows)]
 
     def __iter__(self) -> Iterator[Event]:
-        yield from self._backlog
-        self._backlog = []
         last_event = monotonic()
         while True:
             self._check_open()

@@ -52,8 +52,8 @@ from conveyor.events.follow import Follower
 from conveyor.events.schema import Event, dump_payload
 from conveyor.events.table import COLUMNS, events, insert_statement
 from conveyor.events.writer import BatchWriter, Row
-from conveyor.store.engine import READ, create_engine, translate_errors
-from conveyor.store.migrate import upgrade
+from conveyor.store.engine import READ, connect_check, create_engine, translate_errors
+from conveyor.store.migrate import current_revision, head_revision, upgrade
 from conveyor.store.paging import Page, check_limit, decode_cursor, encode_cursor
 
 __all__ = ["MIGRATIONS", "VERSION_TABLE", "EventLog"]
@@ -257,6 +257,35 @@ class EventLog:
         """
         return [(dict(row), reason) for row, reason in list(self._writer.rejected)]
 
+    # -- health -----------------------------------------------------------------
+
+    def ping(self) -> None:
+        """Run ``SELECT 1``; raise BackendUnavailableError if the database does not answer."""
+        self._check_open()
+        connect_check(self._engine, self.url, _SEAM)
+
+    def health(self) -> dict[str, Any]:
+        """What ``conveyor doctor`` shows: backend, URL, schema revision and head, backlog.
+
+        ``migrated`` is False while the database is behind this version of
+        Conveyor (opening the log with ``migrate=True`` brings it up);
+        ``unwritten`` counts events in memory not yet committed.
+        """
+        self._check_open()
+        with translate_errors(self.url, _SEAM), self._engine.connect() as conn:
+            conn.execution_options(**READ)
+            revision = current_revision(conn, VERSION_TABLE)
+        head = head_revision(MIGRATIONS)
+        return {
+            "seam": _SEAM,
+            "backend": self.url.scheme,
+            "url": str(self.url),
+            "revision": revision,
+            "head": head,
+            "migrated": revision == head,
+            "unwritten": self._writer.unwritten,
+        }
+
     # -- reading ----------------------------------------------------------------
 
     def query(
@@ -364,31 +393,37 @@ class EventLog:
         self,
         *,
         poll_interval: float = 0.5,
-        backlog: int = 0,
+        after: Event | None = None,
         idle_timeout: float | None = None,
         late_window: float = 10.0,
         kind: str | None = None,
         subject: str | None = None,
+        since: datetime | None = None,
         request_id: str | None = None,
     ) -> Iterator[Event]:
-        """Events committed from now on, as they are committed (``tail --follow``).
+        """Matching events committed after a starting point, as they are committed.
 
-        The start is fixed when this is called, so no event committed after
-        it returns is missed. ``backlog`` first yields the newest ``backlog``
-        matching events already stored (``tail -n N -f``). Polls every
-        ``poll_interval`` seconds; stops after ``idle_timeout`` seconds
-        without a new event (None: never). On PostgreSQL an event whose
-        transaction commits after one with a higher seq is still yielded
-        once, late, if it commits within ``late_window`` seconds (see
-        ``follow.py``).
+        The start is fixed when this is called: the newest event in the log,
+        or ``after`` (an event already stored, typically the last of
+        :meth:`latest`, so ``tail -n N -f`` misses nothing in between).
+        Polls every ``poll_interval`` seconds; stops after ``idle_timeout``
+        seconds without a new event (None: never). On PostgreSQL an event
+        whose transaction commits after one with a higher seq is still
+        yielded once, late, if it commits within ``late_window`` seconds
+        (see ``follow.py``).
         """
         self._check_open()
-        if poll_interval <= 0 or late_window < 0 or backlog < 0:
+        if not poll_interval > 0 or late_window < 0:
             raise InvalidInputError(
-                "follow needs poll_interval > 0, late_window >= 0 and backlog >= 0",
+                f"follow needs poll_interval > 0 and late_window >= 0, got {poll_interval!r} "
+                f"and {late_window!r}",
                 field="poll_interval",
             )
-        filters = Filters(kind, subject, None, None, request_id)
+        if after is not None and not isinstance(after, Event):
+            raise InvalidInputError(
+                f"after must be an Event, got {type(after).__name__}", field="after"
+            )
+        filters = Filters(kind, subject, since, None, request_id)
         with translate_errors(self.url, _SEAM):
             follower = Follower(
                 self._snapshot,
@@ -397,7 +432,7 @@ class EventLog:
                 poll_interval=poll_interval,
                 idle_timeout=idle_timeout,
                 late_window=late_window,
-                backlog=backlog,
+                after=None if after is None else after.id,
             )
         return self._translated(iter(follower))
 

@@ -204,6 +204,12 @@ class BatchWriter:
             if self._closed:
                 return
             self._closed = True
+        if threading.current_thread() is self._thread:
+            # Called from the writer thread itself (a garbage collection it
+            # triggered finalized the log): waiting would deadlock, so the
+            # thread drains what is queued and stops on its own.
+            self._stop = True
+            return
         error: BaseException | None = None
         if self._thread is not None:
             try:

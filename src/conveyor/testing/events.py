@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from conveyor.backends import EVENTS
-from conveyor.errors import ClosedError, InvalidInputError
+from conveyor.errors import ClosedError, InvalidInputError, NotFoundError
 from conveyor.events import Event, EventLog
 
 __all__ = ["EventLogContract", "emit_from_process"]
@@ -264,19 +264,30 @@ class EventLogContract:
         self, events_url: str, log: EventLog
     ) -> None:
         log.emit("run.started", subject="old", durable=True)
-        log.emit("run.finished", subject="old", durable=True)
-        follower = log.follow(poll_interval=0.02, idle_timeout=30, backlog=1, kind="run.*")
+        follower = log.follow(poll_interval=0.02, idle_timeout=30, kind="run.*")
         with _open(events_url) as other:
             other.emit("run.started", subject="new")
             other.emit("prediction", subject="new")
             other.emit("run.finished", subject="new")
             other.flush()
-            got = list(itertools.islice(follower, 3))
+            got = list(itertools.islice(follower, 2))
         assert [(e.kind, e.subject) for e in got] == [
-            ("run.finished", "old"),  # the backlog
             ("run.started", "new"),
             ("run.finished", "new"),
         ]
+
+    def test_follow_after_the_latest_misses_nothing_in_between(self, log: EventLog) -> None:
+        for i in range(5):
+            log.emit("run.step", payload={"i": i})
+        log.flush()
+        recent = log.latest(2)  # what `conveyor events tail -n 2 -f` prints first
+        log.emit("run.step", payload={"i": 5}, durable=True)  # lands before follow starts
+        follower = log.follow(after=recent[-1], poll_interval=0.02, idle_timeout=30)
+        log.emit("run.step", payload={"i": 6}, durable=True)
+        got = [e.payload["i"] for e in itertools.islice(follower, 2)]
+        assert [e.payload["i"] for e in recent] + got == [3, 4, 5, 6]
+        with pytest.raises(NotFoundError):
+            log.follow(after=Event("run.step"))  # never stored
 
     def test_follow_stops_when_idle(self, log: EventLog) -> None:
         log.emit("run.started", durable=True)
