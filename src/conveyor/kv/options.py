@@ -1,0 +1,144 @@
+"""Argument checks and URL options shared by every key-value backend.
+
+Each backend validates the same way so that a bad call fails with the same
+:class:`InvalidInputError` whichever URL is configured: a program tested on
+``memory://`` must not meet a new error class on ``redis://``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection
+
+from conveyor.backends import BackendURL
+from conveyor.errors import InvalidInputError
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "check_amount",
+    "check_key",
+    "check_query",
+    "check_ttl",
+    "check_value",
+    "counter_value",
+    "float_option",
+    "int_option",
+    "prefix_of",
+    "ttl_ms",
+]
+
+#: Namespace of every key unless the URL says ``?prefix=...``.
+DEFAULT_PREFIX = "conveyor:"
+
+
+def prefix_of(url: BackendURL) -> str:
+    """The key prefix from ``?prefix=``; an empty one is refused.
+
+    An empty prefix would let :meth:`clear` wipe keys that belong to another
+    application sharing the same Redis database.
+    """
+    prefix = url.query.get("prefix", DEFAULT_PREFIX)
+    if not prefix:
+        raise InvalidInputError(
+            f"{url}: prefix must not be empty; every key-value store is namespaced "
+            f"(the default is {DEFAULT_PREFIX!r})",
+            field="prefix",
+        )
+    return prefix
+
+
+def check_query(url: BackendURL, allowed: Collection[str]) -> None:
+    unknown = sorted(set(url.query) - set(allowed) - {"prefix"})
+    if unknown:
+        known = ", ".join(sorted({*allowed, "prefix"}))
+        raise InvalidInputError(
+            f"{url}: unknown key-value option(s) {', '.join(unknown)}; known: {known}",
+            field="url",
+        )
+
+
+def int_option(url: BackendURL, name: str, *, minimum: int = 1) -> int | None:
+    raw = url.query.get(name)
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise InvalidInputError(
+            f"{url}: {name}={raw!r} must be an integer >= {minimum}", field=name
+        )
+    return value
+
+
+def float_option(url: BackendURL, name: str, default: float) -> float:
+    raw = url.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not (math.isfinite(value) and value > 0):
+        raise InvalidInputError(f"{url}: {name}={raw!r} must be a positive number", field=name)
+    return value
+
+
+def check_key(key: object) -> str:
+    if not isinstance(key, str):
+        raise InvalidInputError(
+            f"key-value keys are str, got {type(key).__name__} ({key!r})", field="key"
+        )
+    return key
+
+
+def check_value(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    raise InvalidInputError(
+        f"key-value values are bytes, got {type(value).__name__}; encode it first "
+        "(for example orjson.dumps(obj) or text.encode())",
+        field="value",
+    )
+
+
+def check_ttl(ttl: object) -> float | None:
+    """``None`` (no expiry) or a finite number of seconds greater than zero."""
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float):
+        raise InvalidInputError(
+            f"ttl is a number of seconds, got {type(ttl).__name__}", field="ttl"
+        )
+    if not (math.isfinite(ttl) and ttl > 0):
+        raise InvalidInputError(
+            f"ttl must be a positive number of seconds (or None for no expiry), got {ttl!r}",
+            field="ttl",
+        )
+    return float(ttl)
+
+
+def ttl_ms(ttl: float) -> int:
+    """Whole milliseconds for Redis ``PX``, never 0 (which Redis rejects)."""
+    return max(1, math.ceil(ttl * 1000))
+
+
+def check_amount(amount: object) -> int:
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        raise InvalidInputError(
+            f"incr amount is an int, got {type(amount).__name__}", field="amount"
+        )
+    return amount
+
+
+def counter_value(key: str, raw: bytes) -> int:
+    """The integer a counter holds; counters are stored as ASCII decimal, as in Redis."""
+    try:
+        return int(raw.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidInputError(
+            f"cannot incr {key!r}: its value is not an integer counter", field="key"
+        ) from None
