@@ -10,21 +10,13 @@ write streams into a temporary key under ``<root>/tmp/`` while hashing, then
 moves it to its address: a reader never sees a half-written artifact, and
 a crashed writer leaves only a temporary key behind.
 
-Backends, picked by URL (see :data:`conveyor.backends.ARTIFACTS`):
-
-- ``file:///abs/dir``: a local folder (created if missing);
-- ``memory://name``: fsspec's in-memory filesystem, which is process-global,
-  so ``name`` is the namespace: two stores on ``memory://a`` share artifacts;
-- ``s3://bucket/prefix``: S3 or an S3-compatible server through s3fs
-  (``pip install 'conveyor[s3]'``); query options ``endpoint_url``,
-  ``region``, ``profile`` and ``anon``; credentials come from the usual AWS
-  sources, from ``s3://KEY:SECRET@bucket`` or from keyword options.
+Backends, picked by URL (see :data:`conveyor.backends.ARTIFACTS` and
+:mod:`conveyor.artifacts.filesystems`): ``file://``, ``memory://`` and ``s3://``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -42,6 +34,7 @@ from conveyor.artifacts.digest import (
     integrity_error,
     parse_digest,
 )
+from conveyor.artifacts.filesystems import Location, close_filesystem, open_location
 from conveyor.artifacts.reader import VerifyingReader
 from conveyor.backends import BackendURL, unavailable
 from conveyor.errors import (
@@ -58,9 +51,6 @@ __all__ = ["CHUNK_SIZE", "ArtifactStore"]
 #: Bytes read, hashed and written per step: memory stays flat for any size.
 CHUNK_SIZE = 1 << 20
 _SEAM = "artifacts"
-_S3_QUERY = {"endpoint_url", "region", "profile", "anon"}
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
 
 
 class ArtifactStore:
@@ -70,22 +60,14 @@ class ArtifactStore:
     ``with``. Methods are safe to call from several threads.
     """
 
-    def __init__(
-        self,
-        fs: Any,
-        root: str,
-        *,
-        url: BackendURL,
-        backend_errors: tuple[type[BaseException], ...] = (),
-        endpoint: str | None = None,
-    ) -> None:
-        self._fs = fs
-        self._root = root.rstrip("/")
+    def __init__(self, location: Location, *, url: BackendURL) -> None:
+        self._fs = location.fs
+        self._root = location.root.rstrip("/")
         self._url = url
         # Exceptions that mean "the service did not answer" for this backend;
         # empty for local and memory, where such failures are real bugs.
-        self._backend_errors = backend_errors
-        self._endpoint = endpoint
+        self._backend_errors = location.backend_errors
+        self._endpoint = location.endpoint
         self._closed = False
 
     # -- construction ---------------------------------------------------------
@@ -94,80 +76,7 @@ class ArtifactStore:
     def from_url(cls, url: str | BackendURL, **storage_options: Any) -> ArtifactStore:
         """Open the store at ``url``; ``storage_options`` go to the fsspec filesystem."""
         parsed = BackendURL.parse(url)
-        if parsed.scheme == "file":
-            return cls._local(parsed, storage_options)
-        if parsed.scheme == "memory":
-            return cls._memory(parsed, storage_options)
-        if parsed.scheme == "s3":
-            return cls._s3(parsed, storage_options)
-        raise InvalidInputError(
-            f"{parsed}: the artifact store supports file://, memory:// and s3:// URLs",
-            field="artifacts",
-        )
-
-    @classmethod
-    def _local(cls, url: BackendURL, options: dict[str, Any]) -> ArtifactStore:
-        from fsspec.implementations.local import LocalFileSystem
-
-        _reject_query(url, set())
-        if not url.location:
-            raise InvalidInputError(f"{url}: the file:// URL names no folder", field="artifacts")
-        root = os.path.abspath(url.location)
-        fs = LocalFileSystem(auto_mkdir=True, skip_instance_cache=True, **options)
-        fs.makedirs(root, exist_ok=True)
-        return cls(fs, root, url=url)
-
-    @classmethod
-    def _memory(cls, url: BackendURL, options: dict[str, Any]) -> ArtifactStore:
-        from fsspec.implementations.memory import MemoryFileSystem
-
-        _reject_query(url, set())
-        name = url.path.strip("/") or "default"
-        fs = MemoryFileSystem(skip_instance_cache=True, **options)
-        return cls(fs, f"/{name}", url=url)
-
-    @classmethod
-    def _s3(cls, url: BackendURL, options: dict[str, Any]) -> ArtifactStore:
-        import aiohttp
-        from fsspec.exceptions import FSTimeoutError
-
-        # s3fs and botocore ship no type information; importing them by name keeps
-        # mypy strict here without a per-module override in pyproject.toml.
-        s3fs = importlib.import_module("s3fs")
-        botocore_exceptions = importlib.import_module("botocore.exceptions")
-
-        _reject_query(url, _S3_QUERY)
-        if not url.host:
-            raise InvalidInputError(f"{url}: the s3:// URL names no bucket", field="artifacts")
-        query = dict(url.query)
-        kwargs: dict[str, Any] = {}
-        client_kwargs: dict[str, Any] = dict(options.pop("client_kwargs", {}))
-        if "endpoint_url" in query:
-            kwargs["endpoint_url"] = query["endpoint_url"]
-        if "region" in query:
-            client_kwargs["region_name"] = query["region"]
-        if "profile" in query:
-            kwargs["profile"] = query["profile"]
-        if "anon" in query:
-            kwargs["anon"] = _flag(url, "anon", query["anon"])
-        if url.username is not None:
-            kwargs["key"] = url.username
-            kwargs["secret"] = url.password
-        kwargs.update(options)
-        # Listings are not cached: another writer may add or remove objects at any
-        # time, and a stale listing would make exists() lie.
-        kwargs.setdefault("use_listings_cache", False)
-        fs = s3fs.S3FileSystem(skip_instance_cache=True, client_kwargs=client_kwargs, **kwargs)
-        root = f"{url.host}/{url.path.strip('/')}".rstrip("/")
-        errors: tuple[type[BaseException], ...] = (
-            OSError,
-            botocore_exceptions.BotoCoreError,
-            aiohttp.ClientError,
-            FSTimeoutError,
-            TimeoutError,
-        )
-        endpoint = kwargs.get("endpoint_url") or "the AWS default endpoint"
-        return cls(fs, root, url=url, backend_errors=errors, endpoint=endpoint)
+        return cls(open_location(parsed, dict(storage_options)), url=parsed)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -176,16 +85,7 @@ class ArtifactStore:
         if self._closed:
             return
         self._closed = True
-        creator = getattr(self._fs, "_s3creator", None)
-        if creator is not None:
-            # s3fs closes its aiohttp session only at garbage collection (from a
-            # weakref finalizer); close it now so no socket outlives the store.
-            from fsspec.asyn import sync
-
-            with suppress(Exception):
-                sync(self._fs.loop, creator.__aexit__, None, None, None)
-            self._fs._s3 = None
-            self._fs._s3creator = None
+        close_filesystem(self._fs)
 
     def __enter__(self) -> Self:
         return self
@@ -500,22 +400,3 @@ def _hash_file(path: Path) -> tuple[str, int]:
     except FileNotFoundError as exc:
         raise InvalidInputError(f"cannot store {path}: no such file", field="data") from exc
     return hasher.hexdigest(), size
-
-
-def _reject_query(url: BackendURL, allowed: set[str]) -> None:
-    unknown = sorted(set(url.query) - allowed)
-    if unknown:
-        known = ", ".join(sorted(allowed)) or "none"
-        raise InvalidInputError(
-            f"{url}: unknown artifact store option(s) {', '.join(unknown)}; known: {known}",
-            field="artifacts",
-        )
-
-
-def _flag(url: BackendURL, name: str, value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise InvalidInputError(f"{url}: {name}={value!r} is not true or false", field="artifacts")
