@@ -199,7 +199,10 @@ class EventLog:
             trace_id,
             actor,
         )
-        self._put([event], durable)
+        row = _row(event)
+        self._writer.put(row)
+        if durable:
+            self._writer.wait(self._writer.barrier((event.id,)), None)
         return event
 
     def append(self, event: Event, *, durable: bool = False) -> None:
