@@ -28,6 +28,8 @@ def url(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url"))
 
 
+# Forking a process with threads is exactly the case under test (Python 3.12+ warns).
+@pytest.mark.filterwarnings("ignore:.*multi-threaded.*fork:DeprecationWarning")
 def test_a_forked_child_gets_its_own_thread_pool_and_buffer(url: str) -> None:
     global _inherited
     with EventLog.from_url(url, flush_interval=60) as log:

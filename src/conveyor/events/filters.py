@@ -1,4 +1,4 @@
-"""The filters every read of the event log takes, validated and turned into SQL.
+"""The filters and page cursors every read of the event log takes, validated.
 
 ``kind`` is an exact kind (``run.started``), a prefix pattern (``run.*``
 matches ``run.started`` and ``run.step.done`` but not ``run`` or
@@ -17,8 +17,9 @@ import sqlalchemy as sa
 from conveyor.errors import InvalidInputError
 from conveyor.events.schema import EPOCH, MAX_TEXT_LENGTH, check_kind
 from conveyor.events.table import events
+from conveyor.store.paging import decode_cursor, encode_cursor
 
-__all__ = ["Filters", "to_us"]
+__all__ = ["Filters", "decode_seq_cursor", "encode_seq_cursor", "to_us"]
 
 _ONE_US_SECONDS = 1_000_000
 
@@ -88,3 +89,25 @@ def to_us(value: object, field: str) -> int:
         )
     delta = value - EPOCH
     return (delta.days * 86_400 + delta.seconds) * _ONE_US_SECONDS + delta.microseconds
+
+
+def encode_seq_cursor(seq: int, descending: bool) -> str:
+    """A page cursor: the last ``seq`` returned, and the direction it is valid for."""
+    return encode_cursor(seq, "desc" if descending else "asc")
+
+
+def decode_seq_cursor(cursor: str, descending: bool) -> int:
+    """The ``seq`` in ``cursor``; InvalidInputError if malformed or for the other direction."""
+    if not isinstance(cursor, str):
+        raise InvalidInputError(f"malformed page cursor {cursor!r}", field="cursor")
+    after, direction = decode_cursor(cursor, 2)
+    expected = "desc" if descending else "asc"
+    if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+        raise InvalidInputError(f"malformed page cursor {cursor!r}", field="cursor")
+    if direction != expected:
+        raise InvalidInputError(
+            f"page cursor {cursor!r} belongs to a "
+            f"{'descending' if direction == 'desc' else 'ascending'} listing",
+            field="cursor",
+        )
+    return after

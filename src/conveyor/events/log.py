@@ -26,8 +26,6 @@ parent's buffered events stay the parent's to write.
 from __future__ import annotations
 
 import logging
-import os
-import threading
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -47,14 +45,15 @@ from conveyor.errors import (
     ConveyorError,
     InvalidInputError,
 )
-from conveyor.events.filters import Filters
+from conveyor.events import lifecycle
+from conveyor.events.filters import Filters, decode_seq_cursor, encode_seq_cursor
 from conveyor.events.follow import Follower
 from conveyor.events.schema import Event, dump_payload
 from conveyor.events.table import COLUMNS, events, insert_statement
 from conveyor.events.writer import BatchWriter, Row
-from conveyor.store.engine import READ, connect_check, create_engine, translate_errors
+from conveyor.store.engine import READ, create_engine, translate_errors
 from conveyor.store.migrate import current_revision, head_revision, upgrade
-from conveyor.store.paging import Page, check_limit, decode_cursor, encode_cursor
+from conveyor.store.paging import Page, check_limit
 
 __all__ = ["MIGRATIONS", "VERSION_TABLE", "EventLog"]
 
@@ -63,15 +62,8 @@ log = logging.getLogger("conveyor.events")
 MIGRATIONS = "conveyor.events:migrations"
 VERSION_TABLE = "conveyor_events_version"
 _SEAM = "events"
-#: How long closing at interpreter exit may take before giving up.
-_EXIT_TIMEOUT = 10.0
 _ITER_PAGE = 1_000
 _SELECT = [events.c.seq, *(events.c[name] for name in COLUMNS)]
-
-# Logs alive in this process, for the fork hook (installed on first use).
-_LIVE: weakref.WeakSet[EventLog] = weakref.WeakSet()
-_hooks_lock = threading.Lock()
-_hooks_installed = False
 
 
 class EventLog:
@@ -84,7 +76,7 @@ class EventLog:
         self._pg = engine.dialect.name == "postgresql"
         # Closes at interpreter exit (or if the log is dropped unclosed), holding
         # no reference to self so the log can still be garbage collected.
-        self._finalizer = weakref.finalize(self, _close_quietly, writer, engine, str(url))
+        self._finalizer = weakref.finalize(self, lifecycle.close_quietly, writer, engine, str(url))
 
     @classmethod
     def from_url(
@@ -124,6 +116,7 @@ class EventLog:
                     upgrade(engine, MIGRATIONS, VERSION_TABLE)
                 else:
                     with engine.connect() as conn:
+                        conn.execution_options(**READ)  # SQLite: no write lock for a probe
                         conn.execute(sa.text("SELECT 1"))
         except BaseException:
             engine.dispose()
@@ -146,9 +139,7 @@ class EventLog:
             max_buffer=max_buffer,
         )
         event_log = cls(url, engine, writer)
-        _install_hooks()
-        _LIVE.add(event_log)
-        _close_in_multiprocessing_children(event_log)
+        lifecycle.track(event_log)
         return event_log
 
     def __repr__(self) -> str:
@@ -242,7 +233,7 @@ class EventLog:
         """
         if self._finalizer.detach() is None:
             return
-        _LIVE.discard(self)
+        lifecycle.untrack(self)
         try:
             self._writer.close(timeout)
         finally:
@@ -264,8 +255,7 @@ class EventLog:
 
     def ping(self) -> None:
         """Run ``SELECT 1``; raise BackendUnavailableError if the database does not answer."""
-        self._check_open()
-        connect_check(self._engine, self.url, _SEAM)
+        self._read(lambda conn: conn.execute(sa.text("SELECT 1")))
 
     def health(self) -> dict[str, Any]:
         """What ``conveyor doctor`` shows: backend, URL, schema revision and head, backlog.
@@ -313,7 +303,7 @@ class EventLog:
         seq = events.c.seq
         clauses = filters.clauses()
         if cursor is not None:
-            after = _decode(cursor, descending)
+            after = decode_seq_cursor(cursor, descending)
             clauses.append(seq < after if descending else seq > after)
         stmt = (
             sa.select(*_SELECT)
@@ -325,7 +315,7 @@ class EventLog:
         items = [Event.from_row(*row[1:]) for row in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
-            next_cursor = encode_cursor(rows[limit - 1][0], "desc" if descending else "asc")
+            next_cursor = encode_seq_cursor(rows[limit - 1][0], descending)
         return Page(items, next_cursor)
 
     def iter(
@@ -460,7 +450,8 @@ class EventLog:
         if self._writer.closed:
             raise ClosedError(f"the event log {self.url} is closed")
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
+        """Called by the fork hook in a child process; not for direct use."""
         # Connections and the thread belong to the parent: new pool, new state.
         self._engine.dispose(close=False)
         self._writer.reset_after_fork()
@@ -483,22 +474,6 @@ def _row(event: Event) -> Row:
         "actor": event.actor,
         "payload": dump_payload(event.payload),
     }
-
-
-def _decode(cursor: str, descending: bool) -> int:
-    if not isinstance(cursor, str):
-        raise InvalidInputError(f"malformed page cursor {cursor!r}", field="cursor")
-    after, direction = decode_cursor(cursor, 2)
-    expected = "desc" if descending else "asc"
-    if not isinstance(after, int) or isinstance(after, bool) or after < 0:
-        raise InvalidInputError(f"malformed page cursor {cursor!r}", field="cursor")
-    if direction != expected:
-        raise InvalidInputError(
-            f"page cursor {cursor!r} belongs to a "
-            f"{'descending' if direction == 'desc' else 'ascending'} listing",
-            field="cursor",
-        )
-    return after
 
 
 def _check_options(batch_size: int, flush_interval: float, max_buffer: int) -> None:
@@ -544,44 +519,3 @@ def _first_line(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None) or exc
     text = str(orig).strip()
     return text.splitlines()[0] if text else type(orig).__name__
-
-
-def _close_quietly(writer: BatchWriter, engine: Engine, url: str) -> None:
-    """Close a log nobody closed: at interpreter exit, or when it is garbage collected."""
-    try:
-        writer.close(_EXIT_TIMEOUT)
-    except Exception as exc:
-        log.error("closing the event log %s: %s", url, exc)
-    finally:
-        engine.dispose()
-
-
-def _after_fork_in_child() -> None:
-    for event_log in list(_LIVE):
-        event_log._after_fork_in_child()
-
-
-def _close_in_multiprocessing_children(event_log: EventLog) -> None:
-    """Close the log when a ``multiprocessing`` fork child exits.
-
-    Such a child ends with ``os._exit``, which skips interpreter exit hooks;
-    multiprocessing runs its own finalizers first. They are registered in
-    the child (the child's registry starts empty), hence the after-fork hook.
-    """
-    import multiprocessing.util as mp_util
-
-    mp_util.register_after_fork(event_log, _register_child_finalizer)
-
-
-def _register_child_finalizer(event_log: EventLog) -> None:
-    import multiprocessing.util as mp_util
-
-    mp_util.Finalize(event_log, event_log._finalizer, exitpriority=10)
-
-
-def _install_hooks() -> None:
-    global _hooks_installed
-    with _hooks_lock:
-        if not _hooks_installed:
-            os.register_at_fork(after_in_child=_after_fork_in_child)
-            _hooks_installed = True
