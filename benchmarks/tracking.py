@@ -75,6 +75,8 @@ MEASURES = (
        f"{_BACKGROUND}.per_s"),
     _m("points.background_median", "  per call, median", "ms", f"{_BACKGROUND}.call.median_ms"),
     _m("points.background_p99", "  per call, p99", "ms", f"{_BACKGROUND}.call.p99_ms"),
+    _m("points.background_buffered", "  vs MLflow with 1 s buffering", "points/s",
+       f"{_BACKGROUND}.per_s", "points_background_buffered.per_s"),
     _m("points.batch", "batches of 1,000, committed", "points/s", f"{_BATCH}.per_s"),
     _m("points.batch_median", "  per batch, median", "ms", f"{_BATCH}.call.median_ms"),
     _m("artifacts.big_write", "20 MiB file: write", "MiB/s", "artifacts.big_write.per_s"),
@@ -108,6 +110,8 @@ NOTES = [
     "'background writer': MLflow log_metric(synchronous=False) + flush_async_logging vs "
     "Conveyor emit() + close(), both timed until every point is committed.",
     "'defaults': each tool's default per-point call, timed until committed.",
+    "'with 1 s buffering': MLflow's async queue with MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS=1, "
+    "which merges queued points into batches (by default it writes each point on its own).",
     "Conveyor's download() fsyncs the file before renaming it into place; MLflow's "
     "download_artifacts copies without fsync. Reads come from the page cache for both.",
     "MLflow's log_artifact attaches the file to the run by folder; Conveyor's put() only "
