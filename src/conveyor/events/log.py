@@ -49,7 +49,8 @@ from conveyor.events import lifecycle
 from conveyor.events.filters import Filters, decode_seq_cursor, encode_seq_cursor
 from conveyor.events.follow import Follower
 from conveyor.events.schema import Event, dump_payload
-from conveyor.events.table import COLUMNS, events, insert_statement
+from conveyor.events.table import COLUMNS, insert_statement
+from conveyor.events.table import events as TABLE
 from conveyor.events.writer import BatchWriter, Row
 from conveyor.store.engine import READ, create_engine, translate_errors
 from conveyor.store.migrate import current_revision, head_revision, upgrade
@@ -63,7 +64,7 @@ MIGRATIONS = "conveyor.events:migrations"
 VERSION_TABLE = "conveyor_events_version"
 _SEAM = "events"
 _ITER_PAGE = 1_000
-_SELECT = [events.c.seq, *(events.c[name] for name in COLUMNS)]
+_SELECT = [TABLE.c.seq, *(TABLE.c[name] for name in COLUMNS)]
 
 
 class EventLog:
@@ -200,9 +201,9 @@ class EventLog:
         """Write an event built elsewhere. Appending an id already stored is a no-op."""
         self._put([event], durable)
 
-    def append_many(self, events_: Iterable[Event], *, durable: bool = False) -> None:
+    def append_many(self, events: Iterable[Event], *, durable: bool = False) -> None:
         """Write several events in order; each is validated before any is queued."""
-        self._put(list(events_), durable)
+        self._put(list(events), durable)
 
     def _put(self, batch: list[Event], durable: bool) -> None:
         if self._writer.closed:
@@ -300,7 +301,7 @@ class EventLog:
         """
         check_limit(limit)
         filters = Filters(kind, subject, since, until, request_id)
-        seq = events.c.seq
+        seq = TABLE.c.seq
         clauses = filters.clauses()
         if cursor is not None:
             after = decode_seq_cursor(cursor, descending)
@@ -379,7 +380,7 @@ class EventLog:
     ) -> int:
         """How many events match."""
         filters = Filters(kind, subject, since, until, request_id)
-        stmt = sa.select(sa.func.count()).select_from(events).where(*filters.clauses())
+        stmt = sa.select(sa.func.count()).select_from(TABLE).where(*filters.clauses())
         return int(self._read(lambda conn: conn.execute(stmt).scalar_one()))
 
     def follow(
