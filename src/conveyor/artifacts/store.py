@@ -279,6 +279,27 @@ class ArtifactStore:
             return False
         return True
 
+    # -- health ---------------------------------------------------------------
+
+    def ping(self) -> None:
+        """Raise BackendUnavailableError unless the store's root can be listed."""
+        self._check_open()
+        with self._guard():
+            try:
+                self._fs.ls(self._root, detail=False)
+            except FileNotFoundError as exc:
+                raise _unavailable(self, exc) from exc
+
+    def health(self) -> dict[str, Any]:
+        """Facts for ``conveyor doctor`` (raises BackendUnavailableError)."""
+        self.ping()
+        return {
+            "seam": _SEAM,
+            "backend": self._url.scheme,
+            "url": str(self._url),
+            "root": self._root,
+        }
+
     # -- metadata -------------------------------------------------------------
 
     def exists(self, digest: str) -> bool:

@@ -52,7 +52,9 @@ def upgrade(engine: Engine, script_location: str, version_table: str) -> str | N
     from alembic import command
 
     head = head_revision(script_location)
-    with engine.connect() as conn:
+    from conveyor.store.engine import READ
+
+    with engine.connect().execution_options(**READ) as conn:
         # Fast path: nothing to do, and no write lock taken.
         if current_revision(conn, version_table) == head:
             conn.rollback()
