@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import sklearn
-from conveyor.checks.persist import save_report
 from data import generate_transactions
 from model import (
     FEATURES,
@@ -41,6 +40,7 @@ from rich.table import Table
 
 import conveyor
 from conveyor.checks import CheckResult, floor, run_gates
+from conveyor.checks.persist import save_report
 from conveyor.checks.render import report_table
 
 SEED = 7
