@@ -31,6 +31,8 @@ venv: $(VENV)/.stamp-dev
 
 demo: $(VENV)/.stamp-demo
 	$(PY) examples/quickstart/quickstart.py --project $(DEMO_DIR) --fresh
+	@echo; echo '$$ conveyor doctor'; $(VENV)/bin/conveyor doctor -C $(DEMO_DIR)
+	@echo; echo '$$ conveyor events tail -n 8'; $(VENV)/bin/conveyor events tail -n 8 -C $(DEMO_DIR)
 
 services:
 	@scripts/services.sh postgres redis nats

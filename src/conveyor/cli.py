@@ -45,7 +45,12 @@ ProjectOpt = Annotated[
 def _console() -> Any:
     from rich.console import Console
 
-    return Console()
+    # Piped output gets 120 columns rather than rich's 80, so tables stay legible.
+    return Console(width=None if Console().is_terminal else 120)
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _errors(func: F) -> F:
@@ -228,7 +233,7 @@ def runs_list(
                 r.kind,
                 r.name,
                 r.status,
-                r.started_at.isoformat(timespec="seconds"),
+                _when(r.started_at),
                 metrics,
             )
         _console().print(table)
@@ -265,7 +270,7 @@ def reports_list(
                 r.subject,
                 r.verdict,
                 str(len(r.checks)),
-                r.created_at.isoformat(timespec="seconds"),
+                _when(r.created_at),
             )
         _console().print(table)
 
@@ -322,4 +327,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
