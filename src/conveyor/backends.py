@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from conveyor.errors import (
@@ -47,6 +49,7 @@ __all__ = [
     "STORE",
     "BackendSpec",
     "BackendURL",
+    "Closeable",
     "Seam",
     "redact",
     "unavailable",
@@ -181,6 +184,28 @@ def unavailable(url: BackendURL, seam: str, reason: object) -> BackendUnavailabl
         port=url.port,
         url=str(url),
     )
+
+
+class Closeable(ABC):
+    """What every backend (and the Project holding them) is: closed with ``with``.
+
+    ``close()`` must be idempotent; using the object after it raises ClosedError.
+    """
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections, threads and files."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 @dataclass(frozen=True, slots=True)

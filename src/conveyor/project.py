@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from conveyor.backends import SEAMS
+from conveyor.backends import SEAMS, Closeable
 from conveyor.config import SPEC_FILE, STATE_DIR, ProjectSpec, load_spec, render_template
 from conveyor.errors import AlreadyExistsError, ClosedError, InvalidInputError
 
@@ -34,7 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["Project", "init_project"]
 
 
-class Project:
+class Project(Closeable):
     """The handle a program uses: ``store``, ``artifacts``, ``events``, ``online``, ``cache``."""
 
     def __init__(self, spec: ProjectSpec) -> None:
@@ -104,17 +103,6 @@ class Project:
         self._opened.clear()
         if errors:
             raise errors[0]
-
-    def __enter__(self) -> Project:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"Project({self.name!r}, root={str(self.root)!r}, open={sorted(self._opened)})"

@@ -22,8 +22,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any, BinaryIO, Self
+from typing import IO, Any, BinaryIO
 
 import orjson
 
@@ -36,7 +35,7 @@ from conveyor.artifacts.digest import (
 )
 from conveyor.artifacts.filesystems import Location, close_filesystem, open_location
 from conveyor.artifacts.reader import VerifyingReader
-from conveyor.backends import BackendURL, unavailable
+from conveyor.backends import BackendURL, Closeable, unavailable
 from conveyor.errors import (
     ArtifactIntegrityError,
     BackendUnavailableError,
@@ -53,7 +52,7 @@ CHUNK_SIZE = 1 << 20
 _SEAM = "artifacts"
 
 
-class ArtifactStore:
+class ArtifactStore(Closeable):
     """Content-addressed bytes on an fsspec filesystem.
 
     Open with :meth:`from_url` (or ``ARTIFACTS.open(url)``) and close with
@@ -86,17 +85,6 @@ class ArtifactStore:
             return
         self._closed = True
         close_filesystem(self._fs)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"ArtifactStore({str(self._url)!r})"

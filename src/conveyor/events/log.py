@@ -30,14 +30,13 @@ import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from types import TracebackType
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from conveyor.backends import BackendURL
+from conveyor.backends import BackendURL, Closeable
 from conveyor.errors import (
     BackendError,
     BackendUnavailableError,
@@ -67,7 +66,7 @@ _ITER_PAGE = 1_000
 _SELECT = [TABLE.c.seq, *(TABLE.c[name] for name in COLUMNS)]
 
 
-class EventLog:
+class EventLog(Closeable):
     """An append-only event log. Open it with :meth:`from_url` or ``EVENTS.open(url)``."""
 
     def __init__(self, url: BackendURL, engine: Engine, writer: BatchWriter) -> None:
@@ -146,17 +145,6 @@ class EventLog:
     def __repr__(self) -> str:
         state = "closed" if self._writer.closed else "open"
         return f"EventLog({str(self.url)!r}, {state})"
-
-    def __enter__(self) -> EventLog:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- writing ----------------------------------------------------------------
 

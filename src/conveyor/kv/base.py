@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import Self
-
-from conveyor.backends import BackendURL
+from conveyor.backends import BackendURL, Closeable
 from conveyor.errors import ClosedError
 
 __all__ = ["BaseKV"]
 
 
-class BaseKV:
+class BaseKV(Closeable):
     """Holds the URL and prefix and refuses use after :meth:`close`."""
 
     def __init__(self, url: BackendURL, prefix: str) -> None:
@@ -33,17 +30,6 @@ class BaseKV:
 
     def close(self) -> None:
         self._closed = True
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self._url)!r}, prefix={self._prefix!r})"

@@ -21,7 +21,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
@@ -29,7 +28,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import QueryableAttribute, Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from conveyor.backends import BackendURL
+from conveyor.backends import BackendURL, Closeable
 from conveyor.errors import (
     AlreadyExistsError,
     ClosedError,
@@ -60,7 +59,7 @@ _PG_UNIQUE_VIOLATION = "23505"
 _SQLITE_DUPLICATE = ("SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE")
 
 
-class MetadataStore:
+class MetadataStore(Closeable):
     """Runs, reports and every mutable record, in SQLite or PostgreSQL.
 
     Build it with :meth:`from_url` (or ``conveyor.backends.STORE.open(url)``)
@@ -117,14 +116,6 @@ class MetadataStore:
     def __enter__(self) -> MetadataStore:
         self.engine  # noqa: B018 -- refuse to enter a closed store
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = " closed" if self.closed else ""
