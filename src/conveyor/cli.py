@@ -9,7 +9,6 @@ anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import wraps
