@@ -2,9 +2,10 @@
 
 One place decides how Conveyor talks to SQLite and PostgreSQL:
 
-- SQLite runs in WAL mode with foreign keys on, ``synchronous=NORMAL`` (a
-  commit survives a process crash; WAL makes it durable at the next
-  checkpoint against power loss, the usual trade) and a busy timeout, so
+- SQLite runs in WAL mode with foreign keys on, ``synchronous=FULL`` (the
+  WAL is fsynced at every commit, so a committed run, report or durable
+  event survives power loss, not only a process crash; the event log's
+  batching keeps that to one fsync per batch) and a busy timeout, so
   several processes can write without "database is locked".
 - PostgreSQL goes through psycopg 3, with pre-ping so a restarted server
   costs a reconnect, not an error.
@@ -80,7 +81,7 @@ def _sqlite_engine(url: BackendURL, **options: Any) -> Engine:
         cur = dbapi_conn.cursor()
         if not memory:
             cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cur.close()
