@@ -91,8 +91,11 @@ def test_migrations_ship_inside_the_package() -> None:
     from conveyor.store.migrate import _config
 
     scripts = ScriptDirectory.from_config(_config(SCRIPT_LOCATION, "v"))
-    assert scripts.get_heads() == ["0001"]  # one line of history, no branches
-    assert [r.revision for r in scripts.walk_revisions()] == ["0001"]
+    heads = scripts.get_heads()
+    assert len(heads) == 1, heads  # one line of history, no branches
+    chain = [r.revision for r in scripts.walk_revisions()]
+    assert chain == sorted(chain, reverse=True)  # 0002 -> 0001: numbered in order
+    assert chain[-1] == "0001"
 
 
 def test_any_cursor_gives_a_page_or_invalid_input(sqlite_url: str) -> None:

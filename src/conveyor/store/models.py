@@ -19,15 +19,23 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 from conveyor.store.types import JSONB_DOCUMENT, ExactJSON, UTCDateTime, utcnow
 
 __all__ = [
+    "LINEAGE_ROLES",
     "NAMING_CONVENTION",
+    "QUARANTINE_STATUSES",
     "RUN_STATUSES",
     "SEVERITIES",
     "TERMINAL_STATUSES",
     "Base",
     "CheckResultRecord",
+    "DatasetRecord",
+    "DatasetVersionRecord",
+    "LineageRecord",
+    "QuarantineBatchRecord",
     "ReportRecord",
     "RunRecord",
+    "ScheduleRecord",
     "VersionedMixin",
+    "WatermarkRecord",
 ]
 
 # Named constraints make migrations identical on both backends and let a
@@ -44,6 +52,8 @@ NAMING_CONVENTION: dict[str, str] = {
 RUN_STATUSES = ("running", "succeeded", "failed", "cancelled")
 TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
 SEVERITIES = ("error", "warning")
+LINEAGE_ROLES = ("input", "output")
+QUARANTINE_STATUSES = ("pending", "replayed", "discarded")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -86,12 +96,22 @@ class RunRecord(VersionedMixin, Base):
     started_at: Mapped[datetime]
     ended_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # A pipeline run's steps are runs too, pointing at it.
+    parent_id: Mapped[str | None] = mapped_column(
+        sa.String(32), sa.ForeignKey("runs.id", ondelete="CASCADE")
+    )
+    # Refreshed by a live runner; a "running" run whose heartbeat is stale was
+    # left behind by a crash and is retried or failed, never left hanging.
+    heartbeat_at: Mapped[datetime | None]
+    attempt: Mapped[int] = mapped_column(sa.Integer, default=1, server_default="1")
 
     __table_args__ = (
         sa.CheckConstraint(_in("status", RUN_STATUSES), name="status"),
         sa.Index(None, "kind", "started_at"),
         # The unfiltered listing (newest first) walks this index.
         sa.Index(None, "started_at", "id"),
+        sa.Index(None, "parent_id"),
+        sa.Index(None, "status", "heartbeat_at"),
     )
 
 
@@ -143,3 +163,135 @@ class CheckResultRecord(Base):
     detail: Mapped[str] = mapped_column(sa.Text)
 
     __table_args__ = (sa.CheckConstraint(_in("severity", SEVERITIES), name="severity"),)
+
+
+class DatasetRecord(VersionedMixin, Base):
+    """A named data set; its versions are numbered 1, 2, 3... from ``latest_number``."""
+
+    __tablename__ = "datasets"
+
+    name: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    latest_number: Mapped[int] = mapped_column(sa.Integer, default=0)
+    # Schema of the last accepted version ({"columns": [{"name", "type", "nullable"}]}):
+    # what schema-change detection compares a new batch with.
+    accepted_schema: Mapped[dict[str, Any] | None] = mapped_column(JSONB_DOCUMENT)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class DatasetVersionRecord(VersionedMixin, Base):
+    """One immutable version of a data set: a Parquet snapshot plus what is known of it.
+
+    Mutable only through deletion (GDPR): a rewrite replaces the snapshot,
+    hash and row count and stamps ``rewritten_at``.
+    """
+
+    __tablename__ = "dataset_versions"
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    dataset: Mapped[str] = mapped_column(
+        sa.String(200), sa.ForeignKey("datasets.name", ondelete="CASCADE")
+    )
+    number: Mapped[int] = mapped_column(sa.Integer)
+    content_hash: Mapped[str] = mapped_column(sa.String(80))
+    row_count: Mapped[int] = mapped_column(sa.BigInteger)
+    schema: Mapped[dict[str, Any]] = mapped_column(JSONB_DOCUMENT)
+    source: Mapped[dict[str, Any]] = mapped_column(JSONB_DOCUMENT)
+    profile: Mapped[dict[str, Any] | None] = mapped_column(JSONB_DOCUMENT)
+    snapshot_digest: Mapped[str] = mapped_column(sa.String(80))
+    snapshot_size: Mapped[int] = mapped_column(sa.BigInteger)
+    # {"columns": [...], "key_id": "..."} when sensitive columns are encrypted.
+    encryption: Mapped[dict[str, Any] | None] = mapped_column(JSONB_DOCUMENT)
+    run_id: Mapped[str | None] = mapped_column(
+        sa.String(32), sa.ForeignKey("runs.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    rewritten_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        sa.UniqueConstraint("dataset", "number"),
+        sa.Index(None, "dataset", "created_at"),
+        sa.Index(None, "content_hash"),
+        sa.Index(None, "run_id"),
+    )
+
+
+class LineageRecord(Base):
+    """Which dataset versions a run (a pipeline step, a training run) read and wrote."""
+
+    __tablename__ = "lineage"
+
+    id: Mapped[int] = mapped_column(
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    run_id: Mapped[str] = mapped_column(sa.String(32), sa.ForeignKey("runs.id", ondelete="CASCADE"))
+    dataset_version_id: Mapped[str] = mapped_column(
+        sa.String(32), sa.ForeignKey("dataset_versions.id", ondelete="CASCADE")
+    )
+    role: Mapped[str] = mapped_column(sa.String(10))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        sa.CheckConstraint(_in("role", LINEAGE_ROLES), name="role"),
+        sa.UniqueConstraint("run_id", "dataset_version_id", "role"),
+        sa.Index(None, "dataset_version_id"),
+    )
+
+
+class QuarantineBatchRecord(VersionedMixin, Base):
+    """Rows of one ingested batch that failed validation, kept with their reasons.
+
+    The rows themselves are a Parquet artifact (``digest``) holding the
+    original columns plus ``_quarantine_reason``.
+    """
+
+    __tablename__ = "quarantine_batches"
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    dataset: Mapped[str] = mapped_column(
+        sa.String(200), sa.ForeignKey("datasets.name", ondelete="CASCADE")
+    )
+    source: Mapped[dict[str, Any]] = mapped_column(JSONB_DOCUMENT)
+    run_id: Mapped[str | None] = mapped_column(
+        sa.String(32), sa.ForeignKey("runs.id", ondelete="SET NULL")
+    )
+    row_count: Mapped[int] = mapped_column(sa.BigInteger)
+    reasons: Mapped[dict[str, Any]] = mapped_column(JSONB_DOCUMENT)
+    digest: Mapped[str] = mapped_column(sa.String(80))
+    encryption: Mapped[dict[str, Any] | None] = mapped_column(JSONB_DOCUMENT)
+    status: Mapped[str] = mapped_column(sa.String(20), default="pending")
+    replayed_version_id: Mapped[str | None] = mapped_column(
+        sa.String(32), sa.ForeignKey("dataset_versions.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (
+        sa.CheckConstraint(_in("status", QUARANTINE_STATUSES), name="status"),
+        sa.Index(None, "dataset", "created_at"),
+        sa.Index(None, "status", "created_at"),
+    )
+
+
+class WatermarkRecord(VersionedMixin, Base):
+    """The high-water mark of an incremental source: extract only rows past it."""
+
+    __tablename__ = "watermarks"
+
+    source: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    column: Mapped[str] = mapped_column(sa.String(200))
+    value: Mapped[Any] = mapped_column(ExactJSON(), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ScheduleRecord(VersionedMixin, Base):
+    """When a scheduled pipeline last fired, so a restart neither skips nor repeats a slot."""
+
+    __tablename__ = "schedules"
+
+    name: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    last_fired_at: Mapped[datetime | None]
+    next_fire_at: Mapped[datetime | None]
+    # Trigger state, e.g. the newest dataset version a data-arrival trigger has seen.
+    state: Mapped[dict[str, Any]] = mapped_column(JSONB_DOCUMENT, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
