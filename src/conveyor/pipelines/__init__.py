@@ -1,0 +1,1 @@
+"""Pipelines: steps with declared inputs and outputs, retries, timeouts, schedules and triggers."""
