@@ -13,8 +13,9 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +40,8 @@ PEERS: dict[str, tuple[str, ...]] = {
 }
 _STAMP = ".conveyor-bench-stamp"
 
+Log = Callable[[str], None]
+
 # Peers must not phone home from a benchmark (and cannot reach the network here).
 PEER_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
 
@@ -50,7 +53,7 @@ def venv_python(peer: str) -> Path:
     return VENVS / peer / "bin" / "python"
 
 
-def ensure_venv(peer: str, log: Any = print) -> Path:
+def ensure_venv(peer: str, log: Log = print) -> Path:
     """Create ``.bench-venvs/<peer>`` and install the peer; skip if already done.
 
     A stamp file records what was installed, so editing :data:`PEERS`
@@ -78,7 +81,7 @@ def python_version(python: Path) -> str:
 
 
 def run_side(
-    python: Path | str, script: Path, args: Sequence[str], *, label: str, log: Any = print
+    python: Path | str, script: Path, args: Sequence[str], *, label: str, log: Log = print
 ) -> dict[str, Any]:
     """Run one side of a benchmark in ``python`` and return the JSON it printed.
 
@@ -88,25 +91,34 @@ def run_side(
     from peers.workload import parse_result
 
     env = {**os.environ, **PEER_ENV}
-    proc = subprocess.Popen(
-        [str(python), str(script), *args],
-        cwd=PEER_SCRIPTS,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    stderr_lines: list[str] = []
-    assert proc.stderr is not None and proc.stdout is not None
+    # stdout goes to a file, not a pipe: a large result must not block the
+    # child while this process is still reading its stderr.
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(
+            [str(python), str(script), *args],
+            cwd=PEER_SCRIPTS,
+            env=env,
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        stderr_lines = _follow(proc, label, log)
+        if proc.wait() != 0:
+            tail = "".join(stderr_lines[-40:])
+            raise RuntimeError(f"{label} side failed (exit {proc.returncode}):\n{tail}")
+        out.seek(0)
+        return parse_result(out.read())
+
+
+def _follow(proc: subprocess.Popen[str], label: str, log: Log) -> list[str]:
+    lines: list[str] = []
+    if proc.stderr is None:
+        return lines
     for line in proc.stderr:
-        stderr_lines.append(line)
+        lines.append(line)
         if line.startswith(f"{label}:"):
             log(f"  {line.rstrip()}")
-    stdout = proc.stdout.read()
-    if proc.wait() != 0:
-        tail = "".join(stderr_lines[-40:])
-        raise RuntimeError(f"{label} side failed (exit {proc.returncode}):\n{tail}")
-    return parse_result(stdout)
+    return lines
 
 
 # -- scratch databases --------------------------------------------------------
@@ -158,7 +170,9 @@ def machine() -> dict[str, Any]:
         "memory_gib": _memory_gib(),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "git_commit": _git_commit(),
+        "git_commit": _git("rev-parse", "--short", "HEAD"),
+        # Others commit into the same tree: say whether the measured code had local edits.
+        "src_has_uncommitted_changes": bool(_git("status", "--porcelain", "src")),
     }
 
 
@@ -193,13 +207,10 @@ def _memory_gib() -> float | None:
     return None
 
 
-def _git_commit() -> str | None:
+def _git(*args: str) -> str | None:
     try:
         out = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
+            ["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=True
         )
     except (OSError, subprocess.CalledProcessError):
         return None

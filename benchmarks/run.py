@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 # `python benchmarks/run.py` puts benchmarks/ on sys.path; importing this file
 # from elsewhere (a test, an editor) should work the same way.
@@ -50,12 +51,20 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         choices=("sqlite", "postgresql"),
         help="only this metadata backend (repeatable; default: all)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help="repeat every side N times, tools alternating, and report medians "
+        "(default: 3, or 1 with --quick)",
+    )
     return parser.parse_args(argv)
 
 
 def _run_one(module: ModuleType, args: argparse.Namespace) -> None:
     pythons = {peer: harness.ensure_venv(peer, log=_log) for peer in module.PEERS}
-    options = {"backends": tuple(args.backend)} if args.backend else {}
+    options: dict[str, Any] = {"rounds": args.rounds}
+    if args.backend:
+        options["backends"] = tuple(args.backend)
     started = time.perf_counter()
     result = module.run(quick=args.quick, pythons=pythons, log=_log, **options)
     console.print()

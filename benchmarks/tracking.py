@@ -9,6 +9,7 @@ Results go to ``results/tracking.json``; the table shows Conveyor / MLflow.
 
 from __future__ import annotations
 
+import statistics
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -148,50 +149,69 @@ def _run_tool(tool: str, backend: str, sizes: Sizes, python: Path, log: Log) -> 
         return harness.run_side(python, script, args, label=tool, log=log)
 
 
+# One round: {backend: {tool: what its side printed}}.
+Round = dict[str, dict[str, Any]]
+
+
 def run(
     *,
     quick: bool,
     pythons: dict[str, Path],
     backends: tuple[str, ...] = BACKENDS,
+    rounds: int | None = None,
     log: Log = print,
 ) -> dict[str, Any]:
-    """Measure both tools on every backend; write and return ``results/tracking.json``."""
+    """Measure both tools on every backend; write and return ``results/tracking.json``.
+
+    Each round runs every side once, and the tools swap order from round to
+    round: on a shared machine a burst of someone else's work then lands on
+    both tools alike. Every number reported is the median over rounds.
+    """
     sizes = Sizes.quick() if quick else Sizes()
+    rounds = rounds or (1 if quick else 3)
     interpreters = {**pythons, "conveyor": Path(sys.executable)}
-    raw: dict[str, dict[str, Any]] = {}
-    for backend in backends:
-        raw[backend] = {}
-        for tool in TOOLS:
-            log(f"tracking: {tool} on {backend}")
-            raw[backend][tool] = _run_tool(tool, backend, sizes, interpreters[tool], log)
+    raw: list[Round] = []
+    for r in range(rounds):
+        order = TOOLS if r % 2 == 0 else TOOLS[::-1]
+        raw.append({})
+        for backend in backends:
+            raw[r][backend] = {}
+            for tool in order:
+                log(f"tracking: round {r + 1}/{rounds}, {tool} on {backend}")
+                raw[r][backend][tool] = _run_tool(tool, backend, sizes, interpreters[tool], log)
     result = _report(raw, sizes, quick, interpreters)
     result["path"] = str(harness.write_result("tracking", result).relative_to(harness.ROOT))
     return result
 
 
 def _report(
-    raw: dict[str, dict[str, Any]], sizes: Sizes, quick: bool, pythons: dict[str, Path]
+    raw: list[Round], sizes: Sizes, quick: bool, pythons: dict[str, Path]
 ) -> dict[str, Any]:
-    any_backend = next(iter(raw.values()))
+    first = next(iter(raw[0].values()))
+    backends = list(raw[0])
     return {
         "benchmark": "tracking",
         "timestamp": harness.timestamp(),
         "quick": quick,
+        "rounds": len(raw),
+        "backends": backends,
         "machine": harness.machine(),
-        "postgresql": harness.postgres_version() if "postgresql" in raw else None,
+        "postgresql": harness.postgres_version() if "postgresql" in backends else None,
         "sizes": asdict(sizes),
         "tools": {
             tool: {
-                "version": any_backend[tool]["version"],
+                "version": first[tool]["version"],
                 "python": harness.python_version(pythons[tool]),
-                "api": _apis(any_backend[tool]["results"]),
+                "api": _apis(first[tool]["results"]),
             }
             for tool in TOOLS
         },
         "comparisons": _comparisons(raw),
         "mlflow_only": _mlflow_only(raw),
         "notes": NOTES,
-        "results": {b: {t: raw[b][t]["results"] for t in TOOLS} for b in raw},
+        "rounds_results": [
+            {b: {t: rnd[b][t]["results"] for t in TOOLS} for b in rnd} for rnd in raw
+        ],
     }
 
 
@@ -216,12 +236,23 @@ def _lookup(results: dict[str, Any], path: str | None) -> float | None:
     return float(node)
 
 
-def _comparisons(raw: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def _samples(raw: list[Round], backend: str, tool: str, path: str | None) -> list[float]:
+    """The value at ``path`` in every round (empty when the tool has no such number)."""
+    values = [_lookup(rnd[backend][tool]["results"], path) for rnd in raw]
+    return [v for v in values if v is not None]
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _comparisons(raw: list[Round]) -> list[dict[str, Any]]:
     rows = []
-    for backend, tools in raw.items():
+    for backend in raw[0]:
         for m in MEASURES:
-            conveyor = _lookup(tools["conveyor"]["results"], m.conveyor)
-            mlflow = _lookup(tools["mlflow"]["results"], m.mlflow)
+            conveyor = _samples(raw, backend, "conveyor", m.conveyor)
+            mlflow = _samples(raw, backend, "mlflow", m.mlflow)
+            c, f = _median(conveyor), _median(mlflow)
             rows.append(
                 {
                     "key": m.key,
@@ -230,23 +261,25 @@ def _comparisons(raw: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                     "unit": m.unit,
                     "higher_is_better": m.higher_is_better,
                     "backend": backend,
-                    "conveyor": conveyor,
-                    "mlflow": mlflow,
-                    "ratio": conveyor / mlflow if conveyor is not None and mlflow else None,
+                    "conveyor": c,
+                    "mlflow": f,
+                    "ratio": c / f if c is not None and f else None,
+                    "conveyor_rounds": conveyor,
+                    "mlflow_rounds": mlflow,
                 }
             )
     return rows
 
 
-def _mlflow_only(raw: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def _mlflow_only(raw: list[Round]) -> list[dict[str, Any]]:
     return [
         {
             "measure": label,
             "unit": unit,
             "backend": backend,
-            "mlflow": _lookup(tools["mlflow"]["results"], path),
+            "mlflow": _median(_samples(raw, backend, "mlflow", path)),
         }
-        for backend, tools in raw.items()
+        for backend in raw[0]
         for label, unit, path in MLFLOW_ONLY
     ]
 
@@ -256,12 +289,12 @@ def _mlflow_only(raw: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
 def summary(result: dict[str, Any]) -> Table:
     """One line per measure, one column group per backend."""
-    backends = list(result["results"])
+    backends = result["backends"]
     tools = result["tools"]
     title = (
         f"Tracking: Conveyor {tools['conveyor']['version']} vs MLflow {tools['mlflow']['version']}"
         f" ({result['machine']['nproc']} cores, Python {result['machine']['python']}"
-        f"{', quick sizes' if result['quick'] else ''})"
+        f", median of {result['rounds']} round(s){', quick sizes' if result['quick'] else ''})"
     )
     table = Table(title=title, title_justify="left")
     table.add_column("measure")

@@ -119,7 +119,9 @@ class Bench:
         return {**rate(n, [total]), "call": latency(calls), "api": API["points_committed"]}
 
     def points_background(self) -> dict[str, Any]:
-        return self._points_async("points-background", API["points_background"])
+        # About a minute per repetition at full size: the rounds repeat it.
+        repeats = self.sizes.slow_repeats
+        return self._points_async("points-background", API["points_background"], repeats)
 
     def points_background_buffered(self) -> dict[str, Any]:
         """The same, tuned: MLflow's queue merges pending points into batches.
@@ -131,15 +133,16 @@ class Bench:
         """
         os.environ[_BUFFERING] = "1"
         try:
-            return self._points_async("points-buffered", API["points_background_buffered"])
+            api = API["points_background_buffered"]
+            return self._points_async("points-buffered", api, self.sizes.point_repeats)
         finally:
             del os.environ[_BUFFERING]
 
-    def _points_async(self, name: str, api: str) -> dict[str, Any]:
+    def _points_async(self, name: str, api: str, repeats: int) -> dict[str, Any]:
         n, client = self.sizes.points, self.client
         store = client._tracking_client.store  # flush lives on the store, not the client
         seconds, calls = [], []
-        for r in range(self.sizes.point_repeats):
+        for r in range(repeats):
             run_id = self._train_run(f"{name}-{r}")
 
             def log(i: int, run_id: str = run_id) -> None:

@@ -37,6 +37,8 @@ class Sizes:
     batch: int = 1_000
     durable_points: int = 1_000
     point_repeats: int = 3
+    slow_repeats: int = 1
+    """Repeats of what takes a minute a time (MLflow's unbuffered async queue)."""
     big_mib: int = 20
     big_repeats: int = 3
     small_files: int = 200
