@@ -135,3 +135,32 @@ def test_init_refuses_to_overwrite(tmp_path: Path) -> None:
         init_project(tmp_path)
     init_project(tmp_path, name="again", force=True)
     assert load_spec(tmp_path, env={}).project == "again"
+
+
+def test_datasets_section(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        "project: p\ndatasets:\n  tx:\n    source: {kind: csv, path: data/tx.csv}\n"
+        "    expectations:\n      - {kind: not_null, column: amount}\n"
+        "    sensitive: [email]\n    subject_keys: [customer_id]\n",
+    )
+    spec = load_spec(tmp_path, env={})
+    tx = spec.dataset("tx")
+    assert tx.on_failure == "quarantine"
+    assert tx.source == {"kind": "csv", "path": "data/tx.csv"}
+    assert tx.sensitive == ["email"]
+    assert spec.where("datasets.tx.expectations[0]").endswith("conveyor.yaml:6")
+    from conveyor.errors import NotFoundError
+
+    with pytest.raises(NotFoundError, match=r"no data set 'nope'.*known: tx"):
+        spec.dataset("nope")
+
+
+def test_unknown_dataset_field_lists_the_expected_ones(tmp_path: Path) -> None:
+    _write(tmp_path, "project: p\ndatasets:\n  tx:\n    on_fail: warn\n")
+    with pytest.raises(
+        ConfigError,
+        match=r":4: datasets.tx.on_fail: unknown field; expected one of: "
+        r"description, source, expectations, on_failure",
+    ):
+        load_spec(tmp_path, env={})

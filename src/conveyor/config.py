@@ -29,18 +29,21 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    PrivateAttr,
     ValidationError,
     field_validator,
 )
 
 from conveyor.backends import SEAMS, BackendURL
-from conveyor.errors import ConfigError, ConveyorError, ProjectNotFoundError
+from conveyor.errors import ConfigError, ConveyorError, NotFoundError, ProjectNotFoundError
 
 __all__ = [
     "ENV_OVERRIDES",
     "SPEC_FILE",
     "STATE_DIR",
     "Backends",
+    "DatasetSpec",
+    "EncryptionSpec",
     "ProjectSpec",
     "QualitySLO",
     "SLOs",
@@ -153,6 +156,53 @@ class Backends(BaseModel):
         return url
 
 
+class DatasetSpec(BaseModel):
+    """A data set: where it comes from, what it must satisfy, what is sensitive.
+
+    ``source`` and ``expectations`` are checked by the data layer when used
+    (:func:`conveyor.data.sources.source_from_spec`,
+    :func:`conveyor.data.validation.parse_expectations`), with errors naming
+    ``datasets.<name>.source...``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    description: str = Field("", description="What the data set holds.")
+    source: dict[str, Any] | None = Field(
+        None, description="Where batches come from: {kind: csv|parquet|sql|http, ...}."
+    )
+    expectations: list[dict[str, Any]] = Field(
+        default_factory=list, description="Checks every batch must pass: [{kind: ..., ...}]."
+    )
+    on_failure: Literal["fail", "quarantine", "warn"] = Field(
+        "quarantine",
+        description="fail: reject the batch; quarantine: set failing rows aside and go on; "
+        "warn: keep everything and report.",
+    )
+    sensitive: list[str] = Field(
+        default_factory=list,
+        description="Columns encrypted at rest (snapshots, quarantine, events) and masked.",
+    )
+    subject_keys: list[str] = Field(
+        default_factory=list,
+        description="Columns identifying a data subject, for `conveyor data forget`.",
+    )
+
+
+class EncryptionSpec(BaseModel):
+    """Where the key for sensitive columns comes from (never the key itself)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key_env: str = Field(
+        "CONVEYOR_DATA_KEY",
+        description="Environment variable holding the keyring (see docs/data.md).",
+    )
+    key_file: str | None = Field(
+        None, description="A file holding the keyring, relative to the project folder."
+    )
+
+
 class ProjectSpec(BaseModel):
     """The whole of ``conveyor.yaml``."""
 
@@ -164,9 +214,32 @@ class ProjectSpec(BaseModel):
     )
     backends: Backends = Field(default_factory=Backends)
     slos: SLOs = Field(default_factory=SLOs)
+    datasets: dict[str, DatasetSpec] = Field(default_factory=dict)
+    encryption: EncryptionSpec = Field(default_factory=EncryptionSpec)
     root: Path = Field(
         default=Path("."), exclude=True, description="The project folder (set at load)."
     )
+
+    _lines: dict[str, int] = PrivateAttr(default_factory=dict)
+
+    def where(self, dotted: str) -> str:
+        """``conveyor.yaml:LINE`` of a field (or its nearest parent), for error messages."""
+        parts = dotted.replace("[", ".").replace("]", "").split(".")
+        for n in range(len(parts), 0, -1):
+            line = self._lines.get(".".join(parts[:n]))
+            if line:
+                return f"{self.root / SPEC_FILE}:{line}"
+        return str(self.root / SPEC_FILE)
+
+    def dataset(self, name: str) -> DatasetSpec:
+        """The named data set's spec; NotFoundError listing the known ones."""
+        try:
+            return self.datasets[name]
+        except KeyError:
+            known = ", ".join(sorted(self.datasets)) or "none"
+            raise NotFoundError(
+                f"no data set {name!r} in {self.root / SPEC_FILE} (known: {known})", dataset=name
+            ) from None
 
     def url(self, seam: str) -> BackendURL:
         """The seam's URL, with a relative embedded path made absolute under ``root``."""
@@ -252,9 +325,11 @@ def load_spec(
             from_env[field_path] = var
     data["root"] = folder
     try:
-        return ProjectSpec.model_validate(data)
+        spec = ProjectSpec.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_explain(exc, path, lines, from_env), file=str(path)) from None
+    spec._lines = {".".join(k): v for k, v in lines.items()}
+    return spec
 
 
 def _read(path: Path) -> str:
@@ -274,6 +349,11 @@ def _line_map(node: yaml.Node | None, prefix: tuple[str, ...] = ()) -> dict[tupl
             path = (*prefix, str(key.value))
             out[path] = key.start_mark.line + 1
             out.update(_line_map(value, path))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            path = (*prefix, str(index))
+            out[path] = item.start_mark.line + 1
+            out.update(_line_map(item, path))
     return out
 
 
@@ -305,14 +385,22 @@ def _explain(
 
 def _fields_at(loc: tuple[str, ...]) -> list[str]:
     model: Any = ProjectSpec
-    for part in loc:
-        field = model.model_fields.get(part)
+    parts = list(loc)
+    while parts:
+        if getattr(model, "__origin__", None) is dict:  # dict[str, Model]: the key names an entry
+            model = model.__args__[1]
+            parts.pop(0)
+            continue
+        field = model.model_fields.get(parts.pop(0)) if hasattr(model, "model_fields") else None
         if field is None:
             return []
         model = field.annotation
-        for arg in getattr(model, "__args__", ()):  # Optional[Model]
-            if isinstance(arg, type) and issubclass(arg, BaseModel):
-                model = arg
+        if getattr(model, "__origin__", None) is not dict:
+            for arg in getattr(model, "__args__", ()):  # Optional[Model]
+                if isinstance(arg, type) and issubclass(arg, BaseModel):
+                    model = arg
+    if not hasattr(model, "model_fields"):
+        return []
     return [name for name, f in model.model_fields.items() if not f.exclude]
 
 
