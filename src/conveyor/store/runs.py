@@ -7,6 +7,11 @@ read-modify-write safe: if someone else wrote in between, the write raises
 :class:`ConcurrentUpdateError` and stores nothing, and the caller re-reads
 and retries. Blind merges (``log_metrics`` without a version, ``finish``)
 lock the row instead, so they never fail on a concurrent writer.
+
+A run can belong to another (``parent_id``: a pipeline run's step
+attempts) and be numbered (``attempt``). A live runner calls
+:meth:`RunRepository.heartbeat` while it works; :meth:`RunRepository.stale`
+finds runs still "running" whose runner stopped beating (it crashed).
 """
 
 from __future__ import annotations
@@ -14,9 +19,9 @@ from __future__ import annotations
 import math
 import numbers
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, cast
 
 import sqlalchemy as sa
@@ -70,6 +75,12 @@ class Run:
     ended_at: datetime | None
     updated_at: datetime
     version: int
+    #: The run this one is part of (a pipeline run, for a step attempt).
+    parent_id: str | None = None
+    #: When a live runner last said it was still working on this run.
+    heartbeat_at: datetime | None = None
+    #: 1 for a first try; a retried step or a re-run pipeline counts up.
+    attempt: int = 1
 
     @property
     def finished(self) -> bool:
@@ -78,7 +89,7 @@ class Run:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: timestamps as ISO 8601 strings."""
         data = asdict(self)
-        for key in ("started_at", "ended_at", "updated_at"):
+        for key in ("started_at", "ended_at", "updated_at", "heartbeat_at"):
             if data[key] is not None:
                 data[key] = data[key].isoformat()
         return data
@@ -101,6 +112,9 @@ class Run:
             ended_at=rec.ended_at,
             updated_at=rec.updated_at,
             version=rec.version,
+            parent_id=rec.parent_id,
+            heartbeat_at=rec.heartbeat_at,
+            attempt=rec.attempt,
         )
 
 
@@ -121,8 +135,18 @@ class RunRepository:
         params: Mapping[str, Any] | None = None,
         tags: Mapping[str, Any] | None = None,
         project: str | None = None,
+        parent_id: str | None = None,
+        attempt: int = 1,
     ) -> Run:
-        """Record a new run in status ``running``, started now."""
+        """Record a new run in status ``running``, started now.
+
+        ``parent_id`` makes it part of another run (a step attempt of a
+        pipeline run; NotFoundError if there is no such run); ``attempt``
+        numbers tries of the same work from 1.
+        """
+        if parent_id is not None:
+            _check_id(parent_id, "parent_id")
+        attempt = _attempt(attempt)
         now = utcnow()
         record = RunRecord(
             id=uuid.uuid4().hex,
@@ -138,8 +162,18 @@ class RunRepository:
             started_at=now,
             ended_at=None,
             updated_at=now,
+            parent_id=parent_id,
+            heartbeat_at=None,
+            attempt=attempt,
         )
         with self._store.session() as session:
+            if parent_id is not None and session.get(RunRecord, parent_id) is None:
+                raise NotFoundError(
+                    f"no run with id {parent_id!r} to be the parent of a new {kind!r} run",
+                    kind="run",
+                    id=parent_id,
+                    field="parent_id",
+                )
             session.add(record)
             session.flush()
             return Run._from_record(record)
@@ -237,11 +271,86 @@ class RunRepository:
             session.flush()
             return Run._from_record(record)
 
+    def heartbeat(self, run_id: str) -> Run:
+        """Stamp ``heartbeat_at`` now: the runner working on this run is alive.
+
+        Bumps the version, so a recoverer that read the run as stale and
+        writes with ``expected_version`` gets ConcurrentUpdateError instead of
+        failing a live run. ConflictError if the run is no longer running
+        (someone declared it dead and finished it): the caller lost it.
+        """
+        with self._store.session() as session:
+            record = _load(session, run_id, None)
+            if record.status != "running":
+                raise ConflictError(
+                    f"run {run_id} is {record.status}, not running (ended at "
+                    f"{record.ended_at}: {record.error or 'no error recorded'}); "
+                    "its runner no longer owns it",
+                    run_id=run_id,
+                    status=record.status,
+                )
+            record.heartbeat_at = utcnow()
+            session.flush()
+            return Run._from_record(record)
+
+    def children(self, run_id: str) -> list[Run]:
+        """The runs whose parent is ``run_id``, oldest first (empty if it has none)."""
+        return self.children_of([run_id]).get(run_id, [])
+
+    def children_of(self, run_ids: Sequence[str]) -> dict[str, list[Run]]:
+        """:meth:`children` of several runs in one query: parent id -> its children, oldest first.
+
+        A parent without children has no key.
+        """
+        if isinstance(run_ids, str):
+            raise InvalidInputError(
+                "run_ids is a sequence of run ids, not one string", field="run_ids"
+            )
+        for run_id in run_ids:
+            _check_id(run_id)
+        out: dict[str, list[Run]] = {}
+        if not run_ids:
+            return out
+        stmt = (
+            sa.select(RunRecord)
+            .where(RunRecord.parent_id.in_(list(dict.fromkeys(run_ids))))
+            .order_by(RunRecord.started_at, RunRecord.attempt, RunRecord.id)
+        )
+        with self._store.read() as session:
+            for record in session.scalars(stmt):
+                out.setdefault(cast(str, record.parent_id), []).append(Run._from_record(record))
+        return out
+
+    def stale(self, *, older_than: timedelta, kind: str | None = None) -> list[Run]:
+        """Running runs whose heartbeat (or start, if they never beat) is older than ``older_than``.
+
+        Those were most likely left behind by a process that died; oldest first.
+        """
+        if not isinstance(older_than, timedelta) or older_than < timedelta(0):
+            raise InvalidInputError(
+                f"older_than must be a timedelta >= 0, got {older_than!r}", field="older_than"
+            )
+        cutoff = utcnow() - older_than
+        beat = RunRecord.heartbeat_at
+        stmt = sa.select(RunRecord).where(
+            RunRecord.status == "running",
+            sa.or_(
+                sa.and_(beat.is_not(None), beat < cutoff),
+                sa.and_(beat.is_(None), RunRecord.started_at < cutoff),
+            ),
+        )
+        if kind is not None:
+            stmt = stmt.where(RunRecord.kind == _text(kind, "kind"))
+        stmt = stmt.order_by(RunRecord.started_at, RunRecord.id)
+        with self._store.read() as session:
+            return [Run._from_record(r) for r in session.scalars(stmt)]
+
     def list(
         self,
         *,
         kind: str | None = None,
         status: RunStatus | None = None,
+        name: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page[Run]:
@@ -249,6 +358,8 @@ class RunRepository:
         stmt = sa.select(RunRecord)
         if kind is not None:
             stmt = stmt.where(RunRecord.kind == _text(kind, "kind"))
+        if name is not None:
+            stmt = stmt.where(RunRecord.name == _text(name, "name"))
         if status is not None:
             stmt = stmt.where(RunRecord.status == _status(status))
         stmt = keyset(
@@ -291,9 +402,15 @@ def _not_found(run_id: str) -> NotFoundError:
     return NotFoundError(f"no run with id {run_id!r}", kind="run", id=run_id)
 
 
-def _check_id(run_id: Any) -> None:
+def _check_id(run_id: Any, field: str = "run_id") -> None:
     if not isinstance(run_id, str) or not run_id:
-        raise InvalidInputError(f"a run id is a non-empty string, got {run_id!r}", field="run_id")
+        raise InvalidInputError(f"a run id is a non-empty string, got {run_id!r}", field=field)
+
+
+def _attempt(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInputError(f"attempt must be an integer >= 1, got {value!r}", field="attempt")
+    return value
 
 
 def _text(value: Any, field: str, *, optional: bool = False) -> Any:
