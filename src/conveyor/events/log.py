@@ -418,6 +418,22 @@ class EventLog(Closeable):
             )
         return self._translated(iter(follower))
 
+    def erase(self, field: str, value: Any) -> int:
+        """Delete every event holding ``field == value`` in its payload (any depth) or
+        ``field:value`` as its subject; return how many. For data-subject deletion only:
+        the log is otherwise append-only. Flushes first so nothing pending escapes.
+        """
+        from conveyor.events.erase import erase_where, holds
+
+        self.flush()
+        subject = f"{field}:{value}"
+        with translate_errors(self.url, _SEAM):
+            return erase_where(
+                self._engine,
+                lambda payload, subj: subj == subject or holds(payload, field, value),
+                str(value),
+            )
+
     def _translated(self, it: Iterator[Event]) -> Iterator[Event]:
         with translate_errors(self.url, _SEAM):
             yield from it
