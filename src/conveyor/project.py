@@ -26,6 +26,7 @@ from conveyor.errors import AlreadyExistsError, ClosedError, InvalidInputError
 
 if TYPE_CHECKING:
     from conveyor.artifacts.store import ArtifactStore
+    from conveyor.data.layer import DataLayer
     from conveyor.events.log import EventLog
     from conveyor.kv import KeyValueStore
     from conveyor.store.database import MetadataStore
@@ -40,6 +41,7 @@ class Project(Closeable):
         self.spec = spec
         self._opened: dict[str, Any] = {}
         self._closed = False
+        self._data: DataLayer | None = None
 
     @classmethod
     def open(
@@ -87,6 +89,18 @@ class Project(Closeable):
     @property
     def cache(self) -> KeyValueStore:
         return self.backend("cache")  # type: ignore[no-any-return]
+
+    @property
+    def data(self) -> DataLayer:
+        """The data layer: ingest, versions, quarantine, forget (``conveyor data ...``)."""
+        if self._data is None:
+            from conveyor.data.crypto import Keyring
+            from conveyor.data.layer import DataLayer
+
+            self._data = DataLayer(
+                self.spec, self.store, self.artifacts, self.events, Keyring.from_spec(self.spec)
+            )
+        return self._data
 
     def close(self) -> None:
         """Close every opened backend (the event log last, so it records to the end)."""
