@@ -128,7 +128,7 @@ class DataLayer:
         now: datetime | None = None,
         source_description: dict[str, Any] | None = None,
     ) -> IngestResult:
-        """Validate a batch (``data``, or the next extract of the data set's source) and store it."""
+        """Validate a batch (``data``, or the next extract of the source) and store it."""
         spec = self.dataset_spec(dataset)
         commit_watermark = None
         if data is not None:
