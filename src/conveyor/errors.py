@@ -24,6 +24,7 @@ about HTTP.
     ├── IntegrityError                              code "integrity"
     │   └── ArtifactIntegrityError                     code "artifact_tampered"
     ├── InvalidInputError (ValueError)              code "invalid_input"
+    ├── NotFittedError (ValueError, AttributeError) code "not_fitted"
     ├── GateFailedError                             code "gate_failed"
     └── ClosedError (RuntimeError)                  code "closed"
 """
@@ -46,6 +47,7 @@ __all__ = [
     "IntegrityError",
     "InvalidInputError",
     "MissingDependencyError",
+    "NotFittedError",
     "NotFoundError",
     "ProjectNotFoundError",
     "UnknownBackendError",
@@ -150,6 +152,16 @@ class InvalidInputError(ConveyorError, ValueError):
     """An argument or record is not acceptable; names the field."""
 
     code = "invalid_input"
+
+
+class NotFittedError(ConveyorError, ValueError, AttributeError):
+    """An estimator (drift detector, validator, scorer) was used before ``fit()``.
+
+    Subclasses ``AttributeError`` too, as scikit-learn's does, so ``hasattr``
+    and existing ``except`` clauses keep working.
+    """
+
+    code = "not_fitted"
 
 
 class GateFailedError(ConveyorError):
