@@ -8,16 +8,21 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
-from conveyor.errors import ConveyorError, InvalidInputError
+from conveyor.cli.common import (
+    JsonOpt,
+    ProjectOpt,
+    actor,
+    console,
+    errors,
+    open_project,
+    parse_since,
+    when,
+)
 
 app = typer.Typer(
     name="conveyor",
@@ -33,59 +38,9 @@ app.add_typer(events_app, name="events")
 app.add_typer(runs_app, name="runs")
 app.add_typer(reports_app, name="reports")
 
-F = TypeVar("F", bound=Callable[..., Any])
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-ProjectOpt = Annotated[
-    Path | None,
-    typer.Option("--project", "-C", help="Project folder (default: found from the cwd upwards)."),
-]
-
-
-def _console() -> Any:
-    from rich.console import Console
-
-    # Piped output gets 120 columns rather than rich's 80, so tables stay legible.
-    return Console(width=None if Console().is_terminal else 120)
-
-
-def _when(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _errors(func: F) -> F:
-    """Print ConveyorError as one line and exit 1 (JSON when --json was given)."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except ConveyorError as exc:
-            if kwargs.get("as_json"):
-                import orjson
-
-                typer.echo(orjson.dumps({"error": _jsonable(exc.to_dict())}).decode())
-            else:
-                typer.secho(f"error: {exc.message}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: v if isinstance(v, str | int | float | bool | list | None) else str(v)
-        for k, v in data.items()
-    }
-
-
-def _open(project: Path | None) -> Any:
-    from conveyor.project import Project
-
-    return Project.open(project)
-
 
 @app.command()
-@_errors
+@errors
 def version() -> None:
     """Print Conveyor's version."""
     from conveyor._version import __version__
@@ -94,7 +49,7 @@ def version() -> None:
 
 
 @app.command()
-@_errors
+@errors
 def init(
     path: Annotated[Path, typer.Argument(help="Folder for the new project.")] = Path("."),
     name: Annotated[str | None, typer.Option(help="Project name (default: the folder's).")] = None,
@@ -108,7 +63,7 @@ def init(
         project.events.emit(
             "project.initialized",
             subject=project.name,
-            actor=_actor(),
+            actor=actor(),
             payload={"spec": str(spec_path)},
             durable=True,
         )
@@ -117,7 +72,7 @@ def init(
 
 
 @app.command()
-@_errors
+@errors
 def doctor(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
     """Check each seam: its configured backend, reachable or not, and why."""
     from conveyor.config import load_spec
@@ -144,13 +99,13 @@ def doctor(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
         for r in results:
             status = "[green]OK[/]" if r.ok else "[bold red]FAIL[/]"
             table.add_row(r.seam, r.backend, r.url, status, f"{r.latency_ms:.0f}", r.detail)
-        _console().print(table)
+        console().print(table)
     if not all(r.ok for r in results):
         raise typer.Exit(1)
 
 
 @events_app.command("tail")
-@_errors
+@errors
 def events_tail(
     n: Annotated[int, typer.Option("-n", "--lines", help="How many recent events.")] = 20,
     kind: Annotated[str | None, typer.Option(help="Kind, or a prefix like 'run.*'.")] = None,
@@ -164,7 +119,7 @@ def events_tail(
 ) -> None:
     """Print the most recent events (and, with -f, new ones as they arrive)."""
     filters: dict[str, Any] = {"kind": kind, "subject": subject, "since": parse_since(since)}
-    with _open(project) as proj:
+    with open_project(project) as proj:
         log = proj.events
         recent = log.latest(n, **filters)
         printer = _EventPrinter(as_json)
@@ -181,7 +136,7 @@ def events_tail(
 class _EventPrinter:
     def __init__(self, as_json: bool) -> None:
         self.as_json = as_json
-        self.console = _console()
+        self.console = console()
 
     def __call__(self, event: Any) -> None:
         if self.as_json:
@@ -205,7 +160,7 @@ class _EventPrinter:
 
 
 @runs_app.command("list")
-@_errors
+@errors
 def runs_list(
     kind: Annotated[str | None, typer.Option(help="Only runs of this kind.")] = None,
     limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
@@ -213,7 +168,7 @@ def runs_list(
     as_json: JsonOpt = False,
 ) -> None:
     """List runs, newest first."""
-    with _open(project) as proj:
+    with open_project(project) as proj:
         page = proj.store.runs.list(kind=kind, limit=limit)
         if as_json:
             import orjson
@@ -232,14 +187,14 @@ def runs_list(
                 r.kind,
                 r.name,
                 r.status,
-                _when(r.started_at),
+                when(r.started_at),
                 metrics,
             )
-        _console().print(table)
+        console().print(table)
 
 
 @reports_app.command("list")
-@_errors
+@errors
 def reports_list(
     subject: Annotated[str | None, typer.Option(help="Only reports about this subject.")] = None,
     kind: Annotated[str | None, typer.Option(help="Only reports of this kind.")] = None,
@@ -250,7 +205,7 @@ def reports_list(
     """List check reports, newest first."""
     from conveyor.checks.persist import list_reports
 
-    with _open(project) as proj:
+    with open_project(project) as proj:
         page = list_reports(proj.store, subject=subject, kind=kind, limit=limit)
         if as_json:
             import orjson
@@ -269,13 +224,13 @@ def reports_list(
                 r.subject,
                 r.verdict,
                 str(len(r.checks)),
-                _when(r.created_at),
+                when(r.created_at),
             )
-        _console().print(table)
+        console().print(table)
 
 
 @reports_app.command("show")
-@_errors
+@errors
 def reports_show(
     report_id: Annotated[str, typer.Argument(help="The report's id (see `reports list`).")],
     project: ProjectOpt = None,
@@ -285,40 +240,15 @@ def reports_show(
     from conveyor.checks.persist import get_report
     from conveyor.checks.render import print_report
 
-    with _open(project) as proj:
-        print_report(get_report(proj.store, report_id), _console(), as_json=as_json)
+    with open_project(project) as proj:
+        print_report(get_report(proj.store, report_id), console(), as_json=as_json)
 
 
-_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+from conveyor.cli.data import data_app  # noqa: E402 -- sub-apps register after the app exists
 
+app.add_typer(data_app, name="data")
 
-def parse_since(value: str | None, now: datetime | None = None) -> datetime | None:
-    """``15m``, ``2h``, ``7d`` (ago) or an ISO 8601 time (naive means UTC)."""
-    if value is None:
-        return None
-    match = _AGE.match(value)
-    if match:
-        amount, unit = float(match[1]), match[2]
-        return (now or datetime.now(UTC)) - timedelta(**{_UNITS[unit]: amount})
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidInputError(
-            f"--since {value!r}: expected an age like 15m, 2h, 7d or an ISO time like "
-            "2026-01-31T12:00",
-            field="since",
-        ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _actor() -> str:
-    import getpass
-
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:  # no user name in some containers
-        return "cli"
+__all__ = ["app", "main", "parse_since"]
 
 
 def main() -> None:

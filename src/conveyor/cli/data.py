@@ -1,0 +1,358 @@
+"""``conveyor data ...``: ingest, validate, profile, drift, versions, quarantine, forget, keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from conveyor.cli.common import JsonOpt, ProjectOpt, actor, console, errors, open_project, when
+
+data_app = typer.Typer(
+    help="Data sets: ingest, validate, profile, drift, versions, forget.", no_args_is_help=True
+)
+quarantine_app = typer.Typer(
+    help="Rows set aside by validation, with their reasons.", no_args_is_help=True
+)
+data_app.add_typer(quarantine_app, name="quarantine")
+
+FileOpt = Annotated[
+    Path | None,
+    typer.Option("--file", "-f", help="Read this CSV or Parquet file instead of the source."),
+]
+
+
+def _read_file(path: Path) -> Any:
+    from conveyor.data.sources import CSVSource, ParquetSource
+
+    source = ParquetSource(path) if path.suffix.lower() in (".parquet", ".pq") else CSVSource(path)
+    return source.read().table
+
+
+def _echo_json(body: Any) -> None:
+    import orjson
+
+    typer.echo(orjson.dumps(body, option=orjson.OPT_INDENT_2, default=str).decode())
+
+
+@data_app.command("ingest")
+@errors
+def ingest(
+    dataset: Annotated[str, typer.Argument(help="Data set name (as in conveyor.yaml).")],
+    file: FileOpt = None,
+    policy: Annotated[str | None, typer.Option(help="fail | quarantine | warn")] = None,
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Extract, validate and store a batch as a new dataset version."""
+    from conveyor.checks.render import report_table
+
+    with open_project(project) as proj:
+        with console().status(f"Ingesting {dataset}..."):
+            data = _read_file(file) if file is not None else None
+            result = proj.data.ingest(dataset, data, policy=policy, actor=actor())
+        if as_json:
+            _echo_json(result.to_dict())
+        else:
+            out = console()
+            out.print(report_table(result.report))
+            version = result.version.ref if result.version else "none"
+            out.print(
+                f"{result.rows_in:,} rows in: {result.rows_accepted:,} stored as {version}, "
+                f"{result.rows_quarantined:,} quarantined"
+                + (f" (batch {result.quarantine.id})" if result.quarantine else "")
+            )
+        if result.batch_rejected:
+            raise typer.Exit(1)
+
+
+@data_app.command("validate")
+@errors
+def validate_cmd(
+    dataset: Annotated[str, typer.Argument(help="Data set name (as in conveyor.yaml).")],
+    file: FileOpt = None,
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a batch against the data set's expectations without storing anything."""
+    from conveyor.checks.render import print_report
+    from conveyor.data.validation import parse_expectations, validate
+
+    with open_project(project) as proj:
+        spec = proj.data.dataset_spec(dataset)
+        if file is not None:
+            table = _read_file(file)
+        else:
+            from conveyor.data.sources import source_from_spec
+
+            if spec.source is None:
+                raise typer.BadParameter(f"data set {dataset!r} has no source: pass --file")
+            table = (
+                source_from_spec(spec.source, root=proj.root, where=f"datasets.{dataset}.source")
+                .read()
+                .table
+            )
+        checks = parse_expectations(spec.expectations, where=f"datasets.{dataset}.expectations")
+        result = validate(
+            table,
+            checks,
+            subject=f"dataset:{dataset}",
+            accepted_schema=proj.data.versions.accepted_schema(dataset),
+            split=False,
+        )
+        print_report(result.report, console(), as_json=as_json)
+        if not result.report.passed:
+            raise typer.Exit(1)
+
+
+@data_app.command("versions")
+@errors
+def versions(
+    dataset: Annotated[str | None, typer.Argument(help="Only this data set.")] = None,
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List dataset versions, newest first."""
+    with open_project(project) as proj:
+        page = proj.data.versions.list(dataset, limit=limit)
+        if as_json:
+            _echo_json([v.to_dict() for v in page.items])
+            return
+        from rich.table import Table
+
+        table = Table(title="dataset versions", title_justify="left")
+        for column in ("version", "rows", "columns", "encrypted", "content hash", "created", "id"):
+            table.add_column(column, overflow="fold")
+        for v in page.items:
+            table.add_row(
+                v.ref,
+                f"{v.row_count:,}",
+                str(len(v.schema["columns"])),
+                ", ".join((v.encryption or {}).get("columns", [])) or "-",
+                v.content_hash[:19],
+                when(v.created_at),
+                v.id,
+            )
+        console().print(table)
+
+
+@data_app.command("profile")
+@errors
+def profile_cmd(
+    ref: Annotated[str, typer.Argument(help="name, name@N or a version id.")],
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the profile stored with a dataset version."""
+    with open_project(project) as proj:
+        version = proj.data.versions.resolve(ref)
+        facts = version.profile or {}
+        if as_json:
+            _echo_json(facts)
+            return
+        from rich.table import Table
+
+        table = Table(
+            title=f"profile of {version.ref} ({version.row_count:,} rows)", title_justify="left"
+        )
+        keys = ("type", "nulls", "distinct", "min", "max", "mean", "std")
+        table.add_column("column")
+        for key in keys:
+            table.add_column(key, justify="right")
+        for name, col in (facts.get("columns") or {}).items():
+            table.add_row(name, *(_fmt(col.get(k)) for k in keys))
+        console().print(table)
+
+
+@data_app.command("drift")
+@errors
+def drift_cmd(
+    reference: Annotated[str, typer.Argument(help="Reference version (name@N).")],
+    current: Annotated[str, typer.Argument(help="Current version (name@M).")],
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare two dataset versions column by column; exit 1 on dataset drift."""
+    from conveyor.checks.persist import save_report
+    from conveyor.checks.render import print_report
+    from conveyor.data.drift import DriftDetector
+
+    with open_project(project) as proj:
+        repo = proj.data.versions
+        ref, cur = repo.resolve(reference), repo.resolve(current)
+        sensitive = set(proj.data.dataset_spec(ref.dataset).sensitive)
+        columns = [c["name"] for c in ref.schema["columns"] if c["name"] not in sensitive]
+        detector = DriftDetector(columns=columns).fit(
+            repo.read(ref, actor=actor(), purpose="drift")
+        )
+        result = detector.score(repo.read(cur, actor=actor(), purpose="drift"))
+        report = result.to_report(f"dataset:{ref.dataset}")
+        report.subject_version = f"{ref.number}->{cur.number}"
+        save_report(proj.store, report)
+        proj.events.emit(
+            "data.drift",
+            subject=ref.dataset,
+            subject_version=str(cur.number),
+            actor=actor(),
+            payload={
+                "reference": ref.id,
+                "current": cur.id,
+                "report_id": report.id,
+                "verdict": report.verdict,
+            },
+        )
+        print_report(report, console(), as_json=as_json)
+        if not report.passed:
+            raise typer.Exit(1)
+
+
+@data_app.command("forget")
+@errors
+def forget_cmd(
+    key: Annotated[str, typer.Option(help="The data subject, as column=value.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove a data subject from every version, quarantine batch and event."""
+    from conveyor.data.forget import parse_key
+
+    column, value = parse_key(key)
+    if not yes:
+        typer.confirm(
+            f"Remove every row and event with {column} = {value!r}? This cannot be undone",
+            abort=True,
+        )
+    with open_project(project) as proj:
+        result = proj.data.forget(column, value, actor=actor())
+        if as_json:
+            _echo_json(result.to_dict())
+        else:
+            console().print(
+                f"forgot {column}=<value>: {result.rows_removed} rows in "
+                f"{result.versions_rewritten} versions, {result.quarantine_rows_removed} "
+                f"quarantined rows, {result.events_erased} events; "
+                f"{result.artifacts_deleted} artifacts deleted"
+            )
+
+
+@data_app.command("keygen")
+def keygen() -> None:
+    """Print a new random encryption key (base64) for $CONVEYOR_DATA_KEY."""
+    from conveyor.data.crypto import generate_key
+
+    typer.echo(generate_key())
+
+
+@quarantine_app.command("list")
+@errors
+def quarantine_list(
+    dataset: Annotated[str | None, typer.Option(help="Only this data set.")] = None,
+    status: Annotated[str | None, typer.Option(help="pending | replayed | discarded")] = None,
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List quarantine batches with their reasons."""
+    with open_project(project) as proj:
+        page = proj.data.quarantine.list(dataset=dataset, status=status, limit=limit)
+        if as_json:
+            _echo_json([_batch_dict(b) for b in page.items])
+            return
+        from rich.table import Table
+
+        table = Table(title="quarantine", title_justify="left")
+        for column in ("id", "dataset", "rows", "status", "reasons", "created"):
+            table.add_column(column, overflow="fold")
+        for b in page.items:
+            reasons = ", ".join(f"{k} ({v})" for k, v in sorted(b.reasons.items()))
+            table.add_row(
+                b.id, b.dataset, f"{b.row_count:,}", b.status, reasons, when(b.created_at)
+            )
+        console().print(table)
+
+
+@quarantine_app.command("show")
+@errors
+def quarantine_show(
+    batch_id: Annotated[str, typer.Argument(help="The batch id (see `quarantine list`).")],
+    limit: Annotated[int, typer.Option(help="Rows to show.")] = 20,
+    reveal: Annotated[bool, typer.Option(help="Decrypt sensitive columns (audited).")] = False,
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a batch's rows with the reason each was set aside (sensitive columns masked)."""
+    with open_project(project) as proj:
+        rows = proj.data.quarantined_rows(batch_id, reveal=reveal).slice(0, limit)
+        if as_json:
+            _echo_json(rows.to_pylist())
+            return
+        from rich.table import Table
+
+        table = Table(title=f"quarantine batch {batch_id}", title_justify="left")
+        for name in rows.column_names:
+            table.add_column(name, overflow="fold")
+        for record in rows.to_pylist():
+            table.add_row(*(_fmt(record[n]) for n in rows.column_names))
+        console().print(table)
+
+
+@quarantine_app.command("replay")
+@errors
+def quarantine_replay(
+    batch_id: Annotated[str, typer.Argument(help="The batch id.")],
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate a batch again; rows that now pass become a new version."""
+    with open_project(project) as proj:
+        result = proj.data.replay(batch_id, actor=actor())
+        if as_json:
+            _echo_json(result.to_dict())
+            return
+        version = result.version.ref if result.version else "no version"
+        console().print(
+            f"replayed {batch_id}: {result.rows_accepted} rows -> {version}, "
+            f"{result.rows_quarantined} still quarantined"
+        )
+
+
+@quarantine_app.command("discard")
+@errors
+def quarantine_discard(
+    batch_id: Annotated[str, typer.Argument(help="The batch id.")],
+    reason: Annotated[str, typer.Option(help="Why the rows are given up (recorded).")],
+    project: ProjectOpt = None,
+) -> None:
+    """Give up a batch on purpose, with a reason (recorded as an event)."""
+    with open_project(project) as proj:
+        proj.data.quarantine.discard(batch_id, reason)
+        proj.events.emit(
+            "data.quarantine_discarded",
+            subject=batch_id,
+            actor=actor(),
+            payload={"reason": reason},
+            durable=True,
+        )
+        console().print(f"discarded {batch_id}")
+
+
+def _batch_dict(batch: Any) -> dict[str, Any]:
+    return {
+        "id": batch.id,
+        "dataset": batch.dataset,
+        "rows": batch.row_count,
+        "status": batch.status,
+        "reasons": batch.reasons,
+        "created_at": batch.created_at.isoformat(),
+    }
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
