@@ -1,0 +1,383 @@
+"""Run expectations over a batch in DuckDB: one aggregate pass, then one to tag rows.
+
+The first pass is a single query: every row-level expectation's failure
+predicate is projected once as a boolean per row, and one aggregate row
+counts each of them, the rows failing any error-severity one, and the facts
+batch-level expectations need (``max`` of a timestamp, null counts). A
+Parquet path is scanned by DuckDB directly, reading only the columns the
+expectations use, so memory stays flat in the number of rows.
+
+Only when rows must be split (``split=True``) and some error-severity
+row-level expectation failed does a second pass run: it returns the row
+number and the reasons of each failing row (a few rows, usually), and the
+split itself is an Arrow ``take`` / ``filter`` over the batch in memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from conveyor.checks.result import CheckResult, Report
+from conveyor.data.schema import diff_schema, schema_of
+from conveyor.data.validation.expectations import (
+    Custom,
+    Expectation,
+    MatchesRegex,
+    check_names,
+    parse_expectations,
+)
+from conveyor.data.validation.outcomes import batch_check, row_check, unevaluable
+from conveyor.data.validation.plan import (
+    RESERVED_PREFIX,
+    ROW_ID,
+    Plan,
+    custom_column,
+    literal,
+    plan,
+    quote,
+)
+from conveyor.data.validation.result import REASON_COLUMN, REASON_SEPARATOR, ValidationResult
+from conveyor.errors import ConfigError, InvalidInputError, NotFoundError
+
+if TYPE_CHECKING:
+    import duckdb
+    import pyarrow as pa
+
+__all__ = ["validate"]
+
+_BATCH = f"{RESERVED_PREFIX}batch"
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """Where the rows are: an Arrow table in memory or a Parquet file."""
+
+    schema: pa.Schema
+    table: pa.Table | None
+    path: Path | None
+
+    @property
+    def source(self) -> str:
+        if self.path is not None:
+            return f"read_parquet({literal(str(self.path))})"
+        return quote(_BATCH)
+
+    def describe(self) -> str:
+        return f"Parquet file {self.path}" if self.path is not None else "the batch"
+
+
+def validate(
+    data: Any,
+    expectations: Sequence[Expectation | Mapping[str, Any]],
+    *,
+    subject: str,
+    now: datetime | None = None,
+    accepted_schema: dict[str, Any] | None = None,
+    split: bool = True,
+) -> ValidationResult:
+    """Judge ``data`` against ``expectations`` and, with ``split``, divide its rows.
+
+    ``data`` is a pyarrow Table, a pandas or polars DataFrame, or the path
+    of a Parquet file (scanned by DuckDB without loading it, unless rows are
+    split or a custom expectation needs them in memory). ``expectations``
+    are objects or plain mappings (parsed as :func:`parse_expectations` does).
+    ``now`` (aware; default: the current time) is what freshness is measured
+    against. ``accepted_schema`` (the schema of the last accepted version)
+    adds the schema-change checks: a removed or retyped column fails, an
+    added one warns.
+    """
+    if not isinstance(subject, str) or not subject:
+        raise InvalidInputError(
+            f"subject must be a non-empty string, got {subject!r}", field="subject"
+        )
+    items = _expectations(expectations)
+    at = _now(now)
+    batch = _load(data, in_memory=any(isinstance(e, Custom) for e in items))
+    schema = schema_of(batch.schema)
+
+    import duckdb
+
+    with duckdb.connect() as con:
+        # Aware timestamps are compared and converted in UTC, whatever the machine's zone.
+        con.execute("SET TimeZone = 'UTC'").fetchall()
+        _check_patterns(con, items)
+        plans = [plan(i, e, batch.schema, batch.source) for i, e in enumerate(items)]
+        scanned = batch.table
+        if batch.table is not None:
+            plans, scanned = _run_custom(plans, batch.table)
+            con.register(_BATCH, scanned)
+        facts = _first_pass(con, plans, batch)
+        rows = int(facts["n_rows"])
+        checks, row_failures, batch_failures = _checks(plans, facts, rows, batch.schema, at)
+        change = None
+        if accepted_schema is not None:
+            change = diff_schema(accepted_schema, schema)
+            change_checks = change.checks()
+            checks.extend(change_checks)
+            batch_failures.extend(c.name for c in change_checks if c.status == "fail")
+        valid = invalid = None
+        if split:
+            valid, invalid = _split(con, plans, row_failures, batch, scanned)
+    report = Report(subject=subject, kind="data", checks=checks)
+    return ValidationResult(
+        report=report,
+        row_count=rows,
+        failed_rows=int(facts.get("failed_rows") or 0),
+        row_failures=row_failures,
+        batch_failures=tuple(batch_failures),
+        schema=schema,
+        schema_change=change,
+        valid=valid,
+        invalid=invalid,
+    )
+
+
+# -- input ------------------------------------------------------------------------
+
+
+def _expectations(items: Any) -> list[Expectation]:
+    if isinstance(items, str | bytes | Mapping) or not isinstance(items, Sequence):
+        raise InvalidInputError(
+            f"expectations must be a list, got {type(items).__name__}", field="expectations"
+        )
+    parsed = parse_expectations(items)
+    check_names(parsed)
+    return parsed
+
+
+def _now(now: datetime | None) -> datetime:
+    if now is None:
+        return datetime.now(UTC)
+    if not isinstance(now, datetime) or now.tzinfo is None or now.utcoffset() is None:
+        raise InvalidInputError(
+            f"now must be a time-zone aware datetime (for example datetime.now(UTC)), got {now!r}",
+            field="now",
+        )
+    return now
+
+
+def _load(data: Any, *, in_memory: bool) -> _Batch:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from conveyor.data.frames import to_arrow
+
+    if isinstance(data, str | os.PathLike):
+        path = Path(data).expanduser().resolve()
+        if not path.is_file():
+            raise NotFoundError(f"no Parquet file at {path}", kind="file", path=str(path))
+        try:
+            schema = pq.read_schema(path)
+            table = pq.read_table(path) if in_memory else None
+        except (pa.ArrowException, OSError) as exc:
+            raise InvalidInputError(
+                f"{path} is not a readable Parquet file: {exc}", field="data", path=str(path)
+            ) from exc
+        _check_columns(schema, str(path))
+        return _Batch(schema=schema, table=table, path=None if in_memory else path)
+    table = to_arrow(data)
+    _check_columns(table.schema, "the batch")
+    return _Batch(schema=table.schema, table=table, path=None)
+
+
+def _check_columns(schema: pa.Schema, where: str) -> None:
+    names = list(schema.names)
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InvalidInputError(
+            f"{where}: column {twice[0]!r} appears more than once; names must be unique",
+            field=twice[0],
+        )
+    for name in names:
+        if name.startswith(RESERVED_PREFIX) or name == REASON_COLUMN:
+            raise InvalidInputError(
+                f"{where}: column {name!r} is reserved for Conveyor's own bookkeeping; "
+                "drop or rename it before validating (quarantined rows: drop "
+                f"{REASON_COLUMN!r} before replaying them)",
+                field=name,
+            )
+
+
+def _run_custom(plans: list[Plan], table: pa.Table) -> tuple[list[Plan], pa.Table]:
+    """Evaluate custom checks and attach their boolean results as columns."""
+    import pyarrow as pa
+
+    out = []
+    for p in plans:
+        expectation = p.expectation
+        if not isinstance(expectation, Custom) or p.problem:
+            out.append(p)
+            continue
+        view = table.select(expectation.columns) if expectation.columns else table
+        try:
+            passed = expectation.check(view)
+        except Exception as exc:  # a broken check is a failed check, with its reason kept
+            out.append(_unusable(p, f"{expectation.name} raised {type(exc).__name__}: {exc}"))
+            continue
+        column = _as_mask(passed, table.num_rows)
+        if isinstance(column, str):
+            out.append(_unusable(p, f"{expectation.name} {column}"))
+            continue
+        table = table.append_column(pa.field(custom_column(p.index), pa.bool_()), column)
+        out.append(p)
+    return out, table
+
+
+def _as_mask(value: Any, rows: int) -> pa.ChunkedArray | str:
+    import pyarrow as pa
+
+    try:
+        if isinstance(value, pa.ChunkedArray):
+            column = value
+        elif isinstance(value, pa.Array):
+            column = pa.chunked_array([value])
+        else:
+            column = pa.chunked_array([pa.array(value)])
+    except (pa.ArrowException, TypeError, ValueError) as exc:
+        return f"returned {type(value).__name__}, not a boolean array: {exc}"
+    if not pa.types.is_boolean(column.type):
+        return f"returned an array of {column.type}, not booleans"
+    if len(column) != rows:
+        return f"returned {len(column):,} values for {rows:,} rows"
+    return column
+
+
+def _unusable(p: Plan, reason: str) -> Plan:
+    return dataclasses.replace(p, failure=None, join=None, aggregates={}, problem=reason)
+
+
+# -- the two passes ---------------------------------------------------------------
+
+
+def _first_pass(con: duckdb.DuckDBPyConnection, plans: list[Plan], batch: _Batch) -> dict[str, Any]:
+    live = [p for p in plans if not p.problem]
+    flags = [p for p in live if p.failure]
+    selects = ["count(*) AS n_rows"]
+    selects += [f"count(*) FILTER (WHERE c{p.index}) AS {p.alias}" for p in flags]
+    errors = [f"c{p.index}" for p in flags if p.expectation.severity == "error"]
+    if errors:
+        selects.append(f"count(*) FILTER (WHERE {' OR '.join(errors)}) AS failed_rows")
+    selects += [f"{sql} AS {alias}" for p in live for alias, sql in p.aggregates.items()]
+    # Each predicate is computed once, as a boolean column, and counted outside.
+    inner = ", ".join(["s.*", *(f"{p.failure} AS c{p.index}" for p in flags)])
+    joins = " ".join(p.join for p in live if p.join)
+    sql = f"SELECT {', '.join(selects)} FROM (SELECT {inner} FROM {batch.source} AS s {joins}) AS s"
+    with _translated(batch):
+        cursor = con.execute(sql)
+        columns = [d[0] for d in cursor.description or ()]
+        (row,) = cursor.fetchall()  # an aggregate without GROUP BY: exactly one row
+    return dict(zip(columns, row, strict=True))
+
+
+def _checks(
+    plans: list[Plan], facts: Mapping[str, Any], rows: int, schema: pa.Schema, now: datetime
+) -> tuple[list[CheckResult], dict[str, int], list[str]]:
+    checks: list[CheckResult] = []
+    row_failures: dict[str, int] = {}
+    batch_failures: list[str] = []
+    for p in plans:
+        expectation = p.expectation
+        if p.problem:
+            check = unevaluable(p, p.problem)
+        elif expectation.row_level:
+            failures = int(facts[p.alias])
+            check = row_check(p, failures, rows, schema)
+            if expectation.severity == "error":
+                row_failures[expectation.name] = failures
+        else:
+            check = batch_check(p, facts, rows, schema, now)
+        if check.status == "fail" and (p.problem or not expectation.row_level):
+            batch_failures.append(check.name)
+        checks.append(check)
+    return checks, row_failures, batch_failures
+
+
+def _split(
+    con: duckdb.DuckDBPyConnection,
+    plans: list[Plan],
+    row_failures: Mapping[str, int],
+    batch: _Batch,
+    scanned: pa.Table | None,
+) -> tuple[pa.Table, pa.Table]:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = batch.table
+    if table is None:
+        assert batch.path is not None
+        try:
+            table = pq.read_table(batch.path)
+        except (pa.ArrowException, OSError) as exc:
+            raise InvalidInputError(
+                f"{batch.path} is not a readable Parquet file: {exc}", path=str(batch.path)
+            ) from exc
+        scanned = table
+    failing = [
+        p
+        for p in plans
+        if p.failure and not p.problem and row_failures.get(p.expectation.name, 0) > 0
+    ]
+    if not failing:
+        empty = table.schema.empty_table().append_column(REASON_COLUMN, pa.array([], pa.string()))
+        return table, empty
+    assert scanned is not None
+    numbered = scanned.append_column(ROW_ID, pa.array(np.arange(scanned.num_rows, dtype=np.int64)))
+    con.register(_BATCH, numbered)
+    in_memory = _Batch(schema=numbered.schema, table=numbered, path=None)
+    reasons = ", ".join(
+        f"CASE WHEN {p.failure} THEN {literal(p.expectation.name)} END" for p in failing
+    )
+    joins = " ".join(p.join for p in failing if p.join)
+    sql = (
+        f"SELECT s.{quote(ROW_ID)} AS row, concat_ws({literal(REASON_SEPARATOR)}, {reasons}) "
+        f"AS reason FROM {in_memory.source} AS s {joins} "
+        f"WHERE {' OR '.join(f'({p.failure})' for p in failing)} ORDER BY 1"
+    )
+    with _translated(batch):
+        tagged = con.sql(sql).to_arrow_table()
+    positions = tagged.column("row").to_numpy()
+    keep = np.ones(table.num_rows, dtype=bool)
+    keep[positions] = False
+    invalid = table.take(pa.array(positions)).append_column(
+        REASON_COLUMN, tagged.column("reason").cast(pa.string())
+    )
+    return table.filter(pa.array(keep)), invalid
+
+
+@contextmanager
+def _translated(batch: _Batch) -> Iterator[None]:
+    """DuckDB's errors (a corrupt page in the file, mostly) as InvalidInputError."""
+    import duckdb
+
+    try:
+        yield
+    except duckdb.Error as exc:
+        raise InvalidInputError(
+            f"DuckDB could not validate {batch.describe()}: {exc}",
+            field="data",
+            **({"path": str(batch.path)} if batch.path is not None else {}),
+        ) from exc
+
+
+def _check_patterns(con: duckdb.DuckDBPyConnection, expectations: Sequence[Expectation]) -> None:
+    """Python's re accepted the pattern at parse time; DuckDB runs RE2, which is stricter."""
+    import duckdb
+
+    for index, expectation in enumerate(expectations):
+        if isinstance(expectation, MatchesRegex):
+            try:
+                con.execute("SELECT regexp_matches('', ?)", [expectation.pattern]).fetchall()
+            except duckdb.Error as exc:
+                raise ConfigError(
+                    f"expectations[{index}].pattern: {expectation.name}: {exc} (patterns are "
+                    "RE2 syntax: no look-around or back-references)",
+                    field=f"expectations[{index}].pattern",
+                ) from exc
