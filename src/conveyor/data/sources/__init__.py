@@ -1,0 +1,64 @@
+"""Where data comes from: CSV, Parquet, SQL databases and JSON over HTTP.
+
+Each source reads a batch as an :class:`Extract` (an Arrow table, a JSON
+description of its origin, and the new high-water mark when it reads
+incrementally); :func:`incremental` reads past the stored watermark and
+advances it only once the caller has stored the rows.
+
+The public names load on first use, so importing this package does not
+import pyarrow, SQLAlchemy or httpx.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from conveyor.data.sources.base import BaseSource, Extract, Source
+    from conveyor.data.sources.files import CSVSource, ParquetSource
+    from conveyor.data.sources.http import HTTPJSONSource, Pagination
+    from conveyor.data.sources.spec import source_from_spec
+    from conveyor.data.sources.sql import SQLSource
+    from conveyor.data.sources.watermarks import Watermark, WatermarkRepository, incremental
+
+__all__ = [
+    "BaseSource",
+    "CSVSource",
+    "Extract",
+    "HTTPJSONSource",
+    "Pagination",
+    "ParquetSource",
+    "SQLSource",
+    "Source",
+    "Watermark",
+    "WatermarkRepository",
+    "incremental",
+    "source_from_spec",
+]
+
+_HOMES = {
+    "BaseSource": "conveyor.data.sources.base",
+    "Extract": "conveyor.data.sources.base",
+    "Source": "conveyor.data.sources.base",
+    "CSVSource": "conveyor.data.sources.files",
+    "ParquetSource": "conveyor.data.sources.files",
+    "HTTPJSONSource": "conveyor.data.sources.http",
+    "Pagination": "conveyor.data.sources.http",
+    "source_from_spec": "conveyor.data.sources.spec",
+    "SQLSource": "conveyor.data.sources.sql",
+    "Watermark": "conveyor.data.sources.watermarks",
+    "WatermarkRepository": "conveyor.data.sources.watermarks",
+    "incremental": "conveyor.data.sources.watermarks",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

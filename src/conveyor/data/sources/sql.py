@@ -1,0 +1,365 @@
+"""Any database SQLAlchemy can reach: a table or a query, read in chunks into Arrow.
+
+Column types come from the table's reflected SQL types (a ``NUMERIC(12, 2)``
+stays ``decimal128(12, 2)``, a ``timestamptz`` stays a UTC timestamp) and,
+for a query, from the values, unified across chunks. The watermark filter is
+always a bound parameter: ``WHERE ts > :conveyor_after``.
+
+A database that does not answer raises BackendUnavailableError naming host
+and port; a missing table or column raises NotFoundError naming it. The
+password never appears in a description or an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
+
+from conveyor.backends import BackendURL, unavailable
+from conveyor.data.sources.base import BaseSource, Extract
+from conveyor.data.sources.redaction import redact_url, scrub
+from conveyor.errors import (
+    BackendUnavailableError,
+    InvalidInputError,
+    MissingDependencyError,
+    NotFoundError,
+)
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import sqlalchemy as sa
+    from sqlalchemy.engine import Connection, Engine
+
+__all__ = ["SQLSource"]
+
+SEAM = "data source"
+_AFTER = "conveyor_after"
+# SQLAlchemy's default drivers for these are not Conveyor's dependencies.
+_DEFAULT_DRIVERS = {"postgresql": "psycopg", "mysql": "pymysql", "mariadb": "pymysql"}
+_CONNECT_TIMEOUT = 10
+# SQLSTATEs (PostgreSQL), error numbers (MySQL/MariaDB) and SQLite messages of
+# a table or column that does not exist.
+_MISSING_SQLSTATES = {"42P01", "42703", "3F000"}
+_MISSING_ERRNOS = {1146, 1054, 1049}
+_MISSING_MESSAGES = ("no such table", "no such column")
+_LOST_CONNECTION = (
+    "server closed the connection",
+    "lost connection",
+    "connection reset",
+    "terminating connection",
+    "gone away",
+)
+
+
+class SQLSource(BaseSource):
+    """A table or a query in any SQLAlchemy-reachable database.
+
+    Give exactly one of ``table`` (``"events"`` or ``"schema.events"``) and
+    ``query``. Rows are streamed with a server-side cursor in chunks of
+    ``chunk_size`` and converted to Arrow chunk by chunk.
+    """
+
+    kind = "sql"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        table: str | None = None,
+        query: str | None = None,
+        watermark_column: str | None = None,
+        chunk_size: int = 100_000,
+        name: str | None = None,
+    ) -> None:
+        self.url = BackendURL.parse(url)
+        if (table is None) == (query is None):
+            raise InvalidInputError(
+                f"SQL source {self._safe_url}: give exactly one of table and query",
+                field="table",
+            )
+        if query is not None and not query.strip().rstrip(";").strip():
+            raise InvalidInputError(
+                f"SQL source {self._safe_url}: the query is empty", field="query"
+            )
+        if not isinstance(chunk_size, int) or chunk_size < 1:
+            raise InvalidInputError(
+                f"SQL source {self._safe_url}: chunk_size must be a positive integer, "
+                f"got {chunk_size!r}",
+                field="chunk_size",
+            )
+        self.table = table
+        self.query = query.strip().rstrip(";").strip() if query is not None else None
+        self.watermark_column = watermark_column
+        self.chunk_size = chunk_size
+        if name is None:
+            name = table or "query_" + hashlib.sha256(str(query).encode()).hexdigest()[:10]
+        self.name = name
+
+    @property
+    def _safe_url(self) -> str:
+        return redact_url(self.url.render(hide_password=True))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "url": self._safe_url,
+            "table": self.table,
+            "query": self.query,
+            "watermark_column": self.watermark_column,
+            "chunk_size": self.chunk_size,
+        }
+
+    def _where(self) -> str:
+        what = f"table {self.table!r}" if self.table else "query"
+        return f"SQL {what} at {self._safe_url}"
+
+    # -- reading ------------------------------------------------------------
+
+    def read(self, *, after: Any | None = None) -> Extract:
+        import sqlalchemy as sa
+
+        self._check_after(after)
+        engine = self._engine()
+        try:
+            try:
+                conn = engine.connect()
+            except sa.exc.DBAPIError as exc:
+                raise self._unavailable(exc) from None
+            with conn:
+                table = self._read(conn, after)
+        finally:
+            engine.dispose()
+        return self._extract(table, after=after, filtered=True)
+
+    def _read(self, conn: Connection, after: Any | None) -> pa.Table:
+        import sqlalchemy as sa
+
+        from conveyor.data.sources.tables import concat_unified
+
+        try:
+            statement, known = self._statement(conn, after)
+            result = conn.execution_options(stream_results=True, yield_per=self.chunk_size).execute(
+                statement
+            )
+            names = list(result.keys())
+            _check_unique(names, self._where())
+            chunks = [
+                _chunk_table(names, rows, known) for rows in result.partitions(self.chunk_size)
+            ]
+        except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated or _lost(exc):
+                raise self._unavailable(exc) from None
+            raise self._query_error(exc) from None
+        if not chunks:
+            return _empty(names, known)
+        return concat_unified(chunks, what="chunk", where=self._where())
+
+    def _statement(
+        self, conn: Connection, after: Any | None
+    ) -> tuple[sa.Select[Any], dict[str, pa.DataType]]:
+        import sqlalchemy as sa
+
+        column = self.watermark_column
+        if self.table is not None:
+            reflected = self._reflect(conn)
+            known = {c.name: t for c in reflected.columns if (t := _arrow_type_of(c.type))}
+            statement = sa.select(reflected)
+            if column is not None:
+                if column not in reflected.c:
+                    raise NotFoundError(
+                        f"{self._where()} has no column {column!r} (the watermark column); "
+                        f"its columns are: {', '.join(reflected.c.keys())}",
+                        column=column,
+                        table=self.table,
+                    )
+                if after is not None:
+                    target = reflected.c[column]
+                    statement = statement.where(
+                        target > sa.bindparam(_AFTER, _bindable(after, target.type), target.type)
+                    )
+            return statement, known
+        assert self.query is not None
+        # text() reads ":name" as a bind parameter; the user's query has none
+        # ('12:30', ::int casts), so every colon is literal.
+        inner = sa.text(f"({self.query.replace(':', chr(92) + ':')}) AS conveyor_source")
+        statement = sa.select(sa.literal_column("*")).select_from(inner)
+        if column is not None and after is not None:
+            statement = statement.where(sa.column(column) > sa.bindparam(_AFTER, after))
+        return statement, {}
+
+    def _reflect(self, conn: Connection) -> sa.Table:
+        import sqlalchemy as sa
+
+        assert self.table is not None
+        schema, _, name = self.table.rpartition(".")
+        try:
+            return sa.Table(name, sa.MetaData(), schema=schema or None, autoload_with=conn)
+        except sa.exc.NoSuchTableError:
+            raise NotFoundError(
+                f"there is no table {self.table!r} in the database at {self._safe_url}",
+                table=self.table,
+            ) from None
+
+    # -- connections and errors ---------------------------------------------
+
+    def _engine(self) -> Engine:
+        import sqlalchemy as sa
+
+        url = self.url
+        if url.driver is None and url.scheme in _DEFAULT_DRIVERS:
+            url = url.with_(driver=_DEFAULT_DRIVERS[url.scheme])
+        connect_args: dict[str, Any] = {}
+        if url.scheme in ("postgresql", "mysql", "mariadb") and "connect_timeout" not in url.query:
+            connect_args["connect_timeout"] = _CONNECT_TIMEOUT
+        try:
+            return sa.create_engine(
+                sa.engine.make_url(url.render(hide_password=False)),
+                poolclass=sa.pool.NullPool,
+                connect_args=connect_args,
+            )
+        except ImportError as exc:
+            raise MissingDependencyError(
+                f"SQL source {self._safe_url} needs the database driver {exc.name or exc}, "
+                "which is not installed (PostgreSQL: pip install 'conveyor[postgres]'; "
+                "MySQL/MariaDB: pip install 'conveyor[mysql]')",
+                seam=SEAM,
+                module=exc.name,
+            ) from None
+        except sa.exc.ArgumentError as exc:
+            raise InvalidInputError(
+                f"{self._safe_url} is not a database URL SQLAlchemy understands: "
+                f"{scrub(str(exc), self.url.password)}",
+                field="url",
+            ) from None
+
+    def _reason(self, exc: sa.exc.DBAPIError) -> str:
+        text = str(exc.orig if exc.orig is not None else exc).strip()
+        first = text.splitlines()[0] if text else type(exc.orig).__name__
+        return scrub(first, self.url.password)
+
+    def _unavailable(self, exc: sa.exc.DBAPIError) -> BackendUnavailableError:
+        return unavailable(BackendURL.parse(self._safe_url), SEAM, self._reason(exc))
+
+    def _query_error(self, exc: sa.exc.DBAPIError) -> InvalidInputError | NotFoundError:
+        reason = self._reason(exc)
+        if _is_missing(exc):
+            return NotFoundError(f"{self._where()}: {reason}", table=self.table, url=self._safe_url)
+        return InvalidInputError(
+            f"{self._where()} failed: {reason}", table=self.table, url=self._safe_url
+        )
+
+
+def _is_missing(exc: Any) -> bool:
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) in _MISSING_SQLSTATES:
+        return True
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int) and args[0] in _MISSING_ERRNOS:
+        return True
+    return any(marker in str(orig).lower() for marker in _MISSING_MESSAGES)
+
+
+def _lost(exc: Any) -> bool:
+    text = str(exc.orig).lower()
+    return any(marker in text for marker in _LOST_CONNECTION)
+
+
+def _check_unique(names: list[str], where: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise InvalidInputError(
+                f"{where} returns two columns named {name!r}; give one an alias (AS ...)",
+                column=name,
+            )
+        seen.add(name)
+
+
+def _bindable(after: Any, sql_type: Any) -> Any:
+    """An ISO string watermark as the date/datetime a date or timestamp column binds."""
+    import sqlalchemy as sa
+
+    if isinstance(after, str):
+        try:
+            if isinstance(sql_type, sa.DateTime):
+                return datetime.fromisoformat(after)
+            if isinstance(sql_type, sa.Date):
+                return date.fromisoformat(after)
+        except ValueError:
+            pass
+    return after
+
+
+def _arrow_type_of(sql_type: Any) -> pa.DataType | None:
+    """The Arrow type a reflected SQL type maps to, or None to infer from the values."""
+    import pyarrow as pa
+    import sqlalchemy as sa
+    from sqlalchemy.dialects import mysql
+
+    if isinstance(sql_type, sa.Boolean):
+        return pa.bool_()
+    if isinstance(sql_type, mysql.TINYINT) and sql_type.display_width == 1:
+        return pa.bool_()  # MySQL's BOOLEAN is TINYINT(1)
+    if isinstance(sql_type, sa.Integer):
+        return pa.uint64() if getattr(sql_type, "unsigned", False) else pa.int64()
+    if isinstance(sql_type, sa.Float):
+        return pa.float64()
+    if isinstance(sql_type, sa.Numeric):
+        precision, scale = sql_type.precision, sql_type.scale
+        if not sql_type.asdecimal:
+            return pa.float64()
+        if precision is None:
+            return None
+        if precision > 38:
+            return pa.decimal256(precision, scale or 0)
+        return pa.decimal128(precision, scale or 0)
+    if isinstance(sql_type, sa.DateTime):
+        return pa.timestamp("us", tz="UTC" if sql_type.timezone else None)
+    if isinstance(sql_type, sa.Date):
+        return pa.date32()
+    if isinstance(sql_type, sa.Time):
+        return pa.time64("us")
+    if isinstance(sql_type, sa.Interval):
+        return pa.duration("us")
+    if isinstance(sql_type, sa.String):
+        return pa.string()
+    if isinstance(sql_type, sa.LargeBinary):
+        return pa.binary()
+    return None
+
+
+def _chunk_table(names: list[str], rows: Any, known: dict[str, pa.DataType]) -> pa.Table:
+    import pyarrow as pa
+
+    # The driver hands over tuples; transposing them in C is the one pass over rows.
+    columns = list(zip(*rows, strict=True))
+    arrays = [_column(values, known.get(name)) for name, values in zip(names, columns, strict=True)]
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+def _column(values: tuple[Any, ...], kind: pa.DataType | None) -> pa.Array:
+    import pyarrow as pa
+
+    failures = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError)
+    if kind is not None:
+        try:
+            return pa.array(values, type=kind)
+        except failures:
+            try:
+                # TINYINT(1) as bool, a float column that came back as Decimal...
+                return pa.array(values).cast(kind)
+            except failures:
+                pass
+    try:
+        return pa.array(values)
+    except failures:
+        # Driver objects Arrow has no type for (UUID, IP addresses, ranges): their text.
+        return pa.array([None if v is None else str(v) for v in values], type=pa.string())
+
+
+def _empty(names: list[str], known: dict[str, pa.DataType]) -> pa.Table:
+    import pyarrow as pa
+
+    return pa.table({name: pa.array([], type=known.get(name, pa.null())) for name in names})
