@@ -122,9 +122,9 @@ def validate(
             change_checks = change.checks()
             checks.extend(change_checks)
             batch_failures.extend(c.name for c in change_checks if c.status == "fail")
-        valid = invalid = None
+        table = valid = invalid = None
         if split:
-            valid, invalid = _split(con, plans, row_failures, batch, scanned)
+            table, valid, invalid = _split(con, plans, row_failures, batch, scanned)
     report = Report(subject=subject, kind="data", checks=checks)
     return ValidationResult(
         report=report,
@@ -134,6 +134,7 @@ def validate(
         batch_failures=tuple(batch_failures),
         schema=schema,
         schema_change=change,
+        table=table,
         valid=valid,
         invalid=invalid,
     )
@@ -305,7 +306,7 @@ def _split(
     row_failures: Mapping[str, int],
     batch: _Batch,
     scanned: pa.Table | None,
-) -> tuple[pa.Table, pa.Table]:
+) -> tuple[pa.Table, pa.Table, pa.Table]:
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -327,7 +328,7 @@ def _split(
     ]
     if not failing:
         empty = table.schema.empty_table().append_column(REASON_COLUMN, pa.array([], pa.string()))
-        return table, empty
+        return table, table, empty
     assert scanned is not None
     numbered = scanned.append_column(ROW_ID, pa.array(np.arange(scanned.num_rows, dtype=np.int64)))
     con.register(_BATCH, numbered)
@@ -349,7 +350,7 @@ def _split(
     invalid = table.take(pa.array(positions)).append_column(
         REASON_COLUMN, tagged.column("reason").cast(pa.string())
     )
-    return table.filter(pa.array(keep)), invalid
+    return table, table.filter(pa.array(keep)), invalid
 
 
 @contextmanager

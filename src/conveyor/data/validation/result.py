@@ -49,6 +49,8 @@ class ValidationResult:
     """The batch's schema, as :func:`conveyor.data.schema.schema_of` writes it."""
     schema_change: SchemaChange | None = None
     """What changed since the accepted schema (None when none was given)."""
+    table: pa.Table | None = field(default=None, repr=False)
+    """The batch as validated, in its order (when split)."""
     valid: pa.Table | None = field(default=None, repr=False)
     invalid: pa.Table | None = field(default=None, repr=False)
 
