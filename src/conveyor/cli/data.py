@@ -246,6 +246,33 @@ def keygen() -> None:
     typer.echo(generate_key())
 
 
+@data_app.command("rotate-key")
+@errors
+def rotate_key(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
+    """Re-encrypt every sensitive column under the keyring's current key."""
+    from dataclasses import asdict
+
+    from conveyor.data.keys import rotate
+
+    with open_project(project) as proj:
+        result = rotate(proj.data.versions)
+        proj.events.emit(
+            "data.key_rotated",
+            subject=result.key_id,
+            actor=actor(),
+            payload=asdict(result),
+            durable=True,
+        )
+        if as_json:
+            _echo_json(asdict(result))
+        else:
+            console().print(
+                f"now sealed with key {result.key_id}: {result.parts} parts in "
+                f"{result.versions} versions, {result.quarantine_batches} quarantine "
+                "batches re-encrypted"
+            )
+
+
 @quarantine_app.command("list")
 @errors
 def quarantine_list(

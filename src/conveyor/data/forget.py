@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from conveyor.data.crypto import decrypt_cells, encrypt_cells
-from conveyor.data.versions import MANIFEST_FORMAT, DatasetRepository, DatasetVersion, Part
+from conveyor.data.versions import DatasetRepository, Part
 from conveyor.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ def _forget_in_versions(
 
     rewritten_parts: dict[str, tuple[Part, int]] = {}
     versions = rows_removed = 0
-    for version in _all_versions(repo):
+    for version in repo.all():
         if column not in [c["name"] for c in version.schema["columns"]]:
             continue
         parts, changed = [], False
@@ -147,32 +147,8 @@ def _forget_in_versions(
                 tables = [repo.read_part(p) for p in parts]
                 sensitive = (version.encryption or {}).get("columns", [])
                 new_profile = profile(pa.concat_tables(tables), sensitive)
-            _rewrite_version(repo, version, parts, new_profile)
+            repo.replace_parts(version, parts, profile=new_profile)
     return versions, rows_removed
-
-
-def _rewrite_version(
-    repo: DatasetRepository,
-    version: DatasetVersion,
-    parts: list[Part],
-    profile: dict[str, Any] | None,
-) -> None:
-    from conveyor.data.versions import _combined_hash, _encryption_summary
-    from conveyor.store.models import DatasetVersionRecord
-    from conveyor.store.types import utcnow
-
-    manifest = repo.artifacts.put_json(
-        {"format": MANIFEST_FORMAT, "parts": [p.to_dict() for p in parts]}
-    )
-    with repo.store.session() as session:
-        row = session.get(DatasetVersionRecord, version.id)
-        assert row is not None
-        row.snapshot_digest, row.snapshot_size = manifest.digest, manifest.size
-        row.content_hash = _combined_hash(parts)
-        row.row_count = sum(p.rows for p in parts)
-        row.encryption = _encryption_summary(parts)
-        row.profile = profile
-        row.rewritten_at = utcnow()
 
 
 def _forget_in_quarantine(
@@ -225,17 +201,6 @@ def _forget_in_quarantine(
     return batches, removed
 
 
-def _all_versions(repo: DatasetRepository) -> list[DatasetVersion]:
-    found: list[DatasetVersion] = []
-    cursor: str | None = None
-    while True:
-        page = repo.list(limit=500, cursor=cursor)
-        found.extend(page.items)
-        if page.next_cursor is None:
-            return found
-        cursor = page.next_cursor
-
-
 def _delete_unreferenced(repo: DatasetRepository, candidates: set[str]) -> int:
     """Delete replaced artifacts that no version, part or quarantine batch still uses."""
     import sqlalchemy as sa
@@ -245,7 +210,7 @@ def _delete_unreferenced(repo: DatasetRepository, candidates: set[str]) -> int:
     if not candidates:
         return 0
     referenced: set[str] = set()
-    for version in _all_versions(repo):
+    for version in repo.all():
         referenced.add(version.snapshot_digest)
         for part in repo.parts(version):
             referenced.update(d for d in (part.digest, part.secret_digest) if d)

@@ -370,6 +370,59 @@ class DatasetRepository:
             versions = [_snapshot(r) for r in session.scalars(stmt)]
         return page_of(versions, limit, lambda v: (v.created_at, v.id))
 
+    def all(self, dataset: str | None = None) -> Iterator[DatasetVersion]:
+        """Every version (of ``dataset``), newest first, a page at a time."""
+        cursor: str | None = None
+        while True:
+            page = self.list(dataset, limit=500, cursor=cursor)
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def replace_parts(
+        self,
+        version: DatasetVersion,
+        parts: Sequence[Part],
+        *,
+        profile: dict[str, Any] | Literal[False] | None = False,
+    ) -> None:
+        """Point ``version`` at new parts (deletion of a subject, key rotation).
+
+        The only change a version ever sees: it keeps its id and number, and
+        records when it was rewritten. ``profile=False`` keeps the old profile.
+        """
+        from conveyor.store.models import DatasetVersionRecord
+        from conveyor.store.types import utcnow
+
+        manifest = self.artifacts.put_json(
+            {"format": MANIFEST_FORMAT, "parts": [p.to_dict() for p in parts]}
+        )
+        with self.store.session() as session:
+            row = session.get(DatasetVersionRecord, version.id)
+            if row is None:
+                raise NotFoundError(f"no dataset version with id {version.id!r}", id=version.id)
+            if row.version != version.version:
+                raise ConcurrentUpdateError(
+                    f"{version.ref} changed since it was read; read it again", id=version.id
+                )
+            row.snapshot_digest, row.snapshot_size = manifest.digest, manifest.size
+            row.content_hash = _combined_hash(parts)
+            row.row_count = sum(p.rows for p in parts)
+            row.encryption = _encryption_summary(parts)
+            if profile is not False:
+                row.profile = profile
+            row.rewritten_at = utcnow()
+
+    def rotate_part(self, part: Part) -> Part:
+        """``part`` with its encrypted columns sealed again under the current key."""
+        if part.encryption is None or part.secret_digest is None or self.keyring is None:
+            return part
+        if part.encryption["key_id"] == self.keyring.current:
+            return part
+        table = self.read_part(part)
+        return self._write_part(table, part.encryption["columns"])
+
     def datasets(self) -> Sequence[dict[str, Any]]:
         """Every data set with its latest number and when it changed."""
         import sqlalchemy as sa
