@@ -1,1 +1,96 @@
-"""Pipelines: steps with declared inputs and outputs, retries, timeouts, schedules and triggers."""
+"""Pipelines: steps with declared inputs and outputs, retries, timeouts, schedules and triggers.
+
+::
+
+    from conveyor.pipelines import LocalRunner, OnNewVersion, Pipeline
+
+    nightly = Pipeline("nightly", schedule="0 2 * * *", triggers=[OnNewVersion("sales")])
+
+    @nightly.step(outputs=("rows",), retries=3, timeout=300)
+    def extract(ctx):
+        ...
+
+    LocalRunner(project.store, project.events, project.artifacts).run(nightly)
+
+The public names load on first use, so ``import conveyor.pipelines`` pulls
+in neither SQLAlchemy nor croniter.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from conveyor.pipelines.context import StepContext
+    from conveyor.pipelines.definition import Pipeline, Step
+    from conveyor.pipelines.errors import (
+        PipelineDefinitionError,
+        PipelineFailedError,
+        StepCancelledError,
+        StepOutputError,
+        StepTimeoutError,
+    )
+    from conveyor.pipelines.loading import load_pipeline, load_pipelines
+    from conveyor.pipelines.results import PipelineRun, StepAttempt, StepRun
+    from conveyor.pipelines.run_history import history
+    from conveyor.pipelines.runner import LocalRunner
+    from conveyor.pipelines.scheduler import Firing, Scheduler
+    from conveyor.pipelines.triggers import OnNewVersion, Trigger, TriggerFiring
+
+__all__ = [
+    "Firing",
+    "LocalRunner",
+    "OnNewVersion",
+    "Pipeline",
+    "PipelineDefinitionError",
+    "PipelineFailedError",
+    "PipelineRun",
+    "Scheduler",
+    "Step",
+    "StepAttempt",
+    "StepCancelledError",
+    "StepContext",
+    "StepOutputError",
+    "StepRun",
+    "StepTimeoutError",
+    "Trigger",
+    "TriggerFiring",
+    "history",
+    "load_pipeline",
+    "load_pipelines",
+]
+
+_HOMES = {
+    "Firing": "scheduler",
+    "LocalRunner": "runner",
+    "OnNewVersion": "triggers",
+    "Pipeline": "definition",
+    "PipelineDefinitionError": "errors",
+    "PipelineFailedError": "errors",
+    "PipelineRun": "results",
+    "Scheduler": "scheduler",
+    "Step": "definition",
+    "StepAttempt": "results",
+    "StepCancelledError": "errors",
+    "StepContext": "context",
+    "StepOutputError": "errors",
+    "StepRun": "results",
+    "StepTimeoutError": "errors",
+    "Trigger": "triggers",
+    "TriggerFiring": "triggers",
+    "history": "run_history",
+    "load_pipeline": "loading",
+    "load_pipelines": "loading",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{home}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
