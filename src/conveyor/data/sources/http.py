@@ -220,7 +220,7 @@ class HTTPJSONSource(BaseSource):
             if following is None:
                 return number
             url, params = following
-            key = str(client.build_request("GET", url, params=params).url)
+            key = str(_target(url, params))
             if key in seen:
                 raise InvalidInputError(
                     f"{shown} (page {number}) points back at a page already read "
@@ -283,19 +283,17 @@ class HTTPJSONSource(BaseSource):
         while True:
             retry_after: float | None = None
             try:
-                response = client.get(url, params=params)
+                response = client.get(_target(url, params))
             except httpx.TimeoutException:
                 problem = f"no answer within the {self.timeout:g} s timeout"
             except httpx.UnsupportedProtocol as exc:
-                raise InvalidInputError(
-                    f"{self._shown(client, url, params)}: {exc}", field="url"
-                ) from None
+                raise InvalidInputError(f"{self._shown(url, params)}: {exc}", field="url") from None
             except httpx.TransportError as exc:
                 problem = f"{type(exc).__name__}: {exc}"
             except httpx.RequestError as exc:  # too many redirects, undecodable content
                 raise InvalidInputError(
-                    f"{self._shown(client, url, params)} (page {page}): {exc}",
-                    url=self._shown(client, url, params),
+                    f"{self._shown(url, params)} (page {page}): {exc}",
+                    url=self._shown(url, params),
                     page=page,
                 ) from None
             else:
@@ -307,10 +305,9 @@ class HTTPJSONSource(BaseSource):
                 problem = f"HTTP {status} {response.reason_phrase}".strip()
                 retry_after = _retry_after(response)
             if attempt >= self.retries:
-                raise self._unavailable(client, url, params, page, attempt + 1, problem)
+                raise self._unavailable(url, params, page, attempt + 1, problem)
             if retry_after is not None and retry_after > self.max_backoff:
                 raise self._unavailable(
-                    client,
                     url,
                     params,
                     page,
@@ -326,19 +323,18 @@ class HTTPJSONSource(BaseSource):
         jitter = random.uniform(0.0, min(self.max_backoff, self.backoff * 2.0**attempt))
         return max(jitter, retry_after or 0.0)
 
-    def _shown(self, client: httpx.Client, url: str, params: dict[str, Any]) -> str:
-        return redact_url(str(client.build_request("GET", url, params=params).url))
+    def _shown(self, url: str, params: dict[str, Any]) -> str:
+        return redact_url(str(_target(url, params)))
 
     def _unavailable(
         self,
-        client: httpx.Client,
         url: str,
         params: dict[str, Any],
         page: int,
         attempts: int,
         problem: str,
     ) -> BackendUnavailableError:
-        shown = self._shown(client, url, params)
+        shown = self._shown(url, params)
         reason = f"{problem} (page {page}, {attempts} attempt{'s' if attempts > 1 else ''})"
         error = unavailable(BackendURL.parse(shown), SEAM, reason)
         error.context.update(page=page, attempts=attempts)
@@ -368,6 +364,14 @@ class HTTPJSONSource(BaseSource):
                     type=str(kind),
                 ) from exc
         return table
+
+
+def _target(url: str, params: Mapping[str, Any]) -> httpx.URL:
+    """``url`` with ``params`` added to (not replacing) its own query string."""
+    import httpx
+
+    target = httpx.URL(url)
+    return target.copy_merge_params(dict(params)) if params else target
 
 
 def _json(response: httpx.Response, shown: str, page: int) -> Any:
