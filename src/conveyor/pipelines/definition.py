@@ -82,8 +82,11 @@ class Step:
         with each retry and the wait is spread over all of it, so clients that
         failed together do not retry together.
         """
-        cap = min(self.max_backoff, self.backoff * 2.0 ** min(retry, 1024))
-        return rng.uniform(0.0, cap)
+        try:
+            grown = self.backoff * 2.0**retry
+        except OverflowError:  # 2.0**1024 and up: the cap has long been reached
+            grown = math.inf if self.backoff > 0 else 0.0
+        return rng.uniform(0.0, min(self.max_backoff, grown))
 
     def retryable(self, error: BaseException) -> bool:
         """Whether a failed attempt that raised ``error`` may be tried again."""
@@ -391,7 +394,7 @@ class Pipeline:
         if not search(new.name):
             return []
         # path runs against the data flow (consumer first); show it producer -> consumer.
-        return [*reversed(path), new.name]
+        return [new.name, *reversed(path[1:]), new.name]
 
     def _error(self, message: str, **context: Any) -> PipelineDefinitionError:
         if not message.startswith(("pipeline", "step")):
