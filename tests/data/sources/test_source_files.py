@@ -135,7 +135,7 @@ def test_encoding_error_past_the_first_megabyte_counts_lines_across_chunks(tmp_p
 
 
 def test_csv_missing_file_and_columns_are_named(tmp_path: Path) -> None:
-    with pytest.raises(NotFoundError, match="nope.csv"):
+    with pytest.raises(NotFoundError, match=r"nope\.csv"):
         CSVSource(tmp_path / "nope.csv").read()
     path = _csv(tmp_path / "tx.csv", range(1, 3))
     with pytest.raises(NotFoundError, match="'country_code'") as info:
@@ -143,7 +143,7 @@ def test_csv_missing_file_and_columns_are_named(tmp_path: Path) -> None:
     assert info.value.context["column"] == "country_code"
     with pytest.raises(NotFoundError, match="'updated_at'"):
         CSVSource(path, watermark_column="updated_at").read()
-    with pytest.raises(InvalidInputError, match="'amount'.*unknown type"):
+    with pytest.raises(InvalidInputError, match=r"'amount'.*unknown type"):
         CSVSource(path, column_types={"amount": "money"})
     with pytest.raises(InvalidInputError, match="encoding"):
         CSVSource(path, encoding="klingon")
@@ -154,12 +154,12 @@ def test_csv_missing_file_and_columns_are_named(tmp_path: Path) -> None:
 def test_csv_bad_values_name_the_file(tmp_path: Path) -> None:
     path = tmp_path / "bad.csv"
     path.write_text("id,amount\n1,2.5\n2,lots\n", encoding="utf-8")
-    with pytest.raises(InvalidInputError, match="bad.csv") as info:
+    with pytest.raises(InvalidInputError, match=r"bad\.csv") as info:
         CSVSource(path, column_types={"amount": "float64"}).read()
     assert "lots" in str(info.value)
     ragged = tmp_path / "ragged.csv"
     ragged.write_text("a,b\n1,2\n3,4,5\n", encoding="utf-8")
-    with pytest.raises(InvalidInputError, match="ragged.csv"):
+    with pytest.raises(InvalidInputError, match=r"ragged\.csv"):
         CSVSource(ragged).read()
 
 
@@ -241,11 +241,11 @@ def test_corrupt_parquet_file_is_named(tmp_path: Path) -> None:
     damaged = bytearray(data)
     damaged[4:200] = bytes(196)
     (folder / "b.parquet").write_bytes(bytes(damaged))
-    with pytest.raises(InvalidInputError, match="b.parquet"):
+    with pytest.raises(InvalidInputError, match=r"b\.parquet"):
         ParquetSource(folder).read()
     text = tmp_path / "notes.parquet"
     text.write_text("id,ts\n1,2\n")
-    with pytest.raises(InvalidInputError, match="notes.parquet"):
+    with pytest.raises(InvalidInputError, match=r"notes\.parquet"):
         ParquetSource(text).read()
 
 
@@ -267,5 +267,8 @@ def test_parquet_files_whose_types_conflict_are_refused(tmp_path: Path) -> None:
     folder.mkdir()
     pq.write_table(pa.table({"id": [1, 2]}), folder / "a.parquet")
     pq.write_table(pa.table({"id": ["x", "y"]}), folder / "b.parquet")
-    with pytest.raises(InvalidInputError, match="'?id'?"):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"'id' is int64 in file .*a\.parquet but string in file .*b\.parquet",
+    ):
         ParquetSource(folder).read()

@@ -223,15 +223,19 @@ def test_malformed_json_names_url_and_page() -> None:
 
 def test_a_body_without_the_records_path_names_it() -> None:
     with serve({"/rows": lambda r: Reply.json({"items": ROWS})}) as server:
-        with pytest.raises(InvalidInputError, match="'data'.*'items'") as info:
+        with pytest.raises(InvalidInputError, match=r"'data'.*'items'") as info:
             HTTPJSONSource(server.url("/rows")).read()
         assert "page 1" in str(info.value)
-    with serve({"/rows": lambda r: Reply.json({"data": {"id": 1}})}) as server:
-        with pytest.raises(InvalidInputError, match="not a list"):
-            HTTPJSONSource(server.url("/rows")).read()
-    with serve({"/rows": lambda r: Reply.json({"data": [1, 2]})}) as server:
-        with pytest.raises(InvalidInputError, match="not JSON objects"):
-            HTTPJSONSource(server.url("/rows")).read()
+    with (
+        serve({"/rows": lambda r: Reply.json({"data": {"id": 1}})}) as server,
+        pytest.raises(InvalidInputError, match="not a list"),
+    ):
+        HTTPJSONSource(server.url("/rows")).read()
+    with (
+        serve({"/rows": lambda r: Reply.json({"data": [1, 2]})}) as server,
+        pytest.raises(InvalidInputError, match="not JSON objects"),
+    ):
+        HTTPJSONSource(server.url("/rows")).read()
 
 
 def test_schema_is_unified_across_pages_and_conflicts_name_the_column() -> None:
@@ -266,9 +270,11 @@ def test_fields_missing_from_the_first_record_are_kept_and_mixed_types_named() -
         table = HTTPJSONSource(server.url("/rows")).read().table
         assert table.to_pylist() == [{"id": 1, "late": None}, {"id": 2, "late": "kept"}]
     mixed = [{"id": 1, "v": 1}, {"id": 2, "v": "two"}]
-    with serve({"/rows": lambda r: Reply.json({"data": mixed})}) as server:
-        with pytest.raises(InvalidInputError, match="'v'"):
-            HTTPJSONSource(server.url("/rows")).read()
+    with (
+        serve({"/rows": lambda r: Reply.json({"data": mixed})}) as server,
+        pytest.raises(InvalidInputError, match="'v'"),
+    ):
+        HTTPJSONSource(server.url("/rows")).read()
 
 
 def test_headers_and_secret_params_are_sent_but_redacted_in_describe() -> None:
@@ -325,12 +331,13 @@ def test_max_pages_and_looping_pagination_are_errors_not_silent_truncation() -> 
     def endless(request: Request) -> Reply:
         return Reply.json({"data": [{"id": 1}]})
 
-    with serve({"/rows": endless}) as server:
-        with pytest.raises(InvalidInputError, match="max_pages=3"):
-            HTTPJSONSource(server.url("/rows"), pagination="page", max_pages=3).read()
-    with serve({"/rows": lambda r: Reply.json({"data": [{"id": 1}], "next": "/rows"})}) as s:
-        with pytest.raises(InvalidInputError, match="loops"):
-            HTTPJSONSource(s.url("/rows"), pagination="next_url").read()
+    with serve({"/rows": endless}) as server, pytest.raises(InvalidInputError, match="max_pages=3"):
+        HTTPJSONSource(server.url("/rows"), pagination="page", max_pages=3).read()
+    with (
+        serve({"/rows": lambda r: Reply.json({"data": [{"id": 1}], "next": "/rows"})}) as s,
+        pytest.raises(InvalidInputError, match="loops"),
+    ):
+        HTTPJSONSource(s.url("/rows"), pagination="next_url").read()
 
 
 def test_construction_checks_its_arguments() -> None:

@@ -271,18 +271,15 @@ def _unified_schema(files: Sequence[Path], *, where: str) -> pa.Schema:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from conveyor.data.sources.tables import unified_schema
+
     schemas = []
     for path in files:
         try:
             schemas.append(pq.read_schema(path))
         except (pa.ArrowException, OSError) as exc:
             raise _corrupt(path, exc) from exc
-    try:
-        return pa.unify_schemas(schemas, promote_options="permissive")
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise InvalidInputError(
-            f"{where}: the files' schemas conflict: {exc}", path=str(files[0].parent)
-        ) from exc
+    return unified_schema(schemas, [f"file {path}" for path in files], where=where)
 
 
 def _scan(

@@ -24,6 +24,7 @@ __all__ = [
     "high_water",
     "plain",
     "require_columns",
+    "unified_schema",
     "watermark_scalar",
 ]
 
@@ -153,12 +154,21 @@ def concat_unified(tables: Sequence[pa.Table], *, what: str, where: str) -> pa.T
     """
     if not tables:
         return pa.table({})
-    first_seen: dict[str, tuple[pa.Field, int]] = {}
-    for number, table in enumerate(tables, start=1):
-        for fld in table.schema:
+    labels = [f"{what} {number}" for number in range(1, len(tables) + 1)]
+    unified_schema([t.schema for t in tables], labels, where=where)
+    if len(tables) == 1:
+        return tables[0]
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def unified_schema(schemas: Sequence[pa.Schema], labels: Sequence[str], *, where: str) -> pa.Schema:
+    """One schema for several batches or files; a type conflict names the column and both."""
+    first_seen: dict[str, tuple[pa.Field, str]] = {}
+    for label, schema in zip(labels, schemas, strict=True):
+        for fld in schema:
             seen = first_seen.get(fld.name)
             if seen is None:
-                first_seen[fld.name] = (fld, number)
+                first_seen[fld.name] = (fld, label)
                 continue
             try:
                 merged = pa.unify_schemas(
@@ -166,16 +176,14 @@ def concat_unified(tables: Sequence[pa.Table], *, what: str, where: str) -> pa.T
                 )
             except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
                 raise InvalidInputError(
-                    f"{where}: column {fld.name!r} is {seen[0].type} in {what} {seen[1]} but "
-                    f"{fld.type} in {what} {number}: {exc}",
+                    f"{where}: column {fld.name!r} is {seen[0].type} in {seen[1]} but "
+                    f"{fld.type} in {label}: {exc}",
                     column=fld.name,
                     types=[str(seen[0].type), str(fld.type)],
                 ) from exc
-            # Keep the first batch that showed the column, for the next message.
+            # Keep the label of the first batch that showed the column, for the message.
             first_seen[fld.name] = (merged.field(0), seen[1])
-    if len(tables) == 1:
-        return tables[0]
-    return pa.concat_tables(tables, promote_options="permissive")
+    return pa.unify_schemas(list(schemas), promote_options="permissive")
 
 
 def plain(value: Any) -> Any:
