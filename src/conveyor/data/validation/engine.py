@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,6 +54,12 @@ if TYPE_CHECKING:
 __all__ = ["validate"]
 
 _BATCH = f"{RESERVED_PREFIX}batch"
+
+# One in-memory DuckDB per process, created on first use: opening a database
+# costs ~40 ms, a cursor on it ~1 ms, and each cursor keeps its own registered
+# views, so concurrent validations do not see each other's batches.
+_DATABASE: tuple[int, duckdb.DuckDBPyConnection] | None = None
+_DATABASE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +109,7 @@ def validate(
     batch = _load(data, in_memory=any(isinstance(e, Custom) for e in items))
     schema = schema_of(batch.schema)
 
-    import duckdb
-
-    with duckdb.connect() as con:
+    with _cursor() as con:
         # Aware timestamps are compared and converted in UTC, whatever the machine's zone.
         con.execute("SET TimeZone = 'UTC'").fetchall()
         _check_patterns(con, items)
@@ -138,6 +143,17 @@ def validate(
         valid=valid,
         invalid=invalid,
     )
+
+
+def _cursor() -> duckdb.DuckDBPyConnection:
+    import duckdb
+
+    global _DATABASE
+    with _DATABASE_LOCK:
+        # A database inherited through fork() is not safe to use: open a new one.
+        if _DATABASE is None or _DATABASE[0] != os.getpid():
+            _DATABASE = (os.getpid(), duckdb.connect())
+        return _DATABASE[1].cursor()
 
 
 # -- input ------------------------------------------------------------------------
