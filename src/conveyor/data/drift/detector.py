@@ -1,0 +1,399 @@
+"""``DriftDetector``: fit on a reference, score current data against it.
+
+The scikit-learn estimator contract: ``__init__`` only stores parameters,
+``fit(reference)`` validates them, learns and returns ``self``; learned state
+ends in ``_``; ``score`` before ``fit`` raises :class:`NotFittedError`.
+The rule for choosing tests and the thresholds are documented in
+:mod:`conveyor.data.drift`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from conveyor.errors import InvalidInputError, NotFittedError
+
+if TYPE_CHECKING:
+    from conveyor.data.drift.columns import ColumnModel, ColumnScore
+    from conveyor.data.drift.result import ColumnDrift, DriftResult
+    from conveyor.data.drift.source import TableSource
+
+__all__ = ["DEFAULT_EFFECT_SIZE_FLOORS", "DEFAULT_THRESHOLDS", "TESTS", "DriftDetector"]
+
+TESTS = ("ks", "chisquare", "z", "psi", "jensenshannon", "wasserstein")
+P_VALUE_TESTS = ("ks", "chisquare", "z")
+
+#: Smallest effect a p-value test may alarm on, per test family (see the package docstring).
+DEFAULT_EFFECT_SIZE_FLOORS: dict[str, float] = {"ks": 0.02, "chisquare": 0.025, "z": 0.05}
+#: Distance at or above which a distance-only test alarms (Evidently's defaults).
+DEFAULT_THRESHOLDS: dict[str, float] = {"psi": 0.1, "jensenshannon": 0.1, "wasserstein": 0.1}
+#: Evidently divides the Wasserstein distance by max(reference std, 0.001).
+WASSERSTEIN_STD_FLOOR = 0.001
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class DriftDetector:
+    """Per-column drift tests with a dataset-level verdict.
+
+    Parameters
+    ----------
+    columns:
+        Columns to compare; None compares every column of the reference.
+    tests:
+        ``"auto"`` (the default rule), one test name for every column, or a
+        mapping ``{column: test}`` (unlisted columns use the rule). Tests:
+        ``ks``, ``chisquare``, ``z``, ``psi``, ``jensenshannon``, ``wasserstein``.
+    alpha:
+        Significance level of the p-value tests, after the correction.
+    correction:
+        ``"bh"`` (Benjamini-Hochberg across the columns' p-values) or None.
+    effect_size_floor:
+        Per p-value test, the smallest effect that counts as drift; merged
+        over :data:`DEFAULT_EFFECT_SIZE_FLOORS` (pass 0 to switch one off).
+    thresholds:
+        Per distance test, the distance that counts as drift; merged over
+        :data:`DEFAULT_THRESHOLDS`.
+    drift_share:
+        The dataset drifted when at least this share of compared columns did.
+    bins:
+        Reference-quantile bins for ``psi`` and ``jensenshannon`` on a
+        continuous numeric column.
+    chunk_rows:
+        Rows per chunk when counting values, which bounds the memory of
+        counted columns.
+    max_categories:
+        A string column with more distinct reference values than this is
+        an identifier or free text and is not compared (unless a test is
+        named for it).
+    n_jobs:
+        Columns compared at once (threads; the numeric work releases the
+        GIL). None: one per available CPU, at most 4.
+    """
+
+    # Learned state (set by fit).
+    columns_: dict[str, ColumnModel]
+    reference_: TableSource
+    schema_: dict[str, Any]
+    n_reference_rows_: int
+    effect_size_floor_: dict[str, float]
+    thresholds_: dict[str, float]
+
+    def __init__(
+        self,
+        columns: Sequence[str] | None = None,
+        tests: str | Mapping[str, str] = "auto",
+        alpha: float = 0.05,
+        correction: str | None = "bh",
+        effect_size_floor: Mapping[str, float] | None = None,
+        thresholds: Mapping[str, float] | None = None,
+        drift_share: float = 0.5,
+        bins: int = 20,
+        chunk_rows: int = 1 << 20,
+        max_categories: int = 1_000,
+        n_jobs: int | None = None,
+    ) -> None:
+        self.columns = columns
+        self.tests = tests
+        self.alpha = alpha
+        self.correction = correction
+        self.effect_size_floor = effect_size_floor
+        self.thresholds = thresholds
+        self.drift_share = drift_share
+        self.bins = bins
+        self.chunk_rows = chunk_rows
+        self.max_categories = max_categories
+        self.n_jobs = n_jobs
+
+    def __repr__(self) -> str:
+        return f"DriftDetector(columns={self.columns!r}, tests={self.tests!r}, alpha={self.alpha})"
+
+    # -- parameters -------------------------------------------------------------
+
+    def _validate_params(self) -> None:
+        """Every parameter checked in one place, each error naming its field."""
+        _check(0.0 < _number(self.alpha, "alpha") < 1.0, "alpha", "between 0 and 1", self.alpha)
+        _check(
+            0.0 < _number(self.drift_share, "drift_share") <= 1.0,
+            "drift_share",
+            "in (0, 1]",
+            self.drift_share,
+        )
+        _check(self.correction in ("bh", None), "correction", '"bh" or None', self.correction)
+        for name in ("bins", "chunk_rows", "max_categories"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and value >= 2, name, "an integer >= 2", value)
+        if self.n_jobs is not None:
+            _check(isinstance(self.n_jobs, int) and self.n_jobs >= 1, "n_jobs", ">= 1", self.n_jobs)
+        if isinstance(self.tests, str):
+            _check(self.tests in ("auto", *TESTS), "tests", f"auto or one of {TESTS}", self.tests)
+        elif isinstance(self.tests, Mapping):
+            for column, test in self.tests.items():
+                _check(test in ("auto", *TESTS), f"tests[{column!r}]", f"one of {TESTS}", test)
+        else:
+            raise InvalidInputError(
+                f"tests must be 'auto', a test name or a mapping column -> test, "
+                f"got {type(self.tests).__name__}",
+                field="tests",
+            )
+        for field, given, known in (
+            ("effect_size_floor", self.effect_size_floor, P_VALUE_TESTS),
+            ("thresholds", self.thresholds, tuple(DEFAULT_THRESHOLDS)),
+        ):
+            for test, value in (given or {}).items():
+                _check(test in known, f"{field}[{test!r}]", f"a key among {known}", test)
+                _check(_number(value, field) >= 0.0, f"{field}[{test!r}]", ">= 0", value)
+        if self.columns is not None:
+            _check(
+                not isinstance(self.columns, str) and len(self.columns) > 0,
+                "columns",
+                "a non-empty list of column names",
+                self.columns,
+            )
+
+    def _requested(self, column: str) -> str | None:
+        test = self.tests.get(column, "auto") if isinstance(self.tests, Mapping) else self.tests
+        return None if test == "auto" else test
+
+    # -- fit and score ----------------------------------------------------------
+
+    def fit(self, reference: Any) -> DriftDetector:
+        """Learn the reference: a pyarrow Table, a pandas/polars frame or a Parquet path."""
+        from conveyor.data.drift.columns import fit_column, kind_of
+        from conveyor.data.drift.source import TableSource
+        from conveyor.data.schema import schema_of
+
+        self._validate_params()
+        source = TableSource.open(reference, role="reference")
+        if source.num_rows == 0:
+            raise InvalidInputError(
+                f"the reference ({source.where}) has no rows: nothing to compare against",
+                field="reference",
+            )
+        names = list(self.columns) if self.columns is not None else source.names
+        absent = [c for c in names if c not in source.schema.names]
+        if isinstance(self.tests, Mapping):
+            absent += [c for c in self.tests if c not in names and c not in absent]
+        if absent:
+            raise InvalidInputError(
+                f"column(s) {', '.join(map(repr, absent))} not in the reference ({source.where}); "
+                f"it has {', '.join(source.names)}",
+                field="columns",
+                columns=absent,
+            )
+        for name in names:
+            requested = self._requested(name)
+            kind = kind_of(source.schema.field(name).type)
+            if requested in ("ks", "wasserstein") and kind != "numeric":
+                raise InvalidInputError(
+                    f"column {name!r} ({source.schema.field(name).type}): the {requested} test "
+                    "needs a numeric column",
+                    field="tests",
+                    column=name,
+                )
+            if requested is not None and kind is None:
+                raise InvalidInputError(
+                    f"column {name!r} ({source.schema.field(name).type}) cannot be tested",
+                    field="tests",
+                    column=name,
+                )
+
+        def fit_one(name: str) -> ColumnModel:
+            return fit_column(
+                source,
+                name,
+                self._requested(name),
+                bins=self.bins,
+                chunk_rows=self.chunk_rows,
+                max_categories=self.max_categories,
+            )
+
+        models = self._map(fit_one, names)
+        for model in models:
+            if model.test == "z" and model.distinct > 2:
+                raise InvalidInputError(
+                    f"column {model.name!r} has {model.distinct} distinct values: the z test "
+                    "compares two proportions and needs at most 2 (use chisquare)",
+                    field="tests",
+                    column=model.name,
+                )
+        self.columns_ = {m.name: m for m in models}
+        self.reference_ = source
+        self.schema_ = schema_of(source.schema)
+        self.n_reference_rows_ = source.num_rows
+        self.effect_size_floor_ = {**DEFAULT_EFFECT_SIZE_FLOORS, **(self.effect_size_floor or {})}
+        self.thresholds_ = {**DEFAULT_THRESHOLDS, **(self.thresholds or {})}
+        return self
+
+    def score(self, current: Any) -> DriftResult:
+        """Compare ``current`` (same kinds of input as ``fit``) against the reference."""
+        from conveyor.data.drift.columns import score_column
+        from conveyor.data.drift.source import TableSource
+        from conveyor.data.schema import diff_schema, schema_of
+
+        self._check_fitted()
+        source = TableSource.open(current, role="current")
+        if source.num_rows == 0:
+            raise InvalidInputError(
+                f"the current data ({source.where}) has no rows: nothing to compare",
+                field="current",
+            )
+        self.reference_.verify()
+        schema = diff_schema(self.schema_, schema_of(source.schema))
+
+        def score_one(model: ColumnModel) -> ColumnScore:
+            return score_column(
+                model,
+                self.reference_,
+                source,
+                chunk_rows=self.chunk_rows,
+                wasserstein_floor=WASSERSTEIN_STD_FLOOR,
+            )
+
+        # Exact numeric columns first: they are the long tasks, and starting
+        # them early keeps both threads busy to the end.
+        models = sorted(self.columns_.values(), key=lambda m: m.test not in ("ks", "wasserstein"))
+        scores = {s.model.name: s for s in self._map(score_one, models)}
+        return self._decide([scores[name] for name in self.columns_], schema, source.num_rows)
+
+    def fit_score(self, reference: Any, current: Any) -> DriftResult:
+        return self.fit(reference).score(current)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "columns_"):
+            raise NotFittedError(
+                "this DriftDetector is not fitted yet: call fit(reference) before score(current)",
+                estimator="DriftDetector",
+            )
+
+    def _map(self, work: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        jobs = self.n_jobs or min(4, len(os.sched_getaffinity(0)))
+        items = list(items)
+        if jobs == 1 or len(items) <= 1:
+            return [work(item) for item in items]
+        with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="conveyor-drift") as pool:
+            return list(pool.map(work, items))
+
+    # -- the verdict ------------------------------------------------------------
+
+    def _decide(self, scores: list[ColumnScore], schema: Any, current_rows: int) -> DriftResult:
+        import numpy as np
+
+        from conveyor.data.drift.result import DriftResult
+        from conveyor.data.drift.stats import bh_adjust, z_two_proportions
+
+        with_p = [s for s in scores if s.outcome is not None and s.outcome.p_value is not None]
+        raw = np.array([s.outcome.p_value for s in with_p if s.outcome], dtype=np.float64)
+        adjusted = bh_adjust(raw) if self.correction == "bh" else raw
+        adjusted_of = {s.model.name: float(p) for s, p in zip(with_p, adjusted, strict=True)}
+
+        # Missing and outlier rates: two-proportion z-tests, corrected together.
+        rate_tests: list[tuple[str, str, float, float]] = []
+        for s in scores:
+            m = s.model
+            rate_tests.append(
+                ("missing", m.name, *_z(z_two_proportions, m.missing, m.rows, s.missing, s.rows))
+            )
+            if s.outliers is not None and m.values and s.values:
+                rate_tests.append(
+                    (
+                        "outlier",
+                        m.name,
+                        *_z(z_two_proportions, m.outliers, m.values, s.outliers, s.values),
+                    )
+                )
+        rate_p = np.array([t[2] for t in rate_tests], dtype=np.float64)
+        rate_adjusted = bh_adjust(rate_p) if self.correction == "bh" else rate_p
+        floor_z = self.effect_size_floor_["z"]
+        changed = {
+            (what, name)
+            for (what, name, _, h), p in zip(rate_tests, rate_adjusted, strict=True)
+            if p < self.alpha and h >= floor_z
+        }
+        columns = {
+            s.model.name: self._column(s, adjusted_of.get(s.model.name), changed) for s in scores
+        }
+        tested = [c for c in columns.values() if c.tested]
+        share = sum(c.drifted for c in tested) / len(tested) if tested else 0.0
+        counts: dict[str, int] = {}
+        for c in tested:
+            counts[c.test or ""] = counts.get(c.test or "", 0) + 1
+        return DriftResult(
+            columns=columns,
+            schema=schema,
+            share=share,
+            drift_share=self.drift_share,
+            dataset_drift=bool(tested) and share >= self.drift_share,
+            reference_rows=self.n_reference_rows_,
+            current_rows=current_rows,
+            alpha=self.alpha,
+            correction=self.correction,
+            tests=counts,
+        )
+
+    def _column(
+        self, s: ColumnScore, adjusted: float | None, changed: set[tuple[str, str]]
+    ) -> ColumnDrift:
+        from conveyor.data.drift.result import NEW_CATEGORIES_SHOWN, ColumnDrift
+
+        m = s.model
+        rates: dict[str, Any] = {
+            "missing_rate_reference": m.missing / m.rows if m.rows else None,
+            "missing_rate_current": s.missing / s.rows if s.rows else None,
+            "missing_rate_changed": ("missing", m.name) in changed,
+            "reference_values": m.values,
+            "current_values": s.values,
+        }
+        if s.outliers is not None:
+            rates["outlier_rate_reference"] = m.outliers / m.values if m.values else None
+            rates["outlier_rate_current"] = s.outliers / s.values if s.values else None
+            rates["outlier_rate_changed"] = ("outlier", m.name) in changed
+        if s.outcome is None or s.test is None:
+            return ColumnDrift(m.name, None, detail=s.reason, **rates)
+        outcome = s.outcome
+        if outcome.p_value is not None:
+            floor = self.effect_size_floor_[s.test]
+            drifted = (
+                adjusted is not None and adjusted < self.alpha and outcome.effect_size >= floor
+            )
+            threshold: float | None = self.alpha
+        else:
+            floor, threshold = None, self.thresholds_[s.test]
+            drifted = outcome.statistic >= threshold
+        return ColumnDrift(
+            m.name,
+            s.test,
+            statistic=outcome.statistic,
+            p_value=outcome.p_value,
+            p_value_adjusted=adjusted if outcome.p_value is not None else None,
+            effect_size=outcome.effect_size,
+            threshold=threshold,
+            effect_size_floor=floor,
+            drifted=bool(drifted),
+            new_categories=tuple(s.new_categories[:NEW_CATEGORIES_SHOWN]),
+            new_categories_count=len(s.new_categories),
+            **rates,
+        )
+
+
+def _z(test: Any, hits_ref: int, n_ref: int, hits_cur: int, n_cur: int) -> tuple[float, float]:
+    """(p-value, Cohen's h) of a rate change; no data on a side means no evidence (p = 1)."""
+    if n_ref == 0 or n_cur == 0:
+        return 1.0, 0.0
+    outcome = test(hits_ref, n_ref, hits_cur, n_cur)
+    return float(outcome.p_value), float(outcome.effect_size)
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInputError(f"{name} must be a number, got {value!r}", field=name)
+    return float(value)
+
+
+def _check(ok: bool, name: str, expected: str, value: Any) -> None:
+    if not ok:
+        raise InvalidInputError(f"{name} must be {expected}, got {value!r}", field=name)
