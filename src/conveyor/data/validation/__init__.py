@@ -32,10 +32,19 @@ from conveyor.data.validation.expectations import (
     parse_duration,
     parse_expectations,
 )
+from conveyor.data.validation.policy import (
+    BATCH_REJECTED,
+    POLICIES,
+    Policy,
+    PolicyDecision,
+    apply_policy,
+)
 from conveyor.data.validation.result import REASON_COLUMN, REASON_SEPARATOR, ValidationResult
 
 __all__ = [
     "BATCH_KINDS",
+    "BATCH_REJECTED",
+    "POLICIES",
     "REASON_COLUMN",
     "REASON_SEPARATOR",
     "ROW_KINDS",
@@ -47,10 +56,13 @@ __all__ = [
     "InSet",
     "MatchesRegex",
     "NotNull",
+    "Policy",
+    "PolicyDecision",
     "RowCount",
     "Schema",
     "Unique",
     "ValidationResult",
+    "apply_policy",
     "parse_duration",
     "parse_expectations",
     "validate",
