@@ -140,21 +140,27 @@ class SQLSource(BaseSource):
 
         try:
             statement, known = self._statement(conn, after)
-            result = conn.execution_options(stream_results=True, yield_per=self.chunk_size).execute(
-                statement
-            )
-            names = list(result.keys())
-            _check_unique(names, self._where())
-            chunks = [
-                _chunk_table(names, rows, known) for rows in result.partitions(self.chunk_size)
-            ]
+            streaming = conn.execution_options(stream_results=True, yield_per=self.chunk_size)
+            result = streaming.execute(statement)
+            try:
+                names = list(result.keys())
+                _check_unique(names, self._where())
+                chunks = [
+                    _chunk_table(names, rows, known) for rows in result.partitions(self.chunk_size)
+                ]
+            finally:
+                # A server-side cursor left open would outlive the read.
+                result.close()
         except sa.exc.DBAPIError as exc:
             if exc.connection_invalidated or _lost(exc):
                 raise self._unavailable(exc) from None
             raise self._query_error(exc) from None
-        if not chunks:
-            return _empty(names, known)
-        return concat_unified(chunks, what="chunk", where=self._where())
+        table = (
+            concat_unified(chunks, what="chunk", where=self._where())
+            if chunks
+            else _empty(names, known)
+        )
+        return _utc(table)
 
     def _statement(
         self, conn: Connection, after: Any | None
@@ -164,7 +170,8 @@ class SQLSource(BaseSource):
         column = self.watermark_column
         if self.table is not None:
             reflected = self._reflect(conn)
-            known = {c.name: t for c in reflected.columns if (t := _arrow_type_of(c.type))}
+            dialect = conn.dialect.name
+            known = {c.name: t for c in reflected.columns if (t := _arrow_type_of(c.type, dialect))}
             statement = sa.select(reflected)
             if column is not None:
                 if column not in reflected.c:
@@ -292,7 +299,7 @@ def _bindable(after: Any, sql_type: Any) -> Any:
     return after
 
 
-def _arrow_type_of(sql_type: Any) -> pa.DataType | None:
+def _arrow_type_of(sql_type: Any, dialect: str) -> pa.DataType | None:
     """The Arrow type a reflected SQL type maps to, or None to infer from the values."""
     import pyarrow as pa
     import sqlalchemy as sa
@@ -303,7 +310,18 @@ def _arrow_type_of(sql_type: Any) -> pa.DataType | None:
     if isinstance(sql_type, mysql.TINYINT) and sql_type.display_width == 1:
         return pa.bool_()  # MySQL's BOOLEAN is TINYINT(1)
     if isinstance(sql_type, sa.Integer):
-        return pa.uint64() if getattr(sql_type, "unsigned", False) else pa.int64()
+        unsigned = bool(getattr(sql_type, "unsigned", False))
+        if dialect == "sqlite":
+            bits = 64  # every SQLite integer is 64-bit, whatever the declared type
+        elif isinstance(sql_type, sa.BigInteger):
+            bits = 64
+        elif isinstance(sql_type, mysql.TINYINT):
+            bits = 8
+        elif isinstance(sql_type, sa.SmallInteger):
+            bits = 16
+        else:
+            bits = 32  # INTEGER, MySQL's MEDIUMINT
+        return pa.from_numpy_dtype(f"{'u' if unsigned else ''}int{bits}")
     if isinstance(sql_type, sa.Float):
         return pa.float64()
     if isinstance(sql_type, sa.Numeric):
@@ -357,6 +375,17 @@ def _column(values: tuple[Any, ...], kind: pa.DataType | None) -> pa.Array:
     except failures:
         # Driver objects Arrow has no type for (UUID, IP addresses, ranges): their text.
         return pa.array([None if v is None else str(v) for v in values], type=pa.string())
+
+
+def _utc(table: pa.Table) -> pa.Table:
+    """Aware timestamps in UTC (the session's zone, "Etc/UTC" or "Europe/Paris", is noise)."""
+    import pyarrow as pa
+
+    for index, fld in enumerate(table.schema):
+        if pa.types.is_timestamp(fld.type) and fld.type.tz not in (None, "UTC"):
+            target = pa.timestamp(fld.type.unit, tz="UTC")
+            table = table.set_column(index, fld.name, table[fld.name].cast(target))
+    return table
 
 
 def _empty(names: list[str], known: dict[str, pa.DataType]) -> pa.Table:
