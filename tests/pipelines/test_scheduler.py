@@ -1,4 +1,4 @@
-"""The scheduler: cron slots with catch-up, data-arrival triggers, restarts, concurrent schedulers."""
+"""The scheduler: cron slots and catch-up, data-arrival triggers, restarts, concurrent ticks."""
 
 from __future__ import annotations
 
@@ -260,9 +260,9 @@ def test_scheduler_refuses_what_it_could_never_fire(sqlite_backends: Backends) -
     twice = _pipeline("twice", schedule="0 * * * *")
     with pytest.raises(PipelineDefinitionError, match="two pipelines are named 'twice'"):
         _scheduler(sqlite_backends, [twice, _pipeline("twice", schedule="0 * * * *")])
+    broken = Pipeline("broken", schedule="0 * * * *")
+    broken.add_step(lambda ctx, x: None, name="s", inputs="x")
     with pytest.raises(PipelineDefinitionError, match="needs input"):
-        broken = Pipeline("broken", schedule="0 * * * *")
-        broken.add_step(lambda ctx, x: None, name="s", inputs="x")
         _scheduler(sqlite_backends, [broken])
     with pytest.raises(InvalidInputError, match="now must be time-zone aware"):
         _scheduler(sqlite_backends, [twice]).tick(now=datetime(2026, 1, 1))
