@@ -248,7 +248,12 @@ def _explain(exc: ValidationError, where: str, spec: Mapping[str, Any]) -> Confi
             # The discriminated union puts the tag first: ("http", "pagination").
             if loc and loc[0] == kind:
                 loc = loc[1:]
-            message = error["msg"]
+            message = error["msg"].removeprefix("Value error, ")
+            given = error.get("input")
+            if error["type"] not in ("missing", "extra_forbidden") and isinstance(
+                given, str | int | float
+            ):
+                message += f", got {given!r}"
             if error["type"] == "extra_forbidden":
                 models: dict[str, type[BaseModel]] = {
                     "csv": CSVSpec,

@@ -53,6 +53,7 @@ def arrow_type(name: str, *, column: str) -> pa.DataType:
             f"column {column!r}: unknown type {name!r}; use an Arrow type name such as {_EXAMPLES}",
             column=column,
             type=name,
+            field=f"column_types.{column}",
         ) from None
 
 
