@@ -16,7 +16,6 @@ naming the URL.
 from __future__ import annotations
 
 import email.utils
-import json
 import random
 import time
 from collections.abc import Mapping
@@ -26,6 +25,7 @@ from urllib.parse import urljoin, urlsplit
 
 from conveyor.backends import BackendURL, unavailable
 from conveyor.data.sources.base import BaseSource, Extract
+from conveyor.data.sources.records import dig, parse_json, records_table
 from conveyor.data.sources.redaction import REDACTED, is_secret_name, redact_headers, redact_url
 from conveyor.errors import BackendUnavailableError, InvalidInputError, NotFoundError
 
@@ -205,8 +205,8 @@ class HTTPJSONSource(BaseSource):
         for number in range(1, self.max_pages + 1):
             response = self._get(client, url, params, number)
             shown = redact_url(str(response.url))
-            body = _json(response, shown, number)
-            records = _dig(body, self.records, shown, number, what="records")
+            body = parse_json(response.content, response.headers.get("content-type"), shown, number)
+            records = dig(body, self.records, shown, number, what="records")
             if not isinstance(records, list):
                 raise InvalidInputError(
                     f"{shown} (page {number}): {self.records or 'the body'!s} is a "
@@ -215,7 +215,7 @@ class HTTPJSONSource(BaseSource):
                     page=number,
                 )
             if records:
-                pages.append(_records_table(records, shown, number))
+                pages.append(records_table(records, shown, number))
             following = self._next(response, body, records, params, shown, number)
             if following is None:
                 return number
@@ -254,7 +254,7 @@ class HTTPJSONSource(BaseSource):
                 return None
             return self.url, {**params, self.page_param: int(params[self.page_param]) + 1}
         if style == "next_url":
-            target = _dig(body, self.next_path, shown, number, what="next URL", optional=True)
+            target = dig(body, self.next_path, shown, number, what="next URL", optional=True)
             if not target:
                 return None
             if not isinstance(target, str):
@@ -267,7 +267,7 @@ class HTTPJSONSource(BaseSource):
             # The next URL carries its own query string.
             return urljoin(here, target), {}
         if style == "cursor":
-            cursor = _dig(body, self.cursor_path, shown, number, what="cursor", optional=True)
+            cursor = dig(body, self.cursor_path, shown, number, what="cursor", optional=True)
             if cursor is None or cursor == "":
                 return None
             return self.url, {**params, self.cursor_param: cursor}
@@ -372,105 +372,6 @@ def _target(url: str, params: Mapping[str, Any]) -> httpx.URL:
 
     target = httpx.URL(url)
     return target.copy_merge_params(dict(params)) if params else target
-
-
-def _json(response: httpx.Response, shown: str, page: int) -> Any:
-    import orjson
-
-    try:
-        return orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        pass
-    try:
-        # orjson refuses integers beyond 64 bits, which JSON allows.
-        return json.loads(response.content)
-    except ValueError as exc:
-        snippet = response.content[:_SNIPPET].decode("utf-8", "replace")
-        raise InvalidInputError(
-            f"{shown} (page {page}) did not answer JSON ({exc}; content-type "
-            f"{response.headers.get('content-type', 'none')}): {snippet!r}",
-            url=shown,
-            page=page,
-        ) from None
-
-
-def _dig(body: Any, path: str, shown: str, page: int, *, what: str, optional: bool = False) -> Any:
-    """The value at a dotted path (``result.items``, ``pages.0.next``); "" is the body."""
-    node = body
-    walked: list[str] = []
-    for part in (p for p in path.split(".") if p) if path else ():
-        walked.append(part)
-        if isinstance(node, Mapping) and part in node:
-            node = node[part]
-        elif (
-            isinstance(node, list)
-            and part.lstrip("-").isdigit()
-            and -len(node) <= int(part) < len(node)
-        ):
-            node = node[int(part)]
-        elif optional and (node is None or isinstance(node, Mapping)):
-            return None
-        else:
-            keys = (
-                f" (it has {', '.join(map(repr, list(node)[:20]))})"
-                if isinstance(node, Mapping)
-                else ""
-            )
-            raise InvalidInputError(
-                f"{shown} (page {page}): no {what} at {'.'.join(walked)!r} in the JSON body{keys}",
-                url=shown,
-                page=page,
-                path=path,
-            )
-    return node
-
-
-def _records_table(records: list[Any], shown: str, page: int) -> pa.Table:
-    import pyarrow as pa
-
-    # Table.from_pylist takes its columns from the first record only, so a
-    # field missing there would be dropped; a struct array sees every record's keys.
-    try:
-        array = pa.array(records)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
-        raise _records_error(records, shown, page, exc) from exc
-    if not pa.types.is_struct(array.type):
-        raise InvalidInputError(
-            f"{shown} (page {page}): the records are {array.type} values, not JSON objects",
-            url=shown,
-            page=page,
-        )
-    return pa.Table.from_struct_array(array)
-
-
-def _records_error(
-    records: list[Any], shown: str, page: int, exc: BaseException
-) -> InvalidInputError:
-    """Name the column whose values do not share one type (only on the error path)."""
-    import pyarrow as pa
-
-    if not all(isinstance(r, Mapping) for r in records):
-        return InvalidInputError(
-            f"{shown} (page {page}): some records are not JSON objects ({exc})",
-            url=shown,
-            page=page,
-        )
-    columns: dict[str, None] = {}
-    for record in records:
-        columns.update(dict.fromkeys(record))
-    for column in columns:
-        try:
-            pa.array([r.get(column) for r in records])
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as inner:
-            return InvalidInputError(
-                f"{shown} (page {page}): column {column!r} mixes types: {inner}",
-                url=shown,
-                page=page,
-                column=column,
-            )
-    return InvalidInputError(
-        f"{shown} (page {page}): the records cannot be read: {exc}", url=shown, page=page
-    )
 
 
 def _refused(response: httpx.Response, page: int) -> InvalidInputError | NotFoundError:
