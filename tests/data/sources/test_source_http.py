@@ -333,11 +333,10 @@ def test_max_pages_and_looping_pagination_are_errors_not_silent_truncation() -> 
 
     with serve({"/rows": endless}) as server, pytest.raises(InvalidInputError, match="max_pages=3"):
         HTTPJSONSource(server.url("/rows"), pagination="page", max_pages=3).read()
-    with (
-        serve({"/rows": lambda r: Reply.json({"data": [{"id": 1}], "next": "/rows"})}) as s,
-        pytest.raises(InvalidInputError, match="loops"),
-    ):
-        HTTPJSONSource(s.url("/rows"), pagination="next_url").read()
+    with serve({"/rows": lambda r: Reply.json({"data": [{"id": 1}], "next": "/rows"})}) as s:
+        with pytest.raises(InvalidInputError, match="loops"):
+            HTTPJSONSource(s.url("/rows"), pagination="next_url").read()
+        assert len(s.requests) == 1  # the first page pointed at itself
 
 
 def test_construction_checks_its_arguments() -> None:

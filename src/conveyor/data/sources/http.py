@@ -201,7 +201,7 @@ class HTTPJSONSource(BaseSource):
             params[self.watermark_param] = plain(after)
         if self.pagination == "page":
             params[self.page_param] = self.page_start
-        seen: set[str] = set()
+        seen = {str(_target(url, params))}
         for number in range(1, self.max_pages + 1):
             response = self._get(client, url, params, number)
             shown = redact_url(str(response.url))
