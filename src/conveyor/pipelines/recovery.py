@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from conveyor.errors import ConcurrentUpdateError
+from conveyor.errors import ConcurrentUpdateError, NotFoundError
 from conveyor.store.types import utcnow
 
 if TYPE_CHECKING:
@@ -76,14 +76,25 @@ def recover(
                 "action": action,
             },
         )
-    # Step runs whose pipeline run is not stale: their runner died between
-    # beating the pipeline and the step, or the pipeline was finished by hand.
+    # Step runs left running under a pipeline run that is over (finished by
+    # hand, say) or gone. A step under a running pipeline run is left to that
+    # run: if its runner is alive it beats both, and if it is dead the
+    # pipeline run goes stale too and takes its steps with it.
     for child in runs.stale(older_than=older, kind="step"):
+        if child.parent_id is not None and _running(runner, child.parent_id):
+            continue
         done = _fail(runner, child, _why(child, runner.stale_after, "step run"))
         if done is not None:
             failed.append(done)
             _step_event(runner, str(child.tags.get("pipeline", "unknown")), done)
     return failed, reruns
+
+
+def _running(runner: LocalRunner, run_id: str) -> bool:
+    try:
+        return runner.runs.get(run_id).status == "running"
+    except NotFoundError:
+        return False
 
 
 def _last(run: Run) -> datetime:

@@ -39,6 +39,7 @@ Events (subject = the pipeline, trace_id = the pipeline run id, durable)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -193,12 +194,13 @@ class LocalRunner:
                         )
         except RunLostError as lost:
             log.warning(
-                "pipeline %r run %s was finished by someone else while it ran (%s); "
-                "stopping without recording more",
+                "pipeline %r run %s: a run of it was finished by someone else while it ran "
+                "(%s); stopping",
                 pipeline.name,
                 run.id,
                 lost.cause,
             )
+            live.lost(lost)
             return self._result(run.id, live.values)
         except BaseException as exc:
             live.interrupted(exc)
@@ -462,6 +464,18 @@ class _Live:
             self._end(status, reason)
         except ConveyorError as err:
             log.warning("could not record the interruption of run %s: %s", self.run.id, err)
+
+    def lost(self, lost: RunLostError) -> None:
+        """Someone else (recovery) finished one of our runs: stop, and end the pipeline run.
+
+        Usually recovery took the pipeline run itself and there is nothing
+        left to record; if it only took a step run, the pipeline run fails.
+        """
+        if self.cancel is not None:
+            self.cancel.set()
+        # Raises RunLostError in the usual case: the pipeline run is not ours to end.
+        with contextlib.suppress(RunLostError, ConveyorError):
+            self._end("failed", f"a step run was finished by someone else: {lost.cause}")
 
     def _end(self, status: RunStatus, error: str | None) -> None:
         self._finish(self.run.id, status, error)
