@@ -326,15 +326,14 @@ def count_values(
     if not values:
         empty = pa.array([], type=pa.float64() if numeric else pa.string())
         return empty, np.zeros(0, dtype=np.int64), missing
-    merged = (
-        pa.table({"value": pa.concat_arrays(values), "count": pa.concat_arrays(counts)})
-        .group_by("value")
-        .aggregate([("count", "sum")])
-        .sort_by("value")
-    )
+    table = pa.table({"value": pa.concat_arrays(values), "count": pa.concat_arrays(counts)})
+    if len(values) > 1:  # one chunk's values are distinct already
+        summed = table.group_by("value").aggregate([("count", "sum")])
+        table = pa.table({"value": summed.column("value"), "count": summed.column("count_sum")})
+    table = table.sort_by("value")
     return (
-        merged.column("value").combine_chunks(),
-        np.asarray(merged.column("count_sum").to_numpy(), dtype=np.int64),
+        table.column("value").combine_chunks(),
+        np.asarray(table.column("count").to_numpy(), dtype=np.int64),
         missing,
     )
 
@@ -344,7 +343,8 @@ def align_counts(
 ) -> tuple[Ints, Ints, list[Any]]:
     """Both count vectors over the union of categories, and the categories new in current."""
     if ref_values.type != cur_values.type:
-        cur_values = cur_values.cast(ref_values.type)
+        # A retyped column (bool -> string, say): match the categories by their text.
+        ref_values, cur_values = ref_values.cast(pa.string()), cur_values.cast(pa.string())
     where = np.asarray(
         pc.fill_null(pc.index_in(cur_values, value_set=ref_values), -1).to_numpy(), dtype=np.int64
     )
