@@ -13,7 +13,8 @@
 A handler gets the parsed :class:`Request` and returns a :class:`Reply`
 (status, headers, body, and an optional ``delay`` before answering, to
 play a slow server). Every request is recorded, in arrival order, with the
-server's monotonic clock. Unknown paths answer 404.
+server's monotonic clock. Unknown paths answer 404; a handler that raises
+answers 500 and its exception is kept in :attr:`TestServer.failures`.
 """
 
 from __future__ import annotations
@@ -89,9 +90,16 @@ class TestServer:
 
     __test__ = False  # not a pytest test class, despite the name
 
-    def __init__(self, server: ThreadingHTTPServer, log: list[Request], lock: threading.Lock):
+    def __init__(
+        self,
+        server: ThreadingHTTPServer,
+        log: list[Request],
+        failures: list[BaseException],
+        lock: threading.Lock,
+    ) -> None:
         self._server = server
         self._log = log
+        self._failures = failures
         self._lock = lock
         host, port = server.server_address[:2]
         self.base = f"http://{host!s}:{port}"
@@ -108,11 +116,18 @@ class TestServer:
     def requests_to(self, path: str) -> list[Request]:
         return [r for r in self.requests if r.path == path]
 
+    @property
+    def failures(self) -> list[BaseException]:
+        """Exceptions raised by handlers (each answered 500)."""
+        with self._lock:
+            return list(self._failures)
+
 
 @contextmanager
 def serve(routes: Mapping[str, Handler], host: str = "127.0.0.1") -> Iterator[TestServer]:
     """Serve ``routes`` (path -> handler) on a free port until the block ends."""
     log: list[Request] = []
+    failures: list[BaseException] = []
     lock = threading.Lock()
     table = dict(routes)
 
@@ -133,11 +148,17 @@ def serve(routes: Mapping[str, Handler], host: str = "127.0.0.1") -> Iterator[Te
             with lock:
                 log.append(request)
             handler = table.get(parts.path)
-            reply = (
-                handler(request)
-                if handler is not None
-                else Reply.json({"error": f"no route {parts.path}"}, status=404)
-            )
+            if handler is None:
+                reply = Reply.json({"error": f"no route {parts.path}"}, status=404)
+            else:
+                try:
+                    reply = handler(request)
+                except Exception as exc:
+                    # A failing handler (an assert in a test) answers 500 and is kept
+                    # for the test to see, rather than vanishing in the server thread.
+                    with lock:
+                        failures.append(exc)
+                    reply = Reply.text(f"handler failed: {exc!r}", status=500)
             if reply.delay:
                 time.sleep(reply.delay)
             self.send_response(reply.status)
@@ -168,7 +189,7 @@ def serve(routes: Mapping[str, Handler], host: str = "127.0.0.1") -> Iterator[Te
     )
     thread.start()
     try:
-        yield TestServer(server, log, lock)
+        yield TestServer(server, log, failures, lock)
     finally:
         server.shutdown()
         server.server_close()

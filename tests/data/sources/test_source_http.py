@@ -76,7 +76,6 @@ def test_next_url_pagination_with_relative_links_and_a_dotted_records_path() -> 
 
 def test_page_number_pagination_stops_on_an_empty_page() -> None:
     def handler(request: Request) -> Reply:
-        assert request.arg("size") == "3"
         return Reply.json({"data": _slice(int(request.arg("page") or 0))})
 
     with serve({"/rows": handler}) as server:
@@ -85,6 +84,18 @@ def test_page_number_pagination_stops_on_an_empty_page() -> None:
         )
         assert source.read().table["id"].to_pylist() == list(range(1, 8))
         assert [r.arg("page") for r in server.requests] == ["1", "2", "3", "4"]
+        assert {r.arg("size") for r in server.requests} == {"3"}
+
+
+def test_the_test_server_answers_500_for_a_failing_handler() -> None:
+    def broken(request: Request) -> Reply:
+        raise KeyError("boom")
+
+    with serve({"/broken": broken}) as server:
+        source = HTTPJSONSource(server.url("/broken"), retries=0)
+        with pytest.raises(BackendUnavailableError, match="500"):
+            source.read()
+        assert [type(e) for e in server.failures] == [KeyError]
 
 
 def test_cursor_pagination_sends_the_cursor_back() -> None:
