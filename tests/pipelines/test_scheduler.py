@@ -100,6 +100,23 @@ def test_a_restart_neither_skips_nor_repeats_a_slot(sqlite_backends: Backends) -
     assert len(history(sqlite_backends.store, "every-5").items) == 2
 
 
+def test_a_changed_or_added_schedule_starts_afresh(sqlite_backends: Backends) -> None:
+    _scheduler(sqlite_backends, [_pipeline("evolving", schedule="0 * * * *")]).tick(now=at(10, 30))
+    # Redeployed as daily at 06:00: the hourly slot stored (11:00) no longer applies.
+    daily = _pipeline("evolving", schedule="0 6 * * *")
+    assert _scheduler(sqlite_backends, [daily]).tick(now=at(11, 5)) == []
+    assert _slots(_scheduler(sqlite_backends, [daily]).tick(now=at(6, day=2))) == [
+        at(6, day=2).isoformat()
+    ]
+    # A trigger-only pipeline that gains a schedule gets its first slot stored, then fired.
+    _scheduler(sqlite_backends, [_pipeline("grows", triggers=[OnNewVersion("x")])]).tick(at(9))
+    grown = _pipeline("grows", schedule="*/10 * * * *", triggers=[OnNewVersion("x")])
+    assert _scheduler(sqlite_backends, [grown]).tick(now=at(9, 1)) == []
+    assert _slots(_scheduler(sqlite_backends, [grown]).tick(now=at(9, 10, 2))) == [
+        at(9, 10).isoformat()
+    ]
+
+
 def test_first_sight_exactly_on_a_slot_fires_it(sqlite_backends: Backends) -> None:
     p = _pipeline("on-the-dot", schedule="0 6 * * *")
     assert _slots(_scheduler(sqlite_backends, [p]).tick(now=at(6))) == [at(6).isoformat()]
@@ -213,7 +230,7 @@ def test_new_dataset_versions_trigger_one_run_each_time(backends: Backends) -> N
     with backends.store.read() as session:
         row = session.get(ScheduleRecord, "on-sales")
         assert row is not None
-        assert row.state == {"triggers": {"new_version:sales": {"number": 3, "version_id": third}}}
+        assert row.state["triggers"] == {"new_version:sales": {"number": 3, "version_id": third}}
 
 
 def test_a_slot_and_an_arrival_in_one_tick_start_one_run(sqlite_backends: Backends) -> None:

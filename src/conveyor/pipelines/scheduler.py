@@ -18,11 +18,12 @@ fires at most once; a run whose process dies is then the business of
 :meth:`LocalRunner.recover` (which :meth:`serve` calls every loop).
 
 Cron slots (UTC)
-    On first sight of a pipeline the next slot at or after now is stored
-    (and is due at once if it is now). When a tick finds that slot past,
-    ``catch_up="latest"`` runs the most recent past slot once, however many
-    were missed; ``"none"`` runs it only if it is at most ``grace`` old (a
-    tick a few seconds late is not downtime), else skips to the next slot.
+    On first sight of a pipeline's schedule (or of a changed expression)
+    the next slot at or after now is stored (due at once if it is now).
+    When a tick finds that slot past, ``catch_up="latest"`` runs the most
+    recent past slot once, however many were missed; ``"none"`` runs it only
+    if it is at most ``grace`` old (a tick a few seconds late is not
+    downtime), else skips to the next slot.
     Either way one run at most per pipeline per tick.
 
 Triggers
@@ -175,6 +176,9 @@ class Scheduler:
         state: Mapping[str, Any],
     ) -> Firing | None:
         slot = skipped = None
+        stored = next_at
+        if state.get("cron") != pipeline.schedule:
+            next_at = None  # first sight of this schedule (new, or changed since)
         new_next = next_at
         if pipeline.schedule is not None:
             if next_at is None:
@@ -194,7 +198,8 @@ class Scheduler:
             if firing is not None:
                 fired[trigger.key] = firing
         run = slot is not None or bool(fired)
-        if not run and version is not None and new_next == next_at and skipped is None:
+        changed = new_next != stored or state.get("cron") != pipeline.schedule
+        if not run and version is not None and not changed and skipped is None:
             return None  # nothing due and nothing to store
         return Firing(
             pipeline=pipeline,
@@ -260,11 +265,11 @@ class Scheduler:
             if firing.slot is not None:
                 record.last_fired_at = firing.slot
             record.next_fire_at = firing.next_fire_at
-            if firing.triggers:
-                triggers = dict(record.state.get("triggers", {}))
-                for key, fired in firing.triggers.items():
-                    triggers[key] = fired.state
-                record.state = {**record.state, "triggers": triggers}
+            triggers = dict(record.state.get("triggers", {}))
+            for key, fired in firing.triggers.items():
+                triggers[key] = fired.state
+            # The expression next_fire_at was computed from: a changed one starts afresh.
+            record.state = {**record.state, "cron": firing.pipeline.schedule, "triggers": triggers}
             record.updated_at = utcnow()
             session.flush()
 
