@@ -40,6 +40,7 @@ Events (subject = the pipeline, trace_id = the pipeline run id, durable)
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import random
 import threading
@@ -354,7 +355,7 @@ class _Live:
                 step=step.name,
                 run_id=attempt_run.id,
                 attempt=attempt,
-                params=self.run.params,
+                params=copy.deepcopy(self.run.params),  # a step cannot change the next one's
                 store=self.runner.store,
                 events=self.runner.events,
                 artifacts=self.runner.artifacts,
