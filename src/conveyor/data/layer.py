@@ -219,7 +219,7 @@ class DataLayer:
                 field=f"datasets.{dataset}.source",
             )
         source = source_from_spec(
-            spec.source, root=self.spec.root, where=f"datasets.{dataset}.source"
+            spec.source, root=self.spec.root, where=f"datasets.{dataset}.source", name=dataset
         )
         if getattr(source, "watermark_column", None):
             extract, commit = incremental(source, self.store)
