@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -47,7 +48,7 @@ def _scheduler(b: Backends, pipelines: list[Pipeline], **options: Any) -> Schedu
     return Scheduler(runner, pipelines, **options)
 
 
-def _slots(runs: list[Any]) -> list[str]:
+def _slots(runs: Sequence[Any]) -> list[str]:
     return [r.params["triggers"][0]["slot"] for r in runs]
 
 
