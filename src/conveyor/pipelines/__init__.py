@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from conveyor.pipelines.context import StepContext
-    from conveyor.pipelines.definition import Pipeline, Step
+    from conveyor.pipelines.definition import Pipeline
     from conveyor.pipelines.errors import (
         PipelineDefinitionError,
         PipelineFailedError,
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from conveyor.pipelines.run_history import history
     from conveyor.pipelines.runner import LocalRunner
     from conveyor.pipelines.scheduler import Firing, Scheduler
+    from conveyor.pipelines.step import Step
     from conveyor.pipelines.triggers import OnNewVersion, Trigger, TriggerFiring
 
 __all__ = [
@@ -70,7 +71,7 @@ _HOMES = {
     "PipelineFailedError": "errors",
     "PipelineRun": "results",
     "Scheduler": "scheduler",
-    "Step": "definition",
+    "Step": "step",
     "StepAttempt": "results",
     "StepCancelledError": "errors",
     "StepContext": "context",

@@ -29,17 +29,20 @@ is checked, and when:
 
 from __future__ import annotations
 
-import inspect
-import keyword
-import math
-import random
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal, TypeVar, overload
 
 from conveyor.errors import MissingDependencyError
-from conveyor.pipelines.errors import PipelineDefinitionError, StepOutputError
+from conveyor.pipelines.errors import PipelineDefinitionError
+from conveyor.pipelines.step import (
+    Step,
+    check_count,
+    check_exceptions,
+    check_names,
+    check_seconds,
+    check_signature,
+)
 from conveyor.pipelines.triggers import Trigger
 
 __all__ = ["CatchUp", "Pipeline", "Step", "check_cron"]
@@ -49,85 +52,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 _MAX_NAME = 200
-_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-_NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class Step:
-    """One declared step: its function, its wiring and its retry policy."""
-
-    pipeline: str
-    name: str
-    func: Callable[..., Any]
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-    retries: int
-    backoff: float
-    max_backoff: float
-    timeout: float | None
-    retry_on: tuple[type[BaseException], ...]
-
-    def __repr__(self) -> str:
-        return f"<Step {self.pipeline}.{self.name} {list(self.inputs)} -> {list(self.outputs)}>"
-
-    @property
-    def max_attempts(self) -> int:
-        return self.retries + 1
-
-    def delay(self, retry: int, rng: random.Random) -> float:
-        """Seconds to wait before retry number ``retry`` (0 for the first): full jitter.
-
-        ``uniform(0, min(max_backoff, backoff * 2**retry))``: the cap doubles
-        with each retry and the wait is spread over all of it, so clients that
-        failed together do not retry together.
-        """
-        try:
-            grown = self.backoff * 2.0**retry
-        except OverflowError:  # 2.0**1024 and up: the cap has long been reached
-            grown = math.inf if self.backoff > 0 else 0.0
-        return rng.uniform(0.0, min(self.max_backoff, grown))
-
-    def retryable(self, error: BaseException) -> bool:
-        """Whether a failed attempt that raised ``error`` may be tried again."""
-        return not isinstance(error, StepOutputError) and isinstance(error, self.retry_on)
-
-    def outputs_from(self, value: Any) -> dict[str, Any]:
-        """The step's outputs from its return value; StepOutputError if they do not match."""
-        where = f"step {self.name!r} of pipeline {self.pipeline!r}"
-        if not self.outputs:
-            if value is not None:
-                raise StepOutputError(
-                    f"{where} returned a {type(value).__name__} but declares no outputs; "
-                    "declare outputs=(...) or return None",
-                    step=self.name,
-                    field="outputs",
-                )
-            return {}
-        if len(self.outputs) == 1:
-            return {self.outputs[0]: value}
-        if not isinstance(value, Mapping):
-            raise StepOutputError(
-                f"{where} declares outputs {', '.join(self.outputs)} and must return a dict "
-                f"with those keys, but returned a {type(value).__name__}",
-                step=self.name,
-                field="outputs",
-            )
-        missing = [name for name in self.outputs if name not in value]
-        extra = sorted(str(key) for key in value if key not in self.outputs)
-        if missing or extra:
-            parts = []
-            if missing:
-                parts.append(f"missing {', '.join(repr(n) for n in missing)}")
-            if extra:
-                parts.append(f"undeclared {', '.join(repr(n) for n in extra)}")
-            raise StepOutputError(
-                f"{where} returned outputs that do not match its declaration "
-                f"({', '.join(self.outputs)}): {'; '.join(parts)}",
-                step=self.name,
-                field=(missing or extra)[0],
-            )
-        return {name: value[name] for name in self.outputs}
 
 
 class Pipeline:
@@ -164,7 +88,7 @@ class Pipeline:
             )
         self.catch_up: CatchUp = catch_up
         self.retry_crashed = _flag(retry_crashed, "retry_crashed", self.name)
-        self.max_crash_reruns = _count(
+        self.max_crash_reruns = check_count(
             max_crash_reruns, "max_crash_reruns", lambda m, f: self._error(m, field=f)
         )
         self.fail_fast = _flag(fail_fast, "fail_fast", self.name)
@@ -280,8 +204,8 @@ class Pipeline:
         def error(message: str, field: str) -> PipelineDefinitionError:
             return self._error(f"step {step_name!r}: {message}", field=field, step=step_name)
 
-        ins = _names(inputs, "inputs", error)
-        outs = _names(outputs, "outputs", error)
+        ins = check_names(inputs, "inputs", error)
+        outs = check_names(outputs, "outputs", error)
         both = sorted(set(ins) & set(outs))
         if both:
             raise error(f"{both[0]!r} is both an input and an output of the step", "inputs")
@@ -292,18 +216,18 @@ class Pipeline:
                     "each output has one producer",
                     "outputs",
                 )
-        _check_signature(func, step_name, ins, error)
+        check_signature(func, step_name, ins, error)
         step = Step(
             pipeline=self.name,
             name=step_name,
             func=func,
             inputs=ins,
             outputs=outs,
-            retries=_count(retries, "retries", lambda m, field: error(m, field)),
-            backoff=_seconds(backoff, "backoff", error, zero_ok=True),
-            max_backoff=_seconds(max_backoff, "max_backoff", error, zero_ok=True),
-            timeout=None if timeout is None else _seconds(timeout, "timeout", error),
-            retry_on=_exceptions(retry_on, error),
+            retries=check_count(retries, "retries", lambda m, field: error(m, field)),
+            backoff=check_seconds(backoff, "backoff", error, zero_ok=True),
+            max_backoff=check_seconds(max_backoff, "max_backoff", error, zero_ok=True),
+            timeout=None if timeout is None else check_seconds(timeout, "timeout", error),
+            retry_on=check_exceptions(retry_on, error),
         )
         cycle = self._cycle_with(step)
         if cycle:
@@ -433,8 +357,6 @@ def check_cron(expression: str, *, pipeline: str | None = None) -> str:
 
 # -- checks of the pieces -------------------------------------------------------------
 
-_ErrorFactory = Callable[[str, str], PipelineDefinitionError]
-
 
 def _pipeline_name(name: Any) -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name) or len(name) > _MAX_NAME:
@@ -478,78 +400,3 @@ def _triggers(triggers: Iterable[Trigger], pipeline: str) -> tuple[Trigger, ...]
         keys.add(trigger.key)
         out.append(trigger)
     return tuple(out)
-
-
-def _names(value: Sequence[str] | str, field: str, error: _ErrorFactory) -> tuple[str, ...]:
-    # ("raw") is the string "raw", not a tuple: take it as the one name it means.
-    names = (value,) if isinstance(value, str) else value
-    if not isinstance(names, Sequence):
-        raise error(f"{field} must be a sequence of names, got {type(value).__name__}", field)
-    out: list[str] = []
-    for name in names:
-        if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
-            raise error(f"{field} name {name!r} is not a Python identifier", field)
-        if name in out:
-            raise error(f"{field} name {name!r} is given twice", field)
-        out.append(name)
-    return tuple(out)
-
-
-def _check_signature(
-    func: Callable[..., Any], step: str, inputs: tuple[str, ...], error: _ErrorFactory
-) -> None:
-    try:
-        signature = inspect.signature(func)
-    except (TypeError, ValueError) as exc:
-        raise error(f"cannot read the signature of {func!r}: {exc}", "func") from exc
-    params = list(signature.parameters.values())
-    if not params or params[0].kind not in _POSITIONAL:
-        raise error(f"the function must take the step context first: def {step}(ctx, ...)", "func")
-    rest = params[1:]
-    named = {p.name for p in rest if p.kind in _NAMED}
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in rest)
-    for name in inputs:
-        if name not in named and not takes_any:
-            raise error(f"input {name!r} has no parameter of that name in {step}{signature}", name)
-    if params[0].name in inputs:
-        raise error(f"input {params[0].name!r} has the name of the context parameter", "inputs")
-    for p in rest:
-        if p.default is not inspect.Parameter.empty or p.kind in (
-            inspect.Parameter.VAR_POSITIONAL,
-            inspect.Parameter.VAR_KEYWORD,
-        ):
-            continue
-        if p.kind is inspect.Parameter.POSITIONAL_ONLY or p.name not in inputs:
-            raise error(
-                f"parameter {p.name!r} of {step}{signature} is not a declared input: "
-                f"declare it in inputs=(...) or give it a default",
-                p.name,
-            )
-
-
-def _count(value: Any, field: str, error: Callable[[str, str], Exception]) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise error(f"{field} must be an integer >= 0, got {value!r}", field)
-    return value
-
-
-def _seconds(value: Any, field: str, error: _ErrorFactory, *, zero_ok: bool = False) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if ok:
-        number = float(value)
-        ok = math.isfinite(number) and (number >= 0 if zero_ok else number > 0)
-    if not ok:
-        bound = ">= 0" if zero_ok else "> 0"
-        raise error(f"{field} must be a finite number of seconds {bound}, got {value!r}", field)
-    return float(value)
-
-
-def _exceptions(value: Any, error: _ErrorFactory) -> tuple[type[BaseException], ...]:
-    classes = value if isinstance(value, tuple) else (value,)
-    for cls in classes:
-        if not (isinstance(cls, type) and issubclass(cls, BaseException)):
-            raise error(
-                f"retry_on must be an exception class or a tuple of them, got {cls!r}",
-                "retry_on",
-            )
-    return tuple(classes)

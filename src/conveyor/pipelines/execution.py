@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextvars
 import threading
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from time import monotonic
@@ -30,7 +31,7 @@ from typing import Any
 from conveyor.errors import ConflictError
 from conveyor.pipelines.errors import StepTimeoutError
 
-__all__ = ["Outcome", "RunLostError", "run_attempt"]
+__all__ = ["Outcome", "RunLostError", "describe", "run_attempt", "trace"]
 
 
 class RunLostError(Exception):
@@ -106,3 +107,19 @@ def run_attempt(
     if "error" in box:
         return Outcome(error=box["error"])
     return Outcome(outputs=box["outputs"])
+
+
+def describe(error: BaseException) -> str:
+    """``Type: message``, the first line of a failed attempt's error."""
+    message = str(error).strip()
+    name = type(error).__name__
+    return f"{name}: {message}" if message else name
+
+
+def trace(error: BaseException) -> str:
+    """The traceback to keep with a failed attempt (its last 8,000 characters)."""
+    lines = traceback.format_exception(type(error), error, error.__traceback__)
+    text = "".join(lines).rstrip()
+    if len(text) > 8000:
+        text = "...\n" + text[-8000:]
+    return "\n\n" + text if error.__traceback__ is not None else ""

@@ -45,7 +45,6 @@ import logging
 import random
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from time import monotonic
@@ -53,9 +52,10 @@ from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import ConcurrentUpdateError, ConflictError, ConveyorError, InvalidInputError
 from conveyor.pipelines.context import ProgressCallback, StepContext
-from conveyor.pipelines.definition import Pipeline, Step
-from conveyor.pipelines.execution import RunLostError, run_attempt
+from conveyor.pipelines.definition import Pipeline
+from conveyor.pipelines.execution import RunLostError, describe, run_attempt, trace
 from conveyor.pipelines.results import PipelineRun, pipeline_run_from
+from conveyor.pipelines.step import Step
 
 if TYPE_CHECKING:
     from conveyor.artifacts.store import ArtifactStore
@@ -381,8 +381,8 @@ class _Live:
                 self.emit("step.succeeded", **common, duration_s=duration)
                 return True
             error = outcome.error
-            text = _describe(error)
-            self._finish(attempt_run.id, "failed", text + _trace(error))
+            text = describe(error)
+            self._finish(attempt_run.id, "failed", text + trace(error))
             if attempt < step.max_attempts and step.retryable(error):
                 delay = step.delay(attempt - 1, self.runner._rng)
                 self.emit(
@@ -454,9 +454,9 @@ class _Live:
             self.cancel.set()
         status: RunStatus
         if isinstance(exc, Exception):
-            status, reason = "failed", f"the runner failed: {_describe(exc)}"
+            status, reason = "failed", f"the runner failed: {describe(exc)}"
         else:
-            status, reason = "cancelled", f"interrupted ({_describe(exc)})"
+            status, reason = "cancelled", f"interrupted ({describe(exc)})"
         try:
             if self.step_run_id is not None:
                 self.runs.finish(self.step_run_id, status, error=reason)
@@ -492,17 +492,3 @@ class _Live:
 
 def _call(step: Step, ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any]:
     return step.outputs_from(step.func(ctx, **inputs))
-
-
-def _describe(error: BaseException) -> str:
-    message = str(error).strip()
-    name = type(error).__name__
-    return f"{name}: {message}" if message else name
-
-
-def _trace(error: BaseException) -> str:
-    lines = traceback.format_exception(type(error), error, error.__traceback__)
-    text = "".join(lines).rstrip()
-    if len(text) > 8000:
-        text = "...\n" + text[-8000:]
-    return "\n\n" + text if error.__traceback__ is not None else ""
