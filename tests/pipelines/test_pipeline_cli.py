@@ -17,8 +17,8 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
+from conveyor.cli.pipeline import parse_params, pipeline_app
 from conveyor.pipelines import history
-from conveyor.pipelines.cli import parse_params, pipeline_app
 from conveyor.project import Project, init_project
 from conveyor.store.models import DatasetRecord, DatasetVersionRecord, RunRecord
 
@@ -171,7 +171,7 @@ def test_schedule_serves_until_ctrl_c(project: Path) -> None:
             )
         )
     log = project / "schedule.log"
-    code = "from conveyor.pipelines.cli import pipeline_app; pipeline_app()"
+    code = "from conveyor.cli.pipeline import pipeline_app; pipeline_app()"
     args = ["schedule", "flows.py:arrivals", "-C", str(project), "--poll-interval", "0.05"]
     with log.open("wb") as out:
         child = subprocess.Popen(

@@ -245,8 +245,10 @@ def reports_show(
 
 
 from conveyor.cli.data import data_app  # noqa: E402 -- sub-apps register after the app exists
+from conveyor.cli.pipeline import pipeline_app  # noqa: E402
 
 app.add_typer(data_app, name="data")
+app.add_typer(pipeline_app, name="pipeline")
 
 __all__ = ["app", "main", "parse_since"]
 
