@@ -7,11 +7,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from conveyor.errors import ConveyorError, InvalidInputError
+
+if TYPE_CHECKING:
+    from conveyor.project import Project
 
 F = TypeVar("F", bound=Callable[..., Any])
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
@@ -28,8 +31,8 @@ def console() -> Any:
     return Console(width=None if Console().is_terminal else 120)
 
 
-def when(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+def when(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def errors(func: F) -> F:
@@ -58,7 +61,7 @@ def jsonable(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def open_project(project: Path | None) -> Any:
+def open_project(project: Path | None) -> Project:
     from conveyor.project import Project
 
     return Project.open(project)

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
-from functools import wraps
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from conveyor.errors import ConveyorError, InvalidInputError
+from conveyor.cli.common import JsonOpt, ProjectOpt, console, errors, open_project, when
+from conveyor.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -35,12 +34,6 @@ pipeline_app = typer.Typer(
     no_args_is_help=True,
 )
 
-F = TypeVar("F", bound=Callable[..., Any])
-ProjectOpt = Annotated[
-    Path | None,
-    typer.Option("--project", "-C", help="Project folder (default: found from the cwd upwards)."),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 _STATUS_STYLE = {
     "succeeded": "green",
     "failed": "bold red",
@@ -49,40 +42,8 @@ _STATUS_STYLE = {
 }
 
 
-def _errors(func: F) -> F:
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except ConveyorError as exc:
-            if kwargs.get("as_json"):
-                typer.echo(json.dumps({"error": exc.to_dict()}, default=str))
-            else:
-                typer.secho(f"error: {exc.message}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _console() -> Console:
-    from rich.console import Console
-
-    # Piped output gets 120 columns rather than rich's 80, so tables stay legible.
-    return Console(width=None if Console().is_terminal else 120)
-
-
-def _open(project: Path | None) -> Project:
-    from conveyor.project import Project
-
-    return Project.open(project)
-
-
 def _search_path(proj: Project | None) -> list[Path]:
     return [Path.cwd()] + ([proj.root] if proj is not None else [])
-
-
-def _when(moment: datetime | None) -> str:
-    return "-" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _secs(seconds: float | None) -> str:
@@ -221,7 +182,7 @@ def _print_run(console: Console, run: PipelineRun) -> None:
 
 
 @pipeline_app.command("run")
-@_errors
+@errors
 def run_command(
     target: Annotated[str, typer.Argument(help="module:attribute or path/to/file.py:attribute")],
     param: Annotated[
@@ -236,19 +197,19 @@ def run_command(
     from conveyor.pipelines.runner import LocalRunner
 
     params = parse_params(param)
-    with _open(project) as proj:
+    with open_project(project) as proj:
         pipeline = load_pipeline(target, search_path=_search_path(proj))
         runner = LocalRunner(proj.store, proj.events, proj.artifacts, project=proj.name)
         if as_json:
             result = runner.run(pipeline, params)
             typer.echo(json.dumps(result.to_dict()))
         else:
-            console = _console()
-            with _Display(console) as display:
+            out = console()
+            with _Display(out) as display:
                 result = runner.run(
                     pipeline, params, listener=display.on_event, progress=display.on_progress
                 )
-            _print_run(console, result)
+            _print_run(out, result)
     if not result.succeeded:
         raise typer.Exit(1)
 
@@ -257,7 +218,7 @@ def run_command(
 
 
 @pipeline_app.command("list")
-@_errors
+@errors
 def list_command(
     target: Annotated[
         str | None,
@@ -275,7 +236,7 @@ def list_command(
         return
     from conveyor.pipelines.run_history import runs_with_steps
 
-    with _open(project) as proj:
+    with open_project(project) as proj:
         page = proj.store.runs.list(kind="pipeline", limit=limit)
         _print_runs(runs_with_steps(proj.store, page.items), as_json, "recent pipeline runs", None)
 
@@ -308,7 +269,7 @@ def _print_definitions(pipelines: list[Pipeline], as_json: bool) -> None:
             escape(str(row["schedule"] or "-")),
             escape(", ".join(row["triggers"]) or "-"),  # type: ignore[arg-type]
         )
-    _console().print(table)
+    console().print(table)
 
 
 def _print_runs(
@@ -332,19 +293,19 @@ def _print_runs(
             run.id,
             escape(run.pipeline),
             _styled(run.status),
-            _when(run.started_at),
+            when(run.started_at),
             _secs(run.duration),
             escape(steps),
             escape(_first_line(run.error)),
         )
-    console = _console()
-    console.print(table)
+    out = console()
+    out.print(table)
     if next_cursor:
-        console.print(f"more: --cursor {next_cursor}")
+        out.print(f"more: --cursor {next_cursor}")
 
 
 @pipeline_app.command("history")
-@_errors
+@errors
 def history_command(
     name: Annotated[str, typer.Argument(help="The pipeline's name.")],
     limit: Annotated[int, typer.Option(help="Runs per page, newest first.")] = 20,
@@ -355,7 +316,7 @@ def history_command(
     """A pipeline's runs, newest first, with each step's status, attempts and error."""
     from conveyor.pipelines.run_history import history
 
-    with _open(project) as proj:
+    with open_project(project) as proj:
         page = history(proj.store, name, limit=limit, cursor=cursor)
         _print_runs(list(page.items), as_json, f"history of {name}", page.next_cursor)
 
@@ -364,7 +325,7 @@ def history_command(
 
 
 @pipeline_app.command("recover")
-@_errors
+@errors
 def recover_command(
     targets: Annotated[
         list[str] | None,
@@ -380,11 +341,11 @@ def recover_command(
     from conveyor.pipelines.loading import load_pipelines
     from conveyor.pipelines.runner import LocalRunner
 
-    with _open(project) as proj:
+    with open_project(project) as proj:
         pipelines = [
             p for t in targets or [] for p in load_pipelines(t, search_path=_search_path(proj))
         ]
-        console = _console()
+        out = console()
         runner = LocalRunner(
             proj.store,
             proj.events,
@@ -392,14 +353,14 @@ def recover_command(
             heartbeat_interval=min(5.0, stale_after / 2),
             stale_after=stale_after,
             project=proj.name,
-            listener=None if as_json else _Display(console).on_event,
+            listener=None if as_json else _Display(out).on_event,
         )
         recovered = runner.recover(pipelines)
         if as_json:
             typer.echo(json.dumps([r.to_dict() for r in recovered]))
             return
         if not recovered:
-            console.print("no crashed runs")
+            out.print("no crashed runs")
             return
         from rich.markup import escape
         from rich.table import Table
@@ -413,14 +374,14 @@ def recover_command(
                 r.kind,
                 escape(r.name),
                 str(r.attempt),
-                _when(r.started_at),
+                when(r.started_at),
                 escape(_first_line(r.error)),
             )
-        console.print(table)
+        out.print(table)
 
 
 @pipeline_app.command("schedule")
-@_errors
+@errors
 def schedule_command(
     targets: Annotated[list[str], typer.Argument(help="Pipelines to schedule (TARGET...).")],
     poll_interval: Annotated[float, typer.Option(help="Seconds between ticks.")] = 5.0,
@@ -433,15 +394,15 @@ def schedule_command(
     from conveyor.pipelines.runner import LocalRunner
     from conveyor.pipelines.scheduler import Scheduler
 
-    with _open(project) as proj:
+    with open_project(project) as proj:
         pipelines = [p for t in targets for p in load_pipelines(t, search_path=_search_path(proj))]
-        console = _console()
-        display = _Display(console)
+        out = console()
+        display = _Display(out)
 
         def tell(kind: str, payload: Mapping[str, Any]) -> None:
             display.on_event(kind, payload)
             if kind == "pipeline.finished":
-                console.print(
+                out.print(
                     f"{payload.get('pipeline')} run {payload.get('run_id')}: "
                     f"{_styled(str(payload.get('status')))} in {_secs(payload.get('duration_s'))}"
                 )
@@ -454,10 +415,10 @@ def schedule_command(
         # SIGTERM (a service manager stopping us) lets the running pipeline finish.
         previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
         names = ", ".join(p.name for p in pipelines)
-        console.print(f"scheduling {names} every {poll_interval:g} s; Ctrl-C stops")
+        out.print(f"scheduling {names} every {poll_interval:g} s; Ctrl-C stops")
         try:
             scheduler.serve(stop)
         except KeyboardInterrupt:
-            console.print("stopped")
+            out.print("stopped")
         finally:
             signal.signal(signal.SIGTERM, previous)
