@@ -3,8 +3,8 @@
 A row-level expectation becomes a *failure predicate*: a boolean SQL
 expression that is TRUE where a row breaks it and FALSE or NULL where it
 does not (NULL is how "a missing value is not a failure of between" falls
-out of SQL). The first pass counts each predicate with ``count(*) FILTER
-(WHERE ...)``; the second pass, which tags failing rows, uses the very same
+out of SQL). The first pass counts each predicate with ``count_if``; the
+second pass, which tags failing rows, uses the very same
 text, so the counts and the tags cannot disagree.
 
 ``unique`` needs the whole column: its duplicated keys are found by one
@@ -83,7 +83,7 @@ def plan(index: int, expectation: Expectation, schema: pa.Schema, source: str) -
         return Plan(index, expectation)
     if isinstance(expectation, Schema):
         aggregates = {
-            f"n{index}_{k}": f"count(*) FILTER (WHERE s.{quote(c.name)} IS NULL)"
+            f"n{index}_{k}": f"count_if(s.{quote(c.name)} IS NULL)"
             for k, c in enumerate(expectation.columns)
             if not c.nullable and c.name in schema.names
         }
