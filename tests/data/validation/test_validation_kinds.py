@@ -450,3 +450,35 @@ def test_quoted_and_unicode_column_names() -> None:
     table = pa.table({'we"ird col': [1, None], "prix €": [5.0, -1.0]})
     result = run(table, NotNull(column='we"ird col'), Between(column="prix €", min=0))
     assert reasons(result) == ['we"ird col.not_null; prix €.between']
+
+
+def test_a_malformed_accepted_schema_is_named() -> None:
+    for bad in ({"cols": []}, {"columns": [{"name": "a"}]}, ["a"]):
+        with pytest.raises(InvalidInputError, match="accepted_schema must look like"):
+            run(pa.table({"a": [1]}), accepted_schema=bad)
+
+
+def test_concurrent_validations_do_not_see_each_others_batches() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(k: int) -> tuple[int, int]:
+        table = pa.table({"x": list(range(k * 100)), "k": [k] * (k * 100)})
+        result = run(table, Between(column="x", max=k), InSet(column="k", values=[k]))
+        return result.row_count, result.failed_rows
+
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = list(pool.map(one, range(1, 13)))
+    assert outcomes == [(k * 100, k * 100 - (k + 1)) for k in range(1, 13)]
+
+
+def test_importing_validation_loads_neither_duckdb_nor_pyarrow() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, conveyor.data.validation, conveyor.data.quarantine; "
+        "print(sorted(m for m in ('duckdb', 'pyarrow', 'pandas', 'numpy', 'sqlalchemy') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -106,6 +106,7 @@ def validate(
         )
     items = _expectations(expectations)
     at = _now(now)
+    _check_accepted(accepted_schema)
     batch = _load(data, in_memory=any(isinstance(e, Custom) for e in items))
     schema = schema_of(batch.schema)
 
@@ -178,6 +179,22 @@ def _now(now: datetime | None) -> datetime:
             field="now",
         )
     return now
+
+
+def _check_accepted(accepted: Any) -> None:
+    """The shape :func:`conveyor.data.schema.schema_of` writes, or a clear error."""
+    if accepted is None:
+        return
+    columns = accepted.get("columns") if isinstance(accepted, Mapping) else None
+    if not isinstance(columns, list) or not all(
+        isinstance(c, Mapping) and isinstance(c.get("name"), str) and isinstance(c.get("type"), str)
+        for c in columns
+    ):
+        raise InvalidInputError(
+            "accepted_schema must look like {'columns': [{'name': ..., 'type': ..., "
+            f"'nullable': ...}}, ...]}} (as schema_of writes it), got {str(accepted)[:200]}",
+            field="accepted_schema",
+        )
 
 
 def _load(data: Any, *, in_memory: bool) -> _Batch:
