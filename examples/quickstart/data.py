@@ -35,8 +35,13 @@ def generate_transactions(
     days: int = 90,
     start: str = "2026-08-01",
     seed: int = 7,
+    shift_after_day: int | None = 45,
 ) -> pd.DataFrame:
-    """``n`` transactions over ``days`` days, sorted by time, with an ``is_fraud`` label."""
+    """``n`` transactions over ``days`` days, sorted by time, with an ``is_fraud`` label.
+
+    From ``shift_after_day`` on, the world changes without warning, as it does:
+    prices rise about 12% and foreign transactions double.
+    """
     rng = np.random.default_rng(seed)
     names = np.array(list(CATEGORIES))
     median, risk, present = (np.array([v[i] for v in CATEGORIES.values()]) for i in range(3))
@@ -70,8 +75,11 @@ def generate_transactions(
         + pd.to_timedelta(seconds, "s")
     )
 
-    amount = np.round(median[cat] * spend[customer] * rng.lognormal(0.0, 0.55, n), 2)
-    is_foreign = rng.random(n) < 0.05
+    later = day >= shift_after_day if shift_after_day is not None else np.zeros(n, bool)
+    amount = np.round(
+        median[cat] * spend[customer] * rng.lognormal(0.0, 0.55, n) * np.where(later, 1.12, 1.0), 2
+    )
+    is_foreign = rng.random(n) < np.where(later, 0.10, 0.05)
     card_present = rng.random(n) < present[cat]
 
     night = (hour < 6) | (hour >= 23)
@@ -93,6 +101,9 @@ def generate_transactions(
             "transaction_id": np.arange(1, n + 1),
             "timestamp": timestamp,
             "customer_id": customer + 10_000,
+            "customer_email": np.char.add(
+                np.char.add("c", (customer + 10_000).astype(str)), "@mail.test"
+            ),
             "merchant_id": merchant + 50_000,
             "merchant_category": pd.Categorical(names[cat], categories=list(names)),
             "amount": amount,
@@ -116,3 +127,18 @@ def _intercept_for(logit: np.ndarray, rate: float) -> float:
         else:
             lo = mid
     return (lo + hi) / 2
+
+
+def inject_bad_rows(frame: pd.DataFrame, rate: float = 0.004, *, seed: int = 11) -> pd.DataFrame:
+    """Damage about ``rate`` of the rows the way upstream systems do: negative or missing
+    amounts, a category nobody told us about. Validation must catch every one."""
+    rng = np.random.default_rng(seed)
+    out = frame.copy()
+    out["merchant_category"] = out["merchant_category"].astype(object)
+    out["amount"] = out["amount"].astype(float)
+    picked = rng.choice(len(out), size=max(3, int(len(out) * rate)), replace=False)
+    kinds = rng.integers(0, 3, len(picked))
+    out.loc[out.index[picked[kinds == 0]], "amount"] = -out["amount"].iloc[picked[kinds == 0]]
+    out.loc[out.index[picked[kinds == 1]], "amount"] = np.nan
+    out.loc[out.index[picked[kinds == 2]], "merchant_category"] = "crypto_exchange"
+    return out

@@ -14,6 +14,8 @@ import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from data import CATEGORIES
+
 FEATURES = [
     "log_amount",
     "amount_vs_usual",
@@ -25,11 +27,13 @@ FEATURES = [
     "customer_txn_count",
 ]
 LABEL = "is_fraud"
+CATEGORY_NAMES = list(CATEGORIES)
 
 
 def add_features(frame: pd.DataFrame) -> pd.DataFrame:
     """Model inputs from raw transactions (which must be sorted by time)."""
     out = frame.copy()
+    out["merchant_category"] = out["merchant_category"].astype(pd.CategoricalDtype(CATEGORY_NAMES))
     by_customer = out.groupby("customer_id", sort=False)["amount"]
     previous_count = by_customer.cumcount()
     previous_sum = by_customer.cumsum() - out["amount"]

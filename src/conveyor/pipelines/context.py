@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from conveyor.errors import InvalidInputError, NotFoundError
+from conveyor.errors import InvalidInputError
 from conveyor.pipelines.errors import StepCancelledError
 
 if TYPE_CHECKING:
@@ -121,43 +121,7 @@ class StepContext:
         Recording the same link twice is a no-op; NotFoundError if the
         dataset version does not exist.
         """
-        import sqlalchemy as sa
+        from conveyor.data.lineage import record_lineage
 
-        from conveyor.store.models import LINEAGE_ROLES, DatasetVersionRecord, LineageRecord
-        from conveyor.store.types import utcnow
-
-        if role not in LINEAGE_ROLES:
-            raise InvalidInputError(
-                f"lineage role must be one of {', '.join(LINEAGE_ROLES)}, got {role!r}",
-                field="role",
-            )
-        if not isinstance(dataset_version_id, str) or not dataset_version_id:
-            raise InvalidInputError(
-                f"a dataset version id is a non-empty string, got {dataset_version_id!r}",
-                field="dataset_version_id",
-            )
         self.check_cancelled()
-        with self.store.session() as session:
-            if session.get(DatasetVersionRecord, dataset_version_id) is None:
-                raise NotFoundError(
-                    f"step {self.step!r} recorded lineage ({role}) to dataset version "
-                    f"{dataset_version_id!r}, which does not exist",
-                    kind="dataset_version",
-                    id=dataset_version_id,
-                )
-            existing = session.scalar(
-                sa.select(LineageRecord.id).where(
-                    LineageRecord.run_id == self.run_id,
-                    LineageRecord.dataset_version_id == dataset_version_id,
-                    LineageRecord.role == role,
-                )
-            )
-            if existing is None:
-                session.add(
-                    LineageRecord(
-                        run_id=self.run_id,
-                        dataset_version_id=dataset_version_id,
-                        role=role,
-                        created_at=utcnow(),
-                    )
-                )
+        record_lineage(self.store, self.run_id, dataset_version_id, role, who=f"step {self.step!r}")
