@@ -9,6 +9,9 @@ import typer
 
 from conveyor.cli.common import JsonOpt, ProjectOpt, actor, console, errors, open_project, when
 
+POLICIES = ("fail", "quarantine", "warn")
+QUARANTINE_STATUSES = ("pending", "replayed", "discarded")
+
 data_app = typer.Typer(
     help="Data sets: ingest, validate, profile, drift, versions, forget.", no_args_is_help=True
 )
@@ -51,7 +54,9 @@ def ingest(
     with open_project(project) as proj:
         with console().status(f"Ingesting {dataset}..."):
             data = _read_file(file) if file is not None else None
-            result = proj.data.ingest(dataset, data, policy=policy, actor=actor())
+            result = proj.data.ingest(
+                dataset, data, policy=_choice(policy, POLICIES, "--policy"), actor=actor()
+            )
         if as_json:
             _echo_json(result.to_dict())
         else:
@@ -284,7 +289,9 @@ def quarantine_list(
 ) -> None:
     """List quarantine batches with their reasons."""
     with open_project(project) as proj:
-        page = proj.data.quarantine.list(dataset=dataset, status=status, limit=limit)
+        page = proj.data.quarantine.list(
+            dataset=dataset, status=_choice(status, QUARANTINE_STATUSES, "--status"), limit=limit
+        )
         if as_json:
             _echo_json([_batch_dict(b) for b in page.items])
             return
@@ -364,6 +371,12 @@ def quarantine_discard(
             durable=True,
         )
         console().print(f"discarded {batch_id}")
+
+
+def _choice(value: str | None, allowed: tuple[str, ...], option: str) -> Any:
+    if value is not None and value not in allowed:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(allowed)}", param_hint=option)
+    return value
 
 
 def _batch_dict(batch: Any) -> dict[str, Any]:

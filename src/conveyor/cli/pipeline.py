@@ -199,7 +199,9 @@ def run_command(
     params = parse_params(param)
     with open_project(project) as proj:
         pipeline = load_pipeline(target, search_path=_search_path(proj))
-        runner = LocalRunner(proj.store, proj.events, proj.artifacts, project=proj.name)
+        runner = LocalRunner(
+            proj.store, proj.events, proj.artifacts, project=proj.name, data=proj.data
+        )
         if as_json:
             result = runner.run(pipeline, params)
             typer.echo(json.dumps(result.to_dict()))
@@ -353,6 +355,7 @@ def recover_command(
             heartbeat_interval=min(5.0, stale_after / 2),
             stale_after=stale_after,
             project=proj.name,
+            data=proj.data,
             listener=None if as_json else _Display(out).on_event,
         )
         recovered = runner.recover(pipelines)
@@ -408,7 +411,12 @@ def schedule_command(
                 )
 
         runner = LocalRunner(
-            proj.store, proj.events, proj.artifacts, project=proj.name, listener=tell
+            proj.store,
+            proj.events,
+            proj.artifacts,
+            project=proj.name,
+            listener=tell,
+            data=proj.data,
         )
         scheduler = Scheduler(runner, pipelines, poll_interval=poll_interval)
         stop = threading.Event()

@@ -12,6 +12,7 @@ from conveyor.pipelines.errors import StepCancelledError
 
 if TYPE_CHECKING:
     from conveyor.artifacts.store import ArtifactStore
+    from conveyor.data.layer import DataLayer
     from conveyor.events.log import EventLog
     from conveyor.events.schema import Event
     from conveyor.store.database import MetadataStore
@@ -48,6 +49,7 @@ class StepContext:
         artifacts: ArtifactStore | None,
         cancel: threading.Event,
         progress: ProgressCallback | None = None,
+        data: DataLayer | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.pipeline_run_id = pipeline_run_id
@@ -58,12 +60,24 @@ class StepContext:
         self.store = store
         self.events = events
         self._artifacts = artifacts
+        self._data = data
         self._cancel = cancel
         self._progress = progress
         self.log = logging.getLogger(f"conveyor.pipelines.{pipeline}.{step}")
 
     def __repr__(self) -> str:
         return f"<StepContext {self.pipeline}.{self.step} attempt {self.attempt} run {self.run_id}>"
+
+    @property
+    def data(self) -> DataLayer:
+        """The project's data layer (ingest, versions...), when the runner was given one."""
+        if self._data is None:
+            raise InvalidInputError(
+                f"step {self.step!r} uses ctx.data, but the runner has no data layer: "
+                "LocalRunner(..., data=project.data) (the CLI passes it)",
+                field="data",
+            )
+        return self._data
 
     @property
     def artifacts(self) -> ArtifactStore:

@@ -59,6 +59,7 @@ from conveyor.pipelines.step import Step
 
 if TYPE_CHECKING:
     from conveyor.artifacts.store import ArtifactStore
+    from conveyor.data.layer import DataLayer
     from conveyor.events.log import EventLog
     from conveyor.store.database import MetadataStore
     from conveyor.store.runs import Run, RunRepository, RunStatus
@@ -92,6 +93,7 @@ class LocalRunner:
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
         listener: Listener | None = None,
+        data: DataLayer | None = None,
     ) -> None:
         for field, value in (
             ("heartbeat_interval", heartbeat_interval),
@@ -116,6 +118,7 @@ class LocalRunner:
         self._sleep = sleep
         self._rng = rng if rng is not None else random.Random()
         self.listener = listener
+        self.data = data
         self._known: dict[str, Pipeline] = {}
 
     def __repr__(self) -> str:
@@ -359,6 +362,7 @@ class _Live:
                 store=self.runner.store,
                 events=self.runner.events,
                 artifacts=self.runner.artifacts,
+                data=self.runner.data,
                 cancel=self.cancel,
                 progress=self.progress,
             )
