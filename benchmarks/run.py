@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import sys
 import time
 from pathlib import Path
@@ -62,9 +63,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def _run_one(module: ModuleType, args: argparse.Namespace) -> None:
     pythons = {peer: harness.ensure_venv(peer, log=_log) for peer in module.PEERS}
-    options: dict[str, Any] = {"rounds": args.rounds}
+    options: dict[str, Any] = {}
+    if args.rounds is not None:
+        options["rounds"] = args.rounds
     if args.backend:
         options["backends"] = tuple(args.backend)
+    # A module that has no such option (one benchmark has a single backend)
+    # ignores it rather than failing the whole `make bench`.
+    accepted = inspect.signature(module.run).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+        options = {k: v for k, v in options.items() if k in accepted}
     started = time.perf_counter()
     result = module.run(quick=args.quick, pythons=pythons, log=_log, **options)
     console.print()
