@@ -205,12 +205,11 @@ def _score_exact(
         return
     ref, _ = finite_values(reference.column(model.name))
     ref.sort()
-    gap = stats.ecdf_gap(ref, cur)
     if model.test == "ks":
-        score.outcome = stats.ks_2samp(ref, cur, gap)
+        score.outcome = stats.ks_2samp(ref, cur)
     else:
         # Evidently's normalisation: distance in reference standard deviations.
-        distance = stats.wasserstein(ref, cur, gap) / max(model.std, floor)
+        distance = stats.wasserstein(ref, cur) / max(model.std, floor)
         score.outcome = stats.Outcome(distance, None, distance)
 
 

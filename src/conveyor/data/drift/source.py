@@ -9,6 +9,7 @@ at a time. A pandas or polars frame is converted to Arrow once
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,11 +54,12 @@ class TableSource:
         self._table = table
         self.path = path
         self._stamp: _FileStamp | None = None
+        self._local = threading.local()
         if path is not None:
             self._stamp = self._stat()
-            meta = self._parquet().metadata
-            self.schema: pa.Schema = self._parquet().schema_arrow
-            self.num_rows: int = meta.num_rows
+            reader = self._parquet()
+            self.schema: pa.Schema = reader.schema_arrow
+            self.num_rows: int = reader.metadata.num_rows
         elif table is not None:
             self.schema = table.schema
             self.num_rows = table.num_rows
@@ -80,6 +82,15 @@ class TableSource:
                 f"{role}: {exc.message}; or pass the path of a Parquet file", field=role
             ) from exc
         return cls(role=role, table=table)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        del state["_local"]  # open readers belong to threads, not to a pickle
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
 
     @property
     def names(self) -> list[str]:
@@ -108,7 +119,7 @@ class TableSource:
                 yield from piece.chunks
             return
         try:
-            for batch in self._parquet(dictionary=name).iter_batches(
+            for batch in self._parquet(dictionary=True).iter_batches(
                 batch_size=chunk_rows, columns=[name], use_threads=True
             ):
                 yield batch.column(0)
@@ -147,28 +158,30 @@ class TableSource:
             )
         return _FileStamp(st.st_size, st.st_mtime_ns)
 
-    def _parquet(self, dictionary: str | None = None) -> pq.ParquetFile:
-        """A fresh reader (pyarrow's are not shared across threads; opening reads only the footer).
+    def _parquet(self, dictionary: bool = False) -> pq.ParquetFile:
+        """This thread's reader of the file (pyarrow's readers are not shared across threads).
 
-        ``dictionary`` names a string column to read dictionary-encoded, as
-        Parquet usually stores it: counting its values is then a bincount.
+        With ``dictionary`` the string columns are read dictionary-encoded,
+        as Parquet usually stores them: counting their values is then a
+        bincount of small integers.
         """
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         assert self.path is not None
-        schema = getattr(self, "schema", None)
-        as_dictionary = (
-            [dictionary]
-            if dictionary is not None
-            and schema is not None
-            and _is_string(schema.field(dictionary).type)
-            else None
-        )
+        readers: dict[bool, pq.ParquetFile] = self._local.__dict__.setdefault("readers", {})
+        reader = readers.get(dictionary)
+        if reader is not None:
+            return reader
+        strings = None
+        if dictionary:
+            strings = [f.name for f in self.schema if _is_string(f.type)]
         try:
-            return pq.ParquetFile(self.path, read_dictionary=as_dictionary)
+            reader = pq.ParquetFile(self.path, read_dictionary=strings or None)
         except (OSError, pa.ArrowException, ValueError) as exc:
             raise self._unreadable(exc) from exc
+        readers[dictionary] = reader
+        return reader
 
     def _unreadable(self, exc: Exception, column: str | None = None) -> InvalidInputError:
         where = f"column {column!r} of " if column else ""
