@@ -122,3 +122,17 @@ def test_any_cursor_gives_a_page_or_invalid_input(sqlite_url: str) -> None:
             assert isinstance(page, Page)
 
         check()
+
+
+def test_add_artifacts_records_several_in_one_write(sqlite_url: str) -> None:
+    with MetadataStore.from_url(sqlite_url) as store:
+        run = store.runs.start("train", "m")
+        before = store.runs.get(run.id).version
+        after = store.runs.add_artifacts(
+            run.id, {"a": ("sha256:" + "a" * 64, 1), "b": ("sha256:" + "b" * 64, 2)}
+        )
+        assert after.artifacts == {
+            "a": {"digest": "sha256:" + "a" * 64, "size": 1},
+            "b": {"digest": "sha256:" + "b" * 64, "size": 2},
+        }
+        assert after.version == before + 1  # one transaction, one version bump

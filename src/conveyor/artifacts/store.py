@@ -131,12 +131,14 @@ class ArtifactStore(Closeable):
                 hex_digest, size = self._write_stream(_chunks_of(payload))
             elif isinstance(data, os.PathLike):
                 path = Path(os.fspath(data))
-                # Hash the local file first: re-reading a local disk is cheaper than
-                # uploading again bytes the store already holds.
-                hex_digest, size = _hash_file(path)
-                if self._stored_size(hex_digest) == size:
-                    return ArtifactRef(format_digest(hex_digest), size, media_type)
-                with path.open("rb") as f:
+                if self._backend_errors:
+                    # Remote store: hashing the local file first is cheaper than
+                    # uploading again bytes the store already holds.
+                    hex_digest, size = _hash_file(path)
+                    if self._stored_size(hex_digest) == size:
+                        return ArtifactRef(format_digest(hex_digest), size, media_type)
+                # Local store: one read, hashed while copied (a duplicate's copy is dropped).
+                with _open_source(path) as f:
                     hex_digest, size = self._write_stream(_read_chunks(f))
             elif hasattr(data, "read"):
                 hex_digest, size = self._write_stream(_read_chunks(data))
@@ -398,14 +400,18 @@ def _read_chunks(f: IO[bytes]) -> Iterator[bytes]:
         yield bytes(chunk)
 
 
+def _open_source(path: Path) -> BinaryIO:
+    try:
+        return path.open("rb")
+    except FileNotFoundError as exc:
+        raise InvalidInputError(f"cannot store {path}: no such file", field="data") from exc
+
+
 def _hash_file(path: Path) -> tuple[str, int]:
     hasher = hashlib.sha256()
     size = 0
-    try:
-        with path.open("rb") as f:
-            for chunk in _read_chunks(f):
-                hasher.update(chunk)
-                size += len(chunk)
-    except FileNotFoundError as exc:
-        raise InvalidInputError(f"cannot store {path}: no such file", field="data") from exc
+    with _open_source(path) as f:
+        for chunk in _read_chunks(f):
+            hasher.update(chunk)
+            size += len(chunk)
     return hasher.hexdigest(), size

@@ -239,10 +239,17 @@ class RunRepository:
 
     def add_artifact(self, run_id: str, name: str, digest: str, size: int) -> Run:
         """Record that the run produced artifact ``name`` (content ``digest``, ``size`` bytes)."""
-        entry = _artifact(name, {"digest": digest, "size": size})
+        return self.add_artifacts(run_id, {name: (digest, size)})
+
+    def add_artifacts(self, run_id: str, artifacts: Mapping[str, tuple[str, int]]) -> Run:
+        """Record several artifacts, ``{name: (digest, size)}``, in one transaction."""
+        entries = {
+            name: _artifact(name, {"digest": digest, "size": size})
+            for name, (digest, size) in artifacts.items()
+        }
         with self._store.session() as session:
             record = _load(session, run_id, None)
-            record.artifacts = {**record.artifacts, name: entry}
+            record.artifacts = {**record.artifacts, **entries}
             session.flush()
             return Run._from_record(record)
 
