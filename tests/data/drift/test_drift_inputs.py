@@ -180,3 +180,29 @@ def test_to_dict_is_plain_json_without_nan() -> None:
     assert back["columns"]["c"]["new_categories"] == ["b"]
     assert back["columns"]["x"]["statistic"] is None
     json.dumps(result.to_report("dataset:t").to_dict(), allow_nan=False)
+
+
+def test_sorted_reference_columns_are_kept_on_disk_and_removed_with_the_detector(
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(30)
+    n = 100_000  # above the size worth a file
+    ref = pa.table({"x": rng.normal(size=n)})
+    pq.write_table(ref, tmp_path / "ref.parquet")
+    current = pa.table({"x": rng.normal(size=n)})
+    detector = DriftDetector().fit(tmp_path / "ref.parquet")
+    stored = detector.columns_["x"].sorted_file
+    assert stored is not None and Path(stored).exists()
+    folder = Path(stored).parent
+    with_file = detector.score(current).to_dict()
+    os.remove(stored)  # gone: the column is read and sorted from the reference again
+    assert detector.score(current).to_dict() == with_file
+    assert DriftDetector().fit(ref).score(current).to_dict() == with_file
+    detector.fit(tmp_path / "ref.parquet")  # a refit replaces the folder
+    assert not folder.exists()
+    folder = Path(str(detector.columns_["x"].sorted_file)).parent
+    del detector
+    import gc
+
+    gc.collect()
+    assert not folder.exists()

@@ -52,6 +52,9 @@ distinct values; z for one with at most 2. What changed and why:
   normed Wasserstein distance of about 0.1, so it is found about half the
   time, and a categorical shift with a Jensen-Shannon distance just under
   0.1 is never found (Evidently missed 2 of 10 such columns on 1M rows).
+  Evidently 0.7 also takes scipy's default natural logarithm for the
+  Jensen-Shannon distance, so its 0.1 is 0.12 in base 2, the base
+  Conveyor's ``jensenshannon`` uses (bounded by 1).
   Conveyor keeps the p-value tests and guards against negligible shifts
   with an **effect-size floor** instead: a column drifts only when its
   adjusted p-value is below ``alpha`` *and* its effect size reaches the
@@ -94,9 +97,11 @@ Memory
 A Parquet input is read a column at a time: the exact tests (ks,
 wasserstein) hold one column of each sample (8 bytes a value); counted
 columns are read in chunks of ``chunk_rows`` rows. ``fit`` keeps per-column
-summaries and a handle on the reference (the Arrow table, or the Parquet
-path with its size and modification time; the exact tests re-read the
-reference column at ``score``, and a changed file is an error).
+summaries, a handle on the reference (the Arrow table, or the Parquet path
+with its size and modification time: a changed file is an error at
+``score``) and, for the exact tests, the sorted reference column in a
+private temporary folder (:mod:`.spill`; removed with the detector), so
+that every ``score`` maps it back instead of decoding and sorting it again.
 """
 
 from conveyor.data.drift.detector import (

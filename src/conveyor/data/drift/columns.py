@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 
 from conveyor.data.drift import stats
 from conveyor.data.drift.source import TableSource
+from conveyor.data.drift.spill import SortedSpill
 
 if TYPE_CHECKING:
     from conveyor.data.drift.stats import Floats, Outcome
@@ -66,6 +67,7 @@ class ColumnModel:
     std: float | None = None
     fences: tuple[float, float] | None = None
     outliers: int = 0
+    sorted_file: str | None = None  # the sorted values, for the exact tests
     edges: Floats | None = None
     # counted (categorical, discrete numeric, binned numeric)
     categories: pa.Array | None = None
@@ -103,6 +105,7 @@ def fit_column(
     bins: int,
     chunk_rows: int,
     max_categories: int,
+    spill: SortedSpill | None = None,
 ) -> ColumnModel:
     """Learn column ``name`` of the reference; ``requested`` is a test name or None (auto)."""
     dtype = source.schema.field(name).type
@@ -111,7 +114,7 @@ def fit_column(
         model.reason = f"type {dtype} is not tested (numeric, boolean and string columns are)"
         return model
     if model.kind == "numeric":
-        _fit_numeric(model, source.column(name), requested, bins)
+        _fit_numeric(model, source.column(name), requested, bins, spill)
     else:
         values, counts, model.missing = count_values(source.chunks(name, chunk_rows))
         model.values, model.distinct = int(counts.sum()), len(counts)
@@ -129,7 +132,11 @@ def fit_column(
 
 
 def _fit_numeric(
-    model: ColumnModel, column: pa.ChunkedArray, requested: str | None, bins: int
+    model: ColumnModel,
+    column: pa.ChunkedArray,
+    requested: str | None,
+    bins: int,
+    spill: SortedSpill | None,
 ) -> None:
     x, model.missing = finite_values(column)
     x.sort()
@@ -146,6 +153,8 @@ def _fit_numeric(
         model.test = "ks" if not discrete else ("z" if model.distinct <= 2 else "chisquare")
     else:
         model.test = requested
+    if model.test in EXACT_TESTS and spill is not None:
+        model.sorted_file = spill.put(x)
     if model.test in COUNT_TESTS or (discrete and model.test not in EXACT_TESTS):
         starts = np.flatnonzero(np.r_[True, x[1:] != x[:-1]])
         model.categories = pa.array(x[starts])
@@ -203,8 +212,10 @@ def _score_exact(
     if cur.size == 0:
         score.reason = "no values in the current data"
         return
-    ref, _ = finite_values(reference.column(model.name))
-    ref.sort()
+    ref = SortedSpill.get(model.sorted_file)
+    if ref is None:
+        ref, _ = finite_values(reference.column(model.name))
+        ref.sort()
     if model.test == "ks":
         score.outcome = stats.ks_2samp(ref, cur)
     else:

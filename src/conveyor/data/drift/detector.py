@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from conveyor.data.drift.columns import ColumnModel, ColumnScore
     from conveyor.data.drift.result import ColumnDrift, DriftResult
     from conveyor.data.drift.source import TableSource
+    from conveyor.data.drift.spill import SortedSpill
 
 __all__ = ["DEFAULT_EFFECT_SIZE_FLOORS", "DEFAULT_THRESHOLDS", "TESTS", "DriftDetector"]
 
@@ -78,6 +79,7 @@ class DriftDetector:
     # Learned state (set by fit).
     columns_: dict[str, ColumnModel]
     reference_: TableSource
+    spill_: SortedSpill
     schema_: dict[str, Any]
     n_reference_rows_: int
     effect_size_floor_: dict[str, float]
@@ -165,6 +167,7 @@ class DriftDetector:
         """Learn the reference: a pyarrow Table, a pandas/polars frame or a Parquet path."""
         from conveyor.data.drift.columns import fit_column, kind_of
         from conveyor.data.drift.source import TableSource
+        from conveyor.data.drift.spill import SortedSpill
         from conveyor.data.schema import schema_of
 
         self._validate_params()
@@ -202,6 +205,10 @@ class DriftDetector:
                     column=name,
                 )
 
+        if hasattr(self, "spill_"):
+            self.spill_.remove()  # a refit replaces what the last fit stored
+        spill = SortedSpill()
+
         def fit_one(name: str) -> ColumnModel:
             return fit_column(
                 source,
@@ -210,6 +217,7 @@ class DriftDetector:
                 bins=self.bins,
                 chunk_rows=self.chunk_rows,
                 max_categories=self.max_categories,
+                spill=spill,
             )
 
         models = self._map(fit_one, names)
@@ -223,6 +231,7 @@ class DriftDetector:
                 )
         self.columns_ = {m.name: m for m in models}
         self.reference_ = source
+        self.spill_ = spill
         self.schema_ = schema_of(source.schema)
         self.n_reference_rows_ = source.num_rows
         self.effect_size_floor_ = {**DEFAULT_EFFECT_SIZE_FLOORS, **(self.effect_size_floor or {})}
