@@ -131,6 +131,9 @@ def test_impossible_named_tests_are_refused_at_fit() -> None:
         DriftDetector(tests={"t": "chisquare"}).fit(table)
     with pytest.raises(InvalidInputError, match="at most 2"):
         DriftDetector(tests={"s": "z"}).fit(table)
+    numbers = pa.table({"x": np.arange(5_000.0)})
+    with pytest.raises(InvalidInputError, match="5,000 distinct values: the chisquare test"):
+        DriftDetector(tests={"x": "chisquare"}).fit(numbers)
     with pytest.raises(InvalidInputError, match="'nope' not in the reference") as info:
         DriftDetector(columns=["s", "nope"]).fit(table)
     assert info.value.context["columns"] == ["nope"]

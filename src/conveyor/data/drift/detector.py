@@ -222,6 +222,14 @@ class DriftDetector:
 
         models = self._map(fit_one, names)
         for model in models:
+            if model.test in ("chisquare", "z") and model.distinct > self.max_categories:
+                raise InvalidInputError(
+                    f"column {model.name!r} has {model.distinct:,} distinct values: the "
+                    f"{model.test} test compares counts of values (at most max_categories="
+                    f"{self.max_categories:,}); use ks, or psi/jensenshannon on binned values",
+                    field="tests",
+                    column=model.name,
+                )
             if model.test == "z" and model.distinct > 2:
                 raise InvalidInputError(
                     f"column {model.name!r} has {model.distinct} distinct values: the z test "
