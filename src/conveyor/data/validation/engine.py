@@ -1,16 +1,15 @@
-"""Run expectations over a batch in DuckDB: one aggregate pass, then one to tag rows.
+"""Run expectations over a batch in DuckDB, and divide its rows when asked.
 
-The first pass is a single query: every row-level expectation's failure
-predicate is projected once as a boolean per row, and one aggregate row
-counts each of them, the rows failing any error-severity one, and the facts
-batch-level expectations need (``max`` of a timestamp, null counts). A
-Parquet path is scanned by DuckDB directly, reading only the columns the
-expectations use, so memory stays flat in the number of rows.
+A Parquet path is scanned by DuckDB directly, reading only the columns the
+expectations use; an Arrow table (or a pandas / polars frame, converted
+without copying where possible) is scanned in place. Each call gets its own
+cursor on one in-memory database per process.
 
-Only when rows must be split (``split=True``) and some error-severity
-row-level expectation failed does a second pass run: it returns the row
-number and the reasons of each failing row (a few rows, usually), and the
-split itself is an Arrow ``take`` / ``filter`` over the batch in memory.
+``split=False`` is one query (:func:`~conveyor.data.validation.passes.count_pass`),
+so memory stays flat in the number of rows. ``split=True`` finds the failing
+rows and their flags in one scan and counts from them, reads the few
+batch-level facts in another narrow one, then divides the rows in Arrow
+(:mod:`conveyor.data.validation.split`).
 """
 
 from __future__ import annotations
@@ -18,8 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +33,13 @@ from conveyor.data.validation.expectations import (
     parse_expectations,
 )
 from conveyor.data.validation.outcomes import batch_check, row_check, unevaluable
+from conveyor.data.validation.passes import (
+    ROW,
+    count_pass,
+    counts_from_flags,
+    facts_pass,
+    flag_pass,
+)
 from conveyor.data.validation.plan import (
     RESERVED_PREFIX,
     ROW_ID,
@@ -44,7 +49,8 @@ from conveyor.data.validation.plan import (
     plan,
     quote,
 )
-from conveyor.data.validation.result import REASON_COLUMN, REASON_SEPARATOR, ValidationResult
+from conveyor.data.validation.result import REASON_COLUMN, ValidationResult
+from conveyor.data.validation.split import divide
 from conveyor.errors import ConfigError, InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:
@@ -118,8 +124,17 @@ def validate(
         scanned = batch.table
         if batch.table is not None:
             plans, scanned = _run_custom(plans, batch.table)
-            con.register(_BATCH, scanned)
-        facts = _first_pass(con, plans, batch)
+        where = batch.describe()
+        flags = None
+        if not split:
+            if scanned is not None:
+                con.register(_BATCH, scanned)
+            facts = count_pass(con, plans, batch.source, where)
+        else:
+            source, row_id = _numbered(con, batch, scanned)
+            facts = facts_pass(con, plans, batch.source, where)
+            flags = _flags(con, plans, source, row_id, where)
+            facts.update(counts_from_flags(flags, plans))
         rows = int(facts["n_rows"])
         checks, row_failures, batch_failures = _checks(plans, facts, rows, batch.schema, at)
         change = None
@@ -128,9 +143,9 @@ def validate(
             change_checks = change.checks()
             checks.extend(change_checks)
             batch_failures.extend(c.name for c in change_checks if c.status == "fail")
-        table = valid = invalid = None
-        if split:
-            table, valid, invalid = _split(con, plans, row_failures, batch, scanned)
+    valid = invalid = None
+    if flags is not None:
+        valid, invalid = divide(flags, plans, table=batch.table, path=batch.path)
     report = Report(subject=subject, kind="data", checks=checks)
     return ValidationResult(
         report=report,
@@ -140,7 +155,7 @@ def validate(
         batch_failures=tuple(batch_failures),
         schema=schema,
         schema_change=change,
-        table=table,
+        table=batch.table if split else None,
         valid=valid,
         invalid=invalid,
     )
@@ -290,27 +305,31 @@ def _unusable(p: Plan, reason: str) -> Plan:
 # -- the two passes ---------------------------------------------------------------
 
 
-def _first_pass(con: duckdb.DuckDBPyConnection, plans: list[Plan], batch: _Batch) -> dict[str, Any]:
-    live = [p for p in plans if not p.problem]
-    flags = [p for p in live if p.failure]
-    selects = ["count(*) AS n_rows"]
-    # count_if over a boolean column costs about two thirds of count(*) FILTER (WHERE ...).
-    selects += [f"count_if(c{p.index}) AS {p.alias}" for p in flags]
-    errors = [f"c{p.index}" for p in flags if p.expectation.severity == "error"]
-    if errors:
-        selects.append(f"count_if({' OR '.join(errors)}) AS failed_rows")
-    selects += [f"{sql} AS {alias}" for p in live for alias, sql in p.aggregates.items()]
-    # Each predicate is computed once, as a boolean column, and counted outside.
-    inner = ", ".join(["s.*", *(f"{p.failure} AS c{p.index}" for p in flags)])
-    joins = " ".join(p.join for p in live if p.join)
-    sql = f"SELECT {', '.join(selects)} FROM (SELECT {inner} FROM {batch.source} AS s {joins}) AS s"
-    with _translated(batch):
-        cursor = con.execute(sql)
-        columns = [d[0] for d in cursor.description or ()]
-        (row,) = cursor.fetchall()  # an aggregate without GROUP BY: exactly one row
-    facts = dict(zip(columns, row, strict=True))
-    # count_if over no rows is NULL, not 0; only freshness's max (t*) may stay NULL.
-    return {k: 0 if v is None and not k.startswith("t") else v for k, v in facts.items()}
+def _numbered(
+    con: duckdb.DuckDBPyConnection, batch: _Batch, scanned: pa.Table | None
+) -> tuple[str, str]:
+    """A source whose rows carry their position, and the name of that column."""
+    import numpy as np
+    import pyarrow as pa
+
+    if batch.path is not None:
+        return f"read_parquet({literal(str(batch.path))}, file_row_number = true)", quote(
+            "file_row_number"
+        )
+    assert scanned is not None
+    positions = pa.array(np.arange(scanned.num_rows, dtype=np.int64))
+    con.register(_BATCH, scanned.append_column(ROW_ID, positions))
+    return quote(_BATCH), quote(ROW_ID)
+
+
+def _flags(
+    con: duckdb.DuckDBPyConnection, plans: list[Plan], source: str, row_id: str, where: str
+) -> pa.Table:
+    import pyarrow as pa
+
+    if not any(p.failure and not p.problem for p in plans):
+        return pa.table({ROW: pa.array([], pa.int64())})
+    return flag_pass(con, plans, source, row_id, where)
 
 
 def _checks(
@@ -334,74 +353,6 @@ def _checks(
             batch_failures.append(check.name)
         checks.append(check)
     return checks, row_failures, batch_failures
-
-
-def _split(
-    con: duckdb.DuckDBPyConnection,
-    plans: list[Plan],
-    row_failures: Mapping[str, int],
-    batch: _Batch,
-    scanned: pa.Table | None,
-) -> tuple[pa.Table, pa.Table, pa.Table]:
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = batch.table
-    if table is None:
-        assert batch.path is not None
-        try:
-            table = pq.read_table(batch.path)
-        except (pa.ArrowException, OSError) as exc:
-            raise InvalidInputError(
-                f"{batch.path} is not a readable Parquet file: {exc}", path=str(batch.path)
-            ) from exc
-        scanned = table
-    failing = [
-        p
-        for p in plans
-        if p.failure and not p.problem and row_failures.get(p.expectation.name, 0) > 0
-    ]
-    if not failing:
-        empty = table.schema.empty_table().append_column(REASON_COLUMN, pa.array([], pa.string()))
-        return table, table, empty
-    assert scanned is not None
-    numbered = scanned.append_column(ROW_ID, pa.array(np.arange(scanned.num_rows, dtype=np.int64)))
-    con.register(_BATCH, numbered)
-    in_memory = _Batch(schema=numbered.schema, table=numbered, path=None)
-    reasons = ", ".join(
-        f"CASE WHEN {p.failure} THEN {literal(p.expectation.name)} END" for p in failing
-    )
-    joins = " ".join(p.join for p in failing if p.join)
-    sql = (
-        f"SELECT s.{quote(ROW_ID)} AS row, concat_ws({literal(REASON_SEPARATOR)}, {reasons}) "
-        f"AS reason FROM {in_memory.source} AS s {joins} "
-        f"WHERE {' OR '.join(f'({p.failure})' for p in failing)} ORDER BY 1"
-    )
-    with _translated(batch):
-        tagged = con.sql(sql).to_arrow_table()
-    positions = tagged.column("row").to_numpy()
-    keep = np.ones(table.num_rows, dtype=bool)
-    keep[positions] = False
-    invalid = table.take(pa.array(positions)).append_column(
-        REASON_COLUMN, tagged.column("reason").cast(pa.string())
-    )
-    return table, table.filter(pa.array(keep)), invalid
-
-
-@contextmanager
-def _translated(batch: _Batch) -> Iterator[None]:
-    """DuckDB's errors (a corrupt page in the file, mostly) as InvalidInputError."""
-    import duckdb
-
-    try:
-        yield
-    except duckdb.Error as exc:
-        raise InvalidInputError(
-            f"DuckDB could not validate {batch.describe()}: {exc}",
-            field="data",
-            **({"path": str(batch.path)} if batch.path is not None else {}),
-        ) from exc
 
 
 def _check_patterns(con: duckdb.DuckDBPyConnection, expectations: Sequence[Expectation]) -> None:

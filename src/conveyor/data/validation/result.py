@@ -50,7 +50,8 @@ class ValidationResult:
     schema_change: SchemaChange | None = None
     """What changed since the accepted schema (None when none was given)."""
     table: pa.Table | None = field(default=None, repr=False)
-    """The batch as validated, in its order (when split)."""
+    """The batch as validated, in its order, when it was given in memory and split
+    (None for a Parquet path: its rows exist only as ``valid`` and ``invalid``)."""
     valid: pa.Table | None = field(default=None, repr=False)
     invalid: pa.Table | None = field(default=None, repr=False)
 
