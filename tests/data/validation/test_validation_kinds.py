@@ -482,3 +482,35 @@ def test_importing_validation_loads_neither_duckdb_nor_pyarrow() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_parquet_file_is_divided_across_row_groups_like_the_table(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    table = pa.table(
+        {
+            "id": pa.array(rng.integers(0, 40, 100)),
+            "x": pa.array(rng.normal(0, 1, 100)),
+            "s": pa.array(rng.choice(["a", "b", "c", "dd"], 100)),
+        }
+    )
+    path = tmp_path / "groups.parquet"
+    pq.write_table(table, path, row_group_size=7)
+    assert pq.ParquetFile(path).num_row_groups == 15
+    expectations = [
+        Between(column="x", min=-1, max=1),
+        InSet(column="s", values=["a", "b", "c"]),
+        Unique(column="id"),
+        NotNull(column="s", severity="warning"),
+    ]
+    from_file, in_memory = run(path, *expectations), run(table, *expectations)
+    assert from_file.table is None and in_memory.table is table
+    assert from_file.valid is not None and in_memory.valid is not None
+    assert from_file.valid.equals(in_memory.valid)
+    assert from_file.invalid is not None and in_memory.invalid is not None
+    assert from_file.invalid.equals(in_memory.invalid)
+    assert from_file.row_failures == in_memory.row_failures
+    assert from_file.valid.num_rows + from_file.invalid.num_rows == 100
+    assert 0 < from_file.invalid.num_rows < 100
+    report_only = run(path, *expectations, split=False)
+    assert [c.observed for c in report_only.report] == [c.observed for c in from_file.report]
+    assert report_only.failed_rows == from_file.failed_rows
