@@ -514,3 +514,11 @@ def test_a_parquet_file_is_divided_across_row_groups_like_the_table(tmp_path: Pa
     report_only = run(path, *expectations, split=False)
     assert [c.observed for c in report_only.report] == [c.observed for c in from_file.report]
     assert report_only.failed_rows == from_file.failed_rows
+
+
+def test_a_custom_check_on_a_parquet_file_gets_the_rows_in_memory(tmp_path: Path) -> None:
+    path = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"a": [1, 2, 3], "b": [3, 2, 1]}), path)
+    result = run(path, Custom(name="a_le_b", check=lambda t: pc.less_equal(t["a"], t["b"])))
+    assert result.invalid is not None and result.invalid.column("a").to_pylist() == [3]
+    assert result.table is not None and result.table.num_rows == 3
