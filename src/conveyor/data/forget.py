@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from conveyor.data.crypto import decrypt_cells, encrypt_cells
+from conveyor.data.quarantine import reason_counts
 from conveyor.data.versions import DatasetRepository, Part
 from conveyor.errors import InvalidInputError
 
@@ -32,9 +33,6 @@ if TYPE_CHECKING:
     from conveyor.events.log import EventLog
 
 __all__ = ["ForgetResult", "forget", "parse_key"]
-
-REASON_COLUMN = "_quarantine_reason"
-
 
 @dataclass(frozen=True, slots=True)
 class ForgetResult:
@@ -186,11 +184,7 @@ def _forget_in_quarantine(
         buffer = io.BytesIO()
         pq.write_table(kept, buffer, compression="zstd")
         ref = repo.artifacts.put(buffer.getvalue())
-        reasons: dict[str, int] = {}
-        if REASON_COLUMN in kept.column_names:
-            for reason in kept.column(REASON_COLUMN).to_pylist():
-                for name in str(reason).split("; "):
-                    reasons[name] = reasons.get(name, 0) + 1
+        reasons = reason_counts(kept) if kept.num_rows else {}
         with repo.store.session() as session:
             row = session.get(QuarantineBatchRecord, batch_id)
             assert row is not None

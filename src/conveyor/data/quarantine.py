@@ -58,6 +58,7 @@ __all__ = [
     "QuarantineRepository",
     "QuarantineStatus",
     "apply_policy",
+    "reason_counts",
 ]
 
 QuarantineStatus = Literal["pending", "replayed", "discarded"]
@@ -151,7 +152,7 @@ class QuarantineRepository:
 
         name = _dataset_name(dataset)
         table = to_arrow(rows)
-        reasons = _reason_counts(table)
+        reasons = reason_counts(table)
         source_doc = _document(source, "source")
         if _DISCARD_KEY in source_doc:
             raise InvalidInputError(
@@ -334,7 +335,7 @@ class QuarantineRepository:
             return self._artifacts.put(path, media_type="application/vnd.apache.parquet").digest
 
 
-def _reason_counts(table: pa.Table) -> dict[str, int]:
+def reason_counts(table: pa.Table) -> dict[str, int]:
     """Reason -> rows, counted in Arrow; every row must carry at least one reason."""
     import pyarrow as pa
     import pyarrow.compute as pc
