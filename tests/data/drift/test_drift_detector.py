@@ -111,6 +111,8 @@ def test_default_tests_follow_the_documented_rule_at_every_reference_size(rows: 
     result = detector.score(_mixed(rng, rows).append_column("user_id", table.column("user_id")))
     assert "not compared" in result["at"].describe()
     assert "identifier" in result["user_id"].detail
+    # Not compared, so no rates: an identifier's nulls are not a missing-rate change.
+    assert result["user_id"].missing_rate_current is None
     assert not result["at"].drifted and not result["user_id"].tested
 
 

@@ -109,6 +109,7 @@ def test_schema_drift_is_reported_and_fails_the_report() -> None:
     assert result.schema.removed == ["k"] and result.schema.added == ["new"]
     assert result.schema.type_changed == {"b": ("bool", "string")}
     assert result["k"].detail == "missing from the current data" and not result["k"].tested
+    assert result["k"].missing_rate_current is None and not result["k"].missing_rate_changed
     # bool and string are both categorical: the column is still compared.
     assert result["b"].tested and result["b"].drifted
     report = result.to_report("dataset:t")

@@ -92,6 +92,7 @@ class ColumnScore:
     values: int = 0
     outliers: int | None = None
     new_categories: list[Any] = field(default_factory=list)
+    counted: bool = False  # the current column was read: its missing rate is known
 
 
 # -- fit ----------------------------------------------------------------------
@@ -206,7 +207,7 @@ def _score_exact(
     model = score.model
     cur, score.missing = finite_values(current.column(model.name))
     cur.sort()
-    score.values = cur.size
+    score.values, score.counted = cur.size, True
     assert model.fences is not None and model.std is not None
     score.outliers = outside_sorted(cur, model.fences)
     if cur.size == 0:
@@ -236,7 +237,7 @@ def _score_binned(score: ColumnScore, chunks: Iterable[pa.Array]) -> None:
             np.searchsorted(model.edges, x, side="right"), minlength=counts.size
         ).astype(np.int64)
         outliers += int(np.count_nonzero((x < model.fences[0]) | (x > model.fences[1])))
-    score.values, score.outliers = int(counts.sum()), outliers
+    score.values, score.outliers, score.counted = int(counts.sum()), outliers, True
     if score.values == 0:
         score.reason = "no values in the current data"
         return
@@ -251,7 +252,7 @@ def _score_counts(score: ColumnScore, chunks: Iterable[pa.Array]) -> None:
         chunks = _numeric_chunks(score, chunks)
     values, counts, missing = count_values(chunks, numeric=numeric)
     score.missing += missing
-    score.values = int(counts.sum())
+    score.values, score.counted = int(counts.sum()), True
     if score.values == 0:
         score.reason = "no values in the current data"
         return

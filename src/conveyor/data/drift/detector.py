@@ -312,6 +312,8 @@ class DriftDetector:
         rate_tests: list[tuple[str, str, float, float]] = []
         for s in scores:
             m = s.model
+            if not s.counted:
+                continue  # not compared (absent, retyped, not a testable type): no rates
             rate_tests.append(
                 ("missing", m.name, *_z(z_two_proportions, m.missing, m.rows, s.missing, s.rows))
             )
@@ -360,7 +362,7 @@ class DriftDetector:
         m = s.model
         rates: dict[str, Any] = {
             "missing_rate_reference": m.missing / m.rows if m.rows else None,
-            "missing_rate_current": s.missing / s.rows if s.rows else None,
+            "missing_rate_current": s.missing / s.rows if s.rows and s.counted else None,
             "missing_rate_changed": ("missing", m.name) in changed,
             "reference_values": m.values,
             "current_values": s.values,

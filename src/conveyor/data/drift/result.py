@@ -33,6 +33,10 @@ class ColumnDrift:
     effect_size_floor``; for distances (psi, jensenshannon, wasserstein)
     ``p_value`` is None and it drifted when ``statistic >= threshold``.
     ``test`` is None when the column was not compared (``detail`` says why).
+    Missing rates (null, NaN, +-inf) and outlier rates (outside the
+    reference's 1.5 IQR fences, numeric columns) are known for the compared
+    columns; ``*_changed`` is a two-proportion z-test, corrected across
+    columns, with Cohen's h at least the z floor.
     """
 
     column: str
