@@ -99,13 +99,13 @@ class ColumnDrift:
 
     def check(self) -> CheckResult:
         """This column as a warning-level check: one column drifting does not fail a report."""
-        observed = {
-            "test": self.test,
-            "statistic": self.statistic,
-            "p_value_adjusted": self.p_value_adjusted,
-            "effect_size": self.effect_size,
-        }
-        threshold = {"threshold": self.threshold, "effect_size_floor": self.effect_size_floor}
+        # One number against one bound, as every check shows them: the effect size
+        # against its floor for a p-value test (the p-value is in the detail), the
+        # distance against its threshold for a distance test. to_dict() has it all.
+        if self.p_value_adjusted is not None:
+            observed, threshold = self.effect_size, self.effect_size_floor
+        else:
+            observed, threshold = self.statistic, self.threshold
         return CheckResult(
             f"drift.column.{self.column}",
             not self.drifted,
@@ -190,7 +190,7 @@ class DriftResult:
             CheckResult(
                 "drift.dataset",
                 not self.dataset_drift,
-                observed={"share": self.share, "drifted": len(drifted), "tested": tested},
+                observed=self.share,
                 threshold=self.drift_share,
                 detail=f"{len(drifted)} of {tested} compared columns drifted "
                 f"({self.share:.0%}; dataset drift at {self.drift_share:.0%})"
