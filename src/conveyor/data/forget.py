@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ForgetResult", "forget", "parse_key"]
 
+
 @dataclass(frozen=True, slots=True)
 class ForgetResult:
     column: str
