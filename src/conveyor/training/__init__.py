@@ -1,0 +1,1 @@
+"""Training: runs, validation gates, continuous training and model optimization."""
