@@ -35,7 +35,7 @@ ensure() {  # name, check command, start command
 }
 
 failed=()
-wanted=${*:-postgres redis nats}
+wanted=${*:-postgres redis nats mariadb}
 echo "Checking services: $wanted"
 for svc in $wanted; do
   case $svc in
