@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from conveyor.checks import CheckResult, Report, run_gates
     from conveyor.config import ProjectSpec, load_spec
     from conveyor.project import Project, init_project
+    from conveyor.training.runs import run
 
 # name -> module that defines it
 _LAZY = {
@@ -49,6 +50,7 @@ _LAZY = {
     "load_spec": "conveyor.config",
     "Project": "conveyor.project",
     "init_project": "conveyor.project",
+    "run": "conveyor.training.runs",
 }
 
 __all__ = [
@@ -78,6 +80,7 @@ __all__ = [
     "__version__",
     "init_project",
     "load_spec",
+    "run",
     "run_gates",
 ]
 

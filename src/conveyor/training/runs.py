@@ -1,0 +1,456 @@
+"""Training runs: what one training job used, set and produced.
+
+::
+
+    import conveyor
+
+    with conveyor.run("fraud", params={"max_depth": 6}, seed=7) as run:
+        train = run.use_dataset("transactions@3")      # lineage: this run read that version
+        model = fit(train, max_depth=6)                # plain user code
+        run.log_metrics({"auc": 0.91})
+        run.log_artifact("model.pkl", pickle.dumps(model))
+
+A run is a row of the ``runs`` table (kind ``train``). Entering the block
+starts it and records the seed (applied to ``random`` and numpy), the git
+commit and dirty flag, and the environment (Python, platform, versions of
+the ML libraries that are installed); leaving it finishes the run as
+``succeeded``, or ``failed`` with the exception text (the exception
+propagates). Events ``run.started``, ``run.metric`` and ``run.finished``
+go to the project's event log.
+
+``training`` sits below ``project`` in the import layers, so this module
+never imports :class:`~conveyor.project.Project`: it accepts any object
+with ``store``, ``events`` and ``artifacts`` (a ``Project`` is one), or
+opens those three backends itself from the spec found upwards from the
+current directory, and closes what it opened.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import random
+import secrets
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol
+
+from conveyor.errors import ClosedError, ConflictError, InvalidInputError
+
+if TYPE_CHECKING:
+    from conveyor.artifacts.digest import ArtifactRef
+    from conveyor.artifacts.store import ArtifactStore
+    from conveyor.data.versions import DatasetVersion
+    from conveyor.events.log import EventLog
+    from conveyor.store.database import MetadataStore
+    from conveyor.store.runs import Run
+
+__all__ = [
+    "RESERVED_TAGS",
+    "RunBackends",
+    "TrainingRun",
+    "apply_seed",
+    "environment",
+    "git_state",
+    "run",
+]
+
+#: Tags the run writes itself; a user tag of the same name is refused.
+RESERVED_TAGS = ("seed", "git", "environment", "datasets")
+
+#: Libraries whose installed versions a run records (when installed).
+_LIBRARIES = (
+    "conveyor",
+    "numpy",
+    "pandas",
+    "polars",
+    "pyarrow",
+    "scipy",
+    "scikit-learn",
+    "xgboost",
+    "lightgbm",
+    "torch",
+    "onnx",
+    "onnxruntime",
+)
+
+
+class RunBackends(Protocol):
+    """What a run writes to: a :class:`~conveyor.project.Project` satisfies it."""
+
+    @property
+    def store(self) -> MetadataStore: ...
+
+    @property
+    def events(self) -> EventLog: ...
+
+    @property
+    def artifacts(self) -> ArtifactStore: ...
+
+
+class _OpenedBackends:
+    """The three backends of the project found from the current directory, owned by one run."""
+
+    def __init__(self, path: str | os.PathLike[str] | None) -> None:
+        from conveyor.backends import SEAMS
+        from conveyor.config import load_spec
+
+        self.spec = load_spec(path)
+        self.name = self.spec.project
+        self.root: Path = self.spec.root
+        self._opened: list[Any] = []
+        try:
+            self.store: MetadataStore = self._open(SEAMS["store"])
+            self.artifacts: ArtifactStore = self._open(SEAMS["artifacts"])
+            self.events: EventLog = self._open(SEAMS["events"])
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, seam: Any) -> Any:
+        backend = seam.open(self.spec.url(seam.name))
+        self._opened.append(backend)
+        return backend
+
+    def close(self) -> None:
+        # The event log was opened last and closes last, so it records to the end.
+        errors: list[BaseException] = []
+        for backend in self._opened:
+            try:
+                backend.close()
+            except Exception as exc:  # close the rest, then report the first failure
+                errors.append(exc)
+        self._opened.clear()
+        if errors:
+            raise errors[0]
+
+
+def run(
+    name: str,
+    *,
+    kind: str = "train",
+    params: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+    project: RunBackends | str | os.PathLike[str] | None = None,
+    tags: Mapping[str, Any] | None = None,
+) -> TrainingRun:
+    """A training run to use as ``with conveyor.run(name) as run:``.
+
+    ``project`` is an open project (anything with ``store``, ``events`` and
+    ``artifacts``), a path inside a project, or None for the project at or
+    above the current directory. ``seed`` None draws one, which is recorded,
+    so every run can be repeated.
+    """
+    return TrainingRun(name, kind=kind, params=params, seed=seed, project=project, tags=tags)
+
+
+class TrainingRun:
+    """One training run; use it as a context manager (see the module docstring)."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        kind: str = "train",
+        params: Mapping[str, Any] | None = None,
+        seed: int | None = None,
+        project: RunBackends | str | os.PathLike[str] | None = None,
+        tags: Mapping[str, Any] | None = None,
+    ) -> None:
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise InvalidInputError(f"seed must be an integer >= 0, got {seed!r}", field="seed")
+        if tags is not None and not isinstance(tags, Mapping):
+            raise InvalidInputError(
+                f"tags must be a mapping, got {type(tags).__name__}", field="tags"
+            )
+        clash = sorted(set(tags or {}) & set(RESERVED_TAGS))
+        if clash:
+            raise InvalidInputError(
+                f"tag(s) {', '.join(clash)} are recorded by the run itself; "
+                f"reserved tags: {', '.join(RESERVED_TAGS)}",
+                field=f"tags.{clash[0]}",
+            )
+        self.name = name
+        self.kind = kind
+        self.seed = seed if seed is not None else secrets.randbits(32)
+        self._params = dict(params or {})
+        self._tags = dict(tags or {})
+        self._project_arg = project
+        self._backends: RunBackends | None = None
+        self._owned: _OpenedBackends | None = None
+        self._run: Run | None = None
+        self._datasets: list[str] = []
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def __enter__(self) -> TrainingRun:
+        if self._run is not None:
+            raise ConflictError(f"training run {self.name!r} was already started; start a new one")
+        backends, root, project_name = self._resolve_backends()
+        seeded = apply_seed(self.seed)
+        tags: dict[str, Any] = {
+            **self._tags,
+            "seed": {"value": self.seed, "applied_to": seeded},
+            "environment": environment(),
+        }
+        git = git_state(root)
+        if git is not None:
+            tags["git"] = git
+        try:
+            self._run = backends.store.runs.start(
+                self.kind, self.name, params=self._params, tags=tags, project=project_name
+            )
+        except BaseException:
+            self._close_owned()
+            raise
+        self._backends = backends
+        backends.events.emit(
+            "run.started",
+            subject=self.name,
+            payload={"run": self._run.id, "kind": self.kind, "seed": self.seed, "git": git},
+        )
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        backends, current = self._require()
+        try:
+            if exc is None:
+                status, error = "succeeded", None
+            elif isinstance(exc, Exception):
+                status, error = "failed", f"{type(exc).__name__}: {exc}"
+            else:  # KeyboardInterrupt, SystemExit: stopped, not broken
+                status, error = "cancelled", f"{type(exc).__name__}: {exc}".rstrip(": ")
+            finished = backends.store.runs.finish(current.id, status, error=error)  # type: ignore[arg-type]
+            self._run = finished
+            backends.events.emit(
+                "run.finished",
+                subject=self.name,
+                payload={
+                    "run": finished.id,
+                    "status": status,
+                    "error": error,
+                    "metrics": finished.metrics,
+                    "seconds": _seconds(finished),
+                },
+                durable=True,
+            )
+        finally:
+            self._backends = None
+            self._close_owned()
+
+    def _resolve_backends(self) -> tuple[RunBackends, Path | None, str | None]:
+        arg = self._project_arg
+        if arg is None or isinstance(arg, str | os.PathLike):
+            owned = _OpenedBackends(arg)
+            self._owned = owned
+            return owned, owned.root, owned.name
+        for attr in ("store", "events", "artifacts"):
+            if not hasattr(arg, attr):
+                raise InvalidInputError(
+                    f"project must be a Project (or have store, events and artifacts), "
+                    f"a path or None; {type(arg).__name__} has no {attr!r}",
+                    field="project",
+                )
+        root = getattr(arg, "root", None)
+        name = getattr(arg, "name", None)
+        return (
+            arg,
+            Path(root) if root is not None else None,
+            name if isinstance(name, str) else None,
+        )
+
+    def _close_owned(self) -> None:
+        owned, self._owned = self._owned, None
+        if owned is not None:
+            owned.close()
+
+    def _require(self) -> tuple[RunBackends, Run]:
+        if self._backends is None or self._run is None:
+            state = "has finished" if self._run is not None else "has not started"
+            raise ClosedError(
+                f"training run {self.name!r} {state}: log inside `with conveyor.run(...) as run:`"
+            )
+        return self._backends, self._run
+
+    # -- what the run holds ---------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        """The run's id in the ``runs`` table (once started)."""
+        if self._run is None:
+            raise ClosedError(f"training run {self.name!r} has not started")
+        return self._run.id
+
+    @property
+    def record(self) -> Run:
+        """The run as last written (status, params, metrics, tags, artifacts)."""
+        if self._run is None:
+            raise ClosedError(f"training run {self.name!r} has not started")
+        return self._run
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        """Refs (``name@number``) of the dataset versions this run used."""
+        return tuple(self._datasets)
+
+    # -- logging --------------------------------------------------------------
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Merge ``params`` into the run's parameters."""
+        backends, current = self._require()
+        self._run = backends.store.runs.log_params(current.id, params)
+
+    def log_param(self, name: str, value: Any) -> None:
+        self.log_params({name: value})
+
+    def log_metrics(self, metrics: Mapping[str, float], *, step: int | None = None) -> None:
+        """Record metrics: the latest value on the run, each value as a ``run.metric`` event."""
+        backends, current = self._require()
+        if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
+            raise InvalidInputError(f"step must be an integer >= 0, got {step!r}", field="step")
+        self._run = backends.store.runs.log_metrics(current.id, metrics)
+        backends.events.emit(
+            "run.metric",
+            subject=self.name,
+            payload={
+                "run": current.id,
+                "step": step,
+                "metrics": {k: self._run.metrics[k] for k in metrics},
+            },
+        )
+
+    def log_metric(self, name: str, value: float, step: int | None = None) -> None:
+        self.log_metrics({name: value}, step=step)
+
+    def log_artifact(
+        self, name: str, data: bytes | os.PathLike[str] | str, *, media_type: str | None = None
+    ) -> ArtifactRef:
+        """Store ``data`` (bytes, or a path to a file) and record it on the run as ``name``."""
+        backends, current = self._require()
+        if not isinstance(name, str) or not name:
+            raise InvalidInputError(
+                f"an artifact name is a non-empty string, got {name!r}", field="name"
+            )
+        payload: bytes | os.PathLike[str]
+        if isinstance(data, bytes | bytearray | memoryview):
+            payload = bytes(data)
+        elif isinstance(data, str | os.PathLike):
+            path = Path(data)
+            if not path.is_file():
+                raise InvalidInputError(
+                    f"artifact {name!r}: {str(path)!r} is not a file", field="data", path=str(path)
+                )
+            payload = path
+        else:
+            raise InvalidInputError(
+                f"artifact {name!r}: data must be bytes or a path, got {type(data).__name__}",
+                field="data",
+            )
+        ref = backends.artifacts.put(payload, media_type=media_type)
+        self._run = backends.store.runs.add_artifact(current.id, name, ref.digest, ref.size)
+        return ref
+
+    def use_dataset(self, version_or_ref: DatasetVersion | str) -> DatasetVersion:
+        """Record that this run reads a dataset version (``name@3``, ``name``, an id, or a version).
+
+        Writes the lineage link (role ``input``) and adds the ref to the run's
+        ``datasets`` tag; returns the version. NotFoundError if it does not exist.
+        """
+        from conveyor.data.lineage import record_lineage
+        from conveyor.data.versions import DatasetRepository, DatasetVersion
+
+        backends, current = self._require()
+        if isinstance(version_or_ref, DatasetVersion):
+            version = DatasetRepository(backends.store, backends.artifacts).by_id(version_or_ref.id)
+        elif isinstance(version_or_ref, str) and version_or_ref:
+            version = DatasetRepository(backends.store, backends.artifacts).resolve(version_or_ref)
+        else:
+            raise InvalidInputError(
+                "use_dataset takes a DatasetVersion or a ref (name, name@N, name@latest, id), "
+                f"got {version_or_ref!r}",
+                field="version_or_ref",
+            )
+        record_lineage(
+            backends.store, current.id, version.id, "input", who=f"training run {self.name!r}"
+        )
+        if version.ref not in self._datasets:
+            self._datasets.append(version.ref)
+            # The run is ours alone while the block runs: a version clash means a bug, not a race.
+            self._run = backends.store.runs.update(
+                current.id,
+                expected_version=current.version,
+                tags={**current.tags, "datasets": list(self._datasets)},
+            )
+        return version
+
+    def __repr__(self) -> str:
+        state = self._run.status if self._run is not None else "not started"
+        return f"TrainingRun({self.name!r}, kind={self.kind!r}, seed={self.seed}, {state})"
+
+
+def apply_seed(seed: int) -> list[str]:
+    """Seed Python's ``random`` and, when installed, numpy's global generator; say which."""
+    random.seed(seed)
+    applied = ["random"]
+    try:
+        import numpy as np
+    except ImportError:
+        return applied
+    np.random.seed(seed % 2**32)
+    applied.append("numpy")
+    return applied
+
+
+def git_state(path: Path | None = None) -> dict[str, Any] | None:
+    """``{"commit": sha, "dirty": bool}`` of the git work tree at ``path``; None outside one."""
+    cwd = str(path) if path is not None else None
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
+        )
+        if commit.returncode != 0:
+            return None
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):  # no git installed, or it hung
+        return None
+    if status.returncode != 0:
+        return None
+    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
+def environment() -> dict[str, Any]:
+    """Python, platform and the versions of the installed ML libraries."""
+    libraries: dict[str, str] = {}
+    for dist in _LIBRARIES:
+        try:
+            libraries[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return {
+        "python": platform.python_version(),
+        "implementation": sys.implementation.name,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "libraries": libraries,
+    }
+
+
+def _seconds(finished: Run) -> float | None:
+    if finished.ended_at is None:
+        return None
+    return (finished.ended_at - finished.started_at).total_seconds()
