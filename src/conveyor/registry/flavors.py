@@ -1,0 +1,324 @@
+"""Flavors: how a kind of model is saved to bytes, loaded back and asked for predictions.
+
+The flavor is chosen from the model object's type (:func:`flavor_for`), and
+its name is stored with the version so :func:`get_flavor` finds the loader.
+Library modules are imported only inside the functions that need them, so
+importing this module (or ``conveyor.registry``) loads no ML library, and a
+flavor whose library is not installed is simply never chosen.
+
+Each flavor records the versions of the libraries its artifact depends on;
+:func:`check_libraries` compares them with what is installed at load and
+warns (:class:`LibraryVersionWarning`) on a mismatch, as scikit-learn does
+for its own pickles.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import warnings
+from collections.abc import Mapping
+from importlib import metadata
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
+
+from conveyor.errors import InvalidInputError, MissingDependencyError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from conveyor.data.frames import FrameKind
+
+__all__ = [
+    "FLAVORS",
+    "Flavor",
+    "LibraryVersionWarning",
+    "PythonModel",
+    "check_libraries",
+    "flavor_for",
+    "get_flavor",
+    "installed_version",
+]
+
+
+class LibraryVersionWarning(UserWarning):
+    """A model is loaded with a library version other than the one it was saved with."""
+
+
+class PythonModel:
+    """Base class for any model Conveyor has no dedicated flavor for.
+
+    Subclass it and implement :meth:`predict`; the instance is pickled, so
+    its class must be importable where the model is loaded.
+    """
+
+    #: The kind of frame :meth:`predict` receives: "pandas", "polars" or "arrow".
+    frame_kind: ClassVar[str] = "pandas"
+
+    def predict(self, frame: Any) -> Any:
+        raise NotImplementedError("subclasses of PythonModel implement predict(frame)")
+
+
+class Flavor(Protocol):
+    """What the registry needs from a kind of model."""
+
+    name: str
+
+    def matches(self, model: Any) -> bool: ...
+
+    def save(self, model: Any) -> bytes: ...
+
+    def load(self, data: bytes) -> Any: ...
+
+    def predict(self, model: Any, table: pa.Table) -> Any: ...
+
+    def libraries(self) -> dict[str, str]: ...
+
+
+def installed_version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _versions(*distributions: str) -> dict[str, str]:
+    found = {d: installed_version(d) for d in distributions}
+    return {d: v for d, v in found.items() if v is not None}
+
+
+def _from_module(model: Any, *prefixes: str) -> bool:
+    """Whether ``model``'s class, or one of its bases, comes from one of the packages."""
+    for cls in type(model).__mro__:
+        root = cls.__module__.split(".")[0]
+        if root in prefixes:
+            return True
+    return False
+
+
+def _pickle_dumps(model: Any) -> bytes:
+    try:
+        import joblib  # type: ignore[import-untyped]
+    except ImportError:
+        return pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+    buffer = io.BytesIO()
+    joblib.dump(model, buffer)
+    return buffer.getvalue()
+
+
+def _pickle_loads(data: bytes) -> Any:
+    try:
+        import joblib
+    except ImportError:
+        return pickle.loads(data)  # the artifact's sha256 was verified before
+    return joblib.load(io.BytesIO(data))
+
+
+def _pandas(table: pa.Table) -> Any:
+    return table.to_pandas()
+
+
+class SklearnFlavor:
+    """scikit-learn estimators and pipelines, pickled with joblib."""
+
+    name = "sklearn"
+
+    def matches(self, model: Any) -> bool:
+        return _from_module(model, "sklearn")
+
+    def save(self, model: Any) -> bytes:
+        return _pickle_dumps(model)
+
+    def load(self, data: bytes) -> Any:
+        return _pickle_loads(data)
+
+    def predict(self, model: Any, table: pa.Table) -> Any:
+        return model.predict(_pandas(table))
+
+    def libraries(self) -> dict[str, str]:
+        return _versions("scikit-learn", "numpy", "joblib")
+
+
+class XGBoostFlavor:
+    """XGBoost's scikit-learn wrappers and boosters."""
+
+    name = "xgboost"
+
+    def matches(self, model: Any) -> bool:
+        return _from_module(model, "xgboost")
+
+    def save(self, model: Any) -> bytes:
+        return _pickle_dumps(model)
+
+    def load(self, data: bytes) -> Any:
+        return _pickle_loads(data)
+
+    def predict(self, model: Any, table: pa.Table) -> Any:
+        import xgboost
+
+        frame = _pandas(table)
+        if isinstance(model, xgboost.Booster):
+            return model.predict(xgboost.DMatrix(frame))
+        return model.predict(frame)
+
+    def libraries(self) -> dict[str, str]:
+        return _versions("xgboost", "numpy")
+
+
+class LightGBMFlavor:
+    """LightGBM's scikit-learn wrappers and boosters."""
+
+    name = "lightgbm"
+
+    def matches(self, model: Any) -> bool:
+        return _from_module(model, "lightgbm")
+
+    def save(self, model: Any) -> bytes:
+        return _pickle_dumps(model)
+
+    def load(self, data: bytes) -> Any:
+        return _pickle_loads(data)
+
+    def predict(self, model: Any, table: pa.Table) -> Any:
+        return model.predict(_pandas(table))
+
+    def libraries(self) -> dict[str, str]:
+        return _versions("lightgbm", "numpy")
+
+
+class ONNXFlavor:
+    """An ``onnx.ModelProto``, run with ONNX Runtime.
+
+    A graph with one input takes all columns as one float32 matrix (what
+    skl2onnx produces); a graph with several takes one column per input, by name.
+    """
+
+    name = "onnx"
+
+    def matches(self, model: Any) -> bool:
+        return type(model).__name__ == "ModelProto" and _from_module(model, "onnx")
+
+    def save(self, model: Any) -> bytes:
+        data: bytes = model.SerializeToString()
+        return data
+
+    def load(self, data: bytes) -> Any:
+        try:
+            import onnxruntime
+        except ImportError as exc:
+            raise MissingDependencyError(
+                "loading an ONNX model needs onnxruntime: pip install onnxruntime",
+                package="onnxruntime",
+            ) from exc
+        return onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+
+    def predict(self, model: Any, table: pa.Table) -> Any:
+        import numpy as np
+
+        inputs = model.get_inputs()
+        if len(inputs) == 1:
+            columns = [
+                table.column(i).to_numpy(zero_copy_only=False) for i in range(table.num_columns)
+            ]
+            matrix = np.column_stack(columns).astype(_numpy_type(inputs[0].type))
+            feeds = {inputs[0].name: matrix}
+        else:
+            missing = [i.name for i in inputs if i.name not in table.column_names]
+            if missing:
+                raise InvalidInputError(
+                    f"the ONNX model needs input column {missing[0]!r}", field=missing[0]
+                )
+            feeds = {
+                i.name: table.column(i.name)
+                .to_numpy(zero_copy_only=False)
+                .astype(_numpy_type(i.type))
+                .reshape(-1, 1)
+                for i in inputs
+            }
+        return model.run(None, feeds)[0]
+
+    def libraries(self) -> dict[str, str]:
+        return _versions("onnx", "onnxruntime")
+
+
+_ONNX_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(double)": "float64",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(string)": "object",
+    "tensor(bool)": "bool",
+}
+
+
+def _numpy_type(onnx_type: str) -> str:
+    return _ONNX_TYPES.get(onnx_type, "float32")
+
+
+class PythonFlavor:
+    """Any :class:`PythonModel` subclass, pickled."""
+
+    name = "python"
+
+    def matches(self, model: Any) -> bool:
+        return isinstance(model, PythonModel)
+
+    def save(self, model: Any) -> bytes:
+        return pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def load(self, data: bytes) -> Any:
+        return pickle.loads(data)  # the artifact's sha256 was verified before
+
+    def predict(self, model: Any, table: pa.Table) -> Any:
+        from conveyor.data.frames import from_arrow
+
+        kind = getattr(model, "frame_kind", "pandas")
+        return model.predict(from_arrow(table, cast("FrameKind", kind)))
+
+    def libraries(self) -> dict[str, str]:
+        return {}
+
+
+# Order matters: XGBoost and LightGBM models are scikit-learn estimators too.
+FLAVORS: dict[str, Flavor] = {
+    f.name: f
+    for f in (PythonFlavor(), ONNXFlavor(), XGBoostFlavor(), LightGBMFlavor(), SklearnFlavor())
+}
+
+
+def flavor_for(model: Any) -> Flavor:
+    """The flavor that saves ``model``, from its type."""
+    for flavor in FLAVORS.values():
+        if flavor.matches(model):
+            return flavor
+    kind = f"{type(model).__module__}.{type(model).__qualname__}"
+    raise InvalidInputError(
+        f"no flavor saves a {kind}: register a scikit-learn, XGBoost, LightGBM or ONNX model, "
+        "or wrap it in a conveyor.registry.PythonModel subclass",
+        field="model",
+    )
+
+
+def get_flavor(name: str) -> Flavor:
+    try:
+        return FLAVORS[name]
+    except KeyError:
+        raise InvalidInputError(
+            f"unknown model flavor {name!r}; known: {', '.join(FLAVORS)}", field="flavor"
+        ) from None
+
+
+def check_libraries(recorded: Mapping[str, str], where: str) -> list[str]:
+    """Warn for each library whose installed version differs from ``recorded``; the messages."""
+    messages = []
+    for library, saved in sorted(recorded.items()):
+        installed = installed_version(library)
+        if installed != saved:
+            message = (
+                f"{where} was saved with {library} {saved}, but "
+                f"{library} {installed or 'is not installed'}"
+                + (" is installed" if installed else "")
+                + "; predictions may differ"
+            )
+            warnings.warn(message, LibraryVersionWarning, stacklevel=3)
+            messages.append(message)
+    return messages

@@ -1,0 +1,442 @@
+"""The model registry: register, find, load, list and search model versions.
+
+::
+
+    registry = Registry(store, artifacts, events)
+    v = registry.register("fraud", model, signature_from=X_train, metrics={"auc": 0.91})
+    registry.set_alias("fraud", "champion", v.number, actor="ana", reason="beats v3")
+    loaded = registry.load(registry.resolve("fraud@champion"))
+    loaded.predict(X_new)            # signature enforced
+
+Versions are numbered per model under optimistic concurrency (the
+``registered_models`` row's version column), so two processes registering
+at once get n and n+1, never the same number. A version never changes once
+written; its artifact is content-addressed and its sha256 is checked on
+every load. Alias moves live in :mod:`conveyor.registry.aliases`.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import platform
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from conveyor.errors import (
+    AlreadyExistsError,
+    ConcurrentUpdateError,
+    InvalidInputError,
+    NotFoundError,
+)
+from conveyor.registry.aliases import AliasesMixin
+from conveyor.registry.versions import LoadedModel, ModelVersion
+from conveyor.store.paging import Page
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from conveyor.artifacts.store import ArtifactStore
+    from conveyor.events.log import EventLog
+    from conveyor.store.database import MetadataStore
+    from conveyor.store.models import ModelVersionRecord
+
+__all__ = ["Registry"]
+
+_COMMIT_ATTEMPTS = 16
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,199}$")
+_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def check_model_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidInputError(
+            f"model name {name!r}: use 1 to 200 letters, digits, '_', '-', '.' or '/', "
+            "starting with a letter or digit",
+            field="name",
+        )
+    return name
+
+
+class Registry(AliasesMixin):
+    """Registered models, their immutable versions, and aliases pointing at them."""
+
+    def __init__(
+        self,
+        store: MetadataStore,
+        artifacts: ArtifactStore,
+        events: EventLog | None = None,
+    ) -> None:
+        self.store = store
+        self.artifacts = artifacts
+        self.events = events
+        self._code: dict[str, tuple[str | None, bool | None]] = {}
+        self._environment: dict[str, Any] | None = None
+
+    # -- registering -----------------------------------------------------------
+
+    def register(
+        self,
+        name: str,
+        model: Any,
+        *,
+        signature_from: Any = None,
+        params: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        run_id: str | None = None,
+        parent: ModelVersion | str | None = None,
+        dataset_versions: Sequence[Any] = (),
+        tags: Mapping[str, Any] | None = None,
+        description: str | None = None,
+        actor: str | None = None,
+    ) -> ModelVersion:
+        """Store ``model`` as the next version of ``name`` and return it.
+
+        ``signature_from`` is the training frame the input signature is
+        inferred from; ``parent`` is the version this one was derived from
+        (a ModelVersion, its id, or ``"name@N"``); ``dataset_versions`` are
+        the training data's versions (DatasetVersion objects or ids).
+        """
+        from conveyor.registry.flavors import flavor_for
+        from conveyor.registry.signature import Signature
+        from conveyor.store.types import json_value
+
+        check_model_name(name)
+        flavor = flavor_for(model)
+        signature = (
+            Signature.infer(signature_from).to_dict() if signature_from is not None else None
+        )
+        clean_metrics = _metrics(metrics)
+        clean_params = json_value(dict(params or {}), "params")
+        clean_tags = {str(k): str(v) for k, v in (tags or {}).items()}
+        dataset_ids = [_dataset_id(d) for d in dataset_versions]
+        parent_id = self._parent_id(parent)
+        payload = flavor.save(model)
+        ref = self.artifacts.put(payload, media_type=f"application/x-conveyor-{flavor.name}")
+        commit, dirty = self._git()
+        version = self._insert(
+            name,
+            description=description,
+            values={
+                "flavor": flavor.name,
+                "artifact_digest": ref.digest,
+                "artifact_size": ref.size,
+                "signature": signature,
+                "libraries": flavor.libraries(),
+                "params": clean_params,
+                "metrics": clean_metrics,
+                "tags": clean_tags,
+                "run_id": run_id,
+                "parent_id": parent_id,
+                "git_commit": commit,
+                "git_dirty": dirty,
+                "environment": self._env(),
+                "dataset_version_ids": dataset_ids,
+            },
+        )
+        if self.events is not None:
+            self.events.emit(
+                "model.registered",
+                subject=name,
+                subject_version=str(version.number),
+                actor=actor,
+                payload={
+                    "version_id": version.id,
+                    "flavor": version.flavor,
+                    "artifact_digest": version.artifact_digest,
+                    "run_id": run_id,
+                    "parent_id": parent_id,
+                    "dataset_version_ids": dataset_ids,
+                    "metrics": clean_metrics,
+                },
+                durable=True,
+            )
+        return version
+
+    def _insert(
+        self, name: str, *, description: str | None, values: dict[str, Any]
+    ) -> ModelVersion:
+        from conveyor.store.models import ModelVersionRecord, RegisteredModelRecord
+        from conveyor.store.types import utcnow
+
+        for attempt in range(_COMMIT_ATTEMPTS):
+            try:
+                with self.store.session() as session:
+                    model = session.get(RegisteredModelRecord, name)
+                    if model is None:
+                        model = RegisteredModelRecord(
+                            name=name, latest_version=0, description=description
+                        )
+                        session.add(model)
+                        session.flush()
+                    elif description is not None:
+                        model.description = description
+                    model.latest_version += 1
+                    row = ModelVersionRecord(
+                        id=uuid.uuid4().hex,
+                        model=name,
+                        number=model.latest_version,
+                        status="registered",
+                        created_at=utcnow(),
+                        **values,
+                    )
+                    session.add(row)
+                    session.flush()
+                    return ModelVersion.from_record(row)
+            except (ConcurrentUpdateError, AlreadyExistsError):
+                # Another writer took the number (or created the model) first: take the next.
+                if attempt == _COMMIT_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _parent_id(self, parent: ModelVersion | str | None) -> str | None:
+        if parent is None:
+            return None
+        if isinstance(parent, ModelVersion):
+            return parent.id
+        return self.resolve(parent).id
+
+    def _git(self) -> tuple[str | None, bool | None]:
+        """The commit and dirty flag of the repository around the working directory.
+
+        Read once per working directory and registry: asking git on every
+        registration would cost more than the registration itself.
+        """
+        cwd = os.getcwd()
+        if cwd not in self._code:
+            self._code[cwd] = _read_git(cwd)
+        return self._code[cwd]
+
+    def _env(self) -> dict[str, Any]:
+        if self._environment is None:
+            self._environment = {
+                "python": platform.python_version(),
+                "implementation": platform.python_implementation(),
+                "platform": platform.platform(),
+                "machine": platform.machine(),
+                "executable": sys.executable,
+            }
+        return dict(self._environment)
+
+    # -- finding ----------------------------------------------------------------
+
+    def get(self, name: str, number_or_alias: int | str = "latest") -> ModelVersion:
+        """Version ``number`` of ``name``, the holder of an alias, or the latest."""
+        import sqlalchemy as sa
+
+        from conveyor.store.models import ModelAliasRecord as A
+        from conveyor.store.models import ModelVersionRecord as V
+
+        key = number_or_alias
+        with self.store.read() as session:
+            if (isinstance(key, int) and not isinstance(key, bool)) or str(key).isdigit():
+                stmt = sa.select(V).where(V.model == name, V.number == int(key))
+                what = f"{name}@{key}"
+            elif key == "latest":
+                stmt = sa.select(V).where(V.model == name).order_by(V.number.desc()).limit(1)
+                what = f"any version of model {name!r}"
+            elif isinstance(key, str):
+                stmt = (
+                    sa.select(V)
+                    .join(A, A.version_id == V.id)
+                    .where(A.model == name, A.alias == key)
+                )
+                what = f"alias {key!r} of model {name!r}"
+            else:
+                raise InvalidInputError(
+                    f"expected a version number or an alias, got {key!r}", field="version"
+                )
+            row = session.scalars(stmt).first()
+            if row is None:
+                raise NotFoundError(f"no {what}", model=name, version=str(key))
+            return ModelVersion.from_record(row)
+
+    def by_id(self, version_id: str) -> ModelVersion:
+        from conveyor.store.models import ModelVersionRecord as V
+
+        with self.store.read() as session:
+            row = session.get(V, version_id)
+            if row is None:
+                raise NotFoundError(f"no model version with id {version_id!r}", id=version_id)
+            return ModelVersion.from_record(row)
+
+    def resolve(self, ref: str | ModelVersion) -> ModelVersion:
+        """``name@3``, ``name@champion``, ``name`` / ``name@latest``, or a version id."""
+        if isinstance(ref, ModelVersion):
+            return ref
+        if not isinstance(ref, str) or not ref:
+            raise InvalidInputError(f"expected a model reference, got {ref!r}", field="ref")
+        name, _, key = ref.partition("@")
+        if not key and _ID.match(name):
+            try:
+                return self.by_id(name)
+            except NotFoundError:
+                pass
+        return self.get(name, key or "latest")
+
+    def load(self, version: ModelVersion | str) -> LoadedModel:
+        """The model of ``version``, verified against its sha256, ready to predict.
+
+        Raises ArtifactIntegrityError when the stored bytes were altered, and
+        warns (LibraryVersionWarning) for each library whose installed
+        version differs from the one the model was saved with.
+        """
+        from conveyor.registry.flavors import check_libraries, get_flavor
+        from conveyor.registry.signature import Signature
+
+        found = self.resolve(version)
+        flavor = get_flavor(found.flavor)
+        data = self.artifacts.get(found.artifact_digest)
+        mismatches = check_libraries(found.libraries, f"model {found.ref}")
+        model = flavor.load(data)
+        signature = Signature.from_dict(found.signature) if found.signature else None
+        return LoadedModel(found, model, flavor, signature, tuple(mismatches))
+
+    # -- listing ----------------------------------------------------------------
+
+    def list(
+        self, name: str | None = None, *, limit: int = 50, cursor: str | None = None
+    ) -> Page[ModelVersion]:
+        """Versions (of ``name``), newest first, a keyset page at a time."""
+        return self.search(name=name, limit=limit, cursor=cursor)
+
+    def search(
+        self,
+        name_contains: str | None = None,
+        tag: str | None = None,
+        *,
+        name: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[ModelVersion]:
+        """Versions whose model name contains ``name_contains`` (any case) and with ``tag``.
+
+        ``tag`` is ``key`` (the tag is set) or ``key=value``. Newest first.
+        """
+        import sqlalchemy as sa
+
+        from conveyor.store.database import keyset, page_of
+        from conveyor.store.models import ModelVersionRecord as V
+
+        stmt = sa.select(V)
+        if name is not None:
+            stmt = stmt.where(V.model == name)
+        if name_contains:
+            stmt = stmt.where(V.model.icontains(name_contains, autoescape=True))
+        if tag:
+            key, has_value, value = tag.partition("=")
+            if not key:
+                raise InvalidInputError(
+                    f"tag filter {tag!r}: expected key or key=value", field="tag"
+                )
+            text = V.tags[key].as_string()
+            stmt = stmt.where(text == value if has_value else text.is_not(None))
+        stmt = keyset(
+            stmt, V.created_at, V.id, limit=limit, cursor=cursor, listing="model versions"
+        )
+        with self.store.read() as session:
+            versions = [ModelVersion.from_record(r) for r in session.scalars(stmt)]
+        return page_of(versions, limit, lambda v: (v.created_at, v.id))
+
+    def models(self) -> builtins.list[dict[str, Any]]:
+        """Every registered model: name, description, latest version number, times."""
+        import sqlalchemy as sa
+
+        from conveyor.store.models import RegisteredModelRecord as M
+
+        with self.store.read() as session:
+            return [
+                {
+                    "name": m.name,
+                    "description": m.description,
+                    "latest_version": m.latest_version,
+                    "created_at": m.created_at.isoformat(),
+                    "updated_at": m.updated_at.isoformat(),
+                }
+                for m in session.scalars(sa.select(M).order_by(M.name))
+            ]
+
+    def _version_row(self, session: Session, name: str, version: Any) -> ModelVersionRecord:
+        """The row of ``version`` (number, ref, id or ModelVersion) of model ``name``."""
+        import sqlalchemy as sa
+
+        from conveyor.store.models import ModelVersionRecord as V
+
+        if isinstance(version, ModelVersion):
+            row = session.get(V, version.id)
+        elif (isinstance(version, int) and not isinstance(version, bool)) or (
+            isinstance(version, str) and version.isdigit()
+        ):
+            row = session.scalars(
+                sa.select(V).where(V.model == name, V.number == int(version))
+            ).first()
+        elif isinstance(version, str) and _ID.match(version):
+            row = session.get(V, version)
+        elif isinstance(version, str) and "@" in version:
+            row = session.get(V, self.resolve(version).id)
+        else:
+            raise InvalidInputError(
+                f"expected a version number, 'name@N' or a version id, got {version!r}",
+                field="version",
+            )
+        if row is None:
+            raise NotFoundError(f"model {name!r} has no version {version!r}", model=name)
+        if row.model != name:
+            raise InvalidInputError(
+                f"version {row.model}@{row.number} belongs to model {row.model!r}, not {name!r}",
+                field="version",
+            )
+        return row
+
+
+def _metrics(metrics: Mapping[str, float] | None) -> dict[str, float]:
+    import math
+
+    clean: dict[str, float] = {}
+    for key, value in (metrics or {}).items():
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise InvalidInputError(
+                f"metric {key!r} must be a number, got {value!r}", field=f"metrics.{key}"
+            ) from None
+        if not math.isfinite(number):
+            raise InvalidInputError(
+                f"metric {key!r} must be finite, got {value!r}", field=f"metrics.{key}"
+            )
+        clean[str(key)] = number
+    return clean
+
+
+def _dataset_id(version: Any) -> str:
+    found = getattr(version, "id", version)
+    if not isinstance(found, str) or not found:
+        raise InvalidInputError(
+            f"dataset_versions takes DatasetVersion objects or ids, got {version!r}",
+            field="dataset_versions",
+        )
+    return found
+
+
+def _read_git(cwd: str) -> tuple[str | None, bool | None]:
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
+        )
+        if head.returncode != 0:
+            return None, None
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):  # no git installed, or a stuck one
+        return None, None
+    dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
+    return head.stdout.strip() or None, dirty

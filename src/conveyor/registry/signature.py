@@ -1,0 +1,160 @@
+"""A model's input signature: the columns it was trained on, enforced at predict time.
+
+Inferred from the training frame (pandas, polars or Arrow): each column's
+name, Arrow type, and whether it may hold nulls (a column with no null in
+the training data is declared non-nullable, since the model never saw one).
+
+:meth:`Signature.enforce` checks a frame before the model sees it and names
+the first offending column: a missing column, an extra one (unless extras
+are allowed, then they are dropped), a type that cannot be safely cast, or a
+null in a non-nullable column. Columns come out in training order, cast to
+the training types, so a model never receives silently reordered features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from conveyor.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+__all__ = ["Column", "Signature"]
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    type: str
+    nullable: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type, "nullable": self.nullable}
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """The input columns a model expects, in order."""
+
+    inputs: tuple[Column, ...]
+
+    @classmethod
+    def infer(cls, frame: Any) -> Signature:
+        """The signature of a training frame (pandas, polars, Arrow or a dict of columns)."""
+        from conveyor.data.frames import to_arrow
+
+        table = to_arrow(frame)
+        return cls(
+            tuple(
+                Column(field.name, str(field.type), table.column(i).null_count > 0)
+                for i, field in enumerate(table.schema)
+            )
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Signature:
+        return cls(tuple(Column(**c) for c in data["inputs"]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"inputs": [c.to_dict() for c in self.inputs]}
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.inputs]
+
+    def enforce(self, frame: Any, *, allow_extra: bool = False) -> pa.Table:
+        """``frame`` as an Arrow table in the signature's column order and types.
+
+        Raises :class:`InvalidInputError` naming the column (``field``) that
+        is missing, extra, of the wrong type or null where nulls were never seen.
+        """
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        from conveyor.data.frames import to_arrow
+
+        table = to_arrow(frame)
+        present = set(table.column_names)
+        for column in self.inputs:
+            if column.name not in present:
+                raise InvalidInputError(
+                    f"input column {column.name!r} is missing; the model expects "
+                    f"{', '.join(self.names)}",
+                    field=column.name,
+                )
+        if not allow_extra:
+            expected = set(self.names)
+            for name in table.column_names:
+                if name not in expected:
+                    raise InvalidInputError(
+                        f"input column {name!r} is not in the model's signature "
+                        f"({', '.join(self.names)}); drop it or allow extra columns",
+                        field=name,
+                    )
+        arrays = []
+        for column in self.inputs:
+            array = table.column(column.name)
+            target = _arrow_type(column.type)
+            if array.type != target:
+                if not _castable(array.type, target):
+                    raise InvalidInputError(
+                        f"input column {column.name!r} has type {array.type}; "
+                        f"the model was trained on {column.type}",
+                        field=column.name,
+                        expected=column.type,
+                        observed=str(array.type),
+                    )
+                try:
+                    array = pc.cast(array, target, safe=True)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                    raise InvalidInputError(
+                        f"input column {column.name!r} cannot be read as {column.type}: {exc}",
+                        field=column.name,
+                    ) from exc
+            if not column.nullable and array.null_count:
+                raise InvalidInputError(
+                    f"input column {column.name!r} has {array.null_count} null value(s); "
+                    "the model was trained without nulls in it",
+                    field=column.name,
+                )
+            arrays.append(array)
+        return pa.table(arrays, names=self.names)
+
+
+def _arrow_type(name: str) -> pa.DataType:
+    import pyarrow as pa
+
+    try:
+        return pa.type_for_alias(name)
+    except ValueError:
+        pass
+    # Aliases do not cover parametrised types; read them back from a schema string.
+    if name.startswith("timestamp["):
+        unit, _, tz = name[len("timestamp[") : -1].partition(", tz=")
+        return pa.timestamp(unit, tz or None)
+    if name.startswith("dictionary<values=string"):
+        return pa.dictionary(pa.int32(), pa.string())
+    raise InvalidInputError(f"the signature has a type Conveyor cannot read: {name}", field="type")
+
+
+def _castable(source: pa.DataType, target: pa.DataType) -> bool:
+    """Whether values of ``source`` may stand for ``target`` without changing meaning."""
+    import pyarrow.types as t
+
+    if t.is_dictionary(source):
+        source = source.value_type
+    if t.is_dictionary(target):
+        target = target.value_type
+    if source == target or t.is_null(source):
+        return True
+    if t.is_integer(target):
+        return bool(t.is_integer(source))  # a safe cast still refuses overflow
+    if t.is_floating(target):
+        return bool(t.is_integer(source) or t.is_floating(source))
+    if t.is_string(target) or t.is_large_string(target):
+        return bool(t.is_string(source) or t.is_large_string(source))
+    if t.is_timestamp(target):
+        return bool(t.is_timestamp(source))
+    return False

@@ -1,0 +1,40 @@
+"""A registry on real stores: SQLite files, and a fresh schema of the real PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conveyor.artifacts.store import ArtifactStore
+from conveyor.events.log import EventLog
+from conveyor.registry import Registry
+from conveyor.store.database import MetadataStore
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/conveyor.db"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+@pytest.fixture
+def registry(store_url: str, tmp_path: Path) -> Iterator[Registry]:
+    with (
+        MetadataStore.from_url(store_url) as store,
+        ArtifactStore.from_url(f"file://{tmp_path}/artifacts") as artifacts,
+        EventLog.from_url(f"sqlite:///{tmp_path}/events.db") as events,
+    ):
+        yield Registry(store, artifacts, events)
+
+
+@pytest.fixture
+def sqlite_registry(tmp_path: Path) -> Iterator[Registry]:
+    with (
+        MetadataStore.from_url(f"sqlite:///{tmp_path}/conveyor.db") as store,
+        ArtifactStore.from_url(f"file://{tmp_path}/artifacts") as artifacts,
+    ):
+        yield Registry(store, artifacts)
