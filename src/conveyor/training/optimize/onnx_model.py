@@ -36,6 +36,8 @@ Task = Literal["classifier", "regressor"]
 ColumnType = Literal["float", "int64", "string"]
 _META_KEY = "conveyor.signature"
 _TENSOR_INPUT = "X"
+#: Probabilities closer than this to the highest count as a tie (float32 rounding).
+TIE_TOLERANCE = 1e-5
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,9 +137,22 @@ class OnnxModel:
         return outputs
 
     def predict(self, frame: Any) -> np.ndarray:
-        """Labels for a classifier, values for a regressor, shaped as scikit-learn's."""
+        """Labels for a classifier, values for a regressor, shaped as scikit-learn's.
+
+        A classifier's label is the first class whose probability is within
+        ``TIE_TOLERANCE`` of the highest: scikit-learn breaks an exact tie (a
+        forest split 25/25) toward the first class, and float32 arithmetic in
+        the graph turns such a tie into 0.49999994 against 0.50000006.
+        """
+        import numpy as np
+
         outputs = self.run(self.feeds(frame))
         result = outputs[0]
+        sig = self.signature
+        if sig.task == "classifier" and sig.has_proba and sig.classes:
+            proba = outputs[1]
+            near_best = proba >= proba.max(axis=1, keepdims=True) - TIE_TOLERANCE
+            return np.asarray(sig.classes)[np.argmax(near_best, axis=1)]
         if self.signature.task == "regressor" and result.ndim == 2 and result.shape[1] == 1:
             return result.ravel()
         return result
@@ -218,7 +233,14 @@ def _convert(model: Any, signature: Signature, target_opset: int | None) -> Any:
         return convert_sklearn(
             model, initial_types=initial, options=options, target_opset=target_opset
         )
-    except (RuntimeError, ValueError, TypeError, KeyError, AttributeError, NotImplementedError) as exc:
+    except (
+        RuntimeError,
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+        NotImplementedError,
+    ) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InvalidInputError(
             f"skl2onnx could not convert {signature.estimator}: {first}",
@@ -290,7 +312,7 @@ def _sample_signature(
             else tuple(f"f{i}" for i in range(sample.shape[1]))
         )
         _check_width(model, len(columns))
-        return columns, ("float",) * len(columns)
+        return columns, _all_float(len(columns))
     table = _as_table(sample)
     if names is not None:
         columns = tuple(str(n) for n in names)
@@ -301,8 +323,13 @@ def _sample_signature(
     if mode == "tensor":
         for column in columns:
             _numeric_or_fail(table, column)
-        return columns, ("float",) * len(columns)
+        return columns, _all_float(len(columns))
     return columns, tuple(_column_type(table, column) for column in columns)
+
+
+def _all_float(count: int) -> tuple[ColumnType, ...]:
+    kind: ColumnType = "float"
+    return (kind,) * count
 
 
 def _check_width(model: Any, width: int) -> None:

@@ -34,7 +34,8 @@ def quantize_dynamic_int8(model: OnnxModel) -> OnnxModel:
 
     if not isinstance(model, OnnxModel):
         raise InvalidInputError(
-            f"quantize_dynamic_int8 takes an OnnxModel (see export_onnx), got {type(model).__name__}"
+            "quantize_dynamic_int8 takes an OnnxModel (see export_onnx), "
+            f"got {type(model).__name__}"
         )
     proto = onnx.load_from_string(model.data)
     ops = {node.op_type for node in proto.graph.node if node.domain in ("", "ai.onnx")}

@@ -1,0 +1,96 @@
+"""One way to call a fitted scikit-learn estimator or an :class:`OnnxModel`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from conveyor.training.optimize.onnx_model import OnnxModel
+
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = [
+    "classes",
+    "has_proba",
+    "head",
+    "is_classifier",
+    "n_rows",
+    "name",
+    "predict",
+    "predict_proba",
+    "sklearn_input",
+]
+
+
+def is_classifier(model: Any) -> bool:
+    if isinstance(model, OnnxModel):
+        return model.signature.task == "classifier"
+    from sklearn.base import is_classifier
+
+    return bool(is_classifier(model))
+
+
+def has_proba(model: Any) -> bool:
+    if isinstance(model, OnnxModel):
+        return model.signature.has_proba
+    return hasattr(model, "predict_proba")
+
+
+def classes(model: Any) -> Any:
+    if isinstance(model, OnnxModel):
+        return model.signature.classes
+    return getattr(model, "classes_", None)
+
+
+def name(model: Any) -> str:
+    if isinstance(model, OnnxModel):
+        kind = "onnx-int8" if model.quantized_weights else "onnx"
+        return f"{model.signature.estimator} ({kind})"
+    return type(model).__name__
+
+
+def predict(model: Any, X: Any) -> np.ndarray:
+    import numpy as np
+
+    if isinstance(model, OnnxModel):
+        return model.predict(X)
+    return np.asarray(model.predict(sklearn_input(X)))
+
+
+def predict_proba(model: Any, X: Any) -> np.ndarray:
+    import numpy as np
+
+    if isinstance(model, OnnxModel):
+        return model.predict_proba(X).astype(np.float64)
+    return np.asarray(model.predict_proba(sklearn_input(X)), dtype=np.float64)
+
+
+def sklearn_input(X: Any) -> Any:
+    """A numpy array or pandas frame as given; anything else (Arrow, polars) as pandas."""
+    import numpy as np
+
+    if isinstance(X, np.ndarray) or type(X).__module__.split(".")[0] == "pandas":
+        return X
+    from conveyor.data.frames import to_arrow
+
+    return to_arrow(X).to_pandas()
+
+
+def n_rows(X: Any) -> int:
+    shape = getattr(X, "shape", None)
+    if shape is not None:
+        return int(shape[0])
+    num_rows = getattr(X, "num_rows", None)
+    if num_rows is not None:
+        return int(num_rows)
+    from conveyor.data.frames import to_arrow
+
+    return int(to_arrow(X).num_rows)
+
+
+def head(X: Any, count: int) -> Any:
+    if hasattr(X, "iloc"):
+        return X.iloc[:count]
+    if hasattr(X, "slice"):  # Arrow table, polars frame
+        return X.slice(0, count)
+    return X[:count]

@@ -1,0 +1,341 @@
+"""How an optimized model compares with its parent: :func:`compare` and :class:`OptimizationReport`.
+
+Both models predict the same hold-out rows; every number in the report comes
+from those predictions. A model is a fitted scikit-learn estimator or an
+:class:`~conveyor.training.optimize.OnnxModel`.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from conveyor.checks import CheckResult, Report
+from conveyor.errors import InvalidInputError
+from conveyor.training.optimize import predictors
+from conveyor.training.optimize.onnx_model import OnnxModel
+
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["METRICS", "Metric", "OptimizationReport", "compare"]
+
+Metric = Literal["roc_auc", "accuracy", "f1", "log_loss", "rmse", "mae", "r2"]
+#: Each metric and whether a greater value is better.
+METRICS: dict[str, bool] = {
+    "roc_auc": True,
+    "accuracy": True,
+    "f1": True,
+    "log_loss": False,
+    "rmse": False,
+    "mae": False,
+    "r2": True,
+}
+_NEEDS_PROBA = ("roc_auc", "log_loss")
+
+
+@dataclass(frozen=True, slots=True)
+class OptimizationReport:
+    """Size, p95 single-row latency and hold-out quality of a parent and a child model.
+
+    ``metric_difference`` is child minus parent. ``max_abs_prediction_difference``
+    compares probabilities when both models give them, otherwise regression
+    outputs (for classifiers without probabilities: 1.0 when any label differs);
+    ``prediction_agreement`` is the share of equal labels (classifiers only).
+    Sizes are the ONNX file for an :class:`OnnxModel` and the pickle otherwise.
+    Latency is the model call on one already-decoded row, on one thread.
+    """
+
+    parent: str
+    child: str
+    metric: str
+    greater_is_better: bool
+    n_rows: int
+    parent_size_bytes: int
+    child_size_bytes: int
+    parent_p95_latency_ms: float
+    child_p95_latency_ms: float
+    parent_metric: float | None
+    child_metric: float | None
+    metric_difference: float | None
+    max_abs_prediction_difference: float
+    prediction_agreement: float | None
+    quantized_weights: int | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def size_ratio(self) -> float:
+        """Child size over parent size (below 1 means smaller)."""
+        return self.child_size_bytes / self.parent_size_bytes
+
+    @property
+    def metric_drop(self) -> float | None:
+        """How much worse the child is on the metric (negative when it is better)."""
+        if self.metric_difference is None:
+            return None
+        return -self.metric_difference if self.greater_is_better else self.metric_difference
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["notes"] = list(self.notes)
+        data["size_ratio"] = self.size_ratio
+        return data
+
+    def to_checks(
+        self,
+        *,
+        max_metric_drop: float = 0.01,
+        min_agreement: float = 0.99,
+        max_prediction_difference: float | None = None,
+        require_smaller: bool = False,
+        max_latency_ratio: float | None = None,
+    ) -> list[CheckResult]:
+        """The report as checks.
+
+        A metric drop beyond ``max_metric_drop`` and label agreement below
+        ``min_agreement`` fail; a child that is not smaller is a warning unless
+        ``require_smaller``; latency is held to ``max_latency_ratio`` times the
+        parent's as a warning only, since one machine's timings are noisy.
+        """
+        checks: list[CheckResult] = []
+        drop = self.metric_drop
+        if drop is not None:
+            checks.append(
+                CheckResult(
+                    f"{self.metric}_drop",
+                    passed=drop <= max_metric_drop,
+                    observed=drop,
+                    threshold=max_metric_drop,
+                    detail=f"{self.metric} {self.parent_metric:.6g} -> {self.child_metric:.6g} "
+                    f"on {self.n_rows} hold-out rows",
+                )
+            )
+        if self.prediction_agreement is not None:
+            checks.append(
+                CheckResult(
+                    "prediction_agreement",
+                    passed=self.prediction_agreement >= min_agreement,
+                    observed=self.prediction_agreement,
+                    threshold=min_agreement,
+                    detail=f"share of {self.n_rows} rows where {self.child} predicts the same "
+                    f"label as {self.parent}",
+                )
+            )
+        if max_prediction_difference is not None:
+            checks.append(
+                CheckResult(
+                    "max_abs_prediction_difference",
+                    passed=self.max_abs_prediction_difference <= max_prediction_difference,
+                    observed=self.max_abs_prediction_difference,
+                    threshold=max_prediction_difference,
+                )
+            )
+        checks.append(
+            CheckResult(
+                "size_reduced",
+                passed=self.child_size_bytes < self.parent_size_bytes,
+                observed=self.child_size_bytes,
+                threshold=self.parent_size_bytes,
+                detail=f"{self.child_size_bytes} bytes against {self.parent_size_bytes} "
+                f"(ratio {self.size_ratio:.3f})",
+                severity="error" if require_smaller else "warning",
+            )
+        )
+        if max_latency_ratio is not None:
+            bound = self.parent_p95_latency_ms * max_latency_ratio
+            checks.append(
+                CheckResult(
+                    "p95_latency",
+                    passed=self.child_p95_latency_ms <= bound,
+                    observed=self.child_p95_latency_ms,
+                    threshold=bound,
+                    detail=f"p95 single-row ms: parent {self.parent_p95_latency_ms:.4f}, "
+                    f"child {self.child_p95_latency_ms:.4f}",
+                    severity="warning",
+                )
+            )
+        if self.quantized_weights is not None:
+            checks.append(
+                CheckResult(
+                    "int8_quantized_weights",
+                    passed=self.quantized_weights > 0,
+                    observed=self.quantized_weights,
+                    threshold=1,
+                    detail="; ".join(self.notes),
+                    severity="warning",
+                )
+            )
+        return checks
+
+    def to_report(
+        self, subject: str, *, subject_version: str | None = None, **thresholds: Any
+    ) -> Report:
+        """A :class:`~conveyor.checks.Report` of kind ``optimization``, ready to persist."""
+        return Report.of(
+            subject,
+            self.to_checks(**thresholds),
+            kind="optimization",
+            subject_version=subject_version,
+        )
+
+
+def compare(
+    parent: Any,
+    child: Any,
+    holdout_X: Any,
+    holdout_y: Any = None,
+    *,
+    metric: Metric | None = None,
+    latency_rows: int = 200,
+    parent_name: str | None = None,
+    child_name: str | None = None,
+) -> OptimizationReport:
+    """Measure ``child`` against ``parent`` on the same hold-out rows.
+
+    ``metric`` defaults to ``roc_auc`` for a classifier with probabilities,
+    ``accuracy`` for one without, and ``rmse`` for a regressor. Without
+    ``holdout_y`` only the agreement and prediction difference are measured.
+    ``latency_rows`` rows are timed one at a time for each model.
+    """
+    import numpy as np
+
+    classifier = predictors.is_classifier(parent)
+    if classifier != predictors.is_classifier(child):
+        raise InvalidInputError(
+            f"cannot compare a {'classifier' if classifier else 'regressor'} "
+            f"{predictors.name(parent)} with {predictors.name(child)}, which is not",
+        )
+    both_proba = classifier and predictors.has_proba(parent) and predictors.has_proba(child)
+    chosen = metric or ("roc_auc" if both_proba else "accuracy" if classifier else "rmse")
+    if chosen not in METRICS:
+        raise InvalidInputError(
+            f"unknown metric {chosen!r}; choose one of {sorted(METRICS)}", field="metric"
+        )
+    if chosen in _NEEDS_PROBA and not both_proba:
+        raise InvalidInputError(
+            f"metric {chosen!r} needs class probabilities from both models", field="metric"
+        )
+    n_rows = predictors.n_rows(holdout_X)
+    if n_rows == 0:
+        raise InvalidInputError("the hold-out set has no rows", field="holdout_X")
+    parent_pred, child_pred = (
+        predictors.predict(parent, holdout_X),
+        predictors.predict(child, holdout_X),
+    )
+    parent_proba = predictors.predict_proba(parent, holdout_X) if both_proba else None
+    child_proba = predictors.predict_proba(child, holdout_X) if both_proba else None
+    if parent_proba is not None and child_proba is not None:
+        max_diff = float(np.max(np.abs(parent_proba - child_proba)))
+    elif classifier:  # labels without probabilities: 1.0 when any label differs
+        max_diff = float(np.any(parent_pred != child_pred))
+    else:
+        diff = np.asarray(parent_pred, dtype=np.float64) - np.asarray(child_pred, dtype=np.float64)
+        max_diff = float(np.max(np.abs(diff)))
+    agreement = float(np.mean(parent_pred == child_pred)) if classifier else None
+
+    parent_metric = child_metric = difference = None
+    if holdout_y is not None:
+        y = np.asarray(holdout_y)
+        if len(y) != n_rows:
+            raise InvalidInputError(
+                f"holdout_y has {len(y)} values for {n_rows} hold-out rows", field="holdout_y"
+            )
+        classes = predictors.classes(parent)
+        parent_metric = _score(chosen, y, parent_pred, parent_proba, classes)
+        child_metric = _score(chosen, y, child_pred, child_proba, classes)
+        difference = child_metric - parent_metric
+    notes = tuple(getattr(child, "notes", ()))
+    return OptimizationReport(
+        parent=parent_name or predictors.name(parent),
+        child=child_name or predictors.name(child),
+        metric=chosen,
+        greater_is_better=METRICS[chosen],
+        n_rows=n_rows,
+        parent_size_bytes=size_of(parent),
+        child_size_bytes=size_of(child),
+        parent_p95_latency_ms=p95_latency_ms(parent, holdout_X, rows=latency_rows),
+        child_p95_latency_ms=p95_latency_ms(child, holdout_X, rows=latency_rows),
+        parent_metric=parent_metric,
+        child_metric=child_metric,
+        metric_difference=difference,
+        max_abs_prediction_difference=max_diff,
+        prediction_agreement=agreement,
+        quantized_weights=getattr(child, "quantized_weights", None),
+        notes=notes,
+    )
+
+
+def size_of(model: Any) -> int:
+    """Bytes of the ONNX file, or of the pickle of a scikit-learn model."""
+    if isinstance(model, OnnxModel):
+        return model.size_bytes
+    return len(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def p95_latency_ms(model: Any, X: Any, *, rows: int = 200) -> float:
+    """95th percentile of the time to predict one row, over up to ``rows`` rows, on one thread.
+
+    Each row is decoded before the clock starts, so the figure is the model's
+    and not the frame conversion's.
+    """
+    import numpy as np
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+    count = min(rows, predictors.n_rows(X))
+    call: Callable[[Any], Any]
+    if isinstance(model, OnnxModel):
+        feeds = model.feeds(predictors.head(X, count))
+        singles: list[Any] = [{k: v[i : i + 1] for k, v in feeds.items()} for i in range(count)]
+        call = model.run
+    else:
+        data = predictors.sklearn_input(predictors.head(X, count))
+        singles = [
+            data.iloc[i : i + 1] if hasattr(data, "iloc") else data[i : i + 1] for i in range(count)
+        ]
+        call = model.predict_proba if predictors.has_proba(model) else model.predict
+    timings = np.empty(count, dtype=np.int64)
+    with threadpool_limits(limits=1):
+        for single in singles[: min(5, count)]:  # warm caches and lazy initialisation
+            call(single)
+        for i, single in enumerate(singles):
+            start = time.perf_counter_ns()
+            call(single)
+            timings[i] = time.perf_counter_ns() - start
+    return float(np.percentile(timings, 95)) / 1e6
+
+
+def _score(
+    metric: str, y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None, classes: Any
+) -> float:
+    import numpy as np
+    from sklearn import metrics
+
+    if metric == "accuracy":
+        return float(metrics.accuracy_score(y, pred))
+    if metric == "f1":
+        binary = classes is not None and len(classes) == 2
+        return float(
+            metrics.f1_score(
+                y,
+                pred,
+                average="binary" if binary else "macro",
+                pos_label=classes[1] if binary else 1,
+            )
+        )
+    if metric == "roc_auc":
+        assert proba is not None
+        if proba.shape[1] == 2:
+            return float(metrics.roc_auc_score(y, proba[:, 1]))
+        return float(metrics.roc_auc_score(y, proba, multi_class="ovr", labels=list(classes)))
+    if metric == "log_loss":
+        assert proba is not None
+        return float(metrics.log_loss(y, proba, labels=list(classes)))
+    values = np.asarray(pred, dtype=np.float64)
+    if metric == "rmse":
+        return float(np.sqrt(metrics.mean_squared_error(y, values)))
+    if metric == "mae":
+        return float(metrics.mean_absolute_error(y, values))
+    return float(metrics.r2_score(y, values))
