@@ -152,7 +152,8 @@ class OnnxModel:
         if sig.task == "classifier" and sig.has_proba and sig.classes:
             proba = outputs[1]
             near_best = proba >= proba.max(axis=1, keepdims=True) - TIE_TOLERANCE
-            return np.asarray(sig.classes)[np.argmax(near_best, axis=1)]
+            labels: np.ndarray = np.asarray(sig.classes)[np.argmax(near_best, axis=1)]
+            return labels
         if self.signature.task == "regressor" and result.ndim == 2 and result.shape[1] == 1:
             return result.ravel()
         return result
