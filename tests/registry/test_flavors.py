@@ -88,7 +88,7 @@ def test_onnx_round_trip(sqlite_registry: Registry) -> None:
 
 
 def test_an_object_without_a_flavor_is_refused_by_type(sqlite_registry: Registry) -> None:
-    with pytest.raises(InvalidInputError, match="builtins.dict") as err:
+    with pytest.raises(InvalidInputError, match=r"builtins\.dict") as err:
         sqlite_registry.register("nope", {"weights": [1, 2]})
     assert err.value.context["field"] == "model"
     assert sqlite_registry.models() == []
