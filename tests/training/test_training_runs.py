@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,10 +19,13 @@ from conveyor.project import Project, init_project
 from conveyor.training.runs import TrainingRun, git_state
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Iterator[Project]:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def project(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Project]:
+    """A project on its embedded SQLite store, or on a fresh PostgreSQL schema."""
     init_project(tmp_path / "proj", name="runs-test")
-    with Project.open(tmp_path / "proj") as proj:
+    env = {"CONVEYOR_STORE": request.getfixturevalue("pg_url")} if request.param != "sqlite" else {}
+    with Project.open(tmp_path / "proj", env=env) as proj:
+        assert proj.store.engine.dialect.name == request.param
         yield proj
 
 
@@ -141,3 +145,13 @@ def test_git_state_inside_and_outside_a_repository(tmp_path: Path) -> None:
     assert clean is not None and len(clean["commit"]) == 40 and clean["dirty"] is False
     (repo / "f.txt").write_text("b")
     assert git_state(repo) == {"commit": clean["commit"], "dirty": True}
+
+
+def test_importing_runs_and_gates_loads_no_ml_library() -> None:
+    code = (
+        "import sys, conveyor, conveyor.training.runs, conveyor.training.gates; conveyor.run; "
+        "print(sorted(m for m in ('numpy', 'pyarrow', 'pandas', 'scipy', 'duckdb', 'sqlalchemy') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
