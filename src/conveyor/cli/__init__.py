@@ -245,10 +245,12 @@ def reports_show(
 
 
 from conveyor.cli.data import data_app  # noqa: E402 -- sub-apps register after the app exists
+from conveyor.cli.models import models_app  # noqa: E402
 from conveyor.cli.pipeline import pipeline_app  # noqa: E402
 
 app.add_typer(data_app, name="data")
 app.add_typer(pipeline_app, name="pipeline")
+app.add_typer(models_app, name="models")
 
 __all__ = ["app", "main", "parse_since"]
 

@@ -1,0 +1,371 @@
+"""``conveyor models ...``: list, show, register, alias, history, rollback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from conveyor.cli.common import (
+    JsonOpt,
+    ProjectOpt,
+    actor,
+    console,
+    errors,
+    open_project,
+    parse_since,
+    when,
+)
+from conveyor.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from conveyor.project import Project
+    from conveyor.registry import Registry
+
+models_app = typer.Typer(
+    help="The model registry: versions, aliases and their history.", no_args_is_help=True
+)
+
+PairsOpt = Annotated[list[str] | None, typer.Option(help="key=value; repeat for more.")]
+
+
+def _registry(proj: Project) -> Registry:
+    from conveyor.registry import Registry
+
+    return Registry(proj.store, proj.artifacts, proj.events)
+
+
+def _echo_json(body: Any) -> None:
+    import orjson
+
+    typer.echo(orjson.dumps(body, option=orjson.OPT_INDENT_2, default=str).decode())
+
+
+def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
+    pairs = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInputError(f"{option} {item!r}: expected key=value", field=option)
+        pairs[key] = value
+    return pairs
+
+
+def _numbers(values: list[str] | None, option: str) -> dict[str, float]:
+    numbers = {}
+    for key, value in _pairs(values, option).items():
+        try:
+            numbers[key] = float(value)
+        except ValueError:
+            raise InvalidInputError(
+                f"{option} {key}={value!r}: expected a number", field=option
+            ) from None
+    return numbers
+
+
+def _params(values: list[str] | None) -> dict[str, Any]:
+    import orjson
+
+    params: dict[str, Any] = {}
+    for key, value in _pairs(values, "--param").items():
+        try:
+            params[key] = orjson.loads(value)  # numbers and booleans keep their type
+        except orjson.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+def _load_object(file: Path | None, obj: str | None) -> Any:
+    if (file is None) == (obj is None):
+        raise InvalidInputError(
+            "give the model as --file model.pkl or as --object module:attr", field="model"
+        )
+    if file is not None:
+        if not file.is_file():
+            raise InvalidInputError(f"model file {file} does not exist", field="file")
+        import joblib  # type: ignore[import-untyped]
+
+        try:
+            return joblib.load(file)  # reads plain pickles too
+        except Exception as exc:  # a corrupt or foreign file: say which
+            raise InvalidInputError(
+                f"cannot read a pickled model from {file}: {exc}", field="file"
+            ) from exc
+    import importlib
+    import sys
+
+    assert obj is not None
+    module_name, sep, attr = obj.partition(":")
+    if not sep or not module_name or not attr:
+        raise InvalidInputError(f"--object {obj!r}: expected module:attr", field="object")
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        found: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError) as exc:
+        raise InvalidInputError(f"--object {obj!r}: {exc}", field="object") from exc
+    return found() if isinstance(found, type) else found
+
+
+def _read_frame(path: Path) -> Any:
+    from conveyor.data.sources import CSVSource, ParquetSource
+
+    source = ParquetSource(path) if path.suffix.lower() in (".parquet", ".pq") else CSVSource(path)
+    return source.read().table
+
+
+@models_app.command("list")
+@errors
+def list_cmd(
+    name: Annotated[str | None, typer.Argument(help="Only versions of this model.")] = None,
+    search: Annotated[str | None, typer.Option(help="Model name contains this.")] = None,
+    tag: Annotated[str | None, typer.Option(help="key or key=value.")] = None,
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+    cursor: Annotated[str | None, typer.Option(help="Next page (from --json output).")] = None,
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List model versions, newest first."""
+    with open_project(project) as proj:
+        registry = _registry(proj)
+        page = registry.search(search, tag, name=name, limit=limit, cursor=cursor)
+        if as_json:
+            _echo_json(
+                {"items": [v.to_dict() for v in page.items], "next_cursor": page.next_cursor}
+            )
+            return
+        from rich.table import Table
+
+        table = Table(title="model versions", title_justify="left")
+        for column in ("version", "flavor", "metrics", "tags", "git", "created", "id"):
+            table.add_column(column, overflow="fold")
+        for v in page.items:
+            git = "-" if v.git_commit is None else v.git_commit[:10] + ("*" if v.git_dirty else "")
+            table.add_row(
+                v.ref,
+                v.flavor,
+                ", ".join(f"{k}={x:.4g}" for k, x in sorted(v.metrics.items())),
+                ", ".join(f"{k}={x}" for k, x in sorted(v.tags.items())),
+                git,
+                when(v.created_at),
+                v.id,
+            )
+        console().print(table)
+        if page.next_cursor:
+            console().print(f"more: --cursor {page.next_cursor}")
+
+
+@models_app.command("show")
+@errors
+def show(
+    ref: Annotated[str, typer.Argument(help="name, name@N, name@alias or a version id.")],
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show one version: artifact, signature, libraries, lineage and its aliases."""
+    with open_project(project) as proj:
+        registry = _registry(proj)
+        version = registry.resolve(ref)
+        aliases = sorted(
+            a for a, n in registry.aliases(version.model).items() if n == version.number
+        )
+        body = {**version.to_dict(), "aliases": aliases}
+        if as_json:
+            _echo_json(body)
+            return
+        from rich.markup import escape
+
+        out = console()
+        out.print(f"[bold]{escape(version.ref)}[/] ({version.flavor}) {version.id}")
+        for key in (
+            "aliases",
+            "artifact_digest",
+            "artifact_size",
+            "status",
+            "created_at",
+            "run_id",
+            "parent_id",
+            "git_commit",
+            "git_dirty",
+            "dataset_version_ids",
+            "params",
+            "metrics",
+            "tags",
+            "libraries",
+            "environment",
+        ):
+            out.print(f"  {key}: {escape(str(body[key]))}", soft_wrap=True)
+        if version.signature:
+            cols = ", ".join(
+                f"{c['name']}:{c['type']}{'' if c['nullable'] else '!'}"
+                for c in version.signature["inputs"]
+            )
+            out.print(f"  signature: {escape(cols)}", soft_wrap=True)
+
+
+@models_app.command("register")
+@errors
+def register(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="A pickled or joblib model file.")
+    ] = None,
+    obj: Annotated[
+        str | None,
+        typer.Option("--object", help="module:attr naming a model (a class is instantiated)."),
+    ] = None,
+    signature_from: Annotated[
+        Path | None,
+        typer.Option(help="CSV or Parquet training data to infer the input signature from."),
+    ] = None,
+    param: PairsOpt = None,
+    metric: PairsOpt = None,
+    tag: PairsOpt = None,
+    parent: Annotated[str | None, typer.Option(help="The version this one derives from.")] = None,
+    run_id: Annotated[str | None, typer.Option(help="The training run's id.")] = None,
+    dataset: Annotated[
+        list[str] | None, typer.Option(help="Training dataset version (name@N); repeatable.")
+    ] = None,
+    description: Annotated[str | None, typer.Option(help="The model's description.")] = None,
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Register a model file or object as the next version of NAME."""
+    with open_project(project) as proj:
+        model = _load_object(file, obj)
+        frame = _read_frame(signature_from) if signature_from is not None else None
+        datasets = [proj.data.versions.resolve(ref) for ref in dataset or []]
+        version = _registry(proj).register(
+            name,
+            model,
+            signature_from=frame,
+            params=_params(param),
+            metrics=_numbers(metric, "--metric"),
+            tags=_pairs(tag, "--tag"),
+            parent=parent,
+            run_id=run_id,
+            dataset_versions=datasets,
+            description=description,
+            actor=actor(),
+        )
+        if as_json:
+            _echo_json(version.to_dict())
+        else:
+            typer.echo(f"Registered {version.ref} ({version.flavor}) {version.id}")
+
+
+@models_app.command("alias")
+@errors
+def alias_cmd(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    alias: Annotated[str, typer.Argument(help="Alias, e.g. champion.")],
+    version: Annotated[str, typer.Argument(help="Version number or id.")],
+    reason: Annotated[str | None, typer.Option(help="Why (recorded in the history).")] = None,
+    force: Annotated[bool, typer.Option(help="A forced move (needs --reason).")] = False,
+    expected_version: Annotated[
+        int | None,
+        typer.Option(help="Refuse if the alias moved since this row version (0: unset)."),
+    ] = None,
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Point ALIAS of NAME at VERSION, recording who, when and why."""
+    with open_project(project) as proj:
+        move = _registry(proj).set_alias(
+            name,
+            alias,
+            version,
+            actor=actor(),
+            reason=reason,
+            forced=force,
+            expected_version=expected_version,
+        )
+        _print_move(proj, move, as_json)
+
+
+@models_app.command("rollback")
+@errors
+def rollback(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    alias: Annotated[str, typer.Argument(help="Alias to move back, e.g. champion.")],
+    reason: Annotated[str | None, typer.Option(help="Why (recorded in the history).")] = None,
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Move ALIAS back to the version it pointed at before its last move."""
+    with open_project(project) as proj:
+        move = _registry(proj).rollback(name, alias, actor=actor(), reason=reason)
+        _print_move(proj, move, as_json)
+
+
+def _print_move(proj: Project, move: Any, as_json: bool) -> None:
+    if as_json:
+        _echo_json(move.to_dict())
+        return
+    registry = _registry(proj)
+    target = registry.by_id(move.to_version_id)
+    source = registry.by_id(move.from_version_id).ref if move.from_version_id else "(unset)"
+    typer.echo(f"{move.model}@{move.alias}: {source} -> {target.ref}")
+
+
+@models_app.command("history")
+@errors
+def history(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    alias: Annotated[str | None, typer.Argument(help="Only this alias.")] = None,
+    at: Annotated[
+        str | None,
+        typer.Option(help="Instead: which version ALIAS held at this time (ISO or age: 2h)."),
+    ] = None,
+    limit: Annotated[int, typer.Option(help="How many moves, newest first.")] = 50,
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Alias moves of NAME (newest first), or with --at, what ALIAS pointed at then."""
+    with open_project(project) as proj:
+        registry = _registry(proj)
+        if at is not None:
+            if alias is None:
+                raise InvalidInputError("--at needs an ALIAS", field="alias")
+            moment = parse_since(at)
+            assert moment is not None
+            found = registry.alias_at(name, alias, moment)
+            if as_json:
+                _echo_json(
+                    {"at": moment.isoformat(), "version": found.to_dict() if found else None}
+                )
+            else:
+                typer.echo(f"{name}@{alias} at {when(moment)}: {found.ref if found else '(unset)'}")
+            return
+        moves = registry.alias_history(name, alias, limit=limit)
+        if as_json:
+            _echo_json([m.to_dict() for m in moves])
+            return
+        ids = {i for m in moves for i in (m.from_version_id, m.to_version_id) if i}
+        numbers = {i: registry.by_id(i).number for i in ids}
+        from rich.table import Table
+
+        table = Table(title=f"alias history of {name}", title_justify="left")
+        for column in ("at", "alias", "from", "to", "actor", "forced", "reason"):
+            table.add_column(column, overflow="fold")
+        for m in moves:
+            table.add_row(
+                when(m.at),
+                m.alias,
+                _number(numbers, m.from_version_id),
+                _number(numbers, m.to_version_id),
+                m.actor or "-",
+                "yes" if m.forced else "",
+                m.reason or "",
+            )
+        console().print(table)
+
+
+def _number(numbers: dict[str, int], version_id: str | None) -> str:
+    if version_id is None:
+        return "-"
+    number = numbers.get(version_id)
+    return str(number) if number is not None else version_id[:12]
