@@ -390,3 +390,31 @@ def test_distillation_falls_back_to_labels_and_handles_regressors(
     assert result.report.metric == "rmse"
     with pytest.raises(InvalidInputError, match="must be a regressor"):
         distill(teacher, Xr, student=LogisticRegression())
+
+
+def test_multiclass_with_polars_and_arrow_frames_and_an_older_opset() -> None:
+    import onnx
+    import polars as pl
+
+    X, y = make_classification(
+        n_samples=900, n_features=8, n_informative=5, n_classes=3, random_state=5
+    )
+    frame = _frame(X)
+    model = LogisticRegression(max_iter=500).fit(frame[:600], y[:600])
+    onnx_model = export_onnx(model, pl.from_pandas(frame), target_opset=15)
+    opsets = {o.domain: o.version for o in onnx.load_from_string(onnx_model.data).opset_import}
+    assert opsets[""] <= 15
+    assert onnx_model.signature.classes == (0, 1, 2)
+    test = pl.from_pandas(frame[600:])
+    np.testing.assert_allclose(
+        onnx_model.predict_proba(test), model.predict_proba(frame[600:]), atol=PROBA_TOLERANCE
+    )
+    arrow = pa.Table.from_pandas(frame[600:], preserve_index=False)
+    report = compare(model, onnx_model, arrow, y[600:], latency_rows=20)
+    assert report.parent_metric == pytest.approx(
+        metrics.roc_auc_score(y[600:], model.predict_proba(frame[600:]), multi_class="ovr")
+    )
+    assert report.prediction_agreement == 1.0
+    log_loss = compare(model, onnx_model, arrow, y[600:], metric="log_loss", latency_rows=5)
+    assert not log_loss.greater_is_better
+    assert log_loss.metric_drop == pytest.approx(0.0, abs=1e-5)
