@@ -155,3 +155,41 @@ def test_importing_runs_and_gates_loads_no_ml_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_run_validate_saves_a_report_linked_to_the_run(project: Project) -> None:
+    from gate_support import ids, right_on_first
+
+    from conveyor.checks.persist import get_report
+    from conveyor.training.gates import GateContext, champion_comparison, metric_floor
+
+    ctx = GateContext(right_on_first(900), ids(1000), np.ones(1000), champion=right_on_first(800))
+    gates = [
+        metric_floor(metric_name="accuracy", floor=0.95),
+        champion_comparison("accuracy", min_absolute_change=0.05, n_resamples=100),
+    ]
+    with conveyor.run("fraud", project=project) as run:
+        report = run.validate(gates, ctx, subject_version="7")
+    assert [c.status for c in report.checks] == ["fail", "pass"]
+    saved = get_report(project.store, report.id)
+    assert saved.subject == "model:fraud" and saved.subject_version == "7"
+    assert [c.name for c in saved.checks] == ["quality.accuracy", "champion.accuracy"]
+    assert saved.checks[1].observed["interval"]["n_resamples"] == 100
+    assert project.store.runs.get(run.id).metrics["gates_passed"] == 0.0
+    validated = _events(project, "model.validated")
+    assert validated[0]["failed"] == ["quality.accuracy"] and validated[0]["run"] == run.id
+
+
+def test_a_failure_to_record_the_end_does_not_hide_the_blocks_error(tmp_path: Path) -> None:
+    init_project(tmp_path / "p3", name="closing")
+    proj = Project.open(tmp_path / "p3")
+    run = conveyor.run("fraud", project=proj)
+
+    def train() -> None:
+        with run:
+            proj.close()  # the store goes away mid-run: the run's end cannot be written
+            raise ValueError("bad hyperparameter")
+
+    with pytest.raises(ValueError, match="bad hyperparameter") as info:
+        train()
+    assert any("could not record the end" in note for note in info.value.__notes__)

@@ -34,7 +34,7 @@ import random
 import secrets
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -44,10 +44,13 @@ from conveyor.errors import ClosedError, ConflictError, InvalidInputError
 if TYPE_CHECKING:
     from conveyor.artifacts.digest import ArtifactRef
     from conveyor.artifacts.store import ArtifactStore
+    from conveyor.checks.gates import Gate
+    from conveyor.checks.result import Report
     from conveyor.data.versions import DatasetVersion
     from conveyor.events.log import EventLog
     from conveyor.store.database import MetadataStore
-    from conveyor.store.runs import Run
+    from conveyor.store.runs import Run, RunStatus
+    from conveyor.training.gates.context import GateContext
 
 __all__ = [
     "RESERVED_TAGS",
@@ -221,15 +224,26 @@ class TrainingRun:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        try:
+            self._finish(exc)
+        except Exception as err:
+            if exc is None:
+                raise
+            # The block's own exception is what the user must see; ours goes with it.
+            exc.add_note(f"conveyor could not record the end of run {self.name!r}: {err!r}")
+
+    def _finish(self, exc: BaseException | None) -> None:
         backends, current = self._require()
         try:
+            status: RunStatus
+            error: str | None
             if exc is None:
                 status, error = "succeeded", None
             elif isinstance(exc, Exception):
                 status, error = "failed", f"{type(exc).__name__}: {exc}"
             else:  # KeyboardInterrupt, SystemExit: stopped, not broken
                 status, error = "cancelled", f"{type(exc).__name__}: {exc}".rstrip(": ")
-            finished = backends.store.runs.finish(current.id, status, error=error)  # type: ignore[arg-type]
+            finished = backends.store.runs.finish(current.id, status, error=error)
             self._run = finished
             backends.events.emit(
                 "run.finished",
@@ -391,6 +405,36 @@ class TrainingRun:
                 tags={**current.tags, "datasets": list(self._datasets)},
             )
         return version
+
+    def validate(
+        self,
+        gates: Iterable[Gate],
+        context: GateContext,
+        *,
+        subject: str | None = None,
+        subject_version: str | None = None,
+    ) -> Report:
+        """Run validation gates on this run's model; the report is saved and linked to the run.
+
+        ``subject`` defaults to ``model:<run name>``. The report's verdict is
+        also logged as the metric ``gates_passed`` (1 or 0).
+        """
+        from conveyor.training.gates.validate import validate_candidate
+
+        backends, current = self._require()
+        report = validate_candidate(
+            subject or f"model:{self.name}",
+            gates,
+            context,
+            store=backends.store,
+            events=backends.events,
+            run_id=current.id,
+            subject_version=subject_version,
+        )
+        self._run = backends.store.runs.log_metrics(
+            current.id, {"gates_passed": float(report.passed)}
+        )
+        return report
 
     def __repr__(self) -> str:
         state = self._run.status if self._run is not None else "not started"

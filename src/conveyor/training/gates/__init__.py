@@ -38,6 +38,7 @@ from conveyor.training.gates.context import GateContext, default_predict, defaul
 from conveyor.training.gates.fairness import fairness
 from conveyor.training.gates.metrics import METRICS, Metric, metric
 from conveyor.training.gates.suites import data_checks, latency_budget, regression_suite
+from conveyor.training.gates.validate import validate_candidate
 
 __all__ = [
     "METRICS",
@@ -54,4 +55,5 @@ __all__ = [
     "metric",
     "metric_floor",
     "regression_suite",
+    "validate_candidate",
 ]
