@@ -161,6 +161,11 @@ def test_model_rebuilt_from_its_bytes_predicts_the_same(fitted: dict[str, Any], 
     np.testing.assert_array_equal(again.predict_proba(X_test), onnx_model.predict_proba(X_test))
     with pytest.raises(InvalidInputError, match="cannot load"):
         OnnxModel(b"not an onnx file")
+    with pytest.raises(InvalidInputError, match="intra_op_threads"):
+        OnnxModel(onnx_model.data, intra_op_threads=-1)
+    unpickled = pickle.loads(pickle.dumps(onnx_model))
+    assert unpickled.intra_op_threads == 1
+    np.testing.assert_array_equal(unpickled.predict(X_test), onnx_model.predict(X_test))
 
 
 def test_regressor_predicts_a_vector_and_has_no_probabilities() -> None:
@@ -382,6 +387,12 @@ def test_distillation_falls_back_to_labels_and_handles_regressors(
     assert any("no hold-out set" in note for note in knn.report.notes)
     assert knn.report.prediction_agreement == pytest.approx(
         np.mean(knn.student.predict(X) == fitted["logistic"].predict(X))
+    )
+    # The teacher can be an exported model: distillation only calls predict/predict_proba.
+    from_onnx = distill(export_onnx(fitted["forest"], X), X, student=LogisticRegression())
+    assert from_onnx.soft_targets
+    assert from_onnx.report.prediction_agreement == pytest.approx(
+        np.mean(from_onnx.student.predict(X) == fitted["forest"].predict(X)), abs=0.01
     )
     Xr, yr = make_regression(n_samples=300, n_features=5, random_state=4)
     teacher = LinearRegression().fit(Xr, yr)

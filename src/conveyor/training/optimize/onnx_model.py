@@ -84,7 +84,9 @@ class OnnxModel:
     """ONNX bytes plus an ONNX Runtime session that predicts like scikit-learn.
 
     The session uses ``intra_op_threads`` threads (one by default, as a
-    server running one model per worker would). ``notes`` and
+    server running one model per worker would; 0 lets ONNX Runtime use every
+    core). It pickles as its bytes and options, and a fresh session is
+    created on unpickling. ``notes`` and
     ``quantized_weights`` are set by the optimizations that produced the model
     and flow into its :class:`~conveyor.training.optimize.OptimizationReport`.
     """
@@ -101,12 +103,19 @@ class OnnxModel:
 
         if not isinstance(self.data, bytes | bytearray) or not self.data:
             raise InvalidInputError("an OnnxModel needs the non-empty bytes of an ONNX file")
+        self.data = bytes(self.data)
+        threads = self.intra_op_threads
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+            raise InvalidInputError(
+                f"intra_op_threads is a count of threads (0 for all cores), got {threads!r}",
+                field="intra_op_threads",
+            )
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.intra_op_threads
         options.inter_op_num_threads = 1
         try:
             self.session = ort.InferenceSession(
-                bytes(self.data), options, providers=["CPUExecutionProvider"]
+                self.data, options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # ORT raises its own untyped Fail/InvalidGraph errors
             raise InvalidInputError(f"ONNX Runtime cannot load this model: {exc}") from exc
@@ -120,6 +129,13 @@ class OnnxModel:
     @property
     def size_bytes(self) -> int:
         return len(self.data)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # An InferenceSession does not pickle; the bytes rebuild it.
+        return (
+            OnnxModel,
+            (self.data, self.intra_op_threads, self.notes, self.quantized_weights),
+        )
 
     def __repr__(self) -> str:
         sig = self.signature
