@@ -198,3 +198,60 @@ def test_one_report_over_every_gate() -> None:
         "fairness.equalized_odds_difference",
     }
     assert report.verdict == "failed"
+
+
+def test_real_scikit_learn_models_through_the_default_predict_and_score() -> None:
+    from sklearn.datasets import make_classification
+    from sklearn.dummy import DummyClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    from conveyor.training.gates import champion_comparison
+
+    X, y = make_classification(n_samples=1500, n_features=8, n_informative=5, random_state=0)
+    X_train, y_train, X_hold, y_hold = X[:1000], y[:1000], X[1000:], y[1000:]
+    candidate = LogisticRegression().fit(X_train, y_train)
+    champion = DummyClassifier(strategy="prior").fit(X_train, y_train)  # auc 0.5
+    frame = pd.DataFrame(X_hold).rename(columns=str)
+    ctx = GateContext(
+        candidate,
+        X_hold,
+        y_hold,
+        champion=champion,
+        groups=np.where(frame["0"] > 0, "high", "low"),
+    )
+    report = run_gates(
+        "model:clf",
+        [
+            metric_floor(metric_name="roc_auc", floor=0.8),
+            champion_comparison("roc_auc", min_relative_change=0.2, require_significant=True),
+            champion_comparison("log_loss", min_absolute_change=0.05),
+            fairness(max_demographic_parity_difference=None, max_equalized_odds_difference=None),
+            latency_budget(1000, n_rows=20),
+        ],
+        ctx,
+    )
+    assert report.passed, [c.detail for c in report.failures]
+    auc = report.checks[1].observed
+    assert auc["champion"] == pytest.approx(0.5) and auc["interval"]["low"] > 0.3
+
+
+@pytest.mark.parametrize("kind", ["pandas", "polars", "arrow", "list"])
+def test_latency_rows_keep_the_frame_kind(kind: str) -> None:
+    import polars as pl
+
+    data = {"a": list(range(50)), "b": [0.5] * 50}
+    X: Any = {
+        "pandas": pd.DataFrame(data),
+        "polars": pl.DataFrame(data),
+        "arrow": pa.table(data),
+        "list": [[i, 0.5] for i in range(50)],
+    }[kind]
+    seen: list[int] = []
+
+    def predict(model: Any, row: Any) -> Any:
+        assert type(row) is type(X) and len(row) == 1
+        seen.append(1)
+        return [0]
+
+    assert latency_budget(1000, n_rows=20, warmup=1)(GateContext(None, X, predict=predict)).passed
+    assert len(seen) == 21

@@ -16,7 +16,8 @@ from conveyor.data.lineage import lineage_of_run
 from conveyor.data.versions import DatasetRepository
 from conveyor.errors import ClosedError, InvalidInputError, NotFoundError
 from conveyor.project import Project, init_project
-from conveyor.training.runs import TrainingRun, git_state
+from conveyor.training.provenance import git_state
+from conveyor.training.runs import TrainingRun
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -27,19 +27,15 @@ current directory, and closes what it opened.
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
-import platform
-import random
 import secrets
-import subprocess
-import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from conveyor.errors import ClosedError, ConflictError, InvalidInputError
+from conveyor.training.provenance import apply_seed, environment, git_state
 
 if TYPE_CHECKING:
     from conveyor.artifacts.digest import ArtifactRef
@@ -64,22 +60,6 @@ __all__ = [
 
 #: Tags the run writes itself; a user tag of the same name is refused.
 RESERVED_TAGS = ("seed", "git", "environment", "datasets")
-
-#: Libraries whose installed versions a run records (when installed).
-_LIBRARIES = (
-    "conveyor",
-    "numpy",
-    "pandas",
-    "polars",
-    "pyarrow",
-    "scipy",
-    "scikit-learn",
-    "xgboost",
-    "lightgbm",
-    "torch",
-    "onnx",
-    "onnxruntime",
-)
 
 
 class RunBackends(Protocol):
@@ -439,59 +419,6 @@ class TrainingRun:
     def __repr__(self) -> str:
         state = self._run.status if self._run is not None else "not started"
         return f"TrainingRun({self.name!r}, kind={self.kind!r}, seed={self.seed}, {state})"
-
-
-def apply_seed(seed: int) -> list[str]:
-    """Seed Python's ``random`` and, when installed, numpy's global generator; say which."""
-    random.seed(seed)
-    applied = ["random"]
-    try:
-        import numpy as np
-    except ImportError:
-        return applied
-    np.random.seed(seed % 2**32)
-    applied.append("numpy")
-    return applied
-
-
-def git_state(path: Path | None = None) -> dict[str, Any] | None:
-    """``{"commit": sha, "dirty": bool}`` of the git work tree at ``path``; None outside one."""
-    cwd = str(path) if path is not None else None
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
-        )
-        if commit.returncode != 0:
-            return None
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    except (OSError, subprocess.SubprocessError):  # no git installed, or it hung
-        return None
-    if status.returncode != 0:
-        return None
-    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
-
-
-def environment() -> dict[str, Any]:
-    """Python, platform and the versions of the installed ML libraries."""
-    libraries: dict[str, str] = {}
-    for dist in _LIBRARIES:
-        try:
-            libraries[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return {
-        "python": platform.python_version(),
-        "implementation": sys.implementation.name,
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "libraries": libraries,
-    }
 
 
 def _seconds(finished: Run) -> float | None:

@@ -239,11 +239,16 @@ def champion_comparison(
         )
     if threshold is not None:
         _finite(threshold, "threshold")
+    if greater_is_better is not None and not isinstance(greater_is_better, bool):
+        raise InvalidInputError(
+            f"greater_is_better must be True, False or None, got {greater_is_better!r}",
+            field="greater_is_better",
+        )
     if no_champion not in ("fail", "warn"):
         raise InvalidInputError(
             f"no_champion must be 'fail' or 'warn', got {no_champion!r}", field="no_champion"
         )
-    better_up = m.greater_is_better if greater_is_better is None else bool(greater_is_better)
+    better_up = m.greater_is_better if greater_is_better is None else greater_is_better
     bounds = {
         "threshold": threshold,
         "min_absolute_change": min_absolute_change,
