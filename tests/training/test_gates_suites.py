@@ -255,3 +255,9 @@ def test_latency_rows_keep_the_frame_kind(kind: str) -> None:
 
     assert latency_budget(1000, n_rows=20, warmup=1)(GateContext(None, X, predict=predict)).passed
     assert len(seen) == 21
+
+
+def test_non_numeric_truth_is_named() -> None:
+    ctx = GateContext(Lookup(np.zeros(3)), ids(3), ["yes", "no", "yes"])
+    with pytest.raises(InvalidInputError, match="holdout_y must be numbers"):
+        metric_floor(metric_name="accuracy", floor=0.5)(ctx)

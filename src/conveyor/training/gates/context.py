@@ -93,15 +93,16 @@ class GateContext:
 
     def y(self) -> npt.NDArray[np.float64]:
         """The hold-out truth as a float array (InvalidInputError if there is none)."""
-        import numpy as np
 
-        if self.holdout_y is None:
-            raise InvalidInputError("the gate context has no holdout_y", field="holdout_y")
-        return np.asarray(self.holdout_y, dtype=np.float64).reshape(-1)
+        if ("y", "") not in self._cache:
+            if self.holdout_y is None:
+                raise InvalidInputError("the gate context has no holdout_y", field="holdout_y")
+            self._cache["y", ""] = _numeric(self.holdout_y, "holdout_y")
+        y: npt.NDArray[np.float64] = self._cache["y", ""]
+        return y
 
     def predictions(self, which: Which = "model", needs: str = "label") -> npt.NDArray[np.float64]:
         """Predictions of the candidate (or champion) on the hold-out set, computed once."""
-        import numpy as np
 
         key = (which, "score" if needs == "score" else "label")
         if key not in self._cache:
@@ -111,7 +112,7 @@ class GateContext:
             if self.holdout_X is None:
                 raise InvalidInputError("the gate context has no holdout_X", field="holdout_X")
             fn = self.score if key[1] == "score" else self.predict
-            out = np.asarray(fn(model, self.holdout_X), dtype=np.float64).reshape(-1)
+            out = _numeric(fn(model, self.holdout_X), f"the {which}'s {key[1]}s")
             n = len(self.y())
             if len(out) != n:
                 raise InvalidInputError(
@@ -121,3 +122,15 @@ class GateContext:
             self._cache[key] = out
         result: npt.NDArray[np.float64] = self._cache[key]
         return result
+
+
+def _numeric(values: Any, what: str) -> npt.NDArray[np.float64]:
+    import numpy as np
+
+    try:
+        return np.asarray(values, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(
+            f"{what} must be numbers (binary classes as 0 and 1), got {exc}",
+            field="holdout_y" if what == "holdout_y" else "predict",
+        ) from exc
