@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -184,6 +186,8 @@ def test_champion_comparison_refuses_bad_thresholds() -> None:
         champion_comparison("accuracy", min_relative_change=5)
     with pytest.raises(InvalidInputError, match="min_absolute_change"):
         champion_comparison("accuracy", min_absolute_change=-0.1)
+    with pytest.raises(InvalidInputError, match="positive"):
+        champion_comparison("accuracy", min_absolute_change=0)
 
 
 # -- bootstrap ------------------------------------------------------------------
@@ -241,3 +245,60 @@ def test_bootstrap_is_seeded_and_paired() -> None:
     assert (self_cmp.low, self_cmp.high) == (0.0, 0.0)
     with pytest.raises(InvalidInputError, match="predictions"):
         bootstrap_difference("accuracy", y, a[:10], b)
+
+
+def _mlflow_grid() -> list[dict[str, Any]]:
+    values = [0.0, 0.5, 0.8, 0.85, 0.9, 0.95, 1.0, 1.2]
+    cases = []
+    for cand, base, thr, mabs, mrel, gib in itertools.product(
+        values,
+        [None, 0.0, 0.8, 1.0],
+        [None, 0.85],
+        [None, 0.0, 0.05, 0.2],
+        [None, 0.0, 0.05, 0.25],
+        [True, False],
+    ):
+        if thr is None and mabs is None and mrel is None:
+            continue
+        cases.append(
+            {"cand": cand, "base": base, "thr": thr, "mabs": mabs, "mrel": mrel, "gib": gib}
+        )
+    return cases
+
+
+class _Const:
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def predict(self, X: Any) -> Any:
+        return np.full(len(X), self.value)
+
+
+def test_champion_comparison_agrees_with_mlflow_on_a_grid() -> None:
+    """Every case of a 1,984-case grid decided as MLflow 3.17.2 decided it (file alongside)."""
+    lines = (Path(__file__).parent / "mlflow_outcomes.txt").read_text().splitlines()
+    expected = "".join(line for line in lines if not line.startswith("#"))
+    cases = _mlflow_grid()
+    assert len(expected) == len(cases)
+    one_row, zero = np.zeros((1, 1)), np.zeros(1)  # mae of one row is the constant, exactly
+    disagreements = []
+    for case, want in zip(cases, expected, strict=True):
+        try:
+            gate = champion_comparison(
+                "mae",
+                threshold=case["thr"],
+                min_absolute_change=case["mabs"],
+                min_relative_change=case["mrel"],
+                greater_is_better=case["gib"],
+                n_resamples=10,
+            )
+        except InvalidInputError:
+            got = "i"
+        else:
+            champion = None if case["base"] is None else _Const(case["base"])
+            ctx = GateContext(_Const(case["cand"]), one_row, zero, champion=champion)
+            got = "p" if gate(ctx).passed else "f"
+        # Where MLflow crashes (a zero relative change and no baseline) we fail instead.
+        if got != want and not (want == "e" and got == "f"):
+            disagreements.append((case, want, got))
+    assert disagreements == []

@@ -225,9 +225,13 @@ def champion_comparison(
             "(as MLflow's MetricThreshold does)",
             field="threshold",
         )
-    if min_absolute_change is not None and _finite(min_absolute_change, "min_absolute_change") < 0:
+    if (
+        min_absolute_change is not None
+        and not _finite(min_absolute_change, "min_absolute_change") > 0
+    ):
         raise InvalidInputError(
-            f"min_absolute_change must be >= 0, got {min_absolute_change!r}",
+            f"min_absolute_change must be a positive number (as in MLflow), "
+            f"got {min_absolute_change!r}",
             field="min_absolute_change",
         )
     if min_relative_change is not None and not (
