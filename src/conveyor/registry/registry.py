@@ -34,6 +34,7 @@ from conveyor.errors import (
     NotFoundError,
 )
 from conveyor.registry.aliases import AliasesMixin
+from conveyor.registry.reads import Reads
 from conveyor.registry.versions import LoadedModel, ModelVersion
 from conveyor.store.paging import Page
 
@@ -76,6 +77,7 @@ class Registry(AliasesMixin):
         self.events = events
         self._code: dict[str, tuple[str | None, bool | None]] = {}
         self._environment: dict[str, Any] | None = None
+        self._reads = Reads(store)
 
     # -- registering -----------------------------------------------------------
 
@@ -226,40 +228,35 @@ class Registry(AliasesMixin):
 
     def get(self, name: str, number_or_alias: int | str = "latest") -> ModelVersion:
         """Version ``number`` of ``name``, the holder of an alias, or the latest."""
-
-        from conveyor.store.models import ModelAliasRecord as A
-        from conveyor.store.models import ModelVersionRecord as V
+        from conveyor.registry import reads
 
         key = number_or_alias
-        with self.store.read() as session:
-            if (isinstance(key, int) and not isinstance(key, bool)) or str(key).isdigit():
-                stmt = _select().where(V.model == name, V.number == int(key))
-                what = f"{name}@{key}"
-            elif key == "latest":
-                stmt = _select().where(V.model == name).order_by(V.number.desc()).limit(1)
-                what = f"any version of model {name!r}"
-            elif isinstance(key, str):
-                stmt = (
-                    _select().join(A, A.version_id == V.id).where(A.model == name, A.alias == key)
-                )
-                what = f"alias {key!r} of model {name!r}"
-            else:
-                raise InvalidInputError(
-                    f"expected a version number or an alias, got {key!r}", field="version"
-                )
-            row = session.execute(stmt).first()
-            if row is None:
-                raise NotFoundError(f"no {what}", model=name, version=str(key))
-            return ModelVersion.from_record(row)
+        if (isinstance(key, int) and not isinstance(key, bool)) or (
+            isinstance(key, str) and key.isdigit()
+        ):
+            row = self._reads.first(reads.by_number(), {"name": name, "number": int(key)})
+            what = f"{name}@{key}"
+        elif key == "latest":
+            row = self._reads.first(reads.latest(), {"name": name})
+            what = f"any version of model {name!r}"
+        elif isinstance(key, str):
+            row = self._reads.first(reads.by_alias(), {"name": name, "alias": key})
+            what = f"alias {key!r} of model {name!r}"
+        else:
+            raise InvalidInputError(
+                f"expected a version number or an alias, got {key!r}", field="version"
+            )
+        if row is None:
+            raise NotFoundError(f"no {what}", model=name, version=str(key))
+        return reads.version_from_row(row)
 
     def by_id(self, version_id: str) -> ModelVersion:
-        from conveyor.store.models import ModelVersionRecord as V
+        from conveyor.registry import reads
 
-        with self.store.read() as session:
-            row = session.execute(_select().where(V.id == version_id)).first()
-            if row is None:
-                raise NotFoundError(f"no model version with id {version_id!r}", id=version_id)
-            return ModelVersion.from_record(row)
+        row = self._reads.first(reads.by_id(), {"id": version_id})
+        if row is None:
+            raise NotFoundError(f"no model version with id {version_id!r}", id=version_id)
+        return reads.version_from_row(row)
 
     def resolve(self, ref: str | ModelVersion) -> ModelVersion:
         """``name@3``, ``name@champion``, ``name`` / ``name@latest``, or a version id."""
@@ -315,10 +312,11 @@ class Registry(AliasesMixin):
         ``tag`` is ``key`` (the tag is set) or ``key=value``. Newest first.
         """
 
+        from conveyor.registry.reads import select_versions, version_from_row
         from conveyor.store.database import keyset, page_of
         from conveyor.store.models import ModelVersionRecord as V
 
-        stmt = _select()
+        stmt = select_versions()
         if name is not None:
             stmt = stmt.where(V.model == name)
         if name_contains:
@@ -334,8 +332,7 @@ class Registry(AliasesMixin):
         stmt = keyset(
             stmt, V.created_at, V.id, limit=limit, cursor=cursor, listing="model versions"
         )
-        with self.store.read() as session:
-            versions = [ModelVersion.from_record(r) for r in session.execute(stmt)]
+        versions = [version_from_row(r) for r in self._reads.all(stmt)]
         return page_of(versions, limit, lambda v: (v.created_at, v.id))
 
     def models(self) -> builtins.list[dict[str, Any]]:
@@ -387,15 +384,6 @@ class Registry(AliasesMixin):
                 field="version",
             )
         return row
-
-
-def _select() -> Any:
-    """A Core select of every column: rows, not ORM objects, for fast reads."""
-    import sqlalchemy as sa
-
-    from conveyor.store.models import ModelVersionRecord
-
-    return sa.select(*ModelVersionRecord.__table__.c)
 
 
 def _metrics(metrics: Mapping[str, float] | None) -> dict[str, float]:

@@ -68,7 +68,9 @@ class ModelVersion:
 
     @classmethod
     def from_record(cls, row: ModelVersionRecord | Any) -> ModelVersion:
-        """From an ORM record or a Core row with the same columns."""
+        """From an ORM record or a Core row of :func:`conveyor.registry.reads.version_columns`."""
+        from conveyor.registry.reads import document
+
         return cls(
             id=row.id,
             model=row.model,
@@ -76,17 +78,17 @@ class ModelVersion:
             flavor=row.flavor,
             artifact_digest=row.artifact_digest,
             artifact_size=row.artifact_size,
-            signature=row.signature,
-            libraries=dict(row.libraries),
-            params=dict(row.params),
-            metrics=dict(row.metrics),
-            tags=dict(row.tags),
+            signature=document(row.signature),
+            libraries=document(row.libraries),
+            params=document(row.params),
+            metrics=document(row.metrics),
+            tags=document(row.tags),
             run_id=row.run_id,
             parent_id=row.parent_id,
             git_commit=row.git_commit,
             git_dirty=row.git_dirty,
-            environment=dict(row.environment),
-            dataset_version_ids=list(row.dataset_version_ids),
+            environment=document(row.environment),
+            dataset_version_ids=document(row.dataset_version_ids),
             status=row.status,
             created_at=row.created_at,
         )
