@@ -302,3 +302,23 @@ def test_champion_comparison_agrees_with_mlflow_on_a_grid() -> None:
         if got != want and not (want == "e" and got == "f"):
             disagreements.append((case, want, got))
     assert disagreements == []
+
+
+@pytest.mark.parametrize("name", sorted(METRICS))
+def test_count_weighted_resamples_score_like_copied_rows(name: str) -> None:
+    from conveyor.training.gates import Metric
+
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, 300).astype(float)
+    a = np.clip(y * 0.3 + rng.random(300) * 0.7, 0, 1).round(2)  # with ties
+    b = np.clip(y * 0.2 + rng.random(300) * 0.8, 0, 1).round(2)
+    m = METRICS[name]
+    if m.needs == "label":
+        a, b = a.round(), b.round()
+    fast = bootstrap_difference(m, y, a, b, n_resamples=200, seed=1)
+    # The same metric as a caller's own object takes the path that copies the rows.
+    slow = bootstrap_difference(
+        Metric(m.name, m.fn, m.needs, m.greater_is_better), y, a, b, n_resamples=200, seed=1
+    )
+    assert fast.low == pytest.approx(slow.low, abs=1e-9)
+    assert fast.high == pytest.approx(slow.high, abs=1e-9)

@@ -1,0 +1,134 @@
+"""Metrics of many bootstrap resamples at once, from row counts instead of copied rows.
+
+A resample that draws row ``i`` ``c[i]`` times scores like the full set
+weighted by ``c``. So per-row quantities are computed once per model and
+each resample is a matrix-vector product with its counts; ``roc_auc`` sorts
+the scores once and sums counts per tie group. The cost is O(resamples x
+rows) with no per-resample sort or log: 1,000 resamples of 100,000 rows take
+about a second instead of the tens of seconds copying them would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    Array = npt.NDArray[np.float64]
+
+__all__ = ["RESAMPLED", "counts_of"]
+
+
+def counts_of(idx: Array | npt.NDArray[np.int64], n: int) -> Array:
+    """``(B, n)`` row counts of ``B`` resamples given as drawn row indices ``(B, n)``."""
+    import numpy as np
+
+    b = idx.shape[0]
+    flat = (idx + (np.arange(b)[:, None] * n)).ravel()
+    return np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
+
+
+def _ratio(num: Any, den: Any) -> Any:
+    import numpy as np
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+
+
+def _accuracy(y: Array, p: Array, c: Array) -> Any:
+    return c @ (y == p).astype(float) / y.shape[0]
+
+
+def _tp_fp_fn(y: Array, p: Array, c: Array) -> tuple[Any, Any, Any]:
+    pos, pred = y == 1, p == 1
+    return (
+        c @ (pos & pred).astype(float),
+        c @ (~pos & pred).astype(float),
+        c @ (pos & ~pred).astype(float),
+    )
+
+
+def _precision(y: Array, p: Array, c: Array) -> Any:
+    tp, fp, _ = _tp_fp_fn(y, p, c)
+    return _ratio(tp, tp + fp)
+
+
+def _recall(y: Array, p: Array, c: Array) -> Any:
+    tp, _, fn = _tp_fp_fn(y, p, c)
+    return _ratio(tp, tp + fn)
+
+
+def _f1(y: Array, p: Array, c: Array) -> Any:
+    tp, fp, fn = _tp_fp_fn(y, p, c)
+    return _ratio(2 * tp, 2 * tp + fp + fn)
+
+
+def _log_loss(y: Array, s: Array, c: Array) -> Any:
+    import numpy as np
+
+    eps = np.finfo(np.float64).eps
+    s = np.clip(s, eps, 1 - eps)
+    return c @ -(y * np.log(s) + (1 - y) * np.log1p(-s)) / y.shape[0]
+
+
+def _mse(y: Array, p: Array, c: Array) -> Any:
+    return c @ ((y - p) ** 2) / y.shape[0]
+
+
+def _rmse(y: Array, p: Array, c: Array) -> Any:
+    import numpy as np
+
+    return np.sqrt(_mse(y, p, c))
+
+
+def _mae(y: Array, p: Array, c: Array) -> Any:
+    import numpy as np
+
+    return c @ np.abs(y - p) / y.shape[0]
+
+
+def _r2(y: Array, p: Array, c: Array) -> Any:
+    import numpy as np
+
+    n = y.shape[0]
+    ss_res = c @ ((y - p) ** 2)
+    mean = c @ y / n
+    ss_tot = c @ (y**2) - n * mean**2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(ss_tot > 1e-12, 1 - ss_res / np.where(ss_tot > 0, ss_tot, 1.0), np.nan)
+
+
+def _roc_auc(y: Array, s: Array, c: Array) -> Any:
+    # Mann-Whitney U with counts as weights: a positive beats every negative
+    # scored lower and ties with those scored the same (one half each).
+    import numpy as np
+
+    order = np.argsort(s, kind="stable")
+    s_sorted, pos_sorted = s[order], (y[order] == 1)
+    starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])
+    w = c[:, order]
+    pos_w = np.add.reduceat(np.where(pos_sorted, w, 0.0), starts, axis=1)
+    neg_w = np.add.reduceat(np.where(pos_sorted, 0.0, w), starts, axis=1)
+    below = np.cumsum(neg_w, axis=1) - neg_w
+    u = np.sum(pos_w * (below + 0.5 * neg_w), axis=1)
+    n_pos, n_neg = pos_w.sum(axis=1), neg_w.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((n_pos > 0) & (n_neg > 0), u / (n_pos * n_neg), np.nan)
+
+
+#: Metric name -> f(y, predictions, counts (B, n)) -> (B,) values.
+RESAMPLED: dict[str, Callable[[Any, Any, Any], Any]] = {
+    "accuracy": _accuracy,
+    "precision": _precision,
+    "recall": _recall,
+    "f1": _f1,
+    "roc_auc": _roc_auc,
+    "log_loss": _log_loss,
+    "rmse": _rmse,
+    "mse": _mse,
+    "mae": _mae,
+    "r2": _r2,
+}
