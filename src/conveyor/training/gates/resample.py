@@ -4,8 +4,9 @@ A resample that draws row ``i`` ``c[i]`` times scores like the full set
 weighted by ``c``. So per-row quantities are computed once per model and
 each resample is a matrix-vector product with its counts; ``roc_auc`` sorts
 the scores once and sums counts per tie group. The cost is O(resamples x
-rows) with no per-resample sort or log: 1,000 resamples of 100,000 rows take
-about a second instead of the tens of seconds copying them would.
+rows) with no per-resample sort or log. Measured on a 2-core machine, 1,000
+resamples of 100,000 rows: roc_auc 5.7 s instead of 40 s when copying the
+rows, log_loss 1.8 s instead of 6.9 s (drawing the indices is most of it).
 """
 
 from __future__ import annotations
