@@ -116,6 +116,9 @@ def test_bad_input_is_refused_with_the_field_named(project: Project) -> None:
         TrainingRun("x", tags={"git": "mine"}, project=project)
     with pytest.raises(InvalidInputError, match="project"):
         conveyor.run("x", project=object()).__enter__()  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="params"):
+        conveyor.run("x", params={"model": object()}, project=project).__enter__()
+    assert project.store.runs.list(name="x").items == []  # nothing half-started
     with conveyor.run("x", project=project) as run:
         with pytest.raises(NotFoundError):
             run.use_dataset("nothing@3")

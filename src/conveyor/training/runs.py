@@ -174,16 +174,16 @@ class TrainingRun:
         if self._run is not None:
             raise ConflictError(f"training run {self.name!r} was already started; start a new one")
         backends, root, project_name = self._resolve_backends()
-        seeded = apply_seed(self.seed)
-        tags: dict[str, Any] = {
-            **self._tags,
-            "seed": {"value": self.seed, "applied_to": seeded},
-            "environment": environment(),
-        }
-        git = git_state(root)
-        if git is not None:
-            tags["git"] = git
         try:
+            seeded = apply_seed(self.seed)
+            tags: dict[str, Any] = {
+                **self._tags,
+                "seed": {"value": self.seed, "applied_to": seeded},
+                "environment": environment(),
+            }
+            git = git_state(root)
+            if git is not None:
+                tags["git"] = git
             self._run = backends.store.runs.start(
                 self.kind, self.name, params=self._params, tags=tags, project=project_name
             )
