@@ -17,12 +17,13 @@ from typing import Any
 
 START = time.perf_counter()
 
+from registry_workload import ALIAS, MODEL, Sizes, median_ms, peak_rss_mib, tags  # noqa: E402
+from workload import emit_result  # noqa: E402
+
 import conveyor  # noqa: E402
 from conveyor.artifacts.store import ArtifactStore  # noqa: E402
 from conveyor.registry import PythonModel, Registry  # noqa: E402
 from conveyor.store.database import MetadataStore  # noqa: E402
-from registry_workload import ALIAS, MODEL, Sizes, median_ms, peak_rss_mib, tags  # noqa: E402
-from workload import emit_result  # noqa: E402
 
 IMPORTED = time.perf_counter() - START
 
