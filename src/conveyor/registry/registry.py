@@ -25,7 +25,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from conveyor.errors import (
     AlreadyExistsError,
@@ -162,35 +162,62 @@ class Registry(AliasesMixin):
     def _insert(
         self, name: str, *, description: str | None, values: dict[str, Any]
     ) -> ModelVersion:
+        """Allocate the next number and write the version row, in one transaction.
+
+        The number comes from one atomic ``UPDATE ... SET latest_version =
+        latest_version + 1 RETURNING``: the row lock (PostgreSQL) or the write
+        lock (SQLite) serialises concurrent registrations, so none has to
+        retry; only two writers creating the same model at once do. Core
+        statements, not the ORM: the commit is then most of the cost.
+        """
+        import sqlalchemy as sa
+
         from conveyor.store.models import ModelVersionRecord, RegisteredModelRecord
         from conveyor.store.types import utcnow
 
+        models = cast("sa.Table", RegisteredModelRecord.__table__)
+        versions = cast("sa.Table", ModelVersionRecord.__table__)
         for attempt in range(_COMMIT_ATTEMPTS):
             try:
                 with self.store.session() as session:
-                    model = session.get(RegisteredModelRecord, name)
-                    if model is None:
-                        model = RegisteredModelRecord(
-                            name=name, latest_version=0, description=description
+                    now = utcnow()
+                    changes: dict[str, Any] = {
+                        "latest_version": models.c.latest_version + 1,
+                        "version": models.c.version + 1,
+                        "updated_at": now,
+                    }
+                    if description is not None:
+                        changes["description"] = description
+                    number = session.execute(
+                        sa.update(models)
+                        .where(models.c.name == name)
+                        .values(**changes)
+                        .returning(models.c.latest_version)
+                    ).scalar_one_or_none()
+                    if number is None:
+                        number = 1
+                        session.execute(
+                            sa.insert(models).values(
+                                name=name,
+                                description=description,
+                                latest_version=number,
+                                created_at=now,
+                                updated_at=now,
+                                version=1,
+                            )
                         )
-                        session.add(model)
-                        session.flush()
-                    elif description is not None:
-                        model.description = description
-                    model.latest_version += 1
-                    row = ModelVersionRecord(
-                        id=uuid.uuid4().hex,
-                        model=name,
-                        number=model.latest_version,
-                        status="registered",
-                        created_at=utcnow(),
+                    row = {
+                        "id": uuid.uuid4().hex,
+                        "model": name,
+                        "number": number,
                         **values,
-                    )
-                    session.add(row)
-                    session.flush()
-                    return ModelVersion.from_record(row)
+                        "status": "registered",
+                        "created_at": now,
+                    }
+                    session.execute(sa.insert(versions).values(**row))
+                return ModelVersion(**row)
             except (ConcurrentUpdateError, AlreadyExistsError):
-                # Another writer took the number (or created the model) first: take the next.
+                # Another writer created the model first: this time the UPDATE finds it.
                 if attempt == _COMMIT_ATTEMPTS - 1:
                     raise
         raise AssertionError("unreachable")
