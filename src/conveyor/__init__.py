@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from conveyor.checks import CheckResult, Report, run_gates
     from conveyor.config import ProjectSpec, load_spec
     from conveyor.project import Project, init_project
+    from conveyor.registry import Registry
     from conveyor.training.runs import run
 
 # name -> module that defines it
@@ -49,6 +50,7 @@ _LAZY = {
     "ProjectSpec": "conveyor.config",
     "load_spec": "conveyor.config",
     "Project": "conveyor.project",
+    "Registry": "conveyor.registry",
     "init_project": "conveyor.project",
     "run": "conveyor.training.runs",
 }
@@ -74,6 +76,7 @@ __all__ = [
     "Project",
     "ProjectNotFoundError",
     "ProjectSpec",
+    "Registry",
     "Report",
     "Seam",
     "UnknownBackendError",

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from conveyor.data.layer import DataLayer
     from conveyor.events.log import EventLog
     from conveyor.kv import KeyValueStore
+    from conveyor.registry import Registry
     from conveyor.store.database import MetadataStore
 
 __all__ = ["Project", "init_project"]
@@ -101,6 +102,13 @@ class Project(Closeable):
                 self.spec, self.store, self.artifacts, self.events, Keyring.from_spec(self.spec)
             )
         return self._data
+
+    @property
+    def registry(self) -> Registry:
+        """The model registry: versions, aliases, lineage (``conveyor models ...``)."""
+        from conveyor.registry import Registry
+
+        return Registry(self.store, self.artifacts, self.events)
 
     def close(self) -> None:
         """Close every opened backend (the event log last, so it records to the end)."""

@@ -31,9 +31,7 @@ PairsOpt = Annotated[list[str] | None, typer.Option(help="key=value; repeat for 
 
 
 def _registry(proj: Project) -> Registry:
-    from conveyor.registry import Registry
-
-    return Registry(proj.store, proj.artifacts, proj.events)
+    return proj.registry
 
 
 def _echo_json(body: Any) -> None:
