@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import pickle
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
@@ -44,7 +45,7 @@ class LibraryVersionWarning(UserWarning):
     """A model is loaded with a library version other than the one it was saved with."""
 
 
-class PythonModel:
+class PythonModel(ABC):
     """Base class for any model Conveyor has no dedicated flavor for.
 
     Subclass it and implement :meth:`predict`; the instance is pickled, so
@@ -54,8 +55,9 @@ class PythonModel:
     #: The kind of frame :meth:`predict` receives: "pandas", "polars" or "arrow".
     frame_kind: ClassVar[str] = "pandas"
 
+    @abstractmethod
     def predict(self, frame: Any) -> Any:
-        raise NotImplementedError("subclasses of PythonModel implement predict(frame)")
+        """Predictions for ``frame`` (of kind :attr:`frame_kind`)."""
 
 
 class Flavor(Protocol):
@@ -111,13 +113,15 @@ def _pandas(table: pa.Table) -> Any:
     return table.to_pandas()
 
 
-class SklearnFlavor:
-    """scikit-learn estimators and pipelines, pickled."""
+class _PickledFlavor:
+    """A model from ``module``'s library, pickled, predicting from a pandas frame."""
 
-    name = "sklearn"
+    name: str
+    module: ClassVar[str]
+    library: ClassVar[str]
 
     def matches(self, model: Any) -> bool:
-        return _from_module(model, "sklearn")
+        return _from_module(model, self.module)
 
     def save(self, model: Any) -> bytes:
         return _pickle_dumps(model)
@@ -129,54 +133,32 @@ class SklearnFlavor:
         return model.predict(_pandas(table))
 
     def libraries(self) -> dict[str, str]:
-        return _versions("scikit-learn", "numpy")
+        return _versions(self.library, "numpy")
 
 
-class XGBoostFlavor:
+class SklearnFlavor(_PickledFlavor):
+    """scikit-learn estimators and pipelines, pickled."""
+
+    name, module, library = "sklearn", "sklearn", "scikit-learn"
+
+
+class XGBoostFlavor(_PickledFlavor):
     """XGBoost's scikit-learn wrappers and boosters."""
 
-    name = "xgboost"
-
-    def matches(self, model: Any) -> bool:
-        return _from_module(model, "xgboost")
-
-    def save(self, model: Any) -> bytes:
-        return _pickle_dumps(model)
-
-    def load(self, data: bytes) -> Any:
-        return _pickle_loads(data)
+    name, module, library = "xgboost", "xgboost", "xgboost"
 
     def predict(self, model: Any, table: pa.Table) -> Any:
         import xgboost
 
-        frame = _pandas(table)
         if isinstance(model, xgboost.Booster):
-            return model.predict(xgboost.DMatrix(frame))
-        return model.predict(frame)
-
-    def libraries(self) -> dict[str, str]:
-        return _versions("xgboost", "numpy")
+            return model.predict(xgboost.DMatrix(_pandas(table)))
+        return super().predict(model, table)
 
 
-class LightGBMFlavor:
+class LightGBMFlavor(_PickledFlavor):
     """LightGBM's scikit-learn wrappers and boosters."""
 
-    name = "lightgbm"
-
-    def matches(self, model: Any) -> bool:
-        return _from_module(model, "lightgbm")
-
-    def save(self, model: Any) -> bytes:
-        return _pickle_dumps(model)
-
-    def load(self, data: bytes) -> Any:
-        return _pickle_loads(data)
-
-    def predict(self, model: Any, table: pa.Table) -> Any:
-        return model.predict(_pandas(table))
-
-    def libraries(self) -> dict[str, str]:
-        return _versions("lightgbm", "numpy")
+    name, module, library = "lightgbm", "lightgbm", "lightgbm"
 
 
 class ONNXFlavor:
