@@ -26,12 +26,9 @@ column on the same data. Results go to ``results/drift.json``.
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,7 +45,6 @@ from peers.drift_workload import (
     SUBTLE,
     Column,
 )
-from peers.workload import parse_result
 from rich.table import Table
 
 # This benchmark's peer; registered with the shared harness, which installs it.
@@ -152,31 +148,9 @@ def _draw(rng: Any, column: Column, n: int, current: bool) -> Any:
 
 
 def measure(python: Path, script: str, args: list[str], *, label: str, log: Log) -> dict[str, Any]:
-    """Run one side to completion; its JSON plus wall seconds and peak RSS from wait4."""
-    env = {**os.environ, **harness.PEER_ENV, "PYTHONDONTWRITEBYTECODE": "1"}
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        started = time.perf_counter()
-        proc = subprocess.Popen(
-            [str(python), str(harness.PEER_SCRIPTS / script), *args],
-            cwd=harness.PEER_SCRIPTS,
-            env=env,
-            stdout=out,
-            stderr=err,
-            text=True,
-        )
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
-            err.seek(0)
-            tail = "".join(err.readlines()[-30:])
-            raise RuntimeError(f"{label} failed (exit {proc.returncode}):\n{tail}")
-        out.seek(0)
-        result = parse_result(out.read())
-    result["wall_seconds"] = wall
-    result["peak_rss_bytes"] = usage.ru_maxrss * 1024  # KiB on Linux
-    # CPU seconds tell what the wall time would be on a machine nobody else is using.
-    result["cpu_seconds"] = usage.ru_utime + usage.ru_stime
+    """Run one side as a whole process (see harness.measure_process) and log it."""
+    result = harness.measure_process(python, script, args, label=label)
+    wall = result["wall_seconds"]
     found = sorted(set(result["drifted"]) & set(PLANTED))
     log(
         f"drift: {label}: {wall:.1f} s (cpu {result['cpu_seconds']:.1f} s), "

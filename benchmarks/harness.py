@@ -110,6 +110,45 @@ def run_side(
         return parse_result(out.read())
 
 
+def measure_process(
+    python: Path, script: str, args: Sequence[str], *, label: str
+) -> dict[str, Any]:
+    """Run one side as a whole process: its JSON plus wall seconds, CPU seconds and peak RSS.
+
+    Resource use comes from ``wait4`` on the child, so loading and start-up
+    count, as they do for a user.
+    """
+    import time
+
+    from peers.workload import parse_result
+
+    env = {**os.environ, **PEER_ENV, "PYTHONDONTWRITEBYTECODE": "1"}
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            [str(python), str(PEER_SCRIPTS / script), *args],
+            cwd=PEER_SCRIPTS,
+            env=env,
+            stdout=out,
+            stderr=err,
+            text=True,
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            tail = "".join(err.readlines()[-30:])
+            raise RuntimeError(f"{label} failed (exit {proc.returncode}):\n{tail}")
+        out.seek(0)
+        result = parse_result(out.read())
+    result["wall_seconds"] = wall
+    result["peak_rss_bytes"] = usage.ru_maxrss * 1024  # KiB on Linux
+    # CPU seconds tell what the wall time would be on a machine nobody else is using.
+    result["cpu_seconds"] = usage.ru_utime + usage.ru_stime
+    return result
+
+
 def _follow(proc: subprocess.Popen[str], label: str, log: Log) -> list[str]:
     lines: list[str] = []
     if proc.stderr is None:

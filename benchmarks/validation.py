@@ -24,12 +24,9 @@ exactly those (``peers/validation_workload.py``). Results go to
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,7 +48,6 @@ from peers.validation_workload import (
     STATUSES,
     TAX_RATES,
 )
-from peers.workload import parse_result
 from rich.table import Table
 
 # This benchmark's peers; registered with the shared harness, which installs them.
@@ -200,29 +196,9 @@ def _chunk(
 
 
 def measure(python: Path, script: str, args: list[str], *, label: str, log: Log) -> dict[str, Any]:
-    """Run one side to completion; its JSON plus wall seconds and peak RSS from wait4."""
-    env = {**os.environ, **harness.PEER_ENV, "PYTHONDONTWRITEBYTECODE": "1"}
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        started = time.perf_counter()
-        proc = subprocess.Popen(
-            [str(python), str(harness.PEER_SCRIPTS / script), *args],
-            cwd=harness.PEER_SCRIPTS,
-            env=env,
-            stdout=out,
-            stderr=err,
-            text=True,
-        )
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
-            err.seek(0)
-            tail = "".join(err.readlines()[-30:])
-            raise RuntimeError(f"{label} failed (exit {proc.returncode}):\n{tail}")
-        out.seek(0)
-        result = parse_result(out.read())
-    result["wall_seconds"] = wall
-    result["peak_rss_bytes"] = usage.ru_maxrss * 1024  # KiB on Linux
+    """Run one side as a whole process (see harness.measure_process) and log it."""
+    result = harness.measure_process(python, script, args, label=label)
+    wall = result["wall_seconds"]
     log(
         f"validation: {label}: {wall:.2f} s, peak {result['peak_rss_bytes'] / GIB:.2f} GiB, "
         f"{len(result['failed'])} failed"
