@@ -19,7 +19,7 @@ from sqlalchemy.orm import selectinload
 
 from conveyor.checks.result import CheckResult, Report
 from conveyor.errors import AlreadyExistsError, InvalidInputError, NotFoundError
-from conveyor.store.database import MetadataStore, keyset, page_of
+from conveyor.store.database import MetadataStore, page
 from conveyor.store.models import CheckResultRecord, ReportRecord, RunRecord
 from conveyor.store.paging import Page
 from conveyor.store.types import aware_utc
@@ -112,17 +112,16 @@ def list_reports(
         stmt = stmt.where(ReportRecord.kind == kind)
     if run_id is not None:
         stmt = stmt.where(ReportRecord.run_id == run_id)
-    stmt = keyset(
+    return page(
+        store,
         stmt,
         ReportRecord.created_at,
         ReportRecord.id,
+        _report,
         limit=limit,
         cursor=cursor,
         listing="reports",
     )
-    with store.read() as session:
-        reports = [_report(r) for r in session.scalars(stmt)]
-    return page_of(reports, limit, lambda report: (report.created_at, report.id))
 
 
 def _check_record(position: int, check: CheckResult) -> CheckResultRecord:

@@ -209,7 +209,7 @@ class QuarantineRepository:
         """Batches newest first, ``limit`` at a time; pass ``next_cursor`` back for more."""
         import sqlalchemy as sa
 
-        from conveyor.store.database import keyset, page_of
+        from conveyor.store.database import page
         from conveyor.store.models import QuarantineBatchRecord
 
         stmt = sa.select(QuarantineBatchRecord)
@@ -217,17 +217,16 @@ class QuarantineRepository:
             stmt = stmt.where(QuarantineBatchRecord.dataset == _dataset_name(dataset))
         if status is not None:
             stmt = stmt.where(QuarantineBatchRecord.status == _status(status))
-        stmt = keyset(
+        return page(
+            self._store,
             stmt,
             QuarantineBatchRecord.created_at,
             QuarantineBatchRecord.id,
+            QuarantineBatch._from_record,
             limit=limit,
             cursor=cursor,
             listing="quarantine batches",
         )
-        with self._store.read() as session:
-            batches = [QuarantineBatch._from_record(r) for r in session.scalars(stmt)]
-        return page_of(batches, limit, lambda b: (b.created_at, b.id))
 
     def rows(self, batch_id: str) -> pa.Table:
         """The batch's rows, ``_quarantine_reason`` included (sha256-verified on read)."""

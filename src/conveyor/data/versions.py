@@ -357,18 +357,22 @@ class DatasetRepository:
         """Versions, newest first."""
         import sqlalchemy as sa
 
-        from conveyor.store.database import keyset, page_of
+        from conveyor.store.database import page
         from conveyor.store.models import DatasetVersionRecord as V
 
         stmt = sa.select(V)
         if dataset is not None:
             stmt = stmt.where(V.dataset == dataset)
-        stmt = keyset(
-            stmt, V.created_at, V.id, limit=limit, cursor=cursor, listing="dataset versions"
+        return page(
+            self.store,
+            stmt,
+            V.created_at,
+            V.id,
+            _snapshot,
+            limit=limit,
+            cursor=cursor,
+            listing="dataset versions",
         )
-        with self.store.read() as session:
-            versions = [_snapshot(r) for r in session.scalars(stmt)]
-        return page_of(versions, limit, lambda v: (v.created_at, v.id))
 
     def all(self, dataset: str | None = None) -> Iterator[DatasetVersion]:
         """Every version (of ``dataset``), newest first, a page at a time."""

@@ -43,7 +43,15 @@ from conveyor.store.types import aware_utc, dump_json
 if TYPE_CHECKING:
     from conveyor.store.runs import RunRepository
 
-__all__ = ["SCRIPT_LOCATION", "SEAM", "VERSION_TABLE", "MetadataStore", "keyset", "page_of"]
+__all__ = [
+    "SCRIPT_LOCATION",
+    "SEAM",
+    "VERSION_TABLE",
+    "MetadataStore",
+    "keyset",
+    "page",
+    "page_of",
+]
 
 T = TypeVar("T")
 S = TypeVar("S", bound=sa.Select[Any])
@@ -267,6 +275,27 @@ def _first_line(error: object) -> str:
 
 
 # -- newest-first keyset listings, shared by every repository ----------------
+
+
+def page(
+    store: MetadataStore,
+    stmt: sa.Select[Any],
+    time_col: QueryableAttribute[datetime],
+    id_col: QueryableAttribute[str],
+    convert: Callable[[Any], T],
+    *,
+    limit: int,
+    cursor: str | None,
+    listing: str,
+) -> Page[T]:
+    """One newest-first keyset page of ``stmt``'s rows, each turned into a snapshot by ``convert``.
+
+    The snapshot must carry the time and id under the columns' names.
+    """
+    stmt = keyset(stmt, time_col, id_col, limit=limit, cursor=cursor, listing=listing)
+    with store.read() as session:
+        items = [convert(row) for row in session.scalars(stmt)]
+    return page_of(items, limit, lambda i: (getattr(i, time_col.key), getattr(i, id_col.key)))
 
 
 def keyset(

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from conveyor.errors import ConcurrentUpdateError, ConflictError, InvalidInputError, NotFoundError
-from conveyor.store.database import MetadataStore, keyset, page_of
+from conveyor.store.database import MetadataStore, page
 from conveyor.store.models import RUN_STATUSES, TERMINAL_STATUSES, RunRecord
 from conveyor.store.paging import Page
 from conveyor.store.types import aware_utc, json_value, utcnow
@@ -369,12 +369,16 @@ class RunRepository:
             stmt = stmt.where(RunRecord.name == _text(name, "name"))
         if status is not None:
             stmt = stmt.where(RunRecord.status == _status(status))
-        stmt = keyset(
-            stmt, RunRecord.started_at, RunRecord.id, limit=limit, cursor=cursor, listing="runs"
+        return page(
+            self._store,
+            stmt,
+            RunRecord.started_at,
+            RunRecord.id,
+            Run._from_record,
+            limit=limit,
+            cursor=cursor,
+            listing="runs",
         )
-        with self._store.read() as session:
-            runs = [Run._from_record(r) for r in session.scalars(stmt)]
-        return page_of(runs, limit, lambda run: (run.started_at, run.id))
 
 
 def _load(session: Session, run_id: str, expected_version: int | None) -> RunRecord:
