@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -24,8 +23,10 @@ from workload import (
     KIB,
     MIB,
     Sizes,
+    check_size,
     emit_result,
     latency,
+    listing_result,
     metric_point,
     rate,
     run_metrics,
@@ -118,7 +119,7 @@ class Bench:
                 if cursor is None:
                     break
             whole.append(time.perf_counter() - start)
-        return _listing(first, whole, pages, seen, API["list"])
+        return listing_result(first, whole, pages, seen, API["list"])
 
     # -- metric points -------------------------------------------------------
 
@@ -192,7 +193,7 @@ class Bench:
             with stopwatch() as elapsed:
                 data = store.get(ref.digest)
             get.append(elapsed[0])
-            _check_size(down / f"big-{r}" / big.name, big_size)
+            check_size(down / f"big-{r}" / big.name, big_size)
             if len(data) != big_size:
                 raise RuntimeError(f"get returned {len(data)} bytes, expected {big_size}")
         mib = big_size / MIB
@@ -255,26 +256,6 @@ def _payload(key: str, value: float, step: int) -> dict[str, Any]:
 def _event(run_id: str, i: int) -> Event:
     key, value, step = metric_point(i)
     return Event(KIND, subject=run_id, payload=_payload(key, value, step))
-
-
-def _check_size(path: Path, size: int) -> None:
-    # A benchmark that reads nothing back would be fast and wrong.
-    if path.stat().st_size != size:
-        raise RuntimeError(f"{path} has {path.stat().st_size} bytes, expected {size}")
-
-
-def _listing(
-    first: list[float], whole: list[float], pages: int, seen: int, api: str
-) -> dict[str, Any]:
-    return {
-        "first_page_ms": statistics.median(first) * 1e3,
-        "all_pages_ms": statistics.median(whole) * 1e3,
-        "first_page_samples_ms": [x * 1e3 for x in first],
-        "all_pages_samples_ms": [x * 1e3 for x in whole],
-        "pages": pages,
-        "runs_seen": seen,
-        "api": api,
-    }
 
 
 # The order matters: listing reads the runs the first workload wrote, before

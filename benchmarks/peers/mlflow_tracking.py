@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,8 +25,10 @@ from workload import (
     KIB,
     MIB,
     Sizes,
+    check_size,
     emit_result,
     latency,
+    listing_result,
     metric_point,
     rate,
     run_metrics,
@@ -103,7 +104,7 @@ class Bench:
                 if not token:
                     break
             whole.append(time.perf_counter() - start)
-        return _listing(first, whole, pages, seen, API["list"])
+        return listing_result(first, whole, pages, seen, API["list"])
 
     # -- metric points -------------------------------------------------------
 
@@ -192,7 +193,7 @@ class Bench:
             with stopwatch() as elapsed:
                 client.download_artifacts(run_id, f"big/{r}/{big.name}", str(down / f"big-{r}"))
             read.append(elapsed[0])
-            _check_size(down / f"big-{r}" / big.name, big_size)
+            check_size(down / f"big-{r}" / big.name, big_size)
         small = write_files(self.workdir / "mlflow-small", s.small_files, s.small_kib * KIB, "s")
 
         def put(i: int) -> None:
@@ -230,26 +231,6 @@ class Bench:
 def _metric(i: int, timestamp_ms: int) -> Metric:
     key, value, step = metric_point(i)
     return Metric(key, value, timestamp_ms, step)
-
-
-def _check_size(path: Path, size: int) -> None:
-    # A benchmark that reads nothing back would be fast and wrong.
-    if path.stat().st_size != size:
-        raise RuntimeError(f"{path} has {path.stat().st_size} bytes, expected {size}")
-
-
-def _listing(
-    first: list[float], whole: list[float], pages: int, seen: int, api: str
-) -> dict[str, Any]:
-    return {
-        "first_page_ms": statistics.median(first) * 1e3,
-        "all_pages_ms": statistics.median(whole) * 1e3,
-        "first_page_samples_ms": [x * 1e3 for x in first],
-        "all_pages_samples_ms": [x * 1e3 for x in whole],
-        "pages": pages,
-        "runs_seen": seen,
-        "api": api,
-    }
 
 
 # The order matters: listing reads the runs the first workload wrote.

@@ -157,3 +157,23 @@ def parse_result(stdout: str) -> dict[str, Any]:
             parsed: dict[str, Any] = json.loads(line[len(RESULT_MARKER) :])
             return parsed
     raise ValueError("the peer printed no result line")
+
+
+def check_size(path: Path, size: int) -> None:
+    # A benchmark that reads nothing back would be fast and wrong.
+    if path.stat().st_size != size:
+        raise RuntimeError(f"{path} has {path.stat().st_size} bytes, expected {size}")
+
+
+def listing_result(
+    first: list[float], whole: list[float], pages: int, seen: int, api: str
+) -> dict[str, Any]:
+    return {
+        "first_page_ms": statistics.median(first) * 1e3,
+        "all_pages_ms": statistics.median(whole) * 1e3,
+        "first_page_samples_ms": [x * 1e3 for x in first],
+        "all_pages_samples_ms": [x * 1e3 for x in whole],
+        "pages": pages,
+        "runs_seen": seen,
+        "api": api,
+    }
