@@ -24,8 +24,15 @@ about HTTP.
     ├── IntegrityError                              code "integrity"
     │   └── ArtifactIntegrityError                     code "artifact_tampered"
     ├── InvalidInputError (ValueError)              code "invalid_input"
+    │   └── PayloadTooLargeError                       code "payload_too_large"
     ├── NotFittedError (ValueError, AttributeError) code "not_fitted"
     ├── GateFailedError                             code "gate_failed"
+    ├── AccessError (PermissionError)               code "access_denied"
+    │   ├── AuthenticationError                        code "unauthenticated"
+    │   └── PermissionDeniedError                      code "forbidden"
+    ├── ThrottledError                              code "throttled"
+    │   ├── RateLimitedError                           code "rate_limited"
+    │   └── OverloadedError                            code "overloaded"
     └── ClosedError (RuntimeError)                  code "closed"
 """
 
@@ -34,8 +41,10 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 __all__ = [
+    "AccessError",
     "AlreadyExistsError",
     "ArtifactIntegrityError",
+    "AuthenticationError",
     "BackendError",
     "BackendUnavailableError",
     "ClosedError",
@@ -49,7 +58,12 @@ __all__ = [
     "MissingDependencyError",
     "NotFittedError",
     "NotFoundError",
+    "OverloadedError",
+    "PayloadTooLargeError",
+    "PermissionDeniedError",
     "ProjectNotFoundError",
+    "RateLimitedError",
+    "ThrottledError",
     "UnknownBackendError",
 ]
 
@@ -164,6 +178,12 @@ class NotFittedError(ConveyorError, ValueError, AttributeError):
     code = "not_fitted"
 
 
+class PayloadTooLargeError(InvalidInputError):
+    """A request body or batch exceeds the configured limit (HTTP 413)."""
+
+    code = "payload_too_large"
+
+
 class GateFailedError(ConveyorError):
     """A gate's report did not pass; ``report`` holds the failed checks."""
 
@@ -172,6 +192,46 @@ class GateFailedError(ConveyorError):
     def __init__(self, message: str, report: Any = None, **context: Any) -> None:
         super().__init__(message, **context)
         self.report = report
+
+
+class AccessError(ConveyorError, PermissionError):
+    """The caller may not do this: no valid credentials, or not allowed."""
+
+    code = "access_denied"
+
+
+class AuthenticationError(AccessError):
+    """No API key, or one that is unknown, revoked or expired (HTTP 401)."""
+
+    code = "unauthenticated"
+
+
+class PermissionDeniedError(AccessError):
+    """The key is valid but its role does not allow the action (HTTP 403)."""
+
+    code = "forbidden"
+
+
+class ThrottledError(ConveyorError):
+    """Try again later; ``retry_after`` (seconds) says when."""
+
+    code = "throttled"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0, **context: Any) -> None:
+        super().__init__(message, retry_after=retry_after, **context)
+        self.retry_after = retry_after
+
+
+class RateLimitedError(ThrottledError):
+    """The caller's key spent its request budget (HTTP 429)."""
+
+    code = "rate_limited"
+
+
+class OverloadedError(ThrottledError):
+    """A queue is full: back-pressure instead of unbounded growth (HTTP 503)."""
+
+    code = "overloaded"
 
 
 class ClosedError(ConveyorError, RuntimeError):

@@ -403,3 +403,63 @@ class AliasHistoryRecord(Base):
     at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (sa.Index(None, "model", "alias", "at", "id"),)
+
+
+API_KEY_ROLES = ("viewer", "predictor", "deployer", "admin")
+
+
+class ApiKeyRecord(Base):
+    """An API key, stored as the sha256 of its secret (the secret is shown once).
+
+    Keys are 256-bit random tokens, so an unsalted fast hash is enough: there
+    is nothing to brute-force, and a lookup by hash stays one index probe.
+    """
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(200), unique=True)
+    # The first characters of the token, safe to show ("cvy_3f9a1c").
+    prefix: Mapped[str] = mapped_column(sa.String(16))
+    hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    role: Mapped[str] = mapped_column(sa.String(20))
+    # Token bucket: sustained requests per second and burst size; None = unlimited.
+    rate_per_second: Mapped[float | None] = mapped_column(sa.Float)
+    burst: Mapped[int | None] = mapped_column(sa.Integer)
+    created_by: Mapped[str | None] = mapped_column(sa.String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+    __table_args__ = (sa.CheckConstraint(_in("role", API_KEY_ROLES), name="role"),)
+
+
+class RouteRecord(VersionedMixin, Base):
+    """The live traffic policy of one served model; servers poll ``revision``."""
+
+    __tablename__ = "routes"
+
+    model: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    revision: Mapped[int] = mapped_column(sa.Integer)
+    policy: Mapped[dict[str, Any]] = mapped_column(JSONB_DOCUMENT)
+    actor: Mapped[str | None] = mapped_column(sa.String(200))
+    reason: Mapped[str | None] = mapped_column(sa.Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class RouteHistoryRecord(Base):
+    """Append-only: every policy a route has had, so a rollback restores the previous one."""
+
+    __tablename__ = "route_history"
+
+    id: Mapped[int] = mapped_column(
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    model: Mapped[str] = mapped_column(sa.String(200))
+    revision: Mapped[int] = mapped_column(sa.Integer)
+    policy: Mapped[dict[str, Any]] = mapped_column(JSONB_DOCUMENT)
+    actor: Mapped[str | None] = mapped_column(sa.String(200))
+    reason: Mapped[str | None] = mapped_column(sa.Text)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (sa.UniqueConstraint("model", "revision"),)
