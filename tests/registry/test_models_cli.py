@@ -65,6 +65,8 @@ def test_register_list_show_alias_history_rollback(project: Path) -> None:
     ]
 
     code, out = cli(project, "alias", "churn", "champion", "1", "--reason", "first")
+    assert code == 1 and "churn@1 has no gate report" in out  # champion is gated
+    code, out = cli(project, "alias", "churn", "champion", "1", "--force", "--reason", "first")
     assert code == 0 and "churn@champion: (unset) -> churn@1" in out
     code, out = cli(project, "alias", "churn", "champion", "2", "--force")
     assert code == 1 and "reason" in out
@@ -80,7 +82,7 @@ def test_register_list_show_alias_history_rollback(project: Path) -> None:
     assert [(m["forced"], m["reason"]) for m in moves] == [
         (False, "rollback: latency"),
         (True, "hotfix"),
-        (False, "first"),
+        (True, "first"),
     ]
     code, out = cli(project, "history", "churn")
     assert code == 0 and "hotfix" in out

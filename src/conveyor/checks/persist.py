@@ -101,6 +101,7 @@ def list_reports(
     subject: str | None = None,
     kind: str | None = None,
     run_id: str | None = None,
+    subject_version: str | None = None,
     limit: int = 50,
     cursor: str | None = None,
 ) -> Page[Report]:
@@ -112,6 +113,8 @@ def list_reports(
         stmt = stmt.where(ReportRecord.kind == kind)
     if run_id is not None:
         stmt = stmt.where(ReportRecord.run_id == run_id)
+    if subject_version is not None:
+        stmt = stmt.where(ReportRecord.subject_version == subject_version)
     return page(
         store,
         stmt,

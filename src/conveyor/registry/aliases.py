@@ -7,8 +7,9 @@ two concurrent moves never silently lose one. Each move appends to
 ``alias_history`` in the same transaction, which answers "who moved it,
 when and why", "what was champion at time T", and where a rollback goes.
 
-Promotion through gates is built on :meth:`AliasesMixin.set_alias`: a move
-past failed gates is ``forced=True`` with a ``reason``, and both are recorded.
+A gated alias (``champion`` by default) only moves to a version whose gates
+passed (:mod:`conveyor.registry.promotion`); a move past failed gates is
+``forced=True`` with a ``reason``, and both are recorded.
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ class AliasesMixin:
 
         def by_id(self, version_id: str) -> ModelVersion: ...
 
+        def _admit(self, name: str, alias: str, version: Any, forced: bool) -> None: ...
+
     def set_alias(
         self,
         name: str,
@@ -105,6 +108,7 @@ class AliasesMixin:
         check_alias(alias)
         if forced and not reason:
             raise InvalidInputError("a forced alias move needs a reason", field="reason")
+        self._admit(name, alias, version, forced)
         for attempt in range(_MOVE_ATTEMPTS):
             try:
                 move = self._move(name, alias, version, actor, reason, forced, expected_version)

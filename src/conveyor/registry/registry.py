@@ -24,7 +24,7 @@ import re
 import subprocess
 import sys
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from conveyor.errors import (
@@ -34,6 +34,7 @@ from conveyor.errors import (
     NotFoundError,
 )
 from conveyor.registry.aliases import AliasesMixin
+from conveyor.registry.promotion import DEFAULT_GATED_ALIASES, PromotionMixin
 from conveyor.registry.reads import Reads
 from conveyor.registry.versions import LoadedModel, ModelVersion
 from conveyor.store.paging import Page
@@ -63,16 +64,23 @@ def check_model_name(name: str) -> str:
     return name
 
 
-class Registry(AliasesMixin):
-    """Registered models, their immutable versions, and aliases pointing at them."""
+class Registry(AliasesMixin, PromotionMixin):
+    """Registered models, their immutable versions, and aliases pointing at them.
+
+    ``gated_aliases`` (default ``{"champion"}``) only move to versions whose
+    gates passed, or by a forced move with a reason.
+    """
 
     def __init__(
         self,
         store: MetadataStore,
         artifacts: ArtifactStore,
         events: EventLog | None = None,
+        *,
+        gated_aliases: Iterable[str] = DEFAULT_GATED_ALIASES,
     ) -> None:
         self.store = store
+        self.gated_aliases = frozenset(gated_aliases)
         self.artifacts = artifacts
         self.events = events
         self._code: dict[str, tuple[str | None, bool | None]] = {}
