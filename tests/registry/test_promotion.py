@@ -78,6 +78,6 @@ def test_other_aliases_are_free_and_gating_is_configurable(registry: Registry) -
     strict = Registry(registry.store, registry.artifacts, gated_aliases={"challenger"})
     with pytest.raises(GateFailedError):
         strict.set_alias("fraud", "challenger", 1, actor="ci")
+    registry.register("other", Doubler(2.0))
     with pytest.raises(InvalidInputError, match="belongs to model"):
-        registry.register("other", Doubler(2.0))
         registry.promote("fraud", "other@1", actor="ana")
