@@ -1,0 +1,168 @@
+"""``conveyor keys ...``: create, list and revoke the API keys of the model server.
+
+::
+
+    conveyor keys create admin --role admin             # the first key: bootstrap
+    export CONVEYOR_API_KEY=cvy_...                      # from now on, commands need a key
+    conveyor keys create ci --role deployer --rate 50 --burst 100 --expires 90
+    conveyor keys list
+    conveyor keys revoke ci
+
+Who may run these commands (every ``keys`` command needs the ``admin`` role):
+
+- ``CONVEYOR_API_KEY`` set: the key must verify (known, not revoked, not
+  expired) and its role must allow the action, else the command fails
+  (``unauthenticated`` or ``forbidden``) and changes nothing.
+- no key was ever created in the project: local use is allowed without one.
+  This is how the first admin key is created; creating it ends the bootstrap
+  (revoking every key later does not reopen it).
+- keys exist but ``CONVEYOR_API_KEY`` is not set: refused, asking for one.
+
+This is a guard for a shared project, not a wall against someone who can
+write the metadata store directly. Every create and revoke is an audit event
+(``auth.key_created``, ``auth.key_revoked``) naming the actor; the secret is
+printed once and stored nowhere, only its sha256. See ``docs/security.md``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from conveyor.cli.common import JsonOpt, ProjectOpt, actor, console, errors, open_project, when
+from conveyor.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from conveyor.project import Project
+    from conveyor.serving.auth import ApiKey, ApiKeys
+
+__all__ = ["API_KEY_ENV", "authorize", "keys_app"]
+
+#: The environment variable the CLI reads its API key from.
+API_KEY_ENV = "CONVEYOR_API_KEY"
+
+keys_app = typer.Typer(
+    help="API keys of the model server: create, list, revoke.", no_args_is_help=True
+)
+
+
+def authorize(proj: Project, action: str) -> tuple[ApiKeys, str]:
+    """The project's keys and the actor to record, once ``action`` is allowed here.
+
+    Follows the rule in this module's docstring (:func:`authorize_local`);
+    other commands that deploy, route or roll back can call it too.
+    """
+    from conveyor.serving.auth import ApiKeys, authorize_local
+
+    keys = ApiKeys(proj.store, proj.events, cache_ttl=0)
+    key = authorize_local(keys, action, os.environ.get(API_KEY_ENV) or None)
+    return keys, actor() if key is None else f"key:{key.name}"
+
+
+def _limits(key: ApiKey) -> str:
+    if key.rate_per_second is None:
+        return "unlimited"
+    return f"{key.rate_per_second:g}/s, burst {key.burst}"
+
+
+def _echo_json(body: object) -> None:
+    import orjson
+
+    typer.echo(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
+
+
+@keys_app.command("create")
+@errors
+def create(
+    name: Annotated[str, typer.Argument(help="A unique name, e.g. the client using it.")],
+    role: Annotated[str, typer.Option(help="viewer, predictor, deployer or admin.")],
+    rate: Annotated[
+        float | None, typer.Option(help="Sustained requests per second (default: unlimited).")
+    ] = None,
+    burst: Annotated[
+        int | None, typer.Option(help="Requests allowed at once (default: one second's worth).")
+    ] = None,
+    expires: Annotated[
+        float | None, typer.Option(help="Expire after this many days (default: never).")
+    ] = None,
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a key and print its secret once: it is not stored and cannot be shown again."""
+    from datetime import UTC, datetime, timedelta
+
+    expires_at = None
+    if expires is not None:
+        if not expires > 0:
+            raise InvalidInputError(f"--expires {expires!r}: expected days > 0", field="expires")
+        expires_at = datetime.now(UTC) + timedelta(days=expires)
+    with open_project(project) as proj:
+        keys, who = authorize(proj, "keys")
+        token, key = keys.create(
+            name,
+            role,
+            rate_per_second=rate,
+            burst=burst,
+            expires_at=expires_at,
+            actor=who,
+        )
+    if as_json:
+        _echo_json({"token": token, "key": key.to_dict()})
+        return
+    typer.echo(
+        f"Created API key {key.name!r}: role {key.role}, {_limits(key)}, "
+        f"expires {when(key.expires_at) if key.expires_at else 'never'}."
+    )
+    typer.echo(token)
+    typer.secho(
+        "Copy it now: Conveyor stores only its hash and cannot show it again.",
+        fg=typer.colors.YELLOW,
+        err=True,
+    )
+
+
+@keys_app.command("list")
+@errors
+def list_cmd(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
+    """List every key (revoked ones too): name, prefix, role, limits, dates. Never secrets."""
+    with open_project(project) as proj:
+        keys, _ = authorize(proj, "keys")
+        found = keys.list()
+    if as_json:
+        _echo_json([k.to_dict() for k in found])
+        return
+    from rich.table import Table
+
+    table = Table(title="API keys", title_justify="left")
+    for column in ("name", "prefix", "role", "limits", "created", "expires", "revoked"):
+        table.add_column(column, overflow="fold")
+    for k in found:
+        table.add_row(
+            k.name,
+            k.prefix,
+            k.role,
+            _limits(k),
+            when(k.created_at),
+            when(k.expires_at),
+            when(k.revoked_at),
+        )
+    console().print(table)
+
+
+@keys_app.command("revoke")
+@errors
+def revoke(
+    name: Annotated[str, typer.Argument(help="The key's name (see `keys list`).")],
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Revoke a key: servers refuse it within seconds (their cache lives 5 s)."""
+    with open_project(project) as proj:
+        keys, who = authorize(proj, "keys")
+        key = keys.revoke(name, actor=who)
+    if as_json:
+        _echo_json(key.to_dict())
+        return
+    typer.echo(f"Revoked API key {key.name!r} ({key.prefix}...) at {when(key.revoked_at)}.")
