@@ -245,12 +245,14 @@ def reports_show(
 
 
 from conveyor.cli.data import data_app  # noqa: E402 -- sub-apps register after the app exists
+from conveyor.cli.keys import keys_app  # noqa: E402
 from conveyor.cli.models import models_app  # noqa: E402
 from conveyor.cli.pipeline import pipeline_app  # noqa: E402
 
 app.add_typer(data_app, name="data")
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(models_app, name="models")
+app.add_typer(keys_app, name="keys")
 
 __all__ = ["app", "main", "parse_since"]
 
