@@ -1,60 +1,104 @@
-"""MLflow's side of the registry benchmark; runs in .bench-venvs/mlflow, prints JSON.
+"""MLflow's side of the registry benchmark; runs in .bench-venvs/mlflow.
 
-    python mlflow_registry.py --uri sqlite:////tmp/x/mlflow.db --workdir /tmp/x --sizes '{...}'
+    python mlflow_registry.py --url sqlite:////tmp/x/mlflow.db --workdir /tmp/x \
+        --sizes '{...}' --phase fill
+    python mlflow_registry.py ... --phase measure --measure alias --budget 30
 
 Imports nothing from Conveyor. MLflow's model versions point at a ``source``
-URI and store no bytes, so registration here writes metadata only.
+URI and store no bytes, so registration here writes metadata only. The
+fill's bulk rows copy version 1's row (written by ``create_model_version``)
+through MLflow's own table definitions, with their own version number,
+source, creation time and tags. MLflow has no batch registration API.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
-START = time.perf_counter()
-
-import mlflow  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
-from registry_workload import ALIAS, MODEL, Sizes, median_ms, peak_rss_mib, tags  # noqa: E402
-from workload import emit_result  # noqa: E402
-
-IMPORTED = time.perf_counter() - START
+import mlflow
+from mlflow.tracking import MlflowClient
+from registry_workload import ALIAS, MODEL, Sizes, emit_json, sample, tags
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--uri", required=True)
-    parser.add_argument("--workdir", required=True, type=Path)
-    parser.add_argument("--sizes", required=True)
-    args = parser.parse_args(argv)
-    s = Sizes.from_json(args.sizes)
-    client = MlflowClient(tracking_uri=args.uri, registry_uri=args.uri)
-    client.create_registered_model(MODEL)  # creates the schema: outside the timed region
-    print("mlflow: registering", file=sys.stderr, flush=True)
+def fill(client: MlflowClient, url: str, workdir: Path, s: Sizes) -> None:
+    import sqlalchemy as sa
+    from mlflow.store.model_registry.dbmodels.models import SqlModelVersion, SqlModelVersionTag
 
-    start = time.perf_counter()
-    for i in range(s.versions):
-        client.create_model_version(MODEL, source=f"{args.workdir}/models/{i}", tags=tags(i))
-    register_s = time.perf_counter() - start
+    client.create_registered_model(MODEL)  # creates the schema
+    client.create_model_version(MODEL, source=f"{workdir}/models/0", tags=tags(0))
+    versions = SqlModelVersion.__table__
+    version_tags = SqlModelVersionTag.__table__
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            first = dict(
+                conn.execute(sa.select(versions).where(versions.c.version == 1)).mappings().one()
+            )
+            tag_template = dict(
+                conn.execute(sa.select(version_tags).where(version_tags.c.version == 1))
+                .mappings()
+                .first()
+                or {}
+            )
+        start = int(first["creation_time"]) - s.versions - 60_000  # all in the past
+        with engine.begin() as conn:
+            conn.execute(
+                sa.update(versions)
+                .where(versions.c.version == 1)
+                .values(creation_time=start, last_updated_time=start)
+            )
+        same_location = first.get("storage_location") == first.get("source")
+        for lo in range(1, s.versions, s.fill_chunk):
+            rows, tag_rows = [], []
+            for i in range(lo, min(lo + s.fill_chunk, s.versions)):
+                source = f"{workdir}/models/{i}"
+                row = {
+                    **first,
+                    "version": i + 1,
+                    "source": source,
+                    "creation_time": start + i,
+                    "last_updated_time": start + i,
+                }
+                if same_location:
+                    row["storage_location"] = source
+                rows.append(row)
+                for key, value in tags(i).items():
+                    tag_rows.append({**tag_template, "version": i + 1, "key": key, "value": value})
+            with engine.begin() as conn:
+                conn.execute(sa.insert(versions), rows)
+                conn.execute(sa.insert(version_tags), tag_rows)
+    finally:
+        engine.dispose()
     client.set_registered_model_alias(MODEL, ALIAS, str(s.versions // 2))
+    if url.startswith("postgresql"):
+        engine = sa.create_engine(url)
+        with engine.connect() as conn:  # what autovacuum does to a grown table
+            conn.execute(sa.text("ANALYZE"))
+            conn.commit()
+        engine.dispose()
+
+
+def measure(client: MlflowClient, workdir: Path, s: Sizes, name: str, budget: float) -> None:
+    n = s.versions
 
     def alias() -> None:
         found = client.get_model_version_by_alias(MODEL, ALIAS)
-        assert int(found.version) == s.versions // 2
+        assert int(found.version) == n // 2
 
     def first_page() -> None:
         page = client.search_model_versions(f"name='{MODEL}'", max_results=s.page)
-        assert len(page) == min(s.page, s.versions)
+        assert len(page) == min(s.page, n)
 
     def tagged_page() -> None:
         page = client.search_model_versions(
             f"name='{MODEL}' and tags.parity='odd'", max_results=s.page
         )
+        assert len(page) == min(s.page, n // 2)
         assert all(v.tags["parity"] == "odd" for v in page)
 
-    def every_version() -> None:
+    def all_versions() -> None:
         seen, token = 0, None
         while True:
             page = client.search_model_versions(
@@ -64,31 +108,46 @@ def main(argv: list[str] | None = None) -> int:
             token = page.token
             if not token:
                 break
-        assert seen == s.versions, seen
+        assert seen == n, seen
 
-    results = {
-        "register": {
-            "per_s": s.versions / register_s,
-            "seconds": register_s,
-            "api": "MlflowClient.create_model_version(name, source=uri, tags=...)",
-        },
-        "alias": {**median_ms(alias, s.lookups), "api": "get_model_version_by_alias"},
-        "first_page": {
-            **median_ms(first_page, s.searches),
-            "api": "search_model_versions(name=..., max_results=100)",
-        },
-        "tagged_page": {
-            **median_ms(tagged_page, s.searches),
-            "api": "search_model_versions(name=... and tags.parity='odd', max_results=100)",
-        },
-        "all_versions": {
-            **median_ms(every_version, max(1, s.searches // 10)),
-            "api": "search_model_versions, pages of 1,000 with page_token",
-        },
-        "import_s": IMPORTED,
-        "peak_rss_mib": peak_rss_mib(),
+    counter = iter(range(n + 1, n + 10_000_000))
+
+    def register() -> None:
+        i = next(counter)
+        client.create_model_version(MODEL, source=f"{workdir}/models/{i}", tags=tags(i))
+
+    calls = {
+        "alias": (alias, s.lookups),
+        "first_page": (first_page, s.searches),
+        "tagged_page": (tagged_page, s.searches),
+        "all_versions": (all_versions, s.all_passes),
+        "register": (register, s.registrations),
     }
-    emit_result({"tool": "mlflow", "version": mlflow.__version__, "results": results})
+    call, repeats = calls[name]
+    if name == "register":
+        register()  # untimed warm-up: first connection, schema check
+    else:
+        client.get_registered_model(MODEL)  # untimed: first connection, schema check
+    print("mlflow: ready", file=sys.stderr, flush=True)
+    sample(call, repeats, budget)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--workdir", required=True, type=Path)
+    parser.add_argument("--sizes", required=True)
+    parser.add_argument("--phase", choices=("fill", "measure"), required=True)
+    parser.add_argument("--measure")
+    parser.add_argument("--budget", type=float, default=30.0)
+    args = parser.parse_args(argv)
+    s = Sizes.from_json(args.sizes)
+    client = MlflowClient(tracking_uri=args.url, registry_uri=args.url)
+    if args.phase == "fill":
+        fill(client, args.url, args.workdir, s)
+        emit_json({"tool": "mlflow", "version": mlflow.__version__})
+    else:
+        measure(client, args.workdir, s, args.measure, args.budget)
     return 0
 
 
