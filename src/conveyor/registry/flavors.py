@@ -15,6 +15,8 @@ for its own pickles.
 from __future__ import annotations
 
 import functools
+import io
+import json
 import pickle
 import warnings
 from abc import ABC, abstractmethod
@@ -34,6 +36,7 @@ __all__ = [
     "Flavor",
     "LibraryVersionWarning",
     "PythonModel",
+    "TorchFlavor",
     "check_libraries",
     "flavor_for",
     "get_flavor",
@@ -230,6 +233,115 @@ def _numpy_type(onnx_type: str) -> str:
     return _ONNX_TYPES.get(onnx_type, "float32")
 
 
+class TorchFlavor:
+    """A ``torch.nn.Module``: TorchScript when it scripts, else the pickled module.
+
+    TorchScript keeps the code with the weights, so the module loads where its
+    class cannot be imported (a serving image without the training code);
+    a module that does not script (Python that TorchScript cannot compile) is
+    saved with ``torch.save`` and needs its class importable at load. The
+    artifact starts with a header line saying which (:data:`TORCH_MAGIC`, then
+    ``{"format": "torchscript" | "pickle", ...}``). It loads on CPU in eval
+    mode; :meth:`predict` runs it under ``torch.inference_mode()`` on a float32
+    tensor of the signature's columns, in order, and returns its output as a
+    numpy array, unchanged: logits stay logits (see
+    ``conveyor.training.optimize.torch_model`` for labels).
+
+    PyTorch 2.13 marks ``torch.jit`` deprecated; its warnings are silenced
+    around these calls only, and a PyTorch without ``torch.jit.script`` gets
+    the pickled module.
+    """
+
+    name = "pytorch"
+
+    def matches(self, model: Any) -> bool:
+        # By module name first: an object whose classes do not come from torch
+        # is not a torch module, and torch stays unimported.
+        if not _from_module(model, "torch"):
+            return False
+        import torch
+
+        return isinstance(model, torch.nn.Module)
+
+    def save(self, model: Any) -> bytes:
+        import torch
+
+        buffer = io.BytesIO()
+        kind = "torchscript"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                torch.jit.save(torch.jit.script(model), buffer)
+        except Exception:  # TorchScript fails with many error types on unscriptable Python
+            kind, buffer = "pickle", io.BytesIO()
+            torch.save(model, buffer)
+        header = {"format": kind, "class": f"{type(model).__module__}.{type(model).__qualname__}"}
+        return TORCH_MAGIC + json.dumps(header).encode() + b"\n" + buffer.getvalue()
+
+    def load(self, data: bytes) -> Any:
+        try:
+            import torch
+        except ImportError as exc:
+            raise MissingDependencyError(
+                "loading a PyTorch model needs torch: pip install 'conveyor[torch]'",
+                package="torch",
+            ) from exc
+        header, body = _torch_header(data)
+        source = io.BytesIO(body)
+        if header["format"] == "torchscript":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                module = torch.jit.load(source, map_location="cpu")  # type: ignore[no-untyped-call]
+        else:
+            # A whole module is a pickle of its class; the artifact's sha256 was verified.
+            module = torch.load(source, map_location="cpu", weights_only=False)
+        return module.eval()
+
+    def predict(self, model: Any, table: pa.Table) -> Any:
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import torch
+
+        matrix = np.empty((table.num_rows, table.num_columns), dtype=np.float32)
+        for i, column in enumerate(table.column_names):
+            try:
+                values = pc.cast(table.column(i), pa.float32())
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise InvalidInputError(
+                    f"column {column!r} is {table.schema.field(i).type}: a PyTorch model "
+                    "takes numbers only",
+                    field=column,
+                ) from exc
+            matrix[:, i] = values.to_numpy(zero_copy_only=False)
+        with torch.inference_mode():
+            output = model(torch.from_numpy(matrix))
+        return output.numpy()
+
+    def libraries(self) -> dict[str, str]:
+        return _versions("torch", "numpy")
+
+
+#: First bytes of a PyTorch artifact, before its JSON header line.
+TORCH_MAGIC = b"conveyor-torch/1\n"
+
+
+def _torch_header(data: bytes) -> tuple[dict[str, Any], bytes]:
+    end = data.find(b"\n", len(TORCH_MAGIC))
+    header: Any = None
+    if data.startswith(TORCH_MAGIC) and end > 0:
+        try:
+            header = json.loads(data[len(TORCH_MAGIC) : end])
+        except ValueError:
+            header = None
+    if not isinstance(header, dict) or header.get("format") not in ("torchscript", "pickle"):
+        raise InvalidInputError(
+            "this artifact is not a Conveyor PyTorch model (no conveyor-torch header)",
+            field="artifact",
+        )
+    return header, data[end + 1 :]
+
+
 class PythonFlavor:
     """Any :class:`PythonModel` subclass, pickled."""
 
@@ -254,10 +366,19 @@ class PythonFlavor:
         return {}
 
 
-# Order matters: XGBoost and LightGBM models are scikit-learn estimators too.
+# Order matters, the more specific first: XGBoost and LightGBM models are
+# scikit-learn estimators too. A PythonModel that is also a torch module is
+# saved as a PythonModel: its predict(frame) is the contract its author wrote.
 FLAVORS: dict[str, Flavor] = {
     f.name: f
-    for f in (PythonFlavor(), ONNXFlavor(), XGBoostFlavor(), LightGBMFlavor(), SklearnFlavor())
+    for f in (
+        PythonFlavor(),
+        TorchFlavor(),
+        ONNXFlavor(),
+        XGBoostFlavor(),
+        LightGBMFlavor(),
+        SklearnFlavor(),
+    )
 }
 
 
@@ -268,7 +389,8 @@ def flavor_for(model: Any) -> Flavor:
             return flavor
     kind = f"{type(model).__module__}.{type(model).__qualname__}"
     raise InvalidInputError(
-        f"no flavor saves a {kind}: register a scikit-learn, XGBoost, LightGBM or ONNX model, "
+        f"no flavor saves a {kind}: register a scikit-learn, XGBoost, LightGBM, PyTorch or "
+        "ONNX model, "
         "or wrap it in a conveyor.registry.PythonModel subclass",
         field="model",
     )
