@@ -461,7 +461,7 @@ def _mutate(
 
 
 def _with_binary(tensor: dict[str, Any], payload: bytes, outputs: Any) -> tuple[bytes, int | None]:
-    header = orjson.dumps({"inputs": [tensor], "outputs": outputs})
+    header = json.dumps({"inputs": [tensor], "outputs": outputs}).encode()
     return header + payload, len(header)
 
 
