@@ -18,6 +18,7 @@ the line, the field and what was expected.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -32,6 +33,7 @@ from pydantic import (
     PrivateAttr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from conveyor.backends import SEAMS, BackendURL
@@ -203,6 +205,84 @@ class EncryptionSpec(BaseModel):
     )
 
 
+class HoldoutSpec(BaseModel):
+    """How the rows training never sees are chosen (the gates judge on them).
+
+    - ``time``: the latest ``fraction`` of rows by ``column`` (no look-ahead);
+    - ``hash``: rows whose ``column`` value hashes into ``fraction`` (an entity
+      such as a customer stays on one side in every version);
+    - ``random``: a seeded random ``fraction`` of rows.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    by: Literal["time", "hash", "random"] = Field("random", description="time | hash | random.")
+    column: str | None = Field(None, description="The time or key column (time and hash).")
+    fraction: float = Field(0.2, gt=0, lt=1, description="Share of rows held out.")
+    seed: int = Field(0, ge=0, description="Seed of the random split.")
+
+    @model_validator(mode="after")
+    def _column_when_needed(self) -> HoldoutSpec:
+        if self.by != "random" and not self.column:
+            raise ValueError(f"a holdout by {self.by} needs a column")
+        return self
+
+
+class RetrainSpec(BaseModel):
+    """When a model retrains by itself (``conveyor pipeline schedule`` runs it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cron: str | None = Field(None, description="Cron expression, e.g. '0 3 * * *'.")
+    on_events: list[str] = Field(
+        default_factory=list,
+        description="Event kinds that trigger a retraining, e.g. drift.detected, alert.fired.",
+    )
+    on_new_data: bool = Field(False, description="Retrain when the dataset gets a new version.")
+    incremental: bool = Field(
+        False,
+        description="Continue the champion with partial_fit on the rows it has not seen "
+        "(estimators with partial_fit only) instead of training from scratch.",
+    )
+
+
+class ModelSpec(BaseModel):
+    """A trainable model: entry point, data, hold-out, gates and retraining.
+
+    ``train`` is ``module:function`` (importable from the project folder),
+    called as ``function(X, y, *, seed, **params)`` and returning a fitted
+    model; ``prepare`` (optional) turns the dataset's rows into the frame
+    ``features`` and ``target`` are read from, the same for training and the
+    hold-out. ``gates`` is a list of ``{name: {options}}`` (see
+    :mod:`conveyor.training.flow`).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    train: str = Field(description="Training entry point, module:function.", min_length=3)
+    prepare: str | None = Field(None, description="Optional frame preparation, module:function.")
+    dataset: str = Field(description="The data set whose latest version trains the model.")
+    features: list[str] = Field(min_length=1, description="Input columns, in order.")
+    target: str = Field(description="The label column.")
+    holdout: HoldoutSpec = Field(default_factory=HoldoutSpec)
+    params: dict[str, Any] = Field(default_factory=dict, description="Passed to train().")
+    groups: str | None = Field(None, description="Column of group labels for the fairness gate.")
+    gates: list[dict[str, dict[str, Any]]] = Field(
+        default_factory=list, description="Gates run on every candidate: [{name: {options}}]."
+    )
+    auto_promote: bool = Field(
+        False, description="Make a candidate champion by itself when its gates pass."
+    )
+    retrain: RetrainSpec = Field(default_factory=RetrainSpec)
+
+    @field_validator("train", "prepare")
+    @classmethod
+    def _entry_point(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", value):
+            raise ValueError(f"expected module:function, got {value!r}")
+        return value
+
+
 class ProjectSpec(BaseModel):
     """The whole of ``conveyor.yaml``."""
 
@@ -215,6 +295,7 @@ class ProjectSpec(BaseModel):
     backends: Backends = Field(default_factory=Backends)
     slos: SLOs = Field(default_factory=SLOs)
     datasets: dict[str, DatasetSpec] = Field(default_factory=dict)
+    models: dict[str, ModelSpec] = Field(default_factory=dict)
     encryption: EncryptionSpec = Field(default_factory=EncryptionSpec)
     root: Path = Field(
         default=Path("."), exclude=True, description="The project folder (set at load)."
@@ -230,6 +311,17 @@ class ProjectSpec(BaseModel):
             if line:
                 return f"{self.root / SPEC_FILE}:{line}"
         return str(self.root / SPEC_FILE)
+
+    def model(self, name: str) -> ModelSpec:
+        """The named model's spec; NotFoundError listing the known ones."""
+        try:
+            return self.models[name]
+        except KeyError:
+            known = ", ".join(sorted(self.models)) or "none"
+            raise NotFoundError(
+                f"no model {name!r} under models: in {self.root / SPEC_FILE} (known: {known})",
+                model=name,
+            ) from None
 
     def dataset(self, name: str) -> DatasetSpec:
         """The named data set's spec; NotFoundError listing the known ones."""

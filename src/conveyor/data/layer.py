@@ -188,7 +188,8 @@ class DataLayer:
                 dataset,
                 accepted,
                 mode=mode,
-                source=source,
+                # The batch's validation report, so gates can judge the data a model trained on.
+                source={**source, "validation_report": report.id},
                 run_id=run_id,
                 profile=self.profile(accepted, spec.sensitive),
                 sensitive=spec.sensitive,

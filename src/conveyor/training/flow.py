@@ -1,0 +1,586 @@
+"""Train a model from its spec, judge it on a hold-out it never saw, and register it.
+
+This is what ``conveyor train NAME`` and continuous training run::
+
+    models:
+      fraud:
+        train: model:fit                 # fit(X, y, *, seed, **params) -> fitted model
+        prepare: model:add_features      # optional: dataset rows -> frame with features
+        dataset: transactions            # its latest version trains the model
+        features: [log_amount, hour, is_foreign]
+        target: is_fraud
+        holdout: {by: time, column: timestamp, fraction: 0.2}
+        groups: is_foreign               # for the fairness gate
+        gates:
+          - metric_floor: {}             # floor from slos.quality
+          - champion_comparison: {metric: roc_auc, min_absolute_change: 0.0}
+          - fairness: {metric: recall, max_equalized_odds_difference: 0.2}
+          - latency_budget: {}           # slos.latency_p95_ms
+          - regression_suite: {dataset: fraud-suite}
+          - data_checks: {}
+        auto_promote: false
+
+One candidate, step by step:
+
+1. a training run starts (params, seed, git state, environment);
+2. the dataset's latest version is read (lineage recorded) and prepared;
+3. the hold-out rows are set aside *before* training sees anything;
+4. ``train`` fits the model (or, with ``retrain.incremental``, the champion
+   continues with ``partial_fit`` on the rows it has not seen);
+5. the model is registered with its signature, run, dataset version,
+   parameters and hold-out metric (parent: the champion when incremental);
+6. every gate runs on the hold-out against the champion; the report is
+   saved under ``model:NAME`` / version ``N``;
+7. a candidate that passed becomes ``challenger``, and ``champion`` too when
+   ``auto_promote`` is set. A failed one stays registered, with its report
+   saying why, and moves no alias.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from conveyor.errors import InvalidInputError, NotFoundError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+    import pandas as pd
+
+    from conveyor.artifacts.store import ArtifactStore
+    from conveyor.checks.gates import Gate
+    from conveyor.checks.result import Report
+    from conveyor.config import HoldoutSpec, ModelSpec, ProjectSpec
+    from conveyor.data.layer import DataLayer
+    from conveyor.data.versions import DatasetVersion
+    from conveyor.events.log import EventLog
+    from conveyor.registry.promotion import Promotion
+    from conveyor.registry.registry import Registry
+    from conveyor.registry.versions import AliasMove, ModelVersion
+    from conveyor.store.database import MetadataStore
+
+__all__ = [
+    "GATES",
+    "Candidate",
+    "Prepared",
+    "build_gates",
+    "evaluate_version",
+    "holdout_mask",
+    "load_entry_point",
+    "prepare",
+    "train_candidate",
+]
+
+
+class FlowProject(Protocol):
+    """What the flow needs from a project (:class:`conveyor.Project` has it all)."""
+
+    @property
+    def spec(self) -> ProjectSpec: ...
+    @property
+    def store(self) -> MetadataStore: ...
+    @property
+    def artifacts(self) -> ArtifactStore: ...
+    @property
+    def events(self) -> EventLog: ...
+    @property
+    def data(self) -> DataLayer: ...
+    @property
+    def registry(self) -> Registry: ...
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A dataset version turned into training and hold-out sets."""
+
+    version: DatasetVersion
+    frame: pd.DataFrame
+    holdout: npt.NDArray[np.bool_]
+    new_rows: npt.NDArray[np.bool_]  # rows from parts the champion's data did not have
+    features: list[str]
+    target: str
+
+    @property
+    def X_train(self) -> pd.DataFrame:
+        return self.frame.loc[~self.holdout, self.features]
+
+    @property
+    def y_train(self) -> pd.Series[Any]:
+        return self.frame.loc[~self.holdout, self.target]
+
+    @property
+    def X_holdout(self) -> pd.DataFrame:
+        return self.frame.loc[self.holdout, self.features]
+
+    @property
+    def y_holdout(self) -> pd.Series[Any]:
+        return self.frame.loc[self.holdout, self.target]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What one training produced: the version, its gate report, and the aliases it moved."""
+
+    version: ModelVersion
+    report: Report
+    run_id: str
+    incremental: bool
+    challenger: AliasMove | None
+    promotion: Promotion | None
+
+    @property
+    def passed(self) -> bool:
+        return self.report.passed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version.ref,
+            "version_id": self.version.id,
+            "run": self.run_id,
+            "incremental": self.incremental,
+            "report": self.report.id,
+            "verdict": self.report.verdict,
+            "failed": [c.name for c in self.report.failures],
+            "metrics": self.version.metrics,
+            "challenger": self.challenger is not None,
+            "champion": self.promotion is not None,
+        }
+
+
+# -- entry points ----------------------------------------------------------------
+
+
+def load_entry_point(ref: str, root: Path | None, *, field: str) -> Callable[..., Any]:
+    """``module:function``, imported with the project folder first on ``sys.path``."""
+    module_name, _, attr = ref.partition(":")
+    if root is not None and str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InvalidInputError(
+            f"{field}: cannot import module {module_name!r} ({exc})", field=field
+        ) from exc
+    function = getattr(module, attr, None)
+    if not callable(function):
+        raise InvalidInputError(
+            f"{field}: module {module_name!r} has no function {attr!r}", field=field
+        )
+    return function  # type: ignore[no-any-return]
+
+
+# -- data --------------------------------------------------------------------------
+
+
+def holdout_mask(frame: pd.DataFrame, spec: HoldoutSpec) -> npt.NDArray[np.bool_]:
+    """True for the rows training never sees (see :class:`conveyor.config.HoldoutSpec`)."""
+    import hashlib
+
+    import numpy as np
+
+    n = len(frame)
+    if spec.column is not None and spec.column not in frame.columns:
+        raise InvalidInputError(
+            f"holdout column {spec.column!r} is not in the data (columns: "
+            f"{', '.join(map(str, frame.columns))})",
+            field="holdout.column",
+        )
+    if spec.by == "random":
+        rng = np.random.default_rng(spec.seed)
+        mask = np.zeros(n, dtype=bool)
+        mask[rng.choice(n, size=max(1, round(n * spec.fraction)), replace=False)] = True
+        return mask
+    assert spec.column is not None
+    column = frame[spec.column]
+    if spec.by == "time":
+        cutoff = column.quantile(1 - spec.fraction, interpolation="higher")
+        return (column >= cutoff).to_numpy() if n else np.zeros(0, dtype=bool)
+    # hash: an entity lands on the same side in every version and every run.
+    bound = int(spec.fraction * 2**64)
+    digests = [
+        int.from_bytes(hashlib.blake2b(str(v).encode(), digest_size=8).digest(), "big")
+        for v in column.tolist()
+    ]
+    return np.fromiter((d < bound for d in digests), dtype=bool, count=n)
+
+
+def prepare(
+    project: FlowProject,
+    spec: ModelSpec,
+    *,
+    seen_parts: frozenset[str] = frozenset(),
+    actor: str | None = None,
+) -> Prepared:
+    """The latest version of the model's dataset, prepared and split."""
+    import numpy as np
+    import pyarrow as pa
+
+    repo = project.data.versions
+    version = repo.latest(spec.dataset)
+    if version is None:
+        raise NotFoundError(
+            f"data set {spec.dataset!r} has no version yet: ingest it first "
+            f"(conveyor data ingest {spec.dataset})",
+            dataset=spec.dataset,
+        )
+    tables, new = [], []
+    for part in repo.parts(version):
+        table = repo.read_part(part)
+        tables.append(table)
+        new.append(np.full(table.num_rows, part.digest not in seen_parts))
+    project.events.emit(
+        "data.read",
+        subject=version.dataset,
+        subject_version=str(version.number),
+        actor=actor,
+        payload={"version_id": version.id, "rows": version.row_count, "purpose": "training"},
+    )
+    frame = pa.concat_tables(tables).to_pandas() if tables else pa.table({}).to_pandas()
+    new_rows = np.concatenate(new) if new else np.zeros(0, dtype=bool)
+    if spec.prepare:
+        shaped = load_entry_point(spec.prepare, project.spec.root, field="prepare")(frame)
+        if len(shaped) != len(frame):
+            new_rows = np.ones(len(shaped), dtype=bool) if not seen_parts else new_rows
+            if seen_parts:
+                raise InvalidInputError(
+                    f"prepare ({spec.prepare}) returned {len(shaped)} rows for {len(frame)}: "
+                    "incremental training needs it to keep every row, in order",
+                    field="prepare",
+                )
+        frame = shaped.reset_index(drop=True)
+    missing = [c for c in [*spec.features, spec.target] if c not in frame.columns]
+    if missing:
+        raise InvalidInputError(
+            f"model data lacks column(s) {', '.join(missing)} (have: "
+            f"{', '.join(map(str, frame.columns))})",
+            field="features" if missing[0] != spec.target else "target",
+        )
+    mask = holdout_mask(frame, spec.holdout)
+    if mask.all() or not mask.any():
+        raise InvalidInputError(
+            f"the hold-out split of {version.ref} leaves {int((~mask).sum())} training and "
+            f"{int(mask.sum())} hold-out rows; both need rows",
+            field="holdout",
+        )
+    return Prepared(version, frame, mask, new_rows, list(spec.features), spec.target)
+
+
+# -- gates -------------------------------------------------------------------------
+
+
+def _gate_metric_floor(options: dict[str, Any], **_: Any) -> Gate:
+    from conveyor.training.gates import metric_floor
+
+    if "metric" in options:
+        options = {"metric_name": options.pop("metric"), **options}
+    return metric_floor(**options)
+
+
+def _gate_champion(options: dict[str, Any], **_: Any) -> Gate:
+    from conveyor.training.gates import champion_comparison
+
+    options = dict(options)
+    metric_name = options.pop("metric", None)
+    if metric_name is None:
+        raise InvalidInputError("champion_comparison needs a metric", field="metric")
+    return champion_comparison(metric_name, **options)
+
+
+def _gate_fairness(options: dict[str, Any], *, spec: ModelSpec, **_: Any) -> Gate:
+    from conveyor.training.gates import fairness
+
+    options = dict(options)
+    metric_name = options.pop("metric", "accuracy")
+    return fairness(metric_name, **options)
+
+
+def _gate_latency(options: dict[str, Any], **_: Any) -> Gate:
+    from conveyor.training.gates import latency_budget
+
+    return latency_budget(**options)
+
+
+def _gate_suite(options: dict[str, Any], *, project: FlowProject, **_: Any) -> Gate:
+    from conveyor.training.gates import regression_suite
+
+    options = dict(options)
+    dataset = options.pop("dataset", None)
+    if not dataset:
+        raise InvalidInputError(
+            "regression_suite needs dataset: the data set holding the curated examples",
+            field="dataset",
+        )
+    examples = project.data.versions.read(
+        project.data.versions.resolve(dataset), kind="pandas", purpose="regression suite"
+    )
+    return regression_suite(examples, **options)
+
+
+def _gate_data(
+    options: dict[str, Any], *, project: FlowProject, prepared: Prepared, **_: Any
+) -> Gate:
+    from conveyor.checks.persist import get_report
+    from conveyor.training.gates import data_checks
+
+    report_id = prepared.version.source.get("validation_report")
+    if not report_id:
+        raise InvalidInputError(
+            f"data_checks: {prepared.version.ref} has no validation report (it was not "
+            "ingested through conveyor data ingest)",
+            field="data_checks",
+        )
+    return data_checks(get_report(project.store, report_id))
+
+
+#: Gate name in the spec -> builder(options, project=, spec=, prepared=).
+GATES: dict[str, Callable[..., Gate]] = {
+    "metric_floor": _gate_metric_floor,
+    "champion_comparison": _gate_champion,
+    "fairness": _gate_fairness,
+    "latency_budget": _gate_latency,
+    "regression_suite": _gate_suite,
+    "data_checks": _gate_data,
+}
+
+
+def build_gates(project: FlowProject, name: str, spec: ModelSpec, prepared: Prepared) -> list[Gate]:
+    """The spec's gates, each built (and its options checked) before anything trains."""
+    gates = []
+    for i, entry in enumerate(spec.gates):
+        where = f"models.{name}.gates[{i}]"
+        if len(entry) != 1:
+            raise InvalidInputError(
+                f"{project.spec.where(where)}: a gate is one {{name: {{options}}}}, got "
+                f"{sorted(entry)}",
+                field=where,
+            )
+        ((gate_name, options),) = entry.items()
+        builder = GATES.get(gate_name)
+        if builder is None:
+            raise InvalidInputError(
+                f"{project.spec.where(where)}: unknown gate {gate_name!r}; known: "
+                f"{', '.join(GATES)}",
+                field=where,
+            )
+        try:
+            gates.append(
+                builder(dict(options or {}), project=project, spec=spec, prepared=prepared)
+            )
+        except TypeError as exc:
+            raise InvalidInputError(
+                f"{project.spec.where(where)}: {gate_name}: {exc}", field=where
+            ) from exc
+    return gates
+
+
+def _context(
+    project: FlowProject, spec: ModelSpec, prepared: Prepared, model: Any, champion: Any
+) -> Any:
+    from conveyor.training.gates import GateContext
+
+    groups = None
+    if spec.groups is not None:
+        if spec.groups not in prepared.frame.columns:
+            raise InvalidInputError(
+                f"groups column {spec.groups!r} is not in the data", field="groups"
+            )
+        groups = prepared.frame.loc[prepared.holdout, spec.groups].astype(str).to_numpy()
+    return GateContext(
+        model,
+        prepared.X_holdout,
+        prepared.y_holdout,
+        champion=champion,
+        groups=groups,
+        slos=project.spec.slos,
+    )
+
+
+# -- the flow ----------------------------------------------------------------------
+
+
+def train_candidate(
+    project: FlowProject,
+    name: str,
+    *,
+    params: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+    actor: str | None = None,
+    incremental: bool | None = None,
+    auto_promote: bool | None = None,
+    trigger: str = "manual",
+) -> Candidate:
+    """Train ``name`` from its spec, register it, run its gates, move its aliases.
+
+    ``params`` override the spec's; ``incremental`` and ``auto_promote``
+    default to the spec's ``retrain.incremental`` and ``auto_promote``.
+    """
+    from conveyor.registry.promotion import gate_subject
+    from conveyor.training.runs import run
+
+    spec = project.spec.model(name)
+    registry = project.registry
+    merged = {**spec.params, **(params or {})}
+    train_fn = load_entry_point(spec.train, project.spec.root, field=f"models.{name}.train")
+    champion = _champion(registry, name)
+    incremental = spec.retrain.incremental if incremental is None else incremental
+    seen: frozenset[str] = frozenset()
+    if incremental:
+        if champion is None:
+            incremental = False  # nothing to continue: the first model trains from scratch
+        else:
+            seen = _parts_of(project, champion[0])
+    with run(
+        name, kind="train", params=merged, seed=seed, project=project, tags={"trigger": trigger}
+    ) as training:
+        prepared = prepare(project, spec, seen_parts=seen, actor=actor)
+        training.use_dataset(prepared.version)
+        gates = build_gates(project, name, spec, prepared)
+        champion_model = champion[1] if champion else None
+        if incremental:
+            model = _continue(champion_model, prepared)
+        else:
+            model = train_fn(prepared.X_train, prepared.y_train, seed=training.seed, **merged)
+        metrics = _holdout_metrics(project, model, prepared)
+        training.log_metrics(metrics)
+        version = registry.register(
+            name,
+            model,
+            signature_from=prepared.X_train.head(1000),
+            params=merged,
+            metrics=metrics,
+            run_id=training.id,
+            parent=champion[0] if incremental and champion else None,
+            dataset_versions=[prepared.version],
+            tags={"trigger": trigger, "incremental": str(bool(incremental)).lower()},
+            actor=actor,
+        )
+        report = training.validate(
+            gates,
+            _context(project, spec, prepared, model, champion_model),
+            subject=gate_subject(name),
+            subject_version=str(version.number),
+        )
+        run_id = training.id
+    challenger = promotion = None
+    if report.passed:
+        challenger = registry.set_alias(
+            name,
+            "challenger",
+            version,
+            actor=actor,
+            reason=f"trained by run {run_id} ({trigger}); gates {report.verdict}",
+        )
+        if spec.auto_promote if auto_promote is None else auto_promote:
+            promotion = registry.promote(
+                name, version, actor=actor, reason=f"auto-promoted: gates {report.verdict}"
+            )
+    candidate = Candidate(version, report, run_id, bool(incremental), challenger, promotion)
+    project.events.emit(
+        "model.candidate",
+        subject=name,
+        subject_version=str(version.number),
+        actor=actor,
+        payload={**candidate.to_dict(), "trigger": trigger},
+        durable=True,
+    )
+    return candidate
+
+
+def evaluate_version(project: FlowProject, ref: str, *, actor: str | None = None) -> Report:
+    """Run the spec's gates again on ``ref`` (``name@N``) against today's champion and data.
+
+    The report is saved like a training's, so a version can be re-judged
+    (and then promoted) without retraining.
+    """
+    from conveyor.checks.gates import run_gates
+    from conveyor.checks.persist import save_report
+    from conveyor.registry.promotion import GATE_REPORT_KIND, gate_subject
+
+    registry = project.registry
+    version = registry.resolve(ref)
+    spec = project.spec.model(version.model)
+    prepared = prepare(project, spec, actor=actor)
+    gates = build_gates(project, version.model, spec, prepared)
+    champion = _champion(registry, version.model)
+    champion_model = champion[1] if champion and champion[0].id != version.id else None
+    model = registry.load(version).model
+    report = run_gates(
+        gate_subject(version.model),
+        gates,
+        _context(project, spec, prepared, model, champion_model),
+        kind=GATE_REPORT_KIND,
+        subject_version=str(version.number),
+    )
+    save_report(project.store, report, run_id=version.run_id)
+    project.events.emit(
+        "model.validated",
+        subject=gate_subject(version.model),
+        subject_version=str(version.number),
+        actor=actor,
+        payload={
+            "report": report.id,
+            "verdict": report.verdict,
+            "failed": [c.name for c in report.failures],
+            "dataset": prepared.version.ref,
+        },
+    )
+    return report
+
+
+def _champion(registry: Registry, name: str) -> tuple[ModelVersion, Any] | None:
+    try:
+        version = registry.get(name, "champion")
+    except NotFoundError:
+        return None
+    return version, registry.load(version).model
+
+
+def _parts_of(project: FlowProject, version: ModelVersion) -> frozenset[str]:
+    repo = project.data.versions
+    digests: set[str] = set()
+    for dataset_version_id in version.dataset_version_ids:
+        try:
+            found = repo.by_id(dataset_version_id)
+        except NotFoundError:
+            continue
+        digests.update(p.digest for p in repo.parts(found))
+    return frozenset(digests)
+
+
+def _continue(champion: Any, prepared: Prepared) -> Any:
+    """The champion, copied, after ``partial_fit`` on the training rows it has not seen."""
+    if not hasattr(champion, "partial_fit"):
+        raise InvalidInputError(
+            f"incremental training needs an estimator with partial_fit; the champion is a "
+            f"{type(champion).__name__}: set retrain.incremental to false",
+            field="retrain.incremental",
+        )
+    model = copy.deepcopy(champion)
+    fresh = prepared.new_rows & ~prepared.holdout
+    if fresh.any():
+        rows = prepared.frame.loc[fresh]
+        model.partial_fit(rows[prepared.features], rows[prepared.target])
+    return model
+
+
+def _holdout_metrics(project: FlowProject, model: Any, prepared: Prepared) -> dict[str, float]:
+    """The quality SLO's metric (or accuracy / rmse) on the hold-out: the version's headline."""
+    from conveyor.training.gates import GateContext, metric
+    from conveyor.training.optimize.predictors import is_classifier
+
+    quality = project.spec.slos.quality
+    name = quality.metric if quality else ("accuracy" if is_classifier(model) else "rmse")
+    chosen = metric(name)
+    ctx = GateContext(model, prepared.X_holdout, prepared.y_holdout)
+    values = ctx.predictions("model", needs=chosen.needs)
+    return {
+        f"holdout_{chosen.name}": float(chosen(ctx.y(), values)),
+        "train_rows": float((~prepared.holdout).sum()),
+        "holdout_rows": float(prepared.holdout.sum()),
+    }
