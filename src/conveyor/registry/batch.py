@@ -130,8 +130,7 @@ def register_many(
 def _prepare(registry: Registry, index: int, item: RegisterItem | Mapping[str, Any]) -> _Prepared:
     """Check and serialise one item; any failure names the item's index."""
     try:
-        it = _item(index, item)
-        return _prepare_item(registry, it)
+        return _prepare_item(registry, _item(item))
     except ConveyorError as exc:
         raise _at(exc, index) from exc
     except Exception as exc:  # a model that cannot be saved (pickling), a bad value...
@@ -140,29 +139,19 @@ def _prepare(registry: Registry, index: int, item: RegisterItem | Mapping[str, A
         ) from exc
 
 
-def _item(index: int, item: RegisterItem | Mapping[str, Any]) -> RegisterItem:
+def _item(item: RegisterItem | Mapping[str, Any]) -> RegisterItem:
     if isinstance(item, RegisterItem):
         return item
     if not isinstance(item, Mapping):
-        raise InvalidInputError(
-            f"item {index}: expected a RegisterItem or a mapping, got {type(item).__name__}",
-            field=f"items[{index}]",
-            index=index,
-        )
+        raise InvalidInputError(f"expected a RegisterItem or a mapping, got {type(item).__name__}")
     unknown = sorted(str(k) for k in item if k not in _FIELDS)
     if unknown:
         raise InvalidInputError(
-            f"item {index}: unknown field {unknown[0]!r}; known: {', '.join(_FIELDS)}",
-            field=f"items[{index}].{unknown[0]}",
-            index=index,
+            f"unknown field {unknown[0]!r}; known: {', '.join(_FIELDS)}", field=unknown[0]
         )
     for required in ("name", "model"):
         if required not in item:
-            raise InvalidInputError(
-                f"item {index}: {required!r} is required",
-                field=f"items[{index}].{required}",
-                index=index,
-            )
+            raise InvalidInputError(f"{required!r} is required", field=required)
     return RegisterItem(**item)
 
 
