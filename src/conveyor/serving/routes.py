@@ -223,6 +223,11 @@ class RoutePolicy(_Data):
             raise InvalidInputError(
                 f"canary percent must be between 0 and 100, got {percent!r}", field="percent"
             )
+        if stable == candidate:
+            raise InvalidInputError(
+                f"a canary of version {candidate} against itself: pick another stable version",
+                field="candidate",
+            )
         return cls(
             mode="canary",
             versions=[

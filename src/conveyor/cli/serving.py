@@ -1,0 +1,321 @@
+"""Serving commands: ``conveyor deploy``, ``conveyor route ...``, ``conveyor rollback``.
+
+::
+
+    conveyor deploy fraud@3                          # all traffic to version 3
+    conveyor deploy fraud@4 --canary 10              # 10 % to 4, the rest to the current stable
+    conveyor route show fraud
+    conveyor route set fraud --file policy.json      # any policy (docs/serving.md)
+    conveyor route history fraud
+    conveyor rollback fraud --reason "p99 up"        # the previous revision's policy, as a new one
+
+Every command here writes through :class:`conveyor.serving.route_store.RouteStore`,
+so each change is a revision in the history with who and why, and an audit
+event. ``serving_app`` has no name: its commands mount at the top level.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from conveyor.cli.common import JsonOpt, ProjectOpt, actor, console, errors, open_project, when
+from conveyor.errors import InvalidInputError, NotFoundError
+
+if TYPE_CHECKING:
+    from conveyor.project import Project
+    from conveyor.serving.route_store import RouteState, RouteStore
+    from conveyor.serving.routes import RoutePolicy
+
+serving_app = typer.Typer(help="Deploy models and route their traffic.")
+route_app = typer.Typer(help="Route policies: who gets which model version.", no_args_is_help=True)
+serving_app.add_typer(route_app, name="route")
+
+ReasonOpt = Annotated[str | None, typer.Option(help="Why (recorded in the route's history).")]
+ExpectedOpt = Annotated[
+    int | None,
+    typer.Option(help="Refuse if the route is no longer at this revision (0: no route yet)."),
+]
+
+
+def _routes(proj: Project) -> RouteStore:
+    from conveyor.serving.route_store import RouteStore
+
+    return RouteStore(proj.store, proj.events, proj.registry)
+
+
+def _echo_json(body: Any) -> None:
+    import orjson
+
+    typer.echo(orjson.dumps(body, option=orjson.OPT_INDENT_2, default=str).decode())
+
+
+def _current(routes: RouteStore, model: str) -> RouteState | None:
+    try:
+        return routes.get(model)
+    except NotFoundError:
+        return None
+
+
+def _stable_of(policy: RoutePolicy) -> int:
+    """The version a canary starts from: the fixed one, the ``stable`` arm, or the heaviest."""
+    for arm in policy.versions:
+        if arm.arm == "stable":
+            return arm.version
+    return max(policy.versions, key=lambda a: a.weight).version
+
+
+def describe(policy: RoutePolicy) -> str:
+    """One line: ``canary: stable v3 90% | canary v4 10%; shadow v5; sticky x-user-id``."""
+    total = sum(a.weight for a in policy.versions) or 1.0
+    if policy.mode == "fixed":
+        parts = [f"fixed: v{policy.versions[0].version}"]
+    else:
+        arms = " | ".join(
+            f"{a.label} v{a.version} {100 * a.weight / total:.4g}%" for a in policy.versions
+        )
+        parts = [f"{policy.mode}: {arms}"]
+    if policy.shadow:
+        parts.append("shadow " + ", ".join(f"v{v}" for v in policy.shadow))
+    if policy.flags:
+        parts.append("flags " + ", ".join(f"{f.name}->v{f.version}" for f in policy.flags))
+    if policy.sticky_header:
+        parts.append(f"sticky {policy.sticky_header}")
+    if not policy.cache:
+        parts.append("no cache")
+    return "; ".join(parts)
+
+
+def _print_state(state: RouteState, as_json: bool, verb: str = "") -> None:
+    if as_json:
+        _echo_json(state.to_dict())
+        return
+    from rich.markup import escape
+
+    prefix = f"{verb} " if verb else ""
+    summary = escape(describe(state.policy))
+    console().print(
+        f"{prefix}{escape(state.model)} revision {state.revision}: {summary}", soft_wrap=True
+    )
+
+
+@serving_app.command()
+@errors
+def deploy(
+    ref: Annotated[str, typer.Argument(help="MODEL@VERSION or MODEL@ALIAS to deploy.")],
+    canary: Annotated[
+        float | None,
+        typer.Option(help="Send only this percent of traffic to REF (a canary)."),
+    ] = None,
+    stable: Annotated[
+        int | None,
+        typer.Option(help="With --canary: the version the rest goes to (default: current)."),
+    ] = None,
+    shadow: Annotated[
+        list[int] | None,
+        typer.Option(help="A version that also gets every request, unanswered; repeatable."),
+    ] = None,
+    sticky_header: Annotated[
+        str | None,
+        typer.Option(help="Header keeping a user on one arm (default: the current route's)."),
+    ] = None,
+    reason: ReasonOpt = None,
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Route MODEL's traffic to a version: all of it, or a --canary share.
+
+    The route's sticky header, flag rules and cache setting are kept; the
+    versions and shadows are replaced. The write is refused if someone else
+    changed the route meanwhile.
+    """
+    from conveyor.serving.routes import RoutePolicy
+
+    if stable is not None and canary is None:
+        raise InvalidInputError("--stable goes with --canary PCT", field="stable")
+    with open_project(project) as proj:
+        routes = _routes(proj)
+        version = proj.registry.resolve(ref)
+        model = version.model
+        current = _current(routes, model)
+        options: dict[str, Any] = {"shadow": list(shadow or [])}
+        if current is not None:
+            kept = current.policy
+            options.update(sticky_header=kept.sticky_header, flags=kept.flags, cache=kept.cache)
+        if sticky_header is not None:
+            options["sticky_header"] = sticky_header
+        if canary is None:
+            policy = RoutePolicy.fixed(version.number, **options)
+        else:
+            if stable is None:
+                if current is None:
+                    raise InvalidInputError(
+                        f"model {model!r} has no route yet to take the stable version from: "
+                        "give --stable N",
+                        field="stable",
+                    )
+                stable = _stable_of(current.policy)
+            policy = RoutePolicy.canary(stable, version.number, canary, **options)
+        state = routes.set(
+            model,
+            policy,
+            actor=actor(),
+            reason=reason,
+            expected_revision=0 if current is None else current.revision,
+        )
+        _print_state(state, as_json, "deployed")
+
+
+@serving_app.command()
+@errors
+def rollback(
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    reason: ReasonOpt = None,
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Restore MODEL's previous route policy (as a new revision; the history is kept).
+
+    To move a registry alias back instead, see `conveyor models rollback`.
+    """
+    with open_project(project) as proj:
+        state = _routes(proj).rollback(model, actor=actor(), reason=reason)
+        _print_state(state, as_json, "rolled back")
+
+
+@route_app.command("show")
+@errors
+def route_show(
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show MODEL's live route: revision, who set it and why, and its arms."""
+    with open_project(project) as proj:
+        state = _routes(proj).get(model)
+        if as_json:
+            _echo_json(state.to_dict())
+            return
+        from rich.markup import escape
+        from rich.table import Table
+
+        out = console()
+        policy = state.policy
+        out.print(
+            f"[bold]{escape(state.model)}[/] revision {state.revision} ({policy.mode}), "
+            f"set {when(state.updated_at)} by {escape(state.actor or '-')}"
+            + (f": {escape(state.reason)}" if state.reason else ""),
+            soft_wrap=True,
+        )
+        total = sum(a.weight for a in policy.versions) or 1.0
+        table = Table(title_justify="left")
+        for column in ("arm", "version", "share"):
+            table.add_column(column)
+        for a in policy.versions:
+            share = "100%" if policy.mode == "fixed" else f"{100 * a.weight / total:.4g}%"
+            table.add_row(a.label, str(a.version), share)
+        for f in policy.flags:
+            match = ", ".join(f"{k}={v}" for k, v in f.match.items()) or "any"
+            table.add_row(f"flag:{f.name}", str(f.version), f"{f.percent:.4g}% of {match}")
+        for v in policy.shadow:
+            table.add_row("shadow", str(v), "copy")
+        out.print(table)
+        out.print(
+            f"sticky header: {policy.sticky_header or '-'}; cache: "
+            f"{'on' if policy.cache else 'off'}"
+        )
+
+
+@route_app.command("list")
+@errors
+def route_list(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
+    """Every model's live route."""
+    with open_project(project) as proj:
+        states = _routes(proj).all()
+        if as_json:
+            _echo_json([s.to_dict() for s in states])
+            return
+        from rich.table import Table
+
+        table = Table(title="routes", title_justify="left")
+        for column in ("model", "revision", "policy", "updated", "by"):
+            table.add_column(column, overflow="fold")
+        for s in states:
+            table.add_row(
+                s.model, str(s.revision), describe(s.policy), when(s.updated_at), s.actor or "-"
+            )
+        console().print(table)
+
+
+@route_app.command("set")
+@errors
+def route_set(
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="A JSON file holding the policy.")
+    ] = None,
+    policy_json: Annotated[
+        str | None, typer.Option("--json", help="The policy as JSON text.")
+    ] = None,
+    reason: ReasonOpt = None,
+    expected_revision: ExpectedOpt = None,
+    project: ProjectOpt = None,
+) -> None:
+    """Make a policy (JSON, see docs/serving.md) MODEL's live route."""
+    from conveyor.serving.routes import RoutePolicy
+
+    if (file is None) == (policy_json is None):
+        raise InvalidInputError(
+            "give the policy as --file policy.json or as --json '{...}'", field="policy"
+        )
+    if file is not None:
+        if not file.is_file():
+            raise InvalidInputError(f"policy file {file} does not exist", field="file")
+        text = file.read_bytes()
+    else:
+        assert policy_json is not None
+        text = policy_json.encode()
+    policy = RoutePolicy.from_json(text)
+    with open_project(project) as proj:
+        state = _routes(proj).set(
+            model, policy, actor=actor(), reason=reason, expected_revision=expected_revision
+        )
+        _print_state(state, False, "set")
+
+
+@route_app.command("history")
+@errors
+def route_history(
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    limit: Annotated[int, typer.Option(help="How many revisions, newest first.")] = 50,
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """MODEL's route revisions, newest first: what, who, when and why."""
+    with open_project(project) as proj:
+        states = _routes(proj).history(model, limit)
+        if as_json:
+            _echo_json([s.to_dict() for s in states])
+            return
+        if not states:
+            raise NotFoundError(f"model {model!r} has never had a route", model=model)
+        from rich.table import Table
+
+        table = Table(title=f"route history of {model}", title_justify="left")
+        for column in ("revision", "at", "by", "policy", "reason"):
+            table.add_column(column, overflow="fold")
+        for s in states:
+            table.add_row(
+                str(s.revision),
+                when(s.updated_at),
+                s.actor or "-",
+                describe(s.policy),
+                s.reason or "",
+            )
+        console().print(table)
+
+
+# `conveyor serve` and `conveyor predict` go below (issue 5, the server part),
+# as more @serving_app.command()s.
