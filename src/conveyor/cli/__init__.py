@@ -249,12 +249,15 @@ from conveyor.cli.keys import keys_app  # noqa: E402
 from conveyor.cli.models import models_app  # noqa: E402
 from conveyor.cli.pipeline import pipeline_app  # noqa: E402
 from conveyor.cli.serving import serving_app  # noqa: E402 -- deploy, route, rollback
+from conveyor.cli.training import optimize, train  # noqa: E402
 
 app.add_typer(data_app, name="data")
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(models_app, name="models")
 app.add_typer(serving_app)  # no name: its commands mount at the top level
 app.add_typer(keys_app, name="keys")
+app.command("train")(train)
+app.command("optimize")(optimize)
 
 __all__ = ["app", "main", "parse_since"]
 

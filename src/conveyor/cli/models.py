@@ -1,4 +1,7 @@
-"""``conveyor models ...``: list, show, register, alias, history, rollback."""
+"""``conveyor models ...``: list, show, register, alias, history, rollback, promote, gates, compare.
+
+Promotion goes through gates (see :mod:`conveyor.registry.promotion`).
+"""
 
 from __future__ import annotations
 
@@ -367,3 +370,132 @@ def _number(numbers: dict[str, int], version_id: str | None) -> str:
         return "-"
     number = numbers.get(version_id)
     return str(number) if number is not None else version_id[:12]
+
+
+@models_app.command("promote")
+@errors
+def promote(
+    ref: Annotated[str, typer.Argument(help="Version to promote: name@N.")],
+    alias: Annotated[str, typer.Option(help="The alias to move.")] = "champion",
+    reason: Annotated[str | None, typer.Option(help="Why (recorded in the history).")] = None,
+    force: Annotated[
+        bool, typer.Option(help="Promote although its gates failed or never ran (needs --reason).")
+    ] = False,
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Make REF the champion (or --alias) if its newest gate report passed."""
+    with open_project(project) as proj:
+        registry = _registry(proj)
+        version = registry.resolve(ref)
+        promotion = registry.promote(
+            version.model, version, alias=alias, actor=actor(), reason=reason, force=force
+        )
+        if as_json:
+            _echo_json(promotion.to_dict())
+            return
+        verdict = promotion.report.verdict if promotion.report else "no gate report"
+        typer.echo(
+            f"{version.model}@{alias} -> {version.ref} (gates: {verdict}"
+            + (", FORCED" if promotion.forced else "")
+            + ")"
+        )
+
+
+@models_app.command("gates")
+@errors
+def gates(
+    ref: Annotated[str, typer.Argument(help="Version: name@N or name@alias.")],
+    rerun: Annotated[
+        bool, typer.Option(help="Run the spec's gates again on today's data and champion.")
+    ] = False,
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show REF's newest gate report, or run its gates again with --rerun. Exit 3 if failed."""
+    from conveyor.checks.render import print_report
+
+    with open_project(project) as proj:
+        registry = _registry(proj)
+        version = registry.resolve(ref)
+        if rerun:
+            from conveyor.training.flow import evaluate_version
+
+            report = evaluate_version(proj, version.ref, actor=actor())
+        else:
+            found = registry.gate_report(version)
+            if found is None:
+                raise InvalidInputError(
+                    f"{version.ref} has no gate report yet: conveyor models gates "
+                    f"{version.ref} --rerun",
+                    field="ref",
+                )
+            report = found
+        print_report(report, console(), as_json=as_json)
+    if not report.passed:
+        raise typer.Exit(3)
+
+
+@models_app.command("compare")
+@errors
+def compare_cmd(
+    left: Annotated[str, typer.Argument(help="First version, e.g. fraud@champion.")],
+    right: Annotated[str, typer.Argument(help="Second version, e.g. fraud@challenger.")],
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare two versions: metrics, parameters, lineage and gate verdicts side by side."""
+    with open_project(project) as proj:
+        registry = _registry(proj)
+        a, b = registry.resolve(left), registry.resolve(right)
+        rows: list[tuple[str, Any, Any]] = [
+            ("flavor", a.flavor, b.flavor),
+            ("created", when(a.created_at), when(b.created_at)),
+            ("size (bytes)", a.artifact_size, b.artifact_size),
+            ("parent", _ref_of(registry, a.parent_id), _ref_of(registry, b.parent_id)),
+            (
+                "datasets",
+                ", ".join(a.dataset_version_ids) or "-",
+                ", ".join(b.dataset_version_ids) or "-",
+            ),
+            ("git", a.git_commit or "-", b.git_commit or "-"),
+        ]
+        for key in sorted(set(a.metrics) | set(b.metrics)):
+            rows.append((f"metric {key}", a.metrics.get(key), b.metrics.get(key)))
+        for key in sorted(set(a.params) | set(b.params)):
+            rows.append((f"param {key}", a.params.get(key), b.params.get(key)))
+        ra, rb = registry.gate_report(a), registry.gate_report(b)
+        rows.append(("gates", ra.verdict if ra else "-", rb.verdict if rb else "-"))
+        if as_json:
+            _echo_json(
+                {
+                    "left": a.ref,
+                    "right": b.ref,
+                    "rows": [{"field": f, "left": x, "right": y} for f, x, y in rows],
+                }
+            )
+            return
+        from rich.table import Table
+
+        table = Table(title=f"{a.ref} vs {b.ref}")
+        table.add_column("field")
+        table.add_column(a.ref)
+        table.add_column(b.ref)
+        for field_name, x, y in rows:
+            mark = "" if x == y else "bold"
+            table.add_row(field_name, _fmt(x), _fmt(y), style=mark)
+        console().print(table)
+
+
+def _ref_of(registry: Registry, version_id: str | None) -> str:
+    if version_id is None:
+        return "-"
+    return registry.by_id(version_id).ref
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

@@ -1,0 +1,123 @@
+"""``conveyor train`` and ``conveyor optimize``: candidates from the spec, optimized versions."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from conveyor.cli.common import JsonOpt, ProjectOpt, actor, console, errors, open_project
+
+
+def _params(values: list[str] | None) -> dict[str, object]:
+    from conveyor.cli.models import _params as parse
+
+    return parse(values)
+
+
+@errors
+def train(
+    name: Annotated[str, typer.Argument(help="Model name under models: in conveyor.yaml.")],
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="key=value overriding the spec's params.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (default: drawn and recorded).")] = None,
+    incremental: Annotated[
+        bool | None,
+        typer.Option(
+            "--incremental/--from-scratch",
+            help="Continue the champion with partial_fit (default: spec's retrain.incremental).",
+        ),
+    ] = None,
+    auto_promote: Annotated[
+        bool | None,
+        typer.Option(
+            "--promote/--no-promote",
+            help="Make it champion if its gates pass (default: the spec's auto_promote).",
+        ),
+    ] = None,
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train NAME on its dataset's latest version, run its gates, and register it.
+
+    A candidate that passes becomes challenger (and champion with --promote);
+    one that fails stays registered with its report. Exit code 3 when the gates failed.
+    """
+    from conveyor.checks.render import print_report
+    from conveyor.training.flow import train_candidate
+
+    with open_project(project) as proj:
+        candidate = train_candidate(
+            proj,
+            name,
+            params=_params(param),
+            seed=seed,
+            actor=actor(),
+            incremental=incremental,
+            auto_promote=auto_promote,
+        )
+        if as_json:
+            import orjson
+
+            typer.echo(orjson.dumps(candidate.to_dict()).decode())
+        else:
+            out = console()
+            print_report(candidate.report, out)
+            moved = [
+                a
+                for a, m in (
+                    ("challenger", candidate.challenger),
+                    ("champion", candidate.promotion),
+                )
+                if m
+            ]
+            out.print(
+                f"{candidate.version.ref}: {candidate.report.verdict}"
+                + (f"; now {' and '.join(moved)}" if moved else "; no alias moved")
+            )
+    if not candidate.passed:
+        raise typer.Exit(3)
+
+
+@errors
+def optimize(
+    ref: Annotated[str, typer.Argument(help="Version to optimize: name@N or name@alias.")],
+    quantize: Annotated[
+        bool, typer.Option("--quantize/--no-quantize", help="INT8 dynamic quantization.")
+    ] = True,
+    max_metric_drop: Annotated[
+        float, typer.Option(help="Largest acceptable hold-out metric drop.")
+    ] = 0.01,
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export REF to ONNX (INT8-quantized by default) as a new version linked to REF.
+
+    The report compares size, p95 latency and hold-out quality with the parent.
+    """
+    from conveyor.checks.render import print_report
+    from conveyor.training.optimize.versions import optimize_version
+
+    with open_project(project) as proj:
+        done = optimize_version(
+            proj, ref, quantize=quantize, max_metric_drop=max_metric_drop, actor=actor()
+        )
+        if as_json:
+            import orjson
+
+            typer.echo(orjson.dumps(done.to_dict()).decode())
+            return
+        out = console()
+        print_report(done.report, out)
+        c = done.comparison
+        out.print(
+            f"{done.version.ref} from {done.parent.ref}: size {c.child_size_bytes:,} vs "
+            f"{c.parent_size_bytes:,} bytes, p95 {c.child_p95_latency_ms:.3f} vs "
+            f"{c.parent_p95_latency_ms:.3f} ms"
+            + (
+                f", {c.metric} {c.child_metric:.4f} vs {c.parent_metric:.4f}"
+                if c.child_metric is not None and c.parent_metric is not None
+                else ""
+            )
+        )
