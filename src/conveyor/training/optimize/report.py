@@ -1,8 +1,9 @@
 """How an optimized model compares with its parent: :func:`compare` and :class:`OptimizationReport`.
 
 Both models predict the same hold-out rows; every number in the report comes
-from those predictions. A model is a fitted scikit-learn estimator or an
-:class:`~conveyor.training.optimize.OnnxModel`.
+from those predictions. A model is a fitted scikit-learn estimator, an
+:class:`~conveyor.training.optimize.OnnxModel` or a ``torch.nn.Module``
+(what its outputs mean is in :mod:`conveyor.training.optimize.torch_model`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import pickle
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -17,6 +19,12 @@ from conveyor.checks import CheckResult, Report
 from conveyor.errors import InvalidInputError
 from conveyor.training.optimize import predictors
 from conveyor.training.optimize.onnx_model import OnnxModel
+from conveyor.training.optimize.torch_model import (
+    TorchPredictor,
+    TorchTask,
+    is_torch_module,
+    module_size_bytes,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -45,7 +53,8 @@ class OptimizationReport:
     compares probabilities when both models give them, otherwise regression
     outputs (for classifiers without probabilities: 1.0 when any label differs);
     ``prediction_agreement`` is the share of equal labels (classifiers only).
-    Sizes are the ONNX file for an :class:`OnnxModel` and the pickle otherwise.
+    Sizes are the ONNX file for an :class:`OnnxModel`, ``torch.save`` of a torch
+    module, and the pickle otherwise.
     Latency is the model call on one already-decoded row, on one thread.
     """
 
@@ -192,6 +201,7 @@ def compare(
     latency_rows: int = 200,
     parent_name: str | None = None,
     child_name: str | None = None,
+    task: TorchTask | None = None,
 ) -> OptimizationReport:
     """Measure ``child`` against ``parent`` on the same hold-out rows.
 
@@ -199,9 +209,16 @@ def compare(
     ``accuracy`` for one without, and ``rmse`` for a regressor. Without
     ``holdout_y`` only the agreement and prediction difference are measured.
     ``latency_rows`` rows are timed one at a time for each model.
+
+    A torch module (or a :class:`~conveyor.training.optimize.PruneResult`) is
+    measured as ``task`` says: ``"classification"`` for logits,
+    ``"regression"`` for values, or None for classification when it has more
+    than one output column (see :mod:`conveyor.training.optimize.torch_model`).
     """
     import numpy as np
 
+    parent = predictors.prepare(parent, holdout_X, task)
+    child = predictors.prepare(child, holdout_X, task)
     classifier = predictors.is_classifier(parent)
     if classifier != predictors.is_classifier(child):
         raise InvalidInputError(
@@ -269,9 +286,13 @@ def compare(
 
 
 def size_of(model: Any) -> int:
-    """Bytes of the ONNX file, or of the pickle of a scikit-learn model."""
+    """Bytes of the ONNX file, of ``torch.save`` of a torch module, or of the pickle."""
     if isinstance(model, OnnxModel):
         return model.size_bytes
+    if isinstance(model, TorchPredictor):
+        return module_size_bytes(model.module)
+    if is_torch_module(model):
+        return module_size_bytes(model)
     return len(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
 
 
@@ -286,9 +307,16 @@ def p95_latency_ms(model: Any, X: Any, *, rows: int = 200) -> float:
 
     count = min(rows, predictors.n_rows(X))
     call: Callable[[Any], Any]
-    if isinstance(model, OnnxModel):
+    singles: list[Any]
+    scope: AbstractContextManager[Any] = nullcontext()
+    model = predictors.prepare(model, X)
+    if isinstance(model, TorchPredictor):
+        tensor = model.tensor(predictors.head(X, count))
+        singles = [tensor[i : i + 1] for i in range(count)]
+        call, scope = model.run, model.timing()
+    elif isinstance(model, OnnxModel):
         feeds = model.feeds(predictors.head(X, count))
-        singles: list[Any] = [{k: v[i : i + 1] for k, v in feeds.items()} for i in range(count)]
+        singles = [{k: v[i : i + 1] for k, v in feeds.items()} for i in range(count)]
         call = model.run
     else:
         data = predictors.sklearn_input(predictors.head(X, count))
@@ -297,7 +325,7 @@ def p95_latency_ms(model: Any, X: Any, *, rows: int = 200) -> float:
         ]
         call = model.predict_proba if predictors.has_proba(model) else model.predict
     timings = np.empty(count, dtype=np.int64)
-    with threadpool_limits(limits=1):
+    with threadpool_limits(limits=1), scope:
         for single in singles[: min(5, count)]:  # warm caches and lazy initialisation
             call(single)
         for i, single in enumerate(singles):
