@@ -188,6 +188,8 @@ class RouteStore:
                 # Another writer got there between our read and our write (the
                 # row's version moved, or both inserted the first revision).
                 if expected_revision is not None:
+                    if isinstance(exc, ConcurrentUpdateError) and "revision" in exc.context:
+                        raise  # the revision check itself: its message says where the route is
                     raise ConcurrentUpdateError(
                         f"the route of {model!r} was changed by someone else since revision "
                         f"{expected_revision} was read; read it again and retry",
@@ -217,7 +219,8 @@ class RouteStore:
         current = 0 if row is None else row.revision
         if expected_revision is not None and current != expected_revision:
             raise ConcurrentUpdateError(
-                f"the route of {model!r} is at revision {current}, not {expected_revision}",
+                f"the route of {model!r} is at revision {current}, not {expected_revision}: "
+                "someone changed it since; read it again and retry",
                 model=model,
                 revision=current,
                 expected_revision=expected_revision,

@@ -1,0 +1,179 @@
+"""``conveyor deploy / route / rollback`` on a real project (SQLite), plus one real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conveyor.cli import app
+from conveyor.project import Project, init_project
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    from sklearn.linear_model import LogisticRegression
+
+    for var in ("CONVEYOR_STORE", "CONVEYOR_ARTIFACTS", "CONVEYOR_EVENTS"):
+        monkeypatch.delenv(var, raising=False)
+    root = tmp_path / "p"
+    init_project(root, name="serving-test")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3))
+    y = (x[:, 0] > 0).astype(int)
+    with Project.open(root) as proj:
+        for c in (0.1, 1.0, 10.0, 100.0):  # fraud@1..4
+            proj.registry.register("fraud", LogisticRegression(C=c).fit(x, y))
+        proj.registry.set_alias("fraud", "blue", 2, actor="test")
+    monkeypatch.chdir(root)
+    return root
+
+
+def cli(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def as_json(*args: str) -> Any:
+    code, out = cli(*args, "--json")
+    assert code == 0, out
+    return json.loads(out)
+
+
+def arms(state: dict[str, Any]) -> list[tuple[int, float, str | None]]:
+    return [(a["version"], a["weight"], a["arm"]) for a in state["policy"]["versions"]]
+
+
+def test_deploy_canary_show_history_and_rollback(project: Path) -> None:
+    code, out = cli("deploy", "fraud@1", "--reason", "first")
+    assert code == 0, out
+    assert "deployed fraud revision 1: fixed: v1" in out
+
+    code, out = cli("deploy", "fraud@blue", "--canary", "10", "--sticky-header", "x-user-id")
+    assert code == 0, out
+    assert "revision 2: canary: stable v1 90% | canary v2 10%" in out
+    shown = as_json("route", "show", "fraud")
+    assert shown["revision"] == 2 and arms(shown) == [(1, 90.0, "stable"), (2, 10.0, "canary")]
+    assert shown["policy"]["sticky_header"] == "x-user-id"
+    assert shown["actor"].startswith("cli")
+
+    # A bigger canary of another version keeps the stable arm and the sticky header.
+    state = as_json("deploy", "fraud@3", "--canary", "25", "--shadow", "4")
+    assert arms(state) == [(1, 75.0, "stable"), (3, 25.0, "canary")]
+    assert state["policy"]["shadow"] == [4] and state["policy"]["sticky_header"] == "x-user-id"
+
+    code, out = cli("route", "show", "fraud")
+    assert code == 0, out
+    assert "revision 3 (canary)" in out and "shadow" in out and "x-user-id" in out
+
+    code, out = cli("rollback", "fraud", "--reason", "p99 up")
+    assert code == 0, out
+    assert "rolled back fraud revision 4: canary: stable v1 90% | canary v2 10%" in out
+
+    history = as_json("route", "history", "fraud")
+    assert [h["revision"] for h in history] == [4, 3, 2, 1]
+    assert history[0]["reason"] == "rollback to revision 2: p99 up"
+    assert history[-1]["reason"] == "first"
+    code, out = cli("route", "history", "fraud")
+    assert code == 0 and "rollback to revision 2" in out
+
+    listed = as_json("route", "list")
+    assert [(r["model"], r["revision"]) for r in listed] == [("fraud", 4)]
+
+    # Every change is an audit event.
+    code, out = cli("events", "tail", "--kind", "route.*", "--json")
+    assert code == 0, out
+    kinds = [json.loads(line)["kind"] for line in out.splitlines()]
+    assert kinds.count("route.set") == 3 and kinds.count("route.rolled_back") == 1
+
+
+def test_route_set_from_a_file_and_from_json_text(project: Path) -> None:
+    policy = {
+        "mode": "ab",
+        "versions": [{"version": 1, "arm": "a"}, {"version": 2, "arm": "b"}],
+        "sticky_header": "x-user-id",
+        "flags": [{"name": "beta", "match": {"tier": "beta"}, "version": 3}],
+    }
+    (project / "policy.json").write_text(json.dumps(policy))
+    code, out = cli("route", "set", "fraud", "--file", "policy.json", "--reason", "ab test")
+    assert code == 0, out
+    assert "set fraud revision 1: ab: a v1 50% | b v2 50%; flags beta->v3" in out
+    code, out = cli(
+        "route", "set", "fraud", "--json", '{"mode": "fixed", "versions": [{"version": 4}]}',
+        "--expected-revision", "1",
+    )  # fmt: skip
+    assert code == 0, out
+    assert as_json("route", "show", "fraud")["policy"]["versions"] == [
+        {"version": 4, "weight": 100.0, "arm": None}
+    ]
+    # A stale expected revision is refused, and the route is unchanged.
+    code, out = cli(
+        "route", "set", "fraud", "--json", '{"mode": "fixed", "versions": [{"version": 1}]}',
+        "--expected-revision", "1",
+    )  # fmt: skip
+    assert code == 1 and "revision 2, not 1" in out
+    assert as_json("route", "show", "fraud")["revision"] == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["deploy", "fraud@9"], "no fraud@9"),
+        (["deploy", "fraud@2", "--canary", "10"], "give --stable"),
+        (["deploy", "fraud@2", "--stable", "1"], "--stable goes with --canary"),
+        (["deploy", "fraud@2", "--canary", "150", "--stable", "1"], "between 0 and 100"),
+        (["deploy", "fraud@2", "--canary", "10", "--stable", "2"], "against itself"),
+        (["deploy", "fraud@2", "--shadow", "2"], "shadow[0]"),
+        (["deploy", "fraud@2", "--shadow", "8"], "shadow[0] names version 8"),
+        (["route", "show", "fraud"], "has no route"),
+        (["route", "history", "fraud"], "never had a route"),
+        (["rollback", "fraud"], "has no route"),
+        (["route", "set", "fraud"], "--file policy.json or as --json"),
+        (["route", "set", "fraud", "--file", "missing.json"], "does not exist"),
+        (["route", "set", "fraud", "--json", "{nope"], "not JSON"),
+        (["route", "set", "fraud", "--json", '{"mode": "fixed", "versions": []}'], "versions"),
+        (
+            ["route", "set", "fraud", "--json", '{"mode": "fixed", "versions": [{"version": 7}]}'],
+            "versions[0].version names version 7",
+        ),
+    ],
+)
+def test_bad_commands_fail_with_one_clear_line(project: Path, args: list[str], words: str) -> None:
+    code, out = cli(*args)
+    assert code == 1, out
+    assert out.startswith("error: ") and words in out, out
+    assert "Traceback" not in out
+
+
+def test_rollback_with_nothing_before_and_errors_as_json(project: Path) -> None:
+    assert cli("deploy", "fraud@1")[0] == 0
+    code, out = cli("rollback", "fraud")
+    assert code == 1 and "no revision before 1" in out
+    code, out = cli("rollback", "fraud", "--json")
+    assert code == 1 and json.loads(out)["error"]["code"] == "invalid_input"
+
+
+def test_the_installed_script_deploys_and_shows(project: Path) -> None:
+    conveyor = str(Path(sys.executable).with_name("conveyor"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [conveyor, *args], cwd=project, env=env, capture_output=True, text=True, timeout=120
+        )
+
+    deployed = run("deploy", "fraud@2", "--json")
+    assert deployed.returncode == 0, deployed.stderr
+    assert json.loads(deployed.stdout)["policy"]["versions"][0]["version"] == 2
+    shown = run("route", "show", "fraud")
+    assert shown.returncode == 0, shown.stderr
+    assert "revision 1 (fixed)" in shown.stdout
+    # The registry's alias rollback is still `conveyor models rollback`.
+    assert "alias" in run("models", "rollback", "--help").stdout.lower()
