@@ -86,6 +86,39 @@ def test_records_with_keys_in_another_order_line_up_by_name() -> None:
     assert table.to_pydict() == {"a": [1, 2], "b": ["x", "y"]}
 
 
+def test_column_types_follow_the_json_values() -> None:
+    table = decode(
+        {"columns": {"n": [None, None], "f": [1, 2.5], "i": [1, 2], "s": ["a", None]}}
+    ).table
+
+    assert [str(t) for t in table.schema.types] == ["null", "double", "int64", "string"]
+    assert invalid({"columns": {"big": [2**63, 1]}}).context["field"] == "columns.big"
+
+
+def test_many_numeric_columns_keep_their_values_and_order() -> None:
+    # Two or more float (or int) columns are built through one shared buffer.
+    records = [
+        {"a": 1.5, "i": 1, "b": 2, "s": "x", "j": -(2**63), "c": 0.25},
+        {"a": -1.0, "i": 2, "b": 3.5, "s": "y", "j": 2**63 - 1, "c": 1e300},
+    ]
+
+    table = decode({"records": records}).table
+
+    assert table.to_pylist() == [
+        {k: float(v) if k in "abc" else v for k, v in r.items()} for r in records
+    ]
+    assert [str(t) for t in table.schema.types] == [
+        "double",
+        "int64",
+        "double",
+        "string",
+        "int64",
+        "double",
+    ]
+    overflow = {"records": [{"i": 1, "j": 2**63, "k": 3}]}
+    assert invalid(overflow).context["field"] == "records.j"
+
+
 def test_the_decoded_table_passes_the_models_signature() -> None:
     signature = Signature.infer(pd.DataFrame({"age": [1.0, 2.0], "plan": ["a", "b"]}))
 

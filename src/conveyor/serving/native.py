@@ -19,6 +19,7 @@ whose ``field`` names what was wrong (``records[3]``, ``columns.age``...). ::
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
@@ -84,18 +85,11 @@ def decode_native_request(body: bytes) -> NativeRequest:
     else:
         names, values = _from_columns(document["columns"])
 
-    import pyarrow as pa
-
-    arrays = [
-        _array(v, f"{'records' if has_records else 'columns'}.{n}")
-        for n, v in zip(names, values, strict=True)
-    ]
+    table = _table(names, values, "records" if has_records else "columns")
     request_id = document.get("id")
     if request_id is not None and type(request_id) is not str:
         raise InvalidInputError("id must be a string", field="id")
-    return NativeRequest(
-        pa.table(arrays, names=names), _attributes(document.get("attributes")), request_id
-    )
+    return NativeRequest(table, _attributes(document.get("attributes")), request_id)
 
 
 def encode_predictions(
@@ -171,19 +165,74 @@ def _from_columns(columns: Any) -> tuple[list[str], list[list[Any]]]:
     return names, values
 
 
-def _array(values: list[Any], where: str) -> pa.Array:
+def _table(names: list[str], values: list[list[Any]], prefix: str) -> pa.Table:
+    import numpy as np
     import pyarrow as pa
 
-    kinds = set(map(type, values))
-    kinds.discard(_NONE)
-    # int and float mix freely in JSON (1 and 1.5); any other mix is an error.
-    if len(kinds) > 1 and kinds != {int, float}:
-        found = ", ".join(sorted(_json_type_name(k) for k in kinds))
-        raise InvalidInputError(f"{where} mixes value types ({found})", field=where)
+    arrays: list[pa.Array | None] = [None] * len(names)
+    floats: list[int] = []
+    ints: list[int] = []
+    for i, column in enumerate(values):
+        kinds = set(map(type, column))
+        has_null = _NONE in kinds
+        kinds.discard(_NONE)
+        # int and float mix freely in JSON (1 and 1.5); any other mix is an error.
+        if len(kinds) > 1 and kinds != {int, float}:
+            found = ", ".join(sorted(_json_type_name(k) for k in kinds))
+            where = f"{prefix}.{names[i]}"
+            raise InvalidInputError(f"{where} mixes value types ({found})", field=where)
+        if not has_null and float in kinds:
+            floats.append(i)
+        elif not has_null and kinds == {int}:
+            ints.append(i)
+        else:
+            arrays[i] = _array(column, kinds, f"{prefix}.{names[i]}")
+    # Numeric columns go through one numpy matrix and one Arrow buffer, sliced per
+    # column: one pa.array per column costs 2.5 times as much for 20 features.
+    for group, dtype in ((floats, np.float64), (ints, np.int64)):
+        if len(group) < 2:
+            for i in group:
+                arrays[i] = _array(
+                    values[i], {int} if dtype is np.int64 else {float}, f"{prefix}.{names[i]}"
+                )
+            continue
+        try:
+            matrix = np.array([values[i] for i in group], dtype=dtype)
+        except OverflowError:  # an integer beyond int64: let the column say which
+            for i in group:
+                arrays[i] = _array(values[i], {int}, f"{prefix}.{names[i]}")
+            continue
+        rows = matrix.shape[1]
+        flat = pa.array(matrix.reshape(-1))
+        for j, i in enumerate(group):
+            arrays[i] = flat.slice(j * rows, rows)
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+def _array(values: list[Any], kinds: set[type], where: str) -> pa.Array:
+    import pyarrow as pa
+
+    # Naming the type skips Arrow's own inference pass over the values.
+    # (An integer beyond int64 fails either way: Arrow does not infer uint64.)
     try:
-        return pa.array(values)
+        return pa.array(values, type=_arrow_types().get(frozenset(kinds)))
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError) as exc:
         raise InvalidInputError(f"{where} cannot be read as a column: {exc}", field=where) from exc
+
+
+@functools.cache
+def _arrow_types() -> dict[frozenset[type], Any]:
+    """The Arrow type of a column holding exactly these Python types (besides None)."""
+    import pyarrow as pa
+
+    return {
+        frozenset({float}): pa.float64(),
+        frozenset({int, float}): pa.float64(),
+        frozenset({int}): pa.int64(),
+        frozenset({str}): pa.string(),
+        frozenset({bool}): pa.bool_(),
+        frozenset(): pa.null(),
+    }
 
 
 def _attributes(raw: Any) -> dict[str, str | int | float | bool]:
