@@ -319,3 +319,100 @@ def route_history(
 
 # `conveyor serve` and `conveyor predict` go below (issue 5, the server part),
 # as more @serving_app.command()s.
+
+
+def worker_app() -> Any:
+    """One worker's app over the project named by ``CONVEYOR_SERVE_PROJECT`` (uvicorn factory)."""
+    import os
+
+    from conveyor.project import Project
+    from conveyor.serving.app import create_app
+    from conveyor.serving.server import PROJECT_ENV
+
+    proj = Project.open(os.environ[PROJECT_ENV])
+    return create_app(proj, on_close=proj.close)
+
+
+@serving_app.command("serve")
+@errors
+def serve_cmd(
+    host: Annotated[str | None, typer.Option(help="Interface (default: serving.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: serving.port).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes (default: serving.workers).")
+    ] = None,
+    project: ProjectOpt = None,
+) -> None:
+    """Serve every deployed model: native API, Open Inference Protocol v2, /metrics."""
+    from conveyor.config import load_spec
+    from conveyor.serving.server import serve
+
+    spec = load_spec(project)
+    cfg = spec.serving
+    serve(
+        spec.root,
+        "conveyor.cli.serving:worker_app",
+        host=host or cfg.host,
+        port=cfg.port if port is None else port,
+        workers=workers or cfg.workers,
+        ssl_certfile=cfg.ssl_certfile,
+        ssl_keyfile=cfg.ssl_keyfile,
+    )
+
+
+@serving_app.command("predict")
+@errors
+def predict_cmd(
+    ref: Annotated[str, typer.Argument(help="name (routed), name@N or name@alias.")],
+    data: Annotated[
+        str, typer.Option("--data", "-d", help='JSON: {"records": [...]} or {"columns": {...}}.')
+    ],
+    url: Annotated[
+        str | None,
+        typer.Option(
+            help="Ask a running server (e.g. http://127.0.0.1:8000) instead of "
+            "loading the model here."
+        ),
+    ] = None,
+    project: ProjectOpt = None,
+) -> None:
+    """Predict with a version locally (registry loader), or through a server with --url."""
+    import orjson
+
+    if url:
+        import os
+
+        import httpx
+
+        name, _, version = ref.partition("@")
+        params = {"version": version} if version.isdigit() else {}
+        headers = {"content-type": "application/json"}
+        token = os.environ.get("CONVEYOR_API_KEY")
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        response = httpx.post(
+            f"{url.rstrip('/')}/v1/models/{name}/predict",
+            content=data,
+            params=params,
+            headers=headers,
+            timeout=30,
+        )
+        typer.echo(response.text)
+        if response.status_code >= 400:
+            raise typer.Exit(1)
+        return
+    from conveyor.serving.native import decode_native_request
+
+    decoded = decode_native_request(data.encode())
+    with open_project(project) as proj:
+        loaded = proj.registry.load(ref)
+        output = loaded.predict(decoded.table)
+        typer.echo(
+            orjson.dumps(
+                {
+                    "predictions": output.tolist() if hasattr(output, "tolist") else output,
+                    "model": loaded.version.model,
+                    "version": loaded.version.number,
+                }
+            ).decode()
+        )

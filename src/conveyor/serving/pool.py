@@ -1,0 +1,165 @@
+"""The versions a worker serves: loaded through the registry, warmed up, each with its batcher.
+
+A version is loaded (sha256 verified, signature kept) and warmed up with a
+few synthetic rows in a thread, so the event loop never waits on it; it is
+only used by a route once that is done, which is what makes a route change
+fail no request. Versions no route uses any more are closed after a grace
+period, when the requests they were still answering have finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from conveyor.config import BatchingSpec
+    from conveyor.registry.registry import Registry
+    from conveyor.registry.versions import LoadedModel, ModelVersion
+    from conveyor.serving.batcher import Batcher
+
+__all__ = ["ModelPool", "Served", "warmup_table"]
+
+_GRACE_S = 30.0
+
+
+@dataclass
+class Served:
+    """One loaded version and the batcher in front of it."""
+
+    version: ModelVersion
+    loaded: LoadedModel
+    batcher: Batcher
+    loaded_at: float = field(default_factory=time.monotonic)
+    unused_since: float | None = None
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.version.model, self.version.number
+
+    def enforce(self, table: pa.Table) -> pa.Table:
+        """The request rows in the signature's columns and types (InvalidInputError naming one)."""
+        signature = self.loaded.signature
+        return table if signature is None else signature.enforce(table)
+
+
+def warmup_table(loaded: LoadedModel, rows: int = 2) -> pa.Table | None:
+    """A few rows of zeros (or empty strings) in the model's signature; None without one."""
+    import pyarrow as pa
+
+    from conveyor.registry.signature import _arrow_type
+
+    signature = loaded.signature
+    if signature is None:
+        return None
+    columns = {}
+    for column in signature.inputs:
+        target = _arrow_type(column.type)
+        if pa.types.is_string(target) or pa.types.is_large_string(target):
+            columns[column.name] = pa.array([""] * rows, type=target)
+        elif pa.types.is_boolean(target):
+            columns[column.name] = pa.array([False] * rows, type=target)
+        elif pa.types.is_timestamp(target):
+            columns[column.name] = pa.array([0] * rows, type=pa.int64()).cast(target)
+        elif pa.types.is_dictionary(target):
+            columns[column.name] = pa.array([""] * rows).dictionary_encode()
+        else:
+            columns[column.name] = pa.array([0] * rows).cast(target)
+    return pa.table(columns)
+
+
+class ModelPool:
+    """Loaded versions by ``(model, number)``; loads run in a thread."""
+
+    def __init__(self, registry: Registry, batching: BatchingSpec, *, on_batch: Any = None) -> None:
+        self.registry = registry
+        self.batching = batching
+        self.on_batch = on_batch
+        self._served: dict[tuple[str, int], Served] = {}
+        self._loading: dict[tuple[str, int], asyncio.Future[Served]] = {}
+
+    def get(self, model: str, number: int) -> Served | None:
+        return self._served.get((model, number))
+
+    def __contains__(self, key: tuple[str, int]) -> bool:
+        return key in self._served
+
+    @property
+    def served(self) -> list[Served]:
+        return list(self._served.values())
+
+    async def ensure(self, model: str, number: int) -> Served:
+        """The version, loaded and warmed up (loads once, however many ask at once)."""
+        key = (model, number)
+        found = self._served.get(key)
+        if found is not None:
+            found.unused_since = None
+            return found
+        pending = self._loading.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._load(model, number))
+            self._loading[key] = pending
+            pending.add_done_callback(lambda _: self._loading.pop(key, None))
+        return await asyncio.shield(pending)
+
+    async def _load(self, model: str, number: int) -> Served:
+        from conveyor.serving.batcher import Batcher
+
+        loop = asyncio.get_running_loop()
+        loaded = await loop.run_in_executor(None, self._load_sync, model, number)
+        spec = self.batching
+        name = f"{model}@{number}"
+        flavor, estimator = loaded.flavor, loaded.model
+
+        def predict(table: pa.Table) -> Any:
+            return flavor.predict(estimator, table)
+
+        on_batch = None
+        if self.on_batch is not None:
+            callback = self.on_batch
+
+            def on_batch(size: int, seconds: float) -> None:
+                callback(model, number, size, seconds)
+
+        batcher = Batcher(
+            predict,
+            max_batch_size=spec.max_batch_size,
+            max_wait_ms=spec.max_wait_ms,
+            max_queue=max(spec.max_queue, spec.max_batch_size),
+            name=name,
+            on_batch=on_batch,
+        )
+        served = Served(loaded.version, loaded, batcher)
+        self._served[(model, number)] = served
+        return served
+
+    def _load_sync(self, model: str, number: int) -> LoadedModel:
+        loaded = self.registry.load(f"{model}@{number}")
+        table = warmup_table(loaded)
+        if table is not None:
+            for _ in range(3):  # first calls pay for lazy imports, JIT and allocator growth
+                loaded.flavor.predict(loaded.model, table)
+        return loaded
+
+    async def retire(self, keep: set[tuple[str, int]], *, grace_s: float = _GRACE_S) -> None:
+        """Mark versions outside ``keep`` unused; close those unused for ``grace_s``."""
+        now = time.monotonic()
+        for key, served in list(self._served.items()):
+            if key in keep:
+                served.unused_since = None
+                continue
+            if served.unused_since is None:
+                served.unused_since = now
+            elif now - served.unused_since >= grace_s and not served.batcher.queue_depth:
+                del self._served[key]
+                await served.batcher.close(drain=True)
+
+    async def close(self) -> None:
+        """Drain every batcher (in-flight requests finish) and forget the versions."""
+        served, self._served = list(self._served.values()), {}
+        for s in served:
+            await s.batcher.close(drain=True)
