@@ -2,9 +2,10 @@
 
 ::
 
-    from conveyor.pipelines import LocalRunner, OnNewVersion, Pipeline
+    from conveyor.pipelines import LocalRunner, OnEvent, OnNewVersion, Pipeline
 
     nightly = Pipeline("nightly", schedule="0 2 * * *", triggers=[OnNewVersion("sales")])
+    on_drift = Pipeline("retrain", triggers=[OnEvent(["drift.detected"])])
 
     @nightly.step(outputs=("rows",), retries=3, timeout=300)
     def extract(ctx):
@@ -38,11 +39,12 @@ if TYPE_CHECKING:
     from conveyor.pipelines.runner import LocalRunner
     from conveyor.pipelines.scheduler import Firing, Scheduler
     from conveyor.pipelines.step import Step
-    from conveyor.pipelines.triggers import OnNewVersion, Trigger, TriggerFiring
+    from conveyor.pipelines.triggers import OnEvent, OnNewVersion, Trigger, TriggerFiring
 
 __all__ = [
     "Firing",
     "LocalRunner",
+    "OnEvent",
     "OnNewVersion",
     "Pipeline",
     "PipelineDefinitionError",
@@ -66,6 +68,7 @@ __all__ = [
 _HOMES = {
     "Firing": "scheduler",
     "LocalRunner": "runner",
+    "OnEvent": "triggers",
     "OnNewVersion": "triggers",
     "Pipeline": "definition",
     "PipelineDefinitionError": "errors",

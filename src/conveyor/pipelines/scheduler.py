@@ -27,9 +27,11 @@ Cron slots (UTC)
     Either way one run at most per pipeline per tick.
 
 Triggers
-    Each trigger is polled with its stored state; a firing starts one run
-    whose ``params["triggers"]`` lists the reasons (a cron slot and a new
-    dataset version in the same tick start one run with both).
+    Each trigger is polled with its stored state (and the runner's event
+    log); a firing starts one run whose ``params["triggers"]`` lists the
+    reasons (a cron slot and a new dataset version in the same tick start
+    one run with both). A firing marked ``run=False`` is claimed the same
+    way but only stores the trigger's new state.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ class Firing:
         out: list[dict[str, Any]] = []
         if self.slot is not None:
             out.append({"kind": "schedule", "slot": self.slot.isoformat()})
-        out.extend(f.reason for f in self.triggers.values())
+        out.extend(f.reason for f in self.triggers.values() if f.run)
         return out
 
 
@@ -194,12 +196,15 @@ class Scheduler:
         seen = state.get("triggers", {})
         fired = {}
         for trigger in pipeline.triggers:
-            firing = trigger.poll(self.runner.store, seen.get(trigger.key, {}))
+            firing = trigger.poll(
+                self.runner.store, seen.get(trigger.key, {}), events=self.runner.events
+            )
             if firing is not None:
                 fired[trigger.key] = firing
-        run = slot is not None or bool(fired)
+        # A firing with run=False only stores its trigger's state (a trigger arming itself).
+        run = slot is not None or any(f.run for f in fired.values())
         changed = new_next != stored or state.get("cron") != pipeline.schedule
-        if not run and version is not None and not changed and skipped is None:
+        if not run and version is not None and not changed and skipped is None and not fired:
             return None  # nothing due and nothing to store
         return Firing(
             pipeline=pipeline,
