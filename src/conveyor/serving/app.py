@@ -395,7 +395,8 @@ def create_app(
     ) -> Handler:
         async def endpoint(request: Request) -> Response:
             try:
-                key = server.authorize(request, action)
+                # Probes (load balancers, Kubernetes) carry no key: health is open.
+                key = None if action == "health" else server.authorize(request, action)
                 return await fn(request, key)
             except _BadRequest as bad:
                 server.metrics.errors.labels(bad.error.code).inc()
@@ -630,7 +631,7 @@ def create_app(
         Route("/v1/models/{model}/route", guarded("read", show_route), methods=["GET"]),
         Route("/v1/models/{model}/route", guarded("route", set_route), methods=["PUT"]),
         Route("/v1/models/{model}/rollback", guarded("rollback", rollback), methods=["POST"]),
-        Route("/v2", guarded("health", v2_server), methods=["GET"]),
+        Route("/v2", guarded("read", v2_server), methods=["GET"]),
         Route("/v2/health/live", guarded("health", live), methods=["GET"]),
         Route("/v2/health/ready", guarded("health", ready), methods=["GET"]),
         Route("/v2/models/{model}", guarded("read", v2_model), methods=["GET"]),

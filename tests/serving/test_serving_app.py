@@ -1,0 +1,260 @@
+"""The server end to end: real uvicorn on loopback, httpx and NVIDIA's tritonclient as clients."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import uvicorn
+
+from conveyor.project import Project, init_project
+from conveyor.serving.app import create_app
+from conveyor.serving.route_store import RouteStore
+from conveyor.serving.routes import RoutePolicy
+
+FEATURES = ["f0", "f1", "f2", "f3"]
+
+
+def frame(n: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(rng.normal(size=(n, len(FEATURES))), columns=FEATURES)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Running:
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self.app = create_app(project)
+        self.port = _free_port()
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("the server did not become ready")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Project]:
+    from sklearn.linear_model import LinearRegression
+
+    init_project(tmp_path, name="serve")
+    with (tmp_path / "conveyor.yaml").open("a") as f:
+        f.write("serving: {auth: disabled, max_body_bytes: 65536, poll_interval_s: 0.2}\n")
+    with Project.open(tmp_path) as proj:
+        X = frame(200)
+        for scale in (1.0, 2.0, 3.0):  # versions 1, 2, 3 predict 1x, 2x, 3x the row sum
+            y = X.sum(axis=1) * scale
+            proj.registry.register("sums", LinearRegression().fit(X, y), signature_from=X)
+        routes = RouteStore(proj.store, proj.events, proj.registry)
+        routes.set("sums", RoutePolicy.fixed(1), actor="test")
+        yield proj
+
+
+@pytest.fixture
+def server(project: Project) -> Iterator[Running]:
+    running = Running(project)
+    yield running
+    running.stop()
+
+
+def predict(url: str, rows: pd.DataFrame, **kw: Any) -> httpx.Response:
+    return httpx.post(
+        f"{url}/v1/models/sums/predict", json={"records": rows.to_dict("records")}, **kw
+    )
+
+
+def test_native_predict_answers_with_version_arm_and_request_id(server: Running) -> None:
+    rows = frame(3, seed=1)
+    response = predict(server.url, rows, headers={"x-request-id": "req-1"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert np.allclose(body["predictions"], rows.sum(axis=1), atol=1e-6)
+    assert body["version"] == 1 and body["arm"] == "1" or body["arm"]
+    assert body["request_id"] == "req-1" and response.headers["x-request-id"] == "req-1"
+    server.project.events.flush()
+    events = server.project.events.query(kind="prediction", request_id="req-1").items
+    assert len(events) == 1 and events[0].payload["rows"] == 3
+    assert np.allclose(events[0].payload["output"], body["predictions"])
+
+
+def test_bad_input_gets_a_stable_code_and_the_field(server: Running) -> None:
+    url = f"{server.url}/v1/models/sums/predict"
+    missing = httpx.post(url, json={"records": [{"f0": 1.0, "f1": 2.0, "f2": 3.0}]})
+    assert missing.status_code == 422
+    assert missing.json()["code"] == "invalid_input" and missing.json()["field"] == "f3"
+    wrong_type = httpx.post(url, json={"records": [{"f0": "x", "f1": 2, "f2": 3, "f3": 4}]})
+    assert wrong_type.status_code == 422 and wrong_type.json()["field"] == "f0"
+    garbage = httpx.post(url, content=b"{not json", headers={"content-type": "application/json"})
+    assert garbage.status_code == 400 and garbage.json()["code"] == "invalid_input"
+    huge = httpx.post(url, content=b" " * 70000)
+    assert huge.status_code == 413 and huge.json()["code"] == "payload_too_large"
+    unknown = httpx.post(f"{server.url}/v1/models/nope/predict", json={"records": [{"a": 1}]})
+    assert unknown.status_code == 404 and unknown.json()["code"] == "not_found"
+    no_version = predict(server.url, frame(1), params={"version": "9"})
+    assert no_version.status_code == 404
+    v2_bad = httpx.post(
+        f"{server.url}/v2/models/sums/infer",
+        content=b"\x00\x01garbage",
+        headers={"Inference-Header-Content-Length": "4"},
+    )
+    assert v2_bad.status_code == 400 and v2_bad.json()["code"] == "invalid_input"
+
+
+def test_tritonclient_health_metadata_and_infer_json_and_binary(server: Running) -> None:
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(f"127.0.0.1:{server.port}")
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("sums")
+    meta = client.get_model_metadata("sums")
+    assert meta["name"] == "sums" and [i["name"] for i in meta["inputs"]] == FEATURES
+    assert client.get_server_metadata()["name"] == "conveyor"
+    rows = frame(5, seed=2)
+    expected = rows.sum(axis=1).to_numpy()
+    for binary in (False, True):
+        matrix = triton.InferInput("X", [5, 4], "FP64")
+        matrix.set_data_from_numpy(rows.to_numpy(), binary_data=binary)
+        out = triton.InferRequestedOutput("predict", binary_data=binary)
+        result = client.infer("sums", [matrix], outputs=[out])
+        assert np.allclose(result.as_numpy("predict"), expected, atol=1e-6)
+    columns = []
+    for name in FEATURES:
+        column = triton.InferInput(name, [5], "FP64")
+        column.set_data_from_numpy(rows[name].to_numpy(), binary_data=True)
+        columns.append(column)
+    result = client.infer("sums", columns, model_version="3")
+    assert np.allclose(result.as_numpy("predict"), expected * 3, atol=1e-6)
+
+
+def test_shadow_never_changes_the_response_and_both_outputs_are_logged(
+    server: Running, project: Project
+) -> None:
+    rows = frame(2, seed=3)
+    before = predict(server.url, rows).json()
+    RouteStore(project.store, project.events, project.registry).set(
+        "sums", RoutePolicy.fixed(1, shadow=[2]), actor="test"
+    )
+    time.sleep(1.0)  # one poll
+    for i in range(20):
+        after = predict(server.url, rows, headers={"x-request-id": f"shadow-{i}"}).json()
+        assert after["predictions"] == before["predictions"] and after["version"] == 1
+    deadline = time.monotonic() + 10
+    shadows: list[Any] = []
+    while time.monotonic() < deadline and len(shadows) < 20:
+        project.events.flush()
+        shadows = project.events.query(kind="prediction.shadow", limit=100).items
+        time.sleep(0.1)
+    assert len(shadows) == 20
+    for event in shadows:
+        assert event.subject_version == "2" and event.payload["agree"] is False
+        assert np.allclose(event.payload["output"], np.asarray(event.payload["primary_output"]) * 2)
+
+
+def test_canary_then_rollback_under_load_fails_no_request(
+    server: Running, project: Project
+) -> None:
+    routes = RouteStore(project.store, project.events, project.registry)
+    routes.set("sums", RoutePolicy.canary(1, 2, 50), actor="test")
+    rows = frame(1, seed=4)
+    total = float(rows.sum(axis=1).iloc[0])
+    seen: list[tuple[float, int, int]] = []  # (time, status, version)
+
+    async def load(stop: asyncio.Event) -> None:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+
+            async def one() -> None:
+                while not stop.is_set():
+                    r = await client.post(
+                        "/v1/models/sums/predict", json={"records": rows.to_dict("records")}
+                    )
+                    body = r.json()
+                    version = body.get("version", -1)
+                    if r.status_code == 200:
+                        assert abs(body["predictions"][0] - total * version) < 1e-6
+                    seen.append((time.monotonic(), r.status_code, version))
+
+            await asyncio.gather(*(one() for _ in range(8)))
+
+    async def scenario() -> float:
+        stop = asyncio.Event()
+        task = asyncio.create_task(load(stop))
+        await asyncio.sleep(1.5)
+        rolled = time.monotonic()
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: routes.rollback("sums", actor="oncall", reason="test")
+        )
+        await asyncio.sleep(3.0)
+        stop.set()
+        await task
+        return rolled
+
+    rolled = asyncio.run(scenario())
+    assert seen and all(status == 200 for _, status, _ in seen)
+    before = {v for t, _, v in seen if t < rolled}
+    assert before == {1, 2}  # the canary was live
+    late = [v for t, _, v in seen if t > rolled + 2.0]
+    assert late and set(late) == {1}  # within 2 s every request is on the previous route
+
+
+def test_metrics_and_openapi(server: Running) -> None:
+    predict(server.url, frame(1))
+    text = httpx.get(f"{server.url}/metrics").text
+    assert "conveyor_requests_total{arm=" in text and 'model="sums"' in text
+    assert "conveyor_batch_rows_bucket" in text
+    spec = httpx.get(f"{server.url}/openapi.json").json()
+    assert "/v2/models/{model}/infer" in spec["paths"]
+
+
+def test_keys_and_roles_are_enforced(project: Project) -> None:
+    from conveyor.serving.auth import ApiKeys
+
+    keys = ApiKeys(project.store, project.events)
+    viewer, _ = keys.create("dash", "viewer")
+    predictor, _ = keys.create("app", "predictor")
+    running = Running(project)
+    try:
+        rows = frame(1)
+        assert predict(running.url, rows).status_code == 401
+        assert predict(running.url, rows, headers={"x-api-key": "cvy_nope"}).status_code == 401
+        forbidden = predict(running.url, rows, headers={"authorization": f"Bearer {viewer}"})
+        assert forbidden.status_code == 403 and forbidden.json()["code"] == "forbidden"
+        ok = predict(running.url, rows, headers={"authorization": f"Bearer {predictor}"})
+        assert ok.status_code == 200
+        denied = httpx.post(
+            f"{running.url}/v1/models/sums/rollback", headers={"x-api-key": predictor}
+        )
+        assert denied.status_code == 403
+    finally:
+        running.stop()
