@@ -258,3 +258,31 @@ def test_keys_and_roles_are_enforced(project: Project) -> None:
         assert denied.status_code == 403
     finally:
         running.stop()
+
+
+def test_schemathesis_finds_no_server_error(server: Running) -> None:
+    """Generated requests from the published OpenAPI document never get a 5xx."""
+    import shutil
+    import subprocess
+
+    st = shutil.which("st") or str(Path(__file__).parents[2] / ".venv" / "bin" / "st")
+    result = subprocess.run(
+        [
+            st,
+            "run",
+            f"{server.url}/openapi.json",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "25",
+            "--phases",
+            "examples,fuzzing",
+            "--workers",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    print(result.stdout[-1500:])
