@@ -72,3 +72,26 @@ def test_train_gate_promote_compare_optimize(root: Path) -> None:
             proj.registry.load(v3).predict(loans(5, seed=9).to_pandas()[["income", "debt", "age"]])
             is not None
         )
+
+
+def test_cli_mutations_need_a_role_once_keys_exist(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conveyor.serving.auth import ApiKeys
+
+    assert run(root, "train", "risk", "--seed", "3")[0] == 0
+    with Project.open(root) as proj:
+        viewer, _ = ApiKeys(proj.store, proj.events).create("ci-view", "viewer")
+        deployer, _ = ApiKeys(proj.store, proj.events).create("ci-deploy", "deployer")
+    monkeypatch.delenv("CONVEYOR_API_KEY", raising=False)
+    code, out = run(root, "models", "promote", "risk@1")
+    assert code == 1 and "CONVEYOR_API_KEY" in out
+    monkeypatch.setenv("CONVEYOR_API_KEY", viewer)
+    for args in (("models", "promote", "risk@1"), ("deploy", "risk@1"), ("rollback", "risk")):
+        code, out = run(root, *args)
+        assert code == 1 and "deployer" in out, (args, out)
+    monkeypatch.setenv("CONVEYOR_API_KEY", deployer)
+    assert run(root, "models", "promote", "risk@1")[0] == 0
+    assert run(root, "deploy", "risk@1")[0] == 0
+    with Project.open(root) as proj:
+        assert proj.registry.alias_history("risk", "champion")[0].actor == "key:ci-deploy"

@@ -97,3 +97,14 @@ def actor() -> str:
         return f"cli:{getpass.getuser()}"
     except Exception:  # no user name in some containers
         return "cli"
+
+
+def authorized(proj: Any, action: str) -> str:
+    """The actor to record for a CLI mutation, once ``CONVEYOR_API_KEY``'s role allows ``action``.
+
+    Locally, with no key ever created in the project, anyone may act (the
+    bootstrap rule of :mod:`conveyor.cli.keys`).
+    """
+    from conveyor.cli.keys import authorize
+
+    return authorize(proj, action)[1]

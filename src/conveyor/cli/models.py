@@ -14,6 +14,7 @@ from conveyor.cli.common import (
     JsonOpt,
     ProjectOpt,
     actor,
+    authorized,
     console,
     errors,
     open_project,
@@ -250,7 +251,7 @@ def register(
             run_id=run_id,
             dataset_versions=datasets,
             description=description,
-            actor=actor(),
+            actor=authorized(proj, "deploy"),
         )
         if as_json:
             _echo_json(version.to_dict())
@@ -279,7 +280,7 @@ def alias_cmd(
             name,
             alias,
             version,
-            actor=actor(),
+            actor=authorized(proj, "promote"),
             reason=reason,
             forced=force,
             expected_version=expected_version,
@@ -298,7 +299,9 @@ def rollback(
 ) -> None:
     """Move ALIAS back to the version it pointed at before its last move."""
     with open_project(project) as proj:
-        move = _registry(proj).rollback(name, alias, actor=actor(), reason=reason)
+        move = _registry(proj).rollback(
+            name, alias, actor=authorized(proj, "promote"), reason=reason
+        )
         _print_move(proj, move, as_json)
 
 
@@ -389,7 +392,12 @@ def promote(
         registry = _registry(proj)
         version = registry.resolve(ref)
         promotion = registry.promote(
-            version.model, version, alias=alias, actor=actor(), reason=reason, force=force
+            version.model,
+            version,
+            alias=alias,
+            actor=authorized(proj, "promote"),
+            reason=reason,
+            force=force,
         )
         if as_json:
             _echo_json(promotion.to_dict())

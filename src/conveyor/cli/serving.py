@@ -21,7 +21,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from conveyor.cli.common import JsonOpt, ProjectOpt, actor, console, errors, open_project, when
+from conveyor.cli.common import (
+    JsonOpt,
+    ProjectOpt,
+    authorized,
+    console,
+    errors,
+    open_project,
+    when,
+)
 from conveyor.errors import InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:
@@ -161,7 +169,7 @@ def deploy(
         state = routes.set(
             model,
             policy,
-            actor=actor(),
+            actor=authorized(proj, "deploy"),
             reason=reason,
             expected_revision=0 if current is None else current.revision,
         )
@@ -181,7 +189,7 @@ def rollback(
     To move a registry alias back instead, see `conveyor models rollback`.
     """
     with open_project(project) as proj:
-        state = _routes(proj).rollback(model, actor=actor(), reason=reason)
+        state = _routes(proj).rollback(model, actor=authorized(proj, "rollback"), reason=reason)
         _print_state(state, as_json, "rolled back")
 
 
@@ -280,7 +288,11 @@ def route_set(
     policy = RoutePolicy.from_json(text)
     with open_project(project) as proj:
         state = _routes(proj).set(
-            model, policy, actor=actor(), reason=reason, expected_revision=expected_revision
+            model,
+            policy,
+            actor=authorized(proj, "route"),
+            reason=reason,
+            expected_revision=expected_revision,
         )
         _print_state(state, False, "set")
 

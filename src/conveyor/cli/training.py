@@ -6,7 +6,14 @@ from typing import Annotated
 
 import typer
 
-from conveyor.cli.common import JsonOpt, ProjectOpt, actor, console, errors, open_project
+from conveyor.cli.common import (
+    JsonOpt,
+    ProjectOpt,
+    authorized,
+    console,
+    errors,
+    open_project,
+)
 
 
 def _params(values: list[str] | None) -> dict[str, object]:
@@ -53,7 +60,7 @@ def train(
             name,
             params=_params(param),
             seed=seed,
-            actor=actor(),
+            actor=authorized(proj, "deploy"),
             incremental=incremental,
             auto_promote=auto_promote,
         )
@@ -101,7 +108,11 @@ def optimize(
 
     with open_project(project) as proj:
         done = optimize_version(
-            proj, ref, quantize=quantize, max_metric_drop=max_metric_drop, actor=actor()
+            proj,
+            ref,
+            quantize=quantize,
+            max_metric_drop=max_metric_drop,
+            actor=authorized(proj, "deploy"),
         )
         if as_json:
             import orjson
