@@ -316,6 +316,7 @@ def run(
     interpreters = {**pythons, "conveyor": Path(sys.executable)}
     started = time.perf_counter()
     load_before = os.getloadavg()
+    machine = harness.machine()  # the commit measured, before others commit during the run
     configs: list[dict[str, Any]] = []
     shape: Sizes | None = None
     for backend in backends:
@@ -334,7 +335,7 @@ def run(
         "sizes": list(sizes),
         "budget_s": budget,
         "workload": {k: v for k, v in asdict(shape).items() if k != "versions"},
-        "machine": harness.machine(),
+        "machine": machine,
         "load": {
             "loadavg_1_5_15_before": load_before,
             "loadavg_1_5_15_after": os.getloadavg(),
