@@ -101,7 +101,7 @@ def test_native_predict_answers_with_version_arm_and_request_id(server: Running)
     assert response.status_code == 200, response.text
     body = response.json()
     assert np.allclose(body["predictions"], rows.sum(axis=1), atol=1e-6)
-    assert body["version"] == 1 and body["arm"] == "1" or body["arm"]
+    assert body["version"] == 1 and body["arm"] == "v1" and body["cached"] is False
     assert body["request_id"] == "req-1" and response.headers["x-request-id"] == "req-1"
     server.project.events.flush()
     events = server.project.events.query(kind="prediction", request_id="req-1").items

@@ -390,28 +390,51 @@ def create_app(
     server = Server(backends)
     openapi = orjson.dumps(openapi_document(__version__))
 
+    def _failed(
+        request: Request, request_id: str, exc: ConveyorError, status: int | None
+    ) -> Response:
+        server.metrics.errors.labels(exc.code).inc()
+        response = error_response(exc, status)
+        response.headers["x-request-id"] = request_id
+        level = logging.ERROR if response.status_code >= 500 else logging.INFO
+        log.log(
+            level,
+            "%s %s -> %d %s: %s",
+            request.method,
+            request.url.path,
+            response.status_code,
+            exc.code,
+            exc.message,
+            extra={"request_id": request_id},
+        )
+        return response
+
     def guarded(
         action: str, fn: Callable[[Request, ApiKey | None], Awaitable[Response]]
     ) -> Handler:
         async def endpoint(request: Request) -> Response:
+            request_id = request.state.request_id = _request_id(request)
             try:
                 # Probes (load balancers, Kubernetes) carry no key: health is open.
                 key = None if action == "health" else server.authorize(request, action)
                 return await fn(request, key)
             except _BadRequest as bad:
-                server.metrics.errors.labels(bad.error.code).inc()
-                return error_response(bad.error, 400)
+                return _failed(request, request_id, bad.error, 400)
             except ConveyorError as exc:
-                server.metrics.errors.labels(exc.code).inc()
-                if exc.code in ("artifact_tampered",):
-                    log.error("%s: %s", request.url.path, exc)
-                return error_response(exc)
+                return _failed(request, request_id, exc, None)
             except Exception:
-                log.exception("unexpected error on %s", request.url.path)
+                log.exception(
+                    "unexpected error on %s", request.url.path, extra={"request_id": request_id}
+                )
                 server.metrics.errors.labels("internal").inc()
                 return JSONResponse(
-                    {"code": "internal", "message": "the server failed; see its log"},
+                    {
+                        "code": "internal",
+                        "message": "the server failed; see its log",
+                        "request_id": request_id,
+                    },
                     status_code=500,
+                    headers={"x-request-id": request_id},
                 )
 
         return endpoint
@@ -431,7 +454,7 @@ def create_app(
 
     async def native_predict(request: Request, key: ApiKey | None) -> Response:
         model = request.path_params["model"]
-        request_id = _request_id(request)
+        request_id = request.state.request_id
         body = await server.body(request)
         try:
             decoded = decode_native_request(body)
@@ -563,7 +586,7 @@ def create_app(
 
     async def v2_infer(request: Request, key: ApiKey | None) -> Response:
         model = request.path_params["model"]
-        request_id = _request_id(request)
+        request_id = request.state.request_id
         body = await server.body(request)
         try:
             header = v2.parse_header_length(request.headers.get(v2.HEADER_LENGTH))

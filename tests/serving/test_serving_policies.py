@@ -1,0 +1,252 @@
+"""Routing modes, cache, limits, traces and shutdown through a running server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from serving_support import Slow
+from test_serving_app import Running, _free_port, frame, predict
+
+from conveyor.project import Project, init_project
+from conveyor.serving.route_store import RouteStore
+from conveyor.serving.routes import RoutePolicy
+
+
+def _project(tmp_path: Path, serving: str) -> Project:
+    from sklearn.linear_model import LinearRegression
+
+    init_project(tmp_path, name="policies")
+    with (tmp_path / "conveyor.yaml").open("a") as f:
+        f.write(f"serving: {serving}\n")
+    proj = Project.open(tmp_path)
+    X = frame(200)
+    for scale in (1.0, 2.0, 3.0):
+        proj.registry.register(
+            "sums", LinearRegression().fit(X, X.sum(axis=1) * scale), signature_from=X
+        )
+    return proj
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Project]:
+    proj = _project(
+        tmp_path,
+        "{auth: disabled, poll_interval_s: 0.2, batching: {max_batch_size: 4, max_queue: 8}}",
+    )
+    yield proj
+    proj.close()
+
+
+def _routes(project: Project) -> RouteStore:
+    return RouteStore(project.store, project.events, project.registry)
+
+
+def test_ab_sticky_flags_and_cache(project: Project) -> None:
+    policy = RoutePolicy.from_dict(
+        {
+            "mode": "ab",
+            "versions": [
+                {"version": 1, "weight": 50, "arm": "control"},
+                {"version": 2, "weight": 50, "arm": "treatment"},
+            ],
+            "sticky_header": "x-user-id",
+            "flags": [{"name": "beta", "match": {"tier": "beta"}, "version": 3}],
+        }
+    )
+    _routes(project).set("sums", policy, actor="test")
+    server = Running(project)
+    try:
+        rows = frame(1, seed=5)
+        arms: dict[str, set[str]] = {}
+        for user in range(40):
+            for _ in range(2):
+                body = predict(server.url, rows, headers={"x-user-id": f"u{user}"}).json()
+                arms.setdefault(f"u{user}", set()).add(body["arm"])
+        assert all(len(a) == 1 for a in arms.values())  # sticky: a user keeps one arm
+        counts = Counter(next(iter(a)) for a in arms.values())
+        assert set(counts) == {"control", "treatment"}
+        beta = predict(
+            server.url, rows, headers={"x-user-id": "u1", "x-conveyor-attr-tier": "beta"}
+        ).json()
+        assert beta["arm"] == "flag:beta" and beta["version"] == 3
+        body = httpx.post(
+            f"{server.url}/v1/models/sums/predict",
+            json={"records": rows.to_dict("records"), "attributes": {"tier": "beta"}},
+        ).json()
+        assert body["version"] == 3
+
+        # The same input to the same version is answered from the cache the second time.
+        fresh = frame(1, seed=99)
+        first = predict(server.url, fresh, headers={"x-user-id": "u1"}).json()
+        second = predict(server.url, fresh, headers={"x-user-id": "u1"}).json()
+        assert not first["cached"] and second["cached"]
+        assert first["predictions"] == second["predictions"]
+        version = second["version"]
+        other = 3 if version != 3 else 1
+        _routes(project).set("sums", RoutePolicy.fixed(other), actor="test")
+        time.sleep(1.0)
+        moved = predict(server.url, fresh, headers={"x-user-id": "u1"}).json()
+        assert moved["version"] == other and not moved["cached"]
+        _routes(project).set("sums", RoutePolicy.fixed(version), actor="test")
+        time.sleep(1.0)
+        back = predict(server.url, fresh, headers={"x-user-id": "u1"}).json()
+        assert back["version"] == version and back["cached"]  # reachable again: same version
+        text = httpx.get(f"{server.url}/metrics").text
+        assert 'conveyor_cache_lookups_total{model="sums",result="hit"' in text
+    finally:
+        server.stop()
+
+
+def test_queue_limit_answers_503_with_retry_after(project: Project) -> None:
+    _routes(project).set("sums", RoutePolicy.fixed(1), actor="test")
+    server = Running(project)
+    try:
+        too_many = predict(server.url, frame(20))  # more rows than the queue holds
+        assert too_many.status_code == 503 and too_many.json()["code"] == "overloaded"
+        assert int(too_many.headers["retry-after"]) >= 1
+        assert predict(server.url, frame(3)).status_code == 200
+    finally:
+        server.stop()
+
+
+def test_rate_limit_429_per_key(project: Project) -> None:
+    from conveyor.serving.auth import ApiKeys
+
+    token, _ = ApiKeys(project.store, project.events).create(
+        "bursty", "predictor", rate_per_second=0.5, burst=3
+    )
+    _routes(project).set("sums", RoutePolicy.fixed(1), actor="test")
+    server = Running(project)
+    try:
+        codes = [
+            predict(server.url, frame(1), headers={"x-api-key": token}).status_code
+            for _ in range(5)
+        ]
+        assert codes[:3] == [200, 200, 200] and codes[3:] == [429, 429]
+        limited = predict(server.url, frame(1), headers={"x-api-key": token})
+        assert limited.json()["code"] == "rate_limited" and "retry-after" in limited.headers
+    finally:
+        server.stop()
+
+
+def test_traces_carry_version_arm_and_flag(project: Project) -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    if trace.get_tracer_provider() is not provider:
+        pytest.fail("another test set the global tracer provider first")
+    _routes(project).set(
+        "sums",
+        RoutePolicy.from_dict(
+            {
+                "mode": "fixed",
+                "versions": [{"version": 1}],
+                "flags": [{"name": "staff", "match": {"team": "risk"}, "version": 2}],
+            }
+        ),
+        actor="test",
+    )
+    server = Running(project)
+    try:
+        predict(server.url, frame(1), headers={"x-conveyor-attr-team": "risk"})
+    finally:
+        server.stop()
+    spans = [s for s in exporter.get_finished_spans() if s.name == "predict"]
+    assert spans and spans[-1].attributes is not None
+    attributes = dict(spans[-1].attributes)
+    assert attributes["model"] == "sums" and attributes["model.version"] == 2
+    assert attributes["route.arm"] == "flag:staff" and attributes["route.flag"] == "staff"
+
+
+def test_cli_serve_workers_metrics_logs_and_graceful_shutdown(tmp_path: Path) -> None:
+    proj = _project(tmp_path, "{auth: disabled, workers: 2, batching: {max_batch_size: 1}}")
+    X = frame(10)
+    proj.registry.register("slow", Slow(0.8), signature_from=X)
+    _routes(proj).set("sums", RoutePolicy.fixed(1), actor="test")
+    _routes(proj).set("slow", RoutePolicy.fixed(1), actor="test")
+    proj.close()
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "conveyor.cli", "serve", "--port", str(port), "-C", str(tmp_path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while time.monotonic() - started < 60:
+            try:
+                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("conveyor serve did not become ready")
+        for _ in range(30):
+            assert predict(url, frame(1)).status_code == 200
+        # Both workers' counts, aggregated at scrape time (prometheus multiprocess mode).
+        deadline = time.monotonic() + 10
+        total = 0.0
+        while time.monotonic() < deadline and total < 30:
+            text = httpx.get(f"{url}/metrics").text
+            total = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("conveyor_requests_total{") and 'model="sums"' in line
+            )
+        assert total == 30
+        assert (
+            predict(
+                url, frame(1), headers={"x-request-id": "bad-1"}, params={"version": "77"}
+            ).status_code
+            == 404
+        )
+
+        async def in_flight() -> list[int]:
+            async with httpx.AsyncClient(timeout=30) as client:
+
+                async def one(i: int) -> int:
+                    r = await client.post(
+                        f"{url}/v1/models/slow/predict",
+                        json={"records": frame(1, seed=i).to_dict("records")},
+                        headers={"x-request-id": f"slow-{i}"},
+                    )
+                    return r.status_code
+
+                tasks = [asyncio.create_task(one(i)) for i in range(4)]
+                await asyncio.sleep(0.3)  # the requests are in the model now
+                process.send_signal(signal.SIGTERM)
+                return list(await asyncio.gather(*tasks))
+
+        assert asyncio.run(in_flight()) == [200, 200, 200, 200]
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    _, err = process.communicate()
+    assert process.returncode == 0, err[-2000:]
+    logs = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert any(e.get("request_id") == "bad-1" and "404" in e["message"] for e in logs)
+    with Project.open(tmp_path) as reopened:
+        slow = reopened.events.query(kind="prediction", subject="slow", limit=10).items
+        assert sorted(e.request_id for e in slow) == [f"slow-{i}" for i in range(4)]
