@@ -137,7 +137,10 @@ class PromotionMixin:
             return
         found = self._version_of(name, version)
         report = latest_gate_report(self.store, found.model, found.number)
-        hint = f"or pass force=True with a reason (CLI: --force --reason) to move {alias!r} anyway"
+        hint = (
+            f"or move {alias!r} anyway with promote(..., force=True, reason=...) "
+            "(set_alias: forced=True; CLI: --force --reason)"
+        )
         if report is None:
             raise GateFailedError(
                 f"{found.ref} has no gate report, so it cannot become {alias!r}: "
