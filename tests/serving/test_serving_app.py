@@ -36,9 +36,9 @@ def _free_port() -> int:
 
 
 class Running:
-    def __init__(self, project: Project) -> None:
+    def __init__(self, project: Project, app: Any = None) -> None:
         self.project = project
-        self.app = create_app(project)
+        self.app = app if app is not None else create_app(project)
         self.port = _free_port()
         config = uvicorn.Config(
             self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"

@@ -250,3 +250,28 @@ def test_cli_serve_workers_metrics_logs_and_graceful_shutdown(tmp_path: Path) ->
     with Project.open(tmp_path) as reopened:
         slow = reopened.events.query(kind="prediction", subject="slow", limit=10).items
         assert sorted(e.request_id for e in slow) == [f"slow-{i}" for i in range(4)]
+
+
+def test_enrich_hook_joins_features_by_entity_key(project: Project) -> None:
+    """The request path's seam for an online feature store: rows get features by key."""
+    import pyarrow as pa
+
+    from conveyor.serving.app import create_app
+
+    stored = {"c1": 10.0, "c2": 20.0}  # f3 by customer, as an online store would hold it
+
+    async def enrich(model: str, version: int, rows: pa.Table) -> pa.Table:
+        keys = rows.column("customer").to_pylist()
+        rows = rows.drop_columns(["customer"])
+        return rows.append_column("f3", pa.array([stored[k] for k in keys]))
+
+    _routes(project).set("sums", RoutePolicy.fixed(1), actor="test")
+    server = Running(project, app=create_app(project, enrich=enrich))
+    try:
+        body = httpx.post(
+            f"{server.url}/v1/models/sums/predict",
+            json={"records": [{"f0": 1.0, "f1": 1.0, "f2": 1.0, "customer": "c2"}]},
+        ).json()
+        assert abs(body["predictions"][0] - 23.0) < 1e-6
+    finally:
+        server.stop()

@@ -116,7 +116,7 @@ class _BadRequest(Exception):
 class Server:
     """Everything one worker holds; the endpoints are its methods."""
 
-    def __init__(self, backends: ServingBackends) -> None:
+    def __init__(self, backends: ServingBackends, enrich: Enrich | None = None) -> None:
         from conveyor.registry.registry import Registry
         from conveyor.serving.auth import ApiKeys, Bootstrap, rate_limiter_from_url
         from conveyor.serving.cache import PredictionCache
@@ -140,6 +140,7 @@ class Server:
         self.watcher = RouteWatcher(
             self.routes, self.pool, cache=self.cache, interval_s=spec.poll_interval_s
         )
+        self.enrich = enrich
         self._shadows: set[asyncio.Task[None]] = set()
         self._tracer: Any = None
         self.started = time.monotonic()
@@ -248,6 +249,8 @@ class Server:
         else:
             decision, cache_on = None, False
             served = await self.served(model, version)
+        if self.enrich is not None:
+            table = await self.enrich(model, served.version.number, table)
         table = served.enforce(table)
         arm = decision.arm if decision else "direct"
         number = str(served.version.number)
@@ -371,9 +374,17 @@ def _request_id(request: Request) -> str:
 
 Handler = Callable[[Request], Awaitable[Response]]
 
+#: ``enrich(model, version, rows) -> rows``: where a feature lookup by entity key (an
+#: online store) joins the request before the signature check; None: requests carry
+#: every feature themselves.
+Enrich = Callable[[str, int, "pa.Table"], Awaitable["pa.Table"]]
+
 
 def create_app(
-    backends: ServingBackends, *, on_close: Callable[[], None] | None = None
+    backends: ServingBackends,
+    *,
+    on_close: Callable[[], None] | None = None,
+    enrich: Enrich | None = None,
 ) -> Starlette:
     """The ASGI app of one worker over ``backends`` (see the module docstring).
 
@@ -387,7 +398,7 @@ def create_app(
     from conveyor.serving.native import decode_native_request, encode_predictions
     from conveyor.serving.openapi import openapi_document
 
-    server = Server(backends)
+    server = Server(backends, enrich)
     openapi = orjson.dumps(openapi_document(__version__))
 
     def _failed(
