@@ -386,19 +386,36 @@ def recover_command(
 @pipeline_app.command("schedule")
 @errors
 def schedule_command(
-    targets: Annotated[list[str], typer.Argument(help="Pipelines to schedule (TARGET...).")],
+    targets: Annotated[
+        list[str] | None,
+        typer.Argument(help="Pipelines to schedule (TARGET...), besides the models' retraining."),
+    ] = None,
     poll_interval: Annotated[float, typer.Option(help="Seconds between ticks.")] = 5.0,
     project: ProjectOpt = None,
 ) -> None:
-    """Run the scheduler until Ctrl-C: cron schedules, data-arrival triggers, crash recovery."""
+    """Run the scheduler until Ctrl-C: cron schedules, data and event triggers, crash recovery.
+
+    Every model whose ``retrain`` spec has a cron, on_new_data or on_events
+    is scheduled too, as the pipeline ``retrain.NAME``.
+    """
     import signal
 
     from conveyor.pipelines.loading import load_pipelines
     from conveyor.pipelines.runner import LocalRunner
     from conveyor.pipelines.scheduler import Scheduler
+    from conveyor.training.continuous import retraining_schedules
 
     with open_project(project) as proj:
-        pipelines = [p for t in targets for p in load_pipelines(t, search_path=_search_path(proj))]
+        pipelines = [
+            p for t in targets or [] for p in load_pipelines(t, search_path=_search_path(proj))
+        ]
+        pipelines += retraining_schedules(proj)
+        if not pipelines:
+            raise InvalidInputError(
+                "nothing to schedule: name pipelines (TARGET...) or give a model a retrain "
+                "spec (cron, on_new_data or on_events) in conveyor.yaml",
+                field="targets",
+            )
         out = console()
         display = _Display(out)
 
