@@ -40,8 +40,7 @@ def version_columns() -> tuple[sa.ColumnElement[Any], ...]:
 
     The engine decodes JSON with the standard library, which is most of the
     cost of a page of 100 versions (7 documents a row); :func:`document`
-    decodes the text with orjson instead. (On PostgreSQL the driver may
-    already hand back decoded objects; :func:`document` passes them through.)
+    decodes the text with orjson instead.
     """
     import sqlalchemy as sa
 
@@ -50,7 +49,9 @@ def version_columns() -> tuple[sa.ColumnElement[Any], ...]:
     columns: list[sa.ColumnElement[Any]] = []
     for column in ModelVersionRecord.__table__.c:
         if isinstance(column.type, sa.JSON):
-            columns.append(sa.type_coerce(column, sa.Text()).label(column.name))
+            # A SQL cast, not only a result type: psycopg would otherwise decode JSONB
+            # itself (with the standard library) before SQLAlchemy sees the value.
+            columns.append(sa.cast(column, sa.Text()).label(column.name))
         else:
             columns.append(column)
     return tuple(columns)
@@ -156,7 +157,12 @@ class Reads:
             from conveyor.store.engine import READ
 
             sqlite = engine.dialect.name == "sqlite"
-            self._engine = engine.execution_options(**READ) if sqlite else engine
+            # PostgreSQL: one statement, so autocommit spares the BEGIN and ROLLBACK round trips.
+            self._engine = (
+                engine.execution_options(**READ)
+                if sqlite
+                else engine.execution_options(isolation_level="AUTOCOMMIT")
+            )
             self._base = engine
         assert self._engine is not None
         return self._engine
