@@ -1,0 +1,575 @@
+"""Serving benchmark: Conveyor's server against a bare Starlette endpoint, MLServer and BentoML.
+
+    .venv/bin/python benchmarks/serving.py               # ~12 minutes, 2 rounds
+    .venv/bin/python benchmarks/serving.py --rounds 3    # ~18 minutes
+    .venv/bin/python benchmarks/serving.py --quick       # 1 round, 3 s measurements
+    .venv/bin/python benchmarks/serving.py --profile     # also py-spy on Conveyor at c=64
+
+Every server runs as its own process (1 worker, uvloop + httptools where
+the server lets you choose) and the load comes from ``wrk`` in another
+process on loopback, with a Lua script that POSTs one JSON row per request
+and prints latency percentiles as JSON. Each measurement is a 2 s warm-up
+then 10 s of load; every number is the median over rounds (each round's
+value is kept in the JSON). Servers start in a rotated order each round.
+
+Workloads: (a) LogisticRegression on 20 float features at concurrency 1, 8
+and 64; (b) RandomForest of 100 trees at concurrency 1 and 64, batched on
+Conveyor (64 rows, 2 ms) and BentoML (adaptive batching), unbatched
+elsewhere; (c) start-up: seconds from spawning the process to the first 200
+from its readiness endpoint.
+
+Writes ``benchmarks/results/serving.json``. The machine is whatever runs
+this (often 2 shared cores, with wrk taking part of them): the JSON records
+nproc and the load average around each measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
+
+import harness
+from peers import serving_workload as wl
+
+#: Each peer's virtualenv (added to the harness's list: ``ensure_venv`` installs them).
+SERVING_PEERS: dict[str, tuple[str, ...]] = {
+    # MLServer 1.7 does not start with uvloop 0.22.
+    "mlserver": ("mlserver", "mlserver-sklearn", "uvloop<0.22", "scikit-learn"),
+    "bentoml": ("bentoml", "scikit-learn"),
+}
+harness.PEERS.update(SERVING_PEERS)
+
+CONCURRENCY = {"lr": (1, 8, 64), "rf": (1, 64)}
+CONVEYOR = ("conveyor", "bare", "bare-thread", "mlserver", "bentoml")
+LUA = """
+wrk.method = "POST"
+wrk.body = {body}
+wrk.headers["Content-Type"] = "application/json"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {{"requests":%d,"duration_us":%d,"connect":%d,"read":%d,"write":%d,'
+    .. '"status":%d,"timeout":%d,"p50_us":%d,"p90_us":%d,"p95_us":%d,"p99_us":%d,'
+    .. '"mean_us":%.1f,"max_us":%d}}\\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(95),
+    latency:percentile(99), latency.mean, latency.max))
+end
+"""
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class Server:
+    """How to start one server for one model, and how to talk to it."""
+
+    name: str
+    argv: list[str]
+    ready_path: str
+    predict_path: str
+    body: str
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path = harness.PEER_SCRIPTS
+    batched: bool = False
+    port: int = 0
+    #: Called with the chosen port before the process starts (MLServer reads it from a file).
+    on_port: Callable[[int], None] | None = None
+
+
+@dataclass
+class Running:
+    server: Server
+    proc: subprocess.Popen[bytes]
+    startup_s: float
+    log_path: Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(url: str, timeout: float = 2.0) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return int(resp.status)
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return 0
+
+
+def _post(url: str, body: str) -> tuple[int, str]:
+    req = urllib.request.Request(
+        url, data=body.encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return int(resp.status), resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def start(server: Server, logdir: Path, timeout_s: float = 120.0) -> Running:
+    """Spawn the server in its own session; time until its readiness endpoint answers 200."""
+    server.port = free_port()
+    if server.on_port is not None:
+        server.on_port(server.port)
+    argv = [a.replace("{port}", str(server.port)) for a in server.argv]
+    env = {**os.environ, **harness.PEER_ENV, **server.env}
+    log_path = logdir / f"{server.name}-{server.port}.log"
+    with log_path.open("wb") as log:
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            argv, cwd=server.cwd, env=env, stdout=log, stderr=log, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{server.port}{server.ready_path}"
+    while time.perf_counter() - started < timeout_s:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{server.name} exited {proc.returncode}: {_tail(log_path)}")
+        if _get(url, timeout=1.0) == 200:
+            return Running(server, proc, time.perf_counter() - started, log_path)
+        time.sleep(0.02)
+    stop_proc(proc)
+    raise RuntimeError(f"{server.name} not ready after {timeout_s:.0f} s: {_tail(log_path)}")
+
+
+def stop_proc(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the server's process group (it and the workers it spawned), then SIGKILL."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    # Workers a server spawned may outlive it for a moment: give the group time to go.
+    for _ in range(50):
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _tail(path: Path, n: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+def wrk(url: str, lua: Path, connections: int, seconds: float) -> dict[str, Any]:
+    """One wrk run (1 thread: the machine is small) and its summary in ms and requests/s."""
+    argv = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(lua),
+        url,
+    ]
+    load_before = os.getloadavg()[0]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    line = next(x for x in out.splitlines() if x.startswith("WRKJSON "))
+    raw = json.loads(line.removeprefix("WRKJSON "))
+    seconds_run = raw["duration_us"] / 1e6
+    errors = raw["connect"] + raw["read"] + raw["write"] + raw["status"] + raw["timeout"]
+    return {
+        "rps": (raw["requests"] - raw["status"]) / seconds_run,
+        "requests": raw["requests"],
+        "errors": errors,
+        "non_2xx": raw["status"],
+        "timeouts": raw["timeout"],
+        **{
+            k.replace("_us", "_ms"): raw[k] / 1000
+            for k in raw
+            if k.endswith("_us") and k != "duration_us"
+        },
+        "loadavg_1m_before": round(load_before, 2),
+    }
+
+
+def measure(run: Running, concurrency: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    server = run.server
+    lua = tmp / f"{server.name}.lua"
+    lua.write_text(LUA.format(body="[==[" + server.body + "]==]"))
+    url = f"http://127.0.0.1:{server.port}{server.predict_path}"
+    wrk(url, lua, concurrency, args.warmup)
+    return wrk(url, lua, concurrency, args.duration)
+
+
+def check_answer(run: Running) -> str:
+    """One request by hand: a 200 and a prediction, before any load."""
+    url = f"http://127.0.0.1:{run.server.port}{run.server.predict_path}"
+    status, text = _post(url, run.server.body)
+    if status != 200:
+        raise RuntimeError(f"{run.server.name}: {status} {text[:500]}")
+    return text[:200]
+
+
+# -- the servers --------------------------------------------------------------
+
+
+def servers(kind: str, tmp: Path, venvs: dict[str, Path], only: set[str]) -> list[Server]:
+    """Every server for one model kind (``lr`` or ``rf``)."""
+    conveyor_py = Path(sys.executable)
+    model = f"bench_{kind}"
+    out: list[Server] = []
+    # The bare endpoints run in Conveyor's venv: same Python, Starlette, uvicorn, scikit-learn.
+    for mode in ("direct", "thread"):
+        out.append(
+            Server(
+                name="bare" if mode == "direct" else "bare-thread",
+                argv=[
+                    str(conveyor_py),
+                    "bare_serving.py",
+                    str(tmp / "models-conveyor" / f"{kind}.joblib"),
+                    "{port}",
+                    mode,
+                ],
+                ready_path="/v2/health/ready",
+                predict_path="/predict",
+                body=wl.records_body(),
+            )
+        )
+    out.append(
+        Server(
+            name="conveyor",
+            argv=[
+                str(conveyor_py.parent / "conveyor"),
+                "serve",
+                "--project",
+                str(tmp / f"conveyor-{kind}"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "{port}",
+                "--workers",
+                "1",
+            ],
+            ready_path="/v2/health/ready",
+            predict_path=f"/v1/models/{model}/predict",
+            body=wl.records_body(),
+            batched=kind == "rf",
+        )
+    )
+    if "mlserver" in venvs:
+        folder = tmp / f"mlserver-{kind}"
+
+        def write_settings(port: int, folder: Path = folder) -> None:
+            settings = {
+                "http_port": port,
+                "grpc_port": free_port(),
+                "metrics_port": free_port(),
+                "debug": False,
+            }
+            (folder / "settings.json").write_text(json.dumps(settings))
+
+        out.append(
+            Server(
+                name="mlserver",
+                argv=[str(venvs["mlserver"].parent / "mlserver"), "start", str(folder)],
+                ready_path=f"/v2/models/{model}/ready",
+                predict_path=f"/v2/models/{model}/infer",
+                body=wl.v2_body(),
+                on_port=write_settings,
+            )
+        )
+    if "bentoml" in venvs:
+        service = "Batched" if kind == "rf" else "Plain"
+        out.append(
+            Server(
+                name="bentoml",
+                argv=[
+                    str(venvs["bentoml"].parent / "bentoml"),
+                    "serve",
+                    f"bentoml_serving:{service}",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "{port}",
+                ],
+                ready_path="/readyz",
+                predict_path="/predict",
+                body=wl.bentoml_body(),
+                env={
+                    "BENCH_MODEL": str(tmp / "models-bentoml" / f"{kind}.joblib"),
+                    "BENTOML_HOME": str(tmp / "bentoml-home"),
+                },
+                batched=kind == "rf",
+            )
+        )
+    return [s for s in out if not only or s.name in only]
+
+
+def prepare(tmp: Path, venvs: dict[str, Path], log: Log) -> dict[str, Any]:
+    """Fit the models in each venv, build Conveyor's projects and MLServer's folders."""
+    versions: dict[str, Any] = {}
+    for peer, python in [("conveyor", Path(sys.executable)), *venvs.items()]:
+        out = subprocess.run(
+            [str(python), "serving_fit.py", str(tmp / f"models-{peer}")],
+            cwd=harness.PEER_SCRIPTS,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        versions[f"{peer}_sklearn"] = json.loads(out.stdout)["sklearn"]
+    for kind in ("lr", "rf"):
+        out = subprocess.run(
+            [sys.executable, "conveyor_serving.py", str(tmp / f"conveyor-{kind}"), kind],
+            cwd=harness.PEER_SCRIPTS,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        versions["conveyor"] = json.loads(out.stdout)["conveyor"]
+        if "mlserver" in venvs:
+            folder = tmp / f"mlserver-{kind}"
+            folder.mkdir()
+            model_settings = {
+                "name": f"bench_{kind}",
+                "implementation": "mlserver_sklearn.SKLearnModel",
+                "parameters": {"uri": str(tmp / "models-mlserver" / f"{kind}.joblib")},
+            }
+            (folder / "model-settings.json").write_text(json.dumps(model_settings))
+    for peer, python in venvs.items():
+        code = f"import importlib.metadata as m; print(m.version({peer!r}))"
+        out = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True)
+        versions[peer] = out.stdout.strip()
+    wrk_v = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split()
+    versions["wrk"] = wrk_v[1] if len(wrk_v) > 1 else "unknown"
+    log(f"versions: {versions}")
+    return versions
+
+
+# -- the run ------------------------------------------------------------------
+
+
+def profile_conveyor(run: Running, args: argparse.Namespace, tmp: Path, log: Log) -> dict[str, Any]:
+    """py-spy (its own venv) on Conveyor's worker while wrk drives it at concurrency 64."""
+    harness.PEERS.setdefault("pyspy", ("py-spy",))
+    spy = harness.ensure_venv("pyspy", log).parent / "py-spy"
+    raw = tmp / "conveyor.collapsed"
+    lua = tmp / "profile.lua"
+    lua.write_text(LUA.format(body="[==[" + run.server.body + "]==]"))
+    url = f"http://127.0.0.1:{run.server.port}{run.server.predict_path}"
+    seconds = max(3, int(args.duration))
+    spy_proc = subprocess.Popen(
+        [
+            str(spy),
+            "record",
+            "-p",
+            str(run.proc.pid),
+            "-d",
+            str(seconds),
+            "-r",
+            "200",
+            "-f",
+            "raw",
+            "-o",
+            str(raw),
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)
+    wrk(url, lua, 64, seconds)
+    spy_proc.wait(timeout=60)
+    total = 0
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    for line in raw.read_text().splitlines():
+        stack, _, count_s = line.rpartition(" ")
+        count = int(count_s)
+        total += count
+        frames = stack.split(";")
+        if frames:
+            own[frames[-1]] = own.get(frames[-1], 0) + count
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + count
+
+    def top(d: dict[str, int]) -> list[dict[str, Any]]:
+        ranked = sorted(d.items(), key=lambda kv: kv[1], reverse=True)[:25]
+        return [{"frame": k, "share": round(v / total, 4)} for k, v in ranked]
+
+    return {"samples": total, "self": top(own), "inclusive": top(inclusive)}
+
+
+def run(args: argparse.Namespace, log: Log = print) -> dict[str, Any]:
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk not found: apt-get install -y wrk")
+    only = set(args.only.split(",")) if args.only else set()
+    venvs: dict[str, Path] = {}
+    for peer in SERVING_PEERS:
+        if only and peer not in only:
+            continue
+        try:
+            venvs[peer] = harness.ensure_venv(peer, log)
+        except subprocess.CalledProcessError as exc:
+            log(f"{peer}: install failed ({exc}); left out")
+    tmp = Path(tempfile.mkdtemp(prefix="conveyor-bench-serving-"))
+    logdir = tmp / "logs"
+    logdir.mkdir()
+    started = time.perf_counter()
+    result: dict[str, Any] = {
+        "benchmark": "serving",
+        "timestamp": harness.timestamp(),
+        "machine": harness.machine(),
+        "settings": {
+            "rounds": args.rounds,
+            "warmup_s": args.warmup,
+            "duration_s": args.duration,
+            "load_generator": "wrk -t1 (1 thread), separate process, loopback, one JSON row "
+            "per request (Lua script)",
+            "workers": 1,
+            "conveyor": "conveyor serve, auth disabled (no key), cache off, routing + metrics "
+            "+ event log on; lr: batching off (max_batch_size 1); rf: max_batch_size 64, "
+            "max_wait_ms 2",
+            "mlserver": "mlserver start, defaults (parallel_workers default), sklearn runtime",
+            "bentoml": "bentoml serve, workers=1; rf: batchable=True, max_batch_size 64",
+            "bare": "Starlette + uvicorn (uvloop, httptools), model.predict in the handler",
+            "bare-thread": "the same with run_in_threadpool",
+        },
+        "errors": {},
+    }
+    try:
+        result["versions"] = prepare(tmp, venvs, log)
+        per_round: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = {}
+        startup: dict[str, list[float]] = {}
+        for rnd in range(args.rounds):
+            for kind in ("lr", "rf"):
+                group = servers(kind, tmp, venvs, only)
+                shift = rnd % len(group) if group else 0
+                for server in group[shift:] + group[:shift]:
+                    label = f"round {rnd + 1} {kind} {server.name}"
+                    try:
+                        running = start(server, logdir)
+                    except RuntimeError as exc:
+                        log(f"{label}: failed to start: {exc}")
+                        result["errors"][f"{kind}/{server.name}"] = str(exc)[-2000:]
+                        continue
+                    try:
+                        if kind == "lr":
+                            startup.setdefault(server.name, []).append(running.startup_s)
+                        answer = check_answer(running)
+                        log(f"{label}: ready in {running.startup_s:.2f} s; answer {answer[:80]}")
+                        for c in CONCURRENCY[kind]:
+                            m = measure(running, c, args, tmp)
+                            per_round.setdefault(kind, {}).setdefault(server.name, {}).setdefault(
+                                str(c), []
+                            ).append(m)
+                            log(
+                                f"  c={c:<3} {m['rps']:8.0f} rps  p50 {m['p50_ms']:7.2f} ms  "
+                                f"p95 {m['p95_ms']:7.2f}  p99 {m['p99_ms']:7.2f}  "
+                                f"errors {m['errors']}  load {m['loadavg_1m_before']}"
+                            )
+                        if args.profile and kind == "lr" and server.name == "conveyor" and rnd == 0:
+                            log("  profiling Conveyor at c=64 with py-spy")
+                            result["conveyor_profile_lr_c64"] = profile_conveyor(
+                                running, args, tmp, log
+                            )
+                    except (RuntimeError, subprocess.CalledProcessError, StopIteration) as exc:
+                        log(f"{label}: failed: {exc}")
+                        result["errors"][f"{kind}/{server.name}"] = str(exc)[-2000:]
+                    finally:
+                        stop_proc(running.proc)
+        result["startup_s"] = {
+            name: {"median": statistics.median(v), "rounds": v} for name, v in startup.items()
+        }
+        for kind, by_server in per_round.items():
+            result[kind] = {
+                name: {c: _median(ms) for c, ms in by_c.items()} for name, by_c in by_server.items()
+            }
+    finally:
+        result["wall_seconds"] = round(time.perf_counter() - started, 1)
+        if args.keep:
+            log(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+def _median(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = ("rps", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "max_ms")
+    out: dict[str, Any] = {k: round(statistics.median(r[k] for r in rounds), 3) for k in keys}
+    out["errors"] = sum(r["errors"] for r in rounds)
+    out["rounds"] = rounds
+    return out
+
+
+def print_table(result: dict[str, Any], log: Log = print) -> None:
+    for kind, title in (
+        ("lr", "LogisticRegression, 20 features"),
+        ("rf", "RandomForest, 100 trees"),
+    ):
+        if kind not in result:
+            continue
+        log(f"\n{title}: requests/s and p50/p95/p99 ms (median of {result['settings']['rounds']})")
+        for name, by_c in result[kind].items():
+            cells = [
+                f"c={c}: {m['rps']:.0f} rps {m['p50_ms']:.1f}/{m['p95_ms']:.1f}/{m['p99_ms']:.1f}"
+                for c, m in by_c.items()
+            ]
+            log(f"  {name:<12} " + " | ".join(cells))
+    if "startup_s" in result:
+        log(
+            "\nstart-up to ready (s): "
+            + ", ".join(f"{k} {v['median']:.2f}" for k, v in result["startup_s"].items())
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds before each")
+    parser.add_argument(
+        "--quick", action="store_true", help="1 round, 3 s measurements, 1 s warm-up"
+    )
+    parser.add_argument("--only", default="", help="comma-separated servers (names as in the JSON)")
+    parser.add_argument("--profile", action="store_true", help="py-spy on Conveyor (lr, c=64)")
+    parser.add_argument("--keep", action="store_true", help="keep the temp folder (server logs)")
+    parser.add_argument("--output", default="serving", help="results/<output>.json")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.duration, args.warmup = 1, 3.0, 1.0
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    result = run(args, log)
+    print_table(result, log)
+    path = harness.write_result(args.output, result)
+    log(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
