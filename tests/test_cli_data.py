@@ -114,7 +114,13 @@ def test_ingest_quarantine_versions_profile_drift_forget(project: Path) -> None:
     assert "max" in profile["columns"]["amount"]
 
     drift = run(project, "data", "drift", "tx@1", "tx@2", "--json")
-    assert json.loads(drift.stdout)["kind"] == "drift"
+    drifted = json.loads(drift.stdout)
+    assert drifted["kind"] == "drift"
+    tail = run(project, "events", "tail", "--kind", "drift.detected", "--json").stdout
+    events = [json.loads(line) for line in tail.splitlines() if line.strip()]
+    # An alarm event only when the report failed: what retraining can trigger on.
+    assert not drifted["passed"] and len(events) == 1, drifted["passed"]
+    assert events[0]["payload"]["report_id"] == drifted["id"]
 
     forgot = json.loads(
         run(project, "data", "forget", "--key", "customer=3", "--yes", "--json").stdout

@@ -208,6 +208,21 @@ def drift_cmd(
                 "verdict": report.verdict,
             },
         )
+        if not report.passed:
+            # The alert that retraining can listen for (models.*.retrain.on_events).
+            proj.events.emit(
+                "drift.detected",
+                subject=ref.dataset,
+                subject_version=str(cur.number),
+                actor=actor(),
+                payload={
+                    "reference": ref.id,
+                    "current": cur.id,
+                    "report_id": report.id,
+                    "drifted": [c.name for c in report.failures],
+                },
+                durable=True,
+            )
         print_report(report, console(), as_json=as_json)
         if not report.passed:
             raise typer.Exit(1)
