@@ -1,0 +1,64 @@
+"""The quickstart (make demo) end to end: its registry story holds on the real flow."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conveyor.project import Project
+
+QUICKSTART = Path(__file__).resolve().parents[2] / "examples" / "quickstart" / "quickstart.py"
+
+
+@pytest.mark.slow
+def test_quickstart_promotes_through_gates_and_optimizes(tmp_path: Path) -> None:
+    root = tmp_path / "demo"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    done = subprocess.run(
+        [sys.executable, str(QUICKSTART), "--project", str(root), "--fresh"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert "promotion refused (gate_failed): fraud-detector@2 failed its gates" in out, out
+    assert "promoted fraud-detector@3 to champion" in out, out
+
+    # `conveyor train fraud-detector -C demo` finds its code in the project folder.
+    assert (root / "model.py").exists() and (root / "data.py").exists()
+    with Project.open(root) as project:
+        registry = project.registry
+        assert registry.get("fraud-detector", "champion").number == 3
+        weak = registry.gate_report("fraud-detector@2")
+        assert weak is not None and not weak.passed
+        assert {"quality.roc_auc", "champion.roc_auc"} <= {c.name for c in weak.failures}
+        good = registry.gate_report("fraud-detector@3")
+        assert good is not None and good.passed
+        optimized = registry.get("fraud-detector", 4)
+        assert optimized.flavor == "onnx" and optimized.tags["optimization"] == "onnx-int8"
+        assert optimized.parent_id == registry.get("fraud-detector", 3).id
+        assert optimized.metrics["size_bytes"] < 0.8 * _float_onnx_bound(out)
+        moves = registry.alias_history("fraud-detector", "champion")
+        assert [(m.actor, m.forced) for m in moves] == [("ana", False), ("ana", False)]
+        assert all(m.reason for m in moves)
+        # The forgotten customer had rows, and is gone from the latest dataset version.
+        forgot = next(line for line in out.splitlines() if "forgot customer" in line).split()
+        customer, rows = int(forgot[3].rstrip(":")), int(forgot[4])
+        assert rows > 0
+        latest = project.data.versions.latest("transactions")
+        assert latest is not None
+        ids = project.data.versions.read(latest, purpose="test").column("customer_id")
+        assert customer not in set(ids.to_pylist())
+
+
+def _float_onnx_bound(out: str) -> float:
+    """The float32 ONNX size the demo printed (KiB), in bytes."""
+    line = next(line for line in out.splitlines() if "as float32 ONNX" in line)
+    kib = line.split("KiB as float32 ONNX")[0].split()[-1]
+    return float(kib) * 1024
