@@ -509,7 +509,7 @@ def evaluate_version(project: FlowProject, ref: str, *, actor: str | None = None
     gates = build_gates(project, version.model, spec, prepared)
     champion = _champion(registry, version.model)
     champion_model = champion[1] if champion and champion[0].id != version.id else None
-    model = registry.load(version).model
+    model = _gate_model(registry, version)
     report = run_gates(
         gate_subject(version.model),
         gates,
@@ -538,7 +538,22 @@ def _champion(registry: Registry, name: str) -> tuple[ModelVersion, Any] | None:
         version = registry.get(name, "champion")
     except NotFoundError:
         return None
-    return version, registry.load(version).model
+    return version, _gate_model(registry, version)
+
+
+def _gate_model(registry: Registry, version: ModelVersion) -> Any:
+    """The version's model as the gates call it (``predict``, ``predict_proba``).
+
+    An ONNX version loads as an onnxruntime session; the gates get the
+    :class:`~conveyor.training.optimize.onnx_model.OnnxModel` around the same
+    verified bytes instead, which predicts like the model it was exported from.
+    """
+    loaded = registry.load(version)  # sha256 verified, library versions compared
+    if version.flavor == "onnx":
+        from conveyor.training.optimize.onnx_model import OnnxModel
+
+        return OnnxModel(registry.artifacts.get(version.artifact_digest))
+    return loaded.model
 
 
 def _parts_of(project: FlowProject, version: ModelVersion) -> frozenset[str]:
