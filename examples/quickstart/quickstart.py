@@ -39,6 +39,7 @@ from model import FEATURES, LABEL, add_features
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
+from serve_demo import serve_and_route
 
 import conveyor
 from conveyor.checks.persist import save_report
@@ -242,12 +243,30 @@ def run_quickstart(project: conveyor.Project, *, rows: int) -> dict[str, Any]:
             float_onnx = export_onnx(champion_model, add_features(raw.head(100))[FEATURES])
         show_optimized("7", optimized, float_onnx.size_bytes)
 
-    # 8. Who moved champion, when and why; then a customer asks to be forgotten.
+    # 8. Serve the champion, a 10% canary of the INT8 copy with a shadow copy
+    #    to the first champion, then roll back.
+    serving = None
+    champion = champion_of(project)
+    if champion is not None and optimized is not None:
+        rows = add_features(raw).tail(1400)[FEATURES]
+        records = rows.astype({"merchant_category": str}).to_dict("records")
+        serving = serve_and_route(
+            project,
+            console,
+            MODEL_NAME,
+            records,
+            champion=champion.number,
+            canary=optimized.version.number,
+            shadow=first.version.number,
+            step="8",
+        )
+
+    # 9. Who moved champion, when and why; then a customer asks to be forgotten.
     console.print(history_table(project))
     customer = int(raw["customer_id"].iloc[0])
     forgotten = project.data.forget("customer_id", customer, actor="quickstart")
     console.print(
-        f"[green]8[/] forgot customer {customer}: {forgotten.rows_removed} rows in "
+        f"[green]9[/] forgot customer {customer}: {forgotten.rows_removed} rows in "
         f"{forgotten.versions_rewritten} versions, {forgotten.quarantine_rows_removed} in "
         f"quarantine, {forgotten.events_erased} events"
     )
@@ -255,6 +274,7 @@ def run_quickstart(project: conveyor.Project, *, rows: int) -> dict[str, Any]:
         "data": data,
         "candidates": [first, weak, better],
         "optimized": optimized,
+        "serving": serving,
         "champion": champion_of(project),
     }
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from conveyor.project import Project
+from conveyor.serving.route_store import RouteStore
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "examples" / "quickstart" / "quickstart.py"
 
@@ -47,6 +49,18 @@ def test_quickstart_promotes_through_gates_and_optimizes(tmp_path: Path) -> None
         moves = registry.alias_history("fraud-detector", "champion")
         assert [(m.actor, m.forced) for m in moves] == [("ana", False), ("ana", False)]
         assert all(m.reason for m in moves)
+        # Served: a sticky 10 % canary of @4 with a shadow copy to @1, then a rollback.
+        routes = RouteStore(project.store, project.events, registry)
+        history = routes.history("fraud-detector")
+        assert [h.policy.mode for h in history] == ["fixed", "canary", "fixed"]
+        assert history[1].policy.shadow == [1] and history[0].actor == "quickstart-oncall"
+        project.events.flush()
+        served = project.events.query(kind="prediction", subject="fraud-detector", limit=2000)
+        versions = Counter(e.subject_version for e in served.items)
+        assert versions["4"] > 0 and versions["3"] > versions["4"] * 4
+        shadows = project.events.query(kind="prediction.shadow", limit=2000).items
+        assert len(shadows) == 1000 and {e.subject_version for e in shadows} == {"1"}
+        assert "rollback to revision 3" in out and "canary (v4)" in out
         # The forgotten customer had rows, and is gone from the latest dataset version.
         forgot = next(line for line in out.splitlines() if "forgot customer" in line).split()
         customer, rows = int(forgot[3].rstrip(":")), int(forgot[4])

@@ -1,0 +1,161 @@
+"""The quickstart's serving step: serve the champion, canary and shadow, roll back.
+
+The server is the real one (``conveyor serve`` runs the same app under
+uvicorn with workers); here it runs in a thread on a free port, so the demo
+needs no second terminal. Requests go over HTTP with API keys.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import httpx
+import numpy as np
+import uvicorn
+from rich.console import Console
+
+import conveyor
+from conveyor.serving.app import create_app
+from conveyor.serving.auth import ApiKeys
+from conveyor.serving.route_store import RouteStore
+from conveyor.serving.routes import RoutePolicy
+
+
+class DemoServer:
+    """The project's model server on 127.0.0.1:<free port>, in a thread."""
+
+    def __init__(self, project: conveyor.Project) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        config = uvicorn.Config(
+            create_app(project), host="127.0.0.1", port=self.port, log_level="warning"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> DemoServer:
+        started = time.perf_counter()
+        self.thread.start()
+        while time.perf_counter() - started < 60:
+            try:
+                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
+                    self.ready_s = time.perf_counter() - started
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.02)
+        raise RuntimeError("the model server did not become ready")
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def _send(
+    client: httpx.Client, model: str, rows: list[dict[str, Any]], key: str, users: int
+) -> tuple[Counter[str], list[float]]:
+    arms: Counter[str] = Counter()
+    latencies = []
+    for i, row in enumerate(rows):
+        started = time.perf_counter()
+        response = client.post(
+            f"/v1/models/{model}/predict",
+            json={"records": [row]},
+            headers={"x-api-key": key, "x-user-id": f"user-{i % users}"},
+        )
+        latencies.append((time.perf_counter() - started) * 1000)
+        response.raise_for_status()
+        body = response.json()
+        label = f"v{body['version']}"
+        arms[label if body["arm"] == label else f"{body['arm']} ({label})"] += 1
+    return arms, latencies
+
+
+def serve_and_route(
+    project: conveyor.Project,
+    console: Console,
+    model: str,
+    rows: list[dict[str, Any]],
+    *,
+    champion: int,
+    canary: int,
+    shadow: int,
+    step: str,
+) -> dict[str, Any]:
+    """Serve the champion, put ``canary`` on 10 % with a shadow copy to ``shadow``, roll back."""
+    keys = ApiKeys(project.store, project.events)
+    predictor, _ = keys.create("quickstart-app", "predictor", actor="quickstart")
+    deployer, _ = keys.create("quickstart-oncall", "deployer", actor="quickstart")
+    routes = RouteStore(project.store, project.events, project.registry)
+    routes.set(
+        model,
+        RoutePolicy.fixed(champion, sticky_header="x-user-id"),
+        actor="ana",
+        reason="serve the champion",
+    )
+    summary: dict[str, Any] = {}
+    with DemoServer(project) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        arms, latencies = _send(client, model, rows[:200], predictor, users=200)
+        console.print(
+            f"[green]{step}[/] serving {model}@{champion} at {server.url} (ready in "
+            f"{server.ready_s:.2f} s): 200 requests, p50 {np.percentile(latencies, 50):.1f} ms, "
+            f"p99 {np.percentile(latencies, 99):.1f} ms (client side, one at a time)"
+        )
+        policy = RoutePolicy.from_dict(
+            {
+                "mode": "canary",
+                "versions": [
+                    {"version": champion, "weight": 90, "arm": "stable"},
+                    {"version": canary, "weight": 10, "arm": "canary"},
+                ],
+                "sticky_header": "x-user-id",
+                "shadow": [shadow],
+            }
+        )
+        client.put(
+            f"/v1/models/{model}/route",
+            headers={"x-api-key": deployer},
+            json={"policy": policy.to_dict(), "reason": "10% canary, shadow copy"},
+        ).raise_for_status()
+        time.sleep(project.spec.serving.poll_interval_s * 2)  # every worker has it now
+        arms, _ = _send(client, model, rows[200:1200], predictor, users=500)
+        console.print(
+            f"    canary: 10% of users (sticky by x-user-id) to {model}@{canary}, "
+            f"a shadow copy of every request to {model}@{shadow}: "
+            + ", ".join(f"{arm} {n}" for arm, n in sorted(arms.items()))
+        )
+        summary["canary_arms"] = dict(arms)
+        rolled = client.post(
+            f"/v1/models/{model}/rollback",
+            headers={"x-api-key": deployer},
+            params={"reason": "demo: back to the champion"},
+        )
+        rolled.raise_for_status()
+        arms, _ = _send(client, model, rows[1200:1400], predictor, users=500)
+        console.print(
+            f"    rollback to revision {rolled.json()['revision']} (the previous policy): "
+            + ", ".join(f"{arm} {n}" for arm, n in sorted(arms.items()))
+        )
+        summary["after_rollback"] = dict(arms)
+        metrics = client.get("/metrics", headers={"x-api-key": deployer}).text
+    project.events.flush()
+    shadows = project.events.query(kind="prediction.shadow", subject=model, limit=2000).items
+    agree = sum(1 for e in shadows if e.payload["agree"])
+    console.print(
+        f"    shadow {model}@{shadow}: {len(shadows)} copies logged beside the answers, "
+        f"{agree / max(1, len(shadows)):.1%} agree with what callers got; "
+        f"/metrics has {sum(1 for line in metrics.splitlines() if line.startswith('conveyor_'))} "
+        "series"
+    )
+    summary["shadow_copies"] = len(shadows)
+    summary["shadow_agreement"] = agree / max(1, len(shadows))
+    return summary
