@@ -311,9 +311,7 @@ class ServingSpec(BaseModel):
     rate_limiter: str = Field(
         "memory://", description="Token buckets: memory:// (per worker) or redis://host:port/db."
     )
-    max_body_bytes: int = Field(
-        8 << 20, ge=1024, description="Larger request bodies get 413."
-    )
+    max_body_bytes: int = Field(8 << 20, ge=1024, description="Larger request bodies get 413.")
     batching: BatchingSpec = Field(default_factory=BatchingSpec)
     cache: bool = Field(True, description="Cache predictions in the cache backend.")
     cache_ttl_s: float = Field(300, gt=0, description="Seconds a cached prediction lives.")
