@@ -196,17 +196,13 @@ def drift_cmd(
         report = result.to_report(f"dataset:{ref.dataset}")
         report.subject_version = f"{ref.number}->{cur.number}"
         save_report(proj.store, report)
+        facts = {"reference": ref.id, "current": cur.id, "report_id": report.id}
         proj.events.emit(
             "data.drift",
             subject=ref.dataset,
             subject_version=str(cur.number),
             actor=actor(),
-            payload={
-                "reference": ref.id,
-                "current": cur.id,
-                "report_id": report.id,
-                "verdict": report.verdict,
-            },
+            payload={**facts, "verdict": report.verdict},
         )
         if not report.passed:
             # The alert that retraining can listen for (models.*.retrain.on_events).
@@ -215,12 +211,7 @@ def drift_cmd(
                 subject=ref.dataset,
                 subject_version=str(cur.number),
                 actor=actor(),
-                payload={
-                    "reference": ref.id,
-                    "current": cur.id,
-                    "report_id": report.id,
-                    "drifted": [c.name for c in report.failures],
-                },
+                payload={**facts, "drifted": [c.name for c in report.failures]},
                 durable=True,
             )
         print_report(report, console(), as_json=as_json)

@@ -93,6 +93,20 @@ def register_many(
     memory before anything is written: split very large batches.
     """
     prepared = [_prepare(registry, i, item) for i, item in enumerate(items)]
+    return store_prepared(registry, prepared)
+
+
+def prepare_item(registry: Registry, item: RegisterItem) -> _Prepared:
+    """Check and serialise one item, with errors naming its own fields (``register``'s path)."""
+    return _prepare_item(registry, item)
+
+
+def store_prepared(registry: Registry, prepared: list[_Prepared]) -> list[ModelVersion]:
+    """Write the artifacts, then number and insert every row in one transaction, then the events.
+
+    The one write path of :meth:`Registry.register` (a batch of one) and
+    :func:`register_many`.
+    """
     if not prepared:
         return []
     for p in prepared:
@@ -156,7 +170,6 @@ def _item(item: RegisterItem | Mapping[str, Any]) -> RegisterItem:
 
 
 def _prepare_item(registry: Registry, it: RegisterItem) -> _Prepared:
-    # The same checks, in the same order, as Registry.register.
     from conveyor.registry.flavors import flavor_for
     from conveyor.registry.signature import Signature
     from conveyor.store.types import json_value
@@ -211,7 +224,12 @@ def _at(exc: ConveyorError, index: int) -> ConveyorError:
 
 
 def _insert_all(registry: Registry, prepared: list[_Prepared]) -> list[ModelVersion]:
-    """Number and write every row in one transaction (the rule of ``Registry._insert``).
+    """Number and write every row in one transaction.
+
+    Each model's numbers come from one atomic ``UPDATE ... SET latest_version
+    = latest_version + k RETURNING``: the row lock (PostgreSQL) or the write
+    lock (SQLite) serialises concurrent registrations, so none has to retry;
+    only two writers creating the same model at once do.
 
     Models are locked in name order, so two batches over the same models
     cannot deadlock on PostgreSQL; a single registration locks one model and

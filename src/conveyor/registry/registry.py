@@ -23,13 +23,10 @@ import platform
 import re
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import (
-    AlreadyExistsError,
-    ConcurrentUpdateError,
     InvalidInputError,
     NotFoundError,
 )
@@ -49,7 +46,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Registry"]
 
-_COMMIT_ATTEMPTS = 16
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,199}$")
 _ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -111,124 +107,22 @@ class Registry(AliasesMixin, PromotionMixin):
         (a ModelVersion, its id, or ``"name@N"``); ``dataset_versions`` are
         the training data's versions (DatasetVersion objects or ids).
         """
-        from conveyor.registry.flavors import flavor_for
-        from conveyor.registry.signature import Signature
-        from conveyor.store.types import json_value
+        from conveyor.registry.batch import RegisterItem, prepare_item, store_prepared
 
-        check_model_name(name)
-        flavor = flavor_for(model)
-        signature = (
-            Signature.infer(signature_from).to_dict() if signature_from is not None else None
-        )
-        clean_metrics = _metrics(metrics)
-        clean_params = json_value(dict(params or {}), "params")
-        clean_tags = {str(k): str(v) for k, v in (tags or {}).items()}
-        dataset_ids = [_dataset_id(d) for d in dataset_versions]
-        parent_id = self._parent_id(parent)
-        payload = flavor.save(model)
-        ref = self.artifacts.put(payload, media_type=f"application/x-conveyor-{flavor.name}")
-        commit, dirty = self._git()
-        version = self._insert(
+        item = RegisterItem(
             name,
+            model,
+            signature_from=signature_from,
+            params=params,
+            metrics=metrics,
+            run_id=run_id,
+            parent=parent,
+            dataset_versions=dataset_versions,
+            tags=tags,
             description=description,
-            values={
-                "flavor": flavor.name,
-                "artifact_digest": ref.digest,
-                "artifact_size": ref.size,
-                "signature": signature,
-                "libraries": flavor.libraries(),
-                "params": clean_params,
-                "metrics": clean_metrics,
-                "tags": clean_tags,
-                "run_id": run_id,
-                "parent_id": parent_id,
-                "git_commit": commit,
-                "git_dirty": dirty,
-                "environment": self._env(),
-                "dataset_version_ids": dataset_ids,
-            },
+            actor=actor,
         )
-        if self.events is not None:
-            self.events.emit(
-                "model.registered",
-                subject=name,
-                subject_version=str(version.number),
-                actor=actor,
-                payload={
-                    "version_id": version.id,
-                    "flavor": version.flavor,
-                    "artifact_digest": version.artifact_digest,
-                    "run_id": run_id,
-                    "parent_id": parent_id,
-                    "dataset_version_ids": dataset_ids,
-                    "metrics": clean_metrics,
-                },
-                durable=True,
-            )
-        return version
-
-    def _insert(
-        self, name: str, *, description: str | None, values: dict[str, Any]
-    ) -> ModelVersion:
-        """Allocate the next number and write the version row, in one transaction.
-
-        The number comes from one atomic ``UPDATE ... SET latest_version =
-        latest_version + 1 RETURNING``: the row lock (PostgreSQL) or the write
-        lock (SQLite) serialises concurrent registrations, so none has to
-        retry; only two writers creating the same model at once do. Core
-        statements, not the ORM: the commit is then most of the cost.
-        """
-        import sqlalchemy as sa
-
-        from conveyor.store.models import ModelVersionRecord, RegisteredModelRecord
-        from conveyor.store.types import utcnow
-
-        models = cast("sa.Table", RegisteredModelRecord.__table__)
-        versions = cast("sa.Table", ModelVersionRecord.__table__)
-        for attempt in range(_COMMIT_ATTEMPTS):
-            try:
-                with self.store.session() as session:
-                    now = utcnow()
-                    changes: dict[str, Any] = {
-                        "latest_version": models.c.latest_version + 1,
-                        "version": models.c.version + 1,
-                        "updated_at": now,
-                    }
-                    if description is not None:
-                        changes["description"] = description
-                    number = session.execute(
-                        sa.update(models)
-                        .where(models.c.name == name)
-                        .values(**changes)
-                        .returning(models.c.latest_version)
-                    ).scalar_one_or_none()
-                    if number is None:
-                        number = 1
-                        session.execute(
-                            sa.insert(models).values(
-                                name=name,
-                                description=description,
-                                latest_version=number,
-                                created_at=now,
-                                updated_at=now,
-                                version=1,
-                            )
-                        )
-                    row = {
-                        "id": uuid.uuid4().hex,
-                        "model": name,
-                        "number": number,
-                        **values,
-                        "status": "registered",
-                        "created_at": now,
-                    }
-                    session.execute(sa.insert(versions).values(**row))
-                return ModelVersion(**row)
-            except (ConcurrentUpdateError, AlreadyExistsError):
-                # Another writer created the model first: this time the UPDATE finds it.
-                if attempt == _COMMIT_ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")
+        return store_prepared(self, [prepare_item(self, item)])[0]
 
     def _parent_id(self, parent: ModelVersion | str | None) -> str | None:
         if parent is None:
