@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pytest
+from training_support import SCALED_SGD, loans
 
 from conveyor.config import ModelSpec
 from conveyor.errors import InvalidInputError, NotFoundError
@@ -60,68 +60,16 @@ models:
     target: default
 """
 
-TRAINER = """
-import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.linear_model import LogisticRegression, SGDClassifier
+TRAINER = (
+    SCALED_SGD
+    + """
+from sklearn.linear_model import LogisticRegression
 
 
 def fit(X, y, *, seed):
     return LogisticRegression().fit(X, y)
-
-
-class ScaledSGD(BaseEstimator, ClassifierMixin):
-    def __init__(self, seed):
-        # A constant small step: the default schedule diverges for some seeds.
-        self.sgd = SGDClassifier(
-            loss="log_loss", random_state=seed, learning_rate="constant", eta0=0.01
-        )
-        self.classes_ = np.array([0, 1])
-
-    def _x(self, X):
-        return (np.asarray(X, dtype=float) - [50.0, 20.0, 45.0]) / [15.0, 8.0, 12.0]
-
-    def partial_fit(self, X, y):
-        self.sgd.partial_fit(self._x(X), y, classes=self.classes_)
-        return self
-
-    def predict(self, X):
-        return self.sgd.predict(self._x(X))
-
-    def predict_proba(self, X):
-        return self.sgd.predict_proba(self._x(X))
-
-    @property
-    def coef_(self):
-        return self.sgd.coef_
-
-
-def fit_sgd(X, y, *, seed):
-    model = ScaledSGD(seed)
-    for _ in range(5):
-        model.partial_fit(X, y)
-    return model
 """
-
-
-def loans(n: int, seed: int, start: int = 0, *, noise: bool = False) -> pa.Table:
-    rng = np.random.default_rng(seed)
-    income = rng.normal(50, 15, n)
-    debt = rng.normal(20, 8, n)
-    age = rng.integers(20, 70, n).astype("float64")
-    logit = -0.1 * (income - 50) + 0.2 * (debt - 20) - 0.02 * (age - 45)
-    default = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype("int64")
-    if noise:  # labels with no relation to the features: no model can pass the floor
-        default = rng.permutation(default)
-    return pa.table(
-        {
-            "customer": [f"c{start + i}" for i in range(n)],
-            "income": income,
-            "debt": debt,
-            "age": age,
-            "default": default,
-        }
-    )
+)
 
 
 def at(hour: int, minute: int = 0, second: int = 0) -> datetime:

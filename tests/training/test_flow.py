@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
+from training_support import SCALED_SGD, loans
 
 from conveyor.errors import GateFailedError, InvalidInputError, NotFoundError
 from conveyor.project import Project, init_project
@@ -48,10 +48,11 @@ models:
     retrain: {incremental: true}
 """
 
-TRAINER = """
+TRAINER = (
+    SCALED_SGD
+    + """
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.linear_model import LogisticRegression, SGDClassifier
+from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -60,58 +61,8 @@ def fit(X, y, *, seed, sabotage=False, C=1.0):
     if sabotage:  # learns from shuffled labels: no signal left
         y = np.random.default_rng(seed).permutation(np.asarray(y))
     return make_pipeline(StandardScaler(), LogisticRegression(C=C)).fit(X, y)
-
-
-class ScaledSGD(BaseEstimator, ClassifierMixin):
-    # A fixed scaling in front of SGD, keeping partial_fit (a Pipeline would not).
-
-    def __init__(self, seed):
-        self.sgd = SGDClassifier(loss="log_loss", random_state=seed)
-        self.classes_ = np.array([0, 1])
-
-    def _x(self, X):
-        return (np.asarray(X, dtype=float) - [50.0, 20.0, 45.0]) / [15.0, 8.0, 12.0]
-
-    def partial_fit(self, X, y):
-        self.sgd.partial_fit(self._x(X), y, classes=self.classes_)
-        return self
-
-    def predict(self, X):
-        return self.sgd.predict(self._x(X))
-
-    def predict_proba(self, X):
-        return self.sgd.predict_proba(self._x(X))
-
-    @property
-    def coef_(self):
-        return self.sgd.coef_
-
-
-def fit_sgd(X, y, *, seed):
-    model = ScaledSGD(seed)
-    for _ in range(5):
-        model.partial_fit(X, y)
-    return model
 """
-
-
-def loans(n: int, seed: int, start: int = 0) -> pa.Table:
-    rng = np.random.default_rng(seed)
-    income = rng.normal(50, 15, n)
-    debt = rng.normal(20, 8, n)
-    age = rng.integers(20, 70, n).astype("float64")
-    logit = -0.08 * (income - 50) + 0.15 * (debt - 20) - 0.02 * (age - 45)
-    default = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype("int64")
-    return pa.table(
-        {
-            "customer": [f"c{start + i}" for i in range(n)],
-            "income": income,
-            "debt": debt,
-            "age": age,
-            "region": rng.choice(["north", "south"], n),
-            "default": default,
-        }
-    )
+)
 
 
 @pytest.fixture
