@@ -72,6 +72,76 @@ def warmup_table(loaded: LoadedModel, rows: int = 2) -> pa.Table | None:
     return pa.table(columns)
 
 
+def _flavor_predict(loaded: LoadedModel) -> Any:
+    flavor, estimator = loaded.flavor, loaded.model
+
+    def predict(table: pa.Table) -> Any:
+        return flavor.predict(estimator, table)
+
+    return predict
+
+
+_NAMES_WARNING = r"X does not have valid feature names"
+
+
+def matrix_predict(loaded: LoadedModel) -> Any:
+    """A faster ``predict`` for an all-numeric scikit-learn-style model, or None.
+
+    The flavor hands scikit-learn a pandas frame, so that models fitted on
+    named columns see their names; building that frame costs more than a
+    linear model's prediction (it was 45% of a server's time). After the
+    signature check the columns are exactly the model's, in its order, so a
+    float matrix says the same. The fast path is used only when it gives the
+    same predictions as the flavor on the warm-up rows, and scikit-learn's
+    "X does not have valid feature names" warning is then silenced for the
+    process (the names were checked by the signature).
+    """
+    import warnings
+
+    import numpy as np
+
+    if loaded.flavor.name not in ("sklearn", "xgboost", "lightgbm"):
+        return None
+    signature = loaded.signature
+    if signature is None or any(
+        not (c.type.startswith(("int", "uint", "float", "double", "bool", "halffloat")))
+        for c in signature.inputs
+    ):
+        return None
+    estimator = loaded.model
+    predict_fn = getattr(estimator, "predict", None)
+    if predict_fn is None:
+        return None
+
+    def predict(table: pa.Table) -> Any:
+        columns = [c.to_numpy() for c in table.columns]
+        return predict_fn(np.column_stack(columns).astype(np.float64, copy=False))
+
+    sample = warmup_table(loaded, rows=4)
+    if sample is None:
+        return None
+    import pyarrow as pa
+
+    rng = np.random.default_rng(0)
+    probe = pa.table(
+        {
+            name: pa.array(rng.normal(size=4)).cast(sample.schema.field(name).type, safe=False)
+            for name in sample.column_names
+        }
+    )
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_NAMES_WARNING)
+            for rows in (sample, probe):
+                fast, slow = predict(rows), loaded.flavor.predict(estimator, rows)
+                if not np.array_equal(np.asarray(fast), np.asarray(slow)):
+                    return None
+    except Exception:  # the model wants its frame (a ColumnTransformer by name, ...)
+        return None
+    warnings.filterwarnings("ignore", message=_NAMES_WARNING)
+    return predict
+
+
 class ModelPool:
     """Loaded versions by ``(model, number)``; loads run in a thread."""
 
@@ -113,10 +183,7 @@ class ModelPool:
         loaded = await loop.run_in_executor(None, self._load_sync, model, number)
         spec = self.batching
         name = f"{model}@{number}"
-        flavor, estimator = loaded.flavor, loaded.model
-
-        def predict(table: pa.Table) -> Any:
-            return flavor.predict(estimator, table)
+        predict = matrix_predict(loaded) or _flavor_predict(loaded)
 
         on_batch = None
         if self.on_batch is not None:
