@@ -3,7 +3,7 @@
     python conveyor_serving.py ROOT lr|rf     # runs in Conveyor's .venv
 
 Creates the project at ROOT with ``init_project``, appends the ``serving:``
-section (auth disabled and no key created, cache off; batching off for
+section (auth disabled and no key created, cache off; default batching for
 ``lr``, 64 rows / 2 ms for ``rf``), registers the model fitted on the shared
 rows with a pandas signature f0..f19, and routes all traffic to version 1.
 The server itself is started by ``benchmarks/serving.py`` (uvicorn on
@@ -19,7 +19,7 @@ from pathlib import Path
 from serving_workload import FEATURES, fit, training_rows
 
 SERVING = {
-    "lr": "serving:\n  auth: disabled\n  cache: false\n  batching:\n    max_batch_size: 1\n",
+    "lr": "serving:\n  auth: disabled\n  cache: false\n",  # default batching (32 rows, 2 ms)
     "rf": "serving:\n  auth: disabled\n  cache: false\n"
     "  batching:\n    max_batch_size: 64\n    max_wait_ms: 2\n",
 }
