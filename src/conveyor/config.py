@@ -264,6 +264,11 @@ class ModelSpec(BaseModel):
     dataset: str = Field(description="The data set whose latest version trains the model.")
     features: list[str] = Field(min_length=1, description="Input columns, in order.")
     target: str = Field(description="The label column.")
+    task: Literal["classification", "regression"] | None = Field(
+        None,
+        description="How a PyTorch model's outputs read (one output column is a regression "
+        "unless this says classification); scikit-learn models know their own.",
+    )
     holdout: HoldoutSpec = Field(default_factory=HoldoutSpec)
     params: dict[str, Any] = Field(default_factory=dict, description="Passed to train().")
     groups: str | None = Field(None, description="Column of group labels for the fairness gate.")

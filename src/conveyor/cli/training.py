@@ -90,6 +90,11 @@ def train(
 @errors
 def optimize(
     ref: Annotated[str, typer.Argument(help="Version to optimize: name@N or name@alias.")],
+    method: Annotated[
+        str, typer.Option(help="onnx (scikit-learn, PyTorch), prune (PyTorch), distill.")
+    ] = "onnx",
+    amount: Annotated[float, typer.Option(help="prune: share of weights to zero.")] = 0.5,
+    max_depth: Annotated[int, typer.Option(help="distill: the student tree's depth.")] = 6,
     quantize: Annotated[
         bool, typer.Option("--quantize/--no-quantize", help="INT8 dynamic quantization.")
     ] = True,
@@ -99,7 +104,7 @@ def optimize(
     project: ProjectOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Export REF to ONNX (INT8-quantized by default) as a new version linked to REF.
+    """A smaller or faster version of REF, linked to it, with a report (default: ONNX INT8).
 
     The report compares size, p95 latency and hold-out quality with the parent.
     """
@@ -110,6 +115,9 @@ def optimize(
         done = optimize_version(
             proj,
             ref,
+            method=method,  # type: ignore[arg-type]  # checked by optimize_version
+            amount=amount,
+            max_depth=max_depth,
             quantize=quantize,
             max_metric_drop=max_metric_drop,
             actor=authorized(proj, "deploy"),

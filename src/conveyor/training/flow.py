@@ -442,11 +442,13 @@ def train_candidate(
         training.use_dataset(prepared.version)
         gates = build_gates(project, name, spec, prepared)
         champion_model = champion[1] if champion else None
+        champion_judged = _judged(champion_model, spec, prepared)
         if incremental:
             model = _continue(champion_model, prepared)
         else:
             model = train_fn(prepared.X_train, prepared.y_train, seed=training.seed, **merged)
-        metrics = _holdout_metrics(project, model, prepared)
+        judged = _judged(model, spec, prepared)
+        metrics = _holdout_metrics(project, judged, prepared)
         training.log_metrics(metrics)
         version = registry.register(
             name,
@@ -462,7 +464,7 @@ def train_candidate(
         )
         report = training.validate(
             gates,
-            _context(project, spec, prepared, model, champion_model),
+            _context(project, spec, prepared, judged, champion_judged),
             subject=gate_subject(name),
             subject_version=str(version.number),
         )
@@ -513,7 +515,13 @@ def evaluate_version(project: FlowProject, ref: str, *, actor: str | None = None
     report = run_gates(
         gate_subject(version.model),
         gates,
-        _context(project, spec, prepared, model, champion_model),
+        _context(
+            project,
+            spec,
+            prepared,
+            _judged(model, spec, prepared),
+            _judged(champion_model, spec, prepared),
+        ),
         kind=GATE_REPORT_KIND,
         subject_version=str(version.number),
     )
@@ -554,6 +562,21 @@ def _gate_model(registry: Registry, version: ModelVersion) -> Any:
 
         return OnnxModel(registry.artifacts.get(version.artifact_digest))
     return loaded.model
+
+
+def _judged(model: Any, spec: ModelSpec, prepared: Prepared) -> Any:
+    """``model`` as the gates call it: a PyTorch module gets ``predict``/``predict_proba``.
+
+    The module itself is what is registered; :class:`TorchPredictor` reads its
+    outputs as ``spec.task`` says (see :mod:`conveyor.training.optimize.torch_model`).
+    """
+    if model is None or not any(c.__module__.startswith("torch.nn") for c in type(model).__mro__):
+        return model
+    from conveyor.training.optimize.torch_model import TorchPredictor
+
+    return TorchPredictor.of(
+        model, prepared.X_holdout.head(1), spec.task, columns=prepared.features
+    )
 
 
 def _parts_of(project: FlowProject, version: ModelVersion) -> frozenset[str]:

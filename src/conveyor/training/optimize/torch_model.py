@@ -199,16 +199,25 @@ def _classifier_head(module: nn.Module, width: int) -> nn.Module:
         def __init__(self, inner: nn.Module) -> None:
             super().__init__()
             self.inner = inner
+            self.width = width
 
         def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            logits = self.inner(x).reshape(-1, width)
-            if width == 1:
+            logits = self.inner(x).reshape(-1, self.width)
+            if self.width == 1:
                 positive = torch.sigmoid(logits)
                 proba = torch.cat([1 - positive, positive], dim=1)
                 return (positive > 0.5).reshape(-1).to(torch.int64), proba
             return torch.argmax(logits, dim=1), torch.softmax(logits, dim=1)
 
-    return ClassifierHead(module)
+    head = ClassifierHead(module)
+    if isinstance(module, torch.jit.ScriptModule):
+        # A registry-loaded TorchScript module cannot be traced from a plain module
+        # around it; scripted together, the exporter takes both.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates jit
+            scripted: nn.Module = torch.jit.script(head)
+        return scripted
+    return head
 
 
 def export_torch_onnx(
@@ -330,6 +339,8 @@ def prune_magnitude(
         raise InvalidInputError(
             f"layers is a sequence of torch.nn.Module classes, got {layers!r}", field="layers"
         )
+    if isinstance(module, torch.jit.ScriptModule):
+        return _prune_script(module, float(amount))
     pruned = copy.deepcopy(module)
     targets = [
         (name, sub)
@@ -363,6 +374,54 @@ def prune_magnitude(
     return PruneResult(pruned, float(amount), sparsity, overall, (note,))
 
 
+def _prune_script(module: torch.jit.ScriptModule, amount: float) -> PruneResult:
+    """The same global L1 pruning on a TorchScript module (as the registry loads one).
+
+    Scripted submodules are not ``nn.Linear`` instances, so the layers are
+    found by their weights: every parameter named ``*weight`` with two or
+    more dimensions (linear and convolution kernels; norms and biases are
+    1-D). The copy goes through ``torch.jit.save``/``load``.
+    """
+    import torch
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(module, buffer)
+        buffer.seek(0)
+        pruned = torch.jit.load(buffer)  # type: ignore[no-untyped-call]
+    weights = [
+        (name, p)
+        for name, p in pruned.named_parameters()
+        if name.endswith("weight") and p.dim() >= 2
+    ]
+    if not weights:
+        raise InvalidInputError(
+            f"{type(module).__name__} has no linear or convolution weight to prune",
+            field="layers",
+        )
+    magnitudes = torch.cat([p.detach().abs().reshape(-1) for _, p in weights])
+    count = round(amount * magnitudes.numel())
+    sparsity: dict[str, float] = {}
+    zeros = total = 0
+    with torch.no_grad():
+        if count:
+            # The count-th smallest magnitude; ties at it are pruned too, as in L1Unstructured.
+            threshold = torch.kthvalue(magnitudes, count).values
+            for _, p in weights:
+                p.masked_fill_(p.abs() <= threshold, 0.0)
+        for name, p in weights:
+            layer_zeros, layer_total = int((p == 0).sum()), p.numel()
+            sparsity[name.removesuffix(".weight")] = layer_zeros / layer_total
+            zeros, total = zeros + layer_zeros, total + layer_total
+    overall = zeros / total
+    note = (
+        f"global L1 magnitude pruning (TorchScript): {zeros} of {total} weights zero "
+        f"({overall:.1%}) in {len(weights)} layer(s), stored dense"
+    )
+    return PruneResult(pruned, amount, sparsity, overall, (note,))
+
+
 def _default_layers() -> tuple[type[nn.Module], ...]:
     from torch import nn
 
@@ -370,11 +429,16 @@ def _default_layers() -> tuple[type[nn.Module], ...]:
 
 
 def module_size_bytes(module: nn.Module) -> int:
-    """Bytes of ``torch.save(module)``: the whole module, as the registry stores one."""
+    """Bytes of the module as saved: ``torch.jit.save`` for TorchScript, else ``torch.save``."""
     import torch
 
     buffer = io.BytesIO()
-    torch.save(module, buffer)
+    if isinstance(module, torch.jit.ScriptModule):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.jit.save(module, buffer)
+    else:
+        torch.save(module, buffer)
     return len(buffer.getvalue())
 
 

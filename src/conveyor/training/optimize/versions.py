@@ -7,7 +7,9 @@
     optimized.comparison.size_ratio, optimized.comparison.child_p95_latency_ms
     optimized.report            # kind "optimization", saved under model:fraud / N
 
-The hold-out comes from the model's spec (``models:`` in ``conveyor.yaml``),
+``method`` is ``onnx`` (scikit-learn or PyTorch, INT8 by default),
+``prune`` (PyTorch magnitude pruning) or ``distill`` (a tree student of a
+scikit-learn teacher). The hold-out comes from the model's spec (``models:`` in ``conveyor.yaml``),
 so the child is measured on rows neither model trained on. The new version
 is a plain ONNX model: it is not champion, and like any version it must pass
 its gates (``conveyor models gates``) before a promotion.
@@ -16,7 +18,7 @@ its gates (``conveyor models gates``) before a promotion.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from conveyor.errors import InvalidInputError
 
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
     from conveyor.training.flow import FlowProject
     from conveyor.training.optimize.report import OptimizationReport
 
-__all__ = ["OPTIMIZATION_REPORT_KIND", "Optimized", "optimize_version"]
+__all__ = ["OPTIMIZATION_REPORT_KIND", "Method", "Optimized", "optimize_version"]
 
 OPTIMIZATION_REPORT_KIND = "optimization"
 
@@ -50,41 +52,93 @@ class Optimized:
         }
 
 
+Method = Literal["onnx", "prune", "distill"]
+
+
 def optimize_version(
     project: FlowProject,
     ref: str,
     *,
+    method: Method = "onnx",
     quantize: bool = True,
+    amount: float = 0.5,
+    max_depth: int = 6,
+    task: Literal["classification", "regression"] | None = None,
     max_metric_drop: float = 0.01,
     actor: str | None = None,
 ) -> Optimized:
-    """Export ``ref`` (scikit-learn) to ONNX, optionally INT8-quantize it, measure, register."""
-    import onnx
+    """A smaller or faster version of ``ref``, registered as its child with a report.
 
+    - ``onnx``: export a scikit-learn or PyTorch model to ONNX, INT8-quantized
+      unless ``quantize=False``;
+    - ``prune``: zero the ``amount`` share of a PyTorch model's smallest weights;
+    - ``distill``: train a decision tree of ``max_depth`` on a scikit-learn
+      teacher's outputs (its training rows, never the hold-out).
+
+    ``task`` says how a PyTorch model's outputs read (see
+    :mod:`conveyor.training.optimize.torch_model`); scikit-learn models know.
+    """
     from conveyor.checks.persist import save_report
     from conveyor.registry.promotion import gate_subject
     from conveyor.training.flow import prepare
-    from conveyor.training.optimize.onnx_model import export_onnx
-    from conveyor.training.optimize.quantize import quantize_dynamic_int8
     from conveyor.training.optimize.report import compare
 
     registry = project.registry
     parent = registry.resolve(ref)
-    if parent.flavor not in ("sklearn",):
+    allowed = {"onnx": ("sklearn", "pytorch"), "prune": ("pytorch",), "distill": ("sklearn",)}
+    if method not in allowed:
         raise InvalidInputError(
-            f"{parent.ref} is a {parent.flavor} model; conveyor optimize exports scikit-learn "
-            "models (PyTorch: conveyor.training.optimize.torch_model)",
+            f"unknown optimization {method!r}; one of {', '.join(allowed)}", field="method"
+        )
+    if parent.flavor not in allowed[method]:
+        raise InvalidInputError(
+            f"{parent.ref} is a {parent.flavor} model; {method} takes "
+            f"{' or '.join(allowed[method])} models",
             field="ref",
         )
     spec = project.spec.model(parent.model)
     prepared = prepare(project, spec, actor=actor)
     X, y = prepared.X_holdout, prepared.y_holdout
     model = registry.load(parent).model
-    exported = export_onnx(model, X.head(100))
-    child = quantize_dynamic_int8(exported) if quantize else exported
-    kind = "onnx-int8" if quantize else "onnx"
+    torch_task = task if parent.flavor == "pytorch" else None
+    notes: dict[str, Any] = {}
+    if method == "onnx":
+        import onnx
+
+        from conveyor.training.optimize.quantize import quantize_dynamic_int8
+
+        if parent.flavor == "pytorch":
+            from conveyor.training.optimize.torch_model import export_torch_onnx
+
+            exported = export_torch_onnx(model, X.head(100), task=torch_task)
+        else:
+            from conveyor.training.optimize.onnx_model import export_onnx
+
+            exported = export_onnx(model, X.head(100))
+        child_model: Any = quantize_dynamic_int8(exported) if quantize else exported
+        kind = "onnx-int8" if quantize else "onnx"
+        to_register: Any = onnx.load_from_string(child_model.data)
+    elif method == "prune":
+        from conveyor.training.optimize.torch_model import prune_magnitude
+
+        pruned = prune_magnitude(model, amount)
+        child_model, to_register, kind = pruned, pruned.module, f"pruned-{amount:g}"
+        notes["sparsity"] = pruned.overall_sparsity
+    else:
+        from conveyor.training.optimize.distillation import distill
+
+        done = distill(model, prepared.X_train, max_depth=max_depth, holdout_X=X, holdout_y=y)
+        child_model = to_register = done.student
+        kind = f"distilled-tree-{max_depth}"
+        notes["soft_targets"] = done.soft_targets
     comparison = compare(
-        model, child, X, y, parent_name=parent.ref, child_name=f"{parent.model}@next ({kind})"
+        model,
+        child_model,
+        X,
+        y,
+        parent_name=parent.ref,
+        child_name=f"{parent.model}@next ({kind})",
+        task=torch_task,
     )
     metrics = {
         "size_bytes": float(comparison.child_size_bytes),
@@ -94,14 +148,13 @@ def optimize_version(
         metrics[f"holdout_{comparison.metric}"] = comparison.child_metric
     version = registry.register(
         parent.model,
-        onnx.load_from_string(child.data),
+        to_register,
         signature_from=prepared.X_train.head(1000),
-        params={"optimization": kind, "parent": parent.ref},
+        params={"optimization": kind, "parent": parent.ref, **notes},
         metrics=metrics,
         parent=parent,
         dataset_versions=parent.dataset_version_ids,
         tags={"optimization": kind},
-        description=None,
         actor=actor,
     )
     report = comparison.to_report(

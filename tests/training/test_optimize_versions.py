@@ -1,0 +1,119 @@
+"""optimize_version for every method: ONNX (scikit-learn and PyTorch), pruning, distillation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from training_support import loans
+
+from conveyor.errors import InvalidInputError
+from conveyor.project import Project, init_project
+from conveyor.training.flow import evaluate_version, train_candidate
+from conveyor.training.optimize.versions import optimize_version
+
+SPEC = """
+slos:
+  quality: {metric: roc_auc, floor: 0.7, direction: maximize}
+models:
+  net:
+    train: opt_trainer:fit_net
+    dataset: loans
+    features: [income, debt, age]
+    target: default
+    task: classification
+    holdout: {by: random, fraction: 0.25}
+    gates:
+      - metric_floor: {}
+  tree:
+    train: opt_trainer:fit_forest
+    dataset: loans
+    features: [income, debt, age]
+    target: default
+    holdout: {by: random, fraction: 0.25}
+    gates:
+      - metric_floor: {}
+"""
+
+TRAINER = """
+import numpy as np
+import torch
+from torch import nn
+from sklearn.ensemble import RandomForestClassifier
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor([50.0, 20.0, 45.0]))
+        self.register_buffer("scale", torch.tensor([15.0, 8.0, 12.0]))
+        self.body = nn.Sequential(nn.Linear(3, 32), nn.ReLU(), nn.Linear(32, 2))
+
+    def forward(self, x):
+        return self.body((x - self.mean) / self.scale)
+
+
+def fit_net(X, y, *, seed):
+    torch.manual_seed(seed)
+    net = Net()
+    x = torch.tensor(np.asarray(X, dtype=np.float32))
+    t = torch.tensor(np.asarray(y, dtype=np.int64))
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.01)
+    for _ in range(300):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(net(x), t).backward()
+        optimizer.step()
+    return net.eval()
+
+
+def fit_forest(X, y, *, seed):
+    return RandomForestClassifier(n_estimators=60, random_state=seed).fit(X, y)
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Project]:
+    init_project(tmp_path, name="optimize")
+    with (tmp_path / "conveyor.yaml").open("a") as f:
+        f.write(SPEC)
+    (tmp_path / "opt_trainer.py").write_text(TRAINER)
+    with Project.open(tmp_path) as proj:
+        proj.data.ingest("loans", loans(2000, seed=11))
+        yield proj
+
+
+def test_a_torch_model_trains_through_the_gates_then_exports_and_prunes(project: Project) -> None:
+    net = train_candidate(project, "net", seed=1)
+    assert net.version.flavor == "pytorch" and net.passed, net.report.failures
+    assert net.version.metrics["holdout_roc_auc"] > 0.7
+
+    exported = optimize_version(project, "net@1")
+    assert exported.version.flavor == "onnx" and exported.version.parent_id == net.version.id
+    assert exported.version.tags["optimization"] == "onnx-int8"
+    assert abs(exported.comparison.metric_difference or 0.0) < 0.02
+    assert evaluate_version(project, exported.version.ref).passed  # judged via onnxruntime
+
+    pruned = optimize_version(project, "net@1", method="prune", amount=0.5)
+    assert pruned.version.flavor == "pytorch" and pruned.version.params["sparsity"] >= 0.49
+    loaded = project.registry.load(pruned.version).model
+    weights = [p.detach().numpy() for n, p in loaded.named_parameters() if n.endswith("weight")]
+    zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.size for w in weights)
+    assert zeros >= 0.49
+    assert pruned.comparison.child_metric is not None
+
+
+def test_distillation_registers_a_small_student(project: Project) -> None:
+    forest = train_candidate(project, "tree", seed=1)
+    student = optimize_version(project, forest.version.ref, method="distill", max_depth=4)
+    assert student.version.flavor == "sklearn" and student.version.parent_id == forest.version.id
+    assert student.comparison.child_size_bytes < student.comparison.parent_size_bytes / 5
+    model = project.registry.load(student.version).model
+    assert model.get_depth() <= 4
+    assert student.report.kind == "optimization"
+    with pytest.raises(InvalidInputError, match="prune takes pytorch"):
+        optimize_version(project, forest.version.ref, method="prune")
+    with pytest.raises(InvalidInputError, match="unknown optimization"):
+        optimize_version(project, forest.version.ref, method="zip")  # type: ignore[arg-type]
+    assert np.isfinite(student.comparison.child_p95_latency_ms)
