@@ -175,3 +175,11 @@ def test_listing_and_search_page_through_thousands_without_gaps(registry: Regist
     assert len(registry.search(tag="parity", limit=10_000)) == 3000
     assert len(registry.search(tag="missing", limit=10)) == 0
     assert len(registry.search("%", limit=10)) == 0  # a LIKE wildcard is matched literally
+
+
+def test_non_ascii_digits_are_not_version_numbers(registry: Registry) -> None:
+    registry.register("fraud", Doubler(1.0))
+    with pytest.raises(NotFoundError):
+        registry.get("fraud", "³")  # str.isdigit() is true for it; int() is not
+    with pytest.raises(NotFoundError):
+        registry.resolve("fraud@١")

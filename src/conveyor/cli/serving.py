@@ -397,7 +397,7 @@ def predict_cmd(
         import httpx
 
         name, _, version = ref.partition("@")
-        params = {"version": version} if version.isdigit() else {}
+        params = {"version": version} if version.isascii() and version.isdigit() else {}
         headers = {"content-type": "application/json"}
         token = os.environ.get("CONVEYOR_API_KEY")
         if token:

@@ -345,7 +345,7 @@ class DatasetRepository:
                 except NotFoundError:
                     pass
             return self.get(name)
-        if not number.isdigit():
+        if not (number.isascii() and number.isdigit()):
             raise InvalidInputError(
                 f"{ref!r}: expected name@NUMBER, name@latest or an id", field="ref"
             )

@@ -61,7 +61,7 @@ class RedisKV(BaseKV):
         parsed = BackendURL.parse(url)
         check_query(parsed, {"socket_timeout", "connect_timeout", "max_connections"})
         db_text = parsed.path.strip("/") or "0"
-        if not db_text.isdigit():
+        if not (db_text.isascii() and db_text.isdigit()):
             raise InvalidInputError(
                 f"{parsed}: the path names the Redis database number (redis://host:6379/0), "
                 f"got {db_text!r}",

@@ -170,7 +170,7 @@ class PromotionMixin:
             found = version
         elif isinstance(version, int) and not isinstance(version, bool):
             found = self.get(name, version)
-        elif isinstance(version, str) and version.isdigit():
+        elif isinstance(version, str) and version.isascii() and version.isdigit():
             found = self.get(name, int(version))
         elif isinstance(version, str):
             found = self.resolve(version)

@@ -161,7 +161,7 @@ class Registry(AliasesMixin, PromotionMixin):
 
         key = number_or_alias
         if (isinstance(key, int) and not isinstance(key, bool)) or (
-            isinstance(key, str) and key.isdigit()
+            isinstance(key, str) and key.isascii() and key.isdigit()
         ):
             row = self._reads.first(reads.by_number(), {"name": name, "number": int(key)})
             what = f"{name}@{key}"
@@ -291,7 +291,7 @@ class Registry(AliasesMixin, PromotionMixin):
         if isinstance(version, ModelVersion):
             row = session.get(V, version.id)
         elif (isinstance(version, int) and not isinstance(version, bool)) or (
-            isinstance(version, str) and version.isdigit()
+            isinstance(version, str) and version.isascii() and version.isdigit()
         ):
             row = session.scalars(
                 sa.select(V).where(V.model == name, V.number == int(version))

@@ -13,7 +13,7 @@ the training types, so a model never receives silently reordered features.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import InvalidInputError
@@ -39,6 +39,8 @@ class Signature:
     """The input columns a model expects, in order."""
 
     inputs: tuple[Column, ...]
+    #: The Arrow schema of a conforming table, built on first use.
+    _arrow: Any = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def infer(cls, frame: Any) -> Signature:
@@ -66,14 +68,12 @@ class Signature:
 
     def _schema(self) -> pa.Schema:
         """The Arrow schema a conforming table has (built once per signature)."""
-        cached = _SCHEMAS.get(self.inputs)
+        cached = self._arrow
         if cached is None:
             import pyarrow as pa
 
             cached = pa.schema([(c.name, _arrow_type(c.type)) for c in self.inputs])
-            if len(_SCHEMAS) >= 1024:  # a process sees few signatures; never grow without bound
-                _SCHEMAS.clear()
-            _SCHEMAS[self.inputs] = cached
+            object.__setattr__(self, "_arrow", cached)  # a cache, not state: frozen stays true
         return cached
 
     def enforce(self, frame: Any, *, allow_extra: bool = False) -> pa.Table:
@@ -140,9 +140,6 @@ class Signature:
                 )
             arrays.append(array)
         return pa.table(arrays, names=self.names)
-
-
-_SCHEMAS: dict[tuple[Column, ...], pa.Schema] = {}
 
 
 def _arrow_type(name: str) -> pa.DataType:

@@ -183,7 +183,12 @@ class Server:
     async def body(self, request: Request) -> bytes:
         limit = self.spec.max_body_bytes
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        if (
+            declared is not None
+            and declared.isascii()
+            and declared.isdigit()
+            and int(declared) > limit
+        ):
             raise PayloadTooLargeError(
                 f"the body has {declared} bytes; this server takes at most {limit}",
                 field="body",
@@ -269,8 +274,9 @@ class Server:
             if self.cache is not None and cache_on:
                 self.cache.put(served.version.id, table, output, digest=digest)
         elapsed = time.perf_counter() - started
-        self.metrics.latency.labels(model, number, arm).observe(elapsed)
-        self.metrics.requests.labels(model, number, arm, "ok").inc()
+        ok, seconds = self.metrics.answered(model, number, arm)
+        ok.inc()
+        seconds.observe(elapsed)
         self._record(
             model, served, decision, table, output, request_id, key, elapsed, cached, digest
         )
@@ -457,7 +463,7 @@ def create_app(
         raw = request.path_params.get("version") or request.query_params.get("version")
         if raw is None:
             return None
-        if not str(raw).isdigit():
+        if not (str(raw).isascii() and str(raw).isdigit()):
             raise NotFoundError(f"version {raw!r} is not a version number", version=str(raw))
         return int(raw)
 

@@ -736,7 +736,7 @@ class RedisRateLimiter(RateLimiter):
                 package="redis",
             ) from exc
         db_text = parsed.path.strip("/") or "0"
-        if not db_text.isdigit():
+        if not (db_text.isascii() and db_text.isdigit()):
             raise InvalidInputError(
                 f"{parsed}: the path names the Redis database number (redis://host:6379/0), "
                 f"got {db_text!r}",

@@ -47,6 +47,7 @@ def dig(body: Any, path: str, shown: str, page: int, *, what: str, optional: boo
             node = node[part]
         elif (
             isinstance(node, list)
+            and part.lstrip("-").isascii()
             and part.lstrip("-").isdigit()
             and -len(node) <= int(part) < len(node)
         ):
