@@ -427,32 +427,3 @@ def test_split_rows_handles_every_output_kind() -> None:
     assert parts[1]["label"].tolist() == [0, 1]
     assert parts[1]["score"] == [0.1, 0.8]
 
-
-def test_a_lone_cheap_request_runs_inline_and_a_costly_one_never_does() -> None:
-    import time
-
-    def run(cost_s: float, inline_below_ms: float) -> list[bool]:
-        on_loop: list[bool] = []
-
-        async def main() -> None:
-            loop_thread = threading.get_ident()
-
-            def predict(table: pa.Table) -> Any:
-                on_loop.append(threading.get_ident() == loop_thread)
-                if cost_s:
-                    time.sleep(cost_s)
-                return np.zeros(table.num_rows)
-
-            batcher = Batcher(predict, inline_below_ms=inline_below_ms)
-            for i in range(5):  # one at a time: nothing else is ever in flight
-                assert len(await batcher.submit(_table(1, seed=i))) == 1
-            await batcher.close()
-
-        _run(main())
-        return on_loop
-
-    # The first call is measured in the executor; once known to be cheap, calls stay inline.
-    cheap = run(0.0, 5.0)
-    assert cheap[0] is False and all(cheap[1:])
-    assert not any(run(0.01, 5.0))  # 10 ms per call: never on the loop
-    assert not any(run(0.0, 0.0))  # inline turned off

@@ -202,7 +202,6 @@ class Batcher:
         executor: Executor | None = None,
         name: str = "",
         on_batch: Callable[[int, float], None] | None = None,
-        inline_below_ms: float = 0.2,
     ) -> None:
         if not isinstance(max_batch_size, int) or max_batch_size < 1:
             raise InvalidInputError(
@@ -223,9 +222,6 @@ class Batcher:
                 field="max_queue",
             )
         self._predict = predict
-        #: A lone request whose measured cost is below this runs on the event loop:
-        #: two thread hand-offs cost more than a linear model's prediction.
-        self.inline_below = inline_below_ms / 1000.0
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000.0
         self.max_queue = max_queue
@@ -304,8 +300,6 @@ class Batcher:
         if self._closed:
             raise ClosedError(f"batcher {self.name!r} is closed", batcher=self.name)
         rows = _rows_of(table)
-        if self._cheap(rows):
-            return self._inline(table, rows)
         if self.max_batch_size == 1:
             return await self._direct(table, rows)
         if self._queued_rows + rows > self.max_queue:
@@ -336,28 +330,6 @@ class Batcher:
         finally:
             self._inflight.discard(call)
             self._inflight_rows -= rows
-        self._record(rows, 1, seconds, False, 0.0)
-        return prediction
-
-    def _cheap(self, rows: int) -> bool:
-        """Nothing else in flight, and this call measured cheaper than a thread hand-off."""
-        cost = self._cost
-        if (
-            self.inline_below <= 0
-            or cost.fixed is None
-            or self._outstanding
-            or self._inflight_rows
-            or self._queue
-        ):
-            return False
-        return cost.fixed + (cost.per_row or 0.0) * rows < self.inline_below
-
-    def _inline(self, table: pa.Table, rows: int) -> Any:
-        try:
-            prediction, seconds = self._run_one(table, rows)
-        except BaseException:
-            self._record(rows, 1, 0.0, False, 0.0, failed=True)
-            raise
         self._record(rows, 1, seconds, False, 0.0)
         return prediction
 
