@@ -45,9 +45,9 @@ def test_incr_is_atomic_across_processes(tmp_path: Path) -> None:
         subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
         for _ in range(4)
     ]
-    for proc in procs:
-        _, stderr = proc.communicate(timeout=120)
-        assert proc.returncode == 0, stderr
+    outcomes = [(proc.communicate(timeout=120)[1], proc.returncode) for proc in procs]
+    for stderr, returncode in outcomes:  # every pipe is closed before the first assert
+        assert returncode == 0, stderr
     with CACHE.open(url) as kv:
         assert kv.get("hits") == b"400"
 

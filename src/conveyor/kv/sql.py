@@ -95,15 +95,26 @@ class SqliteKV(BaseKV):
             )
         except (OSError, sqlite3.Error) as exc:
             raise _unavailable(parsed, location, exc) from exc
-        try:
-            if not memory:
-                conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
-            conn.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            conn.close()
-            raise _unavailable(parsed, location, exc) from exc
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+                if not memory:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.executescript(_SCHEMA)
+                break
+            except sqlite3.OperationalError as exc:
+                # Several processes opening a new file at once: switching it to WAL
+                # can answer "locked" without waiting on the busy handler. Retry.
+                if "locked" in str(exc) and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                    continue
+                conn.close()
+                raise _unavailable(parsed, location, exc) from exc
+            except sqlite3.Error as exc:
+                conn.close()
+                raise _unavailable(parsed, location, exc) from exc
         return cls(parsed, prefix_of(parsed), conn)
 
     def close(self) -> None:
