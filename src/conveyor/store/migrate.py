@@ -13,6 +13,7 @@ current revision is read again once the lock is held.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from typing import Any
 
@@ -33,27 +34,61 @@ def _config(script_location: str, version_table: str, connection: Connection | N
 
 
 def head_revision(script_location: str) -> str | None:
-    """The newest revision among the scripts."""
+    """The newest revision among the scripts.
+
+    Scripts are named ``NNNN_<what>.py`` with revision id ``NNNN``, each
+    revising the one before (a test holds every migration folder to this), so
+    the head is the largest prefix: found without importing Alembic, which
+    costs a server start-up about 0.1 s when there is nothing to upgrade.
+    """
+    found = _numbered_head(script_location)
+    if found is not None:
+        return found
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory.from_config(_config(script_location, "")).get_current_head()
 
 
-def current_revision(conn: Connection, version_table: str) -> str | None:
-    """The revision the database is at (None for an empty database)."""
-    from alembic.runtime.migration import MigrationContext
+@functools.cache
+def _numbered_head(script_location: str) -> str | None:
+    import importlib.util
+    import re
+    from pathlib import Path
 
-    ctx = MigrationContext.configure(conn, opts={"version_table": version_table})
-    return ctx.get_current_revision()
+    package, _, folder = script_location.partition(":")
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    versions = Path(next(iter(spec.submodule_search_locations)), folder, "versions")
+    numbers = [
+        m.group(1)
+        for p in versions.glob("*.py")
+        if (m := re.match(r"^(\d{4})_\w+\.py$", p.name)) is not None
+    ]
+    return max(numbers) if numbers else None
+
+
+def current_revision(conn: Connection, version_table: str) -> str | None:
+    """The revision the database is at (None for an empty database).
+
+    One SELECT on the version table, the one Alembic keeps; no Alembic import.
+    """
+    if not sa.inspect(conn).has_table(version_table):
+        return None
+    rows = conn.execute(sa.text(f"SELECT version_num FROM {version_table}")).scalars().all()
+    if len(rows) > 1:  # branches: let Alembic say what it makes of them
+        from alembic.runtime.migration import MigrationContext
+
+        ctx = MigrationContext.configure(conn, opts={"version_table": version_table})
+        return ctx.get_current_revision()
+    return rows[0] if rows else None
 
 
 def upgrade(engine: Engine, script_location: str, version_table: str) -> str | None:
     """Bring the database to the newest revision; return the revision it is at."""
-    from alembic import command
-
-    head = head_revision(script_location)
     from conveyor.store.engine import READ
 
+    head = head_revision(script_location)
     with engine.connect().execution_options(**READ) as conn:
         # Fast path: nothing to do, and no write lock taken.
         if current_revision(conn, version_table) == head:
@@ -64,5 +99,7 @@ def upgrade(engine: Engine, script_location: str, version_table: str) -> str | N
             key = zlib.crc32(version_table.encode())
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
         if current_revision(conn, version_table) != head:
+            from alembic import command
+
             command.upgrade(_config(script_location, version_table, conn), "head")
     return head
