@@ -370,3 +370,30 @@ def test_constructors_and_bad_documents_raise_invalid_input() -> None:
     # Policies are frozen data: a change is a new policy (and a new compiled route).
     with pytest.raises(Exception, match="frozen"):
         canary.mode = "fixed"  # type: ignore[misc]
+
+
+def test_tiny_weights_still_route_every_sticky_key() -> None:
+    # 1 / 5e-324 is infinite: scores are taken relative to the heaviest arm.
+    tiny = RoutePolicy.from_dict(
+        {
+            "mode": "canary",
+            "versions": [
+                {"version": 1, "weight": 5e-324, "arm": "a"},
+                {"version": 2, "weight": 5e-324, "arm": "b"},
+            ],
+        }
+    )
+    seen = {decide(tiny, model="m", key=f"u{i}", attributes={}).version for i in range(200)}
+    assert seen == {1, 2}
+    lopsided = RoutePolicy.from_dict(
+        {
+            "mode": "canary",
+            "versions": [
+                {"version": 1, "weight": 5e-324, "arm": "a"},
+                {"version": 2, "weight": 100, "arm": "b"},
+            ],
+        }
+    )
+    assert {
+        decide(lopsided, model="m", key=f"u{i}", attributes={}).version for i in range(200)
+    } == {2}

@@ -327,11 +327,14 @@ class CompiledRoute:
             )
 
         live = [a for a in policy.versions if a.weight > 0 or policy.mode == "fixed"]
-        # (personalisation, 1 / weight, (random decision, sticky decision)) per arm with traffic
+        # (personalisation, heaviest weight / weight, (random decision, sticky decision))
+        # per arm with traffic. Relative to the heaviest arm, so the heaviest has a
+        # finite factor of 1 even when weights are tiny (1 / 1e-320 is infinite).
+        heaviest = max((a.weight for a in live), default=0.0)
         self._arms = tuple(
             (
                 _person(b"arm", a.label),
-                1.0 / a.weight if a.weight > 0 else 1.0,
+                heaviest / a.weight if a.weight > 0 else 1.0,
                 both(a.version, a.label, None),
             )
             for a in live
@@ -388,13 +391,12 @@ class CompiledRoute:
         if self._fixed is not None:
             return self._fixed[sticky]
         if data is not None:
-            best = None
+            best = self._arms[0][2]  # an arm of negligible weight scores inf and never wins
             best_score = math.inf
             for person, inverse, decisions in self._arms:
                 score = -math.log(_uniform(data, person)) * inverse
                 if score < best_score:
                     best, best_score = decisions, score
-            assert best is not None
             return best[True]
         if rand is None:
             rand = random.random()
