@@ -182,4 +182,4 @@ def test_non_ascii_digits_are_not_version_numbers(registry: Registry) -> None:
     with pytest.raises(NotFoundError):
         registry.get("fraud", "³")  # str.isdigit() is true for it; int() is not
     with pytest.raises(NotFoundError):
-        registry.resolve("fraud@١")
+        registry.resolve("fraud@\u0661")  # ARABIC-INDIC DIGIT ONE

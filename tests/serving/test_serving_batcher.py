@@ -426,4 +426,3 @@ def test_split_rows_handles_every_output_kind() -> None:
     parts = split_rows({"label": np.array([1, 0, 1]), "score": [0.9, 0.1, 0.8]}, bounds, 3)
     assert parts[1]["label"].tolist() == [0, 1]
     assert parts[1]["score"] == [0.1, 0.8]
-
