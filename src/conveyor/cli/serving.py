@@ -396,8 +396,10 @@ def predict_cmd(
 
         import httpx
 
+        from conveyor.registry.versions import version_number
+
         name, _, version = ref.partition("@")
-        params = {"version": version} if version.isascii() and version.isdigit() else {}
+        params = {"version": version} if version_number(version) is not None else {}
         headers = {"content-type": "application/json"}
         token = os.environ.get("CONVEYOR_API_KEY")
         if token:

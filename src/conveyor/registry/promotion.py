@@ -164,14 +164,13 @@ class PromotionMixin:
             )
 
     def _version_of(self, name: str, version: int | str | ModelVersion) -> ModelVersion:
-        from conveyor.registry.versions import ModelVersion
+        from conveyor.registry.versions import ModelVersion, version_number
 
+        number = version_number(version)
         if isinstance(version, ModelVersion):
             found = version
-        elif isinstance(version, int) and not isinstance(version, bool):
-            found = self.get(name, version)
-        elif isinstance(version, str) and version.isascii() and version.isdigit():
-            found = self.get(name, int(version))
+        elif number is not None:
+            found = self.get(name, number)
         elif isinstance(version, str):
             found = self.resolve(version)
         else:

@@ -33,7 +33,7 @@ from conveyor.errors import (
 from conveyor.registry.aliases import AliasesMixin
 from conveyor.registry.promotion import DEFAULT_GATED_ALIASES, PromotionMixin
 from conveyor.registry.reads import Reads
-from conveyor.registry.versions import LoadedModel, ModelVersion
+from conveyor.registry.versions import LoadedModel, ModelVersion, version_number
 from conveyor.store.paging import Page
 
 if TYPE_CHECKING:
@@ -160,10 +160,9 @@ class Registry(AliasesMixin, PromotionMixin):
         from conveyor.registry import reads
 
         key = number_or_alias
-        if (isinstance(key, int) and not isinstance(key, bool)) or (
-            isinstance(key, str) and key.isascii() and key.isdigit()
-        ):
-            row = self._reads.first(reads.by_number(), {"name": name, "number": int(key)})
+        number = version_number(key)
+        if number is not None:
+            row = self._reads.first(reads.by_number(), {"name": name, "number": number})
             what = f"{name}@{key}"
         elif key == "latest":
             row = self._reads.first(reads.latest(), {"name": name})
@@ -288,13 +287,12 @@ class Registry(AliasesMixin, PromotionMixin):
 
         from conveyor.store.models import ModelVersionRecord as V
 
+        number = version_number(version)
         if isinstance(version, ModelVersion):
             row = session.get(V, version.id)
-        elif (isinstance(version, int) and not isinstance(version, bool)) or (
-            isinstance(version, str) and version.isascii() and version.isdigit()
-        ):
+        elif number is not None:
             row = session.scalars(
-                sa.select(V).where(V.model == name, V.number == int(version))
+                sa.select(V).where(V.model == name, V.number == number)
             ).first()
         elif isinstance(version, str) and _ID.match(version):
             row = session.get(V, version)

@@ -14,6 +14,18 @@ if TYPE_CHECKING:
 __all__ = ["AliasMove", "LoadedModel", "ModelVersion"]
 
 
+def version_number(value: object) -> int | None:
+    """``value`` as a version number (an int, or a string of ASCII digits), else None.
+
+    ``str.isdigit()`` alone also accepts digits ``int()`` refuses (``'³'``).
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class ModelVersion:
     """One immutable version of a registered model, with its lineage."""

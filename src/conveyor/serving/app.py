@@ -409,6 +409,7 @@ def create_app(
     from contextlib import asynccontextmanager
 
     from conveyor._version import __version__
+    from conveyor.registry.versions import version_number
     from conveyor.serving import protocol_v2 as v2
     from conveyor.serving.native import decode_native_request, encode_predictions
     from conveyor.serving.openapi import openapi_document
@@ -472,9 +473,10 @@ def create_app(
         raw = request.path_params.get("version") or request.query_params.get("version")
         if raw is None:
             return None
-        if not (str(raw).isascii() and str(raw).isdigit()):
+        number = version_number(raw)
+        if number is None:
             raise NotFoundError(f"version {raw!r} is not a version number", version=str(raw))
-        return int(raw)
+        return number
 
     # -- native ---------------------------------------------------------------------
 
