@@ -66,7 +66,7 @@ class Signature:
     def names(self) -> list[str]:
         return [c.name for c in self.inputs]
 
-    def _schema(self) -> pa.Schema:
+    def arrow_schema(self) -> pa.Schema:
         """The Arrow schema a conforming table has (built once per signature)."""
         cached = self._arrow
         if cached is None:
@@ -89,7 +89,7 @@ class Signature:
 
         table = to_arrow(frame)
         # The hot case in a server: exactly the trained columns and types, in order.
-        if table.schema.equals(self._schema()):
+        if table.schema.equals(self.arrow_schema()):
             for i, column in enumerate(self.inputs):
                 if not column.nullable and table.column(i).null_count:
                     break  # the slow path below names the column

@@ -51,14 +51,12 @@ def warmup_table(loaded: LoadedModel, rows: int = 2) -> pa.Table | None:
     """A few rows of zeros (or empty strings) in the model's signature; None without one."""
     import pyarrow as pa
 
-    from conveyor.registry.signature import _arrow_type
-
     signature = loaded.signature
     if signature is None:
         return None
     columns = {}
-    for column in signature.inputs:
-        target = _arrow_type(column.type)
+    for column in signature.arrow_schema():
+        target = column.type
         if pa.types.is_string(target) or pa.types.is_large_string(target):
             columns[column.name] = pa.array([""] * rows, type=target)
         elif pa.types.is_boolean(target):

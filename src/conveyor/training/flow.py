@@ -556,12 +556,13 @@ def _gate_model(registry: Registry, version: ModelVersion) -> Any:
     :class:`~conveyor.training.optimize.onnx_model.OnnxModel` around the same
     verified bytes instead, which predicts like the model it was exported from.
     """
-    loaded = registry.load(version)  # sha256 verified, library versions compared
-    if version.flavor == "onnx":
-        from conveyor.training.optimize.onnx_model import OnnxModel
+    if version.flavor != "onnx":
+        return registry.load(version).model  # sha256 verified, library versions compared
+    from conveyor.registry.flavors import check_libraries
+    from conveyor.training.optimize.onnx_model import OnnxModel
 
-        return OnnxModel(registry.artifacts.get(version.artifact_digest))
-    return loaded.model
+    check_libraries(version.libraries, f"model {version.ref}")
+    return OnnxModel(registry.artifacts.get(version.artifact_digest))  # read once, verified
 
 
 def _judged(model: Any, spec: ModelSpec, prepared: Prepared) -> Any:
