@@ -571,9 +571,10 @@ def _judged(model: Any, spec: ModelSpec, prepared: Prepared) -> Any:
     The module itself is what is registered; :class:`TorchPredictor` reads its
     outputs as ``spec.task`` says (see :mod:`conveyor.training.optimize.torch_model`).
     """
-    if model is None or not any(c.__module__.startswith("torch.nn") for c in type(model).__mro__):
+    from conveyor.training.optimize.torch_model import TorchPredictor, is_torch_module
+
+    if model is None or not is_torch_module(model):
         return model
-    from conveyor.training.optimize.torch_model import TorchPredictor
 
     return TorchPredictor.of(
         model, prepared.X_holdout.head(1), spec.task, columns=prepared.features
