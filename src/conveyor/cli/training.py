@@ -16,12 +16,6 @@ from conveyor.cli.common import (
 )
 
 
-def _params(values: list[str] | None) -> dict[str, object]:
-    from conveyor.cli.models import _params as parse
-
-    return parse(values)
-
-
 @errors
 def train(
     name: Annotated[str, typer.Argument(help="Model name under models: in conveyor.yaml.")],
@@ -52,6 +46,7 @@ def train(
     one that fails stays registered with its report. Exit code 3 when the gates failed.
     """
     from conveyor.checks.render import print_report
+    from conveyor.cli.models import _params
     from conveyor.training.flow import train_candidate
 
     with open_project(project) as proj:
