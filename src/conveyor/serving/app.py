@@ -232,13 +232,17 @@ class Server:
         self,
         request: Request,
         model: str,
-        table: pa.Table,
+        rows: pa.Table | Callable[[Served], pa.Table],
         attributes: dict[str, Any],
         version: int | None,
         request_id: str,
         key: ApiKey | None,
     ) -> tuple[Any, Served, Decision | None, bool]:
-        """Route, check, look up the cache, predict; schedule shadows. The hot path."""
+        """Route, check, look up the cache, predict; schedule shadows. The hot path.
+
+        ``rows`` is the request's table, or builds it for the version the route
+        chose (a v2 matrix needs that version's column names).
+        """
 
         started = time.perf_counter()
         decision: Decision | None
@@ -260,6 +264,7 @@ class Server:
         else:
             decision, cache_on = None, False
             served = await self.served(model, version)
+        table = rows(served) if callable(rows) else rows
         if self.enrich is not None:
             table = await self.enrich(model, served.version.number, table)
         table = served.enforce(table)
@@ -622,15 +627,19 @@ def create_app(
         except InvalidInputError as exc:
             raise _BadRequest(exc) from exc
         version = _version_param(request)
-        columns = await _columns(model, version)
-        try:
-            table = v2.table_from_inputs(decoded.inputs, columns)
-        except InvalidInputError as exc:
-            raise _BadRequest(exc) from exc
+
+        def table_for(served: Served) -> pa.Table:
+            # A [n, k] matrix is read in the columns of the version the route chose.
+            signature = served.loaded.signature
+            try:
+                return v2.table_from_inputs(decoded.inputs, signature.names if signature else None)
+            except InvalidInputError as exc:
+                raise _BadRequest(exc) from exc
+
         output, served, decision, _cached = await server.predict(
             request,
             model,
-            table,
+            table_for,
             dict(decoded.parameters.get("attributes") or {}),
             version,
             decoded.id or request_id,
@@ -644,14 +653,6 @@ def create_app(
         if decision is not None:
             headers["x-conveyor-arm"] = decision.arm
         return Response(content, headers=headers)
-
-    async def _columns(model: str, version: int | None) -> list[str] | None:
-        if version is None:
-            route = server.route_of(model)
-            version = route.policy.serving_versions()[0]
-        served = await server.served(model, version)
-        signature = served.loaded.signature
-        return signature.names if signature else None
 
     # -- operations ---------------------------------------------------------------
 
