@@ -47,23 +47,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from conveyor.errors import InvalidInputError, NotFoundError
+from conveyor.training.runs import RunBackends
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
     import pandas as pd
 
-    from conveyor.artifacts.store import ArtifactStore
     from conveyor.checks.gates import Gate
     from conveyor.checks.result import Report
     from conveyor.config import HoldoutSpec, ModelSpec, ProjectSpec
     from conveyor.data.layer import DataLayer
     from conveyor.data.versions import DatasetVersion
-    from conveyor.events.log import EventLog
     from conveyor.registry.promotion import Promotion
     from conveyor.registry.registry import Registry
     from conveyor.registry.versions import AliasMove, ModelVersion
-    from conveyor.store.database import MetadataStore
 
 __all__ = [
     "GATES",
@@ -78,17 +76,12 @@ __all__ = [
 ]
 
 
-class FlowProject(Protocol):
-    """What the flow needs from a project (:class:`conveyor.Project` has it all)."""
+class FlowProject(RunBackends, Protocol):
+    """What the flow needs from a project (:class:`conveyor.Project` has it all):
+    a run's backends, plus the spec, the data layer and the registry."""
 
     @property
     def spec(self) -> ProjectSpec: ...
-    @property
-    def store(self) -> MetadataStore: ...
-    @property
-    def artifacts(self) -> ArtifactStore: ...
-    @property
-    def events(self) -> EventLog: ...
     @property
     def data(self) -> DataLayer: ...
     @property
