@@ -36,8 +36,9 @@ from conveyor.errors import (
     ConveyorError,
     InvalidInputError,
 )
-from conveyor.registry.registry import _dataset_id, _metrics, check_model_name
+from conveyor.registry.registry import _dataset_id, check_model_name
 from conveyor.registry.versions import ModelVersion
+from conveyor.store.runs import clean_metrics
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -179,7 +180,7 @@ def _prepare_item(registry: Registry, it: RegisterItem) -> _Prepared:
     signature = (
         Signature.infer(it.signature_from).to_dict() if it.signature_from is not None else None
     )
-    clean_metrics = _metrics(it.metrics)
+    metrics = clean_metrics(it.metrics or {})
     clean_params = json_value(dict(it.params or {}), "params")
     clean_tags = {str(k): str(v) for k, v in (it.tags or {}).items()}
     dataset_ids = [_dataset_id(d) for d in it.dataset_versions]
@@ -196,7 +197,7 @@ def _prepare_item(registry: Registry, it: RegisterItem) -> _Prepared:
             "signature": signature,
             "libraries": flavor.libraries(),
             "params": clean_params,
-            "metrics": clean_metrics,
+            "metrics": metrics,
             "tags": clean_tags,
             "run_id": it.run_id,
             "parent_id": parent_id,

@@ -313,25 +313,6 @@ class Registry(AliasesMixin, PromotionMixin):
         return row
 
 
-def _metrics(metrics: Mapping[str, float] | None) -> dict[str, float]:
-    import math
-
-    clean: dict[str, float] = {}
-    for key, value in (metrics or {}).items():
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise InvalidInputError(
-                f"metric {key!r} must be a number, got {value!r}", field=f"metrics.{key}"
-            ) from None
-        if not math.isfinite(number):
-            raise InvalidInputError(
-                f"metric {key!r} must be finite, got {value!r}", field=f"metrics.{key}"
-            )
-        clean[str(key)] = number
-    return clean
-
-
 def _dataset_id(version: Any) -> str:
     found = getattr(version, "id", version)
     if not isinstance(found, str) or not found:

@@ -33,7 +33,7 @@ from conveyor.store.models import RUN_STATUSES, TERMINAL_STATUSES, RunRecord
 from conveyor.store.paging import Page
 from conveyor.store.types import aware_utc, json_value, utcnow
 
-__all__ = ["UPDATABLE_FIELDS", "Run", "RunRepository", "RunStatus"]
+__all__ = ["UPDATABLE_FIELDS", "Run", "RunRepository", "RunStatus", "clean_metrics"]
 
 RunStatus = Literal["running", "succeeded", "failed", "cancelled"]
 
@@ -219,7 +219,7 @@ class RunRepository:
         self, run_id: str, metrics: Mapping[str, float], *, expected_version: int | None = None
     ) -> Run:
         """Merge ``metrics`` into the run's metrics (a key logged again is replaced)."""
-        values = _metrics(metrics)
+        values = clean_metrics(metrics)
         with self._store.session() as session:
             record = _load(session, run_id, expected_version)
             record.metrics = {**record.metrics, **values}
@@ -462,7 +462,8 @@ def _document(value: Mapping[str, Any] | None, field: str) -> dict[str, Any]:
     return cast(dict[str, Any], json_value(value, field))
 
 
-def _metrics(value: Any) -> dict[str, float]:
+def clean_metrics(value: Any) -> dict[str, float]:
+    """``{name: finite float}`` from a mapping; InvalidInputError naming ``metrics.<name>``."""
     if not isinstance(value, Mapping):
         raise InvalidInputError(
             f"metrics must be a mapping of names to numbers, got {type(value).__name__}",
@@ -534,7 +535,7 @@ _VALIDATORS: dict[str, Any] = {
     "name": lambda v: _text(v, "name"),
     "status": _status,
     "params": lambda v: _document(v, "params"),
-    "metrics": _metrics,
+    "metrics": clean_metrics,
     "tags": lambda v: _document(v, "tags"),
     "artifacts": _artifacts,
     "error": lambda v: _optional_str(v, "error"),
