@@ -1,21 +1,19 @@
 """The quickstart's serving step: serve the champion, canary and shadow, roll back.
 
 The server is the real one (``conveyor serve`` runs the same app under
-uvicorn with workers); here it runs in a thread on a free port, so the demo
-needs no second terminal. Requests go over HTTP with API keys.
+uvicorn with workers); here it runs in a thread on a free port
+(:class:`conveyor.serving.server.ThreadedServer`), so the demo needs no
+second terminal. Requests go over HTTP with API keys.
 """
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections import Counter
 from typing import Any
 
 import httpx
 import numpy as np
-import uvicorn
 from rich.console import Console
 
 import conveyor
@@ -23,41 +21,7 @@ from conveyor.serving.app import create_app
 from conveyor.serving.auth import ApiKeys
 from conveyor.serving.route_store import RouteStore
 from conveyor.serving.routes import RoutePolicy
-
-
-class DemoServer:
-    """The project's model server on 127.0.0.1:<free port>, in a thread."""
-
-    def __init__(self, project: conveyor.Project) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        config = uvicorn.Config(
-            create_app(project), host="127.0.0.1", port=self.port, log_level="warning"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> DemoServer:
-        started = time.perf_counter()
-        self.thread.start()
-        while time.perf_counter() - started < 60:
-            try:
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
-                    self.ready_s = time.perf_counter() - started
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.02)
-        raise RuntimeError("the model server did not become ready")
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
+from conveyor.serving.server import ThreadedServer
 
 
 def _send(
@@ -103,7 +67,10 @@ def serve_and_route(
         reason="serve the champion",
     )
     summary: dict[str, Any] = {}
-    with DemoServer(project) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+    with (
+        ThreadedServer(create_app(project)) as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+    ):
         arms, latencies = _send(client, model, rows[:200], predictor, users=200)
         console.print(
             f"[green]{step}[/] serving {model}@{champion} at {server.url} (ready in "

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,12 +12,12 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-import uvicorn
 
 from conveyor.project import Project, init_project
 from conveyor.serving.app import create_app
 from conveyor.serving.route_store import RouteStore
 from conveyor.serving.routes import RoutePolicy
+from conveyor.serving.server import ThreadedServer
 
 FEATURES = ["f0", "f1", "f2", "f3"]
 
@@ -29,40 +27,13 @@ def frame(n: int, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rng.normal(size=(n, len(FEATURES))), columns=FEATURES)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class Running(ThreadedServer):
+    """The project's server, started: the tests keep the project beside it."""
 
-
-class Running:
     def __init__(self, project: Project, app: Any = None) -> None:
+        super().__init__(app if app is not None else create_app(project))
         self.project = project
-        self.app = app if app is not None else create_app(project)
-        self.port = _free_port()
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("the server did not become ready")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
+        self.start()
 
 
 @pytest.fixture

@@ -16,11 +16,12 @@ from pathlib import Path
 import httpx
 import pytest
 from serving_support import Slow
-from test_serving_app import Running, _free_port, frame, predict
+from test_serving_app import Running, frame, predict
 
 from conveyor.project import Project, init_project
 from conveyor.serving.route_store import RouteStore
 from conveyor.serving.routes import RoutePolicy
+from conveyor.serving.server import free_port
 
 
 def _project(tmp_path: Path, serving: str) -> Project:
@@ -182,7 +183,7 @@ def test_cli_serve_workers_metrics_logs_and_graceful_shutdown(tmp_path: Path) ->
     _routes(proj).set("sums", RoutePolicy.fixed(1), actor="test")
     _routes(proj).set("slow", RoutePolicy.fixed(1), actor="test")
     proj.close()
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
     started = time.monotonic()
     process = subprocess.Popen(

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PROJECT_ENV", "JsonFormatter", "log_config", "serve"]
+__all__ = ["PROJECT_ENV", "JsonFormatter", "ThreadedServer", "free_port", "log_config", "serve"]
 
 PROJECT_ENV = "CONVEYOR_SERVE_PROJECT"
 
@@ -97,3 +97,67 @@ def serve(
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class ThreadedServer:
+    """An app served by uvicorn in a thread of this process, on a free loopback port.
+
+    For notebooks, demos and tests: ``with ThreadedServer(app) as server:``
+    returns once ``/v2/health/ready`` answers 200 (``ready_s`` says how long
+    that took); leaving the block shuts the server down gracefully.
+    """
+
+    def __init__(self, app: Any, *, host: str = "127.0.0.1", ready_timeout_s: float = 30.0):
+        import threading
+
+        import uvicorn
+
+        self.app = app
+        self.host = host
+        self.port = free_port(host)
+        self.ready_timeout_s = ready_timeout_s
+        self.ready_s: float | None = None
+        config = uvicorn.Config(app, host=host, port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> ThreadedServer:
+        import time
+
+        import httpx
+
+        started = time.perf_counter()
+        self.thread.start()
+        while time.perf_counter() - started < self.ready_timeout_s:
+            try:
+                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
+                    self.ready_s = time.perf_counter() - started
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"the model server at {self.url} did not become ready")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+    def __enter__(self) -> ThreadedServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
