@@ -291,9 +291,7 @@ class Registry(AliasesMixin, PromotionMixin):
         if isinstance(version, ModelVersion):
             row = session.get(V, version.id)
         elif number is not None:
-            row = session.scalars(
-                sa.select(V).where(V.model == name, V.number == number)
-            ).first()
+            row = session.scalars(sa.select(V).where(V.model == name, V.number == number)).first()
         elif isinstance(version, str) and _ID.match(version):
             row = session.get(V, version)
         elif isinstance(version, str) and "@" in version:
