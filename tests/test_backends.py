@@ -94,7 +94,12 @@ def test_register_refuses_to_clobber_silently() -> None:
 
 
 def test_every_seam_has_an_embedded_default() -> None:
-    assert set(SEAMS) == {"store", "artifacts", "events", "online", "cache"}
+    from conveyor.capability import seams
+
+    assert set(SEAMS) == {"store", "artifacts", "events", "cache"}  # the foundation's
+    assert set(seams()) == {*SEAMS, "ratelimit"}  # and those capabilities add
+    for seam in seams().values():
+        assert seam.default is not None and seam.spec(seam.default), seam
     assert "sqlite" in STORE.schemes() and "sqlite" in EVENTS.schemes()
     assert "file" in ARTIFACTS.schemes()
     assert "memory" in CACHE.schemes()
@@ -103,7 +108,9 @@ def test_every_seam_has_an_embedded_default() -> None:
 def test_every_registered_target_imports() -> None:
     import importlib
 
-    for seam in SEAMS.values():
+    from conveyor.capability import seams
+
+    for seam in seams().values():
         for scheme in seam.schemes():
             spec = seam.spec(f"{scheme}://x")
             module, _, attr = spec.target.partition(":")

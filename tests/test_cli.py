@@ -58,7 +58,8 @@ def test_doctor_reports_every_seam_healthy_on_embedded_defaults(project: Path) -
     body = json.loads(result.stdout)
     assert body["ok"] is True
     assert body["project"] == "fraud"
-    assert [s["seam"] for s in body["seams"]] == ["store", "artifacts", "events", "online", "cache"]
+    seams = [s["seam"] for s in body["seams"]]
+    assert seams == ["store", "artifacts", "events", "cache", "ratelimit"]
     assert all(s["ok"] for s in body["seams"]), body
 
 

@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from conveyor.cli.keys import keys_app
+from conveyor.governance.keys import ApiKeys
 from conveyor.project import Project, init_project
-from conveyor.serving.auth import ApiKeys
 
 CONVEYOR = str(Path(sys.executable).with_name("conveyor"))
 TOKEN = re.compile(r"^cvy_[A-Za-z0-9_-]{43}$", re.MULTILINE)

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from conveyor.config import find_project_root, load_spec, render_template
+from conveyor.data.settings import dataset_spec
 from conveyor.errors import ConfigError, ProjectNotFoundError
 from conveyor.project import init_project
 
@@ -68,7 +69,7 @@ def test_unknown_field_lists_the_expected_ones(tmp_path: Path) -> None:
         load_spec(tmp_path, env={})
     message = str(info.value)
     assert ":3: backends.stor: unknown field" in message
-    assert "store, artifacts, events, online, cache" in message
+    assert "store, artifacts, events, cache, ratelimit" in message
 
 
 def test_unknown_scheme_in_spec_lists_known_ones(tmp_path: Path) -> None:
@@ -145,7 +146,7 @@ def test_datasets_section(tmp_path: Path) -> None:
         "    sensitive: [email]\n    subject_keys: [customer_id]\n",
     )
     spec = load_spec(tmp_path, env={})
-    tx = spec.dataset("tx")
+    tx = dataset_spec(spec, "tx")
     assert tx.on_failure == "quarantine"
     assert tx.source == {"kind": "csv", "path": "data/tx.csv"}
     assert tx.sensitive == ["email"]
@@ -153,7 +154,7 @@ def test_datasets_section(tmp_path: Path) -> None:
     from conveyor.errors import NotFoundError
 
     with pytest.raises(NotFoundError, match=r"no data set 'nope'.*known: tx"):
-        spec.dataset("nope")
+        dataset_spec(spec, "nope")
 
 
 def test_unknown_dataset_field_lists_the_expected_ones(tmp_path: Path) -> None:
@@ -164,3 +165,73 @@ def test_unknown_dataset_field_lists_the_expected_ones(tmp_path: Path) -> None:
         r"description, source, expectations, on_failure",
     ):
         load_spec(tmp_path, env={})
+
+
+def test_every_field_can_be_set_from_the_environment(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        "project: p\nmodels:\n  Fraud:\n    train: m:fit\n    dataset: tx\n"
+        "    features: [a]\n    target: y\n",
+    )
+    spec = load_spec(
+        tmp_path,
+        env={
+            "CONVEYOR_SERVING__PORT": "9001",
+            "CONVEYOR_SERVING__AUTH": "disabled",
+            "CONVEYOR_SERVING__BATCHING__MAX_WAIT_MS": "0.5",
+            "CONVEYOR_BACKENDS__RATELIMIT": "redis://127.0.0.1:6379/3",
+            "CONVEYOR_MODELS__FRAUD__AUTO_PROMOTE": "true",
+            "CONVEYOR_MODELS__FRAUD__FEATURES": '["a", "b"]',
+            "CONVEYOR_SLOS__LATENCY_P95_MS": "20",
+            "CONVEYOR_API_KEY": "not a spec field: no '__' and no seam of that name",
+        },
+    )
+    serving = spec.section("serving")
+    assert (serving.port, serving.auth, serving.batching.max_wait_ms) == (9001, "disabled", 0.5)
+    assert spec.url("ratelimit").render() == "redis://127.0.0.1:6379/3"
+    fraud = spec.section("models")["Fraud"]  # the key is matched whatever its case
+    assert fraud.auto_promote is True and fraud.features == ["a", "b"]
+    assert spec.slos.latency_p95_ms == 20
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"CONVEYOR_SERVNG__PORT": "1"}, r"\$CONVEYOR_SERVNG__PORT: servng: unknown field"),
+        (
+            {"CONVEYOR_SERVING__PORT": "eighty"},
+            r"\$CONVEYOR_SERVING__PORT: serving.port: .*integer",
+        ),
+        ({"CONVEYOR_SERVING____PORT": "1"}, r"\$CONVEYOR_SERVING____PORT: an empty field name"),
+        ({"CONVEYOR_MODELS__X__FEATURES": "[a"}, r"\$CONVEYOR_MODELS__X__FEATURES: not valid JSON"),
+        ({"CONVEYOR_RATELIMIT": "nats://x"}, r"\$CONVEYOR_RATELIMIT: backends.ratelimit: .*memory"),
+    ],
+)
+def test_a_bad_environment_override_names_the_variable(
+    tmp_path: Path, env: dict[str, str], expected: str
+) -> None:
+    _write(tmp_path, "project: p\n")
+    with pytest.raises(ConfigError, match=expected):
+        load_spec(tmp_path, env=env)
+
+
+def test_fields_of_earlier_versions(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # conveyor init used to write backends.online, which nothing reads: it still loads.
+    _write(tmp_path, "project: p\nbackends:\n  online: sqlite:///.conveyor/online.db\n")
+    with caplog.at_level("WARNING", logger="conveyor.config"):
+        spec = load_spec(tmp_path, env={})
+    assert "online" not in type(spec.backends).model_fields
+    assert "conveyor.yaml:3: backends.online is ignored" in caplog.text
+    # The rate limiter moved to a seam: the old field says where.
+    _write(tmp_path, "project: p\nserving:\n  rate_limiter: redis://h:6379/0\n")
+    with pytest.raises(ConfigError, match=r":3: serving.rate_limiter: .*backends.ratelimit"):
+        load_spec(tmp_path, env={})
+
+
+def test_a_section_no_capability_declares_is_refused(tmp_path: Path) -> None:
+    _write(tmp_path, "project: p\nfeatures: {}\n")
+    with pytest.raises(ConfigError, match=r"features: unknown field; expected one of: .*serving"):
+        load_spec(tmp_path, env={})
+    spec = load_spec(_write(tmp_path, "project: p\n"), env={})
+    with pytest.raises(ConfigError, match=r"no section 'features'.*sections: .*datasets"):
+        spec.section("features")

@@ -59,3 +59,36 @@ def test_import_layers_hold() -> None:
         [str(lint)], capture_output=True, text=True, cwd=Path(__file__).parents[1]
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_capabilities_use_each_other_only_as_declared() -> None:
+    """A capability imports another only if it ``requires`` it (or governance, which every
+    capability may use), and only through that package's public modules, never a ``_private``
+    one. The foundation imports no capability at all (the layers contract above)."""
+    import grimp
+
+    from conveyor.capability import capabilities
+
+    graph = grimp.build_graph("conveyor")
+    declared = {c.name: set(c.requires) | {"governance"} for c in capabilities()}
+    # Requirements are transitive: training requires registry, which requires data.
+    changed = True
+    while changed:
+        changed = False
+        for name, needs in declared.items():
+            wider = needs.union(*(declared.get(n, set()) for n in needs))
+            if wider != needs:
+                declared[name], changed = wider, True
+    problems = []
+    for name, allowed in declared.items():
+        for other in set(declared) - {name}:
+            chains = graph.find_shortest_chains(
+                importer=f"conveyor.{name}", imported=f"conveyor.{other}", as_packages=True
+            )
+            direct = [c for c in chains if len(c) == 2]
+            if direct and other not in allowed:
+                problems.append(f"{name} imports {other} ({direct[0]}) without requiring it")
+            private = [c for c in direct if any(p.startswith("_") for p in c[1].split(".")[2:])]
+            if private:
+                problems.append(f"{name} imports a private module of {other}: {private[0]}")
+    assert not problems, "\n".join(problems)

@@ -44,7 +44,7 @@ class Offset(PythonModel):
 def fill(registry: Registry, s: Sizes) -> None:
     import sqlalchemy as sa
 
-    from conveyor.store.models import ModelAliasRecord, ModelVersionRecord, RegisteredModelRecord
+    from conveyor.registry.tables import ModelAliasRecord, ModelVersionRecord, RegisteredModelRecord
     from conveyor.store.types import utcnow
 
     store = registry.store

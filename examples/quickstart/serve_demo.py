@@ -17,11 +17,12 @@ import numpy as np
 from rich.console import Console
 
 import conveyor
+from conveyor.governance.keys import ApiKeys
 from conveyor.serving.app import create_app
-from conveyor.serving.auth import ApiKeys
 from conveyor.serving.route_store import RouteStore
 from conveyor.serving.routes import RoutePolicy
 from conveyor.serving.server import ThreadedServer
+from conveyor.serving.settings import serving_of
 
 
 def _send(
@@ -93,7 +94,7 @@ def serve_and_route(
             headers={"x-api-key": deployer},
             json={"policy": policy.to_dict(), "reason": "10% canary, shadow copy"},
         ).raise_for_status()
-        time.sleep(project.spec.serving.poll_interval_s * 2)  # every worker has it now
+        time.sleep(serving_of(project.spec).poll_interval_s * 2)  # every worker has it now
         arms, _ = _send(client, model, rows[200:1200], predictor, users=500)
         console.print(
             f"    canary: 10% of users (sticky by x-user-id) to {model}@{canary}, "

@@ -1,8 +1,9 @@
 """URL -> backend resolution, one mechanism shared by every seam.
 
-Each kind of state (metadata store, artifacts, event log, online store,
-cache) is a *seam*: a small protocol with several backends, picked by the
-scheme of a URL in ``conveyor.yaml``. A seam is a table mapping scheme to a
+Each kind of state (metadata store, artifacts, event log, cache, and those
+capabilities add, such as the rate limiter's buckets) is a *seam*: a small
+protocol with several backends, picked by the scheme of a URL in
+``conveyor.yaml``. A seam is a table mapping scheme to a
 lazy import string and the extra that provides its driver, in the manner of
 fsspec's ``known_implementations``::
 
@@ -44,7 +45,7 @@ __all__ = [
     "ARTIFACTS",
     "CACHE",
     "EVENTS",
-    "ONLINE",
+    "KV_BACKENDS",
     "SEAMS",
     "STORE",
     "BackendSpec",
@@ -223,10 +224,18 @@ class BackendSpec:
 class Seam:
     """One kind of state and the table of backends that can hold it."""
 
-    def __init__(self, name: str, description: str, table: Mapping[str, BackendSpec]) -> None:
+    def __init__(
+        self,
+        name: str,
+        description: str,
+        table: Mapping[str, BackendSpec],
+        default: str | None = None,
+    ) -> None:
         self.name = name
         self.description = description
         self._table: dict[str, BackendSpec] = dict(table)
+        #: The URL a new project uses (``conveyor init`` writes it; the spec defaults to it).
+        self.default = default
         self._entry_points_loaded = False
 
     def __repr__(self) -> str:
@@ -336,6 +345,7 @@ STORE = Seam(
         "sqlite": BackendSpec("conveyor.store.database:MetadataStore"),
         "postgresql": replace(_PG, target="conveyor.store.database:MetadataStore"),
     },
+    default="sqlite:///.conveyor/conveyor.db",
 )
 ARTIFACTS = Seam(
     "artifacts",
@@ -345,6 +355,7 @@ ARTIFACTS = Seam(
         "memory": BackendSpec("conveyor.artifacts.store:ArtifactStore"),
         "s3": BackendSpec("conveyor.artifacts.store:ArtifactStore", "s3", ("s3fs",)),
     },
+    default="file://.conveyor/artifacts",
 )
 EVENTS = Seam(
     "events",
@@ -353,14 +364,16 @@ EVENTS = Seam(
         "sqlite": BackendSpec("conveyor.events.log:EventLog"),
         "postgresql": replace(_PG, target="conveyor.events.log:EventLog"),
     },
+    default="sqlite:///.conveyor/events.db",
 )
-_KV = {
+#: The key-value backends (:mod:`conveyor.kv`), for every seam that is a key-value store.
+KV_BACKENDS: dict[str, BackendSpec] = {
     "memory": BackendSpec("conveyor.kv.memory:MemoryKV"),
     "sqlite": BackendSpec("conveyor.kv.sql:SqliteKV"),
     "redis": BackendSpec("conveyor.kv.redis:RedisKV", "redis", ("redis",)),
 }
-ONLINE = Seam("online", "online feature store (key-value, low latency)", _KV)
-CACHE = Seam("cache", "prediction cache and rate limits (key-value with TTL)", _KV)
+CACHE = Seam("cache", "cache (key-value with TTL)", KV_BACKENDS, default="memory://")
 
-#: Every seam, by the name used in ``conveyor.yaml`` under ``backends:``.
-SEAMS: dict[str, Seam] = {s.name: s for s in (STORE, ARTIFACTS, EVENTS, ONLINE, CACHE)}
+#: The foundation's seams, by the name used in ``conveyor.yaml`` under ``backends:``.
+#: Capabilities add their own (:func:`conveyor.capability.seams` lists them all).
+SEAMS: dict[str, Seam] = {s.name: s for s in (STORE, ARTIFACTS, EVENTS, CACHE)}

@@ -5,20 +5,31 @@ A project is a folder holding ``conveyor.yaml`` (the spec, kept in git) and
 git). :func:`find_project_root` walks up from the current directory to find
 it, as git finds ``.git``.
 
+The foundation owns three sections: ``project``, ``backends`` (one URL per
+seam) and ``slos``. Every other section belongs to a capability, which
+declares it (:attr:`conveyor.capability.Capability.settings`); the model of
+the whole spec is assembled from the installed capabilities
+(:func:`spec_model`), so a new capability adds its section without touching
+this module. Read a section with :meth:`ProjectSpec.section`.
+
 The spec is loaded once, at the entry point, and passed on explicitly; nothing
-reads it at import. Environment variables override the backend URLs, so the
-same spec runs on a laptop and against real services::
+reads it at import. Environment variables override any field, so the same
+spec runs on a laptop, in a container and against real services::
 
-    CONVEYOR_STORE=postgresql://conveyor@db:5432/conveyor conveyor doctor
+    CONVEYOR_STORE=postgresql://conveyor@db:5432/conveyor      # backends.store (short form)
+    CONVEYOR_BACKENDS__STORE=postgresql://...                  # the same, in full
+    CONVEYOR_SERVING__PORT=8080                                 # serving.port
+    CONVEYOR_MODELS__FRAUD__PARAMS='{"C": 0.5}'                 # JSON for lists and mappings
 
-A malformed spec raises :class:`~conveyor.errors.ConfigError` naming the file,
-the line, the field and what was expected.
+A malformed spec raises :class:`~conveyor.errors.ConfigError` naming the file
+(or the environment variable), the line, the field and what was expected.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -32,36 +43,42 @@ from pydantic import (
     PlainSerializer,
     PrivateAttr,
     ValidationError,
+    create_model,
     field_validator,
-    model_validator,
 )
 
-from conveyor.backends import SEAMS, BackendURL
-from conveyor.errors import ConfigError, ConveyorError, NotFoundError, ProjectNotFoundError
+from conveyor.backends import BackendURL, Seam
+from conveyor.errors import ConfigError, ConveyorError, ProjectNotFoundError
 
 __all__ = [
-    "ENV_OVERRIDES",
+    "ENV_PREFIX",
     "SPEC_FILE",
     "STATE_DIR",
     "Backends",
-    "DatasetSpec",
-    "EncryptionSpec",
     "ProjectSpec",
     "QualitySLO",
     "SLOs",
+    "env_overrides",
     "find_project_root",
     "load_spec",
     "render_template",
+    "spec_model",
 ]
+
+log = logging.getLogger("conveyor.config")
 
 SPEC_FILE = "conveyor.yaml"
 STATE_DIR = ".conveyor"
 #: Points at a project folder, bypassing the walk up from the current directory.
 PROJECT_DIR_ENV = "CONVEYOR_PROJECT_DIR"
-#: Environment variable -> the spec field it overrides.
-ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
-    "CONVEYOR_PROJECT": ("project",),
-    **{f"CONVEYOR_{seam.upper()}": ("backends", seam) for seam in SEAMS},
+#: ``CONVEYOR_A__B__C`` overrides the field ``a.b.c``; ``CONVEYOR_<SEAM>`` is short for
+#: ``CONVEYOR_BACKENDS__<SEAM>`` and ``CONVEYOR_PROJECT`` for ``project``.
+ENV_PREFIX = "CONVEYOR_"
+#: Fields written by earlier versions that no installed capability reads any more:
+#: dropped with a warning, so an existing conveyor.yaml keeps loading.
+_RETIRED: dict[tuple[str, ...], str] = {
+    ("backends", "online"): "no installed capability reads an online store yet "
+    "(the feature store will declare it)",
 }
 
 
@@ -121,217 +138,30 @@ class SLOs(BaseModel):
 
 
 class Backends(BaseModel):
-    """One URL per seam. Relative ``sqlite:///`` and ``file://`` paths are
-    relative to the project folder, not to the current directory."""
+    """One URL per seam (:func:`conveyor.capability.seams`). Relative ``sqlite:///`` and
+    ``file://`` paths are relative to the project folder, not to the current directory.
+
+    The fields are assembled from the seams (:func:`spec_model`): the foundation's
+    (store, artifacts, events, cache) and those capabilities add (the rate limiter's).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-    store: URL = Field(
-        default=BackendURL.parse("sqlite:///.conveyor/conveyor.db"),
-        description="Metadata store: sqlite:///path | postgresql://user@host:port/db",
-    )
-    artifacts: URL = Field(
-        default=BackendURL.parse("file://.conveyor/artifacts"),
-        description="Artifact store: file://path | memory://name | s3://bucket/prefix",
-    )
-    events: URL = Field(
-        default=BackendURL.parse("sqlite:///.conveyor/events.db"),
-        description="Event log: sqlite:///path | postgresql://user@host:port/db",
-    )
-    online: URL = Field(
-        default=BackendURL.parse("sqlite:///.conveyor/online.db"),
-        description="Online feature store: sqlite:///path | memory:// | redis://host:port/db",
-    )
-    cache: URL = Field(
-        default=BackendURL.parse("memory://"),
-        description="Prediction cache and rate limits: memory:// | redis://host:port/db",
-    )
 
     @field_validator("*")
     @classmethod
     def _known_scheme(cls, url: BackendURL, info: Any) -> BackendURL:
-        seam = SEAMS[info.field_name]
+        from conveyor.capability import seams
+
         try:
-            seam.spec(url)
+            seams()[info.field_name].spec(url)
         except ConveyorError as exc:
             raise ValueError(exc.message) from None
         return url
 
 
-class DatasetSpec(BaseModel):
-    """A data set: where it comes from, what it must satisfy, what is sensitive.
-
-    ``source`` and ``expectations`` are checked by the data layer when used
-    (:func:`conveyor.data.sources.source_from_spec`,
-    :func:`conveyor.data.validation.parse_expectations`), with errors naming
-    ``datasets.<name>.source...``.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    description: str = Field("", description="What the data set holds.")
-    source: dict[str, Any] | None = Field(
-        None, description="Where batches come from: {kind: csv|parquet|sql|http, ...}."
-    )
-    expectations: list[dict[str, Any]] = Field(
-        default_factory=list, description="Checks every batch must pass: [{kind: ..., ...}]."
-    )
-    on_failure: Literal["fail", "quarantine", "warn"] = Field(
-        "quarantine",
-        description="fail: reject the batch; quarantine: set failing rows aside and go on; "
-        "warn: keep everything and report.",
-    )
-    sensitive: list[str] = Field(
-        default_factory=list,
-        description="Columns encrypted at rest (snapshots, quarantine, events) and masked.",
-    )
-    subject_keys: list[str] = Field(
-        default_factory=list,
-        description="Columns identifying a data subject, for `conveyor data forget`.",
-    )
-
-
-class EncryptionSpec(BaseModel):
-    """Where the key for sensitive columns comes from (never the key itself)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    key_env: str = Field(
-        "CONVEYOR_DATA_KEY",
-        description="Environment variable holding the keyring (see docs/data.md).",
-    )
-    key_file: str | None = Field(
-        None, description="A file holding the keyring, relative to the project folder."
-    )
-
-
-class HoldoutSpec(BaseModel):
-    """How the rows training never sees are chosen (the gates judge on them).
-
-    - ``time``: the latest ``fraction`` of rows by ``column`` (no look-ahead);
-    - ``hash``: rows whose ``column`` value hashes into ``fraction`` (an entity
-      such as a customer stays on one side in every version);
-    - ``random``: a seeded random ``fraction`` of rows.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    by: Literal["time", "hash", "random"] = Field("random", description="time | hash | random.")
-    column: str | None = Field(None, description="The time or key column (time and hash).")
-    fraction: float = Field(0.2, gt=0, lt=1, description="Share of rows held out.")
-    seed: int = Field(0, ge=0, description="Seed of the random split.")
-
-    @model_validator(mode="after")
-    def _column_when_needed(self) -> HoldoutSpec:
-        if self.by != "random" and not self.column:
-            raise ValueError(f"a holdout by {self.by} needs a column")
-        return self
-
-
-class RetrainSpec(BaseModel):
-    """When a model retrains by itself (``conveyor pipeline schedule`` runs it)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    cron: str | None = Field(None, description="Cron expression, e.g. '0 3 * * *'.")
-    on_events: list[str] = Field(
-        default_factory=list,
-        description="Event kinds that trigger a retraining, e.g. drift.detected, alert.fired.",
-    )
-    on_new_data: bool = Field(False, description="Retrain when the dataset gets a new version.")
-    incremental: bool = Field(
-        False,
-        description="Continue the champion with partial_fit on the rows it has not seen "
-        "(estimators with partial_fit only) instead of training from scratch.",
-    )
-
-
-class ModelSpec(BaseModel):
-    """A trainable model: entry point, data, hold-out, gates and retraining.
-
-    ``train`` is ``module:function`` (importable from the project folder),
-    called as ``function(X, y, *, seed, **params)`` and returning a fitted
-    model; ``prepare`` (optional) turns the dataset's rows into the frame
-    ``features`` and ``target`` are read from, the same for training and the
-    hold-out. ``gates`` is a list of ``{name: {options}}`` (see
-    :mod:`conveyor.training.flow`).
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    train: str = Field(description="Training entry point, module:function.", min_length=3)
-    prepare: str | None = Field(None, description="Optional frame preparation, module:function.")
-    dataset: str = Field(description="The data set whose latest version trains the model.")
-    features: list[str] = Field(min_length=1, description="Input columns, in order.")
-    target: str = Field(description="The label column.")
-    task: Literal["classification", "regression"] | None = Field(
-        None,
-        description="How a PyTorch model's outputs read (one output column is a regression "
-        "unless this says classification); scikit-learn models know their own.",
-    )
-    holdout: HoldoutSpec = Field(default_factory=HoldoutSpec)
-    params: dict[str, Any] = Field(default_factory=dict, description="Passed to train().")
-    groups: str | None = Field(None, description="Column of group labels for the fairness gate.")
-    gates: list[dict[str, dict[str, Any]]] = Field(
-        default_factory=list, description="Gates run on every candidate: [{name: {options}}]."
-    )
-    auto_promote: bool = Field(
-        False, description="Make a candidate champion by itself when its gates pass."
-    )
-    retrain: RetrainSpec = Field(default_factory=RetrainSpec)
-
-    @field_validator("train", "prepare")
-    @classmethod
-    def _entry_point(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", value):
-            raise ValueError(f"expected module:function, got {value!r}")
-        return value
-
-
-class BatchingSpec(BaseModel):
-    """Dynamic batching per served version (``max_batch_size: 1`` turns it off)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_batch_size: int = Field(32, ge=1, le=4096, description="Rows per model call, at most.")
-    max_wait_ms: float = Field(2.0, ge=0, le=1000, description="Longest wait for a batch to fill.")
-    max_queue: int = Field(
-        1024, ge=1, description="Queued rows per version before 503 + Retry-After."
-    )
-
-
-class ServingSpec(BaseModel):
-    """``conveyor serve``: where it listens, who may call it, and how it batches and caches."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    host: str = Field("127.0.0.1", description="Interface to listen on.")
-    port: int = Field(8000, ge=0, le=65535, description="TCP port.")
-    workers: int = Field(1, ge=1, le=64, description="Worker processes.")
-    auth: Literal["required", "disabled"] = Field(
-        "required",
-        description="required: every request needs an API key; disabled: open until the "
-        "first key is created (local development).",
-    )
-    rate_limiter: str = Field(
-        "memory://", description="Token buckets: memory:// (per worker) or redis://host:port/db."
-    )
-    max_body_bytes: int = Field(8 << 20, ge=1024, description="Larger request bodies get 413.")
-    batching: BatchingSpec = Field(default_factory=BatchingSpec)
-    cache: bool = Field(True, description="Cache predictions in the cache backend.")
-    cache_ttl_s: float = Field(300, gt=0, description="Seconds a cached prediction lives.")
-    poll_interval_s: float = Field(
-        0.5, gt=0, le=10, description="How often workers re-read the routes."
-    )
-    payload_sample_rate: float = Field(
-        0.0, ge=0, le=1, description="Share of predictions whose inputs go into the event log."
-    )
-    ssl_certfile: str | None = Field(None, description="TLS certificate (PEM).")
-    ssl_keyfile: str | None = Field(None, description="TLS private key (PEM).")
-
-
 class ProjectSpec(BaseModel):
-    """The whole of ``conveyor.yaml``."""
+    """The foundation's part of ``conveyor.yaml``; the loaded spec is an instance of
+    :func:`spec_model`, which adds each capability's sections to it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -339,12 +169,8 @@ class ProjectSpec(BaseModel):
         description="Project name: letters, digits, '-', '_' and '.'.",
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
     )
-    backends: Backends = Field(default_factory=Backends)
-    slos: SLOs = Field(default_factory=SLOs)
-    datasets: dict[str, DatasetSpec] = Field(default_factory=dict)
-    models: dict[str, ModelSpec] = Field(default_factory=dict)
-    serving: ServingSpec = Field(default_factory=ServingSpec)
-    encryption: EncryptionSpec = Field(default_factory=EncryptionSpec)
+    backends: Backends = Field(default_factory=Backends, description="One URL per seam.")
+    slos: SLOs = Field(default_factory=SLOs, description="Success criteria.")
     root: Path = Field(
         default=Path("."), exclude=True, description="The project folder (set at load)."
     )
@@ -357,35 +183,33 @@ class ProjectSpec(BaseModel):
         for n in range(len(parts), 0, -1):
             line = self._lines.get(".".join(parts[:n]))
             if line:
-                return f"{self.root / SPEC_FILE}:{line}"
-        return str(self.root / SPEC_FILE)
+                return f"{self.spec_file}:{line}"
+        return str(self.spec_file)
 
-    def model(self, name: str) -> ModelSpec:
-        """The named model's spec; NotFoundError listing the known ones."""
-        try:
-            return self.models[name]
-        except KeyError:
-            known = ", ".join(sorted(self.models)) or "none"
-            raise NotFoundError(
-                f"no model {name!r} under models: in {self.root / SPEC_FILE} (known: {known})",
-                model=name,
-            ) from None
+    @property
+    def spec_file(self) -> Path:
+        return self.root / SPEC_FILE
 
-    def dataset(self, name: str) -> DatasetSpec:
-        """The named data set's spec; NotFoundError listing the known ones."""
-        try:
-            return self.datasets[name]
-        except KeyError:
-            known = ", ".join(sorted(self.datasets)) or "none"
-            raise NotFoundError(
-                f"no data set {name!r} in {self.root / SPEC_FILE} (known: {known})", dataset=name
-            ) from None
+    def section(self, name: str) -> Any:
+        """A capability's section (``serving``, ``models``...), validated with its model.
+
+        Each capability offers a typed reader (``conveyor.serving.settings.serving_of``).
+        """
+        if name in type(self).model_fields and name not in ProjectSpec.model_fields:
+            return getattr(self, name)
+        known = sorted(set(type(self).model_fields) - set(ProjectSpec.model_fields))
+        raise ConfigError(
+            f"no section {name!r} in this spec: no installed capability declares it "
+            f"(sections: {', '.join(known) or 'none'})",
+            field=name,
+        )
 
     def url(self, seam: str) -> BackendURL:
         """The seam's URL, with a relative embedded path made absolute under ``root``."""
-        if seam not in SEAMS:
-            raise ConfigError(f"unknown seam {seam!r}; seams: {', '.join(SEAMS)}", field=seam)
-        url: BackendURL = getattr(self.backends, seam)
+        url: BackendURL | None = getattr(self.backends, seam, None)
+        if url is None or seam not in type(self.backends).model_fields:
+            known = ", ".join(type(self.backends).model_fields)
+            raise ConfigError(f"unknown seam {seam!r}; seams: {known}", field=seam)
         if url.scheme == "file" and url.path and not url.path.startswith("/"):
             return url.with_(path=str((self.root / url.path).resolve()))
         if url.scheme == "sqlite" and url.location not in ("", ":memory:"):
@@ -397,6 +221,50 @@ class ProjectSpec(BaseModel):
     @property
     def state_dir(self) -> Path:
         return self.root / STATE_DIR
+
+
+def spec_model() -> type[ProjectSpec]:
+    """The model of the whole spec: the foundation's sections and every capability's."""
+    from conveyor.capability import capabilities, seams
+
+    return _assemble(tuple(capabilities()), tuple(seams().values()))
+
+
+@functools.cache
+def _assemble(caps: tuple[Any, ...], all_seams: tuple[Seam, ...]) -> type[ProjectSpec]:
+    from conveyor.capability import load
+
+    backend_fields: dict[str, Any] = {
+        seam.name: (
+            URL,
+            Field(
+                default=BackendURL.parse(seam.default or "memory://"),
+                description=f"{seam.description}: {' | '.join(f'{s}://' for s in seam.schemes())}",
+            ),
+        )
+        for seam in all_seams
+    }
+    backends = create_model("Backends", __base__=Backends, __module__=__name__, **backend_fields)
+    fields: dict[str, Any] = {
+        "backends": (backends, Field(default_factory=backends, description="One URL per seam."))
+    }
+    owners: dict[str, str] = {}
+    for declared in caps:
+        if not declared.settings:
+            continue
+        for name, definition in dict(load(declared.settings)).items():
+            if name in ProjectSpec.model_fields or name in owners:
+                raise ConfigError(
+                    f"the capability {declared.name!r} declares the spec section {name!r}, "
+                    f"which {owners.get(name, 'the foundation')!r} already owns",
+                    capability=declared.name,
+                )
+            owners[name] = declared.name
+            fields[name] = definition
+    model: type[ProjectSpec] = create_model(
+        "ProjectSpec", __base__=ProjectSpec, __module__=__name__, **fields
+    )
+    return model
 
 
 def find_project_root(start: str | os.PathLike[str] | None = None) -> Path:
@@ -455,21 +323,96 @@ def load_spec(
                 f"got {type(data).__name__}",
                 file=str(path),
             )
-    from_env: dict[tuple[str, ...], str] = {}
-    for var, field_path in ENV_OVERRIDES.items():
-        if env.get(var):
-            node = data
-            for key in field_path[:-1]:
-                node = node.setdefault(key, {}) if isinstance(node.get(key), dict | None) else {}
-            node[field_path[-1]] = env[var]
-            from_env[field_path] = var
+    from_env = _apply_env(data, env)
+    _drop_retired(data, path, lines)
     data["root"] = folder
+    model = spec_model()
     try:
-        spec = ProjectSpec.model_validate(data)
+        spec = model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_explain(exc, path, lines, from_env), file=str(path)) from None
+        raise ConfigError(_explain(exc, path, lines, from_env, model), file=str(path)) from None
     spec._lines = {".".join(k): v for k, v in lines.items()}
     return spec
+
+
+def env_overrides(env: Mapping[str, str]) -> dict[tuple[str, ...], tuple[str, str]]:
+    """The spec fields ``env`` overrides: field path -> (variable, value).
+
+    ``CONVEYOR_A__B=v`` sets ``a.b`` (names are lowercased; a mapping key such
+    as a model's name is matched case-insensitively when the spec is read);
+    ``CONVEYOR_<SEAM>`` and ``CONVEYOR_PROJECT`` are short forms. Variables
+    without ``__`` that name no seam (``CONVEYOR_API_KEY``) are not spec fields.
+    """
+    from conveyor.capability import seams
+
+    short = {"PROJECT": ("project",), **{n.upper(): ("backends", n) for n in seams()}}
+    found: dict[tuple[str, ...], tuple[str, str]] = {}
+    for var, value in env.items():
+        if not var.startswith(ENV_PREFIX) or value == "":
+            continue
+        rest = var[len(ENV_PREFIX) :]
+        if "__" in rest:
+            path = tuple(part.lower() for part in rest.split("__"))
+            if not all(path):
+                raise ConfigError(
+                    f"${var}: an empty field name between '__' separators", variable=var
+                )
+        elif rest in short:
+            path = short[rest]
+        else:
+            continue
+        found[path] = (var, value)
+    return found
+
+
+def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[tuple[str, ...], str]:
+    """Write the environment's overrides into ``data``; return field path -> variable."""
+    import orjson
+
+    applied: dict[tuple[str, ...], str] = {}
+    for path, (var, raw) in sorted(env_overrides(env).items()):
+        value: Any = raw
+        if raw[:1] in "[{":  # lists and mappings are written as JSON
+            try:
+                value = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                raise ConfigError(f"${var}: not valid JSON: {exc}", variable=var) from None
+        node = data
+        keys = list(path)
+        for index, key in enumerate(keys[:-1]):
+            key = _existing_key(node, key)
+            keys[index] = key
+            child = node.get(key)
+            if not isinstance(child, dict):
+                child = node[key] = {}
+            node = child
+        keys[-1] = _existing_key(node, keys[-1])
+        node[keys[-1]] = value
+        applied[tuple(keys)] = var
+    return applied
+
+
+def _existing_key(node: dict[str, Any], key: str) -> str:
+    """``key`` as the spec spells it (``Fraud`` for ``fraud``), or as given if absent."""
+    if key in node:
+        return key
+    return next((k for k in node if isinstance(k, str) and k.lower() == key), key)
+
+
+def _drop_retired(data: dict[str, Any], path: Path, lines: dict[tuple[str, ...], int]) -> None:
+    from conveyor.capability import seams
+
+    for field_path, why in _RETIRED.items():
+        if field_path[:1] == ("backends",) and field_path[1] in seams():
+            continue  # a capability reads it again
+        node: Any = data
+        for key in field_path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and field_path[-1] in node:
+            del node[field_path[-1]]
+            line = lines.get(field_path)
+            where = f"{path}:{line}" if line else str(path)
+            log.warning("%s: %s is ignored: %s", where, ".".join(field_path), why)
 
 
 def _read(path: Path) -> str:
@@ -502,19 +445,25 @@ def _explain(
     path: Path,
     lines: dict[tuple[str, ...], int],
     from_env: dict[tuple[str, ...], str],
+    model: type[BaseModel],
 ) -> str:
     problems = []
     for err in exc.errors(include_url=False):
         loc = tuple(str(p) for p in err["loc"])
         dotted = ".".join(loc) or "(top level)"
-        if loc in from_env:
-            where = f"${from_env[loc]}"
+        env_var = next(
+            (from_env[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in from_env),
+            # an unknown field the variable named: the error is about its first part
+            next((var for path, var in from_env.items() if loc and path[: len(loc)] == loc), None),
+        )
+        if env_var is not None:
+            where = f"${env_var}"
         else:
             line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)
             where = f"{path}:{line}" if line else str(path)
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            message = f"unknown field; expected one of: {', '.join(_fields_at(loc[:-1]))}"
+            message = f"unknown field; expected one of: {', '.join(_fields_at(model, loc[:-1]))}"
         elif err["type"] == "missing":
             message = "required field is missing"
         elif "input" in err and err["type"] not in ("value_error",):
@@ -523,8 +472,7 @@ def _explain(
     return f"{path} is not a valid Conveyor spec:\n" + "\n".join(problems)
 
 
-def _fields_at(loc: tuple[str, ...]) -> list[str]:
-    model: Any = ProjectSpec
+def _fields_at(model: Any, loc: tuple[str, ...]) -> list[str]:
     parts = list(loc)
     while parts:
         if getattr(model, "__origin__", None) is dict:  # dict[str, Model]: the key names an entry
@@ -552,17 +500,7 @@ project: {name}
 # to this folder. Environment variables override each one, e.g.
 #   CONVEYOR_STORE=postgresql://conveyor@db.internal:5432/conveyor
 backends:
-  # Metadata store (runs, reports, registry, routes): sqlite:///... | postgresql://...
-  store: sqlite:///.conveyor/conveyor.db
-  # Artifacts, content-addressed by sha256: file://... | s3://bucket/prefix
-  artifacts: file://.conveyor/artifacts
-  # Append-only event log: sqlite:///... | postgresql://...
-  events: sqlite:///.conveyor/events.db
-  # Online feature store: sqlite:///... | memory:// | redis://host:6379/0
-  online: sqlite:///.conveyor/online.db
-  # Prediction cache and rate limits: memory:// | redis://host:6379/1
-  cache: memory://
-
+{backends}
 # Success criteria, read by validation gates, canary analysis and alerts.
 slos:
   quality:
@@ -576,5 +514,14 @@ slos:
 
 
 def render_template(name: str) -> str:
-    """The commented ``conveyor.yaml`` that ``conveyor init`` writes."""
-    return SPEC_TEMPLATE.format(name=name)
+    """The commented ``conveyor.yaml`` that ``conveyor init`` writes (a line per seam)."""
+    from conveyor.capability import seams
+
+    backends = "".join(
+        f"  # {seam.description[:1].upper()}{seam.description[1:]}: "
+        f"{' | '.join(f'{s}://...' for s in seam.schemes())}\n"
+        f"  {seam.name}: {seam.default}\n"
+        for seam in seams().values()
+        if seam.default
+    )
+    return SPEC_TEMPLATE.format(name=name, backends=backends)

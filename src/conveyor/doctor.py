@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from conveyor.backends import SEAMS
+from conveyor.backends import Seam
 from conveyor.config import ProjectSpec
 from conveyor.errors import ConveyorError
 
@@ -40,11 +40,14 @@ class SeamHealth:
 
 def check_seams(spec: ProjectSpec, seams: list[str] | None = None) -> list[SeamHealth]:
     """Probe each seam's configured backend; never raises for a backend's failure."""
-    return [_probe(spec, name) for name in (seams or list(SEAMS))]
+    from conveyor.capability import seams as all_seams
+
+    known = all_seams()
+    return [_probe(spec, known[name]) for name in (seams or list(known))]
 
 
-def _probe(spec: ProjectSpec, name: str) -> SeamHealth:
-    seam = SEAMS[name]
+def _probe(spec: ProjectSpec, seam: Seam) -> SeamHealth:
+    name = seam.name
     url = spec.url(name)
     health = SeamHealth(seam=name, url=str(url), ok=False)
     start = time.perf_counter()
@@ -68,6 +71,14 @@ def _probe(spec: ProjectSpec, name: str) -> SeamHealth:
 
 
 def _describe(facts: dict[str, Any]) -> str:
+    if "heads" in facts:  # the metadata store: one migration chain per owner of tables
+        behind = facts.get("behind") or []
+        if behind:
+            return (
+                f"reachable; {len(facts['heads'])} schema chains, behind: {', '.join(behind)}: "
+                "first use migrates"
+            )
+        return f"reachable; {len(facts['heads'])} schema chains at their heads"
     revision, head = facts.get("revision"), facts.get("head")
     if "head" in facts and revision != head:
         return (

@@ -1,4 +1,4 @@
-"""An open project: its spec, and its backends opened on first use.
+"""An open project: its spec, its backends and its capabilities' services, opened on first use.
 
 ::
 
@@ -8,41 +8,50 @@
         run = project.store.runs.start("train", "fraud")
         project.events.emit("run.started", subject="fraud", payload={"run": run.id})
         ref = project.artifacts.put(model_bytes)
+        project.registry.get("fraud", "champion")     # a capability's service
 
-A backend is opened when first used and every opened backend is closed
-with the project, in reverse order. Nothing is shared between two
+``Project`` is the one object every capability, command and server works
+through: the seams' backends (``store``, ``artifacts``, ``events``, ``cache``
+and those capabilities add, by :meth:`backend`) and the services capabilities
+declare (``registry``, ``data``, ``keys``..., by :meth:`service` or as
+attributes). Each is built once, on first use, and kept; everything is closed
+with the project, services first, then backends in reverse order of opening,
+the event log last so it records to the end. Nothing is shared between two
 ``Project`` objects: each owns its connections.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from conveyor.backends import SEAMS, Closeable
+from conveyor.backends import Closeable
 from conveyor.config import SPEC_FILE, STATE_DIR, ProjectSpec, load_spec, render_template
 from conveyor.errors import AlreadyExistsError, ClosedError, InvalidInputError
 
 if TYPE_CHECKING:
     from conveyor.artifacts.store import ArtifactStore
-    from conveyor.data.layer import DataLayer
     from conveyor.events.log import EventLog
     from conveyor.kv import KeyValueStore
-    from conveyor.registry import Registry
     from conveyor.store.database import MetadataStore
 
 __all__ = ["Project", "init_project"]
 
+T = TypeVar("T")
+
 
 class Project(Closeable):
-    """The handle a program uses: ``store``, ``artifacts``, ``events``, ``online``, ``cache``."""
+    """The handle a program uses: the spec, each seam's backend, each capability's services."""
 
     def __init__(self, spec: ProjectSpec) -> None:
         self.spec = spec
         self._opened: dict[str, Any] = {}
+        self._options: dict[str, dict[str, Any]] = {}
+        self._services: dict[str, Any] = {}
         self._closed = False
-        self._data: DataLayer | None = None
+        self._lock = threading.RLock()
 
     @classmethod
     def open(
@@ -59,17 +68,41 @@ class Project(Closeable):
     def root(self) -> Path:
         return self.spec.root
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- seams -----------------------------------------------------------------------
+
     def backend(self, seam: str, **options: Any) -> Any:
-        """The seam's backend, opened on first use with ``options``."""
-        if self._closed:
-            raise ClosedError(f"project {self.name!r} is closed")
-        if seam not in SEAMS:
-            raise InvalidInputError(
-                f"unknown seam {seam!r}; seams: {', '.join(SEAMS)}", field="seam"
-            )
-        if seam not in self._opened:
-            self._opened[seam] = SEAMS[seam].open(self.spec.url(seam), **options)
-        return self._opened[seam]
+        """The seam's backend, opened on first use with ``options``.
+
+        Asking again with other options is an error: the backend is already
+        open with the first ones, and silently ignoring the new ones would hide
+        a mistake.
+        """
+        self._check_open()
+        with self._lock:
+            if seam in self._opened:
+                if options and options != self._options[seam]:
+                    raise InvalidInputError(
+                        f"the {seam} backend of project {self.name!r} is already open with "
+                        f"options {self._options[seam]!r}; it cannot be reopened with "
+                        f"{options!r} (open a new Project for that)",
+                        field="options",
+                        seam=seam,
+                    )
+                return self._opened[seam]
+            from conveyor.capability import seams
+
+            known = seams()
+            if seam not in known:
+                raise InvalidInputError(
+                    f"unknown seam {seam!r}; seams: {', '.join(known)}", field="seam"
+                )
+            self._opened[seam] = known[seam].open(self.spec.url(seam), **options)
+            self._options[seam] = dict(options)
+            return self._opened[seam]
 
     @property
     def store(self) -> MetadataStore:
@@ -84,45 +117,74 @@ class Project(Closeable):
         return self.backend("events")  # type: ignore[no-any-return]
 
     @property
-    def online(self) -> KeyValueStore:
-        return self.backend("online")  # type: ignore[no-any-return]
-
-    @property
     def cache(self) -> KeyValueStore:
         return self.backend("cache")  # type: ignore[no-any-return]
 
-    @property
-    def data(self) -> DataLayer:
-        """The data layer: ingest, versions, quarantine, forget (``conveyor data ...``)."""
-        if self._data is None:
-            from conveyor.data.crypto import Keyring
-            from conveyor.data.layer import DataLayer
+    # -- capabilities' services --------------------------------------------------------
 
-            self._data = DataLayer(
-                self.spec, self.store, self.artifacts, self.events, Keyring.from_spec(self.spec)
+    def service(self, name: str, kind: type[T] | None = None) -> T:
+        """The service ``name`` a capability declares, built on first use and kept.
+
+        ``kind``, when given, is checked (and gives the result its type).
+        """
+        self._check_open()
+        with self._lock:
+            found = self._services.get(name)
+            if found is None:
+                from conveyor.capability import capabilities, load
+
+                factory = next(
+                    (c.services[name] for c in capabilities() if name in c.services), None
+                )
+                if factory is None:
+                    known = sorted(s for c in capabilities() for s in c.services)
+                    raise InvalidInputError(
+                        f"no capability provides a service named {name!r} "
+                        f"(services: {', '.join(known) or 'none'})",
+                        field="service",
+                    )
+                found = self._services[name] = load(factory)(self)
+        if kind is not None and not isinstance(found, kind):
+            raise InvalidInputError(
+                f"the service {name!r} is a {type(found).__name__}, not a {kind.__name__}",
+                field="service",
             )
-        return self._data
+        return found  # type: ignore[no-any-return]
 
-    @property
-    def registry(self) -> Registry:
-        """The model registry: versions, aliases, lineage (``conveyor models ...``)."""
-        from conveyor.registry import Registry
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names that are not attributes: a capability's service.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self.service(name)
+        except InvalidInputError as exc:
+            raise AttributeError(
+                f"{type(self).__name__} has no attribute {name!r}: {exc}"
+            ) from None
 
-        return Registry(self.store, self.artifacts, self.events)
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"project {self.name!r} is closed")
 
     def close(self) -> None:
-        """Close every opened backend (the event log last, so it records to the end)."""
-        if self._closed:
-            return
-        self._closed = True
-        errors: list[BaseException] = []
-        order = sorted(self._opened, key=lambda s: s == "events")
-        for seam in order:
-            try:
-                self._opened[seam].close()
-            except Exception as exc:  # close the rest, then report the first failure
-                errors.append(exc)
-        self._opened.clear()
+        """Close every service, then every backend (the event log last: it records to the end)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            errors: list[BaseException] = []
+            closers = [s.close for s in reversed(self._services.values()) if hasattr(s, "close")]
+            order = sorted(reversed(list(self._opened)), key=lambda s: s == "events")
+            closers += [self._opened[seam].close for seam in order]
+            for close in closers:
+                try:
+                    close()
+                except Exception as exc:  # close the rest, then report the first failure
+                    errors.append(exc)
+            self._services.clear()
+            self._opened.clear()
         if errors:
             raise errors[0]
 

@@ -144,7 +144,7 @@ def test_concurrent_commits_get_distinct_numbers(repo: DatasetRepository) -> Non
 def test_lineage_row_for_a_run(repo: DatasetRepository) -> None:
     import sqlalchemy as sa
 
-    from conveyor.store.models import LineageRecord
+    from conveyor.data.tables import LineageRecord
 
     run = repo.store.runs.start("pipeline", "ingest")
     version = repo.commit("tx", _batch(0, 3), run_id=run.id)

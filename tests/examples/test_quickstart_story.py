@@ -53,7 +53,7 @@ def test_quickstart_promotes_through_gates_and_optimizes(tmp_path: Path) -> None
         routes = RouteStore(project.store, project.events, registry)
         history = routes.history("fraud-detector")
         assert [h.policy.mode for h in history] == ["fixed", "canary", "fixed"]
-        assert history[1].policy.shadow == [1] and history[0].actor == "quickstart-oncall"
+        assert history[1].policy.shadow == [1] and history[0].actor == "key:quickstart-oncall"
         project.events.flush()
         served = project.events.query(kind="prediction", subject="fraud-detector", limit=2000)
         versions = Counter(e.subject_version for e in served.items)

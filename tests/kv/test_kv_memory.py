@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from conveyor.backends import CACHE, ONLINE
+from conveyor.backends import CACHE
 from conveyor.errors import InvalidInputError
 from conveyor.kv.memory import MemoryKV
 from conveyor.testing.kv import KeyValueContract
@@ -18,7 +18,7 @@ class TestMemoryKV(KeyValueContract):
 
 
 def test_lru_eviction() -> None:
-    with ONLINE.open(f"memory://lru-{uuid.uuid4().hex}?max_entries=3") as kv:
+    with CACHE.open(f"memory://lru-{uuid.uuid4().hex}?max_entries=3") as kv:
         assert isinstance(kv, MemoryKV)
         kv.set_many({"a": b"1", "b": b"2", "c": b"3"})
         assert kv.get("a") == b"1"  # a is now the most recently used

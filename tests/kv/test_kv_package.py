@@ -12,15 +12,14 @@ from conveyor.kv.sql import SqliteKV
 BACKENDS: list[type[KeyValueStore]] = [MemoryKV, SqliteKV, RedisKV]
 
 
-def test_backends_are_registered_for_both_seams() -> None:
-    from conveyor.backends import CACHE, ONLINE
+def test_backends_are_registered_for_the_cache_seam() -> None:
+    from conveyor.backends import CACHE
 
-    for seam in (CACHE, ONLINE):
-        assert [seam.resolve(u) for u in ("memory://", "sqlite:///x.db", "redis://h/0")] == [
-            MemoryKV,
-            SqliteKV,
-            RedisKV,
-        ]
+    assert [CACHE.resolve(u) for u in ("memory://", "sqlite:///x.db", "redis://h/0")] == [
+        MemoryKV,
+        SqliteKV,
+        RedisKV,
+    ]
 
 
 def test_importing_conveyor_loads_no_backend_driver() -> None:

@@ -18,9 +18,10 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from conveyor.cli.pipeline import parse_params, pipeline_app
+from conveyor.data.tables import DatasetRecord, DatasetVersionRecord
 from conveyor.pipelines import history
 from conveyor.project import Project, init_project
-from conveyor.store.models import DatasetRecord, DatasetVersionRecord, RunRecord
+from conveyor.store.models import RunRecord
 
 FLOWS = textwrap.dedent(
     """

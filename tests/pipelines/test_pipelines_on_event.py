@@ -20,8 +20,8 @@ from conveyor.pipelines import (
     StepContext,
     history,
 )
+from conveyor.pipelines.tables import ScheduleRecord
 from conveyor.store.database import MetadataStore
-from conveyor.store.models import ScheduleRecord
 
 
 def _pipeline(name: str, *triggers: Any) -> Pipeline:

@@ -14,6 +14,7 @@ import pytest
 from pipeline_support import Backends
 
 from conveyor.artifacts.store import ArtifactStore
+from conveyor.data.tables import DatasetRecord, DatasetVersionRecord, LineageRecord
 from conveyor.errors import InvalidInputError, NotFoundError
 from conveyor.pipelines import (
     LocalRunner,
@@ -23,7 +24,6 @@ from conveyor.pipelines import (
     StepContext,
     history,
 )
-from conveyor.store.models import DatasetRecord, DatasetVersionRecord, LineageRecord
 
 
 def _runner(b: Backends, **options: Any) -> LocalRunner:

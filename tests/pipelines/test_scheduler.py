@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 from pipeline_support import Backends
 
+from conveyor.data.tables import DatasetRecord, DatasetVersionRecord
 from conveyor.errors import InvalidInputError
 from conveyor.events.log import EventLog
 from conveyor.pipelines import (
@@ -25,8 +26,9 @@ from conveyor.pipelines import (
     StepContext,
     history,
 )
+from conveyor.pipelines.tables import ScheduleRecord
 from conveyor.store.database import MetadataStore
-from conveyor.store.models import DatasetRecord, DatasetVersionRecord, RunRecord, ScheduleRecord
+from conveyor.store.models import RunRecord
 
 
 def at(hour: int, minute: int = 0, second: int = 0, day: int = 1) -> datetime:

@@ -13,7 +13,7 @@ from registry_support import Doubler, labels, training_frame
 from conveyor.errors import ArtifactIntegrityError, InvalidInputError
 from conveyor.registry import LibraryVersionWarning, Registry
 from conveyor.registry.flavors import flavor_for, installed_version
-from conveyor.store.models import ModelVersionRecord
+from conveyor.registry.tables import ModelVersionRecord
 
 
 def _fit_sklearn():  # type: ignore[no-untyped-def]

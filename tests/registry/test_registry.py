@@ -15,7 +15,7 @@ from registry_support import Doubler
 from conveyor.data.versions import DatasetRepository
 from conveyor.errors import InvalidInputError, NotFoundError
 from conveyor.registry import Registry
-from conveyor.store.models import ModelVersionRecord, RegisteredModelRecord
+from conveyor.registry.tables import ModelVersionRecord, RegisteredModelRecord
 
 
 def test_versions_are_numbered_and_immutable_snapshots(registry: Registry) -> None:

@@ -209,7 +209,7 @@ def test_metrics_and_openapi(server: Running) -> None:
 
 
 def test_keys_and_roles_are_enforced(project: Project) -> None:
-    from conveyor.serving.auth import ApiKeys
+    from conveyor.governance.keys import ApiKeys
 
     keys = ApiKeys(project.store, project.events)
     viewer, _ = keys.create("dash", "viewer")

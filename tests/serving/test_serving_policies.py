@@ -122,7 +122,7 @@ def test_queue_limit_answers_503_with_retry_after(project: Project) -> None:
 
 
 def test_rate_limit_429_per_key(project: Project) -> None:
-    from conveyor.serving.auth import ApiKeys
+    from conveyor.governance.keys import ApiKeys
 
     token, _ = ApiKeys(project.store, project.events).create(
         "bursty", "predictor", rate_per_second=0.5, burst=3

@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 from alembic.script import ScriptDirectory
 
-from conveyor.store.migrate import _config, _numbered_head, head_revision
+from conveyor.store.migrate import _config, _numbered_head, head_revision, store_chains
 
-LOCATIONS = ["conveyor.store:migrations", "conveyor.events:migrations"]
+LOCATIONS = [*(c.script_location for c in store_chains()), "conveyor.events:migrations"]
 
 
 @pytest.mark.parametrize("location", LOCATIONS)

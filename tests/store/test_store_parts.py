@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import conveyor.store
 from conveyor.errors import InvalidInputError
-from conveyor.store.database import SCRIPT_LOCATION, MetadataStore
+from conveyor.store.database import MetadataStore
 from conveyor.store.paging import Page, encode_cursor
 from conveyor.store.types import aware_utc, json_value
 
@@ -84,18 +84,22 @@ def test_store_package_exports_what_all_names() -> None:
 def test_migrations_ship_inside_the_package() -> None:
     from alembic.script import ScriptDirectory
 
-    folder = importlib.resources.files("conveyor.store") / "migrations"
-    assert (folder / "env.py").is_file()
-    assert (folder / "script.py.mako").is_file()
-    assert SCRIPT_LOCATION == "conveyor.store:migrations"
-    from conveyor.store.migrate import _config
+    from conveyor.store.migrate import _config, store_chains
 
-    scripts = ScriptDirectory.from_config(_config(SCRIPT_LOCATION, "v"))
-    heads = scripts.get_heads()
-    assert len(heads) == 1, heads  # one line of history, no branches
-    chain = [r.revision for r in scripts.walk_revisions()]
-    assert chain == sorted(chain, reverse=True)  # 0002 -> 0001: numbered in order
-    assert chain[-1] == "0001"
+    folder = importlib.resources.files("conveyor.store") / "migrations"
+    assert (folder / "script.py.mako").is_file()
+    chains = store_chains()
+    assert [c.name for c in chains][:1] == ["core"]
+    assert len({c.version_table for c in chains}) == len(chains)  # one version table each
+    for chain in chains:
+        package, _, name = chain.script_location.partition(":")
+        assert (importlib.resources.files(package) / name / "env.py").is_file(), chain
+        scripts = ScriptDirectory.from_config(_config(chain.script_location, "v"))
+        heads = scripts.get_heads()
+        assert len(heads) == 1, heads  # one line of history, no branches
+        revisions = [r.revision for r in scripts.walk_revisions()]
+        assert revisions == sorted(revisions, reverse=True)  # 0002 -> 0001: numbered in order
+        assert revisions[-1] == "0001"
 
 
 def test_any_cursor_gives_a_page_or_invalid_input(sqlite_url: str) -> None:

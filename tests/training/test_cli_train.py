@@ -77,7 +77,7 @@ def test_train_gate_promote_compare_optimize(root: Path) -> None:
 def test_cli_mutations_need_a_role_once_keys_exist(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from conveyor.serving.auth import ApiKeys
+    from conveyor.governance.keys import ApiKeys
 
     assert run(root, "train", "risk", "--seed", "3")[0] == 0
     with Project.open(root) as proj:

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 from training_support import SCALED_SGD, loans
 
-from conveyor.config import ModelSpec
 from conveyor.errors import InvalidInputError, NotFoundError
 from conveyor.pipelines import LocalRunner, OnEvent, OnNewVersion, Scheduler, history
 from conveyor.project import Project, init_project
@@ -27,6 +26,7 @@ from conveyor.training.continuous import (
     trigger_label,
 )
 from conveyor.training.flow import train_candidate
+from conveyor.training.settings import ModelSpec, model_spec
 
 SPEC = """
 slos:
@@ -103,15 +103,7 @@ def project(root: tuple[Path, dict[str, str]]) -> Iterator[Project]:
 def scheduler_for(project: Project, *models: str) -> Scheduler:
     """A scheduler of the named models' retraining, as `conveyor pipeline schedule` builds it."""
     pipelines = [p for p in retraining_schedules(project) if p.name.split(".", 1)[1] in models]
-    runner = LocalRunner(
-        project.store,
-        project.events,
-        project.artifacts,
-        project=project.name,
-        data=project.data,
-        heartbeat_interval=0.2,
-        stale_after=60,
-    )
+    runner = LocalRunner.for_project(project, heartbeat_interval=0.2, stale_after=60)
     return Scheduler(runner, pipelines)
 
 
@@ -289,13 +281,13 @@ def test_retraining_pipelines_come_from_the_retrain_spec(project: Project) -> No
 
 def test_a_retraining_run_by_hand_is_labelled_manual(project: Project) -> None:
     project.data.ingest("loans", loans(1200, seed=8))
-    runner = LocalRunner(project.store, project.events, project.artifacts, data=project.data)
-    run = runner.run(retraining_pipeline("risk", project.spec.model("risk")))
+    runner = LocalRunner.for_project(project)
+    run = runner.run(retraining_pipeline("risk", model_spec(project.spec, "risk")))
     assert run.succeeded, run.error
     assert project.registry.get("risk", 1).tags["trigger"] == "manual"
     bare = LocalRunner(project.store, project.events, project.artifacts)
-    failed = bare.run(retraining_pipeline("risk", project.spec.model("risk")))
-    assert not failed.succeeded and "data=project.data" in (failed.error or "")
+    failed = bare.run(retraining_pipeline("risk", model_spec(project.spec, "risk")))
+    assert not failed.succeeded and "LocalRunner.for_project(project)" in (failed.error or "")
 
 
 def test_pipeline_schedule_runs_the_models_retraining(tmp_path: Path) -> None:

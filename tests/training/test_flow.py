@@ -142,7 +142,7 @@ def test_spec_errors_name_the_gate(project: Project, tmp_path: Path) -> None:
 def test_hash_holdout_keeps_an_entity_on_one_side() -> None:
     import pandas as pd
 
-    from conveyor.config import HoldoutSpec
+    from conveyor.training.settings import HoldoutSpec
 
     frame = pd.DataFrame({"k": [f"c{i % 50}" for i in range(1000)], "t": range(1000)})
     mask = holdout_mask(frame, HoldoutSpec(by="hash", column="k", fraction=0.3))

@@ -244,20 +244,22 @@ def reports_show(
         print_report(get_report(proj.store, report_id), console(), as_json=as_json)
 
 
-from conveyor.cli.data import data_app  # noqa: E402 -- sub-apps register after the app exists
-from conveyor.cli.keys import keys_app  # noqa: E402
-from conveyor.cli.models import models_app  # noqa: E402
-from conveyor.cli.pipeline import pipeline_app  # noqa: E402
-from conveyor.cli.serving import serving_app  # noqa: E402 -- deploy, route, rollback
-from conveyor.cli.training import optimize, train  # noqa: E402
+def _mount_capabilities() -> None:
+    """Each capability's commands (:attr:`conveyor.capability.Capability.cli`): a typer app
+    mounted as ``conveyor NAME``, its commands at the top level when it has no name, or a
+    single function as ``conveyor NAME``."""
+    from conveyor.capability import contributed, load
 
-app.add_typer(data_app, name="data")
-app.add_typer(pipeline_app, name="pipeline")
-app.add_typer(models_app, name="models")
-app.add_typer(serving_app)  # no name: its commands mount at the top level
-app.add_typer(keys_app, name="keys")
-app.command("train")(train)
-app.command("optimize")(optimize)
+    for _, commands in contributed("cli"):
+        for command in commands:
+            target = load(command.target)
+            if isinstance(target, typer.Typer):
+                app.add_typer(target, name=command.name)
+            else:
+                app.command(command.name)(target)
+
+
+_mount_capabilities()
 
 __all__ = ["app", "main", "parse_since"]
 

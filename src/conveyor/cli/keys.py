@@ -35,8 +35,8 @@ from conveyor.cli.common import JsonOpt, ProjectOpt, actor, console, errors, ope
 from conveyor.errors import InvalidInputError
 
 if TYPE_CHECKING:
+    from conveyor.governance.keys import ApiKey, ApiKeys
     from conveyor.project import Project
-    from conveyor.serving.auth import ApiKey, ApiKeys
 
 __all__ = ["API_KEY_ENV", "authorize", "keys_app"]
 
@@ -51,14 +51,21 @@ keys_app = typer.Typer(
 def authorize(proj: Project, action: str) -> tuple[ApiKeys, str]:
     """The project's keys and the actor to record, once ``action`` is allowed here.
 
-    Follows the rule in this module's docstring (:func:`authorize_local`);
-    other commands that deploy, route or roll back can call it too.
+    The rule of :mod:`conveyor.governance.access`, with bootstrap allowed (the
+    CLI is how the first admin key is made): the same function and the same
+    actor name (``key:NAME``) as a server's.
     """
-    from conveyor.serving.auth import ApiKeys, authorize_local
+    from conveyor.governance.access import Access
+    from conveyor.governance.keys import ApiKeys
 
     keys = ApiKeys(proj.store, proj.events, cache_ttl=0)
-    key = authorize_local(keys, action, os.environ.get(API_KEY_ENV) or None)
-    return keys, actor() if key is None else f"key:{key.name}"
+    access = Access(
+        keys,
+        open_until_first_key=True,
+        anonymous=actor(),
+        missing_hint=f"set {API_KEY_ENV} to one (this project has API keys)",
+    )
+    return keys, access.authorize(os.environ.get(API_KEY_ENV) or None, action).actor
 
 
 def _limits(key: ApiKey) -> str:
@@ -99,7 +106,7 @@ def create(
             raise InvalidInputError(f"--expires {expires!r}: expected days > 0", field="expires")
         expires_at = datetime.now(UTC) + timedelta(days=expires)
     with open_project(project) as proj:
-        keys, who = authorize(proj, "keys")
+        keys, who = authorize(proj, "keys.manage")
         token, key = keys.create(
             name,
             role,
@@ -128,7 +135,7 @@ def create(
 def list_cmd(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
     """List every key (revoked ones too): name, prefix, role, limits, dates. Never secrets."""
     with open_project(project) as proj:
-        keys, _ = authorize(proj, "keys")
+        keys, _ = authorize(proj, "keys.manage")
         found = keys.list()
     if as_json:
         _echo_json([k.to_dict() for k in found])
@@ -160,7 +167,7 @@ def revoke(
 ) -> None:
     """Revoke a key: servers refuse it within seconds (their cache lives 5 s)."""
     with open_project(project) as proj:
-        keys, who = authorize(proj, "keys")
+        keys, who = authorize(proj, "keys.manage")
         key = keys.revoke(name, actor=who)
     if as_json:
         _echo_json(key.to_dict())

@@ -35,7 +35,9 @@ PairsOpt = Annotated[list[str] | None, typer.Option(help="key=value; repeat for 
 
 
 def _registry(proj: Project) -> Registry:
-    return proj.registry
+    from conveyor.registry.registry import Registry
+
+    return proj.service("registry", Registry)
 
 
 def _echo_json(body: Any) -> None:
@@ -251,7 +253,7 @@ def register(
             run_id=run_id,
             dataset_versions=datasets,
             description=description,
-            actor=authorized(proj, "deploy"),
+            actor=authorized(proj, "models.register"),
         )
         if as_json:
             _echo_json(version.to_dict())
@@ -280,7 +282,7 @@ def alias_cmd(
             name,
             alias,
             version,
-            actor=authorized(proj, "promote"),
+            actor=authorized(proj, "models.promote"),
             reason=reason,
             forced=force,
             expected_version=expected_version,
@@ -300,7 +302,7 @@ def rollback(
     """Move ALIAS back to the version it pointed at before its last move."""
     with open_project(project) as proj:
         move = _registry(proj).rollback(
-            name, alias, actor=authorized(proj, "promote"), reason=reason
+            name, alias, actor=authorized(proj, "models.promote"), reason=reason
         )
         _print_move(proj, move, as_json)
 
@@ -395,7 +397,7 @@ def promote(
             version.model,
             version,
             alias=alias,
-            actor=authorized(proj, "promote"),
+            actor=authorized(proj, "models.promote"),
             reason=reason,
             force=force,
         )

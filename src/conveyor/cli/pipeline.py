@@ -199,9 +199,7 @@ def run_command(
     params = parse_params(param)
     with open_project(project) as proj:
         pipeline = load_pipeline(target, search_path=_search_path(proj))
-        runner = LocalRunner(
-            proj.store, proj.events, proj.artifacts, project=proj.name, data=proj.data
-        )
+        runner = LocalRunner.for_project(proj)
         if as_json:
             result = runner.run(pipeline, params)
             typer.echo(json.dumps(result.to_dict()))
@@ -348,14 +346,10 @@ def recover_command(
             p for t in targets or [] for p in load_pipelines(t, search_path=_search_path(proj))
         ]
         out = console()
-        runner = LocalRunner(
-            proj.store,
-            proj.events,
-            proj.artifacts,
+        runner = LocalRunner.for_project(
+            proj,
             heartbeat_interval=min(5.0, stale_after / 2),
             stale_after=stale_after,
-            project=proj.name,
-            data=proj.data,
             listener=None if as_json else _Display(out).on_event,
         )
         recovered = runner.recover(pipelines)
@@ -427,14 +421,7 @@ def schedule_command(
                     f"{_styled(str(payload.get('status')))} in {_secs(payload.get('duration_s'))}"
                 )
 
-        runner = LocalRunner(
-            proj.store,
-            proj.events,
-            proj.artifacts,
-            project=proj.name,
-            listener=tell,
-            data=proj.data,
-        )
+        runner = LocalRunner.for_project(proj, listener=tell)
         scheduler = Scheduler(runner, pipelines, poll_interval=poll_interval)
         stop = threading.Event()
         # SIGTERM (a service manager stopping us) lets the running pipeline finish.

@@ -169,7 +169,7 @@ def deploy(
         state = routes.set(
             model,
             policy,
-            actor=authorized(proj, "deploy"),
+            actor=authorized(proj, "serving.deploy"),
             reason=reason,
             expected_revision=0 if current is None else current.revision,
         )
@@ -189,7 +189,9 @@ def rollback(
     To move a registry alias back instead, see `conveyor models rollback`.
     """
     with open_project(project) as proj:
-        state = _routes(proj).rollback(model, actor=authorized(proj, "rollback"), reason=reason)
+        state = _routes(proj).rollback(
+            model, actor=authorized(proj, "serving.rollback"), reason=reason
+        )
         _print_state(state, as_json, "rolled back")
 
 
@@ -290,7 +292,7 @@ def route_set(
         state = _routes(proj).set(
             model,
             policy,
-            actor=authorized(proj, "route"),
+            actor=authorized(proj, "serving.route"),
             reason=reason,
             expected_revision=expected_revision,
         )
@@ -358,9 +360,10 @@ def serve_cmd(
     """Serve every deployed model: native API, Open Inference Protocol v2, /metrics."""
     from conveyor.config import load_spec
     from conveyor.serving.server import serve
+    from conveyor.serving.settings import serving_of
 
     spec = load_spec(project)
-    cfg = spec.serving
+    cfg = serving_of(spec)
     serve(
         spec.root,
         "conveyor.cli.serving:worker_app",

@@ -55,7 +55,7 @@ def train(
             name,
             params=_params(param),
             seed=seed,
-            actor=authorized(proj, "deploy"),
+            actor=authorized(proj, "training.train"),
             incremental=incremental,
             auto_promote=auto_promote,
         )
@@ -115,7 +115,7 @@ def optimize(
             max_depth=max_depth,
             quantize=quantize,
             max_metric_drop=max_metric_drop,
-            actor=authorized(proj, "deploy"),
+            actor=authorized(proj, "training.optimize"),
         )
         if as_json:
             import orjson

@@ -97,12 +97,15 @@ class Keyring:
     @classmethod
     def from_spec(cls, spec: ProjectSpec, env: Mapping[str, str] | None = None) -> Keyring | None:
         """The project's keyring, or None when none is configured."""
+        from conveyor.data.settings import encryption_of
+
         env = os.environ if env is None else env
-        value = env.get(spec.encryption.key_env)
+        encryption = encryption_of(spec)
+        value = env.get(encryption.key_env)
         if value:
-            return cls.parse(value, f"${spec.encryption.key_env}")
-        if spec.encryption.key_file:
-            path = Path(spec.encryption.key_file)
+            return cls.parse(value, f"${encryption.key_env}")
+        if encryption.key_file:
+            path = Path(encryption.key_file)
             path = path if path.is_absolute() else spec.root / path
             try:
                 return cls.parse(path.read_text(), str(path))

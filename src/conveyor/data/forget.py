@@ -159,7 +159,7 @@ def _forget_in_quarantine(
     import pyarrow.parquet as pq
     import sqlalchemy as sa
 
-    from conveyor.store.models import QuarantineBatchRecord
+    from conveyor.data.tables import QuarantineBatchRecord
 
     batches = removed = 0
     with repo.store.read() as session:
@@ -200,7 +200,7 @@ def _delete_unreferenced(repo: DatasetRepository, candidates: set[str]) -> int:
     """Delete replaced artifacts that no version, part or quarantine batch still uses."""
     import sqlalchemy as sa
 
-    from conveyor.store.models import QuarantineBatchRecord
+    from conveyor.data.tables import QuarantineBatchRecord
 
     if not candidates:
         return 0

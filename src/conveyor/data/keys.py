@@ -29,7 +29,7 @@ def rotate(repo: DatasetRepository) -> RotationResult:
     import pyarrow.parquet as pq
     import sqlalchemy as sa
 
-    from conveyor.store.models import QuarantineBatchRecord
+    from conveyor.data.tables import QuarantineBatchRecord
 
     keyring = repo.keyring
     if keyring is None:

@@ -33,10 +33,12 @@ if TYPE_CHECKING:
 
     from conveyor.artifacts.store import ArtifactStore
     from conveyor.checks.result import Report
-    from conveyor.config import DatasetSpec, ProjectSpec
+    from conveyor.config import ProjectSpec
     from conveyor.data.forget import ForgetResult
     from conveyor.data.quarantine import QuarantineBatch, QuarantineRepository
+    from conveyor.data.settings import DatasetSpec
     from conveyor.events.log import EventLog
+    from conveyor.project import Project
     from conveyor.store.database import MetadataStore
 
 __all__ = ["DataLayer", "IngestResult"]
@@ -102,6 +104,19 @@ class DataLayer:
         self.keyring = keyring
         self.versions = DatasetRepository(store, artifacts, events=events, keyring=keyring)
 
+    @classmethod
+    def for_project(cls, project: Project) -> DataLayer:
+        """The data layer over a project's backends and its keyring (``project.data``)."""
+        from conveyor.data.crypto import Keyring
+
+        return cls(
+            project.spec,
+            project.store,
+            project.artifacts,
+            project.events,
+            Keyring.from_spec(project.spec),
+        )
+
     @property
     def quarantine(self) -> QuarantineRepository:
         from conveyor.data.quarantine import QuarantineRepository
@@ -109,9 +124,9 @@ class DataLayer:
         return QuarantineRepository(self.store, self.artifacts)
 
     def dataset_spec(self, name: str) -> DatasetSpec:
-        from conveyor.config import DatasetSpec
+        from conveyor.data.settings import DatasetSpec, datasets_of
 
-        return self.spec.datasets.get(name) or DatasetSpec()
+        return datasets_of(self.spec).get(name) or DatasetSpec()
 
     # -- ingest -------------------------------------------------------------------
 
@@ -261,8 +276,11 @@ class DataLayer:
 
     def _keyring(self, dataset: str) -> Keyring:
         from conveyor.data.crypto import require_keyring
+        from conveyor.data.settings import encryption_of
 
-        return require_keyring(self.keyring, f"data set {dataset!r}", self.spec.encryption.key_env)
+        return require_keyring(
+            self.keyring, f"data set {dataset!r}", encryption_of(self.spec).key_env
+        )
 
     # -- quarantine replay ----------------------------------------------------------
 

@@ -22,7 +22,7 @@ def record_lineage(
     """
     import sqlalchemy as sa
 
-    from conveyor.store.models import LINEAGE_ROLES, DatasetVersionRecord, LineageRecord
+    from conveyor.data.tables import LINEAGE_ROLES, DatasetVersionRecord, LineageRecord
     from conveyor.store.types import utcnow
 
     if role not in LINEAGE_ROLES:
@@ -71,7 +71,7 @@ class Lineage:
 def _links(store: MetadataStore, column: str, value: str) -> Lineage:
     import sqlalchemy as sa
 
-    from conveyor.store.models import LineageRecord as L
+    from conveyor.data.tables import LineageRecord as L
 
     with store.read() as session:
         rows = session.execute(

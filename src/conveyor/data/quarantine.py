@@ -45,8 +45,8 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from conveyor.artifacts.store import ArtifactStore
+    from conveyor.data.tables import QuarantineBatchRecord
     from conveyor.store.database import MetadataStore
-    from conveyor.store.models import QuarantineBatchRecord
     from conveyor.store.paging import Page
 
 __all__ = [
@@ -189,7 +189,7 @@ class QuarantineRepository:
 
     def get(self, batch_id: str) -> QuarantineBatch:
         """The batch with this id, or NotFoundError."""
-        from conveyor.store.models import QuarantineBatchRecord
+        from conveyor.data.tables import QuarantineBatchRecord
 
         _check_id(batch_id)
         with self._store.read() as session:
@@ -209,8 +209,8 @@ class QuarantineRepository:
         """Batches newest first, ``limit`` at a time; pass ``next_cursor`` back for more."""
         import sqlalchemy as sa
 
+        from conveyor.data.tables import QuarantineBatchRecord
         from conveyor.store.database import page
-        from conveyor.store.models import QuarantineBatchRecord
 
         stmt = sa.select(QuarantineBatchRecord)
         if dataset is not None:
@@ -242,7 +242,7 @@ class QuarantineRepository:
         """A pending batch was validated again; ``version_id`` is the version its rows
         went into (None when none of them did).
         """
-        from conveyor.store.models import DatasetVersionRecord
+        from conveyor.data.tables import DatasetVersionRecord
 
         def replay(session: Session, record: QuarantineBatchRecord) -> None:
             if version_id is not None:
@@ -289,7 +289,7 @@ class QuarantineRepository:
         expected_version: int | None,
         apply: Callable[[Session, QuarantineBatchRecord], None],
     ) -> QuarantineBatch:
-        from conveyor.store.models import QuarantineBatchRecord
+        from conveyor.data.tables import QuarantineBatchRecord
 
         _check_id(batch_id)
         if expected_version is not None and (
@@ -379,7 +379,7 @@ def _new_record(
     digest: str,
     encryption: dict[str, Any] | None,
 ) -> QuarantineBatchRecord:
-    from conveyor.store.models import QuarantineBatchRecord
+    from conveyor.data.tables import QuarantineBatchRecord
     from conveyor.store.types import utcnow
 
     now = utcnow()
@@ -411,7 +411,7 @@ def _require_run(session: Session, run_id: str | None) -> None:
 
 
 def _ensure_dataset(session: Session, name: str) -> None:
-    from conveyor.store.models import DatasetRecord
+    from conveyor.data.tables import DatasetRecord
 
     if session.get(DatasetRecord, name) is None:
         session.add(DatasetRecord(name=name, latest_number=0))

@@ -43,9 +43,9 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from conveyor.artifacts.store import ArtifactStore
+    from conveyor.data.tables import DatasetVersionRecord
     from conveyor.events.log import EventLog
     from conveyor.store.database import MetadataStore
-    from conveyor.store.models import DatasetVersionRecord
 
 __all__ = ["DatasetRepository", "DatasetVersion", "Part", "content_hash"]
 
@@ -250,7 +250,7 @@ class DatasetRepository:
         snapshot: tuple[str, int],
         run_id: str | None,
     ) -> DatasetVersion:
-        from conveyor.store.models import DatasetRecord, DatasetVersionRecord, LineageRecord
+        from conveyor.data.tables import DatasetRecord, DatasetVersionRecord, LineageRecord
         from conveyor.store.types import json_value, utcnow
 
         encryption = _encryption_summary(parts)
@@ -297,7 +297,7 @@ class DatasetRepository:
     def latest(self, dataset: str) -> DatasetVersion | None:
         import sqlalchemy as sa
 
-        from conveyor.store.models import DatasetVersionRecord as V
+        from conveyor.data.tables import DatasetVersionRecord as V
 
         with self.store.read() as session:
             row = session.scalars(
@@ -309,7 +309,7 @@ class DatasetRepository:
         """Version ``number`` of ``dataset`` (the latest when None)."""
         import sqlalchemy as sa
 
-        from conveyor.store.models import DatasetVersionRecord as V
+        from conveyor.data.tables import DatasetVersionRecord as V
 
         if number is None:
             found = self.latest(dataset)
@@ -327,7 +327,7 @@ class DatasetRepository:
             return _snapshot(row)
 
     def by_id(self, version_id: str) -> DatasetVersion:
-        from conveyor.store.models import DatasetVersionRecord as V
+        from conveyor.data.tables import DatasetVersionRecord as V
 
         with self.store.read() as session:
             row = session.get(V, version_id)
@@ -357,8 +357,8 @@ class DatasetRepository:
         """Versions, newest first."""
         import sqlalchemy as sa
 
+        from conveyor.data.tables import DatasetVersionRecord as V
         from conveyor.store.database import page
-        from conveyor.store.models import DatasetVersionRecord as V
 
         stmt = sa.select(V)
         if dataset is not None:
@@ -396,7 +396,7 @@ class DatasetRepository:
         The only change a version ever sees: it keeps its id and number, and
         records when it was rewritten. ``profile=False`` keeps the old profile.
         """
-        from conveyor.store.models import DatasetVersionRecord
+        from conveyor.data.tables import DatasetVersionRecord
         from conveyor.store.types import utcnow
 
         manifest = self.artifacts.put_json(
@@ -431,7 +431,7 @@ class DatasetRepository:
         """Every data set with its latest number and when it changed."""
         import sqlalchemy as sa
 
-        from conveyor.store.models import DatasetRecord
+        from conveyor.data.tables import DatasetRecord
 
         with self.store.read() as session:
             rows = session.scalars(sa.select(DatasetRecord).order_by(DatasetRecord.name)).all()
@@ -441,7 +441,7 @@ class DatasetRepository:
             ]
 
     def accepted_schema(self, dataset: str) -> dict[str, Any] | None:
-        from conveyor.store.models import DatasetRecord
+        from conveyor.data.tables import DatasetRecord
 
         with self.store.read() as session:
             record = session.get(DatasetRecord, dataset)

@@ -1,7 +1,7 @@
-"""The key-value seam: online features, the prediction cache and rate limits.
+"""The key-value seam: the prediction cache now, online features later.
 
-One small protocol, three backends picked by URL (see
-:data:`conveyor.backends.ONLINE` and :data:`conveyor.backends.CACHE`):
+One small protocol, three backends picked by URL (:data:`conveyor.backends.KV_BACKENDS`,
+the table of :data:`conveyor.backends.CACHE` and of every key-value seam to come):
 
 - ``memory://[name]`` (:class:`conveyor.kv.memory.MemoryKV`): in-process,
   optional LRU bound ``?max_entries=N``;

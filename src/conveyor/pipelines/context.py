@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from conveyor.data.layer import DataLayer
     from conveyor.events.log import EventLog
     from conveyor.events.schema import Event
+    from conveyor.project import Project
     from conveyor.store.database import MetadataStore
 
 __all__ = ["ProgressCallback", "StepContext"]
@@ -49,7 +50,7 @@ class StepContext:
         artifacts: ArtifactStore | None,
         cancel: threading.Event,
         progress: ProgressCallback | None = None,
-        data: DataLayer | None = None,
+        project: Project | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.pipeline_run_id = pipeline_run_id
@@ -60,7 +61,7 @@ class StepContext:
         self.store = store
         self.events = events
         self._artifacts = artifacts
-        self._data = data
+        self._project = project
         self._cancel = cancel
         self._progress = progress
         self.log = logging.getLogger(f"conveyor.pipelines.{pipeline}.{step}")
@@ -69,15 +70,21 @@ class StepContext:
         return f"<StepContext {self.pipeline}.{self.step} attempt {self.attempt} run {self.run_id}>"
 
     @property
-    def data(self) -> DataLayer:
-        """The project's data layer (ingest, versions...), when the runner was given one."""
-        if self._data is None:
+    def project(self) -> Project:
+        """The project the runner works for (``LocalRunner.for_project``; the CLI's does)."""
+        if self._project is None:
             raise InvalidInputError(
-                f"step {self.step!r} uses ctx.data, but the runner has no data layer: "
-                "LocalRunner(..., data=project.data) (the CLI passes it)",
-                field="data",
+                f"step {self.step!r} uses its project, but the runner has none: "
+                "LocalRunner.for_project(project) (the CLI builds it so)",
+                field="project",
             )
-        return self._data
+        return self._project
+
+    @property
+    def data(self) -> DataLayer:
+        """The project's data layer (ingest, versions...)."""
+        data: DataLayer = self.project.data
+        return data
 
     @property
     def artifacts(self) -> ArtifactStore:

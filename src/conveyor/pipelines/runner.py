@@ -59,8 +59,8 @@ from conveyor.pipelines.step import Step
 
 if TYPE_CHECKING:
     from conveyor.artifacts.store import ArtifactStore
-    from conveyor.data.layer import DataLayer
     from conveyor.events.log import EventLog
+    from conveyor.project import Project
     from conveyor.store.database import MetadataStore
     from conveyor.store.runs import Run, RunRepository, RunStatus
 
@@ -93,7 +93,7 @@ class LocalRunner:
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
         listener: Listener | None = None,
-        data: DataLayer | None = None,
+        owner: Project | None = None,
     ) -> None:
         for field, value in (
             ("heartbeat_interval", heartbeat_interval),
@@ -118,8 +118,21 @@ class LocalRunner:
         self._sleep = sleep
         self._rng = rng if rng is not None else random.Random()
         self.listener = listener
-        self.data = data
+        #: The project the steps see as ``ctx.project`` (and ``ctx.data``), if any.
+        self.owner = owner
         self._known: dict[str, Pipeline] = {}
+
+    @classmethod
+    def for_project(cls, project: Project, **options: Any) -> LocalRunner:
+        """A runner over a project's backends; its steps get ``ctx.project`` and ``ctx.data``."""
+        return cls(
+            project.store,
+            project.events,
+            project.artifacts,
+            project=project.name,
+            owner=project,
+            **options,
+        )
 
     def __repr__(self) -> str:
         return f"<LocalRunner store={self.store!r}>"
@@ -362,7 +375,7 @@ class _Live:
                 store=self.runner.store,
                 events=self.runner.events,
                 artifacts=self.runner.artifacts,
-                data=self.runner.data,
+                project=self.runner.owner,
                 cancel=self.cancel,
                 progress=self.progress,
             )

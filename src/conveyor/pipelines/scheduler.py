@@ -153,7 +153,7 @@ class Scheduler:
 
     def due(self, now: datetime | None = None) -> list[Firing]:
         """Plan: what each pipeline should do at ``now``, from the stored state. Writes nothing."""
-        from conveyor.store.models import ScheduleRecord
+        from conveyor.pipelines.tables import ScheduleRecord
 
         now = utcnow() if now is None else aware_utc(now, "now")
         plans: list[Firing] = []
@@ -247,7 +247,7 @@ class Scheduler:
         return self.runner.run(firing.pipeline, {"triggers": reasons})
 
     def _claim(self, firing: Firing) -> None:
-        from conveyor.store.models import ScheduleRecord
+        from conveyor.pipelines.tables import ScheduleRecord
 
         name = firing.pipeline.name
         with self.runner.store.session() as session:

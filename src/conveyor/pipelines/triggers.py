@@ -95,7 +95,7 @@ class OnNewVersion(Trigger):
     ) -> TriggerFiring | None:
         import sqlalchemy as sa
 
-        from conveyor.store.models import DatasetVersionRecord
+        from conveyor.data.tables import DatasetVersionRecord
 
         stmt = (
             sa.select(DatasetVersionRecord.id, DatasetVersionRecord.number)

@@ -31,8 +31,8 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from conveyor.events.log import EventLog
+    from conveyor.registry.tables import ModelVersionRecord
     from conveyor.store.database import MetadataStore
-    from conveyor.store.models import ModelVersionRecord
 
 __all__ = ["Alias", "AliasesMixin", "check_alias"]
 
@@ -136,7 +136,7 @@ class AliasesMixin:
         forced: bool,
         expected_version: int | None,
     ) -> AliasMove:
-        from conveyor.store.models import AliasHistoryRecord, ModelAliasRecord
+        from conveyor.registry.tables import AliasHistoryRecord, ModelAliasRecord
         from conveyor.store.types import utcnow
 
         with self.store.session() as session:
@@ -195,8 +195,8 @@ class AliasesMixin:
         """Where ``alias`` points now (NotFoundError if it was never set)."""
         import sqlalchemy as sa
 
-        from conveyor.store.models import ModelAliasRecord as A
-        from conveyor.store.models import ModelVersionRecord as V
+        from conveyor.registry.tables import ModelAliasRecord as A
+        from conveyor.registry.tables import ModelVersionRecord as V
 
         with self.store.read() as session:
             found = session.execute(
@@ -213,8 +213,8 @@ class AliasesMixin:
         """Every alias of model ``name`` and the version number it points at."""
         import sqlalchemy as sa
 
-        from conveyor.store.models import ModelAliasRecord as A
-        from conveyor.store.models import ModelVersionRecord as V
+        from conveyor.registry.tables import ModelAliasRecord as A
+        from conveyor.registry.tables import ModelVersionRecord as V
 
         with self.store.read() as session:
             rows = session.execute(
@@ -231,7 +231,7 @@ class AliasesMixin:
         """Moves of ``alias`` (or of every alias of ``name``), newest first."""
         import sqlalchemy as sa
 
-        from conveyor.store.models import AliasHistoryRecord as H
+        from conveyor.registry.tables import AliasHistoryRecord as H
         from conveyor.store.paging import check_limit
 
         check_limit(limit)
@@ -246,7 +246,7 @@ class AliasesMixin:
         """The version ``alias`` pointed at, at time ``when`` (None if it was not set then)."""
         import sqlalchemy as sa
 
-        from conveyor.store.models import AliasHistoryRecord as H
+        from conveyor.registry.tables import AliasHistoryRecord as H
         from conveyor.store.types import aware_utc
 
         at = aware_utc(when, "when")

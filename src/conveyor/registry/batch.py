@@ -250,7 +250,7 @@ def _insert_all(registry: Registry, prepared: list[_Prepared]) -> list[ModelVers
 def _write(session: Session, prepared: list[_Prepared]) -> list[ModelVersion]:
     import sqlalchemy as sa
 
-    from conveyor.store.models import ModelVersionRecord, RegisteredModelRecord
+    from conveyor.registry.tables import ModelVersionRecord, RegisteredModelRecord
     from conveyor.store.types import utcnow
 
     models = cast("sa.Table", RegisteredModelRecord.__table__)

@@ -44,7 +44,7 @@ def version_columns() -> tuple[sa.ColumnElement[Any], ...]:
     """
     import sqlalchemy as sa
 
-    from conveyor.store.models import ModelVersionRecord
+    from conveyor.registry.tables import ModelVersionRecord
 
     columns: list[sa.ColumnElement[Any]] = []
     for column in ModelVersionRecord.__table__.c:
@@ -63,8 +63,8 @@ def _json_positions() -> tuple[int, ...]:
 
     import sqlalchemy as sa
 
+    from conveyor.registry.tables import ModelVersionRecord
     from conveyor.registry.versions import ModelVersion
-    from conveyor.store.models import ModelVersionRecord
 
     table = ModelVersionRecord.__table__.c
     names = [c.name for c in table]
@@ -102,8 +102,8 @@ def select_versions() -> sa.Select[Any]:
 def by_alias() -> sa.Select[Any]:
     import sqlalchemy as sa
 
-    from conveyor.store.models import ModelAliasRecord as A
-    from conveyor.store.models import ModelVersionRecord as V
+    from conveyor.registry.tables import ModelAliasRecord as A
+    from conveyor.registry.tables import ModelVersionRecord as V
 
     return (
         select_versions()
@@ -116,7 +116,7 @@ def by_alias() -> sa.Select[Any]:
 def by_number() -> sa.Select[Any]:
     import sqlalchemy as sa
 
-    from conveyor.store.models import ModelVersionRecord as V
+    from conveyor.registry.tables import ModelVersionRecord as V
 
     return select_versions().where(
         V.model == sa.bindparam("name"), V.number == sa.bindparam("number")
@@ -127,7 +127,7 @@ def by_number() -> sa.Select[Any]:
 def latest() -> sa.Select[Any]:
     import sqlalchemy as sa
 
-    from conveyor.store.models import ModelVersionRecord as V
+    from conveyor.registry.tables import ModelVersionRecord as V
 
     return (
         select_versions().where(V.model == sa.bindparam("name")).order_by(V.number.desc()).limit(1)
@@ -138,7 +138,7 @@ def latest() -> sa.Select[Any]:
 def by_id() -> sa.Select[Any]:
     import sqlalchemy as sa
 
-    from conveyor.store.models import ModelVersionRecord as V
+    from conveyor.registry.tables import ModelVersionRecord as V
 
     return select_versions().where(V.id == sa.bindparam("id"))
 

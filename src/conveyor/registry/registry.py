@@ -41,8 +41,9 @@ if TYPE_CHECKING:
 
     from conveyor.artifacts.store import ArtifactStore
     from conveyor.events.log import EventLog
+    from conveyor.project import Project
+    from conveyor.registry.tables import ModelVersionRecord
     from conveyor.store.database import MetadataStore
-    from conveyor.store.models import ModelVersionRecord
 
 __all__ = ["Registry"]
 
@@ -82,6 +83,11 @@ class Registry(AliasesMixin, PromotionMixin):
         self._code: dict[str, tuple[str | None, bool | None]] = {}
         self._environment: dict[str, Any] | None = None
         self._reads = Reads(store)
+
+    @classmethod
+    def for_project(cls, project: Project) -> Registry:
+        """The registry over a project's store, artifacts and event log (``project.registry``)."""
+        return cls(project.store, project.artifacts, project.events)
 
     # -- registering -----------------------------------------------------------
 
@@ -241,8 +247,8 @@ class Registry(AliasesMixin, PromotionMixin):
         """
 
         from conveyor.registry.reads import select_versions, version_from_row
+        from conveyor.registry.tables import ModelVersionRecord as V
         from conveyor.store.database import keyset, page_of
-        from conveyor.store.models import ModelVersionRecord as V
 
         stmt = select_versions()
         if name is not None:
@@ -267,7 +273,7 @@ class Registry(AliasesMixin, PromotionMixin):
         """Every registered model: name, description, latest version number, times."""
         import sqlalchemy as sa
 
-        from conveyor.store.models import RegisteredModelRecord as M
+        from conveyor.registry.tables import RegisteredModelRecord as M
 
         with self.store.read() as session:
             return [
@@ -285,7 +291,7 @@ class Registry(AliasesMixin, PromotionMixin):
         """The row of ``version`` (number, ref, id or ModelVersion) of model ``name``."""
         import sqlalchemy as sa
 
-        from conveyor.store.models import ModelVersionRecord as V
+        from conveyor.registry.tables import ModelVersionRecord as V
 
         number = version_number(version)
         if isinstance(version, ModelVersion):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from conveyor.registry.flavors import Flavor
     from conveyor.registry.signature import Signature
-    from conveyor.store.models import AliasHistoryRecord, ModelVersionRecord
+    from conveyor.registry.tables import AliasHistoryRecord, ModelVersionRecord
 
 __all__ = ["AliasMove", "LoadedModel", "ModelVersion"]
 

@@ -2,7 +2,7 @@
 
 ::
 
-    app = create_app(project)           # anything with spec, store, artifacts, events, cache
+    app = create_app(project)           # an open conveyor.Project
     uvicorn.run(app)                    # or: conveyor serve
 
 A prediction request goes: key and role (cached hash lookup) -> rate limit
@@ -22,7 +22,7 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.applications import Starlette
@@ -42,16 +42,12 @@ from conveyor.errors import (
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from conveyor.artifacts.store import ArtifactStore
-    from conveyor.config import ProjectSpec
-    from conveyor.events.log import EventLog
-    from conveyor.kv import KeyValueStore
-    from conveyor.serving.auth import ApiKey
+    from conveyor.governance.access import Caller
+    from conveyor.project import Project
     from conveyor.serving.pool import Served
     from conveyor.serving.routes import Decision
-    from conveyor.store.database import MetadataStore
 
-__all__ = ["STATUS", "ServingBackends", "create_app"]
+__all__ = ["STATUS", "create_app"]
 
 log = logging.getLogger("conveyor.serving")
 
@@ -74,21 +70,6 @@ STATUS = {
     "artifact_tampered": 500,
     "gate_failed": 409,
 }
-
-
-class ServingBackends(Protocol):
-    """What the server needs from a project (:class:`conveyor.Project` has it)."""
-
-    @property
-    def spec(self) -> ProjectSpec: ...
-    @property
-    def store(self) -> MetadataStore: ...
-    @property
-    def artifacts(self) -> ArtifactStore: ...
-    @property
-    def events(self) -> EventLog: ...
-    @property
-    def cache(self) -> KeyValueStore: ...
 
 
 def error_response(exc: ConveyorError, status: int | None = None) -> Response:
@@ -117,27 +98,27 @@ class _BadRequest(Exception):
 class Server:
     """Everything one worker holds; the endpoints are its methods."""
 
-    def __init__(self, backends: ServingBackends, enrich: Enrich | None = None) -> None:
-        from conveyor.registry.registry import Registry
-        from conveyor.serving.auth import ApiKeys, Bootstrap, rate_limiter_from_url
+    def __init__(self, project: Project, enrich: Enrich | None = None) -> None:
+        from conveyor.governance.access import Access
         from conveyor.serving.cache import PredictionCache
         from conveyor.serving.metrics import ServerMetrics
         from conveyor.serving.pool import ModelPool
         from conveyor.serving.route_store import RouteStore
+        from conveyor.serving.settings import serving_of
         from conveyor.serving.watcher import RouteWatcher
 
-        spec = backends.spec.serving
+        spec = serving_of(project.spec)
         self.spec = spec
-        self.backends = backends
-        self.events = backends.events
-        self.registry = Registry(backends.store, backends.artifacts, backends.events)
-        self.keys = ApiKeys(backends.store, backends.events)
-        self.auth = Bootstrap(self.keys, spec.auth)
-        self.limiter = rate_limiter_from_url(spec.rate_limiter)
+        self.project = project
+        self.events = project.events
+        self.registry = project.registry
+        self.keys = project.keys
+        self.access = Access.for_server(self.keys, spec.auth)
+        self.limiter = project.backend("ratelimit")
         self.metrics = ServerMetrics()
-        self.cache = PredictionCache(backends.cache, ttl=spec.cache_ttl_s) if spec.cache else None
+        self.cache = PredictionCache(project.cache, ttl=spec.cache_ttl_s) if spec.cache else None
         self.pool = ModelPool(self.registry, spec.batching, on_batch=self.metrics.on_batch)
-        self.routes = RouteStore(backends.store, backends.events, self.registry)
+        self.routes = RouteStore(project.store, project.events, self.registry)
         self.watcher = RouteWatcher(
             self.routes, self.pool, cache=self.cache, interval_s=spec.poll_interval_s
         )
@@ -169,22 +150,22 @@ class Server:
         if self._shadows:
             await asyncio.wait(self._shadows, timeout=5)
         await self.pool.close()
-        self.limiter.close()
         self.events.flush()
 
     # -- auth --------------------------------------------------------------------
 
-    def authorize(self, request: Request, action: str) -> ApiKey | None:
+    def authorize(self, request: Request, action: str) -> Caller:
         headers = request.headers
         token = headers.get("x-api-key")
         if token is None:
             value = headers.get("authorization")
             if value and value[:7].lower() == "bearer ":
                 token = value[7:].strip()
-        key = self.auth.authorize(token, action)
+        caller = self.access.authorize(token, action)
+        key = caller.key
         if key is not None and key.limited:
             self.limiter.take(key.id, key.rate_per_second, key.burst)
-        return key
+        return caller
 
     async def body(self, request: Request) -> bytes:
         limit = self.spec.max_body_bytes
@@ -236,7 +217,7 @@ class Server:
         attributes: dict[str, Any],
         version: int | None,
         request_id: str,
-        key: ApiKey | None,
+        key: Caller,
     ) -> tuple[Any, Served, Decision | None, bool]:
         """Route, check, look up the cache, predict; schedule shadows. The hot path.
 
@@ -308,7 +289,7 @@ class Server:
         table: pa.Table,
         output: Any,
         request_id: str,
-        key: ApiKey | None,
+        key: Caller,
         elapsed: float,
         cached: bool,
         digest: str | None,
@@ -332,7 +313,7 @@ class Server:
             subject=model,
             subject_version=str(served.version.number),
             request_id=request_id,
-            actor=key.name if key else None,
+            actor=key.actor,
             payload=payload,
         )
 
@@ -391,6 +372,13 @@ def _request_id(request: Request) -> str:
 
 Handler = Callable[[Request], Awaitable[Response]]
 
+
+def _open_caller() -> Caller:
+    from conveyor.governance.access import Caller
+
+    return Caller(None, "anonymous")
+
+
 #: ``enrich(model, version, rows) -> rows``: where a feature lookup by entity key (an
 #: online store) joins the request before the signature check; None: requests carry
 #: every feature themselves.
@@ -398,12 +386,12 @@ Enrich = Callable[[str, int, "pa.Table"], Awaitable["pa.Table"]]
 
 
 def create_app(
-    backends: ServingBackends,
+    project: Project,
     *,
     on_close: Callable[[], None] | None = None,
     enrich: Enrich | None = None,
 ) -> Any:
-    """The ASGI app of one worker over ``backends`` (see the module docstring).
+    """The ASGI app of one worker over ``project`` (see the module docstring).
 
     A Starlette app behind :class:`_FastPredict`; ``app.state.server`` is the
     :class:`Server` (routes, pool, metrics).
@@ -419,7 +407,7 @@ def create_app(
     from conveyor.serving.native import decode_native_request, encode_predictions
     from conveyor.serving.openapi import openapi_document
 
-    server = Server(backends, enrich)
+    server = Server(project, enrich)
     openapi = orjson.dumps(openapi_document(__version__))
 
     def _failed(
@@ -441,14 +429,12 @@ def create_app(
         )
         return response
 
-    def guarded(
-        action: str, fn: Callable[[Request, ApiKey | None], Awaitable[Response]]
-    ) -> Handler:
+    def guarded(action: str, fn: Callable[[Request, Caller], Awaitable[Response]]) -> Handler:
         async def endpoint(request: Request) -> Response:
             request_id = request.state.request_id = _request_id(request)
             try:
                 # Probes (load balancers, Kubernetes) carry no key: health is open.
-                key = None if action == "health" else server.authorize(request, action)
+                key = _open_caller() if action == "health" else server.authorize(request, action)
                 return await fn(request, key)
             except _BadRequest as bad:
                 return _failed(request, request_id, bad.error, 400)
@@ -485,7 +471,7 @@ def create_app(
 
     # -- native ---------------------------------------------------------------------
 
-    async def native_predict(request: Request, key: ApiKey | None) -> Response:
+    async def native_predict(request: Request, key: Caller) -> Response:
         model = request.path_params["model"]
         request_id = request.state.request_id
         body = await server.body(request)
@@ -521,7 +507,7 @@ def create_app(
             content, media_type="application/json", headers={"x-request-id": request_id}
         )
 
-    async def list_models(request: Request, key: ApiKey | None) -> Response:
+    async def list_models(request: Request, key: Caller) -> Response:
         return _json(
             {
                 "models": [
@@ -535,11 +521,11 @@ def create_app(
             }
         )
 
-    async def show_route(request: Request, key: ApiKey | None) -> Response:
+    async def show_route(request: Request, key: Caller) -> Response:
         state = server.routes.get(request.path_params["model"])
         return _json(state.to_dict())
 
-    async def set_route(request: Request, key: ApiKey | None) -> Response:
+    async def set_route(request: Request, key: Caller) -> Response:
         from conveyor.serving.routes import RoutePolicy
 
         body = await server.body(request)
@@ -558,20 +544,20 @@ def create_app(
             lambda: server.routes.set(
                 request.path_params["model"],
                 policy,
-                actor=key.name if key else None,
+                actor=key.actor,
                 reason=document.get("reason"),
                 expected_revision=document.get("expected_revision"),
             ),
         )
         return _json(state.to_dict())
 
-    async def rollback(request: Request, key: ApiKey | None) -> Response:
+    async def rollback(request: Request, key: Caller) -> Response:
         reason = request.query_params.get("reason")
         loop = asyncio.get_running_loop()
         state = await loop.run_in_executor(
             None,
             lambda: server.routes.rollback(
-                request.path_params["model"], actor=key.name if key else None, reason=reason
+                request.path_params["model"], actor=key.actor, reason=reason
             ),
         )
         await server.watcher.refresh()  # this worker switches now; the others within a poll
@@ -579,13 +565,13 @@ def create_app(
 
     # -- Open Inference Protocol v2 ---------------------------------------------------
 
-    async def v2_server(request: Request, key: ApiKey | None) -> Response:
+    async def v2_server(request: Request, key: Caller) -> Response:
         return _json(v2.server_metadata(__version__, ["binary_tensor_data"]))
 
-    async def live(request: Request, key: ApiKey | None) -> Response:
+    async def live(request: Request, key: Caller) -> Response:
         return _json({"live": True})
 
-    async def ready(request: Request, key: ApiKey | None) -> Response:
+    async def ready(request: Request, key: Caller) -> Response:
         ok = server.watcher.ready
         return _json({"ready": ok}, 200 if ok else 503)
 
@@ -597,7 +583,7 @@ def create_app(
             version = route.policy.serving_versions()[0]
         return model, await server.served(model, version)
 
-    async def v2_model(request: Request, key: ApiKey | None) -> Response:
+    async def v2_model(request: Request, key: Caller) -> Response:
         model, served = await _metadata_of(request)
         route = server.watcher.routes.get(model)
         versions = route.policy.serving_versions() if route else (served.version.number,)
@@ -608,7 +594,7 @@ def create_app(
         outputs = [v2.TensorMetadata("predict", "FP64", (-1,))]
         return _json(v2.model_metadata(model, versions, served.version.flavor, inputs, outputs))
 
-    async def v2_model_ready(request: Request, key: ApiKey | None) -> Response:
+    async def v2_model_ready(request: Request, key: Caller) -> Response:
         model = request.path_params["model"]
         version = _version_param(request)
         route = server.watcher.routes.get(model)
@@ -617,7 +603,7 @@ def create_app(
             raise NotFoundError(f"model {model!r} is not ready here", model=model)
         return _json({"name": model, "ready": True})
 
-    async def v2_infer(request: Request, key: ApiKey | None) -> Response:
+    async def v2_infer(request: Request, key: Caller) -> Response:
         model = request.path_params["model"]
         request_id = request.state.request_id
         body = await server.body(request)
@@ -656,7 +642,7 @@ def create_app(
 
     # -- operations ---------------------------------------------------------------
 
-    async def metrics(request: Request, key: ApiKey | None) -> Response:
+    async def metrics(request: Request, key: Caller) -> Response:
         for served in server.pool.served:
             server.metrics.queue_depth.labels(served.version.model, str(served.version.number)).set(
                 served.batcher.queue_depth
@@ -677,31 +663,37 @@ def create_app(
             if on_close is not None:
                 on_close()
 
-    predict_endpoint = guarded("predict", native_predict)
+    predict_endpoint = guarded("serving.predict", native_predict)
     routes = [
         Route("/v1/models/{model}/predict", predict_endpoint, methods=["POST"]),
-        Route("/v1/models", guarded("read", list_models), methods=["GET"]),
-        Route("/v1/models/{model}/route", guarded("read", show_route), methods=["GET"]),
-        Route("/v1/models/{model}/route", guarded("route", set_route), methods=["PUT"]),
-        Route("/v1/models/{model}/rollback", guarded("rollback", rollback), methods=["POST"]),
-        Route("/v2", guarded("read", v2_server), methods=["GET"]),
+        Route("/v1/models", guarded("serving.read", list_models), methods=["GET"]),
+        Route("/v1/models/{model}/route", guarded("serving.read", show_route), methods=["GET"]),
+        Route("/v1/models/{model}/route", guarded("serving.route", set_route), methods=["PUT"]),
+        Route(
+            "/v1/models/{model}/rollback", guarded("serving.rollback", rollback), methods=["POST"]
+        ),
+        Route("/v2", guarded("serving.read", v2_server), methods=["GET"]),
         Route("/v2/health/live", guarded("health", live), methods=["GET"]),
         Route("/v2/health/ready", guarded("health", ready), methods=["GET"]),
-        Route("/v2/models/{model}", guarded("read", v2_model), methods=["GET"]),
-        Route("/v2/models/{model}/versions/{version}", guarded("read", v2_model), methods=["GET"]),
-        Route("/v2/models/{model}/ready", guarded("read", v2_model_ready), methods=["GET"]),
+        Route("/v2/models/{model}", guarded("serving.read", v2_model), methods=["GET"]),
         Route(
-            "/v2/models/{model}/versions/{version}/ready",
-            guarded("read", v2_model_ready),
+            "/v2/models/{model}/versions/{version}",
+            guarded("serving.read", v2_model),
             methods=["GET"],
         ),
-        Route("/v2/models/{model}/infer", guarded("predict", v2_infer), methods=["POST"]),
+        Route("/v2/models/{model}/ready", guarded("serving.read", v2_model_ready), methods=["GET"]),
+        Route(
+            "/v2/models/{model}/versions/{version}/ready",
+            guarded("serving.read", v2_model_ready),
+            methods=["GET"],
+        ),
+        Route("/v2/models/{model}/infer", guarded("serving.predict", v2_infer), methods=["POST"]),
         Route(
             "/v2/models/{model}/versions/{version}/infer",
-            guarded("predict", v2_infer),
+            guarded("serving.predict", v2_infer),
             methods=["POST"],
         ),
-        Route("/metrics", guarded("read", metrics), methods=["GET"]),
+        Route("/metrics", guarded("serving.read", metrics), methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from conveyor.config import BatchingSpec
     from conveyor.registry.registry import Registry
     from conveyor.registry.versions import LoadedModel, ModelVersion
     from conveyor.serving.batcher import Batcher
+    from conveyor.serving.settings import BatchingSpec
 
 __all__ = ["ModelPool", "Served", "warmup_table"]
 

@@ -38,8 +38,8 @@ if TYPE_CHECKING:
 
     from conveyor.events.log import EventLog
     from conveyor.registry import Registry
+    from conveyor.serving.tables import RouteRecord
     from conveyor.store.database import MetadataStore
-    from conveyor.store.models import RouteRecord
 
 __all__ = ["RouteState", "RouteStore"]
 
@@ -148,7 +148,7 @@ class RouteStore:
 
         A later :meth:`set` continues the revision numbers after the history's last.
         """
-        from conveyor.store.models import RouteRecord
+        from conveyor.serving.tables import RouteRecord
 
         with self.store.session() as session:
             row = session.get(RouteRecord, model)
@@ -211,8 +211,8 @@ class RouteStore:
     ) -> tuple[RouteState | None, RouteState]:
         import sqlalchemy as sa
 
-        from conveyor.store.models import RouteHistoryRecord as H
-        from conveyor.store.models import RouteRecord
+        from conveyor.serving.tables import RouteHistoryRecord as H
+        from conveyor.serving.tables import RouteRecord
         from conveyor.store.types import utcnow
 
         row = session.get(RouteRecord, model)
@@ -310,7 +310,7 @@ class RouteStore:
 
     def get(self, model: str) -> RouteState:
         """The live route of ``model`` (NotFoundError if it has none)."""
-        from conveyor.store.models import RouteRecord
+        from conveyor.serving.tables import RouteRecord
 
         with self.store.read() as session:
             row = session.get(RouteRecord, model)
@@ -322,7 +322,7 @@ class RouteStore:
         """Every live route, by model name."""
         import sqlalchemy as sa
 
-        from conveyor.store.models import RouteRecord
+        from conveyor.serving.tables import RouteRecord
 
         with self.store.read() as session:
             rows = session.scalars(sa.select(RouteRecord).order_by(RouteRecord.model))
@@ -332,7 +332,7 @@ class RouteStore:
         """``{model: revision}`` of every live route: one small SELECT, what servers poll."""
         import sqlalchemy as sa
 
-        from conveyor.store.models import RouteRecord
+        from conveyor.serving.tables import RouteRecord
 
         with self.store.read() as session:
             rows = session.execute(sa.select(RouteRecord.model, RouteRecord.revision))
@@ -342,7 +342,7 @@ class RouteStore:
         """The route's revisions, newest first (including revisions before a delete)."""
         import sqlalchemy as sa
 
-        from conveyor.store.models import RouteHistoryRecord as H
+        from conveyor.serving.tables import RouteHistoryRecord as H
         from conveyor.store.paging import check_limit
 
         check_limit(limit)
@@ -360,7 +360,7 @@ class RouteStore:
     def _history_entry(self, model: str, revision: int) -> RouteState | None:
         import sqlalchemy as sa
 
-        from conveyor.store.models import RouteHistoryRecord as H
+        from conveyor.serving.tables import RouteHistoryRecord as H
 
         with self.store.read() as session:
             r = session.scalars(

@@ -44,9 +44,7 @@ if TYPE_CHECKING:
     from conveyor.store.runs import RunRepository
 
 __all__ = [
-    "SCRIPT_LOCATION",
     "SEAM",
-    "VERSION_TABLE",
     "MetadataStore",
     "keyset",
     "page",
@@ -57,10 +55,6 @@ T = TypeVar("T")
 S = TypeVar("S", bound=sa.Select[Any])
 
 SEAM = "store"
-#: Alembic's ``package:directory`` form, so the scripts are found inside an installed wheel.
-SCRIPT_LOCATION = "conveyor.store:migrations"
-#: The store's own version table: the event log may share the database with its own.
-VERSION_TABLE = "conveyor_store_version"
 
 # SQLSTATE / SQLite extended codes of a duplicate key.
 _PG_UNIQUE_VIOLATION = "23505"
@@ -86,14 +80,18 @@ class MetadataStore(Closeable):
 
     @classmethod
     def from_url(cls, url: BackendURL | str, *, migrate: bool = True) -> MetadataStore:
-        """Connect (BackendUnavailableError naming host and port if that fails) and migrate."""
+        """Connect (BackendUnavailableError naming host and port if that fails) and migrate.
+
+        Migrating brings the store's own tables and every installed capability's
+        to their newest revision (:func:`conveyor.store.migrate.upgrade_all`).
+        """
         url = BackendURL.parse(url)
         engine = create_engine(url, SEAM, json_serializer=dump_json)
         try:
             connect_check(engine, url, SEAM)
             if migrate:
                 with translate_errors(url, SEAM):
-                    migrations.upgrade(engine, SCRIPT_LOCATION, VERSION_TABLE)
+                    migrations.upgrade_all(engine, migrations.store_chains())
         except BaseException:
             engine.dispose()
             raise
@@ -190,60 +188,74 @@ class MetadataStore(Closeable):
         """Run ``SELECT 1``; raise BackendUnavailableError if the database does not answer."""
         connect_check(self.engine, self._url, SEAM)
 
-    def revision(self) -> str | None:
-        """The schema revision the database is at (None before the first migration)."""
+    def revisions(self) -> dict[str, str | None]:
+        """Each migration chain's revision in the database (None: not created yet)."""
         with translate_errors(self._url, SEAM), self.engine.connect() as conn:
-            revision = migrations.current_revision(conn, VERSION_TABLE)
+            found = migrations.revisions(conn, migrations.store_chains())
             conn.rollback()
-            return revision
+            return found
 
     @staticmethod
-    def head_revision() -> str | None:
-        """The newest schema revision this version of Conveyor ships."""
-        return migrations.head_revision(SCRIPT_LOCATION)
+    def head_revisions() -> dict[str, str | None]:
+        """The newest revision of each chain this installation ships."""
+        return {
+            c.name: migrations.head_revision(c.script_location) for c in migrations.store_chains()
+        }
 
-    def migrate(self) -> str | None:
-        """Bring the schema to the head revision (safe from several processes at once)."""
+    def migrate(self) -> dict[str, str | None]:
+        """Bring every chain to its head (safe from several processes at once)."""
         with translate_errors(self._url, SEAM):
-            return migrations.upgrade(self.engine, SCRIPT_LOCATION, VERSION_TABLE)
+            return migrations.upgrade_all(self.engine, migrations.store_chains())
 
     def health(self) -> dict[str, Any]:
-        """What ``conveyor doctor`` shows: backend, redacted URL, schema revision and head.
+        """What ``conveyor doctor`` shows: backend, redacted URL, each chain's revision and head.
 
-        ``migrated`` is False while the database is behind this version of
-        Conveyor (opening the store with ``migrate=True`` brings it up).
-        Raises BackendUnavailableError when the database does not answer.
+        ``migrated`` is False while some chain is behind this installation
+        (opening the store with ``migrate=True`` brings it up). Raises
+        BackendUnavailableError when the database does not answer.
         """
-        head = self.head_revision()
-        revision = self.revision()
+        heads = self.head_revisions()
+        current = self.revisions()
+        behind = sorted(name for name, head in heads.items() if current.get(name) != head)
         return {
             "seam": SEAM,
             "backend": self._url.scheme,
             "url": str(self._url),
-            "revision": revision,
-            "head": head,
-            "migrated": revision == head,
+            "revisions": current,
+            "heads": heads,
+            "behind": behind,
+            "migrated": not behind,
         }
 
     def schema_diff(self) -> list[Any]:
         """Differences between the database schema and the models (empty when they agree).
 
-        Alembic's autogenerate comparison; tables this store does not own
-        (another seam's, in a shared database) are left out.
+        Alembic's autogenerate comparison over every chain's tables; tables no
+        chain owns (another seam's, in a shared database) are left out.
         """
         from alembic.autogenerate import compare_metadata
         from alembic.runtime.migration import MigrationContext
 
         from conveyor.store.models import Base
 
-        owned = set(Base.metadata.tables)
+        owned: set[str] = set()
+        for chain in migrations.store_chains():
+            owned |= migrations.owned_tables(chain)
 
         def include_name(name: str | None, type_: str, parent: Any) -> bool:
             return type_ != "table" or name in owned
 
+        def include_object(obj: Any, name: str | None, type_: str, *_: Any) -> bool:
+            return type_ != "table" or name in owned
+
         with translate_errors(self._url, SEAM), self.engine.connect() as conn:
             context = MigrationContext.configure(
-                conn, opts={"include_name": include_name, "compare_type": True}
+                conn,
+                opts={
+                    "include_name": include_name,
+                    "include_object": include_object,
+                    "compare_type": True,
+                },
             )
             diff: list[Any] = compare_metadata(context, Base.metadata)
             conn.rollback()

@@ -1,26 +1,111 @@
-"""Alembic migrations run from code, for every SQL-backed seam.
+"""Alembic migrations run from code: one chain per owner of tables.
 
-Each seam that owns tables (the metadata store, the event log) keeps its own
-migration scripts and its own version table, so both can share one
-PostgreSQL database or live in separate SQLite files.
+The metadata store's own tables (runs, reports) are the ``core`` chain; each
+capability that declares :class:`~conveyor.capability.Tables` brings its own
+chain, with its own version table, applied after the chains of the
+capabilities it requires (Django's one-chain-per-app). The event log keeps its
+own chain too, so it can share a PostgreSQL database or live in its own file.
 
-:func:`upgrade` is safe to call from several processes at once (server
+:func:`upgrade_all` is safe to call from several processes at once (server
 workers starting together): the whole check-and-upgrade runs in one
 transaction holding a lock (a transaction-scoped advisory lock on
 PostgreSQL, the write lock of ``BEGIN IMMEDIATE`` on SQLite), and the
-current revision is read again once the lock is held.
+current revisions are read again once the lock is held. When nothing is to
+be done it costs one read of the version tables and takes no lock.
+
+Databases made before capabilities owned their tables kept every table in one
+chain (``conveyor_store_version`` at revision ``0004``). Such a database is
+*adopted*: each chain that declares a ``legacy_baseline`` is stamped at it
+(its tables are already there, as that revision would create them), the old
+version table is dropped, and the chains go on from there. Nothing is copied
+or lost.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-__all__ = ["current_revision", "head_revision", "upgrade"]
+from conveyor.errors import BackendError
+
+__all__ = [
+    "CORE",
+    "LEGACY_HEAD",
+    "LEGACY_VERSION_TABLE",
+    "Chain",
+    "current_revision",
+    "head_revision",
+    "owned_tables",
+    "revisions",
+    "run_environment",
+    "store_chains",
+    "upgrade",
+    "upgrade_all",
+]
+
+#: The one version table of databases made before capabilities owned their tables.
+LEGACY_VERSION_TABLE = "conveyor_store_version"
+#: The only revision such a database can be adopted from (the last one released).
+LEGACY_HEAD = "0004"
+
+
+@dataclass(frozen=True, slots=True)
+class Chain:
+    """One migration chain: who owns it, where its scripts are, where its revision is kept."""
+
+    name: str
+    script_location: str
+    version_table: str
+    models: str | None = None
+    """The module declaring the chain's ORM tables (None: tables declared elsewhere)."""
+    legacy_baseline: str | None = None
+
+
+#: The metadata store's own chain: runs, reports and their checks.
+CORE = Chain(
+    "core", "conveyor.store:migrations", "conveyor_core_version", "conveyor.store.models", "0001"
+)
+
+
+def store_chains() -> list[Chain]:
+    """The core chain, then each capability's, in dependency order."""
+    from conveyor.capability import capabilities
+
+    chains = [CORE]
+    for declared in capabilities():
+        if declared.tables is not None:
+            tables = declared.tables
+            chains.append(
+                Chain(
+                    declared.name,
+                    tables.migrations,
+                    tables.version_table,
+                    tables.models,
+                    tables.legacy_baseline,
+                )
+            )
+    return chains
+
+
+def owned_tables(chain: Chain) -> set[str]:
+    """The names of the tables ``chain``'s models module declares."""
+    if chain.models is None:
+        return set()
+    from conveyor.store.models import Base
+
+    module = importlib.import_module(chain.models)
+    return {
+        str(mapper.class_.__tablename__)
+        for mapper in Base.registry.mappers
+        if mapper.class_.__module__ == module.__name__
+    }
 
 
 def _config(script_location: str, version_table: str, connection: Connection | None = None) -> Any:
@@ -84,22 +169,110 @@ def current_revision(conn: Connection, version_table: str) -> str | None:
     return rows[0] if rows else None
 
 
+def revisions(conn: Connection, chains: Iterable[Chain]) -> dict[str, str | None]:
+    """Each chain's current revision (None: not created yet)."""
+    present = set(sa.inspect(conn).get_table_names())
+    found: dict[str, str | None] = {}
+    for chain in chains:
+        found[chain.name] = (
+            current_revision(conn, chain.version_table) if chain.version_table in present else None
+        )
+    return found
+
+
 def upgrade(engine: Engine, script_location: str, version_table: str) -> str | None:
-    """Bring the database to the newest revision; return the revision it is at."""
+    """Bring one chain to its newest revision; return the revision it is at."""
+    chain = Chain(version_table, script_location, version_table)
+    return upgrade_all(engine, [chain])[chain.name]
+
+
+def upgrade_all(engine: Engine, chains: Sequence[Chain]) -> dict[str, str | None]:
+    """Bring every chain to its head, in order; return each chain's revision."""
     from conveyor.store.engine import READ
 
-    head = head_revision(script_location)
+    heads = {chain.name: head_revision(chain.script_location) for chain in chains}
+    adopting = any(chain.legacy_baseline for chain in chains)
     with engine.connect().execution_options(**READ) as conn:
         # Fast path: nothing to do, and no write lock taken.
-        if current_revision(conn, version_table) == head:
+        legacy = adopting and sa.inspect(conn).has_table(LEGACY_VERSION_TABLE)
+        if not legacy and revisions(conn, chains) == heads:
             conn.rollback()
-            return head
+            return heads
+        conn.rollback()
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
-            key = zlib.crc32(version_table.encode())
+            key = zlib.crc32(",".join(c.version_table for c in chains).encode())
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
-        if current_revision(conn, version_table) != head:
-            from alembic import command
+        if adopting and sa.inspect(conn).has_table(LEGACY_VERSION_TABLE):
+            _adopt_legacy(conn, chains)
+        current = revisions(conn, chains)
+        for chain in chains:
+            if current[chain.name] != heads[chain.name]:
+                from alembic import command
 
-            command.upgrade(_config(script_location, version_table, conn), "head")
-    return head
+                command.upgrade(_chain_config(chain, conn), "head")
+    return heads
+
+
+def _chain_config(chain: Chain, conn: Connection) -> Any:
+    cfg = _config(chain.script_location, chain.version_table, conn)
+    cfg.attributes["models"] = chain.models
+    return cfg
+
+
+def _adopt_legacy(conn: Connection, chains: Sequence[Chain]) -> None:
+    """Stamp each chain at its baseline on a database made before the split; see above."""
+    legacy = current_revision(conn, LEGACY_VERSION_TABLE)
+    if legacy != LEGACY_HEAD:
+        raise BackendError(
+            f"this metadata store was made by a pre-release build of Conveyor (schema "
+            f"{LEGACY_VERSION_TABLE} at {legacy!r}); only databases at {LEGACY_HEAD!r} can be "
+            "upgraded: open it once with that release, or start a new store",
+            seam="store",
+            revision=legacy,
+        )
+    from alembic import command
+
+    current = revisions(conn, chains)
+    for chain in chains:
+        if chain.legacy_baseline and current[chain.name] is None:
+            command.stamp(_chain_config(chain, conn), chain.legacy_baseline)
+    conn.execute(sa.text(f"DROP TABLE {LEGACY_VERSION_TABLE}"))
+
+
+def run_environment() -> None:
+    """The body of every chain's ``env.py``: migrate over the connection handed in.
+
+    Migrations run from code only (:func:`upgrade_all`), which hands over an
+    open connection (already inside the transaction that holds the migration
+    lock), the version table and the chain's models module through
+    ``config.attributes``. There is no offline (SQL script) mode.
+    """
+    from alembic import context
+
+    from conveyor.store.models import Base
+
+    config = context.config
+    connection = config.attributes.get("connection")
+    if connection is None:
+        raise RuntimeError(
+            "Conveyor's migrations run from code: open the store with "
+            "conveyor.store.MetadataStore.from_url(url), or call MetadataStore.migrate()"
+        )
+    models = config.attributes.get("models")
+    owned = owned_tables(Chain("", "", "", models)) if models else set()
+
+    def include_name(name: str | None, type_: str, parent: Any) -> bool:
+        return type_ != "table" or name in owned
+
+    context.configure(
+        connection=connection,
+        target_metadata=Base.metadata,
+        version_table=config.attributes["version_table"],
+        include_name=include_name,
+        # SQLite cannot ALTER most things in place; batch mode rebuilds the table.
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()

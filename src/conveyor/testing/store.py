@@ -37,7 +37,8 @@ from conveyor.errors import (
     InvalidInputError,
     NotFoundError,
 )
-from conveyor.store.database import VERSION_TABLE, MetadataStore
+from conveyor.store.database import MetadataStore
+from conveyor.store.migrate import store_chains
 from conveyor.store.models import RunRecord
 from conveyor.store.paging import encode_cursor
 from conveyor.store.runs import Run
@@ -93,25 +94,28 @@ class MetadataStoreContract:
     # -- opening, migrations, lifecycle ---------------------------------------
 
     def test_opening_twice_migrates_once_and_reaches_head(self, store_url: str) -> None:
-        head = MetadataStore.head_revision()
-        assert head is not None
+        heads = MetadataStore.head_revisions()
+        # The store's own chain, then one per capability with tables.
+        assert heads["core"] is not None and {"registry", "serving", "governance"} <= set(heads)
         with STORE.open(store_url) as first:
             assert isinstance(first, MetadataStore)
-            assert first.revision() == head
+            assert first.revisions() == heads
             run = first.runs.start("demo", "survives a second open")
         with STORE.open(store_url) as second:
-            assert second.revision() == head
+            assert second.revisions() == heads
             assert second.health()["migrated"] is True
             assert second.runs.get(run.id).name == "survives a second open"
             with second.read() as session:
-                rows = session.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).all()
-            assert [r[0] for r in rows] == [head]
+                for chain in store_chains():
+                    table = chain.version_table
+                    rows = session.execute(sa.text(f"SELECT version_num FROM {table}")).all()
+                    assert [r[0] for r in rows] == [heads[chain.name]], chain
 
     def test_health_describes_backend_without_password(self, store: MetadataStore) -> None:
         facts = store.health()
         assert facts["backend"] == store.url.scheme
-        assert facts["revision"] == facts["head"] == MetadataStore.head_revision()
-        assert facts["migrated"] is True
+        assert facts["revisions"] == facts["heads"] == MetadataStore.head_revisions()
+        assert facts["migrated"] is True and facts["behind"] == []
         store.ping()
         secret = store.url.password
         if secret:
@@ -129,8 +133,9 @@ class MetadataStoreContract:
     def test_unmigrated_store_says_so_until_migrated(self, store_url: str) -> None:
         with MetadataStore.from_url(BackendURL.parse(store_url), migrate=False) as store:
             facts = store.health()
-            assert (facts["revision"], facts["migrated"]) == (None, False)
-            assert store.migrate() == facts["head"]
+            assert set(facts["revisions"].values()) == {None} and facts["migrated"] is False
+            assert facts["behind"] == sorted(facts["heads"])
+            assert store.migrate() == facts["heads"]
             assert store.health()["migrated"] is True
             assert store.runs.start("demo", "after migrate").version == 1
 

@@ -40,33 +40,21 @@ What is recorded
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from conveyor.artifacts.store import ArtifactStore
-    from conveyor.config import ModelSpec, ProjectSpec
-    from conveyor.data.layer import DataLayer
-    from conveyor.events.log import EventLog
     from conveyor.pipelines.context import StepContext
     from conveyor.pipelines.definition import Pipeline
     from conveyor.pipelines.triggers import Trigger
-    from conveyor.registry.registry import Registry
-    from conveyor.store.database import MetadataStore
+    from conveyor.project import Project
+    from conveyor.training.settings import ModelSpec
 
 __all__ = ["PIPELINE_PREFIX", "retraining_pipeline", "retraining_schedules", "trigger_label"]
 
 #: A model's retraining pipeline is named ``retrain.NAME``.
 PIPELINE_PREFIX = "retrain."
-
-
-class HasSpec(Protocol):
-    """Anything holding a project spec (a :class:`conveyor.Project`)."""
-
-    @property
-    def spec(self) -> ProjectSpec: ...
 
 
 def retraining_triggers(name: str, spec: ModelSpec) -> list[Trigger]:
@@ -88,10 +76,10 @@ def retraining_triggers(name: str, spec: ModelSpec) -> list[Trigger]:
 def retraining_pipeline(name: str, spec: ModelSpec) -> Pipeline:
     """The pipeline ``retrain.NAME``: ``spec.retrain``'s cron and triggers, one ``train`` step.
 
-    The step needs a runner with the project's data layer and artifact store
-    (``LocalRunner(store, events, artifacts, data=project.data)``, as the
-    CLI builds it). It can also be run by hand with ``LocalRunner.run``; its
-    label is then ``params["trigger"]`` or ``manual``.
+    The step needs a runner that knows the project
+    (``LocalRunner.for_project(project)``, as the CLI builds it). It can also be
+    run by hand with ``LocalRunner.run``; its label is then ``params["trigger"]``
+    or ``manual``.
     """
     from conveyor.pipelines.definition import Pipeline
 
@@ -108,10 +96,11 @@ def retraining_pipeline(name: str, spec: ModelSpec) -> Pipeline:
         from conveyor.training.flow import train_candidate
 
         candidate = train_candidate(
-            _StepProject.of(ctx, name, spec),
+            ctx.project,
             name,
             actor=f"pipeline:{ctx.pipeline}",
             trigger=trigger_label(ctx.params),
+            spec=spec,  # the spec this pipeline was built from is the one that trains
         )
         ctx.log.info("%s: %s", candidate.version.ref, candidate.report.verdict)
         return candidate.to_dict()
@@ -119,13 +108,15 @@ def retraining_pipeline(name: str, spec: ModelSpec) -> Pipeline:
     return pipeline
 
 
-def retraining_schedules(project: HasSpec) -> list[Pipeline]:
+def retraining_schedules(project: Project) -> list[Pipeline]:
     """One retraining pipeline per model whose ``retrain`` has a cron, events or new data.
 
     Models without any of them are left out (they train only when asked).
     """
     pipelines = []
-    for name, spec in project.spec.models.items():
+    from conveyor.training.settings import models_of
+
+    for name, spec in models_of(project.spec).items():
         retrain = spec.retrain
         if retrain.cron is None and not retrain.on_events and not retrain.on_new_data:
             continue
@@ -149,36 +140,3 @@ def trigger_label(params: Mapping[str, Any]) -> str:
         else:
             labels.append(str(kind))
     return "+".join(labels)
-
-
-@dataclass(frozen=True)
-class _StepProject:
-    """What ``train_candidate`` needs (a FlowProject), from a pipeline step's context."""
-
-    spec: ProjectSpec
-    store: MetadataStore
-    artifacts: ArtifactStore
-    events: EventLog
-    data: DataLayer
-    registry: Registry
-
-    @classmethod
-    def of(cls, ctx: StepContext, name: str, spec: ModelSpec) -> _StepProject:
-        from conveyor.registry.registry import Registry
-
-        data = ctx.data
-        project_spec = data.spec
-        if project_spec.models.get(name) != spec:
-            # The pipeline was built from this ModelSpec: it is the one that trains.
-            project_spec = project_spec.model_copy(
-                update={"models": {**project_spec.models, name: spec}}
-            )
-        artifacts = ctx.artifacts
-        return cls(
-            project_spec,
-            ctx.store,
-            artifacts,
-            ctx.events,
-            data,
-            Registry(ctx.store, artifacts, ctx.events),
-        )

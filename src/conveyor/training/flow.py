@@ -44,10 +44,9 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import InvalidInputError, NotFoundError
-from conveyor.training.runs import RunBackends
 
 if TYPE_CHECKING:
     import numpy as np
@@ -56,12 +55,12 @@ if TYPE_CHECKING:
 
     from conveyor.checks.gates import Gate
     from conveyor.checks.result import Report
-    from conveyor.config import HoldoutSpec, ModelSpec, ProjectSpec
-    from conveyor.data.layer import DataLayer
     from conveyor.data.versions import DatasetVersion
+    from conveyor.project import Project
     from conveyor.registry.promotion import Promotion
     from conveyor.registry.registry import Registry
     from conveyor.registry.versions import AliasMove, ModelVersion
+    from conveyor.training.settings import HoldoutSpec, ModelSpec
 
 __all__ = [
     "GATES",
@@ -74,18 +73,6 @@ __all__ = [
     "prepare",
     "train_candidate",
 ]
-
-
-class FlowProject(RunBackends, Protocol):
-    """What the flow needs from a project (:class:`conveyor.Project` has it all):
-    a run's backends, plus the spec, the data layer and the registry."""
-
-    @property
-    def spec(self) -> ProjectSpec: ...
-    @property
-    def data(self) -> DataLayer: ...
-    @property
-    def registry(self) -> Registry: ...
 
 
 @dataclass(frozen=True)
@@ -204,7 +191,7 @@ def holdout_mask(frame: pd.DataFrame, spec: HoldoutSpec) -> npt.NDArray[np.bool_
 
 
 def prepare(
-    project: FlowProject,
+    project: Project,
     spec: ModelSpec,
     *,
     seen_parts: frozenset[str] = frozenset(),
@@ -299,7 +286,7 @@ def _gate_latency(options: dict[str, Any], **_: Any) -> Gate:
     return latency_budget(**options)
 
 
-def _gate_suite(options: dict[str, Any], *, project: FlowProject, **_: Any) -> Gate:
+def _gate_suite(options: dict[str, Any], *, project: Project, **_: Any) -> Gate:
     from conveyor.training.gates import regression_suite
 
     options = dict(options)
@@ -315,9 +302,7 @@ def _gate_suite(options: dict[str, Any], *, project: FlowProject, **_: Any) -> G
     return regression_suite(examples, **options)
 
 
-def _gate_data(
-    options: dict[str, Any], *, project: FlowProject, prepared: Prepared, **_: Any
-) -> Gate:
+def _gate_data(options: dict[str, Any], *, project: Project, prepared: Prepared, **_: Any) -> Gate:
     from conveyor.checks.persist import get_report
     from conveyor.training.gates import data_checks
 
@@ -342,7 +327,7 @@ GATES: dict[str, Callable[..., Gate]] = {
 }
 
 
-def build_gates(project: FlowProject, name: str, spec: ModelSpec, prepared: Prepared) -> list[Gate]:
+def build_gates(project: Project, name: str, spec: ModelSpec, prepared: Prepared) -> list[Gate]:
     """The spec's gates, each built (and its options checked) before anything trains."""
     gates = []
     for i, entry in enumerate(spec.gates):
@@ -373,7 +358,7 @@ def build_gates(project: FlowProject, name: str, spec: ModelSpec, prepared: Prep
 
 
 def _context(
-    project: FlowProject, spec: ModelSpec, prepared: Prepared, model: Any, champion: Any
+    project: Project, spec: ModelSpec, prepared: Prepared, model: Any, champion: Any
 ) -> Any:
     from conveyor.training.gates import GateContext
 
@@ -398,7 +383,7 @@ def _context(
 
 
 def train_candidate(
-    project: FlowProject,
+    project: Project,
     name: str,
     *,
     params: Mapping[str, Any] | None = None,
@@ -407,16 +392,20 @@ def train_candidate(
     incremental: bool | None = None,
     auto_promote: bool | None = None,
     trigger: str = "manual",
+    spec: ModelSpec | None = None,
 ) -> Candidate:
     """Train ``name`` from its spec, register it, run its gates, move its aliases.
 
     ``params`` override the spec's; ``incremental`` and ``auto_promote``
     default to the spec's ``retrain.incremental`` and ``auto_promote``.
+    ``spec`` replaces ``models.NAME`` of the project's spec (a retraining
+    pipeline trains the spec it was built from).
     """
     from conveyor.registry.promotion import gate_subject
     from conveyor.training.runs import run
+    from conveyor.training.settings import model_spec
 
-    spec = project.spec.model(name)
+    spec = model_spec(project.spec, name) if spec is None else spec
     registry = project.registry
     merged = {**spec.params, **(params or {})}
     train_fn = load_entry_point(spec.train, project.spec.root, field=f"models.{name}.train")
@@ -487,7 +476,7 @@ def train_candidate(
     return candidate
 
 
-def evaluate_version(project: FlowProject, ref: str, *, actor: str | None = None) -> Report:
+def evaluate_version(project: Project, ref: str, *, actor: str | None = None) -> Report:
     """Run the spec's gates again on ``ref`` (``name@N``) against today's champion and data.
 
     The report is saved like a training's, so a version can be re-judged
@@ -496,10 +485,11 @@ def evaluate_version(project: FlowProject, ref: str, *, actor: str | None = None
     from conveyor.checks.gates import run_gates
     from conveyor.checks.persist import save_report
     from conveyor.registry.promotion import GATE_REPORT_KIND, gate_subject
+    from conveyor.training.settings import model_spec
 
     registry = project.registry
     version = registry.resolve(ref)
-    spec = project.spec.model(version.model)
+    spec = model_spec(project.spec, version.model)
     prepared = prepare(project, spec, actor=actor)
     gates = build_gates(project, version.model, spec, prepared)
     champion = _champion(registry, version.model)
@@ -574,7 +564,7 @@ def _judged(model: Any, spec: ModelSpec, prepared: Prepared) -> Any:
     )
 
 
-def _parts_of(project: FlowProject, version: ModelVersion) -> frozenset[str]:
+def _parts_of(project: Project, version: ModelVersion) -> frozenset[str]:
     repo = project.data.versions
     digests: set[str] = set()
     for dataset_version_id in version.dataset_version_ids:
@@ -602,7 +592,7 @@ def _continue(champion: Any, prepared: Prepared) -> Any:
     return model
 
 
-def _holdout_metrics(project: FlowProject, model: Any, prepared: Prepared) -> dict[str, float]:
+def _holdout_metrics(project: Project, model: Any, prepared: Prepared) -> dict[str, float]:
     """The quality SLO's metric (or accuracy / rmse) on the hold-out: the version's headline."""
     from conveyor.training.gates import GateContext, metric
     from conveyor.training.optimize.predictors import is_classifier

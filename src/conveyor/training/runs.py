@@ -18,11 +18,9 @@ the ML libraries that are installed); leaving it finishes the run as
 propagates). Events ``run.started``, ``run.metric`` and ``run.finished``
 go to the project's event log.
 
-``training`` sits below ``project`` in the import layers, so this module
-never imports :class:`~conveyor.project.Project`: it accepts any object
-with ``store``, ``events`` and ``artifacts`` (a ``Project`` is one), or
-opens those three backends itself from the spec found upwards from the
-current directory, and closes what it opened.
+``project`` is an open :class:`~conveyor.project.Project`, a path inside a
+project, or None for the project found upwards from the current directory;
+a project the run opened itself is closed when the run ends.
 """
 
 from __future__ import annotations
@@ -32,25 +30,22 @@ import secrets
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import ClosedError, ConflictError, InvalidInputError
 from conveyor.training.provenance import apply_seed, environment, git_state
 
 if TYPE_CHECKING:
     from conveyor.artifacts.digest import ArtifactRef
-    from conveyor.artifacts.store import ArtifactStore
     from conveyor.checks.gates import Gate
     from conveyor.checks.result import Report
     from conveyor.data.versions import DatasetVersion
-    from conveyor.events.log import EventLog
-    from conveyor.store.database import MetadataStore
+    from conveyor.project import Project
     from conveyor.store.runs import Run, RunStatus
     from conveyor.training.gates.context import GateContext
 
 __all__ = [
     "RESERVED_TAGS",
-    "RunBackends",
     "TrainingRun",
     "apply_seed",
     "environment",
@@ -62,71 +57,20 @@ __all__ = [
 RESERVED_TAGS = ("seed", "git", "environment", "datasets")
 
 
-class RunBackends(Protocol):
-    """What a run writes to: a :class:`~conveyor.project.Project` satisfies it."""
-
-    @property
-    def store(self) -> MetadataStore: ...
-
-    @property
-    def events(self) -> EventLog: ...
-
-    @property
-    def artifacts(self) -> ArtifactStore: ...
-
-
-class _OpenedBackends:
-    """The three backends of the project found from the current directory, owned by one run."""
-
-    def __init__(self, path: str | os.PathLike[str] | None) -> None:
-        from conveyor.backends import SEAMS
-        from conveyor.config import load_spec
-
-        self.spec = load_spec(path)
-        self.name = self.spec.project
-        self.root: Path = self.spec.root
-        self._opened: list[Any] = []
-        try:
-            self.store: MetadataStore = self._open(SEAMS["store"])
-            self.artifacts: ArtifactStore = self._open(SEAMS["artifacts"])
-            self.events: EventLog = self._open(SEAMS["events"])
-        except BaseException:
-            self.close()
-            raise
-
-    def _open(self, seam: Any) -> Any:
-        backend = seam.open(self.spec.url(seam.name))
-        self._opened.append(backend)
-        return backend
-
-    def close(self) -> None:
-        # The event log was opened last and closes last, so it records to the end.
-        errors: list[BaseException] = []
-        for backend in self._opened:
-            try:
-                backend.close()
-            except Exception as exc:  # close the rest, then report the first failure
-                errors.append(exc)
-        self._opened.clear()
-        if errors:
-            raise errors[0]
-
-
 def run(
     name: str,
     *,
     kind: str = "train",
     params: Mapping[str, Any] | None = None,
     seed: int | None = None,
-    project: RunBackends | str | os.PathLike[str] | None = None,
+    project: Project | str | os.PathLike[str] | None = None,
     tags: Mapping[str, Any] | None = None,
 ) -> TrainingRun:
     """A training run to use as ``with conveyor.run(name) as run:``.
 
-    ``project`` is an open project (anything with ``store``, ``events`` and
-    ``artifacts``), a path inside a project, or None for the project at or
-    above the current directory. ``seed`` None draws one, which is recorded,
-    so every run can be repeated.
+    ``project`` is an open :class:`~conveyor.project.Project`, a path inside a
+    project, or None for the project at or above the current directory.
+    ``seed`` None draws one, which is recorded, so every run can be repeated.
     """
     return TrainingRun(name, kind=kind, params=params, seed=seed, project=project, tags=tags)
 
@@ -141,7 +85,7 @@ class TrainingRun:
         kind: str = "train",
         params: Mapping[str, Any] | None = None,
         seed: int | None = None,
-        project: RunBackends | str | os.PathLike[str] | None = None,
+        project: Project | str | os.PathLike[str] | None = None,
         tags: Mapping[str, Any] | None = None,
     ) -> None:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
@@ -163,8 +107,8 @@ class TrainingRun:
         self._params = dict(params or {})
         self._tags = dict(tags or {})
         self._project_arg = project
-        self._backends: RunBackends | None = None
-        self._owned: _OpenedBackends | None = None
+        self._backends: Project | None = None
+        self._owned: Project | None = None
         self._run: Run | None = None
         self._datasets: list[str] = []
 
@@ -241,33 +185,27 @@ class TrainingRun:
             self._backends = None
             self._close_owned()
 
-    def _resolve_backends(self) -> tuple[RunBackends, Path | None, str | None]:
+    def _resolve_backends(self) -> tuple[Project, Path | None, str | None]:
+        from conveyor.project import Project
+
         arg = self._project_arg
         if arg is None or isinstance(arg, str | os.PathLike):
-            owned = _OpenedBackends(arg)
+            owned = Project.open(arg)
             self._owned = owned
             return owned, owned.root, owned.name
-        for attr in ("store", "events", "artifacts"):
-            if not hasattr(arg, attr):
-                raise InvalidInputError(
-                    f"project must be a Project (or have store, events and artifacts), "
-                    f"a path or None; {type(arg).__name__} has no {attr!r}",
-                    field="project",
-                )
-        root = getattr(arg, "root", None)
-        name = getattr(arg, "name", None)
-        return (
-            arg,
-            Path(root) if root is not None else None,
-            name if isinstance(name, str) else None,
-        )
+        if not isinstance(arg, Project):
+            raise InvalidInputError(
+                f"project must be a Project, a path or None; got {type(arg).__name__}",
+                field="project",
+            )
+        return arg, arg.root, arg.name
 
     def _close_owned(self) -> None:
         owned, self._owned = self._owned, None
         if owned is not None:
             owned.close()
 
-    def _require(self) -> tuple[RunBackends, Run]:
+    def _require(self) -> tuple[Project, Run]:
         if self._backends is None or self._run is None:
             state = "has finished" if self._run is not None else "has not started"
             raise ClosedError(

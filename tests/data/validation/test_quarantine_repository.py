@@ -13,6 +13,7 @@ import pytest
 
 from conveyor.artifacts.store import ArtifactStore
 from conveyor.data.quarantine import QuarantineBatch, QuarantineRepository, apply_policy
+from conveyor.data.tables import DatasetRecord, DatasetVersionRecord
 from conveyor.data.validation import REASON_COLUMN, Between, InSet, validate
 from conveyor.errors import (
     ArtifactIntegrityError,
@@ -22,7 +23,6 @@ from conveyor.errors import (
     NotFoundError,
 )
 from conveyor.store.database import MetadataStore
-from conveyor.store.models import DatasetRecord, DatasetVersionRecord
 
 ROWS = pa.table(
     {

@@ -128,7 +128,7 @@ class WatermarkRepository:
 
     def state(self, source: str) -> Watermark | None:
         """The stored watermark with its column and version, or None."""
-        from conveyor.store.models import WatermarkRecord
+        from conveyor.data.tables import WatermarkRecord
 
         _check_name(source)
         with self._store.read() as session:
@@ -139,7 +139,7 @@ class WatermarkRepository:
         """Every stored watermark, by source name."""
         import sqlalchemy as sa
 
-        from conveyor.store.models import WatermarkRecord
+        from conveyor.data.tables import WatermarkRecord
 
         with self._store.read() as session:
             records = session.scalars(sa.select(WatermarkRecord).order_by(WatermarkRecord.source))
@@ -162,7 +162,7 @@ class WatermarkRepository:
         watermark never moves backwards. The same value is accepted and
         changes nothing.
         """
-        from conveyor.store.models import WatermarkRecord
+        from conveyor.data.tables import WatermarkRecord
         from conveyor.store.types import utcnow
 
         _check_name(source)
@@ -230,7 +230,7 @@ class WatermarkRepository:
 
     def reset(self, source: str) -> bool:
         """Forget ``source``'s watermark (the next incremental read starts over)."""
-        from conveyor.store.models import WatermarkRecord
+        from conveyor.data.tables import WatermarkRecord
 
         _check_name(source)
         with self._store.session() as session:

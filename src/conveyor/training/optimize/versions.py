@@ -24,8 +24,8 @@ from conveyor.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from conveyor.checks.result import Report
+    from conveyor.project import Project
     from conveyor.registry.versions import ModelVersion
-    from conveyor.training.flow import FlowProject
     from conveyor.training.optimize.report import OptimizationReport
 
 __all__ = ["OPTIMIZATION_REPORT_KIND", "Method", "Optimized", "optimize_version"]
@@ -56,7 +56,7 @@ Method = Literal["onnx", "prune", "distill"]
 
 
 def optimize_version(
-    project: FlowProject,
+    project: Project,
     ref: str,
     *,
     method: Method = "onnx",
@@ -96,7 +96,9 @@ def optimize_version(
             f"{' or '.join(allowed[method])} models",
             field="ref",
         )
-    spec = project.spec.model(parent.model)
+    from conveyor.training.settings import model_spec
+
+    spec = model_spec(project.spec, parent.model)
     prepared = prepare(project, spec, actor=actor)
     X, y = prepared.X_holdout, prepared.y_holdout
     model = registry.load(parent).model

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26
+Create Date: 2026-12-03
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.create_table(
         "runs",
-        sa.Column("id", sa.String(32), nullable=False),
-        sa.Column("project", sa.String(200), nullable=True),
-        sa.Column("kind", sa.String(50), nullable=False),
-        sa.Column("name", sa.String(200), nullable=False),
-        sa.Column("status", sa.String(20), nullable=False),
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("project", sa.String(length=200), nullable=True),
+        sa.Column("kind", sa.String(length=50), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("status", sa.String(length=20), nullable=False),
         sa.Column("params", JSONB_DOCUMENT, nullable=False),
         sa.Column("metrics", JSONB_DOCUMENT, nullable=False),
         sa.Column("tags", JSONB_DOCUMENT, nullable=False),
@@ -36,43 +36,54 @@ def upgrade() -> None:
         sa.Column("started_at", UTCDateTime(), nullable=False),
         sa.Column("ended_at", UTCDateTime(), nullable=True),
         sa.Column("updated_at", UTCDateTime(), nullable=False),
+        sa.Column("parent_id", sa.String(length=32), nullable=True),
+        sa.Column("heartbeat_at", UTCDateTime(), nullable=True),
+        sa.Column("attempt", sa.Integer(), server_default="1", nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.CheckConstraint(
-            "status IN ('running', 'succeeded', 'failed', 'cancelled')",
-            name=op.f("ck_runs_status"),
+            "status IN ('running', 'succeeded', 'failed', 'cancelled')", name=op.f("ck_runs_status")
+        ),
+        sa.ForeignKeyConstraint(
+            ["parent_id"], ["runs.id"], name=op.f("fk_runs_parent_id_runs"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_runs")),
     )
-    op.create_index(op.f("ix_runs_kind_started_at"), "runs", ["kind", "started_at"])
-    op.create_index(op.f("ix_runs_started_at_id"), "runs", ["started_at", "id"])
-
+    op.create_index(op.f("ix_runs_kind_started_at"), "runs", ["kind", "started_at"], unique=False)
+    op.create_index(op.f("ix_runs_parent_id"), "runs", ["parent_id"], unique=False)
+    op.create_index(op.f("ix_runs_started_at_id"), "runs", ["started_at", "id"], unique=False)
+    op.create_index(
+        op.f("ix_runs_status_heartbeat_at"), "runs", ["status", "heartbeat_at"], unique=False
+    )
     op.create_table(
         "reports",
-        sa.Column("id", sa.String(32), nullable=False),
-        sa.Column("kind", sa.String(50), nullable=False),
-        sa.Column("subject", sa.String(300), nullable=False),
-        sa.Column("subject_version", sa.String(100), nullable=True),
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("kind", sa.String(length=50), nullable=False),
+        sa.Column("subject", sa.String(length=300), nullable=False),
+        sa.Column("subject_version", sa.String(length=100), nullable=True),
         sa.Column("passed", sa.Boolean(), nullable=False),
-        sa.Column("verdict", sa.String(30), nullable=False),
+        sa.Column("verdict", sa.String(length=30), nullable=False),
         sa.Column("created_at", UTCDateTime(), nullable=False),
-        sa.Column("run_id", sa.String(32), nullable=True),
+        sa.Column("run_id", sa.String(length=32), nullable=True),
         sa.ForeignKeyConstraint(
             ["run_id"], ["runs.id"], name=op.f("fk_reports_run_id_runs"), ondelete="SET NULL"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_reports")),
     )
-    op.create_index(op.f("ix_reports_subject_created_at"), "reports", ["subject", "created_at"])
-    op.create_index(op.f("ix_reports_kind_created_at"), "reports", ["kind", "created_at"])
-    op.create_index(op.f("ix_reports_created_at_id"), "reports", ["created_at", "id"])
-    op.create_index(op.f("ix_reports_run_id"), "reports", ["run_id"])
-
+    op.create_index(op.f("ix_reports_created_at_id"), "reports", ["created_at", "id"], unique=False)
+    op.create_index(
+        op.f("ix_reports_kind_created_at"), "reports", ["kind", "created_at"], unique=False
+    )
+    op.create_index(op.f("ix_reports_run_id"), "reports", ["run_id"], unique=False)
+    op.create_index(
+        op.f("ix_reports_subject_created_at"), "reports", ["subject", "created_at"], unique=False
+    )
     op.create_table(
         "check_results",
-        sa.Column("report_id", sa.String(32), nullable=False),
+        sa.Column("report_id", sa.String(length=32), nullable=False),
         sa.Column("position", sa.Integer(), nullable=False),
-        sa.Column("name", sa.String(300), nullable=False),
+        sa.Column("name", sa.String(length=300), nullable=False),
         sa.Column("passed", sa.Boolean(), nullable=False),
-        sa.Column("severity", sa.String(10), nullable=False),
+        sa.Column("severity", sa.String(length=10), nullable=False),
         sa.Column("observed", ExactJSON(), nullable=True),
         sa.Column("threshold", ExactJSON(), nullable=True),
         sa.Column("detail", sa.Text(), nullable=False),
@@ -91,11 +102,13 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("check_results")
-    op.drop_index(op.f("ix_reports_run_id"), table_name="reports")
-    op.drop_index(op.f("ix_reports_created_at_id"), table_name="reports")
-    op.drop_index(op.f("ix_reports_kind_created_at"), table_name="reports")
     op.drop_index(op.f("ix_reports_subject_created_at"), table_name="reports")
+    op.drop_index(op.f("ix_reports_run_id"), table_name="reports")
+    op.drop_index(op.f("ix_reports_kind_created_at"), table_name="reports")
+    op.drop_index(op.f("ix_reports_created_at_id"), table_name="reports")
     op.drop_table("reports")
+    op.drop_index(op.f("ix_runs_status_heartbeat_at"), table_name="runs")
     op.drop_index(op.f("ix_runs_started_at_id"), table_name="runs")
+    op.drop_index(op.f("ix_runs_parent_id"), table_name="runs")
     op.drop_index(op.f("ix_runs_kind_started_at"), table_name="runs")
     op.drop_table("runs")

@@ -1,8 +1,8 @@
-"""Datasets, versions, lineage, quarantine, watermarks, schedules; runs get parents and heartbeats.
+"""Data sets, their versions, lineage, quarantine and watermarks.
 
-Revision ID: 0002
-Revises: 0001
-Create Date: 2026-11-26
+Revision ID: 0001
+Revises:
+Create Date: 2026-12-03
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from alembic import op
 
 from conveyor.store.types import JSONB_DOCUMENT, ExactJSON, UTCDateTime
 
-revision: str = "0002"
-down_revision: str | None = "0001"
+revision: str = "0001"
+down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -30,16 +30,6 @@ def upgrade() -> None:
         sa.Column("updated_at", UTCDateTime(), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_datasets")),
-    )
-    op.create_table(
-        "schedules",
-        sa.Column("name", sa.String(length=200), nullable=False),
-        sa.Column("last_fired_at", UTCDateTime(), nullable=True),
-        sa.Column("next_fire_at", UTCDateTime(), nullable=True),
-        sa.Column("state", JSONB_DOCUMENT, nullable=False),
-        sa.Column("updated_at", UTCDateTime(), nullable=False),
-        sa.Column("version", sa.Integer(), nullable=False),
-        sa.PrimaryKeyConstraint("name", name=op.f("pk_schedules")),
     )
     op.create_table(
         "watermarks",
@@ -82,17 +72,18 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_dataset_versions")),
         sa.UniqueConstraint("dataset", "number", name=op.f("uq_dataset_versions_dataset_number")),
     )
-    with op.batch_alter_table("dataset_versions", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_dataset_versions_content_hash"), ["content_hash"], unique=False
-        )
-        batch_op.create_index(
-            batch_op.f("ix_dataset_versions_dataset_created_at"),
-            ["dataset", "created_at"],
-            unique=False,
-        )
-        batch_op.create_index(batch_op.f("ix_dataset_versions_run_id"), ["run_id"], unique=False)
-
+    op.create_index(
+        op.f("ix_dataset_versions_content_hash"), "dataset_versions", ["content_hash"], unique=False
+    )
+    op.create_index(
+        op.f("ix_dataset_versions_dataset_created_at"),
+        "dataset_versions",
+        ["dataset", "created_at"],
+        unique=False,
+    )
+    op.create_index(
+        op.f("ix_dataset_versions_run_id"), "dataset_versions", ["run_id"], unique=False
+    )
     op.create_table(
         "lineage",
         sa.Column(
@@ -123,11 +114,9 @@ def upgrade() -> None:
             name=op.f("uq_lineage_run_id_dataset_version_id_role"),
         ),
     )
-    with op.batch_alter_table("lineage", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_lineage_dataset_version_id"), ["dataset_version_id"], unique=False
-        )
-
+    op.create_index(
+        op.f("ix_lineage_dataset_version_id"), "lineage", ["dataset_version_id"], unique=False
+    )
     op.create_table(
         "quarantine_batches",
         sa.Column("id", sa.String(length=32), nullable=False),
@@ -167,55 +156,29 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_quarantine_batches")),
     )
-    with op.batch_alter_table("quarantine_batches", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_quarantine_batches_dataset_created_at"),
-            ["dataset", "created_at"],
-            unique=False,
-        )
-        batch_op.create_index(
-            batch_op.f("ix_quarantine_batches_status_created_at"),
-            ["status", "created_at"],
-            unique=False,
-        )
-
-    with op.batch_alter_table("runs", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("parent_id", sa.String(length=32), nullable=True))
-        batch_op.add_column(sa.Column("heartbeat_at", UTCDateTime(), nullable=True))
-        batch_op.add_column(sa.Column("attempt", sa.Integer(), server_default="1", nullable=False))
-        batch_op.create_index(batch_op.f("ix_runs_parent_id"), ["parent_id"], unique=False)
-        batch_op.create_index(
-            batch_op.f("ix_runs_status_heartbeat_at"), ["status", "heartbeat_at"], unique=False
-        )
-        batch_op.create_foreign_key(
-            batch_op.f("fk_runs_parent_id_runs"), "runs", ["parent_id"], ["id"], ondelete="CASCADE"
-        )
+    op.create_index(
+        op.f("ix_quarantine_batches_dataset_created_at"),
+        "quarantine_batches",
+        ["dataset", "created_at"],
+        unique=False,
+    )
+    op.create_index(
+        op.f("ix_quarantine_batches_status_created_at"),
+        "quarantine_batches",
+        ["status", "created_at"],
+        unique=False,
+    )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("runs", schema=None) as batch_op:
-        batch_op.drop_constraint(batch_op.f("fk_runs_parent_id_runs"), type_="foreignkey")
-        batch_op.drop_index(batch_op.f("ix_runs_status_heartbeat_at"))
-        batch_op.drop_index(batch_op.f("ix_runs_parent_id"))
-        batch_op.drop_column("attempt")
-        batch_op.drop_column("heartbeat_at")
-        batch_op.drop_column("parent_id")
-
-    with op.batch_alter_table("quarantine_batches", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_quarantine_batches_status_created_at"))
-        batch_op.drop_index(batch_op.f("ix_quarantine_batches_dataset_created_at"))
-
+    op.drop_index(op.f("ix_quarantine_batches_status_created_at"), table_name="quarantine_batches")
+    op.drop_index(op.f("ix_quarantine_batches_dataset_created_at"), table_name="quarantine_batches")
     op.drop_table("quarantine_batches")
-    with op.batch_alter_table("lineage", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_lineage_dataset_version_id"))
-
+    op.drop_index(op.f("ix_lineage_dataset_version_id"), table_name="lineage")
     op.drop_table("lineage")
-    with op.batch_alter_table("dataset_versions", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_dataset_versions_run_id"))
-        batch_op.drop_index(batch_op.f("ix_dataset_versions_dataset_created_at"))
-        batch_op.drop_index(batch_op.f("ix_dataset_versions_content_hash"))
-
+    op.drop_index(op.f("ix_dataset_versions_run_id"), table_name="dataset_versions")
+    op.drop_index(op.f("ix_dataset_versions_dataset_created_at"), table_name="dataset_versions")
+    op.drop_index(op.f("ix_dataset_versions_content_hash"), table_name="dataset_versions")
     op.drop_table("dataset_versions")
     op.drop_table("watermarks")
-    op.drop_table("schedules")
     op.drop_table("datasets")

@@ -1,8 +1,8 @@
-"""The model registry: registered models, versions, aliases and the aliases' history.
+"""Registered models, versions, aliases and alias history.
 
-Revision ID: 0003
-Revises: 0002
-Create Date: 2026-11-26
+Revision ID: 0001
+Revises:
+Create Date: 2026-12-03
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from alembic import op
 
 from conveyor.store.types import JSONB_DOCUMENT, UTCDateTime
 
-revision: str = "0003"
-down_revision: str | None = "0002"
+revision: str = "0001"
+down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -39,13 +39,12 @@ def upgrade() -> None:
         sa.Column("at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_alias_history")),
     )
-    with op.batch_alter_table("alias_history", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_alias_history_model_alias_at_id"),
-            ["model", "alias", "at", "id"],
-            unique=False,
-        )
-
+    op.create_index(
+        op.f("ix_alias_history_model_alias_at_id"),
+        "alias_history",
+        ["model", "alias", "at", "id"],
+        unique=False,
+    )
     op.create_table(
         "registered_models",
         sa.Column("name", sa.String(length=200), nullable=False),
@@ -98,20 +97,22 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_model_versions")),
         sa.UniqueConstraint("model", "number", name=op.f("uq_model_versions_model_number")),
     )
-    with op.batch_alter_table("model_versions", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_model_versions_created_at_id"), ["created_at", "id"], unique=False
-        )
-        batch_op.create_index(
-            batch_op.f("ix_model_versions_model_created_at_id"),
-            ["model", "created_at", "id"],
-            unique=False,
-        )
-        batch_op.create_index(
-            batch_op.f("ix_model_versions_parent_id"), ["parent_id"], unique=False
-        )
-        batch_op.create_index(batch_op.f("ix_model_versions_run_id"), ["run_id"], unique=False)
-
+    op.create_index(
+        op.f("ix_model_versions_created_at_id"),
+        "model_versions",
+        ["created_at", "id"],
+        unique=False,
+    )
+    op.create_index(
+        op.f("ix_model_versions_model_created_at_id"),
+        "model_versions",
+        ["model", "created_at", "id"],
+        unique=False,
+    )
+    op.create_index(
+        op.f("ix_model_versions_parent_id"), "model_versions", ["parent_id"], unique=False
+    )
+    op.create_index(op.f("ix_model_versions_run_id"), "model_versions", ["run_id"], unique=False)
     op.create_table(
         "model_aliases",
         sa.Column("model", sa.String(length=200), nullable=False),
@@ -133,26 +134,19 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("model", "alias", name=op.f("pk_model_aliases")),
     )
-    with op.batch_alter_table("model_aliases", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_model_aliases_version_id"), ["version_id"], unique=False
-        )
+    op.create_index(
+        op.f("ix_model_aliases_version_id"), "model_aliases", ["version_id"], unique=False
+    )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("model_aliases", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_model_aliases_version_id"))
-
+    op.drop_index(op.f("ix_model_aliases_version_id"), table_name="model_aliases")
     op.drop_table("model_aliases")
-    with op.batch_alter_table("model_versions", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_model_versions_run_id"))
-        batch_op.drop_index(batch_op.f("ix_model_versions_parent_id"))
-        batch_op.drop_index(batch_op.f("ix_model_versions_model_created_at_id"))
-        batch_op.drop_index(batch_op.f("ix_model_versions_created_at_id"))
-
+    op.drop_index(op.f("ix_model_versions_run_id"), table_name="model_versions")
+    op.drop_index(op.f("ix_model_versions_parent_id"), table_name="model_versions")
+    op.drop_index(op.f("ix_model_versions_model_created_at_id"), table_name="model_versions")
+    op.drop_index(op.f("ix_model_versions_created_at_id"), table_name="model_versions")
     op.drop_table("model_versions")
     op.drop_table("registered_models")
-    with op.batch_alter_table("alias_history", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_alias_history_model_alias_at_id"))
-
+    op.drop_index(op.f("ix_alias_history_model_alias_at_id"), table_name="alias_history")
     op.drop_table("alias_history")

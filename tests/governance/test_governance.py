@@ -24,22 +24,17 @@ from conveyor.errors import (
     UnknownBackendError,
 )
 from conveyor.events.log import EventLog
-from conveyor.serving.auth import (
-    ACTIONS,
-    ROLES,
-    ApiKeys,
-    Bootstrap,
+from conveyor.governance.access import Access
+from conveyor.governance.keys import ApiKeys, hash_token
+from conveyor.governance.ratelimit import (
+    RATELIMIT,
     MemoryRateLimiter,
     RateLimiter,
     RedisRateLimiter,
-    allows,
-    authorize_local,
-    hash_token,
-    rate_limiter_from_url,
-    require,
 )
+from conveyor.governance.roles import ROLES, actions, allows, require
+from conveyor.governance.tables import ApiKeyRecord
 from conveyor.store.database import MetadataStore
-from conveyor.store.models import ApiKeyRecord
 from conveyor.testing.services import REDIS_URL
 
 # -- fixtures ----------------------------------------------------------------------
@@ -262,15 +257,27 @@ def test_the_token_is_never_stored_nor_logged(
 # -- roles ----------------------------------------------------------------------------
 
 
+_READ = {"serving.read", "models.read"}
+_DEPLOY = {
+    "serving.deploy",
+    "serving.route",
+    "serving.rollback",
+    "models.register",
+    "models.promote",
+    "training.train",
+    "training.optimize",
+    "audit.read",
+}
+
+
 @pytest.mark.parametrize("role", ROLES)
-@pytest.mark.parametrize("action", list(ACTIONS))
+@pytest.mark.parametrize("action", sorted(_READ | _DEPLOY | {"serving.predict", "keys.manage"}))
 def test_roles_matrix(role: str, action: str) -> None:
     expected = {
-        "viewer": {"read", "metadata", "health"},
-        "predictor": {"read", "metadata", "health", "predict"},
-        "deployer": {"read", "metadata", "health", "predict"}
-        | {"deploy", "route", "rollback", "promote"},
-        "admin": set(ACTIONS),
+        "viewer": _READ,
+        "predictor": _READ | {"serving.predict"},
+        "deployer": _READ | {"serving.predict"} | _DEPLOY,
+        "admin": set(actions()),
     }[role]
     assert allows(role, action) is (action in expected)
     if action in expected:
@@ -279,18 +286,28 @@ def test_roles_matrix(role: str, action: str) -> None:
         with pytest.raises(PermissionDeniedError) as caught:
             require(role, action)
         assert repr(action) in caught.value.message
-        assert repr(ACTIONS[action]) in caught.value.message
-        assert caught.value.context["required_role"] == ACTIONS[action]
+        assert repr(actions()[action]) in caught.value.message
+        assert caught.value.context["required_role"] == actions()[action]
+
+
+def test_every_action_is_declared_by_a_capability_with_a_known_role() -> None:
+    from conveyor.capability import capabilities
+
+    declared = {a: c.name for c in capabilities() for a in c.actions}
+    assert set(actions()) == set(declared)
+    assert all(role in ROLES for role in actions().values())
+    # A capability's actions are named after it (or its own vocabulary), never bare verbs.
+    assert all("." in action for action in declared), declared
 
 
 def test_unknown_role_or_action_is_invalid_input() -> None:
     with pytest.raises(InvalidInputError, match="role 'root'"):
-        require("root", "read")
-    with pytest.raises(InvalidInputError, match="action 'delete'"):
+        require("root", "serving.read")
+    with pytest.raises(InvalidInputError, match="action 'delete' is not declared"):
         require("admin", "delete")
 
 
-# -- bootstrap --------------------------------------------------------------------------
+# -- who may act: one rule for the CLI and the servers -------------------------------------
 
 
 def test_any_counts_revoked_keys(store: MetadataStore, keys: ApiKeys) -> None:
@@ -303,34 +320,65 @@ def test_any_counts_revoked_keys(store: MetadataStore, keys: ApiKeys) -> None:
 
 def test_server_runs_open_only_when_disabled_and_no_key_exists(store: MetadataStore) -> None:
     writer = ApiKeys(store, None)
-    required = Bootstrap(ApiKeys(store, None, cache_ttl=0), "required")
-    disabled = Bootstrap(ApiKeys(store, None, cache_ttl=0), "disabled")
+    required = Access.for_server(ApiKeys(store, None, cache_ttl=0), "required")
+    disabled = Access.for_server(ApiKeys(store, None, cache_ttl=0), "disabled")
     assert not required.open
     with pytest.raises(AuthenticationError, match="no API key"):
-        required.authorize(None, "read")
+        required.authorize(None, "serving.read")
     assert disabled.open
-    assert disabled.authorize(None, "keys") is None
+    opened = disabled.authorize(None, "keys.manage")
+    assert opened.key is None and opened.actor == "anonymous"
     token, _ = writer.create("viewer", "viewer")
     assert not disabled.open
     with pytest.raises(AuthenticationError):
-        disabled.authorize(None, "read")
-    assert disabled.authorize(token, "read") is not None
+        disabled.authorize(None, "serving.read")
+    caller = disabled.authorize(token, "serving.read")
+    assert caller.key is not None and caller.actor == "key:viewer"
     with pytest.raises(PermissionDeniedError):
-        disabled.authorize(token, "predict")
+        disabled.authorize(token, "serving.predict")
     with pytest.raises(InvalidInputError, match="auth: 'off'"):
-        Bootstrap(writer, "off")
+        Access.for_server(writer, "off")
 
 
 def test_local_rule_allows_the_first_key_then_needs_a_key(keys: ApiKeys) -> None:
-    assert authorize_local(keys, "keys", None) is None  # bootstrap
+    local = Access(
+        keys, open_until_first_key=True, anonymous="cli:alice", missing_hint="set CONVEYOR_API_KEY"
+    )
+    assert local.authorize(None, "keys.manage").actor == "cli:alice"  # bootstrap
     admin, _ = keys.create("admin", "admin")
     viewer, _ = keys.create("viewer", "viewer")
-    with pytest.raises(AuthenticationError, match="CONVEYOR_API_KEY"):
-        authorize_local(keys, "keys", None)
+    missing = r"'keys.manage' needs .*'admin'.*CONVEYOR_API_KEY"
+    with pytest.raises(AuthenticationError, match=missing):
+        local.authorize(None, "keys.manage")
     with pytest.raises(PermissionDeniedError):
-        authorize_local(keys, "keys", viewer)
-    found = authorize_local(keys, "keys", admin)
-    assert found is not None and found.name == "admin"
+        local.authorize(viewer, "keys.manage")
+    found = local.authorize(admin, "keys.manage")
+    assert found.key is not None and found.key.name == "admin"
+    # The CLI and a server record the same actor for the same key.
+    server = Access.for_server(keys, "required")
+    assert server.authorize(admin, "keys.manage").actor == found.actor == "key:admin"
+
+
+def test_the_event_loop_path_reads_the_store_only_on_a_miss(
+    store: MetadataStore, keys: ApiKeys
+) -> None:
+    import asyncio
+
+    token, _ = keys.create("p", "predictor")
+    reader = ApiKeys(store, None, cache_ttl=60)
+    access = Access.for_server(reader, "required")
+    assert reader.verify_cached(token) is None  # nothing in memory yet: a store read is needed
+    caller = asyncio.run(access.authorize_async(token, "serving.predict"))
+    assert caller.actor == "key:p"
+    cached = reader.verify_cached(token)  # now answered from memory, no store read
+    assert cached is not None and cached.name == "p"
+    with pytest.raises(AuthenticationError, match="malformed"):
+        reader.verify_cached("cvy_short")  # known without the store either
+    with pytest.raises(PermissionDeniedError):
+        asyncio.run(access.authorize_async(token, "serving.route"))
+    open_access = Access.for_server(ApiKeys(store, None), "disabled")
+    with pytest.raises(AuthenticationError):  # keys exist: closed, learnt in a thread
+        asyncio.run(open_access.authorize_async(None, "serving.read"))
 
 
 # -- rate limiters ------------------------------------------------------------------------
@@ -354,7 +402,7 @@ def limiter(request: pytest.FixtureRequest) -> Iterator[RateLimiter]:
         url = "memory://"
     else:
         url = f"{REDIS_URL}?prefix={request.getfixturevalue('redis_prefix')}"
-    with rate_limiter_from_url(url) as opened:
+    with RATELIMIT.open(url) as opened:
         yield opened
 
 
@@ -436,18 +484,24 @@ def test_redis_bucket_lives_under_the_prefix_and_expires(redis_prefix: str) -> N
 
 
 def test_limiter_urls() -> None:
-    assert isinstance(rate_limiter_from_url("memory://"), MemoryRateLimiter)
+    with RATELIMIT.open("memory://") as memory:
+        assert isinstance(memory, MemoryRateLimiter)
+        memory.ping()
     with pytest.raises(UnknownBackendError, match="memory://, redis://"):
-        rate_limiter_from_url("nats://127.0.0.1:4222")
+        RATELIMIT.open("nats://127.0.0.1:4222")
+    with pytest.raises(InvalidInputError, match="no path or options"):
+        RATELIMIT.open("memory://somewhere")
     with pytest.raises(InvalidInputError, match="database number"):
-        rate_limiter_from_url("redis://127.0.0.1:6379/zero")
+        RATELIMIT.open("redis://127.0.0.1:6379/zero")
     with pytest.raises(InvalidInputError, match="unknown"):
-        rate_limiter_from_url("redis://127.0.0.1:6379/0?colour=red")
+        RATELIMIT.open("redis://127.0.0.1:6379/0?colour=red")
 
 
 def test_unreachable_redis_names_host_and_port() -> None:
-    limiter = rate_limiter_from_url("redis://:hunter2@127.0.0.1:1/0?connect_timeout=0.2")
+    limiter = RATELIMIT.open("redis://:hunter2@127.0.0.1:1/0?connect_timeout=0.2")
     with limiter, pytest.raises(BackendUnavailableError) as caught:
         limiter.take("k", 1.0, 1)
     assert "127.0.0.1:1" in caught.value.message
     assert "hunter2" not in caught.value.message
+    with pytest.raises(BackendUnavailableError, match="ratelimit"):
+        limiter.ping()  # what conveyor doctor calls

@@ -1,0 +1,14 @@
+"""The data layer as a capability: its spec sections, tables, commands and events."""
+
+from conveyor.capability import Capability, Command, Tables
+
+CAPABILITY = Capability(
+    "data",
+    "validated data pipelines: sources, checks with quarantine, versions, lineage, drift",
+    settings="conveyor.data.settings:SECTIONS",
+    tables=Tables(
+        "conveyor.data:migrations", "conveyor.data.tables", "conveyor_data_version", "0001"
+    ),
+    services={"data": "conveyor.data.layer:DataLayer.for_project"},
+    cli=(Command("conveyor.cli.data:data_app", "data"),),
+)

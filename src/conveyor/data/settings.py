@@ -1,0 +1,117 @@
+"""The data layer's sections of ``conveyor.yaml``: ``datasets:`` and ``encryption:``.
+
+::
+
+    datasets:
+      loans:
+        source: {kind: csv, path: data/loans.csv}
+        expectations: [{kind: not_null, column: id}]
+        sensitive: [email]
+    encryption:
+      key_env: CONVEYOR_DATA_KEY
+
+Every field can be set from the environment, ``CONVEYOR_DATASETS__LOANS__ON_FAILURE=warn``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from conveyor.errors import NotFoundError
+
+if TYPE_CHECKING:
+    from conveyor.config import ProjectSpec
+
+__all__ = [
+    "SECTIONS",
+    "DatasetSpec",
+    "EncryptionSpec",
+    "dataset_spec",
+    "datasets_of",
+    "encryption_of",
+]
+
+
+class DatasetSpec(BaseModel):
+    """A data set: where it comes from, what it must satisfy, what is sensitive.
+
+    ``source`` and ``expectations`` are checked by the data layer when used
+    (:func:`conveyor.data.sources.source_from_spec`,
+    :func:`conveyor.data.validation.parse_expectations`), with errors naming
+    ``datasets.<name>.source...``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    description: str = Field("", description="What the data set holds.")
+    source: dict[str, Any] | None = Field(
+        None, description="Where batches come from: {kind: csv|parquet|sql|http, ...}."
+    )
+    expectations: list[dict[str, Any]] = Field(
+        default_factory=list, description="Checks every batch must pass: [{kind: ..., ...}]."
+    )
+    on_failure: Literal["fail", "quarantine", "warn"] = Field(
+        "quarantine",
+        description="fail: reject the batch; quarantine: set failing rows aside and go on; "
+        "warn: keep everything and report.",
+    )
+    sensitive: list[str] = Field(
+        default_factory=list,
+        description="Columns encrypted at rest (snapshots, quarantine, events) and masked.",
+    )
+    subject_keys: list[str] = Field(
+        default_factory=list,
+        description="Columns identifying a data subject, for `conveyor data forget`.",
+    )
+
+
+class EncryptionSpec(BaseModel):
+    """Where the key for sensitive columns comes from (never the key itself)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key_env: str = Field(
+        "CONVEYOR_DATA_KEY",
+        description="Environment variable holding the keyring (see docs/data.md).",
+    )
+    key_file: str | None = Field(
+        None, description="A file holding the keyring, relative to the project folder."
+    )
+
+
+SECTIONS: dict[str, Any] = {
+    "datasets": (
+        dict[str, DatasetSpec],
+        Field(default_factory=dict, description="Data sets by name: source, checks, privacy."),
+    ),
+    "encryption": (
+        EncryptionSpec,
+        Field(default_factory=EncryptionSpec, description="Where the data key comes from."),
+    ),
+}
+
+
+def datasets_of(spec: ProjectSpec) -> dict[str, DatasetSpec]:
+    """The ``datasets:`` section."""
+    datasets: dict[str, DatasetSpec] = spec.section("datasets")
+    return datasets
+
+
+def encryption_of(spec: ProjectSpec) -> EncryptionSpec:
+    """The ``encryption:`` section."""
+    encryption: EncryptionSpec = spec.section("encryption")
+    return encryption
+
+
+def dataset_spec(spec: ProjectSpec, name: str) -> DatasetSpec:
+    """The named data set's spec; NotFoundError listing the known ones."""
+    datasets = datasets_of(spec)
+    try:
+        return datasets[name]
+    except KeyError:
+        known = ", ".join(sorted(datasets)) or "none"
+        raise NotFoundError(
+            f"no data set {name!r} in {spec.spec_file} (known: {known})", dataset=name
+        ) from None

@@ -1,0 +1,16 @@
+"""Pipelines as a capability: the schedules table and the ``pipeline`` commands."""
+
+from conveyor.capability import Capability, Command, Tables
+
+CAPABILITY = Capability(
+    "pipelines",
+    "task graphs with retries, timeouts, schedules and triggers",
+    requires=("data",),
+    tables=Tables(
+        "conveyor.pipelines:migrations",
+        "conveyor.pipelines.tables",
+        "conveyor_pipelines_version",
+        "0001",
+    ),
+    cli=(Command("conveyor.cli.pipeline:pipeline_app", "pipeline"),),
+)

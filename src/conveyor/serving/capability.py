@@ -1,0 +1,21 @@
+"""The model server as a capability: the ``serving:`` section, routes, commands, actions."""
+
+from conveyor.capability import Capability, Command, Tables
+
+CAPABILITY = Capability(
+    "serving",
+    "the model server: routing, batching, caching, native and Open Inference Protocol v2",
+    requires=("registry", "governance"),
+    settings="conveyor.serving.settings:SECTIONS",
+    tables=Tables(
+        "conveyor.serving:migrations", "conveyor.serving.tables", "conveyor_serving_version", "0001"
+    ),
+    cli=(Command("conveyor.cli.serving:serving_app"),),
+    actions={
+        "serving.read": "viewer",
+        "serving.predict": "predictor",
+        "serving.deploy": "deployer",
+        "serving.route": "deployer",
+        "serving.rollback": "deployer",
+    },
+)

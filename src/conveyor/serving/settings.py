@@ -1,0 +1,85 @@
+"""The model server's section of ``conveyor.yaml``: ``serving:``.
+
+Every field can be set from the environment: ``CONVEYOR_SERVING__PORT=8080``,
+``CONVEYOR_SERVING__BATCHING__MAX_WAIT_MS=1``. Where the rate limiter keeps its
+buckets is a backend URL, ``backends.ratelimit`` (``CONVEYOR_RATELIMIT``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+if TYPE_CHECKING:
+    from conveyor.config import ProjectSpec
+
+__all__ = ["SECTIONS", "BatchingSpec", "ServingSpec", "serving_of"]
+
+
+class BatchingSpec(BaseModel):
+    """Dynamic batching per served version (``max_batch_size: 1`` turns it off)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_batch_size: int = Field(32, ge=1, le=4096, description="Rows per model call, at most.")
+    max_wait_ms: float = Field(2.0, ge=0, le=1000, description="Longest wait for a batch to fill.")
+    max_queue: int = Field(
+        1024, ge=1, description="Queued rows per version before 503 + Retry-After."
+    )
+
+
+class ServingSpec(BaseModel):
+    """``conveyor serve``: where it listens, who may call it, and how it batches and caches."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = Field("127.0.0.1", description="Interface to listen on.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port.")
+    workers: int = Field(1, ge=1, le=64, description="Worker processes.")
+    auth: Literal["required", "disabled"] = Field(
+        "required",
+        description="required: every request needs an API key; disabled: open until the "
+        "first key is created (local development).",
+    )
+    rate_limiter: str | None = Field(
+        None, description="Retired: the rate limiter is the backend URL backends.ratelimit."
+    )
+    max_body_bytes: int = Field(8 << 20, ge=1024, description="Larger request bodies get 413.")
+    batching: BatchingSpec = Field(default_factory=BatchingSpec)
+    cache: bool = Field(True, description="Cache predictions in the cache backend.")
+    cache_ttl_s: float = Field(300, gt=0, description="Seconds a cached prediction lives.")
+    poll_interval_s: float = Field(
+        0.5, gt=0, le=10, description="How often workers re-read the routes."
+    )
+    payload_sample_rate: float = Field(
+        0.0, ge=0, le=1, description="Share of predictions whose inputs go into the event log."
+    )
+    ssl_certfile: str | None = Field(None, description="TLS certificate (PEM).")
+    ssl_keyfile: str | None = Field(None, description="TLS private key (PEM).")
+
+    @field_validator("rate_limiter")
+    @classmethod
+    def _moved(cls, value: str | None) -> str | None:
+        if value is not None:
+            raise ValueError(
+                "the rate limiter moved to backends.ratelimit (environment: CONVEYOR_RATELIMIT); "
+                f"write `backends: {{ratelimit: {value}}}` instead"
+            )
+        return value
+
+
+SECTIONS: dict[str, Any] = {
+    "serving": (
+        ServingSpec,
+        Field(
+            default_factory=ServingSpec, description="conveyor serve: listening, auth, batching."
+        ),
+    ),
+}
+
+
+def serving_of(spec: ProjectSpec) -> ServingSpec:
+    """The ``serving:`` section."""
+    serving: ServingSpec = spec.section("serving")
+    return serving

@@ -1,0 +1,15 @@
+"""The training flow as a capability: the ``models:`` section, ``train`` and ``optimize``."""
+
+from conveyor.capability import Capability, Command
+
+CAPABILITY = Capability(
+    "training",
+    "gated and continuous training, optimization of registered versions",
+    requires=("data", "pipelines", "registry"),
+    settings="conveyor.training.settings:SECTIONS",
+    cli=(
+        Command("conveyor.cli.training:train", "train"),
+        Command("conveyor.cli.training:optimize", "optimize"),
+    ),
+    actions={"training.train": "deployer", "training.optimize": "deployer"},
+)
