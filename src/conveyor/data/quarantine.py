@@ -33,12 +33,12 @@ from conveyor.data.validation.policy import (
 )
 from conveyor.data.validation.result import REASON_COLUMN, REASON_SEPARATOR
 from conveyor.errors import (
-    AlreadyExistsError,
     ConcurrentUpdateError,
     ConflictError,
     InvalidInputError,
     NotFoundError,
 )
+from conveyor.store.retry import retry_on_conflict
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -164,28 +164,20 @@ class QuarantineRepository:
             raise InvalidInputError(f"run_id must be a run's id, got {run_id!r}", field="run_id")
         digest = self._write(table)
         reasons_doc = json_value(reasons, "reasons")
+
+        def once() -> QuarantineBatch:
+            with self._store.session() as session:
+                _require_run(session, run_id)
+                _ensure_dataset(session, name)
+                record = _new_record(
+                    name, source_doc, run_id, table.num_rows, reasons_doc, digest, encryption_doc
+                )
+                session.add(record)
+                session.flush()
+                return QuarantineBatch._from_record(record)
+
         # A concurrent put may create the data set's record first; the retry finds it.
-        for attempt in (1, 2):
-            try:
-                with self._store.session() as session:
-                    _require_run(session, run_id)
-                    _ensure_dataset(session, name)
-                    record = _new_record(
-                        name,
-                        source_doc,
-                        run_id,
-                        table.num_rows,
-                        reasons_doc,
-                        digest,
-                        encryption_doc,
-                    )
-                    session.add(record)
-                    session.flush()
-                    return QuarantineBatch._from_record(record)
-            except AlreadyExistsError:
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        return retry_on_conflict(once, what=f"quarantining a batch of {name!r}")
 
     def get(self, batch_id: str) -> QuarantineBatch:
         """The batch with this id, or NotFoundError."""

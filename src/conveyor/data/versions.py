@@ -31,13 +31,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from conveyor.data.crypto import Keyring, decrypt_columns, encrypt_columns
 from conveyor.data.frames import FrameKind, from_arrow, to_arrow
 from conveyor.data.schema import schema_of
-from conveyor.errors import (
-    AlreadyExistsError,
-    ConcurrentUpdateError,
-    InvalidInputError,
-    NotFoundError,
-)
+from conveyor.errors import ConcurrentUpdateError, InvalidInputError, NotFoundError
 from conveyor.store.paging import Page
+from conveyor.store.retry import retry_on_conflict
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -50,7 +46,6 @@ if TYPE_CHECKING:
 __all__ = ["DatasetRepository", "DatasetVersion", "Part", "content_hash"]
 
 MANIFEST_FORMAT = "conveyor.snapshot/1"
-_COMMIT_ATTEMPTS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,43 +249,41 @@ class DatasetRepository:
         from conveyor.store.types import json_value, utcnow
 
         encryption = _encryption_summary(parts)
-        for attempt in range(_COMMIT_ATTEMPTS):
-            try:
-                with self.store.session() as session:
-                    record = session.get(DatasetRecord, dataset)
-                    if record is None:
-                        record = DatasetRecord(name=dataset, latest_number=0)
-                        session.add(record)
-                        session.flush()
-                    record.latest_number += 1
-                    record.accepted_schema = schema
-                    row = DatasetVersionRecord(
-                        id=uuid.uuid4().hex,
-                        dataset=dataset,
-                        number=record.latest_number,
-                        content_hash=_combined_hash(parts),
-                        row_count=sum(p.rows for p in parts),
-                        schema=schema,
-                        source=json_value(source, "source"),
-                        profile=json_value(profile, "profile") if profile is not None else None,
-                        snapshot_digest=snapshot[0],
-                        snapshot_size=snapshot[1],
-                        encryption=encryption,
-                        run_id=run_id,
-                        created_at=utcnow(),
-                    )
-                    session.add(row)
-                    if run_id is not None:
-                        session.add(
-                            LineageRecord(run_id=run_id, dataset_version_id=row.id, role="output")
-                        )
+
+        def once() -> DatasetVersion:
+            with self.store.session() as session:
+                record = session.get(DatasetRecord, dataset)
+                if record is None:
+                    record = DatasetRecord(name=dataset, latest_number=0)
+                    session.add(record)
                     session.flush()
-                    return replace(_snapshot(row), parts=tuple(parts))
-            except (ConcurrentUpdateError, AlreadyExistsError):
-                # Another writer took the number (or created the data set) first: take the next.
-                if attempt == _COMMIT_ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")
+                record.latest_number += 1
+                record.accepted_schema = schema
+                row = DatasetVersionRecord(
+                    id=uuid.uuid4().hex,
+                    dataset=dataset,
+                    number=record.latest_number,
+                    content_hash=_combined_hash(parts),
+                    row_count=sum(p.rows for p in parts),
+                    schema=schema,
+                    source=json_value(source, "source"),
+                    profile=json_value(profile, "profile") if profile is not None else None,
+                    snapshot_digest=snapshot[0],
+                    snapshot_size=snapshot[1],
+                    encryption=encryption,
+                    run_id=run_id,
+                    created_at=utcnow(),
+                )
+                session.add(row)
+                if run_id is not None:
+                    session.add(
+                        LineageRecord(run_id=run_id, dataset_version_id=row.id, role="output")
+                    )
+                session.flush()
+                return replace(_snapshot(row), parts=tuple(parts))
+
+        # Another writer may take the number (or create the data set) first: take the next.
+        return retry_on_conflict(once, what=f"committing a version of data set {dataset!r}")
 
     # -- finding ----------------------------------------------------------------
 

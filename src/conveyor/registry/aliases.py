@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import (
@@ -26,6 +27,7 @@ from conveyor.errors import (
     NotFoundError,
 )
 from conveyor.registry.versions import AliasMove, ModelVersion
+from conveyor.store.retry import retry_on_conflict
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -38,7 +40,6 @@ __all__ = ["Alias", "AliasesMixin", "check_alias"]
 
 _ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,99}$")
 _RESERVED = ("latest",)
-_MOVE_ATTEMPTS = 16
 
 
 def check_alias(alias: str) -> str:
@@ -109,20 +110,20 @@ class AliasesMixin:
         if forced and not reason:
             raise InvalidInputError("a forced alias move needs a reason", field="reason")
         self._admit(name, alias, version, forced)
-        for attempt in range(_MOVE_ATTEMPTS):
+        move_once = partial(self._move, name, alias, version, actor, reason, forced)
+        if expected_version is None:
+            # Unconditional: a move that raced another is made again on the fresh row.
+            move = retry_on_conflict(partial(move_once, None), what=f"moving alias {name}@{alias}")
+        else:
             try:
-                move = self._move(name, alias, version, actor, reason, forced, expected_version)
-                break
+                move = move_once(expected_version)
             except (ConcurrentUpdateError, AlreadyExistsError) as exc:
-                if expected_version is not None:
-                    raise ConcurrentUpdateError(
-                        f"alias {name}@{alias} was moved by someone else since version "
-                        f"{expected_version} was read; read it again and retry",
-                        model=name,
-                        alias=alias,
-                    ) from exc
-                if attempt == _MOVE_ATTEMPTS - 1:
-                    raise
+                raise ConcurrentUpdateError(
+                    f"alias {name}@{alias} was moved by someone else since version "
+                    f"{expected_version} was read; read it again and retry",
+                    model=name,
+                    alias=alias,
+                ) from exc
         self._emit_move(move, rollback=False)
         return move
 

@@ -30,14 +30,10 @@ from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from conveyor.errors import (
-    AlreadyExistsError,
-    ConcurrentUpdateError,
-    ConveyorError,
-    InvalidInputError,
-)
+from conveyor.errors import ConveyorError, InvalidInputError
 from conveyor.registry.registry import _dataset_id, check_model_name
 from conveyor.registry.versions import ModelVersion
+from conveyor.store.retry import retry_on_conflict
 from conveyor.store.runs import clean_metrics
 
 if TYPE_CHECKING:
@@ -46,8 +42,6 @@ if TYPE_CHECKING:
     from conveyor.registry.registry import Registry
 
 __all__ = ["RegisterItem", "register_many"]
-
-_COMMIT_ATTEMPTS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,15 +230,13 @@ def _insert_all(registry: Registry, prepared: list[_Prepared]) -> list[ModelVers
     cannot deadlock on PostgreSQL; a single registration locks one model and
     so never deadlocks with a batch either.
     """
-    for attempt in range(_COMMIT_ATTEMPTS):
-        try:
-            with registry.store.session() as session:
-                return _write(session, prepared)
-        except (ConcurrentUpdateError, AlreadyExistsError):
-            # Another writer created one of the models first: this time the UPDATE finds it.
-            if attempt == _COMMIT_ATTEMPTS - 1:
-                raise
-    raise AssertionError("unreachable")
+
+    def once() -> list[ModelVersion]:
+        with registry.store.session() as session:
+            return _write(session, prepared)
+
+    # Another writer may create one of the models first: the next attempt's UPDATE finds it.
+    return retry_on_conflict(once, what="registering a batch of model versions")
 
 
 def _write(session: Session, prepared: list[_Prepared]) -> list[ModelVersion]:

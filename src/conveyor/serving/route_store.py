@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import (
@@ -32,6 +33,7 @@ from conveyor.errors import (
     NotFoundError,
 )
 from conveyor.serving.routes import RoutePolicy
+from conveyor.store.retry import retry_on_conflict
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -42,8 +44,6 @@ if TYPE_CHECKING:
     from conveyor.store.database import MetadataStore
 
 __all__ = ["RouteState", "RouteStore"]
-
-_WRITE_ATTEMPTS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,27 +178,26 @@ class RouteStore:
         reason: str | None,
         expected_revision: int | None,
     ) -> tuple[RouteState | None, RouteState]:
-        for attempt in range(_WRITE_ATTEMPTS):
-            try:
-                with self.store.session() as session:
-                    return self._write_once(
-                        session, model, policy, actor, reason, expected_revision
-                    )
-            except (ConcurrentUpdateError, AlreadyExistsError) as exc:
-                # Another writer got there between our read and our write (the
-                # row's version moved, or both inserted the first revision).
-                if expected_revision is not None:
-                    if isinstance(exc, ConcurrentUpdateError) and "revision" in exc.context:
-                        raise  # the revision check itself: its message says where the route is
-                    raise ConcurrentUpdateError(
-                        f"the route of {model!r} was changed by someone else since revision "
-                        f"{expected_revision} was read; read it again and retry",
-                        model=model,
-                        expected_revision=expected_revision,
-                    ) from exc
-                if attempt == _WRITE_ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
+        def once(expected: int | None) -> tuple[RouteState | None, RouteState]:
+            with self.store.session() as session:
+                return self._write_once(session, model, policy, actor, reason, expected)
+
+        if expected_revision is None:
+            # Unconditional: a write that raced another is made again on the fresh row.
+            return retry_on_conflict(partial(once, None), what=f"writing the route of {model!r}")
+        try:
+            return once(expected_revision)
+        except (ConcurrentUpdateError, AlreadyExistsError) as exc:
+            # Another writer got there between our read and our write (the row's
+            # version moved, or both inserted the first revision).
+            if isinstance(exc, ConcurrentUpdateError) and "revision" in exc.context:
+                raise  # the revision check itself: its message says where the route is
+            raise ConcurrentUpdateError(
+                f"the route of {model!r} was changed by someone else since revision "
+                f"{expected_revision} was read; read it again and retry",
+                model=model,
+                expected_revision=expected_revision,
+            ) from exc
 
     def _write_once(
         self,
