@@ -167,13 +167,27 @@ def test_traces_carry_version_arm_and_flag(project: Project) -> None:
     server = Running(project)
     try:
         predict(server.url, frame(1), headers={"x-conveyor-attr-team": "risk"})
+        row = frame(1).to_numpy()[0].tolist()
+        body = {
+            "inputs": [{"name": "x", "shape": [1, len(row)], "datatype": "FP64", "data": row}],
+            "parameters": {"attributes": {"team": "risk"}},
+        }
+        infer = httpx.post(f"{server.url}/v2/models/sums/infer", json=body, timeout=10)
+        assert infer.status_code == 200, infer.text
+        httpx.get(f"{server.url}/v2/health/ready", timeout=10)
     finally:
         server.stop()
-    spans = [s for s in exporter.get_finished_spans() if s.name == "predict"]
-    assert spans and spans[-1].attributes is not None
-    attributes = dict(spans[-1].attributes)
-    assert attributes["model"] == "sums" and attributes["model.version"] == 2
-    assert attributes["route.arm"] == "flag:staff" and attributes["route.flag"] == "staff"
+    finished = exporter.get_finished_spans()
+    # Every route gets its span, named after the route; v2 infer as well as native predict.
+    for name in ("POST /v1/models/{model}/predict", "POST /v2/models/{model}/infer"):
+        spans = [s for s in finished if s.name == name]
+        assert spans and spans[-1].attributes is not None, [s.name for s in finished]
+        attributes = dict(spans[-1].attributes)
+        assert attributes["model"] == "sums" and attributes["model.version"] == 2
+        assert attributes["route.arm"] == "flag:staff" and attributes["route.flag"] == "staff"
+        assert attributes["http.route"] == name.split(" ", 1)[1]
+        assert len(str(attributes["request_id"])) == 32
+    assert any(s.name == "GET /v2/health/ready" for s in finished)
 
 
 def test_cli_serve_workers_metrics_logs_and_graceful_shutdown(tmp_path: Path) -> None:

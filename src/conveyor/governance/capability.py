@@ -15,5 +15,5 @@ CAPABILITY = Capability(
     seams=(RATELIMIT,),
     services={"keys": "conveyor.governance.keys:ApiKeys.for_project"},
     cli=(Command("conveyor.cli.keys:keys_app", "keys"),),
-    actions={"keys.manage": "admin", "audit.read": "deployer"},
+    actions={"keys.manage": "admin", "audit.read": "deployer", "metrics.read": "viewer"},
 )

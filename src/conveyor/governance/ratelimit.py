@@ -78,6 +78,9 @@ def check_limits(rate: float | None, burst: int | None) -> tuple[float | None, i
 class RateLimiter(Closeable, ABC):
     """A token bucket per key: ``rate`` tokens a second, at most ``burst`` saved up."""
 
+    #: False when a take is network I/O (an event loop calls it from a thread).
+    local: bool = False
+
     @abstractmethod
     def _take(self, key_id: str, rate: float, burst: int) -> float:
         """Take one token; return 0.0, or the seconds until one is available (none taken)."""
@@ -104,6 +107,9 @@ class RateLimiter(Closeable, ABC):
 
 class MemoryRateLimiter(RateLimiter):
     """Buckets in this process's memory, on the monotonic clock. Thread-safe."""
+
+    #: Answers from memory: an event loop may call it directly.
+    local = True
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock

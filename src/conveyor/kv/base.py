@@ -11,6 +11,10 @@ __all__ = ["BaseKV"]
 class BaseKV(Closeable):
     """Holds the URL and prefix and refuses use after :meth:`close`."""
 
+    #: True when calls are answered from this process's memory (no I/O): an event loop
+    #: may call such a store directly; any other goes through a thread.
+    local: bool = False
+
     def __init__(self, url: BackendURL, prefix: str) -> None:
         self._url = url
         self._prefix = prefix

@@ -71,6 +71,7 @@ def _space(url: BackendURL, name: str, max_entries: int | None) -> _Space:
 
 
 class MemoryKV(BaseKV):
+    local = True
     """Thread-safe in-process key-value store with TTLs and an optional LRU bound."""
 
     def __init__(self, url: BackendURL, prefix: str, space: _Space) -> None:

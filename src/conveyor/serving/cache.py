@@ -237,6 +237,11 @@ class PredictionCache:
         )
 
     @property
+    def local(self) -> bool:
+        """Whether lookups are answered from memory (else they are I/O: call from a thread)."""
+        return bool(getattr(self.kv, "local", False))
+
+    @property
     def active(self) -> frozenset[str]:
         """The version ids whose entries are reachable."""
         return self._active

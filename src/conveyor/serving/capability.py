@@ -11,6 +11,7 @@ CAPABILITY = Capability(
         "conveyor.serving:migrations", "conveyor.serving.tables", "conveyor_serving_version", "0001"
     ),
     cli=(Command("conveyor.cli.serving:serving_app"),),
+    routes="conveyor.serving.http:routes",
     actions={
         "serving.read": "viewer",
         "serving.predict": "predictor",

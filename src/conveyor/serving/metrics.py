@@ -1,6 +1,8 @@
-"""Prometheus metrics of the server, labelled by model, version and arm.
+"""Prometheus metrics of the model server, labelled by model, version and arm.
 
-With several workers, ``prometheus_client`` needs its multiprocess mode:
+They live in the app's registry (:class:`conveyor.web.metrics.WebMetrics`),
+beside the request pipeline's own, so ``GET /metrics`` shows both. With
+several workers, ``prometheus_client`` needs its multiprocess mode:
 :func:`conveyor.serving.server.serve` points ``PROMETHEUS_MULTIPROC_DIR`` at
 a fresh folder before the workers start, and ``/metrics`` then aggregates
 every worker's files at scrape time.
@@ -9,23 +11,27 @@ every worker's files at scrape time.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from conveyor.web.metrics import LATENCY_BUCKETS
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 __all__ = ["ServerMetrics"]
 
-_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
 class ServerMetrics:
-    """The server's metrics in their own registry (tests can run several servers)."""
+    """The model server's series, in ``registry`` (one per app: tests run several servers)."""
 
-    def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+    def __init__(self, registry: CollectorRegistry) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
 
         self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self._answered: dict[tuple[str, str, str], tuple[Any, Any]] = {}
-        self.registry = CollectorRegistry()
+        self.registry = registry
         labels = ("model", "version", "arm")
         kw: dict[str, Any] = {"registry": self.registry}
         self.requests = Counter(
@@ -35,7 +41,7 @@ class ServerMetrics:
             "conveyor_request_seconds",
             "Time to answer a prediction request, decode to encode.",
             labels,
-            buckets=_LATENCY_BUCKETS,
+            buckets=LATENCY_BUCKETS,
             **kw,
         )
         self.batch_size = Histogram(
@@ -49,7 +55,7 @@ class ServerMetrics:
             "conveyor_batch_seconds",
             "Model call time per batch.",
             ("model", "version"),
-            buckets=_LATENCY_BUCKETS,
+            buckets=LATENCY_BUCKETS,
             **kw,
         )
         gauge_kw = {**kw, "multiprocess_mode": "livesum"} if self.multiprocess else kw
@@ -70,9 +76,6 @@ class ServerMetrics:
             "Shadow copies answered.",
             ("model", "version", "status"),
             **kw,
-        )
-        self.errors = Counter(
-            "conveyor_errors", "Requests answered with an error, by code.", ("code",), **kw
         )
 
     def answered(self, model: str, version: str, arm: str) -> tuple[Any, Any]:
@@ -95,15 +98,3 @@ class ServerMetrics:
         version = str(number)
         self.batch_size.labels(model, version).observe(size)
         self.batch_seconds.labels(model, version).observe(seconds)
-
-    def render(self) -> tuple[bytes, str]:
-        """The exposition text (aggregated over workers in multiprocess mode)."""
-        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-
-        if self.multiprocess:
-            from prometheus_client import multiprocess
-
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-            return generate_latest(registry), CONTENT_TYPE_LATEST
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -36,6 +36,9 @@ class Served:
     batcher: Batcher
     loaded_at: float = field(default_factory=time.monotonic)
     unused_since: float | None = None
+    #: What the model answered to the warm-up rows: the shape of every answer it gives
+    #: (Open Inference Protocol metadata declares its outputs from it). None: no warm-up.
+    sample_output: Any = None
 
     @property
     def key(self) -> tuple[str, int]:
@@ -178,7 +181,7 @@ class ModelPool:
         from conveyor.serving.batcher import Batcher
 
         loop = asyncio.get_running_loop()
-        loaded = await loop.run_in_executor(None, self._load_sync, model, number)
+        loaded, sample = await loop.run_in_executor(None, self._load_sync, model, number)
         spec = self.batching
         name = f"{model}@{number}"
         predict = matrix_predict(loaded) or _flavor_predict(loaded)
@@ -198,17 +201,18 @@ class ModelPool:
             name=name,
             on_batch=on_batch,
         )
-        served = Served(loaded.version, loaded, batcher)
+        served = Served(loaded.version, loaded, batcher, sample_output=sample)
         self._served[(model, number)] = served
         return served
 
-    def _load_sync(self, model: str, number: int) -> LoadedModel:
+    def _load_sync(self, model: str, number: int) -> tuple[LoadedModel, Any]:
         loaded = self.registry.load(f"{model}@{number}")
         table = warmup_table(loaded)
+        sample = None
         if table is not None:
             for _ in range(3):  # first calls pay for lazy imports, JIT and allocator growth
-                loaded.flavor.predict(loaded.model, table)
-        return loaded
+                sample = loaded.flavor.predict(loaded.model, table)
+        return loaded, sample
 
     async def retire(self, keep: set[tuple[str, int]], *, grace_s: float = _GRACE_S) -> None:
         """Mark versions outside ``keep`` unused; close those unused for ``grace_s``."""

@@ -1,0 +1,224 @@
+"""The model server's routes: native predictions and the live routes of models.
+
+The serving capability contributes these (with the Open Inference Protocol
+v2 routes of :mod:`conveyor.serving.http_v2`) to the app of
+:mod:`conveyor.web.app`; each route names the action a caller's role must
+allow, and the OpenAPI document is generated from this table.
+
+::
+
+    POST /v1/models/{model}/predict     serving.predict   records or columns -> predictions
+    GET  /v1/models                     serving.read      deployed models and their routes
+    GET  /v1/models/{model}/route       serving.read      the live route, with its revision
+    PUT  /v1/models/{model}/route       serving.route     set it (a new revision)
+    POST /v1/models/{model}/rollback    serving.rollback  restore the previous one
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.responses import Response
+
+from conveyor.errors import InvalidInputError, NotFoundError
+from conveyor.web.errors import BadRequest
+from conveyor.web.routing import Route
+
+if TYPE_CHECKING:
+    from conveyor.serving.app import Server
+    from conveyor.web.app import AppContext, Contribution
+    from conveyor.web.pipeline import Call
+
+__all__ = ["NATIVE_SCHEMA", "json_response", "routes", "version_param"]
+
+_SCALAR = {"oneOf": [{"type": "number"}, {"type": "string"}, {"type": "boolean"}, {"type": "null"}]}
+#: What a native prediction request may hold.
+NATIVE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "records": {"type": "array", "items": {"type": "object", "additionalProperties": _SCALAR}},
+        "columns": {"type": "object", "additionalProperties": {"type": "array", "items": _SCALAR}},
+        "attributes": {"type": "object", "additionalProperties": _SCALAR},
+        "id": {"type": "string"},
+    },
+}
+_ROUTE_BODY = {
+    "type": "object",
+    "required": ["policy"],
+    "properties": {
+        "policy": {"type": "object"},
+        "reason": {"type": "string"},
+        "expected_revision": {"type": "integer"},
+    },
+}
+_VERSION_QUERY = {
+    "name": "version",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "Predict with this version, bypassing the route.",
+}
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body, default=str), status, headers, "application/json")
+
+
+def version_param(call: Call) -> int | None:
+    """The version a request names (path ``{version}`` or ``?version=``), or None."""
+    from conveyor.registry.versions import version_number
+
+    raw = call.params.get("version")
+    if raw is None:
+        raw = call.request.query_params.get("version")
+    if raw is None:
+        return None
+    number = version_number(raw)
+    if number is None:
+        raise NotFoundError(f"version {raw!r} is not a version number", version=str(raw))
+    return number
+
+
+def routes(context: AppContext) -> Contribution:
+    """The serving capability's part of the app: the worker's state and its routes."""
+    from conveyor.serving import http_v2
+    from conveyor.serving.app import Server
+    from conveyor.web.app import Contribution
+
+    server = Server(context.project, context.metrics, enrich=context.options.get("enrich"))
+    context.state.server = server
+    table = [*_native(server), *http_v2.routes(server)]
+    return Contribution(table, startup=server.startup, shutdown=server.shutdown)
+
+
+def _native(server: Server) -> list[Route]:
+    from conveyor.serving.native import decode_native_request, encode_predictions
+
+    async def predict(call: Call) -> Response:
+        model = call.params["model"]
+        request_id = call.request_id
+        body = await call.body()
+        try:
+            decoded = decode_native_request(body)
+        except InvalidInputError as exc:
+            raise BadRequest(exc) from exc
+        output, served, decision, cached = await server.predict(
+            call,
+            model,
+            decoded.table,
+            dict(decoded.attributes),
+            version_param(call),
+            decoded.id or request_id,
+        )
+        arm = decision.arm if decision else "direct"
+        span = call.span
+        if span is not None:
+            span.set_attribute("model", model)
+            span.set_attribute("model.version", served.version.number)
+            span.set_attribute("route.arm", arm)
+            if decision is not None and decision.flag:
+                span.set_attribute("route.flag", decision.flag)
+        content = encode_predictions(
+            output,
+            model=model,
+            version=served.version.number,
+            arm=arm,
+            request_id=decoded.id or request_id,
+            cached=cached,
+        )
+        return Response(content, media_type="application/json")
+
+    async def list_models(call: Call) -> Response:
+        watcher = server.watcher
+        return json_response(
+            {
+                "models": [
+                    {"name": m, "revision": watcher.revisions.get(m), "policy": r.policy.to_dict()}
+                    for m, r in sorted(watcher.routes.items())
+                ]
+            }
+        )
+
+    async def show_route(call: Call) -> Response:
+        state = await asyncio.to_thread(server.routes.get, call.params["model"])
+        return json_response(state.to_dict())
+
+    async def set_route(call: Call) -> Response:
+        from conveyor.serving.routes import RoutePolicy
+
+        body = await call.body()
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest(InvalidInputError(f"not JSON: {exc}", field="body")) from exc
+        if not isinstance(document, dict) or "policy" not in document:
+            raise BadRequest(
+                InvalidInputError('the body is {"policy": {...}, "reason": "..."}', field="policy")
+            )
+        policy = RoutePolicy.from_dict(document["policy"])
+        state = await asyncio.to_thread(
+            server.routes.set,
+            call.params["model"],
+            policy,
+            actor=call.actor,
+            reason=document.get("reason"),
+            expected_revision=document.get("expected_revision"),
+        )
+        return json_response(state.to_dict())
+
+    async def rollback(call: Call) -> Response:
+        reason = call.request.query_params.get("reason")
+        state = await asyncio.to_thread(
+            server.routes.rollback, call.params["model"], actor=call.actor, reason=reason
+        )
+        await server.watcher.refresh()  # this worker switches now; the others within a poll
+        return json_response(state.to_dict())
+
+    tags = ("models",)
+    return [
+        Route(
+            "POST",
+            "/v1/models/{model}/predict",
+            predict,
+            "serving.predict",
+            "Predict (native JSON: records or columns)",
+            body=NATIVE_SCHEMA,
+            query=(_VERSION_QUERY,),
+            tags=tags,
+            errors=(404,),
+        ),
+        Route("GET", "/v1/models", list_models, "serving.read", "Deployed models", tags=tags),
+        Route(
+            "GET",
+            "/v1/models/{model}/route",
+            show_route,
+            "serving.read",
+            "The model's live route",
+            tags=tags,
+            errors=(404,),
+        ),
+        Route(
+            "PUT",
+            "/v1/models/{model}/route",
+            set_route,
+            "serving.route",
+            "Set the model's route (a new revision)",
+            body=_ROUTE_BODY,
+            tags=tags,
+            errors=(404, 409),
+        ),
+        Route(
+            "POST",
+            "/v1/models/{model}/rollback",
+            rollback,
+            "serving.rollback",
+            "Restore the previous route",
+            query=(
+                {"name": "reason", "in": "query", "required": False, "schema": {"type": "string"}},
+            ),
+            tags=tags,
+            errors=(404, 409),
+        ),
+    ]

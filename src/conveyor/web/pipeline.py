@@ -1,0 +1,289 @@
+"""The request pipeline every Conveyor server shares: an explicit, ordered chain of stages.
+
+::
+
+    observe -> authenticate -> rate limit -> input limits -> handler
+
+Every route of every server passes through the same chain, the hottest
+(``POST /v1/models/{m}/predict``) included, so something added as a stage
+cannot be skipped by accident. Each stage is an object with
+``async __call__(call, next)``; the chain is composed once, when the app is
+built, into nested calls.
+
+- :class:`Observe`: the request id (``x-request-id`` when the client sends
+  one, else a new one; echoed on every answer), a tracing span named after
+  the route, every error turned into JSON (stable ``code``, status by class,
+  :mod:`conveyor.web.errors`), and the request counted and timed.
+- :class:`Authenticate`: the caller, by the one rule of
+  :mod:`conveyor.governance.access` for the route's action; the store is read
+  in a thread, only when a key is not in the in-process cache.
+- :class:`RateLimit`: one token of the key's bucket; a remote limiter (Redis)
+  is called in a thread, so the event loop never waits on the network.
+- :class:`InputLimits`: a declared body larger than the limit is refused
+  before it is read; :meth:`Call.body` enforces the limit while reading.
+
+Nothing in the chain makes a synchronous network call on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from conveyor.errors import ConveyorError, PayloadTooLargeError
+from conveyor.web.errors import BadRequest, error_body, status_of
+
+if TYPE_CHECKING:
+    from conveyor.governance.access import Access, Caller
+    from conveyor.governance.ratelimit import RateLimiter
+    from conveyor.web.metrics import WebMetrics
+    from conveyor.web.routing import Route
+
+__all__ = [
+    "Authenticate",
+    "Call",
+    "InputLimits",
+    "Next",
+    "Observe",
+    "RateLimit",
+    "Stage",
+    "compose",
+]
+
+log = logging.getLogger("conveyor.web")
+
+#: The rest of the chain, as a stage sees it.
+Next = Callable[["Call"], Awaitable[Response]]
+
+_MAX_REQUEST_ID = 128
+
+
+class Stage(Protocol):
+    """One step of the chain: do something, call ``next`` (or answer without it)."""
+
+    async def __call__(self, call: Call, next: Next) -> Response: ...
+
+
+class Call:
+    """One request on its way through the chain: what stages learn, handlers read."""
+
+    __slots__ = (
+        "_body",
+        "_request",
+        "caller",
+        "content_length",
+        "max_body",
+        "params",
+        "receive",
+        "request_id",
+        "route",
+        "scope",
+        "span",
+        "started",
+        "token",
+    )
+
+    def __init__(self, scope: dict[str, Any], receive: Any, route: Route, params: dict[str, str]):
+        self.scope = scope
+        self.receive = receive
+        self.route = route
+        self.params = params
+        self.started = time.perf_counter()
+        self.request_id = ""
+        self.caller: Caller | None = None
+        self.span: Any = None
+        self.token: str | None = None
+        self.content_length: int | None = None
+        self.max_body: int | None = None
+        self._request: Request | None = None
+        self._body: bytes | None = None
+        # One pass over the raw headers for what the chain itself needs.
+        request_id = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                request_id = value.decode("latin-1")
+            elif name == b"authorization":
+                text = value.decode("latin-1")
+                if text[:7].lower() == "bearer ":
+                    self.token = self.token or text[7:].strip()
+            elif name == b"x-api-key":
+                self.token = value.decode("latin-1")
+            elif name == b"content-length" and value.isdigit():
+                self.content_length = int(value)
+        self.request_id = (
+            request_id if request_id and len(request_id) <= _MAX_REQUEST_ID else uuid.uuid4().hex
+        )
+
+    @property
+    def request(self) -> Request:
+        """Starlette's view of the request (headers, query string, the body stream)."""
+        if self._request is None:
+            self.scope["path_params"] = self.params
+            self._request = Request(self.scope, self.receive)
+        return self._request
+
+    @property
+    def actor(self) -> str:
+        """Who is calling, as recorded in events and histories (``key:NAME``)."""
+        return self.caller.actor if self.caller is not None else "anonymous"
+
+    async def body(self) -> bytes:
+        """The whole body, refused with 413 once it passes the limit (read once, kept)."""
+        if self._body is not None:
+            return self._body
+        limit = self.max_body
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in self.request.stream():
+            size += len(chunk)
+            if limit is not None and size > limit:
+                raise PayloadTooLargeError(
+                    f"the body exceeds {limit} bytes", field="body", limit=limit
+                )
+            chunks.append(chunk)
+        self._body = b"".join(chunks)
+        return self._body
+
+
+def compose(stages: Sequence[Stage]) -> Next:
+    """The chain: each stage around the next, the route's endpoint last."""
+
+    async def endpoint(call: Call) -> Response:
+        return await call.route.endpoint(call)
+
+    handler: Next = endpoint
+    for stage in reversed(stages):
+        handler = _link(stage, handler)
+    return handler
+
+
+def _link(stage: Stage, next_: Next) -> Next:
+    async def run(call: Call) -> Response:
+        return await stage(call, next_)
+
+    return run
+
+
+class Observe:
+    """Request id, tracing span, errors as JSON, request metrics: the outermost stage."""
+
+    def __init__(self, metrics: WebMetrics) -> None:
+        self.metrics = metrics
+        self.tracer: Any = None
+
+    def start(self) -> None:
+        """Take the tracer at start-up (after the process configured its provider)."""
+        from opentelemetry import trace
+
+        self.tracer = trace.get_tracer("conveyor.web")
+
+    async def __call__(self, call: Call, next: Next) -> Response:
+        route = call.route
+        try:
+            if self.tracer is None:
+                response = await next(call)
+            else:
+                with self.tracer.start_as_current_span(
+                    route.name, attributes={"http.route": route.path, "request_id": call.request_id}
+                ) as span:
+                    call.span = span
+                    response = await next(call)
+        except BadRequest as bad:
+            response = self._failed(call, bad.error, 400)
+        except ConveyorError as exc:
+            response = self._failed(call, exc, status_of(exc))
+        except Exception:
+            log.exception(
+                "unexpected error on %s", call.scope["path"], extra={"request_id": call.request_id}
+            )
+            self.metrics.error("internal")
+            response = Response(
+                b'{"code":"internal","message":"the server failed; see its log","request_id":"'
+                + call.request_id.encode()
+                + b'"}',
+                500,
+                media_type="application/json",
+            )
+        response.raw_headers.append((b"x-request-id", call.request_id.encode("latin-1")))
+        self.metrics.answered(route.name, response.status_code, time.perf_counter() - call.started)
+        return response
+
+    def _failed(self, call: Call, exc: ConveyorError, status: int) -> Response:
+        self.metrics.error(exc.code)
+        body, headers = error_body(exc, call.request_id)
+        response = Response(body, status, media_type="application/json")
+        response.raw_headers.extend(headers)
+        log.log(
+            logging.ERROR if status >= 500 else logging.INFO,
+            "%s %s -> %d %s: %s",
+            call.scope["method"],
+            call.scope["path"],
+            status,
+            exc.code,
+            exc.message,
+            extra={"request_id": call.request_id},
+        )
+        return response
+
+
+class Authenticate:
+    """The caller, allowed to do the route's action (open routes: anonymous)."""
+
+    def __init__(self, access: Access) -> None:
+        from conveyor.governance.access import Caller
+
+        self.access = access
+        self._anonymous = Caller(None, "anonymous")
+
+    async def __call__(self, call: Call, next: Next) -> Response:
+        action = call.route.action
+        if action is None:
+            call.caller = self._anonymous
+        else:
+            call.caller = await self.access.authorize_async(call.token, action)
+        return await next(call)
+
+
+class RateLimit:
+    """One token of the caller's bucket, when their key has a limit."""
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self.limiter = limiter
+        #: An in-process limiter answers at once; a remote one goes to a thread.
+        self.local = bool(getattr(limiter, "local", False))
+
+    async def __call__(self, call: Call, next: Next) -> Response:
+        caller = call.caller
+        key = caller.key if caller is not None else None
+        if key is not None and key.rate_per_second is not None:
+            if self.local:
+                self.limiter.take(key.id, key.rate_per_second, key.burst)
+            else:
+                await asyncio.to_thread(self.limiter.take, key.id, key.rate_per_second, key.burst)
+        return await next(call)
+
+
+class InputLimits:
+    """A body declared larger than ``max_body_bytes`` is refused before it is read."""
+
+    def __init__(self, max_body_bytes: int) -> None:
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, call: Call, next: Next) -> Response:
+        limit = self.max_body_bytes
+        call.max_body = limit
+        declared = call.content_length
+        if declared is not None and declared > limit:
+            raise PayloadTooLargeError(
+                f"the body has {declared} bytes; this server takes at most {limit}",
+                field="body",
+                limit=limit,
+            )
+        return await next(call)
