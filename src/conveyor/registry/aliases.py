@@ -6,6 +6,9 @@ fails with ConcurrentUpdateError when someone moved the alias meanwhile, so
 two concurrent moves never silently lose one. Each move appends to
 ``alias_history`` in the same transaction, which answers "who moved it,
 when and why", "what was champion at time T", and where a rollback goes.
+The mechanism is the store's pointer with history
+(:class:`conveyor.store.pointers.PointerTable`), shared with served routes;
+this module says what an alias holds (a version id of its model).
 
 A gated alias (``champion`` by default) only moves to a version whose gates
 passed (:mod:`conveyor.registry.promotion`); a move past failed gates is
@@ -15,25 +18,20 @@ passed (:mod:`conveyor.registry.promotion`); a move past failed gates is
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from conveyor.errors import (
-    AlreadyExistsError,
-    ConcurrentUpdateError,
-    InvalidInputError,
-    NotFoundError,
-)
+from conveyor.errors import ConcurrentUpdateError, InvalidInputError, NotFoundError
 from conveyor.registry.versions import AliasMove, ModelVersion
-from conveyor.store.retry import retry_on_conflict
+from conveyor.store.pointers import Change, Key, PointerTable, Previous
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from conveyor.events.log import EventLog
-    from conveyor.registry.tables import ModelVersionRecord
+    from conveyor.registry.tables import ModelAliasRecord, ModelVersionRecord
     from conveyor.store.database import MetadataStore
 
 __all__ = ["Alias", "AliasesMixin", "check_alias"]
@@ -74,6 +72,85 @@ class Alias:
         }
 
 
+class AliasPointers(PointerTable[str]):
+    """Aliases as pointers: ``(model, alias)`` -> a version id, in ``model_aliases``.
+
+    ``resolve`` turns what a caller names (a number, ``name@N``, an id, a
+    :class:`ModelVersion`) into the id of a version of that model, inside the
+    move's transaction.
+    """
+
+    key_columns = ("model", "alias")
+
+    def __init__(
+        self,
+        store: MetadataStore,
+        version_row: Callable[[Session, str, Any], ModelVersionRecord],
+    ) -> None:
+        from conveyor.registry.tables import AliasHistoryRecord, ModelAliasRecord
+
+        super().__init__(store, ModelAliasRecord, AliasHistoryRecord)
+        self._version_row = version_row
+
+    def describe(self, key: Key) -> str:
+        return f"alias {key[0]}@{key[1]}"
+
+    def missing(self, key: Key) -> NotFoundError:
+        return NotFoundError(f"model {key[0]!r} has no alias {key[1]!r}", model=key[0])
+
+    def stale(self, key: Key, current: int, expected: int) -> ConcurrentUpdateError:
+        return self.raced(key, expected)
+
+    def raced(self, key: Key, expected: int) -> ConcurrentUpdateError:
+        return ConcurrentUpdateError(
+            f"alias {key[0]}@{key[1]} was moved by someone else since version {expected} "
+            "was read; read it again and retry",
+            model=key[0],
+            alias=key[1],
+        )
+
+    def resolve(self, session: Session, key: Key, value: Any) -> str:
+        return self._version_row(session, key[0], value).id
+
+    def value(self, head: ModelAliasRecord) -> str:
+        return head.version_id
+
+    def write(
+        self, session: Session, key: Key, head: ModelAliasRecord | None, change: Change[str]
+    ) -> ModelAliasRecord:
+        if head is None:
+            head = self.head(model=key[0], alias=key[1], version_id=change.after)
+            session.add(head)
+        else:
+            head.version_id = change.after
+        head.updated_at = change.at
+        return head
+
+    def record(self, head: ModelAliasRecord, change: Change[str]) -> Any:
+        return self.history(
+            model=head.model,
+            alias=head.alias,
+            from_version_id=change.before,
+            to_version_id=change.after,
+            actor=change.actor,
+            reason=change.reason,
+            forced=bool(change.extra.get("forced", False)),
+            at=change.at,
+        )
+
+    def previous(self, session: Session, key: Key, head: ModelAliasRecord) -> Previous[str]:
+        last = self.last(key, session)
+        if last is None or last.from_version_id is None:
+            raise InvalidInputError(
+                f"alias {key[0]}@{key[1]} has no previous version to roll back to", field="alias"
+            )
+        if last.to_version_id != head.version_id:  # pragma: no cover: one transaction reads both
+            raise ConcurrentUpdateError(
+                f"alias {key[0]}@{key[1]} moved while rolling back; try again", model=key[0]
+            )
+        return Previous(last.from_version_id, "rollback", last)
+
+
 class AliasesMixin:
     """The alias half of :class:`conveyor.registry.Registry`."""
 
@@ -87,6 +164,10 @@ class AliasesMixin:
         def by_id(self, version_id: str) -> ModelVersion: ...
 
         def _admit(self, name: str, alias: str, version: Any, forced: bool) -> None: ...
+
+    @property
+    def _alias_pointers(self) -> AliasPointers:
+        return AliasPointers(self.store, self._version_row)
 
     def set_alias(
         self,
@@ -110,69 +191,17 @@ class AliasesMixin:
         if forced and not reason:
             raise InvalidInputError("a forced alias move needs a reason", field="reason")
         self._admit(name, alias, version, forced)
-        move_once = partial(self._move, name, alias, version, actor, reason, forced)
-        if expected_version is None:
-            # Unconditional: a move that raced another is made again on the fresh row.
-            move = retry_on_conflict(partial(move_once, None), what=f"moving alias {name}@{alias}")
-        else:
-            try:
-                move = move_once(expected_version)
-            except (ConcurrentUpdateError, AlreadyExistsError) as exc:
-                raise ConcurrentUpdateError(
-                    f"alias {name}@{alias} was moved by someone else since version "
-                    f"{expected_version} was read; read it again and retry",
-                    model=name,
-                    alias=alias,
-                ) from exc
+        moved = self._alias_pointers.move(
+            (name, alias),
+            version,
+            expected=expected_version,
+            actor=actor,
+            reason=reason,
+            forced=forced,
+        )
+        move = AliasMove.from_record(moved.entry)
         self._emit_move(move, rollback=False)
         return move
-
-    def _move(
-        self,
-        name: str,
-        alias: str,
-        version: Any,
-        actor: str | None,
-        reason: str | None,
-        forced: bool,
-        expected_version: int | None,
-    ) -> AliasMove:
-        from conveyor.registry.tables import AliasHistoryRecord, ModelAliasRecord
-        from conveyor.store.types import utcnow
-
-        with self.store.session() as session:
-            target = self._version_row(session, name, version)
-            row = session.get(ModelAliasRecord, (name, alias))
-            current = 0 if row is None else row.version
-            if expected_version is not None and current != expected_version:
-                raise ConcurrentUpdateError(
-                    f"alias {name}@{alias} is at version {current}, not {expected_version}",
-                    model=name,
-                    alias=alias,
-                )
-            now = utcnow()
-            if row is None:
-                previous = None
-                session.add(
-                    ModelAliasRecord(model=name, alias=alias, version_id=target.id, updated_at=now)
-                )
-            else:
-                previous = row.version_id
-                row.version_id = target.id
-                row.updated_at = now
-            entry = AliasHistoryRecord(
-                model=name,
-                alias=alias,
-                from_version_id=previous,
-                to_version_id=target.id,
-                actor=actor,
-                reason=reason,
-                forced=forced,
-                at=now,
-            )
-            session.add(entry)
-            session.flush()
-            return AliasMove.from_record(entry)
 
     def _emit_move(self, move: AliasMove, *, rollback: bool) -> None:
         if self.events is None:
@@ -230,35 +259,14 @@ class AliasesMixin:
         self, name: str, alias: str | None = None, *, limit: int = 100
     ) -> list[AliasMove]:
         """Moves of ``alias`` (or of every alias of ``name``), newest first."""
-        import sqlalchemy as sa
-
-        from conveyor.registry.tables import AliasHistoryRecord as H
-        from conveyor.store.paging import check_limit
-
-        check_limit(limit)
-        stmt = sa.select(H).where(H.model == name)
-        if alias is not None:
-            stmt = stmt.where(H.alias == alias)
-        stmt = stmt.order_by(H.at.desc(), H.id.desc()).limit(limit)
-        with self.store.read() as session:
-            return [AliasMove.from_record(r) for r in session.scalars(stmt)]
+        where = {"model": name} if alias is None else {"model": name, "alias": alias}
+        entries = self._alias_pointers.entries(limit=limit, **where)
+        return [AliasMove.from_record(r) for r in entries]
 
     def alias_at(self, name: str, alias: str, when: datetime) -> ModelVersion | None:
         """The version ``alias`` pointed at, at time ``when`` (None if it was not set then)."""
-        import sqlalchemy as sa
-
-        from conveyor.registry.tables import AliasHistoryRecord as H
-        from conveyor.store.types import aware_utc
-
-        at = aware_utc(when, "when")
-        with self.store.read() as session:
-            last = session.scalars(
-                sa.select(H)
-                .where(H.model == name, H.alias == alias, H.at <= at)
-                .order_by(H.at.desc(), H.id.desc())
-                .limit(1)
-            ).first()
-            target = None if last is None else last.to_version_id
+        last = self._alias_pointers.at((name, alias), when)
+        target = None if last is None else last.to_version_id
         return None if target is None else self.by_id(target)
 
     def rollback(
@@ -269,25 +277,7 @@ class AliasesMixin:
         Refused (ConcurrentUpdateError) when the alias moves while this runs;
         InvalidInputError when there is no previous holder.
         """
-        current = self.get_alias(name, alias)
-        last = self.alias_history(name, alias, limit=1)
-        if not last or last[0].from_version_id is None:
-            raise InvalidInputError(
-                f"alias {name}@{alias} has no previous version to roll back to", field="alias"
-            )
-        previous = last[0].from_version_id
-        if last[0].to_version_id != current.version_id:
-            raise ConcurrentUpdateError(
-                f"alias {name}@{alias} moved while rolling back; try again", model=name
-            )
-        move = self._move(
-            name,
-            alias,
-            previous,
-            actor,
-            f"rollback: {reason}" if reason else "rollback",
-            False,
-            current.version,
-        )
+        moved, _ = self._alias_pointers.rollback((name, alias), actor=actor, reason=reason)
+        move = AliasMove.from_record(moved.entry)
         self._emit_move(move, rollback=True)
         return move

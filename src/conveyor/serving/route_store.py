@@ -16,34 +16,35 @@ Two writers never lose a write. ``expected_revision`` (the revision the
 caller read; 0: the route must not exist) makes a write conditional: if
 someone wrote meanwhile it fails with ConcurrentUpdateError. Without it, a
 write that races another is retried on the fresh row and both land as
-consecutive revisions.
+consecutive revisions. The mechanism is the store's pointer with history
+(:class:`conveyor.store.pointers.PointerTable`), shared with model aliases;
+:class:`RoutePointers` says what a route holds (a policy document) and how
+revisions are numbered.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from conveyor.errors import (
-    AlreadyExistsError,
-    ConcurrentUpdateError,
-    InvalidInputError,
-    NotFoundError,
-)
+from conveyor.errors import ConcurrentUpdateError, InvalidInputError, NotFoundError
 from conveyor.serving.routes import RoutePolicy
-from conveyor.store.retry import retry_on_conflict
+from conveyor.store.pointers import Change, Key, PointerTable, Previous
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from sqlalchemy.orm import Session
 
     from conveyor.events.log import EventLog
     from conveyor.registry import Registry
-    from conveyor.serving.tables import RouteRecord
+    from conveyor.serving.tables import RouteHistoryRecord, RouteRecord
     from conveyor.store.database import MetadataStore
 
-__all__ = ["RouteState", "RouteStore"]
+__all__ = ["RoutePointers", "RouteState", "RouteStore"]
+
+Document = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,98 @@ class RouteState:
         }
 
 
+class RoutePointers(PointerTable[Document]):
+    """Routes as pointers: ``model`` -> a policy document, in ``routes`` / ``route_history``.
+
+    The concurrency token is the route's ``revision`` (1, 2, 3... per model,
+    never reused: after a delete, numbering continues from the history).
+    """
+
+    key_columns = ("model",)
+    newest_first = ("revision",)
+
+    def __init__(self, store: MetadataStore) -> None:
+        from conveyor.serving.tables import RouteHistoryRecord, RouteRecord
+
+        super().__init__(store, RouteRecord, RouteHistoryRecord)
+
+    def describe(self, key: Key) -> str:
+        return f"the route of {key[0]!r}"
+
+    def missing(self, key: Key) -> NotFoundError:
+        return NotFoundError(f"model {key[0]!r} has no route", model=key[0])
+
+    def stale(self, key: Key, current: int, expected: int) -> ConcurrentUpdateError:
+        return ConcurrentUpdateError(
+            f"the route of {key[0]!r} is at revision {current}, not {expected}: "
+            "someone changed it since; read it again and retry",
+            model=key[0],
+            revision=current,
+            expected_revision=expected,
+        )
+
+    def raced(self, key: Key, expected: int) -> ConcurrentUpdateError:
+        return ConcurrentUpdateError(
+            f"the route of {key[0]!r} was changed by someone else since revision "
+            f"{expected} was read; read it again and retry",
+            model=key[0],
+            expected_revision=expected,
+        )
+
+    def token(self, head: RouteRecord) -> int:
+        return head.revision
+
+    def value(self, head: RouteRecord) -> Document:
+        return head.policy
+
+    def write(
+        self, session: Session, key: Key, head: RouteRecord | None, change: Change[Document]
+    ) -> RouteRecord:
+        if head is None:
+            import sqlalchemy as sa
+
+            # After a delete the history remains: continue its numbering.
+            last = session.scalar(
+                sa.select(sa.func.max(self.history.revision)).where(self.history.model == key[0])
+            )
+            head = self.head(model=key[0], revision=(last or 0) + 1)
+            session.add(head)
+        else:
+            head.revision += 1
+        head.policy = change.after
+        head.actor = change.actor
+        head.reason = change.reason
+        head.updated_at = change.at
+        return head
+
+    def record(self, head: RouteRecord, change: Change[Document]) -> RouteHistoryRecord:
+        entry: RouteHistoryRecord = self.history(
+            model=head.model,
+            revision=head.revision,
+            policy=change.after,
+            actor=change.actor,
+            reason=change.reason,
+            at=change.at,
+        )
+        return entry
+
+    def previous(self, session: Session, key: Key, head: RouteRecord) -> Previous[Document]:
+        import sqlalchemy as sa
+
+        entry = session.scalars(
+            sa.select(self.history).where(
+                self.history.model == key[0], self.history.revision == head.revision - 1
+            )
+        ).first()
+        if entry is None:
+            raise InvalidInputError(
+                f"the route of {key[0]!r} has no revision before {head.revision} to roll back to",
+                field="model",
+                model=key[0],
+            )
+        return Previous(entry.policy, f"rollback to revision {entry.revision}", entry)
+
+
 class RouteStore:
     """Every model's live route policy, its history, and rollback.
 
@@ -86,6 +179,7 @@ class RouteStore:
         self.store = store
         self.events = events
         self.registry = registry
+        self._pointers = RoutePointers(store)
 
     # -- writing -----------------------------------------------------------------
 
@@ -110,7 +204,10 @@ class RouteStore:
         policy = policy if isinstance(policy, RoutePolicy) else RoutePolicy.from_dict(policy)
         _check_expected(expected_revision)
         self._check_versions(model, policy)
-        old, new = self._write(model, policy, actor, reason, expected_revision)
+        moved = self._pointers.move(
+            (model,), policy.to_dict(), expected=expected_revision, actor=actor, reason=reason
+        )
+        old, new = _before(moved.before), _written(moved.head, policy)
         self._emit("route.set", new, old=old)
         return new
 
@@ -121,24 +218,16 @@ class RouteStore:
         its history holds no earlier revision. Rolling back twice returns
         to where the first rollback started (each rollback is a revision).
         """
-        current = self.get(model)
-        previous = self._history_entry(model, current.revision - 1)
-        if previous is None:
-            raise InvalidInputError(
-                f"the route of {model!r} has no revision before {current.revision} to roll back to",
-                field="model",
-                model=model,
-            )
-        self._check_versions(model, previous.policy)
-        note = f"rollback to revision {previous.revision}"
-        old, new = self._write(
-            model,
-            previous.policy,
-            actor,
-            f"{note}: {reason}" if reason else note,
-            current.revision,
+
+        def registered(previous: Previous[Document]) -> None:
+            self._check_versions(model, RoutePolicy.from_dict(previous.value))
+
+        moved, previous = self._pointers.rollback(
+            (model,), actor=actor, reason=reason, check=registered
         )
-        self._emit("route.rolled_back", new, old=old, restored_revision=previous.revision)
+        old = _before(moved.before)
+        new = _written(moved.head, RoutePolicy.from_dict(previous.value))
+        self._emit("route.rolled_back", new, old=old, restored_revision=previous.entry.revision)
         return new
 
     def delete(
@@ -148,14 +237,7 @@ class RouteStore:
 
         A later :meth:`set` continues the revision numbers after the history's last.
         """
-        from conveyor.serving.tables import RouteRecord
-
-        with self.store.session() as session:
-            row = session.get(RouteRecord, model)
-            if row is None:
-                raise NotFoundError(f"model {model!r} has no route", model=model)
-            removed = _state(row)
-            session.delete(row)
+        removed = _state(self._pointers.remove((model,)))
         if self.events is not None:
             self.events.emit(
                 "route.deleted",
@@ -169,97 +251,6 @@ class RouteStore:
                 durable=True,
             )
         return removed
-
-    def _write(
-        self,
-        model: str,
-        policy: RoutePolicy,
-        actor: str | None,
-        reason: str | None,
-        expected_revision: int | None,
-    ) -> tuple[RouteState | None, RouteState]:
-        def once(expected: int | None) -> tuple[RouteState | None, RouteState]:
-            with self.store.session() as session:
-                return self._write_once(session, model, policy, actor, reason, expected)
-
-        if expected_revision is None:
-            # Unconditional: a write that raced another is made again on the fresh row.
-            return retry_on_conflict(partial(once, None), what=f"writing the route of {model!r}")
-        try:
-            return once(expected_revision)
-        except (ConcurrentUpdateError, AlreadyExistsError) as exc:
-            # Another writer got there between our read and our write (the row's
-            # version moved, or both inserted the first revision).
-            if isinstance(exc, ConcurrentUpdateError) and "revision" in exc.context:
-                raise  # the revision check itself: its message says where the route is
-            raise ConcurrentUpdateError(
-                f"the route of {model!r} was changed by someone else since revision "
-                f"{expected_revision} was read; read it again and retry",
-                model=model,
-                expected_revision=expected_revision,
-            ) from exc
-
-    def _write_once(
-        self,
-        session: Session,
-        model: str,
-        policy: RoutePolicy,
-        actor: str | None,
-        reason: str | None,
-        expected_revision: int | None,
-    ) -> tuple[RouteState | None, RouteState]:
-        import sqlalchemy as sa
-
-        from conveyor.serving.tables import RouteHistoryRecord as H
-        from conveyor.serving.tables import RouteRecord
-        from conveyor.store.types import utcnow
-
-        row = session.get(RouteRecord, model)
-        current = 0 if row is None else row.revision
-        if expected_revision is not None and current != expected_revision:
-            raise ConcurrentUpdateError(
-                f"the route of {model!r} is at revision {current}, not {expected_revision}: "
-                "someone changed it since; read it again and retry",
-                model=model,
-                revision=current,
-                expected_revision=expected_revision,
-            )
-        document = policy.to_dict()
-        now = utcnow()
-        if row is None:
-            old = None
-            # After a delete the history remains: continue its numbering.
-            last = session.scalar(sa.select(sa.func.max(H.revision)).where(H.model == model))
-            revision = (last or 0) + 1
-            row = RouteRecord(
-                model=model,
-                revision=revision,
-                policy=document,
-                actor=actor,
-                reason=reason,
-                updated_at=now,
-            )
-            session.add(row)
-        else:
-            old = _state(row)
-            revision = current + 1
-            row.revision = revision
-            row.policy = document
-            row.actor = actor
-            row.reason = reason
-            row.updated_at = now
-        session.add(
-            H(
-                model=model,
-                revision=revision,
-                policy=document,
-                actor=actor,
-                reason=reason,
-                at=now,
-            )
-        )
-        session.flush()
-        return old, RouteState(model, revision, policy, actor, reason, now)
 
     def _check_versions(self, model: str, policy: RoutePolicy) -> None:
         """Every version the policy names is registered (and not archived)."""
@@ -309,13 +300,7 @@ class RouteStore:
 
     def get(self, model: str) -> RouteState:
         """The live route of ``model`` (NotFoundError if it has none)."""
-        from conveyor.serving.tables import RouteRecord
-
-        with self.store.read() as session:
-            row = session.get(RouteRecord, model)
-            if row is None:
-                raise NotFoundError(f"model {model!r} has no route", model=model)
-            return _state(row)
+        return _state(self._pointers.get((model,)))
 
     def all(self) -> list[RouteState]:
         """Every live route, by model name."""
@@ -339,37 +324,12 @@ class RouteStore:
 
     def history(self, model: str, limit: int = 50) -> list[RouteState]:
         """The route's revisions, newest first (including revisions before a delete)."""
-        import sqlalchemy as sa
-
-        from conveyor.serving.tables import RouteHistoryRecord as H
-        from conveyor.store.paging import check_limit
-
-        check_limit(limit)
-        with self.store.read() as session:
-            rows = session.scalars(
-                sa.select(H).where(H.model == model).order_by(H.revision.desc()).limit(limit)
-            )
-            return [
-                RouteState(
-                    r.model, r.revision, RoutePolicy.from_dict(r.policy), r.actor, r.reason, r.at
-                )
-                for r in rows
-            ]
-
-    def _history_entry(self, model: str, revision: int) -> RouteState | None:
-        import sqlalchemy as sa
-
-        from conveyor.serving.tables import RouteHistoryRecord as H
-
-        with self.store.read() as session:
-            r = session.scalars(
-                sa.select(H).where(H.model == model, H.revision == revision)
-            ).first()
-            if r is None:
-                return None
-            return RouteState(
+        return [
+            RouteState(
                 r.model, r.revision, RoutePolicy.from_dict(r.policy), r.actor, r.reason, r.at
             )
+            for r in self._pointers.entries(limit=limit, model=model)
+        ]
 
 
 def _state(row: RouteRecord) -> RouteState:
@@ -381,6 +341,25 @@ def _state(row: RouteRecord) -> RouteState:
         row.reason,
         row.updated_at,
     )
+
+
+def _before(columns: Mapping[str, Any] | None) -> RouteState | None:
+    """The live route as it was before a write (None: there was none)."""
+    if columns is None:
+        return None
+    return RouteState(
+        columns["model"],
+        columns["revision"],
+        RoutePolicy.from_dict(columns["policy"]),
+        columns["actor"],
+        columns["reason"],
+        columns["updated_at"],
+    )
+
+
+def _written(row: RouteRecord, policy: RoutePolicy) -> RouteState:
+    """The live route just written, with the policy object the caller gave."""
+    return RouteState(row.model, row.revision, policy, row.actor, row.reason, row.updated_at)
 
 
 def _check_expected(expected: int | None) -> None:
