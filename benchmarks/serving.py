@@ -4,6 +4,8 @@
     .venv/bin/python benchmarks/serving.py --rounds 3    # ~18 minutes
     .venv/bin/python benchmarks/serving.py --quick       # 1 round, 3 s measurements
     .venv/bin/python benchmarks/serving.py --profile     # also py-spy on Conveyor at c=64
+    .venv/bin/python benchmarks/serving.py --baseline 9fba084 --only conveyor,conveyor-before,bare
+                                # Conveyor as of a commit, beside today's, in the same run
 
 Every server runs as its own process (1 worker, uvloop + httptools where
 the server lets you choose) and the load comes from ``wrk`` in another
@@ -17,6 +19,10 @@ and 64; (b) RandomForest of 100 trees at concurrency 1 and 64, batched on
 Conveyor (64 rows, 2 ms) and BentoML (adaptive batching), unbatched
 elsewhere; (c) start-up: seconds from spawning the process to the first 200
 from its readiness endpoint.
+
+Before any load, every server answers the same row once, and its prediction
+must equal the model's own (``model.predict`` in-process): a server that
+answers something else is reported as an error and not measured.
 
 Writes ``benchmarks/results/serving.json``. The machine is whatever runs
 this (often 2 shared cores, with wrk taking part of them): the JSON records
@@ -225,23 +231,69 @@ def measure(run: Running, concurrency: int, args: argparse.Namespace, tmp: Path)
     return wrk(url, lua, concurrency, args.duration)
 
 
-def check_answer(run: Running) -> str:
-    """One request by hand: a 200 and a prediction, before any load."""
+def check_answer(run: Running, expected: float) -> str:
+    """One request by hand before any load: a 200, and the model's own prediction."""
     url = f"http://127.0.0.1:{run.server.port}{run.server.predict_path}"
     status, text = _post(url, run.server.body)
     if status != 200:
         raise RuntimeError(f"{run.server.name}: {status} {text[:500]}")
+    got = prediction_of(text)
+    if got != expected:
+        raise RuntimeError(
+            f"{run.server.name} predicted {got!r} for the request row; the model says "
+            f"{expected!r}: its numbers would not be comparable ({text[:300]})"
+        )
     return text[:200]
+
+
+def prediction_of(text: str) -> float:
+    """The one prediction in any server's answer: native, v2 outputs, or a bare list."""
+    body = json.loads(text)
+    if isinstance(body, dict) and "predictions" in body:
+        body = body["predictions"]
+    elif isinstance(body, dict) and "outputs" in body:
+        body = body["outputs"][0]["data"]
+    while isinstance(body, list):
+        body = body[0]
+    return float(body)
 
 
 # -- the servers --------------------------------------------------------------
 
 
-def servers(kind: str, tmp: Path, venvs: dict[str, Path], only: set[str]) -> list[Server]:
+def servers(
+    kind: str, tmp: Path, venvs: dict[str, Path], only: set[str], baseline: Path | None = None
+) -> list[Server]:
     """Every server for one model kind (``lr`` or ``rf``)."""
     conveyor_py = Path(sys.executable)
     model = f"bench_{kind}"
     out: list[Server] = []
+    if baseline is not None:
+        # Conveyor as of an earlier commit: same venv, its own code first on the path.
+        out.append(
+            Server(
+                name="conveyor-before",
+                argv=[
+                    str(conveyor_py),
+                    "-m",
+                    "conveyor.cli",
+                    "serve",
+                    "--project",
+                    str(tmp / f"conveyor-before-{kind}"),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "{port}",
+                    "--workers",
+                    "1",
+                ],
+                ready_path="/v2/health/ready",
+                predict_path=f"/v1/models/{model}/predict",
+                body=wl.records_body(),
+                env={"PYTHONPATH": str(baseline)},
+                batched=kind == "rf",
+            )
+        )
     # The bare endpoints run in Conveyor's venv: same Python, Starlette, uvicorn, scikit-learn.
     for mode in ("direct", "thread"):
         out.append(
@@ -329,9 +381,21 @@ def servers(kind: str, tmp: Path, venvs: dict[str, Path], only: set[str]) -> lis
     return [s for s in out if not only or s.name in only]
 
 
-def prepare(tmp: Path, venvs: dict[str, Path], log: Log) -> dict[str, Any]:
+def prepare(
+    tmp: Path, venvs: dict[str, Path], log: Log, baseline: Path | None = None
+) -> dict[str, Any]:
     """Fit the models in each venv, build Conveyor's projects and MLServer's folders."""
     versions: dict[str, Any] = {}
+    if baseline is not None:
+        for kind in ("lr", "rf"):  # the earlier code builds its own project
+            subprocess.run(
+                [sys.executable, "conveyor_serving.py", str(tmp / f"conveyor-before-{kind}"), kind],
+                cwd=harness.PEER_SCRIPTS,
+                env={**os.environ, "PYTHONPATH": str(baseline)},
+                capture_output=True,
+                text=True,
+                check=True,
+            )
     for peer, python in [("conveyor", Path(sys.executable)), *venvs.items()]:
         out = subprocess.run(
             [str(python), "serving_fit.py", str(tmp / f"models-{peer}")],
@@ -365,8 +429,38 @@ def prepare(tmp: Path, venvs: dict[str, Path], log: Log) -> dict[str, Any]:
         versions[peer] = out.stdout.strip()
     wrk_v = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split()
     versions["wrk"] = wrk_v[1] if len(wrk_v) > 1 else "unknown"
+    expected = subprocess.run(
+        [sys.executable, "-c", _EXPECTED],
+        cwd=harness.PEER_SCRIPTS,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    versions["expected_predictions"] = json.loads(expected.stdout)
     log(f"versions: {versions}")
     return versions
+
+
+#: The model's own prediction for the request row, in-process: what every server must answer.
+_EXPECTED = """
+import json
+import serving_workload as wl
+print(json.dumps({k: float(wl.fit(k).predict([wl.request_row()])[0]) for k in ("lr", "rf")}))
+"""
+
+
+def _baseline_src(commit: str, tmp: Path) -> Path:
+    """The ``src`` folder of Conveyor at ``commit`` (git archive of this repository)."""
+    repo = Path(__file__).resolve().parents[1]
+    archive = tmp / "baseline.tar"
+    subprocess.run(
+        ["git", "-C", str(repo), "archive", "-o", str(archive), commit, "src"], check=True
+    )
+    import tarfile
+
+    with tarfile.open(archive) as tar:
+        tar.extractall(tmp / "baseline", filter="data")
+    return tmp / "baseline" / "src"
 
 
 # -- the run ------------------------------------------------------------------
@@ -461,12 +555,16 @@ def run(args: argparse.Namespace, log: Log = print) -> dict[str, Any]:
         "errors": {},
     }
     try:
-        result["versions"] = prepare(tmp, venvs, log)
+        baseline = _baseline_src(args.baseline, tmp) if args.baseline else None
+        if baseline is not None:
+            result["settings"]["conveyor-before"] = f"conveyor serve at commit {args.baseline}"
+        result["versions"] = prepare(tmp, venvs, log, baseline)
+        expected = result["versions"]["expected_predictions"]
         per_round: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = {}
         startup: dict[str, list[float]] = {}
         for rnd in range(args.rounds):
             for kind in ("lr", "rf"):
-                group = servers(kind, tmp, venvs, only)
+                group = servers(kind, tmp, venvs, only, baseline)
                 shift = rnd % len(group) if group else 0
                 for server in group[shift:] + group[:shift]:
                     label = f"round {rnd + 1} {kind} {server.name}"
@@ -479,7 +577,7 @@ def run(args: argparse.Namespace, log: Log = print) -> dict[str, Any]:
                     try:
                         if kind == "lr":
                             startup.setdefault(server.name, []).append(running.startup_s)
-                        answer = check_answer(running)
+                        answer = check_answer(running, expected[kind])
                         log(f"{label}: ready in {running.startup_s:.2f} s; answer {answer[:80]}")
                         for c in CONCURRENCY[kind]:
                             m = measure(running, c, args, tmp)
@@ -558,6 +656,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", action="store_true", help="py-spy on Conveyor (lr, c=64)")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder (server logs)")
     parser.add_argument("--output", default="serving", help="results/<output>.json")
+    parser.add_argument(
+        "--baseline", default="", help="also serve Conveyor as of this git commit (conveyor-before)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.duration, args.warmup = 1, 3.0, 1.0

@@ -55,6 +55,7 @@ __all__ = [
     "SPEC_FILE",
     "STATE_DIR",
     "Backends",
+    "EventsSpec",
     "ProjectSpec",
     "QualitySLO",
     "SLOs",
@@ -137,6 +138,23 @@ class SLOs(BaseModel):
     )
 
 
+class EventsSpec(BaseModel):
+    """How the event log is written (the foundation's; ``CONVEYOR_EVENTS__SPILL_DIR``...)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    buffer: int = Field(
+        100_000,
+        ge=1000,
+        description="Events held in memory before writers wait (telemetry spills instead).",
+    )
+    spill_dir: str | None = Field(
+        ".conveyor/spill/events",
+        description="Where telemetry waits on local disk while the event log is behind "
+        "(relative to the project folder); null sheds it instead, counted.",
+    )
+
+
 class Backends(BaseModel):
     """One URL per seam (:func:`conveyor.capability.seams`). Relative ``sqlite:///`` and
     ``file://`` paths are relative to the project folder, not to the current directory.
@@ -171,6 +189,7 @@ class ProjectSpec(BaseModel):
     )
     backends: Backends = Field(default_factory=Backends, description="One URL per seam.")
     slos: SLOs = Field(default_factory=SLOs, description="Success criteria.")
+    events: EventsSpec = Field(default_factory=EventsSpec, description="The event log's writing.")
     root: Path = Field(
         default=Path("."), exclude=True, description="The project folder (set at load)."
     )
@@ -221,6 +240,11 @@ class ProjectSpec(BaseModel):
     @property
     def state_dir(self) -> Path:
         return self.root / STATE_DIR
+
+    def path(self, relative: str) -> Path:
+        """A path of the spec, relative to the project folder unless absolute."""
+        found = Path(relative).expanduser()
+        return found if found.is_absolute() else self.root / found
 
 
 def spec_model() -> type[ProjectSpec]:

@@ -100,9 +100,18 @@ class Project(Closeable):
                 raise InvalidInputError(
                     f"unknown seam {seam!r}; seams: {', '.join(known)}", field="seam"
                 )
+            options = {**self._defaults(seam), **options}
             self._opened[seam] = known[seam].open(self.spec.url(seam), **options)
             self._options[seam] = dict(options)
             return self._opened[seam]
+
+    def _defaults(self, seam: str) -> dict[str, Any]:
+        """Options the spec sets for a seam's backend (the event log's buffer and spill)."""
+        if seam != "events":
+            return {}
+        events = self.spec.events
+        spill = self.spec.path(events.spill_dir) if events.spill_dir else None
+        return {"max_buffer": events.buffer, "spill_dir": spill}
 
     @property
     def store(self) -> MetadataStore:

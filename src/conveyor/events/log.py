@@ -26,6 +26,7 @@ parent's buffered events stay the parent's to write.
 from __future__ import annotations
 
 import logging
+import os
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -37,6 +38,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from conveyor.backends import BackendURL, Closeable
+from conveyor.capability import EventKind
 from conveyor.errors import (
     BackendError,
     BackendUnavailableError,
@@ -87,15 +89,18 @@ class EventLog(Closeable):
         flush_interval: float = 0.05,
         max_buffer: int = 100_000,
         migrate: bool = True,
+        spill_dir: str | os.PathLike[str] | None = None,
     ) -> EventLog:
         """Open the log at ``url`` (``sqlite:///path.db`` or ``postgresql://...``).
 
         ``batch_size`` rows at most per transaction; a batch is committed every
         ``flush_interval`` seconds or as soon as it is full. At most
         ``max_buffer`` events wait in memory: beyond that, writers block until
-        the background thread has made room (back-pressure). ``migrate``
-        brings the tables to the current schema (safe from several processes
-        at once). Raises :class:`BackendUnavailableError` if the database
+        the background thread has made room (back-pressure), except telemetry
+        (:meth:`record` of a ``telemetry`` kind), which goes to spill segments
+        in ``spill_dir`` meanwhile, or is shed and counted without one.
+        ``migrate`` brings the tables to the current schema (safe from several
+        processes at once). Raises :class:`BackendUnavailableError` if the database
         cannot be reached.
         """
         url = BackendURL.parse(url)
@@ -130,6 +135,11 @@ class EventLog(Closeable):
         def describe(exc: BaseException, unwritten: int) -> ConveyorError:
             return _write_error(url, exc, unwritten)
 
+        spill = None
+        if spill_dir is not None:
+            from conveyor.events.spill import SpillSegments
+
+            spill = SpillSegments(spill_dir)
         writer = BatchWriter(
             write,
             refused=_refused,
@@ -137,6 +147,7 @@ class EventLog(Closeable):
             batch_size=batch_size,
             flush_interval=flush_interval,
             max_buffer=max_buffer,
+            spill=spill,
         )
         event_log = cls(url, engine, writer)
         lifecycle.track(event_log)
@@ -185,6 +196,58 @@ class EventLog(Closeable):
             self._writer.wait(self._writer.barrier((event.id,)), None)
         return event
 
+    def record(
+        self,
+        kind: EventKind | str,
+        *,
+        subject: str | None = None,
+        payload: Mapping[str, Any] | None = None,
+        subject_version: str | None = None,
+        request_id: str | None = None,
+        trace_id: str | None = None,
+        actor: str | None = None,
+    ) -> Event | None:
+        """Write an event of a catalogued kind, as durably as the kind says.
+
+        The payload is checked against the kind's fields
+        (:func:`conveyor.events.catalogue.check_payload`). ``audit`` returns
+        once committed; ``control`` once queued (waiting for room when the
+        buffer is full); ``telemetry`` at once, whatever the sink's state, and
+        returns None when the event had to be shed (counted in :meth:`stats`).
+        """
+        from conveyor.events.catalogue import check_payload
+        from conveyor.events.catalogue import kind as catalogued
+
+        declared = catalogued(kind) if isinstance(kind, str) else kind
+        body = {} if payload is None else payload
+        check_payload(declared, body)
+        if declared.durability != "telemetry":
+            return self.emit(
+                declared.name,
+                subject=subject,
+                payload=body,
+                subject_version=subject_version,
+                request_id=request_id,
+                trace_id=trace_id,
+                actor=actor,
+                durable=declared.durability == "audit",
+            )
+        if self._writer.closed:
+            raise ClosedError(f"the event log {self.url} is closed; open a new one to write")
+        event = Event(declared.name, subject, subject_version, body, request_id, trace_id, actor)
+        return event if self._writer.offer(_row(event)) else None
+
+    def stats(self) -> dict[str, int]:
+        """What the write path did so far: ``unwritten`` (in memory), ``shed`` (telemetry
+        dropped: no room and no spill), ``spilled`` and ``replayed`` (through spill segments)."""
+        spill = self._writer.spill
+        return {
+            "unwritten": self._writer.unwritten,
+            "shed": self._writer.shed,
+            "spilled": self._writer.spilled,
+            "replayed": spill.replayed if spill is not None else 0,
+        }
+
     def append(self, event: Event, *, durable: bool = False) -> None:
         """Write an event built elsewhere. Appending an id already stored is a no-op."""
         self._put([event], durable)
@@ -203,6 +266,12 @@ class EventLog(Closeable):
             self._writer.put_many(rows)
         if durable and rows:
             self._writer.wait(self._writer.barrier(row["id"] for row in rows), None)
+
+    def load_spilled(self, timeout: float | None = None) -> None:
+        """Wait until spilled telemetry (this process's, and that of dead processes sharing
+        the spill folder) is loaded into the log; TimeoutError if the sink stays behind."""
+        self._check_open()
+        self._writer.load_spilled(timeout)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every event written before the call is committed.
@@ -265,7 +334,8 @@ class EventLog(Closeable):
             "revision": revision,
             "head": head,
             "migrated": revision == head,
-            "unwritten": self._writer.unwritten,
+            **self.stats(),
+            "spill_dir": str(self._writer.spill.folder) if self._writer.spill else None,
         }
 
     # -- reading ----------------------------------------------------------------

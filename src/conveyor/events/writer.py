@@ -31,6 +31,14 @@ Back-pressure
     blocks until the thread has made room, so a database outage slows
     callers down instead of exhausting memory or losing events.
 
+Telemetry never waits
+    :meth:`BatchWriter.offer` is the path for telemetry (predictions): it never
+    blocks. With the buffer full, the row goes to a spill segment on local disk
+    (:mod:`conveyor.events.spill`), which the thread loads back once it has
+    caught up; without a spill folder, or when it cannot be written, the row is
+    *shed*: counted in :attr:`BatchWriter.shed` (a metric) and logged, never
+    silently.
+
 Fork
     :meth:`reset_after_fork` gives a child process empty state and no
     thread: rows buffered by the parent are the parent's to write.
@@ -40,11 +48,15 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import ClosedError, ConveyorError, InvalidInputError
+
+if TYPE_CHECKING:
+    from conveyor.events.spill import SpillSegments
 
 __all__ = ["BatchWriter", "Rejected", "Row"]
 
@@ -58,6 +70,10 @@ Rejected = tuple[Row, str]
 _BACKOFF_MIN = 0.05
 _BACKOFF_MAX = 5.0
 _REJECTED_KEPT = 10_000
+#: How often the thread looks for spill segments to load when nothing new was spilled.
+_SPILL_CHECK_S = 1.0
+#: How often shedding is logged (it is counted every time).
+_SHED_LOG_S = 60.0
 
 
 class _Barrier:
@@ -98,6 +114,7 @@ class BatchWriter:
         flush_interval: float,
         max_buffer: int,
         name: str = "conveyor-events-writer",
+        spill: SpillSegments | None = None,
     ) -> None:
         self._write = write
         self._refused = refused
@@ -107,6 +124,9 @@ class BatchWriter:
         self._max_buffer = max_buffer
         self._name = name
         self._closed = False
+        self.spill = spill
+        #: Telemetry rows dropped because the buffer was full and could not spill.
+        self.shed = 0
         self._init_state()
 
     def _init_state(self) -> None:
@@ -123,6 +143,8 @@ class BatchWriter:
         self.rejected: deque[Rejected] = deque(maxlen=_REJECTED_KEPT)
         self._unreported: list[Rejected] = []  # refused, not yet raised to anyone
         self._rejected_lock = threading.Lock()
+        self._spill_due = 0.0  # monotonic time of the next look for segments
+        self._shed_logged = 0.0
 
     # -- the caller's side ------------------------------------------------------
 
@@ -144,6 +166,63 @@ class BatchWriter:
             self._wake.set()
         if self.closed:  # closed meanwhile (re-read: another thread sets it)
             self._unput((row,))
+
+    def offer(self, row: Row) -> bool:
+        """Queue one telemetry row without ever waiting: spill it, or shed it, when full.
+
+        Returns False when the row was shed (counted in :attr:`shed`).
+        """
+        if self._closed:
+            raise ClosedError("the event log is closed; open a new one to write")
+        buffer = self._buffer
+        if self._thread is None:
+            self._start()
+        if len(buffer) < self._max_buffer:
+            buffer.append(row)
+            if len(buffer) >= self._batch_size and not self._wake.is_set():
+                self._wake.set()
+            return True
+        self._wake.set()
+        spill = self.spill
+        if spill is not None and spill.write(row):
+            self._spill_due = 0.0
+            return True
+        self.shed += 1
+        now = time.monotonic()
+        if now - self._shed_logged >= _SHED_LOG_S:
+            self._shed_logged = now
+            log.error(
+                "the event log is behind and telemetry cannot spill: %d events shed so far "
+                "(conveyor_events_shed); give it a spill folder or a faster sink",
+                self.shed,
+            )
+        return False
+
+    def load_spilled(self, timeout: float | None = None) -> None:
+        """Wait until every spill segment (this process's and dead ones') is loaded.
+
+        Raises TimeoutError if the sink does not take them within ``timeout``.
+        """
+        spill = self.spill
+        if spill is None:
+            return
+        if self._thread is None:
+            self._start()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while spill.pending():
+            self._spill_due = 0.0
+            self._wake.set()
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"spilled telemetry was not loaded within {timeout} s "
+                    f"({len(spill.pending())} segments left in {spill.folder}); it is kept"
+                )
+            time.sleep(0.01)  # the writer thread loads them: poll its progress
+
+    @property
+    def spilled(self) -> int:
+        """Telemetry rows written to spill segments so far (loaded back later)."""
+        return self.spill.spilled if self.spill is not None else 0
 
     def put_many(self, rows: Sequence[Row]) -> None:
         """Queue rows in order (one wait for space for the whole call)."""
@@ -238,6 +317,9 @@ class BatchWriter:
     def reset_after_fork(self) -> None:
         """In a forked child: drop the parent's rows, thread and locks."""
         self._init_state()
+        self.shed = 0
+        if self.spill is not None:
+            self.spill.reset_after_fork()
 
     def _start(self) -> None:
         with self._start_lock:
@@ -302,9 +384,38 @@ class BatchWriter:
                     break
             if self._stopping():
                 break
+            if self.spill is not None and not self._buffer and not self._pending:
+                self._replay_spilled()
+        if self.spill is not None:
+            # A clean stop loads what was spilled; what the sink refuses now stays on disk
+            # for the next process to load.
+            self._spill_due = 0.0
+            self._replay_spilled(everything=True)
+            self.spill.close()
         # Anyone still waiting learns the thread is gone.
         waiters.extend(x for x in list(self._buffer) if isinstance(x, _Barrier))
         self._release(waiters, ClosedError("the event log writer stopped"))
+
+    def _replay_spilled(self, everything: bool = False) -> None:
+        """Load spill segments back into the sink, oldest first, while nothing else waits."""
+        spill = self.spill
+        now = time.monotonic()
+        if spill is None or now < self._spill_due:
+            return
+        self._spill_due = now + _SPILL_CHECK_S
+        for path in spill.pending():
+            rows = list(spill.take(path))
+            try:
+                for start in range(0, len(rows), self._batch_size):
+                    rejected = self._write_isolating(rows[start : start + self._batch_size], [])
+                    if rejected:
+                        self._reject(rejected)
+            except Exception as exc:  # the sink is still behind: try again later
+                log.warning("could not load spilled telemetry from %s: %s", path, exc)
+                return
+            spill.done(path, len(rows))
+            if not everything and (self._buffer or self._stopping()):
+                return  # live events first; the rest at the next quiet moment
 
     def _stopping(self) -> bool:
         # A method, not the attribute: close() sets it from another thread.
