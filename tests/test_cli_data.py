@@ -90,15 +90,15 @@ def test_ingest_quarantine_versions_profile_drift_forget(project: Path) -> None:
     )
     assert second.returncode == 0 and "stored as tx@2" in second.stdout
 
-    versions = json.loads(run(project, "data", "versions", "--json").stdout)
+    versions = json.loads(run(project, "data", "versions", "--json").stdout)["items"]
     assert [v["ref"] for v in versions] == ["tx@2", "tx@1"]
     assert versions[0]["encrypted_columns"] == ["email"] and versions[0]["row_count"] == 297
 
-    batches = json.loads(run(project, "data", "quarantine", "list", "--json").stdout)
+    batches = json.loads(run(project, "data", "quarantine", "list", "--json").stdout)["items"]
     assert len(batches) == 1 and batches[0]["reasons"] == {"amount.between": 3}
     shown = json.loads(
         run(project, "data", "quarantine", "show", batches[0]["id"], "--json").stdout
-    )
+    )["items"]
     assert {r["email"] for r in shown} == {"***"} and shown[0][
         "_quarantine_reason"
     ] == "amount.between"
@@ -117,9 +117,10 @@ def test_ingest_quarantine_versions_profile_drift_forget(project: Path) -> None:
     drifted = json.loads(drift.stdout)
     assert drifted["kind"] == "drift"
     tail = run(project, "events", "tail", "--kind", "drift.detected", "--json").stdout
-    events = [json.loads(line) for line in tail.splitlines() if line.strip()]
+    events = json.loads(tail)["items"]
     # An alarm event only when the report failed: what retraining can trigger on.
     assert not drifted["passed"] and len(events) == 1, drifted["passed"]
+    assert drift.returncode == 3  # a check failed
     assert events[0]["payload"]["report_id"] == drifted["id"]
 
     forgot = json.loads(
@@ -132,15 +133,24 @@ def test_validate_only_and_bad_input(project: Path) -> None:
     bad = run(
         project, "data", "validate", "tx", "--file", str(_batch(project / "a.csv", 0, 50, bad=5))
     )
-    assert bad.returncode == 1 and "amount.between" in bad.stdout
-    assert json.loads(run(project, "data", "versions", "--json").stdout) == []  # nothing stored
+    assert bad.returncode == 3 and "amount.between" in bad.stdout  # a check failed
+    empty = {"items": [], "next_cursor": None}
+    assert json.loads(run(project, "data", "versions", "--json").stdout) == empty  # none stored
     corrupt = project / "broken.parquet"
     corrupt.write_bytes(b"PAR1 this is not parquet")
     failed = run(project, "data", "ingest", "tx", "--file", str(corrupt))
     assert failed.returncode == 1 and "broken.parquet" in failed.stderr
     assert "Traceback" not in failed.stderr
-    assert json.loads(run(project, "data", "versions", "--json").stdout) == []
+    assert json.loads(run(project, "data", "versions", "--json").stdout) == empty
     missing = run(project, "data", "ingest", "nope")
     assert missing.returncode == 1 and "no source" in missing.stderr
     policy = run(project, "data", "ingest", "tx", "--policy", "drop")
-    assert policy.returncode != 0 and "fail, quarantine, warn" in policy.stderr
+    assert policy.returncode == 1 and "--policy 'drop'" in policy.stderr
+    assert "fail, quarantine, warn" in policy.stderr
+    rejected = run(
+        project,
+        "data", "ingest", "tx", "--policy", "fail", "--json",
+        "--file", str(_batch(project / "c.csv", 0, 20, bad=2)),
+    )  # fmt: skip
+    assert rejected.returncode == 3  # the batch failed its checks and was rejected
+    assert json.loads(rejected.stdout)["batch_rejected"] is True

@@ -52,8 +52,9 @@ def listed(project: Path, key: str) -> list[dict[str, object]]:
     code, out, err = cli(project, "list", "--json", key=key)
     assert code == 0, out + err
     body = json.loads(out)
-    assert isinstance(body, list)
-    return body
+    assert body["next_cursor"] is None
+    items: list[dict[str, object]] = body["items"]
+    return items
 
 
 def test_bootstrap_create_prints_a_token_that_verifies(project: Path) -> None:
@@ -79,7 +80,7 @@ def test_once_a_key_exists_commands_need_one(project: Path) -> None:
 def test_admin_key_manages_keys_and_a_viewer_key_is_refused(project: Path) -> None:
     admin = create(project, "admin", "admin")
     viewer = create(
-        project, "dash", "viewer", "--rate", "5", "--burst", "10", "--expires", "30", key=admin
+        project, "dash", "viewer", "--rate", "5", "--burst", "10", "--expires", "30d", key=admin
     )
     rows = listed(project, admin)
     assert [(r["name"], r["role"]) for r in rows] == [("admin", "admin"), ("dash", "viewer")]
@@ -116,8 +117,9 @@ def test_table_and_bad_options(project: Path) -> None:
     assert admin[10:] not in out
     code, _, err = cli(project, "create", "x", "--role", "root", key=admin)
     assert code == 1 and "role 'root'" in err
-    code, _, err = cli(project, "create", "x", "--role", "viewer", "--expires", "0", key=admin)
-    assert code == 1 and "--expires" in err
+    for bad in ("0d", "30", "soon"):
+        code, _, err = cli(project, "create", "x", "--role", "viewer", "--expires", bad, key=admin)
+        assert code == 1 and f"--expires {bad!r}" in err and "7d" in err, err
     code, _, err = cli(project, "revoke", "ghost", key=admin)
     assert code == 1 and "no API key named 'ghost'" in err
     code, _, err = cli(project, "list", key="cvy_" + "z" * 43)
@@ -145,4 +147,4 @@ def test_real_process(tmp_path: Path) -> None:
     token = TOKEN.findall(made.stdout)[0]
     shown = run("list", "--json", key=token)
     assert shown.returncode == 0, shown.stderr
-    assert [k["name"] for k in json.loads(shown.stdout)] == ["root"]
+    assert [k["name"] for k in json.loads(shown.stdout)["items"]] == ["root"]

@@ -265,7 +265,9 @@ _DEPLOY = {
     "models.register",
     "models.promote",
     "training.train",
+    "training.evaluate",
     "training.optimize",
+    "pipelines.run",
     "audit.read",
 }
 
@@ -357,6 +359,24 @@ def test_local_rule_allows_the_first_key_then_needs_a_key(keys: ApiKeys) -> None
     # The CLI and a server record the same actor for the same key.
     server = Access.for_server(keys, "required")
     assert server.authorize(admin, "keys.manage").actor == found.actor == "key:admin"
+
+
+def test_identify_is_the_same_rule_without_a_role(keys: ApiKeys) -> None:
+    """For what no capability restricts to a role: any valid key, or anyone while open."""
+    local = Access(
+        keys, open_until_first_key=True, anonymous="cli:alice", missing_hint="set CONVEYOR_API_KEY"
+    )
+    assert local.identify(None).actor == "cli:alice"
+    viewer, _ = keys.create("viewer", "viewer")
+    caller = local.identify(viewer)
+    assert caller.key is not None and caller.actor == "key:viewer"
+    with pytest.raises(AuthenticationError, match="needs one; set CONVEYOR_API_KEY"):
+        local.identify(None)
+    with pytest.raises(AuthenticationError):
+        local.identify("cvy_" + "z" * 43)
+    keys.revoke("viewer")
+    with pytest.raises(AuthenticationError, match="revoked"):
+        local.identify(viewer)
 
 
 def test_the_event_loop_path_reads_the_store_only_on_a_miss(

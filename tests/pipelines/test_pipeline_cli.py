@@ -98,7 +98,9 @@ def test_list_history_and_recover(project: Path) -> None:
     assert code == 0, out
     assert "cli-demo" in out and "extract -> load" in out and "new_version:clicks" in out
     code, out = _invoke("list", flows, "--json")
-    assert [p["name"] for p in json.loads(out)] == ["cli-demo", "cli-broken", "cli-arrivals"]
+    defined = json.loads(out)
+    assert defined["next_cursor"] is None
+    assert [p["name"] for p in defined["items"]] == ["cli-demo", "cli-broken", "cli-arrivals"]
 
     for n in (1, 2, 3):
         assert _invoke("run", f"{flows}:demo", "-C", str(project), "-p", f"n={n}")[0] == 0
@@ -107,7 +109,7 @@ def test_list_history_and_recover(project: Path) -> None:
 
     code, out = _invoke("history", "cli-demo", "-C", str(project), "--limit", "2", "--json")
     page = json.loads(out)
-    assert [r["params"]["n"] for r in page["runs"]] == [3, 2]
+    assert [r["params"]["n"] for r in page["items"]] == [3, 2]
     code, out = _invoke(
         "history", "cli-demo", "-C", str(project), "--limit", "2", "--cursor", page["next_cursor"]
     )
@@ -123,9 +125,9 @@ def test_list_history_and_recover(project: Path) -> None:
                 .where(RunRecord.id == dead.id)
                 .values(started_at=datetime.now(UTC) - timedelta(hours=2))
             )
-    code, out = _invoke("recover", "-C", str(project), "--json")
+    code, out = _invoke("recover", "-C", str(project), "--json", "--stale-after", "1h")
     assert code == 0
-    [recovered] = json.loads(out)
+    [recovered] = json.loads(out)["items"]
     assert recovered["id"] == dead.id and recovered["status"] == "failed"
 
 
@@ -138,6 +140,8 @@ def test_bad_targets_and_params_are_one_clear_line(project: Path) -> None:
     assert code == 1 and "defines several pipelines" in out
     code, out = _invoke("run", f"{project}/flows.py:demo", "-C", str(project), "-p", "oops")
     assert code == 1 and "--param 'oops': expected key=value" in out
+    code, out = _invoke("recover", "-C", str(project), "--stale-after", "60")
+    assert code == 1 and "--stale-after '60': expected a duration" in out
     (project / "bad.py").write_text("import not_a_module_anywhere\n")
     code, out = _invoke("list", f"{project}/bad.py")
     assert code == 1 and "importing" in out and "not_a_module_anywhere" in out
@@ -173,7 +177,7 @@ def test_schedule_serves_until_ctrl_c(project: Path) -> None:
         )
     log = project / "schedule.log"
     code = "from conveyor.cli.pipeline import pipeline_app; pipeline_app()"
-    args = ["schedule", "flows.py:arrivals", "-C", str(project), "--poll-interval", "0.05"]
+    args = ["schedule", "flows.py:arrivals", "-C", str(project), "--poll-interval", "0.05s"]
     with log.open("wb") as out:
         child = subprocess.Popen(
             [sys.executable, "-c", code, *args],

@@ -77,8 +77,9 @@ def test_register_list_show_alias_history_rollback(project: Path) -> None:
 
     code, out = cli(project, "rollback", "churn", "champion", "--reason", "latency")
     assert code == 0 and "churn@2 -> churn@1" in out
-    moves = as_json(project, "history", "churn", "champion")
-    assert isinstance(moves, list)
+    history = as_json(project, "history", "churn", "champion")
+    assert isinstance(history, dict) and history["next_cursor"] is None
+    moves = history["items"]
     assert [(m["forced"], m["reason"]) for m in moves] == [
         (False, "rollback: latency"),
         (True, "hotfix"),

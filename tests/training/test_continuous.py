@@ -299,7 +299,7 @@ def test_pipeline_schedule_runs_the_models_retraining(tmp_path: Path) -> None:
     log = path / "schedule.log"
     with log.open("wb") as out:
         child = subprocess.Popen(
-            [sys.executable, "-c", code, "schedule", "-C", str(path), "--poll-interval", "0.1"],
+            [sys.executable, "-c", code, "schedule", "-C", str(path), "--poll-interval", "0.1s"],
             cwd=path,
             stdout=out,
             stderr=subprocess.STDOUT,

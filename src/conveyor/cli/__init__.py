@@ -1,28 +1,40 @@
 """The ``conveyor`` command line.
 
 Each command imports its capability inside the function, so ``conveyor
---help`` loads typer and nothing else. Errors from Conveyor are printed as
-one clear line (``--json`` commands print the error's JSON) and exit 1;
-anything else is a bug and keeps its traceback.
+--help`` loads typer and nothing else. Every command follows the same rules
+(:mod:`conveyor.cli.common`): ``--json`` prints an object, or a list as
+``{"items": [...], "next_cursor": ...}``; exit 0 when done, 1 on an error
+(printed as one clear line, or as ``{"error": {...}}`` with ``--json``), 3
+when a check failed; durations are written ``45s``, ``30m``, ``12h``, ``7d``.
+Anything but a Conveyor error is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from conveyor.cli.common import (
+    EXIT_CHECK_FAILED,
+    CursorOpt,
     JsonOpt,
     ProjectOpt,
-    actor,
+    authorized,
     console,
+    echo_json,
+    echo_list,
+    echo_report,
     errors,
     open_project,
     parse_since,
+    print_table,
     when,
 )
+
+if TYPE_CHECKING:
+    from conveyor.store.runs import Run
 
 app = typer.Typer(
     name="conveyor",
@@ -63,7 +75,7 @@ def init(
         project.events.emit(
             "project.initialized",
             subject=project.name,
-            actor=actor(),
+            actor=authorized(project, None),
             payload={"spec": str(spec_path)},
             durable=True,
         )
@@ -74,22 +86,21 @@ def init(
 @app.command()
 @errors
 def doctor(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
-    """Check each seam: its configured backend, reachable or not, and why."""
+    """Check each seam: its configured backend, reachable or not, and why. Exit 3 if one fails."""
     from conveyor.config import load_spec
     from conveyor.doctor import check_seams
 
     spec = load_spec(project)
     results = check_seams(spec)
     if as_json:
-        import orjson
-
-        body = {
-            "project": spec.project,
-            "root": str(spec.root),
-            "ok": all(r.ok for r in results),
-            "seams": [r.to_dict() for r in results],
-        }
-        typer.echo(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
+        echo_json(
+            {
+                "project": spec.project,
+                "root": str(spec.root),
+                "ok": all(r.ok for r in results),
+                "seams": [r.to_dict() for r in results],
+            }
+        )
     else:
         from rich.table import Table
 
@@ -101,7 +112,7 @@ def doctor(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
             table.add_row(r.seam, r.backend, r.url, status, f"{r.latency_ms:.0f}", r.detail)
         console().print(table)
     if not all(r.ok for r in results):
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_CHECK_FAILED)
 
 
 @events_app.command("tail")
@@ -110,18 +121,30 @@ def events_tail(
     n: Annotated[int, typer.Option("-n", "--lines", help="How many recent events.")] = 20,
     kind: Annotated[str | None, typer.Option(help="Kind, or a prefix like 'run.*'.")] = None,
     subject: Annotated[str | None, typer.Option(help="Only events about this subject.")] = None,
-    since: Annotated[str | None, typer.Option(help="Age like 15m, 2h, 7d, or an ISO time.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="An age like 30m, 12h, 7d, or an ISO time.")
+    ] = None,
     follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Keep printing new events.")
+        bool,
+        typer.Option(
+            "--follow", "-f", help="Keep printing new events (with --json: one per line)."
+        ),
     ] = False,
     project: ProjectOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Print the most recent events (and, with -f, new ones as they arrive)."""
+    """Print the most recent events (and, with -f, new ones as they arrive).
+
+    With ``--json``: the usual list envelope; with ``--json -f``, a stream of
+    events, one JSON object per line, as they arrive.
+    """
     filters: dict[str, Any] = {"kind": kind, "subject": subject, "since": parse_since(since)}
     with open_project(project) as proj:
         log = proj.events
         recent = log.latest(n, **filters)
+        if as_json and not follow:
+            echo_list(e.to_dict() for e in recent)
+            return
         printer = _EventPrinter(as_json)
         for event in recent:
             printer(event)
@@ -139,10 +162,10 @@ class _EventPrinter:
         self.console = console()
 
     def __call__(self, event: Any) -> None:
-        if self.as_json:
+        if self.as_json:  # a stream: one compact object per line
             import orjson
 
-            typer.echo(orjson.dumps(event.to_dict()).decode())
+            typer.echo(orjson.dumps(event.to_dict(), default=str).decode())
             return
         import orjson
         from rich.markup import escape
@@ -163,17 +186,26 @@ class _EventPrinter:
 @errors
 def runs_list(
     kind: Annotated[str | None, typer.Option(help="Only runs of this kind.")] = None,
+    status: Annotated[
+        str | None, typer.Option(help="Only runs in this status (running, succeeded, ...).")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Only runs of this name.")] = None,
     limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+    cursor: CursorOpt = None,
     project: ProjectOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List runs, newest first."""
     with open_project(project) as proj:
-        page = proj.store.runs.list(kind=kind, limit=limit)
+        page = proj.store.runs.list(
+            kind=kind,
+            status=status,  # type: ignore[arg-type]  # checked by the repository
+            name=name,
+            limit=limit,
+            cursor=cursor,
+        )
         if as_json:
-            import orjson
-
-            typer.echo(orjson.dumps([r.to_dict() for r in page.items]).decode())
+            echo_list((r.to_dict() for r in page.items), page.next_cursor)
             return
         from rich.table import Table
 
@@ -183,14 +215,93 @@ def runs_list(
         for r in page.items:
             metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(r.metrics.items()))
             table.add_row(
-                r.id[:12],
+                r.id,
                 r.kind,
                 r.name,
                 r.status,
                 when(r.started_at),
                 metrics,
             )
-        console().print(table)
+        print_table(table, page.next_cursor)
+
+
+@runs_app.command("show")
+@errors
+def runs_show(
+    run_id: Annotated[str, typer.Argument(help="The run's id (see `runs list`).")],
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show one run: status, params, metrics, tags, artifacts, error, parent and step runs."""
+    with open_project(project) as proj:
+        runs = proj.store.runs
+        run = runs.get(run_id)
+        parent = runs.get(run.parent_id) if run.parent_id else None
+        steps = runs.children(run.id)
+    if as_json:
+        echo_json(
+            {
+                **run.to_dict(),
+                "parent": parent.to_dict() if parent else None,
+                "steps": [s.to_dict() for s in steps],
+            }
+        )
+        return
+    _print_run(run, parent, steps)
+
+
+def _print_run(run: Run, parent: Run | None, steps: list[Run]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    out = console()
+    took = (
+        ""
+        if run.ended_at is None
+        else f" in {(run.ended_at - run.started_at).total_seconds():.2f} s"
+    )
+    out.print(
+        f"[bold]{escape(run.kind)} {escape(run.name)}[/] {run.id}: {run.status}{took}"
+        + (f" (attempt {run.attempt})" if run.attempt > 1 else ""),
+        soft_wrap=True,
+    )
+    out.print(f"  started: {when(run.started_at)}  ended: {when(run.ended_at)}")
+    if parent is not None:
+        out.print(
+            f"  parent: {parent.id} ({escape(parent.kind)} {escape(parent.name)}, {parent.status})",
+            soft_wrap=True,
+        )
+    for label, values in (("params", run.params), ("metrics", run.metrics), ("tags", run.tags)):
+        shown = ", ".join(f"{k}={_value(v)}" for k, v in sorted(values.items())) or "-"
+        out.print(f"  {label}: {escape(shown)}", soft_wrap=True)
+    if run.artifacts:
+        out.print("  artifacts:")
+        for name, entry in sorted(run.artifacts.items()):
+            out.print(
+                f"    {escape(name)}: {entry.get('digest', '-')} ({entry.get('size', '?')} bytes)",
+                soft_wrap=True,
+            )
+    if run.error:
+        out.print(f"  [red]error: {escape(run.error)}[/]", soft_wrap=True)
+    if steps:
+        table = Table(title="steps", title_justify="left")
+        for column in ("id", "name", "status", "attempt", "started", "error"):
+            table.add_column(column, overflow="fold")
+        for step in steps:
+            error = (step.error or "").strip().splitlines()
+            table.add_row(
+                step.id,
+                escape(step.name),
+                step.status,
+                str(step.attempt),
+                when(step.started_at),
+                escape(error[0] if error else ""),
+            )
+        out.print(table)
+
+
+def _value(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 @reports_app.command("list")
@@ -199,6 +310,7 @@ def reports_list(
     subject: Annotated[str | None, typer.Option(help="Only reports about this subject.")] = None,
     kind: Annotated[str | None, typer.Option(help="Only reports of this kind.")] = None,
     limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+    cursor: CursorOpt = None,
     project: ProjectOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -206,11 +318,9 @@ def reports_list(
     from conveyor.checks.persist import list_reports
 
     with open_project(project) as proj:
-        page = list_reports(proj.store, subject=subject, kind=kind, limit=limit)
+        page = list_reports(proj.store, subject=subject, kind=kind, limit=limit, cursor=cursor)
         if as_json:
-            import orjson
-
-            typer.echo(orjson.dumps([r.to_dict() for r in page.items]).decode())
+            echo_list((r.to_dict() for r in page.items), page.next_cursor)
             return
         from rich.table import Table
 
@@ -226,7 +336,7 @@ def reports_list(
                 str(len(r.checks)),
                 when(r.created_at),
             )
-        console().print(table)
+        print_table(table, page.next_cursor)
 
 
 @reports_app.command("show")
@@ -238,10 +348,9 @@ def reports_show(
 ) -> None:
     """Show one report's checks."""
     from conveyor.checks.persist import get_report
-    from conveyor.checks.render import print_report
 
     with open_project(project) as proj:
-        print_report(get_report(proj.store, report_id), console(), as_json=as_json)
+        echo_report(get_report(proj.store, report_id), as_json)
 
 
 def _mount_capabilities() -> None:

@@ -1,26 +1,95 @@
-"""What every command shares: the console, error printing, options, time parsing."""
+"""What every command shares: output, exit codes, errors, options, durations, who is acting.
+
+**Output.** ``--json`` only ever selects JSON output. A list prints one
+envelope, ``{"items": [...], "next_cursor": "..." | null}`` (:func:`echo_list`;
+pass ``next_cursor`` back as ``--cursor`` where a command takes one), one
+object prints that object (:func:`echo_json`), and an error prints
+``{"error": {"code": ..., "message": ...}}``.
+
+**Exit codes**, the same for every command:
+
+- :data:`EXIT_OK` (0): done;
+- :data:`EXIT_ERROR` (1): not done: bad input, a missing object, a refused
+  action, an unreachable backend, a failed pipeline run;
+- :data:`EXIT_USAGE` (2): the command line does not parse (typer/click);
+- :data:`EXIT_CHECK_FAILED` (3): the command ran and a check it reports
+  failed (data validation, drift, gates, an optimization report, doctor).
+
+**Durations** are written one way: a number and a unit, ``45s``, ``30m``,
+``12h``, ``7d``, ``2w`` (``1h30m`` combines them; ``1.5h`` is fine):
+:func:`parse_duration` for spans (``--expires``, ``--stale-after``,
+``--poll-interval``), :func:`parse_since` for moments (``--since``, ``--at``:
+an age or an ISO 8601 time).
+
+**Who is acting.** Every command that changes something records its actor
+through :func:`authorized`: ``key:NAME`` for ``CONVEYOR_API_KEY``, the local
+user while the project has no key.
+"""
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from functools import wraps
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
 from conveyor.errors import ConveyorError, InvalidInputError
 
 if TYPE_CHECKING:
+    from conveyor.checks.result import Report
     from conveyor.project import Project
 
+__all__ = [
+    "API_KEY_ENV",
+    "DURATION_FORMS",
+    "EXIT_CHECK_FAILED",
+    "EXIT_ERROR",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "CursorOpt",
+    "JsonOpt",
+    "ProjectOpt",
+    "authorized",
+    "check_failed",
+    "console",
+    "echo_json",
+    "echo_list",
+    "echo_report",
+    "errors",
+    "open_project",
+    "parse_duration",
+    "parse_since",
+    "print_table",
+    "when",
+]
+
 F = TypeVar("F", bound=Callable[..., Any])
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_CHECK_FAILED = 3
+
+#: The environment variable the CLI reads its API key from.
+API_KEY_ENV = "CONVEYOR_API_KEY"
+
+JsonOpt = Annotated[
+    bool,
+    typer.Option(
+        "--json", help='Print JSON: an object, or {"items": [...], "next_cursor": ...} for a list.'
+    ),
+]
 ProjectOpt = Annotated[
     Path | None,
     typer.Option("--project", "-C", help="Project folder (default: found from the cwd upwards)."),
+]
+CursorOpt = Annotated[
+    str | None, typer.Option(help="The next page: a next_cursor printed by the previous one.")
 ]
 
 
@@ -35,8 +104,50 @@ def when(moment: datetime | None) -> str:
     return "-" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+# -- output ---------------------------------------------------------------------------------
+
+
+def echo_json(obj: Any) -> None:
+    """Print one JSON document (indented); what orjson cannot encode is written as text."""
+    import orjson
+
+    option = orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+    typer.echo(orjson.dumps(obj, option=option, default=str).decode())
+
+
+def echo_list(items: Iterable[Any], next_cursor: str | None = None) -> None:
+    """Print a list in the one envelope: ``{"items": [...], "next_cursor": ... | null}``."""
+    echo_json({"items": list(items), "next_cursor": next_cursor})
+
+
+def echo_report(report: Report, as_json: bool) -> None:
+    """A check report as its JSON object, or as a table."""
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        from conveyor.checks.render import report_table
+
+        console().print(report_table(report))
+
+
+def print_table(table: Any, next_cursor: str | None = None) -> None:
+    """Print a rich table and, when there is a next page, the ``--cursor`` that fetches it."""
+    out = console()
+    out.print(table)
+    if next_cursor:
+        out.print(f"more: --cursor {next_cursor}")
+
+
+def check_failed() -> NoReturn:
+    """End the command with :data:`EXIT_CHECK_FAILED`, after its report was printed."""
+    raise typer.Exit(EXIT_CHECK_FAILED)
+
+
 def errors(func: F) -> F:
-    """Print ConveyorError as one line and exit 1 (JSON when --json was given)."""
+    """Print a ConveyorError as one line (its JSON with ``--json``) and exit :data:`EXIT_ERROR`.
+
+    Any other exception is a bug and keeps its traceback.
+    """
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -44,12 +155,10 @@ def errors(func: F) -> F:
             return func(*args, **kwargs)
         except ConveyorError as exc:
             if kwargs.get("as_json"):
-                import orjson
-
-                typer.echo(orjson.dumps({"error": jsonable(exc.to_dict())}).decode())
+                echo_json({"error": jsonable(exc.to_dict())})
             else:
                 typer.secho(f"error: {exc.message}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(1) from None
+            raise typer.Exit(EXIT_ERROR) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -67,30 +176,80 @@ def open_project(project: Path | None) -> Project:
     return Project.open(project)
 
 
-_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+# -- durations and moments ------------------------------------------------------------------
+
+_PART = r"(\d+(?:\.\d+)?)([smhdw])"
+_DURATION = re.compile(rf"(?:{_PART})+")
+_PARTS = re.compile(_PART)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
+#: What a duration option accepts, as error messages and help texts say it.
+DURATION_FORMS = "a number and a unit: 45s, 30m, 12h, 7d or 2w (1h30m combines them)"
 
-def parse_since(value: str | None, now: datetime | None = None) -> datetime | None:
-    """``15m``, ``2h``, ``7d`` (ago) or an ISO 8601 time (naive means UTC)."""
+
+def _field(option: str) -> str:
+    return option.lstrip("-").replace("-", "_")
+
+
+def parse_duration(value: str, option: str) -> timedelta:
+    """``45s``, ``30m``, ``12h``, ``7d``, ``2w`` or a combination like ``1h30m``; > 0.
+
+    Anything else is an InvalidInputError naming ``option`` and the accepted forms.
+    """
+    text = value.strip()
+    if _DURATION.fullmatch(text):
+        try:
+            span = sum(
+                (
+                    timedelta(**{_UNITS[unit]: float(amount)})
+                    for amount, unit in _PARTS.findall(text)
+                ),
+                timedelta(),
+            )
+        except OverflowError:
+            raise InvalidInputError(
+                f"{option} {value!r}: too long a duration", field=_field(option)
+            ) from None
+        if span > timedelta(0):
+            return span
+    raise InvalidInputError(
+        f"{option} {value!r}: expected a duration > 0, {DURATION_FORMS}",
+        field=_field(option),
+        accepted=DURATION_FORMS,
+    )
+
+
+def parse_since(
+    value: str | None, now: datetime | None = None, *, option: str = "--since"
+) -> datetime | None:
+    """A moment: an age (a duration ago: ``15m``, ``2h``, ``7d``) or an ISO 8601 time.
+
+    A naive ISO time is UTC. Anything else is an InvalidInputError naming ``option``.
+    """
     if value is None:
         return None
-    match = _AGE.match(value)
-    if match:
-        amount, unit = float(match[1]), match[2]
-        return (now or datetime.now(UTC)) - timedelta(**{_UNITS[unit]: amount})
+    if _DURATION.fullmatch(value.strip()):
+        try:
+            return (now or datetime.now(UTC)) - parse_duration(value, option)
+        except OverflowError:
+            raise InvalidInputError(
+                f"{option} {value!r}: too long ago", field=_field(option)
+            ) from None
     try:
-        parsed = datetime.fromisoformat(value)
+        parsed = datetime.fromisoformat(value.strip())
     except ValueError:
         raise InvalidInputError(
-            f"--since {value!r}: expected an age like 15m, 2h, 7d or an ISO time like "
+            f"{option} {value!r}: expected an age ({DURATION_FORMS}) or an ISO time like "
             "2026-01-31T12:00",
-            field="since",
+            field=_field(option),
         ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def actor() -> str:
+# -- who is acting --------------------------------------------------------------------------
+
+
+def _local_user() -> str:
     import getpass
 
     try:
@@ -99,12 +258,25 @@ def actor() -> str:
         return "cli"
 
 
-def authorized(proj: Any, action: str) -> str:
-    """The actor to record for a CLI mutation, once ``CONVEYOR_API_KEY``'s role allows ``action``.
+def authorized(proj: Project, action: str | None) -> str:
+    """The actor to record for what a command does, once the caller may do ``action``.
 
-    Locally, with no key ever created in the project, anyone may act (the
-    bootstrap rule of :mod:`conveyor.cli.keys`).
+    The rule of :mod:`conveyor.governance.access`, with bootstrap allowed (the
+    CLI is how the first admin key is made): with ``CONVEYOR_API_KEY`` set, the
+    key must verify and its role allow ``action``, and the actor is ``key:NAME``,
+    as over HTTP; with no key, the local user (``cli:NAME``) may act while the
+    project has never had a key, and is refused once it has. ``action=None``
+    is for what no capability restricts to a role: any valid key will do.
     """
-    from conveyor.cli.keys import authorize
+    from conveyor.governance.access import Access
+    from conveyor.governance.keys import ApiKeys
 
-    return authorize(proj, action)[1]
+    access = Access(
+        ApiKeys(proj.store, proj.events, cache_ttl=0),
+        open_until_first_key=True,
+        anonymous=_local_user(),
+        missing_hint=f"set {API_KEY_ENV} to one (this project has API keys)",
+    )
+    token = os.environ.get(API_KEY_ENV) or None
+    caller = access.identify(token) if action is None else access.authorize(token, action)
+    return caller.actor

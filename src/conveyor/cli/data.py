@@ -7,7 +7,22 @@ from typing import Annotated, Any
 
 import typer
 
-from conveyor.cli.common import JsonOpt, ProjectOpt, actor, console, errors, open_project, when
+from conveyor.cli.common import (
+    CursorOpt,
+    JsonOpt,
+    ProjectOpt,
+    authorized,
+    check_failed,
+    console,
+    echo_json,
+    echo_list,
+    echo_report,
+    errors,
+    open_project,
+    print_table,
+    when,
+)
+from conveyor.errors import InvalidInputError
 
 POLICIES = ("fail", "quarantine", "warn")
 QUARANTINE_STATUSES = ("pending", "replayed", "discarded")
@@ -33,12 +48,6 @@ def _read_file(path: Path) -> Any:
     return source.read().table
 
 
-def _echo_json(body: Any) -> None:
-    import orjson
-
-    typer.echo(orjson.dumps(body, option=orjson.OPT_INDENT_2, default=str).decode())
-
-
 @data_app.command("ingest")
 @errors
 def ingest(
@@ -48,17 +57,20 @@ def ingest(
     project: ProjectOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Extract, validate and store a batch as a new dataset version."""
+    """Extract, validate and store a batch as a new dataset version.
+
+    Exit 3 when the batch failed its checks and was rejected (policy ``fail``).
+    """
     from conveyor.checks.render import report_table
 
+    chosen = _choice(policy, POLICIES, "--policy")
     with open_project(project) as proj:
+        who = authorized(proj, None)
         with console().status(f"Ingesting {dataset}..."):
             data = _read_file(file) if file is not None else None
-            result = proj.data.ingest(
-                dataset, data, policy=_choice(policy, POLICIES, "--policy"), actor=actor()
-            )
+            result = proj.data.ingest(dataset, data, policy=chosen, actor=who)
         if as_json:
-            _echo_json(result.to_dict())
+            echo_json(result.to_dict())
         else:
             out = console()
             out.print(report_table(result.report))
@@ -69,7 +81,7 @@ def ingest(
                 + (f" (batch {result.quarantine.id})" if result.quarantine else "")
             )
         if result.batch_rejected:
-            raise typer.Exit(1)
+            check_failed()
 
 
 @data_app.command("validate")
@@ -80,8 +92,10 @@ def validate_cmd(
     project: ProjectOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check a batch against the data set's expectations without storing anything."""
-    from conveyor.checks.render import print_report
+    """Check a batch against the data set's expectations without storing anything.
+
+    Exit 3 when a check failed.
+    """
     from conveyor.data.validation import parse_expectations, validate
 
     with open_project(project) as proj:
@@ -92,7 +106,9 @@ def validate_cmd(
             from conveyor.data.sources import source_from_spec
 
             if spec.source is None:
-                raise typer.BadParameter(f"data set {dataset!r} has no source: pass --file")
+                raise InvalidInputError(
+                    f"data set {dataset!r} has no source: pass --file", field="file"
+                )
             table = (
                 source_from_spec(spec.source, root=proj.root, where=f"datasets.{dataset}.source")
                 .read()
@@ -106,9 +122,9 @@ def validate_cmd(
             accepted_schema=proj.data.versions.accepted_schema(dataset),
             split=False,
         )
-        print_report(result.report, console(), as_json=as_json)
+        echo_report(result.report, as_json)
         if not result.report.passed:
-            raise typer.Exit(1)
+            check_failed()
 
 
 @data_app.command("versions")
@@ -116,14 +132,15 @@ def validate_cmd(
 def versions(
     dataset: Annotated[str | None, typer.Argument(help="Only this data set.")] = None,
     limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+    cursor: CursorOpt = None,
     project: ProjectOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List dataset versions, newest first."""
     with open_project(project) as proj:
-        page = proj.data.versions.list(dataset, limit=limit)
+        page = proj.data.versions.list(dataset, limit=limit, cursor=cursor)
         if as_json:
-            _echo_json([v.to_dict() for v in page.items])
+            echo_list((v.to_dict() for v in page.items), page.next_cursor)
             return
         from rich.table import Table
 
@@ -140,7 +157,7 @@ def versions(
                 when(v.created_at),
                 v.id,
             )
-        console().print(table)
+        print_table(table, page.next_cursor)
 
 
 @data_app.command("profile")
@@ -155,7 +172,7 @@ def profile_cmd(
         version = proj.data.versions.resolve(ref)
         facts = version.profile or {}
         if as_json:
-            _echo_json(facts)
+            echo_json(facts)
             return
         from rich.table import Table
 
@@ -179,20 +196,18 @@ def drift_cmd(
     project: ProjectOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Compare two dataset versions column by column; exit 1 on dataset drift."""
+    """Compare two dataset versions column by column; exit 3 on dataset drift."""
     from conveyor.checks.persist import save_report
-    from conveyor.checks.render import print_report
     from conveyor.data.drift import DriftDetector
 
     with open_project(project) as proj:
+        who = authorized(proj, None)
         repo = proj.data.versions
         ref, cur = repo.resolve(reference), repo.resolve(current)
         sensitive = set(proj.data.dataset_spec(ref.dataset).sensitive)
         columns = [c["name"] for c in ref.schema["columns"] if c["name"] not in sensitive]
-        detector = DriftDetector(columns=columns).fit(
-            repo.read(ref, actor=actor(), purpose="drift")
-        )
-        result = detector.score(repo.read(cur, actor=actor(), purpose="drift"))
+        detector = DriftDetector(columns=columns).fit(repo.read(ref, actor=who, purpose="drift"))
+        result = detector.score(repo.read(cur, actor=who, purpose="drift"))
         report = result.to_report(f"dataset:{ref.dataset}")
         report.subject_version = f"{ref.number}->{cur.number}"
         save_report(proj.store, report)
@@ -201,7 +216,7 @@ def drift_cmd(
             "data.drift",
             subject=ref.dataset,
             subject_version=str(cur.number),
-            actor=actor(),
+            actor=who,
             payload={**facts, "verdict": report.verdict},
         )
         if not report.passed:
@@ -210,13 +225,13 @@ def drift_cmd(
                 "drift.detected",
                 subject=ref.dataset,
                 subject_version=str(cur.number),
-                actor=actor(),
+                actor=who,
                 payload={**facts, "drifted": [c.name for c in report.failures]},
                 durable=True,
             )
-        print_report(report, console(), as_json=as_json)
+        echo_report(report, as_json)
         if not report.passed:
-            raise typer.Exit(1)
+            check_failed()
 
 
 @data_app.command("forget")
@@ -237,9 +252,9 @@ def forget_cmd(
             abort=True,
         )
     with open_project(project) as proj:
-        result = proj.data.forget(column, value, actor=actor())
+        result = proj.data.forget(column, value, actor=authorized(proj, None))
         if as_json:
-            _echo_json(result.to_dict())
+            echo_json(result.to_dict())
         else:
             console().print(
                 f"forgot {column}=<value>: {result.rows_removed} rows in "
@@ -266,16 +281,17 @@ def rotate_key(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
     from conveyor.data.keys import rotate
 
     with open_project(project) as proj:
+        who = authorized(proj, None)
         result = rotate(proj.data.versions)
         proj.events.emit(
             "data.key_rotated",
             subject=result.key_id,
-            actor=actor(),
+            actor=who,
             payload=asdict(result),
             durable=True,
         )
         if as_json:
-            _echo_json(asdict(result))
+            echo_json(asdict(result))
         else:
             console().print(
                 f"now sealed with key {result.key_id}: {result.parts} parts in "
@@ -290,16 +306,16 @@ def quarantine_list(
     dataset: Annotated[str | None, typer.Option(help="Only this data set.")] = None,
     status: Annotated[str | None, typer.Option(help="pending | replayed | discarded")] = None,
     limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+    cursor: CursorOpt = None,
     project: ProjectOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List quarantine batches with their reasons."""
+    chosen = _choice(status, QUARANTINE_STATUSES, "--status")
     with open_project(project) as proj:
-        page = proj.data.quarantine.list(
-            dataset=dataset, status=_choice(status, QUARANTINE_STATUSES, "--status"), limit=limit
-        )
+        page = proj.data.quarantine.list(dataset=dataset, status=chosen, limit=limit, cursor=cursor)
         if as_json:
-            _echo_json([_batch_dict(b) for b in page.items])
+            echo_list((_batch_dict(b) for b in page.items), page.next_cursor)
             return
         from rich.table import Table
 
@@ -311,7 +327,7 @@ def quarantine_list(
             table.add_row(
                 b.id, b.dataset, f"{b.row_count:,}", b.status, reasons, when(b.created_at)
             )
-        console().print(table)
+        print_table(table, page.next_cursor)
 
 
 @quarantine_app.command("show")
@@ -325,9 +341,11 @@ def quarantine_show(
 ) -> None:
     """Show a batch's rows with the reason each was set aside (sensitive columns masked)."""
     with open_project(project) as proj:
+        if reveal:
+            authorized(proj, None)  # decrypting is audited: a project with keys needs one
         rows = proj.data.quarantined_rows(batch_id, reveal=reveal).slice(0, limit)
         if as_json:
-            _echo_json(rows.to_pylist())
+            echo_list(rows.to_pylist())
             return
         from rich.table import Table
 
@@ -348,9 +366,9 @@ def quarantine_replay(
 ) -> None:
     """Validate a batch again; rows that now pass become a new version."""
     with open_project(project) as proj:
-        result = proj.data.replay(batch_id, actor=actor())
+        result = proj.data.replay(batch_id, actor=authorized(proj, None))
         if as_json:
-            _echo_json(result.to_dict())
+            echo_json(result.to_dict())
             return
         version = result.version.ref if result.version else "no version"
         console().print(
@@ -365,23 +383,32 @@ def quarantine_discard(
     batch_id: Annotated[str, typer.Argument(help="The batch id.")],
     reason: Annotated[str, typer.Option(help="Why the rows are given up (recorded).")],
     project: ProjectOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Give up a batch on purpose, with a reason (recorded as an event)."""
     with open_project(project) as proj:
-        proj.data.quarantine.discard(batch_id, reason)
+        who = authorized(proj, None)
+        batch = proj.data.quarantine.discard(batch_id, reason)
         proj.events.emit(
             "data.quarantine_discarded",
             subject=batch_id,
-            actor=actor(),
+            actor=who,
             payload={"reason": reason},
             durable=True,
         )
-        console().print(f"discarded {batch_id}")
+        if as_json:
+            echo_json(_batch_dict(batch))
+        else:
+            console().print(f"discarded {batch_id}")
 
 
 def _choice(value: str | None, allowed: tuple[str, ...], option: str) -> Any:
     if value is not None and value not in allowed:
-        raise typer.BadParameter(f"{value!r} is not one of {', '.join(allowed)}", param_hint=option)
+        raise InvalidInputError(
+            f"{option} {value!r}: expected one of {', '.join(allowed)}",
+            field=option.lstrip("-"),
+            allowed=allowed,
+        )
     return value
 
 

@@ -4,7 +4,7 @@
 
     conveyor keys create admin --role admin             # the first key: bootstrap
     export CONVEYOR_API_KEY=cvy_...                      # from now on, commands need a key
-    conveyor keys create ci --role deployer --rate 50 --burst 100 --expires 90
+    conveyor keys create ci --role deployer --rate 50 --burst 100 --expires 90d
     conveyor keys list
     conveyor keys revoke ci
 
@@ -26,58 +26,46 @@ printed once and stored nowhere, only its sha256. See ``docs/security.md``.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from conveyor.cli.common import JsonOpt, ProjectOpt, actor, console, errors, open_project, when
-from conveyor.errors import InvalidInputError
+from conveyor.cli.common import (
+    API_KEY_ENV,
+    DURATION_FORMS,
+    JsonOpt,
+    ProjectOpt,
+    authorized,
+    console,
+    echo_json,
+    echo_list,
+    errors,
+    open_project,
+    parse_duration,
+    when,
+)
 
 if TYPE_CHECKING:
     from conveyor.governance.keys import ApiKey, ApiKeys
     from conveyor.project import Project
 
-__all__ = ["API_KEY_ENV", "authorize", "keys_app"]
-
-#: The environment variable the CLI reads its API key from.
-API_KEY_ENV = "CONVEYOR_API_KEY"
+__all__ = ["API_KEY_ENV", "keys_app"]
 
 keys_app = typer.Typer(
     help="API keys of the model server: create, list, revoke.", no_args_is_help=True
 )
 
 
-def authorize(proj: Project, action: str) -> tuple[ApiKeys, str]:
-    """The project's keys and the actor to record, once ``action`` is allowed here.
-
-    The rule of :mod:`conveyor.governance.access`, with bootstrap allowed (the
-    CLI is how the first admin key is made): the same function and the same
-    actor name (``key:NAME``) as a server's.
-    """
-    from conveyor.governance.access import Access
+def _keys(proj: Project) -> ApiKeys:
     from conveyor.governance.keys import ApiKeys
 
-    keys = ApiKeys(proj.store, proj.events, cache_ttl=0)
-    access = Access(
-        keys,
-        open_until_first_key=True,
-        anonymous=actor(),
-        missing_hint=f"set {API_KEY_ENV} to one (this project has API keys)",
-    )
-    return keys, access.authorize(os.environ.get(API_KEY_ENV) or None, action).actor
+    return ApiKeys(proj.store, proj.events, cache_ttl=0)
 
 
 def _limits(key: ApiKey) -> str:
     if key.rate_per_second is None:
         return "unlimited"
     return f"{key.rate_per_second:g}/s, burst {key.burst}"
-
-
-def _echo_json(body: object) -> None:
-    import orjson
-
-    typer.echo(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
 
 
 @keys_app.command("create")
@@ -92,22 +80,21 @@ def create(
         int | None, typer.Option(help="Requests allowed at once (default: one second's worth).")
     ] = None,
     expires: Annotated[
-        float | None, typer.Option(help="Expire after this many days (default: never).")
+        str | None,
+        typer.Option(help=f"Expire after this long, {DURATION_FORMS} (default: never)."),
     ] = None,
     project: ProjectOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a key and print its secret once: it is not stored and cannot be shown again."""
-    from datetime import UTC, datetime, timedelta
+    from datetime import UTC, datetime
 
     expires_at = None
     if expires is not None:
-        if not expires > 0:
-            raise InvalidInputError(f"--expires {expires!r}: expected days > 0", field="expires")
-        expires_at = datetime.now(UTC) + timedelta(days=expires)
+        expires_at = datetime.now(UTC) + parse_duration(expires, "--expires")
     with open_project(project) as proj:
-        keys, who = authorize(proj, "keys.manage")
-        token, key = keys.create(
+        who = authorized(proj, "keys.manage")
+        token, key = _keys(proj).create(
             name,
             role,
             rate_per_second=rate,
@@ -116,7 +103,7 @@ def create(
             actor=who,
         )
     if as_json:
-        _echo_json({"token": token, "key": key.to_dict()})
+        echo_json({"token": token, "key": key.to_dict()})
         return
     typer.echo(
         f"Created API key {key.name!r}: role {key.role}, {_limits(key)}, "
@@ -135,10 +122,10 @@ def create(
 def list_cmd(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
     """List every key (revoked ones too): name, prefix, role, limits, dates. Never secrets."""
     with open_project(project) as proj:
-        keys, _ = authorize(proj, "keys.manage")
-        found = keys.list()
+        authorized(proj, "keys.manage")
+        found = _keys(proj).list()
     if as_json:
-        _echo_json([k.to_dict() for k in found])
+        echo_list(k.to_dict() for k in found)
         return
     from rich.table import Table
 
@@ -167,9 +154,9 @@ def revoke(
 ) -> None:
     """Revoke a key: servers refuse it within seconds (their cache lives 5 s)."""
     with open_project(project) as proj:
-        keys, who = authorize(proj, "keys.manage")
-        key = keys.revoke(name, actor=who)
+        who = authorized(proj, "keys.manage")
+        key = _keys(proj).revoke(name, actor=who)
     if as_json:
-        _echo_json(key.to_dict())
+        echo_json(key.to_dict())
         return
     typer.echo(f"Revoked API key {key.name!r} ({key.prefix}...) at {when(key.revoked_at)}.")

@@ -11,14 +11,19 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from conveyor.cli.common import (
+    CursorOpt,
     JsonOpt,
     ProjectOpt,
-    actor,
     authorized,
+    check_failed,
     console,
+    echo_json,
+    echo_list,
+    echo_report,
     errors,
     open_project,
     parse_since,
+    print_table,
     when,
 )
 from conveyor.errors import InvalidInputError
@@ -38,12 +43,6 @@ def _registry(proj: Project) -> Registry:
     from conveyor.registry.registry import Registry
 
     return proj.service("registry", Registry)
-
-
-def _echo_json(body: Any) -> None:
-    import orjson
-
-    typer.echo(orjson.dumps(body, option=orjson.OPT_INDENT_2, default=str).decode())
 
 
 def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
@@ -128,7 +127,7 @@ def list_cmd(
     search: Annotated[str | None, typer.Option(help="Model name contains this.")] = None,
     tag: Annotated[str | None, typer.Option(help="key or key=value.")] = None,
     limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
-    cursor: Annotated[str | None, typer.Option(help="Next page (from --json output).")] = None,
+    cursor: CursorOpt = None,
     project: ProjectOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -137,9 +136,7 @@ def list_cmd(
         registry = _registry(proj)
         page = registry.search(search, tag, name=name, limit=limit, cursor=cursor)
         if as_json:
-            _echo_json(
-                {"items": [v.to_dict() for v in page.items], "next_cursor": page.next_cursor}
-            )
+            echo_list((v.to_dict() for v in page.items), page.next_cursor)
             return
         from rich.table import Table
 
@@ -157,9 +154,7 @@ def list_cmd(
                 when(v.created_at),
                 v.id,
             )
-        console().print(table)
-        if page.next_cursor:
-            console().print(f"more: --cursor {page.next_cursor}")
+        print_table(table, page.next_cursor)
 
 
 @models_app.command("show")
@@ -178,7 +173,7 @@ def show(
         )
         body = {**version.to_dict(), "aliases": aliases}
         if as_json:
-            _echo_json(body)
+            echo_json(body)
             return
         from rich.markup import escape
 
@@ -256,7 +251,7 @@ def register(
             actor=authorized(proj, "models.register"),
         )
         if as_json:
-            _echo_json(version.to_dict())
+            echo_json(version.to_dict())
         else:
             typer.echo(f"Registered {version.ref} ({version.flavor}) {version.id}")
 
@@ -309,7 +304,7 @@ def rollback(
 
 def _print_move(proj: Project, move: Any, as_json: bool) -> None:
     if as_json:
-        _echo_json(move.to_dict())
+        echo_json(move.to_dict())
         return
     registry = _registry(proj)
     target = registry.by_id(move.to_version_id)
@@ -324,7 +319,7 @@ def history(
     alias: Annotated[str | None, typer.Argument(help="Only this alias.")] = None,
     at: Annotated[
         str | None,
-        typer.Option(help="Instead: which version ALIAS held at this time (ISO or age: 2h)."),
+        typer.Option(help="Instead: which version ALIAS held then (an ISO time, or an age: 2h)."),
     ] = None,
     limit: Annotated[int, typer.Option(help="How many moves, newest first.")] = 50,
     project: ProjectOpt = None,
@@ -336,19 +331,17 @@ def history(
         if at is not None:
             if alias is None:
                 raise InvalidInputError("--at needs an ALIAS", field="alias")
-            moment = parse_since(at)
+            moment = parse_since(at, option="--at")
             assert moment is not None
             found = registry.alias_at(name, alias, moment)
             if as_json:
-                _echo_json(
-                    {"at": moment.isoformat(), "version": found.to_dict() if found else None}
-                )
+                echo_json({"at": moment.isoformat(), "version": found.to_dict() if found else None})
             else:
                 typer.echo(f"{name}@{alias} at {when(moment)}: {found.ref if found else '(unset)'}")
             return
         moves = registry.alias_history(name, alias, limit=limit)
         if as_json:
-            _echo_json([m.to_dict() for m in moves])
+            echo_list(m.to_dict() for m in moves)
             return
         ids = {i for m in moves for i in (m.from_version_id, m.to_version_id) if i}
         numbers = {i: registry.by_id(i).number for i in ids}
@@ -402,7 +395,7 @@ def promote(
             force=force,
         )
         if as_json:
-            _echo_json(promotion.to_dict())
+            echo_json(promotion.to_dict())
             return
         verdict = promotion.report.verdict if promotion.report else "no gate report"
         typer.echo(
@@ -423,15 +416,14 @@ def gates(
     as_json: JsonOpt = False,
 ) -> None:
     """Show REF's newest gate report, or run its gates again with --rerun. Exit 3 if failed."""
-    from conveyor.checks.render import print_report
-
     with open_project(project) as proj:
         registry = _registry(proj)
         version = registry.resolve(ref)
         if rerun:
             from conveyor.training.flow import evaluate_version
 
-            report = evaluate_version(proj, version.ref, actor=actor())
+            who = authorized(proj, "training.evaluate")
+            report = evaluate_version(proj, version.ref, actor=who)
         else:
             found = registry.gate_report(version)
             if found is None:
@@ -441,9 +433,9 @@ def gates(
                     field="ref",
                 )
             report = found
-        print_report(report, console(), as_json=as_json)
+        echo_report(report, as_json)
     if not report.passed:
-        raise typer.Exit(3)
+        check_failed()
 
 
 @models_app.command("compare")
@@ -477,7 +469,7 @@ def compare_cmd(
         ra, rb = registry.gate_report(a), registry.gate_report(b)
         rows.append(("gates", ra.verdict if ra else "-", rb.verdict if rb else "-"))
         if as_json:
-            _echo_json(
+            echo_json(
                 {
                     "left": a.ref,
                     "right": b.ref,

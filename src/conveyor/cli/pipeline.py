@@ -2,9 +2,10 @@
 
 Mounted by the main CLI as ``app.add_typer(pipeline_app, name="pipeline")``.
 A TARGET is ``module:attribute`` or ``path/to/file.py:attribute`` (see
-``loading.py``); modules are looked up from the current folder and the
-project's. Conveyor errors print as one red line and exit 1; a pipeline
-run that does not succeed exits 1 too.
+:mod:`conveyor.pipelines.loading`); modules are looked up from the current
+folder and the project's. Conveyor errors print as one red line and exit 1;
+a pipeline run that does not succeed exits 1 too. Running, recovering and
+scheduling need the ``pipelines.run`` action once the project has API keys.
 """
 
 from __future__ import annotations
@@ -17,7 +18,21 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from conveyor.cli.common import JsonOpt, ProjectOpt, console, errors, open_project, when
+from conveyor.cli.common import (
+    DURATION_FORMS,
+    CursorOpt,
+    JsonOpt,
+    ProjectOpt,
+    authorized,
+    console,
+    echo_json,
+    echo_list,
+    errors,
+    open_project,
+    parse_duration,
+    print_table,
+    when,
+)
 from conveyor.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -198,11 +213,12 @@ def run_command(
 
     params = parse_params(param)
     with open_project(project) as proj:
+        authorized(proj, "pipelines.run")
         pipeline = load_pipeline(target, search_path=_search_path(proj))
         runner = LocalRunner.for_project(proj)
         if as_json:
             result = runner.run(pipeline, params)
-            typer.echo(json.dumps(result.to_dict()))
+            echo_json(result.to_dict())
         else:
             out = console()
             with _Display(out) as display:
@@ -225,6 +241,7 @@ def list_command(
         typer.Argument(help="A module or file: list the pipelines it defines. Else: recent runs."),
     ] = None,
     limit: Annotated[int, typer.Option(help="How many recent runs.")] = 20,
+    cursor: CursorOpt = None,
     project: ProjectOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -237,8 +254,9 @@ def list_command(
     from conveyor.pipelines.run_history import runs_with_steps
 
     with open_project(project) as proj:
-        page = proj.store.runs.list(kind="pipeline", limit=limit)
-        _print_runs(runs_with_steps(proj.store, page.items), as_json, "recent pipeline runs", None)
+        page = proj.store.runs.list(kind="pipeline", limit=limit, cursor=cursor)
+        runs = runs_with_steps(proj.store, page.items)
+        _print_runs(runs, as_json, "recent pipeline runs", page.next_cursor)
 
 
 def _print_definitions(pipelines: list[Pipeline], as_json: bool) -> None:
@@ -254,7 +272,7 @@ def _print_definitions(pipelines: list[Pipeline], as_json: bool) -> None:
         for p in pipelines
     ]
     if as_json:
-        typer.echo(json.dumps(rows))
+        echo_list(rows)
         return
     from rich.markup import escape
     from rich.table import Table
@@ -276,7 +294,7 @@ def _print_runs(
     runs: list[PipelineRun], as_json: bool, title: str, next_cursor: str | None
 ) -> None:
     if as_json:
-        typer.echo(json.dumps({"runs": [r.to_dict() for r in runs], "next_cursor": next_cursor}))
+        echo_list((r.to_dict() for r in runs), next_cursor)
         return
     from rich.markup import escape
     from rich.table import Table
@@ -298,10 +316,7 @@ def _print_runs(
             escape(steps),
             escape(_first_line(run.error)),
         )
-    out = console()
-    out.print(table)
-    if next_cursor:
-        out.print(f"more: --cursor {next_cursor}")
+    print_table(table, next_cursor)
 
 
 @pipeline_app.command("history")
@@ -309,7 +324,7 @@ def _print_runs(
 def history_command(
     name: Annotated[str, typer.Argument(help="The pipeline's name.")],
     limit: Annotated[int, typer.Option(help="Runs per page, newest first.")] = 20,
-    cursor: Annotated[str | None, typer.Option(help="Next page: the cursor printed.")] = None,
+    cursor: CursorOpt = None,
     project: ProjectOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -332,8 +347,9 @@ def recover_command(
         typer.Argument(help="Pipelines to re-run if they ask for retry_crashed (TARGET...)."),
     ] = None,
     stale_after: Annotated[
-        float, typer.Option(help="Seconds without a heartbeat after which a run is dead.")
-    ] = 60.0,
+        str,
+        typer.Option(help=f"How long without a heartbeat makes a run dead: {DURATION_FORMS}."),
+    ] = "1m",
     project: ProjectOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -341,20 +357,22 @@ def recover_command(
     from conveyor.pipelines.loading import load_pipelines
     from conveyor.pipelines.runner import LocalRunner
 
+    stale = parse_duration(stale_after, "--stale-after").total_seconds()
     with open_project(project) as proj:
+        authorized(proj, "pipelines.run")
         pipelines = [
             p for t in targets or [] for p in load_pipelines(t, search_path=_search_path(proj))
         ]
         out = console()
         runner = LocalRunner.for_project(
             proj,
-            heartbeat_interval=min(5.0, stale_after / 2),
-            stale_after=stale_after,
+            heartbeat_interval=min(5.0, stale / 2),
+            stale_after=stale,
             listener=None if as_json else _Display(out).on_event,
         )
         recovered = runner.recover(pipelines)
         if as_json:
-            typer.echo(json.dumps([r.to_dict() for r in recovered]))
+            echo_list(r.to_dict() for r in recovered)
             return
         if not recovered:
             out.print("no crashed runs")
@@ -384,7 +402,9 @@ def schedule_command(
         list[str] | None,
         typer.Argument(help="Pipelines to schedule (TARGET...), besides the models' retraining."),
     ] = None,
-    poll_interval: Annotated[float, typer.Option(help="Seconds between ticks.")] = 5.0,
+    poll_interval: Annotated[
+        str, typer.Option(help=f"How long between ticks: {DURATION_FORMS}.")
+    ] = "5s",
     project: ProjectOpt = None,
 ) -> None:
     """Run the scheduler until Ctrl-C: cron schedules, data and event triggers, crash recovery.
@@ -399,7 +419,9 @@ def schedule_command(
     from conveyor.pipelines.scheduler import Scheduler
     from conveyor.training.continuous import retraining_schedules
 
+    interval = parse_duration(poll_interval, "--poll-interval").total_seconds()
     with open_project(project) as proj:
+        authorized(proj, "pipelines.run")
         pipelines = [
             p for t in targets or [] for p in load_pipelines(t, search_path=_search_path(proj))
         ]
@@ -422,12 +444,12 @@ def schedule_command(
                 )
 
         runner = LocalRunner.for_project(proj, listener=tell)
-        scheduler = Scheduler(runner, pipelines, poll_interval=poll_interval)
+        scheduler = Scheduler(runner, pipelines, poll_interval=interval)
         stop = threading.Event()
-        # SIGTERM (a service manager stopping us) lets the running pipeline finish.
+        # SIGTERM (a service manager stopping the scheduler) lets the running pipeline finish.
         previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
         names = ", ".join(p.name for p in pipelines)
-        out.print(f"scheduling {names} every {poll_interval:g} s; Ctrl-C stops")
+        out.print(f"scheduling {names} every {interval:g} s; Ctrl-C stops")
         try:
             scheduler.serve(stop)
         except KeyboardInterrupt:

@@ -5,7 +5,7 @@
     conveyor deploy fraud@3                          # all traffic to version 3
     conveyor deploy fraud@4 --canary 10              # 10 % to 4, the rest to the current stable
     conveyor route show fraud
-    conveyor route set fraud --file policy.json      # any policy (docs/serving.md)
+    conveyor route set fraud --policy-file policy.json   # any policy (docs/serving.md)
     conveyor route history fraud
     conveyor rollback fraud --reason "p99 up"        # the previous revision's policy, as a new one
 
@@ -22,10 +22,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from conveyor.cli.common import (
+    API_KEY_ENV,
+    EXIT_ERROR,
     JsonOpt,
     ProjectOpt,
     authorized,
     console,
+    echo_json,
+    echo_list,
     errors,
     open_project,
     when,
@@ -52,12 +56,6 @@ def _routes(proj: Project) -> RouteStore:
     from conveyor.serving.route_store import RouteStore
 
     return RouteStore(proj.store, proj.events, proj.registry)
-
-
-def _echo_json(body: Any) -> None:
-    import orjson
-
-    typer.echo(orjson.dumps(body, option=orjson.OPT_INDENT_2, default=str).decode())
 
 
 def _current(routes: RouteStore, model: str) -> RouteState | None:
@@ -98,7 +96,7 @@ def describe(policy: RoutePolicy) -> str:
 
 def _print_state(state: RouteState, as_json: bool, verb: str = "") -> None:
     if as_json:
-        _echo_json(state.to_dict())
+        echo_json(state.to_dict())
         return
     from rich.markup import escape
 
@@ -206,7 +204,7 @@ def route_show(
     with open_project(project) as proj:
         state = _routes(proj).get(model)
         if as_json:
-            _echo_json(state.to_dict())
+            echo_json(state.to_dict())
             return
         from rich.markup import escape
         from rich.table import Table
@@ -245,7 +243,7 @@ def route_list(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
     with open_project(project) as proj:
         states = _routes(proj).all()
         if as_json:
-            _echo_json([s.to_dict() for s in states])
+            echo_list(s.to_dict() for s in states)
             return
         from rich.table import Table
 
@@ -263,30 +261,35 @@ def route_list(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
 @errors
 def route_set(
     model: Annotated[str, typer.Argument(help="Model name.")],
-    file: Annotated[
-        Path | None, typer.Option("--file", "-f", help="A JSON file holding the policy.")
+    policy_text: Annotated[
+        str | None, typer.Option("--policy", help="The policy as JSON text.")
     ] = None,
-    policy_json: Annotated[
-        str | None, typer.Option("--json", help="The policy as JSON text.")
+    policy_file: Annotated[
+        Path | None,
+        typer.Option("--policy-file", "-f", help="A JSON file holding the policy."),
     ] = None,
     reason: ReasonOpt = None,
     expected_revision: ExpectedOpt = None,
     project: ProjectOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Make a policy (JSON, see docs/serving.md) MODEL's live route."""
     from conveyor.serving.routes import RoutePolicy
 
-    if (file is None) == (policy_json is None):
+    if (policy_file is None) == (policy_text is None):
         raise InvalidInputError(
-            "give the policy as --file policy.json or as --json '{...}'", field="policy"
+            "give the policy as --policy-file policy.json or as --policy '{...}'",
+            field="policy",
         )
-    if file is not None:
-        if not file.is_file():
-            raise InvalidInputError(f"policy file {file} does not exist", field="file")
-        text = file.read_bytes()
+    if policy_file is not None:
+        if not policy_file.is_file():
+            raise InvalidInputError(
+                f"policy file {policy_file} does not exist", field="policy_file"
+            )
+        text = policy_file.read_bytes()
     else:
-        assert policy_json is not None
-        text = policy_json.encode()
+        assert policy_text is not None
+        text = policy_text.encode()
     policy = RoutePolicy.from_json(text)
     with open_project(project) as proj:
         state = _routes(proj).set(
@@ -296,7 +299,7 @@ def route_set(
             reason=reason,
             expected_revision=expected_revision,
         )
-        _print_state(state, False, "set")
+        _print_state(state, as_json, "set")
 
 
 @route_app.command("history")
@@ -310,11 +313,11 @@ def route_history(
     """MODEL's route revisions, newest first: what, who, when and why."""
     with open_project(project) as proj:
         states = _routes(proj).history(model, limit)
-        if as_json:
-            _echo_json([s.to_dict() for s in states])
-            return
         if not states:
             raise NotFoundError(f"model {model!r} has never had a route", model=model)
+        if as_json:
+            echo_list(s.to_dict() for s in states)
+            return
         from rich.table import Table
 
         table = Table(title=f"route history of {model}", title_justify="left")
@@ -329,10 +332,6 @@ def route_history(
                 s.reason or "",
             )
         console().print(table)
-
-
-# `conveyor serve` and `conveyor predict` go below (issue 5, the server part),
-# as more @serving_app.command()s.
 
 
 def worker_app() -> Any:
@@ -404,7 +403,7 @@ def predict_cmd(
         name, _, version = ref.partition("@")
         params = {"version": version} if version_number(version) is not None else {}
         headers = {"content-type": "application/json"}
-        token = os.environ.get("CONVEYOR_API_KEY")
+        token = os.environ.get(API_KEY_ENV)
         if token:
             headers["authorization"] = f"Bearer {token}"
         response = httpx.post(
@@ -416,7 +415,7 @@ def predict_cmd(
         )
         typer.echo(response.text)
         if response.status_code >= 400:
-            raise typer.Exit(1)
+            raise typer.Exit(EXIT_ERROR)
         return
     from conveyor.serving.native import decode_native_request
 

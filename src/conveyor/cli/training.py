@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -10,10 +10,16 @@ from conveyor.cli.common import (
     JsonOpt,
     ProjectOpt,
     authorized,
+    check_failed,
     console,
+    echo_json,
+    echo_report,
     errors,
     open_project,
 )
+
+if TYPE_CHECKING:
+    from conveyor.training.optimize.versions import Optimized
 
 
 @errors
@@ -45,7 +51,6 @@ def train(
     A candidate that passes becomes challenger (and champion with --promote);
     one that fails stays registered with its report. Exit code 3 when the gates failed.
     """
-    from conveyor.checks.render import print_report
     from conveyor.cli.models import _params
     from conveyor.training.flow import train_candidate
 
@@ -60,12 +65,10 @@ def train(
             auto_promote=auto_promote,
         )
         if as_json:
-            import orjson
-
-            typer.echo(orjson.dumps(candidate.to_dict()).decode())
+            echo_json(candidate.to_dict())
         else:
+            echo_report(candidate.report, as_json=False)
             out = console()
-            print_report(candidate.report, out)
             moved = [
                 a
                 for a, m in (
@@ -79,7 +82,7 @@ def train(
                 + (f"; now {' and '.join(moved)}" if moved else "; no alias moved")
             )
     if not candidate.passed:
-        raise typer.Exit(3)
+        check_failed()
 
 
 @errors
@@ -101,9 +104,9 @@ def optimize(
 ) -> None:
     """A smaller or faster version of REF, linked to it, with a report (default: ONNX INT8).
 
-    The report compares size, p95 latency and hold-out quality with the parent.
+    The report compares size, p95 latency and hold-out quality with the parent; exit 3
+    when it failed (the version is registered all the same, with its report).
     """
-    from conveyor.checks.render import print_report
     from conveyor.training.optimize.versions import optimize_version
 
     with open_project(project) as proj:
@@ -118,20 +121,24 @@ def optimize(
             actor=authorized(proj, "training.optimize"),
         )
         if as_json:
-            import orjson
+            echo_json(done.to_dict())
+        else:
+            _print_optimized(done)
+    if not done.report.passed:
+        check_failed()
 
-            typer.echo(orjson.dumps(done.to_dict()).decode())
-            return
-        out = console()
-        print_report(done.report, out)
-        c = done.comparison
-        out.print(
-            f"{done.version.ref} from {done.parent.ref}: size {c.child_size_bytes:,} vs "
-            f"{c.parent_size_bytes:,} bytes, p95 {c.child_p95_latency_ms:.3f} vs "
-            f"{c.parent_p95_latency_ms:.3f} ms"
-            + (
-                f", {c.metric} {c.child_metric:.4f} vs {c.parent_metric:.4f}"
-                if c.child_metric is not None and c.parent_metric is not None
-                else ""
-            )
+
+def _print_optimized(done: Optimized) -> None:
+    echo_report(done.report, as_json=False)
+    out = console()
+    c = done.comparison
+    out.print(
+        f"{done.version.ref} from {done.parent.ref}: size {c.child_size_bytes:,} vs "
+        f"{c.parent_size_bytes:,} bytes, p95 {c.child_p95_latency_ms:.3f} vs "
+        f"{c.parent_p95_latency_ms:.3f} ms"
+        + (
+            f", {c.metric} {c.child_metric:.4f} vs {c.parent_metric:.4f}"
+            if c.child_metric is not None and c.parent_metric is not None
+            else ""
         )
+    )

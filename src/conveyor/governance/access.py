@@ -121,6 +121,22 @@ class Access:
             return Caller(None, self.anonymous)
         raise self._missing(action, needed)
 
+    def identify(self, token: str | None) -> Caller:
+        """The caller, whatever their role: for an action no capability restricts to a role.
+
+        The same rule as :meth:`authorize` otherwise: a given token must verify,
+        and once the project has keys, a caller needs one.
+        """
+        if token:
+            key = self.keys.verify(token)
+            return Caller(key, actor_of(key))
+        if self.open:
+            return Caller(None, self.anonymous)
+        raise AuthenticationError(
+            f"no API key: this project has keys, so acting on it needs one; {self.missing_hint}",
+            reason="missing",
+        )
+
     async def authorize_async(self, token: str | None, action: str) -> Caller:
         """:meth:`authorize` for an event loop: the store is read in a thread, on a miss."""
         needed = needed_role(action)

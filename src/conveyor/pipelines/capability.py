@@ -1,4 +1,4 @@
-"""Pipelines as a capability: the schedules table and the ``pipeline`` commands."""
+"""Pipelines as a capability: the schedules table, the ``pipeline`` commands, their action."""
 
 from conveyor.capability import Capability, Command, Tables
 
@@ -13,4 +13,5 @@ CAPABILITY = Capability(
         "0001",
     ),
     cli=(Command("conveyor.cli.pipeline:pipeline_app", "pipeline"),),
+    actions={"pipelines.run": "deployer"},
 )

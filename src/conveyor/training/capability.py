@@ -11,5 +11,9 @@ CAPABILITY = Capability(
         Command("conveyor.cli.training:train", "train"),
         Command("conveyor.cli.training:optimize", "optimize"),
     ),
-    actions={"training.train": "deployer", "training.optimize": "deployer"},
+    actions={
+        "training.train": "deployer",
+        "training.evaluate": "deployer",
+        "training.optimize": "deployer",
+    },
 )
