@@ -1,7 +1,7 @@
-"""The key-value seam: the prediction cache now, online features later.
+"""The key-value seam: one small protocol for key-value state such as the prediction cache.
 
-One small protocol, three backends picked by URL (:data:`conveyor.backends.KV_BACKENDS`,
-the table of :data:`conveyor.backends.CACHE` and of every key-value seam to come):
+Three backends picked by URL (:data:`conveyor.backends.KV_BACKENDS`, the table
+of :data:`conveyor.backends.CACHE` and of every seam a capability declares over it):
 
 - ``memory://[name]`` (:class:`conveyor.kv.memory.MemoryKV`): in-process,
   optional LRU bound ``?max_entries=N``;

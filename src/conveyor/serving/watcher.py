@@ -102,7 +102,7 @@ class RouteWatcher:
                 self.last_error = None
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # the store is down: keep serving the routes we have
+            except Exception as exc:  # the store is down: keep serving the routes already loaded
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("route poll failed: %s", self.last_error)
 
