@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,8 +13,8 @@ import sqlalchemy as sa
 from registry_support import Doubler, labels, training_frame
 
 from conveyor.errors import ArtifactIntegrityError, InvalidInputError
-from conveyor.registry import LibraryVersionWarning, Registry
-from conveyor.registry.flavors import flavor_for, installed_version
+from conveyor.registry import LibraryVersionWarning, PythonModel, Registry
+from conveyor.registry.flavors import FLAVORS, flavor_for, installed_version
 from conveyor.registry.tables import ModelVersionRecord
 
 
@@ -124,3 +126,71 @@ def test_a_library_version_mismatch_warns_naming_both_versions(
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         np.testing.assert_array_equal(loaded.predict(frame), model.predict(frame))
+
+
+class Threshold(PythonModel):
+    """A rule a team stores as JSON (its own format), though it is also a PythonModel."""
+
+    def __init__(self, column: str, cut: float) -> None:
+        self.column, self.cut = column, cut
+
+    def predict(self, frame: Any) -> Any:
+        return (frame[self.column] > self.cut).astype("int64").to_numpy()
+
+
+class ThresholdFlavor:
+    """A flavor written outside Conveyor: JSON out, JSON in, predicting from Arrow."""
+
+    name = "threshold-json"
+
+    def matches(self, model: Any) -> bool:
+        return isinstance(model, Threshold)
+
+    def save(self, model: Any) -> bytes:
+        return json.dumps({"column": model.column, "cut": model.cut}).encode()
+
+    def load(self, data: bytes) -> Any:
+        return Threshold(**json.loads(data))
+
+    def predict(self, model: Any, table: Any) -> Any:
+        values = table.column(model.column).to_numpy(zero_copy_only=False)
+        return (values > model.cut).astype("int64")
+
+    def libraries(self) -> dict[str, str]:
+        return {}
+
+
+def test_a_registered_flavor_saves_loads_and_predicts_through_the_registry(
+    registry: Registry,
+) -> None:
+    frame = training_frame(50)
+    rule = Threshold("score", 0.5)
+    assert flavor_for(rule).name == "python"  # before: the built-in PythonModel flavor
+    FLAVORS.register("threshold-json", ThresholdFlavor())
+    try:
+        # A registered flavor is tried first, so it claims what a built-in would take.
+        assert flavor_for(rule).name == "threshold-json"
+        version = registry.register("rule", rule, signature_from=frame)
+        assert version.flavor == "threshold-json" and version.libraries == {}
+        stored = registry.artifacts.get(version.artifact_digest)
+        assert json.loads(stored) == {"column": "score", "cut": 0.5}  # its own format, no pickle
+        loaded = registry.load("rule@1")
+        assert isinstance(loaded.model, Threshold)
+        np.testing.assert_array_equal(loaded.predict(frame), rule.predict(frame))
+        with pytest.raises(InvalidInputError, match="already registered"):
+            FLAVORS.register("threshold-json", ThresholdFlavor())
+    finally:
+        FLAVORS.unregister("threshold-json")
+    # Without it, the version is still recorded, and its flavor named as unknown.
+    with pytest.raises(InvalidInputError, match=r"unknown model flavor 'threshold-json'; known: "):
+        registry.load("rule@1")
+
+
+def test_a_flavor_is_registered_under_its_own_name_and_complete() -> None:
+    with pytest.raises(InvalidInputError, match="register it under that name"):
+        FLAVORS.register("other-name", ThresholdFlavor())
+    incomplete = ThresholdFlavor()
+    incomplete.load = None  # type: ignore[assignment,method-assign]
+    with pytest.raises(InvalidInputError, match="has no load"):
+        FLAVORS.register("threshold-json", incomplete)
+    assert "threshold-json" not in FLAVORS

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from training_support import SCALED_SGD, loans
 
+from conveyor.checks import CheckResult, Gate
 from conveyor.errors import GateFailedError, InvalidInputError, NotFoundError
 from conveyor.project import Project, init_project
-from conveyor.training.flow import evaluate_version, holdout_mask, train_candidate
+from conveyor.training.flow import (
+    GATES,
+    Prepared,
+    evaluate_version,
+    holdout_mask,
+    train_candidate,
+)
+from conveyor.training.gates import GateContext
 
 SPEC = """
 slos:
@@ -150,3 +159,49 @@ def test_hash_holdout_keeps_an_entity_on_one_side() -> None:
     assert (by_key == 1).all() and 0.1 < mask.mean() < 0.5
     timed = holdout_mask(frame, HoldoutSpec(by="time", column="t", fraction=0.2))
     assert frame["t"][timed].min() > frame["t"][~timed].max() and timed.sum() == 200
+
+
+def _build_min_holdout_rows(options: dict[str, Any], *, prepared: Prepared, **_: Any) -> Gate:
+    """A team's own gate: enough hold-out rows to judge by (options checked at build time)."""
+    minimum = options.pop("min")
+    if options:
+        raise InvalidInputError(f"min_holdout_rows: unknown options {sorted(options)}")
+
+    def min_holdout_rows(ctx: GateContext) -> CheckResult:
+        n = len(ctx.y())
+        return CheckResult("holdout.rows", n >= minimum, n, minimum, f"{n} hold-out rows")
+
+    assert prepared.holdout.sum() > 0  # the builder sees the prepared data, as built-ins do
+    return min_holdout_rows
+
+
+def test_a_registered_gate_is_named_in_the_spec_and_judges_candidates(
+    project: Project, tmp_path: Path
+) -> None:
+    project.data.ingest("loans", loans(600, seed=2))
+    spec = tmp_path / "conveyor.yaml"
+    spec.write_text(
+        spec.read_text().replace(
+            "- metric_floor: {}\n    auto",
+            "- metric_floor: {}\n      - min_holdout_rows: {min: 100}\n    auto",
+        )
+    )
+    GATES.register("min_holdout_rows", _build_min_holdout_rows)
+    try:
+        with Project.open(tmp_path) as proj:
+            first = train_candidate(proj, "online", seed=1)
+            check = next(c for c in first.report.checks if c.name == "holdout.rows")
+            assert check.passed and check.observed == first.version.metrics["holdout_rows"]
+            assert first.promotion is not None  # the custom gate passed with the others
+        spec.write_text(spec.read_text().replace("{min: 100}", "{min: 100000}"))
+        with Project.open(tmp_path) as proj:
+            second = train_candidate(proj, "online", seed=1)
+            assert {c.name for c in second.report.failures} == {"holdout.rows"}
+            assert second.promotion is None and second.challenger is None
+    finally:
+        GATES.unregister("min_holdout_rows")
+    with (
+        Project.open(tmp_path) as proj,
+        pytest.raises(InvalidInputError, match="unknown gate 'min_holdout_rows'; known: "),
+    ):
+        train_candidate(proj, "online")

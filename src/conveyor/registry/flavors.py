@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
+from conveyor._names import NameTable
 from conveyor.errors import InvalidInputError, MissingDependencyError
 
 if TYPE_CHECKING:
@@ -366,25 +367,50 @@ class PythonFlavor:
         return {}
 
 
+def _check_flavor(name: str, flavor: Flavor) -> None:
+    """A flavor is stored under its own name, and does everything the registry asks of one."""
+    if getattr(flavor, "name", None) != name:
+        raise InvalidInputError(
+            f"flavor {name!r}: its name attribute is {getattr(flavor, 'name', None)!r}; a "
+            "version records flavor.name and is loaded by it, so register it under that name",
+            field="flavor",
+        )
+    missing = [
+        m
+        for m in ("matches", "save", "load", "predict", "libraries")
+        if not callable(getattr(flavor, m, None))
+    ]
+    if missing:
+        raise InvalidInputError(
+            f"flavor {name!r} has no {', '.join(missing)}: see conveyor.registry.flavors.Flavor",
+            field="flavor",
+        )
+
+
 # Order matters, the more specific first: XGBoost and LightGBM models are
 # scikit-learn estimators too. A PythonModel that is also a torch module is
 # saved as a PythonModel: its predict(frame) is the contract its author wrote.
-FLAVORS: dict[str, Flavor] = {
-    f.name: f
-    for f in (
-        PythonFlavor(),
-        TorchFlavor(),
-        ONNXFlavor(),
-        XGBoostFlavor(),
-        LightGBMFlavor(),
-        SklearnFlavor(),
-    )
-}
+_BUILT_IN: tuple[Flavor, ...] = (
+    PythonFlavor(),
+    TorchFlavor(),
+    ONNXFlavor(),
+    XGBoostFlavor(),
+    LightGBMFlavor(),
+    SklearnFlavor(),
+)
+#: Every flavor by name. ``FLAVORS.register(flavor.name, flavor)`` adds one: it is tried
+#: before the built-in ones (the latest registered first), so it can claim models a
+#: built-in flavor would otherwise take.
+FLAVORS: NameTable[Flavor] = NameTable(
+    "model flavor", ((f.name, f) for f in _BUILT_IN), field="flavor", check=_check_flavor
+)
+_BUILT_IN_NAMES = frozenset(f.name for f in _BUILT_IN)
 
 
 def flavor_for(model: Any) -> Flavor:
     """The flavor that saves ``model``, from its type."""
-    for flavor in FLAVORS.values():
+    added = [f for name, f in FLAVORS.items() if name not in _BUILT_IN_NAMES]
+    for flavor in (*reversed(added), *_BUILT_IN):
         if flavor.matches(model):
             return flavor
     kind = f"{type(model).__module__}.{type(model).__qualname__}"
@@ -397,12 +423,8 @@ def flavor_for(model: Any) -> Flavor:
 
 
 def get_flavor(name: str) -> Flavor:
-    try:
-        return FLAVORS[name]
-    except KeyError:
-        raise InvalidInputError(
-            f"unknown model flavor {name!r}; known: {', '.join(FLAVORS)}", field="flavor"
-        ) from None
+    """The flavor a version was saved with (InvalidInputError naming the known ones)."""
+    return FLAVORS.require(name)
 
 
 def check_libraries(recorded: Mapping[str, str], where: str) -> list[str]:

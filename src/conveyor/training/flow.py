@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from conveyor._names import NameTable
 from conveyor.errors import InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ if TYPE_CHECKING:
 __all__ = [
     "GATES",
     "Candidate",
+    "GateBuilder",
     "Prepared",
     "build_gates",
     "evaluate_version",
@@ -253,6 +255,18 @@ def prepare(
 
 # -- gates -------------------------------------------------------------------------
 
+#: What a gate's entry in the spec becomes: ``builder(options, project=, spec=, prepared=)``.
+GateBuilder = Callable[..., "Gate"]
+
+
+def _check_builder(name: str, builder: GateBuilder) -> None:
+    if not callable(builder):
+        raise InvalidInputError(
+            f"gate {name!r}: a gate builder is a callable taking (options, *, project, spec, "
+            f"prepared), got {builder!r}",
+            field="builder",
+        )
+
 
 def _gate_metric_floor(options: dict[str, Any], **_: Any) -> Gate:
     from conveyor.training.gates import metric_floor
@@ -316,8 +330,7 @@ def _gate_data(options: dict[str, Any], *, project: Project, prepared: Prepared,
     return data_checks(get_report(project.store, report_id))
 
 
-#: Gate name in the spec -> builder(options, project=, spec=, prepared=).
-GATES: dict[str, Callable[..., Gate]] = {
+_BUILT_IN_GATES: dict[str, GateBuilder] = {
     "metric_floor": _gate_metric_floor,
     "champion_comparison": _gate_champion,
     "fairness": _gate_fairness,
@@ -325,6 +338,10 @@ GATES: dict[str, Callable[..., Gate]] = {
     "regression_suite": _gate_suite,
     "data_checks": _gate_data,
 }
+#: Gate name in the spec -> builder(options, project=, spec=, prepared=), which checks the
+#: options and returns the gate. ``GATES.register("name", builder)`` adds a gate a model
+#: spec can then name, as the built-in ones.
+GATES: NameTable[GateBuilder] = NameTable("gate", _BUILT_IN_GATES, check=_check_builder)
 
 
 def build_gates(project: Project, name: str, spec: ModelSpec, prepared: Prepared) -> list[Gate]:
@@ -339,13 +356,7 @@ def build_gates(project: Project, name: str, spec: ModelSpec, prepared: Prepared
                 field=where,
             )
         ((gate_name, options),) = entry.items()
-        builder = GATES.get(gate_name)
-        if builder is None:
-            raise InvalidInputError(
-                f"{project.spec.where(where)}: unknown gate {gate_name!r}; known: "
-                f"{', '.join(GATES)}",
-                field=where,
-            )
+        builder = GATES.require(gate_name, where=project.spec.where(where), field=where)
         try:
             gates.append(
                 builder(dict(options or {}), project=project, spec=spec, prepared=prepared)

@@ -17,6 +17,7 @@ when :func:`validate` runs.
 from conveyor.data.validation.engine import validate
 from conveyor.data.validation.expectations import (
     BATCH_KINDS,
+    EXPECTATION_KINDS,
     ROW_KINDS,
     Between,
     ColumnSpec,
@@ -27,6 +28,7 @@ from conveyor.data.validation.expectations import (
     MatchesRegex,
     NotNull,
     RowCount,
+    RowExpectation,
     Schema,
     Unique,
     parse_duration,
@@ -44,6 +46,7 @@ from conveyor.data.validation.result import REASON_COLUMN, REASON_SEPARATOR, Val
 __all__ = [
     "BATCH_KINDS",
     "BATCH_REJECTED",
+    "EXPECTATION_KINDS",
     "POLICIES",
     "REASON_COLUMN",
     "REASON_SEPARATOR",
@@ -59,6 +62,7 @@ __all__ = [
     "Policy",
     "PolicyDecision",
     "RowCount",
+    "RowExpectation",
     "Schema",
     "Unique",
     "ValidationResult",

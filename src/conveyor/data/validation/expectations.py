@@ -34,6 +34,11 @@ policy rejects the whole batch:
 ``row_count``  ``min <= rows <= max``
 ``freshness``  the newest value of a timestamp ``column`` is at most ``max_lag`` old
 ============== =====================================================================
+
+More row-level kinds plug in with ``EXPECTATION_KINDS.register(kind, cls)``:
+``cls`` subclasses :class:`RowExpectation`, declares ``kind: Literal["kind"]``
+and its parameters, and says in SQL which rows fail (:meth:`RowExpectation.failure_sql`);
+a spec then names it like a built-in kind.
 """
 
 from __future__ import annotations
@@ -42,22 +47,23 @@ import importlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, timedelta
-from typing import Annotated, Any, ClassVar, Literal, TypeAlias
+from typing import Any, ClassVar, Literal, TypeAlias
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from conveyor._names import NameTable
 from conveyor.errors import ConfigError
 
 __all__ = [
     "BATCH_KINDS",
+    "EXPECTATION_KINDS",
     "ROW_KINDS",
     "Between",
     "ColumnSpec",
@@ -68,6 +74,7 @@ __all__ = [
     "MatchesRegex",
     "NotNull",
     "RowCount",
+    "RowExpectation",
     "Schema",
     "Unique",
     "parse_duration",
@@ -125,6 +132,40 @@ class _RowExpectation(_Expectation):
     mostly: float = Field(1.0, ge=0.0, le=1.0, description="fraction of rows that must pass")
 
     row_level: ClassVar[bool] = True
+
+
+class RowExpectation(_RowExpectation):
+    """The base of a row-level kind added with ``EXPECTATION_KINDS.register``.
+
+    ::
+
+        class Positive(RowExpectation):
+            kind: Literal["positive"] = "positive"
+
+            def failure_sql(self, column, category):
+                return f"{column} <= 0"
+
+        EXPECTATION_KINDS.register("positive", Positive)
+        validate(batch, [{"kind": "positive", "column": "amount"}], subject="tx")
+
+    ``column`` and ``mostly`` come with it; add the kind's parameters as fields.
+    """
+
+    def failure_sql(self, column: str, category: str) -> str:
+        """A DuckDB boolean expression, TRUE where a row breaks this expectation.
+
+        ``column`` is the quoted, qualified column reference (``s."amount"``);
+        ``category`` what it holds (``number``, ``float``, ``string``,
+        ``timestamp``, ``date``, ``bool`` or ``other``). FALSE or NULL means the
+        row passes, so a missing value passes unless the expression says
+        otherwise (``not_null`` is the kind that catches those). Render literals
+        with :func:`conveyor.data.validation.plan.literal`, never by pasting text.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not say which rows fail")
+
+    def phrase(self) -> str:
+        """How the report's detail says what the failing rows did (``"are negative"``)."""
+        return f"fail {self.kind}"
 
 
 class NotNull(_RowExpectation):
@@ -317,13 +358,64 @@ class Freshness(_Expectation):
         return parse_duration(value)
 
 
-Expectation: TypeAlias = Annotated[
-    Schema | NotNull | Between | InSet | MatchesRegex | Unique | RowCount | Freshness | Custom,
-    Field(discriminator="kind"),
-]
+#: Any expectation: a built-in kind, or a row-level kind added with ``EXPECTATION_KINDS``.
+#: (A spec's mappings are read by :func:`parse_expectations`, through that table.)
+Expectation: TypeAlias = (
+    Schema
+    | NotNull
+    | Between
+    | InSet
+    | MatchesRegex
+    | Unique
+    | RowCount
+    | Freshness
+    | Custom
+    | RowExpectation
+)
 
-_KINDS = (*BATCH_KINDS, *ROW_KINDS)
-_ADAPTER: TypeAdapter[Any] | None = None
+_BUILT_IN: tuple[type[_Expectation], ...] = (
+    Schema,
+    RowCount,
+    Freshness,
+    NotNull,
+    Between,
+    InSet,
+    MatchesRegex,
+    Unique,
+    Custom,
+)
+
+
+def _check_kind(kind: str, cls: type[_Expectation]) -> None:
+    """A kind's class validates the mappings that name it, and the engine can run it."""
+    if not isinstance(cls, type) or not issubclass(cls, _Expectation):
+        raise ConfigError(
+            f"expectation kind {kind!r}: expected a RowExpectation subclass, got {cls!r}",
+            field="kind",
+        )
+    if cls not in _BUILT_IN and not issubclass(cls, RowExpectation):
+        raise ConfigError(
+            f"expectation kind {kind!r}: {cls.__name__} must subclass RowExpectation "
+            "(added kinds are row-level and say in SQL which rows fail)",
+            field="kind",
+        )
+    declared = cls.model_fields["kind"].default
+    if declared != kind:
+        raise ConfigError(
+            f"expectation kind {kind!r}: {cls.__name__}.kind defaults to {declared!r}; declare "
+            f'kind: Literal["{kind}"] = "{kind}"',
+            field="kind",
+        )
+
+
+#: Every expectation kind a spec may name, by ``kind``; register more (see the module).
+EXPECTATION_KINDS: NameTable[type[_Expectation]] = NameTable(
+    "kind",
+    ((c.model_fields["kind"].default, c) for c in _BUILT_IN),
+    error=ConfigError,
+    field="kind",
+    check=_check_kind,
+)
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d|w)", re.IGNORECASE)
 _UNIT_SECONDS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
@@ -337,13 +429,10 @@ def parse_expectations(
     ``datasets.tx.expectations[3].min: Input should be a valid number``, and
     when two expectations share a name (give one a ``name``).
     """
-    global _ADAPTER
     if not isinstance(items, Sequence) or isinstance(items, str | bytes):  # type: ignore[unreachable]
         raise ConfigError(
             f"{where}: expected a list of expectations, got {type(items).__name__}", field=where
         )
-    if _ADAPTER is None:
-        _ADAPTER = TypeAdapter(Expectation)
     parsed: list[Expectation] = []
     for index, item in enumerate(items):
         at = f"{where}[{index}]"
@@ -356,15 +445,16 @@ def parse_expectations(
                 field=at,
             )
         kind = item.get("kind")
-        if kind not in _KINDS:
-            got = "no kind" if kind is None else f"unknown kind {kind!r}"
+        if kind is None:
             raise ConfigError(
-                f"{at}.kind: {got}; expected one of {', '.join(_KINDS)}", field=f"{at}.kind"
+                f"{at}.kind: no kind; known: {', '.join(EXPECTATION_KINDS)}", field=f"{at}.kind"
             )
+        if not isinstance(kind, str) or kind not in EXPECTATION_KINDS:
+            raise EXPECTATION_KINDS.unknown(kind, where=f"{at}.kind", field=f"{at}.kind")
         try:
-            parsed.append(_ADAPTER.validate_python(dict(item)))
+            parsed.append(EXPECTATION_KINDS[kind].model_validate(dict(item)))  # type: ignore[arg-type]
         except ValidationError as exc:
-            raise _config_error(exc, at, str(kind)) from None
+            raise _config_error(exc, at) from None
     check_names(parsed, where=where)
     return parsed
 
@@ -423,13 +513,11 @@ def _import_callable(reference: str) -> Callable[[Any], Any]:
     return target  # type: ignore[no-any-return]
 
 
-def _config_error(exc: ValidationError, at: str, kind: str) -> ConfigError:
+def _config_error(exc: ValidationError, at: str) -> ConfigError:
     problems: list[str] = []
     first_field = at
     for error in exc.errors(include_url=False):
         loc = [str(p) for p in error["loc"]]
-        if loc and loc[0] == kind:  # the discriminated union puts the tag first
-            loc = loc[1:]
         field = at + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in loc)
         if len(problems) == 0:
             first_field = field

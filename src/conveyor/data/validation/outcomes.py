@@ -21,6 +21,7 @@ from conveyor.data.validation.expectations import (
     MatchesRegex,
     NotNull,
     RowCount,
+    RowExpectation,
     Schema,
     Unique,
 )
@@ -123,6 +124,8 @@ def _phrase(plan: Plan, schema: pa.Schema) -> str:
         return f"share their {keys} with another row"
     if isinstance(e, Custom):
         return f"fail {e.name}"
+    if isinstance(e, RowExpectation):
+        return e.phrase()
     return "fail"
 
 

@@ -32,6 +32,7 @@ from conveyor.data.validation.expectations import (
     MatchesRegex,
     NotNull,
     RowCount,
+    RowExpectation,
     Schema,
     Unique,
 )
@@ -77,6 +78,8 @@ def plan(index: int, expectation: Expectation, schema: pa.Schema, source: str) -
         return Plan(
             index, expectation, failure=f"NOT coalesce(s.{quote(custom_column(index))}, FALSE)"
         )
+    if isinstance(expectation, RowExpectation):
+        return _registered(index, expectation, schema)
     if isinstance(expectation, Unique):
         return _unique(index, expectation, schema, source)
     if isinstance(expectation, RowCount):
@@ -203,6 +206,16 @@ def _unique(index: int, expectation: Unique, schema: pa.Schema, source: str) -> 
         failure=f"{alias}.hit IS NOT NULL",
         join=f"LEFT JOIN ({duplicated}) AS {alias} ON {on}",
     )
+
+
+def _registered(index: int, expectation: RowExpectation, schema: pa.Schema) -> Plan:
+    """A kind added with ``EXPECTATION_KINDS.register``: its own SQL says which rows fail."""
+    column = expectation.column
+    try:
+        failure = expectation.failure_sql(f"s.{quote(column)}", category(schema.field(column).type))
+    except Exception as exc:  # a kind that cannot judge this column fails, with its reason
+        return Plan(index, expectation, problem=f"{expectation.kind} on {column!r}: {exc}")
+    return Plan(index, expectation, failure=f"({failure})")
 
 
 def _type_problem(expectation: Expectation, kind: str) -> str | None:
