@@ -25,9 +25,11 @@ returns a gate: a callable taking a :class:`GateContext` and returning one
 or several :class:`~conveyor.checks.CheckResult` whose detail says what was
 observed against what threshold. Gates take models and data directly: the
 registry can call them on any version. Importing this package loads no
-numpy: every gate imports what it needs when it runs.
+numpy: every gate imports what it needs when it runs. Metrics are named from
+the one registry, :mod:`conveyor.checks.metrics` (re-exported here).
 """
 
+from conveyor.checks.metrics import METRICS, Metric, metric
 from conveyor.training.gates.compare import (
     BootstrapInterval,
     bootstrap_difference,
@@ -36,7 +38,6 @@ from conveyor.training.gates.compare import (
 )
 from conveyor.training.gates.context import GateContext, default_predict, default_score
 from conveyor.training.gates.fairness import fairness
-from conveyor.training.gates.metrics import METRICS, Metric, metric
 from conveyor.training.gates.suites import data_checks, latency_budget, regression_suite
 from conveyor.training.gates.validate import validate_candidate
 

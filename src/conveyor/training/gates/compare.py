@@ -32,11 +32,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
+from conveyor.checks.metrics import Metric, metric
+from conveyor.checks.resample import counts_of
 from conveyor.checks.result import CheckResult, Severity
 from conveyor.errors import InvalidInputError
 from conveyor.training.gates.context import GateContext
-from conveyor.training.gates.metrics import METRICS, Metric, metric
-from conveyor.training.gates.resample import RESAMPLED, counts_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -185,14 +185,16 @@ def bootstrap_difference(
         )
     rng = np.random.default_rng(seed)
     per_chunk = max(1, _CHUNK_ELEMENTS // n)
-    weighted = RESAMPLED.get(m.name) if METRICS.get(m.name) is m else None
+    # The count-weighted form is the binary and regression one; other tasks copy rows.
+    binary_or_values = m.task_of(y_arr, a) in ("binary", "regression")
+    weighted = m.weighted if binary_or_values else None
     diffs = []
     for start in range(0, n_resamples, per_chunk):
         idx = rng.integers(0, n, size=(min(per_chunk, n_resamples - start), n))
         if weighted is not None:
             counts = counts_of(idx, n)
             diffs.append(weighted(y_arr, a, counts) - weighted(y_arr, b, counts))
-        else:  # a metric of the caller's: score copies of the resampled rows
+        else:  # a metric without a count-weighted form: score copies of the resampled rows
             ys = y_arr[idx]
             diffs.append(np.asarray(m(ys, a[idx])) - np.asarray(m(ys, b[idx])))
     diff = np.concatenate(diffs)

@@ -20,10 +20,10 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from conveyor.checks.metrics import metric
 from conveyor.checks.result import CheckResult
 from conveyor.errors import InvalidInputError
 from conveyor.training.gates.context import GateContext
-from conveyor.training.gates.metrics import metric
 
 if TYPE_CHECKING:
     import numpy as np

@@ -7,7 +7,7 @@ from typing import Any
 
 from conveyor.errors import InvalidInputError
 from conveyor.training.optimize import predictors
-from conveyor.training.optimize.report import Metric, OptimizationReport, compare
+from conveyor.training.optimize.report import OptimizationReport, compare
 
 __all__ = ["Distillation", "distill"]
 
@@ -28,7 +28,7 @@ def distill(
     student: Any = None,
     holdout_X: Any = None,
     holdout_y: Any = None,
-    metric: Metric | None = None,
+    metric: str | None = None,
     max_depth: int = 6,
     random_state: int = 0,
 ) -> Distillation:

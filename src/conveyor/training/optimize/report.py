@@ -4,6 +4,8 @@ Both models predict the same hold-out rows; every number in the report comes
 from those predictions. A model is a fitted scikit-learn estimator, an
 :class:`~conveyor.training.optimize.OnnxModel` or a ``torch.nn.Module``
 (what its outputs mean is in :mod:`conveyor.training.optimize.torch_model`).
+The metric is any of :mod:`conveyor.checks.metrics` that applies to the
+model's task (binary, multiclass, regression): the gates' own.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from conveyor.checks import CheckResult, Report
+from conveyor.checks.metrics import Metric, Task
+from conveyor.checks.metrics import metric as metric_named
 from conveyor.errors import InvalidInputError
 from conveyor.training.optimize import predictors
 from conveyor.training.optimize.onnx_model import OnnxModel
@@ -29,20 +33,7 @@ from conveyor.training.optimize.torch_model import (
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["METRICS", "Metric", "OptimizationReport", "compare"]
-
-Metric = Literal["roc_auc", "accuracy", "f1", "log_loss", "rmse", "mae", "r2"]
-#: Each metric and whether a greater value is better.
-METRICS: dict[str, bool] = {
-    "roc_auc": True,
-    "accuracy": True,
-    "f1": True,
-    "log_loss": False,
-    "rmse": False,
-    "mae": False,
-    "r2": True,
-}
-_NEEDS_PROBA = ("roc_auc", "log_loss")
+__all__ = ["OptimizationReport", "compare"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +188,7 @@ def compare(
     holdout_X: Any,
     holdout_y: Any = None,
     *,
-    metric: Metric | None = None,
+    metric: str | Metric | None = None,
     latency_rows: int = 200,
     parent_name: str | None = None,
     child_name: str | None = None,
@@ -205,8 +196,9 @@ def compare(
 ) -> OptimizationReport:
     """Measure ``child`` against ``parent`` on the same hold-out rows.
 
-    ``metric`` defaults to ``roc_auc`` for a classifier with probabilities,
-    ``accuracy`` for one without, and ``rmse`` for a regressor. Without
+    ``metric`` (a name of :mod:`conveyor.checks.metrics`, or a Metric)
+    defaults to ``roc_auc`` for a classifier with probabilities, ``accuracy``
+    for one without, and ``rmse`` for a regressor. Without
     ``holdout_y`` only the agreement and prediction difference are measured.
     ``latency_rows`` rows are timed one at a time for each model.
 
@@ -226,14 +218,14 @@ def compare(
             f"{predictors.name(parent)} with {predictors.name(child)}, which is not",
         )
     both_proba = classifier and predictors.has_proba(parent) and predictors.has_proba(child)
-    chosen = metric or ("roc_auc" if both_proba else "accuracy" if classifier else "rmse")
-    if chosen not in METRICS:
+    chosen = metric_named(
+        metric or ("roc_auc" if both_proba else "accuracy" if classifier else "rmse")
+    )
+    classes = predictors.classes(parent) if classifier else None
+    metric_task = chosen.check_task(_task(classifier, classes))  # InvalidInputError if not
+    if chosen.needs == "score" and not both_proba:
         raise InvalidInputError(
-            f"unknown metric {chosen!r}; choose one of {sorted(METRICS)}", field="metric"
-        )
-    if chosen in _NEEDS_PROBA and not both_proba:
-        raise InvalidInputError(
-            f"metric {chosen!r} needs class probabilities from both models", field="metric"
+            f"metric {chosen.name!r} needs class probabilities from both models", field="metric"
         )
     n_rows = predictors.n_rows(holdout_X)
     if n_rows == 0:
@@ -260,16 +252,15 @@ def compare(
             raise InvalidInputError(
                 f"holdout_y has {len(y)} values for {n_rows} hold-out rows", field="holdout_y"
             )
-        classes = predictors.classes(parent)
-        parent_metric = _score(chosen, y, parent_pred, parent_proba, classes)
-        child_metric = _score(chosen, y, child_pred, child_proba, classes)
+        parent_metric = _score(chosen, metric_task, y, parent_pred, parent_proba, classes)
+        child_metric = _score(chosen, metric_task, y, child_pred, child_proba, classes)
         difference = child_metric - parent_metric
     notes = tuple(getattr(child, "notes", ()))
     return OptimizationReport(
         parent=parent_name or predictors.name(parent),
         child=child_name or predictors.name(child),
-        metric=chosen,
-        greater_is_better=METRICS[chosen],
+        metric=chosen.name,
+        greater_is_better=chosen.greater_is_better,
         n_rows=n_rows,
         parent_size_bytes=size_of(parent),
         child_size_bytes=size_of(child),
@@ -335,35 +326,21 @@ def p95_latency_ms(model: Any, X: Any, *, rows: int = 200) -> float:
     return float(np.percentile(timings, 95)) / 1e6
 
 
-def _score(
-    metric: str, y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None, classes: Any
-) -> float:
-    import numpy as np
-    from sklearn import metrics
+def _task(classifier: bool, classes: Any) -> Task:
+    if not classifier:
+        return "regression"
+    return "multiclass" if classes is not None and len(classes) > 2 else "binary"
 
-    if metric == "accuracy":
-        return float(metrics.accuracy_score(y, pred))
-    if metric == "f1":
-        binary = classes is not None and len(classes) == 2
-        return float(
-            metrics.f1_score(
-                y,
-                pred,
-                average="binary" if binary else "macro",
-                pos_label=classes[1] if binary else 1,
-            )
-        )
-    if metric == "roc_auc":
+
+def _score(
+    chosen: Metric,
+    task: Task,
+    y: np.ndarray,
+    pred: np.ndarray,
+    proba: np.ndarray | None,
+    classes: Any,
+) -> float:
+    if chosen.needs == "score":
         assert proba is not None
-        if proba.shape[1] == 2:
-            return float(metrics.roc_auc_score(y, proba[:, 1]))
-        return float(metrics.roc_auc_score(y, proba, multi_class="ovr", labels=list(classes)))
-    if metric == "log_loss":
-        assert proba is not None
-        return float(metrics.log_loss(y, proba, labels=list(classes)))
-    values = np.asarray(pred, dtype=np.float64)
-    if metric == "rmse":
-        return float(np.sqrt(metrics.mean_squared_error(y, values)))
-    if metric == "mae":
-        return float(metrics.mean_absolute_error(y, values))
-    return float(metrics.r2_score(y, values))
+        return float(chosen(y, proba, task=task, classes=classes))
+    return float(chosen(y, pred, task=task, classes=classes))
