@@ -211,7 +211,12 @@ class Closeable(ABC):
 
 @dataclass(frozen=True, slots=True)
 class BackendSpec:
-    """Where a backend's class lives, and what it needs installed."""
+    """Where a backend's class lives, and what it needs installed.
+
+    Seams' tables hold these, and so do other tables of pluggable
+    implementations (pipeline runners): :meth:`load` is the one way to import
+    one, with the same error when its driver is missing.
+    """
 
     target: str
     """``package.module:ClassName``, imported only when the scheme is used."""
@@ -219,6 +224,40 @@ class BackendSpec:
     """The optional-dependency extra that installs ``requires``."""
     requires: tuple[str, ...] = ()
     """Top-level modules the backend imports (checked before importing it)."""
+
+    def missing(self) -> list[str]:
+        """The required modules that are not installed."""
+        return [m for m in self.requires if importlib.util.find_spec(m) is None]
+
+    def load(self, subject: str, **context: Any) -> Any:
+        """Import and return the target; MissingDependencyError when its driver is absent.
+
+        ``subject`` names what needs it in the message ("the store backend for
+        postgresql://"); ``context`` goes into the error's context.
+        """
+        absent = self.missing()
+        if absent:
+            raise self.missing_error(subject, ", ".join(absent), **context)
+        module_name, _, attr = self.target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise self.missing_error(subject, exc.name or str(exc), **context) from exc
+        return getattr(module, attr)
+
+    def missing_error(self, subject: str, module: str, **context: Any) -> MissingDependencyError:
+        """The error saying ``module`` is needed and how to install it."""
+        hint = (
+            f"pip install 'conveyor[{self.extra}]'"
+            if self.extra
+            else f"install the package that provides {module}"
+        )
+        return MissingDependencyError(
+            f"{subject} needs {module}, which is not installed: {hint}",
+            **context,
+            extra=self.extra,
+            module=module,
+        )
 
 
 class Seam:
@@ -284,21 +323,13 @@ class Seam:
 
     def missing(self, url: str | BackendURL) -> list[str]:
         """The required modules of ``url``'s backend that are not installed."""
-        return [m for m in self.spec(url).requires if importlib.util.find_spec(m) is None]
+        return self.spec(url).missing()
 
     def resolve(self, url: str | BackendURL) -> type[Any]:
         """Import and return the backend class for ``url``'s scheme."""
         parsed = BackendURL.parse(url)
-        spec = self.spec(parsed)
-        absent = self.missing(parsed)
-        if absent:
-            raise self._missing_error(parsed, spec, ", ".join(absent))
-        module_name, _, attr = spec.target.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise self._missing_error(parsed, spec, exc.name or str(exc)) from exc
-        cls: type[Any] = getattr(module, attr)
+        subject = f"the {self.name} backend for {parsed.scheme}://"
+        cls: type[Any] = self.spec(parsed).load(subject, seam=self.name, scheme=parsed.scheme)
         return cls
 
     def open(self, url: str | BackendURL, **options: Any) -> Any:
@@ -308,23 +339,6 @@ class Seam:
         """
         parsed = BackendURL.parse(url)
         return self.resolve(parsed).from_url(parsed, **options)
-
-    def _missing_error(
-        self, url: BackendURL, spec: BackendSpec, module: str
-    ) -> MissingDependencyError:
-        hint = (
-            f"pip install 'conveyor[{spec.extra}]'"
-            if spec.extra
-            else f"install the package that provides {module}"
-        )
-        return MissingDependencyError(
-            f"the {self.name} backend for {url.scheme}:// needs {module}, which is not "
-            f"installed: {hint}",
-            seam=self.name,
-            scheme=url.scheme,
-            extra=spec.extra,
-            module=module,
-        )
 
     def _load_entry_points(self) -> None:
         if self._entry_points_loaded:
@@ -363,6 +377,10 @@ EVENTS = Seam(
     {
         "sqlite": BackendSpec("conveyor.events.log:EventLog"),
         "postgresql": replace(_PG, target="conveyor.events.log:EventLog"),
+        "nats": BackendSpec("conveyor.events.nats:NatsEventLog", "nats", ("nats",)),
+        "redis": BackendSpec(
+            "conveyor.events.redis_stream:RedisStreamEventLog", "redis", ("redis",)
+        ),
     },
     default="sqlite:///.conveyor/events.db",
 )

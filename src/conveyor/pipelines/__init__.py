@@ -12,6 +12,7 @@
         ...
 
     LocalRunner(project.store, project.events, project.artifacts).run(nightly)
+    runner_for("local", project).run(nightly)     # a runner by name (see runners.py)
 
 The public names load on first use, so ``import conveyor.pipelines`` pulls
 in neither SQLAlchemy nor croniter.
@@ -37,11 +38,13 @@ if TYPE_CHECKING:
     from conveyor.pipelines.results import PipelineRun, StepAttempt, StepRun
     from conveyor.pipelines.run_history import history
     from conveyor.pipelines.runner import LocalRunner
+    from conveyor.pipelines.runners import RUNNERS, Runner, runner_for
     from conveyor.pipelines.scheduler import Firing, Scheduler
     from conveyor.pipelines.step import Step
     from conveyor.pipelines.triggers import OnEvent, OnNewVersion, Trigger, TriggerFiring
 
 __all__ = [
+    "RUNNERS",
     "Firing",
     "LocalRunner",
     "OnEvent",
@@ -50,6 +53,7 @@ __all__ = [
     "PipelineDefinitionError",
     "PipelineFailedError",
     "PipelineRun",
+    "Runner",
     "Scheduler",
     "Step",
     "StepAttempt",
@@ -63,9 +67,13 @@ __all__ = [
     "history",
     "load_pipeline",
     "load_pipelines",
+    "runner_for",
 ]
 
 _HOMES = {
+    "RUNNERS": "runners",
+    "Runner": "runners",
+    "runner_for": "runners",
     "Firing": "scheduler",
     "LocalRunner": "runner",
     "OnEvent": "triggers",

@@ -55,6 +55,7 @@ from conveyor.pipelines.context import ProgressCallback, StepContext
 from conveyor.pipelines.definition import Pipeline
 from conveyor.pipelines.execution import RunLostError, describe, run_attempt, trace
 from conveyor.pipelines.results import PipelineRun, pipeline_run_from
+from conveyor.pipelines.runners import Listener
 from conveyor.pipelines.step import Step
 
 if TYPE_CHECKING:
@@ -68,12 +69,12 @@ __all__ = ["LocalRunner"]
 
 log = logging.getLogger("conveyor.pipelines")
 
-#: Called with (event kind, payload) for every transition; the CLI draws progress from it.
-Listener = Callable[[str, Mapping[str, Any]], None]
-
 
 class LocalRunner:
     """Runs pipelines in this process, persisting runs in ``store`` and events in ``events``.
+
+    It is the ``local`` :class:`~conveyor.pipelines.runners.Runner`
+    (``runner_for("local", project)``).
 
     ``sleep`` and ``rng`` are the backoff's clock and dice (inject them to
     make retries fast and reproducible in tests); ``project`` is stamped on
@@ -509,3 +510,10 @@ class _Live:
 
 def _call(step: Step, ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any]:
     return step.outputs_from(step.func(ctx, **inputs))
+
+
+if TYPE_CHECKING:
+    from conveyor.pipelines.runners import Runner
+
+    # mypy holds LocalRunner to the protocol the scheduler and the CLI are typed against.
+    _LOCAL_IS_A_RUNNER: type[Runner] = LocalRunner

@@ -14,8 +14,8 @@ the row at the version it read (:meth:`Scheduler.fire`). Of two
 schedulers that planned the same firing, one write wins; the other gets
 ConcurrentUpdateError (AlreadyExistsError for a row both tried to create)
 and skips it. The claim is committed before the pipeline runs, so a slot
-fires at most once; a run whose process dies is then the business of
-:meth:`LocalRunner.recover` (which :meth:`serve` calls every loop).
+fires at most once; a run whose process dies is then the business of the
+runner's ``recover`` (which :meth:`serve` calls every loop).
 
 Cron slots (UTC)
     On first sight of a pipeline's schedule (or of a changed expression)
@@ -56,7 +56,7 @@ from conveyor.store.types import aware_utc, utcnow
 
 if TYPE_CHECKING:
     from conveyor.pipelines.results import PipelineRun
-    from conveyor.pipelines.runner import LocalRunner
+    from conveyor.pipelines.runners import Runner
 
 __all__ = ["Firing", "Scheduler"]
 
@@ -91,11 +91,15 @@ class Firing:
 
 
 class Scheduler:
-    """Fires ``pipelines`` through ``runner`` when their schedule or a trigger says so."""
+    """Fires ``pipelines`` through ``runner`` when their schedule or a trigger says so.
+
+    ``runner`` is any :class:`~conveyor.pipelines.runners.Runner`: the local
+    one, or one that runs steps elsewhere and records them in the same store.
+    """
 
     def __init__(
         self,
-        runner: LocalRunner,
+        runner: Runner,
         pipelines: Iterable[Pipeline],
         *,
         poll_interval: float = 5.0,
