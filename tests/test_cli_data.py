@@ -154,3 +154,36 @@ def test_validate_only_and_bad_input(project: Path) -> None:
     )  # fmt: skip
     assert rejected.returncode == 3  # the batch failed its checks and was rejected
     assert json.loads(rejected.stdout)["batch_rejected"] is True
+
+
+def test_irreversible_data_commands_need_the_admin_role(project: Path) -> None:
+    assert (
+        run(project, "data", "ingest", "tx", "-f", str(_batch(project / "a.csv", 0, 20))).returncode
+        == 0
+    )
+    assert run(project, "keys", "create", "root", "--role", "admin", "--json").returncode == 0
+    from conveyor.governance.keys import ApiKeys
+    from conveyor.project import Project
+
+    with Project.open(project, env={}) as proj:
+        keys = ApiKeys(proj.store, proj.events)
+        tokens = {role: keys.create(role, role)[0] for role in ("viewer", "deployer")}
+        tokens["admin"] = keys.create("admin2", "admin")[0]
+    env = {**_env(project.parent)}
+
+    def as_role(role: str | None, *args: str) -> subprocess.CompletedProcess[str]:
+        with_key = {**env, "CONVEYOR_API_KEY": tokens[role]} if role else env
+        return subprocess.run(
+            [CONVEYOR, *args, "-C", str(project)], env=with_key, capture_output=True, text=True
+        )
+
+    forget = ("data", "forget", "--key", "customer=3", "--yes")
+    for role in (None, "viewer", "deployer"):
+        refused = as_role(role, *forget)
+        assert refused.returncode == 1, (role, refused.stdout, refused.stderr)
+        assert "data.forget" in refused.stderr and "'admin'" in refused.stderr
+    assert as_role("deployer", "data", "rotate-key").returncode == 1
+    # Nothing was removed by the refused calls; the admin's call removes the subject.
+    done = as_role("admin", *forget, "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["rows_removed"] > 0

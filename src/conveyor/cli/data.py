@@ -65,7 +65,7 @@ def ingest(
 
     chosen = _choice(policy, POLICIES, "--policy")
     with open_project(project) as proj:
-        who = authorized(proj, None)
+        who = authorized(proj, "data.ingest")
         with console().status(f"Ingesting {dataset}..."):
             data = _read_file(file) if file is not None else None
             result = proj.data.ingest(dataset, data, policy=chosen, actor=who)
@@ -201,7 +201,7 @@ def drift_cmd(
     from conveyor.data.drift import DriftDetector
 
     with open_project(project) as proj:
-        who = authorized(proj, None)
+        who = authorized(proj, "data.check")
         repo = proj.data.versions
         ref, cur = repo.resolve(reference), repo.resolve(current)
         sensitive = set(proj.data.dataset_spec(ref.dataset).sensitive)
@@ -252,7 +252,7 @@ def forget_cmd(
             abort=True,
         )
     with open_project(project) as proj:
-        result = proj.data.forget(column, value, actor=authorized(proj, None))
+        result = proj.data.forget(column, value, actor=authorized(proj, "data.forget"))
         if as_json:
             echo_json(result.to_dict())
         else:
@@ -281,7 +281,7 @@ def rotate_key(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
     from conveyor.data.keys import rotate
 
     with open_project(project) as proj:
-        who = authorized(proj, None)
+        who = authorized(proj, "data.rotate_key")
         result = rotate(proj.data.versions)
         proj.events.emit(
             "data.key_rotated",
@@ -342,7 +342,7 @@ def quarantine_show(
     """Show a batch's rows with the reason each was set aside (sensitive columns masked)."""
     with open_project(project) as proj:
         if reveal:
-            authorized(proj, None)  # decrypting is audited: a project with keys needs one
+            authorized(proj, "data.reveal")  # decrypting is audited: a project with keys needs one
         rows = proj.data.quarantined_rows(batch_id, reveal=reveal).slice(0, limit)
         if as_json:
             echo_list(rows.to_pylist())
@@ -366,7 +366,7 @@ def quarantine_replay(
 ) -> None:
     """Validate a batch again; rows that now pass become a new version."""
     with open_project(project) as proj:
-        result = proj.data.replay(batch_id, actor=authorized(proj, None))
+        result = proj.data.replay(batch_id, actor=authorized(proj, "data.ingest"))
         if as_json:
             echo_json(result.to_dict())
             return
@@ -387,7 +387,7 @@ def quarantine_discard(
 ) -> None:
     """Give up a batch on purpose, with a reason (recorded as an event)."""
     with open_project(project) as proj:
-        who = authorized(proj, None)
+        who = authorized(proj, "data.quarantine")
         batch = proj.data.quarantine.discard(batch_id, reason)
         proj.events.emit(
             "data.quarantine_discarded",

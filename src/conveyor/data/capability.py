@@ -11,4 +11,12 @@ CAPABILITY = Capability(
     ),
     services={"data": "conveyor.data.layer:DataLayer.for_project"},
     cli=(Command("conveyor.cli.data:data_app", "data"),),
+    actions={
+        "data.ingest": "deployer",  # a new version, or quarantined rows replayed into one
+        "data.check": "deployer",  # drift between versions (may trigger a retraining)
+        "data.forget": "admin",  # irreversible: a data subject removed everywhere
+        "data.rotate_key": "admin",
+        "data.quarantine": "admin",  # discard a quarantined batch
+        "data.reveal": "admin",  # decrypt sensitive columns of quarantined rows
+    },
 )
