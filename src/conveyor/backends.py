@@ -224,6 +224,9 @@ class BackendSpec:
     """The optional-dependency extra that installs ``requires``."""
     requires: tuple[str, ...] = ()
     """Top-level modules the backend imports (checked before importing it)."""
+    driver: str | None = None
+    """The driver a URL of this scheme gets when it names none (SQLAlchemy's ``+driver``:
+    ``postgresql://`` is read as ``postgresql+psycopg://``)."""
 
     def missing(self) -> list[str]:
         """The required modules that are not installed."""
@@ -287,6 +290,7 @@ class Seam:
         extra: str | None = None,
         requires: tuple[str, ...] = (),
         *,
+        driver: str | None = None,
         clobber: bool = False,
     ) -> None:
         """Add a backend at run time (tests, plugins)."""
@@ -297,7 +301,7 @@ class Seam:
                 f"({self._table[scheme].target}); pass clobber=True to replace it",
                 field="scheme",
             )
-        self._table[scheme] = BackendSpec(target, extra, requires)
+        self._table[scheme] = BackendSpec(target, extra, requires, driver)
 
     def schemes(self) -> list[str]:
         self._load_entry_points()

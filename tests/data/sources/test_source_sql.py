@@ -11,8 +11,16 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
-from conveyor.data.sources import SQLSource
-from conveyor.errors import BackendUnavailableError, InvalidInputError, NotFoundError
+from conveyor.data.sources import SQLSource, source_from_spec
+from conveyor.data.sources.sql import SQL_SOURCES
+from conveyor.errors import (
+    BackendUnavailableError,
+    ConfigError,
+    InvalidInputError,
+    MissingDependencyError,
+    NotFoundError,
+    UnknownBackendError,
+)
 
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
 
@@ -222,3 +230,65 @@ def test_sqlite_file(tmp_path: Path) -> None:
     assert table.schema.field("big").type == pa.int64()
     assert table["big"].to_pylist() == [9007199254740993, 2]
     assert table["price"].to_pylist() == [Decimal("1.50"), Decimal("2.25")]
+
+
+# -- the scheme table --------------------------------------------------------
+
+
+def test_schemes_resolve_through_the_seam_table_with_distinct_errors(tmp_path: Path) -> None:
+    assert SQL_SOURCES.schemes() == ["mariadb", "mysql", "postgresql", "sqlite"]
+    with pytest.raises(UnknownBackendError) as unknown:
+        SQLSource("mssql://sa:hunter2@db/app", table="t")
+    assert str(unknown.value) == (
+        "no data source backend for scheme 'mssql' in mssql://sa:***@db/app; "
+        "known schemes: mariadb://, mysql://, postgresql://, sqlite://"
+    )
+    assert unknown.value.context["field"] == "url"
+    # In a spec, the error names the url field.
+    with pytest.raises(ConfigError, match=r"^datasets\.tx\.source\.url: no data source backend"):
+        source_from_spec(
+            {"kind": "sql", "url": "mssql://db/app", "table": "t"},
+            root=tmp_path,
+            where="datasets.tx.source",
+        )
+    # A known scheme whose driver is missing: the extra to install, when it is read.
+    original = SQL_SOURCES.spec("postgresql://x")
+    SQL_SOURCES.register(
+        "postgresql",
+        original.target,
+        "postgres",
+        ("no_such_driver_xyz",),
+        driver="psycopg",
+        clobber=True,
+    )
+    try:
+        source = SQLSource("postgresql://app:hunter2@127.0.0.1:1/test", table="tx")
+        with pytest.raises(MissingDependencyError) as missing:
+            source.read()
+        assert str(missing.value) == (
+            "the data source backend for postgresql:// needs no_such_driver_xyz, which is not "
+            "installed: pip install 'conveyor[postgres]'"
+        )
+    finally:
+        SQL_SOURCES.register(
+            "postgresql",
+            original.target,
+            original.extra,
+            original.requires,
+            driver=original.driver,
+            clobber=True,
+        )
+    # A driver the URL names itself, not installed: no extra provides it.
+    with pytest.raises(MissingDependencyError, match="provides psycopg2") as other:
+        SQLSource("postgresql+psycopg2://127.0.0.1:1/test", table="tx").read()
+    assert other.value.context["extra"] is None
+
+
+def test_the_seam_opens_a_source(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/app.db"
+    _execute(url, "CREATE TABLE t (id INTEGER PRIMARY KEY)", "INSERT INTO t VALUES (1), (2)")
+    source = SQL_SOURCES.open(url, table="t")
+    assert isinstance(source, SQLSource)
+    assert source.read().table["id"].to_pylist() == [1, 2]
+    with pytest.raises(InvalidInputError, match="already registered"):  # as for every seam
+        SQL_SOURCES.register("sqlite", "conveyor.data.sources.sql:SQLSource")

@@ -20,10 +20,11 @@ if TYPE_CHECKING:
     from conveyor.data.sources.files import CSVSource, ParquetSource
     from conveyor.data.sources.http import HTTPJSONSource, Pagination
     from conveyor.data.sources.spec import source_from_spec
-    from conveyor.data.sources.sql import SQLSource
+    from conveyor.data.sources.sql import SQL_SOURCES, SQLSource
     from conveyor.data.sources.watermarks import Watermark, WatermarkRepository, incremental
 
 __all__ = [
+    "SQL_SOURCES",
     "BaseSource",
     "CSVSource",
     "Extract",
@@ -48,6 +49,7 @@ _HOMES = {
     "Pagination": "conveyor.data.sources.http",
     "source_from_spec": "conveyor.data.sources.spec",
     "SQLSource": "conveyor.data.sources.sql",
+    "SQL_SOURCES": "conveyor.data.sources.sql",
     "Watermark": "conveyor.data.sources.watermarks",
     "WatermarkRepository": "conveyor.data.sources.watermarks",
     "incremental": "conveyor.data.sources.watermarks",

@@ -5,6 +5,15 @@ stays ``decimal128(12, 2)``, a ``timestamptz`` stays a UTC timestamp) and,
 for a query, from the values, unified across chunks. The watermark filter is
 always a bound parameter: ``WHERE ts > :conveyor_after``.
 
+Which databases it reads is a table of URL schemes like every seam's
+(:data:`SQL_SOURCES`, a :class:`conveyor.backends.Seam`): each scheme names
+the driver a URL without ``+driver`` gets, the modules it needs and the extra
+that installs them. An unknown scheme raises UnknownBackendError listing the
+known ones when the source is built; a known one whose driver is not
+installed raises MissingDependencyError naming the extra when it is read.
+Another SQLAlchemy dialect plugs in with ``SQL_SOURCES.register("mssql",
+"conveyor.data.sources.sql:SQLSource", requires=("pyodbc",), driver="pyodbc")``.
+
 A database that does not answer raises BackendUnavailableError naming host
 and port; a missing table or column raises NotFoundError naming it. The
 password never appears in a description or an error.
@@ -13,17 +22,18 @@ password never appears in a description or an error.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
-from conveyor.backends import BackendURL, unavailable
+from conveyor.backends import BackendSpec, BackendURL, Seam, unavailable
 from conveyor.data.sources.base import BaseSource, Extract
 from conveyor.data.sources.redaction import redact_url, scrub
 from conveyor.errors import (
     BackendUnavailableError,
     InvalidInputError,
-    MissingDependencyError,
     NotFoundError,
+    UnknownBackendError,
 )
 
 if TYPE_CHECKING:
@@ -31,13 +41,28 @@ if TYPE_CHECKING:
     import sqlalchemy as sa
     from sqlalchemy.engine import Connection, Engine
 
-__all__ = ["SQLSource"]
+__all__ = ["SQL_SOURCES", "SQLSource"]
 
 SEAM = "data source"
+_TARGET = "conveyor.data.sources.sql:SQLSource"
+_MYSQL = BackendSpec(_TARGET, "mysql", ("pymysql",), driver="pymysql")
+
+#: The databases a SQL source reads, by URL scheme. The drivers are Conveyor's own
+#: (psycopg 3, PyMySQL), not SQLAlchemy's defaults (psycopg2, mysqlclient).
+SQL_SOURCES = Seam(
+    SEAM,
+    "databases a SQL data source reads (any SQLAlchemy dialect registered here)",
+    {
+        "sqlite": BackendSpec(_TARGET),
+        "postgresql": BackendSpec(_TARGET, "postgres", ("psycopg",), driver="psycopg"),
+        "mysql": _MYSQL,
+        "mariadb": _MYSQL,
+    },
+)
 _AFTER = "conveyor_after"
-# SQLAlchemy's default drivers for these are not Conveyor's dependencies.
-_DEFAULT_DRIVERS = {"postgresql": "psycopg", "mysql": "pymysql", "mariadb": "pymysql"}
 _CONNECT_TIMEOUT = 10
+# DBAPIs that take connect_timeout (seconds) among their connect arguments.
+_TIMEOUT_ARG = ("postgresql", "mysql", "mariadb")
 # SQLSTATEs (PostgreSQL), error numbers (MySQL/MariaDB) and SQLite messages of
 # a table or column that does not exist.
 _MISSING_SQLSTATES = {"42P01", "42703", "3F000"}
@@ -73,6 +98,11 @@ class SQLSource(BaseSource):
         name: str | None = None,
     ) -> None:
         self.url = BackendURL.parse(url)
+        try:
+            SQL_SOURCES.spec(self.url)  # an unknown scheme is a mistake to report now
+        except UnknownBackendError as exc:
+            exc.context.setdefault("field", "url")
+            raise
         if (table is None) == (query is None):
             raise InvalidInputError(
                 f"SQL source {self._safe_url}: give exactly one of table and query",
@@ -95,6 +125,13 @@ class SQLSource(BaseSource):
         if name is None:
             name = table or "query_" + hashlib.sha256(str(query).encode()).hexdigest()[:10]
         self.name = name
+
+    @classmethod
+    def from_url(cls, url: BackendURL | str, **options: Any) -> SQLSource:
+        """What :meth:`Seam.open` calls: ``SQL_SOURCES.open(url, table="tx")``."""
+        return cls(
+            url.render(hide_password=False) if isinstance(url, BackendURL) else url, **options
+        )
 
     @property
     def _safe_url(self) -> str:
@@ -215,10 +252,13 @@ class SQLSource(BaseSource):
         import sqlalchemy as sa
 
         url = self.url
-        if url.driver is None and url.scheme in _DEFAULT_DRIVERS:
-            url = url.with_(driver=_DEFAULT_DRIVERS[url.scheme])
+        spec = SQL_SOURCES.spec(url)
+        if url.driver is None or url.driver == spec.driver:
+            # The scheme's own driver: MissingDependencyError naming the extra if it is absent.
+            SQL_SOURCES.resolve(url)
+            url = url.with_(driver=spec.driver)
         connect_args: dict[str, Any] = {}
-        if url.scheme in ("postgresql", "mysql", "mariadb") and "connect_timeout" not in url.query:
+        if url.scheme in _TIMEOUT_ARG and "connect_timeout" not in url.query:
             connect_args["connect_timeout"] = _CONNECT_TIMEOUT
         try:
             return sa.create_engine(
@@ -227,12 +267,11 @@ class SQLSource(BaseSource):
                 connect_args=connect_args,
             )
         except ImportError as exc:
-            raise MissingDependencyError(
-                f"SQL source {self._safe_url} needs the database driver {exc.name or exc}, "
-                "which is not installed (PostgreSQL: pip install 'conveyor[postgres]'; "
-                "MySQL/MariaDB: pip install 'conveyor[mysql]')",
-                seam=SEAM,
-                module=exc.name,
+            # A driver the URL names (postgresql+psycopg2://): not what the extra installs.
+            other = replace(spec, extra=None)
+            subject = f"the {SEAM} backend for {url.scheme}+{url.driver}://"
+            raise other.missing_error(
+                subject, exc.name or str(exc), seam=SEAM, scheme=url.scheme
             ) from None
         except sa.exc.ArgumentError as exc:
             raise InvalidInputError(
