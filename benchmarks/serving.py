@@ -268,31 +268,25 @@ def servers(
     conveyor_py = Path(sys.executable)
     model = f"bench_{kind}"
     out: list[Server] = []
+
+    def conveyor(name: str, project: str, env: dict[str, str]) -> Server:
+        return Server(
+            name=name,
+            argv=[
+                *(str(conveyor_py), "-m", "conveyor.cli", "serve", "--project", str(tmp / project)),
+                *("--host", "127.0.0.1", "--port", "{port}", "--workers", "1"),
+            ],
+            ready_path="/v2/health/ready",
+            predict_path=f"/v1/models/{model}/predict",
+            body=wl.records_body(),
+            env=env,
+            batched=kind == "rf",
+        )
+
     if baseline is not None:
         # Conveyor as of an earlier commit: same venv, its own code first on the path.
         out.append(
-            Server(
-                name="conveyor-before",
-                argv=[
-                    str(conveyor_py),
-                    "-m",
-                    "conveyor.cli",
-                    "serve",
-                    "--project",
-                    str(tmp / f"conveyor-before-{kind}"),
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    "{port}",
-                    "--workers",
-                    "1",
-                ],
-                ready_path="/v2/health/ready",
-                predict_path=f"/v1/models/{model}/predict",
-                body=wl.records_body(),
-                env={"PYTHONPATH": str(baseline)},
-                batched=kind == "rf",
-            )
+            conveyor("conveyor-before", f"conveyor-before-{kind}", {"PYTHONPATH": str(baseline)})
         )
     # The bare endpoints run in Conveyor's venv: same Python, Starlette, uvicorn, scikit-learn.
     for mode in ("direct", "thread"):
@@ -311,27 +305,7 @@ def servers(
                 body=wl.records_body(),
             )
         )
-    out.append(
-        Server(
-            name="conveyor",
-            argv=[
-                str(conveyor_py.parent / "conveyor"),
-                "serve",
-                "--project",
-                str(tmp / f"conveyor-{kind}"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "{port}",
-                "--workers",
-                "1",
-            ],
-            ready_path="/v2/health/ready",
-            predict_path=f"/v1/models/{model}/predict",
-            body=wl.records_body(),
-            batched=kind == "rf",
-        )
-    )
+    out.append(conveyor("conveyor", f"conveyor-{kind}", {}))
     if "mlserver" in venvs:
         folder = tmp / f"mlserver-{kind}"
 
