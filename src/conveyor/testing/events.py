@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from conveyor.backends import EVENTS
+from conveyor.backends import EVENTS, BackendURL
 from conveyor.errors import ClosedError, InvalidInputError, NotFoundError
 from conveyor.events import Event, EventLog
 
@@ -257,6 +257,33 @@ class EventLogContract:
             log.count()
         with _open(events_url) as reopened:
             assert [e.kind for e in reopened.iter()] == ["run.started"]
+
+    # -- health and erasure -----------------------------------------------------
+
+    def test_health_names_the_backend_and_the_backlog(self, events_url: str, log: EventLog) -> None:
+        log.emit("run.started", durable=True)
+        log.ping()
+        facts = log.health()
+        url = BackendURL.parse(events_url)
+        assert facts["seam"] == "events"
+        assert facts["backend"] == url.scheme
+        assert facts["unwritten"] == 0
+        assert url.password is None or url.password not in str(facts)
+
+    def test_erase_removes_every_event_holding_the_value(
+        self, events_url: str, log: EventLog
+    ) -> None:
+        log.emit("data.row", subject="email:a@x.org", payload={"n": 1})
+        log.emit("data.row", payload={"user": {"email": "a@x.org"}, "n": 2})
+        log.emit("data.row", payload={"items": [{"email": "a@x.org"}], "n": 3})
+        log.emit("data.row", payload={"email": "b@x.org", "n": 4})
+        log.emit("data.row", payload={"note": "a@x.org", "n": 5})  # not under that field
+        log.emit("data.row", payload={"n": 6})
+        assert log.erase("email", "a@x.org") == 3  # flushes first
+        with _open(events_url) as reader:
+            assert [e.payload["n"] for e in reader.iter()] == [4, 5, 6]
+            assert reader.count() == 3
+        assert log.erase("email", "a@x.org") == 0
 
     # -- following --------------------------------------------------------------
 
