@@ -204,6 +204,12 @@ def test_metrics_and_openapi(server: Running) -> None:
     text = httpx.get(f"{server.url}/metrics").text
     assert "conveyor_requests_total{arm=" in text and 'model="sums"' in text
     assert "conveyor_batch_rows_bucket" in text
+    # The pipeline's own series, and the event log's write path (shed counts included).
+    assert (
+        'conveyor_http_requests_total{route="POST /v1/models/{model}/predict",status="200"}' in text
+    )
+    for state in ("unwritten", "shed", "spilled", "replayed"):
+        assert f'conveyor_events{{state="{state}"}}' in text
     spec = httpx.get(f"{server.url}/openapi.json").json()
     assert "/v2/models/{model}/infer" in spec["paths"]
 

@@ -186,6 +186,10 @@ def build_app(
         if part.shutdown is not None:
             shutdown.append(part.shutdown)
 
+    events = project.events
+    if hasattr(events, "stats"):
+        metrics.before_scrape(lambda: metrics.event_log(events.stats()))
+
     async def metrics_endpoint(call: Call) -> Response:
         body, media_type = metrics.render()
         return Response(body, media_type=media_type)

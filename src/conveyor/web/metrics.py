@@ -46,6 +46,19 @@ class WebMetrics:
             ("code",),
             registry=self.registry,
         )
+        from prometheus_client import Gauge
+
+        gauge_kw: dict[str, Any] = {"registry": self.registry}
+        if self.multiprocess:
+            gauge_kw["multiprocess_mode"] = "livesum"
+        self._events = Gauge(
+            "conveyor_events",
+            "The event log's write path in this process: events unwritten (in memory), "
+            "shed (telemetry dropped: no room, no spill), spilled and replayed (through "
+            "local segments), counted since start.",
+            ("state",),
+            **gauge_kw,
+        )
         # labels() takes a lock and a lookup; a server answers thousands of requests a
         # second on a handful of label sets, so each child is looked up once.
         self._answered: dict[tuple[str, int], tuple[Any, Any]] = {}
@@ -68,6 +81,11 @@ class WebMetrics:
         if child is None:
             child = self._error_children[code] = self._errors.labels(code)
         child.inc()
+
+    def event_log(self, stats: dict[str, int]) -> None:
+        """Set the event-log gauges from :meth:`conveyor.events.log.EventLog.stats`."""
+        for state, value in stats.items():
+            self._events.labels(state).set(value)
 
     def before_scrape(self, update: Callable[[], None]) -> None:
         """Run ``update`` before each scrape (to set gauges such as queue depths)."""
