@@ -2,13 +2,15 @@
 
 ``kind`` is an exact kind (``run.started``), a prefix pattern (``run.*``
 matches ``run.started`` and ``run.step.done`` but not ``run`` or
-``runner.x``) or ``*`` (everything). ``since`` is inclusive and ``until``
-exclusive; both are aware datetimes (a naive one is refused rather than
-guessed at).
+``runner.x``), ``*`` (everything), or a sequence of those (any of them: the
+audit trail is every kind the catalogue calls ``audit``). ``actor`` is who
+did it (``key:NAME``). ``since`` is inclusive and ``until`` exclusive; both
+are aware datetimes (a naive one is refused rather than guessed at).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -28,20 +30,30 @@ _ONE_US_SECONDS = 1_000_000
 class Filters:
     """Validated filters; :meth:`clauses` gives the SQL conditions."""
 
-    kind: str | None = None
+    kind: str | Sequence[str] | None = None
     subject: str | None = None
     since: datetime | None = None
     until: datetime | None = None
     request_id: str | None = None
+    actor: str | None = None
 
     def __post_init__(self) -> None:
-        if self.kind is not None and self.kind != "*":
-            if not isinstance(self.kind, str):
+        kind = self.kind
+        if kind is not None and not isinstance(kind, str):
+            if not isinstance(kind, Sequence) or not kind:
                 raise InvalidInputError(
-                    f"kind filter must be a string, got {type(self.kind).__name__}", field="kind"
+                    f"kind filter must be a string or a non-empty list of strings, got {kind!r}",
+                    field="kind",
                 )
-            check_kind(self.kind.removesuffix(".*"), field="kind")
-        for name in ("subject", "request_id"):
+            object.__setattr__(self, "kind", tuple(kind))
+        for one in self.patterns:
+            if not isinstance(one, str):
+                raise InvalidInputError(
+                    f"kind filter must be a string, got {type(one).__name__}", field="kind"
+                )
+            if one != "*":
+                check_kind(one.removesuffix(".*"), field="kind")
+        for name in ("subject", "request_id", "actor"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or len(value) > MAX_TEXT_LENGTH):
                 raise InvalidInputError(
@@ -54,25 +66,42 @@ class Filters:
             if value is not None:
                 to_us(value, name)
 
+    @property
+    def patterns(self) -> tuple[str, ...]:
+        """The kind patterns, any of which an event must match (empty: every kind)."""
+        kind = self.kind
+        if kind is None:
+            return ()
+        patterns = (kind,) if isinstance(kind, str) else tuple(kind)
+        return () if "*" in patterns else patterns
+
     def clauses(self) -> list[sa.ColumnElement[bool]]:
         c = events.c
         out: list[sa.ColumnElement[bool]] = []
-        if self.kind is not None and self.kind != "*":
-            if self.kind.endswith(".*"):
-                # '_' is a LIKE wildcard and valid in kinds: escape it.
-                prefix = self.kind[:-1].replace("_", "\\_")
-                out.append(c.kind.like(f"{prefix}%", escape="\\"))
-            else:
-                out.append(c.kind == self.kind)
+        patterns = self.patterns
+        if patterns:
+            exact = [p for p in patterns if not p.endswith(".*")]
+            likes = [_prefix_like(c.kind, p[:-1]) for p in patterns if p.endswith(".*")]
+            if exact:
+                likes.append(c.kind == exact[0] if len(exact) == 1 else c.kind.in_(exact))
+            out.append(likes[0] if len(likes) == 1 else sa.or_(*likes))
         if self.subject is not None:
             out.append(c.subject == self.subject)
         if self.request_id is not None:
             out.append(c.request_id == self.request_id)
+        if self.actor is not None:
+            out.append(c.actor == self.actor)
         if self.since is not None:
             out.append(c.time_us >= to_us(self.since, "since"))
         if self.until is not None:
             out.append(c.time_us < to_us(self.until, "until"))
         return out
+
+
+def _prefix_like(column: sa.ColumnElement[str], prefix: str) -> sa.ColumnElement[bool]:
+    # '_' is a LIKE wildcard and valid in kinds: escape it.
+    escaped = prefix.replace("_", "\\_")
+    return column.like(f"{escaped}%", escape="\\")
 
 
 def to_us(value: object, field: str) -> int:

@@ -343,11 +343,12 @@ class EventLog(Closeable):
     def query(
         self,
         *,
-        kind: str | None = None,
+        kind: str | Sequence[str] | None = None,
         subject: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
         request_id: str | None = None,
+        actor: str | None = None,
         limit: int = 100,
         cursor: str | None = None,
         descending: bool = False,
@@ -358,7 +359,7 @@ class EventLog(Closeable):
         ``since`` is inclusive and ``until`` exclusive (aware datetimes).
         """
         check_limit(limit)
-        filters = Filters(kind, subject, since, until, request_id)
+        filters = Filters(kind, subject, since, until, request_id, actor)
         seq = TABLE.c.seq
         clauses = filters.clauses()
         if cursor is not None:
@@ -380,11 +381,12 @@ class EventLog(Closeable):
     def iter(
         self,
         *,
-        kind: str | None = None,
+        kind: str | Sequence[str] | None = None,
         subject: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
         request_id: str | None = None,
+        actor: str | None = None,
         descending: bool = False,
     ) -> Iterator[Event]:
         """Every matching event, a page at a time (no transaction held between pages)."""
@@ -396,6 +398,7 @@ class EventLog(Closeable):
                 since=since,
                 until=until,
                 request_id=request_id,
+                actor=actor,
                 limit=_ITER_PAGE,
                 cursor=cursor,
                 descending=descending,
@@ -409,11 +412,12 @@ class EventLog(Closeable):
         self,
         n: int = 10,
         *,
-        kind: str | None = None,
+        kind: str | Sequence[str] | None = None,
         subject: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
         request_id: str | None = None,
+        actor: str | None = None,
     ) -> list[Event]:
         """The newest ``n`` matching events, oldest first (``conveyor events tail``)."""
         page = self.query(
@@ -422,6 +426,7 @@ class EventLog(Closeable):
             since=since,
             until=until,
             request_id=request_id,
+            actor=actor,
             limit=n,
             descending=True,
         )
@@ -430,14 +435,15 @@ class EventLog(Closeable):
     def count(
         self,
         *,
-        kind: str | None = None,
+        kind: str | Sequence[str] | None = None,
         subject: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
         request_id: str | None = None,
+        actor: str | None = None,
     ) -> int:
         """How many events match."""
-        filters = Filters(kind, subject, since, until, request_id)
+        filters = Filters(kind, subject, since, until, request_id, actor)
         stmt = sa.select(sa.func.count()).select_from(TABLE).where(*filters.clauses())
         return int(self._read(lambda conn: conn.execute(stmt).scalar_one()))
 
@@ -448,10 +454,11 @@ class EventLog(Closeable):
         after: Event | None = None,
         idle_timeout: float | None = None,
         late_window: float = 10.0,
-        kind: str | None = None,
+        kind: str | Sequence[str] | None = None,
         subject: str | None = None,
         since: datetime | None = None,
         request_id: str | None = None,
+        actor: str | None = None,
     ) -> Iterator[Event]:
         """Matching events committed after a starting point, as they are committed.
 
@@ -475,7 +482,7 @@ class EventLog(Closeable):
             raise InvalidInputError(
                 f"after must be an Event, got {type(after).__name__}", field="after"
             )
-        filters = Filters(kind, subject, since, None, request_id)
+        filters = Filters(kind, subject, since, None, request_id, actor)
         with translate_errors(self.url, _SEAM):
             follower = Follower(
                 self._snapshot,

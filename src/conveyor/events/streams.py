@@ -38,7 +38,7 @@ import os
 import threading
 import weakref
 from abc import abstractmethod
-from collections.abc import Callable, Collection, Generator, Iterator
+from collections.abc import Callable, Collection, Generator, Iterator, Sequence
 from contextlib import AbstractContextManager, closing
 from datetime import datetime
 from time import monotonic
@@ -112,25 +112,29 @@ def decode_event(data: bytes | str) -> Event:
 class Matcher:
     """``Filters`` as a test on one event: the SQL clauses' meaning, in the client."""
 
-    __slots__ = ("exact", "prefix", "request_id", "since", "subject", "until")
+    __slots__ = ("actor", "exact", "prefixes", "request_id", "since", "subject", "until")
 
     def __init__(self, filters: Filters) -> None:
-        kind = filters.kind
-        self.exact = kind if kind not in (None, "*") and not kind.endswith(".*") else None
-        self.prefix = kind[:-1] if kind is not None and kind.endswith(".*") else None
+        patterns = filters.patterns
+        self.exact = frozenset(p for p in patterns if not p.endswith(".*")) or None
+        self.prefixes = tuple(p[:-1] for p in patterns if p.endswith(".*")) or None
         self.subject = filters.subject
         self.request_id = filters.request_id
+        self.actor = filters.actor
         self.since = None if filters.since is None else to_us(filters.since, "since")
         self.until = None if filters.until is None else to_us(filters.until, "until")
 
     def __call__(self, event: Event) -> bool:
-        if self.exact is not None and event.kind != self.exact:
-            return False
-        if self.prefix is not None and not event.kind.startswith(self.prefix):
-            return False
+        if self.exact is not None or self.prefixes is not None:
+            exact = self.exact is not None and event.kind in self.exact
+            prefixed = self.prefixes is not None and event.kind.startswith(self.prefixes)
+            if not (exact or prefixed):
+                return False
         if self.subject is not None and event.subject != self.subject:
             return False
         if self.request_id is not None and event.request_id != self.request_id:
+            return False
+        if self.actor is not None and event.actor != self.actor:
             return False
         if self.since is not None and event.time_us < self.since:
             return False
@@ -138,8 +142,9 @@ class Matcher:
 
 
 def kind_of(filters: Filters) -> str | None:
-    """The kind filter a backend may apply itself: None for every kind."""
-    return None if filters.kind in (None, "*") else filters.kind
+    """The one kind pattern a backend may apply itself; None for every kind, or several."""
+    patterns = filters.patterns
+    return patterns[0] if len(patterns) == 1 else None
 
 
 # -- URL options -----------------------------------------------------------------------
@@ -303,18 +308,19 @@ class StreamEventLog(EventLog):
     def query(
         self,
         *,
-        kind: str | None = None,
+        kind: str | Sequence[str] | None = None,
         subject: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
         request_id: str | None = None,
+        actor: str | None = None,
         limit: int = 100,
         cursor: str | None = None,
         descending: bool = False,
     ) -> Page[Event]:
         """One page of events in stream order; pass ``next_cursor`` for the next."""
         check_limit(limit)
-        filters = Filters(kind, subject, since, until, request_id)
+        filters = Filters(kind, subject, since, until, request_id, actor)
         after = None if cursor is None else decode_seq_cursor(cursor, descending)
         self._check_open()
         match = Matcher(filters)
@@ -336,16 +342,18 @@ class StreamEventLog(EventLog):
     def count(
         self,
         *,
-        kind: str | None = None,
+        kind: str | Sequence[str] | None = None,
         subject: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
         request_id: str | None = None,
+        actor: str | None = None,
     ) -> int:
         """How many events match (the server counts by kind; other filters scan)."""
-        filters = Filters(kind, subject, since, until, request_id)
+        filters = Filters(kind, subject, since, until, request_id, actor)
         self._check_open()
-        if subject is None and since is None and until is None and request_id is None:
+        only_kind = subject is None and since is None and until is None and request_id is None
+        if only_kind and actor is None and len(filters.patterns) <= 1:
             with self._errors():
                 counted = self._count_kind(kind_of(filters))
             if counted is not None:
@@ -367,10 +375,11 @@ class StreamEventLog(EventLog):
         after: Event | None = None,
         idle_timeout: float | None = None,
         late_window: float = 10.0,
-        kind: str | None = None,
+        kind: str | Sequence[str] | None = None,
         subject: str | None = None,
         since: datetime | None = None,
         request_id: str | None = None,
+        actor: str | None = None,
     ) -> Iterator[Event]:
         """Matching events stored after a starting point, as they are stored.
 
@@ -391,7 +400,7 @@ class StreamEventLog(EventLog):
             raise InvalidInputError(
                 f"after must be an Event, got {type(after).__name__}", field="after"
             )
-        filters = Filters(kind, subject, since, None, request_id)
+        filters = Filters(kind, subject, since, None, request_id, actor)
         with self._errors():
             start = self._last_position() if after is None else self._position_of(after)
         if start is None:

@@ -14,6 +14,10 @@ CAPABILITY = Capability(
     ),
     seams=(RATELIMIT,),
     services={"keys": "conveyor.governance.keys:ApiKeys.for_project"},
-    cli=(Command("conveyor.cli.keys:keys_app", "keys"),),
+    cli=(
+        Command("conveyor.cli.keys:keys_app", "keys"),
+        Command("conveyor.cli.audit:audit", "audit"),
+    ),
+    routes="conveyor.web.governance:routes",
     actions={"keys.manage": "admin", "audit.read": "deployer", "metrics.read": "viewer"},
 )

@@ -151,6 +151,25 @@ class EventLogContract:
         assert log.count(subject="fraud", request_id="req-2") == 1
         assert log.count(subject="nobody") == 0
 
+    def test_filters_by_actor_and_a_list_of_kinds(self, log: EventLog) -> None:
+        log.emit("auth.key_created", actor="key:root", subject="a")
+        log.emit("prediction", actor="key:root", subject="b")
+        log.emit("model.alias_moved", actor="cli:ana", subject="c")
+        log.emit("route.set", actor="key:root", subject="d")
+        log.emit("route_x.set", actor="key:root", subject="e")  # '_' is no wildcard
+        log.flush()
+        audit = ["auth.key_created", "model.alias_moved", "route.*"]
+        assert [e.subject for e in log.iter(kind=audit)] == ["a", "c", "d"]
+        assert [e.subject for e in log.iter(kind=audit, actor="key:root")] == ["a", "d"]
+        assert log.count(kind=audit) == 3 and log.count(actor="cli:ana") == 1
+        assert log.count(kind=["prediction", "*"]) == 5  # '*' among them: every kind
+        newest = log.latest(1, kind=audit, actor="key:root")
+        assert [e.subject for e in newest] == ["d"]
+        with pytest.raises(InvalidInputError):
+            log.query(kind=[])
+        with pytest.raises(InvalidInputError):
+            log.query(kind=["route*"])
+
     def test_filters_by_time_window(self, log: EventLog) -> None:
         t0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
         log.append_many(
