@@ -379,8 +379,8 @@ EVENTS = Seam(
     "events",
     "append-only event log",
     {
-        "sqlite": BackendSpec("conveyor.events.log:EventLog"),
-        "postgresql": replace(_PG, target="conveyor.events.log:EventLog"),
+        "sqlite": BackendSpec("conveyor.events.sql:SqlEventLog"),
+        "postgresql": replace(_PG, target="conveyor.events.sql:SqlEventLog"),
         "nats": BackendSpec("conveyor.events.nats:NatsEventLog", "nats", ("nats",)),
         "redis": BackendSpec(
             "conveyor.events.redis_stream:RedisStreamEventLog", "redis", ("redis",)

@@ -11,16 +11,20 @@ from alembic.migration import MigrationContext
 from sqlalchemy.engine import Engine
 
 from conveyor.backends import BackendURL
-from conveyor.events.log import MIGRATIONS, VERSION_TABLE
+from conveyor.events.sql import MIGRATIONS, VERSION_TABLE
 from conveyor.events.table import events, metadata
 from conveyor.store.engine import create_engine
 from conveyor.store.migrate import current_revision, head_revision, upgrade
+from conveyor.testing.matrix import only
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
-    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
-    engine = create_engine(BackendURL.parse(url), "events")
+# The SQL backends' own migration chain.
+pytestmark = only("events_url", "sqlite", "postgresql")
+
+
+@pytest.fixture
+def engine(events_url: str) -> Iterator[Engine]:
+    engine = create_engine(BackendURL.parse(events_url), "events")
     try:
         yield engine
     finally:

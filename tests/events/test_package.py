@@ -35,7 +35,14 @@ def test_building_events_does_not_import_sqlalchemy_or_start_threads() -> None:
     assert "sqlalchemy" not in loaded
 
 
-def test_the_log_is_imported_on_first_use() -> None:
+def test_the_log_is_imported_on_first_use_and_a_backend_when_opened() -> None:
     loaded = _modules_after("from conveyor.events import EventLog")
-    assert "sqlalchemy" in loaded
     assert "conveyor.events.log" in loaded
+    # The interface needs no database driver; the SQL backend is loaded by its scheme.
+    assert "sqlalchemy" not in loaded and "conveyor.events.sql" not in loaded
+    opened = _modules_after(
+        "import tempfile\n"
+        "from conveyor.events import EventLog\n"
+        "EventLog.from_url(f'sqlite:///{tempfile.mkdtemp()}/e.db').close()"
+    )
+    assert {"sqlalchemy", "conveyor.events.sql"} <= opened

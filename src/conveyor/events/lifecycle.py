@@ -18,9 +18,8 @@ import logging
 import os
 import threading
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING
-
-from sqlalchemy.engine import Engine
 
 from conveyor.events.writer import BatchWriter
 
@@ -57,14 +56,29 @@ def untrack(event_log: EventLog) -> None:
     _LIVE.discard(event_log)
 
 
-def close_quietly(writer: BatchWriter, engine: Engine, url: str) -> None:
-    """Close a log nobody closed: at interpreter exit, or when it is garbage collected."""
+def close_quietly(
+    writer: BatchWriter,
+    release: Callable[[], None],
+    url: str,
+    in_own_thread: Callable[[], bool] | None = None,
+) -> None:
+    """Close a log nobody closed: at interpreter exit, or when it is garbage collected.
+
+    ``in_own_thread`` tells whether this runs on a thread the backend's
+    connection needs to flush (a stream client's event loop): the close is then
+    handed to a new thread rather than deadlocking.
+    """
+    if in_own_thread is not None and in_own_thread():
+        threading.Thread(
+            target=close_quietly, args=(writer, release, url, None), daemon=True
+        ).start()
+        return
     try:
         writer.close(EXIT_TIMEOUT)
     except Exception as exc:
         log.error("closing the event log %s: %s", url, exc)
     finally:
-        engine.dispose()
+        release()
 
 
 def _after_fork_in_child() -> None:

@@ -1,26 +1,26 @@
-"""``EventLog``: the append-only event log on SQLite or PostgreSQL.
+"""``EventLog``: the event log's interface, and the write path every backend shares.
 
 One writer, many readers (DESIGN.md, principle 2)::
 
-    with EVENTS.open("sqlite:///.conveyor/events.db") as log:
-        log.emit("prediction", subject="fraud", subject_version="3",
-                 payload={"latency_ms": 1.9}, request_id=rid)      # microseconds
-        log.emit("gate.decided", subject="fraud", payload={"passed": True},
-                 durable=True)                                      # waits for the commit
+    with EventLog.from_url("sqlite:///.conveyor/events.db") as log:   # the backend by scheme
+        log.record(ALIAS_MOVED, subject="fraud", payload={...})        # a catalogued kind
+        log.emit("my.step_done", subject="nightly", payload={"rows": 3})  # a free kind
         for event in log.iter(kind="gate.*", since=yesterday):
             ...
 
 Writes go to memory and a background thread commits them in batches (see
-``writer.py`` for batching, durability, failures and back-pressure). Reads
-go straight to the database; on SQLite they use deferred transactions so
-they never queue behind the writer.
+``writer.py`` for batching, durability, failures, back-pressure and the
+telemetry path that never waits). That part is the same for every backend
+and lives here; reading is each backend's: :class:`~conveyor.events.sql.SqlEventLog`
+(SQLite, PostgreSQL) and the stream logs of :mod:`conveyor.events.streams`
+(NATS JetStream, Redis Streams), all held to one contract
+(:mod:`conveyor.testing.events`).
 
-Lifecycle: the log is closed with ``close()`` or ``with``. A log still open
-at interpreter exit is closed then (flushing its buffer), through a weakref
-finalizer registered by :meth:`EventLog.from_url`. A forked child (server
-workers, ``multiprocessing``) that inherits a log gets a fresh connection
-pool, an empty buffer and its own writer thread on its first write; the
-parent's buffered events stay the parent's to write.
+Lifecycle: a log is closed with ``close()`` or ``with``. A log still open at
+interpreter exit is closed then (flushing its buffer), through a weakref
+finalizer; a forked child (server workers, ``multiprocessing``) that inherits
+a log gets fresh connections, an empty buffer and its own writer thread on its
+first write (:mod:`conveyor.events.lifecycle`).
 """
 
 from __future__ import annotations
@@ -28,14 +28,10 @@ from __future__ import annotations
 import logging
 import os
 import weakref
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
-
-import orjson
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
 
 from conveyor.backends import BackendURL, Closeable
 from conveyor.capability import EventKind
@@ -47,38 +43,42 @@ from conveyor.errors import (
     InvalidInputError,
 )
 from conveyor.events import lifecycle
-from conveyor.events.filters import Filters, decode_seq_cursor, encode_seq_cursor
-from conveyor.events.follow import Follower
 from conveyor.events.schema import Event, dump_payload
-from conveyor.events.table import COLUMNS, insert_statement
-from conveyor.events.table import events as TABLE
 from conveyor.events.writer import BatchWriter, Row
-from conveyor.store.engine import READ, create_engine, translate_errors
-from conveyor.store.migrate import current_revision, head_revision, upgrade
-from conveyor.store.paging import Page, check_limit
+from conveyor.store.paging import Page
 
-__all__ = ["MIGRATIONS", "VERSION_TABLE", "EventLog"]
+__all__ = ["EventLog", "check_options", "open_writer", "row_of", "write_error"]
 
 log = logging.getLogger("conveyor.events")
 
-MIGRATIONS = "conveyor.events:migrations"
-VERSION_TABLE = "conveyor_events_version"
-_SEAM = "events"
 _ITER_PAGE = 1_000
-_SELECT = [TABLE.c.seq, *(TABLE.c[name] for name in COLUMNS)]
 
 
-class EventLog(Closeable):
-    """An append-only event log. Open it with :meth:`from_url` or ``EVENTS.open(url)``."""
+class EventLog(Closeable, ABC):
+    """An append-only event log. Open one with :meth:`from_url` or ``EVENTS.open(url)``.
 
-    def __init__(self, url: BackendURL, engine: Engine, writer: BatchWriter) -> None:
+    A backend gives the constructor its writer and how to release its
+    connections, and implements the reads (:meth:`query`, :meth:`count`,
+    :meth:`follow`, :meth:`erase`, :meth:`health`, :meth:`ping`).
+    """
+
+    def __init__(
+        self,
+        url: BackendURL,
+        writer: BatchWriter,
+        release: Callable[[], None],
+        *,
+        in_own_thread: Callable[[], bool] | None = None,
+    ) -> None:
         self.url = url
-        self._engine = engine
         self._writer = writer
-        self._pg = engine.dialect.name == "postgresql"
+        self._release = release
         # Closes at interpreter exit (or if the log is dropped unclosed), holding
         # no reference to self so the log can still be garbage collected.
-        self._finalizer = weakref.finalize(self, lifecycle.close_quietly, writer, engine, str(url))
+        self._finalizer = weakref.finalize(
+            self, lifecycle.close_quietly, writer, release, str(url), in_own_thread
+        )
+        lifecycle.track(self)
 
     @classmethod
     def from_url(
@@ -91,71 +91,34 @@ class EventLog(Closeable):
         migrate: bool = True,
         spill_dir: str | os.PathLike[str] | None = None,
     ) -> EventLog:
-        """Open the log at ``url`` (``sqlite:///path.db`` or ``postgresql://...``).
+        """Open the log at ``url``: the backend its scheme names (``sqlite://``,
+        ``postgresql://``, ``nats://``, ``redis://``; ``EVENTS.open`` does the same).
 
-        ``batch_size`` rows at most per transaction; a batch is committed every
+        ``batch_size`` events at most per write; a batch is written every
         ``flush_interval`` seconds or as soon as it is full. At most
         ``max_buffer`` events wait in memory: beyond that, writers block until
         the background thread has made room (back-pressure), except telemetry
         (:meth:`record` of a ``telemetry`` kind), which goes to spill segments
         in ``spill_dir`` meanwhile, or is shed and counted without one.
-        ``migrate`` brings the tables to the current schema (safe from several
-        processes at once). Raises :class:`BackendUnavailableError` if the database
-        cannot be reached.
+        ``migrate`` brings the backend's schema or stream to what this version
+        needs. Raises :class:`BackendUnavailableError` if the service cannot be
+        reached.
         """
-        url = BackendURL.parse(url)
-        _check_options(batch_size, flush_interval, max_buffer)
-        if url.scheme == "sqlite" and url.location in ("", ":memory:"):
-            raise InvalidInputError(
-                f"{url}: the event log needs a database file (sqlite:///path/events.db): "
-                "an in-memory SQLite database cannot be shared by the writer thread and readers",
-                field="url",
-            )
-        options: dict[str, Any] = {}
-        if url.scheme == "postgresql":
-            options["json_deserializer"] = orjson.loads
-        engine = create_engine(url, _SEAM, **options)
-        try:
-            with translate_errors(url, _SEAM):
-                if migrate:
-                    upgrade(engine, MIGRATIONS, VERSION_TABLE)
-                else:
-                    with engine.connect() as conn:
-                        conn.execution_options(**READ)  # SQLite: no write lock for a probe
-                        conn.execute(sa.text("SELECT 1"))
-        except BaseException:
-            engine.dispose()
-            raise
-        insert = insert_statement(engine.dialect.name)
+        from conveyor.backends import EVENTS
 
-        def write(rows: Sequence[Row]) -> None:
-            with translate_errors(url, _SEAM), engine.begin() as conn:
-                conn.execute(insert, list(rows))
-
-        def describe(exc: BaseException, unwritten: int) -> ConveyorError:
-            return _write_error(url, exc, unwritten)
-
-        spill = None
-        if spill_dir is not None:
-            from conveyor.events.spill import SpillSegments
-
-            spill = SpillSegments(spill_dir)
-        writer = BatchWriter(
-            write,
-            refused=_refused,
-            describe=describe,
+        opened: EventLog = EVENTS.open(
+            url,
             batch_size=batch_size,
             flush_interval=flush_interval,
             max_buffer=max_buffer,
-            spill=spill,
+            migrate=migrate,
+            spill_dir=spill_dir,
         )
-        event_log = cls(url, engine, writer)
-        lifecycle.track(event_log)
-        return event_log
+        return opened
 
     def __repr__(self) -> str:
         state = "closed" if self._writer.closed else "open"
-        return f"EventLog({str(self.url)!r}, {state})"
+        return f"{type(self).__name__}({str(self.url)!r}, {state})"
 
     # -- writing ----------------------------------------------------------------
 
@@ -190,7 +153,7 @@ class EventLog(Closeable):
             trace_id,
             actor,
         )
-        row = _row(event)
+        row = row_of(event)
         self._writer.put(row)
         if durable:
             self._writer.wait(self._writer.barrier((event.id,)), None)
@@ -235,7 +198,7 @@ class EventLog(Closeable):
         if self._writer.closed:
             raise ClosedError(f"the event log {self.url} is closed; open a new one to write")
         event = Event(declared.name, subject, subject_version, body, request_id, trace_id, actor)
-        return event if self._writer.offer(_row(event)) else None
+        return event if self._writer.offer(row_of(event)) else None
 
     def stats(self) -> dict[str, int]:
         """What the write path did so far: ``unwritten`` (in memory), ``shed`` (telemetry
@@ -259,7 +222,7 @@ class EventLog(Closeable):
     def _put(self, batch: list[Event], durable: bool) -> None:
         if self._writer.closed:
             raise ClosedError(f"the event log {self.url} is closed; open a new one to write")
-        rows = [_row(event) for event in batch]
+        rows = [row_of(event) for event in batch]
         if len(rows) == 1:
             self._writer.put(rows[0])
         elif rows:
@@ -295,7 +258,7 @@ class EventLog(Closeable):
         try:
             self._writer.close(timeout)
         finally:
-            self._engine.dispose()
+            self._release()
 
     @property
     def closed(self) -> bool:
@@ -309,12 +272,17 @@ class EventLog(Closeable):
         """
         return [(dict(row), reason) for row, reason in list(self._writer.rejected)]
 
-    # -- health -----------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._writer.closed:
+            raise ClosedError(f"the event log {self.url} is closed")
 
+    # -- what each backend implements ---------------------------------------------------
+
+    @abstractmethod
     def ping(self) -> None:
         """Run ``SELECT 1``; raise BackendUnavailableError if the database does not answer."""
-        self._read(lambda conn: conn.execute(sa.text("SELECT 1")))
 
+    @abstractmethod
     def health(self) -> dict[str, Any]:
         """What ``conveyor doctor`` shows: backend, URL, schema revision and head, backlog.
 
@@ -322,24 +290,8 @@ class EventLog(Closeable):
         Conveyor (opening the log with ``migrate=True`` brings it up);
         ``unwritten`` counts events in memory not yet committed.
         """
-        self._check_open()
-        with translate_errors(self.url, _SEAM), self._engine.connect() as conn:
-            conn.execution_options(**READ)
-            revision = current_revision(conn, VERSION_TABLE)
-        head = head_revision(MIGRATIONS)
-        return {
-            "seam": _SEAM,
-            "backend": self.url.scheme,
-            "url": str(self.url),
-            "revision": revision,
-            "head": head,
-            "migrated": revision == head,
-            **self.stats(),
-            "spill_dir": str(self._writer.spill.folder) if self._writer.spill else None,
-        }
 
-    # -- reading ----------------------------------------------------------------
-
+    @abstractmethod
     def query(
         self,
         *,
@@ -358,25 +310,58 @@ class EventLog(Closeable):
         ``kind`` is exact (``run.started``) or a prefix pattern (``run.*``);
         ``since`` is inclusive and ``until`` exclusive (aware datetimes).
         """
-        check_limit(limit)
-        filters = Filters(kind, subject, since, until, request_id, actor)
-        seq = TABLE.c.seq
-        clauses = filters.clauses()
-        if cursor is not None:
-            after = decode_seq_cursor(cursor, descending)
-            clauses.append(seq < after if descending else seq > after)
-        stmt = (
-            sa.select(*_SELECT)
-            .where(*clauses)
-            .order_by(seq.desc() if descending else seq)
-            .limit(limit + 1)
-        )
-        rows = self._read(lambda conn: conn.execute(stmt).all())
-        items = [Event.from_row(*row[1:]) for row in rows[:limit]]
-        next_cursor = None
-        if len(rows) > limit:
-            next_cursor = encode_seq_cursor(rows[limit - 1][0], descending)
-        return Page(items, next_cursor)
+
+    @abstractmethod
+    def count(
+        self,
+        *,
+        kind: str | Sequence[str] | None = None,
+        subject: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        request_id: str | None = None,
+        actor: str | None = None,
+    ) -> int:
+        """How many events match."""
+
+    @abstractmethod
+    def follow(
+        self,
+        *,
+        poll_interval: float = 0.5,
+        after: Event | None = None,
+        idle_timeout: float | None = None,
+        late_window: float = 10.0,
+        kind: str | Sequence[str] | None = None,
+        subject: str | None = None,
+        since: datetime | None = None,
+        request_id: str | None = None,
+        actor: str | None = None,
+    ) -> Iterator[Event]:
+        """Matching events committed after a starting point, as they are committed.
+
+        The start is fixed when this is called: the newest event in the log,
+        or ``after`` (an event already stored, typically the last of
+        :meth:`latest`, so ``tail -n N -f`` misses nothing in between).
+        Polls every ``poll_interval`` seconds; stops after ``idle_timeout``
+        seconds without a new event (None: never). On PostgreSQL an event
+        whose transaction commits after one with a higher seq is still
+        yielded once, late, if it commits within ``late_window`` seconds
+        (see ``follow.py``).
+        """
+
+    @abstractmethod
+    def erase(self, field: str, value: Any) -> int:
+        """Delete every event holding ``field == value`` in its payload (any depth) or
+        ``field:value`` as its subject; return how many. For data-subject deletion only:
+        the log is otherwise append-only. Flushes first so nothing pending escapes.
+        """
+
+    @abstractmethod
+    def after_fork_in_child(self) -> None:
+        """Called by the fork hook in a child process: new connections, an empty writer."""
+
+    # -- reading, on top of query -----------------------------------------------------------
 
     def iter(
         self,
@@ -432,114 +417,47 @@ class EventLog(Closeable):
         )
         return list(reversed(page.items))
 
-    def count(
-        self,
-        *,
-        kind: str | Sequence[str] | None = None,
-        subject: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        request_id: str | None = None,
-        actor: str | None = None,
-    ) -> int:
-        """How many events match."""
-        filters = Filters(kind, subject, since, until, request_id, actor)
-        stmt = sa.select(sa.func.count()).select_from(TABLE).where(*filters.clauses())
-        return int(self._read(lambda conn: conn.execute(stmt).scalar_one()))
 
-    def follow(
-        self,
-        *,
-        poll_interval: float = 0.5,
-        after: Event | None = None,
-        idle_timeout: float | None = None,
-        late_window: float = 10.0,
-        kind: str | Sequence[str] | None = None,
-        subject: str | None = None,
-        since: datetime | None = None,
-        request_id: str | None = None,
-        actor: str | None = None,
-    ) -> Iterator[Event]:
-        """Matching events committed after a starting point, as they are committed.
+def open_writer(
+    url: BackendURL,
+    write: Callable[[list[Row]], None],
+    *,
+    refused: Callable[[BaseException], bool],
+    translate: Callable[[BaseException], BaseException] = lambda exc: exc,
+    batch_size: int,
+    flush_interval: float,
+    max_buffer: int,
+    spill_dir: str | os.PathLike[str] | None,
+) -> BatchWriter:
+    """A backend's batch writer: the options checked the same way for every backend.
 
-        The start is fixed when this is called: the newest event in the log,
-        or ``after`` (an event already stored, typically the last of
-        :meth:`latest`, so ``tail -n N -f`` misses nothing in between).
-        Polls every ``poll_interval`` seconds; stops after ``idle_timeout``
-        seconds without a new event (None: never). On PostgreSQL an event
-        whose transaction commits after one with a higher seq is still
-        yielded once, late, if it commits within ``late_window`` seconds
-        (see ``follow.py``).
-        """
-        self._check_open()
-        if not poll_interval > 0 or late_window < 0:
-            raise InvalidInputError(
-                f"follow needs poll_interval > 0 and late_window >= 0, got {poll_interval!r} "
-                f"and {late_window!r}",
-                field="poll_interval",
-            )
-        if after is not None and not isinstance(after, Event):
-            raise InvalidInputError(
-                f"after must be an Event, got {type(after).__name__}", field="after"
-            )
-        filters = Filters(kind, subject, since, None, request_id, actor)
-        with translate_errors(self.url, _SEAM):
-            follower = Follower(
-                self._snapshot,
-                filters.clauses(),
-                check_open=self._check_open,
-                poll_interval=poll_interval,
-                idle_timeout=idle_timeout,
-                late_window=late_window,
-                after=None if after is None else after.id,
-            )
-        return self._translated(iter(follower))
+    ``write(rows)`` stores rows in one go (raising on failure); ``refused(exc)``
+    says whether a failure was the rows' fault (the batch is split to isolate
+    them); ``translate`` turns a driver's error into a Conveyor one.
+    """
+    check_options(batch_size, flush_interval, max_buffer)
+    spill = None
+    if spill_dir is not None:
+        from conveyor.events.spill import SpillSegments
 
-    def erase(self, field: str, value: Any) -> int:
-        """Delete every event holding ``field == value`` in its payload (any depth) or
-        ``field:value`` as its subject; return how many. For data-subject deletion only:
-        the log is otherwise append-only. Flushes first so nothing pending escapes.
-        """
-        from conveyor.events.erase import erase_where, holds
+        spill = SpillSegments(spill_dir)
 
-        self.flush()
-        subject = f"{field}:{value}"
-        with translate_errors(self.url, _SEAM):
-            return erase_where(
-                self._engine,
-                lambda payload, subj: subj == subject or holds(payload, field, value),
-                str(value),
-            )
+    def describe(exc: BaseException, unwritten: int) -> ConveyorError:
+        return write_error(url, translate(exc), unwritten)
 
-    def _translated(self, it: Iterator[Event]) -> Iterator[Event]:
-        with translate_errors(self.url, _SEAM):
-            yield from it
-
-    def _snapshot(self) -> AbstractContextManager[Connection]:
-        conn = self._engine.connect()
-        if self._pg:
-            # One snapshot for both queries of a poll (see follow.py).
-            return conn.execution_options(isolation_level="REPEATABLE READ")
-        return conn.execution_options(**READ)
-
-    def _read(self, run: Any) -> Any:
-        self._check_open()
-        with translate_errors(self.url, _SEAM), self._engine.connect() as conn:
-            conn.execution_options(**READ)
-            return run(conn)
-
-    def _check_open(self) -> None:
-        if self._writer.closed:
-            raise ClosedError(f"the event log {self.url} is closed")
-
-    def after_fork_in_child(self) -> None:
-        """Called by the fork hook in a child process; not for direct use."""
-        # Connections and the thread belong to the parent: new pool, new state.
-        self._engine.dispose(close=False)
-        self._writer.reset_after_fork()
+    return BatchWriter(
+        lambda rows: write(list(rows)),
+        refused=refused,
+        describe=describe,
+        batch_size=batch_size,
+        flush_interval=flush_interval,
+        max_buffer=max_buffer,
+        spill=spill,
+    )
 
 
-def _row(event: Event) -> Row:
+def row_of(event: Event) -> Row:
+    """An event as the writer stores it (its payload as JSON text)."""
     if not isinstance(event, Event):
         raise InvalidInputError(
             f"expected an Event, got {type(event).__name__}; use emit() for keyword arguments",
@@ -558,7 +476,7 @@ def _row(event: Event) -> Row:
     }
 
 
-def _check_options(batch_size: int, flush_interval: float, max_buffer: int) -> None:
+def check_options(batch_size: int, flush_interval: float, max_buffer: int) -> None:
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidInputError(
             f"batch_size must be a positive integer, got {batch_size!r}", field="batch_size"
@@ -576,18 +494,13 @@ def _check_options(batch_size: int, flush_interval: float, max_buffer: int) -> N
         )
 
 
-def _refused(exc: BaseException) -> bool:
-    """True when the database refused the rows themselves, not the connection."""
-    return isinstance(exc, sa.exc.IntegrityError | sa.exc.DataError)
-
-
-def _write_error(url: BackendURL, exc: BaseException, unwritten: int) -> ConveyorError:
+def write_error(url: BackendURL, exc: BaseException, unwritten: int) -> ConveyorError:
     reason = str(exc) if isinstance(exc, ConveyorError) else _first_line(exc)
     cls = BackendUnavailableError if isinstance(exc, BackendUnavailableError) else BackendError
     error = cls(
         f"could not write to the event log at {url}: {reason}. {unwritten} events are kept "
         "in memory and retried in the background",
-        seam=_SEAM,
+        seam="events",
         url=str(url),
         host=url.host,
         port=url.port,

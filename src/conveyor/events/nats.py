@@ -46,6 +46,7 @@ from nats.js import api
 from conveyor.backends import BackendURL
 from conveyor.errors import InvalidInputError, NotFoundError
 from conveyor.events.jetstream import Gone, Link, Pull, delete, errors, position, refused, translate
+from conveyor.events.log import open_writer
 from conveyor.events.schema import Event
 from conveyor.events.streams import (
     CHUNK,
@@ -55,7 +56,6 @@ from conveyor.events.streams import (
     decode_event,
     float_option,
     int_option,
-    open_writer,
 )
 from conveyor.events.writer import BatchWriter
 

@@ -41,6 +41,7 @@ from redis.retry import Retry
 
 from conveyor.backends import BackendURL, unavailable
 from conveyor.errors import BackendError, ConveyorError, InvalidInputError
+from conveyor.events.log import open_writer
 from conveyor.events.schema import Event
 from conveyor.events.streams import (
     CHUNK,
@@ -50,7 +51,6 @@ from conveyor.events.streams import (
     decode_event,
     encode_event,
     float_option,
-    open_writer,
 )
 from conveyor.events.writer import BatchWriter, Row
 

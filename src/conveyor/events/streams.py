@@ -34,11 +34,8 @@ Wire format
 from __future__ import annotations
 
 import logging
-import os
-import threading
-import weakref
 from abc import abstractmethod
-from collections.abc import Callable, Collection, Generator, Iterator, Sequence
+from collections.abc import Collection, Generator, Iterator, Sequence
 from contextlib import AbstractContextManager, closing
 from datetime import datetime
 from time import monotonic
@@ -47,10 +44,9 @@ from typing import Any, Protocol
 import orjson
 
 from conveyor.backends import BackendURL
-from conveyor.errors import ConveyorError, InvalidInputError, NotFoundError
-from conveyor.events import lifecycle
+from conveyor.errors import InvalidInputError, NotFoundError
 from conveyor.events.filters import Filters, decode_seq_cursor, encode_seq_cursor, to_us
-from conveyor.events.log import EventLog, _check_options, _write_error
+from conveyor.events.log import EventLog
 from conveyor.events.schema import Event
 from conveyor.events.writer import BatchWriter, Row
 from conveyor.store.paging import Page, check_limit
@@ -68,7 +64,6 @@ __all__ = [
     "float_option",
     "int_option",
     "kind_of",
-    "open_writer",
 ]
 
 log = logging.getLogger("conveyor.events")
@@ -214,55 +209,12 @@ class Feed(Protocol):
     def close(self) -> None: ...
 
 
-def open_writer(
-    url: BackendURL,
-    write: Callable[[list[Row]], None],
-    *,
-    refused: Callable[[BaseException], bool],
-    translate: Callable[[BaseException], BaseException],
-    batch_size: int,
-    flush_interval: float,
-    max_buffer: int,
-    spill_dir: str | os.PathLike[str] | None,
-) -> BatchWriter:
-    """The SQL log's batch writer, with the options checked the same way."""
-    _check_options(batch_size, flush_interval, max_buffer)
-    spill = None
-    if spill_dir is not None:
-        from conveyor.events.spill import SpillSegments
-
-        spill = SpillSegments(spill_dir)
-
-    def describe(exc: BaseException, unwritten: int) -> ConveyorError:
-        return _write_error(url, translate(exc), unwritten)
-
-    return BatchWriter(
-        lambda rows: write(list(rows)),
-        refused=refused,
-        describe=describe,
-        batch_size=batch_size,
-        flush_interval=flush_interval,
-        max_buffer=max_buffer,
-        spill=spill,
-    )
-
-
 class StreamEventLog(EventLog):
     """An :class:`EventLog` whose events live in a stream. Subclasses give the primitives."""
 
     def __init__(self, url: BackendURL, writer: BatchWriter, connection: Connection) -> None:
-        # Not EventLog.__init__: it takes a SQL engine. These are its stream counterparts.
-        self.url = url
-        self._writer = writer
         self._connection = connection
-        # Typed loosely: EventLog declares its finalizer's arguments as (writer, engine, url).
-        finalizer: Any = weakref.finalize(self, _close_quietly, writer, connection, str(url))
-        self._finalizer = finalizer
-        lifecycle.track(self)
-
-    def __repr__(self) -> str:
-        state = "closed" if self._writer.closed else "open"
-        return f"{type(self).__name__}({str(self.url)!r}, {state})"
+        super().__init__(url, writer, connection.close, in_own_thread=connection.in_own_thread)
 
     # -- primitives ---------------------------------------------------------------------
 
@@ -468,31 +420,7 @@ class StreamEventLog(EventLog):
             "spill_dir": str(self._writer.spill.folder) if self._writer.spill else None,
         }
 
-    def close(self, timeout: float | None = None) -> None:
-        """Flush, stop the writer thread and close the connection. Idempotent."""
-        if self._finalizer.detach() is None:
-            return
-        lifecycle.untrack(self)
-        try:
-            self._writer.close(timeout)
-        finally:
-            self._connection.close()
-
     def after_fork_in_child(self) -> None:
         """Called by the fork hook in a child process; not for direct use."""
         self._connection.reset_after_fork()
         self._writer.reset_after_fork()
-
-
-def _close_quietly(writer: BatchWriter, connection: Connection, url: str) -> None:
-    """Close a stream log nobody closed (interpreter exit, garbage collection)."""
-    if connection.in_own_thread():
-        # Flushing needs the connection's thread, which is the one running this: hand over.
-        threading.Thread(target=_close_quietly, args=(writer, connection, url), daemon=True).start()
-        return
-    try:
-        writer.close(lifecycle.EXIT_TIMEOUT)
-    except Exception as exc:
-        log.error("closing the event log %s: %s", url, exc)
-    finally:
-        connection.close()

@@ -1,0 +1,283 @@
+"""``SqlEventLog``: the event log in SQLite or PostgreSQL (the ``events`` table).
+
+Reads go straight to the database; on SQLite they use deferred transactions
+so they never queue behind the writer. ``seq`` (the insertion order) is the
+key every page and ``follow`` walks.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from conveyor.backends import BackendURL
+from conveyor.errors import InvalidInputError
+from conveyor.events.filters import Filters, decode_seq_cursor, encode_seq_cursor
+from conveyor.events.follow import Follower
+from conveyor.events.log import EventLog, open_writer
+from conveyor.events.schema import Event
+from conveyor.events.table import COLUMNS, insert_statement
+from conveyor.events.table import events as TABLE
+from conveyor.events.writer import BatchWriter, Row
+from conveyor.store.engine import READ, create_engine, translate_errors
+from conveyor.store.migrate import current_revision, head_revision, upgrade
+from conveyor.store.paging import Page, check_limit
+
+__all__ = ["MIGRATIONS", "VERSION_TABLE", "SqlEventLog"]
+
+MIGRATIONS = "conveyor.events:migrations"
+VERSION_TABLE = "conveyor_events_version"
+_SEAM = "events"
+_SELECT = [TABLE.c.seq, *(TABLE.c[name] for name in COLUMNS)]
+
+
+class SqlEventLog(EventLog):
+    """The event log in one SQL table. Open it with ``EventLog.from_url("sqlite:///...")``."""
+
+    def __init__(self, url: BackendURL, engine: Engine, writer: BatchWriter) -> None:
+        self._engine = engine
+        self._pg = engine.dialect.name == "postgresql"
+        super().__init__(url, writer, engine.dispose)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: BackendURL | str,
+        *,
+        batch_size: int = 500,
+        flush_interval: float = 0.05,
+        max_buffer: int = 100_000,
+        migrate: bool = True,
+        spill_dir: str | os.PathLike[str] | None = None,
+    ) -> SqlEventLog:
+        """Open the log at ``url`` (``sqlite:///path.db`` or ``postgresql://...``).
+
+        ``batch_size`` rows at most per transaction; a batch is committed every
+        ``flush_interval`` seconds or as soon as it is full. At most
+        ``max_buffer`` events wait in memory: beyond that, writers block until
+        the background thread has made room (back-pressure), except telemetry
+        (:meth:`record` of a ``telemetry`` kind), which goes to spill segments
+        in ``spill_dir`` meanwhile, or is shed and counted without one.
+        ``migrate`` brings the tables to the current schema (safe from several
+        processes at once). Raises :class:`BackendUnavailableError` if the database
+        cannot be reached.
+        """
+        url = BackendURL.parse(url)
+        if url.scheme == "sqlite" and url.location in ("", ":memory:"):
+            raise InvalidInputError(
+                f"{url}: the event log needs a database file (sqlite:///path/events.db): "
+                "an in-memory SQLite database cannot be shared by the writer thread and readers",
+                field="url",
+            )
+        options: dict[str, Any] = {}
+        if url.scheme == "postgresql":
+            options["json_deserializer"] = orjson.loads
+        engine = create_engine(url, _SEAM, **options)
+        try:
+            with translate_errors(url, _SEAM):
+                if migrate:
+                    upgrade(engine, MIGRATIONS, VERSION_TABLE)
+                else:
+                    with engine.connect() as conn:
+                        conn.execution_options(**READ)  # SQLite: no write lock for a probe
+                        conn.execute(sa.text("SELECT 1"))
+        except BaseException:
+            engine.dispose()
+            raise
+        insert = insert_statement(engine.dialect.name)
+
+        def write(rows: list[Row]) -> None:
+            with translate_errors(url, _SEAM), engine.begin() as conn:
+                conn.execute(insert, rows)
+
+        writer = open_writer(
+            url,
+            write,
+            refused=_refused,
+            batch_size=batch_size,
+            flush_interval=flush_interval,
+            max_buffer=max_buffer,
+            spill_dir=spill_dir,
+        )
+        return cls(url, engine, writer)
+
+    # -- health -----------------------------------------------------------------
+
+    def ping(self) -> None:
+        """Run ``SELECT 1``; raise BackendUnavailableError if the database does not answer."""
+        self._read(lambda conn: conn.execute(sa.text("SELECT 1")))
+
+    def health(self) -> dict[str, Any]:
+        """What ``conveyor doctor`` shows: backend, URL, schema revision and head, backlog.
+
+        ``migrated`` is False while the database is behind this version of
+        Conveyor (opening the log with ``migrate=True`` brings it up);
+        ``unwritten`` counts events in memory not yet committed.
+        """
+        self._check_open()
+        with translate_errors(self.url, _SEAM), self._engine.connect() as conn:
+            conn.execution_options(**READ)
+            revision = current_revision(conn, VERSION_TABLE)
+        head = head_revision(MIGRATIONS)
+        return {
+            "seam": _SEAM,
+            "backend": self.url.scheme,
+            "url": str(self.url),
+            "revision": revision,
+            "head": head,
+            "migrated": revision == head,
+            **self.stats(),
+            "spill_dir": str(self._writer.spill.folder) if self._writer.spill else None,
+        }
+
+    def query(
+        self,
+        *,
+        kind: str | Sequence[str] | None = None,
+        subject: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        request_id: str | None = None,
+        actor: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+        descending: bool = False,
+    ) -> Page[Event]:
+        """One page of events in insertion order; pass ``next_cursor`` for the next.
+
+        ``kind`` is exact (``run.started``) or a prefix pattern (``run.*``);
+        ``since`` is inclusive and ``until`` exclusive (aware datetimes).
+        """
+        check_limit(limit)
+        filters = Filters(kind, subject, since, until, request_id, actor)
+        seq = TABLE.c.seq
+        clauses = filters.clauses()
+        if cursor is not None:
+            after = decode_seq_cursor(cursor, descending)
+            clauses.append(seq < after if descending else seq > after)
+        stmt = (
+            sa.select(*_SELECT)
+            .where(*clauses)
+            .order_by(seq.desc() if descending else seq)
+            .limit(limit + 1)
+        )
+        rows = self._read(lambda conn: conn.execute(stmt).all())
+        items = [Event.from_row(*row[1:]) for row in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit:
+            next_cursor = encode_seq_cursor(rows[limit - 1][0], descending)
+        return Page(items, next_cursor)
+
+    def count(
+        self,
+        *,
+        kind: str | Sequence[str] | None = None,
+        subject: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        request_id: str | None = None,
+        actor: str | None = None,
+    ) -> int:
+        """How many events match."""
+        filters = Filters(kind, subject, since, until, request_id, actor)
+        stmt = sa.select(sa.func.count()).select_from(TABLE).where(*filters.clauses())
+        return int(self._read(lambda conn: conn.execute(stmt).scalar_one()))
+
+    def follow(
+        self,
+        *,
+        poll_interval: float = 0.5,
+        after: Event | None = None,
+        idle_timeout: float | None = None,
+        late_window: float = 10.0,
+        kind: str | Sequence[str] | None = None,
+        subject: str | None = None,
+        since: datetime | None = None,
+        request_id: str | None = None,
+        actor: str | None = None,
+    ) -> Iterator[Event]:
+        """Matching events committed after a starting point, as they are committed.
+
+        The start is fixed when this is called: the newest event in the log,
+        or ``after`` (an event already stored, typically the last of
+        :meth:`latest`, so ``tail -n N -f`` misses nothing in between).
+        Polls every ``poll_interval`` seconds; stops after ``idle_timeout``
+        seconds without a new event (None: never). On PostgreSQL an event
+        whose transaction commits after one with a higher seq is still
+        yielded once, late, if it commits within ``late_window`` seconds
+        (see ``follow.py``).
+        """
+        self._check_open()
+        if not poll_interval > 0 or late_window < 0:
+            raise InvalidInputError(
+                f"follow needs poll_interval > 0 and late_window >= 0, got {poll_interval!r} "
+                f"and {late_window!r}",
+                field="poll_interval",
+            )
+        if after is not None and not isinstance(after, Event):
+            raise InvalidInputError(
+                f"after must be an Event, got {type(after).__name__}", field="after"
+            )
+        filters = Filters(kind, subject, since, None, request_id, actor)
+        with translate_errors(self.url, _SEAM):
+            follower = Follower(
+                self._snapshot,
+                filters.clauses(),
+                check_open=self._check_open,
+                poll_interval=poll_interval,
+                idle_timeout=idle_timeout,
+                late_window=late_window,
+                after=None if after is None else after.id,
+            )
+        return self._translated(iter(follower))
+
+    def erase(self, field: str, value: Any) -> int:
+        """Delete every event holding ``field == value`` in its payload (any depth) or
+        ``field:value`` as its subject; return how many. For data-subject deletion only:
+        the log is otherwise append-only. Flushes first so nothing pending escapes.
+        """
+        from conveyor.events.erase import erase_where, holds
+
+        self.flush()
+        subject = f"{field}:{value}"
+        with translate_errors(self.url, _SEAM):
+            return erase_where(
+                self._engine,
+                lambda payload, subj: subj == subject or holds(payload, field, value),
+                str(value),
+            )
+
+    def _translated(self, it: Iterator[Event]) -> Iterator[Event]:
+        with translate_errors(self.url, _SEAM):
+            yield from it
+
+    def _snapshot(self) -> AbstractContextManager[Connection]:
+        conn = self._engine.connect()
+        if self._pg:
+            # One snapshot for both queries of a poll (see follow.py).
+            return conn.execution_options(isolation_level="REPEATABLE READ")
+        return conn.execution_options(**READ)
+
+    def _read(self, run: Any) -> Any:
+        self._check_open()
+        with translate_errors(self.url, _SEAM), self._engine.connect() as conn:
+            conn.execution_options(**READ)
+            return run(conn)
+
+    def after_fork_in_child(self) -> None:
+        """Called by the fork hook in a child process; not for direct use."""
+        # Connections and the thread belong to the parent: new pool, new state.
+        self._engine.dispose(close=False)
+        self._writer.reset_after_fork()
+
+
+def _refused(exc: BaseException) -> bool:
+    """True when the database refused the rows themselves, not the connection."""
+    return isinstance(exc, sa.exc.IntegrityError | sa.exc.DataError)
