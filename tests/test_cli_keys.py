@@ -20,14 +20,11 @@ CONVEYOR = str(Path(sys.executable).with_name("conveyor"))
 TOKEN = re.compile(r"^cvy_[A-Za-z0-9_-]{43}$", re.MULTILINE)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def project(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Path:
-    for var in ("CONVEYOR_STORE", "CONVEYOR_ARTIFACTS", "CONVEYOR_EVENTS", "CONVEYOR_API_KEY"):
+@pytest.fixture
+def project(store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for var in ("CONVEYOR_ARTIFACTS", "CONVEYOR_EVENTS", "CONVEYOR_API_KEY"):
         monkeypatch.delenv(var, raising=False)
-    if request.param == "postgresql":
-        monkeypatch.setenv("CONVEYOR_STORE", request.getfixturevalue("pg_url"))
+    monkeypatch.setenv("CONVEYOR_STORE", store_url)
     root = tmp_path / "p"
     init_project(root, name="keys-test")
     return root

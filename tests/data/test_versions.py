@@ -17,15 +17,10 @@ from conveyor.store.database import MetadataStore
 SECRET = "subject-7f3a9c@example.com"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DatasetRepository]:
-    url = (
-        f"sqlite:///{tmp_path}/m.db"
-        if request.param == "sqlite"
-        else request.getfixturevalue("pg_url")
-    )
+@pytest.fixture
+def repo(store_url: str, tmp_path: Path) -> Iterator[DatasetRepository]:
     with (
-        MetadataStore.from_url(url) as store,
+        MetadataStore.from_url(store_url) as store,
         ArtifactStore.from_url(f"file://{tmp_path}/artifacts") as artifacts,
         EventLog.from_url(f"sqlite:///{tmp_path}/events.db") as events,
     ):

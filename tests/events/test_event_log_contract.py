@@ -1,8 +1,6 @@
-"""The event log contract on SQLite (a temporary file) and the real PostgreSQL."""
+"""The event log contract on every backend: SQLite, PostgreSQL, NATS JetStream, Redis Streams."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
@@ -12,17 +10,8 @@ from conveyor.events import EventLog
 from conveyor.testing.events import EventLogContract
 
 
-class TestSqliteEventLog(EventLogContract):
-    @pytest.fixture
-    def events_url(self, tmp_path: Path) -> str:
-        return f"sqlite:///{tmp_path}/events.db"
-
-
-@pytest.mark.postgres
-class TestPostgresEventLog(EventLogContract):
-    @pytest.fixture
-    def events_url(self, pg_url: str) -> str:
-        return pg_url
+class TestEventLog(EventLogContract):
+    """The contract, once per backend of the matrix's ``events_url``."""
 
 
 def test_unreachable_postgres_names_host_and_port() -> None:

@@ -1,25 +1,19 @@
-"""The event log contract on the stream backends, against the real NATS JetStream and Redis.
+"""The stream backends of the event log (NATS JetStream, Redis Streams) beyond the contract.
 
-Each test gets a stream of its own (a fresh name, its subjects or keys under a
-fresh prefix) and drops it afterwards. A service that is down fails the test
-with the command that starts it; nothing is skipped.
+The contract itself runs on every backend in ``test_event_log_contract.py``. Each
+test gets a stream of its own from the backend matrix (``events_url``: a fresh
+name, its subjects or keys under a fresh prefix), dropped afterwards. A service
+that is down fails the test with the command that starts it; nothing is skipped.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import gc
 import inspect
-import multiprocessing
 import threading
-import uuid
-from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import nats
-import nats.js.errors
 import pytest
 import redis
 
@@ -34,44 +28,15 @@ from conveyor.errors import (
 from conveyor.events import Event, EventLog
 from conveyor.events.nats import NatsEventLog
 from conveyor.events.redis_stream import RedisStreamEventLog
-from conveyor.testing.events import EventLogContract
-from conveyor.testing.services import NATS_URL, REDIS_URL, require
+from conveyor.testing.matrix import only
+from conveyor.testing.services import on_nats
 
-T = TypeVar("T")
-
-
-def _on_nats(work: Callable[[Any], Awaitable[T]]) -> T:
-    """Run ``work(jetstream)`` on a connection of the test's own, behind the log's back."""
-
-    async def run() -> T:
-        nc = await nats.connect(NATS_URL)
-        try:
-            return await work(nc.jetstream())
-        finally:
-            await nc.close()
-
-    return asyncio.run(run())
+#: The tests below that are about the stream backends, on each of them.
+STREAMS = only("events_url", "nats", "redis")
 
 
 def _stream_of(url: str) -> str:
     return BackendURL.parse(url).path.strip("/")
-
-
-@pytest.fixture
-def nats_url() -> Iterator[str]:
-    """A URL naming a stream (and subject prefix) nobody else uses; the stream is dropped after."""
-    base = BackendURL.parse(NATS_URL)
-    require(base.host or "127.0.0.1", base.port or 4222, "NATS")
-    name = f"cvtest_{uuid.uuid4().hex[:12]}"
-    yield base.with_(path=f"/{name}", query={"subject_prefix": f"cvtest.{name}"}).render(
-        hide_password=False
-    )
-
-    async def drop(js: Any) -> None:
-        with contextlib.suppress(nats.js.errors.NotFoundError):  # never opened
-            await js.delete_stream(name)
-
-    _on_nats(drop)
 
 
 def _redis(url: str) -> redis.Redis:
@@ -82,37 +47,6 @@ def _redis(url: str) -> redis.Redis:
         db=int(parsed.path.strip("/") or 0),
         password=parsed.password,
     )
-
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    """A URL naming a stream key nobody else uses; the stream and its id hash are deleted after."""
-    base = BackendURL.parse(REDIS_URL)
-    require(base.host or "127.0.0.1", base.port or 6379, "Redis")
-    stream = f"cvtest:{uuid.uuid4().hex[:12]}:events"
-    yield base.with_(query={**base.query, "stream": stream}).render(hide_password=False)
-    client = _redis(REDIS_URL)
-    try:
-        client.delete(stream, f"{stream}:ids")
-    finally:
-        client.close()
-
-
-@pytest.fixture(params=["nats", "redis"])
-def stream_url(request: pytest.FixtureRequest) -> str:
-    return str(request.getfixturevalue(f"{request.param}_url"))
-
-
-class TestNatsEventLog(EventLogContract):
-    @pytest.fixture
-    def events_url(self, nats_url: str) -> str:
-        return nats_url
-
-
-class TestRedisStreamEventLog(EventLogContract):
-    @pytest.fixture
-    def events_url(self, redis_url: str) -> str:
-        return redis_url
 
 
 # -- opening ------------------------------------------------------------------------------
@@ -149,13 +83,15 @@ def test_bad_url_options_are_refused(url: str, field: str) -> None:
 @pytest.mark.parametrize(
     "options", [{"batch_size": 0}, {"flush_interval": 0}, {"max_buffer": 10, "batch_size": 20}]
 )
-def test_bad_writer_options_are_refused(stream_url: str, options: dict[str, float]) -> None:
+@STREAMS
+def test_bad_writer_options_are_refused(events_url: str, options: dict[str, float]) -> None:
     with pytest.raises(InvalidInputError):
-        EVENTS.open(stream_url, **options)
+        EVENTS.open(events_url, **options)
 
 
-def test_the_stream_logs_are_event_logs(stream_url: str) -> None:
-    with EVENTS.open(stream_url) as log:
+@STREAMS
+def test_the_stream_logs_are_event_logs(events_url: str) -> None:
+    with EVENTS.open(events_url) as log:
         assert isinstance(log, EventLog)
         assert repr(log).endswith("open)")
     assert repr(log).endswith("closed)")
@@ -175,9 +111,10 @@ def test_every_backend_implements_every_read_of_the_interface() -> None:
 # -- idempotency ----------------------------------------------------------------------------
 
 
-def test_a_retried_batch_is_stored_once(stream_url: str) -> None:
+@STREAMS
+def test_a_retried_batch_is_stored_once(events_url: str) -> None:
     batch = [Event("data.row", subject="s", payload={"i": i}) for i in range(300)]
-    with EVENTS.open(stream_url) as first, EVENTS.open(stream_url) as second:
+    with EVENTS.open(events_url) as first, EVENTS.open(events_url) as second:
         first.append_many(batch, durable=True)
         second.append_many(batch, durable=True)  # another process retrying the whole batch
         first.append_many(batch[100:200])  # a retry of part of it
@@ -187,11 +124,12 @@ def test_a_retried_batch_is_stored_once(stream_url: str) -> None:
         assert list(second.iter()) == batch
 
 
-def test_record_writes_by_durability_and_spills_telemetry(stream_url: str, tmp_path: Path) -> None:
+@STREAMS
+def test_record_writes_by_durability_and_spills_telemetry(events_url: str, tmp_path: Path) -> None:
     """The SQL log's write path, inherited: audit waits, telemetry never does."""
     tick = EventKind("test.tick", "telemetry", {"i": int}, "a test's telemetry")
     note = EventKind("test.note", "audit", {"text": str}, "a test's audit record")
-    with EVENTS.open(stream_url, spill_dir=tmp_path / "spill") as log:
+    with EVENTS.open(events_url, spill_dir=tmp_path / "spill") as log:
         assert log.record(note, payload={"text": "hi"}) is not None
         assert log.count(kind="test.note") == 1  # audit: stored when record returns
         for i in range(50):
@@ -204,41 +142,44 @@ def test_record_writes_by_durability_and_spills_telemetry(stream_url: str, tmp_p
 # -- NATS ------------------------------------------------------------------------------------
 
 
+@only("events_url", "nats")
 def test_nats_creates_a_file_stream_with_the_subjects_and_dedupes_by_event_id(
-    nats_url: str,
+    events_url: str,
 ) -> None:
-    name = _stream_of(nats_url)
-    prefix = BackendURL.parse(nats_url).query["subject_prefix"]
+    name = _stream_of(events_url)
+    prefix = BackendURL.parse(events_url).query["subject_prefix"]
     with pytest.raises(NotFoundError):
-        EVENTS.open(nats_url, migrate=False)  # missing, and not to be created
-    with EVENTS.open(nats_url) as log:
+        EVENTS.open(events_url, migrate=False)  # missing, and not to be created
+    with EVENTS.open(events_url) as log:
         event = log.emit("run.started", subject="fraud", durable=True)
 
     async def inspect_stream(js: Any) -> tuple[Any, Any]:
         return await js.stream_info(name), await js.get_msg(name, 1)
 
-    info, msg = _on_nats(inspect_stream)
+    info, msg = on_nats(inspect_stream)
     assert info.config.subjects == [f"{prefix}.>"]
     assert info.config.storage == "file"
     assert info.config.duplicate_window == 120
     assert msg.subject == f"{prefix}.run.started"
     assert msg.headers["Nats-Msg-Id"] == event.id
-    with EVENTS.open(nats_url, migrate=False) as reopened:  # exists now
+    with EVENTS.open(events_url, migrate=False) as reopened:  # exists now
         assert reopened.latest(1) == [event]
 
 
-def test_nats_refuses_a_stream_that_has_other_subjects(nats_url: str) -> None:
-    with EVENTS.open(nats_url):
+@only("events_url", "nats")
+def test_nats_refuses_a_stream_that_has_other_subjects(events_url: str) -> None:
+    with EVENTS.open(events_url):
         pass
-    other = BackendURL.parse(nats_url)
-    other = other.with_(query={"subject_prefix": f"elsewhere.{_stream_of(nats_url)}"})
+    other = BackendURL.parse(events_url)
+    other = other.with_(query={"subject_prefix": f"elsewhere.{_stream_of(events_url)}"})
     with pytest.raises(InvalidInputError) as info:
         EVENTS.open(other.render(hide_password=False))
     assert info.value.context["field"] == "subject_prefix"
 
 
-def test_nats_follow_goes_on_when_the_server_drops_its_consumer(nats_url: str) -> None:
-    name = _stream_of(nats_url)
+@only("events_url", "nats")
+def test_nats_follow_goes_on_when_the_server_drops_its_consumer(events_url: str) -> None:
+    name = _stream_of(events_url)
 
     async def drop_consumers(js: Any) -> int:
         consumers = await js.consumers_info(name)
@@ -246,17 +187,18 @@ def test_nats_follow_goes_on_when_the_server_drops_its_consumer(nats_url: str) -
             await js.delete_consumer(name, consumer.name)
         return len(consumers)
 
-    with EVENTS.open(nats_url) as log:
+    with EVENTS.open(events_url) as log:
         follower = log.follow(poll_interval=0.05, idle_timeout=30)
         first = log.emit("run.step", payload={"i": 1}, durable=True)
         assert next(follower) == first
-        assert _on_nats(drop_consumers) == 1
+        assert on_nats(drop_consumers) == 1
         second = log.emit("run.step", payload={"i": 2}, durable=True)
         assert next(follower) == second
 
 
-def test_nats_refuses_an_event_larger_than_a_message_and_keeps_the_rest(nats_url: str) -> None:
-    with EVENTS.open(nats_url) as log:
+@only("events_url", "nats")
+def test_nats_refuses_an_event_larger_than_a_message_and_keeps_the_rest(events_url: str) -> None:
+    with EVENTS.open(events_url) as log:
         small = log.emit("data.row", payload={"n": 1})
         large = log.emit("data.row", payload={"blob": "x" * 2_000_000})
         with pytest.raises(InvalidInputError) as info:
@@ -269,12 +211,13 @@ def test_nats_refuses_an_event_larger_than_a_message_and_keeps_the_rest(nats_url
 # -- Redis -------------------------------------------------------------------------------------
 
 
-def test_redis_numbers_entries_and_keeps_every_one(redis_url: str) -> None:
-    stream = BackendURL.parse(redis_url).query["stream"]
-    with EVENTS.open(redis_url, batch_size=100) as log:
+@only("events_url", "redis")
+def test_redis_numbers_entries_and_keeps_every_one(events_url: str) -> None:
+    stream = BackendURL.parse(events_url).query["stream"]
+    with EVENTS.open(events_url, batch_size=100) as log:
         sent = [log.emit("data.row", payload={"i": i}) for i in range(1_000)]
         log.flush()
-    client = _redis(redis_url)
+    client = _redis(events_url)
     try:
         entries = client.xrange(stream, count=3)
         assert [entry for entry, _ in entries] == [b"0-1", b"0-2", b"0-3"]
@@ -284,47 +227,6 @@ def test_redis_numbers_entries_and_keeps_every_one(redis_url: str) -> None:
         client.close()
 
 
-# -- fork --------------------------------------------------------------------------------------
-
-_inherited: EventLog | None = None
-
-
-def _child_writes(count: int) -> None:
-    log = _inherited
-    assert log is not None
-    assert log._writer.unwritten == 0, log._writer.unwritten  # the parent's buffer stays his
-    assert log.count(kind="parent.durable") == 1  # a connection of the child's own works
-    for i in range(count):
-        log.emit("child.event", payload={"i": i})
-    # No close: the log's multiprocessing finalizer must flush (fork children end with
-    # os._exit, which skips atexit).
-
-
-@pytest.mark.filterwarnings("ignore:.*multi-threaded.*fork:DeprecationWarning")
-def test_a_forked_child_gets_its_own_connection_and_buffer(stream_url: str) -> None:
-    global _inherited
-    with EVENTS.open(stream_url, flush_interval=60) as log:
-        log.emit("parent.durable", durable=True)  # threads and a connection are running
-        for i in range(300):
-            log.emit("parent.buffered", payload={"i": i})  # still in memory at the fork
-        _inherited = log
-        try:
-            ctx = multiprocessing.get_context("fork")
-            children = [ctx.Process(target=_child_writes, args=(200,)) for _ in range(2)]
-            for child in children:
-                child.start()
-            for child in children:
-                child.join(60)
-        finally:
-            _inherited = None
-        assert [c.exitcode for c in children] == [0, 0]
-        log.emit("parent.after", durable=True)  # the parent's threads still work
-        log.flush()
-        assert log.count(kind="child.event") == 400
-        assert log.count(kind="parent.buffered") == 300
-        assert log.count() == 1 + 300 + 400 + 1
-
-
 # -- lifecycle -----------------------------------------------------------------------------
 
 
@@ -332,21 +234,23 @@ def _threads() -> set[str]:
     return {t.name for t in threading.enumerate() if t.name.startswith("conveyor-events")}
 
 
-def test_an_unclosed_log_is_closed_when_garbage_collected(stream_url: str) -> None:
+@STREAMS
+def test_an_unclosed_log_is_closed_when_garbage_collected(events_url: str) -> None:
     before = _threads()
-    log = EVENTS.open(stream_url, flush_interval=60)
+    log = EVENTS.open(events_url, flush_interval=60)
     for i in range(100):
         log.emit("gc.test", payload={"i": i})
     assert _threads() > before
     del log
     gc.collect()
     assert _threads() == before  # the finalizer flushed and stopped every thread
-    with EVENTS.open(stream_url) as reopened:
+    with EVENTS.open(events_url) as reopened:
         assert reopened.count(kind="gc.test") == 100
 
 
-def test_closing_a_log_under_its_follower_raises_closed(stream_url: str) -> None:
-    log = EVENTS.open(stream_url)
+@STREAMS
+def test_closing_a_log_under_its_follower_raises_closed(events_url: str) -> None:
+    log = EVENTS.open(events_url)
     follower = log.follow(poll_interval=1.0, idle_timeout=30)
     log.emit("run.started", durable=True)
     assert next(follower).kind == "run.started"

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import psycopg
-import pytest
 
 from conveyor.events import Event, EventLog
-
-pytestmark = pytest.mark.postgres
 
 _INSERT = (
     "INSERT INTO events (id, time_us, kind, subject, payload) "

@@ -1,4 +1,5 @@
-"""A forked child that inherits an open EventLog (server workers, multiprocessing)."""
+"""A forked child that inherits an open event log (server workers, multiprocessing),
+on every backend of the matrix."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import multiprocessing
 
 import pytest
 
+from conveyor.backends import EVENTS
 from conveyor.events import EventLog
 
 _inherited: EventLog | None = None
@@ -16,24 +18,20 @@ def _child_writes(count: int) -> None:
     assert log is not None
     # The parent's buffered events are the parent's to write.
     assert log._writer.unwritten == 0, log._writer.unwritten
-    assert log.count(kind="parent.durable") == 1  # a new connection works
+    assert log.count(kind="parent.durable") == 1  # a connection of the child's own works
     for i in range(count):
         log.emit("child.event", payload={"i": i})
     # No close: multiprocessing ends fork children with os._exit, which skips
     # atexit; the log's multiprocessing finalizer must flush anyway.
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest) -> str:
-    return str(request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url"))
-
-
 # Forking a process with threads is exactly the case under test (Python 3.12+ warns).
 @pytest.mark.filterwarnings("ignore:.*multi-threaded.*fork:DeprecationWarning")
-def test_a_forked_child_gets_its_own_thread_pool_and_buffer(url: str) -> None:
+def test_a_forked_child_gets_its_own_connection_and_buffer(events_url: str) -> None:
     global _inherited
-    with EventLog.from_url(url, flush_interval=60) as log:
-        log.emit("parent.durable", durable=True)  # thread running, a pooled connection
+    log: EventLog
+    with EVENTS.open(events_url, flush_interval=60) as log:
+        log.emit("parent.durable", durable=True)  # threads running, a pooled connection
         for i in range(300):
             log.emit("parent.buffered", payload={"i": i})  # still in memory at the fork
         _inherited = log

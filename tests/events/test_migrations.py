@@ -17,7 +17,6 @@ from conveyor.store.engine import create_engine
 from conveyor.store.migrate import current_revision, head_revision, upgrade
 from conveyor.testing.matrix import only
 
-
 # The SQL backends' own migration chain.
 pytestmark = only("events_url", "sqlite", "postgresql")
 

@@ -21,6 +21,7 @@ import pytest
 from conveyor.backends import BackendURL
 from conveyor.errors import BackendError, ClosedError, InvalidInputError
 from conveyor.events import EventLog
+from conveyor.testing.matrix import only
 
 WRITER_THREAD = "conveyor-events-writer"
 
@@ -81,9 +82,13 @@ class Database:
             self.execute(f"ALTER TABLE events ADD CONSTRAINT refuse CHECK (kind <> '{kind}')")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest) -> str:
-    return str(request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url"))
+# The SQL backends' writer, with outages and locks made in the database itself.
+pytestmark = only("events_url", "sqlite", "postgresql")
+
+
+@pytest.fixture
+def url(events_url: str) -> str:
+    return events_url
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from conveyor.backends import BackendURL
 from conveyor.errors import (
     AlreadyExistsError,
     AuthenticationError,
@@ -35,18 +35,15 @@ from conveyor.governance.ratelimit import (
 from conveyor.governance.roles import ROLES, actions, allows, require
 from conveyor.governance.tables import ApiKeyRecord
 from conveyor.store.database import MetadataStore
+from conveyor.testing.matrix import only
 from conveyor.testing.services import REDIS_URL
 
 # -- fixtures ----------------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MetadataStore]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/conveyor.db"
-    else:
-        url = request.getfixturevalue("pg_url")
-    with MetadataStore.from_url(url) as opened:
+@pytest.fixture
+def store(store_url: str) -> Iterator[MetadataStore]:
+    with MetadataStore.from_url(store_url) as opened:
         yield opened
 
 
@@ -405,24 +402,8 @@ def test_the_event_loop_path_reads_the_store_only_on_a_miss(
 
 
 @pytest.fixture
-def redis_prefix() -> Iterator[str]:
-    import redis
-
-    prefix = f"test-{uuid.uuid4().hex}:"
-    yield prefix
-    with redis.Redis.from_url(REDIS_URL) as client:
-        leftovers = list(client.scan_iter(match=f"{prefix}*"))
-        if leftovers:
-            client.delete(*leftovers)
-
-
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
-def limiter(request: pytest.FixtureRequest) -> Iterator[RateLimiter]:
-    if request.param == "memory":
-        url = "memory://"
-    else:
-        url = f"{REDIS_URL}?prefix={request.getfixturevalue('redis_prefix')}"
-    with RATELIMIT.open(url) as opened:
+def limiter(ratelimit_url: str) -> Iterator[RateLimiter]:
+    with RATELIMIT.open(ratelimit_url) as opened:
         yield opened
 
 
@@ -448,7 +429,7 @@ def test_bucket_refills_after_time_passes(limiter: RateLimiter) -> None:
             break
     assert refused is not None
     assert 0 < refused.retry_after <= 1 / 200
-    time.sleep(refused.retry_after + 0.002)
+    time.sleep(refused.retry_after + 0.002)  # the refill is the behaviour under test
     limiter.take("fast", 200.0, 2)
 
 
@@ -480,9 +461,9 @@ def test_memory_limiter_arithmetic_on_a_given_clock() -> None:
         limiter.take("k", 4.0, 2)
 
 
-@pytest.mark.redis
-def test_two_redis_limiters_share_one_bucket(redis_prefix: str) -> None:
-    url = f"{REDIS_URL}?prefix={redis_prefix}"
+@only("ratelimit_url", "redis")
+def test_two_redis_limiters_share_one_bucket(ratelimit_url: str) -> None:
+    url = ratelimit_url
     with RedisRateLimiter.from_url(url) as one, RedisRateLimiter.from_url(url) as two:
         one.take("shared", 1.0, 2)
         two.take("shared", 1.0, 2)
@@ -492,11 +473,12 @@ def test_two_redis_limiters_share_one_bucket(redis_prefix: str) -> None:
             two.take("shared", 1.0, 2)
 
 
-@pytest.mark.redis
-def test_redis_bucket_lives_under_the_prefix_and_expires(redis_prefix: str) -> None:
+@only("ratelimit_url", "redis")
+def test_redis_bucket_lives_under_the_prefix_and_expires(ratelimit_url: str) -> None:
     import redis
 
-    with RedisRateLimiter.from_url(f"{REDIS_URL}?prefix={redis_prefix}") as limiter:
+    redis_prefix = BackendURL.parse(ratelimit_url).query["prefix"]
+    with RedisRateLimiter.from_url(ratelimit_url) as limiter:
         limiter.take("k", 10.0, 5)
     with redis.Redis.from_url(REDIS_URL) as client:
         assert client.exists(f"{redis_prefix}k")

@@ -7,14 +7,6 @@ import pytest
 from conveyor.backends import CACHE
 from conveyor.errors import InvalidInputError
 from conveyor.kv.memory import MemoryKV
-from conveyor.testing.kv import KeyValueContract
-
-
-class TestMemoryKV(KeyValueContract):
-    @pytest.fixture
-    def kv_url(self) -> str:
-        # Named memory spaces are shared process-wide: one name per test.
-        return f"memory://test-{uuid.uuid4().hex}?prefix=t:"
 
 
 def test_lru_eviction() -> None:

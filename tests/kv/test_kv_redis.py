@@ -1,7 +1,6 @@
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -9,49 +8,41 @@ import redis
 
 from conveyor.backends import CACHE, BackendURL
 from conveyor.errors import BackendUnavailableError
-from conveyor.testing.kv import KeyValueContract, with_prefix
+from conveyor.testing.kv import with_prefix
+from conveyor.testing.matrix import only
 from conveyor.testing.services import REDIS_URL, require
 
-pytestmark = pytest.mark.redis
+#: The tests below that are about Redis itself (the contract runs in test_kv_contract.py).
+ON_REDIS = only("kv_url", "redis")
 
 
 def _raw_client() -> redis.Redis:
     url = BackendURL.parse(REDIS_URL)
     require(url.host or "127.0.0.1", url.port or 6379, "Redis")
-    return redis.Redis.from_url(url.render(hide_password=False))
+    return redis.Redis.from_url(url.with_(query={}).render(hide_password=False))
 
 
-@pytest.fixture
-def base() -> Iterator[str]:
-    """A unique key namespace; every key under it is deleted after the test."""
-    name = f"test-{uuid.uuid4().hex}"
-    yield name
-    with _raw_client() as client:
-        leftovers = list(client.scan_iter(match=f"{name}*"))
-        if leftovers:
-            client.delete(*leftovers)
+def _name(kv_url: str) -> str:
+    """The test's unique key namespace (every key starting with it is deleted after)."""
+    return BackendURL.parse(kv_url).query["prefix"].rstrip(":")
 
 
-class TestRedisKV(KeyValueContract):
-    @pytest.fixture
-    def kv_url(self, base: str) -> str:
-        url = BackendURL.parse(REDIS_URL)
-        require(url.host or "127.0.0.1", url.port or 6379, "Redis")
-        return with_prefix(REDIS_URL, f"{base}:")
-
-
-def test_keys_are_stored_under_the_prefix(base: str) -> None:
-    with CACHE.open(with_prefix(REDIS_URL, f"{base}:")) as kv, _raw_client() as raw:
+@ON_REDIS
+def test_keys_are_stored_under_the_prefix(kv_url: str) -> None:
+    base = _name(kv_url)
+    with CACHE.open(kv_url) as kv, _raw_client() as raw:
         kv.set("k", b"v", ttl=600)
         assert raw.get(f"{base}:k") == b"v"
         assert 0 < raw.pttl(f"{base}:k") <= 600_000
 
 
-def test_clear_escapes_glob_characters_in_the_prefix(base: str) -> None:
+@ON_REDIS
+def test_clear_escapes_glob_characters_in_the_prefix(kv_url: str) -> None:
     # Unescaped, the pattern "<base>[1]*:*" would also match "<base>1x:...".
+    base = _name(kv_url)
     with (
-        CACHE.open(with_prefix(REDIS_URL, f"{base}[1]*:")) as odd,
-        CACHE.open(with_prefix(REDIS_URL, f"{base}1x:")) as plain,
+        CACHE.open(with_prefix(kv_url, f"{base}[1]*:")) as odd,
+        CACHE.open(with_prefix(kv_url, f"{base}1x:")) as plain,
     ):
         odd.set("k", b"odd")
         plain.set("k", b"plain")

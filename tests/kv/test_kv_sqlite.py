@@ -10,7 +10,8 @@ import pytest
 
 from conveyor.backends import CACHE
 from conveyor.errors import BackendUnavailableError
-from conveyor.testing.kv import KeyValueContract, eventually
+from conveyor.testing.kv import KeyValueContract
+from conveyor.testing.wait import wait_until
 
 
 class TestSqliteKV(KeyValueContract):
@@ -24,7 +25,7 @@ def test_expired_rows_are_purged_when_read(tmp_path: Path) -> None:
     with CACHE.open(f"sqlite:///{db}") as kv:
         kv.set("gone", b"x", ttl=0.2)
         kv.set("kept", b"y")
-        eventually(lambda: kv.get("gone") is None, "the key expires")
+        wait_until(lambda: kv.get("gone") is None, message="the key to expire")
     with sqlite3.connect(db) as conn:
         rows = conn.execute("SELECT key FROM kv ORDER BY key").fetchall()
     conn.close()

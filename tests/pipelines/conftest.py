@@ -1,4 +1,4 @@
-"""Real stores for the pipeline tests: SQLite files, and a fresh PostgreSQL schema."""
+"""Real stores for the pipeline tests: SQLite files, and each store of the backend matrix."""
 
 from __future__ import annotations
 
@@ -16,16 +16,11 @@ def sqlite_backends(tmp_path: Path) -> Iterator[Backends]:
     backends.close()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def backends(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backends]:
-    """The same test on SQLite and on the real PostgreSQL."""
-    if request.param == "sqlite":
-        urls = (f"sqlite:///{tmp_path}/conveyor.db", f"sqlite:///{tmp_path}/events.db")
-        b = Backends(*urls)
-        yield b
-        b.close()
-    else:
-        url = request.getfixturevalue("pg_url")
-        b = Backends(url, url)
-        yield b
-        b.close()
+@pytest.fixture
+def backends(store_url: str, tmp_path: Path) -> Iterator[Backends]:
+    """The same test on each metadata store of the matrix, with the event log beside it:
+    an SQLite file next to an SQLite store, the same PostgreSQL schema as a PostgreSQL one."""
+    on_postgres = store_url.startswith("postgresql")
+    b = Backends(store_url, store_url if on_postgres else f"sqlite:///{tmp_path}/events.db")
+    yield b
+    b.close()

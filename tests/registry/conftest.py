@@ -13,14 +13,6 @@ from conveyor.registry import Registry
 from conveyor.store.database import MetadataStore
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/conveyor.db"
-    url: str = request.getfixturevalue("pg_url")
-    return url
-
-
 @pytest.fixture
 def registry(store_url: str, tmp_path: Path) -> Iterator[Registry]:
     with (

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,12 +11,11 @@ import pyarrow as pa
 import pytest
 from sklearn.ensemble import RandomForestClassifier
 
-from conveyor.backends import CACHE, BackendURL
+from conveyor.backends import CACHE
 from conveyor.errors import InvalidInputError
 from conveyor.kv import KeyValueStore
 from conveyor.serving.cache import PredictionCache, decode_value, encode_value, input_digest
-from conveyor.testing.kv import eventually, with_prefix
-from conveyor.testing.services import REDIS_URL, require
+from conveyor.testing.wait import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -38,20 +36,12 @@ def _table(seed: int = 0, rows: int = 4) -> pa.Table:
     return pa.table({"a": x[:, 0], "b": x[:, 1], "c": x[:, 2]})
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
-def kv(request: pytest.FixtureRequest) -> Iterator[KeyValueStore]:
-    """A store under a unique prefix, cleared afterwards."""
-    prefix = f"test-cache-{uuid.uuid4().hex}:"
-    if request.param == "memory":
-        url = f"memory://?max_entries=1000&prefix={prefix}"
-    else:
-        parsed = BackendURL.parse(REDIS_URL)
-        require(parsed.host or "127.0.0.1", parsed.port or 6379, "Redis")
-        url = with_prefix(REDIS_URL, prefix)
-    store: KeyValueStore = CACHE.open(url)
+@pytest.fixture
+def kv(kv_url: str) -> Iterator[KeyValueStore]:
+    """A store of each key-value backend of the matrix, under a unique prefix."""
+    store: KeyValueStore = CACHE.open(kv_url)
     with store:
         yield store
-        store.clear()
 
 
 def test_hit_after_put_and_miss_for_another_version(kv: KeyValueStore, model: Any) -> None:
@@ -132,7 +122,7 @@ def test_ttl_is_passed_to_the_store(kv: KeyValueStore) -> None:
     cache.put(1, table, np.ones(4))
     assert cache.get(1, table) is not None
     # Expiry itself is the store's contract (tests/kv); here: the entry expires at all.
-    eventually(lambda: cache.get(1, table) is None, "the cache entry to expire")
+    wait_until(lambda: cache.get(1, table) is None, message="the cache entry to expire")
 
 
 @pytest.mark.parametrize(

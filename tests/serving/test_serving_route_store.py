@@ -19,14 +19,6 @@ from conveyor.serving.routes import RoutePolicy
 from conveyor.store.database import MetadataStore
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/conveyor.db"
-    url: str = request.getfixturevalue("pg_url")
-    return url
-
-
 @pytest.fixture
 def events(tmp_path: Path) -> Iterator[EventLog]:
     with EventLog.from_url(f"sqlite:///{tmp_path}/events.db") as log:

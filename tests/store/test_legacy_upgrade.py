@@ -94,11 +94,10 @@ def _make_legacy_project(root: Path, src: Path, env: dict[str, str]) -> dict[str
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_a_project_made_before_capabilities_owned_their_tables_upgrades(
-    backend: str, legacy_src: Path, tmp_path: Path, request: pytest.FixtureRequest
+    store_url: str, legacy_src: Path, tmp_path: Path
 ) -> None:
-    env = {"CONVEYOR_STORE": request.getfixturevalue("pg_url")} if backend != "sqlite" else {}
+    env = {"CONVEYOR_STORE": store_url}
     root = tmp_path / "legacy"
     made = _make_legacy_project(root, legacy_src, env)
 

@@ -1,22 +1,9 @@
-"""The metadata store contract, on SQLite and on the real PostgreSQL server."""
+"""The metadata store contract, on each store of the backend matrix (SQLite, PostgreSQL)."""
 
 from __future__ import annotations
-
-from pathlib import Path
-
-import pytest
 
 from conveyor.testing.store import MetadataStoreContract
 
 
-class TestSQLiteStore(MetadataStoreContract):
-    @pytest.fixture
-    def store_url(self, tmp_path: Path) -> str:
-        return f"sqlite:///{tmp_path}/conveyor.db"
-
-
-@pytest.mark.postgres
-class TestPostgresStore(MetadataStoreContract):
-    @pytest.fixture
-    def store_url(self, pg_url: str) -> str:
-        return pg_url
+class TestMetadataStore(MetadataStoreContract):
+    """The contract, once per backend of the matrix's ``store_url``."""

@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -93,13 +92,9 @@ class CollectionAliases(PointerTable[str]):
         return Previous(last.before, "rollback", last)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def pointers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CollectionAliases]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/conveyor.db"
-    else:
-        url = request.getfixturevalue("pg_url")
-    with MetadataStore.from_url(url) as store:
+@pytest.fixture
+def pointers(store_url: str) -> Iterator[CollectionAliases]:
+    with MetadataStore.from_url(store_url) as store:
         _Base.metadata.create_all(store.engine)
         yield CollectionAliases(store)
 

@@ -12,7 +12,6 @@ from conveyor.errors import BackendUnavailableError
 from conveyor.store.database import MetadataStore
 
 
-@pytest.mark.postgres
 def test_closed_postgres_port_names_host_port_and_doctor() -> None:
     url = "postgresql://app:s3cret-pw@127.0.0.1:1/conveyor"
     with pytest.raises(BackendUnavailableError) as info:
@@ -34,7 +33,6 @@ def test_sqlite_path_that_cannot_be_opened_is_unavailable(tmp_path: Path) -> Non
         MetadataStore.from_url(f"sqlite:///{folder}")
 
 
-@pytest.mark.postgres
 def test_password_never_shown(pg_url: str) -> None:
     # The test server trusts local connections, so any password is accepted.
     url = BackendURL.parse(pg_url).with_(password="hunter2-secret")

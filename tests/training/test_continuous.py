@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +19,7 @@ from training_support import SCALED_SGD, loans
 from conveyor.errors import InvalidInputError, NotFoundError
 from conveyor.pipelines import LocalRunner, OnEvent, OnNewVersion, Scheduler, history
 from conveyor.project import Project, init_project
+from conveyor.testing.wait import wait_until
 from conveyor.training.continuous import (
     retraining_pipeline,
     retraining_schedules,
@@ -83,15 +83,11 @@ def make_project(path: Path) -> None:
     (path / "ct_trainer.py").write_text(TRAINER)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def root(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, dict[str, str]]:
-    """A project folder with the models above, on SQLite or on a fresh PostgreSQL schema."""
+@pytest.fixture
+def root(backend_set: dict[str, str], tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A project folder with the models above, and the environment of each backend set."""
     make_project(tmp_path)
-    env: dict[str, str] = {}
-    if request.param == "postgresql":
-        url = request.getfixturevalue("pg_url")
-        env = {"CONVEYOR_STORE": url, "CONVEYOR_EVENTS": url}
-    return tmp_path, env
+    return tmp_path, backend_set
 
 
 @pytest.fixture
@@ -305,27 +301,31 @@ def test_pipeline_schedule_runs_the_models_retraining(tmp_path: Path) -> None:
             stderr=subprocess.STDOUT,
             env={**os.environ, "COLUMNS": "150"},
         )
+    emitted: list[str] = []
+
+    def risk_retrained() -> list[Any] | None:
+        assert child.poll() is None, log.read_text()
+        with Project.open(path) as project:
+            # risk's trigger armed in the tick that started online's first run
+            if not emitted and history(project.store, "retrain.online").items:
+                emitted.append(drift(project))
+            risks = history(project.store, "retrain.risk").items
+            return risks if risks and risks[0].status == "succeeded" else None
+
     try:
-        deadline = time.monotonic() + 90
-        emitted = None
-        while True:
-            assert child.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            with Project.open(path) as project:
-                # risk's trigger armed in the tick that started online's first run
-                if emitted is None and history(project.store, "retrain.online").items:
-                    emitted = drift(project)
-                risks = history(project.store, "retrain.risk").items
-                if risks and risks[0].status == "succeeded":
-                    break
-            time.sleep(0.1)
+        risks = wait_until(
+            risk_retrained,
+            timeout=90,
+            interval=0.1,
+            message=lambda: f"risk's retraining to succeed; the scheduler said:\n{log.read_text()}",
+        )
     finally:
         child.send_signal(signal.SIGINT)
         child.wait(30)
     text = log.read_text()
     assert child.returncode == 0, text
     assert "scheduling retrain.risk, retrain.online" in text, text
-    assert risks[0].params["triggers"][0]["event_ids"] == [emitted]
+    assert risks[0].params["triggers"][0]["event_ids"] == emitted
     with Project.open(path) as project:
         assert project.registry.get("risk", "challenger").tags["trigger"] == "event:drift.detected"
         assert project.registry.get("online", "champion").number == 1

@@ -1,4 +1,4 @@
-"""Training runs on a real project (SQLite store, file artifacts, SQLite event log)."""
+"""Training runs on a real project (each metadata store, file artifacts, SQLite event log)."""
 
 from __future__ import annotations
 
@@ -20,13 +20,12 @@ from conveyor.training.provenance import git_state
 from conveyor.training.runs import TrainingRun
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def project(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Project]:
-    """A project on its embedded SQLite store, or on a fresh PostgreSQL schema."""
+@pytest.fixture
+def project(store_url: str, tmp_path: Path) -> Iterator[Project]:
+    """A project on each metadata store of the backend matrix."""
     init_project(tmp_path / "proj", name="runs-test")
-    env = {"CONVEYOR_STORE": request.getfixturevalue("pg_url")} if request.param != "sqlite" else {}
-    with Project.open(tmp_path / "proj", env=env) as proj:
-        assert proj.store.engine.dialect.name == request.param
+    with Project.open(tmp_path / "proj", env={"CONVEYOR_STORE": store_url}) as proj:
+        assert proj.store.engine.dialect.name == store_url.split(":", 1)[0]
         yield proj
 
 

@@ -9,15 +9,16 @@ never see each other's keys::
         def kv_url(self):
             return with_prefix(REDIS_URL, f"test-{uuid.uuid4().hex}:")
 
-Expiry is checked by polling until the key reads as absent (never by
-asserting how fast anything ran), with a generous deadline.
+(Conveyor's own suite takes ``kv_url`` from the backend matrix,
+:mod:`conveyor.testing.matrix`.) Expiry is checked by polling until the key
+reads as absent (:func:`conveyor.testing.wait.wait_until`, never by asserting
+how fast anything ran), with a generous deadline.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -26,26 +27,15 @@ import pytest
 from conveyor.backends import CACHE, BackendURL
 from conveyor.errors import ClosedError, InvalidInputError
 from conveyor.kv import KeyValueStore
+from conveyor.testing.wait import wait_until
 
-__all__ = ["KeyValueContract", "eventually", "with_prefix"]
-
-#: How long a polled condition may take before the test fails.
-DEADLINE_S = 15.0
+__all__ = ["KeyValueContract", "with_prefix"]
 
 
 def with_prefix(url: str, prefix: str) -> str:
     """``url`` with its ``?prefix=`` replaced (the password kept, for the driver)."""
     parsed = BackendURL.parse(url)
     return parsed.with_(query={**parsed.query, "prefix": prefix}).render(hide_password=False)
-
-
-def eventually(condition: Callable[[], bool], what: str, deadline: float = DEADLINE_S) -> None:
-    """Poll ``condition`` until it holds; fail after ``deadline`` seconds."""
-    end = time.monotonic() + deadline
-    while not condition():
-        if time.monotonic() > end:
-            pytest.fail(f"{what}: still not true after {deadline} s")
-        time.sleep(0.02)
 
 
 def _run_threads(n: int, target: Callable[[], None]) -> list[BaseException]:
@@ -136,10 +126,10 @@ class KeyValueContract:
         kv.set_many({"batch1": b"1", "batch2": b"2"}, ttl=0.2)
         kv.set("long", b"l", ttl=600)
         kv.set("forever", b"f")
-        eventually(lambda: kv.get("short") is None, "a key set with ttl=0.2 expires")
-        eventually(
+        wait_until(lambda: kv.get("short") is None, message="a key set with ttl=0.2 to expire")
+        wait_until(
             lambda: kv.get_many(["batch1", "batch2"]) == [None, None],
-            "keys set by set_many with ttl=0.2 expire",
+            message="keys set by set_many with ttl=0.2 to expire",
         )
         assert kv.get_many(["long", "forever", "short"]) == [b"l", b"f", None]
         assert kv.delete("short") is False  # an expired key is not there to delete
@@ -148,7 +138,7 @@ class KeyValueContract:
         kv.set("k", b"old", ttl=0.2)
         kv.set("k", b"new")
         kv.set("probe", b"p", ttl=0.2)
-        eventually(lambda: kv.get("probe") is None, "the probe key expires")
+        wait_until(lambda: kv.get("probe") is None, message="the probe key to expire")
         assert kv.get("k") == b"new"
 
     # -- counters -------------------------------------------------------------
@@ -170,7 +160,9 @@ class KeyValueContract:
         second = kv.incr("window", ttl=600)
         if second == 2:
             # The counter still existed, so the ttl=600 must not have extended it.
-            eventually(lambda: kv.get("window") is None, "the window opened with ttl=0.3 ends")
+            wait_until(
+                lambda: kv.get("window") is None, message="the window opened with ttl=0.3 to end"
+            )
             assert kv.incr("window") == 1  # a new window starts from zero
         else:
             # This machine stalled past 0.3 s between the two calls: the first window

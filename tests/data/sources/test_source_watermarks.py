@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -75,11 +76,10 @@ def test_unorderable_values_are_refused() -> None:
         decode_value({"type": "complex", "value": "1+2j"})
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_store(request: pytest.FixtureRequest) -> MetadataStore:
-    fixture = "store" if request.param == "sqlite" else "pg_store"
-    opened: MetadataStore = request.getfixturevalue(fixture)
-    return opened
+@pytest.fixture
+def any_store(store_url: str) -> Iterator[MetadataStore]:
+    with MetadataStore.from_url(store_url) as opened:
+        yield opened
 
 
 def test_values_round_trip_through_the_store(any_store: MetadataStore) -> None:

@@ -34,17 +34,10 @@ ROWS = pa.table(
 )
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def stores(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[tuple[MetadataStore, ArtifactStore]]:
-    url = (
-        f"sqlite:///{tmp_path}/meta.db"
-        if request.param == "sqlite"
-        else request.getfixturevalue("pg_url")
-    )
+@pytest.fixture
+def stores(store_url: str, tmp_path: Path) -> Iterator[tuple[MetadataStore, ArtifactStore]]:
     with (
-        MetadataStore.from_url(url) as store,
+        MetadataStore.from_url(store_url) as store,
         ArtifactStore.from_url(f"file://{tmp_path}/artifacts") as artifacts,
     ):
         yield store, artifacts
