@@ -1,4 +1,9 @@
-"""The server end to end: real uvicorn on loopback, httpx and NVIDIA's tritonclient as clients."""
+"""The server end to end: real uvicorn on loopback, httpx and NVIDIA's tritonclient as clients.
+
+Every test runs once per backend set of the matrix (``backend_set``: embedded; PostgreSQL
+and Redis; PostgreSQL, Redis and NATS; SQLite and Redis Streams), so the route store, the
+cache, the rate limiter and the event log are each exercised through the server.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from conveyor.serving.app import create_app
 from conveyor.serving.route_store import RouteStore
 from conveyor.serving.routes import RoutePolicy
 from conveyor.serving.server import ThreadedServer
+from conveyor.testing.wait import wait_until, wait_until_async
 
 FEATURES = ["f0", "f1", "f2", "f3"]
 
@@ -37,13 +43,13 @@ class Running(ThreadedServer):
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Iterator[Project]:
+def project(tmp_path: Path, backend_set: dict[str, str]) -> Iterator[Project]:
     from sklearn.linear_model import LinearRegression
 
     init_project(tmp_path, name="serve")
     with (tmp_path / "conveyor.yaml").open("a") as f:
         f.write("serving: {auth: disabled, max_body_bytes: 65536, poll_interval_s: 0.2}\n")
-    with Project.open(tmp_path) as proj:
+    with Project.open(tmp_path, env=backend_set) as proj:
         X = frame(200)
         for scale in (1.0, 2.0, 3.0):  # versions 1, 2, 3 predict 1x, 2x, 3x the row sum
             y = X.sum(axis=1) * scale
@@ -63,6 +69,22 @@ def server(project: Project) -> Iterator[Running]:
 def predict(url: str, rows: pd.DataFrame, **kw: Any) -> httpx.Response:
     return httpx.post(
         f"{url}/v1/models/sums/predict", json={"records": rows.to_dict("records")}, **kw
+    )
+
+
+def _has_revision(listing: httpx.Response, model: str, revision: int) -> bool:
+    models = listing.json()["models"]
+    return any(m["name"] == model and m["revision"] == revision for m in models)
+
+
+def wait_for_route(url: str, model: str, revision: int, timeout: float = 10) -> None:
+    """Until the server applies ``model``'s route at ``revision`` (what ``GET /v1/models``
+    shows is the worker's live route, swapped in once its versions are loaded)."""
+    wait_until(
+        lambda: _has_revision(httpx.get(f"{url}/v1/models", timeout=10), model, revision),
+        timeout=timeout,
+        interval=0.05,
+        message=f"the route of {model} at revision {revision} to reach the server at {url}",
     )
 
 
@@ -134,19 +156,20 @@ def test_shadow_never_changes_the_response_and_both_outputs_are_logged(
 ) -> None:
     rows = frame(2, seed=3)
     before = predict(server.url, rows).json()
-    RouteStore(project.store, project.events, project.registry).set(
+    state = RouteStore(project.store, project.events, project.registry).set(
         "sums", RoutePolicy.fixed(1, shadow=[2]), actor="test"
     )
-    time.sleep(1.0)  # one poll
+    wait_for_route(server.url, "sums", state.revision)
     for i in range(20):
         after = predict(server.url, rows, headers={"x-request-id": f"shadow-{i}"}).json()
         assert after["predictions"] == before["predictions"] and after["version"] == 1
-    deadline = time.monotonic() + 10
-    shadows: list[Any] = []
-    while time.monotonic() < deadline and len(shadows) < 20:
-        project.events.flush()
-        shadows = project.events.query(kind="prediction.shadow", limit=100).items
-        time.sleep(0.1)
+
+    def logged() -> list[Any]:
+        project.events.flush()  # shadow copies run after their responses, then log
+        found = project.events.query(kind="prediction.shadow", limit=100).items
+        return found if len(found) >= 20 else []
+
+    shadows = wait_until(logged, timeout=10, interval=0.1, message="20 shadow predictions logged")
     assert len(shadows) == 20
     for event in shadows:
         assert event.subject_version == "2" and event.payload["agree"] is False
@@ -157,16 +180,18 @@ def test_canary_then_rollback_under_load_fails_no_request(
     server: Running, project: Project
 ) -> None:
     routes = RouteStore(project.store, project.events, project.registry)
-    routes.set("sums", RoutePolicy.canary(1, 2, 50), actor="test")
+    canary = routes.set("sums", RoutePolicy.canary(1, 2, 50), actor="test")
+    wait_for_route(server.url, "sums", canary.revision)
     rows = frame(1, seed=4)
     total = float(rows.sum(axis=1).iloc[0])
-    seen: list[tuple[float, int, int]] = []  # (time, status, version)
+    seen: list[tuple[float, int, int]] = []  # (sent at, status, version)
 
     async def load(stop: asyncio.Event) -> None:
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
 
             async def one() -> None:
                 while not stop.is_set():
+                    sent = time.monotonic()
                     r = await client.post(
                         "/v1/models/sums/predict", json={"records": rows.to_dict("records")}
                     )
@@ -174,29 +199,44 @@ def test_canary_then_rollback_under_load_fails_no_request(
                     version = body.get("version", -1)
                     if r.status_code == 200:
                         assert abs(body["predictions"][0] - total * version) < 1e-6
-                    seen.append((time.monotonic(), r.status_code, version))
+                    seen.append((sent, r.status_code, version))
 
             await asyncio.gather(*(one() for _ in range(8)))
 
-    async def scenario() -> float:
+    async def scenario() -> tuple[float, float]:
         stop = asyncio.Event()
         task = asyncio.create_task(load(stop))
-        await asyncio.sleep(1.5)
-        rolled = time.monotonic()
-        await asyncio.get_running_loop().run_in_executor(
-            None, lambda: routes.rollback("sums", actor="oncall", reason="test")
+        await wait_until_async(
+            lambda: {v for _, _, v in seen} >= {1, 2},
+            message="the canary and the stable version to answer under load",
         )
-        await asyncio.sleep(3.0)
+        rolled = time.monotonic()
+        back = await asyncio.to_thread(routes.rollback, "sums", actor="oncall", reason="test")
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as watch:
+
+            async def applied() -> bool:
+                return _has_revision(await watch.get("/v1/models"), "sums", back.revision)
+
+            await wait_until_async(
+                applied, timeout=10, interval=0.05, message="the rollback to reach the server"
+            )
+        switched = time.monotonic()
+        await wait_until_async(
+            lambda: sum(1 for t, _, _ in seen if t > switched) >= 40,
+            message="40 requests sent after the rollback was applied to be answered",
+        )
         stop.set()
         await task
-        return rolled
+        return rolled, switched
 
-    rolled = asyncio.run(scenario())
+    rolled, switched = asyncio.run(scenario())
     assert seen and all(status == 200 for _, status, _ in seen)
-    before = {v for t, _, v in seen if t < rolled}
-    assert before == {1, 2}  # the canary was live
-    late = [v for t, _, v in seen if t > rolled + 2.0]
-    assert late and set(late) == {1}  # within 2 s every request is on the previous route
+    assert {v for t, _, v in seen if t < rolled} == {1, 2}  # the canary was live
+    # Within one poll and a load (every version is loaded: no load) the server has switched,
+    # and from then on every request is on the previous route.
+    assert switched - rolled < 2.0, f"the rollback took {switched - rolled:.2f} s to apply"
+    late = [v for t, _, v in seen if t > switched]
+    assert late and set(late) == {1}
 
 
 def test_metrics_and_openapi(server: Running) -> None:

@@ -1,4 +1,6 @@
-"""Routing modes, cache, limits, traces and shutdown through a running server."""
+"""Routing modes, cache, limits, traces and shutdown through a running server, once per
+backend set of the matrix (the cache and the rate limiter in memory and on Redis, routes on
+SQLite and PostgreSQL, the event log on each kind of backend)."""
 
 from __future__ import annotations
 
@@ -8,29 +10,30 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from serving_support import Slow
-from test_serving_app import Running, frame, predict
+from test_serving_app import Running, frame, predict, wait_for_route
 
 from conveyor.project import Project, init_project
 from conveyor.serving.route_store import RouteStore
 from conveyor.serving.routes import RoutePolicy
 from conveyor.serving.server import free_port
+from conveyor.testing.wait import wait_until, wait_until_async
 
 
-def _project(tmp_path: Path, serving: str) -> Project:
+def _project(tmp_path: Path, serving: str, env: dict[str, str]) -> Project:
     from sklearn.linear_model import LinearRegression
 
     init_project(tmp_path, name="policies")
     with (tmp_path / "conveyor.yaml").open("a") as f:
         f.write(f"serving: {serving}\n")
-    proj = Project.open(tmp_path)
+    proj = Project.open(tmp_path, env=env)
     X = frame(200)
     for scale in (1.0, 2.0, 3.0):
         proj.registry.register(
@@ -40,10 +43,11 @@ def _project(tmp_path: Path, serving: str) -> Project:
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Iterator[Project]:
+def project(tmp_path: Path, backend_set: dict[str, str]) -> Iterator[Project]:
     proj = _project(
         tmp_path,
         "{auth: disabled, poll_interval_s: 0.2, batching: {max_batch_size: 4, max_queue: 8}}",
+        backend_set,
     )
     yield proj
     proj.close()
@@ -95,12 +99,12 @@ def test_ab_sticky_flags_and_cache(project: Project) -> None:
         assert first["predictions"] == second["predictions"]
         version = second["version"]
         other = 3 if version != 3 else 1
-        _routes(project).set("sums", RoutePolicy.fixed(other), actor="test")
-        time.sleep(1.0)
+        state = _routes(project).set("sums", RoutePolicy.fixed(other), actor="test")
+        wait_for_route(server.url, "sums", state.revision)
         moved = predict(server.url, fresh, headers={"x-user-id": "u1"}).json()
         assert moved["version"] == other and not moved["cached"]
-        _routes(project).set("sums", RoutePolicy.fixed(version), actor="test")
-        time.sleep(1.0)
+        state = _routes(project).set("sums", RoutePolicy.fixed(version), actor="test")
+        wait_for_route(server.url, "sums", state.revision)
         back = predict(server.url, fresh, headers={"x-user-id": "u1"}).json()
         assert back["version"] == version and back["cached"]  # reachable again: same version
         text = httpx.get(f"{server.url}/metrics").text
@@ -141,18 +145,33 @@ def test_rate_limit_429_per_key(project: Project) -> None:
         server.stop()
 
 
-def test_traces_carry_version_arm_and_flag(project: Project) -> None:
-    from opentelemetry import trace
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+_EXPORTER: Any = None
 
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
-    if trace.get_tracer_provider() is not provider:
-        pytest.fail("another test set the global tracer provider first")
+
+@pytest.fixture
+def spans() -> Any:
+    """The spans this process finishes, from now on (OpenTelemetry takes one global
+    provider per process: set once, on first use, and emptied for each test)."""
+    global _EXPORTER
+    if _EXPORTER is None:
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+        if trace.get_tracer_provider() is not provider:
+            pytest.fail("another test set the global tracer provider first")
+        _EXPORTER = exporter
+    _EXPORTER.clear()
+    return _EXPORTER
+
+
+def test_traces_carry_version_arm_and_flag(project: Project, spans: Any) -> None:
+    exporter = spans
     _routes(project).set(
         "sums",
         RoutePolicy.from_dict(
@@ -190,16 +209,19 @@ def test_traces_carry_version_arm_and_flag(project: Project) -> None:
     assert any(s.name == "GET /v2/health/ready" for s in finished)
 
 
-def test_cli_serve_workers_metrics_logs_and_graceful_shutdown(tmp_path: Path) -> None:
-    proj = _project(tmp_path, "{auth: disabled, workers: 2, batching: {max_batch_size: 1}}")
+def test_cli_serve_workers_metrics_logs_and_graceful_shutdown(
+    tmp_path: Path, backend_set: dict[str, str]
+) -> None:
+    proj = _project(
+        tmp_path, "{auth: disabled, workers: 2, batching: {max_batch_size: 1}}", backend_set
+    )
     X = frame(10)
     proj.registry.register("slow", Slow(0.8), signature_from=X)
     _routes(proj).set("sums", RoutePolicy.fixed(1), actor="test")
     _routes(proj).set("slow", RoutePolicy.fixed(1), actor="test")
     proj.close()
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
-    started = time.monotonic()
+    env = {**os.environ, **backend_set, "PYTHONPATH": str(Path(__file__).parent)}
     process = subprocess.Popen(
         [sys.executable, "-m", "conveyor.cli", "serve", "--port", str(port), "-C", str(tmp_path)],
         env=env,
@@ -209,27 +231,31 @@ def test_cli_serve_workers_metrics_logs_and_graceful_shutdown(tmp_path: Path) ->
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        while time.monotonic() - started < 60:
+
+        def ready() -> bool:
+            assert process.poll() is None, "conveyor serve exited before it was ready"
             try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                    break
+                return httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200
             except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("conveyor serve did not become ready")
+                return False
+
+        wait_until(ready, timeout=60, interval=0.1, message="conveyor serve to be ready")
         for _ in range(30):
             assert predict(url, frame(1)).status_code == 200
-        # Both workers' counts, aggregated at scrape time (prometheus multiprocess mode).
-        deadline = time.monotonic() + 10
-        total = 0.0
-        while time.monotonic() < deadline and total < 30:
+
+        def counted() -> float:
             text = httpx.get(f"{url}/metrics").text
-            total = sum(
+            return sum(
                 float(line.rsplit(" ", 1)[1])
                 for line in text.splitlines()
                 if line.startswith("conveyor_requests_total{") and 'model="sums"' in line
             )
-        assert total == 30
+
+        # Both workers' counts, aggregated at scrape time (prometheus multiprocess mode).
+        wait_until(
+            lambda: counted() >= 30, timeout=10, message="30 requests counted over both workers"
+        )
+        assert counted() == 30
         assert (
             predict(
                 url, frame(1), headers={"x-request-id": "bad-1"}, params={"version": "77"}
@@ -238,18 +264,28 @@ def test_cli_serve_workers_metrics_logs_and_graceful_shutdown(tmp_path: Path) ->
         )
 
         async def in_flight() -> list[int]:
+            sent: set[int] = set()
             async with httpx.AsyncClient(timeout=30) as client:
 
                 async def one(i: int) -> int:
+                    async def trace(event: str, info: dict[str, Any]) -> None:
+                        if event == "http11.send_request_body.complete":
+                            sent.add(i)
+
                     r = await client.post(
                         f"{url}/v1/models/slow/predict",
                         json={"records": frame(1, seed=i).to_dict("records")},
                         headers={"x-request-id": f"slow-{i}"},
+                        extensions={"trace": trace},
                     )
                     return r.status_code
 
                 tasks = [asyncio.create_task(one(i)) for i in range(4)]
-                await asyncio.sleep(0.3)  # the requests are in the model now
+                # Each slow request has reached the server in full (0.8 s in the model each,
+                # two workers: the last answers after 1.6 s); then the server is asked to stop.
+                await wait_until_async(
+                    lambda: len(sent) == 4, message="the four slow requests to be sent"
+                )
                 process.send_signal(signal.SIGTERM)
                 return list(await asyncio.gather(*tasks))
 
@@ -262,7 +298,7 @@ def test_cli_serve_workers_metrics_logs_and_graceful_shutdown(tmp_path: Path) ->
     assert process.returncode == 0, err[-2000:]
     logs = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     assert any(e.get("request_id") == "bad-1" and "404" in e["message"] for e in logs)
-    with Project.open(tmp_path) as reopened:
+    with Project.open(tmp_path, env=backend_set) as reopened:
         slow = reopened.events.query(kind="prediction", subject="slow", limit=10).items
         assert sorted(e.request_id for e in slow) == [f"slow-{i}" for i in range(4)]
 

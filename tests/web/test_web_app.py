@@ -1,5 +1,6 @@
 """The shared HTTP layer: route matching, the pipeline every route passes, the generated
-OpenAPI document, and a route a capability contributes, all on a real uvicorn."""
+OpenAPI document, and a route a capability contributes, all on a real uvicorn, once per
+backend set of the matrix (keys in each store, buckets in memory and on Redis)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from conveyor.governance.keys import ApiKeys
 from conveyor.project import Project, init_project
 from conveyor.serving.app import create_app
 from conveyor.serving.server import ThreadedServer
+from conveyor.testing.wait import wait_until
 from conveyor.web.app import AppContext, Contribution
 from conveyor.web.pipeline import Call
 from conveyor.web.routing import Route, Router
@@ -81,7 +83,7 @@ NOTES = Capability(
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Iterator[Project]:
+def project(tmp_path: Path, backend_set: dict[str, str]) -> Iterator[Project]:
     import numpy as np
     import pandas as pd
     from sklearn.linear_model import LinearRegression
@@ -94,7 +96,7 @@ def project(tmp_path: Path) -> Iterator[Project]:
     with (tmp_path / "conveyor.yaml").open("a") as f:
         f.write("serving: {max_body_bytes: 4096, poll_interval_s: 0.2}\n")
     try:
-        with Project.open(tmp_path) as proj:
+        with Project.open(tmp_path, env=backend_set) as proj:
             X = pd.DataFrame(np.random.default_rng(0).normal(size=(50, 2)), columns=["a", "b"])
             proj.registry.register("m", LinearRegression().fit(X, X.sum(axis=1)), signature_from=X)
             RouteStore(proj.store, proj.events, proj.registry).set("m", RoutePolicy.fixed(1))
@@ -211,14 +213,12 @@ def test_the_openapi_document_is_the_route_table(server: ThreadedServer) -> None
     assert document["paths"]["/v2/health/live"]["get"]["security"] == []
 
 
-def test_the_event_loop_never_waits_on_the_store(
-    tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
+def test_the_event_loop_never_waits_on_the_store(tmp_path: Path, pg_url: str) -> None:
     """A key the server has not seen is read from PostgreSQL in a thread: while that read is
-    blocked by a lock, the same worker keeps answering other requests."""
+    blocked by a lock, the same worker keeps answering other requests. (About PostgreSQL's
+    locks, so on PostgreSQL only.)"""
     import psycopg
 
-    pg_url: str = request.getfixturevalue("pg_url")
     init_project(tmp_path, name="loop")
     with Project.open(tmp_path, env={"CONVEYOR_STORE": pg_url}) as proj:
         token, _ = ApiKeys(proj.store, proj.events).create("reader", "viewer")
@@ -242,11 +242,13 @@ def test_the_event_loop_never_waits_on_the_store(
                     )
                 )
                 waiting.start()
-                deadline = time.monotonic() + 10
-                while not watch.execute(
-                    "SELECT count(*) FROM pg_locks WHERE NOT granted"
-                ).fetchone()[0]:  # type: ignore[index]
-                    assert time.monotonic() < deadline, "the key lookup never reached the lock"
+                wait_until(
+                    lambda: watch.execute(
+                        "SELECT count(*) FROM pg_locks WHERE NOT granted"
+                    ).fetchone()[0],  # type: ignore[index]
+                    timeout=10,
+                    message="the key lookup to wait on the lock",
+                )
                 assert not answer, "the key lookup should be waiting on the lock"
                 started = time.perf_counter()
                 live = httpx.get(running.url + "/v2/health/live", timeout=5)
