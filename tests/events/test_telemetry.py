@@ -124,7 +124,7 @@ log = EventLog.from_url(sys.argv[1], batch_size=10, max_buffer=20, flush_interva
 for i in range(300):
     assert log.record(TICK, payload={"i": i}) is not None
 print(log.stats()["spilled"], flush=True)
-time.sleep(60)
+time.sleep(60)  # alive, its segments unloaded, until the test kills it (the case under test)
 """
 
 

@@ -8,10 +8,10 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -22,6 +22,7 @@ from conveyor.data.tables import DatasetRecord, DatasetVersionRecord
 from conveyor.pipelines import history
 from conveyor.project import Project, init_project
 from conveyor.store.models import RunRecord
+from conveyor.testing.wait import wait_until
 
 FLOWS = textwrap.dedent(
     """
@@ -186,16 +187,22 @@ def test_schedule_serves_until_ctrl_c(project: Path) -> None:
             stderr=subprocess.STDOUT,
             env={**os.environ, "COLUMNS": "120"},
         )
+
+    def succeeded() -> list[Any]:
+        with Project.open(project) as proj:
+            runs = history(proj.store, "cli-arrivals").items
+        if runs and runs[0].status == "succeeded":
+            return runs
+        assert child.poll() is None, log.read_text()  # the scheduler serves until Ctrl-C
+        return []
+
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            with Project.open(project) as proj:
-                runs = history(proj.store, "cli-arrivals").items
-            if runs and runs[0].status == "succeeded":
-                break
-            assert child.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
+        runs = wait_until(
+            succeeded,
+            timeout=60,
+            interval=0.05,
+            message=lambda: f"the scheduled run to succeed; the scheduler said:\n{log.read_text()}",
+        )
     finally:
         child.send_signal(signal.SIGINT)
         child.wait(30)

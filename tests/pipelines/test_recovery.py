@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import pytest
 from pipeline_support import Backends
 
 from conveyor.pipelines import LocalRunner, Pipeline, StepContext, history, load_pipeline
+from conveyor.testing.wait import wait_until
 
 CRASHING = textwrap.dedent(
     """
@@ -35,7 +35,7 @@ CRASHING = textwrap.dedent(
             partial = marker.with_suffix(".partial")
             partial.write_text(ctx.run_id)
             partial.replace(marker)  # atomic: the test never reads half a run id
-            time.sleep(600)
+            time.sleep(600)  # hung: the test kills this process (the case under test)
         return 1
 
     def after(ctx, n):
@@ -58,17 +58,6 @@ CRASHING = textwrap.dedent(
 )
 
 
-def _wait_for(condition: Any, what: str, deadline: float = 60.0) -> Any:
-    end = time.monotonic() + deadline
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.02)
-
-
 def _start_and_kill(b: Backends, tmp_path: Path, which: str) -> tuple[Path, str]:
     """Run the pipeline in a child process, SIGKILL it inside its first step; (script, step run)."""
     script = tmp_path / "crashing.py"
@@ -82,7 +71,11 @@ def _start_and_kill(b: Backends, tmp_path: Path, which: str) -> tuple[Path, str]
             stderr=err,
         )
     try:
-        _wait_for(lambda: marker.exists() or child.poll() is not None, "the step to start")
+        wait_until(
+            lambda: marker.exists() or child.poll() is not None,
+            timeout=60,
+            message="the step to start (its marker file)",
+        )
         assert child.poll() is None, log.read_text()
         step_run_id = marker.read_text()
         # Alive and beating: a recoverer with a sane threshold leaves it alone.
@@ -98,7 +91,9 @@ def _start_and_kill(b: Backends, tmp_path: Path, which: str) -> tuple[Path, str]
 
 def _recover_until_found(runner: LocalRunner, pipelines: list[Pipeline]) -> list[Any]:
     return list(
-        _wait_for(lambda: runner.recover(pipelines), "the dead run to go stale", deadline=30)
+        wait_until(
+            lambda: runner.recover(pipelines), timeout=30, message="the dead run to go stale"
+        )
     )
 
 
@@ -194,8 +189,8 @@ def test_a_runner_declared_dead_while_alive_stops_and_records_nothing_more(
 
     @p.step
     def victim(ctx: StepContext) -> None:
-        _wait_for(lambda: hasty.recover(), "the hasty recoverer to take the run")
-        _wait_for(lambda: ctx.cancelled, "the runner to notice it lost the run")
+        wait_until(hasty.recover, timeout=60, message="the hasty recoverer to take the run")
+        wait_until(lambda: ctx.cancelled, timeout=60, message="the runner to see it lost the run")
 
     @p.step
     def next_step(ctx: StepContext) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,6 +10,7 @@ from pipeline_support import Backends
 
 from conveyor.errors import ConcurrentUpdateError, ConflictError, InvalidInputError, NotFoundError
 from conveyor.store.models import RunRecord
+from conveyor.testing.wait import wait_until
 
 
 def test_parent_attempt_heartbeat_children_and_stale(backends: Backends) -> None:
@@ -34,9 +34,11 @@ def test_parent_attempt_heartbeat_children_and_stale(backends: Backends) -> None
 
     # Nothing is stale against a generous threshold; everything running is against zero.
     assert runs.stale(older_than=timedelta(hours=1)) == []
-    time.sleep(0.01)
-    stale = runs.stale(older_than=timedelta(0))
-    assert {r.id for r in stale} == {parent.id, first.id, second.id, other.id}
+    everything = {parent.id, first.id, second.id, other.id}
+    wait_until(  # the clock has moved past the last heartbeat
+        lambda: {r.id for r in runs.stale(older_than=timedelta(0))} == everything,
+        message="every running run to be stale against a zero threshold",
+    )
     assert {r.id for r in runs.stale(older_than=timedelta(0), kind="step")} == {
         first.id,
         second.id,

@@ -24,19 +24,12 @@ from conveyor.pipelines import (
     StepContext,
     history,
 )
+from conveyor.testing.wait import wait_until
 
 
 def _runner(b: Backends, **options: Any) -> LocalRunner:
     options = {"heartbeat_interval": 0.05, "stale_after": 30.0, **options}
     return LocalRunner(b.store, b.events, **options)
-
-
-def _wait_for(condition: Any, what: str, deadline: float = 20.0) -> None:
-    end = time.monotonic() + deadline
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.01)
 
 
 def test_retries_then_success_records_each_attempt(backends: Backends) -> None:
@@ -58,7 +51,7 @@ def test_retries_then_success_records_each_attempt(backends: Backends) -> None:
 
     def sleep(seconds: float) -> None:
         slept.append(seconds)
-        time.sleep(seconds)
+        time.sleep(seconds)  # the runner's backoff, really waited: the behaviour under test
 
     result = _runner(backends, rng=random.Random(7), sleep=sleep).run(p)
     assert result.status == "succeeded" and result.error is None
@@ -149,7 +142,7 @@ def test_a_timed_out_step_fails_and_its_thread_can_write_nothing_more(
     @p.step(outputs="x", timeout=0.2)
     def hang(ctx: StepContext) -> int:
         while not ctx.cancelled:  # a well-behaved long step looks now and then
-            time.sleep(0.01)
+            time.sleep(0.01)  # the step's own work, not a wait of the test's
         try:
             ctx.emit("slow.late")
         except StepCancelledError as exc:
@@ -409,7 +402,11 @@ def test_heartbeats_are_stamped_while_a_step_runs(sqlite_backends: Backends) -> 
     @p.step
     def long(ctx: StepContext) -> None:
         # Finishes once the runner has stamped this attempt's heartbeat.
-        _wait_for(lambda: ctx.store.runs.get(ctx.run_id).heartbeat_at is not None, "a beat")
+        wait_until(
+            lambda: ctx.store.runs.get(ctx.run_id).heartbeat_at is not None,
+            timeout=20,
+            message="the runner to stamp a heartbeat",
+        )
 
     result = _runner(sqlite_backends, heartbeat_interval=0.02).run(p)
     assert result.status == "succeeded"
@@ -422,7 +419,7 @@ def test_ctrl_c_records_the_run_as_cancelled_and_propagates(sqlite_backends: Bac
     @p.step
     def wait_for_ctrl_c(ctx: StepContext) -> None:
         os.kill(os.getpid(), signal.SIGINT)
-        _wait_for(lambda: ctx.cancelled, "the cancellation")
+        wait_until(lambda: ctx.cancelled, timeout=20, message="the step to see the cancellation")
 
     @p.step
     def never(ctx: StepContext) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -29,6 +28,7 @@ from conveyor.pipelines import (
 from conveyor.pipelines.tables import ScheduleRecord
 from conveyor.store.database import MetadataStore
 from conveyor.store.models import RunRecord
+from conveyor.testing.wait import wait_until
 
 
 def at(hour: int, minute: int = 0, second: int = 0, day: int = 1) -> datetime:
@@ -262,10 +262,11 @@ def test_serve_ticks_and_recovers_until_stopped(sqlite_backends: Backends) -> No
     thread.start()
     try:
         _add_version(b, "events", 1)
-        deadline = time.monotonic() + 30
-        while len(history(b.store, "served", status="succeeded").items) < 1:
-            assert time.monotonic() < deadline, "the scheduler never fired"
-            time.sleep(0.02)
+        wait_until(
+            lambda: history(b.store, "served", status="succeeded").items,
+            timeout=30,
+            message="the scheduler to fire on the new version",
+        )
     finally:
         stop.set()
         thread.join(30)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 from datetime import UTC, datetime
 
 import pytest
@@ -12,6 +11,7 @@ from registry_support import Doubler
 
 from conveyor.errors import ConcurrentUpdateError, InvalidInputError, NotFoundError
 from conveyor.registry import Registry
+from conveyor.testing.wait import later_than
 
 
 def _three(registry: Registry) -> list[str]:
@@ -19,10 +19,10 @@ def _three(registry: Registry) -> list[str]:
 
 
 def _tick() -> datetime:
-    # Moves are ordered by their timestamps; make each moment distinct on coarse clocks.
-    time.sleep(0.002)
-    now = datetime.now(UTC)
-    time.sleep(0.002)
+    """A moment strictly after every move so far and strictly before the next one (moves
+    are ordered by their timestamps; on a coarse clock two could share a reading)."""
+    now = later_than(datetime.now(UTC))
+    later_than(now)
     return now
 
 

@@ -15,5 +15,5 @@ class Slow(PythonModel):
         self.seconds = seconds
 
     def predict(self, frame: Any) -> Any:
-        time.sleep(self.seconds)
+        time.sleep(self.seconds)  # slow on purpose: the behaviour under test
         return frame.sum(axis=1).to_numpy()

@@ -16,6 +16,7 @@ from sklearn.linear_model import LogisticRegression
 
 from conveyor.errors import ClosedError, InvalidInputError, OverloadedError
 from conveyor.serving.batcher import Batcher, split_rows
+from conveyor.testing.wait import wait_until_async
 
 FEATURES = [f"x{i}" for i in range(5)]
 
@@ -173,9 +174,11 @@ def test_a_model_error_fails_only_the_requests_of_its_batch(logreg: Any) -> None
 
     good = _tables(40, seed=5)
     bad = pa.table({name: [poison] for name in FEATURES})
+    entered = threading.Event()
     release = threading.Event()
 
     def gated(table: pa.Table) -> Any:
+        entered.set()
         release.wait(10)
         return predict(table)
 
@@ -184,12 +187,13 @@ def test_a_model_error_fails_only_the_requests_of_its_batch(logreg: Any) -> None
         # The first request holds the worker, so the rest queue up in FIFO
         # order and form batches of known membership.
         first = asyncio.ensure_future(batcher.submit(good[0]))
-        await asyncio.sleep(0)  # queued
-        while batcher.queue_depth:  # the worker took it
-            await asyncio.sleep(0.001)
+        await wait_until_async(entered.is_set, message="the first request to reach the model")
         requests = [*good[1:10], bad, *good[10:]]
         futures = [asyncio.ensure_future(batcher.submit(t)) for t in requests]
-        await asyncio.sleep(0)
+        await wait_until_async(
+            lambda: batcher.queue_depth == sum(t.num_rows for t in requests),
+            message="every other request to be queued behind it",
+        )
         release.set()
         results = await asyncio.gather(first, *futures, return_exceptions=True)
         await batcher.close()
@@ -232,7 +236,9 @@ def test_a_full_queue_raises_overloaded_at_once_and_loses_nothing_accepted(
         rejected: list[OverloadedError] = []
         for table in tables[3:]:
             future = asyncio.ensure_future(batcher.submit(table))
-            await asyncio.sleep(0)  # let submit run up to its await
+            # One turn of the event loop, not a wait in time: submit runs up to its first
+            # await, where it has either queued the request or refused it.
+            await asyncio.sleep(0)
             if future.done() and isinstance(future.exception(), OverloadedError):
                 rejected.append(future.exception())  # type: ignore[arg-type]
             else:
@@ -266,9 +272,11 @@ def test_a_request_larger_than_the_queue_is_refused(logreg: Any) -> None:
 
 
 def test_close_drains_the_queue_and_refuses_new_requests(forest: Any) -> None:
+    entered = threading.Event()
     release = threading.Event()
 
     def predict(table: pa.Table) -> Any:
+        entered.set()
         release.wait(10)
         return forest.predict(_matrix(table))
 
@@ -277,9 +285,11 @@ def test_close_drains_the_queue_and_refuses_new_requests(forest: Any) -> None:
     async def main() -> tuple[list[Any], Batcher]:
         batcher = Batcher(predict, max_batch_size=4)
         futures = [asyncio.ensure_future(batcher.submit(t)) for t in tables]
-        await asyncio.sleep(0)
+        # The submits were scheduled before the worker: once a batch is in the model,
+        # every request is in.
+        await wait_until_async(entered.is_set, message="the first batch to reach the model")
         closing = asyncio.ensure_future(batcher.close())
-        await asyncio.sleep(0)
+        await wait_until_async(lambda: batcher.closed, message="close to begin")
         with pytest.raises(ClosedError):
             await batcher.submit(tables[0])
         assert not closing.done()
@@ -295,9 +305,11 @@ def test_close_drains_the_queue_and_refuses_new_requests(forest: Any) -> None:
 
 
 def test_close_without_drain_fails_the_queued_requests(logreg: Any) -> None:
+    entered = threading.Event()
     release = threading.Event()
 
     def predict(table: pa.Table) -> Any:
+        entered.set()
         release.wait(10)
         return logreg.predict(_matrix(table))
 
@@ -306,11 +318,11 @@ def test_close_without_drain_fails_the_queued_requests(logreg: Any) -> None:
     async def main() -> list[Any]:
         batcher = Batcher(predict, max_batch_size=2)
         futures = [asyncio.ensure_future(batcher.submit(t)) for t in tables]
-        await asyncio.sleep(0)  # all queued
-        while batcher.queue_depth == sum(t.num_rows for t in tables):
-            await asyncio.sleep(0.001)  # wait until the first batch is in the model
+        await wait_until_async(entered.is_set, message="the first batch to reach the model")
         closing = asyncio.ensure_future(batcher.close(drain=False))
-        await asyncio.sleep(0)
+        await wait_until_async(
+            lambda: batcher.queue_depth == 0, message="close to fail the queued requests"
+        )
         release.set()
         await closing
         return await asyncio.gather(*futures, return_exceptions=True)

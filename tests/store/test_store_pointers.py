@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +21,7 @@ from conveyor.store.database import MetadataStore
 from conveyor.store.models import VersionedMixin
 from conveyor.store.pointers import Change, Key, PointerTable, Previous
 from conveyor.store.types import UTCDateTime
+from conveyor.testing.wait import later_than
 
 
 class _Base(DeclarativeBase):
@@ -109,9 +109,8 @@ def test_moves_rollback_time_travel_and_removal(pointers: CollectionAliases) -> 
         pointers.get(key)
     first = pointers.move(key, "docs-1", actor="ana", reason="first index")
     assert first.before is None and first.head.collection == "docs-1"
-    time.sleep(0.002)
-    between = datetime.now(UTC)
-    time.sleep(0.002)
+    between = later_than(datetime.now(UTC))  # strictly after the first move's timestamp
+    later_than(between)  # and the second move's strictly after it
     second = pointers.move(key, "docs-2", actor="bo")
     assert second.before is not None and second.before["collection"] == "docs-1"
     assert _history(pointers) == [("docs-1", "docs-2"), (None, "docs-1")]

@@ -144,7 +144,7 @@ def test_slow_predict_misses_the_budget_and_fast_one_meets_it() -> None:
     threads: list[int] = []
 
     def slow(model: Any, X: Any) -> Any:
-        time.sleep(0.02)
+        time.sleep(0.02)  # slow on purpose: the latency gate is the behaviour under test
         return np.zeros(len(X))
 
     def fast(model: Any, X: Any) -> Any:

@@ -160,7 +160,7 @@ def serve(routes: Mapping[str, Handler], host: str = "127.0.0.1") -> Iterator[Te
                         failures.append(exc)
                     reply = Reply.text(f"handler failed: {exc!r}", status=500)
             if reply.delay:
-                time.sleep(reply.delay)
+                time.sleep(reply.delay)  # a slow server on purpose: what the test is about
             self.send_response(reply.status)
             for key, value in reply.headers.items():
                 self.send_header(key, value)

@@ -12,6 +12,10 @@ value, which is returned; after ``timeout`` seconds an :class:`AssertionError`
 says what was awaited, how long, and the last value seen. A ``message`` may be
 a callable (a log file's text, read only when the wait failed).
 
+:func:`later_than` waits for the clock itself: two records stamped with
+``datetime.now()`` on a coarse clock can share a reading, and a test about
+their order needs a moment strictly between them.
+
 A sleep that *is* the behaviour under test (a token bucket refilling, a TTL
 running out, a model that is slow on purpose) stays a sleep, with a comment.
 """
@@ -22,9 +26,10 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import TypeVar
 
-__all__ = ["DEFAULT_TIMEOUT", "wait_until", "wait_until_async"]
+__all__ = ["DEFAULT_TIMEOUT", "later_than", "wait_until", "wait_until_async"]
 
 T = TypeVar("T")
 
@@ -48,7 +53,7 @@ def _check(timeout: float, interval: float) -> None:
 
 
 def wait_until(
-    predicate: Callable[[], T],
+    predicate: Callable[[], T | None],
     *,
     message: str | Callable[[], str],
     timeout: float = DEFAULT_TIMEOUT,
@@ -72,7 +77,7 @@ def wait_until(
 
 
 async def wait_until_async(
-    predicate: Callable[[], T | Awaitable[T]],
+    predicate: Callable[[], T | None | Awaitable[T | None]],
     *,
     message: str | Callable[[], str],
     timeout: float = DEFAULT_TIMEOUT,
@@ -96,3 +101,13 @@ async def wait_until_async(
         if left <= 0:
             raise _failure(message, timeout, value)
         await asyncio.sleep(min(interval, left))
+
+
+def later_than(moment: datetime) -> datetime:
+    """The first reading of the UTC clock that is strictly after ``moment``."""
+
+    def now_if_later() -> datetime | None:
+        now = datetime.now(UTC)
+        return now if now > moment else None
+
+    return wait_until(now_if_later, interval=0.0005, message=f"the clock to pass {moment}")
