@@ -72,25 +72,25 @@ def _nats_streams() -> set[str]:
     return found
 
 
-def test_every_place_is_fresh_and_removed_afterwards(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "name", params("backend_set", ["postgres-redis", "postgres-nats", "sqlite-redis-streams"])
+)
+def test_every_place_is_fresh_and_removed_afterwards(name: str, tmp_path: Path) -> None:
     """Two projects on the same set never meet; leaving the set removes what it wrote."""
-    envs: list[dict[str, str]] = []
-    for name in ("postgres-redis", "postgres-nats", "sqlite-redis-streams"):
-        with backend_env(name, tmp_path / name) as env, backend_env(name, tmp_path / "2") as other:
-            # memory:// holds nothing outside the object opened on it
-            assert not (set(env.values()) & set(other.values())) - {"memory://"}
-            init_project(tmp_path / name / "p", name="places")
-            with Project.open(tmp_path / name / "p", env=env) as project:
-                project.store.runs.start("train", "m")
-                project.events.emit("place.used", durable=True)
-                project.cache.set("k", b"v")
-                project.backend("ratelimit").take("key", 1.0, 1)
-            with Project.open(tmp_path / name / "p", env=other) as project:
-                assert project.events.count() == 0  # the other project's place is its own
-                assert project.cache.get("k") is None
-            envs.append(env)
-    for env in envs:
-        for seam, url in env.items():
+    with backend_env(name, tmp_path / "1") as env, backend_env(name, tmp_path / "2") as other:
+        # memory:// holds nothing outside the object opened on it
+        assert not (set(env.values()) & set(other.values())) - {"memory://"}
+        init_project(tmp_path / "p", name="places")
+        with Project.open(tmp_path / "p", env=env) as project:
+            project.store.runs.start("train", "m")
+            project.events.emit("place.used", durable=True)
+            project.cache.set("k", b"v")
+            project.backend("ratelimit").take("key", 1.0, 1)
+        with Project.open(tmp_path / "p", env=other) as project:
+            assert project.events.count() == 0  # the other project's place is its own
+            assert project.cache.get("k") is None
+    for used in (env, other):
+        for seam, url in used.items():
             parsed = BackendURL.parse(url)
             if parsed.scheme == "postgresql":
                 assert not _schema_exists(url), seam
