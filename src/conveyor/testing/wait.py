@@ -77,7 +77,7 @@ def wait_until(
 
 
 async def wait_until_async(
-    predicate: Callable[[], T | None | Awaitable[T | None]],
+    predicate: Callable[[], T | Awaitable[T | None] | None],
     *,
     message: str | Callable[[], str],
     timeout: float = DEFAULT_TIMEOUT,
