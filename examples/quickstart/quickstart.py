@@ -47,6 +47,7 @@ from conveyor.checks.render import report_table
 from conveyor.checks.result import CheckResult, Report
 from conveyor.data.crypto import generate_key
 from conveyor.data.drift import DriftDetector
+from conveyor.data.events import DATA_DRIFT
 from conveyor.errors import GateFailedError, NotFoundError
 from conveyor.registry.versions import ModelVersion
 from conveyor.training.flow import Candidate, train_candidate
@@ -183,10 +184,16 @@ def ingest_periods(project: conveyor.Project, raw: pd.DataFrame) -> dict[str, An
     drift_report = drift.to_report("dataset:transactions")
     drift_report.subject_version = "period 1 -> period 2"
     save_report(project.store, drift_report)
-    project.events.emit(
-        "data.drift",
+    project.events.record(
+        DATA_DRIFT,
         subject="transactions",
-        payload={"report_id": drift_report.id, "verdict": drift_report.verdict},
+        subject_version=str(latest.number),
+        payload={
+            "reference": first.id,
+            "current": latest.id,
+            "report_id": drift_report.id,
+            "verdict": drift_report.verdict,
+        },
     )
     drifted = [c.name for c in drift_report.checks if not c.passed]
     console.print(

@@ -6,7 +6,7 @@
 
     with conveyor.Project.open() as project:         # finds conveyor.yaml upwards
         run = project.store.runs.start("train", "fraud")
-        project.events.emit("run.started", subject="fraud", payload={"run": run.id})
+        project.events.emit("fraud.scored", subject="fraud", payload={"run": run.id})
         ref = project.artifacts.put(model_bytes)
         project.registry.get("fraud", "champion")     # a capability's service
 

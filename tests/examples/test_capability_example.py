@@ -60,6 +60,13 @@ def test_a_capability_in_its_own_package_plugs_in_everywhere(
         {**installed, "CONVEYOR_NOTES__MAX_LENGTH": "5"}, "notes", "add", "x", "longer", cwd=root
     )
     assert too_long.returncode == 1 and "notes.max_length is 5" in too_long.stderr
+    # The references list what the capability brings: its setting and its event kind.
+    spec = json.loads(_conveyor(installed, "spec", "--json", cwd=root).stdout)["items"]
+    assert {"path": "notes.max_length", "variable": "CONVEYOR_NOTES__MAX_LENGTH"}.items() <= next(
+        s for s in spec if s["path"] == "notes.max_length"
+    ).items()
+    kinds = json.loads(_conveyor(installed, "events", "kinds", "--json", cwd=root).stdout)
+    assert {k["name"]: k["capability"] for k in kinds["items"]}["note.added"] == "notes"
     listed = _conveyor(installed, "notes", "list", "--json", cwd=root)
     body = json.loads(listed.stdout)
     assert [n["text"] for n in body["items"]] == ["retrained after drift"]

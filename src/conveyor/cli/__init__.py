@@ -68,16 +68,16 @@ def init(
     force: Annotated[bool, typer.Option(help="Overwrite an existing conveyor.yaml.")] = False,
 ) -> None:
     """Create conveyor.yaml (commented) and the .conveyor/ state folder."""
+    from conveyor.events.catalogue import PROJECT_INITIALIZED
     from conveyor.project import Project, init_project
 
     spec_path = init_project(path, name=name, force=force)
     with Project.open(spec_path.parent) as project:
-        project.events.emit(
-            "project.initialized",
+        project.events.record(
+            PROJECT_INITIALIZED,
             subject=project.name,
             actor=authorized(project, None),
             payload={"spec": str(spec_path)},
-            durable=True,
         )
     typer.echo(f"Created {spec_path} and {spec_path.parent / '.conveyor'}/")
     typer.echo("Next: `conveyor doctor` checks every backend.")
@@ -113,6 +113,32 @@ def doctor(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
         console().print(table)
     if not all(r.ok for r in results):
         raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+@app.command("spec")
+@errors
+def spec_fields(as_json: JsonOpt = False) -> None:
+    """Every setting of conveyor.yaml: its type, default and environment variable.
+
+    Any field can be set from the environment, ``CONVEYOR_SERVING__PORT=8080``
+    for ``serving.port`` (lists and mappings as JSON); ``<name>`` stands for an
+    entry of ``models:`` or ``datasets:`` (``CONVEYOR_MODELS__FRAUD__TARGET``).
+    """
+    from conveyor.spec_reference import settings
+
+    found = settings()
+    if as_json:
+        echo_list(s.to_dict() for s in found)
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="conveyor.yaml settings", title_justify="left")
+    for column in ("field", "type", "default", "environment", "meaning"):
+        table.add_column(column, overflow="fold")
+    for s in found:
+        table.add_row(*(escape(v) for v in (s.path, s.type, s.default, s.variable, s.description)))
+    console().print(table)
 
 
 @events_app.command("tail")
@@ -154,6 +180,38 @@ def events_tail(
                     printer(event)
             except KeyboardInterrupt:
                 pass
+
+
+@events_app.command("kinds")
+@errors
+def events_kinds(as_json: JsonOpt = False) -> None:
+    """List the event kinds Conveyor and its capabilities write: durability, payload fields.
+
+    ``audit`` kinds are committed before the action returns, ``control`` ones are
+    buffered and never dropped, ``telemetry`` never makes a request wait. A field
+    marked ``?`` may be missing from the payload.
+    """
+    from conveyor.events.catalogue import describe, kinds
+
+    described = [describe(event) for event in kinds().values()]
+    if as_json:
+        echo_list(described)
+        return
+    from rich.table import Table
+
+    table = Table(title="event kinds", title_justify="left")
+    for column in ("kind", "durability", "fields", "capability", "description"):
+        table.add_column(column, overflow="fold")
+    for item in described:
+        optional = set(item["optional"])
+        fields = ", ".join(
+            f"{name}{'?' if name in optional else ''}: {type_}"
+            for name, type_ in item["fields"].items()
+        )
+        table.add_row(
+            item["name"], item["durability"], fields, item["capability"], item["description"]
+        )
+    console().print(table)
 
 
 class _EventPrinter:

@@ -24,7 +24,9 @@ __all__ = ["audit"]
 
 @errors
 def audit(
-    actor: Annotated[str | None, typer.Option(help="Only what this caller did (key:NAME).")] = None,
+    by: Annotated[
+        str | None, typer.Option("--actor", help="Only what this caller did (key:NAME).")
+    ] = None,
     subject: Annotated[str | None, typer.Option(help="Only events about this subject.")] = None,
     kind: Annotated[str | None, typer.Option(help="Only this audit kind.")] = None,
     since: Annotated[str | None, typer.Option(help="Age like 7d, or an ISO time.")] = None,
@@ -43,7 +45,7 @@ def audit(
         authorized(proj, "audit.read")
         page = audit_trail(
             proj.events,
-            actor=actor,
+            by=by,
             subject=subject,
             kind=kind,
             since=parse_since(since),

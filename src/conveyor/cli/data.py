@@ -199,6 +199,7 @@ def drift_cmd(
     """Compare two dataset versions column by column; exit 3 on dataset drift."""
     from conveyor.checks.persist import save_report
     from conveyor.data.drift import DriftDetector
+    from conveyor.data.events import DATA_DRIFT, DRIFT_DETECTED
 
     with open_project(project) as proj:
         who = authorized(proj, "data.check")
@@ -212,8 +213,8 @@ def drift_cmd(
         report.subject_version = f"{ref.number}->{cur.number}"
         save_report(proj.store, report)
         facts = {"reference": ref.id, "current": cur.id, "report_id": report.id}
-        proj.events.emit(
-            "data.drift",
+        proj.events.record(
+            DATA_DRIFT,
             subject=ref.dataset,
             subject_version=str(cur.number),
             actor=who,
@@ -221,13 +222,12 @@ def drift_cmd(
         )
         if not report.passed:
             # The alert that retraining can listen for (models.*.retrain.on_events).
-            proj.events.emit(
-                "drift.detected",
+            proj.events.record(
+                DRIFT_DETECTED,
                 subject=ref.dataset,
                 subject_version=str(cur.number),
                 actor=who,
                 payload={**facts, "drifted": [c.name for c in report.failures]},
-                durable=True,
             )
         echo_report(report, as_json)
         if not report.passed:
@@ -278,17 +278,14 @@ def rotate_key(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
     """Re-encrypt every sensitive column under the keyring's current key."""
     from dataclasses import asdict
 
+    from conveyor.data.events import DATA_KEY_ROTATED
     from conveyor.data.keys import rotate
 
     with open_project(project) as proj:
         who = authorized(proj, "data.rotate_key")
         result = rotate(proj.data.versions)
-        proj.events.emit(
-            "data.key_rotated",
-            subject=result.key_id,
-            actor=who,
-            payload=asdict(result),
-            durable=True,
+        proj.events.record(
+            DATA_KEY_ROTATED, subject=result.key_id, actor=who, payload=asdict(result)
         )
         if as_json:
             echo_json(asdict(result))
@@ -386,15 +383,13 @@ def quarantine_discard(
     as_json: JsonOpt = False,
 ) -> None:
     """Give up a batch on purpose, with a reason (recorded as an event)."""
+    from conveyor.data.events import DATA_QUARANTINE_DISCARDED
+
     with open_project(project) as proj:
         who = authorized(proj, "data.quarantine")
         batch = proj.data.quarantine.discard(batch_id, reason)
-        proj.events.emit(
-            "data.quarantine_discarded",
-            subject=batch_id,
-            actor=who,
-            payload={"reason": reason},
-            durable=True,
+        proj.events.record(
+            DATA_QUARANTINE_DISCARDED, subject=batch_id, actor=who, payload={"reason": reason}
         )
         if as_json:
             echo_json(_batch_dict(batch))

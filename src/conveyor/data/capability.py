@@ -1,6 +1,7 @@
 """The data layer as a capability: its spec sections, tables, commands and events."""
 
 from conveyor.capability import Capability, Command, Tables
+from conveyor.data.events import DATA_EVENTS
 
 CAPABILITY = Capability(
     "data",
@@ -11,6 +12,7 @@ CAPABILITY = Capability(
     ),
     services={"data": "conveyor.data.layer:DataLayer.for_project"},
     cli=(Command("conveyor.cli.data:data_app", "data"),),
+    events=DATA_EVENTS,
     actions={
         "data.ingest": "deployer",  # a new version, or quarantined rows replayed into one
         "data.check": "deployer",  # drift between versions (may trigger a retraining)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from conveyor.data.crypto import decrypt_cells, encrypt_cells
+from conveyor.data.events import DATA_FORGOTTEN
 from conveyor.data.quarantine import reason_counts
 from conveyor.data.versions import DatasetRepository, Part
 from conveyor.errors import InvalidInputError
@@ -79,12 +80,11 @@ def forget(
     _compact(repo)
     result = ForgetResult(column, value_hash, versions, rows, batches, quarantined, erased, deleted)
     if events is not None:
-        events.emit(
-            "data.forgotten",
+        events.record(
+            DATA_FORGOTTEN,
             subject=f"{column}:sha256:{value_hash[:16]}",
             actor=actor,
             payload=result.to_dict(),
-            durable=True,
         )
     return result
 

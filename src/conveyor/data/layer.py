@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from conveyor.checks.persist import save_report
 from conveyor.data.crypto import Keyring, decrypt_cells, encrypt_cells
+from conveyor.data.events import DATA_EXTRACTED, DATA_QUARANTINED, DATA_READ, DATA_VALIDATED
 from conveyor.data.frames import to_arrow
 from conveyor.data.versions import DatasetRepository, DatasetVersion
 from conveyor.errors import GateFailedError, InvalidInputError
@@ -151,8 +152,8 @@ class DataLayer:
             source = source_description or {"kind": "frame", "rows": table.num_rows}
         else:
             table, source, commit_watermark = self._extract(dataset, spec)
-        self.events.emit(
-            "data.extracted",
+        self.events.record(
+            DATA_EXTRACTED,
             subject=dataset,
             actor=actor,
             payload={"rows": table.num_rows, "source": source, "run_id": run_id},
@@ -176,8 +177,8 @@ class DataLayer:
         decision = apply_policy(result, policy or spec.on_failure)
         report = result.report
         save_report(self.store, report, run_id=run_id)
-        self.events.emit(
-            "data.validated",
+        self.events.record(
+            DATA_VALIDATED,
             subject=dataset,
             actor=actor,
             payload={
@@ -261,8 +262,8 @@ class DataLayer:
         batch = self.quarantine.put(
             dataset, rows, source=source, run_id=run_id, encryption=encryption
         )
-        self.events.emit(
-            "data.quarantined",
+        self.events.record(
+            DATA_QUARANTINED,
             subject=dataset,
             actor=actor,
             payload={
@@ -295,10 +296,9 @@ class DataLayer:
             return rows
         if not reveal:
             return mask_table(rows, encrypted)
-        self.events.emit(
-            "data.read",
+        self.events.record(
+            DATA_READ,
             subject=batch.dataset,
-            durable=True,
             payload={"quarantine_batch": batch_id, "rows": rows.num_rows, "decrypted": encrypted},
         )
         return decrypt_cells(rows, encrypted, self._keyring(batch.dataset))

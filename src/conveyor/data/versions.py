@@ -29,6 +29,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from conveyor.data.crypto import Keyring, decrypt_columns, encrypt_columns
+from conveyor.data.events import DATA_READ, DATA_VERSION_CREATED
 from conveyor.data.frames import FrameKind, from_arrow, to_arrow
 from conveyor.data.schema import schema_of
 from conveyor.errors import ConcurrentUpdateError, InvalidInputError, NotFoundError
@@ -197,8 +198,8 @@ class DatasetRepository:
             run_id=run_id,
         )
         if self.events is not None:
-            self.events.emit(
-                "data.version_created",
+            self.events.record(
+                DATA_VERSION_CREATED,
                 subject=dataset,
                 subject_version=str(version.number),
                 actor=actor,
@@ -209,7 +210,6 @@ class DatasetRepository:
                     "mode": mode,
                     "run_id": run_id,
                 },
-                durable=True,
             )
         return version
 
@@ -492,8 +492,8 @@ class DatasetRepository:
         tables = list(self.iter_parts(found))
         table = pa.concat_tables(tables) if tables else pa.table({})
         if self.events is not None:
-            self.events.emit(
-                "data.read",
+            self.events.record(
+                DATA_READ,
                 subject=found.dataset,
                 subject_version=str(found.number),
                 actor=actor,
@@ -503,7 +503,6 @@ class DatasetRepository:
                     "purpose": purpose,
                     "decrypted": (found.encryption or {}).get("columns", []),
                 },
-                durable=True,
             )
         return from_arrow(table, kind)
 

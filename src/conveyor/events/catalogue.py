@@ -23,21 +23,29 @@ writes only catalogued kinds: a test holds every ``emit`` in the package to it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from conveyor.capability import EventKind, capabilities, generation
 from conveyor.errors import InvalidInputError
 
 __all__ = [
+    "FOUNDATION",
     "FOUNDATION_KINDS",
     "NUMBER",
     "OPTIONAL_NUMBER",
     "OPTIONAL_STR",
     "PROJECT_INITIALIZED",
+    "RUN_FINISHED",
+    "RUN_METRIC",
+    "RUN_STARTED",
     "check_payload",
+    "declared_by",
+    "describe",
     "kind",
     "kinds",
+    "markdown_table",
+    "type_name",
 ]
 
 #: Field types: a number may be an int or a float; optional fields may be None.
@@ -80,16 +88,31 @@ FOUNDATION_KINDS: tuple[EventKind, ...] = (
     RUN_FINISHED,
 )
 
-_cache: tuple[int, dict[str, EventKind]] | None = None
+#: What :func:`declared_by` answers for the foundation's own kinds.
+FOUNDATION = "foundation"
+
+_cache: tuple[int, dict[str, EventKind], dict[str, str]] | None = None
 
 
 def kinds() -> dict[str, EventKind]:
     """Every catalogued kind by name: the foundation's, then each capability's."""
+    return _catalogue()[0]
+
+
+def declared_by(name: str) -> str:
+    """The capability that declares the kind ``name`` (``"foundation"`` for the foundation's)."""
+    kind(name)  # InvalidInputError for an unknown kind
+    return _catalogue()[1][name]
+
+
+def _catalogue() -> tuple[dict[str, EventKind], dict[str, str]]:
     global _cache
-    if _cache is not None and _cache[0] == generation():
-        return _cache[1]
+    cached = _cache
+    if cached is not None and cached[0] == generation():
+        return cached[1], cached[2]
+    current = generation()
     found: dict[str, EventKind] = {k.name: k for k in FOUNDATION_KINDS}
-    owner = dict.fromkeys(found, "the foundation")
+    owner = dict.fromkeys(found, FOUNDATION)
     for declared in capabilities():
         for event in declared.events:
             if event.name in found and found[event.name] is not event:
@@ -100,8 +123,8 @@ def kinds() -> dict[str, EventKind]:
                 )
             found[event.name] = event
             owner[event.name] = declared.name
-    _cache = (generation(), found)
-    return found
+    _cache = (current, found, owner)
+    return found, owner
 
 
 def kind(name: str) -> EventKind:
@@ -145,3 +168,50 @@ def check_payload(event: EventKind, payload: Mapping[str, Any]) -> None:
 def _names(expected: Any) -> str:
     types = expected if isinstance(expected, tuple) else (expected,)
     return " or ".join("None" if t is type(None) else t.__name__ for t in types)
+
+
+def type_name(expected: Any) -> str:
+    """A field's type as people write it: ``str``, ``int | float``, ``str | None``, ``Any``."""
+    if expected is Any:
+        return "Any"
+    types = expected if isinstance(expected, tuple) else (expected,)
+    return " | ".join("None" if t is type(None) else t.__name__ for t in types)
+
+
+def describe(event: EventKind) -> dict[str, Any]:
+    """A catalogued kind as JSON (``conveyor events kinds --json``): its name, durability,
+    fields (name -> type; optional ones may be missing), description and capability."""
+    return {
+        "name": event.name,
+        "durability": event.durability,
+        "fields": {name: type_name(expected) for name, expected in event.fields.items()},
+        "optional": sorted(event.optional),
+        "description": event.description,
+        "capability": declared_by(event.name),
+    }
+
+
+def markdown_table(owners: Iterable[str] | None = None) -> str:
+    """The catalogue as a Markdown table (``docs/events.md`` holds Conveyor's own).
+
+    ``owners`` keeps only the kinds these capabilities declare (``"foundation"`` for
+    the foundation's); all of them by default. An optional field is written
+    ``name?``.
+    """
+    wanted = None if owners is None else set(owners)
+    rows = [
+        "| kind | durability | payload fields | capability | what happened |",
+        "|---|---|---|---|---|",
+    ]
+    for name, event in kinds().items():
+        owner = declared_by(name)
+        if wanted is not None and owner not in wanted:
+            continue
+        fields = ", ".join(
+            f"`{field}{'?' if field in event.optional else ''}: {type_name(expected)}`"
+            for field, expected in event.fields.items()
+        )
+        cells = (f"`{name}`", event.durability, fields or "-", owner, event.description)
+        # A pipe inside a cell (``str | None``), even in a code span, must be escaped.
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(rows) + "\n"

@@ -4,7 +4,7 @@ Every kind the catalogue calls ``audit`` (a key created or revoked, an alias
 moved, a route set or rolled back, data forgotten, a key rotated...) is
 committed before the action returns, so the trail is complete::
 
-    page = audit_trail(project.events, actor="key:ci-deployer", since=last_week)
+    page = audit_trail(project.events, by="key:ci-deployer", since=last_week)
     for event in page.items: ...
 
 ``conveyor audit`` and ``GET /v1/audit`` show it (action ``audit.read``).
@@ -33,7 +33,7 @@ def audit_kinds() -> list[str]:
 def audit_trail(
     events: EventLog,
     *,
-    actor: str | None = None,
+    by: str | None = None,
     subject: str | None = None,
     kind: str | None = None,
     since: datetime | None = None,
@@ -41,7 +41,8 @@ def audit_trail(
     limit: int = 100,
     cursor: str | None = None,
 ) -> Page[Event]:
-    """One page of audit events, newest first; ``kind`` narrows to one audit kind."""
+    """One page of audit events, newest first; ``by`` keeps what one caller did
+    (``key:NAME``), ``kind`` narrows to one audit kind."""
     from conveyor.errors import InvalidInputError
 
     audited = audit_kinds()
@@ -51,7 +52,7 @@ def audit_trail(
         )
     return events.query(
         kind=[kind] if kind is not None else audited,
-        actor=actor,
+        actor=by,
         subject=subject,
         since=since,
         until=until,

@@ -1,6 +1,7 @@
 """Governance as a capability: API keys (table, commands), the rate limiter's seam."""
 
 from conveyor.capability import Capability, Command, Tables
+from conveyor.governance.events import GOVERNANCE_EVENTS
 from conveyor.governance.ratelimit import RATELIMIT
 
 CAPABILITY = Capability(
@@ -19,5 +20,6 @@ CAPABILITY = Capability(
         Command("conveyor.cli.audit:audit", "audit"),
     ),
     routes="conveyor.web.governance:routes",
+    events=GOVERNANCE_EVENTS,
     actions={"keys.manage": "admin", "audit.read": "deployer", "metrics.read": "viewer"},
 )

@@ -43,10 +43,12 @@ from conveyor.errors import (
     InvalidInputError,
     NotFoundError,
 )
+from conveyor.governance.events import AUTH_KEY_CREATED, AUTH_KEY_REVOKED
 from conveyor.governance.ratelimit import check_limits
 from conveyor.governance.roles import Role, allows, check_role, require
 
 if TYPE_CHECKING:
+    from conveyor.capability import EventKind
     from conveyor.events.log import EventLog
     from conveyor.governance.tables import ApiKeyRecord
     from conveyor.project import Project
@@ -146,7 +148,8 @@ class ApiKeys:
 
     Thread-safe; one instance per process is enough (the verification cache
     lives on it). ``events``, when given, receives an audit event for every
-    create and revoke (``durable=True``: the call returns after it is stored).
+    create and revoke (``auth.key_created``, ``auth.key_revoked``: the call
+    returns after it is stored).
     """
 
     def __init__(
@@ -234,7 +237,7 @@ class ApiKeys:
                 name=name,
             ) from exc
         self._any = True
-        self._audit("auth.key_created", key, actor)
+        self._audit(AUTH_KEY_CREATED, key, actor)
         return token, key
 
     def revoke(self, name: str, actor: str | None = None) -> ApiKey:
@@ -263,13 +266,13 @@ class ApiKeys:
         with self._lock:
             self._cache.pop(digest, None)
         if changed:
-            self._audit("auth.key_revoked", key, actor)
+            self._audit(AUTH_KEY_REVOKED, key, actor)
         return key
 
-    def _audit(self, kind: str, key: ApiKey, actor: str | None) -> None:
+    def _audit(self, kind: EventKind, key: ApiKey, actor: str | None) -> None:
         if self.events is None:
             return
-        self.events.emit(
+        self.events.record(
             kind,
             subject=key.name,
             actor=actor,
@@ -282,7 +285,6 @@ class ApiKeys:
                 "burst": key.burst,
                 "expires_at": None if key.expires_at is None else key.expires_at.isoformat(),
             },
-            durable=True,
         )
 
     # -- reads -----------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Pipelines as a capability: the schedules table, the ``pipeline`` commands, their action."""
 
 from conveyor.capability import Capability, Command, Tables
+from conveyor.pipelines.events import PIPELINE_EVENTS
 
 CAPABILITY = Capability(
     "pipelines",
@@ -13,5 +14,6 @@ CAPABILITY = Capability(
         "0001",
     ),
     cli=(Command("conveyor.cli.pipeline:pipeline_app", "pipeline"),),
+    events=PIPELINE_EVENTS,
     actions={"pipelines.run": "deployer"},
 )

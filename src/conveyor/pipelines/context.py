@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
+from conveyor.capability import EventKind
 from conveyor.errors import InvalidInputError
 from conveyor.pipelines.errors import StepCancelledError
 
@@ -111,10 +112,28 @@ class StepContext:
                 run_id=self.run_id,
             )
 
+    @overload
     def emit(
         self, kind: str, payload: Mapping[str, Any] | None = None, *, durable: bool = False
-    ) -> Event:
-        """Write an event about this pipeline, tagged with the run and step."""
+    ) -> Event: ...
+
+    @overload
+    def emit(self, kind: EventKind, payload: Mapping[str, Any] | None = None) -> Event | None: ...
+
+    def emit(
+        self,
+        kind: EventKind | str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        durable: bool = False,
+    ) -> Event | None:
+        """Write an event about this pipeline, tagged with the run and step.
+
+        ``kind`` is a free name (a pipeline's own: ``durable=True`` returns once
+        it is committed) or a catalogued :class:`~conveyor.capability.EventKind`,
+        whose fields must then include ``run_id``, ``step`` and ``step_run_id``
+        and which is written as durably as it says (None: telemetry shed).
+        """
         self.check_cancelled()
         body = {
             **(payload or {}),
@@ -122,6 +141,16 @@ class StepContext:
             "step": self.step,
             "step_run_id": self.run_id,
         }
+        if isinstance(kind, EventKind):
+            if durable:
+                raise InvalidInputError(
+                    f"event kind {kind.name!r} is written as its durability says "
+                    f"({kind.durability}); durable= is for free kinds",
+                    field="durable",
+                )
+            return self.events.record(
+                kind, subject=self.pipeline, payload=body, trace_id=self.pipeline_run_id
+            )
         return self.events.emit(
             kind,
             subject=self.pipeline,

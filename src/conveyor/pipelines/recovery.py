@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from conveyor.errors import ConcurrentUpdateError, NotFoundError
+from conveyor.pipelines.events import PIPELINE_CRASHED, STEP_CRASHED
 from conveyor.store.types import utcnow
 
 if TYPE_CHECKING:
@@ -64,7 +65,7 @@ def recover(
             action = "rerun"
             reruns.append((pipeline, done))
         runner.emit(
-            "pipeline.crashed",
+            PIPELINE_CRASHED,
             run.name,
             run.id,
             {
@@ -121,7 +122,7 @@ def _fail(runner: LocalRunner, run: Run, error: str) -> Run | None:
 
 def _step_event(runner: LocalRunner, pipeline: str, step: Run) -> None:
     runner.emit(
-        "step.crashed",
+        STEP_CRASHED,
         pipeline,
         step.parent_id or step.id,
         {

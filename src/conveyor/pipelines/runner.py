@@ -29,7 +29,8 @@ Failures
     timeout is a failure like any other (see ``execution.py`` for what
     happens to the thread).
 
-Events (subject = the pipeline, trace_id = the pipeline run id, durable)
+Events (subject = the pipeline, trace_id = the pipeline run id, audit: see
+``pipelines/events.py``)
     ``pipeline.started``, ``step.started``, ``step.retrying`` (a failed
     attempt that will be tried again), ``step.succeeded``, ``step.failed``
     (final), ``step.skipped``, ``step.cancelled`` (interrupted),
@@ -53,6 +54,16 @@ from typing import TYPE_CHECKING, Any
 from conveyor.errors import ConcurrentUpdateError, ConflictError, ConveyorError, InvalidInputError
 from conveyor.pipelines.context import ProgressCallback, StepContext
 from conveyor.pipelines.definition import Pipeline
+from conveyor.pipelines.events import (
+    PIPELINE_FINISHED,
+    PIPELINE_STARTED,
+    STEP_CANCELLED,
+    STEP_FAILED,
+    STEP_RETRYING,
+    STEP_SKIPPED,
+    STEP_STARTED,
+    STEP_SUCCEEDED,
+)
 from conveyor.pipelines.execution import RunLostError, describe, run_attempt, trace
 from conveyor.pipelines.results import PipelineRun, pipeline_run_from
 from conveyor.pipelines.runners import Listener
@@ -60,6 +71,7 @@ from conveyor.pipelines.step import Step
 
 if TYPE_CHECKING:
     from conveyor.artifacts.store import ArtifactStore
+    from conveyor.capability import EventKind
     from conveyor.events.log import EventLog
     from conveyor.project import Project
     from conveyor.store.database import MetadataStore
@@ -190,9 +202,7 @@ class LocalRunner:
             attempt=attempt,
         )
         live = _Live(self, pipeline, run, listener or self.listener, progress)
-        live.emit(
-            "pipeline.started", attempt=attempt, params=run.params, tags=tags, steps=live.names
-        )
+        live.emit(PIPELINE_STARTED, attempt=attempt, params=run.params, tags=tags, steps=live.names)
         blocked: dict[str, str] = {}
         try:
             for step in order:
@@ -266,25 +276,27 @@ class LocalRunner:
 
     def emit(
         self,
-        kind: str,
+        kind: EventKind,
         pipeline: str,
         run_id: str | None,
         payload: Mapping[str, Any],
         listener: Listener | None = None,
     ) -> None:
-        """Write a durable event about a pipeline (run); a failing event log does not stop runs."""
+        """Write an event of a catalogued kind about a pipeline (run), as durably as the kind
+        says (the pipeline kinds are audit: committed before this returns), and tell the
+        listener; a failing event log does not stop runs."""
         body = dict(payload) if run_id is None else {"run_id": run_id, **payload}
         try:
-            self.events.emit(kind, subject=pipeline, trace_id=run_id, payload=body, durable=True)
+            self.events.record(kind, subject=pipeline, trace_id=run_id, payload=body)
         except ConveyorError as exc:
             # The log keeps an unwritten event and retries it; the run goes on.
-            log.warning("could not write event %s of pipeline run %s: %s", kind, run_id, exc)
+            log.warning("could not write event %s of pipeline run %s: %s", kind.name, run_id, exc)
         tell = listener or self.listener
         if tell is not None:
             try:
-                tell(kind, body)
+                tell(kind.name, body)
             except Exception:  # a display must not change what the run does
-                log.exception("the listener failed on event %s of run %s", kind, run_id)
+                log.exception("the listener failed on event %s of run %s", kind.name, run_id)
 
 
 class _Live:
@@ -316,7 +328,7 @@ class _Live:
 
     # -- events and heartbeats --
 
-    def emit(self, kind: str, **payload: Any) -> None:
+    def emit(self, kind: EventKind, **payload: Any) -> None:
         body = {"pipeline": self.pipeline.name, **payload}
         self.runner.emit(kind, self.pipeline.name, self.run.id, body, self.listener)
 
@@ -364,7 +376,7 @@ class _Live:
             )
             self.step_run_id, self.current = attempt_run.id, step.name
             common = {"step": step.name, "step_run_id": attempt_run.id, "attempt": attempt}
-            self.emit("step.started", **common, max_attempts=step.max_attempts)
+            self.emit(STEP_STARTED, **common, max_attempts=step.max_attempts)
             self.cancel = threading.Event()
             ctx = StepContext(
                 pipeline=self.pipeline.name,
@@ -396,7 +408,7 @@ class _Live:
                 self._finish(attempt_run.id, "succeeded", None)
                 self.values.update(outcome.outputs or {})
                 self.statuses[step.name] = "succeeded"
-                self.emit("step.succeeded", **common, duration_s=duration)
+                self.emit(STEP_SUCCEEDED, **common, duration_s=duration)
                 return True
             error = outcome.error
             text = describe(error)
@@ -404,7 +416,7 @@ class _Live:
             if attempt < step.max_attempts and step.retryable(error):
                 delay = step.delay(attempt - 1, self.runner._rng)
                 self.emit(
-                    "step.retrying",
+                    STEP_RETRYING,
                     **common,
                     next_attempt=attempt + 1,
                     delay_s=delay,
@@ -417,7 +429,7 @@ class _Live:
             self.statuses[step.name] = "failed"
             self.failures.append((step.name, attempt, text))
             self.emit(
-                "step.failed",
+                STEP_FAILED,
                 **common,
                 attempts=attempt,
                 duration_s=duration,
@@ -439,7 +451,7 @@ class _Live:
         )
         self._finish(skipped.id, "cancelled", f"skipped: {reason}")
         self.statuses[step.name] = "cancelled"
-        self.emit("step.skipped", step=step.name, step_run_id=skipped.id, reason=reason)
+        self.emit(STEP_SKIPPED, step=step.name, step_run_id=skipped.id, reason=reason)
 
     def _finish(self, run_id: str, status: RunStatus, error: str | None) -> None:
         try:
@@ -478,7 +490,7 @@ class _Live:
         try:
             if self.step_run_id is not None:
                 self.runs.finish(self.step_run_id, status, error=reason)
-                kind = "step.cancelled" if status == "cancelled" else "step.failed"
+                kind = STEP_CANCELLED if status == "cancelled" else STEP_FAILED
                 self.emit(kind, step=self.current, step_run_id=self.step_run_id, error=reason)
             self._end(status, reason)
         except ConveyorError as err:
@@ -499,7 +511,7 @@ class _Live:
     def _end(self, status: RunStatus, error: str | None) -> None:
         self._finish(self.run.id, status, error)
         self.emit(
-            "pipeline.finished",
+            PIPELINE_FINISHED,
             status=status,
             duration_s=round(monotonic() - self.clock, 6),
             error=error,

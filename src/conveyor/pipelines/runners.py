@@ -29,6 +29,7 @@ from conveyor.backends import BackendSpec
 from conveyor.errors import InvalidInputError
 
 if TYPE_CHECKING:
+    from conveyor.capability import EventKind
     from conveyor.events.log import EventLog
     from conveyor.pipelines.context import ProgressCallback
     from conveyor.pipelines.definition import Pipeline
@@ -48,9 +49,10 @@ class Runner(Protocol):
     """Runs pipelines and records them: runs in ``store``, durable events in ``events``.
 
     The scheduler reads its schedules from ``store``, polls triggers against
-    ``events``, writes its own events through :meth:`emit` (so a runner's
-    listener hears them too), starts runs with :meth:`run` and, each loop,
-    lets :meth:`recover` deal with runs a dead process left behind.
+    ``events``, writes its own events (catalogued kinds) through :meth:`emit`
+    (so a runner's listener hears them too), starts runs with :meth:`run`
+    and, each loop, lets :meth:`recover` deal with runs a dead process left
+    behind.
     """
 
     store: MetadataStore
@@ -78,13 +80,14 @@ class Runner(Protocol):
 
     def emit(
         self,
-        kind: str,
+        kind: EventKind,
         pipeline: str,
         run_id: str | None,
         payload: Mapping[str, Any],
         listener: Listener | None = None,
     ) -> None:
-        """Write a durable event about a pipeline (run) and tell the listener."""
+        """Write an event of a catalogued kind about a pipeline (run), as durably as the kind
+        says, and tell the listener (with the kind's name)."""
         ...
 
 

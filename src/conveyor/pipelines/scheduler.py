@@ -51,6 +51,7 @@ from conveyor.errors import (
 )
 from conveyor.pipelines.definition import Pipeline
 from conveyor.pipelines.errors import PipelineDefinitionError
+from conveyor.pipelines.events import SCHEDULE_SKIPPED
 from conveyor.pipelines.triggers import TriggerFiring
 from conveyor.store.types import aware_utc, utcnow
 
@@ -235,7 +236,7 @@ class Scheduler:
             return None
         if firing.skipped_slot is not None:
             self.runner.emit(
-                "schedule.skipped",
+                SCHEDULE_SKIPPED,
                 name,
                 None,
                 {

@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import ConcurrentUpdateError, InvalidInputError, NotFoundError
+from conveyor.registry.events import MODEL_ALIAS_MOVED
 from conveyor.registry.versions import AliasMove, ModelVersion
 from conveyor.store.pointers import Change, Key, PointerTable, Previous
 
@@ -206,8 +207,8 @@ class AliasesMixin:
     def _emit_move(self, move: AliasMove, *, rollback: bool) -> None:
         if self.events is None:
             return
-        self.events.emit(
-            "model.alias_moved",
+        self.events.record(
+            MODEL_ALIAS_MOVED,
             subject=move.model,
             actor=move.actor,
             payload={
@@ -218,7 +219,6 @@ class AliasesMixin:
                 "forced": move.forced,
                 "rollback": rollback,
             },
-            durable=True,
         )
 
     def get_alias(self, name: str, alias: str) -> Alias:

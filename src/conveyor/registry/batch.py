@@ -31,6 +31,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 from conveyor.errors import ConveyorError, InvalidInputError
+from conveyor.registry.events import MODEL_REGISTERED
 from conveyor.registry.registry import _dataset_id, check_model_name
 from conveyor.registry.versions import ModelVersion
 from conveyor.store.retry import retry_on_conflict
@@ -110,29 +111,33 @@ def store_prepared(registry: Registry, prepared: list[_Prepared]) -> list[ModelV
         p.values["artifact_size"] = ref.size
     versions = _insert_all(registry, prepared)
     if registry.events is not None:
+        from conveyor.events.catalogue import check_payload
         from conveyor.events.schema import Event
 
-        registry.events.append_many(
-            (
+        # One audit batch (one commit) rather than a record() per version: each payload is
+        # checked against the kind as record() would, then all are committed together.
+        batch = []
+        for v, p in zip(versions, prepared, strict=True):
+            payload = {
+                "version_id": v.id,
+                "flavor": v.flavor,
+                "artifact_digest": v.artifact_digest,
+                "run_id": v.run_id,
+                "parent_id": v.parent_id,
+                "dataset_version_ids": v.dataset_version_ids,
+                "metrics": v.metrics,
+            }
+            check_payload(MODEL_REGISTERED, payload)
+            batch.append(
                 Event(
-                    "model.registered",
+                    MODEL_REGISTERED.name,
                     subject=v.model,
                     subject_version=str(v.number),
                     actor=p.actor,
-                    payload={
-                        "version_id": v.id,
-                        "flavor": v.flavor,
-                        "artifact_digest": v.artifact_digest,
-                        "run_id": v.run_id,
-                        "parent_id": v.parent_id,
-                        "dataset_version_ids": v.dataset_version_ids,
-                        "metrics": v.metrics,
-                    },
+                    payload=payload,
                 )
-                for v, p in zip(versions, prepared, strict=True)
-            ),
-            durable=True,
-        )
+            )
+        registry.events.append_many(batch, durable=MODEL_REGISTERED.durability == "audit")
     return versions
 
 

@@ -1,6 +1,7 @@
 """The model registry as a capability: its tables, the ``models`` commands and actions."""
 
 from conveyor.capability import Capability, Command, Tables
+from conveyor.registry.events import REGISTRY_EVENTS
 
 CAPABILITY = Capability(
     "registry",
@@ -14,5 +15,6 @@ CAPABILITY = Capability(
     ),
     services={"registry": "conveyor.registry.registry:Registry.for_project"},
     cli=(Command("conveyor.cli.models:models_app", "models"),),
+    events=REGISTRY_EVENTS,
     actions={"models.read": "viewer", "models.register": "deployer", "models.promote": "deployer"},
 )

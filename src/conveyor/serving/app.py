@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from conveyor.errors import NotFoundError
+from conveyor.serving.events import PREDICTION, PREDICTION_SHADOW
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -236,8 +237,8 @@ class Server:
         rate = self.spec.payload_sample_rate
         if rate and random.random() < rate:
             payload["input"] = table.to_pylist()
-        self.events.emit(
-            "prediction",
+        self.events.record(
+            PREDICTION,
             subject=model,
             subject_version=str(served.version.number),
             request_id=request_id,
@@ -264,8 +265,8 @@ class Server:
             output, status, error = None, "error", f"{type(exc).__name__}: {exc}"
         self.metrics.shadow.labels(model, str(number), status).inc()
         plain_primary, plain_shadow = plain(primary), plain(output)
-        self.events.emit(
-            "prediction.shadow",
+        self.events.record(
+            PREDICTION_SHADOW,
             subject=model,
             subject_version=str(number),
             request_id=request_id,

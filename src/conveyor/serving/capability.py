@@ -1,6 +1,7 @@
 """The model server as a capability: the ``serving:`` section, routes, commands, actions."""
 
 from conveyor.capability import Capability, Command, Tables
+from conveyor.serving.events import SERVING_EVENTS
 
 CAPABILITY = Capability(
     "serving",
@@ -12,6 +13,7 @@ CAPABILITY = Capability(
     ),
     cli=(Command("conveyor.cli.serving:serving_app"),),
     routes="conveyor.serving.http:routes",
+    events=SERVING_EVENTS,
     actions={
         "serving.read": "viewer",
         "serving.predict": "predictor",

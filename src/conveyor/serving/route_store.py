@@ -29,6 +29,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import ConcurrentUpdateError, InvalidInputError, NotFoundError
+from conveyor.serving.events import ROUTE_DELETED, ROUTE_ROLLED_BACK, ROUTE_SET
 from conveyor.serving.routes import RoutePolicy
 from conveyor.store.pointers import Change, Key, PointerTable, Previous
 
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.orm import Session
 
+    from conveyor.capability import EventKind
     from conveyor.events.log import EventLog
     from conveyor.registry import Registry
     from conveyor.serving.tables import RouteHistoryRecord, RouteRecord
@@ -208,7 +210,7 @@ class RouteStore:
             (model,), policy.to_dict(), expected=expected_revision, actor=actor, reason=reason
         )
         old, new = _before(moved.before), _written(moved.head, policy)
-        self._emit("route.set", new, old=old)
+        self._emit(ROUTE_SET, new, old=old)
         return new
 
     def rollback(self, model: str, *, actor: str | None, reason: str | None = None) -> RouteState:
@@ -227,7 +229,7 @@ class RouteStore:
         )
         old = _before(moved.before)
         new = _written(moved.head, RoutePolicy.from_dict(previous.value))
-        self._emit("route.rolled_back", new, old=old, restored_revision=previous.entry.revision)
+        self._emit(ROUTE_ROLLED_BACK, new, old=old, restored_revision=previous.entry.revision)
         return new
 
     def delete(
@@ -239,8 +241,8 @@ class RouteStore:
         """
         removed = _state(self._pointers.remove((model,)))
         if self.events is not None:
-            self.events.emit(
-                "route.deleted",
+            self.events.record(
+                ROUTE_DELETED,
                 subject=model,
                 actor=actor,
                 payload={
@@ -248,7 +250,6 @@ class RouteStore:
                     "old": removed.policy.to_dict(),
                     "reason": reason,
                 },
-                durable=True,
             )
         return removed
 
@@ -278,10 +279,12 @@ class RouteStore:
                     field=field,
                 )
 
-    def _emit(self, kind: str, new: RouteState, *, old: RouteState | None, **extra: Any) -> None:
+    def _emit(
+        self, kind: EventKind, new: RouteState, *, old: RouteState | None, **extra: Any
+    ) -> None:
         if self.events is None:
             return
-        self.events.emit(
+        self.events.record(
             kind,
             subject=new.model,
             actor=new.actor,
@@ -293,7 +296,6 @@ class RouteStore:
                 "reason": new.reason,
                 **extra,
             },
-            durable=True,
         )
 
     # -- reading -----------------------------------------------------------------

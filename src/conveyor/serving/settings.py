@@ -43,7 +43,9 @@ class ServingSpec(BaseModel):
         "first key is created (local development).",
     )
     rate_limiter: str | None = Field(
-        None, description="Retired: the rate limiter is the backend URL backends.ratelimit."
+        None,
+        description="Retired: the rate limiter is the backend URL backends.ratelimit.",
+        json_schema_extra={"retired": True},
     )
     max_body_bytes: int = Field(8 << 20, ge=1024, description="Larger request bodies get 413.")
     batching: BatchingSpec = Field(default_factory=BatchingSpec)

@@ -1,6 +1,7 @@
 """The training flow as a capability: the ``models:`` section, ``train`` and ``optimize``."""
 
 from conveyor.capability import Capability, Command
+from conveyor.training.events import TRAINING_EVENTS
 
 CAPABILITY = Capability(
     "training",
@@ -11,6 +12,7 @@ CAPABILITY = Capability(
         Command("conveyor.cli.training:train", "train"),
         Command("conveyor.cli.training:optimize", "optimize"),
     ),
+    events=TRAINING_EVENTS,
     actions={
         "training.train": "deployer",
         "training.evaluate": "deployer",

@@ -47,7 +47,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from conveyor._names import NameTable
+from conveyor.data.events import DATA_READ
 from conveyor.errors import InvalidInputError, NotFoundError
+from conveyor.training.events import MODEL_CANDIDATE, MODEL_VALIDATED
 
 if TYPE_CHECKING:
     import numpy as np
@@ -216,8 +218,8 @@ def prepare(
         table = repo.read_part(part)
         tables.append(table)
         new.append(np.full(table.num_rows, part.digest not in seen_parts))
-    project.events.emit(
-        "data.read",
+    project.events.record(
+        DATA_READ,
         subject=version.dataset,
         subject_version=str(version.number),
         actor=actor,
@@ -476,13 +478,12 @@ def train_candidate(
                 name, version, actor=actor, reason=f"auto-promoted: gates {report.verdict}"
             )
     candidate = Candidate(version, report, run_id, bool(incremental), challenger, promotion)
-    project.events.emit(
-        "model.candidate",
+    project.events.record(
+        MODEL_CANDIDATE,
         subject=name,
         subject_version=str(version.number),
         actor=actor,
         payload={**candidate.to_dict(), "trigger": trigger},
-        durable=True,
     )
     return candidate
 
@@ -520,8 +521,8 @@ def evaluate_version(project: Project, ref: str, *, actor: str | None = None) ->
         subject_version=str(version.number),
     )
     save_report(project.store, report, run_id=version.run_id)
-    project.events.emit(
-        "model.validated",
+    project.events.record(
+        MODEL_VALIDATED,
         subject=gate_subject(version.model),
         subject_version=str(version.number),
         actor=actor,

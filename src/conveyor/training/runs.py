@@ -33,6 +33,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import ClosedError, ConflictError, InvalidInputError
+from conveyor.events.catalogue import RUN_FINISHED, RUN_METRIC, RUN_STARTED
 from conveyor.training.provenance import apply_seed, environment, git_state
 
 if TYPE_CHECKING:
@@ -135,8 +136,8 @@ class TrainingRun:
             self._close_owned()
             raise
         self._backends = backends
-        backends.events.emit(
-            "run.started",
+        backends.events.record(
+            RUN_STARTED,
             subject=self.name,
             payload={"run": self._run.id, "kind": self.kind, "seed": self.seed, "git": git},
         )
@@ -169,8 +170,8 @@ class TrainingRun:
                 status, error = "cancelled", f"{type(exc).__name__}: {exc}".rstrip(": ")
             finished = backends.store.runs.finish(current.id, status, error=error)
             self._run = finished
-            backends.events.emit(
-                "run.finished",
+            backends.events.record(
+                RUN_FINISHED,
                 subject=self.name,
                 payload={
                     "run": finished.id,
@@ -179,7 +180,6 @@ class TrainingRun:
                     "metrics": finished.metrics,
                     "seconds": _seconds(finished),
                 },
-                durable=True,
             )
         finally:
             self._backends = None
@@ -250,8 +250,8 @@ class TrainingRun:
         if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
             raise InvalidInputError(f"step must be an integer >= 0, got {step!r}", field="step")
         self._run = backends.store.runs.log_metrics(current.id, metrics)
-        backends.events.emit(
-            "run.metric",
+        backends.events.record(
+            RUN_METRIC,
             subject=self.name,
             payload={
                 "run": current.id,

@@ -51,7 +51,7 @@ def routes(context: AppContext) -> Contribution:
         page = await asyncio.to_thread(
             audit_trail,
             events,
-            actor=query.get("actor"),
+            by=query.get("actor"),
             subject=query.get("subject"),
             kind=query.get("kind"),
             since=_time(query.get("since"), "since"),

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from conveyor.checks.gates import Gate, run_gates
 from conveyor.checks.result import Report
+from conveyor.training.events import MODEL_VALIDATED
 from conveyor.training.gates.context import GateContext
 
 if TYPE_CHECKING:
@@ -37,8 +38,8 @@ def validate_candidate(
 
         save_report(store, report, run_id=run_id)
     if events is not None:
-        events.emit(
-            "model.validated",
+        events.record(
+            MODEL_VALIDATED,
             subject=subject,
             subject_version=subject_version,
             payload={

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from conveyor.errors import InvalidInputError
+from conveyor.training.events import MODEL_OPTIMIZED
 
 if TYPE_CHECKING:
     from conveyor.checks.result import Report
@@ -165,8 +166,8 @@ def optimize_version(
         max_metric_drop=max_metric_drop,
     )
     save_report(project.store, report)
-    project.events.emit(
-        "model.optimized",
+    project.events.record(
+        MODEL_OPTIMIZED,
         subject=parent.model,
         subject_version=str(version.number),
         actor=actor,
@@ -178,6 +179,5 @@ def optimize_version(
             "size_ratio": comparison.size_ratio,
             "metric_difference": comparison.metric_difference,
         },
-        durable=True,
     )
     return Optimized(version, parent, comparison, report)

@@ -1,0 +1,87 @@
+"""The event kinds the model server writes (declared in its capability, see
+:mod:`conveyor.events.catalogue`).
+
+Predictions are telemetry: writing one never makes a request wait (when the
+log is behind it spills, or is shed and counted). Route changes are audit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conveyor.capability import EventKind
+from conveyor.events.catalogue import NUMBER, OPTIONAL_STR
+
+__all__ = [
+    "PREDICTION",
+    "PREDICTION_SHADOW",
+    "ROUTE_DELETED",
+    "ROUTE_ROLLED_BACK",
+    "ROUTE_SET",
+    "SERVING_EVENTS",
+]
+
+PREDICTION = EventKind(
+    "prediction",
+    "telemetry",
+    {
+        "version_id": str,
+        "arm": str,
+        "flag": OPTIONAL_STR,
+        "latency_ms": NUMBER,
+        "cached": bool,
+        "rows": int,
+        "output": Any,  # the model's own output, made JSON-ready
+        "input_digest": str,
+        "input": list,  # the request's rows, when sampled (serving.payload_sample_rate)
+    },
+    "a request was answered: by which version and arm, how fast, and the output",
+    optional=frozenset({"input_digest", "input"}),
+)
+PREDICTION_SHADOW = EventKind(
+    "prediction.shadow",
+    "telemetry",
+    {
+        "primary_version": int,
+        "primary_output": Any,
+        "output": Any,
+        "agree": bool,
+        "status": str,
+        "error": OPTIONAL_STR,
+        "latency_ms": NUMBER,
+    },
+    "a shadow version answered a copy of a request (compared with the answer given)",
+)
+
+_ROUTE = {
+    "revision": int,
+    "old_revision": (int, type(None)),
+    "old": (dict, type(None)),
+    "new": dict,
+    "reason": OPTIONAL_STR,
+}
+
+ROUTE_SET = EventKind(
+    "route.set", "audit", _ROUTE, "a model's route (versions, weights, shadows, flags) was set"
+)
+ROUTE_ROLLED_BACK = EventKind(
+    "route.rolled_back",
+    "audit",
+    {**_ROUTE, "restored_revision": int},
+    "a model's route went back to an earlier revision's policy",
+)
+ROUTE_DELETED = EventKind(
+    "route.deleted",
+    "audit",
+    {"revision": int, "old": dict, "reason": OPTIONAL_STR},
+    "a model's route was removed (undeployed); its history stays",
+)
+
+#: Every kind the serving capability declares.
+SERVING_EVENTS: tuple[EventKind, ...] = (
+    PREDICTION,
+    PREDICTION_SHADOW,
+    ROUTE_SET,
+    ROUTE_ROLLED_BACK,
+    ROUTE_DELETED,
+)
