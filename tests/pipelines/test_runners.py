@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -13,6 +14,7 @@ import pytest
 from pipeline_support import Backends
 
 from conveyor.backends import BackendSpec
+from conveyor.capability import EventKind
 from conveyor.errors import InvalidInputError, MissingDependencyError
 from conveyor.events.log import EventLog
 from conveyor.pipelines import (
@@ -82,14 +84,14 @@ class RecordingRunner:
 
     def emit(
         self,
-        kind: str,
+        kind: EventKind,
         pipeline: str,
         run_id: str | None,
         payload: Mapping[str, Any],
         listener: Any = None,
     ) -> None:
-        self.emitted.append((kind, pipeline, dict(payload)))
-        self.events.emit(kind, subject=pipeline, trace_id=run_id, payload=dict(payload))
+        self.emitted.append((kind.name, pipeline, dict(payload)))
+        self.events.record(kind, subject=pipeline, trace_id=run_id, payload=dict(payload))
 
 
 def _pipeline(name: str, **options: Any) -> Pipeline:
@@ -198,3 +200,33 @@ def test_a_runner_class_must_build_a_runner(project: Project) -> None:
             runner_for("imposter", project)
     finally:
         RUNNERS.unregister("imposter")
+
+
+def test_the_cli_runs_a_pipeline_through_the_runner_it_names(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from conveyor.cli.pipeline import pipeline_app
+
+    root = tmp_path / "cli"
+    init_project(root, name="cli-runner")
+    (root / "flows.py").write_text(
+        "from conveyor.pipelines import Pipeline\n"
+        "p = Pipeline('via-runner')\n"
+        "@p.step\n"
+        "def s(ctx):\n"
+        "    raise RuntimeError('the local runner would run this')\n"
+    )
+    RUNNERS.register("recording", BackendSpec(f"{__name__}:RecordingRunner"))
+    try:
+        args = ["run", f"{root}/flows.py:p", "-C", str(root), "--json", "-p", "n=2"]
+        done = CliRunner().invoke(pipeline_app, [*args, "--runner", "recording"])
+        assert done.exit_code == 0, done.output
+        body = json.loads(done.output)
+        assert body["tags"] == {"runner": "recording"} and body["params"] == {"n": 2}
+        local = CliRunner().invoke(pipeline_app, args)
+        assert local.exit_code == 1 and json.loads(local.output)["status"] == "failed"
+        unknown = CliRunner().invoke(pipeline_app, [*args, "--runner", "ray"])
+        assert unknown.exit_code == 1
+        assert "ray" in unknown.output and "local" in unknown.output, unknown.output
+    finally:
+        RUNNERS.unregister("recording")

@@ -44,6 +44,15 @@ if TYPE_CHECKING:
 
 __all__ = ["parse_params", "pipeline_app"]
 
+#: Which runner executes the steps (``conveyor.pipelines.runners.RUNNERS``).
+RunnerOpt = Annotated[
+    str,
+    typer.Option(
+        "--runner",
+        help="What runs the steps: local (this process), or a runner a package registered.",
+    ),
+]
+
 pipeline_app = typer.Typer(
     help="Run, list, schedule and recover pipelines; show their history.",
     no_args_is_help=True,
@@ -204,18 +213,19 @@ def run_command(
         list[str] | None,
         typer.Option("--param", "-p", help="key=value, given to steps as ctx.params (repeat)."),
     ] = None,
+    runner_name: RunnerOpt = "local",
     project: ProjectOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a pipeline once, now, showing each step as it runs."""
     from conveyor.pipelines.loading import load_pipeline
-    from conveyor.pipelines.runner import LocalRunner
+    from conveyor.pipelines.runners import runner_for
 
     params = parse_params(param)
     with open_project(project) as proj:
         authorized(proj, "pipelines.run")
         pipeline = load_pipeline(target, search_path=_search_path(proj))
-        runner = LocalRunner.for_project(proj)
+        runner = runner_for(runner_name, proj)
         if as_json:
             result = runner.run(pipeline, params)
             echo_json(result.to_dict())
@@ -350,12 +360,13 @@ def recover_command(
         str,
         typer.Option(help=f"How long without a heartbeat makes a run dead: {DURATION_FORMS}."),
     ] = "1m",
+    runner_name: RunnerOpt = "local",
     project: ProjectOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Fail (or re-run) pipeline runs left "running" by a process that died."""
     from conveyor.pipelines.loading import load_pipelines
-    from conveyor.pipelines.runner import LocalRunner
+    from conveyor.pipelines.runners import runner_for
 
     stale = parse_duration(stale_after, "--stale-after").total_seconds()
     with open_project(project) as proj:
@@ -364,7 +375,8 @@ def recover_command(
             p for t in targets or [] for p in load_pipelines(t, search_path=_search_path(proj))
         ]
         out = console()
-        runner = LocalRunner.for_project(
+        runner = runner_for(
+            runner_name,
             proj,
             heartbeat_interval=min(5.0, stale / 2),
             stale_after=stale,
@@ -405,6 +417,7 @@ def schedule_command(
     poll_interval: Annotated[
         str, typer.Option(help=f"How long between ticks: {DURATION_FORMS}.")
     ] = "5s",
+    runner_name: RunnerOpt = "local",
     project: ProjectOpt = None,
 ) -> None:
     """Run the scheduler until Ctrl-C: cron schedules, data and event triggers, crash recovery.
@@ -415,7 +428,7 @@ def schedule_command(
     import signal
 
     from conveyor.pipelines.loading import load_pipelines
-    from conveyor.pipelines.runner import LocalRunner
+    from conveyor.pipelines.runners import runner_for
     from conveyor.pipelines.scheduler import Scheduler
     from conveyor.training.continuous import retraining_schedules
 
@@ -443,7 +456,7 @@ def schedule_command(
                     f"{_styled(str(payload.get('status')))} in {_secs(payload.get('duration_s'))}"
                 )
 
-        runner = LocalRunner.for_project(proj, listener=tell)
+        runner = runner_for(runner_name, proj, listener=tell)
         scheduler = Scheduler(runner, pipelines, poll_interval=interval)
         stop = threading.Event()
         # SIGTERM (a service manager stopping the scheduler) lets the running pipeline finish.
