@@ -114,6 +114,14 @@ def serve_and_route(
             + ", ".join(f"{arm} {n}" for arm, n in sorted(arms.items()))
         )
         summary["after_rollback"] = dict(arms)
+        trail = client.get(
+            "/v1/audit", headers={"x-api-key": deployer}, params={"limit": 4}
+        ).json()["items"]
+        console.print(
+            "    audit trail (GET /v1/audit or `conveyor audit`, newest first): "
+            + "; ".join(f"{e['kind']} {e['subject']} by {e['actor']}" for e in trail)
+        )
+        summary["audit"] = [e["kind"] for e in trail]
         metrics = client.get("/metrics", headers={"x-api-key": deployer}).text
     project.events.flush()
     shadows = project.events.query(kind="prediction.shadow", subject=model, limit=2000).items

@@ -61,6 +61,10 @@ def test_quickstart_promotes_through_gates_and_optimizes(tmp_path: Path) -> None
         shadows = project.events.query(kind="prediction.shadow", limit=2000).items
         assert len(shadows) == 1000 and {e.subject_version for e in shadows} == {"1"}
         assert "rollback to revision 3" in out and "canary (v4)" in out
+        # The audit trail it printed: the rollback and the canary, by the on-call key.
+        trail = next(line for line in out.splitlines() if "audit trail" in line)
+        assert "route.rolled_back fraud-detector by key:quickstart-oncall" in trail, trail
+        assert "route.set fraud-detector by key:quickstart-oncall" in trail, trail
         # The forgotten customer had rows, and is gone from the latest dataset version.
         forgot = next(line for line in out.splitlines() if "forgot customer" in line).split()
         customer, rows = int(forgot[3].rstrip(":")), int(forgot[4])
