@@ -28,10 +28,10 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, overload
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from conveyor.errors import (
@@ -52,7 +52,10 @@ __all__ = [
     "BackendURL",
     "Closeable",
     "Seam",
+    "check_options",
+    "int_option",
     "redact",
+    "seconds_option",
     "unavailable",
 ]
 
@@ -185,6 +188,64 @@ def unavailable(url: BackendURL, seam: str, reason: object) -> BackendUnavailabl
         port=url.port,
         url=str(url),
     )
+
+
+# -- URL query options, read the same way by every backend ---------------------------------
+
+
+def check_options(url: BackendURL, allowed: Collection[str], what: str, field: str = "url") -> None:
+    """Refuse query options the backend does not know: a typo is never ignored.
+
+    ``what`` names the backend in the message (``key-value``, ``event log``).
+    """
+    unknown = sorted(set(url.query) - set(allowed))
+    if unknown:
+        known = ", ".join(sorted(allowed)) or "none"
+        raise InvalidInputError(
+            f"{url}: unknown {what} option(s) {', '.join(unknown)}; known: {known}", field=field
+        )
+
+
+def seconds_option(url: BackendURL, name: str, default: float) -> float:
+    """A positive, finite number of seconds from ``?name=``, or ``default``."""
+    raw = url.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and value != float("inf")):
+        raise InvalidInputError(
+            f"{url}: {name} must be a positive number of seconds, got {raw!r}", field=name
+        )
+    return value
+
+
+@overload
+def int_option(url: BackendURL, name: str, default: int, *, minimum: int = 1) -> int: ...
+
+
+@overload
+def int_option(
+    url: BackendURL, name: str, default: None = None, *, minimum: int = 1
+) -> int | None: ...
+
+
+def int_option(
+    url: BackendURL, name: str, default: int | None = None, *, minimum: int = 1
+) -> int | None:
+    """An integer of at least ``minimum`` from ``?name=``, or ``default``."""
+    raw = url.query.get(name)
+    if raw is None:
+        return default
+    text = raw.strip()
+    digits = text[1:] if text[:1] == "-" else text
+    if not (digits.isascii() and digits.isdigit()) or int(text) < minimum:
+        raise InvalidInputError(
+            f"{url}: {name} must be an integer >= {minimum}, got {raw!r}", field=name
+        )
+    return int(text)
 
 
 class Closeable(ABC):

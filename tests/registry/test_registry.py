@@ -183,3 +183,14 @@ def test_non_ascii_digits_are_not_version_numbers(registry: Registry) -> None:
         registry.get("fraud", "³")  # str.isdigit() is true for it; int() is not
     with pytest.raises(NotFoundError):
         registry.resolve("fraud@\u0661")  # ARABIC-INDIC DIGIT ONE
+
+
+def test_a_number_no_registry_can_hold_is_not_found(registry: Registry) -> None:
+    """Found by schemathesis on PostgreSQL: 10**29 overflowed the integer column (a 500)."""
+    registry.register("fraud", Doubler(1.0))
+    for huge in (2**31, 10**29, "999999999999999999999999999999"):
+        with pytest.raises(NotFoundError, match="fraud@"):
+            registry.get("fraud", huge)
+        with pytest.raises(NotFoundError):
+            registry.resolve(f"fraud@{huge}")
+    assert registry.get("fraud", "1").number == 1

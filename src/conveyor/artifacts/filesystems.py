@@ -22,7 +22,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
-from conveyor.backends import BackendURL
+from conveyor.backends import BackendURL, check_options
 from conveyor.errors import InvalidInputError
 
 __all__ = ["Location", "close_filesystem", "open_location"]
@@ -138,13 +138,7 @@ def _s3(url: BackendURL, options: dict[str, Any]) -> Location:
 
 
 def _reject_query(url: BackendURL, allowed: set[str]) -> None:
-    unknown = sorted(set(url.query) - allowed)
-    if unknown:
-        known = ", ".join(sorted(allowed)) or "none"
-        raise InvalidInputError(
-            f"{url}: unknown artifact store option(s) {', '.join(unknown)}; known: {known}",
-            field="artifacts",
-        )
+    check_options(url, allowed, "artifact store", field="artifacts")
 
 
 def _flag(url: BackendURL, name: str, value: str) -> bool:

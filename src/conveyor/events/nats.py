@@ -43,7 +43,7 @@ from typing import Any, Self
 import nats.js.errors
 from nats.js import api
 
-from conveyor.backends import BackendURL
+from conveyor.backends import BackendURL, int_option, seconds_option
 from conveyor.errors import InvalidInputError, NotFoundError
 from conveyor.events.jetstream import Gone, Link, Pull, delete, errors, position, refused, translate
 from conveyor.events.log import open_writer
@@ -54,8 +54,6 @@ from conveyor.events.streams import (
     StreamEventLog,
     check_query,
     decode_event,
-    float_option,
-    int_option,
 )
 from conveyor.events.writer import BatchWriter
 
@@ -103,10 +101,10 @@ class _Config:
         return cls(
             stream,
             prefix,
-            float_option(url, "duplicate_window", 120.0),
+            seconds_option(url, "duplicate_window", 120.0),
             int_option(url, "replicas", 1),
-            float_option(url, "connect_timeout", 2.0),
-            float_option(url, "timeout", 5.0),
+            seconds_option(url, "connect_timeout", 2.0),
+            seconds_option(url, "timeout", 5.0),
         )
 
     def subject(self, kind: str | None) -> str:

@@ -36,8 +36,6 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Self, cast
 
 import redis
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
 from conveyor.backends import BackendURL, unavailable
 from conveyor.errors import BackendError, ConveyorError, InvalidInputError
@@ -47,17 +45,15 @@ from conveyor.events.streams import (
     CHUNK,
     Entries,
     StreamEventLog,
-    check_query,
     decode_event,
     encode_event,
-    float_option,
 )
 from conveyor.events.writer import BatchWriter, Row
+from conveyor.redis_pool import connection_pool
 
 __all__ = ["RedisStreamEventLog"]
 
 _SEAM = "events"
-_DEFAULT_PORT = 6379
 _DEFAULT_STREAM = "conveyor:events"
 _FIELD = b"event"
 
@@ -124,29 +120,10 @@ class RedisStreamEventLog(StreamEventLog):
         InvalidInputError for a bad URL option.
         """
         parsed = BackendURL.parse(url)
-        check_query(parsed, ("stream", "socket_timeout", "connect_timeout"))
-        db_text = parsed.path.strip("/") or "0"
-        if not (db_text.isascii() and db_text.isdigit()):
-            raise InvalidInputError(
-                f"{parsed}: the path names the Redis database number (redis://host:6379/0), "
-                f"got {db_text!r}",
-                field="url",
-            )
         stream = parsed.query.get("stream", _DEFAULT_STREAM)
         if not stream:
             raise InvalidInputError(f"{parsed}: stream must not be empty", field="stream")
-        parsed = parsed.with_(host=parsed.host or "127.0.0.1", port=parsed.port or _DEFAULT_PORT)
-        pool = redis.ConnectionPool(
-            host=parsed.host,
-            port=parsed.port,
-            db=int(db_text),
-            username=parsed.username,
-            password=parsed.password,
-            socket_timeout=float_option(parsed, "socket_timeout", 5.0),
-            socket_connect_timeout=float_option(parsed, "connect_timeout", 2.0),
-            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=2),
-            health_check_interval=30,
-        )
+        parsed, pool = connection_pool(parsed, options=("stream",))
         client = redis.Redis(connection_pool=pool)
         append = client.register_script(_APPEND)
         keys = [stream, f"{stream}:ids"]

@@ -43,7 +43,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from conveyor.backends import BackendURL
+from conveyor.backends import BackendURL, check_options
 from conveyor.errors import InvalidInputError, NotFoundError
 from conveyor.events.filters import Filters, decode_seq_cursor, encode_seq_cursor, to_us
 from conveyor.events.log import EventLog
@@ -61,8 +61,6 @@ __all__ = [
     "check_query",
     "decode_event",
     "encode_event",
-    "float_option",
-    "int_option",
     "kind_of",
 ]
 
@@ -146,42 +144,8 @@ def kind_of(filters: Filters) -> str | None:
 
 
 def check_query(url: BackendURL, allowed: Collection[str]) -> None:
-    """Refuse URL options this backend does not know (a typo must not be ignored)."""
-    unknown = sorted(set(url.query) - set(allowed))
-    if unknown:
-        raise InvalidInputError(
-            f"{url}: unknown event log option(s) {', '.join(unknown)}; known: "
-            f"{', '.join(sorted(allowed))}",
-            field="url",
-        )
-
-
-def float_option(url: BackendURL, name: str, default: float) -> float:
-    """A positive number of seconds from ``?name=``."""
-    text = url.query.get(name)
-    if text is None:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise InvalidInputError(
-            f"{url}: {name} must be a positive number of seconds, got {text!r}", field=name
-        )
-    return value
-
-
-def int_option(url: BackendURL, name: str, default: int) -> int:
-    """A positive integer from ``?name=``."""
-    text = url.query.get(name)
-    if text is None:
-        return default
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:
-        raise InvalidInputError(
-            f"{url}: {name} must be a positive integer, got {text!r}", field=name
-        )
-    return int(text)
+    """Refuse URL options this event log does not know (a typo must not be ignored)."""
+    check_options(url, allowed, "event log")
 
 
 # -- what a backend provides -----------------------------------------------------------

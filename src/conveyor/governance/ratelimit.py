@@ -205,43 +205,22 @@ class RedisRateLimiter(RateLimiter):
     @classmethod
     def from_url(cls, url: str | BackendURL) -> RedisRateLimiter:
         """Build the client; no connection is made until the first take."""
-        from conveyor.kv.options import check_query, float_option
-
-        parsed = BackendURL.parse(url)
-        check_query(parsed, {"socket_timeout", "connect_timeout"})
         try:
             import redis
-            from redis.backoff import ExponentialBackoff
-            from redis.retry import Retry
+
+            from conveyor.redis_pool import connection_pool
         except ImportError as exc:
             raise MissingDependencyError(
                 "the Redis rate limiter needs redis-py: pip install 'conveyor[redis]'",
                 package="redis",
             ) from exc
-        db_text = parsed.path.strip("/") or "0"
-        if not (db_text.isascii() and db_text.isdigit()):
-            raise InvalidInputError(
-                f"{parsed}: the path names the Redis database number (redis://host:6379/0), "
-                f"got {db_text!r}",
-                field="url",
-            )
+        parsed = BackendURL.parse(url)
         prefix = parsed.query.get("prefix", _REDIS_DEFAULT_PREFIX)
         if not prefix:
             raise InvalidInputError(f"{parsed}: prefix must not be empty", field="prefix")
-        host, port = parsed.host or "127.0.0.1", parsed.port or 6379
-        client = redis.Redis(
-            host=host,
-            port=port,
-            db=int(db_text),
-            username=parsed.username,
-            password=parsed.password,
-            ssl=parsed.scheme == "rediss",
-            socket_timeout=float_option(parsed, "socket_timeout", 2.0),
-            socket_connect_timeout=float_option(parsed, "connect_timeout", 2.0),
-            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=2),
-            health_check_interval=30,
-        )
-        return cls(parsed.with_(host=host, port=port), prefix, client)
+        # A take is on every request's path: it waits 2 s at most, not the cache's 5 s.
+        dialled, pool = connection_pool(parsed, options=("prefix",), socket_timeout=2.0)
+        return cls(dialled, prefix, redis.Redis(connection_pool=pool))
 
     def _take(self, key_id: str, rate: float, burst: int) -> float:
         import redis

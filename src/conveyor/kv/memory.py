@@ -19,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
-from conveyor.backends import BackendURL
+from conveyor.backends import BackendURL, int_option
 from conveyor.errors import InvalidInputError
 from conveyor.kv.base import BaseKV
 from conveyor.kv.options import (
@@ -29,7 +29,6 @@ from conveyor.kv.options import (
     check_ttl,
     check_value,
     counter_value,
-    int_option,
     prefix_of,
 )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection
 
-from conveyor.backends import BackendURL
+from conveyor.backends import BackendURL, check_options
 from conveyor.errors import InvalidInputError
 
 __all__ = [
@@ -21,8 +21,6 @@ __all__ = [
     "check_ttl",
     "check_value",
     "counter_value",
-    "float_option",
-    "int_option",
     "prefix_of",
     "ttl_ms",
 ]
@@ -48,41 +46,8 @@ def prefix_of(url: BackendURL) -> str:
 
 
 def check_query(url: BackendURL, allowed: Collection[str]) -> None:
-    unknown = sorted(set(url.query) - set(allowed) - {"prefix"})
-    if unknown:
-        known = ", ".join(sorted({*allowed, "prefix"}))
-        raise InvalidInputError(
-            f"{url}: unknown key-value option(s) {', '.join(unknown)}; known: {known}",
-            field="url",
-        )
-
-
-def int_option(url: BackendURL, name: str, *, minimum: int = 1) -> int | None:
-    raw = url.query.get(name)
-    if raw is None:
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        value = minimum - 1
-    if value < minimum:
-        raise InvalidInputError(
-            f"{url}: {name}={raw!r} must be an integer >= {minimum}", field=name
-        )
-    return value
-
-
-def float_option(url: BackendURL, name: str, default: float) -> float:
-    raw = url.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not (math.isfinite(value) and value > 0):
-        raise InvalidInputError(f"{url}: {name}={raw!r} must be a positive number", field=name)
-    return value
+    """Refuse options no key-value backend of this kind knows (``prefix`` always is)."""
+    check_options(url, {*allowed, "prefix"}, "key-value")
 
 
 def check_key(key: object) -> str:

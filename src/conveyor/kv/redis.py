@@ -11,7 +11,9 @@ naming host and port. redis-py retries a failed connection twice with a
 short backoff (its default backs off for seconds, which would hold a
 request that long before a cache miss could fall back).
 
-This is the only module that imports ``redis``.
+The pool comes from :func:`conveyor.redis_pool.connection_pool`, the one
+way Conveyor dials Redis (the cache, the rate limiter, the Redis Streams
+event log).
 """
 
 from __future__ import annotations
@@ -21,8 +23,6 @@ from contextlib import contextmanager
 from typing import Any, Self, cast
 
 import redis
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
 from conveyor.backends import BackendURL, unavailable
 from conveyor.errors import InvalidInputError
@@ -30,19 +30,16 @@ from conveyor.kv.base import BaseKV
 from conveyor.kv.options import (
     check_amount,
     check_key,
-    check_query,
     check_ttl,
     check_value,
-    float_option,
-    int_option,
     prefix_of,
     ttl_ms,
 )
+from conveyor.redis_pool import connection_pool
 
 __all__ = ["RedisKV"]
 
 _SEAM = "key-value"
-_DEFAULT_PORT = 6379
 _CLEAR_BATCH = 500
 _GLOB_SPECIAL = str.maketrans({c: "\\" + c for c in "*?[]\\^-"})
 
@@ -58,33 +55,8 @@ class RedisKV(BaseKV):
     @classmethod
     def from_url(cls, url: str | BackendURL, **options: Any) -> Self:
         """Build the pool; no connection is made until the first command."""
-        parsed = BackendURL.parse(url)
-        check_query(parsed, {"socket_timeout", "connect_timeout", "max_connections"})
-        db_text = parsed.path.strip("/") or "0"
-        if not (db_text.isascii() and db_text.isdigit()):
-            raise InvalidInputError(
-                f"{parsed}: the path names the Redis database number (redis://host:6379/0), "
-                f"got {db_text!r}",
-                field="url",
-            )
-        kwargs: dict[str, Any] = {
-            "host": parsed.host or "127.0.0.1",
-            "port": parsed.port or _DEFAULT_PORT,
-            "db": int(db_text),
-            "username": parsed.username,
-            "password": parsed.password,
-            "socket_timeout": float_option(parsed, "socket_timeout", 5.0),
-            "socket_connect_timeout": float_option(parsed, "connect_timeout", 2.0),
-            "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=2),
-            "health_check_interval": 30,
-        }
-        max_connections = int_option(parsed, "max_connections")
-        if max_connections is not None:
-            kwargs["max_connections"] = max_connections
-        kwargs.update(options)
-        # The address in error messages must be the one actually dialled.
-        parsed = parsed.with_(host=kwargs["host"], port=kwargs["port"])
-        return cls(parsed, prefix_of(parsed), redis.ConnectionPool(**kwargs))
+        parsed, pool = connection_pool(BackendURL.parse(url), options=("prefix",), **options)
+        return cls(parsed, prefix_of(parsed), pool)
 
     def close(self) -> None:
         if not self._closed:

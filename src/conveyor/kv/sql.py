@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Self
 
-from conveyor.backends import BackendURL
+from conveyor.backends import BackendURL, seconds_option
 from conveyor.errors import BackendUnavailableError, InvalidInputError
 from conveyor.kv.base import BaseKV
 from conveyor.kv.options import (
@@ -37,7 +37,6 @@ from conveyor.kv.options import (
     check_ttl,
     check_value,
     counter_value,
-    float_option,
     prefix_of,
 )
 
@@ -81,7 +80,7 @@ class SqliteKV(BaseKV):
             raise InvalidInputError(
                 f"SqliteKV takes no options, got {', '.join(sorted(options))}", field="options"
             )
-        timeout = float_option(parsed, "timeout", _BUSY_TIMEOUT_S)
+        timeout = seconds_option(parsed, "timeout", _BUSY_TIMEOUT_S)
         location = parsed.location
         memory = location in ("", ":memory:")
         try:

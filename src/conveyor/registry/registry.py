@@ -173,6 +173,8 @@ class Registry(AliasesMixin, PromotionMixin):
         elif key == "latest":
             row = self._reads.first(reads.latest(), {"name": name})
             what = f"any version of model {name!r}"
+        elif isinstance(key, int) or key.isdigit():  # a number no registry holds
+            row, what = None, f"{name}@{key}"
         elif isinstance(key, str):
             row = self._reads.first(reads.by_alias(), {"name": name, "alias": key})
             what = f"alias {key!r} of model {name!r}"

@@ -14,15 +14,22 @@ if TYPE_CHECKING:
 __all__ = ["AliasMove", "LoadedModel", "ModelVersion"]
 
 
+#: The largest version number a registry holds (the column is a 32-bit integer).
+MAX_VERSION = 2**31 - 1
+
+
 def version_number(value: object) -> int | None:
     """``value`` as a version number (an int, or a string of ASCII digits), else None.
 
-    ``str.isdigit()`` alone also accepts digits ``int()`` refuses (``'³'``).
+    ``str.isdigit()`` alone also accepts digits ``int()`` refuses (``'³'``). A
+    number no registry can hold (above :data:`MAX_VERSION`) is None too, so a
+    lookup of ``m@99999999999`` is "not found", never a database error.
     """
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        return int(value)
+        return value if value <= MAX_VERSION else None
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 10:
+        number = int(value)
+        return number if number <= MAX_VERSION else None
     return None
 
 
