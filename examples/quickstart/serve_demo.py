@@ -117,10 +117,9 @@ def serve_and_route(
         trail = client.get(
             "/v1/audit", headers={"x-api-key": deployer}, params={"limit": 4}
         ).json()["items"]
-        console.print(
-            "    audit trail (GET /v1/audit or `conveyor audit`, newest first): "
-            + "; ".join(f"{e['kind']} {e['subject']} by {e['actor']}" for e in trail)
-        )
+        console.print("    audit trail (GET /v1/audit or `conveyor audit`), newest first:")
+        for e in trail:
+            console.print(f"      {e['kind']} {e['subject']} by {e['actor']}", soft_wrap=True)
         summary["audit"] = [e["kind"] for e in trail]
         metrics = client.get("/metrics", headers={"x-api-key": deployer}).text
     project.events.flush()

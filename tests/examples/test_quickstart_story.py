@@ -62,9 +62,13 @@ def test_quickstart_promotes_through_gates_and_optimizes(tmp_path: Path) -> None
         assert len(shadows) == 1000 and {e.subject_version for e in shadows} == {"1"}
         assert "rollback to revision 3" in out and "canary (v4)" in out
         # The audit trail it printed: the rollback and the canary, by the on-call key.
-        trail = next(line for line in out.splitlines() if "audit trail" in line)
-        assert "route.rolled_back fraud-detector by key:quickstart-oncall" in trail, trail
-        assert "route.set fraud-detector by key:quickstart-oncall" in trail, trail
+        lines = out.splitlines()
+        start = next(i for i, line in enumerate(lines) if "audit trail" in line) + 1
+        trail = [line.strip() for line in lines[start : start + 4]]
+        assert trail[:2] == [
+            "route.rolled_back fraud-detector by key:quickstart-oncall",
+            "route.set fraud-detector by key:quickstart-oncall",
+        ], trail
         # The forgotten customer had rows, and is gone from the latest dataset version.
         forgot = next(line for line in out.splitlines() if "forgot customer" in line).split()
         customer, rows = int(forgot[3].rstrip(":")), int(forgot[4])
