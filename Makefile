@@ -48,6 +48,7 @@ lint: $(VENV)/.stamp-dev
 
 # Peers are installed in their own virtualenvs under .bench-venvs/, never into Conveyor's.
 bench: $(VENV)/.stamp-dev services
+	@scripts/services.sh wrk
 	$(PY) benchmarks/run.py
 
 clean:

@@ -3,6 +3,7 @@
 # are not; fail loudly (exit 1) if one cannot be started. Never skip.
 #   scripts/services.sh            check and start all
 #   scripts/services.sh postgres   only the named ones
+#   scripts/services.sh wrk        a tool the benchmarks need (installed from Debian's packages)
 set -u
 
 wait_for() {  # name, check command, seconds
@@ -48,6 +49,8 @@ for svc in $wanted; do
     rabbitmq) ensure rabbitmq "port_open 5672" "rabbitmq-server -detached" ;;
     mariadb)  ensure mariadb "port_open 3306" \
                 "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd" ;;
+    wrk)      ensure wrk "command -v wrk" \
+                "apt-get install -y wrk || (apt-get update && apt-get install -y wrk)" ;;
     *) echo "unknown service $svc" >&2; exit 2 ;;
   esac
 done
