@@ -31,6 +31,10 @@ async def _ok(call: Call) -> Response:
     return Response(b"{}", media_type="application/json")
 
 
+def found_route(router: Router) -> Route | None:
+    return router.match("POST", "/v1/models/other/predict").route
+
+
 def test_router_matches_static_and_templated_paths_and_says_which_methods_exist() -> None:
     router = Router(
         [
@@ -52,6 +56,14 @@ def test_router_matches_static_and_templated_paths_and_says_which_methods_exist(
     # A parameter is one non-empty segment: a decoded %2F adds a segment and matches nothing.
     assert router.match("POST", "/v1/models/a/b/predict").route is None
     assert router.match("POST", "/v1/models//predict").route is None
+    # A path seen before is answered from memory, each time with its own params.
+    first = router.match("POST", "/v1/models/fraud/predict")
+    first.params["model"] = "changed by a handler"
+    again = router.match("POST", "/v1/models/fraud/predict")
+    assert again.route is found_route(router) and again.params == {"model": "fraud"}
+    for n in range(5000):  # many distinct paths: memory stays bounded and answers stay right
+        assert router.match("GET", f"/v1/models/m{n}/route").params == {"model": f"m{n}"}
+    assert len(router._seen) <= 4096
     with pytest.raises(InvalidInputError, match="two routes for GET /v1/models"):
         Router(
             [Route("GET", "/v1/models", _ok, None, "a"), Route("GET", "/v1/models", _ok, None, "b")]
@@ -180,6 +192,30 @@ def test_every_route_passes_the_pipeline_the_hot_path_included(
     assert big.status_code == 413 and big.json()["code"] == "payload_too_large"
     # Probes stay open.
     assert httpx.get(url + "/v2/health/live", timeout=10).status_code == 200
+
+
+def test_a_chunked_body_is_read_whole_and_held_to_the_limit(
+    project: Project, server: ThreadedServer
+) -> None:
+    """No Content-Length: the body arrives in pieces and is counted as it is read."""
+    url = server.url + "/v1/models/m/predict"
+    key = {"x-api-key": _keys(project)["predictor"]}
+
+    def pieces(body: bytes, size: int) -> Iterator[bytes]:
+        for start in range(0, len(body), size):
+            yield body[start : start + size]
+
+    wait_until(
+        lambda: httpx.post(url, json={"records": []}, headers=key, timeout=10).status_code != 404,
+        message="the route reaches the worker",
+    )
+    good = b'{"records": [{"a": 1.0, "b": 2.0}, {"a": 0.5, "b": 0.5}]}'
+    answer = httpx.post(url, content=pieces(good, 7), headers=key, timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["predictions"] == pytest.approx([3.0, 1.0])
+    big = b'{"records": [' + b'{"a": 1.0, "b": 2.0},' * 300 + b'{"a": 1.0, "b": 2.0}]}'
+    refused = httpx.post(url, content=pieces(big, 1000), headers=key, timeout=10)
+    assert refused.status_code == 413 and refused.json()["code"] == "payload_too_large"
 
 
 def test_unknown_paths_and_methods_answer_json(server: ThreadedServer) -> None:

@@ -139,7 +139,6 @@ class Access:
 
     async def authorize_async(self, token: str | None, action: str) -> Caller:
         """:meth:`authorize` for an event loop: the store is read in a thread, on a miss."""
-        needed = needed_role(action)
         if token:
             key = self.keys.verify_cached(token)
             if key is None:
@@ -150,7 +149,7 @@ class Access:
             known = await asyncio.to_thread(self._ask_store)
         if known:
             return Caller(None, self.anonymous)
-        raise self._missing(action, needed)
+        raise self._missing(action, needed_role(action))
 
     @staticmethod
     def _checked(key: ApiKey, action: str) -> Caller:

@@ -31,10 +31,10 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from conveyor.errors import ConveyorError, PayloadTooLargeError
@@ -138,17 +138,32 @@ class Call:
         """The whole body, refused with 413 once it passes the limit (read once, kept)."""
         if self._body is not None:
             return self._body
+        if self._request is not None:  # a handler took Starlette's view: read through it
+            return await self._read(self._request.stream())
+        return await self._read(self._messages())
+
+    async def _messages(self) -> AsyncIterator[bytes]:
+        """The body's chunks straight from the server (no Request built on the hot path)."""
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect()
+            yield message.get("body", b"")
+            if not message.get("more_body", False):
+                return
+
+    async def _read(self, chunks: AsyncIterator[bytes]) -> bytes:
         limit = self.max_body
-        chunks: list[bytes] = []
+        parts: list[bytes] = []
         size = 0
-        async for chunk in self.request.stream():
+        async for chunk in chunks:
             size += len(chunk)
             if limit is not None and size > limit:
                 raise PayloadTooLargeError(
                     f"the body exceeds {limit} bytes", field="body", limit=limit
                 )
-            chunks.append(chunk)
-        self._body = b"".join(chunks)
+            parts.append(chunk)
+        self._body = parts[0] if len(parts) == 1 else b"".join(parts)
         return self._body
 
 

@@ -35,6 +35,8 @@ __all__ = ["Endpoint", "Match", "Route", "Router"]
 Endpoint = Callable[["Call"], Awaitable["Response"]]
 
 _PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+#: How many matched paths the router remembers before it starts over.
+_SEEN_PATHS = 4096
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 
 
@@ -93,6 +95,8 @@ class Router:
         self._static: dict[str, dict[str, Route]] = {}
         # segment count -> [(segments, param positions, method -> route)]
         self._templates: dict[int, list[tuple[tuple[str, ...], dict[str, Route]]]] = {}
+        #: Paths matched before (a server sees the same few model paths again and again).
+        self._seen: dict[str, tuple[dict[str, Route] | None, dict[str, str]]] = {}
         for route in self.routes:
             segments = tuple(route.path.strip("/").split("/")) if route.path != "/" else ()
             if not route.params:
@@ -116,7 +120,14 @@ class Router:
         table = self._static.get(path)
         params: dict[str, str] = {}
         if table is None:
-            table, params = self._template(path)
+            found = self._seen.get(path)
+            if found is None:
+                found = self._template(path)
+                if found[0] is not None:
+                    if len(self._seen) >= _SEEN_PATHS:  # many distinct paths: start over
+                        self._seen.clear()
+                    self._seen[path] = found
+            table, params = found[0], dict(found[1])
         if table is None:
             return Match(None, {})
         route = table.get(method) or (table.get("GET") if method == "HEAD" else None)

@@ -1,0 +1,112 @@
+"""Drive one Conveyor app in-process through ASGI: N native predicts one after another.
+
+    python request_path_driver.py PROJECT lr N [--profile]
+
+Prints JSON: microseconds per request (wall and process CPU), the status and
+answer of the last request. Runs with whatever ``conveyor`` is first on the
+path (today's, or an earlier commit's through PYTHONPATH), so one harness
+measures both. No socket, no HTTP parser: what is left is Conveyor's request
+path (routing, auth, limits, decoding, batching hand-off, the model, events,
+metrics) plus the model's predict in its thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+import serving_workload as wl
+
+from conveyor.project import Project
+from conveyor.serving.app import create_app
+
+
+async def _drive(root: str, kind: str, n: int, profile: bool) -> dict[str, Any]:
+    body = wl.records_body().encode()
+    path = f"/v1/models/bench_{kind}/predict"
+    project = Project.open(root)
+    app = create_app(project)
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    await inbox.put({"type": "lifespan.startup"})
+    life = asyncio.create_task(
+        app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, inbox.get, outbox.put)
+    )
+    started = await outbox.get()
+    if started["type"] != "lifespan.startup.complete":
+        raise SystemExit(f"start-up failed: {started}")
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 8000),
+    }
+
+    async def call() -> list[dict[str, Any]]:
+        sent: list[dict[str, Any]] = []
+        delivered = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await asyncio.Event().wait()  # the client never disconnects
+            raise AssertionError
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await app({**scope, "state": {}}, receive, send)
+        return sent
+
+    deadline = time.monotonic() + 60
+    while (last := await call())[0]["status"] != 200:  # until the route is loaded
+        if time.monotonic() > deadline:
+            raise SystemExit(f"never ready: {last}")
+        await asyncio.sleep(0.1)
+    for _ in range(min(n, 500)):
+        await call()
+    profiler: Any = None
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(n):
+        last = await call()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    if profiler is not None:
+        import pstats
+
+        profiler.disable()
+        pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(30)
+    await inbox.put({"type": "lifespan.shutdown"})
+    await life
+    project.close()
+    return {
+        "us_per_request_wall": wall / n * 1e6,
+        "us_per_request_cpu": cpu / n * 1e6,
+        "status": last[0]["status"],
+        "answer": json.loads(last[1]["body"])["predictions"],
+    }
+
+
+if __name__ == "__main__":
+    root, kind, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    print(json.dumps(asyncio.run(_drive(root, kind, n, "--profile" in sys.argv))))
