@@ -70,6 +70,7 @@ class Server:
 
         spec = serving_of(project.spec)
         self.spec = spec
+        self.allow_unrouted = spec.allow_unrouted_versions
         self.project = project
         self.events = project.events
         self.registry = project.registry
@@ -122,6 +123,21 @@ class Server:
             )
         return route
 
+    def check_named_version(self, call: Call, model: str, number: int) -> None:
+        """A caller naming a version that is on no route of ``model`` (not served, not
+        shadowed: a candidate, one that failed its gates) needs ``serving.predict_unrouted``
+        (deployer), unless ``serving.allow_unrouted_versions`` is set. Callers without a
+        key (a server open for local development) are not asked."""
+        if self.allow_unrouted:
+            return
+        route = self.watcher.routes.get(model)
+        if route is not None and number in route.policy.all_versions():
+            return
+        caller = call.caller
+        key = caller.key if caller is not None else None
+        if key is not None:
+            key.require("serving.predict_unrouted")
+
     async def served(self, model: str, number: int) -> Served:
         served = self.pool.get(model, number)
         if served is not None:
@@ -164,6 +180,7 @@ class Server:
             cache_on = route.policy.cache
         else:
             decision, cache_on = None, False
+            self.check_named_version(call, model, version)
             served = await self.served(model, version)
         table = rows(served) if callable(rows) else rows
         if self.enrich is not None:

@@ -17,6 +17,7 @@ CAPABILITY = Capability(
     actions={
         "serving.read": "viewer",
         "serving.predict": "predictor",
+        "serving.predict_unrouted": "deployer",
         "serving.deploy": "deployer",
         "serving.route": "deployer",
         "serving.rollback": "deployer",

@@ -93,6 +93,8 @@ def routes(server: Server) -> list[Route]:
         version = version_param(call)
         if version is None:
             version = server.route_of(model).policy.serving_versions()[0]
+        else:  # describing a version loads it: the same rule as calling it
+            server.check_named_version(call, model, version)
         return model, await server.served(model, version)
 
     async def model_meta(call: Call) -> Response:

@@ -47,6 +47,11 @@ class ServingSpec(BaseModel):
         description="Retired: the rate limiter is the backend URL backends.ratelimit.",
         json_schema_extra={"retired": True},
     )
+    allow_unrouted_versions: bool = Field(
+        False,
+        description="true: any caller allowed to predict may name a version on no route "
+        "(?version=N, /v2/.../versions/N); false: that needs the deployer role.",
+    )
     max_body_bytes: int = Field(8 << 20, ge=1024, description="Larger request bodies get 413.")
     batching: BatchingSpec = Field(default_factory=BatchingSpec)
     cache: bool = Field(True, description="Cache predictions in the cache backend.")
