@@ -252,7 +252,8 @@ def forget_cmd(
             abort=True,
         )
     with open_project(project) as proj:
-        result = proj.data.forget(column, value, actor=authorized(proj, "data.forget"))
+        who = authorized(proj, "data.forget")
+        result = proj.data.forget(column, value, actor=who)
         if as_json:
             echo_json(result.to_dict())
         else:
@@ -363,7 +364,8 @@ def quarantine_replay(
 ) -> None:
     """Validate a batch again; rows that now pass become a new version."""
     with open_project(project) as proj:
-        result = proj.data.replay(batch_id, actor=authorized(proj, "data.ingest"))
+        who = authorized(proj, "data.ingest")
+        result = proj.data.replay(batch_id, actor=who)
         if as_json:
             echo_json(result.to_dict())
             return

@@ -234,6 +234,7 @@ def register(
 ) -> None:
     """Register a model file or object as the next version of NAME."""
     with open_project(project) as proj:
+        who = authorized(proj, "models.register")
         model = _load_object(file, obj)
         frame = _read_frame(signature_from) if signature_from is not None else None
         datasets = [proj.data.versions.resolve(ref) for ref in dataset or []]
@@ -248,7 +249,7 @@ def register(
             run_id=run_id,
             dataset_versions=datasets,
             description=description,
-            actor=authorized(proj, "models.register"),
+            actor=who,
         )
         if as_json:
             echo_json(version.to_dict())
@@ -273,11 +274,12 @@ def alias_cmd(
 ) -> None:
     """Point ALIAS of NAME at VERSION, recording who, when and why."""
     with open_project(project) as proj:
+        who = authorized(proj, "models.promote")
         move = _registry(proj).set_alias(
             name,
             alias,
             version,
-            actor=authorized(proj, "models.promote"),
+            actor=who,
             reason=reason,
             forced=force,
             expected_version=expected_version,
@@ -296,9 +298,8 @@ def rollback(
 ) -> None:
     """Move ALIAS back to the version it pointed at before its last move."""
     with open_project(project) as proj:
-        move = _registry(proj).rollback(
-            name, alias, actor=authorized(proj, "models.promote"), reason=reason
-        )
+        who = authorized(proj, "models.promote")
+        move = _registry(proj).rollback(name, alias, actor=who, reason=reason)
         _print_move(proj, move, as_json)
 
 
@@ -384,13 +385,14 @@ def promote(
 ) -> None:
     """Make REF the champion (or --alias) if its newest gate report passed."""
     with open_project(project) as proj:
+        who = authorized(proj, "models.promote")
         registry = _registry(proj)
         version = registry.resolve(ref)
         promotion = registry.promote(
             version.model,
             version,
             alias=alias,
-            actor=authorized(proj, "models.promote"),
+            actor=who,
             reason=reason,
             force=force,
         )
@@ -417,12 +419,14 @@ def gates(
 ) -> None:
     """Show REF's newest gate report, or run its gates again with --rerun. Exit 3 if failed."""
     with open_project(project) as proj:
+        who: str | None = None
+        if rerun:  # the key is checked before anything is looked up
+            who = authorized(proj, "training.evaluate")
         registry = _registry(proj)
         version = registry.resolve(ref)
-        if rerun:
+        if who is not None:
             from conveyor.training.flow import evaluate_version
 
-            who = authorized(proj, "training.evaluate")
             report = evaluate_version(proj, version.ref, actor=who)
         else:
             found = registry.gate_report(version)

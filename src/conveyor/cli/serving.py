@@ -142,6 +142,7 @@ def deploy(
     if stable is not None and canary is None:
         raise InvalidInputError("--stable goes with --canary PCT", field="stable")
     with open_project(project) as proj:
+        who = authorized(proj, "serving.deploy")
         routes = _routes(proj)
         version = proj.registry.resolve(ref)
         model = version.model
@@ -167,7 +168,7 @@ def deploy(
         state = routes.set(
             model,
             policy,
-            actor=authorized(proj, "serving.deploy"),
+            actor=who,
             reason=reason,
             expected_revision=0 if current is None else current.revision,
         )
@@ -187,9 +188,8 @@ def rollback(
     To move a registry alias back instead, see `conveyor models rollback`.
     """
     with open_project(project) as proj:
-        state = _routes(proj).rollback(
-            model, actor=authorized(proj, "serving.rollback"), reason=reason
-        )
+        who = authorized(proj, "serving.rollback")
+        state = _routes(proj).rollback(model, actor=who, reason=reason)
         _print_state(state, as_json, "rolled back")
 
 
@@ -292,10 +292,11 @@ def route_set(
         text = policy_text.encode()
     policy = RoutePolicy.from_json(text)
     with open_project(project) as proj:
+        who = authorized(proj, "serving.route")
         state = _routes(proj).set(
             model,
             policy,
-            actor=authorized(proj, "serving.route"),
+            actor=who,
             reason=reason,
             expected_revision=expected_revision,
         )

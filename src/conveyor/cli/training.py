@@ -55,12 +55,13 @@ def train(
     from conveyor.training.flow import train_candidate
 
     with open_project(project) as proj:
+        who = authorized(proj, "training.train")
         candidate = train_candidate(
             proj,
             name,
             params=_params(param),
             seed=seed,
-            actor=authorized(proj, "training.train"),
+            actor=who,
             incremental=incremental,
             auto_promote=auto_promote,
         )
@@ -110,6 +111,7 @@ def optimize(
     from conveyor.training.optimize.versions import optimize_version
 
     with open_project(project) as proj:
+        who = authorized(proj, "training.optimize")
         done = optimize_version(
             proj,
             ref,
@@ -118,7 +120,7 @@ def optimize(
             max_depth=max_depth,
             quantize=quantize,
             max_metric_drop=max_metric_drop,
-            actor=authorized(proj, "training.optimize"),
+            actor=who,
         )
         if as_json:
             echo_json(done.to_dict())

@@ -1,0 +1,238 @@
+"""Every CLI command and every HTTP route is in one table saying what it may change and the
+action it needs; a mutating one is refused to a viewer key, to a revoked key and to no key.
+
+A new command or route fails ``test_the_table_lists_every_*`` until it is added here, with
+its action: nothing that changes state can ship without a role in front of it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conveyor.governance.keys import ApiKeys
+from conveyor.governance.roles import needed_role
+from conveyor.project import Project, init_project
+from conveyor.serving.app import create_app
+from conveyor.serving.server import ThreadedServer
+
+#: ``conveyor`` command -> (the action it needs, or None for one that changes nothing
+#: shared; the arguments that get it past parsing to its key check).
+CLI: dict[str, tuple[str | None, tuple[str, ...]]] = {
+    "version": (None, ()),
+    "init": (None, ()),  # creates a new project: there are no keys yet to ask for
+    "doctor": (None, ()),
+    "spec": (None, ()),
+    "audit": ("audit.read", ()),
+    "train": ("training.train", ("fraud",)),
+    "optimize": ("training.optimize", ("fraud@1",)),
+    "events tail": (None, ()),
+    "events kinds": (None, ()),
+    "runs list": (None, ()),
+    "runs show": (None, ("x",)),
+    "reports list": (None, ()),
+    "reports show": (None, ("x",)),
+    "data ingest": ("data.ingest", ("tx",)),
+    "data validate": (None, ("tx",)),  # prints a report; stores nothing
+    "data versions": (None, ("tx",)),
+    "data profile": (None, ("tx@1",)),
+    "data drift": ("data.check", ("tx@1", "tx@2")),
+    "data forget": ("data.forget", ("--key", "customer_id=1", "--yes")),
+    "data keygen": (None, ()),  # prints a new key; stores nothing
+    "data rotate-key": ("data.rotate_key", ()),
+    "data quarantine list": (None, ()),
+    "data quarantine show": (None, ("b1",)),
+    "data quarantine show --reveal": ("data.reveal", ("b1", "--reveal")),
+    "data quarantine replay": ("data.ingest", ("b1",)),
+    "data quarantine discard": ("data.quarantine", ("b1", "--reason", "bad")),
+    "keys create": ("keys.manage", ("new", "--role", "viewer")),
+    "keys list": ("keys.manage", ()),
+    "keys revoke": ("keys.manage", ("viewer",)),
+    "pipeline run": ("pipelines.run", ("flows.py:p",)),
+    "pipeline list": (None, ("flows.py",)),
+    "pipeline history": (None, ("p",)),
+    "pipeline recover": ("pipelines.run", ()),
+    "pipeline schedule": ("pipelines.run", ("flows.py:p",)),
+    "models list": (None, ()),
+    "models show": (None, ("fraud@1",)),
+    "models register": ("models.register", ("fraud", "--object", "sklearn.dummy:DummyClassifier")),
+    "models alias": ("models.promote", ("fraud", "champion", "1")),
+    "models rollback": ("models.promote", ("fraud", "champion")),
+    "models history": (None, ("fraud", "champion")),
+    "models promote": ("models.promote", ("fraud@1",)),
+    "models gates": (None, ("fraud@1",)),
+    "models gates --rerun": ("training.evaluate", ("fraud@1", "--rerun")),
+    "models compare": (None, ("fraud@1", "fraud@2")),
+    "deploy": ("serving.deploy", ("fraud@1",)),
+    "rollback": ("serving.rollback", ("fraud",)),
+    "serve": (None, ()),  # every request the server answers is checked by the server
+    "predict": (None, ("fraud@1",)),  # in this process, from the registry: reads only
+    "route show": (None, ("fraud",)),
+    "route list": (None, ()),
+    "route set": (
+        "serving.route",
+        ("fraud", "--policy", '{"mode": "fixed", "versions": [{"version": 1}]}'),
+    ),
+    "route history": (None, ("fraud",)),
+}
+
+
+def _cli_commands() -> Iterator[str]:
+    import typer._click as click
+    from typer.main import get_command
+
+    from conveyor.cli import app
+
+    def walk(command: Any, prefix: tuple[str, ...]) -> Iterator[str]:
+        if hasattr(command, "list_commands"):
+            ctx = click.Context(command)
+            for name in command.list_commands(ctx):
+                yield from walk(command.get_command(ctx, name), (*prefix, name))
+        else:
+            yield " ".join(prefix)
+
+    yield from walk(get_command(app), ())
+
+
+def test_the_table_lists_every_cli_command() -> None:
+    listed = {name.split(" --")[0] for name in CLI}
+    found = set(_cli_commands())
+    assert found - listed == set(), "add these commands to CLI, with the action they need"
+    assert listed - found == set(), "these commands are gone: remove them from CLI"
+
+
+def test_every_action_in_the_table_is_declared() -> None:
+    for name, (action, _) in CLI.items():
+        if action is not None:
+            assert needed_role(action) in ("predictor", "deployer", "admin"), name
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A project with keys: an admin, a viewer, and a revoked deployer."""
+    root = tmp_path_factory.mktemp("guarded")
+    init_project(root, name="guarded")
+    (root / "flows.py").write_text("from conveyor.pipelines import Pipeline\np = Pipeline('p')\n")
+    with Project.open(root, env={}) as project:
+        keys = ApiKeys(project.store, project.events)
+        admin, _ = keys.create("admin", "admin")
+        viewer, _ = keys.create("viewer", "viewer")
+        revoked, _ = keys.create("gone", "deployer")
+        keys.revoke("gone")
+    return {"root": root, "admin": admin, "viewer": viewer, "revoked": revoked}
+
+
+def _run(root: Path, token: str | None, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    if token is not None:
+        env["CONVEYOR_API_KEY"] = token
+    return subprocess.run(
+        [sys.executable, "-m", "conveyor.cli", *args, "-C", str(root)],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+MUTATING = sorted(
+    (name, action, args)
+    for name, (action, args) in CLI.items()
+    if action is not None and needed_role(action) != "viewer"
+)
+
+
+@pytest.mark.parametrize(("name", "action", "args"), MUTATING, ids=[m[0] for m in MUTATING])
+def test_a_mutating_command_refuses_a_viewer_a_revoked_key_and_no_key(
+    guarded: dict[str, Any], name: str, action: str, args: tuple[str, ...]
+) -> None:
+    command = name.split(" --")[0].split()
+    root = guarded["root"]
+    as_viewer = _run(root, guarded["viewer"], *command, *args)
+    assert as_viewer.returncode == 1, (name, as_viewer.stdout, as_viewer.stderr)
+    assert f"{action!r} needs the role {needed_role(action)!r}" in as_viewer.stderr, (
+        name,
+        as_viewer.stderr,
+    )
+    revoked = _run(root, guarded["revoked"], *command, *args)
+    assert revoked.returncode == 1 and "revoked" in revoked.stderr, (name, revoked.stderr)
+    nobody = _run(root, None, *command, *args)
+    assert nobody.returncode == 1 and "no API key" in nobody.stderr, (name, nobody.stderr)
+
+
+# -- HTTP ----------------------------------------------------------------------------------
+
+#: (method, path) -> the action it needs (None: open, a probe or the API's description).
+HTTP: dict[tuple[str, str], str | None] = {
+    ("GET", "/v1/models"): "serving.read",
+    ("POST", "/v1/models/{model}/predict"): "serving.predict",
+    ("GET", "/v1/models/{model}/route"): "serving.read",
+    ("PUT", "/v1/models/{model}/route"): "serving.route",
+    ("POST", "/v1/models/{model}/rollback"): "serving.rollback",
+    ("GET", "/v1/audit"): "audit.read",
+    ("GET", "/metrics"): "metrics.read",
+    ("GET", "/openapi.json"): None,
+    ("GET", "/v2"): "serving.read",
+    ("GET", "/v2/health/live"): None,
+    ("GET", "/v2/health/ready"): None,
+    ("GET", "/v2/models/{model}"): "serving.read",
+    ("GET", "/v2/models/{model}/ready"): "serving.read",
+    ("POST", "/v2/models/{model}/infer"): "serving.predict",
+    ("GET", "/v2/models/{model}/versions/{version}"): "serving.read",
+    ("GET", "/v2/models/{model}/versions/{version}/ready"): "serving.read",
+    ("POST", "/v2/models/{model}/versions/{version}/infer"): "serving.predict",
+}
+
+
+@pytest.fixture(scope="module")
+def server(guarded: dict[str, Any]) -> Iterator[tuple[ThreadedServer, Project]]:
+    project = Project.open(guarded["root"], env={})
+    running = ThreadedServer(create_app(project))
+    running.start()
+    try:
+        yield running, project
+    finally:
+        running.stop()
+        project.close()
+
+
+def test_the_table_lists_every_http_route(server: tuple[ThreadedServer, Project]) -> None:
+    app = server[0].app
+    routes = {(r.method, r.path): r.action for r in app.routes}
+    assert set(routes) - set(HTTP) == set(), "add these routes to HTTP, with their action"
+    assert set(HTTP) - set(routes) == set(), "these routes are gone: remove them from HTTP"
+    for where, action in HTTP.items():
+        assert routes[where] == action, where
+
+
+GATED = sorted((m, p, a) for (m, p), a in HTTP.items() if a is not None)
+
+
+@pytest.mark.parametrize(("method", "path", "action"), GATED, ids=[f"{m} {p}" for m, p, _ in GATED])
+def test_every_gated_route_refuses_no_key_a_revoked_key_and_a_lower_role(
+    guarded: dict[str, Any],
+    server: tuple[ThreadedServer, Project],
+    method: str,
+    path: str,
+    action: str,
+) -> None:
+    url = server[0].url + path.replace("{model}", "fraud").replace("{version}", "1")
+    nobody = httpx.request(method, url, json={}, timeout=10)
+    assert nobody.status_code == 401 and nobody.json()["code"] == "unauthenticated"
+    revoked = httpx.request(method, url, json={}, headers={"x-api-key": guarded["revoked"]})
+    assert revoked.status_code == 401 and revoked.json()["reason"] == "revoked", revoked.text
+    if needed_role(action) != "viewer":
+        low = httpx.request(method, url, json={}, headers={"x-api-key": guarded["viewer"]})
+        assert low.status_code == 403, (path, low.text)
+        assert low.json()["action"] == action
+    # The admin gets past the key check (to whatever the handler answers: never 401/403).
+    admin = httpx.request(method, url, json={}, headers={"x-api-key": guarded["admin"]})
+    assert admin.status_code not in (401, 403), (path, admin.text)
