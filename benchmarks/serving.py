@@ -70,6 +70,7 @@ LUA = """
 wrk.method = "POST"
 wrk.body = {body}
 wrk.headers["Content-Type"] = "application/json"
+{headers}
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -100,6 +101,8 @@ class Server:
     port: int = 0
     #: Called with the chosen port before the process starts (MLServer reads it from a file).
     on_port: Callable[[int], None] | None = None
+    #: Headers every request sends (Conveyor's API key: it runs with auth on).
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -124,9 +127,12 @@ def _get(url: str, timeout: float = 2.0) -> int:
         return 0
 
 
-def _post(url: str, body: str) -> tuple[int, str]:
+def _post(url: str, body: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
     req = urllib.request.Request(
-        url, data=body.encode(), headers={"Content-Type": "application/json"}, method="POST"
+        url,
+        data=body.encode(),
+        headers={"Content-Type": "application/json", **(headers or {})},
+        method="POST",
     )
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
@@ -225,16 +231,21 @@ def wrk(url: str, lua: Path, connections: int, seconds: float) -> dict[str, Any]
 def measure(run: Running, concurrency: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     server = run.server
     lua = tmp / f"{server.name}.lua"
-    lua.write_text(LUA.format(body="[==[" + server.body + "]==]"))
+    lua.write_text(_lua(server))
     url = f"http://127.0.0.1:{server.port}{server.predict_path}"
     wrk(url, lua, concurrency, args.warmup)
     return wrk(url, lua, concurrency, args.duration)
 
 
+def _lua(server: Server) -> str:
+    headers = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in server.headers.items())
+    return LUA.format(body="[==[" + server.body + "]==]", headers=headers)
+
+
 def check_answer(run: Running, expected: float) -> str:
     """One request by hand before any load: a 200, and the model's own prediction."""
     url = f"http://127.0.0.1:{run.server.port}{run.server.predict_path}"
-    status, text = _post(url, run.server.body)
+    status, text = _post(url, run.server.body, run.server.headers)
     if status != 200:
         raise RuntimeError(f"{run.server.name}: {status} {text[:500]}")
     got = prediction_of(text)
@@ -281,6 +292,7 @@ def servers(
             body=wl.records_body(),
             env=env,
             batched=kind == "rf",
+            headers={"x-api-key": (tmp / project / "bench.key").read_text().strip()},
         )
 
     if baseline is not None:
@@ -446,7 +458,7 @@ def profile_conveyor(run: Running, args: argparse.Namespace, tmp: Path, log: Log
     spy = harness.ensure_venv("pyspy", log).parent / "py-spy"
     raw = tmp / "conveyor.collapsed"
     lua = tmp / "profile.lua"
-    lua.write_text(LUA.format(body="[==[" + run.server.body + "]==]"))
+    lua.write_text(_lua(run.server))
     url = f"http://127.0.0.1:{run.server.port}{run.server.predict_path}"
     seconds = max(3, int(args.duration))
     spy_proc = subprocess.Popen(
@@ -518,9 +530,9 @@ def run(args: argparse.Namespace, log: Log = print) -> dict[str, Any]:
             "load_generator": "wrk -t1 (1 thread), separate process, loopback, one JSON row "
             "per request (Lua script)",
             "workers": 1,
-            "conveyor": "conveyor serve, auth disabled (no key), cache off, routing + metrics "
-            "+ event log on; lr: batching off (max_batch_size 1); rf: max_batch_size 64, "
-            "max_wait_ms 2",
+            "conveyor": "conveyor serve, auth required (wrk sends a predictor key), cache off, "
+            "routing + metrics + event log on; lr: default batching (32 rows, 2 ms); "
+            "rf: max_batch_size 64, max_wait_ms 2",
             "mlserver": "mlserver start, defaults (parallel_workers default), sklearn runtime",
             "bentoml": "bentoml serve, workers=1; rf: batchable=True, max_batch_size 64",
             "bare": "Starlette + uvicorn (uvloop, httptools), model.predict in the handler",

@@ -3,9 +3,10 @@
     python conveyor_serving.py ROOT lr|rf     # runs in Conveyor's .venv
 
 Creates the project at ROOT with ``init_project``, appends the ``serving:``
-section (auth disabled and no key created, cache off; default batching for
-``lr``, 64 rows / 2 ms for ``rf``), registers the model fitted on the shared
-rows with a pandas signature f0..f19, and routes all traffic to version 1.
+section (auth required, one unlimited predictor key written to bench.key,
+cache off; default batching for ``lr``, 64 rows / 2 ms for ``rf``),
+registers the model fitted on the shared rows with a pandas signature
+f0..f19, and routes all traffic to version 1.
 The server itself is started by ``benchmarks/serving.py`` (uvicorn on
 ``conveyor.cli.serving:worker_app``), like any peer.
 """
@@ -19,10 +20,23 @@ from pathlib import Path
 from serving_workload import FEATURES, fit, training_rows
 
 SERVING = {
-    "lr": "serving:\n  auth: disabled\n  cache: false\n",  # default batching (32 rows, 2 ms)
-    "rf": "serving:\n  auth: disabled\n  cache: false\n"
+    "lr": "serving:\n  auth: required\n  cache: false\n",  # default batching (32 rows, 2 ms)
+    "rf": "serving:\n  auth: required\n  cache: false\n"
     "  batching:\n    max_batch_size: 64\n    max_wait_ms: 2\n",
 }
+#: Where the predictor key's token is written (the benchmark sends it, as production does).
+KEY_FILE = "bench.key"
+
+
+def _create_key(project: object) -> str:
+    """An unlimited predictor key, with the ApiKeys of whichever version runs this."""
+    try:
+        from conveyor.governance.keys import ApiKeys
+    except ImportError:  # Conveyor before governance moved out of serving
+        from conveyor.serving.auth import ApiKeys  # type: ignore[no-redef]
+    keys = ApiKeys(project.store, project.events)  # type: ignore[attr-defined]
+    token, _ = keys.create("bench", "predictor")
+    return str(token)
 
 
 def main() -> None:
@@ -46,6 +60,7 @@ def main() -> None:
         RouteStore(project.store, project.events, project.registry).set(
             name, RoutePolicy.fixed(1, cache=False)
         )
+        (root / KEY_FILE).write_text(_create_key(project))
     finally:
         project.close()
     print(json.dumps({"model": name, "conveyor": conveyor.__version__}))
