@@ -158,3 +158,21 @@ def test_payload_must_be_a_mapping() -> None:
         Event("run.started", payload=[1, 2])  # type: ignore[arg-type]
     assert info.value.context["field"] == "payload"
     assert Event("run.started", payload=None).payload == {}  # type: ignore[arg-type]
+
+
+def test_a_forked_child_draws_other_ids_than_its_parent() -> None:
+    """Ids come from a seeded generator: a fork re-seeds it, so workers never collide."""
+    import os
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, to the parent
+        os.close(read)
+        os.write(write, ",".join(new_event_id(7) for _ in range(100)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = set(pipe.read().split(","))
+    os.waitpid(pid, 0)
+    parent = {new_event_id(7) for _ in range(100)}
+    assert len(child) == 100 and not child & parent
