@@ -138,6 +138,15 @@ class Server:
         if key is not None:
             key.require("serving.predict_unrouted")
 
+    async def check_model(self, model: str, version: int | None) -> None:
+        """NotFoundError for a model this server does not serve (or a version the registry
+        does not hold), before a request's body is read: an unknown model is a 404 about
+        the model, whatever its body."""
+        if version is None:
+            self.route_of(model)
+        elif self.pool.get(model, version) is None:
+            await asyncio.to_thread(self.registry.get, model, version)
+
     async def served(self, model: str, number: int) -> Served:
         served = self.pool.get(model, number)
         if served is not None:

@@ -99,6 +99,8 @@ def _native(server: Server) -> list[Route]:
     async def predict(call: Call) -> Response:
         model = call.params["model"]
         request_id = call.request_id
+        version = version_param(call)
+        await server.check_model(model, version)
         body = await call.body()
         try:
             decoded = decode_native_request(body)
@@ -109,7 +111,7 @@ def _native(server: Server) -> list[Route]:
             model,
             decoded.table,
             dict(decoded.attributes),
-            version_param(call),
+            version,
             decoded.id or request_id,
         )
         arm = decision.arm if decision else "direct"

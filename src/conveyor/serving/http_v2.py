@@ -124,6 +124,8 @@ def routes(server: Server) -> list[Route]:
     async def infer(call: Call) -> Response:
         model = call.params["model"]
         request_id = call.request_id
+        version = version_param(call)
+        await server.check_model(model, version)
         body = await call.body()
         try:
             header = v2.parse_header_length(call.request.headers.get(v2.HEADER_LENGTH))
@@ -144,7 +146,7 @@ def routes(server: Server) -> list[Route]:
             model,
             table_for,
             dict(decoded.parameters.get("attributes") or {}),
-            version_param(call),
+            version,
             decoded.id or request_id,
         )
         span = call.span
