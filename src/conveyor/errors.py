@@ -30,6 +30,7 @@ about HTTP.
     ├── AccessError (PermissionError)               code "access_denied"
     │   ├── AuthenticationError                        code "unauthenticated"
     │   └── PermissionDeniedError                      code "forbidden"
+    ├── ModelUnavailableError                       code "model_unavailable"
     ├── ThrottledError                              code "throttled"
     │   ├── RateLimitedError                           code "rate_limited"
     │   └── OverloadedError                            code "overloaded"
@@ -56,6 +57,7 @@ __all__ = [
     "IntegrityError",
     "InvalidInputError",
     "MissingDependencyError",
+    "ModelUnavailableError",
     "NotFittedError",
     "NotFoundError",
     "OverloadedError",
@@ -210,6 +212,13 @@ class PermissionDeniedError(AccessError):
     """The key is valid but its role does not allow the action (HTTP 403)."""
 
     code = "forbidden"
+
+
+class ModelUnavailableError(ConveyorError):
+    """A model version exists but cannot serve here: it failed to load or to warm up, or
+    its artifact failed its integrity check (HTTP 503, code ``model_unavailable``)."""
+
+    code = "model_unavailable"
 
 
 class ThrottledError(ConveyorError):

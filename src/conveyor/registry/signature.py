@@ -21,7 +21,12 @@ from conveyor.errors import InvalidInputError
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["Column", "Signature"]
+__all__ = ["EXAMPLE_ROWS", "Column", "Signature"]
+
+#: How many rows of the training frame a signature keeps as its input example.
+EXAMPLE_ROWS = 5
+#: Arrow types whose values JSON carries exactly (a stored example reads back the same).
+_EXAMPLE_TYPES = ("int", "uint", "float", "double", "bool", "string", "large_string")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,12 +44,18 @@ class Signature:
     """The input columns a model expects, in order."""
 
     inputs: tuple[Column, ...]
+    #: A few real rows of the training frame (records), which a server warms a version up
+    #: with: synthesized rows (zeros, empty strings) can be refused by a valid model, such
+    #: as a one-hot encoder that has never seen "". Empty when the frame had no row that
+    #: JSON can carry exactly (numbers, strings and booleans, no null).
+    example: tuple[dict[str, Any], ...] = field(default=(), hash=False)
     #: The Arrow schema of a conforming table, built on first use.
     _arrow: Any = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
-    def infer(cls, frame: Any) -> Signature:
-        """The signature of a training frame (pandas, polars, Arrow or a dict of columns)."""
+    def infer(cls, frame: Any, *, example_rows: int = EXAMPLE_ROWS) -> Signature:
+        """The signature of a training frame (pandas, polars, Arrow or a dict of columns),
+        with up to ``example_rows`` of its rows as the input example."""
         from conveyor.data.frames import to_arrow
 
         table = to_arrow(frame)
@@ -52,15 +63,29 @@ class Signature:
             tuple(
                 Column(field.name, str(field.type), table.column(i).null_count > 0)
                 for i, field in enumerate(table.schema)
-            )
+            ),
+            _example_of(table, example_rows),
         )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Signature:
-        return cls(tuple(Column(**c) for c in data["inputs"]))
+        example = tuple(dict(row) for row in data.get("example") or ())
+        return cls(tuple(Column(**c) for c in data["inputs"]), example)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"inputs": [c.to_dict() for c in self.inputs]}
+        found: dict[str, Any] = {"inputs": [c.to_dict() for c in self.inputs]}
+        if self.example:
+            found["example"] = [dict(row) for row in self.example]
+        return found
+
+    def example_table(self, rows: int) -> pa.Table | None:
+        """``rows`` rows of the example (repeated as needed), conforming; None without one."""
+        if not self.example:
+            return None
+        import pyarrow as pa
+
+        records = [self.example[i % len(self.example)] for i in range(rows)]
+        return self.enforce(pa.Table.from_pylist(records))
 
     @property
     def names(self) -> list[str]:
@@ -177,3 +202,23 @@ def _castable(source: pa.DataType, target: pa.DataType) -> bool:
     if t.is_timestamp(target):
         return bool(t.is_timestamp(source))
     return False
+
+
+def _example_of(table: pa.Table, rows: int) -> tuple[dict[str, Any], ...]:
+    """The first ``rows`` rows without a null, as records, if every column's values read back
+    exactly from JSON; else none."""
+    if rows <= 0 or table.num_rows == 0:
+        return ()
+    if not all(str(f.type).startswith(_EXAMPLE_TYPES) for f in table.schema):
+        return ()
+    import math
+
+    found: list[dict[str, Any]] = []
+    for record in table.slice(0, min(table.num_rows, 10 * rows)).to_pylist():
+        values = record.values()
+        if any(v is None or (isinstance(v, float) and not math.isfinite(v)) for v in values):
+            continue
+        found.append(record)
+        if len(found) == rows:
+            break
+    return tuple(found)

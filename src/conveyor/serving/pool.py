@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from conveyor.errors import ModelUnavailableError
     from conveyor.registry.registry import Registry
     from conveyor.registry.versions import LoadedModel, ModelVersion
     from conveyor.serving.batcher import Batcher
@@ -51,12 +52,17 @@ class Served:
 
 
 def warmup_table(loaded: LoadedModel, rows: int = 2) -> pa.Table | None:
-    """A few rows of zeros (or empty strings) in the model's signature; None without one."""
+    """``rows`` rows to warm the model up with: its signature's example (real rows of its
+    training frame) when it has one, else rows of zeros and empty strings in the
+    signature's types; None without a signature."""
     import pyarrow as pa
 
     signature = loaded.signature
     if signature is None:
         return None
+    real = signature.example_table(rows)
+    if real is not None:
+        return real
     columns = {}
     for column in signature.arrow_schema():
         target = column.type
@@ -71,6 +77,28 @@ def warmup_table(loaded: LoadedModel, rows: int = 2) -> pa.Table | None:
         else:
             columns[column.name] = pa.array([0] * rows).cast(target)
     return pa.table(columns)
+
+
+def warmup_failed(loaded: LoadedModel, exc: Exception) -> ModelUnavailableError:
+    """The error for a version whose warm-up prediction failed: the model's own error, and,
+    when it was warmed up on synthesized rows, how to give it real ones."""
+    from conveyor.errors import ModelUnavailableError
+
+    ref = loaded.version.ref
+    signature = loaded.signature
+    hint = ""
+    if signature is not None and not signature.example:
+        hint = (
+            "; it was warmed up on synthesized rows (zeros, empty strings) because it was "
+            "registered without an input example: register it again with signature_from= "
+            "its training frame, whose first rows become the example"
+        )
+    return ModelUnavailableError(
+        f"{ref} cannot serve: its warm-up prediction failed: {type(exc).__name__}: {exc}{hint}",
+        model=loaded.version.model,
+        version=loaded.version.number,
+        reason="warm_up_failed",
+    )
 
 
 def _flavor_predict(loaded: LoadedModel) -> Any:
@@ -210,8 +238,11 @@ class ModelPool:
         table = warmup_table(loaded)
         sample = None
         if table is not None:
-            for _ in range(3):  # first calls pay for lazy imports, JIT and allocator growth
-                sample = loaded.flavor.predict(loaded.model, table)
+            try:
+                for _ in range(3):  # first calls pay for lazy imports, JIT and allocator growth
+                    sample = loaded.flavor.predict(loaded.model, table)
+            except Exception as exc:
+                raise warmup_failed(loaded, exc) from exc
         return loaded, sample
 
     async def retire(self, keep: set[tuple[str, int]], *, grace_s: float = _GRACE_S) -> None:

@@ -29,6 +29,7 @@ STATUS: dict[type[e.ConveyorError], int] = {
     e.AccessError: 403,
     e.RateLimitedError: 429,
     e.ThrottledError: 503,
+    e.ModelUnavailableError: 503,
     e.BackendUnavailableError: 503,
     e.ClosedError: 503,
     e.ConflictError: 409,
