@@ -42,6 +42,7 @@ from conveyor.errors import (
     PermissionDeniedError,
     ProjectNotFoundError,
     RateLimitedError,
+    RequestTimeoutError,
     ThrottledError,
     UnknownBackendError,
 )
@@ -126,6 +127,7 @@ __all__ = [
     "RateLimitedError",
     "Registry",
     "Report",
+    "RequestTimeoutError",
     "Seam",
     "StepCancelledError",
     "StepOutputError",

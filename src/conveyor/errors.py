@@ -24,7 +24,8 @@ about HTTP.
     ├── IntegrityError                              code "integrity"
     │   └── ArtifactIntegrityError                     code "artifact_tampered"
     ├── InvalidInputError (ValueError)              code "invalid_input"
-    │   └── PayloadTooLargeError                       code "payload_too_large"
+    │   ├── PayloadTooLargeError                       code "payload_too_large"
+    │   └── RequestTimeoutError                        code "request_timeout"
     ├── NotFittedError (ValueError, AttributeError) code "not_fitted"
     ├── GateFailedError                             code "gate_failed"
     ├── AccessError (PermissionError)               code "access_denied"
@@ -65,6 +66,7 @@ __all__ = [
     "PermissionDeniedError",
     "ProjectNotFoundError",
     "RateLimitedError",
+    "RequestTimeoutError",
     "ThrottledError",
     "UnknownBackendError",
 ]
@@ -168,6 +170,12 @@ class InvalidInputError(ConveyorError, ValueError):
     """An argument or record is not acceptable; names the field."""
 
     code = "invalid_input"
+
+
+class RequestTimeoutError(InvalidInputError):
+    """The client sent its request too slowly (a trickled body; HTTP 408)."""
+
+    code = "request_timeout"
 
 
 class NotFittedError(ConveyorError, ValueError, AttributeError):

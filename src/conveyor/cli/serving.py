@@ -372,6 +372,9 @@ def serve_cmd(
         workers=workers or cfg.workers,
         ssl_certfile=cfg.ssl_certfile,
         ssl_keyfile=cfg.ssl_keyfile,
+        header_timeout_s=cfg.header_timeout_s,
+        keep_alive_s=cfg.keep_alive_s,
+        max_connections=cfg.max_connections,
     )
 
 

@@ -340,6 +340,7 @@ def create_app(
         title="Conveyor",
         auth=spec.auth,
         max_body_bytes=spec.max_body_bytes,
+        body_timeout_s=spec.body_timeout_s,
         options={"enrich": enrich},
         on_close=on_close,
     )

@@ -65,6 +65,9 @@ def serve(
     ssl_keyfile: str | None = None,
     graceful_s: float = 30.0,
     log_level: str = "info",
+    header_timeout_s: float = 10.0,
+    keep_alive_s: float = 5.0,
+    max_connections: int | None = 1000,
 ) -> None:
     """Serve the project at ``project_root`` until stopped (blocks).
 
@@ -73,6 +76,8 @@ def serve(
     so each worker process builds its own app.
     """
     import uvicorn
+
+    from conveyor.serving.protocol import guarded_protocol
 
     os.environ[PROJECT_ENV] = str(Path(project_root).resolve())
     metrics_dir = None
@@ -87,7 +92,9 @@ def serve(
             port=port,
             workers=workers,
             loop="uvloop",
-            http="httptools",
+            http=guarded_protocol(header_timeout_s),
+            timeout_keep_alive=max(1, round(keep_alive_s)),
+            limit_concurrency=max_connections,
             access_log=False,
             log_config=log_config(log_level),
             timeout_graceful_shutdown=int(graceful_s),
@@ -116,7 +123,16 @@ class ThreadedServer:
     that took); leaving the block shuts the server down gracefully.
     """
 
-    def __init__(self, app: Any, *, host: str = "127.0.0.1", ready_timeout_s: float = 30.0):
+    def __init__(
+        self,
+        app: Any,
+        *,
+        host: str = "127.0.0.1",
+        ready_timeout_s: float = 30.0,
+        header_timeout_s: float | None = None,
+        keep_alive_s: float = 5.0,
+        max_connections: int | None = None,
+    ):
         import threading
 
         import uvicorn
@@ -126,7 +142,17 @@ class ThreadedServer:
         self.port = free_port(host)
         self.ready_timeout_s = ready_timeout_s
         self.ready_s: float | None = None
-        config = uvicorn.Config(app, host=host, port=self.port, log_level="warning")
+        from conveyor.serving.protocol import guarded_protocol
+
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=self.port,
+            log_level="warning",
+            http=guarded_protocol(header_timeout_s) if header_timeout_s else "auto",
+            timeout_keep_alive=max(1, round(keep_alive_s)),
+            limit_concurrency=max_connections,
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

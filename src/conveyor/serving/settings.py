@@ -53,6 +53,28 @@ class ServingSpec(BaseModel):
         "(?version=N, /v2/.../versions/N); false: that needs the deployer role.",
     )
     max_body_bytes: int = Field(8 << 20, ge=1024, description="Larger request bodies get 413.")
+    header_timeout_s: float = Field(
+        10,
+        gt=0,
+        le=300,
+        description="A connection that has not sent a request's headers within this is "
+        "closed (slow-header clients).",
+    )
+    body_timeout_s: float = Field(
+        30,
+        gt=0,
+        le=3600,
+        description="Longest wait for the next piece of a request body; a trickled body gets 408.",
+    )
+    keep_alive_s: float = Field(
+        5, gt=0, le=600, description="An idle keep-alive connection is closed after this."
+    )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        description="Connections and requests in flight per worker; beyond it new requests "
+        "get 503 at once.",
+    )
     batching: BatchingSpec = Field(default_factory=BatchingSpec)
     cache: bool = Field(True, description="Cache predictions in the cache backend.")
     cache_ttl_s: float = Field(300, gt=0, description="Seconds a cached prediction lives.")

@@ -160,6 +160,7 @@ def build_app(
     title: str,
     auth: str,
     max_body_bytes: int,
+    body_timeout_s: float | None = None,
     options: Mapping[str, Any] | None = None,
     on_close: Callable[[], None] | None = None,
 ) -> WebApp:
@@ -222,7 +223,7 @@ def build_app(
         observe,
         Authenticate(access),
         RateLimit(project.backend("ratelimit")),
-        InputLimits(max_body_bytes),
+        InputLimits(max_body_bytes, body_timeout_s),
     ]
     return WebApp(
         routes,

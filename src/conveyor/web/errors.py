@@ -21,6 +21,7 @@ __all__ = ["STATUS", "BadRequest", "error_body", "status_of"]
 #: Error class -> HTTP status; an error gets the status of the first of its classes listed.
 STATUS: dict[type[e.ConveyorError], int] = {
     e.PayloadTooLargeError: 413,
+    e.RequestTimeoutError: 408,
     e.InvalidInputError: 422,
     e.NotFittedError: 422,
     e.ConfigError: 422,

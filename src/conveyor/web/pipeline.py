@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from conveyor.errors import ConveyorError, PayloadTooLargeError
+from conveyor.errors import ConveyorError, PayloadTooLargeError, RequestTimeoutError
 from conveyor.web.errors import BadRequest, error_body, status_of
 
 if TYPE_CHECKING:
@@ -77,6 +77,7 @@ class Call:
     __slots__ = (
         "_body",
         "_request",
+        "body_timeout",
         "caller",
         "content_length",
         "max_body",
@@ -102,6 +103,7 @@ class Call:
         self.token: str | None = None
         self.content_length: int | None = None
         self.max_body: int | None = None
+        self.body_timeout: float | None = None
         self._request: Request | None = None
         self._body: bytes | None = None
         # One pass over the raw headers for what the chain itself needs.
@@ -138,14 +140,24 @@ class Call:
         """The whole body, refused with 413 once it passes the limit (read once, kept)."""
         if self._body is not None:
             return self._body
-        if self._request is not None:  # a handler took Starlette's view: read through it
-            return await self._read(self._request.stream())
         return await self._read(self._messages())
 
     async def _messages(self) -> AsyncIterator[bytes]:
-        """The body's chunks straight from the server (no Request built on the hot path)."""
+        """The body's chunks straight from the server (no Request built on the hot path);
+        each piece must come within ``body_timeout`` (a trickled body gets 408)."""
+        timeout = self.body_timeout
         while True:
-            message = await self.receive()
+            if timeout is None:
+                message = await self.receive()
+            else:
+                try:
+                    message = await asyncio.wait_for(self.receive(), timeout)
+                except TimeoutError:
+                    raise RequestTimeoutError(
+                        f"the body did not arrive: nothing for {timeout:g} s",
+                        field="body",
+                        timeout_s=timeout,
+                    ) from None
             if message["type"] == "http.disconnect":
                 raise ClientDisconnect()
             yield message.get("body", b"")
@@ -286,14 +298,17 @@ class RateLimit:
 
 
 class InputLimits:
-    """A body declared larger than ``max_body_bytes`` is refused before it is read."""
+    """A body declared larger than ``max_body_bytes`` is refused before it is read; one
+    whose next piece takes longer than ``body_timeout_s`` to come is refused with 408."""
 
-    def __init__(self, max_body_bytes: int) -> None:
+    def __init__(self, max_body_bytes: int, body_timeout_s: float | None = None) -> None:
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, call: Call, next: Next) -> Response:
         limit = self.max_body_bytes
         call.max_body = limit
+        call.body_timeout = self.body_timeout_s
         declared = call.content_length
         if declared is not None and declared > limit:
             raise PayloadTooLargeError(
