@@ -140,3 +140,50 @@ def test_beyond_the_connection_cap_requests_get_503_and_the_others_are_served(
         )
     finally:
         server.stop()
+
+
+def test_conveyor_serve_with_workers_applies_the_header_deadline(project: Project) -> None:
+    """The protocol reaches every worker process (by name) with the configured deadline."""
+    import os
+    import subprocess
+    import sys
+
+    from conveyor.serving.server import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    env["CONVEYOR_SERVING__HEADER_TIMEOUT_S"] = "0.5"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "conveyor.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "-C",
+            str(project.root),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/v2/health/live"
+
+    def live() -> bool:
+        assert process.poll() is None, "conveyor serve exited"
+        try:
+            return httpx.get(url, timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_until(live, message="conveyor serve answers", timeout=60)
+        silent = socket.create_connection(("127.0.0.1", port), timeout=10)
+        wait_until(lambda: _closed(silent), message="a silent connection is closed")
+        silent.close()
+    finally:
+        process.terminate()
+        process.wait(30)

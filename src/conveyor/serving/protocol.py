@@ -13,55 +13,73 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["guarded_protocol"]
+__all__ = ["HEADER_TIMEOUT_ENV", "GuardedHttpToolsProtocol", "guarded_protocol"]
 
 log = logging.getLogger("conveyor.serving")
 
+#: Where ``conveyor serve`` passes ``serving.header_timeout_s`` to its worker processes
+#: (uvicorn imports the protocol class by name in each worker).
+HEADER_TIMEOUT_ENV = "CONVEYOR_SERVE_HEADER_TIMEOUT"
 
-def guarded_protocol(header_timeout_s: float) -> type[asyncio.Protocol]:
-    """uvicorn's httptools protocol class, closing connections whose headers are late."""
 
-    class GuardedHttpToolsProtocol(HttpToolsProtocol):
-        _header_timer: asyncio.TimerHandle | None = None
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, closing connections whose headers are late."""
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
+    #: The deadline; None reads ``CONVEYOR_SERVE_HEADER_TIMEOUT`` (10 s when unset) when a
+    #: connection opens, so the worker sees what ``conveyor serve`` set.
+    header_timeout_s: float | None = None
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._header_timer is None:
             self._arm()
 
-        def on_message_begin(self) -> None:
-            super().on_message_begin()
-            if self._header_timer is None:
-                self._arm()
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
 
-        def on_headers_complete(self) -> None:
-            self._disarm()
-            super().on_headers_complete()
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
 
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
+    def _deadline(self) -> float:
+        found = self.header_timeout_s
+        return found if found is not None else float(os.environ.get(HEADER_TIMEOUT_ENV) or 10.0)
 
-        def _arm(self) -> None:
-            self._header_timer = self.loop.call_later(header_timeout_s, self._late)
+    def _arm(self) -> None:
+        self._header_timer = self.loop.call_later(self._deadline(), self._late)
 
-        def _disarm(self) -> None:
-            timer, self._header_timer = self._header_timer, None
-            if timer is not None:
-                timer.cancel()
+    def _disarm(self) -> None:
+        timer, self._header_timer = self._header_timer, None
+        if timer is not None:
+            timer.cancel()
 
-        def _late(self) -> None:
-            self._header_timer = None
-            if not self.transport.is_closing():
-                client: Any = self.client
-                log.info(
-                    "closed a connection from %s: no complete headers within %g s",
-                    client[0] if client else "?",
-                    header_timeout_s,
-                )
-                self.transport.close()
+    def _late(self) -> None:
+        self._header_timer = None
+        if not self.transport.is_closing():
+            client: Any = self.client
+            log.info(
+                "closed a connection from %s: no complete headers within %g s",
+                client[0] if client else "?",
+                self._deadline(),
+            )
+            self.transport.close()
 
-    return GuardedHttpToolsProtocol
+
+def guarded_protocol(header_timeout_s: float) -> type[asyncio.Protocol]:
+    """The protocol class with this header deadline, for a server in this process."""
+    return type(
+        "GuardedHttpToolsProtocol",
+        (GuardedHttpToolsProtocol,),
+        {"header_timeout_s": float(header_timeout_s)},
+    )

@@ -77,8 +77,9 @@ def serve(
     """
     import uvicorn
 
-    from conveyor.serving.protocol import guarded_protocol
+    from conveyor.serving.protocol import HEADER_TIMEOUT_ENV
 
+    os.environ[HEADER_TIMEOUT_ENV] = repr(float(header_timeout_s))
     os.environ[PROJECT_ENV] = str(Path(project_root).resolve())
     metrics_dir = None
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -92,7 +93,8 @@ def serve(
             port=port,
             workers=workers,
             loop="uvloop",
-            http=guarded_protocol(header_timeout_s),
+            # By name: each worker process imports it (and reads the deadline from the env).
+            http="conveyor.serving.protocol:GuardedHttpToolsProtocol",
             timeout_keep_alive=max(1, round(keep_alive_s)),
             limit_concurrency=max_connections,
             access_log=False,
