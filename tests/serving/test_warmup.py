@@ -96,3 +96,34 @@ def test_a_failed_warm_up_is_the_models_error(tmp_path: Path) -> None:
         assert "strict@1 cannot serve" in message and "Found unknown categories" in message
         assert "register it again with signature_from=" in message
         assert caught.value.code == "model_unavailable"
+
+
+def test_a_tampered_version_is_unavailable_and_no_answer_names_a_path(tmp_path: Path) -> None:
+    init_project(tmp_path, name="tampered")
+    with (tmp_path / "conveyor.yaml").open("a") as spec:
+        spec.write("serving: {auth: disabled}\n")
+    with Project.open(tmp_path, env={}) as project:
+        X, _ = _frame()
+        project.registry.register("strict", _strict_pipeline(), signature_from=X)
+        version = project.registry.register("strict", _strict_pipeline(), signature_from=X)
+        RouteStore(project.store, project.events, project.registry).set(
+            "strict", RoutePolicy.fixed(1)
+        )
+        hex_digest = version.artifact_digest.split(":")[1]
+        stored = tmp_path / ".conveyor/artifacts/sha256" / hex_digest[:2] / hex_digest[2:]
+        stored.write_bytes(stored.read_bytes() + b"tampered")
+        server = ThreadedServer(create_app(project))
+        server.start()
+        try:
+            answer = httpx.post(
+                f"{server.url}/v1/models/strict/predict",
+                params={"version": 2},
+                json={"records": [{"plan": "pro", "amount": 0.1}]},
+                timeout=30,
+            )
+            assert answer.status_code == 503, answer.text
+            body = answer.json()
+            assert body["code"] == "model_unavailable" and body["reason"] == "artifact_tampered"
+            assert str(tmp_path) not in answer.text and "/" not in body["message"]
+        finally:
+            server.stop()

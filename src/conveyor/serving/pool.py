@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     from conveyor.serving.batcher import Batcher
     from conveyor.serving.settings import BatchingSpec
 
+import logging
+
+log = logging.getLogger("conveyor.serving")
+
 __all__ = ["ModelPool", "Served", "warmup_table"]
 
 _GRACE_S = 30.0
@@ -234,7 +238,22 @@ class ModelPool:
         return served
 
     def _load_sync(self, model: str, number: int) -> tuple[LoadedModel, Any]:
-        loaded = self.registry.load(f"{model}@{number}")
+        from conveyor.errors import IntegrityError, ModelUnavailableError
+
+        try:
+            loaded = self.registry.load(f"{model}@{number}")
+        except IntegrityError as exc:
+            # The server's log has the whole story (where the bytes are); a client gets
+            # the reason, never a path of this machine.
+            log.error("%s@%s cannot be loaded: %s", model, number, exc.message)
+            raise ModelUnavailableError(
+                f"{model}@{number} cannot serve: its artifact failed its integrity check "
+                f"(expected {exc.context.get('expected', 'its digest')}); the operator must "
+                "restore it",
+                model=model,
+                version=number,
+                reason="artifact_tampered",
+            ) from None
         table = warmup_table(loaded)
         sample = None
         if table is not None:

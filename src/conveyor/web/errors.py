@@ -64,6 +64,14 @@ def error_body(
 ) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     """The JSON body and the extra headers of ``exc``'s answer."""
     body: dict[str, Any] = exc.to_dict()
+    if isinstance(exc, e.IntegrityError):
+        # Where the damaged bytes lie is the operator's business (the server logs it), not
+        # the client's: no answer names a path of the server.
+        body.pop("location", None)
+        body["message"] = (
+            f"stored data failed its integrity check (expected {body.get('expected', '?')}); "
+            "see the server's log"
+        )
     if request_id is not None:
         body.setdefault("request_id", request_id)
     headers: list[tuple[bytes, bytes]] = []
