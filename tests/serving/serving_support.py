@@ -17,3 +17,51 @@ class Slow(PythonModel):
     def predict(self, frame: Any) -> Any:
         time.sleep(self.seconds)  # slow on purpose: the behaviour under test
         return frame.sum(axis=1).to_numpy()
+
+
+def linear_project(
+    root: Any,
+    *,
+    name: str,
+    serving: str = "",
+    scales: tuple[float, ...] = (1.0,),
+    policy: Any = None,
+) -> Any:
+    """A project at ``root`` whose model ``m`` (y = scale * (a + b), one version per scale) is
+    routed (``policy``, default all traffic to @1); ``serving`` is the spec's serving section."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.linear_model import LinearRegression
+
+    from conveyor.project import Project, init_project
+    from conveyor.serving.route_store import RouteStore
+    from conveyor.serving.routes import RoutePolicy
+
+    init_project(root, name=name)
+    if serving:
+        with (root / "conveyor.yaml").open("a") as spec:
+            spec.write(f"serving: {serving}\n")
+    project = Project.open(root, env={})
+    X = pd.DataFrame(np.random.default_rng(0).normal(size=(40, 2)), columns=["a", "b"])
+    for scale in scales:
+        project.registry.register(
+            "m", LinearRegression().fit(X, scale * X.sum(axis=1)), signature_from=X
+        )
+    RouteStore(project.store, project.events, project.registry).set(
+        "m", policy if policy is not None else RoutePolicy.fixed(1)
+    )
+    return project
+
+
+def wait_served(url: str, headers: dict[str, str] | None = None) -> None:
+    """Until the server at ``url`` says model ``m`` is ready (its route reached the worker)."""
+    import httpx
+
+    from conveyor.testing.wait import wait_until
+
+    wait_until(
+        lambda: (
+            httpx.get(f"{url}/v2/models/m/ready", headers=headers, timeout=10).status_code == 200
+        ),
+        message="the route reaches the worker",
+    )

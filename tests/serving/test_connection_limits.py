@@ -11,8 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from serving_support import linear_project, wait_served
 
-from conveyor.project import Project, init_project
+from conveyor.project import Project
 from conveyor.serving.app import create_app
 from conveyor.serving.server import ThreadedServer
 from conveyor.testing.wait import wait_until
@@ -20,21 +21,13 @@ from conveyor.testing.wait import wait_until
 
 @pytest.fixture
 def project(tmp_path: Path) -> Iterator[Project]:
-    init_project(tmp_path, name="limits")
-    with (tmp_path / "conveyor.yaml").open("a") as spec:
-        spec.write("serving: {auth: disabled, body_timeout_s: 0.5}\n")
-    with Project.open(tmp_path, env={}) as opened:
-        import numpy as np
-        import pandas as pd
-        from sklearn.linear_model import LinearRegression
-
-        from conveyor.serving.route_store import RouteStore
-        from conveyor.serving.routes import RoutePolicy
-
-        X = pd.DataFrame(np.random.default_rng(0).normal(size=(20, 2)), columns=["a", "b"])
-        opened.registry.register("m", LinearRegression().fit(X, X.sum(axis=1)), signature_from=X)
-        RouteStore(opened.store, opened.events, opened.registry).set("m", RoutePolicy.fixed(1))
+    opened: Project = linear_project(
+        tmp_path, name="limits", serving="{auth: disabled, body_timeout_s: 0.5}"
+    )
+    try:
         yield opened
+    finally:
+        opened.close()
 
 
 def _connect(server: ThreadedServer) -> socket.socket:
@@ -78,10 +71,7 @@ def test_a_trickled_body_gets_408_as_json(project: Project) -> None:
     server = ThreadedServer(create_app(project), header_timeout_s=5)
     server.start()
     try:
-        wait_until(
-            lambda: httpx.get(f"{server.url}/v2/models/m/ready", timeout=10).status_code == 200,
-            message="the route reaches the worker",
-        )
+        wait_served(server.url)
         conn = _connect(server)
         conn.sendall(
             b"POST /v1/models/m/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
@@ -121,10 +111,7 @@ def test_beyond_the_connection_cap_requests_get_503_and_the_others_are_served(
     server = ThreadedServer(create_app(project), max_connections=3)
     server.start()
     try:
-        wait_until(  # the model is served: a held request waits for its body, not a 404
-            lambda: httpx.get(f"{server.url}/v2/models/m/ready", timeout=10).status_code == 200,
-            message="the route reaches the worker",
-        )
+        wait_served(server.url)
         held = [_connect(server) for _ in range(3)]
         for conn in held:  # connections that hold their slot: headers never finished
             conn.sendall(b"POST /v1/models/m/predict HTTP/1.1\r\nHost: x\r\n")

@@ -7,41 +7,24 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import numpy as np
-import pandas as pd
 import pytest
-from sklearn.linear_model import LinearRegression
+from serving_support import linear_project, wait_served
 
 from conveyor.governance.keys import ApiKeys
-from conveyor.project import Project, init_project
+from conveyor.project import Project
 from conveyor.serving.app import create_app
-from conveyor.serving.route_store import RouteStore
-from conveyor.serving.routes import RoutePolicy
 from conveyor.serving.server import ThreadedServer
-from conveyor.testing.wait import wait_until
 
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    init_project(tmp_path, name="protocol")
-    project = Project.open(tmp_path, env={})
-    X = pd.DataFrame(np.random.default_rng(0).normal(size=(40, 2)), columns=["a", "b"])
-    project.registry.register("m", LinearRegression().fit(X, X.sum(axis=1)), signature_from=X)
-    RouteStore(project.store, project.events, project.registry).set("m", RoutePolicy.fixed(1))
+    project: Project = linear_project(tmp_path, name="protocol")
     token, _ = ApiKeys(project.store, project.events).create("app", "predictor")
     headers = {"x-api-key": token}
     server = ThreadedServer(create_app(project))
     server.start()
     try:
-        wait_until(
-            lambda: (
-                httpx.get(
-                    f"{server.url}/v2/models/m/ready", headers=headers, timeout=10
-                ).status_code
-                == 200
-            ),
-            message="the route reaches the worker",
-        )
+        wait_served(server.url, headers)
         yield server.url, headers
     finally:
         server.stop()

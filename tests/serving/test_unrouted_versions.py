@@ -7,18 +7,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import numpy as np
-import pandas as pd
 import pytest
-from sklearn.linear_model import LinearRegression
+from serving_support import linear_project, wait_served
 
 from conveyor.governance.keys import ApiKeys
-from conveyor.project import Project, init_project
+from conveyor.project import Project
 from conveyor.serving.app import create_app
-from conveyor.serving.route_store import RouteStore
 from conveyor.serving.routes import RoutePolicy
 from conveyor.serving.server import ThreadedServer
-from conveyor.testing.wait import wait_until
 
 ROW = {"records": [{"a": 1.0, "b": 2.0}]}
 V2_ROW = {
@@ -30,19 +26,13 @@ V2_ROW = {
 
 
 def _project(root: Path, *, allow: bool) -> Project:
-    init_project(root, name="unrouted")
-    with (root / "conveyor.yaml").open("a") as spec:
-        spec.write(
-            f"serving: {{poll_interval_s: 0.2, allow_unrouted_versions: {str(allow).lower()}}}\n"
-        )
-    project = Project.open(root, env={})
-    X = pd.DataFrame(np.random.default_rng(0).normal(size=(40, 2)), columns=["a", "b"])
-    for scale in (1.0, 2.0, 3.0):  # @1 served, @2 shadowed, @3 on no route
-        project.registry.register(
-            "m", LinearRegression().fit(X, scale * X.sum(axis=1)), signature_from=X
-        )
-    RouteStore(project.store, project.events, project.registry).set(
-        "m", RoutePolicy.fixed(1, shadow=[2])
+    """@1 served, @2 shadowed, @3 on no route."""
+    project: Project = linear_project(
+        root,
+        name="unrouted",
+        serving=f"{{poll_interval_s: 0.2, allow_unrouted_versions: {str(allow).lower()}}}",
+        scales=(1.0, 2.0, 3.0),
+        policy=RoutePolicy.fixed(1, shadow=[2]),
     )
     return project
 
@@ -55,17 +45,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     server = ThreadedServer(create_app(project))
     server.start()
     try:
-        wait_until(
-            lambda: (
-                httpx.get(
-                    f"{server.url}/v2/models/m/ready",
-                    headers={"x-api-key": tokens["viewer"]},
-                    timeout=10,
-                ).status_code
-                == 200
-            ),
-            message="the route reaches the worker",
-        )
+        wait_served(server.url, {"x-api-key": tokens["viewer"]})
         yield server.url, tokens
     finally:
         server.stop()
