@@ -45,6 +45,7 @@ from conveyor.errors import (
     RequestTimeoutError,
     ThrottledError,
     UnknownBackendError,
+    VersionRefusedError,
 )
 
 if _typing.TYPE_CHECKING:
@@ -134,6 +135,7 @@ __all__ = [
     "StepTimeoutError",
     "ThrottledError",
     "UnknownBackendError",
+    "VersionRefusedError",
     "__version__",
     "evaluate_version",
     "init_project",

@@ -69,6 +69,7 @@ __all__ = [
     "RequestTimeoutError",
     "ThrottledError",
     "UnknownBackendError",
+    "VersionRefusedError",
 ]
 
 
@@ -227,6 +228,14 @@ class ModelUnavailableError(ConveyorError):
     its artifact failed its integrity check (HTTP 503, code ``model_unavailable``)."""
 
     code = "model_unavailable"
+
+
+class VersionRefusedError(ConflictError):
+    """A route change was refused because a version it adds cannot serve: its artifact
+    failed its integrity check or its warm-up prediction failed (HTTP 409, code
+    ``version_refused``; ``reason`` says which). Nothing was committed."""
+
+    code = "version_refused"
 
 
 class ThrottledError(ConveyorError):

@@ -200,11 +200,14 @@ def route_show(
     project: ProjectOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show MODEL's live route: revision, who set it and why, and its arms."""
+    """Show MODEL's live route: revision, who set it and why, its arms, and the servers
+    that could not load it (degraded: they serve an older revision or answer 503)."""
     with open_project(project) as proj:
-        state = _routes(proj).get(model)
+        routes = _routes(proj)
+        state = routes.get(model)
+        degraded = routes.health(state)
         if as_json:
-            echo_json(state.to_dict())
+            echo_json({**state.to_dict(), "degraded": degraded})
             return
         from rich.markup import escape
         from rich.table import Table
@@ -234,6 +237,14 @@ def route_show(
             f"sticky header: {policy.sticky_header or '-'}; cache: "
             f"{'on' if policy.cache else 'off'}"
         )
+        for worker in degraded:
+            serving = worker["serving_revision"]
+            out.print(
+                f"[bold red]degraded[/] on {escape(worker['worker'])} since "
+                f"{worker['since']}: {escape(worker['reason'])}: {escape(worker['message'])} "
+                f"(serving {'nothing' if serving is None else f'revision {serving}'})",
+                soft_wrap=True,
+            )
 
 
 @route_app.command("list")

@@ -77,9 +77,14 @@ class Server:
         self.metrics = ServerMetrics(metrics.registry)
         self.cache = PredictionCache(project.cache, ttl=spec.cache_ttl_s) if spec.cache else None
         self.pool = ModelPool(self.registry, spec.batching, on_batch=self.metrics.on_batch)
-        self.routes = RouteStore(project.store, project.events, self.registry)
+        # Route changes made through this server are verified by loading into its pool.
+        self.routes = RouteStore(project.store, project.events, self.registry, verify=False)
         self.watcher = RouteWatcher(
-            self.routes, self.pool, cache=self.cache, interval_s=spec.poll_interval_s
+            self.routes,
+            self.pool,
+            cache=self.cache,
+            interval_s=spec.poll_interval_s,
+            on_change=self._route_health,
         )
         self.enrich = enrich
         self._shadows: set[asyncio.Task[None]] = set()
@@ -106,6 +111,9 @@ class Server:
         await self.pool.close()
         await asyncio.to_thread(self.events.flush)
 
+    def _route_health(self, model: str, failure: object | None) -> None:
+        self.metrics.degraded.labels(model).set(0 if failure is None else 1)
+
     def _scrape(self) -> None:
         for served in self.pool.served:
             self.metrics.queue_depth.labels(served.version.model, str(served.version.number)).set(
@@ -117,6 +125,9 @@ class Server:
     def route_of(self, model: str) -> CompiledRoute:
         route = self.watcher.routes.get(model)
         if route is None:
+            unavailable = self.watcher.unavailable(model)
+            if unavailable is not None:
+                raise unavailable
             raise NotFoundError(
                 f"model {model!r} is not deployed on this server (conveyor deploy {model}@N)",
                 model=model,

@@ -15,7 +15,9 @@ from conveyor.events.catalogue import NUMBER, OPTIONAL_STR
 __all__ = [
     "PREDICTION",
     "PREDICTION_SHADOW",
+    "ROUTE_APPLIED",
     "ROUTE_DELETED",
+    "ROUTE_FAILED",
     "ROUTE_ROLLED_BACK",
     "ROUTE_SET",
     "SERVING_EVENTS",
@@ -77,6 +79,26 @@ ROUTE_DELETED = EventKind(
     "a model's route was removed (undeployed); its history stays",
 )
 
+ROUTE_FAILED = EventKind(
+    "route.failed",
+    "control",
+    {
+        "revision": int,
+        "serving_revision": (int, type(None)),
+        "reason": str,
+        "message": str,
+        "worker": str,
+    },
+    "a server worker could not load a route's revision (tampered artifact, failed warm-up) "
+    "and kept serving the one it had: it is degraded until a route.applied",
+)
+ROUTE_APPLIED = EventKind(
+    "route.applied",
+    "control",
+    {"revision": int, "failed_for_s": NUMBER, "worker": str},
+    "a server worker that had failed to load a model's route now serves its live revision",
+)
+
 #: Every kind the serving capability declares.
 SERVING_EVENTS: tuple[EventKind, ...] = (
     PREDICTION,
@@ -84,4 +106,6 @@ SERVING_EVENTS: tuple[EventKind, ...] = (
     ROUTE_SET,
     ROUTE_ROLLED_BACK,
     ROUTE_DELETED,
+    ROUTE_FAILED,
+    ROUTE_APPLIED,
 )

@@ -10,7 +10,9 @@ allow, and the OpenAPI document is generated from this table.
     POST /v1/models/{model}/predict     serving.predict   records or columns -> predictions
     GET  /v1/models                     serving.read      deployed models and their routes
     GET  /v1/models/{model}/route       serving.read      the live route, with its revision
-    PUT  /v1/models/{model}/route       serving.route     set it (a new revision)
+    PUT  /v1/models/{model}/route       serving.route     set it (a new revision; versions it
+                                                          adds are loaded and warmed first, 409
+                                                          version_refused when one cannot serve)
     POST /v1/models/{model}/rollback    serving.rollback  restore the previous one
 """
 
@@ -22,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from starlette.responses import Response
 
-from conveyor.errors import InvalidInputError, NotFoundError
+from conveyor.errors import InvalidInputError, ModelUnavailableError, NotFoundError
+from conveyor.serving.pool import refused
 from conveyor.web.errors import BadRequest
 from conveyor.web.routing import Route
 
@@ -144,8 +147,10 @@ def _native(server: Server) -> list[Route]:
         )
 
     async def show_route(call: Call) -> Response:
-        state = await asyncio.to_thread(server.routes.get, call.params["model"])
-        return json_response(state.to_dict())
+        routes = server.routes
+        state = await asyncio.to_thread(routes.get, call.params["model"])
+        degraded = await asyncio.to_thread(routes.health, state)
+        return json_response({**state.to_dict(), "degraded": degraded})
 
     async def set_route(call: Call) -> Response:
         from conveyor.serving.routes import RoutePolicy
@@ -160,14 +165,25 @@ def _native(server: Server) -> list[Route]:
                 InvalidInputError('the body is {"policy": {...}, "reason": "..."}', field="policy")
             )
         policy = RoutePolicy.from_dict(document["policy"])
+        model = call.params["model"]
+        routes = server.routes
+        await asyncio.to_thread(routes.check_versions, model, policy)
+        # Verified by loading into this worker's pool (hash checked, warmed up): the
+        # route's versions are then ready here when the change is committed.
+        for number in await asyncio.to_thread(routes.new_versions, model, policy):
+            try:
+                await server.pool.ensure(model, number)
+            except ModelUnavailableError as exc:
+                raise refused(exc) from None
         state = await asyncio.to_thread(
-            server.routes.set,
-            call.params["model"],
+            routes.set,
+            model,
             policy,
             actor=call.actor,
             reason=document.get("reason"),
             expected_revision=document.get("expected_revision"),
         )
+        await server.watcher.refresh()
         return json_response(state.to_dict())
 
     async def rollback(call: Call) -> Response:
@@ -209,7 +225,7 @@ def _native(server: Server) -> list[Route]:
             "Set the model's route (a new revision)",
             body=_ROUTE_BODY,
             tags=tags,
-            errors=(404, 409),
+            errors=(404, 409, 422),
         ),
         Route(
             "POST",

@@ -85,8 +85,8 @@ def routes(server: Server) -> list[Route]:
         return json_response({"live": True})
 
     async def ready(call: Call) -> Response:
-        ok = server.watcher.ready
-        return json_response({"ready": ok}, 200 if ok else 503)
+        body = server.watcher.health()
+        return json_response(body, 200 if body["ready"] else 503)
 
     async def _metadata_of(call: Call) -> tuple[str, Served]:
         model = call.params["model"]
@@ -116,6 +116,8 @@ def routes(server: Server) -> list[Route]:
         model = call.params["model"]
         version = version_param(call)
         route = server.watcher.routes.get(model)
+        if version is None and (unavailable := server.watcher.unavailable(model)) is not None:
+            raise unavailable  # 503 with the reason: its live revision cannot load here
         ok = route is not None if version is None else server.pool.get(model, version) is not None
         if not ok:
             raise NotFoundError(f"model {model!r} is not ready here", model=model)

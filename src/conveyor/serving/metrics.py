@@ -65,6 +65,13 @@ class ServerMetrics:
             ("model", "version"),
             **gauge_kw,
         )
+        self.degraded = Gauge(
+            "conveyor_route_degraded",
+            "1 while this worker cannot load its model's live route revision (it serves the "
+            "revision it had, or answers 503 model_unavailable).",
+            ("model",),
+            **({**kw, "multiprocess_mode": "max"} if self.multiprocess else kw),
+        )
         self.cache = Counter(
             "conveyor_cache_lookups",
             "Prediction cache lookups.",

@@ -1,7 +1,7 @@
 """The versions a worker serves: loaded through the registry, warmed up, each with its batcher.
 
-A version is loaded (sha256 verified, signature kept) and warmed up with a
-few synthetic rows in a thread, so the event loop never waits on it; it is
+A version is loaded (sha256 verified, signature kept) and warmed up on the
+example rows its signature keeps, in a thread, so the event loop never waits on it; it is
 only used by a route once that is done, which is what makes a route change
 fail no request. Versions no route uses any more are closed after a grace
 period, when the requests they were still answering have finished.
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from conveyor.errors import ModelUnavailableError
+    from conveyor.errors import ModelUnavailableError, VersionRefusedError
     from conveyor.registry.registry import Registry
     from conveyor.registry.versions import LoadedModel, ModelVersion
     from conveyor.serving.batcher import Batcher
@@ -27,9 +27,10 @@ import logging
 
 log = logging.getLogger("conveyor.serving")
 
-__all__ = ["ModelPool", "Served", "warmup_table"]
+__all__ = ["ModelPool", "Served", "load_verified", "refused", "verify_version", "warmup_table"]
 
 _GRACE_S = 30.0
+_RETRY_S = 5.0
 
 
 @dataclass
@@ -175,6 +176,60 @@ def matrix_predict(loaded: LoadedModel) -> Any:
     return predict
 
 
+def load_verified(
+    registry: Registry, model: str, number: int, *, warm_ups: int = 3
+) -> tuple[LoadedModel, Any]:
+    """``model@number`` loaded (its artifact's sha256 checked) and warmed up on its
+    example rows: ``(loaded, what it answered)``. ModelUnavailableError (reason
+    ``artifact_tampered`` or ``warm_up_failed``) when it cannot serve; the message never
+    names a path of this machine (the log does)."""
+    from conveyor.errors import IntegrityError, ModelUnavailableError
+
+    try:
+        loaded = registry.load(f"{model}@{number}")
+    except IntegrityError as exc:
+        log.error("%s@%s cannot be loaded: %s", model, number, exc.message)
+        raise ModelUnavailableError(
+            f"{model}@{number} cannot serve: its artifact failed its integrity check "
+            f"(expected {exc.context.get('expected', 'its digest')}); the operator must "
+            "restore it",
+            model=model,
+            version=number,
+            reason="artifact_tampered",
+        ) from None
+    table = warmup_table(loaded)
+    sample = None
+    if table is not None:
+        try:
+            for _ in range(warm_ups):  # first calls pay for lazy imports, JIT, allocator growth
+                sample = loaded.flavor.predict(loaded.model, table)
+        except Exception as exc:
+            raise warmup_failed(loaded, exc) from exc
+    return loaded, sample
+
+
+def refused(exc: ModelUnavailableError) -> VersionRefusedError:
+    """A route change's refusal for a version that cannot serve (the reason kept)."""
+    from conveyor.errors import VersionRefusedError
+
+    return VersionRefusedError(
+        f"route not changed: {exc.message}",
+        **{k: v for k, v in exc.context.items() if k in ("model", "version", "reason")},
+    )
+
+
+def verify_version(registry: Registry, model: str, number: int) -> None:
+    """What ``deploy`` and ``route set`` run before they commit a route naming a new
+    version: its artifact hash checked and one warm-up prediction made.
+    VersionRefusedError (with the reason) when it cannot serve."""
+    from conveyor.errors import ModelUnavailableError
+
+    try:
+        load_verified(registry, model, number, warm_ups=1)
+    except ModelUnavailableError as exc:
+        raise refused(exc) from None
+
+
 class ModelPool:
     """Loaded versions by ``(model, number)``; loads run in a thread."""
 
@@ -184,6 +239,10 @@ class ModelPool:
         self.on_batch = on_batch
         self._served: dict[tuple[str, int], Served] = {}
         self._loading: dict[tuple[str, int], asyncio.Future[Served]] = {}
+        #: Versions that failed to load: (error, monotonic time until which it is kept), so
+        #: requests naming a tampered version do not each re-read and re-hash its artifact.
+        self._failed: dict[tuple[str, int], tuple[BaseException, float]] = {}
+        self.retry_s = _RETRY_S
 
     def get(self, model: str, number: int) -> Served | None:
         return self._served.get((model, number))
@@ -202,12 +261,27 @@ class ModelPool:
         if found is not None:
             found.unused_since = None
             return found
+        failed = self._failed.get(key)
+        if failed is not None:
+            if time.monotonic() < failed[1]:
+                raise failed[0]
+            del self._failed[key]
         pending = self._loading.get(key)
         if pending is None:
             pending = asyncio.ensure_future(self._load(model, number))
             self._loading[key] = pending
-            pending.add_done_callback(lambda _: self._loading.pop(key, None))
+            pending.add_done_callback(lambda done: self._settled(key, done))
         return await asyncio.shield(pending)
+
+    def _settled(self, key: tuple[str, int], done: asyncio.Future[Served]) -> None:
+        self._loading.pop(key, None)
+        if done.cancelled():
+            return
+        exc = done.exception()
+        from conveyor.errors import ModelUnavailableError
+
+        if isinstance(exc, ModelUnavailableError):  # not a store hiccup: keep it a while
+            self._failed[key] = (exc, time.monotonic() + self.retry_s)
 
     async def _load(self, model: str, number: int) -> Served:
         from conveyor.serving.batcher import Batcher
@@ -238,31 +312,7 @@ class ModelPool:
         return served
 
     def _load_sync(self, model: str, number: int) -> tuple[LoadedModel, Any]:
-        from conveyor.errors import IntegrityError, ModelUnavailableError
-
-        try:
-            loaded = self.registry.load(f"{model}@{number}")
-        except IntegrityError as exc:
-            # The server's log has the whole story (where the bytes are); a client gets
-            # the reason, never a path of this machine.
-            log.error("%s@%s cannot be loaded: %s", model, number, exc.message)
-            raise ModelUnavailableError(
-                f"{model}@{number} cannot serve: its artifact failed its integrity check "
-                f"(expected {exc.context.get('expected', 'its digest')}); the operator must "
-                "restore it",
-                model=model,
-                version=number,
-                reason="artifact_tampered",
-            ) from None
-        table = warmup_table(loaded)
-        sample = None
-        if table is not None:
-            try:
-                for _ in range(3):  # first calls pay for lazy imports, JIT and allocator growth
-                    sample = loaded.flavor.predict(loaded.model, table)
-            except Exception as exc:
-                raise warmup_failed(loaded, exc) from exc
-        return loaded, sample
+        return load_verified(self.registry, model, number)
 
     async def retire(self, keep: set[tuple[str, int]], *, grace_s: float = _GRACE_S) -> None:
         """Mark versions outside ``keep`` unused; close those unused for ``grace_s``."""

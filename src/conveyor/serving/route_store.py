@@ -170,6 +170,14 @@ class RouteStore:
     registered before it is stored; ``events`` (optional) receives a durable
     audit event per change (``route.set``, ``route.rolled_back``,
     ``route.deleted``) carrying the old and new policy.
+
+    With a registry and ``verify`` (the default), :meth:`set` also loads every
+    version the policy adds to the live route (its artifact's sha256 checked)
+    and makes one warm-up prediction, before it commits: a version that cannot
+    serve is refused with VersionRefusedError and its reason, so a tampered or
+    broken version never reaches a server. (:meth:`rollback` restores a policy
+    that was verified when it was set, and stays instant.) The model server
+    passes ``verify=False`` and loads the versions into its own pool instead.
     """
 
     def __init__(
@@ -177,10 +185,13 @@ class RouteStore:
         store: MetadataStore,
         events: EventLog | None,
         registry: Registry | None = None,
+        *,
+        verify: bool = True,
     ) -> None:
         self.store = store
         self.events = events
         self.registry = registry
+        self.verify = verify and registry is not None
         self._pointers = RoutePointers(store)
 
     # -- writing -----------------------------------------------------------------
@@ -205,7 +216,9 @@ class RouteStore:
         check_model_name(model)
         policy = policy if isinstance(policy, RoutePolicy) else RoutePolicy.from_dict(policy)
         _check_expected(expected_revision)
-        self._check_versions(model, policy)
+        self.check_versions(model, policy)
+        if self.verify:
+            self._verify_new_versions(model, policy)
         moved = self._pointers.move(
             (model,), policy.to_dict(), expected=expected_revision, actor=actor, reason=reason
         )
@@ -222,7 +235,7 @@ class RouteStore:
         """
 
         def registered(previous: Previous[Document]) -> None:
-            self._check_versions(model, RoutePolicy.from_dict(previous.value))
+            self.check_versions(model, RoutePolicy.from_dict(previous.value))
 
         moved, previous = self._pointers.rollback(
             (model,), actor=actor, reason=reason, check=registered
@@ -253,7 +266,7 @@ class RouteStore:
             )
         return removed
 
-    def _check_versions(self, model: str, policy: RoutePolicy) -> None:
+    def check_versions(self, model: str, policy: RoutePolicy) -> None:
         """Every version the policy names is registered (and not archived)."""
         if self.registry is None:
             return
@@ -278,6 +291,21 @@ class RouteStore:
                     version=number,
                     field=field,
                 )
+
+    def new_versions(self, model: str, policy: RoutePolicy) -> list[int]:
+        """The versions ``policy`` names that ``model``'s live route does not."""
+        try:
+            live = set(self.get(model).policy.all_versions())
+        except NotFoundError:
+            live = set()
+        return [v for v in policy.all_versions() if v not in live]
+
+    def _verify_new_versions(self, model: str, policy: RoutePolicy) -> None:
+        from conveyor.serving.pool import verify_version
+
+        assert self.registry is not None
+        for number in self.new_versions(model, policy):
+            verify_version(self.registry, model, number)
 
     def _emit(
         self, kind: EventKind, new: RouteState, *, old: RouteState | None, **extra: Any
@@ -323,6 +351,32 @@ class RouteStore:
         with self.store.read() as session:
             rows = session.execute(sa.select(RouteRecord.model, RouteRecord.revision))
             return {model: revision for model, revision in rows}
+
+    def health(self, state: RouteState) -> list[dict[str, Any]]:
+        """The server workers that could not load ``state`` (the live revision), from their
+        ``route.failed`` / ``route.applied`` events: one dict per worker still degraded,
+        with the reason and the revision it serves instead. Empty: none reported."""
+        from conveyor.serving.events import ROUTE_APPLIED, ROUTE_FAILED
+
+        if self.events is None:
+            return []
+        last: dict[str, Any] = {}
+        for event in self.events.iter(
+            kind=[ROUTE_FAILED.name, ROUTE_APPLIED.name],
+            subject=state.model,
+            since=state.updated_at,
+        ):
+            last[event.payload["worker"]] = event
+        return [
+            {
+                "worker": worker,
+                "since": event.time.isoformat(),
+                **{k: event.payload[k] for k in ("revision", "serving_revision", "reason")},
+                "message": event.payload["message"],
+            }
+            for worker, event in sorted(last.items())
+            if event.kind == ROUTE_FAILED.name and event.payload["revision"] == state.revision
+        ]
 
     def history(self, model: str, limit: int = 50) -> list[RouteState]:
         """The route's revisions, newest first (including revisions before a delete)."""
