@@ -65,7 +65,7 @@ SERVING_PEERS: dict[str, tuple[str, ...]] = {
 harness.PEERS.update(SERVING_PEERS)
 
 CONCURRENCY = {"lr": (1, 8, 64), "rf": (1, 64)}
-CONVEYOR = ("conveyor", "bare", "bare-thread", "mlserver", "bentoml")
+CONVEYOR = ("conveyor", "conveyor-acked", "bare", "bare-thread", "mlserver", "bentoml")
 LUA = """
 wrk.method = "POST"
 wrk.body = {body}
@@ -318,6 +318,13 @@ def servers(
             )
         )
     out.append(conveyor("conveyor", f"conveyor-{kind}", {}))
+    # The same server with events.durability: acknowledged (each answer waits for its
+    # event's group commit): the price of losing nothing to a kill -9.
+    out.append(
+        conveyor(
+            "conveyor-acked", f"conveyor-{kind}", {"CONVEYOR_EVENTS__DURABILITY": "acknowledged"}
+        )
+    )
     if "mlserver" in venvs:
         folder = tmp / f"mlserver-{kind}"
 
@@ -537,6 +544,8 @@ def run(args: argparse.Namespace, log: Log = print) -> dict[str, Any]:
             "bentoml": "bentoml serve, workers=1; rf: batchable=True, max_batch_size 64",
             "bare": "Starlette + uvicorn (uvloop, httptools), model.predict in the handler",
             "bare-thread": "the same with run_in_threadpool",
+            "conveyor-acked": "conveyor with events.durability: acknowledged (an answer "
+            "waits for its event's group commit)",
         },
         "errors": {},
     }
@@ -592,6 +601,7 @@ def run(args: argparse.Namespace, log: Log = print) -> dict[str, Any]:
             result[kind] = {
                 name: {c: _median(ms) for c, ms in by_c.items()} for name, by_c in by_server.items()
             }
+        result["ratio_to_bare"] = ratios(result)
     finally:
         result["wall_seconds"] = round(time.perf_counter() - started, 1)
         if args.keep:
@@ -599,6 +609,25 @@ def run(args: argparse.Namespace, log: Log = print) -> dict[str, Any]:
         else:
             shutil.rmtree(tmp, ignore_errors=True)
     return result
+
+
+def ratios(result: dict[str, Any]) -> dict[str, Any]:
+    """Each server's requests/s over the bare endpoint's, per model and concurrency."""
+    out: dict[str, Any] = {}
+    for kind in ("lr", "rf"):
+        bare = result.get(kind, {}).get("bare")
+        if not bare:
+            continue
+        out[kind] = {
+            name: {
+                c: round(m["rps"] / bare[c]["rps"], 3)
+                for c, m in by_c.items()
+                if c in bare and bare[c]["rps"]
+            }
+            for name, by_c in result[kind].items()
+            if name != "bare"
+        }
+    return out
 
 
 def _median(rounds: list[dict[str, Any]]) -> dict[str, Any]:

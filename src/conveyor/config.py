@@ -153,6 +153,25 @@ class EventsSpec(BaseModel):
         description="Where telemetry waits on local disk while the event log is behind "
         "(relative to the project folder); null sheds it instead, counted.",
     )
+    flush_interval_s: float = Field(
+        0.05,
+        gt=0,
+        le=5,
+        description="How often the writer commits what is buffered (sooner when a batch "
+        "fills): with durability buffered, the window of telemetry a kill -9 can lose.",
+    )
+    durability: Literal["buffered", "acknowledged"] = Field(
+        "buffered",
+        description="buffered: a prediction is answered at once and its event committed "
+        "within flush_interval_s (a kill -9 loses that window); acknowledged: the answer "
+        "waits until its event is committed (group commit: many answers share one).",
+    )
+    ack_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="With durability acknowledged: how long an answer waits for its "
+        "commit before it is a 503 (the event is kept and retried).",
+    )
 
 
 class Backends(BaseModel):

@@ -15,7 +15,7 @@ from conveyor.backends import Seam
 from conveyor.config import ProjectSpec
 from conveyor.errors import ConveyorError
 
-__all__ = ["SeamHealth", "check_seams"]
+__all__ = ["SeamHealth", "check_seams", "durability_facts"]
 
 # Options that keep a probe read-only.
 _PROBE_OPTIONS: dict[str, dict[str, Any]] = {
@@ -66,8 +66,33 @@ def _probe(spec: ProjectSpec, seam: Seam) -> SeamHealth:
     else:
         health.ok = True
         health.detail = _describe(health.facts)
+    if name == "events":
+        health.facts.update(durability_facts(spec))
+        health.detail = f"{health.detail}; {health.facts['loss_window']}"
     health.latency_ms = round((time.perf_counter() - start) * 1000, 1)
     return health
+
+
+def durability_facts(spec: ProjectSpec) -> dict[str, Any]:
+    """What a ``kill -9`` of a server can lose, from ``events:`` in the spec."""
+    events = spec.events
+    if events.durability == "acknowledged":
+        window = (
+            "durability acknowledged: every answered prediction's event is committed "
+            "before the answer (a kill -9 loses none that were answered)"
+        )
+    else:
+        ms = round(events.flush_interval_s * 1000)
+        window = (
+            f"durability buffered: a kill -9 loses the predictions answered in the last "
+            f"~{ms} ms plus one commit (events.flush_interval_s); set events.durability: "
+            "acknowledged to lose none"
+        )
+    return {
+        "durability": events.durability,
+        "flush_interval_s": events.flush_interval_s,
+        "loss_window": window,
+    }
 
 
 def _describe(facts: dict[str, Any]) -> str:

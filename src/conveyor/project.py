@@ -111,7 +111,11 @@ class Project(Closeable):
             return {}
         events = self.spec.events
         spill = self.spec.path(events.spill_dir) if events.spill_dir else None
-        return {"max_buffer": events.buffer, "spill_dir": spill}
+        return {
+            "max_buffer": events.buffer,
+            "spill_dir": spill,
+            "flush_interval": events.flush_interval_s,
+        }
 
     @property
     def store(self) -> MetadataStore:

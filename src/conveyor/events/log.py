@@ -230,6 +230,14 @@ class EventLog(Closeable, ABC):
         if durable and rows:
             self._writer.wait(self._writer.barrier(row["id"] for row in rows), None)
 
+    def on_committed(self, callback: Callable[[BaseException | None], None]) -> None:
+        """Call ``callback(None)`` from the writer thread once every event written before
+        this call is committed, or ``callback(error)`` when the attempt failed (the events
+        are kept and retried). Never blocks: what a server's group commit
+        (:class:`conveyor.events.acknowledge.GroupCommit`) is built on."""
+        self._check_open()
+        self._writer.barrier(None, callback)
+
     def load_spilled(self, timeout: float | None = None) -> None:
         """Wait until spilled telemetry (this process's, and that of dead processes sharing
         the spill folder) is loaded into the log; TimeoutError if the sink stays behind."""

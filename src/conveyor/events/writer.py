@@ -79,17 +79,28 @@ _SHED_LOG_S = 60.0
 class _Barrier:
     """A marker in the buffer; released when everything before it is committed."""
 
-    __slots__ = ("_done", "error", "ids")
+    __slots__ = ("_done", "callback", "error", "ids")
 
-    def __init__(self, ids: frozenset[str] | None) -> None:
+    def __init__(
+        self,
+        ids: frozenset[str] | None,
+        callback: Callable[[BaseException | None], None] | None = None,
+    ) -> None:
         self._done = threading.Event()
         self.error: BaseException | None = None
         #: The ids a durable write waits for; None for a flush (waits for all).
         self.ids = ids
+        #: Called from the writer thread on release (an event loop's group commit).
+        self.callback = callback
 
     def release(self, error: BaseException | None) -> None:
         self.error = error
         self._done.set()
+        if self.callback is not None:
+            try:
+                self.callback(error)
+            except Exception:  # the waiter's loop is gone: nobody to tell
+                log.debug("a commit callback failed", exc_info=True)
 
     def wait(self, timeout: float | None) -> bool:
         return self._done.wait(timeout)
@@ -238,9 +249,14 @@ class BatchWriter:
         if self.closed:  # closed meanwhile
             self._unput(rows)
 
-    def barrier(self, ids: Iterable[str] | None = None) -> _Barrier:
-        """A marker behind everything queued so far; the thread releases it."""
-        barrier = _Barrier(frozenset(ids) if ids is not None else None)
+    def barrier(
+        self,
+        ids: Iterable[str] | None = None,
+        callback: Callable[[BaseException | None], None] | None = None,
+    ) -> _Barrier:
+        """A marker behind everything queued so far; the thread releases it (and calls
+        ``callback`` with the commit's error, or None)."""
+        barrier = _Barrier(frozenset(ids) if ids is not None else None, callback)
         if self._thread is None:
             self._start()
         self._buffer.append(barrier)

@@ -87,6 +87,14 @@ class Server:
             on_change=self._route_health,
         )
         self.enrich = enrich
+        durability = project.spec.events
+        #: With ``events.durability: acknowledged``, a prediction is answered only once its
+        #: event is committed (group commit); None: answered at once (buffered).
+        self.commits = None
+        if durability.durability == "acknowledged":
+            from conveyor.events.acknowledge import GroupCommit
+
+            self.commits = GroupCommit(project.events, timeout_s=durability.ack_timeout_s)
         self._shadows: set[asyncio.Task[None]] = set()
         self.started = time.monotonic()
         metrics.before_scrape(self._scrape)
@@ -238,6 +246,8 @@ class Server:
         self._record(
             model, served, decision, table, output, request_id, call, elapsed, cached, digest
         )
+        if self.commits is not None:
+            await self.commits.committed()
         if decision is not None and decision.shadow:
             for shadow in decision.shadow:
                 task = asyncio.create_task(
