@@ -106,7 +106,13 @@ class Project(Closeable):
             return self._opened[seam]
 
     def _defaults(self, seam: str) -> dict[str, Any]:
-        """Options the spec sets for a seam's backend (the event log's buffer and spill)."""
+        """Options the spec sets for a seam's backend (the event log's buffer and spill), and
+        a networked cache's: it fails fast (0.1 s, no retry), being only an optimization;
+        the URL's ``?socket_timeout=`` still wins."""
+        if seam == "cache":
+            if self.spec.url(seam).scheme in ("redis", "rediss"):
+                return {"socket_timeout": 0.1, "connect_timeout": 0.1, "retries": 0}
+            return {}
         if seam != "events":
             return {}
         events = self.spec.events

@@ -30,15 +30,17 @@ def connection_pool(
     *,
     options: Collection[str] = (),
     socket_timeout: float = 5.0,
+    connect_timeout: float = 2.0,
+    retries: int = 2,
     **overrides: Any,
 ) -> tuple[BackendURL, redis.ConnectionPool]:
     """A connection pool for ``redis://`` or ``rediss://`` (TLS) ``url``, and the URL it dials.
 
     The path is the database number (``redis://host:6379/2``); the query may
     set ``socket_timeout`` (default ``socket_timeout``) and ``connect_timeout``
-    (2 s) in seconds, ``max_connections`` and the caller's own ``options``
+    (default ``connect_timeout``, 2 s) in seconds, ``max_connections`` and the caller's own ``options``
     (``prefix``, ``stream``); any other option is an InvalidInputError naming it. A failed
-    connection is retried twice with a short backoff (redis-py's default backs
+    connection is retried ``retries`` times (default twice) with a short backoff (redis-py's default backs
     off for seconds, which would hold a request that long). ``overrides`` go to
     the pool as they are. No connection is made until the first command.
     """
@@ -66,8 +68,8 @@ def connection_pool(
         "username": url.username,
         "password": url.password,
         "socket_timeout": seconds_option(url, "socket_timeout", socket_timeout),
-        "socket_connect_timeout": seconds_option(url, "connect_timeout", 2.0),
-        "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=2),
+        "socket_connect_timeout": seconds_option(url, "connect_timeout", connect_timeout),
+        "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=retries),
         "health_check_interval": 30,
     }
     if url.scheme == "rediss":

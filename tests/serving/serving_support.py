@@ -26,9 +26,11 @@ def linear_project(
     serving: str = "",
     scales: tuple[float, ...] = (1.0,),
     policy: Any = None,
+    backends: dict[str, str] | None = None,
 ) -> Any:
     """A project at ``root`` whose model ``m`` (y = scale * (a + b), one version per scale) is
-    routed (``policy``, default all traffic to @1); ``serving`` is the spec's serving section."""
+    routed (``policy``, default all traffic to @1); ``serving`` is the spec's serving section,
+    ``backends`` replaces seams' URLs (``{"cache": "redis://..."}``)."""
     import numpy as np
     import pandas as pd
     from sklearn.linear_model import LinearRegression
@@ -38,6 +40,15 @@ def linear_project(
     from conveyor.serving.routes import RoutePolicy
 
     init_project(root, name=name)
+    if backends:
+        import re
+
+        path = root / "conveyor.yaml"
+        text = path.read_text()
+        for seam, url in backends.items():
+            text, found = re.subn(rf"(?m)^  {seam}: .*$", f"  {seam}: '{url}'", text)
+            assert found == 1, seam
+        path.write_text(text)
     if serving:
         with (root / "conveyor.yaml").open("a") as spec:
             spec.write(f"serving: {serving}\n")

@@ -26,13 +26,13 @@ a miss, so a slow database never stalls the loop.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from conveyor.errors import AuthenticationError, InvalidInputError
+from conveyor.errors import AuthenticationError, BackendUnavailableError, InvalidInputError
 from conveyor.governance.roles import needed_role
 
 if TYPE_CHECKING:
@@ -137,16 +137,40 @@ class Access:
             reason="missing",
         )
 
-    async def authorize_async(self, token: str | None, action: str) -> Caller:
-        """:meth:`authorize` for an event loop: the store is read in a thread, on a miss."""
+    async def authorize_async(
+        self,
+        token: str | None,
+        action: str,
+        *,
+        run: Callable[..., Awaitable[Any]] | None = None,
+        stale_s: float = 0.0,
+    ) -> Caller:
+        """:meth:`authorize` for an event loop: the store is read in a thread, on a miss.
+
+        ``run(fn, *args)`` runs a store read (default: :func:`asyncio.to_thread`; a
+        server passes its breaker and timeout). When the store does not answer
+        (BackendUnavailableError), a key this process read within ``stale_s``
+        seconds is used as it was then: revoked and expired keys stay refused.
+        """
+        if run is None:
+            import asyncio  # not at import time: the CLI uses this module too
+
+            run = asyncio.to_thread
+        call = run
         if token:
             key = self.keys.verify_cached(token)
             if key is None:
-                key = await asyncio.to_thread(self.keys.verify, token)
+                try:
+                    key = await call(self.keys.verify, token)
+                except BackendUnavailableError:
+                    stale = self.keys.verify_stale(token, stale_s) if stale_s > 0 else None
+                    if stale is None:
+                        raise
+                    key = stale
             return self._checked(key, action)
         known = self._open_known()
         if known is None:
-            known = await asyncio.to_thread(self._ask_store)
+            known = await call(self._ask_store)
         if known:
             return Caller(None, self.anonymous)
         raise self._missing(action, needed_role(action))

@@ -244,7 +244,7 @@ class ApiKeys:
         """Revoke the key ``name`` (NotFoundError if there is none).
 
         Revoking a revoked key changes nothing and records nothing. This
-        process forgets the key at once; other processes within ``cache_ttl``.
+        process refuses the key at once; other processes within ``cache_ttl``.
         """
         import sqlalchemy as sa
 
@@ -264,7 +264,9 @@ class ApiKeys:
             key = ApiKey.from_record(row)
             digest = row.hash
         with self._lock:
-            self._cache.pop(digest, None)
+            # Remembered revoked (not forgotten): refused at once here, and still refused
+            # when a server authenticates from memory because the store is down.
+            self._cache[digest] = (key, time.monotonic())
         if changed:
             self._audit(AUTH_KEY_REVOKED, key, actor)
         return key
@@ -357,6 +359,16 @@ class ApiKeys:
         digest = _digest(token)
         cached = self._cache.get(digest)
         if cached is None or time.monotonic() - cached[1] >= self.cache_ttl:
+            return None
+        return _active(cached[0])
+
+    def verify_stale(self, token: str | None, max_age_s: float) -> ApiKey | None:
+        """The key as this process last read it from the store, if that was at most
+        ``max_age_s`` ago; None otherwise. For when the store does not answer: a key
+        read revoked (or since expired) is still refused (AuthenticationError)."""
+        digest = _digest(token)
+        cached = self._cache.get(digest)
+        if cached is None or time.monotonic() - cached[1] > max_age_s:
             return None
         return _active(cached[0])
 

@@ -218,8 +218,11 @@ class RedisRateLimiter(RateLimiter):
         prefix = parsed.query.get("prefix", _REDIS_DEFAULT_PREFIX)
         if not prefix:
             raise InvalidInputError(f"{parsed}: prefix must not be empty", field="prefix")
-        # A take is on every request's path: it waits 2 s at most, not the cache's 5 s.
-        dialled, pool = connection_pool(parsed, options=("prefix",), socket_timeout=2.0)
+        # A take is on every request's path: it fails fast (0.1 s, no retry) and the server
+        # falls back to per-process buckets (conveyor.web.dependencies).
+        dialled, pool = connection_pool(
+            parsed, options=("prefix",), socket_timeout=0.1, connect_timeout=0.1, retries=0
+        )
         return cls(dialled, prefix, redis.Redis(connection_pool=pool))
 
     def _take(self, key_id: str, rate: float, burst: int) -> float:

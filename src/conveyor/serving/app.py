@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from conveyor.serving.pool import Served
     from conveyor.serving.routes import CompiledRoute, Decision
     from conveyor.web.app import WebApp
+    from conveyor.web.dependencies import Dependencies
     from conveyor.web.metrics import WebMetrics
     from conveyor.web.pipeline import Call
 
@@ -60,7 +61,13 @@ _ATTR_HEADER = b"x-conveyor-attr-"
 class Server:
     """Everything one worker holds: routes, loaded versions, cache, metrics."""
 
-    def __init__(self, project: Project, metrics: WebMetrics, enrich: Enrich | None = None) -> None:
+    def __init__(
+        self,
+        project: Project,
+        metrics: WebMetrics,
+        enrich: Enrich | None = None,
+        dependencies: Dependencies | None = None,
+    ) -> None:
         from conveyor.serving.cache import PredictionCache
         from conveyor.serving.metrics import ServerMetrics
         from conveyor.serving.pool import ModelPool
@@ -75,7 +82,13 @@ class Server:
         self.events = project.events
         self.registry = project.registry
         self.metrics = ServerMetrics(metrics.registry)
-        self.cache = PredictionCache(project.cache, ttl=spec.cache_ttl_s) if spec.cache else None
+        #: The cache, rate limiter and store behind timeouts and breakers (None: unguarded).
+        self.dependencies = dependencies
+        self.cache = (
+            PredictionCache(project.cache, ttl=spec.cache_ttl_s, quiet=dependencies is None)
+            if spec.cache
+            else None
+        )
         self.pool = ModelPool(self.registry, spec.batching, on_batch=self.metrics.on_batch)
         # Route changes made through this server are verified by loading into its pool.
         self.routes = RouteStore(project.store, project.events, self.registry, verify=False)
@@ -225,20 +238,18 @@ class Server:
 
             digest = input_digest(table)
             if cache.local:
-                output = cache.get(served.version.id, table, digest=digest)
+                output = cache.get(served.version.id, table, digest)
             else:
-                output = await asyncio.to_thread(cache.get, served.version.id, table, digest=digest)
+                output = await self._remote_cache(cache.get, served.version.id, table, digest)
             cached = output is not None
             self.metrics.cache.labels(model, number, "hit" if cached else "miss").inc()
         if output is None:
             output = await served.batcher.submit(table)
             if cache is not None:
                 if cache.local:
-                    cache.put(served.version.id, table, output, digest=digest)
+                    cache.put(served.version.id, table, output, digest)
                 else:
-                    await asyncio.to_thread(
-                        cache.put, served.version.id, table, output, digest=digest
-                    )
+                    await self._remote_cache(cache.put, served.version.id, table, output, digest)
         elapsed = time.perf_counter() - started
         ok, seconds = self.metrics.answered(model, number, arm)
         ok.inc()
@@ -256,6 +267,19 @@ class Server:
                 self._shadows.add(task)
                 task.add_done_callback(self._shadows.discard)
         return output, served, decision, cached
+
+    async def _remote_cache(self, method: Callable[..., Any], *args: Any) -> Any:
+        """A call to a networked cache: under its breaker and timeout, a miss when it
+        fails (the request is answered by the model)."""
+        deps = self.dependencies
+        if deps is None:
+            return await asyncio.to_thread(method, *args)
+        from conveyor.errors import BackendUnavailableError
+
+        try:
+            return await deps.call("cache", deps.limits.cache_timeout_s, method, *args)
+        except BackendUnavailableError:
+            return None
 
     def _record(
         self,
@@ -355,7 +379,10 @@ def create_app(
     from conveyor.serving.settings import serving_of
     from conveyor.web.app import build_app
 
+    from conveyor.web.dependencies import DependencyLimits
+
     spec = serving_of(project.spec)
+    limits = DependencyLimits(**spec.dependencies.model_dump(), workers=spec.workers)
     return build_app(
         project,
         title="Conveyor",
@@ -364,4 +391,5 @@ def create_app(
         body_timeout_s=spec.body_timeout_s,
         options={"enrich": enrich},
         on_close=on_close,
+        dependencies=limits,
     )

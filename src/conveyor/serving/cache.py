@@ -207,6 +207,7 @@ class PredictionCache:
         ttl: float | None = 300,
         max_value_bytes: int = 1 << 20,
         active: Iterable[str | int] = (),
+        quiet: bool = True,
     ) -> None:
         if ttl is not None and not ttl > 0:
             raise InvalidInputError(f"ttl must be > 0 seconds or None, got {ttl!r}", field="ttl")
@@ -216,6 +217,9 @@ class PredictionCache:
                 field="max_value_bytes",
             )
         self.kv = kv
+        #: False: a store that does not answer raises BackendUnavailableError (after it is
+        #: counted), for a caller with its own breaker; True: a miss / a skip.
+        self.quiet = quiet
         self.ttl = ttl
         self.max_value_bytes = max_value_bytes
         self._active: frozenset[str] = frozenset(str(v) for v in active)
@@ -255,7 +259,7 @@ class PredictionCache:
         """The store key of one entry (before the store's own prefix)."""
         return f"pred:{version_id}:{digest}"
 
-    def get(self, version_id: str | int, table: pa.Table, *, digest: str | None = None) -> Any:
+    def get(self, version_id: str | int, table: pa.Table, digest: str | None = None) -> Any:
         """The cached prediction for ``table`` under ``version_id``, or ``None``.
 
         Pass ``digest`` (from :func:`input_digest`) to skip hashing the table
@@ -270,6 +274,8 @@ class PredictionCache:
         except BackendUnavailableError as exc:
             self._store_down(exc)
             self._count("misses")
+            if not self.quiet:
+                raise
             return None
         if data is None:
             self._count("misses")
@@ -288,7 +294,6 @@ class PredictionCache:
         version_id: str | int,
         table: pa.Table,
         prediction: Any,
-        *,
         digest: str | None = None,
     ) -> bool:
         """Store ``prediction`` for ``table`` under ``version_id``; ``True`` if it was stored.
@@ -307,6 +312,8 @@ class PredictionCache:
             self.kv.set(key, data, ttl=self.ttl)
         except BackendUnavailableError as exc:
             self._store_down(exc)
+            if not self.quiet:
+                raise
             return False
         return True
 

@@ -90,7 +90,12 @@ def routes(context: AppContext) -> Contribution:
     from conveyor.serving.app import Server
     from conveyor.web.app import Contribution
 
-    server = Server(context.project, context.metrics, enrich=context.options.get("enrich"))
+    server = Server(
+        context.project,
+        context.metrics,
+        enrich=context.options.get("enrich"),
+        dependencies=context.dependencies,
+    )
     context.state.server = server
     table = [*_native(server), *http_v2.routes(server)]
     return Contribution(table, startup=server.startup, shutdown=server.shutdown)

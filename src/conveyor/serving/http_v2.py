@@ -86,6 +86,12 @@ def routes(server: Server) -> list[Route]:
 
     async def ready(call: Call) -> Response:
         body = server.watcher.health()
+        deps = server.dependencies
+        bypassed = deps.health() if deps is not None else {}
+        if bypassed:  # still ready (it answers), but says what it is doing without
+            body["dependencies"] = bypassed
+            if body["status"] == "ready":
+                body["status"] = "degraded"
         return json_response(body, 200 if body["ready"] else 503)
 
     async def _metadata_of(call: Call) -> tuple[str, Served]:

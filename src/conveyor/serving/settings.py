@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 if TYPE_CHECKING:
     from conveyor.config import ProjectSpec
 
-__all__ = ["SECTIONS", "BatchingSpec", "ServingSpec", "serving_of"]
+__all__ = ["SECTIONS", "BatchingSpec", "DependenciesSpec", "ServingSpec", "serving_of"]
 
 
 class BatchingSpec(BaseModel):
@@ -26,6 +26,45 @@ class BatchingSpec(BaseModel):
     max_wait_ms: float = Field(2.0, ge=0, le=1000, description="Longest wait for a batch to fill.")
     max_queue: int = Field(
         1024, ge=1, description="Queued rows per version before 503 + Retry-After."
+    )
+
+
+class DependenciesSpec(BaseModel):
+    """Timeouts and circuit breakers for the services on the request path (cache, rate
+    limiter, metadata store): a slow or dead one is bypassed, never waited on."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cache_timeout_s: float = Field(
+        0.02, gt=0, le=10, description="Longest wait for the prediction cache; then a miss."
+    )
+    ratelimit_timeout_s: float = Field(
+        0.05,
+        gt=0,
+        le=10,
+        description="Longest wait for the shared rate limiter; then this worker's own buckets.",
+    )
+    store_timeout_s: float = Field(
+        0.5,
+        gt=0,
+        le=30,
+        description="Longest wait for the store to verify a key not in memory; then the "
+        "keys read before (stale_keys_s).",
+    )
+    failures: int = Field(
+        3, ge=1, le=100, description="Failures in a row after which a service is bypassed."
+    )
+    reset_s: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="Wait before one trial call to a bypassed service (doubles to 30 s).",
+    )
+    stale_keys_s: float = Field(
+        300,
+        ge=0,
+        description="While the store is down, keys read within this many seconds still "
+        "authenticate (revoked and expired ones stay refused); 0: refuse with 503.",
     )
 
 
@@ -76,6 +115,7 @@ class ServingSpec(BaseModel):
         "get 503 at once.",
     )
     batching: BatchingSpec = Field(default_factory=BatchingSpec)
+    dependencies: DependenciesSpec = Field(default_factory=DependenciesSpec)
     cache: bool = Field(True, description="Cache predictions in the cache backend.")
     cache_ttl_s: float = Field(300, gt=0, description="Seconds a cached prediction lives.")
     poll_interval_s: float = Field(

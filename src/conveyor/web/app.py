@@ -43,6 +43,7 @@ from conveyor.web.routing import Route, Router
 
 if TYPE_CHECKING:
     from conveyor.project import Project
+    from conveyor.web.dependencies import Dependencies, DependencyLimits
 
 __all__ = ["AppContext", "Contribution", "WebApp", "build_app"]
 
@@ -60,6 +61,8 @@ class AppContext:
     metrics: WebMetrics
     state: SimpleNamespace
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: The request path's services behind timeouts and breakers (None: not guarded).
+    dependencies: Dependencies | None = None
 
 
 @dataclass
@@ -163,19 +166,26 @@ def build_app(
     body_timeout_s: float | None = None,
     options: Mapping[str, Any] | None = None,
     on_close: Callable[[], None] | None = None,
+    dependencies: DependencyLimits | None = None,
 ) -> WebApp:
     """The app over ``project``: every capability's routes behind the shared pipeline.
 
     ``auth`` is the server's ``required | disabled`` setting (see
     :mod:`conveyor.governance.access`); ``options`` reach every route factory.
+    ``dependencies``: timeouts and breakers for the cache, rate limiter and store
+    (:mod:`conveyor.web.dependencies`), shared with the routes as
+    ``context.dependencies``; None: plain threads, no fallbacks.
     """
     from conveyor._version import __version__
     from conveyor.capability import contributed, load
     from conveyor.governance.access import Access
     from conveyor.web.openapi import openapi_document
 
+    from conveyor.web.dependencies import Dependencies
+
     metrics = WebMetrics()
-    context = AppContext(project, metrics, SimpleNamespace(), dict(options or {}))
+    deps = Dependencies(dependencies, metrics.registry) if dependencies is not None else None
+    context = AppContext(project, metrics, SimpleNamespace(), dict(options or {}), deps)
     routes: list[Route] = []
     startup: list[Hook] = []
     shutdown: list[Hook] = []
@@ -213,6 +223,12 @@ def build_app(
     routes.append(Route("GET", "/openapi.json", openapi_endpoint, None, "This document"))
     document.append(orjson.dumps(openapi_document(routes, title=title, version=__version__)))
 
+    if deps is not None:
+
+        async def close_dependencies() -> None:
+            deps.close()
+
+        shutdown.insert(0, close_dependencies)  # run last (hooks run in reverse)
     observe = Observe(metrics)
     access = Access.for_server(project.keys, auth)
 
@@ -221,8 +237,8 @@ def build_app(
 
     stages: list[Stage] = [
         observe,
-        Authenticate(access),
-        RateLimit(project.backend("ratelimit")),
+        Authenticate(access, deps),
+        RateLimit(project.backend("ratelimit"), deps),
         InputLimits(max_body_bytes, body_timeout_s),
     ]
     return WebApp(

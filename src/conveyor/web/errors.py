@@ -72,6 +72,15 @@ def error_body(
             f"stored data failed its integrity check (expected {body.get('expected', '?')}); "
             "see the server's log"
         )
+    elif isinstance(exc, e.BackendUnavailableError):
+        # Which host and port a backend lives on is the operator's business too (the log
+        # has it): a client learns which kind of service is down, and to retry.
+        for private in ("url", "host", "port"):
+            body.pop(private, None)
+        body["message"] = (
+            f"the {body.get('seam', 'backing')} service is unavailable; retry later "
+            "(the server's log has the details)"
+        )
     if request_id is not None:
         body.setdefault("request_id", request_id)
     headers: list[tuple[bytes, bytes]] = []

@@ -37,12 +37,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from conveyor.errors import ConveyorError, PayloadTooLargeError, RequestTimeoutError
+from conveyor.errors import (
+    BackendUnavailableError,
+    ConveyorError,
+    PayloadTooLargeError,
+    RequestTimeoutError,
+)
 from conveyor.web.errors import BadRequest, error_body, status_of
 
 if TYPE_CHECKING:
     from conveyor.governance.access import Access, Caller
     from conveyor.governance.ratelimit import RateLimiter
+    from conveyor.web.dependencies import Dependencies
     from conveyor.web.metrics import WebMetrics
     from conveyor.web.routing import Route
 
@@ -263,38 +269,75 @@ class Observe:
 class Authenticate:
     """The caller, allowed to do the route's action (open routes: anonymous)."""
 
-    def __init__(self, access: Access) -> None:
+    def __init__(self, access: Access, dependencies: Dependencies | None = None) -> None:
         from conveyor.governance.access import Caller
 
         self.access = access
         self._anonymous = Caller(None, "anonymous")
+        self._run: Any = None
+        self._stale_s = 0.0
+        if dependencies is not None:
+            limits = dependencies.limits
+
+            def run(fn: Callable[..., Any], *args: Any) -> Awaitable[Any]:
+                return dependencies.call("store", limits.store_timeout_s, fn, *args)
+
+            self._run, self._stale_s = run, limits.stale_keys_s
 
     async def __call__(self, call: Call, next: Next) -> Response:
         action = call.route.action
         if action is None:
             call.caller = self._anonymous
         else:
-            call.caller = await self.access.authorize_async(call.token, action)
+            call.caller = await self.access.authorize_async(
+                call.token, action, run=self._run, stale_s=self._stale_s
+            )
         return await next(call)
 
 
 class RateLimit:
     """One token of the caller's bucket, when their key has a limit."""
 
-    def __init__(self, limiter: RateLimiter) -> None:
+    def __init__(self, limiter: RateLimiter, dependencies: Dependencies | None = None) -> None:
         self.limiter = limiter
         #: An in-process limiter answers at once; a remote one goes to a thread.
         self.local = bool(getattr(limiter, "local", False))
+        self.dependencies = dependencies
+        self._fallback: RateLimiter | None = None
 
     async def __call__(self, call: Call, next: Next) -> Response:
         caller = call.caller
         key = caller.key if caller is not None else None
         if key is not None and key.rate_per_second is not None:
+            deps = self.dependencies
             if self.local:
                 self.limiter.take(key.id, key.rate_per_second, key.burst)
-            else:
+            elif deps is None:
                 await asyncio.to_thread(self.limiter.take, key.id, key.rate_per_second, key.burst)
+            else:
+                try:
+                    await deps.call(
+                        "ratelimit",
+                        deps.limits.ratelimit_timeout_s,
+                        self.limiter.take,
+                        key.id,
+                        key.rate_per_second,
+                        key.burst,
+                    )
+                except BackendUnavailableError:
+                    self._local_take(key.id, key.rate_per_second, key.burst, deps.limits.workers)
         return await next(call)
+
+    def _local_take(self, key_id: str, rate: float, burst: int | None, workers: int) -> None:
+        """The shared limiter is down: this process's share of the key's budget."""
+        import math
+
+        from conveyor.governance.ratelimit import MemoryRateLimiter
+
+        if self._fallback is None:
+            self._fallback = MemoryRateLimiter()
+        whole = burst if burst is not None else max(1, math.ceil(rate))
+        self._fallback.take(key_id, rate / workers, max(1, math.ceil(whole / workers)))
 
 
 class InputLimits:

@@ -1,0 +1,159 @@
+"""The services a server calls on the request path, each behind a timeout and a breaker.
+
+A request may touch three services besides the model: the prediction cache
+(Redis), the rate limiter (Redis) and the metadata store (PostgreSQL, for an
+API key not in memory). None of them may stall a request, and none of them
+is needed to answer one, so each call:
+
+- runs in this module's own small thread pool (a hung service holds those
+  threads, never the event loop or the default pool that loads models and
+  polls routes);
+- has a tight timeout (``cache_timeout_s``, ``ratelimit_timeout_s``,
+  ``store_timeout_s``), after which the request goes on without it;
+- goes through a :class:`conveyor.breaker.CircuitBreaker`: after
+  ``failures`` failures in a row the service is *degraded* and is not
+  called at all (one trial call every ``reset_s``, doubling to 30 s), so an
+  outage costs a request nothing but the fallback.
+
+The fallbacks (chosen by the callers): the cache is bypassed; the rate
+limiter falls back to per-process token buckets of the key's rate divided
+by the number of workers; authentication uses the keys this process read
+before (revoked and expired keys stay refused) for up to ``stale_keys_s``.
+Each degraded service is the gauge ``conveyor_dependency_degraded``, an
+error log line when it opens and a warning when it closes, and a detail of
+the readiness body (the server stays ready: it still answers). Recovery is
+automatic: the first trial call that succeeds closes the breaker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from conveyor.breaker import CircuitBreaker
+from conveyor.errors import BackendUnavailableError
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+__all__ = ["Dependencies", "DependencyLimits"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DependencyLimits:
+    """Timeouts and breaker settings (the server's ``serving.dependencies``)."""
+
+    cache_timeout_s: float = 0.02
+    ratelimit_timeout_s: float = 0.05
+    store_timeout_s: float = 0.5
+    failures: int = 3
+    reset_s: float = 1.0
+    stale_keys_s: float = 300.0
+    #: Worker processes sharing the limits (a fallback bucket gets rate / workers).
+    workers: int = 1
+    threads: int = 8
+
+
+class Dependencies:
+    """One breaker per service, one thread pool for their calls, one gauge for their state."""
+
+    def __init__(self, limits: DependencyLimits, registry: CollectorRegistry | None = None) -> None:
+        self.limits = limits
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self._executor: ThreadPoolExecutor | None = None
+        self._gauge: Any = None
+        if registry is not None:
+            import os
+
+            from prometheus_client import Gauge
+
+            kw: dict[str, Any] = {"registry": registry}
+            if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+                kw["multiprocess_mode"] = "max"
+            self._gauge = Gauge(
+                "conveyor_dependency_degraded",
+                "1 while a service on the request path (cache, ratelimit, store) is bypassed "
+                "after failing; requests take its fallback.",
+                ("dependency",),
+                **kw,
+            )
+
+    def breaker(self, name: str) -> CircuitBreaker:
+        """The breaker of service ``name`` (created on first use)."""
+        found = self.breakers.get(name)
+        if found is None:
+            found = CircuitBreaker(
+                name,
+                failures=self.limits.failures,
+                reset_s=self.limits.reset_s,
+                on_change=self._changed,
+            )
+            self.breakers[name] = found
+            if self._gauge is not None:
+                self._gauge.labels(name).set(0)
+        return found
+
+    def _changed(self, breaker: CircuitBreaker) -> None:
+        if self._gauge is not None:
+            self._gauge.labels(breaker.name).set(1 if breaker.degraded else 0)
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                self.limits.threads, thread_name_prefix="conveyor-dependency"
+            )
+        return self._executor
+
+    async def call(self, name: str, timeout: float, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in the pool, under ``name``'s breaker and ``timeout``.
+
+        BackendUnavailableError when the breaker is open (no call made), the call
+        times out or fails with it; the breaker learns of each outcome. Any other
+        error (a RateLimitedError...) is the service answering: it passes through.
+        """
+        breaker = self.breaker(name)
+        if not breaker.allow():
+            raise BackendUnavailableError(
+                f"{name} is degraded (bypassed after failing): {breaker.last_error}",
+                seam=name,
+                reason="degraded",
+            )
+
+        def guarded() -> T:
+            # Queued while the breaker opened: do not add to the pile on a dead service.
+            if breaker.state == "open":
+                raise BackendUnavailableError(f"{name} is degraded", seam=name, reason="degraded")
+            return fn(*args)
+
+        loop = asyncio.get_running_loop()
+        try:
+            result = await asyncio.wait_for(loop.run_in_executor(self.executor, guarded), timeout)
+        except TimeoutError:
+            breaker.failure(f"no answer within {timeout:g} s")
+            raise BackendUnavailableError(
+                f"{name} did not answer within {timeout:g} s", seam=name, reason="timeout"
+            ) from None
+        except BackendUnavailableError as exc:
+            if exc.context.get("reason") != "degraded":
+                breaker.failure(exc)
+            raise
+        except BaseException:
+            breaker.success()
+            raise
+        breaker.success()
+        return result
+
+    def health(self) -> dict[str, Any]:
+        """The degraded services, for the readiness body (empty: all answer)."""
+        return {n: b.to_dict() for n, b in sorted(self.breakers.items()) if b.degraded}
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
