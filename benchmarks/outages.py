@@ -29,8 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
 
 import harness
-import serving as bench
 from peers import serving_workload as wl
+
+import serving as bench
 
 
 def _project(root: Path, env: dict[str, str]) -> str:

@@ -75,9 +75,10 @@ class CircuitBreaker:
         if self.state == "closed":  # the hot path: no lock
             return True
         with self._lock:
-            if self.state == "closed":
+            state: State = self.state  # re-read under the lock: another thread may change it
+            if state == "closed":
                 return True
-            if self.state == "open" and self._clock() >= self._retry_at:
+            if state == "open" and self._clock() >= self._retry_at:
                 self.state = "half_open"
                 self._trial = True
                 return True

@@ -38,10 +38,11 @@ def connection_pool(
 
     The path is the database number (``redis://host:6379/2``); the query may
     set ``socket_timeout`` (default ``socket_timeout``) and ``connect_timeout``
-    (default ``connect_timeout``, 2 s) in seconds, ``max_connections`` and the caller's own ``options``
-    (``prefix``, ``stream``); any other option is an InvalidInputError naming it. A failed
-    connection is retried ``retries`` times (default twice) with a short backoff (redis-py's default backs
-    off for seconds, which would hold a request that long). ``overrides`` go to
+    (default ``connect_timeout``, 2 s) in seconds, ``max_connections`` and the
+    caller's own ``options`` (``prefix``, ``stream``); any other option is an
+    InvalidInputError naming it. A failed connection is retried ``retries``
+    times (default twice) with a short backoff (redis-py's default backs off
+    for seconds, which would hold a request that long). ``overrides`` go to
     the pool as they are. No connection is made until the first command.
     """
     try:

@@ -143,7 +143,9 @@ def test_deploy_and_route_set_refuse_a_version_that_cannot_serve(tmp_path: Path)
         assert caught.value.code == "version_refused"
         code, out = _cli(tmp_path, "deploy", "m@2", "--canary", "10")
         assert code != 0 and "m@2 cannot serve" in out and "integrity check" in out, out
-        code, out = _cli(tmp_path, "route", "set", "m", "--policy", '{"mode":"fixed","versions":[{"version":2}]}')
+        code, out = _cli(
+            tmp_path, "route", "set", "m", "--policy", '{"mode":"fixed","versions":[{"version":2}]}'
+        )
         assert code != 0 and "m@2 cannot serve" in out, out
         assert routes.get("m").revision == 1  # nothing committed
         # Over HTTP: the server loads the version into its pool first, and refuses it.

@@ -71,8 +71,11 @@ class GroupCommit:
             TimeoutError(f"the event log did not commit within {self.timeout_s} s"),
         )
         future.add_done_callback(lambda _: timer.cancel())
+        def committed(error: BaseException | None) -> None:  # on the writer's thread
+            loop.call_soon_threadsafe(settle, error)
+
         try:
-            self.events.on_committed(lambda error: loop.call_soon_threadsafe(settle, error))
+            self.events.on_committed(committed)
         except Exception as exc:  # closed log
             settle(exc)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
 from conveyor.events.schema import MAX_KIND_LENGTH, MAX_TEXT_LENGTH
@@ -37,7 +36,9 @@ class Payload(sa.types.TypeDecorator[Any]):
 
     def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
         if dialect.name == "postgresql":
-            return dialect.type_descriptor(postgresql.JSONB())
+            from sqlalchemy.dialects.postgresql import JSONB
+
+            return dialect.type_descriptor(JSONB())
         return dialect.type_descriptor(sa.Text())
 
     def bind_processor(self, dialect: Dialect) -> None:
@@ -98,7 +99,11 @@ def insert_statement(dialect_name: str) -> sa.Insert:
     twice, and re-appending an event to wait for it is safe.
     """
     if dialect_name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
         return postgresql.insert(events).on_conflict_do_nothing(index_elements=["id"])
     if dialect_name == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
         return sqlite.insert(events).on_conflict_do_nothing(index_elements=["id"])
     raise ValueError(f"no event log insert for the {dialect_name} dialect")

@@ -23,7 +23,7 @@ import platform
 import re
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import (
@@ -71,23 +71,32 @@ class Registry(AliasesMixin, PromotionMixin):
     def __init__(
         self,
         store: MetadataStore,
-        artifacts: ArtifactStore,
+        artifacts: ArtifactStore | Callable[[], ArtifactStore],
         events: EventLog | None = None,
         *,
         gated_aliases: Iterable[str] = DEFAULT_GATED_ALIASES,
     ) -> None:
         self.store = store
         self.gated_aliases = frozenset(gated_aliases)
-        self.artifacts = artifacts
+        # A callable opens the artifact store on first use: reading versions, aliases and
+        # routes (conveyor rollback) never touches it.
+        self._artifacts = artifacts
         self.events = events
         self._code: dict[str, tuple[str | None, bool | None]] = {}
         self._environment: dict[str, Any] | None = None
         self._reads = Reads(store)
 
+    @property
+    def artifacts(self) -> ArtifactStore:
+        found = self._artifacts
+        if not hasattr(found, "put"):  # the opener, not the store
+            found = self._artifacts = found()
+        return found  # type: ignore[return-value]
+
     @classmethod
     def for_project(cls, project: Project) -> Registry:
         """The registry over a project's store, artifacts and event log (``project.registry``)."""
-        return cls(project.store, project.artifacts, project.events)
+        return cls(project.store, lambda: project.artifacts, project.events)
 
     # -- registering -----------------------------------------------------------
 

@@ -378,7 +378,6 @@ def create_app(
     """
     from conveyor.serving.settings import serving_of
     from conveyor.web.app import build_app
-
     from conveyor.web.dependencies import DependencyLimits
 
     spec = serving_of(project.spec)

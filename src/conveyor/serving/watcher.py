@@ -23,8 +23,8 @@ import contextlib
 import logging
 import os
 import time
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -157,9 +157,7 @@ class RouteWatcher:
         self.ready = True
         return True
 
-    def _failed(
-        self, model: str, revision: int, exc: BaseException, serving: int | None
-    ) -> None:
+    def _failed(self, model: str, revision: int, exc: BaseException, serving: int | None) -> None:
         from conveyor.errors import ConveyorError
 
         message = exc.message if isinstance(exc, ConveyorError) else f"{type(exc).__name__}: {exc}"

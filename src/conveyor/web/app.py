@@ -179,9 +179,8 @@ def build_app(
     from conveyor._version import __version__
     from conveyor.capability import contributed, load
     from conveyor.governance.access import Access
-    from conveyor.web.openapi import openapi_document
-
     from conveyor.web.dependencies import Dependencies
+    from conveyor.web.openapi import openapi_document
 
     metrics = WebMetrics()
     deps = Dependencies(dependencies, metrics.registry) if dependencies is not None else None
