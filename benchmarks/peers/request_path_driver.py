@@ -70,7 +70,7 @@ def switch_off(layers: set[str]) -> None:
     if "handoff" in layers:
         from conveyor.serving.batcher import Batcher
 
-        async def inline(self: Any, table: Any) -> Any:
+        async def inline(self: Any, table: Any, **kw: Any) -> Any:
             return self._predict(table)
 
         Batcher.submit = inline  # type: ignore[method-assign]
