@@ -52,6 +52,10 @@ def test_numeric_models_take_the_matrix_path_with_the_same_answers(registry: Reg
         with warnings.catch_warnings(record=True) as caught:
             assert np.array_equal(fast(rows), loaded.predict(X.head(50)))
         assert not [w for w in caught if "feature names" in str(w.message)]
+        # A batch of several requests (one chunk each, an int column among floats).
+        chunked = pa.concat_tables([rows.slice(0, 20), rows.slice(20, 30)])
+        assert chunked.column("a").num_chunks == 2
+        assert np.array_equal(fast(chunked), loaded.predict(X.head(50)))
 
 
 def test_models_that_select_columns_by_name_keep_the_frame(registry: Registry) -> None:

