@@ -440,42 +440,14 @@ def test_split_rows_handles_every_output_kind() -> None:
     assert parts[1]["score"] == [0.1, 0.8]
 
 
-def test_a_cheap_model_answers_a_lone_request_on_the_loop_and_batches_the_rest() -> None:
-    """Alone (no other request in flight) and measured cheap: predicted on the event loop's
-    thread, no hand-off. Not alone, or before its cost is known, or a model measured slow:
-    in the batcher's thread, as before."""
-    threads: list[str] = []
+def test_the_cost_estimate_follows_the_average_when_every_batch_has_one_size() -> None:
+    """The first call of a model is cold (imports, allocations): with every batch one row,
+    the estimate must move to the warm cost, not keep the first call's forever."""
+    from conveyor.serving.batcher import _CostModel
 
-    def cheap(table: pa.Table) -> Any:
-        threads.append(threading.current_thread().name)
-        return np.zeros(table.num_rows)
-
-    def slow(table: pa.Table) -> Any:
-        threads.append(threading.current_thread().name)
-        import time
-
-        time.sleep(0.01)  # slower than the inline bound on purpose: must stay off the loop
-        return np.zeros(table.num_rows)
-
-    table = pa.table({"x": [1.0]})
-
-    async def run(predict: Callable[[pa.Table], Any]) -> list[str]:
-        threads.clear()
-        loop_thread = threading.current_thread().name
-        batcher = Batcher(predict, max_batch_size=8, max_wait_ms=1, name="t")
-        try:
-            await batcher.submit(table, alone=True)  # cost unknown yet: the thread
-            for _ in range(3):
-                await batcher.submit(table, alone=True)
-            await batcher.submit(table, alone=False)
-            await asyncio.gather(*(batcher.submit(table, alone=True) for _ in range(4)))
-        finally:
-            await batcher.close()
-        return ["loop" if t == loop_thread else "thread" for t in threads]
-
-    cheap_threads = asyncio.run(run(cheap))
-    assert cheap_threads[:5] == ["thread", "loop", "loop", "loop", "thread"], cheap_threads
-    # "alone" is the caller's word (the server counts its predictions in flight): four
-    # that each claim it run on the loop one after another, as many calls as requests.
-    assert cheap_threads[5:] == ["loop"] * 4
-    assert set(asyncio.run(run(slow))) == {"thread"}
+    cost = _CostModel()
+    cost.observe(1, 0.010)  # cold
+    for _ in range(100):
+        cost.observe(1, 0.0001)
+    assert cost.fixed is not None and cost.fixed < 0.0002
+    assert cost.per_row == 0.0

@@ -109,8 +109,6 @@ class Server:
 
             self.commits = GroupCommit(project.events, timeout_s=durability.ack_timeout_s)
         self._shadows: set[asyncio.Task[None]] = set()
-        #: Predictions in progress on this worker (1: the one asking is alone).
-        self.inflight = 0
         self.started = time.monotonic()
         metrics.before_scrape(self._scrape)
 
@@ -203,21 +201,6 @@ class Server:
         ``rows`` is the request's table, or builds it for the version the route
         chose (a v2 matrix needs that version's column names).
         """
-        self.inflight += 1
-        try:
-            return await self._predict(call, model, rows, attributes, version, request_id)
-        finally:
-            self.inflight -= 1
-
-    async def _predict(
-        self,
-        call: Call,
-        model: str,
-        rows: pa.Table | Callable[[Served], pa.Table],
-        attributes: dict[str, Any],
-        version: int | None,
-        request_id: str,
-    ) -> tuple[Any, Served, Decision | None, bool]:
         started = time.perf_counter()
         decision: Decision | None
         if version is None:
@@ -261,14 +244,7 @@ class Server:
             cached = output is not None
             self.metrics.cache.labels(model, number, "hit" if cached else "miss").inc()
         if output is None:
-            batcher = served.batcher
-            alone = False
-            if self.inflight == 1 and batcher.can_inline(table.num_rows):
-                # One turn of the loop first: requests already received start, and enter
-                # here (inflight) if they are predictions too; then alone means alone.
-                await asyncio.sleep(0)
-                alone = self.inflight == 1
-            output = await batcher.submit(table, alone=alone)
+            output = await served.batcher.submit(table)
             if cache is not None:
                 if cache.local:
                     cache.put(served.version.id, table, output, digest)

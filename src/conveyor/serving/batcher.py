@@ -32,14 +32,6 @@ raises :class:`~conveyor.errors.OverloadedError` at once, with
 
 With ``max_batch_size=1`` there is no queue at all: each request calls the
 model in the executor directly (same back-pressure bound, same stats).
-
-A request that is *alone* (the caller says no other request is in flight in
-the server, and nothing is queued or running here) is predicted on the event
-loop itself when the model has been measured to cost less than
-:data:`INLINE_BELOW_S` for its rows: handing it to the thread and back costs
-more than the model (it was a third of a linear model's request at
-concurrency 1). Under concurrency nothing is alone, so the thread and the
-batches are used as before; a slow model never runs on the loop.
 """
 
 from __future__ import annotations
@@ -70,8 +62,6 @@ _ALPHA = 0.1
 _MIN_WORTHWHILE_WAIT = 50e-6
 #: Retry-After before anything was measured (seconds).
 _DEFAULT_RETRY_AFTER = 1.0
-#: A model call measured cheaper than this (seconds) may run on the event loop when alone.
-INLINE_BELOW_S = 0.002
 _HISTORY = 256
 
 
@@ -301,11 +291,8 @@ class Batcher:
 
     # -- requests -------------------------------------------------------------
 
-    async def submit(self, table: pa.Table, *, alone: bool = False) -> Any:
+    async def submit(self, table: pa.Table) -> Any:
         """Predict ``table``'s rows, batched with other requests; returns only its rows.
-
-        ``alone``: no other request is in flight in the caller (see the module
-        docstring: a cheap model then answers on the event loop).
 
         Raises :class:`OverloadedError` at once when the queue is full,
         :class:`ClosedError` after :meth:`close`, and whatever the model
@@ -314,8 +301,6 @@ class Batcher:
         if self._closed:
             raise ClosedError(f"batcher {self.name!r} is closed", batcher=self.name)
         rows = _rows_of(table)
-        if alone and self.can_inline(rows):
-            return self._inline(table, rows)
         if self.max_batch_size == 1:
             return await self._direct(table, rows)
         if self._queued_rows + rows > self.max_queue:
@@ -346,23 +331,6 @@ class Batcher:
         finally:
             self._inflight.discard(call)
             self._inflight_rows -= rows
-        self._record(rows, 1, seconds, False, 0.0)
-        return prediction
-
-    def can_inline(self, rows: int) -> bool:
-        """Whether ``rows`` may be predicted on the loop: nothing queued or running here,
-        and the model measured cheaper than :data:`INLINE_BELOW_S` for them."""
-        if self._outstanding or self._inflight:
-            return False
-        fixed, per_row = self._cost.fixed, self._cost.per_row
-        return fixed is not None and fixed + (per_row or 0.0) * rows <= INLINE_BELOW_S
-
-    def _inline(self, table: pa.Table, rows: int) -> Any:
-        try:
-            prediction, seconds = self._run_one(table, rows)
-        except BaseException:
-            self._record(rows, 1, 0.0, False, 0.0, failed=True)
-            raise
         self._record(rows, 1, seconds, False, 0.0)
         return prediction
 
