@@ -114,6 +114,13 @@ def serve_and_route(
             + ", ".join(f"{arm} {n}" for arm, n in sorted(arms.items()))
         )
         summary["after_rollback"] = dict(arms)
+        ready = client.get("/v2/health/ready").json()
+        console.print(
+            f"    readiness: {ready['status']} (GET /v2/health/ready is true only while every "
+            "routed version is loaded and warm; a bypassed Redis or PostgreSQL shows here too)",
+            soft_wrap=True,
+        )
+        summary["readiness"] = ready["status"]
         trail = client.get(
             "/v1/audit", headers={"x-api-key": deployer}, params={"limit": 4}
         ).json()["items"]

@@ -61,6 +61,7 @@ def test_quickstart_promotes_through_gates_and_optimizes(tmp_path: Path) -> None
         shadows = project.events.query(kind="prediction.shadow", limit=2000).items
         assert len(shadows) == 1000 and {e.subject_version for e in shadows} == {"1"}
         assert "rollback to revision 3" in out and "canary (v4)" in out
+        assert "readiness: ready (GET /v2/health/ready" in out
         # The audit trail it printed: the rollback and the canary, by the on-call key.
         lines = out.splitlines()
         start = next(i for i, line in enumerate(lines) if "audit trail" in line) + 1
