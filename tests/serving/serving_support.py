@@ -76,3 +76,25 @@ def wait_served(url: str, headers: dict[str, str] | None = None) -> None:
         ),
         message="the route reaches the worker",
     )
+
+
+def conveyor_serve(root: Any, *args: str, env: dict[str, str] | None = None) -> tuple[Any, int]:
+    """``conveyor serve`` of the project at ``root`` in its own process, on a free port,
+    with ``env`` over the environment (any other CONVEYOR_ variable removed): the process
+    and its port. The caller waits for it and stops it."""
+    import os
+    import subprocess
+    import sys
+
+    from conveyor.serving.server import free_port
+
+    port = free_port()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    environment.update(env or {})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "conveyor.cli", "serve", "--port", str(port), *args],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return process, port

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serving_support import linear_project, wait_served
+from serving_support import conveyor_serve, linear_project, wait_served
 
 from conveyor.project import Project
 from conveyor.serving.app import create_app
@@ -131,31 +131,13 @@ def test_beyond_the_connection_cap_requests_get_503_and_the_others_are_served(
 
 def test_conveyor_serve_with_workers_applies_the_header_deadline(project: Project) -> None:
     """The protocol reaches every worker process (by name) with the configured deadline."""
-    import os
-    import subprocess
-    import sys
-
-    from conveyor.serving.server import free_port
-
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-    env["CONVEYOR_SERVING__HEADER_TIMEOUT_S"] = "0.5"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "conveyor.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-            "-C",
-            str(project.root),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    process, port = conveyor_serve(
+        project.root,
+        "--workers",
+        "2",
+        "-C",
+        str(project.root),
+        env={"CONVEYOR_SERVING__HEADER_TIMEOUT_S": "0.5"},
     )
     url = f"http://127.0.0.1:{port}/v2/health/live"
 

@@ -4,20 +4,16 @@ window before the kill may be missing (and the doctor says so)."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-from serving_support import linear_project
+from serving_support import conveyor_serve, linear_project
 
 from conveyor.project import Project
-from conveyor.serving.server import free_port
 from conveyor.testing.wait import wait_until
 
 ROW = [{"a": 1.0, "b": 2.0}]
@@ -31,14 +27,8 @@ _MARGIN_S = 2.0
 def _answered_then_killed(root: Path, durability: str) -> tuple[dict[str, float], float]:
     """Serve the project at ``root``, drive it with concurrent clients, ``kill -9`` it
     mid-traffic; the answered request ids (with when each answer arrived) and the kill time."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-    env["CONVEYOR_EVENTS__DURABILITY"] = durability
-    process = subprocess.Popen(
-        [sys.executable, "-m", "conveyor.cli", "serve", "--port", str(port), "-C", str(root)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    process, port = conveyor_serve(
+        root, "-C", str(root), env={"CONVEYOR_EVENTS__DURABILITY": durability}
     )
     url = f"http://127.0.0.1:{port}"
 
