@@ -25,6 +25,7 @@ entry-point group ``conveyor.backends.<seam>`` or :meth:`Seam.register`.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 from abc import ABC, abstractmethod
@@ -409,10 +410,21 @@ class Seam:
         if self._entry_points_loaded:
             return
         self._entry_points_loaded = True
-        from importlib.metadata import entry_points
-
-        for ep in entry_points(group=f"conveyor.backends.{self.name}"):
+        for ep in entry_points(f"conveyor.backends.{self.name}"):
             self._table.setdefault(ep.name.lower(), BackendSpec(ep.value))
+
+
+@functools.cache
+def _installed_entry_points() -> Any:
+    from importlib.metadata import entry_points as read
+
+    return read()  # every group, read once: each group's own read scans every package
+
+
+def entry_points(group: str) -> list[Any]:
+    """The installed entry points of ``group`` (``conveyor.capabilities``,
+    ``conveyor.backends.<seam>``), from one read of the installed packages per process."""
+    return list(_installed_entry_points().select(group=group))
 
 
 _PG = BackendSpec("", "postgres", ("psycopg",))

@@ -170,10 +170,10 @@ _generation = 0
 
 
 def _entry_points() -> dict[str, Capability]:
-    from importlib.metadata import entry_points
+    from conveyor.backends import entry_points
 
     found: dict[str, Capability] = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+    for ep in entry_points(ENTRY_POINT_GROUP):
         try:
             declared = ep.load()
         except Exception as exc:
