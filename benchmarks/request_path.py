@@ -168,9 +168,7 @@ def layers(args: argparse.Namespace) -> None:
         for name, got in rounds.items()
     }
     on = medians["all on"]
-    costs = {
-        layer: round(on - medians[f"{layer} off"], 1) for layer in LAYERS
-    }
+    costs = {layer: round(on - medians[f"{layer} off"], 1) for layer in LAYERS}
     costs["everything but the model and the HTTP app"] = round(on - medians["all off"], 1)
     result = {
         "benchmark": "request-path-layers",

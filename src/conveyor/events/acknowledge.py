@@ -71,6 +71,7 @@ class GroupCommit:
             TimeoutError(f"the event log did not commit within {self.timeout_s} s"),
         )
         future.add_done_callback(lambda _: timer.cancel())
+
         def committed(error: BaseException | None) -> None:  # on the writer's thread
             loop.call_soon_threadsafe(settle, error)
 
