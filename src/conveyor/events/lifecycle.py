@@ -2,7 +2,11 @@
 
 - Exit: ``EventLog`` holds a :func:`weakref.finalize` calling
   :func:`close_quietly`, which runs at interpreter exit (or when an unclosed
-  log is garbage collected) and flushes the buffer with a time limit.
+  log is garbage collected) and flushes the buffer with a time limit. At exit
+  our own ``atexit`` hook runs those finalizers first (hooks run last in,
+  first out): weakref's own exit hook walks every finalizer of the process
+  and gives up ("dictionary changed size during iteration") when a writer
+  thread creates one meanwhile, which lost a whole buffer once.
 - Fork: a child inherits the parent's buffer, pooled connections and a
   writer thread that no longer exists. An ``os.register_at_fork`` hook,
   installed when the first log is opened (never at import), gives every
@@ -14,6 +18,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -45,6 +50,7 @@ def track(event_log: EventLog) -> None:
     with _hooks_lock:
         if not _hooks_installed:
             os.register_at_fork(after_in_child=_after_fork_in_child)
+            atexit.register(_close_live_at_exit)
             _hooks_installed = True
     _LIVE.add(event_log)
     import multiprocessing.util
@@ -54,6 +60,15 @@ def track(event_log: EventLog) -> None:
 
 def untrack(event_log: EventLog) -> None:
     _LIVE.discard(event_log)
+
+
+def _close_live_at_exit() -> None:
+    """Close every log nobody closed, through its own finalizer (which then never runs
+    again), before weakref's exit hook walks the process's finalizers."""
+    for event_log in list(_LIVE):
+        finalizer = getattr(event_log, "_finalizer", None)
+        if finalizer is not None and finalizer.alive:
+            finalizer()
 
 
 def close_quietly(
