@@ -5,9 +5,9 @@ A request may touch three services besides the model: the prediction cache
 API key not in memory). None of them may stall a request, and none of them
 is needed to answer one, so each call:
 
-- runs in this module's own small thread pool (a hung service holds those
-  threads, never the event loop or the default pool that loads models and
-  polls routes);
+- runs in a small thread pool of its own service (a hung service holds
+  those threads only: never the event loop, the other services' pools, or the
+  default pool that loads models and polls routes);
 - has a tight timeout (``cache_timeout_s``, ``ratelimit_timeout_s``,
   ``store_timeout_s``), after which the request goes on without it;
 - goes through a :class:`conveyor.breaker.CircuitBreaker`: after
@@ -56,16 +56,17 @@ class DependencyLimits:
     stale_keys_s: float = 300.0
     #: Worker processes sharing the limits (a fallback bucket gets rate / workers).
     workers: int = 1
-    threads: int = 8
+    #: Threads per service.
+    threads: int = 4
 
 
 class Dependencies:
-    """One breaker per service, one thread pool for their calls, one gauge for their state."""
+    """One breaker and one thread pool per service, one gauge for their state."""
 
     def __init__(self, limits: DependencyLimits, registry: CollectorRegistry | None = None) -> None:
         self.limits = limits
         self.breakers: dict[str, CircuitBreaker] = {}
-        self._executor: ThreadPoolExecutor | None = None
+        self._executors: dict[str, ThreadPoolExecutor] = {}
         self._gauge: Any = None
         if registry is not None:
             import os
@@ -102,13 +103,14 @@ class Dependencies:
         if self._gauge is not None:
             self._gauge.labels(breaker.name).set(1 if breaker.degraded else 0)
 
-    @property
-    def executor(self) -> ThreadPoolExecutor:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(
-                self.limits.threads, thread_name_prefix="conveyor-dependency"
+    def executor(self, name: str) -> ThreadPoolExecutor:
+        """Service ``name``'s own threads (created on first use)."""
+        found = self._executors.get(name)
+        if found is None:
+            found = self._executors[name] = ThreadPoolExecutor(
+                self.limits.threads, thread_name_prefix=f"conveyor-{name}"
             )
-        return self._executor
+        return found
 
     async def call(self, name: str, timeout: float, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in the pool, under ``name``'s breaker and ``timeout``.
@@ -133,7 +135,9 @@ class Dependencies:
 
         loop = asyncio.get_running_loop()
         try:
-            result = await asyncio.wait_for(loop.run_in_executor(self.executor, guarded), timeout)
+            result = await asyncio.wait_for(
+                loop.run_in_executor(self.executor(name), guarded), timeout
+            )
         except TimeoutError:
             breaker.failure(f"no answer within {timeout:g} s")
             raise BackendUnavailableError(
@@ -154,6 +158,6 @@ class Dependencies:
         return {n: b.to_dict() for n, b in sorted(self.breakers.items()) if b.degraded}
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+        executors, self._executors = list(self._executors.values()), {}
+        for executor in executors:
+            executor.shutdown(wait=False, cancel_futures=True)
