@@ -9,12 +9,13 @@ import threading
 import pytest
 
 from conveyor.errors import BackendUnavailableError, RateLimitedError
-from conveyor.web.dependencies import Dependencies, DependencyLimits
+from conveyor.serving.settings import DependenciesSpec
+from conveyor.web.dependencies import Dependencies
 
 
 def test_a_hung_service_holds_only_its_own_threads() -> None:
     async def scenario() -> None:
-        deps = Dependencies(DependencyLimits(threads=2, failures=1, reset_s=0.01))
+        deps = Dependencies(DependenciesSpec(failures=1, reset_s=0.01), threads=2)
         hung = threading.Event()
         try:
             for _ in range(2):  # each call times out and leaves a thread waiting
@@ -40,7 +41,7 @@ def test_an_open_breaker_makes_no_call_until_its_trial() -> None:
         raise BackendUnavailableError("refused", seam="cache")
 
     async def scenario() -> None:
-        deps = Dependencies(DependencyLimits(failures=2, reset_s=60))
+        deps = Dependencies(DependenciesSpec(failures=2, reset_s=60))
         try:
             for _ in range(5):
                 with pytest.raises(BackendUnavailableError):
@@ -62,7 +63,7 @@ def test_an_answer_that_is_an_error_is_not_a_failure() -> None:
         raise RateLimitedError("over budget", retry_after=1.0)
 
     async def scenario() -> None:
-        deps = Dependencies(DependencyLimits(failures=1))
+        deps = Dependencies(DependenciesSpec(failures=1))
         try:
             for _ in range(3):
                 with pytest.raises(RateLimitedError):

@@ -156,12 +156,11 @@ class Access:
             import asyncio  # not at import time: the CLI uses this module too
 
             run = asyncio.to_thread
-        call = run
         if token:
             key = self.keys.verify_cached(token)
             if key is None:
                 try:
-                    key = await call(self.keys.verify, token)
+                    key = await run(self.keys.verify, token)
                 except BackendUnavailableError:
                     stale = self.keys.verify_stale(token, stale_s) if stale_s > 0 else None
                     if stale is None:
@@ -170,7 +169,7 @@ class Access:
             return self._checked(key, action)
         known = self._open_known()
         if known is None:
-            known = await call(self._ask_store)
+            known = await run(self._ask_store)
         if known:
             return Caller(None, self.anonymous)
         raise self._missing(action, needed_role(action))

@@ -378,10 +378,8 @@ def create_app(
     """
     from conveyor.serving.settings import serving_of
     from conveyor.web.app import build_app
-    from conveyor.web.dependencies import DependencyLimits
 
     spec = serving_of(project.spec)
-    limits = DependencyLimits(**spec.dependencies.model_dump(), workers=spec.workers)
     return build_app(
         project,
         title="Conveyor",
@@ -390,5 +388,6 @@ def create_app(
         body_timeout_s=spec.body_timeout_s,
         options={"enrich": enrich},
         on_close=on_close,
-        dependencies=limits,
+        dependencies=spec.dependencies,
+        workers=spec.workers,
     )

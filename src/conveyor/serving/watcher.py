@@ -169,7 +169,7 @@ class RouteWatcher:
             revision,
             _reason_of(exc),
             message,
-            now if first or known is None else known.since,
+            now if known is None or first else known.since,
             now + self.retry_s,
             serving,
         )

@@ -167,6 +167,7 @@ def build_app(
     options: Mapping[str, Any] | None = None,
     on_close: Callable[[], None] | None = None,
     dependencies: DependencyLimits | None = None,
+    workers: int = 1,
 ) -> WebApp:
     """The app over ``project``: every capability's routes behind the shared pipeline.
 
@@ -174,7 +175,8 @@ def build_app(
     :mod:`conveyor.governance.access`); ``options`` reach every route factory.
     ``dependencies``: timeouts and breakers for the cache, rate limiter and store
     (:mod:`conveyor.web.dependencies`), shared with the routes as
-    ``context.dependencies``; None: plain threads, no fallbacks.
+    ``context.dependencies``; None: plain threads, no fallbacks. ``workers``: the
+    worker processes that share each key's rate limit.
     """
     from conveyor._version import __version__
     from conveyor.capability import contributed, load
@@ -183,7 +185,11 @@ def build_app(
     from conveyor.web.openapi import openapi_document
 
     metrics = WebMetrics()
-    deps = Dependencies(dependencies, metrics.registry) if dependencies is not None else None
+    deps = (
+        Dependencies(dependencies, metrics.registry, workers=workers)
+        if dependencies is not None
+        else None
+    )
     context = AppContext(project, metrics, SimpleNamespace(), dict(options or {}), deps)
     routes: list[Route] = []
     startup: list[Hook] = []

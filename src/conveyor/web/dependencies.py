@@ -30,8 +30,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from conveyor.breaker import CircuitBreaker
 from conveyor.errors import BackendUnavailableError
@@ -44,27 +43,40 @@ __all__ = ["Dependencies", "DependencyLimits"]
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class DependencyLimits:
-    """Timeouts and breaker settings (the server's ``serving.dependencies``)."""
+class DependencyLimits(Protocol):
+    """Timeouts and breaker settings: the model server's ``serving.dependencies``
+    (:class:`conveyor.serving.settings.DependenciesSpec`, where each is described)."""
 
-    cache_timeout_s: float = 0.02
-    ratelimit_timeout_s: float = 0.05
-    store_timeout_s: float = 0.5
-    failures: int = 3
-    reset_s: float = 1.0
-    stale_keys_s: float = 300.0
-    #: Worker processes sharing the limits (a fallback bucket gets rate / workers).
-    workers: int = 1
-    #: Threads per service.
-    threads: int = 4
+    @property
+    def cache_timeout_s(self) -> float: ...
+    @property
+    def ratelimit_timeout_s(self) -> float: ...
+    @property
+    def store_timeout_s(self) -> float: ...
+    @property
+    def failures(self) -> int: ...
+    @property
+    def reset_s(self) -> float: ...
+    @property
+    def stale_keys_s(self) -> float: ...
 
 
 class Dependencies:
     """One breaker and one thread pool per service, one gauge for their state."""
 
-    def __init__(self, limits: DependencyLimits, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        limits: DependencyLimits,
+        registry: CollectorRegistry | None = None,
+        *,
+        workers: int = 1,
+        threads: int = 4,
+    ) -> None:
         self.limits = limits
+        #: Worker processes sharing the limits (a fallback bucket gets rate / workers).
+        self.workers = workers
+        #: Threads per service.
+        self.threads = threads
         self.breakers: dict[str, CircuitBreaker] = {}
         self._executors: dict[str, ThreadPoolExecutor] = {}
         self._gauge: Any = None
@@ -108,7 +120,7 @@ class Dependencies:
         found = self._executors.get(name)
         if found is None:
             found = self._executors[name] = ThreadPoolExecutor(
-                self.limits.threads, thread_name_prefix=f"conveyor-{name}"
+                self.threads, thread_name_prefix=f"conveyor-{name}"
             )
         return found
 
@@ -147,7 +159,7 @@ class Dependencies:
             if exc.context.get("reason") != "degraded":
                 breaker.failure(exc)
             raise
-        except BaseException:
+        except Exception:  # the service answered, with an error of its own (a 429...)
             breaker.success()
             raise
         breaker.success()

@@ -325,7 +325,7 @@ class RateLimit:
                         key.burst,
                     )
                 except BackendUnavailableError:
-                    self._local_take(key.id, key.rate_per_second, key.burst, deps.limits.workers)
+                    self._local_take(key.id, key.rate_per_second, key.burst, deps.workers)
         return await next(call)
 
     def _local_take(self, key_id: str, rate: float, burst: int | None, workers: int) -> None:
