@@ -30,7 +30,7 @@ import harness
 from rich.console import Console
 
 #: name -> module under benchmarks/; each has PEERS, run(...) and summary(result).
-BENCHMARKS = ("tracking", "event_log", "validation", "drift", "registry")
+BENCHMARKS = ("tracking", "event_log", "validation", "drift", "registry", "cli_start")
 
 # Piped to a file or CI log, rich would wrap the table at 80 columns.
 console = Console() if sys.stdout.isatty() else Console(width=150)

@@ -25,7 +25,6 @@ entry-point group ``conveyor.backends.<seam>`` or :meth:`Seam.register`.
 
 from __future__ import annotations
 
-import functools
 import importlib
 import importlib.util
 from abc import ABC, abstractmethod
@@ -414,17 +413,12 @@ class Seam:
             self._table.setdefault(ep.name.lower(), BackendSpec(ep.value))
 
 
-@functools.cache
-def _installed_entry_points() -> Any:
-    from importlib.metadata import entry_points as read
-
-    return read()  # every group, read once: each group's own read scans every package
-
-
 def entry_points(group: str) -> list[Any]:
     """The installed entry points of ``group`` (``conveyor.capabilities``,
     ``conveyor.backends.<seam>``), from one read of the installed packages per process."""
-    return list(_installed_entry_points().select(group=group))
+    from conveyor._entry_points import entry_points as read
+
+    return list(read(group))
 
 
 _PG = BackendSpec("", "postgres", ("psycopg",))

@@ -71,6 +71,7 @@ __all__ = [
     "ThrottledError",
     "UnknownBackendError",
     "VersionRefusedError",
+    "error_from_body",
 ]
 
 
@@ -265,3 +266,28 @@ class ClosedError(ConveyorError, RuntimeError):
     """The object was used after ``close()``."""
 
     code = "closed"
+
+
+def error_from_body(body: Any, status: int) -> ConveyorError:
+    """The typed error an API's JSON error body names by its stable ``code`` (the class
+    of that code, :class:`ConveyorError` for a code this version does not know)."""
+    if not isinstance(body, dict):
+        return ConveyorError(f"the server answered {status} without a Conveyor error body")
+    code = body.get("code")
+    context = {k: v for k, v in body.items() if k not in ("code", "message")}
+    message = str(body.get("message") or f"the server answered {status}")
+    found = _by_code(ConveyorError).get(str(code))
+    if found is None:
+        error = ConveyorError(message, code=code, **context)
+    else:
+        error = found.__new__(found)
+        ConveyorError.__init__(error, message, **context)
+    return error
+
+
+def _by_code(root: type[ConveyorError]) -> dict[str, type[ConveyorError]]:
+    found = {root.code: root}
+    for sub in root.__subclasses__():
+        for code, cls in _by_code(sub).items():
+            found.setdefault(code, cls)
+    return found

@@ -11,8 +11,15 @@ Anything but a Conveyor error is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import copy
+import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
+
+# Plain help, as git's and kubectl's: typer's rich help imports rich's markdown renderer
+# (0.12 s), more than the rest of `conveyor --help`. TYPER_USE_RICH=1 brings it back.
+os.environ.setdefault("TYPER_USE_RICH", "0")
 
 import typer
 
@@ -46,6 +53,14 @@ app = typer.Typer(
 events_app = typer.Typer(help="Read the event log.", no_args_is_help=True)
 runs_app = typer.Typer(help="List and show runs.", no_args_is_help=True)
 reports_app = typer.Typer(help="List and show check reports.", no_args_is_help=True)
+
+
+@app.callback()
+def _root() -> None:
+    # A callback keeps `conveyor` a group when main() mounts only the invoked command.
+    pass
+
+
 app.add_typer(events_app, name="events")
 app.add_typer(runs_app, name="runs")
 app.add_typer(reports_app, name="reports")
@@ -431,8 +446,80 @@ _mount_capabilities()
 __all__ = ["app", "main", "parse_since"]
 
 
+def _only_invoked(root: typer.Typer, argv: list[str]) -> typer.Typer:
+    """``root`` with only the command ``argv`` invokes, when it names one.
+
+    Typer builds every command's parameters before it parses anything (about 1.4 ms a
+    command, a hundred commands); ``conveyor rollback`` needs one. An unknown name, an
+    option first or no argument keeps everything, so help and "No such command" (with its
+    suggestions) are click's own."""
+    if not argv or argv[0] in ("--help", "-h"):
+        return _listing(root)
+    if argv[0].startswith("-"):
+        return root
+    pruned = _pruned(root, argv[0])
+    return root if pruned is None else pruned
+
+
+def _listing(app: typer.Typer) -> typer.Typer:
+    """A copy of ``app`` that lists the same commands and groups with the same help, but
+    whose commands take no parameter: all that ``conveyor --help`` prints."""
+
+    def stub(info: Any) -> Any:
+        callback = info.callback
+
+        def listed() -> None:  # pragma: no cover: a listing never runs a command
+            raise AssertionError("a listing runs nothing")
+
+        listed.__name__ = getattr(callback, "__name__", "command")
+        listed.__doc__ = getattr(callback, "__doc__", None)
+        listed_info = copy.copy(info)
+        listed_info.callback = listed
+        return listed_info
+
+    listing = copy.copy(app)
+    listing.registered_commands = [stub(c) for c in app.registered_commands]
+    groups = []
+    for g in app.registered_groups:
+        group = copy.copy(g)
+        if g.typer_instance is not None:
+            if g.name is None:
+                group.typer_instance = _listing(g.typer_instance)
+            else:
+                group.typer_instance = copy.copy(g.typer_instance)
+                group.typer_instance.registered_commands = []
+                group.typer_instance.registered_groups = []
+        groups.append(group)
+    listing.registered_groups = groups
+    return listing
+
+
+def _pruned(app: typer.Typer, name: str) -> typer.Typer | None:
+    """A copy of ``app`` holding only ``name`` (searched in its nameless groups too, whose
+    commands typer mounts at the top level); None when ``app`` has no such command."""
+    commands = [
+        c
+        for c in app.registered_commands
+        if (c.name or typer.main.get_command_name(getattr(c.callback, "__name__", ""))) == name
+    ]
+    groups = []
+    for g in app.registered_groups:
+        if g.name == name:
+            groups.append(g)
+        elif g.name is None and g.typer_instance is not None:
+            inner = _pruned(g.typer_instance, name)
+            if inner is not None:
+                groups.append(copy.copy(g))
+                groups[-1].typer_instance = inner
+    if not commands and not groups:
+        return None
+    pruned = copy.copy(app)
+    pruned.registered_commands, pruned.registered_groups = commands, groups
+    return pruned
+
+
 def main() -> None:
-    app(prog_name="conveyor")
+    _only_invoked(app, sys.argv[1:])(prog_name="conveyor")
 
 
 if __name__ == "__main__":

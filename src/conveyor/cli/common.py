@@ -84,6 +84,15 @@ JsonOpt = Annotated[
         "--json", help='Print JSON: an object, or {"items": [...], "next_cursor": ...} for a list.'
     ),
 ]
+ServerUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        envvar="CONVEYOR_URL",
+        help="Ask the running server at this URL (e.g. http://127.0.0.1:8000) to do it, "
+        "with the key in CONVEYOR_API_KEY.",
+    ),
+]
 ProjectOpt = Annotated[
     Path | None,
     typer.Option("--project", "-C", help="Project folder (default: found from the cwd upwards)."),

@@ -16,6 +16,7 @@ event. ``serving_app`` has no name: its commands mount at the top level.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -26,6 +27,7 @@ from conveyor.cli.common import (
     EXIT_ERROR,
     JsonOpt,
     ProjectOpt,
+    ServerUrlOpt,
     authorized,
     console,
     echo_json,
@@ -73,37 +75,48 @@ def _stable_of(policy: RoutePolicy) -> int:
     return max(policy.versions, key=lambda a: a.weight).version
 
 
-def describe(policy: RoutePolicy) -> str:
-    """One line: ``canary: stable v3 90% | canary v4 10%; shadow v5; sticky x-user-id``."""
-    total = sum(a.weight for a in policy.versions) or 1.0
-    if policy.mode == "fixed":
-        parts = [f"fixed: v{policy.versions[0].version}"]
+def describe(policy: Mapping[str, Any]) -> str:
+    """One line: ``canary: stable v3 90% | canary v4 10%; shadow v5; sticky x-user-id``.
+
+    ``policy`` is the policy's JSON document (``RoutePolicy.to_dict()``, or a server's
+    answer), so a command that asked a server prints it without building the model."""
+    versions = policy.get("versions") or []
+    total = sum(a.get("weight", 1.0) for a in versions) or 1.0
+
+    def label(arm: Mapping[str, Any]) -> str:
+        return arm.get("arm") or f"v{arm['version']}"
+
+    if policy.get("mode") == "fixed":
+        parts = [f"fixed: v{versions[0]['version']}"]
     else:
         arms = " | ".join(
-            f"{a.label} v{a.version} {100 * a.weight / total:.4g}%" for a in policy.versions
+            f"{label(a)} v{a['version']} {100 * a.get('weight', 1.0) / total:.4g}%"
+            for a in versions
         )
-        parts = [f"{policy.mode}: {arms}"]
-    if policy.shadow:
-        parts.append("shadow " + ", ".join(f"v{v}" for v in policy.shadow))
-    if policy.flags:
-        parts.append("flags " + ", ".join(f"{f.name}->v{f.version}" for f in policy.flags))
-    if policy.sticky_header:
-        parts.append(f"sticky {policy.sticky_header}")
-    if not policy.cache:
+        parts = [f"{policy.get('mode')}: {arms}"]
+    if policy.get("shadow"):
+        parts.append("shadow " + ", ".join(f"v{v}" for v in policy["shadow"]))
+    if policy.get("flags"):
+        parts.append("flags " + ", ".join(f"{f['name']}->v{f['version']}" for f in policy["flags"]))
+    if policy.get("sticky_header"):
+        parts.append(f"sticky {policy['sticky_header']}")
+    if not policy.get("cache", True):
         parts.append("no cache")
     return "; ".join(parts)
 
 
-def _print_state(state: RouteState, as_json: bool, verb: str = "") -> None:
+def _print_state(state: RouteState | Mapping[str, Any], as_json: bool, verb: str = "") -> None:
+    document = state if isinstance(state, Mapping) else state.to_dict()
     if as_json:
-        echo_json(state.to_dict())
+        echo_json(dict(document))
         return
     from rich.markup import escape
 
     prefix = f"{verb} " if verb else ""
-    summary = escape(describe(state.policy))
+    summary = escape(describe(document["policy"]))
     console().print(
-        f"{prefix}{escape(state.model)} revision {state.revision}: {summary}", soft_wrap=True
+        f"{prefix}{escape(document['model'])} revision {document['revision']}: {summary}",
+        soft_wrap=True,
     )
 
 
@@ -180,13 +193,22 @@ def deploy(
 def rollback(
     model: Annotated[str, typer.Argument(help="Model name.")],
     reason: ReasonOpt = None,
+    url: ServerUrlOpt = None,
     project: ProjectOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Restore MODEL's previous route policy (as a new revision; the history is kept).
 
-    To move a registry alias back instead, see `conveyor models rollback`.
+    With --url, the running server does it: the command then starts in a fraction of
+    the time (no store to open), and that server switches at once, the others within
+    their poll. To move a registry alias back instead, see `conveyor models rollback`.
     """
+    if url:
+        from conveyor.cli.remote import call, segment
+
+        path = f"/v1/models/{segment(model)}/rollback"
+        _print_state(call(url, "POST", path, query={"reason": reason}), as_json, "rolled back")
+        return
     with open_project(project) as proj:
         who = authorized(proj, "serving.rollback")
         state = _routes(proj).rollback(model, actor=who, reason=reason)
@@ -263,7 +285,11 @@ def route_list(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
             table.add_column(column, overflow="fold")
         for s in states:
             table.add_row(
-                s.model, str(s.revision), describe(s.policy), when(s.updated_at), s.actor or "-"
+                s.model,
+                str(s.revision),
+                describe(s.policy.to_dict()),
+                when(s.updated_at),
+                s.actor or "-",
             )
         console().print(table)
 
@@ -340,7 +366,7 @@ def route_history(
                 str(s.revision),
                 when(s.updated_at),
                 s.actor or "-",
-                describe(s.policy),
+                describe(s.policy.to_dict()),
                 s.reason or "",
             )
         console().print(table)
