@@ -235,3 +235,43 @@ def test_a_section_no_capability_declares_is_refused(tmp_path: Path) -> None:
     spec = load_spec(_write(tmp_path, "project: p\n"), env={})
     with pytest.raises(ConfigError, match=r"no section 'features'.*sections: .*datasets"):
         spec.section("features")
+
+
+def test_an_unknown_expectation_kind_names_file_line_and_field(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        "project: p\n"
+        "datasets:\n"
+        "  tx:\n"
+        "    expectations:\n"
+        "      - kind: not_null\n"
+        "        column: id\n"
+        "      - column: amount\n"
+        "        kind: betwen\n"
+        "        min: 0\n"
+        "      - {column: id}\n",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_spec(tmp_path, env={})
+    lines = str(caught.value).splitlines()
+    spec_file = tmp_path / "conveyor.yaml"
+    # Each problem with its place, as every other spec error: the line of the kind itself.
+    assert lines[1] == (
+        f"  {spec_file}:8: datasets.tx.expectations.1.kind: unknown kind 'betwen'; "
+        "known: schema, row_count, freshness, not_null, between, in_set, matches_regex, "
+        "unique, custom"
+    )
+    assert lines[2].startswith(f"  {spec_file}:10: datasets.tx.expectations.2.kind: no kind;")
+
+
+def test_an_unknown_expectation_kind_from_the_environment_names_the_variable(
+    tmp_path: Path,
+) -> None:
+    _write(tmp_path, "project: p\ndatasets:\n  tx: {}\n")
+    env = {"CONVEYOR_DATASETS__TX__EXPECTATIONS": '[{"kind": "nul", "column": "id"}]'}
+    with pytest.raises(ConfigError, match=r"\$CONVEYOR_DATASETS__TX__EXPECTATIONS: .*'nul'"):
+        load_spec(tmp_path, env=env)
+    ok = {"CONVEYOR_DATASETS__TX__EXPECTATIONS": '[{"kind": "not_null", "column": "id"}]'}
+    assert dataset_spec(load_spec(tmp_path, env=ok), "tx").expectations == [
+        {"kind": "not_null", "column": "id"}
+    ]

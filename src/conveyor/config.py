@@ -36,6 +36,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -62,6 +63,7 @@ __all__ = [
     "env_overrides",
     "find_project_root",
     "load_spec",
+    "named_in",
     "render_template",
     "spec_model",
 ]
@@ -99,6 +101,33 @@ URL = Annotated[
     BeforeValidator(_parse_url),
     PlainSerializer(lambda u: u.render(hide_password=True), return_type=str),
 ]
+
+
+def named_in(table: str, *, key: str = "kind") -> AfterValidator:
+    """A validator of a mapping whose ``key`` names an entry of a table of named things.
+
+    ``table`` is the table's import string (a :class:`conveyor._names.NameTable`,
+    imported when a mapping is checked), so a capability's section checks the names
+    its entries use while the spec loads, and a wrong one is an error with its file
+    and line like any other::
+
+        expectations: list[Annotated[dict[str, Any], named_in("pkg.kinds:KINDS")]]
+        # conveyor.yaml:9: datasets.tx.expectations.0.kind: unknown kind 'nul'; known: ...
+
+    A name must be registered before the spec is loaded.
+    """
+
+    def check(value: dict[str, Any]) -> dict[str, Any]:
+        from conveyor.capability import load
+
+        names = load(table)
+        if key not in value:
+            raise ConfigError(f"no {key}; known: {', '.join(names)}", inside=key)
+        if not isinstance(value[key], str) or value[key] not in names:
+            raise ConfigError(names.unknown(value[key]).message, inside=key)
+        return value
+
+    return AfterValidator(check)
 
 
 class QualitySLO(BaseModel):
@@ -493,6 +522,10 @@ def _explain(
     problems = []
     for err in exc.errors(include_url=False):
         loc = tuple(str(p) for p in err["loc"])
+        raised = (err.get("ctx") or {}).get("error")
+        inside = raised.context.get("inside") if isinstance(raised, ConfigError) else None
+        if isinstance(inside, str) and inside:
+            loc = (*loc, *inside.split("."))  # a validator's error names a field of the value
         dotted = ".".join(loc) or "(top level)"
         env_var = next(
             (from_env[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in from_env),

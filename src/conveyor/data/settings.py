@@ -15,10 +15,11 @@ Every field can be set from the environment, ``CONVEYOR_DATASETS__LOANS__ON_FAIL
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from conveyor.config import named_in
 from conveyor.errors import NotFoundError
 
 if TYPE_CHECKING:
@@ -31,6 +32,13 @@ __all__ = [
     "dataset_spec",
     "datasets_of",
     "encryption_of",
+]
+
+
+#: An expectation as the spec writes it: its kind is checked when the spec loads (an unknown
+#: one is an error with its file and line); the rest when the data layer parses it.
+_ExpectationEntry = Annotated[
+    dict[str, Any], named_in("conveyor.data.validation.expectations:EXPECTATION_KINDS")
 ]
 
 
@@ -49,7 +57,7 @@ class DatasetSpec(BaseModel):
     source: dict[str, Any] | None = Field(
         None, description="Where batches come from: {kind: csv|parquet|sql|http, ...}."
     )
-    expectations: list[dict[str, Any]] = Field(
+    expectations: list[_ExpectationEntry] = Field(
         default_factory=list, description="Checks every batch must pass: [{kind: ..., ...}]."
     )
     on_failure: Literal["fail", "quarantine", "warn"] = Field(
