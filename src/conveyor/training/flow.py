@@ -271,6 +271,12 @@ def _check_builder(name: str, builder: GateBuilder) -> None:
 
 
 def _gate_metric_floor(options: dict[str, Any], **_: Any) -> Gate:
+    """The candidate's hold-out metric is on the right side of a floor: slos.quality's, or
+    the one the options give.
+
+    Options: ``metric`` and ``floor`` (together, or neither: slos.quality), ``direction``
+    (maximize | minimize; default: the metric's own).
+    """
     from conveyor.training.gates import metric_floor
 
     if "metric" in options:
@@ -279,6 +285,15 @@ def _gate_metric_floor(options: dict[str, Any], **_: Any) -> Gate:
 
 
 def _gate_champion(options: dict[str, Any], **_: Any) -> Gate:
+    """The candidate beats the champion on the hold-out by a margin (MLflow's
+    MetricThreshold); with no champion yet it fails, or warns (``no_champion: warn``).
+
+    Options: ``metric`` (required); at least one of ``threshold`` (an absolute value to
+    reach), ``min_absolute_change`` (> 0), ``min_relative_change`` (0..1);
+    ``greater_is_better`` (default: the metric's own), ``no_champion`` (fail | warn),
+    ``require_significant`` (the paired bootstrap interval of the difference is on the
+    better side of zero), ``confidence`` (0.95), ``n_resamples`` (1000), ``seed`` (0).
+    """
     from conveyor.training.gates import champion_comparison
 
     options = dict(options)
@@ -289,6 +304,13 @@ def _gate_champion(options: dict[str, Any], **_: Any) -> Gate:
 
 
 def _gate_fairness(options: dict[str, Any], *, spec: ModelSpec, **_: Any) -> Gate:
+    """A binary classifier treats the groups of the model's ``groups`` column alike:
+    demographic parity, equalized odds and the spread of a metric across groups.
+
+    Options: ``metric`` (accuracy), ``groups`` (a feature column; default the model's
+    ``groups``), ``min_group_size`` (30), ``max_demographic_parity_difference`` (0.1),
+    ``max_equalized_odds_difference`` (0.1), ``max_metric_gap`` (none: reported only).
+    """
     from conveyor.training.gates import fairness
 
     options = dict(options)
@@ -297,12 +319,25 @@ def _gate_fairness(options: dict[str, Any], *, spec: ModelSpec, **_: Any) -> Gat
 
 
 def _gate_latency(options: dict[str, Any], **_: Any) -> Gate:
+    """Single-row predictions (one thread, as a server runs them) meet a p95 budget.
+
+    Options: ``p95_ms`` (default slos.latency_p95_ms), ``n_rows`` timed (200, at least
+    20), ``warmup`` calls not timed (10), ``seed`` (0).
+    """
     from conveyor.training.gates import latency_budget
 
     return latency_budget(**options)
 
 
 def _gate_suite(options: dict[str, Any], *, project: Project, **_: Any) -> Gate:
+    """Curated examples (a data set's latest version) give the expected outputs:
+    numbers within a tolerance, anything else equal.
+
+    Options: ``dataset`` (required: the data set of examples), ``expected`` (its column of
+    expected outputs, default expected), ``tolerance`` (its column of tolerances per row,
+    default tolerance), ``default_tolerance`` (0.0), ``features`` (default the model's),
+    ``row_names`` (a column naming failing rows), ``max_listed`` (10).
+    """
     from conveyor.training.gates import regression_suite
 
     options = dict(options)
@@ -319,6 +354,9 @@ def _gate_suite(options: dict[str, Any], *, project: Project, **_: Any) -> Gate:
 
 
 def _gate_data(options: dict[str, Any], *, project: Project, prepared: Prepared, **_: Any) -> Gate:
+    """The training data's validation checks (the report of the ingest that made the
+    data set version) passed; each is reported as ``data.<check>``.
+    """
     from conveyor.checks.persist import get_report
     from conveyor.training.gates import data_checks
 

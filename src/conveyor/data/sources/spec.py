@@ -79,21 +79,44 @@ class HTTPSpec(_Common):
     kind: Literal["http"]
     url: str = Field(min_length=1, description="The first page's URL.")
     records: str = Field("data", description="Dotted path to the records list ('' = the body).")
-    pagination: Literal["none", "next_url", "page", "cursor", "link"] = "none"
-    next_path: str = Field("next", min_length=1)
-    page_param: str = Field("page", min_length=1)
-    page_start: int = 1
-    cursor_path: str = Field("next_cursor", min_length=1)
-    cursor_param: str = Field("cursor", min_length=1)
-    params: dict[str, str | int | float | bool] | None = None
-    headers: dict[str, str] | None = None
-    timeout: float = Field(10.0, gt=0)
-    retries: int = Field(3, ge=0)
-    backoff: float = Field(0.5, ge=0)
-    max_backoff: float = Field(30.0, ge=0)
-    max_pages: int = Field(10_000, ge=1)
-    column_types: dict[str, str] | None = None
-    watermark_param: str | None = Field(None, min_length=1)
+    pagination: Literal["none", "next_url", "page", "cursor", "link"] = Field(
+        "none",
+        description="none: one page; next_url: the body names the next page's URL "
+        "(next_path); page: a page number (page_param, from page_start); cursor: the body "
+        "names a cursor (cursor_path) sent back as cursor_param; link: the Link header.",
+    )
+    next_path: str = Field(
+        "next", min_length=1, description="Dotted path to the next page's URL (next_url)."
+    )
+    page_param: str = Field("page", min_length=1, description="The page number's parameter.")
+    page_start: int = Field(1, description="The first page's number.")
+    cursor_path: str = Field(
+        "next_cursor", min_length=1, description="Dotted path to the next cursor (cursor)."
+    )
+    cursor_param: str = Field("cursor", min_length=1, description="The cursor's parameter.")
+    params: dict[str, str | int | float | bool] | None = Field(
+        None, description="Query parameters of every request; ${VAR} reads the environment."
+    )
+    headers: dict[str, str] | None = Field(
+        None, description="Request headers (Authorization...); ${VAR} reads the environment."
+    )
+    timeout: float = Field(10.0, gt=0, description="Seconds per request.")
+    retries: int = Field(
+        3, ge=0, description="Retries of a request that failed (network, timeout, 429, 5xx)."
+    )
+    backoff: float = Field(
+        0.5, ge=0, description="Retry n waits up to backoff * 2**n seconds (full jitter)."
+    )
+    max_backoff: float = Field(30.0, ge=0, description="Longest wait between retries, seconds.")
+    max_pages: int = Field(10_000, ge=1, description="Pages read at most (a runaway guard).")
+    column_types: dict[str, str] | None = Field(
+        None, description="Arrow type names by column, e.g. {amount: double}."
+    )
+    watermark_param: str | None = Field(
+        None,
+        min_length=1,
+        description="Sends the stored watermark as this parameter, so the server filters.",
+    )
 
 
 SourceSpec = Annotated[CSVSpec | ParquetSpec | SQLSpec | HTTPSpec, Field(discriminator="kind")]

@@ -95,7 +95,10 @@ class _Expectation(BaseModel):
 
     kind: str
     name: str = Field("", description="names the check and the quarantine reason")
-    severity: Literal["error", "warning"] = "error"
+    severity: Literal["error", "warning"] = Field(
+        "error",
+        description="error: a failure fails the batch; warning: it is reported, nothing more",
+    )
 
     row_level: ClassVar[bool] = False
 
@@ -169,10 +172,15 @@ class RowExpectation(_RowExpectation):
 
 
 class NotNull(_RowExpectation):
+    """The value is present (a NaN in a float column counts as missing)."""
+
     kind: Literal["not_null"] = "not_null"
 
 
 class Between(_RowExpectation):
+    """``min <= value <= max`` (``strict_min`` / ``strict_max`` for ``<``); either bound may
+    be left out. Bounds are numbers, dates, timestamps or strings, as the column holds."""
+
     kind: Literal["between"] = "between"
     min: Bound | None = None
     max: Bound | None = None
@@ -203,11 +211,16 @@ class Between(_RowExpectation):
 
 
 class InSet(_RowExpectation):
+    """The value is one of ``values``."""
+
     kind: Literal["in_set"] = "in_set"
     values: list[Scalar] = Field(min_length=1)
 
 
 class MatchesRegex(_RowExpectation):
+    """The value contains a match of ``pattern`` (anchor it with ``^...$`` for a full match;
+    RE2 syntax, as DuckDB runs it: no look-around)."""
+
     kind: Literal["matches_regex"] = "matches_regex"
     pattern: str = Field(min_length=1)
 
@@ -292,14 +305,16 @@ class ColumnSpec(BaseModel):
 
 
 class Schema(_Expectation):
-    """The columns a batch must have.
+    """The columns a batch must have, with their Arrow type names (see below).
 
     ``columns`` is a list of ``{name, type, nullable}`` (the shape
     :func:`conveyor.data.schema.schema_of` writes) or a mapping of name to
     type. Types are Arrow type names (``int64``, ``double``, ``string``,
     ``timestamp[us, tz=UTC]``); common aliases (``float64``, ``str``, ``int``)
-    are accepted. ``nullable: false`` fails the batch when the column holds a
-    null; ``extra_columns: false`` fails it when it has columns not listed.
+    are accepted. ``float`` is Arrow's float32: a float64 column (what CSV, pandas and
+    numpy give) is ``double``, or ``float64``. ``nullable: false`` fails the batch when
+    the column holds a null; ``extra_columns: false`` fails it when it has columns not
+    listed.
     """
 
     kind: Literal["schema"] = "schema"
@@ -327,6 +342,8 @@ class Schema(_Expectation):
 
 
 class RowCount(_Expectation):
+    """``min <= rows <= max`` for the whole batch; either bound may be left out."""
+
     kind: Literal["row_count"] = "row_count"
     min: int | None = Field(None, ge=0)
     max: int | None = Field(None, ge=0)
