@@ -3,7 +3,10 @@ that really overrides it; docs/spec.md holds it and `conveyor spec` prints it.""
 
 from __future__ import annotations
 
+import inspect
 import json
+import re
+import typing
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,14 @@ from typer.testing import CliRunner
 
 from conveyor.cli import app
 from conveyor.config import ConfigError, load_spec
-from conveyor.spec_reference import markdown_table, settings
+from conveyor.spec_reference import (
+    PARTS,
+    markdown,
+    markdown_table,
+    parts,
+    settings,
+    update_markdown,
+)
 
 DOC = Path(__file__).parents[1] / "docs" / "spec.md"
 
@@ -111,3 +121,148 @@ def test_the_cli_lists_the_same_settings() -> None:
     assert [item["path"] for item in body["items"]] == [s.path for s in settings()]
     text = CliRunner().invoke(app, ["spec"])
     assert text.exit_code == 0 and "serving.port" in text.output and "8000" in text.output
+
+
+# -- the parts: what a field names by kind or by name --------------------------------------
+
+
+def _section(name: str) -> str:
+    text = DOC.read_text()
+    start = text.index(f"<!-- {name}:start -->\n") + len(f"<!-- {name}:start -->\n")
+    return text[start : text.index(f"<!-- {name}:end -->")]
+
+
+def test_docs_hold_every_part_as_generated() -> None:
+    assert [p.name for p in parts()] == ["sources", "expectations", "types", "metrics", "gates"]
+    for part in parts():
+        assert _section(part.name) == markdown(part.name), (
+            f"docs/spec.md is out of date ({part.name}): run "
+            "python -m conveyor.spec_reference docs/spec.md"
+        )
+    text = DOC.read_text()
+    assert update_markdown(text) == text
+
+
+def _cells(part: str, column: str) -> list[str]:
+    return [item[column] for item in PARTS[part].items()]
+
+
+def test_the_parts_are_read_off_the_code() -> None:
+    from conveyor.checks.metrics import METRICS
+    from conveyor.data.sources.spec import CSVSpec, HTTPSpec, ParquetSpec, SQLSpec
+    from conveyor.data.validation import EXPECTATION_KINDS
+    from conveyor.training.flow import GATES
+
+    sources = PARTS["sources"].items()
+    for model in (CSVSpec, ParquetSpec, SQLSpec, HTTPSpec):
+        kind = typing.get_args(model.model_fields["kind"].annotation)[0]
+        options = [s["option"] for s in sources if s["kind"] == kind]
+        assert options == [n for n in model.model_fields if n != "kind"], kind
+    assert all(s["meaning"] for s in sources), "every source option says what it does"
+    assert _cells("expectations", "kind")[1:] == list(EXPECTATION_KINDS)
+    assert all(_cells("expectations", "meaning")), "every expectation kind says what it does"
+    assert _cells("metrics", "metric") == list(METRICS)
+    assert _cells("gates", "gate") == list(GATES)
+    assert all(_cells("gates", "meaning"))
+
+
+def test_float_is_float32_and_float64_is_accepted() -> None:
+    rows = {item["type name"]: item for item in PARTS["types"].items()}
+    assert rows["float"]["numpy dtype"] == "float32" and rows["float"]["also accepted"] == "float32"
+    assert (
+        rows["double"]["numpy dtype"] == "float64" and "float64" in rows["double"]["also accepted"]
+    )
+    assert "**`float` is Arrow's float32**" in DOC.read_text()
+
+
+def test_every_option_a_gate_takes_is_documented() -> None:
+    """A built-in gate's options are its factory's keyword arguments (``metric`` for
+    ``metric_name``): each is named in the gate's row."""
+    import conveyor.training.gates as factories
+
+    options = {item["gate"]: item["options"] for item in PARTS["gates"].items()}
+    from_context = {"slo", "result", "examples"}  # the spec or the project gives these
+    for gate, documented in options.items():
+        factory = getattr(factories, gate)
+        for name, parameter in inspect.signature(factory).parameters.items():
+            if name in from_context or parameter.kind is parameter.VAR_KEYWORD:
+                continue
+            shown = "metric" if name == "metric_name" else name
+            assert f"`{shown}`" in documented, f"{gate}: option {shown} is not documented"
+
+
+def test_a_registered_entry_is_listed() -> None:
+    from conveyor.checks.metrics import METRICS, Metric, register
+
+    register(Metric("max_error", "value", False, regression=lambda y, p: abs(y - p).max(-1)))
+    try:
+        row = PARTS["metrics"].items()[-1]
+        assert row == {
+            "metric": "max_error",
+            "tasks": "regression",
+            "reads": "predictions",
+            "better": "lower (minimize)",
+        }
+    finally:
+        METRICS.unregister("max_error")
+
+
+def test_the_cli_prints_a_part() -> None:
+    result = CliRunner().invoke(app, ["spec", "metrics", "--json"])
+    assert result.exit_code == 0, result.output
+    items = json.loads(result.output)["items"]
+    assert {
+        "metric": "r2",
+        "tasks": "regression",
+        "reads": "predictions",
+        "better": "higher (maximize)",
+    } in items
+    text = CliRunner().invoke(app, ["spec", "expectations"])
+    assert text.exit_code == 0 and "matches_regex" in text.output
+    wrong = CliRunner().invoke(app, ["spec", "metric"])
+    assert wrong.exit_code == 1 and "unknown part of the spec reference 'metric'" in wrong.output
+
+
+# -- every YAML example of docs/spec.md is a valid spec --------------------------------------
+
+_FENCE = re.compile(r"^```yaml\n(.*?)^```", re.S | re.M)
+
+
+def _examples() -> list[str]:
+    return _FENCE.findall(DOC.read_text())
+
+
+def test_the_docs_have_examples_of_every_section() -> None:
+    text = "\n".join(_examples())
+    for section in ("datasets:", "models:", "serving:", "encryption:", "retrain:", "slos:"):
+        assert section in text, section
+    for kind in ("csv", "parquet", "sql", "http"):
+        assert f"kind: {kind}" in text, kind
+
+
+@pytest.mark.parametrize("example", _examples(), ids=lambda e: e.split("\n")[0])
+def test_every_yaml_example_in_the_docs_is_a_valid_spec(tmp_path: Path, example: str) -> None:
+    """Loaded as conveyor.yaml, and what the spec leaves to its capabilities checked as they
+    do: sources built, expectations parsed, gate names known, metrics named."""
+    from conveyor.checks.metrics import METRICS
+    from conveyor.data.settings import datasets_of
+    from conveyor.data.sources import source_from_spec
+    from conveyor.data.validation import parse_expectations
+    from conveyor.training.flow import GATES
+    from conveyor.training.settings import models_of
+
+    (tmp_path / "conveyor.yaml").write_text(example)
+    spec = load_spec(tmp_path, env={})
+    env = {"DB_PASSWORD": "secret", "ORDERS_TOKEN": "token"}
+    for name, dataset in datasets_of(spec).items():
+        if dataset.source is not None:
+            source_from_spec(dataset.source, root=tmp_path, where=name, name=name, env=env)
+        parse_expectations(dataset.expectations, where=f"datasets.{name}.expectations")
+    for model in models_of(spec).values():
+        for gate in model.gates:
+            ((gate_name, options),) = gate.items()
+            GATES.require(gate_name)
+            if "metric" in options:
+                METRICS.require(options["metric"])
+    if spec.slos.quality is not None:
+        METRICS.require(spec.slos.quality.metric)

@@ -55,6 +55,7 @@ __all__ = [
     "ENV_PREFIX",
     "SPEC_FILE",
     "STATE_DIR",
+    "TEMPLATES",
     "Backends",
     "EventsSpec",
     "ProjectSpec",
@@ -569,7 +570,8 @@ def _fields_at(model: Any, loc: tuple[str, ...]) -> list[str]:
 
 
 SPEC_TEMPLATE = """\
-# Conveyor project spec. Documented in docs/spec.md; `conveyor doctor` checks it.
+# Conveyor project spec. Documented in docs/spec.md (`conveyor spec` lists every field);
+# `conveyor doctor` checks it.
 project: {name}
 
 # One URL per kind of state. Relative sqlite:/// and file:// paths are relative
@@ -580,19 +582,57 @@ backends:
 # Success criteria, read by validation gates, canary analysis and alerts.
 slos:
   quality:
-    metric: roc_auc        # the metric gates compare
-    floor: 0.85            # worst acceptable value
-    direction: maximize    # maximize (higher is better) | minimize
+    {metric:<23}# the metric gates compare (`conveyor spec metrics`)
+    {floor:<23}# worst acceptable value
+    {direction:<23}# maximize (higher is better) | minimize
   latency_p95_ms: 50       # p95 prediction latency
   throughput_rps: 500      # sustained requests per second
   availability: 0.999      # fraction of successful requests
+
+# Data sets by name: where batches come from and what they must satisfy
+# (`conveyor spec sources`, `conveyor spec expectations`). Uncomment the block
+# below, put a CSV at data/train.csv and run `conveyor data ingest train`.
+# datasets:
+#   train:
+#     source: {{kind: csv, path: data/train.csv}}
+#     expectations:
+#       - {{kind: not_null, column: target}}
+#       - {{kind: row_count, min: 100}}
+#     on_failure: quarantine   # fail | quarantine (set failing rows aside) | warn
+
+# Trainable models by name (`conveyor spec gates`). Uncomment the block below and
+# write model.py with fit(X, y, *, seed, **params) returning a fitted model, then
+# run `conveyor train model`.
+# models:
+#   model:
+#     train: model:fit
+#     dataset: train
+#     features: [x1, x2]
+#     target: target
+#     task: {task}
+#     holdout: {{by: random, fraction: 0.2, seed: 0}}
+#     gates:
+#       - metric_floor: {{}}   # slos.quality above
+#     auto_promote: true
 """
 
+#: ``conveyor init --template TASK``: the quality floor each kind of model starts with.
+#: The metric is training's default for the task (``conveyor.training.settings.DEFAULT_METRICS``).
+TEMPLATES: dict[str, dict[str, str]] = {
+    "classification": {"metric": "roc_auc", "floor": "0.85", "direction": "maximize"},
+    "regression": {"metric": "r2", "floor": "0.5", "direction": "maximize"},
+}
 
-def render_template(name: str) -> str:
-    """The commented ``conveyor.yaml`` that ``conveyor init`` writes (a line per seam)."""
+
+def render_template(name: str, task: str = "classification") -> str:
+    """The commented ``conveyor.yaml`` that ``conveyor init`` writes (a line per seam), for a
+    ``classification`` or a ``regression`` model (:data:`TEMPLATES`)."""
     from conveyor.capability import seams
 
+    if task not in TEMPLATES:
+        raise ConfigError(
+            f"unknown template {task!r}; templates: {', '.join(TEMPLATES)}", field="template"
+        )
     backends = "".join(
         f"  # {seam.description[:1].upper()}{seam.description[1:]}: "
         f"{' | '.join(f'{s}://...' for s in seam.schemes())}\n"
@@ -600,4 +640,5 @@ def render_template(name: str) -> str:
         for seam in seams().values()
         if seam.default
     )
-    return SPEC_TEMPLATE.format(name=name, backends=backends)
+    quality = {key: f"{key}: {value}" for key, value in TEMPLATES[task].items()}
+    return SPEC_TEMPLATE.format(name=name, backends=backends, task=task, **quality)

@@ -212,11 +212,17 @@ class Project(Closeable):
 
 
 def init_project(
-    path: str | os.PathLike[str] = ".", *, name: str | None = None, force: bool = False
+    path: str | os.PathLike[str] = ".",
+    *,
+    name: str | None = None,
+    force: bool = False,
+    template: str = "classification",
 ) -> Path:
     """Create ``conveyor.yaml`` (commented) and ``.conveyor/`` in ``path``; return the spec path.
 
-    Refuses to overwrite an existing spec unless ``force``.
+    ``template`` (``classification`` or ``regression``) picks the quality SLO's metric and the
+    task of the commented ``models:`` stub. Refuses to overwrite an existing spec unless
+    ``force``.
     """
     root = Path(path).resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -227,7 +233,7 @@ def init_project(
             path=str(spec_path),
         )
     project_name = name or _slug(root.name)
-    text = render_template(project_name)
+    text = render_template(project_name, template)
     state = root / STATE_DIR
     state.mkdir(exist_ok=True)
     (state / ".gitignore").write_text("# local state of Conveyor's embedded backends\n*\n")

@@ -81,12 +81,19 @@ def init(
     path: Annotated[Path, typer.Argument(help="Folder for the new project.")] = Path("."),
     name: Annotated[str | None, typer.Option(help="Project name (default: the folder's).")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing conveyor.yaml.")] = False,
+    template: Annotated[
+        str,
+        typer.Option(
+            help="classification | regression: the quality metric (roc_auc, r2) and the task "
+            "of the commented models: stub."
+        ),
+    ] = "classification",
 ) -> None:
     """Create conveyor.yaml (commented) and the .conveyor/ state folder."""
     from conveyor.events.catalogue import PROJECT_INITIALIZED
     from conveyor.project import Project, init_project
 
-    spec_path = init_project(path, name=name, force=force)
+    spec_path = init_project(path, name=name, force=force, template=template)
     with Project.open(spec_path.parent) as project:
         project.events.record(
             PROJECT_INITIALIZED,
@@ -132,27 +139,48 @@ def doctor(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
 
 @app.command("spec")
 @errors
-def spec_fields(as_json: JsonOpt = False) -> None:
+def spec_fields(
+    part: Annotated[
+        str | None,
+        typer.Argument(
+            help="A part of the reference instead of the settings: sources, expectations, "
+            "types, metrics, gates (those of the capabilities installed)."
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Every setting of conveyor.yaml: its type, default and environment variable.
 
     Any field can be set from the environment, ``CONVEYOR_SERVING__PORT=8080``
     for ``serving.port`` (lists and mappings as JSON); ``<name>`` stands for an
     entry of ``models:`` or ``datasets:`` (``CONVEYOR_MODELS__FRAUD__TARGET``).
+    ``conveyor spec expectations`` lists every expectation kind and its options,
+    ``conveyor spec metrics`` every metric name, and so on.
     """
-    from conveyor.spec_reference import settings
+    from conveyor.spec_reference import PARTS, settings
 
-    found = settings()
+    if part is not None:
+        chosen = PARTS.require(part, field="part")
+        title, columns, rows = chosen.title, chosen.columns, chosen.rows()
+    else:
+        found = settings()
+        title = "conveyor.yaml settings"
+        columns = ("field", "type", "default", "environment", "meaning")
+        rows = [(s.path, s.type, s.default, s.variable, s.description) for s in found]
     if as_json:
-        echo_list(s.to_dict() for s in found)
+        if part is None:
+            echo_list(s.to_dict() for s in found)
+        else:
+            echo_list(dict(zip(columns, row, strict=True)) for row in rows)
         return
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title="conveyor.yaml settings", title_justify="left")
-    for column in ("field", "type", "default", "environment", "meaning"):
+    table = Table(title=title, title_justify="left")
+    for column in columns:
         table.add_column(column, overflow="fold")
-    for s in found:
-        table.add_row(*(escape(v) for v in (s.path, s.type, s.default, s.variable, s.description)))
+    for row in rows:
+        table.add_row(*(escape(v) for v in row))
     console().print(table)
 
 

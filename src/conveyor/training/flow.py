@@ -335,7 +335,7 @@ def _gate_suite(options: dict[str, Any], *, project: Project, **_: Any) -> Gate:
 
     Options: ``dataset`` (required: the data set of examples), ``expected`` (its column of
     expected outputs, default expected), ``tolerance`` (its column of tolerances per row,
-    default tolerance), ``default_tolerance`` (0.0), ``features`` (default the model's),
+    default tolerance), ``default_tolerance`` (0.0), ``features`` (default: its other columns),
     ``row_names`` (a column naming failing rows), ``max_listed`` (10).
     """
     from conveyor.training.gates import regression_suite
@@ -643,12 +643,18 @@ def _continue(champion: Any, prepared: Prepared) -> Any:
 
 
 def _holdout_metrics(project: Project, model: Any, prepared: Prepared) -> dict[str, float]:
-    """The quality SLO's metric (or accuracy / rmse) on the hold-out: the version's headline."""
+    """The quality SLO's metric (or the task's default) on the hold-out: the version's headline."""
     from conveyor.training.gates import GateContext, metric
-    from conveyor.training.optimize.predictors import is_classifier
+    from conveyor.training.optimize.predictors import has_proba, is_classifier
+    from conveyor.training.settings import default_metric
 
     quality = project.spec.slos.quality
-    name = quality.metric if quality else ("accuracy" if is_classifier(model) else "rmse")
+    if quality:
+        name = quality.metric
+    elif is_classifier(model):
+        name = default_metric("classification", scores=has_proba(model))
+    else:
+        name = default_metric("regression")
     chosen = metric(name)
     ctx = GateContext(model, prepared.X_holdout, prepared.y_holdout)
     values = ctx.predictions("model", needs=chosen.needs)

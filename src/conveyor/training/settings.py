@@ -26,13 +26,28 @@ if TYPE_CHECKING:
     from conveyor.config import ProjectSpec
 
 __all__ = [
+    "DEFAULT_METRICS",
     "SECTIONS",
     "HoldoutSpec",
     "ModelSpec",
     "RetrainSpec",
+    "default_metric",
     "model_spec",
     "models_of",
 ]
+
+
+#: The metric a model is judged by, by task, when ``slos.quality`` names none (a version's
+#: headline ``holdout_<metric>``); ``conveyor init --template TASK`` writes it there too.
+DEFAULT_METRICS: dict[str, str] = {"classification": "roc_auc", "regression": "r2"}
+
+
+def default_metric(task: Literal["classification", "regression"], *, scores: bool = True) -> str:
+    """The metric a model of ``task`` is judged by when the spec names none: roc_auc for a
+    classifier (accuracy for one without scores, which roc_auc reads), r2 for a regression.
+    """
+    name = DEFAULT_METRICS[task]
+    return name if scores or task != "classification" else "accuracy"
 
 
 class HoldoutSpec(BaseModel):
@@ -46,7 +61,12 @@ class HoldoutSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    by: Literal["time", "hash", "random"] = Field("random", description="time | hash | random.")
+    by: Literal["time", "hash", "random"] = Field(
+        "random",
+        description="time: the latest fraction of rows by column (no look-ahead); hash: rows "
+        "whose column value hashes into fraction (an entity stays on one side); random: a "
+        "seeded random fraction.",
+    )
     column: str | None = Field(None, description="The time or key column (time and hash).")
     fraction: float = Field(0.2, gt=0, lt=1, description="Share of rows held out.")
     seed: int = Field(0, ge=0, description="Seed of the random split.")

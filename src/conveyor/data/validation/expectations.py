@@ -367,7 +367,7 @@ class Freshness(_Expectation):
 
     kind: Literal["freshness"] = "freshness"
     column: str = Field(min_length=1)
-    max_lag: float = Field(gt=0, description="seconds")
+    max_lag: float = Field(gt=0, description="seconds, or text: 90s, 15m, 2h, 1d, 1h30m")
 
     @field_validator("max_lag", mode="before")
     @classmethod
