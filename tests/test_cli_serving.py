@@ -189,3 +189,81 @@ def test_the_installed_script_deploys_and_shows(project: Path) -> None:
     assert "revision 1 (fixed)" in shown.stdout
     # The registry's alias rollback is still `conveyor models rollback`.
     assert "alias" in run("models", "rollback", "--help").stdout.lower()
+
+
+# -- conveyor predict: the route decides, as on the server ----------------------------------
+
+ROWS = '{"records": [{"x0": 0.5, "x1": 0.1, "x2": -0.2}]}'
+
+
+@pytest.fixture
+def scored(project: Path) -> Path:
+    """``project`` where fraud@1..4 were trained on named columns x0, x1, x2, as a new user's
+    models are: a frame in, predictions out."""
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(1)
+    x = pd.DataFrame(rng.normal(size=(60, 3)), columns=["x0", "x1", "x2"])
+    y = (x["x0"] > 0).astype(int)
+    with Project.open(project) as proj:
+        for c in (0.1, 1.0, 10.0, 100.0):  # fraud@5..8
+            proj.registry.register("fraud", LogisticRegression(C=c).fit(x, y), signature_from=x)
+    return project
+
+
+def predicted(*args: str) -> tuple[dict[str, Any], str]:
+    """The answer (stdout, JSON) and the line saying who answered (stderr)."""
+    result = CliRunner().invoke(app, ["predict", *args, "-d", ROWS])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout), result.stderr.strip()
+
+
+def test_predict_follows_the_route_and_says_which_version_answered(scored: Path) -> None:
+    code, out = cli("predict", "fraud", "-d", ROWS)
+    assert code == 1 and "model 'fraud' is not deployed" in out and "fraud@N" in out, out
+    assert cli("deploy", "fraud@5")[0] == 0
+    assert cli("models", "alias", "fraud", "blue", "6")[0] == 0
+    # fraud@8 is the newest version; the route serves fraud@5.
+    answer, said = predicted("fraud")
+    assert (answer["version"], answer["arm"]) == (5, "v5")
+    assert said == "fraud@5 answered (route revision 1, arm v5)"
+    answer, said = predicted("fraud@blue")  # an alias picks explicitly
+    assert answer["version"] == 6 and said == "fraud@6 answered (here, as fraud@blue)"
+    answer, said = predicted("fraud@7")
+    assert answer["version"] == 7 and said == "fraud@7 answered (here, named)"
+
+    # A sticky canary: each user gets the arm the server's decision gives that user.
+    from conveyor.serving.routes import RoutePolicy
+
+    assert cli("deploy", "fraud@6", "--canary", "50", "--sticky-header", "x-user-id")[0] == 0
+    with Project.open(scored) as proj:
+        from conveyor.serving.route_store import RouteStore
+
+        policy: RoutePolicy = RouteStore(proj.store, proj.events, proj.registry).get("fraud").policy
+    seen = set()
+    for user in ("ana", "bo", "cy", "di", "ed", "flo"):
+        expected = policy.compiled().decide(model="fraud", key=user, attributes={})
+        answer, said = predicted("fraud", "--sticky", user)
+        assert (answer["version"], answer["arm"]) == (expected.version, expected.arm), user
+        assert said.startswith(f"fraud@{expected.version} answered (route revision 2, arm ")
+        seen.add(answer["version"])
+    assert seen == {5, 6}, "both arms of a 50 % canary answer someone among six users"
+
+
+def test_predict_against_a_stopped_server_is_one_line(project: Path) -> None:
+    from conveyor.serving.server import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "conveyor.cli", "predict", "fraud", "--url", url, "-d", ROWS],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1 and done.stderr.strip() == (
+        f"error: cannot reach {url}: connection refused"
+    ), done.stderr

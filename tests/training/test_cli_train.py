@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_flow import SPEC, TRAINER, loans
 from typer.testing import CliRunner
 
 from conveyor.cli import app
+from conveyor.errors import NotFoundError
 from conveyor.project import Project, init_project
 
 
@@ -118,3 +120,140 @@ def test_an_optimized_version_is_judged_by_its_gates_like_any_other(root: Path) 
         "INT8 copy of the champion; optimization report passed",
     )
     assert code == 0 and "FORCED" in out
+
+
+# -- the user's own code failing: one line naming the run, the user's frames, --debug --------
+
+USER_CODE = """
+from sklearn.linear_model import LogisticRegression
+
+
+def fit_raises(X, y, *, seed):
+    return _check(X)
+
+
+def _check(X):
+    raise ValueError("income has negative values")
+
+
+def fit_none(X, y, *, seed):
+    LogisticRegression().fit(X, y)  # forgot to return it
+
+
+def fit_trees(X, y, *, seed, n_estimators=10, max_depth=3):
+    return LogisticRegression().fit(X, y)
+"""
+
+USER_MODELS = """
+  broken:
+    train: user_code:fit_raises
+    dataset: loans
+    features: [income, debt, age]
+    target: default
+  empty:
+    train: user_code:fit_none
+    dataset: loans
+    features: [income, debt, age]
+    target: default
+  trees:
+    train: user_code:fit_trees
+    dataset: loans
+    features: [income, debt, age]
+    target: default
+"""
+
+
+def cli_process(root: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """``conveyor ARGS`` as a user runs it: its own process, in the project's folder."""
+    import os
+    import subprocess
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "conveyor.cli", *args],
+        cwd=root,
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    return done.returncode, done.stdout, done.stderr
+
+
+@pytest.fixture
+def user_root(root: Path) -> Path:
+    with (root / "conveyor.yaml").open("a") as f:
+        f.write(USER_MODELS)
+    (root / "user_code.py").write_text(USER_CODE)
+    return root
+
+
+def _failed_runs(root: Path, name: str) -> list[Any]:
+    with Project.open(root) as proj:
+        return [r for r in proj.store.runs.list(name=name).items if r.status == "failed"]
+
+
+def test_a_fit_that_raises_is_one_line_naming_the_run_with_the_users_frames(
+    user_root: Path,
+) -> None:
+    code, out, err = cli_process(user_root, "train", "broken")
+    assert code == 1, (out, err)
+    assert "Traceback" not in err, err
+    (failed,) = _failed_runs(user_root, "broken")
+    lines = err.strip().splitlines()
+    assert lines[0] == (
+        f"error: training run {failed.id} of 'broken' failed: models.broken.train "
+        "(user_code:fit_raises) raised ValueError: income has negative values"
+    ), err
+    # The user's frames, innermost last, and nothing of typer's, ours or sklearn's.
+    assert lines[1].startswith("  user_code.py:") and "in fit_raises: return _check(X)" in lines[1]
+    assert "in _check: raise ValueError" in lines[2]
+    assert "--debug" in lines[3] and len(lines) == 4, err
+    assert failed.error == (
+        "TrainingFailedError: models.broken.train (user_code:fit_raises) raised ValueError: "
+        "income has negative values"
+    )
+
+    code, out, _ = cli_process(user_root, "train", "broken", "--json")
+    error = json.loads(out)["error"]
+    assert code == 1 and error["code"] == "training_failed" and error["model"] == "broken"
+    assert error["exception"] == "ValueError" and len(error["frames"]) == 2
+
+    debugged: list[tuple[tuple[str, ...], dict[str, str] | None]] = [
+        (("--debug", "train", "broken"), None),
+        (("train", "broken", "--debug"), None),
+        (("train", "broken"), {"CONVEYOR_DEBUG": "1"}),
+    ]
+    for args, env in debugged:
+        code, _, err = cli_process(user_root, *args, env=env)
+        assert code == 1 and "Traceback (most recent call last)" in err, (args, err)
+        assert 'raise ValueError("income has negative values")' in err
+        assert err.index("Traceback") < err.index("\nerror: training run"), err
+
+
+def test_a_fit_returning_none_is_named(user_root: Path) -> None:
+    code, _, err = cli_process(user_root, "train", "empty")
+    assert code == 1 and "Traceback" not in err, err
+    (failed,) = _failed_runs(user_root, "empty")
+    assert err.strip() == (
+        f"error: training run {failed.id} of 'empty' failed: models.empty.train "
+        "(user_code:fit_none) returned None, not a fitted model: it must end with `return model`"
+    )
+    with Project.open(user_root) as proj, pytest.raises(NotFoundError):
+        proj.registry.get("empty")  # nothing was registered
+
+
+def test_an_unknown_param_is_refused_before_any_run_with_the_closest_name(
+    user_root: Path,
+) -> None:
+    code, _, err = cli_process(user_root, "train", "trees", "--param", "n_estimator=5")
+    assert code == 1 and "Traceback" not in err, err
+    assert err.strip() == (
+        "error: --param n_estimator: user_code:fit_trees has no parameter 'n_estimator'; "
+        "did you mean 'n_estimators'? (it takes: n_estimators, max_depth)"
+    )
+    with Project.open(user_root) as proj:
+        assert proj.store.runs.list(name="trees").items == []  # nothing started
+    code, _, err = cli_process(user_root, "train", "trees", "--param", "n_estimators=5")
+    assert code == 0, err

@@ -24,6 +24,7 @@ os.environ.setdefault("TYPER_USE_RICH", "0")
 import typer
 
 from conveyor.cli.common import (
+    DEBUG_ENV,
     EXIT_CHECK_FAILED,
     CursorOpt,
     JsonOpt,
@@ -56,9 +57,18 @@ reports_app = typer.Typer(help="List and show check reports.", no_args_is_help=T
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug",
+            help="On an error, print the full traceback (also: CONVEYOR_DEBUG=1).",
+        ),
+    ] = False,
+) -> None:
     # A callback keeps `conveyor` a group when main() mounts only the invoked command.
-    pass
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
 
 
 app.add_typer(events_app, name="events")
@@ -546,8 +556,19 @@ def _pruned(app: typer.Typer, name: str) -> typer.Typer | None:
     return pruned
 
 
+def _debug_flag(argv: list[str]) -> list[str]:
+    """``argv`` without ``--debug``, which may come anywhere before ``--`` (``conveyor train
+    risk --debug``); seen, it sets ``CONVEYOR_DEBUG=1`` for the command's errors."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    if "--debug" not in argv[:end]:
+        return argv
+    os.environ[DEBUG_ENV] = "1"
+    return [a for a in argv[:end] if a != "--debug"] + argv[end:]
+
+
 def main() -> None:
-    _only_invoked(app, sys.argv[1:])(prog_name="conveyor")
+    argv = _debug_flag(sys.argv[1:])
+    _only_invoked(app, argv)(args=argv, prog_name="conveyor")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "API_KEY_ENV",
+    "DEBUG_ENV",
     "DURATION_FORMS",
     "EXIT_CHECK_FAILED",
     "EXIT_ERROR",
@@ -57,6 +58,7 @@ __all__ = [
     "authorized",
     "check_failed",
     "console",
+    "debugging",
     "echo_json",
     "echo_list",
     "echo_report",
@@ -152,9 +154,21 @@ def check_failed() -> NoReturn:
     raise typer.Exit(EXIT_CHECK_FAILED)
 
 
+#: ``CONVEYOR_DEBUG=1`` (or the global ``--debug``): errors print their full traceback.
+DEBUG_ENV = "CONVEYOR_DEBUG"
+
+
+def debugging() -> bool:
+    """Whether ``--debug`` or ``CONVEYOR_DEBUG=1`` asked for full tracebacks."""
+    return os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def errors(func: F) -> F:
     """Print a ConveyorError as one line (its JSON with ``--json``) and exit :data:`EXIT_ERROR`.
 
+    An error about the user's own code (a ``fit`` that raised) carries the user's frames
+    (``context["frames"]``): they are printed under the line, innermost last. With
+    ``--debug`` (``CONVEYOR_DEBUG=1``) the whole traceback, causes included, goes first.
     Any other exception is a bug and keeps its traceback.
     """
 
@@ -163,10 +177,25 @@ def errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except ConveyorError as exc:
+            debug = debugging()
+            if debug:
+                import traceback
+
+                typer.echo("".join(traceback.format_exception(exc)).rstrip(), err=True)
             if kwargs.get("as_json"):
                 echo_json({"error": jsonable(exc.to_dict())})
             else:
                 typer.secho(f"error: {exc.message}", fg=typer.colors.RED, err=True)
+                frames = exc.context.get("frames")
+                if isinstance(frames, list) and frames:
+                    for frame in frames:
+                        typer.echo(f"  {frame}", err=True)
+                if not debug and exc.__cause__ is not None:
+                    typer.secho(
+                        f"  (the full traceback: --debug or {DEBUG_ENV}=1)",
+                        dim=True,
+                        err=True,
+                    )
             raise typer.Exit(EXIT_ERROR) from None
 
     return wrapper  # type: ignore[return-value]

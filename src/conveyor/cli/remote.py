@@ -32,9 +32,14 @@ def call(
     *,
     query: dict[str, str | None] | None = None,
     document: Any = None,
+    headers: dict[str, str] | None = None,
     timeout: float = 30.0,
 ) -> Any:
-    """``method path`` on the server at ``url``; its JSON answer, or its error raised."""
+    """``method path`` on the server at ``url``; its JSON answer, or its error raised.
+
+    A server that cannot be reached (refused, no such host) is a BackendUnavailableError
+    "cannot reach URL: reason"; one that takes the request and does not answer within
+    ``timeout`` seconds, "did not answer"."""
     import http.client
 
     parts = urlsplit(url)
@@ -48,7 +53,7 @@ def call(
     query = {k: v for k, v in (query or {}).items() if v is not None}
     if query:
         target += "?" + urlencode(query)
-    headers = {"accept": "application/json"}
+    headers = {**(headers or {}), "accept": "application/json"}
     token = os.environ.get(API_KEY_ENV)
     if token:
         headers["authorization"] = f"Bearer {token}"
@@ -57,13 +62,30 @@ def call(
         body = json.dumps(document).encode()
         headers["content-type"] = "application/json"
     try:
-        connection.request(method, target, body=body, headers=headers)
-        response = connection.getresponse()
-        raw = response.read()
-    except OSError as exc:
-        raise BackendUnavailableError(
-            f"the server at {url} did not answer: {exc}", seam="server", url=url
-        ) from None
+        try:
+            connection.connect()
+        except OSError as exc:
+            raise BackendUnavailableError(
+                f"cannot reach {url}: {_reason(exc)}", seam="server", url=url, reason="unreachable"
+            ) from None
+        try:
+            connection.request(method, target, body=body, headers=headers)
+            response = connection.getresponse()
+            raw = response.read()
+        except TimeoutError:
+            raise BackendUnavailableError(
+                f"the server at {url} did not answer within {timeout:g} s",
+                seam="server",
+                url=url,
+                reason="timeout",
+            ) from None
+        except OSError as exc:
+            raise BackendUnavailableError(
+                f"the server at {url} did not answer: {_reason(exc)}",
+                seam="server",
+                url=url,
+                reason="no_answer",
+            ) from None
     finally:
         connection.close()
     try:
@@ -77,3 +99,12 @@ def call(
             f"the server at {url} answered {response.status} without JSON", seam="server"
         )
     return answer
+
+
+def _reason(exc: OSError) -> str:
+    """``connection refused``, ``name or service not known``, ``timed out``: the system's
+    words without the errno."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    text = exc.strerror or str(exc) or type(exc).__name__
+    return text[:1].lower() + text[1:]

@@ -23,8 +23,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from conveyor.cli.common import (
-    API_KEY_ENV,
-    EXIT_ERROR,
     JsonOpt,
     ProjectOpt,
     ServerUrlOpt,
@@ -418,7 +416,13 @@ def serve_cmd(
 @serving_app.command("predict")
 @errors
 def predict_cmd(
-    ref: Annotated[str, typer.Argument(help="name (routed), name@N or name@alias.")],
+    ref: Annotated[
+        str,
+        typer.Argument(
+            help="NAME: as its route decides (canary, A-B, flags: as the server does); "
+            "NAME@N or NAME@ALIAS: that version."
+        ),
+    ],
     data: Annotated[
         str, typer.Option("--data", "-d", help='JSON: {"records": [...]} or {"columns": {...}}.')
     ],
@@ -429,47 +433,120 @@ def predict_cmd(
             "loading the model here."
         ),
     ] = None,
+    sticky: Annotated[
+        str | None,
+        typer.Option(
+            "--sticky",
+            help="The value of the route's sticky header (a user id): the arm the server "
+            "keeps that user on.",
+        ),
+    ] = None,
     project: ProjectOpt = None,
 ) -> None:
-    """Predict with a version locally (registry loader), or through a server with --url."""
+    """Predict with MODEL as its route serves it, or with a named version or alias.
+
+    Locally, the route is read from the project's route store and decided as a server
+    decides it; with --url, the server does it (an alias is sent as ?version=ALIAS). The
+    answer (JSON) goes to stdout; which version answered, and why, to stderr.
+    """
+    name, at, which = ref.partition("@")
+    if not name or (at and not which):
+        raise InvalidInputError(
+            f"{ref!r}: expected NAME, NAME@N or NAME@ALIAS", field="ref", ref=ref
+        )
+    if url:
+        _predict_remote(url, name, which or None, data, sticky)
+        return
+    _predict_local(project, name, which or None, data, sticky)
+
+
+def _predict_remote(url: str, name: str, which: str | None, data: str, sticky: str | None) -> None:
+    import json
+
+    from conveyor.cli.remote import call, segment
+
+    try:
+        document = json.loads(data)
+    except ValueError as exc:
+        raise InvalidInputError(f"--data is not JSON: {exc}", field="data") from None
+    headers: dict[str, str] = {}
+    if sticky is not None:
+        # The server reads the key from the header its route names; it is not known here,
+        # so the route's sticky header is asked for first.
+        route = call(url, "GET", f"/v1/models/{segment(name)}/route")
+        header = (route.get("policy") or {}).get("sticky_header")
+        if not header:
+            raise InvalidInputError(
+                f"--sticky: the route of {name!r} has no sticky_header", field="sticky"
+            )
+        headers[header] = sticky
+    answer = call(
+        url,
+        "POST",
+        f"/v1/models/{segment(name)}/predict",
+        query={"version": which},
+        document=document,
+        headers=headers,
+    )
+    typer.echo(json.dumps(answer))
+    _say_who_answered(answer, f"by the server at {url}", which)
+
+
+def _predict_local(
+    project: Path | None, name: str, which: str | None, data: str, sticky: str | None
+) -> None:
+    import random
+
     import orjson
 
-    if url:
-        import os
-
-        import httpx
-
-        from conveyor.registry.versions import version_number
-
-        name, _, version = ref.partition("@")
-        params = {"version": version} if version_number(version) is not None else {}
-        headers = {"content-type": "application/json"}
-        token = os.environ.get(API_KEY_ENV)
-        if token:
-            headers["authorization"] = f"Bearer {token}"
-        response = httpx.post(
-            f"{url.rstrip('/')}/v1/models/{name}/predict",
-            content=data,
-            params=params,
-            headers=headers,
-            timeout=30,
-        )
-        typer.echo(response.text)
-        if response.status_code >= 400:
-            raise typer.Exit(EXIT_ERROR)
-        return
     from conveyor.serving.native import decode_native_request
 
     decoded = decode_native_request(data.encode())
     with open_project(project) as proj:
-        loaded = proj.registry.load(ref)
+        if which is not None:
+            version = proj.registry.get(name, which)
+            arm, revision = "direct", None
+        else:
+            try:
+                state = _routes(proj).get(name)
+            except NotFoundError:
+                raise NotFoundError(
+                    f"model {name!r} is not deployed: it has no route (conveyor deploy "
+                    f"{name}@N); to ask one version, name it: {name}@N or {name}@champion",
+                    model=name,
+                ) from None
+            if sticky is not None and not state.policy.sticky_header:
+                raise InvalidInputError(
+                    f"--sticky: the route of {name!r} has no sticky_header", field="sticky"
+                )
+            decision = state.policy.compiled().decide(
+                model=name,
+                key=sticky,
+                attributes={k: str(v) for k, v in decoded.attributes.items()},
+                rand=random.random(),
+            )
+            version = proj.registry.get(name, decision.version)
+            arm, revision = decision.arm, state.revision
+        loaded = proj.registry.load(version)
         output = loaded.predict(decoded.table)
-        typer.echo(
-            orjson.dumps(
-                {
-                    "predictions": output.tolist() if hasattr(output, "tolist") else output,
-                    "model": loaded.version.model,
-                    "version": loaded.version.number,
-                }
-            ).decode()
-        )
+    answer = {
+        "predictions": output.tolist() if hasattr(output, "tolist") else output,
+        "model": version.model,
+        "version": version.number,
+        "arm": arm,
+    }
+    typer.echo(orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY).decode())
+    _say_who_answered(answer, "here" if revision is None else f"route revision {revision}", which)
+
+
+def _say_who_answered(answer: Mapping[str, Any], where: str, which: str | None) -> None:
+    """One line on stderr: which version answered, and whether the route or the caller
+    chose it (``fraud@3 answered (route revision 4, arm canary)``)."""
+    model, number = answer.get("model"), answer.get("version")
+    if which is None:
+        why = f"{where}, arm {answer.get('arm')}"
+    elif str(which) == str(number):
+        why = f"{where}, named"
+    else:
+        why = f"{where}, as {model}@{which}"
+    typer.secho(f"{model}@{number} answered ({why})", dim=True, err=True)

@@ -8,6 +8,8 @@ allow, and the OpenAPI document is generated from this table.
 ::
 
     POST /v1/models/{model}/predict     serving.predict   records or columns -> predictions
+                                                          (?version=N or ?version=ALIAS: that
+                                                          version; on no route: deployer)
     GET  /v1/models                     serving.read      deployed models and their routes
     GET  /v1/models/{model}/route       serving.read      the live route, with its revision
     PUT  /v1/models/{model}/route       serving.route     set it (a new revision; versions it
@@ -30,11 +32,12 @@ from conveyor.web.errors import BadRequest
 from conveyor.web.routing import Route
 
 if TYPE_CHECKING:
+    from conveyor.registry.versions import ModelVersion
     from conveyor.serving.app import Server
     from conveyor.web.app import AppContext, Contribution
     from conveyor.web.pipeline import Call
 
-__all__ = ["NATIVE_SCHEMA", "json_response", "routes", "version_param"]
+__all__ = ["NATIVE_SCHEMA", "json_response", "routes", "version_or_alias", "version_param"]
 
 _SCALAR = {"oneOf": [{"type": "number"}, {"type": "string"}, {"type": "boolean"}, {"type": "null"}]}
 #: What a native prediction request may hold.
@@ -61,7 +64,8 @@ _VERSION_QUERY = {
     "in": "query",
     "required": False,
     "schema": {"type": "string"},
-    "description": "Predict with this version, bypassing the route.",
+    "description": "Predict with this version, a number or an alias (champion), bypassing "
+    "the route; a version on no route needs serving.predict_unrouted (deployer).",
 }
 
 
@@ -82,6 +86,23 @@ def version_param(call: Call) -> int | None:
     if number is None:
         raise NotFoundError(f"version {raw!r} is not a version number", version=str(raw))
     return number
+
+
+async def version_or_alias(server: Server, call: Call, model: str) -> int | None:
+    """The version ``?version=`` names: a number, or an alias (``champion``) resolved
+    through the registry (in a thread: a store read), or None when none is named."""
+    from conveyor.registry.versions import version_number
+
+    raw = call.request.query_params.get("version")
+    if raw is None:
+        return None
+    number = version_number(raw)
+    if number is not None:
+        return number
+    if raw.isdigit() or raw == "":
+        raise NotFoundError(f"version {raw!r} is not a version number", version=raw)
+    found: ModelVersion = await asyncio.to_thread(server.registry.get, model, raw)
+    return found.number
 
 
 def routes(context: AppContext) -> Contribution:
@@ -107,7 +128,7 @@ def _native(server: Server) -> list[Route]:
     async def predict(call: Call) -> Response:
         model = call.params["model"]
         request_id = call.request_id
-        version = version_param(call)
+        version = await version_or_alias(server, call, model)
         await server.check_model(model, version)
         body = await call.body()
         try:

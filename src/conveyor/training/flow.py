@@ -71,6 +71,7 @@ __all__ = [
     "GateBuilder",
     "Prepared",
     "build_gates",
+    "check_params",
     "evaluate_version",
     "holdout_mask",
     "load_entry_point",
@@ -228,7 +229,10 @@ def prepare(
     frame = pa.concat_tables(tables).to_pandas() if tables else pa.table({}).to_pandas()
     new_rows = np.concatenate(new) if new else np.zeros(0, dtype=bool)
     if spec.prepare:
-        shaped = load_entry_point(spec.prepare, project.spec.root, field="prepare")(frame)
+        from conveyor.training.errors import call_user
+
+        prepare_fn = load_entry_point(spec.prepare, project.spec.root, field="prepare")
+        shaped = call_user("prepare", spec.prepare, prepare_fn, frame)
         if len(shaped) != len(frame):
             new_rows = np.ones(len(shaped), dtype=bool) if not seen_parts else new_rows
             if seen_parts:
@@ -453,13 +457,15 @@ def train_candidate(
     pipeline trains the spec it was built from).
     """
     from conveyor.registry.promotion import gate_subject
+    from conveyor.training.errors import TrainingFailedError, call_user, in_run
     from conveyor.training.runs import run
     from conveyor.training.settings import model_spec
 
     spec = model_spec(project.spec, name) if spec is None else spec
     registry = project.registry
     merged = {**spec.params, **(params or {})}
-    train_fn = load_entry_point(spec.train, project.spec.root, field=f"models.{name}.train")
+    field = f"models.{name}.train"
+    train_fn = load_entry_point(spec.train, project.spec.root, field=field)
     champion = _champion(registry, name)
     incremental = spec.retrain.incremental if incremental is None else incremental
     seen: frozenset[str] = frozenset()
@@ -468,40 +474,71 @@ def train_candidate(
             incremental = False  # nothing to continue: the first model trains from scratch
         else:
             seen = _parts_of(project, champion[0])
-    with run(
-        name, kind="train", params=merged, seed=seed, project=project, tags={"trigger": trigger}
-    ) as training:
-        prepared = prepare(project, spec, seen_parts=seen, actor=actor)
-        training.use_dataset(prepared.version)
-        gates = build_gates(project, name, spec, prepared)
-        champion_model = champion[1] if champion else None
-        champion_judged = _judged(champion_model, spec, prepared)
-        if incremental:
-            model = _continue(champion_model, prepared)
-        else:
-            model = train_fn(prepared.X_train, prepared.y_train, seed=training.seed, **merged)
-        judged = _judged(model, spec, prepared)
-        metrics = _holdout_metrics(project, judged, prepared)
-        training.log_metrics(metrics)
-        version = registry.register(
+    if not incremental:
+        check_params(train_fn, spec.train, spec.params, params or {}, model=name)
+    run_id: str | None = None
+    try:
+        with run(
             name,
-            model,
-            signature_from=prepared.X_train.head(1000),
+            kind="train",
             params=merged,
-            metrics=metrics,
-            run_id=training.id,
-            parent=champion[0] if incremental and champion else None,
-            dataset_versions=[prepared.version],
-            tags={"trigger": trigger, "incremental": str(bool(incremental)).lower()},
-            actor=actor,
-        )
-        report = training.validate(
-            gates,
-            _context(project, spec, prepared, judged, champion_judged),
-            subject=gate_subject(name),
-            subject_version=str(version.number),
-        )
-        run_id = training.id
+            seed=seed,
+            project=project,
+            tags={"trigger": trigger},
+        ) as training:
+            run_id = training.id
+            prepared = prepare(project, spec, seen_parts=seen, actor=actor)
+            training.use_dataset(prepared.version)
+            gates = build_gates(project, name, spec, prepared)
+            champion_model = champion[1] if champion else None
+            champion_judged = _judged(champion_model, spec, prepared)
+            if incremental:
+                model = _continue(champion_model, prepared)
+            else:
+                model = call_user(
+                    field,
+                    spec.train,
+                    train_fn,
+                    prepared.X_train,
+                    prepared.y_train,
+                    seed=training.seed,
+                    **merged,
+                )
+                if model is None:
+                    raise TrainingFailedError(
+                        f"{field} ({spec.train}) returned None, not a fitted model: it must "
+                        "end with `return model`",
+                        field=field,
+                        entry_point=spec.train,
+                        returned="None",
+                        frames=[],
+                    )
+            judged = _judged(model, spec, prepared)
+            metrics = _holdout_metrics(project, judged, prepared)
+            training.log_metrics(metrics)
+            version = registry.register(
+                name,
+                model,
+                signature_from=prepared.X_train.head(1000),
+                params=merged,
+                metrics=metrics,
+                run_id=training.id,
+                parent=champion[0] if incremental and champion else None,
+                dataset_versions=[prepared.version],
+                tags={"trigger": trigger, "incremental": str(bool(incremental)).lower()},
+                actor=actor,
+            )
+            report = training.validate(
+                gates,
+                _context(project, spec, prepared, judged, champion_judged),
+                subject=gate_subject(name),
+                subject_version=str(version.number),
+            )
+    except TrainingFailedError as exc:
+        if run_id is None:
+            raise
+        raise in_run(exc, run_id, name) from exc.__cause__
+    assert run_id is not None
     challenger = promotion = None
     if report.passed:
         challenger = registry.set_alias(
@@ -634,12 +671,80 @@ def _continue(champion: Any, prepared: Prepared) -> Any:
             f"{type(champion).__name__}: set retrain.incremental to false",
             field="retrain.incremental",
         )
+    from conveyor.training.errors import call_user
+
     model = copy.deepcopy(champion)
     fresh = prepared.new_rows & ~prepared.holdout
     if fresh.any():
         rows = prepared.frame.loc[fresh]
-        model.partial_fit(rows[prepared.features], rows[prepared.target])
+        call_user(
+            "retrain.incremental",
+            f"{type(champion).__name__}.partial_fit",
+            model.partial_fit,
+            rows[prepared.features],
+            rows[prepared.target],
+        )
     return model
+
+
+def check_params(
+    train_fn: Callable[..., Any],
+    ref: str,
+    spec_params: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+    *,
+    model: str,
+) -> None:
+    """Refuse, before anything runs, a parameter ``train_fn`` does not take (``--param`` or
+    ``models.NAME.params``), with the closest name it does take; and a ``train_fn`` that
+    cannot be called as ``fit(X, y, *, seed, **params)``. A function with ``**kwargs``
+    takes any parameter."""
+    import difflib
+    import inspect
+
+    try:
+        signature = inspect.signature(train_fn)
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to read
+        return
+    parameters = list(signature.parameters.values())
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return
+    positional = [
+        p
+        for p in parameters
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
+    takes_rows = len(positional) >= 2 or any(
+        p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters
+    )
+    keywords = [
+        p.name
+        for p in parameters
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        and p not in positional[:2]
+    ]
+    field = f"models.{model}.train"
+    if not takes_rows or "seed" not in keywords:
+        raise InvalidInputError(
+            f"{field}: {ref} is called as fn(X, y, *, seed, **params); its signature is "
+            f"{train_fn.__name__}{signature}",
+            field=field,
+        )
+    accepted = [k for k in keywords if k != "seed"]
+    for source, given in (("--param", overrides), (f"models.{model}.params", spec_params)):
+        for name in given:
+            if name in accepted or (source != "--param" and name in overrides):
+                continue
+            close = difflib.get_close_matches(name, accepted, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            takes = ", ".join(accepted) if accepted else "no parameters besides seed"
+            shown = f"--param {name}" if source == "--param" else f"{source}.{name}"
+            raise InvalidInputError(
+                f"{shown}: {ref} has no parameter {name!r}{hint} (it takes: {takes})",
+                field="param" if source == "--param" else source,
+                param=name,
+                **({"suggestion": close[0]} if close else {}),
+            )
 
 
 def _holdout_metrics(project: Project, model: Any, prepared: Prepared) -> dict[str, float]:
