@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from conveyor.project import Project
-from conveyor.store.migrate import LEGACY_VERSION_TABLE, store_chains
+from conveyor.store.migrate import LEGACY_VERSION_TABLE, head_revision, store_chains
 
 #: The last commit whose metadata store kept every table in one chain (revision 0004).
 LEGACY_COMMIT = "9fba084b5598bce39a83dec26c9b7d36f4e5d6ae"
@@ -107,7 +107,10 @@ def test_a_project_made_before_capabilities_owned_their_tables_upgrades(
             tables = set(sa.inspect(session.connection()).get_table_names())
         assert LEGACY_VERSION_TABLE not in tables
         assert store.health()["migrated"] is True
-        assert store.revisions() == {chain.name: "0001" for chain in store_chains()}
+        # Adopted at each chain's baseline, then migrated to its head (data: 0002).
+        assert store.revisions() == {
+            c.name: head_revision(c.script_location) for c in store_chains()
+        }
         assert store.schema_diff() == []
         # Every row is where it was, read through today's capabilities.
         assert project.data.versions.get("loans", 1).id == made["dataset_version"]

@@ -25,6 +25,8 @@ from conveyor.cli.common import (
 from conveyor.errors import InvalidInputError
 
 POLICIES = ("fail", "quarantine", "warn")
+MODES = ("append", "replace", "upsert")
+COMPARE = ("batch", "version")
 QUARANTINE_STATUSES = ("pending", "replayed", "discarded")
 
 data_app = typer.Typer(
@@ -54,6 +56,20 @@ def ingest(
     dataset: Annotated[str, typer.Argument(help="Data set name (as in conveyor.yaml).")],
     file: FileOpt = None,
     policy: Annotated[str | None, typer.Option(help="fail | quarantine | warn")] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option(
+            help="append | replace | upsert (by the data set's key); default: its mode "
+            "in conveyor.yaml, else append."
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Ingest a batch even if a version already holds it.")
+    ] = False,
+    new: Annotated[
+        bool,
+        typer.Option("--new", help="Create an ad-hoc data set not declared in conveyor.yaml."),
+    ] = False,
     project: ProjectOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -64,24 +80,58 @@ def ingest(
     from conveyor.checks.render import report_table
 
     chosen = _choice(policy, POLICIES, "--policy")
+    chosen_mode = _choice(mode, MODES, "--mode")
     with open_project(project) as proj:
         who = authorized(proj, "data.ingest")
         with console().status(f"Ingesting {dataset}..."):
             data = _read_file(file) if file is not None else None
-            result = proj.data.ingest(dataset, data, policy=chosen, actor=who)
+            result = proj.data.ingest(
+                dataset, data, policy=chosen, mode=chosen_mode, new=new, force=force, actor=who
+            )
         if as_json:
             echo_json(result.to_dict())
         else:
             out = console()
+            if result.new_dataset is not None:
+                _print_new_dataset(dataset, result.new_dataset)
             out.print(report_table(result.report))
-            version = result.version.ref if result.version else "none"
-            out.print(
-                f"{result.rows_in:,} rows in: {result.rows_accepted:,} stored as {version}, "
-                f"{result.rows_quarantined:,} quarantined"
-                + (f" (batch {result.quarantine.id})" if result.quarantine else "")
-            )
+            out.print(_ingest_line(result))
         if result.batch_rejected:
             check_failed()
+
+
+def _ingest_line(result: Any) -> str:
+    """``1,500 rows in: 1,500 stored as houses@2 (append; houses@2 holds 3,000 rows), 0 ...``"""
+    quarantined = f"{result.rows_quarantined:,} quarantined" + (
+        f" (batch {result.quarantine.id})" if result.quarantine else ""
+    )
+    if result.version is None:
+        return f"{result.rows_in:,} rows in: 0 stored (no new version), {quarantined}"
+    how = result.mode
+    if result.mode == "upsert":
+        how += f" by {', '.join(result.key)}: {result.rows_replaced:,} replaced"
+    return (
+        f"{result.rows_in:,} rows in: {result.rows_accepted:,} stored as {result.version.ref} "
+        f"({how}; {result.version.ref} holds {result.rows_total:,} rows), {quarantined}"
+    )
+
+
+def _print_new_dataset(dataset: str, schema: dict[str, Any]) -> None:
+    """The inferred schema of an ad-hoc data set, and the YAML that would declare it."""
+    columns = schema["columns"]
+    out = console()
+    out.print(
+        f"new data set {dataset!r} (not in conveyor.yaml: no expectations checked); "
+        "inferred schema:"
+    )
+    width = max(len(c["name"]) for c in columns) if columns else 0
+    for c in columns:
+        out.print(f"  {c['name']:<{width}}  {c['type']}", markup=False, highlight=False)
+    pairs = ", ".join(f"{c['name']}: {c['type']}" for c in columns)
+    out.print("to check its next batches, declare it in conveyor.yaml:", highlight=False)
+    declaration = f"datasets:\n  {dataset}:\n    expectations:\n"
+    declaration += f"      - {{kind: schema, columns: {{{pairs}}}}}"
+    out.print(declaration, markup=False, highlight=False)
 
 
 @data_app.command("validate")
@@ -96,9 +146,8 @@ def validate_cmd(
 
     Exit 3 when a check failed.
     """
-    from conveyor.data.validation import parse_expectations, validate
-
     with open_project(project) as proj:
+        proj.data.require_known(dataset, new=False)
         spec = proj.data.dataset_spec(dataset)
         if file is not None:
             table = _read_file(file)
@@ -114,14 +163,7 @@ def validate_cmd(
                 .read()
                 .table
             )
-        checks = parse_expectations(spec.expectations, where=f"datasets.{dataset}.expectations")
-        result = validate(
-            table,
-            checks,
-            subject=f"dataset:{dataset}",
-            accepted_schema=proj.data.versions.accepted_schema(dataset),
-            split=False,
-        )
+        result = proj.data.check(dataset, table)
         echo_report(result.report, as_json)
         if not result.report.passed:
             check_failed()
@@ -193,43 +235,27 @@ def profile_cmd(
 def drift_cmd(
     reference: Annotated[str, typer.Argument(help="Reference version (name@N).")],
     current: Annotated[str, typer.Argument(help="Current version (name@M).")],
+    compare: Annotated[
+        str,
+        typer.Option(
+            help="batch: the rows the current version's own batch added (the default: "
+            "newest rows are not diluted by older ones); version: whole versions."
+        ),
+    ] = "batch",
     project: ProjectOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Compare two dataset versions column by column; exit 3 on dataset drift."""
-    from conveyor.checks.persist import save_report
-    from conveyor.data.drift import DriftDetector
-    from conveyor.data.events import DATA_DRIFT, DRIFT_DETECTED
-
+    """Compare a version with a reference column by column; exit 3 on dataset drift."""
+    chosen = _choice(compare, COMPARE, "--compare")
     with open_project(project) as proj:
         who = authorized(proj, "data.check")
-        repo = proj.data.versions
-        ref, cur = repo.resolve(reference), repo.resolve(current)
-        sensitive = set(proj.data.dataset_spec(ref.dataset).sensitive)
-        columns = [c["name"] for c in ref.schema["columns"] if c["name"] not in sensitive]
-        detector = DriftDetector(columns=columns).fit(repo.read(ref, actor=who, purpose="drift"))
-        result = detector.score(repo.read(cur, actor=who, purpose="drift"))
-        report = result.to_report(f"dataset:{ref.dataset}")
-        report.subject_version = f"{ref.number}->{cur.number}"
-        save_report(proj.store, report)
-        facts = {"reference": ref.id, "current": cur.id, "report_id": report.id}
-        proj.events.record(
-            DATA_DRIFT,
-            subject=ref.dataset,
-            subject_version=str(cur.number),
-            actor=who,
-            payload={**facts, "verdict": report.verdict},
-        )
-        if not report.passed:
-            # The alert that retraining can listen for (models.*.retrain.on_events).
-            proj.events.record(
-                DRIFT_DETECTED,
-                subject=ref.dataset,
-                subject_version=str(cur.number),
-                actor=who,
-                payload={**facts, "drifted": [c.name for c in report.failures]},
-            )
-        echo_report(report, as_json)
+        comparison = proj.data.drift(reference, current, compare=chosen, actor=who)
+        report = comparison.report
+        if as_json:
+            echo_json({**report.to_dict(), "compared": comparison.compared})
+        else:
+            echo_report(report, as_json)
+            console().print(comparison.describe(), highlight=False)
         if not report.passed:
             check_failed()
 

@@ -56,11 +56,13 @@ DATA_VERSION_CREATED = EventKind(
     {
         "version_id": str,
         "rows": int,
+        "batch_rows": int,
         "content_hash": str,
         "mode": str,
         "run_id": OPTIONAL_STR,
     },
-    "a new version of a data set was committed (replace or append)",
+    "a new version of a data set was committed (append, replace or upsert): rows in the "
+    "version, and how many its batch brought",
 )
 DATA_READ = EventKind(
     "data.read",
@@ -106,14 +108,17 @@ DATA_QUARANTINE_DISCARDED = EventKind(
 DATA_DRIFT = EventKind(
     "data.drift",
     "control",
-    {"reference": str, "current": str, "report_id": str, "verdict": str},
-    "two versions of a data set were compared for drift (drifted or not)",
+    {"reference": str, "current": str, "report_id": str, "verdict": str, "compared": dict},
+    "two versions of a data set were compared for drift (drifted or not); compared: "
+    "which rows of each (the current version's batch, or whole versions)",
+    optional=frozenset({"compared"}),
 )
 DRIFT_DETECTED = EventKind(
     "drift.detected",
     "audit",
-    {"reference": str, "current": str, "report_id": str, "drifted": list},
+    {"reference": str, "current": str, "report_id": str, "drifted": list, "compared": dict},
     "a drift comparison failed: the alert retraining triggers can listen for",
+    optional=frozenset({"compared"}),
 )
 
 #: Every kind the data capability declares, in its declaration's order.

@@ -5,6 +5,8 @@
     datasets:
       loans:
         source: {kind: csv, path: data/loans.csv}
+        key: [id]                 # unique and not null in every version
+        mode: upsert              # append (default) | replace | upsert (by key)
         expectations: [{kind: not_null, column: id}]
         sensitive: [email]
     encryption:
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from conveyor.config import named_in
 from conveyor.errors import NotFoundError
@@ -26,13 +28,21 @@ if TYPE_CHECKING:
     from conveyor.config import ProjectSpec
 
 __all__ = [
+    "MODES",
     "SECTIONS",
     "DatasetSpec",
     "EncryptionSpec",
+    "closest_hint",
     "dataset_spec",
     "datasets_of",
     "encryption_of",
 ]
+
+
+#: How a batch becomes the next version: added to the rows of the latest one, instead
+#: of them, or replacing the rows that share its key and adding the others.
+MODES = ("append", "replace", "upsert")
+Mode = Literal["append", "replace", "upsert"]
 
 
 #: An expectation as the spec writes it: its kind is checked when the spec loads (an unknown
@@ -60,6 +70,16 @@ class DatasetSpec(BaseModel):
     expectations: list[_ExpectationEntry] = Field(
         default_factory=list, description="Checks every batch must pass: [{kind: ..., ...}]."
     )
+    key: list[str] = Field(
+        default_factory=list,
+        description="Columns identifying a row: unique and not null across the whole "
+        "version (not only the batch); what upsert matches on.",
+    )
+    mode: Mode = Field(
+        "append",
+        description="append: a version holds the previous rows plus the batch; replace: "
+        "only the batch; upsert: the batch replaces the rows sharing its key.",
+    )
     on_failure: Literal["fail", "quarantine", "warn"] = Field(
         "quarantine",
         description="fail: reject the batch; quarantine: set failing rows aside and go on; "
@@ -73,6 +93,19 @@ class DatasetSpec(BaseModel):
         default_factory=list,
         description="Columns identifying a data subject, for `conveyor data forget`.",
     )
+
+    @field_validator("key", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _upsert_needs_a_key(self) -> DatasetSpec:
+        if len(set(self.key)) != len(self.key):
+            raise ValueError(f"key lists a column twice: {self.key}")
+        if self.mode == "upsert" and not self.key:
+            raise ValueError("mode upsert needs a key: the columns a row is matched on")
+        return self
 
 
 class EncryptionSpec(BaseModel):
@@ -114,12 +147,24 @@ def encryption_of(spec: ProjectSpec) -> EncryptionSpec:
 
 
 def dataset_spec(spec: ProjectSpec, name: str) -> DatasetSpec:
-    """The named data set's spec; NotFoundError listing the known ones."""
+    """The named data set's spec; NotFoundError naming the closest declared one."""
     datasets = datasets_of(spec)
     try:
         return datasets[name]
     except KeyError:
-        known = ", ".join(sorted(datasets)) or "none"
         raise NotFoundError(
-            f"no data set {name!r} in {spec.spec_file} (known: {known})", dataset=name
+            f"no data set {name!r} in {spec.spec_file}{closest_hint(name, datasets)}",
+            dataset=name,
         ) from None
+
+
+def closest_hint(name: str, known: Any) -> str:
+    """``"; did you mean 'houses'? (declared: houses, loans)"``, or the declared names."""
+    import difflib
+
+    names = sorted(known)
+    if not names:
+        return " (none is declared)"
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    suggestion = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{suggestion} (declared: {', '.join(names)})"

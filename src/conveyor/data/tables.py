@@ -71,9 +71,16 @@ class DatasetVersionRecord(VersionedMixin, Base):
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     rewritten_at: Mapped[datetime | None]
+    # How the batch made this version (append, replace, upsert), how many of its rows
+    # it added (the snapshot's last part), and the hash of the batch as it came in,
+    # so the same batch ingested twice is caught. NULL for versions made before 0002.
+    mode: Mapped[str | None] = mapped_column(sa.String(10))
+    batch_rows: Mapped[int | None] = mapped_column(sa.BigInteger)
+    batch_hash: Mapped[str | None] = mapped_column(sa.String(80))
 
     __table_args__ = (
         sa.UniqueConstraint("dataset", "number"),
+        sa.Index(None, "dataset", "batch_hash"),
         sa.Index(None, "dataset", "created_at"),
         sa.Index(None, "content_hash"),
         sa.Index(None, "run_id"),

@@ -8,6 +8,11 @@ and the content-addressed artifact store keeps each part once however many
 versions list it. Deleting a data subject (GDPR) rewrites only the parts
 that hold it.
 
+The batch that made a version is always its manifest's last part (deletion
+rewrites parts in place, never reorders them): drift between versions of an
+appended data set compares that batch, not the history it joins. An upsert
+rewrites only the earlier parts holding a key the batch brings again.
+
 The content hash of a version is the sha256 of its parts' content hashes,
 each the sha256 of the part's plaintext rows (an Arrow IPC stream without
 schema metadata): equal data gives an equal hash whatever the encryption.
@@ -44,7 +49,7 @@ if TYPE_CHECKING:
     from conveyor.events.log import EventLog
     from conveyor.store.database import MetadataStore
 
-__all__ = ["DatasetRepository", "DatasetVersion", "Part", "content_hash"]
+__all__ = ["DatasetRepository", "DatasetVersion", "Part", "content_hash", "key_of"]
 
 MANIFEST_FORMAT = "conveyor.snapshot/1"
 
@@ -92,6 +97,12 @@ class DatasetVersion:
     created_at: datetime
     rewritten_at: datetime | None
     version: int = 1
+    mode: str | None = None
+    """append, replace or upsert; None for a version made before modes were recorded."""
+    batch_rows: int | None = None
+    """Rows the version's batch added (its last part); the rest came from the previous one."""
+    batch_hash: str | None = None
+    """Content hash of the batch as it came in (accepted and quarantined rows together)."""
     parts: tuple[Part, ...] = field(default=(), compare=False)
 
     @property
@@ -106,6 +117,9 @@ class DatasetVersion:
             "number": self.number,
             "content_hash": self.content_hash,
             "row_count": self.row_count,
+            "mode": self.mode,
+            "batch_rows": self.batch_rows,
+            "batch_hash": self.batch_hash,
             "schema": self.schema,
             "source": self.source,
             "snapshot_digest": self.snapshot_digest,
@@ -125,6 +139,19 @@ def content_hash(table: pa.Table) -> str:
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
     return "sha256:" + hashlib.sha256(sink.getvalue()).hexdigest()
+
+
+def key_of(table: pa.Table, key: Sequence[str]) -> pa.Array:
+    """One value per row identifying it by ``key`` (its columns joined when several)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if len(key) == 1:
+        return table.column(key[0]).combine_chunks()
+    columns = [pc.cast(table.column(c), pa.string()).combine_chunks() for c in key]
+    # Unit separator: a byte no sane key value holds, so ("a", "bc") != ("ab", "c").
+    joined: pa.Array = pc.binary_join_element_wise(*columns, "\x1f")
+    return joined
 
 
 class DatasetRepository:
@@ -150,30 +177,44 @@ class DatasetRepository:
         dataset: str,
         data: Any,
         *,
-        mode: Literal["replace", "append"] = "replace",
+        mode: Literal["replace", "append", "upsert"] = "replace",
+        key: Sequence[str] = (),
         source: dict[str, Any] | None = None,
         profile: dict[str, Any] | None = None,
         run_id: str | None = None,
         sensitive: Sequence[str] = (),
         actor: str | None = None,
+        batch_hash: str | None = None,
     ) -> DatasetVersion:
         """Store ``data`` as the next version of ``dataset``.
 
         ``mode="append"`` makes a version holding the previous version's rows
-        plus these (the schemas must match); ``"replace"`` holds only these.
+        plus these (the schemas must match); ``"replace"`` holds only these;
+        ``"upsert"`` holds these plus the previous rows whose ``key`` none of
+        these has. ``batch_hash`` records the batch the rows came from (see
+        :meth:`find_batch`).
         """
         if not dataset or len(dataset) > 200:
             raise InvalidInputError(
                 "a data set needs a name of 1 to 200 characters", field="dataset"
             )
-        if mode not in ("replace", "append"):
+        if mode not in ("replace", "append", "upsert"):
             raise InvalidInputError(
-                f"mode must be 'replace' or 'append', got {mode!r}", field="mode"
+                f"mode must be 'replace', 'append' or 'upsert', got {mode!r}", field="mode"
             )
         table = to_arrow(data).replace_schema_metadata(None)
+        key = list(key)
+        if mode == "upsert" and not key:
+            raise InvalidInputError("mode 'upsert' needs the key columns", field="key")
+        absent = [c for c in key if c not in table.column_names]
+        if absent:
+            raise InvalidInputError(
+                f"key column {absent[0]!r} is not in the batch ({', '.join(table.column_names)})",
+                field="key",
+            )
         schema = schema_of(table)
         parts: builtins.list[Part] = []
-        if mode == "append":
+        if mode in ("append", "upsert"):
             previous = self.latest(dataset)
             if previous is not None:
                 if [c["name"] for c in previous.schema["columns"]] != table.column_names or [
@@ -184,8 +225,11 @@ class DatasetRepository:
                         f"{_columns(previous.schema)}, the batch's {_columns(schema)}",
                         field="data",
                     )
-                parts.extend(self.parts(previous))
-        parts.append(self._write_part(table, sensitive))
+                kept = self.parts(previous)
+                if mode == "upsert":
+                    kept = self._without_keys(kept, key_of(table, key), key, sensitive)
+                parts.extend(kept)
+        parts.append(self._write_part(table, sensitive))  # the batch: always the last part
         manifest = {"format": MANIFEST_FORMAT, "parts": [p.to_dict() for p in parts]}
         manifest_ref = self.artifacts.put_json(manifest)
         version = self._insert(
@@ -196,6 +240,7 @@ class DatasetRepository:
             profile=profile,
             snapshot=(manifest_ref.digest, manifest_ref.size),
             run_id=run_id,
+            batch=(mode, table.num_rows, batch_hash),
         )
         if self.events is not None:
             self.events.record(
@@ -206,12 +251,36 @@ class DatasetRepository:
                 payload={
                     "version_id": version.id,
                     "rows": version.row_count,
+                    "batch_rows": table.num_rows,
                     "content_hash": version.content_hash,
                     "mode": mode,
                     "run_id": run_id,
                 },
             )
         return version
+
+    def _without_keys(
+        self,
+        parts: Sequence[Part],
+        batch_keys: pa.Array,
+        key: Sequence[str],
+        sensitive: Sequence[str],
+    ) -> builtins.list[Part]:
+        """``parts`` less the rows whose key is in ``batch_keys``; untouched parts are reused."""
+        import pyarrow.compute as pc
+
+        kept: builtins.list[Part] = []
+        for part in parts:
+            mask = pc.fill_null(
+                pc.is_in(key_of(self.read_columns(part, key), key), value_set=batch_keys), False
+            )
+            if not pc.any(mask).as_py():
+                kept.append(part)
+                continue
+            rows = self.read_part(part).filter(pc.invert(mask))
+            if rows.num_rows:
+                kept.append(self._write_part(rows, sensitive))
+        return kept
 
     def _write_part(self, table: pa.Table, sensitive: Sequence[str]) -> Part:
         import pyarrow.parquet as pq
@@ -244,6 +313,7 @@ class DatasetRepository:
         profile: dict[str, Any] | None,
         snapshot: tuple[str, int],
         run_id: str | None,
+        batch: tuple[str, int, str | None] | None = None,
     ) -> DatasetVersion:
         from conveyor.data.tables import DatasetRecord, DatasetVersionRecord, LineageRecord
         from conveyor.store.types import json_value, utcnow
@@ -273,6 +343,9 @@ class DatasetRepository:
                     encryption=encryption,
                     run_id=run_id,
                     created_at=utcnow(),
+                    mode=batch[0] if batch else None,
+                    batch_rows=batch[1] if batch else None,
+                    batch_hash=batch[2] if batch else None,
                 )
                 session.add(row)
                 if run_id is not None:
@@ -297,6 +370,28 @@ class DatasetRepository:
                 sa.select(V).where(V.dataset == dataset).order_by(V.number.desc()).limit(1)
             ).first()
             return _snapshot(row) if row is not None else None
+
+    def find_batch(self, dataset: str, batch_hash: str) -> DatasetVersion | None:
+        """The earliest version of ``dataset`` made from a batch with this content hash."""
+        import sqlalchemy as sa
+
+        from conveyor.data.tables import DatasetVersionRecord as V
+
+        with self.store.read() as session:
+            row = session.scalars(
+                sa.select(V)
+                .where(V.dataset == dataset, V.batch_hash == batch_hash)
+                .order_by(V.number)
+                .limit(1)
+            ).first()
+            return _snapshot(row) if row is not None else None
+
+    def exists(self, dataset: str) -> bool:
+        """Whether the data set was ever written (a version or a quarantined batch)."""
+        from conveyor.data.tables import DatasetRecord
+
+        with self.store.read() as session:
+            return session.get(DatasetRecord, dataset) is not None
 
     def get(self, dataset: str, number: int | None = None) -> DatasetVersion:
         """Version ``number`` of ``dataset`` (the latest when None)."""
@@ -473,6 +568,23 @@ class DatasetRepository:
             )
         return table
 
+    def read_columns(self, part: Part, columns: Sequence[str]) -> pa.Table:
+        """Only ``columns`` of a part: a narrow Parquet read unless one of them is encrypted."""
+        import pyarrow.parquet as pq
+
+        sealed = set((part.encryption or {}).get("columns", [])) if part.secret_digest else set()
+        if sealed & set(columns):
+            return self.read_part(part).select(list(columns))
+        return pq.read_table(io.BytesIO(self.artifacts.get(part.digest)), columns=list(columns))
+
+    def read_batch(self, version: DatasetVersion) -> pa.Table:
+        """The rows the version's own batch added (its last part), decrypted; not audited
+        here: :meth:`read` with ``batch=True`` is the audited read."""
+        import pyarrow as pa
+
+        parts = self.parts(version)
+        return self.read_part(parts[-1]) if parts else pa.table({})
+
     def iter_parts(self, version: DatasetVersion) -> Iterator[pa.Table]:
         for part in self.parts(version):
             yield self.read_part(part)
@@ -484,13 +596,20 @@ class DatasetRepository:
         kind: FrameKind = "arrow",
         actor: str | None = None,
         purpose: str | None = None,
+        batch: bool = False,
     ) -> Any:
-        """The version's rows (decrypted), as ``kind``; every read is an audit event."""
+        """The version's rows (decrypted), as ``kind``; every read is an audit event.
+
+        ``batch=True`` reads only the rows its own batch added (see :meth:`read_batch`).
+        """
         import pyarrow as pa
 
         found = self.resolve(version) if isinstance(version, str) else version
-        tables = list(self.iter_parts(found))
-        table = pa.concat_tables(tables) if tables else pa.table({})
+        if batch:
+            table = self.read_batch(found)
+        else:
+            tables = list(self.iter_parts(found))
+            table = pa.concat_tables(tables) if tables else pa.table({})
         if self.events is not None:
             self.events.record(
                 DATA_READ,
@@ -545,4 +664,7 @@ def _snapshot(row: DatasetVersionRecord) -> DatasetVersion:
         created_at=row.created_at,
         rewritten_at=row.rewritten_at,
         version=row.version,
+        mode=row.mode,
+        batch_rows=row.batch_rows,
+        batch_hash=row.batch_hash,
     )

@@ -41,6 +41,7 @@ from conveyor.data.validation.passes import (
     flag_pass,
 )
 from conveyor.data.validation.plan import (
+    EXISTING,
     RESERVED_PREFIX,
     ROW_ID,
     Plan,
@@ -94,6 +95,7 @@ def validate(
     now: datetime | None = None,
     accepted_schema: dict[str, Any] | None = None,
     split: bool = True,
+    existing: Any = None,
 ) -> ValidationResult:
     """Judge ``data`` against ``expectations`` and, with ``split``, divide its rows.
 
@@ -104,7 +106,10 @@ def validate(
     ``now`` (aware; default: the current time) is what freshness is measured
     against. ``accepted_schema`` (the schema of the last accepted version)
     adds the schema-change checks: a removed or retyped column fails, an
-    added one warns.
+    added one warns. ``existing`` (a table or frame: the stored rows the batch
+    will join, such as the previous version of an appended data set) makes
+    ``unique`` count their keys too, so a batch row repeating a stored key
+    fails; only the batch's rows are flagged.
     """
     if not isinstance(subject, str) or not subject:
         raise InvalidInputError(
@@ -115,12 +120,18 @@ def validate(
     _check_accepted(accepted_schema)
     batch = _load(data, in_memory=any(isinstance(e, Custom) for e in items))
     schema = schema_of(batch.schema)
+    joined = _existing(existing, batch.schema)
 
     with _cursor() as con:
         # Aware timestamps are compared and converted in UTC, whatever the machine's zone.
         con.execute("SET TimeZone = 'UTC'").fetchall()
         _check_patterns(con, items)
-        plans = [plan(i, e, batch.schema, batch.source) for i, e in enumerate(items)]
+        if joined is not None:
+            con.register(EXISTING, joined)
+        plans = [
+            plan(i, e, batch.schema, batch.source, joined.schema if joined is not None else None)
+            for i, e in enumerate(items)
+        ]
         scanned = batch.table
         if batch.table is not None:
             plans, scanned = _run_custom(plans, batch.table)
@@ -252,6 +263,28 @@ def _check_columns(schema: pa.Schema, where: str) -> None:
                 f"{REASON_COLUMN!r} before replaying them)",
                 field=name,
             )
+
+
+def _existing(existing: Any, schema: pa.Schema) -> pa.Table | None:
+    """The stored rows' columns the batch also has, in the batch's types (UNION ALL needs them
+    alike); None when there are none. A column that cannot take the batch's type is left
+    out: the schema-change checks report the retyping."""
+    import pyarrow as pa
+
+    from conveyor.data.frames import to_arrow
+
+    if existing is None:
+        return None
+    table = to_arrow(existing)
+    columns = {}
+    for name in table.column_names:
+        if name not in schema.names:
+            continue
+        try:
+            columns[name] = table.column(name).cast(schema.field(name).type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+    return pa.table(columns) if columns else None
 
 
 def _run_custom(plans: list[Plan], table: pa.Table) -> tuple[list[Plan], pa.Table]:

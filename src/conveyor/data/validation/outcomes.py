@@ -43,6 +43,8 @@ def row_check(plan: Plan, failures: int, rows: int, schema: pa.Schema) -> CheckR
     fraction = failures / rows if rows else 0.0
     passed = failures <= (1.0 - mostly) * rows + _EPSILON
     detail = f"{failures:,} of {rows:,} rows ({percent(fraction)}) {_phrase(plan, schema)}"
+    if plan.scope:
+        detail += f" ({plan.scope})"
     if mostly < 1.0:
         detail += f"; at least {percent(mostly)} must pass"
     return CheckResult(

@@ -10,7 +10,10 @@ text, so the counts and the tags cannot disagree.
 ``unique`` needs the whole column: its duplicated keys are found by one
 ``GROUP BY ... HAVING count(*) > 1`` and LEFT JOINed back (the join's build
 side holds only the duplicated keys, so the probe costs little), which makes
-duplicates a per-row fact like any other.
+duplicates a per-row fact like any other. When the batch joins rows already
+stored (an append to a data set), those rows' keys are counted too, so a
+key the version already holds is a duplicate: uniqueness is a property of
+the version, not of one batch.
 
 Column references are qualified (``s."amount"``) and quoted; literals are
 rendered with their types, never interpolated raw.
@@ -45,6 +48,8 @@ __all__ = ["ROW_ID", "Plan", "category", "custom_column", "literal", "plan", "qu
 #: Columns Conveyor adds to the batch it scans; a batch may not bring its own.
 RESERVED_PREFIX = "__conveyor_"
 ROW_ID = f"{RESERVED_PREFIX}row"
+#: The view holding the stored rows a batch joins (``validate(existing=...)``).
+EXISTING = f"{RESERVED_PREFIX}existing"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +66,8 @@ class Plan:
     """Batch-level facts: result column alias -> SQL aggregate."""
     problem: str | None = None
     """Why it cannot be evaluated on this batch (a missing column, a wrong type)."""
+    scope: str | None = None
+    """What beyond the batch it was judged against (unique: the stored rows it joins)."""
 
     @property
     def alias(self) -> str:
@@ -68,8 +75,18 @@ class Plan:
         return f"f{self.index}"
 
 
-def plan(index: int, expectation: Expectation, schema: pa.Schema, source: str) -> Plan:
-    """The SQL for ``expectation`` over ``source`` (a table name or ``read_parquet(...)``)."""
+def plan(
+    index: int,
+    expectation: Expectation,
+    schema: pa.Schema,
+    source: str,
+    existing: pa.Schema | None = None,
+) -> Plan:
+    """The SQL for ``expectation`` over ``source`` (a table name or ``read_parquet(...)``).
+
+    ``existing``: the schema of the stored rows the batch joins (view :data:`EXISTING`),
+    whose keys ``unique`` counts with the batch's.
+    """
     missing = [c for c in expectation.columns_used if c not in schema.names]
     if missing:
         listed = ", ".join(repr(c) for c in missing)
@@ -81,7 +98,8 @@ def plan(index: int, expectation: Expectation, schema: pa.Schema, source: str) -
     if isinstance(expectation, RowExpectation):
         return _registered(index, expectation, schema)
     if isinstance(expectation, Unique):
-        return _unique(index, expectation, schema, source)
+        joined = existing is not None and all(k in existing.names for k in expectation.keys)
+        return _unique(index, expectation, schema, source, joined)
     if isinstance(expectation, RowCount):
         return Plan(index, expectation)
     if isinstance(expectation, Schema):
@@ -186,7 +204,9 @@ def _missing(ref: str, kind: str) -> str:
     return f"({ref} IS NULL OR isnan({ref}))" if kind == "float" else f"{ref} IS NULL"
 
 
-def _unique(index: int, expectation: Unique, schema: pa.Schema, source: str) -> Plan:
+def _unique(
+    index: int, expectation: Unique, schema: pa.Schema, source: str, joined: bool = False
+) -> Plan:
     keys = expectation.keys
     alias = f"u{index}"
     present = []
@@ -195,8 +215,11 @@ def _unique(index: int, expectation: Unique, schema: pa.Schema, source: str) -> 
         if category(schema.field(key).type) == "float":
             present.append(f"NOT isnan({quote(key)})")
     listed = ", ".join(quote(k) for k in keys)
+    rows = source
+    if joined:
+        rows = f"(SELECT {listed} FROM {source} UNION ALL SELECT {listed} FROM {quote(EXISTING)})"
     duplicated = (
-        f"SELECT {listed}, TRUE AS hit FROM {source} WHERE {' AND '.join(present)} "
+        f"SELECT {listed}, TRUE AS hit FROM {rows} WHERE {' AND '.join(present)} "
         f"GROUP BY {listed} HAVING count(*) > 1"
     )
     on = " AND ".join(f"s.{quote(k)} = {alias}.{quote(k)}" for k in keys)
@@ -205,6 +228,7 @@ def _unique(index: int, expectation: Unique, schema: pa.Schema, source: str) -> 
         expectation,
         failure=f"{alias}.hit IS NOT NULL",
         join=f"LEFT JOIN ({duplicated}) AS {alias} ON {on}",
+        scope="judged with the rows already stored" if joined else None,
     )
 
 
