@@ -162,10 +162,16 @@ def test_a_mutating_command_refuses_a_viewer_a_revoked_key_and_no_key(
         name,
         as_viewer.stderr,
     )
+    # Each refusal names the command itself, not only an action and a role.
+    named = f"`conveyor {' '.join(command)}`"
+    assert named in as_viewer.stderr, (name, as_viewer.stderr)
     revoked = _run(root, guarded["revoked"], *command, *args)
     assert revoked.returncode == 1 and "revoked" in revoked.stderr, (name, revoked.stderr)
     nobody = _run(root, None, *command, *args)
     assert nobody.returncode == 1 and "no API key" in nobody.stderr, (name, nobody.stderr)
+    assert named in nobody.stderr and f"({action!r})" in nobody.stderr, (name, nobody.stderr)
+    # ... and the key to create for it.
+    assert f"`conveyor keys create NAME --role {needed_role(action)}`" in nobody.stderr
 
 
 # -- HTTP ----------------------------------------------------------------------------------

@@ -63,6 +63,7 @@ __all__ = [
     "echo_list",
     "echo_report",
     "errors",
+    "invoked_command",
     "open_project",
     "parse_duration",
     "parse_since",
@@ -296,7 +297,24 @@ def _local_user() -> str:
         return "cli"
 
 
-def authorized(proj: Project, action: str | None) -> str:
+def invoked_command() -> str | None:
+    """```conveyor data ingest``` for the command running now (from click's context), or
+    None outside one."""
+    try:  # typer >= 0.26 carries its own click
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover: an older typer on the real click
+        from click import get_current_context  # type: ignore[no-redef]
+
+    ctx = get_current_context(silent=True)
+    names = []
+    while ctx is not None and ctx.parent is not None:
+        if ctx.info_name:
+            names.append(ctx.info_name)
+        ctx = ctx.parent
+    return f"`conveyor {' '.join(reversed(names))}`" if names else None
+
+
+def authorized(proj: Project, action: str | None, what: str | None = None) -> str:
     """The actor to record for what a command does, once the caller may do ``action``.
 
     The rule of :mod:`conveyor.governance.access`, with bootstrap allowed (the
@@ -304,7 +322,8 @@ def authorized(proj: Project, action: str | None) -> str:
     key must verify and its role allow ``action``, and the actor is ``key:NAME``,
     as over HTTP; with no key, the local user (``cli:NAME``) may act while the
     project has never had a key, and is refused once it has. ``action=None``
-    is for what no capability restricts to a role: any valid key will do.
+    is for what no capability restricts to a role: any valid key will do. A refusal
+    names the command (``what``, default: the one running), the action and the role.
     """
     from conveyor.governance.access import Access
     from conveyor.governance.keys import ApiKeys
@@ -316,5 +335,6 @@ def authorized(proj: Project, action: str | None) -> str:
         missing_hint=f"set {API_KEY_ENV} to one (this project has API keys)",
     )
     token = os.environ.get(API_KEY_ENV) or None
-    caller = access.identify(token) if action is None else access.authorize(token, action)
-    return caller.actor
+    if action is None:
+        return access.identify(token).actor
+    return access.authorize(token, action, what=what or invoked_command()).actor

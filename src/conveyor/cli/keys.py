@@ -44,6 +44,7 @@ from conveyor.cli.common import (
     parse_duration,
     when,
 )
+from conveyor.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from conveyor.governance.keys import ApiKey, ApiKeys
@@ -92,9 +93,24 @@ def create(
     expires_at = None
     if expires is not None:
         expires_at = datetime.now(UTC) + parse_duration(expires, "--expires")
+    from conveyor.governance.roles import check_role
+
     with open_project(project) as proj:
         who = authorized(proj, "keys.manage")
-        token, key = _keys(proj).create(
+        check_role(role)
+        keys = _keys(proj)
+        first = not keys.any()
+        if first and role != "admin":
+            raise InvalidInputError(
+                f"the project's first key must be an admin key: once a key exists, every "
+                f"command that changes something needs one, and only an admin key can create "
+                f"more, so a first {role} key would lock you out. Create the admin key first "
+                f"(`conveyor keys create admin --role admin`), set {API_KEY_ENV} to it, then "
+                f"`conveyor keys create {name} --role {role}`",
+                field="role",
+                role=role,
+            )
+        token, key = keys.create(
             name,
             role,
             rate_per_second=rate,
@@ -115,6 +131,14 @@ def create(
         fg=typer.colors.YELLOW,
         err=True,
     )
+    if first:
+        typer.secho(
+            f"This project has a key now: commands that change something need one "
+            f"(export {API_KEY_ENV}=<the key above>). A client of `conveyor serve` gets "
+            "its own: `conveyor keys create NAME --role predictor`.",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
 
 
 @keys_app.command("list")

@@ -382,6 +382,30 @@ def worker_app() -> Any:
     return create_app(proj, on_close=proj.close)
 
 
+def startup_notes(root: Path, auth: str) -> list[str]:
+    """What ``conveyor serve`` says before it starts: the auth mode and the next step, and
+    the models it will serve (or that nothing is deployed, and how to deploy)."""
+    from conveyor.governance.access import describe_auth
+    from conveyor.governance.keys import ApiKeys
+    from conveyor.project import Project
+    from conveyor.serving.watcher import NOTHING_DEPLOYED
+
+    with Project.open(root) as proj:
+        has_keys = ApiKeys(proj.store, None, cache_ttl=0).any()
+        states = _routes(proj).all()
+    notes = [describe_auth(auth, has_keys)]
+    if states:
+        notes.append(
+            "serving: "
+            + "; ".join(
+                f"{s.model} (revision {s.revision}: {describe(s.policy.to_dict())})" for s in states
+            )
+        )
+    else:
+        notes.append(f"{NOTHING_DEPLOYED}; until then readiness (/v2/health/ready) answers 503")
+    return notes
+
+
 @serving_app.command("serve")
 @errors
 def serve_cmd(
@@ -392,13 +416,19 @@ def serve_cmd(
     ] = None,
     project: ProjectOpt = None,
 ) -> None:
-    """Serve every deployed model: native API, Open Inference Protocol v2, /metrics."""
+    """Serve every deployed model: native API, Open Inference Protocol v2, /metrics.
+
+    It first says how callers get in (the auth mode, and the key to create) and what it
+    serves; with nothing deployed, readiness answers 503 until a model has a route.
+    """
     from conveyor.config import load_spec
     from conveyor.serving.server import serve
     from conveyor.serving.settings import serving_of
 
     spec = load_spec(project)
     cfg = serving_of(spec)
+    for line in startup_notes(spec.root, cfg.auth):
+        typer.echo(line, err=True)
     serve(
         spec.root,
         "conveyor.cli.serving:worker_app",

@@ -32,16 +32,48 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from conveyor.errors import AuthenticationError, BackendUnavailableError, InvalidInputError
+from conveyor.errors import (
+    AuthenticationError,
+    BackendUnavailableError,
+    InvalidInputError,
+    PermissionDeniedError,
+)
 from conveyor.governance.roles import needed_role
 
 if TYPE_CHECKING:
     from conveyor.governance.keys import ApiKey, ApiKeys
 
-__all__ = ["AUTH_MODES", "Access", "AuthMode", "Caller", "actor_of"]
+__all__ = ["AUTH_MODES", "Access", "AuthMode", "Caller", "actor_of", "describe_auth"]
 
 AuthMode = Literal["required", "disabled"]
 AUTH_MODES: tuple[AuthMode, ...] = get_args(AuthMode)
+
+
+def describe_auth(mode: str, has_keys: bool) -> str:
+    """One line for a server starting: its auth mode, what it means for a caller now,
+    and the next step (which key to create, how to send it)."""
+    send = "clients send 'Authorization: Bearer cvy_...'"
+    client = "a client's key: `conveyor keys create NAME --role predictor` (with an admin key)"
+    if mode == "disabled" and not has_keys:
+        return (
+            "auth: disabled: anyone may call this server without a key until the project's "
+            "first key is created (`conveyor keys create admin --role admin`); for local "
+            "use only"
+        )
+    if mode == "disabled":
+        return (
+            f"auth: disabled, but this project has API keys, so every request needs one "
+            f"all the same; {send}; {client}"
+        )
+    if not has_keys:
+        return (
+            "auth: required, and this project has no API key yet: every request but the "
+            "health probes is refused (401). Create the admin key first "
+            "(`conveyor keys create admin --role admin`), then one per client "
+            "(`conveyor keys create NAME --role predictor`), or set serving.auth: disabled "
+            "for local use"
+        )
+    return f"auth: required: every request needs a key; {send}; {client}"
 
 
 def actor_of(key: ApiKey) -> str:
@@ -112,14 +144,18 @@ class Access:
 
     # -- deciding -----------------------------------------------------------------
 
-    def authorize(self, token: str | None, action: str) -> Caller:
-        """The caller allowed to do ``action`` (may read the store)."""
+    def authorize(self, token: str | None, action: str, *, what: str | None = None) -> Caller:
+        """The caller allowed to do ``action`` (may read the store).
+
+        ``what`` names what the caller is doing in the caller's words (``conveyor train``):
+        a refusal starts with it, so it names the real action, not only a role.
+        """
         needed = needed_role(action)
         if token:
-            return self._checked(self.keys.verify(token), action)
+            return self._checked(self.keys.verify(token), action, what)
         if self.open:
             return Caller(None, self.anonymous)
-        raise self._missing(action, needed)
+        raise self._missing(action, needed, what)
 
     def identify(self, token: str | None) -> Caller:
         """The caller, whatever their role: for an action no capability restricts to a role.
@@ -175,14 +211,21 @@ class Access:
         raise self._missing(action, needed_role(action))
 
     @staticmethod
-    def _checked(key: ApiKey, action: str) -> Caller:
-        key.require(action)
+    def _checked(key: ApiKey, action: str, what: str | None = None) -> Caller:
+        try:
+            key.require(action)
+        except PermissionDeniedError as exc:
+            if what is None:
+                raise
+            raise PermissionDeniedError(f"{what}: {exc.message}", **exc.context) from None
         return Caller(key, actor_of(key))
 
-    def _missing(self, action: str, needed: str) -> AuthenticationError:
+    def _missing(self, action: str, needed: str, what: str | None = None) -> AuthenticationError:
+        doing = f"{what} ({action!r})" if what else repr(action)
         return AuthenticationError(
-            f"no API key: {action!r} needs a key with the role {needed!r} or higher; "
-            f"{self.missing_hint}",
+            f"no API key: {doing} needs a key with the role {needed!r} or higher; "
+            f"{self.missing_hint}; an admin creates one with "
+            f"`conveyor keys create NAME --role {needed}`",
             reason="missing",
             action=action,
             required_role=needed,

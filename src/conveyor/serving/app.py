@@ -122,7 +122,12 @@ class Server:
         # first: it would add 0.1 s to start-up to free a few start-up cycles.)
         gc.freeze()
         routed = {m: r.policy.serving_versions() for m, r in self.watcher.routes.items()}
-        log.info("ready: %s", orjson.dumps(routed).decode())
+        if routed or self.watcher.failures:
+            log.info("ready: %s", orjson.dumps(routed).decode())
+        else:
+            from conveyor.serving.watcher import NOTHING_DEPLOYED
+
+            log.warning("not ready: %s", NOTHING_DEPLOYED)
 
     async def shutdown(self) -> None:
         """Stop watching, drain the batchers and shadow copies, flush the event log."""

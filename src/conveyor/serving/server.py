@@ -121,8 +121,9 @@ class ThreadedServer:
     """An app served by uvicorn in a thread of this process, on a free loopback port.
 
     For notebooks, demos and tests: ``with ThreadedServer(app) as server:``
-    returns once ``/v2/health/ready`` answers 200 (``ready_s`` says how long
-    that took); leaving the block shuts the server down gracefully.
+    returns once ``/v2/health/ready`` answers 200, or says nothing is deployed yet
+    (``ready_s`` says how long that took); leaving the block shuts the server down
+    gracefully.
     """
 
     def __init__(
@@ -171,7 +172,9 @@ class ThreadedServer:
         self.thread.start()
         while time.perf_counter() - started < self.ready_timeout_s:
             try:
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
+                answer = httpx.get(f"{self.url}/v2/health/ready", timeout=1)
+                # Up, and its first poll done: ready, or serving nothing yet ("empty").
+                if answer.status_code == 200 or answer.json().get("status") == "empty":
                     self.ready_s = time.perf_counter() - started
                     return self
             except httpx.HTTPError:

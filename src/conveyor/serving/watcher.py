@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from conveyor.serving.route_store import RouteStore
     from conveyor.serving.routes import CompiledRoute
 
-__all__ = ["RouteFailure", "RouteWatcher"]
+__all__ = ["NOTHING_DEPLOYED", "RouteFailure", "RouteWatcher"]
 
 log = logging.getLogger("conveyor.serving")
 
@@ -72,6 +72,13 @@ def _reason_of(exc: BaseException) -> str:
     if isinstance(exc, ConveyorError):
         return exc.code
     return "load_failed"
+
+
+#: What readiness (and ``conveyor serve``) says while no model has a route.
+NOTHING_DEPLOYED = (
+    "nothing is deployed: no model has a route, so there is nothing to predict with; "
+    "deploy a version with `conveyor deploy NAME@VERSION`"
+)
 
 
 class RouteWatcher:
@@ -246,7 +253,11 @@ class RouteWatcher:
         )
 
     def health(self) -> dict[str, Any]:
-        """The readiness body: ``ready`` only when every live revision is loaded and warm."""
+        """The readiness body: ``ready`` only when every live revision is loaded and warm,
+        and there is one: a server with nothing deployed is not ready (status ``empty``),
+        since it could answer no prediction."""
+        if self.ready and not self.routes and not self.failures:
+            return {"ready": False, "status": "empty", "message": NOTHING_DEPLOYED}
         ready = self.ready and not self.failures
         status = "starting" if not self.ready else ("degraded" if self.failures else "ready")
         body: dict[str, Any] = {"ready": ready, "status": status}
