@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pcsv
@@ -134,7 +135,7 @@ def test_validate_only_and_bad_input(project: Path) -> None:
         project, "data", "validate", "tx", "--file", str(_batch(project / "a.csv", 0, 50, bad=5))
     )
     assert bad.returncode == 3 and "amount.between" in bad.stdout  # a check failed
-    empty = {"items": [], "next_cursor": None}
+    empty: dict[str, Any] = {"items": [], "next_cursor": None}
     assert json.loads(run(project, "data", "versions", "--json").stdout) == empty  # none stored
     corrupt = project / "broken.parquet"
     corrupt.write_bytes(b"PAR1 this is not parquet")
@@ -228,7 +229,7 @@ def _houses(path: Path, start: int, n: int, *, price: float = 100.5, step: float
     return path
 
 
-def _ingest(project: Path, *args: str) -> tuple[int, dict[str, object], str]:
+def _ingest(project: Path, *args: str) -> tuple[int, dict[str, Any], str]:
     done = run(project, "data", "ingest", *args, "--json")
     body = json.loads(done.stdout) if done.stdout.strip() else {}
     return done.returncode, body, done.stderr
