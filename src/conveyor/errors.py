@@ -71,7 +71,6 @@ __all__ = [
     "ThrottledError",
     "UnknownBackendError",
     "VersionRefusedError",
-    "error_from_body",
 ]
 
 
