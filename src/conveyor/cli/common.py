@@ -108,8 +108,9 @@ CursorOpt = Annotated[
 def console() -> Any:
     from rich.console import Console
 
-    # Piped output gets 120 columns rather than rich's 80, so tables stay legible.
-    return Console(width=None if Console().is_terminal else 120)
+    # Piped output gets 160 columns rather than rich's 80, so tables (and the 32-character
+    # ids in them) stay on one line. No emoji codes: a name such as `:houses:` is a name.
+    return Console(width=None if Console().is_terminal else 160, emoji=False)
 
 
 def when(moment: datetime | None) -> str:

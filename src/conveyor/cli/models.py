@@ -5,6 +5,7 @@ Promotion goes through gates (see :mod:`conveyor.registry.promotion`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -179,6 +180,12 @@ def show(
 
         out = console()
         out.print(f"[bold]{escape(version.ref)}[/] ({version.flavor}) {version.id}")
+        shown = {
+            **body,
+            "parent_id": _ref_of(registry, version.parent_id),
+            "dataset_version_ids": _dataset_refs(proj, version.dataset_version_ids),
+        }
+        labels = {"parent_id": "parent", "dataset_version_ids": "datasets"}
         for key in (
             "aliases",
             "artifact_digest",
@@ -196,7 +203,8 @@ def show(
             "libraries",
             "environment",
         ):
-            out.print(f"  {key}: {escape(str(body[key]))}", soft_wrap=True)
+            label = labels.get(key, key)
+            out.print(f"  {label}: {escape(_fmt(shown[key]))}", soft_wrap=True)
         if version.signature:
             cols = ", ".join(
                 f"{c['name']}:{c['type']}{'' if c['nullable'] else '!'}"
@@ -461,8 +469,8 @@ def compare_cmd(
             ("parent", _ref_of(registry, a.parent_id), _ref_of(registry, b.parent_id)),
             (
                 "datasets",
-                ", ".join(a.dataset_version_ids) or "-",
-                ", ".join(b.dataset_version_ids) or "-",
+                _dataset_refs(proj, a.dataset_version_ids),
+                _dataset_refs(proj, b.dataset_version_ids),
             ),
             ("git", a.git_commit or "-", b.git_commit or "-"),
         ]
@@ -499,9 +507,31 @@ def _ref_of(registry: Registry, version_id: str | None) -> str:
     return registry.by_id(version_id).ref
 
 
+def _dataset_refs(proj: Project, version_ids: Sequence[str]) -> str:
+    """``houses@2, loans@5``: the data set versions a model was trained on, by name (the id
+    when a version has been forgotten since)."""
+    from conveyor.errors import NotFoundError
+
+    refs = []
+    for version_id in version_ids:
+        try:
+            refs.append(proj.data.versions.by_id(version_id).ref)
+        except NotFoundError:
+            refs.append(version_id)
+    return ", ".join(refs) or "-"
+
+
 def _fmt(value: Any) -> str:
+    """A value as a person reads it: ``-`` for nothing, ``k=v, k=v`` for a mapping, ``a, b``
+    for a list, four significant digits for a float."""
     if value is None:
         return "-"
+    if isinstance(value, bool):
+        return str(value).lower()
     if isinstance(value, float):
         return f"{value:.4g}"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items()) or "-"
+    if isinstance(value, list | tuple):
+        return ", ".join(_fmt(v) for v in value) or "-"
     return str(value)
