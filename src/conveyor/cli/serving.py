@@ -414,6 +414,14 @@ def serve_cmd(
     workers: Annotated[
         int | None, typer.Option(help="Worker processes (default: serving.workers).")
     ] = None,
+    ssl_certfile: Annotated[
+        Path | None,
+        typer.Option(help="TLS certificate, PEM (default: serving.ssl_certfile); needs the key."),
+    ] = None,
+    ssl_keyfile: Annotated[
+        Path | None,
+        typer.Option(help="TLS private key, PEM (default: serving.ssl_keyfile)."),
+    ] = None,
     project: ProjectOpt = None,
 ) -> None:
     """Serve every deployed model: native API, Open Inference Protocol v2, /metrics.
@@ -427,6 +435,17 @@ def serve_cmd(
 
     spec = load_spec(project)
     cfg = serving_of(spec)
+    certfile = str(ssl_certfile) if ssl_certfile else cfg.ssl_certfile
+    keyfile = str(ssl_keyfile) if ssl_keyfile else cfg.ssl_keyfile
+    if bool(certfile) != bool(keyfile):
+        raise InvalidInputError(
+            "TLS needs both a certificate and its key: --ssl-certfile and --ssl-keyfile "
+            "(or serving.ssl_certfile and serving.ssl_keyfile)",
+            field="ssl_keyfile" if certfile else "ssl_certfile",
+        )
+    for name, tls_file in (("ssl_certfile", certfile), ("ssl_keyfile", keyfile)):
+        if tls_file and not (spec.root / tls_file).is_file():
+            raise InvalidInputError(f"{name}: no file at {tls_file}", field=name)
     for line in startup_notes(spec.root, cfg.auth):
         typer.echo(line, err=True)
     serve(
@@ -435,8 +454,8 @@ def serve_cmd(
         host=host or cfg.host,
         port=cfg.port if port is None else port,
         workers=workers or cfg.workers,
-        ssl_certfile=cfg.ssl_certfile,
-        ssl_keyfile=cfg.ssl_keyfile,
+        ssl_certfile=str(spec.root / certfile) if certfile else None,
+        ssl_keyfile=str(spec.root / keyfile) if keyfile else None,
         header_timeout_s=cfg.header_timeout_s,
         keep_alive_s=cfg.keep_alive_s,
         max_connections=cfg.max_connections,
