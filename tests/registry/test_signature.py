@@ -83,3 +83,43 @@ def test_predict_enforces_the_signature(sqlite_registry: Registry) -> None:
         loaded.predict(pl.from_pandas(frame.assign(extra=1)), allow_extra=True),
         model.predict(frame),
     )
+
+
+def test_integral_floats_are_read_as_integers() -> None:
+    """Python and pandas clients send 3.0 for an integer column: it is 3."""
+    signature = Signature.infer(training_frame(10))  # age is int64
+    frame = pd.DataFrame({"age": [30.0, 41.0], "income": [1.0, 2.0], "score": [0.5, 0.1]})
+    out = signature.enforce(frame)
+    assert out.schema.field("age").type == pa.int64()
+    assert out.column("age").to_pylist() == [30, 41]
+    from conveyor.serving.native import decode_native_request
+
+    body = b'{"records": [{"age": 3.0, "income": 1, "score": 0.5}]}'
+    assert signature.enforce(decode_native_request(body).table).column("age").to_pylist() == [3]
+
+
+@pytest.mark.parametrize(
+    ("values", "shown", "row"),
+    [([30.0, 3.5], "3.5", 1), ([float("nan"), 2.0], "nan", 0), ([float("inf"), 2.0], "inf", 0)],
+)
+def test_a_float_that_is_not_a_whole_number_is_refused_naming_the_column(
+    values: list[float], shown: str, row: int
+) -> None:
+    signature = Signature.infer(training_frame(10))
+    # Arrow, not pandas: pandas reads NaN as a missing value (the null check's error).
+    frame = pa.table({"age": values, "income": [1.0, 2.0], "score": [0.5, 0.1]})
+    with pytest.raises(InvalidInputError) as err:
+        signature.enforce(frame)
+    assert err.value.code == "invalid_input"
+    assert err.value.context["field"] == "age"
+    assert err.value.context["row"] == row
+    assert f"'age' has type double with {shown} at row {row}" in str(err.value)
+    assert "the model was trained on int64" in str(err.value)
+
+
+def test_an_integral_float_beyond_int64_is_refused() -> None:
+    signature = Signature.infer(training_frame(10))
+    frame = pd.DataFrame({"age": [1e30], "income": [1.0], "score": [0.5]})
+    with pytest.raises(InvalidInputError, match="beyond the range of int64") as err:
+        signature.enforce(frame)
+    assert err.value.context["field"] == "age"

@@ -117,3 +117,40 @@ def test_distillation_registers_a_small_student(project: Project) -> None:
     with pytest.raises(InvalidInputError, match="unknown optimization"):
         optimize_version(project, forest.version.ref, method="zip")  # type: ignore[arg-type]
     assert np.isfinite(student.comparison.child_p95_latency_ms)
+
+
+def test_an_onnx_child_answers_in_its_parents_shape(project: Project) -> None:
+    """The child's report checks its output signature; a torch classifier's ONNX copy
+    serves the parent's logits (n, 2) float32, not labels."""
+    net = train_candidate(project, "net", seed=1)
+    exported = optimize_version(project, "net@1", quantize=False)
+    check = next(c for c in exported.report.checks if c.name == "output_signature")
+    assert check.passed, check.detail
+    assert check.threshold == "predict: float32 [2] per row"
+    rows = loans(20, seed=3).to_pandas()[["income", "debt", "age"]]
+    parent_answer = project.registry.load(net.version).predict(rows)
+    child_answer = project.registry.load(exported.version).predict(rows)
+    assert child_answer.shape == parent_answer.shape == (20, 2)
+    assert child_answer.dtype == parent_answer.dtype
+    np.testing.assert_allclose(child_answer, parent_answer, rtol=1e-3, atol=1e-3)
+
+
+def test_a_child_answering_another_shape_fails_its_output_gate(project: Project) -> None:
+    from sklearn.linear_model import LinearRegression
+
+    from conveyor.training.optimize.outputs import output_signature_check
+
+    frame = loans(300, seed=5).to_pandas()
+    X = frame[["income", "debt", "age"]]
+    registry = project.registry
+    parent = registry.register(
+        "house", LinearRegression().fit(X, frame["income"] * 2.0), signature_from=X
+    )
+    two = np.column_stack([frame["income"], frame["debt"]])
+    child = registry.register(
+        "house", LinearRegression().fit(X, two), signature_from=X, parent=parent
+    )
+    check = output_signature_check(registry, parent, child, X)
+    assert not check.passed
+    assert "house@2 does not answer in its parent's shape" in check.detail
+    assert "output 'predict' is float64 [2] per row; expected float64 []" in check.detail

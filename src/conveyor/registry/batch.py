@@ -24,13 +24,14 @@ a number before or after the whole run, never inside it.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from conveyor.errors import ConveyorError, InvalidInputError
+from conveyor.errors import ConveyorError, InvalidInputError, ModelUnavailableError
 from conveyor.registry.events import MODEL_REGISTERED
 from conveyor.registry.registry import _dataset_id, check_model_name
 from conveyor.registry.versions import ModelVersion
@@ -40,9 +41,14 @@ from conveyor.store.runs import clean_metrics
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
+    from conveyor.registry.flavors import Flavor
+    from conveyor.registry.outputs import Output
     from conveyor.registry.registry import Registry
+    from conveyor.registry.signature import Signature
 
 __all__ = ["RegisterItem", "register_many"]
+
+log = logging.getLogger("conveyor.registry")
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,20 +182,23 @@ def _prepare_item(registry: Registry, it: RegisterItem) -> _Prepared:
 
     check_model_name(it.name)
     flavor = flavor_for(it.model)
-    signature = (
-        Signature.infer(it.signature_from).to_dict() if it.signature_from is not None else None
-    )
+    payload = flavor.save(it.model)
+    parent_id = registry._parent_id(it.parent)
+    signature = None
+    if it.signature_from is not None:
+        inferred = Signature.infer(it.signature_from)
+        outputs = _outputs_of(registry, flavor, it.model, payload, inferred, it, parent_id)
+        signature = inferred.with_outputs(outputs).to_dict()
     metrics = clean_metrics(it.metrics or {})
     clean_params = json_value(dict(it.params or {}), "params")
     clean_tags = {str(k): str(v) for k, v in (it.tags or {}).items()}
     dataset_ids = [_dataset_id(d) for d in it.dataset_versions]
-    parent_id = registry._parent_id(it.parent)
     commit, dirty = registry._git()
     return _Prepared(
         name=it.name,
         description=it.description,
         actor=it.actor,
-        payload=flavor.save(it.model),
+        payload=payload,
         media_type=f"application/x-conveyor-{flavor.name}",
         values={
             "flavor": flavor.name,
@@ -206,6 +215,62 @@ def _prepare_item(registry: Registry, it: RegisterItem) -> _Prepared:
             "dataset_version_ids": dataset_ids,
         },
     )
+
+
+def _outputs_of(
+    registry: Registry,
+    flavor: Flavor,
+    model: Any,
+    payload: bytes,
+    signature: Signature,
+    item: RegisterItem,
+    parent_id: str | None,
+) -> tuple[Output, ...]:
+    """The output signature: the model run on its input example (else the first rows of
+    ``signature_from``), each output's dtype and per-row shape.
+
+    A version derived from a parent with an output signature (an optimized copy) takes
+    the parent's when its answers can be read so (see :mod:`conveyor.registry.outputs`),
+    so it is served exactly as its parent; otherwise its own, which the optimization
+    report then refuses. A model that cannot predict on those rows gets none (it is
+    served as it answers), and registering it still succeeds.
+    """
+    import warnings
+
+    from conveyor.data.frames import to_arrow
+    from conveyor.registry.flavors import Conformed
+    from conveyor.registry.outputs import infer_outputs
+    from conveyor.registry.signature import EXAMPLE_ROWS, Signature
+
+    try:
+        table = signature.example_table(len(signature.example) or 1)
+        if table is None:
+            table = signature.enforce(to_arrow(item.signature_from).slice(0, EXAMPLE_ROWS))
+        if table.num_rows == 0:
+            return ()
+        parent_outputs: tuple[Output, ...] = ()
+        if parent_id is not None:
+            recorded = registry.by_id(parent_id).signature
+            if recorded:
+                parent_outputs = Signature.from_dict(recorded).outputs
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a probe: the model's warnings come at predict
+            runnable = flavor.load(payload) if flavor.name == "onnx" else model
+            if parent_outputs:
+                try:
+                    Conformed(flavor, parent_outputs).predict(runnable, table)
+                    return parent_outputs
+                except ModelUnavailableError:
+                    pass  # it answers otherwise: record what it answers
+            return infer_outputs(flavor.predict(runnable, table), table.num_rows)
+    except Exception as exc:  # the model's own error, whatever it is
+        log.warning(
+            "%s: no output signature recorded: predicting on the input example failed: %s: %s",
+            item.name,
+            type(exc).__name__,
+            exc,
+        )
+        return ()
 
 
 def _at(exc: ConveyorError, index: int) -> ConveyorError:

@@ -20,7 +20,7 @@ import json
 import pickle
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
@@ -31,9 +31,11 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from conveyor.data.frames import FrameKind
+    from conveyor.registry.outputs import Output
 
 __all__ = [
     "FLAVORS",
+    "Conformed",
     "Flavor",
     "LibraryVersionWarning",
     "PythonModel",
@@ -192,6 +194,32 @@ class ONNXFlavor:
         return onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
 
     def predict(self, model: Any, table: pa.Table) -> Any:
+        return self.run(model, table)[0]
+
+    def predict_as(self, model: Any, table: pa.Table, outputs: Sequence[Output]) -> Any:
+        """The graph's answer read as the output signature ``outputs`` says.
+
+        A classifier's graph answers labels and probabilities (and a PyTorch
+        export its logits too): the output the signature describes is chosen,
+        labels for a label model, ``logits`` (else the probabilities) for one
+        answering k numbers per row; then it is shaped and typed like it
+        (``(n, 1)`` to ``(n,)``, float32 to float64).
+        """
+        from conveyor.registry.outputs import conform, fits
+
+        found = self.run(model, table)
+        if len(outputs) != 1 or len(found) == 1:
+            return conform(found[0], outputs)
+        want = outputs[0]
+        names = [o.name for o in model.get_outputs()]
+        order = sorted(range(len(found)), key=lambda i: names[i] != "logits")
+        for i in order:
+            if fits(found[i], want):
+                return conform(found[i], outputs)
+        return conform(found[0], outputs)  # the error names what the first output holds
+
+    def run(self, model: Any, table: pa.Table) -> list[Any]:
+        """Every output of the graph for ``table``, in the graph's order."""
         import numpy as np
 
         inputs = model.get_inputs()
@@ -214,7 +242,8 @@ class ONNXFlavor:
                 .reshape(-1, 1)
                 for i in inputs
             }
-        return model.run(None, feeds)[0]
+        found: list[Any] = model.run(None, feeds)
+        return found
 
     def libraries(self) -> dict[str, str]:
         return _versions("onnx", "onnxruntime")
@@ -365,6 +394,53 @@ class PythonFlavor:
 
     def libraries(self) -> dict[str, str]:
         return {}
+
+
+class Conformed:
+    """A flavor whose predictions are read as a version's output signature says.
+
+    :meth:`Registry.load` hands out a version's flavor wrapped so when its
+    signature records outputs: every flavor (scikit-learn, ONNX, PyTorch,
+    Python, one registered by a third party) then answers in the dtype and
+    per-row shape recorded at registration (see :mod:`conveyor.registry.outputs`).
+    A flavor with ``predict_as(model, table, outputs)`` chooses among its own
+    outputs (ONNX: labels or probabilities); any other is conformed after
+    ``predict``. Everything else is the wrapped flavor's.
+    """
+
+    def __init__(self, flavor: Flavor, outputs: Sequence[Output]) -> None:
+        self.flavor = flavor
+        self.outputs = tuple(outputs)
+        self.name = flavor.name
+        chooser = getattr(flavor, "predict_as", None)
+        self._predict_as = chooser if callable(chooser) else None
+
+    def matches(self, model: Any) -> bool:
+        return self.flavor.matches(model)
+
+    def save(self, model: Any) -> bytes:
+        return self.flavor.save(model)
+
+    def load(self, data: bytes) -> Any:
+        return self.flavor.load(data)
+
+    def predict(self, model: Any, table: pa.Table) -> Any:
+        if self._predict_as is not None:
+            return self._predict_as(model, table, self.outputs)
+        from conveyor.registry.outputs import conform
+
+        return conform(self.flavor.predict(model, table), self.outputs)
+
+    def libraries(self) -> dict[str, str]:
+        return self.flavor.libraries()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "flavor":  # copy and pickle probe before __init__
+            raise AttributeError(name)
+        return getattr(self.flavor, name)
+
+    def __repr__(self) -> str:
+        return f"Conformed({self.flavor!r}, {list(map(str, self.outputs))})"
 
 
 def _check_flavor(name: str, flavor: Flavor) -> None:

@@ -224,15 +224,19 @@ class Registry(AliasesMixin, PromotionMixin):
         warns (LibraryVersionWarning) for each library whose installed
         version differs from the one the model was saved with.
         """
-        from conveyor.registry.flavors import check_libraries, get_flavor
+        from conveyor.registry.flavors import Conformed, Flavor, check_libraries, get_flavor
         from conveyor.registry.signature import Signature
 
         found = self.resolve(version)
-        flavor = get_flavor(found.flavor)
+        flavor: Flavor = get_flavor(found.flavor)
         data = self.artifacts.get(found.artifact_digest)
         mismatches = check_libraries(found.libraries, f"model {found.ref}")
         model = flavor.load(data)
         signature = Signature.from_dict(found.signature) if found.signature else None
+        if signature is not None and signature.outputs:
+            # Predictions come out as recorded at registration (an optimized copy as its
+            # parent): same dtype, same per-row shape.
+            flavor = Conformed(flavor, signature.outputs)
         return LoadedModel(found, model, flavor, signature, tuple(mismatches))
 
     # -- listing ----------------------------------------------------------------

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import InvalidInputError
+from conveyor.registry.outputs import Output, outputs_from_dicts
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -49,6 +50,9 @@ class Signature:
     #: as a one-hot encoder that has never seen "". Empty when the frame had no row that
     #: JSON can carry exactly (numbers, strings and booleans, no null).
     example: tuple[dict[str, Any], ...] = field(default=(), hash=False)
+    #: What the model answers per row, recorded at registration by running it on the example
+    #: (see :mod:`conveyor.registry.outputs`); empty for versions registered before.
+    outputs: tuple[Output, ...] = ()
     #: The Arrow schema of a conforming table, built on first use.
     _arrow: Any = field(default=None, init=False, repr=False, compare=False)
 
@@ -70,13 +74,20 @@ class Signature:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Signature:
         example = tuple(dict(row) for row in data.get("example") or ())
-        return cls(tuple(Column(**c) for c in data["inputs"]), example)
+        outputs = outputs_from_dicts(data.get("outputs"))
+        return cls(tuple(Column(**c) for c in data["inputs"]), example, outputs)
 
     def to_dict(self) -> dict[str, Any]:
         found: dict[str, Any] = {"inputs": [c.to_dict() for c in self.inputs]}
         if self.example:
             found["example"] = [dict(row) for row in self.example]
+        if self.outputs:
+            found["outputs"] = [o.to_dict() for o in self.outputs]
         return found
+
+    def with_outputs(self, outputs: tuple[Output, ...]) -> Signature:
+        """This signature with ``outputs`` as its output signature."""
+        return Signature(self.inputs, self.example, tuple(outputs))
 
     def example_table(self, rows: int) -> pa.Table | None:
         """``rows`` rows of the example (repeated as needed), conforming; None without one."""
@@ -142,7 +153,10 @@ class Signature:
             array = table.column(column.name)
             target = _arrow_type(column.type)
             if array.type != target:
-                if not _castable(array.type, target):
+                if _integral_source(array.type, target):
+                    # 3.0 for an int64 column: what Python and pandas clients send.
+                    array = _whole_numbers(array, column, target)
+                elif not _castable(array.type, target):
                     raise InvalidInputError(
                         f"input column {column.name!r} has type {array.type}; "
                         f"the model was trained on {column.type}",
@@ -202,6 +216,49 @@ def _castable(source: pa.DataType, target: pa.DataType) -> bool:
     if t.is_timestamp(target):
         return bool(t.is_timestamp(source))
     return False
+
+
+def _integral_source(source: pa.DataType, target: pa.DataType) -> bool:
+    """A float column read as an integer one: accepted when every value is a whole number."""
+    import pyarrow.types as t
+
+    return bool(t.is_floating(source) and t.is_integer(target))
+
+
+def _whole_numbers(array: Any, column: Column, target: pa.DataType) -> Any:
+    """``array`` (floats) as ``target`` integers, or InvalidInputError naming the column and
+    the first value that is not a whole number (3.5, NaN) or does not fit."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        return pc.cast(array, target, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    import numpy as np
+
+    values = np.asarray(pc.cast(array, pa.float64()), dtype=np.float64)  # nulls read as NaN
+    present = ~np.asarray(pc.is_null(array), dtype=bool)  # NaN itself is a value: refused
+    bad = present & ~(np.isfinite(values) & (np.trunc(values) == values))
+    where = np.flatnonzero(bad)
+    if where.size:
+        row = int(where[0])
+        value = float(values[row])
+        raise InvalidInputError(
+            f"input column {column.name!r} has type {array.type} with {value!r} at row "
+            f"{row}, which is not a whole number; the model was trained on {column.type}",
+            field=column.name,
+            expected=column.type,
+            observed=str(array.type),
+            row=row,
+        )
+    raise InvalidInputError(
+        f"input column {column.name!r} has values beyond the range of {column.type}, the "
+        "type the model was trained on",
+        field=column.name,
+        expected=column.type,
+        observed=str(array.type),
+    )
 
 
 def _example_of(table: pa.Table, rows: int) -> tuple[dict[str, Any], ...]:

@@ -190,7 +190,8 @@ def _resolve_task(task: TorchTask | None, width: int) -> TorchTask:
 
 
 def _classifier_head(module: nn.Module, width: int) -> nn.Module:
-    """``module`` followed by (label, probabilities), the outputs skl2onnx gives a classifier."""
+    """``module`` followed by (label, probabilities), the outputs skl2onnx gives a classifier,
+    and the module's own logits, which the registry serves when the parent served them."""
     import torch
 
     class ClassifierHead(torch.nn.Module):
@@ -201,13 +202,13 @@ def _classifier_head(module: nn.Module, width: int) -> nn.Module:
             self.inner = inner
             self.width = width
 
-        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             logits = self.inner(x).reshape(-1, self.width)
             if self.width == 1:
                 positive = torch.sigmoid(logits)
                 proba = torch.cat([1 - positive, positive], dim=1)
-                return (positive > 0.5).reshape(-1).to(torch.int64), proba
-            return torch.argmax(logits, dim=1), torch.softmax(logits, dim=1)
+                return (positive > 0.5).reshape(-1).to(torch.int64), proba, logits
+            return torch.argmax(logits, dim=1), torch.softmax(logits, dim=1), logits
 
     head = ClassifierHead(module)
     if isinstance(module, torch.jit.ScriptModule):
@@ -264,7 +265,7 @@ def export_torch_onnx(
         columns, "classifier" if resolved == "classification" else "", width, name
     )
     graph = _classifier_head(module, width) if resolved == "classification" else module
-    outputs = ["label", "probabilities"] if resolved == "classification" else ["Y"]
+    outputs = ["label", "probabilities", "logits"] if resolved == "classification" else ["Y"]
     with (
         tempfile.TemporaryDirectory(prefix="conveyor-torch-onnx-") as folder,
         evaluating(module),

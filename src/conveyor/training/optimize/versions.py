@@ -10,7 +10,10 @@
 ``method`` is ``onnx`` (scikit-learn or PyTorch, INT8 by default),
 ``prune`` (PyTorch magnitude pruning) or ``distill`` (a tree student of a
 scikit-learn teacher). The hold-out comes from the model's spec (``models:`` in ``conveyor.yaml``),
-so the child is measured on rows neither model trained on. The new version
+so the child is measured on rows neither model trained on. The child must
+answer like its parent (same outputs, dtype and per-row shape, see
+:mod:`conveyor.training.optimize.outputs`): the report's check
+``output_signature`` fails it otherwise. The new version
 is a plain ONNX model: it is not champion, and like any version it must pass
 its gates (``conveyor models gates``) before a promotion.
 """
@@ -160,10 +163,18 @@ def optimize_version(
         tags={"optimization": kind},
         actor=actor,
     )
-    report = comparison.to_report(
+    from conveyor.checks.result import Report
+    from conveyor.training.optimize.outputs import output_signature_check
+
+    checks = [
+        *comparison.to_checks(max_metric_drop=max_metric_drop),
+        output_signature_check(registry, parent, version, X),
+    ]
+    report = Report.of(
         gate_subject(parent.model),
+        checks,
+        kind=OPTIMIZATION_REPORT_KIND,
         subject_version=str(version.number),
-        max_metric_drop=max_metric_drop,
     )
     save_report(project.store, report)
     project.events.record(
