@@ -331,6 +331,8 @@ class Server:
         primary_served: Served,
         request_id: str,
     ) -> None:
+        from conveyor.serving.shadow import compare as compare_shadow
+
         started = time.perf_counter()
         try:
             served = await self.served(model, number)
@@ -341,6 +343,10 @@ class Server:
             output, status, error = None, "error", f"{type(exc).__name__}: {exc}"
         self.metrics.shadow.labels(model, str(number), status).inc()
         plain_primary, plain_shadow = plain(primary), plain(output)
+        # Numbers agree within a tolerance (serving/shadow.py), with how far apart they were.
+        compared = compare_shadow(plain_primary, plain_shadow)
+        if compared.max_abs_diff is not None:
+            self.metrics.shadow_diff.labels(model, str(number)).observe(compared.max_abs_diff)
         self.events.record(
             PREDICTION_SHADOW,
             subject=model,
@@ -350,7 +356,7 @@ class Server:
                 "primary_version": primary_served.version.number,
                 "primary_output": plain_primary,
                 "output": plain_shadow,
-                "agree": plain_primary == plain_shadow,
+                **compared.to_payload(),
                 "status": status,
                 "error": error,
                 "latency_ms": round((time.perf_counter() - started) * 1000, 3),

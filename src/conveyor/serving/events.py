@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from conveyor.capability import EventKind
-from conveyor.events.catalogue import NUMBER, OPTIONAL_STR
+from conveyor.events.catalogue import NUMBER, OPTIONAL_NUMBER, OPTIONAL_STR
 
 __all__ = [
     "PREDICTION",
@@ -47,12 +47,17 @@ PREDICTION_SHADOW = EventKind(
         "primary_version": int,
         "primary_output": Any,
         "output": Any,
-        "agree": bool,
+        "agree": bool,  # numbers within a tolerance (serving/shadow.py), others equal
+        "compared": int,  # how many numbers were compared
+        "differing": int,  # how many of them are outside the tolerance
+        "max_abs_diff": OPTIONAL_NUMBER,
+        "mean_abs_diff": OPTIONAL_NUMBER,
         "status": str,
         "error": OPTIONAL_STR,
         "latency_ms": NUMBER,
     },
-    "a shadow version answered a copy of a request (compared with the answer given)",
+    "a shadow version answered a copy of a request (compared with the answer given, "
+    "within a tolerance, with the absolute differences)",
 )
 
 _ROUTE = {

@@ -84,6 +84,14 @@ class ServerMetrics:
             ("model", "version", "status"),
             **kw,
         )
+        self.shadow_diff = Histogram(
+            "conveyor_shadow_abs_diff",
+            "Largest absolute difference between a shadow's numbers and the answer given, "
+            "per shadow copy.",
+            ("model", "version"),
+            buckets=(0.0, 1e-9, 1e-6, 1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0, 100.0, 1e4, float("inf")),
+            **kw,
+        )
 
     def answered(self, model: str, version: str, arm: str) -> tuple[Any, Any]:
         """The (requests ok, latency) series of one model, version and arm, looked up once.
