@@ -429,3 +429,41 @@ def test_multiclass_with_polars_and_arrow_frames_and_an_older_opset() -> None:
     log_loss = compare(model, onnx_model, arrow, y[600:], metric="log_loss", latency_rows=5)
     assert not log_loss.greater_is_better
     assert log_loss.metric_drop == pytest.approx(0.0, abs=1e-5)
+
+
+_QUANTIZE_IN_A_FRESH_PROCESS = """
+import logging
+import numpy as np
+import pandas as pd
+from sklearn.neural_network import MLPRegressor
+from conveyor.training.optimize import export_onnx, quantize_dynamic_int8
+from conveyor.training.optimize.quantize import quiet_pre_processing_advice
+
+X = pd.DataFrame(np.random.default_rng(0).normal(size=(60, 4)), columns=list("abcd"))
+model = MLPRegressor(hidden_layer_sizes=(8,), max_iter=5, random_state=0).fit(X, X.sum(axis=1))
+assert quantize_dynamic_int8(export_onnx(model, X)).quantized_weights == 2
+with quiet_pre_processing_advice():
+    logging.warning("Please consider to run pre-processing before quantization.")
+    logging.warning("another warning stays visible")
+logging.getLogger("conveyor.test").warning("and so do other loggers' warnings")
+print("handlers left on the root logger:", len(logging.getLogger().handlers))
+"""
+
+
+def test_onnxruntimes_pre_processing_advice_does_not_reach_the_console() -> None:
+    """quantize_dynamic logs "Please consider to run pre-processing" on every call; only
+    that message is silenced, and no logging handler is left behind."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", _QUANTIZE_IN_A_FRESH_PROCESS],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert "pre-processing" not in done.stderr, done.stderr
+    assert "another warning stays visible" in done.stderr
+    assert "and so do other loggers' warnings" in done.stderr
+    assert "handlers left on the root logger: 0" in done.stdout

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,7 +15,7 @@ from conveyor.training.optimize.onnx_model import OnnxModel
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["QUANTIZABLE_OPS", "quantize_dynamic_int8"]
+__all__ = ["QUANTIZABLE_OPS", "quantize_dynamic_int8", "quiet_pre_processing_advice"]
 
 #: Operators whose weights ``quantize_dynamic`` turns into INT8. Tree ensembles
 #: and the ``ai.onnx.ml`` linear operators skl2onnx emits for linear models are
@@ -59,7 +62,8 @@ def quantize_dynamic_int8(model: OnnxModel) -> OnnxModel:
         source, target = Path(folder, "model.onnx"), Path(folder, "model.int8.onnx")
         source.write_bytes(model.data)
         try:
-            quantize_dynamic(source, target, weight_type=QuantType.QInt8)
+            with quiet_pre_processing_advice():
+                quantize_dynamic(source, target, weight_type=QuantType.QInt8)
         except (ValueError, RuntimeError, KeyError) as exc:
             raise InvalidInputError(
                 f"ONNX Runtime could not quantize {model.signature.estimator}: {exc}"
@@ -73,6 +77,49 @@ def quantize_dynamic_int8(model: OnnxModel) -> OnnxModel:
         notes=(*model.notes, note),
         quantized_weights=quantized,
     )
+
+
+class _PreProcessingAdvice(logging.Filter):
+    """Drops ONNX Runtime's "Please consider (to run) pre-processing before quantization"."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Please consider") and "pre-processing" in message)
+
+
+class _AsWithoutHandlers(logging.Handler):
+    """What Python does with a record when no handler is configured: ``lastResort``."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        last = logging.lastResort
+        if last is not None and record.levelno >= last.level:
+            last.handle(record)
+
+
+@contextmanager
+def quiet_pre_processing_advice() -> Iterator[None]:
+    """Silence ONNX Runtime's advice to pre-process before quantizing, and nothing else.
+
+    ``quantize_dynamic`` logs it on the root logger with ``logging.warning`` on
+    every call, which also configures the root logger (``basicConfig``) when it
+    has no handler, so it reached the console of every ``conveyor optimize``.
+    For the call only: a filter on the root logger drops that one message,
+    and when the root logger has no handler a stand-in one prints every other
+    record as Python would have (``logging.lastResort``), so nothing else is
+    hidden and no handler is left behind.
+    """
+    root = logging.getLogger()
+    advice = _PreProcessingAdvice()
+    stand_in = None if root.handlers else _AsWithoutHandlers()
+    root.addFilter(advice)
+    if stand_in is not None:
+        root.addHandler(stand_in)
+    try:
+        yield
+    finally:
+        root.removeFilter(advice)
+        if stand_in is not None:
+            root.removeHandler(stand_in)
 
 
 def _int8_initializers(proto: onnx.ModelProto) -> int:
