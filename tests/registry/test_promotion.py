@@ -81,3 +81,29 @@ def test_other_aliases_are_free_and_gating_is_configurable(registry: Registry) -
     registry.register("other", Doubler(2.0))
     with pytest.raises(InvalidInputError, match="belongs to model"):
         registry.promote("fraud", "other@1", actor="ana")
+
+
+def test_promoting_the_current_champion_again_records_nothing(registry: Registry) -> None:
+    registry.register("fraud", Doubler(1.0))
+    _gated(registry, 1, passed=True)
+    first = registry.promote("fraud", 1, actor="ana", reason="first")
+    assert not first.unchanged
+    again = registry.promote("fraud", 1, actor="bo", reason="again")
+    assert again.unchanged and again.to_dict()["move"] is None
+    history = registry.alias_history("fraud", "champion")
+    assert len(history) == 1
+
+
+def test_missing_versions_are_named_with_a_way_forward(registry: Registry) -> None:
+    from conveyor.errors import NotFoundError
+
+    registry.register("fraud-detector", Doubler(1.0))
+    with pytest.raises(NotFoundError) as nosuch:
+        registry.resolve("fraud-detectr")
+    message = str(nosuch.value)
+    assert "any version" not in message and "has no version" in message
+    assert "did you mean 'fraud-detector'?" in message and "conveyor models list" in message
+    with pytest.raises(NotFoundError, match=r"there is no fraud-detector@7 \(conveyor models"):
+        registry.resolve("fraud-detector@7")
+    with pytest.raises(InvalidInputError, match="names no version after '@'"):
+        registry.resolve("fraud-detector@")

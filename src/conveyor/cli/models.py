@@ -408,6 +408,9 @@ def promote(
             echo_json(promotion.to_dict())
             return
         verdict = promotion.report.verdict if promotion.report else "no gate report"
+        if promotion.unchanged:
+            typer.echo(f"{version.ref} is already {alias!r}: nothing moved, nothing recorded")
+            return
         typer.echo(
             f"{version.model}@{alias} -> {version.ref} (gates: {verdict}"
             + (", FORCED" if promotion.forced else "")

@@ -62,14 +62,20 @@ def latest_gate_report(store: MetadataStore, name: str, number: int) -> Report |
 class Promotion:
     """An alias move through the gates: the move and the report that admitted it."""
 
-    move: AliasMove
+    #: None when the alias already held the version: nothing moved, nothing was recorded.
+    move: AliasMove | None
     version: ModelVersion
     report: Report | None
     forced: bool
 
+    @property
+    def unchanged(self) -> bool:
+        return self.move is None
+
     def to_dict(self) -> dict[str, Any]:
         return {
-            "move": self.move.to_dict(),
+            "move": None if self.move is None else self.move.to_dict(),
+            "unchanged": self.unchanged,
             "version": self.version.ref,
             "report": None if self.report is None else self.report.id,
             "verdict": None if self.report is None else self.report.verdict,
@@ -88,6 +94,8 @@ class PromotionMixin:
         def resolve(self, ref: str | ModelVersion) -> ModelVersion: ...
 
         def get(self, name: str, number_or_alias: int | str = "latest") -> ModelVersion: ...
+
+        def aliases(self, name: str) -> dict[str, int]: ...
 
         def set_alias(
             self,
@@ -120,6 +128,9 @@ class PromotionMixin:
         """Move ``alias`` to ``version`` if its gates passed (or ``force`` with a reason)."""
         found = self._version_of(name, version)
         report = latest_gate_report(self.store, found.model, found.number)
+        if expected_version is None and self.aliases(found.model).get(alias) == found.number:
+            # Already there: a second promotion records no 1 -> 1 move in the history.
+            return Promotion(None, found, report, force)
         move = self.set_alias(
             name,
             alias,

@@ -192,8 +192,26 @@ class Registry(AliasesMixin, PromotionMixin):
                 f"expected a version number or an alias, got {key!r}", field="version"
             )
         if row is None:
-            raise NotFoundError(f"no {what}", model=name, version=str(key))
+            raise self._missing(name, key, what)
         return reads.version_from_row(row)
+
+    def _missing(self, name: str, key: int | str, what: str) -> NotFoundError:
+        """NotFound for ``what``: a model with no version at all says so, with the closest
+        registered name; every message points at ``conveyor models list``."""
+        import difflib
+
+        names = [m["name"] for m in self.models()]
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            message = f"model {name!r} has no version{hint} (conveyor models list)"
+            if key != "latest":
+                message = f"there is no {what}: {message}"
+        elif key == "latest":
+            message = f"model {name!r} has no version (conveyor models list)"
+        else:
+            message = f"there is no {what} (conveyor models list {name})"
+        return NotFoundError(message, model=name, version=str(key))
 
     def by_id(self, version_id: str) -> ModelVersion:
         from conveyor.registry import reads
@@ -209,7 +227,12 @@ class Registry(AliasesMixin, PromotionMixin):
             return ref
         if not isinstance(ref, str) or not ref:
             raise InvalidInputError(f"expected a model reference, got {ref!r}", field="ref")
-        name, _, key = ref.partition("@")
+        name, at, key = ref.partition("@")
+        if at and not key:
+            raise InvalidInputError(
+                f"{ref!r} names no version after '@': write {name}@N, {name}@ALIAS or {name}",
+                field="ref",
+            )
         if not key and _ID.match(name):
             try:
                 return self.by_id(name)
