@@ -331,7 +331,9 @@ def test_metrics_for_regressors_and_bad_arguments() -> None:
     X, y = make_regression(n_samples=400, n_features=6, noise=5.0, random_state=2)
     parent = LinearRegression().fit(X[:300], y[:300])
     child = export_onnx(parent, X)
-    report = compare(parent, child, X[300:], y[300:], latency_rows=20)
+    # The default is the training flow's for a regressor (r2); rmse when asked for.
+    assert compare(parent, child, X[300:], y[300:], latency_rows=5).metric == "r2"
+    report = compare(parent, child, X[300:], y[300:], metric="rmse", latency_rows=20)
     assert report.metric == "rmse"
     assert not report.greater_is_better
     expected = np.sqrt(metrics.mean_squared_error(y[300:], parent.predict(X[300:])))
@@ -340,7 +342,7 @@ def test_metrics_for_regressors_and_bad_arguments() -> None:
     assert report.max_abs_prediction_difference == pytest.approx(
         np.abs(parent.predict(X[300:]) - child.predict(X[300:])).max()
     )
-    r2 = compare(parent, child, X[300:], y[300:], metric="r2", latency_rows=5)
+    r2 = compare(parent, child, X[300:], y[300:], latency_rows=5)
     assert r2.greater_is_better
     with pytest.raises(InvalidInputError, match="unknown metric"):
         compare(parent, child, X[300:], y[300:], metric="auc")
@@ -398,7 +400,7 @@ def test_distillation_falls_back_to_labels_and_handles_regressors(
     teacher = LinearRegression().fit(Xr, yr)
     result = distill(teacher, Xr, holdout_X=Xr, holdout_y=yr)
     assert isinstance(result.student, DecisionTreeRegressor)
-    assert result.report.metric == "rmse"
+    assert result.report.metric == "r2"
     with pytest.raises(InvalidInputError, match="must be a regressor"):
         distill(teacher, Xr, student=LogisticRegression())
 

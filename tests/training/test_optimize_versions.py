@@ -154,3 +154,42 @@ def test_a_child_answering_another_shape_fails_its_output_gate(project: Project)
     assert not check.passed
     assert "house@2 does not answer in its parent's shape" in check.detail
     assert "output 'predict' is float64 [2] per row; expected float64 []" in check.detail
+
+
+def test_an_optimized_child_reports_its_parents_headline_metric(tmp_path: Path) -> None:
+    """A regression judged by r2 (the task's default, or slos.quality) gets a child whose
+    version reports holdout_r2 too, so `models compare` lines the two up."""
+    import subprocess
+    import sys
+
+    root = tmp_path / "p"
+    subprocess.run(
+        [sys.executable, "-m", "conveyor.cli", "init", str(root), "--template", "regression"],
+        check=True,
+        capture_output=True,
+    )
+    import numpy as np
+    import pandas as pd
+
+    from conveyor.project import Project
+    from conveyor.training.optimize.versions import optimize_version
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=300), "b": rng.normal(size=300)})
+    frame["y"] = 3 * frame["a"] - frame["b"] + rng.normal(0, 0.1, 300)
+    with (root / "conveyor.yaml").open("a") as spec:
+        spec.write(
+            "models:\n  m:\n    train: sklearn.linear_model:LinearRegression\n"
+            "    dataset: pts\n    features: [a, b]\n    target: y\n    task: regression\n"
+        )
+    with Project.open(root, env={}) as project:
+        project.data.ingest("pts", frame, actor="t")
+        from sklearn.linear_model import LinearRegression
+
+        project.registry.register(
+            "m",
+            LinearRegression().fit(frame[["a", "b"]], frame["y"]),
+            signature_from=frame[["a", "b"]],
+        )
+        child = optimize_version(project, "m@1", actor="t")
+    assert "holdout_r2" in child.version.metrics and "holdout_rmse" not in child.version.metrics

@@ -198,7 +198,7 @@ def compare(
 
     ``metric`` (a name of :mod:`conveyor.checks.metrics`, or a Metric)
     defaults to ``roc_auc`` for a classifier with probabilities, ``accuracy``
-    for one without, and ``rmse`` for a regressor. Without
+    for one without, and ``r2`` for a regressor (the training flow's defaults). Without
     ``holdout_y`` only the agreement and prediction difference are measured.
     ``latency_rows`` rows are timed one at a time for each model.
 
@@ -218,9 +218,13 @@ def compare(
             f"{predictors.name(parent)} with {predictors.name(child)}, which is not",
         )
     both_proba = classifier and predictors.has_proba(parent) and predictors.has_proba(child)
-    chosen = metric_named(
-        metric or ("roc_auc" if both_proba else "accuracy" if classifier else "rmse")
-    )
+    if metric is None:
+        # The training flow's headline metric when the spec names none (a version and its
+        # optimized child then report the same metric side by side).
+        from conveyor.training.settings import default_metric
+
+        metric = default_metric("classification" if classifier else "regression", scores=both_proba)
+    chosen = metric_named(metric)
     classes = predictors.classes(parent) if classifier else None
     metric_task = chosen.check_task(_task(classifier, classes))  # InvalidInputError if not
     if chosen.needs == "score" and not both_proba:

@@ -145,6 +145,7 @@ def optimize_version(
         parent_name=parent.ref,
         child_name=f"{parent.model}@next ({kind})",
         task=torch_task,
+        metric=_quality_metric(project),
     )
     metrics = {
         "size_bytes": float(comparison.child_size_bytes),
@@ -192,3 +193,10 @@ def optimize_version(
         },
     )
     return Optimized(version, parent, comparison, report)
+
+
+def _quality_metric(project: Project) -> str | None:
+    """The spec's quality metric (``slos.quality.metric``): what the parent's gates judged
+    and what its version reports, so the child reports the same; None without one."""
+    quality = project.spec.slos.quality
+    return quality.metric if quality else None
