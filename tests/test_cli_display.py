@@ -57,3 +57,18 @@ def test_models_show_and_compare_name_the_training_data_by_version(tmp_path: Pat
     assert "  datasets: points@1" in shown.output, shown.output
     compared = runner.invoke(app, ["models", "compare", "line@1", "line@1", "-C", str(tmp_path)])
     assert "points@1" in compared.output and result.version.id not in compared.output
+
+
+def test_reasons_in_history_tables_are_not_markup(tmp_path: Path) -> None:
+    from serving_support import linear_project
+
+    from conveyor.serving.route_store import RouteStore
+    from conveyor.serving.routes import RoutePolicy
+
+    project = linear_project(tmp_path, name="display", scales=(1.0, 2.0))
+    RouteStore(project.store, project.events, project.registry).set(
+        "m", RoutePolicy.fixed(2), actor="ana", reason="[red]see[/red] ticket"
+    )
+    project.close()
+    history = CliRunner().invoke(app, ["route", "history", "m", "-C", str(tmp_path)])
+    assert history.exit_code == 0 and "[red]see[/red]" in history.output, history.output

@@ -19,6 +19,7 @@ _VERDICT_STYLE = {"passed": "green", "passed with warnings": "yellow", "failed":
 def report_table(report: Report) -> Table:
     """A rich Table: one row per check, the verdict in the title."""
     from rich.table import Table
+    from rich.text import Text
 
     style = _VERDICT_STYLE[report.verdict]
     version = f"@{report.subject_version}" if report.subject_version else ""
@@ -39,7 +40,7 @@ def report_table(report: Report) -> Table:
             check.name,
             _fmt(check.observed),
             _fmt(check.threshold),
-            check.detail,
+            Text(check.detail or ""),  # values from the data (a column's text), not markup
         )
     return table
 

@@ -355,6 +355,7 @@ def history(
         ids = {i for m in moves for i in (m.from_version_id, m.to_version_id) if i}
         numbers = {i: registry.by_id(i).number for i in ids}
         from rich.table import Table
+        from rich.text import Text
 
         table = Table(title=f"alias history of {name}", title_justify="left")
         for column in ("at", "alias", "from", "to", "actor", "forced", "reason"):
@@ -367,7 +368,7 @@ def history(
                 _number(numbers, m.to_version_id),
                 m.actor or "-",
                 "yes" if m.forced else "",
-                m.reason or "",
+                Text(m.reason or ""),  # the user's words, not markup
             )
         console().print(table)
 

@@ -355,6 +355,7 @@ def route_history(
             echo_list(s.to_dict() for s in states)
             return
         from rich.table import Table
+        from rich.text import Text
 
         table = Table(title=f"route history of {model}", title_justify="left")
         for column in ("revision", "at", "by", "policy", "reason"):
@@ -365,7 +366,7 @@ def route_history(
                 when(s.updated_at),
                 s.actor or "-",
                 describe(s.policy.to_dict()),
-                s.reason or "",
+                Text(s.reason or ""),  # the user's words, not markup
             )
         console().print(table)
 
