@@ -241,7 +241,7 @@ def test_compare_a_regressor_module_with_its_export(
 ) -> None:
     X, _, _, X_test, _, target_test = data
     report = compare(regressor, export_torch_onnx(regressor, X), X_test, target_test)
-    assert report.metric == "rmse" and report.prediction_agreement is None
+    assert report.metric == "r2" and report.prediction_agreement is None
     assert report.max_abs_prediction_difference < EXPORT_TOLERANCE
     assert report.metric_difference is not None and abs(report.metric_difference) < 1e-4
     with pytest.raises(InvalidInputError, match="cannot compare a classifier"):
