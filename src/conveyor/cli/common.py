@@ -29,15 +29,15 @@ user while the project has no key.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
+from conveyor.durations import DURATION_FORMS, DURATION_PATTERN, option_field, parse_duration
 from conveyor.errors import ConveyorError, InvalidInputError
 
 if TYPE_CHECKING:
@@ -218,46 +218,6 @@ def open_project(project: Path | None) -> Project:
 
 # -- durations and moments ------------------------------------------------------------------
 
-_PART = r"(\d+(?:\.\d+)?)([smhdw])"
-_DURATION = re.compile(rf"(?:{_PART})+")
-_PARTS = re.compile(_PART)
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-#: What a duration option accepts, as error messages and help texts say it.
-DURATION_FORMS = "a number and a unit: 45s, 30m, 12h, 7d or 2w (1h30m combines them)"
-
-
-def _field(option: str) -> str:
-    return option.lstrip("-").replace("-", "_")
-
-
-def parse_duration(value: str, option: str) -> timedelta:
-    """``45s``, ``30m``, ``12h``, ``7d``, ``2w`` or a combination like ``1h30m``; > 0.
-
-    Anything else is an InvalidInputError naming ``option`` and the accepted forms.
-    """
-    text = value.strip()
-    if _DURATION.fullmatch(text):
-        try:
-            span = sum(
-                (
-                    timedelta(**{_UNITS[unit]: float(amount)})
-                    for amount, unit in _PARTS.findall(text)
-                ),
-                timedelta(),
-            )
-        except OverflowError:
-            raise InvalidInputError(
-                f"{option} {value!r}: too long a duration", field=_field(option)
-            ) from None
-        if span > timedelta(0):
-            return span
-    raise InvalidInputError(
-        f"{option} {value!r}: expected a duration > 0, {DURATION_FORMS}",
-        field=_field(option),
-        accepted=DURATION_FORMS,
-    )
-
 
 def parse_since(
     value: str | None, now: datetime | None = None, *, option: str = "--since"
@@ -268,12 +228,12 @@ def parse_since(
     """
     if value is None:
         return None
-    if _DURATION.fullmatch(value.strip()):
+    if DURATION_PATTERN.fullmatch(value.strip()):
         try:
             return (now or datetime.now(UTC)) - parse_duration(value, option)
         except OverflowError:
             raise InvalidInputError(
-                f"{option} {value!r}: too long ago", field=_field(option)
+                f"{option} {value!r}: too long ago", field=option_field(option)
             ) from None
     try:
         parsed = datetime.fromisoformat(value.strip())
@@ -281,7 +241,7 @@ def parse_since(
         raise InvalidInputError(
             f"{option} {value!r}: expected an age ({DURATION_FORMS}) or an ISO time like "
             "2026-01-31T12:00",
-            field=_field(option),
+            field=option_field(option),
         ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
