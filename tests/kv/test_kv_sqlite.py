@@ -64,3 +64,22 @@ def test_in_memory_database() -> None:
     with CACHE.open("sqlite:///:memory:") as kv:
         kv.set("k", b"v")
         assert kv.get("k") == b"v"
+
+
+def test_a_file_from_before_the_score_columns_gets_them(tmp_path: Path) -> None:
+    from conveyor.kv import Versioned
+
+    db = tmp_path / "old.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires_at REAL) "
+            "WITHOUT ROWID"
+        )
+        conn.execute("INSERT INTO kv VALUES ('conveyor:old', x'6f6c64', NULL)")
+    conn.close()
+    for _ in range(2):  # opening again finds the columns there
+        with CACHE.open(f"sqlite:///{db}") as kv:
+            assert kv.get("old") == b"old"
+            assert kv.set_many_if_newer({"k": Versioned(b"v", (1, 0))}) in (0, 1)
+            assert kv.set_many_if_newer({"k": Versioned(b"older", (0, 0))}) == 0
+            assert kv.get("k") == b"v"

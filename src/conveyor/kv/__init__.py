@@ -16,6 +16,13 @@ one Redis: a store reads, writes and clears only keys under its prefix.
 Expired keys read as absent on every backend. Counters made by :meth:`incr`
 hold ASCII decimal bytes (``b"42"``), as in Redis.
 
+:meth:`set_many_if_newer` is a compare-and-set for values that carry an
+ordering score (the online feature store's latest-row-wins): each key keeps
+its score beside its value (memory: in the entry; SQLite: two columns;
+Redis: a companion key ``<key>\\x00score`` with the same expiry, written by
+the same Lua script). Write such keys only through it; a plain :meth:`set`
+on one leaves its score unspecified.
+
 Importing this package imports no backend driver.
 """
 
@@ -26,9 +33,9 @@ from types import TracebackType
 from typing import Any, Protocol, Self, runtime_checkable
 
 from conveyor.backends import BackendURL
-from conveyor.kv.options import DEFAULT_PREFIX
+from conveyor.kv.options import DEFAULT_PREFIX, Score, Versioned
 
-__all__ = ["DEFAULT_PREFIX", "KeyValueStore"]
+__all__ = ["DEFAULT_PREFIX", "KeyValueStore", "Score", "Versioned"]
 
 
 @runtime_checkable
@@ -59,6 +66,18 @@ class KeyValueStore(Protocol):
 
     def set_many(self, mapping: Mapping[str, bytes], *, ttl: float | None = None) -> None:
         """Store every pair atomically, in one round trip, all with the same ``ttl``."""
+        ...
+
+    def set_many_if_newer(self, mapping: Mapping[str, Versioned]) -> int:
+        """Write each value unless its key holds one with a higher score; returns how many.
+
+        Per key an atomic compare-and-set, the whole batch in one round trip
+        (and atomically on every backend): a key that is absent, expired, or
+        holds a score lower than or equal to the new one (compared as a pair,
+        first number first) takes the new value, its score and its own ``ttl``;
+        a key holding a higher score keeps everything. Bad input anywhere in
+        the batch writes nothing.
+        """
         ...
 
     def delete(self, key: str) -> bool:

@@ -23,11 +23,14 @@ from conveyor.backends import BackendURL, int_option
 from conveyor.errors import InvalidInputError
 from conveyor.kv.base import BaseKV
 from conveyor.kv.options import (
+    Score,
+    Versioned,
     check_amount,
     check_key,
     check_query,
     check_ttl,
     check_value,
+    check_versioned,
     counter_value,
     prefix_of,
 )
@@ -36,7 +39,8 @@ __all__ = ["SWEEP_EVERY", "MemoryKV"]
 
 SWEEP_EVERY = 1024
 
-_Entry = tuple[bytes, float | None]  # value, expiry on the monotonic clock
+# value, expiry on the monotonic clock, ordering score (set_many_if_newer only)
+_Entry = tuple[bytes, float | None, Score | None]
 
 
 class _Space:
@@ -100,7 +104,7 @@ class MemoryKV(BaseKV):
         with self._space.lock:
             return sum(
                 1
-                for k, (_, exp) in self._space.entries.items()
+                for k, (_, exp, _s) in self._space.entries.items()
                 if k.startswith(self._prefix) and (exp is None or exp > now)
             )
 
@@ -124,7 +128,7 @@ class MemoryKV(BaseKV):
         entry = entries.get(full)
         if entry is None:
             return None
-        value, expires = entry
+        value, expires, _ = entry
         if expires is not None and expires <= now:
             del entries[full]
             return None
@@ -152,6 +156,26 @@ class MemoryKV(BaseKV):
             expires = None if seconds is None else now + seconds
             for full, data in items:
                 self._write(full, data, expires, now)
+
+    def set_many_if_newer(self, mapping: Mapping[str, Versioned]) -> int:
+        self._check_open()
+        items = [(self._prefix + check_key(k), *check_versioned(k, v)) for k, v in mapping.items()]
+        written = 0
+        with self._space.lock:
+            now = time.monotonic()
+            entries = self._space.entries
+            for full, data, score, seconds in items:
+                entry = entries.get(full)
+                if (
+                    entry is not None
+                    and entry[2] is not None
+                    and (entry[1] is None or entry[1] > now)
+                    and entry[2] > score
+                ):
+                    continue
+                self._write(full, data, None if seconds is None else now + seconds, now, score)
+                written += 1
+        return written
 
     def delete(self, key: str) -> bool:
         self._check_open()
@@ -187,14 +211,21 @@ class MemoryKV(BaseKV):
     def ping(self) -> None:
         self._check_open()
 
-    def _write(self, full: str, data: bytes, expires: float | None, now: float) -> None:
+    def _write(
+        self,
+        full: str,
+        data: bytes,
+        expires: float | None,
+        now: float,
+        score: Score | None = None,
+    ) -> None:
         # Called with the space lock held.
         space = self._space
-        space.entries[full] = (data, expires)
+        space.entries[full] = (data, expires, score)
         space.entries.move_to_end(full)
         space.writes += 1
         if space.writes % SWEEP_EVERY == 0:
-            for k in [k for k, (_, e) in space.entries.items() if e is not None and e <= now]:
+            for k in [k for k, (_, e, _s) in space.entries.items() if e is not None and e <= now]:
                 del space.entries[k]
         if space.max_entries is not None:
             while len(space.entries) > space.max_entries:

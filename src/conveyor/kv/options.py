@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection
+from typing import NamedTuple
 
 from conveyor.backends import BackendURL, check_options
 from conveyor.errors import InvalidInputError
 
 __all__ = [
     "DEFAULT_PREFIX",
+    "Score",
+    "Versioned",
     "check_amount",
     "check_key",
     "check_query",
     "check_ttl",
     "check_value",
+    "check_versioned",
     "counter_value",
     "prefix_of",
     "ttl_ms",
@@ -27,6 +31,24 @@ __all__ = [
 
 #: Namespace of every key unless the URL says ``?prefix=...``.
 DEFAULT_PREFIX = "conveyor:"
+
+#: An ordering score: compared as a pair, the first number, then the second (a tie-break).
+Score = tuple[float, float]
+
+
+class Versioned(NamedTuple):
+    """One value for :meth:`~conveyor.kv.KeyValueStore.set_many_if_newer`.
+
+    ``score`` orders the writes of one key (the online feature store passes
+    ``(event time, created time)`` in microseconds): the value is written unless
+    the key holds a value with a higher score. ``ttl`` is this key's own expiry
+    in seconds (``None``: never), so one batch can give every key its own lifetime.
+    Scores are compared as doubles: integers up to 2**53 are exact.
+    """
+
+    value: bytes
+    score: Score
+    ttl: float | None = None
 
 
 def prefix_of(url: BackendURL) -> str:
@@ -84,6 +106,31 @@ def check_ttl(ttl: object) -> float | None:
             field="ttl",
         )
     return float(ttl)
+
+
+def check_versioned(key: str, item: object) -> tuple[bytes, Score, float | None]:
+    """A :class:`Versioned` (or a plain 2- or 3-tuple) checked: bytes, two finite numbers, ttl."""
+    if not isinstance(item, tuple) or len(item) not in (2, 3):
+        raise InvalidInputError(
+            f"set_many_if_newer takes Versioned(value, score, ttl) per key; {key!r} has "
+            f"{type(item).__name__}",
+            field="value",
+        )
+    value = check_value(item[0])
+    score = item[1]
+    if (
+        not isinstance(score, tuple)
+        or len(score) != 2
+        or not all(
+            isinstance(n, int | float) and not isinstance(n, bool) and math.isfinite(n)
+            for n in score
+        )
+    ):
+        raise InvalidInputError(
+            f"the score of {key!r} is a pair of finite numbers, got {score!r}", field="score"
+        )
+    ttl = check_ttl(item[2] if len(item) == 3 else None)
+    return value, (float(score[0]), float(score[1])), ttl
 
 
 def ttl_ms(ttl: float) -> int:

@@ -6,6 +6,13 @@ Commands go through one connection pool owned by the store (closed with
 it). Batch operations are one round trip each: ``MGET`` for reads, a
 ``MULTI``/``EXEC`` pipeline for writes, which also makes them atomic.
 
+:meth:`RedisKV.set_many_if_newer` is one Lua script for the whole batch
+(``EVALSHA``, loaded once per connection pool): per key it reads the score kept
+in the companion key ``<key>\\x00score`` (same hash tag, so the same Redis
+Cluster slot as its key when the key carries one), and writes the value and
+the score with the same ``PX`` only if the new score is not lower. Redis runs
+a script atomically, so no other write lands between the check and the set.
+
 A connection failure becomes :class:`~conveyor.errors.BackendUnavailableError`
 naming host and port. redis-py retries a failed connection twice with a
 short backoff (its default backs off for seconds, which would hold a
@@ -28,20 +35,57 @@ from conveyor.backends import BackendURL, unavailable
 from conveyor.errors import InvalidInputError
 from conveyor.kv.base import BaseKV
 from conveyor.kv.options import (
+    Versioned,
     check_amount,
     check_key,
     check_ttl,
     check_value,
+    check_versioned,
     prefix_of,
     ttl_ms,
 )
 from conveyor.redis_pool import connection_pool
 
-__all__ = ["RedisKV"]
+__all__ = ["SCORE_SUFFIX", "RedisKV"]
+
+#: The companion key of a key written by set_many_if_newer holds its score: "<s1> <s2>".
+SCORE_SUFFIX = "\x00score"
+_SCORE_SUFFIX_BYTES = SCORE_SUFFIX.encode()
 
 _SEAM = "key-value"
 _CLEAR_BATCH = 500
 _GLOB_SPECIAL = str.maketrans({c: "\\" + c for c in "*?[]\\^-"})
+
+# KEYS: key1, score-key1, key2, score-key2, ...; ARGV per key: value, score1, score2, px
+# (px "0": no expiry). A key whose value is gone (expired, deleted) has no score that counts.
+_SET_IF_NEWER = """
+local written = 0
+for i = 1, #KEYS, 2 do
+  local a = (i - 1) * 2
+  local value, s1, s2, px = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  local ok = true
+  local current = redis.call('GET', KEYS[i + 1])
+  if current and redis.call('EXISTS', KEYS[i]) == 1 then
+    local c1, c2 = string.match(current, '^(%S+) (%S+)$')
+    local n1, m1 = tonumber(s1), tonumber(c1)
+    if m1 ~= nil and (n1 < m1 or (n1 == m1 and tonumber(s2) < tonumber(c2))) then
+      ok = false
+    end
+  end
+  if ok then
+    local score = s1 .. ' ' .. s2
+    if px == '0' then
+      redis.call('SET', KEYS[i], value)
+      redis.call('SET', KEYS[i + 1], score)
+    else
+      redis.call('SET', KEYS[i], value, 'PX', px)
+      redis.call('SET', KEYS[i + 1], score, 'PX', px)
+    end
+    written = written + 1
+  end
+end
+return written
+"""
 
 
 class RedisKV(BaseKV):
@@ -51,6 +95,7 @@ class RedisKV(BaseKV):
         super().__init__(url, prefix)
         self._pool = pool
         self._client = redis.Redis(connection_pool=pool)
+        self._set_if_newer = self._client.register_script(_SET_IF_NEWER)
 
     @classmethod
     def from_url(cls, url: str | BackendURL, **options: Any) -> Self:
@@ -107,11 +152,32 @@ class RedisKV(BaseKV):
                 pipe.set(full, data, px=ttl_ms(seconds))
             pipe.execute()
 
+    def set_many_if_newer(self, mapping: Mapping[str, Versioned]) -> int:
+        keys: list[str] = []
+        args: list[bytes | str] = []
+        for k, item in mapping.items():
+            full = self._prefix + check_key(k)
+            data, score, seconds = check_versioned(k, item)
+            keys += (full, full + SCORE_SUFFIX)
+            # repr() of a float reads back exactly (Lua's tonumber parses it to the same double).
+            px = "0" if seconds is None else str(ttl_ms(seconds))
+            args += (data, repr(score[0]), repr(score[1]), px)
+        if not keys:
+            self._check_open()
+            return 0
+        with self._errors():
+            written = self._set_if_newer(keys=keys, args=args)
+        return int(written)
+
     def delete(self, key: str) -> bool:
         full = self._prefix + check_key(key)
         with self._errors():
-            removed: int = self._client.delete(full)
-        return removed > 0
+            # The score of a key written by set_many_if_newer goes with it (one round trip).
+            pipe = self._client.pipeline(transaction=False)
+            pipe.delete(full)
+            pipe.delete(full + SCORE_SUFFIX)
+            removed, _ = pipe.execute()
+        return int(removed) > 0
 
     def incr(self, key: str, amount: int = 1, *, ttl: float | None = None) -> int:
         full = self._prefix + check_key(key)
@@ -137,11 +203,16 @@ class RedisKV(BaseKV):
             for name in self._client.scan_iter(match=pattern, count=1000):
                 batch.append(name)
                 if len(batch) >= _CLEAR_BATCH:
-                    removed += self._client.unlink(*batch)
+                    removed += self._unlink(batch)
                     batch = []
             if batch:
-                removed += self._client.unlink(*batch)
+                removed += self._unlink(batch)
         return removed
+
+    def _unlink(self, names: list[bytes]) -> int:
+        """Unlink ``names``; the count leaves out score keys (they go with their key)."""
+        scores = sum(1 for n in names if n.endswith(_SCORE_SUFFIX_BYTES))
+        return max(0, int(self._client.unlink(*names)) - scores)
 
     def ping(self) -> None:
         with self._errors():

@@ -1,9 +1,12 @@
 """Key-value store in one SQLite file: shared by the processes of one machine.
 
-Table ``kv(key TEXT PRIMARY KEY, value BLOB, expires_at REAL)``, with
-``expires_at`` on the wall clock (``time.time()``) because several processes
-read it. Expired rows are treated as absent; they are deleted when read and
-in a sweep every :data:`SWEEP_EVERY` writes.
+Table ``kv(key TEXT PRIMARY KEY, value BLOB, expires_at REAL, score1 REAL,
+score2 REAL)``, with ``expires_at`` on the wall clock (``time.time()``) because
+several processes read it, and the ordering score of
+:meth:`~SqliteKV.set_many_if_newer` (``NULL`` for plain writes; a file made
+before the columns existed gets them when opened). Expired rows are treated
+as absent; they are deleted when read and in a sweep every
+:data:`SWEEP_EVERY` writes.
 
 The database runs in WAL mode with a busy timeout, so readers never wait
 for a writer and writers from several processes queue instead of failing
@@ -31,11 +34,13 @@ from conveyor.backends import BackendURL, seconds_option
 from conveyor.errors import BackendUnavailableError, InvalidInputError
 from conveyor.kv.base import BaseKV
 from conveyor.kv.options import (
+    Versioned,
     check_amount,
     check_key,
     check_query,
     check_ttl,
     check_value,
+    check_versioned,
     counter_value,
     prefix_of,
 )
@@ -51,13 +56,27 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
     key TEXT PRIMARY KEY,
     value BLOB NOT NULL,
-    expires_at REAL
+    expires_at REAL,
+    score1 REAL,
+    score2 REAL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS kv_expires_at ON kv (expires_at) WHERE expires_at IS NOT NULL;
 """
 _UPSERT = (
     "INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?) "
-    "ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at"
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at, "
+    "score1 = NULL, score2 = NULL"
+)
+# The compare-and-set of set_many_if_newer: one statement per key, so the check and the
+# write cannot be split by another writer. An absent, expired or unscored row is replaced.
+_UPSERT_IF_NEWER = (
+    "INSERT INTO kv (key, value, expires_at, score1, score2) VALUES (?1, ?2, ?3, ?4, ?5) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at, "
+    "score1 = excluded.score1, score2 = excluded.score2 "
+    "WHERE kv.score1 IS NULL OR kv.score2 IS NULL "
+    "OR (kv.expires_at IS NOT NULL AND kv.expires_at <= ?6) "
+    "OR excluded.score1 > kv.score1 "
+    "OR (excluded.score1 = kv.score1 AND excluded.score2 >= kv.score2)"
 )
 
 
@@ -102,6 +121,7 @@ class SqliteKV(BaseKV):
                     conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.executescript(_SCHEMA)
+                _add_score_columns(conn)
                 break
             except sqlite3.OperationalError as exc:
                 # Several processes opening a new file at once: switching it to WAL
@@ -168,6 +188,24 @@ class SqliteKV(BaseKV):
             conn.executemany(_UPSERT, [(k, v, expires) for k, v in rows])
             self._count_writes(conn, len(rows))
 
+    def set_many_if_newer(self, mapping: Mapping[str, Versioned]) -> int:
+        items = [(self._prefix + check_key(k), *check_versioned(k, v)) for k, v in mapping.items()]
+        if not items:
+            self._check_open()
+            return 0
+        with self._transaction() as conn:
+            now = time.time()
+            cursor = conn.executemany(
+                _UPSERT_IF_NEWER,
+                [
+                    (k, v, None if ttl is None else now + ttl, score[0], score[1], now)
+                    for k, v, score, ttl in items
+                ],
+            )
+            written = cursor.rowcount
+            self._count_writes(conn, len(items))
+        return written
+
     def delete(self, key: str) -> bool:
         full = self._prefix + check_key(key)
         with self._transaction() as conn:
@@ -233,6 +271,18 @@ class SqliteKV(BaseKV):
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+
+
+def _add_score_columns(conn: sqlite3.Connection) -> None:
+    """Give a file made before set_many_if_newer its two score columns (once, idempotent)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(kv)")}
+    for name in ("score1", "score2"):
+        if name not in columns:
+            try:
+                conn.execute(f"ALTER TABLE kv ADD COLUMN {name} REAL")
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):  # another process added it first
+                    raise
 
 
 def _unavailable(url: BackendURL, location: str, exc: BaseException) -> BackendUnavailableError:

@@ -26,7 +26,7 @@ import pytest
 
 from conveyor.backends import CACHE, BackendURL
 from conveyor.errors import ClosedError, InvalidInputError
-from conveyor.kv import KeyValueStore
+from conveyor.kv import KeyValueStore, Versioned
 from conveyor.testing.wait import wait_until
 
 __all__ = ["KeyValueContract", "with_prefix"]
@@ -177,6 +177,93 @@ class KeyValueContract:
 
         assert _run_threads(8, hammer) == []
         assert kv.get("counter") == b"2000"
+
+    # -- compare-and-set by score (set_many_if_newer) --------------------------
+
+    def test_set_many_if_newer_keeps_the_highest_score(self, kv: KeyValueStore) -> None:
+        assert kv.set_many_if_newer({"k": Versioned(b"v10", (10, 0))}) == 1
+        assert kv.set_many_if_newer({"k": Versioned(b"v9", (9, 5))}) == 0  # older first number
+        assert kv.set_many_if_newer({"k": Versioned(b"tie-lower", (10, -1))}) == 0  # tie-break
+        assert kv.get("k") == b"v10"
+        assert kv.set_many_if_newer({"k": Versioned(b"tie-equal", (10, 0))}) == 1  # equal wins
+        assert kv.get("k") == b"tie-equal"
+        assert kv.set_many_if_newer({"k": Versioned(b"v10.1", (10, 1))}) == 1
+        assert kv.set_many_if_newer({"k": Versioned(b"v11", (11, -5))}) == 1
+        assert kv.get("k") == b"v11"
+        assert kv.set_many_if_newer({}) == 0
+
+    def test_set_many_if_newer_decides_per_key_in_one_batch(self, kv: KeyValueStore) -> None:
+        kv.set_many_if_newer({"a": Versioned(b"a2", (2, 0)), "b": Versioned(b"b2", (2, 0))})
+        kv.set("plain", b"no score")  # a value without a score is replaced by any scored one
+        batch = {
+            "a": Versioned(b"a1", (1, 0)),
+            "b": Versioned(b"b3", (3, 0)),
+            "new": Versioned(b"n", (0, 0)),
+            "plain": Versioned(b"scored", (0, 0)),
+        }
+        assert kv.set_many_if_newer(batch) == 3
+        assert kv.get_many(["a", "b", "new", "plain"]) == [b"a2", b"b3", b"n", b"scored"]
+
+    def test_set_many_if_newer_compares_microsecond_timestamps_exactly(
+        self, kv: KeyValueStore
+    ) -> None:
+        later = 1_750_000_000_000_001  # microseconds since 1970: exact as doubles below 2**53
+        kv.set_many_if_newer({"k": Versioned(b"later", (later, later))})
+        assert kv.set_many_if_newer({"k": Versioned(b"earlier", (later - 1, later))}) == 0
+        assert kv.set_many_if_newer({"k": Versioned(b"same", (later, later - 1))}) == 0
+        assert kv.get("k") == b"later"
+
+    def test_set_many_if_newer_gives_each_key_its_ttl(self, kv: KeyValueStore) -> None:
+        kv.set_many_if_newer(
+            {
+                "short": Versioned(b"s", (5, 0), 0.2),
+                "long": Versioned(b"l", (5, 0), 600),
+                "forever": Versioned(b"f", (5, 0)),
+            }
+        )
+        wait_until(lambda: kv.get("short") is None, message="a key with ttl=0.2 to expire")
+        assert kv.get_many(["long", "forever"]) == [b"l", b"f"]
+        # An expired value's score counts no more: an older write lands.
+        assert kv.set_many_if_newer({"short": Versioned(b"older", (1, 0), 600)}) == 1
+        assert kv.get("short") == b"older"
+
+    def test_delete_forgets_the_score(self, kv: KeyValueStore) -> None:
+        kv.set_many_if_newer({"k": Versioned(b"new", (9, 9))})
+        assert kv.delete("k") is True
+        assert kv.set_many_if_newer({"k": Versioned(b"old", (1, 1))}) == 1
+        assert kv.get("k") == b"old"
+        assert kv.clear() == 1  # one key, whatever a backend keeps beside it
+
+    @pytest.mark.parametrize(
+        "item",
+        [
+            Versioned("text", (1, 0)),  # type: ignore[arg-type]
+            Versioned(b"v", (math.nan, 0)),
+            Versioned(b"v", (1,)),  # type: ignore[arg-type]
+            Versioned(b"v", (1, 0), 0),
+            (b"v",),
+        ],
+        ids=["str-value", "nan-score", "one-number", "zero-ttl", "no-score"],
+    )
+    def test_set_many_if_newer_bad_input_writes_nothing(self, kv: KeyValueStore, item: Any) -> None:
+        with pytest.raises(InvalidInputError):
+            kv.set_many_if_newer({"good": Versioned(b"g", (1, 0)), "bad": item})
+        assert kv.get_many(["good", "bad"]) == [None, None]
+
+    def test_set_many_if_newer_is_atomic_across_threads(self, kv: KeyValueStore) -> None:
+        # Every thread writes every score, in its own order: the highest must win.
+        import random
+
+        def write() -> None:
+            scores = list(range(60))
+            random.shuffle(scores)
+            for n in scores:
+                kv.set_many_if_newer(
+                    {"k": Versioned(str(n).encode(), (n, 0)), "j": Versioned(b"%d" % n, (0, n))}
+                )
+
+        assert _run_threads(6, write) == []
+        assert kv.get_many(["k", "j"]) == [b"59", b"59"]
 
     # -- namespacing ----------------------------------------------------------
 
