@@ -1,0 +1,629 @@
+"""Point-in-time correct retrieval for training: feature values as they were known.
+
+Plain inputs, Arrow out: an entity frame (join keys plus a time per row) and
+feature views (a source table or Parquet files, its join keys, its event-time
+column, the features to return). Built on DuckDB; neither DuckDB nor Arrow is
+imported until a function here is called.
+
+**Which feature row an entity row gets.** For an entity row at time ``t`` a
+feature row of the same entity is *visible* when
+
+- its event time ``e <= t`` (the right edge is inclusive: a value stamped at
+  exactly ``t`` is seen at ``t``);
+- with a TTL, also ``e > t - ttl`` (the left edge is exclusive: a value exactly
+  ``ttl`` old has expired; the same half-open window ``(t - w, t]`` as
+  :func:`aggregate_frame`);
+- "as known at" (``as_known_at=True``, the default, and the view has a
+  created-time column): its created time ``c <= t`` too, so a row backfilled
+  after ``t`` cannot leak into the past. A null created time counts as known
+  at its event time.
+
+Among visible rows the latest event time wins; ties on the event time go to
+the later created time (a null created time loses to any other); rows equal
+on both go to the one later in the source (row order of an Arrow table;
+for Parquet, file order as listed or as the glob sorts, then row order).
+Rows with a null event time are never visible; entity rows with a null time
+or a null key get nulls.
+
+**What comes back.** The entity frame exactly as given (every column, every
+row, in order; duplicate rows stay duplicated) plus one column per feature,
+``<view>__<feature>`` (or ``<feature>`` with ``full_names=False``), null where
+nothing is visible.
+
+**Time.** Timestamps of any unit (s, ms, us, ns), time-zone aware or naive
+(naive means UTC) and dates (midnight UTC) are compared as instants, to the
+nanosecond.
+
+**How.** Each view is reduced to the rows that can ever win ("record setters":
+sorted by the time they became known, ``max(e, c)`` or ``e``, a row is kept if
+it beats every row known before it), then one ASOF join against the entity
+frame; the TTL is checked on the joined row (the winner has the latest event
+time of all known rows, so if it has expired, every one has). The alternative
+plan (UNION ALL of both frames and ``last_value(... IGNORE NULLS)`` over one
+ordered window) gives the same rows and is kept as ``plan="window"``;
+``benchmarks/features_offline.py`` measures both. DuckDB spills to
+``spill_dir`` (a temporary directory by default) within ``memory_limit``.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from conveyor.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    import duckdb
+    import pyarrow as pa
+
+__all__ = [
+    "AGGREGATES",
+    "ViewFrame",
+    "aggregate_frame",
+    "get_historical_range",
+    "get_training_frame",
+    "window_label",
+]
+
+#: The functions :func:`aggregate_frame` computes.
+AGGREGATES = ("sum", "count", "mean", "min", "max")
+
+Plan = Literal["asof", "window"]
+
+_ROW = "__conveyor_row"
+
+
+@dataclass(frozen=True)
+class ViewFrame:
+    """One feature view as the offline engine sees it: where its rows are and what they hold."""
+
+    #: The view's name; output columns are ``<name>__<feature>`` unless ``full_names=False``.
+    name: str
+    #: An Arrow table, or a Parquet file, folder (every ``*.parquet`` under it) or glob.
+    source: pa.Table | str | Path
+    #: Entity join key columns, named the same in the entity frame.
+    join_keys: tuple[str, ...]
+    #: The event-timestamp column.
+    event_time: str
+    #: The feature columns to return.
+    features: tuple[str, ...]
+    #: Optional created-timestamp column: breaks ties, and with ``as_known_at`` hides backfills.
+    created_time: str | None = None
+    #: How long a value stays visible after its event time; ``None``: forever.
+    ttl: timedelta | None = None
+
+
+# -- public functions ------------------------------------------------------------
+
+
+def get_training_frame(
+    entity: pa.Table | str | Path,
+    views: Sequence[ViewFrame],
+    *,
+    entity_time: str = "event_timestamp",
+    as_known_at: bool = True,
+    full_names: bool = True,
+    spill_dir: Path | None = None,
+    memory_limit: str | None = None,
+    plan: Plan = "asof",
+) -> pa.Table:
+    """The entity frame with every view's features as of each row's time (module docstring)."""
+    table = _read_entity(entity)
+    views = tuple(views)
+    keys = _all_keys(views)
+    _require_columns(table.column_names, (entity_time, *keys), "entity frame")
+    names = _output_names(table.column_names, views, full_names)
+    with _connection(spill_dir, memory_limit) as con:
+        ent = _register_entity(con, table, entity_time, keys)
+        for i, view in enumerate(views):
+            src = _Source.open(con, view, f"src_{i}")
+            sql = _view_sql(view, src, ent, as_known_at=as_known_at, plan=plan)
+            result = con.sql(sql).to_arrow_table()
+            for feature in view.features:
+                column = src.cast(feature, result.column(feature).combine_chunks())
+                table = table.append_column(names[view.name, feature], column)
+    return table
+
+
+def get_historical_range(
+    views: Sequence[ViewFrame],
+    start: datetime,
+    end: datetime,
+    *,
+    as_known_at: bool = True,
+    full_names: bool = True,
+    entity_time: str = "event_timestamp",
+    spill_dir: Path | None = None,
+    memory_limit: str | None = None,
+) -> pa.Table:
+    """Every entity seen in ``[start, end]``, with its latest visible values at ``end``.
+
+    Returns one row per distinct join-key tuple that has, in any of ``views``,
+    a row with an event time in ``[start, end]`` (both edges inclusive; with
+    ``as_known_at``, also created by ``end``), sorted by the keys; then the
+    column ``entity_time`` (``end`` as a UTC timestamp, naive ``end`` read as
+    UTC) and the features exactly as :func:`get_training_frame` computes them
+    for that frame. An entity seen in one view only still gets every view's
+    columns (null where nothing is visible). All views must share their join
+    keys. ``start`` after ``end`` is refused.
+    """
+    import pyarrow as pa
+
+    views = tuple(views)
+    if not views:
+        raise InvalidInputError("get_historical_range needs at least one view", field="views")
+    keys = views[0].join_keys
+    for view in views[1:]:
+        if tuple(view.join_keys) != tuple(keys):
+            raise InvalidInputError(
+                f"view {view.name!r} joins on {list(view.join_keys)}, view {views[0].name!r} "
+                f"on {list(keys)}: a historical range needs the same join keys",
+                field="join_keys",
+                view=view.name,
+            )
+    lo, hi = _instant_ns(start), _instant_ns(end)
+    if lo > hi:
+        raise InvalidInputError(f"start {start} is after end {end}", field="start")
+    with _connection(spill_dir, memory_limit) as con:
+        parts = []
+        for i, view in enumerate(views):
+            src = _Source.open(con, view, f"src_{i}")
+            key_list = ", ".join(_q(k) for k in keys)
+            where = f"{src.ns(view.event_time)} BETWEEN {lo} AND {hi}"
+            if as_known_at and view.created_time:
+                where += f" AND coalesce({src.ns(view.created_time)}, {lo}) <= {hi}"
+            parts.append(f"SELECT DISTINCT {key_list} FROM {src.relation} WHERE {where}")
+        order = ", ".join(_q(k) for k in keys)
+        entities = con.sql(
+            f"SELECT DISTINCT * FROM ({' UNION ALL '.join(parts)}) ORDER BY {order}"
+        ).to_arrow_table()
+    when = pa.array([hi // 1000] * entities.num_rows, pa.int64()).cast(pa.timestamp("us", "UTC"))
+    entities = entities.append_column(entity_time, when)
+    return get_training_frame(
+        entities,
+        views,
+        entity_time=entity_time,
+        as_known_at=as_known_at,
+        full_names=full_names,
+        spill_dir=spill_dir,
+        memory_limit=memory_limit,
+    )
+
+
+def aggregate_frame(
+    entity: pa.Table | str | Path,
+    source: pa.Table | str | Path,
+    *,
+    join_keys: Sequence[str],
+    event_time: str,
+    column: str,
+    functions: Sequence[str] = AGGREGATES,
+    windows: Sequence[timedelta] = (timedelta(hours=1), timedelta(days=1), timedelta(days=7)),
+    entity_time: str = "event_timestamp",
+    as_known_at: bool = True,
+    created_time: str | None = None,
+    spill_dir: Path | None = None,
+    memory_limit: str | None = None,
+) -> pa.Table:
+    """The entity frame plus ``<column>__<function>__<window>`` per function and window.
+
+    For an entity row at ``t`` a window ``w`` covers the source rows of that
+    entity with event time in ``(t - w, t]`` (and, ``as_known_at`` with a
+    ``created_time``, created by ``t``); of those, the non-null values of
+    ``column`` are aggregated. ``count`` is their number (0 when none);
+    ``sum`` is 0 when none (an integer column sums as int64, a float one as
+    float64); ``mean`` (float64), ``min`` and ``max`` (the column's type) are
+    null when none. The window label is the shortest form: ``1h``, ``7d``,
+    ``1h30m``, ``90s`` (see :func:`window_label`).
+    """
+    functions = tuple(functions)
+    windows = tuple(windows)
+    keys = tuple(join_keys)
+    unknown = [f for f in functions if f not in AGGREGATES]
+    if unknown or not functions:
+        raise InvalidInputError(
+            f"unknown aggregate {unknown[0]!r}: use {', '.join(AGGREGATES)}"
+            if unknown
+            else "no aggregate function given",
+            field="functions",
+        )
+    if not windows or any(w <= timedelta(0) for w in windows):
+        raise InvalidInputError("windows must be positive durations", field="windows")
+    table = _read_entity(entity)
+    _require_columns(table.column_names, (entity_time, *keys), "entity frame")
+    view = ViewFrame(
+        name="aggregate",
+        source=source,
+        join_keys=keys,
+        event_time=event_time,
+        features=(column,),
+        created_time=created_time,
+    )
+    labels = [window_label(w) for w in windows]
+    if len(set(labels)) != len(labels):
+        raise InvalidInputError("two windows have the same length", field="windows")
+    out_names = [f"{column}__{fn}__{label}" for label in labels for fn in functions]
+    clash = [n for n in out_names if n in table.column_names]
+    if clash:
+        raise InvalidInputError(
+            f"the entity frame already has a column {clash[0]!r}", field=clash[0]
+        )
+    with _connection(spill_dir, memory_limit) as con:
+        _register_entity(con, table, entity_time, keys)
+        src = _Source.open(con, view, "src_0")
+        value_type = src.types[column].upper()
+        integer = "INT" in value_type and "INTERVAL" not in value_type
+        widest = max(_ns_of(w) for w in windows)
+        on = " AND ".join(f"e.{_q(k)} = s.{_q(k)}" for k in keys)
+        known = ""
+        if as_known_at and created_time:
+            known = " AND coalesce(s._cr, s._ev) <= e._t"
+        created = src.ns(created_time) if created_time else "NULL::BIGINT"
+        selects = []
+        for w, label in zip(windows, labels, strict=True):
+            inside = f"s._ev > e._t - {_ns_of(w)}"
+            v = f"s.{_q(column)}"
+            for fn in functions:
+                name = _q(f"{column}__{fn}__{label}")
+                if fn == "count":
+                    expr = f"count({v}) FILTER (WHERE {inside})"
+                elif fn == "sum":
+                    cast = "BIGINT" if integer else "DOUBLE"
+                    expr = f"coalesce(sum({v}) FILTER (WHERE {inside}), 0)::{cast}"
+                elif fn == "mean":
+                    expr = f"avg({v}::DOUBLE) FILTER (WHERE {inside})"
+                else:
+                    expr = f"{fn}({v}) FILTER (WHERE {inside})"
+                selects.append(f"{expr} AS {name}")
+        sql = f"""
+            WITH s AS (
+                SELECT {", ".join(_q(k) for k in keys)}, {src.ns(event_time)} AS _ev,
+                       {created} AS _cr, {_q(column)}
+                FROM {src.relation}
+                WHERE {_q(event_time)} IS NOT NULL
+            )
+            SELECT e._rid, {", ".join(selects)}
+            FROM ent e LEFT JOIN s
+              ON {on} AND s._ev <= e._t AND s._ev > e._t - {widest}{known}
+            GROUP BY e._rid
+            ORDER BY e._rid
+        """
+        result = con.sql(sql).to_arrow_table()
+    for name in out_names:
+        col = result.column(name).combine_chunks()
+        if name.split("__")[-2] in ("min", "max"):
+            col = src.cast(column, col)
+        table = table.append_column(name, col)
+    return table
+
+
+def window_label(window: timedelta) -> str:
+    """``timedelta(hours=1, minutes=30)`` -> ``"1h30m"``; days, hours, minutes, seconds, us."""
+    micros = window // timedelta(microseconds=1)
+    parts = []
+    for unit, size in (("d", 86_400_000_000), ("h", 3_600_000_000), ("m", 60_000_000)):
+        n, micros = divmod(micros, size)
+        if n:
+            parts.append(f"{n}{unit}")
+    seconds, micros = divmod(micros, 1_000_000)
+    if seconds:
+        parts.append(f"{seconds}s")
+    if micros:
+        parts.append(f"{micros}us")
+    return "".join(parts) or "0s"
+
+
+# -- the plans -------------------------------------------------------------------
+
+
+def _view_sql(view: ViewFrame, src: _Source, ent: _Entity, *, as_known_at: bool, plan: Plan) -> str:
+    keys = [_q(k) for k in view.join_keys]
+    key_list = ", ".join(keys)
+    features = [_q(f) for f in view.features]
+    created = src.ns(view.created_time) if view.created_time else "NULL::BIGINT"
+    known = "greatest(_ev, _cr)" if (as_known_at and view.created_time) else "_ev"
+    setters = f"""
+        src AS (
+            SELECT {key_list}, {src.ns(view.event_time)} AS _ev, {created} AS _cr,
+                   {src.tiebreak} AS _tb, {", ".join(features)}
+            FROM {src.relation}
+            WHERE {_q(view.event_time)} IS NOT NULL
+        ),
+        ranked AS (
+            SELECT *, {known} AS _k,
+                   row_number() OVER (
+                       PARTITION BY {key_list} ORDER BY _ev, _cr NULLS FIRST, _tb
+                   ) AS _rn
+            FROM src
+        ),
+        setters AS (
+            SELECT * FROM ranked
+            QUALIFY _rn = max(_rn) OVER (
+                PARTITION BY {key_list} ORDER BY _k
+                RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+            )
+        )"""
+    if view.ttl is None:
+        picked = [f"s.{f} AS {f}" for f in features]
+    else:
+        ttl = _ns_of(view.ttl)
+        picked = [f"CASE WHEN s._ev > e._t - {ttl} THEN s.{f} END AS {f}" for f in features]
+    on = " AND ".join(f"e.{k} = s.{k}" for k in keys)
+    if plan == "asof":
+        return f"""
+            WITH {setters}
+            SELECT e._rid, {", ".join(picked)}
+            FROM ent e ASOF LEFT JOIN setters s ON {on} AND e._t >= s._k
+            ORDER BY e._rid
+        """
+    if plan == "window":
+        # One ordered pass over both frames: each entity row takes the last
+        # setter at or before it (setters sort before entity rows at the same time).
+        return f"""
+            WITH {setters},
+            u AS (
+                SELECT {key_list}, _k AS _at, 0 AS _side, _rn AS _ptr, NULL::BIGINT AS _rid
+                FROM setters
+                UNION ALL
+                SELECT {key_list}, _t AS _at, 1 AS _side, NULL::BIGINT AS _ptr, _rid FROM ent
+            ),
+            m AS (
+                SELECT _rid, _at AS _t, {key_list},
+                       CASE WHEN _at IS NOT NULL THEN last_value(_ptr IGNORE NULLS) OVER (
+                           PARTITION BY {key_list} ORDER BY _at, _side
+                           ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+                       ) END AS _ptr
+                FROM u
+                QUALIFY _side = 1
+            )
+            SELECT e._rid, {", ".join(picked)}
+            FROM m e LEFT JOIN setters s ON {on} AND e._ptr = s._rn
+            ORDER BY e._rid
+        """
+    raise InvalidInputError(f"unknown plan {plan!r}: use asof or window", field="plan")
+
+
+# -- inputs ----------------------------------------------------------------------
+
+
+@dataclass
+class _Entity:
+    keys: tuple[str, ...]
+
+
+@dataclass
+class _Source:
+    """A view's source inside one connection: the SQL that reads it and its column types."""
+
+    relation: str
+    tiebreak: str
+    types: dict[str, str]
+    arrow_types: dict[str, Any]
+
+    @classmethod
+    def open(cls, con: duckdb.DuckDBPyConnection, view: ViewFrame, alias: str) -> _Source:
+        import duckdb
+        import pyarrow as pa
+
+        source = view.source
+        if isinstance(source, pa.Table):
+            con.register(alias, _with_row_numbers(source))
+            relation, tiebreak = alias, _q(_ROW)
+            arrow_types = {f.name: f.type for f in source.schema}
+        else:
+            files = _parquet_files(source, what=f"view {view.name!r}", field="source")
+            listed = ", ".join(_literal(f) for f in files)
+            relation = f"read_parquet([{listed}], union_by_name = true)"
+            tiebreak = "(file_index::BIGINT << 40) + file_row_number"
+            arrow_types = {}
+        try:
+            described = con.sql(f"DESCRIBE SELECT * FROM {relation}").fetchall()
+        except duckdb.Error as exc:
+            raise InvalidInputError(
+                f"view {view.name!r}: cannot read its source: {exc}", field="source", view=view.name
+            ) from exc
+        types = {str(row[0]): str(row[1]) for row in described}
+        declared = (*view.join_keys, view.event_time, *view.features)
+        if view.created_time:
+            declared += (view.created_time,)
+        for col in declared:
+            if col not in types:
+                raise InvalidInputError(
+                    f"view {view.name!r}: its source has no column {col!r} "
+                    f"(it has {', '.join(sorted(types))})",
+                    field=col,
+                    view=view.name,
+                )
+        for stamp in (view.event_time, view.created_time):
+            if stamp and not _is_time(types[stamp]):
+                raise InvalidInputError(
+                    f"view {view.name!r}: column {stamp!r} is {types[stamp]}, not a timestamp",
+                    field=stamp,
+                    view=view.name,
+                )
+        return cls(relation, tiebreak, types, arrow_types)
+
+    def ns(self, column: str | None) -> str:
+        assert column is not None
+        return _ns_expr(_q(column), self.types[column])
+
+    def cast(self, column: str, values: Any) -> Any:
+        """Give a result column back its source's Arrow type (DuckDB may widen a few)."""
+        wanted = self.arrow_types.get(column)
+        if wanted is None or values.type == wanted:
+            return values
+        try:
+            return values.cast(wanted)
+        except Exception:  # an exotic type DuckDB changed for good: keep DuckDB's
+            return values
+
+
+def _read_entity(entity: pa.Table | str | Path) -> pa.Table:
+    import pyarrow as pa
+
+    if isinstance(entity, pa.Table):
+        return entity
+    import pyarrow.dataset as ds
+
+    files = _parquet_files(entity, what="entity frame", field="entity")
+    return ds.dataset(files, format="parquet").to_table()
+
+
+def _register_entity(
+    con: duckdb.DuckDBPyConnection, table: pa.Table, entity_time: str, keys: Sequence[str]
+) -> _Entity:
+    import pyarrow as pa
+
+    time_type = table.schema.field(entity_time).type
+    if pa.types.is_timestamp(time_type):
+        instants = table.column(entity_time).cast(pa.timestamp("ns", time_type.tz)).cast(pa.int64())
+    elif pa.types.is_date(time_type):
+        instants = (
+            table.column(entity_time)
+            .cast(pa.date32())
+            .cast(pa.timestamp("s"))
+            .cast(pa.timestamp("ns"))
+            .cast(pa.int64())
+        )
+    else:
+        raise InvalidInputError(
+            f"entity frame: column {entity_time!r} is {time_type}, not a timestamp",
+            field=entity_time,
+        )
+    slim = pa.table(
+        {
+            **{k: table.column(k) for k in keys},
+            "_t": instants,
+            "_rid": _row_numbers(table.num_rows),
+        }
+    )
+    con.register("ent", slim)
+    return _Entity(tuple(keys))
+
+
+def _parquet_files(path: str | Path, *, what: str, field: str) -> list[str]:
+    text = os.fspath(path)
+    if os.path.isdir(text):
+        files = sorted(
+            glob.glob(os.path.join(glob.escape(text), "**", "*.parquet"), recursive=True)
+        )
+    elif glob.has_magic(text):
+        files = sorted(glob.glob(text, recursive=True))
+    else:
+        files = [text] if os.path.exists(text) else []
+    if not files:
+        raise InvalidInputError(f"{what}: no Parquet file at {text}", field=field, path=text)
+    return files
+
+
+def _require_columns(present: Sequence[str], needed: Sequence[str], what: str) -> None:
+    missing = [c for c in dict.fromkeys(needed) if c not in present]
+    if missing:
+        raise InvalidInputError(
+            f"{what} has no column {', '.join(repr(c) for c in missing)} "
+            f"(it has {', '.join(present)})",
+            field=missing[0],
+            missing=missing,
+        )
+
+
+def _all_keys(views: Sequence[ViewFrame]) -> tuple[str, ...]:
+    keys: dict[str, None] = {}
+    for view in views:
+        if not view.join_keys:
+            raise InvalidInputError(f"view {view.name!r} has no join keys", field="join_keys")
+        for k in view.join_keys:
+            keys[k] = None
+    return tuple(keys)
+
+
+def _output_names(
+    existing: Sequence[str], views: Sequence[ViewFrame], full_names: bool
+) -> dict[tuple[str, str], str]:
+    names: dict[tuple[str, str], str] = {}
+    taken = set(existing)
+    for view in views:
+        for feature in view.features:
+            name = f"{view.name}__{feature}" if full_names else feature
+            if name in taken:
+                raise InvalidInputError(
+                    f"two columns would be named {name!r} (view {view.name!r})"
+                    + ("" if full_names else "; use full_names=True"),
+                    field=name,
+                    view=view.name,
+                )
+            taken.add(name)
+            names[view.name, feature] = name
+    return names
+
+
+# -- DuckDB and time helpers -----------------------------------------------------
+
+
+@contextmanager
+def _connection(
+    spill_dir: Path | None, memory_limit: str | None
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    import duckdb
+
+    with tempfile.TemporaryDirectory(prefix="conveyor-features-") as scratch:
+        con = duckdb.connect(":memory:")
+        try:
+            con.execute(f"SET temp_directory = {_literal(str(spill_dir or scratch))}")
+            if memory_limit:
+                con.execute(f"SET memory_limit = {_literal(memory_limit)}")
+            # Every query orders its output itself.
+            con.execute("SET preserve_insertion_order = false")
+            yield con
+        finally:
+            con.close()
+
+
+def _with_row_numbers(table: pa.Table) -> pa.Table:
+    if _ROW in table.column_names:
+        raise InvalidInputError(f"a source has a column named {_ROW!r}, reserved", field=_ROW)
+    return table.append_column(_ROW, _row_numbers(table.num_rows))
+
+
+def _row_numbers(n: int) -> pa.Array:
+    import numpy as np
+    import pyarrow as pa
+
+    return pa.array(np.arange(n, dtype=np.int64))
+
+
+def _is_time(duck_type: str) -> bool:
+    t = duck_type.upper()
+    return t.startswith("TIMESTAMP") or t == "DATE"
+
+
+def _ns_expr(column: str, duck_type: str) -> str:
+    """Nanoseconds since the epoch, UTC; a naive timestamp is read as UTC."""
+    if duck_type.upper() == "DATE":
+        return f"epoch_ns({column}::TIMESTAMP)"
+    return f"epoch_ns({column})"
+
+
+def _instant_ns(value: datetime) -> int:
+    aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+    delta = aware - datetime(1970, 1, 1, tzinfo=UTC)
+    return _ns_of(delta)
+
+
+def _ns_of(delta: timedelta) -> int:
+    return (delta // timedelta(microseconds=1)) * 1000
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
