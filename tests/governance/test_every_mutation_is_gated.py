@@ -40,6 +40,10 @@ CLI: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "reports list": (None, ()),
     "reports show": (None, ("x",)),
     "data ingest": ("data.ingest", ("tx",)),
+    "features apply": ("features.apply", ()),
+    "features list": (None, ()),
+    "features show": (None, ("view", "spend")),
+    "features history": (None, ("view", "spend")),
     "data validate": (None, ("tx",)),  # prints a report; stores nothing
     "data versions": (None, ("tx",)),
     "data profile": (None, ("tx@1",)),

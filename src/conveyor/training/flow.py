@@ -39,17 +39,15 @@ One candidate, step by step:
 from __future__ import annotations
 
 import copy
-import importlib
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from conveyor._names import NameTable
 from conveyor.data.events import DATA_READ
 from conveyor.errors import InvalidInputError, NotFoundError
 from conveyor.training.events import MODEL_CANDIDATE, MODEL_VALIDATED
+from conveyor.user_code import load_entry_point
 
 if TYPE_CHECKING:
     import numpy as np
@@ -139,25 +137,6 @@ class Candidate:
 
 
 # -- entry points ----------------------------------------------------------------
-
-
-def load_entry_point(ref: str, root: Path | None, *, field: str) -> Callable[..., Any]:
-    """``module:function``, imported with the project folder first on ``sys.path``."""
-    module_name, _, attr = ref.partition(":")
-    if root is not None and str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise InvalidInputError(
-            f"{field}: cannot import module {module_name!r} ({exc})", field=field
-        ) from exc
-    function = getattr(module, attr, None)
-    if not callable(function):
-        raise InvalidInputError(
-            f"{field}: module {module_name!r} has no function {attr!r}", field=field
-        )
-    return function  # type: ignore[no-any-return]
 
 
 # -- data --------------------------------------------------------------------------

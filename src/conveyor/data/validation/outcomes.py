@@ -30,7 +30,7 @@ from conveyor.data.validation.plan import Plan, category
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["batch_check", "percent", "row_check", "unevaluable"]
+__all__ = ["arrow_type_name", "batch_check", "percent", "row_check", "unevaluable"]
 
 # Floating point slack when comparing a failing fraction with 1 - mostly.
 _EPSILON = 1e-9
@@ -251,7 +251,11 @@ _ALIASES = {
 }
 
 
-def _type_name(name: str) -> str:
-    """The Arrow spelling of a type name (``float64`` -> ``double``)."""
+def arrow_type_name(name: str) -> str:
+    """The Arrow spelling of a type name (``float64`` -> ``double``), as the schema
+    expectation and the feature store's definitions read type names."""
     text = name.strip()
     return _ALIASES.get(text.lower(), text)
+
+
+_type_name = arrow_type_name
