@@ -30,7 +30,15 @@ import harness
 from rich.console import Console
 
 #: name -> module under benchmarks/; each has PEERS, run(...) and summary(result).
-BENCHMARKS = ("tracking", "event_log", "validation", "drift", "registry", "cli_start")
+BENCHMARKS = (
+    "tracking",
+    "event_log",
+    "validation",
+    "drift",
+    "registry",
+    "cli_start",
+    "features_offline",
+)
 
 # Piped to a file or CI log, rich would wrap the table at 80 columns.
 console = Console() if sys.stdout.isatty() else Console(width=150)
