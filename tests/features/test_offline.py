@@ -589,6 +589,7 @@ def test_aggregate_types_labels_and_refusals() -> None:
 
 def test_window_labels() -> None:
     assert window_label(timedelta(days=7)) == "7d"
+    assert window_label(timedelta(days=1)) == "24h" and window_label(timedelta(days=2)) == "2d"
     assert window_label(timedelta(hours=1, minutes=30)) == "1h30m"
     assert window_label(timedelta(seconds=90)) == "1m30s"
     assert window_label(timedelta(milliseconds=5)) == "5000us"

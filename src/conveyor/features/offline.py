@@ -305,10 +305,15 @@ def aggregate_frame(
 
 
 def window_label(window: timedelta) -> str:
-    """``timedelta(hours=1, minutes=30)`` -> ``"1h30m"``; days, hours, minutes, seconds, us."""
+    """``7d``, ``24h``, ``1h30m``, ``1m30s``: whole days from two days up (a day is ``24h``,
+    as people write it), else hours, minutes, seconds and microseconds. Feature names
+    (``amount_sum_24h``) are made with it."""
     micros = window // timedelta(microseconds=1)
+    day = 86_400_000_000
     parts = []
-    for unit, size in (("d", 86_400_000_000), ("h", 3_600_000_000), ("m", 60_000_000)):
+    if micros % day == 0 and micros >= 2 * day:
+        return f"{micros // day}d"
+    for unit, size in (("h", 3_600_000_000), ("m", 60_000_000)):
         n, micros = divmod(micros, size)
         if n:
             parts.append(f"{n}{unit}")

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from conveyor.durations import spec_duration
+from conveyor.features.offline import window_label
 
 if TYPE_CHECKING:
     from conveyor.config import ProjectSpec
@@ -71,18 +72,6 @@ def _name(value: str, what: str) -> str:
             f"{what} {value!r}: lower-case letters, digits and _, starting with a letter"
         )
     return value
-
-
-def window_label(window: timedelta) -> str:
-    """``1h``, ``24h``, ``7d``, ``90m``: whole days from two days up, else whole hours,
-    minutes or seconds (a day is ``24h``, as people write it)."""
-    seconds = int(window.total_seconds())
-    if seconds % 86400 == 0 and seconds >= 2 * 86400:
-        return f"{seconds // 86400}d"
-    for unit, size in (("h", 3600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 class EntitySpec(BaseModel):
