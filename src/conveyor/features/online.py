@@ -369,6 +369,66 @@ def _names(values: Iterable[str], field: str) -> tuple[str, ...]:
     return names
 
 
+def _group_key(view: str, names: tuple[str, ...], quoted: tuple[str, ...], row: Any) -> str:
+    """:func:`entity_key` with the view and join key names already sorted and encoded."""
+    parts = []
+    for name, q in zip(names, quoted, strict=True):
+        try:
+            value = row[name]
+        except KeyError:
+            raise InvalidInputError(
+                f"an entity row has no join key {name!r} (view {view!r} is keyed by "
+                f"{', '.join(names)})",
+                field=name,
+            ) from None
+        if type(value) is int:
+            parts.append(f"{q}={value}")
+        else:
+            parts.append(f"{q}={_key_part(name, value)}")
+    return f"f:{{{'&'.join(parts)}}}:{view}"
+
+
+#: Read plans kept per store (distinct lists of refs; a feature service reads one).
+_PLANS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    refs: tuple[FeatureRef, ...]
+    names: tuple[str, ...]
+    ttl_us: tuple[int | None, ...]
+    #: per (view, join keys): the view encoded, join key names sorted, and them encoded
+    groups: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]
+    members: tuple[tuple[tuple[int, str], ...], ...]  #: per group: (ref index, feature)
+    entity_columns: tuple[str, ...]
+
+    @classmethod
+    def of(cls, refs: Sequence[FeatureRef | tuple[Any, ...]], full_names: bool) -> _Plan:
+        plan = [r if isinstance(r, FeatureRef) else FeatureRef(*r) for r in refs]
+        names = [f"{r.view}__{r.feature}" if full_names else r.feature for r in plan]
+        if len(set(names)) != len(names):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise InvalidInputError(
+                f"features {', '.join(twice)} are asked for twice (or by two views); "
+                "pass full_names=True to name columns view__feature",
+                field="refs",
+            )
+        groups: dict[tuple[str, tuple[str, ...]], list[tuple[int, str]]] = {}
+        entity_columns: dict[str, None] = {}
+        for j, ref in enumerate(plan):
+            jk = _names(ref.join_keys, "join_keys")
+            groups.setdefault((ref.view, tuple(sorted(jk))), []).append((j, ref.feature))
+            entity_columns.update(dict.fromkeys(jk))
+        return cls(
+            refs=tuple(plan),
+            names=tuple(names),
+            ttl_us=tuple(_ttl_micros(r.ttl, f"ttl of {r.view}") for r in plan),
+            groups=tuple((view, jk, tuple(quote(k, safe="") for k in jk)) for view, jk in groups),
+            members=tuple(tuple(m) for m in groups.values()),
+            entity_columns=tuple(entity_columns),
+        )
+
+
 # -- the store ----------------------------------------------------------------
 
 
@@ -377,6 +437,7 @@ class OnlineStore:
 
     def __init__(self, kv: KeyValueStore) -> None:
         self._kv = kv
+        self._plans: dict[Any, _Plan] = {}
 
     @property
     def kv(self) -> KeyValueStore:
@@ -470,75 +531,78 @@ class OnlineStore:
         feature name). A backend that does not answer raises
         :class:`~conveyor.errors.BackendUnavailableError`: never an empty vector.
         """
-        plan = [r if isinstance(r, FeatureRef) else FeatureRef(*r) for r in refs]
-        names = [f"{r.view}__{r.feature}" if full_names else r.feature for r in plan]
-        if len(set(names)) != len(names):
-            twice = sorted({n for n in names if names.count(n) > 1})
-            raise InvalidInputError(
-                f"features {', '.join(twice)} are asked for twice (or by two views); "
-                "pass full_names=True to name columns view__feature",
-                field="refs",
-            )
+        plan = self._plan(refs, full_names)
         rows = _rows(entities, "entities")
         now_us = _micros(now if now is not None else datetime.now(UTC), "now", 0)
+        cutoffs = [None if t is None else now_us - t for t in plan.ttl_us]
 
-        # Group refs by (view, join keys): one key per group and row, fetched once.
-        groups: dict[tuple[str, tuple[str, ...]], list[int]] = {}
-        cutoffs: list[int | None] = []
-        entity_cols: dict[str, None] = {}
-        for j, ref in enumerate(plan):
-            jk = _names(ref.join_keys, "join_keys")
-            groups.setdefault((ref.view, jk), []).append(j)
-            ttl_us = _ttl_micros(ref.ttl, f"ttl of {ref.view}")
-            cutoffs.append(None if ttl_us is None else now_us - ttl_us)
-            entity_cols.update(dict.fromkeys(jk))
-
+        # One key per (view, join keys) group and row, each fetched once.
         index: dict[str, int] = {}
-        cells: list[list[int]] = [[0] * len(plan) for _ in rows]  # row, ref -> key index
-        for (view, jk), members in groups.items():
-            for i, row in enumerate(rows):
-                key = entity_key(view, jk, row)
-                at = index.setdefault(key, len(index))
-                for j in members:
-                    cells[i][j] = at
+        row_keys: list[list[int]] = []
+        for row in rows:
+            at_row = []
+            for view, names, quoted in plan.groups:
+                key = _group_key(view, names, quoted, row)
+                at = index.get(key)
+                if at is None:
+                    at = index[key] = len(index)
+                at_row.append(at)
+            row_keys.append(at_row)
         raw = self._kv.get_many(list(index)) if index else []
         records = [None if r is None else orjson.loads(r) for r in raw]
-        times: list[datetime | None] = [
-            None if rec is None else _from_micros(rec["e"]) for rec in records
-        ]
 
+        n = len(plan.refs)
         values: list[list[Any]] = []
         statuses: list[list[Status]] = []
         event_times: list[list[datetime | None]] = []
-        for i in range(len(rows)):
-            row_values: list[Any] = []
-            row_status: list[Status] = []
-            row_times: list[datetime | None] = []
-            for j, ref in enumerate(plan):
-                at = cells[i][j]
+        for at_row in row_keys:
+            row_values: list[Any] = [None] * n
+            row_status: list[Status] = ["missing"] * n
+            row_times: list[datetime | None] = [None] * n
+            for g, at in enumerate(at_row):
                 rec = records[at]
-                if rec is None or ref.feature not in rec["v"]:
-                    row_values.append(None)
-                    row_status.append("missing")
-                    row_times.append(None if rec is None else times[at])
+                if rec is None:
                     continue
-                cutoff = cutoffs[j]
-                row_times.append(times[at])
-                if cutoff is not None and rec["e"] < cutoff:
-                    row_values.append(None)
-                    row_status.append("expired")
-                    continue
-                value = rec["v"][ref.feature]
+                event_us = rec["e"]
+                when = _from_micros(event_us)
+                stored = rec["v"]
                 tags = rec.get("x")
-                if tags and ref.feature in tags:
-                    value = _decode_value(tags[ref.feature], value)
-                row_values.append(value)
-                row_status.append("present")
+                for j, feature in plan.members[g]:
+                    if feature not in stored:
+                        row_times[j] = when
+                        continue
+                    row_times[j] = when
+                    cutoff = cutoffs[j]
+                    if cutoff is not None and event_us < cutoff:
+                        row_status[j] = "expired"
+                        continue
+                    value = stored[feature]
+                    if tags and feature in tags:
+                        value = _decode_value(tags[feature], value)
+                    row_values[j] = value
+                    row_status[j] = "present"
             values.append(row_values)
             statuses.append(row_status)
             event_times.append(row_times)
-        entity_rows = [{c: row.get(c) for c in entity_cols} for row in rows]
-        return OnlineResult(entity_rows, names, plan, values, statuses, event_times)
+        entity_rows = [{c: row.get(c) for c in plan.entity_columns} for row in rows]
+        return OnlineResult(
+            entity_rows, list(plan.names), list(plan.refs), values, statuses, event_times
+        )
+
+    def _plan(self, refs: Sequence[FeatureRef | tuple[Any, ...]], full_names: bool) -> _Plan:
+        """The read plan of ``refs``: built once per distinct list of refs, then reused."""
+        try:
+            cache_key: Any = (tuple(refs), full_names)
+            plan = self._plans.get(cache_key)
+        except TypeError:  # an unhashable ref (join keys as a list): no caching
+            cache_key, plan = None, None
+        if plan is None:
+            plan = _Plan.of(refs, full_names)
+            if cache_key is not None:
+                if len(self._plans) >= _PLANS:
+                    self._plans.clear()
+                self._plans[cache_key] = plan
+        return plan
 
 
 @dataclass(frozen=True, slots=True)
