@@ -38,6 +38,7 @@ BENCHMARKS = (
     "registry",
     "cli_start",
     "features_offline",
+    "features_online",
 )
 
 # Piped to a file or CI log, rich would wrap the table at 80 columns.
