@@ -20,6 +20,10 @@ from conveyor.errors import NotFoundError
 from conveyor.features.sources import FeatureDefinitionError, view_table
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import pyarrow as pa
+
     from conveyor.features.settings import FeaturesSpec, ViewSpec
     from conveyor.project import Project
 
@@ -230,6 +234,30 @@ class FeatureDefinitions:
                 },
             )
         return done
+
+    # -- retrieval ----------------------------------------------------------------------
+
+    def training_frame(
+        self,
+        entity: Any,
+        service_or_features: str | Sequence[str],
+        *,
+        entity_time: str = "event_timestamp",
+        as_known_at: bool = True,
+        actor: str = "features",
+    ) -> pa.Table:
+        """The entity frame with the features of a service (or of ``view:feature``
+        references), point-in-time correct: see :mod:`conveyor.features.retrieval`."""
+        from conveyor.features.retrieval import training_frame
+
+        return training_frame(
+            self.project,
+            entity,
+            service_or_features,
+            entity_time=entity_time,
+            as_known_at=as_known_at,
+            actor=actor,
+        )
 
     # -- reading ------------------------------------------------------------------------
 
