@@ -97,7 +97,7 @@ def test_every_seam_has_an_embedded_default() -> None:
     from conveyor.capability import seams
 
     assert set(SEAMS) == {"store", "artifacts", "events", "cache"}  # the foundation's
-    assert set(seams()) == {*SEAMS, "ratelimit"}  # and those capabilities add
+    assert set(seams()) == {*SEAMS, "ratelimit", "online"}  # and those capabilities add
     for seam in seams().values():
         assert seam.default is not None and seam.spec(seam.default), seam
     assert "sqlite" in STORE.schemes() and "sqlite" in EVENTS.schemes()

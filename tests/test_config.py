@@ -216,12 +216,12 @@ def test_a_bad_environment_override_names_the_variable(
 
 
 def test_fields_of_earlier_versions(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    # conveyor init used to write backends.online, which nothing reads: it still loads.
+    # conveyor init used to write backends.online: the feature store reads it again.
     _write(tmp_path, "project: p\nbackends:\n  online: sqlite:///.conveyor/online.db\n")
     with caplog.at_level("WARNING", logger="conveyor.config"):
         spec = load_spec(tmp_path, env={})
-    assert "online" not in type(spec.backends).model_fields
-    assert "conveyor.yaml:3: backends.online is ignored" in caplog.text
+    assert str(spec.backends.online) == "sqlite:///.conveyor/online.db"
+    assert "is ignored" not in caplog.text
     # The rate limiter moved to a seam: the old field says where.
     _write(tmp_path, "project: p\nserving:\n  rate_limiter: redis://h:6379/0\n")
     with pytest.raises(ConfigError, match=r":3: serving.rate_limiter: .*backends.ratelimit"):
@@ -229,12 +229,12 @@ def test_fields_of_earlier_versions(tmp_path: Path, caplog: pytest.LogCaptureFix
 
 
 def test_a_section_no_capability_declares_is_refused(tmp_path: Path) -> None:
-    _write(tmp_path, "project: p\nfeatures: {}\n")
-    with pytest.raises(ConfigError, match=r"features: unknown field; expected one of: .*serving"):
+    _write(tmp_path, "project: p\nmonitors: {}\n")
+    with pytest.raises(ConfigError, match=r"monitors: unknown field; expected one of: .*serving"):
         load_spec(tmp_path, env={})
     spec = load_spec(_write(tmp_path, "project: p\n"), env={})
-    with pytest.raises(ConfigError, match=r"no section 'features'.*sections: .*datasets"):
-        spec.section("features")
+    with pytest.raises(ConfigError, match=r"no section 'monitors'.*sections: .*datasets"):
+        spec.section("monitors")
 
 
 def test_an_unknown_expectation_kind_names_file_line_and_field(tmp_path: Path) -> None:

@@ -80,10 +80,7 @@ PROJECT_DIR_ENV = "CONVEYOR_PROJECT_DIR"
 ENV_PREFIX = "CONVEYOR_"
 #: Fields written by earlier versions that no installed capability reads any more:
 #: dropped with a warning, so an existing conveyor.yaml keeps loading.
-_RETIRED: dict[tuple[str, ...], str] = {
-    ("backends", "online"): "no installed capability reads an online store yet "
-    "(the feature store will declare it)",
-}
+_RETIRED: dict[tuple[str, ...], str] = {}
 
 
 def _parse_url(value: Any) -> BackendURL:

@@ -375,6 +375,16 @@ def test_key_values_never_collide(store: OnlineStore) -> None:
     # An int and the str of its digits are one entity.
     _push(store, [{"customer_id": 42, "ts": t, "amount": 4.2}])
     assert _amount(store, "42") == 4.2
+    # A view name that encoding changes (spend@aggregates) is read where it was written.
+    store.write(
+        "spend@aggregates",
+        [{"customer_id": 7, "ts": t, "amount": 7.5}],
+        join_keys=["customer_id"],
+        event_time="ts",
+        features=["amount"],
+    )
+    read = store.read([{"customer_id": 7}], [("spend@aggregates", "amount", ("customer_id",))])
+    assert read.values == [[7.5]] and read.statuses == [["present"]]
 
 
 @pytest.mark.parametrize("bad", [1.5, True, None, ("t",)])

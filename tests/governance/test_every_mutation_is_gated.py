@@ -44,6 +44,9 @@ CLI: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "features list": (None, ()),
     "features show": (None, ("view", "spend")),
     "features history": (None, ("view", "spend")),
+    "features materialize": ("features.materialize", ()),
+    "features get": (None, ("fraud", "--entity", "customer_id=1")),
+    "features parity": ("features.check", ("fraud",)),
     "data validate": (None, ("tx",)),  # prints a report; stores nothing
     "data versions": (None, ("tx",)),
     "data profile": (None, ("tx@1",)),

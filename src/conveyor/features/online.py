@@ -423,7 +423,10 @@ class _Plan:
             refs=tuple(plan),
             names=tuple(names),
             ttl_us=tuple(_ttl_micros(r.ttl, f"ttl of {r.view}") for r in plan),
-            groups=tuple((view, jk, tuple(quote(k, safe="") for k in jk)) for view, jk in groups),
+            groups=tuple(
+                (quote(view, safe=""), jk, tuple(quote(k, safe="") for k in jk))
+                for view, jk in groups
+            ),
             members=tuple(tuple(m) for m in groups.values()),
             entity_columns=tuple(entity_columns),
         )
