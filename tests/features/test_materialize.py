@@ -143,3 +143,33 @@ def test_the_cli_materializes_gets_and_checks(project: Project) -> None:
     assert checked.exit_code == 0, checked.output
     unknown = runner.invoke(app, ["features", "get", "frod", "-e", "customer_id=1", "-C", root])
     assert unknown.exit_code == 1 and "no feature service 'frod'" in unknown.output
+
+
+def test_post_features_get_answers_over_http(project: Project) -> None:
+    import httpx
+
+    from conveyor.governance.keys import ApiKeys
+    from conveyor.serving.app import create_app
+    from conveyor.serving.server import ThreadedServer
+
+    materialize(project)
+    token, _ = ApiKeys(project.store, project.events).create("app", "viewer")
+    server = ThreadedServer(create_app(project))
+    server.start()
+    client = httpx.Client(headers={"authorization": f"Bearer {token}"})
+    try:
+        url = f"{server.url}/v1/features/get"
+        post = client.post
+        got = post(url, json={"service": "fraud", "entities": [{"customer_id": 1}]})
+        assert got.status_code == 200, got.text
+        (row,) = got.json()["results"]
+        assert row["features"]["amount_count_24h"] == 3 and row["status"]["amount"] == "present"
+        unknown = post(url, json={"service": "frod", "entities": [{"customer_id": 1}]})
+        assert unknown.status_code == 404 and "frod" in unknown.json()["message"]
+        bad = post(url, json={"service": "fraud", "entities": []})
+        assert bad.status_code == 400 and bad.json()["field"] == "entities"
+        both = post(url, json={"service": "fraud", "features": ["spend:amount"], "entities": [{}]})
+        assert both.status_code == 400 and both.json()["code"] == "invalid_input"
+    finally:
+        client.close()
+        server.stop()

@@ -191,6 +191,7 @@ HTTP: dict[tuple[str, str], str | None] = {
     ("PUT", "/v1/models/{model}/route"): "serving.route",
     ("POST", "/v1/models/{model}/rollback"): "serving.rollback",
     ("GET", "/v1/audit"): "audit.read",
+    ("POST", "/v1/features/get"): "features.read",
     ("GET", "/metrics"): "metrics.read",
     ("GET", "/openapi.json"): None,
     ("GET", "/v2"): "serving.read",

@@ -25,6 +25,7 @@ CAPABILITY = Capability(
     seams=(ONLINE,),
     services={"features": "conveyor.features.definitions:FeatureDefinitions.for_project"},
     cli=(Command("conveyor.features.cli:features_app", "features"),),
+    routes="conveyor.features.http:routes",
     events=FEATURE_EVENTS,
     actions={
         "features.apply": "deployer",  # a new version of the definitions
