@@ -64,7 +64,7 @@ def test_doctor_reports_every_seam_healthy_on_embedded_defaults(project: Path) -
     assert body["ok"] is True
     assert body["project"] == "fraud"
     seams = [s["seam"] for s in body["seams"]]
-    assert seams == ["store", "artifacts", "events", "cache", "ratelimit"]
+    assert seams == ["store", "artifacts", "events", "cache", "ratelimit", "online"]
     assert all(s["ok"] for s in body["seams"]), body
 
 
