@@ -9,73 +9,24 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
+from features_support import spend_project
 from typer.testing import CliRunner
 
 from conveyor.cli import app
 from conveyor.features.materialize import materialize, online_features, online_store, parity
-from conveyor.project import Project, init_project
+from conveyor.project import Project
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 T0 = NOW - timedelta(hours=2, minutes=10)
-SPEC = """
-features:
-  entities:
-    customer: {join_keys: [customer_id]}
-  views:
-    spend:
-      entities: [customer]
-      source: {dataset: tx}
-      event_time: ts
-      created_time: ingested_at
-      ttl: 1h
-      features:
-        - {name: amount, type: double}
-      aggregates:
-        - {column: amount, functions: [sum, count], windows: [1h, 24h]}
-  on_demand:
-    doubled:
-      function: feats:doubled
-      inputs: [spend:amount]
-      outputs: {amount_x2: double}
-  services:
-    fraud: {features: ["spend:*", doubled]}
-"""
-
-
-def _ts(*offsets: timedelta) -> pa.Array:
-    return pa.array([T0 + o for o in offsets], pa.timestamp("us", tz="UTC"))
 
 
 @pytest.fixture(params=["sqlite", "redis"])
 def project(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Project]:
-    init_project(tmp_path, name="fs")
-    with (tmp_path / "conveyor.yaml").open("a") as spec:
-        spec.write(SPEC)
-    (tmp_path / "feats.py").write_text(
-        "import pyarrow.compute as pc\n"
-        "def doubled(table):\n"
-        "    return table.append_column('amount_x2', pc.multiply(table['amount'], 2.0))\n"
-    )
     env = {}
     if request.param == "redis":
         env["CONVEYOR_ONLINE"] = f"redis://127.0.0.1:6379/0?prefix=test-{uuid.uuid4().hex}:"
-    opened = Project.open(tmp_path, env=env)
-    m = timedelta(minutes=1)
-    opened.data.ingest(
-        "tx",
-        pa.table(
-            {
-                "customer_id": pa.array([1, 1, 1, 2], pa.int64()),
-                "ts": _ts(0 * m, 30 * m, 120 * m, 0 * m),
-                "ingested_at": _ts(0 * m, 30 * m, 120 * m, 60 * m),
-                "amount": [10.0, 20.0, 40.0, 5.0],
-            }
-        ),
-        actor="test",
-        new=True,
-    )
+    opened = spend_project(tmp_path, T0, env)
     try:
         yield opened
     finally:

@@ -8,67 +8,21 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from features_support import spend_project, timestamps
 
 from conveyor.errors import InvalidInputError, NotFoundError
-from conveyor.project import Project, init_project
+from conveyor.project import Project
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
-SPEC = """
-features:
-  entities:
-    customer: {join_keys: [customer_id]}
-  views:
-    spend:
-      entities: [customer]
-      source: {dataset: tx}
-      event_time: ts
-      created_time: ingested_at
-      ttl: 1h
-      features:
-        - {name: amount, type: double}
-      aggregates:
-        - {column: amount, functions: [sum, count], windows: [1h, 24h]}
-  on_demand:
-    doubled:
-      function: feats:doubled
-      inputs: [spend:amount]
-      outputs: {amount_x2: double}
-  services:
-    fraud: {features: ["spend:*", doubled]}
-"""
 
 
 def _ts(*offsets: timedelta) -> pa.Array:
-    return pa.array([T0 + o for o in offsets], pa.timestamp("us", tz="UTC"))
+    return timestamps(T0, *offsets)
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Project:
-    init_project(tmp_path, name="fs")
-    with (tmp_path / "conveyor.yaml").open("a") as spec:
-        spec.write(SPEC)
-    (tmp_path / "feats.py").write_text(
-        "import pyarrow.compute as pc\n"
-        "def doubled(table):\n"
-        "    return table.append_column('amount_x2', pc.multiply(table['amount'], 2.0))\n"
-    )
-    opened = Project.open(tmp_path, env={})
-    m = timedelta(minutes=1)
-    opened.data.ingest(
-        "tx",
-        pa.table(
-            {
-                "customer_id": pa.array([1, 1, 1, 2], pa.int64()),
-                "ts": _ts(0 * m, 30 * m, 120 * m, 0 * m),
-                # customer 2's row was backfilled: written an hour after it happened
-                "ingested_at": _ts(0 * m, 30 * m, 120 * m, 60 * m),
-                "amount": [10.0, 20.0, 40.0, 5.0],
-            }
-        ),
-        actor="test",
-        new=True,
-    )
-    return opened
+    return spend_project(tmp_path, T0)
 
 
 def _entities() -> pa.Table:

@@ -67,7 +67,9 @@ def _request(body: bytes) -> tuple[str | list[str], list[dict[str, Any]]]:
         raise BadRequest(
             InvalidInputError("entities is a non-empty list of objects", field="entities")
         )
-    return (service if service is not None else features), entities
+    if service is not None:
+        return service, entities
+    return [str(f) for f in features or ()], entities
 
 
 def routes(context: AppContext) -> Contribution:

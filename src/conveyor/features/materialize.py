@@ -80,7 +80,7 @@ def materialize(
     import pyarrow as pa
 
     from conveyor.errors import NotFoundError
-    from conveyor.features import offline
+    from conveyor.features.retrieval import view_aggregates
     from conveyor.features.settings import features_of
     from conveyor.features.sources import view_table
 
@@ -119,27 +119,11 @@ def materialize(
             entity = entity.append_column(
                 "event_timestamp", pa.array([moment] * entity.num_rows, pa.timestamp("us", "UTC"))
             )
-            names_out: list[str] = []
             table = entity
-            for aggregate in view.aggregates:
-                computed = offline.aggregate_frame(
-                    entity,
-                    rows,
-                    join_keys=keys,
-                    event_time=view.event_time,
-                    column=aggregate.column,
-                    functions=aggregate.functions,
-                    windows=aggregate.windows,
-                    created_time=view.created_time,
-                )
-                for fn in aggregate.functions:
-                    for window in aggregate.windows:
-                        label = offline.window_label(window)
-                        out = f"{aggregate.column}_{fn}_{label}"
-                        table = table.append_column(
-                            out, computed.column(f"{aggregate.column}__{fn}__{label}")
-                        )
-                        names_out.append(out)
+            computed = view_aggregates(entity, view, rows, keys)
+            for feature, column in computed.items():
+                table = table.append_column(feature, column)
+            names_out = list(computed)
             table = table.append_column(_AS_OF, table.column("event_timestamp"))
             store.write(
                 name + AGGREGATES_SUFFIX,

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from conveyor.features.settings import FeaturesSpec, ViewSpec
     from conveyor.project import Project
 
-__all__ = ["compute_on_demand", "requested_features", "training_frame"]
+__all__ = ["compute_on_demand", "requested_features", "training_frame", "view_aggregates"]
 
 
 def requested_features(
@@ -96,7 +96,17 @@ def training_frame(
             )
             for feature in plain:
                 table = table.append_column(feature, joined.column(feature))
-        table = _aggregates(table, width, view, rows, keys, wanted, entity_time, as_known_at)
+        aggregates = view_aggregates(
+            table.select(list(range(width))),
+            view,
+            rows,
+            keys,
+            wanted,
+            entity_time=entity_time,
+            as_known_at=as_known_at,
+        )
+        for feature, column in aggregates.items():
+            table = table.append_column(feature, column)
     return _on_demand(project, spec, table, pairs)
 
 
@@ -104,21 +114,24 @@ def _join_keys(spec: FeaturesSpec, view: ViewSpec) -> tuple[str, ...]:
     return tuple(dict.fromkeys(k for e in view.entities for k in spec.entities[e].join_keys))
 
 
-def _aggregates(
-    table: pa.Table,
-    width: int,
+def view_aggregates(
+    entity: pa.Table,
     view: ViewSpec,
     rows: pa.Table,
     keys: tuple[str, ...],
-    wanted: list[str],
-    entity_time: str,
-    as_known_at: bool,
-) -> pa.Table:
+    wanted: Sequence[str] | None = None,
+    *,
+    entity_time: str = "event_timestamp",
+    as_known_at: bool = True,
+) -> dict[str, pa.ChunkedArray]:
+    """The view's aggregates (those in ``wanted``, default all) for each entity row, by
+    their definition names (``amount_sum_24h``): the training frame's and materialization's
+    one computation."""
     from conveyor.features import offline
 
-    entity = table.select(list(range(width)))
+    found: dict[str, pa.ChunkedArray] = {}
     for aggregate in view.aggregates:
-        names = [n for n in aggregate.feature_names() if n in wanted]
+        names = [n for n in aggregate.feature_names() if wanted is None or n in wanted]
         if not names:
             continue
         done = offline.aggregate_frame(
@@ -138,10 +151,8 @@ def _aggregates(
                 label = offline.window_label(window)
                 name = f"{aggregate.column}_{fn}_{label}"
                 if name in names:
-                    table = table.append_column(
-                        name, done.column(f"{aggregate.column}__{fn}__{label}")
-                    )
-    return table
+                    found[name] = done.column(f"{aggregate.column}__{fn}__{label}")
+    return found
 
 
 def _on_demand(
