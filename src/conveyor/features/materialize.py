@@ -181,7 +181,7 @@ def online_features(
     rows = [dict(e) for e in entities]
     result = online_store(project).read(rows, refs, now=now) if refs else None
     out: list[dict[str, Any]] = []
-    for i, row in enumerate(rows):
+    for i in range(len(rows)):
         values: dict[str, Any] = {}
         status: dict[str, Any] = {}
         when: dict[str, Any] = {}
@@ -191,12 +191,14 @@ def online_features(
                 status[ref.feature] = result.statuses[i][j]
                 moment = result.event_times[i][j]
                 when[ref.feature] = None if moment is None else moment.isoformat()
-        out.append({"features": values, "status": status, "event_time": when, "_row": row})
+        out.append({"features": values, "status": status, "event_time": when})
     demands = list(dict.fromkeys(o for o, _ in pairs if o in spec.on_demand))
     if demands and out:
         import pyarrow as pa
 
-        frame = pa.Table.from_pylist([{**r["_row"], **r["features"]} for r in out])
+        frame = pa.Table.from_pylist(
+            [{**row, **r["features"]} for row, r in zip(rows, out, strict=True)]
+        )
         for name in demands:
             frame = compute_on_demand(project, name, frame)
             for output in spec.on_demand[name].outputs:
@@ -205,8 +207,6 @@ def online_features(
                     r["features"][output] = column[i]
                     r["status"][output] = "computed"
                     r["event_time"][output] = None
-    for r in out:
-        del r["_row"]
     return out
 
 
