@@ -37,6 +37,8 @@ POSTGRES_URL = os.environ.get(
 #: is also Conveyor's driver: both tools talk to PostgreSQL the same way.
 PEERS: dict[str, tuple[str, ...]] = {
     "mlflow": ("mlflow", "psycopg[binary]"),
+    # Feast's own extras: redis (online store) and duckdb (its duckdb offline store).
+    "feast": ("feast[redis,duckdb]==0.67.0",),
 }
 _STAMP = ".conveyor-bench-stamp"
 

@@ -350,7 +350,7 @@ def test_conveyor_events_kinds_lists_the_catalogue() -> None:
     assert items["auth.key_created"]["durability"] == "audit"
     assert items["auth.key_created"]["capability"] == "governance"
     assert items["prediction"]["fields"]["flag"] == "str | None"
-    assert items["prediction"]["optional"] == ["input", "input_digest"]
+    assert items["prediction"]["optional"] == ["features", "input", "input_digest"]
     assert items["run.started"]["capability"] == "foundation"
     table = CliRunner().invoke(app, ["events", "kinds"], env={"COLUMNS": "200"})
     assert table.exit_code == 0, table.output

@@ -311,7 +311,7 @@ def test_enrich_hook_joins_features_by_entity_key(project: Project) -> None:
 
     stored = {"c1": 10.0, "c2": 20.0}  # f3 by customer, as an online store would hold it
 
-    async def enrich(model: str, version: int, rows: pa.Table) -> pa.Table:
+    async def enrich(model: str, version: object, rows: pa.Table) -> pa.Table:
         keys = rows.column("customer").to_pylist()
         rows = rows.drop_columns(["customer"])
         return rows.append_column("f3", pa.array([stored[k] for k in keys]))

@@ -32,6 +32,7 @@ from conveyor.errors import InvalidInputError
 if TYPE_CHECKING:
     from conveyor.project import Project
     from conveyor.registry import Registry
+    from conveyor.registry.versions import ModelVersion
 
 models_app = typer.Typer(
     help="The model registry: versions, aliases and their history.", no_args_is_help=True
@@ -172,7 +173,7 @@ def show(
         aliases = sorted(
             a for a, n in registry.aliases(version.model).items() if n == version.number
         )
-        body = {**version.to_dict(), "aliases": aliases}
+        body = {**version.to_dict(), "aliases": aliases, "lineage": _lineage(proj, version)}
         if as_json:
             echo_json(body)
             return
@@ -211,6 +212,10 @@ def show(
                 for c in version.signature["inputs"]
             )
             out.print(f"  signature: {escape(cols)}", soft_wrap=True)
+        if version.inputs:
+            out.print("  lineage:")
+            for path in body["lineage"]:
+                out.print(f"    {escape(' -> '.join(path))}", soft_wrap=True)
 
 
 @models_app.command("register")
@@ -523,6 +528,24 @@ def _dataset_refs(proj: Project, version_ids: Sequence[str]) -> str:
         except NotFoundError:
             refs.append(version_id)
     return ", ".join(refs) or "-"
+
+
+def _lineage(proj: Project, version: ModelVersion) -> list[list[str]]:
+    """Each path from a data set version to ``version``: ``[houses@2, houses_model@3]``
+    for its own data, ``[tx@4, view spend v1, service fraud v2, fraud@5]`` through a
+    feature service."""
+    own = _dataset_refs(proj, version.dataset_version_ids[:1])
+    paths = [[own, version.ref]] if version.dataset_version_ids else []
+    for used in version.inputs:
+        if used.get("kind") != "feature_service":
+            paths.append([f"{used.get('kind')} {used.get('name')}", version.ref])
+            continue
+        service = f"service {used['name']} v{used.get('version')}"
+        for view, seen in (used.get("views") or {}).items():
+            sources = list(seen.get("datasets") or []) or [seen.get("path") or "?"]
+            for source in sources:
+                paths.append([source, f"view {view} v{seen.get('version')}", service, version.ref])
+    return paths
 
 
 def _fmt(value: Any) -> str:

@@ -66,6 +66,7 @@ class RegisterItem:
     tags: Mapping[str, Any] | None = None
     description: str | None = None
     actor: str | None = None
+    inputs: Sequence[Mapping[str, Any]] = ()
 
 
 _FIELDS = tuple(f.name for f in fields(RegisterItem))
@@ -213,8 +214,24 @@ def _prepare_item(registry: Registry, it: RegisterItem) -> _Prepared:
             "git_dirty": dirty,
             "environment": registry._env(),
             "dataset_version_ids": dataset_ids,
+            "inputs": _inputs(it.inputs),
         },
     )
+
+
+def _inputs(inputs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]] | None:
+    """The lineage beyond data sets, as JSON; each input names its ``kind`` and ``name``."""
+    from conveyor.store.types import json_value
+
+    clean = []
+    for i, item in enumerate(inputs):
+        if not isinstance(item, Mapping) or not item.get("kind") or not item.get("name"):
+            raise InvalidInputError(
+                f"inputs[{i}] is a mapping with a kind and a name, got {item!r}",
+                field=f"inputs[{i}]",
+            )
+        clean.append(json_value(dict(item), f"inputs[{i}]"))
+    return clean or None
 
 
 def _outputs_of(

@@ -114,13 +114,15 @@ class Registry(AliasesMixin, PromotionMixin):
         tags: Mapping[str, Any] | None = None,
         description: str | None = None,
         actor: str | None = None,
+        inputs: Sequence[Mapping[str, Any]] = (),
     ) -> ModelVersion:
         """Store ``model`` as the next version of ``name`` and return it.
 
         ``signature_from`` is the training frame the input signature is
         inferred from; ``parent`` is the version this one was derived from
         (a ModelVersion, its id, or ``"name@N"``); ``dataset_versions`` are
-        the training data's versions (DatasetVersion objects or ids).
+        the training data's versions (DatasetVersion objects or ids); ``inputs``
+        the rest of its lineage (``[{"kind": "feature_service", "name": ...}]``).
         """
         from conveyor.registry.batch import RegisterItem, prepare_item, store_prepared
 
@@ -136,6 +138,7 @@ class Registry(AliasesMixin, PromotionMixin):
             tags=tags,
             description=description,
             actor=actor,
+            inputs=inputs,
         )
         return store_prepared(self, [prepare_item(self, item)])[0]
 

@@ -73,6 +73,10 @@ class ModelVersionRecord(Base):
     dataset_version_ids: Mapped[list[str]] = mapped_column(JSONB_DOCUMENT)
     status: Mapped[str] = mapped_column(sa.String(20), default="registered")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # What else the version was built from, beyond data set versions: e.g. the feature
+    # service (and the versions of its views) the training frame was joined from:
+    # [{"kind": "feature_service", "name": ..., "version": ..., "views": {...}}].
+    inputs: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB_DOCUMENT)
 
     __table_args__ = (
         sa.CheckConstraint(one_of("status", MODEL_VERSION_STATUSES), name="status"),

@@ -56,6 +56,14 @@ class ModelVersion:
     dataset_version_ids: list[str]
     status: str
     created_at: datetime
+    #: Lineage beyond data sets, e.g. ``{"kind": "feature_service", "name", "version",
+    #: "views": {view: {"version", "datasets", "path"}}, "features"}``; empty for
+    #: versions registered before it existed.
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.inputs is None:  # a version registered before lineage had inputs
+            object.__setattr__(self, "inputs", [])
 
     @property
     def ref(self) -> str:
@@ -81,6 +89,7 @@ class ModelVersion:
             "git_dirty": self.git_dirty,
             "environment": self.environment,
             "dataset_version_ids": self.dataset_version_ids,
+            "inputs": self.inputs,
             "status": self.status,
             "created_at": self.created_at.isoformat(),
         }
@@ -110,6 +119,7 @@ class ModelVersion:
             dataset_version_ids=document(row.dataset_version_ids),
             status=row.status,
             created_at=row.created_at,
+            inputs=document(row.inputs),
         )
 
 

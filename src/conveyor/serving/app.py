@@ -28,6 +28,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from conveyor.project import Project
+    from conveyor.registry.versions import ModelVersion
     from conveyor.serving.pool import Served
     from conveyor.serving.routes import CompiledRoute, Decision
     from conveyor.web.app import WebApp
@@ -46,14 +48,25 @@ if TYPE_CHECKING:
     from conveyor.web.metrics import WebMetrics
     from conveyor.web.pipeline import Call
 
-__all__ = ["Enrich", "Server", "create_app"]
+__all__ = ["Enrich", "Enriched", "Server", "create_app"]
 
 log = logging.getLogger("conveyor.serving")
 
-#: ``enrich(model, version, rows) -> rows``: where a feature lookup by entity key (an
-#: online store) joins the request before the signature check; None: requests carry
-#: every feature themselves.
-Enrich = Callable[[str, int, "pa.Table"], Awaitable["pa.Table"]]
+
+@dataclass(frozen=True, slots=True)
+class Enriched:
+    """What an enricher returns when the prediction event should record what it did:
+    ``record`` is the event's ``features`` field (values used, which were missing)."""
+
+    table: pa.Table
+    record: dict[str, Any] | None = None
+
+
+#: ``enrich(model, version, rows) -> rows | Enriched``: where a feature lookup by entity
+#: key (an online store) joins the request before the signature check; None: requests
+#: carry every feature themselves. A capability contributes one with its routes
+#: (``Contribution.enrich``); ``create_app(enrich=...)`` replaces them.
+Enrich = Callable[[str, "ModelVersion", "pa.Table"], Awaitable["pa.Table | Enriched"]]
 
 _ATTR_HEADER = b"x-conveyor-attr-"
 
@@ -229,8 +242,13 @@ class Server:
             self.check_named_version(call, model, version)
             served = await self.served(model, version)
         table = rows(served) if callable(rows) else rows
+        looked_up = None
         if self.enrich is not None:
-            table = await self.enrich(model, served.version.number, table)
+            enriched = await self.enrich(model, served.version, table)
+            if isinstance(enriched, Enriched):
+                table, looked_up = enriched.table, enriched.record
+            else:
+                table = enriched
         table = served.enforce(table)
         arm = decision.arm if decision else "direct"
         number = str(served.version.number)
@@ -260,7 +278,17 @@ class Server:
         ok.inc()
         seconds.observe(elapsed)
         self._record(
-            model, served, decision, table, output, request_id, call, elapsed, cached, digest
+            model,
+            served,
+            decision,
+            table,
+            output,
+            request_id,
+            call,
+            elapsed,
+            cached,
+            digest,
+            looked_up,
         )
         if self.commits is not None:
             await self.commits.committed()
@@ -298,6 +326,7 @@ class Server:
         elapsed: float,
         cached: bool,
         digest: str | None,
+        looked_up: dict[str, Any] | None = None,
     ) -> None:
         payload: dict[str, Any] = {
             "version_id": served.version.id,
@@ -310,6 +339,8 @@ class Server:
         }
         if digest is not None:
             payload["input_digest"] = digest
+        if looked_up is not None:
+            payload["features"] = looked_up
         rate = self.spec.payload_sample_rate
         if rate and random.random() < rate:
             payload["input"] = table.to_pylist()

@@ -36,9 +36,11 @@ PREDICTION = EventKind(
         "output": Any,  # the model's own output, made JSON-ready
         "input_digest": str,
         "input": list,  # the request's rows, when sampled (serving.payload_sample_rate)
+        # What an enricher looked up (the feature store: values used, missing, expired).
+        "features": dict,
     },
     "a request was answered: by which version and arm, how fast, and the output",
-    optional=frozenset({"input_digest", "input"}),
+    optional=frozenset({"input_digest", "input", "features"}),
 )
 PREDICTION_SHADOW = EventKind(
     "prediction.shadow",

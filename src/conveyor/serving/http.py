@@ -32,8 +32,10 @@ from conveyor.web.errors import BadRequest
 from conveyor.web.routing import Route
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from conveyor.registry.versions import ModelVersion
-    from conveyor.serving.app import Server
+    from conveyor.serving.app import Enrich, Enriched, Server
     from conveyor.web.app import AppContext, Contribution
     from conveyor.web.pipeline import Call
 
@@ -119,7 +121,34 @@ def routes(context: AppContext) -> Contribution:
     )
     context.state.server = server
     table = [*_native(server), *http_v2.routes(server)]
-    return Contribution(table, startup=server.startup, shutdown=server.shutdown)
+
+    async def startup() -> None:
+        if server.enrich is None:  # create_app(enrich=...) replaces the contributed ones
+            server.enrich = chained(context.state.enrichers)
+        await server.startup()
+
+    return Contribution(table, startup=startup, shutdown=server.shutdown)
+
+
+def chained(enrichers: list[Enrich]) -> Enrich | None:
+    """One enricher running ``enrichers`` in order (their records merged), or None."""
+    from conveyor.serving.app import Enriched
+
+    if len(enrichers) <= 1:
+        return enrichers[0] if enrichers else None
+
+    async def enrich(model: str, version: ModelVersion, table: pa.Table) -> pa.Table | Enriched:
+        records: dict[str, Any] = {}
+        for one in enrichers:
+            got = await one(model, version, table)
+            if isinstance(got, Enriched):
+                table = got.table
+                records.update(got.record or {})
+            else:
+                table = got
+        return Enriched(table, records or None)
+
+    return enrich
 
 
 def _native(server: Server) -> list[Route]:

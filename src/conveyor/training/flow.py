@@ -23,7 +23,10 @@ This is what ``conveyor train NAME`` and continuous training run::
 One candidate, step by step:
 
 1. a training run starts (params, seed, git state, environment);
-2. the dataset's latest version is read (lineage recorded) and prepared;
+2. the dataset's latest version is read (lineage recorded) and prepared; with
+   ``feature_service``, its rows are an entity/label frame and the service's
+   features are joined to them point-in-time first (the service's applied
+   version and the data set versions of its views join the lineage);
 3. the hold-out rows are set aside *before* training sees anything;
 4. ``train`` fits the model (or, with ``retrain.incremental``, the champion
    continues with ``partial_fit`` on the rows it has not seen);
@@ -53,10 +56,12 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
     import pandas as pd
+    import pyarrow as pa
 
     from conveyor.checks.gates import Gate
     from conveyor.checks.result import Report
     from conveyor.data.versions import DatasetVersion
+    from conveyor.features.lineage import ServiceLineage
     from conveyor.project import Project
     from conveyor.registry.promotion import Promotion
     from conveyor.registry.registry import Registry
@@ -88,6 +93,21 @@ class Prepared:
     new_rows: npt.NDArray[np.bool_]  # rows from parts the champion's data did not have
     features: list[str]
     target: str
+    #: The feature service the frame was joined from (None: the data set's own columns).
+    lineage: ServiceLineage | None = None
+
+    @property
+    def dataset_versions(self) -> list[DatasetVersion]:
+        """Every data set version the frame was built from: the model's, then the views'."""
+        found = {self.version.id: self.version}
+        for version in self.lineage.datasets if self.lineage else ():
+            found.setdefault(version.id, version)
+        return list(found.values())
+
+    @property
+    def inputs(self) -> list[dict[str, Any]]:
+        """The registry's lineage beyond data sets (the feature service, when used)."""
+        return [self.lineage.input] if self.lineage else []
 
     @property
     def X_train(self) -> pd.DataFrame:
@@ -205,7 +225,11 @@ def prepare(
         actor=actor,
         payload={"version_id": version.id, "rows": version.row_count, "purpose": "training"},
     )
-    frame = pa.concat_tables(tables).to_pandas() if tables else pa.table({}).to_pandas()
+    table = pa.concat_tables(tables) if tables else pa.table({})
+    lineage = None
+    if spec.feature_service is not None:
+        table, lineage = _join_features(project, spec, table, actor)
+    frame = table.to_pandas()
     new_rows = np.concatenate(new) if new else np.zeros(0, dtype=bool)
     if spec.prepare:
         from conveyor.training.errors import call_user
@@ -221,7 +245,8 @@ def prepare(
                     field="prepare",
                 )
         frame = shaped.reset_index(drop=True)
-    missing = [c for c in [*spec.features, spec.target] if c not in frame.columns]
+    features = list(spec.features) or (lineage.features if lineage else [])
+    missing = [c for c in [*features, spec.target] if c not in frame.columns]
     if missing:
         raise InvalidInputError(
             f"model data lacks column(s) {', '.join(missing)} (have: "
@@ -235,7 +260,28 @@ def prepare(
             f"{int(mask.sum())} hold-out rows; both need rows",
             field="holdout",
         )
-    return Prepared(version, frame, mask, new_rows, list(spec.features), spec.target)
+    return Prepared(version, frame, mask, new_rows, features, spec.target, lineage)
+
+
+def _join_features(
+    project: Project, spec: ModelSpec, table: pa.Table, actor: str | None
+) -> tuple[pa.Table, ServiceLineage]:
+    """The entity/label rows with the feature service's features as of ``entity_time``."""
+    from conveyor.features.lineage import service_lineage
+
+    assert spec.feature_service is not None
+    lineage = service_lineage(project, spec.feature_service)
+    if spec.entity_time not in table.column_names:
+        raise InvalidInputError(
+            f"entity_time {spec.entity_time!r} is not a column of {spec.dataset} (columns: "
+            f"{', '.join(table.column_names)}): name the time each row's features are read as "
+            "of",
+            field="entity_time",
+        )
+    joined = project.features.training_frame(
+        table, spec.feature_service, entity_time=spec.entity_time, actor=actor or "training"
+    )
+    return joined, lineage
 
 
 # -- gates -------------------------------------------------------------------------
@@ -503,7 +549,8 @@ def train_candidate(
                 metrics=metrics,
                 run_id=training.id,
                 parent=champion[0] if incremental and champion else None,
-                dataset_versions=[prepared.version],
+                dataset_versions=prepared.dataset_versions,
+                inputs=prepared.inputs,
                 tags={"trigger": trigger, "incremental": str(bool(incremental)).lower()},
                 actor=actor,
             )

@@ -9,6 +9,12 @@
         features: [amount, age]
         target: default
         gates: [{quality_floor: {}}, {beats_champion: {}}]
+      churn:
+        train: model:fit
+        dataset: churn_labels                # entity keys, a time and the label
+        feature_service: churn               # joined point-in-time from the feature store
+        entity_time: as_of                   # the time each row's features are read as of
+        target: churned                      # features: the service's, unless listed
 
 Every field can be set from the environment, ``CONVEYOR_MODELS__FRAUD__AUTO_PROMOTE=true``.
 """
@@ -103,16 +109,37 @@ class ModelSpec(BaseModel):
     called as ``function(X, y, *, seed, **params)`` and returning a fitted
     model; ``prepare`` (optional) turns the dataset's rows into the frame
     ``features`` and ``target`` are read from, the same for training and the
-    hold-out. ``gates`` is a list of ``{name: {options}}`` (see
-    :mod:`conveyor.training.flow`).
+    hold-out. With ``feature_service``, the dataset is an entity/label frame
+    (join keys, ``entity_time`` and the label) and the service's features are
+    joined to it point-in-time before ``prepare``; the version records the
+    service's version and the data set versions behind it, and is served by
+    entity key (the online store supplies the features). ``gates`` is a list
+    of ``{name: {options}}`` (see :mod:`conveyor.training.flow`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     train: str = Field(description="Training entry point, module:function.", min_length=3)
     prepare: str | None = Field(None, description="Optional frame preparation, module:function.")
-    dataset: str = Field(description="The data set whose latest version trains the model.")
-    features: list[str] = Field(min_length=1, description="Input columns, in order.")
+    dataset: str = Field(
+        description="The data set whose latest version trains the model (with feature_service: "
+        "the entity/label frame)."
+    )
+    features: list[str] = Field(
+        default_factory=list,
+        description="Input columns, in order (with feature_service: default the service's "
+        "features, in its order).",
+    )
+    feature_service: str | None = Field(
+        None,
+        description="A feature service (features.services) whose features are joined to the "
+        "data set's rows point-in-time; the model is then served by entity key.",
+    )
+    entity_time: str = Field(
+        "event_timestamp",
+        description="With feature_service: the data set's column each row's features are read "
+        "as of.",
+    )
     target: str = Field(description="The label column.")
     task: Literal["classification", "regression"] | None = Field(
         None,
@@ -129,6 +156,12 @@ class ModelSpec(BaseModel):
         False, description="Make a candidate champion by itself when its gates pass."
     )
     retrain: RetrainSpec = Field(default_factory=RetrainSpec)
+
+    @model_validator(mode="after")
+    def _features_named(self) -> ModelSpec:
+        if not self.features and self.feature_service is None:
+            raise ValueError("features: name the input columns (or a feature_service)")
+        return self
 
     @field_validator("train", "prepare")
     @classmethod

@@ -72,6 +72,10 @@ class Contribution:
     routes: Sequence[Route]
     startup: Hook | None = None
     shutdown: Hook | None = None
+    #: A request enricher for model predictions (:data:`conveyor.serving.app.Enrich`):
+    #: e.g. the feature store's lookup by entity key. The app's ``state.enrichers``
+    #: holds every contributed one, in capability order.
+    enrich: Any = None
 
 
 class WebApp:
@@ -194,9 +198,12 @@ def build_app(
     routes: list[Route] = []
     startup: list[Hook] = []
     shutdown: list[Hook] = []
+    context.state.enrichers = []
     for _, target in contributed("routes"):
         part: Contribution = load(target)(context)
         routes.extend(part.routes)
+        if part.enrich is not None:
+            context.state.enrichers.append(part.enrich)
         if part.startup is not None:
             startup.append(part.startup)
         if part.shutdown is not None:
