@@ -76,10 +76,19 @@ def routes(context: AppContext) -> Contribution:
     project = context.project
 
     async def get_features(call: Call) -> Response:
-        from conveyor.features.materialize import online_features
+        from conveyor.features.serving_read import online_features
 
         wanted, entities = _request(await call.body())
-        rows = await asyncio.to_thread(online_features, project, entities, wanted)
+        deps = context.dependencies
+        if deps is None:
+            rows = await asyncio.to_thread(online_features, project, entities, wanted)
+        else:
+            # The online store behind the server's guard (the enricher's breaker, "online"):
+            # a refused or hung backend is a 503 after at most the timeout, never an empty
+            # answer, and a hang holds the guard's own threads only, not the event loop.
+            rows = await deps.call(
+                "online", deps.limits.store_timeout_s, online_features, project, entities, wanted
+            )
         return Response(orjson.dumps({"results": rows}), media_type="application/json")
 
     return Contribution(

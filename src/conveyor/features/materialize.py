@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from conveyor.checks.result import Report
-    from conveyor.features.online import FeatureRef, OnlineStore
+    from conveyor.features.online import OnlineStore
     from conveyor.features.settings import FeaturesSpec, ViewSpec
     from conveyor.project import Project
 
@@ -148,66 +148,8 @@ def materialize(
     return done
 
 
-def _refs(spec: FeaturesSpec, pairs: list[tuple[str, str]]) -> list[FeatureRef]:
-    from conveyor.features.online import FeatureRef
-
-    refs = []
-    for owner, feature in pairs:
-        view = spec.views.get(owner)
-        if view is None:
-            continue  # on-demand: computed below
-        plain = {f.name for f in view.features}
-        target = owner if feature in plain else owner + AGGREGATES_SUFFIX
-        refs.append(FeatureRef(target, feature, _keys(spec, view), view.ttl))
-    return refs
-
-
-def online_features(
-    project: Project,
-    entities: Sequence[Mapping[str, Any]],
-    service_or_features: str | Sequence[str],
-    *,
-    now: datetime | None = None,
-) -> list[dict[str, Any]]:
-    """For each entity row (join keys, plus the request fields on-demand features read):
-    ``{"features": {...}, "status": {...}, "event_time": {...}}`` of the service's
-    features, read in one round trip; on-demand features computed as offline."""
-    from conveyor.features.retrieval import compute_on_demand, requested_features
-    from conveyor.features.settings import features_of
-
-    spec = features_of(project.spec)
-    pairs = requested_features(spec, service_or_features)
-    refs = _refs(spec, pairs)
-    rows = [dict(e) for e in entities]
-    result = online_store(project).read(rows, refs, now=now) if refs else None
-    out: list[dict[str, Any]] = []
-    for i in range(len(rows)):
-        values: dict[str, Any] = {}
-        status: dict[str, Any] = {}
-        when: dict[str, Any] = {}
-        if result is not None:
-            for j, ref in enumerate(result.refs):
-                values[ref.feature] = result.values[i][j]
-                status[ref.feature] = result.statuses[i][j]
-                moment = result.event_times[i][j]
-                when[ref.feature] = None if moment is None else moment.isoformat()
-        out.append({"features": values, "status": status, "event_time": when})
-    demands = list(dict.fromkeys(o for o, _ in pairs if o in spec.on_demand))
-    if demands and out:
-        import pyarrow as pa
-
-        frame = pa.Table.from_pylist(
-            [{**row, **r["features"]} for row, r in zip(rows, out, strict=True)]
-        )
-        for name in demands:
-            frame = compute_on_demand(project, name, frame)
-            for output in spec.on_demand[name].outputs:
-                column = frame.column(output).to_pylist()
-                for i, r in enumerate(out):
-                    r["features"][output] = column[i]
-                    r["status"][output] = "computed"
-                    r["event_time"][output] = None
-    return out
+# The read path lives in its own module (plans cached per project); re-exported here.
+from conveyor.features.serving_read import online_features  # noqa: E402
 
 
 def parity(

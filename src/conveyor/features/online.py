@@ -55,7 +55,8 @@ from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
@@ -369,10 +370,13 @@ def _names(values: Iterable[str], field: str) -> tuple[str, ...]:
     return names
 
 
-def _group_key(view: str, names: tuple[str, ...], quoted: tuple[str, ...], row: Any) -> str:
-    """:func:`entity_key` with the view and join key names already sorted and encoded."""
+def _entity_part(
+    view: str, names: tuple[str, ...], heads: tuple[str, ...], row: Mapping[str, Any]
+) -> str:
+    """``f:{k1=v1&k2=v2}:``, the start of the keys of every view keyed by ``names`` (sorted):
+    :func:`entity_key` without the view, ``heads`` being ``f:{k1=``, ``&k2=`` (encoded)."""
     parts = []
-    for name, q in zip(names, quoted, strict=True):
+    for name, head in zip(names, heads, strict=True):
         try:
             value = row[name]
         except KeyError:
@@ -381,24 +385,35 @@ def _group_key(view: str, names: tuple[str, ...], quoted: tuple[str, ...], row: 
                 f"{', '.join(names)})",
                 field=name,
             ) from None
-        if type(value) is int:
-            parts.append(f"{q}={value}")
-        else:
-            parts.append(f"{q}={_key_part(name, value)}")
-    return f"f:{{{'&'.join(parts)}}}:{view}"
+        # An int is the usual key, and its digits never need encoding.
+        parts.append(head + (str(value) if type(value) is int else _key_part(name, value)))
+    parts.append("}:")
+    return "".join(parts)
+
+
+def _iso(micros: int) -> str:
+    """ISO 8601 (UTC, ``+00:00``) of microseconds since 1970, as ``datetime.isoformat``
+    writes it; orjson formats a datetime in a fifth of the time ``isoformat`` takes."""
+    return orjson.dumps(_from_micros(micros))[1:-1].decode()
 
 
 #: Read plans kept per store (distinct lists of refs; a feature service reads one).
 _PLANS = 256
+_ABSENT = object()
 
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
+    """How to read a list of refs, worked out once: the keys to build and who reads what."""
+
     refs: tuple[FeatureRef, ...]
     names: tuple[str, ...]
+    features: tuple[str, ...]  #: each ref's feature name (the keys of a ``read_dicts`` row)
     ttl_us: tuple[int | None, ...]
-    #: per (view, join keys): the view encoded, join key names sorted, and them encoded
-    groups: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]
+    #: distinct join key sets: (a view keyed by them, for errors; the names sorted; heads)
+    entity_sets: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]
+    #: per (view, join keys) group: (its entity set, the view encoded)
+    groups: tuple[tuple[int, str], ...]
     members: tuple[tuple[tuple[int, str], ...], ...]  #: per group: (ref index, feature)
     entity_columns: tuple[str, ...]
 
@@ -414,22 +429,67 @@ class _Plan:
                 field="refs",
             )
         groups: dict[tuple[str, tuple[str, ...]], list[tuple[int, str]]] = {}
+        entity_sets: dict[tuple[str, ...], tuple[str, tuple[str, ...], tuple[str, ...]]] = {}
         entity_columns: dict[str, None] = {}
         for j, ref in enumerate(plan):
             jk = _names(ref.join_keys, "join_keys")
-            groups.setdefault((ref.view, tuple(sorted(jk))), []).append((j, ref.feature))
+            ordered = tuple(sorted(jk))
+            groups.setdefault((ref.view, ordered), []).append((j, ref.feature))
+            if ordered not in entity_sets:
+                heads = tuple(
+                    ("f:{" if i == 0 else "&") + quote(k, safe="") + "="
+                    for i, k in enumerate(ordered)
+                )
+                entity_sets[ordered] = (ref.view, ordered, heads)
             entity_columns.update(dict.fromkeys(jk))
+        set_index = {ordered: i for i, ordered in enumerate(entity_sets)}
         return cls(
             refs=tuple(plan),
             names=tuple(names),
+            features=tuple(r.feature for r in plan),
             ttl_us=tuple(_ttl_micros(r.ttl, f"ttl of {r.view}") for r in plan),
-            groups=tuple(
-                (quote(view, safe=""), jk, tuple(quote(k, safe="") for k in jk))
-                for view, jk in groups
-            ),
+            entity_sets=tuple(entity_sets.values()),
+            groups=tuple((set_index[jk], quote(view, safe="")) for view, jk in groups),
             members=tuple(tuple(m) for m in groups.values()),
             entity_columns=tuple(entity_columns),
         )
+
+
+def _fill(
+    plan: _Plan,
+    at_row: list[int],
+    records: list[Any],
+    cutoffs: list[int | None],
+    when_of: Callable[[int], Any],
+) -> tuple[list[Any], list[Status], list[Any]]:
+    """One entity row's values, statuses and event times (``when_of(µs)``, once a record)."""
+    n = len(plan.refs)
+    values: list[Any] = [None] * n
+    statuses: list[Status] = ["missing"] * n
+    times: list[Any] = [None] * n
+    members = plan.members
+    for g, at in enumerate(at_row):
+        rec = records[at]
+        if rec is None:
+            continue
+        event_us = rec["e"]
+        when = when_of(event_us)
+        stored = rec["v"]
+        tags = rec.get("x")
+        for j, feature in members[g]:
+            times[j] = when
+            value = stored.get(feature, _ABSENT)
+            if value is _ABSENT:
+                continue  # a record written before the view had this feature
+            cutoff = cutoffs[j]
+            if cutoff is not None and event_us < cutoff:
+                statuses[j] = "expired"
+                continue
+            if tags and feature in tags:
+                value = _decode_value(tags[feature], value)
+            values[j] = value
+            statuses[j] = "present"
+    return values, statuses, times
 
 
 # -- the store ----------------------------------------------------------------
@@ -536,54 +596,13 @@ class OnlineStore:
         """
         plan = self._plan(refs, full_names)
         rows = _rows(entities, "entities")
-        now_us = _micros(now if now is not None else datetime.now(UTC), "now", 0)
-        cutoffs = [None if t is None else now_us - t for t in plan.ttl_us]
-
-        # One key per (view, join keys) group and row, each fetched once.
-        index: dict[str, int] = {}
-        row_keys: list[list[int]] = []
-        for row in rows:
-            at_row = []
-            for view, names, quoted in plan.groups:
-                key = _group_key(view, names, quoted, row)
-                at = index.get(key)
-                if at is None:
-                    at = index[key] = len(index)
-                at_row.append(at)
-            row_keys.append(at_row)
-        raw = self._kv.get_many(list(index)) if index else []
-        records = [None if r is None else orjson.loads(r) for r in raw]
-
-        n = len(plan.refs)
+        cutoffs = self._cutoffs(plan, now)
+        row_keys, records = self._fetch(plan, rows)
         values: list[list[Any]] = []
         statuses: list[list[Status]] = []
         event_times: list[list[datetime | None]] = []
         for at_row in row_keys:
-            row_values: list[Any] = [None] * n
-            row_status: list[Status] = ["missing"] * n
-            row_times: list[datetime | None] = [None] * n
-            for g, at in enumerate(at_row):
-                rec = records[at]
-                if rec is None:
-                    continue
-                event_us = rec["e"]
-                when = _from_micros(event_us)
-                stored = rec["v"]
-                tags = rec.get("x")
-                for j, feature in plan.members[g]:
-                    if feature not in stored:
-                        row_times[j] = when
-                        continue
-                    row_times[j] = when
-                    cutoff = cutoffs[j]
-                    if cutoff is not None and event_us < cutoff:
-                        row_status[j] = "expired"
-                        continue
-                    value = stored[feature]
-                    if tags and feature in tags:
-                        value = _decode_value(tags[feature], value)
-                    row_values[j] = value
-                    row_status[j] = "present"
+            row_values, row_status, row_times = _fill(plan, at_row, records, cutoffs, _from_micros)
             values.append(row_values)
             statuses.append(row_status)
             event_times.append(row_times)
@@ -591,6 +610,60 @@ class OnlineStore:
         return OnlineResult(
             entity_rows, list(plan.names), list(plan.refs), values, statuses, event_times
         )
+
+    def read_dicts(
+        self,
+        entities: Sequence[Mapping[str, Any]],
+        refs: Sequence[FeatureRef | tuple[Any, ...]],
+        *,
+        now: datetime | None = None,
+    ) -> list[dict[str, dict[str, Any]]]:
+        """:meth:`read`, shaped as the serving path answers: per entity row
+        ``{"features": {feature: value}, "status": {feature: status},
+        "event_time": {feature: ISO 8601 string or None}}``, keyed by feature name
+        (of two refs with one name, the later wins). Same round trip, same statuses."""
+        plan = self._plan(refs, False)
+        rows = _rows(entities, "entities")
+        cutoffs = self._cutoffs(plan, now)
+        row_keys, records = self._fetch(plan, rows)
+        features = plan.features
+        out = []
+        for at_row in row_keys:
+            row_values, row_status, row_times = _fill(plan, at_row, records, cutoffs, _iso)
+            out.append(
+                {
+                    "features": dict(zip(features, row_values, strict=True)),
+                    "status": dict(zip(features, row_status, strict=True)),
+                    "event_time": dict(zip(features, row_times, strict=True)),
+                }
+            )
+        return out
+
+    @staticmethod
+    def _cutoffs(plan: _Plan, now: datetime | None) -> list[int | None]:
+        """Per ref, the oldest event time (µs) still live at ``now``."""
+        now_us = time.time_ns() // 1000 if now is None else _micros(now, "now", 0)
+        return [None if t is None else now_us - t for t in plan.ttl_us]
+
+    def _fetch(self, plan: _Plan, rows: Sequence[Mapping[str, Any]]) -> tuple[list[Any], list[Any]]:
+        """Per row, the index of each group's record; the records, decoded (None: absent).
+        One key per (view, join keys) group and row, each fetched once, in one round trip."""
+        index: dict[str, int] = {}
+        row_keys: list[list[int]] = []
+        sets, groups = plan.entity_sets, plan.groups
+        for row in rows:
+            parts = [_entity_part(view, names, heads, row) for view, names, heads in sets]
+            at_row = []
+            for s, view in groups:
+                key = parts[s] + view
+                at = index.get(key)
+                if at is None:
+                    at = index[key] = len(index)
+                at_row.append(at)
+            row_keys.append(at_row)
+        raw = self._kv.get_many(list(index)) if index else []
+        loads = orjson.loads
+        return row_keys, [None if r is None else loads(r) for r in raw]
 
     def _plan(self, refs: Sequence[FeatureRef | tuple[Any, ...]], full_names: bool) -> _Plan:
         """The read plan of ``refs``: built once per distinct list of refs, then reused."""
