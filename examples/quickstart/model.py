@@ -110,3 +110,28 @@ def fit(
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit(X[FEATURES], y)
     return model
+
+
+# -- the feature store's model (features_demo.py) -----------------------------------------
+
+
+def amount_vs_usual(table: Any) -> Any:
+    """On-demand feature: the amount against the customer's 7-day mean (log ratio; null
+    without history). The same function runs on the training frame and on each request."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    amount = pc.cast(table["amount"], pa.float64())
+    usual = pc.cast(table["amount_mean_7d"], pa.float64())
+    ratio = pc.ln(pc.divide(pc.add(amount, 1.0), pc.add(usual, 1.0)))
+    return table.append_column("amount_vs_usual", ratio)
+
+
+def fit_history(X: pd.DataFrame, y: pd.Series, *, seed: int) -> Any:
+    """Gradient-boosted trees on the request's fields and the customer's history (they
+    take the nulls of a customer without history as they come)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    return HistGradientBoostingClassifier(max_iter=150, learning_rate=0.1, random_state=seed).fit(
+        X, y
+    )

@@ -19,7 +19,11 @@ Steps, each written to the event log:
   6. train a better challenger, @3: it passes, beats the champion, is promoted;
   7. export the champion to ONNX, quantize it to INT8, and register the result
      as @4, linked to its parent, with a size / latency / AUC report;
-  8. show who moved ``champion``, when and why; forget one customer (GDPR).
+  8. serve the champion with a canary and a shadow copy, then roll back;
+  9. the feature store: customer spend and counts over 1h/24h/7d defined once in
+     ``features:``, a second model trained on them point-in-time, materialized
+     online, and served from ``{"customer_id": ..., "amount": ...}``;
+  10. show who moved ``champion``, when and why; forget one customer (GDPR).
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from features_demo import FEATURES_SPEC, run_features
+from features_demo import MODEL_SPEC as RISK_MODEL_SPEC
 from model import FEATURES, LABEL, add_features
 from rich.console import Console
 from rich.panel import Panel
@@ -146,6 +152,8 @@ def set_up_project(root: Path) -> None:
     with (root / "conveyor.yaml").open("a") as spec:
         spec.write(DATASETS_SPEC % ", ".join(CATEGORIES))
         spec.write(MODELS_SPEC % (", ".join(FEATURES), LABEL))
+        spec.write(RISK_MODEL_SPEC)
+        spec.write(FEATURES_SPEC)
     for name in ("model.py", "data.py"):  # `conveyor train` imports them from the project
         shutil.copy(HERE / name, root / name)
     (root / ".conveyor" / "data.key").write_text(generate_key())
@@ -268,12 +276,17 @@ def run_quickstart(project: conveyor.Project, *, rows: int) -> dict[str, Any]:
             step="8",
         )
 
-    # 9. Who moved champion, when and why; then a customer asks to be forgotten.
+    # 9. The feature store: customer features defined once, trained on point-in-time,
+    #    materialized online, and the server predicting from a customer id.
+    with console.status("Feature store: apply, train customer-risk, materialize, serve..."):
+        features = run_features(project, console, raw, step="9")
+
+    # 10. Who moved champion, when and why; then a customer asks to be forgotten.
     console.print(history_table(project))
     customer = int(raw["customer_id"].iloc[0])
     forgotten = project.data.forget("customer_id", customer, actor="quickstart")
     console.print(
-        f"[green]9[/] forgot customer {customer}: {forgotten.rows_removed} rows in "
+        f"[green]10[/] forgot customer {customer}: {forgotten.rows_removed} rows in "
         f"{forgotten.versions_rewritten} versions, {forgotten.quarantine_rows_removed} in "
         f"quarantine, {forgotten.events_erased} events"
     )
@@ -282,6 +295,7 @@ def run_quickstart(project: conveyor.Project, *, rows: int) -> dict[str, Any]:
         "candidates": [first, weak, better],
         "optimized": optimized,
         "serving": serving,
+        "features": features,
         "champion": champion_of(project),
     }
 
@@ -478,6 +492,11 @@ def print_summary(project: conveyor.Project, summary: dict[str, Any], seconds: f
         f"  conveyor data versions -C {root}",
         f"  conveyor data quarantine list -C {root}",
         f"  conveyor data drift transactions@1 transactions@2 -C {root}",
+        f"  conveyor features list -C {root}",
+        f"  conveyor models show customer-risk@1 -C {root}   # lineage through the features",
+        f"  conveyor features get customer_risk -e customer_id={summary['features']['customer']} "
+        "-e amount=30 "
+        f"-C {root}",
     ]
     style = "green" if champion is not None else "red"
     console.print(Panel("\n".join(lines), title="Conveyor quickstart", border_style=style))

@@ -70,6 +70,17 @@ def test_quickstart_promotes_through_gates_and_optimizes(tmp_path: Path) -> None
             "route.rolled_back fraud-detector by key:quickstart-oncall",
             "route.set fraud-detector by key:quickstart-oncall",
         ], trail
+        # The feature store: customer-risk trained on a feature service, served by id.
+        risk = registry.get("customer-risk", 1)
+        (used,) = risk.inputs
+        assert (used["kind"], used["name"]) == ("feature_service", "customer_risk")
+        assert used["views"]["customer_spend"]["datasets"] == ["transactions@2"]
+        assert "transactions@2 -> view customer_spend v1 -> service" in out
+        (scored,) = project.events.query(kind="prediction", subject="customer-risk").items
+        looked_up = scored.payload["features"]
+        assert looked_up["service"] == "customer_risk" and len(looked_up["rows"]) == 2
+        assert looked_up["rows"][0]["missing"] == [] and looked_up["rows"][0]["expired"] == []
+        assert looked_up["rows"][0]["values"]["amount_mean_7d"] > 0
         # The forgotten customer had rows, and is gone from the latest dataset version.
         forgot = next(line for line in out.splitlines() if "forgot customer" in line).split()
         customer, rows = int(forgot[3].rstrip(":")), int(forgot[4])
