@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -43,6 +42,7 @@ from conveyor.errors import (
     PayloadTooLargeError,
     RequestTimeoutError,
 )
+from conveyor.events.schema import new_event_id
 from conveyor.web.errors import BadRequest, error_body, status_of
 
 if TYPE_CHECKING:
@@ -125,8 +125,11 @@ class Call:
                 self.token = value.decode("latin-1")
             elif name == b"content-length" and value.isdigit():
                 self.content_length = int(value)
+        # A generated id is time-ordered, as event ids are: the event log's request_id
+        # index then grows at its end (a random uuid4 landed anywhere in the B-tree) and
+        # no getrandom call is made per request.
         self.request_id = (
-            request_id if request_id and len(request_id) <= _MAX_REQUEST_ID else uuid.uuid4().hex
+            request_id if request_id and len(request_id) <= _MAX_REQUEST_ID else new_event_id()
         )
 
     @property
