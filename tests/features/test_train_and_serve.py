@@ -19,8 +19,9 @@ from typer.testing import CliRunner
 
 from conveyor.cli import app
 from conveyor.events.schema import Event
+from conveyor.features import get_online_features, get_training_frame
 from conveyor.features.lineage import FeaturesNotAppliedError
-from conveyor.features.materialize import materialize, online_features
+from conveyor.features.materialize import materialize
 from conveyor.project import Project
 from conveyor.serving.app import create_app
 from conveyor.serving.route_store import RouteStore
@@ -117,6 +118,10 @@ def test_the_frame_is_joined_point_in_time_and_the_lineage_recorded(project: Pro
     # customer 1 before any row: kept, with nulls
     assert frame[frame.as_of < pd.Timestamp(T0)]["amount"].isna().all()
     assert len(frame) == 40
+    # the public function builds the same frame from the same rows
+    labels_table = project.data.versions.read(prepared.version, purpose="test")
+    public = get_training_frame(project, labels_table, "fraud", entity_time="as_of")
+    assert public.to_pandas()[prepared.features].equals(frame[prepared.features])
 
     candidate = train_candidate(project, "spend_model", actor="test")
     version = candidate.version
@@ -174,7 +179,7 @@ def test_the_server_predicts_from_entity_keys(project: Project) -> None:
         url = f"{server.url}/v1/models/spend_model/predict"
         answer = httpx.post(url, json={"records": [{"customer_id": 1}, {"customer_id": 2}]})
         assert answer.status_code == 200, answer.text
-        online = online_features(project, [{"customer_id": 1}, {"customer_id": 2}], "fraud")
+        online = get_online_features(project, [{"customer_id": 1}, {"customer_id": 2}], "fraud")
         features = candidate.version.signature["inputs"]  # type: ignore[index]
         names = [c["name"] for c in features]
         expected = project.registry.load(candidate.version).predict(
