@@ -342,5 +342,5 @@ def test_a_schedule_needs_a_cron_and_known_views(tmp_path: Path) -> None:
     with Project.open(make_root(tmp_path / "a"), env={}) as project:
         assert materialization_schedules(project) == []
     root = make_root(tmp_path / "b", "  materialize: {cron: '0 * * * *', views: [spnd]}\n")
-    with pytest.raises(ConfigError, match="materialize.views: no view 'spnd'"):
+    with pytest.raises(ConfigError, match=r"materialize\.views: no view 'spnd'"):
         Project.open(root, env={})

@@ -45,6 +45,7 @@ CLI: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "features show": (None, ("view", "spend")),
     "features history": (None, ("view", "spend")),
     "features materialize": ("features.materialize", ()),
+    "features push": ("features.push", ("spend", "--file", "rows.jsonl")),
     "features get": (None, ("fraud", "--entity", "customer_id=1")),
     "features parity": ("features.check", ("fraud",)),
     "data validate": (None, ("tx",)),  # prints a report; stores nothing
@@ -192,6 +193,7 @@ HTTP: dict[tuple[str, str], str | None] = {
     ("POST", "/v1/models/{model}/rollback"): "serving.rollback",
     ("GET", "/v1/audit"): "audit.read",
     ("POST", "/v1/features/get"): "features.read",
+    ("POST", "/v1/features/push"): "features.push",
     ("GET", "/metrics"): "metrics.read",
     ("GET", "/openapi.json"): None,
     ("GET", "/v2"): "serving.read",

@@ -412,7 +412,10 @@ def recover_command(
 def schedule_command(
     targets: Annotated[
         list[str] | None,
-        typer.Argument(help="Pipelines to schedule (TARGET...), besides the models' retraining."),
+        typer.Argument(
+            help="Pipelines to schedule (TARGET...), besides the models' retraining and the "
+            "feature store's materialization."
+        ),
     ] = None,
     poll_interval: Annotated[
         str, typer.Option(help=f"How long between ticks: {DURATION_FORMS}.")
@@ -423,10 +426,12 @@ def schedule_command(
     """Run the scheduler until Ctrl-C: cron schedules, data and event triggers, crash recovery.
 
     Every model whose ``retrain`` spec has a cron, on_new_data or on_events
-    is scheduled too, as the pipeline ``retrain.NAME``.
+    is scheduled too, as the pipeline ``retrain.NAME``; so is
+    ``features.materialize.cron``, as the pipeline ``features.materialize``.
     """
     import signal
 
+    from conveyor.features.schedule import materialization_schedules
     from conveyor.pipelines.loading import load_pipelines
     from conveyor.pipelines.runners import runner_for
     from conveyor.pipelines.scheduler import Scheduler
@@ -439,10 +444,12 @@ def schedule_command(
             p for t in targets or [] for p in load_pipelines(t, search_path=_search_path(proj))
         ]
         pipelines += retraining_schedules(proj)
+        pipelines += materialization_schedules(proj)
         if not pipelines:
             raise InvalidInputError(
-                "nothing to schedule: name pipelines (TARGET...) or give a model a retrain "
-                "spec (cron, on_new_data or on_events) in conveyor.yaml",
+                "nothing to schedule: name pipelines (TARGET...), give a model a retrain "
+                "spec (cron, on_new_data or on_events) or the feature store a "
+                "materialize.cron in conveyor.yaml",
                 field="targets",
             )
         out = console()

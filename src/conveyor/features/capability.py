@@ -15,7 +15,7 @@ ONLINE = Seam(
 CAPABILITY = Capability(
     "features",
     "the feature store: definitions, point-in-time training frames, online serving",
-    requires=("data", "governance"),
+    requires=("data", "governance", "pipelines"),  # pipelines: scheduled materialization
     settings="conveyor.features.settings:SECTIONS",
     tables=Tables(
         "conveyor.features:migrations",
@@ -25,11 +25,12 @@ CAPABILITY = Capability(
     seams=(ONLINE,),
     services={"features": "conveyor.features.definitions:FeatureDefinitions.for_project"},
     cli=(Command("conveyor.features.cli:features_app", "features"),),
-    routes="conveyor.features.http:routes",
+    routes="conveyor.features.enrich:routes",  # the HTTP routes and the serving enricher
     events=FEATURE_EVENTS,
     actions={
         "features.apply": "deployer",  # a new version of the definitions
         "features.materialize": "deployer",  # writes the online store
+        "features.push": "deployer",  # writes rows online and to the offline log
         "features.check": "deployer",  # parity: a saved report
         "features.read": "viewer",
     },

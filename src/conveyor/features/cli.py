@@ -3,7 +3,9 @@
 ::
 
     conveyor features apply            # check against the sources, version what changed
-    conveyor features materialize      # latest values per entity into backends.online
+    conveyor features materialize      # what is new since the watermark, into backends.online
+    conveyor features materialize --full
+    conveyor features push spend --file rows.jsonl    # or .parquet, .csv, or - (stdin)
     conveyor features get fraud -e customer_id=42
     conveyor features parity fraud     # online against offline for sampled keys
     conveyor features list             # the latest version of each definition
@@ -13,7 +15,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -28,6 +30,9 @@ from conveyor.cli.common import (
     open_project,
     when,
 )
+
+if TYPE_CHECKING:
+    from conveyor.features.materialize import Progress
 
 features_app = typer.Typer(
     help="The feature store: apply, list and show feature definitions.", no_args_is_help=True
@@ -120,25 +125,148 @@ def materialize_cmd(
     views: Annotated[
         list[str] | None, typer.Argument(help="Views to write (default: every view).")
     ] = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="Rewrite every row and reset the watermark.")
+    ] = False,
     project: ProjectOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Write each view's latest row per entity, and its aggregates as of now, to the online
-    store (backends.online); a newer row already there is kept."""
+    """Write what is new in each view since its watermark (everything with --full) to the
+    online store, in chunks with a checkpoint after each (a run that died is continued),
+    and its aggregates as of now; a newer row already stored is kept."""
     from conveyor.features.materialize import materialize
 
     with open_project(project) as proj:
         who = authorized(proj, "features.materialize")
-        done = materialize(proj, views, actor=who)
+        mode: Literal["full", "incremental"] = "full" if full else "incremental"
+        if as_json:
+            done = materialize(proj, views, mode=mode, actor=who)
+        else:
+            with _Bar() as bar:
+                done = materialize(proj, views, mode=mode, actor=who, progress=bar.update)
     if as_json:
         echo_list(m.to_dict() for m in done)
         return
     for m in done:
+        how = f"{m.mode}, resumed after {m.skipped_chunks:,} chunks" if m.resumed else m.mode
         typer.echo(
-            f"{m.view}: {m.rows:,} rows, {m.entities:,} entities: {m.written:,} written, "
-            f"{m.kept:,} kept (newer online), {m.expired:,} past their TTL"
+            f"{m.view}: {m.rows:,} rows read ({how}), {m.entities:,} entities: "
+            f"{m.written:,} written, {m.kept:,} kept (newer online), {m.expired:,} past their "
+            f"TTL; watermark {when(m.watermark_before)} -> {when(m.watermark_after)}"
             + (f"; aggregates of {m.aggregates:,} entities" if m.aggregates else "")
         )
+
+
+class _Bar:
+    """A progress bar per view on stderr: rows and chunks written."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("rows"),
+            TextColumn("{task.fields[note]}"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> _Bar:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def update(self, p: Progress) -> None:
+        task = self.tasks.get(p.view)
+        if task is None:
+            task = self.tasks[p.view] = self.progress.add_task(p.view, total=p.total, note="")
+        note = {
+            "rows": f"chunk {p.chunks}/{p.chunk_total}",
+            "aggregates": "aggregates",
+            "done": "done",
+        }[p.phase]
+        self.progress.update(task, completed=p.rows, total=p.total, note=note)
+
+
+@features_app.command("push")
+@errors
+def push_cmd(
+    view: Annotated[str, typer.Argument(help="The view the rows belong to.")],
+    file: Annotated[
+        str,
+        typer.Option(
+            "--file",
+            "-f",
+            help="JSON lines, Parquet (.parquet) or CSV (.csv); - reads JSON lines from stdin.",
+        ),
+    ],
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write rows of VIEW (its join keys, times and features) online at once and to its
+    offline log; every row is checked first, and one bad value writes nothing."""
+    with open_project(project) as proj:
+        who = authorized(proj, "features.push")
+        pushed = proj.features.push(view, _read_rows(file), actor=who)
+    if as_json:
+        echo_json(pushed.to_dict())
+        return
+    typer.echo(
+        f"{pushed.view}: {pushed.rows:,} rows pushed: {pushed.written:,} written online, "
+        f"{pushed.kept:,} kept (newer online), {pushed.expired:,} past their TTL; "
+        + ("logged offline" if pushed.logged else "already in the offline log (the same rows)")
+    )
+
+
+def _read_rows(file: str) -> Any:
+    import sys
+    from pathlib import Path
+
+    import orjson
+
+    from conveyor.errors import InvalidInputError
+
+    if file != "-":
+        path = Path(file)
+        if not path.is_file():
+            raise InvalidInputError(f"--file {file}: no such file", field="file")
+        suffix = path.suffix.lower()
+        if suffix in (".parquet", ".pq", ".csv"):
+            import pyarrow as pa
+            import pyarrow.csv as pcsv
+            import pyarrow.parquet as pq
+
+            try:
+                return pcsv.read_csv(path) if suffix == ".csv" else pq.read_table(path)
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise InvalidInputError(f"--file {file}: {exc}", field="file") from exc
+        lines = path.read_bytes().splitlines()
+    else:
+        lines = sys.stdin.buffer.read().splitlines()
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(orjson.loads(line))
+        except orjson.JSONDecodeError as exc:
+            raise InvalidInputError(
+                f"--file {file}: line {number} is not JSON: {exc}", field="file", line=number
+            ) from exc
+    return rows
 
 
 @features_app.command("get")

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     import pyarrow as pa
 
+    from conveyor.features.push import Pushed
     from conveyor.features.settings import FeaturesSpec, ViewSpec
     from conveyor.project import Project
 
@@ -258,6 +259,15 @@ class FeatureDefinitions:
             as_known_at=as_known_at,
             actor=actor,
         )
+
+    # -- push ---------------------------------------------------------------------------
+
+    def push(self, view: str, rows: Any, *, actor: str | None = None) -> Pushed:
+        """Write fresh rows of ``view`` online and to its offline log, all checked first:
+        see :mod:`conveyor.features.push`."""
+        from conveyor.features.push import push
+
+        return push(self.project, view, rows, actor=actor)
 
     # -- reading ------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
-"""``POST /v1/features/get``: online feature values for entity keys (role viewer).
+"""The feature store's HTTP routes.
 
-::
+``POST /v1/features/get``: online feature values for entity keys (role viewer)::
 
     {"service": "fraud", "entities": [{"customer_id": 42}]}
     {"features": ["spend:amount", "spend:amount_sum_24h"], "entities": [...]}
@@ -8,6 +8,16 @@
 The answer holds, per entity row, the values, each value's status (``present``,
 ``missing``, ``expired``, ``computed`` for on-demand) and its event time. An unknown
 service or feature is a 404 naming it; a backend that does not answer, a 503.
+
+``POST /v1/features/push``: fresh rows of a view, online at once and into its offline
+log (role deployer; :mod:`conveyor.features.push`)::
+
+    {"view": "spend", "rows": [{"customer_id": 42, "ts": "2027-02-01T12:00:00Z",
+                                "amount": 12.5}]}
+
+Every row is checked first: a wrong type, a missing or unknown column is a 400
+(``invalid_input``) naming the field and the row, and nothing is written; an unknown
+view is a 404 naming it; a backend that does not answer, a 503.
 """
 
 from __future__ import annotations
@@ -72,6 +82,32 @@ def _request(body: bytes) -> tuple[str | list[str], list[dict[str, Any]]]:
     return [str(f) for f in features or ()], entities
 
 
+_PUSH_BODY = {
+    "type": "object",
+    "required": ["view", "rows"],
+    "properties": {
+        "view": {"type": "string"},
+        "rows": {"type": "array", "items": {"type": "object"}, "minItems": 1},
+    },
+}
+
+
+def _push_request(body: bytes) -> tuple[str, list[dict[str, Any]]]:
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(InvalidInputError(f"not JSON: {exc}", field="body")) from exc
+    if not isinstance(document, dict):
+        raise BadRequest(InvalidInputError("the body is a JSON object", field="body"))
+    view = document.get("view")
+    if not isinstance(view, str) or not view:
+        raise BadRequest(InvalidInputError("view is the name of a feature view", field="view"))
+    rows = document.get("rows")
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+        raise BadRequest(InvalidInputError("rows is a non-empty list of objects", field="rows"))
+    return view, rows
+
+
 def routes(context: AppContext) -> Contribution:
     project = context.project
 
@@ -91,6 +127,16 @@ def routes(context: AppContext) -> Contribution:
             )
         return Response(orjson.dumps({"results": rows}), media_type="application/json")
 
+    async def push_rows(call: Call) -> Response:
+        from conveyor.features.push import push
+
+        view, rows = _push_request(await call.body())
+        try:
+            pushed = await asyncio.to_thread(push, project, view, rows, actor=call.actor)
+        except InvalidInputError as exc:  # a bad row: the request's fault, named
+            raise BadRequest(exc) from exc
+        return Response(orjson.dumps(pushed.to_dict()), media_type="application/json")
+
     return Contribution(
         [
             Route(
@@ -102,6 +148,16 @@ def routes(context: AppContext) -> Contribution:
                 body=_BODY,
                 tags=("features",),
                 errors=(404, 503),
-            )
+            ),
+            Route(
+                "POST",
+                "/v1/features/push",
+                push_rows,
+                "features.push",
+                "Push fresh rows of a feature view: online at once, and to its offline log",
+                body=_PUSH_BODY,
+                tags=("features",),
+                errors=(404, 503),
+            ),
         ]
     )

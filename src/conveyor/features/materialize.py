@@ -1,60 +1,134 @@
 """The online side of the definitions: materialization, online reads and parity.
 
 - :func:`materialize` writes each view's latest row per entity to the online store
-  (``backends.online``), and each view's aggregates as of now, computed by the same
-  point-in-time code as the training frame (they are stored under ``<view>@aggregates``
-  with that moment as their event time: materialize again to move them forward);
+  (``backends.online``), incrementally (the rows after the view's watermark) or in full,
+  in chunks with a checkpoint after each, so a run that dies is continued where it
+  stopped; and each view's aggregates as of now, computed by the same point-in-time
+  code as the training frame (stored under ``<view>@aggregates`` with that moment as
+  their event time: materialize again to move them forward);
 - :func:`online_features` reads a service's features for entity keys in one round trip
   and computes its on-demand features from them and the request, by the same function
   as offline; each value has a status (present, missing, expired) and an event time;
 - :func:`parity` samples entity keys and compares the online values with what the
   offline path computes for now: every mismatch is a failing check in a saved report.
+
+**Incremental and full.** A row's *position* is its created time, or its event time
+when the view has no created time (or the row's is null); see
+:mod:`conveyor.features.watermark`. An incremental run writes the rows whose position
+is after the view's watermark minus ``features.materialize.lateness`` (0 by default),
+sorted by position, in chunks of ``chunk_rows``; the watermark then becomes the highest
+position written. The first incremental run of a view, and the first after its
+definition changed, is full. A full run writes every row and resets the watermark.
+
+A row that arrives late with a position at or before the watermark minus the lateness
+is not written by an incremental run: the next full run writes it (the online store
+keeps whichever row is newer by event time, so writing it is always safe). With a
+created time stamped when rows are written, nothing arrives late; a view keyed by event
+time alone should set a lateness as long as its rows can be late.
+
+**The source is read whole.** The source and its transform are read in full on every
+run (a transform may need every row); incremental mode saves the online writes, which
+are what a large materialization spends its time on.
+
+**Crashes.** A chunk never ends between two rows of the same position, and after each
+chunk is written the position it ended at is stored (the checkpoint). A run that finds
+its view's last run unfinished continues from that checkpoint: no chunk is written
+twice and none is skipped. A full run asked for explicitly starts over.
+
+**Aggregates** are computed as of now for every entity of the view, from all its rows,
+in both modes and on every run: windows slide, so an entity with no new row still has
+new aggregates (a 24 h sum falls to 0 a day after its last row).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal
+
+from conveyor.errors import InvalidInputError
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from conveyor.checks.result import Report
     from conveyor.features.online import OnlineStore
     from conveyor.features.settings import FeaturesSpec, ViewSpec
     from conveyor.project import Project
 
-__all__ = ["Materialized", "materialize", "online_features", "online_store", "parity"]
+__all__ = [
+    "KILL_AFTER_CHUNK_ENV",
+    "Materialized",
+    "Progress",
+    "join_keys",
+    "materialize",
+    "online_features",
+    "online_store",
+    "parity",
+]
 
 AGGREGATES_SUFFIX = "@aggregates"
 #: The column holding the moment aggregates were computed for, when they are written.
 _AS_OF = "__as_of"
+#: Fault injection for the crash tests: the process kills itself (SIGKILL) right after
+#: the checkpoint of its N-th chunk. Never set outside tests.
+KILL_AFTER_CHUNK_ENV = "CONVEYOR_TESTING_MATERIALIZE_KILL_AFTER_CHUNK"
 
 
 @dataclass(frozen=True, slots=True)
 class Materialized:
-    """What materializing one view wrote."""
+    """What materializing one view did."""
 
     view: str
-    rows: int
-    entities: int
-    written: int
-    kept: int
-    expired: int
-    aggregates: int
+    rows: int  #: rows read: those after the watermark (every row in a full run)
+    entities: int  #: distinct entities among them
+    written: int  #: online records written (an entity written by two chunks counts twice)
+    kept: int  #: rows not written because a newer one was stored
+    expired: int  #: entities whose latest row was already past the TTL: not written
+    aggregates: int  #: entities whose aggregates were written
+    mode: str = "full"  #: "full" or "incremental" (a first incremental run is full)
+    chunks: int = 0  #: chunks written by this call
+    resumed: bool = False  #: whether it continued a run that had died
+    skipped_chunks: int = 0  #: chunks the run it continued had written (not redone)
+    watermark_before: datetime | None = None
+    watermark_after: datetime | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "view": self.view,
+            "mode": self.mode,
             "rows": self.rows,
             "entities": self.entities,
             "written": self.written,
             "kept": self.kept,
             "expired": self.expired,
             "aggregates": self.aggregates,
+            "chunks": self.chunks,
+            "resumed": self.resumed,
+            "skipped_chunks": self.skipped_chunks,
+            "watermark_before": _iso(self.watermark_before),
+            "watermark_after": _iso(self.watermark_after),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Where the materialization of one view is, as :func:`materialize` reports it."""
+
+    view: str
+    phase: Literal["rows", "aggregates", "done"]
+    rows: int  #: rows written so far
+    total: int  #: rows to write
+    chunks: int  #: chunks written so far
+    chunk_total: int
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
 
 
 def online_store(project: Project) -> OnlineStore:
@@ -64,7 +138,8 @@ def online_store(project: Project) -> OnlineStore:
     return OnlineStore(project.backend("online"))
 
 
-def _keys(spec: FeaturesSpec, view: ViewSpec) -> tuple[str, ...]:
+def join_keys(spec: FeaturesSpec, view: ViewSpec) -> tuple[str, ...]:
+    """Every join key of ``view``'s entities, in order, once."""
     return tuple(dict.fromkeys(k for e in view.entities for k in spec.entities[e].join_keys))
 
 
@@ -72,37 +147,126 @@ def materialize(
     project: Project,
     views: Sequence[str] | None = None,
     *,
+    mode: Literal["incremental", "full"] = "incremental",
     now: datetime | None = None,
     actor: str = "features",
+    chunk_rows: int | None = None,
+    lateness: timedelta | None = None,
+    progress: Callable[[Progress], None] | None = None,
 ) -> list[Materialized]:
-    """Write ``views`` (default: every view) to the online store: the latest row per entity
-    (a newer row already stored is kept), and the aggregates as of ``now``."""
-    import pyarrow as pa
-
+    """Write ``views`` (default: every view) to the online store, incrementally or in full
+    (see the module): the latest row per entity (a newer row already stored is kept), in
+    chunks of ``chunk_rows`` (default ``features.materialize.chunk_rows``) with a
+    checkpoint after each, then the aggregates as of ``now``. ``progress`` is called
+    after each chunk. One ``features.materialized`` event records what was done."""
     from conveyor.errors import NotFoundError
-    from conveyor.features.retrieval import view_aggregates
+    from conveyor.features.events import FEATURES_MATERIALIZED
     from conveyor.features.settings import features_of
-    from conveyor.features.sources import view_table
 
+    if mode not in ("incremental", "full"):
+        raise InvalidInputError(f"mode {mode!r}: 'incremental' or 'full'", field="mode")
     spec = features_of(project.spec)
-    names = list(views) if views else list(spec.views)
+    names = list(dict.fromkeys(views)) if views else list(spec.views)
     for name in names:
         if name not in spec.views:
             raise NotFoundError(
                 f"no feature view {name!r}; declared: {', '.join(sorted(spec.views)) or 'none'}",
                 view=name,
             )
+    size = spec.materialize.chunk_rows if chunk_rows is None else chunk_rows
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise InvalidInputError(f"chunk_rows {size!r}: a whole number > 0", field="chunk_rows")
+    late = spec.materialize.lateness if lateness is None else lateness
+    if not isinstance(late, timedelta) or late < timedelta(0):
+        raise InvalidInputError(f"lateness {late!r}: a duration >= 0", field="lateness")
     moment = now or datetime.now(UTC)
     store = online_store(project)
-    done = []
-    for name in names:
-        view = spec.views[name]
-        keys = _keys(spec, view)
-        rows = view_table(project, name, view, actor=actor)
-        written = (
-            store.write(
+    done = [
+        _materialize_view(project, spec, name, store, mode, moment, actor, size, late, progress)
+        for name in names
+    ]
+    project.events.record(
+        FEATURES_MATERIALIZED,
+        subject=project.name,
+        actor=actor,
+        payload={"views": [m.to_dict() for m in done]},
+    )
+    return done
+
+
+def _positions(rows: pa.Table, view: ViewSpec) -> pa.ChunkedArray:
+    """Each row's position: created time, else event time, as int64 ns since 1970."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    stamp = pa.timestamp("ns", "UTC")
+    event = rows.column(view.event_time).cast(stamp)
+    if view.created_time is None:
+        return event.cast(pa.int64())
+    created = rows.column(view.created_time).cast(stamp)
+    return pc.coalesce(created, event).cast(pa.int64())
+
+
+def _bounds(positions: Any, size: int) -> list[tuple[int, int]]:
+    """``[start, end)`` of each chunk of sorted ``positions``: ``size`` rows, more when
+    rows of the same position follow (a chunk never ends between two of them)."""
+    import numpy as np
+
+    n = len(positions)
+    out = []
+    start = 0
+    while start < n:
+        end = min(start + size, n)
+        if end < n:
+            end = int(np.searchsorted(positions, positions[end - 1], side="right"))
+        out.append((start, end))
+        start = end
+    return out
+
+
+def _materialize_view(
+    project: Project,
+    spec: FeaturesSpec,
+    name: str,
+    store: OnlineStore,
+    mode: Literal["incremental", "full"],
+    moment: datetime,
+    actor: str,
+    size: int,
+    lateness: timedelta,
+    progress: Callable[[Progress], None] | None,
+) -> Materialized:
+    import pyarrow.compute as pc
+
+    from conveyor.features.sources import view_table
+    from conveyor.features.watermark import Run, from_ns
+
+    view = spec.views[name]
+    keys = join_keys(spec, view)
+    rows = view_table(project, name, view, actor=actor)
+    # A row without an event time is never visible offline: never written online either.
+    rows = rows.filter(pc.is_valid(rows.column(view.event_time)))
+    run = Run.begin(project.store, name, view, mode, lateness)
+    positions = _positions(rows, view)
+    todo = rows
+    if run.start is not None:
+        newer = pc.greater(positions, run.start)
+        todo, positions = rows.filter(newer), positions.filter(newer)
+    order = pc.sort_indices(positions)
+    todo = todo.take(order)
+    sorted_positions = positions.take(order).to_numpy()
+    bounds = _bounds(sorted_positions, size)
+    tell = progress or (lambda _: None)
+    total = todo.num_rows
+    tell(Progress(name, "rows", 0, total, 0, len(bounds)))
+    written = kept = expired = 0
+    high: int | None = None
+    kill_after = int(os.environ.get(KILL_AFTER_CHUNK_ENV) or 0)
+    for k, (start, end) in enumerate(bounds, 1):
+        if view.features:
+            out = store.write(
                 name,
-                rows,
+                todo.slice(start, end - start),
                 join_keys=keys,
                 event_time=view.event_time,
                 features=[f.name for f in view.features],
@@ -110,42 +274,70 @@ def materialize(
                 ttl=view.ttl,
                 types={f.name: f.type for f in view.features},
             )
-            if view.features
-            else None
-        )
-        aggregated = 0
-        if view.aggregates:
-            entity = rows.select(list(keys)).group_by(list(keys)).aggregate([])
-            entity = entity.append_column(
-                "event_timestamp", pa.array([moment] * entity.num_rows, pa.timestamp("us", "UTC"))
-            )
-            table = entity
-            computed = view_aggregates(entity, view, rows, keys)
-            for feature, column in computed.items():
-                table = table.append_column(feature, column)
-            names_out = list(computed)
-            table = table.append_column(_AS_OF, table.column("event_timestamp"))
-            store.write(
-                name + AGGREGATES_SUFFIX,
-                table,
-                join_keys=keys,
-                event_time=_AS_OF,
-                features=names_out,
-                ttl=view.ttl,
-            )
-            aggregated = table.num_rows
-        done.append(
-            Materialized(
-                name,
-                rows.num_rows,
-                written.keys if written else aggregated,
-                written.written if written else 0,
-                written.kept if written else 0,
-                written.expired if written else 0,
-                aggregated,
-            )
-        )
-    return done
+            written, kept, expired = written + out.written, kept + out.kept, expired + out.expired
+        high = int(sorted_positions[end - 1])
+        run.checkpoint(high, run.chunks_before + k, run.rows_before + end)
+        if k == kill_after:
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+        tell(Progress(name, "rows", end, total, k, len(bounds)))
+    entities = todo.select(list(keys)).group_by(list(keys)).aggregate([]).num_rows
+    aggregated = 0
+    if view.aggregates:
+        tell(Progress(name, "aggregates", total, total, len(bounds), len(bounds)))
+        aggregated = _write_aggregates(store, name, view, rows, keys, moment)
+    after = run.finish(high)
+    tell(Progress(name, "done", total, total, len(bounds), len(bounds)))
+    return Materialized(
+        name,
+        total,
+        entities,
+        written,
+        kept,
+        expired,
+        aggregated,
+        mode=run.mode,
+        chunks=len(bounds),
+        resumed=run.resumed,
+        skipped_chunks=run.chunks_before,
+        watermark_before=from_ns(run.watermark_before),
+        watermark_after=from_ns(after),
+    )
+
+
+def _write_aggregates(
+    store: OnlineStore,
+    name: str,
+    view: ViewSpec,
+    rows: pa.Table,
+    keys: tuple[str, ...],
+    moment: datetime,
+) -> int:
+    """The view's aggregates as of ``moment`` for every entity in ``rows``, written under
+    ``<view>@aggregates`` with ``moment`` as their event time; the number of entities."""
+    import pyarrow as pa
+
+    from conveyor.features.retrieval import view_aggregates
+
+    entity = rows.select(list(keys)).group_by(list(keys)).aggregate([])
+    entity = entity.append_column(
+        "event_timestamp", pa.array([moment] * entity.num_rows, pa.timestamp("us", "UTC"))
+    )
+    table = entity
+    computed = view_aggregates(entity, view, rows, keys)
+    for feature, column in computed.items():
+        table = table.append_column(feature, column)
+    table = table.append_column(_AS_OF, table.column("event_timestamp"))
+    store.write(
+        name + AGGREGATES_SUFFIX,
+        table,
+        join_keys=keys,
+        event_time=_AS_OF,
+        features=list(computed),
+        ttl=view.ttl,
+    )
+    return int(table.num_rows)
 
 
 # The read path lives in its own module (plans cached per project); re-exported here.
@@ -179,7 +371,7 @@ def parity(
     key_names: tuple[str, ...] = ()
     for owner in owners:
         view = spec.views[owner]
-        key_names = _keys(spec, view)
+        key_names = join_keys(spec, view)
         rows = view_table(project, owner, view, actor=actor).select(list(key_names))
         for row in rows.to_pylist():
             keys_seen.setdefault(tuple(row[k] for k in key_names), row)

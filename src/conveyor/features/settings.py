@@ -24,6 +24,9 @@ features and feature services, the source of truth of the feature store.
           outputs: {amount_vs_usual: double}
       services:
         fraud: {features: ["customer_spend:*", amount_vs_usual]}
+      materialize:                                # optional
+        cron: "*/15 * * * *"                      # the pipeline features.materialize
+        views: [customer_spend]                   # default: every view
 
 An aggregate's features are named ``<column>_<function>_<window>`` (``amount_sum_24h``);
 a service names features as ``view:feature``, ``view:*`` or an on-demand name. Every
@@ -52,6 +55,7 @@ __all__ = [
     "EntitySpec",
     "FeatureSpec",
     "FeaturesSpec",
+    "MaterializeSpec",
     "OnDemandSpec",
     "ServiceSpec",
     "SourceSpec",
@@ -223,6 +227,38 @@ class ServiceSpec(BaseModel):
     description: str = Field("", description="What the bundle is for, for people.")
 
 
+class MaterializeSpec(BaseModel):
+    """How ``conveyor features materialize`` runs, and when the scheduler runs it: with a
+    ``cron``, ``conveyor pipeline schedule`` runs the pipeline ``features.materialize``."""
+
+    model_config = _STRICT
+
+    cron: str | None = Field(
+        None, description="Cron expression (UTC) of scheduled runs, e.g. '*/15 * * * *'."
+    )
+    views: list[str] = Field(
+        default_factory=list, description="Views a scheduled run writes (none: every view)."
+    )
+    full: bool = Field(
+        False, description="Scheduled runs rewrite everything instead of what is new."
+    )
+    chunk_rows: int = Field(
+        100_000, gt=0, description="Rows written per chunk; a checkpoint is kept after each."
+    )
+    lateness: timedelta = Field(
+        timedelta(0),
+        description="How far before the watermark an incremental run reads again, for rows "
+        "that arrive late with an old created (or event) time.",
+    )
+
+    @field_validator("lateness", mode="before")
+    @classmethod
+    def _lateness(cls, value: Any) -> Any:
+        if value in (0, "0", "0s"):
+            return timedelta(0)
+        return spec_duration(value, "lateness")
+
+
 class FeaturesSpec(BaseModel):
     """Entities, feature views, on-demand features and feature services."""
 
@@ -232,6 +268,10 @@ class FeaturesSpec(BaseModel):
     views: dict[str, ViewSpec] = Field(default_factory=dict)
     on_demand: dict[str, OnDemandSpec] = Field(default_factory=dict)
     services: dict[str, ServiceSpec] = Field(default_factory=dict)
+    materialize: MaterializeSpec = Field(
+        default_factory=MaterializeSpec,
+        description="Materialization: chunk size, lateness, and a cron to schedule it.",
+    )
 
     @model_validator(mode="after")
     def _references(self) -> FeaturesSpec:
@@ -245,6 +285,12 @@ class FeaturesSpec(BaseModel):
                         f"views.{name}.entities: no entity {entity!r}; declared: "
                         f"{', '.join(sorted(self.entities)) or 'none'}"
                     )
+        for view_name in self.materialize.views:
+            if view_name not in self.views:
+                raise ValueError(
+                    f"materialize.views: no view {view_name!r}; declared: "
+                    f"{', '.join(sorted(self.views)) or 'none'}"
+                )
         for name, service in self.services.items():
             for ref in service.features:
                 self.resolve(ref, where=f"services.{name}.features")

@@ -1,7 +1,8 @@
 """A feature view's rows: its source (a data set's latest version, a Parquet or CSV file,
 or DuckDB SQL over the project's data sets), then its transform (DuckDB SQL over the
-table ``source``, or ``module:function`` over Arrow). The same code feeds ``apply``'s
-checks (on a sample), the training frame and materialization."""
+table ``source``, or ``module:function`` over Arrow), then the rows pushed to it. The
+same code feeds ``apply``'s checks (on a sample), the training frame, materialization
+and parity."""
 
 from __future__ import annotations
 
@@ -33,8 +34,21 @@ def view_table(
     sample: int | None = None,
     actor: str = "features",
 ) -> pa.Table:
-    """The rows of view ``name`` after its transform (the first ``sample`` source rows when
-    given: what ``apply`` checks a definition against)."""
+    """The rows of view ``name`` after its transform, and the rows pushed to it
+    (:mod:`conveyor.features.push`; already in the view's output columns, so not
+    transformed). With ``sample``, the first ``sample`` source rows after the transform,
+    without pushed rows: what ``apply`` checks a definition against."""
+    table = _transformed(project, name, view, sample, actor)
+    if sample is not None:
+        return table
+    from conveyor.features.push import with_pushed
+
+    return with_pushed(project, name, table)
+
+
+def _transformed(
+    project: Project, name: str, view: ViewSpec, sample: int | None, actor: str
+) -> Any:
     table = _source(project, name, view, sample, actor)
     if view.transform is None:
         return table
