@@ -344,3 +344,26 @@ def test_a_schedule_needs_a_cron_and_known_views(tmp_path: Path) -> None:
     root = make_root(tmp_path / "b", "  materialize: {cron: '0 * * * *', views: [spnd]}\n")
     with pytest.raises(ConfigError, match=r"materialize\.views: no view 'spnd'"):
         Project.open(root, env={})
+
+
+def test_conveyor_pipeline_schedule_picks_the_materialization_up(tmp_path: Path) -> None:
+    root = make_root(tmp_path, '  materialize: {cron: "*/15 * * * *"}\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "conveyor.cli", "pipeline", "schedule", "-C", str(root)],
+        env={**env, "PYTHONUNBUFFERED": "1"},
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert scheduler.stdout is not None
+        first = scheduler.stdout.readline()
+        assert first.startswith("scheduling features.materialize every"), (
+            first + scheduler.stderr.read() if scheduler.stderr else first
+        )
+    finally:
+        scheduler.terminate()  # SIGTERM: the scheduler stops after its tick
+        scheduler.communicate(timeout=60)
+    assert scheduler.returncode == 0

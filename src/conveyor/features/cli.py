@@ -193,11 +193,8 @@ class _Bar:
         task = self.tasks.get(p.view)
         if task is None:
             task = self.tasks[p.view] = self.progress.add_task(p.view, total=p.total, note="")
-        note = {
-            "rows": f"chunk {p.chunks}/{p.chunk_total}",
-            "aggregates": "aggregates",
-            "done": "done",
-        }[p.phase]
+        after = {"rows": "", "aggregates": ", aggregates", "done": ", done"}[p.phase]
+        note = f"{p.chunks}/{p.chunk_total} chunks{after}"
         self.progress.update(task, completed=p.rows, total=p.total, note=note)
 
 
