@@ -492,6 +492,46 @@ def _fill(
     return values, statuses, times
 
 
+def _latest_of_rows(
+    view: str,
+    table: Sequence[Mapping[str, Any]],
+    keys_: tuple[str, ...],
+    event_time: str,
+    created_time: str | None,
+    feats: tuple[str, ...],
+    declared: Mapping[str, tuple[str, bool]],
+    now_us: int,
+) -> dict[str, tuple[int, int, bytes]]:
+    """``{key: (event µs, created µs, record)}`` of the latest row per entity, every value
+    of every row checked (the first bad one refused, naming its row and field)."""
+    latest: dict[str, tuple[int, int, bytes]] = {}
+    for i, row in enumerate(table):
+        key = entity_key(view, keys_, row)
+        event_us = _micros(row.get(event_time), event_time, i)
+        created_us = (
+            now_us if created_time is None else _micros(row.get(created_time), created_time, i)
+        )
+        values: dict[str, Any] = {}
+        tags: dict[str, str] = {}
+        for f in feats:
+            if f not in row:
+                raise InvalidInputError(
+                    f"row {i} has no feature {f!r} (view {view!r}); nothing was written",
+                    field=f,
+                )
+            value = _native(row[f])
+            if f in declared:
+                value = _check_type(f, declared[f], value, i)
+            values[f] = _encode(f, value, tags, i)
+        seen = latest.get(key)
+        if seen is None or (event_us, created_us) >= seen[:2]:
+            record: dict[str, Any] = {"e": event_us, "c": created_us, "v": values}
+            if tags:
+                record["x"] = tags
+            latest[key] = (event_us, created_us, orjson.dumps(record))
+    return latest
+
+
 # -- the store ----------------------------------------------------------------
 
 
@@ -531,34 +571,22 @@ class OnlineStore:
         feats = _names(features, "features")
         ttl_us = _ttl_micros(ttl, "ttl")
         declared = {f: _kind(t, f) for f, t in (types or {}).items() if f in feats}
-        table = _rows(rows, "rows")
         now_us = _micros(datetime.now(UTC), "now", 0)
 
-        latest: dict[str, tuple[int, int, bytes]] = {}
-        for i, row in enumerate(table):
-            key = entity_key(view, keys_, row)
-            event_us = _micros(row.get(event_time), event_time, i)
-            created_us = (
-                now_us if created_time is None else _micros(row.get(created_time), created_time, i)
+        latest = None
+        if hasattr(rows, "column_names") and hasattr(rows, "num_rows"):  # an Arrow table
+            from conveyor.features.online_arrow import latest_of_table
+
+            count = int(rows.num_rows)
+            latest = latest_of_table(
+                view, rows, keys_, event_time, created_time, feats, declared, now_us
             )
-            values: dict[str, Any] = {}
-            tags: dict[str, str] = {}
-            for f in feats:
-                if f not in row:
-                    raise InvalidInputError(
-                        f"row {i} has no feature {f!r} (view {view!r}); nothing was written",
-                        field=f,
-                    )
-                value = _native(row[f])
-                if f in declared:
-                    value = _check_type(f, declared[f], value, i)
-                values[f] = _encode(f, value, tags, i)
-            seen = latest.get(key)
-            if seen is None or (event_us, created_us) >= seen[:2]:
-                record: dict[str, Any] = {"e": event_us, "c": created_us, "v": values}
-                if tags:
-                    record["x"] = tags
-                latest[key] = (event_us, created_us, orjson.dumps(record))
+        if latest is None:  # rows as dicts, or a column only the row-by-row checks take
+            table = _rows(rows, "rows")
+            count = len(table)
+            latest = _latest_of_rows(
+                view, table, keys_, event_time, created_time, feats, declared, now_us
+            )
 
         batch: dict[str, Versioned] = {}
         expired = 0
@@ -575,7 +603,7 @@ class OnlineStore:
         items = list(batch.items())
         for start in range(0, len(items), WRITE_BATCH):
             written += self._kv.set_many_if_newer(dict(items[start : start + WRITE_BATCH]))
-        return Written(len(table), len(latest), written, len(batch) - written, expired)
+        return Written(count, len(latest), written, len(batch) - written, expired)
 
     def read(
         self,
