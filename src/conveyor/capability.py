@@ -91,7 +91,9 @@ class Tables:
 @dataclass(frozen=True, slots=True)
 class Command:
     """A CLI contribution: a typer app mounted as ``conveyor NAME ...``, or at the top
-    level when ``name`` is None (each of its commands becomes ``conveyor CMD``)."""
+    level when ``name`` is None (each of its commands becomes ``conveyor CMD``); a
+    function named ``GROUP NAME`` becomes ``conveyor GROUP NAME`` in a group of
+    Conveyor's own CLI (``events compact``)."""
 
     target: str
     name: str | None = None

@@ -466,14 +466,27 @@ def reports_show(
 
 def _mount_capabilities() -> None:
     """Each capability's commands (:attr:`conveyor.capability.Capability.cli`): a typer app
-    mounted as ``conveyor NAME``, its commands at the top level when it has no name, or a
-    single function as ``conveyor NAME``."""
+    mounted as ``conveyor NAME``, its commands at the top level when it has no name, a
+    single function as ``conveyor NAME``, or as ``conveyor GROUP NAME`` in a group of the
+    root (``events compact``)."""
     from conveyor.capability import contributed, load
 
+    groups = {g.name: g.typer_instance for g in app.registered_groups if g.name}
     for _, commands in contributed("cli"):
         for command in commands:
             target = load(command.target)
-            if isinstance(target, typer.Typer):
+            group, _, name = (command.name or "").rpartition(" ")
+            if group:
+                found = groups.get(group)
+                if found is None or isinstance(target, typer.Typer):
+                    from conveyor.errors import ConfigError
+
+                    raise ConfigError(
+                        f"{command.target} cannot be mounted as {command.name!r}: the CLI has "
+                        f"no group {group!r}, or the target is a group itself"
+                    )
+                found.command(name)(target)
+            elif isinstance(target, typer.Typer):
                 app.add_typer(target, name=command.name)
             else:
                 app.command(command.name)(target)

@@ -254,6 +254,40 @@ class SqlEventLog(EventLog):
                 str(value),
             )
 
+    # -- bulk reads in seq order (a columnar copy of the log: conveyor.monitoring) ------------
+
+    def settled_seq(self, *, after: int = 0, timeout: float = 10.0) -> int:
+        """The highest ``seq`` at or below which every event is committed or never will be
+        (PostgreSQL commits out of seq order; see ``scan.py``); never below ``after``.
+
+        Waits for the write transactions in progress, at most ``timeout`` seconds."""
+        from conveyor.events.scan import settled_seq
+
+        self._check_open()
+        with translate_errors(self.url, _SEAM), self._engine.connect() as conn:
+            conn.execution_options(**READ)
+            return settled_seq(conn, after=after, timeout=timeout)
+
+    def scan(
+        self,
+        *,
+        after: int,
+        through: int | None = None,
+        limit: int | None = None,
+        kind: str | Sequence[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[tuple[Any, ...]]:
+        """Raw rows with ``after < seq <= through`` in seq order, at most ``limit``:
+        tuples of ``scan.SCAN_COLUMNS`` (``seq``, the event's columns, the payload as JSON
+        text), for bulk readers that page by seq."""
+        from conveyor.events.scan import scan
+
+        filters = Filters(kind, None, since, until, None, None)
+        return self._read(  # type: ignore[no-any-return]
+            lambda conn: scan(conn, after=after, through=through, limit=limit, filters=filters)
+        )
+
     def _translated(self, it: Iterator[Event]) -> Iterator[Event]:
         with translate_errors(self.url, _SEAM):
             yield from it

@@ -1,0 +1,37 @@
+"""Monitoring: what watches models in production, computed from the one event log.
+
+So far, the analytics path every monitor reads: the event log compacted into
+hour-partitioned Parquet under the artifact store (:func:`compact`, ``conveyor events
+compact``) and queried with DuckDB together with the newest events not yet compacted
+(:class:`MonitorQuery`, ``project.monitoring``, ``conveyor monitor latency``). See
+``docs/monitoring.md``.
+
+Importing this package imports neither DuckDB nor Arrow.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from conveyor.monitoring.compaction import Compaction, Progress, compact
+    from conveyor.monitoring.query import LatencyReport, MonitorQuery
+
+__all__ = ["Compaction", "LatencyReport", "MonitorQuery", "Progress", "compact"]
+
+_LAZY = {
+    "Compaction": "conveyor.monitoring.compaction",
+    "Progress": "conveyor.monitoring.compaction",
+    "compact": "conveyor.monitoring.compaction",
+    "LatencyReport": "conveyor.monitoring.query",
+    "MonitorQuery": "conveyor.monitoring.query",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'conveyor.monitoring' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

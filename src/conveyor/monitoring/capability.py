@@ -1,0 +1,25 @@
+"""Monitoring as a capability: its spec section, tables, service, commands and actions."""
+
+from conveyor.capability import Capability, Command, Tables
+
+CAPABILITY = Capability(
+    "monitoring",
+    "monitoring: the event log's columnar copy (Parquet + DuckDB) and monitor queries",
+    requires=("governance", "pipelines"),  # pipelines: scheduled compaction
+    settings="conveyor.monitoring.settings:SECTIONS",
+    tables=Tables(
+        "conveyor.monitoring:migrations",
+        "conveyor.monitoring.tables",
+        "conveyor_monitoring_version",
+    ),
+    services={"monitoring": "conveyor.monitoring.query:MonitorQuery.for_project"},
+    cli=(
+        Command("conveyor.monitoring.cli:compact_command", "events compact"),
+        Command("conveyor.monitoring.cli:monitor_app", "monitor"),
+    ),
+    routes="conveyor.monitoring.http:routes",
+    actions={
+        "monitoring.compact": "deployer",  # writes the columnar copy and its checkpoint
+        "monitoring.read": "viewer",
+    },
+)

@@ -1,0 +1,144 @@
+"""``conveyor events compact`` and ``conveyor monitor ...``.
+
+::
+
+    conveyor events compact                      # the log's new events into Parquet
+    conveyor monitor latency                     # every model, the last hour, 1-minute windows
+    conveyor monitor latency fraud --since 24h --window 5m --json
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from conveyor.cli.common import (
+    DURATION_FORMS,
+    JsonOpt,
+    ProjectOpt,
+    authorized,
+    console,
+    echo_json,
+    errors,
+    open_project,
+    parse_duration,
+    parse_since,
+)
+
+if TYPE_CHECKING:
+    from conveyor.monitoring.compaction import Progress
+
+__all__ = ["compact_command", "monitor_app"]
+
+monitor_app = typer.Typer(
+    help="Monitors computed from the event log (its columnar copy and newest events).",
+    no_args_is_help=True,
+)
+
+
+@errors
+def compact_command(
+    batch_events: Annotated[
+        int | None,
+        typer.Option(help="Events per batch (default: monitoring.compaction.batch_events)."),
+    ] = None,
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy the events committed since the last compaction into hourly Parquet files under
+    the artifact store (what monitor queries read). Safe to interrupt and to re-run."""
+    with open_project(project) as proj:
+        authorized(proj, "monitoring.compact")
+        from conveyor.monitoring.compaction import compact
+
+        out = console()
+
+        def tell(p: Progress) -> None:
+            if as_json:
+                return
+            if p.phase == "start":
+                out.print(f"compacting events {p.last_seq + 1:,} to {p.horizon:,}", soft_wrap=True)
+            elif p.phase == "batch":
+                out.print(
+                    f"  batch {p.batches}: through seq {p.last_seq:,}; {p.events:,} events, "
+                    f"{p.files} files so far",
+                    soft_wrap=True,
+                )
+
+        done = compact(proj, batch_events=batch_events, progress=tell)
+    if as_json:
+        echo_json(done.to_dict())
+        return
+    rate = f" ({done.events / done.seconds:,.0f} events/s)" if done.events and done.seconds else ""
+    typer.echo(
+        f"compacted {done.events:,} events into {done.files} files in {done.seconds:.2f} s{rate}; "
+        f"checkpoint seq {done.last_seq:,}; the copy holds {done.total_events:,} events in "
+        f"{done.total_files} files"
+        + (f"; removed {done.removed} files an interrupted run left" if done.removed else "")
+    )
+
+
+@monitor_app.command("latency")
+@errors
+def latency_command(
+    model: Annotated[str | None, typer.Argument(help="Only this model (default: all).")] = None,
+    since: Annotated[
+        str, typer.Option(help=f"Start: an age ({DURATION_FORMS}) or an ISO time.")
+    ] = "1h",
+    until: Annotated[
+        str | None, typer.Option(help="End (exclusive): an age or an ISO time; default now.")
+    ] = None,
+    window: Annotated[str, typer.Option(help="Window length: 1m, 5m, 1h...")] = "1m",
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Requests and latency p50/p95/p99 per model, version, arm and window, from the
+    prediction events (the columnar copy plus the events not yet compacted)."""
+    from conveyor.monitoring.query import MonitorQuery
+
+    start = parse_since(since, option="--since")
+    end = parse_since(until, option="--until")
+    length = parse_duration(window, "--window")
+    with open_project(project) as proj:
+        report = MonitorQuery(proj).latency(
+            model,
+            since=start,  # type: ignore[arg-type]  # parse_since of a str is a datetime
+            until=end,
+            window=length,
+        )
+    if as_json:
+        echo_json(report.to_dict())
+        return
+    _print_latency(report.to_dict())
+
+
+def _print_latency(report: dict[str, Any]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    read = report["read"]
+    table = Table(
+        title=f"latency, {report['since'][:19]} to {report['until'][:19]} UTC, "
+        f"{report['window_s']:g} s windows",
+        title_justify="left",
+        caption=f"{read['files']} files + {read['tail_events']:,} events not yet compacted; "
+        f"{report['seconds']:.3f} s",
+    )
+    for column in ("window", "model", "version", "arm", "requests", "p50 ms", "p95 ms", "p99 ms"):
+        table.add_column(
+            column, justify="right" if "ms" in column or column == "requests" else "left"
+        )
+    for w in report["windows"]:
+        table.add_row(
+            w["window"][11:19],
+            escape(str(w["model"])),
+            escape(str(w["version"])),
+            escape(str(w["arm"])),
+            f"{w['requests']:,}",
+            *(f"{w[k]:.2f}" if w[k] is not None else "-" for k in ("p50_ms", "p95_ms", "p99_ms")),
+        )
+    out = console()
+    out.print(table)
+    for note in report["notes"]:
+        out.print(f"[dim]note: {escape(note)}[/]", soft_wrap=True)

@@ -1,0 +1,95 @@
+"""Monitoring's HTTP routes (role viewer).
+
+``GET /v1/monitor/latency?model=fraud&since=1h&window=1m``: per model, version, arm and
+window, requests and latency percentiles, as :meth:`MonitorQuery.latency` computes them
+(the columnar copy plus the log's newest events). ``since`` and ``until`` are an age
+(``1h``, ``7d``) or an ISO 8601 time; ``window`` a duration (default ``1m``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import orjson
+from starlette.responses import Response
+
+from conveyor.durations import DURATION_FORMS, DURATION_PATTERN, parse_duration
+from conveyor.errors import InvalidInputError
+from conveyor.web.app import Contribution
+from conveyor.web.routing import Route
+
+if TYPE_CHECKING:
+    from conveyor.web.app import AppContext
+    from conveyor.web.pipeline import Call
+
+__all__ = ["routes"]
+
+_QUERY = tuple(
+    {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": what,
+    }
+    for name, what in (
+        ("model", "Only this model (default: every model)."),
+        ("since", f"Start: an age ({DURATION_FORMS}) or an ISO 8601 time; default 1h."),
+        ("until", "End (exclusive): an age or an ISO 8601 time; default now."),
+        ("window", "Window length, e.g. 1m (default), 5m, 1h."),
+    )
+)
+
+
+def routes(context: AppContext) -> Contribution:
+    project = context.project
+
+    async def latency(call: Call) -> Response:
+        from conveyor.monitoring.query import MonitorQuery
+
+        query = call.request.query_params
+        now = datetime.now(UTC)
+        since = _moment(query.get("since", "1h"), "since", now)
+        until_text = query.get("until")
+        until = now if until_text is None else _moment(until_text, "until", now)
+        window = parse_duration(query.get("window", "1m"), "window")
+        report = await asyncio.to_thread(
+            MonitorQuery(project).latency,
+            query.get("model"),
+            since=since,
+            until=until,
+            window=window,
+        )
+        return Response(orjson.dumps(report.to_dict()), media_type="application/json")
+
+    return Contribution(
+        [
+            Route(
+                "GET",
+                "/v1/monitor/latency",
+                latency,
+                "monitoring.read",
+                "Requests and latency p50/p95/p99 per model, version, arm and window",
+                query=_QUERY,
+                tags=("monitoring",),
+                errors=(422,),
+            )
+        ]
+    )
+
+
+def _moment(text: str, field: str, now: datetime) -> datetime:
+    """An age (a duration ago) or an ISO 8601 time (naive: UTC)."""
+    if DURATION_PATTERN.fullmatch(text.strip()):
+        ago: timedelta = parse_duration(text, field)
+        return now - ago
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidInputError(
+            f"{field} {text!r}: expected an age ({DURATION_FORMS}) or an ISO 8601 time",
+            field=field,
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -1,0 +1,75 @@
+"""The monitoring section of ``conveyor.yaml``: ``monitoring:``.
+
+::
+
+    monitoring:
+      compaction:
+        cron: "*/10 * * * *"      # UTC: conveyor pipeline schedule runs monitoring.compact
+        batch_events: 200000      # events per Parquet batch (one checkpoint each)
+        settle_timeout_s: 10      # PostgreSQL: longest wait for writes in flight
+
+Every field can be set from the environment (``CONVEYOR_MONITORING__COMPACTION__CRON``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from conveyor.config import ProjectSpec
+
+__all__ = ["SECTIONS", "CompactionSpec", "MonitoringSpec", "monitoring_of"]
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class CompactionSpec(BaseModel):
+    """How the event log is copied into Parquet (``conveyor events compact``), and when
+    the scheduler does it: with a ``cron``, ``conveyor pipeline schedule`` runs the
+    pipeline ``monitoring.compact``."""
+
+    model_config = _STRICT
+
+    cron: str | None = Field(
+        None, description="Cron expression (UTC) of scheduled compactions, e.g. '*/10 * * * *'."
+    )
+    batch_events: int = Field(
+        200_000,
+        ge=1,
+        le=5_000_000,
+        description="Events read and written per batch; the checkpoint moves after each.",
+    )
+    settle_timeout_s: float = Field(
+        10.0,
+        ge=0,
+        le=600,
+        description="PostgreSQL: longest wait for write transactions in flight before a "
+        "compaction stops at the first seq not yet committed.",
+    )
+
+
+class MonitoringSpec(BaseModel):
+    """Monitoring: the columnar copy of the event log that monitors query."""
+
+    model_config = _STRICT
+
+    compaction: CompactionSpec = Field(default_factory=CompactionSpec)
+
+
+SECTIONS: dict[str, Any] = {
+    "monitoring": (
+        MonitoringSpec,
+        Field(
+            default_factory=MonitoringSpec,
+            description="Monitoring: the event log's columnar copy and its compaction.",
+        ),
+    ),
+}
+
+
+def monitoring_of(spec: ProjectSpec) -> MonitoringSpec:
+    """The ``monitoring:`` section (defaults when the spec has none)."""
+    found = getattr(spec, "monitoring", None)
+    return found if isinstance(found, MonitoringSpec) else MonitoringSpec()
