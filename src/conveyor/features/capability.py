@@ -15,7 +15,9 @@ ONLINE = Seam(
 CAPABILITY = Capability(
     "features",
     "the feature store: definitions, point-in-time training frames, online serving",
-    requires=("data", "governance", "pipelines"),  # pipelines: scheduled materialization
+    # pipelines: scheduled materialization; registry and serving: the enricher that serves
+    # a version trained on a feature service by entity key.
+    requires=("data", "governance", "pipelines", "registry", "serving"),
     settings="conveyor.features.settings:SECTIONS",
     tables=Tables(
         "conveyor.features:migrations",

@@ -24,11 +24,12 @@ if TYPE_CHECKING:
 
     import pyarrow as pa
 
+    from conveyor.data.versions import DatasetVersion
     from conveyor.features.push import Pushed
     from conveyor.features.settings import FeaturesSpec, ViewSpec
     from conveyor.project import Project
 
-__all__ = ["KINDS", "Applied", "Definition", "FeatureDefinitions"]
+__all__ = ["KINDS", "Applied", "Definition", "FeatureDefinitions", "TrainingJoin"]
 
 Kind = Literal["entity", "view", "on_demand", "service"]
 KINDS: tuple[Kind, ...] = ("entity", "view", "on_demand", "service")
@@ -62,6 +63,17 @@ class Definition:
             "actor": self.actor,
             "applied_at": self.applied_at.isoformat(),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingJoin:
+    """A training frame joined from a feature service, with its lineage for the registry."""
+
+    table: pa.Table
+    #: ``{"kind": "feature_service", "name", "version", "views", "features"}``
+    input: dict[str, Any]
+    #: The data set versions the service's views read.
+    datasets: list[DatasetVersion]
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +280,33 @@ class FeatureDefinitions:
         from conveyor.features.push import push
 
         return push(self.project, view, rows, actor=actor)
+
+    def training_join(
+        self,
+        entity: pa.Table,
+        service: str,
+        *,
+        entity_time: str = "event_timestamp",
+        actor: str = "training",
+    ) -> TrainingJoin:
+        """What the training flow trains on (``models.NAME.feature_service``): ``entity``
+        with ``service``'s features as of ``entity_time``, and the lineage the registry
+        records (see :mod:`conveyor.features.lineage`). FeaturesNotAppliedError when the
+        spec's definitions are not the applied ones; InvalidInputError naming a missing
+        ``entity_time`` column."""
+        from conveyor.errors import InvalidInputError
+        from conveyor.features.lineage import service_lineage
+
+        lineage = service_lineage(self.project, service)
+        if entity_time not in entity.column_names:
+            raise InvalidInputError(
+                f"entity_time {entity_time!r} is not a column of the entity/label rows "
+                f"(columns: {', '.join(entity.column_names)}): name the time each row's "
+                "features are read as of",
+                field="entity_time",
+            )
+        table = self.training_frame(entity, service, entity_time=entity_time, actor=actor)
+        return TrainingJoin(table, lineage.input, lineage.datasets)
 
     # -- reading ------------------------------------------------------------------------
 

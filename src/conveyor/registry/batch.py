@@ -386,4 +386,4 @@ def _write(session: Session, prepared: list[_Prepared]) -> list[ModelVersion]:
             }
         )
     session.execute(sa.insert(versions), rows)
-    return [ModelVersion(**row) for row in rows]
+    return [ModelVersion(**{**row, "inputs": row["inputs"] or []}) for row in rows]

@@ -61,10 +61,6 @@ class ModelVersion:
     #: versions registered before it existed.
     inputs: list[dict[str, Any]] = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        if self.inputs is None:  # a version registered before lineage had inputs
-            object.__setattr__(self, "inputs", [])
-
     @property
     def ref(self) -> str:
         return f"{self.model}@{self.number}"
@@ -119,7 +115,7 @@ class ModelVersion:
             dataset_version_ids=document(row.dataset_version_ids),
             status=row.status,
             created_at=row.created_at,
-            inputs=document(row.inputs),
+            inputs=document(row.inputs) or [],
         )
 
 

@@ -56,12 +56,10 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
     import pandas as pd
-    import pyarrow as pa
 
     from conveyor.checks.gates import Gate
     from conveyor.checks.result import Report
     from conveyor.data.versions import DatasetVersion
-    from conveyor.features.lineage import ServiceLineage
     from conveyor.project import Project
     from conveyor.registry.promotion import Promotion
     from conveyor.registry.registry import Registry
@@ -93,21 +91,23 @@ class Prepared:
     new_rows: npt.NDArray[np.bool_]  # rows from parts the champion's data did not have
     features: list[str]
     target: str
-    #: The feature service the frame was joined from (None: the data set's own columns).
-    lineage: ServiceLineage | None = None
+    #: The feature service the frame was joined from, as the registry records it (None:
+    #: the data set's own columns), and the data set versions its views read.
+    feature_service: dict[str, Any] | None = None
+    feature_datasets: tuple[DatasetVersion, ...] = ()
 
     @property
     def dataset_versions(self) -> list[DatasetVersion]:
         """Every data set version the frame was built from: the model's, then the views'."""
         found = {self.version.id: self.version}
-        for version in self.lineage.datasets if self.lineage else ():
+        for version in self.feature_datasets:
             found.setdefault(version.id, version)
         return list(found.values())
 
     @property
     def inputs(self) -> list[dict[str, Any]]:
         """The registry's lineage beyond data sets (the feature service, when used)."""
-        return [self.lineage.input] if self.lineage else []
+        return [self.feature_service] if self.feature_service else []
 
     @property
     def X_train(self) -> pd.DataFrame:
@@ -226,9 +226,14 @@ def prepare(
         payload={"version_id": version.id, "rows": version.row_count, "purpose": "training"},
     )
     table = pa.concat_tables(tables) if tables else pa.table({})
-    lineage = None
+    service: dict[str, Any] | None = None
+    service_datasets: tuple[DatasetVersion, ...] = ()
     if spec.feature_service is not None:
-        table, lineage = _join_features(project, spec, table, actor)
+        # Through the features capability's service (training does not import it).
+        joined = project.features.training_join(
+            table, spec.feature_service, entity_time=spec.entity_time, actor=actor or "training"
+        )
+        table, service, service_datasets = joined.table, joined.input, tuple(joined.datasets)
     frame = table.to_pandas()
     new_rows = np.concatenate(new) if new else np.zeros(0, dtype=bool)
     if spec.prepare:
@@ -245,7 +250,7 @@ def prepare(
                     field="prepare",
                 )
         frame = shaped.reset_index(drop=True)
-    features = list(spec.features) or (lineage.features if lineage else [])
+    features = list(spec.features) or (list(service["features"]) if service else [])
     missing = [c for c in [*features, spec.target] if c not in frame.columns]
     if missing:
         raise InvalidInputError(
@@ -260,28 +265,9 @@ def prepare(
             f"{int(mask.sum())} hold-out rows; both need rows",
             field="holdout",
         )
-    return Prepared(version, frame, mask, new_rows, features, spec.target, lineage)
-
-
-def _join_features(
-    project: Project, spec: ModelSpec, table: pa.Table, actor: str | None
-) -> tuple[pa.Table, ServiceLineage]:
-    """The entity/label rows with the feature service's features as of ``entity_time``."""
-    from conveyor.features.lineage import service_lineage
-
-    assert spec.feature_service is not None
-    lineage = service_lineage(project, spec.feature_service)
-    if spec.entity_time not in table.column_names:
-        raise InvalidInputError(
-            f"entity_time {spec.entity_time!r} is not a column of {spec.dataset} (columns: "
-            f"{', '.join(table.column_names)}): name the time each row's features are read as "
-            "of",
-            field="entity_time",
-        )
-    joined = project.features.training_frame(
-        table, spec.feature_service, entity_time=spec.entity_time, actor=actor or "training"
+    return Prepared(
+        version, frame, mask, new_rows, features, spec.target, service, service_datasets
     )
-    return joined, lineage
 
 
 # -- gates -------------------------------------------------------------------------
