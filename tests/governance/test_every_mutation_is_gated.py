@@ -35,6 +35,8 @@ CLI: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "optimize": ("training.optimize", ("fraud@1",)),
     "events tail": (None, ()),
     "events kinds": (None, ()),
+    "events compact": ("monitoring.compact", ()),
+    "monitor latency": (None, ()),  # reads the event log's copy, as events tail reads the log
     "runs list": (None, ()),
     "runs show": (None, ("x",)),
     "reports list": (None, ()),
@@ -194,6 +196,7 @@ HTTP: dict[tuple[str, str], str | None] = {
     ("GET", "/v1/audit"): "audit.read",
     ("POST", "/v1/features/get"): "features.read",
     ("POST", "/v1/features/push"): "features.push",
+    ("GET", "/v1/monitor/latency"): "monitoring.read",
     ("GET", "/metrics"): "metrics.read",
     ("GET", "/openapi.json"): None,
     ("GET", "/v2"): "serving.read",
