@@ -67,7 +67,8 @@ ORDER BY window_us, model, version, arm
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """What one query read: the checkpoint, the files, and the tail's length."""
+    """What one query read: the checkpoint, the files listed, and how many events it read
+    from the log past the checkpoint (the tail, every kind)."""
 
     checkpoint: int
     files: list[str]
@@ -147,9 +148,10 @@ class MonitorQuery:
         tail: list[pa.Table] = []
         after = checkpoint
         while True:
-            rows = log.scan(
-                after=after, limit=_TAIL_PAGE, kind=list(kinds), since=since, until=until
-            )
+            # By seq alone, so the database walks its primary key from the checkpoint
+            # (a kind or time filter may lead a planner to an index over the whole log);
+            # DuckDB filters the tail's rows below.
+            rows = log.scan(after=after, limit=_TAIL_PAGE)
             if rows:
                 tail.append(to_table(rows, con))
                 after = int(rows[-1][0])
@@ -160,13 +162,14 @@ class MonitorQuery:
         tail_table = pa.concat_tables(tail) if tail else schema().empty_table()
         con.register("_tail", tail_table)
         columns = ", ".join(f'"{c}"' for c in (*EVENT_COLUMNS, *PROMOTED))
-        where = f"time_us >= {since_us} AND time_us < {until_us}"
-        parts = [f"SELECT {columns} FROM _tail"]
+        listed = ", ".join(_sql_string(k) for k in kinds)
+        where = f"kind IN ({listed}) AND time_us >= {since_us} AND time_us < {until_us}"
+        parts = [f"SELECT {columns} FROM _tail WHERE {where}"]
         if files:
-            listed = ", ".join(_sql_string(str(root / f)) for f in files)
+            paths = ", ".join(_sql_string(str(root / f)) for f in files)
             parts.insert(
                 0,
-                f"SELECT {columns} FROM read_parquet([{listed}], union_by_name = true) "
+                f"SELECT {columns} FROM read_parquet([{paths}], union_by_name = true) "
                 f"WHERE {where}",
             )
         con.execute("CREATE OR REPLACE TEMP VIEW events AS " + " UNION ALL ".join(parts))
