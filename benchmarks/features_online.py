@@ -446,7 +446,7 @@ def _feast_reads(
         harness.run_side(python, script, ["clean", str(repo)], label="feast", log=log)
 
 
-def run_reads(*, quick: bool, reads: int, log: Log) -> dict[str, Any]:
+def run_reads(*, quick: bool, reads: int, log: Log, label: str = "") -> dict[str, Any]:
     python = harness.ensure_venv("feast", log)
     sizes = READ_SIZES["quick" if quick else "full"]
     with tempfile.TemporaryDirectory(prefix="bench-features-online-") as tmp:
@@ -472,7 +472,7 @@ def run_reads(*, quick: bool, reads: int, log: Log) -> dict[str, Any]:
         "conveyor": conveyor,
         "feast": feast,
     }
-    name = "features_online-quick" if quick else "features_online"
+    name = ("features_online-quick" if quick else "features_online") + label
     result["path"] = str(harness.write_result(name, result))
     return result
 
@@ -650,12 +650,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--reads", type=int)
     parser.add_argument("--only", choices=("read", "materialize"))
+    parser.add_argument("--label", default="", help="Suffix of the reads' result file.")
     args = parser.parse_args()
     from rich.console import Console
 
     reads = args.reads or (2_000 if args.quick else 20_000)
     if args.only in (None, "read"):
-        result = run_reads(quick=args.quick, reads=reads, log=print)
+        result = run_reads(quick=args.quick, reads=reads, log=print, label=args.label)
         Console().print(summary(result))
         print(f"written to {result['path']}")
     if args.only in (None, "materialize"):
