@@ -42,7 +42,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -408,6 +411,7 @@ def run_backend(backend: str, events: int, tail: int, log: Log) -> dict[str, Any
 
 def run(
     quick: bool = False,
+    pythons: dict[str, Any] | None = None,  # no peer: the row store is the limit
     backends: tuple[str, ...] = BACKENDS,
     events: int | None = None,
     tail: int = 5_000,
@@ -432,25 +436,43 @@ def run(
     for backend in backends:
         result["results"][backend] = run_backend(backend, n, tail, log)
     path = harness.write_result("monitor_query" + ("-quick" if quick else ""), result)
+    result["path"] = str(path)
     log(f"wrote {path}")
     return result
 
 
-def summary(result: dict[str, Any]) -> list[dict[str, Any]]:
-    rows = []
+def summary(result: dict[str, Any]) -> Table:
+    from rich.table import Table
+
+    table = Table(
+        title=f"monitor query: {result['events']:,} predictions (a day), latency by model, "
+        f"version, arm and minute",
+        title_justify="left",
+    )
+    for column in (
+        "backend",
+        "compaction ev/s",
+        "Parquet+tail s",
+        "again s",
+        "process s",
+        "peak RSS",
+        "plain SQL s",
+        "agree",
+    ):
+        table.add_column(column, justify="left" if column == "backend" else "right")
     for backend, r in result["results"].items():
-        rows.append(
-            {
-                "backend": backend,
-                "events": f"{r['events']:,}",
-                "compaction ev/s": f"{r['compaction']['events_per_s']:,}",
-                "query s": r["parquet_plus_tail"]["query_s"],
-                "RSS MiB": r["parquet_plus_tail"]["peak_rss_mib"],
-                "plain SQL s": r["plain_sql"]["query_s"],
-                "agree": r["agreement"]["agree"],
-            }
+        fast = r["parquet_plus_tail"]
+        table.add_row(
+            backend,
+            f"{r['compaction']['events_per_s']:,}",
+            f"{fast['query_s']:.3f}",
+            f"{fast['again_s']:.3f}",
+            f"{fast['process_wall_s']:.2f}",
+            f"{fast['peak_rss_mib']:.0f} MiB",
+            f"{r['plain_sql']['query_s']:.2f}",
+            str(r["agreement"]["agree"]),
         )
-    return rows
+    return table
 
 
 def main() -> None:
@@ -471,9 +493,12 @@ def main() -> None:
         answer["peak_rss_mib"] = _peak_rss_mib()
         print(json.dumps(answer))
         return
-    result = run(args.quick, tuple(args.backend or BACKENDS), args.events, args.tail)
-    for row in summary(result):
-        print(row)
+    result = run(
+        args.quick, backends=tuple(args.backend or BACKENDS), events=args.events, tail=args.tail
+    )
+    from rich.console import Console
+
+    Console().print(summary(result))
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ BENCHMARKS = (
     "cli_start",
     "features_offline",
     "features_online",
+    "monitor_query",
 )
 
 # Piped to a file or CI log, rich would wrap the table at 80 columns.
