@@ -415,6 +415,8 @@ class _Plan:
     #: per (view, join keys) group: (its entity set, the view encoded)
     groups: tuple[tuple[int, str], ...]
     members: tuple[tuple[tuple[int, str], ...], ...]  #: per group: (ref index, feature)
+    #: per group: the index of its first ref when all its refs have one TTL, else -1
+    uniform: tuple[int, ...]
     entity_columns: tuple[str, ...]
 
     @classmethod
@@ -443,14 +445,18 @@ class _Plan:
                 entity_sets[ordered] = (ref.view, ordered, heads)
             entity_columns.update(dict.fromkeys(jk))
         set_index = {ordered: i for i, ordered in enumerate(entity_sets)}
+        ttl_us = tuple(_ttl_micros(r.ttl, f"ttl of {r.view}") for r in plan)
         return cls(
             refs=tuple(plan),
             names=tuple(names),
             features=tuple(r.feature for r in plan),
-            ttl_us=tuple(_ttl_micros(r.ttl, f"ttl of {r.view}") for r in plan),
+            ttl_us=ttl_us,
             entity_sets=tuple(entity_sets.values()),
             groups=tuple((set_index[jk], quote(view, safe="")) for view, jk in groups),
             members=tuple(tuple(m) for m in groups.values()),
+            uniform=tuple(
+                m[0][0] if len({ttl_us[j] for j, _ in m}) == 1 else -1 for m in groups.values()
+            ),
             entity_columns=tuple(entity_columns),
         )
 
@@ -467,7 +473,7 @@ def _fill(
     values: list[Any] = [None] * n
     statuses: list[Status] = ["missing"] * n
     times: list[Any] = [None] * n
-    members = plan.members
+    members, uniform = plan.members, plan.uniform
     for g, at in enumerate(at_row):
         rec = records[at]
         if rec is None:
@@ -476,6 +482,20 @@ def _fill(
         when = when_of(event_us)
         stored = rec["v"]
         tags = rec.get("x")
+        first = uniform[g]
+        if first >= 0 and not tags:  # one TTL for the group and nothing to decode
+            cutoff = cutoffs[first]
+            live = cutoff is None or event_us >= cutoff
+            for j, feature in members[g]:
+                times[j] = when
+                value = stored.get(feature, _ABSENT)
+                if value is not _ABSENT:
+                    if live:
+                        values[j] = value
+                        statuses[j] = "present"
+                    else:
+                        statuses[j] = "expired"
+            continue
         for j, feature in members[g]:
             times[j] = when
             value = stored.get(feature, _ABSENT)
