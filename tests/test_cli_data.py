@@ -395,6 +395,7 @@ def test_drift_between_appended_versions_compares_the_new_batch(houses: Path) ->
     assert whole["compared"]["current"] == {"ref": "houses@4", "rows": 5300, "scope": "version"}
     # The same shift, diluted by 4,500 older rows: a statistic a fraction of the batch's.
     price = "drift.column.price"
-    diluted = next(c["observed"] for c in whole["checks"] if c["name"] == price)
-    assert next(c["observed"] for c in report["checks"] if c["name"] == price) > 4 * diluted
+    diluted = next(c["observed"]["effect_size"] for c in whole["checks"] if c["name"] == price)
+    batch = next(c["observed"] for c in report["checks"] if c["name"] == price)
+    assert batch["judgment"] == "drift" and batch["effect_size"] > 4 * diluted
     assert all("house_id" not in c["name"] for c in report["checks"])  # a key is not compared

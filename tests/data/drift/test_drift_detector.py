@@ -275,7 +275,11 @@ def test_columns_without_values_are_reported_not_compared() -> None:
     assert not result["x"].tested and result["x"].detail == "no values in the current data"
     assert result["x"].missing_rate_current == 1.0
     assert result["gone"].detail == "no values in the reference"
-    assert result.share == 0.0 and not result.dataset_drift
+    # A column that became entirely null has drifted, by its missing rate alone.
+    assert result["x"].drifted and result["x"].drifted_by == ("missing_rate",)
+    assert result["x"].judgment == "drift" and result["x"].describe().startswith("drifted:")
+    assert result["gone"].judgment == "not_compared" and not result["gone"].compared
+    assert result.share == 1.0 and result.dataset_drift
 
 
 def test_other_inputs_are_refused_with_the_role_named() -> None:

@@ -162,8 +162,16 @@ def test_z_test_squared_is_the_uncorrected_2x2_chi2_of_scipy(
     _close(ours.statistic**2, theirs.statistic)
     _close(ours.p_value, theirs.pvalue)
     assert (ours.statistic > 0) == (hits_cur / n_cur > hits_ref / n_ref)
-    p1, p2 = hits_ref / n_ref, hits_cur / n_cur
-    _close(ours.effect_size, abs(2 * np.arcsin(np.sqrt(p1)) - 2 * np.arcsin(np.sqrt(p2))))
+    # The effect size is the absolute log odds ratio with Woolf's standard error; when a
+    # cell is empty every cell gets 0.5 more (Haldane-Anscombe).
+    empty = bool((table == 0).any())
+    cells = table + (0.5 if empty else 0.0)
+    if empty:
+        expected = cells[0, 0] * cells[1, 1] / (cells[0, 1] * cells[1, 0])
+    else:
+        expected = sps.contingency.odds_ratio(table, kind="sample").statistic
+    _close(ours.effect_size, abs(np.log(expected)))
+    _close(ours.standard_error, np.sqrt(np.sum(1.0 / cells)))
 
 
 def test_z_test_of_two_constant_samples_is_no_evidence() -> None:

@@ -28,7 +28,7 @@ TESTS = ("ks", "chisquare", "z", "psi", "jensenshannon", "wasserstein")
 P_VALUE_TESTS = ("ks", "chisquare", "z")
 
 #: Smallest effect a p-value test may alarm on, per test family (see the package docstring).
-DEFAULT_EFFECT_SIZE_FLOORS: dict[str, float] = {"ks": 0.02, "chisquare": 0.025, "z": 0.05}
+DEFAULT_EFFECT_SIZE_FLOORS: dict[str, float] = {"ks": 0.02, "chisquare": 0.025, "z": 0.04}
 #: Distance at or above which a distance-only test alarms (Evidently's defaults).
 DEFAULT_THRESHOLDS: dict[str, float] = {"psi": 0.1, "jensenshannon": 0.1, "wasserstein": 0.1}
 #: Evidently divides the Wasserstein distance by max(reference std, 0.001).
@@ -56,11 +56,18 @@ class DriftDetector:
     effect_size_floor:
         Per p-value test, the smallest effect that counts as drift; merged
         over :data:`DEFAULT_EFFECT_SIZE_FLOORS` (pass 0 to switch one off).
+        A column drifts only when the one-sided ``1 - alpha`` lower
+        confidence bound of its effect is above the floor (the
+        minimum-effect test), not merely its estimate.
     thresholds:
         Per distance test, the distance that counts as drift; merged over
         :data:`DEFAULT_THRESHOLDS`.
     drift_share:
         The dataset drifted when at least this share of compared columns did.
+    important:
+        Columns whose drift alone fails the report (see
+        :meth:`DriftResult.to_report`), such as a model's most important
+        features (:func:`conveyor.data.drift.importance.important_features`).
     bins:
         Reference-quantile bins for ``psi`` and ``jensenshannon`` on a
         continuous numeric column.
@@ -84,6 +91,7 @@ class DriftDetector:
     n_reference_rows_: int
     effect_size_floor_: dict[str, float]
     thresholds_: dict[str, float]
+    important_: tuple[str, ...]
 
     def __init__(
         self,
@@ -94,6 +102,7 @@ class DriftDetector:
         effect_size_floor: Mapping[str, float] | None = None,
         thresholds: Mapping[str, float] | None = None,
         drift_share: float = 0.5,
+        important: Sequence[str] | None = None,
         bins: int = 20,
         chunk_rows: int = 1 << 20,
         max_categories: int = 1_000,
@@ -106,6 +115,7 @@ class DriftDetector:
         self.effect_size_floor = effect_size_floor
         self.thresholds = thresholds
         self.drift_share = drift_share
+        self.important = important
         self.bins = bins
         self.chunk_rows = chunk_rows
         self.max_categories = max_categories
@@ -156,6 +166,14 @@ class DriftDetector:
                 "a non-empty list of column names",
                 self.columns,
             )
+        if self.important is not None:
+            _check(
+                not isinstance(self.important, str)
+                and all(isinstance(c, str) for c in self.important),
+                "important",
+                "a list of column names",
+                self.important,
+            )
 
     def _requested(self, column: str) -> str | None:
         test = self.tests.get(column, "auto") if isinstance(self.tests, Mapping) else self.tests
@@ -187,6 +205,14 @@ class DriftDetector:
                 f"it has {', '.join(source.names)}",
                 field="columns",
                 columns=absent,
+            )
+        unknown = [c for c in self.important or () if c not in names]
+        if unknown:
+            raise InvalidInputError(
+                f"important column(s) {', '.join(map(repr, unknown))} are not compared; "
+                f"the compared columns are {', '.join(names)}",
+                field="important",
+                columns=unknown,
             )
         for name in names:
             requested = self._requested(name)
@@ -244,6 +270,7 @@ class DriftDetector:
         self.n_reference_rows_ = source.num_rows
         self.effect_size_floor_ = {**DEFAULT_EFFECT_SIZE_FLOORS, **(self.effect_size_floor or {})}
         self.thresholds_ = {**DEFAULT_THRESHOLDS, **(self.thresholds or {})}
+        self.important_ = tuple(dict.fromkeys(self.important or ()))
         return self
 
     def score(self, current: Any) -> DriftResult:
@@ -301,88 +328,129 @@ class DriftDetector:
         import numpy as np
 
         from conveyor.data.drift.result import DriftResult
-        from conveyor.data.drift.stats import bh_adjust, z_two_proportions
+        from conveyor.data.drift.stats import bh_adjust
 
         with_p = [s for s in scores if s.outcome is not None and s.outcome.p_value is not None]
         raw = np.array([s.outcome.p_value for s in with_p if s.outcome], dtype=np.float64)
         adjusted = bh_adjust(raw) if self.correction == "bh" else raw
         adjusted_of = {s.model.name: float(p) for s, p in zip(with_p, adjusted, strict=True)}
 
-        # Missing and outlier rates: two-proportion z-tests, corrected together.
+        # Missing and outlier rates: two-proportion z-tests, corrected together, judged
+        # on the log odds ratio like a binary column (floor and minimum-effect test).
         rate_tests: list[tuple[str, str, float, float]] = []
         for s in scores:
             m = s.model
             if not s.counted:
                 continue  # not compared (absent, retyped, not a testable type): no rates
-            rate_tests.append(
-                ("missing", m.name, *_z(z_two_proportions, m.missing, m.rows, s.missing, s.rows))
-            )
+            missing = self._rate(m.missing, m.rows, s.missing, s.rows)
+            rate_tests.append(("missing", m.name, *missing))
             if s.outliers is not None and m.values and s.values:
                 rate_tests.append(
-                    (
-                        "outlier",
-                        m.name,
-                        *_z(z_two_proportions, m.outliers, m.values, s.outliers, s.values),
-                    )
+                    ("outlier", m.name, *self._rate(m.outliers, m.values, s.outliers, s.values))
                 )
         rate_p = np.array([t[2] for t in rate_tests], dtype=np.float64)
         rate_adjusted = bh_adjust(rate_p) if self.correction == "bh" else rate_p
         floor_z = self.effect_size_floor_["z"]
-        changed = {
-            (what, name)
-            for (what, name, _, h), p in zip(rate_tests, rate_adjusted, strict=True)
-            if p < self.alpha and h >= floor_z
-        }
+        rates: dict[tuple[str, str], str] = {}
+        for (what, name, _, lower), p in zip(rate_tests, rate_adjusted, strict=True):
+            if p < self.alpha:
+                above = floor_z <= 0.0 or lower > floor_z
+                rates[(what, name)] = "drift" if above else "significant_below_floor"
         columns = {
-            s.model.name: self._column(s, adjusted_of.get(s.model.name), changed) for s in scores
+            s.model.name: self._column(s, adjusted_of.get(s.model.name), rates) for s in scores
         }
-        tested = [c for c in columns.values() if c.tested]
-        share = sum(c.drifted for c in tested) / len(tested) if tested else 0.0
+        compared = [c for c in columns.values() if c.compared]
+        share = sum(c.drifted for c in compared) / len(compared) if compared else 0.0
         counts: dict[str, int] = {}
-        for c in tested:
-            counts[c.test or ""] = counts.get(c.test or "", 0) + 1
+        for c in columns.values():
+            if c.tested:
+                counts[c.test or ""] = counts.get(c.test or "", 0) + 1
         return DriftResult(
             columns=columns,
             schema=schema,
             share=share,
             drift_share=self.drift_share,
-            dataset_drift=bool(tested) and share >= self.drift_share,
+            dataset_drift=bool(compared) and share >= self.drift_share,
             reference_rows=self.n_reference_rows_,
             current_rows=current_rows,
             alpha=self.alpha,
             correction=self.correction,
             tests=counts,
+            important=self.important_,
         )
 
+    def _rate(self, hits_ref: int, n_ref: int, hits_cur: int, n_cur: int) -> tuple[float, float]:
+        """(p-value, lower bound of the absolute log odds ratio) of a rate change.
+
+        No data on a side means no evidence (p = 1).
+        """
+        from conveyor.data.drift.stats import effect_lower_bound, z_two_proportions
+
+        if n_ref == 0 or n_cur == 0:
+            return 1.0, 0.0
+        outcome = z_two_proportions(hits_ref, n_ref, hits_cur, n_cur)
+        lower = effect_lower_bound("z", outcome, n_ref, n_cur, self.alpha)
+        p = 1.0 if outcome.p_value is None else outcome.p_value  # 0.0 is a p-value too
+        return float(p), float(lower or 0.0)
+
     def _column(
-        self, s: ColumnScore, adjusted: float | None, changed: set[tuple[str, str]]
+        self, s: ColumnScore, adjusted: float | None, rates: dict[tuple[str, str], str]
     ) -> ColumnDrift:
         from conveyor.data.drift.result import NEW_CATEGORIES_SHOWN, ColumnDrift
+        from conveyor.data.drift.stats import effect_lower_bound
 
         m = s.model
-        rates: dict[str, Any] = {
+        missing = rates.get(("missing", m.name))
+        known: dict[str, Any] = {
             "missing_rate_reference": m.missing / m.rows if m.rows else None,
             "missing_rate_current": s.missing / s.rows if s.rows and s.counted else None,
-            "missing_rate_changed": ("missing", m.name) in changed,
+            "missing_rate_changed": missing == "drift",
             "reference_values": m.values,
             "current_values": s.values,
+            "important": m.name in self.important_,
         }
         if s.outliers is not None:
-            rates["outlier_rate_reference"] = m.outliers / m.values if m.values else None
-            rates["outlier_rate_current"] = s.outliers / s.values if s.values else None
-            rates["outlier_rate_changed"] = ("outlier", m.name) in changed
+            known["outlier_rate_reference"] = m.outliers / m.values if m.values else None
+            known["outlier_rate_current"] = s.outliers / s.values if s.values else None
+            known["outlier_rate_changed"] = rates.get(("outlier", m.name)) == "drift"
+        drifted_by: list[str] = []
         if s.outcome is None or s.test is None:
-            return ColumnDrift(m.name, None, detail=s.reason, **rates)
+            judgment = _judgment(None, missing, counted=s.counted)
+            if missing == "drift":
+                drifted_by.append("missing_rate")
+            return ColumnDrift(
+                m.name,
+                None,
+                detail=s.reason,
+                drifted=bool(drifted_by),
+                drifted_by=tuple(drifted_by),
+                judgment=judgment,
+                **known,
+            )
         outcome = s.outcome
+        lower: float | None = None
         if outcome.p_value is not None:
             floor = self.effect_size_floor_[s.test]
-            drifted = (
-                adjusted is not None and adjusted < self.alpha and outcome.effect_size >= floor
+            lower = effect_lower_bound(s.test, outcome, m.values, s.values, self.alpha)
+            significant = adjusted is not None and adjusted < self.alpha
+            # The minimum-effect test: the effect must be shown above the floor (its
+            # one-sided lower confidence bound clears it), not merely estimated above it.
+            above = floor <= 0.0 or (lower is not None and lower > floor)
+            distribution = (
+                "drift"
+                if significant and above
+                else "significant_below_floor"
+                if significant
+                else "no_drift"
             )
             threshold: float | None = self.alpha
         else:
             floor, threshold = None, self.thresholds_[s.test]
-            drifted = outcome.statistic >= threshold
+            distribution = "drift" if outcome.statistic >= threshold else "no_drift"
+        if distribution == "drift":
+            drifted_by.append("distribution")
+        if missing == "drift":
+            drifted_by.append("missing_rate")
         return ColumnDrift(
             m.name,
             s.test,
@@ -390,21 +458,28 @@ class DriftDetector:
             p_value=outcome.p_value,
             p_value_adjusted=adjusted if outcome.p_value is not None else None,
             effect_size=outcome.effect_size,
+            effect_size_lower=lower,
             threshold=threshold,
             effect_size_floor=floor,
-            drifted=bool(drifted),
+            drifted=bool(drifted_by),
+            drifted_by=tuple(drifted_by),
+            judgment=_judgment(distribution, missing, counted=True),
             new_categories=tuple(s.new_categories[:NEW_CATEGORIES_SHOWN]),
             new_categories_count=len(s.new_categories),
-            **rates,
+            **known,
         )
 
 
-def _z(test: Any, hits_ref: int, n_ref: int, hits_cur: int, n_cur: int) -> tuple[float, float]:
-    """(p-value, Cohen's h) of a rate change; no data on a side means no evidence (p = 1)."""
-    if n_ref == 0 or n_cur == 0:
-        return 1.0, 0.0
-    outcome = test(hits_ref, n_ref, hits_cur, n_cur)
-    return float(outcome.p_value), float(outcome.effect_size)
+def _judgment(distribution: str | None, missing: str | None, *, counted: bool) -> str:
+    """One word for the column: its distribution's verdict and its missing rate's together."""
+    verdicts = {distribution, missing}
+    if "drift" in verdicts:
+        return "drift"
+    if "significant_below_floor" in verdicts:
+        return "significant_below_floor"
+    if distribution is None and not counted:
+        return "not_compared"
+    return "no_drift"
 
 
 def _number(value: Any, name: str) -> float:

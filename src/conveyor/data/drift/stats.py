@@ -11,6 +11,10 @@ them to 1e-9): :func:`ks_2samp` = ``scipy.stats.ks_2samp``,
 what they take: the detector holds sorted arrays and counts, so the
 functions start from those and do no sorting or counting of their own.
 
+The effect sizes and their one-sided lower confidence bounds
+(:func:`effect_lower_bound`) are what the minimum-effect test reads: a
+column drifts only when the lower bound of its effect clears the floor.
+
 The exact numeric tests (KS, Wasserstein) need both samples sorted. KS needs
 one binary search per current value (:func:`ks_statistic`); Wasserstein
 integrates over one linear-time merge of the two (:func:`ecdf_gap`).
@@ -32,10 +36,15 @@ __all__ = [
     "chi2_two_sample",
     "cohens_h",
     "cramers_v_balanced",
+    "cramers_v_corrected",
+    "cramers_v_lower_bound",
     "ecdf_gap",
+    "effect_lower_bound",
     "jensenshannon",
     "ks_2samp",
+    "ks_lower_bound",
     "ks_statistic",
+    "log_odds_ratio",
     "psi",
     "wasserstein",
     "z_two_proportions",
@@ -55,11 +64,17 @@ PSI_EPSILON = 1e-4
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """A test's statistic, its p-value (None for a distance) and its effect size."""
+    """A test's statistic, its p-value (None for a distance) and its effect size.
+
+    ``dof`` (chi-squared) and ``standard_error`` (of the z test's log odds
+    ratio) are what :func:`effect_lower_bound` needs besides the sizes.
+    """
 
     statistic: float
     p_value: float | None
     effect_size: float
+    dof: int | None = None
+    standard_error: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +246,7 @@ def chi2_two_sample(reference_counts: Counts, current_counts: Counts) -> Outcome
 
     Categories counted in neither sample are dropped (they carry no
     information and would divide by zero). The effect size is
-    :func:`cramers_v_balanced`.
+    :func:`cramers_v_corrected`.
     """
     from scipy import stats
 
@@ -242,20 +257,22 @@ def chi2_two_sample(reference_counts: Counts, current_counts: Counts) -> Outcome
         raise ValueError("both samples need at least one counted value")
     dof = cols.size - 1
     if dof == 0:
-        return Outcome(statistic=0.0, p_value=1.0, effect_size=0.0)
+        return Outcome(statistic=0.0, p_value=1.0, effect_size=0.0, dof=0)
     expected = np.outer(rows, cols) / rows.sum()
     statistic = float(np.sum((table - expected) ** 2 / expected))
     p = float(stats.chi2.sf(statistic, dof))
-    return Outcome(statistic, p, cramers_v_balanced(table[0], table[1]))
+    return Outcome(statistic, p, cramers_v_corrected(table[0], table[1]), dof=dof)
 
 
 def z_two_proportions(
     reference_hits: int, reference_n: int, current_hits: int, current_n: int
 ) -> Outcome:
-    """Two-sided z-test for two proportions with the pooled variance; effect size Cohen's h.
+    """Two-sided z-test for two proportions with the pooled variance.
 
     ``z`` is positive when the current proportion is higher; ``z**2`` is the
-    uncorrected chi-squared statistic of the 2 x 2 table.
+    uncorrected chi-squared statistic of the 2 x 2 table. The effect size is
+    the absolute log odds ratio (:func:`log_odds_ratio`), with its standard
+    error.
     """
     from scipy import stats
 
@@ -264,11 +281,34 @@ def z_two_proportions(
     p_ref, p_cur = reference_hits / reference_n, current_hits / current_n
     pooled = (reference_hits + current_hits) / (reference_n + current_n)
     variance = pooled * (1.0 - pooled) * (1.0 / reference_n + 1.0 / current_n)
-    h = cohens_h(p_ref, p_cur)
+    lor, se = log_odds_ratio(reference_hits, reference_n, current_hits, current_n)
     if variance <= 0.0:
-        return Outcome(statistic=0.0, p_value=1.0, effect_size=h)
+        return Outcome(0.0, 1.0, abs(lor), standard_error=se)
     z = (p_cur - p_ref) / math.sqrt(variance)
-    return Outcome(statistic=z, p_value=float(2.0 * stats.norm.sf(abs(z))), effect_size=h)
+    return Outcome(z, float(2.0 * stats.norm.sf(abs(z))), abs(lor), standard_error=se)
+
+
+def log_odds_ratio(
+    reference_hits: int, reference_n: int, current_hits: int, current_n: int
+) -> tuple[float, float]:
+    """The log odds ratio of the current rate against the reference one, and its standard error.
+
+    ``ln((c / d) / (a / b))`` for ``a`` hits and ``b`` misses in the
+    reference, ``c`` and ``d`` in the current data; Woolf's standard error
+    ``sqrt(1/a + 1/b + 1/c + 1/d)``. When a cell is empty every cell gets
+    0.5 more (Haldane-Anscombe), so a rate rising from zero has a finite,
+    very uncertain, estimate instead of an infinite one.
+    """
+    cells = [
+        float(reference_hits),
+        float(reference_n - reference_hits),
+        float(current_hits),
+        float(current_n - current_hits),
+    ]
+    if min(cells) <= 0.0:
+        cells = [c + 0.5 for c in cells]
+    a, b, c, d = cells
+    return math.log(c / d) - math.log(a / b), math.sqrt(1 / a + 1 / b + 1 / c + 1 / d)
 
 
 def cohens_h(p1: float, p2: float) -> float:
@@ -292,6 +332,114 @@ def cramers_v_balanced(reference_counts: Counts, current_counts: Counts) -> floa
     total = p + q
     seen = total > 0
     return float(math.sqrt(np.sum((p[seen] - q[seen]) ** 2 / total[seen]) / 2.0))
+
+
+def cramers_v_corrected(reference_counts: Counts, current_counts: Counts) -> float:
+    """:func:`cramers_v_balanced` with Bergsma's (2013) bias correction.
+
+    Plain V is biased upwards: with no drift at all its square is about
+    ``(k - 1) / N`` for ``k`` categories (``sqrt(k / 2n)`` for two samples of
+    ``n``), which at 50 categories is as large as any sensible floor. With
+    ``phi2 = V_balanced**2`` and ``N = 4 n m / (n + m)`` (the total of two
+    equal samples with the same information; ``2n`` when ``n == m``)::
+
+        phi2~ = max(0, phi2 - (k - 1) / (N - 1))
+        k~    = k - (k - 1)**2 / (N - 1);   r~ = 2 - 1 / (N - 1)
+        V~    = sqrt(phi2~ / min(k~ - 1, r~ - 1))
+
+    For equal samples this is Bergsma's corrected V of the 2 x k table.
+    """
+    p = np.asarray(reference_counts, dtype=np.float64)
+    q = np.asarray(current_counts, dtype=np.float64)
+    n, m = float(p.sum()), float(q.sum())
+    k = int(np.count_nonzero((p + q) > 0))
+    if k < 2 or n <= 0 or m <= 0:
+        return 0.0
+    total = 4.0 * n * m / (n + m)
+    if total <= 2.0:
+        return 0.0
+    phi2 = cramers_v_balanced(p, q) ** 2
+    corrected = max(0.0, phi2 - (k - 1) / (total - 1.0))
+    k_tilde = k - (k - 1) ** 2 / (total - 1.0)
+    r_tilde = 2.0 - 1.0 / (total - 1.0)
+    denominator = min(k_tilde - 1.0, r_tilde - 1.0)
+    if denominator <= 0.0:
+        return 0.0
+    return math.sqrt(corrected / denominator)
+
+
+# -- lower confidence bounds of the effect sizes (the minimum-effect test) ------
+
+
+def ks_lower_bound(d: float, n_reference: int, n_current: int, alpha: float) -> float:
+    """One-sided ``1 - alpha`` lower confidence bound of the true KS distance.
+
+    The observed ``D`` exceeds the true one by at most the largest deviation
+    of the two empirical CDFs from their own distributions, which exceeds
+    ``c`` with probability about ``exp(-2 c**2 n m / (n + m))`` (Smirnov's
+    one-sided limit; DKW-type bound). So ``D - c`` with that probability set
+    to ``alpha`` is a lower bound, conservative by construction: a shift
+    exactly at the floor is flagged in at most ``alpha`` of runs (simulated:
+    0-5%), while the normal approximation at the maximising point is not (the
+    maximum picks up noise: 12-22% of runs at the floor).
+    """
+    if n_reference <= 0 or n_current <= 0:
+        return 0.0
+    scale = (n_reference + n_current) / (n_reference * n_current)
+    return d - math.sqrt(math.log(1.0 / alpha) / 2.0 * scale)
+
+
+def cramers_v_lower_bound(
+    statistic: float, dof: int, n_reference: float, n_current: float, alpha: float
+) -> float:
+    """One-sided ``1 - alpha`` lower confidence bound of the (balanced) Cramér's V.
+
+    Under drift the chi-squared statistic is noncentral chi-squared with
+    ``dof`` degrees of freedom and noncentrality ``lambda = N V**2``
+    (``N = 4 n m / (n + m)``, as in :func:`cramers_v_corrected`). The bound
+    inverts that distribution: the smallest ``lambda`` under which a
+    statistic this large has probability ``alpha``. It accounts for the
+    number of categories, so 50 categories at 5,000 rows cannot clear a
+    floor on noise alone.
+    """
+    from scipy import optimize, stats
+
+    if dof <= 0 or n_reference <= 0 or n_current <= 0 or statistic <= 0.0:
+        return 0.0
+    total = 4.0 * n_reference * n_current / (n_reference + n_current)
+    if float(stats.chi2.sf(statistic, dof)) >= alpha:
+        return 0.0  # not even evidence of a change
+
+    def excess(lam: float) -> float:
+        return float(stats.ncx2.sf(statistic, dof, lam)) - alpha
+
+    # sf grows with lambda; at lambda = statistic the mean (dof + lambda) is past it.
+    high = statistic
+    while excess(high) < 0.0:  # pragma: no cover - the bracket above always holds
+        high *= 2.0
+    lam = optimize.brentq(excess, 0.0, high, xtol=1e-10 * max(1.0, high), rtol=1e-10)
+    return math.sqrt(max(lam, 0.0) / total)
+
+
+def effect_lower_bound(
+    test: str, outcome: Outcome, n_reference: float, n_current: float, alpha: float
+) -> float | None:
+    """The one-sided ``1 - alpha`` lower bound of ``outcome``'s effect size; None for distances."""
+    from scipy import stats
+
+    if test == "ks":
+        bound = ks_lower_bound(outcome.effect_size, int(n_reference), int(n_current), alpha)
+        return max(0.0, bound)
+    if test == "chisquare":
+        return cramers_v_lower_bound(
+            outcome.statistic, outcome.dof or 0, n_reference, n_current, alpha
+        )
+    if test == "z":
+        se = outcome.standard_error
+        if se is None:
+            return None
+        return max(0.0, outcome.effect_size - float(stats.norm.isf(alpha)) * se)
+    return None
 
 
 def psi(reference_counts: Counts, current_counts: Counts, epsilon: float = PSI_EPSILON) -> float:
