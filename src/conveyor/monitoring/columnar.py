@@ -36,6 +36,7 @@ __all__ = [
     "HOUR_US",
     "PROMOTED",
     "file_name",
+    "load_rows",
     "parse_file_name",
     "partition_folder",
     "schema",
@@ -121,18 +122,53 @@ def to_table(rows: Sequence[tuple[Any, ...]], con: duckdb.DuckDBPyConnection) ->
             for name, values, kind in zip(names, columns, types, strict=True)
         }
     )
-    shape = "{" + ",".join(f'"{name}":"{kind}"' for name, kind in PROMOTED.items()) + "}"
-    promoted = ", ".join(f'j."{name}" AS "{name}"' for name in PROMOTED)
     con.register("_raw", raw)
     try:
-        # from_json yields null for a missing field or a value of another type.
-        table = con.sql(
-            f"SELECT * EXCLUDE (j), {promoted} FROM "
-            f"(SELECT *, from_json(payload, '{shape}') AS j FROM _raw)"
-        ).to_arrow_table()
+        table = con.sql(_promoting("_raw")).to_arrow_table()
     finally:
         con.unregister("_raw")
     return table.cast(schema())
+
+
+def _promoting(source: str) -> str:
+    """SELECT every column of ``source`` and the promoted payload fields."""
+    shape = "{" + ",".join(f'"{name}":"{kind}"' for name, kind in PROMOTED.items()) + "}"
+    promoted = ", ".join(f'j."{name}"::{kind} AS "{name}"' for name, kind in PROMOTED.items())
+    # from_json yields null for a missing field or a value it cannot convert.
+    return (
+        f"SELECT * EXCLUDE (j), {promoted} FROM "
+        f"(SELECT *, from_json(payload, '{shape}') AS j FROM {source})"
+    )
+
+
+#: DuckDB types of the event's columns, in scan order.
+_DUCKDB_TYPES = ("BIGINT", "VARCHAR", "BIGINT", *(["VARCHAR"] * 7))
+
+
+def load_rows(rows: Sequence[tuple[Any, ...]], con: duckdb.DuckDBPyConnection, name: str) -> int:
+    """Scanned rows as the DuckDB temporary table ``name``, with :func:`schema`'s columns.
+
+    Through newline-delimited JSON rather than Arrow: building Arrow arrays from Python
+    objects makes pyarrow import pandas (half a second), which a query that reads a
+    short tail should not pay. Returns the number of rows."""
+    import tempfile
+
+    import orjson
+
+    columns = ", ".join(
+        f"'{column}': '{kind}'" for column, kind in zip(EVENT_COLUMNS, _DUCKDB_TYPES, strict=True)
+    )
+    with tempfile.NamedTemporaryFile(suffix=".jsonl") as lines:
+        lines.writelines(
+            orjson.dumps(
+                dict(zip(EVENT_COLUMNS, row, strict=True)), option=orjson.OPT_APPEND_NEWLINE
+            )
+            for row in rows
+        )
+        lines.flush()
+        source = f"read_json('{lines.name}', format = 'newline_delimited', columns = {{{columns}}})"
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {_promoting(source)}")
+    return len(rows)
 
 
 def partition_folder(kind: str, hour_us: int) -> str:

@@ -131,7 +131,7 @@ class MonitorQuery:
         """Define the view ``events`` on ``con``: the kinds' events with a time in
         ``[since, until)``, from the copy and the tail."""
         from conveyor.events.filters import to_us
-        from conveyor.monitoring.columnar import EVENT_COLUMNS, PROMOTED, schema, to_table
+        from conveyor.monitoring.columnar import EVENT_COLUMNS, PROMOTED, load_rows
         from conveyor.monitoring.compaction import copy_root, sql_log
 
         started = time.perf_counter()
@@ -145,22 +145,19 @@ class MonitorQuery:
         root = copy_root(self.project)
         checkpoint, files = self._listed(kinds, since_us, until_us)
         log = sql_log(self.project)
-        tail: list[pa.Table] = []
+        tail: list[tuple[Any, ...]] = []
         after = checkpoint
         while True:
             # By seq alone, so the database walks its primary key from the checkpoint
             # (a kind or time filter may lead a planner to an index over the whole log);
             # DuckDB filters the tail's rows below.
             rows = log.scan(after=after, limit=_TAIL_PAGE)
+            tail += rows
             if rows:
-                tail.append(to_table(rows, con))
                 after = int(rows[-1][0])
             if len(rows) < _TAIL_PAGE:
                 break
-        import pyarrow as pa
-
-        tail_table = pa.concat_tables(tail) if tail else schema().empty_table()
-        con.register("_tail", tail_table)
+        load_rows(tail, con, "_tail")
         columns = ", ".join(f'"{c}"' for c in (*EVENT_COLUMNS, *PROMOTED))
         listed = ", ".join(_sql_string(k) for k in kinds)
         where = f"kind IN ({listed}) AND time_us >= {since_us} AND time_us < {until_us}"
@@ -173,7 +170,7 @@ class MonitorQuery:
                 f"WHERE {where}",
             )
         con.execute("CREATE OR REPLACE TEMP VIEW events AS " + " UNION ALL ".join(parts))
-        return Snapshot(checkpoint, files, tail_table.num_rows, time.perf_counter() - started)
+        return Snapshot(checkpoint, files, len(tail), time.perf_counter() - started)
 
     def sql(
         self,
