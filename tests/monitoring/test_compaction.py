@@ -206,3 +206,35 @@ def test_a_second_compactor_takes_over_and_the_first_stops(project: Project) -> 
     assert "took it over" in str(errors[0])
     assert second.last_seq == log_rows(project)[-1][0]
     assert copied_rows(project) == log_rows(project)
+
+
+def test_the_scheduler_fires_the_compaction_pipeline(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from conveyor.monitoring.schedule import compaction_schedules
+    from conveyor.pipelines.runner import LocalRunner
+    from conveyor.pipelines.scheduler import Scheduler
+    from conveyor.project import init_project
+
+    root = tmp_path / "proj"
+    init_project(root)
+    with Project.open(root, env={}) as project:
+        assert compaction_schedules(project) == []
+    cron = {"CONVEYOR_MONITORING__COMPACTION__CRON": "*/10 * * * *"}
+    with Project.open(root, env=cron) as project:
+        write(project, predictions(300))
+        (pipeline,) = compaction_schedules(project)
+        assert pipeline.name == "monitoring.compact"
+        runner = LocalRunner.for_project(project, heartbeat_interval=0.2, stale_after=60)
+        scheduler = Scheduler(runner, [pipeline])
+        at = datetime(2027, 2, 1, 12, 1, tzinfo=UTC)
+        assert scheduler.tick(now=at) == []  # first sight: the next slot is 12:10
+        (run,) = scheduler.tick(now=at.replace(minute=11))
+        assert run.succeeded, run.error
+        done = run.outputs["compaction"]
+        # 300 predictions, a route.set, and the run's own pipeline.started, step.started.
+        assert done["events"] == 303 and done["last_seq"] == checkpoint(project)
+        # The pipeline's own events (pipeline.started...) are in the log: the next run
+        # copies them, and the copy still equals the log.
+        compact(project)
+        assert copied_rows(project) == log_rows(project)
