@@ -242,22 +242,114 @@ def drift_cmd(
             "newest rows are not diluted by older ones); version: whole versions."
         ),
     ] = "batch",
+    important: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A column whose drift alone fails the report; repeatable. Default: the "
+            "model's most important features with --model, else the spec's "
+            "datasets.<name>.drift.important."
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Compare for this registered model (name, name@N or name@alias): its most "
+            "important features are the important columns."
+        ),
+    ] = None,
     project: ProjectOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Compare a version with a reference column by column; exit 3 on dataset drift."""
+    """Compare a version with a reference column by column; exit 3 when the report fails
+    (dataset drift, or an important column drifted)."""
     chosen = _choice(compare, COMPARE, "--compare")
     with open_project(project) as proj:
         who = authorized(proj, "data.check")
-        comparison = proj.data.drift(reference, current, compare=chosen, actor=who)
+        importance = _model_importance(proj, model) if model and important is None else None
+        comparison = proj.data.drift(
+            reference,
+            current,
+            compare=chosen,
+            actor=who,
+            important=important,
+            feature_importance=importance,
+        )
         report = comparison.report
         if as_json:
-            echo_json({**report.to_dict(), "compared": comparison.compared})
+            echo_json(
+                {
+                    **report.to_dict(),
+                    "compared": comparison.compared,
+                    "important": comparison.important,
+                    "drift": comparison.result.to_dict(),
+                }
+            )
         else:
-            echo_report(report, as_json)
+            console().print(_drift_table(report))
             console().print(comparison.describe(), highlight=False)
         if not report.passed:
             check_failed()
+
+
+def _model_importance(proj: Any, ref: str) -> dict[str, float]:
+    """The registered model's feature importances (its tag, else its fitted model's)."""
+    from conveyor.data.drift.importance import IMPORTANCE_TAG, registered_importances
+
+    version = proj.registry.resolve(ref)
+    found = registered_importances(version, load=lambda: proj.registry.load(version))
+    if not found:
+        raise InvalidInputError(
+            f"model {version.ref} records no feature importance: register it with the tag "
+            f"{IMPORTANCE_TAG!r} ({{feature: weight}}), or pass --important",
+            field="model",
+        )
+    return found
+
+
+#: How the drift table names each column judgment (the check's status stays pass/warn/fail).
+_JUDGMENT_TEXT = {
+    "drift": "[bold]drift[/]",
+    "significant_below_floor": "significant, below floor",
+    "no_drift": "no drift",
+    "not_compared": "[dim]not compared[/]",
+}
+
+
+def _drift_table(report: Any) -> Any:
+    """The report's table with the judgment of each column: drift, significant but below
+    its floor (or near it), no drift, not compared; the important ones marked."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from conveyor.checks.render import report_table
+
+    base = report_table(report)
+    table = Table(title=base.title, title_justify="left")
+    for header in ("status", "check", "judgment"):
+        table.add_column(header)
+    table.add_column("observed", justify="right")
+    table.add_column("threshold", justify="right")
+    table.add_column("detail", overflow="fold")
+    styles = {"pass": "green", "fail": "bold red", "warn": "yellow"}
+    for check in report.checks:
+        observed = check.observed
+        judgment = "-"
+        if isinstance(observed, dict) and "judgment" in observed:
+            judgment = _JUDGMENT_TEXT.get(observed["judgment"], str(observed["judgment"]))
+            if observed.get("near_floor"):
+                judgment = "significant, near floor"
+            if observed.get("important"):
+                judgment += " (important)"
+            observed = observed.get("effect_size")
+        table.add_row(
+            f"[{styles[check.status]}]{check.status.upper()}[/]",
+            check.name,
+            judgment,
+            _fmt(observed),
+            _fmt(check.threshold),
+            Text(check.detail or ""),
+        )
+    return table
 
 
 @data_app.command("forget")

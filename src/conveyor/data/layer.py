@@ -27,8 +27,8 @@ each recorded as an event:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -130,6 +130,9 @@ class DriftComparison:
     compared: dict[str, Any]
     """``{"reference": {"ref", "rows", "scope"}, "current": {...}}``; scope is ``version``
     (every row) or ``batch`` (only the rows the version's own batch added)."""
+    important: dict[str, Any] = field(default_factory=dict)
+    """``{"columns": [...], "source": "argument" | "model" | "spec" | None}``: the columns
+    whose drift alone fails the report, and where they came from."""
 
     def describe(self) -> str:
         ref, cur = self.compared["reference"], self.compared["current"]
@@ -138,7 +141,11 @@ class DriftComparison:
             what = "batch of " if side["scope"] == "batch" else ""
             return f"{side['rows']:,} rows ({what}{side['ref']})"
 
-        return f"compared {one(ref)} with {one(cur)}"
+        text = f"compared {one(ref)} with {one(cur)}"
+        columns = self.important.get("columns") or []
+        if columns:
+            text += f"; important columns ({self.important.get('source')}): {', '.join(columns)}"
+        return text
 
 
 class DataLayer:
@@ -580,6 +587,8 @@ class DataLayer:
         *,
         compare: Compare = "batch",
         actor: str | None = None,
+        important: Sequence[str] | None = None,
+        feature_importance: Mapping[str, float] | None = None,
     ) -> DriftComparison:
         """Drift of ``current`` against ``reference``, recorded (report, ``data.drift``,
         and ``drift.detected`` when it failed).
@@ -589,6 +598,13 @@ class DataLayer:
         newest rows are what may have drifted, and mixing them with every
         earlier batch dilutes the shift. ``"version"`` compares whole versions.
         Sensitive and key columns are not compared.
+
+        The report fails on dataset drift and on any drifted **important**
+        column: ``important`` if given; else, for a comparison made for a
+        model, its most important features among the compared columns
+        (``feature_importance``, ``{feature: weight}``, e.g. from
+        :func:`conveyor.data.drift.importance.registered_importances`); else
+        the data set's ``drift.important`` in the spec.
         """
         from conveyor.checks.persist import save_report
         from conveyor.data.drift import DriftDetector
@@ -614,7 +630,9 @@ class DataLayer:
             "reference": {"ref": ref.ref, "rows": reference_rows.num_rows, "scope": "version"},
             "current": {"ref": cur.ref, "rows": current_rows.num_rows, "scope": scope},
         }
-        result = DriftDetector(columns=columns).fit(reference_rows).score(current_rows)
+        chosen = _important_columns(spec, columns, important, feature_importance)
+        detector = DriftDetector(columns=columns, important=chosen["columns"])
+        result = detector.fit(reference_rows).score(current_rows)
         report = result.to_report(f"dataset:{ref.dataset}")
         report.subject_version = f"{ref.number}->{cur.number}"
         save_report(self.store, report)
@@ -639,7 +657,7 @@ class DataLayer:
                     "compared": compared,
                 },
             )
-        return DriftComparison(result, report, ref, cur, compared)
+        return DriftComparison(result, report, ref, cur, compared, chosen)
 
     def forget(self, column: str, value: Any, *, actor: str | None = None) -> ForgetResult:
         from conveyor.data.forget import forget
@@ -652,6 +670,37 @@ class DataLayer:
             actor=actor,
             profile=lambda table, sensitive: self.profile(table, sensitive),
         )
+
+
+def _important_columns(
+    spec: DatasetSpec,
+    columns: Sequence[str],
+    given: Sequence[str] | None,
+    importance: Mapping[str, float] | None,
+) -> dict[str, Any]:
+    """The columns whose drift alone fails a drift report, and where they came from."""
+    from conveyor.data.drift.importance import important_features
+
+    if given is not None:
+        if isinstance(given, str):
+            given = [given]
+        source, chosen = "argument", list(dict.fromkeys(given))
+    elif importance is not None:
+        source, chosen = "model", important_features(importance, among=columns)
+    elif spec.drift.important:
+        source, chosen = "spec", list(spec.drift.important)
+    else:
+        return {"columns": [], "source": None}
+    unknown = [c for c in chosen if c not in columns]
+    if unknown:
+        where = "datasets.<name>.drift.important" if source == "spec" else "important"
+        raise InvalidInputError(
+            f"{where}: column(s) {', '.join(map(repr, unknown))} are not compared "
+            f"(key and sensitive columns never are); compared: {', '.join(columns)}",
+            field="important",
+            columns=unknown,
+        )
+    return {"columns": chosen, "source": source}
 
 
 def _mode(mode: Any, key: Sequence[str], dataset: str) -> Mode:

@@ -9,6 +9,7 @@
         mode: upsert              # append (default) | replace | upsert (by key)
         expectations: [{kind: not_null, column: id}]
         sensitive: [email]
+        drift: {important: [income, debt_ratio]}   # each fails a drift report alone
     encryption:
       key_env: CONVEYOR_DATA_KEY
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MODES",
     "SECTIONS",
+    "DatasetDriftSpec",
     "DatasetSpec",
     "EncryptionSpec",
     "closest_hint",
@@ -50,6 +52,18 @@ Mode = Literal["append", "replace", "upsert"]
 _ExpectationEntry = Annotated[
     dict[str, Any], named_in("conveyor.data.validation.expectations:EXPECTATION_KINDS")
 ]
+
+
+class DatasetDriftSpec(BaseModel):
+    """How ``conveyor data drift`` judges this data set (see docs/data.md, Drift)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    important: list[str] = Field(
+        default_factory=list,
+        description="Columns whose drift alone fails a drift report (and emits "
+        "drift.detected); a comparison made for a model uses its most important features.",
+    )
 
 
 class DatasetSpec(BaseModel):
@@ -92,6 +106,9 @@ class DatasetSpec(BaseModel):
     subject_keys: list[str] = Field(
         default_factory=list,
         description="Columns identifying a data subject, for `conveyor data forget`.",
+    )
+    drift: DatasetDriftSpec = Field(
+        default_factory=DatasetDriftSpec, description="How drift reports judge this data set."
     )
 
     @field_validator("key", mode="before")

@@ -143,7 +143,7 @@ class ColumnDrift:
         ``significant_below_floor`` fail it, at severity ``error`` only for
         a drifted ``important`` column (which fails the report), at
         ``warning`` otherwise. ``observed`` is ``{"judgment", "effect_size",
-        "effect_size_lower", "important"}`` (the effect against its floor for
+        "effect_size_lower", "near_floor", "important"}`` (the effect against its floor for
         a p-value test, the distance for a distance test) and ``threshold``
         the floor or distance threshold it is held to; to_dict() has it all.
         """
@@ -158,6 +158,7 @@ class ColumnDrift:
                 "judgment": self.judgment,
                 "effect_size": _num(observed) if self.tested else None,
                 "effect_size_lower": _num(self.effect_size_lower),
+                "near_floor": self.near_floor,
                 "important": self.important,
             },
             threshold=threshold if self.tested else None,
