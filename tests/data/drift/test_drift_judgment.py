@@ -95,10 +95,12 @@ def test_identical_distributions_rarely_alarm() -> None:
     # Every column was compared, with each kind of p-value test in the mix.
     assert set(chosen.values()) == {"ks", "chisquare", "z"}
     assert dataset_alarms / runs <= 0.05
-    # Stronger: with Benjamini-Hochberg across the 20 columns, even a single
-    # column alarm is rare (the family-wise rate under no drift is <= alpha).
-    assert runs_with_any_column_alarm / runs <= 0.08, runs_with_any_column_alarm
-    assert column_alarms / (runs * 20) <= 0.01
+    # Stronger: one drifted column marked important fails the report, so with every
+    # column important this is the report's false-alarm rate. Benjamini-Hochberg over
+    # the 20 columns, for the change and for the minimum-effect test, keeps it under
+    # alpha (it was 6% with a fixed floor on the estimate; 0 of 200 now).
+    assert runs_with_any_column_alarm / runs <= 0.02, runs_with_any_column_alarm
+    assert column_alarms / (runs * 20) <= 0.001
 
 
 def test_a_tenth_of_a_standard_deviation_shift_is_found() -> None:

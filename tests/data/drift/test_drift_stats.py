@@ -205,3 +205,57 @@ def test_bh_adjust_matches_scipy_false_discovery_control() -> None:
         stats.bh_adjust(p), sps.false_discovery_control(p, method="bh"), rtol=TOL, atol=TOL
     )
     assert stats.bh_adjust(np.array([])).size == 0
+
+
+# -- effect sizes for the judgment: Bergsma's V, bounds, the minimum-effect test ---------
+
+
+def test_cramers_v_corrected_is_bergsmas_for_equal_samples() -> None:
+    ref, cur = np.array([300, 500, 200, 40]), np.array([350, 420, 230, 40])
+    table = np.array([ref, cur])
+    n = table.sum()
+    phi2 = sps.chi2_contingency(table, correction=False).statistic / n
+    r, k = table.shape
+    phi2_tilde = max(0.0, phi2 - (k - 1) * (r - 1) / (n - 1))
+    k_tilde, r_tilde = k - (k - 1) ** 2 / (n - 1), r - (r - 1) ** 2 / (n - 1)
+    _close(stats.cramers_v_corrected(ref, cur), np.sqrt(phi2_tilde / min(k_tilde - 1, r_tilde - 1)))
+    # With no difference at all it is 0, where plain V is not.
+    assert stats.cramers_v_corrected(ref, ref) == 0.0
+    assert stats.cramers_v_corrected(np.array([5, 0]), np.array([3, 0])) == 0.0
+
+
+@pytest.mark.parametrize("test", ["ks", "chisquare", "z"])
+def test_the_minimum_effect_p_value_and_the_lower_bound_agree(test: str) -> None:
+    """p(H0: effect <= floor) < level exactly when the lower bound at that level clears it."""
+    rng = np.random.default_rng(5)
+    floor = {"ks": 0.02, "chisquare": 0.025, "z": 0.04}[test]
+    n_ref, n_cur = 20_000, 15_000
+    for shift in np.linspace(0.0, 0.12, 13):
+        if test == "ks":
+            a, b = _sorted(rng.normal(size=n_ref)), _sorted(rng.normal(shift, size=n_cur))
+            outcome = stats.ks_2samp(a, b)
+        elif test == "chisquare":
+            p = np.array([0.4, 0.3, 0.2, 0.1])
+            q = p * np.exp(shift * np.array([-1.0, 0.0, 1.0, 2.0]))
+            outcome = stats.chi2_two_sample(
+                rng.multinomial(n_ref, p), rng.multinomial(n_cur, q / q.sum())
+            )
+        else:
+            hits = rng.binomial([n_ref, n_cur], [0.1, 0.1 * np.exp(shift)])
+            outcome = stats.z_two_proportions(int(hits[0]), n_ref, int(hits[1]), n_cur)
+        for level in (0.05, 0.005):
+            p_floor = stats.min_effect_p_value(test, outcome, n_ref, n_cur, floor)
+            lower = stats.effect_lower_bound(test, outcome, n_ref, n_cur, level)
+            assert p_floor is not None and lower is not None
+            assert (p_floor < level) == (lower > floor), (shift, level, p_floor, lower)
+            assert lower <= outcome.effect_size + 1e-12
+
+
+def test_bh_level_is_the_threshold_the_correction_applies() -> None:
+    rng = np.random.default_rng(8)
+    p = np.concatenate([rng.random(30), rng.random(5) * 1e-3])
+    adjusted = stats.bh_adjust(p)
+    level = stats.bh_level(adjusted, 0.05)
+    assert ((adjusted < 0.05) == (p <= level)).all()
+    assert stats.bh_level(stats.bh_adjust(np.array([0.5, 0.9])), 0.05) == 0.025
+    assert stats.bh_level(np.array([]), 0.05) == 0.05

@@ -328,12 +328,27 @@ class DriftDetector:
         import numpy as np
 
         from conveyor.data.drift.result import DriftResult
-        from conveyor.data.drift.stats import bh_adjust
+        from conveyor.data.drift.stats import bh_level, min_effect_p_value
 
+        # Two families of p-values over the p-value tests, each corrected the same way:
+        # "did it change?" (H0: no change) and the minimum-effect test (H0: effect <=
+        # floor). A column drifts when both reject; significant alone is below the floor.
         with_p = [s for s in scores if s.outcome is not None and s.outcome.p_value is not None]
         raw = np.array([s.outcome.p_value for s in with_p if s.outcome], dtype=np.float64)
-        adjusted = bh_adjust(raw) if self.correction == "bh" else raw
-        adjusted_of = {s.model.name: float(p) for s, p in zip(with_p, adjusted, strict=True)}
+        raw_floor = np.array(
+            [
+                self._floor_p(min_effect_p_value, s.test or "", s.outcome, s.model.values, s.values)
+                for s in with_p
+                if s.outcome
+            ],
+            dtype=np.float64,
+        )
+        adjusted, adjusted_floor = self._adjust(raw), self._adjust(raw_floor)
+        level = bh_level(adjusted_floor, self.alpha) if self.correction == "bh" else self.alpha
+        corrected = {
+            s.model.name: (float(p), float(f))
+            for s, p, f in zip(with_p, adjusted, adjusted_floor, strict=True)
+        }
 
         # Missing and outlier rates: two-proportion z-tests, corrected together, judged
         # on the log odds ratio like a binary column (floor and minimum-effect test).
@@ -348,16 +363,14 @@ class DriftDetector:
                 rate_tests.append(
                     ("outlier", m.name, *self._rate(m.outliers, m.values, s.outliers, s.values))
                 )
-        rate_p = np.array([t[2] for t in rate_tests], dtype=np.float64)
-        rate_adjusted = bh_adjust(rate_p) if self.correction == "bh" else rate_p
-        floor_z = self.effect_size_floor_["z"]
+        rate_p = self._adjust(np.array([t[2] for t in rate_tests], dtype=np.float64))
+        rate_floor = self._adjust(np.array([t[3] for t in rate_tests], dtype=np.float64))
         rates: dict[tuple[str, str], str] = {}
-        for (what, name, _, lower), p in zip(rate_tests, rate_adjusted, strict=True):
+        for (what, name, _, _), p, f in zip(rate_tests, rate_p, rate_floor, strict=True):
             if p < self.alpha:
-                above = floor_z <= 0.0 or lower > floor_z
-                rates[(what, name)] = "drift" if above else "significant_below_floor"
+                rates[(what, name)] = "drift" if f < self.alpha else "significant_below_floor"
         columns = {
-            s.model.name: self._column(s, adjusted_of.get(s.model.name), rates) for s in scores
+            s.model.name: self._column(s, corrected.get(s.model.name), level, rates) for s in scores
         }
         compared = [c for c in columns.values() if c.compared]
         share = sum(c.drifted for c in compared) / len(compared) if compared else 0.0
@@ -377,24 +390,41 @@ class DriftDetector:
             correction=self.correction,
             tests=counts,
             important=self.important_,
+            min_effect_level=level,
         )
 
+    def _adjust(self, p_values: Any) -> Any:
+        from conveyor.data.drift.stats import bh_adjust
+
+        return bh_adjust(p_values) if self.correction == "bh" else p_values
+
+    def _floor_p(self, test_p: Any, test: str, outcome: Any, n_ref: int, n_cur: int) -> float:
+        """The minimum-effect p-value; with the floor off (0), the plain p-value."""
+        floor = self.effect_size_floor_.get(test, 0.0)
+        if floor <= 0.0:
+            return float(outcome.p_value)
+        p = test_p(test, outcome, n_ref, n_cur, floor)
+        return 1.0 if p is None else float(p)
+
     def _rate(self, hits_ref: int, n_ref: int, hits_cur: int, n_cur: int) -> tuple[float, float]:
-        """(p-value, lower bound of the absolute log odds ratio) of a rate change.
+        """(p-value, minimum-effect p-value on the log odds ratio) of a rate change.
 
         No data on a side means no evidence (p = 1).
         """
-        from conveyor.data.drift.stats import effect_lower_bound, z_two_proportions
+        from conveyor.data.drift.stats import min_effect_p_value, z_two_proportions
 
         if n_ref == 0 or n_cur == 0:
-            return 1.0, 0.0
+            return 1.0, 1.0
         outcome = z_two_proportions(hits_ref, n_ref, hits_cur, n_cur)
-        lower = effect_lower_bound("z", outcome, n_ref, n_cur, self.alpha)
         p = 1.0 if outcome.p_value is None else outcome.p_value  # 0.0 is a p-value too
-        return float(p), float(lower or 0.0)
+        return float(p), self._floor_p(min_effect_p_value, "z", outcome, n_ref, n_cur)
 
     def _column(
-        self, s: ColumnScore, adjusted: float | None, rates: dict[tuple[str, str], str]
+        self,
+        s: ColumnScore,
+        corrected: tuple[float, float] | None,
+        level: float,
+        rates: dict[tuple[str, str], str],
     ) -> ColumnDrift:
         from conveyor.data.drift.result import NEW_CATEGORIES_SHOWN, ColumnDrift
         from conveyor.data.drift.stats import effect_lower_bound
@@ -429,13 +459,16 @@ class DriftDetector:
             )
         outcome = s.outcome
         lower: float | None = None
-        if outcome.p_value is not None:
+        adjusted = floor_adjusted = None
+        if outcome.p_value is not None and corrected is not None:
+            adjusted, floor_adjusted = corrected
             floor = self.effect_size_floor_[s.test]
-            lower = effect_lower_bound(s.test, outcome, m.values, s.values, self.alpha)
-            significant = adjusted is not None and adjusted < self.alpha
-            # The minimum-effect test: the effect must be shown above the floor (its
-            # one-sided lower confidence bound clears it), not merely estimated above it.
-            above = floor <= 0.0 or (lower is not None and lower > floor)
+            # Read with the decision: the bound at the level the correction leaves.
+            lower = effect_lower_bound(s.test, outcome, m.values, s.values, level)
+            significant = adjusted < self.alpha
+            # The minimum-effect test: the effect must be shown above the floor, not
+            # merely estimated above it.
+            above = floor_adjusted < self.alpha
             distribution = (
                 "drift"
                 if significant and above
@@ -456,7 +489,8 @@ class DriftDetector:
             s.test,
             statistic=outcome.statistic,
             p_value=outcome.p_value,
-            p_value_adjusted=adjusted if outcome.p_value is not None else None,
+            p_value_adjusted=adjusted,
+            min_effect_p_value_adjusted=floor_adjusted,
             effect_size=outcome.effect_size,
             effect_size_lower=lower,
             threshold=threshold,

@@ -36,11 +36,13 @@ class ColumnDrift:
     """One column compared against the reference.
 
     For p-value tests (ks, chisquare, z) ``threshold`` is ``alpha`` and the
-    distribution drifted when ``p_value_adjusted < alpha`` **and**
-    ``effect_size_lower > effect_size_floor`` (the one-sided ``1 - alpha``
-    lower confidence bound of the effect clears the floor: the
-    minimum-effect test); significant but not above the floor is the
-    judgment ``significant_below_floor``. For distances (psi,
+    distribution drifted when ``p_value_adjusted < alpha`` (a change) **and**
+    ``min_effect_p_value_adjusted < alpha`` (the minimum-effect test of
+    ``H0: effect <= effect_size_floor``); both are corrected across columns.
+    Equivalently, ``effect_size_lower``, the one-sided lower confidence bound
+    of the effect at the level the correction leaves
+    (``DriftResult.min_effect_level``), clears the floor. Significant but not
+    shown above the floor is the judgment ``significant_below_floor``. For distances (psi,
     jensenshannon, wasserstein) ``p_value`` is None and it drifted when
     ``statistic >= threshold``. ``test`` is None when the distribution was
     not compared (``detail`` says why).
@@ -59,6 +61,7 @@ class ColumnDrift:
     statistic: float | None = None
     p_value: float | None = None
     p_value_adjusted: float | None = None
+    min_effect_p_value_adjusted: float | None = None
     effect_size: float | None = None
     effect_size_lower: float | None = None
     threshold: float | None = None
@@ -110,6 +113,7 @@ class ColumnDrift:
             "statistic": _num(self.statistic),
             "p_value": _num(self.p_value),
             "p_value_adjusted": _num(self.p_value_adjusted),
+            "min_effect_p_value_adjusted": _num(self.min_effect_p_value_adjusted),
             "effect_size": _num(self.effect_size),
             "effect_size_lower": _num(self.effect_size_lower),
             "effect_size_name": self.effect_size_name,
@@ -230,6 +234,9 @@ class DriftResult:
     correction: str | None
     tests: dict[str, int] = field(default_factory=dict)
     important: tuple[str, ...] = ()
+    #: The one-sided level of the columns' ``effect_size_lower``: alpha, or what the
+    #: Benjamini-Hochberg correction of the minimum-effect tests leaves each column.
+    min_effect_level: float | None = None
 
     @property
     def drifted_columns(self) -> list[str]:
@@ -276,6 +283,7 @@ class DriftResult:
             "current_rows": self.current_rows,
             "alpha": self.alpha,
             "correction": self.correction,
+            "min_effect_level": _num(self.min_effect_level),
             "tests": dict(self.tests),
             "schema": self.schema.to_dict(),
             "columns": {name: col.to_dict() for name, col in self.columns.items()},

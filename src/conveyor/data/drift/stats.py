@@ -11,9 +11,10 @@ them to 1e-9): :func:`ks_2samp` = ``scipy.stats.ks_2samp``,
 what they take: the detector holds sorted arrays and counts, so the
 functions start from those and do no sorting or counting of their own.
 
-The effect sizes and their one-sided lower confidence bounds
-(:func:`effect_lower_bound`) are what the minimum-effect test reads: a
-column drifts only when the lower bound of its effect clears the floor.
+The effect sizes, the p-values of the minimum-effect test ``H0: effect <=
+floor`` (:func:`min_effect_p_value`) and the one-sided lower confidence
+bounds of the effects (:func:`effect_lower_bound`) are what the judgment
+reads: a column drifts only when its effect is shown above the floor.
 
 The exact numeric tests (KS, Wasserstein) need both samples sorted. KS needs
 one binary search per current value (:func:`ks_statistic`); Wasserstein
@@ -33,6 +34,7 @@ __all__ = [
     "EcdfGap",
     "Outcome",
     "bh_adjust",
+    "bh_level",
     "chi2_two_sample",
     "cohens_h",
     "cramers_v_balanced",
@@ -45,6 +47,7 @@ __all__ = [
     "ks_lower_bound",
     "ks_statistic",
     "log_odds_ratio",
+    "min_effect_p_value",
     "psi",
     "wasserstein",
     "z_two_proportions",
@@ -422,24 +425,73 @@ def cramers_v_lower_bound(
 
 
 def effect_lower_bound(
-    test: str, outcome: Outcome, n_reference: float, n_current: float, alpha: float
+    test: str, outcome: Outcome, n_reference: float, n_current: float, level: float
 ) -> float | None:
-    """The one-sided ``1 - alpha`` lower bound of ``outcome``'s effect size; None for distances."""
+    """The one-sided ``1 - level`` lower bound of ``outcome``'s effect size; None for distances."""
     from scipy import stats
 
     if test == "ks":
-        bound = ks_lower_bound(outcome.effect_size, int(n_reference), int(n_current), alpha)
+        bound = ks_lower_bound(outcome.effect_size, int(n_reference), int(n_current), level)
         return max(0.0, bound)
     if test == "chisquare":
         return cramers_v_lower_bound(
-            outcome.statistic, outcome.dof or 0, n_reference, n_current, alpha
+            outcome.statistic, outcome.dof or 0, n_reference, n_current, level
         )
     if test == "z":
         se = outcome.standard_error
         if se is None:
             return None
-        return max(0.0, outcome.effect_size - float(stats.norm.isf(alpha)) * se)
+        return max(0.0, outcome.effect_size - float(stats.norm.isf(level)) * se)
     return None
+
+
+def min_effect_p_value(
+    test: str, outcome: Outcome, n_reference: float, n_current: float, floor: float
+) -> float | None:
+    """The p-value of the minimum-effect test, ``H0: effect <= floor``; None for distances.
+
+    The chance of an outcome this far above the floor were the effect exactly
+    at the floor: ``exp(-2 (D - floor)**2 n m / (n + m))`` for KS (the bound of
+    :func:`ks_lower_bound`), the noncentral chi-squared tail at ``lambda = N
+    floor**2`` for chi-squared, the normal tail of ``(|log OR| - floor) / se``
+    for z. It is below ``level`` exactly when :func:`effect_lower_bound` at
+    that level is above the floor, so the two can be read for each other.
+    """
+    from scipy import stats
+
+    if test == "ks":
+        excess = outcome.effect_size - floor
+        if excess <= 0.0 or n_reference <= 0 or n_current <= 0:
+            return 1.0
+        scale = n_reference * n_current / (n_reference + n_current)
+        return min(1.0, math.exp(-2.0 * excess * excess * scale))
+    if test == "chisquare":
+        dof = outcome.dof or 0
+        if dof <= 0 or n_reference <= 0 or n_current <= 0:
+            return 1.0
+        total = 4.0 * n_reference * n_current / (n_reference + n_current)
+        return float(stats.ncx2.sf(outcome.statistic, dof, total * floor * floor))
+    if test == "z":
+        se = outcome.standard_error
+        if se is None or se <= 0.0:
+            return 1.0
+        return float(stats.norm.sf((outcome.effect_size - floor) / se))
+    return None
+
+
+def bh_level(adjusted: Floats, alpha: float) -> float:
+    """The level Benjamini-Hochberg leaves each comparison: ``max(k, 1) * alpha / m``.
+
+    ``k`` of the ``m`` adjusted p-values are below ``alpha``; a raw p-value is
+    rejected exactly when it is at most ``k * alpha / m``. With none rejected
+    the level is ``alpha / m``, which no raw p-value reached. A confidence
+    bound at this level agrees with the corrected decision.
+    """
+    m = int(np.asarray(adjusted).size)
+    if m == 0:
+        return alpha
+    k = int(np.count_nonzero(np.asarray(adjusted) < alpha))
+    return max(k, 1) * alpha / m
 
 
 def psi(reference_counts: Counts, current_counts: Counts, epsilon: float = PSI_EPSILON) -> float:
