@@ -200,6 +200,26 @@ def test_the_server_predicts_from_entity_keys(project: Project) -> None:
         # customer 2's only row is past its 1 h TTL: not materialized, so missing
         assert second["values"]["amount"] is None and second["missing"] == ["amount"]
 
+        # a customer never seen: its counts and sums are 0, as in the training frame
+        # (an entity without rows), and listed so; the rest is missing
+        new = httpx.post(url, json={"records": [{"customer_id": 3}]})
+        assert new.status_code == 200, new.text
+        wait_until(lambda: len(recorded()) == 2, timeout=10, message="the second event")
+        third = next(e for e in recorded() if e.id != event.id).payload["features"]["rows"][0]
+        assert third["zero"] == [
+            "amount_count_1h",
+            "amount_count_24h",
+            "amount_sum_1h",
+            "amount_sum_24h",
+        ]
+        assert third["values"]["amount_count_24h"] == 0 and third["missing"] == ["amount"]
+        frame = get_training_frame(
+            project,
+            pa.table({"customer_id": [3], "event_timestamp": pa.array([NOW], pa.timestamp("us"))}),
+            "fraud",
+        ).to_pylist()[0]
+        assert all(frame[f] == 0 for f in third["zero"]) and frame["amount"] is None
+
         # a row without its entity key: refused as any bad input is, naming it
         bad = httpx.post(url, json={"records": [{"customer": 1}]})
         assert bad.status_code == 422 and bad.json()["field"] == "customer_id"

@@ -13,9 +13,12 @@ The prediction event's ``features`` field records, per row, the values used and 
 names that were missing or expired::
 
     {"service": "fraud", "version": 2,
-     "rows": [{"values": {...}, "missing": ["amount_sum_1h"], "expired": []}]}
+     "rows": [{"values": {...}, "missing": ["amount_mean_1h"], "expired": [],
+               "zero": ["amount_count_1h"]}]}
 
-A feature that is missing or expired reads as null; a version trained without nulls in
+A count or sum of an entity with no record online (one never seen) is 0, as the
+training frame gives an entity without rows, and is listed under ``zero``; any other
+feature that is missing or expired reads as null; a version trained without nulls in
 that column refuses the row (422 ``invalid_input`` naming the feature, the key and why
 it had no value), as the signature check refuses bad input. A row without a join key
 is refused the same way, naming the key; an online store that does not answer
@@ -54,6 +57,9 @@ class Plan:
     #: Request columns only the lookup reads (join keys, on-demand inputs): dropped once
     #: used, so the signature check sees the version's inputs.
     consumed: tuple[str, ...] = ()
+    #: Counts and sums, which the training frame gives an entity without rows as 0: an
+    #: entity with no record online (never seen) gets the same 0, not a null.
+    zero_when_missing: frozenset[str] = frozenset()
 
 
 def plan_for(project: Project, version: ModelVersion) -> Plan | None:
@@ -84,11 +90,27 @@ def plan_for(project: Project, version: ModelVersion) -> Plan | None:
         if ":" not in field
     ]
     consumed = list(dict.fromkeys([*keys, *request]))
+    zeros = {
+        name
+        for view in used.get("views") or {}
+        if view in spec.views
+        for aggregate in spec.views[view].aggregates
+        for fn in aggregate.functions
+        if fn in ("count", "sum")
+        for name in aggregate.model_copy(update={"functions": [fn]}).feature_names()
+    }
     if version.signature:
         inputs = {c["name"] for c in version.signature.get("inputs", [])}
         wanted = [f for f in wanted if f in inputs]
         consumed = [c for c in consumed if c not in inputs]
-    return Plan(service, used.get("version"), tuple(keys), tuple(wanted), tuple(consumed))
+    return Plan(
+        service,
+        used.get("version"),
+        tuple(keys),
+        tuple(wanted),
+        tuple(consumed),
+        frozenset(zeros & set(wanted)),
+    )
 
 
 def lookup(project: Project, plan: Plan, version: ModelVersion, table: pa.Table) -> Enriched:
@@ -114,6 +136,12 @@ def lookup(project: Project, plan: Plan, version: ModelVersion, table: pa.Table)
     for i, (row, got) in enumerate(zip(rows, found, strict=True)):
         status = got["status"]
         absent = {f: s for f in plan.features if (s := status.get(f)) in ("missing", "expired")}
+        zeroed = []
+        for feature in plan.zero_when_missing:
+            if absent.get(feature) == "missing":  # no record: no row of this entity yet
+                got["features"][feature] = 0
+                del absent[feature]
+                zeroed.append(feature)
         for feature, why in absent.items():
             if not nullable.get(feature, True):
                 key = ", ".join(f"{k}={row.get(k)!r}" for k in plan.keys)
@@ -130,6 +158,7 @@ def lookup(project: Project, plan: Plan, version: ModelVersion, table: pa.Table)
                 "values": {f: got["features"].get(f) for f in plan.features},
                 "missing": [f for f, s in absent.items() if s == "missing"],
                 "expired": [f for f, s in absent.items() if s == "expired"],
+                "zero": sorted(zeroed),
             }
         )
     for feature in plan.features:
