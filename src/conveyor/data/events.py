@@ -117,7 +117,8 @@ DRIFT_DETECTED = EventKind(
     "drift.detected",
     "audit",
     {"reference": str, "current": str, "report_id": str, "drifted": list, "compared": dict},
-    "a drift comparison failed: the alert retraining triggers can listen for",
+    "a drift comparison failed (dataset drift, or an important column drifted; drifted: "
+    "the failed checks): the alert retraining triggers can listen for",
     optional=frozenset({"compared"}),
 )
 
