@@ -389,9 +389,13 @@ class DriftDetector:
             alpha=self.alpha,
             correction=self.correction,
             tests=counts,
-            important=self.important_,
+            important=self._important(),
             min_effect_level=level,
         )
+
+    def _important(self) -> tuple[str, ...]:
+        # A detector pickled before important_ existed has none.
+        return getattr(self, "important_", ())
 
     def _adjust(self, p_values: Any) -> Any:
         from conveyor.data.drift.stats import bh_adjust
@@ -437,7 +441,7 @@ class DriftDetector:
             "missing_rate_changed": missing == "drift",
             "reference_values": m.values,
             "current_values": s.values,
-            "important": m.name in self.important_,
+            "important": m.name in self._important(),
         }
         if s.outliers is not None:
             known["outlier_rate_reference"] = m.outliers / m.values if m.values else None
