@@ -58,9 +58,10 @@ def write(project: Project, events: list[Event]) -> None:
     project.events.flush()
 
 
-def log_rows(project: Project) -> list[tuple[Any, ...]]:
-    """Every event of the log, as its scan gives them (seq, columns, payload text)."""
-    return project.events.scan(after=0)  # type: ignore[attr-defined,no-any-return]
+def log_rows(project: Project, through: int | None = None) -> list[tuple[Any, ...]]:
+    """Every event of the log (up to seq ``through``), as its scan gives them (seq, columns,
+    payload text)."""
+    return project.events.scan(after=0, through=through)  # type: ignore[attr-defined,no-any-return]
 
 
 def copied_rows(project: Project) -> list[tuple[Any, ...]]:

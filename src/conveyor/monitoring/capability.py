@@ -1,6 +1,7 @@
 """Monitoring as a capability: its spec section, tables, service, commands and actions."""
 
 from conveyor.capability import Capability, Command, Tables
+from conveyor.monitoring.events import MONITORING_EVENTS
 
 CAPABILITY = Capability(
     "monitoring",
@@ -18,6 +19,7 @@ CAPABILITY = Capability(
         Command("conveyor.monitoring.cli:monitor_app", "monitor"),
     ),
     routes="conveyor.monitoring.http:routes",
+    events=MONITORING_EVENTS,
     actions={
         "monitoring.compact": "deployer",  # writes the columnar copy and its checkpoint
         "monitoring.read": "viewer",

@@ -49,7 +49,7 @@ def compact_command(
     """Copy the events committed since the last compaction into hourly Parquet files under
     the artifact store (what monitor queries read). Safe to interrupt and to re-run."""
     with open_project(project) as proj:
-        authorized(proj, "monitoring.compact")
+        who = authorized(proj, "monitoring.compact")
         from conveyor.monitoring.compaction import compact
 
         out = console()
@@ -66,7 +66,7 @@ def compact_command(
                     soft_wrap=True,
                 )
 
-        done = compact(proj, batch_events=batch_events, progress=tell)
+        done = compact(proj, batch_events=batch_events, progress=tell, actor=who)
     if as_json:
         echo_json(done.to_dict())
         return

@@ -130,14 +130,19 @@ def compact(
     settle_timeout: float | None = None,
     max_batches: int | None = None,
     progress: Callable[[Progress], None] | None = None,
+    actor: str | None = None,
 ) -> Compaction:
     """Copy the events committed since the last run into the Parquet copy (see the module).
 
     ``batch_events`` and ``settle_timeout`` default to ``monitoring.compaction`` in the
     spec; ``max_batches`` stops after that many batches (the rest waits for the next run).
+    A run that copied or removed something writes a ``monitoring.compacted`` event (by
+    ``actor``), which the next run copies like any other; a run that copied only such
+    events writes none, so an idle log comes to rest.
     """
     import duckdb
 
+    from conveyor.monitoring.events import EVENTS_COMPACTED
     from conveyor.monitoring.settings import monitoring_of
 
     settings: CompactionSpec = monitoring_of(project.spec).compaction
@@ -154,7 +159,7 @@ def compact(
     removed = _remove_uncommitted(root, claim.last_seq)
     horizon = log.settled_seq(after=claim.last_seq, timeout=timeout)
     first = last = claim.last_seq
-    events = files = batches = 0
+    events = files = batches = own = 0
     paths: list[str] = []
 
     def tell(phase: Phase, path: str | None = None) -> None:
@@ -171,6 +176,7 @@ def compact(
             claim.commit(last, end, written, len(rows))
             last = end
             events += len(rows)
+            own += sum(1 for row in rows if row[3] == EVENTS_COMPACTED.name)
             files += len(written)
             batches += 1
             paths += [w["path"] for w in written]
@@ -179,6 +185,22 @@ def compact(
         con.close()
     total_events, total_files = claim.finish()
     tell("done")
+    seconds = time.perf_counter() - started
+    if events > own or removed:
+        log.record(
+            EVENTS_COMPACTED,
+            subject=LOG,
+            actor=actor,
+            payload={
+                "events": events,
+                "files": files,
+                "first_seq": first,
+                "last_seq": last,
+                "removed": removed,
+                "seconds": round(seconds, 3),
+            },
+        )
+        log.flush()  # committed when the run returns: the next run finds it, always
     return Compaction(
         events=events,
         files=files,
@@ -187,7 +209,7 @@ def compact(
         last_seq=last,
         horizon=horizon,
         removed=removed,
-        seconds=time.perf_counter() - started,
+        seconds=seconds,
         total_events=total_events,
         total_files=total_files,
         paths=paths,

@@ -49,7 +49,7 @@ def compaction_pipeline(settings: CompactionSpec) -> Pipeline:
             if p.phase == "batch":
                 ctx.progress(p.events, None, f"{p.files} files; through seq {p.last_seq}")
 
-        done = run(ctx.project, progress=tell)
+        done = run(ctx.project, progress=tell, actor=f"pipeline:{ctx.pipeline}")
         ctx.log.info(
             "%d events into %d files; checkpoint %d", done.events, done.files, done.last_seq
         )

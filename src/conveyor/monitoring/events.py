@@ -1,0 +1,26 @@
+"""The event kinds the monitoring capability writes (declared in its capability, see
+:mod:`conveyor.events.catalogue`)."""
+
+from __future__ import annotations
+
+from conveyor.capability import EventKind
+from conveyor.events.catalogue import NUMBER
+
+__all__ = ["EVENTS_COMPACTED", "MONITORING_EVENTS"]
+
+EVENTS_COMPACTED = EventKind(
+    "monitoring.compacted",
+    "control",
+    {
+        "events": int,
+        "files": int,
+        "first_seq": int,
+        "last_seq": int,
+        "removed": int,
+        "seconds": NUMBER,
+    },
+    "a compaction copied the events with a seq above first_seq and up to last_seq into the "
+    "event log's Parquet copy, and removed what interrupted runs had left",
+)
+
+MONITORING_EVENTS: tuple[EventKind, ...] = (EVENTS_COMPACTED,)
