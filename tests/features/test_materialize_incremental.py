@@ -269,9 +269,11 @@ def test_a_killed_run_is_continued_from_its_checkpoint_without_redoing_a_chunk(
     root = make_root(tmp_path / "project")
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=45)
     rows = []
-    for i in range(120):  # 30 customers, each in every chunk; created times in pairs
+    # 100 customers, the first 20 twice (their rows 100-119 supersede rows 0-19, which are
+    # not written); created times in pairs. Written: rows 20-119, by created time.
+    for i in range(120):
         created = start + timedelta(seconds=20 * (i // 2))
-        rows.append((i % 30, start + timedelta(seconds=20 * i), created, float(i)))
+        rows.append((i % 100, start + timedelta(seconds=20 * i), created, float(i)))
     write_spend(root, rows)
 
     killed = _cli(root, "materialize", "spend", **{KILL_AFTER_CHUNK_ENV: "2"})
@@ -280,13 +282,15 @@ def test_a_killed_run_is_continued_from_its_checkpoint_without_redoing_a_chunk(
         stopped = standing(project.store, "spend")
     # 25 rows a chunk, made 26 so as not to split a pair of equal created times.
     assert stopped.interrupted and (stopped.run_chunks, stopped.run_rows) == (2, 52)
-    assert stopped.checkpoint == to_ns(rows[51][2])
+    assert stopped.checkpoint == to_ns(rows[20 + 51][2])
 
     resumed = _cli(root, "materialize", "spend", "--json")
     assert resumed.returncode == 0, resumed.stderr
     (done,) = orjson.loads(resumed.stdout)["items"]
     assert done["resumed"] and done["mode"] == "full"
-    assert (done["skipped_chunks"], done["chunks"], done["rows"]) == (2, 3, 68)
+    # rows 72-119 are after the checkpoint: 48 customers' latest rows, in 26 + 22
+    assert (done["skipped_chunks"], done["chunks"], done["rows"]) == (2, 2, 48)
+    assert done["written"] == 48
     assert done["watermark_after"] == rows[-1][2].isoformat()
 
     clean_db = tmp_path / "clean.db"
@@ -295,10 +299,11 @@ def test_a_killed_run_is_continued_from_its_checkpoint_without_redoing_a_chunk(
     )
     assert clean.returncode == 0, clean.stderr
     (whole,) = orjson.loads(clean.stdout)["items"]
-    assert (whole["chunks"], whole["rows"], whole["resumed"]) == (5, 120, False)
+    assert (whole["chunks"], whole["rows"], whole["resumed"]) == (4, 120, False)
+    assert whole["written"] == 100  # each customer's latest row, once
 
     crashed = _records(root / ".conveyor" / "online.db")
-    assert len(crashed) == 60  # 30 customers, their latest row and their aggregates
+    assert len(crashed) == 200  # 100 customers, their latest row and their aggregates
     assert crashed == _records(clean_db)
 
 

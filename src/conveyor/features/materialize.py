@@ -252,16 +252,26 @@ def _materialize_view(
     if run.start is not None:
         newer = pc.greater(positions, run.start)
         todo, positions = rows.filter(newer), positions.filter(newer)
+    read = todo.num_rows
+    # The highest position read: the watermark once the run is through, even when the row
+    # at it was superseded below and not written.
+    top = int(pc.max(positions).as_py()) if read else None
+    if view.features and read:
+        # Only each entity's latest row can win online: write those alone (a chunk of
+        # rows sorted by position held most entities again, 4x the writes on 10M rows).
+        latest = _latest_per_entity(todo, keys, view.event_time, view.created_time)
+        todo, positions = todo.take(latest), positions.take(latest)
     order = pc.sort_indices(positions)
     todo = todo.take(order)
     sorted_positions = positions.take(order).to_numpy()
     bounds = _bounds(sorted_positions, size)
     tell = progress or (lambda _: None)
-    total = todo.num_rows
+    total = read
     tell(Progress(name, "rows", 0, total, 0, len(bounds)))
     written = kept = expired = 0
     high: int | None = None
     kill_after = int(os.environ.get(KILL_AFTER_CHUNK_ENV) or 0)
+    done_rows = 0
     for k, (start, end) in enumerate(bounds, 1):
         if view.features:
             out = store.write(
@@ -276,18 +286,19 @@ def _materialize_view(
             )
             written, kept, expired = written + out.written, kept + out.kept, expired + out.expired
         high = int(sorted_positions[end - 1])
-        run.checkpoint(high, run.chunks_before + k, run.rows_before + end)
+        done_rows = end if k < len(bounds) else read
+        run.checkpoint(high, run.chunks_before + k, run.rows_before + done_rows)
         if k == kill_after:
             import signal
 
             os.kill(os.getpid(), signal.SIGKILL)
-        tell(Progress(name, "rows", end, total, k, len(bounds)))
+        tell(Progress(name, "rows", done_rows, total, k, len(bounds)))
     entities = todo.select(list(keys)).group_by(list(keys)).aggregate([]).num_rows
     aggregated = 0
     if view.aggregates:
         tell(Progress(name, "aggregates", total, total, len(bounds), len(bounds)))
         aggregated = _write_aggregates(store, name, view, rows, keys, moment)
-    after = run.finish(high)
+    after = run.finish(top if top is not None else high)
     tell(Progress(name, "done", total, total, len(bounds), len(bounds)))
     return Materialized(
         name,
@@ -304,6 +315,30 @@ def _materialize_view(
         watermark_before=from_ns(run.watermark_before),
         watermark_after=from_ns(after),
     )
+
+
+def _latest_per_entity(
+    rows: pa.Table, keys: tuple[str, ...], event_time: str, created_time: str | None
+) -> pa.Array:
+    """Indices of each entity's latest row: the latest event time, ties broken by the
+    later created time (a null one last), as the online store's compare-and-set decides."""
+    import duckdb
+    import pyarrow as pa
+
+    indexed = rows.select([*keys, event_time, *([created_time] if created_time else [])])
+    indexed = indexed.append_column("__i", pa.array(range(rows.num_rows), pa.int64()))
+    order = f'"{event_time}" DESC' + (f', "{created_time}" DESC NULLS LAST' if created_time else "")
+    partition = ", ".join(f'"{k}"' for k in keys)
+    connection = duckdb.connect()
+    try:
+        connection.register("rows", indexed)
+        found = connection.sql(
+            f"SELECT __i FROM rows QUALIFY row_number() OVER "
+            f"(PARTITION BY {partition} ORDER BY {order}) = 1 ORDER BY __i"
+        ).to_arrow_table()
+    finally:
+        connection.close()
+    return found.column("__i").combine_chunks()
 
 
 def _write_aggregates(
