@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -336,7 +337,7 @@ def _place(backend: str, folder: Path) -> Iterator[str]:
         yield f"sqlite:///{folder}/conveyor.db"
 
 
-def run_backend(backend: str, events: int, tail: int, log: Log) -> dict[str, Any]:
+def run_backend(backend: str, events: int, tail: int, log: Log, rounds: int = 3) -> dict[str, Any]:
     from conveyor.monitoring import compact
     from conveyor.project import Project, init_project
 
@@ -390,7 +391,14 @@ def run_backend(backend: str, events: int, tail: int, log: Log) -> dict[str, Any
         tail_fill = fill(url, remaining(), log)
         since, until = DAY, DAY + timedelta(days=1)
         window = ["--since", since.isoformat(), "--until", until.isoformat()]
-        parquet = _measured(["--side", "parquet", "--target", str(root), *window], "parquet")
+        sides = [
+            _measured(["--side", "parquet", "--target", str(root), *window], "parquet")
+            for _ in range(rounds)
+        ]
+        parquet = {**sides[0], "rounds": rounds}
+        for key in ("query_s", "again_s", "process_wall_s", "cpu_s", "peak_rss_mib"):
+            parquet[key] = statistics.median(side[key] for side in sides)
+            parquet[f"{key}_all"] = [side[key] for side in sides]
         log(
             f"{backend}: Parquet + tail {parquet['query_s']} s (again {parquet['again_s']} s), "
             f"process {parquet['process_wall_s']} s, {parquet['peak_rss_mib']} MiB"
@@ -417,6 +425,7 @@ def run(
     events: int | None = None,
     tail: int = 5_000,
     log: Log = print,
+    rounds: int | None = None,
 ) -> dict[str, Any]:
     import duckdb
     import pyarrow
@@ -436,7 +445,7 @@ def run(
         result["postgresql"] = harness.postgres_version()
     name = "monitor_query" + ("-quick" if quick else "")
     for backend in backends:
-        measured = run_backend(backend, n, tail, log)
+        measured = run_backend(backend, n, tail, log, rounds or (1 if quick else 3))
         measured["timestamp"] = harness.timestamp()
         measured["git_commit"] = result["machine"]["git_commit"]
         result["results"][backend] = measured
@@ -494,6 +503,7 @@ def main() -> None:
     parser.add_argument("--tail", type=int, default=5_000, help="events left uncompacted")
     parser.add_argument("--backend", action="append", choices=BACKENDS)
     parser.add_argument("--quick", action="store_true", help="200,000 events")
+    parser.add_argument("--rounds", type=int, help="fresh query processes (default 3)")
     parser.add_argument("--side", choices=("parquet", "plain"), help=argparse.SUPPRESS)
     parser.add_argument("--target", help=argparse.SUPPRESS)
     parser.add_argument("--since", help=argparse.SUPPRESS)
@@ -507,7 +517,11 @@ def main() -> None:
         print(json.dumps(answer))
         return
     result = run(
-        args.quick, backends=tuple(args.backend or BACKENDS), events=args.events, tail=args.tail
+        args.quick,
+        backends=tuple(args.backend or BACKENDS),
+        events=args.events,
+        tail=args.tail,
+        rounds=args.rounds,
     )
     from rich.console import Console
 
