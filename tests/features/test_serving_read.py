@@ -40,7 +40,7 @@ def test_an_unknown_name_is_refused_every_time_and_not_kept(tmp_path: Path) -> N
         for _ in range(2):
             with pytest.raises(NotFoundError, match="frod"):
                 online_features(project, [{"customer_id": 1}], "frod")
-            with pytest.raises(NotFoundError, match="no feature .nope."):
+            with pytest.raises(NotFoundError, match=r"no feature .nope."):
                 online_features(project, [{"customer_id": 1}], ["spend:nope"])
         assert not serving_read._READERS[project].services
         (got,) = online_features(project, [{"customer_id": 1}], ["spend:amount"], now=NOW)
