@@ -3,6 +3,8 @@ backfilled row, a 1 h TTL, windowed aggregates and an on-demand feature."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -68,3 +70,19 @@ def spend_project(root: Path, t0: datetime, env: dict[str, str] | None = None) -
         new=True,
     )
     return project
+
+
+def online_spend_project(backend: str, root: Path, t0: datetime) -> Iterator[Project]:
+    """:func:`spend_project` with its online store on ``backend`` (``sqlite``, or the real
+    Redis under a prefix of its own), emptied and closed afterwards: a fixture's body."""
+    from conveyor.features.materialize import online_store
+
+    env = {}
+    if backend == "redis":
+        env["CONVEYOR_ONLINE"] = f"redis://127.0.0.1:6379/0?prefix=test-{uuid.uuid4().hex}:"
+    opened = spend_project(root, t0, env)
+    try:
+        yield opened
+    finally:
+        online_store(opened).kv.clear()
+        opened.close()

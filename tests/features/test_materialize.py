@@ -4,13 +4,12 @@ offline path for now), which catches a value that differs."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from features_support import spend_project
+from features_support import online_spend_project
 from typer.testing import CliRunner
 
 from conveyor.cli import app
@@ -23,15 +22,7 @@ T0 = NOW - timedelta(hours=2, minutes=10)
 
 @pytest.fixture(params=["sqlite", "redis"])
 def project(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Project]:
-    env = {}
-    if request.param == "redis":
-        env["CONVEYOR_ONLINE"] = f"redis://127.0.0.1:6379/0?prefix=test-{uuid.uuid4().hex}:"
-    opened = spend_project(tmp_path, T0, env)
-    try:
-        yield opened
-    finally:
-        online_store(opened).kv.clear()
-        opened.close()
+    yield from online_spend_project(request.param, tmp_path, T0)
 
 
 def test_materialized_values_are_read_with_their_status(project: Project) -> None:

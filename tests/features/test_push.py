@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,10 +17,10 @@ import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from features_support import spend_project, timestamps
+from features_support import online_spend_project, spend_project, timestamps
 
 from conveyor.errors import InvalidInputError, NotFoundError
-from conveyor.features.materialize import materialize, online_features, online_store
+from conveyor.features.materialize import materialize, online_features
 from conveyor.features.push import pushed_table
 from conveyor.project import Project
 
@@ -32,15 +31,7 @@ MINUTE = timedelta(minutes=1)
 
 @pytest.fixture(params=["sqlite", "redis"])
 def project(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Project]:
-    env = {}
-    if request.param == "redis":
-        env["CONVEYOR_ONLINE"] = f"redis://127.0.0.1:6379/0?prefix=test-{uuid.uuid4().hex}:"
-    opened = spend_project(tmp_path, T0, env)
-    try:
-        yield opened
-    finally:
-        online_store(opened).kv.clear()
-        opened.close()
+    yield from online_spend_project(request.param, tmp_path, T0)
 
 
 @pytest.fixture

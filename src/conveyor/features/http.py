@@ -48,13 +48,19 @@ _BODY = {
 }
 
 
-def _request(body: bytes) -> tuple[str | list[str], list[dict[str, Any]]]:
+def _object(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object; 400 naming ``body`` otherwise."""
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(InvalidInputError(f"not JSON: {exc}", field="body")) from exc
     if not isinstance(document, dict):
         raise BadRequest(InvalidInputError("the body is a JSON object", field="body"))
+    return document
+
+
+def _request(body: bytes) -> tuple[str | list[str], list[dict[str, Any]]]:
+    document = _object(body)
     service, features = document.get("service"), document.get("features")
     if (service is None) == (features is None):
         raise BadRequest(
@@ -93,12 +99,7 @@ _PUSH_BODY = {
 
 
 def _push_request(body: bytes) -> tuple[str, list[dict[str, Any]]]:
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(InvalidInputError(f"not JSON: {exc}", field="body")) from exc
-    if not isinstance(document, dict):
-        raise BadRequest(InvalidInputError("the body is a JSON object", field="body"))
+    document = _object(body)
     view = document.get("view")
     if not isinstance(view, str) or not view:
         raise BadRequest(InvalidInputError("view is the name of a feature view", field="view"))
