@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conveyor.errors import InvalidInputError
+from conveyor.features import offline_plans
 from conveyor.features.offline import (
     ViewFrame,
     aggregate_frame,
@@ -143,43 +144,53 @@ def frames(
 # -- property-style: random frames, every row ------------------------------------
 
 
-@pytest.mark.parametrize("plan", ["asof", "window"])
+@pytest.mark.parametrize("plan", ["auto", "hash", "asof", "window"])
 @pytest.mark.parametrize("seed", range(16))
-def test_random_frames_match_the_reference_on_every_row(seed: int, plan: str) -> None:
+def test_random_frames_match_the_reference_on_every_row(
+    seed: int, plan: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if seed % 2:
+        # "auto" then splits the entity rows between the hash and the asof plans.
+        monkeypatch.setattr(offline_plans, "HEAVY_KEY_ROWS", 3)
+    if seed % 4 >= 2:
+        # The hash plan compares rows of (event, created, order) instead of one integer.
+        monkeypatch.setattr(offline_plans, "PACK", False)
     rng = random.Random(seed)
     entity, rows = random_case(rng)
     ent, src = frames(entity, rows, seed)
-    for ttl in (None, 5, 1):
-        for as_known_at in (True, False):
-            for with_created in (True, False):
-                view = ViewFrame(
-                    name="txn",
-                    source=src,
-                    join_keys=("customer",),
-                    event_time="ts",
-                    features=("spend",),
-                    created_time="created" if with_created else None,
-                    ttl=None if ttl is None else timedelta(seconds=ttl),
-                )
-                got = get_training_frame(ent, [view], as_known_at=as_known_at, plan=plan)  # type: ignore[arg-type]
-                # Without a created column, ties go to the later row: the reference
-                # sees no created times at all.
-                ref_rows = (
-                    rows
-                    if with_created
-                    else [Row(r.key, r.ev, None, r.value, r.index) for r in rows]
-                )
-                want = reference(
-                    entity, ref_rows, ttl=ttl, as_known_at=as_known_at, has_created=with_created
-                )
-                assert got.column("txn__spend").to_pylist() == want, (
-                    ttl,
-                    as_known_at,
-                    with_created,
-                )
-                # The entity frame comes back exactly as given, features appended.
-                assert got.select(ent.column_names).equals(ent)
-                assert got.column_names == [*ent.column_names, "txn__spend"]
+    # One view per TTL and with or without its created column, all in one frame.
+    cases = [(ttl, with_created) for ttl in (None, 5, 1) for with_created in (True, False)]
+    views = [
+        ViewFrame(
+            name=f"txn{i}",
+            source=src,
+            join_keys=("customer",),
+            event_time="ts",
+            features=("spend",),
+            created_time="created" if with_created else None,
+            ttl=None if ttl is None else timedelta(seconds=ttl),
+        )
+        for i, (ttl, with_created) in enumerate(cases)
+    ]
+    for as_known_at in (True, False):
+        got = get_training_frame(ent, views, as_known_at=as_known_at, plan=plan)  # type: ignore[arg-type]
+        for i, (ttl, with_created) in enumerate(cases):
+            # Without a created column, ties go to the later row: the reference
+            # sees no created times at all.
+            ref_rows = (
+                rows if with_created else [Row(r.key, r.ev, None, r.value, r.index) for r in rows]
+            )
+            want = reference(
+                entity, ref_rows, ttl=ttl, as_known_at=as_known_at, has_created=with_created
+            )
+            assert got.column(f"txn{i}__spend").to_pylist() == want, (
+                ttl,
+                as_known_at,
+                with_created,
+            )
+        # The entity frame comes back exactly as given, features appended.
+        assert got.select(ent.column_names).equals(ent)
+        assert got.column_names == [*ent.column_names, *(f"txn{i}__spend" for i in range(6))]
 
 
 @pytest.mark.parametrize("seed", range(10))

@@ -34,15 +34,14 @@ nothing is visible.
 (naive means UTC) and dates (midnight UTC) are compared as instants, to the
 nanosecond.
 
-**How.** Each view is reduced to the rows that can ever win ("record setters":
-sorted by the time they became known, ``max(e, c)`` or ``e``, a row is kept if
-it beats every row known before it), then one ASOF join against the entity
-frame; the TTL is checked on the joined row (the winner has the latest event
-time of all known rows, so if it has expired, every one has). The alternative
-plan (UNION ALL of both frames and ``last_value(... IGNORE NULLS)`` over one
-ordered window) gives the same rows and is kept as ``plan="window"``;
-``benchmarks/features_offline.py`` measures both. DuckDB spills to
-``spill_dir`` (a temporary directory by default) within ``memory_limit``.
+**How.** One DuckDB query per view, over Parquet read by DuckDB itself (or an
+Arrow table), after cutting the view to the rows some entity row can see. Most
+entity rows are joined by a hash join and ``arg_max`` per row; the rows of keys
+that occur many times in the entity frame by the record-setter reduction and an
+ASOF join, whose cost does not grow with them. :mod:`conveyor.features.offline_plans`
+describes both (and a third, ``plan="window"``); ``benchmarks/features_offline.py``
+measures them. DuckDB spills to ``spill_dir`` (a temporary directory by default)
+within ``memory_limit``.
 """
 
 from __future__ import annotations
@@ -55,9 +54,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING
 
 from conveyor.errors import InvalidInputError
+from conveyor.features import offline_plans
+from conveyor.features.offline_plans import (
+    EntityTimes,
+    Plan,
+    Source,
+    literal,
+    q,
+    row_numbers,
+    view_sql,
+)
 
 if TYPE_CHECKING:
     import duckdb
@@ -65,6 +74,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AGGREGATES",
+    "Plan",
     "ViewFrame",
     "aggregate_frame",
     "get_historical_range",
@@ -74,10 +84,6 @@ __all__ = [
 
 #: The functions :func:`aggregate_frame` computes.
 AGGREGATES = ("sum", "count", "mean", "min", "max")
-
-Plan = Literal["asof", "window"]
-
-_ROW = "__conveyor_row"
 
 
 @dataclass(frozen=True)
@@ -112,22 +118,42 @@ def get_training_frame(
     full_names: bool = True,
     spill_dir: Path | None = None,
     memory_limit: str | None = None,
-    plan: Plan = "asof",
+    plan: Plan = "auto",
 ) -> pa.Table:
-    """The entity frame with every view's features as of each row's time (module docstring)."""
+    """The entity frame with every view's features as of each row's time (module docstring).
+
+    ``plan`` picks how the rows are joined (:mod:`conveyor.features.offline_plans`);
+    every plan returns the same frame."""
     table = _read_entity(entity)
     views = tuple(views)
     keys = _all_keys(views)
     _require_columns(table.column_names, (entity_time, *keys), "entity frame")
     names = _output_names(table.column_names, views, full_names)
     with _connection(spill_dir, memory_limit) as con:
-        ent = _register_entity(con, table, entity_time, keys)
-        for i, view in enumerate(views):
-            src = _Source.open(con, view, f"src_{i}")
-            sql = _view_sql(view, src, ent, as_known_at=as_known_at, plan=plan)
+        times = _register_entity(con, table, entity_time, keys)
+        sources = [_open_source(con, view, f"src_{i}") for i, view in enumerate(views)]
+        by_keys: dict[tuple[str, ...], tuple[str, int]] = {}
+        for view, src in zip(views, sources, strict=True):
+            if view.join_keys not in by_keys:
+                by_keys[view.join_keys] = _entity_by_keys(con, view.join_keys, len(by_keys))
+            ent, heavy_rows = by_keys[view.join_keys]
+            packed = None
+            if plan in ("auto", "hash") and offline_plans.PACK:
+                known_at = bool(as_known_at and view.created_time)
+                packed = offline_plans.packing(view, src, con, times, known_at=known_at)
+            sql = view_sql(
+                view,
+                src,
+                ent,
+                times,
+                as_known_at=as_known_at,
+                plan=plan,
+                heavy_rows=heavy_rows,
+                packed=packed,
+            )
             result = con.sql(sql).to_arrow_table()
-            for feature in view.features:
-                column = src.cast(feature, result.column(feature).combine_chunks())
+            for j, feature in enumerate(view.features):
+                column = src.cast(feature, result.column(j).combine_chunks())
                 table = table.append_column(names[view.name, feature], column)
     return table
 
@@ -174,13 +200,13 @@ def get_historical_range(
     with _connection(spill_dir, memory_limit) as con:
         parts = []
         for i, view in enumerate(views):
-            src = _Source.open(con, view, f"src_{i}")
-            key_list = ", ".join(_q(k) for k in keys)
+            src = _open_source(con, view, f"src_{i}")
+            key_list = ", ".join(q(k) for k in keys)
             where = f"{src.ns(view.event_time)} BETWEEN {lo} AND {hi}"
             if as_known_at and view.created_time:
                 where += f" AND coalesce({src.ns(view.created_time)}, {lo}) <= {hi}"
             parts.append(f"SELECT DISTINCT {key_list} FROM {src.relation} WHERE {where}")
-        order = ", ".join(_q(k) for k in keys)
+        order = ", ".join(q(k) for k in keys)
         entities = con.sql(
             f"SELECT DISTINCT * FROM ({' UNION ALL '.join(parts)}) ORDER BY {order}"
         ).to_arrow_table()
@@ -257,11 +283,11 @@ def aggregate_frame(
         )
     with _connection(spill_dir, memory_limit) as con:
         _register_entity(con, table, entity_time, keys)
-        src = _Source.open(con, view, "src_0")
+        src = _open_source(con, view, "src_0")
         value_type = src.types[column].upper()
         integer = "INT" in value_type and "INTERVAL" not in value_type
         widest = max(_ns_of(w) for w in windows)
-        on = " AND ".join(f"e.{_q(k)} = s.{_q(k)}" for k in keys)
+        on = " AND ".join(f"e.{q(k)} = s.{q(k)}" for k in keys)
         known = ""
         if as_known_at and created_time:
             known = " AND coalesce(s._cr, s._ev) <= e._t"
@@ -269,9 +295,9 @@ def aggregate_frame(
         selects = []
         for w, label in zip(windows, labels, strict=True):
             inside = f"s._ev > e._t - {_ns_of(w)}"
-            v = f"s.{_q(column)}"
+            v = f"s.{q(column)}"
             for fn in functions:
-                name = _q(f"{column}__{fn}__{label}")
+                name = q(f"{column}__{fn}__{label}")
                 if fn == "count":
                     expr = f"count({v}) FILTER (WHERE {inside})"
                 elif fn == "sum":
@@ -284,10 +310,10 @@ def aggregate_frame(
                 selects.append(f"{expr} AS {name}")
         sql = f"""
             WITH s AS (
-                SELECT {", ".join(_q(k) for k in keys)}, {src.ns(event_time)} AS _ev,
-                       {created} AS _cr, {_q(column)}
+                SELECT {", ".join(q(k) for k in keys)}, {src.ns(event_time)} AS _ev,
+                       {created} AS _cr, {q(column)}
                 FROM {src.relation}
-                WHERE {_q(event_time)} IS NOT NULL
+                WHERE {q(event_time)} IS NOT NULL
             )
             SELECT e._rid, {", ".join(selects)}
             FROM ent e LEFT JOIN s
@@ -325,149 +351,7 @@ def window_label(window: timedelta) -> str:
     return "".join(parts) or "0s"
 
 
-# -- the plans -------------------------------------------------------------------
-
-
-def _view_sql(view: ViewFrame, src: _Source, ent: _Entity, *, as_known_at: bool, plan: Plan) -> str:
-    keys = [_q(k) for k in view.join_keys]
-    key_list = ", ".join(keys)
-    features = [_q(f) for f in view.features]
-    created = src.ns(view.created_time) if view.created_time else "NULL::BIGINT"
-    known = "greatest(_ev, _cr)" if (as_known_at and view.created_time) else "_ev"
-    setters = f"""
-        src AS (
-            SELECT {key_list}, {src.ns(view.event_time)} AS _ev, {created} AS _cr,
-                   {src.tiebreak} AS _tb, {", ".join(features)}
-            FROM {src.relation}
-            WHERE {_q(view.event_time)} IS NOT NULL
-        ),
-        ranked AS (
-            SELECT *, {known} AS _k,
-                   row_number() OVER (
-                       PARTITION BY {key_list} ORDER BY _ev, _cr NULLS FIRST, _tb
-                   ) AS _rn
-            FROM src
-        ),
-        setters AS (
-            SELECT * FROM ranked
-            QUALIFY _rn = max(_rn) OVER (
-                PARTITION BY {key_list} ORDER BY _k
-                RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-            )
-        )"""
-    if view.ttl is None:
-        picked = [f"s.{f} AS {f}" for f in features]
-    else:
-        ttl = _ns_of(view.ttl)
-        picked = [f"CASE WHEN s._ev > e._t - {ttl} THEN s.{f} END AS {f}" for f in features]
-    on = " AND ".join(f"e.{k} = s.{k}" for k in keys)
-    if plan == "asof":
-        return f"""
-            WITH {setters}
-            SELECT e._rid, {", ".join(picked)}
-            FROM ent e ASOF LEFT JOIN setters s ON {on} AND e._t >= s._k
-            ORDER BY e._rid
-        """
-    if plan == "window":
-        # One ordered pass over both frames: each entity row takes the last
-        # setter at or before it (setters sort before entity rows at the same time).
-        return f"""
-            WITH {setters},
-            u AS (
-                SELECT {key_list}, _k AS _at, 0 AS _side, _rn AS _ptr, NULL::BIGINT AS _rid
-                FROM setters
-                UNION ALL
-                SELECT {key_list}, _t AS _at, 1 AS _side, NULL::BIGINT AS _ptr, _rid FROM ent
-            ),
-            m AS (
-                SELECT _rid, _at AS _t, {key_list},
-                       CASE WHEN _at IS NOT NULL THEN last_value(_ptr IGNORE NULLS) OVER (
-                           PARTITION BY {key_list} ORDER BY _at, _side
-                           ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-                       ) END AS _ptr
-                FROM u
-                QUALIFY _side = 1
-            )
-            SELECT e._rid, {", ".join(picked)}
-            FROM m e LEFT JOIN setters s ON {on} AND e._ptr = s._rn
-            ORDER BY e._rid
-        """
-    raise InvalidInputError(f"unknown plan {plan!r}: use asof or window", field="plan")
-
-
 # -- inputs ----------------------------------------------------------------------
-
-
-@dataclass
-class _Entity:
-    keys: tuple[str, ...]
-
-
-@dataclass
-class _Source:
-    """A view's source inside one connection: the SQL that reads it and its column types."""
-
-    relation: str
-    tiebreak: str
-    types: dict[str, str]
-    arrow_types: dict[str, Any]
-
-    @classmethod
-    def open(cls, con: duckdb.DuckDBPyConnection, view: ViewFrame, alias: str) -> _Source:
-        import duckdb
-        import pyarrow as pa
-
-        source = view.source
-        if isinstance(source, pa.Table):
-            con.register(alias, _with_row_numbers(source))
-            relation, tiebreak = alias, _q(_ROW)
-            arrow_types = {f.name: f.type for f in source.schema}
-        else:
-            files = _parquet_files(source, what=f"view {view.name!r}", field="source")
-            listed = ", ".join(_literal(f) for f in files)
-            relation = f"read_parquet([{listed}], union_by_name = true)"
-            tiebreak = "(file_index::BIGINT << 40) + file_row_number"
-            arrow_types = {}
-        try:
-            described = con.sql(f"DESCRIBE SELECT * FROM {relation}").fetchall()
-        except duckdb.Error as exc:
-            raise InvalidInputError(
-                f"view {view.name!r}: cannot read its source: {exc}", field="source", view=view.name
-            ) from exc
-        types = {str(row[0]): str(row[1]) for row in described}
-        declared = (*view.join_keys, view.event_time, *view.features)
-        if view.created_time:
-            declared += (view.created_time,)
-        for col in declared:
-            if col not in types:
-                raise InvalidInputError(
-                    f"view {view.name!r}: its source has no column {col!r} "
-                    f"(it has {', '.join(sorted(types))})",
-                    field=col,
-                    view=view.name,
-                )
-        for stamp in (view.event_time, view.created_time):
-            if stamp and not _is_time(types[stamp]):
-                raise InvalidInputError(
-                    f"view {view.name!r}: column {stamp!r} is {types[stamp]}, not a timestamp",
-                    field=stamp,
-                    view=view.name,
-                )
-        return cls(relation, tiebreak, types, arrow_types)
-
-    def ns(self, column: str | None) -> str:
-        assert column is not None
-        return _ns_expr(_q(column), self.types[column])
-
-    def cast(self, column: str, values: Any) -> Any:
-        """Give a result column back its source's Arrow type (DuckDB may widen a few)."""
-        wanted = self.arrow_types.get(column)
-        if wanted is None or values.type == wanted:
-            return values
-        try:
-            return values.cast(wanted)
-        except Exception:  # an exotic type DuckDB changed for good: keep DuckDB's
-            return values
 
 
 def _read_entity(entity: pa.Table | str | Path) -> pa.Table:
@@ -483,8 +367,10 @@ def _read_entity(entity: pa.Table | str | Path) -> pa.Table:
 
 def _register_entity(
     con: duckdb.DuckDBPyConnection, table: pa.Table, entity_time: str, keys: Sequence[str]
-) -> _Entity:
+) -> EntityTimes:
+    """Register ``ent``: the keys under their own names, ``_t`` (ns) and ``_rid`` (row number)."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     time_type = table.schema.field(entity_time).type
     if pa.types.is_timestamp(time_type):
@@ -506,11 +392,40 @@ def _register_entity(
         {
             **{k: table.column(k) for k in keys},
             "_t": instants,
-            "_rid": _row_numbers(table.num_rows),
+            "_rid": row_numbers(table.num_rows),
         }
     )
     con.register("ent", slim)
-    return _Entity(tuple(keys))
+    bounds = pc.min_max(instants)
+    lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
+    # No entity row with a time: any bounds do, since no row can match.
+    return EntityTimes(0 if lo is None else lo, 0 if hi is None else hi)
+
+
+def _entity_by_keys(
+    con: duckdb.DuckDBPyConnection, keys: tuple[str, ...], number: int
+) -> tuple[str, int]:
+    """A table of the entity rows for views joined on ``keys`` (as ``view_sql`` reads it)
+    and how many of its rows have a key with more than ``HEAVY_KEY_ROWS`` rows."""
+    name = f"ent_{number}"
+    aliases = ", ".join(f"{q(k)} AS _k{i}" for i, k in enumerate(keys))
+    partition = ", ".join(q(k) for k in keys)
+    con.execute(
+        f"CREATE TEMP TABLE {name} AS SELECT {aliases}, _t, _rid, "
+        f"count(*) OVER (PARTITION BY {partition}) AS _n FROM ent"
+    )
+    limit = offline_plans.HEAVY_KEY_ROWS
+    heavy = con.sql(f"SELECT count(*) FROM {name} WHERE _n > {limit}").fetchall()
+    return name, int(heavy[0][0])
+
+
+def _open_source(con: duckdb.DuckDBPyConnection, view: ViewFrame, alias: str) -> Source:
+    import pyarrow as pa
+
+    if isinstance(view.source, pa.Table):
+        return Source.open(con, view, alias, None)
+    files = _parquet_files(view.source, what=f"view {view.name!r}", field="source")
+    return Source.open(con, view, alias, files)
 
 
 def _parquet_files(path: str | Path, *, what: str, field: str) -> list[str]:
@@ -581,39 +496,14 @@ def _connection(
     with tempfile.TemporaryDirectory(prefix="conveyor-features-") as scratch:
         con = duckdb.connect(":memory:")
         try:
-            con.execute(f"SET temp_directory = {_literal(str(spill_dir or scratch))}")
+            con.execute(f"SET temp_directory = {literal(str(spill_dir or scratch))}")
             if memory_limit:
-                con.execute(f"SET memory_limit = {_literal(memory_limit)}")
+                con.execute(f"SET memory_limit = {literal(memory_limit)}")
             # Every query orders its output itself.
             con.execute("SET preserve_insertion_order = false")
             yield con
         finally:
             con.close()
-
-
-def _with_row_numbers(table: pa.Table) -> pa.Table:
-    if _ROW in table.column_names:
-        raise InvalidInputError(f"a source has a column named {_ROW!r}, reserved", field=_ROW)
-    return table.append_column(_ROW, _row_numbers(table.num_rows))
-
-
-def _row_numbers(n: int) -> pa.Array:
-    import numpy as np
-    import pyarrow as pa
-
-    return pa.array(np.arange(n, dtype=np.int64))
-
-
-def _is_time(duck_type: str) -> bool:
-    t = duck_type.upper()
-    return t.startswith("TIMESTAMP") or t == "DATE"
-
-
-def _ns_expr(column: str, duck_type: str) -> str:
-    """Nanoseconds since the epoch, UTC; a naive timestamp is read as UTC."""
-    if duck_type.upper() == "DATE":
-        return f"epoch_ns({column}::TIMESTAMP)"
-    return f"epoch_ns({column})"
 
 
 def _instant_ns(value: datetime) -> int:
@@ -624,11 +514,3 @@ def _instant_ns(value: datetime) -> int:
 
 def _ns_of(delta: timedelta) -> int:
     return (delta // timedelta(microseconds=1)) * 1000
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
