@@ -26,6 +26,7 @@ from conveyor.features.offline import (
     get_training_frame,
     window_label,
 )
+from conveyor.features.offline import _connection as duckdb_connection
 
 EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 SEC = 1_000_000_000
@@ -204,16 +205,122 @@ def test_parquet_sources_split_over_files_match_the_reference(tmp_path: Path, se
     ent, src = frames(entity, rows, seed)
     half = src.num_rows // 2
     (tmp_path / "src").mkdir()
-    pq.write_table(src.slice(0, half), tmp_path / "src" / "part-0.parquet")
-    pq.write_table(src.slice(half), tmp_path / "src" / "part-1.parquet")
+    # Odd seeds: files without statistics, so the packed order's ranges come from a query.
+    stats = seed % 2 == 0
+    pq.write_table(src.slice(0, half), tmp_path / "src" / "part-0.parquet", write_statistics=stats)
+    pq.write_table(src.slice(half), tmp_path / "src" / "part-1.parquet", write_statistics=stats)
     pq.write_table(ent, tmp_path / "entity.parquet")
+    want = reference(entity, rows, ttl=5, as_known_at=True, has_created=True)
     for source in (tmp_path / "src", str(tmp_path / "src" / "*.parquet")):
         view = ViewFrame(
             "txn", source, ("customer",), "ts", ("spend",), "created", timedelta(seconds=5)
         )
-        got = get_training_frame(tmp_path / "entity.parquet", [view])
-        want = reference(entity, rows, ttl=5, as_known_at=True, has_created=True)
-        assert got.column("txn__spend").to_pylist() == want
+        for plan in ("auto", "asof"):
+            got = get_training_frame(tmp_path / "entity.parquet", [view], plan=plan)
+            assert got.column("txn__spend").to_pylist() == want, plan
+
+
+def test_heavy_keys_take_the_asof_plan_and_agree_with_the_reference() -> None:
+    # Key 0 has far more entity rows than HEAVY_KEY_ROWS; the others one or two each.
+    rng = random.Random(77)
+    rows = [
+        Row(rng.randint(0, 5), rng.randint(0, 60), None, rng.randint(0, 99), i) for i in range(200)
+    ]
+    rows = [
+        Row(r.key, r.ev, (r.ev or 0) + rng.choice([0, 0, 3, 9]), r.value, r.index) for r in rows
+    ]
+    entity: list[tuple[Any, int | None]] = [(0, rng.randint(0, 70)) for _ in range(60)]
+    entity += [(k, rng.randint(0, 70)) for k in (1, 2, 2, 3, 4, 5, 9)]
+    rng.shuffle(entity)
+    ent, src = frames(entity, rows, 0)
+    for ttl in (None, 7):
+        view = ViewFrame(
+            "txn",
+            src,
+            ("customer",),
+            "ts",
+            ("spend",),
+            "created",
+            None if ttl is None else timedelta(seconds=ttl),
+        )
+        want = reference(entity, rows, ttl=ttl, as_known_at=True, has_created=True)
+        for plan in ("auto", "hash", "asof"):
+            got = get_training_frame(ent, [view], plan=plan)
+            assert got.column("txn__spend").to_pylist() == want, (plan, ttl)
+
+
+def test_an_order_too_wide_to_pack_falls_back_to_rows_of_three_values() -> None:
+    # Nanosecond times five centuries apart: event and created need 63 bits each.
+    far = [-(2**62), 2**62]
+    src = pa.table(
+        {
+            "customer": pa.array([1, 1, 1, 1], pa.int64()),
+            "ts": pa.array([far[0], far[0], 10, 10], pa.int64()).cast(pa.timestamp("ns")),
+            "created": pa.array([far[0], far[1], 10, 11], pa.int64()).cast(pa.timestamp("ns")),
+            "spend": pa.array([1, 2, 3, 4], pa.int64()),
+        }
+    )
+    ent = pa.table(
+        {
+            "customer": pa.array([1, 1, 1], pa.int64()),
+            "event_timestamp": pa.array([far[0], 10, far[1]], pa.int64()).cast(
+                pa.timestamp("ns", "UTC")
+            ),
+        }
+    )
+    view = ViewFrame("txn", src, ("customer",), "ts", ("spend",), "created")
+    with duckdb_connection(None, None) as con:
+        source = offline_plans.Source.open(con, view, "s", None)
+        times = offline_plans.EntityTimes(far[0], far[1])
+        assert offline_plans.packing(view, source, con, times, known_at=False) is None
+    # Known at: row 1 at its own time; row 3 at 10 (row 4 only from 11); row 2 wins late on.
+    assert spend(ent, view) == [1, 3, 4]
+    assert spend(ent, view, as_known_at=False) == [2, 4, 4]
+
+
+def test_entity_times_near_the_smallest_instant_with_a_long_ttl() -> None:
+    # t - ttl is below the smallest 64-bit nanosecond: the TTL test runs in 128 bits.
+    early = -(2**63) + 10 * SEC
+    src = pa.table(
+        {
+            "customer": pa.array([1, 1], pa.int64()),
+            "ts": pa.array([early, early + 5 * SEC], pa.int64()).cast(pa.timestamp("ns")),
+            "spend": pa.array([1, 2], pa.int64()),
+        }
+    )
+    ent = pa.table(
+        {
+            "customer": pa.array([1, 1], pa.int64()),
+            "event_timestamp": pa.array([early + 2 * SEC, early + 9 * SEC], pa.int64()).cast(
+                pa.timestamp("ns", "UTC")
+            ),
+        }
+    )
+    for ttl in (timedelta(days=365), timedelta(seconds=6)):
+        view = ViewFrame("txn", src, ("customer",), "ts", ("spend",), ttl=ttl)
+        want = [1, 2]
+        for plan in ("auto", "asof", "window"):
+            assert spend(ent, view, plan=plan) == want, (plan, ttl)
+
+
+def test_a_training_frame_from_parquet_imports_no_pandas(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    pq.write_table(entity_at(30), tmp_path / "entity.parquet")
+    pq.write_table(one_view().source, tmp_path / "txn.parquet")
+    code = (
+        "import sys; from pathlib import Path; from datetime import timedelta\n"
+        "from conveyor.features.offline import ViewFrame, get_training_frame\n"
+        f"d = Path({str(tmp_path)!r})\n"
+        "v = ViewFrame('txn', d / 'txn.parquet', ('customer',), 'ts', ('spend',), 'created',"
+        " timedelta(seconds=50))\n"
+        "t = get_training_frame(d / 'entity.parquet', [v])\n"
+        "print(t.column('txn__spend').to_pylist(), 'pandas' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # pandas costs a quarter of a second to import: a training frame does not need it.
+    assert out.stdout.strip() == "[300] False"
 
 
 # -- the rules, one at a time ----------------------------------------------------

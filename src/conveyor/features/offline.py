@@ -62,6 +62,7 @@ from conveyor.features.offline_plans import (
     EntityTimes,
     Plan,
     Source,
+    int64_array,
     literal,
     q,
     row_numbers,
@@ -152,9 +153,10 @@ def get_training_frame(
                 packed=packed,
             )
             result = con.sql(sql).to_arrow_table()
+            where = _positions(result.column(0), table.num_rows)
             for j, feature in enumerate(view.features):
-                column = src.cast(feature, result.column(j).combine_chunks())
-                table = table.append_column(names[view.name, feature], column)
+                column = result.column(j + 1).combine_chunks().take(where)
+                table = table.append_column(names[view.name, feature], src.cast(feature, column))
     return table
 
 
@@ -359,10 +361,12 @@ def _read_entity(entity: pa.Table | str | Path) -> pa.Table:
 
     if isinstance(entity, pa.Table):
         return entity
-    import pyarrow.dataset as ds
+    # File by file: pyarrow.dataset would import pandas (a quarter of a second).
+    import pyarrow.parquet as pq
 
     files = _parquet_files(entity, what="entity frame", field="entity")
-    return ds.dataset(files, format="parquet").to_table()
+    tables = [pq.ParquetFile(f).read() for f in files]
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
 
 
 def _register_entity(
@@ -410,13 +414,29 @@ def _entity_by_keys(
     name = f"ent_{number}"
     aliases = ", ".join(f"{q(k)} AS _k{i}" for i, k in enumerate(keys))
     partition = ", ".join(q(k) for k in keys)
-    con.execute(
-        f"CREATE TEMP TABLE {name} AS SELECT {aliases}, _t, _rid, "
-        f"count(*) OVER (PARTITION BY {partition}) AS _n FROM ent"
-    )
     limit = offline_plans.HEAVY_KEY_ROWS
-    heavy = con.sql(f"SELECT count(*) FROM {name} WHERE _n > {limit}").fetchall()
-    return name, int(heavy[0][0])
+    found = con.sql(
+        f"SELECT coalesce(sum(n), 0) FROM (SELECT count(*) AS n FROM ent GROUP BY {partition}) "
+        f"WHERE n > {limit}"
+    ).fetchall()
+    heavy = int(found[0][0])
+    # Each row's count of rows of its key, only when some key is heavy (it costs a window).
+    count = f"count(*) OVER (PARTITION BY {partition})" if heavy else "0"
+    con.execute(f"CREATE TEMP TABLE {name} AS SELECT {aliases}, _t, _rid, {count} AS _n FROM ent")
+    return name, heavy
+
+
+def _positions(rids: pa.ChunkedArray, n: int) -> pa.Array:
+    """For each entity row, the index of its result row (null: it has none)."""
+    import numpy as np
+    import pyarrow as pa
+
+    # NumPy over the buffer: to_numpy() imports pandas.
+    flat = rids.cast(pa.int64()).combine_chunks()
+    rows = np.frombuffer(flat.buffers()[1], dtype=np.int64, count=len(flat), offset=flat.offset * 8)
+    where = np.full(n, -1, dtype=np.int64)
+    where[rows] = np.arange(len(rows), dtype=np.int64)
+    return int64_array(where, where >= 0)
 
 
 def _open_source(con: duckdb.DuckDBPyConnection, view: ViewFrame, alias: str) -> Source:

@@ -30,6 +30,7 @@ earliest entity time minus the TTL, known by the latest entity time.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -114,7 +115,9 @@ def packing(
     """How to pack the winner's order of ``view``'s rows that can be visible, or ``None``
     when it does not fit in 126 bits (the plan then compares rows of three values)."""
     ttl = None if view.ttl is None else _ns_of_ttl(view.ttl)
-    ev = src.time_range(con, view.event_time)
+    columns = [view.event_time] + ([view.created_time] if view.created_time else [])
+    ranges = src.time_ranges(con, columns)
+    ev = ranges[view.event_time]
     if ev.lo is None or ev.hi is None:
         return Packing(0, 1, None, 1, src.tiebreak_bits, 0)  # no row has an event time
     # The rows the plan reads have lo - ttl < event <= hi (view_sql's cut).
@@ -125,7 +128,7 @@ def packing(
     ev_bits = _bits(max(0, ev_hi - ev0) // ev_unit + 1)
     cr0, cr_unit, cr_bits = None, 1, 0
     if view.created_time:
-        cr = src.time_range(con, view.created_time)
+        cr = ranges[view.created_time]
         cr_unit = _unit(src.types[view.created_time])
         if cr.lo is None or cr.hi is None:
             cr0, cr_bits = 0, 1  # all null: every row packs 0
@@ -203,34 +206,47 @@ class Source:
                 )
         return cls(relation, tiebreak, types, arrow_types, files, bits)
 
-    def time_range(self, con: duckdb.DuckDBPyConnection, column: str) -> TimeRange:
-        """The smallest and largest value (ns) of a time column and whether it has nulls:
-        from the Parquet files' statistics when every row group has them, else by a query."""
-        kind = self.types[column]
+    def time_ranges(
+        self, con: duckdb.DuckDBPyConnection, columns: Sequence[str]
+    ) -> dict[str, TimeRange]:
+        """Each time column's smallest and largest value (ns) and whether it has nulls:
+        from the Parquet files' statistics when every row group has them (one query over
+        the footers), else by a query over the rows."""
+        found: dict[str, TimeRange] = {}
         if self.files is not None:
             listed = ", ".join(literal(f) for f in self.files)
-            lo = ns_expr(f"TRY_CAST(stats_min_value AS {kind})", kind)
-            hi = ns_expr(f"TRY_CAST(stats_max_value AS {kind})", kind)
-            stats = con.sql(
-                f"""SELECT min({lo}), max({hi}), count(*) FILTER ({lo} IS NULL OR {hi} IS NULL),
-                           sum(stats_null_count), count(stats_null_count), count(*),
-                           sum(row_group_num_rows),
-                           (SELECT sum(num_rows) FROM parquet_file_metadata([{listed}]))
-                    FROM parquet_metadata([{listed}])
-                    WHERE path_in_schema = {literal(column)}"""
+            parts = []
+            for i, column in enumerate(columns):
+                kind = self.types[column]
+                lo = ns_expr(f"TRY_CAST(stats_min_value AS {kind})", kind)
+                hi = ns_expr(f"TRY_CAST(stats_max_value AS {kind})", kind)
+                parts.append(
+                    f"""SELECT {i}, min({lo}), max({hi}),
+                               count(*) FILTER ({lo} IS NULL OR {hi} IS NULL),
+                               sum(stats_null_count), count(stats_null_count), count(*),
+                               sum(row_group_num_rows)
+                        FROM meta WHERE path_in_schema = {literal(column)}"""
+                )
+            rows = con.sql(
+                f"""WITH meta AS (SELECT * FROM parquet_metadata([{listed}])),
+                         total AS (SELECT sum(num_rows) AS n FROM parquet_file_metadata([{listed}]))
+                    SELECT p.*, total.n FROM ({" UNION ALL ".join(parts)}) p, total"""
+            ).fetchall()
+            for i, low, high, unknown, nulls, with_nulls, groups, count, total in rows:
+                # Usable when every row group of every file has the column and its statistics.
+                if groups and not unknown and with_nulls == groups and count == total:
+                    found[columns[i]] = TimeRange(int(low), int(high), bool(nulls))
+        for column in columns:
+            if column in found:
+                continue
+            value = self.ns(column)
+            low, high, nulls = con.sql(
+                f"SELECT min({value}), max({value}), count(*) - count({value}) FROM {self.relation}"
             ).fetchall()[0]
-            low, high, unknown, nulls, with_nulls, groups, rows, total = stats
-            # Usable when every row group of every file has the column and its statistics.
-            if groups and not unknown and with_nulls == groups and rows == total:
-                return TimeRange(int(low), int(high), bool(nulls))
-        value = self.ns(column)
-        found = con.sql(
-            f"SELECT min({value}), max({value}), count(*) - count({value}) FROM {self.relation}"
-        ).fetchall()[0]
-        low, high, nulls = found
-        if low is None:
-            return TimeRange(None, None, bool(nulls))
-        return TimeRange(int(low), int(high), bool(nulls))
+            found[column] = TimeRange(
+                None if low is None else int(low), None if high is None else int(high), bool(nulls)
+            )
+        return found
 
     def ns(self, column: str | None) -> str:
         assert column is not None
@@ -261,7 +277,8 @@ def view_sql(
     heavy_rows: int,
     packed: Packing | None = None,
 ) -> str:
-    """One row per row of ``ent`` in ``_rid`` order: the features ``_f0 .. _fN`` of ``view``.
+    """``_rid`` and the features ``_f0 .. _fN`` of ``view``, for the rows of ``ent`` that
+    see a row of it (and, under the asof and window plans, for others too, with nulls).
 
     ``ent`` is a table of the entity rows with the view's keys as ``_k0 .. _kM``,
     ``_t`` (ns), ``_rid`` and ``_n`` (the rows of its key); ``heavy_rows``, how
@@ -312,13 +329,9 @@ def view_sql(
         how = "window" if plan == "window" else "asof"
         ctes += _ordered_ctes(how, subset, keys, feats, fresh)
         parts.append("SELECT * FROM heavy")
-    picked = " UNION ALL ".join(parts)
-    return f"""
-        WITH {", ".join(ctes)}
-        SELECT {", ".join(f"p.{f}" for f in feats)}
-        FROM {ent} e LEFT JOIN ({picked}) p USING (_rid)
-        ORDER BY e._rid
-    """
+    # The rows come back in no order and without the entity rows nothing is visible to:
+    # the caller puts them in place (cheaper than a join and a sort here).
+    return f"WITH {', '.join(ctes)} {' UNION ALL '.join(parts)}"
 
 
 def _hash_cte(
@@ -463,9 +476,24 @@ def _with_row_numbers(table: pa.Table) -> pa.Table:
 
 def row_numbers(n: int) -> pa.Array:
     import numpy as np
+
+    return int64_array(np.arange(n, dtype=np.int64))
+
+
+def int64_array(values: Any, valid: Any = None) -> pa.Array:
+    """An int64 Arrow array over a NumPy array (``valid``: a bool mask, False is null).
+
+    Built from buffers: ``pa.array(ndarray)`` imports pandas to check its argument,
+    a quarter of a second the first time."""
+    import numpy as np
     import pyarrow as pa
 
-    return pa.array(np.arange(n, dtype=np.int64))
+    data = pa.py_buffer(np.ascontiguousarray(values, dtype=np.int64))
+    if valid is None:
+        return pa.Array.from_buffers(pa.int64(), len(values), [None, data])
+    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
+    nulls = len(values) - int(np.count_nonzero(valid))
+    return pa.Array.from_buffers(pa.int64(), len(values), [bitmap, data], null_count=nulls)
 
 
 def _is_time(duck_type: str) -> bool:
