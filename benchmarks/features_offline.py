@@ -20,11 +20,15 @@ peak RSS from ``wait4``:
   ``arg_max`` per entity row, the ASOF plan for keys with many entity rows);
 - **Conveyor, ASOF plan** for every row (the plan before; once);
 - **Conveyor under ``memory_limit="512MB"``** (once: bounded memory);
-- **Feast 0.67, file offline store** (its default, Dask) and **duckdb offline
-  store**, in Feast's own virtualenv: a repository applied once beforehand
-  (untimed, as ``feast apply`` is), then ``get_historical_features(entity_df,
-  features, full_feature_names=True, filter_by_created_timestamp=True).to_arrow()``
-  (``filter_by_created_timestamp`` is Feast's "as known at").
+- **Feast 0.67, file offline store** (its default, Dask; once, it takes minutes)
+  and **duckdb offline store**, in Feast's own virtualenv: a repository applied
+  once beforehand (untimed, as ``feast apply`` is), then
+  ``get_historical_features(entity_df, features, full_feature_names=True,
+  filter_by_created_timestamp=True).to_arrow()`` (``filter_by_created_timestamp``
+  is Feast's "as known at", the same semantics as Conveyor's);
+- **the same two stores without ``filter_by_created_timestamp``** (Feast's default
+  call: a row created after the entity row's time is seen), checked against
+  Feast's rules without the created-time test.
 
 Every output is checked against two independent references, a DuckDB range join of
 the entity frame with each view (timestamps compared as timestamps; no
@@ -88,6 +92,8 @@ class Side:
     plan: str = "auto"
     memory_limit: str | None = None
     store: str | None = None
+    #: Feast: ``filter_by_created_timestamp`` (its "as known at").
+    known_at: bool = True
     at_most: int | None = None
 
 
@@ -97,8 +103,16 @@ SIDES: dict[str, Side] = {
     "conveyor_512mb": Side(
         "Conveyor, memory_limit 512MB", "conveyor", memory_limit="512MB", at_most=1
     ),
-    "feast_file": Side("Feast 0.67, file offline store", "feast", store="file"),
+    # As known at, as Conveyor: once, it takes minutes.
+    "feast_file": Side("Feast 0.67, file offline store", "feast", store="file", at_most=1),
     "feast_duckdb": Side("Feast 0.67, duckdb offline store", "feast", store="duckdb"),
+    # Feast's default call, without its created-time filter: other semantics.
+    "feast_file_latest": Side(
+        "Feast 0.67, file store, no created-time filter", "feast", store="file", known_at=False
+    ),
+    "feast_duckdb_latest": Side(
+        "Feast 0.67, duckdb store, no created-time filter", "feast", store="duckdb", known_at=False
+    ),
 }
 LARGE_SIDES = ("conveyor",)
 
@@ -195,14 +209,21 @@ def _view_chunk(rng: Any, rows: int, customers: int, start: int, schema: Any) ->
 
 
 def check(
-    data: Path, out: Path, views: int, *, rid_column: str | None = None, sample: bool = False
+    data: Path,
+    out: Path,
+    views: int,
+    *,
+    rid_column: str | None = None,
+    sample: bool = False,
+    feast_known_at: bool = True,
 ) -> dict[str, Any]:
     """Compare ``out`` with the range-join references (Conveyor's and Feast's rules).
 
     ``rid_column``: the column of ``out`` that holds the entity row's number (Feast's
     pass-through ``entity_row``); without one, row ``i`` of ``out`` is entity row ``i``.
     ``sample``: check only the entity rows whose number hashes to 0 modulo
-    ``SAMPLE_MODULUS``.
+    ``SAMPLE_MODULUS``. ``feast_known_at``: Feast's rules include its created-time
+    filter (``filter_by_created_timestamp=True``).
     """
     import duckdb
 
@@ -252,7 +273,8 @@ def check(
                         ELSE "{name}__f_int"::DOUBLE END AS fi
             FROM got"""
         # Every (entity row, feature row) pair visible under Feast's rules, which see
-        # a superset of Conveyor's (the row exactly 7 days old).
+        # a superset of Conveyor's (the row exactly 7 days old; without its created-time
+        # filter, rows created later too).
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE pairs AS
             WITH s AS (
@@ -260,19 +282,19 @@ def check(
                        file_index AS fi, file_row_number AS fr, f_float, f_int::DOUBLE AS f_int
                 FROM read_parquet('{source}')
             )
-            SELECT e.rid, s.*, e.t - INTERVAL 7 DAY AS edge
+            SELECT e.rid, s.*, e.t - INTERVAL 7 DAY AS edge, s.cr <= e.t AS known
             FROM ent e JOIN s ON e.customer_id = s.customer_id
-             AND s.ev <= e.t AND s.ev >= e.t - INTERVAL 7 DAY AND s.cr <= e.t"""
+             AND s.ev <= e.t AND s.ev >= e.t - INTERVAL 7 DAY"""
         )
         sql = f"""
             WITH conveyor AS (
-                SELECT rid, f_float, f_int FROM pairs WHERE ev > edge
+                SELECT rid, f_float, f_int FROM pairs WHERE ev > edge AND known
                 QUALIFY row_number() OVER (
                     PARTITION BY rid ORDER BY ev DESC, cr DESC, fi DESC, fr DESC
                 ) = 1
             ),
             feast AS (
-                SELECT rid, f_float, f_int FROM pairs
+                SELECT rid, f_float, f_int FROM pairs WHERE known OR NOT {feast_known_at}
                 QUALIFY rank() OVER (PARTITION BY rid ORDER BY ev DESC, cr DESC) = 1
             ),
             g AS ({got}),
@@ -339,7 +361,7 @@ def _feast_repos(python: Path, data: Path, tmp: Path, log: Log) -> dict[str, Pat
     """One applied Feast repository per store (untimed: ``feast apply`` is done once)."""
     repos = {}
     for side in SIDES.values():
-        if side.tool != "feast" or side.store is None:
+        if side.tool != "feast" or side.store is None or side.store in repos:
             continue
         repo = tmp / f"feast-{side.store}"
         harness.run_side(
@@ -363,6 +385,8 @@ def _measure(
         )
     assert feast is not None and side.store is not None
     args = ["run", str(repos[side.store]), "--data", str(data), "--out", str(out)]
+    if not side.known_at:
+        args.append("--latest")
     return harness.measure_process(feast, "feast_features_offline.py", args, label=side.label)
 
 
@@ -419,7 +443,14 @@ def run(
                     )
                     if name not in checks:
                         rid = "entity_row" if side.tool == "feast" else None
-                        checks[name] = check(data, out, size["views"], rid_column=rid, sample=large)
+                        checks[name] = check(
+                            data,
+                            out,
+                            size["views"],
+                            rid_column=rid,
+                            sample=large,
+                            feast_known_at=side.known_at,
+                        )
                         log(f"features_offline: {side.label}: reference check {checks[name]}")
                     out.unlink()
     finally:
@@ -434,6 +465,7 @@ def run(
             "tool": side.tool,
             "plan": side.plan if side.tool == "conveyor" else None,
             "store": side.store,
+            "filter_by_created_timestamp": side.known_at if side.tool == "feast" else None,
             "memory_limit": side.memory_limit,
             "runs": len(runs),
             "median_wall_seconds": statistics.median(r["wall_seconds"] for r in runs),

@@ -18,7 +18,8 @@ into pandas (Feast takes a pandas entity frame), adds the column
 tell which entity rows came back), calls ``get_historical_features(entity_df,
 features, full_feature_names=True, filter_by_created_timestamp=True)`` (Feast
 0.67's "as known at": a value created after the entity row's time is not
-seen), ``.to_arrow()``, and writes the table to ``OUT``.
+seen; ``--latest``: without it, Feast's default), ``.to_arrow()``, and writes the
+table to ``OUT``.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def setup(repo: Path, data: Path, store_type: str) -> None:
     emit_result({"feast": feast.__version__, "store": store_type})
 
 
-def run(repo: Path, data: Path, out: Path) -> None:
+def run(repo: Path, data: Path, out: Path, *, known_at: bool) -> None:
     phases = Phases()
     with phases("import"):
         import numpy as np
@@ -103,7 +104,7 @@ def run(repo: Path, data: Path, out: Path) -> None:
             entity_df=entity_df,
             features=features,
             full_feature_names=True,
-            filter_by_created_timestamp=True,
+            filter_by_created_timestamp=known_at,
         )
         table = job.to_arrow()
     with phases("write"):
@@ -114,6 +115,7 @@ def run(repo: Path, data: Path, out: Path) -> None:
         {
             "tool": "feast",
             "store": store.config.offline_store.type,
+            "filter_by_created_timestamp": known_at,
             "rows": table.num_rows,
             "columns": table.num_columns,
             "phases": phases.seconds,
@@ -130,13 +132,16 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--store", choices=["file", "duckdb"], default="file")
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--latest", action="store_true", help="without filter_by_created_timestamp (the default)"
+    )
     args = parser.parse_args()
     if args.command == "setup":
         setup(args.repo, args.data, args.store)
     else:
         if args.out is None:
             sys.exit("run needs --out")
-        run(args.repo, args.data, args.out)
+        run(args.repo, args.data, args.out, known_at=not args.latest)
 
 
 if __name__ == "__main__":
