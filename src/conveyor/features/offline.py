@@ -50,6 +50,7 @@ import glob
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -72,6 +73,9 @@ from conveyor.features.offline_plans import (
 if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
+
+#: Views joined at the same time by :func:`get_training_frame`.
+QUERIES_IN_FLIGHT = 2
 
 __all__ = [
     "AGGREGATES",
@@ -132,31 +136,48 @@ def get_training_frame(
     names = _output_names(table.column_names, views, full_names)
     with _connection(spill_dir, memory_limit) as con:
         times = _register_entity(con, table, entity_time, keys)
+        # Every source is checked before any join runs.
         sources = [_open_source(con, view, f"src_{i}") for i, view in enumerate(views)]
-        by_keys: dict[tuple[str, ...], tuple[str, int]] = {}
-        for view, src in zip(views, sources, strict=True):
-            if view.join_keys not in by_keys:
-                by_keys[view.join_keys] = _entity_by_keys(con, view.join_keys, len(by_keys))
-            ent, heavy_rows = by_keys[view.join_keys]
-            packed = None
-            if plan in ("auto", "hash") and offline_plans.PACK:
-                known_at = bool(as_known_at and view.created_time)
-                packed = offline_plans.packing(view, src, con, times, known_at=known_at)
-            sql = view_sql(
-                view,
-                src,
-                ent,
-                times,
-                as_known_at=as_known_at,
-                plan=plan,
-                heavy_rows=heavy_rows,
-                packed=packed,
-            )
-            result = con.sql(sql).to_arrow_table()
-            where = _positions(result.column(0), table.num_rows)
-            for j, feature in enumerate(view.features):
-                column = result.column(j + 1).combine_chunks().take(where)
-                table = table.append_column(names[view.name, feature], src.cast(feature, column))
+        entities: dict[tuple[str, ...], tuple[str, int]] = {}
+        for view in views:
+            if view.join_keys not in entities:
+                entities[view.join_keys] = _entity_by_keys(con, view.join_keys, len(entities))
+
+        def join(i: int) -> pa.Table:
+            view = views[i]
+            ent, heavy_rows = entities[view.join_keys]
+            cursor = con.cursor()  # a connection of its own: queries run side by side
+            try:
+                src = _open_source(cursor, view, f"src_{i}")
+                packed = None
+                if plan in ("auto", "hash") and offline_plans.PACK:
+                    known_at = bool(as_known_at and view.created_time)
+                    packed = offline_plans.packing(view, src, cursor, times, known_at=known_at)
+                sql = view_sql(
+                    view,
+                    src,
+                    ent,
+                    times,
+                    as_known_at=as_known_at,
+                    plan=plan,
+                    heavy_rows=heavy_rows,
+                    packed=packed,
+                )
+                return cursor.sql(sql).to_arrow_table()
+            finally:
+                cursor.close()
+
+        # Two views in flight: one's single-threaded phases (building, finishing, Arrow)
+        # overlap the other's scan.
+        with ThreadPoolExecutor(max_workers=QUERIES_IN_FLIGHT) as pool:
+            results = pool.map(join, range(len(views)))
+            for view, src, result in zip(views, sources, results, strict=True):
+                where = _positions(result.column(0), table.num_rows)
+                for j, feature in enumerate(view.features):
+                    column = result.column(j + 1).combine_chunks().take(where)
+                    table = table.append_column(
+                        names[view.name, feature], src.cast(feature, column)
+                    )
     return table
 
 
@@ -422,7 +443,8 @@ def _entity_by_keys(
     heavy = int(found[0][0])
     # Each row's count of rows of its key, only when some key is heavy (it costs a window).
     count = f"count(*) OVER (PARTITION BY {partition})" if heavy else "0"
-    con.execute(f"CREATE TEMP TABLE {name} AS SELECT {aliases}, _t, _rid, {count} AS _n FROM ent")
+    # Not TEMP: the other connections (cursors) of this database read it.
+    con.execute(f"CREATE TABLE {name} AS SELECT {aliases}, _t, _rid, {count} AS _n FROM ent")
     return name, heavy
 
 
