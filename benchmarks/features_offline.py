@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -114,7 +115,7 @@ SIDES: dict[str, Side] = {
         "Feast 0.67, duckdb store, no created-time filter", "feast", store="duckdb", known_at=False
     ),
 }
-LARGE_SIDES = ("conveyor",)
+LARGE_SIDES = ("conveyor", "conveyor_512mb")
 
 
 # -- the data -------------------------------------------------------------------------
@@ -129,8 +130,14 @@ def data_dir(size: dict[str, int], log: Log = print) -> Path:
     if (folder / "done").exists():
         return folder
     log(f"features_offline: writing {size} to {folder}")
+    started = time.perf_counter()
     _generate(folder, size)
     (folder / "done").write_text("")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB
+    log(
+        f"features_offline: written in {time.perf_counter() - started:.0f} s; "
+        f"this process's peak RSS so far {peak:.2f} GiB"
+    )
     return folder
 
 
@@ -499,6 +506,8 @@ def run(
             "seconds": time.perf_counter() - started,
         },
         "sides": summary_rows,
+        # The data is generated in this process (when not cached): its peak bounds the generator's.
+        "parent_peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB,
         "notes": [
             "Whole-process wall time: interpreter start, imports, reading Parquet, "
             "the frame, writing it to Parquet. Feast's repository is applied beforehand, "
