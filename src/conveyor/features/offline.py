@@ -74,8 +74,8 @@ if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
 
-#: Views joined at the same time by :func:`get_training_frame`.
-QUERIES_IN_FLIGHT = 2
+#: At most this many views are joined at the same time by :func:`get_training_frame`.
+MAX_VIEWS_IN_FLIGHT = 4
 
 __all__ = [
     "AGGREGATES",
@@ -167,9 +167,13 @@ def get_training_frame(
             finally:
                 cursor.close()
 
-        # Two views in flight: one's single-threaded phases (building, finishing, Arrow)
-        # overlap the other's scan.
-        with ThreadPoolExecutor(max_workers=QUERIES_IN_FLIGHT) as pool:
+        # Views side by side, DuckDB's threads shared between them: on 2 cores, two
+        # single-threaded queries took 10% less CPU and wall time than one after the
+        # other on two threads (a query's building and finishing phases run on one).
+        cores = int(con.sql("SELECT current_setting('threads')").fetchall()[0][0])
+        in_flight = max(1, min(len(views), cores, MAX_VIEWS_IN_FLIGHT))
+        con.execute(f"SET threads = {max(1, cores // in_flight)}")
+        with ThreadPoolExecutor(max_workers=in_flight) as pool:
             results = pool.map(join, range(len(views)))
             for view, src, result in zip(views, sources, results, strict=True):
                 where = _positions(result.column(0), table.num_rows)
