@@ -49,6 +49,9 @@ PLANS: tuple[str, ...] = ("auto", "hash", "asof", "window")
 
 #: With ``plan="auto"``, entity rows whose join key occurs more often than this in
 #: the entity frame are joined by the asof plan (whose cost does not grow with it).
+#: Measured on one view of 1M rows, 100k entity rows, 10 view rows per entity row of a
+#: key: the hash plan took 218 ms of CPU at 2 entity rows per key, 579 at 16, 1,588 at
+#: 64; the asof plan 440 to 610 ms throughout.
 HEAVY_KEY_ROWS = 16
 
 #: Pack the hash plan's order into one integer when it fits (tests switch it off to
