@@ -6,7 +6,8 @@ from conveyor.monitoring.events import MONITORING_EVENTS
 CAPABILITY = Capability(
     "monitoring",
     "monitoring: the event log's columnar copy (Parquet + DuckDB) and monitor queries",
-    requires=("governance", "pipelines"),  # pipelines: scheduled compaction
+    # pipelines: scheduled compaction; data, registry: live drift against training data
+    requires=("data", "governance", "pipelines", "registry"),
     settings="conveyor.monitoring.settings:SECTIONS",
     tables=Tables(
         "conveyor.monitoring:migrations",
@@ -23,5 +24,7 @@ CAPABILITY = Capability(
     actions={
         "monitoring.compact": "deployer",  # writes the columnar copy and its checkpoint
         "monitoring.read": "viewer",
+        # records a drift report and drift.detected, which can start a retraining
+        "monitoring.drift": "deployer",
     },
 )

@@ -17,6 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from conveyor.monitoring.system import SystemSpec
+
+from conveyor.monitoring.drift_jobs import DriftJobSpec
+
 if TYPE_CHECKING:
     from conveyor.config import ProjectSpec
 
@@ -56,6 +60,15 @@ class MonitoringSpec(BaseModel):
     model_config = _STRICT
 
     compaction: CompactionSpec = Field(default_factory=CompactionSpec)
+    system: SystemSpec = Field(
+        default_factory=SystemSpec,
+        description="How each server worker samples itself (CPU, memory, queues, shed load).",
+    )
+    drift: DriftJobSpec = Field(
+        default_factory=DriftJobSpec,
+        description="Live drift checks of sampled traffic (conveyor monitor drift) and their "
+        "schedule.",
+    )
 
 
 SECTIONS: dict[str, Any] = {

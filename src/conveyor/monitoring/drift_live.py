@@ -1,0 +1,753 @@
+"""Drift on live traffic: the sampled inputs and outputs of prediction events against a
+model version's training reference (or a pinned window), and a label-free CBPE estimate.
+
+::
+
+    from conveyor.monitoring.drift_live import live_drift
+
+    found = live_drift(project, "fraud", since=now - timedelta(days=1))
+    found.detected, found.share, found.drifted, found.prediction_drift, found.cbpe
+    found.report_id            # the saved drift report (conveyor.checks.persist)
+
+What is compared
+----------------
+**Live inputs**: the ``input`` rows of the model's ``prediction`` events in ``[since,
+until)``. The server keeps them for a share of requests (``serving.
+payload_sample_rate``); they are read with DuckDB from the event log's columnar copy and
+its newest events (:class:`~conveyor.monitoring.query.MonitorQuery`), typed by the
+version's input signature, every arm and version together (the inputs do not depend on
+who answered). At most ``max_rows`` rows (a seeded uniform sample beyond).
+
+**The reference**: by default the analysed version's **training data**, the data set
+version(s) its lineage records (``dataset_version_ids``, ``conveyor models show``), the
+signature's input columns of it. Or a **pinned window** of live traffic
+(``reference_window=(since, until)``, ``--reference-window``), for a model trained on
+data the registry does not hold or to compare with "last week".
+
+**The version**: ``version`` if given, else the holder of the ``champion`` alias, else
+the version that answered the most sampled requests in the range.
+
+**Prediction drift**: the version's own outputs on the sampled requests (one column per
+output value: ``prediction`` for one value per row, ``prediction_0..k-1`` for ``k``
+values such as class probabilities, ``NAME``/``NAME_i`` for a model answering a mapping)
+against its **reference predictions**: with the training reference, the version run on
+the reference rows when the check runs (the loaded model, the same code path as
+serving, so nothing needs recording at training time and an old version can be checked
+too); with a pinned window, the outputs the same version served in it.
+
+Both use the data layer's statistics unchanged (:class:`~conveyor.data.drift.
+DriftDetector`: its tests, Benjamini-Hochberg correction, effect-size floors and
+minimum-effect test, the ``significant_below_floor`` status, missing-rate drift). The
+report fails, and ``drift.detected`` is recorded (so ``models.NAME.retrain.on_events:
+[drift.detected]`` starts a retraining), when the inputs drifted as a data set (the
+share of drifted columns reaches ``drift_share``), when an **important** input drifted
+(the version's most important features, from the registry, as the data layer chooses
+them), or when a prediction column drifted.
+
+**CBPE** (:mod:`.cbpe`): for a classifier (a model with ``predict_proba``, or one
+answering class probabilities), its accuracy, ROC AUC and F1 estimated on the live
+inputs without labels, calibrated on the training reference with its labels (the
+model spec's ``target`` column). With a pinned window there are no labels, so no CBPE.
+
+Every run records ``monitoring.drift_checked`` (control: version, reference, rows,
+share, verdict, prediction drift, CBPE estimate); the alert metrics ``drift.share``,
+``prediction_drift`` and ``cbpe.accuracy`` read the latest of these in their range
+(:func:`drift_metric`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from conveyor.capability import EventKind
+from conveyor.errors import InvalidInputError, NotFoundError
+from conveyor.events.catalogue import NUMBER
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from conveyor.checks.result import Report
+    from conveyor.data.drift import DriftResult
+    from conveyor.monitoring.cbpe import Estimate
+    from conveyor.project import Project
+
+__all__ = [
+    "DEFAULT_MAX_ROWS",
+    "DRIFT_CHECKED",
+    "LiveDrift",
+    "drift_metric",
+    "live_drift",
+    "live_rows",
+]
+
+#: Live rows compared at most (a seeded uniform sample of the sampled requests beyond).
+DEFAULT_MAX_ROWS = 1_000_000
+#: Prefix of the columns that carry a prediction event's own fields in :func:`live_rows`.
+_META = ("_version", "_version_id", "_arm", "_time_us")
+_SEED = 20261204
+
+DRIFT_CHECKED = EventKind(
+    "monitoring.drift_checked",
+    "control",
+    {
+        "version_id": str,
+        "report_id": str,
+        "verdict": str,
+        "share": NUMBER,
+        "drifted": list,
+        "metrics": dict,
+        "compared": dict,
+    },
+    "a model's sampled live traffic was compared for drift with its reference (training data "
+    "or a pinned window): the report, the share of drifted inputs, the drifted columns and "
+    "the alert metrics (drift.share, prediction_drift, cbpe.accuracy, cbpe.roc_auc)",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LiveDrift:
+    """One live drift check (see the module)."""
+
+    model: str
+    version: int
+    version_id: str
+    since: datetime
+    until: datetime
+    reference: dict[str, Any]
+    current: dict[str, Any]
+    inputs: DriftResult
+    predictions: DriftResult | None
+    cbpe: Estimate | None
+    report: Report
+    important: list[str]
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def detected(self) -> bool:
+        """Whether the report failed (``drift.detected`` is recorded for it)."""
+        return not self.report.passed
+
+    @property
+    def share(self) -> float:
+        """Share of the compared input columns that drifted."""
+        return float(self.inputs.share)
+
+    @property
+    def drifted(self) -> list[str]:
+        """Drifted input columns, then drifted prediction columns (``prediction:NAME``)."""
+        found = list(self.inputs.drifted_columns)
+        if self.predictions is not None:
+            found += [f"prediction:{c}" for c in self.predictions.drifted_columns]
+        return found
+
+    @property
+    def prediction_drift(self) -> float | None:
+        """The largest effect size among the prediction columns (KS D, Cramér's V, |log OR|),
+        None when predictions were not compared."""
+        if self.predictions is None:
+            return None
+        sizes = [c.effect_size for c in self.predictions.columns.values() if c.effect_size]
+        return max(sizes) if sizes else 0.0
+
+    @property
+    def report_id(self) -> str:
+        return self.report.id
+
+    def metrics(self) -> dict[str, float | None]:
+        """The alert metrics this check yields (``drift.share``, ``prediction_drift``,
+        ``cbpe.accuracy``, ``cbpe.roc_auc``)."""
+        return {
+            "drift.share": self.share,
+            "prediction_drift": self.prediction_drift,
+            "cbpe.accuracy": None if self.cbpe is None else self.cbpe.accuracy,
+            "cbpe.roc_auc": None if self.cbpe is None else self.cbpe.roc_auc,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "version_id": self.version_id,
+            "since": self.since.isoformat(),
+            "until": self.until.isoformat(),
+            "detected": self.detected,
+            "verdict": self.report.verdict,
+            "report_id": self.report.id,
+            "share": round(self.share, 6),
+            "drift_share": self.inputs.drift_share,
+            "drifted": self.drifted,
+            "important": self.important,
+            "below_floor": list(self.inputs.below_floor_columns),
+            "prediction_drift": _round(self.prediction_drift),
+            "reference": self.reference,
+            "current": self.current,
+            "columns": {name: col.to_dict() for name, col in self.inputs.columns.items()},
+            "predictions": (
+                None
+                if self.predictions is None
+                else {n: c.to_dict() for n, c in self.predictions.columns.items()}
+            ),
+            "cbpe": None if self.cbpe is None else self.cbpe.to_dict(),
+            "metrics": {k: _round(v) for k, v in self.metrics().items()},
+            "failures": [c.name for c in self.report.failures],
+            "seconds": round(self.seconds, 4),
+            "notes": self.notes,
+        }
+
+
+def live_drift(
+    project: Project,
+    model: str,
+    *,
+    since: datetime,
+    until: datetime | None = None,
+    version: int | str | None = None,
+    reference_window: tuple[datetime, datetime] | None = None,
+    max_rows: int = DEFAULT_MAX_ROWS,
+    drift_share: float = 0.5,
+    important: Sequence[str] | None = None,
+    cbpe: bool = True,
+    record: bool = True,
+    actor: str | None = None,
+) -> LiveDrift:
+    """Compare ``model``'s sampled live traffic in ``[since, until)`` with its reference.
+
+    Raises NotFoundError for an unknown model or version (``reason``: ``no_model``),
+    a version without a training reference (``no_reference``: give a
+    ``reference_window``), no sampled inputs in the range (``no_sampled_inputs``: is
+    ``serving.payload_sample_rate`` above 0?); InvalidInputError for bad arguments.
+    With ``record``, the report is saved and ``monitoring.drift_checked`` (and, when it
+    failed, ``drift.detected``) recorded, by ``actor``.
+    """
+    import numpy as np
+
+    from conveyor.data.drift import DriftDetector
+
+    started = time.perf_counter()
+    until = until or datetime.now(UTC)
+    _check_range(since, until, "since", "until")
+    if not isinstance(max_rows, int) or isinstance(max_rows, bool) or max_rows < 10:
+        raise InvalidInputError(
+            f"max_rows must be an integer >= 10, got {max_rows!r}", field="max_rows"
+        )
+    if reference_window is not None:
+        if not (isinstance(reference_window, Sequence) and len(reference_window) == 2):
+            raise InvalidInputError(
+                "reference_window must be (since, until)", field="reference_window"
+            )
+        _check_range(*reference_window, "reference_window", "reference_window")
+    notes: list[str] = []
+    chosen = _version(project, model, version, since, until)
+    columns, outputs = _signature(chosen)
+    features = [name for name, _ in columns]
+
+    live = live_rows(project, model, since=since, until=until, columns=columns, outputs=outputs)
+    if live.num_rows == 0:
+        raise NotFoundError(
+            f"no sampled inputs of model {model!r} between {since.isoformat()} and "
+            f"{until.isoformat()}: the server keeps a request's inputs for "
+            "serving.payload_sample_rate of them (0 by default)",
+            model=model,
+            reason="no_sampled_inputs",
+        )
+    requests = live.num_rows
+    if live.num_rows > max_rows:
+        pick = np.sort(np.random.default_rng(_SEED).choice(live.num_rows, max_rows, replace=False))
+        live = live.take(pick)
+        notes.append(f"{max_rows:,} of {requests:,} sampled rows compared (uniform sample)")
+    ours = np.asarray(live.column("_version_id").to_numpy(zero_copy_only=False)) == chosen.id
+    prediction_names = [n for n in live.column_names if n not in _META and n not in features]
+    live_inputs = live.select(features)
+    live_predictions = live.filter(ours).select(prediction_names) if prediction_names else None
+
+    loaded: Any = None
+
+    def load() -> Any:
+        nonlocal loaded
+        if loaded is None:
+            loaded = project.registry.load(chosen)
+        return loaded
+
+    labels: Any = None
+    if reference_window is None:
+        reference_inputs, reference, labels = _training_reference(project, model, chosen, features)
+        reference_predictions = None
+        if live_predictions is not None:
+            reference_predictions = _prediction_table(
+                load().predict(reference_inputs), outputs, prediction_names
+            )
+    else:
+        ref_since, ref_until = reference_window
+        pinned = live_rows(
+            project, model, since=ref_since, until=ref_until, columns=columns, outputs=outputs
+        )
+        if pinned.num_rows == 0:
+            raise NotFoundError(
+                f"no sampled inputs of model {model!r} in the reference window "
+                f"{ref_since.isoformat()} to {ref_until.isoformat()}",
+                model=model,
+                reason="no_reference",
+            )
+        if pinned.num_rows > max_rows:
+            pick = np.sort(
+                np.random.default_rng(_SEED + 1).choice(pinned.num_rows, max_rows, replace=False)
+            )
+            pinned = pinned.take(pick)
+        reference_inputs = pinned.select(features)
+        mine = np.asarray(pinned.column("_version_id").to_numpy(zero_copy_only=False)) == chosen.id
+        reference_predictions = None
+        if live_predictions is not None:
+            if mine.any():
+                reference_predictions = pinned.filter(mine).select(prediction_names)
+            else:
+                notes.append(
+                    f"version {chosen.number} served no sampled request in the reference "
+                    "window: predictions not compared"
+                )
+        reference = {
+            "kind": "window",
+            "since": ref_since.isoformat(),
+            "until": ref_until.isoformat(),
+            "rows": reference_inputs.num_rows,
+            "description": f"window:{ref_since.isoformat()}/{ref_until.isoformat()}",
+        }
+    if live_predictions is not None and live_predictions.num_rows == 0:
+        notes.append(
+            f"version {chosen.number} answered none of the sampled requests: predictions "
+            "not compared"
+        )
+        live_predictions = None
+
+    chosen_important = _important(project, chosen, features, important, load, notes)
+    detector = DriftDetector(columns=features, important=chosen_important, drift_share=drift_share)
+    inputs = detector.fit(reference_inputs).score(live_inputs)
+    predictions = None
+    if live_predictions is not None and reference_predictions is not None:
+        predictions = (
+            DriftDetector(columns=prediction_names)
+            .fit(reference_predictions)
+            .score(live_predictions)
+        )
+    elif not outputs:
+        notes.append("the version's signature records no outputs: predictions not compared")
+
+    estimate = None
+    if cbpe:
+        estimate = _cbpe(load, chosen, reference_inputs, labels, live_inputs, notes)
+
+    report = inputs.to_report(f"model:{model}")
+    report.subject_version = str(chosen.number)
+    if predictions is not None:
+        _add_prediction_checks(report, predictions)
+    current = {
+        "kind": "live",
+        "since": since.isoformat(),
+        "until": until.isoformat(),
+        "rows": live_inputs.num_rows,
+        "sampled_rows": requests,
+        "version_rows": None if live_predictions is None else live_predictions.num_rows,
+        "description": f"live:{model}:{since.isoformat()}/{until.isoformat()}",
+    }
+    found = LiveDrift(
+        model=model,
+        version=chosen.number,
+        version_id=chosen.id,
+        since=since,
+        until=until,
+        reference=reference,
+        current=current,
+        inputs=inputs,
+        predictions=predictions,
+        cbpe=estimate,
+        report=report,
+        important=list(chosen_important),
+        seconds=time.perf_counter() - started,
+        notes=notes,
+    )
+    if record:
+        _record(project, found, actor)
+    return found
+
+
+def live_rows(
+    project: Project,
+    model: str,
+    *,
+    since: datetime,
+    until: datetime,
+    columns: Sequence[tuple[str, str]],
+    outputs: Sequence[Mapping[str, Any]] = (),
+) -> pa.Table:
+    """The sampled rows of ``model``'s prediction events in ``[since, until)``: one row per
+    input row, the input ``columns`` (name, Arrow type) typed, the outputs as prediction
+    columns (see the module), and ``_version``, ``_version_id``, ``_arm``, ``_time_us``."""
+    import duckdb
+
+    from conveyor.monitoring.query import MonitorQuery
+
+    shape = {name: _duck_type(kind) for name, kind in columns}
+    typed = _sql(json.dumps([shape]))
+    unnests = [f"unnest(json_transform(json_extract(payload, '$.input'), {typed})) AS _i"]
+    picks = [f'_i."{_ident(name)}" AS "{_ident(name)}"' for name in shape]
+    for position, (path, name, out) in enumerate(_output_paths(outputs)):
+        per_row = _duck_type(str(out.get("dtype", "float64")), numpy=True)
+        dims = list(out.get("shape") or [])
+        kind: Any = [per_row] if not dims else [[per_row]]
+        unnests.append(
+            f"unnest(json_transform(json_extract(payload, {_sql(path)}), {_sql(json.dumps(kind))}))"
+            f" AS _o{position}"
+        )
+        if not dims:
+            picks.append(f'_o{position} AS "{_ident(name)}"')
+        else:
+            picks += [f'_o{position}[{j + 1}] AS "{_ident(f"{name}_{j}")}"' for j in range(dims[0])]
+    query = (
+        "SELECT _version, _version_id, _arm, _time_us, " + ", ".join(picks) + " FROM ("
+        "SELECT subject_version AS _version, version_id AS _version_id, arm AS _arm, "
+        "time_us AS _time_us, " + ", ".join(unnests) + " FROM events "
+        "WHERE kind = 'prediction' AND subject = $model "
+        "AND json_exists(payload, '$.input')) ORDER BY _time_us"
+    )
+    con = duckdb.connect()
+    try:
+        MonitorQuery(project).relation(con, kinds=["prediction"], since=since, until=until)
+        return con.execute(query, {"model": model}).to_arrow_table()
+    finally:
+        con.close()
+
+
+def drift_metric(
+    project: Project, name: str, model: str | None, since: datetime, until: datetime
+) -> float | None:
+    """An alert metric from the latest live drift check of ``model`` recorded in ``[since,
+    until)`` (``monitoring.drift_checked``): ``drift.share``, ``prediction_drift``,
+    ``cbpe.accuracy``, ``cbpe.roc_auc``; None when no check ran in the range (schedule
+    them: ``monitoring.drift.cron``)."""
+    if name not in ("drift.share", "prediction_drift", "cbpe.accuracy", "cbpe.roc_auc"):
+        raise InvalidInputError(f"no live drift metric {name!r}", field="metric")
+    _check_range(since, until, "since", "until")
+    page = project.events.query(
+        kind=DRIFT_CHECKED.name, subject=model, since=since, until=until, limit=1, descending=True
+    )
+    events = list(page.items)
+    if not events:
+        return None
+    metrics = events[0].payload.get("metrics") or {}
+    value = metrics.get(name)
+    return None if value is None else float(value)
+
+
+# -- the pieces ---------------------------------------------------------------------------
+
+
+def _version(
+    project: Project, model: str, version: int | str | None, since: datetime, until: datetime
+) -> Any:
+    registry = project.registry
+    try:
+        registry.get(model, "latest")
+    except NotFoundError:
+        raise NotFoundError(
+            f"no model {model!r} in the registry", model=model, reason="no_model"
+        ) from None
+    if version is not None:
+        try:
+            return registry.get(model, version)
+        except NotFoundError as exc:
+            raise NotFoundError(exc.message, model=model, reason="no_model") from None
+    try:
+        return registry.get(model, "champion")
+    except NotFoundError:
+        pass
+    from conveyor.monitoring.query import MonitorQuery
+
+    busiest = (
+        MonitorQuery(project)
+        .sql(
+            "SELECT subject_version, count(*) AS n FROM events WHERE kind = 'prediction' "
+            "AND subject = $model GROUP BY ALL ORDER BY n DESC LIMIT 1",
+            kinds=["prediction"],
+            since=since,
+            until=until,
+            params={"model": model},
+        )
+        .to_pylist()
+    )
+    if busiest and busiest[0]["subject_version"]:
+        return registry.get(model, str(busiest[0]["subject_version"]))
+    return registry.get(model, "latest")
+
+
+def _signature(version: Any) -> tuple[list[tuple[str, str]], list[dict[str, Any]]]:
+    signature = version.signature or {}
+    columns = [
+        (str(c["name"]), str(c.get("type", "string")))
+        for c in signature.get("inputs", [])
+        if isinstance(c, Mapping) and "name" in c
+    ]
+    if not columns:
+        raise NotFoundError(
+            f"model {version.ref} has no input signature: live inputs cannot be typed "
+            "(register it with signature_from=)",
+            model=version.model,
+            reason="no_signature",
+        )
+    outputs = [dict(o) for o in signature.get("outputs", []) if isinstance(o, Mapping)]
+    return columns, outputs
+
+
+def _output_paths(outputs: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, Mapping[str, Any]]]:
+    """(JSON path in the payload, column name, output) per output the signature records."""
+    from conveyor.registry.outputs import DEFAULT_OUTPUT
+
+    if len(outputs) == 1 and outputs[0].get("name") == DEFAULT_OUTPUT:
+        return [("$.output", "prediction", outputs[0])]
+    return [(f"$.output.{json.dumps(str(o['name']))}", str(o["name"]), o) for o in outputs]
+
+
+def _prediction_table(
+    answer: Any, outputs: Sequence[Mapping[str, Any]], names: Sequence[str]
+) -> pa.Table:
+    """A model's answer on the reference, as the columns :func:`live_rows` makes of served
+    outputs."""
+    import numpy as np
+    import pyarrow as pa
+
+    parts: dict[str, Any] = {}
+    answers = answer if isinstance(answer, Mapping) else None
+    for _, name, out in _output_paths(outputs):
+        key = str(out["name"])
+        value = answers[key] if answers is not None else answer
+        array = np.asarray(value)
+        if array.ndim == 2 and array.shape[1] == 1 and not out.get("shape"):
+            array = array[:, 0]
+        if array.ndim == 1:
+            parts[name] = array
+        else:
+            for j in range(array.shape[1]):
+                parts[f"{name}_{j}"] = array[:, j]
+    missing = [n for n in names if n not in parts]
+    if missing:
+        raise InvalidInputError(
+            f"the model's answer on its reference has no {missing[0]!r}", field="output"
+        )
+    return pa.table(
+        {n: pa.array(parts[n].tolist() if parts[n].dtype == object else parts[n]) for n in names}
+    )
+
+
+def _training_reference(
+    project: Project, model: str, version: Any, features: Sequence[str]
+) -> tuple[pa.Table, dict[str, Any], Any]:
+    """The version's training data (its lineage's data set version holding the inputs),
+    the reference's description, and its labels (the model spec's target) if known."""
+    ids = list(version.dataset_version_ids or [])
+    if not ids:
+        raise NotFoundError(
+            f"model {version.ref} records no training data in its lineage "
+            "(dataset_version_ids): compare against a pinned window of traffic instead "
+            "(reference_window=, --reference-window)",
+            model=model,
+            reason="no_reference",
+        )
+    target = _target(project, model)
+    repo = project.data.versions
+    for version_id in ids:
+        found = repo.resolve(version_id)
+        names = [c["name"] for c in found.schema.get("columns", [])]
+        if all(f in names for f in features):
+            table: pa.Table = repo.read(found, purpose="drift")
+            labels = None
+            if target is not None and target in table.column_names:
+                labels = table.column(target).to_numpy(zero_copy_only=False)
+            return (
+                table.select(list(features)),
+                {
+                    "kind": "training",
+                    "dataset": found.dataset,
+                    "dataset_version": found.number,
+                    "dataset_version_id": found.id,
+                    "rows": table.num_rows,
+                    "target": target if labels is not None else None,
+                    "description": f"dataset:{found.dataset}@{found.number}",
+                },
+                labels,
+            )
+    raise NotFoundError(
+        f"none of the data set versions in the lineage of {version.ref} holds its input "
+        f"columns ({', '.join(features)}): its training frame was prepared from them. "
+        "Compare against a pinned window of traffic instead (reference_window=)",
+        model=model,
+        reason="no_reference",
+    )
+
+
+def _target(project: Project, model: str) -> str | None:
+    try:
+        models = project.spec.section("models")
+    except Exception:  # no training capability installed: no spec, no known target
+        return None
+    spec = models.get(model) if isinstance(models, Mapping) else None
+    target = getattr(spec, "target", None)
+    return target if isinstance(target, str) else None
+
+
+def _important(
+    project: Project,
+    version: Any,
+    features: Sequence[str],
+    given: Sequence[str] | None,
+    load: Any,
+    notes: list[str],
+) -> list[str]:
+    from conveyor.data.drift.importance import important_features, registered_importances
+
+    if given is not None:
+        unknown = [c for c in given if c not in features]
+        if unknown:
+            raise InvalidInputError(
+                f"important: {', '.join(map(repr, unknown))} are not inputs of the model "
+                f"({', '.join(features)})",
+                field="important",
+            )
+        return list(given)
+    try:
+        weights = registered_importances(version, load)
+    except Exception as exc:  # a model that cannot be loaded here still gets a drift check
+        notes.append(f"feature importances unavailable ({type(exc).__name__}: {exc})")
+        return []
+    if not weights:
+        return []
+    return important_features(weights, among=list(features))
+
+
+def _cbpe(
+    load: Any,
+    version: Any,
+    reference_inputs: pa.Table,
+    labels: Any,
+    live_inputs: pa.Table,
+    notes: list[str],
+) -> Estimate | None:
+    from conveyor.monitoring.cbpe import CBPE
+
+    if labels is None:
+        notes.append(
+            "no CBPE estimate: no labelled reference (the model spec's target column in "
+            "its training data)"
+        )
+        return None
+    loaded = load()
+    proba = getattr(loaded.model, "predict_proba", None)
+    if not callable(proba):
+        notes.append("no CBPE estimate: the model has no predict_proba (not a classifier)")
+        return None
+
+    def scores(table: pa.Table) -> Any:
+        frame = loaded.signature.enforce(table) if loaded.signature is not None else table
+        return proba(frame.to_pandas())
+
+    try:
+        estimator = CBPE().fit(
+            scores(reference_inputs), labels, classes=getattr(loaded.model, "classes_", None)
+        )
+        return estimator.estimate(scores(live_inputs))
+    except InvalidInputError as exc:
+        notes.append(f"no CBPE estimate: {exc.message}")
+        return None
+
+
+def _add_prediction_checks(report: Report, predictions: DriftResult) -> None:
+    from conveyor.checks.result import CheckResult
+
+    for name, col in predictions.columns.items():
+        check = col.check()
+        report.add(
+            CheckResult(
+                f"drift.prediction.{name}",
+                not col.drifted,
+                observed=check.observed,
+                threshold=check.threshold,
+                detail=check.detail,
+                severity="error" if col.drifted else check.severity,
+            )
+        )
+
+
+def _record(project: Project, found: LiveDrift, actor: str | None) -> None:
+    from conveyor.checks.persist import save_report
+    from conveyor.data.events import DRIFT_DETECTED
+
+    save_report(project.store, found.report)
+    compared = {"reference": found.reference, "current": found.current}
+    metrics = {k: _round(v) for k, v in found.metrics().items()}
+    project.events.record(
+        DRIFT_CHECKED,
+        subject=found.model,
+        subject_version=str(found.version),
+        actor=actor,
+        payload={
+            "version_id": found.version_id,
+            "report_id": found.report.id,
+            "verdict": found.report.verdict,
+            "share": round(found.share, 6),
+            "drifted": found.drifted,
+            "metrics": metrics,
+            "compared": compared,
+        },
+    )
+    if found.detected:
+        project.events.record(
+            DRIFT_DETECTED,
+            subject=found.model,
+            subject_version=str(found.version),
+            actor=actor,
+            payload={
+                "reference": str(found.reference["description"]),
+                "current": str(found.current["description"]),
+                "report_id": found.report.id,
+                "drifted": [c.name for c in found.report.failures],
+                "compared": compared,
+            },
+        )
+    project.events.flush()
+
+
+def _check_range(since: Any, until: Any, first: str, second: str) -> None:
+    for name, value in ((first, since), (second, until)):
+        if not isinstance(value, datetime) or value.tzinfo is None:
+            raise InvalidInputError(f"{name} must be an aware datetime, got {value!r}", field=name)
+    if until <= since:
+        raise InvalidInputError(
+            f"{second} ({until.isoformat()}) must come after {first} ({since.isoformat()})",
+            field=second,
+        )
+
+
+def _duck_type(kind: str, *, numpy: bool = False) -> str:
+    k = kind.lower()
+    if k.startswith(("float", "double", "halffloat", "decimal")):
+        return "DOUBLE"
+    if k.startswith(("int", "uint")):
+        return "BIGINT"
+    if k.startswith("bool"):
+        return "BOOLEAN"
+    return "VARCHAR"
+
+
+def _ident(name: str) -> str:
+    return name.replace('"', '""')
+
+
+def _sql(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 6)
