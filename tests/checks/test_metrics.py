@@ -44,7 +44,23 @@ def _binary(name: str, y: Any, p: Any, classes: Any = None) -> float:
         "roc_auc": lambda: _sk(skm.roc_auc_score, np.asarray(y) == pos, p),
         "log_loss": lambda: _sk(skm.log_loss, y, p, labels=labels),
         "brier": lambda: _sk(skm.brier_score_loss, y, p, pos_label=pos),
+        "calibration_error": lambda: _ece(np.asarray(y) == pos, p),
     }[name]()
+
+
+def _ece(hit: Any, confidence: Any, bins: int = 10) -> float:
+    """Expected calibration error, written out: bins (0, .1], (.1, .2] ... (the first
+    holds 0), each weighted by its share of rows."""
+    hit, confidence = np.asarray(hit, float), np.asarray(confidence, float)
+    total = 0.0
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        inside = (confidence > lo) & (confidence <= hi) if b else confidence <= hi
+        if b == bins - 1:
+            inside |= confidence > 1
+        if inside.any():
+            total += inside.sum() / len(hit) * abs(hit[inside].mean() - confidence[inside].mean())
+    return total
 
 
 def _multiclass(name: str, y: Any, p: Any, classes: Any) -> float:
@@ -56,6 +72,9 @@ def _multiclass(name: str, y: Any, p: Any, classes: Any) -> float:
         "roc_auc": lambda: _sk(skm.roc_auc_score, y, p, multi_class="ovr", labels=classes),
         "log_loss": lambda: _sk(skm.log_loss, y, p, labels=classes),
         "brier": lambda: _sk(skm.brier_score_loss, y, p, labels=classes),
+        "calibration_error": lambda: _ece(
+            np.asarray(classes)[np.argmax(p, axis=1)] == np.asarray(y), np.max(p, axis=1)
+        ),
     }[name]()
 
 
@@ -67,6 +86,7 @@ def _regression(name: str, y: Any, p: Any) -> float:
         "mse": lambda: skm.mean_squared_error(y, p),
         "mae": lambda: skm.mean_absolute_error(y, p),
         "r2": lambda: skm.r2_score(y, p),
+        "mape": lambda: skm.mean_absolute_percentage_error(y, p),
     }[name]()
 
 
@@ -87,18 +107,30 @@ def _close(got: Any, want: float, *, defined: bool = False) -> None:
         assert got == pytest.approx(want, rel=1e-9, abs=1e-12)
 
 
-CLASSIFICATION = ["accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier"]
-REGRESSION = ["rmse", "mse", "mae", "r2"]
+CLASSIFICATION = [
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "roc_auc",
+    "log_loss",
+    "brier",
+    "calibration_error",
+]
+REGRESSION = ["rmse", "mse", "mae", "r2", "mape"]
+RANKING = ["ndcg", "map"]
 
 
 def test_the_registry_covers_every_metric_with_its_direction_and_tasks() -> None:
-    assert set(METRICS) == set(CLASSIFICATION) | set(REGRESSION)
+    assert set(METRICS) == set(CLASSIFICATION) | set(REGRESSION) | set(RANKING)
     for name in CLASSIFICATION:
         assert METRICS[name].tasks == ("binary", "multiclass"), name
     for name in REGRESSION:
         assert METRICS[name].tasks == ("regression",), name
+    for name in RANKING:
+        assert METRICS[name].tasks == ("ranking",), name
     lower = {n for n, m in METRICS.items() if not m.greater_is_better}
-    assert lower == {"log_loss", "brier", "rmse", "mse", "mae"}
+    assert lower == {"log_loss", "brier", "calibration_error", "rmse", "mse", "mae", "mape"}
     assert metric("r2").direction == "maximize" and metric("mae").direction == "minimize"
 
 
@@ -270,3 +302,70 @@ def test_a_registered_metric_is_named_like_a_built_in() -> None:
         Metric("nothing", "label", True)
     with pytest.raises(InvalidInputError, match="needs is 'label', 'score' or 'value'"):
         Metric("odd", "proba", True, binary=top_share)  # type: ignore[arg-type]
+
+
+def _queries(rng: np.random.Generator, q: int, m: int) -> tuple[Any, Any]:
+    """Graded relevance 0-3 (some queries with none relevant) and tie-free scores."""
+    relevance = rng.integers(0, 4, (q, m)) * (rng.random((q, m)) < 0.5)
+    scores = relevance * 0.3 + rng.random((q, m))
+    return relevance.astype(float), scores
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_ranking_metrics_match_scikit_learn(seed: int) -> None:
+    rng = np.random.default_rng(300 + seed)
+    y, s = _queries(rng, int(rng.integers(2, 40)), int(rng.integers(3, 25)))
+    for k in (None, 1, 3, 10):
+        name = "ndcg" if k is None else f"ndcg@{k}"
+        assert metric(name)(y, s) == pytest.approx(skm.ndcg_score(y, s, k=k), rel=1e-9)
+    # Without a cut-off, average precision is scikit-learn's per query (0 without a relevant
+    # item, where scikit-learn's is undefined).
+    want = [
+        skm.average_precision_score(y[i] > 0, s[i]) if (y[i] > 0).any() else 0.0
+        for i in range(len(y))
+    ]
+    assert metric("map")(y, s) == pytest.approx(np.mean(want), rel=1e-9)
+
+
+def _ap_at(relevance: Any, scores: Any, k: int) -> float:
+    ranked = [r > 0 for _, r in sorted(zip(-scores, relevance, strict=True))][:k]
+    hits, total = 0, 0.0
+    for i, hit in enumerate(ranked, start=1):
+        if hit:
+            hits += 1
+            total += hits / i
+    relevant = int((relevance > 0).sum())
+    return total / min(k, relevant) if relevant else 0.0
+
+
+def test_map_at_k_padding_and_a_leading_axis() -> None:
+    rng = np.random.default_rng(11)
+    y, s = _queries(rng, 12, 9)
+    for k in (1, 4, 9):
+        want = np.mean([_ap_at(y[i], s[i], k) for i in range(len(y))])
+        assert metric(f"map@{k}")(y, s) == pytest.approx(want, rel=1e-12)
+    # A query with fewer items is padded with NaN: the same value as scored alone.
+    short_y, short_s = y.copy(), s.copy()
+    short_y[0, 5:], short_s[0, 5:] = np.nan, np.nan
+    for name in ("ndcg", "map", "ndcg@3", "map@3"):
+        alone = metric(name)(y[:1, :5], s[:1, :5])
+        rest = metric(name)(y[1:], s[1:])
+        assert metric(name)(short_y, short_s) == pytest.approx((alone + 11 * rest) / 12)
+    batch_y, batch_s = np.stack([y, y[::-1]]), np.stack([s, s])
+    for name in ("ndcg@5", "map"):
+        np.testing.assert_allclose(
+            metric(name)(batch_y, batch_s),
+            [metric(name)(batch_y[i], batch_s[i]) for i in range(2)],
+        )
+
+
+def test_ranking_input_and_cut_offs_are_checked() -> None:
+    assert metric("ndcg@5").name == "ndcg@5" and metric("ndcg@5").tasks == ("ranking",)
+    with pytest.raises(InvalidInputError, match="whole number of items"):
+        metric("ndcg@0")
+    with pytest.raises(InvalidInputError, match="whole number of items"):
+        metric("map@top")
+    with pytest.raises(InvalidInputError, match="unknown metric 'mrr@3'"):
+        metric("mrr@3")
+    with pytest.raises(InvalidInputError, match="one row per query"):
+        metric("ndcg")(np.ones(4), np.ones(4))

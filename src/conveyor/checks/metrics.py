@@ -12,7 +12,10 @@
 
 A :class:`Metric` knows what predictions it reads (``needs``: predicted
 labels, scores or values), which way is better, and which kinds of task it
-applies to: ``binary`` and ``multiclass`` classification, ``regression``.
+applies to: ``binary`` and ``multiclass`` classification, ``regression``,
+``ranking`` (``ndcg`` and ``map``, and ``metric("ndcg@10")`` for a cut-off:
+relevance and scores as ``(queries, items)`` matrices, NaN padding the shorter
+queries).
 Each task has its own function, all numpy (imported when a metric runs, so
 ``import conveyor.checks`` stays light), and every one is vectorized over
 leading axes: ``y`` of shape ``(B, n)`` scores ``B`` resamples in one call.
@@ -28,6 +31,10 @@ metric to its counterpart on random and degenerate data):
   averages over the labels present in ``y`` or the predictions; scores are an
   ``(n, K)`` matrix whose columns are ``classes`` (default: ``0 .. K-1``);
   roc_auc is one-vs-rest, macro averaged.
+- calibration_error is the expected calibration error over ten equal-width
+  bins of the positive class's probability (binary) or of the top class's
+  (multiclass: top-label), with calibration_curve's bins; mape divides by
+  ``max(|y|, eps)`` as scikit-learn's.
 - A ratio with nothing to count (precision with no predicted positive) is 0,
   as scikit-learn's ``zero_division=0``. A metric that is undefined on the
   data (roc_auc with one class present, r2 of a constant truth) is NaN, where
@@ -57,8 +64,8 @@ if TYPE_CHECKING:
 __all__ = ["METRICS", "TASKS", "Metric", "Needs", "Task", "metric", "register"]
 
 Needs = Literal["label", "score", "value"]
-Task = Literal["binary", "multiclass", "regression"]
-TASKS: tuple[Task, ...] = ("binary", "multiclass", "regression")
+Task = Literal["binary", "multiclass", "regression", "ranking"]
+TASKS: tuple[Task, ...] = ("binary", "multiclass", "regression", "ranking")
 
 #: ``fn(y, predictions)`` for one task, on the arrays :meth:`Metric.__call__` prepares.
 MetricFn = Callable[[Any, Any], Any]
@@ -82,6 +89,7 @@ class Metric:
     binary: MetricFn | None = None
     multiclass: MetricFn | None = None
     regression: MetricFn | None = None
+    ranking: MetricFn | None = None
     weighted: Callable[[Any, Any, Any], Any] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -93,7 +101,7 @@ class Metric:
         if not self.tasks:
             raise InvalidInputError(
                 f"metric {self.name!r} has no function for any task (binary, multiclass, "
-                "regression)",
+                "regression, ranking)",
                 field="metric",
             )
 
@@ -189,6 +197,16 @@ def _prepare(
 
     if task == "regression":
         return _floats(y, "y"), _floats(predictions, "predictions")
+    if task == "ranking":
+        relevance, scores = _floats(y, "y"), _floats(predictions, "scores")
+        if relevance.ndim < 2 or relevance.shape != scores.shape:
+            raise InvalidInputError(
+                "ranking metrics read relevance and scores as matrices of the same shape, one "
+                f"row per query (NaN pads the shorter ones), got {relevance.shape} and "
+                f"{scores.shape}",
+                field="predictions",
+            )
+        return relevance, scores
     if task == "binary":
         positive = 1 if classes is None else list(classes)[-1]
         y_arr = np.asarray(y)
@@ -378,6 +396,35 @@ def _multi_brier(y: Array, s: Array) -> Any:
     return np.mean(np.sum((s - hot) ** 2, axis=-1), axis=-1)
 
 
+_BINS = 10  # calibration error: equal-width bins over [0, 1], as calibration_curve's
+
+
+def _binned_gap(hit: Array, confidence: Array) -> Any:
+    # Expected calibration error: per bin, |observed rate - mean confidence| weighted by
+    # the bin's share of rows, i.e. sum over bins of |sum(hit) - sum(confidence)| / n.
+    # Bins as scikit-learn's calibration_curve(strategy="uniform"): (0, .1], (.1, .2] ...
+    import numpy as np
+
+    edges = np.linspace(0.0, 1.0, _BINS + 1)
+    index = np.searchsorted(edges[1:-1], confidence)
+    hot = index[..., None] == np.arange(_BINS)  # (..., n, bins)
+    hits = np.sum(np.where(hot, hit[..., None], 0.0), axis=-2)
+    confident = np.sum(np.where(hot, confidence[..., None], 0.0), axis=-2)
+    return np.sum(np.abs(hits - confident), axis=-1) / hit.shape[-1]
+
+
+def _calibration_error(y: Array, s: Array) -> Any:
+    return _binned_gap(y, s)
+
+
+def _multi_calibration_error(y: Array, s: Array) -> Any:
+    # Top-label calibration: the confidence of the predicted class against whether it was right.
+    import numpy as np
+
+    top = np.argmax(s, axis=-1)
+    return _binned_gap((top == y).astype(np.float64), np.max(s, axis=-1))
+
+
 # -- regression ---------------------------------------------------------------------
 
 
@@ -408,6 +455,87 @@ def _r2(y: Array, p: Array) -> Any:
         return np.where(ss_tot > 0, 1 - ss_res / np.where(ss_tot > 0, ss_tot, 1.0), np.nan)
 
 
+def _mape(y: Array, p: Array) -> Any:
+    # As scikit-learn's: |y - p| / max(|y|, eps), so a zero truth gives a huge ratio, not inf.
+    import numpy as np
+
+    return np.mean(np.abs(y - p) / np.maximum(np.abs(y), _EPS), axis=-1)
+
+
+# -- ranking ------------------------------------------------------------------------
+# Relevance and scores are (..., queries, items); NaN pads a query with fewer items (its
+# score sorts last and its gain is 0). Items are ranked by score, ties in item order (as
+# scikit-learn's ndcg_score with ignore_ties=True); the mean is over queries with an item.
+
+
+def _ranked(y: Array, s: Array, k: int | None) -> tuple[Array, Array, int]:
+    import numpy as np
+
+    gains = np.nan_to_num(y, nan=0.0)
+    order = np.argsort(-s, axis=-1, kind="stable")  # NaN (padding) last
+    ranked = np.take_along_axis(gains, order, axis=-1)
+    top = y.shape[-1] if k is None else min(k, y.shape[-1])
+    return gains, ranked[..., :top], top
+
+
+def _over_queries(per_query: Any, y: Array) -> Any:
+    import numpy as np
+
+    present = np.any(~np.isnan(y), axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.sum(np.where(present, per_query, 0.0), axis=-1) / np.sum(present, axis=-1)
+
+
+def _ndcg(y: Array, s: Array, k: int | None = None) -> Any:
+    # Linear gains (the relevance itself) and 1/log2(rank + 1) discounts, as scikit-learn's;
+    # a query with no relevant item scores 0.
+    import numpy as np
+
+    gains, ranked, top = _ranked(y, s, k)
+    discount = 1.0 / np.log2(np.arange(2, top + 2))
+    dcg = np.sum(ranked * discount, axis=-1)
+    ideal = np.sum(-np.sort(-gains, axis=-1)[..., :top] * discount, axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_query = np.where(ideal > 0, dcg / np.where(ideal > 0, ideal, 1.0), 0.0)
+    return _over_queries(per_query, y)
+
+
+def _map(y: Array, s: Array, k: int | None = None) -> Any:
+    # Average precision at k: the precision at each relevant item's rank within the top k,
+    # summed and divided by min(k, relevant items); relevant means relevance > 0. Without
+    # k it is scikit-learn's average_precision_score per query. No relevant item: 0.
+    import numpy as np
+
+    gains, ranked, top = _ranked(y, s, k)
+    hit = (ranked > 0).astype(np.float64)
+    precision = np.cumsum(hit, axis=-1) / np.arange(1, top + 1)
+    relevant = np.sum(gains > 0, axis=-1)
+    den = np.minimum(relevant, top).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.sum(precision * hit, axis=-1) / np.where(den > 0, den, 1.0)
+    per_query = np.where(den > 0, ratio, 0.0)
+    return _over_queries(per_query, y)
+
+
+#: Ranking metrics that take a cut-off: ``ndcg@10`` is :func:`metric`'s for ``ndcg`` at 10.
+_AT_K: dict[str, Callable[..., Any]] = {"ndcg": _ndcg, "map": _map}
+
+
+def _at_k(name: str) -> Metric | None:
+    """``ndcg@K`` / ``map@K``: the ranking metric cut off at the top ``K`` items."""
+    import functools
+
+    base, at, k_text = name.partition("@")
+    if not at or base not in _AT_K:
+        return None
+    if not k_text.isdigit() or int(k_text) < 1:
+        raise InvalidInputError(
+            f"metric {name!r}: the cut-off after '@' is a whole number of items, 1 or more",
+            field="metric",
+        )
+    return Metric(name, "score", True, ranking=functools.partial(_AT_K[base], k=int(k_text)))
+
+
 # -- the registry -------------------------------------------------------------------
 
 
@@ -428,10 +556,14 @@ _BUILT_IN = (
     Metric("roc_auc", "score", True, _roc_auc, _ovr_roc_auc, weighted=_W.roc_auc),
     Metric("log_loss", "score", False, _log_loss, _multi_log_loss, weighted=_W.log_loss),
     Metric("brier", "score", False, _brier, _multi_brier, weighted=_W.mse),
+    Metric("calibration_error", "score", False, _calibration_error, _multi_calibration_error),
     Metric("rmse", "value", False, regression=_rmse, weighted=_W.rmse),
     Metric("mse", "value", False, regression=_mse, weighted=_W.mse),
     Metric("mae", "value", False, regression=_mae, weighted=_W.mae),
     Metric("r2", "value", True, regression=_r2, weighted=_W.r2),
+    Metric("mape", "value", False, regression=_mape, weighted=_W.mape),
+    Metric("ndcg", "score", True, ranking=_ndcg),
+    Metric("map", "score", True, ranking=_map),
 )
 
 #: Every metric by name; :func:`register` adds one.
@@ -449,4 +581,8 @@ def metric(name: str | Metric) -> Metric:
     """The metric called ``name`` (a Metric passes through); InvalidInputError listing the known."""
     if isinstance(name, Metric):
         return name
+    if name not in METRICS:
+        cut = _at_k(name)
+        if cut is not None:
+            return cut
     return METRICS.require(name)

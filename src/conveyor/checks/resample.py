@@ -30,6 +30,7 @@ __all__ = [
     "f1",
     "log_loss",
     "mae",
+    "mape",
     "mse",
     "precision",
     "r2",
@@ -105,6 +106,12 @@ def mae(y: Array, p: Array, c: Array) -> Any:
     import numpy as np
 
     return c @ np.abs(y - p) / y.shape[0]
+
+
+def mape(y: Array, p: Array, c: Array) -> Any:
+    import numpy as np
+
+    return c @ (np.abs(y - p) / np.maximum(np.abs(y), 2.220446049250313e-16)) / y.shape[0]
 
 
 def r2(y: Array, p: Array, c: Array) -> Any:

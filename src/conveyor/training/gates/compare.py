@@ -183,6 +183,12 @@ def bootstrap_difference(
             f"{len(a)} candidate and {len(b)} champion predictions",
             field="predictions",
         )
+    if "ranking" in m.tasks:
+        raise InvalidInputError(
+            f"metric {m.name!r} scores queries, not rows: the paired bootstrap resamples rows, "
+            "so a ranking metric cannot be compared this way",
+            field="metric",
+        )
     rng = np.random.default_rng(seed)
     per_chunk = max(1, _CHUNK_ELEMENTS // n)
     # The count-weighted form is the binary and regression one; other tasks copy rows.
