@@ -37,6 +37,8 @@ CLI: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "events kinds": (None, ()),
     "events compact": ("monitoring.compact", ()),
     "monitor latency": (None, ()),  # reads the event log's copy, as events tail reads the log
+    # records a drift report and drift.detected (which can start a retraining)
+    "monitor drift": ("monitoring.drift", ("fraud",)),
     "runs list": (None, ()),
     "runs show": (None, ("x",)),
     "reports list": (None, ()),
@@ -197,6 +199,7 @@ HTTP: dict[tuple[str, str], str | None] = {
     ("POST", "/v1/features/get"): "features.read",
     ("POST", "/v1/features/push"): "features.push",
     ("GET", "/v1/monitor/latency"): "monitoring.read",
+    ("GET", "/v1/monitor/drift"): "monitoring.read",  # computed, recorded nowhere
     ("GET", "/metrics"): "metrics.read",
     ("GET", "/openapi.json"): None,
     ("GET", "/v2"): "serving.read",

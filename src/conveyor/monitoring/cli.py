@@ -142,3 +142,9 @@ def _print_latency(report: dict[str, Any]) -> None:
     out.print(table)
     for note in report["notes"]:
         out.print(f"[dim]note: {escape(note)}[/]", soft_wrap=True)
+
+
+# `conveyor monitor drift MODEL` (its own module: live drift and CBPE).
+from conveyor.monitoring.drift_cli import drift_command  # noqa: E402
+
+monitor_app.command("drift")(drift_command)

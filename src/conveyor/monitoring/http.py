@@ -75,9 +75,17 @@ def routes(context: AppContext) -> Contribution:
                 query=_QUERY,
                 tags=("monitoring",),
                 errors=(422,),
-            )
+            ),
+            *_drift_routes(context),
         ]
     )
+
+
+def _drift_routes(context: AppContext) -> list[Route]:
+    """``GET /v1/monitor/drift`` (:mod:`conveyor.monitoring.drift_http`)."""
+    from conveyor.monitoring.drift_http import routes as drift_routes
+
+    return list(drift_routes(context).routes)
 
 
 def _moment(text: str, field: str, now: datetime) -> datetime:

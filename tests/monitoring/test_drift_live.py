@@ -1,0 +1,283 @@
+"""Drift on live traffic: real requests through the real server with payload sampling on,
+compared with the champion's training data; drift.detected starts the model's retraining.
+
+On SQLite and PostgreSQL (the ``backends`` fixture). The traffic is seeded; the server
+keeps every request's inputs (``payload_sample_rate: 1``) so the samples are exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from conveyor.errors import InvalidInputError, NotFoundError
+from conveyor.project import Project, init_project
+from conveyor.serving.app import create_app
+from conveyor.serving.server import ThreadedServer
+from conveyor.testing.wait import wait_until
+
+FEATURES = ["f0", "f1", "f2", "f3"]
+WEIGHTS = np.array([1.6, -1.0, 0.5, 0.0])
+
+SPEC = """
+serving: {auth: disabled, payload_sample_rate: 1.0, poll_interval_s: 0.2, cache: false}
+datasets:
+  tx: {}
+models:
+  fraud:
+    train: drift_trainer:fit
+    dataset: tx
+    features: [f0, f1, f2, f3]
+    target: label
+    holdout: {by: random, fraction: 0.2}
+    retrain:
+      on_events: [drift.detected]
+"""
+
+TRAINER = """
+from sklearn.linear_model import LogisticRegression
+
+
+def fit(X, y, *, seed):
+    return LogisticRegression().fit(X, y)
+"""
+
+
+def rows(n: int, seed: int, shift: float = 0.0) -> pa.Table:
+    """``n`` rows of four features; ``shift`` moves f0 (the most important) by that many
+    standard deviations; the label follows the same logistic model everywhere."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, len(FEATURES)))
+    x[:, 0] += shift
+    p = 1.0 / (1.0 + np.exp(-(x @ WEIGHTS)))
+    label = (rng.random(n) < p).astype(np.int64)
+    return pa.table({**{f: x[:, i] for i, f in enumerate(FEATURES)}, "label": label})
+
+
+@pytest.fixture
+def served(tmp_path: Path, backends: dict[str, str]) -> Iterator[tuple[Project, str]]:
+    """A project whose model ``fraud`` was trained on data set ``tx`` (its champion, routed),
+    served with every request's inputs sampled into the event log."""
+    from conveyor.serving.route_store import RouteStore
+    from conveyor.serving.routes import RoutePolicy
+    from conveyor.training.flow import train_candidate
+
+    root = tmp_path / "proj"
+    init_project(root, name="drifting")
+    with (root / "conveyor.yaml").open("a") as spec:
+        spec.write(SPEC)
+    (root / "drift_trainer.py").write_text(TRAINER)
+    with Project.open(root, env=backends) as project:
+        project.data.ingest("tx", rows(3000, seed=1))
+        first = train_candidate(project, "fraud", seed=1)
+        project.registry.promote("fraud", first.version, actor="test")
+        RouteStore(project.store, project.events, project.registry).set(
+            "fraud", RoutePolicy.fixed(1), actor="test"
+        )
+        server = ThreadedServer(create_app(project))
+        server.start()
+        try:
+            wait_until(
+                lambda: httpx.get(f"{server.url}/v2/models/fraud/ready").status_code == 200,
+                message="fraud is served",
+            )
+            yield project, server.url
+        finally:
+            server.stop()
+
+
+def send(url: str, table: pa.Table, per_request: int = 50) -> None:
+    records = table.select(FEATURES).to_pylist()
+    with httpx.Client(timeout=30) as client:
+        for start in range(0, len(records), per_request):
+            answer = client.post(
+                f"{url}/v1/models/fraud/predict",
+                json={"records": records[start : start + per_request]},
+            )
+            assert answer.status_code == 200, answer.text
+
+
+def traffic(project: Project, url: str, table: pa.Table) -> tuple[datetime, datetime]:
+    """Send ``table`` through the server; the time range its prediction events fall in."""
+    since = datetime.now(UTC)
+    before = project.events.count(kind="prediction")
+    send(url, table)
+    expected = before + -(-table.num_rows // 50)
+    wait_until(
+        lambda: project.events.flush() or project.events.count(kind="prediction") >= expected,
+        message="the prediction events are written",
+    )
+    return since, datetime.now(UTC) + timedelta(milliseconds=1)
+
+
+def test_live_drift_is_found_against_the_training_data_and_starts_a_retraining(
+    served: tuple[Project, str],
+) -> None:
+    from conveyor.monitoring.drift_live import drift_metric, live_drift
+    from conveyor.pipelines import LocalRunner, Scheduler
+    from conveyor.training.continuous import retraining_schedules
+
+    project, url = served
+    scheduler = Scheduler(LocalRunner.for_project(project), retraining_schedules(project))
+    assert scheduler.tick() == []  # arms the drift.detected trigger
+
+    # Traffic like the training data: no drift, nothing recorded but the check.
+    since, until = traffic(project, url, rows(1000, seed=2))
+    calm = live_drift(project, "fraud", since=since, until=until, actor="test")
+    assert calm.version == 1 and calm.reference["kind"] == "training"
+    assert calm.reference["dataset"] == "tx" and calm.reference["rows"] == 3000
+    assert calm.current["rows"] == 1000 and calm.current["version_rows"] == 1000
+    assert not calm.detected, calm.to_dict()["failures"]
+    assert calm.drifted == [] and calm.share == 0.0
+    assert "f0" in calm.important  # the model's most important feature, from the registry
+    assert calm.predictions is not None and list(calm.predictions.columns) == ["prediction"]
+    assert calm.cbpe is not None and abs(calm.cbpe.accuracy - 0.73) < 0.06
+    project.events.flush()
+    assert project.events.count(kind="drift.detected") == 0
+    assert scheduler.tick() == []
+
+    # f0 moves by one standard deviation: the inputs and the predictions drift.
+    since, until = traffic(project, url, rows(1000, seed=3, shift=1.0))
+    moved = live_drift(project, "fraud", since=since, until=until, actor="test")
+    assert moved.detected
+    assert "f0" in moved.drifted and "prediction:prediction" in moved.drifted
+    failures = [c.name for c in moved.report.failures]
+    assert any("f0" in name for name in failures), failures
+    assert "drift.prediction.prediction" in failures
+    assert moved.prediction_drift is not None and moved.prediction_drift > 0.1
+    project.events.flush()
+    [event] = project.events.query(kind="drift.detected", subject="fraud").items
+    assert event.payload["report_id"] == moved.report_id
+    assert event.payload["reference"] == "dataset:tx@1"
+    assert event.subject_version == "1" and event.actor == "test"
+    checked = project.events.query(kind="monitoring.drift_checked", subject="fraud").items
+    assert [e.payload["verdict"] for e in checked] == [calm.report.verdict, "failed"]
+    from conveyor.checks.persist import get_report
+
+    assert get_report(project.store, moved.report_id).verdict == "failed"
+    # The alert metrics read the latest check in their range.
+    assert drift_metric(project, "drift.share", "fraud", since, until + timedelta(seconds=5)) == (
+        pytest.approx(moved.share, abs=1e-6)
+    )
+
+    # The model's retraining listens for drift.detected: one run, a new version.
+    [run] = scheduler.tick()
+    assert run.succeeded, run.error
+    assert run.pipeline == "retrain.fraud"
+    assert run.params["triggers"][0]["event_ids"] == [event.id]
+    assert project.registry.get("fraud", 2).tags["trigger"] == "event:drift.detected"
+
+
+@pytest.mark.parametrize("backends", ["sqlite"], indirect=True)  # both: above
+def test_a_pinned_window_is_a_reference_and_the_cli_and_http_answer(
+    served: tuple[Project, str], backends: dict[str, str]
+) -> None:
+    from typer.testing import CliRunner
+
+    from conveyor.cli import app
+    from conveyor.monitoring.drift_live import live_drift
+
+    project, url = served
+    first = traffic(project, url, rows(600, seed=4))
+    second = traffic(project, url, rows(600, seed=5, shift=1.0))
+    found = live_drift(
+        project, "fraud", since=second[0], until=second[1], reference_window=first, record=False
+    )
+    assert found.reference["kind"] == "window" and found.reference["rows"] == 600
+    assert found.detected and "f0" in found.drifted
+    assert found.cbpe is None  # no labels in a window of traffic
+    project.events.flush()
+    assert project.events.count(kind="drift.detected") == 0  # record=False
+
+    # HTTP: computed on the fly, recorded nowhere.
+    answer = httpx.get(
+        f"{url}/v1/monitor/drift",
+        params={"model": "fraud", "since": second[0].isoformat(), "until": second[1].isoformat()},
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["detected"] and "f0" in body["drifted"] and body["version"] == 1
+    assert body["metrics"]["drift.share"] == pytest.approx(body["share"])
+    bad = httpx.get(f"{url}/v1/monitor/drift", params={"model": "nope"}, timeout=30)
+    assert bad.status_code == 404 and bad.json()["reason"] == "no_model", bad.text
+    missing = httpx.get(f"{url}/v1/monitor/drift", timeout=30)
+    assert missing.status_code == 422, missing.text
+
+    # CLI: records the check, as the scheduled job does.
+    result = CliRunner().invoke(
+        app,
+        [
+            "monitor",
+            "drift",
+            "fraud",
+            "--since",
+            second[0].isoformat(),
+            "--until",
+            second[1].isoformat(),
+            "--json",
+            "-C",
+            str(project.root),
+        ],
+        env=backends,
+    )
+    assert result.exit_code == 0, result.output
+    assert '"detected": true' in result.output
+    project.events.flush()
+    assert project.events.count(kind="drift.detected") == 1
+
+
+@pytest.mark.parametrize("backends", ["sqlite"], indirect=True)  # both: above
+def test_bad_input_gets_clear_typed_errors(served: tuple[Project, str]) -> None:
+    from conveyor.monitoring.drift_live import live_drift
+
+    project, _ = served
+    now = datetime.now(UTC)
+    with pytest.raises(NotFoundError) as unknown:
+        live_drift(project, "nope", since=now - timedelta(hours=1))
+    assert unknown.value.context["reason"] == "no_model"
+    with pytest.raises(NotFoundError) as quiet:
+        live_drift(project, "fraud", since=now - timedelta(hours=1))  # no traffic yet
+    assert quiet.value.context["reason"] == "no_sampled_inputs"
+    assert "payload_sample_rate" in quiet.value.message
+    with pytest.raises(InvalidInputError):
+        live_drift(project, "fraud", since=now, until=now - timedelta(hours=1))
+    with pytest.raises(InvalidInputError):
+        live_drift(project, "fraud", since=now - timedelta(hours=1), max_rows=0)
+
+    # A version registered without lineage has no training reference.
+    from sklearn.linear_model import LogisticRegression
+
+    frame = rows(200, seed=9).to_pandas()
+    project.registry.register(
+        "bare",
+        LogisticRegression().fit(frame[FEATURES], frame["label"]),
+        signature_from=frame[FEATURES],
+    )
+    when = now - timedelta(minutes=5)
+    project.events.record(
+        "prediction",
+        subject="bare",
+        subject_version="1",
+        payload={
+            "version_id": project.registry.get("bare", 1).id,
+            "arm": "direct",
+            "flag": None,
+            "latency_ms": 1.0,
+            "cached": False,
+            "rows": 1,
+            "output": [1],
+            "input": [dict.fromkeys(FEATURES, 0.5)],
+        },
+    )
+    project.events.flush()
+    with pytest.raises(NotFoundError) as bare:
+        live_drift(project, "bare", since=when)
+    assert bare.value.context["reason"] == "no_reference"
+    assert "reference_window" in bare.value.message
