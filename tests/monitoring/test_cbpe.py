@@ -53,7 +53,7 @@ def test_an_overconfident_model_is_recalibrated_on_the_reference() -> None:
     # Scores pushed towards 0 and 1: the model claims more than it knows.
 
     def sharpen(s: np.ndarray) -> np.ndarray:
-        return 1 / (1 + np.exp(-3 * np.log(s / (1 - s))))
+        return np.asarray(1 / (1 + np.exp(-3 * np.log(s / (1 - s)))))
 
     overconfident = sharpen(model.predict_proba(x_live)[:, 1])
     reference = sharpen(model.predict_proba(x_ref)[:, 1])
