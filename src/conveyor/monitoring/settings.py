@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from conveyor.monitoring.system import SystemSpec
 
 from conveyor.monitoring.drift_jobs import DriftJobSpec
+from conveyor.monitoring.quality_settings import QualitySpec
 
 if TYPE_CHECKING:
     from conveyor.config import ProjectSpec
@@ -68,6 +69,11 @@ class MonitoringSpec(BaseModel):
         default_factory=DriftJobSpec,
         description="Live drift checks of sampled traffic (conveyor monitor drift) and their "
         "schedule.",
+    )
+    quality: QualitySpec = Field(
+        default_factory=QualitySpec,
+        description="Ground truth (feedback) joined to predictions, model quality per window "
+        "and concept drift (conveyor monitor quality).",
     )
 
 
