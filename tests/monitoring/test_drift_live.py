@@ -281,3 +281,70 @@ def test_bad_input_gets_clear_typed_errors(served: tuple[Project, str]) -> None:
         live_drift(project, "bare", since=when)
     assert bare.value.context["reason"] == "no_reference"
     assert "reference_window" in bare.value.message
+
+
+@pytest.mark.parametrize("backends", ["sqlite"], indirect=True)
+def test_the_scheduled_drift_job_checks_each_model_and_reports_the_ones_it_cannot(
+    served: tuple[Project, str],
+) -> None:
+    from conveyor.monitoring.drift_jobs import (
+        DriftJobSpec,
+        drift_pipeline,
+        drift_schedules,
+        run_drift_checks,
+    )
+    from conveyor.monitoring.drift_live import drift_metric
+    from conveyor.pipelines import LocalRunner, Scheduler
+
+    project, url = served
+    assert drift_schedules(project) == []  # no monitoring.drift.cron in the spec
+    since, _ = traffic(project, url, rows(800, seed=6, shift=1.0))
+    pipeline = drift_pipeline(DriftJobSpec(cron="*/10 * * * *", window="1h"))
+    assert pipeline.name == "monitoring.drift"
+    runner = LocalRunner.for_project(project, heartbeat_interval=0.2, stale_after=60)
+    scheduler = Scheduler(runner, [pipeline])
+    at = datetime(2027, 2, 1, 12, 1, tzinfo=UTC)
+    assert scheduler.tick(now=at) == []  # first sight: the next slot is 12:10
+    (run,) = scheduler.tick(now=at.replace(minute=11))
+    assert run.succeeded, run.error
+    out = run.outputs["drift"]
+    assert out["detected"] == ["fraud"] and out["checked"] == 1  # every sampled model
+    fraud = out["models"]["fraud"]
+    assert fraud["version"] == 1 and "f0" in fraud["drifted"] and fraud["rows"] == 800
+    project.events.flush()
+    [event] = project.events.query(kind="drift.detected").items
+    assert event.actor == "pipeline:monitoring.drift"
+    now = datetime.now(UTC) + timedelta(seconds=1)
+    estimate = drift_metric(project, "cbpe.accuracy", "fraud", since, now)
+    assert estimate == pytest.approx(fraud["metrics"]["cbpe.accuracy"])
+    assert drift_metric(project, "drift.share", "ghost", since, now) is None
+
+    listed = run_drift_checks(
+        project, DriftJobSpec(models=["ghost", "fraud"], window="1h"), actor="test"
+    )
+    assert listed["models"]["ghost"]["error"]["reason"] == "no_model"
+    assert listed["checked"] == 1 and listed["detected"] == ["fraud"]
+    with pytest.raises(InvalidInputError):
+        drift_metric(project, "drift.nothing", "fraud", since, now)
+
+
+def test_the_spec_section_is_checked() -> None:
+    from pydantic import ValidationError
+
+    from conveyor.monitoring.drift_jobs import DriftJobSpec
+
+    spec = DriftJobSpec.model_validate(
+        {"window": "6h", "reference": {"since": "2026-11-01T00:00", "until": "2026-11-08"}}
+    )
+    assert spec.window_delta == timedelta(hours=6)
+    assert not isinstance(spec.reference, str) and spec.reference.since.tzinfo is UTC
+    for bad in (
+        {"window": "soon"},
+        {"reference": "yesterday"},
+        {"reference": {"since": "2026-11-08T00:00", "until": "2026-11-01T00:00"}},
+        {"max_rows": 0},
+        {"drift_share": 0},
+        {"schedule": "daily"},
+    ):
+        with pytest.raises(ValidationError):
+            DriftJobSpec.model_validate(bad)

@@ -427,12 +427,14 @@ def schedule_command(
 
     Every model whose ``retrain`` spec has a cron, on_new_data or on_events
     is scheduled too, as the pipeline ``retrain.NAME``; so is
-    ``features.materialize.cron``, as the pipeline ``features.materialize``, and
-    ``monitoring.compaction.cron``, as the pipeline ``monitoring.compact``.
+    ``features.materialize.cron``, as the pipeline ``features.materialize``,
+    ``monitoring.compaction.cron``, as the pipeline ``monitoring.compact``, and
+    ``monitoring.drift.cron``, as the pipeline ``monitoring.drift``.
     """
     import signal
 
     from conveyor.features.schedule import materialization_schedules
+    from conveyor.monitoring.drift_jobs import drift_schedules
     from conveyor.monitoring.schedule import compaction_schedules
     from conveyor.pipelines.loading import load_pipelines
     from conveyor.pipelines.runners import runner_for
@@ -448,6 +450,7 @@ def schedule_command(
         pipelines += retraining_schedules(proj)
         pipelines += materialization_schedules(proj)
         pipelines += compaction_schedules(proj)
+        pipelines += drift_schedules(proj)
         if not pipelines:
             raise InvalidInputError(
                 "nothing to schedule: name pipelines (TARGET...), give a model a retrain "
