@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from conveyor.monitoring.system import SystemSpec
-
 from conveyor.monitoring.drift_jobs import DriftJobSpec
+from conveyor.monitoring.interop.settings import InteropSpec
 from conveyor.monitoring.quality_settings import QualitySpec
+from conveyor.monitoring.system import SystemSpec
 
 if TYPE_CHECKING:
     from conveyor.config import ProjectSpec
@@ -74,6 +74,11 @@ class MonitoringSpec(BaseModel):
         default_factory=QualitySpec,
         description="Ground truth (feedback) joined to predictions, model quality per window "
         "and concept drift (conveyor monitor quality).",
+    )
+    interop: InteropSpec = Field(
+        default_factory=InteropSpec,
+        description="The Prometheus rules and Grafana dashboard generated from the spec "
+        "(conveyor monitor prometheus-rules, conveyor monitor grafana).",
     )
 
 
