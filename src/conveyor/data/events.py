@@ -41,8 +41,13 @@ DATA_VALIDATED = EventKind(
         "failed": list,
         "failed_rows": int,
         "run_id": OPTIONAL_STR,
+        # rows, nulls per column, range-check failures, schema change, newest row's time:
+        # what data-quality monitors read (conveyor.data.layer.batch_quality)
+        "quality": dict,
     },
-    "an ingested batch was checked against the data set's expectations",
+    "an ingested batch was checked against the data set's expectations (quality: rows, "
+    "nulls per column, rows out of range, schema change, newest row)",
+    optional=frozenset({"quality"}),
 )
 DATA_QUARANTINED = EventKind(
     "data.quarantined",

@@ -367,6 +367,7 @@ class DataLayer:
                 "failed": [c.name for c in report.failures],
                 "failed_rows": result.failed_rows,
                 "run_id": run_id,
+                "quality": batch_quality(table, checks, result, now),
             },
         )
 
@@ -734,3 +735,38 @@ def _unknown_column(column: str, known: Sequence[str], where: str) -> ConfigErro
         columns=list(known),
         suggestion=close[0] if close else None,
     )
+
+
+def batch_quality(
+    table: pa.Table, checks: Sequence[Any], result: Any, now: datetime | None = None
+) -> dict[str, Any]:
+    """What data-quality monitors read from an ingested batch (``data.validated``'s
+    ``quality``): rows, nulls per column, rows failing each range check (``between``),
+    the schema change against the last accepted version, and the newest row's time when
+    a ``freshness`` expectation names the time column (the lag is measured from it)."""
+    from datetime import UTC, timedelta
+
+    from conveyor.data.validation.expectations import Between, Freshness
+
+    at = now or datetime.now(UTC)  # what validate measured the lag against
+
+    rows = int(result.row_count)
+    observed = {c.name: c.observed for c in result.report.checks}
+    ranges = {}
+    newest = None
+    for check in checks:
+        found = observed.get(check.name)
+        if isinstance(check, Between) and isinstance(found, int | float):
+            ranges[check.name] = round(float(found) * rows)
+        elif isinstance(check, Freshness) and isinstance(found, int | float) and newest is None:
+            newest = (at - timedelta(seconds=float(found))).isoformat()
+    change = result.schema_change
+    return {
+        "rows": rows,
+        "columns": table.num_columns,
+        "nulls": {name: int(table.column(name).null_count) for name in table.column_names},
+        "out_of_range": ranges,
+        "schema_changed": bool(change is not None and change.changed),
+        "schema_change": change.to_dict() if change is not None and change.changed else None,
+        "newest_row": newest,
+    }

@@ -25,6 +25,7 @@ from conveyor.cli.common import (
     parse_duration,
     parse_since,
 )
+from conveyor.monitoring.live import DefaultLive, live_command
 
 if TYPE_CHECKING:
     from conveyor.monitoring.compaction import Progress
@@ -32,8 +33,9 @@ if TYPE_CHECKING:
 __all__ = ["compact_command", "monitor_app"]
 
 monitor_app = typer.Typer(
-    help="Monitors computed from the event log (its columnar copy and newest events).",
-    no_args_is_help=True,
+    help="Monitors computed from the event log (its columnar copy and newest events). "
+    "`conveyor monitor [MODEL]` is `conveyor monitor live [MODEL]`.",
+    cls=DefaultLive,  # `monitor fraud` runs `monitor live fraud`
 )
 
 
@@ -148,3 +150,6 @@ def _print_latency(report: dict[str, Any]) -> None:
 from conveyor.monitoring.drift_cli import drift_command  # noqa: E402
 
 monitor_app.command("drift")(drift_command)
+
+# `conveyor monitor [MODEL]`: the live table, the group's default (monitoring/live.py).
+monitor_app.command("live")(live_command)

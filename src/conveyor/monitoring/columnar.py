@@ -73,6 +73,8 @@ PROMOTED: dict[str, str] = {
     "cached": "BOOLEAN",
     "rows": "BIGINT",
     "status": "VARCHAR",
+    # A failed request's error code (prediction.failed, whose status is the HTTP status).
+    "code": "VARCHAR",
 }
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

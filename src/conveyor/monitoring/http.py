@@ -64,6 +64,10 @@ def routes(context: AppContext) -> Contribution:
         )
         return Response(orjson.dumps(report.to_dict()), media_type="application/json")
 
+    from conveyor.monitoring.monitor_http import routes as monitor_routes
+    from conveyor.monitoring.monitor_http import sampler
+
+    sampling = sampler(context)
     return Contribution(
         [
             Route(
@@ -77,7 +81,10 @@ def routes(context: AppContext) -> Contribution:
                 errors=(422,),
             ),
             *_drift_routes(context),
-        ]
+            *monitor_routes(context),  # system, data, overview (monitoring.monitor_http)
+        ],
+        startup=sampling.start,  # serving.sample every monitoring.system.sample_interval_s
+        shutdown=sampling.stop,
     )
 
 

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
 
+    from conveyor.monitoring.data_quality import DataQualityReport
+    from conveyor.monitoring.system_query import SystemReport
     from conveyor.project import Project
 
 __all__ = ["ERRORS_RECORDED", "LatencyReport", "MonitorQuery", "Snapshot"]
@@ -164,12 +166,14 @@ class MonitorQuery:
         parts = [f"SELECT {columns} FROM _tail WHERE {where}"]
         if files:
             paths = ", ".join(_sql_string(str(root / f)) for f in files)
+            # By name: files written before a column was promoted lack it, and their rows
+            # get null there (the tail's SELECT always has every column).
             parts.insert(
                 0,
-                f"SELECT {columns} FROM read_parquet([{paths}], union_by_name = true) "
-                f"WHERE {where}",
+                f"SELECT * FROM read_parquet([{paths}], union_by_name = true, "
+                f"hive_partitioning = false) WHERE {where}",
             )
-        con.execute("CREATE OR REPLACE TEMP VIEW events AS " + " UNION ALL ".join(parts))
+        con.execute("CREATE OR REPLACE TEMP VIEW events AS " + " UNION ALL BY NAME ".join(parts))
         return Snapshot(checkpoint, files, len(tail), time.perf_counter() - started)
 
     def sql(
@@ -243,6 +247,35 @@ class MonitorQuery:
             seconds=time.perf_counter() - started,
             notes=notes,
         )
+
+    def system(
+        self,
+        model: str | None = None,
+        *,
+        since: datetime,
+        until: datetime | None = None,
+        window: timedelta = timedelta(minutes=1),
+    ) -> SystemReport:
+        """System monitors per model (or only ``model``), version, arm and ``window``:
+        requests and their rate, latency, 4xx/5xx, shed load, cache hits, batch sizes,
+        queue depth, CPU and memory (see :mod:`conveyor.monitoring.system_query`)."""
+        from conveyor.monitoring.system_query import system
+
+        return system(self, model, since=since, until=until, window=window)
+
+    def data_quality(
+        self,
+        dataset: str | None = None,
+        *,
+        since: datetime,
+        until: datetime | None = None,
+        window: timedelta = timedelta(hours=1),
+    ) -> DataQualityReport:
+        """Data-quality monitors of the data layer's ingest runs, per data set (or only
+        ``dataset``) and ``window`` (see :mod:`conveyor.monitoring.data_quality`)."""
+        from conveyor.monitoring.data_quality import data_quality
+
+        return data_quality(self, dataset, since=since, until=until, window=window)
 
     def _listed(self, kinds: Sequence[str], since_us: int, until_us: int) -> tuple[int, list[str]]:
         """The checkpoint and the files that may hold the kinds' events in the range, read in

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from conveyor.errors import NotFoundError
-from conveyor.serving.events import PREDICTION, PREDICTION_SHADOW
+from conveyor.serving.events import PREDICTION, PREDICTION_FAILED, PREDICTION_SHADOW
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -123,6 +123,9 @@ class Server:
             self.commits = GroupCommit(project.events, timeout_s=durability.ack_timeout_s)
         self._shadows: set[asyncio.Task[None]] = set()
         self.started = time.monotonic()
+        #: Failed prediction requests by error code since start (``overloaded``: shed load);
+        #: the monitoring sampler reads it.
+        self.failures: dict[str, int] = {}
         metrics.before_scrape(self._scrape)
 
     # -- lifecycle ---------------------------------------------------------------
@@ -220,86 +223,124 @@ class Server:
         chose (a v2 matrix needs that version's column names).
         """
         started = time.perf_counter()
-        decision: Decision | None
-        if version is None:
-            route = self.route_of(model)
-            attrs = {k: str(v) for k, v in attributes.items()}
-            sticky_value = None
-            sticky = route.policy.sticky_header
-            sticky_name = sticky.lower().encode("latin-1") if sticky else None
-            for name, value in call.scope["headers"]:
-                if name.startswith(_ATTR_HEADER):
-                    attrs[name[16:].decode("latin-1")] = value.decode("latin-1")
-                elif name == sticky_name:
-                    sticky_value = value.decode("latin-1")
-            decision = route.decide(
-                model=model, key=sticky_value, attributes=attrs, rand=random.random()
-            )
-            served = await self.served(model, decision.version)
-            cache_on = route.policy.cache
-        else:
-            decision, cache_on = None, False
-            self.check_named_version(call, model, version)
-            served = await self.served(model, version)
-        table = rows(served) if callable(rows) else rows
-        looked_up = None
-        if self.enrich is not None:
-            enriched = await self.enrich(model, served.version, table)
-            if isinstance(enriched, Enriched):
-                table, looked_up = enriched.table, enriched.record
-            else:
-                table = enriched
-        table = served.enforce(table)
-        arm = decision.arm if decision else "direct"
-        number = str(served.version.number)
-        digest = None
-        output = None
-        cached = False
-        cache = self.cache if cache_on else None
-        if cache is not None:
-            from conveyor.serving.cache import input_digest
-
-            digest = input_digest(table)
-            if cache.local:
-                output = cache.get(served.version.id, table, digest)
-            else:
-                output = await self._remote_cache(cache.get, served.version.id, table, digest)
-            cached = output is not None
-            self.metrics.cache.labels(model, number, "hit" if cached else "miss").inc()
-        if output is None:
-            output = await served.batcher.submit(table)
-            if cache is not None:
-                if cache.local:
-                    cache.put(served.version.id, table, output, digest)
-                else:
-                    await self._remote_cache(cache.put, served.version.id, table, output, digest)
-        elapsed = time.perf_counter() - started
-        ok, seconds = self.metrics.answered(model, number, arm)
-        ok.inc()
-        seconds.observe(elapsed)
-        self._record(
-            model,
-            served,
-            decision,
-            table,
-            output,
-            request_id,
-            call,
-            elapsed,
-            cached,
-            digest,
-            looked_up,
-        )
-        if self.commits is not None:
-            await self.commits.committed()
-        if decision is not None and decision.shadow:
-            for shadow in decision.shadow:
-                task = asyncio.create_task(
-                    self._shadow(model, shadow, table, output, served, request_id)
+        decision: Decision | None = None
+        served: Served | None = None
+        try:
+            if version is None:
+                route = self.route_of(model)
+                attrs = {k: str(v) for k, v in attributes.items()}
+                sticky_value = None
+                sticky = route.policy.sticky_header
+                sticky_name = sticky.lower().encode("latin-1") if sticky else None
+                for name, value in call.scope["headers"]:
+                    if name.startswith(_ATTR_HEADER):
+                        attrs[name[16:].decode("latin-1")] = value.decode("latin-1")
+                    elif name == sticky_name:
+                        sticky_value = value.decode("latin-1")
+                decision = route.decide(
+                    model=model, key=sticky_value, attributes=attrs, rand=random.random()
                 )
-                self._shadows.add(task)
-                task.add_done_callback(self._shadows.discard)
-        return output, served, decision, cached
+                served = await self.served(model, decision.version)
+                cache_on = route.policy.cache
+            else:
+                decision, cache_on = None, False
+                self.check_named_version(call, model, version)
+                served = await self.served(model, version)
+            table = rows(served) if callable(rows) else rows
+            looked_up = None
+            if self.enrich is not None:
+                enriched = await self.enrich(model, served.version, table)
+                if isinstance(enriched, Enriched):
+                    table, looked_up = enriched.table, enriched.record
+                else:
+                    table = enriched
+            table = served.enforce(table)
+            arm = decision.arm if decision else "direct"
+            number = str(served.version.number)
+            digest = None
+            output = None
+            cached = False
+            cache = self.cache if cache_on else None
+            if cache is not None:
+                from conveyor.serving.cache import input_digest
+
+                digest = input_digest(table)
+                if cache.local:
+                    output = cache.get(served.version.id, table, digest)
+                else:
+                    output = await self._remote_cache(cache.get, served.version.id, table, digest)
+                cached = output is not None
+                self.metrics.cache.labels(model, number, "hit" if cached else "miss").inc()
+            if output is None:
+                output = await served.batcher.submit(table)
+                if cache is not None:
+                    if cache.local:
+                        cache.put(served.version.id, table, output, digest)
+                    else:
+                        await self._remote_cache(
+                            cache.put, served.version.id, table, output, digest
+                        )
+            elapsed = time.perf_counter() - started
+            ok, seconds = self.metrics.answered(model, number, arm)
+            ok.inc()
+            seconds.observe(elapsed)
+            self._record(
+                model,
+                served,
+                decision,
+                table,
+                output,
+                request_id,
+                call,
+                elapsed,
+                cached,
+                digest,
+                looked_up,
+            )
+            if self.commits is not None:
+                await self.commits.committed()
+            if decision is not None and decision.shadow:
+                for shadow in decision.shadow:
+                    task = asyncio.create_task(
+                        self._shadow(model, shadow, table, output, served, request_id)
+                    )
+                    self._shadows.add(task)
+                    task.add_done_callback(self._shadows.discard)
+            return output, served, decision, cached
+        except BaseException:
+            # Only on failure (no cost to an answered request): what the failure event of
+            # the route's on_failure hook (:meth:`failed`) says about the version and arm.
+            if served is not None:
+                call.served_as = (
+                    served.version.number,
+                    served.version.id,
+                    decision.arm if decision is not None else "direct",
+                )
+            raise
+
+    def failed(self, call: Call, status: int, code: str) -> None:
+        """A prediction route answered an error: a ``prediction.failed`` event (telemetry,
+        never waited for). The route's ``on_failure`` hook; never called on success."""
+        self.failures[code] = self.failures.get(code, 0) + 1
+        model = call.params.get("model")
+        if not model:
+            return
+        served_as = getattr(call, "served_as", None)
+        number, version_id, arm = served_as if served_as is not None else (None, None, None)
+        self.events.record(
+            PREDICTION_FAILED,
+            subject=model[:200],
+            subject_version=None if number is None else str(number),
+            request_id=call.request_id,
+            actor=call.actor,
+            payload={
+                "status": status,
+                "code": code,
+                "version_id": version_id,
+                "arm": arm,
+                "latency_ms": round((time.perf_counter() - call.started) * 1000, 3),
+            },
+        )
 
     async def _remote_cache(self, method: Callable[..., Any], *args: Any) -> Any:
         """A call to a networked cache: under its breaker and timeout, a miss when it

@@ -14,6 +14,7 @@ from conveyor.events.catalogue import NUMBER, OPTIONAL_NUMBER, OPTIONAL_STR
 
 __all__ = [
     "PREDICTION",
+    "PREDICTION_FAILED",
     "PREDICTION_SHADOW",
     "ROUTE_APPLIED",
     "ROUTE_DELETED",
@@ -41,6 +42,19 @@ PREDICTION = EventKind(
     },
     "a request was answered: by which version and arm, how fast, and the output",
     optional=frozenset({"input_digest", "input", "features"}),
+)
+PREDICTION_FAILED = EventKind(
+    "prediction.failed",
+    "telemetry",
+    {
+        "status": int,  # the HTTP status answered (400, 422, 503...)
+        "code": str,  # the error's stable code (invalid_input, overloaded, internal...)
+        "version_id": OPTIONAL_STR,  # None: failed before a version was chosen
+        "arm": OPTIONAL_STR,
+        "latency_ms": NUMBER,
+    },
+    "a prediction request failed (4xx or 5xx): its status and error code, the version and "
+    "arm when one had been chosen, and how long the failure took",
 )
 PREDICTION_SHADOW = EventKind(
     "prediction.shadow",
@@ -109,6 +123,7 @@ ROUTE_APPLIED = EventKind(
 #: Every kind the serving capability declares.
 SERVING_EVENTS: tuple[EventKind, ...] = (
     PREDICTION,
+    PREDICTION_FAILED,
     PREDICTION_SHADOW,
     ROUTE_SET,
     ROUTE_ROLLED_BACK,

@@ -261,6 +261,7 @@ def _native(server: Server) -> list[Route]:
             query=(_VERSION_QUERY,),
             tags=tags,
             errors=(404,),
+            on_failure=server.failed,  # a prediction.failed event per error
         ),
         Route("GET", "/v1/models", list_models, "serving.read", "Deployed models", tags=tags),
         Route(

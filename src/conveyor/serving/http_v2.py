@@ -213,6 +213,7 @@ def routes(server: Server) -> list[Route]:
                 body_media=binary,
                 tags=tags,
                 errors=(404,),
+                on_failure=server.failed,  # a prediction.failed event per error
             ),
         ]
     return table

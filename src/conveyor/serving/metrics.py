@@ -31,6 +31,11 @@ class ServerMetrics:
 
         self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self._answered: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        #: Model calls and their rows since start (the monitoring sampler reads them).
+        self.batches = 0
+        self.batch_rows = 0
+        #: (model, version) -> [batches, rows] since start.
+        self.batch_counts: dict[tuple[str, int], list[int]] = {}
         self.registry = registry
         labels = ("model", "version", "arm")
         kw: dict[str, Any] = {"registry": self.registry}
@@ -110,6 +115,15 @@ class ServerMetrics:
         return found
 
     def on_batch(self, model: str, number: int, size: int, seconds: float) -> None:
+        # Per batch, not per request: what the monitoring sampler reads (serving.sample).
+        self.batches += 1
+        self.batch_rows += size
+        counted = self.batch_counts.get((model, number))
+        if counted is None:
+            self.batch_counts[(model, number)] = [1, size]
+        else:
+            counted[0] += 1
+            counted[1] += size
         version = str(number)
         self.batch_size.labels(model, version).observe(size)
         self.batch_seconds.labels(model, version).observe(seconds)

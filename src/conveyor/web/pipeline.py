@@ -92,10 +92,15 @@ class Call:
         "request_id",
         "route",
         "scope",
+        "served_as",  # set by a handler only when it fails after choosing a version
         "span",
         "started",
         "token",
     )
+
+    #: (version number, version id, arm): set by a handler only when it fails after choosing
+    #: a version (read with getattr: unset on every other call, so it costs them nothing).
+    served_as: tuple[int, str, str]
 
     def __init__(self, scope: dict[str, Any], receive: Any, route: Route, params: dict[str, str]):
         self.scope = scope
@@ -247,6 +252,8 @@ class Observe:
                 500,
                 media_type="application/json",
             )
+            if route.on_failure is not None:
+                _tell(route, call, 500, "internal")
         response.raw_headers.append((b"x-request-id", call.request_id.encode("latin-1")))
         self.metrics.answered(route.name, response.status_code, time.perf_counter() - call.started)
         return response
@@ -256,6 +263,8 @@ class Observe:
         body, headers = error_body(exc, call.request_id)
         response = Response(body, status, media_type="application/json")
         response.raw_headers.extend(headers)
+        if call.route.on_failure is not None:
+            _tell(call.route, call, status, exc.code)
         log.log(
             logging.ERROR if status >= 500 else logging.INFO,
             "%s %s -> %d %s: %s",
@@ -267,6 +276,14 @@ class Observe:
             extra={"request_id": call.request_id},
         )
         return response
+
+
+def _tell(route: Route, call: Call, status: int, code: str) -> None:
+    """The route's failure hook; its own failure is logged, never the caller's problem."""
+    try:
+        route.on_failure(call, status, code)  # type: ignore[misc]  # checked by the caller
+    except Exception:
+        log.exception("the failure hook of %s raised", route.name)
 
 
 class Authenticate:

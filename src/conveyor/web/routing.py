@@ -62,6 +62,10 @@ class Route:
     errors: tuple[int, ...] = ()
     """Error statuses this route answers besides the pipeline's own (401, 403, 429...)."""
     name: str = field(default="")
+    on_failure: Callable[[Call, int, str], None] | None = None
+    """Called with the call, the status and the error's code when this route answers an
+    error (4xx or 5xx), never on success: the model server records failed predictions
+    with it. It must be quick and must not raise."""
 
     def __post_init__(self) -> None:
         if self.method not in _METHODS:
