@@ -64,6 +64,8 @@ class WebMetrics:
         self._answered: dict[tuple[str, int], tuple[Any, Any]] = {}
         self._error_children: dict[str, Any] = {}
         self._before_scrape: list[Callable[[], None]] = []
+        if not self.multiprocess:  # multiprocess: every worker's, added at scrape time
+            self.registry.register(_Processes(None))
 
     def answered(self, route: str, status: int, seconds: float) -> None:
         children = self._answered.get((route, status))
@@ -102,5 +104,65 @@ class WebMetrics:
 
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            registry.register(_Processes(os.environ["PROMETHEUS_MULTIPROC_DIR"]))
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _Processes:
+    """CPU time and resident memory of the serving processes, read (psutil) at scrape time:
+    ``conveyor_process_cpu_seconds_total`` and ``conveyor_process_resident_memory_bytes``
+    by ``pid``. Nothing is measured between scrapes.
+
+    With several workers (``folder``: the multiprocess folder), the workers are the
+    processes that wrote a file there and share this worker's parent; a worker that died
+    is not listed, whatever files it left.
+    """
+
+    def __init__(self, folder: str | None) -> None:
+        self.folder = folder
+
+    def _pids(self) -> list[int]:
+        me = os.getpid()
+        if self.folder is None:
+            return [me]
+        found = {me}
+        try:
+            names = os.listdir(self.folder)
+        except OSError:
+            return [me]
+        for name in names:
+            stem = name.rsplit(".", 1)[0]
+            tail = stem.rsplit("_", 1)[-1]
+            if tail.isdigit():
+                found.add(int(tail))
+        return sorted(found)
+
+    def collect(self) -> Any:
+        import psutil  # type: ignore[import-untyped]
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        cpu = CounterMetricFamily(
+            "conveyor_process_cpu_seconds",
+            "CPU time (user + system) of a serving process, seconds.",
+            labels=["pid"],
+        )
+        rss = GaugeMetricFamily(
+            "conveyor_process_resident_memory_bytes",
+            "Resident memory of a serving process, bytes.",
+            labels=["pid"],
+        )
+        me, parent = os.getpid(), os.getppid()
+        for pid in self._pids():
+            try:
+                process = psutil.Process(pid)
+                if pid != me and process.ppid() != parent:
+                    continue  # a pid reused by another program since that worker died
+                times = process.cpu_times()
+                memory = process.memory_info()
+            except psutil.Error:
+                continue  # gone since its files were written
+            cpu.add_metric([str(pid)], times.user + times.system)
+            rss.add_metric([str(pid)], memory.rss)
+        yield cpu
+        yield rss

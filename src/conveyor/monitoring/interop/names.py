@@ -71,8 +71,12 @@ def _join(*parts: str) -> str:
     return ",".join(p for p in parts if p)
 
 
+def _series(metric: str, sel: str) -> str:
+    return f"{metric}{{{sel}}}" if sel else metric
+
+
 def _rate(metric: str, sel: str, window: str, by: str) -> str:
-    return f"sum by ({by}) (rate({metric}{{{sel}}}[{window}]))"
+    return f"sum by ({by}) (rate({_series(metric, sel)}[{window}]))"
 
 
 def _share(metric: str, part: str, sel: str, window: str, by: str) -> str:
@@ -85,7 +89,7 @@ def _quantile(q: float) -> Callable[[str, str, str], str]:
     def build(sel: str, window: str, by: str) -> str:
         return (
             f"1000 * histogram_quantile({q}, sum by ({by}, le) "
-            f"(rate(conveyor_request_seconds_bucket{{{sel}}}[{window}])))"
+            f"(rate({_series('conveyor_request_seconds_bucket', sel)}[{window}])))"
         )
 
     return build
@@ -190,7 +194,9 @@ MONITORS: dict[str, PromMonitor] = {
             "Rows waiting",
             "short",
             True,
-            lambda s, w, by: f"sum by ({by}) (max_over_time(conveyor_queue_rows{{{s}}}[{w}]))",
+            lambda s, w, by: (
+                f"sum by ({by}) (max_over_time({_series('conveyor_queue_rows', s)}[{w}]))"
+            ),
             "rows waiting in the batch queues (the window's highest, summed over workers)",
         ),
         PromMonitor(
@@ -198,7 +204,9 @@ MONITORS: dict[str, PromMonitor] = {
             "Route degraded",
             "short",
             True,
-            lambda s, w, by: f"max by ({by}) (max_over_time(conveyor_route_degraded{{{s}}}[{w}]))",
+            lambda s, w, by: (
+                f"max by ({by}) (max_over_time({_series('conveyor_route_degraded', s)}[{w}]))"
+            ),
             "1 while a worker cannot load its model's live route revision",
         ),
         PromMonitor(
@@ -215,7 +223,7 @@ MONITORS: dict[str, PromMonitor] = {
             "mbytes",
             False,
             lambda s, w, by: (
-                f"sum by ({by}) (conveyor_process_resident_memory_bytes{{{s}}}) / 1048576"
+                f"sum by ({by}) ({_series('conveyor_process_resident_memory_bytes', s)}) / 1048576"
             ),
             "resident memory of the serving processes, MiB",
         ),

@@ -1,0 +1,187 @@
+"""Prometheus recording and alerting rules generated from the spec.
+
+::
+
+    from conveyor.monitoring.interop.prometheus import rules_yaml
+
+    text = rules_yaml(project.spec)        # a rule file: promtool check rules accepts it
+
+Recording rules: every monitor Prometheus can compute (:data:`names.MONITORS`) over each
+window of ``monitoring.interop.windows`` and each window an alert rule uses, grouped by
+model (the process monitors by instance): ``conveyor:latency_p95_ms:5m``.
+
+Alerting rules: Conveyor's own alert rules
+(:func:`conveyor.monitoring.alerts.rules.derive_rules`: the SLO-derived ones and the
+spec's ``monitoring.alerts.rules``), translated with the same name, threshold,
+comparison, ``for`` and severity, over the recording rule of their metric and window; a
+rule for one model selects ``model="..."``, a rule for every model fires per model. A rule
+whose metric has no Prometheus series (quality, drift, data) is listed in the file's
+header as evaluated by Conveyor only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from conveyor.errors import InvalidInputError
+from conveyor.monitoring.interop.names import (
+    MONITORS,
+    expression,
+    prom_duration,
+    record_name,
+)
+from conveyor.monitoring.interop.settings import InteropSpec, interop_of
+
+if TYPE_CHECKING:
+    from conveyor.config import ProjectSpec
+
+__all__ = [
+    "Skipped",
+    "alerting_rules",
+    "label_value",
+    "recording_rules",
+    "rules_document",
+    "rules_yaml",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """An alert rule with no Prometheus counterpart, and why."""
+
+    name: str
+    metric: str
+    reason: str
+
+
+def label_value(value: str) -> str:
+    """``value`` as a PromQL string literal (double-quoted, escaped)."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+def recording_rules(
+    settings: InteropSpec | None = None, windows: Iterable[str] = ()
+) -> list[dict[str, Any]]:
+    """One recording rule per monitor and window (the spec's windows, then ``windows``)."""
+    settings = settings or InteropSpec()
+    rules: list[dict[str, Any]] = []
+    from conveyor.durations import parse_duration
+
+    spans = [parse_duration(w, "window").total_seconds() for w in settings.windows]
+    for window in _unique([*map(prom_duration, spans), *windows]):
+        for name in MONITORS:
+            rules.append(
+                {
+                    "record": record_name(name, window),
+                    "expr": expression(name, window, sel=settings.matchers),
+                }
+            )
+    return rules
+
+
+def alerting_rules(rules: Iterable[Any]) -> tuple[list[dict[str, Any]], list[Skipped]]:
+    """Conveyor's alert rules (:class:`~conveyor.monitoring.alerts.rules.AlertRule`) as
+    Prometheus alerting rules, and those that have none."""
+    out: list[dict[str, Any]] = []
+    skipped: list[Skipped] = []
+    for rule in rules:
+        metric = str(rule.metric)
+        if metric not in MONITORS:
+            skipped.append(
+                Skipped(
+                    rule.name,
+                    metric,
+                    "computed from the event log, not from the server's Prometheus series",
+                )
+            )
+            continue
+        out.append(_alert(rule))
+    return out, skipped
+
+
+def _alert(rule: Any) -> dict[str, Any]:
+    op = str(rule.op)
+    if op not in (">", "<"):
+        raise InvalidInputError(
+            f"alert rule {rule.name!r}: op {op!r} has no PromQL form (expected > or <)",
+            field="op",
+        )
+    threshold = float(rule.threshold)
+    if not math.isfinite(threshold):
+        raise InvalidInputError(
+            f"alert rule {rule.name!r}: threshold {threshold} is not a finite number",
+            field="threshold",
+        )
+    window = prom_duration(float(rule.window))
+    selector = "" if rule.model is None else f"{{model={label_value(str(rule.model))}}}"
+    series = record_name(str(rule.metric), window)
+    labels: dict[str, str] = {str(k): str(v) for k, v in dict(rule.labels or {}).items()}
+    labels.update(severity=str(rule.severity), monitor=str(rule.metric), source=str(rule.source))
+    alert: dict[str, Any] = {
+        "alert": str(rule.name),
+        "expr": f"{series}{selector} {op} {threshold!r}",
+    }
+    for_s = float(rule.for_s or 0)
+    if for_s > 0:
+        alert["for"] = prom_duration(for_s)
+    alert["labels"] = labels
+    alert["annotations"] = {
+        "summary": f"{{{{ $labels.model }}}}: {rule.metric} {op} {threshold:g} over {window}",
+        "description": f"{rule.metric} is {{{{ $value }}}} over the last {window} "
+        f"(threshold {op} {threshold:g}); Conveyor's alert rule {rule.name} ({rule.source}).",
+    }
+    return alert
+
+
+def rules_document(
+    spec: ProjectSpec, rules: Sequence[Any] | None = None
+) -> tuple[dict[str, Any], list[Skipped]]:
+    """The rule file (``{"groups": [...]}``) for ``spec``, and the alert rules left to
+    Conveyor. ``rules`` defaults to :func:`~conveyor.monitoring.alerts.rules.derive_rules`."""
+    if rules is None:
+        from conveyor.monitoring.alerts.rules import derive_rules
+
+        rules = derive_rules(spec)
+    settings = interop_of(spec)
+    alerts, skipped = alerting_rules(rules)
+    windows = [prom_duration(float(r.window)) for r in rules if str(r.metric) in MONITORS]
+    interval = {"interval": settings.rule_interval} if settings.rule_interval else {}
+    project = str(getattr(spec, "project", "conveyor"))
+    groups: list[dict[str, Any]] = [
+        {
+            "name": f"conveyor:{project}:monitors",
+            **interval,
+            "rules": recording_rules(settings, windows),
+        }
+    ]
+    if alerts:
+        groups.append({"name": f"conveyor:{project}:alerts", **interval, "rules": alerts})
+    return {"groups": groups}, skipped
+
+
+def rules_yaml(spec: ProjectSpec, rules: Sequence[Any] | None = None) -> str:
+    """:func:`rules_document` as the YAML text of a rule file, with a header naming what
+    generated it and the alert rules Prometheus does not evaluate."""
+    import yaml
+
+    document, skipped = rules_document(spec, rules)
+    header = [
+        "# Generated by `conveyor monitor prometheus-rules` from conveyor.yaml; do not edit:",
+        "# regenerate it. Monitor names are Conveyor's (conveyor.monitoring.interop.names).",
+    ]
+    if skipped:
+        header.append("# Alert rules evaluated by Conveyor only (no Prometheus series):")
+        header.extend(f"#   {s.name} ({s.metric}): {s.reason}" for s in skipped)
+    body = yaml.safe_dump(document, sort_keys=False, width=1000, allow_unicode=True)
+    return "\n".join(header) + "\n" + body
+
+
+def _unique(items: Iterable[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for item in items:
+        seen.setdefault(item, None)
+    return list(seen)
