@@ -4,6 +4,7 @@
 #   scripts/services.sh            check and start all
 #   scripts/services.sh postgres   only the named ones
 #   scripts/services.sh wrk        a tool the benchmarks need (installed from Debian's packages)
+#   scripts/services.sh prometheus prometheus and promtool for the interop tests (the same)
 set -u
 
 wait_for() {  # name, check command, seconds
@@ -35,8 +36,18 @@ ensure() {  # name, check command, start command
   fi
 }
 
+apt_install() {  # Debian packages, without starting any daemon they bring (prometheus on 9090)
+  local policy=/usr/sbin/policy-rc.d made="" rc
+  if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && made=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" ||
+    { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"; }
+  rc=$?
+  if [ -n "$made" ]; then rm -f "$policy"; fi
+  return $rc
+}
+
 failed=()
-wanted=${*:-postgres redis nats mariadb}
+wanted=${*:-postgres redis nats mariadb prometheus}
 echo "Checking services: $wanted"
 for svc in $wanted; do
   case $svc in
@@ -51,6 +62,9 @@ for svc in $wanted; do
                 "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd" ;;
     wrk)      ensure wrk "command -v wrk" \
                 "apt-get install -y wrk || (apt-get update && apt-get install -y wrk)" ;;
+    # The binaries only: the interop tests start their own prometheus on a free port.
+    prometheus) ensure prometheus "command -v prometheus && command -v promtool" \
+                "apt_install prometheus" ;;
     *) echo "unknown service $svc" >&2; exit 2 ;;
   esac
 done
