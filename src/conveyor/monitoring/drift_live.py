@@ -88,8 +88,16 @@ __all__ = [
 #: Live rows compared at most (a seeded uniform sample of the sampled requests beyond).
 DEFAULT_MAX_ROWS = 1_000_000
 #: Prefix of the columns that carry a prediction event's own fields in :func:`live_rows`.
-_META = ("_version", "_version_id", "_arm", "_time_us")
+_META = ("_version", "_version_id", "_arm", "_time_us", "_request_id", "_row")
 _SEED = 20261204
+#: The alert metrics a live drift check yields (see :func:`drift_metric`).
+_METRICS = (
+    "drift.share",
+    "prediction_drift",
+    "cbpe.accuracy",
+    "cbpe.roc_auc",
+    "cbpe.accuracy_error",
+)
 
 DRIFT_CHECKED = EventKind(
     "monitoring.drift_checked",
@@ -123,10 +131,15 @@ class LiveDrift:
     inputs: DriftResult
     predictions: DriftResult | None
     cbpe: Estimate | None
+    #: Once labels arrived (feedback by request id): the realized metrics on the labelled
+    #: rows beside the estimate on the same rows, and the estimate's error.
+    cbpe_realized: dict[str, Any] | None
     report: Report
     important: list[str]
     seconds: float
     notes: list[str] = field(default_factory=list)
+    #: Seconds per phase: read (the live rows), reference, inputs, predictions, cbpe, record.
+    phases: dict[str, float] = field(default_factory=dict)
 
     @property
     def detected(self) -> bool:
@@ -167,6 +180,9 @@ class LiveDrift:
             "prediction_drift": self.prediction_drift,
             "cbpe.accuracy": None if self.cbpe is None else self.cbpe.accuracy,
             "cbpe.roc_auc": None if self.cbpe is None else self.cbpe.roc_auc,
+            "cbpe.accuracy_error": (
+                None if self.cbpe_realized is None else self.cbpe_realized["accuracy_error"]
+            ),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -194,9 +210,11 @@ class LiveDrift:
                 else {n: c.to_dict() for n, c in self.predictions.columns.items()}
             ),
             "cbpe": None if self.cbpe is None else self.cbpe.to_dict(),
+            "cbpe_realized": self.cbpe_realized,
             "metrics": {k: _round(v) for k, v in self.metrics().items()},
             "failures": [c.name for c in self.report.failures],
             "seconds": round(self.seconds, 4),
+            "phases": {k: round(v, 4) for k, v in self.phases.items()},
             "notes": self.notes,
         }
 
@@ -243,6 +261,14 @@ def live_drift(
             )
         _check_range(*reference_window, "reference_window", "reference_window")
     notes: list[str] = []
+    phases: dict[str, float] = {}
+    clock = [time.perf_counter()]
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        phases[name] = phases.get(name, 0.0) + now - clock[0]
+        clock[0] = now
+
     chosen = _version(project, model, version, since, until)
     columns, outputs = _signature(chosen)
     features = [name for name, _ in columns]
@@ -265,6 +291,7 @@ def live_drift(
     prediction_names = [n for n in live.column_names if n not in _META and n not in features]
     live_inputs = live.select(features)
     live_predictions = live.filter(ours).select(prediction_names) if prediction_names else None
+    lap("read")
 
     loaded: Any = None
 
@@ -325,8 +352,10 @@ def live_drift(
         live_predictions = None
 
     chosen_important = _important(project, chosen, features, important, load, notes)
+    lap("reference")
     detector = DriftDetector(columns=features, important=chosen_important, drift_share=drift_share)
     inputs = detector.fit(reference_inputs).score(live_inputs)
+    lap("inputs")
     predictions = None
     if live_predictions is not None and reference_predictions is not None:
         predictions = (
@@ -336,10 +365,14 @@ def live_drift(
         )
     elif not outputs:
         notes.append("the version's signature records no outputs: predictions not compared")
+    lap("predictions")
 
-    estimate = None
+    estimate, realized = None, None
     if cbpe:
-        estimate = _cbpe(load, chosen, reference_inputs, labels, live_inputs, notes)
+        estimate, realized = _cbpe(
+            project, load, reference_inputs, labels, live, features, since, notes
+        )
+    lap("cbpe")
 
     report = inputs.to_report(f"model:{model}")
     report.subject_version = str(chosen.number)
@@ -365,13 +398,17 @@ def live_drift(
         inputs=inputs,
         predictions=predictions,
         cbpe=estimate,
+        cbpe_realized=realized,
         report=report,
         important=list(chosen_important),
         seconds=time.perf_counter() - started,
         notes=notes,
+        phases=phases,
     )
     if record:
         _record(project, found, actor)
+        lap("record")
+        object.__setattr__(found, "seconds", time.perf_counter() - started)
     return found
 
 
@@ -386,7 +423,8 @@ def live_rows(
 ) -> pa.Table:
     """The sampled rows of ``model``'s prediction events in ``[since, until)``: one row per
     input row, the input ``columns`` (name, Arrow type) typed, the outputs as prediction
-    columns (see the module), and ``_version``, ``_version_id``, ``_arm``, ``_time_us``."""
+    columns (see the module), and ``_version``, ``_version_id``, ``_arm``, ``_time_us``,
+    ``_request_id`` and ``_row`` (the row's position in its request)."""
     import duckdb
 
     from conveyor.monitoring.query import MonitorQuery
@@ -407,17 +445,19 @@ def live_rows(
             picks.append(f'_o{position} AS "{_ident(name)}"')
         else:
             picks += [f'_o{position}[{j + 1}] AS "{_ident(f"{name}_{j}")}"' for j in range(dims[0])]
+    unnests.append("unnest(range(CAST(json_array_length(payload, '$.input') AS BIGINT))) AS _row")
     query = (
-        "SELECT _version, _version_id, _arm, _time_us, " + ", ".join(picks) + " FROM ("
-        "SELECT subject_version AS _version, version_id AS _version_id, arm AS _arm, "
-        "time_us AS _time_us, " + ", ".join(unnests) + " FROM events "
+        "SELECT _version, _version_id, _arm, _time_us, _request_id, _row, "
+        + ", ".join(picks)
+        + " FROM (SELECT subject_version AS _version, version_id AS _version_id, arm AS _arm, "
+        "time_us AS _time_us, request_id AS _request_id, " + ", ".join(unnests) + " FROM events "
         "WHERE kind = 'prediction' AND subject = $model "
         "AND json_exists(payload, '$.input')) ORDER BY _time_us"
     )
     con = duckdb.connect()
     try:
         MonitorQuery(project).relation(con, kinds=["prediction"], since=since, until=until)
-        return con.execute(query, {"model": model}).to_arrow_table()
+        return con.sql(query, params={"model": model}).to_arrow_table()
     finally:
         con.close()
 
@@ -427,9 +467,10 @@ def drift_metric(
 ) -> float | None:
     """An alert metric from the latest live drift check of ``model`` recorded in ``[since,
     until)`` (``monitoring.drift_checked``): ``drift.share``, ``prediction_drift``,
-    ``cbpe.accuracy``, ``cbpe.roc_auc``; None when no check ran in the range (schedule
+    ``cbpe.accuracy``, ``cbpe.roc_auc``, ``cbpe.accuracy_error`` (the estimate minus the
+    realized accuracy, once labels arrived); None when no check ran in the range (schedule
     them: ``monitoring.drift.cron``)."""
-    if name not in ("drift.share", "prediction_drift", "cbpe.accuracy", "cbpe.roc_auc"):
+    if name not in _METRICS:
         raise InvalidInputError(f"no live drift metric {name!r}", field="metric")
     _check_range(since, until, "since", "until")
     page = project.events.query(
@@ -628,13 +669,17 @@ def _important(
 
 
 def _cbpe(
+    project: Project,
     load: Any,
-    version: Any,
     reference_inputs: pa.Table,
     labels: Any,
-    live_inputs: pa.Table,
+    live: pa.Table,
+    features: Sequence[str],
+    since: datetime,
     notes: list[str],
-) -> Estimate | None:
+) -> tuple[Estimate | None, dict[str, Any] | None]:
+    """The CBPE estimate on the live rows, and, for the rows whose labels arrived
+    (``feedback`` by request id and row, the latest per row), the realized metrics."""
     from conveyor.monitoring.cbpe import CBPE
 
     if labels is None:
@@ -642,12 +687,12 @@ def _cbpe(
             "no CBPE estimate: no labelled reference (the model spec's target column in "
             "its training data)"
         )
-        return None
+        return None, None
     loaded = load()
     proba = getattr(loaded.model, "predict_proba", None)
     if not callable(proba):
         notes.append("no CBPE estimate: the model has no predict_proba (not a classifier)")
-        return None
+        return None, None
 
     def scores(table: pa.Table) -> Any:
         frame = loaded.signature.enforce(table) if loaded.signature is not None else table
@@ -657,10 +702,59 @@ def _cbpe(
         estimator = CBPE().fit(
             scores(reference_inputs), labels, classes=getattr(loaded.model, "classes_", None)
         )
-        return estimator.estimate(scores(live_inputs))
+        live_scores = scores(live.select(list(features)))
+        estimate = estimator.estimate(live_scores)
     except InvalidInputError as exc:
         notes.append(f"no CBPE estimate: {exc.message}")
+        return None, None
+    found = _labels(project, live, since)
+    if found is None:
+        return estimate, None
+    rows, truth = found
+    try:
+        realized = estimator.realized(live_scores[rows], truth)
+    except InvalidInputError as exc:
+        notes.append(f"CBPE not compared with the labels: {exc.message}")
+        return estimate, None
+    return estimate, {"labelled": len(rows), **realized}
+
+
+def _labels(project: Project, live: pa.Table, since: datetime) -> tuple[Any, list[Any]] | None:
+    """Positions in ``live`` of the rows with a label (``feedback`` events by request id,
+    the latest per request and row, arrived since ``since``), and their labels."""
+    import numpy as np
+
+    from conveyor.monitoring.query import MonitorQuery
+
+    answers = (
+        MonitorQuery(project)
+        .sql(
+            "SELECT request_id, coalesce(TRY_CAST(json_extract(payload, '$.row') AS BIGINT), 0) "
+            "AS row, arg_max(json_extract(payload, '$.label'), seq) AS label FROM events "
+            "WHERE kind = 'feedback' AND request_id IS NOT NULL GROUP BY ALL",
+            kinds=["feedback"],
+            since=since,
+        )
+        .to_pylist()
+    )
+    labelled = {}
+    for answer in answers:
+        label = None if answer["label"] is None else json.loads(answer["label"])
+        if label is not None:
+            labelled[(answer["request_id"], int(answer["row"]))] = label
+    if not labelled:
         return None
+    ids = live.column("_request_id").to_pylist()
+    positions = live.column("_row").to_pylist()
+    rows, truth = [], []
+    for i, key in enumerate(zip(ids, positions, strict=True)):
+        label = labelled.get(key)
+        if label is not None:
+            rows.append(i)
+            truth.append(label)
+    if not rows:
+        return None
+    return np.asarray(rows, dtype=np.int64), truth
 
 
 def _add_prediction_checks(report: Report, predictions: DriftResult) -> None:
