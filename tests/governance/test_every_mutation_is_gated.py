@@ -37,6 +37,10 @@ CLI: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "events kinds": (None, ()),
     "events compact": ("monitoring.compact", ()),
     "monitor latency": (None, ()),  # reads the event log's copy, as events tail reads the log
+    "monitor quality": (None, ("fraud",)),  # computes quality from feedback, records nothing
+    # writes feedback events (ground truth) for predictions
+    "feedback load": ("monitoring.feedback", ("labels.csv",)),
+    "feedback quarantine": (None, ()),
     # records a drift report and drift.detected (which can start a retraining)
     "monitor drift": ("monitoring.drift", ("fraud",)),
     "runs list": (None, ()),
@@ -199,6 +203,10 @@ HTTP: dict[tuple[str, str], str | None] = {
     ("POST", "/v1/features/get"): "features.read",
     ("POST", "/v1/features/push"): "features.push",
     ("GET", "/v1/monitor/latency"): "monitoring.read",
+    ("POST", "/v1/feedback"): "monitoring.feedback",
+    ("GET", "/v1/feedback/quarantine"): "monitoring.read",
+    ("GET", "/v1/monitor/quality"): "monitoring.read",
+    ("GET", "/v1/monitor/concept-drift"): "monitoring.read",  # computed, recorded nowhere
     ("GET", "/v1/monitor/drift"): "monitoring.read",  # computed, recorded nowhere
     ("GET", "/metrics"): "metrics.read",
     ("GET", "/openapi.json"): None,

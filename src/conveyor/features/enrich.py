@@ -13,7 +13,8 @@ The prediction event's ``features`` field records, per row, the values used and 
 names that were missing or expired::
 
     {"service": "fraud", "version": 2,
-     "rows": [{"values": {...}, "missing": ["amount_mean_1h"], "expired": [],
+     "rows": [{"keys": {"customer_id": 42}, "values": {...},
+               "missing": ["amount_mean_1h"], "expired": [],
                "zero": ["amount_count_1h"]}]}
 
 A count or sum of an entity with no record online (one never seen) is 0, as the
@@ -155,6 +156,8 @@ def lookup(project: Project, plan: Plan, version: ModelVersion, table: pa.Table)
                 )
         recorded.append(
             {
+                # The join keys, so feedback can name the prediction by key and time.
+                "keys": {k: row.get(k) for k in plan.keys},
                 "values": {f: got["features"].get(f) for f in plan.features},
                 "missing": [f for f, s in absent.items() if s == "missing"],
                 "expired": [f for f, s in absent.items() if s == "expired"],

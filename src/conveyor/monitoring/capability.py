@@ -18,6 +18,7 @@ CAPABILITY = Capability(
     cli=(
         Command("conveyor.monitoring.cli:compact_command", "events compact"),
         Command("conveyor.monitoring.cli:monitor_app", "monitor"),
+        Command("conveyor.monitoring.feedback_cli:feedback_app", "feedback"),
     ),
     routes="conveyor.monitoring.http:routes",
     events=MONITORING_EVENTS,
@@ -26,5 +27,7 @@ CAPABILITY = Capability(
         "monitoring.read": "viewer",
         # records a drift report and drift.detected, which can start a retraining
         "monitoring.drift": "deployer",
+        # writes ground truth (feedback events) for predictions: whoever may predict
+        "monitoring.feedback": "predictor",
     },
 )

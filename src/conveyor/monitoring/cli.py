@@ -153,3 +153,8 @@ monitor_app.command("drift")(drift_command)
 
 # `conveyor monitor [MODEL]`: the live table, the group's default (monitoring/live.py).
 monitor_app.command("live")(live_command)
+
+# `conveyor monitor quality MODEL` (its own module: ground truth and model quality).
+from conveyor.monitoring.feedback_cli import quality_command  # noqa: E402
+
+monitor_app.command("quality")(quality_command)

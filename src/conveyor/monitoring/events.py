@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from conveyor.capability import EventKind
 from conveyor.events.catalogue import NUMBER
-from conveyor.monitoring.system import SERVING_SAMPLE
 from conveyor.monitoring.drift_live import DRIFT_CHECKED
+from conveyor.monitoring.feedback import FEEDBACK_EVENTS
+from conveyor.monitoring.system import SERVING_SAMPLE
 
 __all__ = ["EVENTS_COMPACTED", "MONITORING_EVENTS"]
 
@@ -25,4 +26,9 @@ EVENTS_COMPACTED = EventKind(
     "event log's Parquet copy, and removed what interrupted runs had left",
 )
 
-MONITORING_EVENTS: tuple[EventKind, ...] = (EVENTS_COMPACTED, DRIFT_CHECKED, SERVING_SAMPLE)
+MONITORING_EVENTS: tuple[EventKind, ...] = (
+    EVENTS_COMPACTED,
+    DRIFT_CHECKED,
+    SERVING_SAMPLE,
+    *FEEDBACK_EVENTS,
+)

@@ -81,11 +81,19 @@ def routes(context: AppContext) -> Contribution:
                 errors=(422,),
             ),
             *_drift_routes(context),
+            *_feedback_routes(context),  # feedback, quality, concept drift
             *monitor_routes(context),  # system, data, overview (monitoring.monitor_http)
         ],
         startup=sampling.start,  # serving.sample every monitoring.system.sample_interval_s
         shutdown=sampling.stop,
     )
+
+
+def _feedback_routes(context: AppContext) -> list[Route]:
+    """``POST /v1/feedback`` and the quality routes (:mod:`conveyor.monitoring.feedback_http`)."""
+    from conveyor.monitoring.feedback_http import routes as feedback_routes
+
+    return list(feedback_routes(context).routes)
 
 
 def _drift_routes(context: AppContext) -> list[Route]:

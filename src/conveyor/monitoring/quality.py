@@ -1,0 +1,1047 @@
+"""Model quality from ground truth: predictions joined to their feedback, scored per window.
+
+::
+
+    from conveyor.monitoring.quality import concept_drift, quality_report
+
+    week = now - timedelta(days=7)
+    report = quality_report(project, "fraud", since=week, window=timedelta(days=1))
+    report.windows[0]
+    # {"model": "fraud", "version": "3", "arm": "champion", "window": "2026-12-04T00:00:00+00:00",
+    #  "predictions": 9120, "labelled": 2210, "coverage": 0.242, "overwritten": 3,
+    #  "accuracy": 0.94, "roc_auc": 0.91, ..., "value_sum": 18250.0, "value_mean": 8.26}
+    drift = concept_drift(project, "fraud")          # the last day against the version's holdout
+    drift.detected, drift.drop, (drift.low, drift.high)
+
+A prediction is scored in the window of its own time, whenever its label arrived
+(:mod:`conveyor.monitoring.feedback` says how records are joined: by request id, or by
+entity key and time; the last record per prediction counts). The metrics are those of
+:mod:`conveyor.checks.metrics`, the functions the training gates use.
+
+What a model answered (the ``prediction`` event's ``output``, one entry per request row)
+is read by the task (``monitoring.quality.models.<model>``, else inferred):
+
+- **binary**: a probability per row (of ``classes[1]``), or two per row; a label per row
+  gives the label metrics only. Labels from scores: ``score >= threshold`` (0.5).
+- **multiclass**: k probabilities per row (columns are ``classes``, default 0..k-1), the
+  predicted class their argmax; or a label per row.
+- **regression**: a number per row.
+- **ranking**: a request is a query and its rows the items, each output a score; labels
+  are relevances, and a labelled query's rows without feedback have relevance 0.
+
+A model answering named outputs (``{"label": [...], "proba": [...]}``) is read through
+``output`` in its settings, else its probabilities, else its first output.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from conveyor.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from conveyor.checks.metrics import Task
+    from conveyor.monitoring.quality_settings import ModelQualitySpec, QualitySpec
+    from conveyor.project import Project
+
+__all__ = [
+    "ConceptDrift",
+    "Labelled",
+    "QualityReport",
+    "concept_drift",
+    "labelled",
+    "quality_metric",
+    "quality_report",
+    "quarantined",
+]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+DEFAULT_METRICS: dict[str, tuple[str, ...]] = {
+    "binary": (
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "roc_auc",
+        "log_loss",
+        "calibration_error",
+    ),
+    "multiclass": (
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "roc_auc",
+        "log_loss",
+        "calibration_error",
+    ),
+    "regression": ("mae", "rmse", "r2", "mape"),
+    "ranking": ("ndcg@10", "map@10"),
+}
+_LATE_US = 86_400_000_000  # feedback read up to a day past now: clocks of other writers
+
+
+# -- reading predictions and their feedback ------------------------------------------------
+
+
+@dataclass(slots=True)
+class Labelled:
+    """Labelled predictions of one model: one entry per labelled request row."""
+
+    request_id: list[str] = field(default_factory=list)
+    row: list[int] = field(default_factory=list)
+    version: list[str] = field(default_factory=list)
+    arm: list[str] = field(default_factory=list)
+    time_us: list[int] = field(default_factory=list)
+    output: list[Any] = field(default_factory=list)  # the row's output
+    label: list[Any] = field(default_factory=list)
+    value: list[float | None] = field(default_factory=list)
+    overwritten: list[int] = field(default_factory=list)
+    #: Per labelled request: every row's output (ranking reads whole queries).
+    outputs: dict[str, list[Any]] = field(default_factory=dict)
+    #: (version, arm, window_us) -> prediction rows in that group (labelled or not).
+    predicted: dict[tuple[str, str, int], int] = field(default_factory=dict)
+    feedback_records: int = 0
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+
+def _pred_sql(model_clause: str) -> str:
+    return f"""
+    CREATE OR REPLACE TEMP TABLE preds AS
+    SELECT seq, request_id, subject AS model, subject_version AS version, arm, time_us,
+           coalesce("rows", 1) AS n_rows, payload
+    FROM events
+    WHERE kind = 'prediction' AND request_id IS NOT NULL {model_clause}
+    QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY seq) = 1
+    """
+
+
+_FEEDBACK_SQL = """
+CREATE OR REPLACE TEMP TABLE fb AS
+SELECT seq, time_us, request_id,
+       json_extract_string(payload, '$.model') AS model,
+       CAST(json_extract(payload, '$.row') AS BIGINT) AS "row",
+       json_extract(payload, '$.label') AS label,
+       CAST(json_extract(payload, '$.value') AS DOUBLE) AS value,
+       json_extract(payload, '$.keys') AS keys,
+       json_extract_string(payload, '$.time') AS outcome_time
+FROM events WHERE kind = 'feedback'
+"""
+
+
+def _window_bounds(since: datetime, until: datetime | None) -> tuple[datetime, datetime]:
+    until = until or datetime.now(UTC)
+    if since.tzinfo is None or until.tzinfo is None:
+        raise InvalidInputError("since and until are aware datetimes (UTC)", field="since")
+    if until <= since:
+        raise InvalidInputError(
+            f"until ({until.isoformat()}) must come after since ({since.isoformat()})",
+            field="until",
+        )
+    return since, until
+
+
+def labelled(
+    project: Project,
+    model: str,
+    *,
+    since: datetime,
+    until: datetime | None = None,
+    version: str | None = None,
+    window: timedelta | None = None,
+) -> Labelled:
+    """The model's predictions made in ``[since, until)`` that have feedback, each with its
+    latest label and value (read from the columnar copy and the log's tail)."""
+    import duckdb
+
+    from conveyor.monitoring.query import MonitorQuery
+    from conveyor.monitoring.settings import monitoring_of
+
+    since, until = _window_bounds(since, until)
+    spec = monitoring_of(project.spec).quality
+    horizon = _horizon(spec)
+    monitor = MonitorQuery(project)
+    now = datetime.now(UTC)
+    con = duckdb.connect()
+    try:
+        # Feedback comes after the prediction it judges: from `since` to now.
+        fb_until = max(now, until) + timedelta(microseconds=_LATE_US)
+        monitor.relation(con, kinds=["feedback"], since=since, until=fb_until)
+        con.execute(_FEEDBACK_SQL)
+        keyed = con.execute("SELECT count(*) FROM fb WHERE request_id IS NULL").fetchone()
+        by_key = bool(keyed and keyed[0])
+        # Entity-key feedback judges the latest prediction for its key at or before the
+        # outcome: predictions after `until` (up to the horizon) take part in choosing it.
+        pred_until = min(until + horizon, fb_until) if by_key else until
+        monitor.relation(con, kinds=["prediction"], since=since, until=pred_until)
+        params: dict[str, Any] = {"model": model}
+        clause = "AND subject = $model"
+        if version is not None:
+            clause += " AND subject_version = $version"
+            params["version"] = str(version)
+        con.execute(_pred_sql(clause), params)
+        _resolve(con, by_key=by_key, horizon=horizon, model=model)
+        until_us = _us(until)
+        found = Labelled()
+        found.feedback_records = int(_one(con, "SELECT count(*) FROM fb"))
+        rows = con.execute(
+            """
+            WITH latest AS (
+                SELECT *, count(*) OVER (PARTITION BY request_id, "row") - 1 AS overwritten
+                FROM resolved
+                QUALIFY row_number() OVER (PARTITION BY request_id, "row" ORDER BY seq DESC) = 1
+            )
+            SELECT p.request_id, l."row", p.version, p.arm, p.time_us,
+                   json_extract(p.payload, '$.output')::VARCHAR AS output,
+                   l.label::VARCHAR, l.value, l.overwritten
+            FROM latest l JOIN preds p USING (request_id)
+            WHERE l."row" < p.n_rows AND p.time_us < $until
+              AND (l.model IS NULL OR l.model = p.model)
+            ORDER BY p.time_us, p.request_id, l."row"
+            """,
+            {"until": until_us},
+        ).fetchall()
+        if window is not None:
+            width = _window_us(window)
+            for ver, arm, w, n in con.execute(
+                "SELECT version, arm, time_us // $w * $w, sum(n_rows) FROM preds "
+                "WHERE time_us < $until GROUP BY ALL",
+                {"w": width, "until": until_us},
+            ).fetchall():
+                found.predicted[(str(ver), str(arm), int(w))] = int(n)
+    finally:
+        con.close()
+    import orjson
+
+    decoded: dict[str, list[Any]] = {}
+    for request_id, row, ver, arm, time_us, output, label, value, overwritten in rows:
+        outputs = decoded.get(request_id)
+        if outputs is None:
+            outputs = decoded[request_id] = _per_row(orjson.loads(output) if output else None)
+        found.request_id.append(request_id)
+        found.row.append(int(row))
+        found.version.append(str(ver))
+        found.arm.append(str(arm))
+        found.time_us.append(int(time_us))
+        found.output.append(outputs[row] if row < len(outputs) else None)
+        found.label.append(orjson.loads(label) if label is not None else None)
+        found.value.append(value)
+        found.overwritten.append(int(overwritten))
+    found.outputs = decoded
+    return found
+
+
+def _resolve(
+    con: duckdb.DuckDBPyConnection, *, by_key: bool, horizon: timedelta, model: str
+) -> None:
+    """The table ``resolved``: feedback by request id as given, and entity-key feedback
+    with the request id and row of the latest prediction for its key at or before the
+    outcome's time, within the horizon (unresolved key feedback is left out)."""
+    con.execute(
+        'CREATE OR REPLACE TEMP TABLE resolved AS SELECT seq, request_id, "row", model, label, '
+        "value FROM fb WHERE request_id IS NOT NULL"
+    )
+    if not by_key:
+        return
+    key_sets = [
+        r[0]
+        for r in con.execute(
+            "SELECT DISTINCT json_keys(keys) FROM fb WHERE request_id IS NULL AND model = $m",
+            {"m": model},
+        ).fetchall()
+    ]
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE pred_keys AS
+        SELECT request_id, i AS "row", time_us,
+               coalesce(json_extract(payload, '$.features.rows[' || i || '].keys'),
+                        json_extract(payload, '$.input[' || i || ']')) AS keyobj
+        FROM (SELECT *, unnest(range(n_rows)) AS i FROM preds)
+        """
+    )
+    for names in key_sets:
+        paths = "[" + ", ".join(_sql_string("$." + _json_name(n)) for n in names) + "]"
+        con.execute(
+            f"""
+            INSERT INTO resolved
+            WITH f AS (
+                SELECT seq, model, label, value,
+                       json_extract(keys, {paths})::VARCHAR AS k,
+                       epoch_us(CAST(outcome_time AS TIMESTAMPTZ)) AS at_us
+                FROM fb WHERE request_id IS NULL AND model = $m
+                  AND json_keys(keys) = {_sql_list(names)}
+            ), p AS (
+                SELECT request_id, "row", time_us, json_extract(keyobj, {paths})::VARCHAR AS k
+                FROM pred_keys WHERE keyobj IS NOT NULL
+            )
+            SELECT f.seq, p.request_id, p."row", f.model, f.label, f.value
+            FROM f ASOF JOIN p ON f.k = p.k AND f.at_us >= p.time_us
+            WHERE f.at_us - p.time_us <= $horizon
+            """,
+            {"m": model, "horizon": _window_us(horizon)},
+        )
+
+
+def _per_row(output: Any) -> list[Any]:
+    """A prediction's output as one entry per request row (a dict: one dict per row)."""
+    if isinstance(output, dict):
+        names = list(output)
+        columns = [output[n] if isinstance(output[n], list) else [output[n]] for n in names]
+        return [dict(zip(names, values, strict=False)) for values in zip(*columns, strict=False)]
+    if isinstance(output, list):
+        return output
+    return [output]
+
+
+# -- scoring -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """How a model's outputs are read: the task, the classes, the metrics that apply."""
+
+    task: Task
+    scores: bool  # outputs are probabilities / scores (score metrics apply)
+    classes: list[Any] | None
+    metrics: tuple[str, ...]
+    output: str | None
+    threshold: float
+
+
+def _model_spec(project: Project, model: str) -> ModelQualitySpec:
+    from conveyor.monitoring.quality_settings import ModelQualitySpec
+    from conveyor.monitoring.settings import monitoring_of
+
+    return monitoring_of(project.spec).quality.models.get(model) or ModelQualitySpec()
+
+
+def _pick(output: Any, name: str | None) -> Any:
+    if not isinstance(output, dict):
+        return output
+    if name is not None:
+        if name not in output:
+            raise InvalidInputError(
+                f"the model answers outputs {sorted(output)}, not {name!r} "
+                "(monitoring.quality.models.<model>.output)",
+                field="output",
+            )
+        return output[name]
+    for candidate in ("proba", "probabilities", "probability", "scores", "score"):
+        if candidate in output:
+            return output[candidate]
+    return next(iter(output.values()))
+
+
+def _reading(
+    spec: ModelQualitySpec,
+    outputs: Sequence[Any],
+    labels: Sequence[Any],
+    metrics: Sequence[str] | None,
+) -> _Read:
+    """The task and metrics for these outputs and labels (see the module)."""
+    from conveyor.checks.metrics import metric
+
+    vectors = any(isinstance(o, list) for o in outputs)
+    numbers = all(isinstance(o, int | float) and not isinstance(o, bool) for o in outputs)
+    task = spec.task
+    if task is None:
+        label_set = {lab for lab in labels if lab is not None}
+        if vectors:
+            width = max(len(o) for o in outputs if isinstance(o, list))
+            task = "binary" if width <= 2 else "multiclass"
+        elif label_set and label_set <= {0, 1} and numbers:
+            task = "binary"
+        elif (
+            label_set
+            and all(isinstance(x, int | float) and not isinstance(x, bool) for x in label_set)
+            and numbers
+        ):
+            task = "regression"
+        else:
+            task = "binary" if len(label_set | set(outputs)) <= 2 else "multiclass"
+    if task == "ranking" or task == "regression":
+        scores = numbers
+    elif task == "binary":
+        scores = vectors or (numbers and not all(o in (0, 1) for o in outputs))
+    else:
+        scores = vectors
+    names = tuple(metrics or spec.metrics or DEFAULT_METRICS[task])
+    usable = []
+    for name in names:
+        m = metric(name)
+        if task not in m.tasks:
+            raise InvalidInputError(
+                f"metric {name!r} does not apply to {task} tasks (it applies to: "
+                f"{', '.join(m.tasks)})",
+                field="metrics",
+            )
+        if m.needs == "score" and not scores and task in ("binary", "multiclass"):
+            continue  # labels only: the score metrics cannot be computed
+        usable.append(name)
+    return _Read(task, scores, spec.classes, tuple(usable), spec.output, spec.threshold)
+
+
+def _arrays(read: _Read, outputs: Sequence[Any], labels: Sequence[Any]) -> tuple[Any, Any, Any]:
+    """(y, scores or None, predicted labels or values) for one group."""
+    import numpy as np
+
+    if read.task == "regression":
+        values = np.asarray([float(o) for o in outputs])
+        return np.asarray([float(x) for x in labels]), values, values
+    if read.task == "binary":
+        classes = read.classes or [0, 1]
+        y = np.asarray([_label(x) for x in labels], dtype=object)
+        if read.scores:
+            s = np.asarray([float(o[-1]) if isinstance(o, list) else float(o) for o in outputs])
+            predicted = np.where(s >= read.threshold, classes[-1], classes[0])
+            return y, s, predicted.astype(object)
+        return y, None, np.asarray([_label(o) for o in outputs], dtype=object)
+    # multiclass
+    if read.scores:
+        s = np.asarray(outputs, dtype=float)
+        classes = read.classes or list(range(s.shape[1]))
+        predicted = np.asarray(classes, dtype=object)[np.argmax(s, axis=1)]
+        return np.asarray([_label(x) for x in labels], dtype=object), s, predicted
+    return (
+        np.asarray([_label(x) for x in labels], dtype=object),
+        None,
+        np.asarray([_label(o) for o in outputs], dtype=object),
+    )
+
+
+def _label(value: Any) -> Any:
+    """Labels as one type: 1.0 is the class 1, True is 1."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _score(read: _Read, name: str, y: Any, s: Any, predicted: Any) -> float | None:
+    """One metric of one group; None where it is undefined (NaN) or not computable."""
+    from conveyor.checks.metrics import metric
+
+    m = metric(name)
+    classes = read.classes
+    try:
+        if read.task == "regression":
+            out = m(y, predicted, task="regression")
+        elif read.task == "binary":
+            cls = classes or [0, 1]
+            if m.needs == "score":
+                out = m(y, s, task="binary", classes=cls)
+            else:
+                out = m(y, predicted, task="binary", classes=cls)
+        else:
+            if m.needs == "score":
+                cls = classes or list(range(s.shape[1]))
+                out = m(y, s, task="multiclass", classes=cls)
+            else:
+                out = m(y, predicted, task="multiclass")
+    except InvalidInputError:
+        return None
+    value = float(out)
+    return None if math.isnan(value) else value
+
+
+def _ranking_matrices(found: Labelled, indices: Sequence[int], read: _Read) -> tuple[Any, Any]:
+    """(relevance, scores) as (queries, items) matrices, NaN padding; a labelled query's
+    rows without feedback have relevance 0."""
+    import numpy as np
+
+    queries: dict[str, dict[int, float]] = defaultdict(dict)
+    for i in indices:
+        queries[found.request_id[i]][found.row[i]] = float(found.label[i])
+    width = max(len(found.outputs[q]) for q in queries)
+    rel = np.full((len(queries), width), np.nan)
+    sc = np.full((len(queries), width), np.nan)
+    for qi, (request_id, labels) in enumerate(queries.items()):
+        outs = found.outputs[request_id]
+        sc[qi, : len(outs)] = [float(_pick(o, read.output)) for o in outs]
+        rel[qi, : len(outs)] = [labels.get(r, 0.0) for r in range(len(outs))]
+    return rel, sc
+
+
+def _group_scores(read: _Read, found: Labelled, indices: Sequence[int]) -> dict[str, float | None]:
+    from conveyor.checks.metrics import metric
+
+    if read.task == "ranking":
+        rel, sc = _ranking_matrices(found, indices, read)
+        out = {}
+        for name in read.metrics:
+            value = float(metric(name)(rel, sc, task="ranking"))
+            out[name] = None if math.isnan(value) else value
+        return out
+    outputs = [_pick(found.output[i], read.output) for i in indices]
+    labels = [found.label[i] for i in indices]
+    keep = [
+        j
+        for j, (o, lab) in enumerate(zip(outputs, labels, strict=True))
+        if o is not None and lab is not None
+    ]
+    if not keep:
+        return dict.fromkeys(read.metrics)
+    y, s, predicted = _arrays(read, [outputs[j] for j in keep], [labels[j] for j in keep])
+    return {name: _score(read, name, y, s, predicted) for name in read.metrics}
+
+
+# -- the report ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class QualityReport:
+    """Quality per model, version, arm and window (see the module)."""
+
+    model: str
+    since: datetime
+    until: datetime
+    window: timedelta
+    task: str | None
+    metrics: list[str]
+    windows: list[dict[str, Any]]
+    feedback: dict[str, int]
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "since": self.since.isoformat(),
+            "until": self.until.isoformat(),
+            "window_s": self.window.total_seconds(),
+            "task": self.task,
+            "metrics": self.metrics,
+            "windows": self.windows,
+            "feedback": self.feedback,
+            "seconds": round(self.seconds, 4),
+            "notes": self.notes,
+        }
+
+
+def quality_report(
+    project: Project,
+    model: str,
+    *,
+    since: datetime,
+    until: datetime | None = None,
+    window: timedelta | None = None,
+    version: str | int | None = None,
+    metrics: Sequence[str] | None = None,
+) -> QualityReport:
+    """Per version, arm and window (default ``monitoring.quality.window``): predictions,
+    labelled predictions, coverage, overwritten labels, each metric, and the business
+    value's sum and mean (see the module)."""
+    from conveyor.durations import parse_duration
+    from conveyor.monitoring.settings import monitoring_of
+
+    started = time.perf_counter()
+    spec = monitoring_of(project.spec).quality
+    window = window or parse_duration(spec.window, "monitoring.quality.window")
+    since, until = _window_bounds(since, until)
+    width = _window_us(window)
+    found = labelled(
+        project,
+        model,
+        since=since,
+        until=until,
+        version=None if version is None else str(version),
+        window=window,
+    )
+    notes: list[str] = []
+    groups: dict[tuple[str, str, int], list[int]] = defaultdict(list)
+    for i in range(len(found)):
+        groups[(found.version[i], found.arm[i], found.time_us[i] // width * width)].append(i)
+    read: _Read | None = None
+    labelled_outputs = [
+        _pick(o, _model_spec(project, model).output) for o in found.output if o is not None
+    ]
+    if found.label:
+        read = _reading(_model_spec(project, model), labelled_outputs, found.label, metrics)
+    elif metrics:
+        for name in metrics:
+            from conveyor.checks.metrics import metric
+
+            metric(name)  # an unknown name is an error even with nothing to score
+    windows = []
+    for key in sorted(set(found.predicted) | set(groups), key=lambda k: (k[2], k[0], k[1])):
+        ver, arm, w = key
+        members = groups.get(key, [])
+        predicted = found.predicted.get(key, 0)
+        row: dict[str, Any] = {
+            "model": model,
+            "version": ver,
+            "arm": arm,
+            "window": (_EPOCH + timedelta(microseconds=w)).isoformat(),
+            "predictions": predicted,
+            "labelled": len(members),
+            "coverage": round(len(members) / predicted, 6) if predicted else None,
+            "overwritten": sum(found.overwritten[i] for i in members),
+        }
+        if read is not None:
+            row.update(
+                _group_scores(read, found, members) if members else dict.fromkeys(read.metrics)
+            )
+        values = [v for i in members if (v := found.value[i]) is not None]
+        row["value_sum"] = float(sum(values)) if values else None
+        row["value_mean"] = float(sum(values) / len(values)) if values else None
+        windows.append(row)
+    if read is None:
+        notes.append("no labelled prediction in the range: metrics need feedback")
+    elif read.task in ("binary", "multiclass") and not read.scores:
+        notes.append(
+            "the model answers labels, not probabilities: score metrics (roc_auc, log_loss, "
+            "calibration_error) are left out"
+        )
+    return QualityReport(
+        model=model,
+        since=since,
+        until=until,
+        window=window,
+        task=None if read is None else read.task,
+        metrics=[] if read is None else list(read.metrics),
+        windows=windows,
+        feedback={
+            "records": found.feedback_records,
+            "joined": len(found),
+            "overwritten": sum(found.overwritten),
+        },
+        seconds=time.perf_counter() - started,
+        notes=notes,
+    )
+
+
+def quality_metric(name: str) -> Any:
+    """``fn(project, model, since, until) -> float | None``: ``name`` over every labelled
+    prediction of the model in the range (every version and arm); None without labels.
+    What the alert rules' ``quality.<metric>`` reads."""
+    from conveyor.checks.metrics import metric
+
+    metric(name)  # unknown: an error now, not at the first evaluation
+
+    def value(project: Project, model: str, since: datetime, until: datetime) -> float | None:
+        found = labelled(project, model, since=since, until=until)
+        if not len(found):
+            return None
+        spec = _model_spec(project, model)
+        outputs = [_pick(o, spec.output) for o in found.output if o is not None]
+        read = _reading(spec, outputs, found.label, [name])
+        if not read.metrics:
+            return None
+        return _group_scores(read, found, range(len(found)))[name]
+
+    value.__name__ = f"quality_{name}"
+    return value
+
+
+# -- concept drift -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConceptDrift:
+    """A recent window's quality against a reference, with a bootstrap interval of the drop.
+
+    ``drop`` is how much worse the window is (positive: worse, whichever way the metric
+    goes); ``low``/``high`` its interval. ``status``: ``drift`` (the drop is significant,
+    its interval above 0, and at least ``min_drop``), ``ok``, or ``insufficient`` (too few
+    labels, or nothing to compare with)."""
+
+    model: str
+    version: str | None
+    metric: str
+    since: datetime
+    until: datetime
+    labelled: int
+    current: float | None
+    reference: float | None
+    reference_source: str
+    drop: float | None
+    low: float | None
+    high: float | None
+    min_drop: float
+    confidence: float
+    status: str
+    detail: str
+
+    @property
+    def detected(self) -> bool:
+        return self.status == "drift"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "metric": self.metric,
+            "since": self.since.isoformat(),
+            "until": self.until.isoformat(),
+            "labelled": self.labelled,
+            "current": self.current,
+            "reference": self.reference,
+            "reference_source": self.reference_source,
+            "drop": self.drop,
+            "interval": [self.low, self.high],
+            "min_drop": self.min_drop,
+            "confidence": self.confidence,
+            "status": self.status,
+            "detected": self.detected,
+            "detail": self.detail,
+        }
+
+    def to_check(self) -> Any:
+        """As a :class:`~conveyor.checks.result.CheckResult` (passed unless drift)."""
+        from conveyor.checks.result import CheckResult
+
+        return CheckResult(
+            f"concept_drift.{self.metric}",
+            not self.detected,
+            observed={
+                "current": self.current,
+                "drop": self.drop,
+                "interval": [self.low, self.high],
+            },
+            threshold={"reference": self.reference, "min_drop": self.min_drop},
+            detail=self.detail,
+            severity="error" if self.detected else "warning",
+        )
+
+
+def concept_drift(
+    project: Project,
+    model: str,
+    *,
+    at: datetime | None = None,
+    window: timedelta | None = None,
+    metric: str | None = None,
+    reference: str | None = None,
+    version: str | int | None = None,
+    min_drop: float | None = None,
+    confidence: float | None = None,
+    min_labelled: int | None = None,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> ConceptDrift:
+    """Judge the labelled predictions of ``[at - window, at)`` against the reference: the
+    version's own metric from the registry (``holdout_<metric>``, as training records it)
+    or the window before (``monitoring.quality.concept_drift``; arguments override it).
+
+    The interval is a bootstrap of the labelled rows (of the queries, for ranking), and of
+    both windows when the reference is a window. The version judged is ``version`` or the
+    one with the most labelled predictions in the window."""
+    import numpy as np
+
+    from conveyor.checks.metrics import metric as metric_named
+    from conveyor.durations import parse_duration
+    from conveyor.monitoring.settings import monitoring_of
+
+    settings = monitoring_of(project.spec).quality.concept_drift
+    at = at or datetime.now(UTC)
+    window = window or parse_duration(settings.window, "monitoring.quality.concept_drift.window")
+    min_drop = settings.min_drop if min_drop is None else min_drop
+    confidence = settings.confidence if confidence is None else confidence
+    need = settings.min_labelled if min_labelled is None else min_labelled
+    source = reference or settings.reference
+    if source not in ("registry", "window"):
+        raise InvalidInputError(
+            f"reference is 'registry' or 'window', got {source!r}", field="reference"
+        )
+    since = at - window
+    spec = _model_spec(project, model)
+    found = labelled(
+        project, model, since=since, until=at, version=None if version is None else str(version)
+    )
+    chosen_version = None if version is None else str(version)
+    if chosen_version is None and len(found):
+        counts: dict[str, int] = defaultdict(int)
+        for v in found.version:
+            counts[v] += 1
+        chosen_version = max(counts, key=lambda v: (counts[v], v))
+    rows = [i for i in range(len(found)) if found.version[i] == chosen_version]
+    name = metric or settings.metric or _default_metric(project, spec)
+    m = metric_named(name)
+
+    def result(status: str, detail: str, **values: Any) -> ConceptDrift:
+        base: dict[str, Any] = {
+            "current": None,
+            "reference": None,
+            "reference_source": source,
+            "drop": None,
+            "low": None,
+            "high": None,
+        }
+        base.update(values)
+        return ConceptDrift(
+            model,
+            chosen_version,
+            name,
+            since,
+            at,
+            len(rows),
+            min_drop=min_drop,
+            confidence=confidence,
+            status=status,
+            detail=detail,
+            **base,
+        )
+
+    if len(rows) < need:
+        return result(
+            "insufficient", f"{len(rows)} labelled predictions in the window, fewer than {need}"
+        )
+    outputs = [_pick(found.output[i], spec.output) for i in rows]
+    read = _reading(spec, outputs, [found.label[i] for i in rows], [name])
+    if not read.metrics:
+        return result("insufficient", f"{name} needs scores and the model answers labels")
+    rng = np.random.default_rng(seed)
+    current, boot = _bootstrap(read, found, rows, name, resamples, rng)
+    ref_value: float | None = None
+    ref_boot = None
+    ref_source = source
+    if source == "registry" and chosen_version is not None:
+        ref_value = _registry_metric(project, model, chosen_version, name)
+        ref_source = "registry"
+    if ref_value is None:
+        ref_source = "window"
+        before = labelled(project, model, since=since - window, until=since, version=chosen_version)
+        ref_rows = list(range(len(before)))
+        if len(ref_rows) < need:
+            return result(
+                "insufficient",
+                f"no reference: the registry holds no {name} for version {chosen_version} and "
+                f"the window before has {len(ref_rows)} labelled predictions",
+                current=current,
+                reference_source="window",
+            )
+        ref_read = _reading(
+            spec, [_pick(before.output[i], spec.output) for i in ref_rows], before.label, [name]
+        )
+        ref_value, ref_boot = _bootstrap(ref_read, before, ref_rows, name, resamples, rng)
+    if current is None or ref_value is None:
+        return result("insufficient", f"{name} is undefined on the window", reference=ref_value)
+    sign = 1.0 if m.greater_is_better else -1.0
+    drop = sign * (ref_value - current)
+    drops = sign * ((ref_boot if ref_boot is not None else ref_value) - boot)
+    drops = drops[~np.isnan(drops)]
+    tail = (1 - confidence) / 2
+    low, high = (float(x) for x in np.quantile(drops, [tail, 1 - tail]))
+    detected = low > 0 and drop >= min_drop
+    detail = (
+        f"{name} {current:.4f} on {len(rows)} labelled predictions of version {chosen_version} "
+        f"against {ref_value:.4f} ({ref_source}): a drop of {drop:.4f}, "
+        f"{confidence:.0%} interval [{low:.4f}, {high:.4f}]; "
+        + (
+            "concept drift"
+            if detected
+            else "not significant"
+            if low <= 0
+            else f"significant but under the floor {min_drop}"
+        )
+    )
+    return result(
+        "drift" if detected else "ok",
+        detail,
+        current=current,
+        reference=ref_value,
+        reference_source=ref_source,
+        drop=drop,
+        low=low,
+        high=high,
+    )
+
+
+def _bootstrap(
+    read: _Read, found: Labelled, rows: Sequence[int], name: str, resamples: int, rng: Any
+) -> tuple[float | None, Any]:
+    """(the metric on ``rows``, its value on ``resamples`` bootstrap resamples)."""
+    import numpy as np
+
+    from conveyor.checks.metrics import metric
+
+    m = metric(name)
+    if read.task == "ranking":
+        rel, sc = _ranking_matrices(found, rows, read)
+        point = float(m(rel, sc, task="ranking"))
+        idx = rng.integers(0, rel.shape[0], size=(resamples, rel.shape[0]))
+        boot = np.asarray(m(rel[idx], sc[idx], task="ranking"), dtype=float)
+        return (None if math.isnan(point) else point), boot
+    outputs = [_pick(found.output[i], read.output) for i in rows]
+    y, s, predicted = _arrays(read, outputs, [found.label[i] for i in rows])
+    score = _score(read, name, y, s, predicted)
+    n = len(y)
+    values = np.empty(resamples)
+    chunk = max(1, 2_000_000 // max(n, 1))
+    for start in range(0, resamples, chunk):
+        idx = rng.integers(0, n, size=(min(chunk, resamples - start), n))
+        for j, row in enumerate(idx):
+            got = _score(read, name, y[row], None if s is None else s[row], predicted[row])
+            values[start + j] = np.nan if got is None else got
+    return score, values
+
+
+def _registry_metric(project: Project, model: str, version: str, name: str) -> float | None:
+    try:
+        found = project.registry.get(model, int(version))
+    except (ValueError, LookupError):
+        return None
+    for key in (f"holdout_{name}", name):
+        value = found.metrics.get(key)
+        if isinstance(value, int | float) and not math.isnan(value):
+            return float(value)
+    return None
+
+
+def _default_metric(project: Project, spec: ModelQualitySpec) -> str:
+    if spec.metrics:
+        return spec.metrics[0]
+    slo = project.spec.slos.quality
+    if slo is not None:
+        return slo.metric
+    if spec.task is not None:
+        return DEFAULT_METRICS[spec.task][0]
+    return "accuracy"
+
+
+# -- quarantine ----------------------------------------------------------------------------
+
+
+def quarantined(
+    project: Project,
+    *,
+    since: datetime,
+    until: datetime | None = None,
+    limit: int = 1000,
+) -> dict[str, Any]:
+    """Feedback received in ``[since, until)`` that joins no prediction, with the reason:
+    ``unknown_request_id`` (no prediction with that id within the horizon before it),
+    ``row_out_of_range``, ``model_mismatch`` (the record names another model), or
+    ``no_prediction_for_key``. Counted by reason; the first ``limit`` listed."""
+    import duckdb
+    import orjson
+
+    from conveyor.monitoring.query import MonitorQuery
+    from conveyor.monitoring.settings import monitoring_of
+
+    since, until = _window_bounds(since, until)
+    horizon = _horizon(monitoring_of(project.spec).quality)
+    monitor = MonitorQuery(project)
+    con = duckdb.connect()
+    try:
+        monitor.relation(con, kinds=["feedback"], since=since, until=until)
+        con.execute(_FEEDBACK_SQL)
+        records = int(_one(con, "SELECT count(*) FROM fb"))
+        by_key = bool(_one(con, "SELECT count(*) FROM fb WHERE request_id IS NULL"))
+        monitor.relation(con, kinds=["prediction"], since=since - horizon, until=until + horizon)
+        con.execute(_pred_sql(""))
+        reasons_sql = """
+            SELECT f.seq, f.time_us, f.request_id, f."row", f.model, f.keys::VARCHAR,
+                   f.label::VARCHAR, f.value,
+                   CASE WHEN p.request_id IS NULL THEN 'unknown_request_id'
+                        WHEN f."row" >= p.n_rows THEN 'row_out_of_range'
+                        WHEN f.model IS NOT NULL AND f.model <> p.model THEN 'model_mismatch'
+                   END AS reason
+            FROM fb f LEFT JOIN preds p ON f.request_id = p.request_id
+                AND p.time_us <= f.time_us + $late
+            WHERE f.request_id IS NOT NULL
+        """
+        late = _LATE_US  # a prediction event stamped a little after its feedback (clocks)
+        found = con.execute(
+            f"SELECT * FROM ({reasons_sql}) WHERE reason IS NOT NULL ORDER BY seq", {"late": late}
+        ).fetchall()
+        if by_key:
+            models = [
+                r[0]
+                for r in con.execute(
+                    "SELECT DISTINCT model FROM fb WHERE request_id IS NULL"
+                ).fetchall()
+            ]
+            resolved: set[int] = set()
+            for model in models:
+                _resolve(con, by_key=True, horizon=horizon, model=model)
+                resolved |= {
+                    int(r[0])
+                    for r in con.execute(
+                        "SELECT seq FROM resolved "
+                        "WHERE seq IN (SELECT seq FROM fb WHERE request_id IS NULL)"
+                    ).fetchall()
+                }
+            for row in con.execute(
+                'SELECT seq, time_us, request_id, "row", model, keys::VARCHAR, label::VARCHAR, '
+                "value, 'no_prediction_for_key' FROM fb WHERE request_id IS NULL ORDER BY seq"
+            ).fetchall():
+                if int(row[0]) not in resolved:
+                    found.append(row)
+    finally:
+        con.close()
+    found.sort(key=lambda r: r[0])
+    counts: dict[str, int] = defaultdict(int)
+    for r in found:
+        counts[r[8]] += 1
+    listed = [
+        {
+            "seq": int(seq),
+            "time": (_EPOCH + timedelta(microseconds=int(t))).isoformat(),
+            "request_id": rid,
+            "row": row,
+            "model": model,
+            "keys": orjson.loads(keys) if keys else None,
+            "label": orjson.loads(label) if label else None,
+            "value": value,
+            "reason": reason,
+        }
+        for seq, t, rid, row, model, keys, label, value, reason in found[:limit]
+    ]
+    return {
+        "since": since.isoformat(),
+        "until": until.isoformat(),
+        "records": records,
+        "quarantined": len(found),
+        "reasons": dict(counts),
+        "feedback": listed,
+        "horizon_s": horizon.total_seconds(),
+    }
+
+
+# -- small pieces --------------------------------------------------------------------------
+
+
+def _horizon(spec: QualitySpec) -> timedelta:
+    from conveyor.durations import parse_duration
+
+    return parse_duration(spec.horizon, "monitoring.quality.horizon")
+
+
+def _window_us(window: timedelta) -> int:
+    width = window // timedelta(microseconds=1)
+    if width < 1_000_000:
+        raise InvalidInputError(f"window must be a second or longer, got {window}", field="window")
+    return int(width)
+
+
+def _us(moment: datetime) -> int:
+    return int((moment - _EPOCH) // timedelta(microseconds=1))
+
+
+def _one(con: duckdb.DuckDBPyConnection, sql: str) -> Any:
+    row = con.execute(sql).fetchone()
+    return row[0] if row else 0
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _sql_list(names: Sequence[str]) -> str:
+    return "[" + ", ".join(_sql_string(n) for n in names) + "]"
+
+
+def _json_name(name: str) -> str:
+    return '"' + name.replace('"', '\\"') + '"'
