@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from conveyor.monitoring.alerts.settings import AlertsSpec
 from conveyor.monitoring.drift_jobs import DriftJobSpec
 from conveyor.monitoring.interop.settings import InteropSpec
 from conveyor.monitoring.quality_settings import QualitySpec
@@ -79,6 +80,11 @@ class MonitoringSpec(BaseModel):
         default_factory=InteropSpec,
         description="The Prometheus rules and Grafana dashboard generated from the spec "
         "(conveyor monitor prometheus-rules, conveyor monitor grafana).",
+    )
+    alerts: AlertsSpec = Field(
+        default_factory=AlertsSpec,
+        description="Alert rules (derived from slos: and your own), their evaluation, "
+        "silences, inhibition and notification sinks (conveyor alerts).",
     )
 
 
