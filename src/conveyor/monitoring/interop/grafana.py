@@ -116,7 +116,9 @@ def dashboard(
     settings = interop_of(spec)
     project = str(getattr(spec, "project", "conveyor"))
     if rules is None:
-        rules = _derived(spec)
+        from conveyor.monitoring.interop.prometheus import conveyor_rules
+
+        rules = conveyor_rules(spec)
     thresholds = _thresholds(spec, rules)
     sel = matchers(settings.matchers, _MODEL)
     panels: list[dict[str, Any]] = []
@@ -291,14 +293,6 @@ def _timeseries(
             for i, (expr, legend) in enumerate(targets)
         ],
     }
-
-
-def _derived(spec: ProjectSpec) -> list[Any]:
-    try:
-        from conveyor.monitoring.alerts.rules import derive_rules
-    except ImportError:  # the alerts package is optional for the dashboard
-        return []
-    return list(derive_rules(spec))
 
 
 def _thresholds(spec: ProjectSpec, rules: Sequence[Any]) -> dict[str, tuple[str, float]]:

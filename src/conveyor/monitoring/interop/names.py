@@ -87,8 +87,9 @@ def _share(metric: str, part: str, sel: str, window: str, by: str) -> str:
 
 def _quantile(q: float) -> Callable[[str, str, str], str]:
     def build(sel: str, window: str, by: str) -> str:
+        labels = ", ".join(p for p in (by, "le") if p)
         return (
-            f"1000 * histogram_quantile({q}, sum by ({by}, le) "
+            f"1000 * histogram_quantile({q}, sum by ({labels}) "
             f"(rate({_series('conveyor_request_seconds_bucket', sel)}[{window}])))"
         )
 
@@ -239,7 +240,8 @@ def matchers(*parts: str) -> str:
 def expression(name: str, window: str, *, sel: str = "", by: str | None = None) -> str:
     """The PromQL of monitor ``name`` over ``window`` (``5m``), series limited by ``sel``
     (``job="conveyor"``) and grouped ``by`` (default: ``model``, or ``instance`` for the
-    process monitors). KeyError for a monitor Prometheus cannot compute."""
+    process monitors; ``""``: all traffic as one series). KeyError for a monitor Prometheus
+    cannot compute."""
     monitor = MONITORS[name]
     group = by if by is not None else ("model" if monitor.per_model else "instance")
     return monitor.build(sel, window, group)

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Skipped",
     "alerting_rules",
+    "conveyor_rules",
     "label_value",
     "recording_rules",
     "rules_document",
@@ -83,9 +84,12 @@ def recording_rules(
     return rules
 
 
-def alerting_rules(rules: Iterable[Any]) -> tuple[list[dict[str, Any]], list[Skipped]]:
+def alerting_rules(
+    rules: Iterable[Any], sel: str = ""
+) -> tuple[list[dict[str, Any]], list[Skipped]]:
     """Conveyor's alert rules (:class:`~conveyor.monitoring.alerts.rules.AlertRule`) as
-    Prometheus alerting rules, and those that have none."""
+    Prometheus alerting rules, and those that have none. ``sel``: label matchers of the
+    server's series (``monitoring.interop.matchers``)."""
     out: list[dict[str, Any]] = []
     skipped: list[Skipped] = []
     for rule in rules:
@@ -99,11 +103,11 @@ def alerting_rules(rules: Iterable[Any]) -> tuple[list[dict[str, Any]], list[Ski
                 )
             )
             continue
-        out.append(_alert(rule))
+        out.append(_alert(rule, sel))
     return out, skipped
 
 
-def _alert(rule: Any) -> dict[str, Any]:
+def _alert(rule: Any, sel: str) -> dict[str, Any]:
     op = str(rule.op)
     if op not in (">", "<"):
         raise InvalidInputError(
@@ -117,20 +121,24 @@ def _alert(rule: Any) -> dict[str, Any]:
             field="threshold",
         )
     window = prom_duration(float(rule.window))
-    selector = "" if rule.model is None else f"{{model={label_value(str(rule.model))}}}"
-    series = record_name(str(rule.metric), window)
+    if rule.model is None:
+        # A rule on all traffic, as Conveyor evaluates it: every model's series as one.
+        series = f"({expression(str(rule.metric), window, sel=sel, by='')})"
+    else:
+        series = f"{record_name(str(rule.metric), window)}{{model={label_value(str(rule.model))}}}"
     labels: dict[str, str] = {str(k): str(v) for k, v in dict(rule.labels or {}).items()}
     labels.update(severity=str(rule.severity), monitor=str(rule.metric), source=str(rule.source))
+    scope = "all traffic" if rule.model is None else str(rule.model)
     alert: dict[str, Any] = {
         "alert": str(rule.name),
-        "expr": f"{series}{selector} {op} {threshold!r}",
+        "expr": f"{series} {op} {threshold!r}",
     }
     for_s = float(rule.for_s or 0)
     if for_s > 0:
         alert["for"] = prom_duration(for_s)
     alert["labels"] = labels
     alert["annotations"] = {
-        "summary": f"{{{{ $labels.model }}}}: {rule.metric} {op} {threshold:g} over {window}",
+        "summary": f"{scope}: {rule.metric} {op} {threshold:g} over {window}",
         "description": f"{rule.metric} is {{{{ $value }}}} over the last {window} "
         f"(threshold {op} {threshold:g}); Conveyor's alert rule {rule.name} ({rule.source}).",
     }
@@ -143,12 +151,14 @@ def rules_document(
     """The rule file (``{"groups": [...]}``) for ``spec``, and the alert rules left to
     Conveyor. ``rules`` defaults to :func:`~conveyor.monitoring.alerts.rules.derive_rules`."""
     if rules is None:
-        from conveyor.monitoring.alerts.rules import derive_rules
-
-        rules = derive_rules(spec)
+        rules = conveyor_rules(spec)
     settings = interop_of(spec)
-    alerts, skipped = alerting_rules(rules)
-    windows = [prom_duration(float(r.window)) for r in rules if str(r.metric) in MONITORS]
+    alerts, skipped = alerting_rules(rules, settings.matchers)
+    windows = [
+        prom_duration(float(r.window))
+        for r in rules
+        if str(r.metric) in MONITORS and r.model is not None
+    ]
     interval = {"interval": settings.rule_interval} if settings.rule_interval else {}
     project = str(getattr(spec, "project", "conveyor"))
     groups: list[dict[str, Any]] = [
@@ -161,6 +171,16 @@ def rules_document(
     if alerts:
         groups.append({"name": f"conveyor:{project}:alerts", **interval, "rules": alerts})
     return {"groups": groups}, skipped
+
+
+def conveyor_rules(spec: ProjectSpec) -> list[Any]:
+    """Conveyor's own alert rules for ``spec`` (:func:`derive_rules`); none without the
+    alerts package."""
+    try:
+        from conveyor.monitoring.alerts.rules import derive_rules
+    except ImportError:
+        return []
+    return list(derive_rules(spec))
 
 
 def rules_yaml(spec: ProjectSpec, rules: Sequence[Any] | None = None) -> str:
