@@ -24,8 +24,12 @@ with its store and event log there:
    server's memory is not counted. The two answers are compared: every group's count
    exactly, every percentile to 1e-9.
 
-Errors are not in the query: the server writes no event for a request it fails (see
-docs/monitoring.md). Results go to ``results/monitor_query.json`` (a run on one backend
+The day also holds what the server writes besides answers: 1% of requests fail
+(``prediction.failed``: 422 bad input, 500 a model error, 503 shed load) and two worker
+processes sample themselves every 10 s (``serving.sample``); the fresh query process also
+times the system monitors (``MonitorQuery.system``: requests, rates, latency, 4xx/5xx,
+shed, cache hits, batch sizes, queue depth, CPU and memory by model, version, arm and
+minute, the same day). Results go to ``results/monitor_query.json`` (a run on one backend
 keeps the other's figures there, with their own timestamp); nothing is asserted.
 """
 
@@ -112,7 +116,8 @@ def traffic(n: int, *, seed: int = 13, chunk: int = 50_000) -> Iterator[list[Any
         draws = rng.uniform(0, 1, size)
         outs = rng.uniform(0, 1, size).round(4)
         batch = rng.uniform(0, 1, size) < 0.05
-        events = []
+        failed = rng.uniform(0, 1, size) < 0.01
+        events = _samples(int(times[start]), int(times[start + size - 1]), rng)
         for i in range(size):
             model = names[models[i]]
             spec = MODELS[model]
@@ -125,6 +130,26 @@ def traffic(n: int, *, seed: int = 13, chunk: int = 50_000) -> Iterator[list[Any
             rows = int(1 + draws[i] * 31) if batch[i] else 1
             latency = 0.15 if cached else spec["ms"] * spread[i] * (12 if slow[i] else 1)
             time_us = int(times[start + i])
+            if failed[i]:
+                status, code = _FAILURES[int(draws[i] * 1000) % len(_FAILURES)]
+                events.append(
+                    Event(
+                        "prediction.failed",
+                        subject=model,
+                        subject_version=version,
+                        payload={
+                            "status": status,
+                            "code": code,
+                            "version_id": version_ids[(model, version)],
+                            "arm": arm,
+                            "latency_ms": round(float(spec["ms"] * spread[i]), 3),
+                        },
+                        request_id=new_event_id(time_us // 1000),
+                        actor="key:gateway",
+                        time=EPOCH + timedelta(microseconds=time_us),
+                    )
+                )
+                continue
             payload: dict[str, Any] = {
                 "version_id": version_ids[(model, version)],
                 "arm": arm,
@@ -149,6 +174,50 @@ def traffic(n: int, *, seed: int = 13, chunk: int = 50_000) -> Iterator[list[Any
                 )
             )
         yield events
+
+
+#: How generated requests fail: bad input twice as often as a model error or shed load.
+_FAILURES = ((422, "invalid_input"), (422, "invalid_input"), (500, "internal"), (503, "overloaded"))
+_SAMPLE_US = 10_000_000
+
+
+def _samples(first_us: int, last_us: int, rng: Any) -> list[Any]:
+    """``serving.sample`` events of two workers every 10 s in ``[first_us, last_us)``."""
+    from conveyor.events.schema import EPOCH, Event
+
+    events = []
+    at = -(-first_us // _SAMPLE_US) * _SAMPLE_US
+    while at < last_us:
+        for pid in (101, 102):
+            versions = [
+                {"model": m, "version": v, "queue_rows": int(rng.integers(0, 8)),
+                 "batches": int(rng.integers(200, 700)), "batch_rows": int(rng.integers(700, 900))}
+                for m, spec in MODELS.items()
+                for v, _, _ in spec["arms"]
+            ]  # fmt: skip
+            events.append(
+                Event(
+                    "serving.sample",
+                    payload={
+                        "pid": pid,
+                        "host": "bench",
+                        "interval_s": 10.0,
+                        "uptime_s": at / 1e6,
+                        "cpu_percent": round(float(rng.uniform(20, 90)), 2),
+                        "rss_mib": round(float(rng.uniform(380, 420)), 2),
+                        "threads": 9,
+                        "queue_depth": sum(v["queue_rows"] for v in versions),
+                        "versions": versions,
+                        "batches": sum(v["batches"] for v in versions),
+                        "batch_rows": sum(v["batch_rows"] for v in versions),
+                        "shed": 0,
+                        "failed": {},
+                    },
+                    time=EPOCH + timedelta(microseconds=at),
+                )
+            )
+        at += _SAMPLE_US
+    return events
 
 
 def fill(url: str, events: Iterator[list[Any]], log: Log) -> dict[str, Any]:
@@ -186,9 +255,20 @@ def _side_parquet(project_dir: str, since: datetime, until: datetime) -> dict[st
             started = time.perf_counter()
             report = monitor.latency(since=since, until=until, window=WINDOW)
             timings.append(time.perf_counter() - started)
+        system_timings = []
+        for _ in range(2):
+            started = time.perf_counter()
+            system = monitor.system(since=since, until=until, window=WINDOW)
+            system_timings.append(time.perf_counter() - started)
         return {
             "query_s": round(timings[0], 3),
             "again_s": round(timings[1], 3),
+            "system_s": round(system_timings[0], 3),
+            "system_again_s": round(system_timings[1], 3),
+            "system_rows": len(system.windows),
+            "system_requests": sum(w["requests"] for w in system.windows),
+            "system_failed": sum(w["errors_4xx"] + w["errors_5xx"] for w in system.windows),
+            "system_process_rows": len(system.processes),
             "read": report.snapshot.to_dict(),
             "groups": [
                 [w["model"], w["version"], w["arm"], w["window"], w["requests"],
@@ -396,11 +476,20 @@ def run_backend(backend: str, events: int, tail: int, log: Log, rounds: int = 3)
             for _ in range(rounds)
         ]
         parquet = {**sides[0], "rounds": rounds}
-        for key in ("query_s", "again_s", "process_wall_s", "cpu_s", "peak_rss_mib"):
+        for key in (
+            "query_s",
+            "again_s",
+            "system_s",
+            "system_again_s",
+            "process_wall_s",
+            "cpu_s",
+            "peak_rss_mib",
+        ):
             parquet[key] = statistics.median(side[key] for side in sides)
             parquet[f"{key}_all"] = [side[key] for side in sides]
         log(
             f"{backend}: Parquet + tail {parquet['query_s']} s (again {parquet['again_s']} s), "
+            f"system {parquet['system_s']} s (again {parquet['system_again_s']} s), "
             f"process {parquet['process_wall_s']} s, {parquet['peak_rss_mib']} MiB"
         )
         plain = _measured(["--side", "plain", "--target", url, *window], "plain SQL")
@@ -476,6 +565,7 @@ def summary(result: dict[str, Any]) -> Table:
         "compaction ev/s",
         "Parquet+tail s",
         "again s",
+        "system s",
         "process s",
         "peak RSS",
         "plain SQL s",
@@ -489,6 +579,7 @@ def summary(result: dict[str, Any]) -> Table:
             f"{r['compaction']['events_per_s']:,}",
             f"{fast['query_s']:.3f}",
             f"{fast['again_s']:.3f}",
+            f"{fast.get('system_s', float('nan')):.3f}",
             f"{fast['process_wall_s']:.2f}",
             f"{fast['peak_rss_mib']:.0f} MiB",
             f"{r['plain_sql']['query_s']:.2f}",

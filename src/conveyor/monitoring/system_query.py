@@ -56,66 +56,78 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: The kinds system monitors read.
 SYSTEM_KINDS = ("prediction", "prediction.failed", "serving.sample")
 
-_REQUESTS_SQL = """
+_ANSWERED_SQL = """
 SELECT subject AS model,
        subject_version AS version,
        arm,
        time_us // $window * $window AS window_us,
-       count(*) AS requests,
-       count(*) FILTER (WHERE kind = 'prediction') AS answered,
-       quantile_cont(latency_ms, [0.5, 0.95, 0.99]) FILTER (WHERE kind = 'prediction') AS q,
-       max(latency_ms) FILTER (WHERE kind = 'prediction') AS max_ms,
-       count(*) FILTER (WHERE kind = 'prediction.failed' AND status LIKE '4%') AS errors_4xx,
-       count(*) FILTER (WHERE kind = 'prediction.failed' AND status LIKE '5%') AS errors_5xx,
-       count(*) FILTER (WHERE kind = 'prediction.failed' AND code = 'overloaded') AS shed,
-       count(*) FILTER (WHERE kind = 'prediction' AND cached) AS cached,
-       sum("rows") FILTER (WHERE kind = 'prediction') AS rows
+       count(*) AS answered,
+       quantile_cont(latency_ms, [0.5, 0.95, 0.99]) AS q,
+       max(latency_ms) AS max_ms,
+       count_if(cached) AS cached,
+       sum("rows") AS rows
 FROM events
-WHERE kind IN ('prediction', 'prediction.failed')
-  AND time_us >= $since AND time_us < $until {model}
+WHERE kind = 'prediction' AND time_us >= $since AND time_us < $until {model}
 GROUP BY ALL
-ORDER BY window_us, model, version NULLS FIRST, arm NULLS FIRST
 """
 
-_SAMPLES = """
-SELECT time_us // $window * $window AS window_us,
-       time_us,
-       payload::JSON AS p
+_FAILED_SQL = """
+SELECT subject AS model,
+       subject_version AS version,
+       arm,
+       time_us // $window * $window AS window_us,
+       count_if(status LIKE '4%') AS errors_4xx,
+       count_if(status LIKE '5%') AS errors_5xx,
+       count_if(code = 'overloaded') AS shed,
+       count(*) AS failed
 FROM events
-WHERE kind = 'serving.sample' AND time_us >= $since AND time_us < $until
-"""
-
-_PROCESSES_SQL = f"""
-WITH s AS ({_SAMPLES})
-SELECT window_us,
-       p->>'host' AS host,
-       (p->>'pid')::BIGINT AS pid,
-       count(*) AS samples,
-       avg((p->>'cpu_percent')::DOUBLE) AS cpu_percent,
-       max((p->>'rss_mib')::DOUBLE) AS rss_mib,
-       max((p->>'queue_depth')::BIGINT) AS queue_depth,
-       sum((p->>'batches')::BIGINT) AS batches,
-       sum((p->>'batch_rows')::BIGINT) AS batch_rows,
-       sum((p->>'shed')::BIGINT) AS shed
-FROM s
+WHERE kind = 'prediction.failed' AND time_us >= $since AND time_us < $until {model}
 GROUP BY ALL
-ORDER BY window_us, host, pid
 """
 
 _VERSION_SHAPE = (
     '[{"model": "VARCHAR", "version": "VARCHAR", "queue_rows": "BIGINT", '
     '"batches": "BIGINT", "batch_rows": "BIGINT"}]'
 )
-_VERSIONS_SQL = (
-    "WITH s AS ("
-    + _SAMPLES
-    + """),
-v AS (
-    SELECT window_us, p->>'host' AS host, (p->>'pid')::BIGINT AS pid,
-           unnest(from_json(p->'versions', '"""
-    + _VERSION_SHAPE
-    + """')) AS one
-    FROM s
+_SAMPLE_SHAPE = (
+    '{"pid": "BIGINT", "host": "VARCHAR", "cpu_percent": "DOUBLE", "rss_mib": "DOUBLE", '
+    '"queue_depth": "BIGINT", "batches": "BIGINT", "batch_rows": "BIGINT", "shed": "BIGINT", '
+    '"versions": ' + _VERSION_SHAPE + "}"
+)
+
+#: The samples of the range, their payloads parsed once into a struct (both queries below
+#: read it).
+_SAMPLES = (
+    """
+CREATE OR REPLACE TEMP TABLE samples AS
+SELECT time_us // $window * $window AS window_us,
+       from_json(payload, '"""
+    + _SAMPLE_SHAPE
+    + """') AS p
+FROM events
+WHERE kind = 'serving.sample' AND time_us >= $since AND time_us < $until
+"""
+)
+
+_PROCESSES_SQL = """
+SELECT window_us,
+       p.host AS host,
+       p.pid AS pid,
+       count(*) AS samples,
+       avg(p.cpu_percent) AS cpu_percent,
+       max(p.rss_mib) AS rss_mib,
+       max(p.queue_depth) AS queue_depth,
+       sum(p.batches) AS batches,
+       sum(p.batch_rows) AS batch_rows,
+       sum(p.shed) AS shed
+FROM samples
+GROUP BY ALL
+ORDER BY window_us, host, pid
+"""
+
+_VERSIONS_SQL = """
+WITH v AS (
+    SELECT window_us, p.host AS host, p.pid AS pid, unnest(p.versions) AS one FROM samples
 ),
 per_worker AS (
     SELECT window_us, host, pid, one.model AS model, one.version AS version,
@@ -128,7 +140,6 @@ SELECT window_us, model, version, sum(queue_rows) AS queue_depth,
 FROM per_worker WHERE TRUE {model}
 GROUP BY ALL
 """
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,15 +187,23 @@ def system(
     until = until or datetime.now(UTC)
     window_us = _window_us(window)
     since_us, until_us = to_us(since, "since"), to_us(until, "until")
+    params: dict[str, Any] = {"window": window_us, "since": since_us, "until": until_us}
     con = duckdb.connect()
     try:
-        snapshot = monitor.relation(con, kinds=SYSTEM_KINDS, since=since, until=until)
-        params: dict[str, Any] = {"window": window_us, "since": since_us, "until": until_us}
-        windows = _request_rows(con, params, model, since_us, until_us, window_us)
+        # One kind at a time: each relation lists only that kind's files (a scan of every
+        # kind's files would open prediction files to find a few thousand samples).
+        reads = [monitor.relation(con, kinds=["serving.sample"], since=since, until=until)]
+        con.execute(_SAMPLES, params)
         processes = _process_rows(con, params)
         per_version = _version_rows(con, params, model)
+        reads.append(monitor.relation(con, kinds=["prediction.failed"], since=since, until=until))
+        failed = _grouped(con, _FAILED_SQL, params, model)
+        reads.append(monitor.relation(con, kinds=["prediction"], since=since, until=until))
+        answered = _grouped(con, _ANSWERED_SQL, params, model)
     finally:
         con.close()
+    windows = _request_rows(answered, failed, since_us, until_us, window_us)
+    snapshot = _combined(reads)
     per_window: dict[int, dict[str, Any]] = {}
     for p in processes:
         whole = per_window.setdefault(p["window_us"], {"cpu_percent": 0.0, "rss_mib": 0.0})
@@ -284,37 +303,45 @@ def system_summary(
     }
 
 
-def _request_rows(
-    con: duckdb.DuckDBPyConnection,
-    params: dict[str, Any],
-    model: str | None,
-    since_us: int,
-    until_us: int,
-    window_us: int,
-) -> list[dict[str, Any]]:
+def _grouped(
+    con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any], model: str | None
+) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+    """(model, version, arm, window_us) -> the rest of the row."""
     clause = ""
     args = dict(params)
     if model is not None:
         clause, args["model"] = "AND subject = $model", model
-    rows = con.execute(_REQUESTS_SQL.format(model=clause), args).fetchall()
+    return {
+        (row[0], row[1], row[2], int(row[3])): row[4:]
+        for row in con.execute(sql.format(model=clause), args).fetchall()
+    }
+
+
+def _request_rows(
+    answered: dict[tuple[Any, ...], tuple[Any, ...]],
+    failed: dict[tuple[Any, ...], tuple[Any, ...]],
+    since_us: int,
+    until_us: int,
+    window_us: int,
+) -> list[dict[str, Any]]:
     out = []
-    for (
-        name,
-        version,
-        arm,
-        at,
-        requests,
-        answered,
-        q,
-        max_ms,
-        e4,
-        e5,
-        shed,
-        cached,
-        n_rows,
-    ) in rows:
+    keys = sorted(
+        set(answered) | set(failed),
+        key=lambda k: (
+            k[3],
+            k[0] or "",
+            k[1] is not None,
+            k[1] or "",
+            k[2] is not None,
+            k[2] or "",
+        ),
+    )
+    for key in keys:
+        name, version, arm, at = key
+        n, q, max_ms, cached, n_rows = answered.get(key, (0, None, None, 0, None))
+        e4, e5, shed, failures = failed.get(key, (0, 0, 0, 0))
+        requests = n + failures
         p50, p95, p99 = q if q is not None else (None, None, None)
-        at = int(at)
         covered = (min(at + window_us, until_us) - max(at, since_us)) / 1e6
         out.append(
             {
@@ -324,7 +351,7 @@ def _request_rows(
                 "window": _iso(at),
                 "window_us": at,
                 "requests": int(requests),
-                "answered": int(answered),
+                "answered": int(n),
                 "requests_per_s": requests / covered if covered > 0 else None,
                 "p50_ms": p50,
                 "p95_ms": p95,
@@ -337,15 +364,27 @@ def _request_rows(
                 "availability": 1 - e5 / requests,
                 "shed": int(shed),
                 "cached": int(cached),
-                "cache_hit_ratio": cached / answered if answered else None,
+                "cache_hit_ratio": cached / n if n else None,
                 "rows": int(n_rows) if n_rows is not None else None,
             }
         )
     return out
 
 
+def _combined(reads: list[Snapshot]) -> Snapshot:
+    """The reads of the three kinds as one: every file, every tail event read."""
+    from conveyor.monitoring.query import Snapshot
+
+    return Snapshot(
+        checkpoint=reads[-1].checkpoint,
+        files=[f for r in reads for f in r.files],
+        tail_events=max(r.tail_events for r in reads),
+        read_s=sum(r.read_s for r in reads),
+    )
+
+
 def _process_rows(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> list[dict[str, Any]]:
-    result = con.execute(_PROCESSES_SQL, params)
+    result = con.execute(_PROCESSES_SQL)
     names = [d[0] for d in result.description]
     rows = []
     for values in result.fetchall():
@@ -363,7 +402,7 @@ def _version_rows(
     con: duckdb.DuckDBPyConnection, params: dict[str, Any], model: str | None
 ) -> dict[tuple[int, str, str], dict[str, Any]]:
     clause = ""
-    args = dict(params)
+    args: dict[str, Any] = {}
     if model is not None:
         clause, args["model"] = "AND model = $model", model
     found = {}
