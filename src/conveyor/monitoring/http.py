@@ -83,6 +83,7 @@ def routes(context: AppContext) -> Contribution:
             *_drift_routes(context),
             *_feedback_routes(context),  # feedback, quality, concept drift
             *monitor_routes(context),  # system, data, overview (monitoring.monitor_http)
+            *_interop_routes(context),  # grafana.json, prometheus-rules
         ],
         startup=sampling.start,  # serving.sample every monitoring.system.sample_interval_s
         shutdown=sampling.stop,
@@ -94,6 +95,13 @@ def _feedback_routes(context: AppContext) -> list[Route]:
     from conveyor.monitoring.feedback_http import routes as feedback_routes
 
     return list(feedback_routes(context).routes)
+
+
+def _interop_routes(context: AppContext) -> list[Route]:
+    """The generated dashboard and rule file (:mod:`conveyor.monitoring.interop.http`)."""
+    from conveyor.monitoring.interop.http import routes as interop_routes
+
+    return interop_routes(context)
 
 
 def _drift_routes(context: AppContext) -> list[Route]:

@@ -327,6 +327,12 @@ class Server:
             return
         served_as = getattr(call, "served_as", None)
         number, version_id, arm = served_as if served_as is not None else (None, None, None)
+        if served_as is not None or model in self.watcher.routes or model in self.watcher.failures:
+            # Prometheus series only for the models this server routes (or fails to): a
+            # name in a URL must not add series. The event below keeps every failure.
+            self.metrics.failed(
+                model, "" if number is None else str(number), arm or "", status, code
+            )
         self.events.record(
             PREDICTION_FAILED,
             subject=model[:200],

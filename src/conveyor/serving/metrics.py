@@ -42,6 +42,13 @@ class ServerMetrics:
         self.requests = Counter(
             "conveyor_requests", "Prediction requests answered.", (*labels, "status"), **kw
         )
+        self.shed = Counter(
+            "conveyor_shed_requests",
+            "Prediction requests refused because a batch queue was full (503 overloaded); "
+            "conveyor_requests counts them too, with status 503.",
+            labels,
+            **kw,
+        )
         self.latency = Histogram(
             "conveyor_request_seconds",
             "Time to answer a prediction request, decode to encode.",
@@ -113,6 +120,14 @@ class ServerMetrics:
             )
             self._answered[key] = found
         return found
+
+    def failed(self, model: str, version: str, arm: str, status: int, code: str) -> None:
+        """A prediction request answered with an error: ``conveyor_requests`` with its HTTP
+        status as ``status`` (``ok`` for answers), and ``conveyor_shed_requests`` for shed
+        load. Version and arm are empty when it failed before one was chosen."""
+        self.requests.labels(model, version, arm, str(status)).inc()
+        if code == "overloaded":
+            self.shed.labels(model, version, arm).inc()
 
     def on_batch(self, model: str, number: int, size: int, seconds: float) -> None:
         # Per batch, not per request: what the monitoring sampler reads (serving.sample).

@@ -22,6 +22,7 @@ header as evaluated by Conveyor only.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -38,10 +39,13 @@ from conveyor.monitoring.interop.settings import InteropSpec, interop_of
 if TYPE_CHECKING:
     from conveyor.config import ProjectSpec
 
+_NOT_LABEL = re.compile(r"[^A-Za-z0-9_]")
+
 __all__ = [
     "Skipped",
     "alerting_rules",
     "conveyor_rules",
+    "label_name",
     "label_value",
     "recording_rules",
     "rules_document",
@@ -62,6 +66,17 @@ def label_value(value: str) -> str:
     """``value`` as a PromQL string literal (double-quoted, escaped)."""
     escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{escaped}"'
+
+
+def label_name(name: str) -> str:
+    """``name`` as a Prometheus label name: characters other than letters, digits and
+    ``_`` become ``_``; a leading digit gets a ``_`` before it; ``__`` (reserved) too."""
+    out = _NOT_LABEL.sub("_", name) or "_"
+    if out[0].isdigit():
+        out = "_" + out
+    if out.startswith("__"):
+        out = "label" + out
+    return out
 
 
 def recording_rules(
@@ -126,7 +141,7 @@ def _alert(rule: Any, sel: str) -> dict[str, Any]:
         series = f"({expression(str(rule.metric), window, sel=sel, by='')})"
     else:
         series = f"{record_name(str(rule.metric), window)}{{model={label_value(str(rule.model))}}}"
-    labels: dict[str, str] = {str(k): str(v) for k, v in dict(rule.labels or {}).items()}
+    labels = {label_name(str(k)): str(v) for k, v in dict(rule.labels or {}).items()}
     labels.update(severity=str(rule.severity), monitor=str(rule.metric), source=str(rule.source))
     scope = "all traffic" if rule.model is None else str(rule.model)
     alert: dict[str, Any] = {
