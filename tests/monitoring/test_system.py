@@ -278,3 +278,56 @@ def test_bad_arguments_get_typed_errors(project: Project) -> None:
         project.monitoring.data_quality(since=now - timedelta(hours=1), window=timedelta(0))
     empty = project.monitoring.system(since=now - timedelta(hours=1))
     assert empty.windows == [] and empty.processes == [] and empty.notes
+
+
+def _failed(n: int, start: datetime, code: str, status: int) -> list[Any]:
+    from conveyor.events.schema import Event
+
+    return [
+        Event(
+            "prediction.failed",
+            subject="m",
+            subject_version="1",
+            time=start + timedelta(seconds=i),
+            payload={
+                "status": status,
+                "code": code,
+                "version_id": "v-1",
+                "arm": "v1",
+                "latency_ms": 1.5,
+            },
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize("backends", ["sqlite"], indirect=True)
+def test_files_written_before_code_was_promoted_are_read_with_new_ones(project: Project) -> None:
+    """A Parquet file of the copy written before ``code`` was a column (so without it) is
+    read beside newer files and the tail: its rows have no code, nothing else changes."""
+    import pyarrow.parquet as pq
+    from monitoring_support import listed_files
+
+    from conveyor.monitoring import compact
+
+    start = datetime(2026, 12, 4, 6, 0, tzinfo=UTC)
+    project.events.append_many(_failed(6, start, "overloaded", 503))
+    project.events.flush()
+    compact(project)
+    (old,) = listed_files(project)
+    path = Path(project.artifacts.root) / old
+    pq.write_table(pq.read_table(path).drop_columns(["code"]), path)  # as an old compactor did
+    project.events.append_many(_failed(4, start + timedelta(minutes=10), "overloaded", 503))
+    project.events.flush()
+    compact(project)  # a new file, with the column
+    project.events.append_many(_failed(3, start + timedelta(minutes=20), "invalid_input", 422))
+    project.events.flush()  # the tail
+
+    report = project.monitoring.system(
+        since=start, until=start + timedelta(hours=1), window=timedelta(hours=1)
+    )
+    (row,) = report.windows
+    assert report.snapshot.tail_events >= 3 and len(report.snapshot.files) == 2
+    assert row["requests"] == 13 and row["errors_5xx"] == 10 and row["errors_4xx"] == 3
+    assert row["shed"] == 4  # the old file's rows have no code to say they were shed
+    assert row["answered"] == 0 and row["availability"] == pytest.approx(1 - 10 / 13)
