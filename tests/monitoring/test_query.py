@@ -98,7 +98,7 @@ def test_latency_is_the_same_from_the_tail_from_the_copy_and_from_both(
     _same(_answered(one.windows), _expected(project, window, "churn"))
     body = one.to_dict()
     assert body["windows"][0]["errors"] is None and body["windows"][0]["error_rate"] is None
-    assert "records no event" in body["notes"][0]
+    assert "answered requests only" in body["notes"][0]
     assert all(w["cached"] <= w["requests"] <= w["rows"] for w in body["windows"])
 
 

@@ -44,10 +44,10 @@ __all__ = ["ERRORS_RECORDED", "LatencyReport", "MonitorQuery", "Snapshot"]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TAIL_PAGE = 200_000
 
-#: Whether the event log records failed requests. It does not: the server writes a
-#: ``prediction`` event for each request it answers and none for a 4xx or 5xx (those are
-#: counted in Prometheus, ``conveyor_http_requests``), so error rates are not computed
-#: from the log (``errors`` and ``error_rate`` are null, and a note says why).
+#: Whether :meth:`MonitorQuery.latency` counts failed requests. It does not: it reads the
+#: ``prediction`` events (requests answered) only, so its ``errors`` and ``error_rate`` are
+#: null and a note says where they are: the server records each failed request as a
+#: ``prediction.failed`` event, which :meth:`MonitorQuery.system` counts (4xx, 5xx, shed).
 ERRORS_RECORDED = False
 
 _LATENCY_SQL = """
@@ -234,8 +234,9 @@ class MonitorQuery:
         notes = []
         if not ERRORS_RECORDED:
             notes.append(
-                "errors and error_rate are null: the server records no event for a request it "
-                "fails (4xx/5xx); Prometheus counts them (conveyor_http_requests)"
+                "errors and error_rate are null: latency reads answered requests only; "
+                "MonitorQuery.system (GET /v1/monitor/system) counts the failed ones "
+                "(prediction.failed: 4xx, 5xx, shed)"
             )
         return LatencyReport(
             since=since,
