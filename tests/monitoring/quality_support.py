@@ -61,7 +61,7 @@ def calibrated_stream(
     rng = random.Random(seed)
     events, labels = [], []
     for i in range(n):
-        p = rng.betavariate(0.6, 0.6)  # confident, as a fraud model is
+        p = rng.betavariate(0.3, 0.3)  # confident, as a fraud model is
         in_segment = rng.random() < segment
         y = int(rng.random() < p)
         if in_segment and rng.random() < flip:

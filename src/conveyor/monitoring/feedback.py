@@ -175,7 +175,8 @@ class _Bad(Exception):
 
 
 def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+    """Absent: None, NaN (a frame's empty cell) or an empty string (a CSV's)."""
+    return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
 
 
 def parse_record(raw: Any, *, now: datetime | None = None) -> FeedbackRecord:

@@ -428,30 +428,29 @@ def _label(value: Any) -> Any:
     return value
 
 
-def _score(read: _Read, name: str, y: Any, s: Any, predicted: Any) -> float | None:
-    """One metric of one group; None where it is undefined (NaN) or not computable."""
+def _compute(read: _Read, name: str, y: Any, s: Any, predicted: Any) -> Any:
+    """One metric on the arrays (a leading axis scores each resample)."""
     from conveyor.checks.metrics import metric
 
     m = metric(name)
     classes = read.classes
+    if read.task == "regression":
+        return m(y, predicted, task="regression")
+    if read.task == "binary":
+        cls = classes or [0, 1]
+        chosen = s if m.needs == "score" else predicted
+        return m(y, chosen, task="binary", classes=cls)
+    if m.needs == "score":
+        return m(y, s, task="multiclass", classes=classes or list(range(s.shape[-1])))
+    return m(y, predicted, task="multiclass")
+
+
+def _score(read: _Read, name: str, y: Any, s: Any, predicted: Any) -> float | None:
+    """One metric of one group; None where it is undefined (NaN) or not computable."""
     try:
-        if read.task == "regression":
-            out = m(y, predicted, task="regression")
-        elif read.task == "binary":
-            cls = classes or [0, 1]
-            if m.needs == "score":
-                out = m(y, s, task="binary", classes=cls)
-            else:
-                out = m(y, predicted, task="binary", classes=cls)
-        else:
-            if m.needs == "score":
-                cls = classes or list(range(s.shape[1]))
-                out = m(y, s, task="multiclass", classes=cls)
-            else:
-                out = m(y, predicted, task="multiclass")
+        value = float(_compute(read, name, y, s, predicted))
     except InvalidInputError:
         return None
-    value = float(out)
     return None if math.isnan(value) else value
 
 
@@ -877,14 +876,21 @@ def _bootstrap(
     y, s, predicted = _arrays(read, outputs, [found.label[i] for i in rows])
     score = _score(read, name, y, s, predicted)
     n = len(y)
-    values = np.empty(resamples)
-    chunk = max(1, 2_000_000 // max(n, 1))
+    # Resamples as a leading axis: the metrics are vectorized over it (chunks bound memory).
+    chunk = max(1, 4_000_000 // max(n * (s.shape[-1] if s is not None and s.ndim > 1 else 1), 1))
+    values = []
     for start in range(0, resamples, chunk):
         idx = rng.integers(0, n, size=(min(chunk, resamples - start), n))
-        for j, row in enumerate(idx):
-            got = _score(read, name, y[row], None if s is None else s[row], predicted[row])
-            values[start + j] = np.nan if got is None else got
-    return score, values
+        try:
+            values.append(
+                np.asarray(
+                    _compute(read, name, y[idx], None if s is None else s[idx], predicted[idx]),
+                    dtype=float,
+                )
+            )
+        except InvalidInputError:
+            values.append(np.full(len(idx), np.nan))
+    return score, np.concatenate(values)
 
 
 def _registry_metric(project: Project, model: str, version: str, name: str) -> float | None:
