@@ -99,7 +99,7 @@ def test_trends_equal_what_the_batches_held(ingesting: Project) -> None:
 
 
 @pytest.mark.parametrize("backends", ["sqlite"], indirect=True)
-def test_data_monitor_over_http(ingesting: Project) -> None:
+def test_data_monitor_over_http_and_the_cli(ingesting: Project, backends: dict[str, str]) -> None:
     from conveyor.serving.app import create_app
     from conveyor.serving.server import ThreadedServer
 
@@ -129,3 +129,19 @@ def test_data_monitor_over_http(ingesting: Project) -> None:
         assert backwards.status_code == 422, backwards.text
     finally:
         server.stop()
+
+    from typer.testing import CliRunner
+
+    from conveyor.cli import app
+
+    root = str(project.root)
+    shown = CliRunner().invoke(
+        app, ["monitor", "data", "tx", "--since", "1h", "-C", root], env=backends
+    )
+    assert shown.exit_code == 0, shown.output
+    assert "tx" in shown.output and "10.00%" in shown.output  # 4 of 40 rows quarantined
+    listed = CliRunner().invoke(app, ["monitor", "data", "--json", "-C", root], env=backends)
+    assert listed.exit_code == 0, listed.output
+    import json
+
+    assert [w["rows"] for w in json.loads(listed.output)["windows"]] == [40]

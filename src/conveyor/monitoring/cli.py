@@ -25,7 +25,7 @@ from conveyor.cli.common import (
     parse_duration,
     parse_since,
 )
-from conveyor.monitoring.live import DefaultLive, live_command
+from conveyor.monitoring.live import DefaultLive, data_command, live_command
 
 if TYPE_CHECKING:
     from conveyor.monitoring.compaction import Progress
@@ -153,6 +153,7 @@ monitor_app.command("drift")(drift_command)
 
 # `conveyor monitor [MODEL]`: the live table, the group's default (monitoring/live.py).
 monitor_app.command("live")(live_command)
+monitor_app.command("data")(data_command)
 
 # `conveyor monitor quality MODEL` (its own module: ground truth and model quality).
 from conveyor.monitoring.feedback_cli import quality_command  # noqa: E402

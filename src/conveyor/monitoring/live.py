@@ -6,6 +6,7 @@
     conveyor monitor fraud --window 15m --refresh 5s
     conveyor monitor fraud --once           # print once and exit (scripts, tests)
     conveyor monitor --once --json          # the SystemReport document
+    conveyor monitor data [DATASET] --since 7d --window 1d    # data-quality trends
 
 One row per model, version and arm over the last ``--window``: requests per second,
 latency p50/p95/p99, 4xx and 5xx rates, cache hits, shed requests, queue depth, and the
@@ -34,7 +35,7 @@ from conveyor.cli.common import (
     parse_duration,
 )
 
-__all__ = ["DefaultLive", "live_command", "render"]
+__all__ = ["DefaultLive", "data_command", "live_command", "render"]
 
 _HELP = ("--help", "-h")
 
@@ -170,3 +171,81 @@ def _num(value: float | None, digits: int) -> str:
 
 def _share(part: int, whole: int) -> str:
     return "-" if not whole else f"{100 * part / whole:.2f}%"
+
+
+@errors
+def data_command(
+    dataset: Annotated[
+        str | None, typer.Argument(help="Only this data set (default: all).")
+    ] = None,
+    since: Annotated[str, typer.Option(help="Start: an age (24h, 7d) or an ISO time.")] = "24h",
+    until: Annotated[
+        str | None, typer.Option(help="End (exclusive): an age or an ISO time; default now.")
+    ] = None,
+    window: Annotated[str, typer.Option(help="Window length: 1h, 1d...")] = "1h",
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Data-quality monitors of the ingest runs per data set and window: null, out-of-range
+    and quarantine rates, schema changes, and the newest row's age (freshness)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from conveyor.cli.common import parse_since
+    from conveyor.monitoring.query import MonitorQuery
+
+    start = parse_since(since, option="--since")
+    end = parse_since(until, option="--until")
+    length = parse_duration(window, "--window")
+    with open_project(project) as proj:
+        authorized(proj, "monitoring.read")
+        report = MonitorQuery(proj).data_quality(
+            dataset,
+            since=start,  # type: ignore[arg-type]  # parse_since of a str is a datetime
+            until=end,
+            window=length,
+        )
+    if as_json:
+        echo_json(report.to_dict())
+        return
+    table = Table(
+        title=f"data quality, {report.since.isoformat()[:19]} to {report.until.isoformat()[:19]}"
+        f" UTC, {window} windows",
+        title_justify="left",
+    )
+    columns = ("window", "dataset", "runs", "rows", "nulls", "worst column", "out of range",
+               "quarantined", "schema changes", "freshness")  # fmt: skip
+    for i, column in enumerate(columns):
+        table.add_column(column, justify="left" if i in (0, 1, 5) else "right")
+    for w in report.windows:
+        worst = w["worst_null_column"]
+        table.add_row(
+            w["window"][:16].replace("T", " "),
+            escape(w["dataset"]),
+            str(w["runs"]),
+            f"{w['rows']:,}",
+            _rate(w["null_rate"]),
+            "-" if worst is None else f"{escape(worst)} {_rate(w['worst_null_rate'])}",
+            _rate(w["out_of_range_rate"]),
+            _rate(w["quarantine_rate"]),
+            str(len(w["schema_changes"])),
+            "-" if w["freshness_s"] is None else _age(w["freshness_s"]),
+        )
+    out = console()
+    out.print(table)
+    for note in report.notes:
+        out.print(f"[dim]note: {escape(note)}[/]", soft_wrap=True)
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172_800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
