@@ -15,9 +15,28 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from conveyor.monitoring.compaction import Compaction, Progress, compact
+    from conveyor.monitoring.feedback import load_feedback, record_feedback
+    from conveyor.monitoring.quality import (
+        ConceptDrift,
+        QualityReport,
+        concept_drift,
+        quality_report,
+    )
     from conveyor.monitoring.query import LatencyReport, MonitorQuery
 
-__all__ = ["Compaction", "LatencyReport", "MonitorQuery", "Progress", "compact"]
+__all__ = [
+    "Compaction",
+    "ConceptDrift",
+    "LatencyReport",
+    "MonitorQuery",
+    "Progress",
+    "QualityReport",
+    "compact",
+    "concept_drift",
+    "load_feedback",
+    "quality_report",
+    "record_feedback",
+]
 
 _LAZY = {
     "Compaction": "conveyor.monitoring.compaction",
@@ -25,6 +44,12 @@ _LAZY = {
     "compact": "conveyor.monitoring.compaction",
     "LatencyReport": "conveyor.monitoring.query",
     "MonitorQuery": "conveyor.monitoring.query",
+    "load_feedback": "conveyor.monitoring.feedback",
+    "record_feedback": "conveyor.monitoring.feedback",
+    "ConceptDrift": "conveyor.monitoring.quality",
+    "QualityReport": "conveyor.monitoring.quality",
+    "concept_drift": "conveyor.monitoring.quality",
+    "quality_report": "conveyor.monitoring.quality",
 }
 
 

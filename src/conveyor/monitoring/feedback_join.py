@@ -1,0 +1,381 @@
+"""The join of predictions and their feedback, read with DuckDB from the event log's
+columnar copy and its tail (:class:`~conveyor.monitoring.query.MonitorQuery`).
+
+:func:`labelled` gives a model's labelled predictions (each with the latest record of its
+feedback, and how many earlier ones it overwrote); :func:`quarantined` the feedback that
+joins no prediction, with the reason. The rules are :mod:`conveyor.monitoring.feedback`'s:
+by request id and row; or by model, entity key and outcome time, the latest prediction
+for the key at or before the outcome, within ``monitoring.quality.horizon``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from conveyor.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from conveyor.monitoring.quality_settings import QualitySpec
+    from conveyor.project import Project
+
+__all__ = ["Labelled", "labelled", "quarantined", "window_bounds", "window_us"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LATE_US = 86_400_000_000  # feedback read up to a day past now: clocks of other writers
+
+
+# -- reading predictions and their feedback ------------------------------------------------
+
+
+@dataclass(slots=True)
+class Labelled:
+    """Labelled predictions of one model: one entry per labelled request row."""
+
+    request_id: list[str] = field(default_factory=list)
+    row: list[int] = field(default_factory=list)
+    version: list[str] = field(default_factory=list)
+    arm: list[str] = field(default_factory=list)
+    time_us: list[int] = field(default_factory=list)
+    output: list[Any] = field(default_factory=list)  # the row's output
+    label: list[Any] = field(default_factory=list)
+    value: list[float | None] = field(default_factory=list)
+    overwritten: list[int] = field(default_factory=list)
+    #: Per labelled request: every row's output (ranking reads whole queries).
+    outputs: dict[str, list[Any]] = field(default_factory=dict)
+    #: (version, arm, window_us) -> prediction rows in that group (labelled or not).
+    predicted: dict[tuple[str, str, int], int] = field(default_factory=dict)
+    feedback_records: int = 0
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+
+def _pred_sql(model_clause: str) -> str:
+    return f"""
+    CREATE OR REPLACE TEMP TABLE preds AS
+    SELECT seq, request_id, subject AS model, subject_version AS version, arm, time_us,
+           coalesce("rows", 1) AS n_rows, payload
+    FROM events
+    WHERE kind = 'prediction' AND request_id IS NOT NULL {model_clause}
+    QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY seq) = 1
+    """
+
+
+_FEEDBACK_SQL = """
+CREATE OR REPLACE TEMP TABLE fb AS
+SELECT seq, time_us, request_id,
+       json_extract_string(payload, '$.model') AS model,
+       CAST(json_extract(payload, '$.row') AS BIGINT) AS "row",
+       json_extract(payload, '$.label') AS label,
+       CAST(json_extract(payload, '$.value') AS DOUBLE) AS value,
+       json_extract(payload, '$.keys') AS keys,
+       json_extract_string(payload, '$.time') AS outcome_time
+FROM events WHERE kind = 'feedback'
+"""
+
+
+def window_bounds(since: datetime, until: datetime | None) -> tuple[datetime, datetime]:
+    until = until or datetime.now(UTC)
+    if since.tzinfo is None or until.tzinfo is None:
+        raise InvalidInputError("since and until are aware datetimes (UTC)", field="since")
+    if until <= since:
+        raise InvalidInputError(
+            f"until ({until.isoformat()}) must come after since ({since.isoformat()})",
+            field="until",
+        )
+    return since, until
+
+
+def labelled(
+    project: Project,
+    model: str,
+    *,
+    since: datetime,
+    until: datetime | None = None,
+    version: str | None = None,
+    window: timedelta | None = None,
+) -> Labelled:
+    """The model's predictions made in ``[since, until)`` that have feedback, each with its
+    latest label and value (read from the columnar copy and the log's tail)."""
+    import duckdb
+
+    from conveyor.monitoring.query import MonitorQuery
+    from conveyor.monitoring.settings import monitoring_of
+
+    since, until = window_bounds(since, until)
+    spec = monitoring_of(project.spec).quality
+    horizon = _horizon(spec)
+    monitor = MonitorQuery(project)
+    now = datetime.now(UTC)
+    con = duckdb.connect()
+    try:
+        # Feedback comes after the prediction it judges: from `since` to now.
+        fb_until = max(now, until) + timedelta(microseconds=_LATE_US)
+        monitor.relation(con, kinds=["feedback"], since=since, until=fb_until)
+        con.execute(_FEEDBACK_SQL)
+        keyed = con.execute("SELECT count(*) FROM fb WHERE request_id IS NULL").fetchone()
+        by_key = bool(keyed and keyed[0])
+        # Entity-key feedback judges the latest prediction for its key at or before the
+        # outcome: predictions after `until` (up to the horizon) take part in choosing it.
+        pred_until = min(until + horizon, fb_until) if by_key else until
+        monitor.relation(con, kinds=["prediction"], since=since, until=pred_until)
+        params: dict[str, Any] = {"model": model}
+        clause = "AND subject = $model"
+        if version is not None:
+            clause += " AND subject_version = $version"
+            params["version"] = str(version)
+        con.execute(_pred_sql(clause), params)
+        _resolve(con, by_key=by_key, horizon=horizon, model=model)
+        until_us = _us(until)
+        found = Labelled()
+        found.feedback_records = int(_one(con, "SELECT count(*) FROM fb"))
+        rows = con.execute(
+            """
+            WITH latest AS (
+                SELECT *, count(*) OVER (PARTITION BY request_id, "row") - 1 AS overwritten
+                FROM resolved
+                QUALIFY row_number() OVER (PARTITION BY request_id, "row" ORDER BY seq DESC) = 1
+            )
+            SELECT p.request_id, l."row", p.version, p.arm, p.time_us,
+                   json_extract(p.payload, '$.output')::VARCHAR AS output,
+                   l.label::VARCHAR, l.value, l.overwritten
+            FROM latest l JOIN preds p USING (request_id)
+            WHERE l."row" < p.n_rows AND p.time_us < $until
+              AND (l.model IS NULL OR l.model = p.model)
+            ORDER BY p.time_us, p.request_id, l."row"
+            """,
+            {"until": until_us},
+        ).fetchall()
+        if window is not None:
+            width = window_us(window)
+            for ver, arm, w, n in con.execute(
+                "SELECT version, arm, time_us // $w * $w, sum(n_rows) FROM preds "
+                "WHERE time_us < $until GROUP BY ALL",
+                {"w": width, "until": until_us},
+            ).fetchall():
+                found.predicted[(str(ver), str(arm), int(w))] = int(n)
+    finally:
+        con.close()
+    import orjson
+
+    decoded: dict[str, list[Any]] = {}
+    for request_id, row, ver, arm, time_us, output, label, value, overwritten in rows:
+        outputs = decoded.get(request_id)
+        if outputs is None:
+            outputs = decoded[request_id] = _per_row(orjson.loads(output) if output else None)
+        found.request_id.append(request_id)
+        found.row.append(int(row))
+        found.version.append(str(ver))
+        found.arm.append(str(arm))
+        found.time_us.append(int(time_us))
+        found.output.append(outputs[row] if row < len(outputs) else None)
+        found.label.append(orjson.loads(label) if label is not None else None)
+        found.value.append(value)
+        found.overwritten.append(int(overwritten))
+    found.outputs = decoded
+    return found
+
+
+def _resolve(
+    con: duckdb.DuckDBPyConnection, *, by_key: bool, horizon: timedelta, model: str
+) -> None:
+    """The table ``resolved``: feedback by request id as given, and entity-key feedback
+    with the request id and row of the latest prediction for its key at or before the
+    outcome's time, within the horizon (unresolved key feedback is left out)."""
+    con.execute(
+        'CREATE OR REPLACE TEMP TABLE resolved AS SELECT seq, request_id, "row", model, label, '
+        "value FROM fb WHERE request_id IS NOT NULL"
+    )
+    if not by_key:
+        return
+    key_sets = [
+        r[0]
+        for r in con.execute(
+            "SELECT DISTINCT json_keys(keys) FROM fb WHERE request_id IS NULL AND model = $m",
+            {"m": model},
+        ).fetchall()
+    ]
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE pred_keys AS
+        SELECT request_id, i AS "row", time_us,
+               coalesce(json_extract(payload, '$.features.rows[' || i || '].keys'),
+                        json_extract(payload, '$.input[' || i || ']')) AS keyobj
+        FROM (SELECT *, unnest(range(n_rows)) AS i FROM preds)
+        """
+    )
+    for names in key_sets:
+        paths = "[" + ", ".join(_sql_string("$." + _json_name(n)) for n in names) + "]"
+        con.execute(
+            f"""
+            INSERT INTO resolved
+            WITH f AS (
+                SELECT seq, model, label, value,
+                       json_extract(keys, {paths})::VARCHAR AS k,
+                       epoch_us(CAST(outcome_time AS TIMESTAMPTZ)) AS at_us
+                FROM fb WHERE request_id IS NULL AND model = $m
+                  AND json_keys(keys) = {_sql_list(names)}
+            ), p AS (
+                SELECT request_id, "row", time_us, json_extract(keyobj, {paths})::VARCHAR AS k
+                FROM pred_keys WHERE keyobj IS NOT NULL
+            )
+            SELECT f.seq, p.request_id, p."row", f.model, f.label, f.value
+            FROM f ASOF JOIN p ON f.k = p.k AND f.at_us >= p.time_us
+            WHERE f.at_us - p.time_us <= $horizon
+            """,
+            {"m": model, "horizon": window_us(horizon)},
+        )
+
+
+def _per_row(output: Any) -> list[Any]:
+    """A prediction's output as one entry per request row (a dict: one dict per row)."""
+    if isinstance(output, dict):
+        names = list(output)
+        columns = [output[n] if isinstance(output[n], list) else [output[n]] for n in names]
+        return [dict(zip(names, values, strict=False)) for values in zip(*columns, strict=False)]
+    if isinstance(output, list):
+        return output
+    return [output]
+
+
+# -- quarantine ----------------------------------------------------------------------------
+
+
+def quarantined(
+    project: Project,
+    *,
+    since: datetime,
+    until: datetime | None = None,
+    limit: int = 1000,
+) -> dict[str, Any]:
+    """Feedback received in ``[since, until)`` that joins no prediction, with the reason:
+    ``unknown_request_id`` (no prediction with that id within the horizon before it),
+    ``row_out_of_range``, ``model_mismatch`` (the record names another model), or
+    ``no_prediction_for_key``. Counted by reason; the first ``limit`` listed."""
+    import duckdb
+    import orjson
+
+    from conveyor.monitoring.query import MonitorQuery
+    from conveyor.monitoring.settings import monitoring_of
+
+    since, until = window_bounds(since, until)
+    horizon = _horizon(monitoring_of(project.spec).quality)
+    monitor = MonitorQuery(project)
+    con = duckdb.connect()
+    try:
+        monitor.relation(con, kinds=["feedback"], since=since, until=until)
+        con.execute(_FEEDBACK_SQL)
+        records = int(_one(con, "SELECT count(*) FROM fb"))
+        by_key = bool(_one(con, "SELECT count(*) FROM fb WHERE request_id IS NULL"))
+        monitor.relation(con, kinds=["prediction"], since=since - horizon, until=until + horizon)
+        con.execute(_pred_sql(""))
+        reasons_sql = """
+            SELECT f.seq, f.time_us, f.request_id, f."row", f.model, f.keys::VARCHAR,
+                   f.label::VARCHAR, f.value,
+                   CASE WHEN p.request_id IS NULL THEN 'unknown_request_id'
+                        WHEN f."row" >= p.n_rows THEN 'row_out_of_range'
+                        WHEN f.model IS NOT NULL AND f.model <> p.model THEN 'model_mismatch'
+                   END AS reason
+            FROM fb f LEFT JOIN preds p ON f.request_id = p.request_id
+                AND p.time_us <= f.time_us + $late
+            WHERE f.request_id IS NOT NULL
+        """
+        late = _LATE_US  # a prediction event stamped a little after its feedback (clocks)
+        found = con.execute(
+            f"SELECT * FROM ({reasons_sql}) WHERE reason IS NOT NULL ORDER BY seq", {"late": late}
+        ).fetchall()
+        if by_key:
+            models = [
+                r[0]
+                for r in con.execute(
+                    "SELECT DISTINCT model FROM fb WHERE request_id IS NULL"
+                ).fetchall()
+            ]
+            resolved: set[int] = set()
+            for model in models:
+                _resolve(con, by_key=True, horizon=horizon, model=model)
+                resolved |= {
+                    int(r[0])
+                    for r in con.execute(
+                        "SELECT seq FROM resolved "
+                        "WHERE seq IN (SELECT seq FROM fb WHERE request_id IS NULL)"
+                    ).fetchall()
+                }
+            for row in con.execute(
+                'SELECT seq, time_us, request_id, "row", model, keys::VARCHAR, label::VARCHAR, '
+                "value, 'no_prediction_for_key' FROM fb WHERE request_id IS NULL ORDER BY seq"
+            ).fetchall():
+                if int(row[0]) not in resolved:
+                    found.append(row)
+    finally:
+        con.close()
+    found.sort(key=lambda r: r[0])
+    counts: dict[str, int] = defaultdict(int)
+    for r in found:
+        counts[r[8]] += 1
+    listed = [
+        {
+            "seq": int(seq),
+            "time": (_EPOCH + timedelta(microseconds=int(t))).isoformat(),
+            "request_id": rid,
+            "row": row,
+            "model": model,
+            "keys": orjson.loads(keys) if keys else None,
+            "label": orjson.loads(label) if label else None,
+            "value": value,
+            "reason": reason,
+        }
+        for seq, t, rid, row, model, keys, label, value, reason in found[:limit]
+    ]
+    return {
+        "since": since.isoformat(),
+        "until": until.isoformat(),
+        "records": records,
+        "quarantined": len(found),
+        "reasons": dict(counts),
+        "feedback": listed,
+        "horizon_s": horizon.total_seconds(),
+    }
+
+
+# -- small pieces --------------------------------------------------------------------------
+
+
+def _horizon(spec: QualitySpec) -> timedelta:
+    from conveyor.durations import parse_duration
+
+    return parse_duration(spec.horizon, "monitoring.quality.horizon")
+
+
+def window_us(window: timedelta) -> int:
+    width = window // timedelta(microseconds=1)
+    if width < 1_000_000:
+        raise InvalidInputError(f"window must be a second or longer, got {window}", field="window")
+    return int(width)
+
+
+def _us(moment: datetime) -> int:
+    return int((moment - _EPOCH) // timedelta(microseconds=1))
+
+
+def _one(con: duckdb.DuckDBPyConnection, sql: str) -> Any:
+    row = con.execute(sql).fetchone()
+    return row[0] if row else 0
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _sql_list(names: Sequence[str]) -> str:
+    return "[" + ", ".join(_sql_string(n) for n in names) + "]"
+
+
+def _json_name(name: str) -> str:
+    return '"' + name.replace('"', '\\"') + '"'
