@@ -92,8 +92,10 @@ def served(tmp_path: Path, backends: dict[str, str]) -> Iterator[tuple[Project, 
             server.stop()
 
 
-def send(url: str, table: pa.Table, per_request: int = 50) -> None:
+def send(url: str, table: pa.Table, per_request: int = 50) -> list[tuple[str, list[int]]]:
+    """Each request's id and the predicted classes it got back."""
     records = table.select(FEATURES).to_pylist()
+    answers = []
     with httpx.Client(timeout=30) as client:
         for start in range(0, len(records), per_request):
             answer = client.post(
@@ -101,13 +103,19 @@ def send(url: str, table: pa.Table, per_request: int = 50) -> None:
                 json={"records": records[start : start + per_request]},
             )
             assert answer.status_code == 200, answer.text
+            answers.append((answer.headers["x-request-id"], answer.json()["predictions"]))
+    return answers
 
 
-def traffic(project: Project, url: str, table: pa.Table) -> tuple[datetime, datetime]:
+def traffic(
+    project: Project, url: str, table: pa.Table, answers: list[tuple[str, list[int]]] | None = None
+) -> tuple[datetime, datetime]:
     """Send ``table`` through the server; the time range its prediction events fall in."""
     since = datetime.now(UTC)
     before = project.events.count(kind="prediction")
-    send(url, table)
+    got = send(url, table)
+    if answers is not None:
+        answers += got
     expected = before + -(-table.num_rows // 50)
     wait_until(
         lambda: project.events.flush() or project.events.count(kind="prediction") >= expected,
@@ -128,7 +136,9 @@ def test_live_drift_is_found_against_the_training_data_and_starts_a_retraining(
     assert scheduler.tick() == []  # arms the drift.detected trigger
 
     # Traffic like the training data: no drift, nothing recorded but the check.
-    since, until = traffic(project, url, rows(1000, seed=2))
+    calm_rows = rows(1000, seed=2)
+    answers: list[tuple[str, list[int]]] = []
+    since, until = traffic(project, url, calm_rows, answers)
     calm = live_drift(project, "fraud", since=since, until=until, actor="test")
     assert calm.version == 1 and calm.reference["kind"] == "training"
     assert calm.reference["dataset"] == "tx" and calm.reference["rows"] == 3000
@@ -138,6 +148,30 @@ def test_live_drift_is_found_against_the_training_data_and_starts_a_retraining(
     assert "f0" in calm.important  # the model's most important feature, from the registry
     assert calm.predictions is not None and list(calm.predictions.columns) == ["prediction"]
     assert calm.cbpe is not None and abs(calm.cbpe.accuracy - 0.73) < 0.06
+    assert calm.cbpe_realized is None  # no label yet
+
+    # The labels arrive (feedback by request id and row): the estimate meets the truth.
+    from conveyor.monitoring.feedback import record_feedback
+
+    truth = calm_rows.column("label").to_pylist()
+    record_feedback(
+        project,
+        [
+            {"request_id": rid, "row": j, "label": truth[50 * i + j]}
+            for i, (rid, _) in enumerate(answers)
+            for j in range(50)
+        ],
+    )
+    predicted = [p for _, got in answers for p in got]
+    realized = float(np.mean(np.asarray(predicted) == np.asarray(truth)))
+    labelled = live_drift(project, "fraud", since=since, until=until, record=False)
+    assert labelled.cbpe_realized is not None
+    assert labelled.cbpe_realized["labelled"] == 1000
+    assert labelled.cbpe_realized["accuracy"] == pytest.approx(realized, abs=1e-6)
+    error = labelled.cbpe_realized["accuracy_error"]
+    assert error == pytest.approx(labelled.cbpe_realized["estimate"]["accuracy"] - realized)
+    assert abs(error) < 0.06  # 1,000 labels: the realized accuracy's own sd is 0.014
+    assert labelled.metrics()["cbpe.accuracy_error"] == error
     project.events.flush()
     assert project.events.count(kind="drift.detected") == 0
     assert scheduler.tick() == []
@@ -287,18 +321,42 @@ def test_bad_input_gets_clear_typed_errors(served: tuple[Project, str]) -> None:
 def test_the_scheduled_drift_job_checks_each_model_and_reports_the_ones_it_cannot(
     served: tuple[Project, str],
 ) -> None:
+    from conveyor.monitoring.compaction import compact
     from conveyor.monitoring.drift_jobs import (
         DriftJobSpec,
         drift_pipeline,
         drift_schedules,
         run_drift_checks,
     )
-    from conveyor.monitoring.drift_live import drift_metric
+    from conveyor.monitoring.drift_live import drift_metric, live_rows
     from conveyor.pipelines import LocalRunner, Scheduler
 
     project, url = served
     assert drift_schedules(project) == []  # no monitoring.drift.cron in the spec
-    since, _ = traffic(project, url, rows(800, seed=6, shift=1.0))
+    since, _ = traffic(project, url, rows(500, seed=6, shift=1.0))
+    compact(project)  # these rows now come from the Parquet copy, the next from the tail
+    traffic(project, url, rows(300, seed=7, shift=1.0))
+    version = project.registry.get("fraud", 1)
+    columns = [(c["name"], c["type"]) for c in version.signature["inputs"]]
+    outputs = version.signature["outputs"]
+    end = datetime.now(UTC) + timedelta(seconds=1)
+    parsed = live_rows(project, "fraud", since=since, until=end, columns=columns, outputs=outputs)
+    assert parsed.num_rows == 800 and parsed.column_names[6:] == [*FEATURES, "prediction"]
+    for _ in range(2):  # the first call caches the copy's file, the second reads it
+        cached = live_rows(
+            project, "fraud", since=since, until=end, columns=columns, outputs=outputs, cache=True
+        )
+        assert cached.equals(
+            live_rows(
+                project,
+                "fraud",
+                since=since,
+                until=end,
+                columns=columns,
+                outputs=outputs,
+                cache=False,
+            )
+        )
     pipeline = drift_pipeline(DriftJobSpec(cron="*/10 * * * *", window="1h"))
     assert pipeline.name == "monitoring.drift"
     runner = LocalRunner.for_project(project, heartbeat_interval=0.2, stale_after=60)

@@ -143,14 +143,7 @@ class CBPE:
             raise InvalidInputError(
                 f"{len(classes)} classes for {k} score columns", field="classes", classes=classes
             )
-        index = {c: i for i, c in enumerate(classes)}
-        unknown = sorted({_plain(v) for v in y.tolist()} - set(index), key=str)
-        if unknown:
-            raise InvalidInputError(
-                f"reference labels {unknown[:5]} are not among the classes {list(classes)}",
-                field="labels",
-            )
-        codes = np.fromiter((index[_plain(v)] for v in y.tolist()), dtype=np.int64, count=len(y))
+        codes = _codes(y, classes, "labels")
         self.classes_ = classes
         self.calibrators_ = []
         if self.calibration == "isotonic":
@@ -201,15 +194,13 @@ class CBPE:
         if predicted is None:
             chosen = np.argmax(raw, axis=1) if k > 2 else (raw[:, 1] >= 0.5).astype(np.int64)
         else:
-            index = {c: i for i, c in enumerate(self.classes_)}
-            labels = np.asarray(predicted).tolist()
-            missing = [v for v in labels if _plain(v) not in index]
-            if missing or len(labels) != n:
+            labels = np.asarray(predicted)
+            if labels.ndim != 1 or len(labels) != n:
                 raise InvalidInputError(
                     f"predicted must be {n} labels among {list(self.classes_)}",
                     field="predicted",
                 )
-            chosen = np.fromiter((index[_plain(v)] for v in labels), dtype=np.int64, count=n)
+            chosen = _codes(labels, self.classes_, "predicted")
         rows = np.arange(n)
         correct = p[rows, chosen]
         accuracy = float(correct.mean())
@@ -326,6 +317,22 @@ def isotonic_fit(scores: Any, target: Any) -> tuple[Array, Array]:
             level[-2:], mass[-2:], count[-2:] = [merged], [w], [c]
     fitted = np.repeat(np.asarray(level), np.asarray(count))
     return x, np.clip(fitted, 0.0, 1.0)
+
+
+def _codes(values: Any, classes: Sequence[Any], field: str) -> Any:
+    """Each value's position in ``classes`` (one lookup per distinct value)."""
+    import numpy as np
+
+    distinct, inverse = np.unique(np.asarray(values), return_inverse=True)
+    index = {c: i for i, c in enumerate(classes)}
+    found = [index.get(_plain(v)) for v in distinct.tolist()]
+    unknown = [v for v, i in zip(distinct.tolist(), found, strict=True) if i is None]
+    if unknown:
+        raise InvalidInputError(
+            f"{field}: {unknown[:5]} are not among the classes {list(classes)}",
+            field=field,
+        )
+    return np.asarray(found, dtype=np.int64)[np.ravel(inverse)]
 
 
 def _expected_auc(score: Array, p: Array) -> float | None:

@@ -57,11 +57,15 @@ share, verdict, prediction drift, CBPE estimate); the alert metrics ``drift.shar
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from conveyor.capability import EventKind
@@ -420,46 +424,114 @@ def live_rows(
     until: datetime,
     columns: Sequence[tuple[str, str]],
     outputs: Sequence[Mapping[str, Any]] = (),
+    cache: bool = True,
 ) -> pa.Table:
     """The sampled rows of ``model``'s prediction events in ``[since, until)``: one row per
     input row, the input ``columns`` (name, Arrow type) typed, the outputs as prediction
     columns (see the module), and ``_version``, ``_version_id``, ``_arm``, ``_time_us``,
-    ``_request_id`` and ``_row`` (the row's position in its request)."""
+    ``_request_id`` and ``_row`` (the row's position in its request).
+
+    Each payload is parsed once (DuckDB's ``json_transform`` into the signature's types).
+    With ``cache``, what one compacted file yields for this model and signature is kept
+    as a Parquet file beside the copy (``cache/drift_live/``): a file of the copy never
+    changes once listed, so a check that runs every hour over the last day parses only
+    the files compacted since the last one, and the log's tail.
+    """
     import duckdb
 
+    from conveyor.events.filters import to_us
+    from conveyor.monitoring.compaction import copy_root
     from conveyor.monitoring.query import MonitorQuery
 
+    extract = _extraction(columns, outputs)
+    since_us, until_us = to_us(since, "since"), to_us(until, "until")
+    con = duckdb.connect()
+    try:
+        monitor = MonitorQuery(project)
+        snapshot = monitor.relation(con, kinds=["prediction"], since=since, until=until)
+        root = copy_root(project)
+        folder = root / "cache" / "drift_live" / _digest(model, extract)
+        sources = []
+        for name in snapshot.files:
+            if not cache:
+                source = f"read_parquet({_sql(str(root / name))})"
+                sources.append(f"SELECT * FROM ({extract.format(source=source)})")
+                continue
+            cached = folder / (hashlib.sha256(name.encode()).hexdigest()[:32] + ".parquet")
+            if not cached.exists():
+                _cache_file(con, extract, root / name, cached, model)
+            sources.append(f"SELECT * FROM read_parquet({_sql(str(cached))})")
+        tail = f"(SELECT * FROM events WHERE seq > {int(snapshot.checkpoint)})"
+        sources.append(f"SELECT * FROM ({extract.format(source=tail)})")
+        query = (
+            "SELECT * FROM ("
+            + " UNION ALL BY NAME ".join(sources)
+            + f") WHERE _time_us >= {since_us} AND _time_us < {until_us} ORDER BY _time_us, _row"
+        )
+        return con.sql(query, params={"model": model}).to_arrow_table()
+    finally:
+        con.close()
+
+
+#: Bump when the extraction changes: cached files of another version are not read.
+_EXTRACTION_VERSION = 1
+
+
+def _extraction(columns: Sequence[tuple[str, str]], outputs: Sequence[Mapping[str, Any]]) -> str:
+    """The query turning prediction events of ``{source}`` (with ``$model``) into rows."""
     shape = {name: _duck_type(kind) for name, kind in columns}
-    typed = _sql(json.dumps([shape]))
-    unnests = [f"unnest(json_transform(json_extract(payload, '$.input'), {typed})) AS _i"]
+    paths = _output_paths(outputs)
+    unnests = ["unnest(_p.input) AS _i"]
     picks = [f'_i."{_ident(name)}" AS "{_ident(name)}"' for name in shape]
-    for position, (path, name, out) in enumerate(_output_paths(outputs)):
-        per_row = _duck_type(str(out.get("dtype", "float64")), numpy=True)
+    answer: Any = None
+    for position, (_, name, out) in enumerate(paths):
+        per_row = _duck_type(str(out.get("dtype", "float64")))
         dims = list(out.get("shape") or [])
         kind: Any = [per_row] if not dims else [[per_row]]
-        unnests.append(
-            f"unnest(json_transform(json_extract(payload, {_sql(path)}), {_sql(json.dumps(kind))}))"
-            f" AS _o{position}"
-        )
+        if len(paths) == 1 and name == "prediction":
+            answer, field = kind, "_p.output"
+        else:
+            answer = {**(answer or {}), str(out["name"]): kind}
+            field = f'_p.output."{_ident(str(out["name"]))}"'
+        unnests.append(f"unnest({field}) AS _o{position}")
         if not dims:
             picks.append(f'_o{position} AS "{_ident(name)}"')
         else:
             picks += [f'_o{position}[{j + 1}] AS "{_ident(f"{name}_{j}")}"' for j in range(dims[0])]
-    unnests.append("unnest(range(CAST(json_array_length(payload, '$.input') AS BIGINT))) AS _row")
-    query = (
+    unnests.append("unnest(range(len(_p.input))) AS _row")
+    structure: dict[str, Any] = {"input": [shape]}
+    if answer is not None:
+        structure["output"] = answer
+    typed = _sql(json.dumps(structure)).replace("{", "{{").replace("}", "}}")
+    return (
         "SELECT _version, _version_id, _arm, _time_us, _request_id, _row, "
         + ", ".join(picks)
+        + " FROM (SELECT _version, _version_id, _arm, _time_us, _request_id, "
+        + ", ".join(unnests)
         + " FROM (SELECT subject_version AS _version, version_id AS _version_id, arm AS _arm, "
-        "time_us AS _time_us, request_id AS _request_id, " + ", ".join(unnests) + " FROM events "
-        "WHERE kind = 'prediction' AND subject = $model "
-        "AND json_exists(payload, '$.input')) ORDER BY _time_us"
+        "time_us AS _time_us, request_id AS _request_id, "
+        f"json_transform(payload, {typed}) AS _p FROM {{source}} "
+        "WHERE kind = 'prediction' AND subject = $model) WHERE _p.input IS NOT NULL)"
     )
-    con = duckdb.connect()
+
+
+def _digest(model: str, extract: str) -> str:
+    text = json.dumps([_EXTRACTION_VERSION, model, extract])
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _cache_file(con: Any, extract: str, source: Path, cached: Path, model: str) -> None:
+    """What ``source`` (a file of the copy) yields, written durably to ``cached``."""
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    partial = cached.with_name(f".{cached.name}.{uuid.uuid4().hex[:8]}.partial")
+    query = extract.format(source=f"read_parquet({_sql(str(source))})").replace(
+        "$model", _sql(model)
+    )
     try:
-        MonitorQuery(project).relation(con, kinds=["prediction"], since=since, until=until)
-        return con.sql(query, params={"model": model}).to_arrow_table()
+        con.execute(f"COPY ({query}) TO {_sql(str(partial))} (FORMAT parquet, COMPRESSION zstd)")
+        os.replace(partial, cached)
     finally:
-        con.close()
+        partial.unlink(missing_ok=True)
 
 
 def drift_metric(
