@@ -117,10 +117,12 @@ def traffic(
     if answers is not None:
         answers += got
     expected = before + -(-table.num_rows // 50)
-    wait_until(
-        lambda: project.events.flush() or project.events.count(kind="prediction") >= expected,
-        message="the prediction events are written",
-    )
+
+    def written() -> bool:
+        project.events.flush()
+        return project.events.count(kind="prediction") >= expected
+
+    wait_until(written, message="the prediction events are written")
     return since, datetime.now(UTC) + timedelta(milliseconds=1)
 
 
