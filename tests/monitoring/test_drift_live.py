@@ -120,7 +120,7 @@ def traffic(
 
     def written() -> bool:
         project.events.flush()
-        return project.events.count(kind="prediction") >= expected
+        return bool(project.events.count(kind="prediction") >= expected)
 
     wait_until(written, message="the prediction events are written")
     return since, datetime.now(UTC) + timedelta(milliseconds=1)
