@@ -7,7 +7,7 @@ from conveyor.capability import EventKind
 from conveyor.events.catalogue import NUMBER
 from conveyor.monitoring.drift_live import DRIFT_CHECKED
 from conveyor.monitoring.feedback import FEEDBACK_EVENTS
-from conveyor.monitoring.system import SERVING_SAMPLE
+from conveyor.monitoring.system_events import SERVING_SAMPLE
 
 __all__ = ["EVENTS_COMPACTED", "MONITORING_EVENTS"]
 

@@ -35,8 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from conveyor.capability import EventKind
-from conveyor.events.catalogue import NUMBER
+from conveyor.monitoring.system_events import SERVING_SAMPLE
 
 if TYPE_CHECKING:
     from types import SimpleNamespace
@@ -46,28 +45,6 @@ if TYPE_CHECKING:
 __all__ = ["SERVING_SAMPLE", "Sampler", "SystemSpec", "system_of"]
 
 log = logging.getLogger("conveyor.monitoring")
-
-SERVING_SAMPLE = EventKind(
-    "serving.sample",
-    "telemetry",
-    {
-        "pid": int,
-        "host": str,
-        "interval_s": NUMBER,
-        "uptime_s": NUMBER,
-        "cpu_percent": NUMBER,
-        "rss_mib": NUMBER,
-        "threads": int,
-        "queue_depth": int,
-        "versions": list,
-        "batches": int,
-        "batch_rows": int,
-        "shed": int,
-        "failed": dict,
-    },
-    "a server worker sampled itself: CPU and memory (psutil), rows waiting in its batch "
-    "queues, and the batches, shed requests and failures of the interval",
-)
 
 
 class SystemSpec(BaseModel):
