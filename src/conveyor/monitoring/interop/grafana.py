@@ -43,16 +43,17 @@ _ROWS: tuple[tuple[str, tuple[tuple[str, tuple[tuple[str, str, str], ...], int],
     (
         "Traffic and errors",
         (
-            ("Requests per second", (("requests_per_s", _PER_VERSION, _VERSION_LEGEND),), 8),
+            ("Requests per second", (("requests_per_s", _PER_VERSION, _VERSION_LEGEND),), 6),
             (
                 "Errors",
                 (
                     ("error_rate", "model", "{{model}} 4xx+5xx"),
                     ("server_error_rate", "model", "{{model}} 5xx"),
                 ),
-                8,
+                6,
             ),
-            ("Availability", (("availability", "model", "{{model}}"),), 8),
+            ("Availability", (("availability", "model", "{{model}}"),), 6),
+            ("Route degraded", (("route_degraded", "model", "{{model}}"),), 6),
         ),
     ),
     (

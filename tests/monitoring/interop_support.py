@@ -1,0 +1,127 @@
+"""Helpers of the interop tests: promtool, a real Prometheus server, a model that sleeps."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from conveyor.registry import PythonModel
+from conveyor.serving.server import free_port
+from conveyor.testing.wait import wait_until
+
+
+class Sleepy(PythonModel):
+    """Sums the row after ``seconds``: the injected slowness."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def predict(self, frame: Any) -> Any:
+        time.sleep(self.seconds)  # slow on purpose: the behaviour under test
+        return frame.sum(axis=1).to_numpy()
+
+
+def tool(name: str) -> str:
+    """The path of a Prometheus binary (scripts/services.sh prometheus installs them)."""
+    found = shutil.which(name)
+    assert found, f"{name} is not installed: run scripts/services.sh prometheus"
+    return found
+
+
+def promtool_check(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [tool("promtool"), "check", "rules", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+class Prometheus:
+    """A Prometheus server of this test, on a free port."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        answer = httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=5)
+        answer.raise_for_status()
+        return list(answer.json()["data"]["result"])
+
+    def alerts(self) -> list[dict[str, Any]]:
+        answer = httpx.get(f"{self.url}/api/v1/alerts", timeout=5)
+        answer.raise_for_status()
+        return list(answer.json()["data"]["alerts"])
+
+    def rules(self) -> list[dict[str, Any]]:
+        answer = httpx.get(f"{self.url}/api/v1/rules", timeout=5)
+        answer.raise_for_status()
+        return [rule for group in answer.json()["data"]["groups"] for rule in group["rules"]]
+
+    def targets_up(self) -> bool:
+        answer = httpx.get(f"{self.url}/api/v1/targets", timeout=5)
+        active = answer.json()["data"]["activeTargets"]
+        return bool(active) and all(t["health"] == "up" for t in active)
+
+
+@contextmanager
+def prometheus(
+    folder: Path, target: str, rules: Path, *, job: str = "conveyor"
+) -> Iterator[Prometheus]:
+    """Prometheus scraping ``target`` (host:port) every second, evaluating ``rules`` (the
+    rule groups may set their own interval) every second; stopped and its data removed
+    on exit."""
+    import yaml
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "prometheus.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "rule_files": [str(rules)],
+                "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [target]}]}],
+            }
+        )
+    )
+    port = free_port()
+    log = (folder / "prometheus.log").open("w")
+    process = subprocess.Popen(
+        [
+            tool("prometheus"),
+            f"--config.file={config}",
+            f"--storage.tsdb.path={folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        def ready() -> bool:
+            assert process.poll() is None, (folder / "prometheus.log").read_text()[-2000:]
+            try:
+                return httpx.get(f"{url}/-/ready", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, timeout=30, interval=0.1, message="prometheus to be ready")
+        yield Prometheus(url)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()

@@ -1,0 +1,647 @@
+"""Interop: the Prometheus rules and the Grafana dashboard generated from the spec.
+
+The rule file passes ``promtool check rules`` and mirrors Conveyor's own alert rules (name,
+threshold, ``for``, severity); the dashboard has the shape of Grafana's dashboard schema
+and reads back through Grafana's own types; its queries are valid PromQL. One test runs a
+real Prometheus against a real ``conveyor serve``: the latency alert fires during injected
+slowness, and Conveyor's own reading of its event log agrees.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jsonschema
+import pytest
+import yaml
+from interop_support import Sleepy, prometheus, promtool_check
+from typer.testing import CliRunner
+
+from conveyor.config import load_spec
+from conveyor.errors import ConfigError, InvalidInputError
+from conveyor.monitoring.alerts.rules import AlertRule, derive_rules
+from conveyor.monitoring.alerts.settings import SYSTEM_METRICS
+from conveyor.monitoring.interop.grafana import dashboard
+from conveyor.monitoring.interop.names import MONITORS, prom_duration
+from conveyor.monitoring.interop.prometheus import (
+    alerting_rules,
+    label_name,
+    rules_document,
+    rules_yaml,
+)
+from conveyor.project import Project, init_project
+from conveyor.serving.server import free_port
+from conveyor.testing.wait import wait_until
+
+SPEC = """\
+slos:
+  latency_p95_ms: 100
+  availability: 0.99
+  quality: {metric: roc_auc, floor: 0.8}
+monitoring:
+  alerts:
+    slo_window: 10s
+    slo_for: 2s
+    max_error_rate: 0.2
+    rules:
+      - name: m_latency_p95
+        metric: latency_p95_ms
+        model: m
+        window: 10s
+        op: ">"
+        threshold: 100
+        for: 1s
+        severity: page
+        labels: {team: ml, owner.email: ops@example.com}
+      - {name: m_drift, metric: drift.share, model: m, window: 1h, op: ">", threshold: 0.3}
+      - {name: m_cache, metric: cache_hit_ratio, model: m, window: 90s, op: "<", threshold: 0.5}
+  interop:
+    matchers: 'job="conveyor"'
+    rule_interval: 1s
+"""
+
+
+def _project_root(root: Path, extra: str = SPEC) -> Path:
+    init_project(root, name="interop")
+    with (root / "conveyor.yaml").open("a") as f:
+        f.write(extra)
+    return root
+
+
+# -- Prometheus rules -------------------------------------------------------------------------
+
+
+def test_rules_pass_promtool_and_mirror_conveyors_own(tmp_path: Path) -> None:
+    spec = load_spec(_project_root(tmp_path / "p"))
+    conveyor_rules = derive_rules(spec)
+    text = rules_yaml(spec)
+    path = tmp_path / "conveyor.rules.yml"
+    path.write_text(text)
+    checked = promtool_check(path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+    document = yaml.safe_load(text)
+    recording, alerting = document["groups"]
+    assert recording["interval"] == alerting["interval"] == "1s"
+    recorded = {r["record"]: r["expr"] for r in recording["rules"]}
+    # Every monitor over every window of the spec and of the per-model alert rules.
+    for window in ("5m", "1h", "10s", "1m30s"):
+        for name in MONITORS:
+            assert f"conveyor:{name}:{window}" in recorded
+    # The spec's matchers limit every series the rules read.
+    assert all('job="conveyor"' in expr for expr in recorded.values())
+
+    alerts = {a["alert"]: a for a in alerting["rules"]}
+    on_prometheus = [r for r in conveyor_rules if r.metric in MONITORS]
+    left_to_conveyor = [r for r in conveyor_rules if r.metric not in MONITORS]
+    assert {r.metric for r in left_to_conveyor} == {"quality.roc_auc", "drift.share"}
+    assert set(alerts) == {r.name for r in on_prometheus}
+    for rule in on_prometheus:
+        alert = alerts[rule.name]
+        assert alert["expr"].endswith(f" {rule.op} {rule.threshold!r}")
+        assert alert.get("for") == (prom_duration(rule.for_s) if rule.for_s else None)
+        assert alert["labels"]["severity"] == rule.severity
+        assert alert["labels"]["monitor"] == rule.metric
+        if rule.model is None:  # all traffic: one series over every model
+            assert "sum by (" in alert["expr"] and "model" not in alert["expr"]
+        else:
+            window = prom_duration(rule.window)
+            assert alert["expr"].startswith(f'conveyor:{rule.metric}:{window}{{model="m"}} ')
+    # A label key Prometheus would refuse is made a valid label name, its value kept.
+    assert alerts["m_latency_p95"]["labels"]["owner_email"] == "ops@example.com"
+    # The rules Prometheus has no series for are named in the header, not dropped silently.
+    assert "#   m_drift (drift.share)" in text and "#   slo_quality (quality.roc_auc)" in text
+
+
+def test_every_system_metric_of_the_alerts_has_a_prometheus_expression() -> None:
+    # The names are shared: an alert rule on any system metric translates.
+    assert set(SYSTEM_METRICS) <= set(MONITORS)
+
+
+def test_rule_translation_refuses_what_promql_cannot_say() -> None:
+    bad_op = AlertRule("x", "latency_p95_ms", "m", 60, "!=", 1.0, 0, "page")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="op '!='") as caught:
+        alerting_rules([bad_op])
+    assert caught.value.code == "invalid_input"
+    nan = AlertRule("x", "latency_p95_ms", "m", 60, ">", math.nan, 0, "page")
+    with pytest.raises(InvalidInputError, match="not a finite number"):
+        alerting_rules([nan])
+    assert label_name("owner.email") == "owner_email"
+    assert label_name("9lives") == "_9lives"
+    assert label_name("__name__") == "label__name__"
+    assert prom_duration(5400) == "1h30m" and prom_duration(0.2) == "1s"
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("matchers: 'job=conveyor'", "monitoring.interop.matchers"),
+        ("windows: [5 minutes]", "monitoring.interop.windows"),
+        ("rule_interval: soon", "monitoring.interop.rule_interval"),
+        ("datasource: ''", "monitoring.interop.datasource"),
+    ],
+)
+def test_a_malformed_interop_setting_fails_the_spec(
+    tmp_path: Path, setting: str, message: str
+) -> None:
+    root = _project_root(tmp_path, f"monitoring:\n  interop:\n    {setting}\n")
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_spec(root)
+    assert caught.value.code == "config_invalid"
+
+
+# -- Grafana dashboard ------------------------------------------------------------------------
+
+_GRID = {
+    "type": "object",
+    "required": ["h", "w", "x", "y"],
+    "properties": {
+        "h": {"type": "integer", "minimum": 1},
+        "w": {"type": "integer", "minimum": 1, "maximum": 24},
+        "x": {"type": "integer", "minimum": 0, "maximum": 23},
+        "y": {"type": "integer", "minimum": 0},
+    },
+}
+_DATASOURCE_REF = {
+    "type": "object",
+    "properties": {"type": {"type": "string"}, "uid": {"type": "string"}},
+    "additionalProperties": False,
+}
+#: A faithful subset of Grafana's dashboard schema (the dashboard kind, schemaVersion 39):
+#: the fields it requires, their types and enumerations, for what the generator writes.
+GRAFANA_DASHBOARD_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["title", "schemaVersion", "panels"],
+    "properties": {
+        "uid": {"type": "string", "maxLength": 40, "pattern": "^[A-Za-z0-9_-]+$"},
+        "title": {"type": "string", "minLength": 1},
+        "description": {"type": "string"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "timezone": {"type": "string"},
+        "editable": {"type": "boolean"},
+        "graphTooltip": {"enum": [0, 1, 2]},
+        "schemaVersion": {"type": "integer", "minimum": 36},
+        "version": {"type": "integer", "minimum": 0},
+        "refresh": {"anyOf": [{"type": "string"}, {"const": False}]},
+        "time": {
+            "type": "object",
+            "required": ["from", "to"],
+            "properties": {"from": {"type": "string"}, "to": {"type": "string"}},
+        },
+        "annotations": {
+            "type": "object",
+            "properties": {"list": {"type": "array"}},
+        },
+        "links": {"type": "array"},
+        "templating": {
+            "type": "object",
+            "required": ["list"],
+            "properties": {
+                "list": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "type"],
+                        "properties": {
+                            "name": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+                            "type": {
+                                "enum": [
+                                    "query",
+                                    "adhoc",
+                                    "groupby",
+                                    "constant",
+                                    "datasource",
+                                    "interval",
+                                    "textbox",
+                                    "custom",
+                                    "system",
+                                    "snapshot",
+                                ]
+                            },
+                            "hide": {"enum": [0, 1, 2]},
+                            "refresh": {"enum": [0, 1, 2]},
+                            "sort": {"enum": [0, 1, 2, 3, 4, 5, 6, 7, 8]},
+                            "multi": {"type": "boolean"},
+                            "includeAll": {"type": "boolean"},
+                            "datasource": _DATASOURCE_REF,
+                            "options": {"type": "array"},
+                        },
+                    },
+                }
+            },
+        },
+        "panels": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["type", "id", "gridPos"],
+                "properties": {
+                    "type": {"type": "string", "minLength": 1},
+                    "id": {"type": "integer", "minimum": 1},
+                    "title": {"type": "string"},
+                    "gridPos": _GRID,
+                    "datasource": _DATASOURCE_REF,
+                    "collapsed": {"type": "boolean"},
+                    "panels": {"type": "array"},
+                    "targets": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["refId"],
+                            "properties": {
+                                "refId": {"type": "string", "minLength": 1},
+                                "datasource": _DATASOURCE_REF,
+                                "expr": {"type": "string", "minLength": 1},
+                                "legendFormat": {"type": "string"},
+                                "range": {"type": "boolean"},
+                            },
+                        },
+                    },
+                    "fieldConfig": {
+                        "type": "object",
+                        "required": ["defaults", "overrides"],
+                        "properties": {
+                            "defaults": {
+                                "type": "object",
+                                "properties": {
+                                    "unit": {"type": "string"},
+                                    "thresholds": {
+                                        "type": "object",
+                                        "required": ["mode", "steps"],
+                                        "properties": {
+                                            "mode": {"enum": ["absolute", "percentage"]},
+                                            "steps": {
+                                                "type": "array",
+                                                "items": {
+                                                    "type": "object",
+                                                    "required": ["color", "value"],
+                                                    "properties": {
+                                                        "color": {"type": "string"},
+                                                        "value": {"type": ["number", "null"]},
+                                                    },
+                                                },
+                                            },
+                                        },
+                                    },
+                                },
+                            },
+                            "overrides": {"type": "array"},
+                        },
+                    },
+                    "options": {"type": "object"},
+                },
+                "allOf": [
+                    {  # a panel that draws (not a row, not text) has the two Grafana requires
+                        "if": {"properties": {"type": {"const": "timeseries"}}},
+                        "then": {"required": ["targets", "fieldConfig", "options", "datasource"]},
+                    },
+                    {
+                        "if": {"properties": {"type": {"const": "row"}}},
+                        "then": {"required": ["collapsed", "panels"]},
+                    },
+                ],
+            },
+        },
+    },
+}
+
+
+@pytest.fixture
+def board(tmp_path: Path) -> dict[str, Any]:
+    return dashboard(load_spec(_project_root(tmp_path / "p")))
+
+
+def test_dashboard_has_grafanas_shape(board: dict[str, Any]) -> None:
+    jsonschema.validate(board, GRAFANA_DASHBOARD_SCHEMA)
+    panels = board["panels"]
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids))
+    # No two panels overlap on the 24-column grid, and none spills over its right edge.
+    cells: set[tuple[int, int]] = set()
+    for panel in panels:
+        g = panel["gridPos"]
+        assert g["x"] + g["w"] <= 24, panel["title"]
+        mine = {
+            (x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])
+        }
+        assert not cells & mine, f"{panel['title']} overlaps another panel"
+        cells |= mine
+    # Every query goes to the datasource variable, which exists and is a Prometheus one.
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    drawn = [p for p in panels if p["type"] == "timeseries"]
+    for panel in drawn:
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        refs = [t["refId"] for t in panel["targets"]]
+        assert len(refs) == len(set(refs))
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == "${datasource}"
+            assert 'job="conveyor"' in target["expr"]  # the spec's matchers
+    # The panels cover every monitor Prometheus can compute.
+    described = " ".join(p["description"] for p in drawn)
+    assert all(f"{name}:" in described for name in MONITORS)
+    # The SLO's threshold is drawn on the latency panel, red above it.
+    latency = next(p for p in drawn if p["title"] == "Latency p50 / p95 / p99")
+    steps = latency["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert steps == [{"color": "green", "value": None}, {"color": "red", "value": 100.0}]
+    availability = next(p for p in drawn if p["title"] == "Availability")
+    steps = availability["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert steps == [{"color": "red", "value": None}, {"color": "green", "value": 0.99}]
+
+
+def test_dashboard_reads_back_through_grafanas_own_types(board: dict[str, Any]) -> None:
+    from grafana_foundation_sdk.models.dashboard import Dashboard
+
+    # Keys Grafana's dashboard model does not know are dropped on the way through: the
+    # board must come back with every key and value it had.
+    again = Dashboard.from_json(json.loads(json.dumps(board))).to_json()
+    again = json.loads(json.dumps(again, default=lambda o: o.to_json()))
+    lost: list[str] = []
+
+    def compare(mine: Any, theirs: Any, where: str) -> None:
+        if isinstance(mine, dict):
+            for key, value in mine.items():
+                if not isinstance(theirs, dict) or key not in theirs:
+                    lost.append(f"{where}.{key}")
+                else:
+                    compare(value, theirs[key], f"{where}.{key}")
+        elif isinstance(mine, list):
+            if not isinstance(theirs, list) or len(theirs) != len(mine):
+                lost.append(where)
+                return
+            for i, (a, b) in enumerate(zip(mine, theirs, strict=True)):
+                compare(a, b, f"{where}[{i}]")
+        elif mine != theirs:
+            lost.append(f"{where}: {mine!r} != {theirs!r}")
+
+    compare(board, again, "dashboard")
+    assert lost == []
+
+
+def test_every_dashboard_query_is_valid_promql(board: dict[str, Any], tmp_path: Path) -> None:
+    # promtool parses each query as a recording rule's expression (Grafana's variables
+    # replaced by what Grafana would send).
+    exprs = [
+        t["expr"].replace("$__rate_interval", "1m").replace("$model", ".*")
+        for p in board["panels"]
+        for t in p.get("targets", ())
+    ]
+    assert len(exprs) >= 15
+    variable = board["templating"]["list"][1]["query"]["query"]
+    assert variable == 'label_values(conveyor_requests_total{job="conveyor"}, model)'
+    path = tmp_path / "queries.yml"
+    rules = [{"record": f"dashboard:query_{i}", "expr": e} for i, e in enumerate(exprs)]
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    checked = promtool_check(path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+# -- CLI and HTTP ---------------------------------------------------------------------------
+
+
+def test_cli_writes_the_dashboard_and_the_checked_rules(tmp_path: Path) -> None:
+    from conveyor.cli import app
+
+    root = _project_root(tmp_path / "p")
+    runner = CliRunner()
+    out = tmp_path / "board.json"
+    done = runner.invoke(app, ["monitor", "grafana", "-o", str(out), "-C", str(root)])
+    assert done.exit_code == 0, done.output
+    written = json.loads(out.read_text())
+    assert written == dashboard(load_spec(root))
+    assert "conveyor-interop" in done.output
+
+    rules = tmp_path / "rules.yml"
+    done = runner.invoke(
+        app, ["monitor", "prometheus-rules", "-o", str(rules), "--check", "-C", str(root)]
+    )
+    assert done.exit_code == 0, done.output
+    assert "SUCCESS" in done.output
+    assert yaml.safe_load(rules.read_text()) == rules_document(load_spec(root))[0]
+
+    printed = runner.invoke(app, ["monitor", "prometheus-rules", "-C", str(root)])
+    assert printed.exit_code == 0 and yaml.safe_load(printed.stdout) == yaml.safe_load(
+        rules.read_text()
+    )
+    # Nowhere to write: a typed error naming the option, exit 1.
+    refused = runner.invoke(
+        app, ["monitor", "grafana", "-o", str(tmp_path / "no" / "such" / "b.json"), "-C", str(root)]
+    )
+    assert refused.exit_code == 1 and "--output" in refused.output
+
+
+def test_check_without_promtool_says_how_to_get_it(tmp_path: Path) -> None:
+    from conveyor.cli import app
+
+    root = _project_root(tmp_path / "p")
+    done = CliRunner().invoke(
+        app,
+        ["monitor", "prometheus-rules", "--check", "-C", str(root)],
+        env={"PATH": str(tmp_path)},  # no promtool there
+    )
+    assert done.exit_code == 1
+    assert "promtool" in done.output and "apt-get install prometheus" in done.output
+
+
+def test_http_serves_the_dashboard_and_the_rules(tmp_path: Path) -> None:
+    from conveyor.serving.app import create_app
+    from conveyor.serving.server import ThreadedServer
+
+    root = _project_root(tmp_path / "p", SPEC + "serving: {auth: disabled}\n")
+    with Project.open(root, env={}) as project, ThreadedServer(create_app(project)) as server:
+        board = httpx.get(f"{server.url}/v1/monitor/grafana.json", timeout=10)
+        assert board.status_code == 200 and board.json() == dashboard(project.spec)
+        rules = httpx.get(f"{server.url}/v1/monitor/prometheus-rules", timeout=10)
+        assert rules.status_code == 200
+        assert rules.headers["content-type"].startswith("application/yaml")
+        assert yaml.safe_load(rules.text) == rules_document(project.spec)[0]
+
+
+# -- A real Prometheus against a real server --------------------------------------------------
+
+
+class _Traffic:
+    """Prediction requests to model ``m``, about ten a second, from a thread."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.sent = 0
+        self.failed: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=30) as client:
+            while not self._stop.is_set():
+                started = time.monotonic()
+                # A new row each time: a cached answer would hide the slowness.
+                body = {"records": [{"a": float(self.sent), "b": 2.0}]}
+                answer = client.post(f"{self.url}/v1/models/m/predict", json=body)
+                self.sent += 1
+                if answer.status_code != 200:
+                    self.failed.append(answer.status_code)
+                self._stop.wait(max(0.0, 0.1 - (time.monotonic() - started)))
+
+    def __enter__(self) -> _Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+@contextmanager
+def _serve(root: Path) -> Iterator[str]:
+    """``conveyor serve`` of the project at ``root`` on a free port, until the block ends."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    log = (root / "serve.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "conveyor.cli", "serve", "--port", str(port), "-C", str(root)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        def ready() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"conveyor serve exited: {_tail(root / 'serve.log')}")
+            try:
+                return httpx.get(f"{url}/v2/models/m/ready", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, timeout=60, interval=0.1, message="conveyor serve to serve model m")
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def _tail(path: Path) -> str:
+    return path.read_text(errors="replace")[-2000:]
+
+
+def _firing(prom: Any) -> set[str]:
+    return {a["labels"]["alertname"] for a in prom.alerts() if a["state"] == "firing"}
+
+
+@pytest.mark.slow
+def test_prometheus_fires_the_latency_alert_with_conveyor(tmp_path: Path) -> None:
+    """A real Prometheus scrapes a real ``conveyor serve`` every second and evaluates the
+    generated rules every second; the route moves to a version that sleeps 0.3 s, and the
+    p95 latency alerts (the SLO's on all traffic, the spec's on model m) fire. Conveyor's
+    own rule says the same: same names and thresholds, and its p95 from the event log over
+    the slow period breaches the same threshold."""
+    import pandas as pd
+    from sklearn.linear_model import LinearRegression
+
+    from conveyor.serving.route_store import RouteStore
+    from conveyor.serving.routes import RoutePolicy
+
+    root = _project_root(
+        tmp_path / "p",
+        SPEC + "serving: {auth: disabled, poll_interval_s: 0.2, batching: {max_batch_size: 1}}\n",
+    )
+    with Project.open(root, env={}) as project:
+        X = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0], "b": [1.0, 0.0, 1.0, 2.0]})
+        project.registry.register("m", LinearRegression().fit(X, X.sum(axis=1)), signature_from=X)
+        project.registry.register("m", Sleepy(0.3), signature_from=X)
+        routes = RouteStore(project.store, project.events, project.registry)
+        routes.set("m", RoutePolicy.fixed(1), actor="test")
+        spec = project.spec
+    rules = {r.name: r for r in derive_rules(spec)}
+    latency = ["slo_latency_p95_ms", "m_latency_p95"]
+    assert {n: (rules[n].threshold, rules[n].op) for n in latency} == {
+        "slo_latency_p95_ms": (100.0, ">"),
+        "m_latency_p95": (100.0, ">"),
+    }
+    rule_file = tmp_path / "conveyor.rules.yml"
+    rule_file.write_text(rules_yaml(spec))
+
+    with _serve(root) as url, _Traffic(url) as traffic:
+        fast_from = datetime.now(UTC)
+        target = url.removeprefix("http://")
+        with prometheus(tmp_path / "prometheus", target, rule_file) as prom:
+            # Baseline: Prometheus reads the server and evaluates every rule, none firing.
+            wait_until(
+                lambda: prom.query('conveyor:requests_per_s:10s{model="m"} > 0'),
+                timeout=30,
+                interval=0.25,
+                message="Prometheus to record m's request rate",
+            )
+            assert prom.targets_up()
+            assert all(r["health"] == "ok" for r in prom.rules()), [
+                (r["name"], r.get("lastError")) for r in prom.rules() if r["health"] != "ok"
+            ]
+            (p95,) = prom.query('conveyor:latency_p95_ms:10s{model="m"}')
+            assert float(p95["value"][1]) < 100
+            assert not _firing(prom) & set(latency)
+
+            # Slowness: every request now takes 0.3 s or more.
+            slow_from = datetime.now(UTC)
+            routes_after = Project.open(root, env={})
+            try:
+                RouteStore(routes_after.store, routes_after.events, routes_after.registry).set(
+                    "m", RoutePolicy.fixed(2), actor="test"
+                )
+            finally:
+                routes_after.close()
+            fired = wait_until(
+                lambda: set(latency) <= _firing(prom) and _firing(prom),
+                timeout=30,
+                interval=0.25,
+                message=lambda: (
+                    f"the latency alerts to fire: alerts {prom.alerts()}, p95 "
+                    f"{prom.query('conveyor:latency_p95_ms:10s')}, requests {traffic.sent}, "
+                    f"failed {traffic.failed[-5:]}, models {httpx.get(url + '/v1/models').text}"
+                ),
+            )
+            assert set(latency) <= fired
+            alerts = {a["labels"]["alertname"]: a for a in prom.alerts()}
+            for name in latency:
+                assert alerts[name]["labels"]["severity"] == rules[name].severity
+                assert float(alerts[name]["value"]) > rules[name].threshold
+            assert alerts["m_latency_p95"]["labels"]["model"] == "m"
+            # Nothing else fired: no errors, full availability (shares of zero, not "no data").
+            assert fired <= set(latency) | {"m_cache"}, fired
+            (availability,) = prom.query('conveyor:availability:10s{model="m"}')
+            assert float(availability["value"][1]) == 1.0
+            slow_until = datetime.now(UTC)
+        assert traffic.failed == []
+
+    # Conveyor's own rules, on its own reading of the event log, agree: below the
+    # threshold before the slowness, above it during, for the same rules.
+    from conveyor.monitoring.alerts.metrics import metric_value
+
+    with Project.open(root, env={}) as project:
+        for name in latency:
+            rule = rules[name]
+            before = metric_value(project, rule.metric, rule.model, fast_from, slow_from)
+            during = metric_value(
+                project, rule.metric, rule.model, slow_from + timedelta(seconds=1), slow_until
+            )
+            assert before is not None and not rule.breached(before), (name, before)
+            assert during is not None and rule.breached(during), (name, during)
