@@ -331,3 +331,80 @@ def test_files_written_before_code_was_promoted_are_read_with_new_ones(project: 
     assert row["requests"] == 13 and row["errors_5xx"] == 10 and row["errors_4xx"] == 3
     assert row["shed"] == 4  # the old file's rows have no code to say they were shed
     assert row["answered"] == 0 and row["availability"] == pytest.approx(1 - 10 / 13)
+
+
+@pytest.mark.slow
+def test_each_worker_of_conveyor_serve_samples_itself(tmp_path: Path) -> None:
+    """``conveyor serve --workers 2``: each worker process records its own samples (its pid),
+    and failures on the v2 protocol's route are recorded like the native route's."""
+    import signal
+    import subprocess
+    import sys
+
+    from sklearn.linear_model import LinearRegression
+
+    from conveyor.serving.route_store import RouteStore
+    from conveyor.serving.routes import RoutePolicy
+    from conveyor.serving.server import free_port
+
+    root = tmp_path / "proj"
+    init_project(root, name="workers")
+    with (root / "conveyor.yaml").open("a") as spec:
+        spec.write(SPEC % "disabled")
+    frame = pd.DataFrame(np.random.default_rng(0).normal(size=(20, 2)), columns=["a", "b"])
+    with Project.open(root, env={}) as project:
+        project.registry.register(
+            "m", LinearRegression().fit(frame, frame.sum(axis=1)), signature_from=frame
+        )
+        RouteStore(project.store, project.events, project.registry).set("m", RoutePolicy.fixed(1))
+    port = free_port()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "conveyor.cli", "serve", "--port", str(port), "--workers", "2",
+         "-C", str(root)],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    since = datetime.now(UTC) - timedelta(seconds=1)
+
+    def ready() -> bool:
+        assert process.poll() is None, "conveyor serve exited"
+        try:
+            return httpx.get(f"{url}/v2/models/m/ready", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_until(ready, message="conveyor serve is ready", timeout=60)
+        with httpx.Client(base_url=url, timeout=30) as client:
+            for i in range(20):
+                answer = client.post(
+                    "/v1/models/m/predict", json={"records": [{"a": float(i), "b": 0.5}]}
+                )
+                assert answer.status_code == 200, answer.text
+            bad = client.post("/v2/models/m/infer", json={"inputs": "not a list"})
+            assert 400 <= bad.status_code < 500, bad.text
+
+        def two_workers_sampled() -> bool:
+            with Project.open(root, env={}) as project:
+                found = project.monitoring.sql(
+                    "SELECT count(DISTINCT json_extract(payload, '$.pid')) AS n FROM events",
+                    kinds=["serving.sample"],
+                    since=since,
+                )
+                return bool(found.column("n")[0].as_py() >= 2)
+
+        wait_until(two_workers_sampled, message="both workers sample themselves", timeout=30)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+
+    with Project.open(root, env={}) as project:
+        report = project.monitoring.system("m", since=since, window=timedelta(hours=1))
+    assert sum(w["answered"] for w in report.windows) == 20
+    assert sum(w["errors_4xx"] for w in report.windows) == 1
+    pids = {p["pid"] for p in report.processes}
+    assert len(pids) == 2 and process.pid not in pids  # the workers, not the supervisor
+    assert all(p["rss_mib"] > 10 for p in report.processes)

@@ -92,7 +92,11 @@ class Sampler:
     async def start(self) -> None:
         if self.interval_s <= 0 or self._task is not None:
             return
-        import psutil  # type: ignore[import-untyped]
+        try:
+            import psutil  # type: ignore[import-untyped]
+        except ImportError:  # an install that predates the dependency: serve, unsampled
+            log.warning("psutil is not installed: this worker records no serving.sample")
+            return
 
         self._process = psutil.Process(os.getpid())
         self._process.cpu_percent(None)  # the first call only starts the count
