@@ -37,6 +37,8 @@ CLI: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "events kinds": (None, ()),
     "events compact": ("monitoring.compact", ()),
     "monitor latency": (None, ()),  # reads the event log's copy, as events tail reads the log
+    "monitor grafana": (None, ()),  # prints a dashboard generated from conveyor.yaml
+    "monitor prometheus-rules": (None, ()),  # prints rules generated from conveyor.yaml
     "monitor quality": (None, ("fraud",)),  # computes quality from feedback, records nothing
     # writes feedback events (ground truth) for predictions
     "feedback load": ("monitoring.feedback", ("labels.csv",)),
@@ -203,6 +205,8 @@ HTTP: dict[tuple[str, str], str | None] = {
     ("POST", "/v1/features/get"): "features.read",
     ("POST", "/v1/features/push"): "features.push",
     ("GET", "/v1/monitor/latency"): "monitoring.read",
+    ("GET", "/v1/monitor/grafana.json"): "monitoring.read",  # generated from the spec
+    ("GET", "/v1/monitor/prometheus-rules"): "monitoring.read",  # generated from the spec
     ("POST", "/v1/feedback"): "monitoring.feedback",
     ("GET", "/v1/feedback/quarantine"): "monitoring.read",
     ("GET", "/v1/monitor/quality"): "monitoring.read",
