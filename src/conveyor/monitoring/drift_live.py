@@ -100,6 +100,7 @@ _METRICS = (
     "prediction_drift",
     "cbpe.accuracy",
     "cbpe.roc_auc",
+    "cbpe.f1",
     "cbpe.accuracy_error",
 )
 
@@ -178,12 +179,13 @@ class LiveDrift:
 
     def metrics(self) -> dict[str, float | None]:
         """The alert metrics this check yields (``drift.share``, ``prediction_drift``,
-        ``cbpe.accuracy``, ``cbpe.roc_auc``)."""
+        ``cbpe.accuracy``, ``cbpe.roc_auc``, ``cbpe.f1``, ``cbpe.accuracy_error``)."""
         return {
             "drift.share": self.share,
             "prediction_drift": self.prediction_drift,
             "cbpe.accuracy": None if self.cbpe is None else self.cbpe.accuracy,
             "cbpe.roc_auc": None if self.cbpe is None else self.cbpe.roc_auc,
+            "cbpe.f1": None if self.cbpe is None else self.cbpe.f1,
             "cbpe.accuracy_error": (
                 None if self.cbpe_realized is None else self.cbpe_realized["accuracy_error"]
             ),
@@ -539,9 +541,9 @@ def drift_metric(
 ) -> float | None:
     """An alert metric from the latest live drift check of ``model`` recorded in ``[since,
     until)`` (``monitoring.drift_checked``): ``drift.share``, ``prediction_drift``,
-    ``cbpe.accuracy``, ``cbpe.roc_auc``, ``cbpe.accuracy_error`` (the estimate minus the
-    realized accuracy, once labels arrived); None when no check ran in the range (schedule
-    them: ``monitoring.drift.cron``)."""
+    ``cbpe.accuracy``, ``cbpe.roc_auc``, ``cbpe.f1``, ``cbpe.accuracy_error`` (the
+    estimate minus the realized accuracy, once labels arrived); None when no check ran in
+    the range (schedule them: ``monitoring.drift.cron``)."""
     if name not in _METRICS:
         raise InvalidInputError(f"no live drift metric {name!r}", field="metric")
     _check_range(since, until, "since", "until")
