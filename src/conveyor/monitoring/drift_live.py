@@ -376,7 +376,7 @@ def live_drift(
     estimate, realized = None, None
     if cbpe:
         estimate, realized = _cbpe(
-            project, load, reference_inputs, labels, live, features, since, notes
+            project, model, until, load, reference_inputs, labels, live, features, since, notes
         )
     lap("cbpe")
 
@@ -744,6 +744,8 @@ def _important(
 
 def _cbpe(
     project: Project,
+    model: str,
+    until: datetime,
     load: Any,
     reference_inputs: pa.Table,
     labels: Any,
@@ -752,8 +754,8 @@ def _cbpe(
     since: datetime,
     notes: list[str],
 ) -> tuple[Estimate | None, dict[str, Any] | None]:
-    """The CBPE estimate on the live rows, and, for the rows whose labels arrived
-    (``feedback`` by request id and row, the latest per row), the realized metrics."""
+    """The CBPE estimate on the live rows, and, for the rows whose labels arrived (the
+    quality monitors' feedback join), the realized metrics."""
     from conveyor.monitoring.cbpe import CBPE
 
     if labels is None:
@@ -781,7 +783,7 @@ def _cbpe(
     except InvalidInputError as exc:
         notes.append(f"no CBPE estimate: {exc.message}")
         return None, None
-    found = _labels(project, live, since)
+    found = _labels(project, model, live, since, until)
     if found is None:
         return estimate, None
     rows, truth = found
@@ -793,36 +795,42 @@ def _cbpe(
     return estimate, {"labelled": len(rows), **realized}
 
 
-def _labels(project: Project, live: pa.Table, since: datetime) -> tuple[Any, list[Any]] | None:
-    """Positions in ``live`` of the rows with a label (``feedback`` events by request id,
-    the latest per request and row, arrived since ``since``), and their labels."""
+def _labels(
+    project: Project, model: str, live: pa.Table, since: datetime, until: datetime
+) -> tuple[Any, list[Any]] | None:
+    """Positions in ``live`` of the rows with a label, and their labels: the feedback join
+    of the quality monitors (:func:`conveyor.monitoring.feedback_join.labelled`: by request
+    id and row, or by entity key and time; the latest record per row)."""
     import numpy as np
 
+    from conveyor.monitoring.feedback_join import labelled
     from conveyor.monitoring.query import MonitorQuery
 
-    answers = (
+    # The join reads every prediction of the range again: only when feedback exists.
+    count = (
         MonitorQuery(project)
         .sql(
-            "SELECT request_id, coalesce(TRY_CAST(json_extract(payload, '$.row') AS BIGINT), 0) "
-            "AS row, arg_max(json_extract(payload, '$.label'), seq) AS label FROM events "
-            "WHERE kind = 'feedback' AND request_id IS NOT NULL GROUP BY ALL",
+            "SELECT count(*) AS n FROM events WHERE kind = 'feedback'",
             kinds=["feedback"],
             since=since,
         )
         .to_pylist()
     )
-    labelled = {}
-    for answer in answers:
-        label = None if answer["label"] is None else json.loads(answer["label"])
-        if label is not None:
-            labelled[(answer["request_id"], int(answer["row"]))] = label
-    if not labelled:
+    if not count or not count[0]["n"]:
+        return None
+    found = labelled(project, model, since=since, until=until)
+    known = {
+        (rid, row): label
+        for rid, row, label in zip(found.request_id, found.row, found.label, strict=True)
+        if label is not None
+    }
+    if not known:
         return None
     ids = live.column("_request_id").to_pylist()
     positions = live.column("_row").to_pylist()
     rows, truth = [], []
     for i, key in enumerate(zip(ids, positions, strict=True)):
-        label = labelled.get(key)
+        label = known.get(key)
         if label is not None:
             rows.append(i)
             truth.append(label)
