@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -18,6 +19,7 @@ import pytest
 
 from conveyor.errors import InvalidInputError, NotFoundError
 from conveyor.project import Project, init_project
+from conveyor.registry import PythonModel
 from conveyor.serving.app import create_app
 from conveyor.serving.server import ThreadedServer
 from conveyor.testing.wait import wait_until
@@ -408,3 +410,80 @@ def test_the_spec_section_is_checked() -> None:
     ):
         with pytest.raises(ValidationError):
             DriftJobSpec.model_validate(bad)
+
+
+class Mixed(PythonModel):
+    """Strings, booleans and numbers in; a mapping out (a label and two probabilities)."""
+
+    def predict(self, frame: Any) -> Any:
+        score = 1.0 / (1.0 + np.exp(-(frame["amount"].to_numpy() - 50.0) / 10.0))
+        score = np.where(frame["flagged"].to_numpy(), np.minimum(score + 0.2, 1.0), score)
+        label = np.where(score >= 0.5, "high", "low")
+        return {"label": label, "proba": np.column_stack([1.0 - score, score])}
+
+
+def mixed_rows(n: int, seed: int, city_shift: bool = False) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    cities = np.array(["ams", "ber", "cph", "dub"])
+    p = [0.1, 0.2, 0.3, 0.4] if city_shift else [0.4, 0.3, 0.2, 0.1]
+    return pa.table(
+        {
+            "amount": rng.normal(50, 15, n),
+            "city": cities[rng.choice(4, n, p=p)],
+            "flagged": rng.random(n) < 0.1,
+        }
+    )
+
+
+@pytest.mark.parametrize("backends", ["sqlite"], indirect=True)
+def test_strings_booleans_multi_row_requests_and_mapping_outputs(
+    served: tuple[Project, str],
+) -> None:
+    """Prediction events as the server writes them for a model answering a mapping, with
+    several rows per request: the rows unnest in step with their outputs."""
+    from conveyor.events.schema import Event
+    from conveyor.monitoring.drift_live import live_drift
+
+    project, _ = served
+    reference = mixed_rows(3000, seed=1)
+    version = project.data.ingest("mixed_ref", reference, new=True).version
+    model = Mixed()
+    registered = project.registry.register(
+        "mixed", model, signature_from=reference.to_pandas(), dataset_versions=[version]
+    )
+    start = datetime.now(UTC) - timedelta(minutes=30)
+    live = mixed_rows(900, seed=2, city_shift=True)
+    events = []
+    for i in range(0, live.num_rows, 3):  # three rows per request
+        chunk = live.slice(i, 3)
+        answer = model.predict(chunk.to_pandas())
+        events.append(
+            Event(
+                "prediction",
+                subject="mixed",
+                subject_version="1",
+                request_id=f"mixed-{i}",
+                time=start + timedelta(seconds=i),
+                payload={
+                    "version_id": registered.id,
+                    "arm": "direct",
+                    "flag": None,
+                    "latency_ms": 1.0,
+                    "cached": False,
+                    "rows": 3,
+                    "output": {k: np.asarray(v).tolist() for k, v in answer.items()},
+                    "input": chunk.to_pylist(),
+                },
+            )
+        )
+    project.events.append_many(events)
+    project.events.flush()
+    found = live_drift(project, "mixed", since=start, record=False)
+    assert found.current["rows"] == 900 and found.reference["rows"] == 3000
+    assert found.drifted == ["city"], found.to_dict()["columns"]
+    assert found.inputs["city"].test == "chisquare" and found.inputs["flagged"].test == "z"
+    assert found.predictions is not None
+    assert sorted(found.predictions.columns) == ["label", "proba_0", "proba_1"]
+    assert not any(c.startswith("prediction:") for c in found.drifted)  # amount did not move
+    # Not in the spec's models: no target column, so no labelled reference for CBPE.
+    assert found.cbpe is None and any("no labelled reference" in n for n in found.notes)
