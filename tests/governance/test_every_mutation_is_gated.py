@@ -45,6 +45,15 @@ CLI: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "feedback quarantine": (None, ()),
     # records a drift report and drift.detected (which can start a retraining)
     "monitor drift": ("monitoring.drift", ("fraud",)),
+    "alerts list": (None, ()),
+    "alerts show": (None, ("x",)),
+    "alerts rules": (None, ()),
+    "alerts ack": ("alerts.manage", ("x",)),
+    "alerts silence": ("alerts.manage", ("model=fraud",)),
+    "alerts unsilence": ("alerts.manage", ("x",)),
+    "alerts test": ("alerts.test", ()),  # sends a notification to every sink
+    # notifies, writes alert.* events, runs the rules' actions (retrain, rollback)
+    "alerts evaluate": ("alerts.evaluate", ()),
     "runs list": (None, ()),
     "runs show": (None, ("x",)),
     "reports list": (None, ()),
@@ -212,6 +221,13 @@ HTTP: dict[tuple[str, str], str | None] = {
     ("GET", "/v1/monitor/quality"): "monitoring.read",
     ("GET", "/v1/monitor/concept-drift"): "monitoring.read",  # computed, recorded nowhere
     ("GET", "/v1/monitor/drift"): "monitoring.read",  # computed, recorded nowhere
+    ("GET", "/v1/alerts"): "alerts.read",
+    ("GET", "/v1/alerts/{alert_id}"): "alerts.read",
+    ("POST", "/v1/alerts/{alert_id}/ack"): "alerts.manage",
+    ("POST", "/v1/alerts/test"): "alerts.test",
+    ("GET", "/v1/silences"): "alerts.read",
+    ("POST", "/v1/silences"): "alerts.manage",
+    ("DELETE", "/v1/silences/{silence_id}"): "alerts.manage",
     ("GET", "/metrics"): "metrics.read",
     ("GET", "/openapi.json"): None,
     ("GET", "/v2"): "serving.read",

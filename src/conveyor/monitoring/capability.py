@@ -6,8 +6,9 @@ from conveyor.monitoring.events import MONITORING_EVENTS
 CAPABILITY = Capability(
     "monitoring",
     "monitoring: the event log's columnar copy (Parquet + DuckDB) and monitor queries",
-    # pipelines: scheduled compaction; data, registry: live drift against training data
-    requires=("data", "governance", "pipelines", "registry"),
+    # pipelines: scheduled compaction; data, registry: live drift against training data;
+    # serving: an alert's rollback action rolls a route back
+    requires=("data", "governance", "pipelines", "registry", "serving"),
     settings="conveyor.monitoring.settings:SECTIONS",
     tables=Tables(
         "conveyor.monitoring:migrations",
@@ -19,6 +20,7 @@ CAPABILITY = Capability(
         Command("conveyor.monitoring.cli:compact_command", "events compact"),
         Command("conveyor.monitoring.cli:monitor_app", "monitor"),
         Command("conveyor.monitoring.feedback_cli:feedback_app", "feedback"),
+        Command("conveyor.monitoring.alerts.cli:alerts_app", "alerts"),
     ),
     routes="conveyor.monitoring.http:routes",
     events=MONITORING_EVENTS,
@@ -29,5 +31,12 @@ CAPABILITY = Capability(
         "monitoring.drift": "deployer",
         # writes ground truth (feedback events) for predictions: whoever may predict
         "monitoring.feedback": "predictor",
+        "alerts.read": "viewer",
+        # acknowledge alerts, add and end silences
+        "alerts.manage": "deployer",
+        # a test notification to every sink
+        "alerts.test": "deployer",
+        # one evaluation now: notifies, writes alert.* events and runs the rules' actions
+        "alerts.evaluate": "deployer",
     },
 )

@@ -5,6 +5,16 @@ from __future__ import annotations
 
 from conveyor.capability import EventKind
 from conveyor.events.catalogue import NUMBER
+from conveyor.monitoring.alerts.events import (
+    ALERT_ACKNOWLEDGED,
+    ALERT_ACTION,
+    ALERT_DELIVERY_FAILED,
+    ALERT_FIRED,
+    ALERT_RESOLVED,
+    ALERT_RETRAIN_REQUESTED,
+    ALERT_SILENCED,
+    ALERT_UNSILENCED,
+)
 from conveyor.monitoring.drift_live import DRIFT_CHECKED
 from conveyor.monitoring.feedback import FEEDBACK_EVENTS
 from conveyor.monitoring.system_events import SERVING_SAMPLE
@@ -31,4 +41,14 @@ MONITORING_EVENTS: tuple[EventKind, ...] = (
     DRIFT_CHECKED,
     SERVING_SAMPLE,
     *FEEDBACK_EVENTS,
+    # alerts (conveyor.monitoring.alerts.events), each a constant here as the catalogue
+    # test wants
+    ALERT_FIRED,
+    ALERT_RESOLVED,
+    ALERT_ACKNOWLEDGED,
+    ALERT_SILENCED,
+    ALERT_UNSILENCED,
+    ALERT_ACTION,
+    ALERT_RETRAIN_REQUESTED,
+    ALERT_DELIVERY_FAILED,
 )

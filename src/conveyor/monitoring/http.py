@@ -64,10 +64,13 @@ def routes(context: AppContext) -> Contribution:
         )
         return Response(orjson.dumps(report.to_dict()), media_type="application/json")
 
+    from conveyor.monitoring.alerts.http import chain
+    from conveyor.monitoring.alerts.http import routes as alert_routes
     from conveyor.monitoring.monitor_http import routes as monitor_routes
     from conveyor.monitoring.monitor_http import sampler
 
     sampling = sampler(context)
+    alerting = alert_routes(context)  # /v1/alerts, /v1/silences; the evaluation loop
     return Contribution(
         [
             Route(
@@ -84,9 +87,11 @@ def routes(context: AppContext) -> Contribution:
             *_feedback_routes(context),  # feedback, quality, concept drift
             *monitor_routes(context),  # system, data, overview (monitoring.monitor_http)
             *_interop_routes(context),  # grafana.json, prometheus-rules
+            *alerting.routes,
         ],
-        startup=sampling.start,  # serving.sample every monitoring.system.sample_interval_s
-        shutdown=sampling.stop,
+        # serving.sample every monitoring.system.sample_interval_s; alert evaluations
+        startup=chain(sampling.start, alerting.startup),
+        shutdown=chain(sampling.stop, alerting.shutdown),
     )
 
 

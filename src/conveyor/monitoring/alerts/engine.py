@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Engine",
+    "Evaluation",
     "Incident",
     "MemoryStore",
     "Notification",
@@ -172,6 +173,15 @@ class Notification:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """What one evaluation decided."""
+
+    notifications: list[Notification]
+    fired: list[Incident]
+    resolved: list[Incident]
+
+
 class Store(Protocol):
     """Where incidents and silences are kept (:class:`MemoryStore`; the metadata store's
     tables, :class:`conveyor.monitoring.alerts.store.SqlStore`)."""
@@ -229,17 +239,16 @@ class Engine:
         self._cooldown = timedelta(seconds=self.settings.seconds("cooldown"))
         self._repeat = timedelta(seconds=self.settings.seconds("repeat_interval"))
 
-    def evaluate(
-        self, now: datetime, values: Mapping[str, float | None]
-    ) -> tuple[list[Notification], list[Incident]]:
+    def evaluate(self, now: datetime, values: Mapping[str, float | None]) -> Evaluation:
         """One evaluation at ``now`` with each rule's value (by rule name; missing: no
-        data). Returns the notifications to send and the incidents that became firing
-        (their actions run once)."""
+        data): the notifications to send, the incidents that began firing (their
+        ``alert.fired`` event and actions, once) and those that resolved."""
         open_ = self.store.open_incidents()
         changed: dict[str, Incident] = {}
         dropped: list[str] = []
         sends: list[tuple[Kind, Incident]] = []
         newly_firing: list[Incident] = []
+        resolved: list[Incident] = []
         for rule in self.rules:
             key = fingerprint(rule.name, rule.model)
             value = values.get(rule.name)
@@ -270,6 +279,7 @@ class Engine:
                 if now - incident.clear_since >= self._resolve_after:
                     incident.state = "resolved"
                     incident.resolved_at = now
+                    resolved.append(incident)
                     if incident.notified_at is not None:
                         sends.append(("resolved", incident))
         # what firing incidents may notify: silences, inhibition, repeats
@@ -298,7 +308,11 @@ class Engine:
         for incident in changed.values():
             incident.updated_at = now
         self.store.save(changed.values(), dropped)
-        return self._grouped(sends, now), newly_firing
+        return Evaluation(
+            self._grouped(sends, now),
+            [replace(i) for i in newly_firing],
+            [replace(i) for i in resolved],
+        )
 
     def _open(self, rule: AlertRule, key: str, now: datetime, value: float) -> Incident:
         return Incident(

@@ -9,7 +9,7 @@ SLO                        metric             fires while
 =========================  =================  ===================================
 ``latency_p95_ms: 250``    ``latency_p95_ms`` ``> 250``
 ``availability: 0.999``    ``availability``   ``< 0.999``
-``quality: {roc_auc, 0.8}``  ``quality.roc_auc`` ``< 0.8`` (``>`` when minimized)
+``quality: {roc_auc, 0.8}``  ``quality.roc_auc`` ``< 0.8`` (``>`` minimized; per model only)
 alerts ``max_error_rate``  ``error_rate``     ``> max_error_rate``
 =========================  =================  ===================================
 
@@ -173,7 +173,7 @@ def _slo_rules(spec: ProjectSpec, alerts: AlertsSpec, model: str | None) -> list
                 **common,
             )
         )
-    if slos.quality is not None:
+    if slos.quality is not None and model is not None:  # quality is a model's
         out.append(
             AlertRule(
                 name=f"slo_quality{suffix}",

@@ -84,6 +84,5 @@ def replay(engine: Engine, stream: Iterator[Minute], *, rule: str) -> list[Notif
     sent: list[Notification] = []
     for minute in stream:
         value = None if minute.requests == 0 else minute.p95_ms
-        notes, _ = engine.evaluate(minute.at, {rule: value})
-        sent.extend(notes)
+        sent.extend(engine.evaluate(minute.at, {rule: value}).notifications)
     return sent
