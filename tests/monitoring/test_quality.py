@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -183,9 +184,9 @@ def test_regression_multiclass_and_ranking_quality_are_the_gates_metrics(
 
     prices = quality_report(project, "prices", since=since, window=WHOLE)
     assert prices.task == "regression" and prices.metrics == ["mae", "rmse", "r2", "mape"]
-    y, p = (np.array(v) for v in zip(*truth["reg"], strict=True))
+    ys, ps = (np.array(v) for v in zip(*truth["reg"], strict=True))
     for name in prices.metrics:
-        assert prices.windows[0][name] == pytest.approx(metric(name)(y, p), rel=1e-9)
+        assert prices.windows[0][name] == pytest.approx(metric(name)(ys, ps), rel=1e-9)
 
     species = quality_report(project, "species", since=since, window=WHOLE)
     assert species.task == "multiclass"
@@ -211,36 +212,35 @@ def test_regression_multiclass_and_ranking_quality_are_the_gates_metrics(
         assert ranker.windows[0][name] == pytest.approx(metric(name)(rel, sc), rel=1e-9)
     # The alerts' metric function: the same over the range.
     value = quality_metric("rmse")(project, "prices", since, datetime.now(UTC))
-    assert value == pytest.approx(metric("rmse")(y, p), rel=1e-9)
+    assert value == pytest.approx(metric("rmse")(ys, ps), rel=1e-9)
     assert quality_metric("rmse")(project, "nothing", since, datetime.now(UTC)) is None
 
 
 @pytest.mark.parametrize("seed", range(3))
 def test_a_label_flip_on_a_tenth_of_a_segment_is_concept_drift(project: Project, seed: int) -> None:
-    """The hour before is the reference; in the judged hour, 10% of the labels of half the
-    traffic are flipped. Without a flip the same judgment finds nothing."""
+    """Two steady hours, then one in which 10% of the labels of half the traffic are
+    flipped. Judged with the hour before as reference, the second hour is not drift (the
+    same distribution) and the third is."""
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=4)
-    before, before_labels = calibrated_stream(4000, start, seed=seed)
-    after, after_labels = calibrated_stream(
-        4000, start + timedelta(hours=1), seed=100 + seed, flip=0.1
+    first, first_labels = calibrated_stream(3000, start, seed=seed)
+    steady, steady_labels = calibrated_stream(3000, start + timedelta(hours=1), seed=100 + seed)
+    flipped, flipped_labels = calibrated_stream(
+        3000, start + timedelta(hours=2), seed=200 + seed, flip=0.1
     )
-    steady, steady_labels = calibrated_stream(4000, start + timedelta(hours=2), seed=200 + seed)
-    _write(project, before + after + steady)
-    record_feedback(project, before_labels + after_labels + steady_labels)
+    _write(project, first + steady + flipped)
+    record_feedback(project, first_labels + steady_labels + flipped_labels)
 
-    judged = concept_drift(
-        project, "fraud", at=start + timedelta(hours=2), metric="accuracy", reference="window"
-    )
+    def judge(hours: int) -> Any:
+        at = start + timedelta(hours=hours)
+        return concept_drift(project, "fraud", at=at, metric="accuracy", reference="window")
+
+    calm = judge(2)
+    assert calm.status == "ok" and calm.labelled == 3000, calm.detail
+    judged = judge(3)
     assert judged.detected, judged.detail
-    assert judged.labelled == 4000 and judged.low is not None and judged.low > 0
+    assert judged.labelled == 3000 and judged.low is not None and judged.low > 0
     assert judged.to_check().passed is False
-    calm = concept_drift(
-        project, "fraud", at=start + timedelta(hours=3), metric="accuracy", reference="window"
-    )
-    # The steady hour after the flip: no worse than the flipped one, so no drift.
-    assert calm.status == "ok", calm.detail
-    few = concept_drift(project, "fraud", at=start, metric="accuracy", reference="window")
-    assert few.status == "insufficient"
+    assert judge(1).status == "insufficient"  # nothing labelled before the first hour
 
 
 def test_concept_drift_against_the_registry_and_bad_arguments(project: Project) -> None:
@@ -262,3 +262,41 @@ def test_concept_drift_against_the_registry_and_bad_arguments(project: Project) 
         quality_report(project, "fraud", since=start, metrics=["rmse"])
     with pytest.raises(InvalidInputError, match="until"):
         quality_report(project, "fraud", since=start, until=start)
+
+
+def test_the_cli_reports_quality_with_concept_drift_and_the_quarantine(project: Project) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from conveyor.cli import app
+
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=90)
+    events, labels = calibrated_stream(400, start, seed=3)
+    _write(project, events)
+    record_feedback(project, [*labels, {"request_id": "stranger", "label": 1}])
+
+    def run(*args: str) -> Any:
+        return CliRunner().invoke(app, [*args, "-C", str(project.root)], env={})
+
+    done = run(
+        "monitor", "quality", "fraud", "--since", "2h", "--window", "1h", "--drift", "--json"
+    )
+    assert done.exit_code == 0, done.output
+    body = json.loads(done.output)
+    direct = quality_report(
+        project, "fraud", since=start - timedelta(minutes=30), window=timedelta(hours=1)
+    )
+    assert [w["accuracy"] for w in body["windows"]] == pytest.approx(
+        [w["accuracy"] for w in direct.windows]
+    )
+    assert sum(w["labelled"] for w in body["windows"]) == 400
+    # The quality SLO's metric, which the gates hold versions to.
+    slo = project.spec.slos.quality
+    assert slo is not None and body["concept_drift"]["metric"] == slo.metric
+    quarantine = run("feedback", "quarantine", "--since", "1h", "--json")
+    assert json.loads(quarantine.output)["reasons"] == {"unknown_request_id": 1}
+    table = run("monitor", "quality", "fraud", "--since", "2h")
+    assert table.exit_code == 0 and "roc_auc" in table.output, table.output
+    bad = run("monitor", "quality", "fraud", "--metric", "aucc")
+    assert bad.exit_code != 0 and "unknown metric 'aucc'" in bad.output

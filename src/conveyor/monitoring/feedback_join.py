@@ -117,16 +117,16 @@ def labelled(
     try:
         # Feedback comes after the prediction it judges: from `since` to now.
         fb_until = max(now, until) + timedelta(microseconds=_LATE_US)
-        monitor.relation(con, kinds=["feedback"], since=since, until=fb_until)
+        # One relation for both kinds: the log's tail is read once.
+        monitor.relation(con, kinds=["feedback", "prediction"], since=since, until=fb_until)
         con.execute(_FEEDBACK_SQL)
         keyed = con.execute("SELECT count(*) FROM fb WHERE request_id IS NULL").fetchone()
         by_key = bool(keyed and keyed[0])
         # Entity-key feedback judges the latest prediction for its key at or before the
         # outcome: predictions after `until` (up to the horizon) take part in choosing it.
         pred_until = min(until + horizon, fb_until) if by_key else until
-        monitor.relation(con, kinds=["prediction"], since=since, until=pred_until)
-        params: dict[str, Any] = {"model": model}
-        clause = "AND subject = $model"
+        params: dict[str, Any] = {"model": model, "pred_until": _us(pred_until)}
+        clause = "AND subject = $model AND time_us < $pred_until"
         if version is not None:
             clause += " AND subject_version = $version"
             params["version"] = str(version)

@@ -544,16 +544,24 @@ def concept_drift(
         )
     since = at - window
     spec = _model_spec(project, model)
+    # The window and the one before it, read once (the one before is the reference when
+    # the registry has none).
     found = labelled(
-        project, model, since=since, until=at, version=None if version is None else str(version)
+        project,
+        model,
+        since=since - window,
+        until=at,
+        version=None if version is None else str(version),
     )
+    since_us = int((since - _EPOCH) // timedelta(microseconds=1))
+    recent = [i for i in range(len(found)) if found.time_us[i] >= since_us]
     chosen_version = None if version is None else str(version)
-    if chosen_version is None and len(found):
+    if chosen_version is None and recent:
         counts: dict[str, int] = defaultdict(int)
-        for v in found.version:
-            counts[v] += 1
+        for i in recent:
+            counts[found.version[i]] += 1
         chosen_version = max(counts, key=lambda v: (counts[v], v))
-    rows = [i for i in range(len(found)) if found.version[i] == chosen_version]
+    rows = [i for i in recent if found.version[i] == chosen_version]
     name = metric or settings.metric or _default_metric(project, spec)
     m = metric_named(name)
 
@@ -599,8 +607,11 @@ def concept_drift(
         ref_source = "registry"
     if ref_value is None:
         ref_source = "window"
-        before = labelled(project, model, since=since - window, until=since, version=chosen_version)
-        ref_rows = list(range(len(before)))
+        ref_rows = [
+            i
+            for i in range(len(found))
+            if found.time_us[i] < since_us and found.version[i] == chosen_version
+        ]
         if len(ref_rows) < need:
             return result(
                 "insufficient",
@@ -610,9 +621,12 @@ def concept_drift(
                 reference_source="window",
             )
         ref_read = _reading(
-            spec, [_pick(before.output[i], spec.output) for i in ref_rows], before.label, [name]
+            spec,
+            [_pick(found.output[i], spec.output) for i in ref_rows],
+            [found.label[i] for i in ref_rows],
+            [name],
         )
-        ref_value, ref_boot = _bootstrap(ref_read, before, ref_rows, name, resamples, rng)
+        ref_value, ref_boot = _bootstrap(ref_read, found, ref_rows, name, resamples, rng)
     if current is None or ref_value is None:
         return result("insufficient", f"{name} is undefined on the window", reference=ref_value)
     sign = 1.0 if m.greater_is_better else -1.0
