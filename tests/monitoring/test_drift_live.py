@@ -248,12 +248,12 @@ def test_a_pinned_window_is_a_reference_and_the_cli_and_http_answer(
     missing = httpx.get(f"{url}/v1/monitor/drift", timeout=30)
     assert missing.status_code == 422, missing.text
     asked = {"model": "fraud", "since": second[0].isoformat(), "until": second[1].isoformat()}
-    for bad, field in (
+    for wrong, field in (
         ({"max_rows": "many"}, "max_rows"),
         ({"reference_since": first[0].isoformat()}, "reference_since"),
         ({"version": "9"}, None),
     ):
-        refused = httpx.get(f"{url}/v1/monitor/drift", params={**asked, **bad}, timeout=30)
+        refused = httpx.get(f"{url}/v1/monitor/drift", params={**asked, **wrong}, timeout=30)
         assert refused.status_code == (422 if field else 404), refused.text
         assert field is None or refused.json()["field"] == field
     pinned = httpx.get(
