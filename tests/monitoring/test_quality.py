@@ -37,6 +37,7 @@ def project(tmp_path: Path) -> Iterator[Project]:
         (root / "conveyor.yaml").read_text()
         + "monitoring:\n  quality:\n    horizon: 1d\n    concept_drift: {window: 1h}\n"
         + "    models:\n      ranker: {task: ranking, metrics: [ndcg@3, map]}\n"
+        + "      mail: {classes: [ham, spam], threshold: 0.7}\n"
     )
     with Project.open(root, env={}) as opened:
         yield opened
@@ -300,3 +301,31 @@ def test_the_cli_reports_quality_with_concept_drift_and_the_quarantine(project: 
     assert table.exit_code == 0 and "roc_auc" in table.output, table.output
     bad = run("monitor", "quality", "fraud", "--metric", "aucc")
     assert bad.exit_code != 0 and "unknown metric 'aucc'" in bad.output
+
+
+def test_named_outputs_string_classes_and_labels_outside_them(project: Project) -> None:
+    """A model answering {"label": [...], "proba": [...]}: its probabilities are scored, the
+    classes named in the spec; a label that is none of them is left out, and said so."""
+    rng = np.random.default_rng(8)
+    classes = np.array(["ham", "spam"])
+    events, feedback, truth = [], [], []
+    for i in range(80):
+        p = float(rng.random())
+        label = str(classes[int(rng.random() < p)])
+        output = {"label": [str(classes[int(p >= 0.5)])], "proba": [[1 - p, p]]}
+        events.append(prediction(f"m{i}", T0 + timedelta(seconds=i), output, model="mail"))
+        feedback.append({"request_id": f"m{i}", "label": label})
+        truth.append((label, p))
+    events.append(prediction("m-odd", T0, {"label": ["ham"], "proba": [[0.9, 0.1]]}, model="mail"))
+    feedback.append({"request_id": "m-odd", "label": "eggs"})
+    _write(project, events)
+    record_feedback(project, feedback)
+    report = quality_report(project, "mail", since=T0 - timedelta(minutes=1), window=WHOLE)
+    (window,) = report.windows
+    assert report.task == "binary" and window["labelled"] == 81
+    assert "1 labels are none of the classes" in report.notes[0]
+    y = np.array([t[0] for t in truth])
+    s = np.array([t[1] for t in truth])
+    assert window["roc_auc"] == pytest.approx(metric("roc_auc")(y, s, classes=classes), rel=1e-9)
+    predicted = np.where(s >= 0.7, "spam", "ham")  # the spec's threshold
+    assert window["f1"] == pytest.approx(metric("f1")(y, predicted, classes=classes), rel=1e-9)

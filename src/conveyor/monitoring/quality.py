@@ -208,6 +208,25 @@ def _arrays(read: _Read, outputs: Sequence[Any], labels: Sequence[Any]) -> tuple
     )
 
 
+def _scorable(read: _Read, found: Labelled, indices: Sequence[int]) -> list[int]:
+    """The rows whose label can be scored: one of the classes when the model answers
+    probabilities (their columns are the classes), any label otherwise."""
+    if read.task not in ("binary", "multiclass") or not read.scores:
+        return list(indices)
+    keep = []
+    for i in indices:
+        label, output = found.label[i], _pick(found.output[i], read.output)
+        if label is None:
+            continue
+        classes = read.classes
+        if classes is None:
+            width = len(output) if isinstance(output, list) else 2
+            classes = [0, 1] if read.task == "binary" else list(range(width))
+        if _label(label) in [_label(c) for c in classes]:
+            keep.append(i)
+    return keep
+
+
 def _label(value: Any) -> Any:
     """Labels as one type: 1.0 is the class 1, True is 1."""
     if isinstance(value, bool):
@@ -362,6 +381,7 @@ def quality_report(
 
             metric(name)  # an unknown name is an error even with nothing to score
     windows = []
+    unknown = 0
     for key in sorted(set(found.predicted) | set(groups), key=lambda k: (k[2], k[0], k[1])):
         ver, arm, w = key
         members = groups.get(key, [])
@@ -377,13 +397,20 @@ def quality_report(
             "overwritten": sum(found.overwritten[i] for i in members),
         }
         if read is not None:
+            scored = _scorable(read, found, members)
+            unknown += sum(1 for i in members if found.label[i] is not None) - len(scored)
             row.update(
-                _group_scores(read, found, members) if members else dict.fromkeys(read.metrics)
+                _group_scores(read, found, scored) if scored else dict.fromkeys(read.metrics)
             )
         values = [v for i in members if (v := found.value[i]) is not None]
         row["value_sum"] = float(sum(values)) if values else None
         row["value_mean"] = float(sum(values) / len(values)) if values else None
         windows.append(row)
+    if unknown:
+        notes.append(
+            f"{unknown} labels are none of the classes the model's probabilities are for, and "
+            "were left out: set monitoring.quality.models.<model>.classes"
+        )
     if read is None:
         notes.append("no labelled prediction in the range: metrics need feedback")
     elif read.task in ("binary", "multiclass") and not read.scores:
@@ -426,7 +453,8 @@ def quality_metric(name: str) -> Any:
         read = _reading(spec, outputs, found.label, [name])
         if not read.metrics:
             return None
-        return _group_scores(read, found, range(len(found)))[name]
+        rows = _scorable(read, found, range(len(found)))
+        return _group_scores(read, found, rows)[name] if rows else None
 
     value.__name__ = f"quality_{name}"
     return value
@@ -561,7 +589,7 @@ def concept_drift(
         for i in recent:
             counts[found.version[i]] += 1
         chosen_version = max(counts, key=lambda v: (counts[v], v))
-    rows = [i for i in recent if found.version[i] == chosen_version]
+    rows = [i for i in recent if found.version[i] == chosen_version and found.label[i] is not None]
     name = metric or settings.metric or _default_metric(project, spec)
     m = metric_named(name)
 
@@ -597,6 +625,9 @@ def concept_drift(
     read = _reading(spec, outputs, [found.label[i] for i in rows], [name])
     if not read.metrics:
         return result("insufficient", f"{name} needs scores and the model answers labels")
+    rows = _scorable(read, found, rows)
+    if len(rows) < need:
+        return result("insufficient", f"{len(rows)} labels are among the model's classes")
     rng = np.random.default_rng(seed)
     current, boot = _bootstrap(read, found, rows, name, resamples, rng)
     ref_value: float | None = None
@@ -610,8 +641,11 @@ def concept_drift(
         ref_rows = [
             i
             for i in range(len(found))
-            if found.time_us[i] < since_us and found.version[i] == chosen_version
+            if found.time_us[i] < since_us
+            and found.version[i] == chosen_version
+            and found.label[i] is not None
         ]
+        ref_rows = _scorable(read, found, ref_rows)
         if len(ref_rows) < need:
             return result(
                 "insufficient",
