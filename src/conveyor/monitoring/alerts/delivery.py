@@ -148,6 +148,8 @@ class Dispatcher:
         for worker in self._workers.values():
             if worker.thread is not None:
                 worker.thread.join(timeout)
+            if worker.thread is None or not worker.thread.is_alive():
+                worker.sink.close()
 
     # -- one sink's worker ----------------------------------------------------------
 

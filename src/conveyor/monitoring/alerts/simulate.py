@@ -52,30 +52,37 @@ def latency_stream(
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    spike_minutes = set(rng.choice(minutes, size=spikes_per_day, replace=False).tolist())
-    lull = None if incident_at is None else incident_at + incident_minutes // 2
-    trail: list[Any] = []
+    hours = np.arange(minutes) / 60
+    rate = 60 * (40 + 30 * np.sin((hours - 9) / 24 * 2 * np.pi))  # 10 to 70 rps
+    counts = rng.poisson(rate / 10)  # a tenth of the traffic: the shape, fast
+    ends = np.cumsum(counts)
+    starts = ends - counts
+    latency = rng.lognormal(mean=np.log(12.0), sigma=0.45, size=int(ends[-1]))
+    minute_of = np.repeat(np.arange(minutes), counts)
+    spiky = np.zeros(minutes, dtype=bool)
+    spiky[rng.choice(minutes, size=spikes_per_day, replace=False)] = True
+    stalled = spiky[minute_of] & (rng.random(len(latency)) < spike_share)
+    latency[stalled] = rng.uniform(80, 200, size=int(stalled.sum()))
+    bad = np.zeros(minutes, dtype=bool)
+    if incident_at is not None:
+        bad[incident_at : incident_at + incident_minutes] = True
+        lull = incident_at + incident_minutes // 2
+        bad[lull : lull + lull_minutes] = False
+        latency[bad[minute_of]] *= incident_factor
     for minute in range(minutes):
-        hour = minute / 60
-        rate = 60 * (40 + 30 * np.sin((hour - 9) / 24 * 2 * np.pi))  # 10 to 70 rps
-        n = int(rng.poisson(rate / 10))  # a tenth of the traffic: the shape, fast
-        latency = rng.lognormal(mean=np.log(12.0), sigma=0.45, size=n)
-        if minute in spike_minutes:
-            stalled = rng.random(n) < spike_share
-            latency[stalled] = rng.uniform(80, 200, size=int(stalled.sum()))
-        incident = (
-            incident_at is not None
-            and incident_at <= minute < incident_at + incident_minutes
-            and not (lull is not None and lull <= minute < lull + lull_minutes)
-        )
-        if incident:
-            latency = latency * incident_factor
-        trail.append(latency)
-        if len(trail) > window_minutes:
-            trail.pop(0)
-        joined = np.concatenate(trail)
-        p95 = float(np.percentile(joined, 95)) if len(joined) else float("nan")
-        yield Minute(START + timedelta(minutes=minute + 1), p95, len(joined), incident)
+        first = starts[max(0, minute - window_minutes + 1)]
+        window = latency[first : ends[minute]]
+        p95 = _p95(np, window) if len(window) else float("nan")
+        yield Minute(START + timedelta(minutes=minute + 1), p95, len(window), bool(bad[minute]))
+
+
+def _p95(np: Any, values: Any) -> float:
+    """``np.percentile(values, 95)`` (linear), by a partial sort: 4x faster."""
+    k = 0.95 * (len(values) - 1)
+    lo = int(k)
+    hi = min(lo + 1, len(values) - 1)
+    part = np.partition(values, [lo, hi])
+    return float(part[lo] + (part[hi] - part[lo]) * (k - lo))
 
 
 def replay(engine: Engine, stream: Iterator[Minute], *, rule: str) -> list[Notification]:

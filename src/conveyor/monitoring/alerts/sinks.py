@@ -38,6 +38,12 @@ class Sink:
         self.name = spec.name
         self.kind = spec.kind
         self._env = os.environ if env is None else env
+        self._client: Any = None
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
     def accepts(self, notification: Notification) -> bool:
         """Whether any alert of ``notification`` has a severity this sink takes."""
@@ -68,16 +74,17 @@ class Sink:
         import httpx
 
         headers = {"content-type": "application/json", **self.spec.headers}
+        if self._client is None:  # one per sink, kept: its worker thread is its only user
+            self._client = httpx.Client()
         try:
-            with httpx.Client(timeout=timeout) as client:
-                for payload in payloads:
-                    answer = client.post(url, json=payload, headers=headers)
-                    if answer.status_code >= 300:
-                        raise SinkError(
-                            f"sink {self.name!r}: {url} answered {answer.status_code}",
-                            sink=self.name,
-                            status=answer.status_code,
-                        )
+            for payload in payloads:
+                answer = self._client.post(url, json=payload, headers=headers, timeout=timeout)
+                if answer.status_code >= 300:
+                    raise SinkError(
+                        f"sink {self.name!r}: {url} answered {answer.status_code}",
+                        sink=self.name,
+                        status=answer.status_code,
+                    )
         except httpx.HTTPError as exc:
             raise SinkError(
                 f"sink {self.name!r}: {type(exc).__name__}: {exc}", sink=self.name
