@@ -43,6 +43,7 @@ CLI: dict[str, tuple[str | None, tuple[str, ...]]] = {
     # writes feedback events (ground truth) for predictions
     "feedback load": ("monitoring.feedback", ("labels.csv",)),
     "feedback quarantine": (None, ()),
+    "feedback show": (None, ("req-1",)),
     # records a drift report and drift.detected (which can start a retraining)
     "monitor drift": ("monitoring.drift", ("fraud",)),
     "alerts list": (None, ()),

@@ -299,7 +299,11 @@ def test_the_cli_reports_quality_with_concept_drift_and_the_quarantine(project: 
     assert json.loads(quarantine.output)["reasons"] == {"unknown_request_id": 1}
     table = run("monitor", "quality", "fraud", "--since", "2h")
     assert table.exit_code == 0 and "roc_auc" in table.output, table.output
+    shown = run("feedback", "show", labels[0]["request_id"], "--json")
+    assert json.loads(shown.output)["feedback"][0]["label"] == labels[0]["label"]
+    assert "[counts]" in run("feedback", "show", labels[0]["request_id"]).output
     bad = run("monitor", "quality", "fraud", "--metric", "aucc")
+
     assert bad.exit_code != 0 and "unknown metric 'aucc'" in bad.output
 
 

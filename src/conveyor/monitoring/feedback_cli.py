@@ -127,6 +127,55 @@ def quarantine_command(
         out.print(table)
 
 
+@feedback_app.command("show")
+@errors
+def show_command(
+    request_id: Annotated[str, typer.Argument(help="The request id the server answered with.")],
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A prediction and every feedback record it received, oldest first (the last one
+    counts; the earlier ones are kept)."""
+    with open_project(project) as proj:
+        from conveyor.monitoring.feedback import feedback_for
+
+        predictions = proj.events.query(kind="prediction", request_id=request_id, limit=10).items
+        found = feedback_for(proj, request_id)
+    answered: list[dict[str, Any]] = [
+        {
+            "time": e.time.isoformat(),
+            "model": e.subject,
+            "version": e.subject_version,
+            "arm": e.payload.get("arm"),
+            "output": e.payload.get("output"),
+        }
+        for e in predictions
+    ]
+    if as_json:
+        echo_json({"request_id": request_id, "predictions": answered, "feedback": found})
+        return
+    from rich.markup import escape
+
+    out = console()
+    if not answered:
+        out.print(
+            f"no prediction with request id {escape(request_id)} (its feedback is quarantined)"
+        )
+    for p in answered:
+        out.print(
+            f"{p['time'][:19]} {escape(str(p['model']))}@{p['version']} ({escape(str(p['arm']))}): "
+            f"{escape(str(p['output']))}",
+            soft_wrap=True,
+        )
+    for i, f in enumerate(found):
+        mark = "counts" if i == len(found) - 1 else "overwritten"
+        out.print(
+            f"  {f['time'][:19]} row {f['row']}: label {escape(str(f['label']))}, value "
+            f"{f['value']} ({f['source']}, {escape(str(f['actor']))}) " + escape(f"[{mark}]"),
+            soft_wrap=True,
+        )
+
+
 @errors
 def quality_command(
     model: Annotated[str, typer.Argument(help="The model.")],
