@@ -37,6 +37,8 @@ CLI: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "events kinds": (None, ()),
     "events compact": ("monitoring.compact", ()),
     "monitor latency": (None, ()),  # reads the event log's copy, as events tail reads the log
+    "monitor live": (None, ("--once",)),  # the system monitors (conveyor monitor [MODEL])
+    "monitor data": (None, ()),  # the data-quality monitors
     "monitor grafana": (None, ()),  # prints a dashboard generated from conveyor.yaml
     "monitor prometheus-rules": (None, ()),  # prints rules generated from conveyor.yaml
     "monitor quality": (None, ("fraud",)),  # computes quality from feedback, records nothing
@@ -215,6 +217,9 @@ HTTP: dict[tuple[str, str], str | None] = {
     ("POST", "/v1/features/get"): "features.read",
     ("POST", "/v1/features/push"): "features.push",
     ("GET", "/v1/monitor/latency"): "monitoring.read",
+    ("GET", "/v1/monitor/system"): "monitoring.read",
+    ("GET", "/v1/monitor/data"): "monitoring.read",
+    ("GET", "/v1/monitor/overview"): "monitoring.read",
     ("GET", "/v1/monitor/grafana.json"): "monitoring.read",  # generated from the spec
     ("GET", "/v1/monitor/prometheus-rules"): "monitoring.read",  # generated from the spec
     ("POST", "/v1/feedback"): "monitoring.feedback",
