@@ -1,0 +1,296 @@
+"""Alerts in a real project, on SQLite and PostgreSQL: the evaluator over the real event
+log and metadata store, its events, actions and sinks; conveyor alerts and /v1/alerts;
+a malformed rule failing the spec's loading."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from alerts_support import http_receiver
+from monitoring_support import START, predictions, write
+from typer.testing import CliRunner
+
+from conveyor.errors import ConveyorError
+from conveyor.monitoring.alerts.evaluator import AlertLoop, Evaluator
+from conveyor.monitoring.alerts.rules import AlertRule, derive_rules
+from conveyor.monitoring.alerts.settings import ActionSpec, AlertsSpec, SinkSpec
+from conveyor.monitoring.alerts.store import SqlStore
+from conveyor.project import Project, init_project
+from conveyor.serving.app import create_app
+from conveyor.serving.server import ThreadedServer
+
+MIN = timedelta(minutes=1)
+RULE = AlertRule(
+    "fraud_p95",
+    "latency_p95_ms",
+    "fraud",
+    300,
+    ">",
+    5.0,
+    120,
+    "page",
+    actions=(
+        ActionSpec(kind="retrain"),
+        ActionSpec(kind="review", note="look"),
+        ActionSpec(kind="rollback"),
+    ),
+)
+
+
+def _kinds(project: Project, prefix: str = "alert.") -> list[Any]:
+    project.events.flush()
+    page = project.events.query(kind=f"{prefix}*", limit=100)
+    return list(page.items)
+
+
+def test_an_incident_is_persisted_fires_its_event_and_actions_and_resolves(
+    project: Project,
+) -> None:
+    with http_receiver() as http:
+        settings = AlertsSpec(
+            resolve_after="0s",
+            sinks=[
+                SinkSpec(name="hook", kind="webhook", url=f"{http.url}/ok/h"),
+                SinkSpec(name="broken", kind="webhook", url=f"{http.url}/fail/b"),
+            ],
+            delivery={"retries": 1, "backoff_s": 0.01},
+        )
+        with Evaluator(project, settings=settings, rules=[RULE]) as alerts:
+            for n in range(3):  # pending at 0, firing at 2 (for 2m)
+                result = alerts.evaluate(START + n * MIN, {"fraud_p95": 9.0})
+            assert [i.rule for i in result.fired] == ["fraud_p95"]
+            alert_id = result.fired[0].id
+            assert [a["action"] for a in result.actions] == ["retrain", "review", "rollback"]
+            assert [a["ok"] for a in result.actions] == [True, True, False]  # no route yet
+            # a new evaluator (a restart) goes on from the stored state
+        with Evaluator(project, settings=settings, rules=[RULE]) as alerts:
+            result = alerts.evaluate(START + 3 * MIN, {"fraud_p95": 9.5})
+            assert result.fired == [] and result.notifications == []
+            result = alerts.evaluate(START + 4 * MIN, {"fraud_p95": 1.0})
+            assert [i.id for i in result.resolved] == [alert_id]
+            assert alerts.dispatcher.drain(30)
+        hooks = http.bodies("/ok/h")
+    assert [h["status"] for h in hooks] == ["firing", "resolved"]
+    store = SqlStore(project.store)
+    (incident,) = store.incidents(state=None)
+    assert incident.id == alert_id and incident.state == "resolved" and incident.count == 4
+    assert store.reviews(alert_id)[0]["note"] == "look"
+    sinks = {s["name"]: s for s in store.sinks()}
+    assert sinks["hook"]["state"] == "ok" and sinks["hook"]["delivered"] == 2
+    assert sinks["broken"]["state"] == "failing" and "500" in sinks["broken"]["last_error"]
+    events = _kinds(project)
+    kinds = [e.kind for e in events]
+    assert kinds.count("alert.fired") == 1 and kinds.count("alert.resolved") == 1
+    assert kinds.count("alert.delivery_failed") == 2
+    linked = [e for e in events if e.payload.get("alert_id") == alert_id]
+    assert {e.kind for e in linked} == {
+        "alert.fired",
+        "alert.resolved",
+        "alert.action",
+        "alert.retrain_requested",
+    }
+    retrain = next(e for e in events if e.kind == "alert.retrain_requested")
+    assert retrain.subject == "fraud"
+    failed = next(
+        e for e in events if e.kind == "alert.action" and e.payload["action"] == "rollback"
+    )
+    assert failed.payload["ok"] is False and "fraud" in failed.payload["error"]
+
+
+def test_rules_read_the_monitors_of_the_real_event_log(project: Project) -> None:
+    write(project, predictions(400, start=START))
+    rules = [
+        AlertRule("p95", "latency_p95_ms", "fraud", 3600, ">", 0.0, 0, "page"),
+        AlertRule("avail", "availability", "fraud", 3600, "<", 0.5, 0, "page"),
+        AlertRule("nobody", "latency_p95_ms", "nobody", 3600, ">", 0.0, 0, "page"),
+    ]
+    with Evaluator(project, settings=AlertsSpec(), rules=rules) as alerts:
+        values, errors = alerts.values(START + timedelta(minutes=15))
+    assert errors == {}
+    from conveyor.monitoring.query import MonitorQuery
+    from conveyor.monitoring.system_query import system_summary
+
+    expected = system_summary(
+        MonitorQuery(project),
+        "fraud",
+        since=START + timedelta(minutes=15) - timedelta(hours=1),
+        until=START + timedelta(minutes=15),
+    )
+    assert values["p95"] == pytest.approx(expected["latency_p95_ms"])
+    assert values["avail"] == 1.0  # no failed request
+    assert values["nobody"] is None  # no traffic: no data
+
+
+def test_one_evaluator_at_a_time_holds_the_lease(project: Project) -> None:
+    first, second = AlertLoop(project, AlertsSpec()), AlertLoop(project, AlertsSpec())
+    assert first.tick(START) is not None
+    assert second.tick(START + MIN) is None  # the first holds it (3 intervals)
+    assert first.tick(START + 2 * MIN) is not None
+    assert second.tick(START + 6 * MIN) is not None  # lapsed: taken over
+
+
+# -- the CLI and HTTP (SQLite) ---------------------------------------------------------
+
+SPEC = """
+serving: {auth: disabled}
+monitoring:
+  alerts:
+    rules:
+      - {name: busy, metric: requests_per_s, op: ">", threshold: 0, for: 0s, model: fraud}
+    sinks:
+      - {name: hook, kind: webhook, url: "%s/ok/hook"}
+"""
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Project, str, Any]]:
+    with http_receiver() as http:
+        root = tmp_path / "proj"
+        init_project(root, name="watched")
+        with (root / "conveyor.yaml").open("a") as spec:
+            spec.write(SPEC % http.url)
+        with Project.open(root, env={}) as project:
+            yield project, str(root), http
+
+
+def _cli(root: str, *args: str) -> Any:
+    from conveyor.cli import app
+
+    return CliRunner().invoke(app, ["alerts", *args, "-C", root, "--json"])
+
+
+def test_cli_lists_acks_silences_and_tests(served: tuple[Project, str, Any]) -> None:
+    import json
+
+    project, root, http = served
+    with Evaluator(project) as alerts:
+        fired = alerts.evaluate(START, {"busy": 3.0}).fired[0]
+        assert alerts.dispatcher.drain(30)
+    listed = json.loads(_cli(root, "list").stdout)
+    assert [i["id"] for i in listed["items"]] == [fired.id]
+    assert listed["sinks"][0]["name"] == "hook" and listed["sinks"][0]["state"] == "ok"
+    acked = json.loads(_cli(root, "ack", fired.id).stdout)
+    assert acked["acked_by"].startswith("cli:")
+    shown = json.loads(_cli(root, "show", fired.id).stdout)
+    assert shown["deliveries"][0]["sink"] == "hook" and shown["deliveries"][0]["ok"]
+    silence = json.loads(_cli(root, "silence", "model=fraud", "--for", "2h").stdout)
+    listed = json.loads(_cli(root, "list").stdout)
+    assert [s["id"] for s in listed["silences"]] == [silence["id"]]
+    _cli(root, "unsilence", silence["id"])
+    assert json.loads(_cli(root, "list").stdout)["silences"] == []
+    tested = json.loads(_cli(root, "test").stdout)
+    assert tested["items"][0]["sink"] == "hook" and tested["items"][0]["ok"]
+    assert http.bodies("/ok/hook")[-1]["kind"] == "test"
+    bad = _cli(root, "silence", "model")
+    assert bad.exit_code == 1 and "label=value" in bad.output
+    missing = _cli(root, "ack", "nope")
+    assert missing.exit_code == 1 and "no alert 'nope'" in missing.output
+    rules = json.loads(_cli(root, "rules").stdout)["items"]
+    assert "busy" in [r["name"] for r in rules]
+
+
+def test_http_lists_acks_and_silences(served: tuple[Project, str, Any]) -> None:
+    project, _, _ = served
+    with Evaluator(project) as alerts:
+        fired = alerts.evaluate(START, {"busy": 3.0}).fired[0]
+    server = ThreadedServer(create_app(project))
+    server.start()
+    try:
+        url = server.url
+        listed = httpx.get(f"{url}/v1/alerts").json()
+        assert [i["id"] for i in listed["items"]] == [fired.id]
+        assert httpx.get(f"{url}/v1/alerts?state=resolved").json()["items"] == []
+        bad_state = httpx.get(f"{url}/v1/alerts?state=nope")
+        assert bad_state.status_code == 422 and bad_state.json()["field"] == "state"
+        assert httpx.get(f"{url}/v1/alerts/{fired.id}").json()["rule"] == "busy"
+        assert httpx.get(f"{url}/v1/alerts/nope").status_code == 404
+        acked = httpx.post(f"{url}/v1/alerts/{fired.id}/ack").json()
+        assert acked["acked_at"] is not None
+        made = httpx.post(
+            f"{url}/v1/silences", json={"matchers": {"model": "fraud"}, "duration": "1h"}
+        )
+        assert made.status_code == 201
+        silence_id = made.json()["id"]
+        assert [s["id"] for s in httpx.get(f"{url}/v1/silences").json()["items"]] == [silence_id]
+        for body, field in (
+            ({}, "matchers"),
+            ({"matchers": {"model": 3}}, "matchers"),
+            ({"matchers": {"model": "a"}, "duration": "forever"}, "duration"),
+            ({"matchers": {"model": "a"}, "ends_at": "2020-01-01T00:00:00"}, "ends_at"),
+            ({"matchers": {"model": "a"}, "duration": "90d"}, "ends_at"),
+            ({"matchers": {"model": "a"}, "colour": "red"}, "colour"),
+        ):
+            refused = httpx.post(f"{url}/v1/silences", json=body)
+            assert refused.status_code == 422, (body, refused.text)
+            assert refused.json()["field"] == field, (body, refused.text)
+        not_json = httpx.post(
+            f"{url}/v1/silences", content=b"{", headers={"content-type": "application/json"}
+        )
+        assert not_json.status_code == 400
+        ended = httpx.delete(f"{url}/v1/silences/{silence_id}").json()
+        assert ended["ends_at"] <= datetime_now_iso()
+        assert httpx.delete(f"{url}/v1/silences/nope").status_code == 404
+        tested = httpx.post(f"{url}/v1/alerts/test", json={"severity": "page"}, timeout=60)
+        assert tested.json()["items"][0]["ok"] is True
+    finally:
+        server.stop()
+    events = [e.kind for e in _kinds(project)]
+    assert {"alert.acknowledged", "alert.silenced", "alert.unsilenced"} <= set(events)
+
+
+def datetime_now_iso() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).isoformat()
+
+
+# -- a malformed rule ---------------------------------------------------------------------
+
+BAD_RULE = """
+monitoring:
+  alerts:
+    rules:
+      - {name: fine, metric: error_rate, op: ">", threshold: 0.1}
+      - {name: typo, metric: latency_p95, op: ">=", threshold: 50}
+"""
+
+
+def test_a_malformed_rule_fails_the_spec_naming_the_rule_and_field(tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    init_project(root, name="watched")
+    with (root / "conveyor.yaml").open("a") as spec:
+        spec.write(BAD_RULE)
+    with pytest.raises(ConveyorError) as caught:
+        Project.open(root, env={})
+    message = caught.value.message
+    assert "monitoring.alerts.rules.1.metric" in message and "latency_p95" in message
+    assert "monitoring.alerts.rules.1.op" in message
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    doctor = subprocess.run(
+        [sys.executable, "-m", "conveyor.cli", "doctor", "-C", str(root)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert doctor.returncode != 0
+    assert "monitoring.alerts.rules.1" in doctor.stdout + doctor.stderr
+
+
+def test_slo_rules_are_derived_per_model(tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    init_project(root, name="watched")
+    with Project.open(root, env={}) as project:
+        rules = {r.name: r for r in derive_rules(project.spec)}
+    # the template's slos: latency_p95_ms 50, availability 0.999 (no models: all traffic)
+    assert rules["slo_latency_p95_ms"].threshold == 50 and rules["slo_latency_p95_ms"].op == ">"
+    assert rules["slo_availability"].op == "<" and rules["slo_availability"].model is None
+    assert "slo_quality" not in rules  # quality is a model's
