@@ -4,7 +4,7 @@
 
     conveyor monitor                        # every model, the last hour, every 2 s
     conveyor monitor fraud --window 15m --refresh 5s
-    conveyor monitor fraud --once           # print once and exit (scripts, tests)
+    conveyor monitor fraud --once           # print once and exit (as when piped)
     conveyor monitor --once --json          # the SystemReport document
     conveyor monitor data [DATASET] --since 7d --window 1d    # data-quality trends
 
@@ -81,16 +81,17 @@ def live_command(
             found = monitor.system(model, since=since, until=until, window=_covering(since, until))
             return found.to_dict()
 
-        if once or as_json:
+        out = console()
+        if once or as_json or not out.is_terminal:  # piped: one table, no cursor moves
             body = report()
             if as_json:
                 echo_json(body)
             else:
-                console().print(render(body, window))
+                out.print(render(body, window))
             return
         from rich.live import Live
 
-        with Live(render(report(), window), console=console(), auto_refresh=False) as live:
+        with Live(render(report(), window), console=out, auto_refresh=False) as live:
             try:
                 while True:
                     time.sleep(max(0.2, every))
