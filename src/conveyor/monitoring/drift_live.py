@@ -73,6 +73,8 @@ from conveyor.errors import InvalidInputError, NotFoundError
 from conveyor.events.catalogue import NUMBER
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     import pyarrow as pa
 
     from conveyor.checks.result import Report
@@ -279,8 +281,43 @@ def live_drift(
     columns, outputs = _signature(chosen)
     features = [name for name, _ in columns]
 
-    live = live_rows(project, model, since=since, until=until, columns=columns, outputs=outputs)
+    loaded: Any = None
+
+    def load() -> Any:
+        nonlocal loaded
+        if loaded is None:
+            loaded = project.registry.load(chosen)
+        return loaded
+
+    # The training reference (read through the data layer, the version run on it, its
+    # important features) is prepared in a thread while DuckDB reads the live rows: both
+    # spend most of their time in native code that releases the GIL.
+    prepared: Future[Any] | None = None
+    pool = None
+    if reference_window is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        expected = _prediction_names(outputs)
+
+        def prepare() -> tuple[Any, ...]:
+            inputs, described, known = _training_reference(project, model, chosen, features)
+            predicted = None
+            if expected:
+                predicted = _prediction_table(load().predict(inputs), outputs, expected)
+            picked = _important(project, chosen, features, important, load, notes)
+            return inputs, described, known, predicted, picked
+
+        pool = ThreadPoolExecutor(1, thread_name_prefix="drift-reference")
+        prepared = pool.submit(prepare)
+    try:
+        live = live_rows(project, model, since=since, until=until, columns=columns, outputs=outputs)
+    except BaseException:
+        if pool is not None:
+            pool.shutdown(wait=True)
+        raise
     if live.num_rows == 0:
+        if pool is not None:
+            pool.shutdown(wait=True)
         raise NotFoundError(
             f"no sampled inputs of model {model!r} between {since.isoformat()} and "
             f"{until.isoformat()}: the server keeps a request's inputs for "
@@ -299,23 +336,18 @@ def live_drift(
     live_predictions = live.filter(ours).select(prediction_names) if prediction_names else None
     lap("read")
 
-    loaded: Any = None
-
-    def load() -> Any:
-        nonlocal loaded
-        if loaded is None:
-            loaded = project.registry.load(chosen)
-        return loaded
-
     labels: Any = None
-    if reference_window is None:
-        reference_inputs, reference, labels = _training_reference(project, model, chosen, features)
-        reference_predictions = None
-        if live_predictions is not None:
-            reference_predictions = _prediction_table(
-                load().predict(reference_inputs), outputs, prediction_names
+    if prepared is not None and pool is not None:
+        try:
+            reference_inputs, reference, labels, reference_predictions, chosen_important = (
+                prepared.result()
             )
+        finally:
+            pool.shutdown(wait=True)
+        if live_predictions is None:
+            reference_predictions = None
     else:
+        assert reference_window is not None
         ref_since, ref_until = reference_window
         pinned = live_rows(
             project, model, since=ref_since, until=ref_until, columns=columns, outputs=outputs
@@ -350,14 +382,13 @@ def live_drift(
             "rows": reference_inputs.num_rows,
             "description": f"window:{ref_since.isoformat()}/{ref_until.isoformat()}",
         }
+        chosen_important = _important(project, chosen, features, important, load, notes)
     if live_predictions is not None and live_predictions.num_rows == 0:
         notes.append(
             f"version {chosen.number} answered none of the sampled requests: predictions "
             "not compared"
         )
         live_predictions = None
-
-    chosen_important = _important(project, chosen, features, important, load, notes)
     lap("reference")
     detector = DriftDetector(columns=features, important=chosen_important, drift_share=drift_share)
     inputs = detector.fit(reference_inputs).score(live_inputs)
@@ -624,6 +655,15 @@ def _output_paths(outputs: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, 
     if len(outputs) == 1 and outputs[0].get("name") == DEFAULT_OUTPUT:
         return [("$.output", "prediction", outputs[0])]
     return [(f"$.output.{json.dumps(str(o['name']))}", str(o["name"]), o) for o in outputs]
+
+
+def _prediction_names(outputs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The prediction columns :func:`live_rows` makes of the signature's outputs."""
+    names = []
+    for _, name, out in _output_paths(outputs):
+        dims = list(out.get("shape") or [])
+        names += [name] if not dims else [f"{name}_{j}" for j in range(dims[0])]
+    return names
 
 
 def _prediction_table(
