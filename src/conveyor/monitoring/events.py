@@ -16,7 +16,7 @@ from conveyor.monitoring.alerts.events import (
     ALERT_UNSILENCED,
 )
 from conveyor.monitoring.drift_live import DRIFT_CHECKED
-from conveyor.monitoring.feedback import FEEDBACK_EVENTS
+from conveyor.monitoring.feedback import FEEDBACK, FEEDBACK_REJECTED
 from conveyor.monitoring.system_events import SERVING_SAMPLE
 
 __all__ = ["EVENTS_COMPACTED", "MONITORING_EVENTS"]
@@ -40,7 +40,8 @@ MONITORING_EVENTS: tuple[EventKind, ...] = (
     EVENTS_COMPACTED,
     DRIFT_CHECKED,
     SERVING_SAMPLE,
-    *FEEDBACK_EVENTS,
+    FEEDBACK,  # ground truth (conveyor.monitoring.feedback)
+    FEEDBACK_REJECTED,
     # alerts (conveyor.monitoring.alerts.events), each a constant here as the catalogue
     # test wants
     ALERT_FIRED,
