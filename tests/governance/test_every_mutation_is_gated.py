@@ -222,6 +222,7 @@ HTTP: dict[tuple[str, str], str | None] = {
     ("GET", "/v1/monitor/overview"): "monitoring.read",
     ("GET", "/v1/monitor/grafana.json"): "monitoring.read",  # generated from the spec
     ("GET", "/v1/monitor/prometheus-rules"): "monitoring.read",  # generated from the spec
+    ("GET", "/v1/monitor/metrics"): "monitoring.read",  # event-log monitors, for Prometheus
     ("POST", "/v1/feedback"): "monitoring.feedback",
     ("GET", "/v1/feedback/quarantine"): "monitoring.read",
     ("GET", "/v1/monitor/quality"): "monitoring.read",

@@ -26,7 +26,7 @@ import httpx
 import jsonschema
 import pytest
 import yaml
-from interop_support import Sleepy, prometheus, promtool_check
+from interop_support import Sleepy, prometheus, promtool_check, tool
 from typer.testing import CliRunner
 
 from conveyor.config import load_spec
@@ -104,16 +104,17 @@ def test_rules_pass_promtool_and_mirror_conveyors_own(tmp_path: Path) -> None:
     assert all('job="conveyor"' in expr for expr in recorded.values())
 
     alerts = {a["alert"]: a for a in alerting["rules"]}
-    on_prometheus = [r for r in conveyor_rules if r.metric in MONITORS]
     left_to_conveyor = [r for r in conveyor_rules if r.metric not in MONITORS]
-    assert {r.metric for r in left_to_conveyor} == {"quality.roc_auc", "drift.share"}
-    assert set(alerts) == {r.name for r in on_prometheus}
-    for rule in on_prometheus:
+    assert {r.metric for r in left_to_conveyor} == {"drift.share"}
+    assert set(alerts) == {r.name for r in conveyor_rules}
+    for rule in conveyor_rules:
         alert = alerts[rule.name]
         assert alert["expr"].endswith(f" {rule.op} {rule.threshold!r}")
         assert alert.get("for") == (prom_duration(rule.for_s) if rule.for_s else None)
         assert alert["labels"]["severity"] == rule.severity
         assert alert["labels"]["monitor"] == rule.metric
+        if rule.metric not in MONITORS:
+            continue  # below
         if rule.model is None:  # all traffic: one series over every model
             assert "sum by (" in alert["expr"] and "model" not in alert["expr"]
         else:
@@ -121,8 +122,17 @@ def test_rules_pass_promtool_and_mirror_conveyors_own(tmp_path: Path) -> None:
             assert alert["expr"].startswith(f'conveyor:{rule.metric}:{window}{{model="m"}} ')
     # A label key Prometheus would refuse is made a valid label name, its value kept.
     assert alerts["m_latency_p95"]["labels"]["owner_email"] == "ops@example.com"
-    # The rules Prometheus has no series for are named in the header, not dropped silently.
-    assert "#   m_drift (drift.share)" in text and "#   slo_quality (quality.roc_auc)" in text
+    # Rules on monitors computed from the event log read the values Conveyor exports for
+    # them (GET /v1/monitor/metrics), and the header says so.
+    for rule in left_to_conveyor:
+        model = rule.model or ""
+        window = prom_duration(rule.window)
+        assert alerts[rule.name]["expr"] == (
+            f'conveyor_monitor{{monitor="{rule.metric}",model="{model}",window="{window}"}} '
+            f"{rule.op} {rule.threshold!r}"
+        )
+    assert "#   m_drift (drift.share)" in text
+    assert "GET /v1/monitor/metrics" in text
 
 
 def test_every_system_metric_of_the_alerts_has_a_prometheus_expression() -> None:
@@ -350,7 +360,8 @@ def test_dashboard_has_grafanas_shape(board: dict[str, Any]) -> None:
         assert len(refs) == len(set(refs))
         for target in panel["targets"]:
             assert target["datasource"]["uid"] == "${datasource}"
-            assert 'job="conveyor"' in target["expr"]  # the spec's matchers
+            if not target["expr"].startswith("conveyor_monitor{"):  # another scrape job
+                assert 'job="conveyor"' in target["expr"]  # the spec's matchers
     # The panels cover every monitor Prometheus can compute.
     described = " ".join(p["description"] for p in drawn)
     assert all(f"{name}:" in described for name in MONITORS)
@@ -455,20 +466,6 @@ def test_check_without_promtool_says_how_to_get_it(tmp_path: Path) -> None:
     )
     assert done.exit_code == 1
     assert "promtool" in done.output and "apt-get install prometheus" in done.output
-
-
-def test_http_serves_the_dashboard_and_the_rules(tmp_path: Path) -> None:
-    from conveyor.serving.app import create_app
-    from conveyor.serving.server import ThreadedServer
-
-    root = _project_root(tmp_path / "p", SPEC + "serving: {auth: disabled}\n")
-    with Project.open(root, env={}) as project, ThreadedServer(create_app(project)) as server:
-        board = httpx.get(f"{server.url}/v1/monitor/grafana.json", timeout=10)
-        assert board.status_code == 200 and board.json() == dashboard(project.spec)
-        rules = httpx.get(f"{server.url}/v1/monitor/prometheus-rules", timeout=10)
-        assert rules.status_code == 200
-        assert rules.headers["content-type"].startswith("application/yaml")
-        assert yaml.safe_load(rules.text) == rules_document(project.spec)[0]
 
 
 # -- A real Prometheus against a real server --------------------------------------------------
@@ -645,3 +642,142 @@ def test_prometheus_fires_the_latency_alert_with_conveyor(tmp_path: Path) -> Non
             )
             assert before is not None and not rule.breached(before), (name, before)
             assert during is not None and rule.breached(during), (name, during)
+
+
+# -- Event-log monitors exported to Prometheus ------------------------------------------------
+
+EXPORT_SPEC = """\
+serving: {auth: disabled}
+monitoring:
+  alerts:
+    rules:
+      - {name: m_mae, metric: quality.mae, model: m, window: 1h, op: ">", threshold: 1.0}
+      - {name: m_drift, metric: drift.share, model: m, window: 1h, op: ">", threshold: 0.3}
+  interop:
+    export_interval_s: 1
+"""
+
+
+def test_event_log_monitors_are_exported_and_alerted_on_as_conveyor_computes_them(
+    tmp_path: Path,
+) -> None:
+    """Predictions through the real server, their labels through ``POST /v1/feedback``
+    (each 2.0 above the answer): ``GET /v1/monitor/metrics`` exports the MAE Conveyor's own
+    rule computes (2.0), and Prometheus' rule engine (``promtool test rules``) fires the
+    generated ``m_mae`` on it. A monitor with no data (no drift check yet) is left out. The
+    same server serves the dashboard and the rule file."""
+    import pandas as pd
+    from prometheus_client.parser import text_string_to_metric_families
+    from sklearn.linear_model import LinearRegression
+
+    from conveyor.monitoring.alerts.metrics import metric_value
+    from conveyor.serving.app import create_app
+    from conveyor.serving.route_store import RouteStore
+    from conveyor.serving.routes import RoutePolicy
+    from conveyor.serving.server import ThreadedServer
+
+    root = _project_root(tmp_path / "p", EXPORT_SPEC)
+    with Project.open(root, env={}) as project:
+        X = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0], "b": [1.0, 0.0, 1.0, 2.0]})
+        project.registry.register("m", LinearRegression().fit(X, X.sum(axis=1)), signature_from=X)
+        RouteStore(project.store, project.events, project.registry).set(
+            "m", RoutePolicy.fixed(1), actor="test"
+        )
+        with ThreadedServer(create_app(project)) as server, httpx.Client(timeout=10) as client:
+            feedback = []
+            for i in range(12):
+                answer = client.post(
+                    f"{server.url}/v1/models/m/predict",
+                    json={"records": [{"a": float(i), "b": 1.0}]},
+                )
+                assert answer.status_code == 200, answer.text
+                predicted = float(answer.json()["predictions"][0])
+                feedback.append(
+                    {"request_id": answer.headers["x-request-id"], "label": predicted + 2.0}
+                )
+            sent = client.post(f"{server.url}/v1/feedback", json={"records": feedback})
+            assert sent.status_code == 200, sent.text
+            project.events.flush()
+            now = datetime.now(UTC)
+            own = metric_value(project, "quality.mae", "m", now - timedelta(hours=1), now)
+            assert own == pytest.approx(2.0)
+
+            def exported() -> dict[str, float]:
+                text = client.get(f"{server.url}/v1/monitor/metrics").text
+                return {
+                    s.labels["monitor"]: s.value
+                    for family in text_string_to_metric_families(text)
+                    for s in family.samples
+                    if s.name == "conveyor_monitor"
+                    and s.labels == {**s.labels, "model": "m", "window": "1h"}
+                }
+
+            values = wait_until(
+                lambda: exported() or None,
+                timeout=10,
+                interval=0.5,
+                message="the exported MAE (recomputed at most every second)",
+            )
+            assert values == {"quality.mae": pytest.approx(own)}  # no drift check: no data
+
+            # The same server answers the dashboard and the rule file of its spec.
+            board = client.get(f"{server.url}/v1/monitor/grafana.json")
+            assert board.status_code == 200 and board.json() == dashboard(project.spec)
+            rules = client.get(f"{server.url}/v1/monitor/prometheus-rules")
+            assert rules.status_code == 200
+            assert rules.headers["content-type"].startswith("application/yaml")
+            assert yaml.safe_load(rules.text) == rules_document(project.spec)[0]
+
+    # Prometheus' own rule engine on that value fires the generated rule.
+    spec = load_spec(root)
+    rule_file = tmp_path / "rules.yml"
+    rule_file.write_text(rules_yaml(spec))
+    (alert,) = [
+        r
+        for g in rules_document(spec)[0]["groups"]
+        for r in g.get("rules", ())
+        if r.get("alert") == "m_mae"
+    ]
+    series = 'conveyor_monitor{monitor="quality.mae",model="m",window="1h"}'
+    value = values["quality.mae"]
+    tests = {
+        "rule_files": [str(rule_file)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": series, "values": f"{value!r}x10"}],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "5m",
+                        "alertname": "m_mae",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "monitor": "quality.mae",
+                                    "model": "m",
+                                    "window": "1h",
+                                    "severity": "ticket",
+                                    "source": "spec",
+                                },
+                                "exp_annotations": {
+                                    k: v.replace("{{ $value }}", repr(value))
+                                    for k, v in alert["annotations"].items()
+                                },
+                            }
+                        ],
+                    },
+                    {"eval_time": "5m", "alertname": "m_drift", "exp_alerts": []},
+                ],
+            }
+        ],
+    }
+    test_file = tmp_path / "rules_test.yml"
+    test_file.write_text(yaml.safe_dump(tests))
+    done = subprocess.run(
+        [tool("promtool"), "test", "rules", str(test_file)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

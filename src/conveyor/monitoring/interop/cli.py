@@ -76,11 +76,16 @@ def prometheus_rules_command(
     if check:
         _promtool(text)
     if output is not None:
-        document, skipped = rules_document(spec)
+        document, exported = rules_document(spec)
         counts = [len(g["rules"]) for g in document["groups"]]
         typer.echo(
             f"wrote {counts[0]} recording rules and {sum(counts[1:])} alerting rules to {output}"
-            + (f"; Conveyor alone evaluates {len(skipped)} (see the header)" if skipped else ""),
+            + (
+                f" ({len(exported)} on monitors exported by GET /v1/monitor/metrics: see the "
+                "header)"
+                if exported
+                else ""
+            ),
             err=True,
         )
 

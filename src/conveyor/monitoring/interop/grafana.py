@@ -12,7 +12,8 @@ serving processes. The expressions are those of :mod:`conveyor.monitoring.intero
 with Grafana's ``$__rate_interval`` as the window, and the data source is the dashboard's
 ``datasource`` variable (type prometheus). A panel whose monitor has an alert rule or an
 SLO draws its threshold as a line. Monitors computed from the event log only (quality,
-drift, data) are not Prometheus series: a text panel points to where they are read.
+drift, data) are drawn from ``conveyor_monitor``, which a server exports on
+``GET /v1/monitor/metrics`` (:mod:`conveyor.monitoring.interop.exporter`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from conveyor.monitoring.interop.exporter import EXPORTED
 from conveyor.monitoring.interop.names import MONITORS, expression, matchers
 from conveyor.monitoring.interop.settings import interop_of
 
@@ -103,9 +105,10 @@ _ROWS: tuple[tuple[str, tuple[tuple[str, tuple[tuple[str, str, str], ...], int],
 
 _EVENT_LOG_ONLY = """\
 Model quality (from feedback), drift of live inputs and predictions, CBPE estimates and
-data-quality monitors are computed from Conveyor's event log, not exported as Prometheus
-series. Read them with `conveyor monitor quality MODEL`, `conveyor monitor drift MODEL` and
-`conveyor alerts list`, or from the JSON endpoints under `/v1/monitor/`."""
+data-quality monitors are computed from Conveyor's event log. A server exports the values
+its alert rules watch on `GET /v1/monitor/metrics` (scrape it with a viewer key as bearer
+token). Everything else: `conveyor monitor quality MODEL`, `conveyor monitor drift MODEL`,
+`conveyor alerts list`, and the JSON endpoints under `/v1/monitor/`."""
 
 
 def dashboard(
@@ -153,13 +156,30 @@ def dashboard(
             )
             x += width
         y += 8
-    panels.append(_row(next(ids), "Quality and drift", y))
+    panels.append(_row(next(ids), "Quality, drift and data", y))
+    panels.append(
+        _timeseries(
+            next(ids),
+            "Event-log monitors (exported by Conveyor)",
+            [
+                (
+                    f'{EXPORTED}{{model=~"$model"}}',
+                    "{{monitor}} {{model}} over {{window}}",
+                )
+            ],
+            unit="short",
+            grid={"h": 8, "w": 16, "x": 0, "y": y + 1},
+            threshold=None,
+            description="quality.*, drift.share, prediction_drift, cbpe.*, data.*: the values "
+            "Conveyor computes from its event log for its alert rules (GET /v1/monitor/metrics)",
+        )
+    )
     panels.append(
         {
             "id": next(ids),
             "type": "text",
-            "title": "Quality, drift and data monitors",
-            "gridPos": {"h": 5, "w": 24, "x": 0, "y": y + 1},
+            "title": "Where these come from",
+            "gridPos": {"h": 8, "w": 8, "x": 16, "y": y + 1},
             "options": {"mode": "markdown", "content": _EVENT_LOG_ONLY},
         }
     )

@@ -26,10 +26,11 @@ monitor                       from the series
 ``rss_mib``                   ``conveyor_process_resident_memory_bytes`` / 2^20 (per instance)
 ============================  ==================================================================
 
-Monitors computed from the event log only (``quality.*``, ``drift.share``,
-``prediction_drift``, ``cbpe.*``, ``data.*``) have no Prometheus series: their alerts are
-evaluated by Conveyor itself, and :func:`conveyor.monitoring.interop.prometheus.alerting_rules`
-lists them as skipped rather than inventing an expression.
+Monitors computed from the event log (``quality.*``, ``drift.share``,
+``prediction_drift``, ``cbpe.*``, ``data.*``) have no series on the server's ``/metrics``:
+Conveyor exports the values it computes for its alert rules on ``GET /v1/monitor/metrics``
+as ``conveyor_monitor{monitor="drift.share",model="fraud",window="1h"}``
+(:mod:`conveyor.monitoring.interop.exporter`), and the generated rules read those.
 
 A share whose numerator has no series yet (no errors so far) is 0, not "no data": the
 numerator is ``or``-ed with zero times the denominator, so an availability alert sees 1.0

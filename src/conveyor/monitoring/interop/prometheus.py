@@ -14,9 +14,11 @@ Alerting rules: Conveyor's own alert rules
 (:func:`conveyor.monitoring.alerts.rules.derive_rules`: the SLO-derived ones and the
 spec's ``monitoring.alerts.rules``), translated with the same name, threshold,
 comparison, ``for`` and severity, over the recording rule of their metric and window; a
-rule for one model selects ``model="..."``, a rule for every model fires per model. A rule
-whose metric has no Prometheus series (quality, drift, data) is listed in the file's
-header as evaluated by Conveyor only.
+rule for one model selects ``model="..."``, a rule on all traffic sums every model into
+one series. A rule whose metric the server has no series for (quality, drift, CBPE,
+data) reads ``conveyor_monitor``, the value Conveyor computes for that rule and exports
+on ``GET /v1/monitor/metrics`` (:mod:`conveyor.monitoring.interop.exporter`); the file's
+header names those rules.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ if TYPE_CHECKING:
 _NOT_LABEL = re.compile(r"[^A-Za-z0-9_]")
 
 __all__ = [
-    "Skipped",
+    "FromEventLog",
     "alerting_rules",
     "conveyor_rules",
     "label_name",
@@ -54,12 +56,14 @@ __all__ = [
 
 
 @dataclass(frozen=True, slots=True)
-class Skipped:
-    """An alert rule with no Prometheus counterpart, and why."""
+class FromEventLog:
+    """An alert rule on a monitor the server has no series for (quality, drift, CBPE,
+    data): its Prometheus rule reads ``conveyor_monitor``, the value Conveyor computes from
+    its event log and exports on ``GET /v1/monitor/metrics``
+    (:mod:`conveyor.monitoring.interop.exporter`)."""
 
     name: str
     metric: str
-    reason: str
 
 
 def label_value(value: str) -> str:
@@ -101,25 +105,18 @@ def recording_rules(
 
 def alerting_rules(
     rules: Iterable[Any], sel: str = ""
-) -> tuple[list[dict[str, Any]], list[Skipped]]:
+) -> tuple[list[dict[str, Any]], list[FromEventLog]]:
     """Conveyor's alert rules (:class:`~conveyor.monitoring.alerts.rules.AlertRule`) as
-    Prometheus alerting rules, and those that have none. ``sel``: label matchers of the
-    server's series (``monitoring.interop.matchers``)."""
+    Prometheus alerting rules, and those of them that read the exported event-log
+    monitors. ``sel``: label matchers of the server's series
+    (``monitoring.interop.matchers``)."""
     out: list[dict[str, Any]] = []
-    skipped: list[Skipped] = []
+    exported: list[FromEventLog] = []
     for rule in rules:
-        metric = str(rule.metric)
-        if metric not in MONITORS:
-            skipped.append(
-                Skipped(
-                    rule.name,
-                    metric,
-                    "computed from the event log, not from the server's Prometheus series",
-                )
-            )
-            continue
         out.append(_alert(rule, sel))
-    return out, skipped
+        if str(rule.metric) not in MONITORS:
+            exported.append(FromEventLog(rule.name, str(rule.metric)))
+    return out, exported
 
 
 def _alert(rule: Any, sel: str) -> dict[str, Any]:
@@ -136,7 +133,16 @@ def _alert(rule: Any, sel: str) -> dict[str, Any]:
             field="threshold",
         )
     window = prom_duration(float(rule.window))
-    if rule.model is None:
+    if str(rule.metric) not in MONITORS:
+        # Computed from the event log: the value Conveyor exports for this very rule.
+        from conveyor.monitoring.interop.exporter import EXPORTED
+
+        model = "" if rule.model is None else str(rule.model)
+        series = (
+            f"{EXPORTED}{{monitor={label_value(str(rule.metric))},"
+            f"model={label_value(model)},window={label_value(window)}}}"
+        )
+    elif rule.model is None:
         # A rule on all traffic, as Conveyor evaluates it: every model's series as one.
         series = f"({expression(str(rule.metric), window, sel=sel, by='')})"
     else:
@@ -162,13 +168,13 @@ def _alert(rule: Any, sel: str) -> dict[str, Any]:
 
 def rules_document(
     spec: ProjectSpec, rules: Sequence[Any] | None = None
-) -> tuple[dict[str, Any], list[Skipped]]:
+) -> tuple[dict[str, Any], list[FromEventLog]]:
     """The rule file (``{"groups": [...]}``) for ``spec``, and the alert rules left to
     Conveyor. ``rules`` defaults to :func:`~conveyor.monitoring.alerts.rules.derive_rules`."""
     if rules is None:
         rules = conveyor_rules(spec)
     settings = interop_of(spec)
-    alerts, skipped = alerting_rules(rules, settings.matchers)
+    alerts, exported = alerting_rules(rules, settings.matchers)
     windows = [
         prom_duration(float(r.window))
         for r in rules
@@ -185,7 +191,7 @@ def rules_document(
     ]
     if alerts:
         groups.append({"name": f"conveyor:{project}:alerts", **interval, "rules": alerts})
-    return {"groups": groups}, skipped
+    return {"groups": groups}, exported
 
 
 def conveyor_rules(spec: ProjectSpec) -> list[Any]:
@@ -200,17 +206,21 @@ def conveyor_rules(spec: ProjectSpec) -> list[Any]:
 
 def rules_yaml(spec: ProjectSpec, rules: Sequence[Any] | None = None) -> str:
     """:func:`rules_document` as the YAML text of a rule file, with a header naming what
-    generated it and the alert rules Prometheus does not evaluate."""
+    generated it and the alert rules that read Conveyor's exported monitors."""
     import yaml
 
-    document, skipped = rules_document(spec, rules)
+    document, exported = rules_document(spec, rules)
     header = [
         "# Generated by `conveyor monitor prometheus-rules` from conveyor.yaml; do not edit:",
         "# regenerate it. Monitor names are Conveyor's (conveyor.monitoring.interop.names).",
     ]
-    if skipped:
-        header.append("# Alert rules evaluated by Conveyor only (no Prometheus series):")
-        header.extend(f"#   {s.name} ({s.metric}): {s.reason}" for s in skipped)
+    if exported:
+        header += [
+            "# These alert rules read conveyor_monitor, the values Conveyor computes from its",
+            "# event log: scrape GET /v1/monitor/metrics of a server with a viewer key",
+            "# (authorization: {credentials: KEY}) for them to have data:",
+        ]
+        header.extend(f"#   {e.name} ({e.metric})" for e in exported)
     body = yaml.safe_dump(document, sort_keys=False, width=1000, allow_unicode=True)
     return "\n".join(header) + "\n" + body
 

@@ -8,6 +8,7 @@
         windows: [5m, 1h]               # recording rules per monitor (alert windows are added)
         rule_interval: 30s              # evaluation interval of the rule groups (default: global)
         datasource: Prometheus          # the dashboard's default data source
+        export_interval_s: 60           # GET /v1/monitor/metrics recomputes at most this often
 """
 
 from __future__ import annotations
@@ -51,6 +52,13 @@ class InteropSpec(BaseModel):
     )
     rule_interval: str | None = Field(
         None, description="Evaluation interval of the generated rule groups (default: global)."
+    )
+    export_interval_s: float = Field(
+        60.0,
+        ge=1,
+        le=86400,
+        description="GET /v1/monitor/metrics computes the event-log monitors (quality, drift, "
+        "data) at most this often, whatever the scrape interval.",
     )
     datasource: str = Field(
         "Prometheus",
