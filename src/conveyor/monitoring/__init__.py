@@ -14,7 +14,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from conveyor.monitoring.cbpe import CBPE
     from conveyor.monitoring.compaction import Compaction, Progress, compact
+    from conveyor.monitoring.drift_live import LiveDrift, live_drift
     from conveyor.monitoring.feedback import load_feedback, record_feedback
     from conveyor.monitoring.quality import (
         ConceptDrift,
@@ -25,14 +27,17 @@ if TYPE_CHECKING:
     from conveyor.monitoring.query import LatencyReport, MonitorQuery
 
 __all__ = [
+    "CBPE",
     "Compaction",
     "ConceptDrift",
     "LatencyReport",
+    "LiveDrift",
     "MonitorQuery",
     "Progress",
     "QualityReport",
     "compact",
     "concept_drift",
+    "live_drift",
     "load_feedback",
     "quality_report",
     "record_feedback",
@@ -50,6 +55,9 @@ _LAZY = {
     "QualityReport": "conveyor.monitoring.quality",
     "concept_drift": "conveyor.monitoring.quality",
     "quality_report": "conveyor.monitoring.quality",
+    "CBPE": "conveyor.monitoring.cbpe",
+    "LiveDrift": "conveyor.monitoring.drift_live",
+    "live_drift": "conveyor.monitoring.drift_live",
 }
 
 
