@@ -221,7 +221,24 @@ def test_cli_once_and_roles(tmp_path: Path, backends: dict[str, str]) -> None:
             message="m is served",
         )
         send_traffic(server.url, headers)
+        refused = httpx.post(
+            f"{server.url}/v1/models/m/predict", json={"records": [{"a": 1.0, "b": 1.0}]}
+        )
+        assert refused.status_code == 401, refused.text
         wait_written(project)
+        failed = sum(SENT.values()) - SENT["ok"] - SENT["again"]
+        wait_until(
+            lambda: (
+                project.events.flush() or project.events.count(kind="prediction.failed") > failed
+            ),
+            message="the refusal is recorded",
+        )
+        unauthenticated = project.monitoring.sql(
+            "SELECT count(*) AS n FROM events WHERE status = '401' AND code = 'unauthenticated'",
+            kinds=["prediction.failed"],
+            since=datetime.now(UTC) - timedelta(hours=1),
+        )
+        assert unauthenticated.column("n")[0].as_py() == 1
         # Monitors are read by a viewer; nobody without a key.
         for path in ("/v1/monitor/system", "/v1/monitor/data", "/v1/monitor/overview"):
             anonymous = httpx.get(f"{server.url}{path}", timeout=30)
