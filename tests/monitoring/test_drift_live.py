@@ -131,6 +131,7 @@ def traffic(
 def test_live_drift_is_found_against_the_training_data_and_starts_a_retraining(
     served: tuple[Project, str],
 ) -> None:
+    from conveyor.monitoring.compaction import compact
     from conveyor.monitoring.drift_live import drift_metric, live_drift
     from conveyor.pipelines import LocalRunner, Scheduler
     from conveyor.training.continuous import retraining_schedules
@@ -143,6 +144,7 @@ def test_live_drift_is_found_against_the_training_data_and_starts_a_retraining(
     calm_rows = rows(1000, seed=2)
     answers: list[tuple[str, list[int]]] = []
     since, until = traffic(project, url, calm_rows, answers)
+    compact(project)  # read from the Parquet copy (and its per-file cache) from now on
     calm = live_drift(project, "fraud", since=since, until=until, actor="test")
     assert calm.version == 1 and calm.reference["kind"] == "training"
     assert calm.reference["dataset"] == "tx" and calm.reference["rows"] == 3000
