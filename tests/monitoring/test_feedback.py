@@ -219,6 +219,14 @@ def test_feedback_needs_the_predictor_role(tmp_path: Path) -> None:
             return _post(server.url, record, headers=headers)
 
         assert as_key(predictor).status_code == 200
+        too_many = _post(
+            server.url,
+            [{"request_id": f"r{i}", "label": 1} for i in range(10_001)],
+            headers={"x-api-key": predictor},
+        )
+        assert too_many.status_code == 422 and too_many.json()["field"] == "records"
+        empty = _post(server.url, {"records": []}, headers={"x-api-key": predictor})
+        assert empty.status_code == 422 and empty.json()["field"] == "records"
         refused = as_key(viewer)
         assert refused.status_code == 403 and refused.json()["code"] == "forbidden"
         assert as_key(None).status_code == 401
