@@ -294,3 +294,64 @@ def test_slo_rules_are_derived_per_model(tmp_path: Path) -> None:
     assert rules["slo_latency_p95_ms"].threshold == 50 and rules["slo_latency_p95_ms"].op == ">"
     assert rules["slo_availability"].op == "<" and rules["slo_availability"].model is None
     assert "slo_quality" not in rules  # quality is a model's
+
+
+# -- end to end: the server's own loop, real traffic, a rollback ------------------------
+
+SERVED = """
+serving: {auth: disabled, poll_interval_s: 0.2}
+monitoring:
+  alerts:
+    evaluation_interval_s: 1
+    slo_rules: false
+    rules:
+      - {name: m_errors, metric: error_rate, model: m, window: 10m, op: ">", threshold: 0.2,
+         for: 0s, severity: page, actions: [{kind: rollback}]}
+    sinks:
+      - {name: hook, kind: webhook, url: "%s/ok/hook"}
+"""
+
+
+def test_the_server_evaluates_fires_on_real_errors_notifies_and_rolls_back(
+    tmp_path: Path,
+) -> None:
+    import pandas as pd
+    from sklearn.linear_model import LinearRegression
+
+    from conveyor.serving.route_store import RouteStore
+    from conveyor.serving.routes import RoutePolicy
+    from conveyor.testing.wait import wait_until
+
+    with http_receiver() as http:
+        init_project(tmp_path, name="rolled")
+        with (tmp_path / "conveyor.yaml").open("a") as f:
+            f.write(SERVED % http.url)
+        with Project.open(tmp_path, env={}) as project:
+            X = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0], "b": [1.0, 0.0, 1.0, 2.0]})
+            for _ in range(2):
+                project.registry.register(
+                    "m", LinearRegression().fit(X, X.sum(axis=1)), signature_from=X
+                )
+            routes = RouteStore(project.store, project.events, project.registry)
+            routes.set("m", RoutePolicy.fixed(1), actor="test")
+            routes.set("m", RoutePolicy.fixed(2), actor="test")
+            with ThreadedServer(create_app(project)) as running:
+                predict = f"{running.url}/v1/models/m/predict"
+                for _ in range(4):
+                    assert httpx.post(predict, json={"records": [{"a": 1.0, "b": 2.0}]}).is_success
+                for _ in range(4):  # a column missing: 422, half the requests fail
+                    assert httpx.post(predict, json={"records": [{"a": 1.0}]}).status_code == 422
+                wait_until(
+                    lambda: http.bodies("/ok/hook"),
+                    message="the server's loop fired m_errors and notified",
+                    timeout=30,
+                )
+            note = http.bodies("/ok/hook")[0]
+            assert note["status"] == "firing" and note["alerts"][0]["rule"] == "m_errors"
+            assert note["alerts"][0]["value"] == pytest.approx(0.5)
+            state = routes.get("m")
+            assert state.policy.serving_versions() == (1,)  # rolled back from 2
+            assert note["alerts"][0]["id"] in (state.reason or "")
+            actions = [e for e in _kinds(project) if e.kind == "alert.action"]
+            assert actions[0].payload["ok"] is True
+            assert actions[0].payload["alert_id"] == note["alerts"][0]["id"]
