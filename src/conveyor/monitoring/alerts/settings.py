@@ -263,12 +263,13 @@ class InhibitSpec(BaseModel):
     target: list[str] = Field(description="Metrics whose alerts are inhibited.")
 
 
-def _default_inhibit() -> list[InhibitSpec]:
+def _default_inhibit() -> list[dict[str, list[str]]]:
+    # plain data (validated: validate_default), so docs/spec.md shows it as YAML would
     return [
-        InhibitSpec(
-            source=["availability", "server_error_rate"],
-            target=["latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "error_rate"],
-        )
+        {
+            "source": ["availability", "server_error_rate"],
+            "target": ["latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "error_rate"],
+        }
     ]
 
 
@@ -310,6 +311,7 @@ class AlertsSpec(BaseModel):
     delivery: DeliverySpec = Field(default_factory=DeliverySpec)
     inhibit: list[InhibitSpec] = Field(
         default_factory=_default_inhibit,
+        validate_default=True,
         description="Inhibition rules (default: availability inhibits latency and errors).",
     )
 
