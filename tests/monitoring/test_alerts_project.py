@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -106,11 +106,29 @@ def test_an_incident_is_persisted_fires_its_event_and_actions_and_resolves(
 
 
 def test_rules_read_the_monitors_of_the_real_event_log(project: Project) -> None:
+    from conveyor.monitoring.drift_live import DRIFT_CHECKED
+
     write(project, predictions(400, start=START))
+    project.events.record(
+        DRIFT_CHECKED,
+        subject="fraud",
+        payload={
+            "version_id": "fraud-v3",
+            "report_id": "r1",
+            "verdict": "drift",
+            "share": 0.4,
+            "drifted": ["amount"],
+            "metrics": {"drift.share": 0.4, "prediction_drift": 0.12},
+            "compared": {},
+        },
+    )
     rules = [
         AlertRule("p95", "latency_p95_ms", "fraud", 3600, ">", 0.0, 0, "page"),
         AlertRule("avail", "availability", "fraud", 3600, "<", 0.5, 0, "page"),
         AlertRule("nobody", "latency_p95_ms", "nobody", 3600, ">", 0.0, 0, "page"),
+        # the drift check was recorded now: a window ending now sees it
+        AlertRule("drift", "drift.share", "fraud", 3600, ">", 0.3, 0, "ticket"),
+        AlertRule("stale", "data.freshness_s", "tx", 3600, ">", 60, 0, "ticket"),
     ]
     with Evaluator(project, settings=AlertsSpec(), rules=rules) as alerts:
         values, errors = alerts.values(START + timedelta(minutes=15))
@@ -127,6 +145,11 @@ def test_rules_read_the_monitors_of_the_real_event_log(project: Project) -> None
     assert values["p95"] == pytest.approx(expected["latency_p95_ms"])
     assert values["avail"] == 1.0  # no failed request
     assert values["nobody"] is None  # no traffic: no data
+    with Evaluator(project, settings=AlertsSpec(), rules=rules) as alerts:
+        now_values, errors = alerts.values(datetime.now(UTC))
+    assert errors == {}
+    assert now_values["drift"] == 0.4
+    assert now_values["stale"] is None  # no ingest of tx yet
 
 
 def test_one_evaluator_at_a_time_holds_the_lease(project: Project) -> None:
