@@ -42,6 +42,8 @@ CLI: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "monitor grafana": (None, ()),  # prints a dashboard generated from conveyor.yaml
     "monitor prometheus-rules": (None, ()),  # prints rules generated from conveyor.yaml
     "monitor quality": (None, ("fraud",)),  # computes quality from feedback, records nothing
+    # --record saves the concept-drift judgment and drift.detected (can start a retraining)
+    "monitor quality --record": ("monitoring.drift", ("fraud", "--record")),
     # writes feedback events (ground truth) for predictions
     "feedback load": ("monitoring.feedback", ("labels.csv",)),
     "feedback quarantine": (None, ()),

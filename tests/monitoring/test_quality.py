@@ -22,6 +22,7 @@ from conveyor.monitoring.quality import (
     quality_metric,
     quality_report,
     quarantined,
+    record_concept_drift,
 )
 from conveyor.project import Project, init_project
 
@@ -241,6 +242,11 @@ def test_a_label_flip_on_a_tenth_of_a_segment_is_concept_drift(project: Project,
     assert judged.detected, judged.detail
     assert judged.labelled == 3000 and judged.low is not None and judged.low > 0
     assert judged.to_check().passed is False
+    # Recorded, it is a report and drift.detected, which retraining triggers listen for.
+    report_id = record_concept_drift(project, judged, actor="test")
+    (detected,) = project.events.query(kind="drift.detected").items
+    assert detected.payload["report_id"] == report_id and detected.subject == "fraud"
+    assert detected.payload["drifted"] == ["concept_drift.accuracy"]
     assert judge(1).status == "insufficient"  # nothing labelled before the first hour
 
 
@@ -302,6 +308,13 @@ def test_the_cli_reports_quality_with_concept_drift_and_the_quarantine(project: 
     shown = run("feedback", "show", labels[0]["request_id"], "--json")
     assert json.loads(shown.output)["feedback"][0]["label"] == labels[0]["label"]
     assert "[counts]" in run("feedback", "show", labels[0]["request_id"]).output
+    recorded = run("monitor", "quality", "fraud", "--since", "2h", "--record", "--json")
+    assert recorded.exit_code == 0, recorded.output
+    report_id = json.loads(recorded.output)["concept_drift"]["report_id"]
+    from conveyor.checks.persist import get_report
+
+    saved = get_report(project.store, report_id)
+    assert saved.kind == "concept_drift" and saved.checks[0].name.startswith("concept_drift.")
     bad = run("monitor", "quality", "fraud", "--metric", "aucc")
 
     assert bad.exit_code != 0 and "unknown metric 'aucc'" in bad.output

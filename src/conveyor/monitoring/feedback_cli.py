@@ -195,6 +195,14 @@ def quality_command(
     drift: Annotated[
         bool, typer.Option("--drift", help="Also judge concept drift (the last window).")
     ] = False,
+    record: Annotated[
+        bool,
+        typer.Option(
+            "--record",
+            help="With --drift: save the judgment as a report and, when it is drift, record "
+            "drift.detected, which retraining triggers listen for (role deployer).",
+        ),
+    ] = False,
     project: ProjectOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -207,6 +215,8 @@ def quality_command(
     end = parse_since(until, option="--until")
     length = None if window is None else parse_duration(window, "--window")
     with open_project(project) as proj:
+        # Recording writes a report and drift.detected: role deployer, as monitor drift.
+        who = authorized(proj, "monitoring.drift") if record else None
         report = quality_report(
             proj,
             model,
@@ -216,10 +226,15 @@ def quality_command(
             version=version,
             metrics=metric or None,
         )
-        judged = concept_drift(proj, model, at=end, version=version) if drift else None
+        judged = concept_drift(proj, model, at=end, version=version) if drift or record else None
+        report_id = None
+        if judged is not None and record:
+            from conveyor.monitoring.quality import record_concept_drift
+
+            report_id = record_concept_drift(proj, judged, actor=who)
     body = report.to_dict()
     if judged is not None:
-        body["concept_drift"] = judged.to_dict()
+        body["concept_drift"] = {**judged.to_dict(), "report_id": report_id}
     if as_json:
         echo_json(body)
         return

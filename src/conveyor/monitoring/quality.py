@@ -66,6 +66,7 @@ __all__ = [
     "quality_metric",
     "quality_report",
     "quarantined",
+    "record_concept_drift",
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -692,6 +693,47 @@ def concept_drift(
         low=low,
         high=high,
     )
+
+
+def record_concept_drift(
+    project: Project, judged: ConceptDrift, *, actor: str | None = None
+) -> str:
+    """Save the judgment as a report (kind ``concept_drift``, one check) and, when it is
+    drift, record ``drift.detected`` (audit), which a model's ``retrain.on_events`` can
+    listen for, as the data drift checks do. Returns the report's id."""
+    from conveyor.checks.persist import save_report
+    from conveyor.checks.result import Report
+    from conveyor.data.events import DRIFT_DETECTED
+
+    report = Report(
+        f"model:{judged.model}",
+        [judged.to_check()],
+        kind="concept_drift",
+        subject_version=judged.version,
+    )
+    save_report(project.store, report)
+    if judged.detected:
+        project.events.record(
+            DRIFT_DETECTED,
+            subject=judged.model,
+            subject_version=judged.version,
+            actor=actor,
+            payload={
+                "reference": f"{judged.metric} {judged.reference:.6g} ({judged.reference_source})",
+                "current": f"{judged.metric} {judged.current:.6g} on {judged.labelled} labelled "
+                f"predictions, {judged.since.isoformat()} to {judged.until.isoformat()}",
+                "report_id": report.id,
+                "drifted": [f"concept_drift.{judged.metric}"],
+                "compared": {
+                    "kind": "concept",
+                    "since": judged.since.isoformat(),
+                    "until": judged.until.isoformat(),
+                    "drop": judged.drop,
+                    "interval": [judged.low, judged.high],
+                },
+            },
+        )
+    return report.id
 
 
 def _bootstrap(
