@@ -223,3 +223,16 @@ def test_a_day_with_one_incident_notifies_each_sink_once_and_resolves_once() -> 
     assert sum(s.startswith("[FIRING]") for s in subjects) == days
     assert sum(s.startswith("[RESOLVED]") for s in subjects) == days
     assert all(rcpt == ["oncall@example.com"] for rcpt, _ in mail.messages)
+
+
+def test_an_incident_whose_rule_left_the_spec_resolves() -> None:
+    store = MemoryStore()
+    first = Engine([LATENCY], AlertsSpec(), store, project="p")
+    assert [n.kind for n in _run(first, [80.0] * 6)] == ["firing"]
+    renamed = AlertRule("p95", "latency_p95_ms", "fraud", 300, ">", 50.0, 300, "page")
+    second = Engine([renamed], AlertsSpec(), store, project="p")
+    result = second.evaluate(START + 10 * MIN, {"p95": 10.0})
+    assert [n.kind for n in result.notifications] == ["resolved"]
+    assert result.resolved[0].rule == LATENCY.name
+    assert result.resolved[0].suppressed == "rule removed"
+    assert store.open_incidents() == {}

@@ -378,3 +378,25 @@ def test_the_server_evaluates_fires_on_real_errors_notifies_and_rolls_back(
             actions = [e for e in _kinds(project) if e.kind == "alert.action"]
             assert actions[0].payload["ok"] is True
             assert actions[0].payload["alert_id"] == note["alerts"][0]["id"]
+
+
+def test_a_metric_that_raises_is_no_data_for_its_rule_only(project: Project) -> None:
+    from conveyor.monitoring.alerts.metrics import _REGISTERED, register_metric
+
+    def broken(*args: Any) -> float:
+        raise ZeroDivisionError("the monitor's bug")
+
+    register_metric("test.broken", broken)
+    try:
+        rules = [
+            AlertRule("broken", "test.broken", None, 60, ">", 0, 0, "info"),
+            AlertRule("rate", "requests_per_s", None, 60, ">", 100, 0, "info"),
+            AlertRule("unknown", "no.such.metric", None, 60, ">", 0, 0, "info"),
+        ]
+        with Evaluator(project, settings=AlertsSpec(), rules=rules) as alerts:
+            result = alerts.evaluate(START)
+    finally:
+        _REGISTERED.pop("test.broken")
+    assert result.values == {"broken": None, "rate": 0.0, "unknown": None}
+    assert "ZeroDivisionError" in result.errors["broken"]
+    assert "no monitor computes the metric 'no.such.metric'" in result.errors["unknown"]

@@ -282,6 +282,22 @@ class Engine:
                     resolved.append(incident)
                     if incident.notified_at is not None:
                         sends.append(("resolved", incident))
+        # an incident whose rule left the spec ends now (it would otherwise fire for ever)
+        ruled = {fingerprint(r.name, r.model) for r in self.rules}
+        for key, incident in list(open_.items()):
+            if key in ruled:
+                continue
+            del open_[key]
+            if incident.state == "pending":
+                dropped.append(incident.id)
+                continue
+            incident.state = "resolved"
+            incident.resolved_at = now
+            incident.suppressed = "rule removed"
+            changed[key] = incident
+            resolved.append(incident)
+            if incident.notified_at is not None:
+                sends.append(("resolved", incident))
         # what firing incidents may notify: silences, inhibition, repeats
         silences = self.store.silences(now)
         firing = [i for i in open_.values() if i.state == "firing"]

@@ -130,6 +130,10 @@ class Evaluator:
                 values[rule.name] = None
                 errors[rule.name] = exc.message
                 log.warning("alert rule %s: %s", rule.name, exc.message)
+            except Exception as exc:  # one monitor's bug must not stop the other rules
+                values[rule.name] = None
+                errors[rule.name] = f"{type(exc).__name__}: {exc}"
+                log.exception("alert rule %s: its metric %s failed", rule.name, rule.metric)
         return values, errors
 
     def evaluate(

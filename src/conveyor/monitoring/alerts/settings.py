@@ -72,8 +72,10 @@ OTHER_METRICS = (
     "drift.share",
     "prediction_drift",
     "data.null_rate",
+    "data.out_of_range_rate",
     "data.quarantine_rate",
     "data.freshness_s",
+    "data.schema_changed",
 )
 #: Families named by a prefix: ``quality.roc_auc``, ``cbpe.accuracy``.
 METRIC_PREFIXES = ("quality.", "cbpe.")
@@ -177,6 +179,14 @@ class RuleSpec(BaseModel):
         if not known_metric(value):
             known = ", ".join((*SYSTEM_METRICS, *OTHER_METRICS, "quality.<m>", "cbpe.<m>"))
             raise ValueError(f"unknown metric {value!r}; known: {known}")
+        if value.startswith("quality."):  # one of the gates' metrics (roc_auc, rmse, ndcg@5...)
+            from conveyor.checks.metrics import metric
+            from conveyor.errors import ConveyorError
+
+            try:
+                metric(value.removeprefix("quality."))
+            except ConveyorError as exc:
+                raise ValueError(f"{value!r}: {exc.message}") from None
         return value
 
     _window = field_validator("window")(_duration())
