@@ -503,9 +503,8 @@ class _Traffic:
 
 
 @contextmanager
-def _serve(root: Path) -> Iterator[str]:
-    """``conveyor serve`` of the project at ``root`` on a free port, until the block ends."""
-    port = free_port()
+def _serve(root: Path, port: int) -> Iterator[str]:
+    """``conveyor serve`` of the project at ``root`` on ``port``, until the block ends."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
     log = (root / "serve.log").open("w")
     process = subprocess.Popen(
@@ -578,10 +577,11 @@ def test_prometheus_fires_the_latency_alert_with_conveyor(tmp_path: Path) -> Non
     rule_file = tmp_path / "conveyor.rules.yml"
     rule_file.write_text(rules_yaml(spec))
 
-    with _serve(root) as url, _Traffic(url) as traffic:
-        fast_from = datetime.now(UTC)
-        target = url.removeprefix("http://")
-        with prometheus(tmp_path / "prometheus", target, rule_file) as prom:
+    # Prometheus starts while the server does (its target is down until then).
+    port = free_port()
+    with prometheus(tmp_path / "prometheus", f"127.0.0.1:{port}", rule_file) as prom:
+        with _serve(root, port) as url, _Traffic(url) as traffic:
+            fast_from = datetime.now(UTC)
             # Baseline: Prometheus reads the server and evaluates every rule, none firing.
             wait_until(
                 lambda: prom.query('conveyor:requests_per_s:10s{model="m"} > 0'),
