@@ -256,6 +256,12 @@ def test_cli_serve_workers_metrics_logs_and_graceful_shutdown(
             lambda: counted() >= 30, timeout=10, message="30 requests counted over both workers"
         )
         assert counted() == 30
+        # Each worker's CPU time, whichever worker answers the scrape (read with psutil).
+        text = httpx.get(f"{url}/metrics").text
+        cpu = [
+            ln for ln in text.splitlines() if ln.startswith("conveyor_process_cpu_seconds_total{")
+        ]
+        assert len({ln.split('pid="')[1].split('"')[0] for ln in cpu}) == 2, cpu
         assert (
             predict(
                 url, frame(1), headers={"x-request-id": "bad-1"}, params={"version": "77"}
