@@ -781,3 +781,51 @@ def test_event_log_monitors_are_exported_and_alerted_on_as_conveyor_computes_the
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_failing_exported_monitor_is_counted_and_hides_no_other(tmp_path: Path) -> None:
+    """Plugin monitors (``register_metric``): one that raises is logged, left out and
+    counted in ``conveyor_monitor_failures_total``; one with a value is exported beside it;
+    one with no data is left out."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from conveyor.monitoring.alerts import metrics
+    from conveyor.monitoring.interop.exporter import Exporter
+
+    def broken(project: Any, model: Any, since: Any, until: Any) -> float:
+        raise RuntimeError("the plugin's store is down")
+
+    def known(project: Any, model: Any, since: Any, until: Any) -> float:
+        return 0.25
+
+    rules = """\
+monitoring:
+  alerts:
+    rules:
+      - {name: broken, metric: cbpe.h5_broken, model: m, window: 1h, op: ">", threshold: 1}
+      - {name: known, metric: cbpe.h5_known, model: m, window: 30m, op: ">", threshold: 1}
+      - {name: empty, metric: quality.mae, model: m, window: 1h, op: ">", threshold: 1}
+"""
+    metrics.register_metric("cbpe.h5_broken", broken)
+    metrics.register_metric("cbpe.h5_known", known)
+    try:
+        with Project.open(_project_root(tmp_path / "p", rules), env={}) as project:
+            exporter = Exporter(project)
+            exporter.compute()
+            text = exporter.compute()  # twice: the failure count adds up
+    finally:
+        metrics._REGISTERED.pop("cbpe.h5_broken", None)
+        metrics._REGISTERED.pop("cbpe.h5_known", None)
+    samples = [
+        (s.name, s.labels, s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    ]
+    assert (
+        "conveyor_monitor",
+        {"monitor": "cbpe.h5_known", "model": "m", "window": "30m"},
+        0.25,
+    ) in samples
+    assert [s for s in samples if s[0] == "conveyor_monitor"] == [samples[0]]
+    failures = [s for s in samples if s[0] == "conveyor_monitor_failures_total"]
+    assert failures == [("conveyor_monitor_failures_total", {"monitor": "cbpe.h5_broken"}, 2.0)]
