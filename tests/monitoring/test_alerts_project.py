@@ -170,6 +170,8 @@ monitoring:
       - {name: busy, metric: requests_per_s, op: ">", threshold: 0, for: 0s, model: fraud}
     sinks:
       - {name: hook, kind: webhook, url: "%s/ok/hook"}
+      - {name: dead, kind: webhook, url: "%s/fail/dead"}
+    delivery: {retries: 1, backoff_s: 0.01}
 """
 
 
@@ -179,7 +181,7 @@ def served(tmp_path: Path) -> Iterator[tuple[Project, str, Any]]:
         root = tmp_path / "proj"
         init_project(root, name="watched")
         with (root / "conveyor.yaml").open("a") as spec:
-            spec.write(SPEC % http.url)
+            spec.write(SPEC % (http.url, http.url))
         with Project.open(root, env={}) as project:
             yield project, str(root), http
 
@@ -199,18 +201,27 @@ def test_cli_lists_acks_silences_and_tests(served: tuple[Project, str, Any]) -> 
         assert alerts.dispatcher.drain(30)
     listed = json.loads(_cli(root, "list").stdout)
     assert [i["id"] for i in listed["items"]] == [fired.id]
-    assert listed["sinks"][0]["name"] == "hook" and listed["sinks"][0]["state"] == "ok"
+    sinks = {s["name"]: s for s in listed["sinks"]}
+    assert sinks["hook"]["state"] == "ok" and sinks["hook"]["delivered"] == 1
+    assert sinks["dead"]["state"] == "failing" and "500" in sinks["dead"]["last_error"]
+    from conveyor.cli import app
+
+    plain = CliRunner().invoke(app, ["alerts", "list", "-C", root])
+    assert "failing" in plain.stdout and "dead" in plain.stdout
     acked = json.loads(_cli(root, "ack", fired.id).stdout)
     assert acked["acked_by"].startswith("cli:")
     shown = json.loads(_cli(root, "show", fired.id).stdout)
-    assert shown["deliveries"][0]["sink"] == "hook" and shown["deliveries"][0]["ok"]
+    assert {d["sink"]: d["ok"] for d in shown["deliveries"]} == {"hook": True, "dead": False}
     silence = json.loads(_cli(root, "silence", "model=fraud", "--for", "2h").stdout)
     listed = json.loads(_cli(root, "list").stdout)
     assert [s["id"] for s in listed["silences"]] == [silence["id"]]
     _cli(root, "unsilence", silence["id"])
     assert json.loads(_cli(root, "list").stdout)["silences"] == []
-    tested = json.loads(_cli(root, "test").stdout)
-    assert tested["items"][0]["sink"] == "hook" and tested["items"][0]["ok"]
+    tested = _cli(root, "test")
+    assert tested.exit_code == 1  # a sink failed
+    results = {r["sink"]: r for r in json.loads(tested.stdout)["items"]}
+    assert results["hook"]["ok"] and not results["dead"]["ok"]
+    assert results["dead"]["attempts"] == 2
     assert http.bodies("/ok/hook")[-1]["kind"] == "test"
     bad = _cli(root, "silence", "model")
     assert bad.exit_code == 1 and "label=value" in bad.output
@@ -218,6 +229,17 @@ def test_cli_lists_acks_silences_and_tests(served: tuple[Project, str, Any]) -> 
     assert missing.exit_code == 1 and "no alert 'nope'" in missing.output
     rules = json.loads(_cli(root, "rules").stdout)["items"]
     assert "busy" in [r["name"] for r in rules]
+    evaluated = _cli(root, "evaluate")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "busy" in json.loads(evaluated.stdout)["values"]
+    # a server holding the evaluator's lease: the CLI does not evaluate beside it
+    from datetime import UTC, datetime
+
+    from conveyor.monitoring.alerts.store import take_lease
+
+    assert take_lease(project.store, "server-1", 600, datetime.now(UTC) + timedelta(hours=1))
+    held = _cli(root, "evaluate")
+    assert held.exit_code == 1 and "lease" in held.output
 
 
 def test_http_lists_acks_and_silences(served: tuple[Project, str, Any]) -> None:
@@ -262,7 +284,10 @@ def test_http_lists_acks_and_silences(served: tuple[Project, str, Any]) -> None:
         assert ended["ends_at"] <= datetime_now_iso()
         assert httpx.delete(f"{url}/v1/silences/nope").status_code == 404
         tested = httpx.post(f"{url}/v1/alerts/test", json={"severity": "page"}, timeout=60)
-        assert tested.json()["items"][0]["ok"] is True
+        results = {r["sink"]: r["ok"] for r in tested.json()["items"]}
+        assert results == {"hook": True, "dead": False}
+        refused = httpx.post(f"{url}/v1/alerts/test", json={"severity": "urgent"})
+        assert refused.status_code == 422 and refused.json()["field"] == "severity"
     finally:
         server.stop()
     events = [e.kind for e in _kinds(project)]

@@ -372,8 +372,9 @@ def evaluate_command(
     from conveyor.monitoring.alerts.evaluator import Evaluator
 
     with open_project(project) as proj:
-        authorized(proj, "alerts.evaluate")
+        who = authorized(proj, "alerts.evaluate")
         with Evaluator(proj) as evaluator:
+            claim(proj, evaluator.settings, who)
             result = evaluator.evaluate()
             evaluator.dispatcher.drain(timeout)
     if as_json:
@@ -387,6 +388,23 @@ def evaluate_command(
         f"{len(result.fired)} fired, {len(result.resolved)} resolved, "
         f"{len(result.notifications)} notification(s)"
     )
+
+
+def claim(proj: Any, settings: Any, who: str) -> None:
+    """Take the evaluator's lease (as conveyor serve does), so an evaluation from the CLI
+    and a server's never both notify; ConflictError while a server holds it."""
+    import os
+
+    from conveyor.errors import ConflictError
+    from conveyor.monitoring.alerts.store import take_lease
+
+    ttl = 3 * float(settings.evaluation_interval_s)
+    if not take_lease(proj.store, f"{who}:{os.getpid()}", ttl, datetime.now(UTC)):
+        raise ConflictError(
+            "another evaluator (a conveyor serve) holds the alerts' lease: it evaluates the "
+            "rules already; its lease lapses 3 evaluation intervals after it stops",
+            reason="lease_held",
+        )
 
 
 def _sinks(proj: Any, store: Any) -> list[dict[str, Any]]:
