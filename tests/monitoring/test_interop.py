@@ -549,8 +549,9 @@ def test_prometheus_fires_the_latency_alert_with_conveyor(tmp_path: Path) -> Non
     """A real Prometheus scrapes a real ``conveyor serve`` every second and evaluates the
     generated rules every second; the route moves to a version that sleeps 0.3 s, and the
     p95 latency alerts (the SLO's on all traffic, the spec's on model m) fire. Conveyor's
-    own rule says the same: same names and thresholds, and its p95 from the event log over
-    the slow period breaches the same threshold."""
+    own rules say the same: same names and thresholds, its p95 from the event log breaches
+    the threshold during the slow period and not before, and its alert engine, replayed
+    over the run, fires the same two alerts after the slowness began."""
     import pandas as pd
     from sklearn.linear_model import LinearRegression
 
@@ -642,6 +643,23 @@ def test_prometheus_fires_the_latency_alert_with_conveyor(tmp_path: Path) -> Non
             )
             assert before is not None and not rule.breached(before), (name, before)
             assert during is not None and rule.breached(during), (name, during)
+
+    # And Conveyor's own alert engine, replayed second by second over the run, fires the
+    # same two alerts, only after the slowness began.
+    from conveyor.monitoring.alerts.evaluator import Evaluator
+
+    fired_at: dict[str, datetime] = {}
+    with (
+        Project.open(root, env={}) as project,
+        Evaluator(project, rules=[rules[n] for n in latency]) as evaluator,
+    ):
+        moment = fast_from + timedelta(seconds=1)
+        while moment <= slow_until:
+            for incident in evaluator.evaluate(now=moment).fired:
+                fired_at.setdefault(incident.rule, moment)
+            moment += timedelta(seconds=1)
+    assert set(fired_at) == set(latency)
+    assert all(at > slow_from for at in fired_at.values()), fired_at
 
 
 # -- Event-log monitors exported to Prometheus ------------------------------------------------
