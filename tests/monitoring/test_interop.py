@@ -111,6 +111,8 @@ def test_rules_pass_promtool_and_mirror_conveyors_own(tmp_path: Path) -> None:
         alert = alerts[rule.name]
         assert alert["expr"].endswith(f" {rule.op} {rule.threshold!r}")
         assert alert.get("for") == (prom_duration(rule.for_s) if rule.for_s else None)
+        # An alert resolves as Conveyor's does: after resolve_after (5m by default) clear.
+        assert alert["keep_firing_for"] == "5m"
         assert alert["labels"]["severity"] == rule.severity
         assert alert["labels"]["monitor"] == rule.metric
         if rule.metric not in MONITORS:

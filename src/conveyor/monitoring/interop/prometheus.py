@@ -13,7 +13,8 @@ model (the process monitors by instance): ``conveyor:latency_p95_ms:5m``.
 Alerting rules: Conveyor's own alert rules
 (:func:`conveyor.monitoring.alerts.rules.derive_rules`: the SLO-derived ones and the
 spec's ``monitoring.alerts.rules``), translated with the same name, threshold,
-comparison, ``for`` and severity, over the recording rule of their metric and window; a
+comparison, ``for`` and severity (and ``keep_firing_for``: Conveyor's
+``monitoring.alerts.resolve_after``), over the recording rule of their metric and window; a
 rule for one model selects ``model="..."``, a rule on all traffic sums every model into
 one series. A rule whose metric the server has no series for (quality, drift, CBPE,
 data) reads ``conveyor_monitor``, the value Conveyor computes for that rule and exports
@@ -104,16 +105,24 @@ def recording_rules(
 
 
 def alerting_rules(
-    rules: Iterable[Any], sel: str = ""
+    rules: Iterable[Any], sel: str = "", *, keep_firing_s: float = 0
 ) -> tuple[list[dict[str, Any]], list[FromEventLog]]:
     """Conveyor's alert rules (:class:`~conveyor.monitoring.alerts.rules.AlertRule`) as
     Prometheus alerting rules, and those of them that read the exported event-log
     monitors. ``sel``: label matchers of the server's series
-    (``monitoring.interop.matchers``)."""
+    (``monitoring.interop.matchers``); ``keep_firing_s``: how long an alert stays firing
+    once its condition clears (Conveyor's ``monitoring.alerts.resolve_after``; Prometheus
+    2.42 and later)."""
     out: list[dict[str, Any]] = []
     exported: list[FromEventLog] = []
     for rule in rules:
-        out.append(_alert(rule, sel))
+        alert = _alert(rule, sel)
+        if keep_firing_s > 0:
+            labels = alert.pop("labels")
+            annotations = alert.pop("annotations")
+            alert["keep_firing_for"] = prom_duration(keep_firing_s)
+            alert.update(labels=labels, annotations=annotations)
+        out.append(alert)
         if str(rule.metric) not in MONITORS:
             exported.append(FromEventLog(rule.name, str(rule.metric)))
     return out, exported
@@ -174,7 +183,7 @@ def rules_document(
     if rules is None:
         rules = conveyor_rules(spec)
     settings = interop_of(spec)
-    alerts, exported = alerting_rules(rules, settings.matchers)
+    alerts, exported = alerting_rules(rules, settings.matchers, keep_firing_s=_resolve_after(spec))
     windows = [
         prom_duration(float(r.window))
         for r in rules
@@ -192,6 +201,15 @@ def rules_document(
     if alerts:
         groups.append({"name": f"conveyor:{project}:alerts", **interval, "rules": alerts})
     return {"groups": groups}, exported
+
+
+def _resolve_after(spec: ProjectSpec) -> float:
+    """``monitoring.alerts.resolve_after`` in seconds (0 without the alerts package)."""
+    try:
+        from conveyor.monitoring.alerts.rules import alerts_of
+    except ImportError:
+        return 0.0
+    return float(alerts_of(spec).seconds("resolve_after"))
 
 
 def conveyor_rules(spec: ProjectSpec) -> list[Any]:
