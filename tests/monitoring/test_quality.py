@@ -346,3 +346,26 @@ def test_named_outputs_string_classes_and_labels_outside_them(project: Project) 
     assert window["roc_auc"] == pytest.approx(metric("roc_auc")(y, s, classes=classes), rel=1e-9)
     predicted = np.where(s >= 0.7, "spam", "ham")  # the spec's threshold
     assert window["f1"] == pytest.approx(metric("f1")(y, predicted, classes=classes), rel=1e-9)
+
+
+def test_a_task_is_inferred_from_labels_and_outputs_never_guessing_a_positive_class(
+    project: Project,
+) -> None:
+    since = T0 - timedelta(minutes=1)
+    words = ["cat", "dog"]
+    events, feedback = [], []
+    for i in range(20):
+        events.append(prediction(f"w{i}", T0, [words[i % 2]], model="pets"))
+        feedback.append({"request_id": f"w{i}", "label": words[(i // 3) % 2]})
+        events.append(prediction(f"n{i}", T0, [i % 3], model="digits"))
+        feedback.append({"request_id": f"n{i}", "label": (i // 2) % 3})
+    _write(project, events)
+    record_feedback(project, feedback)
+    pets = quality_report(project, "pets", since=since, window=WHOLE)
+    # Two string labels and no classes in the spec: macro averages, not a guessed positive.
+    assert pets.task == "multiclass" and "roc_auc" not in pets.metrics
+    y = np.array([words[(i // 3) % 2] for i in range(20)])
+    p = np.array([words[i % 2] for i in range(20)])
+    assert pets.windows[0]["f1"] == pytest.approx(metric("f1")(y, p, task="multiclass"))
+    digits = quality_report(project, "digits", since=since, window=WHOLE)
+    assert digits.task == "multiclass"  # whole numbers are class ids, not values

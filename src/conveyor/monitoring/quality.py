@@ -155,10 +155,14 @@ def _reading(
             label_set
             and all(isinstance(x, int | float) and not isinstance(x, bool) for x in label_set)
             and numbers
+            and not (_whole(label_set) and _whole(outputs))  # whole numbers: class ids
         ):
             task = "regression"
         else:
-            task = "binary" if len(label_set | set(outputs)) <= 2 else "multiclass"
+            # Labels other than 0/1 without classes in the spec: which one is positive is
+            # unknown, so they are scored as classes (macro averages), never guessed.
+            binary = spec.classes is not None and len(spec.classes) == 2
+            task = "binary" if binary else "multiclass"
     if task == "ranking" or task == "regression":
         scores = numbers
     elif task == "binary":
@@ -179,6 +183,11 @@ def _reading(
             continue  # labels only: the score metrics cannot be computed
         usable.append(name)
     return _Read(task, scores, spec.classes, tuple(usable), spec.output, spec.threshold)
+
+
+def _whole(values: Any) -> bool:
+    """Every value an int (class ids), not a float: 2.0 from JSON is a regression value."""
+    return all(isinstance(v, int) and not isinstance(v, bool) for v in values)
 
 
 def _arrays(read: _Read, outputs: Sequence[Any], labels: Sequence[Any]) -> tuple[Any, Any, Any]:
