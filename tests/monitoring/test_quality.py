@@ -353,7 +353,8 @@ def test_a_task_is_inferred_from_labels_and_outputs_never_guessing_a_positive_cl
 ) -> None:
     since = T0 - timedelta(minutes=1)
     words = ["cat", "dog"]
-    events, feedback = [], []
+    events: list[Any] = []
+    feedback: list[dict[str, Any]] = []
     for i in range(20):
         events.append(prediction(f"w{i}", T0, [words[i % 2]], model="pets"))
         feedback.append({"request_id": f"w{i}", "label": words[(i // 3) % 2]})
