@@ -25,7 +25,7 @@ outcome such as revenue), or both.
 
 **Stored as events.** Each record is a ``feedback`` event in the one event log (control:
 never dropped; written durably before the call returns), with the prediction's request
-id as its own ``request_id``. So ``conveyor events tail --request-id`` shows a
+id as its own ``request_id``. So ``conveyor feedback show REQUEST_ID`` shows a
 prediction with its feedback, compaction copies feedback into the columnar copy like
 any other kind, and a quality report is one DuckDB join of ``prediction`` and
 ``feedback`` events by request id (:mod:`conveyor.monitoring.quality`). Nothing is ever
