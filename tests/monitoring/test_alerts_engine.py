@@ -4,6 +4,7 @@ local receivers (HTTP for the webhook, Slack and PagerDuty sinks; SMTP for email
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -27,7 +28,7 @@ def _engine(*rules: AlertRule, **settings: Any) -> Engine:
 
 
 def _run(
-    engine: Engine, values: list[float | None], rule: str = LATENCY.name
+    engine: Engine, values: Sequence[float | None], rule: str = LATENCY.name
 ) -> list[Notification]:
     sent: list[Notification] = []
     for n, value in enumerate(values):
@@ -47,7 +48,7 @@ def test_a_breach_shorter_than_for_stays_pending_and_never_notifies() -> None:
 
 def test_one_incident_fires_once_folds_its_flaps_and_resolves_once() -> None:
     engine = _engine(resolve_after="5m")
-    values: list[float | None] = [10.0] + [80.0] * 10 + [10.0] * 2 + [80.0] * 5 + [10.0] * 10
+    values: list[float] = [10.0] + [80.0] * 10 + [10.0] * 2 + [80.0] * 5 + [10.0] * 10
     sent = _run(engine, values)
     assert [n.kind for n in sent] == ["firing", "resolved"]
     firing, resolved = sent

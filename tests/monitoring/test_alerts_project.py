@@ -425,3 +425,40 @@ def test_a_metric_that_raises_is_no_data_for_its_rule_only(project: Project) -> 
     assert result.values == {"broken": None, "rate": 0.0, "unknown": None}
     assert "ZeroDivisionError" in result.errors["broken"]
     assert "no monitor computes the metric 'no.such.metric'" in result.errors["unknown"]
+
+
+def test_a_retrain_action_starts_the_models_retraining_trigger(project: Project) -> None:
+    """The model's retraining pipeline listens for alert.retrain_requested (its
+    retrain.on_events): the alert's action is what fires it."""
+    from conveyor.training.continuous import retraining_triggers
+    from conveyor.training.settings import ModelSpec
+
+    spec = ModelSpec(
+        train="pkg.train:fit",
+        dataset="tx",
+        target="y",
+        features=["a"],
+        retrain={"on_events": ["alert.retrain_requested"]},
+    )
+    (trigger,) = retraining_triggers("fraud", spec)
+    armed = trigger.poll(project.store, {}, events=project.events)
+    assert armed is not None and armed.run is False
+    rule = AlertRule(
+        "fraud_drift",
+        "drift.share",
+        "fraud",
+        3600,
+        ">",
+        0.3,
+        0,
+        "ticket",
+        actions=(ActionSpec(kind="retrain"),),
+    )
+    with Evaluator(project, settings=AlertsSpec(), rules=[rule]) as alerts:
+        fired = alerts.evaluate(START, {"fraud_drift": 0.6}).fired[0]
+    project.events.flush()
+    firing = trigger.poll(project.store, armed.state, events=project.events)
+    assert firing is not None and firing.run
+    (event_id,) = firing.reason["event_ids"]
+    (requested,) = [e for e in _kinds(project) if e.kind == "alert.retrain_requested"]
+    assert requested.id == event_id and requested.payload["alert_id"] == fired.id
