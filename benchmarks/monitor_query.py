@@ -117,7 +117,7 @@ def traffic(n: int, *, seed: int = 13, chunk: int = 50_000) -> Iterator[list[Any
         outs = rng.uniform(0, 1, size).round(4)
         batch = rng.uniform(0, 1, size) < 0.05
         failed = rng.uniform(0, 1, size) < 0.01
-        events = _samples(int(times[start]), int(times[start + size - 1]), rng)
+        events = []
         for i in range(size):
             model = names[models[i]]
             spec = MODELS[model]
@@ -447,6 +447,12 @@ def run_backend(backend: str, events: int, tail: int, log: Log, rounds: int = 3)
                 rest.extend(chunk[left:])
                 left -= len(chunk)
 
+        # Two workers' samples of the whole day first, so the tail is --tail predictions.
+        day_us = int((DAY - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() * 1_000_000)
+        import numpy as np
+
+        sampled = _samples(day_us, day_us + 86_400_000_000, np.random.default_rng(7))
+        fill(url, iter([sampled]), log)
         filled = fill(url, first(), log)
         log(f"{backend}: filled at {filled['events_per_s']:,} events/s; compacting")
         with Project.open(root) as project:

@@ -133,7 +133,7 @@ class MonitorQuery:
         """Define the view ``events`` on ``con``: the kinds' events with a time in
         ``[since, until)``, from the copy and the tail."""
         from conveyor.events.filters import to_us
-        from conveyor.monitoring.columnar import EVENT_COLUMNS, PROMOTED, load_rows
+        from conveyor.monitoring.columnar import load_rows
         from conveyor.monitoring.compaction import copy_root, sql_log
 
         started = time.perf_counter()
@@ -160,21 +160,41 @@ class MonitorQuery:
             if len(rows) < _TAIL_PAGE:
                 break
         load_rows(tail, con, "_tail")
-        columns = ", ".join(f'"{c}"' for c in (*EVENT_COLUMNS, *PROMOTED))
-        listed = ", ".join(_sql_string(k) for k in kinds)
-        where = f"kind IN ({listed}) AND time_us >= {since_us} AND time_us < {until_us}"
-        parts = [f"SELECT {columns} FROM _tail WHERE {where}"]
-        if files:
-            paths = ", ".join(_sql_string(str(root / f)) for f in files)
-            # By name: files written before a column was promoted lack it, and their rows
-            # get null there (the tail's SELECT always has every column).
-            parts.insert(
-                0,
-                f"SELECT * FROM read_parquet([{paths}], union_by_name = true, "
-                f"hive_partitioning = false) WHERE {where}",
-            )
-        con.execute("CREATE OR REPLACE TEMP VIEW events AS " + " UNION ALL BY NAME ".join(parts))
+        con.execute(
+            "CREATE OR REPLACE TEMP VIEW events AS "
+            + _view_sql(str(root), files, kinds, since_us, until_us)
+        )
         return Snapshot(checkpoint, files, len(tail), time.perf_counter() - started)
+
+    def kind_view(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        name: str,
+        kind: str,
+        snapshot: Snapshot,
+        *,
+        since: datetime,
+        until: datetime,
+    ) -> None:
+        """Define the view ``name`` on ``con``: one kind's part of what :meth:`relation`
+        read into ``snapshot`` (its files of that kind, and the tail already loaded), so
+        a query over several kinds reads the log's tail once and each kind's files
+        alone."""
+        from conveyor.events.filters import to_us
+        from conveyor.monitoring.compaction import copy_root
+
+        if not name.isidentifier():
+            raise InvalidInputError(f"view name {name!r} is not an identifier", field="name")
+        prefix = f"events/kind={kind}/"
+        files = [f for f in snapshot.files if f.startswith(prefix)]
+        sql = _view_sql(
+            str(copy_root(self.project)),
+            files,
+            _kinds([kind]),
+            to_us(since, "since"),
+            to_us(until, "until"),
+        )
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {sql}")
 
     def sql(
         self,
@@ -323,6 +343,31 @@ def _window_row(row: tuple[Any, ...]) -> dict[str, Any]:
         "errors": None,
         "error_rate": None,
     }
+
+
+def _view_sql(
+    root: str, files: Sequence[str], kinds: Sequence[str], since_us: int, until_us: int
+) -> str:
+    """The kinds' events in ``[since_us, until_us)``: the listed files and the tail
+    (``_tail``), with the copy's columns."""
+    from pathlib import Path
+
+    from conveyor.monitoring.columnar import EVENT_COLUMNS, PROMOTED
+
+    columns = ", ".join(f'"{c}"' for c in (*EVENT_COLUMNS, *PROMOTED))
+    listed = ", ".join(_sql_string(k) for k in kinds)
+    where = f"kind IN ({listed}) AND time_us >= {since_us} AND time_us < {until_us}"
+    parts = [f"SELECT {columns} FROM _tail WHERE {where}"]
+    if files:
+        paths = ", ".join(_sql_string(str(Path(root) / f)) for f in files)
+        # By name: files written before a column was promoted lack it, and their rows get
+        # null there (the tail's SELECT always has every column).
+        parts.insert(
+            0,
+            f"SELECT * FROM read_parquet([{paths}], union_by_name = true, "
+            f"hive_partitioning = false) WHERE {where}",
+        )
+    return " UNION ALL BY NAME ".join(parts)
 
 
 def _kinds(kinds: Sequence[str]) -> tuple[str, ...]:

@@ -66,7 +66,7 @@ SELECT subject AS model,
        max(latency_ms) AS max_ms,
        count_if(cached) AS cached,
        sum("rows") AS rows
-FROM events
+FROM answered
 WHERE kind = 'prediction' AND time_us >= $since AND time_us < $until {model}
 GROUP BY ALL
 """
@@ -80,7 +80,7 @@ SELECT subject AS model,
        count_if(status LIKE '5%') AS errors_5xx,
        count_if(code = 'overloaded') AS shed,
        count(*) AS failed
-FROM events
+FROM failed
 WHERE kind = 'prediction.failed' AND time_us >= $since AND time_us < $until {model}
 GROUP BY ALL
 """
@@ -104,7 +104,7 @@ SELECT time_us // $window * $window AS window_us,
        from_json(payload, '"""
     + _SAMPLE_SHAPE
     + """') AS p
-FROM events
+FROM sampled
 WHERE kind = 'serving.sample' AND time_us >= $since AND time_us < $until
 """
 )
@@ -190,20 +190,23 @@ def system(
     params: dict[str, Any] = {"window": window_us, "since": since_us, "until": until_us}
     con = duckdb.connect()
     try:
-        # One kind at a time: each relation lists only that kind's files (a scan of every
-        # kind's files would open prediction files to find a few thousand samples).
-        reads = [monitor.relation(con, kinds=["serving.sample"], since=since, until=until)]
+        # The tail is read once; then one view per kind over that kind's files alone (a
+        # scan of every kind's files would open prediction files to find the samples).
+        snapshot = monitor.relation(con, kinds=SYSTEM_KINDS, since=since, until=until)
+        for view, kind in (
+            ("sampled", "serving.sample"),
+            ("failed", "prediction.failed"),
+            ("answered", "prediction"),
+        ):
+            monitor.kind_view(con, view, kind, snapshot, since=since, until=until)
         con.execute(_SAMPLES, params)
         processes = _process_rows(con, params)
         per_version = _version_rows(con, params, model)
-        reads.append(monitor.relation(con, kinds=["prediction.failed"], since=since, until=until))
         failed = _grouped(con, _FAILED_SQL, params, model)
-        reads.append(monitor.relation(con, kinds=["prediction"], since=since, until=until))
         answered = _grouped(con, _ANSWERED_SQL, params, model)
     finally:
         con.close()
     windows = _request_rows(answered, failed, since_us, until_us, window_us)
-    snapshot = _combined(reads)
     per_window: dict[int, dict[str, Any]] = {}
     for p in processes:
         whole = per_window.setdefault(p["window_us"], {"cpu_percent": 0.0, "rss_mib": 0.0})
@@ -369,18 +372,6 @@ def _request_rows(
             }
         )
     return out
-
-
-def _combined(reads: list[Snapshot]) -> Snapshot:
-    """The reads of the three kinds as one: every file, every tail event read."""
-    from conveyor.monitoring.query import Snapshot
-
-    return Snapshot(
-        checkpoint=reads[-1].checkpoint,
-        files=[f for r in reads for f in r.files],
-        tail_events=max(r.tail_events for r in reads),
-        read_s=sum(r.read_s for r in reads),
-    )
 
 
 def _process_rows(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> list[dict[str, Any]]:
