@@ -153,3 +153,28 @@ def test_a_sink_takes_only_its_severities() -> None:
         assert dispatcher.drain(10)
         dispatcher.close()
         assert http.bodies("/ok/t") == []
+
+
+def test_a_webhook_url_from_the_environment_is_never_in_an_error() -> None:
+    results: list[Delivery] = []
+    with http_receiver() as http:
+        spec = SinkSpec(name="chat", kind="slack", url_env="SLACK_URL")
+        ok = Sink(spec, env={"SLACK_URL": f"{http.url}/ok/T000/B000/secret-token"})
+        broken = Sink(
+            SinkSpec(name="chat2", kind="slack", url_env="SLACK_URL"),
+            env={"SLACK_URL": f"{http.url}/fail/T000/B000/secret-token"},
+        )
+        unset = Sink(SinkSpec(name="chat3", kind="slack", url_env="SLACK_URL"), env={})
+        dispatcher = Dispatcher(
+            [ok, broken, unset],
+            DeliverySpec(retries=0),
+            on_result=lambda d, s: results.append(d),
+        )
+        dispatcher.submit(_note())
+        assert dispatcher.drain(30)
+        dispatcher.close()
+        assert len(http.bodies("/ok/T000/B000/secret-token")) == 1
+    errors = {d.sink: d.error or "" for d in results}
+    assert errors["chat"] == ""
+    assert "answered 500" in errors["chat2"] and "secret-token" not in errors["chat2"]
+    assert "SLACK_URL is not set" in errors["chat3"]

@@ -212,6 +212,11 @@ class SinkSpec(BaseModel):
         description="webhook, slack: the URL posted to; pagerduty: the Events API "
         "(default https://events.pagerduty.com/v2/enqueue).",
     )
+    url_env: str | None = Field(
+        None,
+        description="The environment variable holding the URL instead (a Slack webhook's URL "
+        "is a secret): read when a notification is sent.",
+    )
     headers: dict[str, str] = Field(
         default_factory=dict, description="webhook: extra HTTP headers."
     )
@@ -232,8 +237,10 @@ class SinkSpec(BaseModel):
 
     @model_validator(mode="after")
     def _complete(self) -> SinkSpec:
-        if self.kind in ("webhook", "slack") and not self.url:
-            raise ValueError(f"sink {self.name!r}: a {self.kind} sink needs a url")
+        if self.kind in ("webhook", "slack") and not (self.url or self.url_env):
+            raise ValueError(f"sink {self.name!r}: a {self.kind} sink needs a url (or url_env)")
+        if self.url and self.url_env:
+            raise ValueError(f"sink {self.name!r}: give url or url_env, not both")
         if self.kind == "pagerduty" and not self.routing_key_env:
             raise ValueError(f"sink {self.name!r}: a pagerduty sink needs routing_key_env")
         if self.kind == "email" and not (self.smtp_host and self.sender and self.to):

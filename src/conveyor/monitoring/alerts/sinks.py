@@ -68,9 +68,10 @@ class Sink:
         if self.kind == "email":
             self._mail(payloads[0], timeout)
             return
-        url = self.spec.url or (PAGERDUTY_URL if self.kind == "pagerduty" else None)
+        url = self._url()
         if url is None or self.kind == "events":
             return
+        where = _where(url)  # errors name the host, never the URL (it can hold a secret)
         import httpx
 
         headers = {"content-type": "application/json", **self.spec.headers}
@@ -81,14 +82,25 @@ class Sink:
                 answer = self._client.post(url, json=payload, headers=headers, timeout=timeout)
                 if answer.status_code >= 300:
                     raise SinkError(
-                        f"sink {self.name!r}: {url} answered {answer.status_code}",
+                        f"sink {self.name!r}: {where} answered {answer.status_code}",
                         sink=self.name,
                         status=answer.status_code,
                     )
         except httpx.HTTPError as exc:
             raise SinkError(
-                f"sink {self.name!r}: {type(exc).__name__}: {exc}", sink=self.name
+                f"sink {self.name!r}: {where}: {type(exc).__name__}", sink=self.name
             ) from exc
+
+    def _url(self) -> str | None:
+        if self.spec.url_env:
+            url = self._env.get(self.spec.url_env, "")
+            if not url:
+                raise SinkError(
+                    f"sink {self.name!r}: the URL variable {self.spec.url_env} is not set",
+                    sink=self.name,
+                )
+            return url
+        return self.spec.url or (PAGERDUTY_URL if self.kind == "pagerduty" else None)
 
     def _routing_key(self) -> str:
         env = self.spec.routing_key_env or ""
@@ -122,6 +134,13 @@ class Sink:
                 f"sink {self.name!r}: SMTP {spec.smtp_host}:{spec.smtp_port}: {exc}",
                 sink=self.name,
             ) from exc
+
+
+def _where(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
 
 
 def build_sink(spec: SinkSpec, env: Mapping[str, str] | None = None) -> Sink:
