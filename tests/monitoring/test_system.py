@@ -425,3 +425,20 @@ def test_each_worker_of_conveyor_serve_samples_itself(tmp_path: Path) -> None:
     pids = {p["pid"] for p in report.processes}
     assert len(pids) == 2 and process.pid not in pids  # the workers, not the supervisor
     assert all(p["rss_mib"] > 10 for p in report.processes)
+
+
+@pytest.mark.parametrize("backends", ["sqlite"], indirect=True)
+def test_a_process_without_a_model_server_samples_its_cpu_and_memory(project: Project) -> None:
+    import asyncio
+
+    from conveyor.monitoring.system import Sampler
+
+    first = Sampler(project, None, 5.0).sample()
+    assert first["pid"] == os.getpid() and first["rss_mib"] > 10 and first["threads"] >= 1
+    assert first["versions"] == [] and first["queue_depth"] == 0 and first["failed"] == {}
+    off = Sampler(project, None, 0)
+    asyncio.run(off.start())  # 0 turns sampling off: no task, no event
+    asyncio.run(off.stop())
+    assert off.samples == 0
+    project.events.flush()
+    assert project.events.count(kind="serving.sample") == 1
