@@ -290,8 +290,9 @@ def live_drift(
         return loaded
 
     # The training reference (read through the data layer, the version run on it, its
-    # important features) is prepared in a thread while DuckDB reads the live rows: both
-    # spend most of their time in native code that releases the GIL.
+    # important features, CBPE calibrated on it) is prepared in a thread while DuckDB
+    # reads the live rows: both spend most of their time in native code that releases
+    # the GIL.
     prepared: Future[Any] | None = None
     pool = None
     if reference_window is None:
@@ -305,7 +306,8 @@ def live_drift(
             if expected:
                 predicted = _prediction_table(load().predict(inputs), outputs, expected)
             picked = _important(project, chosen, features, important, load, notes)
-            return inputs, described, known, predicted, picked
+            fitted = _cbpe_fit(load, inputs, known, notes) if cbpe else None
+            return inputs, described, known, predicted, picked, fitted
 
         pool = ThreadPoolExecutor(1, thread_name_prefix="drift-reference")
         prepared = pool.submit(prepare)
@@ -337,11 +339,17 @@ def live_drift(
     lap("read")
 
     labels: Any = None
+    estimator: Any = None
     if prepared is not None and pool is not None:
         try:
-            reference_inputs, reference, labels, reference_predictions, chosen_important = (
-                prepared.result()
-            )
+            (
+                reference_inputs,
+                reference,
+                labels,
+                reference_predictions,
+                chosen_important,
+                estimator,
+            ) = prepared.result()
         finally:
             pool.shutdown(wait=True)
         if live_predictions is None:
@@ -406,8 +414,10 @@ def live_drift(
 
     estimate, realized = None, None
     if cbpe:
+        if estimator is None and reference_window is not None:
+            estimator = _cbpe_fit(load, reference_inputs, labels, notes)
         estimate, realized = _cbpe(
-            project, model, until, load, reference_inputs, labels, live, features, since, notes
+            project, model, estimator, load, live, features, since, until, notes
         )
     lap("cbpe")
 
@@ -484,18 +494,28 @@ def live_rows(
         snapshot = monitor.relation(con, kinds=["prediction"], since=since, until=until)
         root = copy_root(project)
         folder = root / "cache" / "drift_live" / _digest(model, extract)
-        sources = []
+        sources, fresh = [], {}
         for name in snapshot.files:
-            if not cache:
-                source = f"read_parquet({_sql(str(root / name))})"
-                sources.append(f"SELECT * FROM ({extract.format(source=source)})")
-                continue
             cached = folder / (hashlib.sha256(name.encode()).hexdigest()[:32] + ".parquet")
-            if not cached.exists():
-                _cache_file(con, extract, root / name, cached, model)
-            sources.append(f"SELECT * FROM read_parquet({_sql(str(cached))})")
+            if cache and cached.exists():
+                sources.append(f"SELECT * FROM read_parquet({_sql(str(cached))})")
+            else:
+                fresh[str(root / name)] = cached
+        if fresh:
+            # Every file not parsed yet in one query (DuckDB's threads over all of them),
+            # then each file's rows cached under its own name.
+            listed = ", ".join(_sql(path) for path in fresh)
+            source = f"read_parquet([{listed}], filename = true, union_by_name = true)"
+            con.execute(
+                "CREATE TEMP TABLE _fresh AS "
+                + extract.format(source=source, src="filename").replace("$model", _sql(model))
+            )
+            if cache:
+                for path, cached in fresh.items():
+                    _cache_file(con, path, cached)
+            sources.append("SELECT * EXCLUDE (_src) FROM _fresh")
         tail = f"(SELECT * FROM events WHERE seq > {int(snapshot.checkpoint)})"
-        sources.append(f"SELECT * FROM ({extract.format(source=tail)})")
+        sources.append(f"SELECT * EXCLUDE (_src) FROM ({extract.format(source=tail, src='NULL')})")
         query = (
             "SELECT * FROM ("
             + " UNION ALL BY NAME ".join(sources)
@@ -507,11 +527,12 @@ def live_rows(
 
 
 #: Bump when the extraction changes: cached files of another version are not read.
-_EXTRACTION_VERSION = 1
+_EXTRACTION_VERSION = 2
 
 
 def _extraction(columns: Sequence[tuple[str, str]], outputs: Sequence[Mapping[str, Any]]) -> str:
-    """The query turning prediction events of ``{source}`` (with ``$model``) into rows."""
+    """The query turning prediction events of ``{source}`` (with ``$model``) into rows,
+    with ``{src}`` as their ``_src`` (the file they came from)."""
     shape = {name: _duck_type(kind) for name, kind in columns}
     paths = _output_paths(outputs)
     unnests = ["unnest(_p.input) AS _i"]
@@ -537,12 +558,12 @@ def _extraction(columns: Sequence[tuple[str, str]], outputs: Sequence[Mapping[st
         structure["output"] = answer
     typed = _sql(json.dumps(structure)).replace("{", "{{").replace("}", "}}")
     return (
-        "SELECT _version, _version_id, _arm, _time_us, _request_id, _row, "
+        "SELECT _src, _version, _version_id, _arm, _time_us, _request_id, _row, "
         + ", ".join(picks)
-        + " FROM (SELECT _version, _version_id, _arm, _time_us, _request_id, "
+        + " FROM (SELECT _src, _version, _version_id, _arm, _time_us, _request_id, "
         + ", ".join(unnests)
-        + " FROM (SELECT subject_version AS _version, version_id AS _version_id, arm AS _arm, "
-        "time_us AS _time_us, request_id AS _request_id, "
+        + " FROM (SELECT {src} AS _src, subject_version AS _version, version_id AS _version_id, "
+        "arm AS _arm, time_us AS _time_us, request_id AS _request_id, "
         f"json_transform(payload, {typed}) AS _p FROM {{source}} "
         "WHERE kind = 'prediction' AND subject = $model) WHERE _p.input IS NOT NULL)"
     )
@@ -553,15 +574,15 @@ def _digest(model: str, extract: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def _cache_file(con: Any, extract: str, source: Path, cached: Path, model: str) -> None:
-    """What ``source`` (a file of the copy) yields, written durably to ``cached``."""
+def _cache_file(con: Any, path: str, cached: Path) -> None:
+    """The rows parsed from ``path`` (in ``_fresh``), written durably to ``cached``."""
     cached.parent.mkdir(parents=True, exist_ok=True)
     partial = cached.with_name(f".{cached.name}.{uuid.uuid4().hex[:8]}.partial")
-    query = extract.format(source=f"read_parquet({_sql(str(source))})").replace(
-        "$model", _sql(model)
-    )
     try:
-        con.execute(f"COPY ({query}) TO {_sql(str(partial))} (FORMAT parquet, COMPRESSION zstd)")
+        con.execute(
+            f"COPY (SELECT * EXCLUDE (_src) FROM _fresh WHERE _src = {_sql(path)}) "
+            f"TO {_sql(str(partial))} (FORMAT parquet)"
+        )
         os.replace(partial, cached)
     finally:
         partial.unlink(missing_ok=True)
@@ -782,20 +803,9 @@ def _important(
     return important_features(weights, among=list(features))
 
 
-def _cbpe(
-    project: Project,
-    model: str,
-    until: datetime,
-    load: Any,
-    reference_inputs: pa.Table,
-    labels: Any,
-    live: pa.Table,
-    features: Sequence[str],
-    since: datetime,
-    notes: list[str],
-) -> tuple[Estimate | None, dict[str, Any] | None]:
-    """The CBPE estimate on the live rows, and, for the rows whose labels arrived (the
-    quality monitors' feedback join), the realized metrics."""
+def _cbpe_fit(load: Any, reference_inputs: pa.Table, labels: Any, notes: list[str]) -> Any:
+    """CBPE calibrated on the reference (the version's scores and the true labels), or
+    None with a note saying why not."""
     from conveyor.monitoring.cbpe import CBPE
 
     if labels is None:
@@ -803,22 +813,45 @@ def _cbpe(
             "no CBPE estimate: no labelled reference (the model spec's target column in "
             "its training data)"
         )
-        return None, None
+        return None
     loaded = load()
-    proba = getattr(loaded.model, "predict_proba", None)
-    if not callable(proba):
+    if not callable(getattr(loaded.model, "predict_proba", None)):
         notes.append("no CBPE estimate: the model has no predict_proba (not a classifier)")
-        return None, None
-
-    def scores(table: pa.Table) -> Any:
-        frame = loaded.signature.enforce(table) if loaded.signature is not None else table
-        return proba(frame.to_pandas())
-
+        return None
     try:
-        estimator = CBPE().fit(
-            scores(reference_inputs), labels, classes=getattr(loaded.model, "classes_", None)
+        return CBPE().fit(
+            _scores(loaded, reference_inputs),
+            labels,
+            classes=getattr(loaded.model, "classes_", None),
         )
-        live_scores = scores(live.select(list(features)))
+    except InvalidInputError as exc:
+        notes.append(f"no CBPE estimate: {exc.message}")
+        return None
+
+
+def _scores(loaded: Any, table: pa.Table) -> Any:
+    """The version's class probabilities for ``table`` (its signature enforced first)."""
+    frame = loaded.signature.enforce(table) if loaded.signature is not None else table
+    return loaded.model.predict_proba(frame.to_pandas())
+
+
+def _cbpe(
+    project: Project,
+    model: str,
+    estimator: Any,
+    load: Any,
+    live: pa.Table,
+    features: Sequence[str],
+    since: datetime,
+    until: datetime,
+    notes: list[str],
+) -> tuple[Estimate | None, dict[str, Any] | None]:
+    """The CBPE estimate on the live rows, and, for the rows whose labels arrived (the
+    quality monitors' feedback join), the realized metrics."""
+    if estimator is None:
+        return None, None
+    try:
+        live_scores = _scores(load(), live.select(list(features)))
         estimate = estimator.estimate(live_scores)
     except InvalidInputError as exc:
         notes.append(f"no CBPE estimate: {exc.message}")
