@@ -4,7 +4,7 @@
 #   scripts/services.sh            check and start all
 #   scripts/services.sh postgres   only the named ones
 #   scripts/services.sh wrk        a tool the benchmarks need (installed from Debian's packages)
-#   scripts/services.sh prometheus prometheus and promtool for the interop tests (the same)
+#   scripts/services.sh prometheus prometheus, promtool and amtool for the interop tests (the same)
 set -u
 
 wait_for() {  # name, check command, seconds
@@ -63,8 +63,8 @@ for svc in $wanted; do
     wrk)      ensure wrk "command -v wrk" \
                 "apt-get install -y wrk || (apt-get update && apt-get install -y wrk)" ;;
     # The binaries only: the interop tests start their own prometheus on a free port.
-    prometheus) ensure prometheus "command -v prometheus && command -v promtool" \
-                "apt_install prometheus" ;;
+    prometheus) ensure prometheus "command -v prometheus && command -v promtool && command -v amtool" \
+                "apt_install prometheus prometheus-alertmanager" ;;
     *) echo "unknown service $svc" >&2; exit 2 ;;
   esac
 done

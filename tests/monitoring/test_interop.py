@@ -849,3 +849,131 @@ monitoring:
     assert [s for s in samples if s[0] == "conveyor_monitor"] == [samples[0]]
     failures = [s for s in samples if s[0] == "conveyor_monitor_failures_total"]
     assert failures == [("conveyor_monitor_failures_total", {"monitor": "cbpe.h5_broken"}, 2.0)]
+
+
+# -- Alertmanager -------------------------------------------------------------------------------
+
+AM_SPEC = """\
+monitoring:
+  alerts:
+    repeat_interval: 2h
+    sinks:
+      - name: ops
+        kind: webhook
+        url: https://hooks.example.com/conveyor
+        headers: {X-Token: secret}
+      - {name: chat, kind: slack, url: "https://hooks.slack.com/services/T/B/X", severities: [page]}
+      - {name: pager, kind: pagerduty, routing_key_env: PD_ROUTING_KEY, severities: [page]}
+      - name: mail
+        kind: email
+        smtp_host: localhost
+        sender: conveyor@example.com
+        to: [oncall@example.com]
+        severities: [ticket]
+        password_env: SMTP_PASSWORD
+"""
+
+
+def _routes_to(config: Path, *labels: str) -> str:
+    done = subprocess.run(
+        [tool("amtool"), "config", "routes", "test", f"--config.file={config}", *labels],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return done.stdout.strip()
+
+
+def test_alertmanager_config_groups_routes_and_inhibits_as_conveyor(tmp_path: Path) -> None:
+    """The generated configuration passes ``amtool check-config``; ``amtool config routes
+    test`` sends each severity to the sinks that take it; and a real Alertmanager, sent a
+    firing availability alert and two latency alerts, inhibits the latency alert of the
+    same model only (Conveyor's default inhibition)."""
+    from conveyor.cli import app
+    from conveyor.monitoring.alerts.rules import alerts_of
+    from conveyor.monitoring.interop.alertmanager import alertmanager_config
+
+    root = _project_root(tmp_path / "p", AM_SPEC)
+    config = tmp_path / "alertmanager.yml"
+    done = CliRunner().invoke(
+        app, ["monitor", "alertmanager", "-o", str(config), "--check", "-C", str(root)]
+    )
+    assert done.exit_code == 0, done.output
+    assert "SUCCESS" in done.output
+    spec = load_spec(root)
+    assert yaml.safe_load(config.read_text()) == alertmanager_config(spec)[0]
+    text = config.read_text()
+    assert "sink 'pager' (pagerduty)" in text and "$SMTP_PASSWORD" in text
+    assert "sink 'ops' (webhook): its headers are not carried over" in text
+
+    document = yaml.safe_load(text)
+    assert document["route"]["group_by"] == ["alertname", "model"]
+    assert document["route"]["repeat_interval"] == "2h"
+    assert _routes_to(config, "severity=page", "model=m") == "ops,chat"
+    assert _routes_to(config, "severity=ticket", "model=m") == "ops,mail"
+    assert _routes_to(config, "severity=info") == "ops"
+    (inhibit,) = alerts_of(spec).inhibit
+    assert document["inhibit_rules"] == [
+        {
+            "source_matchers": [f'monitor=~"{"|".join(inhibit.source)}"'],
+            "target_matchers": [f'monitor=~"{"|".join(inhibit.target)}"'],
+            "equal": ["model"],
+        }
+    ]
+
+    # A real Alertmanager with this configuration (its receivers never reached: the test
+    # reads its alert list, inhibited or not, right away).
+    port = free_port()
+    log = (tmp_path / "alertmanager.log").open("w")
+    process = subprocess.Popen(
+        [
+            tool("prometheus-alertmanager"),
+            f"--config.file={config}",
+            f"--storage.path={tmp_path / 'am-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+            "--log.level=warn",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/api/v2"
+    try:
+
+        def ready() -> bool:
+            assert process.poll() is None, _tail(tmp_path / "alertmanager.log")
+            try:
+                return httpx.get(f"{url}/status", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, timeout=30, interval=0.1, message="alertmanager to be ready")
+
+        def alert(name: str, monitor: str, model: str) -> dict[str, Any]:
+            labels = {"alertname": name, "monitor": monitor, "model": model, "severity": "page"}
+            return {"labels": labels}
+
+        sent = httpx.post(
+            f"{url}/alerts",
+            json=[
+                alert("slo_availability:m", "availability", "m"),
+                alert("slo_latency_p95_ms:m", "latency_p95_ms", "m"),
+                alert("slo_latency_p95_ms:n", "latency_p95_ms", "n"),
+            ],
+            timeout=5,
+        )
+        assert sent.status_code == 200, sent.text
+
+        def states() -> dict[str, list[str]] | None:
+            listed = httpx.get(f"{url}/alerts", timeout=5).json()
+            found = {a["labels"]["alertname"]: a["status"]["inhibitedBy"] for a in listed}
+            return found if len(found) == 3 and found["slo_latency_p95_ms:m"] else None
+
+        inhibited = wait_until(states, timeout=10, interval=0.2, message="the inhibition")
+        assert inhibited["slo_availability:m"] == []
+        assert inhibited["slo_latency_p95_ms:n"] == []  # another model: not inhibited
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()

@@ -160,8 +160,13 @@ from conveyor.monitoring.feedback_cli import quality_command  # noqa: E402
 
 monitor_app.command("quality")(quality_command)
 
-# `conveyor monitor grafana` and `prometheus-rules` (interop: generated from the spec).
-from conveyor.monitoring.interop.cli import grafana_command, prometheus_rules_command  # noqa: E402
+# `conveyor monitor grafana`, `prometheus-rules`, `alertmanager` (interop: from the spec).
+from conveyor.monitoring.interop.cli import (  # noqa: E402
+    alertmanager_command,
+    grafana_command,
+    prometheus_rules_command,
+)
 
 monitor_app.command("grafana")(grafana_command)
 monitor_app.command("prometheus-rules")(prometheus_rules_command)
+monitor_app.command("alertmanager")(alertmanager_command)

@@ -6,8 +6,9 @@ spec, for teams that already run Grafana and Prometheus.
     conveyor monitor grafana -o conveyor-dashboard.json     # import it in Grafana
     conveyor monitor prometheus-rules -o conveyor.rules.yml  # rule_files: of prometheus.yml
     conveyor monitor prometheus-rules --check                # and run promtool check rules on it
+    conveyor monitor alertmanager -o alertmanager.yml --check  # amtool check-config
 
-Both read only ``conveyor.yaml`` (no store, no server): no role is needed.
+They read only ``conveyor.yaml`` (no store, no server): no role is needed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import typer
 
 from conveyor.cli.common import ProjectOpt, errors
 
-__all__ = ["grafana_command", "prometheus_rules_command"]
+__all__ = ["alertmanager_command", "grafana_command", "prometheus_rules_command"]
 
 OutputOpt = Annotated[
     Path | None,
@@ -90,6 +91,31 @@ def prometheus_rules_command(
         )
 
 
+@errors
+def alertmanager_command(
+    output: OutputOpt = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Run `amtool check-config` on the result.")
+    ] = False,
+    project: ProjectOpt = None,
+) -> None:
+    """An Alertmanager configuration for the generated rules' alerts: grouped by alert and
+    model, repeated and inhibited as Conveyor's own (monitoring.alerts), sent to receivers
+    made from its sinks (webhook, Slack, email; PagerDuty keys are left to you)."""
+    from conveyor.config import load_spec
+    from conveyor.monitoring.interop.alertmanager import alertmanager_yaml
+
+    text = alertmanager_yaml(load_spec(project))
+    if output is not None:
+        _write(output, text)
+    elif not check:
+        typer.echo(text, nl=False)
+    if check:
+        _check("amtool", ["check-config"], text, "prometheus-alertmanager")
+    if output is not None:
+        typer.echo(f"wrote the Alertmanager configuration to {output}", err=True)
+
+
 def _write(path: Path, text: str) -> None:
     from conveyor.errors import InvalidInputError
 
@@ -102,28 +128,32 @@ def _write(path: Path, text: str) -> None:
 
 
 def _promtool(text: str) -> None:
-    """``promtool check rules`` on ``text``; its refusal is a ConfigError with its words."""
+    _check("promtool", ["check", "rules"], text, "prometheus")
+
+
+def _check(tool_name: str, args: list[str], text: str, package: str) -> None:
+    """``tool_name ARGS FILE`` on ``text``; its refusal is a ConfigError with its words."""
     import shutil
     import subprocess
     import tempfile
 
     from conveyor.errors import ConfigError, MissingDependencyError
 
-    tool = shutil.which("promtool")
+    tool = shutil.which(tool_name)
     if tool is None:
         raise MissingDependencyError(
-            "--check needs promtool (Debian/Ubuntu: apt-get install prometheus)",
-            dependency="promtool",
+            f"--check needs {tool_name} (Debian/Ubuntu: apt-get install {package})",
+            dependency=tool_name,
         )
     with tempfile.NamedTemporaryFile("w", suffix=".yml", encoding="utf-8") as f:
         f.write(text)
         f.flush()
         done = subprocess.run(
-            [tool, "check", "rules", f.name], capture_output=True, text=True, check=False
+            [tool, *args, f.name], capture_output=True, text=True, check=False, timeout=60
         )
     if done.returncode != 0:
         raise ConfigError(
-            "promtool check rules refused the generated rules: "
+            f"{tool_name} {' '.join(args)} refused the generated file: "
             + (done.stderr or done.stdout).strip()
         )
-    typer.echo(done.stdout.strip().replace(f.name, "the rules"), err=True)
+    typer.echo(done.stdout.strip().replace(f.name, "the file"), err=True)
