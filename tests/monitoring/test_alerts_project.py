@@ -462,3 +462,19 @@ def test_a_retrain_action_starts_the_models_retraining_trigger(project: Project)
     (event_id,) = firing.reason["event_ids"]
     (requested,) = [e for e in _kinds(project) if e.kind == "alert.retrain_requested"]
     assert requested.id == event_id and requested.payload["alert_id"] == fired.id
+
+
+def test_an_ack_during_an_evaluation_is_not_lost(project: Project) -> None:
+    rule = AlertRule("r", "error_rate", "fraud", 60, ">", 0.1, 0, "page")
+    with Evaluator(project, settings=AlertsSpec(), rules=[rule]) as alerts:
+        fired = alerts.evaluate(START, {"r": 0.5}).fired[0]
+        store = alerts.store
+        (stale,) = store.open_incidents().values()  # what an evaluation read
+        store.ack(fired.id, by="key:oncall")  # meanwhile, someone acknowledges
+        stale.count += 1
+        store.save([stale], [])  # the evaluation writes what it decided
+        kept = store.incident(fired.id)
+        assert kept.acked_by == "key:oncall" and kept.count == 2
+        # and the acknowledged incident is not repeated
+        later = alerts.evaluate(START + timedelta(hours=5), {"r": 0.5})
+        assert later.notifications == []

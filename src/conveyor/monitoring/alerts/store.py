@@ -80,11 +80,15 @@ class SqlStore:
 
         with self.store.session() as s:
             for incident in incidents:
-                doc = incident.to_dict()
-                row = s.get(R, incident.id)
+                row = s.get(R, incident.id, with_for_update=True)
                 if row is None:
                     row = R(id=incident.id)
                     s.add(row)
+                elif incident.acked_at is None and row.doc.get("acked_at"):
+                    # acknowledged while this evaluation ran: keep it
+                    incident.acked_at = datetime.fromisoformat(row.doc["acked_at"])
+                    incident.acked_by = row.doc.get("acked_by")
+                doc = incident.to_dict()
                 row.fingerprint = incident.fingerprint
                 row.rule = incident.rule
                 row.model = incident.model
