@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from conveyor.monitoring.cbpe import CBPE
     from conveyor.monitoring.compaction import Compaction, Progress, compact
+    from conveyor.monitoring.data_quality import DataQualityReport
     from conveyor.monitoring.drift_live import LiveDrift, live_drift
     from conveyor.monitoring.feedback import load_feedback, record_feedback
     from conveyor.monitoring.quality import (
@@ -25,16 +26,19 @@ if TYPE_CHECKING:
         quality_report,
     )
     from conveyor.monitoring.query import LatencyReport, MonitorQuery
+    from conveyor.monitoring.system_query import SystemReport
 
 __all__ = [
     "CBPE",
     "Compaction",
     "ConceptDrift",
+    "DataQualityReport",
     "LatencyReport",
     "LiveDrift",
     "MonitorQuery",
     "Progress",
     "QualityReport",
+    "SystemReport",
     "compact",
     "concept_drift",
     "live_drift",
@@ -48,6 +52,8 @@ _LAZY = {
     "Progress": "conveyor.monitoring.compaction",
     "compact": "conveyor.monitoring.compaction",
     "LatencyReport": "conveyor.monitoring.query",
+    "SystemReport": "conveyor.monitoring.system_query",
+    "DataQualityReport": "conveyor.monitoring.data_quality",
     "MonitorQuery": "conveyor.monitoring.query",
     "load_feedback": "conveyor.monitoring.feedback",
     "record_feedback": "conveyor.monitoring.feedback",
