@@ -122,10 +122,13 @@ class Evaluator:
 
         values: dict[str, float | None] = {}
         errors: dict[str, str] = {}
+        cache: dict[Any, Any] = {}  # one system query per model and window
         for rule in self.rules:
             since = now - timedelta(seconds=rule.window)
             try:
-                values[rule.name] = metric_value(self.project, rule.metric, rule.model, since, now)
+                values[rule.name] = metric_value(
+                    self.project, rule.metric, rule.model, since, now, cache=cache
+                )
             except ConveyorError as exc:
                 values[rule.name] = None
                 errors[rule.name] = exc.message

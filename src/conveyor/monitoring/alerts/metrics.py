@@ -68,10 +68,31 @@ def metric_function(name: str) -> MetricFn:
 
 
 def metric_value(
-    project: Project, name: str, model: str | None, since: datetime, until: datetime
+    project: Project,
+    name: str,
+    model: str | None,
+    since: datetime,
+    until: datetime,
+    *,
+    cache: dict[Any, Any] | None = None,
 ) -> float | None:
-    """``name`` of ``model`` over ``[since, until)``; NaN is no data."""
-    value = metric_function(name)(project, model, since, until)
+    """``name`` of ``model`` over ``[since, until)``; NaN is no data.
+
+    With a ``cache`` (one evaluation's), the system monitors of one model and range are
+    computed once, in one query, for every rule that reads them (latency, error rates,
+    availability...)."""
+    from conveyor.monitoring.alerts.settings import SYSTEM_METRICS
+
+    if cache is not None and name in SYSTEM_METRICS and name not in _REGISTERED:
+        key = ("system", model, since, until)
+        if key not in cache:
+            from conveyor.monitoring.query import MonitorQuery
+            from conveyor.monitoring.system_query import system_summary
+
+            cache[key] = system_summary(MonitorQuery(project), model, since=since, until=until)
+        value = cache[key][name]
+    else:
+        value = metric_function(name)(project, model, since, until)
     if value is None or value != value:
         return None
     return float(value)
