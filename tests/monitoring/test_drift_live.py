@@ -232,6 +232,14 @@ def test_a_pinned_window_is_a_reference_and_the_cli_and_http_answer(
     assert found.reference["kind"] == "window" and found.reference["rows"] == 600
     assert found.detected and "f0" in found.drifted
     assert found.cbpe is None  # no labels in a window of traffic
+    # Above max_rows, a seeded uniform sample: the same rows every time.
+    a, b = (
+        live_drift(project, "fraud", since=second[0], until=second[1], max_rows=100, record=False)
+        for _ in range(2)
+    )
+    assert a.current["rows"] == 100 and a.current["sampled_rows"] == 600
+    assert a.to_dict()["columns"] == b.to_dict()["columns"]
+    assert any("100 of 600" in note for note in a.notes)
     project.events.flush()
     assert project.events.count(kind="drift.detected") == 0  # record=False
 
