@@ -977,3 +977,104 @@ def test_alertmanager_config_groups_routes_and_inhibits_as_conveyor(tmp_path: Pa
         process.terminate()
         process.wait(timeout=10)
         log.close()
+
+
+def test_recording_rules_compute_the_monitors_as_conveyor_defines_them(tmp_path: Path) -> None:
+    """Prometheus' rule engine (``promtool test rules``) on counters whose rates are known:
+    each recording rule gives the monitor's value as Conveyor's system monitor defines it
+    (error rate: 4xx and 5xx over every request; availability: 1 minus the 5xx share;
+    shares of zero, not "no data", for a model with no errors)."""
+    spec = load_spec(_project_root(tmp_path / "p", "monitoring: {interop: {windows: [5m]}}\n"))
+    rule_file = tmp_path / "rules.yml"
+    rule_file.write_text(rules_yaml(spec, rules=[]))
+    m = 'model="m",version="1",arm="v1"'
+    per_minute = {  # series -> increase per minute (gauges: their value)
+        f'conveyor_requests_total{{{m},status="ok"}}': 90,
+        f'conveyor_requests_total{{{m},status="404"}}': 6,
+        f'conveyor_requests_total{{{m},status="503"}}': 4,
+        f"conveyor_shed_requests_total{{{m}}}": 3,
+        'conveyor_requests_total{model="n",version="2",arm="v2",status="ok"}': 60,
+        f'conveyor_request_seconds_bucket{{{m},le="0.005"}}': 45,
+        f'conveyor_request_seconds_bucket{{{m},le="0.01"}}': 90,
+        f'conveyor_request_seconds_bucket{{{m},le="+Inf"}}': 90,
+        'conveyor_cache_lookups_total{model="m",version="1",result="hit"}': 30,
+        'conveyor_cache_lookups_total{model="m",version="1",result="miss"}': 90,
+        'conveyor_batch_rows_sum{model="m",version="1"}': 120,
+        'conveyor_batch_rows_count{model="m",version="1"}': 60,
+        'conveyor_process_cpu_seconds_total{instance="web-1",pid="11"}': 30,
+        'conveyor_process_cpu_seconds_total{instance="web-1",pid="12"}': 15,
+    }
+    gauges = {
+        'conveyor_process_resident_memory_bytes{instance="web-1",pid="11"}': 100 * 2**20,
+        'conveyor_process_resident_memory_bytes{instance="web-1",pid="12"}': 50 * 2**20,
+        'conveyor_queue_rows{model="m",version="1"}': 3,
+        'conveyor_route_degraded{model="m"}': 1,
+    }
+    expected = {  # (monitor, model or None for the instance ones) -> value
+        ("requests_per_s", "m"): 100 / 60,
+        ("requests_per_s", "n"): 1.0,
+        ("error_rate", "m"): 0.1,
+        ("error_rate", "n"): 0.0,
+        ("server_error_rate", "m"): 0.04,
+        ("server_error_rate", "n"): 0.0,
+        ("availability", "m"): 0.96,
+        ("availability", "n"): 1.0,
+        ("shed_rate", "m"): 0.03,
+        ("shed_rate", "n"): 0.0,
+        ("cache_hit_ratio", "m"): 0.25,
+        ("mean_batch_rows", "m"): 2.0,
+        ("queue_depth", "m"): 3.0,
+        ("route_degraded", "m"): 1.0,
+        ("latency_p50_ms", "m"): 5.0,  # half the requests at or under 5 ms
+        ("latency_p95_ms", "m"): 9.5,  # interpolated within the (5, 10] ms bucket
+        ("latency_p99_ms", "m"): 9.9,
+        ("cpu_percent", None): 75.0,  # two processes: 50% and 25% of a core
+        ("rss_mib", None): 150.0,
+    }
+    assert {name for name, _ in expected} == set(MONITORS)  # every monitor, checked
+    tests = {
+        "rule_files": [str(rule_file)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    *({"series": s, "values": f"0+{v}x20"} for s, v in per_minute.items()),
+                    *({"series": s, "values": f"{v}x20"} for s, v in gauges.items()),
+                ],
+                "promql_expr_test": [
+                    {
+                        # The quantiles interpolate: 9.499999999999998 is 9.5 (to 0.1 ms).
+                        "expr": (
+                            f"round(conveyor:{name}:5m, 0.1)"
+                            if name.startswith("latency")
+                            else f"conveyor:{name}:5m"
+                        ),
+                        "eval_time": "10m",
+                        "exp_samples": [
+                            {
+                                "labels": (
+                                    ("{" if name.startswith("latency") else f"conveyor:{name}:5m{{")
+                                    + (f'model="{model}"}}' if model else 'instance="web-1"}')
+                                ),
+                                "value": value,
+                            }
+                            for (n, model), value in expected.items()
+                            if n == name
+                        ],
+                    }
+                    for name in dict.fromkeys(n for n, _ in expected)
+                ],
+            }
+        ],
+    }
+    test_file = tmp_path / "rules_test.yml"
+    test_file.write_text(yaml.safe_dump(tests))
+    done = subprocess.run(
+        [tool("promtool"), "test", "rules", str(test_file)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
