@@ -42,6 +42,7 @@ CLI: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "monitor grafana": (None, ()),  # prints a dashboard generated from conveyor.yaml
     "monitor prometheus-rules": (None, ()),  # prints rules generated from conveyor.yaml
     "monitor alertmanager": (None, ()),  # prints a config generated from conveyor.yaml
+    "monitor prometheus-config": (None, ("--target", "127.0.0.1:8000")),  # prints a config
     "monitor quality": (None, ("fraud",)),  # computes quality from feedback, records nothing
     # --record saves the concept-drift judgment and drift.detected (can start a retraining)
     "monitor quality --record": ("monitoring.drift", ("fraud", "--record")),

@@ -73,31 +73,20 @@ class Prometheus:
 
 
 @contextmanager
-def prometheus(
-    folder: Path, target: str, rules: Path, *, job: str = "conveyor"
-) -> Iterator[Prometheus]:
-    """Prometheus scraping ``target`` (host:port) every second, evaluating ``rules`` (the
-    rule groups may set their own interval) every second; stopped and its data removed
-    on exit."""
+def prometheus(folder: Path, config: dict[str, Any]) -> Iterator[Prometheus]:
+    """A Prometheus server with ``config`` (a prometheus.yml as a dict), on a free port;
+    stopped on exit."""
     import yaml
 
     folder.mkdir(parents=True, exist_ok=True)
-    config = folder / "prometheus.yml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                "rule_files": [str(rules)],
-                "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [target]}]}],
-            }
-        )
-    )
+    path = folder / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
     port = free_port()
     log = (folder / "prometheus.log").open("w")
     process = subprocess.Popen(
         [
             tool("prometheus"),
-            f"--config.file={config}",
+            f"--config.file={path}",
             f"--storage.tsdb.path={folder / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",
             "--log.level=warn",

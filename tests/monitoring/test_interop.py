@@ -38,6 +38,7 @@ from conveyor.monitoring.interop.names import MONITORS, prom_duration
 from conveyor.monitoring.interop.prometheus import (
     alerting_rules,
     label_name,
+    prometheus_config,
     rules_document,
     rules_yaml,
 )
@@ -450,6 +451,38 @@ def test_cli_writes_the_dashboard_and_the_checked_rules(tmp_path: Path) -> None:
     assert printed.exit_code == 0 and yaml.safe_load(printed.stdout) == yaml.safe_load(
         rules.read_text()
     )
+    # A prometheus.yml loading those rules, checked by promtool with them.
+    (tmp_path / "viewer.key").write_text("a-viewer-key\n")
+    config = tmp_path / "prometheus.yml"
+    done = runner.invoke(
+        app,
+        [
+            "monitor",
+            "prometheus-config",
+            "--target",
+            "127.0.0.1:8000",
+            "--target",
+            "web-2:8000",
+            "--key-file",
+            "viewer.key",
+            "--rules-file",
+            "rules.yml",
+            "-o",
+            str(config),
+            "--check",
+            "-C",
+            str(root),
+        ],
+    )
+    assert done.exit_code == 0, done.output
+    assert "SUCCESS" in done.output
+    jobs = {j["job_name"]: j for j in yaml.safe_load(config.read_text())["scrape_configs"]}
+    assert jobs["conveyor"]["static_configs"] == [{"targets": ["127.0.0.1:8000", "web-2:8000"]}]
+    assert jobs["conveyor-monitors"]["metrics_path"] == "/v1/monitor/metrics"
+    assert jobs["conveyor-monitors"]["authorization"] == {"credentials_file": "viewer.key"}
+    bad = runner.invoke(app, ["monitor", "prometheus-config", "--target", "web-2", "-C", str(root)])
+    assert bad.exit_code == 1 and "host:port" in bad.output
+
     # Nowhere to write: a typed error naming the option, exit 1.
     refused = runner.invoke(
         app, ["monitor", "grafana", "-o", str(tmp_path / "no" / "such" / "b.json"), "-C", str(root)]
@@ -580,9 +613,14 @@ def test_prometheus_fires_the_latency_alert_with_conveyor(tmp_path: Path) -> Non
     rule_file = tmp_path / "conveyor.rules.yml"
     rule_file.write_text(rules_yaml(spec))
 
-    # Prometheus starts while the server does (its target is down until then).
+    # Prometheus starts while the server does (its target is down until then), with the
+    # configuration Conveyor generates: its /metrics every second, the rules every second.
     port = free_port()
-    with prometheus(tmp_path / "prometheus", f"127.0.0.1:{port}", rule_file) as prom:
+    config = prometheus_config(
+        spec, [f"127.0.0.1:{port}"], rules_file=str(rule_file), scrape_interval="1s"
+    )
+    assert config["global"]["evaluation_interval"] == "1s"  # monitoring.interop.rule_interval
+    with prometheus(tmp_path / "prometheus", config) as prom:
         with _serve(root, port) as url, _Traffic(url) as traffic:
             fast_from = datetime.now(UTC)
             # Baseline: Prometheus reads the server and evaluates every rule, none firing.

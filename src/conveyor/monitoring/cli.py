@@ -164,9 +164,11 @@ monitor_app.command("quality")(quality_command)
 from conveyor.monitoring.interop.cli import (  # noqa: E402
     alertmanager_command,
     grafana_command,
+    prometheus_config_command,
     prometheus_rules_command,
 )
 
 monitor_app.command("grafana")(grafana_command)
 monitor_app.command("prometheus-rules")(prometheus_rules_command)
 monitor_app.command("alertmanager")(alertmanager_command)
+monitor_app.command("prometheus-config")(prometheus_config_command)

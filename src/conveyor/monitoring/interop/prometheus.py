@@ -50,6 +50,7 @@ __all__ = [
     "conveyor_rules",
     "label_name",
     "label_value",
+    "prometheus_config",
     "recording_rules",
     "rules_document",
     "rules_yaml",
@@ -248,3 +249,48 @@ def _unique(items: Iterable[str]) -> list[str]:
     for item in items:
         seen.setdefault(item, None)
     return list(seen)
+
+
+def prometheus_config(
+    spec: ProjectSpec,
+    targets: Sequence[str],
+    *,
+    rules_file: str = "conveyor.rules.yml",
+    key_file: str | None = None,
+    scrape_interval: str = "15s",
+    monitors_interval: str = "1m",
+) -> dict[str, Any]:
+    """A ``prometheus.yml`` scraping the servers at ``targets`` (``host:port``): job
+    ``conveyor`` reads their ``/metrics``, job ``conveyor-monitors`` the event-log monitors
+    of ``GET /v1/monitor/metrics`` (with the viewer key in ``key_file``; without one, that
+    job is left out), and ``rules_file`` holds :func:`rules_yaml`."""
+    from conveyor.monitoring.interop.settings import interop_of
+
+    if not targets:
+        raise InvalidInputError("at least one target (host:port) to scrape", field="target")
+    for target in targets:
+        host, _, port = target.rpartition(":")
+        if not host or not port.isdigit() or "/" in target:
+            raise InvalidInputError(
+                f"target {target!r}: expected host:port, e.g. 127.0.0.1:8000", field="target"
+            )
+    settings = interop_of(spec)
+    evaluation = settings.rule_interval or scrape_interval
+    jobs: list[dict[str, Any]] = [
+        {"job_name": "conveyor", "static_configs": [{"targets": list(targets)}]}
+    ]
+    if key_file is not None:
+        jobs.append(
+            {
+                "job_name": "conveyor-monitors",
+                "metrics_path": "/v1/monitor/metrics",
+                "scrape_interval": monitors_interval,
+                "authorization": {"credentials_file": key_file},
+                "static_configs": [{"targets": list(targets)}],
+            }
+        )
+    return {
+        "global": {"scrape_interval": scrape_interval, "evaluation_interval": evaluation},
+        "rule_files": [rules_file],
+        "scrape_configs": jobs,
+    }
