@@ -993,7 +993,8 @@ def _check_range(since: Any, until: Any, first: str, second: str) -> None:
         )
 
 
-def _duck_type(kind: str, *, numpy: bool = False) -> str:
+def _duck_type(kind: str) -> str:
+    """The DuckDB type a JSON value of an Arrow or numpy type name is read as."""
     k = kind.lower()
     if k.startswith(("float", "double", "halffloat", "decimal")):
         return "DOUBLE"
