@@ -595,7 +595,9 @@ def test_prometheus_fires_the_latency_alert_with_conveyor(tmp_path: Path) -> Non
 
     root = _project_root(
         tmp_path / "p",
-        SPEC + "serving: {auth: disabled, poll_interval_s: 0.2, batching: {max_batch_size: 1}}\n",
+        # resolve_after 0s: an alert a slow first request might fire clears at once.
+        SPEC.replace("    slo_for: 2s\n", "    slo_for: 2s\n    resolve_after: 0s\n")
+        + "serving: {auth: disabled, poll_interval_s: 0.2, batching: {max_batch_size: 1}}\n",
     )
     with Project.open(root, env={}) as project:
         X = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0], "b": [1.0, 0.0, 1.0, 2.0]})
@@ -622,21 +624,24 @@ def test_prometheus_fires_the_latency_alert_with_conveyor(tmp_path: Path) -> Non
     assert config["global"]["evaluation_interval"] == "1s"  # monitoring.interop.rule_interval
     with prometheus(tmp_path / "prometheus", config) as prom:
         with _serve(root, port) as url, _Traffic(url) as traffic:
-            fast_from = datetime.now(UTC)
-            # Baseline: Prometheus reads the server and evaluates every rule, none firing.
+            # Baseline: Prometheus reads the server and evaluates every rule; the p95 is
+            # under the threshold and no latency alert fires (waited for: a first request
+            # slowed by a loaded machine may sit in the window for a few seconds).
             wait_until(
-                lambda: prom.query('conveyor:requests_per_s:10s{model="m"} > 0'),
+                lambda: (
+                    prom.query('conveyor:latency_p95_ms:10s{model="m"} < 100')
+                    and not _firing(prom) & set(latency)
+                ),
                 timeout=30,
                 interval=0.25,
-                message="Prometheus to record m's request rate",
+                message="Prometheus to record m's p95 latency under 100 ms, no alert firing",
             )
+            fast_from = datetime.now(UTC)
             assert prom.targets_up()
             assert all(r["health"] == "ok" for r in prom.rules()), [
                 (r["name"], r.get("lastError")) for r in prom.rules() if r["health"] != "ok"
             ]
-            (p95,) = prom.query('conveyor:latency_p95_ms:10s{model="m"}')
-            assert float(p95["value"][1]) < 100
-            assert not _firing(prom) & set(latency)
+            assert prom.query('conveyor:requests_per_s:10s{model="m"} > 0')
 
             # Slowness: every request now takes 0.3 s or more.
             slow_from = datetime.now(UTC)
@@ -677,7 +682,10 @@ def test_prometheus_fires_the_latency_alert_with_conveyor(tmp_path: Path) -> Non
     with Project.open(root, env={}) as project:
         for name in latency:
             rule = rules[name]
-            before = metric_value(project, rule.metric, rule.model, fast_from, slow_from)
+            # The window Prometheus had just judged calm.
+            before = metric_value(
+                project, rule.metric, rule.model, fast_from - timedelta(seconds=10), fast_from
+            )
             during = metric_value(
                 project, rule.metric, rule.model, slow_from + timedelta(seconds=1), slow_until
             )
@@ -693,7 +701,7 @@ def test_prometheus_fires_the_latency_alert_with_conveyor(tmp_path: Path) -> Non
         Project.open(root, env={}) as project,
         Evaluator(project, rules=[rules[n] for n in latency]) as evaluator,
     ):
-        moment = fast_from + timedelta(seconds=1)
+        moment = fast_from
         while moment <= slow_until:
             for incident in evaluator.evaluate(now=moment).fired:
                 fired_at.setdefault(incident.rule, moment)
