@@ -179,8 +179,9 @@ def _alert(rule: Any, sel: str) -> dict[str, Any]:
 def rules_document(
     spec: ProjectSpec, rules: Sequence[Any] | None = None
 ) -> tuple[dict[str, Any], list[FromEventLog]]:
-    """The rule file (``{"groups": [...]}``) for ``spec``, and the alert rules left to
-    Conveyor. ``rules`` defaults to :func:`~conveyor.monitoring.alerts.rules.derive_rules`."""
+    """The rule file (``{"groups": [...]}``) for ``spec``, and the alert rules in it that
+    read the event-log monitors Conveyor exports. ``rules`` defaults to
+    :func:`~conveyor.monitoring.alerts.rules.derive_rules`."""
     if rules is None:
         rules = conveyor_rules(spec)
     settings = interop_of(spec)
