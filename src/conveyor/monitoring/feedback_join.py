@@ -46,8 +46,10 @@ class Labelled:
     label: list[Any] = field(default_factory=list)
     value: list[float | None] = field(default_factory=list)
     overwritten: list[int] = field(default_factory=list)
-    #: Per labelled request: every row's output (ranking reads whole queries).
-    outputs: dict[str, list[Any]] = field(default_factory=dict)
+    #: Per labelled request: its whole output as JSON text (ranking reads whole queries;
+    #: named outputs are split per row), decoded on demand by :meth:`outputs_of`.
+    output_texts: dict[str, str | None] = field(default_factory=dict)
+    _decoded: dict[str, list[Any]] = field(default_factory=dict)
     #: (version, arm, window_us) -> prediction rows in that group (labelled or not).
     predicted: dict[tuple[str, str, int], int] = field(default_factory=dict)
     feedback_records: int = 0
@@ -55,15 +57,29 @@ class Labelled:
     def __len__(self) -> int:
         return len(self.row)
 
+    def outputs_of(self, request_id: str) -> list[Any]:
+        """Every row's output of a labelled request."""
+        found = self._decoded.get(request_id)
+        if found is None:
+            import orjson
+
+            text = self.output_texts.get(request_id)
+            found = self._decoded[request_id] = _per_row(
+                orjson.loads(text) if text is not None else None
+            )
+        return found
+
 
 def _pred_sql(model_clause: str) -> str:
+    # A view, not a table: the payload (the largest column) is read only where a query
+    # needs it, after the join with the feedback, never held for every prediction. A
+    # request id answered twice (a retried request) is deduplicated where it is joined.
     return f"""
-    CREATE OR REPLACE TEMP TABLE preds AS
+    CREATE OR REPLACE TEMP VIEW preds AS
     SELECT seq, request_id, subject AS model, subject_version AS version, arm, time_us,
            coalesce("rows", 1) AS n_rows, payload
     FROM events
     WHERE kind = 'prediction' AND request_id IS NOT NULL {model_clause}
-    QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY seq) = 1
     """
 
 
@@ -125,33 +141,50 @@ def labelled(
         # Entity-key feedback judges the latest prediction for its key at or before the
         # outcome: predictions after `until` (up to the horizon) take part in choosing it.
         pred_until = min(until + horizon, fb_until) if by_key else until
-        params: dict[str, Any] = {"model": model, "pred_until": _us(pred_until)}
-        clause = "AND subject = $model AND time_us < $pred_until"
+        # Literals, not parameters: a view's definition cannot hold parameters.
+        clause = f"AND subject = {_sql_string(model)} AND time_us < {_us(pred_until)}"
         if version is not None:
-            clause += " AND subject_version = $version"
-            params["version"] = str(version)
-        con.execute(_pred_sql(clause), params)
+            clause += f" AND subject_version = {_sql_string(str(version))}"
+        con.execute(_pred_sql(clause))
         _resolve(con, by_key=by_key, horizon=horizon, model=model)
         until_us = _us(until)
         found = Labelled()
         found.feedback_records = int(_one(con, "SELECT count(*) FROM fb"))
-        rows = con.execute(
+        con.execute(
             """
+            CREATE OR REPLACE TEMP TABLE _labelled AS
             WITH latest AS (
                 SELECT *, count(*) OVER (PARTITION BY request_id, "row") - 1 AS overwritten
                 FROM resolved
                 QUALIFY row_number() OVER (PARTITION BY request_id, "row" ORDER BY seq DESC) = 1
+            ), joined AS (
+                SELECT p.request_id, l."row", p.version, p.arm, p.time_us, p.payload,
+                       l.label, l.value, l.overwritten
+                FROM latest l JOIN preds p USING (request_id)
+                WHERE l."row" < p.n_rows AND p.time_us < $until
+                  AND (l.model IS NULL OR l.model = p.model)
+                QUALIFY row_number() OVER (PARTITION BY p.request_id, l."row" ORDER BY p.seq) = 1
             )
-            SELECT p.request_id, l."row", p.version, p.arm, p.time_us,
-                   json_extract(p.payload, '$.output')::VARCHAR AS output,
-                   l.label::VARCHAR, l.value, l.overwritten
-            FROM latest l JOIN preds p USING (request_id)
-            WHERE l."row" < p.n_rows AND p.time_us < $until
-              AND (l.model IS NULL OR l.model = p.model)
-            ORDER BY p.time_us, p.request_id, l."row"
+            SELECT request_id, "row", version, arm, time_us,
+                   -- the row's own output, and the whole answer where it is not a list
+                   -- (named outputs) or a query's other rows are needed (ranking)
+                   CASE WHEN json_type(payload, '$.output') = 'ARRAY'
+                        THEN json_extract(payload, '$.output[' || "row" || ']')::VARCHAR
+                   END AS row_output,
+                   json_extract(payload, '$.output')::VARCHAR AS output,
+                   label::VARCHAR AS label, value, overwritten
+            FROM joined
             """,
             {"until": until_us},
-        ).fetchall()
+        )
+        # Columns as Python lists in one call each (DuckDB converts them, not a Python
+        # loop over rows), in the order of the predictions.
+        order = 'ORDER BY time_us, request_id, "row"'
+        names: tuple[str, ...] = ("request_id", "row", "version", "arm", "time_us")
+        names += ("row_output", "output", "label", "value", "overwritten")
+        columns = con.execute(
+            "SELECT " + ", ".join(f'list("{n}" {order})' for n in names) + " FROM _labelled"
+        ).fetchone()
         if window is not None:
             width = window_us(window)
             for ver, arm, w, n in con.execute(
@@ -162,24 +195,36 @@ def labelled(
                 found.predicted[(str(ver), str(arm), int(w))] = int(n)
     finally:
         con.close()
+
+    got = dict(zip(names, columns or [None] * len(names), strict=True))
+    if not got["request_id"]:
+        return found
+    found.request_id = got["request_id"]
+    found.row = got["row"]
+    found.version = [str(v) for v in got["version"]]
+    found.arm = [str(a) for a in got["arm"]]
+    found.time_us = got["time_us"]
+    found.value = got["value"]
+    found.overwritten = got["overwritten"]
+    found.label = _decode_all(got["label"])
+    found.output = _decode_all(got["row_output"])
+    texts = got["output"]
+    found.output_texts = dict(zip(found.request_id, texts, strict=True))
+    for i, out in enumerate(found.output):
+        if out is None and texts[i] is not None:  # named outputs, or one value
+            whole = found.outputs_of(found.request_id[i])
+            found.output[i] = whole[found.row[i]] if found.row[i] < len(whole) else None
+    return found
+
+
+def _decode_all(texts: list[str | None]) -> list[Any]:
+    """JSON texts decoded in one call (None stays None)."""
     import orjson
 
-    decoded: dict[str, list[Any]] = {}
-    for request_id, row, ver, arm, time_us, output, label, value, overwritten in rows:
-        outputs = decoded.get(request_id)
-        if outputs is None:
-            outputs = decoded[request_id] = _per_row(orjson.loads(output) if output else None)
-        found.request_id.append(request_id)
-        found.row.append(int(row))
-        found.version.append(str(ver))
-        found.arm.append(str(arm))
-        found.time_us.append(int(time_us))
-        found.output.append(outputs[row] if row < len(outputs) else None)
-        found.label.append(orjson.loads(label) if label is not None else None)
-        found.value.append(value)
-        found.overwritten.append(int(overwritten))
-    found.outputs = decoded
-    return found
+    decoded: list[Any] = orjson.loads(
+        "[" + ",".join("null" if t is None else t for t in texts) + "]"
+    )
+    return decoded
 
 
 def _resolve(
@@ -285,6 +330,8 @@ def quarantined(
             FROM fb f LEFT JOIN preds p ON f.request_id = p.request_id
                 AND p.time_us <= f.time_us + $late
             WHERE f.request_id IS NOT NULL
+            -- a request id answered twice: the record is quarantined only if neither joins
+            QUALIFY row_number() OVER (PARTITION BY f.seq ORDER BY reason NULLS FIRST) = 1
         """
         late = _LATE_US  # a prediction event stamped a little after its feedback (clocks)
         found = con.execute(

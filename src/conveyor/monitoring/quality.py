@@ -190,32 +190,54 @@ def _whole(values: Any) -> bool:
     return all(isinstance(v, int) and not isinstance(v, bool) for v in values)
 
 
+def _labels(values: Sequence[Any]) -> Any:
+    """Labels as an array: numbers as they are (1.0 equals the class 1), anything else as
+    objects made one type by :func:`_label`."""
+    import numpy as np
+
+    if all(isinstance(v, int | float) for v in values):  # bools are ints
+        return np.asarray(values, dtype=np.float64)
+    return np.asarray([_label(v) for v in values], dtype=object)
+
+
+def _scores(outputs: Sequence[Any]) -> Any:
+    """Binary scores: P(positive) per row, from a number or both classes' probabilities."""
+    import numpy as np
+
+    try:
+        s = np.asarray(outputs, dtype=np.float64)
+    except ValueError:  # rows of different shapes
+        return np.asarray([float(o[-1]) if isinstance(o, list) else float(o) for o in outputs])
+    return s[:, -1] if s.ndim == 2 else s
+
+
 def _arrays(read: _Read, outputs: Sequence[Any], labels: Sequence[Any]) -> tuple[Any, Any, Any]:
     """(y, scores or None, predicted labels or values) for one group."""
     import numpy as np
 
     if read.task == "regression":
-        values = np.asarray([float(o) for o in outputs])
-        return np.asarray([float(x) for x in labels]), values, values
+        values = np.asarray(outputs, dtype=np.float64)
+        return np.asarray(labels, dtype=np.float64), values, values
+    y = _labels(labels)
     if read.task == "binary":
         classes = read.classes or [0, 1]
-        y = np.asarray([_label(x) for x in labels], dtype=object)
         if read.scores:
-            s = np.asarray([float(o[-1]) if isinstance(o, list) else float(o) for o in outputs])
-            predicted = np.where(s >= read.threshold, classes[-1], classes[0])
-            return y, s, predicted.astype(object)
-        return y, None, np.asarray([_label(o) for o in outputs], dtype=object)
+            s = _scores(outputs)
+            chosen = np.where(s >= read.threshold, 1, 0)
+            predicted = np.asarray([_label(c) for c in classes], dtype=object)[chosen]
+            if y.dtype != object:
+                predicted = predicted.astype(np.float64)
+            return y, s, predicted
+        return y, None, _labels(outputs)
     # multiclass
     if read.scores:
         s = np.asarray(outputs, dtype=float)
         classes = read.classes or list(range(s.shape[1]))
-        predicted = np.asarray(classes, dtype=object)[np.argmax(s, axis=1)]
-        return np.asarray([_label(x) for x in labels], dtype=object), s, predicted
-    return (
-        np.asarray([_label(x) for x in labels], dtype=object),
-        None,
-        np.asarray([_label(o) for o in outputs], dtype=object),
-    )
+        predicted = np.asarray([_label(c) for c in classes], dtype=object)[np.argmax(s, axis=1)]
+        if y.dtype != object:
+            predicted = predicted.astype(np.float64)
+        return y, s, predicted
+    return y, None, _labels(outputs)
 
 
 def _scorable(read: _Read, found: Labelled, indices: Sequence[int]) -> list[int]:
@@ -223,18 +245,21 @@ def _scorable(read: _Read, found: Labelled, indices: Sequence[int]) -> list[int]
     probabilities (their columns are the classes), any label otherwise."""
     if read.task not in ("binary", "multiclass") or not read.scores:
         return list(indices)
-    keep = []
-    for i in indices:
-        label, output = found.label[i], _pick(found.output[i], read.output)
-        if label is None:
-            continue
-        classes = read.classes
-        if classes is None:
-            width = len(output) if isinstance(output, list) else 2
-            classes = [0, 1] if read.task == "binary" else list(range(width))
-        if _label(label) in [_label(c) for c in classes]:
-            keep.append(i)
-    return keep
+    classes = read.classes
+    if classes is None:
+        if read.task == "binary":
+            classes = [0, 1]
+        else:
+            widths = (
+                len(o)
+                for i in indices
+                if isinstance(o := _pick(found.output[i], read.output), list)
+            )
+            classes = list(range(max(widths, default=0)))
+    # A set: 1.0 and True find the class 1 (equal hashes), as _label makes them.
+    allowed = {_label(c) for c in classes}
+    labels = found.label
+    return [i for i in indices if labels[i] is not None and labels[i] in allowed]
 
 
 def _label(value: Any) -> Any:
@@ -280,11 +305,11 @@ def _ranking_matrices(found: Labelled, indices: Sequence[int], read: _Read) -> t
     queries: dict[str, dict[int, float]] = defaultdict(dict)
     for i in indices:
         queries[found.request_id[i]][found.row[i]] = float(found.label[i])
-    width = max(len(found.outputs[q]) for q in queries)
+    width = max(len(found.outputs_of(q)) for q in queries)
     rel = np.full((len(queries), width), np.nan)
     sc = np.full((len(queries), width), np.nan)
     for qi, (request_id, labels) in enumerate(queries.items()):
-        outs = found.outputs[request_id]
+        outs = found.outputs_of(request_id)
         sc[qi, : len(outs)] = [float(_pick(o, read.output)) for o in outs]
         rel[qi, : len(outs)] = [labels.get(r, 0.0) for r in range(len(outs))]
     return rel, sc
@@ -380,11 +405,12 @@ def quality_report(
     for i in range(len(found)):
         groups[(found.version[i], found.arm[i], found.time_us[i] // width * width)].append(i)
     read: _Read | None = None
+    spec_of_model = _model_spec(project, model)
     labelled_outputs = [
-        _pick(o, _model_spec(project, model).output) for o in found.output if o is not None
+        _pick(o, spec_of_model.output) for o in found.output if o is not None
     ]
     if found.label:
-        read = _reading(_model_spec(project, model), labelled_outputs, found.label, metrics)
+        read = _reading(spec_of_model, labelled_outputs, found.label, metrics)
     elif metrics:
         for name in metrics:
             from conveyor.checks.metrics import metric
