@@ -300,6 +300,16 @@ def test_a_pinned_window_is_a_reference_and_the_cli_and_http_answer(
     assert '"detected": true' in result.output
     project.events.flush()
     assert project.events.count(kind="drift.detected") == 1
+    text = CliRunner().invoke(
+        app,
+        ["monitor", "drift", "fraud", "--window", "1h", "--no-record", "-C", str(project.root)],
+        env=backends,
+    )
+    assert text.exit_code == 0, text.output
+    assert "fraud@1: drift detected" in text.output and "CBPE estimate" in text.output
+    assert "f0" in text.output and "yes" in text.output  # f0 is marked important
+    project.events.flush()
+    assert project.events.count(kind="drift.detected") == 1  # --no-record
 
 
 @pytest.mark.parametrize("backends", ["sqlite"], indirect=True)  # both: above

@@ -158,6 +158,14 @@ def _print(found: dict[str, Any]) -> None:
             f"+- {c['accuracy_std']:.3f}{auc}",
             soft_wrap=True,
         )
+    realized = found.get("cbpe_realized")
+    if realized:
+        out.print(
+            f"  labels arrived for {realized['labelled']:,} rows: realized accuracy "
+            f"{realized['accuracy']:.3f}, estimated {realized['estimate']['accuracy']:.3f} "
+            f"on them (error {realized['accuracy_error']:+.3f})",
+            soft_wrap=True,
+        )
     for note in found["notes"]:
         out.print(f"[dim]note: {escape(note)}[/]", soft_wrap=True)
 
