@@ -713,7 +713,7 @@ def test_prometheus_fires_the_latency_alert_with_conveyor(tmp_path: Path) -> Non
 # -- Event-log monitors exported to Prometheus ------------------------------------------------
 
 EXPORT_SPEC = """\
-serving: {auth: disabled}
+serving: {auth: required}
 monitoring:
   alerts:
     rules:
@@ -729,13 +729,15 @@ def test_event_log_monitors_are_exported_and_alerted_on_as_conveyor_computes_the
 ) -> None:
     """Predictions through the real server, their labels through ``POST /v1/feedback``
     (each 2.0 above the answer): ``GET /v1/monitor/metrics`` exports the MAE Conveyor's own
-    rule computes (2.0), and Prometheus' rule engine (``promtool test rules``) fires the
-    generated ``m_mae`` on it. A monitor with no data (no drift check yet) is left out. The
-    same server serves the dashboard and the rule file."""
+    rule computes (2.0); a real Prometheus with the generated configuration scrapes it with
+    a viewer key and fires the generated ``m_mae``, and so does its rule engine under
+    ``promtool test rules``. A monitor with no data (no drift check yet) is left out; no
+    key, no monitors. The same server serves the dashboard and the rule file."""
     import pandas as pd
     from prometheus_client.parser import text_string_to_metric_families
     from sklearn.linear_model import LinearRegression
 
+    from conveyor.governance.keys import ApiKeys
     from conveyor.monitoring.alerts.metrics import metric_value
     from conveyor.serving.app import create_app
     from conveyor.serving.route_store import RouteStore
@@ -749,7 +751,32 @@ def test_event_log_monitors_are_exported_and_alerted_on_as_conveyor_computes_the
         RouteStore(project.store, project.events, project.registry).set(
             "m", RoutePolicy.fixed(1), actor="test"
         )
-        with ThreadedServer(create_app(project)) as server, httpx.Client(timeout=10) as client:
+        keys = ApiKeys(project.store, project.events)
+        keys.create("admin", "admin")
+        predictor, _ = keys.create("app", "predictor")
+        viewer, _ = keys.create("prometheus", "viewer")
+        (tmp_path / "viewer.key").write_text(viewer + "\n")
+        headers = {"authorization": f"Bearer {predictor}"}
+        spec = project.spec
+        rule_file = tmp_path / "conveyor.rules.yml"
+        rule_file.write_text(rules_yaml(spec))
+        with (
+            ThreadedServer(create_app(project)) as server,
+            httpx.Client(timeout=10, headers=headers) as client,
+            # A real Prometheus with the generated configuration, both jobs sending the
+            # viewer key (started now: it takes its targets in about 5 s).
+            prometheus(
+                tmp_path / "prometheus",
+                prometheus_config(
+                    spec,
+                    [server.url.removeprefix("http://")],
+                    rules_file=str(rule_file),
+                    key_file=str(tmp_path / "viewer.key"),
+                    scrape_interval="1s",
+                    monitors_interval="1s",
+                ),
+            ) as prom,
+        ):
             feedback = []
             for i in range(12):
                 answer = client.post(
@@ -769,7 +796,7 @@ def test_event_log_monitors_are_exported_and_alerted_on_as_conveyor_computes_the
             assert own == pytest.approx(2.0)
 
             def exported() -> dict[str, float]:
-                text = client.get(f"{server.url}/v1/monitor/metrics").text
+                text = client.get(f"{server.url}/v1/monitor/metrics").text  # a predictor
                 return {
                     s.labels["monitor"]: s.value
                     for family in text_string_to_metric_families(text)
@@ -785,6 +812,25 @@ def test_event_log_monitors_are_exported_and_alerted_on_as_conveyor_computes_the
                 message="the exported MAE (recomputed at most every second)",
             )
             assert values == {"quality.mae": pytest.approx(own)}  # no drift check: no data
+            anonymous = httpx.get(f"{server.url}/v1/monitor/metrics", timeout=10)
+            assert anonymous.status_code == 401
+
+            # Prometheus scrapes the value with the viewer key and the generated m_mae fires.
+            firing = wait_until(
+                lambda: [a for a in prom.alerts() if a["state"] == "firing"],
+                timeout=20,
+                interval=0.25,
+                message=lambda: f"m_mae to fire: {prom.query('conveyor_monitor')}",
+            )
+            (scraped,) = prom.query('conveyor_monitor{job="conveyor-monitors"}')
+            assert float(scraped["value"][1]) == pytest.approx(own)
+            assert scraped["metric"]["monitor"] == "quality.mae"
+            assert [a["labels"]["alertname"] for a in firing] == ["m_mae"]
+            targets = httpx.get(f"{prom.url}/api/v1/targets", timeout=5).json()
+            assert prom.targets_up(), [
+                (t["scrapePool"], t["health"], t["lastError"])
+                for t in targets["data"]["activeTargets"]
+            ]  # both jobs, the monitors' one authenticated
 
             # The same server answers the dashboard and the rule file of its spec.
             board = client.get(f"{server.url}/v1/monitor/grafana.json")

@@ -106,8 +106,8 @@ def prometheus_config_command(
     key_file: Annotated[
         str | None,
         typer.Option(
-            help="A file holding a viewer key: adds the job scraping GET /v1/monitor/metrics "
-            "(the event-log monitors)."
+            help="A file holding a viewer key, sent by both jobs; adds the job scraping "
+            "GET /v1/monitor/metrics (the event-log monitors)."
         ),
     ] = None,
     rules_file: Annotated[

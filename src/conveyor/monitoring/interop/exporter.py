@@ -13,9 +13,10 @@ the value Conveyor computes over the rule's window
 so Prometheus alerts on them with the same thresholds (the generated rules do) and
 Grafana draws them. A value with no data in its window is left out (as Conveyor's own
 alert sees "no data"); one whose computation fails is left out and counted in
-``conveyor_monitor_failures``. Values are computed at most every
+``conveyor_monitor_failures_total``. Values are computed at most every
 ``monitoring.interop.export_interval_s`` seconds, whatever the scrape interval, off the
-event loop. The route needs a key with role viewer (``monitoring.read``): a Prometheus
+event loop and, but for the first, in the background: a scrape is answered at once with
+the latest values. The route needs a key with role viewer (``monitoring.read``): a Prometheus
 scrape job sends it as a bearer token.
 """
 
@@ -61,13 +62,30 @@ class Exporter:
     _at: float = -1e18
     _failures: dict[str, int] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _refreshing: asyncio.Task[None] | None = None
 
     async def text(self) -> str:
-        async with self._lock:
-            if self._text is None or time.monotonic() - self._at >= self.interval_s:
-                self._text = await asyncio.to_thread(self.compute)
-                self._at = time.monotonic()
-            return self._text
+        """The latest values. The first call computes them; later ones answer at once and,
+        when they are older than ``interval_s``, start a refresh in the background: a
+        scrape never waits for a computation (its timeout is often a second)."""
+        if self._text is None:
+            async with self._lock:
+                if self._text is None:
+                    await self._refresh()
+        elif time.monotonic() - self._at >= self.interval_s and (
+            self._refreshing is None or self._refreshing.done()
+        ):
+            self._refreshing = asyncio.create_task(self._refresh())
+        return self._text or render([], self._failures)
+
+    async def _refresh(self) -> None:
+        try:
+            text = await asyncio.to_thread(self.compute)
+        except Exception:  # the rules themselves could not be read: keep the last values
+            log.exception("computing the exported monitors failed")
+            self._at = time.monotonic()  # retried after interval_s, not at every scrape
+            return
+        self._text, self._at = text, time.monotonic()
 
     def compute(self, now: datetime | None = None) -> str:
         from conveyor.durations import parse_duration

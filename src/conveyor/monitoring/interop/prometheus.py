@@ -263,8 +263,9 @@ def prometheus_config(
 ) -> dict[str, Any]:
     """A ``prometheus.yml`` scraping the servers at ``targets`` (``host:port``): job
     ``conveyor`` reads their ``/metrics``, job ``conveyor-monitors`` the event-log monitors
-    of ``GET /v1/monitor/metrics`` (with the viewer key in ``key_file``; without one, that
-    job is left out), and ``rules_file`` holds :func:`rules_yaml`."""
+    of ``GET /v1/monitor/metrics``; both send the viewer key in ``key_file`` (a server with
+    ``serving.auth: required`` asks for one on both routes); without a key, the monitors'
+    job is left out. ``rules_file`` holds :func:`rules_yaml`."""
     from conveyor.monitoring.interop.settings import interop_of
 
     if not targets:
@@ -277,8 +278,9 @@ def prometheus_config(
             )
     settings = interop_of(spec)
     evaluation = settings.rule_interval or scrape_interval
+    key = {"authorization": {"credentials_file": key_file}} if key_file is not None else {}
     jobs: list[dict[str, Any]] = [
-        {"job_name": "conveyor", "static_configs": [{"targets": list(targets)}]}
+        {"job_name": "conveyor", **key, "static_configs": [{"targets": list(targets)}]}
     ]
     if key_file is not None:
         jobs.append(
@@ -286,7 +288,7 @@ def prometheus_config(
                 "job_name": "conveyor-monitors",
                 "metrics_path": "/v1/monitor/metrics",
                 "scrape_interval": monitors_interval,
-                "authorization": {"credentials_file": key_file},
+                **key,
                 "static_configs": [{"targets": list(targets)}],
             }
         )
