@@ -370,3 +370,19 @@ def test_a_task_is_inferred_from_labels_and_outputs_never_guessing_a_positive_cl
     assert pets.windows[0]["f1"] == pytest.approx(metric("f1")(y, p, task="multiclass"))
     digits = quality_report(project, "digits", since=since, window=WHOLE)
     assert digits.task == "multiclass"  # whole numbers are class ids, not values
+
+
+def test_a_bad_quality_section_is_an_error_naming_the_field(tmp_path: Path) -> None:
+    from conveyor.errors import ConfigError
+
+    root = tmp_path / "bad"
+    init_project(root, name="bad")
+    with (root / "conveyor.yaml").open("a") as spec:
+        spec.write("monitoring:\n  quality:\n    horizon: soon\n    models:\n")
+        spec.write("      fraud: {metrics: [aucc], task: clustering}\n")
+    with pytest.raises(ConfigError) as caught:
+        Project.open(root, env={}).close()
+    message = str(caught.value)
+    assert "monitoring.quality.horizon" in message and "'soon'" in message
+    assert "monitoring.quality.models.fraud.metrics: unknown metric 'aucc'" in message
+    assert "monitoring.quality.models.fraud.task" in message

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 __all__ = ["ConceptDriftSpec", "ModelQualitySpec", "QualitySpec"]
 
@@ -129,5 +129,5 @@ class QualitySpec(BaseModel):
 
     @field_validator("horizon", "window")
     @classmethod
-    def _durations(cls, value: str) -> str:
-        return _duration(value, "monitoring.quality")
+    def _durations(cls, value: str, info: ValidationInfo) -> str:
+        return _duration(value, f"monitoring.quality.{info.field_name}")
