@@ -480,6 +480,26 @@ def test_cli_writes_the_dashboard_and_the_checked_rules(tmp_path: Path) -> None:
     assert jobs["conveyor"]["static_configs"] == [{"targets": ["127.0.0.1:8000", "web-2:8000"]}]
     assert jobs["conveyor-monitors"]["metrics_path"] == "/v1/monitor/metrics"
     assert jobs["conveyor-monitors"]["authorization"] == {"credentials_file": "viewer.key"}
+    # A rule file that is not there: promtool refuses the configuration, a failed check.
+    refused = runner.invoke(
+        app,
+        [
+            "monitor",
+            "prometheus-config",
+            "--target",
+            "web-2:8000",
+            "--rules-file",
+            "missing.rules.yml",
+            "-o",
+            str(tmp_path / "other.yml"),
+            "--check",
+            "-C",
+            str(root),
+        ],
+    )
+    assert refused.exit_code == 3, refused.output
+    assert "FAIL: promtool check config refused it" in refused.output
+    assert "missing.rules.yml" in refused.output
     bad = runner.invoke(app, ["monitor", "prometheus-config", "--target", "web-2", "-C", str(root)])
     assert bad.exit_code == 1 and "host:port" in bad.output
 

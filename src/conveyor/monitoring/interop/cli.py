@@ -19,7 +19,7 @@ from typing import Annotated
 
 import typer
 
-from conveyor.cli.common import ProjectOpt, errors
+from conveyor.cli.common import ProjectOpt, check_failed, errors
 
 __all__ = [
     "alertmanager_command",
@@ -199,12 +199,12 @@ def _check(
     tool_name: str, args: list[str], text: str, package: str, *, where: Path | None = None
 ) -> None:
     """``tool_name ARGS FILE`` on ``text`` (the file in ``where``, default a temporary
-    folder); its refusal is a ConfigError with its words."""
+    folder); its refusal is a failed check (exit 3) with its words."""
     import shutil
     import subprocess
     import tempfile
 
-    from conveyor.errors import ConfigError, MissingDependencyError
+    from conveyor.errors import MissingDependencyError
 
     tool = shutil.which(tool_name)
     if tool is None:
@@ -218,9 +218,9 @@ def _check(
         done = subprocess.run(
             [tool, *args, f.name], capture_output=True, text=True, check=False, timeout=60
         )
+    said = (done.stdout + done.stderr).strip().replace(f.name, "the file")
     if done.returncode != 0:
-        raise ConfigError(
-            f"{tool_name} {' '.join(args)} refused the generated file: "
-            + (done.stderr or done.stdout).strip()
-        )
-    typer.echo(done.stdout.strip().replace(f.name, "the file"), err=True)
+        # A failed check, as every check command ends one: its report, then exit 3.
+        typer.echo(f"FAIL: {tool_name} {' '.join(args)} refused it:\n{said}", err=True)
+        check_failed()
+    typer.echo(said, err=True)
