@@ -50,6 +50,7 @@ SPEC = """\
 slos:
   latency_p95_ms: 100
   availability: 0.99
+  throughput_rps: 50
   quality: {metric: roc_auc, floor: 0.8}
 monitoring:
   alerts:
@@ -375,6 +376,9 @@ def test_dashboard_has_grafanas_shape(board: dict[str, Any]) -> None:
     availability = next(p for p in drawn if p["title"] == "Availability")
     steps = availability["fieldConfig"]["defaults"]["thresholds"]["steps"]
     assert steps == [{"color": "red", "value": None}, {"color": "green", "value": 0.99}]
+    rate = next(p for p in drawn if p["title"] == "Requests per second")  # throughput_rps
+    steps = rate["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert steps == [{"color": "red", "value": None}, {"color": "green", "value": 50.0}]
 
 
 def test_dashboard_reads_back_through_grafanas_own_types(board: dict[str, Any]) -> None:

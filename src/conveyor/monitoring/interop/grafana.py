@@ -327,6 +327,8 @@ def _thresholds(spec: ProjectSpec, rules: Sequence[Any]) -> dict[str, tuple[str,
             found.setdefault("latency_p95_ms", (">", float(slos.latency_p95_ms)))
         if slos.availability is not None:
             found.setdefault("availability", ("<", float(slos.availability)))
+        if slos.throughput_rps is not None:  # the rate the service must carry
+            found.setdefault("requests_per_s", ("<", float(slos.throughput_rps)))
     return found
 
 
