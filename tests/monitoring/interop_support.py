@@ -66,10 +66,15 @@ class Prometheus:
         answer.raise_for_status()
         return [rule for group in answer.json()["data"]["groups"] for rule in group["rules"]]
 
-    def targets_up(self) -> bool:
+    def targets(self) -> list[tuple[str, str, str]]:
+        """(job, health, last error) of each target."""
         answer = httpx.get(f"{self.url}/api/v1/targets", timeout=5)
         active = answer.json()["data"]["activeTargets"]
-        return bool(active) and all(t["health"] == "up" for t in active)
+        return [(t["scrapePool"], t["health"], t["lastError"]) for t in active]
+
+    def targets_up(self) -> bool:
+        found = self.targets()
+        return bool(found) and all(health == "up" for _, health, _ in found)
 
 
 @contextmanager

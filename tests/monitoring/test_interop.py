@@ -116,7 +116,7 @@ def test_rules_pass_promtool_and_mirror_conveyors_own(tmp_path: Path) -> None:
         # An alert resolves as Conveyor's does: after resolve_after (5m by default) clear.
         assert alert["keep_firing_for"] == "5m"
         assert alert["labels"]["severity"] == rule.severity
-        assert alert["labels"]["monitor"] == rule.metric
+        assert alert["labels"]["metric"] == rule.metric
         if rule.metric not in MONITORS:
             continue  # below
         if rule.model is None:  # all traffic: one series over every model
@@ -850,11 +850,13 @@ def test_event_log_monitors_are_exported_and_alerted_on_as_conveyor_computes_the
             assert float(scraped["value"][1]) == pytest.approx(own)
             assert scraped["metric"]["monitor"] == "quality.mae"
             assert [a["labels"]["alertname"] for a in firing] == ["m_mae"]
-            targets = httpx.get(f"{prom.url}/api/v1/targets", timeout=5).json()
-            assert prom.targets_up(), [
-                (t["scrapePool"], t["health"], t["lastError"])
-                for t in targets["data"]["activeTargets"]
-            ]  # both jobs, the monitors' one authenticated
+            # Both jobs up, /metrics with the key too (its first scrape may come later).
+            wait_until(
+                prom.targets_up,
+                timeout=10,
+                interval=0.25,
+                message=lambda: f"both jobs up: {prom.targets()}",
+            )
 
             # The same server answers the dashboard and the rule file of its spec.
             board = client.get(f"{server.url}/v1/monitor/grafana.json")
@@ -891,6 +893,7 @@ def test_event_log_monitors_are_exported_and_alerted_on_as_conveyor_computes_the
                             {
                                 "exp_labels": {
                                     "monitor": "quality.mae",
+                                    "metric": "quality.mae",
                                     "model": "m",
                                     "window": "1h",
                                     "severity": "ticket",
@@ -1032,8 +1035,8 @@ def test_alertmanager_config_groups_routes_and_inhibits_as_conveyor(tmp_path: Pa
     (inhibit,) = alerts_of(spec).inhibit
     assert document["inhibit_rules"] == [
         {
-            "source_matchers": [f'monitor=~"{"|".join(inhibit.source)}"'],
-            "target_matchers": [f'monitor=~"{"|".join(inhibit.target)}"'],
+            "source_matchers": [f'metric=~"{"|".join(inhibit.source)}"'],
+            "target_matchers": [f'metric=~"{"|".join(inhibit.target)}"'],
             "equal": ["model"],
         }
     ]
@@ -1066,8 +1069,8 @@ def test_alertmanager_config_groups_routes_and_inhibits_as_conveyor(tmp_path: Pa
 
         wait_until(ready, timeout=30, interval=0.1, message="alertmanager to be ready")
 
-        def alert(name: str, monitor: str, model: str) -> dict[str, Any]:
-            labels = {"alertname": name, "monitor": monitor, "model": model, "severity": "page"}
+        def alert(name: str, metric: str, model: str) -> dict[str, Any]:
+            labels = {"alertname": name, "metric": metric, "model": model, "severity": "page"}
             return {"labels": labels}
 
         sent = httpx.post(

@@ -12,7 +12,7 @@ Conveyor (``monitoring.alerts``)        Alertmanager
 ======================================  ============================================
 one incident per rule and model         ``group_by: [alertname, model]``
 ``repeat_interval``                     ``route.repeat_interval``
-``inhibit`` (availability inhibits      ``inhibit_rules`` on the ``monitor`` label,
+``inhibit`` (availability inhibits      ``inhibit_rules`` on the ``metric`` label,
 latency and errors of the same model)   ``equal: [model]``
 sink ``webhook``, ``slack``              a receiver with ``webhook_configs``,
                                         ``slack_configs`` (``send_resolved``)
@@ -83,8 +83,8 @@ def alertmanager_config(spec: ProjectSpec) -> tuple[dict[str, Any], list[str]]:
             )
     inhibit = [
         {
-            "source_matchers": [f"monitor=~{label_value('|'.join(i.source))}"],
-            "target_matchers": [f"monitor=~{label_value('|'.join(i.target))}"],
+            "source_matchers": [f"metric=~{label_value('|'.join(i.source))}"],
+            "target_matchers": [f"metric=~{label_value('|'.join(i.target))}"],
             "equal": ["model"],
         }
         for i in alerts.inhibit

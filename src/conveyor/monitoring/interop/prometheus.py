@@ -158,7 +158,9 @@ def _alert(rule: Any, sel: str) -> dict[str, Any]:
     else:
         series = f"{record_name(str(rule.metric), window)}{{model={label_value(str(rule.model))}}}"
     labels = {label_name(str(k)): str(v) for k, v in dict(rule.labels or {}).items()}
-    labels.update(severity=str(rule.severity), monitor=str(rule.metric), source=str(rule.source))
+    # The labels Conveyor's own alerts carry (AlertRule.all_labels): silences and
+    # inhibition match the same names on both sides.
+    labels.update(severity=str(rule.severity), metric=str(rule.metric), source=str(rule.source))
     scope = "all traffic" if rule.model is None else str(rule.model)
     alert: dict[str, Any] = {
         "alert": str(rule.name),
