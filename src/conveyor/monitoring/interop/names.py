@@ -1,10 +1,10 @@
 """One table: each monitor's name, and the Prometheus expression that computes it.
 
-Conveyor's monitors (:meth:`conveyor.monitoring.query.MonitorQuery.system`, the alert
-rules of :mod:`conveyor.monitoring.alerts`) and the Prometheus side (the recording rules,
-the alerting rules and the Grafana panels this package generates) use the same names:
-``latency_p95_ms`` is a column of the system monitor, the metric of an alert rule, and
-the recording rule ``conveyor:latency_p95_ms:5m``. The expressions read the series the
+Conveyor's monitors (:data:`conveyor.monitoring.system_query.METRICS`, what the alert
+rules of :mod:`conveyor.monitoring.alerts` read) and the Prometheus side (the recording
+rules, the alerting rules and the Grafana panels this package generates) use the same
+names: ``latency_p95_ms`` is the system monitor's p95 over a range, the metric of an alert
+rule, and the recording rule ``conveyor:latency_p95_ms:5m``. The expressions read the series the
 model server exposes on ``GET /metrics`` (:mod:`conveyor.serving.metrics`,
 :mod:`conveyor.web.metrics`):
 
