@@ -40,7 +40,8 @@ _MODEL = 'model=~"$model"'
 _PER_VERSION = "model, version, arm"
 _VERSION_LEGEND = "{{model}} v{{version}} {{arm}}"
 
-# (row title, [(panel title, [(monitor, grouped by, legend)], unit or None, width)])
+# (row title, [(panel title, [(monitor, grouped by, legend)], width of 24)]); a panel's unit
+# is its first monitor's.
 _ROWS: tuple[tuple[str, tuple[tuple[str, tuple[tuple[str, str, str], ...], int], ...]], ...] = (
     (
         "Traffic and errors",
