@@ -216,7 +216,22 @@ GRAFANA_DASHBOARD_SCHEMA: dict[str, Any] = {
         },
         "annotations": {
             "type": "object",
-            "properties": {"list": {"type": "array"}},
+            "properties": {
+                "list": {
+                    "type": "array",
+                    "items": {  # AnnotationQuery: these four are required
+                        "type": "object",
+                        "required": ["name", "datasource", "enable", "iconColor"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "datasource": _DATASOURCE_REF,
+                            "enable": {"type": "boolean"},
+                            "iconColor": {"type": "string"},
+                            "expr": {"type": "string"},
+                        },
+                    },
+                }
+            },
         },
         "links": {"type": "array"},
         "templating": {
@@ -413,11 +428,9 @@ def test_dashboard_reads_back_through_grafanas_own_types(board: dict[str, Any]) 
 def test_every_dashboard_query_is_valid_promql(board: dict[str, Any], tmp_path: Path) -> None:
     # promtool parses each query as a recording rule's expression (Grafana's variables
     # replaced by what Grafana would send).
-    exprs = [
-        t["expr"].replace("$__rate_interval", "1m").replace("$model", ".*")
-        for p in board["panels"]
-        for t in p.get("targets", ())
-    ]
+    queries = [t["expr"] for p in board["panels"] for t in p.get("targets", ())]
+    queries += [a["expr"] for a in board["annotations"]["list"]]
+    exprs = [q.replace("$__rate_interval", "1m").replace("$model", ".*") for q in queries]
     assert len(exprs) >= 15
     variable = board["templating"]["list"][1]["query"]["query"]
     assert variable == 'label_values(conveyor_requests_total{job="conveyor"}, model)'

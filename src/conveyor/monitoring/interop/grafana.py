@@ -201,7 +201,18 @@ def dashboard(
         "version": 1,
         "refresh": "30s",
         "time": {"from": "now-6h", "to": "now"},
-        "annotations": {"list": []},
+        # The generated alerts, while they fire, marked on every panel.
+        "annotations": {
+            "list": [
+                {
+                    "name": "Alerts firing",
+                    "datasource": dict(_DATASOURCE),
+                    "enable": True,
+                    "iconColor": "red",
+                    "expr": 'ALERTS{alertstate="firing", model=~"$model"}',
+                }
+            ]
+        },
         "links": [],
         "templating": {
             "list": [
