@@ -81,13 +81,14 @@ def _multiclass(name: str, y: Any, p: Any, classes: Any) -> float:
 def _regression(name: str, y: Any, p: Any) -> float:
     if np.ptp(y) == 0 and name == "r2":
         return float("nan")  # undefined; scikit-learn says 1.0 or 0.0 by convention
-    return {
+    fns: dict[str, Callable[[], Any]] = {
         "rmse": lambda: skm.root_mean_squared_error(y, p),
         "mse": lambda: skm.mean_squared_error(y, p),
         "mae": lambda: skm.mean_absolute_error(y, p),
         "r2": lambda: skm.r2_score(y, p),
         "mape": lambda: skm.mean_absolute_percentage_error(y, p),
-    }[name]()
+    }
+    return float(fns[name]())
 
 
 def _proba(rng: np.random.Generator, n: int, k: int, y: Any = None) -> Any:
