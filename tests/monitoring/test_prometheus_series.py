@@ -29,6 +29,12 @@ def server(tmp_path: Path) -> Iterator[ThreadedServer]:
     init_project(tmp_path, name="series")
     with (tmp_path / "conveyor.yaml").open("a") as f:
         f.write("serving: {auth: disabled, batching: {max_batch_size: 2, max_queue: 4}}\n")
+        # Latency thresholds become bucket bounds of the latency histogram.
+        f.write("slos: {latency_p95_ms: 120}\n")
+        f.write(
+            "monitoring: {alerts: {rules: [{name: p99, metric: latency_p99_ms, window: 5m, "
+            "op: '>', threshold: 37}]}}\n"
+        )
     with Project.open(tmp_path, env={}) as project:
         X = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0], "b": [1.0, 0.0, 1.0, 2.0]})
         project.registry.register("m", LinearRegression().fit(X, X.sum(axis=1)), signature_from=X)
@@ -88,6 +94,15 @@ def test_failures_shed_load_and_processes_are_series(
     assert _sum(samples, shed, model="m", version="1", arm="v1") == 1
     assert _sum(samples, shed) == 1
     assert not [s for s in samples if s[1].get("model") == "ghost"]
+
+    # The SLO's and the alert rule's latency thresholds are bucket bounds: Prometheus'
+    # quantile is above each exactly when fewer requests than the quantile are under it.
+    bounds = {
+        labels["le"]
+        for n, labels, _ in samples
+        if n == "conveyor_request_seconds_bucket" and labels.get("model") == "m"
+    }
+    assert {"0.12", "0.037", "0.1", "0.25", "+Inf"} <= bounds
 
     # The serving process's CPU time and memory (the server runs in this process).
     me = str(os.getpid())

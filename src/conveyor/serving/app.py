@@ -82,7 +82,7 @@ class Server:
         dependencies: Dependencies | None = None,
     ) -> None:
         from conveyor.serving.cache import PredictionCache
-        from conveyor.serving.metrics import ServerMetrics
+        from conveyor.serving.metrics import ServerMetrics, latency_bounds
         from conveyor.serving.pool import ModelPool
         from conveyor.serving.route_store import RouteStore
         from conveyor.serving.settings import serving_of
@@ -94,7 +94,7 @@ class Server:
         self.project = project
         self.events = project.events
         self.registry = project.registry
-        self.metrics = ServerMetrics(metrics.registry)
+        self.metrics = ServerMetrics(metrics.registry, latency_bounds(project.spec))
         #: The cache, rate limiter and store behind timeouts and breakers (None: unguarded).
         self.dependencies = dependencies
         self.cache = (

@@ -11,6 +11,7 @@ every worker's files at scrape time.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from conveyor.web.metrics import LATENCY_BUCKETS
@@ -18,7 +19,7 @@ from conveyor.web.metrics import LATENCY_BUCKETS
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-__all__ = ["ServerMetrics"]
+__all__ = ["ServerMetrics", "latency_bounds"]
 
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
@@ -26,7 +27,10 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 class ServerMetrics:
     """The model server's series, in ``registry`` (one per app: tests run several servers)."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, latency_bounds: Iterable[float] = ()) -> None:
+        """``latency_bounds`` (seconds) are added to the latency histogram's buckets: the
+        thresholds of latency SLOs and alerts, so Prometheus' quantile estimate is on the
+        right side of each exactly (:func:`latency_bounds`)."""
         from prometheus_client import Counter, Gauge, Histogram
 
         self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
@@ -49,11 +53,12 @@ class ServerMetrics:
             labels,
             **kw,
         )
+        buckets = tuple(sorted({*LATENCY_BUCKETS, *(b for b in latency_bounds if b > 0)}))
         self.latency = Histogram(
             "conveyor_request_seconds",
             "Time to answer a prediction request, decode to encode.",
             labels,
-            buckets=LATENCY_BUCKETS,
+            buckets=buckets,
             **kw,
         )
         self.batch_size = Histogram(
@@ -142,3 +147,23 @@ class ServerMetrics:
         version = str(number)
         self.batch_size.labels(model, version).observe(size)
         self.batch_seconds.labels(model, version).observe(seconds)
+
+
+def latency_bounds(spec: Any) -> tuple[float, ...]:
+    """The latency thresholds (seconds) of ``spec``: ``slos.latency_p95_ms`` and the
+    thresholds of ``monitoring.alerts.rules`` on ``latency_*`` metrics (read as data: the
+    serving capability does not import monitoring). Each becomes a bucket bound of
+    ``conveyor_request_seconds``, so a quantile Prometheus estimates is above a threshold
+    exactly when the requests' share under it says so."""
+    found: set[float] = set()
+    slos = getattr(spec, "slos", None)
+    p95 = getattr(slos, "latency_p95_ms", None)
+    if isinstance(p95, int | float) and p95 > 0:
+        found.add(float(p95) / 1000)
+    alerts = getattr(getattr(spec, "monitoring", None), "alerts", None)
+    for rule in getattr(alerts, "rules", None) or ():
+        metric = str(getattr(rule, "metric", ""))
+        threshold = getattr(rule, "threshold", None)
+        if metric.startswith("latency_") and isinstance(threshold, int | float) and threshold > 0:
+            found.add(float(threshold) / 1000)
+    return tuple(sorted(found))
