@@ -333,9 +333,13 @@ GRAFANA_DASHBOARD_SCHEMA: dict[str, Any] = {
                     "options": {"type": "object"},
                 },
                 "allOf": [
-                    {  # a panel that draws (not a row, not text) has the two Grafana requires
+                    {  # every panel but a row: its options and field config (Panel in the kind)
+                        "if": {"not": {"properties": {"type": {"const": "row"}}}},
+                        "then": {"required": ["fieldConfig", "options"]},
+                    },
+                    {  # a panel that draws: its queries and their data source
                         "if": {"properties": {"type": {"const": "timeseries"}}},
-                        "then": {"required": ["targets", "fieldConfig", "options", "datasource"]},
+                        "then": {"required": ["targets", "datasource"]},
                     },
                     {
                         "if": {"properties": {"type": {"const": "row"}}},

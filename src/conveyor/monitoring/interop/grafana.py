@@ -181,6 +181,7 @@ def dashboard(
             "type": "text",
             "title": "Where these come from",
             "gridPos": {"h": 8, "w": 8, "x": 16, "y": y + 1},
+            "fieldConfig": {"defaults": {}, "overrides": []},  # required of every panel
             "options": {"mode": "markdown", "content": _EVENT_LOG_ONLY},
         }
     )
