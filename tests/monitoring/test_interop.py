@@ -108,7 +108,11 @@ def test_rules_pass_promtool_and_mirror_conveyors_own(tmp_path: Path) -> None:
     alerts = {a["alert"]: a for a in alerting["rules"]}
     left_to_conveyor = [r for r in conveyor_rules if r.metric not in MONITORS]
     assert {r.metric for r in left_to_conveyor} == {"drift.share"}
-    assert set(alerts) == {r.name for r in conveyor_rules}
+    assert set(alerts) == {r.name for r in conveyor_rules} | {"conveyor_target_down"}
+    # The one Prometheus adds: a server it cannot scrape (its own evaluation is down too).
+    down = alerts["conveyor_target_down"]
+    assert down["expr"] == 'up{job="conveyor"} == 0' and down["for"] == "2s"
+    assert down["labels"] == {"severity": "page", "metric": "availability", "source": "prometheus"}
     for rule in conveyor_rules:
         alert = alerts[rule.name]
         assert alert["expr"].endswith(f" {rule.op} {rule.threshold!r}")
@@ -1119,7 +1123,8 @@ def test_recording_rules_compute_the_monitors_as_conveyor_defines_them(tmp_path:
     """Prometheus' rule engine (``promtool test rules``) on counters whose rates are known:
     each recording rule gives the monitor's value as Conveyor's system monitor defines it
     (error rate: 4xx and 5xx over every request; availability: 1 minus the 5xx share;
-    shares of zero, not "no data", for a model with no errors)."""
+    shares of zero, not "no data", for a model with no errors); a server that stops
+    answering scrapes raises conveyor_target_down after slo_for."""
     spec = load_spec(_project_root(tmp_path / "p", "monitoring: {interop: {windows: [5m]}}\n"))
     rule_file = tmp_path / "rules.yml"
     rule_file.write_text(rules_yaml(spec, rules=[]))
@@ -1204,6 +1209,32 @@ def test_recording_rules_compute_the_monitors_as_conveyor_defines_them(tmp_path:
             }
         ],
     }
+    # A server Prometheus stopped reaching at minute 5: down after slo_for (5m by default).
+    target = 'up{job="conveyor",instance="web-1:8000"}'
+    tests["tests"][0]["input_series"].append({"series": target, "values": "1x4 0x15"})
+    tests["tests"][0]["alert_rule_test"] = [
+        {"eval_time": "8m", "alertname": "conveyor_target_down", "exp_alerts": []},  # pending
+        {
+            "eval_time": "11m",
+            "alertname": "conveyor_target_down",
+            "exp_alerts": [
+                {
+                    "exp_labels": {
+                        "job": "conveyor",
+                        "instance": "web-1:8000",
+                        "severity": "page",
+                        "metric": "availability",
+                        "source": "prometheus",
+                    },
+                    "exp_annotations": {
+                        "summary": "web-1:8000: Prometheus cannot scrape the Conveyor server",
+                        "description": "up is 0 for web-1:8000 (job conveyor): the server is "
+                        "down or unreachable, and its own alert evaluation with it.",
+                    },
+                }
+            ],
+        },
+    ]
     test_file = tmp_path / "rules_test.yml"
     test_file.write_text(yaml.safe_dump(tests))
     done = subprocess.run(

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 _NOT_LABEL = re.compile(r"[^A-Za-z0-9_]")
 
 __all__ = [
+    "TARGET_DOWN",
     "FromEventLog",
     "alerting_rules",
     "conveyor_rules",
@@ -54,6 +55,7 @@ __all__ = [
     "recording_rules",
     "rules_document",
     "rules_yaml",
+    "target_down",
 ]
 
 
@@ -202,9 +204,43 @@ def rules_document(
             "rules": recording_rules(settings, windows),
         }
     ]
-    if alerts:
-        groups.append({"name": f"conveyor:{project}:alerts", **interval, "rules": alerts})
+    alerts.append(target_down(spec))
+    groups.append({"name": f"conveyor:{project}:alerts", **interval, "rules": alerts})
     return {"groups": groups}, exported
+
+
+#: The alert only an outside watcher can raise: Conveyor's alerts run in the server.
+TARGET_DOWN = "conveyor_target_down"
+
+
+def target_down(spec: ProjectSpec) -> dict[str, Any]:
+    """``conveyor_target_down``: a server Prometheus cannot scrape (``up == 0``), held
+    ``monitoring.alerts.slo_for``. Conveyor has no such rule of its own: when the server
+    is down, so is its evaluation. Labelled ``metric: availability`` so that, like an
+    availability alert, it inhibits the latency and error alerts (Alertmanager)."""
+    settings = interop_of(spec)
+    sel = settings.matchers or 'job="conveyor"'
+    for_s, severity = 300.0, "page"
+    try:
+        from conveyor.monitoring.alerts.rules import alerts_of
+    except ImportError:
+        pass
+    else:
+        alerts = alerts_of(spec)
+        for_s, severity = alerts.seconds("slo_for"), alerts.slo_severity
+    rule: dict[str, Any] = {"alert": TARGET_DOWN, "expr": f"up{{{sel}}} == 0"}
+    if for_s > 0:
+        rule["for"] = prom_duration(for_s)
+    keep = _resolve_after(spec)
+    if keep > 0:
+        rule["keep_firing_for"] = prom_duration(keep)
+    rule["labels"] = {"severity": severity, "metric": "availability", "source": "prometheus"}
+    rule["annotations"] = {
+        "summary": "{{ $labels.instance }}: Prometheus cannot scrape the Conveyor server",
+        "description": "up is 0 for {{ $labels.instance }} (job {{ $labels.job }}): the "
+        "server is down or unreachable, and its own alert evaluation with it.",
+    }
+    return rule
 
 
 def _resolve_after(spec: ProjectSpec) -> float:
