@@ -528,6 +528,10 @@ def test_cli_writes_the_dashboard_and_the_checked_rules(tmp_path: Path) -> None:
     bad = runner.invoke(app, ["monitor", "prometheus-config", "--target", "web-2", "-C", str(root)])
     assert bad.exit_code == 1 and "host:port" in bad.output
 
+    # A uid Grafana would refuse: refused here, naming it.
+    bad_uid = runner.invoke(app, ["monitor", "grafana", "--uid", "a/b", "-C", str(root)])
+    assert bad_uid.exit_code == 1 and "uid 'a/b'" in bad_uid.output
+
     # Nowhere to write: a typed error naming the option, exit 1.
     refused = runner.invoke(
         app, ["monitor", "grafana", "-o", str(tmp_path / "no" / "such" / "b.json"), "-C", str(root)]

@@ -35,6 +35,7 @@ __all__ = ["SCHEMA_VERSION", "dashboard"]
 SCHEMA_VERSION = 39
 
 _DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+_UID = re.compile(r"[A-Za-z0-9_-]{1,40}")
 _WINDOW = "$__rate_interval"
 _MODEL = 'model=~"$model"'
 _PER_VERSION = "model, version, arm"
@@ -118,6 +119,12 @@ def dashboard(
     """The dashboard JSON model for ``spec``. ``rules`` (Conveyor's alert rules, default
     :func:`~conveyor.monitoring.alerts.rules.derive_rules` when it is available) give the
     panels their threshold lines."""
+    if uid is not None and not _UID.fullmatch(uid):
+        from conveyor.errors import InvalidInputError
+
+        raise InvalidInputError(
+            f"uid {uid!r}: Grafana takes 1 to 40 letters, digits, '-' and '_'", field="uid"
+        )
     settings = interop_of(spec)
     project = str(getattr(spec, "project", "conveyor"))
     if rules is None:
