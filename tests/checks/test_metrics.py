@@ -370,3 +370,26 @@ def test_ranking_input_and_cut_offs_are_checked() -> None:
         metric("mrr@3")
     with pytest.raises(InvalidInputError, match="one row per query"):
         metric("ndcg")(np.ones(4), np.ones(4))
+
+
+def test_average_ranks_are_scipys_without_importing_it() -> None:
+    import subprocess
+    import sys
+
+    from scipy.stats import rankdata
+
+    from conveyor.checks.metrics import _average_ranks
+
+    rng = np.random.default_rng(12)
+    for shape in [(1,), (9,), (3, 40), (2, 3, 25)]:
+        ties = rng.integers(0, 4, shape).astype(float)
+        np.testing.assert_allclose(_average_ranks(ties), rankdata(ties, axis=-1))
+        distinct = rng.random(shape)
+        np.testing.assert_allclose(_average_ranks(distinct), rankdata(distinct, axis=-1))
+    code = (
+        "import numpy as np, sys; from conveyor.checks.metrics import metric; "
+        "metric('roc_auc')(np.array([0, 1, 1]), np.array([0.1, 0.4, 0.9])); "
+        "print('scipy.stats' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
