@@ -88,5 +88,16 @@ def diff_schema(accepted: dict[str, Any] | None, current: dict[str, Any]) -> Sch
     return SchemaChange(
         added=[n for n in new if n not in old],
         removed=[n for n in old if n not in new],
-        type_changed={n: (old[n], new[n]) for n in new if n in old and old[n] != new[n]},
+        type_changed={
+            n: (old[n], new[n]) for n in new if n in old and _logical(old[n]) != _logical(new[n])
+        },
+    )
+
+
+def _logical(type_name: str) -> str:
+    """An Arrow type name without its physical layout: ``large_string`` and ``string``
+    (``string_view``), ``large_list<...>`` and ``list<...>`` hold the same values, and
+    which one a reader gives (pandas, Parquet, DuckDB) is not a change of the data."""
+    return type_name.replace("large_", "").replace("string_view", "string").replace(
+        "binary_view", "binary"
     )

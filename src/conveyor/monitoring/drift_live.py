@@ -747,12 +747,20 @@ def _training_reference(
             reason="no_reference",
         )
     target = _target(project, model)
+    prepare = _prepare_ref(project, model)
     repo = project.data.versions
     for version_id in ids:
         found = repo.resolve(version_id)
         names = [c["name"] for c in found.schema.get("columns", [])]
-        if all(f in names for f in features):
+        holds = all(f in names for f in features)
+        if holds or prepare is not None:
             table: pa.Table = repo.read(found, purpose="drift")
+            if not holds:
+                # The model's inputs were made by its ``prepare`` entry point from this
+                # data set's rows: the reference is that frame, made by the same code.
+                table = _prepared(project, prepare, table)  # type: ignore[arg-type]
+                if not all(f in table.column_names for f in features):
+                    continue
             labels = None
             if target is not None and target in table.column_names:
                 labels = table.column(target).to_numpy(zero_copy_only=False)
@@ -776,6 +784,35 @@ def _training_reference(
         model=model,
         reason="no_reference",
     )
+
+
+def _prepare_ref(project: Project, model: str) -> str | None:
+    """The model's ``prepare`` entry point in the spec (``model:add_features``), if any."""
+    try:
+        models = project.spec.section("models")
+    except Exception:  # no training capability installed
+        return None
+    spec = models.get(model) if isinstance(models, Mapping) else None
+    ref = getattr(spec, "prepare", None)
+    return ref if isinstance(ref, str) and ref else None
+
+
+def _prepared(project: Project, ref: str, table: pa.Table) -> pa.Table:
+    """``table`` through the model's ``prepare`` entry point, as training prepared it."""
+    import pyarrow as pa
+
+    from conveyor.user_code import load_entry_point
+
+    prepare = load_entry_point(ref, project.spec.root, field="prepare")
+    try:
+        frame = prepare(table.to_pandas())
+    except Exception as exc:
+        raise InvalidInputError(
+            f"prepare ({ref}) failed on the training reference: {type(exc).__name__}: {exc}",
+            field="prepare",
+            reason="prepare_failed",
+        ) from exc
+    return pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
 
 
 def _target(project: Project, model: str) -> str | None:

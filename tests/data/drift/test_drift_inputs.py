@@ -118,6 +118,21 @@ def test_schema_drift_is_reported_and_fails_the_report() -> None:
     assert not report.passed
 
 
+def test_the_same_values_in_another_arrow_layout_are_not_a_type_change() -> None:
+    """pandas, Parquet and DuckDB hand back text as string or large_string: the same data."""
+    words = ["a", "b", "c"] * 2_000
+    ref = pa.table({"s": pa.array(words, pa.large_string()), "l": [[1.0]] * 6_000})
+    cur = pa.table(
+        {
+            "s": pa.array(words, pa.string()),
+            "l": pa.array([[1.0]] * 6_000, pa.large_list(pa.float64())),
+        }
+    )
+    result = DriftDetector().fit(ref).score(cur)
+    assert result.schema.type_changed == {}
+    assert result.to_report("dataset:t").passed
+
+
 def test_a_numeric_column_turned_into_text_is_not_compared() -> None:
     ref = pa.table({"x": np.arange(100.0)})
     cur = pa.table({"x": pa.array([str(v) for v in range(100)])})
