@@ -442,3 +442,74 @@ def test_a_process_without_a_model_server_samples_its_cpu_and_memory(project: Pr
     assert off.samples == 0
     project.events.flush()
     assert project.events.count(kind="serving.sample") == 1
+
+
+@pytest.mark.parametrize("backends", ["sqlite"], indirect=True)
+def test_shed_load_is_counted_as_the_clients_saw_it(
+    tmp_path: Path, backends: dict[str, str]
+) -> None:
+    """A one-row queue held by a request in the model: every request meanwhile is refused
+    with 503 overloaded, and the monitors count exactly those as shed."""
+    import threading
+
+    import system_support
+    from system_support import Hold
+
+    from conveyor.serving.route_store import RouteStore
+    from conveyor.serving.routes import RoutePolicy
+
+    root = tmp_path / "proj"
+    init_project(root, name="shedding")
+    with (root / "conveyor.yaml").open("a") as spec:
+        spec.write(
+            "serving: {auth: disabled, cache: false, batching: {max_batch_size: 1, max_queue: 1}}\n"
+        )
+    system_support.STARTED.clear()
+    system_support.RELEASE.clear()
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    with Project.open(root, env=backends) as project:
+        frame = pd.DataFrame({"a": [1.0, 2.0], "b": [0.0, 1.0]})
+        project.registry.register("m", Hold(), signature_from=frame)
+        RouteStore(project.store, project.events, project.registry).set("m", RoutePolicy.fixed(1))
+        server = ThreadedServer(create_app(project))
+        server.start()
+        statuses: list[int] = []
+        try:
+            wait_until(
+                lambda: httpx.get(f"{server.url}/v2/models/m/ready").status_code == 200,
+                message="m is served",
+            )
+            held = threading.Thread(
+                target=lambda: statuses.append(
+                    httpx.post(
+                        f"{server.url}/v1/models/m/predict",
+                        json={"records": [{"a": 7.0, "b": 0.0}]},
+                        timeout=60,
+                    ).status_code
+                )
+            )
+            held.start()
+            assert system_support.STARTED.wait(30), "the held request reached the model"
+            with httpx.Client(base_url=server.url, timeout=30) as client:
+                for i in range(3):
+                    answer = client.post(
+                        "/v1/models/m/predict", json={"records": [{"a": float(i), "b": 0.0}]}
+                    )
+                    assert answer.status_code == 503, answer.text
+                    assert answer.json()["code"] == "overloaded"
+                    statuses.append(answer.status_code)
+            system_support.RELEASE.set()
+            held.join(60)
+        finally:
+            system_support.RELEASE.set()
+            server.stop()
+        assert sorted(statuses) == [200, 503, 503, 503]
+        project.events.flush()
+        report = project.monitoring.system("m", since=since, window=timedelta(hours=1))
+        from conveyor.monitoring.system_query import METRICS
+
+        shed_rate = METRICS["shed_rate"](project, "m", since, datetime.now(UTC))
+    (row,) = report.windows
+    assert row["shed"] == row["errors_5xx"] == statuses.count(503)
+    assert row["answered"] == statuses.count(200) and row["requests"] == len(statuses)
+    assert shed_rate == pytest.approx(statuses.count(503) / len(statuses))
