@@ -42,6 +42,7 @@ import pyarrow.compute as pc
 from features_demo import FEATURES_SPEC, run_features
 from features_demo import MODEL_SPEC as RISK_MODEL_SPEC
 from model import FEATURES, LABEL, add_features
+from monitor_demo import MONITORING_SPEC, run_monitoring
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
@@ -124,6 +125,7 @@ models:
       - latency_budget: {}            # p95 of one-row predictions <= slos.latency_p95_ms
       - data_checks: {}               # the training data's validation report
     auto_promote: false               # champion moves by `conveyor models promote`
+    retrain: {on_events: [alert.retrain_requested]}   # step 10: an alert's retrain action
 """
 
 
@@ -154,6 +156,7 @@ def set_up_project(root: Path) -> None:
         spec.write(MODELS_SPEC % (", ".join(FEATURES), LABEL))
         spec.write(RISK_MODEL_SPEC)
         spec.write(FEATURES_SPEC)
+        spec.write(MONITORING_SPEC)
     for name in ("model.py", "data.py"):  # `conveyor train` imports them from the project
         shutil.copy(HERE / name, root / name)
     (root / ".conveyor" / "data.key").write_text(generate_key())
@@ -281,12 +284,21 @@ def run_quickstart(project: conveyor.Project, *, rows: int) -> dict[str, Any]:
     with console.status("Feature store: apply, train customer-risk, materialize, serve..."):
         features = run_features(project, console, raw, step="9")
 
-    # 10. Who moved champion, when and why; then a customer asks to be forgotten.
+    # 10. Monitoring: live traffic drifts, a drift job and its alert catch it (once),
+    #     the alert retrains the model; late labels show the quality drop beside CBPE.
+    monitoring = None
+    if champion is not None:
+        with console.status("Monitoring: traffic, drift jobs, alerts, late labels..."):
+            monitoring = run_monitoring(
+                project, console, raw, FEATURES, model=MODEL_NAME, step="10"
+            )
+
+    # 11. Who moved champion, when and why; then a customer asks to be forgotten.
     console.print(history_table(project))
     customer = int(raw["customer_id"].iloc[0])
     forgotten = project.data.forget("customer_id", customer, actor="quickstart")
     console.print(
-        f"[green]10[/] forgot customer {customer}: {forgotten.rows_removed} rows in "
+        f"[green]11[/] forgot customer {customer}: {forgotten.rows_removed} rows in "
         f"{forgotten.versions_rewritten} versions, {forgotten.quarantine_rows_removed} in "
         f"quarantine, {forgotten.events_erased} events"
     )
@@ -296,6 +308,7 @@ def run_quickstart(project: conveyor.Project, *, rows: int) -> dict[str, Any]:
         "optimized": optimized,
         "serving": serving,
         "features": features,
+        "monitoring": monitoring,
         "champion": champion_of(project),
     }
 
@@ -494,6 +507,10 @@ def print_summary(project: conveyor.Project, summary: dict[str, Any], seconds: f
         f"  conveyor data drift transactions@1 transactions@2 -C {root}",
         f"  conveyor features list -C {root}",
         f"  conveyor models show customer-risk@1 -C {root}   # lineage through the features",
+        f"  conveyor monitor {MODEL_NAME} --once -C {root}   # live without --once",
+        f"  conveyor monitor drift {MODEL_NAME} --since 1h -C {root}",
+        f"  conveyor monitor quality {MODEL_NAME} --since 1h -C {root}",
+        f"  conveyor alerts list --all -C {root}",
         f"  conveyor features get customer_risk -e customer_id={summary['features']['customer']} "
         "-e amount=30 "
         f"-C {root}",

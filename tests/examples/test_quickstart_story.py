@@ -55,7 +55,7 @@ def test_quickstart_promotes_through_gates_and_optimizes(tmp_path: Path) -> None
         assert [h.policy.mode for h in history] == ["fixed", "canary", "fixed"]
         assert history[1].policy.shadow == [1] and history[0].actor == "key:quickstart-oncall"
         project.events.flush()
-        served = project.events.query(kind="prediction", subject="fraud-detector", limit=2000)
+        served = project.events.query(kind="prediction", subject="fraud-detector", limit=5000)
         versions = Counter(e.subject_version for e in served.items)
         assert versions["4"] > 0 and versions["3"] > versions["4"] * 4
         shadows = project.events.query(kind="prediction.shadow", limit=2000).items
@@ -81,6 +81,25 @@ def test_quickstart_promotes_through_gates_and_optimizes(tmp_path: Path) -> None
         assert looked_up["service"] == "customer_risk" and len(looked_up["rows"]) == 2
         assert looked_up["rows"][0]["missing"] == [] and looked_up["rows"][0]["expired"] == []
         assert looked_up["rows"][0]["values"]["amount_mean_7d"] > 0
+        # Monitoring: the drift job passes calm traffic and fails drifted traffic; the
+        # alert on it fires once in three evaluations, notifies the webhook once, and its
+        # retrain action starts a retraining; late labels give the quality per phase.
+        assert "calm traffic against the training data: no drift" in out, out
+        assert "drifted traffic against the training data: drift detected" in out, out
+        assert "evaluated 3 times, fired 1 time(s), 1 notification(s)" in out, out
+        assert "started retrain.fraud-detector (succeeded), triggered by the alert" in out, out
+        (fired,) = project.events.query(kind="alert.fired").items
+        assert fired.payload["rule"] == "fraud_input_drift"
+        retrained = registry.get("fraud-detector", 5)
+        assert retrained.tags.get("trigger") == "event:alert.retrain_requested", retrained.tags
+        detected = project.events.query(kind="drift.detected", subject="fraud-detector").items
+        assert len(detected) == 1
+        (calm_row,) = [line for line in out.splitlines() if line.startswith("│ calm ")]
+        (drift_row,) = [line for line in out.splitlines() if line.startswith("│ drifted ")]
+        calm_accuracy = float(calm_row.split("│")[3])
+        drift_accuracy, estimate = float(drift_row.split("│")[3]), drift_row.split("│")[6]
+        assert calm_accuracy > drift_accuracy + 0.03, (calm_row, drift_row)
+        assert abs(float(estimate.split()[0]) - drift_accuracy) < 0.05, drift_row
         # The forgotten customer had rows, and is gone from the latest dataset version.
         forgot = next(line for line in out.splitlines() if "forgot customer" in line).split()
         customer, rows = int(forgot[3].rstrip(":")), int(forgot[4])
