@@ -12,7 +12,7 @@
     #  "queue_depth": 3, "cpu_percent": 41.0, "rss_mib": 388.2}
     report.processes     # per window and worker process: cpu_percent, rss_mib, queue_depth
 
-One DuckDB pass over three kinds of the event log (its columnar copy and its tail,
+DuckDB over three kinds of the event log (its columnar copy and its tail, read once,
 :meth:`MonitorQuery.relation`): ``prediction`` (a request answered), ``prediction.failed``
 (a request that failed: its HTTP status and error code; written by the model server's
 routes) and ``serving.sample`` (every worker's periodic sample of itself,
