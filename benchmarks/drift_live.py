@@ -47,7 +47,7 @@ from typing import Any
 
 import harness
 
-harness.PEERS.setdefault("evidently", ("evidently", "pandas<3"))
+# Evidently is one of harness.PEERS (its own virtualenv, pandas<3).
 
 GENERATOR_VERSION = 1
 SEED = 20261204

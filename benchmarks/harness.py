@@ -39,6 +39,8 @@ PEERS: dict[str, tuple[str, ...]] = {
     "mlflow": ("mlflow", "psycopg[binary]"),
     # Feast's own extras: redis (online store) and duckdb (its duckdb offline store).
     "feast": ("feast[redis,duckdb]==0.67.0",),
+    # Evidently (drift.py, drift_live.py) does not import with pandas 3.
+    "evidently": ("evidently", "pandas<3"),
 }
 _STAMP = ".conveyor-bench-stamp"
 
