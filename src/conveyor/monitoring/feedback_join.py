@@ -50,6 +50,7 @@ class Labelled:
     #: named outputs are split per row), decoded on demand by :meth:`outputs_of`.
     output_texts: dict[str, str | None] = field(default_factory=dict)
     _decoded: dict[str, list[Any]] = field(default_factory=dict)
+    _position: dict[str, int] = field(default_factory=dict)
     #: (version, arm, window_us) -> prediction rows in that group (labelled or not).
     predicted: dict[tuple[str, str, int], int] = field(default_factory=dict)
     feedback_records: int = 0
@@ -64,9 +65,13 @@ class Labelled:
             import orjson
 
             text = self.output_texts.get(request_id)
-            found = self._decoded[request_id] = _per_row(
-                orjson.loads(text) if text is not None else None
-            )
+            if text is not None:
+                found = _per_row(orjson.loads(text))
+            else:  # a one-row answer: its row's output is all of it
+                if not self._position:
+                    self._position.update((r, i) for i, r in enumerate(self.request_id))
+                found = [self.output[self._position[request_id]]]
+            self._decoded[request_id] = found
         return found
 
 
@@ -158,7 +163,7 @@ def labelled(
                 FROM resolved
                 QUALIFY row_number() OVER (PARTITION BY request_id, "row" ORDER BY seq DESC) = 1
             ), joined AS (
-                SELECT p.request_id, l."row", p.version, p.arm, p.time_us, p.payload,
+                SELECT p.request_id, l."row", p.version, p.arm, p.time_us, p.n_rows, p.payload,
                        l.label, l.value, l.overwritten
                 FROM latest l JOIN preds p USING (request_id)
                 WHERE l."row" < p.n_rows AND p.time_us < $until
@@ -171,20 +176,19 @@ def labelled(
                    CASE WHEN json_type(payload, '$.output') = 'ARRAY'
                         THEN json_extract(payload, '$.output[' || "row" || ']')::VARCHAR
                    END AS row_output,
-                   json_extract(payload, '$.output')::VARCHAR AS output,
+                   CASE WHEN json_type(payload, '$.output') <> 'ARRAY' OR n_rows > 1
+                        THEN json_extract(payload, '$.output')::VARCHAR
+                   END AS output,
                    label::VARCHAR AS label, value, overwritten
             FROM joined
             """,
             {"until": until_us},
         )
-        # Columns as Python lists in one call each (DuckDB converts them, not a Python
-        # loop over rows), in the order of the predictions.
-        order = 'ORDER BY time_us, request_id, "row"'
-        names: tuple[str, ...] = ("request_id", "row", "version", "arm", "time_us")
-        names += ("row_output", "output", "label", "value", "overwritten")
+        # Columns as arrays (DuckDB converts them, not a Python loop over rows), then
+        # lists, in the order of the predictions.
         columns = con.execute(
-            "SELECT " + ", ".join(f'list("{n}" {order})' for n in names) + " FROM _labelled"
-        ).fetchone()
+            'SELECT * FROM _labelled ORDER BY time_us, request_id, "row"'
+        ).fetchnumpy()
         if window is not None:
             width = window_us(window)
             for ver, arm, w, n in con.execute(
@@ -196,7 +200,7 @@ def labelled(
     finally:
         con.close()
 
-    got = dict(zip(names, columns or [None] * len(names), strict=True))
+    got = {name: array.tolist() for name, array in columns.items()}  # masked: None
     if not got["request_id"]:
         return found
     found.request_id = got["request_id"]
@@ -208,8 +212,11 @@ def labelled(
     found.overwritten = got["overwritten"]
     found.label = _decode_all(got["label"])
     found.output = _decode_all(got["row_output"])
+    # The whole answer, where one row's is not all of it (several rows, named outputs).
     texts = got["output"]
-    found.output_texts = dict(zip(found.request_id, texts, strict=True))
+    found.output_texts = {
+        rid: text for rid, text in zip(found.request_id, texts, strict=True) if text is not None
+    }
     for i, out in enumerate(found.output):
         if out is None and texts[i] is not None:  # named outputs, or one value
             whole = found.outputs_of(found.request_id[i])
