@@ -40,6 +40,11 @@ models:
     holdout: {by: random, fraction: 0.2}
     retrain:
       on_events: [drift.detected]
+  scorer:                  # registered by hand below: a model answering probabilities
+    train: drift_trainer:fit
+    dataset: scorer_ref
+    features: [f0, f1, f2, f3]
+    target: label
 """
 
 TRAINER = """
@@ -528,3 +533,65 @@ def test_strings_booleans_multi_row_requests_and_mapping_outputs(
     assert not any(c.startswith("prediction:") for c in found.drifted)  # amount did not move
     # Not in the spec's models: no target column, so no labelled reference for CBPE.
     assert found.cbpe is None and any("no labelled reference" in n for n in found.notes)
+
+
+class Probabilities(PythonModel):
+    """A classifier that answers class probabilities and has no predict_proba (as an ONNX
+    or PyTorch export would)."""
+
+    def __init__(self, fitted: Any) -> None:
+        self.fitted = fitted
+
+    def predict(self, frame: Any) -> Any:
+        return self.fitted.predict_proba(frame[FEATURES])
+
+
+@pytest.mark.parametrize("backends", ["sqlite"], indirect=True)
+def test_cbpe_from_the_probabilities_a_model_answers(served: tuple[Project, str]) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from conveyor.events.schema import Event
+    from conveyor.monitoring.drift_live import live_drift
+
+    project, _ = served
+    reference = rows(4000, seed=11)
+    version = project.data.ingest("scorer_ref", reference, new=True).version
+    frame = reference.to_pandas()
+    model = Probabilities(LogisticRegression().fit(frame[FEATURES], frame["label"]))
+    registered = project.registry.register(
+        "scorer", model, signature_from=frame[FEATURES], dataset_versions=[version]
+    )
+    live = rows(3000, seed=12, shift=0.7)
+    probabilities = model.predict(live.to_pandas())
+    start = datetime.now(UTC) - timedelta(minutes=30)
+    project.events.append_many(
+        [
+            Event(
+                "prediction",
+                subject="scorer",
+                subject_version="1",
+                request_id=f"scorer-{i}",
+                time=start + timedelta(milliseconds=100 * i),
+                payload={
+                    "version_id": registered.id,
+                    "arm": "direct",
+                    "flag": None,
+                    "latency_ms": 1.0,
+                    "cached": False,
+                    "rows": 1,
+                    "output": [probabilities[i].tolist()],
+                    "input": [row],
+                },
+            )
+            for i, row in enumerate(live.select(FEATURES).to_pylist())
+        ]
+    )
+    project.events.flush()
+    found = live_drift(project, "scorer", since=start, record=False)
+    assert found.predictions is not None
+    assert sorted(found.predictions.columns) == ["prediction_0", "prediction_1"]
+    assert found.cbpe is not None, found.notes
+    truth = live.column("label").to_numpy()
+    realized = float(np.mean((probabilities[:, 1] >= 0.5) == truth))
+    # 3,000 rows: the realized accuracy's own standard deviation is about 0.008.
+    assert abs(found.cbpe.accuracy - realized) < 0.04, (found.cbpe.accuracy, realized)

@@ -306,7 +306,7 @@ def live_drift(
             if expected:
                 predicted = _prediction_table(load().predict(inputs), outputs, expected)
             picked = _important(project, chosen, features, important, load, notes)
-            fitted = _cbpe_fit(load, inputs, known, notes) if cbpe else None
+            fitted = _cbpe_fit(load, inputs, known, notes, predicted) if cbpe else None
             return inputs, described, known, predicted, picked, fitted
 
         pool = ThreadPoolExecutor(1, thread_name_prefix="drift-reference")
@@ -428,7 +428,7 @@ def live_drift(
         if estimator is None and reference_window is not None:
             estimator = _cbpe_fit(load, reference_inputs, labels, notes)
         estimate, realized = _cbpe(
-            project, model, estimator, load, live, features, since, until, notes
+            project, model, estimator, load, live, chosen.id, features, since, until, notes
         )
     lap("cbpe")
 
@@ -854,9 +854,17 @@ def _important(
     return important_features(weights, among=list(features))
 
 
-def _cbpe_fit(load: Any, reference_inputs: pa.Table, labels: Any, notes: list[str]) -> Any:
-    """CBPE calibrated on the reference (the version's scores and the true labels), or
-    None with a note saying why not."""
+def _cbpe_fit(
+    load: Any,
+    reference_inputs: pa.Table,
+    labels: Any,
+    notes: list[str],
+    reference_predictions: pa.Table | None = None,
+) -> tuple[Any, list[str] | None] | None:
+    """CBPE calibrated on the reference (the version's scores and the true labels), and
+    where live scores come from: None for the model's ``predict_proba``, else the names of
+    the prediction columns holding class probabilities (a model that answers them, such
+    as an ONNX or PyTorch classifier). None, with a note, when there is no estimate."""
     from conveyor.monitoring.cbpe import CBPE
 
     if labels is None:
@@ -866,18 +874,68 @@ def _cbpe_fit(load: Any, reference_inputs: pa.Table, labels: Any, notes: list[st
         )
         return None
     loaded = load()
-    if not callable(getattr(loaded.model, "predict_proba", None)):
-        notes.append("no CBPE estimate: the model has no predict_proba (not a classifier)")
-        return None
     try:
-        return CBPE().fit(
-            _scores(loaded, reference_inputs),
-            labels,
-            classes=getattr(loaded.model, "classes_", None),
-        )
+        if callable(getattr(loaded.model, "predict_proba", None)):
+            fitted = CBPE().fit(
+                _scores(loaded, reference_inputs),
+                labels,
+                classes=getattr(loaded.model, "classes_", None),
+            )
+            return fitted, None
+        names = _probability_columns(reference_predictions)
+        if names is None:
+            notes.append(
+                "no CBPE estimate: the model has no predict_proba and answers no class "
+                "probabilities (not a classifier)"
+            )
+            return None
+        assert reference_predictions is not None
+        scores = _matrix_of(reference_predictions, names)
+        return CBPE().fit(scores, labels), names
     except InvalidInputError as exc:
         notes.append(f"no CBPE estimate: {exc.message}")
         return None
+
+
+def _probability_columns(table: pa.Table | None) -> list[str] | None:
+    """The prediction columns ``NAME_0`` to ``NAME_k-1`` (k >= 2) holding probabilities
+    (numbers in [0, 1] summing to 1 per row), if the model answers them."""
+    import numpy as np
+
+    if table is None:
+        return None
+    groups: dict[str, list[str]] = {}
+    for name in table.column_names:
+        stem, _, index = name.rpartition("_")
+        if stem and index.isdigit():
+            groups.setdefault(stem, []).append(name)
+    for stem, names in groups.items():
+        if len(names) < 2 or names != [f"{stem}_{j}" for j in range(len(names))]:
+            continue
+        try:
+            matrix = _matrix_of(table, names)
+        except (TypeError, ValueError):
+            continue
+        if (
+            len(matrix)
+            and np.isfinite(matrix).all()
+            and matrix.min() >= 0.0
+            and matrix.max() <= 1.0
+            and np.abs(matrix.sum(axis=1) - 1.0).max() < 1e-3
+        ):
+            return names
+    return None
+
+
+def _matrix_of(table: pa.Table, names: Sequence[str]) -> Any:
+    import numpy as np
+
+    return np.column_stack(
+        [
+            np.asarray(table.column(n).to_numpy(zero_copy_only=False), dtype=np.float64)
+            for n in names
+        ]
+    )
 
 
 def _scores(loaded: Any, table: pa.Table) -> Any:
@@ -889,20 +947,34 @@ def _scores(loaded: Any, table: pa.Table) -> Any:
 def _cbpe(
     project: Project,
     model: str,
-    estimator: Any,
+    fitted: tuple[Any, list[str] | None] | None,
     load: Any,
     live: pa.Table,
+    version_id: str,
     features: Sequence[str],
     since: datetime,
     until: datetime,
     notes: list[str],
 ) -> tuple[Estimate | None, dict[str, Any] | None]:
     """The CBPE estimate on the live rows, and, for the rows whose labels arrived (the
-    quality monitors' feedback join), the realized metrics."""
-    if estimator is None:
+    quality monitors' feedback join), the realized metrics. Scores from the model's
+    ``predict_proba`` on every sampled row, or from the probabilities the version itself
+    answered (its rows only)."""
+    import numpy as np
+
+    if fitted is None:
         return None, None
+    estimator, names = fitted
     try:
-        live_scores = _scores(load(), live.select(list(features)))
+        if names is None:
+            live_scores = _scores(load(), live.select(list(features)))
+        else:
+            ids = np.asarray(live.column("_version_id").to_numpy(zero_copy_only=False))
+            live = live.filter(ids == version_id)
+            if live.num_rows == 0:
+                notes.append("no CBPE estimate: the version answered none of the sampled rows")
+                return None, None
+            live_scores = _matrix_of(live, names)
         estimate = estimator.estimate(live_scores)
     except InvalidInputError as exc:
         notes.append(f"no CBPE estimate: {exc.message}")
