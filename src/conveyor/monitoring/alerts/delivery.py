@@ -142,12 +142,15 @@ class Dispatcher:
         return True
 
     def close(self, timeout: float = 5.0) -> None:
+        """Stop the workers (what is still queued is dropped: :meth:`drain` first to
+        wait for it); waits at most ``timeout`` in all for a delivery in flight."""
         self._stop.set()
         for worker in self._workers.values():
             worker.queue.put(None)
+        deadline = time.monotonic() + timeout
         for worker in self._workers.values():
             if worker.thread is not None:
-                worker.thread.join(timeout)
+                worker.thread.join(max(0.0, deadline - time.monotonic()))
             if worker.thread is None or not worker.thread.is_alive():
                 worker.sink.close()
 
