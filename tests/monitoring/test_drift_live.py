@@ -190,7 +190,7 @@ def test_live_drift_is_found_against_the_training_data_and_starts_a_retraining(
     # f0 moves by one standard deviation: the inputs and the predictions drift.
     since, until = traffic(project, url, rows(1000, seed=3, shift=1.0))
     moved = live_drift(project, "fraud", since=since, until=until, actor="test")
-    assert moved.detected
+    assert moved.detected and moved.alerted and calm.alerted is False
     assert "f0" in moved.drifted and "prediction:prediction" in moved.drifted
     failures = [c.name for c in moved.report.failures]
     assert any("f0" in name for name in failures), failures
@@ -427,11 +427,17 @@ def test_the_scheduled_drift_job_checks_each_model_and_reports_the_ones_it_canno
     assert estimate == pytest.approx(fraud["metrics"]["cbpe.accuracy"])
     assert drift_metric(project, "drift.share", "ghost", since, now) is None
 
+    assert fraud["alerted"]
     listed = run_drift_checks(
         project, DriftJobSpec(models=["ghost", "fraud"], window="1h"), actor="test"
     )
     assert listed["models"]["ghost"]["error"]["reason"] == "no_model"
     assert listed["checked"] == 1 and listed["detected"] == ["fraud"]
+    # The drift persists: the check fails again, but drift.detected is once per incident
+    # (each would start a retraining).
+    assert listed["models"]["fraud"]["alerted"] is False
+    project.events.flush()
+    assert project.events.count(kind="drift.detected") == 1
     with pytest.raises(InvalidInputError):
         drift_metric(project, "drift.nothing", "fraud", since, now)
 

@@ -161,6 +161,7 @@ def run_drift_checks(
         results[model] = {
             "version": found.version,
             "detected": found.detected,
+            "alerted": found.alerted,
             "verdict": found.report.verdict,
             "report_id": found.report.id,
             "share": round(found.share, 6),

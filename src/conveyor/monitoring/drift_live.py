@@ -38,11 +38,12 @@ too); with a pinned window, the outputs the same version served in it.
 Both use the data layer's statistics unchanged (:class:`~conveyor.data.drift.
 DriftDetector`: its tests, Benjamini-Hochberg correction, effect-size floors and
 minimum-effect test, the ``significant_below_floor`` status, missing-rate drift). The
-report fails, and ``drift.detected`` is recorded (so ``models.NAME.retrain.on_events:
-[drift.detected]`` starts a retraining), when the inputs drifted as a data set (the
-share of drifted columns reaches ``drift_share``), when an **important** input drifted
-(the version's most important features, from the registry, as the data layer chooses
-them), or when a prediction column drifted.
+report fails when the inputs drifted as a data set (the share of drifted columns reaches
+``drift_share``), when an **important** input drifted (the version's most important
+features, from the registry, as the data layer chooses them), or when a prediction
+column drifted. A failed check that starts an incident (the model's previous check did
+not fail for this version) records ``drift.detected``, so ``models.NAME.retrain.
+on_events: [drift.detected]`` starts one retraining per incident, not one per check.
 
 **CBPE** (:mod:`.cbpe`): for a classifier (a model with ``predict_proba``, or one
 answering class probabilities), its accuracy, ROC AUC and F1 estimated on the live
@@ -117,10 +118,12 @@ DRIFT_CHECKED = EventKind(
         "drifted": list,
         "metrics": dict,
         "compared": dict,
+        "alerted": bool,
     },
     "a model's sampled live traffic was compared for drift with its reference (training data "
-    "or a pinned window): the report, the share of drifted inputs, the drifted columns and "
-    "the alert metrics (drift.share, prediction_drift, cbpe.accuracy, cbpe.roc_auc)",
+    "or a pinned window): the report, the share of drifted inputs, the drifted columns, the "
+    "alert metrics (drift.share, prediction_drift, cbpe.*) and whether it recorded "
+    "drift.detected (alerted: a failed check after a passed one, or the version's first)",
 )
 
 
@@ -147,6 +150,9 @@ class LiveDrift:
     notes: list[str] = field(default_factory=list)
     #: Seconds per phase: read (the live rows), reference, inputs, predictions, cbpe, record.
     phases: dict[str, float] = field(default_factory=dict)
+    #: Once recorded: whether this check recorded ``drift.detected`` (a failed check whose
+    #: previous one, for the same version, did not fail). None when not recorded.
+    alerted: bool | None = None
 
     @property
     def detected(self) -> bool:
@@ -201,6 +207,7 @@ class LiveDrift:
             "since": self.since.isoformat(),
             "until": self.until.isoformat(),
             "detected": self.detected,
+            "alerted": self.alerted,
             "verdict": self.report.verdict,
             "report_id": self.report.id,
             "share": round(self.share, 6),
@@ -464,7 +471,7 @@ def live_drift(
         phases=phases,
     )
     if record:
-        _record(project, found, actor)
+        object.__setattr__(found, "alerted", _record(project, found, actor))
         lap("record")
         object.__setattr__(found, "seconds", time.perf_counter() - started)
     return found
@@ -1052,10 +1059,25 @@ def _add_prediction_checks(report: Report, predictions: DriftResult) -> None:
         )
 
 
-def _record(project: Project, found: LiveDrift, actor: str | None) -> None:
+def _record(project: Project, found: LiveDrift, actor: str | None) -> bool:
+    """Save the report, record the check and, for a new incident, ``drift.detected``.
+
+    A drift that persists fails every check until it is dealt with; an hourly job would
+    record ``drift.detected`` every hour, and each would start a retraining. So it is
+    recorded once per incident: when the check fails and the model's previous check did
+    not fail for the same version (or there was none). A new version (a retraining, a
+    rollback) starts afresh."""
     from conveyor.checks.persist import save_report
     from conveyor.data.events import DRIFT_DETECTED
 
+    previous = project.events.query(
+        kind=DRIFT_CHECKED.name, subject=found.model, limit=1, descending=True
+    ).items
+    ongoing = bool(previous) and (
+        previous[0].payload.get("version_id") == found.version_id
+        and previous[0].payload.get("verdict") == "failed"
+    )
+    alerted = found.detected and not ongoing
     save_report(project.store, found.report)
     compared = {"reference": found.reference, "current": found.current}
     metrics = {k: _round(v) for k, v in found.metrics().items()}
@@ -1072,9 +1094,10 @@ def _record(project: Project, found: LiveDrift, actor: str | None) -> None:
             "drifted": found.drifted,
             "metrics": metrics,
             "compared": compared,
+            "alerted": alerted,
         },
     )
-    if found.detected:
+    if alerted:
         project.events.record(
             DRIFT_DETECTED,
             subject=found.model,
@@ -1089,6 +1112,7 @@ def _record(project: Project, found: LiveDrift, actor: str | None) -> None:
             },
         )
     project.events.flush()
+    return alerted
 
 
 def _check_range(since: Any, until: Any, first: str, second: str) -> None:
