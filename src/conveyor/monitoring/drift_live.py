@@ -124,6 +124,7 @@ DRIFT_CHECKED = EventKind(
     "or a pinned window): the report, the share of drifted inputs, the drifted columns, the "
     "alert metrics (drift.share, prediction_drift, cbpe.*) and whether it recorded "
     "drift.detected (alerted: a failed check after a passed one, or the version's first)",
+    optional=frozenset({"alerted"}),
 )
 
 
