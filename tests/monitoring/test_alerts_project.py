@@ -440,9 +440,14 @@ def test_a_retrain_action_starts_the_models_retraining_trigger(project: Project)
         features=["a"],
         retrain={"on_events": ["alert.retrain_requested"]},
     )
-    (trigger,) = retraining_triggers("fraud", spec)
+    # One trigger for events about the model, one for events about its data set.
+    trigger, about_data = retraining_triggers("fraud", spec)
+    assert (trigger.subject, about_data.subject) == ("fraud", "tx")
     armed = trigger.poll(project.store, {}, events=project.events)
     assert armed is not None and armed.run is False
+    other = retraining_triggers("other", spec.model_copy(update={"dataset": "other_tx"}))[0]
+    other_armed = other.poll(project.store, {}, events=project.events)
+    assert other_armed is not None
     rule = AlertRule(
         "fraud_drift",
         "drift.share",
@@ -462,6 +467,8 @@ def test_a_retrain_action_starts_the_models_retraining_trigger(project: Project)
     (event_id,) = firing.reason["event_ids"]
     (requested,) = [e for e in _kinds(project) if e.kind == "alert.retrain_requested"]
     assert requested.id == event_id and requested.payload["alert_id"] == fired.id
+    # fraud's alert asks fraud to retrain, not another model listening for the kind.
+    assert other.poll(project.store, other_armed.state, events=project.events) is None
 
 
 def test_an_ack_during_an_evaluation_is_not_lost(project: Project) -> None:

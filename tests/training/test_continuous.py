@@ -142,6 +142,13 @@ def test_a_drift_event_retrains_once_to_challenger_and_a_failure_moves_nothing(
     [newest, _] = training_runs(project, "risk")[:2]
     assert newest.id == v2.run_id and newest.tags["trigger"] == "event:drift.detected"
     assert scheduler.tick(now=at(1, 3)) == []  # the event was handled
+    # About another model (its alert, its live drift): not risk's to retrain on.
+    drift(project, subject="online")
+    assert scheduler.tick(now=at(1, 3, 30)) == []
+    # About risk itself (an alert's retrain action, a live drift check of risk): it is.
+    drift(project, subject="risk")
+    [run] = scheduler.tick(now=at(1, 3, 45))
+    assert run.succeeded and run.outputs["candidate"]["version"] == "risk@3", run.error
 
     # The drift was real: the new data carries no signal. The candidate fails its gate.
     project.data.ingest("loans", loans(1500, seed=2, start=1500, noise=True))
@@ -150,7 +157,7 @@ def test_a_drift_event_retrains_once_to_challenger_and_a_failure_moves_nothing(
     assert run.succeeded, run.error  # training worked; the candidate did not pass
     assert run.outputs["candidate"]["failed"] == ["quality.roc_auc"]
     assert not run.outputs["candidate"]["challenger"]
-    assert project.registry.get("risk", "challenger").number == 2
+    assert project.registry.get("risk", "challenger").number == 3
     assert project.registry.get("risk", "champion").number == 1
     project.events.flush()
     verdicts = [
@@ -160,7 +167,8 @@ def test_a_drift_event_retrains_once_to_challenger_and_a_failure_moves_nothing(
     assert verdicts == [
         ("risk@1", "manual", "passed"),
         ("risk@2", "event:drift.detected", "passed"),
-        ("risk@3", "event:drift.detected", "failed"),
+        ("risk@3", "event:drift.detected", "passed"),
+        ("risk@4", "event:drift.detected", "failed"),
     ]
 
 
@@ -244,7 +252,12 @@ def test_retraining_pipelines_come_from_the_retrain_spec(project: Project) -> No
     by_name = {p.name: p for p in retraining_schedules(project)}
     assert set(by_name) == {"retrain.risk", "retrain.online"}  # manual_only has no trigger
     risk, online = by_name["retrain.risk"], by_name["retrain.online"]
-    assert risk.schedule == "0 3 * * *" and risk.triggers == (OnEvent(["drift.detected"]),)
+    assert risk.schedule == "0 3 * * *"
+    # Events about the model or about its data set, no other.
+    assert risk.triggers == (
+        OnEvent(["drift.detected"], subject="risk"),
+        OnEvent(["drift.detected"], subject="loans"),
+    )
     assert online.schedule is None and online.triggers == (OnNewVersion("loans"),)
     assert [s.name for s in risk.steps] == ["train"]
 

@@ -10,7 +10,7 @@
         retrain:
           cron: "0 3 * * *"                  # every night at 03:00 UTC
           on_new_data: true                  # when transactions gets a new version
-          on_events: [drift.detected]        # when a drift (or alert) event is written
+          on_events: [drift.detected]        # an event about the model or its dataset
           incremental: false                 # true: the champion continues with partial_fit
 
 ``conveyor pipeline schedule`` runs these next to the pipelines it is given::
@@ -65,8 +65,11 @@ def retraining_triggers(name: str, spec: ModelSpec) -> list[Trigger]:
     if spec.retrain.on_new_data:
         triggers.append(OnNewVersion(spec.dataset))
     if spec.retrain.on_events:
+        # Only events about this model (an alert's retrain action, a live drift check) or
+        # about its data set (a data drift check): another model's alert retrains it not.
+        subjects = [name] if spec.dataset in (None, name) else [name, spec.dataset]
         try:
-            triggers.append(OnEvent(spec.retrain.on_events))
+            triggers += [OnEvent(spec.retrain.on_events, subject=s) for s in subjects]
         except InvalidInputError as exc:
             where = f"models.{name}.retrain.on_events"
             raise InvalidInputError(f"{where}: {exc.message}", field=where) from exc
