@@ -601,3 +601,19 @@ def test_cbpe_from_the_probabilities_a_model_answers(served: tuple[Project, str]
     realized = float(np.mean((probabilities[:, 1] >= 0.5) == truth))
     # 3,000 rows: the realized accuracy's own standard deviation is about 0.008.
     assert abs(found.cbpe.accuracy - realized) < 0.04, (found.cbpe.accuracy, realized)
+
+
+def test_the_reference_window_option_is_parsed_or_refused_with_its_field() -> None:
+    import conveyor.cli  # noqa: F401  (a capability's CLI module loads after the CLI, as for all)
+    from conveyor.monitoring.drift_cli import reference_window
+
+    now = datetime(2026, 12, 4, 12, tzinfo=UTC)
+    assert reference_window("14d/7d", now) == (now - timedelta(days=14), now - timedelta(days=7))
+    assert reference_window("2026-11-01T00:00/2026-11-08T00:00", now) == (
+        datetime(2026, 11, 1, tzinfo=UTC),
+        datetime(2026, 11, 8, tzinfo=UTC),
+    )
+    for bad in ("7d", "/7d", "7d/", "a/b/c", "soon/later"):
+        with pytest.raises(InvalidInputError) as info:
+            reference_window(bad, now)
+        assert info.value.context["field"] == "reference_window", bad
