@@ -564,7 +564,7 @@ def _extraction(columns: Sequence[tuple[str, str]], outputs: Sequence[Mapping[st
         per_row = _duck_type(str(out.get("dtype", "float64")))
         dims = list(out.get("shape") or [])
         kind: Any = [per_row] if not dims else [[per_row]]
-        if len(paths) == 1 and name == "prediction":
+        if len(paths) == 1 and paths[0][0] == "$.output":  # one output, answered as is
             answer, field = kind, "_p.output"
         else:
             answer = {**(answer or {}), str(out["name"]): kind}
