@@ -386,3 +386,44 @@ def test_a_bad_quality_section_is_an_error_naming_the_field(tmp_path: Path) -> N
     assert "monitoring.quality.horizon" in message and "'soon'" in message
     assert "monitoring.quality.models.fraud.metrics: unknown metric 'aucc'" in message
     assert "monitoring.quality.models.fraud.task" in message
+
+
+def test_the_scheduler_judges_and_records_concept_drift(tmp_path: Path) -> None:
+    """``monitoring.quality.concept_drift.cron``: the pipeline judges each model and records
+    the judgment; the flipped hour is drift.detected."""
+    from conveyor.monitoring.quality_jobs import concept_drift_schedules, judge_models
+    from conveyor.pipelines.runner import LocalRunner
+
+    root = tmp_path / "proj"
+    init_project(root, name="scheduled")
+    with Project.open(root, env={}) as project:
+        assert concept_drift_schedules(project) == []
+    env = {
+        "CONVEYOR_MONITORING__QUALITY__CONCEPT_DRIFT__CRON": "0 * * * *",
+        "CONVEYOR_MONITORING__QUALITY__CONCEPT_DRIFT__WINDOW": "1h",
+        "CONVEYOR_MONITORING__QUALITY__CONCEPT_DRIFT__METRIC": "accuracy",
+        "CONVEYOR_MONITORING__QUALITY__CONCEPT_DRIFT__REFERENCE": "window",
+    }
+    with Project.open(root, env=env) as project:
+        now = datetime.now(UTC).replace(microsecond=0)
+        steady, steady_labels = calibrated_stream(3000, now - timedelta(hours=2), seed=0)
+        flipped, flipped_labels = calibrated_stream(
+            3000, now - timedelta(hours=1), seed=200, flip=0.1
+        )
+        _write(project, steady + flipped)
+        record_feedback(project, steady_labels + flipped_labels)
+        (pipeline,) = concept_drift_schedules(project)
+        assert pipeline.name == "monitoring.concept_drift" and pipeline.schedule == "0 * * * *"
+        runner = LocalRunner.for_project(project, heartbeat_interval=0.2, stale_after=60)
+        run = runner.run(pipeline)
+        assert run.succeeded, run.error
+        judged = run.outputs["concept_drift"]
+        assert judged["detected"] == ["fraud"], judged
+        project.events.flush()
+        (detected,) = project.events.query(kind="drift.detected").items
+        assert detected.actor == "pipeline:monitoring.concept_drift"
+        assert detected.payload["report_id"] == judged["models"]["fraud"]["report_id"]
+        # No reference for the first hour: listed, not recorded.
+        early = judge_models(project, at=now - timedelta(hours=1))
+        assert early["models"]["fraud"]["status"] == "insufficient"
+        assert "report_id" not in early["models"]["fraud"]

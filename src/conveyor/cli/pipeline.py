@@ -428,13 +428,15 @@ def schedule_command(
     Every model whose ``retrain`` spec has a cron, on_new_data or on_events
     is scheduled too, as the pipeline ``retrain.NAME``; so is
     ``features.materialize.cron``, as the pipeline ``features.materialize``,
-    ``monitoring.compaction.cron``, as the pipeline ``monitoring.compact``, and
-    ``monitoring.drift.cron``, as the pipeline ``monitoring.drift``.
+    ``monitoring.compaction.cron``, as the pipeline ``monitoring.compact``,
+    ``monitoring.drift.cron``, as the pipeline ``monitoring.drift``, and
+    ``monitoring.quality.concept_drift.cron``, as ``monitoring.concept_drift``.
     """
     import signal
 
     from conveyor.features.schedule import materialization_schedules
     from conveyor.monitoring.drift_jobs import drift_schedules
+    from conveyor.monitoring.quality_jobs import concept_drift_schedules
     from conveyor.monitoring.schedule import compaction_schedules
     from conveyor.pipelines.loading import load_pipelines
     from conveyor.pipelines.runners import runner_for
@@ -451,6 +453,7 @@ def schedule_command(
         pipelines += materialization_schedules(proj)
         pipelines += compaction_schedules(proj)
         pipelines += drift_schedules(proj)
+        pipelines += concept_drift_schedules(proj)
         if not pipelines:
             raise InvalidInputError(
                 "nothing to schedule: name pipelines (TARGET...), give a model a retrain "

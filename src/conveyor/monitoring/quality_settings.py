@@ -13,6 +13,7 @@
             threshold: 0.5      # a score at or above it predicts classes[1]
           ranker: {task: ranking, metrics: [ndcg@10, map@10]}
         concept_drift:
+          cron: "0 * * * *"     # judged and recorded by conveyor pipeline schedule
           metric: null          # default: each model's first metric
           window: 1d            # the recent window judged
           reference: registry   # registry (the version's own metric) | window (the one before)
@@ -86,6 +87,11 @@ class ConceptDriftSpec(BaseModel):
 
     model_config = _STRICT
 
+    cron: str | None = Field(
+        None,
+        description="Cron expression (UTC) of scheduled judgments (conveyor pipeline schedule "
+        "runs monitoring.concept_drift: each is recorded, drift.detected on drift).",
+    )
     metric: str | None = Field(
         None, description="The metric judged (default: the model's first quality metric)."
     )
