@@ -7,6 +7,7 @@ keeps every request's inputs (``payload_sample_rate: 1``) so the samples are exa
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -305,6 +306,21 @@ def test_a_pinned_window_is_a_reference_and_the_cli_and_http_answer(
     assert '"detected": true' in result.output
     project.events.flush()
     assert project.events.count(kind="drift.detected") == 1
+    # What a dashboard polls: the latest recorded check, computed by nobody.
+    none_yet = httpx.get(
+        f"{url}/v1/monitor/drift", params={"model": "scorer", "recorded": "true"}, timeout=30
+    )
+    assert none_yet.status_code == 404 and none_yet.json()["reason"] == "no_check"
+    latest = httpx.get(
+        f"{url}/v1/monitor/drift", params={"model": "fraud", "recorded": "true"}, timeout=30
+    )
+    assert latest.status_code == 200, latest.text
+    recorded = latest.json()
+    assert recorded["report_id"] == json.loads(result.output)["report_id"]
+    assert recorded["verdict"] == "failed" and recorded["report"]["verdict"] == "failed"
+    assert recorded["alerted"] is True and "f0" in recorded["drifted"]
+    odd = httpx.get(f"{url}/v1/monitor/drift", params={"model": "fraud", "recorded": "yes"})
+    assert odd.status_code == 422 and odd.json()["field"] == "recorded"
     text = CliRunner().invoke(
         app,
         ["monitor", "drift", "fraud", "--window", "1h", "--no-record", "-C", str(project.root)],
