@@ -315,6 +315,11 @@ def test_the_cli_reports_quality_with_concept_drift_and_the_quarantine(project: 
 
     saved = get_report(project.store, report_id)
     assert saved.kind == "concept_drift" and saved.checks[0].name.startswith("concept_drift.")
+    labels_file = project.root / "late.jsonl"
+    labels_file.write_text('{"request_id": "x", "label": 1}\n{"request_id": "y"}\n')
+    loaded = run("feedback", "load", str(labels_file))
+    assert loaded.exit_code == 1, loaded.output  # a rejected row fails the command
+    assert "loaded 1 feedback records" in loaded.output and "1 no_label_or_value" in loaded.output
     bad = run("monitor", "quality", "fraud", "--metric", "aucc")
 
     assert bad.exit_code != 0 and "unknown metric 'aucc'" in bad.output
