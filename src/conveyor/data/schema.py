@@ -98,6 +98,8 @@ def _logical(type_name: str) -> str:
     """An Arrow type name without its physical layout: ``large_string`` and ``string``
     (``string_view``), ``large_list<...>`` and ``list<...>`` hold the same values, and
     which one a reader gives (pandas, Parquet, DuckDB) is not a change of the data."""
-    return type_name.replace("large_", "").replace("string_view", "string").replace(
-        "binary_view", "binary"
+    return (
+        type_name.replace("large_", "")
+        .replace("string_view", "string")
+        .replace("binary_view", "binary")
     )

@@ -406,9 +406,7 @@ def quality_report(
         groups[(found.version[i], found.arm[i], found.time_us[i] // width * width)].append(i)
     read: _Read | None = None
     spec_of_model = _model_spec(project, model)
-    labelled_outputs = [
-        _pick(o, spec_of_model.output) for o in found.output if o is not None
-    ]
+    labelled_outputs = [_pick(o, spec_of_model.output) for o in found.output if o is not None]
     if found.label:
         read = _reading(spec_of_model, labelled_outputs, found.label, metrics)
     elif metrics:
