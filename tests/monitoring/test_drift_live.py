@@ -408,21 +408,22 @@ def test_the_scheduled_drift_job_checks_each_model_and_reports_the_ones_it_canno
     end = datetime.now(UTC) + timedelta(seconds=1)
     parsed = live_rows(project, "fraud", since=since, until=end, columns=columns, outputs=outputs)
     assert parsed.num_rows == 800 and parsed.column_names[6:] == [*FEATURES, "prediction"]
+    uncached = live_rows(
+        project, "fraud", since=since, until=end, columns=columns, outputs=outputs, cache=False
+    )
     for _ in range(2):  # the first call caches the copy's file, the second reads it
         cached = live_rows(
             project, "fraud", since=since, until=end, columns=columns, outputs=outputs, cache=True
         )
-        assert cached.equals(
-            live_rows(
-                project,
-                "fraud",
-                since=since,
-                until=end,
-                columns=columns,
-                outputs=outputs,
-                cache=False,
-            )
-        )
+        assert cached.equals(uncached)
+    # A cached file that cannot be read is dropped, and the rows parsed again.
+    # (one file per hour of the copy: traffic at the turn of an hour is in two)
+    broken = sorted((Path(project.artifacts.root) / "cache" / "drift_live").rglob("*.parquet"))[0]
+    broken.write_bytes(b"not parquet")
+    again = live_rows(
+        project, "fraud", since=since, until=end, columns=columns, outputs=outputs, cache=True
+    )
+    assert again.equals(uncached) and not broken.exists()
     pipeline = drift_pipeline(DriftJobSpec(cron="*/10 * * * *", window="1h"))
     assert pipeline.name == "monitoring.drift"
     runner = LocalRunner.for_project(project, heartbeat_interval=0.2, stale_after=60)

@@ -60,7 +60,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -91,6 +93,8 @@ __all__ = [
     "live_drift",
     "live_rows",
 ]
+
+_log = logging.getLogger(__name__)
 
 #: Live rows compared at most (a seeded uniform sample of the sampled requests beyond).
 DEFAULT_MAX_ROWS = 1_000_000
@@ -543,9 +547,28 @@ def live_rows(
             + f") WHERE _time_us >= {since_us} AND _time_us < {until_us}"
             + (" ORDER BY _time_us, _request_id, _row" if ordered else "")
         )
-        return con.sql(query, params={"model": model}).to_arrow_table()
+        try:
+            return con.sql(query, params={"model": model}).to_arrow_table()
+        except duckdb.Error:
+            if not cache or len(fresh) == len(snapshot.files):
+                raise
+            # A cached file that cannot be read (a disk error, a hand edit): the cache is
+            # only a copy, so it is dropped (the next check rebuilds it) and the rows are
+            # parsed again from the copy.
+            _log.warning("live drift: dropping the unreadable cache %s", folder, exc_info=True)
+            shutil.rmtree(folder, ignore_errors=True)
     finally:
         con.close()
+    return live_rows(
+        project,
+        model,
+        since=since,
+        until=until,
+        columns=columns,
+        outputs=outputs,
+        cache=False,
+        ordered=ordered,
+    )
 
 
 #: Bump when the extraction changes: cached files of another version are not read.
