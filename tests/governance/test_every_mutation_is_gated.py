@@ -164,17 +164,35 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def _run(root: Path, token: str | None, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-    if token is not None:
-        env["CONVEYOR_API_KEY"] = token
-    return subprocess.run(
-        [sys.executable, "-m", "conveyor.cli", *args, "-C", str(root)],
-        env=env,
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    (done,) = _run_as(root, [token], *args)
+    return done
+
+
+def _run_as(
+    root: Path, tokens: list[str | None], *args: str
+) -> list[subprocess.CompletedProcess[str]]:
+    """The same command once per token (None: no key), the processes run side by side."""
+    command = [sys.executable, "-m", "conveyor.cli", *args, "-C", str(root)]
+    started = []
+    for token in tokens:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+        if token is not None:
+            env["CONVEYOR_API_KEY"] = token
+        started.append(
+            subprocess.Popen(
+                command,
+                env=env,
+                cwd=root,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    done = []
+    for process in started:
+        out, err = process.communicate(timeout=120)
+        done.append(subprocess.CompletedProcess(command, process.returncode, out, err))
+    return done
 
 
 MUTATING = sorted(
@@ -190,7 +208,9 @@ def test_a_mutating_command_refuses_a_viewer_a_revoked_key_and_no_key(
 ) -> None:
     command = name.split(" --")[0].split()
     root = guarded["root"]
-    as_viewer = _run(root, guarded["viewer"], *command, *args)
+    as_viewer, revoked, nobody = _run_as(
+        root, [guarded["viewer"], guarded["revoked"], None], *command, *args
+    )
     assert as_viewer.returncode == 1, (name, as_viewer.stdout, as_viewer.stderr)
     assert f"{action!r} needs the role {needed_role(action)!r}" in as_viewer.stderr, (
         name,
@@ -199,9 +219,7 @@ def test_a_mutating_command_refuses_a_viewer_a_revoked_key_and_no_key(
     # Each refusal names the command itself, not only an action and a role.
     named = f"`conveyor {' '.join(command)}`"
     assert named in as_viewer.stderr, (name, as_viewer.stderr)
-    revoked = _run(root, guarded["revoked"], *command, *args)
     assert revoked.returncode == 1 and "revoked" in revoked.stderr, (name, revoked.stderr)
-    nobody = _run(root, None, *command, *args)
     assert nobody.returncode == 1 and "no API key" in nobody.stderr, (name, nobody.stderr)
     assert named in nobody.stderr and f"({action!r})" in nobody.stderr, (name, nobody.stderr)
     # ... and the key to create for it.

@@ -23,6 +23,7 @@ from conveyor.serving.app import create_app
 from conveyor.serving.route_store import RouteStore
 from conveyor.serving.routes import RoutePolicy
 from conveyor.serving.server import ThreadedServer
+from conveyor.testing import matrix
 from conveyor.testing.wait import wait_until, wait_until_async
 
 FEATURES = ["f0", "f1", "f2", "f3"]
@@ -277,6 +278,9 @@ def test_keys_and_roles_are_enforced(project: Project) -> None:
         running.stop()
 
 
+# The HTTP surface is the same on every backend: the embedded set and the most distant
+# one (PostgreSQL + NATS) are fuzzed; the other sets are exercised by the tests above.
+@matrix.only("backend_set", "embedded", "postgres-nats")
 def test_schemathesis_finds_no_server_error(server: Running) -> None:
     """Generated requests from the published OpenAPI document never get a 5xx."""
     import shutil
