@@ -50,7 +50,10 @@ _TAIL_PAGE = 200_000
 #: ``prediction.failed`` event, which :meth:`MonitorQuery.system` counts (4xx, 5xx, shed).
 ERRORS_RECORDED = False
 
-_LATENCY_SQL = """
+#: Answered requests per model, version, arm and window, from the relation ``{source}``
+#: (positional: model, version, arm, window_us, requests, [p50, p95, p99], max, cached,
+#: rows). The system monitors read the same groups from their own view.
+LATENCY_GROUPS_SQL = """
 SELECT subject AS model,
        subject_version AS version,
        arm,
@@ -60,11 +63,13 @@ SELECT subject AS model,
        max(latency_ms) AS max_ms,
        count_if(cached) AS cached,
        sum("rows") AS rows
-FROM events
+FROM {source}
 WHERE kind = 'prediction' AND time_us >= $since AND time_us < $until {model}
 GROUP BY ALL
-ORDER BY window_us, model, version, arm
 """
+_LATENCY_SQL = (
+    LATENCY_GROUPS_SQL.replace("{source}", "events") + "ORDER BY window_us, model, version, arm\n"
+)
 
 
 @dataclass(frozen=True, slots=True)

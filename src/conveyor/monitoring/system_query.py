@@ -42,6 +42,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import InvalidInputError
+from conveyor.monitoring.query import LATENCY_GROUPS_SQL
 
 if TYPE_CHECKING:
     import duckdb
@@ -56,20 +57,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: The kinds system monitors read.
 SYSTEM_KINDS = ("prediction", "prediction.failed", "serving.sample")
 
-_ANSWERED_SQL = """
-SELECT subject AS model,
-       subject_version AS version,
-       arm,
-       time_us // $window * $window AS window_us,
-       count(*) AS answered,
-       quantile_cont(latency_ms, [0.5, 0.95, 0.99]) AS q,
-       max(latency_ms) AS max_ms,
-       count_if(cached) AS cached,
-       sum("rows") AS rows
-FROM answered
-WHERE kind = 'prediction' AND time_us >= $since AND time_us < $until {model}
-GROUP BY ALL
-"""
+_ANSWERED_SQL = LATENCY_GROUPS_SQL.replace("{source}", "answered")
 
 _FAILED_SQL = """
 SELECT subject AS model,
