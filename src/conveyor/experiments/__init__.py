@@ -1,0 +1,1 @@
+"""A-B experiments with statistics that resist peeking, and feature flags."""

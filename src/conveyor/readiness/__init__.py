@@ -1,0 +1,1 @@
+"""The production readiness report: the project held against its spec's success criteria."""

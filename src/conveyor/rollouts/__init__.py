@@ -1,0 +1,1 @@
+"""Progressive delivery: the rollout controller that moves a canary step by step."""
