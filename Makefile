@@ -38,7 +38,7 @@ services:
 	@scripts/services.sh postgres redis nats mariadb prometheus
 
 test: $(VENV)/.stamp-dev services
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 lint: $(VENV)/.stamp-dev
 	$(VENV)/bin/ruff check src tests examples benchmarks

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from conveyor.errors import InvalidInputError
+from conveyor.serving.dense import as_arrow
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -190,6 +191,7 @@ def enricher(project: Project, dependencies: Dependencies | None = None) -> Enri
             plan = plans[version.id] = plan_for(project, version)
         if plan is None:
             return table
+        table = as_arrow(table)  # the lookup joins Arrow tables (serving/dense.py)
         if dependencies is None:
             return await asyncio.to_thread(lookup, project, plan, version, table)
         return await dependencies.call(

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from conveyor.errors import NotFoundError
+from conveyor.serving.dense import DenseRows, as_arrow
 from conveyor.serving.events import PREDICTION, PREDICTION_FAILED, PREDICTION_SHADOW
 
 if TYPE_CHECKING:
@@ -212,7 +213,7 @@ class Server:
         self,
         call: Call,
         model: str,
-        rows: pa.Table | Callable[[Served], pa.Table],
+        rows: pa.Table | DenseRows | Callable[[Served], pa.Table | DenseRows],
         attributes: dict[str, Any],
         version: int | None,
         request_id: str,
@@ -263,6 +264,8 @@ class Server:
             cache = self.cache if cache_on else None
             if cache is not None:
                 from conveyor.serving.cache import input_digest
+
+                table = as_arrow(table)  # the digest and the cached copy are of Arrow tables
 
                 digest = input_digest(table)
                 if cache.local:

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import ClosedError, ConveyorError, InvalidInputError, OverloadedError
+from conveyor.serving.dense import DenseRows
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -422,7 +423,7 @@ class Batcher:
         A request is never split; one larger than ``max_batch_size`` forms a
         batch of its own. Requests with another schema keep their place.
         """
-        schema = batch[0].table.schema if batch else None
+        schema = _shape(batch[0].table) if batch else None
         kept: deque[_Request] = deque()
         queue = self._queue
         while queue:
@@ -433,10 +434,10 @@ class Batcher:
                 continue
             fits = rows + request.rows <= self.max_batch_size or not batch
             if schema is None:
-                schema = request.table.schema
+                schema = _shape(request.table)
                 same = True
             else:
-                same = request.table.schema.equals(schema)
+                same = _same_shape(_shape(request.table), schema)
             if fits and same:
                 batch.append(request)
                 rows += request.rows
@@ -511,10 +512,12 @@ class Batcher:
         start = time.perf_counter()
         if len(tables) == 1:
             table = tables[0]
+        elif all(type(t) is DenseRows for t in tables) and len({t.names for t in tables}) == 1:
+            table = DenseRows.stack(tables)
         else:
             import pyarrow as pa
 
-            table = pa.concat_tables(tables)
+            table = pa.concat_tables([t.to_arrow() if type(t) is DenseRows else t for t in tables])
         parts = split_rows(self._predict(table), bounds, rows)
         return parts, time.perf_counter() - start
 
@@ -569,7 +572,20 @@ class Batcher:
                 request.future.set_exception(error)
 
 
+def _shape(table: Any) -> Any:
+    """What requests batched together share: dense rows' column names, a table's schema."""
+    return table.names if type(table) is DenseRows else table.schema
+
+
+def _same_shape(a: Any, b: Any) -> bool:
+    if type(a) is tuple or type(b) is tuple:
+        return type(a) is type(b) and a == b
+    return bool(a.equals(b))
+
+
 def _rows_of(table: Any) -> int:
+    if type(table) is DenseRows:
+        return table.num_rows
     rows = getattr(table, "num_rows", None)
     if not isinstance(rows, int) or not hasattr(table, "schema"):
         raise InvalidInputError(

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
     from conveyor.registry.versions import ModelVersion
     from conveyor.serving.app import Enrich, Enriched, Server
+    from conveyor.serving.dense import DenseRows
+    from conveyor.serving.pool import Served
     from conveyor.web.app import AppContext, Contribution
     from conveyor.web.pipeline import Call
 
@@ -164,10 +166,17 @@ def _native(server: Server) -> list[Route]:
             decoded = decode_native_request(body)
         except InvalidInputError as exc:
             raise BadRequest(exc) from exc
+
+        def rows(served: Served) -> pa.Table | DenseRows:
+            try:
+                return decoded.rows_for(served.dense)
+            except InvalidInputError as exc:
+                raise BadRequest(exc) from exc
+
         output, served, decision, cached = await server.predict(
             call,
             model,
-            decoded.table,
+            rows,
             dict(decoded.attributes),
             version,
             decoded.id or request_id,

@@ -20,7 +20,6 @@ whose ``field`` names what was wrong (``records[3]``, ``columns.age``...). ::
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
@@ -31,10 +30,16 @@ from conveyor.errors import InvalidInputError
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from conveyor.serving.dense import DenseRows
+
 __all__ = ["NativeRequest", "decode_native_request", "encode_predictions"]
 
 _KEYS = frozenset({"records", "columns", "attributes", "id"})
 _NONE = type(None)
+_NULL = frozenset({_NONE})
+_NUMBERS = frozenset({int, float})
+_EXACT = 2**53  # the largest integer a float64 holds exactly
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _SCALARS = (str, int, float, bool)
 # JSON names for Python types, for messages.
 _JSON_TYPES = {
@@ -47,13 +52,65 @@ _JSON_TYPES = {
 }
 
 
-@dataclass(frozen=True, slots=True)
 class NativeRequest:
-    """A decoded native request: the rows, the routing attributes and the client's id."""
+    """A decoded native request: the rows, the routing attributes and the client's id.
 
-    table: pa.Table
-    attributes: dict[str, str | int | float | bool] = field(default_factory=dict)
-    id: str | None = None
+    The rows are checked (every column has values of one JSON type) when the
+    body is decoded; the Arrow :attr:`table` is built on first use, and
+    :meth:`rows_for` gives a version that takes float64 matrices the rows as a
+    :class:`~conveyor.serving.dense.DenseRows` instead (serving/dense.py).
+    """
+
+    __slots__ = ("_prefix", "_table", "attributes", "columns", "id", "kinds", "names")
+
+    def __init__(
+        self,
+        names: list[str],
+        columns: list[list[Any]],
+        kinds: list[frozenset[type]],
+        prefix: str,
+        attributes: dict[str, str | int | float | bool] | None = None,
+        id: str | None = None,
+    ) -> None:
+        self.names = names
+        self.columns = columns
+        self.kinds = kinds  # per column: the Python types of its values (NoneType for nulls)
+        self._prefix = prefix
+        self._table: pa.Table | None = None
+        self.attributes = attributes if attributes is not None else {}
+        self.id = id
+
+    @property
+    def table(self) -> pa.Table:
+        """The rows as an Arrow table (built once; InvalidInputError naming a bad column)."""
+        if self._table is None:
+            self._table = _table(self.names, self.columns, self.kinds, self._prefix)
+        return self._table
+
+    def rows_for(self, dense: tuple[str, ...] | None) -> pa.Table | DenseRows:
+        """The rows for a version whose float64 inputs are ``dense`` (None: it has others).
+
+        A :class:`DenseRows` when every value is a number and the columns are
+        exactly ``dense`` (in any order); the Arrow :attr:`table` otherwise, which
+        the signature then checks and converts as it always does.
+        """
+        if dense is None or len(dense) != len(self.names):
+            return self.table
+        for kinds, column in zip(self.kinds, self.columns, strict=True):
+            if not kinds <= _NUMBERS or (int in kinds and not _exact_ints(column)):
+                return self.table
+        import numpy as np
+
+        from conveyor.serving.dense import DenseRows
+
+        if tuple(self.names) == dense:
+            columns = self.columns
+        else:
+            where = dict(zip(self.names, self.columns, strict=True))
+            if where.keys() != set(dense):
+                return self.table
+            columns = [where[name] for name in dense]
+        return DenseRows(dense, np.array(columns, dtype=np.float64).T)
 
 
 def decode_native_request(body: bytes) -> NativeRequest:
@@ -85,11 +142,17 @@ def decode_native_request(body: bytes) -> NativeRequest:
     else:
         names, values = _from_columns(document["columns"])
 
-    table = _table(names, values, "records" if has_records else "columns")
+    prefix = "records" if has_records else "columns"
+    kinds = _kinds(names, values, prefix)
     request_id = document.get("id")
     if request_id is not None and type(request_id) is not str:
         raise InvalidInputError("id must be a string", field="id")
-    return NativeRequest(table, _attributes(document.get("attributes")), request_id)
+    request = NativeRequest(
+        names, values, kinds, prefix, _attributes(document.get("attributes")), request_id
+    )
+    if not all(k <= _NUMBERS for k in kinds):
+        request.table  # noqa: B018  (other than numbers, a column can still fail in Arrow: now)
+    return request
 
 
 def encode_predictions(
@@ -165,7 +228,37 @@ def _from_columns(columns: Any) -> tuple[list[str], list[list[Any]]]:
     return names, values
 
 
-def _table(names: list[str], values: list[list[Any]], prefix: str) -> pa.Table:
+def _kinds(names: list[str], values: list[list[Any]], prefix: str) -> list[frozenset[type]]:
+    """Each column's value types; InvalidInputError for a column that mixes them."""
+    found: list[frozenset[type]] = []
+    for name, column in zip(names, values, strict=True):
+        kinds = frozenset(map(type, column))
+        # int and float mix freely in JSON (1 and 1.5); any other mix is an error.
+        mixed = kinds - _NULL
+        if len(mixed) > 1 and mixed != _NUMBERS:
+            found_names = ", ".join(sorted(_json_type_name(k) for k in mixed))
+            where = f"{prefix}.{name}"
+            raise InvalidInputError(f"{where} mixes value types ({found_names})", field=where)
+        if int in kinds:
+            for v in column:
+                if type(v) is int and not _INT64_MIN <= v <= _INT64_MAX:
+                    where = f"{prefix}.{name}"
+                    raise InvalidInputError(
+                        f"{where} cannot be read as a column: {v} does not fit in 64 bits",
+                        field=where,
+                    )
+        found.append(kinds)
+    return found
+
+
+def _exact_ints(column: list[Any]) -> bool:
+    """Every int in ``column`` is exact as a float64 (beyond, the signature's cast refuses it)."""
+    return all(-_EXACT <= v <= _EXACT for v in column if type(v) is int)
+
+
+def _table(
+    names: list[str], values: list[list[Any]], all_kinds: list[frozenset[type]], prefix: str
+) -> pa.Table:
     import numpy as np
     import pyarrow as pa
 
@@ -173,14 +266,8 @@ def _table(names: list[str], values: list[list[Any]], prefix: str) -> pa.Table:
     floats: list[int] = []
     ints: list[int] = []
     for i, column in enumerate(values):
-        kinds = set(map(type, column))
-        has_null = _NONE in kinds
-        kinds.discard(_NONE)
-        # int and float mix freely in JSON (1 and 1.5); any other mix is an error.
-        if len(kinds) > 1 and kinds != {int, float}:
-            found = ", ".join(sorted(_json_type_name(k) for k in kinds))
-            where = f"{prefix}.{names[i]}"
-            raise InvalidInputError(f"{where} mixes value types ({found})", field=where)
+        has_null = _NONE in all_kinds[i]
+        kinds = set(all_kinds[i] - _NULL)
         if not has_null and float in kinds:
             floats.append(i)
         elif not has_null and kinds == {int}:

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 import logging
 
+from conveyor.serving.dense import DenseRows, dense_columns
+
 log = logging.getLogger("conveyor.serving")
 
 __all__ = ["ModelPool", "Served", "load_verified", "refused", "verify_version", "warmup_table"]
@@ -45,13 +47,24 @@ class Served:
     #: What the model answered to the warm-up rows: the shape of every answer it gives
     #: (Open Inference Protocol metadata declares its outputs from it). None: no warm-up.
     sample_output: Any = None
+    #: The input names when the version takes rows as a float64 matrix (serving/dense.py):
+    #: every input is float64 and the model predicts from a matrix. None otherwise.
+    dense: tuple[str, ...] | None = None
 
     @property
     def key(self) -> tuple[str, int]:
         return self.version.model, self.version.number
 
-    def enforce(self, table: pa.Table) -> pa.Table:
-        """The request rows in the signature's columns and types (InvalidInputError naming one)."""
+    def enforce(self, table: pa.Table | DenseRows) -> pa.Table | DenseRows:
+        """The request rows in the signature's columns and types (InvalidInputError naming one).
+
+        Dense rows of exactly this version's inputs are already that; dense rows made for
+        another version (a shadow of another signature) are checked as the table they are.
+        """
+        if type(table) is DenseRows:
+            if table.names == self.dense:
+                return table
+            table = table.to_arrow()
         signature = self.loaded.signature
         return table if signature is None else signature.enforce(table)
 
@@ -148,7 +161,9 @@ def matrix_predict(loaded: LoadedModel) -> Any:
     if predict_fn is None:
         return None
 
-    def predict(table: pa.Table) -> Any:
+    def predict(table: pa.Table | DenseRows) -> Any:
+        if isinstance(table, DenseRows):
+            return predict_fn(table.matrix)
         try:
             # One C++ call for the whole row-major matrix (nulls as NaN, as to_numpy gives):
             # a tenth of converting the columns one by one (76 -> 6 us for 20 features).
@@ -296,7 +311,8 @@ class ModelPool:
         loaded, sample = await loop.run_in_executor(None, self._load_sync, model, number)
         spec = self.batching
         name = f"{model}@{number}"
-        predict = matrix_predict(loaded) or _flavor_predict(loaded)
+        fast = matrix_predict(loaded)
+        predict = fast or _flavor_predict(loaded)
 
         on_batch = None
         if self.on_batch is not None:
@@ -313,7 +329,8 @@ class ModelPool:
             name=name,
             on_batch=on_batch,
         )
-        served = Served(loaded.version, loaded, batcher, sample_output=sample)
+        dense = dense_columns(loaded.signature) if fast is not None else None
+        served = Served(loaded.version, loaded, batcher, sample_output=sample, dense=dense)
         self._served[(model, number)] = served
         return served
 
