@@ -53,6 +53,7 @@ __all__ = ["ArmSample", "Judgement", "Outcome", "SLOLimits", "analyze", "load_ch
 
 Outcome = Literal["pass", "fail", "wait"]
 _EMPTY = np.zeros(0, dtype=np.float64)
+_MIN_DRIFT = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +233,7 @@ def _drift_check(
     if spec.max_psi is None or stable is None:
         return None
     ref, cur = stable.outputs, canary.outputs
-    if ref.size < 20 or cur.size < 20:
+    if ref.size < _MIN_DRIFT or cur.size < _MIN_DRIFT:  # PSI of fewer is mostly noise
         return None
     from conveyor.data.drift.stats import psi
 

@@ -515,6 +515,9 @@ class Rollouts:
             return TickResult(rollout_id, current.model, "paused", current.step_index)
         if current.step_started_at is None:
             return self._apply(current, holder)
+        live = self.routes.get(current.model).revision
+        if live != current.route_revision:
+            return self._conflict(current, live)
         plan = RolloutDefaults(**current.plan)
         now = self.clock()
         due = current.step_started_at + interval_of(plan) * (1 + current.extensions)
@@ -542,6 +545,16 @@ class Rollouts:
             return RoutePolicy.fixed(rollout.candidate)
         return RoutePolicy.canary(rollout.stable, rollout.candidate, step.percent, flags=flags)
 
+    def _conflict(self, rollout: Rollout, live: Any) -> TickResult:
+        """Someone changed the route since the controller wrote it: pause, never overwrite."""
+        detail = (
+            f"the route of {rollout.model!r} was changed by someone else (revision {live}, "
+            f"the controller wrote {rollout.route_revision}): paused; resume to continue "
+            "from the live route"
+        )
+        self._transition(rollout.id, ("running",), "paused", detail)
+        return TickResult(rollout.id, rollout.model, "conflict", rollout.step_index, detail)
+
     def _apply(self, rollout: Rollout, holder: str) -> TickResult:
         from conveyor.rollouts.tables import RolloutRecord
 
@@ -555,13 +568,7 @@ class Rollouts:
                 expected_revision=rollout.route_revision,
             )
         except ConcurrentUpdateError as exc:
-            detail = (
-                f"the route of {rollout.model!r} was changed by someone else (revision "
-                f"{exc.context.get('revision')}, the controller wrote "
-                f"{rollout.route_revision}): paused; resume to continue from the live route"
-            )
-            self._transition(rollout.id, ("running",), "paused", detail)
-            return TickResult(rollout.id, rollout.model, "conflict", rollout.step_index, detail)
+            return self._conflict(rollout, exc.context.get("revision"))
         now = self.clock()
         with self.project.store.session() as s:
             row = s.get(RolloutRecord, rollout.id)

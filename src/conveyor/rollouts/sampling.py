@@ -133,7 +133,9 @@ def read_shadow(
     con = duckdb.connect()
     try:
         MonitorQuery(project).relation(con, kinds=["prediction.shadow"], since=since, until=until)
-        row = con.execute(_SHADOW_SQL, _params(model, stable, candidate, since, until)).fetchone()
+        params = _params(model, stable, candidate, since, until)
+        del params["stable"]
+        row = con.execute(_SHADOW_SQL, params).fetchone()
     finally:
         con.close()
     n, errors, agree, latencies = row if row is not None else (0, 0, 0, None)
