@@ -305,8 +305,8 @@ def _user_checks(
     path: str, canary: ArmSample, stable: ArmSample | None, spec: AnalysisSpec
 ) -> list[CheckResult]:
     try:
-        out = load_check(path)(canary, stable, spec)
-        found = [out] if isinstance(out, CheckResult) else list(out)
+        out: Any = load_check(path)(canary, stable, spec)
+        found: list[Any] = [out] if isinstance(out, CheckResult) else list(out)
     except Exception as exc:  # a user check that raises fails the step, with the reason
         return [CheckResult(f"check:{path}", False, None, None, f"raised {exc!r}")]
     bad = [c for c in found if not isinstance(c, CheckResult)]

@@ -176,7 +176,11 @@ def run_command(
                 )
 
         if once:
-            for result in proj.rollouts.tick(name, rollout=rollout, lease_s=lease):
+            results = proj.rollouts.tick(name, rollout=rollout, lease_s=lease)
+            if as_json:
+                echo_json({"items": [r.to_dict() for r in results]})
+                return
+            for result in results:
                 tell(result)
             return
         with contextlib.suppress(KeyboardInterrupt):

@@ -28,6 +28,7 @@ where it was: the next one to take the lease resumes at the same step and window
 
 from __future__ import annotations
 
+import builtins
 import time
 import uuid
 from dataclasses import dataclass
@@ -451,7 +452,7 @@ class Rollouts:
 
     def tick(
         self, holder: str, *, rollout: str | None = None, lease_s: float = DEFAULT_LEASE_S
-    ) -> list[TickResult]:
+    ) -> builtins.list[TickResult]:
         """One step of the controller for every active rollout (or one): see the module."""
         targets = [self.get(rollout)] if rollout else self.list(active=True)
         return [self._tick_one(r.id, holder, lease_s) for r in targets if r.active]
@@ -713,7 +714,7 @@ class Rollouts:
         holder: str,
         reason: str,
         report_id: str | None,
-        failed: list[str],
+        failed: builtins.list[str],
     ) -> TickResult:
 
         self._to_stable(
