@@ -6,9 +6,8 @@
       defaults:
         steps: [1, 5, 25, 50, 100]      # or "shadow", "flag:internal:group=internal", ...
         interval: 10m                    # per step
-        min_requests: 300                # canary requests before a step is judged
         max_extensions: 6                # too little traffic extends a step this often
-        analysis: {max_latency_increase: 0.1, max_psi: 0.25, checks: ["mypkg.checks:fn"]}
+        analysis: {min_requests: 300, max_psi: 0.25, checks: ["mypkg.checks:fn"]}
       models:
         fraud: {interval: 5m, steps: [shadow, 5, 50, 100]}
 
