@@ -115,6 +115,14 @@ CLI: dict[str, tuple[str | None, tuple[str, ...]]] = {
         ("fraud", "--policy", '{"mode": "fixed", "versions": [{"version": 1}]}'),
     ),
     "route history": (None, ("fraud",)),
+    # rollouts (progressive delivery): each of these moves a route or an alias
+    "rollout start": ("rollouts.manage", ("fraud@2",)),
+    "rollout status": (None, ()),
+    "rollout pause": ("rollouts.manage", ("fraud",)),
+    "rollout resume": ("rollouts.manage", ("fraud",)),
+    "rollout abort": ("rollouts.manage", ("fraud",)),
+    "rollout promote": ("rollouts.manage", ("fraud",)),
+    "rollout run": ("rollouts.manage", ("--once",)),
 }
 
 
@@ -250,6 +258,14 @@ HTTP: dict[tuple[str, str], str | None] = {
     ("GET", "/v1/monitor/quality"): "monitoring.read",
     ("GET", "/v1/monitor/concept-drift"): "monitoring.read",  # computed, recorded nowhere
     ("GET", "/v1/monitor/drift"): "monitoring.read",  # computed, recorded nowhere
+    # rollouts (progressive delivery)
+    ("GET", "/v1/rollouts"): "rollouts.read",
+    ("POST", "/v1/rollouts"): "rollouts.manage",
+    ("GET", "/v1/rollouts/{ref}"): "rollouts.read",
+    ("POST", "/v1/rollouts/{ref}/pause"): "rollouts.manage",
+    ("POST", "/v1/rollouts/{ref}/resume"): "rollouts.manage",
+    ("POST", "/v1/rollouts/{ref}/abort"): "rollouts.manage",
+    ("POST", "/v1/rollouts/{ref}/promote"): "rollouts.manage",
     ("GET", "/v1/alerts"): "alerts.read",
     ("GET", "/v1/alerts/{alert_id}"): "alerts.read",
     ("POST", "/v1/alerts/{alert_id}/ack"): "alerts.manage",

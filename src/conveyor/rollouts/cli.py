@@ -129,7 +129,7 @@ def _steer(name: str, help_text: str) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         with open_project(project) as proj:
-            who = authorized(proj, "rollouts.manage", f"rollout {name}")
+            who = authorized(proj, "rollouts.manage")
             rollouts = proj.rollouts
             if name == "pause":
                 done = rollouts.pause(ref, actor=who, reason=reason)
@@ -164,7 +164,7 @@ def run_command(
     Safe to run twice: a lease in the store lets one controller drive each rollout."""
     name = holder or f"{socket.gethostname()}:{os.getpid()}"
     with open_project(project) as proj:
-        authorized(proj, "rollouts.manage", "rollout run")
+        authorized(proj, "rollouts.manage")
 
         def tell(result: TickResult) -> None:
             if as_json:
