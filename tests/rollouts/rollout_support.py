@@ -36,7 +36,9 @@ def passed_gates(project: Project, model: str, number: int, passed: bool = True)
     save_report(project.store, report)
 
 
-def make_project(root: Path, *, versions: int = 3, spec: str = "") -> Project:
+def make_project(
+    root: Path, *, versions: int = 3, spec: str = "", env: dict[str, str] | None = None
+) -> Project:
     """``m`` at v1..``versions`` (y = k * (a + b)), the route fixed on v1, v1 champion,
     every version but the last with passed gates (the last: failed)."""
     import pandas as pd
@@ -50,7 +52,7 @@ def make_project(root: Path, *, versions: int = 3, spec: str = "") -> Project:
     if spec:
         with (root / "conveyor.yaml").open("a") as out:
             out.write(spec)
-    project = Project.open(root, env={})
+    project = Project.open(root, env=env or {})
     X = pd.DataFrame(np.random.default_rng(0).normal(size=(40, 2)), columns=["a", "b"])
     for k in range(1, versions + 1):
         project.registry.register(

@@ -5,6 +5,7 @@ route change, the lease, shadow and flag steps."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,21 @@ from conveyor.serving.routes import RoutePolicy
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Project:
+def project(tmp_path: Path) -> Iterator[Project]:
     with make_project(tmp_path) as proj:
+        yield proj
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_project(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Project]:
+    """The project on SQLite, and with its store and event log on PostgreSQL."""
+    if request.param == "sqlite":
+        with make_project(tmp_path) as proj:
+            yield proj
+        return
+    pg_url = request.getfixturevalue("pg_url")
+    env = {"CONVEYOR_STORE": pg_url, "CONVEYOR_EVENTS": pg_url}
+    with make_project(tmp_path, env=env) as proj:
         yield proj
 
 
@@ -31,10 +45,11 @@ def _kinds(project: Project, prefix: str) -> list[str]:
     return [e.kind for e in project.events.iter(subject="m") if e.kind.startswith(prefix)]
 
 
-def test_a_bad_canary_is_rolled_back_at_the_first_step(project: Project) -> None:
+def test_a_bad_canary_is_rolled_back_at_the_first_step(any_project: Project) -> None:
     from conveyor.checks.persist import get_report
     from conveyor.monitoring.alerts.store import SqlStore
 
+    project = any_project
     clock = Clock()
     rollouts = Rollouts(project, clock=clock)
     started = rollouts.start("m", 2, actor="ana", steps="5,50,100", interval="10m")
@@ -145,7 +160,8 @@ def test_a_manual_route_change_pauses_the_rollout_instead_of_being_overwritten(
     assert {a.version: a.weight for a in _route(project).versions} == {1: 90.0, 2: 10.0}
 
 
-def test_two_controllers_never_drive_one_rollout(project: Project) -> None:
+def test_two_controllers_never_drive_one_rollout(any_project: Project) -> None:
+    project = any_project
     clock = Clock()
     rollouts = Rollouts(project, clock=clock)
     rollouts.start("m", 2, actor="ana", steps="10,100", interval="10m")
