@@ -245,3 +245,53 @@ def test_shadow_then_flags_then_percent(project: Project) -> None:
     assert [(f.name, f.match, f.percent, f.version) for f in flags] == [
         ("internal", {"group": "internal"}, 100.0, 2)
     ]
+
+
+def test_a_candidate_worse_on_feedback_labels_is_rolled_back(project: Project) -> None:
+    """Quality per arm from monitoring's quality code: the candidate's answers are as
+    confident as stable's, but 40 % of its labels disagree."""
+    import random
+    from datetime import timedelta
+
+    from conveyor.events.schema import Event
+    from conveyor.monitoring.feedback import record_feedback
+
+    clock = Clock()
+    rollouts = Rollouts(project, clock=clock)
+    rollouts.start("m", 2, actor="ana", steps="50,100", interval="10m", min_requests=150)
+    rollouts.tick("ctl")
+    rng = random.Random(7)
+    events, labels = [], []
+    for i in range(600):
+        version = "2" if i % 2 else "1"
+        p = rng.betavariate(0.3, 0.3)
+        y = int(rng.random() < p)
+        if version == "2" and rng.random() < 0.4:
+            y = 1 - y
+        rid = f"q-{i}"
+        events.append(
+            Event(
+                "prediction",
+                subject="m",
+                subject_version=version,
+                request_id=rid,
+                time=clock.at + timedelta(seconds=i),
+                payload={
+                    "version_id": f"m-v{version}",
+                    "arm": f"v{version}",
+                    "flag": None,
+                    "latency_ms": 20.0 + rng.random(),
+                    "cached": False,
+                    "rows": 1,
+                    "output": [[1 - p, p]],
+                },
+            )
+        )
+        labels.append({"request_id": rid, "label": y})
+    project.events.append_many(events)
+    project.events.flush()
+    record_feedback(project, labels)
+    clock.advance(minutes=10)
+    [judged] = rollouts.tick("ctl")
+    assert judged.action == "rolled_back", judged
+    assert judged.detail.startswith("quality:"), judged.detail

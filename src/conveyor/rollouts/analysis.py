@@ -69,6 +69,9 @@ class ArmSample:
     quality: float | None = None
     business: float | None = None
     agree: int | None = None
+    #: The metric ``quality`` is (its direction from conveyor.checks.metrics); None: higher
+    #: is better.
+    quality_metric: str | None = None
 
     @property
     def error_rate(self) -> float:
@@ -83,6 +86,7 @@ class ArmSample:
             "p95_ms": round(float(np.quantile(lat, 0.95)), 3) if lat.size else None,
             "outputs": int(self.outputs.size),
             "quality": self.quality,
+            "quality_metric": self.quality_metric,
             "business": self.business,
             "agree": self.agree,
         }
@@ -256,13 +260,22 @@ def _metric_check(
     base = None if stable is None else getattr(stable, name)
     if value is None or base is None:
         return None
-    floor = base - spec.max_quality_drop
+    higher = True
+    label = name
+    if name == "quality" and stable is not None and stable.quality_metric:
+        from conveyor.checks.metrics import metric
+
+        higher = metric(stable.quality_metric).greater_is_better
+        label = f"quality:{stable.quality_metric}"
+    bound = base - spec.max_quality_drop if higher else base + spec.max_quality_drop
+    ok = value >= bound if higher else value <= bound
+    sign = "-" if higher else "+"
     return CheckResult(
-        name,
-        value >= floor,
+        label,
+        ok,
         round(value, 6),
-        round(floor, 6),
-        f"canary {value:.4f} against stable {base:.4f} - {spec.max_quality_drop}",
+        round(bound, 6),
+        f"canary {value:.4f} against stable {base:.4f} {sign} {spec.max_quality_drop}",
     )
 
 

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from conveyor.capability import EventKind
     from conveyor.checks.result import Report
     from conveyor.project import Project
-    from conveyor.rollouts.analysis import Judgement
+    from conveyor.rollouts.analysis import ArmSample, Judgement
     from conveyor.rollouts.tables import RolloutRecord
     from conveyor.serving.route_store import RouteStore
     from conveyor.serving.routes import RoutePolicy
@@ -598,6 +598,8 @@ class Rollouts:
             since=since,
             until=until,
         )
+        if step.kind != "shadow":
+            canary, stable = self._with_quality(rollout, canary, stable, since, until)
         slos = self.project.spec.slos
         slo = SLOLimits(
             p95_ms=slos.latency_p95_ms,
@@ -613,6 +615,39 @@ class Rollouts:
         )
         judgement.report.subject_version = str(rollout.candidate)
         return judgement
+
+    def _with_quality(
+        self,
+        rollout: Rollout,
+        canary: ArmSample,
+        stable: ArmSample,
+        since: datetime,
+        until: datetime,
+    ) -> tuple[ArmSample, ArmSample]:
+        """The arms with their quality and business value from feedback, where labels exist
+        (``analysis.quality_metric``, else monitoring's metric for the model)."""
+        from dataclasses import replace
+
+        from conveyor.rollouts.sampling import read_quality
+
+        plan = RolloutDefaults(**rollout.plan)
+        try:
+            found = read_quality(
+                self.project,
+                rollout.model,
+                versions=(rollout.candidate, rollout.stable),
+                since=since,
+                until=until,
+                metric=plan.analysis.quality_metric,
+            )
+        except NotFoundError:  # no feedback folder or copy yet: nothing to score
+            return canary, stable
+
+        def filled(arm: ArmSample, version: int) -> ArmSample:
+            name, quality, business = found[version]
+            return replace(arm, quality=quality, business=business, quality_metric=name)
+
+        return filled(canary, rollout.candidate), filled(stable, rollout.stable)
 
     def _judge(
         self, rollout: Rollout, plan: RolloutDefaults, now: datetime, holder: str

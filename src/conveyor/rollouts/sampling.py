@@ -21,7 +21,7 @@ from conveyor.rollouts.analysis import ArmSample
 if TYPE_CHECKING:
     from conveyor.project import Project
 
-__all__ = ["read_arms", "read_shadow"]
+__all__ = ["read_arms", "read_quality", "read_shadow"]
 
 _COUNTS_SQL = """
 SELECT subject_version AS version,
@@ -152,3 +152,48 @@ def read_shadow(
         outputs=False,
     )
     return shadow, primary
+
+
+def read_quality(
+    project: Project,
+    model: str,
+    *,
+    versions: tuple[int, ...],
+    since: datetime,
+    until: datetime,
+    metric: str | None = None,
+) -> dict[int, tuple[str | None, float | None, float | None]]:
+    """Per version: ``(metric, quality, business value mean)`` of the predictions made in
+    ``[since, until)`` that have feedback, from monitoring's quality code (the metrics of
+    :mod:`conveyor.checks.metrics`, one implementation); Nones without labels.
+
+    One window spans the whole range (a window ~27 years wide, epoch-aligned, so the
+    step's range falls in one), so each version has one row per arm; a metric over
+    several arms (a flag and the weights) is their labelled-weighted mean.
+    """
+    from datetime import timedelta
+
+    from conveyor.monitoring.quality import quality_report
+
+    report = quality_report(
+        project,
+        model,
+        since=since,
+        until=until,
+        window=timedelta(days=10_000),
+        metrics=None if metric is None else [metric],
+    )
+    name = metric or (report.metrics[0] if report.metrics else None)
+    out: dict[int, tuple[str | None, float | None, float | None]] = {}
+    for version in versions:
+        rows = [w for w in report.windows if w["version"] == str(version) and w["labelled"]]
+        quality = _weighted(rows, name) if name else None
+        business = _weighted(rows, "value_mean")
+        out[version] = (name, quality, business)
+    return out
+
+
+def _weighted(rows: list[dict[str, Any]], key: str) -> float | None:
+    pairs = [(r[key], r["labelled"]) for r in rows if r.get(key) is not None]
+    total = sum(n for _, n in pairs)
+    return sum(v * n for v, n in pairs) / total if total else None

@@ -74,6 +74,11 @@ class AnalysisSpec(BaseModel):
     max_psi: float | None = Field(
         0.25, gt=0, description="Prediction drift: PSI of outputs against stable's; null: off."
     )
+    quality_metric: str | None = Field(
+        None,
+        description="Quality from feedback: this metric of conveyor.checks.metrics (default: "
+        "monitoring.quality's for the model).",
+    )
     max_quality_drop: float = Field(
         0.02, ge=0, description="Quality and business metric: at most this below stable's."
     )
