@@ -1,9 +1,24 @@
 """Batch scoring as a capability."""
 
-from conveyor.capability import Capability
+from conveyor.capability import Capability, Command, Tables
+from conveyor.scoring.events import SCORING_EVENTS
 
 CAPABILITY = Capability(
     "scoring",
     "batch scoring: a model version over files, a SQL query or a data set version, resumable",
+    # data: dataset: inputs and the SQL reader; registry: versions, gates; serving: the
+    # verified loader; pipelines: scheduled jobs
     requires=("data", "governance", "pipelines", "registry", "serving"),
+    settings="conveyor.scoring.settings:SECTIONS",
+    tables=Tables(
+        "conveyor.scoring:migrations",
+        "conveyor.scoring.tables",
+        "conveyor_scoring_version",
+    ),
+    cli=(Command("conveyor.scoring.cli:score_app", "score"),),
+    events=SCORING_EVENTS,
+    actions={
+        # writes predictions to a folder or a table, and a run record
+        "scoring.batch": "deployer",
+    },
 )

@@ -37,6 +37,8 @@ from conveyor.errors import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import pyarrow as pa
     import sqlalchemy as sa
     from sqlalchemy.engine import Connection, Engine
@@ -198,6 +200,43 @@ class SQLSource(BaseSource):
             else _empty(names, known)
         )
         return _utc(table)
+
+    def create_engine(self) -> Engine:
+        """An engine for this source's database (its driver, connect timeout and errors),
+        for a caller that writes there too (batch scoring's table output)."""
+        return self._engine()
+
+    def iter_chunks(self) -> Iterator[pa.Table]:
+        """The rows as Arrow tables of up to ``chunk_size`` rows each, streamed with a
+        server-side cursor, so a caller holds one chunk at a time (batch scoring)."""
+        import sqlalchemy as sa
+
+        engine = self._engine()
+        try:
+            try:
+                conn = engine.connect()
+            except sa.exc.DBAPIError as exc:
+                raise self._unavailable(exc) from None
+            with conn:
+                try:
+                    statement, known = self._statement(conn, None)
+                    streaming = conn.execution_options(
+                        stream_results=True, yield_per=self.chunk_size
+                    )
+                    result = streaming.execute(statement)
+                    try:
+                        names = list(result.keys())
+                        _check_unique(names, self._where())
+                        for rows in result.partitions(self.chunk_size):
+                            yield _utc(_chunk_table(names, rows, known))
+                    finally:
+                        result.close()
+                except sa.exc.DBAPIError as exc:
+                    if exc.connection_invalidated or _lost(exc):
+                        raise self._unavailable(exc) from None
+                    raise self._query_error(exc) from None
+        finally:
+            engine.dispose()
 
     def _statement(
         self, conn: Connection, after: Any | None
