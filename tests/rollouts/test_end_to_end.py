@@ -92,3 +92,29 @@ def test_a_bad_candidate_is_rolled_back_and_a_good_one_promoted(tmp_path: Path) 
                 assert [r["status"] for r in listed] == ["promoted", "rolled_back"]
         finally:
             server.stop()
+
+
+def test_the_server_runs_the_controller_when_the_spec_says_so(tmp_path: Path) -> None:
+    spec = SPEC + "  controller: {in_server: true, poll_s: 0.2, lease_s: 5}\n"
+    with make_project(tmp_path, versions=2, spec=spec) as project:
+        passed_gates(project, "m", 2)
+        started = project.rollouts.start("m", 2, actor="ana", steps="10,100", interval="1h")
+        server = ThreadedServer(create_app(project))
+        server.start()
+        try:
+            from conveyor.testing.wait import wait_until
+
+            wait_until(
+                lambda: project.rollouts.get(started.id).step_started_at is not None,
+                timeout=30,
+                message="the server's controller applies the first step",
+            )
+            found = project.rollouts.get(started.id)
+            assert found.lease_holder is not None and found.lease_holder.startswith("server:")
+            weights = {
+                a.version: a.weight
+                for a in RouteStore(project.store, None).get("m").policy.versions
+            }
+            assert weights == {1: 90.0, 2: 10.0}
+        finally:
+            server.stop()

@@ -12,6 +12,8 @@ resume, abort, promote (deployer), the same operations as ``conveyor rollout``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -22,10 +24,14 @@ from conveyor.web.app import Contribution
 from conveyor.web.routing import Route
 
 if TYPE_CHECKING:
+    from conveyor.project import Project
+    from conveyor.rollouts.settings import ControllerSpec
     from conveyor.web.app import AppContext
     from conveyor.web.pipeline import Call
 
-__all__ = ["routes"]
+__all__ = ["ServerController", "routes"]
+
+_log = logging.getLogger(__name__)
 
 _START_FIELDS = {
     "model": str,
@@ -140,8 +146,13 @@ def routes(context: AppContext) -> Contribution:
         return endpoint
 
     tags = ("rollouts",)
+    from conveyor.rollouts.settings import rollouts_of
+
+    loop = ServerController(project, rollouts_of(project.spec).controller)
     return Contribution(
-        [
+        startup=loop.start if loop.spec.in_server else None,
+        shutdown=loop.stop if loop.spec.in_server else None,
+        routes=[
             Route(
                 "GET",
                 "/v1/rollouts",
@@ -201,5 +212,40 @@ def routes(context: AppContext) -> Contribution:
                     ("promote", "Skip the remaining steps: 100 % and the alias promoted"),
                 )
             ),
-        ]
+        ],
     )
+
+
+class ServerController:
+    """The controller in a server worker's background (``rollouts.controller.in_server``):
+    a tick every ``poll_s`` in a thread; every worker ticks, the lease lets one drive each
+    rollout. A failed tick is logged and the next one tries again."""
+
+    def __init__(self, project: Project, spec: ControllerSpec) -> None:
+        import os
+        import socket
+
+        self.project = project
+        self.spec = spec
+        self.holder = f"server:{socket.gethostname()}:{os.getpid()}"
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(
+                    self.project.rollouts.tick, self.holder, lease_s=self.spec.lease_s
+                )
+            except Exception:  # the next tick tries again; the rollout's state is in the store
+                _log.exception("rollout controller tick failed")
+            await asyncio.sleep(self.spec.poll_s)

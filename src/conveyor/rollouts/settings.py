@@ -122,9 +122,26 @@ class RolloutDefaults(BaseModel):
         return value
 
 
+class ControllerSpec(BaseModel):
+    """Where the controller runs besides ``conveyor rollout run``."""
+
+    model_config = _STRICT
+
+    in_server: bool = Field(
+        False,
+        description="Run the controller in the model server's background tasks (every worker "
+        "ticks; the lease lets one drive each rollout).",
+    )
+    poll_s: float = Field(5.0, gt=0, le=600, description="Seconds between the server's ticks.")
+    lease_s: float = Field(
+        30.0, gt=0, le=3600, description="Lease length, seconds (renewed each tick)."
+    )
+
+
 class RolloutsSpec(BaseModel):
     model_config = _STRICT
 
+    controller: ControllerSpec = Field(default_factory=ControllerSpec)
     defaults: RolloutDefaults = Field(default_factory=RolloutDefaults)
     models: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
