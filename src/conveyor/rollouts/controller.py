@@ -440,12 +440,10 @@ class Rollouts:
             self._log(row, target, reason)
             return _view(row)
 
-    @staticmethod
-    def _log(row: RolloutRecord, what: str, detail: str | None) -> None:
+    def _log(self, row: RolloutRecord, what: str, detail: str | None) -> None:
         history = list(row.doc.get("history", []))
-        history.append(
-            {"at": _now().isoformat(), "step": row.step_index, "what": what, "detail": detail}
-        )
+        at = self.clock().isoformat()
+        history.append({"at": at, "step": row.step_index, "what": what, "detail": detail})
         row.doc = {**row.doc, "history": history[-200:]}
 
     # -- driving -------------------------------------------------------------------
