@@ -430,7 +430,8 @@ def schedule_command(
     ``features.materialize.cron``, as the pipeline ``features.materialize``,
     ``monitoring.compaction.cron``, as the pipeline ``monitoring.compact``,
     ``monitoring.drift.cron``, as the pipeline ``monitoring.drift``, and
-    ``monitoring.quality.concept_drift.cron``, as ``monitoring.concept_drift``.
+    ``monitoring.quality.concept_drift.cron``, as ``monitoring.concept_drift``, and each
+    job of ``scoring.jobs``, as ``scoring.NAME``.
     """
     import signal
 
@@ -441,6 +442,7 @@ def schedule_command(
     from conveyor.pipelines.loading import load_pipelines
     from conveyor.pipelines.runners import runner_for
     from conveyor.pipelines.scheduler import Scheduler
+    from conveyor.scoring.schedule import scoring_schedules
     from conveyor.training.continuous import retraining_schedules
 
     interval = parse_duration(poll_interval, "--poll-interval").total_seconds()
@@ -454,6 +456,7 @@ def schedule_command(
         pipelines += compaction_schedules(proj)
         pipelines += drift_schedules(proj)
         pipelines += concept_drift_schedules(proj)
+        pipelines += scoring_schedules(proj)
         if not pipelines:
             raise InvalidInputError(
                 "nothing to schedule: name pipelines (TARGET...), give a model a retrain "

@@ -260,27 +260,29 @@ def run_ray(
     items = [{"p": pickle.dumps(p)} for p in partitions]
     if not items:
         return
-    _connect(ray, address, setup)
-    dataset = ray.data.from_items(items, override_num_blocks=len(items))
-    scored = dataset.map_batches(
-        _RayScorer,
-        fn_constructor_args=(pickle.dumps(setup),),
-        batch_size=1,
-        concurrency=max(1, workers),
-        num_cpus=1,
-    )
-    for row in scored.iter_rows():
-        on_result(pickle.loads(row["r"]))
+    started = _connect(ray, address)
+    try:
+        dataset = ray.data.from_items(items, override_num_blocks=len(items))
+        scored = dataset.map_batches(
+            _RayScorer,
+            fn_constructor_args=(pickle.dumps(setup),),
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=max(1, workers)),
+            num_cpus=1,
+        )
+        for row in scored.iter_rows():
+            on_result(pickle.loads(row["r"]))
+    finally:
+        if started:  # a local Ray started for this run goes with it
+            ray.shutdown()
 
 
-def _connect(ray: Any, address: str | None, setup: WorkerSetup) -> None:
+def _connect(ray: Any, address: str | None) -> bool:
+    """Connect to ``address`` (or start a local Ray); True when this call started it."""
     if ray.is_initialized():
-        return
-    # Workers import conveyor from the coordinator's interpreter; the env carries the
-    # project's settings (CONVEYOR_*), as for local workers.
+        return False
     options: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False}
     if address is None:
-        options["num_cpus"] = max(1, os.cpu_count() or 1)
         options["include_dashboard"] = False
     try:
         ray.init(address=address, **options)
@@ -288,6 +290,7 @@ def _connect(ray: Any, address: str | None, setup: WorkerSetup) -> None:
         raise BackendUnavailableError(
             f"cannot reach the Ray cluster at {address}: {exc}", url=address, seam="ray"
         ) from None
+    return True
 
 
 def check_engine(engine: str) -> str:

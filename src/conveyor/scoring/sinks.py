@@ -157,8 +157,9 @@ class _FileWriter(PartWriter):
 
         if self._writer is None:
             self._writer = pq.ParquetWriter(self.temp, table.schema)
-        elif not table.schema.equals(self._writer.schema_arrow):
-            table = table.cast(self._writer.schema_arrow)
+            self._schema = table.schema
+        elif not table.schema.equals(self._schema):
+            table = table.cast(self._schema)
         self._writer.write_table(table)
         self.rows += table.num_rows
 
