@@ -221,6 +221,14 @@ class Rollouts:
 
         from conveyor.rollouts.tables import RolloutRecord
 
+        if (
+            isinstance(candidate, bool)
+            or not isinstance(candidate, int)
+            or not (1 <= candidate < 2**31)
+        ):
+            raise InvalidInputError(
+                f"version: a version number, got {candidate!r}", field="version"
+            )
         if force and not (reason and reason.strip()):
             raise InvalidInputError("--force needs a --reason (it is recorded)", field="reason")
         analysis = {"min_requests": min_requests} if min_requests is not None else None
