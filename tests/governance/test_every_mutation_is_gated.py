@@ -123,6 +123,8 @@ CLI: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "rollout abort": ("rollouts.manage", ("fraud",)),
     "rollout promote": ("rollouts.manage", ("fraud",)),
     "rollout run": ("rollouts.manage", ("--once",)),
+    # batch scoring: writes predictions (a folder or a table) and a run record
+    "score batch": ("scoring.batch", ("fraud", "--input", "in", "--output", "out")),
 }
 
 

@@ -155,8 +155,8 @@ def score_batch(
 ) -> BatchResult:
     """Score ``input`` with ``model`` (``NAME``, ``NAME@ALIAS``, ``NAME@N``) into ``output``.
 
-    See the module. ``workers`` local processes (default ``scoring.workers``, 0 in
-    the spec: one per core; ``workers=0`` here scores in this process);
+    See the module. ``workers`` local processes or Ray actors (default
+    ``scoring.workers``, else one per core; 0 scores in this process);
     ``storage_options`` go to fsspec for the input (and the output unless
     ``output_storage_options``); ``env`` adds ``CONVEYOR_*`` variables the workers
     open the project with (the coordinator's environment is theirs already).
@@ -169,7 +169,7 @@ def score_batch(
     engine = check_engine(engine or settings.engine)
     chunk_rows = _positive(chunk_rows or settings.chunk_rows, "chunk_rows")
     if workers is None:
-        workers = settings.workers or (os.cpu_count() or 1)
+        workers = settings.workers if settings.workers is not None else (os.cpu_count() or 1)
     if workers < 0:
         raise InvalidInputError(f"workers must be 0 or more, got {workers}", field="workers")
     if force and not (reason and reason.strip()):
@@ -212,7 +212,8 @@ def score_batch(
         rejected_sink = sink
     else:
         rejected_sink = FolderSink(
-            rejected_output or str(project.root / ".conveyor" / "scoring" / run.id / "rejected")
+            rejected_output or str(project.root / ".conveyor" / "scoring" / run.id / "rejected"),
+            rejected_folder="",
         )
     done = _recorded(project, run.id)
     signature = None
@@ -362,7 +363,7 @@ def score_batch(
         scored_now=len(results),
         seconds=seconds,
         manifest=manifest,
-        rejected_output=rejected_sink.url if rejected else None,
+        rejected_output=rejected_sink.rejected_url if rejected else None,
         results=tuple(sorted(everything.values(), key=lambda r: r.key)),
     )
 

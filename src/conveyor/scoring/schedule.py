@@ -60,6 +60,7 @@ def scoring_pipeline(job: ScoringJob) -> Pipeline:
             table=job.table,
             key=job.key,
             engine=job.engine,
+            workers=job.workers,
             actor=f"pipeline:{ctx.pipeline}",
             progress=tell,
         )

@@ -4,7 +4,7 @@
 
     scoring:
       engine: local             # local | ray
-      workers: 0                # local worker processes (0: one per core)
+      workers: null             # worker processes (null: one per core; 0: in-process)
       chunk_rows: 100000        # rows scored at a time (bounded memory)
       ray_address: null         # ray://head:10001, auto; null: a local Ray for the run
       jobs:                     # scheduled by `conveyor pipeline schedule`
@@ -49,6 +49,9 @@ class ScoringJob(BaseModel):
     engine: Literal["local", "ray"] | None = Field(
         None, description="local or ray (default: scoring.engine)."
     )
+    workers: int | None = Field(
+        None, ge=0, le=1024, description="Worker processes (default: scoring.workers)."
+    )
 
 
 class ScoringSpec(BaseModel):
@@ -59,8 +62,12 @@ class ScoringSpec(BaseModel):
     engine: Literal["local", "ray"] = Field(
         "local", description="local: worker processes on this machine; ray: Ray Data."
     )
-    workers: int = Field(
-        0, ge=0, le=1024, description="Local worker processes (or Ray actors); 0: one per core."
+    workers: int | None = Field(
+        None,
+        ge=0,
+        le=1024,
+        description="Local worker processes (or Ray actors); None: one per core; 0: score in "
+        "the calling process.",
     )
     chunk_rows: int = Field(
         100_000, ge=1, le=10_000_000, description="Rows read and scored at a time."

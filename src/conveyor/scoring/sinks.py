@@ -57,18 +57,32 @@ class FolderSink:
 
     kind = "folder"
 
-    def __init__(self, url: str, storage_options: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        storage_options: Mapping[str, Any] | None = None,
+        *,
+        rejected_folder: str = REJECTED,
+    ) -> None:
         self.url = url.rstrip("/")
         self.storage_options = dict(storage_options or {})
+        #: Where rejected rows go under the folder ("" for a folder of rejected rows only).
+        self.rejected_folder = rejected_folder
         self.description = self.url
         self._fs: Any = None
         self._root = ""
 
     def __getstate__(self) -> dict[str, Any]:  # sent to workers: the filesystem is reopened
-        return {"url": self.url, "storage_options": self.storage_options}
+        return {
+            "url": self.url,
+            "storage_options": self.storage_options,
+            "rejected_folder": self.rejected_folder,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["url"], state["storage_options"])  # type: ignore[misc]
+        self.__init__(  # type: ignore[misc]
+            state["url"], state["storage_options"], rejected_folder=state["rejected_folder"]
+        )
 
     @property
     def fs(self) -> Any:
@@ -102,12 +116,14 @@ class FolderSink:
         return f"{self._root}/{name}"
 
     def writer(self, partition_id: str, *, rejected: bool = False) -> PartWriter:
-        name = (
-            f"{REJECTED}/part-{partition_id}.parquet"
-            if rejected
-            else f"part-{partition_id}.parquet"
-        )
+        name = f"part-{partition_id}.parquet"
+        if rejected and self.rejected_folder:
+            name = f"{self.rejected_folder}/{name}"
         return _FileWriter(self, name)
+
+    @property
+    def rejected_url(self) -> str:
+        return f"{self.url}/{self.rejected_folder}" if self.rejected_folder else self.url
 
     def put_bytes(self, name: str, data: bytes) -> None:
         """Write a small file whole (the manifest), atomically."""
