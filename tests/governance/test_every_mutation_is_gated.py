@@ -123,6 +123,21 @@ CLI: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "rollout abort": ("rollouts.manage", ("fraud",)),
     "rollout promote": ("rollouts.manage", ("fraud",)),
     "rollout run": ("rollouts.manage", ("--once",)),
+    # experiments and feature flags: each of these writes a route, a report or a flag
+    "experiment start": (
+        "experiments.manage",
+        ("exp", "fraud", "--arms", "a=1,b=2", "--metric", "conversion", "--mde", "0.02"),
+    ),
+    "experiment status": (None, ()),
+    "experiment report": ("experiments.manage", ("exp",)),  # saves; --no-save: viewer
+    "experiment stop": ("experiments.manage", ("exp",)),
+    "flag create": ("flags.manage", ("fraud", "f", "--version", "1")),
+    "flag list": (None, ()),
+    "flag show": (None, ("fraud", "f")),
+    "flag ramp": ("flags.manage", ("fraud", "f", "10")),
+    "flag target": ("flags.manage", ("fraud", "f", "a=b")),
+    "flag kill": ("flags.manage", ("fraud", "f")),
+    "flag delete": ("flags.manage", ("fraud", "f")),
     # batch scoring: writes predictions (a folder or a table) and a run record
     "score batch": ("scoring.batch", ("fraud", "--input", "in", "--output", "out")),
 }
@@ -268,6 +283,20 @@ HTTP: dict[tuple[str, str], str | None] = {
     ("POST", "/v1/rollouts/{ref}/resume"): "rollouts.manage",
     ("POST", "/v1/rollouts/{ref}/abort"): "rollouts.manage",
     ("POST", "/v1/rollouts/{ref}/promote"): "rollouts.manage",
+    # experiments and feature flags
+    ("GET", "/v1/experiments"): "experiments.read",
+    ("POST", "/v1/experiments"): "experiments.manage",
+    ("GET", "/v1/experiments/{name}"): "experiments.read",
+    ("GET", "/v1/experiments/{name}/report"): "experiments.read",  # judged, not saved
+    ("POST", "/v1/experiments/{name}/report"): "experiments.manage",  # saved
+    ("POST", "/v1/experiments/{name}/stop"): "experiments.manage",
+    ("GET", "/v1/flags"): "flags.read",
+    ("POST", "/v1/flags"): "flags.manage",
+    ("GET", "/v1/flags/{model}/{name}"): "flags.read",
+    ("DELETE", "/v1/flags/{model}/{name}"): "flags.manage",
+    ("POST", "/v1/flags/{model}/{name}/ramp"): "flags.manage",
+    ("POST", "/v1/flags/{model}/{name}/target"): "flags.manage",
+    ("POST", "/v1/flags/{model}/{name}/kill"): "flags.manage",
     ("GET", "/v1/alerts"): "alerts.read",
     ("GET", "/v1/alerts/{alert_id}"): "alerts.read",
     ("POST", "/v1/alerts/{alert_id}/ack"): "alerts.manage",

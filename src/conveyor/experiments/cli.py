@@ -117,7 +117,7 @@ def start_command(
 ) -> None:
     """Start an experiment: the route splits MODEL's traffic between the arms."""
     with open_project(project) as proj:
-        who = authorized(proj, "experiments.manage", "experiment start")
+        who = authorized(proj, "experiments.manage")
         found = proj.experiments.start(
             name,
             model,
@@ -172,7 +172,7 @@ def report_command(
     ship / do not ship / keep running. Saved (and the decision audited) unless --no-save."""
     with open_project(project) as proj:
         # saving writes a report and may record the conclusion: the manage role
-        authorized(proj, "experiments.manage" if save else "experiments.read", "experiment report")
+        authorized(proj, "experiments.manage" if save else "experiments.read")
         body = proj.experiments.report(name, save=save)
         if as_json:
             echo_json(body)
@@ -195,7 +195,7 @@ def stop_command(
 ) -> None:
     """Stop the experiment: every request goes to the winner's (or the control's) version."""
     with open_project(project) as proj:
-        who = authorized(proj, "experiments.manage", "experiment stop")
+        who = authorized(proj, "experiments.manage")
         found = proj.experiments.stop(name, actor=who, winner=winner, reason=reason).to_dict()
         echo_json(found) if as_json else _show(found)
 
@@ -237,7 +237,7 @@ def flag_create(
 ) -> None:
     """Create a flag on MODEL's live route (off at 0 % until ramped)."""
     with open_project(project) as proj:
-        who = authorized(proj, "flags.manage", "flag create")
+        who = authorized(proj, "flags.manage")
         flag = proj.flags.create(
             model,
             name,
@@ -294,7 +294,7 @@ def flag_ramp(
 ) -> None:
     """Ramp the flag to PERCENT (turns a killed flag on again)."""
     with open_project(project) as proj:
-        who = authorized(proj, "flags.manage", "flag ramp")
+        who = authorized(proj, "flags.manage")
         _flag(proj.flags.ramp(model, name, percent, actor=who, reason=reason), as_json)
 
 
@@ -310,7 +310,7 @@ def flag_target(
 ) -> None:
     """Target the flag at the requests whose attributes match."""
     with open_project(project) as proj:
-        who = authorized(proj, "flags.manage", "flag target")
+        who = authorized(proj, "flags.manage")
         _flag(proj.flags.target(model, name, match, actor=who, reason=reason), as_json)
 
 
@@ -325,7 +325,7 @@ def flag_kill(
 ) -> None:
     """The kill switch: the flag's rule leaves the route at once (one route revision)."""
     with open_project(project) as proj:
-        who = authorized(proj, "flags.manage", "flag kill")
+        who = authorized(proj, "flags.manage")
         _flag(proj.flags.kill(model, name, actor=who, reason=reason), as_json)
 
 
@@ -340,5 +340,5 @@ def flag_delete(
 ) -> None:
     """Delete the flag (its rule leaves the route; its history stays)."""
     with open_project(project) as proj:
-        who = authorized(proj, "flags.manage", "flag delete")
+        who = authorized(proj, "flags.manage")
         _flag(proj.flags.delete(model, name, actor=who, reason=reason), as_json)

@@ -62,6 +62,7 @@ def _check_percent(percent: Any) -> float:
 
 def _flag_dict(row: FlagRecord) -> dict[str, Any]:
     return {
+        "id": row.id,
         "model": row.model,
         "name": row.name,
         "version": row.version,
@@ -212,16 +213,15 @@ class Flags:
     ) -> dict[str, Any]:
         from conveyor.experiments.tables import FlagRecord
 
-        row = self._require(model, name)
-        before = _flag_dict(row)
-        match = update.get("match", dict(row.match))
-        percent = update.get("percent", row.percent)
-        state = "killed" if action == "kill" else ("on" if action == "ramp" else row.state)
-        rule = self._rule(name, row.version, match, percent) if state == "on" else None
+        before = self._require(model, name)
+        match = update.get("match", before["match"])
+        percent = update.get("percent", before["percent"])
+        state = "killed" if action == "kill" else ("on" if action == "ramp" else before["state"])
+        rule = self._rule(name, before["version"], match, percent) if state == "on" else None
         why = reason or f"flag {name}: {action}"
         route = self._write_route(model, rule, name, actor, why)
         with self.project.store.session() as s:
-            fresh = s.get(FlagRecord, row.id)
+            fresh = s.get(FlagRecord, before["id"])
             if fresh is None:
                 raise NotFoundError(f"flag {name!r} of {model!r} was deleted meanwhile")
             fresh.match, fresh.percent, fresh.state = match, percent, state
@@ -250,7 +250,7 @@ class Flags:
         """Remove the flag (its rule from the route too); its history stays."""
         from conveyor.experiments.tables import FlagRecord
 
-        row = self._require(model, name)
+        found = self._require(model, name)
         route_revision: int | None = None
         live = self.routes.get(model)
         if any(f.name == name for f in live.policy.flags):
@@ -258,7 +258,7 @@ class Flags:
                 model, None, name, actor, reason or f"flag {name} deleted"
             ).revision
         with self.project.store.session() as s:
-            fresh = s.get(FlagRecord, row.id)
+            fresh = s.get(FlagRecord, found["id"])
             if fresh is None:
                 raise NotFoundError(f"flag {name!r} of {model!r} was deleted meanwhile")
             fresh.revision += 1
@@ -288,7 +288,7 @@ class Flags:
 
         from conveyor.experiments.tables import FlagHistoryRecord
 
-        row = self._require(model, name)
+        found = self._require(model, name)
         with self.project.store.read() as s:
             history = [
                 {
@@ -307,19 +307,20 @@ class Flags:
                     .limit(200)
                 )
             ]
-        return {**_flag_dict(row), "history": history}
+        return {**found, "history": history}
 
-    def _find(self, model: str, name: str) -> FlagRecord | None:
+    def _find(self, model: str, name: str) -> dict[str, Any] | None:
         import sqlalchemy as sa
 
         from conveyor.experiments.tables import FlagRecord
 
         with self.project.store.read() as s:
-            return s.scalars(
+            row = s.scalars(
                 sa.select(FlagRecord).where(FlagRecord.model == model, FlagRecord.name == name)
             ).first()
+            return None if row is None else _flag_dict(row)
 
-    def _require(self, model: str, name: str) -> FlagRecord:
+    def _require(self, model: str, name: str) -> dict[str, Any]:
         found = self._find(model, name)
         if found is None:
             raise NotFoundError(f"no flag {name!r} on {model!r}", model=model, flag=name)
