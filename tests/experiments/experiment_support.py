@@ -41,6 +41,8 @@ def ab_traffic(
     since: datetime | None = None,
     shares: dict[str, float] | None = None,
     error_rates: dict[str, float] | None = None,
+    revenue: dict[str, float] | None = None,
+    outputs: dict[str, float] | None = None,
     seed: int = 0,
 ) -> None:
     """``n`` requests, a microsecond apart from ``since`` (now), split by ``shares`` (default even):
@@ -60,6 +62,9 @@ def ab_traffic(
         version = arms[arm]
         when = since + timedelta(microseconds=i)  # in time order, and never in the future
         rid = f"r-{seed}-{i}"
+        label = int(rng.random() < rates[arm])
+        right = rng.random() < (outputs or {}).get(arm, 0.5)
+        output = float(label if right else 1 - label)
         if rng.random() < (error_rates or {}).get(arm, 0.0):
             events.append(
                 Event(
@@ -92,11 +97,15 @@ def ab_traffic(
                     "latency_ms": float(rng.lognormal(np.log(20), 0.3)),
                     "cached": False,
                     "rows": 1,
-                    "output": [float(rng.normal())],
+                    # outputs[arm]: the chance the model's class (the output) is the label
+                    "output": [output],
                 },
             )
         )
-        feedback.append({"request_id": rid, "label": int(rng.random() < rates[arm])})
+        record: dict[str, Any] = {"request_id": rid, "label": label}
+        if revenue is not None:  # a converted request's value: exponential, mean revenue[arm]
+            record["value"] = float(rng.exponential(revenue[arm])) if label else 0.0
+        feedback.append(record)
     project.events.append_many(events)
     project.events.flush()
     record_feedback(project, feedback, source="test")

@@ -23,6 +23,18 @@ def project(tmp_path: Path) -> Iterator[Project]:
         yield proj
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_project(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Project]:
+    """The project on SQLite, and with its store and event log on PostgreSQL."""
+    if request.param == "sqlite":
+        with make_project(tmp_path) as proj:
+            yield proj
+        return
+    pg_url = request.getfixturevalue("pg_url")
+    with make_project(tmp_path, env={"CONVEYOR_STORE": pg_url, "CONVEYOR_EVENTS": pg_url}) as proj:
+        yield proj
+
+
 def _start(project: Project, name: str = "exp", **extra: object) -> object:
     options: dict = {"primary": "conversion", "baseline": 0.10, "mde": 0.02, **extra}
     return project.experiments.start(name, "m", ARMS, actor="ana", **options)
@@ -152,7 +164,8 @@ def test_sample_ratio_mismatch_means_do_not_ship(project: Project) -> None:
     assert "report_id" not in body
 
 
-def test_a_worse_guardrail_means_do_not_ship(project: Project) -> None:
+def test_a_worse_guardrail_means_do_not_ship(any_project: Project) -> None:
+    project = any_project
     _start(project, guardrails=["error_rate"])
     ab_traffic(
         project,
@@ -183,3 +196,48 @@ def test_stop_serves_the_winner(project: Project) -> None:
     assert _kinds(project) == ["experiment.started", "experiment.stopped"]
     with pytest.raises(NotFoundError):
         project.experiments.get("nope")
+
+
+def test_revenue_is_a_mean_with_welch_and_accuracy_a_model_metric(project: Project) -> None:
+    import numpy as np
+    from scipy import stats as sp
+
+    project.experiments.start(
+        "rev",
+        "m",
+        ARMS,
+        primary="revenue",
+        sd=30.0,
+        mde=2.0,
+        actor="ana",
+        guardrails=["accuracy"],
+    )
+    ab_traffic(
+        project,
+        arms=ARMS,
+        n=3000,
+        rates={"control": 0.3, "treatment": 0.3},
+        revenue={"control": 50.0, "treatment": 50.0},
+        outputs={"control": 0.9, "treatment": 0.6},
+        seed=5,
+    )
+    body = project.experiments.report("rev", save=False)
+    primary = body["primary"]
+    assert primary["kind"] == "mean"
+    # the accuracy guardrail is worse in the treatment arm (below): do not ship
+    assert body["recommendation"] == "do not ship" and "accuracy" in body["reason"]
+    # the same Welch test scipy computes on the per-request revenue
+    from conveyor.experiments.data import read_arms
+
+    found = project.experiments.get("rev")
+    data = read_arms(project, "m", found.labels, ["revenue"], since=found.started_at)
+    values = data.outcomes["revenue"]
+    theirs = sp.ttest_ind(values[data.arm == 1], values[data.arm == 0], equal_var=False)
+    assert primary["fixed_horizon"]["p_value"] == pytest.approx(theirs.pvalue)
+    assert primary["control"]["mean"] == pytest.approx(np.mean(values[data.arm == 0]))
+    # accuracy (the registry's metric per labelled request): 0.9 against 0.6, worse
+    [guard] = body["guardrails"]
+    assert guard["name"] == "accuracy"
+    assert guard["control"]["mean"] == pytest.approx(0.9, abs=0.03)
+    assert guard["treatment"]["mean"] == pytest.approx(0.6, abs=0.03)
+    assert guard["worse"]

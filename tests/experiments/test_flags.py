@@ -25,6 +25,18 @@ def project(tmp_path: Path) -> Iterator[Project]:
         yield proj
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_project(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Project]:
+    """The project on SQLite, and with its store and event log on PostgreSQL."""
+    if request.param == "sqlite":
+        with make_project(tmp_path) as proj:
+            yield proj
+        return
+    pg_url = request.getfixturevalue("pg_url")
+    with make_project(tmp_path, env={"CONVEYOR_STORE": pg_url, "CONVEYOR_EVENTS": pg_url}) as proj:
+        yield proj
+
+
 def _share_to(project: Project, version: int, attributes: dict[str, str]) -> float:
     policy = RouteStore(project.store, None).get("m").policy
     hits = sum(
@@ -34,7 +46,8 @@ def _share_to(project: Project, version: int, attributes: dict[str, str]) -> flo
     return hits / 2000
 
 
-def test_create_target_ramp_kill_delete(project: Project) -> None:
+def test_create_target_ramp_kill_delete(any_project: Project) -> None:
+    project = any_project
     flags = project.flags
     routes = RouteStore(project.store, None)
     start = routes.get("m").revision
