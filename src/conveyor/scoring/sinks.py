@@ -172,7 +172,10 @@ class _FileWriter(PartWriter):
         import pyarrow.parquet as pq
 
         if self._writer is None:
-            self._writer = pq.ParquetWriter(self.temp, table.schema)
+            # Dictionary encoding pays for text; on numbers (features, scores) it is a
+            # wasted try that makes writing four times slower.
+            text = [f.name for f in table.schema if _dictionary_worthy(f.type)]
+            self._writer = pq.ParquetWriter(self.temp, table.schema, use_dictionary=text)
             self._schema = table.schema
         elif not table.schema.equals(self._schema):
             table = table.cast(self._schema)
@@ -204,6 +207,14 @@ class _FileWriter(PartWriter):
             self._writer.close()
         if os.path.exists(self.temp):
             os.unlink(self.temp)
+
+
+def _dictionary_worthy(kind: pa.DataType) -> bool:
+    import pyarrow.types as t
+
+    return bool(
+        t.is_string(kind) or t.is_large_string(kind) or t.is_dictionary(kind) or t.is_binary(kind)
+    )
 
 
 class TableSink:
