@@ -172,3 +172,105 @@ monitor_app.command("grafana")(grafana_command)
 monitor_app.command("prometheus-rules")(prometheus_rules_command)
 monitor_app.command("alertmanager")(alertmanager_command)
 monitor_app.command("prometheus-config")(prometheus_config_command)
+
+
+@monitor_app.command("shadow")
+@errors
+def shadow_command(
+    model: Annotated[str, typer.Argument(help="The model whose shadow versions to analyse.")],
+    version: Annotated[
+        int | None, typer.Option(help="Only this shadow version (default: every one).")
+    ] = None,
+    window: Annotated[str, typer.Option(help=f"How far back from now ({DURATION_FORMS}).")] = "1h",
+    top: Annotated[int, typer.Option(help="Largest disagreements listed per version.")] = 10,
+    min_agreement: Annotated[
+        float, typer.Option(help="Agreement rate a shadow version needs to pass.")
+    ] = 0.95,
+    max_error_rate: Annotated[
+        float, typer.Option(help="Share of failed shadow copies allowed.")
+    ] = 0.01,
+    max_latency_ratio: Annotated[
+        float, typer.Option(help="Shadow p95 latency allowed, as a multiple of the primary's.")
+    ] = 1.5,
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Shadow versions against the answers given: agreement, differences, latency of
+    shadow and primary, errors and the largest disagreements with their inputs
+    (monitoring.shadow_analysis). Exit code 1 when the report failed."""
+    from datetime import UTC, datetime
+
+    from conveyor.monitoring.shadow_analysis import shadow_analysis
+
+    length = parse_duration(window, "--window")
+    with open_project(project) as proj:
+        authorized(proj, "monitoring.read")
+        now = datetime.now(UTC)
+        analysis = shadow_analysis(
+            proj,
+            model,
+            version,
+            since=now - length,
+            until=now,
+            top=top,
+            min_agreement=min_agreement,
+            max_error_rate=max_error_rate,
+            max_latency_ratio=max_latency_ratio,
+        )
+    if as_json:
+        echo_json(analysis.to_dict())
+    else:
+        _print_shadow(analysis.to_dict())
+    if not analysis.report.passed:
+        raise typer.Exit(1)
+
+
+def _print_shadow(analysis: dict[str, Any]) -> None:
+    from rich.markup import escape
+
+    out = console()
+    out.print(
+        f"shadow analysis of {escape(analysis['model'])}, {analysis['since'][:19]} to "
+        f"{analysis['until'][:19]} UTC",
+        soft_wrap=True,
+    )
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    for v in analysis["versions"]:
+        rate = v["agreement_rate"]
+        lat = v["latency"]
+        out.print(
+            f"  @{v['version']} (against @{','.join(map(str, v['primary_versions'])) or '?'}): "
+            f"{v['copies']:,} copies, {v['rows']:,} rows, {v['task'] or '-'}; agreement "
+            + ("-" if rate is None else f"{rate:.2%}")
+            + f"; errors {v['errors']:,}; p50/p95/p99 ms shadow "
+            f"{ms(lat['shadow']['p50_ms'])}/{ms(lat['shadow']['p95_ms'])}/"
+            f"{ms(lat['shadow']['p99_ms'])}, primary {ms(lat['primary']['p50_ms'])}/"
+            f"{ms(lat['primary']['p95_ms'])}/{ms(lat['primary']['p99_ms'])}",
+            soft_wrap=True,
+        )
+        d = v["differences"]
+        if d and d["quantiles"]:
+            q = d["quantiles"]
+            out.print(
+                f"    shadow - primary: mean {d['mean']:.4g}, mean |d| {d['mean_abs']:.4g}, "
+                f"p5 {q['p5']:.4g}, p50 {q['p50']:.4g}, p95 {q['p95']:.4g}",
+                soft_wrap=True,
+            )
+        for item in v["disagreements"]:
+            out.print(
+                f"    {escape(str(item['request_id']))} row {item['row']}: primary "
+                f"{escape(str(item['primary']))[:60]}, shadow {escape(str(item['shadow']))[:60]}"
+                f"; input {escape(str(item['input']))[:120]}",
+                soft_wrap=True,
+            )
+    for check in analysis["report"]["checks"]:
+        status = "ok" if check["passed"] else ("WARN" if check["severity"] == "warning" else "FAIL")
+        out.print(
+            f"  [{status}] {escape(check['name'])}: {escape(check['detail'])}", soft_wrap=True
+        )
+    out.print(f"verdict: {analysis['report']['verdict']}")
+    for note in analysis["notes"]:
+        out.print(f"[dim]note: {escape(note)}[/]", soft_wrap=True)

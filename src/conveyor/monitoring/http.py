@@ -87,6 +87,7 @@ def routes(context: AppContext) -> Contribution:
             *_feedback_routes(context),  # feedback, quality, concept drift
             *monitor_routes(context),  # system, data, overview (monitoring.monitor_http)
             *_interop_routes(context),  # grafana.json, prometheus-rules
+            *_shadow_routes(context),  # /v1/monitor/shadow/{model}
             *alerting.routes,
         ],
         # serving.sample every monitoring.system.sample_interval_s; alert evaluations
@@ -114,6 +115,81 @@ def _drift_routes(context: AppContext) -> list[Route]:
     from conveyor.monitoring.drift_http import routes as drift_routes
 
     return list(drift_routes(context).routes)
+
+
+def _shadow_routes(context: AppContext) -> list[Route]:
+    """``GET /v1/monitor/shadow/{model}?version=N&window=1h&top=10``: the shadow analysis
+    (:func:`conveyor.monitoring.shadow_analysis.shadow_analysis`), computed on request."""
+    project = context.project
+
+    async def shadow(call: Call) -> Response:
+        from conveyor.monitoring.shadow_analysis import shadow_analysis
+
+        query = call.request.query_params
+        now = datetime.now(UTC)
+        window = parse_duration(query.get("window", "1h"), "window")
+        top = _integer(query.get("top", "10"), "top")
+        version = query.get("version")
+        analysis = await asyncio.to_thread(
+            shadow_analysis,
+            project,
+            call.params["model"],
+            version,
+            since=now - window,
+            until=now,
+            top=top,
+            **{
+                name: _number(query[name], name)
+                for name in ("min_agreement", "max_error_rate", "max_latency_ratio")
+                if name in query
+            },
+        )
+        return Response(orjson.dumps(analysis.to_dict()), media_type="application/json")
+
+    query = tuple(
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": what,
+        }
+        for name, what in (
+            ("version", "Only this shadow version (default: every one)."),
+            ("window", "How far back from now, e.g. 1h (default), 15m, 1d."),
+            ("top", "Largest disagreements listed per version (default 10)."),
+            ("min_agreement", "Agreement rate a shadow version needs (default 0.95)."),
+            ("max_error_rate", "Share of failed shadow copies allowed (default 0.01)."),
+            ("max_latency_ratio", "Shadow p95 allowed, times the primary's (default 1.5)."),
+        )
+    )
+    return [
+        Route(
+            "GET",
+            "/v1/monitor/shadow/{model}",
+            shadow,
+            "monitoring.read",
+            "Shadow versions against the answers given: agreement, differences, latency, "
+            "errors, largest disagreements",
+            query=query,
+            tags=("monitoring",),
+            errors=(422,),
+        )
+    ]
+
+
+def _number(text: str, field: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise InvalidInputError(f"{field} must be a number, got {text!r}", field=field) from None
+
+
+def _integer(text: str, field: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise InvalidInputError(f"{field} must be an integer, got {text!r}", field=field) from None
 
 
 def _moment(text: str, field: str, now: datetime) -> datetime:

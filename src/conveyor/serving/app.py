@@ -70,6 +70,8 @@ class Enriched:
 Enrich = Callable[[str, "ModelVersion", "pa.Table"], Awaitable["pa.Table | Enriched"]]
 
 _ATTR_HEADER = b"x-conveyor-attr-"
+#: Rows of a request a disagreeing shadow copy's event carries (``input``).
+SHADOW_INPUT_ROWS = 100
 
 
 class Server:
@@ -428,20 +430,24 @@ class Server:
         compared = compare_shadow(plain_primary, plain_shadow)
         if compared.max_abs_diff is not None:
             self.metrics.shadow_diff.labels(model, str(number)).observe(compared.max_abs_diff)
+        payload = {
+            "primary_version": primary_served.version.number,
+            "primary_output": plain_primary,
+            "output": plain_shadow,
+            **compared.to_payload(),
+            "status": status,
+            "error": error,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+        }
+        if status == "ok" and not compared.agree:
+            # The inputs of a disagreement, for the shadow analysis (monitoring).
+            payload["input"] = table.slice(0, SHADOW_INPUT_ROWS).to_pylist()
         self.events.record(
             PREDICTION_SHADOW,
             subject=model,
             subject_version=str(number),
             request_id=request_id,
-            payload={
-                "primary_version": primary_served.version.number,
-                "primary_output": plain_primary,
-                "output": plain_shadow,
-                **compared.to_payload(),
-                "status": status,
-                "error": error,
-                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-            },
+            payload=payload,
         )
 
 

@@ -71,9 +71,13 @@ PREDICTION_SHADOW = EventKind(
         "status": str,
         "error": OPTIONAL_STR,
         "latency_ms": NUMBER,
+        # The request's rows, only when the shadow disagrees (at most SHADOW_INPUT_ROWS):
+        # what the shadow analysis shows beside its largest disagreements.
+        "input": list,
     },
     "a shadow version answered a copy of a request (compared with the answer given, "
     "within a tolerance, with the absolute differences)",
+    optional=frozenset({"input"}),
 )
 
 _ROUTE = {
