@@ -43,6 +43,7 @@ def ab_traffic(
     error_rates: dict[str, float] | None = None,
     revenue: dict[str, float] | None = None,
     outputs: dict[str, float] | None = None,
+    slow: dict[str, float] | None = None,
     seed: int = 0,
 ) -> None:
     """``n`` requests, a microsecond apart from ``since`` (now), split by ``shares`` (default even):
@@ -94,7 +95,8 @@ def ab_traffic(
                     "version_id": f"m-v{version}",
                     "arm": arm,
                     "flag": None,
-                    "latency_ms": float(rng.lognormal(np.log(20), 0.3)),
+                    "latency_ms": float(rng.lognormal(np.log(20), 0.3))
+                    * (slow or {}).get(arm, 1.0),
                     "cached": False,
                     "rows": 1,
                     # outputs[arm]: the chance the model's class (the output) is the label

@@ -182,6 +182,27 @@ def test_a_worse_guardrail_means_do_not_ship(any_project: Project) -> None:
     assert "error_rate" in body["reason"]
 
 
+def test_a_slower_arm_fails_the_p95_guardrail_and_an_equal_one_passes(project: Project) -> None:
+    _start(project, guardrails=["p95_latency"])
+    ab_traffic(project, arms=ARMS, n=3000, rates={"control": 0.1, "treatment": 0.1}, seed=6)
+    [same] = project.experiments.report("exp", save=False)["guardrails"]
+    assert not same["worse"]
+    assert same["control"]["mean"] == pytest.approx(0.05, abs=0.01)  # by construction
+    # then the treatment gets 50 % slower
+    ab_traffic(
+        project,
+        arms=ARMS,
+        n=3000,
+        rates={"control": 0.1, "treatment": 0.1},
+        slow={"treatment": 1.5},
+        seed=7,
+    )
+    body = project.experiments.report("exp", save=False)
+    [slower] = body["guardrails"]
+    assert slower["worse"] and slower["treatment"]["mean"] > 0.15
+    assert body["recommendation"] == "do not ship" and "p95_latency" in body["reason"]
+
+
 def test_stop_serves_the_winner(project: Project) -> None:
     _start(project)
     with pytest.raises(InvalidInputError):
