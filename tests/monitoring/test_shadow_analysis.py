@@ -251,4 +251,4 @@ def test_shadow_analysis_of_real_traffic_through_the_server(tmp_path: Path) -> N
         assert result.exit_code == 0, result.output
         assert orjson.loads(result.output)["versions"][0]["agreement_rate"] == 1.0
         failing = CliRunner().invoke(app, ["monitor", "shadow", "clf", "-C", str(tmp_path)])
-        assert failing.exit_code == 1 and "shadow@2.agreement" in failing.output
+        assert failing.exit_code == 3 and "shadow@2.agreement" in failing.output

@@ -18,6 +18,7 @@ from conveyor.cli.common import (
     JsonOpt,
     ProjectOpt,
     authorized,
+    check_failed,
     console,
     echo_json,
     errors,
@@ -197,7 +198,7 @@ def shadow_command(
 ) -> None:
     """Shadow versions against the answers given: agreement, differences, latency of
     shadow and primary, errors and the largest disagreements with their inputs
-    (monitoring.shadow_analysis). Exit code 1 when the report failed."""
+    (monitoring.shadow_analysis). Exit code 3 when the report failed."""
     from datetime import UTC, datetime
 
     from conveyor.monitoring.shadow_analysis import shadow_analysis
@@ -222,7 +223,7 @@ def shadow_command(
     else:
         _print_shadow(analysis.to_dict())
     if not analysis.report.passed:
-        raise typer.Exit(1)
+        check_failed()
 
 
 def _print_shadow(analysis: dict[str, Any]) -> None:

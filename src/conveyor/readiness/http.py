@@ -1,0 +1,74 @@
+"""``GET /v1/readiness``: the production readiness report (role viewer), made, saved and
+answered as :meth:`~conveyor.readiness.report.ReadinessReport.to_dict`.
+
+``?load_test=true`` also runs the built-in load test against the server
+(``readiness.load_test.url``, by default this server's own address), which needs the
+role deployer (``readiness.load_test``); it calls the server with the caller's own key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import orjson
+from starlette.responses import Response
+
+from conveyor.errors import InvalidInputError
+from conveyor.web.app import Contribution
+from conveyor.web.routing import Route
+
+if TYPE_CHECKING:
+    from conveyor.web.app import AppContext
+    from conveyor.web.pipeline import Call
+
+__all__ = ["routes"]
+
+
+def routes(context: AppContext) -> Contribution:
+    project = context.project
+
+    async def readiness(call: Call) -> Response:
+        from conveyor.readiness.report import readiness_report
+
+        flag = call.request.query_params.get("load_test", "false").lower()
+        if flag not in ("true", "false"):
+            raise InvalidInputError(
+                f"load_test must be true or false, got {flag!r}", field="load_test"
+            )
+        load_test = flag == "true"
+        caller = call.caller
+        if load_test and caller is not None and caller.key is not None:
+            caller.key.require("readiness.load_test")
+        made = await asyncio.to_thread(
+            readiness_report,
+            project,
+            load_test=load_test,
+            token=call.token,
+            actor=None if caller is None else caller.actor,
+        )
+        return Response(orjson.dumps(made.to_dict()), media_type="application/json")
+
+    return Contribution(
+        [
+            Route(
+                "GET",
+                "/v1/readiness",
+                readiness,
+                "readiness.read",
+                "The production readiness report against the spec's success criteria "
+                "(saved; load_test=true needs the role deployer)",
+                query=(
+                    {
+                        "name": "load_test",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "boolean"},
+                        "description": "Also run the built-in load test (role deployer).",
+                    },
+                ),
+                tags=("readiness",),
+                errors=(422,),
+            )
+        ]
+    )
