@@ -13,13 +13,17 @@ largest process) and in the same run:
 - ``conveyor``: ``score_batch(project, "lr@1", input=..., output=..., workers=N)``:
   spawned workers, each loading the version through the registry, row checks
   against the signature, atomic partition files, the manifest and the run record;
+- ``conveyor-inprocess``: the same with ``workers=0`` (scored in the calling process:
+  no worker start-up, one core);
 - ``conveyor-ray`` (``--ray``): the same with ``engine="ray"`` on a local Ray;
 - ``pandas``: the loop a user would write: per file ``read_parquet``,
   ``model.predict``, ``to_parquet``, one process;
 - ``ray-plain`` (``--ray``): ``ray.data.read_parquet(...).map_batches(predict)
   .write_parquet(...)``, the model called directly: the limit for the Ray engine.
 
-Every side's output is read back and its predictions compared with the model's own
+Peak memory is the largest peak RSS of the side's process and of the workers it
+started and reaped (a Ray side's raylet workers are not its children: theirs is not
+counted). Every side's output is read back and its predictions compared with the model's own
 on the same rows (a side that answers something else fails the run). Rows/s is
 rows over the side's scoring seconds (what it reports; a Ray side's includes
 starting Ray, which a user pays too); ``wall_seconds`` adds interpreter start-up
@@ -66,7 +70,7 @@ def side_conveyor(data: Path, out: Path, kind: str, workers: int, engine: str) -
     from conveyor.project import Project, init_project
     from conveyor.scoring import score_batch
 
-    root = out.parent / f"project-{engine}"
+    root = out.parent / f"project-{engine}-{workers}"
     init_project(root)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     with Project.open(root, env=env) as project:
@@ -117,6 +121,19 @@ def side_ray_plain(data: Path, out: Path, kind: str, workers: int) -> dict[str, 
     seconds = time.perf_counter() - started
     ray.shutdown()
     return {"rows": _rows_in(out), "seconds": seconds}
+
+
+def _peak_rss_mib() -> float:
+    """The largest peak RSS of this process (VmHWM: fresh at exec, unlike ru_maxrss,
+    which keeps the forking parent's) and of its reaped children (the workers)."""
+    import resource
+
+    own = 0.0
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            own = int(line.split()[1]) / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return round(max(own, children), 1)
 
 
 def _rows_in(folder: Path) -> int:
@@ -180,8 +197,6 @@ def run_side(args: list[str]) -> dict[str, Any]:
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     result["wall_seconds"] = round(wall, 3)
     result["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 3)
-    # RUSAGE of a reaped child: the largest RSS among it and its reaped descendants.
-    result["peak_rss_mib"] = round(usage.ru_maxrss / 1024, 1)
     result["rows_per_s"] = round(result["rows"] / result["seconds"], 1)
     return result
 
@@ -200,18 +215,23 @@ def main() -> None:
     if args.side:
         if args.side == "conveyor":
             found = side_conveyor(args.data, args.out, args.model, args.workers, "local")
+        elif args.side == "conveyor-inprocess":
+            found = side_conveyor(args.data, args.out, args.model, 0, "local")
         elif args.side == "conveyor-ray":
             found = side_conveyor(args.data, args.out, args.model, args.workers, "ray")
         elif args.side == "pandas":
             found = side_pandas(args.data, args.out, args.model)
         else:
             found = side_ray_plain(args.data, args.out, args.model, args.workers)
+        found["peak_rss_mib"] = _peak_rss_mib()
         print(json.dumps(found))
         return
 
     import harness
 
-    sides = ["conveyor", "pandas"] + (["conveyor-ray", "ray-plain"] if args.ray else [])
+    sides = ["conveyor", "conveyor-inprocess", "pandas"] + (
+        ["conveyor-ray", "ray-plain"] if args.ray else []
+    )
     work = Path(tempfile.mkdtemp(prefix="conveyor-batch-bench-"))
     results: dict[str, Any] = {}
     try:
