@@ -148,6 +148,7 @@ def score_batch(
     file_format: str | None = None,
     csv_split_bytes: int | None = None,
     ray_address: str | None = None,
+    entity_time: str = "event_timestamp",
     env: Mapping[str, str] | None = None,
     actor: str | None = None,
     progress: Callable[[Progress], None] | None = None,
@@ -158,8 +159,10 @@ def score_batch(
     See the module. ``workers`` local processes or Ray actors (default
     ``scoring.workers``, else one per core; 0 scores in this process);
     ``storage_options`` go to fsspec for the input (and the output unless
-    ``output_storage_options``); ``env`` adds ``CONVEYOR_*`` variables the workers
-    open the project with (the coordinator's environment is theirs already).
+    ``output_storage_options``); a version trained on a feature service gets its
+    features joined as of each row's ``entity_time`` column; ``env`` adds
+    ``CONVEYOR_*`` variables the workers open the project with (the coordinator's
+    environment is theirs already).
     """
     from conveyor.scoring.settings import scoring_of
     from conveyor.scoring.sinks import FolderSink, open_sink
@@ -232,6 +235,7 @@ def score_batch(
         storage_options=dict(storage_options or {}),
         text_columns=tuple(signature.names) if signature is not None else (),
         key=key if not isinstance(sink, FolderSink) else None,
+        entity_time=entity_time,
     )
     listed: list[Partition] | None = None
     if source.kind != "sql":

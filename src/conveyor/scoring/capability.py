@@ -7,8 +7,9 @@ CAPABILITY = Capability(
     "scoring",
     "batch scoring: a model version over files, a SQL query or a data set version, resumable",
     # data: dataset: inputs and the SQL reader; registry: versions, gates; serving: the
-    # verified loader; pipelines: scheduled jobs
-    requires=("data", "governance", "pipelines", "registry", "serving"),
+    # verified loader; pipelines: scheduled jobs; features: the point-in-time join of a
+    # version trained on a feature service
+    requires=("data", "features", "governance", "pipelines", "registry", "serving"),
     settings="conveyor.scoring.settings:SECTIONS",
     tables=Tables(
         "conveyor.scoring:migrations",

@@ -79,6 +79,13 @@ def batch_cmd(
     ray_address: Annotated[
         str | None, typer.Option(help="Ray address: ray://host:10001 or auto.")
     ] = None,
+    entity_time: Annotated[
+        str,
+        typer.Option(
+            help="A version trained on a feature service: the column of each row's time, "
+            "its features are joined as of."
+        ),
+    ] = "event_timestamp",
     force: Annotated[
         bool, typer.Option(help="Score with a version that failed its gates (needs --reason).")
     ] = False,
@@ -112,6 +119,7 @@ def batch_cmd(
                 rejected_output=rejected,
                 file_format=file_format,
                 ray_address=ray_address,
+                entity_time=entity_time,
                 actor=who,
                 progress=bar.update if bar is not None else None,
             )

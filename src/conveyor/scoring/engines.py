@@ -56,6 +56,9 @@ class WorkerSetup:
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     text_columns: tuple[str, ...] = ()
     key: str | None = None
+    #: The column holding each row's time, when the version was trained on a feature
+    #: service: its features are joined as of that time.
+    entity_time: str = "event_timestamp"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +118,7 @@ def score_partition(
     from conveyor.scoring.sources import read_partition
 
     required = (setup.key,) if setup.key else ()
+    service = feature_service(loaded)
     writer = setup.sink.writer(partition.id)
     rejected = setup.rejected.writer(partition.id, rejected=True)
     rows = 0
@@ -126,6 +130,8 @@ def score_partition(
             storage_options=setup.storage_options,
             text_columns=setup.text_columns,
         ):
+            if service is not None:
+                chunk = _with_features(project, chunk, service, setup.entity_time)
             model_input, passed, refused = split_rows(
                 loaded.signature, chunk, offset=rows, required=required
             )
@@ -150,6 +156,34 @@ def score_partition(
         digest,
         rejected_path,
     )
+
+
+def feature_service(loaded: LoadedModel) -> str | None:
+    """The feature service ``loaded`` was trained on (its registry lineage), if any."""
+    used = next((i for i in loaded.version.inputs if i.get("kind") == "feature_service"), None)
+    return None if used is None else str(used["name"])
+
+
+def _with_features(project: Project | None, chunk: Any, service: str, entity_time: str) -> Any:
+    """``chunk`` with the service's features as of each row's ``entity_time``: the
+    point-in-time join training frames are built with (a column of a feature's name in
+    the input is replaced: the feature store is the one source of a feature)."""
+    from conveyor.features.retrieval import requested_features, training_frame
+    from conveyor.features.settings import features_of
+
+    if project is None:
+        raise InvalidInputError("joining features needs the project", field="features")
+    for column in (entity_time,):
+        if column not in chunk.column_names:
+            raise InvalidInputError(
+                f"the version was trained on feature service {service!r}: each row needs its "
+                f"join keys and {entity_time!r}, the time its features are read as of "
+                "(entity_time=, --entity-time)",
+                field=entity_time,
+            )
+    names = {f for _, f in requested_features(features_of(project.spec), service)}
+    chunk = chunk.select([c for c in chunk.column_names if c not in names])
+    return training_frame(project, chunk, service, entity_time=entity_time, actor="scoring")
 
 
 # -- local processes -------------------------------------------------------------------
