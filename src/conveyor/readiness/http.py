@@ -2,7 +2,8 @@
 answered as :meth:`~conveyor.readiness.report.ReadinessReport.to_dict`.
 
 ``?load_test=true`` also runs the built-in load test against the server
-(``readiness.load_test.url``, by default this server's own address), which needs the
+(``readiness.load_test.url``, by default this server's own address as the request
+reached it), which needs the
 role deployer (``readiness.load_test``); it calls the server with the caller's own key.
 """
 
@@ -46,6 +47,7 @@ def routes(context: AppContext) -> Contribution:
             load_test=load_test,
             token=call.token,
             actor=None if caller is None else caller.actor,
+            server_url=str(call.request.base_url),  # unless readiness.load_test.url is set
         )
         return Response(orjson.dumps(made.to_dict()), media_type="application/json")
 

@@ -140,10 +140,12 @@ def readiness_report(
     now: datetime | None = None,
     actor: str | None = None,
     save: bool = True,
+    server_url: str | None = None,
 ) -> ReadinessReport:
     """Hold the project against its success criteria (see the module). ``token``: the
-    API key the load test calls the server with; ``save``: persist the report and record
-    ``readiness.reported``."""
+    API key the load test calls the server with; ``server_url``: the server's base URL
+    when ``readiness.load_test.url`` is not set (the server passes its own); ``save``:
+    persist the report and record ``readiness.reported``."""
     from conveyor.durations import parse_duration
     from conveyor.readiness.settings import readiness_of
 
@@ -166,7 +168,7 @@ def readiness_report(
         measured[model] = _live(project, spec, slos, model, since, until, items)
     result = None
     if load_test:
-        result = _load_test(project, spec, slos, models, token, items)
+        result = _load_test(project, spec, slos, models, token, server_url, items)
     else:
         items.unmeasured(
             "load_test",
@@ -418,6 +420,7 @@ def _load_test(
     slos: SLOs,
     models: list[str],
     token: str | None,
+    server_url: str | None,
     items: _Items,
 ) -> dict[str, Any] | None:
     from conveyor.readiness.loadtest import run_load_test
@@ -447,7 +450,7 @@ def _load_test(
             rate,
         )
         return None
-    url = f"{_base_url(project, settings.url)}/v1/models/{model}/predict"
+    url = f"{_base_url(project, settings.url or server_url)}/v1/models/{model}/predict"
     result = run_load_test(
         url,
         {"records": records},
