@@ -140,6 +140,11 @@ CLI: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "flag delete": ("flags.manage", ("fraud", "f")),
     # batch scoring: writes predictions (a folder or a table) and a run record
     "score batch": ("scoring.batch", ("fraud", "--input", "in", "--output", "out")),
+    # readiness and shadow analysis: the report is saved with readiness.reported (viewer);
+    # the load test sends traffic at the target rate (deployer); shadow reads only
+    "monitor shadow": (None, ("fraud",)),
+    "readiness": (None, ()),  # role viewer (readiness.read): any valid key
+    "readiness --load-test": ("readiness.load_test", ("--load-test",)),
 }
 
 
@@ -315,6 +320,9 @@ HTTP: dict[tuple[str, str], str | None] = {
     ("GET", "/v2/models/{model}/versions/{version}"): "serving.read",
     ("GET", "/v2/models/{model}/versions/{version}/ready"): "serving.read",
     ("POST", "/v2/models/{model}/versions/{version}/infer"): "serving.predict",
+    # readiness and shadow analysis: the report is saved (load_test=true: deployer)
+    ("GET", "/v1/monitor/shadow/{model}"): "monitoring.read",  # computed, recorded nowhere
+    ("GET", "/v1/readiness"): "readiness.read",
 }
 
 
