@@ -93,19 +93,8 @@ def _events(n: int, seed: int) -> list[Event]:
     return events
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Project:
-    root = tmp_path / "proj"
-    init_project(root, name="shadowed")
-    env = {
-        "CONVEYOR_STORE": f"sqlite:///{tmp_path}/store.db",
-        "CONVEYOR_EVENTS": f"sqlite:///{tmp_path}/events.db",
-    }
-    with Project.open(root, env=env) as opened:
-        yield opened
-
-
 def test_the_analysis_of_logged_shadow_traffic(project: Project) -> None:
+    """On SQLite and PostgreSQL (the monitoring tests' ``project``)."""
     from conveyor.monitoring.compaction import compact
 
     events = _events(400, seed=1)
@@ -245,8 +234,10 @@ def test_shadow_analysis_of_real_traffic_through_the_server(tmp_path: Path) -> N
         assert bad.status_code == 422 and bad.json()["code"] == "invalid_input"
         result = CliRunner().invoke(
             app,
-            ["monitor", "shadow", "clf", "--version", "3", "--json", "-C", str(tmp_path)]
-            + ["--max-latency-ratio", "1000"],  # no timing assertion
+            [
+                *("monitor", "shadow", "clf", "--version", "3", "--json", "-C", str(tmp_path)),
+                *("--max-latency-ratio", "1000"),  # no timing assertion
+            ],
         )
         assert result.exit_code == 0, result.output
         assert orjson.loads(result.output)["versions"][0]["agreement_rate"] == 1.0
