@@ -62,29 +62,30 @@ def readiness_command(
 
 def _print(made: dict[str, Any]) -> None:
     from rich.markup import escape
-    from rich.table import Table
 
-    table = Table(
-        title=f"production readiness, {made['since'][:19]} to {made['until'][:19]} UTC",
-        title_justify="left",
-        caption=f"report {made['id']} saved; {made['seconds']:.2f} s",
-    )
-    for column in ("area", "check", "status", "observed", "target", "how measured / fix"):
-        table.add_column(column)
-    colour = {"pass": "green", "warn": "yellow", "fail": "red"}
-    for item in made["items"]:
-        status = item["status"]
-        table.add_row(
-            item["area"],
-            escape(item["name"]),
-            f"[{colour[status]}]{status}[/]",
-            escape(_short(item["observed"])),
-            escape(_short(item["threshold"])),
-            escape(item["detail"]),
-        )
     out = console()
-    out.print(table)
-    out.print(f"verdict: {made['verdict']}")
+    out.print(
+        f"production readiness, {made['since'][:19]} to {made['until'][:19]} UTC "
+        f"({', '.join(made['models']) or 'no model'})",
+        soft_wrap=True,
+    )
+    colour = {"pass": "green", "warn": "yellow", "fail": "red"}
+    area = None
+    for item in made["items"]:
+        if item["area"] != area:
+            area = item["area"]
+            out.print(f"[bold]{area}[/]")
+        status = item["status"]
+        how = item["detail"].split(". Fix: ")[0]
+        out.print(
+            f"  [{colour[status]}]{status}[/] {escape(item['name'])}: "
+            f"{escape(_short(item['observed']))} (target {escape(_short(item['threshold']))}) "
+            f"- {escape(how)}",
+            soft_wrap=True,
+        )
+        if status != "pass":
+            out.print(f"       [dim]fix: {escape(item['fix'])}[/]", soft_wrap=True)
+    out.print(f"verdict: {made['verdict']} (report {made['id']} saved; {made['seconds']:.2f} s)")
 
 
 def _short(value: Any) -> str:

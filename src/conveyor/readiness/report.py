@@ -247,8 +247,8 @@ def _live(
             target,
             f"p95 of {summary['requests'] - summary['errors_4xx'] - summary['errors_5xx']} "
             f"answered requests ({window}), from the prediction events (system monitors)",
-            "profile the model (conveyor serve --profile), enable batching or the cache, add "
-            "workers, or an optimized copy (conveyor optimize)",
+            "enable batching (serving.batching) or the cache, add workers (serving.workers), "
+            "or serve an optimized copy of the model (conveyor optimize MODEL@N)",
         )
     # Throughput: the busiest minute of live traffic.
     rate = slos.throughput_rps
