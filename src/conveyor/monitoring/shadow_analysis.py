@@ -465,8 +465,8 @@ def _report(
                 0,
                 ">= 1 shadow copy",
                 f"no prediction.shadow event for {which} in the window: nothing to judge "
-                "(give the route a shadow version: conveyor route set MODEL with a policy holding "
-                '"shadow": [N])",
+                "(give the route a shadow version: conveyor route set MODEL with a policy "
+                'holding "shadow": [N])',
                 severity="warning",
             )
         )
