@@ -96,6 +96,8 @@ def test_readiness_of_a_served_model_with_traffic_and_feedback(
                 timeout=30,
             )
             report_url = f"{server.url}/v1/readiness"
+            as_viewer = {"authorization": f"Bearer {viewer}"}
+            none_yet = httpx.get(report_url, params={"recorded": "true"}, headers=as_viewer)
             refused = httpx.get(
                 report_url,
                 params={"load_test": "true"},
@@ -109,11 +111,12 @@ def test_readiness_of_a_served_model_with_traffic_and_feedback(
                 headers={"authorization": f"Bearer {deployer}"},
                 timeout=120,
             )
-            viewed = httpx.get(
-                report_url, headers={"authorization": f"Bearer {viewer}"}, timeout=60
-            )
+            viewed = httpx.get(report_url, headers=as_viewer, timeout=60)
+            recorded = httpx.get(report_url, params={"recorded": "true"}, headers=as_viewer)
         finally:
             server.stop()
+        assert none_yet.status_code == 404 and none_yet.json()["code"] == "not_found"
+        assert recorded.status_code == 200 and recorded.json()["id"] == viewed.json()["id"]
         assert refused.status_code == 403 and refused.json()["code"] == "forbidden"
         assert answer.status_code == 200, answer.text
         body = answer.json()

@@ -51,7 +51,13 @@ if TYPE_CHECKING:
     from conveyor.project import Project
     from conveyor.readiness.settings import ReadinessSpec
 
-__all__ = ["DEFAULT_KEY_NAMES", "Item", "ReadinessReport", "readiness_report"]
+__all__ = [
+    "DEFAULT_KEY_NAMES",
+    "Item",
+    "ReadinessReport",
+    "latest_readiness",
+    "readiness_report",
+]
 
 #: Key names that betray a key made for a demo or a first try, never for production.
 DEFAULT_KEY_NAMES = frozenset({"admin", "default", "demo", "test", "root", "key", "changeme"})
@@ -194,6 +200,17 @@ def readiness_report(
     if save:
         _save(project, made, actor)
     return made
+
+
+def latest_readiness(project: Project) -> Report | None:
+    """The newest saved readiness report of the project (what a dashboard shows without
+    measuring again), or None when none was made."""
+    from conveyor.checks.persist import list_reports
+
+    found = list_reports(
+        project.store, subject=f"project:{project.name}", kind="readiness", limit=1
+    )
+    return found.items[0] if found.items else None
 
 
 # -- per model: quality, latency, throughput, availability, business --------------------------
