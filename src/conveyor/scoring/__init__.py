@@ -7,17 +7,15 @@ engines.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from conveyor._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from conveyor.scoring.batch import BatchResult, Progress, score_batch
 
 __all__ = ["BatchResult", "Progress", "score_batch"]
 
+_HOMES = {name: ".batch" for name in __all__}
 
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from conveyor.scoring import batch
-
-        return getattr(batch, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES, __all__)
