@@ -33,6 +33,10 @@ def test_rows_compare_by_task() -> None:
     task, agree, _, apart = compare_rows([0.4, 0.6], [0.6, 0.4])
     assert not agree and apart == pytest.approx(1.2)
     assert not compare_rows(1.0, "a")[1]
+    assert compare_rows(float("inf"), float("inf"))[1]
+    assert compare_rows(float("nan"), float("nan"))[1]
+    assert compare_rows(1.0, float("nan"))[3] == float("inf")  # ranks first
+    assert compare_rows(3.0, 3)[1]  # a number is a number, whatever its JSON type
 
 
 def _events(n: int, seed: int) -> list[Event]:
@@ -243,3 +247,19 @@ def test_shadow_analysis_of_real_traffic_through_the_server(tmp_path: Path) -> N
         assert orjson.loads(result.output)["versions"][0]["agreement_rate"] == 1.0
         failing = CliRunner().invoke(app, ["monitor", "shadow", "clf", "-C", str(tmp_path)])
         assert failing.exit_code == 3 and "shadow@2.agreement" in failing.output
+
+
+def test_equal_differences_make_one_histogram_bin() -> None:
+    """A shadow that adds a constant: differences all but equal (numpy refuses 10 bins)."""
+    from conveyor.monitoring.shadow_analysis import _analyse
+
+    rows = []
+    for i in range(50):
+        y = i / 7
+        payload = {"primary_version": 1, "primary_output": [y], "output": [y + 0.5]}
+        rows.append(("2", f"r{i}", i, "ok", 2.0, orjson.dumps(payload).decode(), 1.0))
+    v = _analyse("2", rows, 3, orjson.loads)
+    d = v.differences
+    assert d is not None and d["mean"] == pytest.approx(0.5)
+    assert sum(d["histogram"]["counts"]) == 50
+    assert len(v.disagreements) == 3 and v.latency["p95_ratio"] == pytest.approx(2.0)

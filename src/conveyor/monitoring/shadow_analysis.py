@@ -40,6 +40,7 @@ given; no shadow traffic at all is a warning saying so, never a pass.
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
 from collections import Counter
@@ -49,6 +50,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import InvalidInputError
+from conveyor.serving.shadow import ATOL, RTOL
 
 if TYPE_CHECKING:
     from conveyor.checks.result import Report
@@ -245,23 +247,23 @@ def compare_rows(primary: Any, shadow: Any) -> tuple[str, bool, float | None, fl
     difference is ``shadow - primary`` for regression rows, else None; how far apart
     ranks disagreements (a label flip counts 1 more than any change of probabilities).
     """
-    from conveyor.serving.shadow import ATOL, RTOL, compare
-
+    if type(primary) is float and type(shadow) is float:  # the common case first
+        if primary == shadow:  # infinities included
+            return "regression", True, 0.0, 0.0
+        diff = shadow - primary
+        if math.isnan(diff):
+            same = math.isnan(primary) and math.isnan(shadow)
+            return "regression", same, None, 0.0 if same else math.inf
+        return "regression", abs(diff) <= ATOL + RTOL * abs(primary), diff, abs(diff)
     if _is_label(primary) and _is_label(shadow):
         agree = primary == shadow and type(primary) is type(shadow)
         return "classification", agree, None, 0.0 if agree else 1.0
-    if _is_number(primary) and _is_number(shadow):
-        a, b = float(primary), float(shadow)
-        diff = b - a
-        if math.isnan(diff):
-            same = math.isnan(a) and math.isnan(b)
-            return "regression", same, None, 0.0 if same else math.inf
-        agree = abs(diff) <= ATOL + RTOL * abs(a)
-        return "regression", agree, diff, abs(diff)
     if _is_vector(primary) and _is_vector(shadow) and len(primary) == len(shadow) > 1:
         flip = _argmax(primary) != _argmax(shadow)
         spread = max(abs(float(x) - float(y)) for x, y in zip(primary, shadow, strict=True))
         return "classification", not flip, None, spread + (1.0 if flip else 0.0)
+    from conveyor.serving.shadow import compare
+
     compared = compare(primary, shadow)
     apart = compared.max_abs_diff
     if apart is None:
@@ -282,7 +284,8 @@ def _analyse(version: str, rows: list[tuple[Any, ...]], top: int, loads: Any) ->
     diffs: list[float] = []
     shadow_ms: list[float] = []
     primary_ms: list[float] = []
-    worst: list[tuple[float, dict[str, Any]]] = []
+    # (how far apart, order, the item's parts): items are made for the top ones only.
+    worst: list[tuple[float, int, tuple[Any, ...]]] = []
     for _, request_id, time_us, status, latency_ms, payload_text, primary_latency in rows:
         payload = loads(payload_text) if payload_text else {}
         if isinstance(payload.get("primary_version"), int):
@@ -301,12 +304,8 @@ def _analyse(version: str, rows: list[tuple[Any, ...]], top: int, loads: Any) ->
         if len(primary_rows) != len(shadow_rows):  # another shape: every row disagrees
             compared += len(primary_rows)
             tasks["other"] += len(primary_rows)
-            worst.append(
-                (
-                    math.inf,
-                    _item(request_id, time_us, None, payload, primary_rows, shadow_rows, None),
-                )
-            )
+            parts = (request_id, time_us, None, payload, primary_rows, shadow_rows, None)
+            worst.append((math.inf, len(worst), parts))
             continue
         for i, (a, b) in enumerate(zip(primary_rows, shadow_rows, strict=True)):
             task, agree, diff, apart = compare_rows(a, b)
@@ -316,10 +315,10 @@ def _analyse(version: str, rows: list[tuple[Any, ...]], top: int, loads: Any) ->
             if diff is not None:
                 diffs.append(diff)
             if not agree:
-                worst.append((apart, _item(request_id, time_us, i, payload, a, b, diff)))
-        if len(worst) > 4 * max(top, 1) + 64:  # keep the list short on long windows
-            worst = sorted(worst, key=lambda w: -w[0])[:top]
-    worst = sorted(worst, key=lambda w: -w[0])[:top]
+                worst.append((apart, len(worst), (request_id, time_us, i, payload, a, b, diff)))
+        if len(worst) > 4 * max(top, 1) + 1024:  # keep the list short on long windows
+            worst = heapq.nlargest(top, worst, key=_apart)
+    worst = heapq.nlargest(top, worst, key=_apart)
     copies = len(rows)
     differences = None
     if diffs:
@@ -328,8 +327,11 @@ def _analyse(version: str, rows: list[tuple[Any, ...]], top: int, loads: Any) ->
         counts: list[int] = []
         edges: list[float] = []
         if finite.size:
-            made = np.histogram(finite, bins=_BINS)
-            counts, edges = [int(c) for c in made[0]], [float(e) for e in made[1]]
+            try:
+                made = np.histogram(finite, bins=_BINS)
+                counts, edges = [int(c) for c in made[0]], [float(e) for e in made[1]]
+            except ValueError:  # a range too narrow for 10 bins (differences all but equal)
+                counts, edges = [int(finite.size)], [float(finite.min()), float(finite.max())]
         differences = {
             "count": int(d.size),
             "mean": float(finite.mean()) if finite.size else None,
@@ -371,7 +373,7 @@ def _analyse(version: str, rows: list[tuple[Any, ...]], top: int, loads: Any) ->
             "p95_ratio": ratio,
             "primary_joined": len(primary_ms),
         },
-        disagreements=[item for _, item in worst],
+        disagreements=[_item(*parts) for _, _, parts in worst],
     )
 
 
@@ -544,6 +546,11 @@ def _report(
 # -- helpers -------------------------------------------------------------------------------
 
 
+def _apart(entry: tuple[float, int, tuple[Any, ...]]) -> tuple[float, int]:
+    """Farthest apart first; between equals, the earliest."""
+    return entry[0], -entry[1]
+
+
 def _percentiles(values: list[float]) -> dict[str, Any]:
     if not values:
         return {"count": 0, "p50_ms": None, "p95_ms": None, "p99_ms": None}
@@ -555,10 +562,6 @@ def _percentiles(values: list[float]) -> dict[str, Any]:
 
 def _is_label(value: Any) -> bool:
     return isinstance(value, (str, bool, int))
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, float)
 
 
 def _is_vector(value: Any) -> bool:
