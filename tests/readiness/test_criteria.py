@@ -20,12 +20,15 @@ from conveyor.readiness.report import ReadinessReport, readiness_report
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
-def _open(root: Path, tmp_path: Path, **env: str) -> Project:
+def _open(
+    root: Path, tmp_path: Path, backends: dict[str, str] | None = None, **env: str
+) -> Project:
     return Project.open(
         root,
         env={
             "CONVEYOR_STORE": f"sqlite:///{tmp_path}/store.db",
             "CONVEYOR_EVENTS": f"sqlite:///{tmp_path}/events.db",
+            **(backends or {}),
             "CONVEYOR_READINESS__MODELS": '["fraud"]',
             "CONVEYOR_READINESS__MIN_REQUESTS": "50",
             "CONVEYOR_READINESS__MIN_LABELLED": "20",
@@ -45,6 +48,26 @@ def root(tmp_path: Path) -> Path:
 def project(root: Path, tmp_path: Path) -> Iterator[Project]:
     with _open(root, tmp_path) as opened:
         yield opened
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
+    ]
+)
+def on_either(request: pytest.FixtureRequest, root: Path, tmp_path: Path) -> Iterator[Project]:
+    """The project with its store and event log on SQLite, or both on PostgreSQL."""
+    if request.param == "sqlite":
+        with _open(root, tmp_path) as opened:
+            yield opened
+        return
+    from conveyor.testing.services import postgres_schema
+
+    with postgres_schema() as url:
+        backends = {"CONVEYOR_STORE": url, "CONVEYOR_EVENTS": url}
+        with _open(root, tmp_path, backends) as opened:
+            yield opened
 
 
 def _traffic(
@@ -118,7 +141,8 @@ def test_live_latency_throughput_and_availability(project: Project) -> None:
     assert "Fix:" in throughput.detail
 
 
-def test_slow_and_failing_traffic_fails(project: Project) -> None:
+def test_slow_and_failing_traffic_fails(on_either: Project) -> None:
+    project = on_either
     _write(project, _traffic(200, latency_ms=80.0, failures=20))
     made = readiness_report(project, save=False)
     checks = _checks(made)
@@ -271,7 +295,8 @@ def test_compliance_deletion_and_retention(root: Path, tmp_path: Path) -> None:
         assert retention.check.passed and retention.check.observed == 0
 
 
-def test_the_report_is_saved_with_an_event(project: Project) -> None:
+def test_the_report_is_saved_with_an_event(on_either: Project) -> None:
+    project = on_either
     made = readiness_report(project, actor="cli:test")
     saved = get_report(project.store, made.report.id)
     assert saved.kind == "readiness" and saved.subject == "project:ready"

@@ -56,7 +56,12 @@ def test_readiness_of_a_served_model_with_traffic_and_feedback(
         deployer, _ = keys.create("deployer", "deployer")
         viewer, _ = keys.create("dashboard", "viewer")
         caller, _ = keys.create("shop-frontend", "predictor")
-        project.registry.register("churn", LogisticRegression().fit(X, y), signature_from=X)
+        project.registry.register(
+            "churn",
+            LogisticRegression().fit(X, y),
+            signature_from=X,
+            metrics={"accuracy": 0.95},  # the hold-out score, shown beside production's
+        )
         RouteStore(project.store, project.events, project.registry).set(
             "churn", RoutePolicy.fixed(1)
         )
@@ -132,6 +137,8 @@ def test_readiness_of_a_served_model_with_traffic_and_feedback(
         quality = items["quality.churn"]
         assert quality["status"] == "pass", quality["detail"]
         assert quality["observed"] > 0.9  # accuracy on production feedback
+        assert "100 production predictions" in quality["detail"]
+        assert "hold-out accuracy of @1: 0.95" in quality["detail"]
         business = items["business.churn"]
         assert business["status"] == "pass" and business["observed"] == 1.0
         assert items["availability.churn"]["status"] == "pass"

@@ -387,7 +387,7 @@ def _feedback(
                 round(quality, 6),
                 f"{slos.quality.comparator} {slos.quality.floor}",
                 f"{metric} over {n} production predictions with feedback (monitoring's "
-                "quality code), not the hold-out set",
+                "quality code), not the hold-out set" + _holdout(project, model, found, metric),
                 "look for drift (conveyor monitor drift), retrain on recent labelled data, "
                 "or roll back to the version that met the floor",
             )
@@ -426,6 +426,26 @@ def _feedback(
             "promoting; check that the model's decisions are acted on",
         )
     return quality, business
+
+
+def _holdout(project: Project, model: str, found: Any, metric: str) -> str:
+    """``; hold-out METRIC of @V: X`` for the version that answered most of the labelled
+    predictions, when its registry entry holds that metric."""
+    import math
+    from collections import Counter
+
+    if not found.version:
+        return ""
+    version = Counter(found.version).most_common(1)[0][0]
+    try:
+        metrics = project.registry.get(model, int(version)).metrics
+    except (ValueError, LookupError):
+        return ""
+    for key in (f"holdout_{metric}", metric):
+        value = metrics.get(key)
+        if isinstance(value, int | float) and not math.isnan(value):
+            return f"; hold-out {metric} of @{version}: {value:.4g}"
+    return ""
 
 
 # -- the load test ---------------------------------------------------------------------------
