@@ -309,3 +309,34 @@ def test_the_report_is_saved_with_an_event(on_either: Project) -> None:
     body = made.to_dict()
     assert {i["status"] for i in body["items"]} <= {"pass", "warn", "fail"}
     assert all(i["fix"] for i in body["items"])
+
+
+def test_the_load_test_fails_against_a_server_that_does_not_answer(
+    root: Path, tmp_path: Path
+) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        "CONVEYOR_READINESS__LOAD_TEST__URL": f"http://127.0.0.1:{port}",
+        "CONVEYOR_READINESS__LOAD_TEST__DURATION_S": "0.5",
+        "CONVEYOR_READINESS__LOAD_TEST__RATE_RPS": "20",
+    }
+    with _open(root, tmp_path, **env) as project:
+        # No records declared and no sampled prediction: unmeasured, nothing sent.
+        missing = _checks(readiness_report(project, load_test=True, save=False))
+        assert missing["load_test"].check.status == "warn"
+        assert "no request body" in missing["load_test"].check.detail
+        _write(project, _traffic(3))  # sampled inputs: the load test sends the newest
+        made = readiness_report(project, load_test=True, save=False)
+    checks = _checks(made)
+    assert made.load_test is not None
+    assert made.load_test["sent"] == 10 and made.load_test["statuses"] == {"no answer": 10}
+    assert made.load_test["url"] == f"http://127.0.0.1:{port}/v1/models/fraud/predict"
+    assert checks["load_test.errors"].check.status == "fail"
+    assert checks["load_test.errors"].check.observed == 0.0
+    assert checks["load_test.throughput"].check.status == "fail"
+    assert checks["load_test.latency_p95"].check.status == "fail"
+    assert checks["load_test.latency_p95"].check.observed is None
