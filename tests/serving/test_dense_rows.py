@@ -114,7 +114,9 @@ def test_a_served_request_answers_the_same_dense_or_not_and_its_shadow_of_anothe
     try:
         # @2 takes an int column: the primary's dense rows reach it as the table they stand for.
         X = pd.DataFrame({"a": [1, 2, 3, 4], "b": [0.5, 1.5, 2.5, 3.5]})
-        project.registry.register("m", LinearRegression().fit(X, X["a"] + X["b"]), signature_from=X)
+        project.registry.register(
+            "m", LinearRegression().fit(X, 2 * (X["a"] + X["b"])), signature_from=X
+        )
         RouteStore(project.store, project.events, project.registry).set(
             "m", RoutePolicy.fixed(1, shadow=[2], cache=False)
         )
@@ -148,7 +150,10 @@ def test_a_served_request_answers_the_same_dense_or_not_and_its_shadow_of_anothe
         assert bad.status_code == 422 and bad.json()["field"] == "b"
         shadows = [e.payload for e in project.events.query(kind="prediction.shadow").items]
         assert {s["status"] for s in shadows} == {"ok"}
-        assert any(s["output"] == pytest.approx([3.0, 7.0]) for s in shadows)
+        # @2 answers twice @1's: it disagrees, and its event carries the rows it was given.
+        two = next(s for s in shadows if s["output"] == pytest.approx([6.0, 14.0]))
+        assert two["agree"] is False
+        assert two["input"] == [{"a": 1.0, "b": 2.0}, {"a": 3.0, "b": 4.0}]
     finally:
         project.close()
 

@@ -52,6 +52,11 @@ class DenseRows:
             [pa.array(columns[j]) for j in range(len(self.names))], names=list(self.names)
         )
 
+    def slice(self, offset: int = 0, length: int | None = None) -> DenseRows:
+        """Rows ``offset`` to ``offset + length``, as ``pyarrow.Table.slice`` gives."""
+        stop = None if length is None else offset + length
+        return DenseRows(self.names, self.matrix[offset:stop])
+
     def to_pylist(self) -> list[dict[str, float]]:
         """One dict per row, as ``pyarrow.Table.to_pylist`` gives."""
         return [dict(zip(self.names, row, strict=True)) for row in self.matrix.tolist()]
