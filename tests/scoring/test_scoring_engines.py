@@ -255,3 +255,90 @@ def test_the_cli_scores_a_batch(project: Project, tmp_path: Path) -> None:
         app, [*args, "--workers", "0", "-C", str(project.root), "--resume", result["run_id"]]
     )
     assert plain.exit_code != 0 and "already scored every partition" in plain.output
+
+
+def test_the_whole_run_killed_midway_then_resumed_from_the_cli(
+    project: Project, tmp_path: Path, pg_url: str
+) -> None:
+    """``conveyor score batch`` (a real process, 2 workers) reading a query that stops at row
+    500 until told: killed with SIGKILL (its whole process group) once 5 partitions are
+    recorded, then resumed; the output equals a clean run's, no row twice."""
+    import subprocess
+    import sys
+    import uuid
+
+    token = uuid.uuid4().hex
+    engine = sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE pause (x int)"))
+        conn.execute(sa.text("INSERT INTO pause VALUES (1)"))
+    features = ", ".join(f"{fn}(g * {i + 1}) AS f{i}" for i, fn in enumerate(("sin", "cos") * 2))
+    query = (
+        f"SELECT g AS id, {features}, CASE WHEN g = 500 AND EXISTS (SELECT 1 FROM pause) "
+        "THEN pg_sleep(120)::text END AS pause "
+        "FROM generate_series(0, 999) AS g"
+    )
+    out = tmp_path / "out"
+    source = f"sql:{pg_url}&application_name={token}"  # to find the killed run's session
+    args = ["score", "batch", "lr@1", "-i", source, "--query", query, "-o", str(out)]
+    args += ["--chunk-rows", "100", "-C", str(project.root)]
+    cli = [sys.executable, "-m", "conveyor.cli", *args]
+    log = (tmp_path / "run.log").open("w")
+    run = subprocess.Popen([*cli, "--workers", "2"], start_new_session=True, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 60
+        while _recorded(project) < 5:  # 0..499 scored; the cursor now waits at row 500
+            assert run.poll() is None, (tmp_path / "run.log").read_text()
+            assert time.monotonic() < deadline, "the run never reached row 500"
+            time.sleep(0.05)
+        os.killpg(run.pid, signal.SIGKILL)  # the coordinator and its workers, at once
+        run.wait()
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+        log.close()
+        with engine.begin() as conn:  # the killed run's query still sleeps in the server
+            conn.execute(sa.text("DELETE FROM pause"))
+            conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = :token"
+                ),
+                {"token": token},
+            )
+    (killed,) = project.store.runs.list(kind="scoring").items
+    assert killed.status == "running" and _recorded(project) == 5  # it died mid-run
+
+    resumed = subprocess.run(
+        [*cli, "--workers", "0", "--resume", killed.id, "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    result = json.loads(resumed.stdout)
+    assert (result["run_id"], result["partitions"], result["scored_now"]) == (killed.id, 10, 5)
+    assert result["rows"] == 1000
+
+    clean = score_batch(
+        project,
+        "lr@1",
+        input=source,
+        query=query,
+        output=str(tmp_path / "clean"),
+        chunk_rows=100,
+        workers=0,
+    )
+    assert read_output(out).column("id").to_pylist() == list(range(1000))
+    assert read_output(out).equals(read_output(tmp_path / "clean"))
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert {p["sha256"] for p in manifest["partitions"]} == {r.sha256 for r in clean.results}
+    engine.dispose()
+
+
+def _recorded(project: Project) -> int:
+    from conveyor.scoring.tables import ScoredPartitionRecord
+
+    with project.store.read() as session:
+        return int(session.query(ScoredPartitionRecord).count())

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import os
 import pickle
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -234,27 +236,57 @@ def run_local(
             # Every process started and holding the model (what a caller watching them sees).
             warm = [pool.submit(_worker_pid) for _ in range(workers)]
             on_start(sorted({f.result() for f in warm}))
-        in_flight: set[Future[PartitionResult]] = set()
+        _drive(pool, partitions, 2 * workers, on_result)
+
+
+def _drive(
+    pool: ProcessPoolExecutor,
+    partitions: Iterable[Partition],
+    limit: int,
+    on_result: Callable[[PartitionResult], None],
+) -> None:
+    """Submit ``partitions`` with at most ``limit`` in flight, recording each result as
+    soon as it is committed. A thread reads the input (a SQL cursor may wait on its
+    database), so a finished partition is never left unrecorded behind a slow read."""
+    events: queue.Queue[tuple[str, Any]] = queue.Queue()
+    slots = threading.Semaphore(limit)
+    stop = threading.Event()
+
+    def feed() -> None:
         try:
             for partition in partitions:
-                while len(in_flight) >= 2 * workers:
-                    in_flight = _collect(in_flight, on_result)
-                in_flight.add(pool.submit(_run_one, partition))
-            while in_flight:
-                in_flight = _collect(in_flight, on_result)
-        except BaseException:
-            for future in in_flight:
-                future.cancel()
-            raise
+                slots.acquire()
+                if stop.is_set():
+                    return
+                events.put(("partition", partition))
+            events.put(("end", None))
+        except BaseException as exc:  # handed to the coordinator, raised there
+            events.put(("error", exc))
 
-
-def _collect(
-    in_flight: set[Future[PartitionResult]], on_result: Callable[[PartitionResult], None]
-) -> set[Future[PartitionResult]]:
-    done, pending = wait(in_flight, return_when=FIRST_COMPLETED)
-    for future in done:
-        on_result(future.result())
-    return pending
+    reader = threading.Thread(target=feed, name="scoring-input", daemon=True)
+    reader.start()
+    in_flight: set[Future[PartitionResult]] = set()
+    ended = False
+    try:
+        while not ended or in_flight:
+            kind, value = events.get()
+            if kind == "partition":
+                future = pool.submit(_run_one, value)
+                in_flight.add(future)
+                future.add_done_callback(lambda f: events.put(("done", f)))
+            elif kind == "done":
+                in_flight.discard(value)
+                slots.release()
+                on_result(value.result())
+            elif kind == "end":
+                ended = True
+            else:
+                raise value
+    finally:
+        stop.set()
+        slots.release()  # a reader waiting for a slot sees stop and returns
+        for future in in_flight:
+            future.cancel()
 
 
 # -- Ray Data --------------------------------------------------------------------------
