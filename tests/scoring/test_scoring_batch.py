@@ -189,6 +189,7 @@ def test_bad_input_is_a_typed_error(project: Project, tmp_path: Path) -> None:
         score_batch(project, "lr@1", engine="spark", **good)  # type: ignore[arg-type]
     with pytest.raises(NotFoundError, match="no scoring run"):
         score_batch(project, "lr@1", resume="0" * 32, **good)  # type: ignore[arg-type]
+    assert project.store.runs.list(kind="scoring").items == []  # refused before any run
 
 
 def test_a_resumed_run_refuses_a_changed_input(project: Project, tmp_path: Path) -> None:
@@ -204,3 +205,23 @@ def test_a_resumed_run_refuses_a_changed_input(project: Project, tmp_path: Path)
     pq.write_table(rows(5, start=100), tmp_path / "in" / "part9.parquet")
     with pytest.raises(ConflictError, match="the input changed"):
         score_batch(project, "lr@1", resume=failed.id, **args)  # type: ignore[arg-type]
+
+
+def test_a_resumed_run_keeps_the_cut_of_its_first_attempt(project: Project, tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    rows(400).to_pandas().to_csv(tmp_path / "in" / "rows.csv", index=False)
+    out = tmp_path / "out"
+    args = {"input": str(tmp_path / "in"), "output": str(out), "workers": 0}
+    first = score_batch(project, "lr@1", csv_split_bytes=2048, **args)  # type: ignore[arg-type]
+    files = sorted(p.name for p in out.glob("part-*"))
+    assert len(files) == first.partitions > 3
+    params = project.store.runs.get(first.run_id).params
+    assert params["cut"]["csv_split_bytes"] == 2048
+    interrupted = project.store.runs.start("scoring", "lr@1", params=params)
+    project.store.runs.finish(interrupted.id, "failed", error="killed")
+    # Resumed without the split size: the first attempt's is used, so the same partitions
+    # (the same files) are written, not the input cut another way beside them.
+    resumed = score_batch(project, "lr@1", resume=interrupted.id, **args)  # type: ignore[arg-type]
+    assert resumed.partitions == first.partitions
+    assert sorted(p.name for p in out.glob("part-*")) == files
+    assert read_output(out).column("id").to_pylist() == list(range(400))

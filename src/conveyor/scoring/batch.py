@@ -181,6 +181,13 @@ def score_batch(
             field="reason",
         )
     previous = _previous_run(project, resume) if resume else None
+    if previous is not None:
+        # The same cut as the first attempt: other split sizes would give other partition
+        # ids, and rows scored twice under two names.
+        cut = previous.params.get("cut") or {}
+        chunk_rows = int(cut.get("chunk_rows", chunk_rows))
+        csv_split_bytes = cut.get("csv_split_bytes", csv_split_bytes)
+        file_format = cut.get("file_format", file_format)
     version = _version(project, model, previous, force=force)
     source = open_source(
         project,
@@ -208,8 +215,17 @@ def score_batch(
     if previous is not None:
         _check_same(previous, version, fingerprint, sink.description)
     sink.prepare()
+    listed: list[Partition] | None = None
+    if source.kind != "sql":
+        listed = list(source.partitions(chunk_rows))
+        _check_unique_ids(listed)
+    cut = {
+        "chunk_rows": chunk_rows,
+        "csv_split_bytes": csv_split_bytes or CSV_SPLIT_BYTES,
+        "file_format": file_format,
+    }
     run = _start_run(
-        project, previous, version, source, fingerprint, sink, engine, force, reason, actor
+        project, previous, version, source, fingerprint, sink, engine, force, reason, actor, cut
     )
     if isinstance(sink, FolderSink):
         rejected_sink = sink
@@ -237,10 +253,6 @@ def score_batch(
         key=key if not isinstance(sink, FolderSink) else None,
         entity_time=entity_time,
     )
-    listed: list[Partition] | None = None
-    if source.kind != "sql":
-        listed = list(source.partitions(chunk_rows))
-        _check_unique_ids(listed)
     total = len(listed) if listed is not None else None
     pending = (
         [p for p in listed if p.id not in done]
@@ -467,6 +479,7 @@ def _start_run(
     force: bool,
     reason: str | None,
     actor: str | None,
+    cut: Mapping[str, Any],
 ) -> Any:
     runs = project.store.runs
     if previous is not None:
@@ -489,6 +502,7 @@ def _start_run(
         "engine": engine,
         "forced": force,
         "reason": reason,
+        "cut": dict(cut),
     }
     return runs.start(
         RUN_KIND,
