@@ -39,6 +39,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from delivery_demo import DELIVERY_SPEC, run_delivery
 from features_demo import FEATURES_SPEC, run_features
 from features_demo import MODEL_SPEC as RISK_MODEL_SPEC
 from model import FEATURES, LABEL, add_features
@@ -157,6 +158,7 @@ def set_up_project(root: Path) -> None:
         spec.write(RISK_MODEL_SPEC)
         spec.write(FEATURES_SPEC)
         spec.write(MONITORING_SPEC)
+        spec.write(DELIVERY_SPEC)
     for name in ("model.py", "data.py"):  # `conveyor train` imports them from the project
         shutil.copy(HERE / name, root / name)
     (root / ".conveyor" / "data.key").write_text(generate_key())
@@ -302,6 +304,13 @@ def run_quickstart(project: conveyor.Project, *, rows: int) -> dict[str, Any]:
         f"{forgotten.versions_rewritten} versions, {forgotten.quarantine_rows_removed} in "
         f"quarantine, {forgotten.events_erased} events"
     )
+
+    # 12. Progressive delivery: a buggy hotfix rolled back by the controller at its first
+    #     step, the alert's retrained candidate promoted step by step, an A-A experiment.
+    delivery = None
+    if champion is not None:
+        with console.status("Progressive delivery: rollouts, an A-A experiment..."):
+            delivery = run_delivery(project, console, raw, FEATURES, model=MODEL_NAME, step="12")
     return {
         "data": data,
         "candidates": [first, weak, better],
@@ -309,6 +318,7 @@ def run_quickstart(project: conveyor.Project, *, rows: int) -> dict[str, Any]:
         "serving": serving,
         "features": features,
         "monitoring": monitoring,
+        "delivery": delivery,
         "champion": champion_of(project),
     }
 
