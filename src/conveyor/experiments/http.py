@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from starlette.responses import Response
 
-from conveyor.errors import InvalidInputError
 from conveyor.web.app import Contribution
+from conveyor.web.bodies import json_object, require
 from conveyor.web.routing import Route
 
 if TYPE_CHECKING:
@@ -108,35 +108,6 @@ def _json(body: Any, status: int = 200) -> Response:
     )
 
 
-def _object(body: bytes, fields: dict[str, Any]) -> dict[str, Any]:
-    if not body.strip():
-        return {}
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInputError(f"not JSON: {exc}", field="body") from exc
-    if not isinstance(document, dict):
-        raise InvalidInputError("the body is a JSON object", field="body")
-    for key, value in document.items():
-        if key not in fields:
-            raise InvalidInputError(f"unknown field {key!r}", field=key)
-        kind = fields[key]
-        bad_bool = isinstance(value, bool) and kind is not bool and bool not in _tuple(kind)
-        if value is not None and (not isinstance(value, kind) or bad_bool):
-            raise InvalidInputError(f"{key}: wrong type {type(value).__name__}", field=key)
-    return document
-
-
-def _tuple(kind: Any) -> tuple[Any, ...]:
-    return kind if isinstance(kind, tuple) else (kind,)
-
-
-def _required(body: dict[str, Any], *keys: str) -> None:
-    for key in keys:
-        if body.get(key) is None:
-            raise InvalidInputError(f"{key} is required", field=key)
-
-
 def routes(context: AppContext) -> Contribution:
     project = context.project
 
@@ -154,8 +125,8 @@ def routes(context: AppContext) -> Contribution:
         return _json({"items": [e.to_dict() for e in found], "next_cursor": None})
 
     async def start(call: Call) -> Response:
-        body = _object(await call.body(), _START_FIELDS)
-        _required(body, "name", "model", "arms", "metric", "mde")
+        body = json_object(await call.body(), _START_FIELDS)
+        require(body, "name", "model", "arms", "metric", "mde")
         started = await asyncio.to_thread(
             lambda: experiments().start(
                 body["name"],
@@ -188,7 +159,7 @@ def routes(context: AppContext) -> Contribution:
         return _json(body, 201)
 
     async def stop(call: Call) -> Response:
-        body = _object(await call.body(), _STOP_FIELDS)
+        body = json_object(await call.body(), _STOP_FIELDS)
         stopped = await asyncio.to_thread(
             lambda: experiments().stop(
                 call.params["name"],
@@ -207,8 +178,8 @@ def routes(context: AppContext) -> Contribution:
         return _json({"items": found, "next_cursor": None})
 
     async def create_flag(call: Call) -> Response:
-        body = _object(await call.body(), _FLAG_FIELDS)
-        _required(body, "model", "name", "version")
+        body = json_object(await call.body(), _FLAG_FIELDS)
+        require(body, "model", "name", "version")
         created = await asyncio.to_thread(
             lambda: flags().create(
                 body["model"],
@@ -244,18 +215,18 @@ def routes(context: AppContext) -> Contribution:
             fields["match"] = (dict, str)
 
         async def endpoint(call: Call) -> Response:
-            body = _object(await call.body(), fields)
+            body = json_object(await call.body(), fields)
             model, name, reason = call.params["model"], call.params["name"], body.get("reason")
             service = flags()
 
             def run() -> Any:
                 if action == "ramp":
-                    _required(body, "percent")
+                    require(body, "percent")
                     return service.ramp(
                         model, name, body["percent"], actor=call.actor, reason=reason
                     )
                 if action == "target":
-                    _required(body, "match")
+                    require(body, "match")
                     return service.target(
                         model, name, body["match"], actor=call.actor, reason=reason
                     )

@@ -21,6 +21,7 @@ from starlette.responses import Response
 
 from conveyor.errors import InvalidInputError
 from conveyor.web.app import Contribution
+from conveyor.web.bodies import json_object
 from conveyor.web.routing import Route
 
 if TYPE_CHECKING:
@@ -69,26 +70,6 @@ def _json(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
-def _object(body: bytes, fields: dict[str, Any]) -> dict[str, Any]:
-    if not body.strip():
-        return {}
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInputError(f"not JSON: {exc}", field="body") from exc
-    if not isinstance(document, dict):
-        raise InvalidInputError("the body is a JSON object", field="body")
-    for key, value in document.items():
-        if key not in fields:
-            raise InvalidInputError(f"unknown field {key!r}", field=key)
-        kind = fields[key]
-        if value is not None and (
-            not isinstance(value, kind) or (isinstance(value, bool) and kind is int)
-        ):
-            raise InvalidInputError(f"{key}: wrong type {type(value).__name__}", field=key)
-    return document
-
-
 def routes(context: AppContext) -> Contribution:
     project = context.project
 
@@ -106,7 +87,7 @@ def routes(context: AppContext) -> Contribution:
         return _json(found.to_dict())
 
     async def start(call: Call) -> Response:
-        body = _object(await call.body(), _START_FIELDS)
+        body = json_object(await call.body(), _START_FIELDS)
         for key in ("model", "version"):
             if body.get(key) is None:
                 raise InvalidInputError(f"{key} is required", field=key)
@@ -127,7 +108,7 @@ def routes(context: AppContext) -> Contribution:
 
     def steer(name: str) -> Any:
         async def endpoint(call: Call) -> Response:
-            body = _object(await call.body(), {"reason": str})
+            body = json_object(await call.body(), {"reason": str})
             ref, reason = call.params["ref"], body.get("reason")
             rollouts = service()
 
