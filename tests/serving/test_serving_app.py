@@ -307,3 +307,20 @@ def test_schemathesis_finds_no_server_error(server: Running) -> None:
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     print(result.stdout[-1500:])
+
+
+@matrix.only("backend_set", "embedded", "postgres-nats")
+def test_a_nul_byte_in_a_path_or_query_is_a_422_never_a_500(server: Running) -> None:
+    """Schemathesis found it: PostgreSQL refuses NUL in text, and the driver's error was
+    a 500 (GET /v1/flags?model=%00...). Every route refuses it first, naming the field."""
+    for path in (
+        "/v1/flags?model=%00%12e%7D",
+        "/v1/rollouts?model=a%00b",
+        "/v1/models/su%00ms/predict",
+        "/v1/models/su%00ms/route",
+    ):
+        method = "POST" if path.endswith("predict") else "GET"
+        answer = httpx.request(method, f"{server.url}{path}", json={"records": [{"a": 1}]})
+        assert answer.status_code == 422, (path, answer.status_code, answer.text)
+        body = answer.json()
+        assert body["code"] == "invalid_input" and body["field"] in ("query", "model"), body

@@ -39,6 +39,7 @@ from starlette.responses import Response
 from conveyor.errors import (
     BackendUnavailableError,
     ConveyorError,
+    InvalidInputError,
     PayloadTooLargeError,
     RequestTimeoutError,
 )
@@ -369,6 +370,14 @@ class InputLimits:
         self.body_timeout_s = body_timeout_s
 
     async def __call__(self, call: Call, next: Next) -> Response:
+        # A NUL byte is in no name, id or filter: PostgreSQL refuses it in text (a 500
+        # from the driver), and a C library would cut the string there.
+        for name, value in call.params.items():
+            if "\x00" in value:
+                raise InvalidInputError(f"{name} holds a NUL byte", field=name)
+        query = call.scope.get("query_string", b"")
+        if b"%00" in query or b"\x00" in query:
+            raise InvalidInputError("the query string holds a NUL byte (%00)", field="query")
         limit = self.max_body_bytes
         call.max_body = limit
         call.body_timeout = self.body_timeout_s
