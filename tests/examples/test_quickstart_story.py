@@ -25,7 +25,7 @@ def test_quickstart_promotes_through_gates_and_optimizes(tmp_path: Path) -> None
         capture_output=True,
         text=True,
         env=env,
-        timeout=240,
+        timeout=420,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout

@@ -85,6 +85,8 @@ def test_a_hanging_webhook_delays_no_other_sink() -> None:
         # its receiver (released only below)
         wait_until(http.hanging.is_set, message="the stuck sink's first request arrived")
         wait_until(lambda: len(http.bodies("/ok/y")) == 3, message="the good sink got three")
+        # the result is reported once the receiver has answered, a moment after its body
+        wait_until(lambda: len(delivered) == 3, message="three deliveries reported")
         assert delivered == ["fine"] * 3
         assert {s.name: s.queued for s in dispatcher.statuses()}["stuck"] == 3
         http.release.set()
