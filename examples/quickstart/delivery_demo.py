@@ -43,13 +43,15 @@ from conveyor.training.flow import train_candidate
 DELIVERY_SPEC = """
 # Step 12, progressive delivery: each rollout step is a 2-second window here (10m in
 # production) and needs 150 canary requests before it is judged (enough to tell an
-# 8% error rate from the SLO's 0.1% every time). Latency limits are left wide: the
-# demo's server shares its process with the traffic it judges.
+# 8% error rate from the SLO's 0.1% every time). Latency limits are left wide (in
+# production: the SLO and +10% against stable): the demo's server shares one
+# process and two cores with the traffic it judges, and a version's first seconds
+# there are milliseconds slower than its twin's.
 rollouts:
   defaults:
     interval: 2s
     alias: champion
-    analysis: {min_requests: 150, max_p95_ms: 10000, max_latency_increase: 10.0}
+    analysis: {min_requests: 150, max_p95_ms: 10000, max_latency_increase: 50.0}
 """
 
 
@@ -199,7 +201,8 @@ def _deliver(
                 f"    {good.version.ref} (128-64 units, 20 epochs; gates "
                 f"{good.report.verdict}): {' -> '.join(s.label() for s in ended.steps)}, "
                 f"each step judged against @{ended.stable}; [green]{ended.status}[/] after "
-                f"{sent} requests, champion is now "
+                f"{sent} requests{'' if ended.status == 'promoted' else f' ({ended.reason})'}, "
+                "champion is now "
                 f"{model}@{registry.get(model, 'champion').number}",
                 soft_wrap=True,
             )
