@@ -323,6 +323,30 @@ HTTP: dict[tuple[str, str], str | None] = {
     # readiness and shadow analysis: the report is saved (load_test=true: deployer)
     ("GET", "/v1/monitor/shadow/{model}"): "monitoring.read",  # computed, recorded nowhere
     ("GET", "/v1/readiness"): "readiness.read",
+    # dashboard: open to the pipeline (it reads only header keys); each handler checks the
+    # HttpOnly cookie's key itself: dashboard.view for a page, the API's action and a CSRF
+    # token for a button (tests/dashboard: a viewer gets 403 and nothing changes)
+    ("GET", "/ui"): None,
+    ("GET", "/ui/login"): None,
+    ("POST", "/ui/login"): None,
+    ("POST", "/ui/logout"): None,
+    ("GET", "/ui/static/{name}"): None,
+    ("GET", "/ui/models"): None,
+    ("GET", "/ui/models/{model}"): None,
+    ("GET", "/ui/routes"): None,
+    ("GET", "/ui/rollouts"): None,
+    ("GET", "/ui/rollouts/{ref}"): None,
+    ("GET", "/ui/monitor"): None,
+    ("GET", "/ui/drift"): None,
+    ("GET", "/ui/alerts"): None,
+    ("GET", "/ui/experiments"): None,
+    ("GET", "/ui/experiments/{name}"): None,
+    ("GET", "/ui/readiness"): None,
+    ("POST", "/ui/routes/{model}/rollback"): None,  # serving.rollback
+    ("POST", "/ui/alerts/{alert_id}/ack"): None,  # alerts.manage
+    ("POST", "/ui/rollouts/{ref}/pause"): None,  # rollouts.manage
+    ("POST", "/ui/rollouts/{ref}/resume"): None,  # rollouts.manage
+    ("POST", "/ui/rollouts/{ref}/abort"): None,  # rollouts.manage
 }
 
 

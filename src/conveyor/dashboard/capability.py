@@ -5,5 +5,19 @@ from conveyor.capability import Capability
 CAPABILITY = Capability(
     "dashboard",
     "the web dashboard at /ui: models, routes, rollouts, monitors, drift, alerts, experiments",
-    requires=("experiments", "governance", "monitoring", "readiness", "registry", "rollouts", "serving"),
+    requires=(
+        "experiments",
+        "governance",
+        "monitoring",
+        "readiness",
+        "registry",
+        "rollouts",
+        "serving",
+    ),
+    routes="conveyor.dashboard.http:routes",
+    actions={
+        # look at every page; each button needs its API action's role (serving.rollback,
+        # rollouts.manage, alerts.manage)
+        "dashboard.view": "viewer",
+    },
 )

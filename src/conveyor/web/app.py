@@ -199,6 +199,7 @@ def build_app(
     startup: list[Hook] = []
     shutdown: list[Hook] = []
     context.state.enrichers = []
+    context.state.auth = auth  # for routes that check a key themselves (the dashboard's cookie)
     for _, target in contributed("routes"):
         part: Contribution = load(target)(context)
         routes.extend(part.routes)

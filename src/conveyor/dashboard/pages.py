@@ -1,0 +1,500 @@
+"""The dashboard's pages: each reads through a capability's public service and renders HTML.
+
+Every function here is synchronous (the routes run it in a thread) and returns the page's
+body as :class:`~conveyor.dashboard.html.Markup`. Traffic numbers come from the
+monitoring columnar path (:meth:`MonitorQuery.system`: the Parquet copy plus the log's
+tail), never from a scan of the row store; the other pages read small tables (registry,
+routes, rollouts, incidents, experiments, saved reports) by key or newest-first with a
+limit.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from conveyor.dashboard.html import (
+    Markup,
+    chart,
+    form_button,
+    join,
+    kv,
+    link,
+    report_table,
+    status_badge,
+    table,
+    tag,
+)
+
+if TYPE_CHECKING:
+    from conveyor.project import Project
+
+__all__ = [
+    "alerts_page",
+    "drift_page",
+    "experiment_page",
+    "experiments_page",
+    "model_page",
+    "models_page",
+    "monitor_page",
+    "readiness_page",
+    "rollout_page",
+    "rollouts_page",
+    "routes_page",
+]
+
+
+def _route_store(project: Project) -> Any:
+    from conveyor.serving.route_store import RouteStore
+
+    return RouteStore(project.store, project.events, project.registry, verify=False)
+
+
+def _when(text: Any) -> Any:
+    """An ISO time shortened to the second, UTC."""
+    if isinstance(text, datetime):
+        text = text.isoformat()
+    return None if text is None else str(text)[:19].replace("T", " ")
+
+
+# -- registry ---------------------------------------------------------------------------------
+
+
+def models_page(project: Project) -> Markup:
+    registry = project.registry
+    rows = []
+    for m in registry.models():
+        aliases = registry.aliases(m["name"])
+        rows.append(
+            (
+                link(f"/ui/models/{m['name']}", m["name"]),
+                m["latest_version"],
+                ", ".join(f"{a}→{n}" for a, n in sorted(aliases.items())) or None,
+                m["description"],
+                _when(m["updated_at"]),
+            )
+        )
+    return table(
+        ("model", "latest version", "aliases", "description", "updated"), rows, id="models"
+    )
+
+
+def model_page(project: Project, model: str) -> Markup:
+    from conveyor.errors import NotFoundError
+
+    registry = project.registry
+    versions = registry.list(model, limit=50).items
+    if not versions and model not in {m["name"] for m in registry.models()}:
+        raise NotFoundError(f"no model {model!r}", model=model)
+    aliases = registry.aliases(model)
+    by_number = defaultdict(list)
+    for alias, number in aliases.items():
+        by_number[number].append(alias)
+    version_rows = [
+        (
+            v.number,
+            ", ".join(sorted(by_number.get(v.number, []))) or None,
+            v.flavor,
+            v.status,
+            ", ".join(f"{k}={val:.4g}" for k, val in sorted(v.metrics.items())) or None,
+            _when(v.created_at),
+        )
+        for v in versions
+    ]
+    moves = registry.alias_history(model, limit=50)
+    numbers = {v.id: v.number for v in versions}
+    move_rows = [
+        (
+            m.alias,
+            _version_of(numbers, m.from_version_id),
+            _version_of(numbers, m.to_version_id),
+            m.actor,
+            m.reason,
+            _when(m.at),
+        )
+        for m in moves
+    ]
+    lineage_rows = [
+        (
+            v.number,
+            v.run_id,
+            (v.parent_id or "")[:12] or None,
+            (v.git_commit or "")[:12] or None,
+            ", ".join(d[:12] for d in v.dataset_version_ids) or None,
+            ", ".join(f"{i.get('kind')}:{i.get('name')}" for i in v.inputs) or None,
+            v.artifact_digest[:16],
+        )
+        for v in versions
+    ]
+    return join(
+        [
+            tag("h2", "Versions"),
+            table(
+                ("version", "aliases", "flavor", "status", "metrics", "created"),
+                version_rows,
+                id="versions",
+            ),
+            tag("h2", "Alias history"),
+            table(("alias", "from", "to", "actor", "reason", "at"), move_rows, id="alias-history"),
+            tag("h2", "Lineage"),
+            table(
+                ("version", "run", "parent", "git commit", "data sets", "inputs", "artifact"),
+                lineage_rows,
+                id="lineage",
+            ),
+        ]
+    )
+
+
+def _version_of(numbers: dict[str, int], version_id: str | None) -> Any:
+    if version_id is None:
+        return None
+    number = numbers.get(version_id)
+    return f"v{number}" if number is not None else version_id[:12]
+
+
+# -- serving ----------------------------------------------------------------------------------
+
+
+def routes_page(project: Project, csrf: str) -> Markup:
+    store = _route_store(project)
+    rows = []
+    for state in store.all():
+        policy = state.policy
+        arms = ", ".join(
+            f"v{a.version}" + (f" ({a.arm})" if a.arm else "") + f" {a.weight:g}"
+            for a in policy.versions
+        )
+        rows.append(
+            (
+                link(f"/ui/monitor?model={state.model}", state.model),
+                policy.mode,
+                arms,
+                ", ".join(f"v{v}" for v in policy.shadow) or None,
+                state.revision,
+                state.actor,
+                state.reason,
+                _when(state.updated_at),
+                form_button(f"/ui/routes/{state.model}/rollback", "Roll back", csrf, danger=True),
+            )
+        )
+    return table(
+        (
+            "model",
+            "mode",
+            "arms (version, weight)",
+            "shadow",
+            "revision",
+            "by",
+            "reason",
+            "updated",
+            "",
+        ),
+        rows,
+        id="routes",
+    )
+
+
+# -- rollouts ---------------------------------------------------------------------------------
+
+
+def _rollout_actions(r: Any, csrf: str) -> Markup:
+    if r.status == "running":
+        names = ("pause", "abort")
+    elif r.status == "paused":
+        names = ("resume", "abort")
+    else:
+        return Markup("")
+    return join(
+        form_button(f"/ui/rollouts/{r.id}/{n}", n.capitalize(), csrf, danger=n == "abort")
+        for n in names
+    )
+
+
+def rollouts_page(project: Project, csrf: str) -> Markup:
+    found = project.rollouts.list()
+    rows = [
+        (
+            link(f"/ui/rollouts/{r.id}", r.id[:12]),
+            r.model,
+            f"v{r.candidate}",
+            f"v{r.stable}",
+            status_badge(r.status),
+            f"{r.step_index + 1}/{len(r.steps)} ({r.step.label()})",
+            r.reason,
+            _when(r.updated_at),
+            _rollout_actions(r, csrf),
+        )
+        for r in found[:100]
+    ]
+    return table(
+        ("rollout", "model", "candidate", "stable", "status", "step", "reason", "updated", ""),
+        rows,
+        id="rollouts",
+    )
+
+
+def rollout_page(project: Project, ref: str, csrf: str) -> Markup:
+    from conveyor.checks.persist import get_report
+
+    r = project.rollouts.get(ref)
+    data = r.to_dict()
+    parts: list[Any] = [
+        kv(
+            {
+                "model": r.model,
+                "candidate": f"v{r.candidate}",
+                "stable": f"v{r.stable}",
+                "status": status_badge(r.status),
+                "step": f"{r.step_index + 1} of {len(r.steps)}: {', '.join(data['steps'])}",
+                "reason": r.reason,
+                "forced": data["forced"],
+            }
+        ),
+        _rollout_actions(r, csrf),
+        tag("h2", "Step analysis"),
+    ]
+    reports = data["reports"]
+    if not reports:
+        parts.append(tag("p", "no step judged yet", class_="empty"))
+    for n, report_id in enumerate(reports, 1):
+        report = get_report(project.store, report_id)
+        verdict = "pass" if report.passed else "fail"
+        parts.append(tag("h3", join([f"Step judgement {n} ", status_badge(verdict)])))
+        parts.append(report_table(report, id=f"step-{n}"))
+    history = [
+        (_when(h.get("at")), h.get("event") or h.get("action"), h.get("detail"))
+        for h in data["history"]
+    ]
+    parts += [tag("h2", "History"), table(("at", "what", "detail"), history, id="history")]
+    return join(parts)
+
+
+# -- monitoring -------------------------------------------------------------------------------
+
+
+def monitor_page(
+    project: Project, model: str | None, since: timedelta, window: timedelta
+) -> Markup:
+    """Throughput, p95 latency and error rate per window (all versions), and per version."""
+    now = datetime.now(UTC)
+    report = project.monitoring.system(model, since=now - since, until=now, window=window)
+    per_window: dict[str, dict[str, float]] = defaultdict(
+        lambda: {"requests": 0.0, "errors": 0.0, "p95": 0.0}
+    )
+    per_version: dict[tuple[str, Any], dict[str, float]] = defaultdict(
+        lambda: {"requests": 0.0, "errors": 0.0, "p95": 0.0}
+    )
+    for row in report.windows:
+        requests = float(row.get("requests") or 0)
+        errors = float(row.get("errors_4xx") or 0) + float(row.get("errors_5xx") or 0)
+        for bucket in (per_window[row["window"]], per_version[(row["model"], row["version"])]):
+            bucket["requests"] += requests
+            bucket["errors"] += errors
+            bucket["p95"] = max(bucket["p95"], float(row.get("p95_ms") or 0))
+    times = sorted(per_window)
+    xs = [datetime.fromisoformat(t).timestamp() for t in times]
+    seconds = window.total_seconds()
+    rates = [per_window[t]["requests"] / seconds for t in times]
+    p95 = [per_window[t]["p95"] for t in times]
+    error_rate = [
+        per_window[t]["errors"] / per_window[t]["requests"] if per_window[t]["requests"] else 0.0
+        for t in times
+    ]
+    total = sum(b["requests"] for b in per_window.values())
+    errors = sum(b["errors"] for b in per_window.values())
+    version_rows = [
+        (
+            m,
+            v,
+            int(b["requests"]),
+            int(b["errors"]),
+            f"{b['errors'] / b['requests']:.2%}" if b["requests"] else None,
+            round(b["p95"], 2),
+        )
+        for (m, v), b in sorted(per_version.items(), key=lambda kv: (kv[0][0], str(kv[0][1])))
+    ]
+    return join(
+        [
+            kv(
+                {
+                    "model": model or "every model",
+                    "since": _when(report.since),
+                    "requests": tag("span", int(total), id="total-requests"),
+                    "errors": tag("span", int(errors), id="total-errors"),
+                    "query": f"{report.seconds * 1000:.0f} ms (columnar copy + tail)",
+                }
+            ),
+            chart("throughput", "Throughput (requests/s)", xs, {"requests/s": rates}, unit="req/s"),
+            chart("latency", "Latency p95 (ms, worst version)", xs, {"p95": p95}, unit="ms"),
+            chart("errors", "Error rate (4xx + 5xx)", xs, {"error rate": error_rate}),
+            tag("h2", "Per version"),
+            table(
+                ("model", "version", "requests", "errors", "error rate", "p95 ms (worst window)"),
+                version_rows,
+                id="per-version",
+            ),
+        ]
+    )
+
+
+def drift_page(project: Project, model: str | None) -> Markup:
+    """The latest recorded drift check per model: every feature's judgment, and the
+    reference-against-current histograms of the features (recomputed from the check's
+    window only when the model is named)."""
+    from conveyor.checks.persist import get_report
+    from conveyor.monitoring.drift_live import DRIFT_CHECKED
+
+    models = [model] if model else [m["name"] for m in project.registry.models()]
+    parts: list[Any] = []
+    for name in models:
+        found = project.events.query(
+            kind=DRIFT_CHECKED.name, subject=name, limit=1, descending=True
+        )
+        parts.append(tag("h2", name))
+        if not found.items:
+            parts.append(
+                tag("p", "no drift check recorded (conveyor monitor drift)", class_="empty")
+            )
+            continue
+        event = found.items[0]
+        payload = dict(event.payload)
+        report = get_report(project.store, str(payload["report_id"]))
+        parts.append(
+            kv(
+                {
+                    "checked": _when(event.time),
+                    "detected": status_badge("fail" if payload.get("detected") else "pass"),
+                    "share of drifted features": payload.get("share"),
+                    "CBPE (estimated)": _metric_text(payload.get("cbpe")),
+                    "realized": _metric_text(payload.get("cbpe_realized")),
+                }
+            )
+        )
+        parts.append(report_table(report, id=f"drift-{name}"))
+    return join(parts)
+
+
+def _metric_text(value: Any) -> Any:
+    if isinstance(value, dict):
+        return ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in value.items()
+            if not isinstance(v, (dict, list))
+        )
+    return value
+
+
+# -- alerts -----------------------------------------------------------------------------------
+
+
+def alerts_page(project: Project, csrf: str) -> Markup:
+    from conveyor.monitoring.alerts.store import SqlStore
+
+    rows = []
+    for incident in SqlStore(project.store).incidents(limit=100):
+        ack: Any = incident.acked_by
+        if ack is None and incident.state in ("pending", "firing"):
+            ack = form_button(f"/ui/alerts/{incident.id}/ack", "Acknowledge", csrf)
+        rows.append(
+            (
+                incident.rule,
+                incident.model,
+                status_badge(incident.state),
+                incident.severity,
+                incident.value,
+                f"{incident.op} {incident.threshold:g}",
+                _when(incident.started_at),
+                ack,
+            )
+        )
+    return table(
+        ("rule", "model", "state", "severity", "value", "threshold", "since", "acknowledged"),
+        rows,
+        id="alerts",
+    )
+
+
+# -- experiments ------------------------------------------------------------------------------
+
+
+def experiments_page(project: Project) -> Markup:
+    rows = [
+        (
+            link(f"/ui/experiments/{e.name}", e.name),
+            e.model,
+            ", ".join(e.labels),
+            status_badge(e.status),
+            _when(e.started_at),
+        )
+        for e in project.experiments.list()
+    ]
+    return table(("experiment", "model", "arms", "status", "started"), rows, id="experiments")
+
+
+def experiment_page(project: Project, name: str) -> Markup:
+    judged = project.experiments.analyze(name)
+    primary = judged["primary"]
+    parts: list[Any] = [
+        kv(
+            {
+                "recommendation": status_badge(judged["recommendation"]),
+                "why": judged["reason"],
+                "planned per arm": judged["planned_n_per_arm"],
+                "smallest arm": judged["smallest_arm_n"],
+                "sample ratio": status_badge("fail" if judged["srm"].get("mismatch") else "pass"),
+            }
+        ),
+        tag("h2", f"Primary metric: {primary['name']}"),
+        _metric_table(primary, "primary"),
+    ]
+    for n, guard in enumerate(judged["guardrails"]):
+        parts += [tag("h2", f"Guardrail: {guard['name']}"), _metric_table(guard, f"guard-{n}")]
+    return join(parts)
+
+
+def _metric_table(metric: dict[str, Any], id: str) -> Markup:
+    rows = []
+    for side in ("control", "treatment"):
+        arm = metric.get(side) or {}
+        ci = arm.get("ci") or [None, None]
+        rows.append((side, arm.get("n"), arm.get("mean"), _interval(ci)))
+    for test in ("fixed_horizon", "sequential"):
+        got = metric.get(test) or {}
+        low = got.get("ci_low", (got.get("ci") or [None, None])[0])
+        high = got.get("ci_high", (got.get("ci") or [None, None])[1])
+        rows.append(
+            (
+                f"difference ({test.replace('_', ' ')})",
+                None,
+                got.get("diff"),
+                _interval([low, high]),
+            )
+        )
+    return table(("", "n", "mean / difference", "interval"), rows, id=id)
+
+
+def _interval(ci: Any) -> Any:
+    low, high = [*list(ci), None, None][:2]
+    if low is None or high is None:
+        return None
+    return f"[{low:.4g}, {high:.4g}]"
+
+
+# -- readiness --------------------------------------------------------------------------------
+
+
+def readiness_page(project: Project) -> Markup:
+    from conveyor.readiness.report import latest_readiness
+
+    report = latest_readiness(project)
+    if report is None:
+        return tag("p", "no readiness report yet (conveyor readiness)", class_="empty")
+    verdict = "pass" if report.passed else "fail"
+    return join(
+        [
+            kv({"made": _when(report.created_at), "verdict": status_badge(verdict)}),
+            report_table(report, id="readiness"),
+        ]
+    )
