@@ -32,6 +32,7 @@ if not CHROMIUM.exists():
 
 SHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "dashboard"
 SPEC = """
+serving: {payload_sample_rate: 1.0}
 rollouts:
   controller: {in_server: false}
   defaults:
@@ -107,9 +108,14 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     server.start()
     try:
         rng = np.random.default_rng(1)
+        started = datetime.now(UTC)
         with httpx.Client(headers={"x-api-key": deployer}, timeout=30) as client:
-            for _ in range(PREDICTIONS):
+            for i in range(PREDICTIONS):
+                if i == PREDICTIONS // 2:  # the second half: feature a shifted by 3
+                    project.events.flush()
+                    middle = datetime.now(UTC)
                 a, b = rng.normal(size=2)
+                a += 3.0 if i >= PREDICTIONS // 2 else 0.0
                 reply = client.post(
                     f"{server.url}/v1/models/m/predict", json={"records": [{"a": a, "b": b}]}
                 )
@@ -119,6 +125,19 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                     f"{server.url}/v1/models/m/predict", json={"records": [{"a": 1.0}]}
                 )
                 assert reply.status_code == 422, reply.text
+        project.events.flush()
+        from conveyor.monitoring.drift_live import live_drift
+
+        checked = live_drift(
+            project,
+            "m",
+            since=middle,
+            until=datetime.now(UTC),
+            reference_window=(started, middle),
+            cbpe=False,
+            actor="test",
+        )
+        assert "a" in checked.drifted and "b" not in checked.drifted, checked.drifted
         project.events.flush()
         yield {
             "project": project,
@@ -234,7 +253,19 @@ def test_every_page_shows_the_data_and_the_charts(site: dict[str, Any], browser:
     _shot(page, "alerts")
 
     page.goto(f"{site['url']}/ui/drift")
-    assert "no drift check recorded" in page.inner_text("main")
+    assert "no drift check recorded" in page.inner_text("main")  # model n
+    checks = {row[0]: row[1] for row in _cells(page, "drift-m")}
+    assert checks["drift.column.a"] == "fail" and checks["drift.column.b"] == "pass", checks
+    page.click("a[href='/ui/drift?model=m']")
+    for feature in ("a", "b"):
+        page.wait_for_selector(f"#hist-m-{feature}[data-drawn=true] canvas")
+    plotted = page.evaluate("JSON.parse(document.querySelector('#hist-m-a script').textContent)")
+    centers, shares = np.array(plotted["x"]), plotted["series"]
+    assert sum(shares["reference"]) == pytest.approx(1, abs=1e-4)
+    assert sum(shares["current"]) == pytest.approx(1, abs=1e-4)
+    shift = centers @ np.array(shares["current"]) - centers @ np.array(shares["reference"])
+    assert shift == pytest.approx(3, abs=0.75)  # the second half's a moved by 3
+    _shot(page, "drift")
     page.goto(f"{site['url']}/ui/readiness")
     assert "no readiness report yet" in page.inner_text("main")
     page.context.close()

@@ -186,6 +186,21 @@ def routes(context: AppContext) -> Contribution:
 
         return parse_duration(call.request.query_params.get(name, default), name)
 
+    def until_of(call: Call) -> Any:
+        """``until``: an ISO 8601 time (naive: UTC); default now."""
+        from datetime import UTC, datetime
+
+        text = call.request.query_params.get("until")
+        if not text:
+            return None
+        try:
+            at = datetime.fromisoformat(text)
+        except ValueError:
+            raise InvalidInputError(
+                f"until must be an ISO 8601 time, got {text!r}", field="until"
+            ) from None
+        return at if at.tzinfo else at.replace(tzinfo=UTC)
+
     def rollback(call: Call, actor: str) -> str:
         model = call.params["model"]
         state = pages._route_store(project).rollback(model, actor=actor, reason="dashboard")
@@ -254,7 +269,11 @@ def routes(context: AppContext) -> Contribution:
             "monitor",
             lambda c: "Traffic: throughput, latency, errors",
             lambda c, t: pages.monitor_page(
-                project, model_param(c), since_of(c, "since", "1h"), since_of(c, "window", "1m")
+                project,
+                model_param(c),
+                since_of(c, "since", "1h"),
+                since_of(c, "window", "1m"),
+                until_of(c),
             ),
         ),
         (

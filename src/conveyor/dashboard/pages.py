@@ -264,10 +264,10 @@ def rollout_page(project: Project, ref: str, csrf: str) -> Markup:
         parts.append(tag("h3", join([f"Step judgement {n} ", status_badge(verdict)])))
         parts.append(report_table(report, id=f"step-{n}"))
     history = [
-        (_when(h.get("at")), h.get("event") or h.get("action"), h.get("detail"))
+        (_when(h.get("at")), h.get("step", 0) + 1, h.get("what"), h.get("detail"))
         for h in data["history"]
     ]
-    parts += [tag("h2", "History"), table(("at", "what", "detail"), history, id="history")]
+    parts += [tag("h2", "History"), table(("at", "step", "what", "detail"), history, id="history")]
     return join(parts)
 
 
@@ -275,11 +275,16 @@ def rollout_page(project: Project, ref: str, csrf: str) -> Markup:
 
 
 def monitor_page(
-    project: Project, model: str | None, since: timedelta, window: timedelta
+    project: Project,
+    model: str | None,
+    since: timedelta,
+    window: timedelta,
+    until: datetime | None = None,
 ) -> Markup:
-    """Throughput, p95 latency and error rate per window (all versions), and per version."""
-    now = datetime.now(UTC)
-    report = project.monitoring.system(model, since=now - since, until=now, window=window)
+    """Throughput, p95 latency and error rate per window (all versions), and per version,
+    over ``since`` before ``until`` (default now)."""
+    end = until or datetime.now(UTC)
+    report = project.monitoring.system(model, since=end - since, until=end, window=window)
     per_window: dict[str, dict[str, float]] = defaultdict(
         lambda: {"requests": 0.0, "errors": 0.0, "p95": 0.0}
     )
@@ -293,15 +298,16 @@ def monitor_page(
             bucket["requests"] += requests
             bucket["errors"] += errors
             bucket["p95"] = max(bucket["p95"], float(row.get("p95_ms") or 0))
-    times = sorted(per_window)
-    xs = [datetime.fromisoformat(t).timestamp() for t in times]
-    seconds = window.total_seconds()
-    rates = [per_window[t]["requests"] / seconds for t in times]
-    p95 = [per_window[t]["p95"] for t in times]
-    error_rate = [
-        per_window[t]["errors"] / per_window[t]["requests"] if per_window[t]["requests"] else 0.0
-        for t in times
-    ]
+    # every window of the range, empty ones at zero: the charts span the range asked for
+    step = window.total_seconds()
+    first = int(report.since.timestamp() // step * step)
+    xs = [float(t) for t in range(first, int(report.until.timestamp()) + 1, int(step))]
+    by_time = {datetime.fromisoformat(t).timestamp(): b for t, b in per_window.items()}
+    empty = {"requests": 0.0, "errors": 0.0, "p95": 0.0}
+    buckets = [by_time.get(x, empty) for x in xs]
+    rates = [b["requests"] / step for b in buckets]
+    p95 = [b["p95"] if b["requests"] else None for b in buckets]
+    error_rate = [b["errors"] / b["requests"] if b["requests"] else None for b in buckets]
     total = sum(b["requests"] for b in per_window.values())
     errors = sum(b["errors"] for b in per_window.values())
     version_rows = [
@@ -340,9 +346,9 @@ def monitor_page(
 
 
 def drift_page(project: Project, model: str | None) -> Markup:
-    """The latest recorded drift check per model: every feature's judgment, and the
-    reference-against-current histograms of the features (recomputed from the check's
-    window only when the model is named)."""
+    """The latest recorded drift check per model: every feature's judgment, the CBPE
+    estimate beside the realized metrics; with ``model`` named, each numeric feature's
+    histogram of the reference window against the current one."""
     from conveyor.checks.persist import get_report
     from conveyor.monitoring.drift_live import DRIFT_CHECKED
 
@@ -352,7 +358,7 @@ def drift_page(project: Project, model: str | None) -> Markup:
         found = project.events.query(
             kind=DRIFT_CHECKED.name, subject=name, limit=1, descending=True
         )
-        parts.append(tag("h2", name))
+        parts.append(tag("h2", link(f"/ui/drift?model={name}", name)))
         if not found.items:
             parts.append(
                 tag("p", "no drift check recorded (conveyor monitor drift)", class_="empty")
@@ -360,30 +366,95 @@ def drift_page(project: Project, model: str | None) -> Markup:
             continue
         event = found.items[0]
         payload = dict(event.payload)
+        compared = payload.get("compared") or {}
         report = get_report(project.store, str(payload["report_id"]))
+        metrics = payload.get("metrics") or {}
         parts.append(
             kv(
                 {
                     "checked": _when(event.time),
-                    "detected": status_badge("fail" if payload.get("detected") else "pass"),
+                    "version": event.subject_version,
+                    "verdict": status_badge(
+                        "fail" if payload.get("verdict") == "failed" else "pass"
+                    ),
+                    "drifted features": ", ".join(payload.get("drifted") or []) or None,
                     "share of drifted features": payload.get("share"),
-                    "CBPE (estimated)": _metric_text(payload.get("cbpe")),
-                    "realized": _metric_text(payload.get("cbpe_realized")),
+                    "reference": (compared.get("reference") or {}).get("description"),
+                    "current": (compared.get("current") or {}).get("description"),
                 }
             )
         )
         parts.append(report_table(report, id=f"drift-{name}"))
+        if metrics:
+            parts += [tag("h3", "Quality: CBPE estimate beside realized"), _quality(metrics, name)]
+        if model:
+            parts.append(_histograms(project, name, event.subject_version, compared))
     return join(parts)
 
 
-def _metric_text(value: Any) -> Any:
-    if isinstance(value, dict):
-        return ", ".join(
-            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-            for k, v in value.items()
-            if not isinstance(v, (dict, list))
+def _quality(metrics: dict[str, Any], model: str) -> Markup:
+    rows = sorted(metrics.items())
+    return table(("metric", "value"), rows, id=f"quality-{model}")
+
+
+def _histograms(project: Project, model: str, version: Any, compared: dict[str, Any]) -> Markup:
+    """Reference against current, per numeric input (shares of rows in 20 common bins),
+    from the sampled inputs of the two windows the check compared."""
+    import numpy as np
+
+    from conveyor.monitoring.drift_live import _signature, live_rows
+
+    reference, current = compared.get("reference") or {}, compared.get("current") or {}
+    if reference.get("kind") != "window" or not current.get("since"):
+        return tag(
+            "p",
+            "histograms: the check's reference is not a window of traffic "
+            f"({reference.get('description')}); see the table above",
+            class_="empty",
         )
-    return value
+    columns, _ = _signature(project.registry.get(model, int(version)))
+
+    def rows(side: dict[str, Any]) -> Any:
+        return live_rows(
+            project,
+            model,
+            since=datetime.fromisoformat(side["since"]),
+            until=datetime.fromisoformat(side["until"]),
+            columns=columns,
+            ordered=False,
+        )
+
+    ref_rows, cur_rows = rows(reference), rows(current)
+    charts: list[Any] = [tag("h3", "Reference against current")]
+    for name, _kind in columns:
+        if name not in ref_rows.column_names or name not in cur_rows.column_names:
+            continue
+        try:
+            a = np.asarray(ref_rows.column(name).to_numpy(zero_copy_only=False), dtype=float)
+            b = np.asarray(cur_rows.column(name).to_numpy(zero_copy_only=False), dtype=float)
+        except (TypeError, ValueError):
+            continue  # not numeric
+        a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+        if not a.size or not b.size:
+            continue
+        edges = np.histogram_bin_edges(np.concatenate([a, b]), bins=20)
+        ref_share = np.histogram(a, edges)[0] / a.size
+        cur_share = np.histogram(b, edges)[0] / b.size
+        centers = ((edges[:-1] + edges[1:]) / 2).round(6).tolist()
+        charts.append(
+            chart(
+                f"hist-{model}-{name}",
+                f"{name}: reference ({a.size} rows) against current ({b.size} rows)",
+                centers,
+                {
+                    "reference": ref_share.round(6).tolist(),
+                    "current": cur_share.round(6).tolist(),
+                },
+                kind="bars",
+                unit="share of rows",
+            )
+        )
+    return join(charts)
 
 
 # -- alerts -----------------------------------------------------------------------------------

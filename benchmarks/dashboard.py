@@ -1,0 +1,184 @@
+"""The dashboard's pages over a large event log: each page's answer time through the real
+server (in a thread), logged in with a viewer key's cookie.
+
+    flock /tmp/conveyor-bench.lock nice -n 10 .venv/bin/python benchmarks/dashboard.py
+    .venv/bin/python benchmarks/dashboard.py --events 1000000
+
+One SQLite project (store and event log in one file): ``--events`` prediction events of a
+day (default 10 million, the day of ``benchmarks/monitor_query.py``: four models, their
+versions and arms, 1% failed requests, two workers' samples every 10 s), all but the last
+``--tail`` compacted into the columnar copy (Parquet) as the scheduled compaction leaves
+them; two models registered and routed, an alert incident, so the other pages have rows.
+Then every page is fetched ``--rounds`` times (after one warm-up fetch): median and
+worst milliseconds. The traffic pages read the monitors through
+:meth:`MonitorQuery.system` (DuckDB over the Parquet files and the log's tail), never a
+scan of the row store; they are timed for one model's last hour, every model's last hour,
+and a whole day (5-minute windows). Results: ``results/dashboard.json``; nothing is
+asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import harness
+import monitor_query as mq
+
+
+def _prepare(root: Path, url: str, events: int, tail: int) -> dict[str, Any]:
+    import numpy as np
+    import pandas as pd
+    from sklearn.linear_model import LinearRegression
+
+    from conveyor.monitoring import compact
+    from conveyor.project import Project, init_project
+    from conveyor.serving.route_store import RouteStore
+    from conveyor.serving.routes import RoutePolicy
+
+    init_project(root, name="dashboard-bench")
+    spec = root / "conveyor.yaml"
+    spec.write_text(spec.read_text() + f"\nbackends:\n  store: {url}\n  events: {url}\n")
+    generated = mq.traffic(events)
+    head = events - tail
+    rest: list[Any] = []
+
+    def first() -> Iterator[list[Any]]:
+        left = head
+        while left > 0:
+            chunk = next(generated, None)
+            if chunk is None:
+                return
+            yield chunk[:left]
+            rest.extend(chunk[left:])
+            left -= len(chunk)
+
+    day_us = int(mq.DAY.timestamp() * 1_000_000)
+    sampled = mq._samples(day_us, day_us + 86_400_000_000, np.random.default_rng(7))
+    mq.fill(url, iter([sampled]), print)
+    filled = mq.fill(url, first(), print)
+    with Project.open(root) as project:
+        done = compact(project)
+        print(f"compacted {done.events:,} events in {done.seconds:.0f} s")
+    tail_events = [*rest, *(c for chunk in generated for c in chunk)]
+    mq.fill(url, iter([tail_events]), print)
+    with Project.open(root) as project:
+        X = pd.DataFrame(np.random.default_rng(0).normal(size=(40, 2)), columns=["a", "b"])
+        routes = RouteStore(project.store, project.events, project.registry)
+        for name in ("fraud", "churn"):
+            for k in (1, 2):
+                project.registry.register(
+                    name, LinearRegression().fit(X, k * X.sum(axis=1)), signature_from=X
+                )
+            routes.set(name, RoutePolicy.fixed(2))
+    return {
+        "fill": filled,
+        "compaction": {
+            "events": done.events,
+            "files": done.files,
+            "seconds": round(done.seconds, 2),
+        },
+        "tail_events": len(tail_events),
+    }
+
+
+def _pages() -> dict[str, str]:
+    end = f"{mq.DAY + timedelta(hours=15):%Y-%m-%dT%H:%M:%SZ}"  # the day's busy afternoon
+    day_end = f"{mq.DAY + timedelta(days=1):%Y-%m-%dT%H:%M:%SZ}"
+    return {
+        "models": "/ui/models",
+        "model": "/ui/models/fraud",
+        "routes": "/ui/routes",
+        "rollouts": "/ui/rollouts",
+        "traffic, one model, last hour (1m windows)": (
+            f"/ui/monitor?model=fraud&since=1h&until={end}"
+        ),
+        "traffic, every model, last hour (1m windows)": f"/ui/monitor?since=1h&until={end}",
+        "traffic, every model, whole day (5m windows)": (
+            f"/ui/monitor?since=24h&window=5m&until={day_end}"
+        ),
+        "drift": "/ui/drift",
+        "alerts": "/ui/alerts",
+        "experiments": "/ui/experiments",
+        "readiness": "/ui/readiness",
+    }
+
+
+def _time_pages(root: Path, rounds: int) -> dict[str, Any]:
+    import httpx
+
+    from conveyor.governance.keys import ApiKeys
+    from conveyor.project import Project
+    from conveyor.serving.app import create_app
+    from conveyor.serving.server import ThreadedServer
+
+    out: dict[str, Any] = {}
+    with Project.open(root) as project:
+        viewer, _ = ApiKeys(project.store, project.events).create("bench", "viewer")
+        server = ThreadedServer(create_app(project))
+        server.start()
+        try:
+            with httpx.Client(cookies={"conveyor_ui": viewer}, timeout=120) as client:
+                for name, path in _pages().items():
+                    first = client.get(server.url + path)
+                    assert first.status_code == 200, (path, first.status_code, first.text[:300])
+                    times = []
+                    for _ in range(rounds):
+                        started = time.perf_counter()
+                        answer = client.get(server.url + path)
+                        times.append((time.perf_counter() - started) * 1000)
+                        assert answer.status_code == 200
+                    out[name] = {
+                        "path": path,
+                        "median_ms": round(statistics.median(times), 1),
+                        "max_ms": round(max(times), 1),
+                        "bytes": len(answer.content),
+                    }
+                    print(
+                        f"{name:48s} {out[name]['median_ms']:8.1f} ms (max {out[name]['max_ms']})"
+                    )
+        finally:
+            server.stop()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--tail", type=int, default=5_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="dashboard-bench-") as tmp:
+        root = Path(tmp) / "project"
+        url = f"sqlite:///{tmp}/conveyor.db"
+        prepared = _prepare(root, url, args.events, args.tail)
+        pages = _time_pages(root, args.rounds)
+    result = {
+        "benchmark": "dashboard",
+        "timestamp": harness.timestamp(),
+        "machine": harness.machine(),
+        "backend": "sqlite",
+        "events": args.events,
+        "rounds": args.rounds,
+        "target_ms": 300,
+        "prepared": prepared,
+        "pages": pages,
+        "over_target": [n for n, p in pages.items() if p["median_ms"] >= 300],
+        "wall_s": round(time.perf_counter() - started, 1),
+        "measured_at": datetime.now(UTC).isoformat(),
+    }
+    print(f"wrote {harness.write_result('dashboard', result)}")
+
+
+if __name__ == "__main__":
+    main()
