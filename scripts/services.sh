@@ -47,7 +47,7 @@ apt_install() {  # Debian packages, without starting any daemon they bring (prom
 }
 
 failed=()
-wanted=${*:-postgres redis nats mariadb prometheus}
+wanted=${*:-postgres redis nats mariadb prometheus chromium}
 echo "Checking services: $wanted"
 for svc in $wanted; do
   case $svc in
@@ -65,6 +65,8 @@ for svc in $wanted; do
     # The binaries only: the interop tests start their own prometheus on a free port.
     prometheus) ensure prometheus "command -v prometheus && command -v promtool && command -v amtool" \
                 "apt_install prometheus prometheus-alertmanager" ;;
+    # Debian's chromium: the dashboard's browser tests drive it headless (Playwright, no download).
+    chromium) ensure chromium "test -x /usr/bin/chromium" "apt_install chromium" ;;
     *) echo "unknown service $svc" >&2; exit 2 ;;
   esac
 done

@@ -25,10 +25,7 @@ from conveyor.serving.route_store import RouteStore
 from conveyor.serving.routes import RoutePolicy
 from conveyor.serving.server import ThreadedServer
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.exists():
-    pytest.skip("Debian chromium is not installed (scripts/services.sh)", allow_module_level=True)
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's (scripts/services.sh installs it)
 
 SHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "dashboard"
 SPEC = """
@@ -153,8 +150,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM.exists(), "no /usr/bin/chromium: run scripts/services.sh chromium"
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with playwright_api.sync_playwright() as p:
+    with sync_playwright() as p:
         launched = p.chromium.launch(executable_path=str(CHROMIUM), headless=True)
         try:
             yield launched
