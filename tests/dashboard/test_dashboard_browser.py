@@ -25,6 +25,9 @@ from conveyor.serving.route_store import RouteStore
 from conveyor.serving.routes import RoutePolicy
 from conveyor.serving.server import ThreadedServer
 
+# The server (in this process) hands sklearn a bare matrix on its dense path: the warning
+# would be an error under the suite's filterwarnings and a 500 (serving's, not the UI's).
+pytestmark = pytest.mark.filterwarnings("ignore:X does not have valid feature names:UserWarning")
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's (scripts/services.sh installs it)
 
 SHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "dashboard"
@@ -380,6 +383,31 @@ def test_experiments_and_readiness_pages(site: dict[str, Any], browser: Any) -> 
         baseline=0.1,
         actor="test",
     )
+    # real traffic on both arms (sticky by user), and conversions posted as feedback
+    url, rng = site["url"], np.random.default_rng(3)
+    with httpx.Client(headers={"x-api-key": site["deployer"]}, timeout=30) as client:
+
+        def predict(user: str) -> dict[str, Any]:
+            a, b = rng.normal(size=2)
+            reply = client.post(
+                f"{url}/v1/models/n/predict",
+                json={"records": [{"a": a, "b": b}]},
+                headers={"x-user-id": user},
+            )
+            assert reply.status_code == 200, reply.text
+            return reply.json()
+
+        deadline = time.monotonic() + 30
+        while predict("warm")["arm"] not in ("control", "treatment"):
+            assert time.monotonic() < deadline, "the server never applied the experiment's route"
+            time.sleep(0.1)
+        answers = [predict(f"user-{i}") for i in range(200)]
+        labels = [
+            {"request_id": r["request_id"], "label": int(rng.random() < 0.3)} for r in answers
+        ]
+        assert client.post(f"{url}/v1/feedback", json=labels).status_code in (200, 201, 202)
+    project.events.flush()
+    judged = project.experiments.analyze("n-ab")["primary"]
     made = readiness_report(project, actor="test")
     page = _logged_in(browser, site, site["viewer"])
     page.goto(f"{site['url']}/ui/experiments")
@@ -388,6 +416,11 @@ def test_experiments_and_readiness_pages(site: dict[str, Any], browser: Any) -> 
     page.click("a[href='/ui/experiments/n-ab']")
     primary = {r[0]: r for r in _cells(page, "primary")}
     assert set(primary) >= {"control", "treatment", "difference (sequential)"}
+    for arm in ("control", "treatment"):  # n and the interval, as the analysis has them
+        n, low = judged[arm]["n"], judged[arm]["ci"][0]
+        assert n > 50 and primary[arm][1] == str(n)
+        assert primary[arm][3].startswith(f"[{low:.4g},")
+    assert primary["difference (sequential)"][3].startswith("[")
     assert "keep running" in page.inner_text("main")
     _shot(page, "experiment")
     page.goto(f"{site['url']}/ui/readiness")
