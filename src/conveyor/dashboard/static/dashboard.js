@@ -8,7 +8,9 @@
     var data = [spec.x].concat(names.map(function (n) { return spec.series[n]; }));
     var bars = spec.kind === "bars";
     var series = [{}].concat(names.map(function (n, i) {
-      var s = { label: n, stroke: colors[i % colors.length], width: 2 };
+      // points shown: a window alone between empty ones is still seen
+      var s = { label: n, stroke: colors[i % colors.length], width: 2,
+                points: { show: true, size: 5 } };
       if (bars) {
         s.fill = colors[i % colors.length] + "55";
         s.paths = uPlot.paths.bars({ size: [0.8 / names.length], align: i === 0 ? -1 : 1 });
