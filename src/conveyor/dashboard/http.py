@@ -137,6 +137,8 @@ def routes(context: AppContext) -> Contribution:
                 return _html(
                     layout("Forbidden", tag("p", exc.message, class_="error", id="forbidden")), 403
                 )
+            # without a key (a server with auth disabled) there is nothing to bind a token
+            # to: the buttons need a logged-in key even then
             if not key or not hmac.compare_digest(form.get("csrf", ""), csrf_token(key)):
                 return _html(
                     layout(
