@@ -269,6 +269,21 @@ def test_every_page_shows_the_data_and_the_charts(site: dict[str, Any], browser:
     shift = centers @ np.array(shares["current"]) - centers @ np.array(shares["reference"])
     assert shift == pytest.approx(3, abs=0.75)  # the second half's a moved by 3
     _shot(page, "drift")
+
+    # quality over time: two realized judgments of n (as record_concept_drift saves them)
+    from conveyor.checks.persist import save_report
+    from conveyor.checks.result import CheckResult, Report
+
+    project = site["project"]
+    for current, low, high in ((0.91, 0.88, 0.94), (0.84, 0.80, 0.88)):
+        observed = {"current": current, "drop": 0.9 - current, "interval": [low, high]}
+        check = CheckResult("concept_drift.accuracy", True, observed, {"reference": 0.9})
+        save_report(project.store, Report("model:n", [check], kind="concept_drift"))
+    page.goto(f"{site['url']}/ui/drift?model=n")
+    page.wait_for_selector("#quality-n[data-drawn=true] canvas")
+    timeline = _cells(page, "quality-time-n")
+    assert [(r[2], r[3]) for r in timeline] == [("0.84", "[0.8, 0.88]"), ("0.91", "[0.88, 0.94]")]
+    _shot(page, "quality")
     page.goto(f"{site['url']}/ui/readiness")
     assert "no readiness report yet" in page.inner_text("main")
     page.context.close()

@@ -389,7 +389,85 @@ def drift_page(project: Project, model: str | None) -> Markup:
             parts += [tag("h3", "Quality: CBPE estimate beside realized"), _quality(metrics, name)]
         if model:
             parts.append(_histograms(project, name, event.subject_version, compared))
+    if model:
+        parts.append(_quality_over_time(project, model))
     return join(parts)
+
+
+def _quality_over_time(project: Project, model: str, limit: int = 100) -> Markup:
+    """CBPE's estimated accuracy (the newest ``limit`` drift checks) beside the realized
+    metric with its interval (the newest ``limit`` concept-drift judgments, from feedback),
+    over time."""
+    from conveyor.checks.persist import list_reports
+    from conveyor.monitoring.drift_live import DRIFT_CHECKED
+
+    estimated: dict[float, float] = {}
+    checks = project.events.query(
+        kind=DRIFT_CHECKED.name, subject=model, limit=limit, descending=True
+    )
+    for event in checks.items:
+        value = (event.payload.get("metrics") or {}).get("cbpe.accuracy")
+        if value is not None:
+            estimated[event.time.timestamp()] = float(value)
+    realized: dict[float, tuple[float, Any, Any]] = {}
+    metric = "realized"
+    judged = list_reports(
+        project.store, subject=f"model:{model}", kind="concept_drift", limit=limit
+    )
+    for report in judged.items:
+        for check in report.checks:
+            observed = check.observed if isinstance(check.observed, dict) else {}
+            if observed.get("current") is None:
+                continue
+            low, high = [*list(observed.get("interval") or []), None, None][:2]
+            metric = check.name.removeprefix("concept_drift.")
+            realized[report.created_at.timestamp()] = (float(observed["current"]), low, high)
+    heading = tag("h3", "Quality over time: CBPE estimate beside realized")
+    if not estimated and not realized:
+        return join(
+            [
+                heading,
+                tag(
+                    "p",
+                    "no CBPE estimate and no realized quality recorded yet "
+                    "(drift checks of a classifier; conveyor monitor quality "
+                    "--record)",
+                    class_="empty",
+                    id=f"quality-time-{model}",
+                ),
+            ]
+        )
+    xs = sorted({*estimated, *realized})
+    rows = [
+        (
+            _when(datetime.fromtimestamp(x, UTC)),
+            estimated.get(x),
+            realized[x][0] if x in realized else None,
+            _interval(realized[x][1:]) if x in realized else None,
+        )
+        for x in reversed(xs)
+    ]
+    return join(
+        [
+            heading,
+            chart(
+                f"quality-{model}",
+                f"CBPE estimated accuracy and realized {metric}",
+                xs,
+                {
+                    "CBPE accuracy (estimated)": [estimated.get(x) for x in xs],
+                    f"{metric} (realized)": [realized[x][0] if x in realized else None for x in xs],
+                    "realized low": [realized[x][1] if x in realized else None for x in xs],
+                    "realized high": [realized[x][2] if x in realized else None for x in xs],
+                },
+            ),
+            table(
+                ("at", "CBPE accuracy", f"{metric} (realized)", "interval"),
+                rows,
+                id=f"quality-time-{model}",
+            ),
+        ]
+    )
 
 
 def _quality(metrics: dict[str, Any], model: str) -> Markup:
