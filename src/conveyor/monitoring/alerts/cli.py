@@ -32,6 +32,16 @@ from conveyor.cli.common import (
     parse_duration,
 )
 from conveyor.errors import InvalidInputError
+from conveyor.monitoring.alerts.operations import (
+    acknowledge,
+    add_silence,
+    alert_detail,
+    end_silence,
+    send_test,
+)
+from conveyor.monitoring.alerts.operations import (
+    sinks as sink_health,
+)
 
 __all__ = ["alerts_app", "parse_matchers"]
 
@@ -77,7 +87,7 @@ def list_command(
         authorized(proj, "alerts.read")
         store = SqlStore(proj.store)
         incidents = store.incidents(state=None if all_ else "open", model=model, limit=limit)
-        sinks = _sinks(proj, store)
+        sinks = sink_health(proj, store)
         silences = store.silence_list(active_at=datetime.now(UTC))
     if as_json:
         echo_json(
@@ -170,15 +180,6 @@ def show_command(
         out.print(f"  review {r['id']} ({r['state']}): {r['note'] or ''}", markup=False)
 
 
-def alert_detail(store: Any, alert_id: str) -> dict[str, Any]:
-    incident = store.incident(alert_id)
-    return {
-        **incident.to_dict(),
-        "deliveries": store.deliveries(alert_id),
-        "reviews": store.reviews(alert_id),
-    }
-
-
 @alerts_app.command("ack")
 @errors
 def ack_command(
@@ -194,20 +195,6 @@ def ack_command(
         echo_json(incident.to_dict())
         return
     console().print(f"acknowledged {incident.id} ({incident.rule}) as {incident.acked_by}")
-
-
-def acknowledge(proj: Any, alert_id: str, who: str) -> Any:
-    from conveyor.monitoring.alerts.events import ALERT_ACKNOWLEDGED
-    from conveyor.monitoring.alerts.store import SqlStore
-
-    incident = SqlStore(proj.store).ack(alert_id, by=who)
-    proj.events.record(
-        ALERT_ACKNOWLEDGED,
-        subject=incident.model,
-        payload={"alert_id": incident.id, "rule": incident.rule},
-        actor=who,
-    )
-    return incident
 
 
 @alerts_app.command("silence")
@@ -236,27 +223,6 @@ def silence_command(
     console().print(f"silence {silence.id} until {silence.ends_at.isoformat()}")
 
 
-def add_silence(
-    proj: Any, matchers: dict[str, str], ends_at: datetime, who: str, comment: str | None
-) -> Any:
-    from conveyor.monitoring.alerts.events import ALERT_SILENCED
-    from conveyor.monitoring.alerts.store import SqlStore
-
-    silence = SqlStore(proj.store).add_silence(matchers, ends_at=ends_at, by=who, comment=comment)
-    proj.events.record(
-        ALERT_SILENCED,
-        payload={
-            "silence_id": silence.id,
-            "matchers": dict(silence.matchers),
-            "starts_at": silence.starts_at.isoformat(),
-            "ends_at": silence.ends_at.isoformat(),
-            "comment": comment,
-        },
-        actor=who,
-    )
-    return silence
-
-
 @alerts_app.command("unsilence")
 @errors
 def unsilence_command(
@@ -272,15 +238,6 @@ def unsilence_command(
         echo_json(silence.to_dict())
         return
     console().print(f"silence {silence.id} ended")
-
-
-def end_silence(proj: Any, silence_id: str, who: str) -> Any:
-    from conveyor.monitoring.alerts.events import ALERT_UNSILENCED
-    from conveyor.monitoring.alerts.store import SqlStore
-
-    silence = SqlStore(proj.store).expire_silence(silence_id)
-    proj.events.record(ALERT_UNSILENCED, payload={"silence_id": silence.id}, actor=who)
-    return silence
 
 
 @alerts_app.command("test")
@@ -308,37 +265,6 @@ def send_test_command(
             out.print(f"{r['sink']}: {verdict} ({r['attempts']} attempt(s))", markup=False)
     if any(not r["ok"] for r in results):
         raise typer.Exit(1)
-
-
-def send_test(proj: Any, severity: str, timeout: float) -> list[dict[str, Any]]:
-    """A test notification through the real sinks; waits for them (``timeout``)."""
-    from conveyor.monitoring.alerts.evaluator import Evaluator
-
-    if severity not in ("page", "ticket", "info"):
-        raise InvalidInputError(
-            f"severity {severity!r}: expected page, ticket or info", field="severity"
-        )
-    results: list[dict[str, Any]] = []
-    with Evaluator(proj) as evaluator:
-        recorded = evaluator.dispatcher.on_result
-
-        def keep(delivery: Any, status: Any) -> None:
-            results.append(
-                {
-                    "sink": delivery.sink,
-                    "ok": delivery.ok,
-                    "attempts": delivery.attempts,
-                    "error": delivery.error,
-                    "seconds": round(delivery.seconds, 3),
-                }
-            )
-            if recorded is not None:
-                recorded(delivery, status)
-
-        evaluator.dispatcher.on_result = keep
-        evaluator.send_test(severity=severity)
-        evaluator.dispatcher.drain(timeout)
-    return results
 
 
 @alerts_app.command("rules")
@@ -405,27 +331,3 @@ def claim(proj: Any, settings: Any, who: str) -> None:
             "rules already; its lease lapses 3 evaluation intervals after it stops",
             reason="lease_held",
         )
-
-
-def _sinks(proj: Any, store: Any) -> list[dict[str, Any]]:
-    """The spec's sinks with their recorded health (never used: ok)."""
-    from conveyor.monitoring.alerts.rules import alerts_of
-
-    recorded = {s["name"]: s for s in store.sinks()}
-    out = []
-    for spec in alerts_of(proj.spec).sinks:
-        out.append(
-            recorded.get(spec.name)
-            or {
-                "name": spec.name,
-                "kind": spec.kind,
-                "state": "ok",
-                "delivered": 0,
-                "failed": 0,
-                "consecutive_failures": 0,
-                "last_error": None,
-                "last_ok_at": None,
-                "last_failure_at": None,
-            }
-        )
-    return out

@@ -101,7 +101,7 @@ def routes(context: AppContext) -> Contribution:
     loop = AlertLoop(project)
 
     async def list_alerts(call: Call) -> Response:
-        from conveyor.monitoring.alerts.cli import _sinks
+        from conveyor.monitoring.alerts.operations import sinks as _sinks
         from conveyor.monitoring.alerts.store import SqlStore
 
         query = call.request.query_params
@@ -127,7 +127,7 @@ def routes(context: AppContext) -> Contribution:
         return _json(await asyncio.to_thread(read))
 
     async def show_alert(call: Call) -> Response:
-        from conveyor.monitoring.alerts.cli import alert_detail
+        from conveyor.monitoring.alerts.operations import alert_detail
         from conveyor.monitoring.alerts.store import SqlStore
 
         found = await asyncio.to_thread(
@@ -136,7 +136,7 @@ def routes(context: AppContext) -> Contribution:
         return _json(found)
 
     async def ack(call: Call) -> Response:
-        from conveyor.monitoring.alerts.cli import acknowledge
+        from conveyor.monitoring.alerts.operations import acknowledge
 
         incident = await asyncio.to_thread(
             acknowledge, project, call.params["alert_id"], call.actor
@@ -151,7 +151,7 @@ def routes(context: AppContext) -> Contribution:
 
     async def add_silence(call: Call) -> Response:
         from conveyor.durations import parse_duration
-        from conveyor.monitoring.alerts.cli import add_silence as add
+        from conveyor.monitoring.alerts.operations import add_silence as add
 
         body = _object(await call.body())
         unknown = set(body) - {"matchers", "duration", "ends_at", "comment"}
@@ -190,7 +190,7 @@ def routes(context: AppContext) -> Contribution:
         return _json(silence.to_dict(), status=201)
 
     async def delete_silence(call: Call) -> Response:
-        from conveyor.monitoring.alerts.cli import end_silence
+        from conveyor.monitoring.alerts.operations import end_silence
 
         silence = await asyncio.to_thread(
             end_silence, project, call.params["silence_id"], call.actor
@@ -198,7 +198,7 @@ def routes(context: AppContext) -> Contribution:
         return _json(silence.to_dict())
 
     async def send_test(call: Call) -> Response:
-        from conveyor.monitoring.alerts.cli import send_test as run
+        from conveyor.monitoring.alerts.operations import send_test as run
 
         body = _object(await call.body())
         unknown = set(body) - {"severity"}
