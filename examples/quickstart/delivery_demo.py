@@ -243,6 +243,7 @@ def _deliver(
             ).json()
             feedback.append({"request_id": answer["request_id"], "label": int(rng.random() < 0.1)})
         client.post("/v1/feedback", json=feedback, headers=predictor).raise_for_status()
+        summary["dashboard"] = _dashboard(project, console, server.url)
     project.events.flush()
     verdict = experiments.report("quickstart-aa")
     primary = verdict["primary"]
@@ -276,3 +277,38 @@ def _deliver(
     )
     summary["readiness"] = counts
     return summary
+
+
+def _dashboard(project: conveyor.Project, console: Console, url: str) -> str | None:
+    """The dashboard's URL, and a screenshot of the rollouts page when Playwright and a
+    Chromium are installed (``make test`` installs both; ``make demo`` only says how)."""
+    shot = project.root / "dashboard-rollouts.png"
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        console.print(
+            f"    dashboard: {url}/ui (log in with a viewer key; a screenshot needs "
+            "`pip install playwright` and Debian's chromium)",
+            soft_wrap=True,
+        )
+        return None
+    viewer = ApiKeys(project.store, project.events).create("quickstart-dashboard", "viewer")[0]
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(f"{url}/ui/login?next=/ui/rollouts")
+            page.fill("#key", viewer)
+            page.click("button[type=submit]")
+            page.wait_for_url("**/ui/rollouts**")
+            page.screenshot(path=str(shot), full_page=True)
+            browser.close()
+    except Exception as exc:  # no browser here: the URL is still worth printing
+        console.print(f"    dashboard: {url}/ui (no screenshot: {type(exc).__name__})")
+        return None
+    console.print(
+        f"    dashboard: {url}/ui (while a server runs; `conveyor serve` serves it too), "
+        f"the rollouts page saved as {shot}",
+        soft_wrap=True,
+    )
+    return str(shot)
