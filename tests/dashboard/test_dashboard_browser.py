@@ -207,6 +207,14 @@ def test_login_refuses_a_bad_key_and_keeps_a_good_one_in_an_httponly_cookie(
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/ui"
     assert page.evaluate("document.cookie") == ""  # script cannot read the key
     context.close()
+    # both attempts are on the audit trail: the refused one with its reason, the other
+    # with the key that logged in
+    logins = [
+        (e.actor, e.payload["ok"], e.payload["reason"])
+        for e in site["project"].events.query(kind="dashboard.login").items
+    ]
+    assert any(actor is None and not ok and reason for actor, ok, reason in logins), logins
+    assert ("key:look", True, None) in logins, logins
 
 
 def test_every_page_shows_the_data_and_the_charts(site: dict[str, Any], browser: Any) -> None:

@@ -1,6 +1,7 @@
 """The dashboard as a capability."""
 
 from conveyor.capability import Capability
+from conveyor.dashboard.events import DASHBOARD_EVENTS
 
 CAPABILITY = Capability(
     "dashboard",
@@ -15,6 +16,7 @@ CAPABILITY = Capability(
         "serving",
     ),
     routes="conveyor.dashboard.http:routes",
+    events=DASHBOARD_EVENTS,
     actions={
         # look at every page; each button needs its API action's role (serving.rollback,
         # rollouts.manage, alerts.manage)

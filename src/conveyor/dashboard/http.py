@@ -152,6 +152,11 @@ def routes(context: AppContext) -> Contribution:
 
         return endpoint
 
+    def _audit_login(ok: bool, actor: str | None, reason: str | None) -> None:
+        from conveyor.dashboard.events import DASHBOARD_LOGIN
+
+        project.events.record(DASHBOARD_LOGIN, payload={"ok": ok, "reason": reason}, actor=actor)
+
     async def login_form(call: Call) -> Response:
         return _login_page(next_=_safe_next(call.request.query_params.get("next")))
 
@@ -159,9 +164,12 @@ def routes(context: AppContext) -> Contribution:
         form = _form(await call.body())
         key = form.get("key", "").strip()
         try:
-            await access.authorize_async(key or None, VIEW)
+            caller = await access.authorize_async(key or None, VIEW)
         except (AuthenticationError, PermissionDeniedError) as exc:
+            reason = str(exc.context.get("reason") or exc.code)
+            await asyncio.to_thread(_audit_login, False, None, reason)
             return _login_page(exc.message, 401, _safe_next(form.get("next")))
+        await asyncio.to_thread(_audit_login, True, caller.actor, None)
         secure = "; Secure" if call.scope.get("scheme") == "https" else ""
         cookie = f"{COOKIE}={key}; HttpOnly; SameSite=Strict; Path=/ui{secure}"
         return _redirect(_safe_next(form.get("next")), {"set-cookie": cookie})
