@@ -287,8 +287,9 @@ def _dashboard(project: conveyor.Project, console: Console, url: str) -> str | N
         from playwright.sync_api import sync_playwright
     except ImportError:
         console.print(
-            f"    dashboard: {url}/ui (log in with a viewer key; a screenshot needs "
-            "`pip install playwright` and Debian's chromium)",
+            f"    dashboard: at /ui of every server (this step's was {url}/ui; after the "
+            "demo, `conveyor serve -C .demo` and a viewer key); a screenshot here needs "
+            "`pip install playwright` and Debian's chromium",
             soft_wrap=True,
         )
         return None
