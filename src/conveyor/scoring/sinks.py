@@ -21,6 +21,7 @@ import json
 import os
 import tempfile
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -36,18 +37,20 @@ MANIFEST = "_manifest.json"
 REJECTED = "rejected"
 
 
-class PartWriter:
+class PartWriter(ABC):
     """Collects one partition's tables; :meth:`commit` makes them durable at once."""
 
     rows = 0
 
+    @abstractmethod
     def write(self, table: pa.Table) -> None:
-        raise NotImplementedError
+        """Add ``table``'s rows to the partition (not visible before :meth:`commit`)."""
 
+    @abstractmethod
     def commit(self) -> tuple[str | None, str | None]:
         """``(where, sha256)`` of what was written (None, None: nothing was)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def abort(self) -> None:
         """Drop what was written (an error before commit)."""
 
@@ -284,6 +287,11 @@ class _TableWriter(PartWriter):
         if table.num_rows:
             self.tables.append(table)
             self.rows += table.num_rows
+
+    def abort(self) -> None:
+        # nothing reached the database: the rows are only held here until commit
+        self.tables.clear()
+        self.rows = 0
 
     def commit(self) -> tuple[str | None, str | None]:
         import sqlalchemy as sa

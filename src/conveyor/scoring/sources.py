@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -80,7 +81,7 @@ class Partition:
         )
 
 
-class Source:
+class Source(ABC):
     """An input of a batch scoring run."""
 
     #: What the run record and events show (never a password).
@@ -88,15 +89,17 @@ class Source:
     #: ``sql`` sources are read by the coordinator; the others by the workers.
     kind: str
 
+    @abstractmethod
     def fingerprint(self) -> str:
-        raise NotImplementedError
+        """What identifies the input's content: a resume refuses an input that changed."""
 
     def input_version(self) -> str | None:
         """The data set version id, when the input is one."""
         return None
 
+    @abstractmethod
     def partitions(self, chunk_rows: int) -> Iterator[Partition]:
-        raise NotImplementedError
+        """The input cut into partitions with stable ids, in order."""
 
     def total_rows(self) -> int | None:
         return None
