@@ -104,6 +104,13 @@ def test_registration_refuses_what_the_engine_cannot_run(divisible_by: type) -> 
         EXPECTATION_KINDS.register("loose", Loose)
     assert "loose" not in EXPECTATION_KINDS
 
+    class Silent(RowExpectation):  # says nothing of which rows fail
+        kind: Literal["silent"] = "silent"
+
+    with pytest.raises(ConfigError, match="Silent must define failure_sql"):
+        EXPECTATION_KINDS.register("silent", Silent)
+    assert "silent" not in EXPECTATION_KINDS
+
 
 def test_a_spec_names_a_registered_kind_and_ingest_quarantines_by_it(
     divisible_by: type, tmp_path: Path

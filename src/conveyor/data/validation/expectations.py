@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import importlib
 import re
+from abc import abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any, ClassVar, Literal, TypeAlias
@@ -154,6 +155,7 @@ class RowExpectation(_RowExpectation):
     ``column`` and ``mostly`` come with it; add the kind's parameters as fields.
     """
 
+    @abstractmethod
     def failure_sql(self, column: str, category: str) -> str:
         """A DuckDB boolean expression, TRUE where a row breaks this expectation.
 
@@ -164,7 +166,6 @@ class RowExpectation(_RowExpectation):
         otherwise (``not_null`` is the kind that catches those). Render literals
         with :func:`conveyor.data.validation.plan.literal`, never by pasting text.
         """
-        raise NotImplementedError(f"{type(self).__name__} does not say which rows fail")
 
     def phrase(self) -> str:
         """How the report's detail says what the failing rows did (``"are negative"``)."""
@@ -414,6 +415,13 @@ def _check_kind(kind: str, cls: type[_Expectation]) -> None:
         raise ConfigError(
             f"expectation kind {kind!r}: {cls.__name__} must subclass RowExpectation "
             "(added kinds are row-level and say in SQL which rows fail)",
+            field="kind",
+        )
+    if getattr(cls, "__abstractmethods__", None):
+        missing = ", ".join(sorted(cls.__abstractmethods__))
+        raise ConfigError(
+            f"expectation kind {kind!r}: {cls.__name__} must define {missing} "
+            "(the DuckDB expression that is TRUE where a row fails)",
             field="kind",
         )
     declared = cls.model_fields["kind"].default
