@@ -157,49 +157,18 @@ class SQLSource(BaseSource):
     # -- reading ------------------------------------------------------------
 
     def read(self, *, after: Any | None = None) -> Extract:
-        import sqlalchemy as sa
-
-        self._check_after(after)
-        engine = self._engine()
-        try:
-            try:
-                conn = engine.connect()
-            except sa.exc.DBAPIError as exc:
-                raise self._unavailable(exc) from None
-            with conn:
-                table = self._read(conn, after)
-        finally:
-            engine.dispose()
-        return self._extract(table, after=after, filtered=True)
-
-    def _read(self, conn: Connection, after: Any | None) -> pa.Table:
-        import sqlalchemy as sa
-
         from conveyor.data.sources.tables import concat_unified
 
-        try:
-            statement, known = self._statement(conn, after)
-            streaming = conn.execution_options(stream_results=True, yield_per=self.chunk_size)
-            result = streaming.execute(statement)
-            try:
-                names = list(result.keys())
-                _check_unique(names, self._where())
-                chunks = [
-                    _chunk_table(names, rows, known) for rows in result.partitions(self.chunk_size)
-                ]
-            finally:
-                # A server-side cursor left open would outlive the read.
-                result.close()
-        except sa.exc.DBAPIError as exc:
-            if exc.connection_invalidated or _lost(exc):
-                raise self._unavailable(exc) from None
-            raise self._query_error(exc) from None
+        self._check_after(after)
+        shape: list[Any] = []
+        chunks = list(self._stream(after, shape))
+        names, known = shape
         table = (
             concat_unified(chunks, what="chunk", where=self._where())
             if chunks
             else _empty(names, known)
         )
-        return _utc(table)
+        return self._extract(_utc(table), after=after, filtered=True)
 
     def create_engine(self) -> Engine:
         """An engine for this source's database (its driver, connect timeout and errors),
@@ -209,6 +178,13 @@ class SQLSource(BaseSource):
     def iter_chunks(self) -> Iterator[pa.Table]:
         """The rows as Arrow tables of up to ``chunk_size`` rows each, streamed with a
         server-side cursor, so a caller holds one chunk at a time (batch scoring)."""
+        for chunk in self._stream(None, []):
+            yield _utc(chunk)
+
+    def _stream(self, after: Any | None, shape: list[Any]) -> Iterator[pa.Table]:
+        """The query's rows in chunks of ``chunk_size``, over one connection and a
+        server-side cursor, errors translated; ``shape`` receives ``[names, known types]``
+        once the result's columns are known (for an empty result's table)."""
         import sqlalchemy as sa
 
         engine = self._engine()
@@ -219,7 +195,7 @@ class SQLSource(BaseSource):
                 raise self._unavailable(exc) from None
             with conn:
                 try:
-                    statement, known = self._statement(conn, None)
+                    statement, known = self._statement(conn, after)
                     streaming = conn.execution_options(
                         stream_results=True, yield_per=self.chunk_size
                     )
@@ -227,9 +203,11 @@ class SQLSource(BaseSource):
                     try:
                         names = list(result.keys())
                         _check_unique(names, self._where())
+                        shape[:] = [names, known]
                         for rows in result.partitions(self.chunk_size):
-                            yield _utc(_chunk_table(names, rows, known))
+                            yield _chunk_table(names, rows, known)
                     finally:
+                        # A server-side cursor left open would outlive the read.
                         result.close()
                 except sa.exc.DBAPIError as exc:
                     if exc.connection_invalidated or _lost(exc):
