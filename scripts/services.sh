@@ -5,6 +5,7 @@
 #   scripts/services.sh postgres   only the named ones
 #   scripts/services.sh wrk        a tool the benchmarks need (installed from Debian's packages)
 #   scripts/services.sh prometheus prometheus, promtool and amtool for the interop tests (the same)
+#   scripts/services.sh haproxy nginx  the serving fleet's load balancers (the same; not started)
 set -u
 
 wait_for() {  # name, check command, seconds
@@ -65,6 +66,10 @@ for svc in $wanted; do
     # The binaries only: the interop tests start their own prometheus on a free port.
     prometheus) ensure prometheus "command -v prometheus && command -v promtool && command -v amtool" \
                 "apt_install prometheus prometheus-alertmanager" ;;
+    # The serving fleet's load balancers (binaries only: `conveyor fleet up` and the fleet
+    # tests start their own on free ports, with configs `conveyor fleet config` writes).
+    haproxy)  ensure haproxy "command -v haproxy" "apt_install haproxy" ;;
+    nginx)    ensure nginx "command -v nginx" "apt_install nginx" ;;
     # Debian's chromium: the dashboard's browser tests drive it headless (Playwright, no download).
     chromium) ensure chromium "test -x /usr/bin/chromium" "apt_install chromium" ;;
     *) echo "unknown service $svc" >&2; exit 2 ;;
