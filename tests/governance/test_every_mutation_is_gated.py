@@ -36,6 +36,8 @@ CLI: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "events tail": (None, ()),
     "events kinds": (None, ()),
     "events compact": ("monitoring.compact", ()),
+    # moves the broker's events into the SQL log and its Parquet copy (as compact does)
+    "events sink": ("monitoring.compact", ("--source", "nats://127.0.0.1:4222/CVGATED")),
     "monitor latency": (None, ()),  # reads the event log's copy, as events tail reads the log
     "monitor live": (None, ("--once",)),  # the system monitors (conveyor monitor [MODEL])
     "monitor data": (None, ()),  # the data-quality monitors

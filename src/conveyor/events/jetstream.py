@@ -15,7 +15,8 @@ answer rather than a timeout. Writes go through :class:`Acks`: a batch is
 published in order on the connection, each message with its own reply subject
 on one wildcard inbox, and waited for under one deadline.
 
-Together with ``nats.py``, the only modules that import ``nats``.
+Together with ``nats.py`` and ``durable.py`` (a durable consumer, for the sink), the only
+modules that import ``nats``.
 """
 
 from __future__ import annotations
@@ -329,6 +330,10 @@ class Pull:
             await self._sub.unsubscribe()
         finally:
             await nc.jetstream().delete_consumer(self._stream, self._name)
+
+    async def unsubscribe(self, nc: Any) -> None:
+        """Stop receiving, and leave the consumer to the server (a durable one: ``durable.py``)."""
+        await self._sub.unsubscribe()
 
 
 def position(reply: str) -> tuple[int, int]:

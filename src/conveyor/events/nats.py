@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import nats.js.errors
 from nats.js import api
@@ -56,6 +56,9 @@ from conveyor.events.streams import (
     decode_event,
 )
 from conveyor.events.writer import BatchWriter
+
+if TYPE_CHECKING:
+    from conveyor.events.durable import DurableReader
 
 __all__ = ["NatsEventLog"]
 
@@ -267,6 +270,26 @@ class NatsEventLog(StreamEventLog):
             "first_seq": state.first_seq,
             "last_seq": state.last_seq,
         }
+
+    def durable(
+        self, name: str, *, ack_wait: float = 60.0, max_ack_pending: int = 100_000
+    ) -> DurableReader:
+        """A durable pull consumer ``name`` on every kind of this log, with explicit acks:
+        what a process that copies the log elsewhere reads (see ``durable.py``). The
+        consumer is made on the first fetch if missing, and kept on the server."""
+        from conveyor.events.durable import DurableReader
+
+        self._check_open()
+        return DurableReader(
+            self._nats,
+            self.url,
+            self._config.stream,
+            self._config.subject(None),
+            name,
+            ack_wait=ack_wait,
+            max_ack_pending=max_ack_pending,
+            timeout=self._config.timeout,
+        )
 
     def ping(self) -> None:
         """Ask for the stream's state; BackendUnavailableError if NATS does not answer."""

@@ -18,6 +18,7 @@ CAPABILITY = Capability(
     services={"monitoring": "conveyor.monitoring.query:MonitorQuery.for_project"},
     cli=(
         Command("conveyor.monitoring.cli:compact_command", "events compact"),
+        Command("conveyor.monitoring.sink_cli:sink_command", "events sink"),
         Command("conveyor.monitoring.cli:monitor_app", "monitor"),
         Command("conveyor.monitoring.feedback_cli:feedback_app", "feedback"),
         Command("conveyor.monitoring.alerts.cli:alerts_app", "alerts"),

@@ -19,7 +19,7 @@ from conveyor.monitoring.drift_live import DRIFT_CHECKED
 from conveyor.monitoring.feedback import FEEDBACK, FEEDBACK_REJECTED
 from conveyor.monitoring.system_events import SERVING_SAMPLE
 
-__all__ = ["EVENTS_COMPACTED", "MONITORING_EVENTS"]
+__all__ = ["EVENTS_COMPACTED", "MONITORING_EVENTS", "SINK_REJECTED"]
 
 EVENTS_COMPACTED = EventKind(
     "monitoring.compacted",
@@ -36,8 +36,17 @@ EVENTS_COMPACTED = EventKind(
     "event log's Parquet copy, and removed what interrupted runs had left",
 )
 
+SINK_REJECTED = EventKind(
+    "monitoring.sink_rejected",
+    "control",
+    {"stream": str, "seq": int, "reason": str, "bytes": int, "delivered": int},
+    "the events sink (conveyor events sink) met a message on the broker's stream that is not "
+    "an event; the stream keeps the message at seq, this says why it was not stored",
+)
+
 MONITORING_EVENTS: tuple[EventKind, ...] = (
     EVENTS_COMPACTED,
+    SINK_REJECTED,
     DRIFT_CHECKED,
     SERVING_SAMPLE,
     FEEDBACK,  # ground truth (conveyor.monitoring.feedback)

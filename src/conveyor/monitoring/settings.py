@@ -21,6 +21,7 @@ from conveyor.monitoring.alerts.settings import AlertsSpec
 from conveyor.monitoring.drift_jobs import DriftJobSpec
 from conveyor.monitoring.interop.settings import InteropSpec
 from conveyor.monitoring.quality_settings import QualitySpec
+from conveyor.monitoring.sink_settings import SinkSpec
 from conveyor.monitoring.system import SystemSpec
 
 if TYPE_CHECKING:
@@ -85,6 +86,11 @@ class MonitoringSpec(BaseModel):
         default_factory=AlertsSpec,
         description="Alert rules (derived from slos: and your own), their evaluation, "
         "silences, inhibition and notification sinks (conveyor alerts).",
+    )
+    sink: SinkSpec = Field(
+        default_factory=SinkSpec,
+        description="The event log moved from a broker (nats://) into the SQL log and its "
+        "Parquet copy (conveyor events sink).",
     )
 
 
