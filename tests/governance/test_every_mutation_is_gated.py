@@ -142,11 +142,25 @@ CLI: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "flag delete": ("flags.manage", ("fraud", "f")),
     # batch scoring: writes predictions (a folder or a table) and a run record
     "score batch": ("scoring.batch", ("fraud", "--input", "in", "--output", "out")),
+    # stream scoring: consumes a broker's stream (acks), writes scores and dead letters
+    "score stream": ("scoring.stream", ("fraud", "--source", "nats://127.0.0.1:1/s")),
+    # asynchronous predictions: queue a job (predictor), read one's own (predictor; any:
+    # admin), run a worker (deployer: it scores with the deployed routes); status reads
+    "jobs submit": ("jobs.submit", ("fraud", "--data", "rows.json")),
+    "jobs get": ("jobs.read", ("x",)),
+    "jobs status": (None, ()),  # jobs.status, role viewer: any valid key
+    "jobs worker": ("jobs.work", ()),
     # readiness and shadow analysis: the report is saved with readiness.reported (viewer);
     # the load test sends traffic at the target rate (deployer); shadow reads only
     "monitor shadow": (None, ("fraud",)),
     "readiness": (None, ()),  # role viewer (readiness.read): any valid key
     "readiness --load-test": ("readiness.load_test", ("--load-test",)),
+    # the serving fleet: writes the balancer's config (an audit event), starts or stops
+    # server processes and the balancer on this host
+    "fleet config": ("fleet.manage", ()),
+    "fleet up": ("fleet.manage", ()),
+    "fleet down": ("fleet.manage", ()),
+    "fleet status": (None, ()),  # reads the state file and each server's readiness
 }
 
 
@@ -263,7 +277,8 @@ def test_a_mutating_command_refuses_a_viewer_a_revoked_key_and_no_key(
 #: (method, path) -> the action it needs (None: open, a probe or the API's description).
 HTTP: dict[tuple[str, str], str | None] = {
     ("GET", "/v1/models"): "serving.read",
-    ("POST", "/v1/models/{model}/predict"): "serving.predict",
+    ("POST", "/v1/models/{model}/predict"): "serving.predict",  # ?mode=async too (a job)
+    ("GET", "/v1/jobs/{id}"): "jobs.read",  # the owner's key, or an admin (jobs.read_any)
     ("GET", "/v1/models/{model}/route"): "serving.read",
     ("PUT", "/v1/models/{model}/route"): "serving.route",
     ("POST", "/v1/models/{model}/rollback"): "serving.rollback",

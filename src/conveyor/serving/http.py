@@ -9,7 +9,9 @@ allow, and the OpenAPI document is generated from this table.
 
     POST /v1/models/{model}/predict     serving.predict   records or columns -> predictions
                                                           (?version=N or ?version=ALIAS: that
-                                                          version; on no route: deployer)
+                                                          version; on no route: deployer;
+                                                          ?mode=async: 202 and a job, when a
+                                                          capability takes deferred requests)
     GET  /v1/models                     serving.read      deployed models and their routes
     GET  /v1/models/{model}/route       serving.read      the live route, with its revision
     PUT  /v1/models/{model}/route       serving.route     set it (a new revision; versions it
@@ -21,6 +23,7 @@ allow, and the OpenAPI document is generated from this table.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -41,7 +44,15 @@ if TYPE_CHECKING:
     from conveyor.web.app import AppContext, Contribution
     from conveyor.web.pipeline import Call
 
-__all__ = ["NATIVE_SCHEMA", "json_response", "routes", "version_or_alias", "version_param"]
+__all__ = [
+    "NATIVE_SCHEMA",
+    "Defer",
+    "defer",
+    "json_response",
+    "routes",
+    "version_or_alias",
+    "version_param",
+]
 
 _SCALAR = {"oneOf": [{"type": "number"}, {"type": "string"}, {"type": "boolean"}, {"type": "null"}]}
 #: What a native prediction request may hold.
@@ -71,6 +82,45 @@ _VERSION_QUERY = {
     "description": "Predict with this version, a number or an alias (champion), bypassing "
     "the route; a version on no route needs serving.predict_unrouted (deployer).",
 }
+_MODE_QUERY = {
+    "name": "mode",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string", "enum": ["sync", "async"]},
+    "description": "async: queue the request and answer 202 with a job id and a Location "
+    "(GET /v1/jobs/{id}); needs the jobs capability. Default sync.",
+}
+
+#: ``defer(call, model, version, protocol, body) -> Response``: takes a validated request
+#: for later (``?mode=async``) and answers at once (202 and a job). The server names no
+#: capability that does it: one sets ``state.defer`` on the app's shared state from its
+#: route factory (conveyor.jobs does), and without one ``mode=async`` is refused.
+Defer = Callable[["Call", str, "int | None", str, bytes], Awaitable[Response]]
+
+
+def request_mode(call: Call) -> str:
+    """``?mode=``: sync (the default) or async; InvalidInputError for anything else. Read
+    from the raw query string only when it names a mode (the hot path builds nothing)."""
+    if b"mode=" not in call.scope.get("query_string", b""):
+        return "sync"
+    mode = call.request.query_params.get("mode", "sync")
+    if mode not in ("sync", "async"):
+        raise InvalidInputError(f"mode {mode!r}: expected sync or async", field="mode")
+    return mode
+
+
+async def defer(
+    state: Any, call: Call, model: str, version: int | None, protocol: str, body: bytes
+) -> Response:
+    """Hand a request to the app's :data:`Defer` (``state.defer``), or refuse it: no
+    capability takes deferred requests in this server."""
+    handler: Defer | None = getattr(state, "defer", None)
+    if handler is None:
+        raise InvalidInputError(
+            "mode=async needs the jobs capability (conveyor.jobs), which this server lacks",
+            field="mode",
+        )
+    return await handler(call, model, version, protocol, body)
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -122,7 +172,7 @@ def routes(context: AppContext) -> Contribution:
         dependencies=context.dependencies,
     )
     context.state.server = server
-    table = [*_native(server), *http_v2.routes(server)]
+    table = [*_native(server, context.state), *http_v2.routes(server, context.state)]
 
     async def startup() -> None:
         if server.enrich is None:  # create_app(enrich=...) replaces the contributed ones
@@ -153,7 +203,7 @@ def chained(enrichers: list[Enrich]) -> Enrich | None:
     return enrich
 
 
-def _native(server: Server) -> list[Route]:
+def _native(server: Server, state: Any = None) -> list[Route]:
     from conveyor.serving.native import decode_native_request, encode_predictions
 
     async def predict(call: Call) -> Response:
@@ -162,6 +212,8 @@ def _native(server: Server) -> list[Route]:
         version = await version_or_alias(server, call, model)
         await server.check_model(model, version)
         body = await call.body()
+        if request_mode(call) == "async":
+            return await defer(state, call, model, version, "native", body)
         try:
             decoded = decode_native_request(body)
         except InvalidInputError as exc:
@@ -267,9 +319,9 @@ def _native(server: Server) -> list[Route]:
             "serving.predict",
             "Predict (native JSON: records or columns)",
             body=NATIVE_SCHEMA,
-            query=(_VERSION_QUERY,),
+            query=(_VERSION_QUERY, _MODE_QUERY),
             tags=tags,
-            errors=(404,),
+            errors=(404, 503),
             on_failure=server.failed,  # a prediction.failed event per error
         ),
         Route("GET", "/v1/models", list_models, "serving.read", "Deployed models", tags=tags),

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.responses import Response
 
 from conveyor.errors import InvalidInputError, NotFoundError
-from conveyor.serving.http import json_response, version_param
+from conveyor.serving.http import defer, json_response, request_mode, version_param
 from conveyor.web.errors import BadRequest
 from conveyor.web.routing import Route
 
@@ -74,7 +74,7 @@ def output_metadata(served: Served) -> list[Any]:
     ]
 
 
-def routes(server: Server) -> list[Route]:
+def routes(server: Server, state: Any = None) -> list[Route]:
     from conveyor._version import __version__
     from conveyor.serving import protocol_v2 as v2
 
@@ -140,6 +140,9 @@ def routes(server: Server) -> list[Route]:
             decoded = v2.decode_infer_request(body, header)
         except InvalidInputError as exc:
             raise BadRequest(exc) from exc
+        # Asynchronous: ``"parameters": {"mode": "async"}`` or ``?mode=async`` (a job, 202).
+        if decoded.parameters.get("mode") == "async" or request_mode(call) == "async":
+            return await defer(state, call, model, version, "v2", body)
 
         def table_for(served: Served) -> pa.Table:
             # A [n, k] matrix is read in the columns of the version the route chose.

@@ -1,0 +1,141 @@
+"""What the jobs tests share: a project whose queue has a name of its own, a server, workers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from conveyor.jobs.queue import JobQueue
+from conveyor.jobs.settings import JobsSpec
+from conveyor.testing.wait import wait_until
+
+NATS_URL = "nats://127.0.0.1:4222"
+SECRET = "s3cret-for-tests"
+
+
+def unique_name() -> str:
+    return f"t_{uuid.uuid4().hex[:12]}"
+
+
+def jobs_section(name: str, **fields: Any) -> str:
+    """A ``jobs:`` section for conveyor.yaml (flow style, one line)."""
+    values = {"url": NATS_URL, "name": name, "callback_secret": SECRET, **fields}
+    inner = ", ".join(
+        f"{k}: {v!r}" if isinstance(v, str) else f"{k}: {v}" for k, v in values.items()
+    )
+    return "jobs: {" + inner + "}\n"
+
+
+def make_project(root: Path, name: str, *, auth: bool = False, **fields: Any) -> Any:
+    """A project at ``root`` with model ``m`` (y = a + b) routed to @1 and its queue named
+    ``name``; the open Project."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.linear_model import LinearRegression
+
+    from conveyor.project import Project, init_project
+    from conveyor.serving.route_store import RouteStore
+    from conveyor.serving.routes import RoutePolicy
+
+    init_project(root, name="jobs")
+    with (root / "conveyor.yaml").open("a") as spec:
+        spec.write(jobs_section(name, **fields))
+        if not auth:
+            spec.write("serving: {auth: disabled}\n")
+    project = Project.open(root, env={})
+    X = pd.DataFrame(np.random.default_rng(0).normal(size=(40, 2)), columns=["a", "b"])
+    project.registry.register("m", LinearRegression().fit(X, X.sum(axis=1)), signature_from=X)
+    RouteStore(project.store, project.events, project.registry).set("m", RoutePolicy.fixed(1))
+    return project
+
+
+def queue_of(name: str, **fields: Any) -> JobQueue:
+    return JobQueue(JobsSpec(url=NATS_URL, name=name, callback_secret=SECRET, **fields))
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def drop_queue(name: str) -> None:
+    """Delete the stream and the bucket of ``name`` (after a test)."""
+
+    async def drop() -> None:
+        queue = queue_of(name)
+        try:
+            await queue.delete_all()
+        finally:
+            await queue.close()
+
+    with contextlib.suppress(Exception):  # NATS down: nothing to delete
+        run(drop())
+
+
+def depth(name: str) -> dict[str, int]:
+    async def read() -> dict[str, int]:
+        queue = queue_of(name)
+        try:
+            return await queue.depth()
+        finally:
+            await queue.close()
+
+    return run(read())  # type: ignore[no-any-return]
+
+
+def start_worker(
+    root: Path, *args: str, env: dict[str, str] | None = None, log: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """``conveyor jobs worker`` of the project at ``root`` in its own process."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    environment.update(env or {})
+    out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+    return subprocess.Popen(
+        [sys.executable, "-m", "conveyor.cli", "jobs", "worker", "-C", str(root), *args],
+        env=environment,
+        stdout=out,
+        stderr=subprocess.STDOUT if log is not None else subprocess.DEVNULL,
+    )
+
+
+@contextmanager
+def workers(
+    root: Path, n: int = 1, *args: str, **kw: Any
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    started = [start_worker(root, *args, **kw) for _ in range(n)]
+    try:
+        yield started
+    finally:
+        for process in started:
+            if process.poll() is None:
+                process.terminate()
+        for process in started:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def wait_job(
+    url: str, job_id: str, headers: dict[str, str] | None = None, timeout: float = 60.0
+) -> dict[str, Any]:
+    """Poll ``GET /v1/jobs/{id}`` until the job is done or failed."""
+    found: dict[str, Any] = {}
+
+    def finished() -> bool:
+        answer = httpx.get(f"{url}/v1/jobs/{job_id}", headers=headers, timeout=10)
+        assert answer.status_code == 200, answer.text
+        found.update(answer.json())
+        return found["status"] in ("done", "failed")
+
+    wait_until(finished, timeout=timeout, message=f"job {job_id} finishes")
+    return found
