@@ -20,6 +20,8 @@ from conveyor.project import Project
 #: The binary scripts/services.sh starts (Debian's nats-server).
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 ROOT = Path(__file__).resolve().parents[2]
+#: The ``conveyor`` command of this interpreter's environment.
+CONVEYOR = str(Path(sys.executable).with_name("conveyor"))
 
 
 def free_port() -> int:
@@ -97,7 +99,7 @@ def sink_process(
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "conveyor", "events", "sink", "-C", str(project.root), *args],
+            [CONVEYOR, "events", "sink", "-C", str(project.root), *args],
             env={**clean, **env},
             stdout=out,
             stderr=subprocess.STDOUT,

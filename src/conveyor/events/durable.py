@@ -194,9 +194,10 @@ class DurableReader:
 
     def info(self) -> dict[str, Any]:
         """The consumer's position: ``acked_seq`` (every message at or below it is acked),
-        ``delivered_seq``, ``ack_pending`` (delivered, not yet acked), ``pending`` (not yet
-        delivered), ``redelivered``; ``stream_last_seq``; and ``lag`` (messages above
-        ``acked_seq`` still to ack)."""
+        ``delivered_seq``, ``deliveries`` (every delivery so far, a redelivery included),
+        ``ack_pending`` (delivered, not yet acked), ``pending`` (not yet delivered),
+        ``redelivered`` (of those pending); ``stream_last_seq``; and ``lag`` (messages
+        still to ack)."""
 
         async def both(nc: Any) -> tuple[Any, Any]:
             js = nc.jetstream(timeout=self._timeout)
@@ -213,6 +214,7 @@ class DurableReader:
                     "exists": False,
                     "acked_seq": 0,
                     "delivered_seq": 0,
+                    "deliveries": 0,
                     "ack_pending": 0,
                     "pending": int(stream.state.messages),
                     "redelivered": 0,
@@ -227,6 +229,7 @@ class DurableReader:
             "exists": True,
             "acked_seq": acked,
             "delivered_seq": int(consumer.delivered.stream_seq) if consumer.delivered else 0,
+            "deliveries": int(consumer.delivered.consumer_seq) if consumer.delivered else 0,
             "ack_pending": ack_pending,
             "pending": pending,
             "redelivered": int(consumer.num_redelivered or 0),
