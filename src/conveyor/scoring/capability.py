@@ -5,7 +5,8 @@ from conveyor.scoring.events import SCORING_EVENTS
 
 CAPABILITY = Capability(
     "scoring",
-    "batch scoring: a model version over files, a SQL query or a data set version, resumable",
+    "batch and stream scoring: a model version over files, a query, a data set version, "
+    "or a NATS JetStream / Redis stream",
     # data: dataset: inputs and the SQL reader; registry: versions, gates; serving: the
     # verified loader; pipelines: scheduled jobs; features: the point-in-time join of a
     # version trained on a feature service
@@ -21,5 +22,7 @@ CAPABILITY = Capability(
     actions={
         # writes predictions to a folder or a table, and a run record
         "scoring.batch": "deployer",
+        # consumes a stream (its messages acked) and writes scores, dead letters, windows
+        "scoring.stream": "deployer",
     },
 )

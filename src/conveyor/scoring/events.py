@@ -11,7 +11,14 @@ from __future__ import annotations
 from conveyor.capability import EventKind
 from conveyor.events.catalogue import NUMBER, OPTIONAL_STR
 
-__all__ = ["BATCH_FAILED", "BATCH_FINISHED", "BATCH_STARTED", "SCORING_EVENTS"]
+__all__ = [
+    "BATCH_FAILED",
+    "BATCH_FINISHED",
+    "BATCH_STARTED",
+    "SCORING_EVENTS",
+    "STREAM_STARTED",
+    "STREAM_STOPPED",
+]
 
 _RUN = {"run_id": str, "model": str, "version": int, "version_id": str}
 
@@ -48,4 +55,38 @@ BATCH_FAILED = EventKind(
     "scores only the ones missing",
 )
 
-SCORING_EVENTS: tuple[EventKind, ...] = (BATCH_STARTED, BATCH_FINISHED, BATCH_FAILED)
+_STREAM = {"consumer_id": str, "model": str, "source": str, "group": str}
+
+STREAM_STARTED = EventKind(
+    "scoring.stream_started",
+    "audit",
+    {**_STREAM, "versions": list, "routed": bool, "output": OPTIONAL_STR, "dead_letter": str},
+    "a stream scorer joined its consumer group: the model, the versions it may score "
+    "with (a route's arms and shadows, or one pinned version), its source and targets",
+)
+STREAM_STOPPED = EventKind(
+    "scoring.stream_stopped",
+    "audit",
+    {
+        **_STREAM,
+        "messages": int,
+        "scored": int,
+        "dead_lettered": int,
+        "retried": int,
+        "late": int,
+        "windows": int,
+        "seconds": NUMBER,
+        "error": OPTIONAL_STR,
+    },
+    "a stream scorer left its group: messages taken, scored, sent to the dead-letter "
+    "target (with their reasons there), delivered again after a sink failure, late "
+    "events and windows emitted; the error that stopped it, if any",
+)
+
+SCORING_EVENTS: tuple[EventKind, ...] = (
+    BATCH_STARTED,
+    BATCH_FINISHED,
+    BATCH_FAILED,
+    STREAM_STARTED,
+    STREAM_STOPPED,
+)

@@ -13,6 +13,10 @@
           input: s3://lake/customers/
           output: s3://lake/scores/{date}/
           cron: "0 2 * * *"     # UTC
+      stream:                   # conveyor score stream
+        batch: 256              # messages in flight per consumer (fetched, scored, acked)
+        key_field: user_id      # the entity: sticky routes, windows
+        time_field: ts          # event time (epoch seconds or ISO 8601)
 
 Every field can be set from the environment (``CONVEYOR_SCORING__WORKERS=8``).
 """
@@ -26,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 if TYPE_CHECKING:
     from conveyor.config import ProjectSpec
 
-__all__ = ["SECTIONS", "ScoringJob", "ScoringSpec", "scoring_of"]
+__all__ = ["SECTIONS", "ScoringJob", "ScoringSpec", "StreamSpec", "scoring_of"]
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
@@ -54,6 +58,45 @@ class ScoringJob(BaseModel):
     )
 
 
+class StreamSpec(BaseModel):
+    """Stream scoring (``conveyor score stream``): in flight, retries, fields."""
+
+    model_config = _STRICT
+
+    batch: int = Field(
+        256,
+        ge=1,
+        le=100_000,
+        description="Messages a consumer holds at once (fetched, scored, written, acked): "
+        "its in-flight bound.",
+    )
+    wait: float = Field(
+        1.0, gt=0, le=60, description="Seconds a fetch waits for the first message."
+    )
+    key_field: str | None = Field(
+        None, description="The message field naming the entity: sticky routes, windows."
+    )
+    time_field: str | None = Field(
+        None, description="The message field holding the event time (epoch s or ISO 8601)."
+    )
+    max_deliver: int = Field(
+        10,
+        ge=1,
+        le=1000,
+        description="Deliveries of a message a sink keeps refusing before it is "
+        "dead-lettered.",
+    )
+    backoff: float = Field(
+        0.5, gt=0, le=3600, description="Seconds before the first redelivery (doubled each)."
+    )
+    backoff_max: float = Field(
+        30.0, gt=0, le=86_400, description="The longest wait before a redelivery."
+    )
+    route_poll: float = Field(
+        1.0, gt=0, le=3600, description="Seconds between reads of the model's route."
+    )
+
+
 class ScoringSpec(BaseModel):
     """Batch scoring: its engine, workers and chunk size, and its scheduled jobs."""
 
@@ -77,6 +120,9 @@ class ScoringSpec(BaseModel):
     )
     jobs: list[ScoringJob] = Field(
         default_factory=list, description="Scheduled batch scorings (conveyor pipeline schedule)."
+    )
+    stream: StreamSpec = Field(
+        default_factory=StreamSpec, description="Stream scoring: in flight, retries, fields."
     )
 
 
