@@ -154,7 +154,17 @@ class Sink:
 
         spec = monitoring_of(project.spec).sink
         if overrides:
-            spec = type(spec).model_validate({**spec.model_dump(), **overrides})
+            import pydantic
+
+            try:
+                spec = type(spec).model_validate({**spec.model_dump(), **overrides})
+            except pydantic.ValidationError as exc:
+                first = exc.errors()[0]
+                name = ".".join(str(x) for x in first["loc"]) or "sink"
+                raise InvalidInputError(
+                    f"monitoring.sink.{name}: {first['msg']} (got {first.get('input')!r})",
+                    field=name,
+                ) from None
         url = source or spec.source
         if not url:
             raise InvalidInputError(
