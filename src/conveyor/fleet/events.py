@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from conveyor.capability import EventKind
 
-__all__ = ["FLEET_EVENTS", "FLEET_CONFIGURED"]
+__all__ = ["FLEET_CONFIGURED", "FLEET_EVENTS"]
 
 FLEET_CONFIGURED = EventKind(
     "fleet.configured",

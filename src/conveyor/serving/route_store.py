@@ -44,9 +44,35 @@ if TYPE_CHECKING:
     from conveyor.serving.tables import RouteHistoryRecord, RouteRecord
     from conveyor.store.database import MetadataStore
 
-__all__ = ["RoutePointers", "RouteState", "RouteStore"]
+__all__ = ["ROUTES_CHANNEL", "RoutePointers", "RouteState", "RouteStore", "parse_notice"]
 
 Document = dict[str, Any]
+
+#: The PostgreSQL channel every route change is announced on (``NOTIFY`` in the transaction
+#: that writes it, so a listener hears of it exactly when it is committed, and never of a
+#: change rolled back). The payload is ``schema<TAB>model<TAB>revision`` (revision empty:
+#: the route was deleted): channels are per database, so a listener keeps its schema's.
+ROUTES_CHANNEL = "conveyor_routes"
+
+
+def parse_notice(payload: str) -> tuple[str, str, int | None]:
+    """``(schema, model, revision)`` of a :data:`ROUTES_CHANNEL` payload (revision None:
+    deleted); ValueError when it is not one."""
+    schema, model, revision = payload.split("\t")
+    return schema, model, int(revision) if revision else None
+
+
+def _announce(session: Session, model: str, revision: int | None) -> None:
+    """``NOTIFY`` the route change in the session's transaction (PostgreSQL only; on
+    SQLite servers poll)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    import sqlalchemy as sa
+
+    session.execute(
+        sa.text("SELECT pg_notify(:channel, current_schema() || :rest)"),
+        {"channel": ROUTES_CHANNEL, "rest": f"\t{model}\t{'' if revision is None else revision}"},
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +159,18 @@ class RoutePointers(PointerTable[Document]):
         head.actor = change.actor
         head.reason = change.reason
         head.updated_at = change.at
+        _announce(session, key[0], head.revision)
         return head
+
+    def remove(self, key: Key) -> Any:
+        """Delete the live route (its history stays) and announce it, in one transaction."""
+        with self.store.session() as session:
+            head = self._head(session, key)
+            if head is None:
+                raise self.missing(key)
+            session.delete(head)
+            _announce(session, key[0], None)
+            return head
 
     def record(self, head: RouteRecord, change: Change[Document]) -> RouteHistoryRecord:
         entry: RouteHistoryRecord = self.history(

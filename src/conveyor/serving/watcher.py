@@ -14,6 +14,14 @@ why, a gauge is 1, a ``route.failed`` event is written once per revision
 and worker), and the load is retried every ``retry_s`` until it works, when
 a ``route.applied`` event closes the incident. A model with no revision
 loaded at all answers 503 ``model_unavailable`` with the reason, never 404.
+
+On PostgreSQL a route change is also *pushed*: the transaction that writes it
+sends ``NOTIFY conveyor_routes`` (:data:`~conveyor.serving.route_store.ROUTES_CHANNEL`),
+and every worker listens (``LISTEN``) on a connection of its own (:class:`RouteListener`, a
+thread), which wakes the poll at once: a change reaches every worker of every
+server in a few milliseconds plus the load. Polling stays, as the fallback for a
+notice missed while the listener reconnects (it reconnects by itself, with
+backoff, and polls once more when it is back) and for SQLite.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +42,7 @@ if TYPE_CHECKING:
     from conveyor.serving.route_store import RouteStore
     from conveyor.serving.routes import CompiledRoute
 
-__all__ = ["NOTHING_DEPLOYED", "RouteFailure", "RouteWatcher"]
+__all__ = ["NOTHING_DEPLOYED", "RouteFailure", "RouteListener", "RouteWatcher"]
 
 log = logging.getLogger("conveyor.serving")
 
@@ -81,6 +90,94 @@ NOTHING_DEPLOYED = (
 )
 
 
+class RouteListener:
+    """``LISTEN conveyor_routes`` on a psycopg connection of its own, in a daemon thread:
+    ``on_notice(model, revision)`` for each change to this schema's routes (revision None:
+    deleted), and ``on_notice(None, None)`` after every (re)connection, when notices may
+    have been missed. A lost connection is retried with backoff (0.1 s doubling to 5 s);
+    it never raises into the caller."""
+
+    def __init__(
+        self,
+        dsn: str,
+        on_notice: Callable[[str | None, int | None], None],
+        *,
+        connect_timeout_s: float = 3.0,
+    ) -> None:
+        self.dsn = dsn
+        self.on_notice = on_notice
+        self.connect_timeout_s = connect_timeout_s
+        #: True while a LISTEN connection is up.
+        self.connected = False
+        #: Notices received, and (re)connections made: for metrics and tests.
+        self.notices = 0
+        self.connections = 0
+        self.last_error: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> RouteListener:
+        self._thread = threading.Thread(
+            target=self._run, name="conveyor-route-listener", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+    def _run(self) -> None:
+        backoff = 0.1
+        while not self._stop.is_set():
+            try:
+                self._listen()
+                backoff = 0.1
+            except Exception as exc:  # the store is down or went away: try again
+                if self.connected or self.last_error is None:
+                    log.warning("route listener lost its connection: %s", exc)
+                self.connected = False
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _listen(self) -> None:
+        import psycopg
+
+        from conveyor.serving.route_store import ROUTES_CHANNEL, parse_notice
+
+        with psycopg.connect(
+            self.dsn,
+            autocommit=True,
+            connect_timeout=max(1, round(self.connect_timeout_s)),
+            # A peer that vanished without a FIN is noticed by keepalives, not never.
+            keepalives=1,
+            keepalives_idle=5,
+            keepalives_interval=2,
+            keepalives_count=3,
+        ) as conn:
+            schema = conn.execute("SELECT current_schema()").fetchone()
+            conn.execute(f"LISTEN {ROUTES_CHANNEL}")
+            mine = schema[0] if schema else None
+            self.connected = True
+            self.connections += 1
+            self.last_error = None
+            self.on_notice(None, None)  # whatever happened while not listening
+            while not self._stop.is_set():
+                for notice in conn.notifies(timeout=1.0):
+                    try:
+                        where, model, revision = parse_notice(notice.payload)
+                    except ValueError:
+                        continue
+                    if where == mine:
+                        self.notices += 1
+                        self.on_notice(model, revision)
+                    if self._stop.is_set():
+                        break
+
+
 class RouteWatcher:
     """The live compiled routes of this worker, kept in step with the store."""
 
@@ -93,6 +190,7 @@ class RouteWatcher:
         interval_s: float = 0.5,
         retry_s: float = 10.0,
         on_change: Callable[[str, RouteFailure | None], None] | None = None,
+        listen: bool = True,
     ) -> None:
         self.store = routes
         self.pool = pool
@@ -110,6 +208,10 @@ class RouteWatcher:
         self._task: asyncio.Task[None] | None = None
         self.ready = False
         self.last_error: str | None = None
+        #: Pushed changes (PostgreSQL): ``listen=False`` polls only.
+        self.listen = listen
+        self.listener: RouteListener | None = None
+        self._wake: asyncio.Event | None = None
 
     @property
     def degraded(self) -> bool:
@@ -266,13 +368,38 @@ class RouteWatcher:
         return body
 
     async def start(self) -> None:
-        """The first poll (the server is ready after it), then one every ``interval_s``."""
+        """The first poll (the server is ready after it), then one every ``interval_s``, and
+        one at once whenever the store announces a change (PostgreSQL)."""
         await self.refresh()
+        self._wake = asyncio.Event()
+        dsn = self._listen_dsn()
+        if dsn is not None:
+            loop = asyncio.get_running_loop()
+            wake = self._wake
+
+            def notice(model: str | None, revision: int | None) -> None:
+                with contextlib.suppress(RuntimeError):  # the loop closed while stopping
+                    loop.call_soon_threadsafe(wake.set)
+
+            self.listener = RouteListener(dsn, notice).start()
         self._task = asyncio.create_task(self._loop(), name="conveyor-route-watcher")
 
+    def _listen_dsn(self) -> str | None:
+        """The libpq DSN of the store when it is PostgreSQL and listening is on."""
+        if not self.listen:
+            return None
+        url = getattr(getattr(self.store, "store", None), "url", None)
+        if url is None or url.scheme != "postgresql":
+            return None
+        rendered: str = url.with_(driver=None).render(hide_password=False)
+        return rendered
+
     async def _loop(self) -> None:
+        assert self._wake is not None
         while True:
-            await asyncio.sleep(self.interval_s)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval_s)
+            self._wake.clear()
             try:
                 await self.refresh()
                 if not self.failures:
@@ -284,6 +411,9 @@ class RouteWatcher:
                 log.warning("route poll failed: %s", self.last_error)
 
     async def stop(self) -> None:
+        if self.listener is not None:
+            listener, self.listener = self.listener, None
+            await asyncio.to_thread(listener.stop)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
