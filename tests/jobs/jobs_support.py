@@ -98,13 +98,20 @@ def start_worker(
     """``conveyor jobs worker`` of the project at ``root`` in its own process."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     environment.update(env or {})
-    out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
-    return subprocess.Popen(
-        [sys.executable, "-m", "conveyor.cli", "jobs", "worker", "-C", str(root), *args],
-        env=environment,
-        stdout=out,
-        stderr=subprocess.STDOUT if log is not None else subprocess.DEVNULL,
-    )
+    if log is None:
+        return subprocess.Popen(
+            [sys.executable, "-m", "conveyor.cli", "jobs", "worker", "-C", str(root), *args],
+            env=environment,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "conveyor.cli", "jobs", "worker", "-C", str(root), *args],
+            env=environment,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 @contextmanager

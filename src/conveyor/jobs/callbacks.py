@@ -21,7 +21,8 @@ doubling up to ``callback_max_backoff_s``, each delay with jitter (half
 fixed, half random: retries of many jobs spread out). Each target (scheme,
 host and port) has a :class:`~conveyor.breaker.CircuitBreaker`: after three
 failures in a row its attempts are short-circuited (counted, not sent) until
-a trial call succeeds, so a dead receiver costs one timeout, not one per job.
+a trial call succeeds (the next attempt of a job that met it open waits for
+the trial), so a dead receiver costs a few timeouts, not one per job and retry.
 The last attempt's failure is recorded on the job (``callback.status:
 gave_up``, with the last error) and as a ``job.callback`` event.
 """
@@ -149,7 +150,11 @@ class Callbacks:
                     error = f"HTTP {answer.status_code}"
                     breaker.failure(error)
             if attempts < spec.callback_attempts:
-                await asyncio.sleep(self.delay(attempts))
+                wait = self.delay(attempts)
+                if breaker.state != "closed":
+                    # Open: the next attempt comes no sooner than the breaker's trial.
+                    wait = max(wait, breaker.base_reset_s)
+                await asyncio.sleep(wait)
         log.warning(
             "job %s: callback to %s given up after %d attempts: %s",
             record["id"],

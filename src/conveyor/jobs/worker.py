@@ -123,7 +123,7 @@ class Worker:
                     continue
                 try:
                     messages = await sub.fetch(free, timeout=0.5)
-                except nats.errors.TimeoutError:
+                except (nats.errors.TimeoutError, TimeoutError):  # nothing to do
                     continue
                 except nats.errors.ConnectionClosedError:
                     break
