@@ -13,8 +13,11 @@ Then every page is fetched ``--rounds`` times (after one warm-up fetch): median 
 worst milliseconds. The traffic pages read the monitors through
 :meth:`MonitorQuery.system` (DuckDB over the Parquet files and the log's tail), never a
 scan of the row store; they are timed for one model's last hour, every model's last hour,
-and a whole day (5-minute windows). Results: ``results/dashboard.json``; nothing is
-asserted.
+and a whole day (5-minute windows), each from the per-minute rollups compaction writes
+(the default) and from every event (``&exact=1``: the path before rollups), in the same
+run; then the whole day's latency and system monitors in-process both ways, and how far
+their answers are apart (counts equal, percentiles within 1 %). Results:
+``results/dashboard.json``; nothing is asserted.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ def _prepare(root: Path, url: str, events: int, tail: int) -> dict[str, Any]:
     from sklearn.linear_model import LinearRegression
 
     from conveyor.monitoring import compact
+    from conveyor.monitoring.compaction import copy_root
     from conveyor.project import Project, init_project
     from conveyor.serving.route_store import RouteStore
     from conveyor.serving.routes import RoutePolicy
@@ -69,6 +73,8 @@ def _prepare(root: Path, url: str, events: int, tail: int) -> dict[str, Any]:
     with Project.open(root) as project:
         done = compact(project)
         print(f"compacted {done.events:,} events in {done.seconds:.0f} s")
+        rollups = copy_root(project) / "rollups"
+        rolled = list(rollups.rglob("*.parquet")) if rollups.is_dir() else []
     tail_events = [*rest, *(c for chunk in generated for c in chunk)]
     mq.fill(url, iter([tail_events]), print)
     with Project.open(root) as project:
@@ -86,6 +92,8 @@ def _prepare(root: Path, url: str, events: int, tail: int) -> dict[str, Any]:
             "events": done.events,
             "files": done.files,
             "seconds": round(done.seconds, 2),
+            "rollup_files": len(rolled),
+            "rollup_bytes": sum(p.stat().st_size for p in rolled),
         },
         "tail_events": len(tail_events),
     }
@@ -105,6 +113,16 @@ def _pages() -> dict[str, str]:
         "traffic, every model, last hour (1m windows)": f"/ui/monitor?since=1h&until={end}",
         "traffic, every model, whole day (5m windows)": (
             f"/ui/monitor?since=24h&window=5m&until={day_end}"
+        ),
+        # the same three read from every event (no rollups): the figures before rollups
+        "traffic, one model, last hour (1m windows), exact": (
+            f"/ui/monitor?model=fraud&since=1h&until={end}&exact=1"
+        ),
+        "traffic, every model, last hour (1m windows), exact": (
+            f"/ui/monitor?since=1h&until={end}&exact=1"
+        ),
+        "traffic, every model, whole day (5m windows), exact": (
+            f"/ui/monitor?since=24h&window=5m&until={day_end}&exact=1"
         ),
         "drift": "/ui/drift",
         "alerts": "/ui/alerts",
@@ -151,6 +169,60 @@ def _time_pages(root: Path, rounds: int) -> dict[str, Any]:
     return out
 
 
+def _time_monitors(root: Path, rounds: int) -> dict[str, Any]:
+    """The whole day's latency monitor (1-minute windows) and system monitors (5-minute
+    windows) in this process, from the rollups and from every event, and how far the two
+    answers are apart: every count must be equal, every percentile within 1 %."""
+    from conveyor.project import Project
+
+    since, until = mq.DAY, mq.DAY + timedelta(days=1)
+    out: dict[str, Any] = {}
+    with Project.open(root) as project:
+        monitor = project.monitoring
+        for name, call, window in (
+            ("latency", monitor.latency, timedelta(minutes=1)),
+            ("system", monitor.system, timedelta(minutes=5)),
+        ):
+            answers = {}
+            for exact in (True, False):
+                times = []
+                for _ in range(rounds):
+                    started = time.perf_counter()
+                    report = call(since=since, until=until, window=window, exact=exact)
+                    times.append((time.perf_counter() - started) * 1000)
+                answers[exact] = report
+                label = f"{name}, whole day, {'exact' if exact else 'rollups'}"
+                out[label] = {"median_ms": round(statistics.median(times), 1)}
+                print(f"{label:48s} {out[label]['median_ms']:8.1f} ms")
+            out[f"{name}, agreement"] = _agreement(answers[True].windows, answers[False].windows)
+            print(f"{name}, agreement: {out[f'{name}, agreement']}")
+    return out
+
+
+def _agreement(exact: list[dict[str, Any]], rolled: list[dict[str, Any]]) -> dict[str, Any]:
+    key = ("model", "version", "arm", "window")
+    a = {tuple(w[k] for k in key): w for w in exact}
+    b = {tuple(w[k] for k in key): w for w in rolled}
+    counts = [c for c in ("requests", "answered", "errors_4xx", "errors_5xx", "cached", "rows")
+              if exact and c in exact[0]]  # fmt: skip
+    worst = 0.0
+    unequal = 0
+    for group, want in a.items():
+        got = b.get(group)
+        if got is None or any(got[c] != want[c] for c in counts) or got["max_ms"] != want["max_ms"]:
+            unequal += 1
+            continue
+        for q in ("p50_ms", "p95_ms", "p99_ms"):
+            if want[q]:
+                worst = max(worst, abs(got[q] - want[q]) / want[q])
+    return {
+        "groups": len(a),
+        "same_groups": a.keys() == b.keys(),
+        "groups_with_a_count_unequal": unequal,
+        "worst_relative_quantile_error": worst,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=10_000_000)
@@ -163,6 +235,7 @@ def main() -> None:
         url = f"sqlite:///{tmp}/conveyor.db"
         prepared = _prepare(root, url, args.events, args.tail)
         pages = _time_pages(root, args.rounds)
+        monitors = _time_monitors(root, 3)
     result = {
         "benchmark": "dashboard",
         "timestamp": harness.timestamp(),
@@ -173,6 +246,7 @@ def main() -> None:
         "target_ms": 300,
         "prepared": prepared,
         "pages": pages,
+        "monitors": monitors,
         "over_target": [n for n, p in pages.items() if p["median_ms"] >= 300],
         "wall_s": round(time.perf_counter() - started, 1),
         "measured_at": datetime.now(UTC).isoformat(),

@@ -334,6 +334,9 @@ def test_files_written_before_code_was_promoted_are_read_with_new_ones(project: 
     (old,) = listed_files(project)
     path = Path(project.artifacts.root) / old
     pq.write_table(pq.read_table(path).drop_columns(["code"]), path)  # as an old compactor did
+    from conveyor.monitoring.rollups import rollup_path
+
+    (Path(project.artifacts.root) / rollup_path(old)).unlink()  # which wrote no rollup either
     project.events.append_many(_failed(4, start + timedelta(minutes=10), "overloaded", 503))
     project.events.flush()
     compact(project)  # a new file, with the column

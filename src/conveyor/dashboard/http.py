@@ -284,6 +284,7 @@ def routes(context: AppContext) -> Contribution:
                 since_of(c, "since", "1h"),
                 since_of(c, "window", "1m"),
                 until_of(c),
+                exact=c.request.query_params.get("exact") in ("1", "true", "yes"),
             ),
         ),
         (

@@ -280,11 +280,17 @@ def monitor_page(
     since: timedelta,
     window: timedelta,
     until: datetime | None = None,
+    exact: bool = False,
 ) -> Markup:
     """Throughput, p95 latency and error rate per window (all versions), and per version,
-    over ``since`` before ``until`` (default now)."""
+    over ``since`` before ``until`` (default now). Windows of whole minutes read the
+    per-minute rollups of the compacted hours (p95 within 1 %); ``exact`` reads every
+    event."""
     end = until or datetime.now(UTC)
-    report = project.monitoring.system(model, since=end - since, until=end, window=window)
+    report = project.monitoring.system(
+        model, since=end - since, until=end, window=window, exact=exact
+    )
+    rolled = any(note.startswith("p50/p95/p99 from per-minute rollups") for note in report.notes)
     per_window: dict[str, dict[str, float]] = defaultdict(
         lambda: {"requests": 0.0, "errors": 0.0, "p95": 0.0}
     )
@@ -330,6 +336,15 @@ def monitor_page(
                     "requests": tag("span", int(total), id="total-requests"),
                     "errors": tag("span", int(errors), id="total-errors"),
                     "query": f"{report.seconds * 1000:.0f} ms (columnar copy + tail)",
+                    "p95": tag(
+                        "span",
+                        (
+                            "from per-minute rollups, within 1% of exact"
+                            if rolled
+                            else "exact, from every event"
+                        ),
+                        id="quantiles",
+                    ),
                 }
             ),
             chart("throughput", "Throughput (requests/s)", xs, {"requests/s": rates}, unit="req/s"),

@@ -18,6 +18,9 @@ committed or never to be: :meth:`SqlEventLog.settled_seq`) and copies
 3. in one store transaction, and only while the run's token is still the copy's:
    list the files in ``monitoring_files`` and move the checkpoint to the batch's end.
 
+Step 2 also writes, beside each file of ``prediction`` and ``prediction.failed`` events,
+its per-minute rollup (:mod:`.rollups`), durably and before step 3.
+
 What a crash leaves, and how the next run deals with it:
 
 - during 1 or 2: temporary files, and perhaps some of the batch's files under their
@@ -234,6 +237,7 @@ def _write_batch(
         to_table,
         write_durably,
     )
+    from conveyor.monitoring.rollups import write_rollup
 
     table = to_table(rows, con)
     hours = pc.multiply(pc.divide(table["time_us"], HOUR_US), HOUR_US)  # integer division
@@ -247,6 +251,9 @@ def _write_batch(
         times = pc.min_max(part["time_us"]).as_py()
         relative = f"{partition_folder(kind, hour_us)}/{file_name(first_seq, last_seq)}"
         size = write_durably(part, root / relative)
+        # its per-minute rollup, durably too and before the file is listed: a listed file
+        # of a rolled-up kind always has one (see .rollups)
+        write_rollup(part, relative, root, con)
         wrote(relative)
         written.append(
             {
@@ -272,13 +279,15 @@ def _partitions(table: pa.Table) -> list[tuple[str, int]]:
 
 def _remove_uncommitted(root: Path, last_seq: int) -> int:
     """Delete what runs that died left: temporary files, and files holding seqs above the
-    checkpoint (written, never committed). Returns how many files went."""
+    checkpoint (written, never committed), and their rollups. Returns how many files
+    went."""
     from conveyor.monitoring.columnar import FOLDER, parse_file_name
+    from conveyor.monitoring.rollups import remove_uncommitted
 
+    removed = remove_uncommitted(root, last_seq)
     folder = root / FOLDER
     if not folder.is_dir():
-        return 0
-    removed = 0
+        return removed
     for path in folder.rglob("*"):
         if not path.is_file():
             continue

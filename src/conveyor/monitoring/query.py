@@ -227,9 +227,15 @@ class MonitorQuery:
         since: datetime,
         until: datetime | None = None,
         window: timedelta = timedelta(minutes=1),
+        exact: bool = False,
     ) -> LatencyReport:
         """Per model (or only ``model``), version, arm and ``window``: requests, latency
-        p50/p95/p99 and max (ms), cached answers and rows, from ``prediction`` events."""
+        p50/p95/p99 and max (ms), cached answers and rows, from ``prediction`` events.
+
+        A window of whole minutes reads the per-minute rollups of the compacted hours
+        (:mod:`.rollups`): counts and maxima exact, percentiles within
+        :data:`~conveyor.monitoring.rollups.RELATIVE_ERROR` (1 %) of the exact value;
+        ``exact=True`` reads every event."""
         import duckdb
 
         started = time.perf_counter()
@@ -249,10 +255,30 @@ class MonitorQuery:
                 "since": to_us(since, "since"),
                 "until": to_us(until, "until"),
             }
-            clause = ""
-            if model is not None:
-                clause, params["model"] = "AND subject = $model", model
-            result = con.execute(_LATENCY_SQL.format(model=clause), params).fetchall()
+            rolled = None
+            if not exact:
+                from conveyor.monitoring.rollups import grouped
+
+                rolled = grouped(
+                    self,
+                    con,
+                    snapshot,
+                    since_us=params["since"],
+                    until_us=params["until"],
+                    window_us=window_us,
+                    model=model,
+                    kinds=("prediction",),
+                )
+            if rolled is None:
+                clause = ""
+                if model is not None:
+                    clause, params["model"] = "AND subject = $model", model
+                result = con.execute(_LATENCY_SQL.format(model=clause), params).fetchall()
+            else:
+                result = [
+                    (*key, *value)
+                    for key, value in sorted(rolled.answered.items(), key=_window_order)
+                ]
         finally:
             con.close()
         windows = [_window_row(row) for row in result]
@@ -263,6 +289,8 @@ class MonitorQuery:
                 "MonitorQuery.system (GET /v1/monitor/system) counts the failed ones "
                 "(prediction.failed: 4xx, 5xx, shed)"
             )
+        if rolled is not None:
+            notes.append(rolled.note)
         return LatencyReport(
             since=since,
             until=until,
@@ -281,13 +309,16 @@ class MonitorQuery:
         since: datetime,
         until: datetime | None = None,
         window: timedelta = timedelta(minutes=1),
+        exact: bool = False,
     ) -> SystemReport:
         """System monitors per model (or only ``model``), version, arm and ``window``:
         requests and their rate, latency, 4xx/5xx, shed load, cache hits, batch sizes,
-        queue depth, CPU and memory (see :mod:`conveyor.monitoring.system_query`)."""
+        queue depth, CPU and memory (see :mod:`conveyor.monitoring.system_query`).
+        Windows of whole minutes read the rollups as :meth:`latency` does (``exact=True``:
+        every event)."""
         from conveyor.monitoring.system_query import system
 
-        return system(self, model, since=since, until=until, window=window)
+        return system(self, model, since=since, until=until, window=window, exact=exact)
 
     def data_quality(
         self,
@@ -330,6 +361,12 @@ class MonitorQuery:
             return int(checkpoint or 0), list(paths)
 
 
+def _window_order(item: tuple[tuple[Any, ...], Any]) -> tuple[Any, ...]:
+    """``ORDER BY window_us, model, version, arm`` (nulls last) of a group's key."""
+    model, version, arm, at = item[0]
+    return (at, *((v is None, v or "") for v in (model, version, arm)))
+
+
 def _window_row(row: tuple[Any, ...]) -> dict[str, Any]:
     model, version, arm, window_us, requests, q, max_ms, cached, rows = row
     p50, p95, p99 = q if q is not None else (None, None, None)
@@ -351,10 +388,16 @@ def _window_row(row: tuple[Any, ...]) -> dict[str, Any]:
 
 
 def _view_sql(
-    root: str, files: Sequence[str], kinds: Sequence[str], since_us: int, until_us: int
+    root: str,
+    files: Sequence[str],
+    kinds: Sequence[str],
+    since_us: int,
+    until_us: int,
+    *,
+    tail: bool = True,
 ) -> str:
     """The kinds' events in ``[since_us, until_us)``: the listed files and the tail
-    (``_tail``), with the copy's columns."""
+    (``_tail``; not with ``tail=False``), with the copy's columns."""
     from pathlib import Path
 
     from conveyor.monitoring.columnar import EVENT_COLUMNS, PROMOTED
@@ -362,7 +405,7 @@ def _view_sql(
     columns = ", ".join(f'"{c}"' for c in (*EVENT_COLUMNS, *PROMOTED))
     listed = ", ".join(_sql_string(k) for k in kinds)
     where = f"kind IN ({listed}) AND time_us >= {since_us} AND time_us < {until_us}"
-    parts = [f"SELECT {columns} FROM _tail WHERE {where}"]
+    parts = [f"SELECT {columns} FROM _tail WHERE {where}"] if tail else []
     if files:
         paths = ", ".join(_sql_string(str(Path(root) / f)) for f in files)
         # By name: files written before a column was promoted lack it, and their rows get
@@ -372,6 +415,8 @@ def _view_sql(
             f"SELECT * FROM read_parquet([{paths}], union_by_name = true, "
             f"hive_partitioning = false) WHERE {where}",
         )
+    if not parts:
+        return f"SELECT {columns} FROM _tail WHERE FALSE"
     return " UNION ALL BY NAME ".join(parts)
 
 

@@ -165,6 +165,7 @@ def system(
     since: datetime,
     until: datetime | None = None,
     window: timedelta = timedelta(minutes=1),
+    exact: bool = False,
 ) -> SystemReport:
     """See the module: :meth:`MonitorQuery.system`."""
     import duckdb
@@ -190,8 +191,24 @@ def system(
         con.execute(_SAMPLES, params)
         processes = _process_rows(con, params)
         per_version = _version_rows(con, params, model)
-        failed = _grouped(con, _FAILED_SQL, params, model)
-        answered = _grouped(con, _ANSWERED_SQL, params, model)
+        rolled = None
+        if not exact:
+            from conveyor.monitoring.rollups import grouped
+
+            rolled = grouped(
+                monitor,
+                con,
+                snapshot,
+                since_us=since_us,
+                until_us=until_us,
+                window_us=window_us,
+                model=model,
+            )
+        if rolled is None:
+            failed = _grouped(con, _FAILED_SQL, params, model)
+            answered = _grouped(con, _ANSWERED_SQL, params, model)
+        else:
+            failed, answered = rolled.failed, rolled.answered
     finally:
         con.close()
     windows = _request_rows(answered, failed, since_us, until_us, window_us)
@@ -212,7 +229,7 @@ def system(
         row["rss_mib"] = round(server["rss_mib"], 2) if server else None
     for p in processes:
         p["window"] = _iso(p.pop("window_us"))
-    notes = []
+    notes = [] if rolled is None else [rolled.note]
     if not processes:
         notes.append(
             "no serving.sample in the range: queue_depth, mean_batch_rows, cpu_percent and "
