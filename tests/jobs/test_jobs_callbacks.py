@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from jobs_support import SECRET, drop_queue, make_project, run, unique_name, wait_job, workers
+from jobs_support import SECRET, drop_queue, make_project, run, unique_name, workers
 
 from conveyor.jobs.callbacks import Callbacks, sign, verify
 from conveyor.jobs.settings import JobsSpec
@@ -106,7 +107,7 @@ def test_a_callback_is_retried_until_the_receiver_recovers_and_is_signed(
     sent = httpx.Response(200, content=last.body).json()
     assert sent["id"] == job_id and sent["status"] == "done"
     assert sent["result"]["predictions"] == pytest.approx([3.0])
-    gaps = [b.received_at - a.received_at for a, b in zip(calls, calls[1:], strict=False)]
+    gaps = [b.received_at - a.received_at for a, b in itertools.pairwise(calls)]
     assert gaps[0] >= 0.025 and gaps[2] >= 0.1  # 0.05 doubling, half of it at least
 
 
