@@ -172,6 +172,11 @@ class Fleet:
         env = dict(os.environ)
         env.update(self.env)
         if member is not None:
+            # A server drains for the balancer in front of it, as this plan says (the
+            # command's options may differ from conveyor.yaml's fleet: section).
+            s = self.plan.spec
+            for name in ("balancer", "check_interval_s", "fall", "drain_s", "quiet_s"):
+                env[f"CONVEYOR_FLEET__{name.upper()}"] = str(getattr(s, name))
             env.update(member.env)
         return env
 

@@ -1,0 +1,339 @@
+"""What the fleet tests share: a project on the real PostgreSQL and Redis, hosts (network
+namespaces joined by veth pairs when the machine allows it, loopback ports otherwise),
+TCP proxies in front of PostgreSQL and Redis for every host, a fleet of real processes
+behind a real balancer, and a load of client threads that counts every failure.
+
+Run as ``python fleet_support.py LISTEN_HOST LISTEN_PORT TARGET_HOST TARGET_PORT``, it
+is the proxy process itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROW = {"records": [{"a": 1.0, "b": 2.0}]}
+#: Servers of the tests answer this after `scale` of the version that answered.
+EXPECTED = {1: 3.0, 2: 6.0, 3: 9.0}
+
+
+# -- a TCP proxy that can listen on any address (a host's side of a veth) ------------------
+
+
+class Proxy:
+    """A TCP proxy process: ``refuse`` (killed), ``hang`` (SIGSTOP), ``restore``."""
+
+    def __init__(self, listen_host: str, target: tuple[str, int]) -> None:
+        self.host = listen_host
+        self.target = target
+        with socket.socket() as s:
+            s.bind((listen_host, 0))
+            self.port = int(s.getsockname()[1])
+        self.process: subprocess.Popen[bytes] | None = None
+        self.stopped = False
+
+    def start(self) -> Proxy:
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, self.host, str(self.port), *map(str, self.target)],
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection((self.host, self.port), 0.5),
+            ):
+                return self
+            time.sleep(0.02)
+        raise RuntimeError(f"the proxy on {self.host}:{self.port} did not start")
+
+    def refuse(self) -> None:
+        if self.process is not None:
+            if self.stopped:
+                self.process.send_signal(signal.SIGCONT)
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+        self.stopped = False
+
+    def hang(self) -> None:
+        if self.process is None:
+            self.start()
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+        self.stopped = True
+
+    def restore(self) -> None:
+        if self.process is not None and self.stopped:
+            self.process.send_signal(signal.SIGCONT)
+            self.stopped = False
+        elif self.process is None:
+            self.start()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            writer.close()
+
+
+async def _proxy(listen_host: str, listen_port: int, host: str, port: int) -> None:
+    async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        try:
+            server_r, server_w = await asyncio.open_connection(host, port)
+        except OSError:
+            client_w.close()
+            return
+        await asyncio.gather(_pipe(client_r, server_w), _pipe(server_r, client_w))
+
+    server = await asyncio.start_server(handle, listen_host, listen_port, reuse_address=True)
+    async with server:
+        await server.serve_forever()
+
+
+# -- hosts ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Host:
+    """Where one server runs: a network namespace (``prefix``) or this host's loopback."""
+
+    name: str
+    #: The server's address, as the balancer and the tests dial it.
+    address: str
+    #: The address of this machine as seen from that host (where its proxies listen).
+    gateway: str
+    prefix: tuple[str, ...] = ()
+    proxies: dict[str, Proxy] = field(default_factory=dict)
+
+
+def _run(*argv: str) -> None:
+    subprocess.run(argv, check=True, capture_output=True, timeout=30)
+
+
+def namespaces_work() -> bool:
+    """Whether this machine lets the tests make network namespaces and veth pairs."""
+    if shutil.which("ip") is None or os.geteuid() != 0:
+        return False
+    name = f"cvyp{uuid.uuid4().hex[:6]}"
+    try:
+        _run("ip", "netns", "add", name)
+        _run("ip", "netns", "exec", name, "ip", "link", "set", "lo", "up")
+        return True
+    except (subprocess.CalledProcessError, OSError):
+        return False
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+
+
+@contextlib.contextmanager
+def hosts(count: int, *, separate: bool | None = None) -> Iterator[list[Host]]:
+    """``count`` hosts: separate network namespaces joined to this one by veth pairs when
+    the machine allows it (``separate=None``: whenever it does), loopback otherwise."""
+    if separate is None:
+        separate = namespaces_work()
+    if not separate:
+        yield [Host(f"s{i}", "127.0.0.1", "127.0.0.1") for i in range(count)]
+        return
+    tag = uuid.uuid4().hex[:5]
+    net = 100 + int(tag, 16) % 150
+    made: list[str] = []
+    try:
+        found = []
+        for i in range(count):
+            ns, outer, inner = f"cvy{tag}{i}", f"cvh{tag}{i}", f"cvn{tag}{i}"
+            _run("ip", "netns", "add", ns)
+            made.append(ns)
+            _run("ip", "link", "add", outer, "type", "veth", "peer", "name", inner)
+            _run("ip", "link", "set", inner, "netns", ns)
+            _run("ip", "addr", "add", f"10.{net}.{i}.1/30", "dev", outer)
+            _run("ip", "link", "set", outer, "up")
+            inside = ("ip", "netns", "exec", ns)
+            _run(*inside, "ip", "addr", "add", f"10.{net}.{i}.2/30", "dev", inner)
+            _run(*inside, "ip", "link", "set", inner, "up")
+            _run(*inside, "ip", "link", "set", "lo", "up")
+            found.append(Host(f"s{i}", f"10.{net}.{i}.2", f"10.{net}.{i}.1", inside))
+        yield found
+    finally:
+        for ns in made:
+            with contextlib.suppress(subprocess.CalledProcessError, OSError):
+                for pid in subprocess.run(
+                    ["ip", "netns", "pids", ns], capture_output=True, text=True, check=False
+                ).stdout.split():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(pid), signal.SIGKILL)
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+
+
+# -- the project ---------------------------------------------------------------------------
+
+
+def fleet_project(
+    root: Path, *, store: str, cache: str, ratelimit: str, serving: str = "", scales: int = 2
+) -> dict[str, str]:
+    """A project at ``root`` on PostgreSQL (``store``) and Redis (``cache``, ``ratelimit``),
+    whose model ``m`` has versions 1..``scales`` (y = version * (a + b)), routed to @1;
+    returns keys: ``admin``, ``limited`` (3 requests, then 2 a second)."""
+    import re
+
+    import numpy as np
+    import pandas as pd
+    from sklearn.linear_model import LinearRegression
+
+    from conveyor.governance.keys import ApiKeys
+    from conveyor.project import Project, init_project
+    from conveyor.serving.route_store import RouteStore
+    from conveyor.serving.routes import RoutePolicy
+
+    init_project(root, name="fleet")
+    path = root / "conveyor.yaml"
+    text = path.read_text()
+    for seam, url in (("store", store), ("cache", cache), ("ratelimit", ratelimit)):
+        text, found = re.subn(rf"(?m)^  {seam}: .*$", f"  {seam}: '{url}'", text)
+        assert found == 1, seam
+    path.write_text(text + (f"serving: {serving}\n" if serving else ""))
+    with Project.open(root, env={}) as project:
+        X = pd.DataFrame(np.random.default_rng(0).normal(size=(40, 2)), columns=["a", "b"])
+        for scale in range(1, scales + 1):
+            project.registry.register(
+                "m", LinearRegression().fit(X, scale * X.sum(axis=1)), signature_from=X
+            )
+        RouteStore(project.store, project.events, project.registry).set("m", RoutePolicy.fixed(1))
+        keys = ApiKeys(project.store, project.events)
+        return {
+            "admin": keys.create("admin", "admin")[0],
+            "limited": keys.create("limited", "predictor", rate_per_second=2, burst=3)[0],
+        }
+
+
+def through(url: str, proxy: Proxy) -> str:
+    """``url`` with its host and port replaced by the proxy's."""
+    from conveyor.backends import BackendURL
+
+    parsed = BackendURL.parse(url)
+    return parsed.with_(host=proxy.host, port=proxy.port).render(hide_password=False)
+
+
+# -- load ----------------------------------------------------------------------------------
+
+
+class Load:
+    """Client threads posting predictions to ``url`` as fast as they can, on keep-alive
+    connections; every answer is counted by status, every transport error by its type."""
+
+    def __init__(self, url: str, token: str, threads: int = 4) -> None:
+        self.url = url
+        self.token = token
+        self.threads = threads
+        self.results: Counter[str] = Counter()
+        self.failures: list[tuple[float, str]] = []
+        self.versions: Counter[int] = Counter()
+        self._stop = threading.Event()
+        self._workers: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def _run(self) -> None:
+        import httpx
+
+        with httpx.Client(timeout=10, headers={"x-api-key": self.token}) as client:
+            while not self._stop.is_set():
+                try:
+                    answer = client.post(f"{self.url}/v1/models/m/predict", json=ROW)
+                    outcome = str(answer.status_code)
+                    if answer.status_code == 200:
+                        version = answer.json()["version"]
+                except httpx.HTTPError as exc:
+                    outcome = type(exc).__name__
+                with self._lock:
+                    self.results[outcome] += 1
+                    if outcome != "200":
+                        self.failures.append((time.monotonic(), outcome))
+                    else:
+                        self.versions[version] += 1
+
+    def __enter__(self) -> Load:
+        for _ in range(self.threads):
+            thread = threading.Thread(target=self._run, daemon=True)
+            thread.start()
+            self._workers.append(thread)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._workers:
+            thread.join(30)
+
+    @property
+    def ok(self) -> int:
+        return self.results["200"]
+
+    def wait_answers(self, count: int, timeout_s: float = 60) -> None:
+        """Until ``count`` more requests were answered 200."""
+        target = self.ok + count
+        deadline = time.monotonic() + timeout_s
+        while self.ok < target:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the load got {self.ok} answers, wanted {target}")
+            time.sleep(0.02)
+
+
+def direct_versions(url: str, token: str, count: int) -> set[int]:
+    """The versions ``count`` requests straight to one server got (new connection each:
+    the kernel spreads them over the server's workers)."""
+    import httpx
+
+    seen = set()
+    for _ in range(count):
+        answer = httpx.post(
+            f"{url}/v1/models/m/predict",
+            json=ROW,
+            headers={"x-api-key": token, "connection": "close"},
+            timeout=10,
+        )
+        assert answer.status_code == 200, answer.text
+        seen.add(answer.json()["version"])
+    return seen
+
+
+def metric(url: str, token: str, name: str) -> dict[str, float]:
+    """Every sample of a Prometheus series from a server's /metrics: {labels: value}."""
+    import httpx
+
+    text = httpx.get(f"{url}/metrics", headers={"x-api-key": token}, timeout=10).text
+    found = {}
+    for line in text.splitlines():
+        if line.startswith(name):
+            labels, _, value = line.rpartition(" ")
+            found[labels[len(name) :]] = float(value)
+    return found
+
+
+def stop_all(process_ids: Any) -> None:
+    for pid in process_ids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    listen_host, listen_port, target_host, target_port = sys.argv[1:5]
+    asyncio.run(_proxy(listen_host, int(listen_port), target_host, int(target_port)))
