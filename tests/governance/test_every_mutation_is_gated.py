@@ -361,6 +361,13 @@ HTTP: dict[tuple[str, str], str | None] = {
     ("GET", "/ui/readiness"): None,
     ("POST", "/ui/routes/{model}/rollback"): None,  # serving.rollback
     ("POST", "/ui/alerts/{alert_id}/ack"): None,  # alerts.manage
+    ("GET", "/ui/flags"): None,
+    ("GET", "/ui/flags/{model}/{name}"): None,
+    ("POST", "/ui/flags"): None,  # flags.manage
+    ("POST", "/ui/flags/{model}/{name}/ramp"): None,  # flags.manage
+    ("POST", "/ui/flags/{model}/{name}/target"): None,  # flags.manage
+    ("POST", "/ui/flags/{model}/{name}/kill"): None,  # flags.manage
+    ("POST", "/ui/flags/{model}/{name}/delete"): None,  # flags.manage
     ("POST", "/ui/rollouts/{ref}/pause"): None,  # rollouts.manage
     ("POST", "/ui/rollouts/{ref}/resume"): None,  # rollouts.manage
     ("POST", "/ui/rollouts/{ref}/abort"): None,  # rollouts.manage

@@ -45,7 +45,11 @@ def rows(n: int, *, start: int = 0, seed: int = 1, users: int = 10) -> list[dict
     rng = np.random.default_rng(seed)
     values = rng.normal(size=(n, len(FEATURES)))
     return [
-        {"n": start + i, "user": f"u{(start + i) % users}", **dict(zip(FEATURES, map(float, v)))}
+        {
+            "n": start + i,
+            "user": f"u{(start + i) % users}",
+            **dict(zip(FEATURES, map(float, v), strict=True)),
+        }
         for i, v in enumerate(values)
     ]
 

@@ -9,6 +9,8 @@
     conveyor score batch fraud@3 --input dataset:customers@4 --output s3://lake/scores/ \\
         --engine ray --workers 8
     conveyor score batch fraud@3 --input data/ --output scores/ --resume RUN_ID
+    conveyor score stream fraud --source "nats://127.0.0.1:4222/orders?subject=orders.>" \\
+        --output scores.fraud --key-field user_id
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ if TYPE_CHECKING:
 
 __all__ = ["score_app"]
 
-score_app = typer.Typer(help="Score data with a model version: batch (files, SQL, data sets).")
+score_app = typer.Typer(
+    help="Score data with a model version: batch (files, SQL, data sets) or a stream."
+)
 
 
 @score_app.command("batch")
@@ -174,3 +178,141 @@ class _Bar:
 
     def stop(self) -> None:
         self.progress.stop()
+
+
+@score_app.command("stream")
+@errors
+def stream_cmd(
+    model: Annotated[
+        str, typer.Argument(help="MODEL (its route: canary, shadows), MODEL@ALIAS or MODEL@N.")
+    ],
+    source: Annotated[
+        str,
+        typer.Option(
+            "--source",
+            "-s",
+            help="nats://HOST:4222/STREAM?subject=...&durable=... (JetStream) or "
+            "redis://HOST:6379/0?stream=KEY&group=... (Redis Streams).",
+        ),
+    ],
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output", "-o", help="Subject (Redis: stream key) the scores are published to."
+        ),
+    ] = None,
+    dead_letter: Annotated[
+        str | None, typer.Option(help="Where poison messages go, with their reason.")
+    ] = None,
+    table_url: Annotated[
+        str | None, typer.Option(help="Also upsert the scores into this database (sql:URL).")
+    ] = None,
+    table: Annotated[str | None, typer.Option(help="The table of --table-url.")] = None,
+    webhook: Annotated[
+        str | None, typer.Option(help="Also POST the scores to this URL (batches).")
+    ] = None,
+    features: Annotated[
+        str | None, typer.Option(help="Also write the scores as online features of this view.")
+    ] = None,
+    key_field: Annotated[
+        str | None, typer.Option(help="The field naming the entity (sticky routes, windows).")
+    ] = None,
+    time_field: Annotated[
+        str | None, typer.Option(help="The field holding the event time (windows).")
+    ] = None,
+    window: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A window: tumbling:60s, sliding:60s/10s or session:30s, optionally "
+            "':FIELD' (default prediction) and '+LATENESS' (allowed lateness), e.g. "
+            "tumbling:60s:prediction+10s. Repeat for several.",
+        ),
+    ] = None,
+    late: Annotated[
+        str | None, typer.Option(help="Where events too late for their window go.")
+    ] = None,
+    batch: Annotated[
+        int | None, typer.Option(help="Messages in flight (default: scoring.stream.batch).")
+    ] = None,
+    max_messages: Annotated[int | None, typer.Option(help="Stop after this many messages.")] = None,
+    idle_timeout: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds without a message.")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option(help="Score with a version that failed its gates (needs --reason).")
+    ] = False,
+    reason: Annotated[str | None, typer.Option(help="Why (recorded with --force).")] = None,
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Score a stream's messages with MODEL as they come: at least once, each result written
+    once per message id, poison messages to the dead-letter target with their reason.
+    Run more of these with the same --source to share the work. Ctrl-C (SIGTERM) stops
+    after the batch in flight."""
+    import signal
+    import threading
+
+    from conveyor.errors import InvalidInputError
+    from conveyor.scoring.stream.scorer import StreamScorer
+    from conveyor.scoring.stream.sinks import FeatureSink, StreamSink, SubjectSink, TableSink
+    from conveyor.scoring.stream.windows import parse_window
+
+    if force and not (reason and reason.strip()):
+        raise InvalidInputError("--force needs a --reason", field="reason")
+    if bool(table_url) != bool(table):
+        raise InvalidInputError("--table-url and --table go together", field="table")
+    windows = [parse_window(w) for w in window or ()]
+    with open_project(project) as proj:
+        who = authorized(proj, "scoring.stream")
+        sinks: list[StreamSink] = [SubjectSink(output)]
+        if table_url and table:
+            sinks.append(TableSink(table_url, table))
+        if webhook:
+            from conveyor.scoring.stream.sinks import WebhookSink
+
+            sinks.append(WebhookSink(webhook))
+        if features:
+            sinks.append(FeatureSink(features))
+        scorer = StreamScorer(
+            proj,
+            model,
+            source,
+            sinks=sinks,
+            dead_letter=dead_letter,
+            late=late,
+            windows=windows,
+            batch=batch,
+            key_field=key_field,
+            time_field=time_field,
+            force=force,
+            actor=who,
+        )
+        stop = threading.Event()
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            result = scorer.run(max_messages=max_messages, idle_timeout=idle_timeout, stop=stop)
+        except KeyboardInterrupt:
+            result = None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        if result is None:
+            from conveyor.scoring.stream.scorer import StreamResult
+
+            result = StreamResult(
+                scorer.consumer_id,
+                scorer.model,
+                scorer.source.description,
+                scorer.source.group,
+                scorer.stats,
+                0.0,
+                "interrupted",
+            )
+    if as_json:
+        echo_json(result.to_dict())
+        return
+    s = result.stats
+    typer.echo(
+        f"consumer {result.consumer_id} of {result.group}: {s.messages:,} messages, "
+        f"{s.scored:,} scored, {s.dead_lettered:,} dead-lettered, {s.retried:,} delivered "
+        f"again, {s.windows:,} windows, {s.late:,} late in {result.seconds:.1f} s"
+    )

@@ -83,8 +83,7 @@ class StreamSpec(BaseModel):
         10,
         ge=1,
         le=1000,
-        description="Deliveries of a message a sink keeps refusing before it is "
-        "dead-lettered.",
+        description="Deliveries of a message a sink keeps refusing before it is dead-lettered.",
     )
     backoff: float = Field(
         0.5, gt=0, le=3600, description="Seconds before the first redelivery (doubled each)."

@@ -276,9 +276,9 @@ class StreamScorer:
         late: list[dict[str, Any]] = []
         emitted: list[dict[str, Any]] = []
         try:
-            records = self._score(messages, dead)
+            records, inputs = self._score(messages, dead)
             if self.windows is not None:
-                emitted, late = self.windows.apply(records)
+                emitted, late = self.windows.apply(records, inputs)
             for sink in self.sinks:
                 sink.write(records)
             if self.windows is not None:
@@ -307,7 +307,8 @@ class StreamScorer:
 
     def _score(
         self, messages: list[Message], dead: list[tuple[Message, str]]
-    ) -> list[dict[str, Any]]:
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The scored records in the order their messages came, and each one's input."""
         decoded: list[tuple[Message, dict[str, Any], str | None, float | None]] = []
         for m in messages:
             try:
@@ -369,7 +370,8 @@ class StreamScorer:
             for shadow, at in shadows.items():
                 rows = [decoded[origin[k]][1] for k in at]
                 self._shadow(shadow, rows, [records[k] for k in at])
-        return [records[k] for k in sorted(range(len(records)), key=origin.__getitem__)]
+        order = sorted(range(len(records)), key=origin.__getitem__)
+        return [records[k] for k in order], [decoded[origin[k]][1] for k in order]
 
     def _predict(
         self, number: int, rows: list[dict[str, Any]]
