@@ -27,17 +27,19 @@ its retention is by limits, an ack deletes nothing).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 import nats.js.errors
+import orjson
 from nats.js import api
 
 from conveyor.backends import BackendURL
 from conveyor.errors import InvalidInputError
-from conveyor.events.jetstream import Gone, Link, Pull, errors, position
+from conveyor.events.jetstream import Gone, Link, errors, position
 from conveyor.events.log import row_of
 from conveyor.events.streams import decode_event
 from conveyor.events.writer import Row
@@ -116,7 +118,7 @@ class DurableReader:
         self.max_ack_pending = max_ack_pending
         self._link = link
         self._timeout = timeout
-        self._pull: Pull | None = None
+        self._pull: _Pulls | None = None
 
     def _config(self) -> api.ConsumerConfig:
         return api.ConsumerConfig(
@@ -179,9 +181,10 @@ class DurableReader:
                 return [decode(m) for m in msgs]
         return []
 
-    async def _open(self, nc: Any) -> Pull:
-        sub = await nc.subscribe(nc.new_inbox())
-        return Pull(nc, self.stream, self.name, sub)
+    async def _open(self, nc: Any) -> _Pulls:
+        pulls = _Pulls(nc, self.stream, self.name)
+        await pulls.start()
+        return pulls
 
     def ack(self, deliveries: list[Delivery]) -> None:
         """Ack each of ``deliveries`` and flush: call it only once they are stored. An ack
@@ -255,6 +258,83 @@ class DurableReader:
             self._link.spawn(_unsubscribe, pull)
 
 
+class _Pulls:
+    """Pull requests on one consumer and the messages they bring, on one wildcard inbox.
+
+    Each request has a reply subject of its own (``<inbox>.<n>``), so the status that
+    ends a request (408 expired, 404 nothing left) is told apart from a late one of an
+    earlier request; messages are collected by the subscription's callback (no wait
+    and timer per message), and any that come after their request was given up are
+    kept for the next fetch rather than left to be redelivered.
+    """
+
+    def __init__(self, nc: Any, stream: str, name: str) -> None:
+        self.nc = nc
+        self._stream = stream
+        self._name = name
+        self._next = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{name}"
+        self._prefix = nc.new_inbox()
+        self._sub: Any = None
+        self._buffer: list[Any] = []
+        self._request = 0
+        self._want = 0
+        self._done: asyncio.Future[None] | None = None
+        self._gone = False
+
+    async def start(self) -> None:
+        self._sub = await self.nc.subscribe(f"{self._prefix}.*", cb=self._on_msg)
+
+    async def _on_msg(self, msg: Any) -> None:
+        status = msg.headers.get("Status") if msg.headers else None
+        if status is None:
+            self._buffer.append(msg)
+            if len(self._buffer) >= self._want:
+                self._finish()
+            return
+        if status == "100":
+            return  # a heartbeat
+        if status == "503" or (
+            status == "409" and "deleted" in str(msg.headers.get("Description", "")).lower()
+        ):
+            self._gone = True
+            self._finish()
+        elif msg.subject == f"{self._prefix}.{self._request}":
+            self._finish()  # 404 nothing left, 408 expired, 409 too many waiting: it is over
+
+    def _finish(self) -> None:
+        if self._done is not None and not self._done.done():
+            self._done.set_result(None)
+
+    async def fetch(self, nc: Any, batch: int, wait: float, timeout: float) -> list[Any]:
+        if nc is not self.nc or self._gone:
+            raise Gone  # a renewed connection: the inbox went with the old one
+        if len(self._buffer) < batch:
+            self._request += 1
+            self._want = batch
+            self._done = asyncio.get_running_loop().create_future()
+            request = {"batch": batch - len(self._buffer), "expires": int(wait * 1e9)}
+            await nc.publish(
+                self._next, orjson.dumps(request), reply=f"{self._prefix}.{self._request}"
+            )
+            try:
+                await asyncio.wait_for(asyncio.shield(self._done), wait + timeout)
+            except TimeoutError:
+                # No answer at all: the server restarted (it forgot the request), or the
+                # consumer is gone. Ask, and go on with what came.
+                try:
+                    await nc.jetstream(timeout=timeout).consumer_info(self._stream, self._name)
+                except nats.js.errors.NotFoundError:
+                    raise Gone from None
+            if self._gone:
+                raise Gone
+        taken, self._buffer = self._buffer[:batch], self._buffer[batch:]
+        return taken
+
+    async def unsubscribe(self, nc: Any) -> None:
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+
+
 async def _ack(nc: Any, replies: list[str], timeout: float) -> None:
     for reply in replies:
         await nc.publish(reply, b"+ACK")
@@ -265,5 +345,5 @@ async def _stream_info(nc: Any, stream: str, timeout: float) -> Any:
     return await nc.jetstream(timeout=timeout).stream_info(stream)
 
 
-async def _unsubscribe(nc: Any, pull: Pull) -> None:
+async def _unsubscribe(nc: Any, pull: _Pulls) -> None:
     await pull.unsubscribe(nc)
