@@ -15,7 +15,7 @@ import orjson
 import pandas as pd
 
 from conveyor.project import Project, init_project
-from conveyor.testing.services import NATS_URL, require
+from conveyor.testing.services import NATS_URL, REDIS_URL, require
 
 FEATURES = ["f0", "f1", "f2", "f3"]
 
@@ -76,6 +76,10 @@ class Streams:
 
     name: str
     prefix: str
+    kind = "nats"
+
+    def __post_init__(self) -> None:
+        self.ids: list[str] = []  # the id of each message published, in order
 
     @property
     def subject(self) -> str:
@@ -96,7 +100,8 @@ class Streams:
                 for i, r in enumerate(records):
                     body = r if isinstance(r, bytes) else orjson.dumps(r)
                     headers = {"Nats-Msg-Id": f"m{i}"} if ids else None
-                    await js.publish(f"{self.subject}.x", body, headers=headers)
+                    ack = await js.publish(f"{self.subject}.x", body, headers=headers)
+                    self.ids.append(f"m{i}" if ids else f"{self.name}:{ack.seq}")
             finally:
                 await nc.close()
 
@@ -128,6 +133,15 @@ class Streams:
 
         result: list[dict[str, Any]] = run(go())
         return result
+
+    def captured_target(self) -> str:
+        """A target the source itself consumes."""
+        return f"{self.subject}.scores"
+
+    def settled(self, durable: str = "scorer") -> tuple[int, int]:
+        """(messages the group has not taken, taken and not acked)."""
+        info = self.consumer(durable)
+        return info.num_pending, info.num_ack_pending
 
     def consumer(self, durable: str = "scorer") -> Any:
         async def go() -> Any:
@@ -175,3 +189,89 @@ def nats_streams() -> Iterator[Streams]:
                 await nc.close()
 
         run(drop())
+
+
+@dataclass
+class RedisStreams:
+    """The same for Redis: the input stream ``PREFIX.in`` and targets ``PREFIX.<role>``."""
+
+    name: str
+    prefix: str
+    kind = "redis"
+
+    def __post_init__(self) -> None:
+        self.ids: list[str] = []
+
+    def _client(self) -> Any:
+        import redis
+
+        return redis.Redis.from_url(REDIS_URL)
+
+    @property
+    def key(self) -> str:
+        return f"{self.prefix}.in"
+
+    def target(self, role: str) -> str:
+        return f"{self.prefix}.{role}"
+
+    def captured_target(self) -> str:
+        return self.key
+
+    def url(self, durable: str = "scorer", **options: Any) -> str:
+        query = "&".join(f"{k}={v}" for k, v in options.items())
+        return f"{REDIS_URL}?stream={self.key}&group={durable}" + (f"&{query}" if query else "")
+
+    def publish(self, records: list[Any], *, ids: bool = False) -> None:
+        client = self._client()
+        try:
+            pipe = client.pipeline(transaction=False)
+            for i, r in enumerate(records):
+                body = r if isinstance(r, bytes) else orjson.dumps(r)
+                fields = {"data": body, **({"id": f"m{i}"} if ids else {})}
+                pipe.xadd(self.key, fields)
+            for i, entry in enumerate(pipe.execute()):
+                self.ids.append(f"m{i}" if ids else f"{self.key}:{entry.decode()}")
+        finally:
+            client.close()
+
+    def read(self, role: str) -> list[dict[str, Any]]:
+        client = self._client()
+        try:
+            return [orjson.loads(f[b"data"]) for _, f in client.xrange(self.target(role))]
+        finally:
+            client.close()
+
+    def settled(self, durable: str = "scorer") -> tuple[int, int]:
+        client = self._client()
+        try:
+            group = next(g for g in client.xinfo_groups(self.key) if g["name"].decode() == durable)
+            return int(group["lag"] or 0), int(group["pending"])
+        finally:
+            client.close()
+
+
+@contextlib.contextmanager
+def redis_streams() -> Iterator[RedisStreams]:
+    """An input stream key nobody else uses; every key under its prefix is deleted after."""
+    import redis
+
+    require("127.0.0.1", 6379, "Redis")
+    token = uuid.uuid4().hex[:10]
+    streams = RedisStreams(f"cvs_{token}", f"cvs.{token}")
+    try:
+        yield streams
+    finally:
+        client = redis.Redis.from_url(REDIS_URL)
+        try:
+            keys = [*client.scan_iter(match=f"*{token}*", count=1000)]
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
+
+
+@contextlib.contextmanager
+def broker(kind: str) -> Iterator[Any]:
+    """``nats`` or ``redis``: a fresh input stream and its targets, removed after."""
+    with nats_streams() if kind == "nats" else redis_streams() as made:
+        yield made

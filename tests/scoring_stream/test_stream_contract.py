@@ -1,6 +1,7 @@
-"""Stream scoring on the real NATS JetStream (127.0.0.1:4222): scores to a subject, poison
-to the dead-letter subject, retries with backoff, routes (canary, shadow), two consumers
-sharing a durable, and bad input."""
+"""The contract every stream source passes, run on the real NATS JetStream (127.0.0.1:4222)
+and the real Redis (6379): scores to a target once per message, poison to the dead-letter
+target with its reason, retries with backoff, routes (canary, shadow), two consumers
+sharing a group, and bad input."""
 
 from __future__ import annotations
 
@@ -10,14 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from stream_support import FEATURES, Streams, make_project, nats_streams, predict, rows
+from stream_support import FEATURES, broker, make_project, predict, rows
 
 from conveyor.errors import BackendUnavailableError, NotFoundError
 from conveyor.project import Project
 from conveyor.scoring.stream import StreamScorer, score_stream
 from conveyor.scoring.stream.sinks import StreamSink
 
-pytestmark = pytest.mark.nats
+Streams = Any  # stream_support.Streams or RedisStreams: the same interface
 
 
 @pytest.fixture
@@ -26,9 +27,14 @@ def project(tmp_path: Path) -> Iterator[Project]:
         yield opened
 
 
-@pytest.fixture
-def streams() -> Iterator[Streams]:
-    with nats_streams() as made:
+@pytest.fixture(
+    params=[
+        pytest.param("nats", marks=pytest.mark.nats),
+        pytest.param("redis", marks=pytest.mark.redis),
+    ]
+)
+def streams(request: pytest.FixtureRequest) -> Iterator[Streams]:
+    with broker(request.param) as made:
         yield made
 
 
@@ -54,11 +60,10 @@ def test_messages_are_scored_to_the_output_subject_each_once(
     assert (result.stats.messages, result.stats.scored, result.stats.dead_lettered) == (300, 300, 0)
     scores = streams.read("scores")
     assert len(scores) == 300
-    assert [s["id"] for s in scores] == [f"{streams.name}:{i}" for i in range(1, 301)]
+    assert [s["id"] for s in scores] == streams.ids
     assert [s["prediction"] for s in scores] == predict(project, batch)
     assert {s["version"] for s in scores} == {1} and {s["arm"] for s in scores} == {"pinned"}
-    info = streams.consumer()
-    assert (info.num_pending, info.num_ack_pending) == (0, 0)  # every message acked
+    assert streams.settled() == (0, 0)  # every message taken and acked
     kinds = [e.kind for e in project.events.query(subject="model:lr")]
     assert "scoring.stream_started" in kinds and "scoring.stream_stopped" in kinds
 
@@ -85,14 +90,10 @@ def test_poison_messages_go_to_the_dead_letter_subject_with_their_reason_and_are
     assert "input column 'f1': not a number" in reasons[2]
     assert "input column 'f2' is missing" in reasons[3]
     assert "input column 'f2' is null" in reasons[4]
-    assert dead["{not json"]["id"] == f"{streams.name}:2"
-    assert [s["n"] if "n" in s else s["id"] for s in streams.read("scores")] == [
-        f"{streams.name}:1",
-        f"{streams.name}:7",
-        f"{streams.name}:8",
-    ]
-    info = streams.consumer()
-    assert (info.num_pending, info.num_ack_pending) == (0, 0)
+    assert dead["{not json"]["id"] == streams.ids[1]
+    ids = streams.ids
+    assert [s["id"] for s in streams.read("scores")] == [ids[0], ids[6], ids[7]]
+    assert streams.settled() == (0, 0)
 
 
 class _Flaky(StreamSink):
@@ -150,8 +151,7 @@ def test_a_message_a_sink_keeps_refusing_is_dead_lettered_after_max_deliver(
     assert len(dead) == 5 and result.stats.dead_lettered == 5
     assert dead[0]["reason"].startswith("failed 2 deliveries; last error: the sink is down")
     assert dead[0]["deliveries"] == 2
-    info = streams.consumer()
-    assert (info.num_pending, info.num_ack_pending) == (0, 0)
+    assert streams.settled() == (0, 0)
 
 
 def test_the_route_picks_each_messages_version_sticky_by_entity_and_shadows_score_too(
@@ -215,23 +215,30 @@ def test_two_consumers_of_one_durable_share_the_work(project: Project, streams: 
     assert len(ids) == len(set(ids)) == 2000
 
 
-def test_an_unreachable_broker_is_backend_unavailable_naming_the_url(project: Project) -> None:
-    with pytest.raises(BackendUnavailableError) as caught:
-        score_stream(project, "lr@1", source="nats://127.0.0.1:1/orders?subject=orders.>")
-    assert "127.0.0.1:1" in caught.value.message
-    assert caught.value.context["url"].startswith("nats://127.0.0.1:1/orders")
-
-
-def test_a_missing_stream_and_a_target_the_source_captures_are_refused(
-    project: Project, streams: Streams
+@pytest.mark.parametrize(
+    "url", ["nats://127.0.0.1:1/orders?subject=orders.>", "redis://127.0.0.1:1/0?stream=orders"]
+)
+def test_an_unreachable_broker_is_backend_unavailable_naming_the_url(
+    project: Project, url: str
 ) -> None:
+    with pytest.raises(BackendUnavailableError) as caught:
+        score_stream(project, "lr@1", source=url)
+    assert "127.0.0.1:1" in caught.value.message
+    assert caught.value.context["url"].startswith(url.split("?")[0])
+
+
+def test_a_target_the_source_consumes_is_refused(project: Project, streams: Streams) -> None:
     from conveyor.errors import InvalidInputError
 
+    streams.publish(rows(1))
+    with pytest.raises(InvalidInputError, match="scored again"):
+        _run(project, streams, 1, output=streams.captured_target())
+
+
+@pytest.mark.nats
+def test_a_missing_jetstream_stream_is_not_found(project: Project) -> None:
     with pytest.raises(NotFoundError, match="no JetStream stream 'nope'"):
         score_stream(project, "lr@1", source="nats://127.0.0.1:4222/nope")
-    streams.publish(rows(1))
-    with pytest.raises(InvalidInputError, match="captured by the source stream"):
-        _run(project, streams, 1, output=f"{streams.subject}.scores")
 
 
 def test_feature_names_come_from_the_signature() -> None:

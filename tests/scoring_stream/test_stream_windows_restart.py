@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from stream_support import Streams, make_project, nats_streams, predict, rows
+from stream_support import broker, make_project, predict, rows
 
 from conveyor.scoring.stream.windows import Window, Windows
 
-pytestmark = [pytest.mark.nats, pytest.mark.slow]
+pytestmark = pytest.mark.slow
+Streams = Any  # stream_support.Streams or RedisStreams
 
 _WINDOWS = [
     Window("tumbling", 100, allowed_lateness=200),
@@ -59,9 +60,14 @@ _CHILD = textwrap.dedent(
 )
 
 
-@pytest.fixture
-def streams() -> Iterator[Streams]:
-    with nats_streams() as made:
+@pytest.fixture(
+    params=[
+        pytest.param("nats", marks=pytest.mark.nats),
+        pytest.param("redis", marks=pytest.mark.redis),
+    ]
+)
+def streams(request: pytest.FixtureRequest) -> Iterator[Streams]:
+    with broker(request.param) as made:
         yield made
 
 
@@ -121,7 +127,7 @@ def test_window_state_survives_a_kill_and_every_window_is_published_once(
     expected = Windows(_WINDOWS, name="x", target="w", late_target="l")
     scored = [
         {
-            "id": f"{streams.name}:{i + 1}",
+            "id": streams.ids[i],
             "key": e["user"],
             "time": float(e["ts"]),
             "prediction": p,
