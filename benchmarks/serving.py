@@ -280,11 +280,13 @@ def servers(
     model = f"bench_{kind}"
     out: list[Server] = []
 
-    def conveyor(name: str, project: str, env: dict[str, str]) -> Server:
+    def conveyor(name: str, project: str, env: dict[str, str], entry: str = "conveyor") -> Server:
+        # `python -m conveyor` is the `conveyor` command (collector off during start-up);
+        # an earlier commit may predate it: `python -m conveyor.cli`
         return Server(
             name=name,
             argv=[
-                *(str(conveyor_py), "-m", "conveyor.cli", "serve", "--project", str(tmp / project)),
+                *(str(conveyor_py), "-m", entry, "serve", "--project", str(tmp / project)),
                 *("--host", "127.0.0.1", "--port", "{port}", "--workers", "1"),
             ],
             ready_path="/v2/health/ready",
@@ -298,7 +300,12 @@ def servers(
     if baseline is not None:
         # Conveyor as of an earlier commit: same venv, its own code first on the path.
         out.append(
-            conveyor("conveyor-before", f"conveyor-before-{kind}", {"PYTHONPATH": str(baseline)})
+            conveyor(
+                "conveyor-before",
+                f"conveyor-before-{kind}",
+                {"PYTHONPATH": str(baseline)},
+                entry="conveyor.cli",
+            )
         )
     # The bare endpoints run in Conveyor's venv: same Python, Starlette, uvicorn, scikit-learn.
     for mode in ("direct", "thread"):

@@ -12,6 +12,7 @@ Anything but a Conveyor error is a bug and keeps its traceback.
 from __future__ import annotations
 
 import copy
+import gc
 import os
 import sys
 from pathlib import Path
@@ -581,7 +582,12 @@ def _debug_flag(argv: list[str]) -> list[str]:
 
 def main() -> None:
     argv = _debug_flag(sys.argv[1:])
-    _only_invoked(app, argv)(args=argv, prog_name="conveyor")
+    command = _only_invoked(app, argv)
+    if not argv or argv[0] != "serve":
+        # the entry point (conveyor._start) keeps the collector off through start-up;
+        # the server turns it on once its own start-up is over
+        gc.enable()
+    command(args=argv, prog_name="conveyor")
 
 
 if __name__ == "__main__":

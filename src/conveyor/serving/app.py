@@ -140,6 +140,8 @@ class Server:
         # is what stalled requests for tens of milliseconds under load. (No collect
         # first: it would add 0.1 s to start-up to free a few start-up cycles.)
         gc.freeze()
+        # `conveyor serve` starts with the collector off (conveyor._start): on from here
+        gc.enable()
         routed = {m: r.policy.serving_versions() for m, r in self.watcher.routes.items()}
         if routed or self.watcher.failures:
             log.info("ready: %s", orjson.dumps(routed).decode())

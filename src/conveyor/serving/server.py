@@ -7,6 +7,7 @@ every batch queue and shadow copy and flushes the event log.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -85,6 +86,10 @@ def serve(
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         metrics_dir = tempfile.mkdtemp(prefix="conveyor-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    if workers > 1:
+        # the supervisor runs no app, so no start-up turns the collector back on
+        # (conveyor._start turned it off); each worker is a fresh interpreter
+        gc.enable()
     try:
         uvicorn.run(
             app,
