@@ -204,3 +204,18 @@ def test_bad_settings_are_refused(project: Project, source: str) -> None:
     with pytest.raises(InvalidInputError) as info:
         Sink.open(project, source=source, durable="has.dots")
     assert info.value.context["field"] == "durable"
+
+
+def test_a_project_on_sqlite_takes_the_events_too(tmp_path: Path, source: str) -> None:
+    """The embedded default: the same sink into SQLite and the Parquet copy (the insert
+    path without COPY), a batch delivered again skipped there too."""
+    root = tmp_path / "lite"
+    init_project(root, name="lite")
+    ids = _write(source, 700)
+    with Project.open(root) as proj, Sink.open(proj, source=source, interval_s=0.2) as sink:
+        sink.run(idle_exit_s=0.8)
+        sink.reader.delete()
+        stats = sink.run(idle_exit_s=0.8)
+        assert (stats.inserted, stats.skipped) == (700, 700)
+        assert _ours(sql_ids(proj), ids) == dict.fromkeys(ids, 1)
+        assert _ours(parquet_ids(proj), ids) == dict.fromkeys(ids, 1)
