@@ -191,6 +191,7 @@ class RouteWatcher:
         retry_s: float = 10.0,
         on_change: Callable[[str, RouteFailure | None], None] | None = None,
         listen: bool = True,
+        poll_timeout_s: float = 5.0,
     ) -> None:
         self.store = routes
         self.pool = pool
@@ -212,6 +213,9 @@ class RouteWatcher:
         self.listen = listen
         self.listener: RouteListener | None = None
         self._wake: asyncio.Event | None = None
+        #: The longest wait for one poll; the poll in flight (one at most).
+        self.poll_timeout_s = poll_timeout_s
+        self._poll: asyncio.Future[dict[str, int]] | None = None
 
     @property
     def degraded(self) -> bool:
@@ -220,7 +224,7 @@ class RouteWatcher:
     async def refresh(self) -> bool:
         """One poll; True when something changed. Load errors keep the old route."""
         loop = asyncio.get_running_loop()
-        current = await loop.run_in_executor(None, self.store.revisions)
+        current = await self._revisions(loop)
         now = time.monotonic()
         changed = {
             m
@@ -265,6 +269,22 @@ class RouteWatcher:
         await self.pool.retire(keep)
         self.ready = True
         return True
+
+    async def _revisions(self, loop: asyncio.AbstractEventLoop) -> dict[str, int]:
+        """The store's ``{model: revision}``, waited for at most ``poll_timeout_s``.
+
+        A store that stopped answering (hung, or gone without a reset) holds one thread,
+        never the loop: while that call is still out, no other is made (the threads it
+        could pile up are the event loop's default pool), and each poll says so."""
+        pending = self._poll
+        if pending is None or pending.done():
+            pending = self._poll = loop.run_in_executor(None, self.store.revisions)
+        try:
+            return await asyncio.wait_for(asyncio.shield(pending), self.poll_timeout_s)
+        except TimeoutError:
+            raise TimeoutError(
+                f"the store did not answer the route poll within {self.poll_timeout_s} s"
+            ) from None
 
     def _failed(self, model: str, revision: int, exc: BaseException, serving: int | None) -> None:
         from conveyor.errors import ConveyorError
