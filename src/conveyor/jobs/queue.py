@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -72,6 +73,7 @@ _TIMEOUT_S = 5.0
 #: JetStream's error codes met on purpose.
 _STREAM_FULL = 10077  # maximum messages exceeded (discard new)
 _WRONG_LAST_SEQ = 10071  # KV compare-and-set lost
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def now_iso() -> str:
@@ -306,6 +308,8 @@ class JobQueue:
 
     async def get(self, job_id: str) -> tuple[dict[str, Any], int]:
         """The record of ``job_id`` and its revision (NotFoundError: none, or expired)."""
+        if not _JOB_ID.fullmatch(job_id):  # every id is 32 hex digits: nothing to look up
+            raise NotFoundError(f"job {job_id[:64]!r} does not exist", job=job_id[:64])
         _, kv = await self._ensure()
         from nats.js.errors import KeyNotFoundError
 
@@ -317,8 +321,6 @@ class JobQueue:
                 job=job_id,
             ) from None
         except Exception as exc:
-            if "invalid key" in str(exc).lower():
-                raise NotFoundError(f"job {job_id!r} does not exist", job=job_id) from None
             raise _translate(self.url, exc) from exc
         if entry.value is None:  # deleted
             raise NotFoundError(f"job {job_id!r} does not exist", job=job_id)
