@@ -7,6 +7,7 @@ from __future__ import annotations
 import signal
 import time
 
+import httpx
 import pytest
 from fleet_support import Load
 
@@ -27,6 +28,9 @@ def test_a_server_leaves_under_load_without_failing_requests(
         before = load.ok
         fleet.fleet.signal("s0", signal.SIGTERM if how == "drain" else signal.SIGKILL)
         left = time.monotonic()
+        if how == "drain":  # readiness fails first, while s0 still answers
+            ready = httpx.get(fleet.fleet.server_url("s0") + "/v2/health/ready", timeout=5)
+            assert ready.status_code == 503 and ready.json()["status"] == "draining"
         assert fleet.fleet.wait_exit("s0", 60), "s0 did not stop"
         gone_s = time.monotonic() - left
         # The fleet keeps answering on s1 alone.
@@ -48,7 +52,6 @@ def test_a_drained_server_comes_back_into_rotation(make_fleet: FleetFactory) -> 
     fleet.fleet.start_server("s0")
     fleet.fleet.wait_ready("s0")
     s0 = fleet.fleet.server_url("s0")
-    import httpx
 
     def served_by_s0() -> float:
         text = httpx.get(

@@ -127,6 +127,12 @@ def up_cmd(
     status = fleet.up()
     with open_project(root) as proj:
         _record(proj, who, fleet)
+    if any(s["status"] == "empty" for s in status["servers"]):
+        typer.echo(
+            "note: nothing is deployed, so no server is ready and the balancer sends no "
+            "traffic yet: `conveyor deploy NAME@VERSION`",
+            err=True,
+        )
     if as_json:
         echo_json(status)
     else:
