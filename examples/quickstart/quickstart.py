@@ -47,6 +47,7 @@ from monitor_demo import MONITORING_SPEC, run_monitoring
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
+from scoring_demo import run_scoring
 from serve_demo import serve_and_route
 
 import conveyor
@@ -311,6 +312,14 @@ def run_quickstart(project: conveyor.Project, *, rows: int) -> dict[str, Any]:
     if champion is not None:
         with console.status("Progressive delivery: rollouts, an A-A experiment..."):
             delivery = run_delivery(project, console, raw, FEATURES, model=MODEL_NAME, step="12")
+
+    # 13. Scale-out: the champion scores a batch of exported transactions into Parquet
+    #     partitions (broken rows kept apart with their reason), and a re-run doubles
+    #     nothing.
+    scoring = None
+    if champion_of(project) is not None:
+        with console.status("Batch scoring..."):
+            scoring = run_scoring(project, console, raw, FEATURES, model=MODEL_NAME, step="13")
     return {
         "data": data,
         "candidates": [first, weak, better],
@@ -319,6 +328,7 @@ def run_quickstart(project: conveyor.Project, *, rows: int) -> dict[str, Any]:
         "features": features,
         "monitoring": monitoring,
         "delivery": delivery,
+        "scoring": scoring,
         "champion": champion_of(project),
     }
 

@@ -123,6 +123,15 @@ def test_quickstart_promotes_through_gates_and_optimizes(tmp_path: Path) -> None
         assert latest is not None
         ids = project.data.versions.read(latest, purpose="test").column("customer_id")
         assert customer not in set(ids.to_pylist())
+        # Batch scoring: the three broken rows are rejected with their reason, the rest
+        # scored; resuming the finished run is refused and a re-run doubles nothing.
+        assert "20,000 scored, 3 rejected" in out, out
+        assert "'log_amount': not a number" in out and "'merchant_category' is null" in out
+        assert "refused (conflict), nothing left to score" in out, out
+        assert "20,000 rows in nightly/ (none doubled)" in out, out
+        scores = root / "scores" / "nightly"
+        assert len(list(scores.glob("part-*.parquet"))) == 2
+        assert (scores / "_manifest.json").exists()
 
 
 def _float_onnx_bound(out: str) -> float:
