@@ -386,6 +386,12 @@ def prepare(
 ) -> dict[str, Any]:
     """Fit the models in each venv, build Conveyor's projects and MLServer's folders."""
     versions: dict[str, Any] = {}
+    # Conveyor's own modules byte-compiled, like the peers' (pip compiles what it
+    # installs); with PYTHONDONTWRITEBYTECODE set, an editable checkout would otherwise
+    # compile them at every start-up
+    import compileall
+
+    compileall.compile_dir(str(Path(__file__).resolve().parents[1] / "src"), quiet=1)
     if baseline is not None:
         for kind in ("lr", "rf"):  # the earlier code builds its own project
             subprocess.run(

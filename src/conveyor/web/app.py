@@ -231,10 +231,14 @@ def build_app(
     document: list[bytes] = []
 
     async def openapi_endpoint(call: Call) -> Response:
+        # built on first use (about 25 ms of a worker's start-up otherwise), then kept
+        if not document:
+            document.append(
+                orjson.dumps(openapi_document(routes, title=title, version=__version__))
+            )
         return Response(document[0], media_type="application/json")
 
     routes.append(Route("GET", "/openapi.json", openapi_endpoint, None, "This document"))
-    document.append(orjson.dumps(openapi_document(routes, title=title, version=__version__)))
 
     if deps is not None:
 
