@@ -228,7 +228,7 @@ class JetStreamSource(StreamSource):
     async def _fetch(self, limit: int, wait: float) -> list[Message]:
         try:
             msgs = await self._sub.fetch(limit, timeout=max(wait, 0.01))
-        except nats.errors.TimeoutError:
+        except TimeoutError:  # nats.errors.TimeoutError, or asyncio's from inside the pull
             return []
         out = []
         for msg in msgs:
