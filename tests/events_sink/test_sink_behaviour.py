@@ -219,3 +219,22 @@ def test_a_project_on_sqlite_takes_the_events_too(tmp_path: Path, source: str) -
         assert (stats.inserted, stats.skipped) == (700, 700)
         assert _ours(sql_ids(proj), ids) == dict.fromkeys(ids, 1)
         assert _ours(parquet_ids(proj), ids) == dict.fromkeys(ids, 1)
+
+
+def test_messages_fetched_ahead_are_handed_back_at_close(source: str) -> None:
+    """A reader closed with messages it fetched ahead (prefetch) and never returned NAKs
+    them: the next reader gets them at once, not after ack_wait."""
+    _write(source, 300)
+    with EventLog.from_url(source) as log:
+        first = log.durable("ahead", ack_wait=60)  # type: ignore[attr-defined]
+        taken = first.fetch(100, 1.0, prefetch=200)
+        assert len(taken) == 100
+        first.ack(taken)
+        first.close()  # the 200 asked for ahead arrive meanwhile, none taken
+        second = log.durable("ahead", ack_wait=60)  # type: ignore[attr-defined]
+        rest = second.fetch(500, 2.0)
+        assert sorted(d.seq for d in rest) == list(range(101, 301))
+        assert all(d.delivered == 2 for d in rest)  # delivered before, handed back
+        second.ack(rest)
+        assert second.info()["lag"] == 0
+        second.close()

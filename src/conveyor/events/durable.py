@@ -46,6 +46,9 @@ from conveyor.events.writer import Row
 
 __all__ = ["Delivery", "DurableReader", "consumer_name"]
 
+#: How long closing waits for an open pull request to bring what it asked for.
+_RELEASE_WAIT_S = 1.0
+
 log = logging.getLogger("conveyor.events")
 
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
@@ -163,9 +166,13 @@ class DurableReader:
                     exc,
                 )
 
-    def fetch(self, batch: int, wait: float) -> list[Delivery]:
+    def fetch(self, batch: int, wait: float, *, prefetch: int = 0) -> list[Delivery]:
         """Up to ``batch`` messages: those waiting, or the first to come within ``wait`` s
-        (an empty list when none came). A message may come again (see the module)."""
+        (an empty list when none came). A message may come again (see the module).
+
+        ``prefetch``: then ask for that many more without waiting, so they arrive (and are
+        parsed on the connection's thread) while the caller stores these; the next fetch
+        takes them. Each counts against ``max_ack_pending`` from its delivery."""
         with errors(self.url):
             for _ in range(2):
                 if self._pull is None:
@@ -173,7 +180,12 @@ class DurableReader:
                     self._pull = self._link.run(self._open)
                 try:
                     msgs = self._link.run(
-                        self._pull.fetch, batch, wait, self._timeout, timeout=wait + self._timeout
+                        self._pull.fetch,
+                        batch,
+                        wait,
+                        self._timeout,
+                        prefetch,
+                        timeout=wait + self._timeout,
                     )
                 except Gone:
                     self._pull = None  # deleted meanwhile, or a new connection: again
@@ -252,10 +264,14 @@ class DurableReader:
             self._link.run(drop)
 
     def close(self) -> None:
-        """Stop pulling (the consumer stays on the server, with what was not acked)."""
+        """Stop pulling: what was fetched ahead is handed back (the consumer stays on the
+        server, with what was not acked)."""
         pull, self._pull = self._pull, None
         if pull is not None:
-            self._link.spawn(_unsubscribe, pull)
+            try:
+                self._link.run(_release, pull)
+            except Exception as exc:  # gone with the connection: it comes after ack_wait
+                log.debug("handing back prefetched messages: %s", exc)
 
 
 class _Pulls:
@@ -305,22 +321,31 @@ class _Pulls:
         if self._done is not None and not self._done.done():
             self._done.set_result(None)
 
-    async def fetch(self, nc: Any, batch: int, wait: float, timeout: float) -> list[Any]:
+    def _pending(self) -> bool:
+        return self._done is not None and not self._done.done()
+
+    async def _ask(self, nc: Any, count: int, wait: float) -> None:
+        self._request += 1
+        self._want = len(self._buffer) + count
+        self._done = asyncio.get_running_loop().create_future()
+        request = {"batch": count, "expires": int(wait * 1e9)}
+        await nc.publish(self._next, orjson.dumps(request), reply=f"{self._prefix}.{self._request}")
+
+    async def fetch(
+        self, nc: Any, batch: int, wait: float, timeout: float, prefetch: int = 0
+    ) -> list[Any]:
         if nc is not self.nc or self._gone:
             raise Gone  # a renewed connection: the inbox went with the old one
         if len(self._buffer) < batch:
-            self._request += 1
-            self._want = batch
-            self._done = asyncio.get_running_loop().create_future()
-            request = {"batch": batch - len(self._buffer), "expires": int(wait * 1e9)}
-            await nc.publish(
-                self._next, orjson.dumps(request), reply=f"{self._prefix}.{self._request}"
-            )
+            if not self._pending():
+                await self._ask(nc, batch - len(self._buffer), wait)
+            assert self._done is not None
             try:
                 await asyncio.wait_for(asyncio.shield(self._done), wait + timeout)
             except TimeoutError:
                 # No answer at all: the server restarted (it forgot the request), or the
                 # consumer is gone. Ask, and go on with what came.
+                self._done.cancel()
                 try:
                     await nc.jetstream(timeout=timeout).consumer_info(self._stream, self._name)
                 except nats.js.errors.NotFoundError:
@@ -328,11 +353,25 @@ class _Pulls:
             if self._gone:
                 raise Gone
         taken, self._buffer = self._buffer[:batch], self._buffer[batch:]
+        if prefetch > len(self._buffer) and not self._pending():
+            await self._ask(nc, prefetch - len(self._buffer), wait)
         return taken
 
-    async def unsubscribe(self, nc: Any) -> None:
+    async def release(self, nc: Any) -> None:
+        """Hand back what was fetched ahead and not taken (NAK: delivered again at once),
+        and stop receiving. A request still open gets a moment to bring what it asked for
+        (those would otherwise wait ``ack_wait`` to come again)."""
+        if self._pending():
+            assert self._done is not None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._done), _RELEASE_WAIT_S)
         if self._sub is not None:
             await self._sub.unsubscribe()
+        left, self._buffer = self._buffer, []
+        for msg in left:
+            await nc.publish(msg.reply, b"-NAK")
+        if left:
+            await nc.flush()
 
 
 async def _ack(nc: Any, replies: list[str], timeout: float) -> None:
@@ -345,5 +384,5 @@ async def _stream_info(nc: Any, stream: str, timeout: float) -> Any:
     return await nc.jetstream(timeout=timeout).stream_info(stream)
 
 
-async def _unsubscribe(nc: Any, pull: _Pulls) -> None:
-    await pull.unsubscribe(nc)
+async def _release(nc: Any, pull: _Pulls) -> None:
+    await pull.release(nc)

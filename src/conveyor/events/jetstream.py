@@ -332,10 +332,6 @@ class Pull:
         finally:
             await nc.jetstream().delete_consumer(self._stream, self._name)
 
-    async def unsubscribe(self, nc: Any) -> None:
-        """Stop receiving, and leave the consumer to the server (a durable one: ``durable.py``)."""
-        await self._sub.unsubscribe()
-
 
 def position(reply: str) -> tuple[int, int]:
     """(stream sequence, messages pending after it) from a JetStream message's reply subject."""

@@ -224,7 +224,10 @@ class Sink:
                 if not stopping and len(held) < spec.batch_events:
                     size = min(_PULL, spec.batch_events - len(held))
                     wait = min(_PULL_WAIT_S, spec.interval_s)
-                    got = self._attempt("pull", partial(self.reader.fetch, size, wait), stop)
+                    # Ask for the next ones before storing these: they arrive meanwhile.
+                    ahead = min(_PULL, spec.batch_events)
+                    fetch = partial(self.reader.fetch, size, wait, prefetch=ahead)
+                    got = self._attempt("pull", fetch, stop)
                     if got:
                         self.stats.delivered += len(got)
                         if self._attempt("sql", partial(self._store, got), stop) is not None:
