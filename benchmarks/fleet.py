@@ -13,10 +13,11 @@ share them with wrk and the balancer):
 - ``haproxy`` and ``nginx``: one wrk at 64 connections to the balancer;
 - the hop: one server, concurrency 1, direct against through each balancer (p50, p99);
 - propagation: 100 route changes with 4 servers; a client thread per server holds a
-  keep-alive connection and predicts in a loop; a change's time is from the start of
-  ``RouteStore.set`` (the commit and its audit event included) to the first answer of
-  the new version from the last server. Both versions stay loaded (the other one is
-  the route's shadow), so this is the push and the switch, not a model load.
+  keep-alive connection and predicts in a loop (5 ms apart; and again with no pause, every
+  server busy); a change's time is from its commit, as a listener of the benchmark's own
+  sees the NOTIFY (and from the start of ``RouteStore.set``, its audit event included), to
+  the first answer of the new version from the last server. Both versions stay loaded
+  (the other one is the route's shadow), so this is the push and the switch, not a load.
 
 Plus what the capacity model in docs/scale-out.md needs: Redis's own ops/s here
 (redis-benchmark: GET, SET, INCR), and JetStream's from the event-log broker benchmark.
@@ -158,6 +159,40 @@ def free_block(count: int) -> int:
     raise RuntimeError("no block of free ports")
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of these processes and all their descendants (from /proc)."""
+    import os
+
+    ticks = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            parents[int(entry)] = int(fields[1])
+            cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / ticks
+    wanted = set(pids)
+    grew = True
+    while grew:
+        more = {p for p, parent in parents.items() if parent in wanted} - wanted
+        wanted |= more
+        grew = bool(more)
+    return sum(cpu.get(p, 0.0) for p in wanted)
+
+
+def with_cpu(run: Any, groups: dict[str, list[int]]) -> dict[str, Any]:
+    """``run()`` (a wrk result), with each group's CPU microseconds per answered request."""
+    before = {name: cpu_seconds(pids) for name, pids in groups.items()}
+    result: dict[str, Any] = run()
+    answered = max(1, result["requests"] - result["non_2xx"])
+    for name, pids in groups.items():
+        used = cpu_seconds(pids) - before[name]
+        result[f"{name}_cpu_us_per_request"] = round(used * 1e6 / answered, 1)
+    return result
+
+
 # -- propagation ----------------------------------------------------------------------------
 
 
@@ -165,8 +200,9 @@ class Probe(threading.Thread):
     """Predicts in a loop on one keep-alive connection to one server; the time each
     answer's version was first seen after a mark."""
 
-    def __init__(self, host: str, port: int, body: str, key: str) -> None:
+    def __init__(self, host: str, port: int, body: str, key: str, pause_s: float) -> None:
         super().__init__(daemon=True)
+        self.pause_s = pause_s
         self.conn = http.client.HTTPConnection(host, port, timeout=10)
         self.body = body.encode()
         self.headers = {"content-type": "application/json", "x-api-key": key}
@@ -188,15 +224,19 @@ class Probe(threading.Thread):
             if version != self.version:
                 self.version = version
                 self.seen_at[version] = now
+            if self.pause_s:
+                time.sleep(self.pause_s)
 
 
-def propagation(root: Path, fleet: Any, key: str, changes: int) -> dict[str, Any]:
+def propagation(
+    root: Path, fleet: Any, key: str, changes: int, pause_s: float = 0.0
+) -> dict[str, Any]:
     from conveyor.project import Project
     from conveyor.serving.route_store import RouteStore
     from conveyor.serving.routes import RoutePolicy
 
     body = wl.records_body()
-    probes = [Probe(m.address, m.port, body, key) for m in fleet.plan.members]
+    probes = [Probe(m.address, m.port, body, key, pause_s) for m in fleet.plan.members]
     for p in probes:
         p.start()
     from conveyor.serving.watcher import RouteListener
@@ -253,6 +293,7 @@ def propagation(root: Path, fleet: Any, key: str, changes: int) -> dict[str, Any
         "from_commit": _summary(after_commit),
         "set_call": _summary(commits),
         "probe_requests": sum(p.requests for p in probes),
+        "probe_pause_ms": pause_s * 1000,
     }
 
 
@@ -343,11 +384,21 @@ def main() -> None:
                         fleet.server_url(m) + "/v1/models/lr/predict" for m in fleet.plan.members
                     ]
                     lb = fleet.url + "/v1/models/lr/predict"
+                    servers_pids = list(fleet.pids.values())
+                    lb_pid = [fleet.balancer_pid] if fleet.balancer_pid else []
                     if balancer == "haproxy":  # the same processes, hit directly
                         wrk_result(start_wrk(urls[0], lua, 8, args.warmup))
+                        before = cpu_seconds(servers_pids)
                         row["direct"] = wrk_many(urls, lua, 64, args.duration)
+                        answered = sum(r["requests"] - r["non_2xx"] for r in row["direct"]["each"])
+                        row["direct"]["servers_cpu_us_per_request"] = round(
+                            (cpu_seconds(servers_pids) - before) * 1e6 / max(1, answered), 1
+                        )
                     wrk_result(start_wrk(lb, lua, 8, args.warmup))
-                    row[balancer] = wrk_result(start_wrk(lb, lua, 64, args.duration))
+                    row[balancer] = with_cpu(
+                        lambda lb=lb: wrk_result(start_wrk(lb, lua, 64, args.duration)),
+                        {"servers": servers_pids, "balancer": lb_pid},
+                    )
                     if servers == 1:  # concurrency 1, rounds interleaved: medians
                         for _ in range(3):
                             if balancer == "haproxy":
@@ -378,10 +429,14 @@ def main() -> None:
         fleet = fleet_for(root, max(counts), "haproxy", free_block(1), free_block(max(counts)))
         try:
             fleet.up()
-            result["propagation"] = propagation(root, fleet, key, args.changes)
+            # Probes with a pause (a few hundred requests/s per server: the servers have CPU
+            # to spare) and probes in a tight loop (every server busy, on 2 shared cores).
+            result["propagation"] = propagation(root, fleet, key, args.changes, 0.005)
+            result["propagation_busy"] = propagation(root, fleet, key, args.changes, 0.0)
         finally:
             fleet.down(drain=False)
         print("propagation:", result["propagation"])
+        print("propagation, servers busy:", result["propagation_busy"])
     result["redis_benchmark_ops_per_s"] = redis_ops()
     with contextlib.suppress(OSError, ValueError):
         broker = json.loads((harness.RESULTS / "event_log_broker-quick.json").read_text())
