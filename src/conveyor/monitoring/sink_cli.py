@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from typing import Annotated, Any
 
 import typer
@@ -103,8 +104,13 @@ def sink_command(
                     soft_wrap=True,
                 )
 
+                shown = [0.0]
+
                 def tell(stats: SinkStats) -> None:
-                    if not as_json:
+                    # A line per batch at first, then one every 10 s: a long-lived process.
+                    now = time.monotonic()
+                    if not as_json and (stats.batches <= 3 or now - shown[0] >= 10):
+                        shown[0] = now
                         out.print(
                             f"  batch {stats.batches}: {stats.inserted:,} events stored, "
                             f"{stats.skipped:,} already there, {stats.rejected} rejected; "
