@@ -14,7 +14,17 @@ from typing import Any
 
 import orjson
 
-__all__ = ["Markup", "chart", "esc", "form_button", "kv", "layout", "report_table", "table"]
+__all__ = [
+    "Markup",
+    "chart",
+    "esc",
+    "form_button",
+    "form_inputs",
+    "kv",
+    "layout",
+    "report_table",
+    "table",
+]
 
 NAV = (
     ("models", "/ui/models", "Models"),
@@ -24,6 +34,7 @@ NAV = (
     ("drift", "/ui/drift", "Drift & quality"),
     ("alerts", "/ui/alerts", "Alerts"),
     ("experiments", "/ui/experiments", "Experiments"),
+    ("flags", "/ui/flags", "Flags"),
     ("readiness", "/ui/readiness", "Readiness"),
 )
 
@@ -121,10 +132,46 @@ def form_button(
     )
 
 
+def form_inputs(
+    action: str,
+    label: str,
+    csrf: str,
+    inputs: Sequence[tuple[str, str, Any]],
+    *,
+    danger: bool = False,
+    id: str | None = None,
+) -> Markup:
+    """A POST form with labelled inputs ``(name, type, value)`` and one button, carrying
+    the CSRF token."""
+    fields = "".join(
+        f'<label>{esc(name)} <input name="{esc(name)}" type="{esc(kind)}" '
+        f'value="{esc("" if value is None else value)}"'
+        + (' step="any" min="0" max="100" style="width:5em"' if kind == "number" else ' size="14"')
+        + "></label>"
+        for name, kind, value in inputs
+    )
+    cls = "danger" if danger else "act"
+    ident = f' id="{esc(id)}"' if id else ""
+    return Markup(
+        f'<form method="post" action="{esc(action)}" class="inline"{ident}>'
+        f'<input type="hidden" name="csrf" value="{esc(csrf)}">{fields}'
+        f'<button type="submit" class="{cls}">{esc(label)}</button></form>'
+    )
+
+
 def status_badge(status: Any) -> Markup:
     text = str(status)
-    good = text in ("pass", "passed", "ok", "running", "promoted", "resolved", "ship", "True")
-    bad = text in ("fail", "failed", "error", "rolled_back", "firing", "aborted", "do_not_ship")
+    good = text in ("pass", "passed", "ok", "running", "promoted", "resolved", "ship", "True", "on")
+    bad = text in (
+        "fail",
+        "failed",
+        "error",
+        "rolled_back",
+        "firing",
+        "aborted",
+        "do_not_ship",
+        "killed",
+    )
     cls = "good" if good else "bad" if bad else "neutral"
     return tag("span", text, class_=f"badge {cls}")
 

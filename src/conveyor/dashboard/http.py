@@ -29,7 +29,12 @@ from urllib.parse import parse_qs, quote
 
 from starlette.responses import Response
 
-from conveyor.errors import AuthenticationError, InvalidInputError, PermissionDeniedError
+from conveyor.errors import (
+    AuthenticationError,
+    ConveyorError,
+    InvalidInputError,
+    PermissionDeniedError,
+)
 from conveyor.web.app import Contribution
 from conveyor.web.routing import Route
 
@@ -122,11 +127,16 @@ def routes(context: AppContext) -> Contribution:
             notice = call.request.query_params.get("done")
             if notice:
                 body = Markup(tag("p", notice, class_="notice", id="notice") + body)
+            refused = call.request.query_params.get("error")
+            if refused:
+                body = Markup(tag("p", refused, class_="error", id="error") + body)
             return _html(layout(title(call), body, active=name, who=caller.actor, csrf=csrf))
 
         return endpoint
 
-    def act(action: str, run: Callable[[Call, str], Any], back: Callable[[Call], str]) -> Any:
+    def act(
+        action: str, run: Callable[[Call, str, dict[str, str]], Any], back: Callable[[Call], str]
+    ) -> Any:
         async def endpoint(call: Call) -> Response:
             form = _form(await call.body())
             try:
@@ -147,7 +157,14 @@ def routes(context: AppContext) -> Contribution:
                     ),
                     403,
                 )
-            done = await asyncio.to_thread(run, call, caller.actor)
+            try:
+                done = await asyncio.to_thread(run, call, caller.actor, form)
+            except (AuthenticationError, PermissionDeniedError):
+                raise
+            except ConveyorError as exc:
+                # a refused change (bad input, a missing or taken name): back to the page,
+                # which says why; nothing changed
+                return _redirect(f"{back(call)}?error={quote(exc.message)}")
             return _redirect(f"{back(call)}?done={quote(str(done))}")
 
         return endpoint
@@ -211,13 +228,13 @@ def routes(context: AppContext) -> Contribution:
             ) from None
         return at if at.tzinfo else at.replace(tzinfo=UTC)
 
-    def rollback(call: Call, actor: str) -> str:
+    def rollback(call: Call, actor: str, form: dict[str, str]) -> str:
         model = call.params["model"]
         state = pages._route_store(project).rollback(model, actor=actor, reason="dashboard")
         return f"{model} rolled back to revision {state.revision}"
 
-    def steer(name: str) -> Callable[[Call, str], str]:
-        def run(call: Call, actor: str) -> str:
+    def steer(name: str) -> Callable[[Call, str, dict[str, str]], str]:
+        def run(call: Call, actor: str, form: dict[str, str]) -> str:
             ref, rollouts = call.params["ref"], project.rollouts
             if name == "pause":
                 done = rollouts.pause(ref, actor=actor, reason="dashboard")
@@ -229,7 +246,7 @@ def routes(context: AppContext) -> Contribution:
 
         return run
 
-    def ack(call: Call, actor: str) -> str:
+    def ack(call: Call, actor: str, form: dict[str, str]) -> str:
         # as conveyor.monitoring.alerts.cli.acknowledge does (that module is the CLI's:
         # importing it from a server thread loads the command tree)
         from conveyor.monitoring.alerts.events import ALERT_ACKNOWLEDGED
@@ -243,6 +260,45 @@ def routes(context: AppContext) -> Contribution:
             actor=actor,
         )
         return f"alert {incident.rule} acknowledged"
+
+    def flag_change(name: str) -> Callable[[Call, str, dict[str, str]], str]:
+        def run(call: Call, actor: str, form: dict[str, str]) -> str:
+            model, flag, flags = call.params["model"], call.params["name"], project.flags
+            reason = form.get("reason") or "dashboard"
+            if name == "ramp":
+                done = flags.ramp(
+                    model, flag, _number(form.get("percent"), "percent"), actor=actor, reason=reason
+                )
+            elif name == "target":
+                done = flags.target(model, flag, form.get("match", ""), actor=actor, reason=reason)
+            elif name == "kill":
+                done = flags.kill(model, flag, actor=actor, reason=reason)
+            else:
+                done = flags.delete(model, flag, actor=actor, reason=reason)
+                return f"flag {flag} of {model} deleted"
+            return (
+                f"flag {flag} of {model}: {done['state']}, {done['percent']:g}% of "
+                f"{_targets(done['match'])}"
+            )
+
+        return run
+
+    def flag_create(call: Call, actor: str, form: dict[str, str]) -> str:
+        version = form.get("version", "").strip().removeprefix("v")
+        if not version.isdigit():
+            raise InvalidInputError(
+                f"version is a version number, got {form.get('version')!r}", field="version"
+            )
+        done = project.flags.create(
+            form.get("model", "").strip(),
+            form.get("name", "").strip(),
+            version=int(version),
+            match=form.get("match", ""),
+            percent=_number(form.get("percent") or "0", "percent"),
+            actor=actor,
+            reason="dashboard",
+        )
+        return f"flag {done['name']} of {done['model']} created: {done['percent']:g}%"
 
     def model_param(call: Call) -> str | None:
         return call.request.query_params.get("model") or None
@@ -305,6 +361,18 @@ def routes(context: AppContext) -> Contribution:
             "experiments",
             lambda c: f"Experiment {c.params['name']}",
             lambda c, t: pages.experiment_page(project, c.params["name"]),
+        ),
+        (
+            "/ui/flags",
+            "flags",
+            lambda c: "Feature flags",
+            lambda c, t: pages.flags_page(project, t, since_of(c, "since", "24h"), until_of(c)),
+        ),
+        (
+            "/ui/flags/{model}/{name}",
+            "flags",
+            lambda c: f"Flag {c.params['name']} of {c.params['model']}",
+            lambda c, t: pages.flag_page(project, c.params["model"], c.params["name"], t),
         ),
         (
             "/ui/readiness",
@@ -377,7 +445,9 @@ def routes(context: AppContext) -> Contribution:
                 errors=(303, 403, 404),
             )
         )
-    actions: list[tuple[str, str, Callable[[Call, str], Any], Callable[[Call], str], str]] = [
+    actions: list[
+        tuple[str, str, Callable[[Call, str, dict[str, str]], Any], Callable[[Call], str], str]
+    ] = [
         (
             "/ui/routes/{model}/rollback",
             "serving.rollback",
@@ -393,6 +463,19 @@ def routes(context: AppContext) -> Contribution:
             "Acknowledge an alert",
         ),
     ]
+    actions.append(
+        ("/ui/flags", "flags.manage", flag_create, lambda c: "/ui/flags", "Create a feature flag")
+    )
+    for name in ("ramp", "target", "kill", "delete"):
+        actions.append(
+            (
+                f"/ui/flags/{{model}}/{{name}}/{name}",
+                "flags.manage",
+                flag_change(name),
+                lambda c: "/ui/flags",
+                f"{name.capitalize()} a feature flag",
+            )
+        )
     for name in ("pause", "resume", "abort"):
         actions.append(
             (
@@ -426,6 +509,17 @@ def _form(body: bytes) -> dict[str, str]:
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidInputError(f"the form could not be read: {exc}", field="body") from None
     return {k: v[0] for k, v in parsed.items()}
+
+
+def _number(text: str | None, field: str) -> float:
+    try:
+        return float(text or "")
+    except ValueError:
+        raise InvalidInputError(f"{field} is a number, got {text!r}", field=field) from None
+
+
+def _targets(match: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(match.items())) or "every request"
 
 
 def _safe_next(target: str | None) -> str:

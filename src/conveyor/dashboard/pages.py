@@ -18,6 +18,7 @@ from conveyor.dashboard.html import (
     Markup,
     chart,
     form_button,
+    form_inputs,
     join,
     kv,
     link,
@@ -35,6 +36,8 @@ __all__ = [
     "drift_page",
     "experiment_page",
     "experiments_page",
+    "flag_page",
+    "flags_page",
     "model_page",
     "models_page",
     "monitor_page",
@@ -644,6 +647,193 @@ def _interval(ci: Any) -> Any:
     if low is None or high is None:
         return None
     return f"[{low:.4g}, {high:.4g}]"
+
+
+# -- feature flags ----------------------------------------------------------------------------
+
+
+def _targets(match: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(match.items())) or "every request"
+
+
+def _variant_traffic(
+    project: Project, models: list[str], since: timedelta, until: datetime | None
+) -> tuple[dict[tuple[str, str, Any], dict[str, float]], dict[str, float], Any]:
+    """Requests and worst hourly p95 per (model, arm, version) of the models' answered
+    predictions over ``since`` before ``until`` (a flag's are arm ``flag:NAME``), each
+    model's total, and the report (None without a model)."""
+    per: dict[tuple[str, str, Any], dict[str, float]] = defaultdict(
+        lambda: {"requests": 0.0, "p95": 0.0}
+    )
+    totals: dict[str, float] = defaultdict(float)
+    if not models:
+        return per, totals, None
+    end = until or datetime.now(UTC)
+    report = project.monitoring.latency(since=end - since, until=end, window=timedelta(hours=1))
+    for row in report.windows:
+        if row["model"] not in models:
+            continue
+        bucket = per[(row["model"], row["arm"] or "-", row["version"])]
+        bucket["requests"] += row["requests"]
+        bucket["p95"] = max(bucket["p95"], float(row["p95_ms"] or 0.0))
+        totals[row["model"]] += row["requests"]
+    return per, totals, report
+
+
+def flags_page(
+    project: Project, csrf: str, since: timedelta, until: datetime | None = None
+) -> Markup:
+    """Every feature flag: its state, targets and rollout percentage, the traffic it sent
+    to its version over ``since`` (from the prediction events: arm ``flag:NAME``), and the
+    forms that ramp, target, kill and delete it (role of ``flags.manage``), and create one."""
+    flags = project.flags.list()
+    models = sorted({f["model"] for f in flags})
+    per, totals, report = _variant_traffic(project, models, since, until)
+    rows = []
+    for f in flags:
+        base = f"/ui/flags/{f['model']}/{f['name']}"
+        via = per.get((f["model"], f"flag:{f['name']}", str(f["version"])), {}).get("requests", 0)
+        share = via / totals[f["model"]] if totals.get(f["model"]) else None
+        ramp = form_inputs(
+            f"{base}/ramp",
+            "Ramp" if f["state"] == "on" else "Turn on",
+            csrf,
+            [("percent", "number", f"{f['percent']:g}")],
+        )
+        target = form_inputs(f"{base}/target", "Target", csrf, [("match", "text", "")])
+        actions: list[Any] = [ramp, target]
+        if f["state"] == "on":
+            actions.append(form_button(f"{base}/kill", "Kill", csrf, danger=True))
+        actions.append(form_button(f"{base}/delete", "Delete", csrf, danger=True))
+        rows.append(
+            (
+                f["model"],
+                link(base, f["name"]),
+                f"v{f['version']}",
+                status_badge(f["state"]),
+                _targets(f["match"]),
+                f"{f['percent']:g}%",
+                int(via),
+                f"{share:.1%}" if share is not None else None,
+                f["revision"],
+                f["actor"],
+                _when(f["updated_at"]),
+                join(actions),
+            )
+        )
+    variant_rows = [
+        (
+            model,
+            arm,
+            f"v{version}" if version is not None else None,
+            int(b["requests"]),
+            f"{b['requests'] / totals[model]:.1%}" if totals.get(model) else None,
+            round(b["p95"], 2) if b["requests"] else None,
+        )
+        for (model, arm, version), b in sorted(per.items(), key=lambda kv: str(kv[0]))
+    ]
+    window = f"{_when(report.since)} to {_when(report.until)} UTC" if report is not None else None
+    return join(
+        [
+            tag(
+                "p",
+                "A flag sends the requests that match its targets, and its rollout percentage "
+                "of their sticky keys, to its version; killing it takes its rule off the "
+                "live route in one revision.",
+                class_="empty",
+            ),
+            table(
+                (
+                    "model",
+                    "flag",
+                    "version",
+                    "state",
+                    "targets",
+                    "rollout",
+                    "requests via the flag",
+                    "share of the model's",
+                    "revision",
+                    "by",
+                    "updated",
+                    "",
+                ),
+                rows,
+                id="flags",
+            ),
+            tag("h2", "Traffic per variant"),
+            kv({"window": window, "read from": "prediction events (columnar copy + tail)"}),
+            table(
+                ("model", "arm", "version", "requests", "share", "p95 ms (worst hour)"),
+                variant_rows,
+                id="flag-traffic",
+            ),
+            tag("h2", "New flag"),
+            form_inputs(
+                "/ui/flags",
+                "Create",
+                csrf,
+                [
+                    ("model", "text", ""),
+                    ("name", "text", ""),
+                    ("version", "text", ""),
+                    ("match", "text", ""),
+                    ("percent", "number", "0"),
+                ],
+                id="create-flag",
+            ),
+        ]
+    )
+
+
+def flag_page(project: Project, model: str, name: str, csrf: str) -> Markup:
+    """One flag and its history (every change, who and why, the route revision it made)."""
+    f = project.flags.show(model, name)
+    history = [
+        (
+            h["revision"],
+            h["action"],
+            _targets(h["flag"].get("match") or {}),
+            f"{h['flag'].get('percent', 0):g}%",
+            h["flag"].get("state"),
+            h["route_revision"],
+            h["actor"],
+            h["reason"],
+            _when(h["at"]),
+        )
+        for h in f["history"]
+    ]
+    return join(
+        [
+            kv(
+                {
+                    "model": link(f"/ui/routes#{model}", model),
+                    "version": f"v{f['version']}",
+                    "state": status_badge(f["state"]),
+                    "targets": _targets(f["match"]),
+                    "rollout": f"{f['percent']:g}%",
+                    "revision": f["revision"],
+                    "description": f["description"],
+                    "created": _when(f["created_at"]),
+                }
+            ),
+            tag("h2", "History"),
+            table(
+                (
+                    "revision",
+                    "change",
+                    "targets",
+                    "rollout",
+                    "state",
+                    "route revision",
+                    "by",
+                    "reason",
+                    "at",
+                ),
+                history,
+                id="flag-history",
+            ),
+        ]
+    )
 
 
 # -- readiness --------------------------------------------------------------------------------
