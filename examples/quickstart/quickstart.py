@@ -47,7 +47,7 @@ from monitor_demo import MONITORING_SPEC, run_monitoring
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
-from scoring_demo import run_scoring
+from scoring_demo import run_scoring, run_stream
 from serve_demo import serve_and_route
 
 import conveyor
@@ -320,6 +320,13 @@ def run_quickstart(project: conveyor.Project, *, rows: int) -> dict[str, Any]:
     if champion_of(project) is not None:
         with console.status("Batch scoring..."):
             scoring = run_scoring(project, console, raw, FEATURES, model=MODEL_NAME, step="13")
+
+    # 14. Stream scoring: transactions on NATS JetStream scored as they arrive through the
+    #     champion's route; poison messages dead-lettered (skipped without a NATS server).
+    stream = None
+    if champion_of(project) is not None:
+        with console.status("Stream scoring..."):
+            stream = run_stream(project, console, raw, FEATURES, model=MODEL_NAME, step="14")
     return {
         "data": data,
         "candidates": [first, weak, better],
@@ -329,6 +336,7 @@ def run_quickstart(project: conveyor.Project, *, rows: int) -> dict[str, Any]:
         "monitoring": monitoring,
         "delivery": delivery,
         "scoring": scoring,
+        "stream": stream,
         "champion": champion_of(project),
     }
 

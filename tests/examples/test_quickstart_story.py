@@ -132,6 +132,11 @@ def test_quickstart_promotes_through_gates_and_optimizes(tmp_path: Path) -> None
         scores = root / "scores" / "nightly"
         assert len(list(scores.glob("part-*.parquet"))) == 2
         assert (scores / "_manifest.json").exists()
+        # Stream scoring on the NATS `make test` starts: every good message scored by the
+        # champion's route, the two poison ones dead-lettered.
+        streamed = next(line for line in out.splitlines() if line.startswith("14 "))
+        assert "202 messages, 200 scored by the route" in streamed, out
+        assert "2 dead-lettered" in out, out
 
 
 def _float_onnx_bound(out: str) -> float:
