@@ -68,6 +68,10 @@ __all__ = [
 FOLDER = "rollups"
 #: The kinds compaction rolls up.
 KINDS = ("prediction", "prediction.failed")
+#: Servers' samples: their rollup is the samples themselves with the payload parsed once
+#: (a typed struct, as the system monitors read it), not an aggregate.
+SAMPLE_KIND = "serving.sample"
+_WRITTEN = (*KINDS, SAMPLE_KIND)
 MINUTE_US = 60_000_000
 #: The largest error of a quantile read from the rollups, relative to the exact value.
 RELATIVE_ERROR = 0.01
@@ -188,10 +192,14 @@ def rollup_table(part: pa.Table, con: duckdb.DuckDBPyConnection) -> pa.Table | N
     if part.num_rows == 0:
         return None
     kind = pc.min(part["kind"]).as_py()
-    if kind not in KINDS or kind != pc.max(part["kind"]).as_py():
+    if kind not in _WRITTEN or kind != pc.max(part["kind"]).as_py():
         return None
     con.register("_part", part)
     try:
+        if kind == SAMPLE_KIND:
+            return con.sql(
+                f"SELECT time_us, {_sample_struct('payload')} AS p FROM _part ORDER BY time_us"
+            ).to_arrow_table()
         sql = _rollup_sql(kind, "_part", f"time_us // {MINUTE_US} * {MINUTE_US}")
         return con.sql(
             f"SELECT * FROM ({sql}) ORDER BY minute_us, model, version, arm"
@@ -230,7 +238,7 @@ def backfill(project: Project) -> int:
     with project.store.read() as session:
         paths = list(
             session.execute(
-                sa.select(F.path).where(F.log == LOG, F.kind.in_(KINDS)).order_by(F.first_seq)
+                sa.select(F.path).where(F.log == LOG, F.kind.in_(_WRITTEN)).order_by(F.first_seq)
             ).scalars()
         )
     done = 0
@@ -264,6 +272,39 @@ def remove_uncommitted(root: Path, last_seq: int) -> int:
             path.unlink(missing_ok=True)
             removed += 1
     return removed
+
+
+def _sample_struct(payload: str) -> str:
+    from conveyor.monitoring.system_query import SAMPLE_SHAPE
+
+    return f"from_json({payload}, '{SAMPLE_SHAPE}')"
+
+
+def samples_sql(
+    monitor: MonitorQuery, snapshot: Snapshot, *, since_us: int, until_us: int
+) -> str | None:
+    """The servers' samples in ``[since_us, until_us)`` as ``(time_us, p)``, ``p`` the
+    parsed payload: from the parsed copies of the listed files that have one, and the
+    other files and the tail (``_tail``) parsed here. None when no file has a parsed copy
+    (the caller parses every payload, as before)."""
+    from conveyor.monitoring.compaction import copy_root
+    from conveyor.monitoring.query import _sql_string, _view_sql
+
+    root = copy_root(monitor.project)
+    files = [f for f in snapshot.files if f.startswith(f"events/kind={SAMPLE_KIND}/")]
+    parsed = [f for f in files if (root / rollup_path(f)).exists()]
+    if not parsed:
+        return None
+    has = set(parsed)
+    raw = _view_sql(
+        str(root), [f for f in files if f not in has], [SAMPLE_KIND], since_us, until_us
+    )
+    listed = ", ".join(_sql_string(str(root / rollup_path(f))) for f in parsed)
+    return (
+        f"SELECT time_us, {_sample_struct('payload')} AS p FROM ({raw}) UNION ALL "
+        f"SELECT time_us, p FROM read_parquet([{listed}], hive_partitioning = false) "
+        f"WHERE time_us >= {since_us} AND time_us < {until_us}"
+    )
 
 
 # -- reading ---------------------------------------------------------------------------------

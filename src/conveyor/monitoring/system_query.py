@@ -77,7 +77,7 @@ _VERSION_SHAPE = (
     '[{"model": "VARCHAR", "version": "VARCHAR", "queue_rows": "BIGINT", '
     '"batches": "BIGINT", "batch_rows": "BIGINT"}]'
 )
-_SAMPLE_SHAPE = (
+SAMPLE_SHAPE = (
     '{"pid": "BIGINT", "host": "VARCHAR", "cpu_percent": "DOUBLE", "rss_mib": "DOUBLE", '
     '"queue_depth": "BIGINT", "batches": "BIGINT", "batch_rows": "BIGINT", "shed": "BIGINT", '
     '"versions": ' + _VERSION_SHAPE + "}"
@@ -90,7 +90,7 @@ _SAMPLES = (
 CREATE OR REPLACE TEMP TABLE samples AS
 SELECT time_us // $window * $window AS window_us,
        from_json(payload, '"""
-    + _SAMPLE_SHAPE
+    + SAMPLE_SHAPE
     + """') AS p
 FROM sampled
 WHERE kind = 'serving.sample' AND time_us >= $since AND time_us < $until
@@ -188,7 +188,19 @@ def system(
             ("answered", "prediction"),
         ):
             monitor.kind_view(con, view, kind, snapshot, since=since, until=until)
-        con.execute(_SAMPLES, params)
+        parsed = None
+        if not exact:
+            from conveyor.monitoring.rollups import samples_sql
+
+            parsed = samples_sql(monitor, snapshot, since_us=since_us, until_us=until_us)
+        if parsed is None:
+            con.execute(_SAMPLES, params)
+        else:  # the payloads parsed at compaction (the tail's here)
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE samples AS "
+                f"SELECT time_us // $window * $window AS window_us, p FROM ({parsed})",
+                {"window": window_us},
+            )
         processes = _process_rows(con, params)
         per_version = _version_rows(con, params, model)
         rolled = None
