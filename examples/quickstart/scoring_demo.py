@@ -109,7 +109,7 @@ def run_scoring(
     )
     written = sum(pq.read_metadata(part).num_rows for part in output.glob("part-*.parquet"))
     console.print(
-        f"    run again: the same {again.partitions} partition files rewritten, "
+        f"    run again: the same {again.partitions} partitions rewritten, "
         f"{written:,} rows in {output.name}/ (none doubled); lineage in "
         f"{Path(again.manifest or '').name}"
     )

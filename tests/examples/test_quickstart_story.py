@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -131,8 +132,12 @@ def test_quickstart_promotes_through_gates_and_optimizes(tmp_path: Path) -> None
         assert "refused (conflict), nothing left to score" in flat, out
         assert "20,000 rows in nightly/ (none doubled)" in flat, out
         scores = root / "scores" / "nightly"
-        assert len(list(scores.glob("part-*.parquet"))) == 2
-        assert (scores / "_manifest.json").exists()
+        manifest = json.loads((scores / "_manifest.json").read_text())
+        assert [p["rows"] for p in manifest["partitions"]] == [20_000, 3]
+        assert manifest["scored"] == 20_000 and manifest["rejected"] == 3
+        # the broken file's partition has only rejected rows: no scores file of its own
+        assert len(list(scores.glob("part-*.parquet"))) == 1
+        assert len(list((scores / "rejected").glob("part-*.parquet"))) == 1
         # Stream scoring on the NATS `make test` starts: every good message scored by the
         # champion's route, the two poison ones dead-lettered.
         assert "14 scored a stream on NATS JetStream: 202 messages, 200 scored" in flat, out
