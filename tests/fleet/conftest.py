@@ -78,7 +78,7 @@ def running_fleet(
             port = 8100 if host.prefix else free_port()
             members.append(Member(host.name, host.address, port, host.address, host.prefix, env))
         spec = FleetSpec(
-            balancer=balancer,  # type: ignore[arg-type]
+            balancer=balancer,
             servers=servers,
             port=free_port(),
             check_interval_s=0.2,

@@ -35,7 +35,7 @@ def _cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize("balancer", ["haproxy", "nginx"])
 def test_the_config_passes_the_balancers_own_check(tmp_path: Path, balancer: str) -> None:
-    spec = FleetSpec(balancer=balancer, servers=3, port=9080)  # type: ignore[arg-type]
+    spec = FleetSpec(balancer=balancer, servers=3, port=9080)
     plan = FleetPlan.local(spec, tmp_path)
     text = render(plan)
     path = tmp_path / "lb.conf"
