@@ -191,6 +191,7 @@ class RouteWatcher:
         retry_s: float = 10.0,
         on_change: Callable[[str, RouteFailure | None], None] | None = None,
         listen: bool = True,
+        listen_dsn: str | None = None,
         poll_timeout_s: float = 5.0,
     ) -> None:
         self.store = routes
@@ -209,8 +210,11 @@ class RouteWatcher:
         self._task: asyncio.Task[None] | None = None
         self.ready = False
         self.last_error: str | None = None
-        #: Pushed changes (PostgreSQL): ``listen=False`` polls only.
+        #: Pushed changes (PostgreSQL): ``listen=False`` polls only. ``listen_dsn``: where to
+        #: LISTEN when the store's URL is a transaction-mode pooler (PgBouncer), which
+        #: cannot hold a LISTEN: the database directly, or a session-mode pool.
         self.listen = listen
+        self.listen_dsn = listen_dsn
         self.listener: RouteListener | None = None
         self._wake: asyncio.Event | None = None
         #: The longest wait for one poll; the poll in flight (one at most).
@@ -408,6 +412,8 @@ class RouteWatcher:
         """The libpq DSN of the store when it is PostgreSQL and listening is on."""
         if not self.listen:
             return None
+        if self.listen_dsn:
+            return self.listen_dsn
         url = getattr(getattr(self.store, "store", None), "url", None)
         if url is None or url.scheme != "postgresql":
             return None
