@@ -157,6 +157,8 @@ class RouteListener:
             keepalives_idle=5,
             keepalives_interval=2,
             keepalives_count=3,
+            # Which process listens, as pg_stat_activity shows it.
+            application_name=f"conveyor-routes:{os.getpid()}",
         ) as conn:
             schema = conn.execute("SELECT current_schema()").fetchone()
             conn.execute(f"LISTEN {ROUTES_CHANNEL}")
