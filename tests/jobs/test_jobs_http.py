@@ -127,3 +127,18 @@ def test_an_unknown_or_malformed_job_id_is_404(served: dict[str, Any], job_id: s
     # (schemathesis found a malformed id answered 503: NATS refused the key)
     answer = httpx.get(f"{served['url']}/v1/jobs/{job_id}", timeout=10)
     assert answer.status_code == 404 and answer.json()["code"] == "not_found"
+
+
+def test_a_full_queue_refuses_with_retry_after(tmp_path: Path, queue_name: str) -> None:
+    project = make_project(tmp_path, queue_name, max_queued=2)
+    with ThreadedServer(create_app(project)) as server:
+        answers = [
+            httpx.post(f"{server.url}/v1/models/m/predict?mode=async", json=ROWS, timeout=10)
+            for _ in range(3)
+        ]
+    project.close()
+    assert [a.status_code for a in answers] == [202, 202, 503]
+    assert answers[2].json()["code"] == "throttled" and "retry-after" in answers[2].headers
+    assert depth(queue_name)["queued"] == 2
+    # The refused request left no job behind: its record was taken back.
+    assert "maximum of 2" in answers[2].json()["message"]

@@ -241,6 +241,7 @@ class JobQueue:
 
     async def close(self) -> None:
         nc, self._nc, self._js, self._kv = self._nc, None, None, None
+        self._lock = None  # bound to the loop that made it; the next may be another
         if nc is not None and not nc.is_closed:
             try:
                 await nc.drain()
