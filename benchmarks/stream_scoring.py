@@ -2,7 +2,7 @@
 nats-py loop calling ``model.predict`` (the limit), in the same run.
 
     flock /tmp/conveyor-bench.lock .venv/bin/python benchmarks/stream_scoring.py
-    .venv/bin/python benchmarks/stream_scoring.py --quick      # fewer events
+    .venv/bin/python benchmarks/stream_scoring.py --quick      # 10k events, 1 round
 
 Model: the serving benchmark's LogisticRegression (20 float features,
 ``peers/serving_workload.fit("lr", frame=True)``), registered in a fresh project.
@@ -20,7 +20,8 @@ Model: the serving benchmark's LogisticRegression (20 float features,
    Conveyor's one-consumer rate for ``--seconds``, each carrying the time it was sent;
    end-to-end latency = the output message's stored time - the send time; p50/p99.
 
-Writes ``benchmarks/results/stream_scoring.json``.
+Every figure is the median over ``--rounds`` (3; the cases rotate their order each round),
+each round's value kept in the JSON. Writes ``benchmarks/results/stream_scoring.json``.
 """
 
 from __future__ import annotations
@@ -54,19 +55,22 @@ BATCH = 256
 
 def consume_conveyor(root: str, stream: str, output: str, idle: float) -> None:
     from conveyor.project import Project
-    from conveyor.scoring.stream import score_stream
+    from conveyor.scoring.stream import StreamScorer
 
     with Project.open(root) as project:
-        result = score_stream(
+        scorer = StreamScorer(
             project,
             "lr@1",
-            source=f"{NATS}/{stream}?durable=bench&ack_wait=30",
+            f"{NATS}/{stream}?durable=bench&ack_wait=30",
             output=output,
             dead_letter=f"{output}.dlq",
             time_field="sent",
             batch=BATCH,
-            idle_timeout=idle,
         )
+        scorer.start()
+        print("ready", flush=True)  # connected, model loaded and warmed up
+        sys.stdin.readline()  # go
+        result = scorer.run(idle_timeout=idle)
     print(json.dumps(result.to_dict()), flush=True)
 
 
@@ -86,12 +90,14 @@ def consume_plain(root: str, stream: str, output: str, idle: float) -> None:
         nc = await nats.connect(NATS)
         js = nc.jetstream()
         sub = await js.pull_subscribe_bind("bench", stream)
+        print("ready", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # go
         done = 0
         last = time.monotonic()
         while time.monotonic() - last < idle:
             try:
                 msgs = await sub.fetch(BATCH, timeout=1)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats-py's, or asyncio's from inside its pull
                 continue
             last = time.monotonic()
             rows = [orjson.loads(m.data) for m in msgs]
@@ -238,25 +244,41 @@ def output_times(token: str, expected: int, timeout: float) -> list[tuple[float,
 
 
 def start(kind: str, root: str, stream: str, output: str, idle: float) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+    """A consumer process, returned once it is connected with its model loaded; it starts
+    consuming at :func:`go`."""
+    proc = subprocess.Popen(
         [sys.executable, __file__, "--consume", kind, root, stream, output, str(idle)],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
     )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if line.strip() != "ready":
+        raise RuntimeError(f"the {kind} consumer did not start: {line!r}")
+    return proc
+
+
+def go(procs: list[subprocess.Popen[str]]) -> None:
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
 
 
 def throughput(kind: str, consumers: int, root: str, n: int, log: Any) -> dict[str, Any]:
     token = uuid.uuid4().hex[:8]
     stream, subject, output = make_streams(token)
     try:
-        preload(subject, n)
         procs = [start(kind, root, stream, output, idle=3) for _ in range(consumers)]
+        preload(subject, n)
+        go(procs)
         times = output_times(token, n, timeout=600)
         results = [json.loads(p.communicate(timeout=120)[0].splitlines()[-1]) for p in procs]
         stored = sorted(t for t, _ in times)
-        # From the first result stored (every consumer has started by then, near enough)
-        # to the last: the steady drain rate, start-up (imports, model load) excluded.
+        # Every consumer was connected, its model loaded, before the go: from the first
+        # result stored to the last is the drain rate of the backlog.
         seconds = stored[-1] - stored[0]
         rate = (len(stored) - 1) / seconds if seconds > 0 else float("nan")
         shares = [r.get("scored") for r in results]
@@ -282,7 +304,7 @@ def latency(kind: str, root: str, rate: float, seconds: float, log: Any) -> dict
     stream, subject, output = make_streams(token)
     try:
         proc = start(kind, root, stream, output, idle=3)
-        time.sleep(4.0)  # start-up (imports, the model's load and warm-up) before the load
+        go([proc])
         sent = paced(subject, rate, seconds)
         times = output_times(token, sent, timeout=120)
         proc.communicate(timeout=120)
@@ -307,6 +329,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=40_000)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=3, help="medians over rounds")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--consume", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -317,7 +340,7 @@ def main() -> None:
         )
         return
     if args.quick:
-        args.events, args.seconds = 10_000, 5.0
+        args.events, args.seconds, args.rounds = 10_000, 5.0, 1
     from conveyor.project import Project, init_project
 
     log = print
@@ -329,15 +352,40 @@ def main() -> None:
 
             x = pd.DataFrame([wl.request_row() for _ in range(8)], columns=wl.FEATURES)
             project.registry.register("lr", wl.fit("lr", frame=True), signature_from=x)
-        runs = [
-            throughput(kind, consumers, root, args.events, log)
-            for kind in ("conveyor", "plain")
-            for consumers in (1, 2)
-        ]
+        cases = [(kind, consumers) for kind in ("conveyor", "plain") for consumers in (1, 2)]
+        rounds: dict[tuple[str, int], list[dict[str, Any]]] = {c: [] for c in cases}
+        for i in range(args.rounds):
+            for kind, consumers in cases[i % len(cases) :] + cases[: i % len(cases)]:
+                rounds[(kind, consumers)].append(
+                    throughput(kind, consumers, root, args.events, log)
+                )
+        runs = []
+        for (kind, consumers), each in rounds.items():
+            rates = [r["events_per_s"] for r in each]
+            runs.append(
+                {
+                    "engine": kind,
+                    "consumers": consumers,
+                    "events": args.events,
+                    "events_per_s": round(statistics.median(rates), 1),
+                    "rounds": each,
+                }
+            )
         peak = next(
             r["events_per_s"] for r in runs if r["engine"] == "conveyor" and r["consumers"] == 1
         )
-        lat = [latency(kind, root, peak / 2, args.seconds, log) for kind in ("conveyor", "plain")]
+        lat = []
+        for kind in ("conveyor", "plain"):
+            each = [latency(kind, root, peak / 2, args.seconds, log) for _ in range(args.rounds)]
+            lat.append(
+                {
+                    "engine": kind,
+                    "rate": round(peak / 2, 1),
+                    "p50_ms": round(statistics.median(r["p50_ms"] for r in each), 2),
+                    "p99_ms": round(statistics.median(r["p99_ms"] for r in each), 2),
+                    "rounds": each,
+                }
+            )
     by = {(r["engine"], r["consumers"]): r["events_per_s"] for r in runs}
     result = {
         "benchmark": "stream_scoring",
@@ -346,6 +394,8 @@ def main() -> None:
         "model": "LogisticRegression, 20 float features (benchmarks/serving.py's)",
         "broker": NATS,
         "batch": BATCH,
+        "rounds": args.rounds,
+        "load_average": os.getloadavg(),
         "throughput": runs,
         "latency_at_half_peak": lat,
         "ratios": {
