@@ -304,6 +304,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes")
     parser.add_argument("--repeat", type=int, default=3, help="throughput runs (median)")
+    parser.add_argument("--name", help="results/<name>.json (default: event_log_broker)")
     args = parser.parse_args()
     n = 20_000 if args.quick else 200_000
     n_cost = 20_000 if args.quick else 200_000
@@ -390,7 +391,7 @@ def main() -> None:
             median / result["results"]["peer_sql_log_postgresql"]["events_per_s_median"], 2
         ),
     }
-    name = "event_log_broker-quick" if args.quick else "event_log_broker"
+    name = args.name or ("event_log_broker-quick" if args.quick else "event_log_broker")
     result["path"] = str(harness.write_result(name, result).relative_to(harness.ROOT))
     print(json.dumps(result["summary"], indent=2))
 
