@@ -67,8 +67,6 @@ _PULL = 5_000
 _PULL_WAIT_S = 0.25
 _BACKOFF_MIN_S = 0.1
 _BACKOFF_MAX_S = 5.0
-#: Characters of a rejected message kept in its event.
-_EXCERPT = 200
 
 
 @dataclass
