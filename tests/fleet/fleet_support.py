@@ -156,7 +156,11 @@ def hosts(count: int, *, separate: bool | None = None) -> Iterator[list[Host]]:
         yield [Host(f"s{i}", "127.0.0.1", "127.0.0.1") for i in range(count)]
         return
     tag = uuid.uuid4().hex[:5]
-    net = 100 + int(tag, 16) % 150
+    # A 10.N.0.0/16 no interface uses yet (tests run in parallel: each fixture its own).
+    used = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True, check=False)
+    taken = {int(x.split(".")[1]) for x in used.stdout.split() if x.startswith("10.")}
+    first = int(tag, 16) % 150
+    net = next(n for n in (100 + (first + k) % 150 for k in range(150)) if n not in taken)
     made: list[str] = []
     try:
         found = []

@@ -13,6 +13,8 @@ from fleet_support import Load
 
 from conftest import FleetFactory
 
+pytestmark = pytest.mark.slow  # real processes and a balancer: seconds each
+
 THREADS = 4
 
 

@@ -6,9 +6,12 @@ from __future__ import annotations
 import time
 
 import httpx
+import pytest
 from fleet_support import ROW
 
 from conftest import FleetFactory
+
+pytestmark = pytest.mark.slow  # real processes and a balancer: seconds each
 
 
 def test_a_keys_limit_holds_across_two_servers_behind_the_balancer(

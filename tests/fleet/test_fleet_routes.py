@@ -16,6 +16,8 @@ from conveyor.project import Project
 from conveyor.serving.route_store import RouteStore
 from conveyor.serving.routes import RoutePolicy
 
+pytestmark = pytest.mark.slow  # real processes and a balancer: seconds each
+
 
 def _set(fleet: RunningFleet, version: int) -> float:
     """Route m to ``version`` from this process; when it was committed."""
