@@ -207,6 +207,13 @@ def _deliver(
                 soft_wrap=True,
             )
             summary["good"] = {"status": ended.status, "version": good.version.number}
+        else:
+            failed = "; ".join(f"{c.name}: {c.detail}" for c in good.report.failures)
+            console.print(
+                f"    {good.version.ref} (128-64 units, 20 epochs) failed its gates, so it "
+                f"was not rolled out: {failed}",
+                soft_wrap=True,
+            )
 
         # 3. An A-A experiment: both arms on the champion; conversion independent of arm.
         now = registry.get(model, "champion").number
