@@ -133,7 +133,10 @@ class Submitter:
         )
         record = await self.queue.submit(job, body)
         self.accepted += 1
-        self.server.events.record(
+        # A control event waits for room when the log's buffer is full: in a thread, so a
+        # backed-up event sink slows acceptance down rather than stalling the event loop.
+        await asyncio.to_thread(
+            self.server.events.record,
             JOB_ACCEPTED,
             subject=model,
             subject_version=None if version is None else str(version),

@@ -255,7 +255,8 @@ class Worker:
             self.failed += 1
         finished.labels(record["status"]).inc()
         started = record.get("started_ts") or now
-        self.project.events.record(
+        await asyncio.to_thread(  # a control event may wait for room: not on the loop
+            self.project.events.record,
             JOB_FINISHED,
             subject=job.model,
             request_id=job.request_id,
@@ -277,7 +278,8 @@ class Worker:
         record["callback"] = state
         with contextlib.suppress(ConflictError):
             await self.queue.update(record, revision)
-        self.project.events.record(
+        await asyncio.to_thread(
+            self.project.events.record,
             JOB_CALLBACK,
             subject=record["model"],
             request_id=record.get("request_id"),
