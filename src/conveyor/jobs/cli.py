@@ -15,7 +15,6 @@ the job's owner. ``get`` shows a job to its owner or an admin.
 
 from __future__ import annotations
 
-import asyncio
 import signal
 from pathlib import Path
 from typing import Annotated, Any
@@ -45,6 +44,8 @@ def submit_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Queue a prediction request for MODEL; prints the job id (read it with `jobs get`)."""
+    import asyncio
+
     from conveyor.jobs.http import check_callback_url
     from conveyor.jobs.queue import JobQueue, Submission
     from conveyor.jobs.settings import jobs_of
@@ -107,6 +108,8 @@ def get_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """A job: its status, its result or error, its timing (its owner's key or an admin)."""
+    import asyncio
+
     from conveyor.governance.keys import ApiKeys
     from conveyor.jobs.queue import JobQueue
     from conveyor.jobs.records import check_reader, public
@@ -157,6 +160,8 @@ def _key(api_keys: Any, proj: Any) -> Any:
 @errors
 def status_cmd(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
     """The queue: requests pending (no worker yet), in flight, and in all (the depth)."""
+    import asyncio
+
     from conveyor.jobs.queue import JobQueue
     from conveyor.jobs.settings import jobs_of
 
@@ -205,6 +210,7 @@ def worker_cmd(
     project: ProjectOpt = None,
 ) -> None:
     """Score queued jobs until stopped (SIGTERM or Ctrl-C finish the jobs in hand)."""
+    import asyncio
     import logging
 
     from conveyor.jobs.worker import Worker
