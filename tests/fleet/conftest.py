@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from fleet_support import Host, Proxy, fleet_project, hosts, through
+from fleet_support import Host, fleet_project, hosts, through
 
 from conveyor.fleet.balancer import FleetPlan, Member
 from conveyor.fleet.manager import Fleet
 from conveyor.fleet.settings import FleetSpec
 from conveyor.serving.server import free_port
 from conveyor.testing.services import POSTGRES_URL, postgres_schema, redis_prefix, require
+from conveyor.testing.tcp_proxy import TcpProxy
 
 #: One poll every 10 s (the most allowed): what every worker sees within a few seconds,
 #: again and again, was pushed (LISTEN/NOTIFY).
@@ -40,7 +41,7 @@ class RunningFleet:
     def server_urls(self) -> list[str]:
         return [self.fleet.server_url(m) for m in self.fleet.plan.members]
 
-    def proxies(self) -> list[Proxy]:
+    def proxies(self) -> list[TcpProxy]:
         return [p for h in self.hosts for p in h.proxies.values()]
 
 
@@ -67,9 +68,9 @@ def running_fleet(
         keys = fleet_project(root, store=store, cache=cache, ratelimit=limits, serving=serving)
         members = []
         for host in found:
-            pg = Proxy(host.gateway, ("127.0.0.1", 5432)).start()
+            pg = TcpProxy("127.0.0.1", 5432, listen_host=host.gateway).start()
             stack.callback(pg.refuse)
-            redis = Proxy(host.gateway, ("127.0.0.1", 6379)).start()
+            redis = TcpProxy("127.0.0.1", 6379, listen_host=host.gateway).start()
             stack.callback(redis.refuse)
             host.proxies = {"postgres": pg, "redis": redis}
             env = {

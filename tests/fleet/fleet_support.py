@@ -3,20 +3,16 @@ namespaces joined by veth pairs when the machine allows it, loopback ports other
 TCP proxies in front of PostgreSQL and Redis for every host, a fleet of real processes
 behind a real balancer, and a load of client threads that counts every failure.
 
-Run as ``python fleet_support.py LISTEN_HOST LISTEN_PORT TARGET_HOST TARGET_PORT``, it
-is the proxy process itself.
+The proxies are ``conveyor.testing.tcp_proxy.TcpProxy`` listening on each host's address.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -26,89 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from conveyor.testing.tcp_proxy import TcpProxy
+
 ROW = {"records": [{"a": 1.0, "b": 2.0}]}
 #: Servers of the tests answer this after `scale` of the version that answered.
 EXPECTED = {1: 3.0, 2: 6.0, 3: 9.0}
-
-
-# -- a TCP proxy that can listen on any address (a host's side of a veth) ------------------
-
-
-class Proxy:
-    """A TCP proxy process: ``refuse`` (killed), ``hang`` (SIGSTOP), ``restore``."""
-
-    def __init__(self, listen_host: str, target: tuple[str, int]) -> None:
-        self.host = listen_host
-        self.target = target
-        with socket.socket() as s:
-            s.bind((listen_host, 0))
-            self.port = int(s.getsockname()[1])
-        self.process: subprocess.Popen[bytes] | None = None
-        self.stopped = False
-
-    def start(self) -> Proxy:
-        self.process = subprocess.Popen(
-            [sys.executable, __file__, self.host, str(self.port), *map(str, self.target)],
-            stdout=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection((self.host, self.port), 0.5),
-            ):
-                return self
-            time.sleep(0.02)
-        raise RuntimeError(f"the proxy on {self.host}:{self.port} did not start")
-
-    def refuse(self) -> None:
-        if self.process is not None:
-            if self.stopped:
-                self.process.send_signal(signal.SIGCONT)
-            self.process.kill()
-            self.process.wait(10)
-            self.process = None
-        self.stopped = False
-
-    def hang(self) -> None:
-        if self.process is None:
-            self.start()
-        assert self.process is not None
-        self.process.send_signal(signal.SIGSTOP)
-        self.stopped = True
-
-    def restore(self) -> None:
-        if self.process is not None and self.stopped:
-            self.process.send_signal(signal.SIGCONT)
-            self.stopped = False
-        elif self.process is None:
-            self.start()
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except OSError:
-        pass
-    finally:
-        with contextlib.suppress(Exception):
-            writer.close()
-
-
-async def _proxy(listen_host: str, listen_port: int, host: str, port: int) -> None:
-    async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        try:
-            server_r, server_w = await asyncio.open_connection(host, port)
-        except OSError:
-            client_w.close()
-            return
-        await asyncio.gather(_pipe(client_r, server_w), _pipe(server_r, client_w))
-
-    server = await asyncio.start_server(handle, listen_host, listen_port, reuse_address=True)
-    async with server:
-        await server.serve_forever()
 
 
 # -- hosts ---------------------------------------------------------------------------------
@@ -124,7 +42,7 @@ class Host:
     #: The address of this machine as seen from that host (where its proxies listen).
     gateway: str
     prefix: tuple[str, ...] = ()
-    proxies: dict[str, Proxy] = field(default_factory=dict)
+    proxies: dict[str, TcpProxy] = field(default_factory=dict)
 
 
 def _run(*argv: str) -> None:
@@ -230,7 +148,7 @@ def fleet_project(
         }
 
 
-def through(url: str, proxy: Proxy) -> str:
+def through(url: str, proxy: TcpProxy) -> str:
     """``url`` with its host and port replaced by the proxy's."""
     from conveyor.backends import BackendURL
 
@@ -336,8 +254,3 @@ def stop_all(process_ids: Any) -> None:
     for pid in process_ids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-
-
-if __name__ == "__main__":
-    listen_host, listen_port, target_host, target_port = sys.argv[1:5]
-    asyncio.run(_proxy(listen_host, int(listen_port), target_host, int(target_port)))

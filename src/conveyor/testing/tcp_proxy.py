@@ -10,7 +10,7 @@
 
 ``hang`` is what a stopped or partitioned service looks like to a client:
 nothing fails, nothing answers, only timeouts help. Run as
-``python -m conveyor.testing.tcp_proxy LISTEN_PORT TARGET_HOST TARGET_PORT``.
+``python -m conveyor.testing.tcp_proxy LISTEN_HOST LISTEN_PORT TARGET_HOST TARGET_PORT``.
 """
 
 from __future__ import annotations
@@ -29,11 +29,20 @@ __all__ = ["TcpProxy"]
 class TcpProxy:
     """The proxy process and the three states a test puts it in."""
 
-    def __init__(self, target_host: str, target_port: int, port: int | None = None) -> None:
+    def __init__(
+        self,
+        target_host: str,
+        target_port: int,
+        port: int | None = None,
+        *,
+        listen_host: str = "127.0.0.1",
+    ) -> None:
         self.target = (target_host, target_port)
+        #: Where it listens: loopback, or a network namespace's side of a veth pair.
+        self.host = listen_host
         if port is None:
             with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
+                s.bind((listen_host, 0))
                 port = int(s.getsockname()[1])
         self.port = port
         self._process: subprocess.Popen[bytes] | None = None
@@ -41,18 +50,18 @@ class TcpProxy:
 
     def start(self) -> TcpProxy:
         self._process = subprocess.Popen(
-            [sys.executable, "-m", __name__, str(self.port), *map(str, self.target)],
+            [sys.executable, "-m", __name__, self.host, str(self.port), *map(str, self.target)],
             stdout=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             with (
                 contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
+                socket.create_connection((self.host, self.port), timeout=0.5),
             ):
                 return self
             time.sleep(0.02)
-        raise RuntimeError(f"the TCP proxy on port {self.port} did not start")
+        raise RuntimeError(f"the TCP proxy on {self.host}:{self.port} did not start")
 
     def refuse(self) -> None:
         """Kill the proxy: open connections are cut, new ones refused."""
@@ -102,7 +111,7 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             writer.close()
 
 
-async def _serve(listen_port: int, host: str, port: int) -> None:
+async def _serve(listen_host: str, listen_port: int, host: str, port: int) -> None:
     async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         try:
             server_r, server_w = await asyncio.open_connection(host, port)
@@ -111,11 +120,11 @@ async def _serve(listen_port: int, host: str, port: int) -> None:
             return
         await asyncio.gather(_pipe(client_r, server_w), _pipe(server_r, client_w))
 
-    server = await asyncio.start_server(handle, "127.0.0.1", listen_port, reuse_address=True)
+    server = await asyncio.start_server(handle, listen_host, listen_port, reuse_address=True)
     async with server:
         await server.serve_forever()
 
 
 if __name__ == "__main__":
-    listen, target_host, target_port = sys.argv[1], sys.argv[2], sys.argv[3]
-    asyncio.run(_serve(int(listen), target_host, int(target_port)))
+    listen_host, listen, target_host, target_port = sys.argv[1:5]
+    asyncio.run(_serve(listen_host, int(listen), target_host, int(target_port)))
