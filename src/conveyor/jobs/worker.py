@@ -419,10 +419,20 @@ def _route() -> Any:
     if not _ROUTE:
         from conveyor.web.routing import Route
 
-        async def nothing(call: Any) -> Any:  # pragma: no cover - never routed to
-            raise NotImplementedError
-
         _ROUTE.append(
-            Route("POST", "/v1/models/{model}/predict", nothing, "jobs.work", "a job", name="job")
+            Route(
+                "POST",
+                "/v1/models/{model}/predict",
+                _scored_by_the_worker,
+                "jobs.work",
+                "a job",
+                name="job",
+            )
         )
     return _ROUTE[0]
+
+
+async def _scored_by_the_worker(call: Any) -> Any:
+    """The job route's endpoint: a job's call goes straight to ``Server.predict`` (see
+    :meth:`Worker._score`), never through an app's router, so reaching this is a bug."""
+    raise RuntimeError(f"job {call.request_id}: a job is scored by the jobs worker, not routed")
