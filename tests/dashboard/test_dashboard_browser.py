@@ -28,7 +28,6 @@ from conveyor.serving.server import ThreadedServer
 # The server (in this process) hands sklearn a bare matrix on its dense path: the warning
 # would be an error under the suite's filterwarnings and a 500 (serving's, not the UI's).
 pytestmark = pytest.mark.filterwarnings("ignore:X does not have valid feature names:UserWarning")
-CHROMIUM = Path("/usr/bin/chromium")  # Debian's (scripts/services.sh installs it)
 
 SHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "dashboard"
 SPEC = """
@@ -149,20 +148,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     finally:
         server.stop()
         project.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    assert CHROMIUM.exists(), "no /usr/bin/chromium: run scripts/services.sh chromium"
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 def _logged_in(browser: Any, site: dict[str, Any], key: str) -> Any:

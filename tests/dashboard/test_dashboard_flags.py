@@ -26,7 +26,6 @@ from conveyor.serving.routes import RoutePolicy
 from conveyor.serving.server import ThreadedServer
 
 pytestmark = pytest.mark.filterwarnings("ignore:X does not have valid feature names:UserWarning")
-CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "dashboard"
 BETA, OTHERS = 30, 45
 
@@ -82,20 +81,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     finally:
         server.stop()
         project.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    assert CHROMIUM.exists(), "no /usr/bin/chromium: run scripts/services.sh chromium"
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 def _logged_in(browser: Any, site: dict[str, Any], key: str) -> Any:

@@ -19,7 +19,6 @@ from conveyor.errors import BackendUnavailableError, InvalidInputError
 from conveyor.events import EventLog
 from conveyor.monitoring.sink import Sink
 from conveyor.project import Project, init_project
-from conveyor.testing.services import postgres_schema
 
 KIND = "test.sink"
 
@@ -32,20 +31,6 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
         yield server
     finally:
         server.kill()
-
-
-@pytest.fixture
-def pg_env() -> Iterator[dict[str, str]]:
-    with postgres_schema() as url:
-        yield {"CONVEYOR_STORE": url, "CONVEYOR_EVENTS": url}
-
-
-@pytest.fixture
-def project(tmp_path: Path, pg_env: dict[str, str]) -> Iterator[Project]:
-    root = tmp_path / "proj"
-    init_project(root, name="sunk")
-    with Project.open(root, env=pg_env) as opened:
-        yield opened
 
 
 @pytest.fixture

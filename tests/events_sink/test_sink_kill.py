@@ -28,8 +28,7 @@ from sink_support import (
 )
 
 from conveyor.events import EventLog
-from conveyor.project import Project, init_project
-from conveyor.testing.services import postgres_schema
+from conveyor.project import Project
 
 KIND = "test.sink"
 
@@ -42,20 +41,6 @@ def broker(tmp_path: Path) -> Iterator[NatsServer]:
         yield server
     finally:
         server.kill()
-
-
-@pytest.fixture
-def pg_env() -> Iterator[dict[str, str]]:
-    with postgres_schema() as url:
-        yield {"CONVEYOR_STORE": url, "CONVEYOR_EVENTS": url}
-
-
-@pytest.fixture
-def project(tmp_path: Path, pg_env: dict[str, str]) -> Iterator[Project]:
-    root = tmp_path / "proj"
-    init_project(root, name="sunk")
-    with Project.open(root, env=pg_env) as opened:
-        yield opened
 
 
 def _consumer(source: str) -> dict[str, Any]:

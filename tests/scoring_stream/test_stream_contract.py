@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from stream_support import FEATURES, broker, make_project, predict, rows
+from stream_support import FEATURES, make_project, predict, rows
 
 from conveyor.errors import BackendUnavailableError, NotFoundError
 from conveyor.project import Project
@@ -25,17 +25,6 @@ Streams = Any  # stream_support.Streams or RedisStreams: the same interface
 def project(tmp_path: Path) -> Iterator[Project]:
     with make_project(tmp_path / "proj", versions=2) as opened:
         yield opened
-
-
-@pytest.fixture(
-    params=[
-        pytest.param("nats", marks=pytest.mark.nats),
-        pytest.param("redis", marks=pytest.mark.redis),
-    ]
-)
-def streams(request: pytest.FixtureRequest) -> Iterator[Streams]:
-    with broker(request.param) as made:
-        yield made
 
 
 def _run(project: Project, streams: Streams, n: int, **options: Any) -> Any:

@@ -10,12 +10,11 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from stream_support import broker, make_project, rows
+from stream_support import make_project, rows
 
 pytestmark = pytest.mark.slow
 Streams = Any  # stream_support.Streams or RedisStreams
@@ -42,17 +41,6 @@ _CHILD = textwrap.dedent(
         print(result.stats.scored, flush=True)
     """
 )
-
-
-@pytest.fixture(
-    params=[
-        pytest.param("nats", marks=pytest.mark.nats),
-        pytest.param("redis", marks=pytest.mark.redis),
-    ]
-)
-def streams(request: pytest.FixtureRequest) -> Iterator[Streams]:
-    with broker(request.param) as made:
-        yield made
 
 
 def _child(root: Path, streams: Streams, table: str, slow: float) -> subprocess.Popen[str]:

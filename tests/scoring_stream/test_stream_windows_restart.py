@@ -10,12 +10,11 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from stream_support import broker, make_project, predict, rows
+from stream_support import make_project, predict, rows
 
 from conveyor.scoring.stream.windows import Window, Windows
 
@@ -58,17 +57,6 @@ _CHILD = textwrap.dedent(
         print(result.stats.windows, flush=True)
     """
 )
-
-
-@pytest.fixture(
-    params=[
-        pytest.param("nats", marks=pytest.mark.nats),
-        pytest.param("redis", marks=pytest.mark.redis),
-    ]
-)
-def streams(request: pytest.FixtureRequest) -> Iterator[Streams]:
-    with broker(request.param) as made:
-        yield made
 
 
 def _child(root: Path, streams: Streams, durable: str, table: str, slow: float) -> Any:
