@@ -47,13 +47,72 @@ apt_install() {  # Debian packages, without starting any daemon they bring (prom
   return $rc
 }
 
+# pgvector for PostgreSQL's major version (the RAG index's postgresql:// backend): Debian's
+# postgresql-N-pgvector when the archive has it. Bookworm has none for PostgreSQL 15, so the
+# upstream tarball of Debian's pgvector source package (from the first of trixie,
+# bookworm-backports, sid that has one) is downloaded from Debian's archive, checked against
+# the sha256 in that suite's Sources index, and built against postgresql-server-dev-N (a few
+# seconds with gcc).
+pg_major() { psql -h 127.0.0.1 -U postgres -d test -tAc 'show server_version_num' | cut -c1-2; }
+pgvector_ready() {
+  psql -h 127.0.0.1 -U postgres -d test -v ON_ERROR_STOP=1 -tAc 'create extension if not exists vector'
+}
+debian_source() {  # package -> prints "URL SHA256" of its upstream tarball in Debian's archive
+  python3 - "$1" <<'PY'
+import lzma, sys, urllib.request
+package, mirror = sys.argv[1], "http://deb.debian.org/debian"
+for suite in ("trixie", "bookworm-backports", "sid"):
+    try:
+        with urllib.request.urlopen(f"{mirror}/dists/{suite}/main/source/Sources.xz", timeout=60) as r:
+            index = lzma.decompress(r.read()).decode()
+    except OSError:
+        continue
+    for stanza in index.split("\n\n"):
+        fields = dict(l.split(": ", 1) for l in stanza.splitlines() if ": " in l and not l.startswith(" "))
+        if fields.get("Package") != package:
+            continue
+        sums = stanza.split("Checksums-Sha256:", 1)[1].splitlines()[1:]
+        for line in sums:
+            if not line.startswith(" "):
+                break
+            sha, _, name = line.split()
+            if ".orig.tar." in name:
+                print(f"{mirror}/{fields['Directory']}/{name} {sha}")
+                sys.exit(0)
+sys.exit(f"no source package {package} in Debian's archive")
+PY
+}
+install_pgvector() {
+  local v url sha build rc
+  v=$(pg_major) || return 1
+  if apt-cache show "postgresql-$v-pgvector" >/dev/null 2>&1 ||
+    { apt-get update >/dev/null && apt-cache show "postgresql-$v-pgvector" >/dev/null 2>&1; }; then
+    apt_install "postgresql-$v-pgvector"
+    return
+  fi
+  command -v pg_config >/dev/null && dpkg -s "postgresql-server-dev-$v" >/dev/null 2>&1 ||
+    apt_install "postgresql-server-dev-$v" make gcc || return 1
+  read -r url sha < <(debian_source pgvector) || return 1
+  build=$(mktemp -d)
+  curl -fsSL --max-time 120 -o "$build/src.tar" "$url" &&
+    echo "$sha  $build/src.tar" | sha256sum -c --quiet &&
+    tar -xf "$build/src.tar" -C "$build" --strip-components=1 &&
+    make -C "$build" PG_CONFIG="/usr/lib/postgresql/$v/bin/pg_config" &&
+    make -C "$build" PG_CONFIG="/usr/lib/postgresql/$v/bin/pg_config" install
+  rc=$?
+  rm -rf "$build"
+  return $rc
+}
+
 failed=()
 wanted=${*:-postgres redis nats mariadb prometheus chromium}
 echo "Checking services: $wanted"
 for svc in $wanted; do
   case $svc in
     postgres) ensure postgres "pg_isready -q -h 127.0.0.1 -p 5432 && psql -h 127.0.0.1 -U postgres -d test -tAc 'select 1'" \
-                "pg_ctlcluster --skip-systemctl-redirect \$(ls /etc/postgresql | head -1) main start" ;;
+                "pg_ctlcluster --skip-systemctl-redirect \$(ls /etc/postgresql | head -1) main start"
+              # CREATE EXTENSION vector in database test (the RAG index's pgvector tests).
+              ensure pgvector pgvector_ready install_pgvector ;;
     redis)    ensure redis "redis-cli -h 127.0.0.1 -p 6379 ping | grep -q PONG" \
                 "redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save '' --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log" ;;
     nats)     ensure nats "port_open 4222" \
