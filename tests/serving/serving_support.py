@@ -19,6 +19,22 @@ class Slow(PythonModel):
         return frame.sum(axis=1).to_numpy()
 
 
+class SlowMarked(Slow):
+    """:class:`Slow` that first leaves a file in ``folder``: a test sees the call begin."""
+
+    def __init__(self, seconds: float, folder: str) -> None:
+        super().__init__(seconds)
+        self.folder = folder
+
+    def predict(self, frame: Any) -> Any:
+        import os
+        import uuid
+
+        with open(os.path.join(self.folder, uuid.uuid4().hex), "w"):
+            pass
+        return super().predict(frame)
+
+
 def linear_project(
     root: Any,
     *,

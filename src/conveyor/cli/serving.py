@@ -372,15 +372,15 @@ def route_history(
 
 
 def worker_app() -> Any:
-    """One worker's app over the project named by ``CONVEYOR_SERVE_PROJECT`` (uvicorn factory)."""
+    """One worker's app over the project named by ``CONVEYOR_SERVE_PROJECT`` (uvicorn factory),
+    draining on SIGTERM as ``serving.drain`` says (:mod:`conveyor.serving.drain`)."""
     import os
 
     from conveyor.project import Project
-    from conveyor.serving.app import create_app
+    from conveyor.serving.drain import draining_app
     from conveyor.serving.server import PROJECT_ENV
 
-    proj = Project.open(os.environ[PROJECT_ENV])
-    return create_app(proj, on_close=proj.close)
+    return draining_app(Project.open(os.environ[PROJECT_ENV]))
 
 
 def startup_notes(root: Path, auth: str) -> list[str]:
@@ -460,6 +460,7 @@ def serve_cmd(
         header_timeout_s=cfg.header_timeout_s,
         keep_alive_s=cfg.keep_alive_s,
         max_connections=cfg.max_connections,
+        graceful_s=cfg.drain.graceful_s,
     )
 
 

@@ -3,8 +3,8 @@
 Run as ``python -m conveyor.fleet.node --project ROOT --host H --port P --workers W``
 (``conveyor fleet up`` does): the same app, settings and workers as ``conveyor serve``
 (:func:`conveyor.serving.server.serve`), with the app factory
-:func:`conveyor.fleet.drain.worker_app`, and as long a graceful shutdown as the
-drain may take. TLS terminates at the balancer.
+:func:`conveyor.fleet.drain.worker_app` (a drain sized from the balancer), and
+``serving.drain.graceful_s`` for the requests in flight. TLS terminates at the balancer.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
         header_timeout_s=serving.header_timeout_s,
         keep_alive_s=serving.keep_alive_s,
         max_connections=serving.max_connections,
-        graceful_s=30.0,
+        graceful_s=serving.drain.graceful_s,
     )
 
 

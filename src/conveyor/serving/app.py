@@ -108,12 +108,16 @@ class Server:
         self.pool = ModelPool(self.registry, spec.batching, on_batch=self.metrics.on_batch)
         # Route changes made through this server are verified by loading into its pool.
         self.routes = RouteStore(project.store, project.events, self.registry, verify=False)
+        # LISTEN where serving.listen_url says (the database itself when the store's URL is
+        # a transaction-mode pooler), else on the store's URL.
+        listen = spec.listen_url
         self.watcher = RouteWatcher(
             self.routes,
             self.pool,
             cache=self.cache,
             interval_s=spec.poll_interval_s,
             on_change=self._route_health,
+            listen_dsn=None if listen is None else listen.with_(driver=None).render(False),
         )
         self.enrich = enrich
         durability = project.spec.events
@@ -156,7 +160,13 @@ class Server:
         if self._shadows:
             await asyncio.wait(self._shadows, timeout=5)
         await self.pool.close()
-        await asyncio.to_thread(self.events.flush)
+        # Bounded: an event log whose database stopped answering would hold the stop for
+        # ever (the events it keeps are counted in the log line).
+        timeout = self.spec.drain.shutdown_s / 2
+        try:
+            await asyncio.to_thread(self.events.flush, timeout)
+        except Exception as exc:
+            log.error("shut-down: the event log's last commit failed: %s", exc)
 
     def _route_health(self, model: str, failure: object | None) -> None:
         self.metrics.degraded.labels(model).set(0 if failure is None else 1)

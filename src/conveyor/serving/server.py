@@ -1,8 +1,9 @@
 """Run the server: uvicorn (uvloop + httptools), several workers, graceful shutdown, JSON logs.
 
-On SIGTERM or Ctrl-C uvicorn stops accepting connections and waits for the
-requests in flight (up to ``graceful_s``); the app's shutdown then drains
-every batch queue and shadow copy and flushes the event log.
+On SIGTERM each worker first drains (:mod:`conveyor.serving.drain`: readiness
+fails, requests are still answered); then, as on Ctrl-C, uvicorn stops accepting
+connections and waits for the requests in flight (up to ``graceful_s``); the app's
+shutdown then drains every batch queue and shadow copy and flushes the event log.
 """
 
 from __future__ import annotations
@@ -188,9 +189,16 @@ class ThreadedServer:
         self.stop()
         raise RuntimeError(f"the model server at {self.url} did not become ready")
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Shut the server down; RuntimeError if its thread is still running after
+        ``timeout_s`` (a shut-down hook that hangs, which a test must not pass over)."""
         self.server.should_exit = True
-        self.thread.join(timeout=30)
+        self.thread.join(timeout=timeout_s)
+        if self.thread.is_alive():
+            raise RuntimeError(
+                f"the model server at {self.url} did not stop within {timeout_s:g} s "
+                "(a shut-down hook or a request is still running)"
+            )
 
     def __enter__(self) -> ThreadedServer:
         return self.start()

@@ -11,10 +11,20 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from conveyor.config import URL
+
 if TYPE_CHECKING:
+    from conveyor.backends import BackendURL
     from conveyor.config import ProjectSpec
 
-__all__ = ["SECTIONS", "BatchingSpec", "DependenciesSpec", "ServingSpec", "serving_of"]
+__all__ = [
+    "SECTIONS",
+    "BatchingSpec",
+    "DependenciesSpec",
+    "DrainSpec",
+    "ServingSpec",
+    "serving_of",
+]
 
 
 class BatchingSpec(BaseModel):
@@ -68,6 +78,51 @@ class DependenciesSpec(BaseModel):
     )
 
 
+class DrainSpec(BaseModel):
+    """What a worker does on SIGTERM before it exits (``conveyor.serving.drain``): readiness
+    fails at once while requests are still answered, then it stops accepting, finishes
+    what is in flight and exits 0. SIGINT (Ctrl-C) or a second SIGTERM skips the wait."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_s: float = Field(
+        0.0,
+        ge=0,
+        le=3600,
+        description="Readiness fails at least this long before the server stops accepting: "
+        "the time its balancer or Kubernetes takes to see it (probe period x failure "
+        "threshold).",
+    )
+    quiet_s: float = Field(
+        0.5,
+        gt=0,
+        le=60,
+        description="After min_s, the server stops accepting once no request came for this long.",
+    )
+    max_s: float = Field(
+        10.0,
+        ge=0,
+        le=3600,
+        description="The longest drain window: requests still coming, the server stops "
+        "accepting after this anyway.",
+    )
+    graceful_s: float = Field(
+        30.0,
+        ge=1,
+        le=3600,
+        description="Once it stopped accepting, the longest wait for the requests in flight "
+        "(then they are cut); a stop takes at most max_s + graceful_s plus the shut-down.",
+    )
+    shutdown_s: float = Field(
+        30.0,
+        ge=1,
+        le=3600,
+        description="The longest shut-down after the requests (batch queues, the event log's "
+        "last commit): past it the process exits anyway, logging the threads still waiting "
+        "on a service that does not answer.",
+    )
+
+
 class ServingSpec(BaseModel):
     """``conveyor serve``: where it listens, who may call it, and how it batches and caches."""
 
@@ -115,17 +170,35 @@ class ServingSpec(BaseModel):
         "get 503 at once.",
     )
     batching: BatchingSpec = Field(default_factory=BatchingSpec)
+    drain: DrainSpec = Field(default_factory=DrainSpec)
     dependencies: DependenciesSpec = Field(default_factory=DependenciesSpec)
     cache: bool = Field(True, description="Cache predictions in the cache backend.")
     cache_ttl_s: float = Field(300, gt=0, description="Seconds a cached prediction lives.")
     poll_interval_s: float = Field(
         0.5, gt=0, le=10, description="How often workers re-read the routes."
     )
+    listen_url: URL | None = Field(
+        None,
+        description="PostgreSQL: where workers LISTEN for route changes (pushed within "
+        "milliseconds; polling stays as the fallback). Default: the store's URL. Set it to "
+        "the database directly (or a session-mode pool) when the store's URL is a "
+        "transaction-mode pooler such as PgBouncer, which cannot hold a LISTEN.",
+    )
     payload_sample_rate: float = Field(
         0.0, ge=0, le=1, description="Share of predictions whose inputs go into the event log."
     )
     ssl_certfile: str | None = Field(None, description="TLS certificate (PEM).")
     ssl_keyfile: str | None = Field(None, description="TLS private key (PEM).")
+
+    @field_validator("listen_url")
+    @classmethod
+    def _postgresql(cls, value: BackendURL | None) -> BackendURL | None:
+        if value is not None and value.scheme != "postgresql":
+            raise ValueError(
+                f"{value} is not a PostgreSQL URL: only PostgreSQL has LISTEN/NOTIFY "
+                "(expected postgresql://user@host:5432/db)"
+            )
+        return value
 
     @field_validator("rate_limiter")
     @classmethod

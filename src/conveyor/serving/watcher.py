@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from conveyor.serving.cache import PredictionCache
@@ -42,9 +42,16 @@ if TYPE_CHECKING:
     from conveyor.serving.route_store import RouteStore
     from conveyor.serving.routes import CompiledRoute
 
-__all__ = ["NOTHING_DEPLOYED", "RouteFailure", "RouteListener", "RouteWatcher"]
+__all__ = [
+    "NOTHING_DEPLOYED",
+    "RouteFailure",
+    "RouteListener",
+    "RouteWatcher",
+    "in_daemon_thread",
+]
 
 log = logging.getLogger("conveyor.serving")
+T = TypeVar("T")
 
 
 @dataclass
@@ -180,6 +187,29 @@ class RouteListener:
                         break
 
 
+def in_daemon_thread(loop: asyncio.AbstractEventLoop, fn: Callable[[], T]) -> asyncio.Future[T]:
+    """``fn()`` in a new daemon thread; its outcome in a future of ``loop``. Unlike
+    ``run_in_executor``, nothing joins that thread at shut-down or exit: for calls that
+    may never return (a hung service)."""
+    future: asyncio.Future[T] = loop.create_future()
+
+    def deliver(outcome: Callable[[], None]) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+            loop.call_soon_threadsafe(outcome)
+
+    def run() -> None:
+        try:
+            result = fn()
+        except BaseException as exc:
+            error = exc
+            deliver(lambda: None if future.done() else future.set_exception(error))
+        else:
+            deliver(lambda: None if future.done() else future.set_result(result))
+
+    threading.Thread(target=run, name="conveyor-route-poll", daemon=True).start()
+    return future
+
+
 class RouteWatcher:
     """The live compiled routes of this worker, kept in step with the store."""
 
@@ -281,10 +311,13 @@ class RouteWatcher:
 
         A store that stopped answering (hung, or gone without a reset) holds one thread,
         never the loop: while that call is still out, no other is made (the threads it
-        could pile up are the event loop's default pool), and each poll says so."""
+        could pile up are the event loop's default pool), and each poll says so. That
+        thread is a daemon of its own, not one of the default pool's: a poll hung on a dead
+        store must not hold the process at exit, where asyncio and then the interpreter
+        join every pool thread with no time limit."""
         pending = self._poll
         if pending is None or pending.done():
-            pending = self._poll = loop.run_in_executor(None, self.store.revisions)
+            pending = self._poll = in_daemon_thread(loop, self.store.revisions)
         try:
             return await asyncio.wait_for(asyncio.shield(pending), self.poll_timeout_s)
         except TimeoutError:
