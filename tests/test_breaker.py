@@ -52,3 +52,17 @@ def test_a_failed_trial_doubles_the_wait_up_to_the_cap() -> None:
         breaker.failure("still refused")
     assert waits == [1.0, 2.0, 3.0, 3.0]
     assert breaker.opens == 1  # one incident, however many trials failed
+
+
+def test_retry_in_says_when_the_next_trial_goes_through() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker("jobs", failures=1, reset_s=2.0, clock=clock)
+    assert breaker.retry_in() == 0.0
+    breaker.failure("timeout")
+    assert breaker.retry_in() == 2.0
+    clock.now += 1.5
+    assert breaker.retry_in() == 0.5
+    clock.now += 1.0
+    assert breaker.retry_in() == 0.0 and breaker.allow()  # the trial is due
+    breaker.failure("timeout")  # a failed trial doubles the wait
+    assert breaker.retry_in() == 4.0

@@ -135,6 +135,13 @@ class CircuitBreaker:
             except Exception:  # a reporting hook must not break the caller's fallback
                 log.exception("circuit breaker %s: on_change failed", self.name)
 
+    def retry_in(self) -> float:
+        """Seconds until the next trial call (0 while closed, or when one is due): what a
+        refused caller's ``Retry-After`` says."""
+        if self.state == "closed":
+            return 0.0
+        return max(0.0, self._retry_at - self._clock())
+
     def to_dict(self) -> dict[str, Any]:
         """What readiness shows for a degraded dependency."""
         since = None if self.opened_at is None else round(self._clock() - self.opened_at, 3)

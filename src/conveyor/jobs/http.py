@@ -14,14 +14,28 @@ the synchronous route would, checks the rows against the signature of every
 version the route can choose (422 naming the column), checks the callback
 URL, and only then queues it. A request that is accepted is one a worker can
 score: bad input is refused at submission, never failed later.
+
+**NATS down or hung.** Every call this module makes to the queue (a submission, a
+job read) waits at most ``jobs.submit_timeout_s`` and goes through the server's
+circuit breaker ``jobs`` (:class:`conveyor.breaker.CircuitBreaker`, the one the
+cache, rate limiter and store have: ``serving.dependencies.failures`` and
+``reset_s``). After that many failures in a row the queue is bypassed: a request
+gets ``503 backend_unavailable`` (``seam: jobs``, ``reason: degraded``) at once,
+with ``Retry-After`` saying when the next trial submission goes through; the
+first trial that succeeds closes the breaker. The gauge
+``conveyor_dependency_degraded{dependency="jobs"}`` and the readiness body say so
+(the server stays ready: its synchronous predictions still answer). A submission
+that timed out is taken back (its record deleted behind it on the same
+connection), so one that reaches NATS late is dropped by the workers, not scored
+for a caller who was told 503.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from starlette.responses import Response
@@ -36,6 +50,7 @@ from conveyor.web.routing import Route
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from conveyor.breaker import CircuitBreaker
     from conveyor.jobs.settings import JobsSpec
     from conveyor.serving.app import Server
     from conveyor.serving.dense import DenseRows
@@ -43,7 +58,16 @@ if TYPE_CHECKING:
     from conveyor.web.app import AppContext, Contribution
     from conveyor.web.pipeline import Call
 
-__all__ = ["Submitter", "callback_of", "check_callback_url", "kept_headers", "routes"]
+__all__ = [
+    "QueueGuard",
+    "Submitter",
+    "callback_of",
+    "check_callback_url",
+    "kept_headers",
+    "routes",
+]
+
+T = TypeVar("T")
 
 log = logging.getLogger("conveyor.jobs")
 
@@ -107,13 +131,57 @@ def callback_of(call: Call, found: Any) -> Any:
     return None
 
 
+class QueueGuard:
+    """The queue calls of one server worker under a timeout and a circuit breaker."""
+
+    def __init__(self, breaker: CircuitBreaker, timeout_s: float) -> None:
+        self.breaker = breaker
+        self.timeout_s = timeout_s
+
+    async def call(
+        self, work: Callable[[], Awaitable[T]], on_timeout: Callable[[], None] | None = None
+    ) -> T:
+        """``await work()`` unless the breaker is open; BackendUnavailableError (with
+        ``retry_after``) when it is, or when the call fails to reach NATS or times out
+        (``on_timeout`` runs then). Other errors are NATS answering: they close it."""
+        breaker = self.breaker
+        if not breaker.allow():
+            raise self._refused(
+                "degraded", f"the job queue is bypassed after failing: {breaker.last_error}"
+            )
+        try:
+            result = await asyncio.wait_for(work(), self.timeout_s)
+        except TimeoutError:
+            breaker.failure(f"no answer within {self.timeout_s:g} s")
+            if on_timeout is not None:
+                on_timeout()
+            raise self._refused(
+                "timeout", f"the job queue did not answer within {self.timeout_s:g} s"
+            ) from None
+        except BackendUnavailableError as exc:
+            breaker.failure(exc)
+            raise self._refused(
+                str(exc.context.get("reason") or "unreachable"), exc.message
+            ) from exc
+        except Exception:
+            breaker.success()
+            raise
+        breaker.success()
+        return result
+
+    def _refused(self, reason: str, message: str) -> BackendUnavailableError:
+        retry = self.breaker.retry_in() or self.breaker.base_reset_s
+        return BackendUnavailableError(message, seam="jobs", reason=reason, retry_after=retry)
+
+
 class Submitter:
     """Validates deferred requests and queues them (one per server worker)."""
 
-    def __init__(self, server: Server, queue: JobQueue) -> None:
+    def __init__(self, server: Server, queue: JobQueue, guard: QueueGuard) -> None:
         self.server = server
         self.queue = queue
         self.spec = queue.spec
+        self.guard = guard
         self.accepted = 0
 
     async def defer(
@@ -131,7 +199,9 @@ class Submitter:
             request_id=call.request_id,
             callback_url=callback_url,
         )
-        record = await self.queue.submit(job, body)
+        record = await self.guard.call(
+            lambda: self.queue.submit(job, body), lambda: self.queue.take_back(job.id)
+        )
         self.accepted += 1
         # A control event waits for room when the log's buffer is full: in a thread, so a
         # backed-up event sink slows acceptance down rather than stalling the event loop.
@@ -231,14 +301,15 @@ def routes(context: AppContext) -> Contribution:
     server: Server | None = getattr(context.state, "server", None)
     spec = jobs_of(context.project.spec)
     queue = JobQueue(spec)
+    guard = QueueGuard(_breaker(server), spec.submit_timeout_s)
     if server is not None:
-        submitter = Submitter(server, queue)
+        submitter = Submitter(server, queue, guard)
         context.state.defer = submitter.defer
     depth = _depth_gauge(context)
     refresher: list[asyncio.Task[None]] = []
 
     async def get_job(call: Call) -> Response:
-        record, _ = await queue.get(call.params["id"])
+        record, _ = await guard.call(lambda: queue.get(call.params["id"]))
         caller = call.caller
         check_reader(record, call.actor, caller.key if caller is not None else None)
         return Response(orjson.dumps(public(record)), media_type="application/json")
@@ -280,6 +351,17 @@ def routes(context: AppContext) -> Contribution:
         )
     ]
     return Contribution(table, startup=startup, shutdown=shutdown)
+
+
+def _breaker(server: Server | None) -> CircuitBreaker:
+    """The server's breaker ``jobs`` (its gauge and readiness detail come with it), or one
+    of its own for an app without the model server."""
+    deps = server.dependencies if server is not None else None
+    if deps is not None:
+        return deps.breaker("jobs")
+    from conveyor.breaker import CircuitBreaker
+
+    return CircuitBreaker("jobs")
 
 
 def _depth_gauge(context: AppContext) -> Any:

@@ -144,6 +144,7 @@ class JobQueue:
         self._kv: Any = None
         self._lock: asyncio.Lock | None = None
         self.max_payload: int | None = None
+        self._taking_back: set[asyncio.Task[None]] = set()
 
     # -- connection ---------------------------------------------------------------
 
@@ -306,6 +307,25 @@ class JobQueue:
                 ) from exc
             raise _translate(self.url, exc) from exc
         return record
+
+    def take_back(self, job_id: str) -> None:
+        """Delete ``job_id``'s record in the background, after a submission the caller gave
+        up on (timed out). The delete follows the record and the request on the same
+        connection, so if they reach NATS late, it does too, after them: the worker that
+        takes the request finds no record and drops it."""
+        kv = self._kv
+        if kv is None:
+            return
+
+        async def delete() -> None:
+            try:
+                await kv.delete(job_id)
+            except Exception as exc:  # NATS is still away: the delete stays queued in
+                log.debug("job %s: take back: %s", job_id, exc)  # the client, or the TTL
+
+        task = asyncio.get_running_loop().create_task(delete())
+        self._taking_back.add(task)
+        task.add_done_callback(self._taking_back.discard)
 
     async def get(self, job_id: str) -> tuple[dict[str, Any], int]:
         """The record of ``job_id`` and its revision (NotFoundError: none, or expired)."""

@@ -11,6 +11,7 @@
       ack_wait_s: 30                # a worker silent this long loses its job to another
       max_deliver: 5                # deliveries before a job is failed ("gave up")
       concurrency: 32               # jobs one worker scores at once
+      submit_timeout_s: 2           # longest wait for NATS to take a submission; then 503
       callback_secret: null         # HMAC-SHA256 key of callbacks (required to accept one)
       callback_attempts: 6
       callback_backoff_s: 0.5       # first retry; doubles (jittered) up to the max
@@ -68,6 +69,15 @@ class JobsSpec(BaseModel):
         5, ge=1, description="Deliveries of one job before it is failed (gave up)."
     )
     concurrency: int = Field(32, ge=1, le=10_000, description="Jobs one worker scores at once.")
+    submit_timeout_s: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="The longest a server waits for NATS to take an async request (or a job "
+        "read); then 503. After serving.dependencies.failures such failures in a row the "
+        "queue is bypassed: requests get 503 at once, with Retry-After, until a trial "
+        "submission every serving.dependencies.reset_s (doubling to 30 s) succeeds.",
+    )
     callback_secret: SecretStr | None = Field(
         None,
         description="The HMAC-SHA256 key callbacks are signed with; a request with a "

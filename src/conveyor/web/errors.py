@@ -84,8 +84,10 @@ def error_body(
     if request_id is not None:
         body.setdefault("request_id", request_id)
     headers: list[tuple[bytes, bytes]] = []
-    if isinstance(exc, e.ThrottledError):
-        retry = getattr(exc, "retry_after", 1.0)
+    retry = getattr(exc, "retry_after", None) or exc.context.get("retry_after")
+    if isinstance(exc, e.ThrottledError) or isinstance(retry, int | float):
+        # A throttled caller, or a service down for a known while (a breaker's next trial).
+        retry = retry if isinstance(retry, int | float) else 1.0
         headers.append((b"retry-after", str(max(1, round(retry))).encode()))
     if isinstance(exc, e.AuthenticationError):
         headers.append((b"www-authenticate", b'Bearer realm="conveyor"'))
