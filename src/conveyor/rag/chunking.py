@@ -194,10 +194,10 @@ def _chunk(document: Document, spans: list[tuple[int, int]], config: ChunkingCon
         return []
     ranges = _pack(doc, units, config)
     chunks = []
-    for ordinal, (start, end, first) in enumerate(ranges):
+    for ordinal, (start, end, held) in enumerate(ranges):
         metadata = dict(document.metadata)
-        metadata["section"] = " > ".join(first.section)
-        metadata["page"] = first.page
+        metadata["section"] = " > ".join(_main_section(held))
+        metadata["page"] = held[0].page
         chunks.append(
             Chunk(
                 doc_id=document.id,
@@ -210,6 +210,16 @@ def _chunk(document: Document, spans: list[tuple[int, int]], config: ChunkingCon
             )
         )
     return chunks
+
+
+def _main_section(units: list[_Unit]) -> tuple[str, ...]:
+    """The section holding most of a chunk's tokens (the first of equals): a chunk that
+    gathers a short section and the start of the next is filed under the one it is
+    mostly about."""
+    tokens: dict[tuple[str, ...], int] = {}
+    for unit in units:
+        tokens[unit.section] = tokens.get(unit.section, 0) + max(unit.tokens, 1)
+    return max(tokens, key=lambda section: tokens[section])
 
 
 def _blocks(document: Document) -> list[Block]:
@@ -312,8 +322,8 @@ def _token_windows(doc: _Document, a: int, b: int, config: ChunkingConfig) -> li
 
 def _pack(
     doc: _Document, units: list[_Unit], config: ChunkingConfig
-) -> list[tuple[int, int, _Unit]]:
-    """``(start, end, first unit)`` of each chunk."""
+) -> list[tuple[int, int, list[_Unit]]]:
+    """``(start, end, units)`` of each chunk."""
     chunks: list[tuple[int, int, int, int, list[_Unit]]] = []  # start, t_start, end, t_end
     start = t_start = 0
     current: list[_Unit] = []
@@ -362,7 +372,7 @@ def _pack(
             and last[3] - before[1] <= config.max_tokens
         ):
             chunks[-2:] = [(before[0], before[1], last[2], last[3], before[4] + last[4])]
-    return [(s, e, units_[0]) for s, _, e, _, units_ in chunks]
+    return [(s, e, units_) for s, _, e, _, units_ in chunks]
 
 
 def _overlap(
