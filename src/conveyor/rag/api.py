@@ -1,0 +1,751 @@
+"""RAG from Python, and the query path the HTTP routes share.
+
+::
+
+    import conveyor.rag
+
+    conveyor.rag.build("docs")                                   # a new version, incrementally
+    found = conveyor.rag.search("docs", "how do I roll back a model?", k=5)
+    found["hits"][0]["text"], found["hits"][0]["citation"]
+    packed = conveyor.rag.context("docs", "rollback", budget_tokens=800)
+
+Each function opens the project found from the current directory (or takes ``project=``).
+
+:class:`RagService` is one process's query path: it resolves the version a query names
+(``live`` by default; an alias is re-read at most every ``rag.alias_poll_s``, and at once
+when it moves in this process), keeps loaded versions in memory (index, BM25, chunks,
+metadata for filters) and reloads when the alias moves or documents are deleted, answers
+from the retrieval cache (exact query and parameters, for the version served and the
+collection's deletion epoch), records a ``rag.query`` event per query, and observes the
+per-stage latency in Prometheus when the server gives it a registry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from conveyor.errors import ConfigError, InvalidInputError
+from conveyor.rag.events import RAG_QUERY
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+    from conveyor.project import Project
+    from conveyor.rag.build import BuildResult
+    from conveyor.rag.collections import Collections, StoredChunk, Version
+    from conveyor.rag.evaluation import EvalResult, LabelledQuery
+    from conveyor.rag.lexical import BM25Index
+    from conveyor.rag.settings import CollectionSpec
+    from conveyor.rag.types import Embedder, VectorIndex
+
+__all__ = [
+    "Loaded",
+    "RagService",
+    "build",
+    "context",
+    "evaluate_version",
+    "search",
+    "service_for",
+    "shared_embedder",
+]
+
+_MAX_LOADED = 3  # versions of one collection kept loaded in a process
+_MAX_QUERY_CHARS = 20_000
+
+# -- embedders, shared by the process ---------------------------------------------------------
+
+_embedders: dict[str, Embedder] = {}
+_embedders_lock = threading.Lock()
+
+
+def shared_embedder(spec: CollectionSpec) -> Embedder:
+    """The encoder a collection's spec describes, opened once per process and shared."""
+    from conveyor.rag.embed import open_embedder
+
+    key = spec.embedding.model_dump_json()
+    with _embedders_lock:
+        found = _embedders.get(key)
+        if found is None:
+            found = _embedders[key] = open_embedder(spec.embedding)
+        return found
+
+
+# -- a loaded version ----------------------------------------------------------------------------
+
+
+@dataclass
+class Loaded:
+    """One version in memory: its indexes, chunks and the metadata filters read."""
+
+    version: Version
+    epoch: int
+    embedder: Embedder
+    index: VectorIndex
+    bm25: BM25Index
+    chunks: dict[int, StoredChunk]
+    retriever: Any
+    fields: frozenset[str]
+    _by_value: dict[str, dict[str, NDArray[np.int64]]] = field(default_factory=dict)
+
+    def allowed(self, filters: Mapping[str, Any] | None) -> NDArray[np.int64] | None:
+        """The chunk ids a filter lets through (None: no filter). Equality on a value, or
+        ``{"in": [values]}``; several fields must all match. An unknown field is an error
+        naming it."""
+        import numpy as np
+
+        if not filters:
+            return None
+        if not isinstance(filters, Mapping):
+            raise InvalidInputError("filters is an object of field: value", field="filters")
+        result: NDArray[np.int64] | None = None
+        for name, wanted in filters.items():
+            if name not in self.fields:
+                known = ", ".join(sorted(self.fields))
+                raise InvalidInputError(
+                    f"unknown metadata field {name!r} in filters (this collection's chunks "
+                    f"have: {known})",
+                    field=f"filters.{name}",
+                )
+            if isinstance(wanted, Mapping):
+                if set(wanted) != {"in"} or not isinstance(wanted["in"], list):
+                    raise InvalidInputError(
+                        f"filter {name!r}: a value, or {{'in': [values]}}", field=f"filters.{name}"
+                    )
+                values = wanted["in"]
+            else:
+                values = [wanted]
+            table = self._values(name)
+            parts = [table.get(_key(v)) for v in values]
+            found = [p for p in parts if p is not None]
+            ids = np.unique(np.concatenate(found)) if found else np.zeros(0, dtype=np.int64)
+            result = ids if result is None else np.intersect1d(result, ids)
+        return result
+
+    def _values(self, name: str) -> dict[str, NDArray[np.int64]]:
+        import numpy as np
+
+        table = self._by_value.get(name)
+        if table is None:
+            lists: dict[str, list[int]] = {}
+            for cid, chunk in self.chunks.items():
+                value = chunk.doc_id if name == "doc_id" else chunk.metadata.get(name)
+                if value is not None:
+                    lists.setdefault(_key(value), []).append(cid)
+            table = {k: np.asarray(v, dtype=np.int64) for k, v in lists.items()}
+            self._by_value[name] = table
+        return table
+
+    def close(self) -> None:
+        self.index.close()
+
+
+def _key(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+# -- the query path ----------------------------------------------------------------------------
+
+
+class RagService:
+    """One process's retrieval over a project's collections (see the module)."""
+
+    def __init__(self, project: Project, *, metrics: Any = None) -> None:
+        from conveyor.rag.collections import Collections, on_change
+        from conveyor.rag.settings import rag_of
+
+        self.project = project
+        self.collections: Collections = project.service("rag", Collections)
+        self.spec = rag_of(project.spec)
+        self.metrics = metrics
+        self._lock = threading.RLock()
+        self._resolved: dict[tuple[str, str], tuple[int, int, float]] = {}
+        self._loaded: dict[tuple[str, int], Loaded] = {}
+        self._load_locks: dict[tuple[str, int], threading.Lock] = {}
+        on_change(self)
+
+    # -- resolution and loading ---------------------------------------------------------------
+
+    def changed(self, collection: str) -> None:
+        """An alias of ``collection`` moved or documents were deleted (in this process)."""
+        with self._lock:
+            for key in [k for k in self._resolved if k[0] == collection]:
+                del self._resolved[key]
+
+    def resolve(self, name: str, ref: int | str | None) -> tuple[int, int]:
+        """(version number, deletion epoch) that ``ref`` names now."""
+        label = "live" if ref is None else str(ref)
+        now = time.monotonic()
+        with self._lock:
+            found = self._resolved.get((name, label))
+            if found is not None and now - found[2] < self.spec.alias_poll_s:
+                return found[0], found[1]
+        number = self.collections.number_of(name, ref)
+        epoch = self.collections.epoch(name)
+        with self._lock:
+            self._resolved[(name, label)] = (number, epoch, now)
+        return number, epoch
+
+    def loaded(self, name: str, ref: int | str | None = None) -> Loaded:
+        """The version ``ref`` names, loaded (once per process, again after a deletion)."""
+        self.collections.declared(name)
+        number, epoch = self.resolve(name, ref)
+        key = (name, number)
+        with self._lock:
+            found = self._loaded.get(key)
+            if found is not None and found.epoch == epoch:
+                return found
+            lock = self._load_locks.setdefault(key, threading.Lock())
+        with lock:
+            with self._lock:
+                found = self._loaded.get(key)
+                if found is not None and found.epoch == epoch:
+                    return found
+            fresh = load_version(self.project, self.collections.version(name, number), epoch)
+            with self._lock:
+                old = self._loaded.pop(key, None)
+                self._loaded[key] = fresh
+                mine = [k for k in self._loaded if k[0] == name]
+                for stale in mine[:-_MAX_LOADED]:
+                    self._loaded.pop(stale).close()
+            if old is not None:
+                old.close()
+            return fresh
+
+    def close(self) -> None:
+        with self._lock:
+            for loaded in self._loaded.values():
+                loaded.close()
+            self._loaded.clear()
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def search(
+        self,
+        name: str,
+        query: str,
+        *,
+        k: int | None = None,
+        filters: Mapping[str, Any] | None = None,
+        version: int | str | None = None,
+        actor: str | None = None,
+        request_id: str | None = None,
+    ) -> dict[str, Any]:
+        """The ``k`` best chunks for ``query`` with their citations and per-stage scores."""
+        return self._answer(
+            "search", name, query, k, filters, version, None, actor=actor, request_id=request_id
+        )
+
+    def context(
+        self,
+        name: str,
+        query: str,
+        *,
+        k: int | None = None,
+        filters: Mapping[str, Any] | None = None,
+        version: int | str | None = None,
+        budget_tokens: int | None = None,
+        actor: str | None = None,
+        request_id: str | None = None,
+    ) -> dict[str, Any]:
+        """The prompt's context for ``query``: the best chunks packed within
+        ``budget_tokens``, with citations."""
+        return self._answer(
+            "context",
+            name,
+            query,
+            k,
+            filters,
+            version,
+            budget_tokens,
+            actor=actor,
+            request_id=request_id,
+        )
+
+    def _answer(
+        self,
+        endpoint: str,
+        name: str,
+        query: str,
+        k: int | None,
+        filters: Mapping[str, Any] | None,
+        version: int | str | None,
+        budget_tokens: int | None,
+        *,
+        actor: str | None,
+        request_id: str | None,
+    ) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        query, k = self._check(query, k, budget_tokens)
+        loaded = self.loaded(name, version)
+        latency: dict[str, float] = {"load": _ms(t0)}
+        cache_key = self._cache_key(endpoint, loaded, query, k, filters, budget_tokens)
+        cached = self._cache_get(cache_key)
+        if cached is not None:
+            latency["total"] = _ms(t0)
+            answer = {**cached, "cache_hit": True, "latency_ms": latency}
+            self._observe(name, endpoint, loaded, query, k, answer, latency)
+            return answer
+        allowed = loaded.allowed(filters)
+        warnings = self._warnings(loaded, query)
+        if endpoint == "search":
+            body, stages = run_search(loaded, query, k, allowed)
+        else:
+            body, stages = run_context(loaded, query, k, allowed, budget_tokens)
+        latency.update(stages)
+        answer = {
+            "collection": name,
+            "version": loaded.version.number,
+            **body,
+            "warnings": warnings,
+        }
+        self._cache_put(cache_key, answer)
+        latency["total"] = _ms(t0)
+        answer = {**answer, "cache_hit": False, "latency_ms": latency}
+        self._observe(name, endpoint, loaded, query, k, answer, latency)
+        return answer
+
+    def _check(self, query: Any, k: Any, budget_tokens: Any) -> tuple[str, int]:
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidInputError("query must be a non-empty string", field="query")
+        if len(query) > _MAX_QUERY_CHARS:
+            raise InvalidInputError(
+                f"query is {len(query)} characters; at most {_MAX_QUERY_CHARS}", field="query"
+            )
+        if k is None:
+            k = 10
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.spec.max_k:
+            raise InvalidInputError(
+                f"k must be an integer from 1 to {self.spec.max_k}, got {k!r}", field="k"
+            )
+        if budget_tokens is not None and (
+            isinstance(budget_tokens, bool)
+            or not isinstance(budget_tokens, int)
+            or budget_tokens < 1
+        ):
+            raise InvalidInputError(
+                f"budget_tokens must be a positive integer, got {budget_tokens!r}",
+                field="budget_tokens",
+            )
+        return query, k
+
+    def _warnings(self, loaded: Loaded, query: str) -> list[str]:
+        limit = loaded.embedder.max_tokens - 2  # [CLS] and [SEP]
+        n = loaded.embedder.tokenizer.count(query)
+        if n <= limit:
+            return []
+        return [
+            f"the query has {n} tokens and the encoder reads {limit}: its vector was computed "
+            f"from the first {limit} tokens (BM25 used the whole query)"
+        ]
+
+    # -- the retrieval cache --------------------------------------------------------------------
+
+    def _cache_key(
+        self,
+        endpoint: str,
+        loaded: Loaded,
+        query: str,
+        k: int,
+        filters: Mapping[str, Any] | None,
+        budget_tokens: int | None,
+    ) -> str | None:
+        if not self.spec.cache.enabled:
+            return None
+        body = json.dumps(
+            [
+                endpoint,
+                loaded.version.collection,
+                loaded.version.number,
+                loaded.epoch,
+                query,
+                k,
+                filters or {},
+                budget_tokens,
+            ],
+            sort_keys=True,
+            default=str,
+        )
+        return "rag:q:" + hashlib.sha256(body.encode()).hexdigest()
+
+    def _cache_get(self, key: str | None) -> dict[str, Any] | None:
+        if key is None:
+            return None
+        try:
+            raw = self.project.cache.get(key)
+        except Exception:  # a cache that does not answer never fails a query
+            return None
+        if raw is None:
+            return None
+        found: dict[str, Any] = json.loads(raw)
+        return found
+
+    def _cache_put(self, key: str | None, answer: Mapping[str, Any]) -> None:
+        if key is None:
+            return
+        try:
+            self.project.cache.set(key, json.dumps(answer).encode(), ttl=self.spec.cache.ttl_s)
+        except Exception:  # best effort
+            return
+
+    # -- events and metrics ---------------------------------------------------------------------
+
+    def _observe(
+        self,
+        name: str,
+        endpoint: str,
+        loaded: Loaded,
+        query: str,
+        k: int,
+        answer: Mapping[str, Any],
+        latency: Mapping[str, float],
+    ) -> None:
+        hits = answer.get("hits") or answer.get("chunks") or []
+        with contextlib.suppress(Exception):  # telemetry never fails a query
+            self.project.events.record(
+                RAG_QUERY,
+                subject=name,
+                subject_version=str(loaded.version.number),
+                payload={
+                    "version": loaded.version.number,
+                    "query_digest": hashlib.sha256(query.encode()).hexdigest(),
+                    "endpoint": endpoint,
+                    "k": k,
+                    "chunk_ids": [int(h["chunk_id"]) for h in hits],
+                    "scores": [round(float(h.get("score", 0.0)), 6) for h in hits],
+                    "latency_ms": dict(latency),
+                    "cache_hit": bool(answer.get("cache_hit")),
+                    "truncated": bool(answer.get("warnings")),
+                },
+            )
+        if self.metrics is not None:
+            self.metrics.observe(name, endpoint, latency, bool(answer.get("cache_hit")))
+
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000.0, 3)
+
+
+# -- loading, retrieval, packing (the retriever's seam) -----------------------------------------
+
+
+def load_version(project: Project, version: Version, epoch: int) -> Loaded:
+    """Open a version's indexes and chunks; refused when the collection's encoder is not the
+    one the version was built with."""
+    from conveyor.backends import BackendURL
+    from conveyor.rag.collections import Collections
+    from conveyor.rag.embed import check_dimension
+    from conveyor.rag.index import INDEX
+    from conveyor.rag.lexical import BM25Index
+
+    collections = project.service("rag", Collections)
+    spec = collections.declared(version.collection)
+    if version.status not in ("ready", "refused"):
+        raise InvalidInputError(
+            f"version {version.ref} is {version.status}: it has no index to serve",
+            field="version",
+        )
+    embedder = shared_embedder(spec)
+    params = version.params
+    check_dimension(embedder, int(params["dimension"]), what=f"the index of {version.ref}")
+    if params.get("model") != embedder.model:
+        raise ConfigError(
+            f"{version.ref} was built with the encoder {params.get('model')!r}; the collection "
+            f"now configures {embedder.model!r}: rebuild it, or configure the model it was "
+            "built with",
+            collection=version.collection,
+        )
+    url = str(params["index_url"])
+    if url.startswith("postgresql") and spec.index and spec.index.startswith("postgresql"):
+        url = spec.index  # the stored URL hides the password
+    folder = collections.folder(version.index_digest) if version.index_digest else None
+    index = INDEX.resolve(url).load(
+        BackendURL.parse(url),
+        folder,
+        dimension=int(params["dimension"]),
+        namespace=f"{version.collection}_v{version.number}",
+    )
+    if version.bm25_digest is None:
+        raise ConfigError(f"{version.ref} has no BM25 index", collection=version.collection)
+    bm25 = BM25Index.load(collections.folder(version.bm25_digest))
+    chunks = collections.version_chunks(version.id)
+    fields = {"doc_id"}
+    for chunk in chunks.values():
+        fields.update(chunk.metadata)
+    retriever = make_retriever(embedder, index, bm25, chunks, spec, version)
+    return Loaded(version, epoch, embedder, index, bm25, chunks, retriever, frozenset(fields))
+
+
+def make_retriever(
+    embedder: Embedder,
+    index: VectorIndex,
+    bm25: BM25Index,
+    chunks: Mapping[int, StoredChunk],
+    spec: CollectionSpec,
+    version: Version | None,
+    fusion: Mapping[str, Any] | None = None,
+) -> Any:
+    """The retrieve part's :class:`~conveyor.rag.retriever.Retriever` over a version, with the
+    collection's retrieval settings and the version's tuned fusion weight."""
+    from conveyor.rag.retriever import RetrievalConfig, Retriever
+
+    settings = dict(spec.retrieval)
+    tuned = fusion if fusion is not None else (version.params.get("fusion") if version else None)
+    if tuned and "weight" not in settings and isinstance(tuned.get("best_weight"), float | int):
+        settings.setdefault("weight", float(tuned["best_weight"]))
+    config = RetrievalConfig.model_validate(settings)
+
+    def lookup(ids: Sequence[int]) -> dict[int, Any]:
+        return {i: chunks[i].as_chunk() for i in ids if i in chunks}
+
+    return Retriever(embedder, index, bm25, lookup, config)
+
+
+def run_search(
+    loaded: Loaded, query: str, k: int, allowed: NDArray[np.int64] | None
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Hits as the API answers them, and the latency of each stage (ms)."""
+    hits, stages = loaded.retriever.search(query, k=k, allowed=allowed)
+    return {"hits": [_hit(loaded, h) for h in hits]}, dict(stages)
+
+
+def run_context(
+    loaded: Loaded,
+    query: str,
+    k: int,
+    allowed: NDArray[np.int64] | None,
+    budget_tokens: int | None,
+) -> tuple[dict[str, Any], dict[str, float]]:
+    packed = loaded.retriever.context(query, k=k, allowed=allowed, budget_tokens=budget_tokens)
+    body = packed.to_dict() if hasattr(packed, "to_dict") else dict(packed)
+    stages = body.pop("latency_ms", {})
+    return body, dict(stages)
+
+
+def _hit(loaded: Loaded, hit: Any) -> dict[str, Any]:
+    meta = dict(hit.metadata)
+    return {
+        "chunk_id": int(hit.chunk_id),
+        "doc_id": hit.doc_id,
+        "text": hit.text,
+        "score": round(float(hit.score), 6),
+        "scores": {s: round(float(v), 6) for s, v in hit.scores.items()},
+        "citation": {
+            "doc_id": hit.doc_id,
+            "source": meta.get("source", hit.doc_id),
+            "start": int(hit.start),
+            "end": int(hit.end),
+            "section": meta.get("section"),
+            "page": meta.get("page"),
+        },
+        "metadata": meta,
+    }
+
+
+# -- evaluation (the build's gate and conveyor rag eval) ----------------------------------------
+
+
+def gate_queries(project: Project, spec: CollectionSpec) -> tuple[list[LabelledQuery], str]:
+    """The labelled queries of a collection's gate, and whether their ids are documents
+    (``doc``) or chunks."""
+    from pathlib import Path
+
+    from conveyor.rag.evaluation import load_queries
+
+    path = spec.gate.eval_set
+    if path is None:
+        raise InvalidInputError("the collection has no gate.eval_set", field="gate.eval_set")
+    file = Path(path)
+    file = file if file.is_absolute() else Path(project.root) / file
+    return load_queries(file), spec.gate.by
+
+
+def evaluate_version(
+    project: Project,
+    version: Version,
+    *,
+    embedder: Embedder | None = None,
+    fusion: Mapping[str, Any] | None = None,
+    queries: Sequence[LabelledQuery] | None = None,
+    by: str | None = None,
+    k: int = 10,
+) -> EvalResult:
+    """nDCG@10, recall@k, MRR and per-stage latency of a version on the gate's set (or
+    ``queries``)."""
+    from conveyor.rag.collections import Collections
+    from conveyor.rag.evaluation import evaluate, hits_run
+
+    collections = project.service("rag", Collections)
+    spec = collections.declared(version.collection)
+    if queries is None:
+        queries, by = gate_queries(project, spec)
+    loaded = _open_for_eval(project, version, embedder, fusion)
+    try:
+
+        def run(query: str) -> tuple[Sequence[Any], Mapping[str, float]]:
+            hits, stages = loaded.retriever.search(query, k=max(k, 10))
+            return hits, stages
+
+        return evaluate(hits_run(run, by=by or "doc"), queries, k=k)
+    finally:
+        loaded.close()
+
+
+def tune_version(
+    project: Project, version: Version, *, embedder: Embedder | None = None
+) -> dict[str, Any] | None:
+    """The convex-fusion weight that maximizes nDCG@10 on the gate's set (None without one)."""
+    from conveyor.rag.collections import Collections
+    from conveyor.rag.evaluation import ndcg_at_k
+    from conveyor.rag.fusion import tune_weight
+
+    collections = project.service("rag", Collections)
+    spec = collections.declared(version.collection)
+    if spec.gate.eval_set is None:
+        return None
+    queries, by = gate_queries(project, spec)
+    loaded = _open_for_eval(project, version, embedder, None)
+    try:
+        depth = 50
+        candidates = []
+        for q in queries:
+            vector = loaded.embedder.embed([q.query])
+            dense = loaded.index.search(vector, depth)
+            bm = loaded.bm25.search(q.query, depth)
+            candidates.append(((dense[0][0], dense[1][0]), bm))
+        doc_of = {i: c.doc_id for i, c in loaded.chunks.items()}
+
+        def metric(ranked: Sequence[int], relevant: Sequence[Any]) -> float:
+            names = [doc_of.get(int(i), "") for i in ranked] if by == "doc" else list(ranked)
+            return ndcg_at_k(names, relevant, 10)
+
+        curve = tune_weight(candidates, [list(q.relevant) for q in queries], metric=metric)
+        return curve.to_dict()
+    finally:
+        loaded.close()
+
+
+def _open_for_eval(
+    project: Project,
+    version: Version,
+    embedder: Embedder | None,
+    fusion: Mapping[str, Any] | None,
+) -> Loaded:
+    loaded = load_version(project, version, -1)
+    if embedder is not None or fusion is not None:
+        from conveyor.rag.collections import Collections
+
+        spec = project.service("rag", Collections).declared(version.collection)
+        loaded.embedder = embedder or loaded.embedder
+        loaded.retriever = make_retriever(
+            loaded.embedder, loaded.index, loaded.bm25, loaded.chunks, spec, version, fusion
+        )
+    return loaded
+
+
+# -- module-level entry points ----------------------------------------------------------------
+
+_services: dict[int, RagService] = {}
+_services_lock = threading.Lock()
+
+
+def service_for(project: Project) -> RagService:
+    """The query path of ``project`` in this process (one per project object)."""
+    with _services_lock:
+        found = _services.get(id(project))
+        if found is None or found.project is not project:
+            found = _services[id(project)] = RagService(project)
+        return found
+
+
+def _with_project(project: Project | None) -> tuple[Project, bool]:
+    if project is not None:
+        return project, False
+    from conveyor.project import Project as P
+
+    return P.open(), True
+
+
+def search(
+    collection: str,
+    query: str,
+    *,
+    k: int = 10,
+    filters: Mapping[str, Any] | None = None,
+    version: int | str | None = None,
+    project: Project | None = None,
+) -> dict[str, Any]:
+    """The ``k`` best chunks of ``collection`` for ``query`` (see :meth:`RagService.search`)."""
+    proj, own = _with_project(project)
+    try:
+        return service_for(proj).search(collection, query, k=k, filters=filters, version=version)
+    finally:
+        if own:
+            _forget(proj)
+            proj.close()
+
+
+def context(
+    collection: str,
+    query: str,
+    *,
+    k: int = 10,
+    budget_tokens: int | None = None,
+    filters: Mapping[str, Any] | None = None,
+    version: int | str | None = None,
+    project: Project | None = None,
+) -> dict[str, Any]:
+    """The packed context for ``query`` (see :meth:`RagService.context`)."""
+    proj, own = _with_project(project)
+    try:
+        return service_for(proj).context(
+            collection,
+            query,
+            k=k,
+            filters=filters,
+            version=version,
+            budget_tokens=budget_tokens,
+        )
+    finally:
+        if own:
+            _forget(proj)
+            proj.close()
+
+
+def build(
+    collection: str,
+    *,
+    force: bool = False,
+    reason: str | None = None,
+    actor: str | None = None,
+    project: Project | None = None,
+) -> BuildResult:
+    """Build a new version of ``collection`` (see :mod:`conveyor.rag.build`)."""
+    from conveyor.rag.build import build_collection
+
+    proj, own = _with_project(project)
+    try:
+        return build_collection(proj, collection, actor=actor, force=force, reason=reason)
+    finally:
+        if own:
+            proj.close()
+
+
+def _forget(project: Project) -> None:
+    with _services_lock:
+        found = _services.pop(id(project), None)
+    if found is not None:
+        found.close()
+
+
+def _collections(project: Project) -> Collections:
+    from conveyor.rag.collections import Collections
+
+    return project.service("rag", Collections)
