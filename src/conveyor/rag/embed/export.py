@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,7 +249,10 @@ def _export(files: ModelFiles, target: Path) -> None:
 
     sample = torch.ones((2, 16), dtype=torch.int64)
     dynamic = {0: "batch", 1: "sequence"}
-    with torch.no_grad():
+    # The TorchScript exporter (dynamo=False) warns that it is deprecated; the dynamo one
+    # needs onnxscript, which the rag extra does not install. The warning is not the user's.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         torch.onnx.export(
             Pooled(transformer),
             (sample, sample, torch.zeros_like(sample)),
