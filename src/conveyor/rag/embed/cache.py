@@ -123,7 +123,12 @@ class CachedEmbedder:
             new = {h: fresh[i] for i, h in enumerate(missing)}
             self.store.put_many(model, new)
             found.update(new)
-        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        if not found:
+            return np.empty((0, self.dimension), dtype=np.float32)
+        # The width of the vectors at hand: asking a remote encoder's dimension may cost a
+        # request.
+        width = len(next(iter(found.values())))
+        out = np.empty((len(texts), width), dtype=np.float32)
         for i, h in enumerate(hashes):
             out[i] = found[h]
         return out

@@ -143,6 +143,8 @@ class OpenAIEmbedder:
 
     @property
     def dimension(self) -> int:
+        """Configured, else learned from the first reply (asking with one short text if no
+        reply came yet: note that ``isinstance(e, Embedder)`` reads it)."""
         if self._dimension is None:
             self._dimension = int(self._request(["dimension probe"]).shape[1])
         return self._dimension
@@ -233,7 +235,9 @@ class OpenAIEmbedder:
                 f"for {expected} texts",
                 url=self._endpoint,
             )
-        if self._dimension is not None and vectors.shape[1] != self._dimension:
+        if self._dimension is None:
+            self._dimension = int(vectors.shape[1])
+        elif vectors.shape[1] != self._dimension:
             raise BackendError(
                 f"embedding endpoint {self._endpoint} returned vectors of dimension "
                 f"{vectors.shape[1]}, expected {self._dimension}",
