@@ -172,17 +172,11 @@ def chunk_document(
 def chunk_documents(
     documents: Sequence[Document], tokenizer: Tokenizer, config: ChunkingConfig | None = None
 ) -> list[Chunk]:
-    """The chunks of several documents, in order. A tokenizer with a ``backend`` that has
-    ``encode_batch`` (:class:`~conveyor.rag.embed.tokenizer.HFTokenizer`) tokenizes them
-    in one parallel call."""
+    """The chunks of several documents, in order. Each document is tokenized on its own:
+    one batched ``encode_batch`` over every document measured slower on a loaded 2-core
+    machine (benchmarks/rag_chunking.py), and it would hold every encoding at once."""
     config = config or ChunkingConfig()
-    backend = getattr(tokenizer, "backend", None)
-    if backend is not None and hasattr(backend, "encode_batch") and len(documents) > 1:
-        encodings = backend.encode_batch([d.text for d in documents], add_special_tokens=False)
-        spans = [[(a, b) for a, b in e.offsets] for e in encodings]
-    else:
-        spans = [tokenizer.spans(d.text) for d in documents]
-    return [c for d, s in zip(documents, spans, strict=True) for c in _chunk(d, s, config)]
+    return [c for d in documents for c in _chunk(d, tokenizer.spans(d.text), config)]
 
 
 def _chunk(document: Document, spans: list[tuple[int, int]], config: ChunkingConfig) -> list[Chunk]:
