@@ -266,6 +266,7 @@ def test_dataset_source_through_the_data_layer(project: Project) -> None:
     assert docs[0].metadata["dataset_version"] == version.id
     assert docs[0].metadata["subject"] == "c-9"
     assert docs[0].metadata["date"] == "2024-05-01"
+    assert docs[0].metadata["title"] is None  # no title column: not the id
     assert failures == [ParseFailure("dataset:tickets@1#t-2", "the text column 'body' is empty")]
     # "tickets" alone is the latest version; a missing version is a NotFoundError.
     latest = DatasetSource(dataset="tickets", id_column="ticket", text_column="body")

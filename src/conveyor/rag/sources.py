@@ -33,7 +33,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -268,8 +268,8 @@ class _Rows(_Base):
         if isinstance(parsed, ParseFailure):
             return ParseFailure(source, parsed.reason)
         metadata = dict(parsed.metadata)
-        if self.title_column is None and self.format == "text":
-            metadata["title"] = None  # not the id as a file's name would be
+        if self.title_column is None and metadata.get("title") == PurePosixPath(doc_id).stem:
+            metadata["title"] = None  # parse_bytes' fallback (a file's name), not for a row
         digest = hashlib.sha256(
             json.dumps({"text": text, "metadata": metadata}, sort_keys=True, default=str).encode()
         ).hexdigest()
