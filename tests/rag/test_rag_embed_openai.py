@@ -9,7 +9,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -68,10 +67,10 @@ class Upstream:
 
 
 @pytest.fixture(scope="module")
-def encoder(tmp_path_factory: pytest.TempPathFactory) -> Embedder:
-    # Shared by the xdist workers (the basetemp's parent); the export lock makes it safe.
-    cache = tmp_path_factory.getbasetemp().parent / "conveyor-encoders"
-    return open_embedder(EmbeddingConfig(quantize="none", threads=1), cache_dir=Path(cache))
+def encoder() -> Embedder:
+    # The user's encoder cache (as the collections' tests use it): exported once per
+    # machine, the folder's lock keeping concurrent workers safe.
+    return open_embedder(EmbeddingConfig(quantize="none", threads=1))
 
 
 @pytest.fixture(scope="module")

@@ -196,9 +196,12 @@ def ensure_onnx(
             _build_fp32(files, fp32)
         if variant == "int8":
             _quantize(fp32, target)
-        (folder / "source.json").write_text(
+        note = _temp_path(folder, ".json")  # what the folder holds, for a person looking
+        note.write_text(
             json.dumps({"model": files.name, "weights_sha256": files.sha256, "recipe": RECIPE})
         )
+        note.chmod(0o644)
+        os.replace(note, folder / "source.json")
     return ExportedModel(target, variant, created=True)
 
 
