@@ -161,6 +161,15 @@ CLI: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "fleet up": ("fleet.manage", ()),
     "fleet down": ("fleet.manage", ()),
     "fleet status": (None, ()),  # reads the state file and each server's readiness
+    # RAG collections: a build writes a version (and moves live), alias moves what queries
+    # are answered from, delete removes documents from every version; the rest read
+    "rag build": ("rag.build", ("docs",)),
+    "rag alias": ("rag.alias", ("docs", "1")),
+    "rag delete": ("rag.delete", ("docs", "--doc", "a.md")),
+    "rag list": (None, ()),
+    "rag show": (None, ("docs",)),
+    "rag search": (None, ("docs", "query")),  # rag.search, role viewer: any valid key
+    "rag eval": (None, ("docs",)),  # rag.search: reads a version, records nothing
 }
 
 
@@ -340,6 +349,8 @@ HTTP: dict[tuple[str, str], str | None] = {
     # readiness and shadow analysis: the report is saved (load_test=true: deployer)
     ("GET", "/v1/monitor/shadow/{model}"): "monitoring.read",  # computed, recorded nowhere
     ("GET", "/v1/readiness"): "readiness.read",
+    ("POST", "/v1/rag/{collection}/search"): "rag.search",  # reads only (role viewer)
+    ("POST", "/v1/rag/{collection}/context"): "rag.search",
     # dashboard: open to the pipeline (it reads only header keys); each handler checks the
     # HttpOnly cookie's key itself: dashboard.view for a page, the API's action and a CSRF
     # token for a button (tests/dashboard: a viewer gets 403 and nothing changes)
