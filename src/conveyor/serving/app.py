@@ -162,7 +162,7 @@ class Server:
         await self.pool.close()
         # Bounded: an event log whose database stopped answering would hold the stop for
         # ever (the events it keeps are counted in the log line).
-        timeout = self.spec.drain.shutdown_s / 2
+        timeout = self.spec.drain.shutdown_s * 0.3
         try:
             await asyncio.to_thread(self.events.flush, timeout)
         except Exception as exc:
