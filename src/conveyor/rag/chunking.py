@@ -340,8 +340,13 @@ def _pack(
         ):
             current.append(unit)
         else:
+            # Trailing headings go with the unit they introduce, when that fits.
             carried: list[_Unit] = []
-            while len(current) > 1 and current[-1].kind == "heading":
+            while (
+                len(current) > 1
+                and current[-1].kind == "heading"
+                and unit.t1 - current[-1].t0 <= config.max_tokens
+            ):
                 carried.insert(0, current.pop())
             close()
             if carried:
@@ -350,7 +355,9 @@ def _pack(
             previous = chunks[-1]
             begin = None
             if unit.kind != "heading" and unit.section == previous[4][-1].section:
-                budget = min(config.overlap_tokens, config.max_tokens - unit.tokens)
+                # What the unit adds counts from the previous chunk's end: text between
+                # blocks (a Markdown rule) has tokens too.
+                budget = min(config.overlap_tokens, config.max_tokens - (unit.t1 - previous[3]))
                 begin = _overlap(doc, previous[4], previous[1], budget, config)
             if begin is None:
                 start, t_start = unit.start, unit.t0
@@ -412,4 +419,4 @@ def _overlap(
     for j in range(k, t_end):
         if doc.word_start(j):
             return j
-    return k
+    return None  # no overlap rather than one starting inside a word
