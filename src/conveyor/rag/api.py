@@ -294,11 +294,10 @@ class RagService:
             self._observe(name, endpoint, loaded, query, k, answer, latency)
             return answer
         allowed = loaded.allowed(filters)
-        warnings = self._warnings(loaded, query)
         if endpoint == "search":
-            body, stages = run_search(loaded, query, k, allowed)
+            body, stages, warnings = run_search(loaded, query, k, allowed)
         else:
-            body, stages = run_context(loaded, query, k, allowed, budget_tokens)
+            body, stages, warnings = run_context(loaded, query, k, allowed, budget_tokens)
         latency.update(stages)
         answer = {
             "collection": name,
@@ -335,16 +334,6 @@ class RagService:
                 field="budget_tokens",
             )
         return query, k
-
-    def _warnings(self, loaded: Loaded, query: str) -> list[str]:
-        limit = loaded.embedder.max_tokens - 2  # [CLS] and [SEP]
-        n = loaded.embedder.tokenizer.count(query)
-        if n <= limit:
-            return []
-        return [
-            f"the query has {n} tokens and the encoder reads {limit}: its vector was computed "
-            f"from the first {limit} tokens (BM25 used the whole query)"
-        ]
 
     # -- the retrieval cache --------------------------------------------------------------------
 
@@ -436,9 +425,12 @@ def _ms(t0: float) -> float:
 # -- loading, retrieval, packing (the retriever's seam) -----------------------------------------
 
 
-def load_version(project: Project, version: Version, epoch: int) -> Loaded:
+def load_version(
+    project: Project, version: Version, epoch: int, *, building: bool = False
+) -> Loaded:
     """Open a version's indexes and chunks; refused when the collection's encoder is not the
-    one the version was built with."""
+    one the version was built with. ``building``: the build's own gate opens its version
+    before it is ready."""
     from conveyor.backends import BackendURL
     from conveyor.rag.collections import Collections
     from conveyor.rag.embed import check_dimension
@@ -447,7 +439,9 @@ def load_version(project: Project, version: Version, epoch: int) -> Loaded:
 
     collections = project.service("rag", Collections)
     spec = collections.declared(version.collection)
-    if version.status not in ("ready", "refused"):
+    if version.status not in ("ready", "refused") and not (
+        building and version.status == "building"
+    ):
         raise InvalidInputError(
             f"version {version.ref} is {version.status}: it has no index to serve",
             field="version",
@@ -510,10 +504,11 @@ def make_retriever(
 
 def run_search(
     loaded: Loaded, query: str, k: int, allowed: NDArray[np.int64] | None
-) -> tuple[dict[str, Any], dict[str, float]]:
-    """Hits as the API answers them, and the latency of each stage (ms)."""
-    hits, stages = loaded.retriever.search(query, k=k, allowed=allowed)
-    return {"hits": [_hit(loaded, h) for h in hits]}, dict(stages)
+) -> tuple[dict[str, Any], dict[str, float], list[str]]:
+    """Hits as the API answers them, the latency of each stage (ms), and warnings."""
+    result = loaded.retriever.search(query, k, allowed=allowed)
+    hits = [_hit(h) for h in result.hits]
+    return {"hits": hits}, dict(result.latency_ms), list(result.warnings)
 
 
 def run_context(
@@ -522,14 +517,17 @@ def run_context(
     k: int,
     allowed: NDArray[np.int64] | None,
     budget_tokens: int | None,
-) -> tuple[dict[str, Any], dict[str, float]]:
-    packed = loaded.retriever.context(query, k=k, allowed=allowed, budget_tokens=budget_tokens)
-    body = packed.to_dict() if hasattr(packed, "to_dict") else dict(packed)
-    stages = body.pop("latency_ms", {})
-    return body, dict(stages)
+) -> tuple[dict[str, Any], dict[str, float], list[str]]:
+    """The packed context (text, citations, tokens), the hits it came from, the latency of
+    each stage (ms), and warnings."""
+    result = loaded.retriever.context(query, budget_tokens, k=k, allowed=allowed)
+    packed = result.context.to_dict()
+    packed.pop("warnings", None)
+    body = {"context": packed, "hits": [_hit(h) for h in result.hits]}
+    return body, dict(result.latency_ms), list(dict.fromkeys(result.warnings))
 
 
-def _hit(loaded: Loaded, hit: Any) -> dict[str, Any]:
+def _hit(hit: Any) -> dict[str, Any]:
     meta = dict(hit.metadata)
     return {
         "chunk_id": int(hit.chunk_id),
@@ -590,8 +588,8 @@ def evaluate_version(
     try:
 
         def run(query: str) -> tuple[Sequence[Any], Mapping[str, float]]:
-            hits, stages = loaded.retriever.search(query, k=max(k, 10))
-            return hits, stages
+            result = loaded.retriever.search(query, max(k, 10))
+            return result.hits, result.latency_ms
 
         return evaluate(hits_run(run, by=by or "doc"), queries, k=k)
     finally:
@@ -638,7 +636,7 @@ def _open_for_eval(
     embedder: Embedder | None,
     fusion: Mapping[str, Any] | None,
 ) -> Loaded:
-    loaded = load_version(project, version, -1)
+    loaded = load_version(project, version, -1, building=True)
     if embedder is not None or fusion is not None:
         from conveyor.rag.collections import Collections
 

@@ -480,7 +480,7 @@ class _Builder:
             "eval_set": self.spec.gate.eval_set,
             "candidate": candidate.to_dict(),
             "checks": [
-                {"name": c.name, "passed": c.passed, "detail": c.detail} for c in report.results
+                {"name": c.name, "passed": c.passed, "detail": c.detail} for c in report.checks
             ],
         }
         return out, tuned

@@ -37,7 +37,7 @@ from conveyor.rag.events import RAG_DELETED
 
 if TYPE_CHECKING:
     from conveyor.project import Project
-    from conveyor.rag.collections import Collections
+    from conveyor.rag.collections import Collections, Version
 
 __all__ = ["Deleted", "delete_documents"]
 
@@ -72,7 +72,7 @@ def delete_documents(
     vectors from every version of ``name`` (see the module)."""
     import sqlalchemy as sa
 
-    from conveyor.rag.collections import Collections, SqlEmbeddingCache, _notify
+    from conveyor.rag.collections import Collections, SqlEmbeddingCache, Version, _notify
     from conveyor.rag.tables import RagChunkRecord as K
     from conveyor.rag.tables import RagCollectionRecord as C
     from conveyor.rag.tables import RagDocumentRecord as D
@@ -93,14 +93,15 @@ def delete_documents(
         chunk_rows = list(
             session.execute(sa.select(K.id, K.text_hash).where(K.document.in_(rows or [-1])))
         )
-        version_rows = list(
-            session.scalars(
+        version_rows = [
+            Version.of(v)
+            for v in session.scalars(
                 sa.select(V)
                 .join(VD, VD.version_id == V.id)
                 .where(VD.document.in_(rows or [-1]))
                 .distinct()
             )
-        )
+        ]
         n_docs = len(set(session.scalars(sa.select(D.doc_id).where(D.id.in_(rows or [-1])))))
     chunk_ids = sorted({int(i) for i, _ in chunk_rows})
     hashes = sorted({h for _, h in chunk_rows})
@@ -139,7 +140,7 @@ def delete_documents(
 
 
 def _rewrite(
-    collections: Collections, version: Any, chunk_ids: list[int], old: set[str]
+    collections: Collections, version: Version, chunk_ids: list[int], old: set[str]
 ) -> int | None:
     """Remove ``chunk_ids`` from one version's indexes; how many were in its vector index."""
     import numpy as np
@@ -152,7 +153,7 @@ def _rewrite(
     if version.status not in ("ready", "refused") or not chunk_ids:
         return None
     ids = np.asarray(chunk_ids, dtype=np.int64)
-    params = dict(version.params or {})
+    params = dict(version.params)
     url = str(params.get("index_url", ""))
     spec = collections.spec.collections.get(version.collection)
     if url.startswith("postgresql") and spec is not None and spec.index:
