@@ -118,6 +118,7 @@ def make_project(
     gate: dict[str, Any] | None = None,
     retrieval: dict[str, Any] | None = None,
     extra: str = "",
+    env: dict[str, str] | None = None,
 ) -> Project:
     """A project with collection ``docs`` over ``root/docs`` (written here)."""
     init_project(root, name="ragtest")
@@ -135,7 +136,7 @@ def make_project(
     spec = {"collections": {"docs": collection}}
     with (root / "conveyor.yaml").open("a") as fh:
         fh.write("\nrag: " + json.dumps(spec) + "\n" + extra)
-    return Project.open(root, env={})
+    return Project.open(root, env=env or {})
 
 
 def eval_set(root: Path) -> Path:
