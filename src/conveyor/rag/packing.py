@@ -5,10 +5,10 @@
 1. **deduplicates**: a hit whose text is the same as a better-ranked one's (after
    lowercasing and collapsing white space), or nearly the same (Jaccard similarity of word
    3-shingles at or above ``dedupe_threshold``, default 0.8), is dropped;
-2. **merges neighbours**: hits of the same document whose character ranges overlap or
-   touch (the chunker's overlap makes consecutive chunks overlap) become one passage
-   spanning both, its text stitched without repeating the overlap, its score the best of
-   its parts;
+2. **merges neighbours**: hits of the same document whose character ranges overlap (the
+   chunker's overlap) or touch (at most two characters apart: the white space between
+   consecutive chunks, put back as a space or a blank line) become one passage spanning
+   both, its text stitched without repeating the overlap, its score the best of its parts;
 3. **compresses** (optional): each passage keeps only its sentences most similar to the
    query (cosine of the embedder's vectors), in their original order, at least
    ``compress_min_sentences`` of them: extractive, so every word is the source's;
@@ -44,6 +44,9 @@ __all__ = ["Citation", "PackedContext", "Passage", "pack", "split_sentences", "t
 
 Order = Literal["document", "score"]
 _SEPARATOR = "\n\n"
+#: Chunks this many characters apart or closer are neighbours: the white space a chunker
+#: leaves between consecutive chunks (a space, or the blank line between paragraphs).
+_MERGE_GAP = 2
 _SPACE = re.compile(r"\s+")
 _WORDS = re.compile(r"\w+")
 #: A sentence ends at . ! or ? followed by white space, or at a blank line.
@@ -193,8 +196,12 @@ def _merge(hits: Sequence[Hit]) -> list[Passage]:
         doc_hits.sort(key=lambda h: (h.start, h.end))
         current: Passage | None = None
         for h in doc_hits:
-            if current is not None and h.start <= current.end:
-                if h.end > current.end:
+            if current is not None and h.start <= current.end + _MERGE_GAP:
+                if h.start > current.end:  # touching across the white space between them
+                    current.text += " " if h.start - current.end == 1 else "\n\n"
+                    current.text += h.text
+                    current.end = h.end
+                elif h.end > current.end:
                     current.text += h.text[current.end - h.start :]
                     current.end = h.end
                 current.score = max(current.score, h.score)
