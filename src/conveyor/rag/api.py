@@ -624,7 +624,8 @@ def tune_version(
             names = [doc_of.get(int(i), "") for i in ranked] if by == "doc" else list(ranked)
             return ndcg_at_k(names, relevant, 10)
 
-        curve = tune_weight(candidates, [list(q.relevant) for q in queries], metric=metric)
+        relevant: list[Any] = [list(q.relevant) for q in queries]
+        curve = tune_weight(candidates, relevant, metric=metric)
         return curve.to_dict()
     finally:
         loaded.close()

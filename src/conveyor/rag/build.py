@@ -188,7 +188,9 @@ class _Builder:
 
     # -- the steps -----------------------------------------------------------------------
 
-    def run(self, run_id: str, parent: int | None, *, force: bool, reason: str | None) -> Any:
+    def run(
+        self, run_id: str, parent: int | None, *, force: bool, reason: str | None
+    ) -> BuildResult:
         documents, failures = self._read()
         known = self._known_rows()
         parent_docs = self._parent_documents(parent)
@@ -406,7 +408,7 @@ class _Builder:
             ):
                 ids.append(int(i))
                 texts.append(text)
-                blobs.append(bytes(blob))
+                blobs.append(bytes(blob or b""))
         dim = self.inner.dimension
         matrix = np.frombuffer(b"".join(blobs), dtype=np.float32)
         if matrix.size != len(ids) * dim:

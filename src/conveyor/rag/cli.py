@@ -94,7 +94,7 @@ def list_cmd(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
 
     with open_project(project) as proj:
         rag = proj.service("rag", Collections)
-        items = []
+        items: list[dict[str, Any]] = []
         for name in rag.names():
             versions = rag.versions(name)
             items.append(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import tarfile
 import threading
 import uuid
@@ -57,6 +58,20 @@ __all__ = [
 ]
 
 _STATUSES = ("building", "ready", "refused", "failed")
+_ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,99}$")
+
+
+def check_alias(alias: str) -> str:
+    """An alias name: 1 to 100 letters, digits, '_' or '-', starting with a letter (not a
+    number, so ``docs@3`` is always a version and ``docs@live`` an alias; ``latest`` is
+    the newest ready version)."""
+    if not isinstance(alias, str) or not _ALIAS.match(alias) or alias == "latest":
+        raise InvalidInputError(
+            f"alias {alias!r}: use 1 to 100 letters, digits, '_' or '-', starting with a "
+            "letter ('latest' is reserved)",
+            field="alias",
+        )
+    return alias
 
 
 def text_hash(text: str) -> str:
@@ -543,8 +558,6 @@ class Collections:
     ) -> AliasMove:
         """Point ``alias`` of ``name`` at version ``number`` (ready, or refused when
         ``forced`` with a reason) and record the move."""
-        from conveyor.registry.aliases import check_alias
-
         check_alias(alias)
         if forced and not reason:
             raise InvalidInputError("a forced alias move needs a reason", field="reason")
@@ -569,7 +582,9 @@ class Collections:
         return move
 
     def alias_history(self, name: str, alias: str | None = None) -> list[AliasMove]:
-        where = {"collection": name} if alias is None else {"collection": name, "alias": alias}
+        where: dict[str, Any] = {"collection": name}
+        if alias is not None:
+            where["alias"] = alias
         return [_move_of(e) for e in _AliasPointers(self.store).entries(**where)]
 
     def _moved(self, move: AliasMove, *, rollback: bool) -> None:

@@ -56,7 +56,7 @@ _BODY = {
         "budget_tokens": {"type": "integer", "minimum": 1},
     },
 }
-_KEYS = frozenset(_BODY["properties"])  # type: ignore[arg-type]
+_KEYS = frozenset(_BODY["properties"])
 _STAGE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
