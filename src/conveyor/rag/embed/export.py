@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import warnings
@@ -300,6 +301,10 @@ def _quantize(source: Path, target: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     tmp = _temp_path(target.parent, ".int8.onnx")
+    # quantize_dynamic logs a hint on the root logger (run its pre-processing, which is
+    # for static quantization of CNNs); the optimizer already ran, so the hint is noise.
+    quiet = _DropMessage("pre-processing before quantization")
+    logging.getLogger().addFilter(quiet)
     try:
         # The fused contrib ops (Attention, SkipLayerNormalization) have no type in ONNX's
         # shape inference: their outputs are float32.
@@ -317,4 +322,14 @@ def _quantize(source: Path, target: Path) -> None:
         tmp.chmod(0o644)
         os.replace(tmp, target)
     finally:
+        logging.getLogger().removeFilter(quiet)
         tmp.unlink(missing_ok=True)
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
