@@ -77,6 +77,8 @@ def test_the_verbs_end_to_end(root: Path) -> None:
     assert "total" in report["latency_ms"]
     table = _run(root, "rag", "eval", "docs@1", "--set", str(root / "evals.jsonl")).stdout
     assert "nDCG@10" in table and "MRR" in table
+    docstrings = _json(root, "rag", "eval", "docs", "--set", "docstrings", "--size", "40")
+    assert docstrings["n_queries"] == 40 and docstrings["ndcg@10"] > 0.5
 
     moved = _json(root, "rag", "alias", "docs", "1")
     assert (moved["from_version"], moved["to_version"]) == (2, 1)

@@ -473,7 +473,7 @@ def load_version(
     fields = {"doc_id"}
     for chunk in chunks.values():
         fields.update(chunk.metadata)
-    retriever = make_retriever(embedder, index, bm25, chunks, spec, version)
+    retriever = make_retriever(embedder, index, bm25, chunks, spec, version, root=str(project.root))
     return Loaded(version, epoch, embedder, index, bm25, chunks, retriever, frozenset(fields))
 
 
@@ -485,6 +485,7 @@ def make_retriever(
     spec: CollectionSpec,
     version: Version | None,
     fusion: Mapping[str, Any] | None = None,
+    root: str | None = None,
 ) -> Any:
     """The retrieve part's :class:`~conveyor.rag.retriever.Retriever` over a version, with the
     collection's retrieval settings and the version's tuned fusion weight."""
@@ -499,7 +500,37 @@ def make_retriever(
     def lookup(ids: Sequence[int]) -> dict[int, Any]:
         return {i: chunks[i].as_chunk() for i in ids if i in chunks}
 
-    return Retriever(embedder, index, bm25, lookup, config)
+    reranker = _reranker(spec, root) if config.rerank else None
+    return Retriever(embedder, index, bm25, lookup, config, reranker=reranker)
+
+
+_rerankers: dict[str, Any] = {}
+
+
+def _reranker(spec: CollectionSpec, root: str | None) -> Any:
+    """The collection's reranker (opened once per process): a cross-encoder folder, or a
+    fitted learned-fusion reranker's JSON file."""
+    from pathlib import Path
+
+    if spec.reranker is None:
+        raise ConfigError(
+            "retrieval.rerank is on but the collection names no reranker: set its reranker "
+            "to a cross-encoder folder or a learned-fusion reranker's JSON file",
+            field="reranker",
+        )
+    with _embedders_lock:
+        found = _rerankers.get(spec.reranker)
+        if found is None:
+            from conveyor.rag.rerank import CrossEncoderReranker, LearnedFusionReranker
+
+            path = Path(spec.reranker)
+            if not path.is_absolute() and root is not None:
+                path = Path(root) / path
+            found = (
+                CrossEncoderReranker(path) if path.is_dir() else LearnedFusionReranker.load(path)
+            )
+            _rerankers[spec.reranker] = found
+        return found
 
 
 def run_search(
@@ -596,6 +627,42 @@ def evaluate_version(
         loaded.close()
 
 
+def evaluate_docstrings(project: Project, name: str, *, size: int = 300, k: int = 10) -> EvalResult:
+    """A collection's settings (encoder, retrieval) on the built-in known-item set: the
+    docstrings of numpy, scipy and scikit-learn's public API indexed in memory (exact
+    search), each summary line a query whose one relevant chunk is its docstring body."""
+    import numpy as np
+
+    from conveyor.rag.collections import Collections, StoredChunk
+    from conveyor.rag.evaluation import evaluate, hits_run
+    from conveyor.rag.index.exact import ExactIndex
+    from conveyor.rag.known_items import docstring_set
+    from conveyor.rag.lexical import BM25Index
+
+    spec = project.service("rag", Collections).declared(name)
+    embedder = shared_embedder(spec)
+    items = docstring_set(size)
+    ids = np.asarray(items.ids, dtype=np.int64)
+    texts = items.texts
+    index = ExactIndex(embedder.dimension, namespace="docstrings")
+    index.add(ids, embedder.embed(texts))
+    bm25 = BM25Index.build(ids, texts)
+    chunks = {
+        int(item.id): StoredChunk(int(item.id), item.name, 0, item.document, 0, 0, 0, {})
+        for item in items.items
+    }
+    retriever = make_retriever(embedder, index, bm25, chunks, spec, None, root=str(project.root))
+
+    def run(query: str) -> tuple[Sequence[Any], Mapping[str, float]]:
+        result = retriever.search(query, max(k, 10))
+        return result.hits, result.latency_ms
+
+    try:
+        return evaluate(hits_run(run, by="chunk"), items.queries(), k=k)
+    finally:
+        index.close()
+
+
 def tune_version(
     project: Project, version: Version, *, embedder: Embedder | None = None
 ) -> dict[str, Any] | None:
@@ -644,7 +711,14 @@ def _open_for_eval(
         spec = project.service("rag", Collections).declared(version.collection)
         loaded.embedder = embedder or loaded.embedder
         loaded.retriever = make_retriever(
-            loaded.embedder, loaded.index, loaded.bm25, loaded.chunks, spec, version, fusion
+            loaded.embedder,
+            loaded.index,
+            loaded.bm25,
+            loaded.chunks,
+            spec,
+            version,
+            fusion,
+            root=str(project.root),
         )
     return loaded
 

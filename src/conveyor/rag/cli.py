@@ -251,9 +251,12 @@ def eval_cmd(
         str | None,
         typer.Option(
             "--set",
-            help="A JSONL file of {query, relevant}; default: the collection's gate.eval_set.",
+            help="A JSONL file of {query, relevant}, or 'docstrings' (the built-in known-item "
+            "set, indexed in memory with the collection's settings); default: the "
+            "collection's gate.eval_set.",
         ),
     ] = None,
+    size: Annotated[int, typer.Option(help="Docstrings in the built-in set.")] = 300,
     by: Annotated[
         str | None, typer.Option(help="What the relevant ids are: doc (default) or chunk.")
     ] = None,
@@ -264,7 +267,7 @@ def eval_cmd(
     """nDCG@10, recall@k, MRR and per-stage latency of a version on a labelled set."""
     from pathlib import Path
 
-    from conveyor.rag.api import evaluate_version
+    from conveyor.rag.api import evaluate_docstrings, evaluate_version
     from conveyor.rag.collections import Collections
     from conveyor.rag.evaluation import load_queries
 
@@ -273,17 +276,22 @@ def eval_cmd(
         authorized(proj, "rag.search")
         rag = proj.service("rag", Collections)
         spec = rag.declared(name)
-        found = rag.version(name, version)
-        queries = None
-        if set_ is not None:
-            file = Path(set_)
-            queries = load_queries(file if file.is_absolute() else Path.cwd() / file)
-        result = evaluate_version(proj, found, queries=queries, by=by or spec.gate.by, k=k)
-    body = {"collection": name, "version": found.number, **result.to_dict()}
+        if set_ == "docstrings":
+            result = evaluate_docstrings(proj, name, size=size, k=k)
+            label, number = f"{name} settings on the docstring set", None
+        else:
+            found = rag.version(name, version)
+            queries = None
+            if set_ is not None:
+                file = Path(set_)
+                queries = load_queries(file if file.is_absolute() else Path.cwd() / file)
+            result = evaluate_version(proj, found, queries=queries, by=by or spec.gate.by, k=k)
+            label, number = found.ref, found.number
+    body = {"collection": name, "version": number, "set": set_, **result.to_dict()}
     if as_json:
         echo_json(body)
         return
-    typer.echo(f"{found.ref} on {result.n_queries} queries")
+    typer.echo(f"{label}: {result.n_queries} queries")
     typer.echo(f"  nDCG@10    {result.ndcg_at_10:.4f}")
     typer.echo(f"  recall@{k:<3} {result.recall_at_k:.4f}")
     typer.echo(f"  MRR@{k:<6} {result.mrr:.4f}")

@@ -120,6 +120,11 @@ class CollectionSpec(BaseModel):
         description="Retrieval settings: k, fusion, rerank, packing "
         "(conveyor.rag.retriever.RetrievalConfig).",
     )
+    reranker: str | None = Field(
+        None,
+        description="With retrieval.rerank: a local cross-encoder model folder, or the JSON "
+        "file of a fitted learned-fusion reranker (relative to the project).",
+    )
     gate: GateSpec = Field(
         default_factory=GateSpec, description="The quality gate of a new version."
     )
