@@ -202,7 +202,7 @@ def test_a_broad_filter_returns_only_allowed_ids(
     filled: Any, reference: Any, data: dict[str, np.ndarray]
 ) -> None:
     if hasattr(filled, "selective"):
-        filled.selective = 0  # force the approximate path (oversampling, faiss's selector)
+        filled.selective = 0  # force the approximate path (faiss's selector in the graph)
     allowed = data["ids"][: N // 2]
     queries = data["queries"]
     _, ids = filled.search(queries, 10, allowed=allowed)

@@ -1,22 +1,27 @@
-"""``hnsw://``: the embedded default, an HNSW graph built with usearch.
+"""``hnsw://``: the embedded default, an HNSW graph built with faiss (``IndexHNSWFlat``).
 
-``hnsw://?m=32&ef_construction=200&ef_search=96&dtype=f32``. The library was chosen by
+``hnsw://?m=32&ef_construction=128&ef_search=96``. The library was chosen by
 ``benchmarks/rag_index.py``, which builds faiss-cpu's ``IndexHNSWFlat``, hnswlib and usearch
 with the same M and ef_construction on the same 200k x 384 embedding-like vectors and
-searches them on one thread at several ef (figures in ``docs/rag/index.md``): usearch
-reached the recall target at the highest single-thread rate of the three, built fastest,
-installs as a wheel with no compiler, deletes natively and saves to one file.
+searches them on one thread at several ef (figures and the reasoning in
+``docs/rag/index.md``): faiss answered the most queries per core at every recall measured,
+built fastest, and is already the dependency of ``ivf://`` and ``ivfpq://``.
 
-- **Ids** are the chunks' int64 row ids, used directly as usearch's uint64 keys.
-- **Deletion**: usearch removes a key from the graph's results at once (a tombstone); the
-  saved file keeps it removed. Adding an id again replaces its vector.
-- **Persistence**: one ``.usearch`` file plus ``index.json`` (the build parameters, which the
-  file alone does not restore); a save/load round trip answers identically.
-- **Filters** (``allowed``): a selective filter (at most ``max(4096, n / 100)`` of the ids
-  present) is searched exactly over those ids' stored vectors (a matrix product: faster and
-  exact). A broad one oversamples: the graph is asked for ``k * n / |allowed|`` candidates
-  (doubled while too few pass), the others are dropped; if that reaches the whole index the
-  search falls back to exact over the subset. Only allowed ids are ever returned.
+- **Ids**: the graph's rows are numbered in insertion order; the index keeps row -> id (an
+  int64 array) and id -> row, so ids are any non-negative int64.
+- **Deletion**: faiss's HNSW cannot unlink a node, so a removed row is marked in a bitmap and
+  every search passes faiss a selector that excludes it (``SearchParametersHNSW.sel``): a
+  removed id is never returned, and the bitmap is saved with the graph. Adding an id again
+  marks its old row removed and appends a new one. The removed rows' space comes back when
+  the collection is rebuilt (a new version); ``params()["removed_rows"]`` says how many.
+- **Filters** (``allowed``): a selective filter (at most ``max(4096, n / 100)`` ids present)
+  is searched exactly over those rows' stored vectors (a matrix product: exact, and faster
+  than walking a graph where most nodes are excluded); a broad one uses faiss's filtered
+  graph search with a bitmap of the allowed rows, falling back to the exact subset search in
+  the rare case it returns fewer than ``k`` while more are allowed. Only allowed ids are
+  ever returned.
+- **Persistence**: ``hnsw.faiss`` (the graph and vectors), ``rows.npz`` (row -> id, removed
+  rows) and ``index.json`` (the parameters); a save/load round trip answers identically.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from conveyor.rag.index._inputs import (
     read_meta,
     write_meta,
 )
-from conveyor.rag.index._topk import empty_result, exact_top_k, merge_rows
+from conveyor.rag.index._topk import empty_result, exact_top_k
 
 if TYPE_CHECKING:
     import numpy as np
@@ -48,16 +53,18 @@ if TYPE_CHECKING:
 
 __all__ = ["HnswIndex"]
 
-_FILE = "hnsw.usearch"
-_OPTIONS = ("m", "ef_construction", "ef_search", "dtype")
-_DTYPES = ("f32", "f16", "bf16", "i8")
+_GRAPH_FILE = "hnsw.faiss"
+_ROWS_FILE = "rows.npz"
+_OPTIONS = ("m", "ef_construction", "ef_search")
 #: Filters with at most this many present ids (or 1% of the index) are searched exactly.
 SELECTIVE = 4096
-DEFAULTS = {"m": 32, "ef_construction": 200, "ef_search": 96, "dtype": "f32"}
+DEFAULT_M = 32
+DEFAULT_EF_CONSTRUCTION = 128
+DEFAULT_EF_SEARCH = 96
 
 
 class HnswIndex(Closeable):
-    """An HNSW graph (usearch, inner product on normalized rows); see the module's notes."""
+    """An HNSW graph (faiss, inner product on normalized rows); see the module's notes."""
 
     kind = "hnsw"
 
@@ -66,54 +73,36 @@ class HnswIndex(Closeable):
         dimension: int,
         namespace: str = "default",
         *,
-        m: int = DEFAULTS["m"],  # type: ignore[assignment]
-        ef_construction: int = DEFAULTS["ef_construction"],  # type: ignore[assignment]
-        ef_search: int = DEFAULTS["ef_search"],  # type: ignore[assignment]
-        dtype: str = DEFAULTS["dtype"],  # type: ignore[assignment]
-        _index: Any = None,
+        m: int = DEFAULT_M,
+        ef_construction: int = DEFAULT_EF_CONSTRUCTION,
+        ef_search: int = DEFAULT_EF_SEARCH,
     ) -> None:
-        from usearch.index import Index
+        import faiss
+        import numpy as np
 
         self._dimension = check_dimension(dimension)
         self.namespace = check_namespace(namespace)
-        if dtype not in _DTYPES:
-            raise InvalidInputError(
-                f"hnsw: dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}", field="dtype"
-            )
-        self.m, self.ef_construction, self.ef_search, self.dtype = (
-            m,
-            ef_construction,
-            ef_search,
-            dtype,
-        )
-        self._index: Any = _index or Index(
-            ndim=dimension,
-            metric="ip",
-            dtype=dtype,
-            connectivity=m,
-            expansion_add=ef_construction,
-            expansion_search=ef_search,
-        )
-        self._apply_expansions()
+        self.m, self.ef_construction, self.ef_search = m, ef_construction, ef_search
+        self._index: Any = faiss.IndexHNSWFlat(dimension, m, faiss.METRIC_INNER_PRODUCT)
+        self._index.hnsw.efConstruction = ef_construction
+        self._row_ids = np.zeros(0, dtype=np.int64)  # row -> id
+        self._removed = np.zeros(0, dtype=bool)  # row -> removed
+        self._rows: dict[int, int] = {}  # id -> row, live rows only
+        self._live_bits: NDArray[np.uint8] | None = None  # cached selector bitmap
         #: A filter with at most this many present ids (or 1% of the index) is searched
-        #: exactly over them; a broader one by oversampling the graph.
+        #: exactly over them; a broader one by faiss's filtered graph search.
         self.selective = SELECTIVE
         self._closed = False
 
     # -- the seam's constructors ----------------------------------------------------------
 
     @classmethod
-    def _options(cls, url: BackendURL) -> dict[str, Any]:
+    def _options(cls, url: BackendURL) -> dict[str, int]:
         check_url(url, _OPTIONS, "hnsw index")
         return {
-            "m": int_param(url, "m", DEFAULTS["m"], minimum=2),  # type: ignore[arg-type]
-            "ef_construction": int_param(
-                url,
-                "ef_construction",
-                DEFAULTS["ef_construction"],  # type: ignore[arg-type]
-            ),
-            "ef_search": int_param(url, "ef_search", DEFAULTS["ef_search"]),  # type: ignore[arg-type]
-            "dtype": url.query.get("dtype", DEFAULTS["dtype"]),
+            "m": int_param(url, "m", DEFAULT_M, minimum=2),
+            "ef_construction": int_param(url, "ef_construction", DEFAULT_EF_CONSTRUCTION),
+            "ef_search": int_param(url, "ef_search", DEFAULT_EF_SEARCH),
         }
 
     @classmethod
@@ -125,24 +114,28 @@ class HnswIndex(Closeable):
         cls, url: BackendURL, directory: Path | None, *, dimension: int, namespace: str
     ) -> Self:
         """The saved graph; ``ef_search`` (a search setting) may be changed by the URL."""
-        from usearch.index import Index
+        import faiss
+        import numpy as np
 
         options = cls._options(url)
         meta = read_meta(directory, cls.kind, dimension)
         assert directory is not None
-        graph = Index.restore(str(Path(directory) / _FILE))
-        if graph is None:
-            raise InvalidInputError(f"{directory / _FILE} is not a usearch index", field="url")
+        directory = Path(directory)
         ef_search = options["ef_search"] if "ef_search" in url.query else meta["ef_search"]
-        return cls(
+        index = cls(
             dimension,
             namespace,
             m=meta["m"],
             ef_construction=meta["ef_construction"],
             ef_search=ef_search,
-            dtype=meta["dtype"],
-            _index=graph,
         )
+        index._index = faiss.read_index(str(directory / _GRAPH_FILE))
+        with np.load(directory / _ROWS_FILE) as rows:
+            index._row_ids = rows["ids"].astype(np.int64)
+            index._removed = rows["removed"].astype(bool)
+        live = np.flatnonzero(~index._removed)
+        index._rows = dict(zip(index._row_ids[live].tolist(), live.tolist(), strict=True))
+        return index
 
     # -- the protocol ---------------------------------------------------------------------
 
@@ -151,17 +144,16 @@ class HnswIndex(Closeable):
         return self._dimension
 
     def __len__(self) -> int:
-        return len(self._index)
+        return len(self._rows)
 
     def set_ef_search(self, ef_search: int) -> None:
         """Change the search breadth (recall against speed) without rebuilding."""
         if not isinstance(ef_search, int) or ef_search < 1:
             raise InvalidInputError(f"ef_search must be >= 1, got {ef_search!r}")
         self.ef_search = ef_search
-        self._index.expansion_search = ef_search
 
     def add(self, ids: NDArray[np.int64], vectors: NDArray[np.float32]) -> None:
-        """Add rows (all cores); an id already present has its vector replaced."""
+        """Append rows (faiss builds on all cores); an id already present is replaced."""
         import numpy as np
 
         self._check_open()
@@ -170,24 +162,17 @@ class HnswIndex(Closeable):
         check_batch(ids, vectors)
         if len(ids) == 0:
             return
-        keys = ids.astype(np.uint64)
-        present = np.asarray(self._index.contains(keys), dtype=bool)
-        if present.any():
-            self._index.remove(keys[present])
-        self._index.add(keys, vectors, threads=0)
+        self._mark_removed(ids)
+        start = int(self._index.ntotal)
+        self._index.add(vectors)
+        self._row_ids = np.concatenate([self._row_ids, ids])
+        self._removed = np.concatenate([self._removed, np.zeros(len(ids), dtype=bool)])
+        self._rows.update(zip(ids.tolist(), range(start, start + len(ids)), strict=True))
+        self._live_bits = None
 
     def remove(self, ids: NDArray[np.int64]) -> int:
-        import numpy as np
-
         self._check_open()
-        ids = np.unique(as_ids(ids))
-        if len(ids) == 0:
-            return 0
-        keys = ids.astype(np.uint64)
-        present = keys[np.asarray(self._index.contains(keys), dtype=bool)]
-        if len(present):
-            self._index.remove(present)
-        return len(present)
+        return self._mark_removed(as_ids(ids))
 
     def search(
         self,
@@ -196,6 +181,8 @@ class HnswIndex(Closeable):
         *,
         allowed: NDArray[np.int64] | None = None,
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        import numpy as np
+
         self._check_open()
         queries = as_queries(queries, self._dimension)
         k = check_k(k)
@@ -203,94 +190,109 @@ class HnswIndex(Closeable):
         if len(queries) == 0 or len(self) == 0:
             return empty_result(len(queries), k)
         if allowed is None:
-            return self._graph_search(queries, k)
-        return self._filtered_search(queries, k, allowed)
+            bits = self._live_bitmap() if self._removed.any() else None
+            return self._graph_search(queries, k, bits)
+        rows = self._rows_of(allowed)
+        if len(rows) == 0:
+            return empty_result(len(queries), k)
+        if len(rows) <= max(self.selective, len(self) // 100):
+            return self._exact_rows(queries, k, rows)
+        mask = np.zeros(int(self._index.ntotal), dtype=bool)
+        mask[rows] = True
+        scores, ids = self._graph_search(queries, k, np.packbits(mask, bitorder="little"))
+        if (ids[:, min(k, len(rows)) - 1] < 0).any():
+            return self._exact_rows(queries, k, rows)  # the graph ran dry inside the filter
+        return scores, ids
 
     def params(self) -> dict[str, Any]:
-        import usearch
+        import faiss
 
-        count = len(self._index)
         return {
             "kind": self.kind,
-            "library": f"usearch {usearch.__version__}",
+            "library": f"faiss {faiss.__version__} IndexHNSWFlat",
             "metric": "cosine",
             "dimension": self._dimension,
             "namespace": self.namespace,
-            "count": count,
+            "count": len(self),
             "m": self.m,
             "ef_construction": self.ef_construction,
             "ef_search": self.ef_search,
-            "dtype": self.dtype,
-            "bytes_per_vector": round(self._index.serialized_length / count, 1) if count else None,
+            "removed_rows": int(self._removed.sum()),
+            "bytes_per_vector": self._bytes_per_vector(),
         }
 
     def save(self, directory: Path) -> None:
+        import faiss
+        import numpy as np
+
         self._check_open()
         directory = Path(directory)
         write_meta(directory, self.params())
-        self._index.save(str(directory / _FILE))
+        faiss.write_index(self._index, str(directory / _GRAPH_FILE))
+        np.savez(directory / _ROWS_FILE, ids=self._row_ids, removed=self._removed)
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
             self._index = None
+            self._rows = {}
 
     # -- inside ---------------------------------------------------------------------------
 
+    def _mark_removed(self, ids: NDArray[np.int64]) -> int:
+        pop = self._rows.pop
+        rows = [row for row in (pop(key, None) for key in ids.tolist()) if row is not None]
+        if rows:
+            self._removed[rows] = True
+            self._live_bits = None
+        return len(rows)
+
+    def _rows_of(self, ids: NDArray[np.int64]) -> NDArray[np.int64]:
+        import numpy as np
+
+        get = self._rows.get
+        return np.asarray(
+            sorted(row for row in map(get, ids.tolist()) if row is not None), dtype=np.int64
+        )
+
+    def _live_bitmap(self) -> NDArray[np.uint8]:
+        import numpy as np
+
+        if self._live_bits is None:
+            self._live_bits = np.packbits(~self._removed, bitorder="little")
+        return self._live_bits
+
     def _graph_search(
-        self, queries: NDArray[np.float32], count: int, k: int | None = None
+        self, queries: NDArray[np.float32], k: int, bits: NDArray[np.uint8] | None
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-        """The graph's ``count`` best per query, padded (scores = 1 - usearch's distance)."""
+        """faiss's search (rows allowed by ``bits``, if given), mapped from rows to ids."""
+        import faiss
         import numpy as np
 
-        k = count if k is None else k
-        matches = self._index.search(queries, count, threads=0)
-        keys = np.atleast_2d(matches.keys).astype(np.int64)
-        distances = np.atleast_2d(matches.distances)
-        counts = np.atleast_1d(getattr(matches, "counts", np.array([keys.shape[1]])))
-        scores, ids = empty_result(len(queries), k)
-        width = min(k, keys.shape[1])
-        valid = np.arange(width)[None, :] < counts[:, None]
-        ids[:, :width] = np.where(valid, keys[:, :width], -1)
-        # Slots past a row's count hold garbage: never compute with them.
-        near = np.where(valid, distances[:, :width], 0.0)
-        scores[:, :width] = np.where(valid, 1.0 - near, -np.inf)
-        return scores, ids
+        params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
+        params.efSearch = max(self.ef_search, k)
+        if bits is not None:
+            selector = faiss.IDSelectorBitmap(int(self._index.ntotal), faiss.swig_ptr(bits))
+            params.sel = selector
+        scores, rows = self._index.search(queries, k, params=params)
+        found = rows >= 0
+        ids = np.where(found, self._row_ids[np.where(found, rows, 0)], -1).astype(np.int64)
+        return np.where(found, scores, -np.inf).astype(np.float32), ids
 
-    def _filtered_search(
-        self, queries: NDArray[np.float32], k: int, allowed: NDArray[np.int64]
+    def _exact_rows(
+        self, queries: NDArray[np.float32], k: int, rows: NDArray[np.int64]
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-        import numpy as np
+        vectors = self._index.reconstruct_batch(rows)
+        return exact_top_k(vectors, self._row_ids[rows], queries, k)
 
-        present = allowed[np.asarray(self._index.contains(allowed.astype(np.uint64)), bool)]
-        n = len(self)
-        if len(present) == 0:
-            return empty_result(len(queries), k)
-        if len(present) <= max(self.selective, n // 100):
-            return self._exact_subset(queries, k, present)
-        fetch = min(n, max(2 * k, int(np.ceil(2 * k * n / len(present)))))
-        while True:
-            scores, ids = self._graph_search(queries, fetch)
-            keep = np.isin(ids, present)
-            if (keep.sum(axis=1) >= min(k, len(present))).all():
-                return merge_rows(scores, ids, keep, k)
-            if fetch >= n:
-                return self._exact_subset(queries, k, present)
-            fetch = min(n, 2 * fetch)
-
-    def _exact_subset(
-        self, queries: NDArray[np.float32], k: int, present: NDArray[np.int64]
-    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-        import numpy as np
-
-        found: Any = self._index.get(present.astype(np.uint64), dtype="f32")
-        rows = found if isinstance(found, np.ndarray) and found.ndim == 2 else np.stack(found)
-        return exact_top_k(rows.astype(np.float32, copy=False), present, queries, k)
-
-    def _apply_expansions(self) -> None:
-        # A restored file comes back with usearch's defaults, not the saved build's.
-        self._index.expansion_add = self.ef_construction
-        self._index.expansion_search = self.ef_search
+    def _bytes_per_vector(self) -> float | None:
+        """Vectors, graph links (level 0 and above), offsets, row -> id, removed flag."""
+        total = int(self._index.ntotal)
+        if total == 0:
+            return None
+        links = int(self._index.hnsw.neighbors.size()) * 4
+        per_row = 4 * self._dimension + 8 + 4 + 8 + 1  # vector, offset, level, id, flag
+        return round((links + total * per_row) / max(1, len(self)), 1)
 
     def _check_open(self) -> None:
         if self._closed:
