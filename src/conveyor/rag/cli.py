@@ -75,10 +75,15 @@ def build_cmd(
         for source, why in result.failures:
             typer.echo(f"  skipped {source}: {why}")
         if result.gate is not None:
+            base = result.gate["baseline_ndcg@10"]
+            against = (
+                "no baseline (the first version)"
+                if base is None
+                else f"{base:.4f} of version {result.gate['baseline_version']}"
+            )
             typer.echo(
-                f"gate: nDCG@10 {result.gate['ndcg@10']:.4f} against "
-                f"{result.gate['baseline_ndcg@10']} (tolerance {result.gate['tolerance']}): "
-                f"{'passed' if result.gate['passed'] else 'refused'}"
+                f"gate: nDCG@10 {result.gate['ndcg@10']:.4f} against {against} "
+                f"(tolerance {result.gate['tolerance']}): {_verdict(result.gate)}"
             )
         moved = "moved to it" if result.moved else "not moved"
         typer.echo(f"alias {result.alias}: {moved}")
