@@ -270,7 +270,7 @@ def test_dataset_source_through_the_data_layer(project: Project) -> None:
     assert failures == [ParseFailure("dataset:tickets@1#t-2", "the text column 'body' is empty")]
     # "tickets" alone is the latest version; a missing version is a NotFoundError.
     latest = DatasetSource(dataset="tickets", id_column="ticket", text_column="body")
-    assert [d.id for d in split(latest.iter_documents(context))[0]] == ["t-1", "t-3"]
+    assert [d.id for d in split(latest.iter_documents(project))[0]] == ["t-1", "t-3"]
     with pytest.raises(NotFoundError, match="tickets@7"):
         list(DatasetSource(dataset="tickets@7", id_column="ticket", text_column="body")
              .iter_documents(context))  # fmt: skip

@@ -20,8 +20,9 @@ the query or the version returns them), so a build is repeatable.
 
 The :class:`SourceContext` is all a source needs from the project: its root (relative
 paths and ``sqlite:///`` URLs are under it) and, for a ``dataset`` source only, the data
-layer, opened on first use. ``SourceContext.for_project(project)`` makes one; a test or a
-script without a project passes ``SourceContext(root)``.
+layer, opened on first use. ``SourceContext.for_project(project)`` makes one (passing the
+``Project`` itself does the same); a test or a script without a project passes
+``SourceContext(root)``.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ __all__ = [
     "RagSource",
     "SQLSource",
     "SourceContext",
+    "as_context",
     "iter_documents",
 ]
 
@@ -120,9 +122,10 @@ class FilesSource(_Base):
         50_000_000, gt=0, description="A bigger file is a parse failure, not read."
     )
 
-    def iter_documents(self, context: SourceContext) -> Iterator[Item]:
+    def iter_documents(self, context: SourceContext | Project) -> Iterator[Item]:
         """A Document per readable file, a ParseFailure per other; ids are paths relative to
         ``path`` (the file's name when ``path`` is a file), ``source`` relative to the root."""
+        context = as_context(context)
         base = Path(self.path)
         base = base if base.is_absolute() else context.root / base
         if base.is_file():
@@ -297,8 +300,9 @@ class SQLSource(_Rows):
 
         return f"SQLSource(name={self.name!r}, url={redact_url(self.url)!r})"
 
-    def iter_documents(self, context: SourceContext) -> Iterator[Item]:
+    def iter_documents(self, context: SourceContext | Project) -> Iterator[Item]:
         """A Document per row; ids are the id column's values as text."""
+        context = as_context(context)
         from conveyor.data.sources.spec import source_from_spec
         from conveyor.data.sources.sql import SQLSource as RowReader
 
@@ -329,9 +333,9 @@ class DatasetSource(_Rows):
             raise ValueError(f"expected name@NUMBER, name@latest or name, got {value!r}")
         return value
 
-    def iter_documents(self, context: SourceContext) -> Iterator[Item]:
+    def iter_documents(self, context: SourceContext | Project) -> Iterator[Item]:
         """A Document per row of the version; ``metadata['dataset_version']`` is its id."""
-        layer = context.data()
+        layer = as_context(context).data()
         version = layer.versions.resolve(self.dataset)
         table = layer.versions.read(version, purpose="rag ingestion")
         label = f"dataset:{version.ref}"
@@ -348,11 +352,17 @@ RagSource = Annotated[FilesSource | SQLSource | DatasetSource, Field(discriminat
 """One entry of a collection's ``sources:``, told apart by ``kind``."""
 
 
+def as_context(context: SourceContext | Project) -> SourceContext:
+    """``context`` itself, or the context of a project (its root and its data layer)."""
+    return context if isinstance(context, SourceContext) else SourceContext.for_project(context)
+
+
 def iter_documents(
     sources: FilesSource | SQLSource | DatasetSource | list[Any],
-    context: SourceContext,
+    context: SourceContext | Project,
 ) -> Iterator[Item]:
     """The documents and failures of one source or of several, in order."""
+    context = as_context(context)
     for source in sources if isinstance(sources, list) else [sources]:
         yield from source.iter_documents(context)
 
