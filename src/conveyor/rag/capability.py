@@ -2,7 +2,6 @@
 
 from conveyor.capability import Capability, Command, Tables
 from conveyor.rag.events import RAG_EVENTS
-from conveyor.rag.index import INDEX
 
 CAPABILITY = Capability(
     "rag",
@@ -11,7 +10,10 @@ CAPABILITY = Capability(
     requires=("data", "governance", "pipelines"),
     settings="conveyor.rag.settings:SECTIONS",
     tables=Tables("conveyor.rag:migrations", "conveyor.rag.tables", "conveyor_rag_version"),
-    seams=(INDEX,),
+    # The vector index is chosen per collection by URL (rag.collections.NAME.index) through
+    # conveyor.rag.index.INDEX, not under backends: a collection's index needs its
+    # dimension and namespace to be opened, which a project-wide seam (and doctor's probe
+    # of it) does not have.
     services={"rag": "conveyor.rag.collections:Collections.for_project"},
     cli=(Command("conveyor.rag.cli:rag_app", "rag"),),
     routes="conveyor.rag.http:routes",
