@@ -184,3 +184,13 @@ def test_misconfiguration_is_refused(
         make(embedder, parts).search("   ")
     bm25_only = Retriever(None, None, bm25, lookup, RetrievalConfig(mode="bm25"))
     assert bm25_only.search("random forest").hits[0].doc_id == "ml/forest.md"
+
+
+def test_bm25_only_packs_with_the_model_tokenizer(parts: tuple[ExactIndex, BM25Index]) -> None:
+    _, bm25 = parts
+    retriever = Retriever(None, None, bm25, lookup, RetrievalConfig(mode="bm25", budget_tokens=40))
+    ctx = retriever.context("decision trees bootstrap")
+    assert ctx.context.citations[0].doc_id == "ml/forest.md"
+    assert 0 < ctx.context.tokens <= 40
+    with pytest.raises(InvalidInputError, match="budget"):
+        retriever.context("decision trees", 0)

@@ -283,7 +283,7 @@ class Retriever:
         packed = pack(
             result.hits,
             tokenizer=tokenizer,
-            budget_tokens=budget_tokens or cfg.budget_tokens,
+            budget_tokens=cfg.budget_tokens if budget_tokens is None else budget_tokens,
             order=cfg.order,
             merge_neighbours=cfg.merge_neighbours,
             dedupe_threshold=cfg.dedupe_threshold,
