@@ -100,3 +100,21 @@ def test_nats_down_fails_fast_with_503_and_recovers(
     assert found.status_code == 200 and found.json()["status"] == "queued"
     # The refused submissions left nothing to score: the first and the last are queued.
     assert depth(name)["queued"] == 2
+
+
+def test_a_server_stops_while_nats_hangs(tmp_path: Path) -> None:
+    """Its queue's connection is closed without waiting on NATS for ever (nats-py's drain held
+    the stop 12-20 s): the server's shut-down ends well within ThreadedServer's bound."""
+    require("127.0.0.1", 4222, "NATS")
+    name = unique_name()
+    with TcpProxy("127.0.0.1", 4222) as proxy:
+        project = make_project(tmp_path, name, url=f"nats://127.0.0.1:{proxy.port}")
+        try:
+            server = ThreadedServer(create_app(project)).start()
+            assert _submit(server.url).status_code == 202  # the queue's connection is up
+            proxy.hang()
+            server.stop(timeout_s=10)  # raises if the shut-down is still running
+        finally:
+            proxy.restore()
+            project.close()
+            drop_queue(name)

@@ -32,6 +32,7 @@ naming its URL (HTTP 503 ``backend_unavailable``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -70,6 +71,7 @@ CONSUMER = "workers"
 HEADER = "Conveyor-Job"
 _SEAM = "jobs"
 _TIMEOUT_S = 5.0
+_CLOSE_S = 2.0
 #: JetStream's error codes met on purpose.
 _STREAM_FULL = 10077  # maximum messages exceeded (discard new)
 _WRONG_LAST_SEQ = 10071  # KV compare-and-set lost
@@ -244,9 +246,12 @@ class JobQueue:
         nc, self._nc, self._js, self._kv = self._nc, None, None, None
         self._lock = None  # bound to the loop that made it; the next may be another
         if nc is not None and not nc.is_closed:
-            try:
-                await nc.drain()
-            except Exception:
+            # What was sent (a worker's last acks) reaches NATS first: a flush, bounded, then
+            # the close. Not nats-py's drain: on a server that stopped answering it held a
+            # server's or a worker's stop for 12-30 s, and its cancellation is not prompt.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.flush(), _CLOSE_S)
+            with contextlib.suppress(Exception):
                 await nc.close()
 
     # -- jobs ----------------------------------------------------------------------
