@@ -124,9 +124,15 @@ def test_moving_the_alias_invalidates_the_retrieval_cache(project: Project) -> N
         service.close()
 
 
+@pytest.mark.parametrize("index_url", ["exact://", "hnsw://?m=16&ef_search=64"])
 def test_deletion_by_document_and_subject_removes_vectors_from_every_version(
-    project: Project,
+    tmp_path: Path, index_url: str
 ) -> None:
+    with make_project(tmp_path, index=index_url) as project:
+        _deletion(project)
+
+
+def _deletion(project: Project) -> None:
     emb = encoder()
     build_collection(project, "docs", embedder=emb)
     (Path(project.root) / "docs" / "new.md").write_text("# Extra\n\nAn extra page.\n")
