@@ -156,6 +156,7 @@ def main() -> None:
     configs["rrf+rerank"] = {**base, "mode": "hybrid", "fusion": "rrf", "rerank": True}
 
     results: dict[str, Any] = {}
+    per_query: dict[str, np.ndarray] = {}
     for name, cfg in configs.items():
         rr = reranker if cfg.get("rerank") else None
         if name == "rrf+rerank":
@@ -178,6 +179,7 @@ def main() -> None:
             return found.hits, found.latency_ms
 
         res = evaluate(hits_run(search), test, k=10)
+        per_query[name] = np.asarray(res.per_query_ndcg)
         results[name] = {"config": cfg, **res.to_dict()}
         print(
             f"{name:15s} nDCG@10 {res.ndcg_at_10:.4f}  recall@10 {res.recall_at_k:.4f}  "
@@ -208,6 +210,28 @@ def main() -> None:
     }
     print(f"packing: {packing}")
 
+    # paired bootstrap (queries resampled) of nDCG@10 differences that the write-up cites
+    rng = np.random.default_rng(0)
+    draws = rng.integers(0, len(test), size=(2000, len(test)))
+    paired: dict[str, Any] = {}
+    for a, b in (
+        ("convex+rerank", f"convex-{best_norm}"),
+        ("convex+rerank", "rrf"),
+        (f"convex-{best_norm}", "rrf"),
+        ("convex-minmax", "convex-zscore"),
+        ("rrf", "bm25"),
+    ):
+        diff = per_query[a] - per_query[b]
+        boots = diff[draws].mean(axis=1)
+        paired[f"{a} - {b}"] = {
+            "difference": round(float(diff.mean()), 4),
+            "ci95": [
+                round(float(np.percentile(boots, 2.5)), 4),
+                round(float(np.percentile(boots, 97.5)), 4),
+            ],
+        }
+        print(f"{a} - {b}: {diff.mean():+.4f} (95% CI {paired[f'{a} - {b}']['ci95']})")
+
     best_hybrid = results["convex+rerank"]["ndcg@10"]
     data = {
         "benchmark": "rag_quality",
@@ -232,6 +256,7 @@ def main() -> None:
         },
         "test": results,
         "packing": packing,
+        "paired_bootstrap_ndcg@10": paired,
         "targets": {
             "hybrid_rerank_ndcg@10_at_least_0.66": best_hybrid >= 0.66,
             "hybrid_rerank_not_below_rrf": best_hybrid >= results["rrf"]["ndcg@10"],

@@ -94,6 +94,7 @@ def test_budget_is_never_exceeded(tok: HFTokenizer) -> None:
     for budget in (30, 45, 60, full.tokens - 1, full.tokens):
         packed = pack(hits, tokenizer=tok, budget_tokens=budget)
         assert packed.tokens <= budget
+        assert packed.tokens == tok.count(packed.text)  # parts' counts add up exactly
     # room for B (the smaller, 0.8) but not merged A (0.9): A is skipped, B still packed
     b_cost = tok.count(f"[1] docs/b.md\n{DOC_B}")
     packed = pack(hits, tokenizer=tok, budget_tokens=b_cost)

@@ -253,6 +253,15 @@ def _header(label: int, p: Passage) -> str:
     return f"[{label}] {source}\n"
 
 
+def _count_many(tokenizer: Tokenizer, texts: list[str]) -> list[int]:
+    """Token counts of ``texts``, in one parallel batch when the tokenizer offers it."""
+    batch = getattr(tokenizer, "count_many", None)
+    if callable(batch):
+        counts: list[int] = batch(texts)
+        return counts
+    return [tokenizer.count(t) for t in texts]
+
+
 def _cut_to_tokens(text: str, tokenizer: Tokenizer, max_tokens: int) -> str:
     spans = tokenizer.spans(text)
     if len(spans) <= max_tokens:
@@ -307,15 +316,20 @@ def pack(
         assert embedder is not None and query is not None
         _compress(passages, query, embedder, compress_keep, compress_min_sentences)
 
+    # Token counts add up across white space (the tokenizer splits there first), so each
+    # passage's text is counted once, all in one batch, and a header and the separator
+    # apart: the packed text's count is the sum.
     sep_tokens = tokenizer.count(_SEPARATOR)
+    text_tokens = _count_many(tokenizer, [p.text for p in passages])
     chosen: list[Passage] = []
     used = 0
-    for p in passages:
-        cost = tokenizer.count((_header(len(chosen) + 1, p) if headers else "") + p.text)
+    for p, n in zip(passages, text_tokens, strict=True):
+        cost = n + (tokenizer.count(_header(len(chosen) + 1, p)) if headers else 0)
         cost += sep_tokens if chosen else 0
         if used + cost <= budget_tokens:
             chosen.append(p)
             used += cost
+    truncated = not chosen and bool(passages)
     if not chosen and passages:
         best = passages[0]
         room = budget_tokens - (tokenizer.count(_header(1, best)) if headers else 0)
@@ -359,7 +373,7 @@ def pack(
     return PackedContext(
         text=text,
         citations=tuple(citations),
-        tokens=tokenizer.count(text) if text else 0,
+        tokens=tokenizer.count(text) if truncated else used,
         warnings=tuple(warnings),
         dropped=dropped,
     )
