@@ -7,6 +7,9 @@ invalidates the retrieval cache; the gate refuses a worse version."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +22,7 @@ from conveyor.rag.api import RagService
 from conveyor.rag.build import build_collection
 from conveyor.rag.collections import Collections
 from conveyor.rag.deletion import delete_documents
+from conveyor.testing.wait import wait_until
 
 
 @pytest.fixture
@@ -248,3 +252,41 @@ def test_unknown_collection_and_bad_queries(project: Project) -> None:
         assert long["warnings"] and "truncated" in long["warnings"][0]
     finally:
         service.close()
+
+
+def test_an_alias_moved_by_another_process_is_served_within_the_poll(tmp_path: Path) -> None:
+    with make_project(tmp_path) as project:
+        emb = encoder()
+        build_collection(project, "docs", embedder=emb)
+        (tmp_path / "docs" / "cache.md").write_text("# Cache\n\nAnother text.\n")
+        build_collection(project, "docs", embedder=emb)
+        service = RagService(project)
+        try:
+            assert service.search("docs", "embedding cache", k=2)["version"] == 2
+            moved = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "conveyor",
+                    "rag",
+                    "alias",
+                    "docs",
+                    "1",
+                    "-C",
+                    str(tmp_path),
+                ],
+                capture_output=True,
+                text=True,
+                env={k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")},
+                check=False,
+            )
+            assert moved.returncode == 0, moved.stderr
+            # this process was not told: it reads the alias again after rag.alias_poll_s (1 s)
+            found = wait_until(
+                lambda: (a := service.search("docs", "embedding cache", k=2))["version"] == 1 and a,
+                message="the alias moved by another process is not served",
+                timeout=30,
+            )
+            assert found["cache_hit"] is False
+        finally:
+            service.close()
