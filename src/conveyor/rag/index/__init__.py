@@ -11,7 +11,7 @@ INDEX = Seam(
     "vector index of a RAG collection",
     {
         "exact": BackendSpec("conveyor.rag.index.exact:ExactIndex", "rag", ("numpy",)),
-        "hnsw": BackendSpec("conveyor.rag.index.hnsw:HnswIndex", "rag", ("numpy",)),
+        "hnsw": BackendSpec("conveyor.rag.index.hnsw:HnswIndex", "rag", ("faiss",)),
         "ivf": BackendSpec("conveyor.rag.index.ivf:IvfIndex", "rag", ("faiss",)),
         "ivfpq": BackendSpec("conveyor.rag.index.ivf:IvfIndex", "rag", ("faiss",)),
         "postgresql": _PG,
