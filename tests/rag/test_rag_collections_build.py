@@ -290,3 +290,25 @@ def test_an_alias_moved_by_another_process_is_served_within_the_poll(tmp_path: P
             assert found["cache_hit"] is False
         finally:
             service.close()
+
+
+def test_a_near_duplicate_query_is_answered_from_the_cache(tmp_path: Path) -> None:
+    env = {"CONVEYOR_RAG__CACHE__NEAR_DUPLICATE": "0.95"}
+    with make_project(tmp_path, env=env) as project:
+        build_collection(project, "docs", embedder=encoder())
+        service = RagService(project)
+        try:
+            first = service.search("docs", "How is the embedding cache keyed?", k=3)
+            assert first["cache_hit"] is False
+            near = service.search("docs", "how is the embedding cache keyed", k=3)
+            assert near["cache_hit"] is True and near["near_duplicate"] is True
+            assert near["hits"] == first["hits"]
+            other = service.search("docs", "erase a customer's orders under GDPR", k=3)
+            assert other["cache_hit"] is False
+            # other parameters never share an answer
+            assert (
+                service.search("docs", "how is the embedding cache keyed", k=2)["cache_hit"]
+                is False
+            )
+        finally:
+            service.close()

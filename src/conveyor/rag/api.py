@@ -93,6 +93,7 @@ class Loaded:
     chunks: dict[int, StoredChunk]
     retriever: Any
     fields: frozenset[str]
+    recent: RecentQueries = field(default_factory=lambda: RecentQueries(2048))
     _by_value: dict[str, dict[str, NDArray[np.int64]]] = field(default_factory=dict)
 
     def allowed(self, filters: Mapping[str, Any] | None) -> NDArray[np.int64] | None:
@@ -149,6 +150,44 @@ class Loaded:
 
 def _key(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
+
+
+def _params_key(
+    endpoint: str, k: int, filters: Mapping[str, Any] | None, budget_tokens: int | None
+) -> str:
+    return json.dumps([endpoint, k, filters or {}, budget_tokens], sort_keys=True, default=str)
+
+
+class RecentQueries:
+    """The vectors of recent queries of one loaded version and their cache keys, by
+    parameters (a ring per parameter set): the near-duplicate cache's lookup."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._rings: dict[str, tuple[list[Any], list[str]]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, params: str, vector: NDArray[np.float32], key: str) -> None:
+        with self._lock:
+            vectors, keys = self._rings.setdefault(params, ([], []))
+            vectors.append(vector)
+            keys.append(key)
+            if len(keys) > self.capacity:
+                del vectors[0], keys[0]
+
+    def nearest(self, params: str, vector: NDArray[np.float32]) -> tuple[str, float] | None:
+        """The key of the most similar query with these parameters, and the cosine."""
+        import numpy as np
+
+        with self._lock:
+            ring = self._rings.get(params)
+            if not ring or not ring[1]:
+                return None
+            matrix = np.vstack(ring[0])
+            keys = list(ring[1])
+        sims = matrix @ np.asarray(vector, dtype=np.float32)
+        best = int(np.argmax(sims))
+        return keys[best], float(sims[best])
 
 
 # -- the query path ----------------------------------------------------------------------------
@@ -288,6 +327,13 @@ class RagService:
         latency: dict[str, float] = {"load": _ms(t0)}
         cache_key = self._cache_key(endpoint, loaded, query, k, filters, budget_tokens)
         cached = self._cache_get(cache_key)
+        near: tuple[str, NDArray[np.float32]] | None = None
+        if cached is None and cache_key is not None and self.spec.cache.near_duplicate:
+            near = self._near(loaded, endpoint, query, k, filters, budget_tokens)
+            if near is not None and near[0] != cache_key:
+                cached = self._cache_get(near[0])
+                if cached is not None:
+                    cached = {**cached, "near_duplicate": True}
         if cached is not None:
             latency["total"] = _ms(t0)
             answer = {**cached, "cache_hit": True, "latency_ms": latency}
@@ -306,6 +352,8 @@ class RagService:
             "warnings": warnings,
         }
         self._cache_put(cache_key, answer)
+        if near is not None and cache_key is not None:
+            loaded.recent.add(_params_key(endpoint, k, filters, budget_tokens), near[1], cache_key)
         latency["total"] = _ms(t0)
         answer = {**answer, "cache_hit": False, "latency_ms": latency}
         self._observe(name, endpoint, loaded, query, k, answer, latency)
@@ -336,6 +384,26 @@ class RagService:
         return query, k
 
     # -- the retrieval cache --------------------------------------------------------------------
+
+    def _near(
+        self,
+        loaded: Loaded,
+        endpoint: str,
+        query: str,
+        k: int,
+        filters: Mapping[str, Any] | None,
+        budget_tokens: int | None,
+    ) -> tuple[str, NDArray[np.float32]] | None:
+        """The cache key of the most similar earlier query (or "" when none is similar
+        enough) and this query's vector; None for a query the encoder truncates."""
+        embedder = loaded.embedder
+        if embedder.tokenizer.count(query) > embedder.max_tokens - 2:
+            return None
+        vector = embedder.embed([query])[0]
+        threshold = float(self.spec.cache.near_duplicate or 1.0)
+        found = loaded.recent.nearest(_params_key(endpoint, k, filters, budget_tokens), vector)
+        key = found[0] if found is not None and found[1] >= threshold else ""
+        return key, vector
 
     def _cache_key(
         self,
@@ -473,8 +541,15 @@ def load_version(
     fields = {"doc_id"}
     for chunk in chunks.values():
         fields.update(chunk.metadata)
+    if collections.spec.cache.near_duplicate:
+        # the near-duplicate check embeds the query first; the retriever then finds it here
+        from conveyor.rag.embed import CachedEmbedder, MemoryEmbeddingStore
+
+        embedder = CachedEmbedder(embedder, MemoryEmbeddingStore(max_entries=4096))
     retriever = make_retriever(embedder, index, bm25, chunks, spec, version, root=str(project.root))
-    return Loaded(version, epoch, embedder, index, bm25, chunks, retriever, frozenset(fields))
+    loaded = Loaded(version, epoch, embedder, index, bm25, chunks, retriever, frozenset(fields))
+    loaded.recent = RecentQueries(collections.spec.cache.near_duplicate_entries)
+    return loaded
 
 
 def make_retriever(

@@ -139,6 +139,20 @@ class CacheSpec(BaseModel):
 
     enabled: bool = Field(True, description="Keep and reuse retrieval answers.")
     ttl_s: float = Field(3600.0, gt=0, le=30 * 86400, description="Seconds an answer is kept.")
+    near_duplicate: float | None = Field(
+        None,
+        gt=0.5,
+        le=1.0,
+        description="Also answer a query whose embedding has at least this cosine "
+        "similarity with a query answered before (same version and parameters) from that "
+        "answer, e.g. 0.97; None: exact queries only.",
+    )
+    near_duplicate_entries: int = Field(
+        2048,
+        ge=1,
+        le=1_000_000,
+        description="Recent query vectors a process keeps per collection version.",
+    )
 
 
 class RagSpec(BaseModel):
