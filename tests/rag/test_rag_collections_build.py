@@ -186,8 +186,11 @@ def test_parse_failures_are_recorded_and_skipped(project: Project) -> None:
     result = build_collection(project, "docs", embedder=encoder())
     assert result.version.status == "ready" and result.counts["documents"] == 4
     failed = dict(project.service("rag", Collections).parse_failures(result.version.id))
-    assert set(failed) == {"docs/broken.pdf", "docs/empty.md"} or len(failed) == 2
-    assert all(reason for reason in failed.values())
+    assert set(failed) == {"docs/broken.pdf", "docs/empty.md"}
+    assert "unreadable PDF" in failed["docs/broken.pdf"]
+    assert "no text" in failed["docs/empty.md"]
+    events = project.events.query(kind="rag.version.built", subject="docs").items
+    assert events[-1].payload["parse_failures"] == 2
 
 
 def test_an_encoder_whose_dimension_does_not_match_the_index_is_refused(
