@@ -66,6 +66,16 @@ def test_the_verbs_end_to_end(root: Path) -> None:
     ]
     one = _json(root, "rag", "show", "docs@1")
     assert one["params"]["index_url"] == "exact://" and one["gate"]["passed"]
+    lineage = _json(root, "rag", "show", "docs@2", "--documents")["documents"]
+    assert [d["doc_id"] for d in lineage] == [
+        "aliases.md",
+        "bm25.md",
+        "cache.md",
+        "gdpr.md",
+        "onnx.md",
+    ]
+    assert all(len(d["content_hash"]) == 64 and d["chunk_ids"] for d in lineage)
+    assert [d["has_subject"] for d in lineage].count(True) == 1
 
     found = _json(root, "rag", "search", "docs", "roll back an alias", "-k", "2")
     assert found["hits"][0]["doc_id"] == "aliases.md" and found["version"] == 2

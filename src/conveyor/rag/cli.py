@@ -134,6 +134,10 @@ def list_cmd(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
 @errors
 def show_cmd(
     ref: Annotated[str, typer.Argument(help="COLLECTION (every version) or COLLECTION@N|ALIAS.")],
+    documents: Annotated[
+        bool,
+        typer.Option(help="With @N: its lineage, each document's content hash and chunk ids."),
+    ] = False,
     project: ProjectOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -173,6 +177,8 @@ def show_cmd(
             {"source": s, "reason": r} for s, r in rag.parse_failures(found.id)
         ]
         body["alias_history"] = [m.to_dict() for m in rag.alias_history(name)[:20]]
+        if documents:
+            body["documents"] = rag.version_documents(found.id)
     echo_json(body)
 
 

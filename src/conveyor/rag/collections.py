@@ -624,6 +624,37 @@ class Collections:
                     out[int(row[0])] = _stored(row)
         return out
 
+    def version_documents(self, version_id: str) -> list[dict[str, Any]]:
+        """Lineage: the documents a version holds, each with its content hash, when that
+        content was first built, and its chunk ids (the subject key is not shown)."""
+        import sqlalchemy as sa
+
+        from conveyor.rag.tables import RagChunkRecord as K
+        from conveyor.rag.tables import RagDocumentRecord as D
+        from conveyor.rag.tables import RagVersionDocumentRecord as VD
+
+        out: dict[int, dict[str, Any]] = {}
+        with self.store.read() as session:
+            rows = session.execute(
+                sa.select(D.id, D.doc_id, D.content_hash, D.created_at, D.subject)
+                .join(VD, VD.document == D.id)
+                .where(VD.version_id == version_id)
+                .order_by(D.doc_id)
+            )
+            for row_id, doc_id, content_hash, created, subject in rows:
+                out[int(row_id)] = {
+                    "doc_id": doc_id,
+                    "content_hash": content_hash,
+                    "built_at": created.isoformat(),
+                    "has_subject": subject is not None,
+                    "chunk_ids": [],
+                }
+            for chunk_id, row_id in session.execute(
+                sa.select(K.id, K.document).where(K.document.in_(list(out) or [-1])).order_by(K.id)
+            ):
+                out[int(row_id)]["chunk_ids"].append(int(chunk_id))
+        return list(out.values())
+
     def version_chunks(self, version_id: str) -> dict[int, StoredChunk]:
         """Every chunk of a version (its lineage: the chunks of its document rows)."""
         import sqlalchemy as sa
