@@ -176,7 +176,7 @@ def test_long_input_is_truncated_at_the_models_limit(fp32: OnnxEmbedder) -> None
 def test_empty_list_and_bad_input(int8: OnnxEmbedder) -> None:
     assert int8.embed([]).shape == (0, 384)
     with pytest.raises(InvalidInputError, match="sequence of texts"):
-        int8.embed("one string")  # type: ignore[arg-type]
+        int8.embed("one string")
     with pytest.raises(InvalidInputError, match="max_tokens 300 is over"):
         open_embedder(EmbeddingConfig(max_tokens=300))
 

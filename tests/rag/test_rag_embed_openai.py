@@ -121,7 +121,12 @@ def test_embeds_through_the_endpoint_in_batches(
 def test_retries_a_429_honouring_retry_after(upstream: tuple[Upstream, str]) -> None:
     state, url = upstream
     waits: list[float] = []
-    with remote(url, "busy-twice", sleep=lambda s: (waits.append(s), time.sleep(s))) as e:
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        time.sleep(seconds)
+
+    with remote(url, "busy-twice", sleep=sleep) as e:
         vectors = e.embed(["once more"])
     assert vectors.shape == (1, 384)
     assert state.calls["busy-twice"] == 3 and e.requests == 3

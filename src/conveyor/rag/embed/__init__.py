@@ -5,7 +5,17 @@ Nothing heavy is imported here: numpy, onnxruntime and torch load when an encode
 (torch only to export a model the cache does not hold yet).
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the real names for type checkers; at run time they load on first use
+    from conveyor.rag.embed.cache import (
+        CachedEmbedder,
+        EmbeddingStore,
+        MemoryEmbeddingStore,
+        text_hash,
+    )
+    from conveyor.rag.embed.config import EmbeddingConfig
+    from conveyor.rag.embed.factory import check_dimension, open_embedder
 
 __all__ = [
     "CachedEmbedder",
