@@ -133,3 +133,21 @@ def test_an_unreachable_server_is_a_backend_unavailable_error() -> None:
             dimension=DIM,
             namespace="a",
         )
+
+
+def test_threads_sharing_one_index_get_their_own_answers(pg_url: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    rows = _rows(500, seed=6)
+    with INDEX.open(pg_url, dimension=DIM, namespace="threads") as index:
+        index.add(np.arange(500), rows)
+        expected = {
+            i: index.search(rows[i : i + 1], 5, allowed=np.arange(i, 500))[1] for i in range(8)
+        }
+
+        def ask(i: int) -> bool:
+            got = index.search(rows[i : i + 1], 5, allowed=np.arange(i, 500))[1]
+            return bool((got == expected[i]).all())
+
+        with ThreadPoolExecutor(4) as pool:
+            assert all(pool.map(ask, [i % 8 for i in range(64)]))

@@ -22,8 +22,11 @@ inner-product operator ``<#>`` (``vector_ip_ops``): on normalized rows that is t
 
 from __future__ import annotations
 
+import functools
+import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 
 from conveyor.backends import BackendURL, Closeable, unavailable
 from conveyor.errors import (
@@ -60,6 +63,20 @@ _INDEX_OPTIONS = {
 #: libpq options passed through to the connection.
 _DRIVER_OPTIONS = ("options", "sslmode", "connect_timeout", "application_name")
 _POINTS_PER_LIST = 39
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _locked(method: _F) -> _F:
+    """Run the method holding the index's lock (see ``PgVectorIndex._lock``)."""
+
+    @functools.wraps(method)
+    def locked(self: PgVectorIndex, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return cast(_F, locked)
+
+
 _MAX_DIMENSION = 2000  # pgvector indexes vector columns of up to 2,000 dimensions
 _MAX_EF_SEARCH = 1000  # hnsw.ef_search's upper bound
 
@@ -85,6 +102,9 @@ class PgVectorIndex(Closeable):
         self._settings = settings
         self._version = self._extension_version()
         self._ann_built = self._has_ann_index()
+        # One connection: calls from several threads (a server's workers) take turns, so one
+        # thread's transaction (SET LOCAL + queries) never interleaves with another's.
+        self._lock = threading.RLock()
         self._closed = False
 
     # -- the seam's constructors ----------------------------------------------------------
@@ -196,11 +216,13 @@ class PgVectorIndex(Closeable):
     def dimension(self) -> int:
         return self._dimension
 
+    @_locked
     def __len__(self) -> int:
         self._check_open()
         row = self._conn.execute(f"SELECT count(*) FROM {self.table}").fetchone()
         return int(row[0]) if row else 0
 
+    @_locked
     def add(self, ids: NDArray[np.int64], vectors: NDArray[np.float32]) -> None:
         """Add rows by binary COPY; an id already present has its vector replaced."""
         self._check_open()
@@ -221,6 +243,7 @@ class PgVectorIndex(Closeable):
                 "ON CONFLICT (id) DO UPDATE SET embedding = EXCLUDED.embedding"
             )
 
+    @_locked
     def remove(self, ids: NDArray[np.int64]) -> int:
         self._check_open()
         ids = as_ids(ids)
@@ -229,6 +252,7 @@ class PgVectorIndex(Closeable):
         cur = self._conn.execute(f"DELETE FROM {self.table} WHERE id = ANY(%s)", (ids.tolist(),))
         return int(cur.rowcount)
 
+    @_locked
     def search(
         self,
         queries: NDArray[np.float32],
@@ -263,6 +287,7 @@ class PgVectorIndex(Closeable):
                     out_scores[row, : len(found)] = np.asarray([r[1] for r in found])
         return out_scores, out_ids
 
+    @_locked
     def params(self) -> dict[str, Any]:
         self._check_open()
         count = len(self)
@@ -283,17 +308,20 @@ class PgVectorIndex(Closeable):
             "bytes_per_vector": round(total / count, 1) if count else None,
         }
 
+    @_locked
     def save(self, directory: Path) -> None:
         """Nothing to write: the table is the index. Builds the ANN index if still missing."""
         self._check_open()
         self._ensure_ann_index()
 
+    @_locked
     def drop(self) -> None:
         """Delete the namespace's table (and its index)."""
         self._check_open()
         self._conn.execute(f"DROP TABLE IF EXISTS {self.table}")
         self._ann_built = False
 
+    @_locked
     def close(self) -> None:
         if not self._closed:
             self._closed = True
