@@ -253,15 +253,6 @@ def _header(label: int, p: Passage) -> str:
     return f"[{label}] {source}\n"
 
 
-def _count_many(tokenizer: Tokenizer, texts: list[str]) -> list[int]:
-    """Token counts of ``texts``, in one parallel batch when the tokenizer offers it."""
-    batch = getattr(tokenizer, "count_many", None)
-    if callable(batch):
-        counts: list[int] = batch(texts)
-        return counts
-    return [tokenizer.count(t) for t in texts]
-
-
 def _cut_to_tokens(text: str, tokenizer: Tokenizer, max_tokens: int) -> str:
     spans = tokenizer.spans(text)
     if len(spans) <= max_tokens:
@@ -316,19 +307,25 @@ def pack(
         assert embedder is not None and query is not None
         _compress(passages, query, embedder, compress_keep, compress_min_sentences)
 
-    # Token counts add up across white space (the tokenizer splits there first), so each
-    # passage's text is counted once, all in one batch, and a header and the separator
-    # apart: the packed text's count is the sum.
+    # Token counts add up across white space (the tokenizer splits there first), so a
+    # passage's text, its header and the separator are counted apart and the packed text's
+    # count is the sum. Every white-space word is at least one token, so a passage with more
+    # words than the room left cannot fit and is skipped without being tokenized (a word the
+    # tokenizer drops whole, a lone zero-width character, can only make it skip, never overfill).
     sep_tokens = tokenizer.count(_SEPARATOR)
-    text_tokens = _count_many(tokenizer, [p.text for p in passages])
     chosen: list[Passage] = []
     used = 0
-    for p, n in zip(passages, text_tokens, strict=True):
-        cost = n + (tokenizer.count(_header(len(chosen) + 1, p)) if headers else 0)
-        cost += sep_tokens if chosen else 0
-        if used + cost <= budget_tokens:
+    for p in passages:
+        fixed = (tokenizer.count(_header(len(chosen) + 1, p)) if headers else 0) + (
+            sep_tokens if chosen else 0
+        )
+        room = budget_tokens - used - fixed
+        if room <= 0 or len(p.text.split()) > room:
+            continue
+        cost = tokenizer.count(p.text)
+        if cost <= room:
             chosen.append(p)
-            used += cost
+            used += cost + fixed
     truncated = not chosen and bool(passages)
     if not chosen and passages:
         best = passages[0]
