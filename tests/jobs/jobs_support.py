@@ -36,9 +36,12 @@ def jobs_section(name: str, **fields: Any) -> str:
     return "jobs: {" + inner + "}\n"
 
 
-def make_project(root: Path, name: str, *, auth: bool = False, **fields: Any) -> Any:
+def make_project(
+    root: Path, name: str, *, auth: bool = False, serving: str = "", **fields: Any
+) -> Any:
     """A project at ``root`` with model ``m`` (y = a + b) routed to @1 and its queue named
-    ``name``; the open Project."""
+    ``name``; the open Project. ``serving`` adds fields to the ``serving:`` section
+    (``"dependencies: {reset_s: 5}"``)."""
     import numpy as np
     import pandas as pd
     from sklearn.linear_model import LinearRegression
@@ -50,8 +53,12 @@ def make_project(root: Path, name: str, *, auth: bool = False, **fields: Any) ->
     init_project(root, name="jobs")
     with (root / "conveyor.yaml").open("a") as spec:
         spec.write(jobs_section(name, **fields))
-        if not auth:
-            spec.write("serving: {auth: disabled}\n")
+        if not auth or serving:
+            spec.write(
+                "serving: {"
+                + ", ".join(p for p in ("" if auth else "auth: disabled", serving) if p)
+                + "}\n"
+            )
     project = Project.open(root, env={})
     X = pd.DataFrame(np.random.default_rng(0).normal(size=(40, 2)), columns=["a", "b"])
     project.registry.register("m", LinearRegression().fit(X, X.sum(axis=1)), signature_from=X)

@@ -29,8 +29,14 @@ def through_proxy(tmp_path: Path) -> Iterator[tuple[str, TcpProxy, str]]:
     require("127.0.0.1", 4222, "NATS")
     name = unique_name()
     with TcpProxy("127.0.0.1", 4222) as proxy:
+        # The breaker's first trial 5 s after it opens: the checks made while it is open
+        # meet no trial call, even on a loaded machine.
         project = make_project(
-            tmp_path, name, url=f"nats://127.0.0.1:{proxy.port}", submit_timeout_s=0.5
+            tmp_path,
+            name,
+            serving="dependencies: {reset_s: 5}",
+            url=f"nats://127.0.0.1:{proxy.port}",
+            submit_timeout_s=0.5,
         )
         try:
             with ThreadedServer(create_app(project)) as server:
