@@ -182,6 +182,11 @@ def test_misconfiguration_is_refused(
         RetrievalConfig(k=20, candidates=10)
     with pytest.raises(InvalidInputError, match="empty"):
         make(embedder, parts).search("   ")
+    variant = make(embedder, parts).with_config(fusion="rrf", k=2)
+    assert (variant.config.fusion, variant.config.k, variant.config.candidates) == ("rrf", 2, 8)
+    assert len(variant.search("mean").hits) == 2
+    with pytest.raises(ValueError, match="mode"):
+        make(embedder, parts).with_config(mode="sparse")
     bm25_only = Retriever(None, None, bm25, lookup, RetrievalConfig(mode="bm25"))
     assert bm25_only.search("random forest").hits[0].doc_id == "ml/forest.md"
 
