@@ -9,9 +9,7 @@ import time
 
 import httpx
 import pytest
-from fleet_support import Load
-
-from conftest import FleetFactory
+from fleet_support import FleetFactory, Load
 
 pytestmark = pytest.mark.slow  # real processes and a balancer: seconds each
 

@@ -11,9 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
-from fleet_support import ROW, Load, direct_versions
+from fleet_support import ROW, FleetFactory, Load, direct_versions
 
-from conftest import FleetFactory
 from conveyor.project import Project
 from conveyor.serving.route_store import RouteStore
 from conveyor.serving.routes import RoutePolicy

@@ -7,9 +7,7 @@ import time
 
 import httpx
 import pytest
-from fleet_support import ROW
-
-from conftest import FleetFactory
+from fleet_support import ROW, FleetFactory
 
 pytestmark = pytest.mark.slow  # real processes and a balancer: seconds each
 

@@ -8,9 +8,8 @@ import time
 
 import psycopg
 import pytest
-from fleet_support import EXPECTED, ROW, direct_versions
+from fleet_support import EXPECTED, ROW, FleetFactory, RunningFleet, direct_versions
 
-from conftest import FleetFactory, RunningFleet
 from conveyor.backends import BackendURL
 from conveyor.project import Project
 from conveyor.serving.route_store import RouteStore
