@@ -23,7 +23,13 @@ Steps, each written to the event log:
   9. the feature store: customer spend and counts over 1h/24h/7d defined once in
      ``features:``, a second model trained on them point-in-time, materialized
      online, and served from ``{"customer_id": ..., "amount": ...}``;
-  10. show who moved ``champion``, when and why; forget one customer (GDPR).
+  10. monitoring: drifting traffic caught by a drift job and its alert;
+  11. show who moved ``champion``, when and why; forget one customer (GDPR);
+  12. progressive delivery: a rollout rolled back, another promoted, an A-A test;
+  13. batch scoring into Parquet partitions, broken rows kept with their reason;
+  14. stream scoring on NATS JetStream (skipped without a NATS server);
+  15. RAG: the repository's docs as a versioned collection (``rag:`` in the spec),
+      gated on 18 labelled questions, searched with citations, packed for a prompt.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from features_demo import FEATURES_SPEC, run_features
 from features_demo import MODEL_SPEC as RISK_MODEL_SPEC
 from model import FEATURES, LABEL, add_features
 from monitor_demo import MONITORING_SPEC, run_monitoring
+from rag_demo import rag_spec, run_rag
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
@@ -160,7 +167,9 @@ def set_up_project(root: Path) -> None:
         spec.write(FEATURES_SPEC)
         spec.write(MONITORING_SPEC)
         spec.write(DELIVERY_SPEC)
-    for name in ("model.py", "data.py"):  # `conveyor train` imports them from the project
+        spec.write(rag_spec())
+    # `conveyor train` imports the code from the project; the RAG gate reads its questions
+    for name in ("model.py", "data.py", "docs_eval.jsonl"):
         shutil.copy(HERE / name, root / name)
     (root / ".conveyor" / "data.key").write_text(generate_key())
 
@@ -327,6 +336,11 @@ def run_quickstart(project: conveyor.Project, *, rows: int) -> dict[str, Any]:
     if champion_of(project) is not None:
         with console.status("Stream scoring..."):
             stream = run_stream(project, console, raw, FEATURES, model=MODEL_NAME, step="14")
+
+    # 15. RAG: the repository's docs as a versioned collection, gated on 18 labelled
+    #     questions, searched with citations, packed for a prompt, rebuilt incrementally.
+    with console.status("RAG: building a collection of Conveyor's docs..."):
+        rag = run_rag(project, console, step="15")
     return {
         "data": data,
         "candidates": [first, weak, better],
@@ -337,6 +351,7 @@ def run_quickstart(project: conveyor.Project, *, rows: int) -> dict[str, Any]:
         "delivery": delivery,
         "scoring": scoring,
         "stream": stream,
+        "rag": rag,
         "champion": champion_of(project),
     }
 

@@ -151,7 +151,13 @@ def test_each_of_conveyors_capabilities_declares_its_kinds_in_its_events_module(
 def test_durabilities_follow_what_each_kind_records() -> None:
     catalogue = kinds()
     telemetry = sorted(n for n, k in catalogue.items() if k.durability == "telemetry")
-    assert telemetry == ["prediction", "prediction.failed", "prediction.shadow", "serving.sample"]
+    assert telemetry == [
+        "prediction",
+        "prediction.failed",
+        "prediction.shadow",
+        "rag.query",
+        "serving.sample",
+    ]
     for name in (
         "auth.key_created",
         "auth.key_revoked",

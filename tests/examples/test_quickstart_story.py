@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conveyor.project import Project
+from conveyor.rag.collections import Collections
 from conveyor.serving.route_store import RouteStore
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "examples" / "quickstart" / "quickstart.py"
@@ -142,6 +144,15 @@ def test_quickstart_promotes_through_gates_and_optimizes(tmp_path: Path) -> None
         # champion's route, the two poison ones dead-lettered.
         assert "14 scored a stream on NATS JetStream: 202 messages, 200 scored" in flat, out
         assert "2 dead-lettered with their reason" in flat, out
+        # RAG: the repository's docs built into docs@1 (its gate run on the 18 labelled
+        # questions), searched with citations, and rebuilt into docs@2 re-embedding nothing.
+        built = re.search(r"15 RAG: docs@1 built from (\d+) documents, (\d+) chunks", flat)
+        assert built is not None and int(built[1]) >= 18 and int(built[2]) > 100, out
+        assert "labelled questions: passed; alias live moved" in flat, out
+        assert "nothing changed: docs@2, 0 chunks embedded" in flat, out
+        collections = project.service("rag", Collections)
+        assert collections.version("docs", "live").number == 2
+        assert [v.number for v in collections.versions("docs")] == [1, 2]
 
 
 def _float_onnx_bound(out: str) -> float:

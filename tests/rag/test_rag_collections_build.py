@@ -19,7 +19,7 @@ from rag_collections_support import DOCS, Counting, encoder, eval_set, make_proj
 from conveyor.errors import ConfigError, InvalidInputError, NotFoundError
 from conveyor.project import Project
 from conveyor.rag.api import RagService
-from conveyor.rag.build import build_collection
+from conveyor.rag.builder import build_collection
 from conveyor.rag.collections import Collections
 from conveyor.rag.deletion import delete_documents
 from conveyor.testing.wait import wait_until

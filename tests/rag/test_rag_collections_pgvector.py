@@ -12,7 +12,7 @@ from rag_collections_support import encoder, make_project
 
 from conveyor.backends import BackendURL
 from conveyor.rag.api import RagService
-from conveyor.rag.build import build_collection
+from conveyor.rag.builder import build_collection
 from conveyor.rag.collections import Collections
 from conveyor.rag.deletion import delete_documents
 

@@ -13,7 +13,7 @@ import pytest
 from rag_collections_support import encoder, make_project
 
 from conveyor.governance.keys import ApiKeys
-from conveyor.rag.build import build_collection
+from conveyor.rag.builder import build_collection
 from conveyor.serving.app import create_app
 from conveyor.serving.server import ThreadedServer
 

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from numpy.typing import NDArray
 
     from conveyor.project import Project
-    from conveyor.rag.build import BuildResult
+    from conveyor.rag.builder import BuildResult
     from conveyor.rag.collections import Collections, StoredChunk, Version
     from conveyor.rag.evaluation import EvalResult, LabelledQuery
     from conveyor.rag.lexical import BM25Index
@@ -875,8 +875,8 @@ def build(
     actor: str | None = None,
     project: Project | None = None,
 ) -> BuildResult:
-    """Build a new version of ``collection`` (see :mod:`conveyor.rag.build`)."""
-    from conveyor.rag.build import build_collection
+    """Build a new version of ``collection`` (see :mod:`conveyor.rag.builder`)."""
+    from conveyor.rag.builder import build_collection
 
     proj, own = _with_project(project)
     try:

@@ -56,7 +56,7 @@ def build_cmd(
 ) -> None:
     """Build a new version of COLLECTION: only new or changed documents are chunked and
     embedded; the alias (live) moves to it when its gate passes. Exit 3 when refused."""
-    from conveyor.rag.build import build_collection
+    from conveyor.rag.builder import build_collection
 
     with open_project(project) as proj:
         who = authorized(proj, "rag.build")
