@@ -200,15 +200,19 @@ class ConveyorSide:
 
     name = "conveyor"
 
-    def __init__(self, data: dict[str, np.ndarray], m: int, efc: int) -> None:
+    def __init__(
+        self, data: dict[str, np.ndarray], m: int, efc: int, storage: str = "flat"
+    ) -> None:
         import faiss
 
         from conveyor.backends import BackendURL
         from conveyor.rag.index import INDEX
 
         self.queries = data["queries"]
-        url = f"hnsw://?m={m}&ef_construction={efc}&ef_search=64"
-        path = _cached("conveyor-hnsw", m, efc)
+        url = f"hnsw://?m={m}&ef_construction={efc}&ef_search=64&storage={storage}"
+        path = _cached("conveyor-hnsw" if storage == "flat" else f"conveyor-hnsw-{storage}", m, efc)
+        if storage != "flat":
+            self.name = f"conveyor_{storage}"
         info = _info(path)
         if info is None:
             index = INDEX.open(url, dimension=DIM, namespace="bench")
@@ -425,7 +429,7 @@ def main() -> None:
     parser.add_argument("--ef-construction", type=int, default=EF_CONSTRUCTION)
     parser.add_argument("--efs", default=",".join(map(str, EFS)))
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--only", default="conveyor,usearch,hnswlib,ivfpq")
+    parser.add_argument("--only", default="conveyor,conveyor-sq8,usearch,hnswlib,ivfpq")
     args = parser.parse_args()
     efs = tuple(int(x) for x in args.efs.split(","))
     chosen = args.only.split(",")
@@ -438,6 +442,8 @@ def main() -> None:
     if "conveyor" in chosen:
         conveyor = ConveyorSide(data, m, efc)
         sides += [FaissSide(conveyor), conveyor]
+    if "conveyor-sq8" in chosen:
+        sides.append(ConveyorSide(data, m, efc, storage="sq8"))
     if "usearch" in chosen:
         sides.append(UsearchSide(data, m, efc))
     hnswlib = HnswlibSide(m, efc) if "hnswlib" in chosen else None

@@ -26,6 +26,7 @@ N = 2_000
 URLS = {
     "exact": "exact://",
     "hnsw": "hnsw://?m=16&ef_construction=100&ef_search=64",
+    "hnsw-sq8": "hnsw://?m=16&ef_construction=100&ef_search=64&storage=sq8",
     "ivf": "ivf://?nlist=16&nprobe=8",
     "ivfpq": "ivfpq://?nlist=16&m=8&nbits=4&nprobe=8&rerank=10",
     "pg-hnsw": "?index=hnsw&m=16&ef_construction=64&ef_search=100",

@@ -50,6 +50,7 @@ def test_build_parameters_come_from_the_url() -> None:
         ("hnsw://?m=abc", "m must be an integer >= 2, got 'abc'"),
         ("hnsw://?ef_search=0", "ef_search must be an integer >= 1"),
         ("hnsw://somehost/path", "embedded and takes no host or path"),
+        ("hnsw://?storage=pq", "storage must be flat or sq8"),
         ("exact://?m=3", "unknown exact index option"),
         ("ivf://?m=8", "unknown ivf index option.*m"),
         ("ivf://?nlist=4&nprobe=8", "nprobe=8 is more than nlist=4"),

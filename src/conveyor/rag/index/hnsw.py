@@ -56,7 +56,9 @@ __all__ = ["HnswIndex"]
 
 _GRAPH_FILE = "hnsw.faiss"
 _ROWS_FILE = "rows.npz"
-_OPTIONS = ("m", "ef_construction", "ef_search")
+_OPTIONS = ("m", "ef_construction", "ef_search", "storage")
+_VECTORS_FILE = "vectors.npy"
+_STORAGES = ("flat", "sq8")
 #: Filters with at most this many present ids (or 1% of the index) are searched exactly.
 SELECTIVE = 4096
 DEFAULT_M = 32
@@ -77,6 +79,7 @@ class HnswIndex(Closeable):
         m: int = DEFAULT_M,
         ef_construction: int = DEFAULT_EF_CONSTRUCTION,
         ef_search: int = DEFAULT_EF_SEARCH,
+        storage: str = "flat",
     ) -> None:
         import faiss
         import numpy as np
@@ -84,8 +87,24 @@ class HnswIndex(Closeable):
         self._dimension = check_dimension(dimension)
         self.namespace = check_namespace(namespace)
         self.m, self.ef_construction, self.ef_search = m, ef_construction, ef_search
-        self._index: Any = faiss.IndexHNSWFlat(dimension, m, faiss.METRIC_INNER_PRODUCT)
+        if storage not in _STORAGES:
+            raise InvalidInputError(
+                f"hnsw: storage must be flat or sq8, got {storage!r}", field="storage"
+            )
+        self.storage = storage
+        self._index: Any
+        if storage == "sq8":
+            # The graph over 8-bit codes; candidates re-scored from the float32 copy below.
+            self._index = faiss.IndexHNSWSQ(
+                dimension,
+                faiss.ScalarQuantizer.QT_8bit,  # type: ignore[arg-type]
+                m,
+                faiss.METRIC_INNER_PRODUCT,
+            )
+        else:
+            self._index = faiss.IndexHNSWFlat(dimension, m, faiss.METRIC_INNER_PRODUCT)
         self._index.hnsw.efConstruction = ef_construction
+        self._vectors = np.zeros((0, dimension), dtype=np.float32)  # sq8: row -> float32
         self._row_ids = np.zeros(0, dtype=np.int64)  # row -> id
         self._removed = np.zeros(0, dtype=bool)  # row -> removed
         self._rows: dict[int, int] = {}  # id -> row, live rows only
@@ -98,12 +117,13 @@ class HnswIndex(Closeable):
     # -- the seam's constructors ----------------------------------------------------------
 
     @classmethod
-    def _options(cls, url: BackendURL) -> dict[str, int]:
+    def _options(cls, url: BackendURL) -> dict[str, Any]:
         check_url(url, _OPTIONS, "hnsw index")
         return {
             "m": int_param(url, "m", DEFAULT_M, minimum=2),
             "ef_construction": int_param(url, "ef_construction", DEFAULT_EF_CONSTRUCTION),
             "ef_search": int_param(url, "ef_search", DEFAULT_EF_SEARCH),
+            "storage": url.query.get("storage", "flat"),
         }
 
     @classmethod
@@ -129,8 +149,11 @@ class HnswIndex(Closeable):
             m=meta["m"],
             ef_construction=meta["ef_construction"],
             ef_search=ef_search,
+            storage=meta.get("storage", "flat"),
         )
         index._index = faiss.read_index(str(directory / _GRAPH_FILE))
+        if index.storage == "sq8":
+            index._vectors = np.load(directory / _VECTORS_FILE)
         with np.load(directory / _ROWS_FILE) as rows:
             index._row_ids = rows["ids"].astype(np.int64)
             index._removed = rows["removed"].astype(bool)
@@ -165,6 +188,12 @@ class HnswIndex(Closeable):
             return
         self._mark_removed(ids)
         start = int(self._index.ntotal)
+        if self.storage == "sq8":
+            if not self._index.is_trained:
+                # The 8-bit ranges come from the first batch; values outside them are clipped
+                # in the graph only: results are re-scored from the float32 copy.
+                self._index.train(vectors)
+            self._vectors = np.concatenate([self._vectors, vectors])
         self._index.add(vectors)
         self._row_ids = np.concatenate([self._row_ids, ids])
         self._removed = np.concatenate([self._removed, np.zeros(len(ids), dtype=bool)])
@@ -218,6 +247,7 @@ class HnswIndex(Closeable):
             "m": self.m,
             "ef_construction": self.ef_construction,
             "ef_search": self.ef_search,
+            "storage": self.storage,
             "removed_rows": int(self._removed.sum()),
             "bytes_per_vector": self._bytes_per_vector(),
         }
@@ -230,6 +260,8 @@ class HnswIndex(Closeable):
         directory = Path(directory)
         write_meta(directory, self.params())
         faiss.write_index(self._index, str(directory / _GRAPH_FILE))
+        if self.storage == "sq8":
+            np.save(directory / _VECTORS_FILE, self._vectors)
         np.savez(directory / _ROWS_FILE, ids=self._row_ids, removed=self._removed)
 
     def close(self) -> None:
@@ -275,7 +307,14 @@ class HnswIndex(Closeable):
         if bits is not None:
             selector = faiss.IDSelectorBitmap(int(self._index.ntotal), faiss.swig_ptr(bits))
             params.sel = selector
-        scores, rows = self._index.search(queries, k, params=params)
+        if self.storage == "sq8":
+            # Twice k candidates by the 8-bit codes, the best k of them by exact scores.
+            params.efSearch = max(self.ef_search, 2 * k)
+            scores, rows = self._index.search(queries, 2 * k, params=params)
+            scores = self._rescore(queries, rows)[:, :k]
+            rows = rows[:, :k]
+        else:
+            scores, rows = self._index.search(queries, k, params=params)
         found = rows >= 0
         ids = np.where(found, self._row_ids[np.where(found, rows, 0)], -1).astype(np.int64)
         return np.where(found, scores, -np.inf).astype(np.float32), ids
@@ -283,8 +322,26 @@ class HnswIndex(Closeable):
     def _exact_rows(
         self, queries: NDArray[np.float32], k: int, rows: NDArray[np.int64]
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-        vectors = self._index.reconstruct_batch(rows)
+        if self.storage == "sq8":
+            vectors = self._vectors[rows]
+        else:
+            vectors = self._index.reconstruct_batch(rows)
         return exact_top_k(vectors, self._row_ids[rows], queries, k)
+
+    def _rescore(
+        self, queries: NDArray[np.float32], rows: NDArray[np.int64]
+    ) -> NDArray[np.float32]:
+        """Exact scores of the graph's candidates, each query's row re-sorted best first
+        (``rows`` is re-ordered in place to match)."""
+        import numpy as np
+
+        found = rows >= 0
+        vectors = self._vectors[np.where(found, rows, 0)]
+        scores = np.einsum("qd,qkd->qk", queries, vectors).astype(np.float32)
+        scores[~found] = -np.inf
+        order = np.argsort(-scores, axis=1, kind="stable")
+        rows[:] = np.take_along_axis(rows, order, axis=1)
+        return np.take_along_axis(scores, order, axis=1)
 
     def _bytes_per_vector(self) -> float | None:
         """Vectors, graph links (level 0 and above), offsets, row -> id, removed flag."""
@@ -293,6 +350,8 @@ class HnswIndex(Closeable):
             return None
         links = int(self._index.hnsw.neighbors.size()) * 4
         per_row = 4 * self._dimension + 8 + 4 + 8 + 1  # vector, offset, level, id, flag
+        if self.storage == "sq8":
+            per_row += self._dimension  # the 8-bit codes beside the float32 copy
         return round((links + total * per_row) / max(1, len(self)), 1)
 
     def _check_open(self) -> None:
