@@ -166,7 +166,9 @@ def build_project(data: dict[str, np.ndarray]) -> tuple[Path, str, dict[str, flo
             if counts["documents"] != N_CHUNKS or counts["encoded_texts"] > N_CHUNKS // 100:
                 raise RuntimeError(f"unexpected build of {mode}: {counts}")
             timings.write_text(json.dumps(seconds))
-        token, _ = ApiKeys(project.store, project.events).create("bench", "viewer")
+        token, _ = ApiKeys(project.store, project.events).create(
+            f"bench-{time.time_ns()}", "viewer"
+        )
     return root, str(token), seconds
 
 

@@ -6,6 +6,7 @@ histogram per stage."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -119,3 +120,24 @@ def test_a_search_is_an_event(served: dict[str, Any]) -> None:
     assert len(last["query_digest"]) == 64 and "events of a query" not in str(last)
     assert len(last["chunk_ids"]) == len(last["scores"]) <= 2
     assert "total" in last["latency_ms"]
+
+
+def test_a_server_with_a_live_collection_and_no_model_is_ready(
+    served: dict[str, Any], tmp_path: Path
+) -> None:
+    # This server has no model deployed, only the docs collection live: it answers, so it
+    # is ready (a RAG-only deployment must pass its readiness probe).
+    ready = httpx.get(served["url"] + "/v2/health/ready", timeout=30)
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["ready"] is True
+    # Nothing deployed and no collection built: not ready, saying why.
+    empty = make_project(tmp_path / "empty")
+    running = ThreadedServer(create_app(empty))
+    running.start()
+    try:
+        answer = httpx.get(running.url + "/v2/health/ready", timeout=30)
+        assert answer.status_code == 503
+        assert answer.json()["status"] == "empty"
+    finally:
+        running.stop()
+        empty.close()

@@ -165,4 +165,12 @@ def routes(context: AppContext) -> Contribution:
             errors=(404, 422),
         ),
     ]
-    return Contribution(table, shutdown=shutdown)
+
+    def serves() -> bool:
+        """Readiness: a server with no model deployed is ready when a collection is live."""
+        from conveyor.rag.collections import Collections
+
+        collections = context.project.service("rag", Collections)
+        return any(collections.aliases(name) for name in collections.names())
+
+    return Contribution(table, shutdown=shutdown, serves=serves)

@@ -15,6 +15,8 @@ cache and events are the server's, shared with the native API.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import TYPE_CHECKING, Any
 
 from starlette.responses import Response
@@ -23,6 +25,8 @@ from conveyor.errors import InvalidInputError, NotFoundError
 from conveyor.serving.http import defer, json_response, request_mode, version_param
 from conveyor.web.errors import BadRequest
 from conveyor.web.routing import Route
+
+log = logging.getLogger("conveyor.serving")
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -74,6 +78,18 @@ def output_metadata(served: Served) -> list[Any]:
     ]
 
 
+def _serves_other(state: Any) -> bool:
+    """Whether a capability besides serving has something to answer (``Contribution.serves``);
+    a probe that fails counts as nothing served."""
+    for probe in getattr(state, "serves", ()):
+        try:
+            if probe():
+                return True
+        except Exception:
+            log.warning("a readiness probe failed", exc_info=True)
+    return False
+
+
 def routes(server: Server, state: Any = None) -> list[Route]:
     from conveyor._version import __version__
     from conveyor.serving import protocol_v2 as v2
@@ -86,6 +102,13 @@ def routes(server: Server, state: Any = None) -> list[Route]:
 
     async def ready(call: Call) -> Response:
         body = server.watcher.health()
+        if body["status"] == "empty" and await asyncio.to_thread(_serves_other, state):
+            # no model, but another capability answers (a RAG collection is live)
+            body = {
+                "ready": True,
+                "status": "ready",
+                "message": "no model is deployed; other capabilities answer (RAG)",
+            }
         deps = server.dependencies
         bypassed = deps.health() if deps is not None else {}
         if bypassed:  # still ready (it answers), but says what it is doing without

@@ -76,6 +76,10 @@ class Contribution:
     #: e.g. the feature store's lookup by entity key. The app's ``state.enrichers``
     #: holds every contributed one, in capability order.
     enrich: Any = None
+    #: Whether the capability has something to answer (a RAG collection with a live
+    #: version): a server where no model is deployed is still ready when one says so.
+    #: ``state.serves`` holds every contributed one.
+    serves: Callable[[], bool] | None = None
 
 
 class WebApp:
@@ -199,12 +203,15 @@ def build_app(
     startup: list[Hook] = []
     shutdown: list[Hook] = []
     context.state.enrichers = []
+    context.state.serves = []
     context.state.auth = auth  # for routes that check a key themselves (the dashboard's cookie)
     for _, target in contributed("routes"):
         part: Contribution = load(target)(context)
         routes.extend(part.routes)
         if part.enrich is not None:
             context.state.enrichers.append(part.enrich)
+        if part.serves is not None:
+            context.state.serves.append(part.serves)
         if part.startup is not None:
             startup.append(part.startup)
         if part.shutdown is not None:
