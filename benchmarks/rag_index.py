@@ -429,6 +429,7 @@ def main() -> None:
     parser.add_argument("--ef-construction", type=int, default=EF_CONSTRUCTION)
     parser.add_argument("--efs", default=",".join(map(str, EFS)))
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", default="rag_index", help="results/<out>.json")
     parser.add_argument("--only", default="conveyor,conveyor-sq8,usearch,hnswlib,ivfpq")
     args = parser.parse_args()
     efs = tuple(int(x) for x in args.efs.split(","))
@@ -471,7 +472,7 @@ def main() -> None:
         }
         log(f"{name}: {json.dumps(summary[name])}")
     harness.write_result(
-        "rag_index",
+        args.out,
         {
             "benchmark": "rag_index",
             "timestamp": harness.timestamp(),
