@@ -7,8 +7,11 @@ every HNSW library measured on the same data in the same run:
   **hnswlib** (in ``.bench-venvs/hnswlib``, a subprocess reading the same cached arrays), each
   with the same M and ef_construction, built on every core, searched on one thread (the whole
   query set in one call) at several ef;
-- **Conveyor's** ``hnsw://`` (which wraps the library this benchmark chose) through its
-  public interface, ``INDEX.resolve(url).from_url(...)``, ``add``, ``search``;
+- **Conveyor's** ``hnsw://`` (faiss, the library this benchmark chose) through its public
+  interface (``INDEX.open``, ``add``, ``save``/``load``, ``search``); the faiss row searches
+  the same graph through faiss's own call, so the difference is the wrapper's cost;
+- **Conveyor's** ``hnsw://?storage=sq8`` (faiss ``IndexHNSWSQ``, 8-bit graph, candidates
+  re-scored exactly from float32): its own build;
 - **Conveyor's** ``ivfpq://`` (faiss IVF-PQ with exact re-ranking): memory per vector and
   recall at a few nprobe.
 
