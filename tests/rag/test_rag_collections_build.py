@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -291,6 +293,34 @@ def test_an_alias_moved_by_another_process_is_served_within_the_poll(tmp_path: P
                 timeout=30,
             )
             assert found["cache_hit"] is False
+        finally:
+            service.close()
+
+
+def test_a_hung_store_never_stalls_a_query_once_the_alias_is_known(tmp_path: Path) -> None:
+    with make_project(tmp_path) as project:
+        build_collection(project, "docs", embedder=encoder())
+        service = RagService(project)
+        try:
+            assert service.search("docs", "embedding cache", k=2)["version"] == 1
+            release, readers = threading.Event(), []
+            number_of = service.collections.number_of
+
+            def hung(*args: object, **kwargs: object) -> int:  # the store stops answering
+                readers.append(threading.current_thread().name)
+                release.wait(30)
+                return number_of(*args, **kwargs)  # type: ignore[arg-type]
+
+            service.collections.number_of = hung  # type: ignore[method-assign]
+            time.sleep(service.spec.alias_poll_s + 0.05)  # the known alias is now stale
+            answers = [service.search("docs", q, k=2) for q in ("alpha", "beta", "gamma")]
+            # every query answered from the last known version while the re-read hangs,
+            # and the store was read once, off the query path
+            assert [a["version"] for a in answers] == [1, 1, 1]
+            assert not release.is_set()
+            wait_until(lambda: readers, message="the alias was never read again", timeout=10)
+            assert readers == ["conveyor-rag-alias"]
+            release.set()
         finally:
             service.close()
 

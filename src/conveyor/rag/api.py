@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -33,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import ConfigError, InvalidInputError
 from conveyor.rag.events import RAG_QUERY
+
+log = logging.getLogger("conveyor.rag")
 
 if TYPE_CHECKING:
     import numpy as np
@@ -206,6 +209,7 @@ class RagService:
         self.metrics = metrics
         self._lock = threading.RLock()
         self._resolved: dict[tuple[str, str], tuple[int, int, float]] = {}
+        self._refreshing: set[tuple[str, str]] = set()
         self._loaded: dict[tuple[str, int], Loaded] = {}
         self._load_locks: dict[tuple[str, int], threading.Lock] = {}
         on_change(self)
@@ -219,18 +223,51 @@ class RagService:
                 del self._resolved[key]
 
     def resolve(self, name: str, ref: int | str | None) -> tuple[int, int]:
-        """(version number, deletion epoch) that ``ref`` names now."""
-        label = "live" if ref is None else str(ref)
-        now = time.monotonic()
+        """(version number, deletion epoch) that ``ref`` names now.
+
+        Read from the store the first time; after that the known answer is returned at once
+        and, once it is ``rag.alias_poll_s`` old, read again in a background thread: a query
+        never waits on the store for an alias (it did, once a second, which was the p99 of a
+        busy server), and while the store is unreachable the last known version is served.
+        A move or deletion made in this process clears the answer (:meth:`changed`)."""
+        key = (name, "live" if ref is None else str(ref))
         with self._lock:
-            found = self._resolved.get((name, label))
-            if found is not None and now - found[2] < self.spec.alias_poll_s:
+            found = self._resolved.get(key)
+            if found is not None:
+                stale = time.monotonic() - found[2] >= self.spec.alias_poll_s
+                if stale and key not in self._refreshing:
+                    self._refreshing.add(key)
+                    threading.Thread(
+                        target=self._refresh_quietly,
+                        args=(name, ref, key),
+                        name="conveyor-rag-alias",
+                        daemon=True,
+                    ).start()
                 return found[0], found[1]
+        return self._refresh(name, ref, key)
+
+    def _refresh(self, name: str, ref: int | str | None, key: tuple[str, str]) -> tuple[int, int]:
+        started = time.monotonic()
         number = self.collections.number_of(name, ref)
         epoch = self.collections.epoch(name)
         with self._lock:
-            self._resolved[(name, label)] = (number, epoch, now)
+            self._resolved[key] = (number, epoch, started)
         return number, epoch
+
+    def _refresh_quietly(self, name: str, ref: int | str | None, key: tuple[str, str]) -> None:
+        try:
+            self._refresh(name, ref, key)
+        except Exception:
+            log.warning(
+                "rag: re-reading %s@%s failed; serving the last known version", *key, exc_info=True
+            )
+            with self._lock:  # try again after another interval, not on every query
+                if key in self._resolved:
+                    number, epoch, _ = self._resolved[key]
+                    self._resolved[key] = (number, epoch, time.monotonic())
+        finally:
+            with self._lock:
+                self._refreshing.discard(key)
 
     def loaded(self, name: str, ref: int | str | None = None) -> Loaded:
         """The version ``ref`` names, loaded (once per process, again after a deletion)."""
