@@ -61,6 +61,7 @@ if _typing.TYPE_CHECKING:
         StepOutputError,
         StepTimeoutError,
     )
+    from conveyor import rag
     from conveyor.project import Project, init_project
     from conveyor.registry import Registry
     from conveyor.training.flow import evaluate_version, train_candidate
@@ -91,6 +92,7 @@ _LAZY = {
     "train_candidate": "conveyor.training.flow",
     "optimize_version": "conveyor.training.optimize.versions",
     "run": "conveyor.training.runs",
+    "rag": "conveyor.rag",  # the package: conveyor.rag.search(...), .context, .build
 }
 
 __all__ = [
@@ -141,6 +143,7 @@ __all__ = [
     "init_project",
     "load_spec",
     "optimize_version",
+    "rag",
     "run",
     "run_gates",
     "train_candidate",

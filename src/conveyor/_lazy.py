@@ -15,6 +15,8 @@ def lazy_exports(
     """A module's ``__getattr__`` and ``__dir__`` that import each name from its home module.
 
     ``homes`` maps a name to a module; a home starting with ``.`` is relative to ``package``.
+    A name whose home is ``package.name`` itself is a subpackage, returned whole
+    (``conveyor.rag``).
     """
 
     def __getattr__(name: str) -> Any:
@@ -22,6 +24,8 @@ def lazy_exports(
         if home is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         module = importlib.import_module(f"{package}{home}" if home.startswith(".") else home)
+        if home in (f"{package}.{name}", f".{name}"):
+            return module
         return getattr(module, name)
 
     def __dir__() -> list[str]:

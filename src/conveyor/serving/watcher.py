@@ -240,6 +240,7 @@ class RouteWatcher:
         self.routes: dict[str, CompiledRoute] = {}
         self.revisions: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.ready = False
         self.last_error: str | None = None
         #: Pushed changes (PostgreSQL): ``listen=False`` polls only. ``listen_dsn``: where to
@@ -429,6 +430,7 @@ class RouteWatcher:
     async def start(self) -> None:
         """The first poll (the server is ready after it), then one every ``interval_s``, and
         one at once whenever the store announces a change (PostgreSQL)."""
+        self._stopping = False
         await self.refresh()
         self._wake = asyncio.Event()
         dsn = self._listen_dsn()
@@ -457,7 +459,11 @@ class RouteWatcher:
 
     async def _loop(self) -> None:
         assert self._wake is not None
-        while True:
+        # The flag, not only the cancellation, ends the loop: on Python 3.11 wait_for can
+        # swallow a cancellation that lands as its inner wait completes, and the loop then
+        # polled a closed store for ever while stop() waited on it (a test server's stop
+        # was seen hanging 30 s, "route poll failed: ClosedError" every poll after).
+        while not self._stopping:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.interval_s)
             self._wake.clear()
@@ -472,11 +478,19 @@ class RouteWatcher:
                 log.warning("route poll failed: %s", self.last_error)
 
     async def stop(self) -> None:
+        self._stopping = True
         if self.listener is not None:
             listener, self.listener = self.listener, None
             await asyncio.to_thread(listener.stop)
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+            task, self._task = self._task, None
+            if self._wake is not None:
+                self._wake.set()
+            task.cancel()
+            # at most one poll's time: the loop ends at its next turn even when the
+            # cancellation was swallowed
+            done, _ = await asyncio.wait({task}, timeout=self.poll_timeout_s + 1)
+            if not done:
+                log.warning("the route watcher did not stop within %s s", self.poll_timeout_s + 1)
+            elif not task.cancelled() and task.exception() is not None:
+                log.warning("the route watcher ended with %r", task.exception())
