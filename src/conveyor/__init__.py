@@ -49,6 +49,7 @@ from conveyor.errors import (
 )
 
 if _typing.TYPE_CHECKING:
+    from conveyor import rag
     from conveyor.backends import BackendURL, Seam
     from conveyor.checks import CheckResult, Report, run_gates
     from conveyor.config import ProjectSpec, load_spec
@@ -61,7 +62,6 @@ if _typing.TYPE_CHECKING:
         StepOutputError,
         StepTimeoutError,
     )
-    from conveyor import rag
     from conveyor.project import Project, init_project
     from conveyor.registry import Registry
     from conveyor.training.flow import evaluate_version, train_candidate
