@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,21 @@ def test_files_source_globs_recursion_and_limits(root: Path) -> None:
     assert "over the source's max_bytes (5)" in failures[0].reason
     with pytest.raises(NotFoundError, match="no file or folder"):
         list(FilesSource(path="missing").iter_documents(context))
+
+
+@pytest.mark.timeout(30)
+def test_files_source_fails_what_is_not_a_regular_file(root: Path) -> None:
+    """A FIFO (or a link to a device) among the files is a failure, never read: reading a
+    FIFO waits for a writer forever and a device never ends, so the build would hang."""
+    os.mkfifo(root / "kb/e-pipe.txt")
+    (root / "kb/f-zero.txt").symlink_to("/dev/zero")
+    items = list(FilesSource(path="kb", include=["*.txt"]).iter_documents(SourceContext(root)))
+    docs, failures = split(iter(items))
+    assert [d.id for d in docs] == ["d-faq.txt"]
+    reasons = {f.source: f.reason for f in failures}
+    assert set(reasons) == {"kb/c-latin.txt", "kb/e-pipe.txt", "kb/f-zero.txt"}
+    assert reasons["kb/e-pipe.txt"] == "not a regular file (a FIFO): not read"
+    assert reasons["kb/f-zero.txt"] == "not a regular file (a device): not read"
 
 
 ROWS = [

@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -164,10 +165,14 @@ class FilesSource(_Base):
         except ValueError:
             source = file.as_posix()
         try:
-            size = file.stat().st_size
-            if size > self.max_bytes:
+            info = file.stat()
+            if not stat.S_ISREG(info.st_mode):
+                # Reading a FIFO waits for a writer and a device never ends: never opened.
+                return ParseFailure(source, f"not a regular file ({_kind(info.st_mode)}): not read")
+            if info.st_size > self.max_bytes:
                 return ParseFailure(
-                    source, f"{size:,} bytes, over the source's max_bytes ({self.max_bytes:,})"
+                    source,
+                    f"{info.st_size:,} bytes, over the source's max_bytes ({self.max_bytes:,})",
                 )
             data = file.read_bytes()
         except OSError as exc:
@@ -365,6 +370,17 @@ def iter_documents(
     context = as_context(context)
     for source in sources if isinstance(sources, list) else [sources]:
         yield from source.iter_documents(context)
+
+
+def _kind(mode: int) -> str:
+    """What a file that is not a regular one is, for a failure's reason."""
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a file"
 
 
 def _json_scalar(value: Any) -> Any:
