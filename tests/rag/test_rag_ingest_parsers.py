@@ -150,6 +150,20 @@ def test_markdown_bad_front_matter_is_a_failure() -> None:
     assert "front matter is not valid YAML" in failure.reason
 
 
+def test_markdown_impossible_front_matter_date_names_the_front_matter() -> None:
+    """YAML reads 2024-02-30 as a date and its constructor raises ValueError: the reason
+    says it is the front matter's date and how to keep it as text."""
+    data = b"---\ntitle: T\ndate: 2024-02-30\n---\nbody\n"
+    failure = parse_bytes(data, doc_id="x.md", source="x.md")
+    assert isinstance(failure, ParseFailure)
+    assert failure.reason == (
+        "markdown: front matter has a value YAML cannot build: day is out of range for "
+        "month (a date must be a real one; quote it to keep it as text)"
+    )
+    quoted = parse_bytes(data.replace(b"2024-02-30", b'"2024-02-30"'), doc_id="x.md", source="x.md")
+    assert isinstance(quoted, Document) and quoted.metadata["date"] == "2024-02-30"
+
+
 HTML = b"""<!doctype html>
 <html><head>
   <meta charset="utf-8">

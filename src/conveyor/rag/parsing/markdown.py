@@ -51,6 +51,11 @@ def split_front_matter(text: str) -> tuple[dict[str, Any], str]:
         where = f" at line {mark.line + 2}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or type(exc).__name__
         raise UnparseableError(f"front matter is not valid YAML{where}: {problem}") from None
+    except ValueError as exc:  # a YAML date that is not a real one (2024-02-30)
+        raise UnparseableError(
+            f"front matter has a value YAML cannot build: {exc} (a date must be a real one; "
+            "quote it to keep it as text)"
+        ) from None
     if loaded is None:
         return {}, body
     if not isinstance(loaded, dict):
