@@ -140,6 +140,32 @@ def test_learned_reranker_fits_and_reranks(
         LearnedFusionReranker().rerank("q", ["t"])
 
 
+def test_reranked_search_looks_each_chunk_up_once(
+    embedder: Embedder, parts: tuple[ExactIndex, BM25Index]
+) -> None:
+    """The rerank stage reads the candidates' texts; the hits are built from those same
+    records, not from a second lookup of the same ids (a query to the store per query)."""
+    asked: list[list[int]] = []
+
+    def counting(ids: Sequence[int]) -> Mapping[int, Chunk]:
+        asked.append(list(ids))
+        return lookup(ids)
+
+    index, bm25 = parts
+    config = RetrievalConfig(candidates=8, k=4, rerank=True, rerank_depth=6)
+    reranker = LearnedFusionReranker([1.0, 0.0, 0.0, 0.0, 0.0])
+    retriever = Retriever(embedder, index, bm25, counting, config, reranker=reranker)
+    result = retriever.search("partition observations into clusters", k=4)
+    assert result.hits[0].doc_id == "ml/kmeans.md"
+    assert len(asked) == 1 and len(asked[0]) == 6
+    # below the rerank depth, the hits not yet read are looked up (once)
+    asked.clear()
+    deep = retriever.search("partition observations into clusters", k=8)
+    assert len(deep.hits) == 8
+    flat = [i for ids in asked for i in ids]
+    assert sorted(flat) == sorted({h.chunk_id for h in deep.hits}) and len(asked) == 2
+
+
 def test_context_packs_with_citations(
     embedder: Embedder, parts: tuple[ExactIndex, BM25Index]
 ) -> None:

@@ -172,11 +172,15 @@ class Retriever:
         warnings: list[str] = []
         ranked, stage_scores, fused = self._stages(query, k, allowed, latency, warnings)
         rerank_scores: dict[int, float] = {}
+        records: dict[int, Chunk] = {}
         if cfg.rerank and ranked:
-            ranked, rerank_scores = self._rerank(query, ranked, stage_scores, latency)
+            ranked, rerank_scores, records = self._rerank(query, ranked, stage_scores, latency)
         top = ranked[:k]
         t0 = time.perf_counter()
-        records = self.lookup([i for i, _ in top])
+        # the reranked head was read for its texts; only hits below it are looked up
+        missing = [i for i, _ in top if i not in records]
+        if missing:
+            records.update(self.lookup(missing))
         hits: list[Hit] = []
         for chunk_id, score in top:
             chunk = records.get(chunk_id)
@@ -210,22 +214,9 @@ class Retriever:
     ) -> list[Candidate]:
         """The fused candidates the reranker would see (the first ``rerank_depth``), with
         their texts and stage scores: what a learned reranker is fitted on."""
-        from conveyor.rag.rerank import Candidate
-
         ranked, stage_scores, _ = self._stages(query, self.config.k, allowed, {}, [])
-        head = ranked[: self.config.rerank_depth]
-        records = self.lookup([i for i, _ in head])
-        return [
-            Candidate(
-                chunk_id=i,
-                text=records[i].text,
-                fused=s,
-                rank=rank,
-                stage_scores={name: m[i] for name, m in stage_scores.items() if i in m},
-            )
-            for rank, (i, s) in enumerate(head)
-            if i in records
-        ]
+        candidates, _ = self._head(ranked, stage_scores)
+        return candidates
 
     def _stages(
         self,
@@ -349,20 +340,15 @@ class Retriever:
             limit=depth,
         )
 
-    def _rerank(
-        self,
-        query: str,
-        ranked: list[tuple[int, float]],
-        stage_scores: Mapping[str, Mapping[int, float]],
-        latency: dict[str, float],
-    ) -> tuple[list[tuple[int, float]], dict[int, float]]:
-        from conveyor.rag.rerank import Candidate, rerank_scores
+    def _head(
+        self, ranked: list[tuple[int, float]], stage_scores: Mapping[str, Mapping[int, float]]
+    ) -> tuple[list[Candidate], dict[int, Chunk]]:
+        """The first ``rerank_depth`` fused hits as reranker candidates (those the lookup
+        still knows), and the records looked up for them."""
+        from conveyor.rag.rerank import Candidate
 
-        assert self.reranker is not None
-        t0 = time.perf_counter()
         head = ranked[: self.config.rerank_depth]
-        records = self.lookup([i for i, _ in head])
-        head = [(i, s) for i, s in head if i in records]
+        records = dict(self.lookup([i for i, _ in head]))
         candidates = [
             Candidate(
                 chunk_id=i,
@@ -372,13 +358,34 @@ class Retriever:
                 stage_scores={name: m[i] for name, m in stage_scores.items() if i in m},
             )
             for rank, (i, s) in enumerate(head)
+            if i in records
         ]
+        return candidates, records
+
+    def _rerank(
+        self,
+        query: str,
+        ranked: list[tuple[int, float]],
+        stage_scores: Mapping[str, Mapping[int, float]],
+        latency: dict[str, float],
+    ) -> tuple[list[tuple[int, float]], dict[int, float], dict[int, Chunk]]:
+        """The reranked head then the rest in fused order, the rerank scores by id, and the
+        head's records (the hits are built from them)."""
+        from conveyor.rag.rerank import rerank_scores
+
+        assert self.reranker is not None
+        t0 = time.perf_counter()
+        candidates, records = self._head(ranked, stage_scores)
         scores = rerank_scores(self.reranker, query, candidates)
-        order = sorted(range(len(head)), key=lambda j: (-float(scores[j]), j))
-        reranked = [(head[j][0], float(scores[j])) for j in order]
+        order = sorted(range(len(candidates)), key=lambda j: (-float(scores[j]), j))
+        reranked = [(candidates[j].chunk_id, float(scores[j])) for j in order]
         latency["rerank"] = _ms(t0)
         # below the rerank depth, hits keep their fused order after the reranked ones
-        return reranked + ranked[self.config.rerank_depth :], {i: s for i, s in reranked}
+        return (
+            reranked + ranked[self.config.rerank_depth :],
+            {i: s for i, s in reranked},
+            records,
+        )
 
 
 def _ms(t0: float) -> float:
