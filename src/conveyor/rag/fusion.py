@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from conveyor.errors import InvalidInputError
 
@@ -87,7 +87,9 @@ def rrf(results: Mapping[str, Ranked], *, k: int = RRF_K, limit: int | None = No
     return _top(fused, limit)
 
 
-def normalize(scores: NDArray[np.float32], method: Normalization = "minmax") -> NDArray[np.float64]:
+def normalize(
+    scores: NDArray[np.floating[Any]], method: Normalization = "minmax"
+) -> NDArray[np.float64]:
     """One query's scores on a common scale. Min-max maps to ``[0, 1]`` (all equal -> all
     1); z-score to mean 0, standard deviation 1 (all equal -> all 0)."""
     import numpy as np

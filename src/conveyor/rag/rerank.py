@@ -137,18 +137,20 @@ def candidate_features(candidates: Sequence[Candidate]) -> NDArray[np.float64]:
     candidate gives it the lowest normalized score and the rank after the last."""
     import numpy as np
 
+    from conveyor.rag.fusion import normalize
+
     n = len(candidates)
     out = np.zeros((n, len(FEATURES)), dtype=np.float64)
     if n == 0:
         return out
     fused = np.array([c.fused for c in candidates], dtype=np.float64)
-    out[:, 0] = _minmax(fused)
+    out[:, 0] = normalize(fused, "minmax")
     for col, stage in ((1, "dense"), (2, "bm25")):
         raw = np.array([c.stage_scores.get(stage, np.nan) for c in candidates], dtype=np.float64)
         present = ~np.isnan(raw)
         norm = np.zeros(n)
         if present.any():
-            norm[present] = _minmax(raw[present])
+            norm[present] = normalize(raw[present], "minmax")
         out[:, col] = norm
         # reciprocal rank among the candidates by this stage's score
         order = np.argsort(-np.where(present, raw, -np.inf), kind="stable")
@@ -157,13 +159,6 @@ def candidate_features(candidates: Sequence[Candidate]) -> NDArray[np.float64]:
         ranks[~present] = n
         out[:, col + 2] = 1.0 / (_RR_K + ranks)
     return out
-
-
-def _minmax(x: NDArray[np.float64]) -> NDArray[np.float64]:
-    import numpy as np
-
-    lo, hi = float(x.min()), float(x.max())
-    return np.ones_like(x) if hi - lo <= 0 else (x - lo) / (hi - lo)
 
 
 class LearnedFusionReranker:
