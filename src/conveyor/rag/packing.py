@@ -125,12 +125,11 @@ def truncate_query(query: str, tokenizer: Tokenizer, max_tokens: int) -> tuple[s
     special tokens it adds)."""
     if max_tokens < 1:
         raise InvalidInputError(f"max_tokens must be positive, got {max_tokens}", field="max")
-    spans = tokenizer.spans(query)
-    if len(spans) <= max_tokens:
+    cut, total = _cut_to_tokens(query, tokenizer, max_tokens)
+    if total <= max_tokens:
         return query, None
-    cut = query[: spans[max_tokens - 1][1]]
     warning = (
-        f"query truncated: {len(spans)} tokens, the encoder reads {max_tokens}; "
+        f"query truncated: {total} tokens, the encoder reads {max_tokens}; "
         f"kept the first {max_tokens} ({len(cut)} of {len(query)} characters)"
     )
     return cut, warning
@@ -253,11 +252,12 @@ def _header(label: int, p: Passage) -> str:
     return f"[{label}] {source}\n"
 
 
-def _cut_to_tokens(text: str, tokenizer: Tokenizer, max_tokens: int) -> str:
+def _cut_to_tokens(text: str, tokenizer: Tokenizer, max_tokens: int) -> tuple[str, int]:
+    """``text`` cut after its first ``max_tokens`` tokens, and how many tokens it had."""
     spans = tokenizer.spans(text)
     if len(spans) <= max_tokens:
-        return text
-    return text[: spans[max_tokens - 1][1]] if max_tokens > 0 else ""
+        return text, len(spans)
+    return (text[: spans[max_tokens - 1][1]] if max_tokens > 0 else ""), len(spans)
 
 
 def pack(
@@ -331,8 +331,7 @@ def pack(
         best = passages[0]
         room = budget_tokens - (tokenizer.count(_header(1, best)) if headers else 0)
         if room > 0:
-            full = tokenizer.count(best.text)
-            best.text = _cut_to_tokens(best.text, tokenizer, room)
+            best.text, full = _cut_to_tokens(best.text, tokenizer, room)
             best.end = best.start + len(best.text) if not best.spans else best.end
             chosen.append(best)
             warnings.append(
