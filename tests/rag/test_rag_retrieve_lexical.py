@@ -87,3 +87,18 @@ def test_bad_input_is_a_typed_error(tmp_path: Path) -> None:
         BM25Index.load(tmp_path / "nothing")
     with pytest.raises(InvalidInputError):
         BM25Index.build([1], ["text here"]).search("text", 0)
+
+
+def test_equal_scores_at_the_cut_go_by_id() -> None:
+    """'Equal scores by id' holds at the k-th place too: of 40 chunks with the same score,
+    k=5 returns the 5 smallest ids, whatever their rows (ids here descend with the rows)."""
+    texts = ["alpha beta"] * 40 + ["gamma delta"] * 60
+    ids = np.arange(1000, 900, -1)
+    bm25 = BM25Index.build(ids, texts)
+    scores, found = bm25.search("alpha", 5)
+    assert found.tolist() == [961, 962, 963, 964, 965]
+    assert len(set(scores.tolist())) == 1
+    _, found = bm25.search("alpha", 5, allowed=ids[::2])
+    assert found.tolist() == [962, 964, 966, 968, 970]
+    bm25.remove([961, 963])
+    assert bm25.search("alpha", 3)[1].tolist() == [962, 964, 965]

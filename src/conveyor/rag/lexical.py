@@ -260,25 +260,29 @@ class BM25Index:
 
         if k < 1:
             raise InvalidInputError(f"k must be positive, got {k}", field="k")
-        scores = self.scores(query).astype(np.float32, copy=True)
-        eligible = (scores > 0) & ~self._deleted
+        scores = self.scores(query)
+        # Only the rows holding a query term are filtered and ranked, not the whole index.
+        rows = np.flatnonzero(scores > 0)
+        rows = rows[~self._deleted[rows]]
         if allowed is not None:
             mask = np.zeros(len(self._ids), dtype=bool)
             mask[self._rows_of(allowed)] = True
-            eligible &= mask
-        scores[~eligible] = -np.inf
-        n = int(eligible.sum())
+            rows = rows[mask[rows]]
         out_scores = np.full(k, -np.inf, dtype=np.float32)
         out_ids = np.full(k, -1, dtype=np.int64)
+        n = len(rows)
         if n == 0:
             return out_scores, out_ids
         take = min(k, n)
-        if take < len(scores):
-            top = np.argpartition(-scores, take - 1)[:take]
-        else:
-            top = np.arange(len(scores))
+        found = scores[rows]
+        if take < n:
+            # every row scoring at least the k-th best: the ties at the cut are then
+            # decided by id below, not by where a partition happened to leave them
+            kth = np.partition(found, n - take)[n - take]
+            keep = found >= kth
+            rows, found = rows[keep], found[keep]
         # best first; equal scores by id, so a ranking is reproducible
-        top = top[np.lexsort((self._ids[top], -scores[top]))][:take]
-        out_scores[:take] = scores[top]
-        out_ids[:take] = self._ids[top]
+        order = np.lexsort((self._ids[rows], -found))[:take]
+        out_scores[:take] = found[order]
+        out_ids[:take] = self._ids[rows[order]]
         return out_scores, out_ids
