@@ -925,7 +925,7 @@ def test_event_log_monitors_are_exported_and_alerted_on_as_conveyor_computes_the
                                     "source": "spec",
                                 },
                                 "exp_annotations": {
-                                    k: v.replace("{{ $value }}", repr(value))
+                                    k: v.replace("{{ $value }}", _go_float(value))
                                     for k, v in alert["annotations"].items()
                                 },
                             }
@@ -1249,3 +1249,10 @@ def test_recording_rules_compute_the_monitors_as_conveyor_defines_them(tmp_path:
         timeout=60,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _go_float(value: float) -> str:
+    """``value`` as Prometheus' templates print ``$value`` (Go's shortest form: 2, not
+    2.0)."""
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text

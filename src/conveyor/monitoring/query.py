@@ -134,9 +134,13 @@ class MonitorQuery:
         kinds: Sequence[str],
         since: datetime,
         until: datetime,
+        view: bool = True,
     ) -> Snapshot:
         """Define the view ``events`` on ``con``: the kinds' events with a time in
-        ``[since, until)``, from the copy and the tail."""
+        ``[since, until)``, from the copy and the tail. With ``view=False``, only list the
+        files and load the tail (``_tail``): a caller that defines its own views (per kind,
+        :meth:`kind_view`, or over rollups) does not pay for DuckDB binding a view over
+        every listed file."""
         from conveyor.events.filters import to_us
         from conveyor.monitoring.columnar import load_rows
         from conveyor.monitoring.compaction import copy_root, sql_log
@@ -165,10 +169,11 @@ class MonitorQuery:
             if len(rows) < _TAIL_PAGE:
                 break
         load_rows(tail, con, "_tail")
-        con.execute(
-            "CREATE OR REPLACE TEMP VIEW events AS "
-            + _view_sql(str(root), files, kinds, since_us, until_us)
-        )
+        if view:
+            con.execute(
+                "CREATE OR REPLACE TEMP VIEW events AS "
+                + _view_sql(str(root), files, kinds, since_us, until_us)
+            )
         return Snapshot(checkpoint, files, len(tail), time.perf_counter() - started)
 
     def kind_view(
@@ -249,7 +254,9 @@ class MonitorQuery:
 
         con = duckdb.connect()
         try:
-            snapshot = self.relation(con, kinds=["prediction"], since=since, until=until)
+            snapshot = self.relation(
+                con, kinds=["prediction"], since=since, until=until, view=False
+            )
             params: dict[str, Any] = {
                 "window": window_us,
                 "since": to_us(since, "since"),
@@ -270,6 +277,7 @@ class MonitorQuery:
                     kinds=("prediction",),
                 )
             if rolled is None:
+                self.kind_view(con, "events", "prediction", snapshot, since=since, until=until)
                 clause = ""
                 if model is not None:
                     clause, params["model"] = "AND subject = $model", model

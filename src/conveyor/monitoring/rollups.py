@@ -79,6 +79,8 @@ GAMMA = (1 + RELATIVE_ERROR) / (1 - RELATIVE_ERROR)
 _LOG_GAMMA = math.log(GAMMA)
 #: The bucket of latencies of 0 ms or less.
 ZERO_KEY = -(2**31)
+#: The most bytes of decoded rollups a process keeps in memory (see :class:`_Decoded`).
+CACHE_BYTES = 256 * 1024 * 1024
 
 #: A latency's bucket, in DuckDB SQL (``{x}``: the latency). The same expression builds
 #: the rollups and buckets the raw events a query merges with them.
@@ -274,6 +276,86 @@ def remove_uncommitted(root: Path, last_seq: int) -> int:
     return removed
 
 
+class _Decoded:
+    """Rollup files already decoded, kept in memory up to :data:`CACHE_BYTES` (least
+    recently read first out).
+
+    A rollup never changes once written (its file of the copy never does), so a process
+    that answers monitor queries again and again (the server behind the dashboard) reads
+    each one from disk once; a whole day's latency rollups are tens of MB decoded. The
+    key holds the file's size and modification time as well as its path, so a file
+    written again under the same name (:func:`backfill` after a restore) is read again.
+    Thread-safe: queries run on a server's worker threads."""
+
+    def __init__(self, limit: int) -> None:
+        import threading
+        from collections import OrderedDict
+
+        self.limit = limit
+        self.bytes = 0
+        self._tables: OrderedDict[tuple[str, int, int], tuple[pa.Table, int, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: str) -> tuple[pa.Table, int, int]:
+        """The file's table, and its first and last ``minute_us`` (0, -1 when empty or
+        not a minute rollup)."""
+        import os
+
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        stat = os.stat(path)
+        key = (path, stat.st_size, stat.st_mtime_ns)
+        with self._lock:
+            found = self._tables.get(key)
+            if found is not None:
+                self._tables.move_to_end(key)
+                return found
+        table = pq.read_table(path).combine_chunks()
+        low, high = 0, -1
+        if table.num_rows and "minute_us" in table.column_names:
+            span = pc.min_max(table["minute_us"])
+            low, high = int(span["min"].as_py()), int(span["max"].as_py())
+        entry = (table, low, high)
+        with self._lock:
+            if key not in self._tables:
+                self._tables[key] = entry
+                self.bytes += table.nbytes
+            while self.bytes > self.limit and len(self._tables) > 1:
+                _, (old, _, _) = self._tables.popitem(last=False)
+                self.bytes -= old.nbytes
+        return entry
+
+    def rows(
+        self, paths: Sequence[str], columns: Sequence[str], first: int, last: int
+    ) -> pa.Table | None:
+        """The rows of ``paths`` (``columns`` of them) whose minute is in ``[first,
+        last)``, as one table (None when ``paths`` is empty). A file wholly inside the
+        range is taken as it is, with no copy."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        parts = []
+        for path in paths:
+            table, low, high = self.get(path)
+            table = table.select(list(columns))
+            if low < first or high >= last:
+                minute = table["minute_us"]
+                table = table.filter(
+                    pc.and_(pc.greater_equal(minute, first), pc.less(minute, last))
+                )
+            parts.append(table)
+        return pa.concat_tables(parts) if parts else None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._tables.clear()
+            self.bytes = 0
+
+
+_DECODED = _Decoded(CACHE_BYTES)
+
+
 def _sample_struct(payload: str) -> str:
     from conveyor.monitoring.system_query import SAMPLE_SHAPE
 
@@ -281,14 +363,20 @@ def _sample_struct(payload: str) -> str:
 
 
 def samples_sql(
-    monitor: MonitorQuery, snapshot: Snapshot, *, since_us: int, until_us: int
+    monitor: MonitorQuery,
+    con: duckdb.DuckDBPyConnection,
+    snapshot: Snapshot,
+    *,
+    since_us: int,
+    until_us: int,
 ) -> str | None:
     """The servers' samples in ``[since_us, until_us)`` as ``(time_us, p)``, ``p`` the
-    parsed payload: from the parsed copies of the listed files that have one, and the
-    other files and the tail (``_tail``) parsed here. None when no file has a parsed copy
-    (the caller parses every payload, as before)."""
+    parsed payload: from the parsed copies of the listed files that have one (registered
+    on ``con`` as ``_parsed_samples``), and the other files and the tail (``_tail``)
+    parsed here. None when no file has a parsed copy (the caller parses every payload,
+    as before)."""
     from conveyor.monitoring.compaction import copy_root
-    from conveyor.monitoring.query import _sql_string, _view_sql
+    from conveyor.monitoring.query import _view_sql
 
     root = copy_root(monitor.project)
     files = [f for f in snapshot.files if f.startswith(f"events/kind={SAMPLE_KIND}/")]
@@ -299,10 +387,13 @@ def samples_sql(
     raw = _view_sql(
         str(root), [f for f in files if f not in has], [SAMPLE_KIND], since_us, until_us
     )
-    listed = ", ".join(_sql_string(str(root / rollup_path(f))) for f in parsed)
+    import pyarrow as pa
+
+    tables = [_DECODED.get(str(root / rollup_path(f)))[0] for f in parsed]
+    con.register("_parsed_samples", pa.concat_tables(tables, promote_options="permissive"))
     return (
         f"SELECT time_us, {_sample_struct('payload')} AS p FROM ({raw}) UNION ALL "
-        f"SELECT time_us, p FROM read_parquet([{listed}], hive_partitioning = false) "
+        f"SELECT time_us, p FROM _parsed_samples "
         f"WHERE time_us >= {since_us} AND time_us < {until_us}"
     )
 
@@ -424,12 +515,12 @@ def grouped(
             continue
         sources = [raw_sql]
         if paths:
-            listed = ", ".join(_sql_string(p) for p in paths)
-            model_rolled = "" if model is None else f" AND model = {_sql_string(model)}"
+            failed_rows = _DECODED.rows(paths, list(COLUMNS), first, last)
+            con.register("_rolled_failed", failed_rows)
+            model_rolled = "" if model is None else f" WHERE model = {_sql_string(model)}"
             sources.append(
                 f"SELECT * REPLACE (minute_us // {window_us} * {window_us} AS minute_us) "
-                f"FROM read_parquet([{listed}], hive_partitioning = false) "
-                f"WHERE minute_us >= {first} AND minute_us < {last}{model_rolled}"
+                f"FROM _rolled_failed{model_rolled}"
             )
         con.execute(f"CREATE OR REPLACE TEMP VIEW _parts AS {' UNION ALL '.join(sources)}")
         out[kind] = _failed(con)
@@ -453,17 +544,15 @@ def _key(row: tuple[Any, ...]) -> tuple[Any, ...]:
 def _read(paths: list[str], first: int, last: int, model: str | None, window_us: int) -> pa.Table:
     """The rollup rows of ``paths`` for the minutes in ``[first, last)``, their
     ``minute_us`` turned into the window's start. Read with Arrow, not DuckDB: the lists
-    come out as two flat arrays and their offsets, with no copy per bucket."""
+    come out as two flat arrays and their offsets, with no copy per bucket; and through
+    :data:`_DECODED`, so a file is decoded once per process."""
     import pyarrow.compute as pc
-    import pyarrow.dataset as ds
 
-    where = (pc.field("minute_us") >= first) & (pc.field("minute_us") < last)
-    if model is not None:
-        where = where & (pc.field("model") == model)
     columns = [c for c in COLUMNS if c not in ("errors_4xx", "errors_5xx", "shed")]
-    table = ds.dataset(paths, format="parquet", partitioning=None).to_table(
-        columns=columns, filter=where
-    )
+    table = _DECODED.rows(paths, columns, first, last)
+    assert table is not None  # paths is not empty
+    if model is not None:
+        table = table.filter(pc.equal(table["model"], model))
     start = pc.multiply(pc.divide(table["minute_us"], window_us), window_us)  # integer division
     return table.set_column(table.schema.get_field_index("minute_us"), "minute_us", start)
 

@@ -35,6 +35,7 @@ the window; null where nothing was sampled.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -180,26 +181,29 @@ def system(
     con = duckdb.connect()
     try:
         # The tail is read once; then one view per kind over that kind's files alone (a
-        # scan of every kind's files would open prediction files to find the samples).
-        snapshot = monitor.relation(con, kinds=SYSTEM_KINDS, since=since, until=until)
-        for view, kind in (
-            ("sampled", "serving.sample"),
-            ("failed", "prediction.failed"),
-            ("answered", "prediction"),
-        ):
+        # scan of every kind's files would open prediction files to find the samples),
+        # each defined only when the rollups cannot answer in its place (binding a view
+        # reads every listed file's footer).
+        snapshot = monitor.relation(con, kinds=SYSTEM_KINDS, since=since, until=until, view=False)
+
+        def kind_view(view: str, kind: str) -> None:
             monitor.kind_view(con, view, kind, snapshot, since=since, until=until)
+
         parsed = None
         if not exact:
             from conveyor.monitoring.rollups import samples_sql
 
-            parsed = samples_sql(monitor, snapshot, since_us=since_us, until_us=until_us)
+            parsed = samples_sql(monitor, con, snapshot, since_us=since_us, until_us=until_us)
         if parsed is None:
+            kind_view("sampled", "serving.sample")
             con.execute(_SAMPLES, params)
         else:  # the payloads parsed at compaction (the tail's here)
+            # a view (the window as a literal: views take no parameters), not a table:
+            # the two queries below read the registered samples with no copy
             con.execute(
-                "CREATE OR REPLACE TEMP TABLE samples AS "
-                f"SELECT time_us // $window * $window AS window_us, p FROM ({parsed})",
-                {"window": window_us},
+                "CREATE OR REPLACE TEMP VIEW samples AS "
+                f"SELECT time_us // {int(window_us)} * {int(window_us)} AS window_us, p "
+                f"FROM ({parsed})"
             )
         processes = _process_rows(con, params)
         per_version = _version_rows(con, params, model)
@@ -217,6 +221,8 @@ def system(
                 model=model,
             )
         if rolled is None:
+            kind_view("failed", "prediction.failed")
+            kind_view("answered", "prediction")
             failed = _grouped(con, _FAILED_SQL, params, model)
             answered = _grouped(con, _ANSWERED_SQL, params, model)
         else:
@@ -434,7 +440,10 @@ def _window_us(window: timedelta) -> int:
     return window_us
 
 
+@functools.lru_cache(maxsize=4096)
 def _iso(at_us: int) -> str:
+    """A window's start as ISO text (cached: a day's report names each window once per
+    model, version and arm)."""
     return (_EPOCH + timedelta(microseconds=int(at_us))).isoformat()
 
 
