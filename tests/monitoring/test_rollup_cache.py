@@ -76,3 +76,40 @@ def test_the_decoded_rollups_stay_within_their_byte_limit(project: Project) -> N
     part = decoded.rows([path], ["minute_us"], low + 1, high + 1)
     assert part is not None and part.num_rows < table.num_rows
     assert pc.min(part["minute_us"]).as_py() > low
+
+
+def test_a_server_decodes_the_last_days_rollups_after_start(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dashboard warms the cache in the background, so the first fetch of a day's
+    traffic does not decode; a stopped warm-up decodes nothing."""
+    import time
+    from datetime import UTC, datetime
+
+    from conveyor.dashboard import http as dashboard_http
+    from conveyor.monitoring import rollups
+    from conveyor.serving.app import create_app
+    from conveyor.serving.server import ThreadedServer
+
+    recent = datetime.now(UTC) - timedelta(hours=3)
+    write(project, predictions(2_000, start=recent, seed=7))
+    compact(project)
+    root = Path(project.artifacts.root) / FOLDER
+    files = {str(p) for p in root.rglob("*.parquet")}
+    assert files
+    rollups._DECODED.clear()
+    assert rollups.warm(project, stop=lambda: True) == 0 and rollups._DECODED.bytes == 0
+
+    monkeypatch.setattr(dashboard_http, "WARM_AFTER_S", 0.0)
+    server = ThreadedServer(create_app(project))
+    server.start()
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            decoded = {key[0] for key in rollups._DECODED._tables}
+            if files <= decoded:
+                break
+            time.sleep(0.05)
+        assert files <= {key[0] for key in rollups._DECODED._tables}
+    finally:
+        server.stop()

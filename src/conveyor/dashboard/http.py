@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
+import threading
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote
@@ -48,6 +50,8 @@ if TYPE_CHECKING:
 __all__ = ["COOKIE", "csrf_token", "routes"]
 
 COOKIE = "conveyor_ui"
+#: Seconds after start before the server decodes the last day's rollups in the background.
+WARM_AFTER_S = 5.0
 VIEW = "dashboard.view"
 _STATIC = {
     "uPlot.iife.min.js": "text/javascript",
@@ -56,6 +60,7 @@ _STATIC = {
     "dashboard.css": "text/css",
     "uPlot.LICENSE": "text/plain",
 }
+log = logging.getLogger(__name__)
 _FORM = ("application/x-www-form-urlencoded",)
 
 
@@ -500,7 +505,27 @@ def routes(context: AppContext) -> Contribution:
                 errors=(303, 403, 404),
             )
         )
-    return Contribution(found)
+    warming = threading.Event()
+
+    def warm() -> None:
+        """Decode the last day's rollups a few seconds after start (off the start-up and
+        the first requests' path), so the first traffic page does not decode them."""
+        from conveyor.monitoring import rollups
+
+        if warming.wait(WARM_AFTER_S):
+            return
+        try:
+            rollups.warm(project, stop=warming.is_set)
+        except Exception:  # a store or file gone at shutdown: the pages decode on demand
+            log.debug("warming the rollups failed", exc_info=True)
+
+    async def startup() -> None:
+        threading.Thread(target=warm, name="conveyor-dashboard-warm", daemon=True).start()
+
+    async def shutdown() -> None:
+        warming.set()
+
+    return Contribution(found, startup=startup, shutdown=shutdown)
 
 
 def _form(body: bytes) -> dict[str, str]:

@@ -36,7 +36,7 @@ has its rollup, and neither is read before it is listed.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -354,6 +354,39 @@ class _Decoded:
 
 
 _DECODED = _Decoded(CACHE_BYTES)
+
+
+def warm(project: Project, *, hours: float = 24, stop: Callable[[], bool] = lambda: False) -> int:
+    """Decode into memory the rollups of the files listed for the last ``hours`` (newest
+    first, so the default views' hour comes first), until ``stop()`` says so or the
+    cache is full; how many files. A server calls it once, after start, so the first
+    fetch of a day's traffic does not pay for decoding (about half a second for 10
+    million events)."""
+    import sqlalchemy as sa
+
+    from conveyor.monitoring.columnar import HOUR_US
+    from conveyor.monitoring.compaction import LOG, copy_root
+    from conveyor.monitoring.tables import CompactedFileRecord as F
+
+    since_us = (datetime.now(UTC) - _EPOCH) // timedelta(microseconds=1) - int(hours * HOUR_US)
+    with project.store.read() as session:
+        paths = list(
+            session.execute(
+                sa.select(F.path)
+                .where(F.log == LOG, F.kind.in_(_WRITTEN), F.max_time_us >= since_us)
+                .order_by(F.first_seq.desc())
+            ).scalars()
+        )
+    root = copy_root(project)
+    done = 0
+    for relative in paths:
+        if stop() or _DECODED.bytes >= _DECODED.limit:
+            break
+        path = root / rollup_path(relative)
+        if path.exists():
+            _DECODED.get(str(path))
+            done += 1
+    return done
 
 
 def _sample_struct(payload: str) -> str:
