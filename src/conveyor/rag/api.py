@@ -28,9 +28,9 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from conveyor.errors import ConfigError, InvalidInputError
 from conveyor.rag.events import RAG_QUERY
@@ -62,6 +62,9 @@ __all__ = [
 
 _MAX_LOADED = 3  # versions of one collection kept loaded in a process
 _MAX_QUERY_CHARS = 20_000
+_PROBE_WAIT_S = 2.0  # how long a readiness probe waits for the first read of the store
+
+T = TypeVar("T")
 
 # -- embedders, shared by the process ---------------------------------------------------------
 
@@ -193,6 +196,77 @@ class RecentQueries:
         return keys[best], float(sims[best])
 
 
+# -- what the store says, read off the caller's thread -----------------------------------------
+
+
+class _Polled(Generic[T]):
+    """A value read from the store and trusted for ``ttl_s`` seconds: once older, it is read
+    again in a background thread (one at a time) and the known value returned meanwhile;
+    a read that fails keeps it, and is tried again after another ``ttl_s``.
+
+    The first :meth:`get` reads on the caller's thread (``wait=None``: its errors are the
+    caller's), or starts the background read and waits at most ``wait`` seconds for it
+    (None when it has not answered by then)."""
+
+    def __init__(self, read: Callable[[], T], ttl_s: float, *, name: str) -> None:
+        self._read = read
+        self.ttl_s = ttl_s
+        self.name = name
+        self._lock = threading.Lock()
+        self._value: T | None = None
+        self._read_at: float | None = None  # None: never read
+        self._reading: threading.Event | None = None  # set when the background read ends
+
+    def get(self, wait: float | None = None) -> T | None:
+        with self._lock:
+            if self._read_at is not None:
+                if time.monotonic() - self._read_at >= self.ttl_s:
+                    self._start()
+                return self._value
+            done = None if wait is None else self._start()
+        if done is None:
+            started = time.monotonic()
+            value = self._read()
+            with self._lock:
+                self._value, self._read_at = value, started
+            return value
+        done.wait(wait)
+        with self._lock:
+            return self._value
+
+    def stale(self) -> None:
+        """Read again on the next :meth:`get` (in the background once a value is known)."""
+        with self._lock:
+            if self._read_at is not None:
+                self._read_at = -float("inf")
+
+    def _start(self) -> threading.Event:
+        if self._reading is None:
+            self._reading = threading.Event()
+            threading.Thread(target=self._background, name=self.name, daemon=True).start()
+        return self._reading
+
+    def _background(self) -> None:
+        started = time.monotonic()
+        try:
+            value = self._read()
+        except Exception:
+            log.warning(
+                "rag: %s: reading the store failed; kept what was known", self.name, exc_info=True
+            )
+            with self._lock:  # try again after another interval, not on every call
+                if self._read_at is not None:
+                    self._read_at = time.monotonic()
+        else:
+            with self._lock:
+                self._value, self._read_at = value, started
+        finally:
+            with self._lock:
+                done, self._reading = self._reading, None
+            if done is not None:
+                done.set()
+
+
 # -- the query path ----------------------------------------------------------------------------
 
 
@@ -208,8 +282,10 @@ class RagService:
         self.spec = rag_of(project.spec)
         self.metrics = metrics
         self._lock = threading.RLock()
-        self._resolved: dict[tuple[str, str], tuple[int, int, float]] = {}
-        self._refreshing: set[tuple[str, str]] = set()
+        self._resolved: dict[tuple[str, str], _Polled[tuple[int, int]]] = {}
+        self._live = _Polled(
+            self.collections.any_alias, self.spec.alias_poll_s, name="conveyor-rag-ready"
+        )
         self._loaded: dict[tuple[str, int], Loaded] = {}
         self._load_locks: dict[tuple[str, int], threading.Lock] = {}
         on_change(self)
@@ -221,6 +297,7 @@ class RagService:
         with self._lock:
             for key in [k for k in self._resolved if k[0] == collection]:
                 del self._resolved[key]
+        self._live.stale()
 
     def resolve(self, name: str, ref: int | str | None) -> tuple[int, int]:
         """(version number, deletion epoch) that ``ref`` names now.
@@ -232,42 +309,27 @@ class RagService:
         A move or deletion made in this process clears the answer (:meth:`changed`)."""
         key = (name, "live" if ref is None else str(ref))
         with self._lock:
-            found = self._resolved.get(key)
-            if found is not None:
-                stale = time.monotonic() - found[2] >= self.spec.alias_poll_s
-                if stale and key not in self._refreshing:
-                    self._refreshing.add(key)
-                    threading.Thread(
-                        target=self._refresh_quietly,
-                        args=(name, ref, key),
-                        name="conveyor-rag-alias",
-                        daemon=True,
-                    ).start()
-                return found[0], found[1]
-        return self._refresh(name, ref, key)
+            polled = self._resolved.get(key)
+        if polled is None:
 
-    def _refresh(self, name: str, ref: int | str | None, key: tuple[str, str]) -> tuple[int, int]:
-        started = time.monotonic()
-        number = self.collections.number_of(name, ref)
-        epoch = self.collections.epoch(name)
-        with self._lock:
-            self._resolved[key] = (number, epoch, started)
-        return number, epoch
+            def read() -> tuple[int, int]:
+                return self.collections.number_of(name, ref), self.collections.epoch(name)
 
-    def _refresh_quietly(self, name: str, ref: int | str | None, key: tuple[str, str]) -> None:
-        try:
-            self._refresh(name, ref, key)
-        except Exception:
-            log.warning(
-                "rag: re-reading %s@%s failed; serving the last known version", *key, exc_info=True
-            )
-            with self._lock:  # try again after another interval, not on every query
-                if key in self._resolved:
-                    number, epoch, _ = self._resolved[key]
-                    self._resolved[key] = (number, epoch, time.monotonic())
-        finally:
-            with self._lock:
-                self._refreshing.discard(key)
+            polled = _Polled(read, self.spec.alias_poll_s, name="conveyor-rag-alias")
+            found = polled.get()  # on this thread: a reference that names nothing is kept
+            with self._lock:  # only once it resolved (a caller chooses what it asks for)
+                self._resolved.setdefault(key, polled)
+        else:
+            found = polled.get()
+        assert found is not None  # a known value, or the first read's own answer
+        return found
+
+    def serves(self) -> bool:
+        """Readiness: whether a collection has a version to answer from (an alias), as last
+        read from the store; a probe never reads it itself (at most once per
+        ``rag.alias_poll_s``, in the background), so it costs no SQL and a hung store
+        cannot hang it (the first probe waits a moment for the first read)."""
+        return bool(self._live.get(wait=_PROBE_WAIT_S))
 
     def loaded(self, name: str, ref: int | str | None = None) -> Loaded:
         """The version ``ref`` names, loaded (once per process, again after a deletion)."""

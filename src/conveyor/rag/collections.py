@@ -545,6 +545,15 @@ class Collections:
             )
             return {alias: int(number) for alias, number in rows}
 
+    def any_alias(self) -> bool:
+        """Whether any collection has an alias (a version to answer from): one query."""
+        import sqlalchemy as sa
+
+        from conveyor.rag.tables import RagAliasRecord as A
+
+        with self.store.read() as session:
+            return session.scalars(sa.select(A.collection).limit(1)).first() is not None
+
     def move_alias(
         self,
         name: str,

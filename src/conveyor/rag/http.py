@@ -166,11 +166,6 @@ def routes(context: AppContext) -> Contribution:
         ),
     ]
 
-    def serves() -> bool:
-        """Readiness: a server with no model deployed is ready when a collection is live."""
-        from conveyor.rag.collections import Collections
-
-        collections = context.project.service("rag", Collections)
-        return any(collections.aliases(name) for name in collections.names())
-
-    return Contribution(table, shutdown=shutdown, serves=serves)
+    # Readiness: a server with no model deployed is ready when a collection is live, as the
+    # query path last read it (no SQL per probe; a hung store does not hang the probe).
+    return Contribution(table, shutdown=shutdown, serves=service.serves)
