@@ -27,20 +27,31 @@ A build is a pipeline run (``kind rag.build`` in the run history) and, step by s
    reason, recorded). The convex-fusion weight is tuned on the same set and stored with
    the version.
 5. **Promote**: a ready version takes the collection's alias (``live``).
+
+A build's run beats while it works (every ``stale_after_s / 4`` seconds, at most 5 s). A
+build whose process died (kill -9, a lost machine) leaves its version ``building`` and its
+run ``running``; the next build of the collection fails both ("interrupted") once the run
+has not beaten for ``stale_after_s``, and reuses the documents it had chunked. Nothing of
+it was live: the alias moves only after the version is finished.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from conveyor.errors import ConveyorError, InvalidInputError
+from conveyor.errors import ConcurrentUpdateError, ConveyorError, InvalidInputError
 from conveyor.rag.events import RAG_VERSION_BUILT
+
+log = logging.getLogger("conveyor.rag")
 
 if TYPE_CHECKING:
     import numpy as np
@@ -55,6 +66,9 @@ __all__ = ["BuildResult", "build_collection", "chunker_digest", "index_url_for"]
 
 RUN_KIND = "rag.build"
 _EMBED_BATCH = 512  # chunks embedded and written at a time (bounded memory)
+#: Seconds without a heartbeat after which a build's run is taken for dead.
+STALE_AFTER_S = 60.0
+_BEAT_S = 5.0  # the longest interval between a build's heartbeats
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,13 +118,25 @@ def build_collection(
     force: bool = False,
     reason: str | None = None,
     embedder: Embedder | None = None,
+    stale_after_s: float = STALE_AFTER_S,
 ) -> BuildResult:
     """Build a new version of collection ``name`` (see the module). ``embedder`` replaces
-    the one the spec describes (tests, a caller holding one open)."""
+    the one the spec describes (tests, a caller holding one open). ``stale_after_s``: how
+    long a build of the collection left ``building`` goes without a heartbeat before this
+    one fails it as interrupted."""
     from conveyor.rag.collections import Collections
 
     if force and not reason:
         raise InvalidInputError("a forced build needs a reason", field="reason")
+    if (
+        isinstance(stale_after_s, bool)
+        or not isinstance(stale_after_s, int | float)
+        or not stale_after_s > 0
+    ):
+        raise InvalidInputError(
+            f"stale_after_s must be a number of seconds > 0, got {stale_after_s!r}",
+            field="stale_after_s",
+        )
     collections = project.service("rag", Collections)
     spec = collections.declared(name)
     if not spec.sources:
@@ -122,6 +148,7 @@ def build_collection(
         from conveyor.rag.api import shared_embedder
 
         embedder = shared_embedder(spec)
+    _fail_interrupted(project, collections, name, stale_after_s)
     aliases = collections.aliases(name)
     parent = aliases.get(spec.alias)
     chunker = chunker_digest(spec, embedder.model)
@@ -145,7 +172,8 @@ def build_collection(
     )
     builder = _Builder(project, collections, spec, version, embedder, chunker)
     try:
-        result = builder.run(run.id, parent, force=force, reason=reason)
+        with _beating(project, run.id, min(_BEAT_S, stale_after_s / 4)):
+            result = builder.run(run.id, parent, force=force, reason=reason)
     except BaseException as exc:
         message = exc.message if isinstance(exc, ConveyorError) else f"{type(exc).__name__}: {exc}"
         failed = collections.finish_version(
@@ -159,6 +187,65 @@ def build_collection(
     )
     project.store.runs.finish(run.id, "succeeded")
     return result
+
+
+@contextlib.contextmanager
+def _beating(project: Project, run_id: str, every: float) -> Iterator[None]:
+    """Stamp the run's heartbeat every ``every`` seconds while the block runs."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every):
+            try:
+                project.store.runs.heartbeat(run_id)
+            except Exception:  # a missed beat is not the build's failure
+                log.warning("rag: the heartbeat of build run %s failed", run_id, exc_info=True)
+
+    beating = threading.Thread(target=beat, name="conveyor-rag-build-beat", daemon=True)
+    beating.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        beating.join(30)
+
+
+def _fail_interrupted(
+    project: Project, collections: Collections, name: str, stale_after_s: float
+) -> None:
+    """Fail the versions of ``name`` left ``building`` by a build whose process died, and
+    their runs: the run has not beaten for ``stale_after_s`` (or never started, and the
+    version is that old). A run that beats meanwhile keeps its version."""
+    from datetime import timedelta
+
+    from conveyor.store.types import utcnow
+
+    left = [v for v in collections.versions(name) if v.status == "building"]
+    if not left:
+        return
+    runs = project.store.runs
+    older = timedelta(seconds=stale_after_s)
+    stale = {r.name: r for r in runs.stale(older_than=older, kind=RUN_KIND)}
+    for version in left:
+        why = (
+            f"interrupted: the process building {version.ref} stopped (no heartbeat for "
+            f"{stale_after_s:g} s when the next build started); it died or was killed"
+        )
+        run = stale.get(version.ref)
+        if run is not None:
+            try:
+                runs.update(run.id, expected_version=run.version, status="failed", error=why)
+            except ConcurrentUpdateError:
+                continue  # it beat meanwhile: alive after all
+        elif (
+            runs.list(kind=RUN_KIND, name=version.ref, status="running", limit=1).items
+            or version.created_at > utcnow() - older
+        ):
+            continue  # a build in progress
+        failed = collections.finish_version(
+            version.id, "failed", error=why, run_id=None if run is None else run.id
+        )
+        _emit(project, failed, failed.actor, {})
 
 
 class _Builder:
