@@ -111,34 +111,27 @@ def routes(context: AppContext) -> Contribution:
 
     service = RagService(context.project, metrics=RagMetrics(context.metrics.registry))
 
-    async def search(call: Call) -> Response:
-        body = _body(await call.body())
-        answer = await asyncio.to_thread(
-            service.search,
-            call.params["collection"],
-            body.get("query"),  # type: ignore[arg-type]
-            k=body.get("k"),
-            filters=body.get("filters"),
-            version=body.get("version"),
-            actor=call.actor,
-            request_id=call.request_id,
-        )
-        return Response(orjson.dumps(answer), media_type="application/json")
+    def answering(endpoint: str) -> Any:
+        """The handler of one endpoint: the body checked, the query answered off the loop."""
+        answer = service.search if endpoint == "search" else service.context
 
-    async def context_route(call: Call) -> Response:
-        body = _body(await call.body())
-        answer = await asyncio.to_thread(
-            service.context,
-            call.params["collection"],
-            body.get("query"),  # type: ignore[arg-type]
-            k=body.get("k"),
-            filters=body.get("filters"),
-            version=body.get("version"),
-            budget_tokens=body.get("budget_tokens"),
-            actor=call.actor,
-            request_id=call.request_id,
-        )
-        return Response(orjson.dumps(answer), media_type="application/json")
+        async def handler(call: Call) -> Response:
+            body = _body(await call.body())
+            extra = {} if endpoint == "search" else {"budget_tokens": body.get("budget_tokens")}
+            found = await asyncio.to_thread(
+                answer,
+                call.params["collection"],
+                body.get("query"),  # type: ignore[arg-type]
+                k=body.get("k"),
+                filters=body.get("filters"),
+                version=body.get("version"),
+                actor=call.actor,
+                request_id=call.request_id,
+                **extra,
+            )
+            return Response(orjson.dumps(found), media_type="application/json")
+
+        return handler
 
     async def shutdown() -> None:
         service.close()
@@ -147,7 +140,7 @@ def routes(context: AppContext) -> Contribution:
         Route(
             "POST",
             "/v1/rag/{collection}/search",
-            search,
+            answering("search"),
             "rag.search",
             "Search a RAG collection: hybrid retrieval, hits with citations",
             body=_BODY,
@@ -157,7 +150,7 @@ def routes(context: AppContext) -> Contribution:
         Route(
             "POST",
             "/v1/rag/{collection}/context",
-            context_route,
+            answering("context"),
             "rag.search",
             "A prompt's context from a RAG collection, packed within a token budget",
             body=_BODY,
