@@ -598,10 +598,8 @@ def load_version(
     """Open a version's indexes and chunks; refused when the collection's encoder is not the
     one the version was built with. ``building``: the build's own gate opens its version
     before it is ready."""
-    from conveyor.backends import BackendURL
     from conveyor.rag.collections import Collections
     from conveyor.rag.embed import check_dimension
-    from conveyor.rag.index import INDEX
     from conveyor.rag.lexical import BM25Index
 
     collections = project.service("rag", Collections)
@@ -623,16 +621,8 @@ def load_version(
             "built with",
             collection=version.collection,
         )
-    url = str(params["index_url"])
-    if url.startswith("postgresql") and spec.index and spec.index.startswith("postgresql"):
-        url = spec.index  # the stored URL hides the password
     folder = collections.folder(version.index_digest) if version.index_digest else None
-    index = INDEX.resolve(url).load(
-        BackendURL.parse(url),
-        folder,
-        dimension=int(params["dimension"]),
-        namespace=f"{version.collection}_v{version.number}",
-    )
+    index = collections.open_index(version, folder)
     if version.bm25_digest is None:
         raise ConfigError(f"{version.ref} has no BM25 index", collection=version.collection)
     bm25 = BM25Index.load(collections.folder(version.bm25_digest))

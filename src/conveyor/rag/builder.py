@@ -514,7 +514,7 @@ class _Builder:
         parsed = BackendURL.parse(url)
         factory = INDEX.resolve(url)
         index = factory.from_url(
-            parsed, dimension=self.inner.dimension, namespace=_namespace(self.version)
+            parsed, dimension=self.inner.dimension, namespace=self.version.namespace
         )
         try:
             check_dimension(self.inner, index.dimension)
@@ -573,10 +573,6 @@ class _Builder:
             ],
         }
         return out, tuned
-
-
-def _namespace(version: Version) -> str:
-    return f"{version.collection}_v{version.number}"
 
 
 def _public_url(url: str) -> str:

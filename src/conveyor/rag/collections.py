@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from conveyor.project import Project
     from conveyor.rag.settings import RagSpec
     from conveyor.rag.tables import RagAliasRecord, RagVersionRecord
-    from conveyor.rag.types import Chunk
+    from conveyor.rag.types import Chunk, VectorIndex
     from conveyor.store.database import MetadataStore
 
 __all__ = [
@@ -126,6 +126,11 @@ class Version:
     @property
     def ref(self) -> str:
         return f"{self.collection}@{self.number}"
+
+    @property
+    def namespace(self) -> str:
+        """Its vector index's namespace (a ``postgresql://`` index's table suffix)."""
+        return f"{self.collection}_v{self.number}"
 
     @classmethod
     def of(cls, row: RagVersionRecord, aliases: Iterable[str] = ()) -> Version:
@@ -682,6 +687,29 @@ class Collections:
             ):
                 out[int(row[0])] = _stored(row)
         return out
+
+    # -- indexes ----------------------------------------------------------------------------
+
+    def open_index(self, version: Version, folder: Path | None) -> VectorIndex:
+        """The vector index ``version`` was built on, over ``folder`` (its files, unpacked):
+        the URL stored with the version, whatever the collection's setting says now, except
+        that a ``postgresql://`` one takes its password from the setting (the stored copy
+        hides it) when that is ``postgresql://`` too."""
+        from conveyor.backends import BackendURL
+        from conveyor.rag.index import INDEX
+
+        url = str(version.params["index_url"])
+        spec = self.spec.collections.get(version.collection)
+        now = None if spec is None else spec.index
+        if url.startswith("postgresql") and now and now.startswith("postgresql"):
+            url = now
+        index: VectorIndex = INDEX.resolve(url).load(
+            BackendURL.parse(url),
+            folder,
+            dimension=int(version.params["dimension"]),
+            namespace=version.namespace,
+        )
+        return index
 
     # -- artifacts --------------------------------------------------------------------------
 

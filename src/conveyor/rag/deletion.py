@@ -145,32 +145,20 @@ def _rewrite(
     """Remove ``chunk_ids`` from one version's indexes; how many were in its vector index."""
     import numpy as np
 
-    from conveyor.backends import BackendURL
-    from conveyor.rag.index import INDEX
     from conveyor.rag.lexical import BM25Index
     from conveyor.rag.tables import RagVersionRecord as V
 
     if version.status not in ("ready", "refused") or not chunk_ids:
         return None
     ids = np.asarray(chunk_ids, dtype=np.int64)
-    params = dict(version.params)
-    url = str(params.get("index_url", ""))
-    spec = collections.spec.collections.get(version.collection)
-    if url.startswith("postgresql") and spec is not None and spec.index:
-        url = spec.index
     removed = 0
     new_index = version.index_digest
-    if url:
+    if version.params.get("index_url"):
         with tempfile.TemporaryDirectory(prefix="conveyor-rag-") as tmp:
             work = Path(tmp) / "in"
             if version.index_digest:
                 shutil.copytree(collections.folder(version.index_digest), work)
-            index = INDEX.resolve(url).load(
-                BackendURL.parse(url),
-                work if version.index_digest else None,
-                dimension=int(params["dimension"]),
-                namespace=f"{version.collection}_v{version.number}",
-            )
+            index = collections.open_index(version, work if version.index_digest else None)
             try:
                 removed = index.remove(ids)
                 if version.index_digest:
