@@ -246,10 +246,12 @@ def _stored(row: Any) -> StoredChunk:
 class _AliasPointers(PointerTable[int]):
     key_columns = ("collection", "alias")
 
-    def __init__(self, store: MetadataStore) -> None:
+    def __init__(self, store: MetadataStore, *, forcing: bool = False) -> None:
         from conveyor.rag.tables import RagAliasHistoryRecord, RagAliasRecord
 
         super().__init__(store, RagAliasRecord, RagAliasHistoryRecord)
+        #: A refused version may take the alias (a forced move, or a rollback).
+        self.forcing = forcing
 
     def describe(self, key: Key) -> str:
         return f"alias {key[0]}@{key[1]}"
@@ -269,7 +271,7 @@ class _AliasPointers(PointerTable[int]):
             raise NotFoundError(
                 f"collection {key[0]!r} has no version {value}", collection=key[0], version=value
             )
-        if row.status != "ready" and not self._forcing:
+        if row.status != "ready" and not self.forcing:
             raise InvalidInputError(
                 f"version {key[0]}@{value} is {row.status}: only a ready version can take an "
                 "alias (a refused one with --force and a reason)",
@@ -281,8 +283,6 @@ class _AliasPointers(PointerTable[int]):
                 field="version",
             )
         return int(row.number)
-
-    _forcing = False
 
     def value(self, head: RagAliasRecord) -> int:
         return int(head.number)
@@ -575,8 +575,7 @@ class Collections:
         check_alias(alias)
         if forced and not reason:
             raise InvalidInputError("a forced alias move needs a reason", field="reason")
-        pointers = _AliasPointers(self.store)
-        pointers._forcing = forced
+        pointers = _AliasPointers(self.store, forcing=forced)
         moved = pointers.move(
             (name, alias), number, expected=expected, actor=actor, reason=reason, forced=forced
         )
@@ -588,8 +587,8 @@ class Collections:
         self, name: str, alias: str = "live", *, actor: str | None, reason: str | None = None
     ) -> AliasMove:
         """Move ``alias`` back to the version it pointed at before its last move."""
-        pointers = _AliasPointers(self.store)
-        pointers._forcing = True  # the previous holder was let in once already
+        # the previous holder was let in once already
+        pointers = _AliasPointers(self.store, forcing=True)
         moved, _ = pointers.rollback((name, alias), actor=actor, reason=reason)
         move = _move_of(moved.entry)
         self._moved(move, rollback=True)
