@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import re
 import tarfile
 import threading
 import uuid
@@ -32,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from conveyor.errors import InvalidInputError, NotFoundError
 from conveyor.rag.events import RAG_ALIAS_MOVED
 from conveyor.rag.settings import CollectionSpec, check_collection_name, rag_of
-from conveyor.store.pointers import Change, Key, PointerTable, Previous
+from conveyor.store.pointers import Change, Key, PointerTable, Previous, check_alias
 
 if TYPE_CHECKING:
     import numpy as np
@@ -58,20 +57,6 @@ __all__ = [
 ]
 
 _STATUSES = ("building", "ready", "refused", "failed")
-_ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,99}$")
-
-
-def check_alias(alias: str) -> str:
-    """An alias name: 1 to 100 letters, digits, '_' or '-', starting with a letter (not a
-    number, so ``docs@3`` is always a version and ``docs@live`` an alias; ``latest`` is
-    the newest ready version)."""
-    if not isinstance(alias, str) or not _ALIAS.match(alias) or alias == "latest":
-        raise InvalidInputError(
-            f"alias {alias!r}: use 1 to 100 letters, digits, '_' or '-', starting with a "
-            "letter ('latest' is reserved)",
-            field="alias",
-        )
-    return alias
 
 
 def text_hash(text: str) -> str:

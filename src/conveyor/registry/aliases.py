@@ -17,7 +17,6 @@ passed (:mod:`conveyor.registry.promotion`); a move past failed gates is
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from conveyor.errors import ConcurrentUpdateError, InvalidInputError, NotFoundError
 from conveyor.registry.events import MODEL_ALIAS_MOVED
 from conveyor.registry.versions import AliasMove, ModelVersion
-from conveyor.store.pointers import Change, Key, PointerTable, Previous
+from conveyor.store.pointers import Change, Key, PointerTable, Previous, check_alias
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -36,19 +35,6 @@ if TYPE_CHECKING:
     from conveyor.store.database import MetadataStore
 
 __all__ = ["Alias", "AliasesMixin", "check_alias"]
-
-_ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,99}$")
-_RESERVED = ("latest",)
-
-
-def check_alias(alias: str) -> str:
-    if not isinstance(alias, str) or not _ALIAS.match(alias) or alias in _RESERVED:
-        raise InvalidInputError(
-            f"alias {alias!r}: use 1 to 100 letters, digits, '_' or '-', starting with a "
-            "letter ('latest' is reserved)",
-            field="alias",
-        )
-    return alias
 
 
 @dataclass(frozen=True, slots=True)

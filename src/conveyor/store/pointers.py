@@ -35,13 +35,19 @@ that join other tables.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from conveyor.errors import AlreadyExistsError, ConcurrentUpdateError, NotFoundError
+from conveyor.errors import (
+    AlreadyExistsError,
+    ConcurrentUpdateError,
+    InvalidInputError,
+    NotFoundError,
+)
 from conveyor.store.retry import retry_on_conflict
 
 if TYPE_CHECKING:
@@ -49,7 +55,23 @@ if TYPE_CHECKING:
 
     from conveyor.store.database import MetadataStore
 
-__all__ = ["Change", "Key", "Moved", "PointerTable", "Previous"]
+__all__ = ["Change", "Key", "Moved", "PointerTable", "Previous", "check_alias"]
+
+_ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,99}$")
+
+
+def check_alias(alias: str) -> str:
+    """An alias name, a model's or a collection's: 1 to 100 letters, digits, '_' or '-',
+    starting with a letter (not a number, so ``name@3`` is always a version and
+    ``name@live`` an alias; ``latest`` is reserved: the newest version)."""
+    if not isinstance(alias, str) or not _ALIAS.match(alias) or alias == "latest":
+        raise InvalidInputError(
+            f"alias {alias!r}: use 1 to 100 letters, digits, '_' or '-', starting with a "
+            "letter ('latest' is reserved)",
+            field="alias",
+        )
+    return alias
+
 
 V = TypeVar("V")
 #: A pointer's name: the primary key of its live row, in ``key_columns`` order.
