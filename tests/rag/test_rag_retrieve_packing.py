@@ -131,3 +131,32 @@ def test_sentences_and_bad_input(tok: HFTokenizer) -> None:
     with pytest.raises(ConfigError, match="compression"):
         pack([], tokenizer=tok, budget_tokens=10, compress=True)
     assert pack([], tokenizer=tok, budget_tokens=10).text == ""
+
+
+class _Counted:
+    """The real tokenizer, counting its calls."""
+
+    def __init__(self, tokenizer: HFTokenizer) -> None:
+        self.tokenizer, self.calls = tokenizer, 0
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        return self.tokenizer.spans(text)
+
+    def count(self, text: str) -> int:
+        self.calls += 1
+        return self.tokenizer.count(text)
+
+
+def test_remembered_counts_pack_the_same_and_count_a_text_once(tok: HFTokenizer) -> None:
+    from conveyor.rag.packing import RememberedCounts
+
+    hits = [*a_chunks(), hit(DOC_B, DOC_B, "b", 7, 0.7, 0)]
+    counted = _Counted(tok)
+    remembered = RememberedCounts(counted)
+    for budget in (500, 60):
+        want = pack(hits, tokenizer=tok, budget_tokens=budget)
+        first = pack(hits, tokenizer=remembered, budget_tokens=budget)
+        calls = counted.calls
+        again = pack(hits, tokenizer=remembered, budget_tokens=budget)
+        assert first == want and again == want
+        assert calls > 0 and counted.calls == calls  # the second packing counted nothing

@@ -260,6 +260,22 @@ def _cut_to_tokens(text: str, tokenizer: Tokenizer, max_tokens: int) -> tuple[st
     return (text[: spans[max_tokens - 1][1]] if max_tokens > 0 else ""), len(spans)
 
 
+class RememberedCounts:
+    """A tokenizer whose counts are remembered (the last ``maxsize`` texts): the query
+    path packs the same chunks' texts, headers and separators query after query, and
+    counting them was most of packing's cost (about 60 % of a ``context`` call's 3.5 ms
+    on 250-token chunks). Exact: a text's count never changes. Thread-safe."""
+
+    def __init__(self, tokenizer: Tokenizer, maxsize: int = 16_384) -> None:
+        import functools
+
+        self.tokenizer = tokenizer
+        self.count = functools.lru_cache(maxsize=maxsize)(tokenizer.count)
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        return self.tokenizer.spans(text)
+
+
 def pack(
     hits: Sequence[Hit],
     *,

@@ -147,7 +147,7 @@ class Retriever:
         self.bm25 = bm25
         self.lookup = lookup
         self.reranker = reranker
-        self._fallback_tokenizer: Tokenizer | None = None
+        self._packing_tokenizer: Tokenizer | None = None
 
     def with_config(self, **changes: object) -> Retriever:
         """The same parts under a changed configuration (an evaluation's variants)."""
@@ -288,13 +288,19 @@ class Retriever:
     # -- stages ---------------------------------------------------------------------------
 
     def _tokenizer(self) -> Tokenizer:
-        if self.embedder is not None:
-            return self.embedder.tokenizer
-        from conveyor.rag.embed.tokenizer import HFTokenizer, default_model_dir
+        """Packing's tokenizer (the embedder's, or the default model's without one), its
+        counts remembered across this retriever's queries."""
+        if self._packing_tokenizer is None:
+            from conveyor.rag.packing import RememberedCounts
 
-        if self._fallback_tokenizer is None:
-            self._fallback_tokenizer = HFTokenizer.from_file(default_model_dir())
-        return self._fallback_tokenizer
+            if self.embedder is not None:
+                tokenizer = self.embedder.tokenizer
+            else:
+                from conveyor.rag.embed.tokenizer import HFTokenizer, default_model_dir
+
+                tokenizer = HFTokenizer.from_file(default_model_dir())
+            self._packing_tokenizer = RememberedCounts(tokenizer)
+        return self._packing_tokenizer
 
     def _dense(
         self,
