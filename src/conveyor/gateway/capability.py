@@ -1,0 +1,20 @@
+"""The LLM gateway as a capability."""
+
+from conveyor.capability import Capability, Command
+from conveyor.gateway.events import GATEWAY_EVENTS
+
+CAPABILITY = Capability(
+    "gateway",
+    "an OpenAI-compatible LLM gateway: model aliases routed to OpenAI-compatible, Anthropic "
+    "and local providers, with weighted splits, fallbacks, retries, circuit breakers and "
+    "streaming",
+    requires=("governance",),
+    settings="conveyor.gateway.settings:SECTIONS",
+    cli=(Command("conveyor.gateway.cli:llm_app", "llm"),),
+    routes="conveyor.gateway.http:routes",
+    events=GATEWAY_EVENTS,
+    actions={
+        "llm.call": "predictor",  # chat, embeddings, the models list
+        "llm.manage": "deployer",  # routes and budgets
+    },
+)

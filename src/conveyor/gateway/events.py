@@ -1,0 +1,125 @@
+"""The gateway's event kinds (declared in its capability) and its Prometheus metrics.
+
+``llm.call`` (telemetry): one per request answered or refused after its model was
+known: who called (the key, the body's ``user``), the model asked and the deployment
+that answered, the split's draw, the deployments passed over and why, tokens in, out
+and served from the upstream's prompt cache, time to the first chunk, total latency,
+and how it ended (``ok``, ``error``, ``cancelled``: the client went away).
+
+Metrics, on the server's registry: ``conveyor_llm_requests{model, status}``,
+``conveyor_llm_tokens{model, kind}`` (prompt, completion, cached),
+``conveyor_llm_ttft_seconds{model}``, ``conveyor_llm_latency_seconds{model}``,
+``conveyor_llm_errors{model, kind}`` (every upstream failure, fallbacks included) and
+``conveyor_llm_fallbacks{model}``; ``model`` is the deployment (or the model asked,
+when no deployment answered).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conveyor.capability import EventKind
+
+__all__ = ["GATEWAY_EVENTS", "LLM_CALL", "GatewayMetrics"]
+
+_OPT_STR = (str, type(None))
+_OPT_NUM = (int, float, type(None))
+
+LLM_CALL = EventKind(
+    "llm.call",
+    "telemetry",
+    {
+        "endpoint": str,
+        "key": _OPT_STR,
+        "user": _OPT_STR,
+        "model": str,
+        "deployment": _OPT_STR,
+        "provider": _OPT_STR,
+        "upstream_model": _OPT_STR,
+        "assigned": _OPT_STR,
+        "failures": list,
+        "fallbacks": int,
+        "attempts": int,
+        "stream": bool,
+        "prompt_tokens": int,
+        "completion_tokens": int,
+        "cached_tokens": int,
+        "usage_reported": bool,
+        "ttft_ms": _OPT_NUM,
+        "latency_ms": (int, float),
+        "status": str,
+        "http_status": int,
+        "error": _OPT_STR,
+    },
+    "an LLM call through the gateway: the key and user, the model asked and the deployment "
+    "that answered (and the weighted split's draw), the deployments passed over and why, "
+    "tokens in, out and cached (as the upstream counted them, else estimated), time to the "
+    "first chunk, latency, and how it ended (ok, error, cancelled)",
+)
+
+GATEWAY_EVENTS = (LLM_CALL,)
+
+_TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class GatewayMetrics:
+    """The gateway's counters and histograms, on the app's registry."""
+
+    def __init__(self, registry: Any) -> None:
+        from prometheus_client import Counter, Histogram
+
+        self.requests = Counter(
+            "conveyor_llm_requests",
+            "LLM calls answered, by model (deployment) and status (ok, error, cancelled).",
+            ("model", "status"),
+            registry=registry,
+        )
+        self.tokens = Counter(
+            "conveyor_llm_tokens",
+            "Tokens of LLM calls, by model and kind (prompt, completion, cached).",
+            ("model", "kind"),
+            registry=registry,
+        )
+        self.ttft = Histogram(
+            "conveyor_llm_ttft_seconds",
+            "Time to the first streamed chunk, from the request's arrival.",
+            ("model",),
+            buckets=_TTFT_BUCKETS,
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "conveyor_llm_latency_seconds",
+            "Time of a whole LLM call, streams included.",
+            ("model",),
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.errors = Counter(
+            "conveyor_llm_errors",
+            "Upstream failures (fallbacks included), by deployment and kind.",
+            ("model", "kind"),
+            registry=registry,
+        )
+        self.fallbacks = Counter(
+            "conveyor_llm_fallbacks",
+            "Calls answered by another deployment than the first one planned, by model asked.",
+            ("model",),
+            registry=registry,
+        )
+
+    def observe(self, payload: dict[str, Any]) -> None:
+        """Count one call from its ``llm.call`` payload."""
+        model = payload["deployment"] or payload["model"]
+        self.requests.labels(model, payload["status"]).inc()
+        for kind in ("prompt", "completion", "cached"):
+            count = payload[f"{kind}_tokens"]
+            if count:
+                self.tokens.labels(model, kind).inc(count)
+        if payload["ttft_ms"] is not None:
+            self.ttft.labels(model).observe(payload["ttft_ms"] / 1000.0)
+        self.latency.labels(model).observe(payload["latency_ms"] / 1000.0)
+        for failure in payload["failures"]:
+            self.errors.labels(failure["deployment"], failure["kind"]).inc()
+        if payload["fallbacks"] and payload["deployment"] is not None:
+            self.fallbacks.labels(payload["model"]).inc()

@@ -1,0 +1,264 @@
+"""The gateway's section of ``conveyor.yaml``: ``gateway:``, its providers, deployments and
+model aliases.
+
+::
+
+    gateway:
+      prefix: /llm/v1                    # OpenAI's base_url is http://server/llm/v1
+      providers:
+        vllm: {kind: openai, base_url: "http://10.0.0.5:8000/v1"}
+        openai: {kind: openai, base_url: "https://api.openai.com/v1",
+                 api_key_env: OPENAI_API_KEY, http2: true}
+        claude: {kind: anthropic, api_key_env: ANTHROPIC_API_KEY}
+      deployments:
+        llama: {provider: vllm, model: meta-llama/Llama-3.1-8B-Instruct, timeout_s: 30}
+        mini: {provider: openai, model: gpt-4o-mini, first_byte_timeout_s: 5}
+        haiku: {provider: claude, model: claude-3-5-haiku-latest}
+      models:
+        fast: [llama, mini]              # fallback order
+        smart:
+          deployments: [mini, haiku]     # mini 80%, haiku 20%; then the other as fallback
+          weights: {mini: 4, haiku: 1}
+      retry: {attempts: 1, backoff_s: 0.05}
+      breaker: {failures: 3, reset_s: 5}
+
+A *provider* is one upstream endpoint of a kind (:data:`PROVIDERS`); its other keys are
+that kind's settings, checked by its class when the gateway starts. A *deployment* is a
+model at a provider; a *model* (an alias) is the ordered deployments a request naming
+it may be sent to. A request may also name a deployment itself.
+Every field can be set from the environment (``CONVEYOR_GATEWAY__PREFIX=/openai/v1``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from conveyor.gateway.types import Deployment
+
+if TYPE_CHECKING:
+    from conveyor.config import ProjectSpec
+
+__all__ = [
+    "PROVIDERS",
+    "SECTIONS",
+    "BreakerSpec",
+    "DeploymentSpec",
+    "GatewaySpec",
+    "ModelSpec",
+    "ProviderSpec",
+    "RetrySpec",
+    "gateway_of",
+]
+
+#: Kind of provider -> the class serving it (a lazy import string); each class is built
+#: with its provider entry's settings (``kind`` left out): ``Provider(settings: dict)``.
+PROVIDERS: dict[str, str] = {
+    "openai": "conveyor.gateway.providers.openai:OpenAIProvider",
+    "anthropic": "conveyor.gateway.providers.anthropic:AnthropicProvider",
+    "local": "conveyor.gateway.providers.local:LocalProvider",
+}
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
+
+
+def _check_name(what: str, name: str) -> str:
+    if not _NAME.match(name):
+        raise ValueError(
+            f"{what} name {name!r}: use 1 to 128 letters, digits or . _ : / -, "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+class ProviderSpec(BaseModel):
+    """One upstream endpoint: its kind, and that kind's settings (base_url, api_key_env,
+    timeouts, http2...: see the provider's class)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    kind: str = Field(description="openai (any OpenAI-compatible API), anthropic or local.")
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, value: str) -> str:
+        if value not in PROVIDERS:
+            raise ValueError(f"provider kind {value!r}: expected one of {', '.join(PROVIDERS)}")
+        return value
+
+    def settings(self) -> dict[str, Any]:
+        """What the provider's class is built with: every key but ``kind``."""
+        return dict(self.model_extra or {})
+
+
+class DeploymentSpec(BaseModel):
+    """A model at a provider, with its timeouts."""
+
+    model_config = _STRICT
+
+    provider: str = Field(description="The provider's name (gateway.providers).")
+    model: str = Field(description="The model's name at the provider.")
+    timeout_s: float = Field(
+        60.0, gt=0, le=3600, description="Seconds for an answer, or between two streamed chunks."
+    )
+    first_byte_timeout_s: float | None = Field(
+        None, gt=0, le=3600, description="Seconds for a stream's first chunk (None: timeout_s)."
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Provider-specific options (openai: extra_body, headers; anthropic: "
+        "max_tokens, extra).",
+    )
+
+
+class ModelSpec(BaseModel):
+    """An alias: the deployments a request naming it may go to, in fallback order."""
+
+    model_config = _STRICT
+
+    deployments: list[str] = Field(min_length=1, description="Deployments, in fallback order.")
+    weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="A weighted split: the first deployment tried is drawn among these by "
+        "weight (the draw is in the llm.call event); the rest follow as fallbacks.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple | str):  # fast: [a, b] or fast: a
+            return {"deployments": [value] if isinstance(value, str) else list(value)}
+        return value
+
+    @model_validator(mode="after")
+    def _weights(self) -> ModelSpec:
+        for name, weight in self.weights.items():
+            if name not in self.deployments:
+                raise ValueError(f"weights: {name!r} is not one of the deployments")
+            if weight < 0:
+                raise ValueError(f"weights: {name!r} has a negative weight")
+        if self.weights and not any(self.weights.values()):
+            raise ValueError("weights: at least one must be above 0")
+        if len(set(self.deployments)) != len(self.deployments):
+            raise ValueError("deployments: a deployment is listed twice")
+        return self
+
+
+class RetrySpec(BaseModel):
+    """Retries on the same deployment, before any byte of an answer reached the client."""
+
+    model_config = _STRICT
+
+    attempts: int = Field(
+        1, ge=0, le=10, description="Retries of a connection refused or reset (then fallback)."
+    )
+    backoff_s: float = Field(0.05, ge=0, le=60, description="The first retry's wait.")
+    max_backoff_s: float = Field(2.0, ge=0, le=600, description="The longest wait.")
+    cooldown_s: float = Field(
+        5.0,
+        ge=0,
+        le=3600,
+        description="How long a rate-limited deployment is skipped when it gave no Retry-After.",
+    )
+
+
+class BreakerSpec(BaseModel):
+    """Per-deployment circuit breaker: consecutive failures take it out for a while."""
+
+    model_config = _STRICT
+
+    failures: int = Field(3, ge=1, le=1000, description="Consecutive failures that open it.")
+    reset_s: float = Field(5.0, gt=0, le=3600, description="Seconds before one trial call.")
+    max_reset_s: float = Field(60.0, gt=0, le=86400, description="The longest cooldown.")
+
+
+class GatewaySpec(BaseModel):
+    """The LLM gateway: providers, deployments, model aliases, retries and breakers."""
+
+    model_config = _STRICT
+
+    prefix: str = Field(
+        "/llm/v1",
+        description="Where the OpenAI-compatible API is mounted (a client's base_url is the "
+        "server's URL and this); /v1 itself is the model server's.",
+    )
+    providers: dict[str, ProviderSpec] = Field(
+        default_factory=dict, description="Upstream endpoints by name."
+    )
+    deployments: dict[str, DeploymentSpec] = Field(
+        default_factory=dict, description="Models at providers, by name."
+    )
+    models: dict[str, ModelSpec] = Field(
+        default_factory=dict, description="Aliases (fast, smart) -> deployments, in order."
+    )
+    retry: RetrySpec = Field(default_factory=RetrySpec, description="Retries before a fallback.")
+    breaker: BreakerSpec = Field(
+        default_factory=BreakerSpec, description="Per-deployment circuit breakers."
+    )
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        value = "/" + value.strip("/")
+        if value in ("/", "/v1", "/v2", "/ui") or not re.match(r"^(/[A-Za-z0-9._-]+)+$", value):
+            raise ValueError(
+                f"prefix {value!r}: a path such as /llm/v1 (not /, /v1, /v2 or /ui, which "
+                "the server's other APIs use)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _references(self) -> GatewaySpec:
+        for name in self.providers:
+            _check_name("provider", name)
+        for name, deployment in self.deployments.items():
+            _check_name("deployment", name)
+            if deployment.provider not in self.providers:
+                raise ValueError(
+                    f"deployment {name!r}: no provider {deployment.provider!r} "
+                    f"(known: {', '.join(self.providers) or 'none'})"
+                )
+        for name, model in self.models.items():
+            _check_name("model", name)
+            if name in self.deployments:
+                raise ValueError(f"model {name!r} is also a deployment's name")
+            for listed in model.deployments:
+                if listed not in self.deployments:
+                    raise ValueError(
+                        f"model {name!r}: no deployment {listed!r} "
+                        f"(known: {', '.join(self.deployments) or 'none'})"
+                    )
+        return self
+
+    def deployment(self, name: str) -> Deployment:
+        """The contract's :class:`Deployment` of the deployment called ``name``."""
+        spec = self.deployments[name]
+        return Deployment(
+            name,
+            spec.provider,
+            spec.model,
+            timeout_s=spec.timeout_s,
+            first_byte_timeout_s=spec.first_byte_timeout_s,
+            options=dict(spec.options),
+        )
+
+
+SECTIONS: dict[str, Any] = {
+    "gateway": (
+        GatewaySpec,
+        Field(
+            default_factory=GatewaySpec,
+            description="The LLM gateway: providers, deployments, model aliases, retries, "
+            "breakers.",
+        ),
+    ),
+}
+
+
+def gateway_of(spec: ProjectSpec) -> GatewaySpec:
+    """The ``gateway:`` section (defaults when the spec has none)."""
+    found = getattr(spec, "gateway", None)
+    return found if isinstance(found, GatewaySpec) else GatewaySpec()

@@ -1,0 +1,91 @@
+"""The served gateway the API tests share: a project whose gateway routes to a fake
+OpenAI-compatible upstream, with keys, on the real server app (uvicorn in a thread)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from conveyor.capability import register, unregister
+from conveyor.gateway.capability import CAPABILITY
+from conveyor.governance.keys import ApiKeys
+from conveyor.project import Project, init_project
+from conveyor.serving.app import create_app
+from conveyor.serving.server import ThreadedServer
+from conveyor.testing.fake_openai import FakeOpenAI, serve_fake_openai
+from conveyor.testing.wait import wait_until
+
+#: Deployment -> the model the fake is asked for (each failure test has its own, so
+#: breakers and cooldowns of one test do not reach another).
+DEPLOYMENTS = ("a", "limited", "resetting", "flaky", "cut", "garbled", "alone", "refused")
+
+
+def gateway_spec(fake_url: str) -> dict[str, Any]:
+    deployments: dict[str, Any] = {
+        name: {"provider": "fake", "model": f"gpt-{name}", "timeout_s": 10} for name in DEPLOYMENTS
+    }
+    deployments["b"] = {"provider": "fake", "model": "gpt-b", "timeout_s": 10}
+    models: dict[str, Any] = {f"via-{name}": [name, "b"] for name in DEPLOYMENTS if name != "alone"}
+    models["fast"] = ["a", "b"]
+    models["lonely"] = ["alone"]
+    models["split"] = {"deployments": ["a", "b"], "weights": {"a": 1, "b": 3}}
+    return {
+        "providers": {"fake": {"kind": "openai", "base_url": fake_url + "/v1"}},
+        "deployments": deployments,
+        "models": models,
+        "retry": {"attempts": 1, "backoff_s": 0.01},
+        "breaker": {"failures": 2, "reset_s": 60},
+    }
+
+
+@contextmanager
+def served_gateway(root: Path) -> Iterator[dict[str, Any]]:
+    register(CAPABILITY, clobber=True)
+    try:
+        with serve_fake_openai() as fake:
+            init_project(root, name="gw")
+            with (root / "conveyor.yaml").open("a") as fh:
+                fh.write("\ngateway: " + json.dumps(gateway_spec(fake.url)) + "\n")
+            project = Project.open(root, env={})
+            keys = ApiKeys(project.store, project.events)
+            admin, _ = keys.create("admin", "admin")
+            app_key, _ = keys.create("app", "predictor")
+            viewer, _ = keys.create("viewer", "viewer")
+            running = ThreadedServer(create_app(project))
+            running.start()
+            try:
+                yield {
+                    "url": running.url,
+                    "base": running.url + "/llm/v1",
+                    "fake": fake,
+                    "project": project,
+                    "admin": admin,
+                    "key": app_key,
+                    "viewer": viewer,
+                }
+            finally:
+                running.stop()
+                project.close()
+    finally:
+        unregister("gateway")
+
+
+def calls(served: dict[str, Any], model: str, count: int = 1) -> list[dict[str, Any]]:
+    """The newest ``count`` llm.call payloads for ``model``, oldest first (waits for them)."""
+    project: Project = served["project"]
+
+    def found() -> list[dict[str, Any]] | None:
+        project.events.flush()
+        page = project.events.query(kind="llm.call", subject=model, limit=1000)
+        payloads = [e.payload for e in page.items]
+        return payloads[-count:] if len(payloads) >= count else None
+
+    return wait_until(found, message=f"{count} llm.call events for {model}", timeout=10)
+
+
+def asked(fake: FakeOpenAI, model: str) -> int:
+    """How many requests for ``model`` reached the fake."""
+    return sum(1 for m in fake.models_asked() if m == model)
