@@ -20,7 +20,7 @@ from conveyor.testing.wait import wait_until
 
 #: Deployment -> the model the fake is asked for (each failure test has its own, so
 #: breakers and cooldowns of one test do not reach another).
-DEPLOYMENTS = ("a", "limited", "resetting", "flaky", "cut", "garbled", "alone", "refused")
+DEPLOYMENTS = ("a", "limited", "resetting", "flaky", "cut", "garbled", "alone", "refused", "early")
 
 
 def gateway_spec(fake_url: str) -> dict[str, Any]:
