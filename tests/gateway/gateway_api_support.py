@@ -9,8 +9,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from conveyor.capability import register, unregister
-from conveyor.gateway.capability import CAPABILITY
 from conveyor.governance.keys import ApiKeys
 from conveyor.project import Project, init_project
 from conveyor.serving.app import create_app
@@ -43,34 +41,30 @@ def gateway_spec(fake_url: str) -> dict[str, Any]:
 
 @contextmanager
 def served_gateway(root: Path) -> Iterator[dict[str, Any]]:
-    register(CAPABILITY, clobber=True)
-    try:
-        with serve_fake_openai() as fake:
-            init_project(root, name="gw")
-            with (root / "conveyor.yaml").open("a") as fh:
-                fh.write("\ngateway: " + json.dumps(gateway_spec(fake.url)) + "\n")
-            project = Project.open(root, env={})
-            keys = ApiKeys(project.store, project.events)
-            admin, _ = keys.create("admin", "admin")
-            app_key, _ = keys.create("app", "predictor")
-            viewer, _ = keys.create("viewer", "viewer")
-            running = ThreadedServer(create_app(project))
-            running.start()
-            try:
-                yield {
-                    "url": running.url,
-                    "base": running.url + "/llm/v1",
-                    "fake": fake,
-                    "project": project,
-                    "admin": admin,
-                    "key": app_key,
-                    "viewer": viewer,
-                }
-            finally:
-                running.stop()
-                project.close()
-    finally:
-        unregister("gateway")
+    with serve_fake_openai() as fake:
+        init_project(root, name="gw")
+        with (root / "conveyor.yaml").open("a") as fh:
+            fh.write("\ngateway: " + json.dumps(gateway_spec(fake.url)) + "\n")
+        project = Project.open(root, env={})
+        keys = ApiKeys(project.store, project.events)
+        admin, _ = keys.create("admin", "admin")
+        app_key, _ = keys.create("app", "predictor")
+        viewer, _ = keys.create("viewer", "viewer")
+        running = ThreadedServer(create_app(project))
+        running.start()
+        try:
+            yield {
+                "url": running.url,
+                "base": running.url + "/llm/v1",
+                "fake": fake,
+                "project": project,
+                "admin": admin,
+                "key": app_key,
+                "viewer": viewer,
+            }
+        finally:
+            running.stop()
+            project.close()
 
 
 def calls(served: dict[str, Any], model: str, count: int = 1) -> list[dict[str, Any]]:

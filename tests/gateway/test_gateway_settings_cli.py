@@ -13,8 +13,7 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from conveyor.capability import register, unregister
-from conveyor.gateway.capability import CAPABILITY
+import conveyor.cli  # noqa: F401  (a capability's CLI module loads after the CLI, as for all)
 from conveyor.gateway.cli import llm_app
 from conveyor.gateway.settings import GatewaySpec
 from conveyor.project import init_project
@@ -54,27 +53,23 @@ def test_the_shorthand_and_the_defaults() -> None:
 
 @pytest.fixture
 def project_root(tmp_path: Path) -> Iterator[tuple[Path, Any]]:
-    register(CAPABILITY, clobber=True)
-    try:
-        with serve_fake_openai() as fake:
-            init_project(tmp_path, name="gwcli")
-            spec = {
-                "providers": {
-                    "fake": {"kind": "openai", "base_url": fake.url + "/v1"},
-                    "dead": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"},
-                },
-                "deployments": {
-                    "up": {"provider": "fake", "model": "gpt-up"},
-                    "down": {"provider": "dead", "model": "x", "timeout_s": 5},
-                },
-                "models": {"fast": ["down", "up"], "lost": ["down"]},
-                "retry": {"attempts": 0},
-            }
-            with (tmp_path / "conveyor.yaml").open("a") as fh:
-                fh.write("\ngateway: " + json.dumps(spec) + "\n")
-            yield tmp_path, fake
-    finally:
-        unregister("gateway")
+    with serve_fake_openai() as fake:
+        init_project(tmp_path, name="gwcli")
+        spec = {
+            "providers": {
+                "fake": {"kind": "openai", "base_url": fake.url + "/v1"},
+                "dead": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"},
+            },
+            "deployments": {
+                "up": {"provider": "fake", "model": "gpt-up"},
+                "down": {"provider": "dead", "model": "x", "timeout_s": 5},
+            },
+            "models": {"fast": ["down", "up"], "lost": ["down"]},
+            "retry": {"attempts": 0},
+        }
+        with (tmp_path / "conveyor.yaml").open("a") as fh:
+            fh.write("\ngateway: " + json.dumps(spec) + "\n")
+        yield tmp_path, fake
 
 
 def test_llm_models_and_llm_test(project_root: tuple[Path, Any]) -> None:

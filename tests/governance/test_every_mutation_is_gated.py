@@ -170,6 +170,8 @@ CLI: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "rag show": (None, ("docs",)),
     "rag search": (None, ("docs", "query")),  # rag.search, role viewer: any valid key
     "rag eval": (None, ("docs",)),  # rag.search: reads a version, records nothing
+    "llm models": (None, ()),  # reads the spec
+    "llm test": ("llm.call", ("fast",)),
 }
 
 
@@ -351,6 +353,12 @@ HTTP: dict[tuple[str, str], str | None] = {
     ("GET", "/v1/readiness"): "readiness.read",
     ("POST", "/v1/rag/{collection}/search"): "rag.search",  # reads only (role viewer)
     ("POST", "/v1/rag/{collection}/context"): "rag.search",
+    # the LLM gateway: open to the pipeline so that every refusal, a missing key's 401
+    # included, is OpenAI-shaped; each handler checks llm.call itself (tests/gateway)
+    ("POST", "/llm/v1/chat/completions"): None,
+    ("POST", "/llm/v1/embeddings"): None,
+    ("GET", "/llm/v1/models"): None,
+    ("GET", "/llm/v1/models/{model}"): None,
     # dashboard: open to the pipeline (it reads only header keys); each handler checks the
     # HttpOnly cookie's key itself: dashboard.view for a page, the API's action and a CSRF
     # token for a button (tests/dashboard: a viewer gets 403 and nothing changes)

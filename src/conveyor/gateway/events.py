@@ -1,10 +1,13 @@
 """The gateway's event kinds (declared in its capability) and its Prometheus metrics.
 
 ``llm.call`` (telemetry): one per request answered or refused after its model was
-known: who called (the key, the body's ``user``), the model asked and the deployment
+known: who called (the key, the body's ``user`` or ``x-conveyor-user``, the
+``x-conveyor-team`` and ``x-conveyor-conversation`` headers), the model asked and the deployment
 that answered, the split's draw, the deployments passed over and why, tokens in, out
 and served from the upstream's prompt cache, time to the first chunk, total latency,
-and how it ended (``ok``, ``error``, ``cancelled``: the client went away).
+and how it ended (``ok``, ``error``, ``cancelled``: the client went away); what the
+stages add: the cost (``cost_usd``, None without a price), the cache that answered
+(``exact``, ``semantic``, None) and the guardrails' decisions.
 
 Metrics, on the server's registry: ``conveyor_llm_requests{model, status}``,
 ``conveyor_llm_tokens{model, kind}`` (prompt, completion, cached),
@@ -32,6 +35,8 @@ LLM_CALL = EventKind(
         "endpoint": str,
         "key": _OPT_STR,
         "user": _OPT_STR,
+        "team": _OPT_STR,
+        "conversation": _OPT_STR,
         "model": str,
         "deployment": _OPT_STR,
         "provider": _OPT_STR,
@@ -50,11 +55,15 @@ LLM_CALL = EventKind(
         "status": str,
         "http_status": int,
         "error": _OPT_STR,
+        "cost_usd": _OPT_NUM,
+        "cache": _OPT_STR,
+        "guardrails": list,
     },
-    "an LLM call through the gateway: the key and user, the model asked and the deployment "
+    "an LLM call through the gateway: the key, user, team and conversation, the model asked and the deployment "
     "that answered (and the weighted split's draw), the deployments passed over and why, "
     "tokens in, out and cached (as the upstream counted them, else estimated), time to the "
-    "first chunk, latency, and how it ended (ok, error, cancelled)",
+    "first chunk, latency, how it ended (ok, error, cancelled), its cost, the cache that "
+    "answered and the guardrails' decisions",
 )
 
 GATEWAY_EVENTS = (LLM_CALL,)

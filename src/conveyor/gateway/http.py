@@ -40,7 +40,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -51,10 +51,13 @@ from conveyor.errors import ConveyorError, InvalidInputError, NotFoundError
 from conveyor.gateway.events import LLM_CALL, GatewayMetrics
 from conveyor.gateway.router import CallRecord, Router
 from conveyor.gateway.settings import gateway_of
+from conveyor.gateway.stages import build as build_stages
+from conveyor.gateway.turn import Turn, chain
 from conveyor.gateway.types import Chunk, UpstreamError, Usage
 from conveyor.web.routing import Route
 
 if TYPE_CHECKING:
+    from conveyor.gateway.turn import Endpoint
     from conveyor.governance.access import Caller
     from conveyor.web.app import AppContext, Contribution
     from conveyor.web.pipeline import Call
@@ -281,6 +284,9 @@ class Gateway:
 
             self._run, self._stale_s = run, limits.stale_keys_s
         self.limiter = RateLimit(project.backend("ratelimit"), deps)
+        stages = build_stages(context, self.spec)
+        self._chat = chain(stages["chat"], self._route_chat)
+        self._embeddings = chain(stages["embeddings"], self._route_embeddings)
 
     # -- the gate ---------------------------------------------------------------------
 
@@ -293,54 +299,88 @@ class Gateway:
 
     # -- handlers ---------------------------------------------------------------------
 
+    def _turn(self, call: Call, endpoint: Endpoint, body: dict[str, Any], stream: bool) -> Turn:
+        caller: Caller | None = call.caller
+        user = body.get("user")
+        headers = _labels(call.scope["headers"])
+        return Turn(
+            call,
+            endpoint,
+            body,
+            CallRecord(body["model"], started=call.started),
+            stream=stream,
+            caller=caller,
+            key=caller.key.name if caller is not None and caller.key is not None else None,
+            user=user if isinstance(user, str) else headers.get("x-conveyor-user"),
+            team=headers.get("x-conveyor-team"),
+            conversation=headers.get("x-conveyor-conversation"),
+        )
+
     async def chat(self, call: Call) -> Response:
-        record: CallRecord | None = None
-        body: dict[str, Any] = {}
-        stream = False
+        turn: Turn | None = None
         try:
             await self._gate(call)
             body = _parse(await call.body())
             stream = _check_chat(body)
-            record = CallRecord(body["model"], started=call.started)
-            if not self.router.known(record.model):
-                self.router.plan(record.model)  # raises NotFoundError naming the known ones
+            turn = self._turn(call, "chat", body, stream)
+            if not self.router.known(turn.record.model):
+                self.router.plan(turn.record.model)  # raises NotFoundError naming the known ones
+            outcome = await self._chat(turn)
+            if isinstance(outcome, Response):
+                self._finish(turn, outcome.status_code, None)
+                return outcome
             if stream:
-                return await self._stream(call, body, record)
-            answer = await self.router.chat(body, record)
+                return await self._stream(turn, outcome)
         except UpstreamError as exc:
-            assert record is not None
-            response, status = _from_upstream(exc, record)
-            self._finish(call, body, record, "chat", stream, None, 0, status, exc.message)
+            assert turn is not None
+            response, status = _from_upstream(exc, turn.record)
+            self._finish(turn, status, exc.message)
             return response
         except ClientDisconnect:
             return Response(b"", 499)
         except ConveyorError as exc:
+            if turn is not None:
+                self._finish(turn, _from_conveyor(exc).status_code, exc.message)
             return self._refused(exc)
-        usage = Usage.from_openai(answer.get("usage"))
-        self._finish(call, body, record, "chat", False, usage, 0, 200, None)
-        return self._json(answer, record)
+        turn.usage = Usage.from_openai(outcome.get("usage"))
+        self._finish(turn, 200, None)
+        return self._json(outcome, turn.record)
 
     async def embeddings(self, call: Call) -> Response:
-        record: CallRecord | None = None
-        body: dict[str, Any] = {}
+        turn: Turn | None = None
         try:
             await self._gate(call)
             body = _parse(await call.body())
             _check_embeddings(body)
-            record = CallRecord(body["model"], started=call.started)
-            answer = await self.router.embeddings(body, record)
+            turn = self._turn(call, "embeddings", body, False)
+            outcome = await self._embeddings(turn)
+            if isinstance(outcome, Response):
+                self._finish(turn, outcome.status_code, None)
+                return outcome
         except UpstreamError as exc:
-            assert record is not None
-            response, status = _from_upstream(exc, record)
-            self._finish(call, body, record, "embeddings", False, None, 0, status, exc.message)
+            assert turn is not None
+            response, status = _from_upstream(exc, turn.record)
+            self._finish(turn, status, exc.message)
             return response
         except ClientDisconnect:
             return Response(b"", 499)
         except ConveyorError as exc:
+            if turn is not None:
+                self._finish(turn, _from_conveyor(exc).status_code, exc.message)
             return self._refused(exc)
-        usage = Usage.from_openai(answer.get("usage"))
-        self._finish(call, body, record, "embeddings", False, usage, 0, 200, None)
-        return self._json(answer, record)
+        turn.usage = Usage.from_openai(outcome.get("usage"))
+        self._finish(turn, 200, None)
+        return self._json(outcome, turn.record)
+
+    # -- the innermost stage: the router ----------------------------------------------
+
+    async def _route_chat(self, turn: Turn) -> Any:
+        if turn.stream:
+            return _observed(turn, self.router.stream(turn.body, turn.record))
+        return await self.router.chat(turn.body, turn.record)
+
+    async def _route_embeddings(self, turn: Turn) -> Any:
+        return await self.router.embeddings(turn.body, turn.record)
 
     async def models(self, call: Call) -> Response:
         try:
@@ -384,26 +424,21 @@ class Gateway:
         response.raw_headers.extend(self._headers(record))
         return response
 
-    async def _stream(self, call: Call, body: dict[str, Any], record: CallRecord) -> Response:
-        chunks = self.router.stream(body, record)
+    async def _stream(self, turn: Turn, chunks: AsyncIterator[Chunk]) -> Response:
+        """The stream's answer, once its first chunk came (a failure before it is an
+        ordinary error answer: the router may still have fallen back)."""
         try:
             first = await anext(chunks)
         except StopAsyncIteration:
             first = None
         except BaseException:
-            await chunks.aclose()
+            await _close(chunks)
             raise
-        return _EventStream(self, call, body, record, first, chunks)
+        return _EventStream(self, turn, first, chunks)
 
     def _finish(
         self,
-        call: Call,
-        body: dict[str, Any],
-        record: CallRecord,
-        endpoint: str,
-        stream: bool,
-        usage: Usage | None,
-        chunks_with_text: int,
+        turn: Turn,
         http_status: int,
         error: str | None,
         *,
@@ -412,14 +447,14 @@ class Gateway:
     ) -> None:
         """The ``llm.call`` event and the metrics of one call (never raises)."""
         try:
-            caller: Caller | None = call.caller
-            key = caller.key.name if caller is not None and caller.key is not None else None
-            user = body.get("user")
+            call, record, usage = turn.call, turn.record, turn.usage
             latency_ms = (time.perf_counter() - call.started) * 1000.0
             payload = {
-                "endpoint": endpoint,
-                "key": key,
-                "user": user if isinstance(user, str) else None,
+                "endpoint": turn.endpoint,
+                "key": turn.key,
+                "user": turn.user,
+                "team": turn.team,
+                "conversation": turn.conversation,
                 "model": record.model,
                 "deployment": record.deployment,
                 "provider": record.provider,
@@ -428,9 +463,9 @@ class Gateway:
                 "failures": record.failures,
                 "fallbacks": record.fallbacks,
                 "attempts": record.attempts,
-                "stream": stream,
+                "stream": turn.stream,
                 "prompt_tokens": usage.prompt_tokens if usage else 0,
-                "completion_tokens": usage.completion_tokens if usage else chunks_with_text,
+                "completion_tokens": usage.completion_tokens if usage else turn.chunks_with_text,
                 "cached_tokens": usage.cached_tokens if usage else 0,
                 "usage_reported": usage is not None,
                 "ttft_ms": None
@@ -440,6 +475,10 @@ class Gateway:
                 "status": status or ("ok" if http_status == 200 else "error"),
                 "http_status": http_status,
                 "error": error,
+                "cost_usd": None,
+                "cache": None,
+                "guardrails": [],
+                **turn.event,
             }
             self.metrics.observe(payload)
             self.project.events.record(
@@ -451,6 +490,34 @@ class Gateway:
             )
         except Exception:  # telemetry never fails a call
             log.exception("recording an llm.call event failed")
+
+
+_LABELS = (b"x-conveyor-user", b"x-conveyor-team", b"x-conveyor-conversation")
+
+
+def _labels(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The request's ``x-conveyor-user|team|conversation`` headers."""
+    return {name.decode(): value.decode("latin-1") for name, value in raw if name in _LABELS}
+
+
+async def _observed(turn: Turn, chunks: AsyncGenerator[Chunk]) -> AsyncGenerator[Chunk]:
+    """The router's stream, noting its usage and its chunks with text on the turn."""
+    try:
+        async for chunk in chunks:
+            data = chunk.data
+            if "usage" in data:
+                turn.usage = Usage.from_openai(data["usage"]) or turn.usage
+            if data.get("choices"):
+                turn.chunks_with_text += 1
+            yield chunk
+    finally:
+        await chunks.aclose()
+
+
+async def _close(chunks: AsyncIterator[Chunk]) -> None:
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 async def _passed(call: Call) -> Response:
@@ -470,16 +537,11 @@ async def _disconnected(receive: Any) -> None:
 
 class _EventStream(Response):
     """A stream's answer: each chunk written as it comes, ``[DONE]`` or an error event at
-    the end; a client going away cancels the pump, which closes the upstream stream."""
+    the end; a client going away cancels the pump, which closes the stream (each stage's,
+    then the upstream's)."""
 
     def __init__(
-        self,
-        gateway: Gateway,
-        call: Call,
-        body: dict[str, Any],
-        record: CallRecord,
-        first: Chunk | None,
-        chunks: AsyncGenerator[Chunk],
+        self, gateway: Gateway, turn: Turn, first: Chunk | None, chunks: AsyncIterator[Chunk]
     ) -> None:
         self.status_code = 200
         self.background = None
@@ -488,16 +550,12 @@ class _EventStream(Response):
             (b"content-type", b"text/event-stream; charset=utf-8"),
             (b"cache-control", b"no-cache"),
             (b"x-accel-buffering", b"no"),
-            *gateway._headers(record),
+            *gateway._headers(turn.record),
         ]
         self._gateway = gateway
-        self._call = call
-        self._body = body
-        self._record = record
+        self._turn = turn
         self._first = first
         self._chunks = chunks
-        self._usage: Usage | None = None
-        self._texts = 0
         self._first_sent: float | None = None
         self._error: str | None = None
         self._status = "ok"
@@ -516,13 +574,7 @@ class _EventStream(Response):
             watch.cancel()
             await asyncio.gather(pump, watch, return_exceptions=True)
             self._gateway._finish(
-                self._call,
-                self._body,
-                self._record,
-                "chat",
-                True,
-                self._usage,
-                self._texts,
+                self._turn,
                 200,
                 self._error,
                 status=self._status,
@@ -534,13 +586,7 @@ class _EventStream(Response):
         try:
             chunk = self._first
             while chunk is not None:
-                data = chunk.data
-                if "usage" in data:
-                    usage = Usage.from_openai(data["usage"])
-                    self._usage = usage or self._usage
-                if data.get("choices"):
-                    self._texts += 1
-                raw = chunk.raw if chunk.raw is not None else orjson.dumps(data)
+                raw = chunk.raw if chunk.raw is not None else orjson.dumps(chunk.data)
                 await send(
                     {
                         "type": "http.response.body",
@@ -561,7 +607,7 @@ class _EventStream(Response):
             with contextlib.suppress(Exception):
                 await send({"type": "http.response.body", "body": _error_event(exc)})
         finally:
-            await chunks.aclose()
+            await _close(chunks)
 
 
 def routes(context: AppContext) -> Contribution:

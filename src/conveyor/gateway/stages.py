@@ -1,0 +1,41 @@
+"""Which stages a gateway runs around its upstream calls, in which order (see
+:mod:`conveyor.gateway.turn` for what a stage is).
+
+The order, outermost first, and why:
+
+1. **limits**: requests and tokens per minute, ``max_tokens`` defaults and ceilings per
+   key. The cheapest refusals come first and cost nothing else.
+2. **guardrails**: input checks (injection, PII redacted into pseudonyms, policy) before
+   anything reads the prompt, so the caches key and the costs count what is sent
+   upstream; output checks on the way back see every answer, a cached one included, and
+   restore the pseudonyms.
+3. **caches**: exact, then semantic; a hit answers without an upstream call and is
+   charged nothing.
+4. **budgets**: the call's maximum cost reserved before the upstream call, what it cost
+   settled after it (a cancelled stream: what was generated).
+
+A section left out of the spec builds no stage: a gateway with none calls the router
+directly.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from conveyor.gateway.settings import GatewaySpec
+    from conveyor.gateway.turn import Endpoint, Stage
+    from conveyor.web.app import AppContext
+
+__all__ = ["build"]
+
+
+def build(context: AppContext, spec: GatewaySpec) -> dict[Endpoint, list[Stage]]:
+    """The stages of each endpoint, outermost first."""
+    chat: list[Stage] = []
+    embeddings: list[Stage] = []
+    # 1. limits
+    # 2. guardrails (chat only)
+    # 3. caches
+    # 4. budgets
+    return {"chat": chat, "embeddings": embeddings}
