@@ -4,12 +4,19 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from conveyor.errors import InvalidInputError
 
-__all__ = ["DURATION_FORMS", "DURATION_PATTERN", "option_field", "parse_duration", "spec_duration"]
+__all__ = [
+    "DURATION_FORMS",
+    "DURATION_PATTERN",
+    "option_field",
+    "parse_duration",
+    "parse_moment",
+    "spec_duration",
+]
 
 _PART = r"(\d+(?:\.\d+)?)([smhdw])"
 DURATION_PATTERN = re.compile(rf"(?:{_PART})+")
@@ -65,3 +72,26 @@ def spec_duration(value: Any, where: str) -> timedelta:
     raise InvalidInputError(
         f"{where} {value!r}: expected a duration > 0, {DURATION_FORMS}", field=where
     )
+
+
+def parse_moment(value: str, now: datetime | None = None, *, option: str = "--since") -> datetime:
+    """A moment: an age (a duration ago: ``15m``, ``2h``, ``7d``) or an ISO 8601 time.
+
+    A naive ISO time is UTC. Anything else is an InvalidInputError naming ``option``.
+    """
+    if DURATION_PATTERN.fullmatch(value.strip()):
+        try:
+            return (now or datetime.now(UTC)) - parse_duration(value, option)
+        except OverflowError:
+            raise InvalidInputError(
+                f"{option} {value!r}: too long ago", field=option_field(option)
+            ) from None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise InvalidInputError(
+            f"{option} {value!r}: expected an age ({DURATION_FORMS}) or an ISO time like "
+            "2026-01-31T12:00",
+            field=option_field(option),
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -172,6 +172,8 @@ CLI: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "rag eval": (None, ("docs",)),  # rag.search: reads a version, records nothing
     "llm models": (None, ()),  # reads the spec
     "llm test": ("llm.call", ("fast",)),
+    "llm quality": (None, ()),  # reads the event log
+    "llm eval": ("llm.call", ("fast", "set.jsonl")),  # records an llm.eval event
 }
 
 
@@ -359,6 +361,8 @@ HTTP: dict[tuple[str, str], str | None] = {
     ("POST", "/llm/v1/embeddings"): None,
     ("GET", "/llm/v1/models"): None,
     ("GET", "/llm/v1/models/{model}"): None,
+    ("POST", "/v1/llm/feedback"): "llm.call",  # feedback events on the caller's own calls
+    ("GET", "/v1/llm/quality"): "llm.read",
     # dashboard: open to the pipeline (it reads only header keys); each handler checks the
     # HttpOnly cookie's key itself: dashboard.view for a page, the API's action and a CSRF
     # token for a button (tests/dashboard: a viewer gets 403 and nothing changes)

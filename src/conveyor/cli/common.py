@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from conveyor.durations import DURATION_FORMS, DURATION_PATTERN, option_field, parse_duration
-from conveyor.errors import ConveyorError, InvalidInputError
+from conveyor.durations import DURATION_FORMS, parse_duration, parse_moment
+from conveyor.errors import ConveyorError
 
 if TYPE_CHECKING:
     from conveyor.checks.result import Report
@@ -228,22 +228,7 @@ def parse_since(
     """
     if value is None:
         return None
-    if DURATION_PATTERN.fullmatch(value.strip()):
-        try:
-            return (now or datetime.now(UTC)) - parse_duration(value, option)
-        except OverflowError:
-            raise InvalidInputError(
-                f"{option} {value!r}: too long ago", field=option_field(option)
-            ) from None
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise InvalidInputError(
-            f"{option} {value!r}: expected an age ({DURATION_FORMS}) or an ISO time like "
-            "2026-01-31T12:00",
-            field=option_field(option),
-        ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return parse_moment(value, now, option=option)
 
 
 # -- who is acting --------------------------------------------------------------------------

@@ -14,7 +14,8 @@ CAPABILITY = Capability(
     routes="conveyor.gateway.http:routes",
     events=GATEWAY_EVENTS,
     actions={
-        "llm.call": "predictor",  # chat, embeddings, the models list
+        "llm.call": "predictor",  # chat, embeddings, the models list, feedback on a call
+        "llm.read": "viewer",  # reports: quality
         "llm.manage": "deployer",  # routes and budgets
     },
 )

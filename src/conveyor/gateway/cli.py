@@ -168,3 +168,5 @@ async def _call(
         "latency_ms": round((time.perf_counter() - record.started) * 1000.0, 3),
         "error": error,
     }
+
+from conveyor.gateway import quality_cli as _quality_cli  # noqa: E402, F401  (its commands on llm_app)

@@ -23,7 +23,7 @@ from typing import Any
 
 from conveyor.capability import EventKind
 
-__all__ = ["GATEWAY_EVENTS", "LLM_CALL", "GatewayMetrics"]
+__all__ = ["GATEWAY_EVENTS", "LLM_CALL", "LLM_EVAL", "LLM_FEEDBACK", "GatewayMetrics"]
 
 _OPT_STR = (str, type(None))
 _OPT_NUM = (int, float, type(None))
@@ -59,14 +59,45 @@ LLM_CALL = EventKind(
         "cache": _OPT_STR,
         "guardrails": list,
     },
-    "an LLM call through the gateway: the key, user, team and conversation, the model asked and the deployment "
-    "that answered (and the weighted split's draw), the deployments passed over and why, "
-    "tokens in, out and cached (as the upstream counted them, else estimated), time to the "
-    "first chunk, latency, how it ended (ok, error, cancelled), its cost, the cache that "
-    "answered and the guardrails' decisions",
+    "an LLM call through the gateway: the key, user, team and conversation, the model asked "
+    "and the deployment that answered (and the weighted split's draw), the deployments "
+    "passed over and why, tokens in, out and cached (as the upstream counted them, else "
+    "estimated), time to the first chunk, latency, how it ended (ok, error, cancelled), "
+    "its cost, the cache that answered and the guardrails' decisions",
 )
 
-GATEWAY_EVENTS = (LLM_CALL,)
+LLM_FEEDBACK = EventKind(
+    "llm.feedback",
+    "control",
+    {
+        "model": _OPT_STR,
+        "score": _OPT_NUM,
+        "scores": (dict, type(None)),
+        "comment": _OPT_STR,
+    },
+    "feedback on an LLM call, by its request id: a human score (0 to 1) and, when a "
+    "reference answer came with the answer received, their BLEU and ROUGE-1/2/L",
+)
+
+LLM_EVAL = EventKind(
+    "llm.eval",
+    "audit",
+    {
+        "model": str,
+        "path": str,
+        "examples": int,
+        "answered": int,
+        "failed": int,
+        "bleu": _OPT_NUM,
+        "rouge1": _OPT_NUM,
+        "rouge2": _OPT_NUM,
+        "rougeL": _OPT_NUM,
+    },
+    "an evaluation set run through the gateway: how many answered, corpus BLEU and mean "
+    "ROUGE-1/2/L against the references",
+)
+
+GATEWAY_EVENTS = (LLM_CALL, LLM_FEEDBACK, LLM_EVAL)
 
 _TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)

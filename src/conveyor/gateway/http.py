@@ -660,4 +660,7 @@ def routes(context: AppContext) -> Contribution:
             errors=(401, 403, 404),
         ),
     ]
+    from conveyor.gateway.quality_http import quality_routes
+
+    table.extend(quality_routes(context))
     return Contribution(table, shutdown=shutdown)

@@ -9,13 +9,13 @@ window, requests and latency percentiles, as :meth:`MonitorQuery.latency` comput
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import orjson
 from starlette.responses import Response
 
-from conveyor.durations import DURATION_FORMS, DURATION_PATTERN, parse_duration
+from conveyor.durations import DURATION_FORMS, parse_duration, parse_moment
 from conveyor.errors import InvalidInputError
 from conveyor.web.app import Contribution
 from conveyor.web.routing import Route
@@ -194,14 +194,4 @@ def _integer(text: str, field: str) -> int:
 
 def _moment(text: str, field: str, now: datetime) -> datetime:
     """An age (a duration ago) or an ISO 8601 time (naive: UTC)."""
-    if DURATION_PATTERN.fullmatch(text.strip()):
-        ago: timedelta = parse_duration(text, field)
-        return now - ago
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise InvalidInputError(
-            f"{field} {text!r}: expected an age ({DURATION_FORMS}) or an ISO 8601 time",
-            field=field,
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return parse_moment(text, now, option=field)

@@ -1,0 +1,122 @@
+"""``conveyor llm quality`` and ``conveyor llm eval`` (see :mod:`conveyor.gateway.quality`)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from conveyor.cli.common import (
+    JsonOpt,
+    ProjectOpt,
+    authorized,
+    echo_json,
+    echo_list,
+    errors,
+    open_project,
+    parse_since,
+    print_table,
+)
+from conveyor.gateway.cli import llm_app
+
+__all__: list[str] = []
+
+_METRICS = ("bleu", "rouge1", "rouge2", "rougeL")
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    from rich.table import Table
+
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*(_fmt(row.get(c)) for c in columns))
+    print_table(table)
+
+
+@llm_app.command("quality")
+@errors
+def quality_cmd(
+    since: Annotated[str, typer.Option(help="An age (7d) or an ISO time.")] = "7d",
+    until: Annotated[str | None, typer.Option(help="The end (exclusive); default now.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Only this model, as requests named it.")
+    ] = None,
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Generation quality per model over a period: calls, feedback records, the mean human
+    score (0 to 1), and the mean BLEU and ROUGE-1/2/L of the answers sent back with a
+    reference (POST /v1/llm/feedback)."""
+    from conveyor.gateway.quality import quality_report
+
+    start = parse_since(since)
+    assert start is not None
+    end = parse_since(until, option="--until")
+    with open_project(project) as proj:
+        report = quality_report(proj, since=start, until=end, model=model)
+    if as_json:
+        echo_list(report)
+        return
+    if not report:
+        typer.echo("no LLM calls or feedback in the period")
+        return
+    _table(report, ["model", "calls", "feedback", "mean_score", "with_reference", *_METRICS])
+
+
+@llm_app.command("eval")
+@errors
+def eval_cmd(
+    model: Annotated[str, typer.Argument(help="A model alias or a deployment.")],
+    path: Annotated[Path, typer.Argument(help="JSON lines: messages or prompt, reference.")],
+    max_tokens: Annotated[int, typer.Option(help="max_tokens of each request.")] = 256,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight.", min=1)] = 4,
+    min_rouge_l: Annotated[
+        float | None, typer.Option("--min-rouge-l", help="Exit 1 below this mean ROUGE-L.")
+    ] = None,
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run an evaluation set through the gateway's routing (in this process) and score each
+    answer against its reference: corpus BLEU and mean ROUGE-1/2/L, recorded as an
+    ``llm.eval`` event. Exit 1 when a call failed or the mean ROUGE-L is under
+    --min-rouge-l."""
+    from conveyor.gateway.events import LLM_EVAL
+    from conveyor.gateway.quality import read_eval_set, run_eval
+    from conveyor.gateway.settings import gateway_of
+
+    with open_project(project) as proj:
+        actor = authorized(proj, "llm.call")
+        examples = read_eval_set(str(path))
+        spec = gateway_of(proj.spec)
+        if model not in spec.models and model not in spec.deployments:
+            from conveyor.errors import NotFoundError
+
+            known = ", ".join([*spec.models, *spec.deployments]) or "none"
+            raise NotFoundError(f"no model {model!r} in gateway: (known: {known})", model=model)
+        result = asyncio.run(
+            run_eval(spec, model, examples, max_tokens=max_tokens, concurrency=concurrency)
+        )
+        summary = result["summary"]
+        proj.events.record(
+            LLM_EVAL,
+            subject=model,
+            payload={"path": str(path), **summary},
+            actor=actor,
+        )
+    if as_json:
+        echo_json(result)
+    else:
+        _table(result["rows"], ["id", "deployment", *_METRICS, "error"])
+        typer.echo(
+            f"{model}: {summary['answered']}/{summary['examples']} answered; "
+            + ", ".join(f"{m} {_fmt(summary[m])}" for m in _METRICS)
+        )
+    low = min_rouge_l is not None and (summary["rougeL"] or 0.0) < min_rouge_l
+    if summary["failed"] or low:
+        raise typer.Exit(1)

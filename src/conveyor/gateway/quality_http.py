@@ -1,0 +1,111 @@
+"""The generation-quality routes on the server's API (see :mod:`conveyor.gateway.quality`)::
+
+    POST /v1/llm/feedback    one record or a list: {request_id, score?, reference?, answer?}
+    GET  /v1/llm/quality     ?since=7d&until=...&model=fast: per model, calls, feedback,
+                             mean human score, mean BLEU and ROUGE-1/2/L
+
+Sending feedback needs ``llm.call`` (the application that made the call), reading the
+report ``llm.read`` (viewer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.responses import Response
+
+from conveyor.durations import DURATION_FORMS, parse_moment
+from conveyor.errors import InvalidInputError
+from conveyor.web.routing import Route
+
+if TYPE_CHECKING:
+    from conveyor.web.app import AppContext
+    from conveyor.web.pipeline import Call
+
+__all__ = ["quality_routes"]
+
+_RECORD = {
+    "type": "object",
+    "required": ["request_id"],
+    "properties": {
+        "request_id": {"type": "string", "description": "The call's x-request-id."},
+        "score": {"type": "number", "minimum": 0, "maximum": 1},
+        "reference": {"type": "string", "description": "The answer that was expected."},
+        "answer": {"type": "string", "description": "The answer received (with reference)."},
+        "comment": {"type": "string"},
+    },
+}
+_QUERY = tuple(
+    {"name": name, "in": "query", "required": False, "schema": {"type": "string"}, "description": d}
+    for name, d in (
+        ("since", f"Start: an age ({DURATION_FORMS}) or an ISO 8601 time; default 7d."),
+        ("until", "End (exclusive): an age or an ISO 8601 time; default now."),
+        ("model", "Only this model alias or deployment, as requests named it."),
+    )
+)
+
+
+def _records(raw: bytes) -> list[Any]:
+    try:
+        body = orjson.loads(raw or b"")
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInputError(f"the body is not JSON: {exc}", field="body") from None
+    records = body if isinstance(body, list) else [body]
+    if not records or len(records) > 10_000:
+        raise InvalidInputError("send 1 to 10,000 records", field="body")
+    return records
+
+
+def quality_routes(context: AppContext) -> list[Route]:
+    project = context.project
+
+    async def feedback(call: Call) -> Response:
+        from conveyor.gateway.quality import record_llm_feedback
+
+        records = _records(await call.body())
+        done = await asyncio.to_thread(record_llm_feedback, project, records, actor=call.actor)
+        return Response(
+            orjson.dumps({"recorded": len(done), "records": done}), media_type="application/json"
+        )
+
+    async def quality(call: Call) -> Response:
+        from conveyor.gateway.quality import quality_report
+
+        query = call.request.query_params
+        now = datetime.now(UTC)
+        since = parse_moment(query.get("since", "7d"), now, option="since")
+        until_text = query.get("until")
+        until = None if until_text is None else parse_moment(until_text, now, option="until")
+
+        def report_now() -> list[dict[str, Any]]:
+            project.events.flush()  # what this server accepted up to now counts
+            return quality_report(project, since=since, until=until, model=query.get("model"))
+
+        report = await asyncio.to_thread(report_now)
+        return Response(orjson.dumps({"models": report}), media_type="application/json")
+
+    return [
+        Route(
+            "POST",
+            "/v1/llm/feedback",
+            feedback,
+            "llm.call",
+            "Feedback on LLM calls: a human score, a reference answer (scored with BLEU, ROUGE)",
+            body={"oneOf": [_RECORD, {"type": "array", "items": _RECORD}]},
+            tags=("llm",),
+            errors=(401, 403, 422),
+        ),
+        Route(
+            "GET",
+            "/v1/llm/quality",
+            quality,
+            "llm.read",
+            "Generation quality per model: human scores, BLEU and ROUGE against references",
+            query=_QUERY,
+            tags=("llm",),
+            errors=(401, 403, 422),
+        ),
+    ]
