@@ -29,7 +29,10 @@ Steps, each written to the event log:
   13. batch scoring into Parquet partitions, broken rows kept with their reason;
   14. stream scoring on NATS JetStream (skipped without a NATS server);
   15. RAG: the repository's docs as a versioned collection (``rag:`` in the spec),
-      gated on 18 labelled questions, searched with citations, packed for a prompt.
+      gated on 18 labelled questions, searched with citations, packed for a prompt;
+  16. the LLM gateway: the openai client through Conveyor's OpenAI-compatible API to an
+      upstream that fails now and then and a local transformers model: a fallback taken,
+      a stream cancelled and charged for what was generated, feedback scored.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ import pyarrow.compute as pc
 from delivery_demo import DELIVERY_SPEC, run_delivery
 from features_demo import FEATURES_SPEC, run_features
 from features_demo import MODEL_SPEC as RISK_MODEL_SPEC
+from gateway_demo import GATEWAY_SPEC, run_gateway
 from model import FEATURES, LABEL, add_features
 from monitor_demo import MONITORING_SPEC, run_monitoring
 from rag_demo import rag_spec, run_rag
@@ -168,6 +172,7 @@ def set_up_project(root: Path) -> None:
         spec.write(MONITORING_SPEC)
         spec.write(DELIVERY_SPEC)
         spec.write(rag_spec())
+        spec.write(GATEWAY_SPEC)
     # `conveyor train` imports the code from the project; the RAG gate reads its questions
     for name in ("model.py", "data.py", "docs_eval.jsonl"):
         shutil.copy(HERE / name, root / name)
@@ -341,6 +346,11 @@ def run_quickstart(project: conveyor.Project, *, rows: int) -> dict[str, Any]:
     #     questions, searched with citations, packed for a prompt, rebuilt incrementally.
     with console.status("RAG: building a collection of Conveyor's docs..."):
         rag = run_rag(project, console, step="15")
+
+    # 16. The LLM gateway: the openai client through Conveyor's OpenAI-compatible API to a
+    #     flaky upstream and a local transformers model (fallback, cancelled stream).
+    with console.status("LLM gateway: an upstream, a local model, the openai client..."):
+        gateway = run_gateway(project.root, console, step="16")
     return {
         "data": data,
         "candidates": [first, weak, better],
@@ -352,6 +362,7 @@ def run_quickstart(project: conveyor.Project, *, rows: int) -> dict[str, Any]:
         "scoring": scoring,
         "stream": stream,
         "rag": rag,
+        "gateway": gateway,
         "champion": champion_of(project),
     }
 

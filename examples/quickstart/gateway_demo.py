@@ -1,0 +1,167 @@
+"""The quickstart's LLM gateway step: Conveyor's OpenAI-compatible API in front of two
+upstreams, called with the official ``openai`` client.
+
+- ``upstream``: an OpenAI-compatible server (``conveyor.testing.fake_openai``: it answers
+  ``echo: <your message>``, and fails when told to, as real upstreams do now and then);
+- ``tiny``: a local ``transformers`` GPT-2 built from a config with random weights (no
+  download), generating real tokens.
+
+``fast`` is the alias the application calls: ``upstream`` first, ``tiny`` as its fallback.
+
+1. a call answered by the upstream, then one it fails with a 500: the gateway falls back
+   to the local model, and the ``llm.call`` event says which deployment answered and why;
+2. a stream from the local model the client stops after a few chunks: the gateway closes
+   the upstream stream, and the call is recorded as cancelled with the tokens generated;
+3. feedback on a call (a score and a reference) and the quality report per model.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+import conveyor
+
+#: The gateway section of the quickstart's conveyor.yaml. The upstream's address is set
+#: when the demo starts its fake (CONVEYOR_GATEWAY__PROVIDERS__UPSTREAM__BASE_URL).
+GATEWAY_SPEC = """
+gateway:
+  providers:
+    upstream: {kind: openai, base_url: "http://127.0.0.1:9/v1"}
+    local: {kind: local, layers: 2, hidden: 64, heads: 2, max_tokens: 48}
+  deployments:
+    upstream: {provider: upstream, model: gpt-4o-mini, timeout_s: 10}
+    tiny: {provider: local, model: tiny-gpt2, timeout_s: 30}
+  models:
+    fast: [upstream, tiny]
+  retry: {attempts: 0}
+"""
+
+
+def _events(project: conveyor.Project, count: int) -> list[dict[str, Any]]:
+    project.events.flush()
+    found = project.events.query(kind="llm.call", limit=count, descending=True).items
+    return [e.payload for e in reversed(found)]
+
+
+def run_gateway(root: Path, console: Console, *, step: str) -> dict[str, Any]:
+    """Serve the project's app with its gateway and call it with the openai client."""
+    import openai
+
+    from conveyor.governance.keys import ApiKeys
+    from conveyor.serving.app import create_app
+    from conveyor.serving.server import ThreadedServer
+    from conveyor.testing.fake_openai import serve_fake_openai
+
+    with serve_fake_openai() as fake:
+        env = {**os.environ, "CONVEYOR_GATEWAY__PROVIDERS__UPSTREAM__BASE_URL": fake.url + "/v1"}
+        with conveyor.Project.open(root, env=env) as project:
+            token, _ = ApiKeys(project.store, project.events).create("llm-app", "predictor")
+            server = ThreadedServer(create_app(project))
+            server.start()
+            try:
+                client = openai.OpenAI(
+                    base_url=server.url + "/llm/v1", api_key=token, max_retries=0, timeout=60
+                )
+                return _story(project, client, fake, server.url, token, console, step)
+            finally:
+                server.stop()
+
+
+def _story(
+    project: conveyor.Project,
+    client: Any,
+    fake: Any,
+    url: str,
+    token: str,
+    console: Console,
+    step: str,
+) -> dict[str, Any]:
+    import httpx
+
+    hello = [{"role": "user", "content": "Where is my parcel?"}]
+    first = client.chat.completions.with_raw_response.create(model="fast", messages=hello)
+    answer = first.parse().choices[0].message.content
+    console.print(
+        f"[green]{step}[/] LLM gateway: [bold]fast[/] answered by "
+        f"{first.headers['x-conveyor-deployment']}: {answer!r}"
+    )
+
+    # 1. The upstream fails (a 500): the gateway falls back to the local model.
+    fake.fail(500, model="gpt-4o-mini")
+    second = client.chat.completions.with_raw_response.create(
+        model="fast", messages=hello, max_tokens=12
+    )
+    (event,) = _events(project, 1)
+    failure = event["failures"][0]
+    console.print(
+        f"   the upstream failed ({failure['kind']} {failure.get('status')}): "
+        f"fell back to {second.headers['x-conveyor-deployment']} "
+        f"({event['completion_tokens']} tokens from the local GPT-2 with random weights)"
+    )
+
+    # 2. A stream the client stops after 4 chunks: the generation stops, and the call is
+    #    charged for what was generated.
+    stream = client.chat.completions.create(
+        model="tiny",
+        messages=[{"role": "user", "content": "Tell me a long story."}],
+        max_tokens=48,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    received = 0
+    for chunk in stream:
+        received += bool(chunk.choices)
+        if received == 4:
+            break
+    stream.close()
+    cancelled = _wait_for_status(project, "cancelled")
+    console.print(
+        f"   a stream stopped by its client after {received} chunks: the local model "
+        f"stopped too; recorded as {cancelled['status']} with "
+        f"{cancelled['completion_tokens']} of 48 tokens generated"
+    )
+
+    # 3. Feedback on the first call, and the quality report.
+    reference = "echo: Where is my parcel?"
+    with httpx.Client(base_url=url, headers={"authorization": f"Bearer {token}"}) as http:
+        http.post(
+            "/v1/llm/feedback",
+            json={
+                "request_id": first.headers["x-request-id"],
+                "score": 1.0,
+                "reference": reference,
+                "answer": answer,
+            },
+        ).raise_for_status()
+    from datetime import UTC, datetime, timedelta
+
+    from conveyor.gateway.quality import quality_report
+
+    project.events.flush()
+    (row,) = quality_report(project, since=datetime.now(UTC) - timedelta(hours=1), model="fast")
+    console.print(
+        f"   feedback: {row['feedback']} record, mean score {row['mean_score']}, "
+        f"ROUGE-L {row['rougeL']} against its reference ({row['calls']} calls to fast)"
+    )
+    return {
+        "fallback_to": second.headers["x-conveyor-deployment"],
+        "cancelled_tokens": cancelled["completion_tokens"],
+        "quality": row,
+    }
+
+
+def _wait_for_status(project: conveyor.Project, status: str) -> dict[str, Any]:
+    from conveyor.testing.wait import wait_until
+
+    def found() -> dict[str, Any] | None:
+        for payload in reversed(_events(project, 5)):
+            if payload["status"] == status:
+                return payload
+        return None
+
+    result: dict[str, Any] = wait_until(found, message=f"an llm.call {status}", timeout=20)
+    return result
