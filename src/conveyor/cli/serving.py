@@ -378,8 +378,9 @@ def worker_app() -> Any:
 
     from conveyor.project import Project
     from conveyor.serving.drain import draining_app
-    from conveyor.serving.server import PROJECT_ENV
+    from conveyor.serving.server import PROJECT_ENV, die_with_supervisor
 
+    die_with_supervisor()
     return draining_app(Project.open(os.environ[PROJECT_ENV]))
 
 

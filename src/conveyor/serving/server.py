@@ -17,9 +17,42 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PROJECT_ENV", "JsonFormatter", "ThreadedServer", "free_port", "log_config", "serve"]
+__all__ = [
+    "PROJECT_ENV",
+    "SUPERVISOR_ENV",
+    "JsonFormatter",
+    "ThreadedServer",
+    "die_with_supervisor",
+    "free_port",
+    "log_config",
+    "serve",
+]
 
 PROJECT_ENV = "CONVEYOR_SERVE_PROJECT"
+#: The pid of the process supervising ``serve --workers N`` (set for its workers).
+SUPERVISOR_ENV = "CONVEYOR_SERVE_SUPERVISOR"
+
+
+def die_with_supervisor() -> None:
+    """In a worker of ``serve --workers N``: be sent SIGTERM (a drain) when the supervisor
+    dies, however it died (``kill -9`` included), rather than live on as an orphan holding
+    the port's socket; exit at once if it is already gone. Linux only (``prctl``); a no-op
+    elsewhere and outside a supervised worker."""
+    import signal
+    import sys
+
+    supervisor = os.environ.get(SUPERVISOR_ENV)
+    if not supervisor or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # no prctl here: nothing to arm
+        return
+    if os.getppid() != int(supervisor):  # it died before the signal was armed
+        os._exit(0)
 
 
 class JsonFormatter(logging.Formatter):
@@ -83,6 +116,8 @@ def serve(
 
     os.environ[HEADER_TIMEOUT_ENV] = repr(float(header_timeout_s))
     os.environ[PROJECT_ENV] = str(Path(project_root).resolve())
+    if workers > 1:
+        os.environ[SUPERVISOR_ENV] = str(os.getpid())
     metrics_dir = None
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         metrics_dir = tempfile.mkdtemp(prefix="conveyor-metrics-")
