@@ -1,2 +1,2 @@
-"""Guardrails: input and output checks for LLM calls (prompt injection, PII and secrets,
-policy rules), each with an action (block, redact, flag for review, log)."""
+"""Guardrails: checks on what goes to a model and what comes back (PII and secrets,
+prompt injection, policy rules, groundedness, JSON schemas), each with an action."""
