@@ -49,6 +49,7 @@ __all__ = [
     "ArtifactIntegrityError",
     "AuthenticationError",
     "BackendError",
+    "BudgetExceededError",
     "BackendUnavailableError",
     "ClosedError",
     "ConcurrentUpdateError",
@@ -253,6 +254,14 @@ class RateLimitedError(ThrottledError):
     """The caller's key spent its request budget (HTTP 429)."""
 
     code = "rate_limited"
+
+
+class BudgetExceededError(RateLimitedError):
+    """A spending budget would be passed by this call (HTTP 429): the context names the
+    budget, its scope and subject, its limit, what is spent and reserved, and when it
+    resets (``retry_after`` is the wait until then)."""
+
+    code = "budget_exceeded"
 
 
 class OverloadedError(ThrottledError):

@@ -143,5 +143,9 @@ def test_llm_eval_scores_a_set_and_records_it(served: dict[str, Any], tmp_path: 
     assert len(recorded) == 2 and recorded[0].payload["rougeL"] == 0.5
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"prompt": "no reference"}\n')
-    refused = runner.invoke(llm_app, ["eval", "fast", str(broken), "-C", root])
+    refused = runner.invoke(
+        llm_app,
+        ["eval", "fast", str(broken), "-C", root],
+        env={"CONVEYOR_API_KEY": served["admin"]},
+    )
     assert refused.exit_code != 0 and "broken.jsonl:1" in refused.output

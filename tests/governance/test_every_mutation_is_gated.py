@@ -173,6 +173,8 @@ CLI: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "llm models": (None, ()),  # reads the spec
     "llm test": ("llm.call", ("fast",)),
     "llm quality": (None, ()),  # reads the event log
+    "llm usage": (None, ()),  # reads the event log
+    "llm budgets": (None, ()),  # reads the counters
     "llm eval": ("llm.call", ("fast", "set.jsonl")),  # records an llm.eval event
 }
 
@@ -363,6 +365,8 @@ HTTP: dict[tuple[str, str], str | None] = {
     ("GET", "/llm/v1/models/{model}"): None,
     ("POST", "/v1/llm/feedback"): "llm.call",  # feedback events on the caller's own calls
     ("GET", "/v1/llm/quality"): "llm.read",
+    ("GET", "/v1/llm/usage"): "llm.read",
+    ("GET", "/v1/llm/budgets"): "llm.read",
     # dashboard: open to the pipeline (it reads only header keys); each handler checks the
     # HttpOnly cookie's key itself: dashboard.view for a page, the API's action and a CSRF
     # token for a button (tests/dashboard: a viewer gets 403 and nothing changes)

@@ -419,6 +419,17 @@ def test_burst_then_refusal_with_a_sensible_retry_after(limiter: RateLimiter) ->
     limiter.take("k2", 2.0, 3)  # another key has its own bucket
 
 
+def test_a_take_of_many_tokens_at_once(limiter: RateLimiter) -> None:
+    # tokens per minute: 100 a minute, a call of 60 tokens, then one of 50 waits
+    limiter.take("tpm", 100 / 60, 100, amount=60, unit="tokens")
+    with pytest.raises(RateLimitedError, match="tokens/s") as caught:
+        limiter.take("tpm", 100 / 60, 100, amount=50, unit="tokens")
+    assert 5.0 < caught.value.retry_after <= 6.1  # 10 more tokens at 1.67/s
+    limiter.take("tpm", 100 / 60, 100, amount=40, unit="tokens")  # what is left fits
+    with pytest.raises(InvalidInputError, match="more than the limit allows"):
+        limiter.take("tpm", 100 / 60, 100, amount=101, unit="tokens")
+
+
 def test_bucket_refills_after_time_passes(limiter: RateLimiter) -> None:
     refused = None
     for _ in range(10_000):

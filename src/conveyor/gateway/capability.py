@@ -1,6 +1,6 @@
 """The LLM gateway as a capability."""
 
-from conveyor.capability import Capability, Command
+from conveyor.capability import Capability, Command, Tables
 from conveyor.gateway.events import GATEWAY_EVENTS
 
 CAPABILITY = Capability(
@@ -10,6 +10,9 @@ CAPABILITY = Capability(
     "streaming",
     requires=("governance",),
     settings="conveyor.gateway.settings:SECTIONS",
+    tables=Tables(
+        "conveyor.gateway:migrations", "conveyor.gateway.tables", "conveyor_gateway_version"
+    ),
     cli=(Command("conveyor.gateway.cli:llm_app", "llm"),),
     routes="conveyor.gateway.http:routes",
     events=GATEWAY_EVENTS,

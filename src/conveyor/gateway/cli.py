@@ -169,4 +169,5 @@ async def _call(
         "error": error,
     }
 
+
 from conveyor.gateway import quality_cli as _quality_cli  # noqa: E402, F401  (its commands on llm_app)

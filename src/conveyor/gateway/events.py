@@ -58,12 +58,15 @@ LLM_CALL = EventKind(
         "cost_usd": _OPT_NUM,
         "cache": _OPT_STR,
         "guardrails": list,
+        "budgets": list,
+        "usage_estimated": bool,
     },
     "an LLM call through the gateway: the key, user, team and conversation, the model asked "
     "and the deployment that answered (and the weighted split's draw), the deployments "
     "passed over and why, tokens in, out and cached (as the upstream counted them, else "
     "estimated), time to the first chunk, latency, how it ended (ok, error, cancelled), "
     "its cost, the cache that answered and the guardrails' decisions",
+    optional=frozenset({"budgets", "usage_estimated"}),
 )
 
 LLM_FEEDBACK = EventKind(
@@ -115,6 +118,12 @@ class GatewayMetrics:
             ("model", "status"),
             registry=registry,
         )
+        self.cost = Counter(
+            "conveyor_llm_cost_usd",
+            "USD of LLM calls priced by gateway.prices, by model (deployment) and key.",
+            ("model", "key"),
+            registry=registry,
+        )
         self.tokens = Counter(
             "conveyor_llm_tokens",
             "Tokens of LLM calls, by model and kind (prompt, completion, cached).",
@@ -163,3 +172,5 @@ class GatewayMetrics:
             self.errors.labels(failure["deployment"], failure["kind"]).inc()
         if payload["fallbacks"] and payload["deployment"] is not None:
             self.fallbacks.labels(payload["model"]).inc()
+        if payload["cost_usd"]:
+            self.cost.labels(model, payload["key"] or "").inc(payload["cost_usd"])

@@ -47,7 +47,7 @@ import orjson
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
-from conveyor.errors import ConveyorError, InvalidInputError, NotFoundError
+from conveyor.errors import BudgetExceededError, ConveyorError, InvalidInputError, NotFoundError
 from conveyor.gateway.events import LLM_CALL, GatewayMetrics
 from conveyor.gateway.router import CallRecord, Router
 from conveyor.gateway.settings import gateway_of
@@ -142,13 +142,19 @@ def _from_conveyor(exc: ConveyorError) -> Response:
     if status == 429 and not isinstance(retry, int | float):
         retry = 1.0
     param = exc.context.get("field")
-    return openai_error(
+    response = openai_error(
         status,
         exc.message,
         exc.code,
         param=param if isinstance(param, str) else None,
         retry_after=retry if isinstance(retry, int | float) else None,
     )
+    if isinstance(exc, BudgetExceededError):  # which budget, its limit and its reset
+        body = orjson.loads(response.body)
+        body["error"]["budget"] = {k: v for k, v in exc.context.items() if k != "retry_after"}
+        response.body = orjson.dumps(body)
+        response.headers["content-length"] = str(len(response.body))
+    return response
 
 
 def _from_upstream(exc: UpstreamError, call: CallRecord) -> tuple[Response, int]:

@@ -44,7 +44,15 @@ from conveyor.errors import InvalidInputError
 if TYPE_CHECKING:
     from conveyor.project import Project
 
-__all__ = ["Scores", "bleu", "quality_report", "record_llm_feedback", "rouge", "score_pair"]
+__all__ = [
+    "Scores",
+    "bleu",
+    "quality_report",
+    "record_llm_feedback",
+    "rouge",
+    "score_pair",
+    "usage_report",
+]
 
 _TOKEN = re.compile(r"[a-z0-9]+")
 _MAX_TEXT = 100_000
@@ -354,3 +362,43 @@ async def run_eval(
     for metric in ("rouge1", "rouge2", "rougeL"):
         summary[metric] = _mean([r[metric] for r in answered])
     return {"summary": summary, "rows": rows}
+
+
+_GROUPS = ("model", "deployment", "key", "user", "team", "conversation")
+
+
+def usage_report(
+    project: Project,
+    *,
+    since: datetime,
+    until: datetime | None = None,
+    by: str = "model",
+) -> list[dict[str, Any]]:
+    """Calls, tokens and cost of the gateway's calls in a period, grouped by ``by`` (one of
+    model, deployment, key, user, team, conversation), from the ``llm.call`` events."""
+    if by not in _GROUPS:
+        raise InvalidInputError(f"by {by!r}: one of {', '.join(_GROUPS)}", field="by")
+    rows: dict[str, dict[str, Any]] = {}
+    for event in project.events.iter(kind="llm.call", since=since, until=until):
+        payload = event.payload
+        name = str(payload.get(by) or "-")
+        row = rows.setdefault(
+            name,
+            {
+                by: name,
+                "calls": 0,
+                "errors": 0,
+                "prompt_tokens": 0,
+                "completion_tokens": 0,
+                "cached_tokens": 0,
+                "cost_usd": 0.0,
+            },
+        )
+        row["calls"] += 1
+        row["errors"] += payload.get("status") == "error"
+        for field in ("prompt_tokens", "completion_tokens", "cached_tokens"):
+            row[field] += int(payload.get(field) or 0)
+        row["cost_usd"] += float(payload.get("cost_usd") or 0.0)
+    for row in rows.values():
+        row["cost_usd"] = round(row["cost_usd"], 6)
+    return sorted(rows.values(), key=lambda r: (-r["cost_usd"], -r["calls"]))

@@ -1,4 +1,5 @@
-"""``conveyor llm quality`` and ``conveyor llm eval`` (see :mod:`conveyor.gateway.quality`)."""
+"""``conveyor llm quality|eval|usage|budgets``: the gateway's reports (see
+:mod:`conveyor.gateway.quality` and :mod:`conveyor.gateway.budgets`)."""
 
 from __future__ import annotations
 
@@ -120,3 +121,60 @@ def eval_cmd(
     low = min_rouge_l is not None and (summary["rougeL"] or 0.0) < min_rouge_l
     if summary["failed"] or low:
         raise typer.Exit(1)
+
+
+@llm_app.command("usage")
+@errors
+def usage_cmd(
+    since: Annotated[str, typer.Option(help="An age (1d) or an ISO time.")] = "1d",
+    until: Annotated[str | None, typer.Option(help="The end (exclusive); default now.")] = None,
+    by: Annotated[
+        str, typer.Option(help="model, deployment, key, user, team or conversation.")
+    ] = "model",
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Calls, tokens and cost (gateway.prices) of the gateway's calls over a period, by
+    model, deployment, key, user, team or conversation, most expensive first."""
+    from conveyor.gateway.quality import usage_report
+
+    start = parse_since(since)
+    assert start is not None
+    end = parse_since(until, option="--until")
+    with open_project(project) as proj:
+        rows = usage_report(proj, since=start, until=end, by=by)
+    if as_json:
+        echo_list(rows)
+        return
+    if not rows:
+        typer.echo("no LLM calls in the period")
+        return
+    _table(rows, [by, "calls", "errors", "prompt_tokens", "completion_tokens", "cost_usd"])
+
+
+@llm_app.command("budgets")
+@errors
+def budgets_cmd(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
+    """The budgets (gateway.budgets) and their counters: per subject and period, what was
+    spent, what calls in flight have reserved, and the limit."""
+    from conveyor.gateway.budgets import SqlBudgets
+    from conveyor.gateway.settings import gateway_of
+
+    with open_project(project) as proj:
+        declared = gateway_of(proj.spec).budgets
+        rows = SqlBudgets(proj.store).counters()
+    if as_json:
+        echo_list(rows)
+        return
+    if not declared and not rows:
+        typer.echo("no budgets: add gateway.budgets to conveyor.yaml")
+        return
+    for budget in declared:
+        subject = budget.subject or f"each {budget.scope}"
+        typer.echo(
+            f"{budget.name}: ${budget.limit_usd:g} per {budget.period} for {subject}"
+            + (f" (models {', '.join(budget.models)})" if budget.models else "")
+        )
+    if rows:
+        columns = ["budget", "subject", "period_start", "limit_usd", "spent_usd"]
+        _table(rows, [*columns, "reserved_usd", "calls"])

@@ -1,10 +1,12 @@
-"""The generation-quality routes on the server's API (see :mod:`conveyor.gateway.quality`)::
+"""The gateway's reports on the server's API (see :mod:`conveyor.gateway.quality`)::
 
     POST /v1/llm/feedback    one record or a list: {request_id, score?, reference?, answer?}
     GET  /v1/llm/quality     ?since=7d&until=...&model=fast: per model, calls, feedback,
                              mean human score, mean BLEU and ROUGE-1/2/L
+    GET  /v1/llm/usage       ?since=1d&by=key: calls, tokens and cost per group
+    GET  /v1/llm/budgets     the budgets' counters (spent, reserved, limit, per period)
 
-Sending feedback needs ``llm.call`` (the application that made the call), reading the
+Sending feedback needs ``llm.call`` (the application that made the call), reading a
 report ``llm.read`` (viewer).
 """
 
@@ -87,7 +89,57 @@ def quality_routes(context: AppContext) -> list[Route]:
         report = await asyncio.to_thread(report_now)
         return Response(orjson.dumps({"models": report}), media_type="application/json")
 
+    async def usage(call: Call) -> Response:
+        from conveyor.gateway.quality import usage_report
+
+        query = call.request.query_params
+        now = datetime.now(UTC)
+        since = parse_moment(query.get("since", "1d"), now, option="since")
+        until_text = query.get("until")
+        until = None if until_text is None else parse_moment(until_text, now, option="until")
+
+        def report_now() -> list[dict[str, Any]]:
+            project.events.flush()
+            return usage_report(project, since=since, until=until, by=query.get("by", "model"))
+
+        rows = await asyncio.to_thread(report_now)
+        return Response(orjson.dumps({"rows": rows}), media_type="application/json")
+
+    async def budgets(call: Call) -> Response:
+        from conveyor.gateway.budgets import SqlBudgets
+
+        rows = await asyncio.to_thread(SqlBudgets(project.store).counters)
+        return Response(orjson.dumps({"counters": rows}), media_type="application/json")
+
     return [
+        Route(
+            "GET",
+            "/v1/llm/usage",
+            usage,
+            "llm.read",
+            "Calls, tokens and cost of the gateway's calls, by model, key, user, team...",
+            query=(
+                *_QUERY[:2],
+                {
+                    "name": "by",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string"},
+                    "description": "model (default), deployment, key, user, team, conversation",
+                },
+            ),
+            tags=("llm",),
+            errors=(401, 403, 422),
+        ),
+        Route(
+            "GET",
+            "/v1/llm/budgets",
+            budgets,
+            "llm.read",
+            "The budgets' counters: spent, reserved by calls in flight, limit, per period",
+            tags=("llm",),
+            errors=(401, 403),
+        ),
         Route(
             "POST",
             "/v1/llm/feedback",

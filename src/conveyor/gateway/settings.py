@@ -32,7 +32,7 @@ Every field can be set from the environment (``CONVEYOR_GATEWAY__PREFIX=/openai/
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -45,9 +45,13 @@ __all__ = [
     "PROVIDERS",
     "SECTIONS",
     "BreakerSpec",
+    "BudgetSpec",
     "DeploymentSpec",
     "GatewaySpec",
+    "KeyLimitsSpec",
+    "LimitsSpec",
     "ModelSpec",
+    "PriceSpec",
     "ProviderSpec",
     "RetrySpec",
     "gateway_of",
@@ -175,6 +179,89 @@ class BreakerSpec(BaseModel):
     max_reset_s: float = Field(60.0, gt=0, le=86400, description="The longest cooldown.")
 
 
+class PriceSpec(BaseModel):
+    """What a deployment's tokens cost, in USD per million."""
+
+    model_config = _STRICT
+
+    input: float = Field(ge=0, description="USD per million prompt tokens.")
+    output: float = Field(ge=0, description="USD per million completion tokens.")
+    cached_input: float | None = Field(
+        None,
+        ge=0,
+        description="USD per million prompt tokens served from the upstream's "
+        "prompt cache (None: the input price).",
+    )
+
+
+class BudgetSpec(BaseModel):
+    """A spending limit over a period, for each subject of a scope (or one subject)."""
+
+    model_config = _STRICT
+
+    name: str = Field(description="How errors, events and `conveyor llm budgets` name it.")
+    scope: Literal["key", "user", "team", "conversation", "model", "global"] = Field(
+        description="What it counts per: the API key's name, the request's user, its "
+        "x-conveyor-team or x-conveyor-conversation header, the model asked, or all calls."
+    )
+    subject: str | None = Field(
+        None, description="Only this key, user, team... (None: each one has its own budget)."
+    )
+    period: Literal["day", "month", "total"] = Field(
+        "day", description="When it resets (UTC calendar days and months), or never."
+    )
+    limit_usd: float = Field(gt=0, description="USD it may spend in a period.")
+    models: list[str] = Field(
+        default_factory=list, description="Only calls to these models count (empty: all)."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _check_name("budget", value)
+
+
+class KeyLimitsSpec(BaseModel):
+    """Requests and tokens per minute, and max_tokens, for an API key."""
+
+    model_config = _STRICT
+
+    rpm: int | None = Field(None, ge=1, description="Requests per minute (None: no limit).")
+    tpm: int | None = Field(
+        None,
+        ge=1,
+        description="Tokens per minute, prompt and max_tokens counted before "
+        "the call (None: no limit).",
+    )
+    max_tokens: int | None = Field(
+        None, ge=1, description="max_tokens given to a request that names none."
+    )
+    max_tokens_ceiling: int | None = Field(
+        None, ge=1, description="The most a request may ask for (more: 400)."
+    )
+
+
+class LimitsSpec(BaseModel):
+    """Per-key limits: a default for every key, and overrides by key name."""
+
+    model_config = _STRICT
+
+    default: KeyLimitsSpec = Field(default_factory=KeyLimitsSpec, description="Every key's.")
+    keys: dict[str, KeyLimitsSpec] = Field(
+        default_factory=dict, description="Key name -> its own limits (replacing the default)."
+    )
+
+    def of(self, key: str | None) -> KeyLimitsSpec:
+        return self.keys.get(key, self.default) if key is not None else self.default
+
+    @property
+    def any(self) -> bool:
+        return any(
+            limit.rpm or limit.tpm or limit.max_tokens or limit.max_tokens_ceiling
+            for limit in (self.default, *self.keys.values())
+        )
+
+
 class GatewaySpec(BaseModel):
     """The LLM gateway: providers, deployments, model aliases, retries and breakers."""
 
@@ -197,6 +284,24 @@ class GatewaySpec(BaseModel):
     retry: RetrySpec = Field(default_factory=RetrySpec, description="Retries before a fallback.")
     breaker: BreakerSpec = Field(
         default_factory=BreakerSpec, description="Per-deployment circuit breakers."
+    )
+    prices: dict[str, PriceSpec] = Field(
+        default_factory=dict, description="Deployment -> USD per million tokens."
+    )
+    budgets: list[BudgetSpec] = Field(
+        default_factory=list,
+        description="Spending limits per key, user, team, conversation, "
+        "model or overall, per day, month or in total.",
+    )
+    limits: LimitsSpec = Field(
+        default_factory=LimitsSpec, description="Requests and tokens per minute, max_tokens."
+    )
+    reservation_ttl_s: float = Field(
+        600.0,
+        gt=0,
+        le=86400,
+        description="How long a call's budget reservation lives if the call never settles "
+        "(a crashed process); the next reservation on its counter releases it.",
     )
 
     @field_validator("prefix")
@@ -221,6 +326,12 @@ class GatewaySpec(BaseModel):
                     f"deployment {name!r}: no provider {deployment.provider!r} "
                     f"(known: {', '.join(self.providers) or 'none'})"
                 )
+        for name in self.prices:
+            if name not in self.deployments:
+                raise ValueError(f"prices: no deployment {name!r}")
+        names = [budget.name for budget in self.budgets]
+        if len(set(names)) != len(names):
+            raise ValueError("budgets: two budgets have the same name")
         for name, model in self.models.items():
             _check_name("model", name)
             if name in self.deployments:

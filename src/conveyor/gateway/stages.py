@@ -20,7 +20,7 @@ directly.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from conveyor.gateway.settings import GatewaySpec
@@ -35,7 +35,27 @@ def build(context: AppContext, spec: GatewaySpec) -> dict[Endpoint, list[Stage]]
     chat: list[Stage] = []
     embeddings: list[Stage] = []
     # 1. limits
+    if spec.limits.any:
+        from conveyor.gateway.limits import LimitsStage
+
+        limits = LimitsStage(spec, context.project.backend("ratelimit"))
+        chat.append(limits)
+        embeddings.append(limits)
     # 2. guardrails (chat only)
     # 3. caches
-    # 4. budgets
+    # 4. budgets (and costs: a price alone prices every call)
+    if spec.budgets or spec.prices:
+        from conveyor.gateway.budgets import BudgetStage, SqlBudgets
+
+        deps = context.dependencies
+        run = None
+        if deps is not None:
+            timeout = deps.limits.store_timeout_s
+
+            async def run(fn: Any, *args: Any) -> Any:
+                return await deps.call("store", timeout, fn, *args)
+
+        budgets = BudgetStage(spec, SqlBudgets(context.project.store), run)
+        chat.append(budgets)
+        embeddings.append(budgets)
     return {"chat": chat, "embeddings": embeddings}

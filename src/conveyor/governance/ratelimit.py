@@ -82,22 +82,39 @@ class RateLimiter(Closeable, ABC):
     local: bool = False
 
     @abstractmethod
-    def _take(self, key_id: str, rate: float, burst: int) -> float:
-        """Take one token; return 0.0, or the seconds until one is available (none taken)."""
+    def _take(self, key_id: str, rate: float, burst: int, amount: float = 1.0) -> float:
+        """Take ``amount`` tokens; return 0.0, or the seconds until that many are available
+        (none taken)."""
 
-    def take(self, key_id: str, rate: float | None, burst: int | None = None) -> None:
-        """Spend one request of ``key_id``'s budget, or raise RateLimitedError(retry_after).
+    def take(
+        self,
+        key_id: str,
+        rate: float | None,
+        burst: int | None = None,
+        *,
+        amount: float = 1.0,
+        unit: str = "requests",
+    ) -> None:
+        """Spend ``amount`` (one request) of ``key_id``'s budget, or raise
+        RateLimitedError(retry_after).
 
-        ``rate=None`` means unlimited; ``burst=None`` means one second's worth.
+        ``rate=None`` means unlimited; ``burst=None`` means one second's worth. An amount
+        over the burst can never be taken: InvalidInputError.
         """
         if rate is None:
             return
         checked_rate, checked_burst = check_limits(rate, burst)
         assert checked_rate is not None and checked_burst is not None
-        wait = self._take(key_id, checked_rate, checked_burst)
+        if amount > checked_burst:
+            raise InvalidInputError(
+                f"{amount:g} {unit} is more than the limit allows at once ({checked_burst})",
+                field="amount",
+                limit=checked_burst,
+            )
+        wait = self._take(key_id, checked_rate, checked_burst, amount)
         if wait > 0:
             raise RateLimitedError(
-                f"rate limit of {checked_rate:g} requests/s (burst {checked_burst}) reached; "
+                f"rate limit of {checked_rate:g} {unit}/s (burst {checked_burst}) reached; "
                 f"retry in {wait:.3f} s",
                 retry_after=wait,
                 rate_per_second=checked_rate,
@@ -117,18 +134,18 @@ class MemoryRateLimiter(RateLimiter):
         self._lock = threading.Lock()
         self._closed = False
 
-    def _take(self, key_id: str, rate: float, burst: int) -> float:
+    def _take(self, key_id: str, rate: float, burst: int, amount: float = 1.0) -> float:
         if self._closed:
             raise ClosedError("the rate limiter is closed")
         with self._lock:
             now = self._clock()
             tokens, at = self._buckets.get(key_id, (float(burst), now))
             tokens = min(float(burst), tokens + max(0.0, now - at) * rate)
-            if tokens >= 1.0:
-                self._buckets[key_id] = (tokens - 1.0, now)
+            if tokens >= amount:
+                self._buckets[key_id] = (tokens - amount, now)
                 return 0.0
             self._buckets[key_id] = (tokens, now)
-            return (1.0 - tokens) / rate
+            return (amount - tokens) / rate
 
     @classmethod
     def from_url(cls, url: str | BackendURL) -> MemoryRateLimiter:
@@ -159,6 +176,7 @@ class MemoryRateLimiter(RateLimiter):
 _TAKE_LUA = """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
+local amount = tonumber(ARGV[3] or '1')
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
@@ -172,10 +190,10 @@ local elapsed = now - at
 if elapsed < 0 then elapsed = 0 end
 tokens = math.min(burst, tokens + elapsed * rate)
 local wait = 0
-if tokens >= 1 then
-  tokens = tokens - 1
+if tokens >= amount then
+  tokens = tokens - amount
 else
-  wait = (1 - tokens) / rate
+  wait = (amount - tokens) / rate
 end
 redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens),
            'at', string.format('%.17g', now))
@@ -225,13 +243,15 @@ class RedisRateLimiter(RateLimiter):
         )
         return cls(dialled, prefix, redis.Redis(connection_pool=pool))
 
-    def _take(self, key_id: str, rate: float, burst: int) -> float:
+    def _take(self, key_id: str, rate: float, burst: int, amount: float = 1.0) -> float:
         import redis
 
         if self._closed:
             raise ClosedError(f"the rate limiter on {self.url} is closed")
         try:
-            raw = self._script(keys=[self.prefix + key_id], args=[repr(rate), burst])
+            raw = self._script(
+                keys=[self.prefix + key_id], args=[repr(rate), burst, repr(float(amount))]
+            )
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise unavailable(self.url, "ratelimit", exc) from exc
         return float(raw)

@@ -1,0 +1,316 @@
+"""Budgets hold under concurrency (SQLite and PostgreSQL, real threads on one ledger),
+reservations settle and expire, periods reset; through the served gateway with the openai
+client: a budget trips naming itself, its limit and its reset; 50 concurrent calls never
+overshoot; a stream stopped early is charged for what was generated; per-key rpm, tpm and
+max_tokens limits answer 429 / 400 in OpenAI's shape."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from gateway_api_support import calls, gateway_spec
+
+from conveyor.errors import BudgetExceededError
+from conveyor.gateway.budgets import Charge, SqlBudgets, period_of
+from conveyor.gateway.costs import cost_of
+from conveyor.gateway.settings import BudgetSpec, PriceSpec
+from conveyor.gateway.types import Usage
+from conveyor.governance.keys import ApiKeys
+from conveyor.project import Project, init_project
+from conveyor.serving.app import create_app
+from conveyor.serving.server import ThreadedServer
+from conveyor.store.database import MetadataStore
+from conveyor.testing.fake_openai import serve_fake_openai
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 12, 5, 10, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def ledger(store_url: str) -> Iterator[tuple[SqlBudgets, Clock]]:
+    clock = Clock()
+    with MetadataStore.from_url(store_url) as store:
+        yield SqlBudgets(store, clock=clock), clock
+
+
+def _budget(limit: float, period: str = "day") -> Charge:
+    return Charge(BudgetSpec(name="b", scope="key", period=period, limit_usd=limit), "app")
+
+
+def test_concurrent_reservations_never_pass_the_limit(ledger: tuple[SqlBudgets, Clock]) -> None:
+    budgets, _ = ledger
+    charge = _budget(10.5)
+    taken: list[str] = []
+    refused: list[BudgetExceededError] = []
+    failed: list[BaseException] = []
+    barrier = threading.Barrier(50)
+
+    def reserve() -> None:
+        barrier.wait()
+        try:
+            taken.append(budgets.reserve([charge], 1.0, 60))
+        except BudgetExceededError as exc:
+            refused.append(exc)
+        except BaseException as exc:
+            failed.append(exc)
+
+    threads = [threading.Thread(target=reserve) for _ in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failed == []
+    assert len(taken) == 10 and len(refused) == 40
+    for reservation in taken:
+        budgets.settle(reservation, 0.25)  # each cost less than it reserved
+    (counter,) = budgets.counters()
+    assert counter["spent_usd"] == pytest.approx(2.5) and counter["reserved_usd"] == 0
+    assert counter["calls"] == 10
+    assert budgets.reserve([charge], 8.0, 60)  # what was not spent is free again
+    error = refused[0]
+    assert error.context["budget"] == "b" and error.context["limit_usd"] == 10.5
+    assert error.context["resets_at"] == "2026-12-06T00:00:00+00:00"
+
+
+def test_all_or_nothing_periods_and_expiry(ledger: tuple[SqlBudgets, Clock]) -> None:
+    budgets, clock = ledger
+    small = Charge(BudgetSpec(name="small", scope="user", limit_usd=1.0), "ann")
+    large = Charge(BudgetSpec(name="large", scope="global", limit_usd=100.0), "*")
+    budgets.reserve([large, small], 0.9, ttl_s=30)
+    with pytest.raises(BudgetExceededError, match="'small'"):
+        budgets.reserve([large, small], 0.5, ttl_s=30)
+    by_name = {c["budget"]: c for c in budgets.counters()}
+    assert by_name["large"]["reserved_usd"] == pytest.approx(0.9)  # the refusal moved nothing
+    clock.now += timedelta(seconds=31)  # the first call's process died: it expires
+    budgets.reserve([large, small], 0.5, ttl_s=30)
+    by_name = {c["budget"]: c for c in budgets.counters()}
+    assert by_name["small"]["reserved_usd"] == pytest.approx(0.5)
+    clock.now = datetime(2026, 12, 6, 0, 0, 1, tzinfo=UTC)  # a new day: a new counter
+    budgets.reserve([small], 0.9, ttl_s=30)
+    days = sorted(c["period_start"] for c in budgets.counters() if c["budget"] == "small")
+    assert days == ["2026-12-05T00:00:00+00:00", "2026-12-06T00:00:00+00:00"]
+
+
+def test_periods_and_prices() -> None:
+    now = datetime(2026, 12, 31, 23, 59, tzinfo=UTC)
+    assert period_of("day", now)[1] == datetime(2027, 1, 1, tzinfo=UTC)
+    assert period_of("month", now) == (
+        datetime(2026, 12, 1, tzinfo=UTC),
+        datetime(2027, 1, 1, tzinfo=UTC),
+    )
+    assert period_of("total", now)[1] is None
+    price = PriceSpec(input=2.0, cached_input=1.0, output=8.0)
+    # 1,000 prompt tokens of which 400 cached, 500 completion tokens
+    assert cost_of(Usage(1000, 500, 400), price) == pytest.approx((600 * 2 + 400 + 500 * 8) / 1e6)
+
+
+# -- through the served gateway ---------------------------------------------------------
+
+
+def _spec(fake_url: str) -> dict[str, Any]:
+    spec = gateway_spec(fake_url)
+    spec["prices"] = {"a": {"input": 1000.0, "output": 1000.0}}  # $0.001 a token
+    spec["budgets"] = [
+        {"name": "app-daily", "scope": "key", "subject": "app", "limit_usd": 0.5},
+        {"name": "per-conversation", "scope": "conversation", "limit_usd": 0.2},
+    ]
+    spec["limits"] = {
+        "default": {"max_tokens": 20, "max_tokens_ceiling": 100},
+        "keys": {"limited": {"rpm": 2, "tpm": 1000, "max_tokens_ceiling": 100}},
+    }
+    return spec
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    root: Path = tmp_path_factory.mktemp("gwbudgets")
+    with serve_fake_openai() as fake:
+        init_project(root, name="gwb")
+        with (root / "conveyor.yaml").open("a") as fh:
+            fh.write("\ngateway: " + json.dumps(_spec(fake.url)) + "\n")
+        project = Project.open(root, env={})
+        keys = ApiKeys(project.store, project.events)
+        tokens = {name: keys.create(name, "predictor")[0] for name in ("app", "other", "limited")}
+        running = ThreadedServer(create_app(project))
+        running.start()
+        try:
+            yield {
+                "base": running.url + "/llm/v1",
+                "project": project,
+                "fake": fake,
+                **tokens,
+            }
+        finally:
+            running.stop()
+            project.close()
+
+
+def _client(served: dict[str, Any], key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=served["base"], api_key=served[key], max_retries=0)
+
+
+def _ask(words: int) -> list[dict[str, str]]:
+    return [{"role": "user", "content": " ".join(["word"] * words)}]
+
+
+def test_a_conversation_budget_trips_naming_itself(served: dict[str, Any]) -> None:
+    client = _client(served, "other")
+    headers = {"x-conveyor-conversation": "c-1"}
+    # each call reserves (its prompt counted + 20 max tokens) x $0.001 and spends 7 tokens
+    spent = 0
+    caught: openai.RateLimitError | None = None
+    for _ in range(60):
+        try:
+            client.chat.completions.create(model="via-a", messages=_ask(3), extra_headers=headers)
+        except openai.RateLimitError as exc:
+            caught = exc
+            break
+        spent += 1
+    assert caught is not None, "the budget never tripped"
+    error: Any = caught.body
+    assert error["code"] == "budget_exceeded"
+    assert "'per-conversation'" in error["message"] and "limit $0.2" in error["message"]
+    assert error["budget"]["subject"] == "c-1" and error["budget"]["resets_at"]
+    assert caught.response.headers["retry-after"]
+    assert 1 <= spent < 60
+    events = calls(served, "via-a", spent + 1)
+    assert [e["http_status"] for e in events] == [200] * spent + [429]
+    assert all(e["cost_usd"] > 0 for e in events[:-1]) and events[-1]["cost_usd"] is None
+    assert events[0]["budgets"] == ["per-conversation"]
+    # another conversation has its own budget
+    client.chat.completions.create(
+        model="via-a", messages=_ask(3), extra_headers={"x-conveyor-conversation": "c-2"}
+    )
+
+
+def test_fifty_concurrent_calls_never_overshoot_the_key_budget(served: dict[str, Any]) -> None:
+    project: Project = served["project"]
+
+    async def main() -> list[Any]:
+        client = openai.AsyncOpenAI(base_url=served["base"], api_key=served["app"], max_retries=0)
+        try:
+            return await asyncio.gather(
+                *(
+                    client.chat.completions.create(model="via-a", messages=_ask(5))
+                    for _ in range(50)
+                ),
+                return_exceptions=True,
+            )
+        finally:
+            await client.close()
+
+    results = asyncio.run(main())
+    answered = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, openai.RateLimitError)]
+    assert len(answered) + len(refused) == 50 and answered and refused
+    assert all(r.body["code"] == "budget_exceeded" for r in refused)
+    from conveyor.gateway.budgets import SqlBudgets as Ledger
+
+    (counter,) = [c for c in Ledger(project.store).counters() if c["budget"] == "app-daily"]
+    assert counter["reserved_usd"] == pytest.approx(0, abs=1e-9)
+    assert counter["spent_usd"] <= 0.5 and counter["calls"] == len(answered)
+    # each call spent its prompt (5 words + "echo:" answer of 6) at $0.001 a token
+    assert counter["spent_usd"] == pytest.approx(len(answered) * 0.011, rel=1e-6)
+
+
+def test_a_stream_stopped_early_is_charged_for_what_was_generated(
+    served: dict[str, Any],
+) -> None:
+    fake = served["fake"]
+    client = _client(served, "other")
+    fake._state.chunk_delay_s = 0.05  # pace the stream so the client can stop it
+    stream = client.chat.completions.create(
+        model="via-a",
+        messages=_ask(60),
+        max_tokens=60,
+        stream=True,
+        extra_headers={"x-conveyor-conversation": "long"},
+        stream_options={"include_usage": True},
+    )
+    try:
+        received = 0
+        for chunk in stream:
+            received += bool(chunk.choices)
+            if received == 3:
+                break
+        stream.close()
+    finally:
+        fake._state.chunk_delay_s = 0.0
+
+    def cancelled() -> dict[str, Any] | None:
+        found = [e for e in calls(served, "via-a", 1) if e["status"] == "cancelled"]
+        return found[0] if found else None
+
+    from conveyor.testing.wait import wait_until
+
+    event = wait_until(cancelled, message="the cancelled call's event", timeout=20)
+    assert event["usage_estimated"] is True
+    assert 3 <= event["completion_tokens"] < 60
+    # charged for the prompt estimate and what was generated, not max_tokens
+    assert event["cost_usd"] < (event["prompt_tokens"] + 60) * 0.001
+
+
+def test_key_limits_rpm_tpm_and_max_tokens(served: dict[str, Any]) -> None:
+    client = _client(served, "limited")
+    with pytest.raises(openai.BadRequestError) as too_many:
+        client.chat.completions.create(model="b", messages=_ask(1), max_tokens=500)
+    assert too_many.value.body["param"] == "max_tokens"
+    with pytest.raises(openai.BadRequestError) as too_large:  # over the minute's tokens
+        client.chat.completions.create(model="b", messages=_ask(2000), max_tokens=10)
+    assert "tokens per minute" in too_large.value.body["message"]
+    client.chat.completions.create(model="b", messages=_ask(1), max_tokens=5)
+    client.chat.completions.create(model="b", messages=_ask(1), max_tokens=5)
+    with pytest.raises(openai.RateLimitError) as limited:
+        client.chat.completions.create(model="b", messages=_ask(1), max_tokens=5)
+    assert limited.value.body["code"] == "rate_limited"
+    assert float(limited.value.response.headers["retry-after"]) >= 1
+    # a request naming no max_tokens gets the key's default
+    other = _client(served, "other").chat.completions.create(
+        model="b", messages=_ask(40), extra_headers={"x-conveyor-conversation": "d"}
+    )
+    assert other.usage.completion_tokens == 20 and other.choices[0].finish_reason == "length"
+
+
+def test_budgets_and_usage_reports(served: dict[str, Any]) -> None:
+    import httpx
+    from typer.testing import CliRunner
+
+    import conveyor.cli  # noqa: F401  (the CLI loads before a capability's CLI module)
+    from conveyor.gateway.cli import llm_app
+
+    client = _client(served, "other")
+    client.chat.completions.create(
+        model="via-a", messages=_ask(2), extra_headers={"x-conveyor-conversation": "r"}
+    )
+    calls(served, "via-a", 1)
+    root = str(served["project"].root)
+    runner = CliRunner()
+    done = runner.invoke(llm_app, ["budgets", "--json", "-C", root])
+    assert done.exit_code == 0, done.output
+    counters = json.loads(done.stdout)["items"]
+    (mine,) = [c for c in counters if c["budget"] == "per-conversation" and c["subject"] == "r"]
+    assert mine["spent_usd"] == pytest.approx(0.005) and mine["reserved_usd"] == 0
+    usage = runner.invoke(llm_app, ["usage", "--by", "conversation", "--json", "-C", root])
+    assert usage.exit_code == 0, usage.output
+    rows = {r["conversation"]: r for r in json.loads(usage.stdout)["items"]}
+    # two words of prompt and the "echo: word word" answer at $0.001 a token
+    assert rows["r"]["calls"] == 1 and rows["r"]["cost_usd"] == pytest.approx(0.005)
+    headers = {"authorization": f"Bearer {served['other']}"}
+    url = served["base"].removesuffix("/llm/v1")
+    over_http = httpx.get(f"{url}/v1/llm/usage?by=conversation", headers=headers).json()
+    assert {r["conversation"]: r for r in over_http["rows"]}["r"] == rows["r"]
+    bad = runner.invoke(llm_app, ["usage", "--by", "color", "-C", root])
+    assert bad.exit_code != 0 and "one of model" in bad.output
