@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from conveyor.gateway.types import Deployment
+from conveyor.guardrails.policy import GuardrailsSpec
 
 if TYPE_CHECKING:
     from conveyor.config import ProjectSpec
@@ -296,6 +297,11 @@ class GatewaySpec(BaseModel):
     limits: LimitsSpec = Field(
         default_factory=LimitsSpec, description="Requests and tokens per minute, max_tokens."
     )
+    guardrails: GuardrailsSpec = Field(
+        default_factory=GuardrailsSpec,
+        description="Checks on prompts and answers (injection, PII, secrets, profanity, "
+        "topics), policies by model (conveyor.guardrails.policy).",
+    )
     reservation_ttl_s: float = Field(
         600.0,
         gt=0,
@@ -326,6 +332,9 @@ class GatewaySpec(BaseModel):
                     f"deployment {name!r}: no provider {deployment.provider!r} "
                     f"(known: {', '.join(self.providers) or 'none'})"
                 )
+        for name in self.guardrails.models:
+            if name not in self.models and name not in self.deployments:
+                raise ValueError(f"guardrails.models: no model or deployment {name!r}")
         for name in self.prices:
             if name not in self.deployments:
                 raise ValueError(f"prices: no deployment {name!r}")

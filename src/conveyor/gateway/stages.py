@@ -42,6 +42,10 @@ def build(context: AppContext, spec: GatewaySpec) -> dict[Endpoint, list[Stage]]
         chat.append(limits)
         embeddings.append(limits)
     # 2. guardrails (chat only)
+    if spec.guardrails.any:
+        from conveyor.gateway.guard import GuardStage
+
+        chat.append(GuardStage(spec.guardrails, context.metrics.registry))
     # 3. caches
     # 4. budgets (and costs: a price alone prices every call)
     if spec.budgets or spec.prices:
