@@ -153,6 +153,19 @@ def test_quickstart_promotes_through_gates_and_optimizes(tmp_path: Path) -> None
         collections = project.service("rag", Collections)
         assert collections.version("docs", "live").number == 2
         assert sorted(v.number for v in collections.versions("docs")) == [1, 2]
+        # The LLM gateway: a fallback to the local model, a card sent upstream as a
+        # pseudonym and restored, an injection blocked, a cancelled stream charged for what
+        # was generated, a conversation's budget tripping with its name.
+        assert "16 LLM gateway: fast answered by upstream" in flat, out
+        assert "fell back to tiny" in flat, out
+        assert "the upstream saw 'Refund my card <CREDIT_CARD_1>'" in flat, out
+        assert "the caller got 'echo: Refund my card 4111 1111 1111 1111'" in flat, out
+        assert "an injection blocked (400 guardrail_blocked)" in flat, out
+        assert "recorded as cancelled, charged for" in flat, out
+        assert "budget 'per-conversation' (conversation 'support-42', per day)" in flat, out
+        llm_calls = project.events.query(kind="llm.call", limit=100).items
+        statuses = {e.payload["status"] for e in llm_calls}
+        assert {"ok", "cancelled", "error"} <= statuses
 
 
 def _float_onnx_bound(out: str) -> float:
