@@ -350,7 +350,7 @@ class Gateway:
             return self._refused(exc)
         turn.usage = Usage.from_openai(outcome.get("usage"))
         self._finish(turn, 200, None)
-        return self._json(outcome, turn.record)
+        return self._json(outcome, turn)
 
     async def embeddings(self, call: Call) -> Response:
         turn: Turn | None = None
@@ -376,7 +376,7 @@ class Gateway:
             return self._refused(exc)
         turn.usage = Usage.from_openai(outcome.get("usage"))
         self._finish(turn, 200, None)
-        return self._json(outcome, turn.record)
+        return self._json(outcome, turn)
 
     # -- the innermost stage: the router ----------------------------------------------
 
@@ -419,15 +419,19 @@ class Gateway:
         return response
 
     @staticmethod
-    def _headers(record: CallRecord) -> list[tuple[bytes, bytes]]:
-        return [
+    def _headers(turn: Turn) -> list[tuple[bytes, bytes]]:
+        record = turn.record
+        headers = [
             (b"x-conveyor-deployment", (record.deployment or "").encode()),
             (b"x-conveyor-fallbacks", str(record.fallbacks).encode()),
         ]
+        if "cache" in turn.event:  # the cache stage looked the request up
+            headers.append((b"x-conveyor-cache", b"hit" if turn.event["cache"] else b"miss"))
+        return headers
 
-    def _json(self, answer: dict[str, Any], record: CallRecord) -> Response:
+    def _json(self, answer: dict[str, Any], turn: Turn) -> Response:
         response = Response(orjson.dumps(answer), media_type="application/json")
-        response.raw_headers.extend(self._headers(record))
+        response.raw_headers.extend(self._headers(turn))
         return response
 
     async def _stream(self, turn: Turn, chunks: AsyncIterator[Chunk]) -> Response:
@@ -556,7 +560,7 @@ class _EventStream(Response):
             (b"content-type", b"text/event-stream; charset=utf-8"),
             (b"cache-control", b"no-cache"),
             (b"x-accel-buffering", b"no"),
-            *gateway._headers(turn.record),
+            *gateway._headers(turn),
         ]
         self._gateway = gateway
         self._turn = turn

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from conveyor.gateway.cache import CacheSpec
 from conveyor.gateway.types import Deployment
 from conveyor.guardrails.policy import GuardrailsSpec
 
@@ -296,6 +297,10 @@ class GatewaySpec(BaseModel):
     )
     limits: LimitsSpec = Field(
         default_factory=LimitsSpec, description="Requests and tokens per minute, max_tokens."
+    )
+    cache: CacheSpec = Field(
+        default_factory=CacheSpec,
+        description="The exact cache of chat answers, per key or team (conveyor.gateway.cache).",
     )
     guardrails: GuardrailsSpec = Field(
         default_factory=GuardrailsSpec,

@@ -47,6 +47,12 @@ def build(context: AppContext, spec: GatewaySpec) -> dict[Endpoint, list[Stage]]
 
         chat.append(GuardStage(spec.guardrails, context.metrics.registry))
     # 3. caches
+    if spec.cache.exact:
+        from conveyor.gateway.cache import CacheStage
+
+        chat.append(
+            CacheStage(spec.cache, context.project.backend("cache"), context.metrics.registry)
+        )
     # 4. budgets (and costs: a price alone prices every call)
     if spec.budgets or spec.prices:
         from conveyor.gateway.budgets import BudgetStage, SqlBudgets
