@@ -35,6 +35,7 @@ about HTTP.
     ├── ModelUnavailableError                       code "model_unavailable"
     ├── ThrottledError                              code "throttled"
     │   ├── RateLimitedError                           code "rate_limited"
+    │   │   └── BudgetExceededError                    code "budget_exceeded"
     │   └── OverloadedError                            code "overloaded"
     └── ClosedError (RuntimeError)                  code "closed"
 """

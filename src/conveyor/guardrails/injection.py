@@ -97,6 +97,20 @@ RULES: list[tuple[str, float, re.Pattern[str]]] = [
 ]
 
 
+#: Rule -> words one of which its match must contain (lower case): a rule whose words are
+#: all absent is not run (a substring search is far cheaper than the pattern).
+_ANCHORS: dict[str, tuple[str, ...]] = {
+    "override": ("ignore", "disregard", "forget", "override", "bypass", "skip"),
+    "forget_all": ("forget",),
+    "extract_prompt": ("prompt", "instruction", "message"),
+    "jailbreak_persona": ("you are", "act as", "pretend", "roleplay"),
+    "dev_mode": (" mode",),
+    "no_rules": ("restriction", "guideline", "filter", "limitation", "censorship"),
+    "fake_turn": ("system", "assistant", "<|im_start|>", "inst]", "###"),
+    "new_instructions": ("new ",),
+}
+
+
 class InjectionDetector:
     """Scores a text against :data:`RULES`; one ``INJECTION`` finding at or above the
     threshold, spanning the strongest rule's match."""
@@ -111,7 +125,11 @@ class InjectionDetector:
     def score(self, text: str) -> tuple[float, list[tuple[str, re.Match[str]]]]:
         left = 1.0
         matched = []
+        lowered = text.lower()
         for name, weight, pattern in RULES:
+            anchors = _ANCHORS.get(name)
+            if anchors is not None and not any(a in lowered for a in anchors):
+                continue
             match = pattern.search(text)
             if match is not None:
                 left *= 1.0 - weight

@@ -127,6 +127,11 @@ LABELS: dict[str, tuple[re.Pattern[str], Callable[[str], bool]]] = {
 }
 
 
+#: Label -> a character its match must contain: a label whose character is absent is not
+#: run (a substring search is far cheaper than the pattern).
+_ANCHORS = {"EMAIL": "@", "IP_ADDRESS": ".", "US_SSN": "-"}
+
+
 class PiiDetector:
     """Finds the configured labels (default: all of :data:`LABELS`)."""
 
@@ -142,6 +147,9 @@ class PiiDetector:
     def scan(self, text: str) -> list[Finding]:
         found: list[Finding] = []
         for label in self.entities:
+            anchor = _ANCHORS.get(label)
+            if anchor is not None and anchor not in text:
+                continue
             pattern, valid = LABELS[label]
             for match in pattern.finditer(text):
                 if valid(match.group()):

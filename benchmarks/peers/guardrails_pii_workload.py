@@ -1,0 +1,108 @@
+"""The labelled PII set both sides of benchmarks/guardrails.py read: texts with planted
+values, valid and not (a card failing Luhn, an IBAN with wrong check digits, an SSN from a
+never-issued area), each planted value's label and span. Deterministic (seeded)."""
+
+from __future__ import annotations
+
+import random
+import string
+from typing import Any
+
+FILLER = [
+    "Hello team, please process the request below.",
+    "The customer called about the delayed delivery of order 4471.",
+    "Meeting moved to 14:30 on 2026-12-05, room 3.",
+    "Version 2.4.1 fixed the bug reported in ticket 88213.",
+    "Thanks for your patience, we will get back to you shortly.",
+    "Invoice total is 1,250.00 EUR, due in 30 days.",
+]
+
+
+def _luhn_digit(body: str) -> str:
+    total = 0
+    for i, char in enumerate(reversed(body)):
+        d = int(char)
+        if i % 2 == 0:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return str((10 - total % 10) % 10)
+
+
+def card(rng: random.Random, valid: bool) -> str:
+    body = rng.choice(["4", "51", "52", "37"]) + "".join(
+        rng.choice(string.digits) for _ in range(13)
+    )
+    body = body[:15]
+    digit = _luhn_digit(body)
+    if not valid:
+        digit = str((int(digit) + rng.randint(1, 9)) % 10)
+    number = body + digit
+    return " ".join(number[i : i + 4] for i in range(0, 16, 4))
+
+
+def iban(rng: random.Random, valid: bool) -> str:
+    country, length = rng.choice([("DE", 22), ("FR", 27), ("GB", 22), ("NL", 18), ("ES", 24)])
+    if country == "GB" or country == "NL":
+        bban = "".join(rng.choice(string.ascii_uppercase) for _ in range(4))
+        bban += "".join(rng.choice(string.digits) for _ in range(length - 8))
+    else:
+        bban = "".join(rng.choice(string.digits) for _ in range(length - 4))
+    moved = bban + country + "00"
+    check = 98 - int("".join(str(int(c, 36)) for c in moved)) % 97
+    if not valid:
+        check = (check + rng.randint(1, 50)) % 97 + 2
+    raw = f"{country}{check:02d}{bban}"
+    return " ".join(raw[i : i + 4] for i in range(0, len(raw), 4))
+
+
+def ssn(rng: random.Random, valid: bool) -> str:
+    area = rng.randint(1, 665) if valid else rng.choice([0, 666, rng.randint(900, 999)])
+    return f"{area:03d}-{rng.randint(1, 99):02d}-{rng.randint(1, 9999):04d}"
+
+
+def email(rng: random.Random) -> str:
+    user = "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(3, 9)))
+    domain = rng.choice(["example.com", "mail.co.uk", "corp.io"])
+    return f"{user}.{rng.choice(['lee', 'smith', 'ng'])}@{domain}"
+
+
+def phone(rng: random.Random) -> str:
+    return rng.choice(
+        [
+            f"+44 20 {rng.randint(1000, 9999)} {rng.randint(1000, 9999)}",
+            f"+1 415 {rng.randint(200, 999)} {rng.randint(1000, 9999)}",
+            f"({rng.randint(200, 999)}) {rng.randint(200, 999)}-{rng.randint(1000, 9999)}",
+        ]
+    )
+
+
+def dataset(n: int = 400, seed: int = 7) -> list[dict[str, Any]]:
+    """``n`` texts: ``{"text", "spans": [[start, end, label], ...]}`` (true PII only)."""
+    rng = random.Random(seed)
+    items = []
+    makers = [
+        ("CREDIT_CARD", lambda: card(rng, True), lambda: card(rng, False)),
+        ("IBAN", lambda: iban(rng, True), lambda: iban(rng, False)),
+        ("US_SSN", lambda: ssn(rng, True), lambda: ssn(rng, False)),
+        ("EMAIL", lambda: email(rng), None),
+        ("PHONE", lambda: phone(rng), None),
+    ]
+    for _ in range(n):
+        parts: list[str] = [rng.choice(FILLER)]
+        spans = []
+        for _ in range(rng.randint(1, 3)):
+            label, good, bad = rng.choice(makers)
+            planted_valid = bad is None or rng.random() < 0.6
+            value = good() if planted_valid else bad()  # type: ignore[misc]
+            prefix = (
+                " ".join(parts) + " " + rng.choice(["Ref:", "Use", "Details:", "Send to"]) + " "
+            )
+            start = len(prefix)
+            parts = [prefix + value + "."]
+            if planted_valid:
+                spans.append([start, start + len(value), label])
+            parts.append(rng.choice(FILLER))
+        items.append({"text": " ".join(parts), "spans": spans})
+    return items
