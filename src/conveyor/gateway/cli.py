@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Annotated, Any
 
@@ -97,6 +96,8 @@ def call_cmd(
     with open_project(project) as proj:
         authorized(proj, "llm.call")
         spec = gateway_of(proj.spec)
+    import asyncio
+
     result = asyncio.run(_call(spec, model, prompt, stream, max_tokens))
     if as_json:
         echo_json(result)

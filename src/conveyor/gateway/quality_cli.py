@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -100,6 +99,8 @@ def eval_cmd(
 
             known = ", ".join([*spec.models, *spec.deployments]) or "none"
             raise NotFoundError(f"no model {model!r} in gateway: (known: {known})", model=model)
+        import asyncio
+
         result = asyncio.run(
             run_eval(spec, model, examples, max_tokens=max_tokens, concurrency=concurrency)
         )
