@@ -4,7 +4,7 @@ OpenAI-compatible upstream, with keys, on the real server app (uvicorn in a thre
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -40,16 +40,26 @@ def gateway_spec(fake_url: str) -> dict[str, Any]:
 
 
 @contextmanager
-def served_gateway(root: Path) -> Iterator[dict[str, Any]]:
+def served_gateway(
+    root: Path,
+    spec_of: Callable[[str], dict[str, Any]] = gateway_spec,
+    *,
+    predictors: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """A project whose ``gateway:`` is ``spec_of(fake upstream's url)``, served by the real
+    app: its url, ``base`` (the OpenAI base_url), the fake, the project, and tokens under
+    ``admin``, ``key`` (app, a predictor), ``viewer`` and each of ``predictors``."""
     with serve_fake_openai() as fake:
         init_project(root, name="gw")
         with (root / "conveyor.yaml").open("a") as fh:
-            fh.write("\ngateway: " + json.dumps(gateway_spec(fake.url)) + "\n")
-        project = Project.open(root, env={})
+            fh.write("\ngateway: " + json.dumps(spec_of(fake.url)) + "\n")
+        project = Project.open(root, env=env or {})
         keys = ApiKeys(project.store, project.events)
         admin, _ = keys.create("admin", "admin")
         app_key, _ = keys.create("app", "predictor")
         viewer, _ = keys.create("viewer", "viewer")
+        more = {name: keys.create(name, "predictor")[0] for name in predictors}
         running = ThreadedServer(create_app(project))
         running.start()
         try:
@@ -61,6 +71,7 @@ def served_gateway(root: Path) -> Iterator[dict[str, Any]]:
                 "admin": admin,
                 "key": app_key,
                 "viewer": viewer,
+                **more,
             }
         finally:
             running.stop()

@@ -11,24 +11,19 @@ import json
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
-from gateway_api_support import calls, gateway_spec
+from gateway_api_support import calls, gateway_spec, served_gateway
 
 from conveyor.errors import BudgetExceededError
 from conveyor.gateway.budgets import Charge, SqlBudgets, period_of
 from conveyor.gateway.costs import cost_of
 from conveyor.gateway.settings import BudgetSpec, PriceSpec
 from conveyor.gateway.types import Usage
-from conveyor.governance.keys import ApiKeys
-from conveyor.project import Project, init_project
-from conveyor.serving.app import create_app
-from conveyor.serving.server import ThreadedServer
+from conveyor.project import Project
 from conveyor.store.database import MetadataStore
-from conveyor.testing.fake_openai import serve_fake_openai
 
 
 class Clock:
@@ -136,26 +131,10 @@ def _spec(fake_url: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    root: Path = tmp_path_factory.mktemp("gwbudgets")
-    with serve_fake_openai() as fake:
-        init_project(root, name="gwb")
-        with (root / "conveyor.yaml").open("a") as fh:
-            fh.write("\ngateway: " + json.dumps(_spec(fake.url)) + "\n")
-        project = Project.open(root, env={})
-        keys = ApiKeys(project.store, project.events)
-        tokens = {name: keys.create(name, "predictor")[0] for name in ("app", "other", "limited")}
-        running = ThreadedServer(create_app(project))
-        running.start()
-        try:
-            yield {
-                "base": running.url + "/llm/v1",
-                "project": project,
-                "fake": fake,
-                **tokens,
-            }
-        finally:
-            running.stop()
-            project.close()
+    root = tmp_path_factory.mktemp("gwbudgets")
+    with served_gateway(root, _spec, predictors=("other", "limited")) as found:
+        found["app"] = found["key"]
+        yield found
 
 
 def _client(served: dict[str, Any], key: str) -> openai.OpenAI:

@@ -5,50 +5,36 @@ cached, an entry expires, a cut stream is never stored, and a hit is charged not
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
-from gateway_api_support import calls, gateway_spec
+from gateway_api_support import calls, gateway_spec, served_gateway
 
-from conveyor.governance.keys import ApiKeys
-from conveyor.project import Project, init_project
-from conveyor.serving.app import create_app
-from conveyor.serving.server import ThreadedServer
-from conveyor.testing.fake_openai import serve_fake_openai
 from conveyor.testing.wait import wait_until
+
+
+def _spec(fake_url: str) -> dict[str, Any]:
+    spec = gateway_spec(fake_url)
+    spec["cache"] = {"exact": True, "ttl_s": 2}
+    spec["prices"] = {"a": {"input": 1.0, "output": 1.0}}
+    return spec
 
 
 @pytest.fixture(scope="module", params=["embedded", "redis"])
 def served(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Any]]:
-    root: Path = tmp_path_factory.mktemp("gwcache")
     env = {}
     if request.param == "redis":
         env["CONVEYOR_CACHE"] = f"redis://127.0.0.1:6379/0?prefix=gwcache-{uuid.uuid4().hex}:"
-    with serve_fake_openai() as fake:
-        init_project(root, name="gwc")
-        spec = gateway_spec(fake.url)
-        spec["cache"] = {"exact": True, "ttl_s": 2}
-        spec["prices"] = {"a": {"input": 1.0, "output": 1.0}}
-        with (root / "conveyor.yaml").open("a") as fh:
-            fh.write("\ngateway: " + json.dumps(spec) + "\n")
-        project = Project.open(root, env=env)
-        keys = ApiKeys(project.store, project.events)
-        tokens = {name: keys.create(name, "predictor")[0] for name in ("one", "two")}
-        running = ThreadedServer(create_app(project))
-        running.start()
-        try:
-            yield {"base": running.url + "/llm/v1", "fake": fake, "project": project, **tokens}
-        finally:
-            running.stop()
-            project.close()
+    with served_gateway(
+        tmp_path_factory.mktemp("gwcache"), _spec, predictors=("one", "two"), env=env
+    ) as found:
+        yield found
 
 
 def _client(served: dict[str, Any], key: str = "one") -> openai.OpenAI:

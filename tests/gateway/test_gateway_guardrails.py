@@ -8,18 +8,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
-from gateway_api_support import calls, gateway_spec
-
-from conveyor.governance.keys import ApiKeys
-from conveyor.project import Project, init_project
-from conveyor.serving.app import create_app
-from conveyor.serving.server import ThreadedServer
-from conveyor.testing.fake_openai import serve_fake_openai
+from gateway_api_support import calls, gateway_spec, served_gateway
 
 CARD = "4111 1111 1111 1111"
 KEY = "sk-proj-" + "a1B2c3D4e5F6g7H8i9J0kLmN"
@@ -49,22 +42,10 @@ def _spec(fake_url: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    root: Path = tmp_path_factory.mktemp("gwguard")
-    with serve_fake_openai() as fake:
-        init_project(root, name="gwg")
-        with (root / "conveyor.yaml").open("a") as fh:
-            fh.write("\ngateway: " + json.dumps(_spec(fake.url)) + "\n")
-        project = Project.open(root, env={})
-        token, _ = ApiKeys(project.store, project.events).create("app", "predictor")
-        running = ThreadedServer(create_app(project))
-        running.start()
-        try:
-            client = openai.OpenAI(base_url=running.url + "/llm/v1", api_key=token, max_retries=0)
-            yield {"client": client, "fake": fake, "project": project, "url": running.url}
-            client.close()
-        finally:
-            running.stop()
-            project.close()
+    with served_gateway(tmp_path_factory.mktemp("gwguard"), _spec) as found:
+        client = openai.OpenAI(base_url=found["base"], api_key=found["key"], max_retries=0)
+        yield {**found, "client": client}
+        client.close()
 
 
 def _user(text: str) -> list[dict[str, str]]:

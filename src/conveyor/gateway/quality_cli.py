@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,6 +31,12 @@ def _fmt(value: Any) -> str:
     return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+def _period(since: str, until: str | None) -> tuple[datetime, datetime | None]:
+    start = parse_since(since)
+    assert start is not None
+    return start, parse_since(until, option="--until")
+
+
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     from rich.table import Table
 
@@ -55,9 +62,7 @@ def quality_cmd(
     reference (POST /v1/llm/feedback)."""
     from conveyor.gateway.quality import quality_report
 
-    start = parse_since(since)
-    assert start is not None
-    end = parse_since(until, option="--until")
+    start, end = _period(since, until)
     with open_project(project) as proj:
         report = quality_report(proj, since=start, until=end, model=model)
     if as_json:
@@ -139,9 +144,7 @@ def usage_cmd(
     model, deployment, key, user, team or conversation, most expensive first."""
     from conveyor.gateway.quality import usage_report
 
-    start = parse_since(since)
-    assert start is not None
-    end = parse_since(until, option="--until")
+    start, end = _period(since, until)
     with open_project(project) as proj:
         rows = usage_report(proj, since=start, until=end, by=by)
     if as_json:

@@ -73,36 +73,43 @@ def quality_routes(context: AppContext) -> list[Route]:
             orjson.dumps({"recorded": len(done), "records": done}), media_type="application/json"
         )
 
-    async def quality(call: Call) -> Response:
-        from conveyor.gateway.quality import quality_report
-
+    async def report(call: Call, default_since: str, make: Any) -> Any:
+        """``make(since, until, query)`` over the period the query names, in a thread,
+        once what this server accepted up to now is in the log."""
         query = call.request.query_params
         now = datetime.now(UTC)
-        since = parse_moment(query.get("since", "7d"), now, option="since")
+        since = parse_moment(query.get("since", default_since), now, option="since")
         until_text = query.get("until")
         until = None if until_text is None else parse_moment(until_text, now, option="until")
 
-        def report_now() -> list[dict[str, Any]]:
-            project.events.flush()  # what this server accepted up to now counts
-            return quality_report(project, since=since, until=until, model=query.get("model"))
+        def run() -> Any:
+            project.events.flush()
+            return make(since, until, query)
 
-        report = await asyncio.to_thread(report_now)
-        return Response(orjson.dumps({"models": report}), media_type="application/json")
+        return await asyncio.to_thread(run)
+
+    async def quality(call: Call) -> Response:
+        from conveyor.gateway.quality import quality_report
+
+        found = await report(
+            call,
+            "7d",
+            lambda since, until, query: quality_report(
+                project, since=since, until=until, model=query.get("model")
+            ),
+        )
+        return Response(orjson.dumps({"models": found}), media_type="application/json")
 
     async def usage(call: Call) -> Response:
         from conveyor.gateway.quality import usage_report
 
-        query = call.request.query_params
-        now = datetime.now(UTC)
-        since = parse_moment(query.get("since", "1d"), now, option="since")
-        until_text = query.get("until")
-        until = None if until_text is None else parse_moment(until_text, now, option="until")
-
-        def report_now() -> list[dict[str, Any]]:
-            project.events.flush()
-            return usage_report(project, since=since, until=until, by=query.get("by", "model"))
-
-        rows = await asyncio.to_thread(report_now)
+        rows = await report(
+            call,
+            "1d",
+            lambda since, until, query: usage_report(
+                project, since=since, until=until, by=query.get("by", "model")
+            ),
+        )
         return Response(orjson.dumps({"rows": rows}), media_type="application/json")
 
     async def budgets(call: Call) -> Response:
