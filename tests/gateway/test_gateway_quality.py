@@ -148,4 +148,4 @@ def test_llm_eval_scores_a_set_and_records_it(served: dict[str, Any], tmp_path: 
         ["eval", "fast", str(broken), "-C", root],
         env={"CONVEYOR_API_KEY": served["admin"]},
     )
-    assert refused.exit_code != 0 and "broken.jsonl:1" in refused.output
+    assert refused.exit_code != 0 and "broken.jsonl:1" in " ".join(refused.output.split())

@@ -175,6 +175,9 @@ CLI: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "llm quality": (None, ()),  # reads the event log
     "llm usage": (None, ()),  # reads the event log
     "llm budgets": (None, ()),  # reads the counters
+    "llm route show": (None, ()),
+    "llm route set": ("llm.manage", ("fast", "--to", "a")),
+    "llm route delete": ("llm.manage", ("fast",)),
     "llm eval": ("llm.call", ("fast", "set.jsonl")),  # records an llm.eval event
 }
 
@@ -367,6 +370,9 @@ HTTP: dict[tuple[str, str], str | None] = {
     ("GET", "/v1/llm/quality"): "llm.read",
     ("GET", "/v1/llm/usage"): "llm.read",
     ("GET", "/v1/llm/budgets"): "llm.read",
+    ("GET", "/v1/llm/routes"): "llm.read",
+    ("PUT", "/v1/llm/routes/{alias}"): "llm.manage",
+    ("DELETE", "/v1/llm/routes/{alias}"): "llm.manage",
     # dashboard: open to the pipeline (it reads only header keys); each handler checks the
     # HttpOnly cookie's key itself: dashboard.view for a page, the API's action and a CSRF
     # token for a button (tests/dashboard: a viewer gets 403 and nothing changes)

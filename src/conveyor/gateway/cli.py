@@ -172,3 +172,4 @@ async def _call(
 
 
 from conveyor.gateway import quality_cli as _quality_cli  # noqa: E402, F401  (its commands on llm_app)
+from conveyor.gateway import routes_cli as _routes_cli  # noqa: E402, F401  (llm route ...)

@@ -23,7 +23,15 @@ from typing import Any
 
 from conveyor.capability import EventKind
 
-__all__ = ["GATEWAY_EVENTS", "LLM_CALL", "LLM_EVAL", "LLM_FEEDBACK", "GatewayMetrics"]
+__all__ = [
+    "GATEWAY_EVENTS",
+    "LLM_CALL",
+    "LLM_EVAL",
+    "LLM_FEEDBACK",
+    "LLM_ROUTE_DELETED",
+    "LLM_ROUTE_SET",
+    "GatewayMetrics",
+]
 
 _OPT_STR = (str, type(None))
 _OPT_NUM = (int, float, type(None))
@@ -100,7 +108,21 @@ LLM_EVAL = EventKind(
     "ROUGE-1/2/L against the references",
 )
 
-GATEWAY_EVENTS = (LLM_CALL, LLM_FEEDBACK, LLM_EVAL)
+LLM_ROUTE_SET = EventKind(
+    "llm.route_set",
+    "audit",
+    {"alias": str, "deployments": list, "weights": dict, "previous": (dict, type(None))},
+    "a model alias of the gateway routed to new deployments (and weights) at run time, "
+    "with the route it replaced",
+)
+LLM_ROUTE_DELETED = EventKind(
+    "llm.route_deleted",
+    "audit",
+    {"alias": str, "previous": dict},
+    "a stored route of the gateway deleted: the alias is the spec's again (or gone)",
+)
+
+GATEWAY_EVENTS = (LLM_CALL, LLM_FEEDBACK, LLM_EVAL, LLM_ROUTE_SET, LLM_ROUTE_DELETED)
 
 _TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)

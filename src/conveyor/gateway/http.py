@@ -294,6 +294,25 @@ class Gateway:
         self._chat = chain(stages["chat"], self._route_chat)
         self._embeddings = chain(stages["embeddings"], self._route_embeddings)
 
+    async def poll_routes(self) -> None:
+        """Route by the spec with the store's routes over it, read again every
+        ``routes_poll_s`` (:mod:`conveyor.gateway.routes_store`)."""
+        from conveyor.gateway.routes_store import LlmRoutes, with_routes
+
+        routes = LlmRoutes(self.project.store)
+        last: dict[str, Any] | None = None
+        while True:
+            try:
+                found = await asyncio.to_thread(routes.all)
+                if found != last:
+                    self.router.update(with_routes(self.spec, found))
+                    if last is not None or found:
+                        log.info("LLM routes from the store: %s", ", ".join(found) or "none")
+                    last = found
+            except Exception as exc:  # the store away: keep routing as before
+                log.warning("reading the LLM routes failed: %s", exc)
+            await asyncio.sleep(self.spec.routes_poll_s)
+
     # -- the gate ---------------------------------------------------------------------
 
     async def _gate(self, call: Call) -> None:
@@ -627,7 +646,15 @@ def routes(context: AppContext) -> Contribution:
     gateway = Gateway(context)
     prefix = gateway.spec.prefix
 
+    poller: list[asyncio.Task[None]] = []
+
+    async def startup() -> None:
+        poller.append(asyncio.ensure_future(gateway.poll_routes()))
+
     async def shutdown() -> None:
+        for task in poller:
+            task.cancel()
+        await asyncio.gather(*poller, return_exceptions=True)
         await gateway.router.aclose()
 
     table = [
@@ -671,6 +698,8 @@ def routes(context: AppContext) -> Contribution:
         ),
     ]
     from conveyor.gateway.quality_http import quality_routes
+    from conveyor.gateway.routes_http import route_routes
 
     table.extend(quality_routes(context))
-    return Contribution(table, shutdown=shutdown)
+    table.extend(route_routes(context, gateway.spec))
+    return Contribution(table, startup=startup, shutdown=shutdown)

@@ -307,6 +307,13 @@ class GatewaySpec(BaseModel):
         description="Checks on prompts and answers (injection, PII, secrets, profanity, "
         "topics), policies by model (conveyor.guardrails.policy).",
     )
+    routes_poll_s: float = Field(
+        2.0,
+        gt=0,
+        le=3600,
+        description="How often a server reads the routes kept in the store (conveyor llm "
+        "route): a change reaches every server within this.",
+    )
     reservation_ttl_s: float = Field(
         600.0,
         gt=0,
@@ -368,6 +375,26 @@ class GatewaySpec(BaseModel):
             timeout_s=spec.timeout_s,
             first_byte_timeout_s=spec.first_byte_timeout_s,
             options=dict(spec.options),
+        )
+
+
+def check_route(spec: GatewaySpec, alias: str, model: ModelSpec) -> None:
+    """A route for ``alias`` the spec can serve: a valid name that is not a deployment's,
+    and deployments the spec has (InvalidInputError naming what is wrong)."""
+    from conveyor.errors import InvalidInputError
+
+    try:
+        _check_name("model", alias)
+    except ValueError as exc:
+        raise InvalidInputError(str(exc), field="alias") from None
+    if alias in spec.deployments:
+        raise InvalidInputError(f"{alias!r} is a deployment's name", field="alias")
+    unknown = [d for d in model.deployments if d not in spec.deployments]
+    if unknown:
+        raise InvalidInputError(
+            f"route {alias!r}: no deployment {', '.join(map(repr, unknown))} "
+            f"(known: {', '.join(spec.deployments) or 'none'})",
+            field="deployments",
         )
 
 

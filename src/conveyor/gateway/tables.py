@@ -7,6 +7,8 @@
   limit together.
 - ``llm_budget_reservations``: each call's reservation, until it settles; one left behind
   by a crashed process expires and is released by the next reservation on its counter.
+- ``llm_routes``: model aliases changed at run time (``conveyor llm route set``): they
+  override the spec's ``gateway.models`` on every server within its poll interval.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from conveyor.store.models import Base
 
-__all__ = ["LlmBudgetCounterRecord", "LlmBudgetReservationRecord"]
+__all__ = ["LlmBudgetCounterRecord", "LlmBudgetReservationRecord", "LlmRouteRecord"]
 
 
 class LlmBudgetCounterRecord(Base):
@@ -47,3 +49,16 @@ class LlmBudgetReservationRecord(Base):
     period_start: Mapped[datetime] = mapped_column(nullable=False)
     amount_usd: Mapped[float] = mapped_column(sa.Float, nullable=False)
     expires_at: Mapped[datetime] = mapped_column(nullable=False, index=True)
+
+
+class LlmRouteRecord(Base):
+    """An alias's route kept in the store: it overrides the spec's ``gateway.models``."""
+
+    __tablename__ = "llm_routes"
+
+    alias: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    deployments: Mapped[list[str]] = mapped_column(sa.JSON, nullable=False)
+    weights: Mapped[dict[str, float]] = mapped_column(sa.JSON, nullable=False)
+    version: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    actor: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(nullable=False)
