@@ -179,6 +179,11 @@ CLI: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "llm route set": ("llm.manage", ("fast", "--to", "a")),
     "llm route delete": ("llm.manage", ("fast",)),
     "llm eval": ("llm.call", ("fast", "set.jsonl")),  # records an llm.eval event
+    # a review holds a conversation: reading one is a reviewer's right too
+    "review list": ("llm.review", ()),
+    "review show": ("llm.review", ("rv_x",)),
+    "review approve": ("llm.review", ("rv_x",)),
+    "review reject": ("llm.review", ("rv_x",)),
 }
 
 
@@ -373,6 +378,10 @@ HTTP: dict[tuple[str, str], str | None] = {
     ("GET", "/v1/llm/routes"): "llm.read",
     ("PUT", "/v1/llm/routes/{alias}"): "llm.manage",
     ("DELETE", "/v1/llm/routes/{alias}"): "llm.manage",
+    ("GET", "/v1/reviews"): "llm.review",
+    ("GET", "/v1/reviews/{id}"): "llm.review",
+    ("POST", "/v1/reviews/{id}/approve"): "llm.review",
+    ("POST", "/v1/reviews/{id}/reject"): "llm.review",
     # dashboard: open to the pipeline (it reads only header keys); each handler checks the
     # HttpOnly cookie's key itself: dashboard.view for a page, the API's action and a CSRF
     # token for a button (tests/dashboard: a viewer gets 403 and nothing changes)

@@ -89,10 +89,10 @@ def test_a_vault_gives_one_pseudonym_per_value_and_restores_them() -> None:
         "p", PolicySpec.model_validate({"input": [{"detector": "pii", "action": "redact"}]})
     )
     text = "cards 4111 1111 1111 1111, 5500 0000 0000 0004 and 4111 1111 1111 1111 again"
-    redacted, decisions, blocked = policy.run(text, "input", vault)
-    assert blocked is None and len(decisions) == 3
-    assert redacted == "cards <CREDIT_CARD_1>, <CREDIT_CARD_2> and <CREDIT_CARD_1> again"
-    assert vault.restore(redacted) == text
+    run = policy.run(text, "input", vault)
+    assert run.blocked is None and len(run.decisions) == 3
+    assert run.text == "cards <CREDIT_CARD_1>, <CREDIT_CARD_2> and <CREDIT_CARD_1> again"
+    assert vault.restore(run.text) == text
     assert vault.restore("<CREDIT_CARD_9> stays") == "<CREDIT_CARD_9> stays"
 
 
@@ -110,13 +110,13 @@ def test_the_stream_guard_restores_clean_text_whatever_the_chunking(cuts: list[i
     policy = Policy(
         "p", PolicySpec.model_validate({"output": [{"detector": "secrets", "action": "block"}]})
     )
-    guard = StreamGuard(policy, vault, window=32)
+    guard = StreamGuard(policy.bound({}), vault, window=32)
     out = []
     for piece in _pieces(text, cuts):
-        sent, stop = guard.feed(0, piece)
-        assert not stop
-        out.append(sent)
-    out.append(guard.feed(0, "", final=True)[0])
+        step = guard.feed(0, piece)
+        assert step.stop is None
+        out.append(step.text)
+    out.append(guard.feed(0, "", final=True).text)
     assert "".join(out) == vault.restore(text)
 
 
@@ -128,13 +128,13 @@ def test_a_blocked_match_is_never_sent_whatever_the_chunking(cuts: list[int]) ->
     policy = Policy(
         "p", PolicySpec.model_validate({"output": [{"detector": "secrets", "action": "block"}]})
     )
-    guard = StreamGuard(policy, None, window=64)
+    guard = StreamGuard(policy.bound({}), None, window=64)
     sent = []
     stopped = False
     for piece in _pieces(text, cuts):
-        out, stop = guard.feed(0, piece)
-        sent.append(out)
-        if stop:
+        step = guard.feed(0, piece)
+        sent.append(step.text)
+        if step.stop:
             stopped = True
             break
     assert stopped and "sk-proj" not in "".join(sent)

@@ -13,12 +13,16 @@ CAPABILITY = Capability(
     tables=Tables(
         "conveyor.gateway:migrations", "conveyor.gateway.tables", "conveyor_gateway_version"
     ),
-    cli=(Command("conveyor.gateway.cli:llm_app", "llm"),),
+    cli=(
+        Command("conveyor.gateway.cli:llm_app", "llm"),
+        Command("conveyor.gateway.review_cli:review_app", "review"),
+    ),
     routes="conveyor.gateway.http:routes",
     events=GATEWAY_EVENTS,
     actions={
         "llm.call": "predictor",  # chat, embeddings, the models list, feedback on a call
         "llm.read": "viewer",  # reports: quality
         "llm.manage": "deployer",  # routes and budgets
+        "llm.review": "deployer",  # the review queue: read (conversations) and decide
     },
 )

@@ -25,6 +25,9 @@ from conveyor.capability import EventKind
 
 __all__ = [
     "GATEWAY_EVENTS",
+    "GUARDRAIL_DECISION",
+    "GUARDRAIL_REVIEWED",
+    "GUARDRAIL_REVIEW_QUEUED",
     "LLM_CALL",
     "LLM_EVAL",
     "LLM_FEEDBACK",
@@ -68,13 +71,14 @@ LLM_CALL = EventKind(
         "guardrails": list,
         "budgets": list,
         "usage_estimated": bool,
+        "review": _OPT_STR,
     },
     "an LLM call through the gateway: the key, user, team and conversation, the model asked "
     "and the deployment that answered (and the weighted split's draw), the deployments "
     "passed over and why, tokens in, out and cached (as the upstream counted them, else "
     "estimated), time to the first chunk, latency, how it ended (ok, error, cancelled), "
     "its cost, the cache that answered and the guardrails' decisions",
-    optional=frozenset({"budgets", "usage_estimated"}),
+    optional=frozenset({"budgets", "usage_estimated", "review"}),
 )
 
 LLM_FEEDBACK = EventKind(
@@ -122,7 +126,58 @@ LLM_ROUTE_DELETED = EventKind(
     "a stored route of the gateway deleted: the alias is the spec's again (or gone)",
 )
 
-GATEWAY_EVENTS = (LLM_CALL, LLM_FEEDBACK, LLM_EVAL, LLM_ROUTE_SET, LLM_ROUTE_DELETED)
+GUARDRAIL_DECISION = EventKind(
+    "guardrail.decision",
+    "telemetry",
+    {
+        "policy": str,
+        "check": str,
+        "detector": str,
+        "label": str,
+        "action": str,
+        "where": str,
+        "score": (int, float),
+        "span": str,
+        "detail": str,
+        "key": _OPT_STR,
+        "model": str,
+    },
+    "a guardrail check found something in a prompt or an answer: the policy and check, "
+    "what it found (label, score, the span masked: never the value), where, the action "
+    "taken, and the call's key and model (the request id links it to its llm.call)",
+    optional=frozenset({"detail"}),
+)
+GUARDRAIL_REVIEW_QUEUED = EventKind(
+    "guardrail.review_queued",
+    "control",
+    {"review_id": str, "model": str, "policy": str, "key": _OPT_STR, "checks": list},
+    "a call a guardrail flagged went to the review queue; the caller got a pending-review answer",
+)
+GUARDRAIL_REVIEWED = EventKind(
+    "guardrail.reviewed",
+    "audit",
+    {
+        "review_id": str,
+        "verdict": str,
+        "model": str,
+        "rating": _OPT_STR,
+        "score": _OPT_NUM,
+        "comment": _OPT_STR,
+    },
+    "a reviewer approved or rejected a call held for review (who and when: the event's "
+    "actor and time), with a rating of the answer (1 to 5, up or down) when given",
+)
+
+GATEWAY_EVENTS = (
+    LLM_CALL,
+    LLM_FEEDBACK,
+    LLM_EVAL,
+    LLM_ROUTE_SET,
+    LLM_ROUTE_DELETED,
+    GUARDRAIL_DECISION,
+    GUARDRAIL_REVIEW_QUEUED,
+    GUARDRAIL_REVIEWED,
+)
 
 _TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)

@@ -192,6 +192,13 @@ def _error_event(exc: BaseException) -> bytes:
             "code": f"upstream_{exc.kind}",
             "param": None,
         }
+    elif isinstance(exc, ConveyorError):  # a guardrail stopped the stream
+        error = {
+            "message": exc.message,
+            "type": "invalid_request_error",
+            "code": exc.code,
+            "param": None,
+        }
     else:
         error = {
             "message": "the gateway failed; see its log",
@@ -446,6 +453,8 @@ class Gateway:
         ]
         if "cache" in turn.event:  # the cache stage looked the request up
             headers.append((b"x-conveyor-cache", b"hit" if turn.event["cache"] else b"miss"))
+        if turn.event.get("review"):  # a guardrail held the call for review
+            headers.append((b"x-conveyor-review", turn.event["review"].encode()))
         return headers
 
     def _json(self, answer: dict[str, Any], turn: Turn) -> Response:
@@ -627,7 +636,7 @@ class _EventStream(Response):
                     self._first_sent = time.perf_counter()
                 chunk = await anext(chunks, None)
             await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
-        except UpstreamError as exc:
+        except (UpstreamError, ConveyorError) as exc:
             self._status, self._error = "error", exc.message
             await send({"type": "http.response.body", "body": _error_event(exc)})
         except Exception as exc:
@@ -698,8 +707,10 @@ def routes(context: AppContext) -> Contribution:
         ),
     ]
     from conveyor.gateway.quality_http import quality_routes
+    from conveyor.gateway.review_http import review_routes
     from conveyor.gateway.routes_http import route_routes
 
     table.extend(quality_routes(context))
+    table.extend(review_routes(context))
     table.extend(route_routes(context, gateway.spec))
     return Contribution(table, startup=startup, shutdown=shutdown)

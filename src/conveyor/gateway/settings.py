@@ -305,7 +305,8 @@ class GatewaySpec(BaseModel):
     guardrails: GuardrailsSpec = Field(
         default_factory=GuardrailsSpec,
         description="Checks on prompts and answers (injection, PII, secrets, profanity, "
-        "topics), policies by model (conveyor.guardrails.policy).",
+        "topics, groundedness, JSON schemas), policies by model, key or team, flagged calls "
+        "held for review (conveyor.guardrails.policy).",
     )
     routes_poll_s: float = Field(
         2.0,

@@ -45,7 +45,7 @@ def build(context: AppContext, spec: GatewaySpec) -> dict[Endpoint, list[Stage]]
     if spec.guardrails.any:
         from conveyor.gateway.guard import GuardStage
 
-        chat.append(GuardStage(spec.guardrails, context.metrics.registry))
+        chat.append(GuardStage(spec.guardrails, context))
     # 3. caches
     if spec.cache.exact:
         from conveyor.gateway.cache import CacheStage

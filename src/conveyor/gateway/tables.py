@@ -9,6 +9,9 @@
   by a crashed process expires and is released by the next reservation on its counter.
 - ``llm_routes``: model aliases changed at run time (``conveyor llm route set``): they
   override the spec's ``gateway.models`` on every server within its poll interval.
+- ``llm_reviews``: calls a guardrail flagged, held for a human review (the conversation as
+  it went upstream, the answer as checked, the decisions), and the reviewer's verdict
+  (:mod:`conveyor.guardrails.review`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,12 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from conveyor.store.models import Base
 
-__all__ = ["LlmBudgetCounterRecord", "LlmBudgetReservationRecord", "LlmRouteRecord"]
+__all__ = [
+    "LlmBudgetCounterRecord",
+    "LlmBudgetReservationRecord",
+    "LlmReviewRecord",
+    "LlmRouteRecord",
+]
 
 
 class LlmBudgetCounterRecord(Base):
@@ -62,3 +70,29 @@ class LlmRouteRecord(Base):
     version: Mapped[int] = mapped_column(sa.Integer, nullable=False)
     actor: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(nullable=False)
+
+
+class LlmReviewRecord(Base):
+    """A call held for review by a guardrail's ``flag``, and its verdict once given."""
+
+    __tablename__ = "llm_reviews"
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    status: Mapped[str] = mapped_column(sa.String(16), nullable=False, index=True)
+    created_at: Mapped[datetime] = mapped_column(nullable=False, index=True)
+    request_id: Mapped[str | None] = mapped_column(sa.String(128), nullable=True, index=True)
+    model: Mapped[str] = mapped_column(sa.String(128), nullable=False)
+    deployment: Mapped[str | None] = mapped_column(sa.String(128), nullable=True)
+    policy: Mapped[str] = mapped_column(sa.String(128), nullable=False)
+    key: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
+    user: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
+    team: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
+    stream: Mapped[bool] = mapped_column(sa.Boolean, nullable=False)
+    messages: Mapped[list[dict[str, object]]] = mapped_column(sa.JSON, nullable=False)
+    answers: Mapped[list[str | None]] = mapped_column(sa.JSON, nullable=False)
+    decisions: Mapped[list[dict[str, object]]] = mapped_column(sa.JSON, nullable=False)
+    reviewer: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
+    reviewed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    rating: Mapped[str | None] = mapped_column(sa.String(8), nullable=True)
+    score: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    comment: Mapped[str | None] = mapped_column(sa.Text, nullable=True)

@@ -1,100 +1,195 @@
-"""Output checks on a stream: a rolling window, so a violation is caught before it is sent.
+"""A policy's output checks on a stream, so a violation stops it before any of it is sent.
 
-Each choice's text is held back by ``window`` characters (64 by default): a chunk's text is
-scanned together with the window already sent and what is held back, and only what lies
-more than ``window`` characters behind the newest text is released. So a match of at most
-``window`` characters (a card number, an API key, a banned word) is seen whole before any
-of it leaves, however the upstream cut it into chunks:
+Each choice's text goes through a scanner that releases it as soon as no check can still
+object to it. On every chunk the scanner runs each check on the text not yet released
+plus the last ``window_chars`` released (so a match across chunks is seen whole), and
+holds back:
 
-- ``block``: the stream stops at the chunk that completed the match: nothing more is sent
-  but a last chunk with ``finish_reason: "content_filter"``; none of the match was sent;
-- ``redact``: the match is replaced by ``[REDACTED:LABEL]`` in what is held back;
-- ``flag`` / ``log``: recorded once.
+- what a detector says could still begin a match (its ``pending(text)``: the sentence
+  under way for ``groundedness``, the whole answer for ``json_schema``); a detector that
+  cannot tell holds ``window_chars`` (64) characters;
+- a match found in the last :data:`SETTLE` characters: the next characters may still
+  change it (a longer number, a word going on), so it is judged once they came;
+- a pseudonym of the prompt not yet whole (``<CREDIT_CARD_``), put back once it is.
 
-The cost is latency, not throughput: text reaches the client ``window`` characters (about
-16 tokens) later than the upstream sent it, and all of it at the end of the stream.
-Pseudonyms of the prompt (``<CREDIT_CARD_1>``) are put back as the text is released, never
-cut in half.
+So for a match no longer than what is held: none of it is ever sent, and a ``block``
+stops the stream at the chunk that brings the :data:`SETTLE` characters after the match's
+last one: **at most 2 chunks after it** (each chunk brings at least one character; one,
+when the next token is a word). The scanner answers with what to send now and whether the
+stream stops (``block``: the answer withheld; ``flag``: held for review). ``redact``
+replaces a match by ``[REDACTED:LABEL]`` in what is held; ``log`` checks run once, on the
+whole answer, at its end, and hold nothing.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from conveyor.guardrails.policy import Policy, Vault
+from conveyor.guardrails.policy import Check, Observe, Vault, decision, redacted
+from conveyor.guardrails.types import Detector, Finding
 
-__all__ = ["StreamGuard"]
+__all__ = ["SETTLE", "Step", "StreamGuard"]
 
+#: Characters that must follow a match before it is judged (lookaheads such as "not
+#: followed by a space and a digit" need two).
+SETTLE = 2
+#: The longest pseudonym held back until it is whole.
 _LONGEST_PLACEHOLDER = 40
+
+Stop = Literal["block", "flag"]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What to do with one chunk of one choice."""
+
+    text: str
+    """What to send now (pseudonyms put back)."""
+    stop: Stop | None = None
+    """``block``: end the stream, the answer withheld; ``flag``: end it, held for review."""
+    decision: dict[str, Any] | None = None
+    """The decision that stopped it."""
 
 
 @dataclass(slots=True)
 class _Choice:
     pending: str = ""
+    """Received, checked so far, not yet sent (redactions applied)."""
     tail: str = ""
+    """The last ``window`` characters sent (before pseudonyms were put back)."""
     sent: int = 0
-    seen: set[tuple[str, int, int]] = field(default_factory=set)
+    parts: list[str] = field(default_factory=list)
+    """Everything sent, as checked (for the checks of the whole answer)."""
+    seen: set[tuple[str, str, int, int]] = field(default_factory=set)
 
 
 class StreamGuard:
-    """A policy's output checks over the choices of one stream (see the module)."""
+    """The output checks of one policy over the choices of one stream (see the module)."""
 
-    def __init__(self, policy: Policy, vault: Vault | None, window: int = 64) -> None:
-        self.policy = policy
+    def __init__(
+        self,
+        checks: list[tuple[Check, Detector]],
+        vault: Vault | None = None,
+        window: int = 64,
+        observe: Observe | None = None,
+    ) -> None:
         self.vault = vault
         self.window = window
+        self.observe = observe
         self.decisions: list[dict[str, Any]] = []
+        # checks that act on the text as it comes; those judging the whole answer at its
+        # end (a JSON schema, and every log check)
+        self._rolling: list[tuple[Check, Detector]] = []
+        self._whole: list[tuple[Check, Detector]] = []
+        for check, detector in checks:
+            whole = check.action == "log" or getattr(detector, "whole", False)
+            (self._whole if whole else self._rolling).append((check, detector))
+        self._hold_all = any(c.action != "log" for c, _ in self._whole)
         self._choices: dict[int, _Choice] = {}
 
-    def feed(self, index: int, text: str, *, final: bool = False) -> tuple[str, bool]:
-        """The text of choice ``index`` to send now, and whether the stream must stop."""
+    def _scan(self, check: Check, detector: Detector, text: str) -> list[Finding]:
+        started = time.perf_counter()
+        found = check.findings(detector, text)
+        if self.observe is not None:
+            self.observe(check.name, time.perf_counter() - started)
+        return found
+
+    def feed(self, index: int, text: str, *, final: bool = False) -> Step:
+        """Add ``text`` to choice ``index`` (``final``: its last chunk); what to send."""
         choice = self._choices.setdefault(index, _Choice())
         choice.pending += text
-        offset = len(choice.tail)
-        base = choice.sent - offset
-        for check in self.policy.output:
+        hold = 0
+        for check, detector in self._rolling:
+            offset = len(choice.tail)
             context = choice.tail + choice.pending
-            redact = []
-            for finding in check.detector.scan(context):
+            settled_until = len(context) if final else len(context) - SETTLE
+            redact: list[Finding] = []
+            for finding in self._scan(check, detector, context):
                 if finding.end <= offset:
-                    continue  # sent already, judged when it was held back
-                key = (check.name, base + finding.start, base + finding.end)
+                    continue  # sent already, judged when it was held
+                if finding.end > settled_until:
+                    hold = max(hold, len(context) - finding.start)
+                    continue
+                at = choice.sent + finding.start - offset
+                key = (check.name, finding.label, at, finding.end - finding.start)
                 if key in choice.seen:
                     continue
                 choice.seen.add(key)
-                self.decisions.append(
-                    {
-                        "check": check.name,
-                        "detector": finding.detector,
-                        "label": finding.label,
-                        "action": check.action,
-                        "where": "output",
-                        "score": finding.score,
-                        "span": finding.redacted(context),
-                    }
-                )
+                made = decision(check, finding, "output", context)
+                self.decisions.append(made)
                 if check.action == "block":
-                    choice.pending = ""
-                    return "", True
-                if check.action == "redact":
-                    redact.append(finding)
-            for finding in sorted(redact, key=lambda f: f.start, reverse=True):
-                start = max(finding.start - offset, 0)
-                end = finding.end - offset
-                pending = choice.pending
-                choice.pending = pending[:start] + f"[REDACTED:{finding.label}]" + pending[end:]
-        cut = len(choice.pending) if final else max(0, len(choice.pending) - self.window)
-        out = choice.pending[:cut]
-        opened = out.rfind("<")
-        if not final and opened > out.rfind(">") and len(out) - opened < _LONGEST_PLACEHOLDER:
-            out = out[:opened]  # a pseudonym not yet whole: hold it back too
+                    choice.pending = ""  # withheld
+                    return Step("", "block", made)
+                if check.action == "flag":
+                    return Step("", "flag", made)  # held, for the review to see
+                redact.append(
+                    Finding(
+                        finding.detector,
+                        finding.label,
+                        max(finding.start - offset, 0),
+                        finding.end - offset,
+                        finding.score,
+                    )
+                )
+            if redact:
+                choice.pending = redacted(choice.pending, redact, None)
+            if not final:
+                pending = getattr(detector, "pending", None)
+                context = choice.tail + choice.pending
+                hold = max(hold, self.window if pending is None else pending(context))
+        if final:
+            stopped = self._judge_whole(choice)
+            if stopped is not None:
+                return stopped
+            out = choice.pending
+        elif self._hold_all:
+            out = ""
+        else:
+            out = choice.pending[: max(0, len(choice.pending) - hold)]
+            opened = out.rfind("<")
+            if opened > out.rfind(">") and len(out) - opened < _LONGEST_PLACEHOLDER:
+                out = out[:opened]  # a pseudonym not yet whole: hold it back too
         choice.pending = choice.pending[len(out) :]
         choice.sent += len(out)
         choice.tail = (choice.tail + out)[-self.window :]
+        choice.parts.append(out)
         if self.vault:
             out = self.vault.restore(out)
-        return out, False
+        return Step(out)
+
+    def _judge_whole(self, choice: _Choice) -> Step | None:
+        """The checks of the whole answer, at its end (the held text redacted, or the
+        stream stopped)."""
+        if not self._whole:
+            return None
+        sent = "".join(choice.parts)
+        for check, detector in self._whole:
+            whole = sent + choice.pending
+            found = self._scan(check, detector, whole)
+            made = [decision(check, f, "output", whole) for f in found]
+            self.decisions.extend(made)
+            if not found or check.action == "log":
+                continue
+            if check.action == "block":
+                choice.pending = ""
+                return Step("", "block", made[0])
+            if check.action == "flag":
+                return Step("", "flag", made[0])
+            held = [
+                Finding(f.detector, f.label, f.start - len(sent), f.end - len(sent), f.score)
+                for f in found
+                if f.start >= len(sent)
+            ]
+            choice.pending = redacted(choice.pending, held, None)
+        return None
+
+    def text(self, index: int) -> str:
+        """Choice ``index``'s answer so far as checked (sent and held; pseudonyms not put
+        back): what a review keeps."""
+        choice = self._choices.get(index)
+        return "" if choice is None else "".join(choice.parts) + choice.pending
 
     def held(self) -> list[int]:
         """The choices with text still held back."""
