@@ -133,27 +133,24 @@ def _decide(
         )
 
 
-@review_app.command("approve")
-@errors
-def approve_cmd(
-    review_id: IdArg,
-    rating: RatingOpt = None,
-    comment: CommentOpt = None,
-    project: ProjectOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Approve a call held for review: the flag was a false alarm (given once)."""
-    _decide("approved", review_id, rating, comment, project, as_json)
+def _verdict_command(verdict: str, doc: str) -> Any:
+    @errors
+    def command(
+        review_id: IdArg,
+        rating: RatingOpt = None,
+        comment: CommentOpt = None,
+        project: ProjectOpt = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        _decide(verdict, review_id, rating, comment, project, as_json)
+
+    command.__doc__ = doc
+    return command
 
 
-@review_app.command("reject")
-@errors
-def reject_cmd(
-    review_id: IdArg,
-    rating: RatingOpt = None,
-    comment: CommentOpt = None,
-    project: ProjectOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Reject a call held for review: the flag was right (given once)."""
-    _decide("rejected", review_id, rating, comment, project, as_json)
+review_app.command("approve")(
+    _verdict_command("approved", "Approve a call held for review: the flag was a false alarm.")
+)
+review_app.command("reject")(
+    _verdict_command("rejected", "Reject a call held for review: the flag was right.")
+)

@@ -17,6 +17,7 @@ import orjson
 from starlette.responses import Response
 
 from conveyor.errors import InvalidInputError
+from conveyor.web.bodies import json_object
 from conveyor.web.routing import Route
 
 if TYPE_CHECKING:
@@ -52,24 +53,6 @@ _QUERY = tuple(
 )
 
 
-def _verdict_body(raw: bytes) -> dict[str, Any]:
-    if not raw.strip():
-        return {}
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInputError(f"the body is not JSON: {exc}", field="body") from None
-    if not isinstance(body, dict):
-        raise InvalidInputError("the body is an object: {rating?, comment?}", field="body")
-    unknown = set(body) - {"rating", "comment"}
-    if unknown:
-        raise InvalidInputError(
-            f"unknown field(s) {', '.join(sorted(unknown))}: the body is {{rating?, comment?}}",
-            field=sorted(unknown)[0],
-        )
-    return body
-
-
 def review_routes(context: AppContext) -> list[Route]:
     from conveyor.guardrails.review import Reviews
 
@@ -102,7 +85,7 @@ def review_routes(context: AppContext) -> list[Route]:
 
     def decide(verdict: str) -> Any:
         async def handler(call: Call) -> Response:
-            body = _verdict_body(await call.body())
+            body = json_object(await call.body(), {"rating": (int, str), "comment": str})
             review = await asyncio.to_thread(
                 lambda: reviews.decide(
                     call.params["id"],
