@@ -70,6 +70,15 @@ class Words:
         ]
 
 
+class Listed(Words):
+    """Whole words from a list it shows (``words``): a stream holds only what begins one."""
+
+    def __init__(self, words: list[str]) -> None:
+        super().__init__(words, "LISTED")
+        self.name = "listed"
+        self.words = tuple(words)
+
+
 def _words(settings: dict[str, Any]) -> Words:
     unknown = set(settings) - {"words", "label"}
     if unknown:
@@ -86,6 +95,7 @@ def _detectors(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(policy_module, "_REGISTERED", {})
     register("numbers", _numbers)
     register("words", _words)
+    register("listed", lambda settings: Listed(settings["words"]))
 
 
 def _policy(*checks: dict[str, Any]) -> Policy:
@@ -346,6 +356,13 @@ def test_a_stream_holds_back_only_what_could_still_begin_a_match() -> None:
     # a detector that cannot tell holds its window
     opaque = _guard({"detector": "words", "action": "redact", "words": ["darn"]}, window=16)
     assert opaque.feed(0, "a" * 40).text == "a" * 24
+    # one of words or phrases holds what begins one of them
+    listed = _guard({"detector": "listed", "action": "redact", "words": ["darn it"]})
+    assert listed.feed(0, "well da").text == "well "
+    assert listed.feed(0, "rn ").text == ""  # "darn " may be "darn it"
+    assert listed.feed(0, "good").text == "darn good"
+    assert listed.feed(0, " darn it").text == " "  # held until settled
+    assert listed.feed(0, " now", final=True).text == "[REDACTED:LISTED] now"
 
 
 @settings(max_examples=60, deadline=None)
@@ -366,6 +383,7 @@ def test_a_redacted_stream_is_the_whole_text_redacted_however_it_is_cut(data: An
     checks = (
         {"detector": "numbers", "action": "redact"},
         {"detector": "words", "action": "redact", "words": ["darn"]},
+        {"detector": "listed", "action": "redact", "words": ["or 4111", "words and"]},
     )
     released, stopped = _stream(_guard(*checks, window=32), pieces)
     assert stopped is None

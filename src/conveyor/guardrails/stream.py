@@ -6,8 +6,9 @@ plus the last ``window_chars`` released (so a match across chunks is seen whole)
 holds back:
 
 - what a detector says could still begin a match (its ``pending(text)``: the sentence
-  under way for ``groundedness``, the whole answer for ``json_schema``); a detector that
-  cannot tell holds ``window_chars`` (64) characters;
+  under way for ``groundedness``, the whole answer for ``json_schema``); for a detector of
+  whole words or phrases (one with a ``words`` list: profanity), the tail that begins one
+  of them; a detector that cannot tell holds ``window_chars`` (64) characters;
 - a match found in the last :data:`SETTLE` characters: the next characters may still
   change it (a longer number, a word going on), so it is judged once they came;
 - a pseudonym of the prompt not yet whole (``<CREDIT_CARD_``), put back once it is.
@@ -23,8 +24,10 @@ whole answer, at its end, and hold nothing.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal
 
 from conveyor.guardrails.policy import Check, Observe, Vault, decision, redacted
@@ -39,6 +42,7 @@ SETTLE = 2
 _LONGEST_PLACEHOLDER = 40
 
 Stop = Literal["block", "flag"]
+_SPACES = re.compile(r"\s+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +100,16 @@ class StreamGuard:
             self.observe(check.name, time.perf_counter() - started)
         return found
 
+    def _hold(self, detector: Detector, text: str) -> int:
+        """How many of the text's last characters could still begin a match."""
+        pending = getattr(detector, "pending", None)
+        if pending is not None:
+            return int(pending(text))
+        words = getattr(detector, "words", None)
+        if words:
+            return _word_tail(tuple(words), text)
+        return self.window
+
     def feed(self, index: int, text: str, *, final: bool = False) -> Step:
         """Add ``text`` to choice ``index`` (``final``: its last chunk); what to send."""
         choice = self._choices.setdefault(index, _Choice())
@@ -136,9 +150,7 @@ class StreamGuard:
             if redact:
                 choice.pending = redacted(choice.pending, redact, None)
             if not final:
-                pending = getattr(detector, "pending", None)
-                context = choice.tail + choice.pending
-                hold = max(hold, self.window if pending is None else pending(context))
+                hold = max(hold, self._hold(detector, choice.tail + choice.pending))
         if final:
             stopped = self._judge_whole(choice)
             if stopped is not None:
@@ -194,3 +206,27 @@ class StreamGuard:
     def held(self) -> list[int]:
         """The choices with text still held back."""
         return [index for index, choice in self._choices.items() if choice.pending]
+
+
+@lru_cache(maxsize=64)
+def _prefixes(words: tuple[str, ...]) -> tuple[frozenset[str], int]:
+    """Every beginning of every word or phrase (lower case, single spaces), and the
+    longest one's length."""
+    found: set[str] = set()
+    for word in words:
+        word = " ".join(word.lower().split())
+        found.update(word[:n] for n in range(1, len(word) + 1))
+    return frozenset(found), max((len(w) for w in found), default=0)
+
+
+def _word_tail(words: tuple[str, ...], text: str) -> int:
+    """The longest tail of ``text`` that starts a word and begins one of ``words``: what
+    a whole-word list detector may still match."""
+    prefixes, longest = _prefixes(words)
+    held = 0
+    for start in range(len(text) - 1, max(-1, len(text) - longest - 1), -1):
+        if not text[start].isalnum() or (start and text[start - 1].isalnum()):
+            continue
+        if _SPACES.sub(" ", text[start:].lower()) in prefixes:
+            held = len(text) - start
+    return held
