@@ -3,22 +3,45 @@ it has one, so a random 16-digit number is not a card and a mistyped IBAN is not
 
 Labels: ``CREDIT_CARD`` (13 to 19 digits, spaces or dashes allowed, Luhn), ``IBAN``
 (country code, check digits, the country's length, ISO 7064 mod 97), ``EMAIL``,
-``PHONE`` (E.164 ``+CC ...``, and North American ``(555) 123-4567`` forms), ``US_SSN``
-(area not 000, 666 or 9xx; group and serial not zero), ``UK_NINO`` (prefix and suffix
-letters as HMRC allocates them), ``FR_NIR`` (sex, year, month, department, 97 - n mod 97
-key), ``IP_ADDRESS`` (IPv4, each part 0 to 255).
+``PHONE`` (E.164 ``+CC ...``; North American ``(555) 123-4567`` and ``555-123-4567``;
+French ``01 42 68 53 00``; British ``020 7946 0958`` and ``07700 900123``: national forms
+only with their separators, so a bare run of ten digits is not a phone), ``US_SSN`` (area
+not 000, 666 or 9xx; group and serial not zero), ``UK_NINO`` (prefix and suffix letters as
+HMRC allocates them), ``FR_NIR`` (sex, year, month, department, 97 - n mod 97 key),
+``ES_DNI`` (8 digits and the letter of n mod 23; NIE ``X``/``Y``/``Z`` + 7 digits too),
+``NL_BSN`` (9 digits passing the 11-test, and only after the word BSN,
+burgerservicenummer or sofinummer: one 9-digit number in 11 passes the test by chance),
+``IP_ADDRESS`` (IPv4, each part 0 to 255; IPv6 as :mod:`ipaddress` parses it).
 
-One compiled pattern per label; each match is validated before it is reported.
+One compiled pattern per label; each match is validated before it is reported. A label
+whose pattern needs a character the text lacks (``@`` for an email) is not run.
+
+Pseudonyms (:class:`Vault`, :func:`redact`, :func:`restore`, :class:`StreamRestorer`):
+each finding becomes ``<LABEL_N>``, the same value always the same placeholder within a
+vault (one per conversation), and an answer's placeholders are put back, a streamed one's
+too however the stream was cut.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from conveyor.guardrails.types import Finding
 
-__all__ = ["LABELS", "PiiDetector", "iban_valid", "luhn_valid"]
+__all__ = [
+    "LABELS",
+    "PiiDetector",
+    "StreamRestorer",
+    "Vault",
+    "bsn_valid",
+    "dni_valid",
+    "iban_valid",
+    "luhn_valid",
+    "redact",
+    "restore",
+]
 
 
 def luhn_valid(digits: str) -> bool:
@@ -74,6 +97,41 @@ def _nir(match: str) -> bool:
     return 97 - int(body) % 97 == int(key)
 
 
+_DNI_LETTERS = "TRWAGMYFPDXBNJZSQVHLCKE"
+
+
+def dni_valid(text: str) -> bool:
+    """A Spanish DNI's (or NIE's) control letter: the number mod 23."""
+    value = re.sub(r"[\s.-]", "", text).upper()
+    if value[:1] in ("X", "Y", "Z"):
+        value = str("XYZ".index(value[0])) + value[1:]
+    body, letter = value[:-1], value[-1:]
+    return body.isdigit() and len(body) == 8 and _DNI_LETTERS[int(body) % 23] == letter
+
+
+def bsn_valid(text: str) -> bool:
+    """A Dutch BSN's 11-test: 9*d1 + 8*d2 + ... + 2*d8 - d9 is a multiple of 11."""
+    digits = re.sub(r"\D", "", text)
+    if len(digits) != 9 or digits == "000000000":
+        return False
+    total = sum((9 - i) * int(d) for i, d in enumerate(digits[:8])) - int(digits[8])
+    return total % 11 == 0
+
+
+def _ipv6(match: str) -> bool:
+    if not any(c.isdigit() for c in match):  # "a::b", "dead::beef" in prose
+        return False
+    try:
+        ipaddress.IPv6Address(match)
+    except ValueError:
+        return False
+    return True
+
+
+def _phone(match: str) -> bool:
+    return 8 <= sum(c.isdigit() for c in match) <= 15
+
+
 def _ipv4(match: str) -> bool:
     return all(
         0 <= int(part) <= 255 and (part == "0" or part[0] != "0") for part in match.split(".")
@@ -104,10 +162,13 @@ LABELS: dict[str, tuple[re.Pattern[str], Callable[[str], bool]]] = {
     ),
     "PHONE": (
         re.compile(
-            r"(?<![\w+])(?:\+[1-9]\d{0,2}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){2,4}"
-            r"|\(\d{3}\)[ .-]?\d{3}[ .-]\d{4}|\d{3}[.-]\d{3}[.-]\d{4})(?![\w])"
+            r"(?<![\w+.-])(?:\+[1-9]\d{0,2}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}"
+            r"(?:[ .-]?\d{2,4}){2,4}"
+            r"|\(\d{3}\)[ .-]?\d{3}[ .-]\d{4}|\d{3}[.-]\d{3}[.-]\d{4}"  # North America
+            r"|0[1-9](?:([ .])\d\d)(?:\1\d\d){3}"  # France: 01 42 68 53 00
+            r"|0[1-9]\d{1,3} \d{3,4} ?\d{3,4})(?![\w]|[.-]\d)"  # Britain: 020 7946 0958
         ),
-        lambda m: 8 <= sum(c.isdigit() for c in m) <= 15,
+        _phone,
     ),
     "US_SSN": (re.compile(r"(?<![\d-])\d{3}-\d{2}-\d{4}(?![\d-])"), _ssn),
     "UK_NINO": (
@@ -123,13 +184,36 @@ LABELS: dict[str, tuple[re.Pattern[str], Callable[[str], bool]]] = {
         ),
         _nir,
     ),
-    "IP_ADDRESS": (re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])"), _ipv4),
+    "ES_DNI": (
+        re.compile(r"(?<![\w-])(?:\d{8}|[XYZ]\d{7})-?[A-HJ-NP-TV-Z](?![\w-])", re.I),
+        dni_valid,
+    ),
+    "NL_BSN": (
+        re.compile(
+            r"(?i:\b(?:bsn|burgerservicenummer|sofinummer)\b)[^\w\n]{0,4}(?:\w+[^\w\n]{1,3}){0,3}?"
+            r"(?P<v>\d{4}\.?\d{2}\.?\d{3}|\d{9})(?!\d|\.\d)"
+        ),
+        bsn_valid,
+    ),
+    "IP_ADDRESS": (
+        re.compile(
+            r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])"
+            r"|(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])"
+        ),
+        lambda m: _ipv6(m) if ":" in m else _ipv4(m),
+    ),
 }
 
 
-#: Label -> a character its match must contain: a label whose character is absent is not
-#: run (a substring search is far cheaper than the pattern).
-_ANCHORS = {"EMAIL": "@", "IP_ADDRESS": ".", "US_SSN": "-"}
+#: Label -> strings one of which its match must contain (in the lower-cased text): a label
+#: whose strings are all absent is not run (a substring search is far cheaper than a
+#: pattern).
+_ANCHORS: dict[str, tuple[str, ...]] = {
+    "EMAIL": ("@",),
+    "IP_ADDRESS": (".", ":"),
+    "US_SSN": ("-",),
+    "NL_BSN": ("bsn", "burgerservicenummer", "sofinummer"),
+}
 
 
 class PiiDetector:
@@ -146,14 +230,17 @@ class PiiDetector:
 
     def scan(self, text: str) -> list[Finding]:
         found: list[Finding] = []
+        lowered = text.lower()
         for label in self.entities:
-            anchor = _ANCHORS.get(label)
-            if anchor is not None and anchor not in text:
+            anchors = _ANCHORS.get(label)
+            if anchors is not None and not any(a in lowered for a in anchors):
                 continue
             pattern, valid = LABELS[label]
+            group = "v" if "v" in pattern.groupindex else 0
             for match in pattern.finditer(text):
-                if valid(match.group()):
-                    found.append(Finding(self.name, label, match.start(), match.end()))
+                if valid(match.group(group)):
+                    start, end = match.span(group)
+                    found.append(Finding(self.name, label, start, end))
         return _without_overlaps(found)
 
 
@@ -167,3 +254,110 @@ def _without_overlaps(found: list[Finding]) -> list[Finding]:
             continue
         kept.append(finding)
     return kept
+
+
+#: A placeholder: ``<LABEL_N>``.
+PLACEHOLDER = re.compile(r"<([A-Z][A-Z0-9_]*)_(\d+)>")
+_LONGEST_PLACEHOLDER = 48
+
+
+class Vault:
+    """The pseudonyms of one conversation: a value <-> ``<LABEL_N>``, the same value the
+    same placeholder, numbered per label in order of first sight."""
+
+    def __init__(self, mapping: Mapping[str, str] | None = None) -> None:
+        self._by_value: dict[tuple[str, str], str] = {}
+        self._by_placeholder: dict[str, str] = {}
+        self._counts: dict[str, int] = {}
+        for placeholder, value in (mapping or {}).items():
+            found = PLACEHOLDER.fullmatch(placeholder)
+            if found is None:
+                raise ValueError(f"{placeholder!r} is not a placeholder (<LABEL_N>)")
+            label, number = found.group(1), int(found.group(2))
+            self._by_value[(label, value)] = placeholder
+            self._by_placeholder[placeholder] = value
+            self._counts[label] = max(self._counts.get(label, 0), number)
+
+    def __bool__(self) -> bool:
+        return bool(self._by_placeholder)
+
+    def __len__(self) -> int:
+        return len(self._by_placeholder)
+
+    @property
+    def mapping(self) -> dict[str, str]:
+        """Placeholder -> original value (a copy)."""
+        return dict(self._by_placeholder)
+
+    def placeholder(self, label: str, value: str) -> str:
+        """The placeholder of ``value`` (a new one the first time it is seen)."""
+        found = self._by_value.get((label, value))
+        if found is None:
+            number = self._counts.get(label, 0) + 1
+            self._counts[label] = number
+            found = f"<{label}_{number}>"
+            self._by_value[(label, value)] = found
+            self._by_placeholder[found] = value
+        return found
+
+    def restore(self, text: str) -> str:
+        """``text`` with every placeholder of this vault put back (others left as they are)."""
+        return restore(text, self._by_placeholder)
+
+
+def redact(text: str, findings: Iterable[Finding], vault: Vault | None = None) -> tuple[str, Vault]:
+    """``text`` with each finding replaced by its placeholder in ``vault`` (a new one when
+    None; pass the conversation's to keep its numbering), and the vault. Overlapping
+    findings: the earlier (then longer) one."""
+    vault = Vault() if vault is None else vault
+    kept: list[Finding] = []
+    for finding in sorted(findings, key=lambda f: (f.start, -f.end)):
+        if not kept or finding.start >= kept[-1].end:
+            kept.append(finding)
+    parts = []
+    at = 0
+    for finding in kept:
+        parts.append(text[at : finding.start])
+        parts.append(vault.placeholder(finding.label, text[finding.start : finding.end]))
+        at = finding.end
+    parts.append(text[at:])
+    return "".join(parts), vault
+
+
+def restore(text: str, vault: Vault | Mapping[str, str]) -> str:
+    """``text`` with the placeholders ``vault`` knows put back."""
+    mapping = vault.mapping if isinstance(vault, Vault) else vault
+    if not mapping or "<" not in text:
+        return text
+    return PLACEHOLDER.sub(lambda m: mapping.get(m.group(), m.group()), text)
+
+
+class StreamRestorer:
+    """Puts placeholders back in a streamed answer, chunk by chunk: a tail that could still
+    become a placeholder (``<CREDIT_CA``) is held until the next chunk shows what it is, so
+    the pieces it returns, joined, are ``restore(whole answer)`` wherever the stream was
+    cut. Call :meth:`flush` at the end."""
+
+    def __init__(self, vault: Vault | Mapping[str, str]) -> None:
+        self._mapping = vault.mapping if isinstance(vault, Vault) else dict(vault)
+        self._held = ""
+
+    def feed(self, chunk: str) -> str:
+        text = self._held + chunk
+        cut = len(text)
+        opened = text.rfind("<")
+        if opened >= 0 and len(text) - opened <= _LONGEST_PLACEHOLDER:
+            tail = text[opened:]
+            if _PARTIAL.fullmatch(tail):
+                cut = opened
+        self._held = text[cut:]
+        return restore(text[:cut], self._mapping)
+
+    def flush(self) -> str:
+        """What is still held (not a placeholder after all), put back as it came."""
+        held, self._held = self._held, ""
+        return restore(held, self._mapping)
+
+
+#: What a placeholder's first characters look like (``<``, ``<IBAN``, ``<IBAN_1``).
+_PARTIAL = re.compile(r"<(?:[A-Z][A-Z0-9_]*)?")
