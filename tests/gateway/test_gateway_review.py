@@ -147,6 +147,7 @@ def test_a_flagged_prompt_streamed_is_answered_once_with_the_pending_sentence(
     (sentence,) = texts  # no word of the answer, one chunk saying why
     found = re.search(r"rv_[0-9a-f]+", sentence or "")
     assert found is not None and sentence == pending_message(found.group())
+    assert chunks[0].model_extra["review"] == {"id": found.group(), "status": "pending"}
     assert chunks[-1].usage is not None and chunks[-1].choices == []  # usage still last
     review = _http(served, "GET", f"/v1/reviews/{found.group()}", served["reviewer"]).json()
     # kept as it went upstream: the pseudonym, never the number

@@ -250,7 +250,7 @@ class GuardStage:
                     if step.stop == "flag" and not held_back:
                         review = await self._queue_stream(turn, policy, guard, indexes, decisions)
                         tail = "\n\n" + pending_message(review)
-                        yield _finish(chunk.data, index, "content_filter", tail)
+                        yield _finish(chunk.data, index, "content_filter", tail, review)
                         return
                     if isinstance(content, str) or step.text:
                         choice["delta"] = {**delta, "content": step.text}
@@ -264,14 +264,15 @@ class GuardStage:
                     raise _blocked(step.decision, f"choices[{index}]")
                 if step.stop == "flag" and not held_back:
                     review = await self._queue_stream(turn, policy, guard, indexes, decisions)
-                    yield _finish(last, index, "content_filter", "\n\n" + pending_message(review))
+                    tail = "\n\n" + pending_message(review)
+                    yield _finish(last, index, "content_filter", tail, review)
                     return
                 if step.text and not held_back:
                     yield _delta(last, index, step.text)
             if held_back:
                 review = await self._queue_stream(turn, policy, guard, indexes, decisions)
                 for index in sorted(indexes) or [0]:
-                    yield _finish(last, index, "content_filter", pending_message(review))
+                    yield _finish(last, index, "content_filter", pending_message(review), review)
                 for chunk in usage:
                     yield chunk
         finally:
@@ -380,17 +381,25 @@ def _tail(review_id: str) -> str:
     return "\n\n" + pending_message(review_id)
 
 
-def _finish(data: dict[str, Any], index: int, reason: str, content: str | None = None) -> Chunk:
-    """A last chunk for choice ``index``: ``reason``, with ``content`` if given."""
+def _finish(
+    data: dict[str, Any],
+    index: int,
+    reason: str,
+    content: str | None = None,
+    review: str | None = None,
+) -> Chunk:
+    """A last chunk for choice ``index``: ``reason``, with ``content`` (and the review
+    holding the call) if given."""
     delta = {} if content is None else {"content": content}
     head = {k: v for k, v in data.items() if k not in ("choices", "usage")}
-    return Chunk(
-        {
-            **head,
-            "object": "chat.completion.chunk",
-            "choices": [{"index": index, "delta": delta, "finish_reason": reason}],
-        }
-    )
+    out = {
+        **head,
+        "object": "chat.completion.chunk",
+        "choices": [{"index": index, "delta": delta, "finish_reason": reason}],
+    }
+    if review is not None:
+        out["review"] = {"id": review, "status": "pending"}
+    return Chunk(out)
 
 
 def _delta(data: dict[str, Any], index: int, text: str) -> Chunk:
