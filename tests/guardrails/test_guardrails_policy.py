@@ -18,7 +18,8 @@ from pydantic import ValidationError
 from conveyor.errors import InvalidInputError
 from conveyor.guardrails import policy as policy_module
 from conveyor.guardrails.answers import Groundedness, JsonSchema, context_of
-from conveyor.guardrails.policy import CheckSpec, GuardrailsSpec, Policy, Vault, register
+from conveyor.guardrails.pii import Vault
+from conveyor.guardrails.policy import CheckSpec, GuardrailsSpec, Policy, register
 from conveyor.guardrails.stream import SETTLE, StreamGuard
 from conveyor.guardrails.types import Finding
 

@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import InvalidInputError
 from conveyor.gateway.types import Chunk
-from conveyor.guardrails.policy import GuardrailsSpec, Policy, Vault
+from conveyor.guardrails.pii import Vault
+from conveyor.guardrails.policy import GuardrailsSpec, Policy
 from conveyor.guardrails.review import Reviews, new_id, pending_message
 from conveyor.guardrails.stream import StreamGuard
 

@@ -51,15 +51,18 @@ masked (:meth:`Finding.redacted`), never the value.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from conveyor.guardrails.pii import Vault, redact
 from conveyor.guardrails.types import Action, Detector, Finding
 
 __all__ = [
@@ -79,77 +82,25 @@ Side = Literal["input", "output"]
 
 #: Detectors added at run time (:func:`register`), by name.
 _REGISTERED: dict[str, Callable[[dict[str, Any]], Any]] = {}
+_GENERATION = 0
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 
 
 def register(name: str, factory: Callable[[dict[str, Any]], Any]) -> None:
     """Make ``name`` a detector policies may use: ``factory(settings)`` builds it (a
     :class:`~conveyor.guardrails.types.Detector`, or an answer check with ``bind``)."""
+    global _GENERATION
     _REGISTERED[name] = factory
+    _GENERATION += 1  # detectors built before are not reused for that name
 
 
 def known_checks() -> dict[str, Callable[[dict[str, Any]], Any]]:
     """Every detector a check may name: the built-in ones, the answer checks, the
     registered ones."""
     from conveyor.guardrails.answers import ANSWER_CHECKS
+    from conveyor.guardrails.detectors import DETECTORS
 
-    try:
-        import importlib
-
-        detectors = importlib.import_module("conveyor.guardrails.detectors").DETECTORS
-    except ImportError:  # pragma: no cover - the registry lands with the detectors
-        detectors = _interim()
-    return {**detectors, **ANSWER_CHECKS, **_REGISTERED}
-
-
-def _interim() -> dict[str, Callable[[dict[str, Any]], Any]]:  # pragma: no cover
-    """The detectors of the package before its registry (``detectors.py``) lands."""
-
-    def pii(settings: dict[str, Any]) -> Any:
-        from conveyor.guardrails.pii import PiiDetector
-
-        return PiiDetector(settings.pop("entities", None), **settings)
-
-    def secrets(settings: dict[str, Any]) -> Any:
-        from conveyor.guardrails.secrets import SecretsDetector
-
-        return SecretsDetector(**settings)
-
-    def injection(settings: dict[str, Any]) -> Any:
-        from conveyor.guardrails.injection import InjectionDetector
-
-        return InjectionDetector(**settings)
-
-    def words(name: str, label: str, base: tuple[str, ...]) -> Any:
-        def factory(settings: dict[str, Any]) -> Any:
-            found = [*base, *settings.get("words", ())]
-            if not found:
-                raise ValueError(f"{name}: give at least one word")
-            alternatives = "|".join(re.escape(w) for w in sorted(found, key=len, reverse=True))
-            pattern = re.compile(rf"\b(?:{alternatives})\b", re.I)
-            tag = settings.get("label", label)
-
-            class Words:
-                def scan(self, text: str) -> list[Finding]:
-                    return [Finding(name, tag, m.start(), m.end()) for m in pattern.finditer(text)]
-
-            found_detector = Words()
-            found_detector.name = name  # type: ignore[attr-defined]
-            return found_detector
-
-        return factory
-
-    profane = ("fuck", "fucking", "shit", "bullshit", "bitch", "bastard", "asshole", "damn")
-    return {
-        "pii": pii,
-        "secrets": secrets,
-        "injection": injection,
-        "profanity": words("profanity", "PROFANITY", profane),
-        "topics": words("topics", "TOPIC", ()),
-    }
-
-
-_CHECK_FIELDS = frozenset({"detector", "action", "where", "min_score", "name"})
+    return {**DETECTORS, **ANSWER_CHECKS, **_REGISTERED}
 
 
 class CheckSpec(BaseModel):
@@ -209,12 +160,22 @@ def _answer_check(detector: str) -> bool:
 
 
 def build(spec: CheckSpec) -> Any:
-    """The detector a check names, built with its settings (a bad one: ValueError)."""
-    factory = known_checks()[spec.detector]
+    """The detector a check names, built with its settings (a bad one: ValueError). A
+    detector is pure, so one built for the same settings is shared (the spec's check and
+    the gateway's policy build it once)."""
     try:
-        return factory(spec.settings)
+        settings = json.dumps(spec.settings, sort_keys=True)
+    except TypeError as exc:
+        raise ValueError(f"{spec.check_name}: settings are JSON values ({exc})") from None
+    try:
+        return _built(spec.detector, settings, _GENERATION)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{spec.check_name}: {exc}") from None
+
+
+@lru_cache(maxsize=256)
+def _built(detector: str, settings: str, generation: int) -> Any:
+    return known_checks()[detector](json.loads(settings))
 
 
 class PolicySpec(BaseModel):
@@ -306,35 +267,6 @@ class GuardrailsSpec(BaseModel):
         if deployment is not None and deployment in self.models:
             return self.models[deployment]
         return self.default
-
-
-class Vault:
-    """Pseudonyms of one call: value <-> ``<LABEL_N>``, the same value the same one."""
-
-    _PLACEHOLDER = re.compile(r"<([A-Z][A-Z0-9_]*)_(\d+)>")
-
-    def __init__(self) -> None:
-        self._by_value: dict[tuple[str, str], str] = {}
-        self._by_placeholder: dict[str, str] = {}
-        self._counts: Counter[str] = Counter()
-
-    def __bool__(self) -> bool:
-        return bool(self._by_placeholder)
-
-    def placeholder(self, label: str, value: str) -> str:
-        found = self._by_value.get((label, value))
-        if found is None:
-            self._counts[label] += 1
-            found = f"<{label}_{self._counts[label]}>"
-            self._by_value[(label, value)] = found
-            self._by_placeholder[found] = value
-        return found
-
-    def restore(self, text: str) -> str:
-        """The text with every known pseudonym replaced by its value."""
-        if not self._by_placeholder or "<" not in text:
-            return text
-        return self._PLACEHOLDER.sub(lambda m: self._by_placeholder.get(m.group(), m.group()), text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,17 +380,15 @@ class Policy:
 
 
 def redacted(text: str, findings: list[Finding], vault: Vault | None) -> str:
-    """The text with each finding replaced: by its pseudonym in ``vault``, else by
-    ``[REDACTED:LABEL]`` (overlapping findings: the first one)."""
+    """The text with each finding replaced: by its pseudonym in ``vault``
+    (:func:`conveyor.guardrails.pii.redact`), else by ``[REDACTED:LABEL]`` (overlapping
+    findings: the first one)."""
+    if vault is not None:
+        return redact(text, findings, vault)[0]
     kept: list[Finding] = []
     for finding in sorted(findings, key=lambda f: (f.start, -f.end)):
         if not kept or finding.start >= kept[-1].end:
             kept.append(finding)
     for finding in reversed(kept):
-        value = text[finding.start : finding.end]
-        if vault is not None:
-            replacement = vault.placeholder(finding.label, value)
-        else:
-            replacement = f"[REDACTED:{finding.label}]"
-        text = text[: finding.start] + replacement + text[finding.end :]
+        text = text[: finding.start] + f"[REDACTED:{finding.label}]" + text[finding.end :]
     return text

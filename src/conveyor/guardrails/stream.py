@@ -11,7 +11,8 @@ holds back:
   of them; a detector that cannot tell holds ``window_chars`` (64) characters;
 - a match found in the last :data:`SETTLE` characters: the next characters may still
   change it (a longer number, a word going on), so it is judged once they came;
-- a pseudonym of the prompt not yet whole (``<CREDIT_CARD_``), put back once it is.
+- a pseudonym of the prompt not yet whole (``<CREDIT_CARD_``), put back once it is
+  (:class:`conveyor.guardrails.pii.StreamRestorer`).
 
 So for a match no longer than what is held: none of it is ever sent, and a ``block``
 stops the stream at the chunk that brings the :data:`SETTLE` characters after the match's
@@ -30,7 +31,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal
 
-from conveyor.guardrails.policy import Check, Observe, Vault, decision, redacted
+from conveyor.guardrails.pii import StreamRestorer, Vault
+from conveyor.guardrails.policy import Check, Observe, decision, redacted
 from conveyor.guardrails.types import Detector, Finding
 
 __all__ = ["SETTLE", "Step", "StreamGuard"]
@@ -38,8 +40,6 @@ __all__ = ["SETTLE", "Step", "StreamGuard"]
 #: Characters that must follow a match before it is judged (lookaheads such as "not
 #: followed by a space and a digit" need two).
 SETTLE = 2
-#: The longest pseudonym held back until it is whole.
-_LONGEST_PLACEHOLDER = 40
 
 Stop = Literal["block", "flag"]
 _SPACES = re.compile(r"\s+")
@@ -67,6 +67,7 @@ class _Choice:
     parts: list[str] = field(default_factory=list)
     """Everything sent, as checked (for the checks of the whole answer)."""
     seen: set[tuple[str, str, int, int]] = field(default_factory=set)
+    restorer: StreamRestorer | None = None
 
 
 class StreamGuard:
@@ -160,15 +161,14 @@ class StreamGuard:
             out = ""
         else:
             out = choice.pending[: max(0, len(choice.pending) - hold)]
-            opened = out.rfind("<")
-            if opened > out.rfind(">") and len(out) - opened < _LONGEST_PLACEHOLDER:
-                out = out[:opened]  # a pseudonym not yet whole: hold it back too
         choice.pending = choice.pending[len(out) :]
         choice.sent += len(out)
         choice.tail = (choice.tail + out)[-self.window :]
         choice.parts.append(out)
-        if self.vault:
-            out = self.vault.restore(out)
+        if self.vault:  # pseudonyms put back, one cut across chunks once it is whole
+            if choice.restorer is None:
+                choice.restorer = StreamRestorer(self.vault)
+            out = choice.restorer.feed(out) + (choice.restorer.flush() if final else "")
         return Step(out)
 
     def _judge_whole(self, choice: _Choice) -> Step | None:
