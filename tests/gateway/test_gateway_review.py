@@ -6,6 +6,7 @@ deployer."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -215,15 +216,20 @@ def _cli(served: dict[str, Any], token: str, *args: str) -> Any:
     )
 
 
-def test_a_reviewer_lists_shows_and_rejects_from_the_cli(served: dict[str, Any]) -> None:
-    import json
-
+def test_a_reviewer_lists_shows_approves_and_rejects_from_the_cli(
+    served: dict[str, Any],
+) -> None:
     review_id = _held(served)
     listed = _cli(served, served["reviewer"], "list", "--json")
     assert listed.exit_code == 0, listed.output
     assert review_id in [r["id"] for r in json.loads(listed.output)["items"]]
     shown = _cli(served, served["reviewer"], "show", review_id)
     assert shown.exit_code == 0 and "[answer 0] echo: a lawsuit again" in shown.output
+    other = _held(served)
+    approved = _cli(served, served["reviewer"], "approve", other, "--rating", "up", "--json")
+    assert approved.exit_code == 0, approved.output
+    assert json.loads(approved.output)["status"] == "approved"
+    assert json.loads(approved.output)["reviewer"] == "key:reviewer"
     done = _cli(served, served["reviewer"], "reject", review_id, "--rating", "down")
     assert done.exit_code == 0, done.output
     assert f"{review_id} rejected by key:reviewer (rated down)" in done.output
