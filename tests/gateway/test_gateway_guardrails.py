@@ -235,6 +235,19 @@ def test_answers_are_checked_against_the_context_and_the_schema_asked_for(
     assert refused.choices[0].finish_reason == "content_filter"
     (event,) = calls(served, "via-early", 1)
     assert event["guardrails"][0]["detail"] == "(root): required"
+    # streamed, a JSON answer is held whole and judged at its end: none of it was sent
+    chunks: list[Any] = []
+    stream = served["client"].chat.completions.create(
+        model="via-early",
+        messages=_user("a year"),
+        response_format={"type": "json_schema", "json_schema": {"name": "y", "schema": wrong}},
+        stream=True,
+    )
+    with pytest.raises(openai.APIError) as stopped:
+        chunks.extend(stream)
+    assert stopped.value.code == "guardrail_blocked"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == ""
+    assert chunks[-1].choices[0].finish_reason == "content_filter"
     with pytest.raises(openai.BadRequestError) as caught:
         served["client"].chat.completions.create(
             model="via-early",
