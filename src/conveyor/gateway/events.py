@@ -233,21 +233,59 @@ class GatewayMetrics:
             ("model",),
             registry=registry,
         )
+        self._children: dict[tuple[str, str], _Children] = {}
 
     def observe(self, payload: dict[str, Any]) -> None:
         """Count one call from its ``llm.call`` payload."""
         model = payload["deployment"] or payload["model"]
-        self.requests.labels(model, payload["status"]).inc()
-        for kind in ("prompt", "completion", "cached"):
-            count = payload[f"{kind}_tokens"]
+        status = payload["status"]
+        found = self._children.get((model, status))
+        if found is None:  # label lookups cost a lock and a few dicts: once per model
+            found = self._children[(model, status)] = _Children(self, model, status)
+        found.requests.inc()
+        for kind, field in _TOKEN_KINDS:
+            count = payload[field]
             if count:
-                self.tokens.labels(model, kind).inc(count)
+                found.tokens(kind).inc(count)
         if payload["ttft_ms"] is not None:
-            self.ttft.labels(model).observe(payload["ttft_ms"] / 1000.0)
-        self.latency.labels(model).observe(payload["latency_ms"] / 1000.0)
+            found.ttft().observe(payload["ttft_ms"] / 1000.0)
+        found.latency.observe(payload["latency_ms"] / 1000.0)
         for failure in payload["failures"]:
             self.errors.labels(failure["deployment"], failure["kind"]).inc()
         if payload["fallbacks"] and payload["deployment"] is not None:
             self.fallbacks.labels(payload["model"]).inc()
         if payload["cost_usd"]:
             self.cost.labels(model, payload["key"] or "").inc(payload["cost_usd"])
+
+
+_TOKEN_KINDS = (
+    ("prompt", "prompt_tokens"),
+    ("completion", "completion_tokens"),
+    ("cached", "cached_tokens"),
+)
+
+
+class _Children:
+    """One model's (and status's) series, looked up once (a token kind's and the TTFT's on
+    first use, so what was never observed has no series)."""
+
+    __slots__ = ("_metrics", "_model", "_tokens", "_ttft", "latency", "requests")
+
+    def __init__(self, metrics: GatewayMetrics, model: str, status: str) -> None:
+        self._metrics = metrics
+        self._model = model
+        self._tokens: dict[str, Any] = {}
+        self._ttft: Any = None
+        self.requests = metrics.requests.labels(model, status)
+        self.latency = metrics.latency.labels(model)
+
+    def ttft(self) -> Any:
+        if self._ttft is None:
+            self._ttft = self._metrics.ttft.labels(self._model)
+        return self._ttft
+
+    def tokens(self, kind: str) -> Any:
+        found = self._tokens.get(kind)
+        if found is None:
+            found = self._tokens[kind] = self._metrics.tokens.labels(self._model, kind)
+        return found

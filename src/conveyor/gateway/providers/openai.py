@@ -1,5 +1,8 @@
 """OpenAI-compatible upstreams: OpenAI itself, vLLM, Ollama, llama.cpp's server, TGI and
-most hosted APIs, over one pooled ``httpx.AsyncClient`` per provider entry.
+most hosted APIs, over one pool of keep-alive connections per provider entry: the
+gateway's own HTTP/1.1 client (:mod:`conveyor.gateway.providers.http1`, a tenth of
+httpx's CPU a call), or ``httpx.AsyncClient`` when the entry asks for HTTP/2 or the
+environment names a proxy for its URL (``HTTPS_PROXY``...).
 
 The body goes upstream as it came (its ``model`` already the deployment's), with the
 deployment's ``options.extra_body`` merged in; the answer comes back as it was sent.
@@ -23,7 +26,7 @@ Settings (the provider's entry in the spec, ``kind: openai``)::
     headers: {}                          # extra headers sent upstream (OpenAI-Organization...)
     connect_timeout_s: 5.0
     max_connections: 100
-    http2: false                         # true: HTTP/2 over TLS, when h2 is installed
+    http2: false                         # true: HTTP/2 over TLS (httpx), when h2 is installed
 """
 
 from __future__ import annotations
@@ -33,14 +36,17 @@ import email.utils
 import importlib.util
 import logging
 import os
+import sys
 from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from conveyor.errors import ConfigError
+from conveyor.gateway.providers.http1 import BadAnswer, ConnectFailed, Disconnected, Pool
 from conveyor.gateway.types import Body, Chunk, Deployment, FailureKind, UpstreamError
 
 if TYPE_CHECKING:
@@ -66,7 +72,7 @@ class OpenAISettings(BaseModel):
     http2: bool = Field(False, description="Speak HTTP/2 (over TLS), when h2 is installed.")
 
 
-def retry_after_of(headers: httpx.Headers) -> float | None:
+def retry_after_of(headers: Any) -> float | None:
     """Seconds an upstream asked to wait: ``retry-after-ms``, or ``retry-after`` in seconds
     or as an HTTP date."""
     millis = headers.get("retry-after-ms")
@@ -112,9 +118,7 @@ def _error_body(status: int, content: bytes) -> tuple[dict[str, Any], str]:
     return {"error": shaped}, message
 
 
-def _status_error(
-    status: int, content: bytes, headers: httpx.Headers, deployment: str
-) -> UpstreamError:
+def _status_error(status: int, content: bytes, headers: Any, deployment: str) -> UpstreamError:
     body, message = _error_body(status, content)
     text = f"{deployment} answered {status}: {message}"
     if status == 429:
@@ -138,12 +142,18 @@ def _status_error(
 def _transport_error(
     exc: BaseException, deployment: str, *, answered: bool, streamed: bool
 ) -> UpstreamError:
-    import httpx
-
-    if isinstance(exc, httpx.ConnectTimeout | httpx.ConnectError):
-        kind: FailureKind = "connect"
-    elif isinstance(exc, httpx.TimeoutException | TimeoutError):
+    httpx = sys.modules.get("httpx")
+    kind: FailureKind
+    if isinstance(exc, ConnectFailed) or (
+        httpx is not None and isinstance(exc, httpx.ConnectTimeout | httpx.ConnectError)
+    ):
+        kind = "connect"
+    elif isinstance(exc, TimeoutError) or (
+        httpx is not None and isinstance(exc, httpx.TimeoutException)
+    ):
         kind = "timeout"
+    elif isinstance(exc, Disconnected) and not exc.answered and not streamed:
+        kind = "connect"  # reset before any answer
     elif answered:
         kind = "protocol"  # the connection dropped once the answer had begun
     else:
@@ -156,9 +166,10 @@ def _transport_error(
 
 
 def _is_transport(exc: BaseException) -> bool:
-    import httpx
-
-    return isinstance(exc, httpx.TransportError | TimeoutError)
+    if isinstance(exc, ConnectFailed | Disconnected | BadAnswer | TimeoutError):
+        return True
+    httpx = sys.modules.get("httpx")  # not imported: not one of its errors
+    return httpx is not None and isinstance(exc, httpx.TransportError)
 
 
 async def sse_payloads(pieces: AsyncIterator[bytes]) -> AsyncGenerator[bytes]:
@@ -190,7 +201,7 @@ async def sse_payloads(pieces: AsyncIterator[bytes]) -> AsyncGenerator[bytes]:
 
 
 class OpenAIProvider:
-    """An OpenAI-compatible API over one pooled ``httpx.AsyncClient`` (see the module)."""
+    """An OpenAI-compatible API over one connection pool (see the module)."""
 
     name = "openai"
 
@@ -212,6 +223,10 @@ class OpenAIProvider:
             headers["authorization"] = f"Bearer {key}"
         self._headers = headers
         self._base = self.settings.base_url.rstrip("/")
+        #: HTTP/2 or a proxy: httpx; else the gateway's own HTTP/1.1 pool (http1.py: a
+        #: tenth of httpx's CPU a call).
+        self._wire = not self.settings.http2 and not _proxied(self._base)
+        self._pool: Pool | None = None
         self._client: httpx.AsyncClient | None = None
 
     def __repr__(self) -> str:
@@ -232,48 +247,58 @@ class OpenAIProvider:
             self._client = httpx.AsyncClient(http2=http2, limits=limits, headers=self._headers)
         return self._client
 
-    def _timeout(self, deployment: Deployment) -> httpx.Timeout:
-        import httpx
-
-        connect = min(self.settings.connect_timeout_s, deployment.timeout_s)
-        return httpx.Timeout(deployment.timeout_s, connect=connect)
-
-    def _request(self, path: str, body: Body, deployment: Deployment) -> httpx.Request:
+    async def _send(self, path: str, body: Body, deployment: Deployment) -> _Answer:
+        """The request sent; its answer once its headers came (its body still to read)."""
         options = deployment.options
         extra = options.get("extra_body")
         if extra:
             body = {**body, **extra}
         headers = options.get("headers") or None
-        return self._http().build_request(
+        content = orjson.dumps(body)
+        if self._wire:
+            pool = self._pool
+            if pool is None:
+                pool = self._pool = Pool(
+                    self._base,
+                    headers=self._headers,
+                    max_connections=self.settings.max_connections,
+                    connect_timeout_s=self.settings.connect_timeout_s,
+                )
+            return await pool.send(path, content, headers=headers, timeout=deployment.timeout_s)
+        import httpx
+
+        connect = min(self.settings.connect_timeout_s, deployment.timeout_s)
+        client = self._http()
+        request = client.build_request(
             "POST",
             self._base + path,
-            content=orjson.dumps(body),
+            content=content,
             headers=headers,
-            timeout=self._timeout(deployment),
+            timeout=httpx.Timeout(deployment.timeout_s, connect=connect),
         )
+        return _HttpxAnswer(await client.send(request, stream=True))
 
     async def _call(self, path: str, body: Body, deployment: Deployment) -> Body:
         """One request answered in full, JSON object expected."""
-        request = self._request(path, body, deployment)
         answered = False
         try:
-            response = await self._http().send(request, stream=True)
+            answer = await self._send(path, body, deployment)
             answered = True
             try:
-                content = await response.aread()
+                content = await answer.read()
             finally:
-                await response.aclose()
+                await answer.aclose()
         except Exception as exc:
             if not _is_transport(exc):
                 raise
             raise _transport_error(exc, deployment.name, answered=answered, streamed=False) from exc
-        if response.status_code != 200:
-            raise _status_error(response.status_code, content, response.headers, deployment.name)
+        if answer.status != 200:
+            raise _status_error(answer.status, content, answer.headers, deployment.name)
         try:
-            answer = orjson.loads(content)
+            answer_body = orjson.loads(content)
         except orjson.JSONDecodeError:
-            answer = None
-        if not isinstance(answer, dict):
+            answer_body = None
+        if not isinstance(answer_body, dict):
             raise UpstreamError(
                 "protocol",
                 f"{deployment.name} answered 200 with something not a JSON object: "
@@ -281,7 +306,7 @@ class OpenAIProvider:
                 deployment=deployment.name,
                 status=200,
             )
-        return answer
+        return answer_body
 
     async def chat(self, body: Body, deployment: Deployment) -> Body:
         answer = await self._call("/chat/completions", body, deployment)
@@ -308,26 +333,27 @@ class OpenAIProvider:
     async def stream(self, body: Body, deployment: Deployment) -> AsyncIterator[Chunk]:
         if not body.get("stream"):
             body = {**body, "stream": True}
-        request = self._request("/chat/completions", body, deployment)
         name = deployment.name
         answered = streamed = False
-        response: httpx.Response | None = None
+        answer: _Answer | None = None
         payloads: AsyncGenerator[bytes] | None = None
         first_byte = deployment.first_byte_timeout_s or deployment.timeout_s
         try:
             try:
                 # The answer's headers and first event must come within the first-byte
-                # timeout; every later read within the deployment's timeout (httpx's).
+                # timeout; every later read within the deployment's timeout.
                 async with asyncio.timeout(first_byte):
-                    response = await self._http().send(request, stream=True)
+                    answer = await self._send("/chat/completions", body, deployment)
                     answered = True
-                    if response.status_code != 200:
-                        content = await response.aread()
-                        raise _status_error(response.status_code, content, response.headers, name)
-                    payloads = sse_payloads(response.aiter_raw())
+                    if answer.status != 200:
+                        content = await answer.read()
+                        raise _status_error(answer.status, content, answer.headers, name)
+                    payloads = sse_payloads(answer.pieces())
                     raw = await anext(payloads, None)
                 while raw is not None:
                     if raw == b"[DONE]":
+                        assert answer is not None
+                        answer.finish()  # the connection goes back once the answer ends
                         return
                     try:
                         data = orjson.loads(raw)
@@ -377,10 +403,67 @@ class OpenAIProvider:
         finally:
             if payloads is not None:
                 await payloads.aclose()
-            if response is not None:
-                await response.aclose()
+            if answer is not None:
+                await answer.aclose()
 
     async def aclose(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.aclose()
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
+
+
+class _Answer(Protocol):
+    """An upstream's answer once its headers came: the pool's, or httpx's wrapped."""
+
+    status: int
+
+    @property
+    def headers(self) -> Any: ...
+
+    async def read(self) -> bytes: ...
+
+    def pieces(self) -> AsyncIterator[bytes]: ...
+
+    def finish(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class _HttpxAnswer:
+    """httpx's streamed response, as an :class:`_Answer`."""
+
+    __slots__ = ("_response", "status")
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self.status = response.status_code
+
+    @property
+    def headers(self) -> httpx.Headers:
+        return self._response.headers
+
+    async def read(self) -> bytes:
+        return await self._response.aread()
+
+    def pieces(self) -> AsyncIterator[bytes]:
+        return self._response.aiter_raw()
+
+    def finish(self) -> None:
+        pass  # closed by aclose (httpx keeps the connection if the answer was read whole)
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+def _proxied(url: str) -> bool:
+    """Whether the environment sends ``url`` through a proxy (HTTPS_PROXY...): httpx then."""
+    import urllib.request
+
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies()
+    if not (proxies.get(parts.scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass(parts.hostname or "")
