@@ -28,7 +28,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -47,6 +47,8 @@ __all__ = [
 
 #: Words in one scoring window of a long text.
 WINDOW = 120
+#: Distinct words whose known n-grams a model remembers.
+_CACHE_WORDS = 50_000
 _ARTIFACT = "data/injection_model.json.gz"
 _DATA = "data/injection.jsonl.gz"
 
@@ -70,25 +72,31 @@ def normalize(text: str) -> str:
     return text.translate(_CONFUSABLES)
 
 
+def _char_ngrams(word: str) -> list[str]:
+    """The character 3- to 5-grams of ``word`` padded with a space (the padded word itself
+    when it is shorter)."""
+    padded = f" {word} "
+    size = len(padded)
+    out = []
+    for n in (3, 4, 5):
+        if size <= n:
+            out.append(padded)
+            break
+        out += [padded[i : i + n] for i in range(size - n + 1)]
+    return out
+
+
 def features(text: str) -> list[str]:
     """The features of an already normalized text (see the module), with repeats."""
     lowered = _SPACES.sub(" ", text.lower())
     out: list[str] = []
-    append = out.append
     for word in lowered.split():
-        padded = f" {word} "
-        size = len(padded)
-        for n in (3, 4, 5):
-            if size <= n:
-                append(padded)
-                break
-            for i in range(size - n + 1):
-                append(padded[i : i + n])
+        out += _char_ngrams(word)
     words = _WORD.findall(lowered)
     for i, word in enumerate(words):
-        append("w:" + word)
+        out.append("w:" + word)
         if i:
-            append(f"w:{words[i - 1]} {word}")
+            out.append(f"w:{words[i - 1]} {word}")
     return out
 
 
@@ -116,20 +124,46 @@ class InjectionClassifier:
     threshold: float
     """The probability from which a text is called an injection."""
     meta: dict[str, Any]
+    _cache: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False, compare=False)
 
-    def _window(self, text: str) -> float:
+    def _counts(self, text: str) -> dict[str, int]:
+        """The counts of ``features(text)`` that the model knows, each word's character
+        n-grams looked up once and remembered (words repeat: a prompt of 1,000 tokens has
+        a few hundred distinct ones)."""
+        lowered = _SPACES.sub(" ", text.lower())
         counts: dict[str, int] = {}
+        cache = self._cache
         idf = self.idf
-        for feature in features(text):
+        for word in lowered.split():
+            known = cache.get(word)
+            if known is None:
+                known = tuple(f for f in _char_ngrams(word) if f in idf)
+                if len(cache) < _CACHE_WORDS:
+                    cache[word] = known
+            for feature in known:
+                counts[feature] = counts.get(feature, 0) + 1
+        previous = None
+        for word in _WORD.findall(lowered):
+            feature = "w:" + word
             if feature in idf:
                 counts[feature] = counts.get(feature, 0) + 1
+            if previous is not None:
+                pair = f"w:{previous} {word}"
+                if pair in idf:
+                    counts[pair] = counts.get(pair, 0) + 1
+            previous = word
+        return counts
+
+    def _window(self, text: str) -> float:
+        counts = self._counts(text)
         if not counts:
             return 1.0 / (1.0 + math.exp(-self.intercept))
         dot = 0.0
         norm = 0.0
         weights = self.weights
+        idf = self.idf
         for feature, count in counts.items():
-            value = (1.0 + math.log(count)) * idf[feature]
+            value = (1.0 + math.log(count)) * idf[feature] if count > 1 else idf[feature]
             norm += value * value
             dot += value * weights[feature]
         z = self.intercept + dot / math.sqrt(norm)

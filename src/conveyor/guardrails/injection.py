@@ -95,7 +95,11 @@ RULES: list[tuple[str, float, re.Pattern[str]]] = [
     (
         "dev_mode",
         0.7,
-        re.compile(r"\b(?:developer|god|admin|debug) mode (?:enabled|on|activated)", re.I),
+        re.compile(
+            r"\b(?:developer|god|admin|debug|sudo|jailbreak) mode(?::| is)? (?:enabled|activated"
+            r"|(?:turned |switched )?on(?=\s*(?:[.!:;,\n]|$)))",
+            re.I,
+        ),
     ),
     (
         "no_rules",

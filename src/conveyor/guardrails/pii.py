@@ -2,7 +2,7 @@
 it has one, so a random 16-digit number is not a card and a mistyped IBAN is not an IBAN.
 
 Labels: ``CREDIT_CARD`` (13 to 19 digits, spaces or dashes allowed, Luhn), ``IBAN``
-(country code, check digits, the country's length, ISO 7064 mod 97), ``EMAIL``,
+(an upper-case country code, check digits, the country's length, ISO 7064 mod 97), ``EMAIL``,
 ``PHONE`` (E.164 ``+CC ...``; North American ``(555) 123-4567`` and ``555-123-4567``;
 French ``01 42 68 53 00``; British ``020 7946 0958`` and ``07700 900123``: national forms
 only with their separators, so a bare run of ten digits is not a phone), ``US_SSN`` (area
@@ -142,78 +142,117 @@ def _always(match: str) -> bool:
     return True
 
 
-_B = r"(?<![\w.+-])"  # not inside a longer token
-_E = r"(?![\w])"
+def _nino(match: str) -> bool:
+    return match[:2] not in ("BG", "GB", "NK", "KN", "TN", "NT", "ZZ")
 
-#: Label -> (pattern, validator).
-LABELS: dict[str, tuple[re.Pattern[str], Callable[[str], bool]]] = {
+
+# Every pattern begins with a character class (a lookbehind, if any, comes after the first
+# character: ``X(?<!\w.)`` is ``(?<!\w)X``), so the engine skips ahead to where that class
+# matches instead of trying the pattern at every position: 2 to 5 times faster. Digits are
+# ``[0-9]``: ``\d`` takes Arabic-Indic digits too, which no checksum here reads.
+_NOT_IN_PHONE = r"(?![\w]|[.-][0-9])"
+
+#: (label, pattern, validator, anchors): a label's patterns; ``anchors``: strings one of
+#: which its match must contain, in the lower-cased text (a substring search is far
+#: cheaper than a pattern, so a rule whose anchors are all absent is not run).
+_RULES: list[tuple[str, re.Pattern[str], Callable[[str], bool], tuple[str, ...]]] = [
     # not a run of digit groups' middle or start (an IBAN's, an order number's)
-    "CREDIT_CARD": (
-        re.compile(_B + r"(?<!\d[ -])\d(?:[ -]?\d){12,18}" + _E + r"(?![ -]\d)"),
+    (
+        "CREDIT_CARD",
+        re.compile(r"[0-9](?<![\w.+-].)(?<![0-9][ -].)(?:[ -]?[0-9]){12,18}(?!\w)(?![ -][0-9])"),
         _card,
+        (),
     ),
-    "IBAN": (
-        re.compile(r"(?<![A-Z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?![A-Z0-9])", re.I),
+    (
+        "IBAN",
+        re.compile(r"[A-Z](?<![A-Za-z0-9].)[A-Z][0-9]{2}(?: ?[A-Za-z0-9]){11,30}(?![A-Za-z0-9])"),
         iban_valid,
+        (),
     ),
-    "EMAIL": (
+    (
+        "EMAIL",
         re.compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"),
         _always,
+        ("@",),
     ),
-    "PHONE": (
+    (  # E.164: +33 1 42 68 53 00
+        "PHONE",
         re.compile(
-            r"(?<![\w+.-])(?:\+[1-9]\d{0,2}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}"
-            r"(?:[ .-]?\d{2,4}){2,4}"
-            r"|\(\d{3}\)[ .-]?\d{3}[ .-]\d{4}|\d{3}[.-]\d{3}[.-]\d{4}"  # North America
-            r"|0[1-9](?:([ .])\d\d)(?:\1\d\d){3}"  # France: 01 42 68 53 00
-            r"|0[1-9]\d{1,3} \d{3,4} ?\d{3,4})(?![\w]|[.-]\d)"  # Britain: 020 7946 0958
+            r"\+(?<![\w+.-].)[1-9][0-9]{0,2}[ .-]?(?:\([0-9]{1,4}\)[ .-]?)?[0-9]{1,4}"
+            r"(?:[ .-]?[0-9]{2,4}){2,4}" + _NOT_IN_PHONE
         ),
         _phone,
+        ("+",),
     ),
-    "US_SSN": (re.compile(r"(?<![\d-])\d{3}-\d{2}-\d{4}(?![\d-])"), _ssn),
-    "UK_NINO": (
+    (  # North America: (555) 123-4567
+        "PHONE",
+        re.compile(r"\((?<![\w+.-].)[0-9]{3}\)[ .-]?[0-9]{3}[ .-][0-9]{4}" + _NOT_IN_PHONE),
+        _phone,
+        ("(",),
+    ),
+    (  # 555-123-4567; France: 01 42 68 53 00; Britain: 020 7946 0958, 07700 900123
+        "PHONE",
         re.compile(
-            r"\b(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]"
-            r" ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"
+            r"[0-9](?<![\w+.-].)(?:[0-9]{2}[.-][0-9]{3}[.-][0-9]{4}"
+            r"|(?<=0)[1-9]([ .])[0-9]{2}(?:\1[0-9]{2}){3}"
+            r"|(?<=0)[1-9][0-9]{1,3} [0-9]{3,4} ?[0-9]{3,4})" + _NOT_IN_PHONE
         ),
-        _always,
+        _phone,
+        (),
     ),
-    "FR_NIR": (
+    (
+        "US_SSN",
+        re.compile(r"[0-9](?<![0-9-].)[0-9]{2}-[0-9]{2}-[0-9]{4}(?![0-9-])"),
+        _ssn,
+        ("-",),
+    ),
+    (
+        "UK_NINO",
         re.compile(
-            r"\b[12] ?\d{2} ?(?:0[1-9]|1[0-2]|[2-9]\d) ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2}\b"
+            r"[A-CEGHJ-PR-TW-Z](?<!\w.)[A-CEGHJ-NPR-TW-Z] ?[0-9]{2} ?[0-9]{2} ?[0-9]{2} ?[A-D]\b"
+        ),
+        _nino,
+        (),
+    ),
+    (
+        "FR_NIR",
+        re.compile(
+            r"[12](?<!\w.) ?[0-9]{2} ?(?:0[1-9]|1[0-2]|[2-9][0-9]) ?(?:[0-9]{2}|2[AB]) ?"
+            r"[0-9]{3} ?[0-9]{3} ?[0-9]{2}\b"
         ),
         _nir,
+        (),
     ),
-    "ES_DNI": (
-        re.compile(r"(?<![\w-])(?:\d{8}|[XYZ]\d{7})-?[A-HJ-NP-TV-Z](?![\w-])", re.I),
+    (
+        "ES_DNI",
+        re.compile(r"[0-9XYZxyz](?<![\w-].)[0-9]{7}-?[A-HJ-NP-TV-Za-hj-np-tv-z](?![\w-])"),
         dni_valid,
+        (),
     ),
-    "NL_BSN": (
+    (
+        "NL_BSN",
         re.compile(
             r"(?i:\b(?:bsn|burgerservicenummer|sofinummer)\b)[^\w\n]{0,4}(?:\w+[^\w\n]{1,3}){0,3}?"
-            r"(?P<v>\d{4}\.?\d{2}\.?\d{3}|\d{9})(?!\d|\.\d)"
+            r"(?P<v>[0-9]{4}\.?[0-9]{2}\.?[0-9]{3})(?![0-9]|\.[0-9])"
         ),
         bsn_valid,
+        ("bsn", "burgerservicenummer", "sofinummer"),
     ),
-    "IP_ADDRESS": (
-        re.compile(
-            r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])"
-            r"|(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])"
-        ),
-        lambda m: _ipv6(m) if ":" in m else _ipv4(m),
+    (
+        "IP_ADDRESS",
+        re.compile(r"[0-9](?<![0-9.].)[0-9]{0,2}\.(?:[0-9]{1,3}\.){2}[0-9]{1,3}(?![0-9.])"),
+        _ipv4,
+        (".",),
     ),
-}
-
-
-#: Label -> strings one of which its match must contain (in the lower-cased text): a label
-#: whose strings are all absent is not run (a substring search is far cheaper than a
-#: pattern).
-_ANCHORS: dict[str, tuple[str, ...]] = {
-    "EMAIL": ("@",),
-    "IP_ADDRESS": (".", ":"),
-    "US_SSN": ("-",),
-    "NL_BSN": ("bsn", "burgerservicenummer", "sofinummer"),
-}
+    (
+        "IP_ADDRESS",
+        re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])"),
+        _ipv6,
+        ("::", ":0", ":1", ":2", ":3", ":4", ":5", ":6", ":7", ":8", ":9"),
+    ),
+]
+#: The labels, in the order they are looked for.
+LABELS: tuple[str, ...] = tuple(dict.fromkeys(label for label, *_ in _RULES))
 
 
 class PiiDetector:
@@ -227,20 +266,26 @@ class PiiDetector:
         if unknown:
             raise ValueError(f"unknown PII entities {unknown}: known {', '.join(LABELS)}")
         self.entities = chosen
+        self._rules = [rule for rule in _RULES if rule[0] in chosen]
 
     def scan(self, text: str) -> list[Finding]:
         found: list[Finding] = []
         lowered = text.lower()
-        for label in self.entities:
-            anchors = _ANCHORS.get(label)
-            if anchors is not None and not any(a in lowered for a in anchors):
+        for label, pattern, valid, anchors in self._rules:
+            if anchors and not any(a in lowered for a in anchors):
                 continue
-            pattern, valid = LABELS[label]
             group = "v" if "v" in pattern.groupindex else 0
             for match in pattern.finditer(text):
-                if valid(match.group(group)):
-                    start, end = match.span(group)
-                    found.append(Finding(self.name, label, start, end))
+                value = match.group(group)
+                start = match.start(group)
+                if valid(value):
+                    found.append(Finding(self.name, label, start, start + len(value)))
+                elif label == "IBAN":  # "DE89 3704 ... 00 then": the next word taken too
+                    while " " in value:
+                        value = value.rsplit(" ", 1)[0]
+                        if valid(value):
+                            found.append(Finding(self.name, label, start, start + len(value)))
+                            break
         return _without_overlaps(found)
 
 
