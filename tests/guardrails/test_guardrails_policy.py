@@ -427,3 +427,40 @@ def test_pseudonyms_are_put_back_whole_in_a_stream() -> None:
     pieces = ["Your card <NUM", "BER_", "1> is on file"]
     out = [guard.feed(0, p).text for p in pieces] + [guard.feed(0, "", final=True).text]
     assert out[0] == "Your card " and "".join(out) == f"Your card {CARD} is on file"
+
+
+# -- the built-in detectors in a stream -----------------------------------------------------
+
+VALUES = (
+    "card 4111 1111 1111 1111, iban GB82 WEST 1234 5698 7654 32, phone +33 1 42 68 53 00, "
+    "mail ann.lee@example.com, nino AB 12 34 56 C, ssn 536-90-4399, ip 192.168.10.1, key "
+    "sk-proj-a1B2c3D4e5F6g7H8i9J0kLmN and eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0"
+    ".dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U, said the 3 of us at 10 am."
+)
+BUILT_IN = (
+    {"detector": "pii", "where": "output", "action": "redact"},
+    {"detector": "secrets", "where": "output", "action": "redact"},
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.sets(st.integers(1, len(VALUES) - 1), max_size=40))
+def test_a_stream_redacts_the_built_in_detectors_values_however_it_is_cut(
+    cuts: set[int],
+) -> None:
+    points = sorted(cuts)
+    pieces = [VALUES[a:b] for a, b in zip([0, *points], [*points, len(VALUES)], strict=True)]
+    released, stopped = _stream(_guard(*BUILT_IN), pieces)
+    whole = _policy(*BUILT_IN).run(VALUES, "output").text
+    assert stopped is None and whole.count("[REDACTED:") == 9
+    assert "".join(released) == whole
+
+
+def test_the_built_in_detectors_hold_only_the_value_under_way() -> None:
+    guard = _guard(*BUILT_IN)
+    assert guard.feed(0, "Sure, happy to help you with that. ").text == (
+        "Sure, happy to help you with that. "
+    )
+    assert guard.feed(0, "Your card 4111 1111").text == "Your card "  # a number's groups
+    assert guard.feed(0, " 1111 1111 is").text == "[REDACTED:CREDIT_CARD] "
+    assert guard.feed(0, " on file, ann").text == "is on file, "  # "ann" may be an email

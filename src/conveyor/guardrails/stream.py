@@ -8,7 +8,9 @@ holds back:
 - what a detector says could still begin a match (its ``pending(text)``: the sentence
   under way for ``groundedness``, the whole answer for ``json_schema``); for a detector of
   whole words or phrases (one with a ``words`` list: profanity), the tail that begins one
-  of them; a detector that cannot tell holds ``window_chars`` (64) characters;
+  of them; for the built-in ``pii`` and ``secrets``, the value under way (the last token,
+  and for ``pii`` the groups of a number before it); a detector that cannot tell holds
+  ``window_chars`` (64) characters;
 - a match found in the last :data:`SETTLE` characters: the next characters may still
   change it (a longer number, a word going on), so it is judged once they came;
 - a pseudonym of the prompt not yet whole (``<CREDIT_CARD_``), put back once it is
@@ -109,6 +111,8 @@ class StreamGuard:
         words = getattr(detector, "words", None)
         if words:
             return _word_tail(tuple(words), text)
+        if detector.name in _VALUES:
+            return min(_value_tail(text, joined=detector.name == "pii"), self.window)
         return self.window
 
     def feed(self, index: int, text: str, *, final: bool = False) -> Step:
@@ -230,3 +234,43 @@ def _word_tail(words: tuple[str, ...], text: str) -> int:
         if _SPACES.sub(" ", text[start:].lower()) in prefixes:
             held = len(text) - start
     return held
+
+
+#: The built-in detectors of values (``conveyor.guardrails.detectors``): each match is one
+#: token (an email, an API key, a JWT, a value after ``password=``), or for ``pii`` number
+#: groups joined by single spaces (a card, an IBAN, a phone, a NINO, a NIR).
+_VALUES = frozenset({"pii", "secrets"})
+_PART = re.compile(r"[+(]?\S*\d\S*|[A-Z0-9]{1,4}")  # a group of a number: a digit, or capitals
+
+
+def _value_tail(text: str, *, joined: bool) -> int:
+    """What a value may still be under way in: the last token, unless whitespace ended it;
+    with ``joined``, the groups of a number before it (single spaces apart) too."""
+    end = len(text)
+    if not end:
+        return 0
+    if text[-1].isspace():
+        if not joined or end < 2 or text[-2].isspace() or text[-1] != " ":
+            return 0  # a token ended: only a number's group may go on, after one space
+        start = end - 1
+    else:
+        start = end
+    token = start
+    while token and not text[token - 1].isspace():
+        token -= 1
+    if start == end:  # the token under way: held, whatever it is
+        held = token
+        if not joined or not _PART.fullmatch(text[token:end]):
+            return end - held
+    elif _PART.fullmatch(text[token:start]):
+        held = token
+    else:
+        return 0
+    while held >= 2 and text[held - 1] == " " and not text[held - 2].isspace():
+        before = held - 1
+        while before and not text[before - 1].isspace():
+            before -= 1
+        if not _PART.fullmatch(text[before : held - 1]):
+            break
+        held = before
+    return end - held
