@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from cli_support import conveyor
 from conveyor.governance.keys import ApiKeys
 from conveyor.governance.roles import needed_role
 from conveyor.project import Project, init_project
@@ -232,12 +233,17 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"root": root, "admin": admin, "viewer": viewer, "revoked": revoked}
 
 
-def _run(root: Path, token: str | None, *args: str) -> subprocess.CompletedProcess[str]:
-    (done,) = _run_as(root, [token], *args)
-    return done
-
-
 def _run_as(
+    root: Path, tokens: list[str | None], *args: str
+) -> list[subprocess.CompletedProcess[str]]:
+    """The same command once per token (None: no key), in this process (cli_support)."""
+    return [
+        conveyor(*args, "-C", str(root), env={} if t is None else {"CONVEYOR_API_KEY": t}, cwd=root)
+        for t in tokens
+    ]
+
+
+def _processes_as(
     root: Path, tokens: list[str | None], *args: str
 ) -> list[subprocess.CompletedProcess[str]]:
     """The same command once per token (None: no key), the processes run side by side."""
@@ -276,10 +282,24 @@ def test_a_mutating_command_refuses_a_viewer_a_revoked_key_and_no_key(
     guarded: dict[str, Any], name: str, action: str, args: tuple[str, ...]
 ) -> None:
     command = name.split(" --")[0].split()
-    root = guarded["root"]
-    as_viewer, revoked, nobody = _run_as(
-        root, [guarded["viewer"], guarded["revoked"], None], *command, *args
-    )
+    tokens = [guarded["viewer"], guarded["revoked"], None]
+    _assert_refused(name, action, command, _run_as(guarded["root"], tokens, *command, *args))
+
+
+def test_the_installed_command_refuses_a_viewer_a_revoked_key_and_no_key(
+    guarded: dict[str, Any],
+) -> None:
+    """The refusals above as a user gets them: ``conveyor`` in its own process."""
+    name, action, args = "data forget", "data.forget", ("--key", "customer_id=1", "--yes")
+    tokens = [guarded["viewer"], guarded["revoked"], None]
+    done = _processes_as(guarded["root"], tokens, *name.split(), *args)
+    _assert_refused(name, action, name.split(), done)
+
+
+def _assert_refused(
+    name: str, action: str, command: list[str], done: list[subprocess.CompletedProcess[str]]
+) -> None:
+    as_viewer, revoked, nobody = done
     assert as_viewer.returncode == 1, (name, as_viewer.stdout, as_viewer.stderr)
     assert f"{action!r} needs the role {needed_role(action)!r}" in as_viewer.stderr, (
         name,

@@ -1,0 +1,46 @@
+"""``conveyor ARGS`` in the test's own process, answered as the installed command answers.
+
+A process costs about two seconds of imports before the command starts; a test that runs
+dozens of commands to read their exit codes and messages proves as much in process. The
+command is the one ``conveyor.cli.main()`` runs (only the invoked command mounted), the
+environment has no ``CONVEYOR_*`` variable but those given (as the tests' processes had),
+stdout and stderr are apart, and an exception that is not a clean exit is raised, not
+turned into an exit code. What needs a process (the script itself, signals, a server) keeps
+one in the tests of that behaviour.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from conveyor.cli import _only_invoked, app
+
+
+def conveyor(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | str | None = None,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``conveyor ARGS``: the exit code, stdout and stderr, as ``subprocess.run`` gives."""
+    argv = list(args)
+    assert "--debug" not in argv, "--debug sets CONVEYOR_DEBUG for the process: run one"
+    clean: dict[str, str | None] = {k: None for k in os.environ if k.startswith("CONVEYOR_")}
+    with contextlib.chdir(cwd) if cwd is not None else contextlib.nullcontext():
+        result = CliRunner().invoke(
+            _only_invoked(app, argv),
+            argv,
+            env={**clean, **(env or {})},
+            input=input,
+            catch_exceptions=False,
+            prog_name="conveyor",
+        )
+    return subprocess.CompletedProcess(
+        ["conveyor", *argv], result.exit_code, result.stdout, result.stderr
+    )
