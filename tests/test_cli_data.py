@@ -1,4 +1,5 @@
-"""`conveyor data ...` as a user runs it: the installed script in a subprocess."""
+"""`conveyor data ...` as a user runs it: the command main() runs, in process (cli_support),
+and the installed script in its own process once (the first ingest)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
 
+from cli_support import conveyor
 from conveyor.data.crypto import generate_key
 
 CONVEYOR = str(Path(sys.executable).with_name("conveyor"))
@@ -31,28 +33,34 @@ datasets:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    env = _env(tmp_path)
-    subprocess.run(
-        [CONVEYOR, "init", str(tmp_path / "p")], env=env, check=True, capture_output=True
-    )
+    assert _run_env(tmp_path, "init", str(tmp_path / "p")).returncode == 0
     with (tmp_path / "p" / "conveyor.yaml").open("a") as f:
         f.write(SPEC)
     return tmp_path / "p"
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    """The data key (the one CONVEYOR_* variable the commands get)."""
     key_file = tmp_path / "key"
     if not key_file.exists():
         key_file.write_text(generate_key())
-    env["CONVEYOR_DATA_KEY"] = key_file.read_text()
-    return env
+    return {"CONVEYOR_DATA_KEY": key_file.read_text()}
+
+
+def _run_env(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return conveyor(*args, env=_env(tmp_path))
 
 
 def run(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return conveyor(*args, "-C", str(project), env=_env(project.parent))
+
+
+def run_installed(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The installed ``conveyor`` script in its own process, as a user runs it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     return subprocess.run(
         [CONVEYOR, *args, "-C", str(project)],
-        env=_env(project.parent),
+        env={**env, **_env(project.parent)},
         capture_output=True,
         text=True,
         timeout=120,
@@ -74,7 +82,7 @@ def _batch(path: Path, start: int, n: int, bad: int = 0) -> Path:
 
 
 def test_ingest_quarantine_versions_profile_drift_forget(project: Path) -> None:
-    first = run(
+    first = run_installed(
         project,
         "data",
         "ingest",
@@ -172,13 +180,11 @@ def test_irreversible_data_commands_need_the_admin_role(project: Path) -> None:
         keys = ApiKeys(proj.store, proj.events)
         tokens = {role: keys.create(role, role)[0] for role in ("viewer", "deployer")}
         tokens["admin"] = keys.create("admin2", "admin")[0]
-    env = {**_env(project.parent)}
+    env = _env(project.parent)
 
     def as_role(role: str | None, *args: str) -> subprocess.CompletedProcess[str]:
         with_key = {**env, "CONVEYOR_API_KEY": tokens[role]} if role else env
-        return subprocess.run(
-            [CONVEYOR, *args, "-C", str(project)], env=with_key, capture_output=True, text=True
-        )
+        return conveyor(*args, "-C", str(project), env=with_key)
 
     forget = ("data", "forget", "--key", "customer=3", "--yes")
     for role in (None, "viewer", "deployer"):
@@ -207,10 +213,7 @@ datasets:
 @pytest.fixture
 def houses(tmp_path: Path) -> Path:
     """A fresh project declaring `houses` (key house_id), as a new user writes it."""
-    env = _env(tmp_path)
-    subprocess.run(
-        [CONVEYOR, "init", str(tmp_path / "h")], env=env, check=True, capture_output=True
-    )
+    assert _run_env(tmp_path, "init", str(tmp_path / "h")).returncode == 0
     with (tmp_path / "h" / "conveyor.yaml").open("a") as f:
         f.write(HOUSES)
     return tmp_path / "h"
@@ -298,8 +301,7 @@ def test_modes_replace_and_upsert_chosen_per_run(houses: Path) -> None:
 
 
 def test_upsert_without_a_key_is_a_spec_error(tmp_path: Path) -> None:
-    env = _env(tmp_path)
-    subprocess.run([CONVEYOR, "init", str(tmp_path / "p")], env=env, check=True)
+    assert _run_env(tmp_path, "init", str(tmp_path / "p")).returncode == 0
     with (tmp_path / "p" / "conveyor.yaml").open("a") as f:
         f.write("datasets:\n  houses:\n    mode: upsert\n")
     done = run(
