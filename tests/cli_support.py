@@ -6,7 +6,8 @@ command is the one ``conveyor.cli.main()`` runs (only the invoked command mounte
 environment has no ``CONVEYOR_*`` variable but those given (as the tests' processes had),
 stdout and stderr are apart, and an exception that is not a clean exit is raised, not
 turned into an exit code. What needs a process (the script itself, signals, a server) keeps
-one in the tests of that behaviour.
+one in the tests of that behaviour, and so does ``--debug`` after the command (main()
+takes it out of the arguments).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from conveyor.cli import _only_invoked, app
+from conveyor.cli.common import DEBUG_ENV
 
 
 def conveyor(
@@ -30,8 +32,9 @@ def conveyor(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``conveyor ARGS``: the exit code, stdout and stderr, as ``subprocess.run`` gives."""
     argv = list(args)
-    assert "--debug" not in argv, "--debug sets CONVEYOR_DEBUG for the process: run one"
+    # Named, CONVEYOR_DEBUG is put back afterwards even when the root's --debug sets it.
     clean: dict[str, str | None] = {k: None for k in os.environ if k.startswith("CONVEYOR_")}
+    clean[DEBUG_ENV] = None
     with contextlib.chdir(cwd) if cwd is not None else contextlib.nullcontext():
         result = CliRunner().invoke(
             _only_invoked(app, argv),

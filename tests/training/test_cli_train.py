@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,7 @@ import pytest
 from test_flow import SPEC, TRAINER, loans
 from typer.testing import CliRunner
 
+from cli_support import conveyor
 from conveyor.cli import app
 from conveyor.errors import NotFoundError
 from conveyor.project import Project, init_project
@@ -181,12 +184,25 @@ def cli_process(root: Path, *args: str, env: dict[str, str] | None = None) -> tu
     return done.returncode, done.stdout, done.stderr
 
 
+def cli_in_process(
+    root: Path, *args: str, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    """``conveyor ARGS`` in this process (cli_support), in the project's folder."""
+    done = conveyor(*args, env=env, cwd=root)
+    return done.returncode, done.stdout, done.stderr
+
+
 @pytest.fixture
-def user_root(root: Path) -> Path:
+def user_root(root: Path) -> Iterator[Path]:
     with (root / "conveyor.yaml").open("a") as f:
         f.write(USER_MODELS)
     (root / "user_code.py").write_text(USER_CODE)
-    return root
+    # A command run in process imports this project's user_code: the next test's is its own.
+    saved = list(sys.path)
+    sys.modules.pop("user_code", None)
+    yield root
+    sys.path[:] = saved
+    sys.modules.pop("user_code", None)
 
 
 def _failed_runs(root: Path, name: str) -> list[Any]:
@@ -215,25 +231,26 @@ def test_a_fit_that_raises_is_one_line_naming_the_run_with_the_users_frames(
         "income has negative values"
     )
 
-    code, out, _ = cli_process(user_root, "train", "broken", "--json")
+    code, out, _ = cli_in_process(user_root, "train", "broken", "--json")
     error = json.loads(out)["error"]
     assert code == 1 and error["code"] == "training_failed" and error["model"] == "broken"
     assert error["exception"] == "ValueError" and len(error["frames"]) == 2
 
-    debugged: list[tuple[tuple[str, ...], dict[str, str] | None]] = [
-        (("--debug", "train", "broken"), None),
-        (("train", "broken", "--debug"), None),
-        (("train", "broken"), {"CONVEYOR_DEBUG": "1"}),
+    # --debug after the command is main()'s to take out of the arguments: a process
+    debugged: list[tuple[Any, tuple[str, ...], dict[str, str] | None]] = [
+        (cli_in_process, ("--debug", "train", "broken"), None),
+        (cli_process, ("train", "broken", "--debug"), None),
+        (cli_in_process, ("train", "broken"), {"CONVEYOR_DEBUG": "1"}),
     ]
-    for args, env in debugged:
-        code, _, err = cli_process(user_root, *args, env=env)
+    for run_it, args, env in debugged:
+        code, _, err = run_it(user_root, *args, env=env)
         assert code == 1 and "Traceback (most recent call last)" in err, (args, err)
         assert 'raise ValueError("income has negative values")' in err
         assert err.index("Traceback") < err.index("\nerror: training run"), err
 
 
 def test_a_fit_returning_none_is_named(user_root: Path) -> None:
-    code, _, err = cli_process(user_root, "train", "empty")
+    code, _, err = cli_in_process(user_root, "train", "empty")
     assert code == 1 and "Traceback" not in err, err
     (failed,) = _failed_runs(user_root, "empty")
     assert err.strip() == (
@@ -247,7 +264,7 @@ def test_a_fit_returning_none_is_named(user_root: Path) -> None:
 def test_an_unknown_param_is_refused_before_any_run_with_the_closest_name(
     user_root: Path,
 ) -> None:
-    code, _, err = cli_process(user_root, "train", "trees", "--param", "n_estimator=5")
+    code, _, err = cli_in_process(user_root, "train", "trees", "--param", "n_estimator=5")
     assert code == 1 and "Traceback" not in err, err
     assert err.strip() == (
         "error: --param n_estimator: user_code:fit_trees has no parameter 'n_estimator'; "
@@ -255,5 +272,5 @@ def test_an_unknown_param_is_refused_before_any_run_with_the_closest_name(
     )
     with Project.open(user_root) as proj:
         assert proj.store.runs.list(name="trees").items == []  # nothing started
-    code, _, err = cli_process(user_root, "train", "trees", "--param", "n_estimators=5")
+    code, _, err = cli_in_process(user_root, "train", "trees", "--param", "n_estimators=5")
     assert code == 0, err
