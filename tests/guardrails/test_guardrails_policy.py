@@ -437,22 +437,26 @@ VALUES = (
     "sk-proj-a1B2c3D4e5F6g7H8i9J0kLmN and eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0"
     ".dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U, said the 3 of us at 10 am."
 )
+MORE_VALUES = (
+    "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY----- and "
+    "api_key: AKIAIOSFODNN7EXAMPLE, or 4111-1111-1111-1111, (555) 123-4567, 020 7946 0958, "
+    "DE89 3704 0044 0532 0130 00 and token=ghp_abcdefghijklmnopqrstuvwxyz0123456789 done"
+)
 BUILT_IN = (
     {"detector": "pii", "where": "output", "action": "redact"},
     {"detector": "secrets", "where": "output", "action": "redact"},
 )
 
 
-@settings(max_examples=80, deadline=None)
-@given(st.sets(st.integers(1, len(VALUES) - 1), max_size=40))
-def test_a_stream_redacts_the_built_in_detectors_values_however_it_is_cut(
-    cuts: set[int],
-) -> None:
-    points = sorted(cuts)
-    pieces = [VALUES[a:b] for a, b in zip([0, *points], [*points, len(VALUES)], strict=True)]
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_a_stream_redacts_the_built_in_detectors_values_however_it_is_cut(data: Any) -> None:
+    text, count = data.draw(st.sampled_from([(VALUES, 9), (MORE_VALUES, 7)]))
+    points = sorted(data.draw(st.sets(st.integers(1, len(text) - 1), max_size=40)))
+    pieces = [text[a:b] for a, b in zip([0, *points], [*points, len(text)], strict=True)]
     released, stopped = _stream(_guard(*BUILT_IN), pieces)
-    whole = _policy(*BUILT_IN).run(VALUES, "output").text
-    assert stopped is None and whole.count("[REDACTED:") == 9
+    whole = _policy(*BUILT_IN).run(text, "output").text
+    assert stopped is None and whole.count("[REDACTED:") == count
     assert "".join(released) == whole
 
 

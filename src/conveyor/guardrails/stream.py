@@ -11,18 +11,23 @@ holds back:
   of them; for the built-in ``pii`` and ``secrets``, the value under way (the last token,
   and for ``pii`` the groups of a number before it); a detector that cannot tell holds
   ``window_chars`` (64) characters;
-- a match found in the last :data:`SETTLE` characters: the next characters may still
-  change it (a longer number, a word going on), so it is judged once they came;
+- a match not yet *settled*: one ending in the last :data:`SETTLE` (2) characters (the
+  next ones may still change it: a longer number, a word going on), or, for a detector
+  that tells what is under way, one the value under way still reaches (``+33 1 42 68 53``
+  may go on with `` 00``); it is judged once it is settled;
 - a pseudonym of the prompt not yet whole (``<CREDIT_CARD_``), put back once it is
   (:class:`conveyor.guardrails.pii.StreamRestorer`).
 
-So for a match no longer than what is held: none of it is ever sent, and a ``block``
-stops the stream at the chunk that brings the :data:`SETTLE` characters after the match's
-last one: **at most 2 chunks after it** (each chunk brings at least one character; one,
-when the next token is a word). The scanner answers with what to send now and whether the
-stream stops (``block``: the answer withheld; ``flag``: held for review). ``redact``
-replaces a match by ``[REDACTED:LABEL]`` in what is held; ``log`` checks run once, on the
-whole answer, at its end, and hold nothing.
+**The bound.** For a match no longer than what is held, none of it is ever sent, and a
+``block`` stops the stream at the chunk that settles it: the chunk bringing the 2
+characters after the match for a detector that cannot tell (at most 2 chunks after the
+match's last character: every chunk brings one at least), the one ending the value under
+way for one that can (the next word: a card followed by a word stops the stream at the
+chunk after its last digits; never more than ``window_chars`` characters after the match).
+The scanner answers with what to send now and whether the stream stops (``block``: the
+answer withheld; ``flag``: held for review). ``redact`` replaces a match by
+``[REDACTED:LABEL]`` in what is held; ``log`` checks run once, on the whole answer, at its
+end, and hold nothing.
 """
 
 from __future__ import annotations
@@ -103,17 +108,18 @@ class StreamGuard:
             self.observe(check.name, time.perf_counter() - started)
         return found
 
-    def _hold(self, detector: Detector, text: str) -> int:
-        """How many of the text's last characters could still begin a match."""
+    def _hold(self, detector: Detector, text: str) -> tuple[int, bool]:
+        """How many of the text's last characters could still begin (or go on with) a
+        match, and whether the detector knows it (else: the window)."""
         pending = getattr(detector, "pending", None)
         if pending is not None:
-            return int(pending(text))
+            return int(pending(text)), True
         words = getattr(detector, "words", None)
         if words:
-            return _word_tail(tuple(words), text)
+            return _word_tail(tuple(words), text), True
         if detector.name in _VALUES:
-            return min(_value_tail(text, joined=detector.name == "pii"), self.window)
-        return self.window
+            return min(_value_tail(text, joined=detector.name == "pii"), self.window), True
+        return self.window, False
 
     def feed(self, index: int, text: str, *, final: bool = False) -> Step:
         """Add ``text`` to choice ``index`` (``final``: its last chunk); what to send."""
@@ -123,7 +129,11 @@ class StreamGuard:
         for check, detector in self._rolling:
             offset = len(choice.tail)
             context = choice.tail + choice.pending
-            settled_until = len(context) if final else len(context) - SETTLE
+            if final:
+                settled_until = len(context)
+            else:  # a match may still grow while a value is under way at the end
+                under_way, knows = self._hold(detector, context)
+                settled_until = len(context) - max(SETTLE, under_way if knows else 0)
             redact: list[Finding] = []
             for finding in self._scan(check, detector, context):
                 if finding.end <= offset:
@@ -155,7 +165,7 @@ class StreamGuard:
             if redact:
                 choice.pending = redacted(choice.pending, redact, None)
             if not final:
-                hold = max(hold, self._hold(detector, choice.tail + choice.pending))
+                hold = max(hold, self._hold(detector, choice.tail + choice.pending)[0])
         if final:
             stopped = self._judge_whole(choice)
             if stopped is not None:
@@ -245,10 +255,15 @@ _PART = re.compile(r"[+(]?\S*\d\S*|[A-Z0-9]{1,4}")  # a group of a number: a dig
 
 def _value_tail(text: str, *, joined: bool) -> int:
     """What a value may still be under way in: the last token, unless whitespace ended it;
-    with ``joined``, the groups of a number before it (single spaces apart) too."""
+    with ``joined``, the groups of a number before it (single spaces apart) too; without,
+    a PEM header line not yet whole (``-----BEGIN RSA PRIV``)."""
     end = len(text)
     if not end:
         return 0
+    if not joined:
+        dashes = text.rfind("-----", max(0, end - 64))
+        if dashes >= 0 and "\n" not in text[dashes:] and not text.endswith("-----", dashes + 5):
+            return end - dashes  # covers the last token too
     if text[-1].isspace():
         if not joined or end < 2 or text[-2].isspace() or text[-1] != " ":
             return 0  # a token ended: only a number's group may go on, after one space
