@@ -50,6 +50,7 @@ SETTLE = 2
 
 Stop = Literal["block", "flag"]
 _SPACES = re.compile(r"\s+")
+_WORD_START = re.compile(r"(?<![^\W_])[^\W_]")  # a letter or digit after none
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,10 +131,10 @@ class StreamGuard:
             offset = len(choice.tail)
             context = choice.tail + choice.pending
             if final:
-                settled_until = len(context)
+                settled_until, held = len(context), (0, False)
             else:  # a match may still grow while a value is under way at the end
-                under_way, knows = self._hold(detector, context)
-                settled_until = len(context) - max(SETTLE, under_way if knows else 0)
+                held = self._hold(detector, context)
+                settled_until = len(context) - max(SETTLE, held[0] if held[1] else 0)
             redact: list[Finding] = []
             for finding in self._scan(check, detector, context):
                 if finding.end <= offset:
@@ -164,8 +165,9 @@ class StreamGuard:
                 )
             if redact:
                 choice.pending = redacted(choice.pending, redact, None)
-            if not final:
-                hold = max(hold, self._hold(detector, choice.tail + choice.pending)[0])
+                if not final:
+                    held = self._hold(detector, choice.tail + choice.pending)
+            hold = max(hold, held[0])
         if final:
             stopped = self._judge_whole(choice)
             if stopped is not None:
@@ -237,13 +239,14 @@ def _word_tail(words: tuple[str, ...], text: str) -> int:
     """The longest tail of ``text`` that starts a word and begins one of ``words``: what
     a whole-word list detector may still match."""
     prefixes, longest = _prefixes(words)
-    held = 0
-    for start in range(len(text) - 1, max(-1, len(text) - longest - 1), -1):
-        if not text[start].isalnum() or (start and text[start - 1].isalnum()):
-            continue
+    base = max(0, len(text) - longest)
+    for found in _WORD_START.finditer(text, base):  # the farthest first: the longest tail
+        start = found.start()
+        if start == base and start and text[start - 1].isalnum():
+            continue  # inside a word that began before the tail
         if _SPACES.sub(" ", text[start:].lower()) in prefixes:
-            held = len(text) - start
-    return held
+            return len(text) - start
+    return 0
 
 
 #: The built-in detectors of values (``conveyor.guardrails.detectors``): each match is one
