@@ -179,6 +179,8 @@ CLI: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "llm route show": (None, ()),
     "llm route set": ("llm.manage", ("fast", "--to", "a")),
     "llm route delete": ("llm.manage", ("fast",)),
+    "llm route history": (None, ("fast",)),
+    "llm route rollback": ("llm.manage", ("fast",)),
     "llm eval": ("llm.call", ("fast", "set.jsonl")),  # records an llm.eval event
     # a review holds a conversation: reading one is a reviewer's right too
     "review list": ("llm.review", ()),
@@ -398,6 +400,9 @@ HTTP: dict[tuple[str, str], str | None] = {
     ("GET", "/v1/llm/routes"): "llm.read",
     ("PUT", "/v1/llm/routes/{alias}"): "llm.manage",
     ("DELETE", "/v1/llm/routes/{alias}"): "llm.manage",
+    ("GET", "/v1/llm/routes/{alias}"): "llm.read",
+    ("GET", "/v1/llm/routes/{alias}/history"): "llm.read",
+    ("POST", "/v1/llm/routes/{alias}/rollback"): "llm.manage",
     ("GET", "/v1/reviews"): "llm.review",
     ("GET", "/v1/reviews/{id}"): "llm.review",
     ("POST", "/v1/reviews/{id}/approve"): "llm.review",

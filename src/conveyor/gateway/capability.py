@@ -8,7 +8,8 @@ CAPABILITY = Capability(
     "an OpenAI-compatible LLM gateway: model aliases routed to OpenAI-compatible, Anthropic "
     "and local providers, with weighted splits, fallbacks, retries, circuit breakers and "
     "streaming",
-    requires=("governance",),
+    # serving: the server app the API is mounted on, whose route notices it shares
+    requires=("governance", "serving"),
     settings="conveyor.gateway.settings:SECTIONS",
     tables=Tables(
         "conveyor.gateway:migrations", "conveyor.gateway.tables", "conveyor_gateway_version"

@@ -3,7 +3,9 @@
 ``llm.call`` (telemetry): one per request answered or refused after its model was
 known: who called (the key, the body's ``user`` or ``x-conveyor-user``, the
 ``x-conveyor-team`` and ``x-conveyor-conversation`` headers), the model asked and the deployment
-that answered, the split's draw, the deployments passed over and why, tokens in, out
+that answered, the split's draw, the routing rule that chose it (``route_rule``) and the
+prompt's ``complexity`` (and ``complexity_score``) when a rule asked, the deployments
+passed over and why, tokens in, out
 and served from the upstream's prompt cache, time to the first chunk, total latency,
 and how it ended (``ok``, ``error``, ``cancelled``: the client went away); what the
 stages add: the cost (``cost_usd``, None without a price), the cache that answered
@@ -13,7 +15,8 @@ Metrics, on the server's registry: ``conveyor_llm_requests{model, status}``,
 ``conveyor_llm_tokens{model, kind}`` (prompt, completion, cached),
 ``conveyor_llm_ttft_seconds{model}``, ``conveyor_llm_latency_seconds{model}``,
 ``conveyor_llm_errors{model, kind}`` (every upstream failure, fallbacks included) and
-``conveyor_llm_fallbacks{model}``; ``model`` is the deployment (or the model asked,
+``conveyor_llm_fallbacks{model}``, ``conveyor_llm_probes{model, result}`` (health probes
+of a deployment whose breaker is open); ``model`` is the deployment (or the model asked,
 when no deployment answered).
 """
 
@@ -53,6 +56,9 @@ LLM_CALL = EventKind(
         "provider": _OPT_STR,
         "upstream_model": _OPT_STR,
         "assigned": _OPT_STR,
+        "route_rule": _OPT_STR,
+        "complexity": _OPT_STR,
+        "complexity_score": _OPT_NUM,
         "failures": list,
         "fallbacks": int,
         "attempts": int,
@@ -74,11 +80,14 @@ LLM_CALL = EventKind(
         "review": _OPT_STR,
     },
     "an LLM call through the gateway: the key, user, team and conversation, the model asked "
-    "and the deployment that answered (and the weighted split's draw), the deployments "
+    "and the deployment that answered (and the weighted split's draw, the routing rule that "
+    "chose it and the prompt's complexity when a rule asked), the deployments "
     "passed over and why, tokens in, out and cached (as the upstream counted them, else "
     "estimated), time to the first chunk, latency, how it ended (ok, error, cancelled), "
     "its cost, the cache that answered and the guardrails' decisions",
-    optional=frozenset({"budgets", "usage_estimated", "review"}),
+    optional=frozenset(
+        {"budgets", "usage_estimated", "review", "route_rule", "complexity", "complexity_score"}
+    ),
 )
 
 LLM_FEEDBACK = EventKind(
@@ -115,9 +124,17 @@ LLM_EVAL = EventKind(
 LLM_ROUTE_SET = EventKind(
     "llm.route_set",
     "audit",
-    {"alias": str, "deployments": list, "weights": dict, "previous": (dict, type(None))},
-    "a model alias of the gateway routed to new deployments (and weights) at run time, "
-    "with the route it replaced",
+    {
+        "alias": str,
+        "revision": int,
+        "deployments": list,
+        "weights": dict,
+        "rules": list,
+        "reason": _OPT_STR,
+        "previous": (dict, type(None)),
+    },
+    "a model alias of the gateway routed to new deployments (weights, rules) at run time, "
+    "or rolled back, with its revision, the reason given and the route it replaced",
 )
 LLM_ROUTE_DELETED = EventKind(
     "llm.route_deleted",
@@ -233,7 +250,18 @@ class GatewayMetrics:
             ("model",),
             registry=registry,
         )
+        self.probes = Counter(
+            "conveyor_llm_probes",
+            "Health probes of deployments whose breaker was open, by deployment and result "
+            "(ok, failed).",
+            ("model", "result"),
+            registry=registry,
+        )
         self._children: dict[tuple[str, str], _Children] = {}
+
+    def probed(self, deployment: str, result: str) -> None:
+        """Count one health probe (:mod:`conveyor.gateway.probes`)."""
+        self.probes.labels(deployment, result).inc()
 
     def observe(self, payload: dict[str, Any]) -> None:
         """Count one call from its ``llm.call`` payload."""

@@ -283,8 +283,8 @@ class Gateway:
         project = context.project
         self.project = project
         self.spec = gateway_of(project.spec)
-        self.router = Router(self.spec)
         self.metrics = GatewayMetrics(context.metrics.registry)
+        self.router = Router(self.spec, on_probe=self.metrics.probed)
         self.access = Access.for_server(project.keys, getattr(context.state, "auth", "required"))
         deps = context.dependencies
         self._run: Any = None
@@ -302,23 +302,11 @@ class Gateway:
         self._embeddings = chain(stages["embeddings"], self._route_embeddings)
 
     async def poll_routes(self) -> None:
-        """Route by the spec with the store's routes over it, read again every
-        ``routes_poll_s`` (:mod:`conveyor.gateway.routes_store`)."""
-        from conveyor.gateway.routes_store import LlmRoutes, with_routes
+        """Route by the spec with the store's routes over it, followed while serving
+        (:func:`conveyor.gateway.routes_store.follow`)."""
+        from conveyor.gateway.routes_store import follow
 
-        routes = LlmRoutes(self.project.store)
-        last: dict[str, Any] | None = None
-        while True:
-            try:
-                found = await asyncio.to_thread(routes.all)
-                if found != last:
-                    self.router.update(with_routes(self.spec, found))
-                    if last is not None or found:
-                        log.info("LLM routes from the store: %s", ", ".join(found) or "none")
-                    last = found
-            except Exception as exc:  # the store away: keep routing as before
-                log.warning("reading the LLM routes failed: %s", exc)
-            await asyncio.sleep(self.spec.routes_poll_s)
+        await follow(self.project, self.spec, self.router.update)
 
     # -- the gate ---------------------------------------------------------------------
 
@@ -335,16 +323,25 @@ class Gateway:
         caller: Caller | None = call.caller
         user = body.get("user")
         headers = _labels(call.scope["headers"])
+        key = caller.key if caller is not None else None
+        team = headers.get("x-conveyor-team")
         return Turn(
             call,
             endpoint,
             body,
-            CallRecord(body["model"], started=call.started),
+            CallRecord(
+                body["model"],
+                started=call.started,
+                team=team,
+                tier=headers.get("x-conveyor-tier"),
+                key=key.name if key is not None else None,
+                role=key.role if key is not None else None,
+            ),
             stream=stream,
             caller=caller,
             key=caller.key.name if caller is not None and caller.key is not None else None,
             user=user if isinstance(user, str) else headers.get("x-conveyor-user"),
-            team=headers.get("x-conveyor-team"),
+            team=team,
             conversation=headers.get("x-conveyor-conversation"),
         )
 
@@ -498,6 +495,9 @@ class Gateway:
                 "provider": record.provider,
                 "upstream_model": record.upstream_model,
                 "assigned": record.assigned,
+                "route_rule": record.rule,
+                "complexity": record.complexity,
+                "complexity_score": record.complexity_score,
                 "failures": record.failures,
                 "fallbacks": record.fallbacks,
                 "attempts": record.attempts,
@@ -530,11 +530,11 @@ class Gateway:
             log.exception("recording an llm.call event failed")
 
 
-_LABELS = (b"x-conveyor-user", b"x-conveyor-team", b"x-conveyor-conversation")
+_LABELS = (b"x-conveyor-user", b"x-conveyor-team", b"x-conveyor-conversation", b"x-conveyor-tier")
 
 
 def _labels(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
-    """The request's ``x-conveyor-user|team|conversation`` headers."""
+    """The request's ``x-conveyor-user|team|conversation|tier`` headers."""
     return {name.decode(): value.decode("latin-1") for name, value in raw if name in _LABELS}
 
 

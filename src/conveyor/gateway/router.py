@@ -21,7 +21,14 @@ chunk was handed on: a failure then ends the stream (``UpstreamError.streamed``)
 When no deployment is left, the last failure is raised; when every one was skipped, an
 ``UpstreamError`` whose ``retry_after_s`` says when the first one may be tried again.
 
-The routing (aliases, deployments, weights) can be replaced while serving
+An alias's routing rules (:mod:`conveyor.gateway.rules`) pick other deployments by the
+request's team, tier, key, role or complexity (the :class:`CallRecord`'s ``team``,
+``tier``, ``key`` and ``role``; the prompt classified only when a rule asks); an alias
+without rules costs one dictionary lookup more. When a breaker opens, a health probe
+(:mod:`conveyor.gateway.probes`) tries the deployment at its reset time, so a recovered
+one is closed again without a user's request as the trial.
+
+The routing (aliases, deployments, weights, rules) can be replaced while serving
 (:meth:`Router.update`): the policy data changes without a restart; breakers and
 providers of deployments that remain are kept.
 """
@@ -32,12 +39,14 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from conveyor.breaker import CircuitBreaker
 from conveyor.errors import ConveyorError, NotFoundError
+from conveyor.gateway.probes import Prober
+from conveyor.gateway.rules import CompiledRule, compile_rules
 from conveyor.gateway.settings import PROVIDERS, GatewaySpec
 from conveyor.gateway.types import Body, Chunk, Deployment, Provider, UpstreamError
 
@@ -70,6 +79,17 @@ class CallRecord:
     attempts: int = 0
     started: float = field(default_factory=time.perf_counter)
     first_chunk_at: float | None = None
+    team: str | None = None
+    """Who asks, for routing rules: the ``x-conveyor-team`` and ``x-conveyor-tier``
+    headers, the API key's name and role."""
+    tier: str | None = None
+    key: str | None = None
+    role: str | None = None
+    rule: str | None = None
+    """The routing rule that chose the deployments (None: the alias's own)."""
+    complexity: str | None = None
+    """``simple`` or ``complex``, when a rule asked (None: not classified)."""
+    complexity_score: float | None = None
 
     @property
     def fallbacks(self) -> int:
@@ -87,6 +107,7 @@ class Router:
         *,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_probe: Callable[[str, str], None] | None = None,
     ) -> None:
         self._clock = clock
         self._rng = rng or random.Random()
@@ -95,6 +116,7 @@ class Router:
         self._breakers: dict[str, CircuitBreaker] = {}
         #: Deployment -> when (clock) it may be called again after a 429.
         self._cooled: dict[str, float] = {}
+        self._prober = Prober(self, spec.probe, on_probe)
         self.spec = spec
         self.update(spec)
 
@@ -105,6 +127,8 @@ class Router:
         self.spec = spec
         self._deployments = {name: spec.deployment(name) for name in spec.deployments}
         self._breakers = {k: v for k, v in self._breakers.items() if k in self._deployments}
+        self._rules = compile_rules(spec.models, self._deployments)
+        self._prober.spec = spec.probe
 
     def models(self) -> list[dict[str, Any]]:
         """The names a request may give: aliases, then deployments (OpenAI's model objects,
@@ -119,6 +143,11 @@ class Router:
                     "owned_by": "conveyor",
                     "deployments": list(model.deployments),
                     "weights": dict(model.weights),
+                    **(
+                        {"rules": [r.model_dump(exclude_defaults=True) for r in model.rules]}
+                        if model.rules
+                        else {}
+                    ),
                 }
             )
         for name, deployment in self._deployments.items():
@@ -137,19 +166,32 @@ class Router:
     def known(self, model: str) -> bool:
         return model in self.spec.models or model in self._deployments
 
-    def plan(self, model: str) -> tuple[list[str], str | None]:
-        """The deployments to try for ``model``, in order, and the split's draw (if any)."""
+    def plan(
+        self, model: str, call: CallRecord | None = None, body: Body | None = None
+    ) -> tuple[list[str], str | None]:
+        """The deployments to try for ``model``, in order, and the split's draw (if any);
+        with ``call`` (who asks) and ``body``, the alias's rules apply (the rule that
+        matched, and the complexity if classified, noted on ``call``)."""
         alias = self.spec.models.get(model)
         if alias is None:
             if model in self._deployments:
                 return [model], None
             known = ", ".join([*self.spec.models, *self._deployments]) or "none configured"
             raise NotFoundError(f"the model {model!r} does not exist (known: {known})", model=model)
-        order = list(alias.deployments)
-        if not alias.weights:
+        deployments: Sequence[str] = alias.deployments
+        weights: Mapping[str, float] = alias.weights
+        rules = self._rules.get(model) if call is not None else None
+        if rules:
+            assert call is not None
+            matched = _match(rules, call, body)
+            if matched is not None:
+                call.rule = matched.name
+                deployments, weights = matched.deployments, matched.weights
+        order = list(deployments)
+        if not weights:
             return order, None
-        names = [n for n in order if alias.weights.get(n, 0) > 0]
-        drawn = self._rng.choices(names, weights=[alias.weights[n] for n in names])[0]
+        names = [n for n in order if weights.get(n, 0) > 0]
+        drawn = self._rng.choices(names, weights=[weights[n] for n in names])[0]
         order.remove(drawn)
         return [drawn, *order], drawn
 
@@ -157,15 +199,25 @@ class Router:
         found = self._breakers.get(deployment)
         if found is None:
             b = self.spec.breaker
+            prober = self._prober
+
+            def changed(breaker: CircuitBreaker) -> None:
+                prober.changed(deployment, breaker)
+
             found = CircuitBreaker(
                 f"LLM deployment {deployment}",
                 failures=b.failures,
                 reset_s=b.reset_s,
                 max_reset_s=b.max_reset_s,
+                on_change=changed,
                 clock=self._clock,
             )
             self._breakers[deployment] = found
         return found
+
+    def tracks(self, deployment: str, breaker: CircuitBreaker) -> bool:
+        """Whether ``breaker`` is still ``deployment``'s (not dropped by :meth:`update`)."""
+        return self._breakers.get(deployment) is breaker
 
     def provider(self, name: str) -> Provider:
         """The provider object called ``name`` (built on first use from its settings)."""
@@ -179,7 +231,8 @@ class Router:
         return found
 
     async def aclose(self) -> None:
-        """Close every provider's connections."""
+        """Stop the health probes; close every provider's connections."""
+        await self._prober.aclose()
         providers, self._providers = list(self._providers.values()), {}
         for provider in providers:
             try:
@@ -206,7 +259,7 @@ class Router:
         return await self._answer(op, body, call)
 
     async def _answer(self, op: Operation, body: Body, call: CallRecord) -> Body:
-        order, call.assigned = self.plan(call.model)
+        order, call.assigned = self.plan(call.model, call, body)
         last: UpstreamError | None = None
         for name in order:
             target = self._ready(name, call)
@@ -232,7 +285,7 @@ class Router:
     async def stream(self, body: Body, call: CallRecord) -> AsyncGenerator[Chunk]:
         """A streamed chat completion's chunks from the first deployment whose stream
         starts; once a chunk is handed on, a failure ends the stream (``streamed``)."""
-        order, call.assigned = self.plan(call.model)
+        order, call.assigned = self.plan(call.model, call, body)
         last: UpstreamError | None = None
         for name in order:
             target = self._ready(name, call)
@@ -352,6 +405,23 @@ class Router:
             deployment=call.model,
             retry_after_s=min(waits) if waits else None,
         )
+
+
+def _match(
+    rules: tuple[CompiledRule, ...], call: CallRecord, body: Body | None
+) -> CompiledRule | None:
+    """The first rule that holds for ``call`` (the prompt classified when one asks)."""
+    for rule in rules:
+        if rule.complexity is not None and call.complexity is None and body is not None:
+            messages = body.get("messages")
+            if messages is not None:
+                from conveyor.gateway.complexity import Complexity
+
+                label, score = Complexity.default().classify(messages)
+                call.complexity, call.complexity_score = label, round(score, 4)
+        if rule.holds(call.team, call.tier, call.key, call.role, call.complexity):
+            return rule
+    return None
 
 
 async def _close(chunks: Any) -> None:

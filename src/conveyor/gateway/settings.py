@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from conveyor.gateway.cache import CacheSpec
+from conveyor.gateway.probes import ProbeSpec
+from conveyor.gateway.rules import RuleSpec, check_rules
 from conveyor.gateway.types import Deployment
 from conveyor.guardrails.policy import GuardrailsSpec
 
@@ -130,6 +132,11 @@ class ModelSpec(BaseModel):
         default_factory=dict,
         description="A weighted split: the first deployment tried is drawn among these by "
         "weight (the draw is in the llm.call event); the rest follow as fallbacks.",
+    )
+    rules: list[RuleSpec] = Field(
+        default_factory=list,
+        description="Routing rules, first match wins: by team, tier, key, role or the "
+        "prompt's complexity, to another alias or deployments (conveyor.gateway.rules).",
     )
 
     @model_validator(mode="before")
@@ -287,6 +294,11 @@ class GatewaySpec(BaseModel):
     breaker: BreakerSpec = Field(
         default_factory=BreakerSpec, description="Per-deployment circuit breakers."
     )
+    probe: ProbeSpec = Field(
+        default_factory=ProbeSpec,
+        description="Health probes of a deployment whose breaker is open "
+        "(conveyor.gateway.probes).",
+    )
     prices: dict[str, PriceSpec] = Field(
         default_factory=dict, description="Deployment -> USD per million tokens."
     )
@@ -364,6 +376,9 @@ class GatewaySpec(BaseModel):
                         f"model {name!r}: no deployment {listed!r} "
                         f"(known: {', '.join(self.deployments) or 'none'})"
                     )
+            wrong = check_rules(name, model.rules, self.models, self.deployments)
+            if wrong is not None:
+                raise ValueError(wrong)
         return self
 
     def deployment(self, name: str) -> Deployment:

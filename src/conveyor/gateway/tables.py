@@ -7,8 +7,10 @@
   limit together.
 - ``llm_budget_reservations``: each call's reservation, until it settles; one left behind
   by a crashed process expires and is released by the next reservation on its counter.
-- ``llm_routes``: model aliases changed at run time (``conveyor llm route set``): they
-  override the spec's ``gateway.models`` on every server within its poll interval.
+- ``llm_routes``: model aliases changed at run time (``conveyor llm route set``): their
+  deployments, weights and rules, which override the spec's ``gateway.models`` on every
+  server (pushed on PostgreSQL, else within its poll interval); ``llm_route_history``:
+  every route an alias has had, for ``conveyor llm route history`` and ``rollback``.
 - ``llm_reviews``: calls a guardrail flagged, held for a human review (the conversation as
   it went upstream, the answer as checked, the decisions), and the reviewer's verdict
   (:mod:`conveyor.guardrails.review`).
@@ -21,12 +23,13 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from conveyor.store.models import Base
+from conveyor.store.models import Base, VersionedMixin
 
 __all__ = [
     "LlmBudgetCounterRecord",
     "LlmBudgetReservationRecord",
     "LlmReviewRecord",
+    "LlmRouteHistoryRecord",
     "LlmRouteRecord",
 ]
 
@@ -59,17 +62,41 @@ class LlmBudgetReservationRecord(Base):
     expires_at: Mapped[datetime] = mapped_column(nullable=False, index=True)
 
 
-class LlmRouteRecord(Base):
-    """An alias's route kept in the store: it overrides the spec's ``gateway.models``."""
+class LlmRouteRecord(VersionedMixin, Base):
+    """An alias's route kept in the store: it overrides the spec's ``gateway.models``.
+    ``revision`` numbers its routes (1, 2, 3... never reused: after a delete, numbering
+    goes on from the history); ``version`` is the row's, for optimistic concurrency."""
 
     __tablename__ = "llm_routes"
 
     alias: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    revision: Mapped[int] = mapped_column(sa.Integer, nullable=False)
     deployments: Mapped[list[str]] = mapped_column(sa.JSON, nullable=False)
     weights: Mapped[dict[str, float]] = mapped_column(sa.JSON, nullable=False)
-    version: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    rules: Mapped[list[dict[str, object]]] = mapped_column(sa.JSON, nullable=False)
     actor: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
+    reason: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(nullable=False)
+
+
+class LlmRouteHistoryRecord(Base):
+    """Append-only: every route an alias has had (a rollback restores the one before)."""
+
+    __tablename__ = "llm_route_history"
+
+    id: Mapped[int] = mapped_column(
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    alias: Mapped[str] = mapped_column(sa.String(128), nullable=False)
+    revision: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    deployments: Mapped[list[str]] = mapped_column(sa.JSON, nullable=False)
+    weights: Mapped[dict[str, float]] = mapped_column(sa.JSON, nullable=False)
+    rules: Mapped[list[dict[str, object]]] = mapped_column(sa.JSON, nullable=False)
+    actor: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
+    reason: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    at: Mapped[datetime] = mapped_column(nullable=False)
+
+    __table_args__ = (sa.UniqueConstraint("alias", "revision"),)
 
 
 class LlmReviewRecord(Base):
