@@ -1,6 +1,9 @@
 """The labelled PII set both sides of benchmarks/guardrails.py read: texts with planted
 values, valid and not (a card failing Luhn, an IBAN with wrong check digits, an SSN from a
-never-issued area), each planted value's label and span. Deterministic (seeded)."""
+never-issued area, a NINO with a prefix HMRC never allocates, a DNI with the wrong letter,
+an IPv4 address with an octet above 255: 40% of those are invalid and must not be
+reported), emails and phones (international, North American, French and British national
+forms), each planted value's label and span. Deterministic (seeded)."""
 
 from __future__ import annotations
 
@@ -69,13 +72,66 @@ def email(rng: random.Random) -> str:
 
 
 def phone(rng: random.Random) -> str:
+    pairs = " ".join(f"{rng.randint(0, 99):02d}" for _ in range(4))
     return rng.choice(
         [
             f"+44 20 {rng.randint(1000, 9999)} {rng.randint(1000, 9999)}",
             f"+1 415 {rng.randint(200, 999)} {rng.randint(1000, 9999)}",
             f"({rng.randint(200, 999)}) {rng.randint(200, 999)}-{rng.randint(1000, 9999)}",
+            f"0{rng.randint(1, 9)} {pairs}",  # France
+            f"020 {rng.randint(7000, 8999)} {rng.randint(1000, 9999)}",  # London
         ]
     )
+
+
+_NINO_FIRST = "ABCEGHJKLMNOPRSTWXYZ"
+_NINO_SECOND = "ABCEGHJKLMNPRSTWXYZ"
+
+
+def nino(rng: random.Random, valid: bool) -> str:
+    if valid:
+        prefix = rng.choice(_NINO_FIRST) + rng.choice(_NINO_SECOND)
+        while prefix in ("BG", "GB", "NK", "KN", "TN", "NT", "ZZ"):
+            prefix = rng.choice(_NINO_FIRST) + rng.choice(_NINO_SECOND)
+    else:  # never allocated: D, F, I, Q, U or V first, or a withheld pair
+        prefix = rng.choice(["D", "F", "I", "Q", "U", "V"]) + rng.choice("ABCEH")
+        prefix = rng.choice([prefix, "GB", "BG", "NK"])
+    digits = " ".join(f"{rng.randint(0, 99):02d}" for _ in range(3))
+    return f"{prefix} {digits} {rng.choice('ABCD')}"
+
+
+def dni(rng: random.Random, valid: bool) -> str:
+    number = rng.randint(10_000_000, 99_999_999)
+    letter = "TRWAGMYFPDXBNJZSQVHLCKE"[number % 23]
+    if not valid:
+        letter = rng.choice([c for c in "TRWAGMYFPDXBNJZSQVHLCKE" if c != letter])
+    return f"{number}{letter}"
+
+
+def ip(rng: random.Random, valid: bool) -> str:
+    parts = [rng.randint(1, 254) for _ in range(4)]
+    if not valid:
+        parts[rng.randrange(4)] = rng.randint(256, 999)
+    return ".".join(map(str, parts))
+
+
+#: The labels planted.
+LABELS = ("CREDIT_CARD", "IBAN", "US_SSN", "EMAIL", "PHONE", "UK_NINO", "ES_DNI", "IP_ADDRESS")
+
+
+def long_texts(n: int = 40, words: int = 750) -> list[str]:
+    """``n`` texts of about 1,000 tokens (``words`` words, ~1.3 tokens a word), each the
+    labelled texts of a shuffled set joined: what latency is measured on."""
+    items = dataset(n * 20, seed=11)
+    out = []
+    at = 0
+    for _ in range(n):
+        parts: list[str] = []
+        while sum(len(p.split()) for p in parts) < words:
+            parts.append(items[at % len(items)]["text"])
+            at += 1
+        out.append(" ".join(parts))
+    return out
 
 
 def dataset(n: int = 400, seed: int = 7) -> list[dict[str, Any]]:
@@ -88,6 +144,9 @@ def dataset(n: int = 400, seed: int = 7) -> list[dict[str, Any]]:
         ("US_SSN", lambda: ssn(rng, True), lambda: ssn(rng, False)),
         ("EMAIL", lambda: email(rng), None),
         ("PHONE", lambda: phone(rng), None),
+        ("UK_NINO", lambda: nino(rng, True), lambda: nino(rng, False)),
+        ("ES_DNI", lambda: dni(rng, True), lambda: dni(rng, False)),
+        ("IP_ADDRESS", lambda: ip(rng, True), lambda: ip(rng, False)),
     ]
     for _ in range(n):
         parts: list[str] = [rng.choice(FILLER)]

@@ -150,7 +150,9 @@ def _nino(match: str) -> bool:
 # character: ``X(?<!\w.)`` is ``(?<!\w)X``), so the engine skips ahead to where that class
 # matches instead of trying the pattern at every position: 2 to 5 times faster. Digits are
 # ``[0-9]``: ``\d`` takes Arabic-Indic digits too, which no checksum here reads.
-_NOT_IN_PHONE = r"(?![\w]|[.-][0-9])"
+# a phone is not the start or the end of a longer run of digit groups (a card or an IBAN
+# that failed its checksum is not a phone number either)
+_NOT_IN_PHONE = r"(?![\w]|[.-][0-9]| [0-9])"
 
 #: (label, pattern, validator, anchors): a label's patterns; ``anchors``: strings one of
 #: which its match must contain, in the lower-cased text (a substring search is far
@@ -178,7 +180,7 @@ _RULES: list[tuple[str, re.Pattern[str], Callable[[str], bool], tuple[str, ...]]
     (  # E.164: +33 1 42 68 53 00
         "PHONE",
         re.compile(
-            r"\+(?<![\w+.-].)[1-9][0-9]{0,2}[ .-]?(?:\([0-9]{1,4}\)[ .-]?)?[0-9]{1,4}"
+            r"\+(?<![\w+.-].)(?<![0-9] .)[1-9][0-9]{0,2}[ .-]?(?:\([0-9]{1,4}\)[ .-]?)?[0-9]{1,4}"
             r"(?:[ .-]?[0-9]{2,4}){2,4}" + _NOT_IN_PHONE
         ),
         _phone,
@@ -186,14 +188,16 @@ _RULES: list[tuple[str, re.Pattern[str], Callable[[str], bool], tuple[str, ...]]
     ),
     (  # North America: (555) 123-4567
         "PHONE",
-        re.compile(r"\((?<![\w+.-].)[0-9]{3}\)[ .-]?[0-9]{3}[ .-][0-9]{4}" + _NOT_IN_PHONE),
+        re.compile(
+            r"\((?<![\w+.-].)(?<![0-9] .)[0-9]{3}\)[ .-]?[0-9]{3}[ .-][0-9]{4}" + _NOT_IN_PHONE
+        ),
         _phone,
         ("(",),
     ),
     (  # 555-123-4567; France: 01 42 68 53 00; Britain: 020 7946 0958, 07700 900123
         "PHONE",
         re.compile(
-            r"[0-9](?<![\w+.-].)(?:[0-9]{2}[.-][0-9]{3}[.-][0-9]{4}"
+            r"[0-9](?<![\w+.-].)(?<![0-9] .)(?:[0-9]{2}[.-][0-9]{3}[.-][0-9]{4}"
             r"|(?<=0)[1-9]([ .])[0-9]{2}(?:\1[0-9]{2}){3}"
             r"|(?<=0)[1-9][0-9]{1,3} [0-9]{3,4} ?[0-9]{3,4})" + _NOT_IN_PHONE
         ),
@@ -240,7 +244,10 @@ _RULES: list[tuple[str, re.Pattern[str], Callable[[str], bool], tuple[str, ...]]
     ),
     (
         "IP_ADDRESS",
-        re.compile(r"[0-9](?<![0-9.].)[0-9]{0,2}\.(?:[0-9]{1,3}\.){2}[0-9]{1,3}(?![0-9.])"),
+        re.compile(
+            r"[0-9](?<![0-9].)(?<![0-9]\..)[0-9]{0,2}\.(?:[0-9]{1,3}\.){2}[0-9]{1,3}"
+            r"(?![0-9]|\.[0-9])"
+        ),
         _ipv4,
         (".",),
     ),
