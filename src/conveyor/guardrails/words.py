@@ -96,6 +96,8 @@ class TopicsDetector:
             if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,39}", rule):
                 raise ValueError(f"topics: rule name {rule!r}: a letter, then letters, digits, _")
             self._rules.append(WordsDetector(self.name, rule.upper(), words))
+        #: Every rule's words (what a stream's scanner holds back the beginning of).
+        self.words = tuple(sorted({w for r in self._rules for w in r.words}))
 
     def scan(self, text: str) -> list[Finding]:
         found = [f for rule in self._rules for f in rule.scan(text)]
