@@ -20,6 +20,7 @@ from gateway_api_support import served_gateway
 from conveyor.gateway.router import CallRecord, Router
 from conveyor.gateway.settings import GatewaySpec
 from conveyor.gateway.types import Body, Deployment, UpstreamError
+from conveyor.testing.fake_openai import serve_fake_openai
 from conveyor.testing.wait import wait_until
 
 HELLO: Any = [{"role": "user", "content": "hello"}]
@@ -175,6 +176,31 @@ def test_closing_the_router_stops_its_probes() -> None:
         assert len(provider.bodies) == before
 
     asyncio.run(run())
+
+
+def test_an_openai_compatible_upstream_is_probed_with_its_model_list() -> None:
+    async def run(url: str) -> None:
+        spec = GatewaySpec.model_validate(
+            {
+                "providers": {"fake": {"kind": "openai", "base_url": url + "/v1"}},
+                "deployments": {"d": {"provider": "fake", "model": "gpt-d"}},
+                "models": {"x": ["d"]},
+                "breaker": {"failures": 1, "reset_s": 0.05},
+                "probe": {"kind": "models"},
+            }
+        )
+        router = Router(spec)
+        try:
+            await _open(router)
+            # Chat still fails: only the model list (which the fake always answers) closes it.
+            await _until(lambda: router.breaker("d").state == "closed", "closed by GET /models")
+        finally:
+            await router.aclose()
+
+    with serve_fake_openai() as fake:
+        fake.fail(500, model="gpt-d", times=None)
+        asyncio.run(run(fake.url))
+        assert fake.models_asked() == ["gpt-d"]  # the request; no chat probe
 
 
 # -- through the served gateway ------------------------------------------------------

@@ -247,14 +247,20 @@ class OpenAIProvider:
             self._client = httpx.AsyncClient(http2=http2, limits=limits, headers=self._headers)
         return self._client
 
-    async def _send(self, path: str, body: Body, deployment: Deployment) -> _Answer:
-        """The request sent; its answer once its headers came (its body still to read)."""
+    async def _send(
+        self, path: str, body: Body | None, deployment: Deployment, method: str = "POST"
+    ) -> _Answer:
+        """The request sent; its answer once its headers came (its body still to read).
+        ``body`` None: a request without one (``GET``)."""
         options = deployment.options
-        extra = options.get("extra_body")
-        if extra:
-            body = {**body, **extra}
         headers = options.get("headers") or None
-        content = orjson.dumps(body)
+        if body is None:
+            content = b""
+        else:
+            extra = options.get("extra_body")
+            if extra:
+                body = {**body, **extra}
+            content = orjson.dumps(body)
         if self._wire:
             pool = self._pool
             if pool is None:
@@ -264,25 +270,29 @@ class OpenAIProvider:
                     max_connections=self.settings.max_connections,
                     connect_timeout_s=self.settings.connect_timeout_s,
                 )
-            return await pool.send(path, content, headers=headers, timeout=deployment.timeout_s)
+            return await pool.send(
+                path, content, headers=headers, timeout=deployment.timeout_s, method=method
+            )
         import httpx
 
         connect = min(self.settings.connect_timeout_s, deployment.timeout_s)
         client = self._http()
         request = client.build_request(
-            "POST",
+            method,
             self._base + path,
-            content=content,
+            content=content if body is not None else None,
             headers=headers,
             timeout=httpx.Timeout(deployment.timeout_s, connect=connect),
         )
         return _HttpxAnswer(await client.send(request, stream=True))
 
-    async def _call(self, path: str, body: Body, deployment: Deployment) -> Body:
+    async def _call(
+        self, path: str, body: Body | None, deployment: Deployment, method: str = "POST"
+    ) -> Body:
         """One request answered in full, JSON object expected."""
         answered = False
         try:
-            answer = await self._send(path, body, deployment)
+            answer = await self._send(path, body, deployment, method)
             answered = True
             try:
                 content = await answer.read()
@@ -318,6 +328,11 @@ class OpenAIProvider:
                 status=200,
             )
         return answer
+
+    async def models(self, deployment: Deployment) -> Body:
+        """The upstream's model list (``GET /models``): the cheapest sign that it is up,
+        for health probes (:mod:`conveyor.gateway.probes`)."""
+        return await self._call("/models", None, deployment, "GET")
 
     async def embeddings(self, body: Body, deployment: Deployment) -> Body:
         answer = await self._call("/embeddings", body, deployment)
