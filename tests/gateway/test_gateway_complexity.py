@@ -1,7 +1,7 @@
 """The complexity classifier of the routing rules: its committed coefficients are what the
 committed data gives (fitted again here), it separates the held-out families (never fitted
-on) above a floor a little under what it measured, each feature reads what it says, and its cost is bounded by the
-characters it scans."""
+on) above a floor a little under what it measured, each feature reads what it says, and
+its cost is bounded by the characters it scans."""
 
 from __future__ import annotations
 

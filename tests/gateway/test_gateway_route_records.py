@@ -61,7 +61,7 @@ def test_revisions_history_and_rollback(store: MetadataStore) -> None:
 def test_a_change_on_a_stale_revision_is_refused(store: MetadataStore) -> None:
     routes = LlmRoutes(store)
     routes.set(SPEC, "fast", ["b"], expected=0)
-    with pytest.raises(ConcurrentUpdateError, match="at revision 1, not 0"):
+    with pytest.raises(ConcurrentUpdateError, match="is at 1, not 0"):
         routes.set(SPEC, "fast", ["c"], expected=0)
     routes.set(SPEC, "fast", ["c"], expected=1)
     assert routes.get("fast")["deployments"] == ["c"]

@@ -94,7 +94,7 @@ def test_a_change_is_conditional_on_the_revision_read_and_rolls_back(
         again = http.put(
             "/v1/llm/routes/via-a", json={"deployments": ["a"], "revision": 0}, headers=admin
         )
-        assert again.status_code == 409 and "revision 1" in again.json()["message"]
+        assert again.status_code == 409 and "is at 1, not 0" in again.json()["message"]
         second = http.put(
             "/v1/llm/routes/via-a",
             json={"deployments": ["a", "b"], "weights": {"a": 1}, "revision": 1, "reason": "a"},

@@ -133,7 +133,10 @@ def test_the_models_list_shows_an_alias_rules(served: dict[str, Any]) -> None:
         ({"when": {}}, "'to') or to 'deployments', one"),
         ({"when": {"complexity": "medium"}, "to": "fast"}, "complexity"),
         ({"when": {"tier": ["gold"]}, "to": "fast"}, "tier"),
-        ({"when": {}, "deployments": ["a"], "weights": {"b": 1}}, "not one of the rule's"),
+        (
+            {"when": {}, "deployments": ["a"], "weights": {"b": 1}},
+            "'b' is not one of the deployments",
+        ),
     ],
 )
 def test_a_bad_rule_in_the_spec_is_refused_naming_it(rule: dict[str, Any], error: str) -> None:

@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from conveyor.errors import ConcurrentUpdateError, InvalidInputError, NotFoundError
+from conveyor.errors import InvalidInputError, NotFoundError
 from conveyor.gateway.events import LLM_ROUTE_DELETED, LLM_ROUTE_SET
 from conveyor.store.pointers import Change, Key, PointerTable, Previous
 
@@ -88,23 +88,6 @@ class _Pointers(PointerTable[Route]):
 
     def missing(self, key: Key) -> NotFoundError:
         return NotFoundError(f"no stored route for {key[0]!r}", alias=key[0])
-
-    def stale(self, key: Key, current: int, expected: int) -> ConcurrentUpdateError:
-        return ConcurrentUpdateError(
-            f"the route of {key[0]!r} is at revision {current}, not {expected}: someone "
-            "changed it since; read it again and retry",
-            alias=key[0],
-            revision=current,
-            expected_revision=expected,
-        )
-
-    def raced(self, key: Key, expected: int) -> ConcurrentUpdateError:
-        return ConcurrentUpdateError(
-            f"the route of {key[0]!r} was changed by someone else since revision {expected} "
-            "was read; read it again and retry",
-            alias=key[0],
-            expected_revision=expected,
-        )
 
     def token(self, head: LlmRouteRecord) -> int:
         return head.revision

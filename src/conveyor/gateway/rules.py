@@ -46,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 if TYPE_CHECKING:
     from conveyor.gateway.settings import ModelSpec
 
-__all__ = ["CompiledRule", "MatchSpec", "RuleSpec", "check_rules", "compile_rules"]
+__all__ = ["CompiledRule", "MatchSpec", "RuleSpec", "check_rules", "check_split", "compile_rules"]
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
@@ -96,16 +96,21 @@ class RuleSpec(BaseModel):
             raise ValueError("a rule sends to another alias ('to') or to 'deployments', one")
         if self.weights and not self.deployments:
             raise ValueError("'weights' split the rule's own 'deployments'")
-        for name, weight in self.weights.items():
-            if name not in self.deployments:
-                raise ValueError(f"weights: {name!r} is not one of the rule's deployments")
-            if weight < 0:
-                raise ValueError(f"weights: {name!r} has a negative weight")
-        if self.weights and not any(self.weights.values()):
-            raise ValueError("weights: at least one must be above 0")
-        if len(set(self.deployments)) != len(self.deployments):
-            raise ValueError("deployments: a deployment is listed twice")
+        check_split(self.deployments, self.weights)
         return self
+
+
+def check_split(deployments: list[str], weights: Mapping[str, float]) -> None:
+    """Deployments listed once each, and weights over them (ValueError: what is wrong)."""
+    for name, weight in weights.items():
+        if name not in deployments:
+            raise ValueError(f"weights: {name!r} is not one of the deployments")
+        if weight < 0:
+            raise ValueError(f"weights: {name!r} has a negative weight")
+    if weights and not any(weights.values()):
+        raise ValueError("weights: at least one must be above 0")
+    if len(set(deployments)) != len(deployments):
+        raise ValueError("deployments: a deployment is listed twice")
 
 
 def check_rules(

@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from conveyor.gateway.cache import CacheSpec
 from conveyor.gateway.probes import ProbeSpec
-from conveyor.gateway.rules import RuleSpec, check_rules
+from conveyor.gateway.rules import RuleSpec, check_rules, check_split
 from conveyor.gateway.types import Deployment
 from conveyor.guardrails.policy import GuardrailsSpec
 
@@ -148,15 +148,7 @@ class ModelSpec(BaseModel):
 
     @model_validator(mode="after")
     def _weights(self) -> ModelSpec:
-        for name, weight in self.weights.items():
-            if name not in self.deployments:
-                raise ValueError(f"weights: {name!r} is not one of the deployments")
-            if weight < 0:
-                raise ValueError(f"weights: {name!r} has a negative weight")
-        if self.weights and not any(self.weights.values()):
-            raise ValueError("weights: at least one must be above 0")
-        if len(set(self.deployments)) != len(self.deployments):
-            raise ValueError("deployments: a deployment is listed twice")
+        check_split(self.deployments, self.weights)
         return self
 
 
