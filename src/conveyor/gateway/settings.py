@@ -317,7 +317,8 @@ class GatewaySpec(BaseModel):
         gt=0,
         le=3600,
         description="How often a server reads the routes kept in the store (conveyor llm "
-        "route): a change reaches every server within this.",
+        "route): the way a change reaches it on SQLite, the fallback on PostgreSQL (where a "
+        "change is pushed at once).",
     )
     reservation_ttl_s: float = Field(
         600.0,
