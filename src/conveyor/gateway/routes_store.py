@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import InvalidInputError, NotFoundError
 from conveyor.gateway.events import LLM_ROUTE_DELETED, LLM_ROUTE_SET
-from conveyor.store.pointers import Change, Key, PointerTable, Previous
+from conveyor.store.pointers import Change, Key, Moved, PointerTable, Previous
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -228,22 +228,14 @@ class LlmRoutes:
         if it has none), else ConcurrentUpdateError."""
         value = self._checked(spec, alias, deployments, weights or {}, rules or [])
         moved = self._pointers.move((alias,), value, expected=expected, actor=actor, reason=reason)
-        route = _row(moved.head)
-        before = moved.before
-        previous = None if before is None else _row(_Columns(before))
-        self._audit(alias, route, previous, actor)
-        return route
+        return self._audit(alias, moved, actor)
 
     def rollback(
         self, alias: str, *, actor: str | None = None, reason: str | None = None
     ) -> dict[str, Any]:
         """Give ``alias`` the route it had before its last change (a new revision)."""
         moved, _ = self._pointers.rollback((alias,), actor=actor, reason=reason)
-        route = _row(moved.head)
-        self._audit(
-            alias, route, None if moved.before is None else _row(_Columns(moved.before)), actor
-        )
-        return route
+        return self._audit(alias, moved, actor)
 
     def delete(self, alias: str, *, actor: str | None = None) -> dict[str, Any]:
         """Delete ``alias``'s stored route: the spec's is used again (or none); the route."""
@@ -288,29 +280,26 @@ class LlmRoutes:
             "rules": [r.model_dump(exclude_defaults=True) for r in model.rules],
         }
 
-    def _audit(
-        self,
-        alias: str,
-        route: dict[str, Any],
-        previous: dict[str, Any] | None,
-        actor: str | None,
-    ) -> None:
-        if self.events is None:
-            return
-        self.events.record(
-            LLM_ROUTE_SET,
-            subject=alias,
-            payload={
-                "alias": alias,
-                "revision": route["revision"],
-                "deployments": route["deployments"],
-                "weights": route["weights"],
-                "rules": route["rules"],
-                "reason": route["reason"],
-                "previous": previous,
-            },
-            actor=actor,
-        )
+    def _audit(self, alias: str, moved: Moved, actor: str | None) -> dict[str, Any]:
+        """The route ``moved`` left, its change recorded (``llm.route_set``)."""
+        route = _row(moved.head)
+        previous = None if moved.before is None else _row(_Columns(moved.before))
+        if self.events is not None:
+            self.events.record(
+                LLM_ROUTE_SET,
+                subject=alias,
+                payload={
+                    "alias": alias,
+                    "revision": route["revision"],
+                    "deployments": route["deployments"],
+                    "weights": route["weights"],
+                    "rules": route["rules"],
+                    "reason": route["reason"],
+                    "previous": previous,
+                },
+                actor=actor,
+            )
+        return route
 
 
 class _Columns:
