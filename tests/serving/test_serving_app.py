@@ -278,9 +278,11 @@ def test_keys_and_roles_are_enforced(project: Project) -> None:
         running.stop()
 
 
-# The HTTP surface is the same on every backend: the embedded set and the most distant
-# one (PostgreSQL + NATS) are fuzzed; the other sets are exercised by the tests above.
-@matrix.only("backend_set", "embedded", "postgres-nats")
+# The HTTP surface is the same on every backend: the fuzz runs on the most distant set
+# (PostgreSQL + NATS), whose store is the strictest (the one backend-specific 5xx it found,
+# NUL in text, was PostgreSQL's; its test below runs on the embedded set too). The other
+# sets, the embedded one included, are exercised by the tests above.
+@matrix.only("backend_set", "postgres-nats")
 def test_schemathesis_finds_no_server_error(server: Running) -> None:
     """Generated requests from the published OpenAPI document never get a 5xx."""
     import shutil
