@@ -167,7 +167,9 @@ class Call:
                 message = await self.receive()
             else:
                 try:
-                    message = await asyncio.wait_for(self.receive(), timeout)
+                    # asyncio.timeout, not wait_for: no task made per piece of a body
+                    async with asyncio.timeout(timeout):
+                        message = await self.receive()
                 except TimeoutError:
                     raise RequestTimeoutError(
                         f"the body did not arrive: nothing for {timeout:g} s",
