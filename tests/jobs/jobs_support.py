@@ -23,6 +23,13 @@ NATS_URL = "nats://127.0.0.1:4222"
 SECRET = "s3cret-for-tests"
 
 
+#: The ``jobs:`` settings each queue's project was made with (but its URL): a JobQueue
+#: declares its stream and consumer on connecting, and JetStream takes the last
+#: declaration, so the tests' own queues must declare what the project did (a default
+#: one set ack_wait back to 30 s under a test expecting redelivery after 2 s).
+_SETTINGS: dict[str, dict[str, Any]] = {}
+
+
 def unique_name() -> str:
     return f"t_{uuid.uuid4().hex[:12]}"
 
@@ -51,6 +58,7 @@ def make_project(
     from conveyor.serving.routes import RoutePolicy
 
     init_project(root, name="jobs")
+    _SETTINGS[name] = {k: v for k, v in fields.items() if k != "url"}
     with (root / "conveyor.yaml").open("a") as spec:
         spec.write(jobs_section(name, **fields))
         if not auth or serving:
@@ -67,7 +75,9 @@ def make_project(
 
 
 def queue_of(name: str, **fields: Any) -> JobQueue:
-    return JobQueue(JobsSpec(url=NATS_URL, name=name, callback_secret=SECRET, **fields))
+    """A JobQueue on ``name`` with its project's settings (make_project), then ``fields``."""
+    settings = {**_SETTINGS.get(name, {}), **fields}
+    return JobQueue(JobsSpec(url=NATS_URL, name=name, callback_secret=SECRET, **settings))
 
 
 def run(coro: Any) -> Any:
