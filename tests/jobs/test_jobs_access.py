@@ -15,6 +15,7 @@ import httpx
 import pytest
 from jobs_support import drop_queue, make_project, run, unique_name, wait_job, workers
 
+from cli_support import conveyor
 from conveyor.errors import BackendUnavailableError
 from conveyor.governance.keys import ApiKeys
 from conveyor.jobs.queue import JobQueue, Submission
@@ -147,31 +148,37 @@ def _cli(root: Path, *args: str, token: str | None = None) -> subprocess.Complet
     )
 
 
+def _in_process(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The same command in this process (cli_support): no process start for each poll."""
+    return conveyor(*args, "-C", str(root))
+
+
 def test_the_cli_submits_reads_and_shows_the_depth(tmp_path: Path, queue_name: str) -> None:
     project = make_project(tmp_path, queue_name)
     project.close()
     rows = tmp_path / "rows.json"
     rows.write_text(json.dumps({"records": [{"a": 2.0, "b": 5.0}]}))
+    # The submission as a user makes it (its own process); the rest in process.
     submitted = _cli(tmp_path, "jobs", "submit", "m", "--data", str(rows), "--json")
     assert submitted.returncode == 0, submitted.stderr
     job_id = json.loads(submitted.stdout)["job_id"]
-    status = _cli(tmp_path, "jobs", "status", "--json")
+    status = _in_process(tmp_path, "jobs", "status", "--json")
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["queued"] == 1
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"records": [{"a": 2.0}]}))
-    refused = _cli(tmp_path, "jobs", "submit", "m", "--data", str(bad))
+    refused = _in_process(tmp_path, "jobs", "submit", "m", "--data", str(bad))
     assert refused.returncode == 1 and "'b' is missing" in refused.stderr
-    unknown = _cli(tmp_path, "jobs", "submit", "nope", "--data", str(rows))
+    unknown = _in_process(tmp_path, "jobs", "submit", "nope", "--data", str(rows))
     assert unknown.returncode == 1
     with workers(tmp_path):
 
         def done() -> dict[str, Any] | None:
-            got = _cli(tmp_path, "jobs", "get", job_id, "--json")
+            got = _in_process(tmp_path, "jobs", "get", job_id, "--json")
             assert got.returncode == 0, got.stderr
             job = json.loads(got.stdout)
             return job if job["status"] == "done" else None
 
         job = wait_until(done, timeout=60, message="the job is done")
     assert job["result"]["predictions"] == pytest.approx([7.0])
-    assert json.loads(_cli(tmp_path, "jobs", "status", "--json").stdout)["queued"] == 0
+    assert json.loads(_in_process(tmp_path, "jobs", "status", "--json").stdout)["queued"] == 0
