@@ -145,29 +145,13 @@ def test_rate_limit_429_per_key(project: Project) -> None:
         server.stop()
 
 
-_EXPORTER: Any = None
-
-
 @pytest.fixture
 def spans() -> Any:
-    """The spans this process finishes, from now on (OpenTelemetry takes one global
-    provider per process: set once, on first use, and emptied for each test)."""
-    global _EXPORTER
-    if _EXPORTER is None:
-        from opentelemetry import trace
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    """The spans this process finishes, from now on (one provider per process, shared
+    with every test module: conveyor.testing.tracing)."""
+    from conveyor.testing.tracing import span_exporter
 
-        exporter = InMemorySpanExporter()
-        provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
-        trace.set_tracer_provider(provider)
-        if trace.get_tracer_provider() is not provider:
-            pytest.fail("another test set the global tracer provider first")
-        _EXPORTER = exporter
-    _EXPORTER.clear()
-    return _EXPORTER
+    return span_exporter()
 
 
 def test_traces_carry_version_arm_and_flag(project: Project, spans: Any) -> None:

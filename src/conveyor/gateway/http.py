@@ -325,6 +325,7 @@ class Gateway:
         headers = _labels(call.scope["headers"])
         key = caller.key if caller is not None else None
         team = headers.get("x-conveyor-team")
+        conversation = headers.get("x-conveyor-conversation")
         return Turn(
             call,
             endpoint,
@@ -336,13 +337,14 @@ class Gateway:
                 tier=headers.get("x-conveyor-tier"),
                 key=key.name if key is not None else None,
                 role=key.role if key is not None else None,
+                conversation=conversation,
             ),
             stream=stream,
             caller=caller,
             key=caller.key.name if caller is not None and caller.key is not None else None,
             user=user if isinstance(user, str) else headers.get("x-conveyor-user"),
             team=team,
-            conversation=headers.get("x-conveyor-conversation"),
+            conversation=conversation,
         )
 
     async def chat(self, call: Call) -> Response:
@@ -703,6 +705,9 @@ def routes(context: AppContext) -> Contribution:
     poller: list[asyncio.Task[None]] = []
 
     async def startup() -> None:
+        from conveyor.gateway.tracing import tracer
+
+        gateway.router.tracer = tracer()  # None when the process has no tracing
         poller.append(asyncio.ensure_future(gateway.poll_routes()))
 
     async def shutdown() -> None:

@@ -39,9 +39,9 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conveyor.breaker import CircuitBreaker
 from conveyor.errors import ConveyorError, NotFoundError
@@ -50,14 +50,15 @@ from conveyor.gateway.rules import CompiledRule, compile_rules
 from conveyor.gateway.settings import PROVIDERS, GatewaySpec
 from conveyor.gateway.types import Body, Chunk, Deployment, Provider, UpstreamError
 
+if TYPE_CHECKING:
+    from conveyor.gateway.tracing import UpstreamSpan
+
 __all__ = ["CallRecord", "Router"]
 
 log = logging.getLogger("conveyor.gateway")
 
 #: Failures that count against a deployment's circuit breaker.
 _BREAKING = frozenset({"connect", "timeout", "server", "protocol"})
-
-Operation = Callable[[Provider, Body, Deployment], Awaitable[Body]]
 
 
 @dataclass(slots=True)
@@ -90,6 +91,8 @@ class CallRecord:
     complexity: str | None = None
     """``simple`` or ``complex``, when a rule asked (None: not classified)."""
     complexity_score: float | None = None
+    conversation: str | None = None
+    """The ``x-conveyor-conversation`` header (on the upstream calls' spans)."""
 
     @property
     def fallbacks(self) -> int:
@@ -117,6 +120,10 @@ class Router:
         #: Deployment -> when (clock) it may be called again after a 429.
         self._cooled: dict[str, float] = {}
         self._prober = Prober(self, spec.probe, on_probe)
+        #: OpenTelemetry's tracer when tracing is on (:mod:`conveyor.gateway.tracing`):
+        #: a span per upstream call; None, none and no cost.
+        self.tracer: Any = None
+        self._span_attributes: dict[str, dict[str, Any]] = {}
         self.spec = spec
         self.update(spec)
 
@@ -244,21 +251,13 @@ class Router:
 
     async def chat(self, body: Body, call: CallRecord) -> Body:
         """A chat completion, not streamed, from the first deployment that answers."""
-
-        async def op(provider: Provider, sent: Body, deployment: Deployment) -> Body:
-            return await provider.chat(sent, deployment)
-
-        return await self._answer(op, body, call)
+        return await self._answer("chat", body, call)
 
     async def embeddings(self, body: Body, call: CallRecord) -> Body:
         """Embeddings from the first deployment that answers."""
+        return await self._answer("embeddings", body, call)
 
-        async def op(provider: Provider, sent: Body, deployment: Deployment) -> Body:
-            return await provider.embeddings(sent, deployment)
-
-        return await self._answer(op, body, call)
-
-    async def _answer(self, op: Operation, body: Body, call: CallRecord) -> Body:
+    async def _answer(self, operation: str, body: Body, call: CallRecord) -> Body:
         order, call.assigned = self.plan(call.model, call, body)
         last: UpstreamError | None = None
         for name in order:
@@ -267,17 +266,29 @@ class Router:
                 continue
             provider, deployment = target
             sent = {**body, "model": deployment.model}
+            op = getattr(provider, operation)
             attempt = 0
             while True:
                 call.attempts += 1
+                span = (
+                    None if self.tracer is None else self._span(operation, deployment, sent, call)
+                )
                 try:
-                    answer = await op(provider, sent, deployment)
+                    answer: Body = await op(sent, deployment)
                 except UpstreamError as exc:
+                    if span is not None:
+                        span.failed(exc)
                     last = exc
                     if await self._failed(name, exc, call, attempt):
                         attempt += 1
                         continue
                     break
+                except BaseException as exc:
+                    if span is not None:
+                        span.failed(exc)
+                    raise
+                if span is not None:
+                    span.answered(answer)
                 self._answered(name, deployment, call)
                 return answer
         raise self._exhausted(call, order, last)
@@ -296,6 +307,7 @@ class Router:
             attempt = 0
             while True:
                 call.attempts += 1
+                span = None if self.tracer is None else self._span("chat", deployment, sent, call)
                 chunks = provider.stream(sent, deployment)
                 try:
                     first: Chunk | None = await anext(chunks)
@@ -303,32 +315,64 @@ class Router:
                     first = None
                 except UpstreamError as exc:
                     await _close(chunks)
+                    if span is not None:
+                        span.failed(exc)
                     last = exc
                     if await self._failed(name, exc, call, attempt):
                         attempt += 1
                         continue
                     break
-                except BaseException:
+                except BaseException as exc:
                     await _close(chunks)
+                    if span is not None:
+                        span.failed(exc)
                     raise
                 call.first_chunk_at = time.perf_counter()
                 self._answered(name, deployment, call, success=False)
                 try:
                     if first is not None:
-                        yield first
-                        async for chunk in chunks:
-                            yield chunk
+                        if span is None:
+                            yield first
+                            async for chunk in chunks:
+                                yield chunk
+                        else:
+                            span.first_chunk()
+                            span.chunk(first)
+                            yield first
+                            async for chunk in chunks:
+                                span.chunk(chunk)
+                                yield chunk
                 except UpstreamError as exc:
                     exc.streamed = True
+                    if span is not None:
+                        span.failed(exc)
                     await self._failed(name, exc, call, attempt, retry=False)
+                    raise
+                except BaseException as exc:  # the client went away (GeneratorExit), a bug
+                    if span is not None:
+                        span.failed(exc)
                     raise
                 finally:
                     await _close(chunks)
+                    if span is not None:
+                        span.end()
                 self.breaker(name).success()
                 return
         raise self._exhausted(call, order, last)
 
     # -- bookkeeping ------------------------------------------------------------------
+
+    def _span(
+        self, operation: str, deployment: Deployment, body: Body, call: CallRecord
+    ) -> UpstreamSpan:
+        """The span of one upstream call (tracing on: :mod:`conveyor.gateway.tracing`)."""
+        from conveyor.gateway.tracing import UpstreamSpan, provider_attributes
+
+        found = self._span_attributes.get(deployment.provider)
+        if found is None:
+            spec = self.spec.providers[deployment.provider]
+            found = self._span_attributes[deployment.provider] = provider_attributes(spec)
+        return UpstreamSpan(self.tracer, operation, deployment, found, body, call, call.attempts)
 
     def _ready(self, name: str, call: CallRecord) -> tuple[Provider, Deployment] | None:
         """The deployment's provider, when it may be called now (else the skip recorded)."""
