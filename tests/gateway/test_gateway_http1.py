@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 
@@ -255,6 +258,37 @@ def test_an_idle_connection_the_upstream_closed_is_not_reused() -> None:
                 await asyncio.sleep(0.05)  # the close reaches the client
             assert server.connections == 3
             await pool.aclose()
+
+    run(main())
+
+
+def test_https_verifies_the_upstream_certificate(tmp_path: Path) -> None:
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert, key)
+
+    async def main() -> None:
+        found = Upstream(fixed)
+        server = await asyncio.start_server(found._serve, "127.0.0.1", 0, ssl=served)
+        url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+        try:
+            trusting = Pool(url, ssl_context=ssl.create_default_context(cafile=str(cert)))
+            for _ in range(2):
+                got = await trusting.send("/x", b"{}", timeout=5)
+                assert got.status == 200 and await got.read() == b'{"ok": true}'
+                await got.aclose()
+            assert found.connections == 1  # kept alive over TLS too
+            await trusting.aclose()
+            with pytest.raises(ConnectFailed, match="CERTIFICATE_VERIFY_FAILED"):
+                await Pool(url).send("/x", b"{}", timeout=5)  # the default trust: refused
+        finally:
+            server.close()
 
     run(main())
 
