@@ -1,4 +1,5 @@
-"""The CLI as a user runs it: the installed `conveyor` script in a subprocess."""
+"""The CLI as a user runs it: the installed `conveyor` script in a subprocess (its version
+and a missing project), the rest the command main() runs, in process (cli_support)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cli_support import conveyor
 from conveyor.cli import parse_since
 from conveyor.cli.common import parse_duration
 from conveyor.errors import InvalidInputError
@@ -20,7 +22,7 @@ from conveyor.errors import InvalidInputError
 CONVEYOR = str(Path(sys.executable).with_name("conveyor"))
 
 
-def run(
+def run_installed(
     *args: str, cwd: Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
@@ -28,6 +30,12 @@ def run(
     return subprocess.run(
         [CONVEYOR, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=120
     )
+
+
+def run(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return conveyor(*args, cwd=cwd, env=env)
 
 
 @pytest.fixture
@@ -38,7 +46,7 @@ def project(tmp_path: Path) -> Path:
 
 
 def test_version(tmp_path: Path) -> None:
-    result = run("version", cwd=tmp_path)
+    result = run_installed("version", cwd=tmp_path)
     assert result.returncode == 0
     assert result.stdout.startswith("conveyor 0.")
 
@@ -85,7 +93,7 @@ def test_doctor_names_host_and_port_of_an_unreachable_backend(project: Path) -> 
 
 
 def test_doctor_on_missing_project_is_one_clear_line(tmp_path: Path) -> None:
-    result = run("doctor", cwd=tmp_path)
+    result = run_installed("doctor", cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.startswith("error: no Conveyor project")
     assert "Traceback" not in result.stderr
