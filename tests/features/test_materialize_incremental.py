@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from cli_support import conveyor
 from conveyor.errors import ConcurrentUpdateError, ConfigError, InvalidInputError
 from conveyor.features.materialize import (
     KILL_AFTER_CHUNK_ENV,
@@ -249,6 +250,12 @@ def _cli(root: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]
     )
 
 
+def _in_process(root: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """The same command in this process (cli_support), for what needs no kill."""
+    settings = {"CONVEYOR_FEATURES__MATERIALIZE__CHUNK_ROWS": "25", **env}
+    return conveyor("features", *args, "-C", str(root), env=settings, cwd=root)
+
+
 def _records(path: Path) -> dict[str, Any]:
     """Every key of a SQLite online store, and its record (aggregates: their values only,
     since their event time is the moment each run computed them)."""
@@ -284,7 +291,7 @@ def test_a_killed_run_is_continued_from_its_checkpoint_without_redoing_a_chunk(
     assert stopped.interrupted and (stopped.run_chunks, stopped.run_rows) == (2, 52)
     assert stopped.checkpoint == to_ns(rows[20 + 51][2])
 
-    resumed = _cli(root, "materialize", "spend", "--json")
+    resumed = _in_process(root, "materialize", "spend", "--json")
     assert resumed.returncode == 0, resumed.stderr
     (done,) = orjson.loads(resumed.stdout)["items"]
     assert done["resumed"] and done["mode"] == "full"
@@ -294,7 +301,7 @@ def test_a_killed_run_is_continued_from_its_checkpoint_without_redoing_a_chunk(
     assert done["watermark_after"] == rows[-1][2].isoformat()
 
     clean_db = tmp_path / "clean.db"
-    clean = _cli(
+    clean = _in_process(
         root, "materialize", "spend", "--full", "--json", CONVEYOR_ONLINE=f"sqlite:///{clean_db}"
     )
     assert clean.returncode == 0, clean.stderr
@@ -308,12 +315,12 @@ def test_a_killed_run_is_continued_from_its_checkpoint_without_redoing_a_chunk(
 
 
 def test_the_cli_shows_progress_and_reports_the_watermark(project: Project) -> None:
-    out = _cli(project.root, "materialize", "spend")
+    out = _in_process(project.root, "materialize", "spend")
     assert out.returncode == 0, out.stderr
     assert "spend: 3 rows read (full), 2 entities: 2 written" in out.stdout
     assert f"watermark - -> {(T0 + 31 * MINUTE).strftime('%Y-%m-%d %H:%M:%S')}" in out.stdout
     assert "spend" in out.stderr and "done" in out.stderr  # the progress bar, on stderr
-    quiet = _cli(project.root, "materialize", "spend", "--json")
+    quiet = _in_process(project.root, "materialize", "spend", "--json")
     assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
     assert orjson.loads(quiet.stdout)["items"][0]["mode"] == "incremental"
 

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from features_support import online_spend_project, spend_project, timestamps
 
+from cli_support import conveyor
 from conveyor.errors import InvalidInputError, NotFoundError
 from conveyor.features.materialize import materialize, online_features
 from conveyor.features.push import pushed_table
@@ -232,6 +233,13 @@ def test_push_answers_503_when_the_online_store_is_down(tmp_path: Path) -> None:
 # -- CLI ---------------------------------------------------------------------------------
 
 
+def _in_process(
+    root: Path, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The same command in this process (cli_support)."""
+    return conveyor("features", "push", *args, "-C", str(root), cwd=root, input=stdin)
+
+
 def _cli(root: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     return subprocess.run(
@@ -265,13 +273,13 @@ def test_conveyor_features_push_reads_json_lines_parquet_and_stdin(local: Projec
         ),
         root / "rows.parquet",
     )
-    parquet = _cli(root, "spend", "--file", "rows.parquet", "--json")
+    parquet = _in_process(root, "spend", "--file", "rows.parquet", "--json")
     assert parquet.returncode == 0, parquet.stderr
     assert json.loads(parquet.stdout)["written"] == 1
     row = {"customer_id": 4, "ts": (NOW - MINUTE).isoformat(), "amount": "x"}
-    refused = _cli(root, "spend", "--file", "-", stdin=json.dumps(row) + "\n")
+    refused = _in_process(root, "spend", "--file", "-", stdin=json.dumps(row) + "\n")
     assert refused.returncode == 1
     assert "row 0: feature 'amount' of view 'spend' is double, got str" in refused.stderr
     assert [amount(local, c)[0] for c in (1, 2, 3, 4)] == [11.0, 22.0, 33.0, None]
-    broken = _cli(root, "spend", "--file", "-", stdin="{not json\n")
+    broken = _in_process(root, "spend", "--file", "-", stdin="{not json\n")
     assert broken.returncode == 1 and "line 1 is not JSON" in broken.stderr
