@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+import cli_support
 from conveyor.governance.keys import ApiKeys
 from conveyor.project import Project, init_project
 from conveyor.serving.app import create_app
@@ -35,6 +36,13 @@ def conveyor(root: Path, *args: str, key: str | None = None) -> subprocess.Compl
         capture_output=True,
         text=True,
         timeout=120,
+    )
+
+
+def in_process(root: Path, *args: str, key: str | None = None) -> subprocess.CompletedProcess[str]:
+    """The same command in this process (cli_support)."""
+    return cli_support.conveyor(
+        *args, cwd=root, env={} if key is None else {"CONVEYOR_API_KEY": key}
     )
 
 
@@ -73,7 +81,7 @@ def test_a_locked_command_names_itself_its_action_and_the_key_to_create(root: Pa
         (("data", "ingest", "loans"), "data.ingest"),
         (("deploy", "risk@1"), "serving.deploy"),
     ):
-        nobody = conveyor(root, *command)
+        nobody = in_process(root, *command)
         assert nobody.returncode == 1, nobody.stderr
         assert nobody.stderr.strip() == (
             f"error: no API key: `conveyor {' '.join(command[:-1])}` ('{action}') needs a key "
@@ -81,7 +89,7 @@ def test_a_locked_command_names_itself_its_action_and_the_key_to_create(root: Pa
             "has API keys); an admin creates one with `conveyor keys create NAME --role "
             "deployer`"
         )
-        low = conveyor(root, *command, key=predictor)
+        low = in_process(root, *command, key=predictor)
         assert low.returncode == 1
         assert low.stderr.strip() == (
             f"error: `conveyor {' '.join(command[:-1])}`: '{action}' needs the role "
