@@ -13,12 +13,18 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cli_support import conveyor
 from conveyor.errors import InvalidInputError
 from conveyor.fleet.balancer import FleetPlan, Member, check, render
 from conveyor.fleet.manager import Fleet
 from conveyor.fleet.settings import FleetSpec
 from conveyor.project import Project, init_project
 from conveyor.serving.server import free_port
+
+
+def _in_process(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The same command in this process (cli_support): for those that start nothing."""
+    return conveyor(*args, "--project", str(root))
 
 
 def _cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -70,17 +76,19 @@ def test_bad_options_are_refused_with_the_field(tmp_path: Path) -> None:
         Fleet.plan_for(tmp_path, {"servers": 0})
     with pytest.raises(InvalidInputError, match=r"fleet\.balancer"):
         Fleet.plan_for(tmp_path, {"balancer": "traefik"})
-    done = _cli(tmp_path, "fleet", "config", "--balancer", "traefik")
+    done = _in_process(tmp_path, "fleet", "config", "--balancer", "traefik")
     assert done.returncode != 0
     assert "fleet.balancer" in done.stderr + done.stdout
-    done = _cli(tmp_path, "fleet", "status")
+    done = _in_process(tmp_path, "fleet", "status")
     assert done.returncode != 0
     assert "no fleet is running" in done.stderr + done.stdout
 
 
 def test_the_cli_writes_the_config_and_runs_a_fleet(tmp_path: Path) -> None:
     init_project(tmp_path, name="cli")
-    done = _cli(tmp_path, "fleet", "config", "--balancer", "nginx", "--servers", "2", "--json")
+    done = _in_process(
+        tmp_path, "fleet", "config", "--balancer", "nginx", "--servers", "2", "--json"
+    )
     assert done.returncode == 0, done.stderr
     written = json.loads(done.stdout)
     assert written["balancer"] == "nginx" and Path(written["config"]).is_file()
@@ -95,7 +103,7 @@ def test_the_cli_writes_the_config_and_runs_a_fleet(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr + done.stdout
         # The project is on SQLite and memory: the CLI says what that means for a fleet.
         assert "LISTEN/NOTIFY" in done.stderr and "per server process" in done.stderr
-        status = json.loads(_cli(tmp_path, "fleet", "status", "--json").stdout)
+        status = json.loads(_in_process(tmp_path, "fleet", "status", "--json").stdout)
         assert status["balancer"]["running"] and status["balancer"]["kind"] == "haproxy"
         assert [s["running"] for s in status["servers"]] == [True, True]
         # Nothing deployed: every server says so (not ready), so the balancer sends nothing.
