@@ -276,6 +276,14 @@ class Answer:
 
     async def read(self) -> bytes:
         """The whole body."""
+        conn = self._conn
+        if conn.complete and not self._done:  # it came with its headers: no waiting
+            pieces = conn.pieces
+            body = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            pieces.clear()
+            conn.buffered = 0
+            self._release(True)
+            return body
         parts = [piece async for piece in self.pieces()]
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
