@@ -15,6 +15,7 @@ import httpx
 import pytest
 from serving_support import linear_project, wait_served
 
+from cli_support import conveyor
 from conveyor.governance.keys import ApiKeys
 from conveyor.project import Project
 from conveyor.serving.app import create_app
@@ -104,6 +105,13 @@ def _cli(root: Path, token: str, *args: str) -> subprocess.CompletedProcess[str]
     )
 
 
+def _in_process(root: Path, token: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The same command in this process (cli_support)."""
+    return conveyor(
+        "predict", *args, "-d", json.dumps(ROW), cwd=root.parent, env={"CONVEYOR_API_KEY": token}
+    )
+
+
 def test_the_cli_forwards_the_alias_and_says_which_version_answered(
     served: tuple[str, dict[str, str], Path],
 ) -> None:
@@ -112,10 +120,10 @@ def test_the_cli_forwards_the_alias_and_says_which_version_answered(
     assert by_alias.returncode == 0, by_alias.stderr
     assert json.loads(by_alias.stdout)["version"] == 2
     assert by_alias.stderr.strip() == f"m@2 answered (by the server at {url}, as m@blue)"
-    routed = _cli(root, tokens["predictor"], "m", "--url", url)
+    routed = _in_process(root, tokens["predictor"], "m", "--url", url)
     assert routed.returncode == 0, routed.stderr
     assert json.loads(routed.stdout)["version"] == 1
     assert routed.stderr.strip() == f"m@1 answered (by the server at {url}, arm v1)"
-    refused = _cli(root, tokens["predictor"], "m@blue", "--url", url)
+    refused = _in_process(root, tokens["predictor"], "m@blue", "--url", url)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert refused.stderr.strip().startswith("error: ") and "deployer" in refused.stderr
