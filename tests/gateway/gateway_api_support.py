@@ -94,3 +94,29 @@ def calls(served: dict[str, Any], model: str, count: int = 1) -> list[dict[str, 
 def asked(fake: FakeOpenAI, model: str) -> int:
     """How many requests for ``model`` reached the fake."""
     return sum(1 for m in fake.models_asked() if m == model)
+
+
+@contextmanager
+def leave_a_stream(served: dict[str, Any], model: str, lines: int = 3) -> Iterator[str]:
+    """Start a slow stream of ``model`` (200 words, 20 ms apart), read ``lines`` lines of
+    it and go away; yields its request id, the fake still slow until the block ends."""
+    import httpx
+
+    fake = served["fake"]
+    fake.chunk_delay_s = 0.02
+    words = " ".join(f"w{i}" for i in range(200))  # 4 s of stream at that pace
+    try:
+        with httpx.stream(
+            "POST",
+            served["base"] + "/chat/completions",
+            json={"model": model, "messages": [{"role": "user", "content": words}], "stream": True},
+            headers={"authorization": f"Bearer {served['key']}"},
+            timeout=20,
+        ) as answer:
+            request_id = answer.headers["x-request-id"]
+            read = answer.iter_lines()
+            for _ in range(lines):
+                next(read)
+        yield request_id
+    finally:
+        fake.chunk_delay_s = 0.0

@@ -12,10 +12,9 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import openai
 import pytest
-from gateway_api_support import asked, calls, served_gateway
+from gateway_api_support import asked, calls, leave_a_stream, served_gateway
 
 from conveyor.gateway.router import Router
 from conveyor.gateway.settings import GatewaySpec
@@ -159,19 +158,7 @@ def test_a_failure_before_the_first_chunk_falls_back_in_a_stream(served: dict[st
 
 def test_a_client_going_away_closes_the_upstream_stream(served: dict[str, Any]) -> None:
     fake = served["fake"]
-    fake.chunk_delay_s = 0.02
-    words = " ".join(f"w{i}" for i in range(200))  # 4 s of stream at that pace
-    try:
-        with httpx.stream(
-            "POST",
-            served["base"] + "/chat/completions",
-            json={"model": "b", "messages": [{"role": "user", "content": words}], "stream": True},
-            headers={"authorization": f"Bearer {served['key']}"},
-            timeout=20,
-        ) as answer:
-            lines = answer.iter_lines()
-            for _ in range(3):
-                next(lines)
+    with leave_a_stream(served, "b"):
         record = wait_until(
             lambda: fake.streams[-1] if fake.streams[-1].ended else None,
             message="the upstream stream to end",
@@ -180,8 +167,6 @@ def test_a_client_going_away_closes_the_upstream_stream(served: dict[str, Any]) 
         assert not record.completed and record.chunks_sent < 100
         event = calls(served, "b", 1)[0]
         assert event["status"] == "cancelled" and event["stream"] is True
-    finally:
-        fake.chunk_delay_s = 0.0
 
 
 def test_the_split_follows_its_weights_and_is_recorded(served: dict[str, Any]) -> None:

@@ -10,10 +10,9 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import openai
 import pytest
-from gateway_api_support import served_gateway
+from gateway_api_support import leave_a_stream, served_gateway
 
 from conveyor.testing.tracing import span_exporter
 from conveyor.testing.wait import wait_until
@@ -148,33 +147,12 @@ def test_a_stream_span_lasts_to_its_last_chunk_with_its_usage_and_first_chunk_ti
 def test_a_stream_the_client_left_ends_its_span_as_cancelled(
     served: dict[str, Any], exporter: Any
 ) -> None:
-    fake = served["fake"]
-    fake.chunk_delay_s = 0.02
-    words = " ".join(f"w{i}" for i in range(200))  # 4 s of stream at that pace
-    try:
-        with httpx.stream(
-            "POST",
-            served["base"] + "/chat/completions",
-            json={
-                "model": "fast",
-                "messages": [{"role": "user", "content": words}],
-                "stream": True,
-            },
-            headers={"authorization": f"Bearer {served['key']}"},
-            timeout=20,
-        ) as answer:
-            request_id = answer.headers["x-request-id"]
-            lines = answer.iter_lines()
-            for _ in range(3):
-                next(lines)
+    def ended() -> Any:
+        found = [s for s in exporter.get_finished_spans() if s.name == "chat gpt-a"]
+        return found[-1] if found else None
 
-        def ended() -> Any:
-            found = [s for s in exporter.get_finished_spans() if s.name == "chat gpt-a"]
-            return found[-1] if found else None
-
+    with leave_a_stream(served, "fast") as request_id:
         span = wait_until(ended, message="the upstream call's span to end", timeout=10)
-    finally:
-        fake.chunk_delay_s = 0.0
     _, (child,) = _spans(exporter, request_id)
     assert child is span and dict(span.attributes or {})["error.type"] == "cancelled"
 
