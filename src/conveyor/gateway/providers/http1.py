@@ -438,7 +438,7 @@ class Pool:
             finally:
                 if timer is not None:
                     timer.cancel()
-            if got is not None:
+            if got is not None and not got.closed:  # (lost while handed over: try again)
                 got._reset()
                 return got
 
