@@ -86,7 +86,7 @@ ANSWER = {
     "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17},
 }
 SHORT = "Say hello."
-#: About 1,000 tokens (1,030 words), the issue's guardrail prompt.
+#: 940 words, about 1,000 tokens: the issue's guardrail prompt.
 LONG = (
     "Please summarise the following customer message for the support team. " * 10
     + "My order 12345 arrived damaged and I would like a refund to my card. " * 60
