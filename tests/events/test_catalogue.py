@@ -152,6 +152,7 @@ def test_durabilities_follow_what_each_kind_records() -> None:
     catalogue = kinds()
     telemetry = sorted(n for n, k in catalogue.items() if k.durability == "telemetry")
     assert telemetry == [
+        "guardrail.decision",
         "llm.call",
         "prediction",
         "prediction.failed",
