@@ -355,7 +355,7 @@ async def follow(project: Any, spec: GatewaySpec, apply: Callable[[GatewaySpec],
     log = logging.getLogger("conveyor.gateway")
     routes = LlmRoutes(project.store)
     wake = asyncio.Event()
-    listener = _listen(project, wake)
+    listening = _listen(project, wake)
     last: dict[str, Any] | None = None
     try:
         while True:
@@ -372,13 +372,16 @@ async def follow(project: Any, spec: GatewaySpec, apply: Callable[[GatewaySpec],
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), spec.routes_poll_s)
     finally:
-        if listener is not None:
-            await asyncio.to_thread(listener.stop)
+        if listening is not None:
+            from conveyor.serving.watcher import unsubscribe
+
+            await asyncio.to_thread(unsubscribe, *listening)
 
 
 def _listen(project: Any, wake: Any) -> Any:
-    """A started :class:`~conveyor.serving.watcher.RouteListener` setting ``wake`` on an
-    LLM route's notice (None: the store is not PostgreSQL)."""
+    """The process's route listener (:func:`~conveyor.serving.watcher.subscribe`, shared
+    with the model routes') and the callback setting ``wake`` on an LLM route's notice
+    (None: the store is not PostgreSQL)."""
     import asyncio
     import contextlib
 
@@ -386,7 +389,7 @@ def _listen(project: Any, wake: Any) -> Any:
     if url.scheme != "postgresql":
         return None
     from conveyor.serving.settings import serving_of
-    from conveyor.serving.watcher import RouteListener
+    from conveyor.serving.watcher import subscribe
 
     listen = serving_of(project.spec).listen_url
     dsn = (listen or url).with_(driver=None).render(False)
@@ -397,4 +400,4 @@ def _listen(project: Any, wake: Any) -> Any:
             with contextlib.suppress(RuntimeError):  # the loop closed while stopping
                 loop.call_soon_threadsafe(wake.set)
 
-    return RouteListener(dsn, notice).start()
+    return subscribe(dsn, notice), notice

@@ -17,10 +17,11 @@ loaded at all answers 503 ``model_unavailable`` with the reason, never 404.
 
 On PostgreSQL a route change is also *pushed*: the transaction that writes it
 sends ``NOTIFY conveyor_routes`` (:data:`~conveyor.serving.route_store.ROUTES_CHANNEL`),
-and every worker listens (``LISTEN``) on a connection of its own (:class:`RouteListener`, a
-thread), which wakes the poll at once: a change reaches every worker of every
-server in a few milliseconds plus the load. Polling stays, as the fallback for a
-notice missed while the listener reconnects (it reconnects by itself, with
+and every worker listens (``LISTEN``) on one connection of its own (:class:`RouteListener`,
+a thread, shared by everything in the process that follows routes: the model routes and
+the gateway's, through :func:`subscribe`), which wakes the poll at once: a change reaches
+every worker of every server in a few milliseconds plus the load. Polling stays, as the
+fallback for a notice missed while the listener reconnects (it reconnects by itself, with
 backoff, and polls once more when it is back) and for SQLite.
 """
 
@@ -105,8 +106,7 @@ class RouteListener:
     it never raises into the caller."""
 
     #: How long a wait for notices lasts before the stop flag is looked at again: what a
-    #: stop waits for at most (a server has one listener for routes, one for the gateway's;
-    #: stopped one after the other). Five idle wake-ups a second cost nothing to speak of.
+    #: stop waits for at most. Five idle wake-ups a second cost nothing to speak of.
     stop_within_s = 0.2
 
     def __init__(
@@ -192,6 +192,60 @@ class RouteListener:
                         break
 
 
+def _ignore(model: str | None, revision: int | None) -> None:
+    pass
+
+
+#: The process's shared listeners, by DSN, with their subscribers (see :func:`subscribe`).
+_SHARED: dict[str, tuple[RouteListener, list[Callable[[str | None, int | None], None]]]] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def subscribe(dsn: str, on_notice: Callable[[str | None, int | None], None]) -> RouteListener:
+    """The process's one :class:`RouteListener` on ``dsn`` (started on the first call),
+    calling ``on_notice`` too: one LISTEN connection a process whatever follows the routes
+    (the model routes and the gateway's), not one each. Give it back with
+    :func:`unsubscribe`; the last subscriber's going stops it."""
+    with _SHARED_LOCK:
+        shared = _SHARED.get(dsn)
+        if shared is None:
+            subscribers: list[Callable[[str | None, int | None], None]] = []
+
+            def fan_out(model: str | None, revision: int | None) -> None:
+                for call in list(subscribers):
+                    try:
+                        call(model, revision)
+                    except Exception:  # one subscriber's fault is not the others'
+                        log.exception("a route notice's subscriber failed")
+
+            shared = (RouteListener(dsn, fan_out), subscribers)
+            _SHARED[dsn] = shared
+            shared[1].append(on_notice)
+            shared[0].start()
+        else:
+            shared[1].append(on_notice)
+            if shared[0].connected:  # it will not say (None, None) again until it reconnects
+                on_notice(None, None)
+        return shared[0]
+
+
+def unsubscribe(
+    listener: RouteListener, on_notice: Callable[[str | None, int | None], None]
+) -> None:
+    """Stop calling ``on_notice``; stop the listener (blocking up to its stop time) when
+    no subscriber is left."""
+    with _SHARED_LOCK:
+        shared = _SHARED.get(listener.dsn)
+        if shared is None or shared[0] is not listener:
+            return
+        with contextlib.suppress(ValueError):
+            shared[1].remove(on_notice)
+        if shared[1]:
+            return
+        del _SHARED[listener.dsn]
+    listener.stop()
+
+
 def in_daemon_thread(loop: asyncio.AbstractEventLoop, fn: Callable[[], T]) -> asyncio.Future[T]:
     """``fn()`` in a new daemon thread; its outcome in a future of ``loop``. Unlike
     ``run_in_executor``, nothing joins that thread at shut-down or exit: for calls that
@@ -254,6 +308,7 @@ class RouteWatcher:
         self.listen = listen
         self.listen_dsn = listen_dsn
         self.listener: RouteListener | None = None
+        self._notice: Callable[[str | None, int | None], None] = _ignore
         self._wake: asyncio.Event | None = None
         #: The longest wait for one poll; the poll in flight (one at most).
         self.poll_timeout_s = poll_timeout_s
@@ -447,7 +502,8 @@ class RouteWatcher:
                 with contextlib.suppress(RuntimeError):  # the loop closed while stopping
                     loop.call_soon_threadsafe(wake.set)
 
-            self.listener = RouteListener(dsn, notice).start()
+            self._notice = notice
+            self.listener = subscribe(dsn, notice)
         self._task = asyncio.create_task(self._loop(), name="conveyor-route-watcher")
 
     def _listen_dsn(self) -> str | None:
@@ -486,7 +542,7 @@ class RouteWatcher:
         self._stopping = True
         if self.listener is not None:
             listener, self.listener = self.listener, None
-            await asyncio.to_thread(listener.stop)
+            await asyncio.to_thread(unsubscribe, listener, self._notice)
         if self._task is not None:
             task, self._task = self._task, None
             if self._wake is not None:
