@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/gateway.py                       # ~5 minutes
     .venv/bin/python benchmarks/gateway.py --duration 5 --skip-litellm
     .venv/bin/python benchmarks/gateway.py --stages limits,cache,budgets --store postgres
+    .venv/bin/python benchmarks/gateway.py --ledger redis --skip-litellm --skip-guardrails
 
 - **Upstream**: nginx answering ``POST /plain/v1/chat/completions`` with a fixed chat
   completion and ``POST /sse/v1/chat/completions`` with a fixed stream of 100 chunks
@@ -18,7 +19,8 @@
   - ``conveyor-stages``: plus the stages ``--stages`` names (default: every one in
     :data:`STAGES`: limits per key, the exact-cache lookup, a price and a budget
     reserved and settled in the store), guardrails off; ``--store postgres`` puts the
-    project's store (budgets' counters) in a fresh PostgreSQL database;
+    project's store (budgets' counters) in a fresh PostgreSQL database, ``--ledger redis``
+    counts the budgets in Redis (``gateway.budgets_url``) instead;
   - ``conveyor-long`` and ``conveyor-guardrails``: no stage, then input and output
     guardrails (injection heuristics, secrets, PII redacted), both on a 1,000-token
     prompt: the guardrails' own cost is the difference.
@@ -289,7 +291,9 @@ def load(
 # -- the servers ------------------------------------------------------------------------
 
 
-def _gateway_yaml(upstream: str, stages: list[str], guardrails: bool) -> str:
+def _gateway_yaml(
+    upstream: str, stages: list[str], guardrails: bool, budgets_url: str | None = None
+) -> str:
     spec: dict[str, Any] = {
         "providers": {
             "plain": {"kind": "openai", "base_url": f"{upstream}/plain/v1"},
@@ -305,6 +309,8 @@ def _gateway_yaml(upstream: str, stages: list[str], guardrails: bool) -> str:
         STAGES[name](spec)
     if guardrails:
         _guardrails(spec)
+    if budgets_url and "budgets" in stages:
+        spec["budgets_url"] = budgets_url
     return "gateway: " + json.dumps(spec) + "\n"
 
 
@@ -316,6 +322,7 @@ def start_conveyor(
     *,
     guardrails: bool = False,
     store: str | None = None,
+    budgets_url: str | None = None,
 ) -> tuple[subprocess.Popen[bytes], int, str]:
     root = tmp / name
     py = str(harness.ROOT / ".venv" / "bin" / "python")
@@ -325,7 +332,7 @@ def start_conveyor(
         capture_output=True,
     )
     with (root / "conveyor.yaml").open("a") as fh:
-        fh.write(_gateway_yaml(upstream, stages, guardrails))
+        fh.write(_gateway_yaml(upstream, stages, guardrails, budgets_url))
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     if store is not None:
         env["CONVEYOR_STORE"] = store
@@ -541,6 +548,13 @@ def main() -> None:
     parser.add_argument(
         "--store", choices=("sqlite", "postgres"), default="sqlite", help="conveyor-stages' store"
     )
+    parser.add_argument(
+        "--ledger",
+        choices=("store", "redis"),
+        default="store",
+        help="where conveyor-stages counts budgets: the project's store, or Redis "
+        "(gateway.budgets_url, 127.0.0.1:6379)",
+    )
     parser.add_argument("--skip-litellm", action="store_true")
     parser.add_argument("--skip-guardrails", action="store_true")
     parser.add_argument("--output", default="gateway", help="results/<output>.json")
@@ -562,6 +576,7 @@ def main() -> None:
             "chunks": CHUNKS,
             "stages": stages,
             "store": args.store,
+            "ledger": args.ledger,
             "long_prompt_words": len(LONG.split()),
         },
     }
@@ -592,8 +607,11 @@ def main() -> None:
                 store = None
                 if name == "conveyor-stages" and args.store == "postgres":
                     store = side.enter_context(harness.postgres_database("gateway"))
+                ledger = None
+                if name == "conveyor-stages" and args.ledger == "redis":
+                    ledger = f"redis://127.0.0.1:6379/0?prefix=bench-{os.getpid()}:"
                 proc, cport, token = start_conveyor(
-                    tmp, name, upstream, on, guardrails=guardrails, store=store
+                    tmp, name, upstream, on, guardrails=guardrails, store=store, budgets_url=ledger
                 )
                 side.enter_context(running(proc))
                 results[name] = measure(

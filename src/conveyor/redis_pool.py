@@ -18,7 +18,7 @@ from conveyor.backends import BackendURL, check_options, int_option, seconds_opt
 from conveyor.errors import InvalidInputError, MissingDependencyError
 
 if TYPE_CHECKING:
-    import redis
+    pass
 
 __all__ = ["DEFAULT_PORT", "connection_pool"]
 
@@ -32,8 +32,9 @@ def connection_pool(
     socket_timeout: float = 5.0,
     connect_timeout: float = 2.0,
     retries: int = 2,
+    asynchronous: bool = False,
     **overrides: Any,
-) -> tuple[BackendURL, redis.ConnectionPool]:
+) -> tuple[BackendURL, Any]:
     """A connection pool for ``redis://`` or ``rediss://`` (TLS) ``url``, and the URL it dials.
 
     The path is the database number (``redis://host:6379/2``); the query may
@@ -43,7 +44,8 @@ def connection_pool(
     InvalidInputError naming it. A failed connection is retried ``retries``
     times (default twice) with a short backoff (redis-py's default backs off
     for seconds, which would hold a request that long). ``overrides`` go to
-    the pool as they are. No connection is made until the first command.
+    the pool as they are. No connection is made until the first command. ``asynchronous``:
+    a ``redis.asyncio`` pool (used on one event loop only).
     """
     try:
         import redis
@@ -73,12 +75,21 @@ def connection_pool(
         "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=retries),
         "health_check_interval": 30,
     }
+    if asynchronous:
+        import redis.asyncio
+        from redis.asyncio.retry import Retry as AsyncRetry
+
+        kwargs["retry"] = AsyncRetry(ExponentialBackoff(cap=0.2, base=0.02), retries=retries)
     if url.scheme == "rediss":
-        kwargs["connection_class"] = redis.SSLConnection
+        kwargs["connection_class"] = (
+            redis.asyncio.SSLConnection if asynchronous else redis.SSLConnection
+        )
     max_connections = int_option(url, "max_connections")
     if max_connections is not None:
         kwargs["max_connections"] = max_connections
     kwargs.update(overrides)
     # The address in error messages must be the one actually dialled.
     dialled = url.with_(host=kwargs["host"], port=kwargs["port"])
+    if asynchronous:
+        return dialled, redis.asyncio.ConnectionPool(**kwargs)
     return dialled, redis.ConnectionPool(**kwargs)

@@ -1,4 +1,5 @@
-"""Budgets hold under concurrency (SQLite and PostgreSQL, real threads on one ledger),
+"""Budgets hold under concurrency (SQLite, PostgreSQL and Redis ledgers through one contract,
+real threads on one ledger),
 reservations settle and expire, periods reset; through the served gateway with the openai
 client: a budget trips naming itself, its limit and its reset; 50 concurrent calls never
 overshoot; a stream stopped early is charged for what was generated; per-key rpm, tpm and
@@ -11,6 +12,7 @@ import json
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -18,12 +20,15 @@ import pytest
 from gateway_api_support import calls, gateway_spec, served_gateway
 
 from conveyor.errors import BudgetExceededError
-from conveyor.gateway.budgets import Charge, SqlBudgets, period_of
+from conveyor.gateway.budgets import Charge, Ledger, SqlBudgets, period_of
 from conveyor.gateway.costs import cost_of
+from conveyor.gateway.ledger_redis import RedisBudgets
 from conveyor.gateway.settings import BudgetSpec, PriceSpec
 from conveyor.gateway.types import Usage
 from conveyor.project import Project
 from conveyor.store.database import MetadataStore
+from conveyor.testing import matrix
+from conveyor.testing.services import redis_prefix
 
 
 class Clock:
@@ -34,10 +39,23 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-def ledger(store_url: str) -> Iterator[tuple[SqlBudgets, Clock]]:
+@pytest.fixture(params=[*matrix.params("store_url"), *matrix.params("kv_url", ["redis"])])
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Ledger, Clock]]:
+    """The contract's ledgers: SQL on an SQLite file and a PostgreSQL schema, and Redis
+    under a fresh prefix."""
     clock = Clock()
-    with MetadataStore.from_url(store_url) as store:
+    if request.param == "redis":
+        with redis_prefix() as url:
+            redis_ledger = RedisBudgets(url, clock=clock)
+            try:
+                yield redis_ledger, clock
+            finally:
+                redis_ledger.close()
+        return
+    with (
+        matrix.place("store", request.param, tmp_path) as url,
+        MetadataStore.from_url(url) as store,
+    ):
         yield SqlBudgets(store, clock=clock), clock
 
 
@@ -45,7 +63,7 @@ def _budget(limit: float, period: str = "day") -> Charge:
     return Charge(BudgetSpec(name="b", scope="key", period=period, limit_usd=limit), "app")
 
 
-def test_concurrent_reservations_never_pass_the_limit(ledger: tuple[SqlBudgets, Clock]) -> None:
+def test_concurrent_reservations_never_pass_the_limit(ledger: tuple[Ledger, Clock]) -> None:
     budgets, _ = ledger
     charge = _budget(10.5)
     taken: list[str] = []
@@ -80,7 +98,7 @@ def test_concurrent_reservations_never_pass_the_limit(ledger: tuple[SqlBudgets, 
     assert error.context["resets_at"] == "2026-12-06T00:00:00+00:00"
 
 
-def test_all_or_nothing_periods_and_expiry(ledger: tuple[SqlBudgets, Clock]) -> None:
+def test_all_or_nothing_periods_and_expiry(ledger: tuple[Ledger, Clock]) -> None:
     budgets, clock = ledger
     small = Charge(BudgetSpec(name="small", scope="user", limit_usd=1.0), "ann")
     large = Charge(BudgetSpec(name="large", scope="global", limit_usd=100.0), "*")
@@ -141,6 +159,21 @@ def _client(served: dict[str, Any], key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=served["base"], api_key=served[key], max_retries=0)
 
 
+def _settled(ledger: Any, budget: str, subject: str | None = None) -> dict[str, Any]:
+    """The budget's counter once nothing is reserved on it: a call's settlement runs after
+    its answer is sent."""
+    from conveyor.testing.wait import wait_until
+
+    def counter() -> dict[str, Any] | None:
+        rows = ledger() if callable(ledger) else ledger.counters()
+        found = [c for c in rows if c["budget"] == budget and subject in (None, c["subject"])]
+        assert len(found) == 1, found
+        return found[0] if found[0]["reserved_usd"] == pytest.approx(0, abs=1e-9) else None
+
+    found: dict[str, Any] = wait_until(counter, message=f"{budget}'s calls settled")
+    return found
+
+
 def _ask(words: int) -> list[dict[str, str]]:
     return [{"role": "user", "content": " ".join(["word"] * words)}]
 
@@ -198,8 +231,7 @@ def test_fifty_concurrent_calls_never_overshoot_the_key_budget(served: dict[str,
     assert all(r.body["code"] == "budget_exceeded" for r in refused)
     from conveyor.gateway.budgets import SqlBudgets as Ledger
 
-    (counter,) = [c for c in Ledger(project.store).counters() if c["budget"] == "app-daily"]
-    assert counter["reserved_usd"] == pytest.approx(0, abs=1e-9)
+    counter = _settled(Ledger(project.store), "app-daily")
     assert counter["spent_usd"] <= 0.5 and counter["calls"] == len(answered)
     # each call spent its prompt (5 words + "echo:" answer of 6) at $0.001 a token
     assert counter["spent_usd"] == pytest.approx(len(answered) * 0.011, rel=1e-6)
@@ -276,6 +308,7 @@ def test_budgets_and_usage_reports(served: dict[str, Any]) -> None:
     )
     calls(served, "via-a", 1)
     root = str(served["project"].root)
+    _settled(SqlBudgets(served["project"].store), "per-conversation", "r")
     runner = CliRunner()
     done = runner.invoke(llm_app, ["budgets", "--json", "-C", root])
     assert done.exit_code == 0, done.output
@@ -293,3 +326,87 @@ def test_budgets_and_usage_reports(served: dict[str, Any]) -> None:
     assert {r["conversation"]: r for r in over_http["rows"]}["r"] == rows["r"]
     bad = runner.invoke(llm_app, ["usage", "--by", "color", "-C", root])
     assert bad.exit_code != 0 and "one of model" in " ".join(bad.output.split())
+
+
+@pytest.mark.redis
+def test_budgets_in_redis_hold_through_the_served_gateway(tmp_path: Path) -> None:
+    """gateway.budgets_url: the stage reserves and settles in Redis; the CLI and HTTP reports
+    read the counters there (the store holds none)."""
+    import httpx
+    from typer.testing import CliRunner
+
+    import conveyor.cli  # noqa: F401  (the CLI loads before a capability's CLI module)
+    from conveyor.gateway.cli import llm_app
+
+    with redis_prefix() as url:
+
+        def spec_of(fake_url: str) -> dict[str, Any]:
+            return {**_spec(fake_url), "budgets_url": url}
+
+        with served_gateway(tmp_path, spec_of) as served:
+
+            async def main() -> list[Any]:
+                client = openai.AsyncOpenAI(
+                    base_url=served["base"], api_key=served["key"], max_retries=0
+                )
+                try:
+                    return await asyncio.gather(
+                        *(
+                            client.chat.completions.create(model="via-a", messages=_ask(5))
+                            for _ in range(50)
+                        ),
+                        return_exceptions=True,
+                    )
+                finally:
+                    await client.close()
+
+            results = asyncio.run(main())
+            answered = [r for r in results if not isinstance(r, BaseException)]
+            refused = [r for r in results if isinstance(r, openai.RateLimitError)]
+            assert len(answered) + len(refused) == 50 and answered and refused
+            assert "'app-daily'" in refused[0].body["message"]
+            headers = {"authorization": f"Bearer {served['viewer']}"}
+
+            def over_http() -> list[dict[str, Any]]:
+                got = httpx.get(f"{served['url']}/v1/llm/budgets", headers=headers)
+                assert got.status_code == 200, got.text
+                return list(got.json()["counters"])
+
+            counter = _settled(over_http, "app-daily")
+            assert counter["calls"] == len(answered) and counter["spent_usd"] <= 0.5
+            assert counter["spent_usd"] == pytest.approx(len(answered) * 0.011, rel=1e-6)
+            assert SqlBudgets(served["project"].store).counters() == []  # none in the store
+            done = CliRunner().invoke(
+                llm_app, ["budgets", "--json", "-C", str(served["project"].root)]
+            )
+            assert done.exit_code == 0, done.output
+            assert counter in json.loads(done.stdout)["items"]
+
+
+@pytest.mark.redis
+def test_redis_counters_outlive_their_period_then_go() -> None:
+    """A day's counter lives until 35 days after its day ends, a month's 400 days after;
+    a total's for ever; a settled reservation leaves no key behind."""
+    import redis
+
+    clock = Clock()  # 10:00, so the day ends in 14 h
+    with redis_prefix() as url:
+        ledger = RedisBudgets(url, clock=clock)
+        client = redis.Redis.from_url(url.split("?")[0])
+        try:
+            day = _budget(5.0)
+            total = Charge(BudgetSpec(name="t", scope="global", period="total", limit_usd=9), "*")
+            held = ledger.reserve([day, total], 1.0, 60)
+            keys = {k.decode(): client.ttl(k) for k in client.scan_iter(f"{ledger.prefix}*")}
+            counters = {k: ttl for k, ttl in keys.items() if ":c:" in k or "}c:" in k}
+            (day_ttl,) = [t for k, t in counters.items() if "c:b|" in k and not k.endswith("held")]
+            assert day_ttl == pytest.approx(14 * 3600 + 35 * 86400, abs=5)
+            (total_ttl,) = [t for k, t in counters.items() if "c:t|" in k and "held" not in k]
+            assert total_ttl == -1  # no expiry
+            ledger.settle(held, 0.5)
+            left = [k.decode() for k in client.scan_iter(f"{ledger.prefix}*")]
+            assert not [k for k in left if "}r:" in k or k.endswith(":held")], left
+            assert {c["budget"]: c["spent_usd"] for c in ledger.counters()} == {"b": 0.5, "t": 0.5}
+        finally:
+            ledger.close()
+            client.close()

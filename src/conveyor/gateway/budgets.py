@@ -15,7 +15,9 @@ A budget counts per subject of its scope (each key, user, team, conversation or 
 one named ``subject``), per period (UTC day or month, or in total). Before a call, its most
 expensive outcome (the prompt counted, ``max_tokens`` times ``n`` generated, at the most
 expensive deployment it may go to) is **reserved** on every budget that applies, all or
-nothing, in one transaction of the project's store: each counter moves by a conditional
+nothing, in one transaction of the project's store (or one Lua script in Redis with
+``gateway.budgets_url``: :mod:`conveyor.gateway.ledger_redis`, some fifty times cheaper):
+each counter moves by a conditional
 UPDATE (``spent + reserved + amount <= limit``), which PostgreSQL's row lock and SQLite's
 single writer serialize. So concurrent calls can never reserve past a limit together, and
 what is spent can pass the limit only by what a call cost beyond its reservation (its
@@ -39,7 +41,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
 
@@ -53,7 +55,7 @@ if TYPE_CHECKING:
     from conveyor.gateway.turn import Outcome, Proceed, Turn
     from conveyor.store.database import MetadataStore
 
-__all__ = ["BudgetStage", "Charge", "SqlBudgets", "period_of"]
+__all__ = ["BudgetStage", "Charge", "Ledger", "SqlBudgets", "exceeded", "ledger_of", "period_of"]
 
 log = logging.getLogger("conveyor.gateway")
 
@@ -135,7 +137,9 @@ class SqlBudgets:
                 )
                 if moved.rowcount != 1:  # type: ignore[attr-defined]
                     counter = session.get(LlmBudgetCounterRecord, key, populate_existing=True)
-                    raise self._exceeded(charge, counter, amount, now)
+                    spent = counter.spent_usd if counter is not None else 0.0
+                    reserved = counter.reserved_usd if counter is not None else 0.0
+                    raise exceeded(charge, spent, reserved, amount, now)
                 session.add(
                     LlmBudgetReservationRecord(
                         id=reservation,
@@ -199,30 +203,6 @@ class SqlBudgets:
             .execution_options(synchronize_session=False)
         )
 
-    def _exceeded(
-        self, charge: Charge, counter: Any, amount: float, now: datetime
-    ) -> BudgetExceededError:
-        budget = charge.budget
-        _, resets = period_of(budget.period, now)
-        spent = counter.spent_usd if counter is not None else 0.0
-        reserved = counter.reserved_usd if counter is not None else 0.0
-        when = "never resets" if resets is None else f"resets at {resets.isoformat()}"
-        return BudgetExceededError(
-            f"budget {budget.name!r} ({budget.scope} {charge.subject!r}, per {budget.period}) "
-            f"would be exceeded: limit ${budget.limit_usd:g}, spent ${spent:.6f}, reserved "
-            f"${reserved:.6f} by calls in flight, this call may cost up to ${amount:.6f}; "
-            f"it {when}",
-            retry_after=max(1.0, (resets - now).total_seconds()) if resets else 3600.0,
-            budget=budget.name,
-            scope=budget.scope,
-            subject=charge.subject,
-            period=budget.period,
-            limit_usd=budget.limit_usd,
-            spent_usd=round(spent, 9),
-            reserved_usd=round(reserved, 9),
-            resets_at=None if resets is None else resets.isoformat(),
-        )
-
     def counters(self) -> list[dict[str, Any]]:
         """Every counter, newest period first."""
         with self.store.read() as session:
@@ -245,6 +225,53 @@ class SqlBudgets:
                 }
                 for r in rows
             ]
+
+
+def exceeded(
+    charge: Charge, spent: float, reserved: float, amount: float, now: datetime
+) -> BudgetExceededError:
+    """The error of a call ``charge``'s counter (at ``spent`` and ``reserved``) cannot take."""
+    budget = charge.budget
+    _, resets = period_of(budget.period, now)
+    when = "never resets" if resets is None else f"resets at {resets.isoformat()}"
+    return BudgetExceededError(
+        f"budget {budget.name!r} ({budget.scope} {charge.subject!r}, per {budget.period}) "
+        f"would be exceeded: limit ${budget.limit_usd:g}, spent ${spent:.6f}, reserved "
+        f"${reserved:.6f} by calls in flight, this call may cost up to ${amount:.6f}; "
+        f"it {when}",
+        retry_after=max(1.0, (resets - now).total_seconds()) if resets else 3600.0,
+        budget=budget.name,
+        scope=budget.scope,
+        subject=charge.subject,
+        period=budget.period,
+        limit_usd=budget.limit_usd,
+        spent_usd=round(spent, 9),
+        reserved_usd=round(reserved, 9),
+        resets_at=None if resets is None else resets.isoformat(),
+    )
+
+
+class Ledger(Protocol):
+    """Where budgets are counted: :class:`SqlBudgets` (the project's store, the default)
+    or :class:`~conveyor.gateway.ledger_redis.RedisBudgets` (``gateway.budgets_url``)."""
+
+    def reserve(self, charges: Sequence[Charge], amount: float, ttl_s: float) -> str: ...
+    def settle(self, reservation: str, cost: float) -> None: ...
+    def counters(self) -> list[dict[str, Any]]: ...
+
+
+def ledger_of(project: Any, spec: GatewaySpec | None = None) -> Ledger:
+    """The project's budget ledger: Redis when ``gateway.budgets_url`` names it, else the
+    project's store."""
+    if spec is None:
+        from conveyor.gateway.settings import gateway_of
+
+        spec = gateway_of(project.spec)
+    if spec is not None and spec.budgets_url:
+        from conveyor.gateway.ledger_redis import RedisBudgets
+
+        return RedisBudgets(spec.budgets_url)
+    return SqlBudgets(project.store)
 
 
 def _insert(session: Any) -> Any:
@@ -273,13 +300,27 @@ class BudgetStage:
 
     name = "budgets"
 
-    def __init__(self, spec: GatewaySpec, ledger: SqlBudgets, run: Any = None) -> None:
+    def __init__(
+        self, spec: GatewaySpec, ledger: Ledger, run: Any = None, arun: Any = None
+    ) -> None:
         self.spec = spec
         self.ledger = ledger
         self._run = run
+        self._arun = arun
+        # a ledger with a client of the event loop's own (Redis) is awaited there, not in a
+        # thread: no hop, no lock handed between threads
+        self._async = hasattr(ledger, "areserve")
+        #: Settlements under way (a reference to each task until it ends).
+        self._settling: set[asyncio.Task[None]] = set()
 
-    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        if self._run is not None:  # the server's store calls: timeout, breaker
+    async def _call(self, name: str, *args: Any) -> Any:
+        if self._async:
+            method = getattr(self.ledger, "a" + name)
+            if self._arun is not None:  # the server's dependency calls: timeout, breaker
+                return await self._arun(method, *args)
+            return await method(*args)
+        fn = getattr(self.ledger, name)
+        if self._run is not None:
             return await self._run(fn, *args)
         return await asyncio.to_thread(fn, *args)
 
@@ -303,9 +344,7 @@ class BudgetStage:
         reservation = None
         if charges:
             amount = max_cost(spec, deployments, prompt, output)
-            reservation = await self._call(
-                self.ledger.reserve, charges, amount, spec.reservation_ttl_s
-            )
+            reservation = await self._call("reserve", charges, amount, spec.reservation_ttl_s)
             turn.event["budgets"] = [c.budget.name for c in charges]
         try:
             outcome = await proceed(turn)
@@ -315,7 +354,7 @@ class BudgetStage:
             raise
         if isinstance(outcome, dict):
             usage = Usage.from_openai(outcome.get("usage"))
-            await self._finish(turn, reservation, usage, prompt)
+            self._finish(turn, reservation, usage, prompt)
             return outcome
         if hasattr(outcome, "__anext__"):
             return self._stream(turn, outcome, reservation, prompt)
@@ -333,9 +372,9 @@ class BudgetStage:
             with contextlib.suppress(Exception):
                 await chunks.aclose()  # type: ignore[attr-defined]
             # the usage chunk, when the upstream sent it; else what went by
-            await asyncio.shield(self._finish(turn, reservation, turn.usage, prompt))
+            self._finish(turn, reservation, turn.usage, prompt)
 
-    async def _finish(
+    def _finish(
         self, turn: Turn, reservation: str | None, usage: Usage | None, prompt: int
     ) -> None:
         estimated = usage is None
@@ -348,11 +387,22 @@ class BudgetStage:
         if price is not None:
             turn.event["cost_usd"] = round(cost, 9)
         turn.event["usage_estimated"] = estimated
-        if reservation is not None:
-            await self._settle(reservation, cost)
+        if reservation is not None:  # off the answer's path: nothing in it waits for this
+            task = asyncio.get_running_loop().create_task(self._settle(reservation, cost))
+            self._settling.add(task)
+            task.add_done_callback(self._settling.discard)
+
+    async def drain(self) -> None:
+        """Wait for the settlements still running, then close the ledger's client of this
+        event loop (a server stopping)."""
+        while self._settling:
+            await asyncio.gather(*list(self._settling), return_exceptions=True)
+        aclose = getattr(self.ledger, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
     async def _settle(self, reservation: str, cost: float) -> None:
         try:
-            await self._call(self.ledger.settle, reservation, cost)
+            await self._call("settle", reservation, cost)
         except Exception:  # the reservation expires; the call's answer stands
             log.exception("settling budget reservation %s failed", reservation)

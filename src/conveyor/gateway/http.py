@@ -298,6 +298,8 @@ class Gateway:
             self._run, self._stale_s = run, limits.stale_keys_s
         self.limiter = RateLimit(project.backend("ratelimit"), deps)
         stages = build_stages(context, self.spec)
+        #: Every stage once (a stage may serve both endpoints): what shutdown drains.
+        self.stages = list({id(s): s for s in stages["chat"] + stages["embeddings"]}.values())
         self._chat = chain(stages["chat"], self._route_chat)
         self._embeddings = chain(stages["embeddings"], self._route_embeddings)
 
@@ -714,6 +716,10 @@ def routes(context: AppContext) -> Contribution:
         for task in poller:
             task.cancel()
         await asyncio.gather(*poller, return_exceptions=True)
+        for stage in gateway.stages:  # work a stage does after the answer (settlements)
+            drain = getattr(stage, "drain", None)
+            if drain is not None:
+                await drain()
         await gateway.router.aclose()
 
     table = [

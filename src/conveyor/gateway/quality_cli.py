@@ -161,12 +161,16 @@ def usage_cmd(
 def budgets_cmd(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
     """The budgets (gateway.budgets) and their counters: per subject and period, what was
     spent, what calls in flight have reserved, and the limit."""
-    from conveyor.gateway.budgets import SqlBudgets
+    from conveyor.gateway.budgets import ledger_of
     from conveyor.gateway.settings import gateway_of
 
     with open_project(project) as proj:
         declared = gateway_of(proj.spec).budgets
-        rows = SqlBudgets(proj.store).counters()
+        ledger = ledger_of(proj)
+        try:
+            rows = ledger.counters()
+        finally:
+            getattr(ledger, "close", lambda: None)()
     if as_json:
         echo_list(rows)
         return

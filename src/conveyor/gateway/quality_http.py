@@ -112,10 +112,14 @@ def quality_routes(context: AppContext) -> list[Route]:
         )
         return Response(orjson.dumps({"rows": rows}), media_type="application/json")
 
-    async def budgets(call: Call) -> Response:
-        from conveyor.gateway.budgets import SqlBudgets
+    ledgers: list[Any] = []  # opened on the first report, kept for the next
 
-        rows = await asyncio.to_thread(SqlBudgets(project.store).counters)
+    async def budgets(call: Call) -> Response:
+        from conveyor.gateway.budgets import ledger_of
+
+        if not ledgers:
+            ledgers.append(ledger_of(project))
+        rows = await asyncio.to_thread(ledgers[0].counters)
         return Response(orjson.dumps({"counters": rows}), media_type="application/json")
 
     return [

@@ -55,17 +55,20 @@ def build(context: AppContext, spec: GatewaySpec) -> dict[Endpoint, list[Stage]]
         )
     # 4. budgets (and costs: a price alone prices every call)
     if spec.budgets or spec.prices:
-        from conveyor.gateway.budgets import BudgetStage, SqlBudgets
+        from conveyor.gateway.budgets import BudgetStage, ledger_of
 
         deps = context.dependencies
-        run = None
+        run = arun = None
         if deps is not None:
             timeout = deps.limits.store_timeout_s
 
-            async def run(fn: Any, *args: Any) -> Any:
+            async def run(fn: Any, *args: Any) -> Any:  # the store's breaker and threads
                 return await deps.call("store", timeout, fn, *args)
 
-        budgets = BudgetStage(spec, SqlBudgets(context.project.store), run)
+            async def arun(fn: Any, *args: Any) -> Any:  # Redis: its own breaker, no thread
+                return await deps.acall("budgets", timeout, fn, *args)
+
+        budgets = BudgetStage(spec, ledger_of(context.project, spec), run, arun)
         chat.append(budgets)
         embeddings.append(budgets)
     return {"chat": chat, "embeddings": embeddings}
