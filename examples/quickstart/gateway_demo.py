@@ -15,7 +15,8 @@ upstreams, called with the official ``openai`` client.
 3. a stream from the local model the client stops after a few chunks: the gateway closes
    the upstream stream, and the call is charged for the tokens generated;
 4. a conversation's budget trips, naming itself, its limit and when it resets;
-5. feedback on a call (a score and a reference) and the quality report per model.
+5. a question asked again in other words is answered from the semantic cache;
+6. feedback on a call (a score and a reference) and the quality report per model.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ gateway:
     - {name: per-conversation, scope: conversation, period: day, limit_usd: 0.03}
   limits:
     default: {max_tokens: 16, max_tokens_ceiling: 256}
+  cache:                                   # requests with temperature 0 only
+    exact: true
+    semantic: {threshold: 0.9}             # all-MiniLM-L6-v2 on ONNX Runtime
   guardrails:
     policies:
       default:
@@ -183,7 +187,23 @@ def _story(
     assert tripped is not None, "the budget never tripped"
     console.print(f"   call {tripped[0]} of conversation support-42: 429 {tripped[1]['message']}")
 
-    # 3. Feedback on the first call, and the quality report.
+    # 5. The same question in other words: answered from the semantic cache, no upstream call.
+    asked = len(fake.requests)
+    question = [{"role": "user", "content": "Can I change my delivery address?"}]
+    client.chat.completions.create(model="fast", messages=question, temperature=0)
+    paraphrase = [{"role": "user", "content": "Is it possible to change my delivery address?"}]
+    cached = client.chat.completions.with_raw_response.create(
+        model="fast", messages=paraphrase, temperature=0
+    )
+    (hit,) = _events(project, 1)
+    assert len(fake.requests) == asked + 1, "the paraphrase reached the upstream"
+    console.print(
+        f"   {paraphrase[0]['content']!r}: cache {cached.headers['x-conveyor-cache']} "
+        f"({hit['cache']}, {hit['cache_similarity']} alike): "
+        f"{cached.parse().choices[0].message.content!r}"
+    )
+
+    # 6. Feedback on the first call, and the quality report.
     reference = "echo: Where is my parcel?"
     with httpx.Client(base_url=url, headers={"authorization": f"Bearer {token}"}) as http:
         http.post(
@@ -211,6 +231,10 @@ def _story(
         "answer_with_card": paid.choices[0].message.content,
         "cancelled_tokens": cancelled["completion_tokens"],
         "budget_tripped_at": tripped[0],
+        "semantic_cache": {
+            "header": cached.headers["x-conveyor-cache"],
+            **{k: hit[k] for k in ("cache", "cache_similarity")},
+        },
         "quality": row,
     }
 

@@ -155,7 +155,8 @@ def test_quickstart_promotes_through_gates_and_optimizes(tmp_path: Path) -> None
         assert sorted(v.number for v in collections.versions("docs")) == [1, 2]
         # The LLM gateway: a fallback to the local model, a card sent upstream as a
         # pseudonym and restored, an injection blocked, a cancelled stream charged for what
-        # was generated, a conversation's budget tripping with its name.
+        # was generated, a conversation's budget tripping with its name, a paraphrase
+        # answered from the semantic cache.
         assert "16 LLM gateway: fast answered by upstream" in flat, out
         assert "fell back to tiny" in flat, out
         assert "the upstream saw 'Refund my card <CREDIT_CARD_1>'" in flat, out
@@ -163,6 +164,8 @@ def test_quickstart_promotes_through_gates_and_optimizes(tmp_path: Path) -> None
         assert "an injection blocked (400 guardrail_blocked)" in flat, out
         assert "recorded as cancelled, charged for" in flat, out
         assert "budget 'per-conversation' (conversation 'support-42', per day)" in flat, out
+        assert "'Is it possible to change my delivery address?': cache hit (semantic" in flat, out
+        assert "'echo: Can I change my delivery address?'" in flat, out
         llm_calls = project.events.query(kind="llm.call", limit=100).items
         statuses = {e.payload["status"] for e in llm_calls}
         assert {"ok", "cancelled", "error"} <= statuses

@@ -74,6 +74,7 @@ LLM_CALL = EventKind(
         "error": _OPT_STR,
         "cost_usd": _OPT_NUM,
         "cache": _OPT_STR,
+        "cache_similarity": _OPT_NUM,
         "guardrails": list,
         "budgets": list,
         "usage_estimated": bool,
@@ -84,7 +85,8 @@ LLM_CALL = EventKind(
     "chose it and the prompt's complexity when a rule asked), the deployments "
     "passed over and why, tokens in, out and cached (as the upstream counted them, else "
     "estimated), time to the first chunk, latency, how it ended (ok, error, cancelled), "
-    "its cost, the cache that answered and the guardrails' decisions",
+    "its cost, the cache that answered (and how alike the question was, for the semantic "
+    "cache) and the guardrails' decisions",
     optional=frozenset(
         {"budgets", "usage_estimated", "review", "route_rule", "complexity", "complexity_score"}
     ),

@@ -515,6 +515,7 @@ class Gateway:
                 "error": error,
                 "cost_usd": None,
                 "cache": None,
+                "cache_similarity": None,
                 "guardrails": [],
                 **turn.event,
             }

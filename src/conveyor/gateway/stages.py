@@ -47,11 +47,23 @@ def build(context: AppContext, spec: GatewaySpec) -> dict[Endpoint, list[Stage]]
 
         chat.append(GuardStage(spec.guardrails, context))
     # 3. caches
-    if spec.cache.exact:
+    if spec.cache.any:
         from conveyor.gateway.cache import CacheStage
 
+        semantic = None
+        if spec.cache.semantic is not None:
+            from conveyor.gateway.semantic import SemanticIndex
+
+            # the encoder is RAG's (a service: the gateway imports no RAG module)
+            encoder: Any = context.project.service("embedders").open(spec.cache.semantic.embedding)
+            semantic = SemanticIndex(spec.cache.semantic, encoder.embed)
         chat.append(
-            CacheStage(spec.cache, context.project.backend("cache"), context.metrics.registry)
+            CacheStage(
+                spec.cache,
+                context.project.backend("cache"),
+                context.metrics.registry,
+                semantic,
+            )
         )
     # 4. budgets (and costs: a price alone prices every call)
     if spec.budgets or spec.prices:

@@ -14,7 +14,12 @@ CAPABILITY = Capability(
     # conveyor.rag.index.INDEX, not under backends: a collection's index needs its
     # dimension and namespace to be opened, which a project-wide seam (and doctor's probe
     # of it) does not have.
-    services={"rag": "conveyor.rag.collections:Collections.for_project"},
+    services={
+        "rag": "conveyor.rag.collections:Collections.for_project",
+        # the embedding models, for a capability that embeds without importing RAG (the
+        # gateway's semantic cache)
+        "embedders": "conveyor.rag.embed.service:Embedders.for_project",
+    },
     cli=(Command("conveyor.rag.cli:rag_app", "rag"),),
     routes="conveyor.rag.http:routes",
     events=RAG_EVENTS,
