@@ -15,7 +15,9 @@ upstreams, called with the official ``openai`` client.
 3. a stream from the local model the client stops after a few chunks: the gateway closes
    the upstream stream, and the call is charged for the tokens generated;
 4. a conversation's budget trips, naming itself, its limit and when it resets;
-5. a question asked again in other words is answered from the semantic cache;
+5. a question asked again in other words is answered from the semantic cache; a prompt
+   template puts the system prompt and the documents first, in a stable order, so the
+   upstream's prompt cache serves that prefix on the next call;
 6. feedback on a call (a score and a reference) and the quality report per model.
 """
 
@@ -49,6 +51,8 @@ gateway:
     - {name: per-conversation, scope: conversation, period: day, limit_usd: 0.03}
   limits:
     default: {max_tokens: 16, max_tokens_ceiling: 256}
+  prompts:                                 # system prompt, documents, then the question
+    support: {system: "You are Acme's support assistant. Answer from the documents."}
   cache:                                   # requests with temperature 0 only
     exact: true
     semantic: {threshold: 0.9}             # all-MiniLM-L6-v2 on ONNX Runtime
@@ -203,6 +207,34 @@ def _story(
         f"{cached.parse().choices[0].message.content!r}"
     )
 
+    # A template: the system prompt, then the documents sorted by id, then the question.
+    docs = [
+        {"id": "returns.md", "text": "Items can be returned within 30 days of delivery."},
+        {"id": "address.md", "text": "The delivery address can be changed until dispatch."},
+    ]
+    for question, ranked in (("How do I return an item?", docs), ("Returns?", docs[::-1])):
+        templated = client.chat.completions.create(
+            model="fast",
+            messages=[{"role": "user", "content": question}],
+            extra_body={"conveyor": {"prompt": "support", "context": ranked}},
+        )
+    from datetime import UTC, datetime, timedelta
+
+    from conveyor.gateway.prompts import prefix_report
+
+    project.events.flush()
+    (prefix,) = [
+        r
+        for r in prefix_report(project, since=datetime.now(UTC) - timedelta(hours=1))
+        if r["prompt"] == "support"
+    ]
+    console.print(
+        f"   template 'support': the same documents in another order made the same prefix; "
+        f"the upstream served {templated.usage.prompt_tokens_details.cached_tokens} of "
+        f"{templated.usage.prompt_tokens} prompt tokens from its cache (prefix hit rate "
+        f"{prefix['hit_rate']:.0%}, `conveyor llm prefixes`)"
+    )
+
     # 6. Feedback on the first call, and the quality report.
     reference = "echo: Where is my parcel?"
     with httpx.Client(base_url=url, headers={"authorization": f"Bearer {token}"}) as http:
@@ -215,8 +247,6 @@ def _story(
                 "answer": answer,
             },
         ).raise_for_status()
-    from datetime import UTC, datetime, timedelta
-
     from conveyor.gateway.quality import quality_report
 
     project.events.flush()
@@ -231,6 +261,7 @@ def _story(
         "answer_with_card": paid.choices[0].message.content,
         "cancelled_tokens": cancelled["completion_tokens"],
         "budget_tripped_at": tripped[0],
+        "prefix_hit_rate": prefix["hit_rate"],
         "semantic_cache": {
             "header": cached.headers["x-conveyor-cache"],
             **{k: hit[k] for k in ("cache", "cache_similarity")},

@@ -166,6 +166,8 @@ def test_quickstart_promotes_through_gates_and_optimizes(tmp_path: Path) -> None
         assert "budget 'per-conversation' (conversation 'support-42', per day)" in flat, out
         assert "'Is it possible to change my delivery address?': cache hit (semantic" in flat, out
         assert "'echo: Can I change my delivery address?'" in flat, out
+        assert "template 'support': the same documents in another order made" in flat, out
+        assert "(prefix hit rate 100%, `conveyor llm prefixes`)" in flat, out
         llm_calls = project.events.query(kind="llm.call", limit=100).items
         statuses = {e.payload["status"] for e in llm_calls}
         assert {"ok", "cancelled", "error"} <= statuses

@@ -175,6 +175,7 @@ CLI: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "llm test": ("llm.call", ("fast",)),
     "llm quality": (None, ()),  # reads the event log
     "llm usage": (None, ()),  # reads the event log
+    "llm prefixes": (None, ()),  # reads the event log
     "llm budgets": (None, ()),  # reads the counters
     "llm route show": (None, ()),
     "llm route set": ("llm.manage", ("fast", "--to", "a")),
@@ -397,6 +398,7 @@ HTTP: dict[tuple[str, str], str | None] = {
     ("GET", "/v1/llm/quality"): "llm.read",
     ("GET", "/v1/llm/usage"): "llm.read",
     ("GET", "/v1/llm/budgets"): "llm.read",
+    ("GET", "/v1/llm/prefixes"): "llm.read",
     ("GET", "/v1/llm/routes"): "llm.read",
     ("PUT", "/v1/llm/routes/{alias}"): "llm.manage",
     ("DELETE", "/v1/llm/routes/{alias}"): "llm.manage",

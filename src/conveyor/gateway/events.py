@@ -75,6 +75,9 @@ LLM_CALL = EventKind(
         "cost_usd": _OPT_NUM,
         "cache": _OPT_STR,
         "cache_similarity": _OPT_NUM,
+        "prompt": _OPT_STR,
+        "prefix": _OPT_STR,
+        "prefix_tokens": int,
         "guardrails": list,
         "budgets": list,
         "usage_estimated": bool,
@@ -86,7 +89,8 @@ LLM_CALL = EventKind(
     "passed over and why, tokens in, out and cached (as the upstream counted them, else "
     "estimated), time to the first chunk, latency, how it ended (ok, error, cancelled), "
     "its cost, the cache that answered (and how alike the question was, for the semantic "
-    "cache) and the guardrails' decisions",
+    "cache), the guardrails' decisions, and the prompt's template and leading system "
+    "messages' digest (its prefix, for the prompt-cache report)",
     optional=frozenset(
         {"budgets", "usage_estimated", "review", "route_rule", "complexity", "complexity_score"}
     ),

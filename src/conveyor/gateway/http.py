@@ -49,6 +49,7 @@ from starlette.responses import Response
 
 from conveyor.errors import BudgetExceededError, ConveyorError, InvalidInputError, NotFoundError
 from conveyor.gateway.events import LLM_CALL, GatewayMetrics
+from conveyor.gateway.prompts import EXTENSION, Prompts, prefix_of
 from conveyor.gateway.router import CallRecord, Router
 from conveyor.gateway.settings import gateway_of
 from conveyor.gateway.stages import build as build_stages
@@ -285,6 +286,7 @@ class Gateway:
         self.spec = gateway_of(project.spec)
         self.metrics = GatewayMetrics(context.metrics.registry)
         self.router = Router(self.spec, on_probe=self.metrics.probed)
+        self.prompts = Prompts(self.spec.prompts)
         self.access = Access.for_server(project.keys, getattr(context.state, "auth", "required"))
         deps = context.dependencies
         self._run: Any = None
@@ -354,8 +356,11 @@ class Gateway:
         try:
             await self._gate(call)
             body = _parse(await call.body())
+            template = self.prompts.render(body) if EXTENSION in body else None
             stream = _check_chat(body)
             turn = self._turn(call, "chat", body, stream)
+            if template is not None:
+                turn.event["prompt"] = template
             if not self.router.known(turn.record.model):
                 self.router.plan(turn.record.model)  # raises NotFoundError naming the known ones
             outcome = await self._chat(turn)
@@ -517,8 +522,13 @@ class Gateway:
                 "cache": None,
                 "cache_similarity": None,
                 "guardrails": [],
+                "prompt": None,
+                "prefix": None,
+                "prefix_tokens": 0,
                 **turn.event,
             }
+            if turn.endpoint == "chat":  # what a provider's prompt cache can reuse
+                payload["prefix"], payload["prefix_tokens"] = prefix_of(turn.body)
             self.metrics.observe(payload)
             self.project.events.record(
                 LLM_CALL,

@@ -1,4 +1,4 @@
-"""``conveyor llm quality|eval|usage|budgets``: the gateway's reports (see
+"""``conveyor llm quality|eval|usage|prefixes|budgets``: the gateway's reports (see
 :mod:`conveyor.gateway.quality` and :mod:`conveyor.gateway.budgets`)."""
 
 from __future__ import annotations
@@ -154,6 +154,47 @@ def usage_cmd(
         typer.echo("no LLM calls in the period")
         return
     _table(rows, [by, "calls", "errors", "prompt_tokens", "completion_tokens", "cost_usd"])
+
+
+@llm_app.command("prefixes")
+@errors
+def prefixes_cmd(
+    since: Annotated[str, typer.Option(help="An age (1d) or an ISO time.")] = "1d",
+    until: Annotated[str | None, typer.Option(help="The end (exclusive); default now.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Only this model, as requests named it.")
+    ] = None,
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Prompt prefixes (a call's leading system messages: what providers' prompt caches
+    reuse) per model over a period: the calls that sent each, the template, and how often
+    the provider's cache served it (hit_rate: cached calls over the calls after the first;
+    cached_share: cached over prompt tokens). Most called first."""
+    from conveyor.gateway.prompts import prefix_report
+
+    start, end = _period(since, until)
+    with open_project(project) as proj:
+        rows = prefix_report(proj, since=start, until=end, model=model)
+    if as_json:
+        echo_list(rows)
+        return
+    if not rows:
+        typer.echo("no LLM calls with a system prompt in the period")
+        return
+    _table(
+        rows,
+        [
+            "model",
+            "prefix",
+            "prompt",
+            "prefix_tokens",
+            "calls",
+            "cached_calls",
+            "hit_rate",
+            "cached_share",
+        ],
+    )
 
 
 @llm_app.command("budgets")

@@ -112,6 +112,18 @@ def quality_routes(context: AppContext) -> list[Route]:
         )
         return Response(orjson.dumps({"rows": rows}), media_type="application/json")
 
+    async def prefixes(call: Call) -> Response:
+        from conveyor.gateway.prompts import prefix_report
+
+        rows = await report(
+            call,
+            "1d",
+            lambda since, until, query: prefix_report(
+                project, since=since, until=until, model=query.get("model")
+            ),
+        )
+        return Response(orjson.dumps({"prefixes": rows}), media_type="application/json")
+
     ledgers: list[Any] = []  # opened on the first report, kept for the next
 
     async def budgets(call: Call) -> Response:
@@ -158,6 +170,17 @@ def quality_routes(context: AppContext) -> list[Route]:
             "llm.call",
             "Feedback on LLM calls: a human score, a reference answer (scored with BLEU, ROUGE)",
             body={"oneOf": [_RECORD, {"type": "array", "items": _RECORD}]},
+            tags=("llm",),
+            errors=(401, 403, 422),
+        ),
+        Route(
+            "GET",
+            "/v1/llm/prefixes",
+            prefixes,
+            "llm.read",
+            "Prompt prefixes per model (leading system messages) and how often the "
+            "providers' prompt caches served them",
+            query=_QUERY,
             tags=("llm",),
             errors=(401, 403, 422),
         ),

@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from conveyor.gateway.cache import CacheSpec
 from conveyor.gateway.probes import ProbeSpec
+from conveyor.gateway.prompts import PromptSpec
 from conveyor.gateway.rules import RuleSpec, check_rules, check_split
 from conveyor.gateway.types import Deployment
 from conveyor.guardrails.policy import GuardrailsSpec
@@ -319,6 +320,12 @@ class GatewaySpec(BaseModel):
         description="How often a server reads the routes kept in the store (conveyor llm "
         "route): the way a change reaches it on SQLite, the fallback on PostgreSQL (where a "
         "change is pushed at once).",
+    )
+    prompts: dict[str, PromptSpec] = Field(
+        default_factory=dict,
+        description="Prompt templates a request names (extra_body conveyor.prompt): the "
+        "system message, then the documents in a stable order, then the conversation: a "
+        "prefix providers' prompt caches reuse (conveyor.gateway.prompts).",
     )
     budgets_url: str | None = Field(
         None,
