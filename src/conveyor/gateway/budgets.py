@@ -338,7 +338,7 @@ class BudgetStage:
         spec = self.spec
         alias = spec.models.get(turn.record.model)
         deployments = list(alias.deployments) if alias else [turn.record.model]
-        prompt = prompt_tokens(turn.body)
+        prompt = prompt_tokens(turn.body, spec.counter(turn.record.model))
         output = 0 if turn.endpoint == "embeddings" else requested_output(turn.body, DEFAULT_OUTPUT)
         charges = self.charges(turn)
         reservation = None

@@ -34,7 +34,8 @@ llm_app = typer.Typer(help="The LLM gateway: its models, and test calls through 
 @errors
 def models_cmd(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
     """The model aliases (their deployments, in fallback order, and weights) and the
-    deployments (provider and upstream model) a request may name."""
+    deployments (provider, upstream model, and the tokenizer its prompts are counted with)
+    a request may name."""
     from conveyor.gateway.settings import gateway_of
 
     with open_project(project) as proj:
@@ -58,6 +59,7 @@ def models_cmd(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
                 "provider": f"{deployment.provider} ({provider.kind})",
                 "upstream_model": deployment.model,
                 "timeout_s": deployment.timeout_s,
+                "tokenizer": spec.counter(name).name,  # what its prompts are counted with
             }
         )
     if as_json:
@@ -68,13 +70,19 @@ def models_cmd(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
         return
     from rich.table import Table
 
-    table = Table("model", "kind", "routes to / upstream", "weights / provider")
+    table = Table("model", "kind", "routes to / upstream", "weights / provider", "tokenizer")
     for item in items:
         if item["kind"] == "alias":
             weights = ", ".join(f"{k}={v:g}" for k, v in item["weights"].items()) or "-"
-            table.add_row(item["model"], "alias", " -> ".join(item["routes_to"]), weights)
+            table.add_row(item["model"], "alias", " -> ".join(item["routes_to"]), weights, "")
         else:
-            table.add_row(item["model"], "deployment", item["upstream_model"], item["provider"])
+            table.add_row(
+                item["model"],
+                "deployment",
+                item["upstream_model"],
+                item["provider"],
+                item["tokenizer"],
+            )
     console().print(table)
 
 

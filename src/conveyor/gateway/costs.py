@@ -6,9 +6,11 @@ output tokens per deployment). A call's cost is priced from the upstream's own u
 at the deployment that answered. Before the call (to reserve budget) and for a stream cut
 before its usage chunk, the gateway counts itself:
 
-- the prompt: the messages' text, at one token per 3 bytes of UTF-8 plus 4 per message
-  (English text runs at about 4 bytes a token in the BPE tokenizers of OpenAI's and
-  Llama's models, so this over-counts: a reservation is an upper bound);
+- the prompt: with the deployment's tokenizer where it has one (tiktoken for OpenAI's
+  models, a Hugging Face tokenizer.json: :mod:`conveyor.gateway.tokens`), else the
+  messages' text at one token per 3 bytes of UTF-8 plus 4 per message (English text
+  runs at about 4 bytes a token in the BPE tokenizers of OpenAI's and Llama's models, so
+  this over-counts: a reservation is an upper bound);
 - the completion of a stream cut short: one token per chunk that carried text (an
   OpenAI-compatible stream sends one token per chunk, and the local model does).
 
@@ -20,8 +22,11 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from conveyor.gateway.tokens import messages_tokens
+
 if TYPE_CHECKING:
     from conveyor.gateway.settings import GatewaySpec, PriceSpec
+    from conveyor.gateway.tokens import Counter
     from conveyor.gateway.types import Usage
 
 __all__ = ["cost_of", "max_cost", "prompt_tokens", "requested_output"]
@@ -39,8 +44,11 @@ def _text_bytes(content: Any) -> int:
     return 0
 
 
-def prompt_tokens(body: dict[str, Any]) -> int:
-    """An upper estimate of a request's prompt tokens (see the module)."""
+def prompt_tokens(body: dict[str, Any], counter: Counter | None = None) -> int:
+    """A request's prompt tokens by the deployment's ``counter``
+    (:mod:`conveyor.gateway.tokens`), else an upper estimate (see the module)."""
+    if counter is not None and counter.exact:
+        return messages_tokens(body, counter)
     total = 0
     for message in body.get("messages") or ():
         if isinstance(message, dict):

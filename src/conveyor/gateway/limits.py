@@ -82,7 +82,7 @@ class LimitsStage:
         tokens = 0
         if limits.tpm is not None:  # checked before anything is taken
             output = requested_output(body, 0) if turn.endpoint == "chat" else 0
-            tokens = prompt_tokens(body) + output
+            tokens = prompt_tokens(body, self.spec.counter(turn.record.model)) + output
             if tokens > limits.tpm:
                 raise InvalidInputError(
                     f"this call may use {tokens} tokens (prompt and max_tokens), more than "

@@ -40,6 +40,7 @@ from conveyor.gateway.cache import CacheSpec
 from conveyor.gateway.probes import ProbeSpec
 from conveyor.gateway.prompts import PromptSpec
 from conveyor.gateway.rules import RuleSpec, check_rules, check_split
+from conveyor.gateway.tokens import ESTIMATE, Counter, counter_for
 from conveyor.gateway.types import Deployment
 from conveyor.guardrails.policy import GuardrailsSpec
 
@@ -120,6 +121,14 @@ class DeploymentSpec(BaseModel):
         default_factory=dict,
         description="Provider-specific options (openai: extra_body, headers; anthropic: "
         "max_tokens, extra).",
+    )
+    tokenizer: str = Field(
+        "auto",
+        min_length=1,
+        description="How its prompts are counted (budgets' reservations, tokens per "
+        "minute): auto (tiktoken cl100k_base for OpenAI's gpt-4 and gpt-3.5 models, else "
+        "the estimate), tiktoken:ENCODING, the path of a Hugging Face tokenizer.json, or "
+        "estimate (3 bytes a token; conveyor.gateway.tokens).",
     )
 
 
@@ -393,6 +402,25 @@ class GatewaySpec(BaseModel):
             if wrong is not None:
                 raise ValueError(wrong)
         return self
+
+    def counter(self, model: str) -> Counter:
+        """The token counter of a request naming ``model``: its deployments' tokenizer when
+        they all share one, else the estimate (an upper bound whichever answers; also for a
+        name the gateway does not know)."""
+        alias = self.models.get(model)
+        names = alias.deployments if alias is not None else [model]
+        found: Counter | None = None
+        for name in names:
+            spec = self.deployments.get(name)
+            if spec is None:
+                return ESTIMATE
+            provider = self.providers.get(spec.provider)
+            kind = provider.kind if provider is not None else ""
+            counter = counter_for(spec.tokenizer, kind, spec.model)
+            if found is not None and counter is not found:
+                return ESTIMATE
+            found = counter
+        return found or ESTIMATE
 
     def deployment(self, name: str) -> Deployment:
         """The contract's :class:`Deployment` of the deployment called ``name``."""
