@@ -6,6 +6,7 @@
 #   scripts/services.sh wrk        a tool the benchmarks need (installed from Debian's packages)
 #   scripts/services.sh prometheus prometheus, promtool and amtool for the interop tests (the same)
 #   scripts/services.sh haproxy nginx  the serving fleet's load balancers (the same; not started)
+#   scripts/services.sh bubblewrap     the MCP gateway's sandbox (the same)
 set -u
 
 wait_for() {  # name, check command, seconds
@@ -131,6 +132,8 @@ for svc in $wanted; do
     nginx)    ensure nginx "command -v nginx" "apt_install nginx" ;;
     # Debian's chromium: the dashboard's browser tests drive it headless (Playwright, no download).
     chromium) ensure chromium "test -x /usr/bin/chromium" "apt_install chromium" ;;
+    # bubblewrap: the MCP gateway's sandbox for local tool servers (network and filesystem).
+    bubblewrap) ensure bubblewrap "command -v bwrap" "apt_install bubblewrap" ;;
     *) echo "unknown service $svc" >&2; exit 2 ;;
   esac
 done

@@ -154,6 +154,7 @@ def test_durabilities_follow_what_each_kind_records() -> None:
     assert telemetry == [
         "guardrail.decision",
         "llm.call",
+        "mcp.call",
         "prediction",
         "prediction.failed",
         "prediction.shadow",

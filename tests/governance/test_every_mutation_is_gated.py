@@ -176,6 +176,13 @@ CLI: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "llm quality": (None, ()),  # reads the event log
     "llm usage": (None, ()),  # reads the event log
     "llm prefixes": (None, ()),  # reads the event log
+    # the MCP gateway: a test call acts through a tool (mcp.call); the rest read, or start
+    # the servers in the calling process (servers, tools: the spec's, no key involved)
+    "mcp servers": (None, ()),
+    "mcp tools": (None, ()),
+    "mcp test": ("mcp.call", ("one__echo", "{}")),
+    "mcp calls": (None, ()),  # reads the event log
+    "mcp serve": ("mcp.call", ("--stdio",)),
     "llm budgets": (None, ()),  # reads the counters
     "llm route show": (None, ()),
     "llm route set": ("llm.manage", ("fast", "--to", "a")),
@@ -399,6 +406,11 @@ HTTP: dict[tuple[str, str], str | None] = {
     ("GET", "/v1/llm/usage"): "llm.read",
     ("GET", "/v1/llm/budgets"): "llm.read",
     ("GET", "/v1/llm/prefixes"): "llm.read",
+    ("POST", "/mcp"): "mcp.call",
+    ("GET", "/mcp"): "mcp.call",
+    ("DELETE", "/mcp"): "mcp.call",
+    ("GET", "/v1/mcp/servers"): "mcp.read",
+    ("GET", "/v1/mcp/tools"): "mcp.call",
     ("GET", "/v1/llm/routes"): "llm.read",
     ("PUT", "/v1/llm/routes/{alias}"): "llm.manage",
     ("DELETE", "/v1/llm/routes/{alias}"): "llm.manage",

@@ -1,0 +1,20 @@
+"""The MCP gateway as a capability."""
+
+from conveyor.agents.events import AGENTS_EVENTS
+from conveyor.capability import Capability, Command
+
+CAPABILITY = Capability(
+    "agents",
+    "an MCP gateway: many tool servers behind one endpoint, each call checked, limited, "
+    "isolated and logged",
+    # serving: the server app the endpoint is mounted on
+    requires=("governance", "serving"),
+    settings="conveyor.agents.settings:SECTIONS",
+    cli=(Command("conveyor.agents.cli:mcp_app", "mcp"),),
+    routes="conveyor.agents.http:routes",
+    events=AGENTS_EVENTS,
+    actions={
+        "mcp.call": "predictor",  # list and call the tools the key may
+        "mcp.read": "viewer",  # the servers' state, the calls' report
+    },
+)

@@ -1,0 +1,590 @@
+"""The MCP gateway: one catalogue over many tool servers, and every call controlled.
+
+A call, in order (each refusal an MCP error with a stable ``data.code``, nothing sent):
+
+1. **the tool**: its catalogue name resolved to a server and its own name (unknown:
+   ``unknown_tool``, naming the tools the key may call);
+2. **access**: the key's allow/deny globs (``forbidden_tool``);
+3. **arguments**: at most ``max_argument_bytes`` (``too_large``), valid against the tool's
+   input schema (``invalid_arguments``, with the path of the bad field);
+4. **secrets** in the arguments (the guardrails' detectors): blocked (``secret_blocked``)
+   or redacted;
+5. **the server**: its breaker (``server_degraded`` while open), at most ``concurrency``
+   calls in flight (the rest wait their turn within the timeout), the call with its
+   timeout (``timeout``); a tool that may be retried (idempotent: declared in
+   ``mcp.tools``, or the server's ``idempotentHint`` on a tool not ``destructiveHint``) is
+   retried ``retries`` times with a doubling backoff on a failure, a timeout or an error
+   result; a server that crashed fails its calls at once (``server_down``) and restarts;
+6. **the result**: secrets in it blocked or redacted; text past ``max_result_bytes`` cut,
+   with a marker saying how much was.
+
+Every call is an ``mcp.call`` event (server, tool, caller, status, latency, attempts, the
+arguments' and result's digests and sizes, what the checks decided) and counts in
+``conveyor_mcp_calls{server, tool, status}`` and ``conveyor_mcp_call_seconds{server}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from conveyor.agents.upstream import ServerDown, Upstream
+
+if TYPE_CHECKING:
+    from conveyor.agents.settings import McpSpec
+
+__all__ = ["Caller", "Entry", "McpGateway", "ToolError"]
+
+log = logging.getLogger("conveyor.agents")
+
+# JSON-RPC error codes (MCP's): the request's params are wrong; the server failed.
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+
+
+class ToolError(Exception):
+    """A call the gateway refused or could not complete: ``code`` is stable
+    (``unknown_tool``, ``forbidden_tool``, ``invalid_arguments``, ``too_large``,
+    ``secret_blocked``, ``server_down``, ``server_degraded``, ``timeout``)."""
+
+    def __init__(self, code: str, message: str, *, rpc: int = INVALID_PARAMS, **data: Any):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.rpc = rpc
+        self.data = {"code": code, **data}
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who calls: the key's name and role, and the user and conversation it says."""
+
+    key: str | None = None
+    role: str | None = None
+    user: str | None = None
+    conversation: str | None = None
+
+
+@dataclass(slots=True)
+class Entry:
+    """A tool of the catalogue: its name there, its server, and how it is called."""
+
+    name: str
+    server: str
+    tool: Any  # the server's mcp Tool
+    timeout_s: float
+    retryable: bool
+    cost: float
+    _validator: Any = field(default=None, repr=False)
+
+    def listed(self) -> Any:
+        """The tool as the gateway lists it: the server's, under its catalogue name."""
+        return self.tool.model_copy(update={"name": self.name})
+
+    def validate(self, arguments: dict[str, Any]) -> None:
+        if self._validator is None:
+            from jsonschema import Draft202012Validator
+
+            schema = self.tool.input_schema or {"type": "object"}
+            self._validator = Draft202012Validator(schema)
+        errors = sorted(self._validator.iter_errors(arguments), key=lambda e: list(e.path))
+        if errors:
+            first = errors[0]
+            path = "/".join(str(p) for p in first.path) or "(arguments)"
+            raise ToolError(
+                "invalid_arguments",
+                f"arguments of {self.name!r} do not match its input schema at {path}: "
+                f"{first.message}",
+                path=path,
+            )
+
+
+def _digest(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+class McpGateway:
+    """The upstream servers, the catalogue over them, and the control of each call."""
+
+    def __init__(
+        self,
+        spec: McpSpec,
+        root: Path,
+        *,
+        record: Callable[[dict[str, Any]], None] | None = None,
+        registry: Any = None,
+        environ: dict[str, str] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.root = root
+        self.record = record
+        self.upstreams = {
+            name: Upstream(name, server, root, environ=environ, on_change=self._changed)
+            for name, server in spec.servers.items()
+            if server.enabled
+        }
+        self.catalogue: dict[str, Entry] = {}
+        self.listeners: list[Callable[[], None]] = []
+        self._limits = {
+            name: asyncio.Semaphore(s.spec.concurrency) for name, s in self.upstreams.items()
+        }
+        from conveyor.breaker import CircuitBreaker
+
+        self.breakers = {
+            name: CircuitBreaker(
+                f"mcp:{name}", failures=s.spec.breaker_failures, reset_s=s.spec.breaker_reset_s
+            )
+            for name, s in self.upstreams.items()
+        }
+        self._secrets: Any = None
+        if spec.secrets != "off":
+            from conveyor.guardrails.detectors import build
+
+            self._secrets = build("secrets")
+        self._metrics = _Metrics(registry) if registry is not None else None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self, wait_s: float | None = None) -> None:
+        """Start every server; wait for each up to its connect timeout (or ``wait_s``). A
+        server that does not come up is down, and keeps being retried: not fatal."""
+        for upstream in self.upstreams.values():
+            upstream.start()
+        await asyncio.gather(
+            *(
+                u.ready(wait_s if wait_s is not None else u.spec.connect_timeout_s)
+                for u in self.upstreams.values()
+            )
+        )
+        self._rebuild()
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(u.stop() for u in self.upstreams.values()))
+
+    def _changed(self, upstream: Upstream) -> None:
+        self._rebuild()
+        for listener in list(self.listeners):
+            with contextlib.suppress(Exception):
+                listener()
+
+    # -- the catalogue -----------------------------------------------------------------
+
+    def _rebuild(self) -> None:
+        spec = self.spec
+        counts: dict[str, int] = {}
+        for upstream in self.upstreams.values():
+            for tool in upstream.tools:
+                counts[tool.name] = counts.get(tool.name, 0) + 1
+        found: dict[str, Entry] = {}
+        for name, upstream in self.upstreams.items():
+            for tool in upstream.tools:
+                prefixed = spec.naming == "prefix" or counts[tool.name] > 1
+                listed = f"{name}{spec.separator}{tool.name}" if prefixed else tool.name
+                settings = spec.tools.get(listed)
+                hints = tool.annotations
+                idempotent = (
+                    settings.idempotent
+                    if settings is not None and settings.idempotent is not None
+                    else bool(
+                        hints is not None and hints.idempotent_hint and not hints.destructive_hint
+                    )
+                )
+                found[listed] = Entry(
+                    name=listed,
+                    server=name,
+                    tool=tool,
+                    timeout_s=(settings.timeout_s if settings and settings.timeout_s else None)
+                    or upstream.spec.timeout_s,
+                    retryable=idempotent,
+                    cost=settings.cost if settings is not None else 0.0,
+                )
+        self.catalogue = found
+
+    def tools_for(self, caller: Caller) -> list[Any]:
+        """The tools ``caller``'s key may call, as listed to it."""
+        rule = self.spec.access.rule(caller.key)
+        return [e.listed() for n, e in sorted(self.catalogue.items()) if rule.permits(n)]
+
+    def entry(self, name: str, caller: Caller) -> Entry:
+        rule = self.spec.access.rule(caller.key)
+        found = self.catalogue.get(name)
+        if found is None:
+            known = [n for n in sorted(self.catalogue) if rule.permits(n)]
+            server, sep, _ = name.partition(self.spec.separator)
+            near = [n for n in known if sep and n.startswith(server + sep)]
+            where = f"tools of {server!r}" if near else "tools"
+            shown = near or known
+            listed = ", ".join(shown[:30]) + (" ..." if len(shown) > 30 else "")
+            raise ToolError(
+                "unknown_tool", f"no tool {name!r}; {where}: {listed or 'none'}", tool=name
+            )
+        if not rule.permits(name):
+            raise ToolError(
+                "forbidden_tool",
+                f"key {caller.key!r} may not call {name!r} (mcp.access)",
+                tool=name,
+                key=caller.key,
+            )
+        return found
+
+    # -- resources and prompts ---------------------------------------------------------
+
+    def resources(self) -> list[Any]:
+        """Every server's resources (a URI two servers share: the first server's)."""
+        seen: dict[str, Any] = {}
+        for upstream in self.upstreams.values():
+            for resource in upstream.resources:
+                seen.setdefault(str(resource.uri), resource)
+        return list(seen.values())
+
+    async def read_resource(self, uri: str) -> Any:
+        for upstream in self.upstreams.values():
+            if any(str(r.uri) == uri for r in upstream.resources):
+                try:
+                    client = upstream.connected()
+                except ServerDown as exc:
+                    raise ToolError("server_down", exc.message, rpc=INTERNAL_ERROR) from None
+                return await client.read_resource(uri)
+        raise ToolError("unknown_resource", f"no resource {uri!r}", uri=uri)
+
+    def _prompt_names(self) -> dict[str, tuple[Upstream, Any]]:
+        spec = self.spec
+        counts: dict[str, int] = {}
+        for upstream in self.upstreams.values():
+            for prompt in upstream.prompts:
+                counts[prompt.name] = counts.get(prompt.name, 0) + 1
+        found = {}
+        for name, upstream in self.upstreams.items():
+            for prompt in upstream.prompts:
+                prefixed = spec.naming == "prefix" or counts[prompt.name] > 1
+                found[f"{name}{spec.separator}{prompt.name}" if prefixed else prompt.name] = (
+                    upstream,
+                    prompt,
+                )
+        return found
+
+    def prompts(self) -> list[Any]:
+        return [p.model_copy(update={"name": n}) for n, (_, p) in self._prompt_names().items()]
+
+    async def get_prompt(self, name: str, arguments: dict[str, str] | None) -> Any:
+        found = self._prompt_names().get(name)
+        if found is None:
+            raise ToolError("unknown_prompt", f"no prompt {name!r}", prompt=name)
+        upstream, prompt = found
+        try:
+            client = upstream.connected()
+        except ServerDown as exc:
+            raise ToolError("server_down", exc.message, rpc=INTERNAL_ERROR) from None
+        return await client.get_prompt(prompt.name, arguments)
+
+    # -- a call ------------------------------------------------------------------------
+
+    async def call(self, name: str, arguments: dict[str, Any] | None, caller: Caller) -> Any:
+        """Call the tool ``name`` for ``caller`` (see the module); the MCP CallToolResult."""
+        started = time.perf_counter()
+        event: dict[str, Any] = {
+            "tool": name,
+            "server": None,
+            "upstream_tool": None,
+            "key": caller.key,
+            "user": caller.user,
+            "conversation": caller.conversation,
+            "status": "error",
+            "code": None,
+            "attempts": 0,
+            "decisions": [],
+            "arguments_digest": None,
+            "arguments_bytes": 0,
+            "result_digest": None,
+            "result_bytes": 0,
+            "truncated": False,
+            "error": None,
+        }
+        try:
+            result = await self._call(name, arguments or {}, caller, event)
+            event["status"] = "error_result" if result.is_error else "ok"
+            return result
+        except ToolError as exc:
+            event["status"] = "refused" if exc.rpc == INVALID_PARAMS else "failed"
+            event["code"], event["error"] = exc.code, exc.message
+            raise
+        finally:
+            event["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
+            self._observe(event)
+
+    async def _call(
+        self, name: str, arguments: dict[str, Any], caller: Caller, event: dict[str, Any]
+    ) -> Any:
+        entry = self.entry(name, caller)
+        event["server"], event["upstream_tool"] = entry.server, entry.tool.name
+        raw = orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS)
+        event["arguments_digest"], event["arguments_bytes"] = _digest(raw), len(raw)
+        if len(raw) > self.spec.max_argument_bytes:
+            raise ToolError(
+                "too_large",
+                f"arguments of {len(raw)} bytes; at most {self.spec.max_argument_bytes}",
+            )
+        entry.validate(arguments)
+        arguments = self._scan_arguments(arguments, raw, event)
+        upstream = self.upstreams[entry.server]
+        breaker = self.breakers[entry.server]
+        attempts = 1 + (upstream.spec.retries if entry.retryable else 0)
+        backoff = upstream.spec.backoff_s
+        last: Any = None
+        for attempt in range(1, attempts + 1):
+            event["attempts"] = attempt
+            if not breaker.allow():
+                raise ToolError(
+                    "server_degraded",
+                    f"MCP server {entry.server!r} is failing and bypassed for now: "
+                    f"{breaker.last_error}",
+                    rpc=INTERNAL_ERROR,
+                    server=entry.server,
+                )
+            try:
+                last = await self._once(entry, upstream, arguments)
+            except ToolError as exc:
+                breaker.failure(exc.message)
+                if attempt == attempts or (exc.code == "server_down" and not entry.retryable):
+                    raise
+            else:
+                if not last.is_error:
+                    breaker.success()
+                    break
+                breaker.success()  # the server answered: an error of the tool's own
+                if attempt == attempts:
+                    break
+            await asyncio.sleep(backoff)
+            backoff *= 2
+        return self._finish(last, event)
+
+    async def _once(self, entry: Entry, upstream: Upstream, arguments: dict[str, Any]) -> Any:
+        from mcp import MCPError
+
+        limit = self._limits[entry.server]
+        deadline = time.monotonic() + entry.timeout_s
+        try:
+            async with asyncio.timeout(entry.timeout_s):
+                async with limit:
+                    client = upstream.connected()
+                    left = max(0.001, deadline - time.monotonic())
+                    return await client.call_tool(
+                        entry.tool.name, arguments, read_timeout_seconds=left
+                    )
+        except ServerDown as exc:
+            raise ToolError(
+                "server_down", exc.message, rpc=INTERNAL_ERROR, server=entry.server
+            ) from None
+        except TimeoutError:
+            raise ToolError(
+                "timeout",
+                f"{entry.name!r} did not answer within {entry.timeout_s:g} s",
+                rpc=INTERNAL_ERROR,
+                server=entry.server,
+            ) from None
+        except MCPError as exc:
+            if "timed out" in exc.message:
+                raise ToolError(
+                    "timeout",
+                    f"{entry.name!r} did not answer within {entry.timeout_s:g} s",
+                    rpc=INTERNAL_ERROR,
+                    server=entry.server,
+                ) from None
+            if "closed" in exc.message.lower():
+                upstream.broken(exc.message)
+                raise ToolError(
+                    "server_down",
+                    f"MCP server {entry.server!r} went away during the call ({exc.message}); "
+                    "it is restarting",
+                    rpc=INTERNAL_ERROR,
+                    server=entry.server,
+                ) from None
+            raise ToolError(
+                "upstream_error",
+                f"MCP server {entry.server!r}: {exc.message}",
+                rpc=INTERNAL_ERROR,
+                server=entry.server,
+            ) from None
+
+    # -- checks on what goes in and out --------------------------------------------------
+
+    def _scan_arguments(
+        self, arguments: dict[str, Any], raw: bytes, event: dict[str, Any]
+    ) -> dict[str, Any]:
+        if self._secrets is None:
+            return arguments
+        text = raw.decode()
+        found = self._secrets.scan(text)
+        if not found:
+            return arguments
+        labels = sorted({f.label for f in found})
+        event["decisions"].append(
+            {
+                "check": "secrets",
+                "where": "arguments",
+                "labels": labels,
+                "action": self.spec.secrets,
+            }
+        )
+        if self.spec.secrets == "block":
+            raise ToolError(
+                "secret_blocked",
+                f"the arguments hold a secret ({', '.join(labels)}): not sent to the tool",
+                labels=labels,
+            )
+        return orjson.loads(_redact(text, found))  # type: ignore[no-any-return]
+
+    def _finish(self, result: Any, event: dict[str, Any]) -> Any:
+        from mcp.types import TextContent
+
+        texts = [c for c in result.content if isinstance(c, TextContent)]
+        joined = "".join(c.text for c in texts)
+        if self._secrets is not None and joined:
+            found = self._secrets.scan(joined)
+            if found:
+                labels = sorted({f.label for f in found})
+                event["decisions"].append(
+                    {
+                        "check": "secrets",
+                        "where": "result",
+                        "labels": labels,
+                        "action": self.spec.secrets,
+                    }
+                )
+                if self.spec.secrets == "block":
+                    raise ToolError(
+                        "secret_blocked",
+                        f"the tool's result holds a secret ({', '.join(labels)}): withheld",
+                        rpc=INTERNAL_ERROR,
+                        labels=labels,
+                    )
+                scan = self._secrets.scan
+
+                def redact(text: str) -> str:
+                    return _redact(text, scan(text))
+
+                content = [
+                    c.model_copy(update={"text": redact(c.text)})
+                    if isinstance(c, TextContent)
+                    else c
+                    for c in result.content
+                ]
+                structured = _map_strings(result.structured_content, redact)
+                result = result.model_copy(
+                    update={"content": content, "structured_content": structured}
+                )
+        result, event["truncated"] = _truncate(result, self.spec.max_result_bytes)
+        raw = orjson.dumps(result.model_dump(mode="json", exclude_none=True))
+        event["result_digest"], event["result_bytes"] = _digest(raw), len(raw)
+        return result
+
+    # -- telemetry -----------------------------------------------------------------------
+
+    def _observe(self, event: dict[str, Any]) -> None:
+        try:
+            if self._metrics is not None:
+                self._metrics.observe(event)
+            if self.record is not None:
+                self.record(event)
+        except Exception:  # telemetry never fails a call
+            log.exception("recording an mcp.call event failed")
+
+    def status(self) -> list[dict[str, Any]]:
+        rows = []
+        for name, upstream in sorted(self.upstreams.items()):
+            row = upstream.status()
+            row["breaker"] = self.breakers[name].state
+            rows.append(row)
+        return rows
+
+
+def _redact(text: str, found: list[Any]) -> str:
+    for finding in sorted(found, key=lambda f: f.start, reverse=True):
+        text = text[: finding.start] + f"<{finding.label}>" + text[finding.end :]
+    return text
+
+
+def _truncate(result: Any, limit: int) -> tuple[Any, bool]:
+    """Text content past ``limit`` bytes cut, with a marker; (result, whether it was)."""
+    from mcp.types import TextContent
+
+    total = 0
+    content = []
+    cut = False
+    for item in result.content:
+        if isinstance(item, TextContent):
+            raw = item.text.encode()
+            if total + len(raw) > limit:
+                keep = max(0, limit - total)
+                kept = raw[:keep].decode(errors="ignore")
+                dropped = len(raw) - len(kept.encode())
+                item = item.model_copy(
+                    update={
+                        "text": kept + f"\n[... truncated by the gateway: {dropped} more bytes]"
+                    }
+                )
+                cut = True
+            total += len(item.text.encode())
+        content.append(item)
+    if not cut:
+        return result, False
+    # the structured content's strings cut alike: still valid against the output schema
+    left = [limit]
+
+    def cut_string(text: str) -> str:
+        raw = text.encode()
+        keep = max(0, left[0])
+        left[0] -= len(raw)
+        if len(raw) <= keep:
+            return text
+        kept = raw[:keep].decode(errors="ignore")
+        return (
+            kept + f"\n[... truncated by the gateway: {len(raw) - len(kept.encode())} more bytes]"
+        )
+
+    structured = _map_strings(result.structured_content, cut_string)
+    return result.model_copy(update={"content": content, "structured_content": structured}), True
+
+
+def _map_strings(value: Any, fn: Callable[[str], str]) -> Any:
+    """``value`` (JSON) with ``fn`` applied to every string in it, in document order."""
+    if isinstance(value, str):
+        return fn(value)
+    if isinstance(value, dict):
+        return {k: _map_strings(v, fn) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_map_strings(v, fn) for v in value]
+    return value
+
+
+class _Metrics:
+    def __init__(self, registry: Any) -> None:
+        from prometheus_client import Counter, Histogram
+
+        self.calls = Counter(
+            "conveyor_mcp_calls",
+            "Tool calls through the MCP gateway, by server, tool and status.",
+            ("server", "tool", "status"),
+            registry=registry,
+        )
+        self.seconds = Histogram(
+            "conveyor_mcp_call_seconds",
+            "Latency of tool calls through the MCP gateway, by server.",
+            ("server",),
+            registry=registry,
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30),
+        )
+
+    def observe(self, event: dict[str, Any]) -> None:
+        server = event["server"] or "-"
+        self.calls.labels(server, event["tool"], event["status"]).inc()
+        self.seconds.labels(server).observe(event["latency_ms"] / 1000)

@@ -1,0 +1,190 @@
+"""The MCP gateway on the server app: the streamable HTTP endpoint (``mcp.path``, default
+``/mcp``) behind Conveyor's keys, and its reports.
+
+The endpoint is Conveyor's route (the pipeline authenticates the key, checks the action
+``mcp.call`` and counts the request) whose answer hands the request to the official SDK's
+streamable HTTP session manager, serving one low-level ``Server`` whose handlers are the
+gateway's: tools listed per key, calls controlled (:mod:`conveyor.agents.gateway`),
+resources and prompts of every server (a prompt named as tools are). The caller (key,
+role, ``x-conveyor-user``, ``x-conveyor-conversation``) rides in the ASGI scope to the
+handlers. A refused or failed call is an MCP error whose ``data.code`` is stable.
+
+``GET /v1/mcp/servers`` (``mcp.read``): each server's state, restarts, breaker and the
+isolation applied; ``GET /v1/mcp/tools`` (``mcp.call``): the tools the caller may call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.responses import Response
+
+from conveyor.agents.gateway import Caller, McpGateway, ToolError
+from conveyor.agents.settings import mcp_of
+from conveyor.web.routing import Route
+
+if TYPE_CHECKING:
+    from conveyor.web.app import AppContext, Contribution
+    from conveyor.web.pipeline import Call
+
+__all__ = ["build_server", "routes"]
+
+_SCOPE_KEY = "conveyor.mcp_caller"
+
+
+def _caller_of(ctx: Any) -> Caller:
+    request = getattr(ctx, "request", None)
+    scope = getattr(request, "scope", None) or {}
+    found = scope.get(_SCOPE_KEY)
+    return found if isinstance(found, Caller) else Caller()
+
+
+def _key(call: Call) -> Any:
+    """The caller's verified API key (None: no keys yet, the project is open)."""
+    caller = call.caller
+    return getattr(caller, "key", None)
+
+
+def build_server(gateway: McpGateway, caller_of: Any = _caller_of) -> Any:
+    """The SDK's low-level ``Server`` whose handlers are ``gateway``'s."""
+    import mcp.types as types
+    from mcp import MCPError
+    from mcp.server.lowlevel import Server
+
+    async def list_tools(ctx: Any, params: Any) -> Any:
+        return types.ListToolsResult(tools=gateway.tools_for(caller_of(ctx)))
+
+    async def call_tool(ctx: Any, params: Any) -> Any:
+        try:
+            return await gateway.call(params.name, params.arguments, caller_of(ctx))
+        except ToolError as exc:
+            raise MCPError(exc.rpc, exc.message, exc.data) from None
+
+    async def list_resources(ctx: Any, params: Any) -> Any:
+        return types.ListResourcesResult(resources=gateway.resources())
+
+    async def read_resource(ctx: Any, params: Any) -> Any:
+        try:
+            return await gateway.read_resource(str(params.uri))
+        except ToolError as exc:
+            raise MCPError(exc.rpc, exc.message, exc.data) from None
+
+    async def list_prompts(ctx: Any, params: Any) -> Any:
+        return types.ListPromptsResult(prompts=gateway.prompts())
+
+    async def get_prompt(ctx: Any, params: Any) -> Any:
+        try:
+            return await gateway.get_prompt(params.name, params.arguments)
+        except ToolError as exc:
+            raise MCPError(exc.rpc, exc.message, exc.data) from None
+
+    return Server(
+        "conveyor-mcp-gateway",
+        instructions="Conveyor's MCP gateway: the tools of several servers, each call "
+        "checked, limited and logged.",
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+        on_list_resources=list_resources,
+        on_read_resource=read_resource,
+        on_list_prompts=list_prompts,
+        on_get_prompt=get_prompt,
+    )
+
+
+class _Handoff(Response):
+    """An answer that is the SDK's: the request goes to its session manager as it came."""
+
+    def __init__(self, manager: Any) -> None:
+        self.manager = manager
+        self.status_code = 200  # what the pipeline's access log sees
+        self.background = None
+        self.raw_headers = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.manager.handle_request(scope, receive, send)
+
+
+def routes(context: AppContext) -> Contribution:
+    from conveyor.web.app import Contribution
+
+    project = context.project
+    spec = mcp_of(project.spec)
+
+    def record(event: dict[str, Any]) -> None:
+        project.events.record("mcp.call", subject=event["tool"], payload=event)
+
+    gateway = McpGateway(spec, project.root, record=record, registry=context.metrics.registry)
+    server = build_server(gateway)
+    holder: dict[str, Any] = {}
+
+    async def startup() -> None:
+        from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
+        manager = StreamableHTTPSessionManager(app=server, security_settings=None)
+        stack = contextlib.AsyncExitStack()
+        await stack.enter_async_context(manager.run())
+        holder["manager"], holder["stack"] = manager, stack
+        await gateway.start()
+
+    async def shutdown() -> None:
+        await gateway.stop()
+        stack = holder.pop("stack", None)
+        if stack is not None:
+            with contextlib.suppress(Exception):
+                await stack.aclose()
+
+    async def endpoint(call: Call) -> Response:
+        manager = holder.get("manager")
+        if manager is None:
+            from conveyor.errors import BackendUnavailableError
+
+            raise BackendUnavailableError("the MCP gateway is starting", seam="mcp")
+        key = _key(call)
+        headers = dict(call.scope.get("headers") or ())
+        call.scope[_SCOPE_KEY] = Caller(
+            key=key.name if key is not None else None,
+            role=key.role if key is not None else None,
+            user=(headers.get(b"x-conveyor-user") or b"").decode() or None,
+            conversation=(headers.get(b"x-conveyor-conversation") or b"").decode() or None,
+        )
+        return _Handoff(manager)
+
+    async def servers(call: Call) -> Response:
+        return Response(orjson.dumps({"servers": gateway.status()}), media_type="application/json")
+
+    async def tools(call: Call) -> Response:
+        key = _key(call)
+        listed = gateway.tools_for(Caller(key=key.name if key is not None else None))
+        body = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in listed]
+        return Response(orjson.dumps({"tools": body}), media_type="application/json")
+
+    path = spec.path
+    table = [
+        Route(method, path, endpoint, "mcp.call", summary, tags=("mcp",), name=f"{method} {path}")
+        for method, summary in (
+            ("POST", "MCP (streamable HTTP): a request to the gateway's tools"),
+            ("GET", "MCP (streamable HTTP): the server's stream of messages"),
+            ("DELETE", "MCP (streamable HTTP): end the session"),
+        )
+    ]
+    table += [
+        Route(
+            "GET",
+            "/v1/mcp/servers",
+            servers,
+            "mcp.read",
+            "The MCP gateway's tool servers: state, restarts, breaker, isolation",
+            tags=("mcp",),
+        ),
+        Route(
+            "GET",
+            "/v1/mcp/tools",
+            tools,
+            "mcp.call",
+            "The tools the caller's key may call through the MCP gateway",
+            tags=("mcp",),
+        ),
+    ]
+    return Contribution(table, startup=startup, shutdown=shutdown)

@@ -1,0 +1,240 @@
+"""One upstream MCP server, kept connected: a local one started (isolated) as a subprocess
+on stdio, a remote one over streamable HTTP, both through the official SDK's ``Client``.
+
+The connection lives in a task of its own (an SDK client is entered and left in the same
+task): it connects, lists the server's tools, resources and prompts, and stays until it
+is told to stop or the connection breaks (the process crashed, wrote garbage on stdout,
+the remote went away). Then the calls in flight fail at once with :class:`ServerDown`
+naming the server and why, and the task connects again after ``restart_backoff_s``
+(doubling to 30 s while it keeps failing). A server that announces a changed tool list
+(``notifications/tools/list_changed``) is listed again, and ``on_change`` tells the
+gateway, which tells its own clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from conveyor.errors import BackendUnavailableError
+
+if TYPE_CHECKING:
+    from conveyor.agents.settings import ServerSpec
+
+__all__ = ["ServerDown", "Upstream"]
+
+log = logging.getLogger("conveyor.agents")
+
+
+class ServerDown(BackendUnavailableError):
+    """The tool server is not connected (starting, crashed, restarting, unreachable)."""
+
+
+class Upstream:
+    """A tool server's connection, its catalogue, and its state (see the module)."""
+
+    def __init__(
+        self,
+        name: str,
+        spec: ServerSpec,
+        root: Path,
+        *,
+        environ: dict[str, str] | None = None,
+        on_change: Callable[[Upstream], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.spec = spec
+        self.root = root
+        self.environ = environ
+        self.on_change = on_change
+        self.client: Any = None
+        self.tools: list[Any] = []
+        self.resources: list[Any] = []
+        self.prompts: list[Any] = []
+        self.state = "stopped"  # starting, ready, down, stopped
+        self.last_error: str | None = None
+        self.restarts = 0
+        self.connected_at: float | None = None
+        #: What the isolation applies (a local server), for doctor and `mcp servers`.
+        self.applied: dict[str, Any] = {}
+        self._ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._broken = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._relist = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"mcp:{self.name}")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        self._broken.set()
+        if self._task is not None:
+            task, self._task = self._task, None
+            try:
+                await asyncio.wait_for(task, 10)
+            except (TimeoutError, asyncio.CancelledError):
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+        self.state = "stopped"
+
+    async def ready(self, timeout_s: float) -> bool:
+        """Wait until connected (True) or ``timeout_s`` passes (False)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), timeout_s)
+        return self._ready.is_set()
+
+    def _target(self) -> Any:
+        from mcp import StdioServerParameters
+
+        spec = self.spec
+        if spec.url is not None:
+            if spec.headers:
+                import httpx2  # the SDK's HTTP client
+                from mcp.client.streamable_http import streamable_http_client
+
+                client = httpx2.AsyncClient(headers=spec.headers, timeout=spec.timeout_s + 5)
+                return streamable_http_client(spec.url, http_client=client)
+            return spec.url
+        from conveyor.agents.isolation import wrap
+
+        assert spec.command is not None
+        launch = wrap(
+            spec.isolation,
+            self.name,
+            spec.command[0],
+            list(spec.command[1:]),
+            dict(spec.env),
+            self.root,
+            granted={k: v for k, v in self._environ().items() if k in spec.secrets},
+        )
+        self.applied = dict(launch.applied)
+        return StdioServerParameters(
+            command=launch.command, args=launch.args, env=launch.env, cwd=str(launch.cwd)
+        )
+
+    def _environ(self) -> dict[str, str]:
+        if self.environ is not None:
+            return self.environ
+        import os
+
+        return dict(os.environ)
+
+    async def _run(self) -> None:
+        backoff = self.spec.restart_backoff_s
+        while not self._stop.is_set():
+            self.state = "starting"
+            started = time.monotonic()
+            try:
+                await self._connected_once()
+            except Exception as exc:  # the server failed: say so, retry
+                self.last_error = _describe(exc)
+                log.warning("MCP server %s: %s", self.name, self.last_error)
+            finally:
+                self._ready.clear()
+                self.client = None
+            if self._stop.is_set():
+                break
+            self.state = "down"
+            if time.monotonic() - started > 30:  # it had been up a while: start over quickly
+                backoff = self.spec.restart_backoff_s
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), backoff)
+            backoff = min(backoff * 2, 30.0)
+            self.restarts += 1
+
+    async def _connected_once(self) -> None:
+        from mcp import Client
+
+        self._broken.clear()
+        async with Client(
+            self._target(),
+            read_timeout_seconds=self.spec.connect_timeout_s,
+            message_handler=self._message,
+            cache=None,
+        ) as client:
+            await self._list(client)
+            self.client = client
+            self.state = "ready"
+            self.last_error = None
+            self.connected_at = time.time()
+            self._ready.set()
+            if self.on_change is not None:
+                self.on_change(self)
+            while not self._stop.is_set() and not self._broken.is_set():
+                await self._broken.wait()
+                if self._relist and not self._stop.is_set():
+                    self._relist = False
+                    self._broken.clear()
+                    await self._list(client)
+                    if self.on_change is not None:
+                        self.on_change(self)
+
+    async def _list(self, client: Any) -> None:
+        caps = client.server_capabilities
+        self.tools = list((await client.list_tools()).tools) if caps.tools else []
+        self.resources = list((await client.list_resources()).resources) if caps.resources else []
+        self.prompts = list((await client.list_prompts()).prompts) if caps.prompts else []
+
+    async def _message(self, message: Any) -> None:
+        """The SDK's message handler: a tool list change, or the transport failing."""
+        if isinstance(message, Exception):  # the transport failed: connect again
+            self.broken(_describe(message))
+            return
+        method = getattr(getattr(message, "root", message), "method", None)
+        if method in (
+            "notifications/tools/list_changed",
+            "notifications/resources/list_changed",
+            "notifications/prompts/list_changed",
+        ):
+            self._relist = True
+            self._broken.set()
+
+    def broken(self, why: str) -> None:
+        """A call found the connection dead: reconnect."""
+        self.last_error = why
+        self._broken.set()
+
+    # -- calls -------------------------------------------------------------------------
+
+    def connected(self) -> Any:
+        """The SDK client, or ServerDown naming why there is none."""
+        if self.client is None:
+            why = f": {self.last_error}" if self.last_error else ""
+            raise ServerDown(
+                f"MCP server {self.name!r} is {self.state}{why}",
+                seam="mcp",
+                server=self.name,
+                state=self.state,
+            )
+        return self.client
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "server": self.name,
+            "transport": self.spec.transport,
+            "state": self.state,
+            "tools": len(self.tools),
+            "resources": len(self.resources),
+            "prompts": len(self.prompts),
+            "restarts": self.restarts,
+            "last_error": self.last_error,
+            "isolation": self.applied or None,
+        }
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception (or a group of them, as anyio raises) in one line."""
+    if isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        return _describe(exc.exceptions[0])
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"
