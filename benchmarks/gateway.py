@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/gateway.py --duration 5 --skip-litellm
     .venv/bin/python benchmarks/gateway.py --stages limits,cache,budgets --store postgres
     .venv/bin/python benchmarks/gateway.py --ledger redis --skip-litellm --skip-guardrails
+    .venv/bin/python benchmarks/gateway.py --ledger redis --lease 0.05 --skip-guardrails
 
 - **Upstream**: nginx answering ``POST /plain/v1/chat/completions`` with a fixed chat
   completion and ``POST /sse/v1/chat/completions`` with a fixed stream of 100 chunks
@@ -292,7 +293,11 @@ def load(
 
 
 def _gateway_yaml(
-    upstream: str, stages: list[str], guardrails: bool, budgets_url: str | None = None
+    upstream: str,
+    stages: list[str],
+    guardrails: bool,
+    budgets_url: str | None = None,
+    lease: float = 0.0,
 ) -> str:
     spec: dict[str, Any] = {
         "providers": {
@@ -311,6 +316,8 @@ def _gateway_yaml(
         _guardrails(spec)
     if budgets_url and "budgets" in stages:
         spec["budgets_url"] = budgets_url
+    if lease and "budgets" in stages:
+        spec["budget_lease"] = lease
     return "gateway: " + json.dumps(spec) + "\n"
 
 
@@ -323,6 +330,7 @@ def start_conveyor(
     guardrails: bool = False,
     store: str | None = None,
     budgets_url: str | None = None,
+    lease: float = 0.0,
 ) -> tuple[subprocess.Popen[bytes], int, str]:
     root = tmp / name
     py = str(harness.ROOT / ".venv" / "bin" / "python")
@@ -332,7 +340,7 @@ def start_conveyor(
         capture_output=True,
     )
     with (root / "conveyor.yaml").open("a") as fh:
-        fh.write(_gateway_yaml(upstream, stages, guardrails, budgets_url))
+        fh.write(_gateway_yaml(upstream, stages, guardrails, budgets_url, lease))
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     if store is not None:
         env["CONVEYOR_STORE"] = store
@@ -555,6 +563,13 @@ def main() -> None:
         help="where conveyor-stages counts budgets: the project's store, or Redis "
         "(gateway.budgets_url, 127.0.0.1:6379)",
     )
+    parser.add_argument(
+        "--lease",
+        type=float,
+        default=0.0,
+        help="conveyor-stages' gateway.budget_lease (a share of the limit a worker spends "
+        "in memory; 0: every call reserves and settles in the ledger)",
+    )
     parser.add_argument("--skip-litellm", action="store_true")
     parser.add_argument("--skip-guardrails", action="store_true")
     parser.add_argument("--output", default="gateway", help="results/<output>.json")
@@ -577,6 +592,7 @@ def main() -> None:
             "stages": stages,
             "store": args.store,
             "ledger": args.ledger,
+            "lease": args.lease,
             "long_prompt_words": len(LONG.split()),
         },
     }
@@ -611,7 +627,14 @@ def main() -> None:
                 if name == "conveyor-stages" and args.ledger == "redis":
                     ledger = f"redis://127.0.0.1:6379/0?prefix=bench-{os.getpid()}:"
                 proc, cport, token = start_conveyor(
-                    tmp, name, upstream, on, guardrails=guardrails, store=store, budgets_url=ledger
+                    tmp,
+                    name,
+                    upstream,
+                    on,
+                    guardrails=guardrails,
+                    store=store,
+                    budgets_url=ledger,
+                    lease=args.lease if name == "conveyor-stages" else 0.0,
                 )
                 side.enter_context(running(proc))
                 results[name] = measure(

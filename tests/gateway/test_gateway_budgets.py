@@ -410,3 +410,99 @@ def test_redis_counters_outlive_their_period_then_go() -> None:
         finally:
             ledger.close()
             client.close()
+
+
+def test_a_reservation_used_in_part(ledger: tuple[Ledger, Clock]) -> None:
+    """adjust: part of a reservation spent and released, the rest kept (a lease's flush);
+    released whole, the reservation is gone."""
+    budgets, _ = ledger
+    charge = _budget(10.0)
+    held = budgets.reserve([charge], 4.0, 60)
+    assert budgets.adjust(held, 1.5, 3, 1.0, 60) == pytest.approx(3.0)  # cost past the part
+    (counter,) = budgets.counters()
+    assert counter["spent_usd"] == pytest.approx(1.5) and counter["calls"] == 3
+    assert counter["reserved_usd"] == pytest.approx(3.0)
+    assert budgets.adjust(held, 0.5, 1, 100.0, 60) == 0.0  # the rest released: gone
+    (counter,) = budgets.counters()
+    assert counter["spent_usd"] == pytest.approx(2.0) and counter["reserved_usd"] == 0
+    budgets.settle(held, 9.0)  # settling what is gone changes nothing
+    assert budgets.counters()[0]["spent_usd"] == pytest.approx(2.0)
+
+
+def test_leases_of_two_workers_hold_the_limit(ledger: tuple[Ledger, Clock]) -> None:
+    """Two workers (two LeasedLedgers on one ledger), 300 concurrent calls: what they spend
+    never passes the limit, every refusal names the budget, and once both drain the
+    ledger holds exactly what was settled, nothing reserved."""
+    import random
+
+    from conveyor.gateway.leases import LeasedLedger
+
+    budgets, clock = ledger
+    charge = _budget(3.0)
+    workers = [LeasedLedger(budgets, 0.05, 60, clock=clock) for _ in range(2)]
+    settled: list[float] = []
+    refused: list[BudgetExceededError] = []
+    rng = random.Random(7)
+
+    async def one(worker: LeasedLedger) -> None:
+        cost = rng.choice([0.01, 0.02, 0.03])
+        try:
+            local = await worker.areserve([charge], 0.03, 60)
+        except BudgetExceededError as exc:
+            refused.append(exc)
+            return
+        await asyncio.sleep(rng.random() * 0.01)
+        await worker.asettle(local, cost)
+        settled.append(cost)
+
+    async def main() -> None:
+        await asyncio.gather(*(one(workers[i % 2]) for i in range(300)))
+        for worker in workers:
+            await worker.drain()
+
+    asyncio.run(main())
+    assert refused and settled  # the limit was reached
+    assert all(e.context["budget"] == "b" for e in refused)
+    (counter,) = budgets.counters()
+    assert counter["spent_usd"] == pytest.approx(sum(settled))
+    assert counter["spent_usd"] <= 3.0 + 1e-9
+    assert counter["reserved_usd"] == pytest.approx(0, abs=1e-9)
+    assert counter["calls"] == len(settled)
+    # a slice is 5% of the limit: near the limit a call may be refused early by at most
+    # one slice per worker, never let past it
+    assert counter["spent_usd"] >= 3.0 - 2 * 0.15 - 0.03
+
+
+def test_budget_leases_hold_through_the_served_gateway(tmp_path: Path) -> None:
+    """gateway.budget_lease: 50 concurrent calls spend slices in memory; the key's budget
+    is never passed, and once the slices are given back (a second idle) the ledger holds
+    exactly what the answered calls cost, with nothing reserved."""
+
+    def spec_of(fake_url: str) -> dict[str, Any]:
+        return {**_spec(fake_url), "budget_lease": 0.1}
+
+    with served_gateway(tmp_path, spec_of) as served:
+
+        async def main() -> list[Any]:
+            client = openai.AsyncOpenAI(
+                base_url=served["base"], api_key=served["key"], max_retries=0
+            )
+            try:
+                return await asyncio.gather(
+                    *(
+                        client.chat.completions.create(model="via-a", messages=_ask(5))
+                        for _ in range(50)
+                    ),
+                    return_exceptions=True,
+                )
+            finally:
+                await client.close()
+
+        results = asyncio.run(main())
+        answered = [r for r in results if not isinstance(r, BaseException)]
+        refused = [r for r in results if isinstance(r, openai.RateLimitError)]
+        assert len(answered) + len(refused) == 50 and answered and refused
+        assert all(r.body["code"] == "budget_exceeded" for r in refused)
+        counter = _settled(SqlBudgets(served["project"].store), "app-daily")
+        assert counter["calls"] == len(answered) and counter["spent_usd"] <= 0.5
+        assert counter["spent_usd"] == pytest.approx(len(answered) * 0.011, rel=1e-6)

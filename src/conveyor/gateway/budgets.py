@@ -165,6 +165,32 @@ class SqlBudgets:
                 self._move(session, row, spent=cost, calls=1, now=now)
                 session.delete(row)
 
+    def adjust(
+        self, reservation: str, cost: float, calls: int, release: float, ttl_s: float
+    ) -> float:
+        """Part of a reservation used (a budget lease's flush): ``cost`` added to what each
+        of its counters spent and ``calls`` to their calls, ``release`` (at most what is
+        left) released; what is left lives ``ttl_s`` more. What is left, 0 when nothing
+        is (the reservation is gone)."""
+        now = self.clock()
+        left = 0.0
+        with self.store.session() as session:
+            held = session.scalars(
+                sa.select(LlmBudgetReservationRecord).where(
+                    LlmBudgetReservationRecord.id == reservation
+                )
+            ).all()
+            for row in held:
+                freed = min(release, row.amount_usd)
+                self._move(session, row, spent=cost, calls=calls, now=now, release=freed)
+                row.amount_usd -= freed
+                left = row.amount_usd
+                if row.amount_usd <= 1e-12:
+                    session.delete(row)
+                else:
+                    row.expires_at = now + timedelta(seconds=ttl_s)
+        return max(0.0, left)
+
     def _release_expired(self, session: Any, key: tuple[str, str, datetime], now: datetime) -> None:
         table = LlmBudgetReservationRecord
         expired = session.scalars(
@@ -183,8 +209,19 @@ class SqlBudgets:
             session.flush()
 
     @staticmethod
-    def _move(session: Any, row: Any, *, spent: float, calls: int, now: datetime) -> None:
+    def _move(
+        session: Any,
+        row: Any,
+        *,
+        spent: float,
+        calls: int,
+        now: datetime,
+        release: float | None = None,
+    ) -> None:
+        """``row``'s counter: ``release`` (default: the whole reservation) released,
+        ``spent`` and ``calls`` added."""
         table = LlmBudgetCounterRecord
+        freed = row.amount_usd if release is None else release
         session.execute(
             sa.update(table)
             .where(
@@ -193,9 +230,9 @@ class SqlBudgets:
                 table.period_start == row.period_start,
             )
             .values(
-                reserved_usd=sa.func.max(table.reserved_usd - row.amount_usd, 0.0)
+                reserved_usd=sa.func.max(table.reserved_usd - freed, 0.0)
                 if session.bind.dialect.name == "sqlite"
-                else sa.func.greatest(table.reserved_usd - row.amount_usd, 0.0),
+                else sa.func.greatest(table.reserved_usd - freed, 0.0),
                 spent_usd=table.spent_usd + spent,
                 calls=table.calls + calls,
                 updated_at=now,
@@ -257,6 +294,9 @@ class Ledger(Protocol):
 
     def reserve(self, charges: Sequence[Charge], amount: float, ttl_s: float) -> str: ...
     def settle(self, reservation: str, cost: float) -> None: ...
+    def adjust(
+        self, reservation: str, cost: float, calls: int, release: float, ttl_s: float
+    ) -> float: ...
     def counters(self) -> list[dict[str, Any]]: ...
 
 
@@ -397,7 +437,12 @@ class BudgetStage:
         event loop (a server stopping)."""
         while self._settling:
             await asyncio.gather(*list(self._settling), return_exceptions=True)
-        aclose = getattr(self.ledger, "aclose", None)
+        ledger: Any = self.ledger
+        drain = getattr(ledger, "drain", None)
+        if drain is not None:  # budget leases: what was spent written, the slices given back
+            await drain()
+            ledger = ledger.backing
+        aclose = getattr(ledger, "aclose", None)
         if aclose is not None:
             await aclose()
 

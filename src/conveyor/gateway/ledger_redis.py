@@ -125,6 +125,40 @@ return #held / 2
 """
 
 
+# KEYS: the reservation key. ARGV: cost, now (epoch s), reservation id, release, calls,
+# expires (epoch s): part of a reservation used (a lease's flush). Returns what is left.
+_ADJUST = """
+local held = redis.call('HGETALL', KEYS[1])
+local left = 0
+for i = 1, #held, 2 do
+  local counter = held[i]
+  local amount = tonumber(held[i + 1])
+  local freed = math.min(tonumber(ARGV[4]), amount)
+  local reserved = tonumber(redis.call('HGET', counter, 'reserved') or '0') - freed
+  if reserved < 0 then reserved = 0 end
+  if redis.call('EXISTS', counter) == 1 then
+    redis.call('HSET', counter, 'reserved', string.format('%.17g', reserved), 'updated', ARGV[2])
+    redis.call('HINCRBYFLOAT', counter, 'spent', ARGV[1])
+    redis.call('HINCRBY', counter, 'calls', tonumber(ARGV[5]))
+  end
+  redis.call('ZREM', counter .. ':held', ARGV[3] .. '|' .. held[i + 1])
+  local rest = amount - freed
+  if rest > 1e-12 then
+    local text = string.format('%.17g', rest)
+    redis.call('HSET', KEYS[1], counter, text)
+    redis.call('ZADD', counter .. ':held', tonumber(ARGV[6]), ARGV[3] .. '|' .. text)
+    left = rest
+  else
+    redis.call('HDEL', KEYS[1], counter)
+  end
+end
+if left > 0 then
+  redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[6]) - tonumber(ARGV[2])) + 60)
+end
+return string.format('%.17g', left)
+"""
+
+
 class RedisBudgets:
     """Counters and reservations in Redis, shared by every worker and machine on the same
     database (see the module). Same methods as :class:`~conveyor.gateway.budgets.SqlBudgets`."""
@@ -156,6 +190,7 @@ class RedisBudgets:
         self._client = redis.Redis(connection_pool=pool)
         self._reserve = self._client.register_script(_RESERVE)
         self._settle = self._client.register_script(_SETTLE)
+        self._adjust = self._client.register_script(_ADJUST)
         self._aclient: Any = None
         self._ascripts: dict[str, Any] | None = None
         self._closed = False
@@ -197,6 +232,7 @@ class RedisBudgets:
             self._ascripts = {
                 "reserve": self._aclient.register_script(_RESERVE),
                 "settle": self._aclient.register_script(_SETTLE),
+                "adjust": self._aclient.register_script(_ADJUST),
             }
         try:
             return await self._ascripts[name](keys=keys, args=args)
@@ -270,6 +306,33 @@ class RedisBudgets:
     async def asettle(self, reservation: str, cost: float) -> None:
         """:meth:`settle` on the event loop."""
         await self._arun("settle", *self._settlement(reservation, cost))
+
+    def _adjustment(
+        self, reservation: str, cost: float, calls: int, release: float, ttl_s: float
+    ) -> tuple[list[str], list[Any]]:
+        now = self.clock()
+        return [f"{self.prefix}r:{reservation}"], [
+            repr(float(cost)),
+            repr(now.timestamp()),
+            reservation,
+            repr(float(release)),
+            int(calls),
+            repr((now + timedelta(seconds=ttl_s)).timestamp()),
+        ]
+
+    def adjust(
+        self, reservation: str, cost: float, calls: int, release: float, ttl_s: float
+    ) -> float:
+        """Part of a reservation used (see SqlBudgets.adjust); what is left."""
+        keys, args = self._adjustment(reservation, cost, calls, release, ttl_s)
+        return float(self._run(self._adjust, keys, args))
+
+    async def aadjust(
+        self, reservation: str, cost: float, calls: int, release: float, ttl_s: float
+    ) -> float:
+        """:meth:`adjust` on the event loop."""
+        keys, args = self._adjustment(reservation, cost, calls, release, ttl_s)
+        return float(await self._arun("adjust", keys, args))
 
     def counters(self) -> list[dict[str, Any]]:
         """Every counter, newest period first (as SqlBudgets.counters)."""

@@ -342,6 +342,15 @@ class GatewaySpec(BaseModel):
         "them through Redis (one Lua script a reservation, about 0.1 ms); unset, the "
         "project's store (a transaction a reservation, some 5 ms on SQLite).",
     )
+    budget_lease: float = Field(
+        0.0,
+        ge=0,
+        le=0.5,
+        description="Budget leases: each worker reserves this share of a budget's limit at a "
+        "time and spends it in memory, writing what was spent every 0.1 s (0: every call "
+        "reserves and settles in the ledger). Refusals near a limit may come early by up to "
+        "a slice per worker, never late (conveyor.gateway.leases).",
+    )
     reservation_ttl_s: float = Field(
         600.0,
         gt=0,

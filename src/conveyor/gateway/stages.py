@@ -20,6 +20,7 @@ directly.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -70,7 +71,8 @@ def build(context: AppContext, spec: GatewaySpec) -> dict[Endpoint, list[Stage]]
         from conveyor.gateway.budgets import BudgetStage, ledger_of
 
         deps = context.dependencies
-        run = arun = None
+        run: Any = None
+        arun: Any = None
         if deps is not None:
             timeout = deps.limits.store_timeout_s
 
@@ -80,7 +82,22 @@ def build(context: AppContext, spec: GatewaySpec) -> dict[Endpoint, list[Stage]]
             async def arun(fn: Any, *args: Any) -> Any:  # Redis: its own breaker, no thread
                 return await deps.acall("budgets", timeout, fn, *args)
 
-        budgets = BudgetStage(spec, ledger_of(context.project, spec), run, arun)
+        ledger: Any = ledger_of(context.project, spec)
+        if spec.budget_lease > 0:  # slices spent in memory (conveyor.gateway.leases)
+            from conveyor.gateway.leases import LeasedLedger
+
+            backing, sync_run, async_run = ledger, run, arun
+
+            async def through(name: str, *args: Any) -> Any:  # the ledger's breaker
+                method = getattr(backing, "a" + name, None)
+                if method is not None:
+                    return await (async_run(method, *args) if async_run else method(*args))
+                fn = getattr(backing, name)
+                return await (sync_run(fn, *args) if sync_run else asyncio.to_thread(fn, *args))
+
+            ledger = LeasedLedger(backing, spec.budget_lease, spec.reservation_ttl_s, call=through)
+            run = arun = None  # a leased reservation is in memory: no breaker around it
+        budgets = BudgetStage(spec, ledger, run, arun)
         chat.append(budgets)
         embeddings.append(budgets)
     return {"chat": chat, "embeddings": embeddings}
