@@ -7,8 +7,9 @@ CAPABILITY = Capability(
     "agents",
     "an MCP gateway: many tool servers behind one endpoint, each call checked, limited, "
     "isolated and logged",
-    # serving: the server app the endpoint is mounted on
-    requires=("governance", "serving"),
+    # serving: the server app the endpoint is mounted on; gateway: its budget ledger and
+    # the guardrails' detectors the calls are scanned with
+    requires=("governance", "serving", "gateway"),
     settings="conveyor.agents.settings:SECTIONS",
     cli=(Command("conveyor.agents.cli:mcp_app", "mcp"),),
     routes="conveyor.agents.http:routes",

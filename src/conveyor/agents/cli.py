@@ -36,12 +36,19 @@ mcp_app = typer.Typer(help="The MCP gateway: tool servers, their tools and calls
 
 async def _with_gateway(project: Any, work: Any) -> Any:
     from conveyor.agents.gateway import McpGateway
-    from conveyor.agents.settings import mcp_of
+    from conveyor.agents.settings import ledger_of, mcp_of
 
     def record(event: dict[str, Any]) -> None:
         project.events.record("mcp.call", subject=event["tool"], payload=event)
 
-    gateway = McpGateway(mcp_of(project.spec), project.root, record=record)
+    spec = mcp_of(project.spec)
+    gateway = McpGateway(
+        spec,
+        project.root,
+        record=record,
+        limiter=project.backend("ratelimit") if spec.limits.any else None,
+        ledger=ledger_of(project, spec) if spec.budgets else None,
+    )
     await gateway.start()
     try:
         return await work(gateway)

@@ -86,9 +86,13 @@ class Entry:
     cost: float
     _validator: Any = field(default=None, repr=False)
 
-    def listed(self) -> Any:
-        """The tool as the gateway lists it: the server's, under its catalogue name."""
-        return self.tool.model_copy(update={"name": self.name})
+    def listed(self, *, keep_schema: bool = True) -> Any:
+        """The tool as the gateway lists it: the server's, under its catalogue name
+        (without its output schema when an interceptor may rewrite its output)."""
+        update: dict[str, Any] = {"name": self.name}
+        if not keep_schema:
+            update["output_schema"] = None
+        return self.tool.model_copy(update=update)
 
     def validate(self, arguments: dict[str, Any]) -> None:
         if self._validator is None:
@@ -123,6 +127,8 @@ class McpGateway:
         record: Callable[[dict[str, Any]], None] | None = None,
         registry: Any = None,
         environ: dict[str, str] | None = None,
+        limiter: Any = None,
+        ledger: Any = None,
     ) -> None:
         self.spec = spec
         self.root = root
@@ -151,6 +157,17 @@ class McpGateway:
 
             self._secrets = build("secrets")
         self._metrics = _Metrics(registry) if registry is not None else None
+        from conveyor.agents.control import CallBudgets, CallLimits
+        from conveyor.agents.interceptors import build_hooks
+
+        self.hooks = build_hooks(list(spec.interceptors))
+
+        self.limits = (
+            CallLimits(spec.limits, limiter) if spec.limits.any and limiter is not None else None
+        )
+        self.budgets = (
+            CallBudgets(spec.budgets, ledger) if spec.budgets and ledger is not None else None
+        )
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -169,6 +186,9 @@ class McpGateway:
 
     async def stop(self) -> None:
         await asyncio.gather(*(u.stop() for u in self.upstreams.values()))
+        for hook in self.hooks:
+            with contextlib.suppress(Exception):
+                await hook.aclose()
 
     def _changed(self, upstream: Upstream) -> None:
         self._rebuild()
@@ -212,7 +232,11 @@ class McpGateway:
     def tools_for(self, caller: Caller) -> list[Any]:
         """The tools ``caller``'s key may call, as listed to it."""
         rule = self.spec.access.rule(caller.key)
-        return [e.listed() for n, e in sorted(self.catalogue.items()) if rule.permits(n)]
+        return [
+            e.listed(keep_schema=not self.reshaped(n))
+            for n, e in sorted(self.catalogue.items())
+            if rule.permits(n)
+        ]
 
     def entry(self, name: str, caller: Caller) -> Entry:
         rule = self.spec.access.rule(caller.key)
@@ -335,13 +359,46 @@ class McpGateway:
             )
         entry.validate(arguments)
         arguments = self._scan_arguments(arguments, raw, event)
+        arguments = await self._before(entry, arguments, caller, event)
+        await self._limit(caller)
+        held = (
+            await asyncio.to_thread(self.budgets.reserve, name, entry.cost, caller)
+            if (self.budgets is not None)
+            else []
+        )
+        try:
+            result = await self._control(entry, arguments, event)
+            result = await self._after(entry, arguments, result, caller, event)
+            return self._measured(result, event)
+        finally:
+            if held:
+                assert self.budgets is not None
+                await asyncio.to_thread(self.budgets.settle, held, event["attempts"] > 0)
+
+    async def _limit(self, caller: Caller) -> None:
+        if self.limits is None:
+            return
+        from conveyor.errors import RateLimitedError
+
+        try:
+            if getattr(self.limits.limiter, "local", False):
+                self.limits.take(caller)
+            else:
+                await asyncio.to_thread(self.limits.take, caller)
+        except RateLimitedError as exc:
+            raise ToolError(
+                "rate_limited",
+                exc.message,
+                retry_after=round(float(exc.context.get("retry_after") or 0), 3),
+            ) from None
+
+    async def _control(self, entry: Entry, arguments: dict[str, Any], event: dict[str, Any]) -> Any:
         upstream = self.upstreams[entry.server]
         breaker = self.breakers[entry.server]
         attempts = 1 + (upstream.spec.retries if entry.retryable else 0)
         backoff = upstream.spec.backoff_s
         last: Any = None
         for attempt in range(1, attempts + 1):
-            event["attempts"] = attempt
             if not breaker.allow():
                 raise ToolError(
                     "server_degraded",
@@ -350,6 +407,7 @@ class McpGateway:
                     rpc=INTERNAL_ERROR,
                     server=entry.server,
                 )
+            event["attempts"] = attempt  # sent (or tried: a server down fails it at once)
             try:
                 last = await self._once(entry, upstream, arguments)
             except ToolError as exc:
@@ -482,10 +540,92 @@ class McpGateway:
                 result = result.model_copy(
                     update={"content": content, "structured_content": structured}
                 )
+        return result
+
+    def _measured(self, result: Any, event: dict[str, Any]) -> Any:
+        """The result cut to ``max_result_bytes``; its digest and size in the event."""
         result, event["truncated"] = _truncate(result, self.spec.max_result_bytes)
         raw = orjson.dumps(result.model_dump(mode="json", exclude_none=True))
         event["result_digest"], event["result_bytes"] = _digest(raw), len(raw)
         return result
+
+    # -- interceptors --------------------------------------------------------------------
+
+    def _hook_call(
+        self, phase: str, entry: Entry, arguments: dict[str, Any], caller: Caller
+    ) -> dict[str, Any]:
+        return {
+            "phase": phase,
+            "tool": entry.name,
+            "server": entry.server,
+            "arguments": arguments,
+            "caller": {"key": caller.key, "user": caller.user, "conversation": caller.conversation},
+        }
+
+    async def _before(
+        self, entry: Entry, arguments: dict[str, Any], caller: Caller, event: dict[str, Any]
+    ) -> dict[str, Any]:
+        for hook in self.hooks:
+            if not hook.applies(entry.name, "before"):
+                continue
+            verdict = await hook(self._hook_call("before", entry, arguments, caller))
+            self._decided(hook.name, "before", verdict, event)
+            if verdict.action == "transform" and verdict.arguments is not None:
+                entry.validate(verdict.arguments)  # what the hook made must still fit
+                arguments = verdict.arguments
+        return arguments
+
+    async def _after(
+        self,
+        entry: Entry,
+        arguments: dict[str, Any],
+        result: Any,
+        caller: Caller,
+        event: dict[str, Any],
+    ) -> Any:
+        from mcp.types import TextContent
+
+        for hook in self.hooks:
+            if not hook.applies(entry.name, "after"):
+                continue
+            call = self._hook_call("after", entry, arguments, caller)
+            call["result"] = {
+                "text": "".join(c.text for c in result.content if isinstance(c, TextContent)),
+                "structured": result.structured_content,
+                "is_error": result.is_error,
+            }
+            verdict = await hook(call)
+            self._decided(hook.name, "after", verdict, event)
+            if verdict.action == "transform" and verdict.text is not None:
+                result = result.model_copy(
+                    update={
+                        "content": [TextContent(type="text", text=verdict.text)],
+                        "structured_content": None,
+                    }
+                )
+        return result
+
+    @staticmethod
+    def _decided(name: str, phase: str, verdict: Any, event: dict[str, Any]) -> None:
+        if verdict.action == "allow":
+            return
+        event["decisions"].append(
+            {"check": name, "where": phase, "action": verdict.action, "reason": verdict.reason}
+        )
+        if verdict.action == "block":
+            raise ToolError(
+                "interceptor_blocked",
+                f"blocked by interceptor {name!r} ({phase} the call): "
+                f"{verdict.reason or 'no reason given'}",
+                rpc=INTERNAL_ERROR if phase == "after" else INVALID_PARAMS,
+                interceptor=name,
+                reason=verdict.reason,
+            )
+
+    def reshaped(self, name: str) -> bool:
+        """Whether an interceptor may rewrite ``name``'s output (its output schema is then
+        not promised to clients)."""
+        return any(h.applies(name, "after") for h in self.hooks)
 
     # -- telemetry -----------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ import orjson
 from starlette.responses import Response
 
 from conveyor.agents.gateway import Caller, McpGateway, ToolError
-from conveyor.agents.settings import mcp_of
+from conveyor.agents.settings import ledger_of, mcp_of
 from conveyor.web.routing import Route
 
 if TYPE_CHECKING:
@@ -115,7 +115,14 @@ def routes(context: AppContext) -> Contribution:
     def record(event: dict[str, Any]) -> None:
         project.events.record("mcp.call", subject=event["tool"], payload=event)
 
-    gateway = McpGateway(spec, project.root, record=record, registry=context.metrics.registry)
+    gateway = McpGateway(
+        spec,
+        project.root,
+        record=record,
+        registry=context.metrics.registry,
+        limiter=project.backend("ratelimit") if spec.limits.any else None,
+        ledger=ledger_of(project, spec) if spec.budgets else None,
+    )
     server = build_server(gateway)
     holder: dict[str, Any] = {}
 

@@ -35,12 +35,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from conveyor.agents.control import CallBudgetSpec, CallLimitsSpec
+from conveyor.agents.interceptors import InterceptorSpec
 from conveyor.agents.isolation import IsolationSpec
 
 if TYPE_CHECKING:
     from conveyor.config import ProjectSpec
 
-__all__ = ["SECTIONS", "AccessSpec", "McpSpec", "ServerSpec", "ToolSpec", "mcp_of"]
+__all__ = ["SECTIONS", "AccessSpec", "McpSpec", "ServerSpec", "ToolSpec", "ledger_of", "mcp_of"]
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
@@ -177,6 +179,24 @@ class McpSpec(BaseModel):
     max_argument_bytes: int = Field(
         1_048_576, ge=1024, le=64 * 1024 * 1024, description="Largest arguments a call may send."
     )
+    limits: CallLimitsSpec = Field(
+        default_factory=CallLimitsSpec,
+        description="Calls a minute per key, user and conversation (conveyor.agents.control).",
+    )
+    budgets: list[CallBudgetSpec] = Field(
+        default_factory=list,
+        description="Calls or cost per key, user, conversation or overall, per day, month or "
+        "in total, held under concurrency (conveyor.agents.control).",
+    )
+    budgets_url: str | None = Field(
+        None,
+        description="Where budgets are counted: redis://... (else the project's store).",
+    )
+    interceptors: list[InterceptorSpec] = Field(
+        default_factory=list,
+        description="Hooks before and after calls, in order: python, exec, http, and the "
+        "built-in injection, project and markdown (conveyor.agents.interceptors).",
+    )
     secrets: Literal["block", "redact", "off"] = Field(
         "block",
         description="The guardrails' secret detectors on arguments and results: block the "
@@ -193,6 +213,9 @@ class McpSpec(BaseModel):
 
     @model_validator(mode="after")
     def _names(self) -> McpSpec:
+        names = [b.name for b in self.budgets]
+        if len(set(names)) != len(names):
+            raise ValueError("budgets: two budgets have the same name")
         for name in self.servers:
             if not _NAME.match(name) or self.separator in name:
                 raise ValueError(
@@ -211,6 +234,18 @@ SECTIONS: dict[str, Any] = {
         ),
     ),
 }
+
+
+def ledger_of(project: Any, spec: McpSpec) -> Any:
+    """Where ``mcp.budgets`` are counted: the LLM gateway's budget ledger, in Redis
+    (``mcp.budgets_url``) or the project's store."""
+    if spec.budgets_url:
+        from conveyor.gateway.ledger_redis import RedisBudgets
+
+        return RedisBudgets(spec.budgets_url)
+    from conveyor.gateway.budgets import SqlBudgets
+
+    return SqlBudgets(project.store)
 
 
 def mcp_of(spec: ProjectSpec) -> McpSpec:
