@@ -25,6 +25,7 @@ reached its server, is not counted.
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -130,7 +131,13 @@ class CallBudgets:
             for spec in budgets
         ]
 
-    def reserve(self, tool: str, cost: float, caller: Caller) -> list[tuple[str, float]]:
+    async def _call(self, name: str, *args: Any) -> Any:
+        method = getattr(self.ledger, "a" + name, None)
+        if method is not None:  # leases (in memory) or Redis (the event loop's client)
+            return await method(*args)
+        return await asyncio.to_thread(getattr(self.ledger, name), *args)
+
+    async def reserve(self, tool: str, cost: float, caller: Caller) -> list[tuple[str, float]]:
         """Reserve the call on every budget that counts it, all or nothing: the
         reservations (to settle). ToolError ``budget_exceeded`` naming the one that
         cannot take it."""
@@ -148,16 +155,12 @@ class CallBudgets:
             amount = 1.0 if spec.max_calls is not None else cost
             if amount <= 0:
                 continue
+            charges = [Charge(ledger_spec, subject)]
             try:
-                held.append(
-                    (
-                        self.ledger.reserve([Charge(ledger_spec, subject)], amount, self.ttl_s),
-                        amount,
-                    )
-                )
+                held.append((await self._call("reserve", charges, amount, self.ttl_s), amount))
             except BudgetExceededError as exc:
                 for reservation, _ in held:
-                    self.ledger.settle(reservation, 0.0)
+                    await self._call("settle", reservation, 0.0)
                 unit = "calls" if spec.max_calls is not None else "cost"
                 limit = spec.max_calls if spec.max_calls is not None else spec.max_cost
                 used = exc.context.get("spent_usd", 0.0) + exc.context.get("reserved_usd", 0.0)
@@ -177,11 +180,22 @@ class CallBudgets:
                 ) from None
         return held
 
-    def settle(self, held: list[tuple[str, float]], counted: bool) -> None:
+    async def settle(self, held: list[tuple[str, float]], counted: bool) -> None:
         """Settle the reservations: what they reserved when the call reached its server
         (``counted``), nothing when it did not."""
         for reservation, amount in held:
-            self.ledger.settle(reservation, amount if counted else 0.0)
+            await self._call("settle", reservation, amount if counted else 0.0)
+
+    async def drain(self) -> None:
+        """Leases written and given back, the ledger's loop client closed (at stop)."""
+        ledger: Any = self.ledger
+        drain = getattr(ledger, "drain", None)
+        if drain is not None:
+            await drain()
+            ledger = ledger.backing
+        aclose = getattr(ledger, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def _limit(spec: CallBudgetSpec) -> float:

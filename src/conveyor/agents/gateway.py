@@ -189,6 +189,9 @@ class McpGateway:
         for hook in self.hooks:
             with contextlib.suppress(Exception):
                 await hook.aclose()
+        if self.budgets is not None:
+            with contextlib.suppress(Exception):
+                await self.budgets.drain()
 
     def _changed(self, upstream: Upstream) -> None:
         self._rebuild()
@@ -361,11 +364,7 @@ class McpGateway:
         arguments = self._scan_arguments(arguments, raw, event)
         arguments = await self._before(entry, arguments, caller, event)
         await self._limit(caller)
-        held = (
-            await asyncio.to_thread(self.budgets.reserve, name, entry.cost, caller)
-            if (self.budgets is not None)
-            else []
-        )
+        held = await self.budgets.reserve(name, entry.cost, caller) if self.budgets else []
         try:
             result = await self._control(entry, arguments, event)
             result = await self._after(entry, arguments, result, caller, event)
@@ -373,7 +372,7 @@ class McpGateway:
         finally:
             if held:
                 assert self.budgets is not None
-                await asyncio.to_thread(self.budgets.settle, held, event["attempts"] > 0)
+                await self.budgets.settle(held, event["attempts"] > 0)
 
     async def _limit(self, caller: Caller) -> None:
         if self.limits is None:

@@ -192,6 +192,13 @@ class McpSpec(BaseModel):
         None,
         description="Where budgets are counted: redis://... (else the project's store).",
     )
+    budget_lease: float = Field(
+        0.05,
+        ge=0,
+        le=0.5,
+        description="Budget leases: each worker reserves this share of a budget at a time and "
+        "spends it in memory (0: every call reserves in the ledger: some 5 ms on SQLite).",
+    )
     interceptors: list[InterceptorSpec] = Field(
         default_factory=list,
         description="Hooks before and after calls, in order: python, exec, http, and the "
@@ -238,14 +245,21 @@ SECTIONS: dict[str, Any] = {
 
 def ledger_of(project: Any, spec: McpSpec) -> Any:
     """Where ``mcp.budgets`` are counted: the LLM gateway's budget ledger, in Redis
-    (``mcp.budgets_url``) or the project's store."""
+    (``mcp.budgets_url``) or the project's store, with leases (``mcp.budget_lease``)."""
+    ledger: Any
     if spec.budgets_url:
         from conveyor.gateway.ledger_redis import RedisBudgets
 
-        return RedisBudgets(spec.budgets_url)
-    from conveyor.gateway.budgets import SqlBudgets
+        ledger = RedisBudgets(spec.budgets_url)
+    else:
+        from conveyor.gateway.budgets import SqlBudgets
 
-    return SqlBudgets(project.store)
+        ledger = SqlBudgets(project.store)
+    if spec.budget_lease > 0:
+        from conveyor.gateway.leases import LeasedLedger
+
+        ledger = LeasedLedger(ledger, spec.budget_lease, 600.0)
+    return ledger
 
 
 def mcp_of(spec: ProjectSpec) -> McpSpec:
