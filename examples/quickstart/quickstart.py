@@ -32,7 +32,10 @@ Steps, each written to the event log:
       gated on 18 labelled questions, searched with citations, packed for a prompt;
   16. the LLM gateway: the openai client through Conveyor's OpenAI-compatible API to an
       upstream that fails now and then and a local transformers model: a fallback taken,
-      a stream cancelled and charged for what was generated, feedback scored.
+      a stream cancelled and charged for what was generated, feedback scored;
+  17. agents over MCP: the MCP gateway in front of two example tool servers, a scripted
+      agent with the official mcp client: a retry, a timeout, a leaked key blocked, a
+      Markdown table, a conversation's budget of tool calls tripping.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from delivery_demo import DELIVERY_SPEC, run_delivery
 from features_demo import FEATURES_SPEC, run_features
 from features_demo import MODEL_SPEC as RISK_MODEL_SPEC
 from gateway_demo import GATEWAY_SPEC, run_gateway
+from mcp_demo import run_mcp
 from model import FEATURES, LABEL, add_features
 from monitor_demo import MONITORING_SPEC, run_monitoring
 from rag_demo import rag_spec, run_rag
@@ -351,6 +355,10 @@ def run_quickstart(project: conveyor.Project, *, rows: int) -> dict[str, Any]:
     #     flaky upstream and a local transformers model (fallback, cancelled stream).
     with console.status("LLM gateway: an upstream, a local model, the openai client..."):
         gateway = run_gateway(project.root, console, step="16")
+
+    # 17. Agents over MCP: the gateway in front of two example tool servers, an agent loop.
+    with console.status("MCP gateway: two tool servers, an agent with the mcp client..."):
+        agents = run_mcp(project.root, console, step="17")
     return {
         "data": data,
         "candidates": [first, weak, better],
@@ -363,6 +371,7 @@ def run_quickstart(project: conveyor.Project, *, rows: int) -> dict[str, Any]:
         "stream": stream,
         "rag": rag,
         "gateway": gateway,
+        "agents": agents,
         "champion": champion_of(project),
     }
 

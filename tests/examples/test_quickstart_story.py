@@ -168,6 +168,16 @@ def test_quickstart_promotes_through_gates_and_optimizes(tmp_path: Path) -> None
         assert "'echo: Can I change my delivery address?'" in flat, out
         assert "template 'support': the same documents in another order made" in flat, out
         assert "(prefix hit rate 100%, `conveyor llm prefixes`)" in flat, out
+        # Agents over MCP: a retry, a timeout, a leaked key blocked, a Markdown table, the
+        # conversation's budget of tool calls tripping.
+        assert "17 MCP gateway: the agent sees crm__customer, crm__list_customers" in flat
+        assert "weather__forecast failed upstream, retried: 'Lyon: 14°C" in flat, out
+        assert "timeout: 'weather__climate_report' did not answer within 1 s" in flat, out
+        assert "secret_blocked: the tool's result holds a secret (API_KEY): withheld" in flat
+        assert "| id | name | plan | open_tickets |" in flat, out
+        assert "budget_exceeded: budget 'conversation-calls' (conversation 'support-7'" in flat
+        mcp_calls = {e.payload["tool"] for e in project.events.query(kind="mcp.call").items}
+        assert {"weather__forecast", "crm__customer"} <= mcp_calls
         llm_calls = project.events.query(kind="llm.call", limit=100).items
         statuses = {e.payload["status"] for e in llm_calls}
         assert {"ok", "cancelled", "error"} <= statuses

@@ -72,6 +72,9 @@ class Caller:
     role: str | None = None
     user: str | None = None
     conversation: str | None = None
+    #: The W3C trace context the request came with (traceparent, tracestate): the call's
+    #: span joins that trace, as the LLM call that asked for the tool does.
+    trace: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(slots=True)
@@ -157,6 +160,8 @@ class McpGateway:
 
             self._secrets = build("secrets")
         self._metrics = _Metrics(registry) if registry is not None else None
+        #: OpenTelemetry's tracer when the process traces (conveyor.gateway.tracing's rule).
+        self.tracer: Any = None
         from conveyor.agents.control import CallBudgets, CallLimits
         from conveyor.agents.interceptors import build_hooks
 
@@ -174,8 +179,13 @@ class McpGateway:
     async def start(self, wait_s: float | None = None) -> None:
         """Start every server; wait for each up to its connect timeout (or ``wait_s``). A
         server that does not come up is down, and keeps being retried: not fatal."""
+        from conveyor.gateway.tracing import tracer
+
+        self.tracer = tracer()  # None when the process has no tracing: no span, no import
         for upstream in self.upstreams.values():
             upstream.start()
+        if wait_s == 0:
+            return
         await asyncio.gather(
             *(
                 u.ready(wait_s if wait_s is not None else u.spec.connect_timeout_s)
@@ -316,7 +326,33 @@ class McpGateway:
     # -- a call ------------------------------------------------------------------------
 
     async def call(self, name: str, arguments: dict[str, Any] | None, caller: Caller) -> Any:
-        """Call the tool ``name`` for ``caller`` (see the module); the MCP CallToolResult."""
+        """Call the tool ``name`` for ``caller`` (see the module); the MCP CallToolResult.
+        With tracing on, one span ``execute_tool NAME`` in the caller's trace."""
+        if self.tracer is None:
+            return await self._traced(name, arguments, caller, None)
+        from opentelemetry import propagate, trace
+
+        parent = propagate.extract(dict(caller.trace)) if caller.trace else None
+        attributes = {
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": name,
+            "gen_ai.tool.type": "extension",
+        }
+        if caller.conversation:
+            attributes["gen_ai.conversation.id"] = caller.conversation
+        with self.tracer.start_as_current_span(
+            f"execute_tool {name}",
+            context=parent,
+            kind=trace.SpanKind.CLIENT,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            return await self._traced(name, arguments, caller, span)
+
+    async def _traced(
+        self, name: str, arguments: dict[str, Any] | None, caller: Caller, span: Any
+    ) -> Any:
         started = time.perf_counter()
         event: dict[str, Any] = {
             "tool": name,
@@ -347,6 +383,8 @@ class McpGateway:
         finally:
             event["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
             self._observe(event)
+            if span is not None:
+                _describe_span(span, event)
 
     async def _call(
         self, name: str, arguments: dict[str, Any], caller: Caller, event: dict[str, Any]
@@ -644,6 +682,27 @@ class McpGateway:
             row["breaker"] = self.breakers[name].state
             rows.append(row)
         return rows
+
+
+def _describe_span(span: Any, event: dict[str, Any]) -> None:
+    """The call's outcome on its span (never its arguments or result)."""
+    from opentelemetry.trace import Status, StatusCode
+
+    for key, value in (
+        ("conveyor.mcp.server", event["server"]),
+        ("conveyor.mcp.upstream_tool", event["upstream_tool"]),
+        ("conveyor.mcp.status", event["status"]),
+        ("conveyor.mcp.attempts", event["attempts"]),
+        ("conveyor.mcp.truncated", event["truncated"]),
+    ):
+        if value is not None:
+            span.set_attribute(key, value)
+    if event["status"] in ("refused", "failed"):
+        span.set_attribute("error.type", event["code"] or "error")
+        span.set_status(Status(StatusCode.ERROR, event["error"]))
+    elif event["status"] == "error_result":
+        span.set_attribute("error.type", "tool_error")
+        span.set_status(Status(StatusCode.ERROR, "the tool answered an error"))
 
 
 def _redact(text: str, found: list[Any]) -> str:

@@ -133,7 +133,10 @@ def routes(context: AppContext) -> Contribution:
         stack = contextlib.AsyncExitStack()
         await stack.enter_async_context(manager.run())
         holder["manager"], holder["stack"] = manager, stack
-        await gateway.start()
+        # the servers connect in the background: the app does not wait for them (a tool
+        # server that is slow to start, or down, must not hold the model server back);
+        # their tools join the catalogue as each connects
+        await gateway.start(wait_s=0)
 
     async def shutdown() -> None:
         await gateway.stop()
@@ -155,6 +158,11 @@ def routes(context: AppContext) -> Contribution:
             role=key.role if key is not None else None,
             user=(headers.get(b"x-conveyor-user") or b"").decode() or None,
             conversation=(headers.get(b"x-conveyor-conversation") or b"").decode() or None,
+            trace=tuple(
+                (name.decode(), headers[name].decode())
+                for name in (b"traceparent", b"tracestate")
+                if name in headers
+            ),
         )
         return _Handoff(manager)
 

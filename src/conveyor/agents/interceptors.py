@@ -270,13 +270,13 @@ def _markdown(spec: InterceptorSpec) -> Callable[[dict[str, Any]], Any]:
 
 
 def _json_of(call: dict[str, Any]) -> Any:
+    """The output as JSON: its text parsed, else its structured content (a tool returning
+    a JSON string has both: ``{"result": "[...]"}`` and the text)."""
     result = call.get("result") or {}
-    if result.get("structured") is not None:
-        return result["structured"]
     try:
         return json.loads(result.get("text") or "")
     except ValueError:
-        return None
+        return result.get("structured")
 
 
 _KINDS = {

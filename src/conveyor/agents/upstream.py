@@ -67,6 +67,9 @@ class Upstream:
         self._broken = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._relist = False
+        self._errlog: Any = None
+        #: Where a local server's stderr goes.
+        self.stderr_path: Path | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -86,6 +89,7 @@ class Upstream:
                 with contextlib.suppress(BaseException):
                     await task
         self.state = "stopped"
+        self._close_errlog()
 
     async def ready(self, timeout_s: float) -> bool:
         """Wait until connected (True) or ``timeout_s`` passes (False)."""
@@ -118,9 +122,24 @@ class Upstream:
             granted={k: v for k, v in self._environ().items() if k in spec.secrets},
         )
         self.applied = dict(launch.applied)
-        return StdioServerParameters(
+        params = StdioServerParameters(
             command=launch.command, args=launch.args, env=launch.env, cwd=str(launch.cwd)
         )
+        from mcp.client.stdio import stdio_client
+
+        # what the server writes on stderr goes to a log of its own, not the gateway's
+        # terminal (`conveyor mcp servers` names it)
+        self._close_errlog()
+        log_dir = self.root / ".conveyor" / "mcp"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.stderr_path = log_dir / f"{self.name}.stderr.log"
+        self._errlog = self.stderr_path.open("a", buffering=1)
+        return stdio_client(params, errlog=self._errlog)
+
+    def _close_errlog(self) -> None:
+        errlog, self._errlog = self._errlog, None
+        if errlog is not None:
+            errlog.close()
 
     def _environ(self) -> dict[str, str]:
         if self.environ is not None:
@@ -229,6 +248,7 @@ class Upstream:
             "restarts": self.restarts,
             "last_error": self.last_error,
             "isolation": self.applied or None,
+            "stderr": str(self.stderr_path) if self.stderr_path else None,
         }
 
 

@@ -216,6 +216,22 @@ def _link(stage: Stage, next_: Next) -> Next:
     return run
 
 
+def _trace_context(scope: dict[str, Any]) -> Any:
+    """The W3C trace context the request came with (``traceparent``, ``tracestate``), for
+    its span to join the caller's trace; None: a trace of its own (or the current one,
+    when an instrumentation middleware set it)."""
+    carrier = {
+        name.decode("latin-1"): value.decode("latin-1")
+        for name, value in scope.get("headers") or ()
+        if name in (b"traceparent", b"tracestate")
+    }
+    if not carrier:
+        return None
+    from opentelemetry import propagate
+
+    return propagate.extract(carrier)
+
+
 class Observe:
     """Request id, tracing span, errors as JSON, request metrics: the outermost stage."""
 
@@ -244,7 +260,9 @@ class Observe:
                 response = await next(call)
             else:
                 with self.tracer.start_as_current_span(
-                    route.name, attributes={"http.route": route.path, "request_id": call.request_id}
+                    route.name,
+                    context=_trace_context(call.scope),
+                    attributes={"http.route": route.path, "request_id": call.request_id},
                 ) as span:
                     call.span = span
                     response = await next(call)
