@@ -137,6 +137,9 @@ class Capability:
     events: tuple[EventKind, ...] = ()
     actions: Mapping[str, str] = field(default_factory=dict)
     """Action -> the lowest role allowed to do it (``viewer < predictor < deployer < admin``)."""
+    doctor: str | None = None
+    """``module:function``: ``function(spec)`` returns ``(name, rows)``, more checks for
+    ``conveyor doctor`` (each row a dict with ``ok``; a row not ok fails the doctor)."""
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier() or not self.name.islower():

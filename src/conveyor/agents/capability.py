@@ -14,6 +14,7 @@ CAPABILITY = Capability(
     cli=(Command("conveyor.agents.cli:mcp_app", "mcp"),),
     routes="conveyor.agents.http:routes",
     events=AGENTS_EVENTS,
+    doctor="conveyor.agents.isolation:doctor_check",
     actions={
         "mcp.call": "predictor",  # list and call the tools the key may
         "mcp.read": "viewer",  # the servers' state, the calls' report

@@ -90,6 +90,14 @@ class Upstream:
                     await task
         self.state = "stopped"
         self._close_errlog()
+        for controller in self.applied.get("cgroups") or ():  # the server's, now empty
+            with contextlib.suppress(OSError):
+                (Path("/sys/fs/cgroup") / controller / self._cgroup_name()).rmdir()
+
+    def _cgroup_name(self) -> str:
+        import os
+
+        return f"conveyor-mcp-{self.name}-{os.getpid()}"
 
     async def ready(self, timeout_s: float) -> bool:
         """Wait until connected (True) or ``timeout_s`` passes (False)."""

@@ -125,13 +125,16 @@ def doctor(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
 
     spec = load_spec(project)
     results = check_seams(spec)
+    extra = _capability_checks(spec)
+    ok = all(r.ok for r in results) and all(row["ok"] for _, rows in extra for row in rows)
     if as_json:
         echo_json(
             {
                 "project": spec.project,
                 "root": str(spec.root),
-                "ok": all(r.ok for r in results),
+                "ok": ok,
                 "seams": [r.to_dict() for r in results],
+                **{name: rows for name, rows in extra},
             }
         )
     else:
@@ -144,8 +147,30 @@ def doctor(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
             status = "[green]OK[/]" if r.ok else "[bold red]FAIL[/]"
             table.add_row(r.seam, r.backend, r.url, status, f"{r.latency_ms:.0f}", r.detail)
         console().print(table)
-    if not all(r.ok for r in results):
+        for name, rows in extra:
+            if not rows:
+                continue
+            more = Table(title=name, title_justify="left")
+            columns = [c for c in rows[0] if c != "ok"]
+            for column in (*columns, "status"):
+                more.add_column(column, overflow="fold")
+            for row in rows:
+                status = "[green]OK[/]" if row["ok"] else "[bold red]FAIL[/]"
+                more.add_row(*(str(row[c]) for c in columns), status)
+            console().print(more)
+    if not ok:
         raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+def _capability_checks(spec: Any) -> list[tuple[str, list[dict[str, Any]]]]:
+    """What each capability adds to the doctor (Capability.doctor)."""
+    from conveyor.capability import contributed, load
+
+    found = []
+    for _, target in contributed("doctor"):
+        name, rows = load(target)(spec)
+        found.append((name, rows))
+    return found
 
 
 @app.command("spec")

@@ -102,6 +102,23 @@ def build(name: str) -> Any:
             pass
         return f"spun {seconds}"
 
+    @server.tool(description="Start `n` sleeping processes; say how many started.")
+    def fork(n: int) -> str:
+        import subprocess
+
+        started = []
+        try:
+            for _ in range(n):
+                started.append(subprocess.Popen(["sleep", "5"]))
+        except OSError as exc:
+            result = f"{len(started)} started, then: {exc.strerror}"
+        else:
+            result = f"{len(started)} started"
+        for proc in started:
+            proc.kill()
+            proc.wait()
+        return result
+
     @server.tool(description="The value of an environment variable (or null).")
     def env(name: str) -> str:
         return repr(os.environ.get(name))
