@@ -149,3 +149,21 @@ def test_doctor_reports_each_servers_isolation(tmp_path: Path) -> None:
     assert set(rows) == {"boxed", "plain"}  # a remote server is not ours to confine
     assert rows["boxed"]["level"] == "sandbox" and rows["boxed"]["ok"]
     assert "no network" in rows["boxed"]["detail"]
+
+
+def test_a_server_writing_garbage_is_restarted_and_its_call_fails_cleanly(
+    tmp_path: Path,
+) -> None:
+    async def work(gateway: McpGateway) -> Any:
+        with pytest.raises(ToolError) as broken:
+            await gateway.call("garbage", {}, CALLER)
+        upstream = gateway.upstreams["t"]
+        for _ in range(100):  # back after its restart
+            if upstream.state == "ready":
+                break
+            await asyncio.sleep(0.1)
+        return broken.value, _text(await gateway.call("echo", {"text": "again"}, CALLER)), upstream
+
+    broken, again, upstream = _run(tmp_path, {"level": "process"}, work, retries=0)
+    assert broken.code == "server_down" and "'t'" in broken.message
+    assert again == "tools: again" and upstream.restarts >= 1

@@ -227,8 +227,12 @@ class Upstream:
             self._broken.set()
 
     def broken(self, why: str) -> None:
-        """A call found the connection dead: reconnect."""
+        """A call found the connection dead: no call goes to it any more, and the
+        connection's task starts the server again."""
         self.last_error = why
+        self.client = None
+        self.state = "down"
+        self._ready.clear()
         self._broken.set()
 
     # -- calls -------------------------------------------------------------------------
