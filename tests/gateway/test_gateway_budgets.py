@@ -174,6 +174,31 @@ def _settled(ledger: Any, budget: str, subject: str | None = None) -> dict[str, 
     return found
 
 
+def _fifty_calls(served: dict[str, Any], api_key: str) -> tuple[list[Any], list[Any]]:
+    """50 concurrent chat calls by ``api_key``: the answered ones and the 429s; every call
+    is one or the other, some of each, every refusal ``budget_exceeded``."""
+
+    async def main() -> list[Any]:
+        client = openai.AsyncOpenAI(base_url=served["base"], api_key=api_key, max_retries=0)
+        try:
+            return await asyncio.gather(
+                *(
+                    client.chat.completions.create(model="via-a", messages=_ask(5))
+                    for _ in range(50)
+                ),
+                return_exceptions=True,
+            )
+        finally:
+            await client.close()
+
+    results = asyncio.run(main())
+    answered = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, openai.RateLimitError)]
+    assert len(answered) + len(refused) == 50 and answered and refused
+    assert all(r.body["code"] == "budget_exceeded" for r in refused)
+    return answered, refused
+
+
 def _ask(words: int) -> list[dict[str, str]]:
     return [{"role": "user", "content": " ".join(["word"] * words)}]
 
@@ -210,25 +235,7 @@ def test_a_conversation_budget_trips_naming_itself(served: dict[str, Any]) -> No
 
 def test_fifty_concurrent_calls_never_overshoot_the_key_budget(served: dict[str, Any]) -> None:
     project: Project = served["project"]
-
-    async def main() -> list[Any]:
-        client = openai.AsyncOpenAI(base_url=served["base"], api_key=served["app"], max_retries=0)
-        try:
-            return await asyncio.gather(
-                *(
-                    client.chat.completions.create(model="via-a", messages=_ask(5))
-                    for _ in range(50)
-                ),
-                return_exceptions=True,
-            )
-        finally:
-            await client.close()
-
-    results = asyncio.run(main())
-    answered = [r for r in results if not isinstance(r, BaseException)]
-    refused = [r for r in results if isinstance(r, openai.RateLimitError)]
-    assert len(answered) + len(refused) == 50 and answered and refused
-    assert all(r.body["code"] == "budget_exceeded" for r in refused)
+    answered, _ = _fifty_calls(served, served["app"])
     from conveyor.gateway.budgets import SqlBudgets as Ledger
 
     counter = _settled(Ledger(project.store), "app-daily")
@@ -344,26 +351,7 @@ def test_budgets_in_redis_hold_through_the_served_gateway(tmp_path: Path) -> Non
             return {**_spec(fake_url), "budgets_url": url}
 
         with served_gateway(tmp_path, spec_of) as served:
-
-            async def main() -> list[Any]:
-                client = openai.AsyncOpenAI(
-                    base_url=served["base"], api_key=served["key"], max_retries=0
-                )
-                try:
-                    return await asyncio.gather(
-                        *(
-                            client.chat.completions.create(model="via-a", messages=_ask(5))
-                            for _ in range(50)
-                        ),
-                        return_exceptions=True,
-                    )
-                finally:
-                    await client.close()
-
-            results = asyncio.run(main())
-            answered = [r for r in results if not isinstance(r, BaseException)]
-            refused = [r for r in results if isinstance(r, openai.RateLimitError)]
-            assert len(answered) + len(refused) == 50 and answered and refused
+            answered, refused = _fifty_calls(served, served["key"])
             assert "'app-daily'" in refused[0].body["message"]
             headers = {"authorization": f"Bearer {served['viewer']}"}
 
@@ -482,27 +470,7 @@ def test_budget_leases_hold_through_the_served_gateway(tmp_path: Path) -> None:
         return {**_spec(fake_url), "budget_lease": 0.1}
 
     with served_gateway(tmp_path, spec_of) as served:
-
-        async def main() -> list[Any]:
-            client = openai.AsyncOpenAI(
-                base_url=served["base"], api_key=served["key"], max_retries=0
-            )
-            try:
-                return await asyncio.gather(
-                    *(
-                        client.chat.completions.create(model="via-a", messages=_ask(5))
-                        for _ in range(50)
-                    ),
-                    return_exceptions=True,
-                )
-            finally:
-                await client.close()
-
-        results = asyncio.run(main())
-        answered = [r for r in results if not isinstance(r, BaseException)]
-        refused = [r for r in results if isinstance(r, openai.RateLimitError)]
-        assert len(answered) + len(refused) == 50 and answered and refused
-        assert all(r.body["code"] == "budget_exceeded" for r in refused)
+        answered, _ = _fifty_calls(served, served["key"])
         counter = _settled(SqlBudgets(served["project"].store), "app-daily")
         assert counter["calls"] == len(answered) and counter["spent_usd"] <= 0.5
         assert counter["spent_usd"] == pytest.approx(len(answered) * 0.011, rel=1e-6)

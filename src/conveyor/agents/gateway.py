@@ -521,22 +521,27 @@ class McpGateway:
         found = self._secrets.scan(text)
         if not found:
             return arguments
+        self._secret_found(found, "arguments", event)
+        return orjson.loads(_redact(text, found))  # type: ignore[no-any-return]
+
+    def _secret_found(self, found: list[Any], where: str, event: dict[str, Any]) -> None:
+        """The decision recorded; ToolError ``secret_blocked`` when the policy blocks."""
         labels = sorted({f.label for f in found})
         event["decisions"].append(
-            {
-                "check": "secrets",
-                "where": "arguments",
-                "labels": labels,
-                "action": self.spec.secrets,
-            }
+            {"check": "secrets", "where": where, "labels": labels, "action": self.spec.secrets}
         )
         if self.spec.secrets == "block":
+            what = (
+                "the arguments hold a secret ({}): not sent to the tool"
+                if where == "arguments"
+                else "the tool's result holds a secret ({}): withheld"
+            )
             raise ToolError(
                 "secret_blocked",
-                f"the arguments hold a secret ({', '.join(labels)}): not sent to the tool",
+                what.format(", ".join(labels)),
+                rpc=INVALID_PARAMS if where == "arguments" else INTERNAL_ERROR,
                 labels=labels,
             )
-        return orjson.loads(_redact(text, found))  # type: ignore[no-any-return]
 
     def _finish(self, result: Any, event: dict[str, Any]) -> Any:
         from mcp.types import TextContent
@@ -546,22 +551,7 @@ class McpGateway:
         if self._secrets is not None and joined:
             found = self._secrets.scan(joined)
             if found:
-                labels = sorted({f.label for f in found})
-                event["decisions"].append(
-                    {
-                        "check": "secrets",
-                        "where": "result",
-                        "labels": labels,
-                        "action": self.spec.secrets,
-                    }
-                )
-                if self.spec.secrets == "block":
-                    raise ToolError(
-                        "secret_blocked",
-                        f"the tool's result holds a secret ({', '.join(labels)}): withheld",
-                        rpc=INTERNAL_ERROR,
-                        labels=labels,
-                    )
+                self._secret_found(found, "result", event)
                 scan = self._secrets.scan
 
                 def redact(text: str) -> str:

@@ -124,13 +124,8 @@ class Dependencies:
             )
         return found
 
-    async def call(self, name: str, timeout: float, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` in the pool, under ``name``'s breaker and ``timeout``.
-
-        BackendUnavailableError when the breaker is open (no call made), the call
-        times out or fails with it; the breaker learns of each outcome. Any other
-        error (a RateLimitedError...) is the service answering: it passes through.
-        """
+    def _allowed(self, name: str) -> CircuitBreaker:
+        """Service ``name``'s breaker, or BackendUnavailableError while it is open."""
         breaker = self.breaker(name)
         if not breaker.allow():
             raise BackendUnavailableError(
@@ -138,6 +133,16 @@ class Dependencies:
                 seam=name,
                 reason="degraded",
             )
+        return breaker
+
+    async def call(self, name: str, timeout: float, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in the pool, under ``name``'s breaker and ``timeout``.
+
+        BackendUnavailableError when the breaker is open (no call made), the call
+        times out or fails with it; the breaker learns of each outcome. Any other
+        error (a RateLimitedError...) is the service answering: it passes through.
+        """
+        breaker = self._allowed(name)
 
         def guarded() -> T:
             # Queued while the breaker opened: do not add to the pile on a dead service.
@@ -171,13 +176,7 @@ class Dependencies:
     ) -> T:
         """``await fn(*args)`` on the event loop, under ``name``'s breaker and ``timeout``:
         :meth:`call` for a client that is asynchronous itself (no thread to hop to)."""
-        breaker = self.breaker(name)
-        if not breaker.allow():
-            raise BackendUnavailableError(
-                f"{name} is degraded (bypassed after failing): {breaker.last_error}",
-                seam=name,
-                reason="degraded",
-            )
+        breaker = self._allowed(name)
         try:
             async with asyncio.timeout(timeout):
                 result = await fn(*args)
