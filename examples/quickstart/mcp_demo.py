@@ -10,13 +10,16 @@
 4. ``crm__customer`` for customer 42: the API key in the answer is caught, the answer
    withheld (``secret_blocked``);
 5. ``crm__list_customers``: JSON rows turned into a Markdown table by an interceptor;
-6. the conversation's budget of tool calls trips, naming itself;
-7. every call is an ``mcp.call`` event: ``conveyor mcp calls`` reports them.
+6. with Conveyor's own tools (the built-in server ``conveyor``), the agent reads the alerts
+   and rolls ``fraud-detector``'s route back, recorded with its key as the actor;
+7. the conversation's budget of tool calls trips, naming itself;
+8. every call is an ``mcp.call`` event: ``conveyor mcp calls`` reports them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -59,7 +62,8 @@ def run_mcp(root: Path, console: Console, *, step: str) -> dict[str, Any]:
     with (root / "conveyor.yaml").open("a") as fh:
         fh.write(mcp_spec())
     with conveyor.Project.open(root) as project:
-        token, _ = ApiKeys(project.store, project.events).create("agent", "predictor")
+        # an on-call agent: it may roll a model back (deployer), as its human would
+        token, _ = ApiKeys(project.store, project.events).create("agent", "deployer")
         server = ThreadedServer(create_app(project))
         server.start()
         try:
@@ -72,7 +76,7 @@ def run_mcp(root: Path, console: Console, *, step: str) -> dict[str, Any]:
                     f"{url}/v1/mcp/servers", headers={"authorization": f"Bearer {token}"}
                 )
                 states = {s["server"]: s["state"] for s in got.json().get("servers", [])}
-                return states == {"weather": "ready", "crm": "ready"}
+                return states.get("weather") == states.get("crm") == "ready"
 
             wait_until(ready, message="the example tool servers are up", timeout=60)
             story = asyncio.run(_agent(url, token, console, step))
@@ -105,7 +109,14 @@ async def _agent(url: str, token: str, console: Console, step: str) -> dict[str,
     ):
         if True:  # the agent's session
             tools = sorted(t.name for t in (await agent.list_tools()).tools)
-            console.print(f"[green]{step}[/] MCP gateway: the agent sees {', '.join(tools)}")
+            servers: dict[str, int] = {}
+            for name in tools:
+                server = name.split("__")[0]
+                servers[server] = servers.get(server, 0) + 1
+            console.print(
+                f"[green]{step}[/] MCP gateway: the agent sees {len(tools)} tools of "
+                + ", ".join(f"{s} ({n})" for s, n in sorted(servers.items()))
+            )
             found["tools"] = tools
 
             forecast = await agent.call_tool("weather__forecast", {"city": "Lyon"})
@@ -131,6 +142,22 @@ async def _agent(url: str, token: str, console: Console, step: str) -> dict[str,
             for line in table.splitlines()[:3]:
                 console.print(f"     {line}")
             found["table"] = table
+
+            # Conveyor's own tools: the agent looks at the alerts, then rolls back.
+            alerts = await agent.call_tool("conveyor__list_alerts", {"state": "all"})
+            incidents = json.loads(alerts.content[0].text)["alerts"]
+            rolled = await agent.call_tool(
+                "conveyor__rollback",
+                {"model": "fraud-detector", "reason": "the agent read the drift alert"},
+            )
+            back = json.loads(rolled.content[0].text)["rolled_back"]
+            versions = [a["version"] for a in back["policy"]["versions"]]
+            console.print(
+                f"   conveyor__list_alerts: {len(incidents)} incident(s); conveyor__rollback: "
+                f"fraud-detector back to v{versions} (revision {back['revision']}), recorded "
+                f"as {back['actor']}"
+            )
+            found["rollback"] = back
 
             budget = None
             for turn in range(1, 20):

@@ -94,7 +94,8 @@ def served(tmp_path_factory: pytest.TempPathFactory, remote: str) -> Iterator[di
         url = running.url
         wait_until(
             lambda: (
-                _servers(url, tokens["viewer"]) == {"one": "ready", "two": "ready", "far": "ready"}
+                _servers(url, tokens["viewer"])
+                == {"one": "ready", "two": "ready", "far": "ready", "conveyor": "ready"}
             ),
             message="the three tool servers are up",
             timeout=60,

@@ -170,7 +170,11 @@ def test_quickstart_promotes_through_gates_and_optimizes(tmp_path: Path) -> None
         assert "(prefix hit rate 100%, `conveyor llm prefixes`)" in flat, out
         # Agents over MCP: a retry, a timeout, a leaked key blocked, a Markdown table, the
         # conversation's budget of tool calls tripping.
-        assert "17 MCP gateway: the agent sees crm__customer, crm__list_customers" in flat
+        assert (
+            "17 MCP gateway: the agent sees 14 tools of conveyor (10), crm (2), weather (2)" in flat
+        )
+        assert "conveyor__rollback: fraud-detector back to v" in flat, out
+        assert "recorded as key:agent" in flat, out
         assert "weather__forecast failed upstream, retried: 'Lyon: 14°C" in flat, out
         assert "timeout: 'weather__climate_report' did not answer within 1 s" in flat, out
         assert "secret_blocked: the tool's result holds a secret (API_KEY): withheld" in flat

@@ -48,6 +48,7 @@ async def _with_gateway(project: Any, work: Any) -> Any:
         record=record,
         limiter=project.backend("ratelimit") if spec.limits.any else None,
         ledger=ledger_of(project, spec) if spec.budgets else None,
+        project=project,
     )
     await gateway.start()
     try:

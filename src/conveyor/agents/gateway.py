@@ -132,8 +132,16 @@ class McpGateway:
         environ: dict[str, str] | None = None,
         limiter: Any = None,
         ledger: Any = None,
+        project: Any = None,
     ) -> None:
         self.spec = spec
+        #: Conveyor's own operations as tools (the built-in server), given a project.
+        self.project = project
+        self.builtin: dict[str, Any] = {}
+        if project is not None and spec.conveyor_tools:
+            from conveyor.agents.conveyor_tools import conveyor_tools
+
+            self.builtin = {t.name: t for t in conveyor_tools()}
         self.root = root
         self.record = record
         self.upstreams = {
@@ -184,6 +192,7 @@ class McpGateway:
         self.tracer = tracer()  # None when the process has no tracing: no span, no import
         for upstream in self.upstreams.values():
             upstream.start()
+        self._rebuild()  # the built-in tools at once; each server's as it connects
         if wait_s == 0:
             return
         await asyncio.gather(
@@ -240,6 +249,18 @@ class McpGateway:
                     retryable=idempotent,
                     cost=settings.cost if settings is not None else 0.0,
                 )
+        from conveyor.agents.conveyor_tools import SERVER
+
+        for tool in self.builtin.values():  # always prefixed: no server's tool shadows them
+            listed = f"{SERVER}{spec.separator}{tool.name}"
+            found[listed] = Entry(
+                name=listed,
+                server=SERVER,
+                tool=tool.tool(),
+                timeout_s=60.0,
+                retryable=False,
+                cost=0.0,
+            )
         self.catalogue = found
 
     def tools_for(self, caller: Caller) -> list[Any]:
@@ -404,7 +425,7 @@ class McpGateway:
         await self._limit(caller)
         held = await self.budgets.reserve(name, entry.cost, caller) if self.budgets else []
         try:
-            result = await self._control(entry, arguments, event)
+            result = await self._control(entry, arguments, caller, event)
             result = await self._after(entry, arguments, result, caller, event)
             return self._measured(result, event)
         finally:
@@ -429,7 +450,11 @@ class McpGateway:
                 retry_after=round(float(exc.context.get("retry_after") or 0), 3),
             ) from None
 
-    async def _control(self, entry: Entry, arguments: dict[str, Any], event: dict[str, Any]) -> Any:
+    async def _control(
+        self, entry: Entry, arguments: dict[str, Any], caller: Caller, event: dict[str, Any]
+    ) -> Any:
+        if entry.server not in self.upstreams:  # the built-in server: Conveyor's own tools
+            return await self._builtin(entry, arguments, caller, event)
         upstream = self.upstreams[entry.server]
         breaker = self.breakers[entry.server]
         attempts = 1 + (upstream.spec.retries if entry.retryable else 0)
@@ -461,6 +486,39 @@ class McpGateway:
             await asyncio.sleep(backoff)
             backoff *= 2
         return self._finish(last, event)
+
+    async def _builtin(
+        self, entry: Entry, arguments: dict[str, Any], caller: Caller, event: dict[str, Any]
+    ) -> Any:
+        """One of Conveyor's own operations: the caller's role checked against its action
+        (as over HTTP), run in a thread with the caller's key as the actor."""
+        import mcp.types as types
+
+        from conveyor.errors import ConveyorError
+        from conveyor.governance.roles import allows, needed_role
+
+        tool = self.builtin[entry.tool.name]
+        if caller.role is not None and not allows(caller.role, tool.action):
+            raise ToolError(
+                "forbidden",
+                f"{entry.name!r} needs the role {needed_role(tool.action)!r} or higher "
+                f"({tool.action}); key {caller.key!r} has {caller.role!r}",
+                required_role=needed_role(tool.action),
+                action=tool.action,
+            )
+        actor = f"key:{caller.key}" if caller.key else "mcp"
+        event["attempts"] = 1
+        try:
+            found = await asyncio.wait_for(
+                asyncio.to_thread(tool.run, self.project, arguments, actor), entry.timeout_s
+            )
+        except ConveyorError as exc:
+            raise ToolError(exc.code, exc.message, **exc.context) from None
+        text = orjson.dumps(found, default=str).decode()
+        return types.CallToolResult(
+            content=[types.TextContent(type="text", text=text)],
+            structured_content=orjson.loads(text),
+        )
 
     async def _once(self, entry: Entry, upstream: Upstream, arguments: dict[str, Any]) -> Any:
         from mcp import MCPError
@@ -666,7 +724,25 @@ class McpGateway:
             log.exception("recording an mcp.call event failed")
 
     def status(self) -> list[dict[str, Any]]:
+        from conveyor.agents.conveyor_tools import SERVER
+
         rows = []
+        if self.builtin:
+            rows.append(
+                {
+                    "server": SERVER,
+                    "transport": "built-in",
+                    "state": "ready",
+                    "tools": len(self.builtin),
+                    "resources": 0,
+                    "prompts": 0,
+                    "restarts": 0,
+                    "last_error": None,
+                    "isolation": None,
+                    "stderr": None,
+                    "breaker": "closed",
+                }
+            )
         for name, upstream in sorted(self.upstreams.items()):
             row = upstream.status()
             row["breaker"] = self.breakers[name].state

@@ -122,6 +122,7 @@ def routes(context: AppContext) -> Contribution:
         registry=context.metrics.registry,
         limiter=project.backend("ratelimit") if spec.limits.any else None,
         ledger=ledger_of(project, spec) if spec.budgets else None,
+        project=project,
     )
     server = build_server(gateway)
     holder: dict[str, Any] = {}

@@ -199,6 +199,12 @@ class McpSpec(BaseModel):
         description="Budget leases: each worker reserves this share of a budget at a time and "
         "spends it in memory (0: every call reserves in the ledger: some 5 ms on SQLite).",
     )
+    conveyor_tools: bool = Field(
+        True,
+        description="Conveyor's own operations as tools of a built-in server 'conveyor' "
+        "(models, gate reports, drift, alerts, RAG search, deploy, canary, rollback), each "
+        "gated by the caller's role (conveyor.agents.conveyor_tools).",
+    )
     interceptors: list[InterceptorSpec] = Field(
         default_factory=list,
         description="Hooks before and after calls, in order: python, exec, http, and the "
@@ -223,6 +229,11 @@ class McpSpec(BaseModel):
         names = [b.name for b in self.budgets]
         if len(set(names)) != len(names):
             raise ValueError("budgets: two budgets have the same name")
+        if self.conveyor_tools and "conveyor" in self.servers:
+            raise ValueError(
+                "servers: 'conveyor' is the built-in server of Conveyor's own tools; name "
+                "yours otherwise, or set conveyor_tools: false"
+            )
         for name in self.servers:
             if not _NAME.match(name) or self.separator in name:
                 raise ValueError(
