@@ -167,3 +167,25 @@ def test_a_server_writing_garbage_is_restarted_and_its_call_fails_cleanly(
     broken, again, upstream = _run(tmp_path, {"level": "process"}, work, retries=0)
     assert broken.code == "server_down" and "'t'" in broken.message
     assert again == "tools: again" and upstream.restarts >= 1
+
+
+def test_a_per_call_server_keeps_nothing_between_calls(tmp_path: Path) -> None:
+    """lifetime: per_call: a process of its own for each call (its isolation each time);
+    a crash fails only that call, and the next starts afresh at once."""
+
+    async def work(gateway: McpGateway) -> Any:
+        first = await gateway.call("flaky", {"key": "k", "failures": 5}, CALLER)
+        second = await gateway.call("flaky", {"key": "k", "failures": 5}, CALLER)
+        with pytest.raises(ToolError) as crashed:
+            await gateway.call("crash", {}, CALLER)
+        after = await gateway.call("echo", {"text": "fresh"}, CALLER)
+        return first, second, crashed.value, after, gateway.status()[0]
+
+    first, second, crashed, after, status = _run(
+        tmp_path, {"level": "process"}, work, lifetime="per_call", retries=0
+    )
+    # a long-lived server would say "failure 2 of 5" the second time: its count survives
+    assert _text(first) == _text(second) == "Error executing tool flaky"
+    assert crashed.code == "server_down"
+    assert _text(after) == "tools: fresh" and status["state"] == "ready"
+    assert status["restarts"] == 0  # nothing to restart: each call had its own process

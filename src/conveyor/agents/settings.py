@@ -97,6 +97,12 @@ class ServerSpec(BaseModel):
         0.5, gt=0, le=60, description="A crashed local server is restarted after this (doubling)."
     )
     enabled: bool = Field(True, description="False: configured but not started.")
+    lifetime: Literal["long", "per_call"] = Field(
+        "long",
+        description="long: one process serves every call (restarted if it dies); per_call: "
+        "a process of its own for each call, gone after it (nothing survives between "
+        "calls; each start costs its time; a remote server: a session per call).",
+    )
 
     @model_validator(mode="after")
     def _one_transport(self) -> ServerSpec:

@@ -136,12 +136,12 @@ class Upstream:
         from mcp.client.stdio import stdio_client
 
         # what the server writes on stderr goes to a log of its own, not the gateway's
-        # terminal (`conveyor mcp servers` names it)
-        self._close_errlog()
-        log_dir = self.root / ".conveyor" / "mcp"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        self.stderr_path = log_dir / f"{self.name}.stderr.log"
-        self._errlog = self.stderr_path.open("a", buffering=1)
+        # terminal (`conveyor mcp servers` names it); one file for all its processes
+        if self._errlog is None or self._errlog.closed:
+            log_dir = self.root / ".conveyor" / "mcp"
+            log_dir.mkdir(parents=True, exist_ok=True)
+            self.stderr_path = log_dir / f"{self.name}.stderr.log"
+            self._errlog = self.stderr_path.open("a", buffering=1)
         return stdio_client(params, errlog=self._errlog)
 
     def _close_errlog(self) -> None:
@@ -190,6 +190,11 @@ class Upstream:
             cache=None,
         ) as client:
             await self._list(client)
+            if self.spec.lifetime == "per_call":  # listed: this process goes, each call
+                self.client = _PerCall(self)  # starts one of its own
+                self._ready_now()
+                await self._stop.wait()
+                return
             self.client = client
             self.state = "ready"
             self.last_error = None
@@ -205,6 +210,14 @@ class Upstream:
                     await self._list(client)
                     if self.on_change is not None:
                         self.on_change(self)
+
+    def _ready_now(self) -> None:
+        self.state = "ready"
+        self.last_error = None
+        self.connected_at = time.time()
+        self._ready.set()
+        if self.on_change is not None:
+            self.on_change(self)
 
     async def _list(self, client: Any) -> None:
         caps = client.server_capabilities
@@ -228,8 +241,11 @@ class Upstream:
 
     def broken(self, why: str) -> None:
         """A call found the connection dead: no call goes to it any more, and the
-        connection's task starts the server again."""
+        connection's task starts the server again (a per-call server: only that call's
+        process died; the next call starts another)."""
         self.last_error = why
+        if self.spec.lifetime == "per_call":
+            return
         self.client = None
         self.state = "down"
         self._ready.clear()
@@ -262,6 +278,45 @@ class Upstream:
             "isolation": self.applied or None,
             "stderr": str(self.stderr_path) if self.stderr_path else None,
         }
+
+
+class _PerCall:
+    """A per-call server's client: each call, resource read or prompt starts the server,
+    asks, and lets it go (its isolation applies to each process)."""
+
+    def __init__(self, upstream: Upstream) -> None:
+        self.upstream = upstream
+
+    async def _ask(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        from mcp import Client
+
+        upstream = self.upstream
+        try:
+            async with Client(
+                upstream._target(),
+                read_timeout_seconds=upstream.spec.connect_timeout_s,
+                cache=None,
+            ) as client:
+                return await getattr(client, method)(*args, **kwargs)
+        except BaseExceptionGroup as group:  # the client's task group: the error within
+            raise _first(group) from None
+
+    async def call_tool(self, name: str, arguments: Any, **kwargs: Any) -> Any:
+        return await self._ask("call_tool", name, arguments, **kwargs)
+
+    async def read_resource(self, uri: str) -> Any:
+        return await self._ask("read_resource", uri)
+
+    async def get_prompt(self, name: str, arguments: Any) -> Any:
+        return await self._ask("get_prompt", name, arguments)
+
+
+def _first(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The first exception of a (nested) group."""
+    found: BaseException = group
+    while isinstance(found, BaseExceptionGroup) and found.exceptions:
+        found = found.exceptions[0]
+    return found
 
 
 def _describe(exc: BaseException) -> str:
