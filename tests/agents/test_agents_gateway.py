@@ -286,3 +286,20 @@ def test_the_cli_lists_tests_and_reports(served: dict[str, Any], tmp_path: Path)
     assert calls.exit_code == 0, calls.output
     rows = {r["tool"]: r for r in json.loads(calls.stdout)["items"]}
     assert rows["one__echo"]["ok"] >= 2 and rows["one__add"]["refused"] >= 1
+
+
+def test_a_servers_new_tool_reaches_a_listening_client(served: dict[str, Any]) -> None:
+    """A server announces a changed tool list; the gateway lists it again and tells its own
+    clients (subscriptions/listen), who find the new tool and call it."""
+
+    async def work(client: Any) -> Any:
+        async with client.listen(tools_list_changed=True) as changes:
+            await client.call_tool("two__grow", {"name": "fresh"})
+            async with asyncio.timeout(20):
+                async for _ in changes:
+                    names = {t.name for t in (await client.list_tools()).tools}
+                    if "two__fresh" in names:
+                        break
+            return await client.call_tool("two__fresh", {"text": "hello"})
+
+    assert _text(_run(served, work)) == "fresh: hello"

@@ -80,8 +80,32 @@ def build_server(gateway: McpGateway, caller_of: Any = _caller_of) -> Any:
         except ToolError as exc:
             raise MCPError(exc.rpc, exc.message, exc.data) from None
 
+    from mcp.server.subscriptions import (
+        InMemorySubscriptionBus,
+        ListenHandler,
+        PromptsListChanged,
+        ResourcesListChanged,
+        ToolsListChanged,
+    )
+
+    bus = InMemorySubscriptionBus()
+
+    def changed() -> None:
+        """The catalogue changed (a server came, went or changed its tools): tell the
+        clients listening (``subscriptions/listen``), so they list it again."""
+        import asyncio
+
+        async def publish() -> None:
+            for event in (ToolsListChanged(), PromptsListChanged(), ResourcesListChanged()):
+                await bus.publish(event)
+
+        with contextlib.suppress(RuntimeError):  # no loop running: nobody listens
+            asyncio.get_running_loop().create_task(publish())
+
+    gateway.listeners.append(changed)
     return Server(
         "conveyor-mcp-gateway",
+        on_subscriptions_listen=ListenHandler(bus),
         instructions="Conveyor's MCP gateway: the tools of several servers, each call "
         "checked, limited and logged.",
         on_list_tools=list_tools,

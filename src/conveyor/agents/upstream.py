@@ -202,14 +202,42 @@ class Upstream:
             self._ready.set()
             if self.on_change is not None:
                 self.on_change(self)
-            while not self._stop.is_set() and not self._broken.is_set():
-                await self._broken.wait()
-                if self._relist and not self._stop.is_set():
-                    self._relist = False
-                    self._broken.clear()
-                    await self._list(client)
-                    if self.on_change is not None:
-                        self.on_change(self)
+            listening = asyncio.get_running_loop().create_task(self._listen(client))
+            try:
+                await self._follow(client)
+            finally:
+                listening.cancel()
+                with contextlib.suppress(BaseException):
+                    await listening
+
+    async def _listen(self, client: Any) -> None:
+        """Changes the server announces on a ``subscriptions/listen`` stream (the
+        2026-07-28 protocol; an older server sends notifications: :meth:`_message`)."""
+        from mcp.client.subscriptions import ListenNotSupportedError
+
+        try:
+            async with client.listen(
+                tools_list_changed=True, prompts_list_changed=True, resources_list_changed=True
+            ) as changes:
+                async for _ in changes:
+                    self._relist = True
+                    self._broken.set()
+        except ListenNotSupportedError:
+            return
+        except Exception as exc:  # a server that cannot listen: its lists stay as they were
+            log.info("MCP server %s: no change stream (%s)", self.name, _describe(exc))
+
+    async def _follow(self, client: Any) -> None:
+        """Until stopped or broken: list the server again when it says its lists changed."""
+        while not self._stop.is_set():
+            await self._broken.wait()
+            if self._stop.is_set() or not self._relist:
+                return  # broken (or stopping): the caller connects again
+            self._relist = False
+            self._broken.clear()
+            await self._list(client)
+            if self.on_change is not None:
+                self.on_change(self)
 
     def _ready_now(self) -> None:
         self.state = "ready"

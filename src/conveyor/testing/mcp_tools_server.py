@@ -12,7 +12,8 @@ secret scanner); ``injection()`` (answers with an indirect prompt injection); ``
 (``kb`` KiB of text); ``crash()`` (the process exits at once); ``garbage()`` (writes
 non-JSON to stdout, then exits); ``memory(mb)`` and ``spin(seconds)`` (allocate, burn
 CPU: for isolation limits); ``env(name)``, ``cwd()``, ``write(path)``, ``connect(port)``
-(what the sandbox lets it see and do). ``--name`` changes the server's name (and
+(what the sandbox lets it see and do); ``grow(name)`` adds a tool and announces the
+changed list. ``--name`` changes the server's name (and
 ``echo`` says it), so two copies make a name collision.
 """
 
@@ -24,6 +25,8 @@ import socket
 import sys
 import time
 from typing import Any
+
+from mcp.server.mcpserver import Context  # resolved by name in a tool's signature
 
 #: Calls per flaky key so far (per process).
 _FLAKY: dict[str, int] = {}
@@ -143,6 +146,15 @@ def build(name: str) -> Any:
         except OSError as exc:
             return f"refused: {exc.strerror or exc}"
         return "connected"
+
+    @server.tool(description="Add a tool named `name` (it echoes), and tell the listeners.")
+    async def grow(name: str, ctx: Context) -> str:
+        def added(text: str) -> str:
+            return f"{name}: {text}"
+
+        server.add_tool(added, name=name, description=f"Echo, as {name}.")
+        await ctx.notify_tools_changed()
+        return f"added {name}"
 
     @server.resource("notes://readme", description="A note.")
     def readme() -> str:
