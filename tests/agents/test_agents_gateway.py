@@ -77,7 +77,10 @@ def served(tmp_path_factory: pytest.TempPathFactory, remote: str) -> Iterator[di
             "far": {"url": remote},
         },
         "tools": {"one__slow": {"timeout_s": 0.5}},
-        "access": {"keys": {"bot": {"allow": ["one__*"], "deny": ["one__leak"]}}},
+        "access": {
+            "keys": {"bot": {"allow": ["one__*"], "deny": ["one__leak"]}},
+            "routes": {"readonly": {"allow": ["*__add", "*__echo"]}},
+        },
         "max_result_bytes": 4096,
     }
     with (root / "conveyor.yaml").open("a") as fh:
@@ -253,6 +256,30 @@ def test_access_rules_per_key(served: dict[str, Any]) -> None:
     assert names and all(n.startswith("one__") for n in names) and "one__leak" not in names
     forbidden = _refusal(served, "two__echo", {"text": "x"}, key="bot")
     assert forbidden.data["code"] == "forbidden_tool" and "'bot'" in forbidden.message
+
+
+def test_a_route_is_a_narrower_endpoint(served: dict[str, Any]) -> None:
+    """access.routes: /mcp/readonly lists and calls only what its rule and the key's allow."""
+    import httpx2
+    from mcp import Client, MCPError
+    from mcp.client.streamable_http import streamable_http_client
+
+    async def main(key: str) -> Any:
+        headers = {"authorization": f"Bearer {served[key]}"}
+        async with (
+            httpx2.AsyncClient(headers=headers, timeout=30) as http,
+            Client(streamable_http_client(f"{served['url']}/mcp/readonly", http_client=http)) as c,
+        ):
+            names = sorted(t.name for t in (await c.list_tools()).tools)
+            with pytest.raises(MCPError) as refused:
+                await c.call_tool("one__leak", {})
+            return names, refused.value
+
+    names, refused = asyncio.run(main("app"))
+    assert names == ["far__add", "far__echo", "one__add", "one__echo", "two__add", "two__echo"]
+    assert refused.data["code"] == "forbidden_tool" and "on route 'readonly'" in refused.message
+    bot_names, _ = asyncio.run(main("bot"))  # the key's rule applies too
+    assert bot_names == ["one__add", "one__echo"]
 
 
 def test_the_endpoint_needs_a_key(served: dict[str, Any]) -> None:

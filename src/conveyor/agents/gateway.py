@@ -72,6 +72,8 @@ class Caller:
     role: str | None = None
     user: str | None = None
     conversation: str | None = None
+    #: The endpoint it came by (mcp.access.routes; None: the main one).
+    route: str | None = None
     #: The W3C trace context the request came with (traceparent, tracestate): the call's
     #: span joins that trace, as the LLM call that asked for the tool does.
     trace: tuple[tuple[str, str], ...] = ()
@@ -265,18 +267,20 @@ class McpGateway:
 
     def tools_for(self, caller: Caller) -> list[Any]:
         """The tools ``caller``'s key may call, as listed to it."""
-        rule = self.spec.access.rule(caller.key)
+        access = self.spec.access
         return [
             e.listed(keep_schema=not self.reshaped(n))
             for n, e in sorted(self.catalogue.items())
-            if rule.permits(n)
+            if access.permits(n, caller.key, caller.route)
         ]
 
     def entry(self, name: str, caller: Caller) -> Entry:
-        rule = self.spec.access.rule(caller.key)
+        access = self.spec.access
         found = self.catalogue.get(name)
         if found is None:
-            known = [n for n in sorted(self.catalogue) if rule.permits(n)]
+            known = [
+                n for n in sorted(self.catalogue) if access.permits(n, caller.key, caller.route)
+            ]
             server, sep, _ = name.partition(self.spec.separator)
             near = [n for n in known if sep and n.startswith(server + sep)]
             where = f"tools of {server!r}" if near else "tools"
@@ -285,12 +289,14 @@ class McpGateway:
             raise ToolError(
                 "unknown_tool", f"no tool {name!r}; {where}: {listed or 'none'}", tool=name
             )
-        if not rule.permits(name):
+        if not access.permits(name, caller.key, caller.route):
+            where = f" on route {caller.route!r}" if caller.route else ""
             raise ToolError(
                 "forbidden_tool",
-                f"key {caller.key!r} may not call {name!r} (mcp.access)",
+                f"key {caller.key!r} may not call {name!r}{where} (mcp.access)",
                 tool=name,
                 key=caller.key,
+                route=caller.route,
             )
         return found
 

@@ -170,7 +170,13 @@ def routes(context: AppContext) -> Contribution:
             with contextlib.suppress(Exception):
                 await stack.aclose()
 
-    async def endpoint(call: Call) -> Response:
+    def endpoint_for(route: str | None) -> Any:
+        async def routed(call: Call) -> Response:
+            return await endpoint(call, route)
+
+        return routed
+
+    async def endpoint(call: Call, route: str | None = None) -> Response:
         manager = holder.get("manager")
         if manager is None:
             from conveyor.errors import BackendUnavailableError
@@ -179,6 +185,7 @@ def routes(context: AppContext) -> Contribution:
         key = _key(call)
         headers = dict(call.scope.get("headers") or ())
         call.scope[_SCOPE_KEY] = Caller(
+            route=route,
             key=key.name if key is not None else None,
             role=key.role if key is not None else None,
             user=(headers.get(b"x-conveyor-user") or b"").decode() or None,
@@ -200,9 +207,20 @@ def routes(context: AppContext) -> Contribution:
         body = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in listed]
         return Response(orjson.dumps({"tools": body}), media_type="application/json")
 
-    path = spec.path
     table = [
-        Route(method, path, endpoint, "mcp.call", summary, tags=("mcp",), name=f"{method} {path}")
+        Route(
+            method,
+            path,
+            endpoint_for(route),
+            "mcp.call",
+            summary + (f" (route {route}: a narrower catalogue)" if route else ""),
+            tags=("mcp",),
+            name=f"{method} {path}",
+        )
+        for route, path in (
+            (None, spec.path),
+            *((name, f"{spec.path}/{name}") for name in spec.access.routes),
+        )
         for method, summary in (
             ("POST", "MCP (streamable HTTP): a request to the gateway's tools"),
             ("GET", "MCP (streamable HTTP): the server's stream of messages"),

@@ -150,9 +150,21 @@ class AccessSpec(BaseModel):
 
     default: RuleSpec = Field(default_factory=RuleSpec, description="Every key without its own.")
     keys: dict[str, RuleSpec] = Field(default_factory=dict, description="By key name.")
+    routes: dict[str, RuleSpec] = Field(
+        default_factory=dict,
+        description="More endpoints, PATH/NAME (/mcp/support), each a narrower view of the "
+        "catalogue: a tool is listed and callable there when the key's rule and the "
+        "route's both allow it.",
+    )
 
     def rule(self, key: str | None) -> RuleSpec:
         return self.keys.get(key or "", self.default)
+
+    def permits(self, name: str, key: str | None, route: str | None) -> bool:
+        """Whether ``key`` may call tool ``name`` on ``route`` (None: the main endpoint)."""
+        if not self.rule(key).permits(name):
+            return False
+        return route is None or route not in self.routes or self.routes[route].permits(name)
 
 
 class McpSpec(BaseModel):
@@ -240,6 +252,9 @@ class McpSpec(BaseModel):
                 "servers: 'conveyor' is the built-in server of Conveyor's own tools; name "
                 "yours otherwise, or set conveyor_tools: false"
             )
+        for route in self.access.routes:
+            if not _NAME.match(route):
+                raise ValueError(f"access.routes: {route!r}: letters, digits, _ and -")
         for name in self.servers:
             if not _NAME.match(name) or self.separator in name:
                 raise ValueError(
