@@ -196,12 +196,7 @@ class Upstream:
                 await self._stop.wait()
                 return
             self.client = client
-            self.state = "ready"
-            self.last_error = None
-            self.connected_at = time.time()
-            self._ready.set()
-            if self.on_change is not None:
-                self.on_change(self)
+            self._ready_now()
             listening = asyncio.get_running_loop().create_task(self._listen(client))
             try:
                 await self._follow(client)

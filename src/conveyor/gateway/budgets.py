@@ -156,12 +156,7 @@ class SqlBudgets:
         """Release the reservation and add ``cost`` to what each of its counters spent."""
         now = self.clock()
         with self.store.session() as session:
-            held = session.scalars(
-                sa.select(LlmBudgetReservationRecord).where(
-                    LlmBudgetReservationRecord.id == reservation
-                )
-            ).all()
-            for row in held:
+            for row in _held(session, reservation):
                 self._move(session, row, spent=cost, calls=1, now=now)
                 session.delete(row)
 
@@ -175,12 +170,7 @@ class SqlBudgets:
         now = self.clock()
         left = 0.0
         with self.store.session() as session:
-            held = session.scalars(
-                sa.select(LlmBudgetReservationRecord).where(
-                    LlmBudgetReservationRecord.id == reservation
-                )
-            ).all()
-            for row in held:
+            for row in _held(session, reservation):
                 freed = min(release, row.amount_usd)
                 self._move(session, row, spent=cost, calls=calls, now=now, release=freed)
                 row.amount_usd -= freed
@@ -312,6 +302,12 @@ def ledger_of(project: Any, spec: GatewaySpec | None = None) -> Ledger:
 
         return RedisBudgets(spec.budgets_url)
     return SqlBudgets(project.store)
+
+
+def _held(session: Any, reservation: str) -> list[Any]:
+    """The rows of a reservation (one per counter it charges)."""
+    table = LlmBudgetReservationRecord
+    return list(session.scalars(sa.select(table).where(table.id == reservation)).all())
 
 
 def _insert(session: Any) -> Any:
