@@ -175,8 +175,9 @@ def _settled(ledger: Any, budget: str, subject: str | None = None) -> dict[str, 
 
 
 def _fifty_calls(served: dict[str, Any], api_key: str) -> tuple[list[Any], list[Any]]:
-    """50 concurrent chat calls by ``api_key``: the answered ones and the 429s; every call
-    is one or the other, some of each, every refusal ``budget_exceeded``."""
+    """50 concurrent chat calls by ``api_key``: the answered ones and the 429s (some of
+    each, every refusal ``budget_exceeded``); nothing else but a 503 when the ledger could
+    not answer in time."""
 
     async def main() -> list[Any]:
         client = openai.AsyncOpenAI(base_url=served["base"], api_key=api_key, max_retries=0)
@@ -194,7 +195,13 @@ def _fifty_calls(served: dict[str, Any], api_key: str) -> tuple[list[Any], list[
     results = asyncio.run(main())
     answered = [r for r in results if not isinstance(r, BaseException)]
     refused = [r for r in results if isinstance(r, openai.RateLimitError)]
-    assert len(answered) + len(refused) == 50 and answered and refused
+    # on a machine loaded far past this suite's own (the store slower than its 0.5 s
+    # timeout), a call the ledger could not take in time is a 503, never let through
+    unavailable = [
+        r for r in results if isinstance(r, openai.InternalServerError) and r.status_code == 503
+    ]
+    assert len(answered) + len(refused) + len(unavailable) == 50, results
+    assert answered and refused and len(unavailable) < 25
     assert all(r.body["code"] == "budget_exceeded" for r in refused)
     return answered, refused
 

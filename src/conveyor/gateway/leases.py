@@ -193,17 +193,24 @@ class LeasedLedger:
             if idle:  # gone before the first await: a new call makes a lease of its own
                 del self._leases[key]
                 lease.size = 0.0
-            # the spending comes out of the oldest reservations first; the cost beyond
-            # them (a call that cost more than it reserved) is added all the same
-            to_release = spent
-            for entry in lease.held:
-                freed = min(to_release, entry[1])
-                left = await self._call(
-                    "adjust", entry[0], spent, calls, freed + (entry[1] if idle else 0), self.ttl_s
-                )
-                entry[1] = left
-                to_release -= freed
-                spent, calls = 0.0, 0  # counted once, on the first reservation
+            # the spending comes out of the oldest reservations first, each adjust moving
+            # as much from reserved to spent as it releases (the counters never read more
+            # used than there is, beyond a moment's cost past its reservation); the cost
+            # beyond them all (a call that cost more than it reserved) goes with the last
+            left = spent
+            entries = [e for e in lease.held if e[1] > 1e-12] or lease.held[-1:]
+            for i, entry in enumerate(entries):
+                last = i == len(entries) - 1
+                part = left if last else min(left, entry[1])
+                freed = min(part, entry[1]) + (entry[1] - min(part, entry[1]) if idle else 0.0)
+                entry[1] = await self._call("adjust", entry[0], part, calls, freed, self.ttl_s)
+                left -= part
+                calls = 0
+                if left <= 1e-12 and not idle:
+                    break
+            if left > 1e-12 or calls:  # no reservation left to carry it: spent all the same
+                extra = await self._call("reserve", lease.charges, 0.0, self.ttl_s)
+                await self._call("adjust", extra, max(left, 0.0), calls, 0.0, self.ttl_s)
             lease.held = [e for e in lease.held if e[1] > 1e-12]
 
     async def drain(self) -> None:
