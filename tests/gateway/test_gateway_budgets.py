@@ -454,6 +454,9 @@ def test_leases_of_two_workers_hold_the_limit(ledger: tuple[Ledger, Clock]) -> N
         await asyncio.gather(*(one(workers[i % 2]) for i in range(300)))
         for worker in workers:
             await worker.drain()
+        aclose = getattr(budgets, "aclose", None)  # Redis: this loop's client
+        if aclose is not None:
+            await aclose()
 
     asyncio.run(main())
     assert refused and settled  # the limit was reached
@@ -474,7 +477,7 @@ def test_budget_leases_hold_through_the_served_gateway(tmp_path: Path) -> None:
     exactly what the answered calls cost, with nothing reserved."""
 
     def spec_of(fake_url: str) -> dict[str, Any]:
-        return {**_spec(fake_url), "budget_lease": 0.1}
+        return {**_spec(fake_url), "budget_lease": 0.3}  # a slice holds some 4 calls
 
     with served_gateway(tmp_path, spec_of) as served:
         answered, _ = _fifty_calls(served, served["key"])
