@@ -76,14 +76,18 @@ def test_process_limits_hold(tmp_path: Path) -> None:
 
     # the same allocation without the limit works: the limit is what refused it
     assert _run(tmp_path / "free", {"level": "none"}, unconfined) == "allocated 1024 MiB"
-    assert "started, then:" in _text(forks)  # the pids limit stopped the forks
-    assert int(_text(forks).split()[0]) < 60
+    applied_processes = status["isolation"]["processes"]
+    if applied_processes["limit"] is not None:  # a pids cgroup, or RLIMIT_NPROC (not root)
+        assert "started, then:" in _text(forks)  # the limit stopped the forks
+        assert int(_text(forks).split()[0]) < 60
+    else:  # root without a pids cgroup: not enforceable here, and said so
+        assert "root" in applied_processes["why"]
     assert [_text(e) for e in env] == ["'granted-value'", "None"]
     assert _text(cwd) == str(tmp_path / ".conveyor" / "mcp" / "t")
     assert spun.code == "server_down"  # SIGXCPU: killed past its CPU time
     applied = status["isolation"]
     assert applied["level"] == "process" and applied["memory_mb"] == 384
-    assert applied["processes"]["limit"] == 60
+    assert applied["processes"]["limit"] in (60, None)
 
 
 @pytest.mark.skipif(not machine()["bwrap"], reason="bubblewrap cannot run here")
