@@ -20,7 +20,7 @@ $(VENV)/bin/python:
 
 # One stamp per set of extras; re-installs when pyproject.toml changes.
 $(VENV)/.stamp-demo: pyproject.toml | $(VENV)/bin/python
-	$(PIP) install -e '.[onnx,serve,rag,gateway,local-llm,mcp]'
+	$(PIP) install -e '.[onnx,serve,rag,gateway,local-llm,mcp,deploy]'
 	@touch $@
 
 $(VENV)/.stamp-dev: pyproject.toml | $(VENV)/bin/python

@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -52,16 +53,20 @@ from conveyor.backends import BackendURL, Seam
 from conveyor.errors import ConfigError, ConveyorError, ProjectNotFoundError
 
 __all__ = [
+    "ENVIRONMENT_ENV",
     "ENV_PREFIX",
     "SPEC_FILE",
     "STATE_DIR",
     "TEMPLATES",
     "Backends",
+    "EnvironmentSpec",
     "EventsSpec",
     "ProjectSpec",
     "QualitySLO",
+    "Resources",
     "SLOs",
     "env_overrides",
+    "environment_of",
     "find_project_root",
     "load_spec",
     "named_in",
@@ -201,6 +206,68 @@ class EventsSpec(BaseModel):
     )
 
 
+class Resources(BaseModel):
+    """What one server container asks of its node (Kubernetes quantities)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cpu: str = Field("500m", description="CPU requested (Kubernetes quantity: 500m, 2).")
+    memory: str = Field("1Gi", description="Memory requested (Kubernetes quantity: 512Mi, 2Gi).")
+    cpu_limit: str | None = Field(None, description="CPU limit (default: none, no throttling).")
+    memory_limit: str | None = Field(
+        None, description="Memory limit (default: the memory requested)."
+    )
+
+
+class EnvironmentSpec(BaseModel):
+    """One place the project runs (dev, staging, prod): what differs there.
+
+    Selected with ``--env NAME`` (or ``CONVEYOR_ENV=NAME``): its backends, SLOs and
+    settings are merged over the spec's before the ``CONVEYOR_*`` variables apply.
+    Environments are listed in promotion order: a model version is promoted from one
+    to the next (``conveyor promote``).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    description: str = Field("", description="What this environment is for.")
+    backends: dict[str, str] = Field(
+        default_factory=dict, description="Backend URLs that differ here: seam -> URL."
+    )
+    slos: dict[str, Any] = Field(
+        default_factory=dict, description="SLO fields that differ here (latency_p95_ms...)."
+    )
+    settings: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Any other section's fields that differ here, merged over the spec's "
+        "(serving: {workers: 4}).",
+    )
+    replicas: int = Field(1, ge=1, le=1000, description="Server replicas (Kubernetes).")
+    resources: Resources = Field(
+        default_factory=Resources, description="Each server container's CPU and memory."
+    )
+    url: str | None = Field(
+        None,
+        description="Where this environment's server answers (https://staging.example.com): "
+        "what `conveyor smoke` and promotions from here call.",
+    )
+    namespace: str | None = Field(None, description="Kubernetes namespace (default: the name).")
+    approval: bool = Field(
+        False, description="A promotion into this environment must name an approver."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+        return value.rstrip("/") if value else value
+
+
+#: The environment variable ``--env NAME`` sets: the environment every command loads.
+ENVIRONMENT_ENV = "CONVEYOR_ENV"
+
+
 class Backends(BaseModel):
     """One URL per seam (:func:`conveyor.capability.seams`). Relative ``sqlite:///`` and
     ``file://`` paths are relative to the project folder, not to the current directory.
@@ -236,6 +303,14 @@ class ProjectSpec(BaseModel):
     backends: Backends = Field(default_factory=Backends, description="One URL per seam.")
     slos: SLOs = Field(default_factory=SLOs, description="Success criteria.")
     events: EventsSpec = Field(default_factory=EventsSpec, description="The event log's writing.")
+    environments: dict[str, EnvironmentSpec] = Field(
+        default_factory=dict,
+        description="Where the project runs (dev, staging, prod), in promotion order: "
+        "what differs in each.",
+    )
+    environment: str | None = Field(
+        None, exclude=True, description="The environment this spec was loaded for (--env)."
+    )
     root: Path = Field(
         default=Path("."), exclude=True, description="The project folder (set at load)."
     )
@@ -250,6 +325,31 @@ class ProjectSpec(BaseModel):
             if line:
                 return f"{self.spec_file}:{line}"
         return str(self.spec_file)
+
+    @field_validator("environments")
+    @classmethod
+    def _environment_names(cls, value: dict[str, EnvironmentSpec]) -> dict[str, EnvironmentSpec]:
+        for name in value:
+            if not _ENV_NAME.fullmatch(name):
+                raise ValueError(
+                    f"environment name {name!r}: use lowercase letters, digits and '-' "
+                    "(it names a Kubernetes namespace)"
+                )
+        return value
+
+    def environment_spec(self, name: str | None = None) -> EnvironmentSpec:
+        """An environment's declaration (the loaded one by default); unknown: ConfigError."""
+        name = name or self.environment
+        if name is None:
+            raise ConfigError("no environment selected: pass --env NAME", field="environment")
+        return environment_of(self.environments, name)
+
+    def next_environment(self, name: str) -> str | None:
+        """The environment after ``name`` in promotion order (None after the last)."""
+        environment_of(self.environments, name)
+        names = list(self.environments)
+        index = names.index(name)
+        return names[index + 1] if index + 1 < len(names) else None
 
     @property
     def spec_file(self) -> Path:
@@ -291,6 +391,21 @@ class ProjectSpec(BaseModel):
         """A path of the spec, relative to the project folder unless absolute."""
         found = Path(relative).expanduser()
         return found if found.is_absolute() else self.root / found
+
+
+_ENV_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def environment_of(declared: Mapping[str, Any], name: str) -> Any:
+    """``declared[name]``, or a ConfigError listing the environments the spec declares."""
+    if name not in declared:
+        known = ", ".join(declared) or "none (declare them under environments:)"
+        raise ConfigError(
+            f"unknown environment {name!r}; this spec declares: {known}",
+            field="environment",
+            environment=name,
+        )
+    return declared[name]
 
 
 def spec_model() -> type[ProjectSpec]:
@@ -363,12 +478,15 @@ def find_project_root(start: str | os.PathLike[str] | None = None) -> Path:
 def load_spec(
     root: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
+    *,
+    environment: str | None = None,
 ) -> ProjectSpec:
     """Load and validate the spec of the project at (or above) ``root``.
 
     ``env`` defaults to ``os.environ``; its ``CONVEYOR_*`` variables override
-    the file. A project folder without ``conveyor.yaml`` gets the defaults,
-    named after the folder.
+    the file. ``environment`` (default ``$CONVEYOR_ENV``) names one of the spec's
+    ``environments:``, merged over the file first. A project folder without
+    ``conveyor.yaml`` gets the defaults, named after the folder.
     """
     folder = find_project_root(root)
     env = os.environ if env is None else env
@@ -393,9 +511,13 @@ def load_spec(
                 f"got {type(data).__name__}",
                 file=str(path),
             )
+    environment = environment or env.get(ENVIRONMENT_ENV) or None
+    if environment is not None:
+        _apply_environment(data, environment, path)
     from_env = _apply_env(data, env)
     _drop_retired(data, path, lines)
     data["root"] = folder
+    data["environment"] = environment
     model = spec_model()
     try:
         spec = model.model_validate(data)
@@ -403,6 +525,41 @@ def load_spec(
         raise ConfigError(_explain(exc, path, lines, from_env, model), file=str(path)) from None
     spec._lines = {".".join(k): v for k, v in lines.items()}
     return spec
+
+
+def _apply_environment(data: dict[str, Any], name: str, path: Path) -> None:
+    """Merge the environment ``name``'s backends, SLOs and settings over ``data``."""
+    declared = data.get("environments") or {}
+    if not isinstance(declared, dict):
+        return  # the model's validation names the problem
+    chosen = environment_of(declared, name)
+    if not isinstance(chosen, dict):
+        raise ConfigError(f"{path}: environments.{name}: expected a mapping", environment=name)
+    for key in ("backends", "slos"):
+        if chosen.get(key):
+            data[key] = _merged(data.get(key) or {}, chosen[key])
+    for section, fields in (chosen.get("settings") or {}).items():
+        if section in ("environments", "project", "root", "environment"):
+            raise ConfigError(
+                f"{path}: environments.{name}.settings.{section}: an environment cannot "
+                "change this field",
+                environment=name,
+            )
+        current = data.get(section)
+        both_maps = isinstance(current, dict) and isinstance(fields, dict)
+        data[section] = _merged(current, fields) if both_maps else fields
+
+
+def _merged(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` deep-merged into it (mappings merged, the rest replaced)."""
+    out = dict(base)
+    for key, value in over.items():
+        current = out.get(key)
+        if isinstance(current, dict) and isinstance(value, Mapping):
+            out[key] = _merged(current, value)
+        else:
+            out[key] = value
+    return out
 
 
 def env_overrides(env: Mapping[str, str]) -> dict[tuple[str, ...], tuple[str, str]]:

@@ -66,8 +66,21 @@ def _root(
             help="On an error, print the full traceback (also: CONVEYOR_DEBUG=1).",
         ),
     ] = False,
+    environment: Annotated[
+        str | None,
+        typer.Option(
+            "--env",
+            help="Run against this environment of the spec (dev, staging, prod...): its "
+            "backend URLs and settings (also: CONVEYOR_ENV).",
+        ),
+    ] = None,
 ) -> None:
     # A callback keeps `conveyor` a group when main() mounts only the invoked command.
+    if environment:
+        from conveyor.config import ENVIRONMENT_ENV
+
+        # read by every load_spec of this process: the environment's URLs and settings
+        os.environ[ENVIRONMENT_ENV] = environment
     if debug:
         os.environ[DEBUG_ENV] = "1"
 
