@@ -20,8 +20,9 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from conveyor.cli import _only_invoked, app
+from conveyor.cli import _env_flag, _only_invoked, app
 from conveyor.cli.common import DEBUG_ENV
+from conveyor.config import ENVIRONMENT_ENV
 
 
 def conveyor(
@@ -31,10 +32,19 @@ def conveyor(
     input: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``conveyor ARGS``: the exit code, stdout and stderr, as ``subprocess.run`` gives."""
-    argv = list(args)
-    # Named, CONVEYOR_DEBUG is put back afterwards even when the root's --debug sets it.
+    # main() takes `--env NAME` out wherever it is and sets CONVEYOR_ENV: so does this.
+    saved = os.environ.pop(ENVIRONMENT_ENV, None)
+    try:
+        argv = _env_flag(list(args))
+        chosen = os.environ.pop(ENVIRONMENT_ENV, None)
+    finally:
+        if saved is not None:
+            os.environ[ENVIRONMENT_ENV] = saved
+    # Named, CONVEYOR_DEBUG and CONVEYOR_ENV are put back afterwards even when the root's
+    # --debug or --env sets them.
     clean: dict[str, str | None] = {k: None for k in os.environ if k.startswith("CONVEYOR_")}
     clean[DEBUG_ENV] = None
+    clean[ENVIRONMENT_ENV] = chosen
     with contextlib.chdir(cwd) if cwd is not None else contextlib.nullcontext():
         result = CliRunner().invoke(
             _only_invoked(app, argv),

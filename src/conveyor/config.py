@@ -342,7 +342,8 @@ class ProjectSpec(BaseModel):
         name = name or self.environment
         if name is None:
             raise ConfigError("no environment selected: pass --env NAME", field="environment")
-        return environment_of(self.environments, name)
+        found: EnvironmentSpec = environment_of(self.environments, name)
+        return found
 
     def next_environment(self, name: str) -> str | None:
         """The environment after ``name`` in promotion order (None after the last)."""
@@ -537,7 +538,8 @@ def _apply_environment(data: dict[str, Any], name: str, path: Path) -> None:
         raise ConfigError(f"{path}: environments.{name}: expected a mapping", environment=name)
     for key in ("backends", "slos"):
         if chosen.get(key):
-            data[key] = _merged(data.get(key) or {}, chosen[key])
+            current = data.get(key)
+            data[key] = _merged(current if isinstance(current, dict) else {}, chosen[key])
     for section, fields in (chosen.get("settings") or {}).items():
         if section in ("environments", "project", "root", "environment"):
             raise ConfigError(
@@ -546,8 +548,10 @@ def _apply_environment(data: dict[str, Any], name: str, path: Path) -> None:
                 environment=name,
             )
         current = data.get(section)
-        both_maps = isinstance(current, dict) and isinstance(fields, dict)
-        data[section] = _merged(current, fields) if both_maps else fields
+        if isinstance(current, dict) and isinstance(fields, dict):
+            data[section] = _merged(current, fields)
+        else:
+            data[section] = fields
 
 
 def _merged(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:

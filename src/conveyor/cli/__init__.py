@@ -618,8 +618,30 @@ def _debug_flag(argv: list[str]) -> list[str]:
     return [a for a in argv[:end] if a != "--debug"] + argv[end:]
 
 
+def _env_flag(argv: list[str]) -> list[str]:
+    """``argv`` without ``--env NAME`` (or ``--env=NAME``), which may come anywhere before
+    ``--`` (``conveyor smoke --env staging``, ``conveyor --env prod rollback fraud``);
+    seen, it sets ``CONVEYOR_ENV`` for every spec the command loads."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    kept: list[str] = []
+    index = 0
+    while index < end:
+        arg = argv[index]
+        if arg == "--env" and index + 1 < end:
+            os.environ["CONVEYOR_ENV"] = argv[index + 1]
+            index += 2
+            continue
+        if arg.startswith("--env="):
+            os.environ["CONVEYOR_ENV"] = arg.partition("=")[2]
+            index += 1
+            continue
+        kept.append(arg)
+        index += 1
+    return kept + argv[end:]
+
+
 def main() -> None:
-    argv = _debug_flag(sys.argv[1:])
+    argv = _env_flag(_debug_flag(sys.argv[1:]))
     command = _only_invoked(app, argv)
     if not argv or argv[0] != "serve":
         # the entry point (conveyor._start) keeps the collector off through start-up;

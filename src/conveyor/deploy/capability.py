@@ -8,12 +8,14 @@ CAPABILITY = Capability(
     "from a laptop to a cluster: the image recipe, the Helm chart, smoke tests, promotion "
     "between environments, CI/CD templates",
     # registry: versions promoted; serving: routes and health the chart probes; rollouts:
-    # the controller CI/CD hands production to; monitoring: ServiceMonitor, PrometheusRule
-    requires=("governance", "monitoring", "registry", "rollouts", "serving"),
+    # the controller CI/CD hands production to; monitoring: ServiceMonitor, PrometheusRule;
+    # training: the hold-out the golden smoke requests are recorded from
+    requires=("governance", "monitoring", "registry", "rollouts", "serving", "training"),
     settings="conveyor.deploy.settings:SECTIONS",
     services={"kubernetes": "conveyor.deploy.kubernetes:Kubernetes.for_project"},
     cli=(
-        Command("conveyor.deploy.cli:app"),  # conveyor smoke | promote
+        Command("conveyor.deploy.cli:app"),  # conveyor promote
+        Command("conveyor.deploy.cli:smoke_app", "smoke"),
         Command("conveyor.deploy.build_cli:app"),  # conveyor build
         Command("conveyor.deploy.ci_cli:ci_app", "ci"),
     ),
