@@ -250,13 +250,24 @@ def _status_check(name: str, url: str, path: str, answer: httpx.Response | str) 
 
     if isinstance(answer, str):
         return CheckResult(name, False, detail=f"{url}{path} cannot be reached: {answer}")
+    detail = f"GET {url}{path}"
+    if answer.status_code != 200:
+        detail += f" answered {answer.status_code}{_why(answer)}"
     return CheckResult(
         name,
         answer.status_code == 200,
         observed=answer.status_code,
         threshold=200,
-        detail=f"GET {url}{path}",
+        detail=detail,
     )
+
+
+def _why(answer: httpx.Response) -> str:
+    """`` CODE: message`` of an error answer (the server's stable code), or its text."""
+    body = _json(answer)
+    code = body.get("code") or body.get("error") or ""
+    message = body.get("message") or body.get("detail") or answer.text[:200]
+    return f" {code}: {message}" if code else f": {message}"
 
 
 def _ready_check(url: str, answer: httpx.Response | str) -> CheckResult:
@@ -328,14 +339,13 @@ def _golden_check(
             )
         latencies.append((time.perf_counter() - started) * 1000)
         if answer.status_code != 200:
-            body = _json(answer)
             return CheckResult(
                 f"golden:{model}",
                 False,
                 observed=answer.status_code,
                 threshold=200,
-                detail=f"request {index}: POST {url}{path} answered {answer.status_code} "
-                f"{body.get('code', '')}: {body.get('message') or body.get('error') or ''}",
+                detail=f"request {index}: POST {url}{path} answered {answer.status_code}"
+                f"{_why(answer)}",
             )
         got = (_json(answer).get("predictions") or [None])[0]
         if not _same(got, expected):
