@@ -65,6 +65,7 @@ __all__ = [
     "QualitySLO",
     "Resources",
     "SLOs",
+    "deep_merged",
     "env_overrides",
     "environment_of",
     "find_project_root",
@@ -539,7 +540,7 @@ def _apply_environment(data: dict[str, Any], name: str, path: Path) -> None:
     for key in ("backends", "slos"):
         if chosen.get(key):
             current = data.get(key)
-            data[key] = _merged(current if isinstance(current, dict) else {}, chosen[key])
+            data[key] = deep_merged(current if isinstance(current, dict) else {}, chosen[key])
     for section, fields in (chosen.get("settings") or {}).items():
         if section in ("environments", "project", "root", "environment"):
             raise ConfigError(
@@ -549,18 +550,18 @@ def _apply_environment(data: dict[str, Any], name: str, path: Path) -> None:
             )
         current = data.get(section)
         if isinstance(current, dict) and isinstance(fields, dict):
-            data[section] = _merged(current, fields)
+            data[section] = deep_merged(current, fields)
         else:
             data[section] = fields
 
 
-def _merged(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+def deep_merged(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     """``base`` with ``over`` deep-merged into it (mappings merged, the rest replaced)."""
     out = dict(base)
     for key, value in over.items():
         current = out.get(key)
         if isinstance(current, dict) and isinstance(value, Mapping):
-            out[key] = _merged(current, value)
+            out[key] = deep_merged(current, value)
         else:
             out[key] = value
     return out

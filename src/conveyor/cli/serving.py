@@ -27,6 +27,7 @@ from conveyor.cli.common import (
     ProjectOpt,
     ServerUrlOpt,
     authorized,
+    check_failed,
     console,
     echo_json,
     echo_list,
@@ -121,7 +122,10 @@ def _print_state(state: RouteState | Mapping[str, Any], as_json: bool, verb: str
 @serving_app.command()
 @errors
 def deploy(
-    ref: Annotated[str, typer.Argument(help="MODEL@VERSION or MODEL@ALIAS to deploy.")],
+    ref: Annotated[
+        str | None,
+        typer.Argument(help="MODEL@VERSION or MODEL@ALIAS to deploy (--target server)."),
+    ] = None,
     canary: Annotated[
         float | None,
         typer.Option(help="Send only this percent of traffic to REF (a canary)."),
@@ -139,6 +143,32 @@ def deploy(
         typer.Option(help="Header keeping a user on one arm (default: the current route's)."),
     ] = None,
     reason: ReasonOpt = None,
+    target: Annotated[
+        str,
+        typer.Option(
+            help="server: route a model version (default); kubernetes: render the project's "
+            "Helm chart for --env NAME (and --apply it)."
+        ),
+    ] = "server",
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            help="--target kubernetes: write the manifests here (default: .conveyor/deploy/ENV)."
+        ),
+    ] = None,
+    apply: Annotated[
+        bool, typer.Option("--apply", help="--target kubernetes: kubectl apply them.")
+    ] = False,
+    tag: Annotated[
+        str | None,
+        typer.Option(help="--target kubernetes: the image tag (default: the git commit)."),
+    ] = None,
+    set_values: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="--target kubernetes: a chart value, KEY.PATH=YAML; repeatable."
+        ),
+    ] = None,
     project: ProjectOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -147,9 +177,21 @@ def deploy(
     The route's sticky header, flag rules and cache setting are kept; the
     versions and shadows are replaced. The write is refused if someone else
     changed the route meanwhile.
+
+    With --target kubernetes (and --env NAME), render the project's Helm chart for that
+    environment instead, validate every manifest, and with --apply hand them to kubectl.
     """
     from conveyor.serving.routes import RoutePolicy
 
+    if target == "kubernetes":
+        _deploy_kubernetes(project, ref, output, apply, tag, set_values or [], as_json)
+        return
+    if target != "server":
+        raise InvalidInputError(
+            f"--target {target!r}: expected server or kubernetes", field="target"
+        )
+    if ref is None:
+        raise InvalidInputError("give MODEL@VERSION to deploy", field="ref")
     if stable is not None and canary is None:
         raise InvalidInputError("--stable goes with --canary PCT", field="stable")
     with open_project(project) as proj:
@@ -184,6 +226,66 @@ def deploy(
             expected_revision=0 if current is None else current.revision,
         )
         _print_state(state, as_json, "deployed")
+
+
+def _deploy_kubernetes(
+    project: Path | None,
+    ref: str | None,
+    output: Path | None,
+    apply: bool,
+    tag: str | None,
+    set_values: list[str],
+    as_json: bool,
+) -> None:
+    """``deploy --target kubernetes``: through the ``kubernetes`` service (the deploy
+    capability's), which serving does not import."""
+    import yaml
+
+    from conveyor.config import deep_merged
+
+    if ref is not None:
+        raise InvalidInputError(
+            "--target kubernetes deploys the whole project, not one model: drop "
+            f"{ref!r} (the routes travel with the store)",
+            field="ref",
+        )
+    values: dict[str, Any] = {}
+    for item in set_values:
+        path, sep, raw = item.partition("=")
+        if not sep or not path:
+            raise InvalidInputError(f"--set {item!r}: expected KEY.PATH=VALUE", field="set")
+        node: Any = yaml.safe_load(raw) if raw else ""
+        for key in reversed(path.split(".")):
+            node = {key: node}
+        values = deep_merged(values, node)
+    with open_project(project) as proj:
+        kubernetes: Any = proj.service("kubernetes")
+        folder = output or proj.spec.state_dir / "deploy" / str(proj.spec.environment)
+        rendered = kubernetes.render(tag=tag, set_values=values, output=folder)
+        applied = None
+        if apply:
+            who = authorized(proj, "deploy.apply")
+            applied = kubernetes.apply(rendered, actor=who)
+    summary = rendered.to_dict()
+    if as_json:
+        echo_json({**summary, "applied": applied is not None})
+    else:
+        kinds = ", ".join(f"{n} {k}" for k, n in summary["kinds"].items())
+        typer.echo(
+            f"{summary['manifests']} manifests for {summary['environment']} "
+            f"(release {summary['release']}, namespace {summary['namespace']}, image "
+            f"{summary['image']}): {kinds}"
+        )
+        versions = ", ".join(summary["validated_against"])
+        verdict = "valid" if rendered.valid else "INVALID"
+        typer.echo(f"{verdict} against Kubernetes {versions} and the policy checks")
+        for problem in [*rendered.schema_errors, *rendered.policy]:
+            typer.secho(f"  {problem}", fg="red", err=True)
+        typer.echo(f"written to {folder}")
+        if applied is not None:
+            typer.echo(applied.rstrip())
+    if not rendered.valid:
+        check_failed()
 
 
 @serving_app.command()

@@ -1,3 +1,222 @@
-"""``conveyor deploy --target kubernetes --env NAME``: the chart rendered from the spec."""
+"""``conveyor deploy --target kubernetes --env NAME``: the chart rendered from the spec.
+
+The values come from the spec loaded for the environment (replicas, resources, the spec
+itself as a ConfigMap, backend URLs as Secret references, ``deploy.kubernetes.values``),
+the chart ``deploy/helm/conveyor`` is rendered by Helm's own engine, and every manifest is
+validated against the Kubernetes OpenAPI schemas and the policy checks before anything is
+written or applied. ``--apply`` hands the manifests to ``kubectl apply`` (the configured
+``deploy.kubernetes.kube_context``, else the current one) and records a
+``deploy.applied`` event.
+"""
 
 from __future__ import annotations
+
+import shutil
+import subprocess
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from conveyor.errors import ConfigError, InvalidInputError
+
+if TYPE_CHECKING:
+    from conveyor.config import ProjectSpec
+    from conveyor.project import Project
+
+__all__ = ["KUBERNETES_VERSIONS", "Kubernetes", "Rendered", "image_reference"]
+
+#: The Kubernetes versions every rendered manifest is validated against.
+KUBERNETES_VERSIONS = ("1.29.0", "1.31.0")
+
+
+def image_reference(spec: ProjectSpec, tag: str | None = None) -> str:
+    """``repository:tag`` of the project's image: ``deploy.image`` or ``conveyor/<project>``,
+    tagged with ``tag``, the configured tag, else the git commit (never ``latest``)."""
+    from conveyor.deploy.settings import deploy_of
+
+    image = deploy_of(spec).image
+    repository = image.repository or f"conveyor/{spec.project.lower()}"
+    chosen = tag or image.tag or _git_commit(spec.root)
+    if not chosen:
+        raise ConfigError(
+            "no image tag: the project is not in a git repository; set deploy.image.tag or "
+            "pass --tag",
+            field="deploy.image.tag",
+        )
+    if chosen == "latest":
+        raise InvalidInputError(
+            "the image tag 'latest' names no one build: use the commit or a version",
+            field="tag",
+        )
+    return f"{repository}@{chosen}" if chosen.startswith("sha256:") else f"{repository}:{chosen}"
+
+
+def _git_commit(root: Path) -> str | None:
+    if shutil.which("git") is None:
+        return None
+    found = subprocess.run(
+        ["git", "rev-parse", "--short=12", "HEAD"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return found.stdout.strip() or None if found.returncode == 0 else None
+
+
+@dataclass
+class Rendered:
+    """The chart rendered for one environment, and what its checks found."""
+
+    environment: str
+    release: str
+    namespace: str
+    image: str
+    manifests: list[dict[str, Any]]
+    schema_errors: list[str] = field(default_factory=list)
+    policy: list[str] = field(default_factory=list)
+    written: list[Path] = field(default_factory=list)
+    kubernetes_versions: tuple[str, ...] = KUBERNETES_VERSIONS
+
+    @property
+    def valid(self) -> bool:
+        return not self.schema_errors and not self.policy
+
+    def kinds(self) -> dict[str, int]:
+        return dict(sorted(Counter(m.get("kind", "?") for m in self.manifests).items()))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "environment": self.environment,
+            "release": self.release,
+            "namespace": self.namespace,
+            "image": self.image,
+            "manifests": len(self.manifests),
+            "kinds": self.kinds(),
+            "valid": self.valid,
+            "validated_against": list(self.kubernetes_versions),
+            "schema_errors": self.schema_errors,
+            "policy_violations": self.policy,
+            "written": [str(p) for p in self.written],
+        }
+
+
+class Kubernetes:
+    """Render (and apply) the project's chart for the environment its spec was loaded for."""
+
+    def __init__(self, spec: ProjectSpec, events: Any = None) -> None:
+        self.spec = spec
+        self.events = events
+
+    @classmethod
+    def for_project(cls, project: Project) -> Kubernetes:
+        return cls(project.spec, lambda: project.events)
+
+    def render(
+        self,
+        *,
+        tag: str | None = None,
+        set_values: Mapping[str, Any] | None = None,
+        output: Path | None = None,
+        kubernetes_versions: tuple[str, ...] = KUBERNETES_VERSIONS,
+    ) -> Rendered:
+        """Render the chart, validate every manifest, and write them under ``output``."""
+        from conveyor.config import deep_merged
+        from conveyor.deploy import helm
+        from conveyor.deploy.settings import deploy_of
+
+        spec = self.spec
+        if spec.environment is None:
+            raise InvalidInputError(
+                "which environment? pass --env NAME (environments: "
+                f"{', '.join(spec.environments) or 'none declared'})",
+                field="environment",
+            )
+        declared = spec.environment_spec()
+        settings = deploy_of(spec).kubernetes
+        image = image_reference(spec, tag)
+        values = helm.values_for(spec, image=image, environment=spec.environment)
+        if set_values:
+            values = deep_merged(values, set_values)
+        release = settings.release or spec.project.lower()
+        namespace = settings.namespace or declared.namespace or spec.environment
+        manifests = helm.render(values, release=release, namespace=namespace)
+        rendered = Rendered(
+            spec.environment,
+            release,
+            namespace,
+            image,
+            manifests,
+            schema_errors=helm.validate(manifests, kubernetes_versions),
+            policy=helm.policy_violations(manifests),
+            kubernetes_versions=kubernetes_versions,
+        )
+        if output is not None:
+            rendered.written = _write(manifests, output)
+        return rendered
+
+    def apply(self, rendered: Rendered, *, actor: str | None, context: str | None = None) -> str:
+        """``kubectl apply`` the manifests (refused when any check failed); its output."""
+        import yaml
+
+        from conveyor.deploy.settings import deploy_of
+
+        if not rendered.valid:
+            raise InvalidInputError(
+                "the rendered manifests did not pass their checks; nothing applied: "
+                + "; ".join([*rendered.schema_errors, *rendered.policy][:5]),
+                field="manifests",
+            )
+        kubectl = shutil.which("kubectl")
+        if kubectl is None:
+            raise ConfigError("kubectl is not installed: install it to --apply", field="kubectl")
+        context = context or deploy_of(self.spec).kubernetes.kube_context
+        command = [kubectl, "apply", "--namespace", rendered.namespace, "-f", "-"]
+        if context:
+            command[1:1] = ["--context", context]
+        document = yaml.safe_dump_all(rendered.manifests, sort_keys=False)
+        done = subprocess.run(
+            command, input=document, capture_output=True, text=True, timeout=300, check=False
+        )
+        if done.returncode != 0:
+            raise ConfigError(
+                f"kubectl apply failed (exit {done.returncode}): "
+                f"{(done.stderr or done.stdout).strip()[:2000]}",
+                field="kubectl",
+            )
+        events = self.events() if callable(self.events) else self.events
+        if events is not None:
+            events.record(
+                "deploy.applied",
+                subject=rendered.release,
+                actor=actor,
+                payload={
+                    "environment": rendered.environment,
+                    "release": rendered.release,
+                    "namespace": rendered.namespace,
+                    "manifests": len(rendered.manifests),
+                    "image": rendered.image,
+                },
+            )
+        return done.stdout
+
+
+def _write(manifests: list[dict[str, Any]], output: Path) -> list[Path]:
+    """One file per manifest (``NN-kind-name.yaml``) and ``all.yaml``; stale ones removed."""
+    import yaml
+
+    output.mkdir(parents=True, exist_ok=True)
+    for old in output.glob("*.yaml"):
+        old.unlink()
+    written = []
+    for index, manifest in enumerate(manifests):
+        kind = str(manifest.get("kind", "object")).lower()
+        name = str((manifest.get("metadata") or {}).get("name", "unnamed"))
+        path = output / f"{index:02d}-{kind}-{name}.yaml"
+        path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+        written.append(path)
+    everything = output / "all.yaml"
+    everything.write_text(yaml.safe_dump_all(manifests, sort_keys=False))
+    return [everything, *written]
