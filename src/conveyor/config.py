@@ -773,6 +773,21 @@ slos:
 #     gates:
 #       - metric_floor: {{}}   # slos.quality above
 #     auto_promote: true
+
+# Where the project runs, in promotion order (docs/deploy.md). `--env NAME` on any
+# command merges that environment's backends, SLOs and settings over the above;
+# `conveyor promote MODEL@N --from staging` copies a version into the next one.
+# environments:
+#   dev: {{}}
+#   staging:
+#     backends: {{store: postgresql://conveyor@staging-db:5432/conveyor}}
+#     url: https://staging.example.com     # what `conveyor smoke --env staging` asks
+#     replicas: 2
+#   prod:
+#     backends: {{store: postgresql://conveyor@prod-db:5432/conveyor}}
+#     replicas: 4
+#     resources: {{cpu: "2", memory: 4Gi}}
+#     approval: true                       # promotions into prod name an --approver
 """
 
 #: ``conveyor init --template TASK``: the quality floor each kind of model starts with.
