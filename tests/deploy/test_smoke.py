@@ -112,8 +112,12 @@ def test_smoke_fails_when_the_server_answers_otherwise(
 def test_smoke_of_a_server_that_cannot_be_reached_names_the_url_and_why(
     staging: tuple[Path, str],
 ) -> None:
+    root, token = staging
     url = f"http://127.0.0.1:{free_port('127.0.0.1')}"
-    result = conveyor("smoke", "--env", "staging", "--url", url, "--json", "-C", str(staging[0]))
+    result = conveyor(
+        "smoke", "--env", "staging", "--url", url, "--json", "-C", str(root),
+        env={"CONVEYOR_API_KEY": token},
+    )  # fmt: skip
     assert result.returncode == 3  # a check failed
     report = json.loads(result.stdout)
     assert [c["name"] for c in report["checks"]] == ["live"]

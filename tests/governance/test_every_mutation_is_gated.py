@@ -195,6 +195,19 @@ CLI: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "review show": ("llm.review", ("rv_x",)),
     "review approve": ("llm.review", ("rv_x",)),
     "review reject": ("llm.review", ("rv_x",)),
+    # deployment: writes files of the project, changes nothing shared
+    "build": (None, ()),
+    "ci init": (None, ()),
+    "smoke record": (None, ("fraud@1",)),  # writes smoke/golden.json
+    # asks the server for predictions, keeps its report and a deploy.smoke event
+    "smoke": ("deploy.smoke", ("--url", "http://127.0.0.1:9")),
+    # copies a version into the next environment's registry (the key checked there)
+    "promote": ("deploy.promote", ("fraud@1", "--from", "dev")),
+    # renders the chart (no key), then kubectl apply
+    "deploy --target kubernetes --apply": (
+        "deploy.apply",
+        ("--target", "kubernetes", "--apply", "--env", "prod"),
+    ),
 }
 
 
@@ -206,6 +219,8 @@ def _cli_commands() -> Iterator[str]:
 
     def walk(command: Any, prefix: tuple[str, ...]) -> Iterator[str]:
         if hasattr(command, "list_commands"):
+            if command.invoke_without_command:  # a group that is a command too (smoke)
+                yield " ".join(prefix)
             ctx = click.Context(command)
             for name in command.list_commands(ctx):
                 yield from walk(command.get_command(ctx, name), (*prefix, name))
@@ -234,6 +249,8 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("guarded")
     init_project(root, name="guarded")
     (root / "flows.py").write_text("from conveyor.pipelines import Pipeline\np = Pipeline('p')\n")
+    with (root / "conveyor.yaml").open("a") as spec:  # promote and deploy name one
+        spec.write("\nenvironments:\n  dev: {}\n  prod: {}\n")
     with Project.open(root, env={}) as project:
         keys = ApiKeys(project.store, project.events)
         admin, _ = keys.create("admin", "admin")

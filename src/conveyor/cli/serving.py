@@ -259,13 +259,11 @@ def _deploy_kubernetes(
             node = {key: node}
         values = deep_merged(values, node)
     with open_project(project) as proj:
+        who = authorized(proj, "deploy.apply") if apply else None
         kubernetes: Any = proj.service("kubernetes")
         folder = output or proj.spec.state_dir / "deploy" / str(proj.spec.environment)
         rendered = kubernetes.render(tag=tag, set_values=values, output=folder)
-        applied = None
-        if apply:
-            who = authorized(proj, "deploy.apply")
-            applied = kubernetes.apply(rendered, actor=who)
+        applied = kubernetes.apply(rendered, actor=who) if apply else None
     summary = rendered.to_dict()
     if as_json:
         echo_json({**summary, "applied": applied is not None})

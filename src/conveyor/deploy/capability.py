@@ -23,5 +23,7 @@ CAPABILITY = Capability(
     actions={
         "deploy.promote": "deployer",  # a version copied into the next environment
         "deploy.apply": "deployer",  # the chart applied to a cluster
+        # a smoke test asks the server for predictions and keeps its report and event
+        "deploy.smoke": "predictor",
     },
 )

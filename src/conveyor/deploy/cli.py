@@ -74,6 +74,7 @@ def smoke(
     from conveyor.deploy.smoke import GOLDEN_FILE, GoldenSet, run_smoke, smoke_url
 
     with open_project(project) as proj:
+        authorized(proj, "deploy.smoke")  # its report and event are kept in the store
         target = smoke_url(proj.spec, url)
         golden_set = GoldenSet.read(golden or proj.root / GOLDEN_FILE)
         report = run_smoke(

@@ -32,6 +32,7 @@ from conveyor.errors import ConfigError, GateFailedError, InvalidInputError
 
 if TYPE_CHECKING:
     from conveyor.checks.result import Report
+    from conveyor.config import ProjectSpec
     from conveyor.project import Project
     from conveyor.registry.versions import ModelVersion
 
@@ -105,6 +106,24 @@ def promote_version(
             field="to_env",
         )
     target_spec = load_spec(root, env, environment=to_env)
+    with Project(target_spec) as target:
+        # the caller's key first: a refusal tells nothing about the versions
+        who = authorize(target) if authorize is not None else actor
+        return _promote(source_spec, target, ref, from_env, to_env, approver, who)
+
+
+def _promote(
+    source_spec: ProjectSpec,
+    target: Project,
+    ref: str,
+    from_env: str,
+    to_env: str,
+    approver: str | None,
+    who: str | None,
+) -> EnvironmentPromotion:
+    from conveyor.project import Project
+
+    target_spec = target.spec
     if target_spec.url("store") == source_spec.url("store"):
         raise ConfigError(
             f"{from_env!r} and {to_env!r} use the same store ({target_spec.url('store')}): "
@@ -119,8 +138,7 @@ def promote_version(
             "name them with --approver",
             field="approver",
         )
-    with Project(source_spec) as source, Project(target_spec) as target:
-        who = authorize(target) if authorize is not None else actor
+    with Project(source_spec) as source:
         version = source.registry.resolve(ref)
         report = _passed_gates(source, version, from_env)
         origin = f"{from_env}:{version.ref}"
