@@ -137,6 +137,64 @@ def defaults() -> list[dict[str, Any]]:
     return helm.render({}, release="demo", namespace="default")
 
 
+# The chart's other branches: an existing service account, a Secret per variable, TLS on
+# the Ingress, the queue depth as a Pods metric, a percentage budget, restricted egress,
+# peers allowed in, a CronJob of its own, no migrations.
+VARIANTS: dict[str, Any] = {
+    "fullnameOverride": "fraud",
+    "image": {"repository": "ghcr.io/acme/fraud", "tag": "v1.2.3", "pullPolicy": "Always"},
+    "imagePullSecrets": [{"name": "ghcr"}],
+    "serviceAccount": {"create": False, "name": "fraud-runtime"},
+    "env": [{"name": "LOG_LEVEL", "value": "debug"}],
+    "secrets": {
+        "existingSecret": "fraud-env",
+        "env": [{"name": "OPENAI_API_KEY", "secret": "llm-keys", "key": "openai"}],
+    },
+    "nodeSelector": {"kubernetes.io/os": "linux"},
+    "tolerations": [{"key": "ml", "operator": "Exists", "effect": "NoSchedule"}],
+    "podLabels": {"team": "risk"},
+    "server": {"replicas": 2, "topologySpread": {"enabled": False}},
+    "ingress": {"enabled": True, "host": "fraud.example.com", "tls": {"enabled": True}},
+    "autoscaling": {
+        "enabled": True,
+        "minReplicas": 3,
+        "maxReplicas": 6,
+        "queueDepth": {"enabled": True, "type": "Pods"},
+    },
+    "podDisruptionBudget": {"maxUnavailable": "25%"},
+    "migrations": {"enabled": False},
+    "cronJobs": [
+        {
+            "name": "nightly",
+            "schedule": "@daily",
+            "args": ["pipeline", "run", "flows:nightly"],
+            "suspend": True,
+            "resources": {
+                "requests": {"cpu": "2", "memory": "4Gi"},
+                "limits": {"cpu": "4", "memory": "4Gi"},
+            },
+        }
+    ],
+    "networkPolicy": {
+        "ingressFrom": [
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}}
+        ],
+        "metricsFrom": [
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+        ],
+        "egress": {
+            "restrict": True,
+            "rules": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}], "ports": [{"port": 5432}]}],
+        },
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def variants() -> list[dict[str, Any]]:
+    return helm.render(VARIANTS, release="fraud", namespace="risk")
+
+
 # -- the chart itself ---------------------------------------------------------------------
 
 
@@ -202,6 +260,33 @@ def test_everything_on_renders_and_every_manifest_validates_against_two_versions
     assert {m["metadata"]["namespace"] for m in full} == {"prod"}
     assert helm.validate(full, VERSIONS) == []
     assert helm.policy_violations(full) == []
+
+
+def test_the_other_branches_of_the_chart_are_valid_too(variants: list[dict[str, Any]]) -> None:
+    assert helm.validate(variants, VERSIONS) == []
+    assert helm.policy_violations(variants) == []
+    assert helm.lint(values=VARIANTS) == []
+    assert not [m for m in variants if m["kind"] in ("Job", "ServiceAccount")]
+    server = _one(variants, "Deployment", "-server")
+    assert _pod(server)["serviceAccountName"] == "fraud-runtime"
+    assert _env(_container(server))["OPENAI_API_KEY"]["secretKeyRef"] == {
+        "name": "llm-keys",
+        "key": "openai",
+        "optional": False,
+    }
+    metrics = _one(variants, "HorizontalPodAutoscaler")["spec"]["metrics"]
+    assert metrics[1]["pods"]["metric"]["name"] == "conveyor_jobs_queue_depth"
+    assert _one(variants, "PodDisruptionBudget")["spec"]["maxUnavailable"] == "25%"
+    assert _one(variants, "Ingress")["spec"]["tls"][0]["secretName"] == "fraud-tls"
+    policy = _one(variants, "NetworkPolicy", "-server")["spec"]
+    assert policy["egress"] == [  # DNS, and the rule given
+        {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]},
+        {"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}], "ports": [{"port": 5432}]},
+    ]
+    assert len(policy["ingress"][0]["from"]) == 2  # the callers and the scrapers
+    cron = _one(variants, "CronJob")
+    assert cron["spec"]["suspend"] is True
+    assert _container(cron)["resources"]["limits"] == {"cpu": "4", "memory": "4Gi"}
 
 
 def test_the_server_runs_conveyor_serve_probed_drained_and_locked_down(
@@ -341,7 +426,7 @@ def test_the_prometheus_rules_are_the_monitoring_generators(
 
 
 def test_the_configmap_holds_a_spec_load_spec_accepts(
-    full: list[dict[str, Any]], tmp_path: Path
+    full: list[dict[str, Any]], root: Path, tmp_path: Path
 ) -> None:
     text = _one(full, "ConfigMap", "-conveyor-spec")["data"]["conveyor.yaml"]
     assert PASSWORD not in text
@@ -350,7 +435,16 @@ def test_the_configmap_holds_a_spec_load_spec_accepts(
     server = _container(_one(full, "Deployment", "-server"))
     env = {e["name"]: e["value"] for e in server["env"] if "value" in e}
     env["CONVEYOR_BACKENDS__STORE"] = PROD_STORE
+    env["CONVEYOR_JOBS__URL"] = f"nats://jobs:{PASSWORD}@nats:4222"
+    env["CONVEYOR_JOBS__CALLBACK_SECRET"] = f"also-{PASSWORD}"
     loaded = load_spec(folder, env=env)
+    # the pod's spec is the one deployed: every section but the other environments
+    original = load_spec(root, env={}, environment="prod")
+    for name in type(original).model_fields:
+        if name not in ("environments", "root"):
+            assert getattr(loaded, name) == getattr(original, name), name
+    secret = loaded.section("jobs").callback_secret
+    assert secret is not None and secret.get_secret_value() == f"also-{PASSWORD}"
     assert loaded.project == "fraud"
     assert loaded.environment == "prod"
     assert loaded.environment_spec().replicas == 4
