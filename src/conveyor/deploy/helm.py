@@ -26,7 +26,6 @@ checkout or in an installed package. ``helm_python``, ``kubernetes_validate`` an
 from __future__ import annotations
 
 import json
-import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -41,14 +40,13 @@ __all__ = [
     "CRD_KINDS",
     "KUBERNETES_VERSIONS",
     "chart_dir",
+    "check_values",
     "lint",
     "policy_violations",
     "render",
     "validate",
     "values_for",
 ]
-
-log = logging.getLogger("conveyor.deploy")
 
 #: The Kubernetes versions :func:`validate` checks against by default.
 KUBERNETES_VERSIONS = ("1.29.0", "1.31.0")
@@ -736,7 +734,7 @@ def _section(spec: ProjectSpec, name: str) -> Any:
         return None  # the capability is not installed
 
 
-def _secret_fields(spec: ProjectSpec) -> Iterator[tuple[tuple[str, ...], str]]:
+def _secret_fields(spec: ProjectSpec) -> Iterator[tuple[str, ...]]:
     """(spec path, what) of every value that must not be written in a ConfigMap: URLs
     with a password, secret strings; a secret inside a list names the whole list."""
     from pydantic import BaseModel, SecretStr
@@ -769,7 +767,7 @@ def _secret_fields(spec: ProjectSpec) -> Iterator[tuple[tuple[str, ...], str]]:
         for path in walk(getattr(spec, name), (name,), False):
             if path not in seen:
                 seen.add(path)
-                yield path, "a credential"
+                yield path
 
 
 def _env_named_fields(spec: ProjectSpec) -> Iterator[tuple[str, str, bool]]:
@@ -979,7 +977,7 @@ def values_for(spec: ProjectSpec, *, image: str, environment: str | None = None)
     release = _dns(deploy.kubernetes.release or spec.project)
     secret = f"{release}{SECRET_SUFFIX}"
 
-    secret_paths = [path for path, _ in _secret_fields(spec)]
+    secret_paths = list(_secret_fields(spec))
     secret_env: dict[str, dict[str, Any]] = {}
     for path in secret_paths:
         variable = "CONVEYOR_" + "__".join(part.upper() for part in path)
