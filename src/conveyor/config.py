@@ -555,12 +555,12 @@ def _apply_environment(data: dict[str, Any], name: str, path: Path) -> None:
             data[section] = fields
 
 
-def deep_merged(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+def deep_merged(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     """``base`` with ``over`` deep-merged into it (mappings merged, the rest replaced)."""
     out = dict(base)
     for key, value in over.items():
         current = out.get(key)
-        if isinstance(current, dict) and isinstance(value, Mapping):
+        if isinstance(current, Mapping) and isinstance(value, Mapping):
             out[key] = deep_merged(current, value)
         else:
             out[key] = value

@@ -13,12 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
-from conveyor.config import load_spec
+from conveyor.config import deep_merged, load_spec
 from conveyor.deploy import helm
 from conveyor.errors import ConfigError, InvalidInputError
-
-pytest.importorskip("helm_python")
-pytest.importorskip("kubernetes_validate")
 
 VERSIONS = ("1.29.0", "1.31.0")
 IMAGE = "registry.example.com/fraud:3f2c1a9e"
@@ -558,7 +555,7 @@ def test_validation_finds_an_unknown_field_and_a_wrong_type_in_each_version(
 def test_values_breaking_the_schema_are_refused_naming_the_path(
     full_values: dict[str, Any], override: dict[str, Any], message: str
 ) -> None:
-    values = helm._deep_merged(full_values, override)
+    values = deep_merged(full_values, override)
     with pytest.raises(InvalidInputError) as caught:
         helm.render(values, release="fraud", namespace="prod")
     assert message in str(caught.value)

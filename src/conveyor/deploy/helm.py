@@ -688,17 +688,6 @@ def policy_violations(manifests: list[dict[str, Any]]) -> list[str]:
 # -- values from the spec -----------------------------------------------------------------
 
 
-def _deep_merged(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        current = out.get(key)
-        if isinstance(current, Mapping) and isinstance(value, Mapping):
-            out[key] = _deep_merged(current, value)
-        else:
-            out[key] = value
-    return out
-
-
 def _image(image: str) -> dict[str, str]:
     """``repo:tag`` or ``repo@sha256:...`` as the chart's ``image`` values."""
     if "@" in image:
@@ -958,6 +947,7 @@ def values_for(spec: ProjectSpec, *, image: str, environment: str | None = None)
       Prometheus rule groups of ``conveyor monitor prometheus-rules`` (the PrometheusRule
       and ServiceMonitor are rendered once ``deploy.kubernetes.values`` enables them).
     """
+    from conveyor.config import deep_merged
     from conveyor.deploy.settings import deploy_of
 
     if environment is None:
@@ -1025,7 +1015,7 @@ def values_for(spec: ProjectSpec, *, image: str, environment: str | None = None)
     groups = _prometheus_groups(spec)
     if groups:
         values["prometheusRule"] = {"groups": groups}
-    merged = _deep_merged(values, deploy.kubernetes.values)
+    merged = deep_merged(values, deploy.kubernetes.values)
     scaling = merged.get("autoscaling") or {}
     asked = deploy.kubernetes.values.get("autoscaling") or {}
     if scaling.get("enabled") and "minReplicas" not in asked and environment is not None:
