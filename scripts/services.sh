@@ -7,6 +7,7 @@
 #   scripts/services.sh prometheus prometheus, promtool and amtool for the interop tests (the same)
 #   scripts/services.sh haproxy nginx  the serving fleet's load balancers (the same; not started)
 #   scripts/services.sh bubblewrap     the MCP gateway's sandbox (the same)
+#   scripts/services.sh buildah        buildah, podman and a local base image (conveyor build's tests)
 set -u
 
 wait_for() {  # name, check command, seconds
@@ -105,6 +106,38 @@ install_pgvector() {
   return $rc
 }
 
+# buildah and podman: tests/deploy/test_image.py builds the Dockerfile `conveyor build` writes
+# with Debian's buildah (vfs storage, chroot isolation: no daemon) and runs the image with
+# podman (runc). No image registry is reachable, so the base image is a Debian bookworm root
+# filesystem made here with debootstrap (Python 3.11 and venv; this machine's CA bundle, so a
+# TLS-inspecting proxy in front of PyPI is trusted, and PIP_CERT naming it), imported as
+# $TEST_BASE_IMAGE, the stand-in for python:3.11-slim-bookworm.
+TEST_BASE_IMAGE=localhost/conveyor-test/python:3.11-slim-bookworm
+buildah_ready() {
+  command -v buildah && command -v podman && command -v runc &&
+    buildah --storage-driver vfs inspect --type image "$TEST_BASE_IMAGE"
+}
+install_buildah() {
+  local root ctr rc
+  apt_install buildah podman runc debootstrap || return 1
+  root=$(mktemp -d)
+  debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm \
+    "$root/fs" http://deb.debian.org/debian &&
+    chroot "$root/fs" sh -c 'apt-get clean && rm -rf /var/lib/apt/lists/* &&
+      ln -sf /usr/bin/python3 /usr/local/bin/python && ln -sf /usr/bin/python3 /usr/local/bin/python3' &&
+    cp /etc/ssl/certs/ca-certificates.crt "$root/fs/etc/ssl/certs/ca-certificates.crt" &&
+    tar -C "$root/fs" -cf "$root/fs.tar" . &&
+    ctr=$(buildah --storage-driver vfs from scratch) &&
+    buildah --storage-driver vfs add "$ctr" "$root/fs.tar" / &&
+    buildah --storage-driver vfs config --cmd python3 \
+      --env PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin \
+      --env LANG=C.UTF-8 --env PIP_CERT=/etc/ssl/certs/ca-certificates.crt "$ctr" &&
+    buildah --storage-driver vfs commit -q --rm "$ctr" "$TEST_BASE_IMAGE"
+  rc=$?
+  rm -rf "$root"
+  return $rc
+}
+
 failed=()
 wanted=${*:-postgres redis nats mariadb prometheus chromium}
 echo "Checking services: $wanted"
@@ -134,6 +167,8 @@ for svc in $wanted; do
     chromium) ensure chromium "test -x /usr/bin/chromium" "apt_install chromium" ;;
     # bubblewrap: the MCP gateway's sandbox for local tool servers (network and filesystem).
     bubblewrap) ensure bubblewrap "command -v bwrap" "apt_install bubblewrap" ;;
+    # buildah and podman with a local base image: the image tests (see install_buildah).
+    buildah)  ensure buildah buildah_ready install_buildah ;;
     *) echo "unknown service $svc" >&2; exit 2 ;;
   esac
 done
