@@ -51,6 +51,14 @@ def build(
             "Prometheus on one host.",
         ),
     ] = False,
+    hashes: Annotated[
+        bool,
+        typer.Option(
+            "--hashes/--no-hashes",
+            help="Lock each file's sha256 from the package indexes (--no-hashes: versions only, "
+            "for an index that publishes none).",
+        ),
+    ] = True,
     force: Annotated[
         bool,
         typer.Option("--force", help="Replace files conveyor build did not write, or edited."),
@@ -72,7 +80,7 @@ def build(
         if bake or (bake is None and deploy_of(proj.spec).image.bake_models):
             authorized(proj, "models.read")  # the artifacts leave the store
         result = build_context(
-            proj, output=output, tag=tag, bake=bake, compose=compose, force=force
+            proj, output=output, tag=tag, bake=bake, compose=compose, force=force, hashes=hashes
         )
     if as_json:
         echo_json(result.to_dict())

@@ -96,6 +96,9 @@ VENV_DIR = "/opt/venv"
 BAKED_DIR = "/opt/conveyor/models"
 ENTRYPOINT_IN_IMAGE = "/opt/conveyor/entrypoint.sh"
 LOCK_FILE = "requirements.lock"
+#: serving.port: the server listens there and the HEALTHCHECK asks there (run with
+#: ``-e CONVEYOR_SERVING__PORT=N`` to move both).
+PORT_ENV = "CONVEYOR_SERVING__PORT"
 #: The folder of the context holding what conveyor build adds (wheels, models, scripts).
 SUPPORT_DIR = "docker"
 WHEELS_DIR = f"{SUPPORT_DIR}/wheels"
@@ -183,6 +186,10 @@ def _used_extras(spec: ProjectSpec, versions: Iterable[ModelVersion]) -> dict[st
     mcp = _section(spec, "mcp")
     if mcp is not None and mcp.servers:
         found.setdefault("mcp", f"mcp.servers: {', '.join(mcp.servers)}")
+    elif mcp is not None:
+        # the server mounts the agents capability's MCP endpoint whatever its section says
+        # (conveyor.agents.http builds the SDK's server): without the SDK it does not start
+        found.setdefault("mcp", "the server mounts the MCP gateway (conveyor.agents)")
     for version in versions:
         extra = FLAVOR_EXTRAS.get(version.flavor)
         if extra:
@@ -351,7 +358,7 @@ def lock_for(
     if hashes:
         _add_hashes(lock)
     else:
-        lock.notes.append("hashes were not asked for")
+        lock.notes.append("--no-hashes: versions only")
     return lock
 
 
@@ -832,9 +839,11 @@ def render_dockerfile(recipe: Recipe) -> str:
     labels["dev.conveyor.models"] = "baked" if recipe.bake else "artifact-store"
     label_lines = " \\\n      ".join(f"{k}={json.dumps(v)}" for k, v in labels.items())
     scheme = "https" if recipe.tls else "http"
+    # the port the server listens on: serving.port, which the variable sets
     probe = (
-        "import ssl, urllib.request; "
-        f"urllib.request.urlopen('{scheme}://127.0.0.1:{recipe.port}/v2/health/live', "
+        "import os, ssl, urllib.request; "
+        f"urllib.request.urlopen('{scheme}://127.0.0.1:%s/v2/health/live' "
+        f"% os.environ.get('{PORT_ENV}', '{recipe.port}'), "
         "timeout=3" + (", context=ssl._create_unverified_context()" if recipe.tls else "") + ")"
     )
     copies = _copy_lines(recipe.files)
@@ -846,6 +855,7 @@ def render_dockerfile(recipe: Recipe) -> str:
         "HOME": "/tmp",
         "TMPDIR": "/tmp",
         "CONVEYOR_PROJECT_DIR": APP_DIR,
+        PORT_ENV: str(recipe.port),
     }
     if recipe.bake:
         env["CONVEYOR_ARTIFACTS"] = f"file://{BAKED_DIR}"
@@ -914,7 +924,7 @@ EXPOSE {recipe.port}
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \\
     CMD ["python", "-c", {json.dumps(probe)}]
 {entrypoint}
-CMD ["serve", "--host", "0.0.0.0", "--port", "{recipe.port}"]
+CMD ["serve", "--host", "0.0.0.0"]
 """
 
 
