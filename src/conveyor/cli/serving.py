@@ -259,7 +259,8 @@ def _deploy_kubernetes(
             node = {key: node}
         values = deep_merged(values, node)
     with open_project(project) as proj:
-        who = authorized(proj, "deploy.apply") if apply else None
+        if apply:  # the key first: a refusal renders nothing
+            who = authorized(proj, "deploy.apply")
         kubernetes: Any = proj.service("kubernetes")
         folder = output or proj.spec.state_dir / "deploy" / str(proj.spec.environment)
         rendered = kubernetes.render(tag=tag, set_values=values, output=folder)
