@@ -16,6 +16,7 @@ isolation applied; ``GET /v1/mcp/tools`` (``mcp.call``): the tools the caller ma
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -135,6 +136,19 @@ def routes(context: AppContext) -> Contribution:
 
     project = context.project
     spec = mcp_of(project.spec)
+    if importlib.util.find_spec("mcp") is None:
+        # the MCP SDK is the mcp extra's: a server installed without it serves no /mcp,
+        # unless the spec asks for tool servers, which it cannot serve without it
+        if spec.servers:
+            from conveyor.errors import MissingDependencyError
+
+            raise MissingDependencyError(
+                f"mcp.servers lists {', '.join(spec.servers)}, but the MCP SDK is not "
+                "installed: pip install 'conveyor[mcp]'",
+                seam="mcp",
+                extra="mcp",
+            )
+        return Contribution(())
 
     def record(event: dict[str, Any]) -> None:
         project.events.record("mcp.call", subject=event["tool"], payload=event)

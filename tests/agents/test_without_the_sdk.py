@@ -1,0 +1,64 @@
+"""A server installed without the mcp extra starts, serving no /mcp; one whose spec lists
+tool servers says which extra to install."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from conveyor.project import init_project
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys
+
+    class NoMcp:  # as if the mcp extra were not installed
+        def find_spec(self, name, path=None, target=None):
+            if name == "mcp" or name.startswith("mcp."):
+                raise ModuleNotFoundError(f"No module named {name!r}")
+
+    sys.meta_path.insert(0, NoMcp())
+    import importlib.util
+    importlib.util.find_spec = (lambda real: lambda name, *a: None if name.split(".")[0]
+                                == "mcp" else real(name, *a))(importlib.util.find_spec)
+    from starlette.testclient import TestClient
+    from conveyor.errors import MissingDependencyError
+    from conveyor.project import Project
+    from conveyor.serving.app import create_app
+
+    with Project.open(sys.argv[1]) as project:
+        try:
+            app = create_app(project)
+        except MissingDependencyError as exc:
+            print("refused:", exc.message)
+            raise SystemExit(0)
+        with TestClient(app) as client:
+            print("live", client.get("/v2/health/live").status_code)
+            print("mcp", client.post("/mcp", json={}).status_code)
+    """
+)
+
+
+def _run(root: Path) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(root)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_without_the_sdk_the_server_starts_without_mcp(tmp_path: Path) -> None:
+    init_project(tmp_path, name="nomcp")
+    out = _run(tmp_path)
+    assert "live 200" in out and "mcp 404" in out
+
+
+def test_without_the_sdk_a_spec_with_tool_servers_names_the_extra(tmp_path: Path) -> None:
+    init_project(tmp_path, name="nomcp")
+    with (tmp_path / "conveyor.yaml").open("a") as spec:
+        spec.write("\nmcp:\n  servers:\n    files: {command: [python, -m, files]}\n")
+    out = _run(tmp_path)
+    assert "refused: mcp.servers lists files" in out
+    assert "pip install 'conveyor[mcp]'" in out
