@@ -92,3 +92,24 @@ def test_http_verbs_and_errors(tmp_path: Path) -> None:
                 assert project.registry.aliases("m")["champion"] == 2
         finally:
             server.stop()
+
+
+def test_status_wait_exits_by_the_rollouts_outcome(tmp_path: Path) -> None:
+    """What a pipeline waits on: 1 still running, 3 rolled back or aborted, 0 promoted."""
+    make_project(tmp_path).close()
+    code, out = _cli(tmp_path, "start", "m@2", "--steps", "10,100", "--interval", "1h")
+    assert code == 0, out
+    code, out = _cli(tmp_path, "status", "m", "--wait", "1s", "--poll", "0.2")
+    assert code == 1 and "still running after 1s" in out
+    code, out = _cli(tmp_path, "abort", "m", "--reason", "red dashboard")
+    assert code == 0
+    code, out = _cli(tmp_path, "status", "m", "--wait", "1m", "--json")
+    assert code == 3 and json.loads(out)["status"] == "aborted"
+    code, out = _cli(tmp_path, "start", "m@2", "--steps", "10,100", "--interval", "1h")
+    assert code == 0, out
+    code, out = _cli(tmp_path, "promote", "m")
+    assert code == 0, out
+    code, out = _cli(tmp_path, "status", "m", "--wait", "1m", "--json")
+    assert code == 0 and json.loads(out)["status"] == "promoted"
+    code, out = _cli(tmp_path, "status", "--wait", "1m")
+    assert code == 1 and "--wait needs a rollout id or a model" in out

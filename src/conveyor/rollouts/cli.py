@@ -21,6 +21,7 @@ from conveyor.cli.common import JsonOpt, ProjectOpt, authorized, echo_json, erro
 from conveyor.errors import InvalidInputError
 
 if TYPE_CHECKING:
+    from conveyor.project import Project
     from conveyor.rollouts.controller import Rollout, TickResult
 
 __all__ = ["rollout_app"]
@@ -100,12 +101,25 @@ def start_command(
 @errors
 def status_command(
     ref: Annotated[str | None, typer.Argument(help="A rollout id or model; none: all.")] = None,
+    wait: Annotated[
+        str | None,
+        typer.Option(
+            help="With REF: wait this long (30m, 2h) for the rollout to end; exit 0 when it "
+            "was promoted, 3 when rolled back or aborted, 1 when still running (CI/CD)."
+        ),
+    ] = None,
+    poll: Annotated[float, typer.Option(help="With --wait: seconds between reads.")] = 5.0,
     project: ProjectOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """A rollout's state (or every rollout's, newest first)."""
     with open_project(project) as proj:
         authorized(proj, "rollouts.read")
+        if ref is not None and wait is not None:
+            _wait(proj, ref, wait, poll, as_json)
+            return
+        if wait is not None:
+            raise InvalidInputError("--wait needs a rollout id or a model", field="wait")
         if ref is not None:
             _show(proj.rollouts.get(ref), as_json)
             return
@@ -117,6 +131,30 @@ def status_command(
             _show(r, False)
         if not found:
             typer.echo("no rollouts")
+
+
+def _wait(proj: Project, ref: str, wait: str, poll: float, as_json: bool) -> None:
+    """Read the rollout every ``poll`` s until it ends or ``wait`` runs out; exit by outcome."""
+    import time
+
+    from conveyor.cli.common import check_failed
+    from conveyor.durations import parse_duration
+    from conveyor.rollouts.controller import ACTIVE
+
+    if poll <= 0:
+        raise InvalidInputError("--poll must be positive", field="poll")
+    deadline = time.monotonic() + parse_duration(wait, "--wait").total_seconds()
+    while True:
+        found = proj.rollouts.get(ref)
+        if found.status not in ACTIVE or time.monotonic() >= deadline:
+            break
+        time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+    _show(found, as_json)
+    if found.status in ACTIVE:
+        typer.secho(f"still {found.status} after {wait}", err=True)
+        raise typer.Exit(1)
+    if found.status != "promoted":
+        check_failed()
 
 
 def _steer(name: str, help_text: str) -> None:
