@@ -242,14 +242,14 @@ def test_a_different_output_folder_gets_the_project_files_copied(
 
 def test_the_lock_pins_only_the_extras_the_spec_uses(project: Path) -> None:
     dev = build(project, "--no-hashes")
-    assert set(dev["extras"]) == {"serve", "mcp"}
+    assert set(dev["extras"]) == {"serve"}  # no tool servers: no MCP SDK
     pins = lock_pins((project / "requirements.lock").read_text())
     # every pin is the version installed here
     for name, version in pins.items():
         assert metadata.version(name) == version, name
-    for needed in ("uvicorn", "starlette", "scikit-learn", "pyarrow", "mcp", "sqlalchemy"):
+    for needed in ("uvicorn", "starlette", "scikit-learn", "pyarrow", "sqlalchemy"):
         assert needed in pins
-    for driver in ("psycopg", "psycopg-binary", "redis", "hiredis", "nats-py", "s3fs", "torch"):
+    for driver in ("psycopg", "psycopg-binary", "redis", "hiredis", "nats-py", "s3fs", "torch", "mcp"):
         assert driver not in pins
 
     # --env prod: its store is PostgreSQL and its event log Redis

@@ -186,10 +186,6 @@ def _used_extras(spec: ProjectSpec, versions: Iterable[ModelVersion]) -> dict[st
     mcp = _section(spec, "mcp")
     if mcp is not None and mcp.servers:
         found.setdefault("mcp", f"mcp.servers: {', '.join(mcp.servers)}")
-    elif mcp is not None:
-        # the server mounts the agents capability's MCP endpoint whatever its section says
-        # (conveyor.agents.http builds the SDK's server): without the SDK it does not start
-        found.setdefault("mcp", "the server mounts the MCP gateway (conveyor.agents)")
     for version in versions:
         extra = FLAVOR_EXTRAS.get(version.flavor)
         if extra:
@@ -642,18 +638,11 @@ class GitInfo:
     source: str | None
 
 
-def _git(root: Path, *args: str) -> str | None:
-    if shutil.which("git") is None:
-        return None
-    done = subprocess.run(
-        ["git", *args], cwd=root, capture_output=True, text=True, check=False, timeout=30
-    )
-    return done.stdout.strip() or None if done.returncode == 0 else None
-
-
 def git_info(root: Path) -> GitInfo:
     """The commit, its time (the image's creation time: rebuilding the same commit gives
     the same labels) and the remote's web address, when ``root`` is in a git repository."""
+    from conveyor.deploy.kubernetes import git as _git
+
     revision = _git(root, "rev-parse", "HEAD")
     created = _git(root, "log", "-1", "--format=%cI") if revision else None
     remote = _git(root, "remote", "get-url", "origin") if revision else None

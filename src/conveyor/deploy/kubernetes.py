@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from conveyor.config import ProjectSpec
     from conveyor.project import Project
 
-__all__ = ["KUBERNETES_VERSIONS", "Kubernetes", "Rendered", "image_reference"]
+__all__ = ["KUBERNETES_VERSIONS", "Kubernetes", "Rendered", "git", "image_reference"]
 
 #: The Kubernetes versions every rendered manifest is validated against.
 KUBERNETES_VERSIONS = ("1.29.0", "1.31.0")
@@ -53,17 +53,18 @@ def image_reference(spec: ProjectSpec, tag: str | None = None) -> str:
     return f"{repository}@{chosen}" if chosen.startswith("sha256:") else f"{repository}:{chosen}"
 
 
-def _git_commit(root: Path) -> str | None:
+def git(root: Path, *args: str) -> str | None:
+    """``git ARGS`` in ``root``: its output, or None outside a repository or without git."""
     if shutil.which("git") is None:
         return None
-    found = subprocess.run(
-        ["git", "rev-parse", "--short=12", "HEAD"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        check=False,
+    done = subprocess.run(
+        ["git", *args], cwd=root, capture_output=True, text=True, check=False, timeout=30
     )
-    return found.stdout.strip() or None if found.returncode == 0 else None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def _git_commit(root: Path) -> str | None:
+    return git(root, "rev-parse", "--short=12", "HEAD")
 
 
 @dataclass
