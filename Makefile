@@ -35,7 +35,7 @@ demo: $(VENV)/.stamp-demo
 	@echo; echo '$$ conveyor events tail -n 8'; $(VENV)/bin/conveyor events tail -n 8 -C $(DEMO_DIR)
 
 services:
-	@scripts/services.sh postgres redis nats mariadb prometheus chromium haproxy nginx bubblewrap buildah
+	@scripts/services.sh postgres redis nats mariadb prometheus chromium haproxy nginx bubblewrap buildah workflow-parser
 
 test: $(VENV)/.stamp-dev services
 	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)

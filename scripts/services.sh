@@ -169,6 +169,11 @@ for svc in $wanted; do
     bubblewrap) ensure bubblewrap "command -v bwrap" "apt_install bubblewrap" ;;
     # buildah and podman with a local base image: the image tests (see install_buildah).
     buildah)  ensure buildah buildah_ready install_buildah ;;
+    # GitHub's own workflow parser (npm @actions/workflow-parser, pinned by its lock file):
+    # the CI templates' tests run it on the generated workflow.
+    workflow-parser) ensure workflow-parser \
+                "test -d tests/deploy/workflow_parser/node_modules/@actions/workflow-parser" \
+                "(cd tests/deploy/workflow_parser && npm ci --no-audit --no-fund)" ;;
     *) echo "unknown service $svc" >&2; exit 2 ;;
   esac
 done
