@@ -228,6 +228,19 @@ def _place(spec: ProjectSpec, prod: str) -> _Place:
     return _Place(namespace, f"{release}-conveyor-server")
 
 
+def _plan(spec: ProjectSpec) -> tuple[list[str], str, list[str], list[str], str, _Place]:
+    """Staging environments, production, models, data sets, image, production's place."""
+    staging, prod, _ = _stages(spec)
+    return (
+        staging,
+        prod,
+        sorted(_models(spec)),
+        sorted(_datasets(spec)),
+        _image(spec),
+        _place(spec, prod),
+    )
+
+
 def _registry(image: str) -> str:
     """The registry host of ``image`` (Docker Hub when its first part names no host)."""
     first = image.split("/")[0]
@@ -240,11 +253,7 @@ def _registry(image: str) -> str:
 
 
 def _github(spec: ProjectSpec, test_command: str, python: str, install: str) -> dict[str, Any]:
-    staging, prod, _ = _stages(spec)
-    models = sorted(_models(spec))
-    datasets = sorted(_datasets(spec))
-    image = _image(spec)
-    place = _place(spec, prod)
+    staging, prod, models, datasets, image, place = _plan(spec)
     setup = [
         {"uses": "actions/checkout@v4"},
         {"uses": "actions/setup-python@v5", "with": {"python-version": python}},
@@ -398,11 +407,7 @@ def _github(spec: ProjectSpec, test_command: str, python: str, install: str) -> 
 
 
 def _gitlab(spec: ProjectSpec, test_command: str, python: str, install: str) -> dict[str, Any]:
-    staging, prod, _ = _stages(spec)
-    models = sorted(_models(spec))
-    datasets = sorted(_datasets(spec))
-    image = _image(spec)
-    place = _place(spec, prod)
+    staging, prod, models, datasets, image, place = _plan(spec)
     main_only = [{"if": "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH"}]
 
     def ref(kind: str, model: str = "") -> str:

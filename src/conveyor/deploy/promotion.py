@@ -172,7 +172,7 @@ def _promote(
 
 
 def _passed_gates(project: Project, version: ModelVersion, environment: str) -> Report:
-    from conveyor.registry.promotion import latest_gate_report
+    from conveyor.registry.promotion import failed_checks, latest_gate_report
 
     report = latest_gate_report(project.store, version.model, version.number)
     if report is None:
@@ -185,12 +185,9 @@ def _passed_gates(project: Project, version: ModelVersion, environment: str) -> 
             environment=environment,
         )
     if not report.passed:
-        failed = ", ".join(
-            f"{c.name} ({c.detail})" if c.detail else c.name for c in report.failures
-        )
         raise GateFailedError(
             f"{version.ref} failed its gates in {environment!r} (report {report.id}): "
-            f"{failed}; it is not promoted",
+            f"{failed_checks(report)}; it is not promoted",
             report=report,
             model=version.model,
             version=version.number,

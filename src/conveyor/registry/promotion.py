@@ -31,6 +31,7 @@ __all__ = [
     "GATE_REPORT_KIND",
     "Promotion",
     "PromotionMixin",
+    "failed_checks",
     "gate_subject",
     "latest_gate_report",
 ]
@@ -42,6 +43,11 @@ DEFAULT_GATED_ALIASES: frozenset[str] = frozenset({"champion"})
 def gate_subject(name: str) -> str:
     """The report subject a model's gate reports are saved under."""
     return f"model:{name}"
+
+
+def failed_checks(report: Report) -> str:
+    """The failed checks of ``report``, named with their detail, for an error message."""
+    return ", ".join(f"{c.name} ({c.detail})" if c.detail else c.name for c in report.failures)
 
 
 def latest_gate_report(store: MetadataStore, name: str, number: int) -> Report | None:
@@ -161,11 +167,9 @@ class PromotionMixin:
                 alias=alias,
             )
         if not report.passed:
-            failed = ", ".join(
-                f"{c.name} ({c.detail})" if c.detail else c.name for c in report.failures
-            )
             raise GateFailedError(
-                f"{found.ref} failed its gates (report {report.id}): {failed}; fix the "
+                f"{found.ref} failed its gates (report {report.id}): {failed_checks(report)}; "
+                "fix the "
                 f"candidate, {hint}",
                 report=report,
                 model=name,
