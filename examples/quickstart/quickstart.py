@@ -35,7 +35,10 @@ Steps, each written to the event log:
       a stream cancelled and charged for what was generated, feedback scored;
   17. agents over MCP: the MCP gateway in front of two example tool servers, a scripted
       agent with the official mcp client: a retry, a timeout, a leaked key blocked, a
-      Markdown table, a conversation's budget of tool calls tripping.
+      Markdown table, a conversation's budget of tool calls tripping;
+  18. deployment: the champion promoted from dev into staging's own registry, served there
+      and smoke-tested against golden requests from its hold-out; the image recipe, the
+      Helm chart rendered for staging and validated, a GitHub Actions pipeline.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from delivery_demo import DELIVERY_SPEC, run_delivery
+from deploy_demo import DEPLOY_SPEC, run_deploy
 from features_demo import FEATURES_SPEC, run_features
 from features_demo import MODEL_SPEC as RISK_MODEL_SPEC
 from gateway_demo import GATEWAY_SPEC, run_gateway
@@ -177,6 +181,7 @@ def set_up_project(root: Path) -> None:
         spec.write(DELIVERY_SPEC)
         spec.write(rag_spec())
         spec.write(GATEWAY_SPEC)
+        spec.write(DEPLOY_SPEC)
     # `conveyor train` imports the code from the project; the RAG gate reads its questions
     for name in ("model.py", "data.py", "docs_eval.jsonl"):
         shutil.copy(HERE / name, root / name)
@@ -359,6 +364,10 @@ def run_quickstart(project: conveyor.Project, *, rows: int) -> dict[str, Any]:
     # 17. Agents over MCP: the gateway in front of two example tool servers, an agent loop.
     with console.status("MCP gateway: two tool servers, an agent with the mcp client..."):
         agents = run_mcp(project.root, console, step="17")
+    # 18. Deployment: dev -> staging (promoted, served, smoke-tested), the image recipe, the
+    # Helm chart rendered and validated, a CI/CD pipeline.
+    with console.status("Deployment: promote to staging, smoke, image, chart, CI..."):
+        deployment = run_deploy(project.root, console, step="18", model=MODEL_NAME)
     return {
         "data": data,
         "candidates": [first, weak, better],
@@ -372,6 +381,7 @@ def run_quickstart(project: conveyor.Project, *, rows: int) -> dict[str, Any]:
         "rag": rag,
         "gateway": gateway,
         "agents": agents,
+        "deployment": deployment,
         "champion": champion_of(project),
     }
 

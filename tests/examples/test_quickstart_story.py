@@ -182,6 +182,20 @@ def test_quickstart_promotes_through_gates_and_optimizes(tmp_path: Path) -> None
         assert "budget_exceeded: budget 'conversation-calls' (conversation 'support-7'" in flat
         mcp_calls = {e.payload["tool"] for e in project.events.query(kind="mcp.call").items}
         assert {"weather__forecast", "crm__customer"} <= mcp_calls
+        # Deployment: dev -> staging (promoted, served, smoke-tested), image, chart, CI.
+        assert "18 deployment: 20 golden requests recorded from fraud-detector@" in flat, out
+        assert "(staging): gates passed in dev, sha256:" in flat, out
+        assert "conveyor smoke --env staging: passed (live ok, ready ok, metadata:" in flat, out
+        assert "valid against Kubernetes 1.29.0 and 1.31.0 and the policy checks" in flat, out
+        assert "jobs test -> data -> train -> image -> deploy-staging -> deploy-prod" in flat
+        for written in ("build/Dockerfile", "build/requirements.lock", "ci/conveyor.yaml"):
+            assert (root / ".conveyor" / written).is_file(), written
+        from conveyor.config import load_spec
+
+        with Project(load_spec(root, env={}, environment="staging")) as staging:
+            copied = staging.registry.get("fraud-detector", 1)
+            assert copied.tags["conveyor.promoted_from"].startswith("dev:fraud-detector@")
+            assert staging.registry.gate_report(copied) is not None
         llm_calls = project.events.query(kind="llm.call", limit=100).items
         statuses = {e.payload["status"] for e in llm_calls}
         assert {"ok", "cancelled", "error"} <= statuses
