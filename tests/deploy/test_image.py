@@ -249,7 +249,16 @@ def test_the_lock_pins_only_the_extras_the_spec_uses(project: Path) -> None:
         assert metadata.version(name) == version, name
     for needed in ("uvicorn", "starlette", "scikit-learn", "pyarrow", "sqlalchemy"):
         assert needed in pins
-    for driver in ("psycopg", "psycopg-binary", "redis", "hiredis", "nats-py", "s3fs", "torch", "mcp"):
+    for driver in (
+        "psycopg",
+        "psycopg-binary",
+        "redis",
+        "hiredis",
+        "nats-py",
+        "s3fs",
+        "torch",
+        "mcp",
+    ):
         assert driver not in pins
 
     # --env prod: its store is PostgreSQL and its event log Redis
