@@ -93,9 +93,11 @@ def run_deploy(root: Path, console: Console, *, step: str, model: str) -> dict[s
     found["smoke"] = smoke
 
     # the demo project is not a git repository: the image is tagged by hand
+    # (--no-hashes: the demo does not ask the package index for every file's hash)
     built = _conveyor(
-        root, "build", "--output", ".conveyor/build", "--tag", "quickstart", "--compose", "--json"
-    )
+        root, "build", "--output", str(root / ".conveyor" / "build"), "--tag", "quickstart",
+        "--compose", "--no-hashes", "--json",
+    )  # fmt: skip
     console.print(f"   conveyor build: {_describe_build(built)}")
     found["build"] = built
 
@@ -124,8 +126,8 @@ def run_deploy(root: Path, console: Console, *, step: str, model: str) -> dict[s
     found["chart"] = rendered
 
     pipeline = _conveyor(
-        root, "ci", "init", "--provider", "github", "--output", ".conveyor/ci/conveyor.yaml",
-        "--force", "--json",
+        root, "ci", "init", "--provider", "github",
+        "--output", str(root / ".conveyor" / "ci" / "conveyor.yaml"), "--force", "--json",
     )  # fmt: skip
     console.print(f"   conveyor ci init --provider github: {_describe_ci(pipeline)}")
     found["ci"] = pipeline

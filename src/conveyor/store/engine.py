@@ -80,7 +80,7 @@ def _sqlite_engine(url: BackendURL, **options: Any) -> Engine:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         if not memory:
-            cur.execute("PRAGMA journal_mode=WAL")
+            _wal(cur)
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
@@ -95,6 +95,27 @@ def _sqlite_engine(url: BackendURL, **options: Any) -> Engine:
         )
 
     return engine
+
+
+def _wal(cur: Any) -> None:
+    """Put the database in WAL mode, once. Switching takes an exclusive lock for which
+    SQLite does not always wait (processes opening a new file at once got "database is
+    locked" at once): the mode is read first (already WAL: nothing to take), and the switch
+    is retried within the busy timeout."""
+    import sqlite3
+    import time
+
+    if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+        return
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
 
 
 @contextmanager
