@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from conveyor.cli.common import JsonOpt, ProjectOpt, echo_json, errors, open_project
+from conveyor.cli.common import JsonOpt, ProjectOpt, echo_json, errors
 
 __all__ = ["ci_app"]
 
@@ -24,11 +24,11 @@ def init(
         Path | None,
         typer.Option(
             help="Where to write it (default: .github/workflows/conveyor.yaml or "
-            ".gitlab-ci.yml in the project)."
+            ".gitlab-ci.yml at the root of the project's git repository, else of the project)."
         ),
     ] = None,
     test_command: Annotated[
-        str, typer.Option(help="The command that lints and tests the project.")
+        str, typer.Option(help="The command that lints and tests the project (make test).")
     ] = "pytest",
     install_command: Annotated[
         str | None,
@@ -36,6 +36,9 @@ def init(
             help="How a job installs the project (default: pip install 'conveyor[serve,deploy]')."
         ),
     ] = None,
+    branch: Annotated[
+        str, typer.Option(help="GitHub: the branch that deploys (GitLab: the default branch).")
+    ] = "main",
     force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
     project: ProjectOpt = None,
     as_json: JsonOpt = False,
@@ -45,29 +48,34 @@ def init(
     notification sent) when it fails.
 
     Environments come from the spec, in promotion order. Secrets are read from the CI's
-    secret store (docs/deploy.md lists them).
+    secret store (the file's header and docs/deploy.md list them).
     """
+    from conveyor.config import load_spec
     from conveyor.deploy.ci import (
         DEFAULT_INSTALL,
         DEFAULT_PATHS,
         render_pipeline,
+        repository_root,
         write_pipeline,
     )
 
-    with open_project(project) as proj:
-        pipeline = render_pipeline(
-            proj.spec,
-            provider,
-            test_command=test_command,
-            install_command=install_command or DEFAULT_INSTALL,
-        )
-        target = output or proj.root / DEFAULT_PATHS[provider]
-        if not target.is_absolute():
-            target = Path.cwd() / target
-        write_pipeline(pipeline, target, force=force)
+    spec = load_spec(project)
+    root = spec.root.resolve()
+    top = repository_root(root) or root
+    pipeline = render_pipeline(
+        spec,
+        provider,
+        test_command=test_command,
+        install_command=install_command or DEFAULT_INSTALL,
+        workdir=root.relative_to(top).as_posix(),
+        branch=branch,
+    )
+    target = (output if output is not None else top / DEFAULT_PATHS[provider]).absolute()
+    write_pipeline(pipeline, target, force=force)
     if as_json:
         echo_json(pipeline.to_dict())
         return
     typer.echo(f"wrote {target}: jobs {' -> '.join(pipeline.jobs)}")
+    typer.echo(f"secrets to set in the CI's store: {', '.join(pipeline.secrets)}")
     for note in pipeline.notes:
         typer.secho(f"note: {note}", err=True)
