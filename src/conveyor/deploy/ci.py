@@ -859,7 +859,7 @@ def _gitlab_secrets(plan: _Plan) -> list[str]:
 _HEADER = """\
 # Written by `conveyor ci init --provider {provider}` from conveyor.yaml (project {project}).
 # On every change: tests, data checks, training through the gates, the image (tag: the
-# commit). On the default branch: {staging} deployed and smoke-tested; an approval; {prod}
+# commit). On {branch}: {staging} deployed and smoke-tested; an approval; {prod}
 # through a rollout, rolled back (and CONVEYOR_NOTIFY_WEBHOOK told) when it fails.
 #
 # Secrets, from the CI's secret store (none is written here):
@@ -911,6 +911,7 @@ def render_pipeline(
     header = _HEADER.format(
         provider=provider,
         project=spec.project,
+        branch=f"the branch {branch}" if provider == "github" else "the default branch",
         staging=", ".join(plan.staging),
         prod=plan.prod,
         where=where,
