@@ -156,3 +156,60 @@ def test_apply_hands_the_manifests_to_kubectl_and_reports_its_refusal(
 
     with Project(load_spec(root, env={}, environment="staging")) as staging:
         assert staging.events.query(kind="deploy.applied").items == []
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed here")
+def test_apply_to_a_cluster_that_never_answers_gives_up_with_a_clear_error(
+    root: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An API server that takes the connection and never answers (hung): kubectl would wait
+    for ever; the apply stops at its timeout, names it, and records nothing."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    kubeconfig = tmp_path_factory.mktemp("kube") / "config"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "c",
+                        "cluster": {"server": f"https://127.0.0.1:{listener.getsockname()[1]}"},
+                    }
+                ],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "hung", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "hung",
+            }
+        )
+    )
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    spec = load_spec(root, env={}, environment="staging")
+    rendered = Kubernetes(spec).render()
+    try:
+        with pytest.raises(ConfigError, match="kubectl apply did not finish within 3 s"):
+            Kubernetes(spec).apply(rendered, actor="test", timeout_s=3)
+    finally:
+        stop.set()
+        thread.join(2)
+        for connection in held:
+            connection.close()
+        listener.close()

@@ -162,3 +162,37 @@ def test_a_viewer_key_cannot_promote(trained: tuple[Path, str]) -> None:
         env={"CONVEYOR_API_KEY": deployer},
     )  # fmt: skip
     assert allowed.returncode == 0, allowed.stderr
+
+
+def test_a_promotion_cut_short_after_the_copy_is_finished_by_the_next_one(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """A promotion killed between the copy and its gate report: run again, it copies the
+    report and records the event, so prod's gated aliases admit the version."""
+    from sklearn.dummy import DummyClassifier
+
+    from conveyor.checks.persist import save_report
+    from conveyor.checks.result import CheckResult, Report
+    from conveyor.deploy.promotion import _copy, promote_version
+    from conveyor.registry.promotion import GATE_REPORT_KIND, gate_subject
+
+    root = write_project(tmp_path, pg_url, prod_approval=False)
+    with Project(load_spec(root, env={}, environment="staging")) as staging:
+        version = staging.registry.register("risk", DummyClassifier().fit([[0.0], [1.0]], [0, 1]))
+        report = Report.of(
+            gate_subject("risk"), [CheckResult("quality", True)], kind=GATE_REPORT_KIND,
+            subject_version="1",
+        )  # fmt: skip
+        save_report(staging.store, report)
+        payload = staging.registry.artifacts.get(version.artifact_digest)
+    with _prod(root) as prod:  # the first run's copy, then the kill
+        _copy(prod, version, payload, "staging:risk@1", report, None, "test")
+        assert prod.registry.gate_report("risk@1") is None
+    done = promote_version(root, "risk@1", from_env="staging", env={})
+    assert done.already and done.target.number == 1
+    with _prod(root) as prod:
+        copied = prod.registry.gate_report("risk@1")
+        assert copied is not None and copied.passed
+        assert prod.registry.promote("risk", 1, actor="test").move is not None
+        events = prod.events.query(kind="deploy.promoted").items
+        assert [e.subject_version for e in events] == ["1"]
