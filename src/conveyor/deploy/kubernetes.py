@@ -158,8 +158,18 @@ class Kubernetes:
             rendered.written = _write(manifests, output)
         return rendered
 
-    def apply(self, rendered: Rendered, *, actor: str | None, context: str | None = None) -> str:
-        """``kubectl apply`` the manifests (refused when any check failed); its output."""
+    def apply(
+        self,
+        rendered: Rendered,
+        *,
+        actor: str | None,
+        context: str | None = None,
+        timeout_s: float = 300,
+    ) -> str:
+        """``kubectl apply`` the manifests (refused when any check failed); its output.
+
+        kubectl waits for ever on an API server that takes the connection and never
+        answers: the apply gives up after ``timeout_s``."""
         import yaml
 
         from conveyor.deploy.settings import deploy_of
@@ -178,9 +188,21 @@ class Kubernetes:
         if context:
             command[1:1] = ["--context", context]
         document = yaml.safe_dump_all(rendered.manifests, sort_keys=False)
-        done = subprocess.run(
-            command, input=document, capture_output=True, text=True, timeout=300, check=False
-        )
+        try:
+            done = subprocess.run(
+                command,
+                input=document,
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise ConfigError(
+                f"kubectl apply did not finish within {timeout_s:g} s: is the cluster's API "
+                "server answering? Nothing was recorded; what kubectl sent may be applied",
+                field="kubectl",
+            ) from None
         if done.returncode != 0:
             raise ConfigError(
                 f"kubectl apply failed (exit {done.returncode}): "

@@ -16,7 +16,9 @@ staging's registry into the next environment's (prod, in the spec's order)::
   lineage (``inputs``) record where it came from, the gate report and the approver; the gate
   report is copied into the target's store under the new number, so its gated aliases
   (``champion``) admit it there;
-- idempotent: promoting the same version again returns the version already promoted.
+- idempotent: promoting the same version again returns the version already promoted; a
+  run stopped between the copy and its gate report (``kill -9``) is finished by the next
+  (the report copied, the event written).
 
 Every promotion is a ``deploy.promoted`` audit event in the target environment.
 """
@@ -143,12 +145,15 @@ def _promote(
         report = _passed_gates(source, version, from_env)
         origin = f"{from_env}:{version.ref}"
         existing = _already_promoted(target, version, origin)
-        if existing is not None:
+        if existing is not None and target.registry.gate_report(existing) is not None:
             return EnvironmentPromotion(
                 version, existing, from_env, to_env, approver, report.id, already=True
             )
-        payload = source.registry.artifacts.get(version.artifact_digest)  # sha256 checked
-        copied = _copy(target, version, payload, origin, report, approver, who)
+        if existing is None:
+            payload = source.registry.artifacts.get(version.artifact_digest)  # sha256 checked
+            copied = _copy(target, version, payload, origin, report, approver, who)
+        else:  # an earlier run stopped after the copy: its report and event are still due
+            copied = existing
         _copy_report(target, report, copied)
         target.events.record(
             "deploy.promoted",
@@ -167,7 +172,7 @@ def _promote(
             },
         )
         return EnvironmentPromotion(
-            version, copied, from_env, to_env, approver, report.id, already=False
+            version, copied, from_env, to_env, approver, report.id, already=existing is not None
         )
 
 
