@@ -224,7 +224,7 @@ def _copy(
     approver: str | None,
     actor: str | None,
 ) -> ModelVersion:
-    from conveyor.registry.batch import _Prepared, store_prepared
+    from conveyor.registry.batch import copy_version
 
     tags = {
         **version.tags,
@@ -236,6 +236,7 @@ def _copy(
         *version.inputs,
         {
             "kind": "promotion",
+            "name": origin,
             "from": origin,
             "version_id": version.id,
             "gate_report": report.id,
@@ -245,36 +246,7 @@ def _copy(
             "run_id": version.run_id,
         },
     ]
-    prepared = _Prepared(
-        name=version.model,
-        description=None,
-        actor=actor,
-        payload=payload,
-        media_type=f"application/x-conveyor-{version.flavor}",
-        values={
-            "flavor": version.flavor,
-            "signature": version.signature,
-            "libraries": version.libraries,
-            "params": version.params,
-            "metrics": version.metrics,
-            "tags": tags,
-            "run_id": None,
-            "parent_id": None,
-            "git_commit": version.git_commit,
-            "git_dirty": version.git_dirty,
-            "environment": version.environment,
-            "dataset_version_ids": [],
-            "inputs": lineage,
-        },
-    )
-    copied = store_prepared(project.registry, [prepared])[0]
-    if copied.artifact_digest != version.artifact_digest:  # content-addressed: cannot differ
-        raise InvalidInputError(
-            f"the copy of {version.ref} has digest {copied.artifact_digest}, expected "
-            f"{version.artifact_digest}",
-            field="ref",
-        )
-    return copied
+    return copy_version(project.registry, version, payload, tags=tags, inputs=lineage, actor=actor)
 
 
 def _copy_report(project: Project, report: Report, copied: ModelVersion) -> None:

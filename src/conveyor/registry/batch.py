@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from conveyor.registry.registry import Registry
     from conveyor.registry.signature import Signature
 
-__all__ = ["RegisterItem", "register_many"]
+__all__ = ["RegisterItem", "copy_version", "register_many"]
 
 log = logging.getLogger("conveyor.registry")
 
@@ -146,6 +146,53 @@ def store_prepared(registry: Registry, prepared: list[_Prepared]) -> list[ModelV
             )
         registry.events.append_many(batch, durable=MODEL_REGISTERED.durability == "audit")
     return versions
+
+
+def copy_version(
+    registry: Registry,
+    version: ModelVersion,
+    payload: bytes,
+    *,
+    tags: Mapping[str, str],
+    inputs: Sequence[Mapping[str, Any]],
+    actor: str | None,
+) -> ModelVersion:
+    """Register ``version`` of another registry (another environment's) here, as is: its
+    artifact's bytes ``payload`` (read back with their sha256 checked), flavor, signature,
+    libraries, parameters, metrics and code lineage, with ``tags`` and ``inputs`` in place
+    of its own. Run, parent and data set ids are the other store's: they stay out of the
+    row (``inputs`` may record them)."""
+    prepared = _Prepared(
+        name=version.model,
+        description=None,
+        actor=actor,
+        payload=payload,
+        media_type=f"application/x-conveyor-{version.flavor}",
+        values={
+            "flavor": version.flavor,
+            "signature": version.signature,
+            "libraries": version.libraries,
+            "params": version.params,
+            "metrics": version.metrics,
+            "tags": dict(tags),
+            "run_id": None,
+            "parent_id": None,
+            "git_commit": version.git_commit,
+            "git_dirty": version.git_dirty,
+            "environment": version.environment,
+            "dataset_version_ids": [],
+            "inputs": _inputs(inputs),
+        },
+    )
+    copied = store_prepared(registry, [prepared])[0]
+    if copied.artifact_digest != version.artifact_digest:
+        raise ModelUnavailableError(
+            f"the copy of {version.ref} has digest {copied.artifact_digest}, expected "
+            f"{version.artifact_digest}: the bytes given are not its artifact",
+            model=version.model,
+            version=version.number,
+        )
+    return copied
 
 
 def _prepare(registry: Registry, index: int, item: RegisterItem | Mapping[str, Any]) -> _Prepared:
