@@ -33,13 +33,7 @@ def conveyor(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``conveyor ARGS``: the exit code, stdout and stderr, as ``subprocess.run`` gives."""
     # main() takes `--env NAME` out wherever it is and sets CONVEYOR_ENV: so does this.
-    saved = os.environ.pop(ENVIRONMENT_ENV, None)
-    try:
-        argv = _env_flag(list(args))
-        chosen = os.environ.pop(ENVIRONMENT_ENV, None)
-    finally:
-        if saved is not None:
-            os.environ[ENVIRONMENT_ENV] = saved
+    argv, chosen = _env_flag(list(args))
     # Named, CONVEYOR_DEBUG and CONVEYOR_ENV are put back afterwards even when the root's
     # --debug or --env sets them.
     clean: dict[str, str | None] = {k: None for k in os.environ if k.startswith("CONVEYOR_")}

@@ -618,30 +618,32 @@ def _debug_flag(argv: list[str]) -> list[str]:
     return [a for a in argv[:end] if a != "--debug"] + argv[end:]
 
 
-def _env_flag(argv: list[str]) -> list[str]:
+def _env_flag(argv: list[str]) -> tuple[list[str], str | None]:
     """``argv`` without ``--env NAME`` (or ``--env=NAME``), which may come anywhere before
-    ``--`` (``conveyor smoke --env staging``, ``conveyor --env prod rollback fraud``);
-    seen, it sets ``CONVEYOR_ENV`` for every spec the command loads."""
+    ``--`` (``conveyor smoke --env staging``, ``conveyor --env prod rollback fraud``), and
+    the environment it named (the last one given), if any."""
     end = argv.index("--") if "--" in argv else len(argv)
     kept: list[str] = []
+    chosen: str | None = None
     index = 0
     while index < end:
         arg = argv[index]
         if arg == "--env" and index + 1 < end:
-            os.environ["CONVEYOR_ENV"] = argv[index + 1]
-            index += 2
-            continue
-        if arg.startswith("--env="):
-            os.environ["CONVEYOR_ENV"] = arg.partition("=")[2]
+            chosen, index = argv[index + 1], index + 2
+        elif arg.startswith("--env="):
+            chosen, index = arg.partition("=")[2], index + 1
+        else:
+            kept.append(arg)
             index += 1
-            continue
-        kept.append(arg)
-        index += 1
-    return kept + argv[end:]
+    return kept + argv[end:], chosen
 
 
 def main() -> None:
-    argv = _env_flag(_debug_flag(sys.argv[1:]))
+    argv, environment = _env_flag(_debug_flag(sys.argv[1:]))
+    if environment:
+        from conveyor.config import ENVIRONMENT_ENV
+
+        os.environ[ENVIRONMENT_ENV] = environment  # read by every spec the command loads
     command = _only_invoked(app, argv)
     if not argv or argv[0] != "serve":
         # the entry point (conveyor._start) keeps the collector off through start-up;
