@@ -239,48 +239,26 @@ def _deploy_kubernetes(
 ) -> None:
     """``deploy --target kubernetes``: through the ``kubernetes`` service (the deploy
     capability's), which serving does not import."""
-    import yaml
-
-    from conveyor.config import deep_merged
-
     if ref is not None:
         raise InvalidInputError(
             "--target kubernetes deploys the whole project, not one model: drop "
             f"{ref!r} (the routes travel with the store)",
             field="ref",
         )
-    values: dict[str, Any] = {}
-    for item in set_values:
-        path, sep, raw = item.partition("=")
-        if not sep or not path:
-            raise InvalidInputError(f"--set {item!r}: expected KEY.PATH=VALUE", field="set")
-        node: Any = yaml.safe_load(raw) if raw else ""
-        for key in reversed(path.split(".")):
-            node = {key: node}
-        values = deep_merged(values, node)
     with open_project(project) as proj:
         if apply:  # the key first: a refusal renders nothing
             who = authorized(proj, "deploy.apply")
         kubernetes: Any = proj.service("kubernetes")
         folder = output or proj.spec.state_dir / "deploy" / str(proj.spec.environment)
-        rendered = kubernetes.render(tag=tag, set_values=values, output=folder)
+        rendered = kubernetes.render(tag=tag, set_values=set_values, output=folder)
         applied = kubernetes.apply(rendered, actor=who) if apply else None
-    summary = rendered.to_dict()
     if as_json:
-        echo_json({**summary, "applied": applied is not None})
+        echo_json({**rendered.to_dict(), "applied": applied is not None})
     else:
-        kinds = ", ".join(f"{n} {k}" for k, n in summary["kinds"].items())
-        typer.echo(
-            f"{summary['manifests']} manifests for {summary['environment']} "
-            f"(release {summary['release']}, namespace {summary['namespace']}, image "
-            f"{summary['image']}): {kinds}"
-        )
-        versions = ", ".join(summary["validated_against"])
-        verdict = "valid" if rendered.valid else "INVALID"
-        typer.echo(f"{verdict} against Kubernetes {versions} and the policy checks")
-        for problem in [*rendered.schema_errors, *rendered.policy]:
+        for line in rendered.describe():
+            typer.echo(line)
+        for problem in rendered.problems:
             typer.secho(f"  {problem}", fg="red", err=True)
-        typer.echo(f"written to {folder}")
         if applied is not None:
             typer.echo(applied.rstrip())
     if not rendered.valid:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,6 +88,24 @@ class Rendered:
     def kinds(self) -> dict[str, int]:
         return dict(sorted(Counter(m.get("kind", "?") for m in self.manifests).items()))
 
+    def describe(self) -> list[str]:
+        """What was rendered, in lines for a person (the problems are ``problems``)."""
+        kinds = ", ".join(f"{n} {k}" for k, n in self.kinds().items())
+        verdict = "valid" if self.valid else "INVALID"
+        lines = [
+            f"{len(self.manifests)} manifests for {self.environment} (release {self.release}, "
+            f"namespace {self.namespace}, image {self.image}): {kinds}",
+            f"{verdict} against Kubernetes {', '.join(self.kubernetes_versions)} and the "
+            "policy checks",
+        ]
+        if self.written:
+            lines.append(f"written to {self.written[0].parent}")
+        return lines
+
+    @property
+    def problems(self) -> list[str]:
+        return [*self.schema_errors, *self.policy]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "environment": self.environment,
@@ -119,11 +137,14 @@ class Kubernetes:
         self,
         *,
         tag: str | None = None,
-        set_values: Mapping[str, Any] | None = None,
+        set_values: Sequence[str] = (),
         output: Path | None = None,
         kubernetes_versions: tuple[str, ...] = KUBERNETES_VERSIONS,
     ) -> Rendered:
-        """Render the chart, validate every manifest, and write them under ``output``."""
+        """Render the chart, validate every manifest, and write them under ``output``.
+
+        ``set_values`` are ``key.path=YAML`` overrides (``server.replicas=3``), merged over
+        the values made from the spec."""
         from conveyor.config import deep_merged
         from conveyor.deploy import helm
         from conveyor.deploy.settings import deploy_of
@@ -139,8 +160,8 @@ class Kubernetes:
         settings = deploy_of(spec).kubernetes
         image = image_reference(spec, tag)
         values = helm.values_for(spec, image=image, environment=spec.environment)
-        if set_values:
-            values = deep_merged(values, set_values)
+        for item in set_values:
+            values = deep_merged(values, _set_value(item))
         release = settings.release or spec.project.lower()
         namespace = settings.namespace or declared.namespace or spec.environment
         manifests = helm.render(values, release=release, namespace=namespace)
@@ -177,7 +198,7 @@ class Kubernetes:
         if not rendered.valid:
             raise InvalidInputError(
                 "the rendered manifests did not pass their checks; nothing applied: "
-                + "; ".join([*rendered.schema_errors, *rendered.policy][:5]),
+                + "; ".join(rendered.problems[:5]),
                 field="manifests",
             )
         kubectl = shutil.which("kubectl")
@@ -224,6 +245,20 @@ class Kubernetes:
                 },
             )
         return done.stdout
+
+
+def _set_value(item: str) -> dict[str, Any]:
+    """``a.b=VALUE`` as ``{"a": {"b": VALUE}}`` (the value read as YAML)."""
+    import yaml
+
+    path, sep, raw = item.partition("=")
+    if not sep or not path:
+        raise InvalidInputError(f"--set {item!r}: expected KEY.PATH=VALUE", field="set")
+    node: Any = yaml.safe_load(raw) if raw else ""
+    for key in reversed(path.split(".")):
+        node = {key: node}
+    found: dict[str, Any] = node
+    return found
 
 
 def _write(manifests: list[dict[str, Any]], output: Path) -> list[Path]:
