@@ -220,8 +220,9 @@ def _plan(spec: ProjectSpec, workdir: str | None) -> _Plan:
 
 
 def _section(spec: ProjectSpec, name: str) -> dict[str, Any]:
-    found = getattr(spec, name, None)
-    return dict(found or {})
+    from conveyor.deploy.settings import section_or_none
+
+    return dict(section_or_none(spec, name) or {})
 
 
 def _declares_rollouts(spec: ProjectSpec, prod: str) -> bool:

@@ -31,6 +31,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from conveyor.deploy.settings import section_or_none
 from conveyor.errors import ConfigError, InvalidInputError, MissingDependencyError
 
 if TYPE_CHECKING:
@@ -716,13 +717,6 @@ def _dns(name: str) -> str:
     return _NOT_DNS.sub("-", name.lower()).strip("-")[:40].strip("-") or "job"
 
 
-def _section(spec: ProjectSpec, name: str) -> Any:
-    try:
-        return spec.section(name)
-    except ConfigError:
-        return None  # the capability is not installed
-
-
 def _secret_fields(spec: ProjectSpec) -> Iterator[tuple[str, ...]]:
     """(spec path, what) of every value that must not be written in a ConfigMap: URLs
     with a password, secret strings; a secret inside a list names the whole list."""
@@ -844,7 +838,7 @@ def _server(spec: ProjectSpec, environment: str | None) -> dict[str, Any]:
     if environment is not None:
         server["replicas"] = spec.environment_spec(environment).replicas
         server["resources"] = _resources(spec, environment)
-    serving = _section(spec, "serving")
+    serving = section_or_none(spec, "serving")
     if serving is not None:
         if serving.port:
             server["port"] = serving.port
@@ -881,7 +875,7 @@ def _cron_jobs(spec: ProjectSpec) -> list[dict[str, Any]]:
             }
         )
 
-    scoring = _section(spec, "scoring")
+    scoring = section_or_none(spec, "scoring")
     for job in getattr(scoring, "jobs", None) or []:
         args = ["score", "batch", job.model, "--input", job.input, "--output", job.output]
         for option in ("query", "table", "key", "engine", "workers"):
@@ -889,12 +883,12 @@ def _cron_jobs(spec: ProjectSpec) -> list[dict[str, Any]]:
             if value is not None:
                 args += [f"--{option}", str(value)]
         add(f"score-{job.name}", job.cron, args, f"scoring.jobs {job.name}")
-    models = _section(spec, "models") or {}
+    models = section_or_none(spec, "models") or {}
     for name, model in models.items():
         retrain = getattr(model, "retrain", None)
         if retrain is not None and retrain.cron:
             add(f"retrain-{name}", retrain.cron, ["train", name], f"models.{name}.retrain.cron")
-    monitoring = _section(spec, "monitoring")
+    monitoring = section_or_none(spec, "monitoring")
     drift = getattr(monitoring, "drift", None)
     if drift is not None and drift.cron:
         for name in drift.models if drift.models is not None else list(models):
@@ -908,7 +902,7 @@ def _cron_jobs(spec: ProjectSpec) -> list[dict[str, Any]]:
     compaction = getattr(monitoring, "compaction", None)
     if compaction is not None and compaction.cron:
         add("compact-events", compaction.cron, ["events", "compact"], "monitoring.compaction")
-    features = _section(spec, "features")
+    features = section_or_none(spec, "features")
     materialize = getattr(features, "materialize", None)
     if materialize is not None and materialize.cron:
         args = ["features", "materialize", *materialize.views]
@@ -1009,7 +1003,7 @@ def values_for(spec: ProjectSpec, *, image: str, environment: str | None = None)
         values["rolloutController"] = {"enabled": True}
     if "jobs" in declared:
         values["jobsWorker"] = {"enabled": True}
-        jobs = _section(spec, "jobs")
+        jobs = section_or_none(spec, "jobs")
         if jobs is not None:
             values["jobsWorker"]["concurrency"] = jobs.concurrency
     groups = _prometheus_groups(spec)

@@ -54,6 +54,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from conveyor.deploy.settings import section_or_none
 from conveyor.errors import (
     AlreadyExistsError,
     ArtifactIntegrityError,
@@ -170,20 +171,20 @@ def _used_extras(spec: ProjectSpec, versions: Iterable[ModelVersion]) -> dict[st
         extra = seam.spec(url).extra
         if extra:
             found.setdefault(extra, f"backends.{name}: {url.scheme}://")
-    serving = _section(spec, "serving")
+    serving = section_or_none(spec, "serving")
     listen = getattr(serving, "listen_url", None)
     if listen is not None:
         found.setdefault("postgres", "serving.listen_url: postgresql://")
-    rag = _section(spec, "rag")
+    rag = section_or_none(spec, "rag")
     if rag is not None and rag.collections:
         found.setdefault("rag", f"rag.collections: {', '.join(rag.collections)}")
-    gateway = _section(spec, "gateway")
+    gateway = section_or_none(spec, "gateway")
     if gateway is not None and gateway.providers:
         found.setdefault("gateway", f"gateway.providers: {', '.join(gateway.providers)}")
         local = [name for name, p in gateway.providers.items() if p.kind == "local"]
         if local:
             found.setdefault("local-llm", f"gateway.providers.{local[0]}: kind local")
-    mcp = _section(spec, "mcp")
+    mcp = section_or_none(spec, "mcp")
     if mcp is not None and mcp.servers:
         found.setdefault("mcp", f"mcp.servers: {', '.join(mcp.servers)}")
     for version in versions:
@@ -191,13 +192,6 @@ def _used_extras(spec: ProjectSpec, versions: Iterable[ModelVersion]) -> dict[st
         if extra:
             found.setdefault(extra, f"{version.ref} is a {version.flavor} model")
     return found
-
-
-def _section(spec: ProjectSpec, name: str) -> Any:
-    try:
-        return spec.section(name)
-    except ConfigError:  # its capability is not installed
-        return None
 
 
 def _known_extras() -> set[str]:

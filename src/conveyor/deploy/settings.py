@@ -27,7 +27,14 @@ from pydantic import BaseModel, ConfigDict, Field
 if TYPE_CHECKING:
     from conveyor.config import ProjectSpec
 
-__all__ = ["SECTIONS", "DeploySpec", "ImageSpec", "KubernetesSpec", "deploy_of"]
+__all__ = [
+    "SECTIONS",
+    "DeploySpec",
+    "ImageSpec",
+    "KubernetesSpec",
+    "deploy_of",
+    "section_or_none",
+]
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
@@ -92,6 +99,17 @@ SECTIONS = {
         Field(default_factory=DeploySpec, description="Packaging and deployment."),
     )
 }
+
+
+def section_or_none(spec: ProjectSpec, name: str) -> Any:
+    """Another capability's section of the spec, or None when that capability is not
+    installed (the image, the chart and the pipeline read what is there)."""
+    from conveyor.errors import ConfigError
+
+    try:
+        return spec.section(name)
+    except ConfigError:
+        return None
 
 
 def deploy_of(spec: ProjectSpec) -> DeploySpec:
