@@ -109,3 +109,17 @@ def test_env_selects_the_environment_for_any_command_wherever_it_is_written(root
     )
     assert proc.returncode == 0, proc.stderr
     assert [v["ref"] for v in json.loads(proc.stdout)["items"]] == ["probe@1"]
+
+
+def test_a_variable_naming_an_environments_field_reaches_that_environment(root: Path) -> None:
+    """CI hands an environment's store URL in as CONVEYOR_ENVIRONMENTS__STAGING__BACKENDS__
+    STORE (a secret): loaded for staging, that URL is the store."""
+    env = {"CONVEYOR_ENVIRONMENTS__STAGING__BACKENDS__STORE": "sqlite:///.conveyor/secret.db"}
+    staging = load_spec(root, env=env, environment="staging")
+    assert staging.url("store").location.endswith("secret.db")
+    assert staging.environments["staging"].backends["store"].endswith("secret.db")
+    # a plain variable still wins over the environment
+    both = {**env, "CONVEYOR_STORE": "sqlite:///.conveyor/plain.db"}
+    assert load_spec(root, env=both, environment="staging").url("store").location.endswith(
+        "plain.db"
+    )
