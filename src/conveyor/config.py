@@ -514,9 +514,15 @@ def load_spec(
                 file=str(path),
             )
     environment = environment or env.get(ENVIRONMENT_ENV) or None
+    overrides = env_overrides(env)
+    # a variable naming an environment's field (CONVEYOR_ENVIRONMENTS__PROD__BACKENDS__STORE,
+    # a secret URL) changes that environment before it is merged; every other one is
+    # applied over the merged spec, so it wins over the environment
+    inside = {p: o for p, o in overrides.items() if p[0] == "environments"}
+    from_env = _apply_env(data, inside)
     if environment is not None:
         _apply_environment(data, environment, path)
-    from_env = _apply_env(data, env)
+    from_env |= _apply_env(data, {p: o for p, o in overrides.items() if p not in inside})
     _drop_retired(data, path, lines)
     data["root"] = folder
     data["environment"] = environment
@@ -597,12 +603,15 @@ def env_overrides(env: Mapping[str, str]) -> dict[tuple[str, ...], tuple[str, st
     return found
 
 
-def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[tuple[str, ...], str]:
-    """Write the environment's overrides into ``data``; return field path -> variable."""
+def _apply_env(
+    data: dict[str, Any], overrides: Mapping[tuple[str, ...], tuple[str, str]]
+) -> dict[tuple[str, ...], str]:
+    """Write ``overrides`` (:func:`env_overrides`) into ``data``; return field path ->
+    variable."""
     import orjson
 
     applied: dict[tuple[str, ...], str] = {}
-    for path, (var, raw) in sorted(env_overrides(env).items()):
+    for path, (var, raw) in sorted(overrides.items()):
         value: Any = raw
         if raw[:1] in "[{":  # lists and mappings are written as JSON
             try:
