@@ -15,6 +15,7 @@ from deploy_support import write_project
 
 from cli_support import conveyor
 from conveyor.config import load_spec
+from conveyor.deploy.helm import server_deployment
 from conveyor.deploy.kubernetes import Kubernetes, Rendered
 from conveyor.errors import ConfigError, InvalidInputError
 
@@ -59,6 +60,8 @@ def test_prod_renders_valid_manifests_from_its_environment(root: Path) -> None:
         if m["kind"] == "Deployment" and m["metadata"]["name"].endswith("-server")
     )
     assert server["spec"]["replicas"] == 4  # prod's replicas
+    # the name CI pipelines wait on (kubectl rollout status deployment/NAME) is the chart's
+    assert server["metadata"]["name"] == server_deployment(summary["release"])
     container = server["spec"]["template"]["spec"]["containers"][0]
     assert container["resources"]["requests"] == {"cpu": "2", "memory": "4Gi"}
     assert container["image"] == summary["image"]
@@ -213,3 +216,15 @@ def test_apply_to_a_cluster_that_never_answers_gives_up_with_a_clear_error(
         for connection in held:
             connection.close()
         listener.close()
+
+
+def test_a_release_named_after_conveyor_keeps_the_charts_server_name(tmp_path: Path) -> None:
+    """The chart drops its own name from a release that already holds it (conveyor-demo ->
+    conveyor-demo-server); what CI waits on follows it."""
+    write_project(tmp_path, "sqlite:///.conveyor/prod.db")
+    with (tmp_path / "conveyor.yaml").open("a") as spec:
+        spec.write("deploy: {kubernetes: {release: conveyor-demo}}\n")
+    rendered = Kubernetes(load_spec(tmp_path, env={}, environment="staging")).render(tag="t1")
+    names = [m["metadata"]["name"] for m in rendered.manifests if m["kind"] == "Deployment"]
+    assert server_deployment("conveyor-demo") == "conveyor-demo-server" in names
+    assert server_deployment("envs") == "envs-conveyor-server"

@@ -243,13 +243,9 @@ def _wait_minutes(spec: ProjectSpec, model: str) -> int:
 
 
 def _place(spec: ProjectSpec, env: str) -> _Place:
-    from conveyor.deploy.settings import deploy_of
+    from conveyor.deploy.helm import namespace_of, release_of, server_deployment
 
-    settings = deploy_of(spec).kubernetes
-    declared = spec.environments.get(env)
-    namespace = settings.namespace or (declared.namespace if declared else None) or env
-    release = settings.release or spec.project.lower()
-    return _Place(namespace, f"{release}-conveyor-server")
+    return _Place(namespace_of(spec, env), server_deployment(release_of(spec)))
 
 
 def _seams(spec: ProjectSpec) -> list[str]:

@@ -31,7 +31,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from conveyor.deploy.settings import section_or_none
+from conveyor.deploy.settings import deploy_of, section_or_none
 from conveyor.errors import ConfigError, InvalidInputError, MissingDependencyError
 
 if TYPE_CHECKING:
@@ -713,6 +713,28 @@ def _image(image: str) -> dict[str, str]:
     return {"repository": f"{head}{slash}{name}", "tag": tag}
 
 
+def release_of(spec: ProjectSpec) -> str:
+    """The Helm release: ``deploy.kubernetes.release``, else the project, as a DNS label."""
+    return _dns(deploy_of(spec).kubernetes.release or spec.project)
+
+
+def namespace_of(spec: ProjectSpec, environment: str) -> str:
+    """Where the chart goes: ``deploy.kubernetes.namespace``, else the environment's
+    namespace, else its name."""
+    declared = spec.environments.get(environment)
+    return (
+        deploy_of(spec).kubernetes.namespace
+        or (declared.namespace if declared is not None else None)
+        or environment
+    )
+
+
+def server_deployment(release: str) -> str:
+    """The server Deployment's name, as the chart's ``conveyor.componentName`` makes it."""
+    full = release if "conveyor" in release else f"{release}-conveyor"
+    return f"{full[:63].rstrip('-')}-server"[:63].rstrip("-")
+
+
 def _dns(name: str) -> str:
     return _NOT_DNS.sub("-", name.lower()).strip("-")[:40].strip("-") or "job"
 
@@ -942,7 +964,6 @@ def values_for(spec: ProjectSpec, *, image: str, environment: str | None = None)
       and ServiceMonitor are rendered once ``deploy.kubernetes.values`` enables them).
     """
     from conveyor.config import deep_merged
-    from conveyor.deploy.settings import deploy_of
 
     if environment is None:
         environment = spec.environment
@@ -958,7 +979,7 @@ def values_for(spec: ProjectSpec, *, image: str, environment: str | None = None)
     if environment is not None:
         spec.environment_spec(environment)  # declared, or a ConfigError
     deploy = deploy_of(spec)
-    release = _dns(deploy.kubernetes.release or spec.project)
+    release = release_of(spec)
     secret = f"{release}{SECRET_SUFFIX}"
 
     secret_paths = list(_secret_fields(spec))
@@ -991,9 +1012,9 @@ def values_for(spec: ProjectSpec, *, image: str, environment: str | None = None)
     }
     if values["server"].get("resources") is None:
         values["server"].pop("resources", None)
-    namespace = deploy.kubernetes.namespace
-    if namespace is None and environment is not None:
-        namespace = spec.environment_spec(environment).namespace or environment
+    namespace = (
+        namespace_of(spec, environment) if environment is not None else deploy.kubernetes.namespace
+    )
     if namespace:
         values["namespaceOverride"] = namespace
     if deploy.kubernetes.ingress_host:

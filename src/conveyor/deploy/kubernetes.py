@@ -147,7 +147,6 @@ class Kubernetes:
         the values made from the spec."""
         from conveyor.config import deep_merged
         from conveyor.deploy import helm
-        from conveyor.deploy.settings import deploy_of
 
         spec = self.spec
         if spec.environment is None:
@@ -156,14 +155,13 @@ class Kubernetes:
                 f"{', '.join(spec.environments) or 'none declared'})",
                 field="environment",
             )
-        declared = spec.environment_spec()
-        settings = deploy_of(spec).kubernetes
+        spec.environment_spec()  # declared, or a ConfigError listing those that are
         image = image_reference(spec, tag)
         values = helm.values_for(spec, image=image, environment=spec.environment)
         for item in set_values:
             values = deep_merged(values, _set_value(item))
-        release = settings.release or spec.project.lower()
-        namespace = settings.namespace or declared.namespace or spec.environment
+        release = helm.release_of(spec)
+        namespace = helm.namespace_of(spec, spec.environment)
         manifests = helm.render(values, release=release, namespace=namespace)
         rendered = Rendered(
             spec.environment,
