@@ -405,137 +405,141 @@ _ENDPOINT_FIELDS = [
     "enableHttp2",
     "filterRunning",
 ]
-_CRD_SCHEMAS: dict[str, dict[str, Any]] = {
-    "ServiceMonitor": {
+
+
+def _crd(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """A Prometheus Operator object of ``kind`` (monitoring.coreos.com/v1) whose spec is
+    ``spec``."""
+    return {
         "type": "object",
         "additionalProperties": False,
         "required": ["apiVersion", "kind", "metadata", "spec"],
         "properties": {
             "apiVersion": {"const": "monitoring.coreos.com/v1"},
-            "kind": {"const": "ServiceMonitor"},
+            "kind": {"const": kind},
             "metadata": _META,
-            "spec": {
-                "type": "object",
-                "required": ["endpoints", "selector"],
-                "properties": {
-                    "jobLabel": {"type": "string"},
-                    "targetLabels": {"type": "array", "items": {"type": "string"}},
-                    "podTargetLabels": {"type": "array", "items": {"type": "string"}},
-                    "selector": _SELECTOR,
-                    "namespaceSelector": {
+            "spec": spec,
+        },
+    }
+
+
+_CRD_SCHEMAS: dict[str, dict[str, Any]] = {
+    "ServiceMonitor": _crd(
+        "ServiceMonitor",
+        {
+            "type": "object",
+            "required": ["endpoints", "selector"],
+            "properties": {
+                "jobLabel": {"type": "string"},
+                "targetLabels": {"type": "array", "items": {"type": "string"}},
+                "podTargetLabels": {"type": "array", "items": {"type": "string"}},
+                "selector": _SELECTOR,
+                "namespaceSelector": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "any": {"type": "boolean"},
+                        "matchNames": {"type": "array", "items": {"type": "string"}},
+                    },
+                },
+                "sampleLimit": {"type": "integer", "minimum": 0},
+                "endpoints": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "propertyNames": {"enum": _ENDPOINT_FIELDS},
+                        "properties": {
+                            "port": {"type": "string", "minLength": 1},
+                            "targetPort": {"type": ["integer", "string"]},
+                            "path": {"type": "string", "pattern": "^/"},
+                            "scheme": {"enum": ["http", "https", "HTTP", "HTTPS"]},
+                            "interval": _DURATION,
+                            "scrapeTimeout": _DURATION,
+                            "honorLabels": {"type": "boolean"},
+                            "authorization": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "properties": {
+                                    "type": {"type": "string"},
+                                    "credentials": _SECRET_KEY,
+                                },
+                            },
+                            "bearerTokenSecret": _SECRET_KEY,
+                        },
+                    },
+                },
+            },
+            "propertyNames": {
+                "enum": [
+                    "jobLabel",
+                    "targetLabels",
+                    "podTargetLabels",
+                    "selector",
+                    "namespaceSelector",
+                    "sampleLimit",
+                    "endpoints",
+                    "targetLimit",
+                    "labelLimit",
+                    "attachMetadata",
+                    "scrapeClass",
+                ]
+            },
+        },
+    ),
+    "PrometheusRule": _crd(
+        "PrometheusRule",
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["groups"],
+            "properties": {
+                "groups": {
+                    "type": "array",
+                    "items": {
                         "type": "object",
                         "additionalProperties": False,
+                        "required": ["name", "rules"],
                         "properties": {
-                            "any": {"type": "boolean"},
-                            "matchNames": {"type": "array", "items": {"type": "string"}},
-                        },
-                    },
-                    "sampleLimit": {"type": "integer", "minimum": 0},
-                    "endpoints": {
-                        "type": "array",
-                        "minItems": 1,
-                        "items": {
-                            "type": "object",
-                            "propertyNames": {"enum": _ENDPOINT_FIELDS},
-                            "properties": {
-                                "port": {"type": "string", "minLength": 1},
-                                "targetPort": {"type": ["integer", "string"]},
-                                "path": {"type": "string", "pattern": "^/"},
-                                "scheme": {"enum": ["http", "https", "HTTP", "HTTPS"]},
-                                "interval": _DURATION,
-                                "scrapeTimeout": _DURATION,
-                                "honorLabels": {"type": "boolean"},
-                                "authorization": {
+                            "name": {"type": "string", "minLength": 1},
+                            "interval": _DURATION,
+                            "query_offset": _DURATION,
+                            "limit": {"type": "integer", "minimum": 0},
+                            "labels": _STRINGS,
+                            "partial_response_strategy": {"type": "string"},
+                            "rules": {
+                                "type": "array",
+                                "items": {
                                     "type": "object",
                                     "additionalProperties": False,
+                                    "required": ["expr"],
+                                    "oneOf": [
+                                        {
+                                            "required": ["record"],
+                                            "not": {"required": ["alert"]},
+                                        },
+                                        {
+                                            "required": ["alert"],
+                                            "not": {"required": ["record"]},
+                                        },
+                                    ],
                                     "properties": {
-                                        "type": {"type": "string"},
-                                        "credentials": _SECRET_KEY,
+                                        "record": {"type": "string", "minLength": 1},
+                                        "alert": {"type": "string", "minLength": 1},
+                                        "expr": {"type": ["string", "integer"], "minLength": 1},
+                                        "for": _DURATION,
+                                        "keep_firing_for": _DURATION,
+                                        "labels": _STRINGS,
+                                        "annotations": _STRINGS,
                                     },
                                 },
-                                "bearerTokenSecret": _SECRET_KEY,
                             },
                         },
                     },
-                },
-                "propertyNames": {
-                    "enum": [
-                        "jobLabel",
-                        "targetLabels",
-                        "podTargetLabels",
-                        "selector",
-                        "namespaceSelector",
-                        "sampleLimit",
-                        "endpoints",
-                        "targetLimit",
-                        "labelLimit",
-                        "attachMetadata",
-                        "scrapeClass",
-                    ]
-                },
+                }
             },
         },
-    },
-    "PrometheusRule": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["apiVersion", "kind", "metadata", "spec"],
-        "properties": {
-            "apiVersion": {"const": "monitoring.coreos.com/v1"},
-            "kind": {"const": "PrometheusRule"},
-            "metadata": _META,
-            "spec": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["groups"],
-                "properties": {
-                    "groups": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "required": ["name", "rules"],
-                            "properties": {
-                                "name": {"type": "string", "minLength": 1},
-                                "interval": _DURATION,
-                                "query_offset": _DURATION,
-                                "limit": {"type": "integer", "minimum": 0},
-                                "labels": _STRINGS,
-                                "partial_response_strategy": {"type": "string"},
-                                "rules": {
-                                    "type": "array",
-                                    "items": {
-                                        "type": "object",
-                                        "additionalProperties": False,
-                                        "required": ["expr"],
-                                        "oneOf": [
-                                            {
-                                                "required": ["record"],
-                                                "not": {"required": ["alert"]},
-                                            },
-                                            {
-                                                "required": ["alert"],
-                                                "not": {"required": ["record"]},
-                                            },
-                                        ],
-                                        "properties": {
-                                            "record": {"type": "string", "minLength": 1},
-                                            "alert": {"type": "string", "minLength": 1},
-                                            "expr": {"type": ["string", "integer"], "minLength": 1},
-                                            "for": _DURATION,
-                                            "keep_firing_for": _DURATION,
-                                            "labels": _STRINGS,
-                                            "annotations": _STRINGS,
-                                        },
-                                    },
-                                },
-                            },
-                        },
-                    }
-                },
-            },
-        },
-    },
+    ),
 }
 
 
