@@ -973,8 +973,9 @@ def write_pipeline(pipeline: CiPipeline, path: Path, *, force: bool = False) -> 
             f"{path} exists: pass --force to replace it (or --output another path)",
             path=str(path),
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(pipeline.text)
+    from conveyor.deploy.files import write_whole
+
+    write_whole(path, pipeline.text)
     pipeline.path = path
     return path
 

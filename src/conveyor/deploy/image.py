@@ -54,6 +54,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from conveyor.deploy.files import write_whole
 from conveyor.deploy.settings import section_or_none
 from conveyor.errors import (
     AlreadyExistsError,
@@ -991,9 +992,8 @@ def write_files(output: Path, files: Mapping[str, str]) -> list[Path]:
     written = []
     for name, text in files.items():
         path = output / name
-        path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists() or path.read_bytes() != text.encode():
-            path.write_text(text, encoding="utf-8")
+            write_whole(path, text)
         written.append(path)
     return written
 

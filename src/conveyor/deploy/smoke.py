@@ -88,11 +88,9 @@ class GoldenSet:
         return cls(models)
 
     def write(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps({"models": self.models}, indent=2, sort_keys=True) + "\n"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        from conveyor.deploy.files import write_whole
+
+        write_whole(path, json.dumps({"models": self.models}, indent=2, sort_keys=True) + "\n")
 
 
 def record_golden(
