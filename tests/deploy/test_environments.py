@@ -120,6 +120,6 @@ def test_a_variable_naming_an_environments_field_reaches_that_environment(root: 
     assert staging.environments["staging"].backends["store"].endswith("secret.db")
     # a plain variable still wins over the environment
     both = {**env, "CONVEYOR_STORE": "sqlite:///.conveyor/plain.db"}
-    assert load_spec(root, env=both, environment="staging").url("store").location.endswith(
-        "plain.db"
+    assert (
+        load_spec(root, env=both, environment="staging").url("store").location.endswith("plain.db")
     )
