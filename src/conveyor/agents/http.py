@@ -15,6 +15,7 @@ isolation applied; ``GET /v1/mcp/tools`` (``mcp.call``): the tools the caller ma
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.util
 from typing import TYPE_CHECKING, Any
@@ -162,27 +163,60 @@ def routes(context: AppContext) -> Contribution:
         ledger=ledger_of(project, spec) if spec.budgets else None,
         project=project,
     )
-    server = build_server(gateway)
     holder: dict[str, Any] = {}
+    lock = asyncio.Lock()
+
+    async def started() -> Any:
+        """The SDK's session manager, started on first need: at start-up when the spec
+        names tool servers (they connect in the background), otherwise at the first MCP
+        request, so a model server nobody calls over MCP never imports the SDK (a third
+        of a second of its start-up)."""
+        manager = holder.get("manager")
+        if manager is not None:
+            return manager
+        async with lock:
+            if "manager" in holder:
+                return holder["manager"]
+            from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
+            manager = StreamableHTTPSessionManager(
+                app=build_server(gateway), security_settings=None
+            )
+            # the manager's task group lives in a task of its own (not the request's that
+            # happened to start it), entered and left there
+            up, stop = asyncio.Event(), asyncio.Event()
+
+            async def run() -> None:
+                async with manager.run():
+                    up.set()
+                    await stop.wait()
+
+            task = asyncio.get_running_loop().create_task(run())
+            waiting = asyncio.ensure_future(up.wait())
+            await asyncio.wait({task, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            if not up.is_set():
+                waiting.cancel()
+                task.result()  # its failure, raised here
+            # the servers connect in the background: the app does not wait for them (a
+            # tool server that is slow to start, or down, must not hold the model server
+            # back); their tools join the catalogue as each connects
+            await gateway.start(wait_s=0)
+            holder.update(manager=manager, task=task, stop=stop)
+            return manager
 
     async def startup() -> None:
-        from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-
-        manager = StreamableHTTPSessionManager(app=server, security_settings=None)
-        stack = contextlib.AsyncExitStack()
-        await stack.enter_async_context(manager.run())
-        holder["manager"], holder["stack"] = manager, stack
-        # the servers connect in the background: the app does not wait for them (a tool
-        # server that is slow to start, or down, must not hold the model server back);
-        # their tools join the catalogue as each connects
-        await gateway.start(wait_s=0)
+        if spec.servers:
+            await started()
 
     async def shutdown() -> None:
+        task = holder.pop("task", None)
+        if task is None:
+            return
         await gateway.stop()
-        stack = holder.pop("stack", None)
-        if stack is not None:
-            with contextlib.suppress(Exception):
-                await stack.aclose()
+        holder.pop("stop").set()
+        holder.pop("manager", None)
+        with contextlib.suppress(Exception):
+            await task
 
     def endpoint_for(route: str | None) -> Any:
         async def routed(call: Call) -> Response:
@@ -191,11 +225,7 @@ def routes(context: AppContext) -> Contribution:
         return routed
 
     async def endpoint(call: Call, route: str | None = None) -> Response:
-        manager = holder.get("manager")
-        if manager is None:
-            from conveyor.errors import BackendUnavailableError
-
-            raise BackendUnavailableError("the MCP gateway is starting", seam="mcp")
+        manager = await started()
         key = _key(call)
         headers = dict(call.scope.get("headers") or ())
         call.scope[_SCOPE_KEY] = Caller(
@@ -216,6 +246,7 @@ def routes(context: AppContext) -> Contribution:
         return Response(orjson.dumps({"servers": gateway.status()}), media_type="application/json")
 
     async def tools(call: Call) -> Response:
+        await started()  # the built-in tools are listed once the gateway has started
         key = _key(call)
         listed = gateway.tools_for(Caller(key=key.name if key is not None else None))
         body = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in listed]

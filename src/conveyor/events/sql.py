@@ -92,10 +92,23 @@ class SqlEventLog(EventLog):
             engine.dispose()
             raise
         insert = insert_statement(engine.dialect.name)
+        if engine.dialect.name == "sqlite":
+            # The rows go to the driver as tuples through one prepared statement, past
+            # the statement's per-row parameter processing (none applies: the payload
+            # is JSON text already): 7.0 against 8.7 us of the writer thread's CPU per
+            # event in one run, CPU a server's event loop shares
+            compiled = insert.compile(dialect=engine.dialect, column_keys=list(COLUMNS))
+            raw, columns = str(compiled), tuple(compiled.positiontup or ())
 
-        def write(rows: list[Row]) -> None:
-            with translate_errors(url, _SEAM), engine.begin() as conn:
-                conn.execute(insert, rows)
+            def write(rows: list[Row]) -> None:
+                with translate_errors(url, _SEAM), engine.begin() as conn:
+                    conn.exec_driver_sql(raw, [tuple(r[c] for c in columns) for r in rows])
+
+        else:
+
+            def write(rows: list[Row]) -> None:
+                with translate_errors(url, _SEAM), engine.begin() as conn:
+                    conn.execute(insert, rows)
 
         writer = open_writer(
             url,
