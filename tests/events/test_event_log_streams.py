@@ -178,6 +178,34 @@ def test_nats_refuses_a_stream_that_has_other_subjects(events_url: str) -> None:
 
 
 @only("events_url", "nats")
+def test_nats_a_stream_created_by_another_server_meanwhile_is_taken_as_ours(
+    events_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two writers starting together on a fresh broker (the event log benchmark's two
+    # processes) race to create the stream: the server created it for the other and told
+    # this one "subjects overlap with an existing stream", and it refused to start. The
+    # server's answer in that window is reproduced here: the stream really is created, then
+    # the answer is that error.
+    import nats.js.errors
+    import nats.js.manager
+
+    real = nats.js.manager.JetStreamManager.add_stream
+
+    async def lost_the_race(self: Any, *args: Any, **kwargs: Any) -> Any:
+        await real(self, *args, **kwargs)
+        raise nats.js.errors.BadRequestError(
+            code=400, err_code=10065, description="subjects overlap with an existing stream"
+        )
+
+    monkeypatch.setattr(nats.js.manager.JetStreamManager, "add_stream", lost_the_race)
+    with EVENTS.open(events_url) as log:
+        event = log.emit("run.step", durable=True)
+    monkeypatch.undo()
+    with EVENTS.open(events_url, migrate=False) as log:
+        assert log.latest(1) == [event]
+
+
+@only("events_url", "nats")
 def test_nats_follow_goes_on_when_the_server_drops_its_consumer(events_url: str) -> None:
     name = _stream_of(events_url)
 

@@ -363,15 +363,21 @@ async def _ensure_stream(nc: Any, url: BackendURL, config: _Config, create: bool
                 num_replicas=config.replicas,
             )
         except nats.js.errors.APIError as exc:
-            if exc.err_code == _OVERLAP:
+            if exc.err_code not in (_OVERLAP, _NAME_IN_USE):
+                raise
+            # Another process may have created this very stream meanwhile (the server then
+            # answers either code): it is ours if it now exists under our name; the
+            # subjects are checked below.
+            try:
+                info = await js.stream_info(config.stream)
+            except nats.js.errors.NotFoundError:
+                if exc.err_code == _NAME_IN_USE:
+                    raise exc from None
                 raise InvalidInputError(
                     f"{url}: another stream already takes subjects {subjects}; choose another "
                     "subject_prefix",
                     field="subject_prefix",
                 ) from exc
-            if exc.err_code != _NAME_IN_USE:  # else created meanwhile by another process
-                raise
-            info = await js.stream_info(config.stream)
     if subjects not in (info.config.subjects or []):
         raise InvalidInputError(
             f"{url}: the stream {config.stream} exists with subjects {info.config.subjects}, "
