@@ -56,11 +56,14 @@ def _ours(counts: dict[str, int], ids: set[str]) -> dict[str, int]:
 
 class Producer(threading.Thread):
     """Emits ``n`` events through the real nats:// event log in chunks, flushing after
-    each: every event emitted before a flush that returned is acknowledged."""
+    each: every event emitted before a flush that returned is acknowledged. Paced (a chunk
+    every ``pause`` seconds at most): the stream must still be flowing when the test kills
+    the sink mid-batch; unpaced, a quiet machine wrote all 24,000 in about a second and the
+    sink had caught up before the test could catch it holding a batch."""
 
-    def __init__(self, url: str, n: int, chunk: int = 500) -> None:
+    def __init__(self, url: str, n: int, chunk: int = 500, pause: float = 0.1) -> None:
         super().__init__(daemon=True)
-        self.url, self.n, self.chunk = url, n, chunk
+        self.url, self.n, self.chunk, self.pause = url, n, chunk, pause
         self.emitted: list[str] = []
         self.acknowledged = 0  # a prefix of emitted
         self.failed_flushes = 0
@@ -79,7 +82,7 @@ class Producer(threading.Thread):
                         self.acknowledged = count
                     except Exception:
                         self.failed_flushes += 1
-                    time.sleep(0.01)
+                    time.sleep(self.pause)
                 log.flush(timeout=60)  # the broker is back: everything is acknowledged
                 self.acknowledged = len(self.emitted)
         except BaseException as exc:

@@ -396,7 +396,7 @@ class BatchWriter:
                     break
                 if not self._commit(waiters):
                     break
-                if not self._buffer:
+                if not self._buffer or not self._due():
                     break
             if self._stopping():
                 break
@@ -432,6 +432,14 @@ class BatchWriter:
             spill.done(path, len(rows))
             if not everything and (self._buffer or self._stopping()):
                 return  # live events first; the rest at the next quiet moment
+
+    def _due(self) -> bool:
+        """Whether what came in during a commit is written at once: a full batch, a barrier
+        (``_wake`` is set for both) or a stop. Anything less waits for the interval, as it
+        would have without the commit: committing back to back whatever arrived during the
+        last commit kept a slow disk's writer thread busy at a few rows a commit (three
+        times the commits and the CPU per event at 1,400 events/s on SQLite)."""
+        return self._wake.is_set() or self._stopping()
 
     def _stopping(self) -> bool:
         # A method, not the attribute: close() sets it from another thread.
