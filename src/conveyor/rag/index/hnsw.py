@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from conveyor.backends import BackendURL, Closeable
 from conveyor.errors import ClosedError, InvalidInputError
+from conveyor.rag.index._faiss import faiss_module
 from conveyor.rag.index._inputs import (
     as_allowed,
     as_ids,
@@ -81,7 +82,7 @@ class HnswIndex(Closeable):
         ef_search: int = DEFAULT_EF_SEARCH,
         storage: str = "flat",
     ) -> None:
-        import faiss
+        faiss = faiss_module()
         import numpy as np
 
         self._dimension = check_dimension(dimension)
@@ -97,7 +98,7 @@ class HnswIndex(Closeable):
             # The graph over 8-bit codes; candidates re-scored from the float32 copy below.
             self._index = faiss.IndexHNSWSQ(
                 dimension,
-                faiss.ScalarQuantizer.QT_8bit,  # type: ignore[arg-type]
+                faiss.ScalarQuantizer.QT_8bit,
                 m,
                 faiss.METRIC_INNER_PRODUCT,
             )
@@ -135,7 +136,7 @@ class HnswIndex(Closeable):
         cls, url: BackendURL, directory: Path | None, *, dimension: int, namespace: str
     ) -> Self:
         """The saved graph; ``ef_search`` (a search setting) may be changed by the URL."""
-        import faiss
+        faiss = faiss_module()
         import numpy as np
 
         options = cls._options(url)
@@ -235,7 +236,7 @@ class HnswIndex(Closeable):
         return scores, ids
 
     def params(self) -> dict[str, Any]:
-        import faiss
+        faiss = faiss_module()
 
         return {
             "kind": self.kind,
@@ -253,7 +254,7 @@ class HnswIndex(Closeable):
         }
 
     def save(self, directory: Path) -> None:
-        import faiss
+        faiss = faiss_module()
         import numpy as np
 
         self._check_open()
@@ -299,10 +300,10 @@ class HnswIndex(Closeable):
         self, queries: NDArray[np.float32], k: int, bits: NDArray[np.uint8] | None
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         """faiss's search (rows allowed by ``bits``, if given), mapped from rows to ids."""
-        import faiss
+        faiss = faiss_module()
         import numpy as np
 
-        params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
+        params = faiss.SearchParametersHNSW()
         params.efSearch = max(self.ef_search, k)
         if bits is not None:
             selector = faiss.IDSelectorBitmap(int(self._index.ntotal), faiss.swig_ptr(bits))

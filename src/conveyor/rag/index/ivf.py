@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from conveyor.backends import BackendURL, Closeable
 from conveyor.errors import ClosedError, InvalidInputError
+from conveyor.rag.index._faiss import faiss_module
 from conveyor.rag.index._inputs import (
     as_allowed,
     as_ids,
@@ -142,7 +143,7 @@ class IvfIndex(Closeable):
         cls, url: BackendURL, directory: Path | None, *, dimension: int, namespace: str
     ) -> Self:
         """The saved index; ``nprobe`` (a search setting) may be changed by the URL."""
-        import faiss
+        faiss = faiss_module()
 
         options = cls._options(url)
         meta = read_meta(directory, url.scheme, dimension)
@@ -282,7 +283,7 @@ class IvfIndex(Closeable):
         return out
 
     def save(self, directory: Path) -> None:
-        import faiss
+        faiss = faiss_module()
 
         self._check_open()
         directory = Path(directory)
@@ -300,7 +301,7 @@ class IvfIndex(Closeable):
     # -- inside ---------------------------------------------------------------------------
 
     def _train(self) -> None:
-        import faiss
+        faiss = faiss_module()
 
         assert self._store is not None
         quantizer = faiss.IndexFlatIP(self._dimension)
@@ -328,7 +329,7 @@ class IvfIndex(Closeable):
             self._store = None
 
     def _remove_from_faiss(self, ids: NDArray[np.int64]) -> int:
-        import faiss
+        faiss = faiss_module()
 
         if len(ids) == 0:
             return 0
@@ -341,7 +342,7 @@ class IvfIndex(Closeable):
         nprobe: int,
         allowed: NDArray[np.int64] | None,
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-        import faiss
+        faiss = faiss_module()
 
         params = faiss.SearchParametersIVF()
         params.nprobe = nprobe
@@ -372,7 +373,7 @@ class IvfIndex(Closeable):
 
     def _measured_bytes_per_vector(self) -> float | None:
         """The serialized faiss index's size over its vector count (centroids included)."""
-        import faiss
+        faiss = faiss_module()
 
         if self._faiss is None or self._faiss.ntotal == 0:
             return None
