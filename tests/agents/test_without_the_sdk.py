@@ -97,3 +97,43 @@ def test_a_server_without_tool_servers_imports_the_sdk_at_its_first_mcp_call(
     assert "live 200" in done.stdout
     assert "sdk after start-up False" in done.stdout
     assert "tools 200 True" in done.stdout and "sdk after a call True" in done.stdout
+
+
+CONCURRENT = textwrap.dedent(
+    """
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+    import httpx
+    from conveyor.governance.keys import ApiKeys
+    from conveyor.project import Project
+    from conveyor.serving.app import create_app
+    from conveyor.serving.server import ThreadedServer
+
+    with Project.open(sys.argv[1]) as project:
+        token = ApiKeys(project.store, project.events).create("agent", "predictor")[0]
+        with ThreadedServer(create_app(project)) as server:
+            def tools(_):
+                answer = httpx.get(f"{server.url}/v1/mcp/tools", timeout=30,
+                                   headers={"authorization": f"Bearer {token}"})
+                return answer.status_code, sorted(t["name"] for t in answer.json()["tools"])
+
+            with ThreadPoolExecutor(8) as pool:
+                answers = list(pool.map(tools, range(8)))
+            print("statuses", sorted({status for status, _ in answers}))
+            print("one catalogue", len({tuple(names) for _, names in answers}) == 1)
+        print("stopped cleanly")
+    """
+)
+
+
+def test_callers_arriving_together_share_one_start_of_the_gateway(tmp_path: Path) -> None:
+    init_project(tmp_path, name="lazymcp")
+    done = subprocess.run(
+        [sys.executable, "-c", CONCURRENT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "statuses [200]" in done.stdout and "one catalogue True" in done.stdout
+    assert "stopped cleanly" in done.stdout  # the manager's task stopped at shut-down

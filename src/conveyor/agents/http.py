@@ -164,34 +164,22 @@ def routes(context: AppContext) -> Contribution:
         project=project,
     )
     holder: dict[str, Any] = {}
-    lock = asyncio.Lock()
 
-    async def started() -> Any:
-        """The SDK's session manager, started on first need: at start-up when the spec
-        names tool servers (they connect in the background), otherwise at the first MCP
-        request, so a model server nobody calls over MCP never imports the SDK (a third
-        of a second of its start-up)."""
-        manager = holder.get("manager")
-        if manager is not None:
-            return manager
-        async with lock:
-            if "manager" in holder:
-                return holder["manager"]
-            from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+    async def start() -> Any:
+        from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
-            manager = StreamableHTTPSessionManager(
-                app=build_server(gateway), security_settings=None
-            )
-            # the manager's task group lives in a task of its own (not the request's that
-            # happened to start it), entered and left there
-            up, stop = asyncio.Event(), asyncio.Event()
+        manager = StreamableHTTPSessionManager(app=build_server(gateway), security_settings=None)
+        # the manager's task group lives in a task of its own (not the request's that
+        # happened to start it), entered and left there
+        up, stop = asyncio.Event(), asyncio.Event()
 
-            async def run() -> None:
-                async with manager.run():
-                    up.set()
-                    await stop.wait()
+        async def run() -> None:
+            async with manager.run():
+                up.set()
+                await stop.wait()
 
-            task = asyncio.get_running_loop().create_task(run())
+        task = asyncio.get_running_loop().create_task(run())
+        try:
             waiting = asyncio.ensure_future(up.wait())
             await asyncio.wait({task, waiting}, return_when=asyncio.FIRST_COMPLETED)
             if not up.is_set():
@@ -201,14 +189,45 @@ def routes(context: AppContext) -> Contribution:
             # tool server that is slow to start, or down, must not hold the model server
             # back); their tools join the catalogue as each connects
             await gateway.start(wait_s=0)
-            holder.update(manager=manager, task=task, stop=stop)
+        except BaseException:
+            stop.set()  # no half-started manager left running
+            with contextlib.suppress(BaseException):
+                await task
+            raise
+        holder.update(manager=manager, task=task, stop=stop)
+        return manager
+
+    async def started() -> Any:
+        """The SDK's session manager, started on first need: at start-up when the spec
+        names tool servers (they connect in the background), otherwise at the first MCP
+        request, so a model server nobody calls over MCP never imports the SDK (a third
+        of a second of its start-up). One start, in a task of its own: a first caller
+        that goes away meanwhile does not cut it short; one that failed is tried again by
+        the next caller."""
+        manager = holder.get("manager")
+        if manager is not None:
             return manager
+        starting = holder.get("starting")
+        if starting is None:
+            starting = holder["starting"] = asyncio.get_running_loop().create_task(start())
+            starting.add_done_callback(
+                lambda t: (
+                    holder.pop("starting", None)
+                    if t.cancelled() or t.exception() is not None
+                    else None
+                )
+            )
+        return await asyncio.shield(starting)
 
     async def startup() -> None:
         if spec.servers:
             await started()
 
     async def shutdown() -> None:
+        starting = holder.pop("starting", None)
+        if starting is not None:
+            with contextlib.suppress(Exception):
+                await starting  # a start under way finishes before it is stopped
         task = holder.pop("task", None)
         if task is None:
             return
