@@ -91,11 +91,14 @@ class _Flaky(StreamSink):
     def __init__(self, failures: int) -> None:
         self.failures = failures
         self.calls = 0
+        self.refused = 0  # records in the writes that failed
         self.kept: dict[str, Any] = {}
 
     def write(self, records: Any) -> None:
+        records = list(records)
         self.calls += 1
         if self.calls <= self.failures:
+            self.refused += len(records)
             raise BackendUnavailableError("the sink is down", url="test://sink")
         for r in records:
             self.kept[r["id"]] = r
@@ -116,9 +119,13 @@ def test_a_failing_sink_gets_the_batch_again_after_a_backoff_and_nothing_is_lost
         backoff=0.3,
     )
     result = scorer.run(idle_timeout=4)
-    assert len(sink.kept) == 40 and sink.calls == 3
-    assert result.stats.retried == 80 and result.stats.scored == 40
-    assert result.stats.messages == 120  # three deliveries of each
+    assert len(sink.kept) == 40 and sink.calls >= 3
+    # Each failed write's messages came again: as one batch of 40 each time, or split
+    # across fetches when JetStream redelivers them in parts (seen once in a full run:
+    # four writes), so counted, not assumed.
+    assert sink.refused >= 2 and result.stats.scored == 40
+    assert result.stats.retried == sink.refused
+    assert result.stats.messages == 40 + sink.refused  # every delivery, failed ones included
     assert streams.read("dlq") == []
 
 
