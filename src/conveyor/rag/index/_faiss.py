@@ -9,7 +9,8 @@ faiss chose ``AVX512_SPR`` and ``AVX512`` is available, ``AVX512`` is used.
 
 ``CONVEYOR_FAISS_SIMD`` overrides it: ``auto`` keeps faiss's own choice, a level name
 (``AVX2``, ``AVX512``, ``AVX512_SPR``, ``NONE``) sets that one. The level is the
-process's (faiss keeps one).
+process's (faiss keeps one), so it is chosen where an index first makes faiss objects (an
+index's constructor or load, IVF's training); searches then use plain ``import faiss``.
 """
 
 from __future__ import annotations

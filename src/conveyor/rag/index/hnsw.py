@@ -136,7 +136,7 @@ class HnswIndex(Closeable):
         cls, url: BackendURL, directory: Path | None, *, dimension: int, namespace: str
     ) -> Self:
         """The saved graph; ``ef_search`` (a search setting) may be changed by the URL."""
-        faiss = faiss_module()
+        import faiss
         import numpy as np
 
         options = cls._options(url)
@@ -236,7 +236,7 @@ class HnswIndex(Closeable):
         return scores, ids
 
     def params(self) -> dict[str, Any]:
-        faiss = faiss_module()
+        import faiss
 
         return {
             "kind": self.kind,
@@ -254,7 +254,7 @@ class HnswIndex(Closeable):
         }
 
     def save(self, directory: Path) -> None:
-        faiss = faiss_module()
+        import faiss
         import numpy as np
 
         self._check_open()
@@ -300,10 +300,10 @@ class HnswIndex(Closeable):
         self, queries: NDArray[np.float32], k: int, bits: NDArray[np.uint8] | None
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         """faiss's search (rows allowed by ``bits``, if given), mapped from rows to ids."""
-        faiss = faiss_module()
+        import faiss
         import numpy as np
 
-        params = faiss.SearchParametersHNSW()
+        params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
         params.efSearch = max(self.ef_search, k)
         if bits is not None:
             selector = faiss.IDSelectorBitmap(int(self._index.ntotal), faiss.swig_ptr(bits))

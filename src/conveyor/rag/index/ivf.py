@@ -283,7 +283,7 @@ class IvfIndex(Closeable):
         return out
 
     def save(self, directory: Path) -> None:
-        faiss = faiss_module()
+        import faiss
 
         self._check_open()
         directory = Path(directory)
@@ -329,7 +329,7 @@ class IvfIndex(Closeable):
             self._store = None
 
     def _remove_from_faiss(self, ids: NDArray[np.int64]) -> int:
-        faiss = faiss_module()
+        import faiss
 
         if len(ids) == 0:
             return 0
@@ -342,7 +342,7 @@ class IvfIndex(Closeable):
         nprobe: int,
         allowed: NDArray[np.int64] | None,
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-        faiss = faiss_module()
+        import faiss
 
         params = faiss.SearchParametersIVF()
         params.nprobe = nprobe
@@ -373,7 +373,7 @@ class IvfIndex(Closeable):
 
     def _measured_bytes_per_vector(self) -> float | None:
         """The serialized faiss index's size over its vector count (centroids included)."""
-        faiss = faiss_module()
+        import faiss
 
         if self._faiss is None or self._faiss.ntotal == 0:
             return None
