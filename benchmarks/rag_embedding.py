@@ -17,7 +17,11 @@ and batch 32:
 - **sentence-transformers** on torch CPU (``SentenceTransformer.encode``, which also sorts
   by length), the reference and the issue's peer (22.8 docs/s measured before);
 - **Conveyor ONNX fp32**: ``open_embedder(EmbeddingConfig(quantize="none"))``;
-- **Conveyor ONNX int8**: ``open_embedder(EmbeddingConfig())`` (the default).
+- **Conveyor ONNX int8**: ``open_embedder(EmbeddingConfig())`` (the default);
+- **Conveyor torch bf16**: ``EmbeddingConfig(backend="sentence-transformers",
+  precision="bfloat16", compile=True)``: the same model in bfloat16 through
+  ``torch.compile``, for CPUs with AMX or AVX512-BF16 (its first batch, the compile, is
+  timed apart as ``compile_once_s``).
 
 Quality: dense retrieval of every query over the corpus, exact cosine search (a matrix
 product), nDCG@10 with the one relevant document; the int8 row's loss against
@@ -129,7 +133,19 @@ def main() -> None:
         "conveyor-onnx-int8": open_embedder(
             EmbeddingConfig(quantize="int8", threads=THREADS, batch_size=BATCH)
         ),
+        "conveyor-torch-bf16": open_embedder(
+            EmbeddingConfig(
+                backend="sentence-transformers",
+                precision="bfloat16",
+                compile=True,
+                threads=THREADS,
+                batch_size=BATCH,
+            )
+        ),
     }
+    start = time.perf_counter()
+    encoders["conveyor-torch-bf16"].embed(docs[:40])  # the compile, at the first batch
+    compile_s = time.perf_counter() - start
     for encoder in encoders.values():  # warm-up: first-call allocations, thread pools
         encoder.embed(docs[:8])
 
@@ -200,14 +216,18 @@ def main() -> None:
             "sentence_transformers": sentence_transformers.__version__,
         },
         "export_once_s": round(export_s, 2),
+        "compile_once_s": round(compile_s, 2),
         "encoders": rows,
         "target": {
             "speedup_vs_st_at_least": 3.0,
             "ndcg_loss_at_most": 0.01,
-            "int8_speedup": rows["conveyor-onnx-int8"]["speedup_vs_st"],
-            "int8_ndcg_loss": rows["conveyor-onnx-int8"]["ndcg_loss_vs_st"],
-            "met": rows["conveyor-onnx-int8"]["speedup_vs_st"] >= 3.0
-            and rows["conveyor-onnx-int8"]["ndcg_loss_vs_st"] <= 0.01,
+            "met_by": [
+                name
+                for name, row in rows.items()
+                if name.startswith("conveyor")
+                and row["speedup_vs_st"] >= 3.0
+                and row["ndcg_loss_vs_st"] <= 0.01
+            ],
         },
     }
     assert not math.isnan(st["ndcg_at_10"])
@@ -218,7 +238,7 @@ def main() -> None:
             f"nDCG@10 {row['ndcg_at_10']:.4f} (loss {row['ndcg_loss_vs_st']:+.4f})  "
             f"min cos {row['cosine_to_st_min']:.4f}"
         )
-    print(f"export once: {export_s:.1f} s; written {path}")
+    print(f"export once: {export_s:.1f} s; compile once: {compile_s:.1f} s; written {path}")
 
 
 if __name__ == "__main__":

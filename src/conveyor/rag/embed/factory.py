@@ -67,6 +67,8 @@ def open_embedder(
             batch_size=config.batch_size,
             threads=config.threads,
             max_tokens=config.max_tokens,
+            precision=config.precision,
+            compile=config.compile,
         )
     from conveyor.rag.embed.onnx_encoder import OnnxEmbedder
 
