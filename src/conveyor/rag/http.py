@@ -22,6 +22,7 @@ stage: load, dense, bm25, fusion, rerank, pack, total as the retriever reports t
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ from conveyor.errors import InvalidInputError
 from conveyor.web.routing import Route
 
 if TYPE_CHECKING:
+    from conveyor.rag.api import RagService
     from conveyor.web.app import AppContext, Contribution
     from conveyor.web.pipeline import Call
 
@@ -105,15 +107,39 @@ def _body(raw: bytes) -> dict[str, Any]:
 
 
 def routes(context: AppContext) -> Contribution:
-    """The search and context routes over the project's collections."""
-    from conveyor.rag.api import RagService
+    """The search and context routes over the project's collections.
+
+    The query service is built with the app when the spec declares collections; a spec
+    that declares none (a server of models only) builds it at the first RAG request
+    instead, which keeps the RAG modules out of its start-up: every such request is then
+    a 404 naming the collection, and readiness never waits on a collection.
+    """
+    from conveyor.rag.settings import rag_of
     from conveyor.web.app import Contribution
 
-    service = RagService(context.project, metrics=RagMetrics(context.metrics.registry))
+    built: list[RagService] = []
+    building = threading.Lock()
+
+    def service() -> RagService:
+        if not built:
+            with building:
+                if not built:
+                    from conveyor.rag.api import RagService
+
+                    built.append(
+                        RagService(context.project, metrics=RagMetrics(context.metrics.registry))
+                    )
+        return built[0]
+
+    if rag_of(context.project.spec).collections:
+        service()
 
     def answering(endpoint: str) -> Any:
         """The handler of one endpoint: the body checked, the query answered off the loop."""
-        answer = service.search if endpoint == "search" else service.context
+
+        def answer(*args: Any, **kwargs: Any) -> Any:
+            found = service()
+            return (found.search if endpoint == "search" else found.context)(*args, **kwargs)
 
         async def handler(call: Call) -> Response:
             body = _body(await call.body())
@@ -121,7 +147,7 @@ def routes(context: AppContext) -> Contribution:
             found = await asyncio.to_thread(
                 answer,
                 call.params["collection"],
-                body.get("query"),  # type: ignore[arg-type]
+                body.get("query"),
                 k=body.get("k"),
                 filters=body.get("filters"),
                 version=body.get("version"),
@@ -134,7 +160,14 @@ def routes(context: AppContext) -> Contribution:
         return handler
 
     async def shutdown() -> None:
-        service.close()
+        if built:
+            built[0].close()
+
+    def serves() -> bool:
+        # Readiness: a server with no model deployed is ready when a collection is live,
+        # as the query path last read it (no SQL per probe; a hung store does not hang
+        # the probe). No collection declared: none can answer.
+        return bool(built) and built[0].serves()
 
     table = [
         Route(
@@ -159,6 +192,4 @@ def routes(context: AppContext) -> Contribution:
         ),
     ]
 
-    # Readiness: a server with no model deployed is ready when a collection is live, as the
-    # query path last read it (no SQL per probe; a hung store does not hang the probe).
-    return Contribution(table, shutdown=shutdown, serves=service.serves)
+    return Contribution(table, shutdown=shutdown, serves=serves)
