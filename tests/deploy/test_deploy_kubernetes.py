@@ -228,3 +228,19 @@ def test_a_release_named_after_conveyor_keeps_the_charts_server_name(tmp_path: P
     names = [m["metadata"]["name"] for m in rendered.manifests if m["kind"] == "Deployment"]
     assert server_deployment("conveyor-demo") == "conveyor-demo-server" in names
     assert server_deployment("envs") == "envs-conveyor-server"
+
+
+def test_a_new_render_replaces_the_old_files_whole(root: Path) -> None:
+    out = root / "rendered"
+    out.mkdir()
+    (out / "07-configmap-gone.yaml").write_text("kind: ConfigMap\n")  # a render's leftover
+    (out / "README.md").write_text("notes\n")  # not a manifest: left alone
+    spec = load_spec(root, env={}, environment="prod")
+    rendered = Kubernetes(spec).render(tag="t1", output=out)
+    files = sorted(p.name for p in out.iterdir())
+    assert "07-configmap-gone.yaml" not in files and "README.md" in files
+    assert not [name for name in files if name.endswith(".partial")]
+    assert sorted(p.name for p in rendered.written) == sorted(f for f in files if f != "README.md")
+    for path in rendered.written:  # every file whole: parses back to what was rendered
+        assert list(yaml.safe_load_all(path.read_text()))
+    assert len(list(yaml.safe_load_all((out / "all.yaml").read_text()))) == len(rendered.manifests)

@@ -260,19 +260,27 @@ def _set_value(item: str) -> dict[str, Any]:
 
 
 def _write(manifests: list[dict[str, Any]], output: Path) -> list[Path]:
-    """One file per manifest (``NN-kind-name.yaml``) and ``all.yaml``; stale ones removed."""
+    """One file per manifest (``NN-kind-name.yaml``) and ``all.yaml``; stale ones removed.
+
+    Each file is written whole (:func:`~conveyor.deploy.files.write_whole`), and stale
+    files go only once the new set is in place: a command killed mid-way leaves every
+    manifest whole, old or new, never a folder emptied or a file cut short."""
     import yaml
 
+    from conveyor.deploy.files import write_whole
+
     output.mkdir(parents=True, exist_ok=True)
-    for old in output.glob("*.yaml"):
-        old.unlink()
     written = []
     for index, manifest in enumerate(manifests):
         kind = str(manifest.get("kind", "object")).lower()
         name = str((manifest.get("metadata") or {}).get("name", "unnamed"))
         path = output / f"{index:02d}-{kind}-{name}.yaml"
-        path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+        write_whole(path, yaml.safe_dump(manifest, sort_keys=False))
         written.append(path)
     everything = output / "all.yaml"
-    everything.write_text(yaml.safe_dump_all(manifests, sort_keys=False))
+    write_whole(everything, yaml.safe_dump_all(manifests, sort_keys=False))
+    keep = {everything, *written}
+    for old in output.glob("*.yaml"):
+        if old not in keep:
+            old.unlink()
     return [everything, *written]
