@@ -709,35 +709,75 @@ class _EventStream(Response):
 
 
 def routes(context: AppContext) -> Contribution:
-    """The OpenAI-compatible routes under ``gateway.prefix``."""
+    """The OpenAI-compatible routes under ``gateway.prefix``.
+
+    The gateway (its router, stages, limiter and metrics) is built with the app when the
+    spec names deployments. A spec that names none (a server of models only) cannot route
+    a call anywhere, a stored route included (each is checked against the spec's
+    deployments): its gateway is built at the first call of these routes instead, which
+    answers as before (no model of that name), and keeps it out of the start-up.
+    """
     from conveyor.web.app import Contribution
 
-    gateway = Gateway(context)
-    prefix = gateway.spec.prefix
-
+    spec = gateway_of(context.project.spec)
+    prefix = spec.prefix
+    built: list[Gateway] = []
     poller: list[asyncio.Task[None]] = []
 
-    async def startup() -> None:
+    def start(gateway: Gateway) -> None:
         from conveyor.gateway.tracing import tracer
 
         gateway.router.tracer = tracer()  # None when the process has no tracing
         poller.append(asyncio.ensure_future(gateway.poll_routes()))
 
+    def current() -> Gateway:
+        """The gateway, built (and its route poller started) on first need."""
+        if not built:
+            gateway = Gateway(context)
+            built.append(gateway)
+            if started:
+                start(gateway)
+        return built[0]
+
+    started: list[bool] = []
+    if spec.deployments:
+        current()
+
+    async def startup() -> None:
+        started.append(True)
+        if built:
+            start(built[0])
+
     async def shutdown() -> None:
         for task in poller:
             task.cancel()
         await asyncio.gather(*poller, return_exceptions=True)
+        if not built:
+            return
+        gateway = built[0]
         for stage in gateway.stages:  # work a stage does after the answer (settlements)
             drain = getattr(stage, "drain", None)
             if drain is not None:
                 await drain()
         await gateway.router.aclose()
 
+    async def chat(call: Call) -> Response:
+        return await current().chat(call)
+
+    async def embeddings(call: Call) -> Response:
+        return await current().embeddings(call)
+
+    async def models(call: Call) -> Response:
+        return await current().models(call)
+
+    async def model(call: Call) -> Response:
+        return await current().model(call)
+
     table = [
         Route(
             "POST",
             f"{prefix}/chat/completions",
-            gateway.chat,
+            chat,
             None,  # llm.call, checked by the handler: its errors are OpenAI-shaped
             "An OpenAI chat completion through the gateway (stream: server-sent events)",
             body=_CHAT_BODY,
@@ -747,7 +787,7 @@ def routes(context: AppContext) -> Contribution:
         Route(
             "POST",
             f"{prefix}/embeddings",
-            gateway.embeddings,
+            embeddings,
             None,  # llm.call, checked by the handler
             "OpenAI embeddings through the gateway",
             body=_EMBEDDINGS_BODY,
@@ -757,7 +797,7 @@ def routes(context: AppContext) -> Contribution:
         Route(
             "GET",
             f"{prefix}/models",
-            gateway.models,
+            models,
             None,  # llm.call, checked by the handler
             "The model aliases and deployments of the gateway",
             tags=("llm",),
@@ -766,7 +806,7 @@ def routes(context: AppContext) -> Contribution:
         Route(
             "GET",
             f"{prefix}/models/{{model}}",
-            gateway.model,
+            model,
             None,  # llm.call, checked by the handler
             "One model alias or deployment of the gateway",
             tags=("llm",),
@@ -779,5 +819,5 @@ def routes(context: AppContext) -> Contribution:
 
     table.extend(quality_routes(context))
     table.extend(review_routes(context))
-    table.extend(route_routes(context, gateway.spec))
+    table.extend(route_routes(context, spec))
     return Contribution(table, startup=startup, shutdown=shutdown)
