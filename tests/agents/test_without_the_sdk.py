@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 from conveyor.project import init_project
+from fresh_app_support import run_fresh_app
 
 SCRIPT = textwrap.dedent(
     """
@@ -64,25 +65,14 @@ def test_without_the_sdk_a_spec_with_tool_servers_names_the_extra(tmp_path: Path
     assert "pip install 'conveyor[mcp]'" in out
 
 
-LAZY = textwrap.dedent(
-    """
-    import sys
-    from starlette.testclient import TestClient
-    from conveyor.governance.keys import ApiKeys
-    from conveyor.project import Project
-    from conveyor.serving.app import create_app
-
-    with Project.open(sys.argv[1]) as project:
-        token = ApiKeys(project.store, project.events).create("agent", "predictor")[0]
-        with TestClient(create_app(project)) as client:
-            print("live", client.get("/v2/health/live").status_code)
-            print("sdk after start-up", "mcp" in sys.modules)
-            tools = client.get("/v1/mcp/tools", headers={"authorization": f"Bearer {token}"})
-            names = [t["name"] for t in tools.json()["tools"]]
-            print("tools", tools.status_code, "conveyor__list_models" in names)
-            print("sdk after a call", "mcp" in sys.modules)
-    """
-)
+LAZY = """
+print("live", client.get("/v2/health/live").status_code)
+print("sdk after start-up", "mcp" in sys.modules)
+tools = client.get("/v1/mcp/tools", headers=auth)
+names = [t["name"] for t in tools.json()["tools"]]
+print("tools", tools.status_code, "conveyor__list_models" in names)
+print("sdk after a call", "mcp" in sys.modules)
+"""
 
 
 def test_a_server_without_tool_servers_imports_the_sdk_at_its_first_mcp_call(
@@ -90,13 +80,10 @@ def test_a_server_without_tool_servers_imports_the_sdk_at_its_first_mcp_call(
 ) -> None:
     # a third of a second of start-up a model server nobody calls over MCP does not pay
     init_project(tmp_path, name="lazymcp")
-    done = subprocess.run(
-        [sys.executable, "-c", LAZY, str(tmp_path)], capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "live 200" in done.stdout
-    assert "sdk after start-up False" in done.stdout
-    assert "tools 200 True" in done.stdout and "sdk after a call True" in done.stdout
+    out = run_fresh_app(tmp_path, LAZY)
+    assert "live 200" in out
+    assert "sdk after start-up False" in out
+    assert "tools 200 True" in out and "sdk after a call True" in out
 
 
 CONCURRENT = textwrap.dedent(

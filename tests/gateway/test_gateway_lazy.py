@@ -5,49 +5,30 @@ cleanly either way."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 from conveyor.project import init_project
+from fresh_app_support import run_fresh_app
 
-LAZY = textwrap.dedent(
-    """
-    import sys
-    from starlette.testclient import TestClient
-    from conveyor.governance.keys import ApiKeys
-    from conveyor.project import Project
-    from conveyor.serving.app import create_app
-
-    with Project.open(sys.argv[1]) as project:
-        token = ApiKeys(project.store, project.events).create("app", "admin")[0]
-        auth = {"authorization": f"Bearer {token}"}
-        with TestClient(create_app(project)) as client:
-            print("live", client.get("/v2/health/live").status_code)
-            metrics = client.get("/metrics", headers=auth)
-            print("metrics", metrics.status_code)
-            print("gateway after start-up", "conveyor_llm_requests" in metrics.text)
-            listed = client.get("/llm/v1/models", headers=auth)
-            print("models", listed.status_code, listed.json()["data"])
-            ask = {"model": "gpt", "messages": [{"role": "user", "content": "hi"}]}
-            chat = client.post("/llm/v1/chat/completions", headers=auth, json=ask)
-            print("chat", chat.status_code, chat.json()["error"]["code"])
-            print("names it", "gpt" in chat.json()["error"]["message"])
-            metrics = client.get("/metrics", headers=auth).text
-            print("gateway after a call", "conveyor_llm_requests" in metrics)
-        print("stopped cleanly")
-    """
-)
+LAZY = """
+print("live", client.get("/v2/health/live").status_code)
+metrics = client.get("/metrics", headers=auth)
+print("metrics", metrics.status_code)
+print("gateway after start-up", "conveyor_llm_requests" in metrics.text)
+listed = client.get("/llm/v1/models", headers=auth)
+print("models", listed.status_code, listed.json()["data"])
+ask = {"model": "gpt", "messages": [{"role": "user", "content": "hi"}]}
+chat = client.post("/llm/v1/chat/completions", headers=auth, json=ask)
+print("chat", chat.status_code, chat.json()["error"]["code"])
+print("names it", "gpt" in chat.json()["error"]["message"])
+metrics = client.get("/metrics", headers=auth).text
+print("gateway after a call", "conveyor_llm_requests" in metrics)
+"""
 
 
 def test_a_spec_without_deployments_builds_the_gateway_at_its_first_call(tmp_path: Path) -> None:
     init_project(tmp_path, name="nollm")
-    done = subprocess.run(
-        [sys.executable, "-c", LAZY, str(tmp_path)], capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    out = done.stdout
+    out = run_fresh_app(tmp_path, LAZY, role="admin")
     assert "live 200" in out
     assert "metrics 200" in out and "gateway after start-up False" in out, out
     assert "models 200 []" in out
