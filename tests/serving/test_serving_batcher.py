@@ -394,12 +394,119 @@ def test_model_runs_off_the_event_loop(logreg: Any) -> None:
     assert _run(main()) not in threads
 
 
+def test_a_lone_request_to_a_cheap_model_runs_on_the_event_loop(logreg: Any) -> None:
+    threads: list[int] = []
+
+    def predict(table: pa.Table) -> Any:
+        threads.append(threading.get_ident())
+        return logreg.predict(_matrix(table))
+
+    async def main() -> int:
+        batcher = Batcher(predict, inline_max_ms=5)
+        tables = _tables(12)
+        # Before its cost is measured, even a lone request goes through the executor.
+        first = await batcher.submit(tables[0], alone=True)
+        assert threads[-1] != threading.get_ident() and not batcher.history[-1].inline
+        for table in tables[1:6]:
+            await batcher.submit(table)  # measured
+        loop_thread = threading.get_ident()
+        alone = [await batcher.submit(t, alone=True) for t in tables[6:9]]
+        assert threads[-3:] == [loop_thread] * 3
+        assert [b.inline for b in list(batcher.history)[-3:]] == [True, True, True]
+        assert batcher.rows == sum(t.num_rows for t in tables[:9])  # counted as batches
+        # Not alone (the server has other requests in flight): the executor.
+        await batcher.submit(tables[9])
+        assert threads[-1] != loop_thread and not batcher.history[-1].inline
+        # Each got its own rows.
+        for table, got in zip(tables[6:9], alone, strict=True):
+            assert list(got) == list(logreg.predict(_matrix(table)))
+        assert list(first) == list(logreg.predict(_matrix(tables[0])))
+        await batcher.close()
+        return loop_thread
+
+    _run(main())
+
+
+def test_a_lone_request_waits_its_turn_behind_one_in_the_model(logreg: Any) -> None:
+    release = threading.Event()
+    threads: list[int] = []
+
+    def predict(table: pa.Table) -> Any:
+        threads.append(threading.get_ident())
+        if table.num_rows == 7:
+            release.wait(5)  # the one request held in the model
+        return logreg.predict(_matrix(table))
+
+    async def main() -> None:
+        batcher = Batcher(predict, inline_max_ms=5)
+        for seed in range(6):
+            await batcher.submit(_table(3, seed))  # measured: cheap
+        held = asyncio.ensure_future(batcher.submit(_table(7, 3)))
+        await wait_until_async(lambda: len(threads) == 7, message="the held batch in the model")
+        lone = asyncio.ensure_future(batcher.submit(_table(2, 4), alone=True))
+        await asyncio.sleep(0.05)
+        assert not lone.done()  # queued behind the batch in the model, not run beside it
+        release.set()
+        await asyncio.gather(held, lone)
+        assert threads[-1] != threading.get_ident() and not batcher.history[-1].inline
+        await batcher.close()
+
+    _run(main())
+
+
+def test_a_slow_model_or_a_zero_bound_never_runs_on_the_event_loop(logreg: Any) -> None:
+    threads: list[int] = []
+
+    def slow(table: pa.Table) -> Any:
+        threads.append(threading.get_ident())
+        threading.Event().wait(0.003)  # 3 ms a call, over the 0.5 ms bound
+        return logreg.predict(_matrix(table))
+
+    def cheap(table: pa.Table) -> Any:
+        threads.append(threading.get_ident())
+        return logreg.predict(_matrix(table))
+
+    async def main() -> None:
+        for predict, bound in ((slow, 0.5), (cheap, 0.0)):
+            batcher = Batcher(predict, inline_max_ms=bound)
+            for table in _tables(10):
+                await batcher.submit(table, alone=True)
+            assert threading.get_ident() not in threads
+            assert not any(b.inline for b in batcher.history)
+            await batcher.close()
+
+    _run(main())
+
+
+def test_a_model_error_on_the_event_loop_is_the_callers(logreg: Any) -> None:
+    def predict(table: pa.Table) -> Any:
+        if table.num_rows == 5:
+            raise ValueError("five rows: refused by the model")
+        return logreg.predict(_matrix(table))
+
+    async def main() -> None:
+        batcher = Batcher(predict, inline_max_ms=5)
+        for seed in range(6):
+            await batcher.submit(_table(3, seed))
+        with pytest.raises(ValueError, match="five rows"):
+            await batcher.submit(_table(5, 9), alone=True)
+        assert batcher.history[-1].failed and batcher.history[-1].inline
+        assert list(await batcher.submit(_table(3, 2), alone=True)) == list(
+            logreg.predict(_matrix(_table(3, 2)))
+        )
+        await batcher.close()
+
+    _run(main())
+
+
 def test_bad_arguments_name_the_field(logreg: Any) -> None:
     predict: Callable[[pa.Table], Any] = lambda t: logreg.predict(_matrix(t))  # noqa: E731
     for kwargs, field in [
         ({"max_batch_size": 0}, "max_batch_size"),
         ({"max_wait_ms": -1}, "max_wait_ms"),
         ({"max_queue": 2, "max_batch_size": 4}, "max_queue"),
+        ({"inline_max_ms": -0.1}, "inline_max_ms"),
+        ({"inline_max_ms": float("nan")}, "inline_max_ms"),
     ]:
         with pytest.raises(InvalidInputError) as info:
             Batcher(predict, **kwargs)

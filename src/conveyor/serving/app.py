@@ -36,6 +36,7 @@ import orjson
 from conveyor.errors import NotFoundError
 from conveyor.serving.dense import DenseRows, as_arrow
 from conveyor.serving.events import PREDICTION, PREDICTION_FAILED, PREDICTION_SHADOW
+from conveyor.serving.inflight import requests_in_flight
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -289,7 +290,7 @@ class Server:
                 cached = output is not None
                 self.metrics.cache.labels(model, number, "hit" if cached else "miss").inc()
             if output is None:
-                output = await served.batcher.submit(table)
+                output = await served.batcher.submit(table, alone=requests_in_flight() == 1)
                 if cache is not None:
                     if cache.local:
                         cache.put(served.version.id, table, output, digest)

@@ -343,6 +343,7 @@ class ModelPool:
             max_queue=max(spec.max_queue, spec.max_batch_size),
             name=name,
             on_batch=on_batch,
+            inline_max_ms=spec.inline_max_ms,
         )
         dense = dense_columns(loaded.signature) if fast is not None else None
         served = Served(loaded.version, loaded, batcher, sample_output=sample, dense=dense)

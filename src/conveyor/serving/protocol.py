@@ -18,6 +18,8 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from conveyor.serving import inflight
+
 __all__ = ["HEADER_TIMEOUT_ENV", "GuardedHttpToolsProtocol", "guarded_protocol"]
 
 log = logging.getLogger("conveyor.serving")
@@ -37,6 +39,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        inflight.watch(self.server_state)
         self._arm()
 
     def on_message_begin(self) -> None:

@@ -37,6 +37,14 @@ class BatchingSpec(BaseModel):
     max_queue: int = Field(
         1024, ge=1, description="Queued rows per version before 503 + Retry-After."
     )
+    inline_max_ms: float = Field(
+        0.5,
+        ge=0,
+        le=10,
+        description="A request that arrives while the worker has no other in flight calls "
+        "the model on the event loop, not the batcher's thread, when its measured cost is at "
+        "most this (saves two thread hand-offs; bounds how long the loop is held). 0: never.",
+    )
 
 
 class DependenciesSpec(BaseModel):
