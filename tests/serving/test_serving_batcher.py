@@ -478,6 +478,34 @@ def test_a_slow_model_or_a_zero_bound_never_runs_on_the_event_loop(logreg: Any) 
     _run(main())
 
 
+def test_a_call_that_overran_the_bound_on_the_loop_sends_the_rest_to_the_executor(
+    logreg: Any,
+) -> None:
+    # A model that is cheap until it is not (a cold cache, a remote call in a PythonModel):
+    # the loop it held once is not lent to it again.
+    threads: list[int] = []
+
+    def predict(table: pa.Table) -> Any:
+        threads.append(threading.get_ident())
+        if table.num_rows == 6:
+            threading.Event().wait(0.1)  # 100 ms, twenty times the bound
+        return logreg.predict(_matrix(table))
+
+    async def main() -> None:
+        batcher = Batcher(predict, inline_max_ms=5)
+        for seed in range(6):
+            await batcher.submit(_table(3, seed))  # measured: cheap
+        await batcher.submit(_table(6, 1), alone=True)
+        assert batcher.history[-1].inline  # it looked cheap: on the loop, and overran
+        for seed in range(4):
+            await batcher.submit(_table(3, seed), alone=True)
+        assert not any(b.inline for b in list(batcher.history)[-4:])
+        assert threading.get_ident() not in threads[-4:]
+        await batcher.close()
+
+    _run(main())
+
+
 def test_a_model_error_on_the_event_loop_is_the_callers(logreg: Any) -> None:
     def predict(table: pa.Table) -> Any:
         if table.num_rows == 5:
