@@ -67,7 +67,6 @@ class SentenceTransformerEmbedder:
         self._files = files
         self._batch_size = batch_size
         self._precision = precision
-        self._compiled = False
         model_kwargs: dict[str, Any] = {}
         if precision == "bfloat16":
             model_kwargs["torch_dtype"] = torch.bfloat16
@@ -106,7 +105,6 @@ class SentenceTransformerEmbedder:
         with _torch_deprecations_quiet():
             for module in transformers:
                 module.auto_model = torch.compile(module.auto_model, dynamic=True)
-        self._compiled = True
 
     @property
     def model(self) -> str:
@@ -134,8 +132,7 @@ class SentenceTransformerEmbedder:
             raise InvalidInputError("embed takes a sequence of texts, not one string")
         if not texts:
             return np.empty((0, self._dimension), dtype=np.float32)
-        quiet = _torch_deprecations_quiet() if self._compiled else contextlib.nullcontext()
-        with torch.inference_mode(), quiet:
+        with torch.inference_mode():
             tensors = self._model.encode(
                 list(texts),
                 batch_size=self._batch_size,
