@@ -106,7 +106,12 @@ class Server:
             if spec.cache
             else None
         )
-        self.pool = ModelPool(self.registry, spec.batching, on_batch=self.metrics.on_batch)
+        self.pool = ModelPool(
+            self.registry,
+            spec.batching,
+            on_batch=self.metrics.on_batch,
+            closed_form=spec.closed_form,
+        )
         # Route changes made through this server are verified by loading into its pool.
         self.routes = RouteStore(project.store, project.events, self.registry, verify=False)
         # LISTEN where serving.listen_url says (the database itself when the store's URL is

@@ -131,7 +131,7 @@ def _flavor_predict(loaded: LoadedModel) -> Any:
 _NAMES_WARNING = r"X does not have valid feature names"
 
 
-def matrix_predict(loaded: LoadedModel) -> Any:
+def matrix_predict(loaded: LoadedModel, *, closed: bool = True) -> Any:
     """A faster ``predict`` for an all-numeric scikit-learn-style model, or None.
 
     The flavor hands scikit-learn a pandas frame, so that models fitted on
@@ -142,8 +142,13 @@ def matrix_predict(loaded: LoadedModel) -> Any:
     same predictions as the flavor on the warm-up rows, and scikit-learn's
     "X does not have valid feature names" warning is then silenced for the
     process (the names were checked by the signature).
+
+    With ``closed`` (``serving.closed_form``), a linear model is predicted by its
+    formula (:mod:`conveyor.serving.closed_form`), checked the same way.
     """
     import warnings
+
+    from conveyor.serving.closed_form import closed_form
 
     import numpy as np
     import pyarrow as pa
@@ -157,7 +162,9 @@ def matrix_predict(loaded: LoadedModel) -> Any:
     ):
         return None
     estimator = loaded.model
-    predict_fn = getattr(estimator, "predict", None)
+    predict_fn = (closed_form(estimator) if closed else None) or getattr(
+        estimator, "predict", None
+    )
     if predict_fn is None:
         return None
 
@@ -269,9 +276,17 @@ def verify_version(registry: Registry, model: str, number: int) -> None:
 class ModelPool:
     """Loaded versions by ``(model, number)``; loads run in a thread."""
 
-    def __init__(self, registry: Registry, batching: BatchingSpec, *, on_batch: Any = None) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        batching: BatchingSpec,
+        *,
+        on_batch: Any = None,
+        closed_form: bool = True,
+    ) -> None:
         self.registry = registry
         self.batching = batching
+        self.closed_form = closed_form
         self.on_batch = on_batch
         self._served: dict[tuple[str, int], Served] = {}
         self._loading: dict[tuple[str, int], asyncio.Future[Served]] = {}
@@ -326,7 +341,7 @@ class ModelPool:
         loaded, sample = await loop.run_in_executor(None, self._load_sync, model, number)
         spec = self.batching
         name = f"{model}@{number}"
-        fast = matrix_predict(loaded)
+        fast = matrix_predict(loaded, closed=self.closed_form)
         predict = fast or _flavor_predict(loaded)
 
         on_batch = None

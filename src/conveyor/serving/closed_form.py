@@ -1,0 +1,93 @@
+"""A fitted scikit-learn linear model's prediction as its formula, without the per-call checks.
+
+scikit-learn's ``predict`` on one row of a linear model is about 120 us, of
+which the arithmetic (a dot product, an intercept, an argmax) is 3 us: the
+rest is input validation (array conversion, finiteness, feature count and
+names, the array-API namespace) that a server has already done once per
+request (the signature check: the columns, their order and their types). For
+the linear estimators whose ``predict`` is scikit-learn's generic one
+(LogisticRegression, LinearSVC, SGDClassifier, Perceptron, LinearRegression;
+an estimator or subclass with its own ``predict`` or decision function, such
+as Ridge, RidgeClassifier or ElasticNet, is left to it) this module returns the
+same arithmetic on the same arrays, in the same order, so the answers are the
+model's to the bit:
+
+    classifier (LinearClassifierMixin): scores = X @ coef_.T + intercept_
+        one column -> classes_[scores > 0]; several -> classes_[argmax(scores)]
+    regressor (LinearModel):            X @ coef_(.T) + intercept_
+
+A matrix with a NaN or an infinity goes to the model's own ``predict``, so the
+caller gets scikit-learn's error, word for word. The serving pool still
+checks the formula against the model on the warm-up rows before it uses it
+(:func:`conveyor.serving.pool.matrix_predict`), and ``serving.closed_form:
+false`` turns it off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["closed_form"]
+
+
+def closed_form(estimator: Any) -> Callable[[Any], Any] | None:
+    """``predict(matrix)`` for a fitted linear estimator, or None for anything else."""
+    import sys
+
+    if "sklearn" not in sys.modules:  # not a scikit-learn model: nothing to import
+        return None
+    import numpy as np
+    from sklearn.linear_model import _base
+    from sklearn.linear_model._base import LinearClassifierMixin, LinearModel
+
+    cls = type(estimator)
+    coef = getattr(estimator, "coef_", None)
+    intercept = getattr(estimator, "intercept_", None)
+    if not isinstance(coef, np.ndarray) or coef.dtype.kind != "f" or coef.ndim not in (1, 2):
+        return None  # unfitted, or sparse coefficients (sparsify()): the model's own path
+    if not isinstance(intercept, np.ndarray | float | int):
+        return None
+    weights = coef.T if coef.ndim == 2 else coef
+    fallback = estimator.predict
+
+    if isinstance(estimator, LinearClassifierMixin):
+        if (
+            cls.predict is not LinearClassifierMixin.predict
+            or cls.decision_function is not LinearClassifierMixin.decision_function
+        ):
+            return None
+        classes = getattr(estimator, "classes_", None)
+        if not isinstance(classes, np.ndarray):
+            return None
+
+        def classify(matrix: Any) -> Any:
+            if not np.isfinite(matrix).all():
+                return fallback(matrix)  # scikit-learn's own error for NaN / inf
+            scores = matrix @ weights + intercept
+            if scores.ndim > 1 and scores.shape[1] == 1:
+                scores = scores.reshape(-1)
+            if scores.ndim == 1:
+                indices = (scores > 0).astype(np.intp)
+            else:
+                indices = scores.argmax(axis=1)
+            return classes.take(indices, axis=0)
+
+        return classify
+
+    if isinstance(estimator, LinearModel):
+        # LinearModel's predict, or the one that only documents it for multi-output models
+        known = {LinearModel.predict}
+        multi = getattr(_base, "MultiOutputLinearModel", None)
+        if multi is not None and "predict" in vars(multi):
+            known.add(multi.predict)
+        if cls.predict not in known or cls._decision_function is not LinearModel._decision_function:
+            return None
+
+        def regress(matrix: Any) -> Any:
+            if not np.isfinite(matrix).all():
+                return fallback(matrix)
+            return matrix @ weights + intercept
+
+        return regress
+    return None
