@@ -17,7 +17,9 @@ value is kept in the JSON). Servers start in a rotated order each round.
 Workloads: (a) LogisticRegression on 20 float features at concurrency 1, 8
 and 64; (b) RandomForest of 100 trees at concurrency 1 and 64, batched on
 Conveyor (64 rows, 2 ms) and BentoML (adaptive batching), unbatched
-elsewhere; (c) start-up: seconds from spawning the process to the first 200
+elsewhere, and the LogisticRegression once more at concurrency 1 from a plain
+blocking socket in this process (``lr_c1_blocking``: a second view of the c=1
+tail, see ``blocking_client``); (c) start-up: seconds from spawning the process to the first 200
 from its readiness endpoint.
 
 Before any load, every server answers the same row once, and its prediction
@@ -235,6 +237,63 @@ def measure(run: Running, concurrency: int, args: argparse.Namespace, tmp: Path)
     url = f"http://127.0.0.1:{server.port}{server.predict_path}"
     wrk(url, lua, concurrency, args.warmup)
     return wrk(url, lua, concurrency, args.duration)
+
+
+def blocking_client(run: Running, seconds: float) -> dict[str, Any]:
+    """Concurrency 1 from a plain blocking socket (this process, TCP_NODELAY): send the
+    request, read the whole response, repeat. A second view of the c=1 tail beside wrk's:
+    wrk turns each answer around in microseconds, so the server never idles between
+    requests and every background step it runs lands on a request; a slower client
+    leaves gaps, as most real callers do. Percentiles from every request's own time."""
+    import socket
+
+    server = run.server
+    body = server.body.encode()
+    head = "".join(f"{k}: {v}\r\n" for k, v in server.headers.items())
+    request = (
+        f"POST {server.predict_path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\n{head}Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    latencies: list[float] = []
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        stop = time.perf_counter() + seconds
+        while time.perf_counter() < stop:
+            started = time.perf_counter()
+            sock.sendall(request)
+            data = b""
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise RuntimeError("the server closed the connection")
+                data += chunk
+                end = data.find(b"\r\n\r\n")
+                if end < 0:
+                    continue
+                at = data.lower().find(b"content-length:")
+                length = int(data[at + 15 : data.find(b"\r\n", at)])
+                if len(data) >= end + 4 + length:
+                    break
+            if not data.startswith(b"HTTP/1.1 200"):
+                raise RuntimeError(f"{server.name} answered {data[:60]!r}")
+            latencies.append(time.perf_counter() - started)
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        return round(latencies[int(p * (len(latencies) - 1))] * 1000, 3)
+
+    return {
+        "rps": len(latencies) / seconds,
+        "requests": len(latencies),
+        "p50_ms": pct(0.5),
+        "p95_ms": pct(0.95),
+        "p99_ms": pct(0.99),
+        "p999_ms": pct(0.999),
+        "mean_ms": round(statistics.fmean(latencies) * 1000, 3),
+        "max_ms": round(latencies[-1] * 1000, 3),
+        "errors": 0,
+        "loadavg_1m_before": round(os.getloadavg()[0], 2),
+    }
 
 
 def _lua(server: Server) -> str:
@@ -548,7 +607,8 @@ def run(args: argparse.Namespace, log: Log = print) -> dict[str, Any]:
             "warmup_s": args.warmup,
             "duration_s": args.duration,
             "load_generator": "wrk -t1 (1 thread), separate process, loopback, one JSON row "
-            "per request (Lua script)",
+            "per request (Lua script); lr_c1_blocking: one blocking socket from the "
+            "benchmark's process, same request",
             "workers": 1,
             "conveyor": "conveyor serve, auth required (wrk sends a predictor key), cache off, "
             "routing + metrics + event log on; lr: default batching (32 rows, 2 ms); "
@@ -596,6 +656,17 @@ def run(args: argparse.Namespace, log: Log = print) -> dict[str, Any]:
                                 f"  c={c:<3} {m['rps']:8.0f} rps  p50 {m['p50_ms']:7.2f} ms  "
                                 f"p95 {m['p95_ms']:7.2f}  p99 {m['p99_ms']:7.2f}  "
                                 f"errors {m['errors']}  load {m['loadavg_1m_before']}"
+                            )
+                        if kind == "lr":
+                            blocking_client(running, args.warmup)
+                            m = blocking_client(running, args.duration)
+                            per_round.setdefault("lr_c1_blocking", {}).setdefault(
+                                server.name, {}
+                            ).setdefault("1", []).append(m)
+                            log(
+                                f"  c=1 blocking client {m['rps']:6.0f} rps  p50 "
+                                f"{m['p50_ms']:.2f} ms  p95 {m['p95_ms']:.2f}  "
+                                f"p99 {m['p99_ms']:.2f}  p99.9 {m['p999_ms']:.2f}"
                             )
                         if args.profile and kind == "lr" and server.name == "conveyor" and rnd == 0:
                             log("  profiling Conveyor at c=64 with py-spy")
@@ -655,6 +726,7 @@ def print_table(result: dict[str, Any], log: Log = print) -> None:
     for kind, title in (
         ("lr", "LogisticRegression, 20 features"),
         ("rf", "RandomForest, 100 trees"),
+        ("lr_c1_blocking", "LogisticRegression, one blocking client"),
     ):
         if kind not in result:
             continue

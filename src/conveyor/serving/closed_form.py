@@ -67,10 +67,7 @@ def closed_form(estimator: Any) -> Callable[[Any], Any] | None:
             scores = matrix @ weights + intercept
             if scores.ndim > 1 and scores.shape[1] == 1:
                 scores = scores.reshape(-1)
-            if scores.ndim == 1:
-                indices = (scores > 0).astype(np.intp)
-            else:
-                indices = scores.argmax(axis=1)
+            indices = (scores > 0).astype(np.intp) if scores.ndim == 1 else scores.argmax(axis=1)
             return classes.take(indices, axis=0)
 
         return classify

@@ -148,10 +148,10 @@ def matrix_predict(loaded: LoadedModel, *, closed: bool = True) -> Any:
     """
     import warnings
 
-    from conveyor.serving.closed_form import closed_form
-
     import numpy as np
     import pyarrow as pa
+
+    from conveyor.serving.closed_form import closed_form
 
     if loaded.flavor.name not in ("sklearn", "xgboost", "lightgbm"):
         return None
@@ -162,9 +162,7 @@ def matrix_predict(loaded: LoadedModel, *, closed: bool = True) -> Any:
     ):
         return None
     estimator = loaded.model
-    predict_fn = (closed_form(estimator) if closed else None) or getattr(
-        estimator, "predict", None
-    )
+    predict_fn = (closed_form(estimator) if closed else None) or getattr(estimator, "predict", None)
     if predict_fn is None:
         return None
 

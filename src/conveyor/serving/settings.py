@@ -182,10 +182,11 @@ class ServingSpec(BaseModel):
     dependencies: DependenciesSpec = Field(default_factory=DependenciesSpec)
     closed_form: bool = Field(
         True,
-        description="Predict a scikit-learn linear model (LogisticRegression, LinearRegression, ...) by "
-        "its formula, past scikit-learn's per-call input checks (the signature has checked "
-        "the input): the same answers, checked against the model at load, in about 3 us "
-        "instead of 120 a row; false: always the model's own predict.",
+        description="Predict a scikit-learn linear model (LogisticRegression, "
+        "LinearRegression, ...) by its formula, past scikit-learn's per-call input checks "
+        "(the signature has checked the input): the same answers, checked against the "
+        "model at load, in about 3 us instead of 120 a row; false: always the model's own "
+        "predict.",
     )
     cache: bool = Field(True, description="Cache predictions in the cache backend.")
     cache_ttl_s: float = Field(300, gt=0, description="Seconds a cached prediction lives.")
