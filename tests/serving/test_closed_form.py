@@ -18,8 +18,8 @@ from sklearn.linear_model import (
     RidgeClassifier,
     SGDClassifier,
 )
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from sklearn.svm import LinearSVC
 
 from conveyor.artifacts.store import ArtifactStore
@@ -46,6 +46,21 @@ def _fitted() -> list[tuple[str, Any]]:
         ("sgd", SGDClassifier(random_state=0).fit(X, BINARY)),
         ("perceptron", Perceptron(random_state=0).fit(X, WORDS)),
         ("linear regression", LinearRegression().fit(X, TARGET)),
+        (
+            "scaled logistic",
+            make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(X, THREE),
+        ),
+        (
+            "scaled twice, a passthrough",
+            Pipeline(
+                [
+                    ("center", StandardScaler(with_std=False)),
+                    ("skip", "passthrough"),
+                    ("scale", StandardScaler(with_mean=False)),
+                    ("model", LinearRegression()),
+                ]
+            ).fit(X, TARGET),
+        ),
         ("two targets", LinearRegression().fit(X, np.c_[TARGET, -TARGET])),
     ]
 
@@ -56,13 +71,22 @@ def test_the_formula_answers_exactly_as_the_model(name: str, model: Any) -> None
     assert predict is not None, name
     fresh = RNG.normal(size=(257, 12)) * 40
     for rows in (fresh, fresh[:1], X):
+        before = rows.copy()
         ours, theirs = predict(rows), model.predict(rows)
+        assert np.array_equal(rows, before)  # the caller's matrix is not scaled in place
         assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
         assert np.array_equal(ours, theirs), name  # bitwise, not approximately
 
 
-def test_non_finite_input_gets_scikit_learns_own_error() -> None:
-    model = LogisticRegression().fit(X, BINARY)
+@pytest.mark.parametrize(
+    "model",
+    [
+        LogisticRegression().fit(X, BINARY),
+        make_pipeline(StandardScaler(), LogisticRegression()).fit(X, BINARY),
+    ],
+    ids=["plain", "scaled"],
+)
+def test_non_finite_input_gets_scikit_learns_own_error(model: Any) -> None:
     predict = closed_form(model)
     assert predict is not None
     for bad in (np.nan, np.inf):
@@ -108,7 +132,8 @@ def test_models_it_does_not_know_are_left_to_their_own_predict() -> None:
     assert closed_form(Ridge().fit(X, TARGET)) is None
     assert closed_form(ElasticNet(alpha=0.01).fit(X, TARGET)) is None
     assert closed_form(LogisticRegression()) is None  # not fitted
-    assert closed_form(make_pipeline(StandardScaler(), LogisticRegression()).fit(X, BINARY)) is None
+    assert closed_form(make_pipeline(MinMaxScaler(), LogisticRegression()).fit(X, BINARY)) is None
+    assert closed_form(make_pipeline(StandardScaler(), Ridge()).fit(X, TARGET)) is None
     assert closed_form(object()) is None
 
 

@@ -16,6 +16,10 @@ model's to the bit:
         one column -> classes_[scores > 0]; several -> classes_[argmax(scores)]
     regressor (LinearModel):            X @ coef_(.T) + intercept_
 
+A Pipeline of StandardScalers (or ``passthrough``) ending in such a model is the
+scalers' arithmetic (``(X - mean_) / scale_``, as their ``transform`` does it)
+then the formula.
+
 A matrix with a NaN or an infinity goes to the model's own ``predict``, so the
 caller gets scikit-learn's error, word for word. The serving pool still
 checks the formula against the model on the warm-up rows before it uses it
@@ -37,6 +41,10 @@ def closed_form(estimator: Any) -> Callable[[Any], Any] | None:
 
     if "sklearn" not in sys.modules:  # not a scikit-learn model: nothing to import
         return None
+    from sklearn.pipeline import Pipeline
+
+    if isinstance(estimator, Pipeline):
+        return _pipeline(estimator)
     import numpy as np
     from sklearn.linear_model import _base
     from sklearn.linear_model._base import LinearClassifierMixin, LinearModel
@@ -88,3 +96,58 @@ def closed_form(estimator: Any) -> Callable[[Any], Any] | None:
 
         return regress
     return None
+
+
+def _pipeline(pipeline: Any) -> Callable[[Any], Any] | None:
+    """Scalers then a linear model, or None when any step is something else."""
+    import inspect
+
+    from sklearn.pipeline import Pipeline
+
+    # predict is a descriptor (available_if): compare what the class holds, not what it gives
+    own = inspect.getattr_static(type(pipeline), "predict", None)
+    if own is not Pipeline.__dict__.get("predict") or not pipeline.steps:
+        return None
+    scalers = []
+    for _, step in pipeline.steps[:-1]:
+        if step is None or step == "passthrough":
+            continue
+        scale = _standard_scaler(step)
+        if scale is None:
+            return None
+        scalers.append(scale)
+    final = closed_form(pipeline.steps[-1][1])
+    if final is None:
+        return None
+
+    def predict(matrix: Any) -> Any:
+        for scale in scalers:
+            matrix = scale(matrix)
+        return final(matrix)
+
+    return predict
+
+
+def _standard_scaler(step: Any) -> Callable[[Any], Any] | None:
+    """A fitted StandardScaler's ``transform`` on a dense float64 matrix: the same two
+    operations on a copy (the input is never changed), NaN passed through as it does."""
+    import numpy as np
+    from sklearn.preprocessing import StandardScaler
+
+    if type(step).transform is not StandardScaler.transform or not hasattr(step, "n_features_in_"):
+        return None
+    mean = step.mean_ if step.with_mean else None
+    scale = step.scale_ if step.with_std else None
+    for found in (mean, scale):
+        if found is not None and (not isinstance(found, np.ndarray) or found.dtype != np.float64):
+            return None
+
+    def transform(matrix: Any) -> Any:
+        if matrix.dtype != np.float64:
+            return step.transform(matrix)
+        out = matrix - mean if mean is not None else matrix.copy()
+        if scale is not None:
+            out /= scale
+        return out
+
+    return transform
