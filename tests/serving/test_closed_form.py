@@ -158,3 +158,11 @@ def test_the_server_pool_uses_it_unless_switched_off(tmp_path: Path) -> None:
         assert seen == []
         assert np.array_equal(off(rows), expected)
         assert seen == [64]
+
+
+def test_a_matrix_not_in_float64_is_the_models_own_to_predict() -> None:
+    scaled = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(X, THREE)
+    predict = closed_form(scaled)
+    assert predict is not None
+    rows = X[:40].astype(np.float32)
+    assert np.array_equal(predict(rows), scaled.predict(rows))

@@ -20,8 +20,9 @@ A Pipeline of StandardScalers (or ``passthrough``) ending in such a model is the
 scalers' arithmetic (``(X - mean_) / scale_``, as their ``transform`` does it)
 then the formula.
 
-A matrix with a NaN or an infinity goes to the model's own ``predict``, so the
-caller gets scikit-learn's error, word for word. The serving pool still
+A matrix with a NaN or an infinity, or not float64, goes to the model's own
+``predict`` (a pipeline's own, for a pipeline), so the caller gets
+scikit-learn's answer or error, word for word. The serving pool still
 checks the formula against the model on the warm-up rows before it uses it
 (:func:`conveyor.serving.pool.matrix_predict`), and ``serving.closed_form:
 false`` turns it off.
@@ -36,19 +37,37 @@ __all__ = ["closed_form"]
 
 
 def closed_form(estimator: Any) -> Callable[[Any], Any] | None:
-    """``predict(matrix)`` for a fitted linear estimator, or None for anything else."""
+    """``predict(matrix)`` for a fitted linear estimator (or scalers then one), or None for
+    anything else. A matrix that is not all finite float64 goes to the estimator's own
+    ``predict`` (the pipeline's, for a pipeline), so its errors are scikit-learn's."""
     import sys
 
     if "sklearn" not in sys.modules:  # not a scikit-learn model: nothing to import
         return None
+    import numpy as np
+
+    formula = _formula(estimator)
+    if formula is None:
+        return None
+    own = estimator.predict
+
+    def predict(matrix: Any) -> Any:
+        if matrix.dtype != np.float64 or not np.isfinite(matrix).all():
+            return own(matrix)
+        return formula(matrix)
+
+    return predict
+
+
+def _formula(estimator: Any) -> Callable[[Any], Any] | None:
+    """The arithmetic of ``estimator.predict`` on a finite float64 matrix, or None."""
+    import numpy as np
+    from sklearn.linear_model import _base
+    from sklearn.linear_model._base import LinearClassifierMixin, LinearModel
     from sklearn.pipeline import Pipeline
 
     if isinstance(estimator, Pipeline):
         return _pipeline(estimator)
-    import numpy as np
-    from sklearn.linear_model import _base
-    from sklearn.linear_model._base import LinearClassifierMixin, LinearModel
-
     cls = type(estimator)
     coef = getattr(estimator, "coef_", None)
     intercept = getattr(estimator, "intercept_", None)
@@ -57,7 +76,6 @@ def closed_form(estimator: Any) -> Callable[[Any], Any] | None:
     if not isinstance(intercept, np.ndarray | float | int):
         return None
     weights = coef.T if coef.ndim == 2 else coef
-    fallback = estimator.predict
 
     if isinstance(estimator, LinearClassifierMixin):
         if (
@@ -70,8 +88,6 @@ def closed_form(estimator: Any) -> Callable[[Any], Any] | None:
             return None
 
         def classify(matrix: Any) -> Any:
-            if not np.isfinite(matrix).all():
-                return fallback(matrix)  # scikit-learn's own error for NaN / inf
             scores = matrix @ weights + intercept
             if scores.ndim > 1 and scores.shape[1] == 1:
                 scores = scores.reshape(-1)
@@ -90,8 +106,6 @@ def closed_form(estimator: Any) -> Callable[[Any], Any] | None:
             return None
 
         def regress(matrix: Any) -> Any:
-            if not np.isfinite(matrix).all():
-                return fallback(matrix)
             return matrix @ weights + intercept
 
         return regress
@@ -116,7 +130,7 @@ def _pipeline(pipeline: Any) -> Callable[[Any], Any] | None:
         if scale is None:
             return None
         scalers.append(scale)
-    final = closed_form(pipeline.steps[-1][1])
+    final = _formula(pipeline.steps[-1][1])
     if final is None:
         return None
 
@@ -129,22 +143,20 @@ def _pipeline(pipeline: Any) -> Callable[[Any], Any] | None:
 
 
 def _standard_scaler(step: Any) -> Callable[[Any], Any] | None:
-    """A fitted StandardScaler's ``transform`` on a dense float64 matrix: the same two
-    operations on a copy (the input is never changed), NaN passed through as it does."""
+    """A fitted StandardScaler's ``transform``: the same two operations on a copy (the
+    input is never changed)."""
     import numpy as np
     from sklearn.preprocessing import StandardScaler
 
     if type(step).transform is not StandardScaler.transform or not hasattr(step, "n_features_in_"):
-        return None
-    mean = step.mean_ if step.with_mean else None
-    scale = step.scale_ if step.with_std else None
-    for found in (mean, scale):
-        if found is not None and (not isinstance(found, np.ndarray) or found.dtype != np.float64):
+        return None  # another transformer, or not fitted
+    mean = getattr(step, "mean_", None) if step.with_mean else None
+    scale = getattr(step, "scale_", None) if step.with_std else None
+    for wanted, found in ((step.with_mean, mean), (step.with_std, scale)):
+        if wanted and not (isinstance(found, np.ndarray) and found.dtype == np.float64):
             return None
 
     def transform(matrix: Any) -> Any:
-        if matrix.dtype != np.float64:
-            return step.transform(matrix)
         out = matrix - mean if mean is not None else matrix.copy()
         if scale is not None:
             out /= scale
