@@ -40,7 +40,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -718,11 +718,12 @@ def routes(context: AppContext) -> Contribution:
     answers as before (no model of that name), and keeps it out of the start-up.
     """
     from conveyor.web.app import Contribution
+    from conveyor.web.lazy import Lazy
 
     spec = gateway_of(context.project.spec)
     prefix = spec.prefix
-    built: list[Gateway] = []
     poller: list[asyncio.Task[None]] = []
+    started = False
 
     def start(gateway: Gateway) -> None:
         from conveyor.gateway.tracing import tracer
@@ -730,54 +731,49 @@ def routes(context: AppContext) -> Contribution:
         gateway.router.tracer = tracer()  # None when the process has no tracing
         poller.append(asyncio.ensure_future(gateway.poll_routes()))
 
-    def current() -> Gateway:
-        """The gateway, built (and its route poller started) on first need."""
-        if not built:
-            gateway = Gateway(context)
-            built.append(gateway)
-            if started:
-                start(gateway)
-        return built[0]
+    def build() -> Gateway:
+        gateway = Gateway(context)
+        if started:  # built by a call, after the app started: its route poller starts now
+            start(gateway)
+        return gateway
 
-    started: list[bool] = []
+    lazy: Lazy[Gateway] = Lazy(build)
     if spec.deployments:
-        current()
+        lazy.get()
 
     async def startup() -> None:
-        started.append(True)
-        if built:
-            start(built[0])
+        nonlocal started
+        started = True
+        if lazy.built is not None:
+            start(lazy.built)
 
     async def shutdown() -> None:
         for task in poller:
             task.cancel()
         await asyncio.gather(*poller, return_exceptions=True)
-        if not built:
+        gateway = lazy.built
+        if gateway is None:
             return
-        gateway = built[0]
         for stage in gateway.stages:  # work a stage does after the answer (settlements)
             drain = getattr(stage, "drain", None)
             if drain is not None:
                 await drain()
         await gateway.router.aclose()
 
-    async def chat(call: Call) -> Response:
-        return await current().chat(call)
+    def forward(handler: str) -> Callable[[Call], Awaitable[Response]]:
+        """The route's handler: the gateway's method of that name, built on first need."""
 
-    async def embeddings(call: Call) -> Response:
-        return await current().embeddings(call)
+        async def call_gateway(call: Call) -> Response:
+            answer: Response = await getattr(lazy.get(), handler)(call)
+            return answer
 
-    async def models(call: Call) -> Response:
-        return await current().models(call)
-
-    async def model(call: Call) -> Response:
-        return await current().model(call)
+        return call_gateway
 
     table = [
         Route(
             "POST",
             f"{prefix}/chat/completions",
-            chat,
+            forward("chat"),
             None,  # llm.call, checked by the handler: its errors are OpenAI-shaped
             "An OpenAI chat completion through the gateway (stream: server-sent events)",
             body=_CHAT_BODY,
@@ -787,7 +783,7 @@ def routes(context: AppContext) -> Contribution:
         Route(
             "POST",
             f"{prefix}/embeddings",
-            embeddings,
+            forward("embeddings"),
             None,  # llm.call, checked by the handler
             "OpenAI embeddings through the gateway",
             body=_EMBEDDINGS_BODY,
@@ -797,7 +793,7 @@ def routes(context: AppContext) -> Contribution:
         Route(
             "GET",
             f"{prefix}/models",
-            models,
+            forward("models"),
             None,  # llm.call, checked by the handler
             "The model aliases and deployments of the gateway",
             tags=("llm",),
@@ -806,7 +802,7 @@ def routes(context: AppContext) -> Contribution:
         Route(
             "GET",
             f"{prefix}/models/{{model}}",
-            model,
+            forward("model"),
             None,  # llm.call, checked by the handler
             "One model alias or deployment of the gateway",
             tags=("llm",),

@@ -22,7 +22,6 @@ stage: load, dense, bm25, fusion, rerank, pack, total as the retriever reports t
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -116,20 +115,15 @@ def routes(context: AppContext) -> Contribution:
     """
     from conveyor.rag.settings import rag_of
     from conveyor.web.app import Contribution
+    from conveyor.web.lazy import Lazy
 
-    built: list[RagService] = []
-    building = threading.Lock()
+    def build() -> RagService:
+        from conveyor.rag.api import RagService
 
-    def service() -> RagService:
-        if not built:
-            with building:
-                if not built:
-                    from conveyor.rag.api import RagService
+        return RagService(context.project, metrics=RagMetrics(context.metrics.registry))
 
-                    built.append(
-                        RagService(context.project, metrics=RagMetrics(context.metrics.registry))
-                    )
-        return built[0]
+    lazy: Lazy[RagService] = Lazy(build)
+    service = lazy.get
 
     if rag_of(context.project.spec).collections:
         service()
@@ -160,14 +154,16 @@ def routes(context: AppContext) -> Contribution:
         return handler
 
     async def shutdown() -> None:
-        if built:
-            built[0].close()
+        found = lazy.built
+        if found is not None:
+            found.close()
 
     def serves() -> bool:
         # Readiness: a server with no model deployed is ready when a collection is live,
         # as the query path last read it (no SQL per probe; a hung store does not hang
         # the probe). No collection declared: none can answer.
-        return bool(built) and built[0].serves()
+        found = lazy.built
+        return found is not None and found.serves()
 
     table = [
         Route(
