@@ -378,12 +378,19 @@ def test_direct_path_when_max_batch_size_is_one(forest: Any) -> None:
     assert [b.requests for b in batcher.history] == [1] * 20
 
 
-def test_model_runs_off_the_event_loop(logreg: Any) -> None:
-    threads: list[int] = []
+def _noting_threads(model: Any, threads: list[int]) -> Callable[[pa.Table], Any]:
+    """The model's predict, noting the thread of each call in ``threads``."""
 
     def predict(table: pa.Table) -> Any:
         threads.append(threading.get_ident())
-        return logreg.predict(_matrix(table))
+        return model.predict(_matrix(table))
+
+    return predict
+
+
+def test_model_runs_off_the_event_loop(logreg: Any) -> None:
+    threads: list[int] = []
+    predict = _noting_threads(logreg, threads)
 
     async def main() -> int:
         batcher = Batcher(predict)
@@ -396,10 +403,7 @@ def test_model_runs_off_the_event_loop(logreg: Any) -> None:
 
 def test_a_lone_request_to_a_cheap_model_runs_on_the_event_loop(logreg: Any) -> None:
     threads: list[int] = []
-
-    def predict(table: pa.Table) -> Any:
-        threads.append(threading.get_ident())
-        return logreg.predict(_matrix(table))
+    predict = _noting_threads(logreg, threads)
 
     async def main() -> int:
         batcher = Batcher(predict, inline_max_ms=5)
@@ -462,9 +466,7 @@ def test_a_slow_model_or_a_zero_bound_never_runs_on_the_event_loop(logreg: Any) 
         threading.Event().wait(0.003)  # 3 ms a call, over the 0.5 ms bound
         return logreg.predict(_matrix(table))
 
-    def cheap(table: pa.Table) -> Any:
-        threads.append(threading.get_ident())
-        return logreg.predict(_matrix(table))
+    cheap = _noting_threads(logreg, threads)
 
     async def main() -> None:
         for predict, bound in ((slow, 0.5), (cheap, 0.0)):
