@@ -94,10 +94,13 @@ def wait_served(url: str, headers: dict[str, str] | None = None) -> None:
     )
 
 
-def conveyor_serve(root: Any, *args: str, env: dict[str, str] | None = None) -> tuple[Any, int]:
+def conveyor_serve(
+    root: Any, *args: str, env: dict[str, str] | None = None, log: Any = None
+) -> tuple[Any, int]:
     """``conveyor serve`` of the project at ``root`` in its own process, on a free port,
     with ``env`` over the environment (any other CONVEYOR_ variable removed): the process
-    and its port. The caller waits for it and stops it."""
+    and its port. Its output goes to the file at ``log`` when given, else nowhere. The
+    caller waits for it and stops it."""
     import os
     import subprocess
     import sys
@@ -107,10 +110,16 @@ def conveyor_serve(root: Any, *args: str, env: dict[str, str] | None = None) -> 
     port = free_port()
     environment = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     environment.update(env or {})
-    process = subprocess.Popen(
-        [sys.executable, "-m", "conveyor.cli", "serve", "--port", str(port), *args],
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    # the child keeps its own copy of the file's descriptor: this process closes its one
+    out = subprocess.DEVNULL if log is None else os.open(log, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "conveyor.cli", "serve", "--port", str(port), *args],
+            env=environment,
+            stdout=out,
+            stderr=subprocess.DEVNULL if log is None else subprocess.STDOUT,
+        )
+    finally:
+        if log is not None:
+            os.close(out)
     return process, port

@@ -41,7 +41,8 @@ def test_a_stop_ends_when_the_store_hangs(tmp_path: Path) -> None:
         linear_project(
             tmp_path, name="hung", serving=serving, backends={"store": through, "events": through}
         ).close()
-        process, port = conveyor_serve(tmp_path, "-C", str(tmp_path))
+        log = tmp_path / "serve.log"
+        process, port = conveyor_serve(tmp_path, "-C", str(tmp_path), log=log)
         url = f"http://127.0.0.1:{port}"
         try:
 
@@ -59,7 +60,7 @@ def test_a_stop_ends_when_the_store_hangs(tmp_path: Path) -> None:
             # 2 s of drain + 2 s for requests + 4 s of shut-down + 5 s to exit, and slack.
             code = process.wait(60)
             # 1: the shut-down was cut (the event log's last events could not be committed).
-            assert code in (0, 1)
+            assert code in (0, 1), log.read_text(errors="replace")[-6000:]
         finally:
             proxy.restore()
             if process.poll() is None:
