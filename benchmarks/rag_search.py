@@ -229,6 +229,15 @@ def conveyor_side(root: Path, key: str, queries: np.ndarray) -> dict[str, Any]:
                     "server_stage_median_ms": {
                         s: float(np.median([x.get(s, 0.0) for x in stages])) for s in stages[0]
                     },
+                    "server_stage_p99_ms": {
+                        s: float(np.percentile([x.get(s, 0.0) for x in stages], 99))
+                        for s in stages[0]
+                    },
+                    # what the server's own total leaves out: HTTP, auth, the thread
+                    # hand-off, the event, JSON both ways and this client
+                    "outside_server_median_ms": float(
+                        np.median(lat - np.array([x["total"] for x in stages]))
+                    ),
                     "ids": ids,
                 }
                 log(
