@@ -39,8 +39,10 @@ def test_quickstart_promotes_through_gates_and_optimizes(tmp_path: Path) -> None
     assert (root / "model.py").exists() and (root / "data.py").exists()
     with Project.open(root) as project:
         registry = project.registry
-        # Step 12 moved champion from @3 to @7 through a rollout (below).
-        assert registry.get("fraud-detector", "champion").number == 7
+        # Step 12 moved champion from @3 to @7 through a rollout (below); if not, its lines
+        # say why (gates, or the rollout's verdict and reason).
+        step12 = [line for line in out.splitlines() if "@7" in line or "rollout" in line]
+        assert registry.get("fraud-detector", "champion").number == 7, "\n".join(step12)
         weak = registry.gate_report("fraud-detector@2")
         assert weak is not None and not weak.passed
         assert {"quality.roc_auc", "champion.roc_auc"} <= {c.name for c in weak.failures}

@@ -105,9 +105,9 @@ def conveyor_serve(
     import subprocess
     import sys
 
-    from conveyor.serving.server import free_port
+    from conveyor.testing.ports import worker_port
 
-    port = free_port()
+    port = worker_port()
     environment = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     environment.update(env or {})
     # the child keeps its own copy of the file's descriptor: this process closes its one
