@@ -22,8 +22,11 @@ off anyway):
 - **Haystack** in process: ``InMemoryEmbeddingRetriever`` (``dense``), plus
   ``InMemoryBM25Retriever`` joined by reciprocal rank fusion (``hybrid``).
 
-Reported: p50/p99 latency and queries/s per side and mode, the build time, and the overlap
-of each side's top 10 with exact search on the same vectors (the dense mode's recall).
+Reported: p50/p99 latency and queries/s per side and mode; for Conveyor the median and p99
+of each stage the server times (``latency_ms`` in its answers) and the median time outside
+them (HTTP, auth, the thread hop, the event, JSON and the client); the build time, and the
+overlap of each side's top 10 with exact search on the same vectors (the dense mode's
+recall).
 Results go to ``results/rag_search.json``.
 """
 
