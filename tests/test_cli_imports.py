@@ -220,9 +220,9 @@ def test_rollback_through_a_server_reports_its_typed_errors(
     assert json.loads(anonymous.stdout)["error"]["code"] == "unauthenticated"
     unknown = rollback("nope", "--url", url, "--json", key=tokens["deployer"])
     assert json.loads(unknown.stdout)["error"]["code"] == "not_found"
-    from conveyor.serving.server import free_port
+    from conveyor.testing.ports import worker_port
 
-    down = rollback("m", "--url", f"http://127.0.0.1:{free_port()}", key=tokens["deployer"])
+    down = rollback("m", "--url", f"http://127.0.0.1:{worker_port()}", key=tokens["deployer"])
     assert down.returncode == 1 and "cannot reach" in down.stderr, down.stderr
     assert "connection refused" in down.stderr and "Traceback" not in down.stderr
     bad = rollback("m", "--url", "ftp://x", key=tokens["deployer"])

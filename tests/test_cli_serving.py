@@ -252,9 +252,9 @@ def test_predict_follows_the_route_and_says_which_version_answered(scored: Path)
 
 
 def test_predict_against_a_stopped_server_is_one_line(project: Path) -> None:
-    from conveyor.serving.server import free_port
+    from conveyor.testing.ports import worker_port
 
-    url = f"http://127.0.0.1:{free_port()}"
+    url = f"http://127.0.0.1:{worker_port()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     done = subprocess.run(
         [sys.executable, "-m", "conveyor.cli", "predict", "fraud", "--url", url, "-d", ROWS],

@@ -24,21 +24,16 @@ from conveyor.governance.keys import ApiKeys
 from conveyor.project import Project, init_project
 from conveyor.serving.app import create_app
 from conveyor.serving.server import ThreadedServer
+from conveyor.testing.ports import worker_port
 from conveyor.testing.wait import wait_until
 
 SERVER = [sys.executable, "-m", "conveyor.testing.mcp_tools_server"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def remote() -> Iterator[str]:
     """The tool server over streamable HTTP, in its own process."""
-    port = _free_port()
+    port = worker_port()
     proc = subprocess.Popen(
         [*SERVER, "--name", "remote", "--http", str(port)],
         stdout=subprocess.DEVNULL,

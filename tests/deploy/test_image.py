@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ import yaml
 from cli_support import conveyor
 from conveyor.config import load_spec
 from conveyor.project import Project
+from conveyor.testing.ports import worker_port
 
 SPEC = """
 project: shop
@@ -482,13 +482,6 @@ def test_compose_is_valid_and_wires_the_server_to_healthy_services(project: Path
 # -- the image, built and run ------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _get(url: str, body: bytes | None = None) -> tuple[int, Any]:
     request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
     try:
@@ -556,7 +549,7 @@ def test_the_image_builds_and_serves_its_baked_model_read_only_as_its_user(
     assert "/v2/health/live" in " ".join(inspected["Healthcheck"]["Test"])
     # the project's store (registry and routes) is the state volume; the model is baked
     subprocess.run(["chown", "-R", "10001:10001", str(project / ".conveyor")], check=True)
-    port = _free_port()
+    port = worker_port()
     name = f"conveyor-test-{port}"
     engine.insert(0, name)
     _run(

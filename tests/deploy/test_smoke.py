@@ -14,7 +14,8 @@ from conveyor.config import load_spec
 from conveyor.deploy.smoke import GOLDEN_FILE, GoldenSet, run_smoke
 from conveyor.errors import InvalidInputError, NotFoundError
 from conveyor.project import Project
-from conveyor.serving.server import ThreadedServer, free_port
+from conveyor.serving.server import ThreadedServer
+from conveyor.testing.ports import worker_port
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +114,7 @@ def test_smoke_of_a_server_that_cannot_be_reached_names_the_url_and_why(
     staging: tuple[Path, str],
 ) -> None:
     root, token = staging
-    url = f"http://127.0.0.1:{free_port('127.0.0.1')}"
+    url = f"http://127.0.0.1:{worker_port('127.0.0.1')}"
     result = conveyor(
         "smoke", "--env", "staging", "--url", url, "--json", "-C", str(root),
         env={"CONVEYOR_API_KEY": token},

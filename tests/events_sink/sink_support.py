@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CONVEYOR = str(Path(sys.executable).with_name("conveyor"))
 
 
-def free_port() -> int:
+def worker_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -36,7 +36,7 @@ class NatsServer:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.port = free_port()
+        self.port = worker_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = folder / "nats-server.log"
 

@@ -26,7 +26,7 @@ from typing import Any
 from conveyor.fleet.balancer import FleetPlan, Member
 from conveyor.fleet.manager import Fleet
 from conveyor.fleet.settings import FleetSpec
-from conveyor.serving.server import free_port
+from conveyor.testing.ports import worker_port
 from conveyor.testing.services import POSTGRES_URL, postgres_schema, redis_prefix, require
 from conveyor.testing.tcp_proxy import TcpProxy
 
@@ -323,12 +323,12 @@ def running_fleet(
                 "CONVEYOR_CACHE": through(cache, redis),
                 "CONVEYOR_RATELIMIT": through(limits, redis),
             }
-            port = 8100 if host.prefix else free_port()
+            port = 8100 if host.prefix else worker_port()
             members.append(Member(host.name, host.address, port, host.address, host.prefix, env))
         spec = FleetSpec(
             balancer=balancer,
             servers=servers,
-            port=free_port(),
+            port=worker_port(),
             check_interval_s=0.2,
             fall=2,
             rise=2,

@@ -19,7 +19,7 @@ from conveyor.fleet.balancer import FleetPlan, Member, check, render
 from conveyor.fleet.manager import Fleet
 from conveyor.fleet.settings import FleetSpec
 from conveyor.project import Project, init_project
-from conveyor.serving.server import free_port
+from conveyor.testing.ports import worker_port
 
 
 def _in_process(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -96,7 +96,10 @@ def test_the_cli_writes_the_config_and_runs_a_fleet(tmp_path: Path) -> None:
         kinds = [e.kind for e in project.events.iter(kind=["fleet.configured"])]
     assert kinds == ["fleet.configured"]
 
-    port, first = free_port(), free_port()
+    first = worker_port()  # the servers take first and first + 1, the balancer another
+    port = worker_port()
+    while port in (first, first + 1):
+        port = worker_port()
     args = ("--servers", "2", "--port", str(port), "--server-port", str(first))
     done = _cli(tmp_path, "fleet", "up", *args, "--json")
     try:

@@ -94,9 +94,9 @@ def test_a_listener_reconnects_and_says_so(two_projects: tuple[Project, Project]
 
 
 def test_an_unreachable_database_is_retried_without_raising(tmp_path: Path) -> None:
-    from conveyor.serving.server import free_port
+    from conveyor.testing.ports import worker_port
 
-    heard = Heard(f"postgresql://postgres@127.0.0.1:{free_port()}/test")
+    heard = Heard(f"postgresql://postgres@127.0.0.1:{worker_port()}/test")
     heard.listener.start()
     try:
         wait_until(lambda: heard.listener.last_error is not None, message="it tried")

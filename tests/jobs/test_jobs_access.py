@@ -21,7 +21,8 @@ from conveyor.governance.keys import ApiKeys
 from conveyor.jobs.queue import JobQueue, Submission
 from conveyor.jobs.settings import JobsSpec
 from conveyor.serving.app import create_app
-from conveyor.serving.server import ThreadedServer, free_port
+from conveyor.serving.server import ThreadedServer
+from conveyor.testing.ports import worker_port
 from conveyor.testing.wait import wait_until
 
 ROWS = {"records": [{"a": 1.0, "b": 2.0}]}
@@ -94,7 +95,7 @@ def test_a_viewer_cannot_submit(keyed: dict[str, Any]) -> None:
 
 
 def test_an_unreachable_broker_is_a_503_with_a_stable_code(tmp_path: Path) -> None:
-    port = free_port()  # nothing listens
+    port = worker_port()  # nothing listens
     project = make_project(tmp_path, unique_name(), url=f"nats://127.0.0.1:{port}")
     with ThreadedServer(create_app(project)) as server:
         answer = httpx.post(f"{server.url}/v1/models/m/predict?mode=async", json=ROWS, timeout=30)

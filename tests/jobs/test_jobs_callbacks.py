@@ -19,8 +19,9 @@ from jobs_support import SECRET, drop_queue, make_project, run, unique_name, wor
 from conveyor.jobs.callbacks import Callbacks, sign, verify
 from conveyor.jobs.settings import JobsSpec
 from conveyor.serving.app import create_app
-from conveyor.serving.server import ThreadedServer, free_port
+from conveyor.serving.server import ThreadedServer
 from conveyor.testing.http import Reply, Request, serve
+from conveyor.testing.ports import worker_port
 
 ROWS = {"records": [{"a": 1.0, "b": 2.0}]}
 
@@ -144,7 +145,7 @@ def test_a_callback_given_up_on_is_recorded_on_the_job(tmp_path: Path, queue_nam
 
 
 def test_a_dead_target_opens_its_breaker_so_jobs_stop_calling_it() -> None:
-    port = free_port()  # nothing listens
+    port = worker_port()  # nothing listens
     spec = JobsSpec(
         callback_secret=SECRET,
         callback_attempts=4,

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from conveyor.registry import PythonModel
-from conveyor.serving.server import free_port
+from conveyor.testing.ports import worker_port
 from conveyor.testing.wait import wait_until
 
 
@@ -86,7 +86,7 @@ def prometheus(folder: Path, config: dict[str, Any]) -> Iterator[Prometheus]:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))
-    port = free_port()
+    port = worker_port()
     log = (folder / "prometheus.log").open("w")
     process = subprocess.Popen(
         [

@@ -43,7 +43,7 @@ from conveyor.monitoring.interop.prometheus import (
     rules_yaml,
 )
 from conveyor.project import Project, init_project
-from conveyor.serving.server import free_port
+from conveyor.testing.ports import worker_port
 from conveyor.testing.wait import wait_until
 
 SPEC = """\
@@ -666,7 +666,7 @@ def test_prometheus_fires_the_latency_alert_with_conveyor(tmp_path: Path) -> Non
 
     # Prometheus starts while the server does (its target is down until then), with the
     # configuration Conveyor generates: its /metrics every second, the rules every second.
-    port = free_port()
+    port = worker_port()
     config = prometheus_config(
         spec, [f"127.0.0.1:{port}"], rules_file=str(rule_file), scrape_interval="1s"
     )
@@ -1068,7 +1068,7 @@ def test_alertmanager_config_groups_routes_and_inhibits_as_conveyor(tmp_path: Pa
 
     # A real Alertmanager with this configuration (its receivers never reached: the test
     # reads its alert list, inhibited or not, right away).
-    port = free_port()
+    port = worker_port()
     log = (tmp_path / "alertmanager.log").open("w")
     process = subprocess.Popen(
         [

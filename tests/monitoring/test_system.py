@@ -365,7 +365,7 @@ def test_each_worker_of_conveyor_serve_samples_itself(tmp_path: Path) -> None:
 
     from conveyor.serving.route_store import RouteStore
     from conveyor.serving.routes import RoutePolicy
-    from conveyor.serving.server import free_port
+    from conveyor.testing.ports import worker_port
 
     root = tmp_path / "proj"
     init_project(root, name="workers")
@@ -377,7 +377,7 @@ def test_each_worker_of_conveyor_serve_samples_itself(tmp_path: Path) -> None:
             "m", LinearRegression().fit(frame, frame.sum(axis=1)), signature_from=frame
         )
         RouteStore(project.store, project.events, project.registry).set("m", RoutePolicy.fixed(1))
-    port = free_port()
+    port = worker_port()
     environment = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     process = subprocess.Popen(
         [sys.executable, "-m", "conveyor.cli", "serve", "--port", str(port), "--workers", "2",

@@ -111,7 +111,11 @@ def conveyor_serve(
     environment = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     environment.update(env or {})
     # the child keeps its own copy of the file's descriptor: this process closes its one
-    out = subprocess.DEVNULL if log is None else os.open(log, os.O_WRONLY | os.O_CREAT, 0o644)
+    out = (
+        subprocess.DEVNULL
+        if log is None
+        else os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    )
     try:
         process = subprocess.Popen(
             [sys.executable, "-m", "conveyor.cli", "serve", "--port", str(port), *args],

@@ -14,7 +14,7 @@ import httpx
 from conveyor.cli.serving import startup_notes
 from conveyor.governance.keys import ApiKeys
 from conveyor.project import Project, init_project
-from conveyor.serving.server import free_port
+from conveyor.testing.ports import worker_port
 from conveyor.testing.wait import wait_until
 
 
@@ -35,7 +35,7 @@ def test_serve_says_auth_and_nothing_deployed_and_readiness_agrees(tmp_path: Pat
         spec.write("serving: {auth: disabled, poll_interval_s: 0.2}\n")
     _register(root)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-    port = free_port()
+    port = worker_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
     with log.open("w") as err:

@@ -326,3 +326,16 @@ def test_a_nul_byte_in_a_path_or_query_is_a_422_never_a_500(server: Running) -> 
         assert answer.status_code == 422, (path, answer.status_code, answer.text)
         body = answer.json()
         assert body["code"] == "invalid_input" and body["field"] in ("query", "model"), body
+
+
+@matrix.only("backend_set", "embedded", "postgres-nats")
+def test_a_nul_byte_in_a_json_body_field_is_a_422_never_a_500(server: Running) -> None:
+    """Schemathesis found it too (a CI run): POST /v1/reviews/{id}/reject with a comment
+    holding \\u0000 reached PostgreSQL's UPDATE and its DataError was a 500. A declared
+    body field refuses it first, naming the field, on every backend."""
+    answer = httpx.post(f"{server.url}/v1/reviews/nope/reject", content=b'{"comment": "a\\u0000b"}')
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["code"] == "invalid_input" and answer.json()["field"] == "comment"
+    # without the NUL the same call reaches the store: the review is unknown
+    plain = httpx.post(f"{server.url}/v1/reviews/nope/reject", json={"comment": "ab"})
+    assert plain.status_code == 404, plain.text

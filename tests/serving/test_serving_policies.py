@@ -23,7 +23,7 @@ from test_serving_app import Running, frame, predict, wait_for_route
 from conveyor.project import Project, init_project
 from conveyor.serving.route_store import RouteStore
 from conveyor.serving.routes import RoutePolicy
-from conveyor.serving.server import free_port
+from conveyor.testing.ports import worker_port
 from conveyor.testing.wait import wait_until, wait_until_async
 
 
@@ -204,7 +204,7 @@ def test_cli_serve_workers_metrics_logs_and_graceful_shutdown(
     _routes(proj).set("sums", RoutePolicy.fixed(1), actor="test")
     _routes(proj).set("slow", RoutePolicy.fixed(1), actor="test")
     proj.close()
-    port = free_port()
+    port = worker_port()
     env = {**os.environ, **backend_set, "PYTHONPATH": str(Path(__file__).parent)}
     process = subprocess.Popen(
         [sys.executable, "-m", "conveyor.cli", "serve", "--port", str(port), "-C", str(tmp_path)],

@@ -181,6 +181,12 @@ class MetadataStore(Closeable):
             raise InvalidInputError(
                 f"the metadata store refused the write: {_first_line(exc.orig)}", seam=SEAM
             ) from exc
+        except sa.exc.DataError as exc:
+            # a value the database cannot hold (NUL in PostgreSQL text, a number out of
+            # its column's range): the caller's input, not the server, is at fault
+            raise InvalidInputError(
+                f"the metadata store refused a value: {_first_line(exc.orig)}", seam=SEAM
+            ) from exc
 
     # -- health --------------------------------------------------------------
 

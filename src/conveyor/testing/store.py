@@ -370,6 +370,23 @@ class MetadataStoreContract:
         with pytest.raises(NotFoundError):
             store.runs.get("c" * 32)
 
+    def test_a_value_the_database_cannot_hold_is_invalid_input(self, store: MetadataStore) -> None:
+        """Text with a NUL byte: PostgreSQL refuses it (the driver's DataError, once a 500
+        on the server), SQLite keeps it. Either way no driver error escapes the store."""
+
+        def write() -> None:
+            with store.session() as session:
+                session.execute(
+                    sa.update(RunRecord).where(RunRecord.id == "e" * 32).values(name="a\x00b")
+                )
+
+        if store.url.scheme == "postgresql":
+            with pytest.raises(InvalidInputError, match="refused a value"):
+                write()
+        else:
+            write()
+        store.runs.start("demo", "after")  # the store is still usable
+
     def test_read_session_never_writes(self, store: MetadataStore) -> None:
         refused = False
         try:

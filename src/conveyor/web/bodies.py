@@ -5,7 +5,8 @@
     body = json_object(await call.body(), {"model": str, "version": int, "steps": (str, list)})
 
 An empty body is ``{}``; anything else that is not a JSON object, a field not
-declared, or a value of another type (``true`` is not an ``int``) raises
+declared, a value of another type (``true`` is not an ``int``) or text holding a
+NUL byte (which PostgreSQL refuses in text, and a C library cuts at) raises
 :class:`~conveyor.errors.InvalidInputError` naming the field (a 422). ``null``
 is accepted for every field: say which are required with :func:`require`.
 """
@@ -39,6 +40,8 @@ def json_object(body: bytes, fields: dict[str, Any]) -> dict[str, Any]:
         bad_bool = isinstance(value, bool) and bool not in kinds
         if value is not None and (not isinstance(value, kinds) or bad_bool):
             raise InvalidInputError(f"{key}: wrong type {type(value).__name__}", field=key)
+        if isinstance(value, str) and "\x00" in value:
+            raise InvalidInputError(f"{key} holds a NUL byte (\\u0000)", field=key)
     return document
 
 
