@@ -32,6 +32,7 @@ Results go to ``results/rag_search.json``.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -274,7 +275,10 @@ def overlap(found: list[list[int]], truth: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(t.tolist())) / K for f, t in pairs]))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="rag_search", help="results/<out>.json")
+    args = parser.parse_args(argv)
     data = dataset()
     queries = data["queries"]
     root, key, build_s = build_project(data)
@@ -304,7 +308,7 @@ def main() -> None:
     for name, row in summary.items():
         log(f"{name}: {row}")
     harness.write_result(
-        "rag_search",
+        args.out,
         {
             "benchmark": "rag_search",
             "machine": harness.machine(),

@@ -619,6 +619,9 @@ def run(args: argparse.Namespace, log: Log = print) -> dict[str, Any]:
             "bare-thread": "the same with run_in_threadpool",
             "conveyor-acked": "conveyor with events.durability: acknowledged (an answer "
             "waits for its event's group commit)",
+            "startup_s": "time from the process's start to its first 200 on its readiness "
+            f"path, linear model: one sample a round, plus {args.startups} starts alone "
+            "(the order rotated each time)",
         },
         "errors": {},
     }
@@ -678,6 +681,19 @@ def run(args: argparse.Namespace, log: Log = print) -> dict[str, Any]:
                         result["errors"][f"{kind}/{server.name}"] = str(exc)[-2000:]
                     finally:
                         stop_proc(running.proc)
+        for extra in range(args.startups):  # start-up alone: more samples, the order rotated
+            group = servers("lr", tmp, venvs, only, baseline)
+            shift = extra % len(group) if group else 0
+            for server in group[shift:] + group[:shift]:
+                try:
+                    running = start(server, logdir)
+                except RuntimeError as exc:
+                    log(f"start {extra + 1} {server.name}: failed to start: {exc}")
+                    continue
+                stop_proc(running.proc)
+                startup.setdefault(server.name, []).append(running.startup_s)
+        if args.startups:
+            log("starts: " + ", ".join(f"{k} {sorted(v)}" for k, v in startup.items()))
         result["startup_s"] = {
             name: {"median": statistics.median(v), "rounds": v} for name, v in startup.items()
         }
@@ -754,6 +770,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--only", default="", help="comma-separated servers (names as in the JSON)")
     parser.add_argument("--profile", action="store_true", help="py-spy on Conveyor (lr, c=64)")
+    parser.add_argument(
+        "--startups",
+        type=int,
+        default=0,
+        help="after the rounds, start each linear-model server this many times more (start-up "
+        "to ready only: its median then counts rounds + startups samples)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp folder (server logs)")
     parser.add_argument("--output", default="serving", help="results/<output>.json")
     parser.add_argument(
