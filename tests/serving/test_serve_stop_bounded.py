@@ -92,3 +92,37 @@ def test_a_threaded_server_whose_shutdown_hangs_says_so() -> None:
         release.set()
         server.stop()
     assert not server.thread.is_alive()
+
+
+def _ready_app() -> Any:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                kind = message["type"].rsplit(".", 1)[-1]
+                await send({"type": f"lifespan.{kind}.complete"})
+                if kind == "shutdown":
+                    return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b'{"ready": true}'})
+
+    return app
+
+
+def test_a_threaded_server_holds_its_port_from_the_start_and_frees_it_when_stopped() -> None:
+    """A port read off bind(0) and closed could be handed to another test worker before the
+    server binds it; the other's server would then answer this one's readiness probe. The
+    server keeps the socket it found its port with, so nothing else can bind the port."""
+    import socket
+
+    server = ThreadedServer(_ready_app())
+    with socket.socket() as other, pytest.raises(OSError):
+        other.bind(("127.0.0.1", server.port))
+    with server:
+        assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", server.port))  # released by the stop
+    never_started = ThreadedServer(_ready_app())
+    never_started.stop()
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", never_started.port))  # released without a start too

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,15 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def _bound_socket(host: str) -> socket.socket:
+    """A TCP socket bound to a free port of ``host`` (uvicorn listens on it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    return sock
+
+
 class ThreadedServer:
     """An app served by uvicorn in a thread of this process, on a free loopback port.
 
@@ -183,7 +193,10 @@ class ThreadedServer:
 
         self.app = app
         self.host = host
-        self.port = free_port(host)
+        # The server keeps the socket its port was found with: a port read off bind(0) and
+        # closed could be handed to another process before uvicorn binds it again.
+        self._socket = _bound_socket(host)
+        self.port = int(self._socket.getsockname()[1])
         self.ready_timeout_s = ready_timeout_s
         self.ready_s: float | None = None
         from conveyor.serving.protocol import guarded_protocol
@@ -198,7 +211,9 @@ class ThreadedServer:
             limit_concurrency=max_connections,
         )
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self._socket]}, daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -231,12 +246,15 @@ class ThreadedServer:
         """Shut the server down; RuntimeError if its thread is still running after
         ``timeout_s`` (a shut-down hook that hangs, which a test must not pass over)."""
         self.server.should_exit = True
-        self.thread.join(timeout=timeout_s)
-        if self.thread.is_alive():
-            raise RuntimeError(
-                f"the model server at {self.url} did not stop within {timeout_s:g} s "
-                "(a shut-down hook or a request is still running)"
-            )
+        if self.thread.ident is not None:  # started
+            self.thread.join(timeout=timeout_s)
+            if self.thread.is_alive():
+                raise RuntimeError(
+                    f"the model server at {self.url} did not stop within {timeout_s:g} s "
+                    "(a shut-down hook or a request is still running)"
+                )
+        # uvicorn closes it after a shut-down, not after a failed start-up
+        self._socket.close()
 
     def __enter__(self) -> ThreadedServer:
         return self.start()

@@ -7,7 +7,9 @@ from the ephemeral range, where two draws can meet): one server then fails to bi
 the other answers the first one's readiness probe, and the test goes on with a server
 that is not its own. :func:`worker_port` draws instead from a band below the ephemeral
 range that belongs to this xdist worker alone (``PYTEST_XDIST_WORKER``: ``gw0`` takes the
-first band, ``gw1`` the next), and checks that nothing holds the port it returns.
+first band, ``gw1`` the next), and checks that nothing holds the port it returns. A server
+in the test's own process (:class:`~conveyor.serving.server.ThreadedServer`) needs neither:
+it keeps the socket it found its port with.
 """
 
 from __future__ import annotations
