@@ -219,7 +219,6 @@ def conveyor_side(root: Path, key: str, queries: np.ndarray) -> dict[str, Any]:
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise RuntimeError(f"the server did not start: see {CACHE / 'server.log'}")
                 time.sleep(0.25)
-            # a connection for each pass: the server closes one idle past its keep-alive
             plain = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
 
             def by_http_client(path: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -239,8 +238,8 @@ def conveyor_side(root: Path, key: str, queries: np.ndarray) -> dict[str, Any]:
 
             for mode in ("dense", "hybrid"):
                 path = f"/v1/rag/{mode}/search"
-                plain.close()
-                plain = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                plain.close()  # the next request reconnects: the server closes a connection
+                # left idle past its keep-alive, as this one is while httpx takes its turn
                 for q in ("warm up", "loading the version", "and its encoder"):
                     by_httpx(path, {"query": q, "k": K})
                     by_http_client(path, {"query": q, "k": K})

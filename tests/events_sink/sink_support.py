@@ -16,18 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from conveyor.project import Project
+from conveyor.testing.ports import worker_port
 
 #: The binary scripts/services.sh starts (Debian's nats-server).
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 ROOT = Path(__file__).resolve().parents[2]
 #: The ``conveyor`` command of this interpreter's environment.
 CONVEYOR = str(Path(sys.executable).with_name("conveyor"))
-
-
-def worker_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class NatsServer:
