@@ -10,7 +10,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 PYTEST_ARGS ?=
 DEMO_DIR ?= .demo
 
-.PHONY: demo test lint bench services clean venv
+.PHONY: demo test lint bench services clean venv bytecode
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -29,7 +29,14 @@ $(VENV)/.stamp-dev: pyproject.toml | $(VENV)/bin/python
 
 venv: $(VENV)/.stamp-dev
 
-demo: $(VENV)/.stamp-demo
+# The editable install's source compiled, as pip leaves a wheel: with
+# PYTHONDONTWRITEBYTECODE=1 no import writes it, and every command (every server
+# start, every CLI call a test makes) would compile what it imports. Only what is
+# stale is recompiled (a fraction of a second when nothing changed).
+bytecode: | $(VENV)/bin/python
+	@$(PY) -m compileall -q -j 0 src > /dev/null
+
+demo: $(VENV)/.stamp-demo bytecode
 	$(PY) examples/quickstart/quickstart.py --project $(DEMO_DIR) --fresh
 	@echo; echo '$$ conveyor doctor'; $(VENV)/bin/conveyor doctor -C $(DEMO_DIR)
 	@echo; echo '$$ conveyor events tail -n 8'; $(VENV)/bin/conveyor events tail -n 8 -C $(DEMO_DIR)
@@ -37,7 +44,7 @@ demo: $(VENV)/.stamp-demo
 services:
 	@scripts/services.sh postgres redis nats mariadb prometheus chromium haproxy nginx bubblewrap buildah workflow-parser
 
-test: $(VENV)/.stamp-dev services
+test: $(VENV)/.stamp-dev bytecode services
 	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 lint: $(VENV)/.stamp-dev
@@ -47,7 +54,7 @@ lint: $(VENV)/.stamp-dev
 	$(VENV)/bin/lint-imports
 
 # Peers are installed in their own virtualenvs under .bench-venvs/, never into Conveyor's.
-bench: $(VENV)/.stamp-dev services
+bench: $(VENV)/.stamp-dev bytecode services
 	@scripts/services.sh wrk
 	$(PY) benchmarks/run.py
 

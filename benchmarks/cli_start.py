@@ -13,7 +13,6 @@ history growing the same way in every run. Results: ``results/cli_start.json``.
 from __future__ import annotations
 
 import argparse
-import compileall
 import os
 import statistics
 import subprocess
@@ -70,7 +69,7 @@ def run(
     from conveyor.serving.server import ThreadedServer
 
     runs = runs or (5 if quick else 15)
-    compileall.compile_dir(str(Path(__file__).resolve().parents[1] / "src"), quiet=1)
+    harness.compile_bytecode()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     mlflow = pythons["mlflow"].with_name("mlflow")
