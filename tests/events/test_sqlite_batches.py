@@ -1,0 +1,101 @@
+"""SQLite's event log writes a batch as a few multi-row INSERTs, not one per event.
+
+``executemany`` stepped one statement per event, and the driver let go of the GIL
+around each step and took it back after: a server's event loop was handed the GIL
+and had it taken away once per event it had answered. Here the statements sent to
+the database are counted, and what they stored is read back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from conveyor.events import EventLog
+from conveyor.events.sql import SqlEventLog, _chunk_rows
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Iterator[SqlEventLog]:
+    # a long interval: the writer commits when the batch is full or at the flush
+    opened = SqlEventLog.from_url(
+        f"sqlite:///{tmp_path / 'events.db'}", batch_size=500, flush_interval=5.0
+    )
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def _inserts(log: SqlEventLog) -> list[int]:
+    """Rows per INSERT the log sends from now on (values / 9 columns), in order."""
+    sent: list[int] = []
+
+    def count(conn: object, cursor: object, statement: str, params: object, *_: object) -> None:
+        if statement.startswith("INSERT INTO events"):
+            sent.append(len(params) // 9 if isinstance(params, tuple) else -1)
+
+    sa.event.listen(log._engine, "before_cursor_execute", count)
+    return sent
+
+
+def test_a_batch_of_500_events_is_six_statements_in_order(log: SqlEventLog) -> None:
+    sent = _inserts(log)
+    emitted = [log.emit("test.batch", subject=f"s{i}", payload={"i": i}) for i in range(500)]
+    log.flush(10)
+    assert sent == [256, 128, 64, 32, 16, 4]
+    stored = list(log.iter(kind="test.batch"))
+    # every event, in the order emitted (the sequence follows the rows' order)
+    assert [e.id for e in stored] == [e.id for e in emitted]
+    assert [e.payload["i"] for e in stored] == list(range(500))
+    assert [e.subject for e in stored] == [f"s{i}" for i in range(500)]
+
+
+def test_a_flush_behind_a_full_batch_does_not_wait_for_the_interval(tmp_path: Path) -> None:
+    # 500 events fill a batch and wake the writer; the flush's barrier lands behind
+    # them as it wakes. It once waited for the next interval (here 60 s): the wake-up
+    # it had signalled was cleared by the wake-up the full batch had caused
+    log = SqlEventLog.from_url(
+        f"sqlite:///{tmp_path / 'events.db'}", batch_size=500, flush_interval=60.0
+    )
+    try:
+        for attempt in range(20):
+            for i in range(500):
+                log.emit("test.batch", payload={"attempt": attempt, "i": i})
+            log.flush(10)  # TimeoutError if it waited for the interval
+        assert log.count(kind="test.batch") == 20 * 500
+    finally:
+        log.close()
+
+
+def test_an_event_appended_twice_in_one_batch_is_stored_once(log: SqlEventLog) -> None:
+    first = log.emit("test.batch", payload={"n": 1})
+    log.append_many([first, first, first])
+    log.emit("test.batch", payload={"n": 2})
+    log.flush(10)
+    stored = list(log.iter(kind="test.batch"))
+    assert [e.payload["n"] for e in stored] == [1, 2]
+    assert stored[0].id == first.id
+
+
+def test_a_lone_event_is_one_single_row_statement(log: SqlEventLog) -> None:
+    sent = _inserts(log)
+    log.emit("test.batch", payload={"n": 1})
+    log.flush(10)
+    assert sent == [1]
+    assert isinstance(log, EventLog)
+
+
+@pytest.mark.parametrize(
+    ("limit", "rows"),
+    [(32766, 256), (999, 64), (250_000, 256), (18, 2), (9, 1), (5, 1)],
+)
+def test_chunks_stay_within_sqlites_parameter_limit(limit: int, rows: int) -> None:
+    # SQLite before 3.32 allowed 999 parameters a statement; 9 columns an event
+    assert _chunk_rows(limit, 9) == rows
+    assert rows * 9 <= max(limit, 9)
