@@ -18,12 +18,12 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 
-# One stamp per set of extras; re-installs when pyproject.toml changes.
-$(VENV)/.stamp-demo: pyproject.toml | $(VENV)/bin/python
-	$(PIP) install -e '.[onnx,serve,rag,gateway,local-llm,mcp,deploy]'
+# One stamp per set of extras; re-installs when pyproject.toml or the extras here change.
+$(VENV)/.stamp-demo: pyproject.toml Makefile | $(VENV)/bin/python
+	$(PIP) install -e '.[onnx,serve,rag,gateway,local-llm,mcp,deploy,nats]'
 	@touch $@
 
-$(VENV)/.stamp-dev: pyproject.toml | $(VENV)/bin/python
+$(VENV)/.stamp-dev: pyproject.toml Makefile | $(VENV)/bin/python
 	$(PIP) install -e '.[dev]'
 	@touch $@ $(VENV)/.stamp-demo
 

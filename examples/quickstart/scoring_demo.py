@@ -23,8 +23,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import nats
-import nats.errors
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -138,6 +136,14 @@ def run_stream(
     from conveyor.errors import BackendUnavailableError
     from conveyor.scoring.stream import score_stream
 
+    try:
+        import nats.errors
+    except ImportError:
+        console.print(
+            f"[yellow]{step}[/] stream scoring skipped: the NATS client is not installed "
+            "(pip install 'conveyor[nats]')"
+        )
+        return None
     token = uuid.uuid4().hex[:8]
     stream, subject = f"quickstart_{token}", f"quickstart.{token}"
     rows = add_features(raw).tail(200)[["customer_id", *features]]
@@ -181,6 +187,8 @@ def run_stream(
 
 
 async def _publish(stream: str, subject: str, messages: list[bytes]) -> None:
+    import nats
+
     connection = await nats.connect(NATS_URL, connect_timeout=2, max_reconnect_attempts=0)
     try:
         js = connection.jetstream()
@@ -193,6 +201,8 @@ async def _publish(stream: str, subject: str, messages: list[bytes]) -> None:
 
 async def _delete_streams(token: str) -> None:
     """The quickstart's input stream and the ones scoring made for its outputs."""
+    import nats
+
     connection = await nats.connect(NATS_URL, connect_timeout=2, max_reconnect_attempts=0)
     try:
         js = connection.jetstream()
