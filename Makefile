@@ -20,7 +20,7 @@ $(VENV)/bin/python:
 
 # One stamp per set of extras; re-installs when pyproject.toml or the extras here change.
 $(VENV)/.stamp-demo: pyproject.toml Makefile | $(VENV)/bin/python
-	$(PIP) install -e '.[onnx,serve,rag,gateway,local-llm,mcp,deploy,nats]'
+	$(PIP) install -e '.[onnx,serve,rag,gateway,local-llm,mcp,deploy,nats,quickstart]'
 	@touch $@
 
 $(VENV)/.stamp-dev: pyproject.toml Makefile | $(VENV)/bin/python
