@@ -345,11 +345,10 @@ def _sqlite_writer(
     raw, columns = str(compiled), tuple(compiled.positiontup or ())
     head, _, rest = raw.partition(" VALUES ")
     values, conflict, clause = rest.partition(" ON CONFLICT")
-    with translate_errors(url, _SEAM), engine.connect() as conn:
-        driver: Any = conn.connection.driver_connection
-        limit = int(driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
-    chunk = _chunk_rows(limit, len(columns))
+    if not (values.startswith("(") and values.endswith(")") and values.count("?") == len(columns)):
+        raise RuntimeError(f"unexpected rendering of the event log's INSERT: {raw}")
     texts: dict[int, str] = {}
+    chunks: list[int] = []  # rows an INSERT at most, read off the first write's connection
 
     def text(n: int) -> str:
         found = texts.get(n)
@@ -359,6 +358,11 @@ def _sqlite_writer(
 
     def write(rows: list[Row]) -> None:
         with translate_errors(url, _SEAM), engine.begin() as conn:
+            if not chunks:
+                driver: Any = conn.connection.driver_connection
+                limit = int(driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+                chunks.append(_chunk_rows(limit, len(columns)))
+            chunk = chunks[0]
             start, total = 0, len(rows)
             while start < total:
                 n = min(chunk, 1 << ((total - start).bit_length() - 1))
