@@ -91,6 +91,8 @@ def test_promotion_copies_the_version_its_gate_report_and_approver(
         copied = prod.registry.get("risk", record["to"]["version"])
         assert copied.artifact_digest == source.artifact_digest == record["sha256"]
         assert copied.signature == source.signature and copied.metrics == source.metrics
+        # the formula a server answers from is read off the copy again: the same bytes
+        assert source.compiled is not None and copied.compiled == source.compiled
         assert copied.tags["conveyor.promoted_from"] == "staging:risk@1"
         assert copied.tags["conveyor.approver"] == "ana"
         assert copied.tags["conveyor.gate_report"] == source_report.id

@@ -24,6 +24,7 @@ from sklearn.svm import LinearSVC
 
 from conveyor.artifacts.store import ArtifactStore
 from conveyor.registry import Registry
+from conveyor.registry.formula import Formula, extract
 from conveyor.serving.closed_form import closed_form
 from conveyor.serving.pool import matrix_predict
 from conveyor.store.database import MetadataStore
@@ -76,6 +77,31 @@ def test_the_formula_answers_exactly_as_the_model(name: str, model: Any) -> None
         assert np.array_equal(rows, before)  # the caller's matrix is not scaled in place
         assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
         assert np.array_equal(ours, theirs), name  # bitwise, not approximately
+
+
+@pytest.mark.parametrize(("name", "model"), _fitted(), ids=[n for n, _ in _fitted()])
+def test_the_recorded_formula_answers_exactly_as_the_model(name: str, model: Any) -> None:
+    formula = extract(model)
+    assert formula is not None, name
+    data = formula.to_bytes()
+    assert data is not None and b"pickle" not in data
+    recorded = Formula.from_bytes(data)
+    fresh = RNG.normal(size=(257, 12)) * 40
+    for rows in (fresh, fresh[:1], X):
+        ours, theirs = recorded(rows), model.predict(rows)
+        assert ours.dtype == theirs.dtype and ours.shape == theirs.shape, name
+        assert np.array_equal(ours, theirs), name
+        if ours.dtype == object:  # string labels come back as Python strs, as classes_ holds
+            assert {type(v) for v in ours.tolist()} == {str}
+
+
+def test_a_formula_artifact_of_another_kind_is_refused() -> None:
+    import io
+
+    out = io.BytesIO()
+    np.savez(out, meta=np.frombuffer(b'{"kind": "linear-formula/9"}', dtype=np.uint8))
+    with pytest.raises(ValueError, match="linear-formula/9"):
+        Formula.from_bytes(out.getvalue())
 
 
 @pytest.mark.parametrize(

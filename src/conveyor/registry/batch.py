@@ -80,6 +80,8 @@ class _Prepared:
     payload: bytes
     media_type: str
     values: dict[str, Any] = field(default_factory=dict)
+    #: The formula's artifact (conveyor.registry.formula), when the model has one.
+    compiled: bytes | None = None
 
 
 def register_many(
@@ -116,6 +118,12 @@ def store_prepared(registry: Registry, prepared: list[_Prepared]) -> list[ModelV
         ref = registry.artifacts.put(p.payload, media_type=p.media_type)
         p.values["artifact_digest"] = ref.digest
         p.values["artifact_size"] = ref.size
+        p.values["compiled"] = None
+        if p.compiled is not None:
+            from conveyor.registry.formula import KIND
+
+            formula = registry.artifacts.put(p.compiled, media_type="application/x-npz")
+            p.values["compiled"] = {"kind": KIND, "digest": formula.digest, "size": formula.size}
     versions = _insert_all(registry, prepared)
     if registry.events is not None:
         from conveyor.events.catalogue import check_payload
@@ -162,11 +170,18 @@ def copy_version(
     libraries, parameters, metrics and code lineage, with ``tags`` and ``inputs`` in place
     of its own. Run, parent and data set ids are the other store's: they stay out of the
     row (``inputs`` may record them)."""
+    compiled = None
+    if version.compiled is not None:  # the formula, read off the copy as registration did
+        from conveyor.registry.flavors import get_flavor
+
+        flavor = get_flavor(version.flavor)
+        compiled = _compiled(flavor, flavor.load(payload), version.signature)
     prepared = _Prepared(
         name=version.model,
         description=None,
         actor=actor,
         payload=payload,
+        compiled=compiled,
         media_type=f"application/x-conveyor-{version.flavor}",
         values={
             "flavor": version.flavor,
@@ -233,10 +248,12 @@ def _prepare_item(registry: Registry, it: RegisterItem) -> _Prepared:
     payload = flavor.save(it.model)
     parent_id = registry._parent_id(it.parent)
     signature = None
+    compiled = None
     if it.signature_from is not None:
         inferred = Signature.infer(it.signature_from)
         outputs = _outputs_of(registry, flavor, it.model, payload, inferred, it, parent_id)
         signature = inferred.with_outputs(outputs).to_dict()
+        compiled = _compiled(flavor, it.model, signature)
     metrics = clean_metrics(it.metrics or {})
     clean_params = json_value(dict(it.params or {}), "params")
     clean_tags = {str(k): str(v) for k, v in (it.tags or {}).items()}
@@ -263,7 +280,24 @@ def _prepare_item(registry: Registry, it: RegisterItem) -> _Prepared:
             "dataset_version_ids": dataset_ids,
             "inputs": _inputs(it.inputs),
         },
+        compiled=compiled,
     )
+
+
+def _compiled(flavor: Any, model: Any, signature: dict[str, Any] | None) -> bytes | None:
+    """The artifact of ``model``'s formula, checked against its predictions as it will be
+    served (its outputs conformed to ``signature``), when it has one
+    (:mod:`conveyor.registry.formula`)."""
+    from conveyor.registry.flavors import Conformed
+    from conveyor.registry.formula import compile_model
+    from conveyor.registry.signature import Signature
+
+    if signature is None:
+        return None
+    parsed = Signature.from_dict(signature)
+    served = Conformed(flavor, parsed.outputs) if parsed.outputs else flavor
+    found = compile_model(served, model, parsed)
+    return None if found is None else found[1]
 
 
 def _inputs(inputs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]] | None:

@@ -80,8 +80,8 @@ def version_from_row(row: Any) -> ModelVersion:
     values = list(row)
     for i in _json_positions():
         values[i] = document(values[i])
-    if values[-1] is None:  # inputs: NULL for versions registered before it existed
-        values[-1] = []
+    if values[-2] is None:  # inputs: NULL for versions registered before it existed
+        values[-2] = []
     return ModelVersion(*values)
 
 

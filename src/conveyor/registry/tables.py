@@ -77,6 +77,9 @@ class ModelVersionRecord(Base):
     # service (and the versions of its views) the training frame was joined from:
     # [{"kind": "feature_service", "name": ..., "version": ..., "views": {...}}].
     inputs: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB_DOCUMENT)
+    # The version's prediction as data, when it has one (conveyor.registry.formula):
+    # {"kind": "linear-formula/1", "digest": "sha256:...", "size": N}, an artifact.
+    compiled: Mapped[dict[str, Any] | None] = mapped_column(JSONB_DOCUMENT)
 
     __table_args__ = (
         sa.CheckConstraint(one_of("status", MODEL_VERSION_STATUSES), name="status"),

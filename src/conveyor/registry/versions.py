@@ -60,6 +60,10 @@ class ModelVersion:
     #: "views": {view: {"version", "datasets", "path"}}, "features"}``; empty for
     #: versions registered before it existed.
     inputs: list[dict[str, Any]] = field(default_factory=list)
+    #: The version's prediction as data, recorded at registration when it has one
+    #: (:mod:`conveyor.registry.formula`): ``{"kind", "digest", "size"}`` of an artifact
+    #: a server answers from without unpickling the model; None otherwise.
+    compiled: dict[str, Any] | None = None
 
     @property
     def ref(self) -> str:
@@ -86,6 +90,7 @@ class ModelVersion:
             "environment": self.environment,
             "dataset_version_ids": self.dataset_version_ids,
             "inputs": self.inputs,
+            "compiled": self.compiled,
             "status": self.status,
             "created_at": self.created_at.isoformat(),
         }
@@ -116,6 +121,7 @@ class ModelVersion:
             status=row.status,
             created_at=row.created_at,
             inputs=document(row.inputs) or [],
+            compiled=document(row.compiled),
         )
 
 

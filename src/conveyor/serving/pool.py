@@ -148,53 +148,27 @@ def matrix_predict(loaded: LoadedModel, *, closed: bool = True) -> Any:
     """
     import warnings
 
-    import numpy as np
-    import pyarrow as pa
-
+    from conveyor.registry.formula import numeric_inputs, probe_rows, same_answers
     from conveyor.serving.closed_form import closed_form
 
     if loaded.flavor.name not in ("sklearn", "xgboost", "lightgbm"):
         return None
-    signature = loaded.signature
-    if signature is None or any(
-        not (c.type.startswith(("int", "uint", "float", "double", "bool", "halffloat")))
-        for c in signature.inputs
-    ):
+    if not numeric_inputs(loaded.signature):
         return None
     estimator = loaded.model
     predict_fn = (closed_form(estimator) if closed else None) or getattr(estimator, "predict", None)
     if predict_fn is None:
         return None
-
-    def predict(table: pa.Table | DenseRows) -> Any:
-        if isinstance(table, DenseRows):
-            return predict_fn(table.matrix)
-        try:
-            # One C++ call for the whole row-major matrix (nulls as NaN, as to_numpy gives):
-            # a tenth of converting the columns one by one (76 -> 6 us for 20 features).
-            batch = table.combine_chunks().to_batches()[0]
-            matrix = np.asarray(batch.to_tensor(null_to_nan=True))
-        except (pa.ArrowTypeError, pa.ArrowInvalid, pa.ArrowNotImplementedError, IndexError):
-            matrix = np.column_stack([c.to_numpy() for c in table.columns])
-        return predict_fn(matrix.astype(np.float64, copy=False))
+    predict = _on_matrices(predict_fn)
 
     sample = warmup_table(loaded, rows=4)
     if sample is None:
         return None
-
-    rng = np.random.default_rng(0)
-    probe = pa.table(
-        {
-            name: pa.array(rng.normal(size=4)).cast(sample.schema.field(name).type, safe=False)
-            for name in sample.column_names
-        }
-    )
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_NAMES_WARNING)
-            for rows in (sample, probe):
-                fast, slow = predict(rows), loaded.flavor.predict(estimator, rows)
-                if not _same_answers(np.asarray(fast), np.asarray(slow)):
+            for rows in (sample, probe_rows(sample)):
+                if not same_answers(predict(rows), loaded.flavor.predict(estimator, rows)):
                     return None
     except Exception:  # the model wants its frame (a ColumnTransformer by name, ...)
         return None
@@ -202,19 +176,83 @@ def matrix_predict(loaded: LoadedModel, *, closed: bool = True) -> Any:
     return predict
 
 
-def _same_answers(fast: Any, slow: Any) -> bool:
-    """Whether the matrix path answers as the flavor does: labels exactly, floats to the
-    last bits of rounding. The flavor's frame reaches the estimator in another memory
-    order than the matrix (pandas 3 gives a column-major array), and a dot product summed
-    in another order can differ in its last bit (seen: 3e-17 on a linear model), which
-    must not turn the fast path off."""
-    import numpy as np
+def _on_matrices(predict_fn: Any) -> Any:
+    """``predict(rows)`` for dense rows or an Arrow table of numeric columns, through
+    ``predict_fn(float64 matrix)``."""
+    from conveyor.registry.formula import as_matrix
 
-    if fast.shape != slow.shape:
-        return False
-    if fast.dtype.kind == "f" and slow.dtype.kind == "f":
-        return bool(np.allclose(fast, slow, rtol=1e-9, atol=1e-12, equal_nan=True))
-    return bool(np.array_equal(fast, slow))
+    def predict(table: pa.Table | DenseRows) -> Any:
+        if isinstance(table, DenseRows):
+            return predict_fn(table.matrix)
+        return predict_fn(as_matrix(table))
+
+    return predict
+
+
+def load_compiled(
+    registry: Registry, model: str, number: int
+) -> tuple[LoadedModel, Any, Any] | None:
+    """``model@number`` served from the formula recorded at its registration, without
+    unpickling the model: ``(loaded, predict, what it answered to the warm-up rows)``,
+    or None when the version records no formula (or its signature has no example).
+
+    Both artifacts' sha256 are checked (the model's too, though only the formula is
+    read into memory now): ModelUnavailableError ``artifact_tampered`` as for a full
+    load. ``loaded.model`` is a :class:`~conveyor.registry.formula.DeferredModel`, which
+    unpickles the model the first time something needs it (a matrix that is not all
+    finite goes to the model's own ``predict``).
+    """
+    from conveyor.errors import IntegrityError, ModelUnavailableError
+    from conveyor.registry.flavors import Conformed, get_flavor
+    from conveyor.registry.formula import KIND, DeferredModel, Formula
+    from conveyor.registry.signature import Signature
+    from conveyor.registry.versions import LoadedModel
+    from conveyor.serving.closed_form import guarded
+
+    found = registry.resolve(f"{model}@{number}")
+    compiled = found.compiled
+    if not compiled or compiled.get("kind") != KIND or not found.signature:
+        return None
+    signature = Signature.from_dict(found.signature)
+    table = signature.example_table(2)
+    if table is None:
+        return None
+    try:
+        if not registry.artifacts.verify(found.artifact_digest):
+            raise IntegrityError(
+                "the model artifact does not hash to its digest",
+                expected=found.artifact_digest,
+            )
+        formula = Formula.from_bytes(registry.artifacts.get(compiled["digest"]))
+    except IntegrityError as exc:
+        log.error("%s@%s cannot be loaded: %s", model, number, exc.message)
+        raise ModelUnavailableError(
+            f"{model}@{number} cannot serve: its artifact failed its integrity check "
+            f"(expected {exc.context.get('expected', 'its digest')}); the operator must "
+            "restore it",
+            model=model,
+            version=number,
+            reason="artifact_tampered",
+        ) from None
+    flavor: Any = get_flavor(found.flavor)
+    if signature.outputs:
+        flavor = Conformed(flavor, signature.outputs)
+    deferred = DeferredModel(lambda: registry.load(found).model)
+    loaded = LoadedModel(found, deferred, flavor, signature, ())
+    predict = _on_matrices(guarded(formula, lambda: deferred.predict))
+    import warnings
+
+    # A matrix the formula leaves to the model has the signature's columns (checked).
+    warnings.filterwarnings("ignore", message=_NAMES_WARNING)
+    try:
+        sample = predict(table)
+        if signature.outputs:
+            from conveyor.registry.outputs import conform
+
+            sample = conform(sample, signature.outputs)
+    except Exception as exc:
+        raise warmup_failed(loaded, exc) from exc
+    return loaded, predict, sample
 
 
 def load_verified(
@@ -336,10 +374,9 @@ class ModelPool:
         from conveyor.serving.batcher import Batcher
 
         loop = asyncio.get_running_loop()
-        loaded, sample = await loop.run_in_executor(None, self._load_sync, model, number)
+        loaded, sample, fast = await loop.run_in_executor(None, self._load_sync, model, number)
         spec = self.batching
         name = f"{model}@{number}"
-        fast = matrix_predict(loaded, closed=self.closed_form)
         predict = fast or _flavor_predict(loaded)
 
         on_batch = None
@@ -363,8 +400,17 @@ class ModelPool:
         self._served[(model, number)] = served
         return served
 
-    def _load_sync(self, model: str, number: int) -> tuple[LoadedModel, Any]:
-        return load_verified(self.registry, model, number)
+    def _load_sync(self, model: str, number: int) -> tuple[LoadedModel, Any, Any]:
+        """``(loaded, warm-up answers, matrix predict or None)``: from the version's
+        recorded formula when it has one and ``serving.closed_form`` is on (the model is
+        not unpickled), else the model loaded, warmed up and its fast path checked."""
+        if self.closed_form:
+            compiled = load_compiled(self.registry, model, number)
+            if compiled is not None:
+                loaded, predict, sample = compiled
+                return loaded, sample, predict
+        loaded, sample = load_verified(self.registry, model, number)
+        return loaded, sample, matrix_predict(loaded, closed=self.closed_form)
 
     async def retire(self, keep: set[tuple[str, int]], *, grace_s: float = _GRACE_S) -> None:
         """Mark versions outside ``keep`` unused; close those unused for ``grace_s``."""

@@ -1,0 +1,180 @@
+"""A linear version is served from the formula recorded at its registration: the model's
+answers, its artifact still verified, and no scikit-learn import until something needs it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from conveyor.artifacts.store import ArtifactStore
+from conveyor.errors import ModelUnavailableError
+from conveyor.registry import Registry
+from conveyor.registry.formula import KIND
+from conveyor.serving.pool import ModelPool
+from conveyor.serving.settings import BatchingSpec
+from conveyor.store.database import MetadataStore
+
+RNG = np.random.default_rng(11)
+FRAME = pd.DataFrame(RNG.normal(size=(300, 6)) * 3, columns=[f"x{i}" for i in range(6)])
+LABELS = np.array(["no", "yes", "maybe"])[np.digitize(FRAME["x0"] - FRAME["x1"] * 0.5, [-2.0, 2.0])]
+
+
+def _registry(tmp_path: Path) -> tuple[MetadataStore, ArtifactStore, Registry]:
+    store = MetadataStore.from_url(f"sqlite:///{tmp_path}/c.db")
+    artifacts = ArtifactStore.from_url(f"file://{tmp_path}/a")
+    return store, artifacts, Registry(store, artifacts)
+
+
+def _stored(tmp_path: Path, digest: str) -> Path:
+    hex_digest = digest.split(":")[1]
+    return tmp_path / "a" / "sha256" / hex_digest[:2] / hex_digest[2:]
+
+
+def test_a_linear_version_records_its_formula_and_other_models_do_not(tmp_path: Path) -> None:
+    scaled = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(FRAME, LABELS)
+    forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(FRAME, LABELS)
+    words = pd.DataFrame({"plan": ["free", "pro"] * 50, "x0": RNG.normal(size=100)})
+    encoded = make_pipeline(OneHotEncoder(), LogisticRegression()).fit(
+        words[["plan"]], (words["plan"] == "pro").astype(int)
+    )
+    store, artifacts, registry = _registry(tmp_path)
+    with store, artifacts:
+        linear = registry.register("m", scaled, signature_from=FRAME)
+        assert linear.compiled is not None and linear.compiled["kind"] == KIND
+        assert artifacts.verify(linear.compiled["digest"])
+        assert registry.resolve("m@1").compiled == linear.compiled  # read back from the store
+        assert registry.resolve("m@1").to_dict()["compiled"] == linear.compiled
+        assert registry.register("m", forest, signature_from=FRAME).compiled is None
+        assert registry.register("m", scaled).compiled is None  # no signature, no example rows
+        assert registry.register("w", encoded, signature_from=words[["plan"]]).compiled is None
+
+
+def test_the_pool_serves_the_formula_and_loads_the_model_only_when_asked(
+    tmp_path: Path,
+) -> None:
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(FRAME, LABELS)
+    store, artifacts, registry = _registry(tmp_path)
+    with store, artifacts:
+        registry.register("m", model, signature_from=FRAME)
+    rows = RNG.normal(size=(50, 6)) * 3
+    script = textwrap.dedent(
+        f"""
+        import asyncio, json, sys
+        import numpy as np, pyarrow as pa
+        from conveyor.artifacts.store import ArtifactStore
+        from conveyor.registry import Registry
+        from conveyor.serving.pool import ModelPool
+        from conveyor.serving.settings import BatchingSpec
+        from conveyor.store.database import MetadataStore
+
+        rows = np.array({rows.tolist()!r})
+        table = pa.table({{f"x{{i}}": rows[:, i] for i in range(6)}})
+
+        async def main():
+            with (
+                MetadataStore.from_url("sqlite:///{tmp_path}/c.db") as store,
+                ArtifactStore.from_url("file://{tmp_path}/a") as artifacts,
+            ):
+                pool = ModelPool(Registry(store, artifacts), BatchingSpec())
+                served = await pool.ensure("m", 1)
+                answers = (await served.batcher.submit(table)).tolist()
+                before = "sklearn" in sys.modules
+                proba = served.loaded.model.predict_proba(table.to_pandas()).tolist()
+                await pool.close()
+                return {{"answers": answers, "sklearn_before": before,
+                        "sklearn_after": "sklearn" in sys.modules, "proba": proba}}
+
+        print(json.dumps(asyncio.run(main())))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    frame = pd.DataFrame(rows, columns=FRAME.columns)
+    assert seen["answers"] == model.predict(frame).tolist()
+    assert seen["sklearn_before"] is False  # answered without importing scikit-learn
+    assert seen["sklearn_after"] is True  # the model, unpickled when predict_proba was asked
+    assert np.array_equal(np.array(seen["proba"]), model.predict_proba(frame))
+
+
+@pytest.mark.parametrize("which", ["model", "formula"])
+def test_a_tampered_artifact_is_refused_even_when_the_formula_would_serve(
+    tmp_path: Path, which: str
+) -> None:
+    model = LogisticRegression(max_iter=2000).fit(FRAME, LABELS)
+    store, artifacts, registry = _registry(tmp_path)
+    with store, artifacts:
+        version = registry.register("m", model, signature_from=FRAME)
+        assert version.compiled is not None
+        digest = version.artifact_digest if which == "model" else version.compiled["digest"]
+        stored = _stored(tmp_path, digest)
+        stored.write_bytes(stored.read_bytes() + b"tampered")
+
+        async def load() -> None:
+            pool = ModelPool(registry, BatchingSpec())
+            try:
+                await pool.ensure("m", 1)
+            finally:
+                await pool.close()
+
+        with pytest.raises(ModelUnavailableError) as caught:
+            asyncio.run(load())
+        assert caught.value.context["reason"] == "artifact_tampered"
+        assert str(tmp_path) not in caught.value.message
+
+
+def test_non_finite_rows_get_the_models_own_error_through_the_deferred_model(
+    tmp_path: Path,
+) -> None:
+    model = LogisticRegression(max_iter=2000).fit(FRAME, LABELS)
+    store, artifacts, registry = _registry(tmp_path)
+    with store, artifacts:
+        registry.register("m", model, signature_from=FRAME)
+        rows = FRAME.head(3).to_numpy().copy()
+        rows[1, 2] = np.inf
+        table = pa.table({name: rows[:, i] for i, name in enumerate(FRAME.columns)})
+
+        async def predict() -> object:
+            pool = ModelPool(registry, BatchingSpec())
+            try:
+                served = await pool.ensure("m", 1)
+                assert not served.loaded.model.loaded  # served from the formula so far
+                return await served.batcher.submit(table)
+            finally:
+                await pool.close()
+
+        with pytest.raises(ValueError) as ours:
+            asyncio.run(predict())
+        with pytest.raises(ValueError) as theirs:
+            model.predict(rows)
+        assert str(ours.value) == str(theirs.value)
+
+
+def test_closed_form_off_loads_the_model_itself(tmp_path: Path) -> None:
+    model = LogisticRegression(max_iter=2000).fit(FRAME, LABELS)
+    store, artifacts, registry = _registry(tmp_path)
+    with store, artifacts:
+        registry.register("m", model, signature_from=FRAME)
+
+        async def load() -> object:
+            pool = ModelPool(registry, BatchingSpec(), closed_form=False)
+            try:
+                return (await pool.ensure("m", 1)).loaded.model
+            finally:
+                await pool.close()
+
+        assert isinstance(asyncio.run(load()), LogisticRegression)
