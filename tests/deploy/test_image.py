@@ -367,6 +367,11 @@ def test_bake_copies_the_routed_versions_with_a_manifest_and_refuses_tampered_on
     assert manifest["models"] == [entry]
     baked = models / entry["path"]
     assert "sha256:" + hashlib.sha256(baked.read_bytes()).hexdigest() == digest
+    # the linear model's formula, which the server answers from, is baked beside it
+    formula = models / entry["compiled"]["path"]
+    assert "sha256:" + hashlib.sha256(formula.read_bytes()).hexdigest() == (
+        entry["compiled"]["digest"]
+    )
 
     text = (project / "Dockerfile").read_text()
     final = stages(text)[1]
@@ -388,6 +393,11 @@ def test_bake_copies_the_routed_versions_with_a_manifest_and_refuses_tampered_on
     ok = subprocess.run(check, capture_output=True, text=True, check=False)
     assert ok.returncode == 0, ok.stderr
     assert "1 baked model(s) match their sha256" in ok.stderr
+    kept = formula.read_bytes()
+    formula.write_bytes(kept + b"altered")
+    altered = subprocess.run(check, capture_output=True, text=True, check=False)
+    assert altered.returncode == 1 and "baked model risk@1" in altered.stderr
+    formula.write_bytes(kept)
     original = baked.read_bytes()
     baked.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
     altered = subprocess.run(check, capture_output=True, text=True, check=False)

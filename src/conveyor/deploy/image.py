@@ -725,26 +725,36 @@ def bake(project: Project, versions: Sequence[ModelVersion], folder: Path) -> li
     if folder.exists():
         shutil.rmtree(folder)
     entries = []
-    for version in versions:
-        hex_digest = parse_digest(version.artifact_digest)
+
+    def copy(version: ModelVersion, digest: str) -> str:
+        hex_digest = parse_digest(digest)
         relative = f"sha256/{hex_digest[:2]}/{hex_digest[2:]}"
         try:
-            project.artifacts.download(version.artifact_digest, folder / relative)
+            project.artifacts.download(digest, folder / relative)
         except ArtifactIntegrityError as exc:
             shutil.rmtree(folder, ignore_errors=True)
             raise ArtifactIntegrityError(
                 f"cannot bake {version.ref}: {exc.message}", **exc.context
             ) from None
-        entries.append(
-            {
-                "model": version.model,
-                "version": version.number,
-                "flavor": version.flavor,
-                "digest": version.artifact_digest,
-                "size": version.artifact_size,
-                "path": relative,
+        return relative
+
+    for version in versions:
+        entry: dict[str, Any] = {
+            "model": version.model,
+            "version": version.number,
+            "flavor": version.flavor,
+            "digest": version.artifact_digest,
+            "size": version.artifact_size,
+            "path": copy(version, version.artifact_digest),
+        }
+        if version.compiled:  # the formula the server answers from (registry.formula)
+            compiled = version.compiled
+            entry["compiled"] = {
+                "digest": compiled["digest"],
+                "size": compiled["size"],
+                "path": copy(version, compiled["digest"]),
             }
-        )
+        entries.append(entry)
     manifest = {"format": 1, "models": entries}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     verify_baked(folder)
@@ -767,21 +777,26 @@ def verify_baked(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
     entries: list[dict[str, Any]] = manifest.get("models", [])
     for entry in entries:
         ref = f"{entry['model']}@{entry['version']}"
-        expected = parse_digest(entry["digest"])
-        path = root / entry["path"]
-        if not path.is_file():
-            raise ArtifactIntegrityError(
-                f"baked model {ref}: {path} is missing", digest=entry["digest"], location=str(path)
-            )
-        actual = _sha256_file(path)
-        if actual != expected or path.stat().st_size != entry["size"]:
-            raise ArtifactIntegrityError(
-                f"baked model {ref}: {path} hashes to {format_digest(actual)}, the manifest "
-                f"says {entry['digest']}: it was altered after it was baked; build again",
-                digest=entry["digest"],
-                actual=format_digest(actual),
-                location=str(path),
-            )
+        for file in (entry, entry.get("compiled")):  # the model, and its formula if any
+            if file is None:
+                continue
+            expected = parse_digest(file["digest"])
+            path = root / file["path"]
+            if not path.is_file():
+                raise ArtifactIntegrityError(
+                    f"baked model {ref}: {path} is missing",
+                    digest=file["digest"],
+                    location=str(path),
+                )
+            actual = _sha256_file(path)
+            if actual != expected or path.stat().st_size != file["size"]:
+                raise ArtifactIntegrityError(
+                    f"baked model {ref}: {path} hashes to {format_digest(actual)}, the manifest "
+                    f"says {file['digest']}: it was altered after it was baked; build again",
+                    digest=file["digest"],
+                    actual=format_digest(actual),
+                    location=str(path),
+                )
     return entries
 
 
