@@ -369,8 +369,9 @@ def test_bake_copies_the_routed_versions_with_a_manifest_and_refuses_tampered_on
     assert "sha256:" + hashlib.sha256(baked.read_bytes()).hexdigest() == digest
     # the linear model's formula, which the server answers from, is baked beside it
     formula = models / entry["compiled"]["path"]
-    assert "sha256:" + hashlib.sha256(formula.read_bytes()).hexdigest() == (
-        entry["compiled"]["digest"]
+    assert (
+        "sha256:" + hashlib.sha256(formula.read_bytes()).hexdigest()
+        == (entry["compiled"]["digest"])
     )
 
     text = (project / "Dockerfile").read_text()
