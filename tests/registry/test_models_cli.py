@@ -52,8 +52,10 @@ def test_register_list_show_alias_history_rollback(project: Path) -> None:
     assert v1["ref"] == "churn@1" and v1["flavor"] == "sklearn"
     assert v1["metrics"] == {"auc": 0.91} and v1["params"] == {"C": 1.0}
     assert [c["name"] for c in v1["signature"]["inputs"]] == ["age", "income", "score"]
+    assert v1["compiled"]["kind"] == "linear-formula/1"  # a linear model: its formula too
     v2 = as_json(project, "register", "churn", "--object", "registry_support:Doubler")
     assert isinstance(v2, dict) and v2["flavor"] == "python" and v2["number"] == 2
+    assert v2["compiled"] is None
 
     listed = as_json(project, "list", "churn", "--limit", "1")
     assert isinstance(listed, dict)
@@ -91,6 +93,7 @@ def test_register_list_show_alias_history_rollback(project: Path) -> None:
     assert isinstance(at, dict) and at["version"] is None
     code, out = cli(project, "show", "churn@1")
     assert code == 0 and "age:int64!" in out
+    assert f"formula: linear-formula/1 {v1['compiled']['digest']}" in out
 
 
 def test_bad_input_is_one_clear_line(project: Path) -> None:

@@ -212,6 +212,13 @@ def show(
                 for c in version.signature["inputs"]
             )
             out.print(f"  signature: {escape(cols)}", soft_wrap=True)
+        if version.compiled:  # the formula servers answer from (docs/serving.md)
+            compiled = version.compiled
+            out.print(
+                f"  formula: {escape(str(compiled['kind']))} {escape(str(compiled['digest']))} "
+                f"({compiled['size']} bytes; served without unpickling the model)",
+                soft_wrap=True,
+            )
         if version.inputs:
             out.print("  lineage:")
             for path in body["lineage"]:
