@@ -76,7 +76,7 @@ def test_the_pool_serves_the_formula_and_loads_the_model_only_when_asked(
         import numpy as np, pyarrow as pa
         from conveyor.artifacts.store import ArtifactStore
         from conveyor.registry import Registry
-        from conveyor.serving.pool import ModelPool
+        from conveyor.serving.pool import ModelPool, verify_version
         from conveyor.serving.settings import BatchingSpec
         from conveyor.store.database import MetadataStore
 
@@ -88,7 +88,9 @@ def test_the_pool_serves_the_formula_and_loads_the_model_only_when_asked(
                 MetadataStore.from_url("sqlite:///{tmp_path}/c.db") as store,
                 ArtifactStore.from_url("file://{tmp_path}/a") as artifacts,
             ):
-                pool = ModelPool(Registry(store, artifacts), BatchingSpec())
+                registry = Registry(store, artifacts)
+                verify_version(registry, "m", 1)  # what deploy, route set and rollback run
+                pool = ModelPool(registry, BatchingSpec())
                 served = await pool.ensure("m", 1)
                 answers = (await served.batcher.submit(table)).tolist()
                 before = "sklearn" in sys.modules
@@ -106,7 +108,8 @@ def test_the_pool_serves_the_formula_and_loads_the_model_only_when_asked(
     seen = json.loads(out.stdout.strip().splitlines()[-1])
     frame = pd.DataFrame(rows, columns=FRAME.columns)
     assert seen["answers"] == model.predict(frame).tolist()
-    assert seen["sklearn_before"] is False  # answered without importing scikit-learn
+    # verified and answered without importing scikit-learn
+    assert seen["sklearn_before"] is False
     assert seen["sklearn_after"] is True  # the model, unpickled when predict_proba was asked
     assert np.array_equal(np.array(seen["proba"]), model.predict_proba(frame))
 

@@ -110,6 +110,14 @@ def test_a_live_revision_that_cannot_load_degrades_readiness_and_recovers(
     assert json.loads(out)["degraded"] == []
 
 
+def _answers(url: str) -> bool:
+    """Whether ``url`` answers 200; False while the server's thread is not listening yet."""
+    try:
+        return httpx.get(url).status_code == 200
+    except httpx.ConnectError:
+        return False
+
+
 def test_predictions_for_an_unloadable_model_are_503_model_unavailable(tmp_path: Path) -> None:
     project = linear_project(tmp_path, name="nothing", serving=OPEN)
     _tamper(project, 1)
@@ -117,7 +125,7 @@ def test_predictions_for_an_unloadable_model_are_503_model_unavailable(tmp_path:
     server.thread.start()  # not start(): that waits for a readiness that must never come
     try:
         wait_until(
-            lambda: httpx.get(f"{server.url}/v2/health/live").status_code == 200,
+            lambda: _answers(f"{server.url}/v2/health/live"),
             message="the server listens",
         )
         ready = httpx.get(f"{server.url}/v2/health/ready")

@@ -299,12 +299,15 @@ def refused(exc: ModelUnavailableError) -> VersionRefusedError:
 
 def verify_version(registry: Registry, model: str, number: int) -> None:
     """What ``deploy`` and ``route set`` run before they commit a route naming a new
-    version: its artifact hash checked and one warm-up prediction made.
-    VersionRefusedError (with the reason) when it cannot serve."""
+    version: its artifact hash checked and one warm-up prediction made, as a server
+    loads it (from its recorded formula when it has one: both artifacts' hashes, no
+    unpickling, so a deploy or a rollback of a linear model does not import
+    scikit-learn). VersionRefusedError (with the reason) when it cannot serve."""
     from conveyor.errors import ModelUnavailableError
 
     try:
-        load_verified(registry, model, number, warm_ups=1)
+        if load_compiled(registry, model, number) is None:
+            load_verified(registry, model, number, warm_ups=1)
     except ModelUnavailableError as exc:
         raise refused(exc) from None
 
