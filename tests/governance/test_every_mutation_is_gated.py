@@ -101,6 +101,7 @@ CLI: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "models show": (None, ("fraud@1",)),
     "models register": ("models.register", ("fraud", "--object", "sklearn.dummy:DummyClassifier")),
     "models alias": ("models.promote", ("fraud", "champion", "1")),
+    "models compile": ("models.register", ("fraud@1",)),  # records a version's formula
     "models rollback": ("models.promote", ("fraud", "champion")),
     "models history": (None, ("fraud", "champion")),
     "models promote": ("models.promote", ("fraud@1",)),

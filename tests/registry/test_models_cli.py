@@ -129,3 +129,38 @@ def test_the_installed_command_lists_models(project: Path) -> None:
         timeout=120,
     ).stdout
     assert "churn@1" in out and "sklearn" in out
+
+
+def test_compile_records_the_formula_of_a_version_registered_without_one(project: Path) -> None:
+    import sqlalchemy as sa
+
+    from conveyor.project import Project
+    from conveyor.registry.tables import ModelVersionRecord
+
+    v1 = as_json(
+        project, "register", "churn", "--file", "model.pkl", "--signature-from", "train.csv"
+    )
+    assert isinstance(v1, dict) and v1["compiled"] is not None
+    as_json(project, "register", "churn", "--object", "registry_support:Doubler")
+    with Project.open(project, env={}) as proj:  # as a version registered before formulas
+        with proj.store.session() as session:
+            session.execute(sa.update(ModelVersionRecord).values(compiled=None))
+        assert proj.registry.get("churn", 1).compiled is None
+
+    done = as_json(project, "compile", "churn@1")
+    assert isinstance(done, dict) and done["already_recorded"] is False
+    assert done["compiled"] == v1["compiled"]  # the same formula, the same bytes
+    again = as_json(project, "compile", "churn@1")
+    assert isinstance(again, dict) and again["already_recorded"] is True
+    code, out = cli(project, "compile", "churn@2")
+    assert code == 1 and "churn@2 has no formula to record" in out
+    code, out = cli(project, "compile", "churn@9")
+    assert code == 1 and "churn@9" in out
+    with Project.open(project, env={}) as proj:
+        events = list(proj.events.query(kind="model.compiled"))
+        assert [(e.subject, e.subject_version, e.payload["digest"]) for e in events] == [
+            ("churn", "1", v1["compiled"]["digest"])
+        ]
+        from conveyor.serving.pool import load_compiled
+
+        assert load_compiled(proj.registry, "churn", 1) is not None  # servers answer from it

@@ -277,6 +277,29 @@ def register(
             typer.echo(f"Registered {version.ref} ({version.flavor}) {version.id}")
 
 
+@models_app.command("compile")
+@errors
+def compile_cmd(
+    ref: Annotated[str, typer.Argument(help="The version: name@N, name@alias or an id.")],
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Record the formula of a version registered before formulas were recorded at
+    registration, so servers answer from it without unpickling the model (a scikit-learn
+    linear model with numeric inputs; docs/serving.md)."""
+    with open_project(project) as proj:
+        who = authorized(proj, "models.register")
+        registry = _registry(proj)
+        before = registry.resolve(ref).compiled
+        version = registry.record_formula(ref, actor=who)
+        if as_json:
+            echo_json({**version.to_dict(), "already_recorded": before is not None})
+        else:
+            compiled = version.compiled or {}
+            said = "already had" if before is not None else "recorded"
+            typer.echo(f"{version.ref}: {said} its formula {compiled.get('digest')}")
+
+
 @models_app.command("alias")
 @errors
 def alias_cmd(

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from conveyor.registry.registry import Registry
     from conveyor.registry.signature import Signature
 
-__all__ = ["RegisterItem", "copy_version", "register_many"]
+__all__ = ["RegisterItem", "compiled_bytes", "copy_version", "register_many"]
 
 log = logging.getLogger("conveyor.registry")
 
@@ -175,7 +175,7 @@ def copy_version(
         from conveyor.registry.flavors import get_flavor
 
         flavor = get_flavor(version.flavor)
-        compiled = _compiled(flavor, flavor.load(payload), version.signature)
+        compiled = compiled_bytes(flavor, flavor.load(payload), version.signature)
     prepared = _Prepared(
         name=version.model,
         description=None,
@@ -253,7 +253,7 @@ def _prepare_item(registry: Registry, it: RegisterItem) -> _Prepared:
         inferred = Signature.infer(it.signature_from)
         outputs = _outputs_of(registry, flavor, it.model, payload, inferred, it, parent_id)
         signature = inferred.with_outputs(outputs).to_dict()
-        compiled = _compiled(flavor, it.model, signature)
+        compiled = compiled_bytes(flavor, it.model, signature)
     metrics = clean_metrics(it.metrics or {})
     clean_params = json_value(dict(it.params or {}), "params")
     clean_tags = {str(k): str(v) for k, v in (it.tags or {}).items()}
@@ -284,7 +284,7 @@ def _prepare_item(registry: Registry, it: RegisterItem) -> _Prepared:
     )
 
 
-def _compiled(flavor: Any, model: Any, signature: dict[str, Any] | None) -> bytes | None:
+def compiled_bytes(flavor: Any, model: Any, signature: dict[str, Any] | None) -> bytes | None:
     """The artifact of ``model``'s formula, checked against its predictions as it will be
     served (its outputs conformed to ``signature``), when it has one
     (:mod:`conveyor.registry.formula`)."""

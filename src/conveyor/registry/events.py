@@ -6,7 +6,7 @@ from __future__ import annotations
 from conveyor.capability import EventKind
 from conveyor.events.catalogue import OPTIONAL_STR
 
-__all__ = ["MODEL_ALIAS_MOVED", "MODEL_REGISTERED", "REGISTRY_EVENTS"]
+__all__ = ["MODEL_ALIAS_MOVED", "MODEL_COMPILED", "MODEL_REGISTERED", "REGISTRY_EVENTS"]
 
 MODEL_REGISTERED = EventKind(
     "model.registered",
@@ -36,5 +36,12 @@ MODEL_ALIAS_MOVED = EventKind(
     "an alias (champion, challenger...) was moved to a version, or rolled back",
 )
 
+MODEL_COMPILED = EventKind(
+    "model.compiled",
+    "audit",
+    {"version_id": str, "digest": str, "size": int},
+    "a version registered without its formula got it recorded (conveyor models compile)",
+)
+
 #: Every kind the registry capability declares.
-REGISTRY_EVENTS: tuple[EventKind, ...] = (MODEL_REGISTERED, MODEL_ALIAS_MOVED)
+REGISTRY_EVENTS: tuple[EventKind, ...] = (MODEL_REGISTERED, MODEL_ALIAS_MOVED, MODEL_COMPILED)

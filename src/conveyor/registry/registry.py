@@ -265,6 +265,55 @@ class Registry(AliasesMixin, PromotionMixin):
             flavor = Conformed(flavor, signature.outputs)
         return LoadedModel(found, model, flavor, signature, tuple(mismatches))
 
+    def record_formula(
+        self, version: ModelVersion | str, *, actor: str | None = None
+    ) -> ModelVersion:
+        """Record the formula of a version registered without one (before formulas were
+        recorded at registration), as registration would have: read off its model
+        (loaded, its sha256 checked), checked against the model's predictions, stored as
+        an artifact. A version that has one is returned as it is. InvalidInputError
+        (field ``version``) when the model has no formula to record; an audit event
+        ``model.compiled`` otherwise. Only derived data changes: the model, its
+        signature and its number do not.
+        """
+        import sqlalchemy as sa
+
+        from conveyor.registry.batch import compiled_bytes
+        from conveyor.registry.events import MODEL_COMPILED
+        from conveyor.registry.formula import KIND
+        from conveyor.registry.tables import ModelVersionRecord as V
+
+        found = self.resolve(version)
+        if found.compiled is not None:
+            return found
+        loaded = self.load(found)
+        flavor = getattr(loaded.flavor, "flavor", loaded.flavor)  # unwrapped from Conformed
+        data = compiled_bytes(flavor, loaded.model, found.signature)
+        if data is None:
+            raise InvalidInputError(
+                f"{found.ref} has no formula to record: only a scikit-learn linear model "
+                "(alone or after StandardScalers) registered with a signature of numeric "
+                "columns has one, and it must answer as the model does; it is served by its "
+                "own predict",
+                field="version",
+                model=found.model,
+                version=found.number,
+            )
+        ref = self.artifacts.put(data, media_type="application/x-npz")
+        compiled = {"kind": KIND, "digest": ref.digest, "size": ref.size}
+        # Unconditional: two concurrent calls record the same bytes (the same digest).
+        with self.store.session() as session:
+            session.execute(sa.update(V).where(V.id == found.id).values(compiled=compiled))
+        if self.events is not None:
+            self.events.record(
+                MODEL_COMPILED,
+                subject=found.model,
+                subject_version=str(found.number),
+                actor=actor,
+                payload={"version_id": found.id, "digest": ref.digest, "size": ref.size},
+            )
+        return self.by_id(found.id)
+
     # -- listing ----------------------------------------------------------------
 
     def list(
