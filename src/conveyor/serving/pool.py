@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from conveyor.errors import ModelUnavailableError, VersionRefusedError
+    from conveyor.errors import IntegrityError, ModelUnavailableError, VersionRefusedError
     from conveyor.registry.registry import Registry
     from conveyor.registry.versions import LoadedModel, ModelVersion
     from conveyor.serving.batcher import Batcher
@@ -202,7 +202,7 @@ def load_compiled(
     unpickles the model the first time something needs it (a matrix that is not all
     finite goes to the model's own ``predict``).
     """
-    from conveyor.errors import IntegrityError, ModelUnavailableError
+    from conveyor.errors import IntegrityError
     from conveyor.registry.flavors import Conformed, get_flavor
     from conveyor.registry.formula import KIND, DeferredModel, Formula
     from conveyor.registry.signature import Signature
@@ -225,15 +225,7 @@ def load_compiled(
             )
         formula = Formula.from_bytes(registry.artifacts.get(compiled["digest"]))
     except IntegrityError as exc:
-        log.error("%s@%s cannot be loaded: %s", model, number, exc.message)
-        raise ModelUnavailableError(
-            f"{model}@{number} cannot serve: its artifact failed its integrity check "
-            f"(expected {exc.context.get('expected', 'its digest')}); the operator must "
-            "restore it",
-            model=model,
-            version=number,
-            reason="artifact_tampered",
-        ) from None
+        raise _tampered(model, number, exc) from None
     flavor: Any = get_flavor(found.flavor)
     if signature.outputs:
         flavor = Conformed(flavor, signature.outputs)
@@ -262,20 +254,12 @@ def load_verified(
     example rows: ``(loaded, what it answered)``. ModelUnavailableError (reason
     ``artifact_tampered`` or ``warm_up_failed``) when it cannot serve; the message never
     names a path of this machine (the log does)."""
-    from conveyor.errors import IntegrityError, ModelUnavailableError
+    from conveyor.errors import IntegrityError
 
     try:
         loaded = registry.load(f"{model}@{number}")
     except IntegrityError as exc:
-        log.error("%s@%s cannot be loaded: %s", model, number, exc.message)
-        raise ModelUnavailableError(
-            f"{model}@{number} cannot serve: its artifact failed its integrity check "
-            f"(expected {exc.context.get('expected', 'its digest')}); the operator must "
-            "restore it",
-            model=model,
-            version=number,
-            reason="artifact_tampered",
-        ) from None
+        raise _tampered(model, number, exc) from None
     table = warmup_table(loaded)
     sample = None
     if table is not None:
@@ -285,6 +269,22 @@ def load_verified(
         except Exception as exc:
             raise warmup_failed(loaded, exc) from exc
     return loaded, sample
+
+
+def _tampered(model: str, number: int, exc: IntegrityError) -> ModelUnavailableError:
+    """The error for a version whose artifact failed its sha256 check: logged with the
+    store's detail, answered without it (no path of this machine)."""
+    from conveyor.errors import ModelUnavailableError
+
+    log.error("%s@%s cannot be loaded: %s", model, number, exc.message)
+    return ModelUnavailableError(
+        f"{model}@{number} cannot serve: its artifact failed its integrity check "
+        f"(expected {exc.context.get('expected', 'its digest')}); the operator must "
+        "restore it",
+        model=model,
+        version=number,
+        reason="artifact_tampered",
+    )
 
 
 def refused(exc: ModelUnavailableError) -> VersionRefusedError:
