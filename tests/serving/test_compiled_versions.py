@@ -181,3 +181,29 @@ def test_closed_form_off_loads_the_model_itself(tmp_path: Path) -> None:
                 await pool.close()
 
         assert isinstance(asyncio.run(load()), LogisticRegression)
+
+
+def test_a_formula_missing_from_the_store_falls_back_to_the_model_itself(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = LogisticRegression(max_iter=2000).fit(FRAME, LABELS)
+    store, artifacts, registry = _registry(tmp_path)
+    with store, artifacts:
+        version = registry.register("m", model, signature_from=FRAME)
+        assert version.compiled is not None
+        _stored(tmp_path, version.compiled["digest"]).unlink()  # a store copied without it
+
+        async def load() -> tuple[object, list[object]]:
+            pool = ModelPool(registry, BatchingSpec())
+            try:
+                served = await pool.ensure("m", 1)
+                table = pa.Table.from_pandas(FRAME.head(5), preserve_index=False)
+                return served.loaded.model, (await served.batcher.submit(table)).tolist()
+            finally:
+                await pool.close()
+
+        with caplog.at_level("WARNING", logger="conveyor.serving"):
+            loaded, answers = asyncio.run(load())
+        assert isinstance(loaded, LogisticRegression)  # loaded whole, and serving
+        assert answers == model.predict(FRAME.head(5)).tolist()
+        assert "formula" in caplog.text and "not in the artifact store" in caplog.text

@@ -198,11 +198,13 @@ def load_compiled(
 
     Both artifacts' sha256 are checked (the model's too, though only the formula is
     read into memory now): ModelUnavailableError ``artifact_tampered`` as for a full
-    load. ``loaded.model`` is a :class:`~conveyor.registry.formula.DeferredModel`, which
-    unpickles the model the first time something needs it (a matrix that is not all
-    finite goes to the model's own ``predict``).
+    load. A formula missing from the store (derived data, say a store copied without
+    it) is None too, with a warning: the version then loads whole. ``loaded.model`` is a
+    :class:`~conveyor.registry.formula.DeferredModel`, which unpickles the model the
+    first time something needs it (a matrix that is not all finite goes to the model's
+    own ``predict``).
     """
-    from conveyor.errors import IntegrityError
+    from conveyor.errors import IntegrityError, NotFoundError
     from conveyor.registry.flavors import Conformed, get_flavor
     from conveyor.registry.formula import KIND, DeferredModel, Formula
     from conveyor.registry.signature import Signature
@@ -223,7 +225,17 @@ def load_compiled(
                 "the model artifact does not hash to its digest",
                 expected=found.artifact_digest,
             )
-        formula = Formula.from_bytes(registry.artifacts.get(compiled["digest"]))
+        try:
+            data = registry.artifacts.get(compiled["digest"])
+        except NotFoundError:  # derived data, not the model: serve the model itself
+            log.warning(
+                "%s@%s: its formula %s is not in the artifact store; loading the model itself",
+                model,
+                number,
+                compiled["digest"],
+            )
+            return None
+        formula = Formula.from_bytes(data)
     except IntegrityError as exc:
         raise _tampered(model, number, exc) from None
     flavor: Any = get_flavor(found.flavor)
