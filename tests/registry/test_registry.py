@@ -194,3 +194,33 @@ def test_a_number_no_registry_can_hold_is_not_found(registry: Registry) -> None:
         with pytest.raises(NotFoundError):
             registry.resolve(f"fraud@{huge}")
     assert registry.get("fraud", "1").number == 1
+
+
+def test_a_linear_versions_formula_is_recorded_read_back_and_recorded_again(
+    registry: Registry,
+) -> None:
+    import numpy as np
+    import pandas as pd
+    import sqlalchemy as sa
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame(rng.normal(size=(120, 4)), columns=["a", "b", "c", "d"])
+    model = LogisticRegression().fit(frame, (frame["a"] > frame["b"]).astype(int))
+    version = registry.register("lin", model, signature_from=frame)
+    assert version.compiled is not None and version.compiled["kind"] == "linear-formula/1"
+    for read in (registry.get("lin", 1), registry.by_id(version.id), registry.list().items[0]):
+        assert read.compiled == version.compiled  # the JSON column, on this store
+    assert registry.artifacts.verify(version.compiled["digest"])
+
+    with registry.store.session() as session:  # as a version registered before formulas
+        session.execute(sa.update(ModelVersionRecord).values(compiled=None))
+    assert registry.get("lin", 1).compiled is None
+    again = registry.record_formula("lin@1", actor="ops")
+    assert again.compiled == version.compiled  # the same formula, the same bytes
+    assert registry.record_formula("lin@1") == again  # recorded once
+    kinds = [e.kind for e in registry.events.query(kind="model.compiled")]  # type: ignore[union-attr]
+    assert kinds == ["model.compiled"]
+    registry.register("doubler", Doubler())
+    with pytest.raises(InvalidInputError, match="doubler@1 has no formula to record"):
+        registry.record_formula("doubler@1")
