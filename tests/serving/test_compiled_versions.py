@@ -94,7 +94,11 @@ def test_the_pool_serves_the_formula_and_loads_the_model_only_when_asked(
                 served = await pool.ensure("m", 1)
                 answers = (await served.batcher.submit(table)).tolist()
                 before = "sklearn" in sys.modules
-                proba = served.loaded.model.predict_proba(table.to_pandas()).tolist()
+                # off the loop: on it, a model not loaded yet raises NotOnTheLoop
+                frame = table.to_pandas()
+                proba = (await asyncio.to_thread(
+                    lambda: served.loaded.model.predict_proba(frame)
+                )).tolist()
                 await pool.close()
                 return {{"answers": answers, "sklearn_before": before,
                         "sklearn_after": "sklearn" in sys.modules, "proba": proba}}
@@ -207,3 +211,54 @@ def test_a_formula_missing_from_the_store_falls_back_to_the_model_itself(
         assert isinstance(loaded, LogisticRegression)  # loaded whole, and serving
         assert answers == model.predict(FRAME.head(5)).tolist()
         assert "formula" in caplog.text and "not in the artifact store" in caplog.text
+
+
+def test_the_model_behind_a_formula_never_loads_on_the_event_loop(tmp_path: Path) -> None:
+    import threading
+
+    from conveyor.registry.formula import DeferredModel, NotOnTheLoop
+
+    async def on_the_loop() -> None:
+        DeferredModel(lambda: "model").resolve()
+
+    with pytest.raises(NotOnTheLoop):
+        asyncio.run(on_the_loop())
+    assert DeferredModel(lambda: "model").resolve() == "model"  # off any loop: loads
+
+    model = LogisticRegression(max_iter=2000).fit(FRAME, LABELS)
+    store, artifacts, registry = _registry(tmp_path)
+    with store, artifacts:
+        registry.register("m", model, signature_from=FRAME)
+        loads: list[str] = []
+        load = registry.load
+
+        def counted(version: object) -> object:
+            loads.append(threading.current_thread().name)
+            return load(version)  # type: ignore[arg-type]
+
+        registry.load = counted  # type: ignore[method-assign]
+        finite = pa.Table.from_pandas(FRAME.head(1), preserve_index=False)
+        rows = FRAME.head(1).to_numpy().copy()
+        rows[0, 3] = np.nan
+        bad = pa.table({name: rows[:, i] for i, name in enumerate(FRAME.columns)})
+
+        async def predict() -> tuple[str, int]:
+            pool = ModelPool(registry, BatchingSpec())
+            try:
+                served = await pool.ensure("m", 1)
+                for _ in range(20):  # lone cheap calls: measured, then run on the loop
+                    await served.batcher.submit(finite, alone=True)
+                assert any(b.inline for b in served.batcher.history)
+                try:
+                    await served.batcher.submit(bad, alone=True)
+                except ValueError as exc:
+                    return str(exc), len(loads)
+                raise AssertionError("a NaN reached a LogisticRegression without an error")
+            finally:
+                assert not served.batcher.history[-1].inline  # the NaN went to a thread
+                await pool.close()
+
+        loop_thread = threading.current_thread().name  # asyncio.run runs the loop here
+        error, loaded = asyncio.run(predict())
+        assert "NaN" in error and loaded == 1
+        assert loads and loads[0] != loop_thread  # unpickled on a worker thread

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
     from conveyor.registry.signature import Signature
 
-__all__ = ["KIND", "DeferredModel", "Formula", "compile_model", "extract"]
+__all__ = ["KIND", "DeferredModel", "Formula", "NotOnTheLoop", "compile_model", "extract"]
 
 #: ``ModelVersion.compiled["kind"]`` of a recorded formula (the .npz layout's version).
 KIND = "linear-formula/1"
@@ -361,12 +361,19 @@ def compile_model(
 # -- the model behind a formula --------------------------------------------------------
 
 
+class NotOnTheLoop(RuntimeError):
+    """A model not loaded yet was asked for on an event loop's thread: loading it
+    (unpickling, importing its library) would stall every request the loop serves, so the
+    caller must ask again from a worker thread (the batcher does)."""
+
+
 class DeferredModel:
     """A version's model object, unpickled (once, thread-safe) on first use.
 
     A server answering from a version's formula holds one of these as
     ``LoadedModel.model``: attribute access (``predict``, ``predict_proba``,
-    ``classes_``) loads the model through ``load``, then delegates to it.
+    ``classes_``) loads the model through ``load``, then delegates to it. Never on an
+    event loop's thread: there the first access raises :class:`NotOnTheLoop`.
     """
 
     __slots__ = ("_load", "_lock", "_model")
@@ -383,6 +390,10 @@ class DeferredModel:
     def resolve(self) -> Any:
         model = self._model
         if model is None:
+            import asyncio
+
+            if asyncio._get_running_loop() is not None:
+                raise NotOnTheLoop("the model is not loaded yet; load it off the event loop")
             with self._lock:
                 if self._model is None:
                     self._model = self._load()

@@ -56,6 +56,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import ClosedError, ConveyorError, InvalidInputError, OverloadedError
+from conveyor.registry.formula import NotOnTheLoop
 from conveyor.serving.dense import DenseRows
 
 if TYPE_CHECKING:
@@ -323,7 +324,10 @@ class Batcher:
             raise ClosedError(f"batcher {self.name!r} is closed", batcher=self.name)
         rows = _rows_of(table)
         if alone and self._inline_fits(rows):
-            return self._inline(table, rows)
+            try:
+                return self._inline(table, rows)
+            except NotOnTheLoop:  # the model behind a formula must load first: a thread
+                pass
         if self.max_batch_size == 1:
             return await self._direct(table, rows)
         if self._queued_rows + rows > self.max_queue:
@@ -370,6 +374,8 @@ class Batcher:
         """The model called here, on the event loop (a lone request to a cheap model)."""
         try:
             prediction, seconds = self._run_one(table, rows)
+        except NotOnTheLoop:
+            raise  # not a failure: the call goes to the executor
         except BaseException:
             self._record(rows, 1, 0.0, False, 0.0, failed=True, inline=True)
             raise
