@@ -8,7 +8,10 @@ import json
 import subprocess
 import sys
 import textwrap
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -23,10 +26,12 @@ from conveyor.artifacts.store import ArtifactStore
 from conveyor.errors import ModelUnavailableError
 from conveyor.registry import Registry
 from conveyor.registry.formula import KIND
+from conveyor.registry.versions import ModelVersion
 from conveyor.serving.pool import ModelPool
 from conveyor.serving.settings import BatchingSpec
 from conveyor.store.database import MetadataStore
 
+T = TypeVar("T")
 RNG = np.random.default_rng(11)
 FRAME = pd.DataFrame(RNG.normal(size=(300, 6)) * 3, columns=[f"x{i}" for i in range(6)])
 LABELS = np.array(["no", "yes", "maybe"])[np.digitize(FRAME["x0"] - FRAME["x1"] * 0.5, [-2.0, 2.0])]
@@ -118,102 +123,100 @@ def test_the_pool_serves_the_formula_and_loads_the_model_only_when_asked(
     assert np.array_equal(np.array(seen["proba"]), model.predict_proba(frame))
 
 
-@pytest.mark.parametrize("which", ["model", "formula"])
-def test_a_tampered_artifact_is_refused_even_when_the_formula_would_serve(
-    tmp_path: Path, which: str
-) -> None:
+@dataclass
+class Linear:
+    """A LogisticRegression registered as m@1, its formula recorded."""
+
+    model: LogisticRegression
+    registry: Registry
+    version: ModelVersion
+
+
+@pytest.fixture
+def linear(tmp_path: Path) -> Iterator[Linear]:
     model = LogisticRegression(max_iter=2000).fit(FRAME, LABELS)
     store, artifacts, registry = _registry(tmp_path)
     with store, artifacts:
         version = registry.register("m", model, signature_from=FRAME)
         assert version.compiled is not None
-        digest = version.artifact_digest if which == "model" else version.compiled["digest"]
-        stored = _stored(tmp_path, digest)
-        stored.write_bytes(stored.read_bytes() + b"tampered")
+        yield Linear(model, registry, version)
 
-        async def load() -> None:
-            pool = ModelPool(registry, BatchingSpec())
-            try:
-                await pool.ensure("m", 1)
-            finally:
-                await pool.close()
 
-        with pytest.raises(ModelUnavailableError) as caught:
-            asyncio.run(load())
-        assert caught.value.context["reason"] == "artifact_tampered"
-        assert str(tmp_path) not in caught.value.message
+def _served(registry: Registry, use: Callable[[Any], Awaitable[T]], **pool: Any) -> T:
+    """``use(served m@1)`` in a fresh pool, closed after."""
+
+    async def run() -> T:
+        models = ModelPool(registry, BatchingSpec(), **pool)
+        try:
+            return await use(await models.ensure("m", 1))
+        finally:
+            await models.close()
+
+    return asyncio.run(run())
+
+
+async def _nothing(served: Any) -> None:
+    return None
+
+
+@pytest.mark.parametrize("which", ["model", "formula"])
+def test_a_tampered_artifact_is_refused_even_when_the_formula_would_serve(
+    linear: Linear, tmp_path: Path, which: str
+) -> None:
+    version = linear.version
+    assert version.compiled is not None
+    digest = version.artifact_digest if which == "model" else version.compiled["digest"]
+    stored = _stored(tmp_path, digest)
+    stored.write_bytes(stored.read_bytes() + b"tampered")
+    with pytest.raises(ModelUnavailableError) as caught:
+        _served(linear.registry, _nothing)
+    assert caught.value.context["reason"] == "artifact_tampered"
+    assert str(tmp_path) not in caught.value.message
 
 
 def test_non_finite_rows_get_the_models_own_error_through_the_deferred_model(
-    tmp_path: Path,
+    linear: Linear,
 ) -> None:
-    model = LogisticRegression(max_iter=2000).fit(FRAME, LABELS)
-    store, artifacts, registry = _registry(tmp_path)
-    with store, artifacts:
-        registry.register("m", model, signature_from=FRAME)
-        rows = FRAME.head(3).to_numpy().copy()
-        rows[1, 2] = np.inf
-        table = pa.table({name: rows[:, i] for i, name in enumerate(FRAME.columns)})
+    rows = FRAME.head(3).to_numpy().copy()
+    rows[1, 2] = np.inf
+    table = pa.table({name: rows[:, i] for i, name in enumerate(FRAME.columns)})
 
-        async def predict() -> object:
-            pool = ModelPool(registry, BatchingSpec())
-            try:
-                served = await pool.ensure("m", 1)
-                assert not served.loaded.model.loaded  # served from the formula so far
-                return await served.batcher.submit(table)
-            finally:
-                await pool.close()
+    async def predict(served: Any) -> object:
+        assert not served.loaded.model.loaded  # served from the formula so far
+        return await served.batcher.submit(table)
 
-        with pytest.raises(ValueError) as ours:
-            asyncio.run(predict())
-        with pytest.raises(ValueError) as theirs:
-            model.predict(rows)
-        assert str(ours.value) == str(theirs.value)
+    with pytest.raises(ValueError) as ours:
+        _served(linear.registry, predict)
+    with pytest.raises(ValueError) as theirs:
+        linear.model.predict(rows)
+    assert str(ours.value) == str(theirs.value)
 
 
-def test_closed_form_off_loads_the_model_itself(tmp_path: Path) -> None:
-    model = LogisticRegression(max_iter=2000).fit(FRAME, LABELS)
-    store, artifacts, registry = _registry(tmp_path)
-    with store, artifacts:
-        registry.register("m", model, signature_from=FRAME)
+def test_closed_form_off_loads_the_model_itself(linear: Linear) -> None:
+    async def model(served: Any) -> object:
+        return served.loaded.model
 
-        async def load() -> object:
-            pool = ModelPool(registry, BatchingSpec(), closed_form=False)
-            try:
-                return (await pool.ensure("m", 1)).loaded.model
-            finally:
-                await pool.close()
-
-        assert isinstance(asyncio.run(load()), LogisticRegression)
+    assert isinstance(_served(linear.registry, model, closed_form=False), LogisticRegression)
 
 
 def test_a_formula_missing_from_the_store_falls_back_to_the_model_itself(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    linear: Linear, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    model = LogisticRegression(max_iter=2000).fit(FRAME, LABELS)
-    store, artifacts, registry = _registry(tmp_path)
-    with store, artifacts:
-        version = registry.register("m", model, signature_from=FRAME)
-        assert version.compiled is not None
-        _stored(tmp_path, version.compiled["digest"]).unlink()  # a store copied without it
+    assert linear.version.compiled is not None
+    _stored(tmp_path, linear.version.compiled["digest"]).unlink()  # a store copied without it
+    table = pa.Table.from_pandas(FRAME.head(5), preserve_index=False)
 
-        async def load() -> tuple[object, list[object]]:
-            pool = ModelPool(registry, BatchingSpec())
-            try:
-                served = await pool.ensure("m", 1)
-                table = pa.Table.from_pandas(FRAME.head(5), preserve_index=False)
-                return served.loaded.model, (await served.batcher.submit(table)).tolist()
-            finally:
-                await pool.close()
+    async def answer(served: Any) -> tuple[object, list[object]]:
+        return served.loaded.model, (await served.batcher.submit(table)).tolist()
 
-        with caplog.at_level("WARNING", logger="conveyor.serving"):
-            loaded, answers = asyncio.run(load())
-        assert isinstance(loaded, LogisticRegression)  # loaded whole, and serving
-        assert answers == model.predict(FRAME.head(5)).tolist()
-        assert "formula" in caplog.text and "not in the artifact store" in caplog.text
+    with caplog.at_level("WARNING", logger="conveyor.serving"):
+        loaded, answers = _served(linear.registry, answer)
+    assert isinstance(loaded, LogisticRegression)  # loaded whole, and serving
+    assert answers == linear.model.predict(FRAME.head(5)).tolist()
+    assert "formula" in caplog.text and "not in the artifact store" in caplog.text
 
 
-def test_the_model_behind_a_formula_never_loads_on_the_event_loop(tmp_path: Path) -> None:
+def test_the_model_behind_a_formula_never_loads_on_the_event_loop(linear: Linear) -> None:
     import threading
 
     from conveyor.registry.formula import DeferredModel, NotOnTheLoop
@@ -225,40 +228,29 @@ def test_the_model_behind_a_formula_never_loads_on_the_event_loop(tmp_path: Path
         asyncio.run(on_the_loop())
     assert DeferredModel(lambda: "model").resolve() == "model"  # off any loop: loads
 
-    model = LogisticRegression(max_iter=2000).fit(FRAME, LABELS)
-    store, artifacts, registry = _registry(tmp_path)
-    with store, artifacts:
-        registry.register("m", model, signature_from=FRAME)
-        loads: list[str] = []
-        load = registry.load
+    registry = linear.registry
+    loads: list[str] = []
+    load = registry.load
 
-        def counted(version: object) -> object:
-            loads.append(threading.current_thread().name)
-            return load(version)  # type: ignore[arg-type]
+    def counted(version: object) -> object:
+        loads.append(threading.current_thread().name)
+        return load(version)  # type: ignore[arg-type]
 
-        registry.load = counted  # type: ignore[method-assign]
-        finite = pa.Table.from_pandas(FRAME.head(1), preserve_index=False)
-        rows = FRAME.head(1).to_numpy().copy()
-        rows[0, 3] = np.nan
-        bad = pa.table({name: rows[:, i] for i, name in enumerate(FRAME.columns)})
+    registry.load = counted  # type: ignore[method-assign,assignment]
+    finite = pa.Table.from_pandas(FRAME.head(1), preserve_index=False)
+    rows = FRAME.head(1).to_numpy().copy()
+    rows[0, 3] = np.nan
+    bad = pa.table({name: rows[:, i] for i, name in enumerate(FRAME.columns)})
 
-        async def predict() -> tuple[str, int]:
-            pool = ModelPool(registry, BatchingSpec())
-            try:
-                served = await pool.ensure("m", 1)
-                for _ in range(20):  # lone cheap calls: measured, then run on the loop
-                    await served.batcher.submit(finite, alone=True)
-                assert any(b.inline for b in served.batcher.history)
-                try:
-                    await served.batcher.submit(bad, alone=True)
-                except ValueError as exc:
-                    return str(exc), len(loads)
-                raise AssertionError("a NaN reached a LogisticRegression without an error")
-            finally:
-                assert not served.batcher.history[-1].inline  # the NaN went to a thread
-                await pool.close()
+    async def predict(served: Any) -> str:
+        for _ in range(20):  # lone cheap calls: measured, then run on the loop
+            await served.batcher.submit(finite, alone=True)
+        assert any(b.inline for b in served.batcher.history)
+        with pytest.raises(ValueError) as caught:
+            await served.batcher.submit(bad, alone=True)
+        assert not served.batcher.history[-1].inline  # the NaN went to a thread
+        return str(caught.value)
 
-        loop_thread = threading.current_thread().name  # asyncio.run runs the loop here
-        error, loaded = asyncio.run(predict())
-        assert "NaN" in error and loaded == 1
-        assert loads and loads[0] != loop_thread  # unpickled on a worker thread
+    loop_thread = threading.current_thread().name  # asyncio.run runs the loop here
+    assert "NaN" in _served(registry, predict)
+    assert len(loads) == 1 and loads[0] != loop_thread  # unpickled once, on a worker thread
