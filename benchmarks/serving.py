@@ -611,7 +611,9 @@ def run(args: argparse.Namespace, log: Log = print) -> dict[str, Any]:
             "benchmark's process, same request",
             "workers": 1,
             "conveyor": "conveyor serve, auth required (wrk sends a predictor key), cache off, "
-            "routing + metrics + event log on; lr: default batching (32 rows, 2 ms); "
+            "routing + metrics + event log on; lr: default batching (32 rows, 2 ms), "
+            "served from the formula recorded at registration (serving.closed_form, the "
+            "default: the model is not unpickled, scikit-learn not imported); "
             "rf: max_batch_size 64, max_wait_ms 2",
             "mlserver": "mlserver start, defaults (parallel_workers default), sklearn runtime",
             "bentoml": "bentoml serve, workers=1; rf: batchable=True, max_batch_size 64",
