@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from conveyor.registry.registry import Registry
     from conveyor.registry.signature import Signature
 
-__all__ = ["RegisterItem", "compiled_bytes", "copy_version", "register_many"]
+__all__ = ["RegisterItem", "copy_version", "register_many"]
 
 log = logging.getLogger("conveyor.registry")
 
@@ -120,10 +120,9 @@ def store_prepared(registry: Registry, prepared: list[_Prepared]) -> list[ModelV
         p.values["artifact_size"] = ref.size
         p.values["compiled"] = None
         if p.compiled is not None:
-            from conveyor.registry.formula import KIND
+            from conveyor.registry.formula import store
 
-            formula = registry.artifacts.put(p.compiled, media_type="application/x-npz")
-            p.values["compiled"] = {"kind": KIND, "digest": formula.digest, "size": formula.size}
+            p.values["compiled"] = store(registry.artifacts, p.compiled)
     versions = _insert_all(registry, prepared)
     if registry.events is not None:
         from conveyor.events.catalogue import check_payload
@@ -173,9 +172,10 @@ def copy_version(
     compiled = None
     if version.compiled is not None:  # the formula, read off the copy as registration did
         from conveyor.registry.flavors import get_flavor
+        from conveyor.registry.formula import compile_model
 
         flavor = get_flavor(version.flavor)
-        compiled = compiled_bytes(flavor, flavor.load(payload), version.signature)
+        compiled = compile_model(flavor, flavor.load(payload), version.signature)
     prepared = _Prepared(
         name=version.model,
         description=None,
@@ -240,6 +240,7 @@ def _item(item: RegisterItem | Mapping[str, Any]) -> RegisterItem:
 
 def _prepare_item(registry: Registry, it: RegisterItem) -> _Prepared:
     from conveyor.registry.flavors import flavor_for
+    from conveyor.registry.formula import compile_model
     from conveyor.registry.signature import Signature
     from conveyor.store.types import json_value
 
@@ -253,7 +254,7 @@ def _prepare_item(registry: Registry, it: RegisterItem) -> _Prepared:
         inferred = Signature.infer(it.signature_from)
         outputs = _outputs_of(registry, flavor, it.model, payload, inferred, it, parent_id)
         signature = inferred.with_outputs(outputs).to_dict()
-        compiled = compiled_bytes(flavor, it.model, signature)
+        compiled = compile_model(flavor, it.model, signature)
     metrics = clean_metrics(it.metrics or {})
     clean_params = json_value(dict(it.params or {}), "params")
     clean_tags = {str(k): str(v) for k, v in (it.tags or {}).items()}
@@ -282,22 +283,6 @@ def _prepare_item(registry: Registry, it: RegisterItem) -> _Prepared:
         },
         compiled=compiled,
     )
-
-
-def compiled_bytes(flavor: Any, model: Any, signature: dict[str, Any] | None) -> bytes | None:
-    """The artifact of ``model``'s formula, checked against its predictions as it will be
-    served (its outputs conformed to ``signature``), when it has one
-    (:mod:`conveyor.registry.formula`)."""
-    from conveyor.registry.flavors import Conformed
-    from conveyor.registry.formula import compile_model
-    from conveyor.registry.signature import Signature
-
-    if signature is None:
-        return None
-    parsed = Signature.from_dict(signature)
-    served = Conformed(flavor, parsed.outputs) if parsed.outputs else flavor
-    found = compile_model(served, model, parsed)
-    return None if found is None else found[1]
 
 
 def _inputs(inputs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]] | None:

@@ -42,9 +42,10 @@ if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
 
+    from conveyor.artifacts.store import ArtifactStore
     from conveyor.registry.signature import Signature
 
-__all__ = ["KIND", "DeferredModel", "Formula", "NotOnTheLoop", "compile_model", "extract"]
+__all__ = ["KIND", "DeferredModel", "Formula", "NotOnTheLoop", "compile_model", "extract", "store"]
 
 #: ``ModelVersion.compiled["kind"]`` of a recorded formula (the .npz layout's version).
 KIND = "linear-formula/1"
@@ -74,11 +75,10 @@ class Formula:
         scores = matrix @ self.weights + self.intercept
         if self.classes is None:
             return scores
-        import numpy as np
-
         if scores.ndim > 1 and scores.shape[1] == 1:
             scores = scores.reshape(-1)
-        indices = (scores > 0).astype(np.intp) if scores.ndim == 1 else scores.argmax(axis=1)
+        # (bools index as 0 and 1: no numpy import on the request path to name intp)
+        indices = (scores > 0).astype(int) if scores.ndim == 1 else scores.argmax(axis=1)
         return self.classes.take(indices, axis=0)
 
     @property
@@ -325,18 +325,24 @@ def probe_rows(sample: pa.Table) -> pa.Table:
     )
 
 
-def compile_model(
-    flavor: Any, model: Any, signature: Signature | None
-) -> tuple[Formula, bytes] | None:
-    """The formula of ``model`` and its artifact's bytes, when it has one that answers
-    as the model does (through ``flavor``, the way a version is served) on the
-    signature's example rows and on random rows; None otherwise (the model is then
-    served by its own ``predict``)."""
+def compile_model(flavor: Any, model: Any, recorded: dict[str, Any] | None) -> bytes | None:
+    """The artifact of ``model``'s formula, when it has one that answers as the model
+    does on the example rows of its ``recorded`` signature (a version's ``signature``)
+    and on random rows, read through ``flavor`` with the signature's outputs conformed,
+    the way a version is served; None otherwise (the model is then served by its own
+    ``predict``)."""
     import warnings
 
-    if getattr(flavor, "name", None) != "sklearn" or not numeric_inputs(signature):
+    from conveyor.registry.flavors import Conformed
+    from conveyor.registry.signature import Signature
+
+    if getattr(flavor, "name", None) != "sklearn" or recorded is None:
         return None
-    assert signature is not None
+    signature = Signature.from_dict(recorded)
+    if not numeric_inputs(signature):
+        return None
+    if signature.outputs:
+        flavor = Conformed(flavor, signature.outputs)
     formula = extract(model)
     if formula is None or formula.parameters > MAX_PARAMETERS:
         return None
@@ -346,16 +352,22 @@ def compile_model(
     data = formula.to_bytes()
     if data is None:
         return None
-    recorded = Formula.from_bytes(data)  # check what a server will read back
+    read_back = Formula.from_bytes(data)  # check what a server will read back
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for rows in (sample, probe_rows(sample)):
-                if not same_answers(recorded(as_matrix(rows)), flavor.predict(model, rows)):
+                if not same_answers(read_back(as_matrix(rows)), flavor.predict(model, rows)):
                     return None
     except Exception:  # the model wants its frame (a ColumnTransformer by name, ...)
         return None
-    return recorded, data
+    return data
+
+
+def store(artifacts: ArtifactStore, data: bytes) -> dict[str, Any]:
+    """Put a formula's artifact into ``artifacts``: what a version records as ``compiled``."""
+    ref = artifacts.put(data, media_type="application/x-npz")
+    return {"kind": KIND, "digest": ref.digest, "size": ref.size}
 
 
 # -- the model behind a formula --------------------------------------------------------
@@ -365,6 +377,17 @@ class NotOnTheLoop(RuntimeError):
     """A model not loaded yet was asked for on an event loop's thread: loading it
     (unpickling, importing its library) would stall every request the loop serves, so the
     caller must ask again from a worker thread (the batcher does)."""
+
+
+def _on_a_loop() -> bool:
+    """Whether this thread is running an asyncio event loop."""
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 class DeferredModel:
@@ -390,9 +413,7 @@ class DeferredModel:
     def resolve(self) -> Any:
         model = self._model
         if model is None:
-            import asyncio
-
-            if asyncio._get_running_loop() is not None:
+            if _on_a_loop():
                 raise NotOnTheLoop("the model is not loaded yet; load it off the event loop")
             with self._lock:
                 if self._model is None:

@@ -278,17 +278,15 @@ class Registry(AliasesMixin, PromotionMixin):
         """
         import sqlalchemy as sa
 
-        from conveyor.registry.batch import compiled_bytes
         from conveyor.registry.events import MODEL_COMPILED
-        from conveyor.registry.formula import KIND
+        from conveyor.registry.flavors import get_flavor
+        from conveyor.registry.formula import compile_model, store
         from conveyor.registry.tables import ModelVersionRecord as V
 
         found = self.resolve(version)
         if found.compiled is not None:
             return found
-        loaded = self.load(found)
-        flavor = getattr(loaded.flavor, "flavor", loaded.flavor)  # unwrapped from Conformed
-        data = compiled_bytes(flavor, loaded.model, found.signature)
+        data = compile_model(get_flavor(found.flavor), self.load(found).model, found.signature)
         if data is None:
             raise InvalidInputError(
                 f"{found.ref} has no formula to record: only a scikit-learn linear model "
@@ -299,8 +297,7 @@ class Registry(AliasesMixin, PromotionMixin):
                 model=found.model,
                 version=found.number,
             )
-        ref = self.artifacts.put(data, media_type="application/x-npz")
-        compiled = {"kind": KIND, "digest": ref.digest, "size": ref.size}
+        compiled = store(self.artifacts, data)
         # Unconditional: two concurrent calls record the same bytes (the same digest).
         with self.store.session() as session:
             session.execute(sa.update(V).where(V.id == found.id).values(compiled=compiled))
@@ -310,7 +307,11 @@ class Registry(AliasesMixin, PromotionMixin):
                 subject=found.model,
                 subject_version=str(found.number),
                 actor=actor,
-                payload={"version_id": found.id, "digest": ref.digest, "size": ref.size},
+                payload={
+                    "version_id": found.id,
+                    "digest": compiled["digest"],
+                    "size": compiled["size"],
+                },
             )
         return self.by_id(found.id)
 
