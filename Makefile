@@ -45,7 +45,7 @@ services:
 	@scripts/services.sh postgres redis nats mariadb prometheus chromium haproxy nginx bubblewrap buildah workflow-parser
 
 test: $(VENV)/.stamp-dev bytecode services
-	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 lint: $(VENV)/.stamp-dev
 	$(VENV)/bin/ruff check src tests examples benchmarks

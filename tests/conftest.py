@@ -8,6 +8,7 @@ carries that service's marker. Narrow one with ``conveyor.testing.matrix.only``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,13 +17,25 @@ import pytest
 from conveyor.testing import matrix
 from conveyor.testing.services import postgres_schema
 
+#: Each test file's seconds in the last recorded run (scripts/test_durations.py).
+DURATIONS = Path(__file__).with_name("durations.json")
+
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test that uses one service's place directly (``pg_url``) carries its marker."""
+    """A test that uses one service's place directly (``pg_url``) carries its marker; files
+    run longest first.
+
+    ``make test`` hands whole files to two workers as they free up (``--dist loadfile
+    --no-loadscope-reorder``): with the longest first, the last files to start are short
+    ones, and neither worker idles for minutes while the other finishes a long file (the
+    quickstart's story alone is about three minutes). The order within a file is kept.
+    """
     for item in items:
         for mark in matrix.service_marks(getattr(item, "fixturenames", ())):
             item.add_marker(mark)
+    seconds: dict[str, float] = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
+    items.sort(key=lambda item: -seconds.get(item.nodeid.split("::", 1)[0], 0.0))
 
 
 def _place(fixture: str, request: pytest.FixtureRequest, folder: Path) -> Iterator[str]:

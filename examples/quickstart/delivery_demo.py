@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 from monitor_demo import HOOK_ENV, _Receiver
 from rich.console import Console
+from traffic import post_many
 
 import conveyor
 from conveyor.errors import ConveyorError
@@ -86,10 +87,10 @@ def _drive(
     deadline = time.monotonic() + 240
     position = 0
     while time.monotonic() < deadline:
-        for _ in range(100):
-            record = records[position % len(records)]
-            position += 1
-            client.post(f"/v1/models/{model}/predict", json={"records": [record]}, headers=key)
+        bodies = [{"records": [records[(position + i) % len(records)]]} for i in range(100)]
+        position += len(bodies)
+        # error answers are what the bad rollout is judged on: not raised here
+        post_many(client, f"/v1/models/{model}/predict", bodies, key, check=False)
         project.events.flush()
         project.rollouts.tick("quickstart")
         found = project.rollouts.get(rollout)
@@ -244,14 +245,16 @@ def _deliver(
                 headers={**predictor, "x-user-id": "warm-up"},
             ).json()
             time.sleep(0.05)
-        feedback = []
-        for i in range(800):
-            answer = client.post(
-                f"/v1/models/{model}/predict",
-                json={"records": [records[i % len(records)]]},
-                headers={**predictor, "x-user-id": f"user-{i % 400}"},
-            ).json()
-            feedback.append({"request_id": answer["request_id"], "label": int(rng.random() < 0.1)})
+        answers = post_many(
+            client,
+            f"/v1/models/{model}/predict",
+            [{"records": [records[i % len(records)]]} for i in range(800)],
+            [{**predictor, "x-user-id": f"user-{i % 400}"} for i in range(800)],
+        )
+        feedback = [
+            {"request_id": a.json()["request_id"], "label": int(rng.random() < 0.1)}
+            for a in answers
+        ]
         client.post("/v1/feedback", json=feedback, headers=predictor).raise_for_status()
         summary["dashboard"] = _dashboard(project, console, server.url)
     project.events.flush()

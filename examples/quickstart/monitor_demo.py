@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
+from traffic import post_many
 
 import conveyor
 from conveyor.governance.keys import ApiKeys
@@ -107,15 +108,10 @@ def _labels(raw: pd.DataFrame, rows: pd.DataFrame) -> Any:
 def _send(
     client: httpx.Client, model: str, rows: pd.DataFrame, key: str
 ) -> tuple[list[str], list[Any]]:
-    ids, outputs = [], []
-    for record in rows.to_dict("records"):
-        response = client.post(
-            f"/v1/models/{model}/predict", json={"records": [record]}, headers={"x-api-key": key}
-        )
-        response.raise_for_status()
-        ids.append(response.headers["x-request-id"])
-        outputs.append(response.json())
-    return ids, outputs
+    """Each row as a request (several in flight); request ids and answers in row order."""
+    bodies = [{"records": [record]} for record in rows.to_dict("records")]
+    answers = post_many(client, f"/v1/models/{model}/predict", bodies, {"x-api-key": key})
+    return [a.headers["x-request-id"] for a in answers], [a.json() for a in answers]
 
 
 def run_monitoring(

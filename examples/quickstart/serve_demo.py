@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import numpy as np
 from rich.console import Console
+from traffic import post_many
 
 import conveyor
 from conveyor.governance.keys import ApiKeys
@@ -26,19 +27,30 @@ from conveyor.serving.settings import serving_of
 
 
 def _send(
-    client: httpx.Client, model: str, rows: list[dict[str, Any]], key: str, users: int
+    client: httpx.Client,
+    model: str,
+    rows: list[dict[str, Any]],
+    key: str,
+    users: int,
+    *,
+    one_at_a_time: bool = False,
 ) -> tuple[Counter[str], list[float]]:
-    arms: Counter[str] = Counter()
+    """Each row as one user's request; the arms that answered and (one at a time) latencies."""
+    path = f"/v1/models/{model}/predict"
+    headers = [{"x-api-key": key, "x-user-id": f"user-{i % users}"} for i in range(len(rows))]
+    bodies = [{"records": [row]} for row in rows]
     latencies = []
-    for i, row in enumerate(rows):
-        started = time.perf_counter()
-        response = client.post(
-            f"/v1/models/{model}/predict",
-            json={"records": [row]},
-            headers={"x-api-key": key, "x-user-id": f"user-{i % users}"},
-        )
-        latencies.append((time.perf_counter() - started) * 1000)
-        response.raise_for_status()
+    if one_at_a_time:
+        answers = []
+        for body, header in zip(bodies, headers, strict=True):
+            started = time.perf_counter()
+            answers.append(client.post(path, json=body, headers=header))
+            latencies.append((time.perf_counter() - started) * 1000)
+            answers[-1].raise_for_status()
+    else:
+        answers = post_many(client, path, bodies, headers)
+    arms: Counter[str] = Counter()
+    for response in answers:
         body = response.json()
         label = f"v{body['version']}"
         arms[label if body["arm"] == label else f"{body['arm']} ({label})"] += 1
@@ -72,7 +84,7 @@ def serve_and_route(
         ThreadedServer(create_app(project)) as server,
         httpx.Client(base_url=server.url, timeout=30) as client,
     ):
-        arms, latencies = _send(client, model, rows[:200], predictor, users=200)
+        arms, latencies = _send(client, model, rows[:200], predictor, users=200, one_at_a_time=True)
         console.print(
             f"[green]{step}[/] serving {model}@{champion} at {server.url} (ready in "
             f"{server.ready_s:.2f} s): 200 requests, p50 {np.percentile(latencies, 50):.1f} ms, "
