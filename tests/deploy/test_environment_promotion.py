@@ -91,7 +91,7 @@ def test_promotion_copies_the_version_its_gate_report_and_approver(
         copied = prod.registry.get("risk", record["to"]["version"])
         assert copied.artifact_digest == source.artifact_digest == record["sha256"]
         assert copied.signature == source.signature and copied.metrics == source.metrics
-        # the formula a server answers from is read off the copy again: the same bytes
+        # the formula a server answers from, copied with its sha256 checked: the same bytes
         assert source.compiled is not None and copied.compiled == source.compiled
         assert copied.tags["conveyor.promoted_from"] == "staging:risk@1"
         assert copied.tags["conveyor.approver"] == "ana"
@@ -145,6 +145,58 @@ def test_a_tampered_artifact_is_not_promoted(tmp_path: Path, pg_url: str) -> Non
         assert prod.registry.search(name="risk").items == []
 
 
+@pytest.mark.parametrize("damage", ["tampered", "missing"])
+def test_the_formula_is_copied_with_its_hash_checked(
+    tmp_path: Path, pg_url: str, damage: str
+) -> None:
+    """The copy takes the source's recorded formula as it is, sha256 checked like the
+    model's artifact (a server would refuse it as artifact_tampered), not read off the
+    model again; one missing from the source's store (derived data) leaves the copy
+    without one."""
+    root = write_project(tmp_path, pg_url, prod_approval=False)
+    import numpy as np
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    from conveyor.checks.persist import save_report
+    from conveyor.checks.result import CheckResult, Report
+    from conveyor.deploy.promotion import promote_version
+    from conveyor.errors import ConveyorError
+    from conveyor.registry.promotion import GATE_REPORT_KIND, gate_subject
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(40, 2)), columns=["income", "debt"])
+    labels = (frame["income"] > 0).astype("int64")
+    with Project(load_spec(root, env={}, environment="staging")) as staging:
+        version = staging.registry.register(
+            "risk", LogisticRegression().fit(frame, labels), signature_from=frame
+        )
+        assert version.compiled is not None
+        save_report(
+            staging.store,
+            Report.of(
+                gate_subject("risk"),
+                [CheckResult("quality", True)],
+                kind=GATE_REPORT_KIND,
+                subject_version="1",
+            ),
+        )
+        path = Path(staging.artifacts.root) / staging.artifacts.key(version.compiled["digest"])
+    if damage == "missing":
+        path.unlink()
+        promote_version(root, "risk@1", from_env="staging", env={})
+        with _prod(root) as prod:
+            copied = prod.registry.get("risk", 1)
+            assert copied.artifact_digest == version.artifact_digest
+            assert copied.compiled is None
+        return
+    path.write_bytes(path.read_bytes() + b"tampered")
+    with pytest.raises(ConveyorError, match=r"sha256|digest|integrity"):
+        promote_version(root, "risk@1", from_env="staging", env={})
+    with _prod(root) as prod:
+        assert prod.registry.search(name="risk").items == []
+
+
 def test_a_viewer_key_cannot_promote(trained: tuple[Path, str]) -> None:
     root, _ = trained
     with _prod(root) as prod:
@@ -188,7 +240,7 @@ def test_a_promotion_cut_short_after_the_copy_is_finished_by_the_next_one(
         save_report(staging.store, report)
         payload = staging.registry.artifacts.get(version.artifact_digest)
     with _prod(root) as prod:  # the first run's copy, then the kill
-        _copy(prod, version, payload, "staging:risk@1", report, None, "test")
+        _copy(prod, version, payload, None, "staging:risk@1", report, None, "test")
         assert prod.registry.gate_report("risk@1") is None
     done = promote_version(root, "risk@1", from_env="staging", env={})
     assert done.already and done.target.number == 1

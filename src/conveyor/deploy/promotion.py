@@ -25,6 +25,7 @@ Every promotion is a ``deploy.promoted`` audit event in the target environment.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
     from conveyor.registry.versions import ModelVersion
 
 __all__ = ["PROMOTED_FROM", "EnvironmentPromotion", "promote_version"]
+
+log = logging.getLogger(__name__)
 
 #: The tag a promoted version carries: ``ENV:MODEL@N`` of the version it was copied from.
 PROMOTED_FROM = "conveyor.promoted_from"
@@ -151,7 +154,9 @@ def _promote(
             )
         if existing is None:
             payload = source.registry.artifacts.get(version.artifact_digest)  # sha256 checked
-            copied = _copy(target, version, payload, origin, report, approver, who)
+            # its recorded formula too (derived from these same bytes): copied, not recomputed
+            formula = _formula(source, version)
+            copied = _copy(target, version, payload, formula, origin, report, approver, who)
         else:  # an earlier run stopped after the copy: its report and event are still due
             copied = existing
         _copy_report(target, report, copied)
@@ -215,10 +220,31 @@ def _already_promoted(project: Project, version: ModelVersion, origin: str) -> A
     return None
 
 
+def _formula(source: Project, version: ModelVersion) -> bytes | None:
+    """The bytes of ``version``'s recorded formula, sha256 checked (a tampered one is
+    refused as a tampered model is); None when it has none, or when the source's store
+    lacks it (derived data: the copy then has none, and ``conveyor models compile``
+    records it there)."""
+    from conveyor.errors import NotFoundError
+
+    if version.compiled is None:
+        return None
+    try:
+        return source.registry.artifacts.get(version.compiled["digest"])
+    except NotFoundError:
+        log.warning(
+            "%s: its formula %s is not in the source's artifact store; the copy has none",
+            version.ref,
+            version.compiled["digest"],
+        )
+        return None
+
+
 def _copy(
     project: Project,
     version: ModelVersion,
     payload: bytes,
+    formula: bytes | None,
     origin: str,
     report: Report,
     approver: str | None,
@@ -246,7 +272,9 @@ def _copy(
             "run_id": version.run_id,
         },
     ]
-    return copy_version(project.registry, version, payload, tags=tags, inputs=lineage, actor=actor)
+    return copy_version(
+        project.registry, version, payload, formula, tags=tags, inputs=lineage, actor=actor
+    )
 
 
 def _copy_report(project: Project, report: Report, copied: ModelVersion) -> None:

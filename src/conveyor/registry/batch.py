@@ -159,29 +159,25 @@ def copy_version(
     registry: Registry,
     version: ModelVersion,
     payload: bytes,
+    formula: bytes | None,
     *,
     tags: Mapping[str, str],
     inputs: Sequence[Mapping[str, Any]],
     actor: str | None,
 ) -> ModelVersion:
     """Register ``version`` of another registry (another environment's) here, as is: its
-    artifact's bytes ``payload`` (read back with their sha256 checked), flavor, signature,
-    libraries, parameters, metrics and code lineage, with ``tags`` and ``inputs`` in place
-    of its own. Run, parent and data set ids are the other store's: they stay out of the
-    row (``inputs`` may record them)."""
-    compiled = None
-    if version.compiled is not None:  # the formula, read off the copy as registration did
-        from conveyor.registry.flavors import get_flavor
-        from conveyor.registry.formula import compile_model
-
-        flavor = get_flavor(version.flavor)
-        compiled = compile_model(flavor, flavor.load(payload), version.signature)
+    artifact's bytes ``payload`` and its recorded formula's ``formula`` (both read back
+    with their sha256 checked; the formula was checked against the model when it was
+    recorded, and these are the same model bytes, so it is not read off the model again),
+    flavor, signature, libraries, parameters, metrics and code lineage, with ``tags`` and
+    ``inputs`` in place of its own. Run, parent and data set ids are the other store's:
+    they stay out of the row (``inputs`` may record them)."""
     prepared = _Prepared(
         name=version.model,
         description=None,
         actor=actor,
         payload=payload,
-        compiled=compiled,
+        compiled=formula,
         media_type=f"application/x-conveyor-{version.flavor}",
         values={
             "flavor": version.flavor,
