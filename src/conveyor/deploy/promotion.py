@@ -229,15 +229,17 @@ def _formula(source: Project, version: ModelVersion) -> bytes | None:
 
     if version.compiled is None:
         return None
+    digest: str = version.compiled["digest"]
     try:
-        return source.registry.artifacts.get(version.compiled["digest"])
+        data: bytes = source.registry.artifacts.get(digest)
     except NotFoundError:
         log.warning(
             "%s: its formula %s is not in the source's artifact store; the copy has none",
             version.ref,
-            version.compiled["digest"],
+            digest,
         )
         return None
+    return data
 
 
 def _copy(
