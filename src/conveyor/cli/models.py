@@ -290,13 +290,13 @@ def compile_cmd(
     with open_project(project) as proj:
         who = authorized(proj, "models.register")
         registry = _registry(proj)
-        before = registry.resolve(ref).compiled
-        version = registry.record_formula(ref, actor=who)
+        found = registry.resolve(ref)  # once: record_formula takes the version itself
+        version = registry.record_formula(found, actor=who)
         if as_json:
-            echo_json({**version.to_dict(), "already_recorded": before is not None})
+            echo_json({**version.to_dict(), "already_recorded": found.compiled is not None})
         else:
             compiled = version.compiled or {}
-            said = "already had" if before is not None else "recorded"
+            said = "already had" if found.compiled is not None else "recorded"
             typer.echo(f"{version.ref}: {said} its formula {compiled.get('digest')}")
 
 
