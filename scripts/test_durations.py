@@ -38,7 +38,11 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: scripts/test_durations.py JUNIT_XML", file=sys.stderr)
         return 2
-    record = file_seconds(Path(argv[0]))
+    try:
+        record = file_seconds(Path(argv[0]))
+    except (OSError, ET.ParseError) as exc:
+        print(f"{argv[0]}: cannot read the JUnit report: {exc}", file=sys.stderr)
+        return 1
     if not record:
         print(f"{argv[0]}: no test cases found", file=sys.stderr)
         return 1
