@@ -10,6 +10,7 @@ import pytest
 from deploy_support import loans, write_project
 
 from cli_support import conveyor
+from conveyor.checks.result import Report
 from conveyor.config import load_spec
 from conveyor.errors import GateFailedError, InvalidInputError
 from conveyor.project import Project
@@ -36,6 +37,20 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, st
 
 def _prod(root: Path) -> Project:
     return Project(load_spec(root, env={}, environment="prod"))
+
+
+def _passed_gates(staging: Project) -> Report:
+    """risk@1's gate report in ``staging``: passed (what a promotion out of it needs)."""
+    from conveyor.checks.persist import save_report
+    from conveyor.checks.result import CheckResult
+    from conveyor.registry.promotion import GATE_REPORT_KIND, gate_subject
+
+    report = Report.of(
+        gate_subject("risk"), [CheckResult("quality", True)], kind=GATE_REPORT_KIND,
+        subject_version="1",
+    )  # fmt: skip
+    save_report(staging.store, report)
+    return report
 
 
 def test_a_version_whose_gates_failed_there_is_not_promoted(trained: tuple[Path, str]) -> None:
@@ -119,22 +134,11 @@ def test_a_tampered_artifact_is_not_promoted(tmp_path: Path, pg_url: str) -> Non
     root = write_project(tmp_path, pg_url, prod_approval=False)
     from sklearn.dummy import DummyClassifier
 
-    from conveyor.checks.persist import save_report
-    from conveyor.checks.result import CheckResult, Report
     from conveyor.deploy.promotion import promote_version
-    from conveyor.registry.promotion import GATE_REPORT_KIND, gate_subject
 
     with Project(load_spec(root, env={}, environment="staging")) as staging:
         version = staging.registry.register("risk", DummyClassifier().fit([[0.0], [1.0]], [0, 1]))
-        save_report(
-            staging.store,
-            Report.of(
-                gate_subject("risk"),
-                [CheckResult("quality", True)],
-                kind=GATE_REPORT_KIND,
-                subject_version="1",
-            ),
-        )
+        _passed_gates(staging)
         path = Path(staging.artifacts.root) / staging.artifacts.key(version.artifact_digest)
     path.write_bytes(path.read_bytes() + b"tampered")
     from conveyor.errors import ConveyorError
@@ -158,11 +162,8 @@ def test_the_formula_is_copied_with_its_hash_checked(
     import pandas as pd
     from sklearn.linear_model import LogisticRegression
 
-    from conveyor.checks.persist import save_report
-    from conveyor.checks.result import CheckResult, Report
     from conveyor.deploy.promotion import promote_version
     from conveyor.errors import ConveyorError
-    from conveyor.registry.promotion import GATE_REPORT_KIND, gate_subject
 
     rng = np.random.default_rng(0)
     frame = pd.DataFrame(rng.normal(size=(40, 2)), columns=["income", "debt"])
@@ -172,15 +173,7 @@ def test_the_formula_is_copied_with_its_hash_checked(
             "risk", LogisticRegression().fit(frame, labels), signature_from=frame
         )
         assert version.compiled is not None
-        save_report(
-            staging.store,
-            Report.of(
-                gate_subject("risk"),
-                [CheckResult("quality", True)],
-                kind=GATE_REPORT_KIND,
-                subject_version="1",
-            ),
-        )
+        _passed_gates(staging)
         path = Path(staging.artifacts.root) / staging.artifacts.key(version.compiled["digest"])
     if damage == "missing":
         path.unlink()
@@ -225,19 +218,12 @@ def test_a_promotion_cut_short_after_the_copy_is_finished_by_the_next_one(
     report and records the event, so prod's gated aliases admit the version."""
     from sklearn.dummy import DummyClassifier
 
-    from conveyor.checks.persist import save_report
-    from conveyor.checks.result import CheckResult, Report
     from conveyor.deploy.promotion import _copy, promote_version
-    from conveyor.registry.promotion import GATE_REPORT_KIND, gate_subject
 
     root = write_project(tmp_path, pg_url, prod_approval=False)
     with Project(load_spec(root, env={}, environment="staging")) as staging:
         version = staging.registry.register("risk", DummyClassifier().fit([[0.0], [1.0]], [0, 1]))
-        report = Report.of(
-            gate_subject("risk"), [CheckResult("quality", True)], kind=GATE_REPORT_KIND,
-            subject_version="1",
-        )  # fmt: skip
-        save_report(staging.store, report)
+        report = _passed_gates(staging)
         payload = staging.registry.artifacts.get(version.artifact_digest)
     with _prod(root) as prod:  # the first run's copy, then the kill
         _copy(prod, version, payload, None, "staging:risk@1", report, None, "test")
