@@ -19,14 +19,26 @@ chain (``conveyor_store_version`` at revision ``0004``). Such a database is
 (its tables are already there, as that revision would create them), the old
 version table is dropped, and the chains go on from there. Nothing is copied
 or lost.
+
+An empty database (SQLite: no table, index or view at all; PostgreSQL: nothing in the schema
+tables go to) gets the writes the migrations made in the last empty one this process
+migrated with the same chains at the same heads, replayed as the driver got them: every
+migration runs once per process, and the next empty database costs a few milliseconds
+instead of Alembic's 0.15 s (SQLite) to 0.5 s (PostgreSQL). A database with anything in it,
+another set of chains or heads, or a replay that fails (rolled back to its savepoint)
+migrates step by step.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import functools
 import importlib
+import logging
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +46,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from conveyor.errors import BackendError
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "CORE",
@@ -187,7 +201,11 @@ def upgrade(engine: Engine, script_location: str, version_table: str) -> str | N
 
 
 def upgrade_all(engine: Engine, chains: Sequence[Chain]) -> dict[str, str | None]:
-    """Bring every chain to its head, in order; return each chain's revision."""
+    """Bring every chain to its head, in order; return each chain's revision.
+
+    An empty database gets the writes this process's last empty one got from the same chains
+    at the same heads, replayed (:class:`_Replay`), instead of every migration again.
+    """
     from conveyor.store.engine import READ
 
     heads = {chain.name: head_revision(chain.script_location) for chain in chains}
@@ -206,12 +224,94 @@ def upgrade_all(engine: Engine, chains: Sequence[Chain]) -> dict[str, str | None
         if adopting and sa.inspect(conn).has_table(LEGACY_VERSION_TABLE):
             _adopt_legacy(conn, chains)
         current = revisions(conn, chains)
-        for chain in chains:
-            if current[chain.name] != heads[chain.name]:
-                from alembic import command
+        recorded = _replay_key(conn, chains, heads)
+        empty = _is_empty(conn)
+        if empty and recorded in _REPLAYS and _REPLAYS[recorded].run(conn):
+            return heads
+        replay = _Replay()
+        with replay.recording(conn) if empty else contextlib.nullcontext():
+            for chain in chains:
+                if current[chain.name] != heads[chain.name]:
+                    from alembic import command
 
-                command.upgrade(_chain_config(chain, conn), "head")
+                    command.upgrade(_chain_config(chain, conn), "head")
+        if empty:
+            _REPLAYS[recorded] = replay
     return heads
+
+
+class _Replay:
+    """The writes the migrations made in an empty database, in order, as the driver got them
+    (every statement but the SELECTs: Alembic's reads of what is there)."""
+
+    __slots__ = ("statements",)
+
+    def __init__(self) -> None:
+        self.statements: list[tuple[str, Any, bool]] = []
+
+    @contextmanager
+    def recording(self, conn: Connection) -> Iterator[None]:
+        def record(
+            _conn: Any, _cursor: Any, statement: str, parameters: Any, _ctx: Any, many: bool
+        ) -> None:
+            if statement.lstrip()[:6].upper() != "SELECT":
+                self.statements.append((statement, copy.deepcopy(parameters), many))
+
+        sa.event.listen(conn, "before_cursor_execute", record)
+        try:
+            yield
+        finally:
+            sa.event.remove(conn, "before_cursor_execute", record)
+
+    def run(self, conn: Connection) -> bool:
+        """Make the same writes in ``conn``'s empty database, inside a savepoint of its
+        transaction; False (and nothing changed) if one of them fails there."""
+        try:
+            with conn.begin_nested():
+                cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+                try:
+                    for statement, parameters, many in self.statements:
+                        if many:
+                            cursor.executemany(statement, parameters)
+                        else:
+                            cursor.execute(statement, parameters)
+                finally:
+                    cursor.close()
+        except Exception as e:  # the migrations then run step by step
+            log.warning("replaying the recorded migrations failed (%s); migrating instead", e)
+            return False
+        return True
+
+
+#: The writes of the migrations of each empty database this process migrated, by dialect,
+#: chains (owners, scripts, version tables) and heads: :func:`upgrade_all` replays them.
+_REPLAYS: dict[tuple[Any, ...], _Replay] = {}
+
+
+def _replay_key(
+    conn: Connection, chains: Sequence[Chain], heads: dict[str, str | None]
+) -> tuple[Any, ...]:
+    return (
+        conn.dialect.name,
+        *((c.name, c.script_location, c.version_table, heads[c.name]) for c in chains),
+    )
+
+
+#: Whether the database (PostgreSQL: the schema tables are created in) holds nothing at all.
+_EMPTY = {
+    "sqlite": "SELECT count(*) FROM sqlite_master",
+    "postgresql": (
+        "SELECT (SELECT count(*) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
+        " ON n.oid = c.relnamespace WHERE n.nspname = current_schema())"
+        " + (SELECT count(*) FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n"
+        " ON n.oid = t.typnamespace WHERE n.nspname = current_schema())"
+    ),
+}
+
+
+def _is_empty(conn: Connection) -> bool:
+    query = _EMPTY.get(conn.dialect.name)
+    return query is not None and conn.exec_driver_sql(query).scalar() == 0
 
 
 def _chain_config(chain: Chain, conn: Connection) -> Any:
