@@ -356,6 +356,9 @@ def test_a_rollout_with_its_step_analysis_is_paused_and_a_viewer_cannot_abort_it
     # site is set up, v1 once the routes test has rolled it back: the tests share the site)
     stable = f"v{judged['stable']}"
     assert rows[0][1:5] == ["m", "v3", stable, "running"] and rows[0][5].startswith("2/2")
+    assert page.locator("#rollouts th").all_inner_texts()[-1] == "actions"
+    actions = page.locator("#rollouts tbody tr").first.locator("button")
+    assert actions.all_inner_texts() == ["Pause", "Abort"]
     page.click(f"a[href='/ui/rollouts/{ref}']")
     checks = {row[0]: row[1] for row in _cells(page, "step-1")}
     assert checks and set(checks.values()) <= {"pass", "warn"}, checks

@@ -192,7 +192,7 @@ def routes_page(project: Project, csrf: str) -> Markup:
             "by",
             "reason",
             "updated",
-            "",
+            "actions",
         ),
         rows,
         id="routes",
@@ -227,12 +227,22 @@ def rollouts_page(project: Project, csrf: str) -> Markup:
             f"{r.step_index + 1}/{len(r.steps)} ({r.step.label()})",
             r.reason,
             _when(r.updated_at),
-            _rollout_actions(r, csrf),
+            _rollout_actions(r, csrf) or None,  # a finished rollout: nothing left to do
         )
         for r in found[:100]
     ]
     return table(
-        ("rollout", "model", "candidate", "stable", "status", "step", "reason", "updated", ""),
+        (
+            "rollout",
+            "model",
+            "candidate",
+            "stable",
+            "status",
+            "step",
+            "reason",
+            "updated",
+            "actions",
+        ),
         rows,
         id="rollouts",
     )
