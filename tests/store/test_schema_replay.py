@@ -171,3 +171,57 @@ def test_a_replay_that_fails_is_rolled_back_and_the_migrations_run(
         assert upgrades == [c.script_location for c in migrate.store_chains()]
         assert "replaying the recorded migrations failed" in caplog.text
         assert _pg_contents(first) == _pg_contents(second)
+
+
+def test_a_sqlite_replay_that_fails_is_rolled_back_and_the_migrations_run(
+    tmp_path: Path, no_schemas: None, upgrades: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    with MetadataStore.from_url(f"sqlite:///{tmp_path}/first.db"):
+        pass
+    key = next(iter(migrate._REPLAYS))
+    migrate._REPLAYS[key].statements.append(("CREATE TABLE broken (", (), False))
+    upgrades.clear()
+    with MetadataStore.from_url(f"sqlite:///{tmp_path}/second.db") as store:
+        assert store.health()["migrated"] is True
+    assert upgrades == [c.script_location for c in migrate.store_chains()]
+    assert "replaying the recorded migrations failed" in caplog.text
+    assert _contents(tmp_path / "first.db") == _contents(tmp_path / "second.db")
+
+
+_KILLED_MID_REPLAY = """
+import os, signal, sys
+from conveyor.store import migrate
+from conveyor.store.database import MetadataStore
+
+with MetadataStore.from_url(f"sqlite:///{sys.argv[1]}/first.db"):
+    pass
+replay = next(iter(migrate._REPLAYS.values()))
+replay.statements.insert(len(replay.statements) // 2, ("SELECT die()", (), False))
+real = migrate._Replay.run
+
+def run(self, conn):
+    die = lambda: os.kill(os.getpid(), signal.SIGKILL)
+    conn.connection.dbapi_connection.create_function("die", 0, die)
+    return real(self, conn)
+
+migrate._Replay.run = run
+MetadataStore.from_url(f"sqlite:///{sys.argv[1]}/second.db")
+"""
+
+
+def test_a_process_killed_mid_replay_leaves_an_empty_database_that_migrates(
+    tmp_path: Path, no_schemas: None
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _KILLED_MID_REPLAY, str(tmp_path)], capture_output=True, text=True
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    with sqlite3.connect(tmp_path / "second.db") as db:  # half the writes were made, none kept
+        assert db.execute("SELECT count(*) FROM sqlite_master").fetchone() == (0,)
+    with MetadataStore.from_url(f"sqlite:///{tmp_path}/second.db") as store:
+        assert store.health()["migrated"] is True
+    assert _contents(tmp_path / "first.db") == _contents(tmp_path / "second.db")
