@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from conveyor.errors import ConfigError, GateFailedError, InvalidInputError
+from conveyor.errors import ConfigError, GateFailedError, InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:
     from conveyor.checks.result import Report
@@ -225,8 +225,6 @@ def _formula(source: Project, version: ModelVersion) -> bytes | None:
     refused as a tampered model is); None when it has none, or when the source's store
     lacks it (derived data: the copy then has none, and ``conveyor models compile``
     records it there)."""
-    from conveyor.errors import NotFoundError
-
     if version.compiled is None:
         return None
     digest: str = version.compiled["digest"]

@@ -31,7 +31,6 @@ migrates step by step.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import importlib
@@ -228,8 +227,8 @@ def upgrade_all(engine: Engine, chains: Sequence[Chain]) -> dict[str, str | None
         empty = _is_empty(conn)
         if empty and recorded in _REPLAYS and _REPLAYS[recorded].run(conn):
             return heads
-        replay = _Replay()
-        with replay.recording(conn) if empty else contextlib.nullcontext():
+        replay = _Replay()  # kept only if the database was empty
+        with replay.recording(conn):
             for chain in chains:
                 if current[chain.name] != heads[chain.name]:
                     from alembic import command
