@@ -118,3 +118,31 @@ def test_a_hung_store_does_not_hang_the_readiness_probe(
     answers = [_ready(url, timeout=10) for _ in range(3)]
     assert [a.status_code for a in answers] == [200] * 3, answers[-1].text
     assert all(a.json()["ready"] is True for a in answers)
+
+
+def test_every_background_re_read_runs_on_one_long_lived_thread() -> None:
+    """A stale value is re-read by handing the read to a worker that is already running,
+    not by starting a thread per read: ``Thread.start()`` makes the caller (the query that
+    found the value stale) wait for the new thread's first turn at the GIL."""
+    import threading
+
+    from conveyor.rag.api import _Polled
+
+    readers: list[threading.Thread] = []
+    reads = threading.Semaphore(0)
+
+    def read() -> int:
+        readers.append(threading.current_thread())
+        reads.release()
+        return len(readers)
+
+    polled = _Polled(read, 0.0, name="test-alias")
+    assert polled.get() == 1  # the first read, on the caller's thread
+    for _ in range(4):  # each get finds the value stale (ttl 0) and starts a re-read
+        polled.get()
+        assert reads.acquire(timeout=30)
+        wait_until(lambda: polled._reading is None, message="the re-read to end", timeout=30)
+    background = readers[1:]
+    assert len(background) == 4
+    assert len({id(t) for t in background}) == 1
+    assert background[0] is not threading.current_thread()

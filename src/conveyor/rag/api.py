@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from conveyor._daemon import DaemonWorker
 from conveyor.errors import ConfigError, InvalidInputError
 from conveyor.rag.events import RAG_QUERY
 
@@ -201,14 +202,22 @@ class RecentQueries:
 
 class _Polled(Generic[T]):
     """A value read from the store and trusted for ``ttl_s`` seconds: once older, it is read
-    again in a background thread (one at a time) and the known value returned meanwhile;
+    again on ``worker``'s long-lived thread (one read at a time) and the known value
+    returned meanwhile;
     a read that fails keeps it, and is tried again after another ``ttl_s``.
 
     The first :meth:`get` reads on the caller's thread (``wait=None``: its errors are the
     caller's), or starts the background read and waits at most ``wait`` seconds for it
     (None when it has not answered by then)."""
 
-    def __init__(self, read: Callable[[], T], ttl_s: float, *, name: str) -> None:
+    def __init__(
+        self,
+        read: Callable[[], T],
+        ttl_s: float,
+        *,
+        name: str,
+        worker: DaemonWorker | None = None,
+    ) -> None:
         self._read = read
         self.ttl_s = ttl_s
         self.name = name
@@ -216,6 +225,10 @@ class _Polled(Generic[T]):
         self._value: T | None = None
         self._read_at: float | None = None  # None: never read
         self._reading: threading.Event | None = None  # set when the background read ends
+        # re-reads run on a long-lived thread (a service's values share one): starting a
+        # thread per read made the query that found the value stale wait for that thread's
+        # first turn at the GIL
+        self._worker = worker or DaemonWorker(name)
 
     def get(self, wait: float | None = None) -> T | None:
         with self._lock:
@@ -243,7 +256,7 @@ class _Polled(Generic[T]):
     def _start(self) -> threading.Event:
         if self._reading is None:
             self._reading = threading.Event()
-            threading.Thread(target=self._background, name=self.name, daemon=True).start()
+            self._worker.submit(self._background)
         return self._reading
 
     def _background(self) -> None:
@@ -283,8 +296,12 @@ class RagService:
         self.metrics = metrics
         self._lock = threading.RLock()
         self._resolved: dict[tuple[str, str], _Polled[tuple[int, int]]] = {}
+        self._poller = DaemonWorker("conveyor-rag-poll")
         self._live = _Polled(
-            self.collections.any_alias, self.spec.alias_poll_s, name="conveyor-rag-ready"
+            self.collections.any_alias,
+            self.spec.alias_poll_s,
+            name="conveyor-rag-ready",
+            worker=self._poller,
         )
         self._loaded: dict[tuple[str, int], Loaded] = {}
         self._load_locks: dict[tuple[str, int], threading.Lock] = {}
@@ -315,7 +332,9 @@ class RagService:
             def read() -> tuple[int, int]:
                 return self.collections.number_of(name, ref), self.collections.epoch(name)
 
-            polled = _Polled(read, self.spec.alias_poll_s, name="conveyor-rag-alias")
+            polled = _Polled(
+                read, self.spec.alias_poll_s, name="conveyor-rag-alias", worker=self._poller
+            )
             found = polled.get()  # on this thread: a reference that names nothing is kept
             with self._lock:  # only once it resolved (a caller chooses what it asks for)
                 self._resolved.setdefault(key, polled)

@@ -37,6 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from conveyor._daemon import DaemonWorker
+
 if TYPE_CHECKING:
     from conveyor.serving.cache import PredictionCache
     from conveyor.serving.pool import ModelPool
@@ -246,10 +248,13 @@ def unsubscribe(
     listener.stop()
 
 
-def in_daemon_thread(loop: asyncio.AbstractEventLoop, fn: Callable[[], T]) -> asyncio.Future[T]:
-    """``fn()`` in a new daemon thread; its outcome in a future of ``loop``. Unlike
+def in_daemon_thread(
+    loop: asyncio.AbstractEventLoop, fn: Callable[[], T], worker: DaemonWorker
+) -> asyncio.Future[T]:
+    """``fn()`` on ``worker``'s daemon thread; its outcome in a future of ``loop``. Unlike
     ``run_in_executor``, nothing joins that thread at shut-down or exit: for calls that
-    may never return (a hung service)."""
+    may never return (a hung service). The thread is long-lived: starting one per call
+    held the event loop until the new thread's first turn at the GIL."""
     future: asyncio.Future[T] = loop.create_future()
 
     def deliver(outcome: Callable[[], None]) -> None:
@@ -265,7 +270,7 @@ def in_daemon_thread(loop: asyncio.AbstractEventLoop, fn: Callable[[], T]) -> as
         else:
             deliver(lambda: None if future.done() else future.set_result(result))
 
-    threading.Thread(target=run, name="conveyor-route-poll", daemon=True).start()
+    worker.submit(run)
     return future
 
 
@@ -288,6 +293,7 @@ class RouteWatcher:
         self.store = routes
         self.pool = pool
         self.cache = cache
+        self._poller = DaemonWorker("conveyor-route-poll")
         self.interval_s = interval_s
         self.retry_s = retry_s
         #: Called with (model, failure) when a model becomes degraded, (model, None) when
@@ -373,12 +379,12 @@ class RouteWatcher:
         A store that stopped answering (hung, or gone without a reset) holds one thread,
         never the loop: while that call is still out, no other is made (the threads it
         could pile up are the event loop's default pool), and each poll says so. That
-        thread is a daemon of its own, not one of the default pool's: a poll hung on a dead
-        store must not hold the process at exit, where asyncio and then the interpreter
-        join every pool thread with no time limit."""
+        thread is this watcher's long-lived daemon, not one of the default pool's: a poll
+        hung on a dead store must not hold the process at exit, where asyncio and then the
+        interpreter join every pool thread with no time limit."""
         pending = self._poll
         if pending is None or pending.done():
-            pending = self._poll = in_daemon_thread(loop, self.store.revisions)
+            pending = self._poll = in_daemon_thread(loop, self.store.revisions, self._poller)
         try:
             return await asyncio.wait_for(asyncio.shield(pending), self.poll_timeout_s)
         except TimeoutError:
