@@ -80,3 +80,40 @@ def test_route_polls_run_on_the_watchers_one_thread_and_deliver_to_the_loop() ->
     threads = asyncio.run(polls())
     assert len({id(t) for t in threads}) == 1
     assert threads[0].name == "test-route-poll"
+
+
+def test_a_closed_worker_runs_what_was_queued_then_its_thread_ends() -> None:
+    from conveyor.testing.wait import wait_until
+
+    worker = DaemonWorker("test-worker-closed")
+    ran: list[int] = []
+    worker.submit(lambda: ran.append(1))
+    worker.submit(lambda: ran.append(2))
+    thread = worker._thread
+    assert thread is not None
+    worker.close()
+    wait_until(lambda: not thread.is_alive(), message="the worker's thread to end", timeout=30)
+    assert ran == [1, 2]
+
+
+def test_closing_a_worker_whose_call_hangs_does_not_wait_for_it() -> None:
+    worker = DaemonWorker("test-worker-hung-close")
+    started, release = threading.Event(), threading.Event()
+    worker.submit(lambda: (started.set(), release.wait(30)))
+    assert started.wait(30)
+    worker.close()  # returns at once: nothing joins the hung call
+    assert not release.is_set()
+    release.set()
+
+
+def test_a_call_submitted_after_close_runs_though_the_old_thread_still_hangs() -> None:
+    worker = DaemonWorker("test-worker-reopened")
+    started, release, ran = threading.Event(), threading.Event(), threading.Event()
+    worker.submit(lambda: (started.set(), release.wait(30)))
+    assert started.wait(30)
+    worker.close()
+    worker.submit(ran.set)  # a new thread with its own queue, not behind the hung call
+    try:
+        assert ran.wait(30)
+    finally:
+        release.set()

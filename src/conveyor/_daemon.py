@@ -8,7 +8,9 @@ the interpreter's switch interval (5 ms), and it fell on whichever request start
 read: a search paid 3.7-4.6 ms of "load" that way, once a second, inside its p99.
 
 The thread is a daemon and nothing joins it: a call hung on a dead service holds this
-worker (later calls queue behind it) but never the process's exit.
+worker (later calls queue behind it) but never the process's exit. :meth:`DaemonWorker.close`
+ends the thread once what was queued has run, without waiting for it, so a service that is
+closed leaves no idle thread behind.
 """
 
 from __future__ import annotations
@@ -25,25 +27,39 @@ log = logging.getLogger(__name__)
 
 class DaemonWorker:
     """Runs submitted calls one after another on a daemon thread started at the first
-    :meth:`submit` (and again if it ever died). A call's exception is logged, not raised:
-    report outcomes through the call itself (a future, an event)."""
+    :meth:`submit` (and again after :meth:`close`). A call's exception is logged, not
+    raised: report outcomes through the call itself (a future, an event)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._calls: queue.SimpleQueue[Callable[[], object]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        # each thread has its queue: one closed while a call hangs keeps only what it had
+        self._calls: queue.SimpleQueue[Callable[[], object] | None] = queue.SimpleQueue()
 
     def submit(self, call: Callable[[], object]) -> None:
-        self._calls.put(call)
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._calls = queue.SimpleQueue()
+                self._thread = threading.Thread(
+                    target=self._run, args=(self._calls,), name=self.name, daemon=True
+                )
                 self._thread.start()
+            self._calls.put(call)
 
-    def _run(self) -> None:
+    def close(self) -> None:
+        """End the thread after the calls already queued (a hung one included); returns at
+        once."""
+        with self._lock:
+            if self._thread is not None:
+                self._thread = None
+                self._calls.put(None)
+
+    def _run(self, calls: queue.SimpleQueue[Callable[[], object] | None]) -> None:
         while True:
-            call = self._calls.get()
+            call = calls.get()
+            if call is None:
+                return
             try:
                 call()
             except BaseException:

@@ -346,3 +346,19 @@ def test_a_near_duplicate_query_is_answered_from_the_cache(tmp_path: Path) -> No
             )
         finally:
             service.close()
+
+
+def test_a_closed_service_leaves_no_poll_thread_behind(tmp_path: Path) -> None:
+    with make_project(tmp_path) as project:
+        build_collection(project, "docs", embedder=encoder())
+        service = RagService(project)
+        try:
+            assert service.search("docs", "embedding cache", k=2)["version"] == 1
+            time.sleep(service.spec.alias_poll_s + 0.05)  # the known alias is now stale
+            service.search("docs", "embedding cache", k=2)  # its re-read starts the poller
+            poller = wait_until(
+                lambda: service._poller._thread, message="the poll thread to start", timeout=10
+            )
+        finally:
+            service.close()
+        wait_until(lambda: not poller.is_alive(), message="the poll thread to end", timeout=30)

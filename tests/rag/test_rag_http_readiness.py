@@ -126,6 +126,7 @@ def test_every_background_re_read_runs_on_one_long_lived_thread() -> None:
     found the value stale) wait for the new thread's first turn at the GIL."""
     import threading
 
+    from conveyor._daemon import DaemonWorker
     from conveyor.rag.api import _Polled
 
     readers: list[threading.Thread] = []
@@ -136,12 +137,14 @@ def test_every_background_re_read_runs_on_one_long_lived_thread() -> None:
         reads.release()
         return len(readers)
 
-    polled = _Polled(read, 0.0, name="test-alias")
+    worker = DaemonWorker("test-alias")
+    polled = _Polled(read, 0.0, name="test-alias", worker=worker)
     assert polled.get() == 1  # the first read, on the caller's thread
     for _ in range(4):  # each get finds the value stale (ttl 0) and starts a re-read
         polled.get()
         assert reads.acquire(timeout=30)
         wait_until(lambda: polled._reading is None, message="the re-read to end", timeout=30)
+    worker.close()
     background = readers[1:]
     assert len(background) == 4
     assert len({id(t) for t in background}) == 1

@@ -126,3 +126,28 @@ def test_a_threaded_server_holds_its_port_from_the_start_and_frees_it_when_stopp
     never_started.stop()
     with socket.socket() as other:
         other.bind(("127.0.0.1", never_started.port))  # released without a start too
+
+
+def test_a_stopped_server_leaves_no_route_poll_thread_behind(tmp_path: Path) -> None:
+    """The route poll runs on one long-lived thread of the watcher's: stopping the server
+    ends it, so apps started and stopped in one process do not pile up idle threads."""
+    from conveyor.serving.app import create_app
+
+    def polls() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "conveyor-route-poll"]
+
+    before = set(map(id, polls()))
+    project = linear_project(tmp_path, name="poll-thread", serving="{auth: disabled}")
+    try:
+        server = ThreadedServer(create_app(project)).start()
+        try:
+            assert httpx.get(f"{server.url}/v2/health/ready", timeout=10).status_code == 200
+            mine = [t for t in polls() if id(t) not in before]
+            assert len(mine) == 1
+        finally:
+            server.stop()
+        wait_until(
+            lambda: not mine[0].is_alive(), message="the route poll thread to end", timeout=30
+        )
+    finally:
+        project.close()

@@ -216,7 +216,7 @@ class _Polled(Generic[T]):
         ttl_s: float,
         *,
         name: str,
-        worker: DaemonWorker | None = None,
+        worker: DaemonWorker,
     ) -> None:
         self._read = read
         self.ttl_s = ttl_s
@@ -228,7 +228,7 @@ class _Polled(Generic[T]):
         # re-reads run on a long-lived thread (a service's values share one): starting a
         # thread per read made the query that found the value stale wait for that thread's
         # first turn at the GIL
-        self._worker = worker or DaemonWorker(name)
+        self._worker = worker
 
     def get(self, wait: float | None = None) -> T | None:
         with self._lock:
@@ -377,6 +377,7 @@ class RagService:
             return fresh
 
     def close(self) -> None:
+        self._poller.close()
         with self._lock:
             for loaded in self._loaded.values():
                 loaded.close()

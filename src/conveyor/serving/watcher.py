@@ -546,6 +546,7 @@ class RouteWatcher:
 
     async def stop(self) -> None:
         self._stopping = True
+        self._poller.close()  # its thread ends after a poll still out, never waited for
         if self.listener is not None:
             listener, self.listener = self.listener, None
             await asyncio.to_thread(unsubscribe, listener, self._notice)
