@@ -31,13 +31,13 @@ migrates step by step.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import importlib
 import logging
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -227,8 +227,10 @@ def upgrade_all(engine: Engine, chains: Sequence[Chain]) -> dict[str, str | None
         empty = _is_empty(conn)
         if empty and recorded in _REPLAYS and _REPLAYS[recorded].run(conn):
             return heads
-        replay = _Replay()  # kept only if the database was empty
-        with replay.recording(conn):
+        # only an empty database's migrations are recorded: a data migration in a full one
+        # would have its rows copied for nothing
+        replay = _Replay()
+        with replay.recording(conn) if empty else contextlib.nullcontext():
             for chain in chains:
                 if current[chain.name] != heads[chain.name]:
                     from alembic import command
@@ -248,7 +250,7 @@ class _Replay:
     def __init__(self) -> None:
         self.statements: list[tuple[str, Any, bool]] = []
 
-    @contextmanager
+    @contextlib.contextmanager
     def recording(self, conn: Connection) -> Iterator[None]:
         def record(
             _conn: Any, _cursor: Any, statement: str, parameters: Any, _ctx: Any, many: bool
@@ -283,7 +285,7 @@ class _Replay:
 
 
 #: The writes of the migrations of each empty database this process migrated, by dialect,
-#: chains (owners, scripts, version tables) and heads: :func:`upgrade_all` replays them.
+#: driver, chains (owners, scripts, version tables) and heads: :func:`upgrade_all` replays them.
 _REPLAYS: dict[tuple[Any, ...], _Replay] = {}
 
 
@@ -292,6 +294,7 @@ def _replay_key(
 ) -> tuple[Any, ...]:
     return (
         conn.dialect.name,
+        conn.dialect.driver,  # the statements are in its parameter style
         *((c.name, c.script_location, c.version_table, heads[c.name]) for c in chains),
     )
 
