@@ -331,6 +331,23 @@ def overlap(found: list[list[int]], truth: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(t.tolist())) / K for f, t in pairs]))
 
 
+def run_by_run(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, float]]]:
+    """Each run's p50/p99 and the p99s behind them, by mode (``--runs``)."""
+    return {
+        mode: [
+            {
+                "p50_ms": round(run[mode]["p50_ms"], 3),
+                "p99_ms": round(run[mode]["p99_ms"], 3),
+                "server_p99_ms": round(run[mode]["server_stage_p99_ms"]["total"], 3),
+                "embed_p99_ms": round(run[mode]["server_stage_p99_ms"]["embed"], 3),
+                "outside_p99_ms": round(run[mode]["outside_server_p99_ms"], 3),
+            }
+            for run in runs
+        ]
+        for mode in ("dense", "hybrid")
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="rag_search", help="results/<out>.json")
@@ -351,19 +368,6 @@ def main(argv: list[str] | None = None) -> None:
     # threads, hundreds of MB freed) are not left to the host while a server is timed
     truth = exact_ids(data, queries)
     results: dict[str, Any] = {"conveyor": runs[0]}
-    spread = {
-        mode: [
-            {
-                "p50_ms": round(run[mode]["p50_ms"], 3),
-                "p99_ms": round(run[mode]["p99_ms"], 3),
-                "server_p99_ms": round(run[mode]["server_stage_p99_ms"]["total"], 3),
-                "embed_p99_ms": round(run[mode]["server_stage_p99_ms"]["embed"], 3),
-                "outside_p99_ms": round(run[mode]["outside_server_p99_ms"], 3),
-            }
-            for run in runs
-        ]
-        for mode in ("dense", "hybrid")
-    }
     results["haystack"] = {}
     python = None if args.conveyor_only else harness.ensure_venv("haystack", log=log)
     for mode in ("dense", "hybrid") if python else ():
@@ -386,7 +390,7 @@ def main(argv: list[str] | None = None) -> None:
         c, h = results["conveyor"][mode], results["haystack"][mode]
         summary[f"p99_ratio/{mode}"] = round(h["p99_ms"] / c["p99_ms"], 2)
     if len(runs) > 1:
-        summary["runs"] = spread
+        spread = summary["runs"] = run_by_run(runs)
         summary["runs_p99_under_10_ms"] = {
             mode: sum(r["p99_ms"] < 10 for r in rows) for mode, rows in spread.items()
         }
