@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from conveyor._daemon import DaemonWorker
+from conveyor._gc import long_lived
 from conveyor.errors import ConfigError, InvalidInputError
 from conveyor.rag.events import RAG_QUERY
 
@@ -365,7 +366,8 @@ class RagService:
                 found = self._loaded.get(key)
                 if found is not None and found.epoch == epoch:
                     return found
-            fresh = load_version(self.project, self.collections.version(name, number), epoch)
+            with long_lived():  # its chunks stay: out of the collector's walks (conveyor._gc)
+                fresh = load_version(self.project, self.collections.version(name, number), epoch)
             with self._lock:
                 old = self._loaded.pop(key, None)
                 self._loaded[key] = fresh

@@ -23,7 +23,6 @@ cache and the route store are read in threads. See ``docs/serving.md``.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import random
 import time
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from conveyor import _gc
 from conveyor.errors import NotFoundError
 from conveyor.serving.dense import DenseRows, as_arrow
 from conveyor.serving.events import PREDICTION, PREDICTION_FAILED, PREDICTION_SHADOW
@@ -149,9 +149,10 @@ class Server:
         # out of the collector's sight, a full collection no longer walks it, which
         # is what stalled requests for tens of milliseconds under load. (No collect
         # first: it would add 0.1 s to start-up to free a few start-up cycles.)
-        gc.freeze()
-        # `conveyor serve` starts with the collector off (conveyor._start): on from here
-        gc.enable()
+        # `conveyor serve` starts with the collector off (conveyor._start): on from
+        # here, and what is loaded later (a model on a route change, a RAG version)
+        # is frozen in its turn (conveyor._gc).
+        _gc.serving()
         routed = {m: r.policy.serving_versions() for m, r in self.watcher.routes.items()}
         if routed or self.watcher.failures:
             log.info("ready: %s", orjson.dumps(routed).decode())

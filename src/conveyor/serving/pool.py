@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 import logging
 
+from conveyor._gc import long_lived
 from conveyor.serving.dense import DenseRows, dense_columns
 
 log = logging.getLogger("conveyor.serving")
@@ -418,7 +419,12 @@ class ModelPool:
     def _load_sync(self, model: str, number: int) -> tuple[LoadedModel, Any, Any]:
         """``(loaded, warm-up answers, matrix predict or None)``: from the version's
         recorded formula when it has one and ``serving.closed_form`` is on (the model is
-        not unpickled), else the model loaded, warmed up and its fast path checked."""
+        not unpickled), else the model loaded, warmed up and its fast path checked; the
+        collector off meanwhile, the model frozen afterwards (conveyor._gc)."""
+        with long_lived():
+            return self._load_now(model, number)
+
+    def _load_now(self, model: str, number: int) -> tuple[LoadedModel, Any, Any]:
         if self.closed_form:
             compiled = load_compiled(self.registry, model, number)
             if compiled is not None:
