@@ -3,12 +3,12 @@
 A server loads long-lived things after its start-up too: a RAG collection version on its
 first query (a 200k-chunk one is about 250,000 tracked objects: its chunks and their
 metadata) or a model version when a route moves. Two costs follow, measured on a 200k-chunk
-collection on a 2-vCPU machine:
+collection on a 2-vCPU machine (``benchmarks/rag_load.py``):
 
 - **During the load**, every object it creates counts toward the next collection, so the
-  collector walks the growing structure again and again: 2.9 s to load the version against
-  2.0 s with the collector off.
-- **Afterwards**, each full collection walks it again: 76 ms per full collection with the
+  collector walks the growing structure again and again: 3.2 s to load the version against
+  2.2 s with the collector off.
+- **Afterwards**, each full collection walks it again: 82 ms per full collection with the
   version loaded, about 0 once it is frozen. A full collection runs when enough objects have
   survived since the last one, so under steady traffic it lands on some request, a pause
   the request's own stages do not show.
