@@ -248,6 +248,11 @@ class _Polled(Generic[T]):
         with self._lock:
             return self._value
 
+    def known(self) -> T | None:
+        """The value last read (None before the first read), without reading anything."""
+        with self._lock:
+            return self._value if self._read_at is not None else None
+
     def stale(self) -> None:
         """Read again on the next :meth:`get` (in the background once a value is known)."""
         with self._lock:
@@ -377,6 +382,25 @@ class RagService:
             if old is not None:
                 old.close()
             return fresh
+
+    def answers_in_memory(self, name: str, ref: object = None) -> bool:
+        """Whether a query on ``name`` (``ref``: a version or alias, None for ``live``)
+        would be answered without I/O: the name already resolved (later re-reads are in the
+        background), its version loaded, and the retrieval cache off or in this process's
+        memory. The HTTP route answers such a query on the event loop when it is the only
+        request in flight, which saves the hop to a thread and back (docs/rag/retrieval.md);
+        anything that may wait on the store, Redis or a load goes to a thread."""
+        if self.spec.cache.enabled and not getattr(self.project.cache, "local", False):
+            return False
+        key = (name, "live" if ref is None else str(ref))
+        with self._lock:
+            polled = self._resolved.get(key)
+            known = polled.known() if polled is not None else None
+            if known is None:
+                return False
+            number, epoch = known
+            found = self._loaded.get((name, number))
+            return found is not None and found.epoch == epoch
 
     def close(self) -> None:
         self._poller.close()

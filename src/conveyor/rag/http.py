@@ -22,6 +22,7 @@ stage: load, dense, bm25, fusion, rerank, pack, total as the retriever reports t
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,7 @@ import orjson
 from starlette.responses import Response
 
 from conveyor.errors import InvalidInputError
+from conveyor.serving.inflight import requests_in_flight
 from conveyor.web.routing import Route
 
 if TYPE_CHECKING:
@@ -138,7 +140,7 @@ def routes(context: AppContext) -> Contribution:
         async def handler(call: Call) -> Response:
             body = _body(await call.body())
             extra = {} if endpoint == "search" else {"budget_tokens": body.get("budget_tokens")}
-            found = await asyncio.to_thread(
+            question = functools.partial(
                 answer,
                 call.params["collection"],
                 body.get("query"),
@@ -149,6 +151,13 @@ def routes(context: AppContext) -> Contribution:
                 request_id=call.request_id,
                 **extra,
             )
+            if requests_in_flight() == 1 and service().answers_in_memory(
+                call.params["collection"], body.get("version")
+            ):
+                # alone, and nothing to wait on: answered here, without the thread hop
+                found = question()
+            else:
+                found = await asyncio.to_thread(question)
             return Response(orjson.dumps(found), media_type="application/json")
 
         return handler
