@@ -30,7 +30,7 @@ import orjson
 from starlette.responses import Response
 
 from conveyor.errors import InvalidInputError
-from conveyor.serving.inflight import requests_in_flight
+from conveyor.web.inflight import requests_in_flight
 from conveyor.web.routing import Route
 
 if TYPE_CHECKING:

@@ -36,7 +36,7 @@ from conveyor import _gc
 from conveyor.errors import NotFoundError
 from conveyor.serving.dense import DenseRows, as_arrow
 from conveyor.serving.events import PREDICTION, PREDICTION_FAILED, PREDICTION_SHADOW
-from conveyor.serving.inflight import requests_in_flight
+from conveyor.web.inflight import requests_in_flight
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -18,7 +18,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from conveyor.serving import inflight
+from conveyor.web import inflight
 
 __all__ = ["HEADER_TIMEOUT_ENV", "GuardedHttpToolsProtocol", "guarded_protocol"]
 
