@@ -107,3 +107,34 @@ def test_only_a_query_with_nothing_to_wait_on_is_answered_in_memory(
             assert not service.answers_in_memory("docs")
         finally:
             service.close()
+
+
+def test_a_lone_search_measured_slow_never_holds_the_event_loop(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A version whose searches take longer than ``rag.inline_max_ms`` (a reranker, a huge
+    k) is searched on a thread however alone its query is: a probe or a prediction arriving
+    meanwhile would otherwise wait for the whole search."""
+    import time
+
+    threads: list[int | None] = []
+    real = rag_api.run_search
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.get_ident())
+        time.sleep(0.05)  # 50 ms a search, over the 20 ms default bound
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rag_api, "run_search", slow)
+    viewer, _ = ApiKeys(project.store, project.events).create("viewer", "viewer")
+    with ThreadedServer(create_app(project), header_timeout_s=10) as running:
+        for query in ("roll back an alias", "embedding cache", "term frequency", "erase"):
+            answer = httpx.post(
+                f"{running.url}/v1/rag/docs/search",
+                json={"query": query, "k": 2},
+                headers={"Authorization": f"Bearer {viewer}"},
+                timeout=60,
+            )
+            assert answer.status_code == 200, answer.text
+        assert len(threads) == 4
+        assert running.thread.ident not in threads

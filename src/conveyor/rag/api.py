@@ -102,6 +102,9 @@ class Loaded:
     retriever: Any
     fields: frozenset[str]
     recent: RecentQueries = field(default_factory=lambda: RecentQueries(2048))
+    #: Milliseconds a search or context answer takes here (load excluded), by endpoint: a
+    #: moving average the HTTP route reads to keep slow ones off its event loop.
+    cost_ms: dict[str, float] = field(default_factory=dict)
     _by_value: dict[str, dict[str, NDArray[np.int64]]] = field(default_factory=dict)
 
     def allowed(self, filters: Mapping[str, Any] | None) -> NDArray[np.int64] | None:
@@ -330,7 +333,7 @@ class RagService:
         never waits on the store for an alias (it did, once a second, which was the p99 of a
         busy server), and while the store is unreachable the last known version is served.
         A move or deletion made in this process clears the answer (:meth:`changed`)."""
-        key = (name, "live" if ref is None else str(ref))
+        key = _ref_key(name, ref)
         with self._lock:
             polled = self._resolved.get(key)
         if polled is None:
@@ -383,24 +386,28 @@ class RagService:
                 old.close()
             return fresh
 
-    def answers_in_memory(self, name: str, ref: object = None) -> bool:
+    def answers_in_memory(self, name: str, ref: object = None, endpoint: str = "search") -> bool:
         """Whether a query on ``name`` (``ref``: a version or alias, None for ``live``)
-        would be answered without I/O: the name already resolved (later re-reads are in the
-        background), its version loaded, and the retrieval cache off or in this process's
-        memory. The HTTP route answers such a query on the event loop when it is the only
-        request in flight, which saves the hop to a thread and back (docs/rag/retrieval.md);
-        anything that may wait on the store, Redis or a load goes to a thread."""
+        would be answered quickly and without I/O: the name already resolved (later
+        re-reads are in the background), its version loaded, its ``endpoint`` answers
+        measured at most ``rag.inline_max_ms`` on average, and the retrieval cache off or in
+        this process's memory. The HTTP route answers such a query on the event loop when
+        it is the only request in flight, which saves the hop to a thread and back
+        (docs/rag/retrieval.md); anything that may wait on the store, Redis or a load, or
+        that has not been measured cheap, goes to a thread."""
         if self.spec.cache.enabled and not getattr(self.project.cache, "local", False):
             return False
-        key = (name, "live" if ref is None else str(ref))
         with self._lock:
-            polled = self._resolved.get(key)
+            polled = self._resolved.get(_ref_key(name, ref))
             known = polled.known() if polled is not None else None
             if known is None:
                 return False
             number, epoch = known
             found = self._loaded.get((name, number))
-            return found is not None and found.epoch == epoch
+        if found is None or found.epoch != epoch:
+            return False
+        cost = found.cost_ms.get(endpoint)
+        return cost is not None and cost <= self.spec.inline_max_ms
 
     def close(self) -> None:
         self._poller.close()
@@ -490,6 +497,7 @@ class RagService:
         else:
             body, stages, warnings = run_context(loaded, query, k, allowed, budget_tokens)
         latency.update(stages)
+        _measure(loaded, endpoint, _ms(t0) - latency["load"])
         answer = {
             "collection": name,
             "version": loaded.version.number,
@@ -633,6 +641,18 @@ class RagService:
 
 def _ms(t0: float) -> float:
     return round((time.perf_counter() - t0) * 1000.0, 3)
+
+
+def _ref_key(name: str, ref: object) -> tuple[str, str]:
+    """How a collection and the version or alias a query names are kept resolved."""
+    return name, "live" if ref is None else str(ref)
+
+
+def _measure(loaded: Loaded, endpoint: str, ms: float) -> None:
+    """Fold one answer's time into ``loaded.cost_ms`` (an exponential moving average: a
+    version that turns slow, a reranker switched on, is seen within a few queries)."""
+    before = loaded.cost_ms.get(endpoint)
+    loaded.cost_ms[endpoint] = ms if before is None else before + 0.2 * (ms - before)
 
 
 # -- loading, retrieval, packing (the retriever's seam) -----------------------------------------

@@ -152,9 +152,9 @@ def routes(context: AppContext) -> Contribution:
                 **extra,
             )
             if requests_in_flight() == 1 and service().answers_in_memory(
-                call.params["collection"], body.get("version")
+                call.params["collection"], body.get("version"), endpoint
             ):
-                # alone, and nothing to wait on: answered here, without the thread hop
+                # alone, cheap and nothing to wait on: answered here, without the thread hop
                 found = question()
             else:
                 found = await asyncio.to_thread(question)

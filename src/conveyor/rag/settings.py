@@ -172,6 +172,14 @@ class RagSpec(BaseModel):
         "(a move made in the same process is seen at once).",
     )
     max_k: int = Field(100, ge=1, le=10_000, description="The largest k a query may ask.")
+    inline_max_ms: float = Field(
+        20.0,
+        ge=0,
+        le=1000,
+        description="A server answers a lone query on its event loop (no hop to a thread) "
+        "when the version's searches have taken at most this long on average and nothing "
+        "needs I/O; 0 sends every query to a thread.",
+    )
 
     @field_validator("collections")
     @classmethod
