@@ -8,12 +8,13 @@ the database are counted, and what they stored is read back.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
+from conveyor.errors import BackendError
 from conveyor.events import EventLog
 from conveyor.events.sql import SqlEventLog, _chunk_rows
 
@@ -33,14 +34,20 @@ def log(tmp_path: Path) -> Iterator[SqlEventLog]:
 
 
 def _inserts(log: SqlEventLog) -> list[int]:
-    """Rows per INSERT the log sends from now on (values / 9 columns), in order."""
+    """Rows per INSERT the log's writer sends from now on (its own connection), in order;
+    0 for a BEGIN and -1 for a COMMIT."""
     sent: list[int] = []
 
-    def count(conn: object, cursor: object, statement: str, params: object, *_: object) -> None:
+    def count(statement: str) -> None:
         if statement.startswith("INSERT INTO events"):
-            sent.append(len(params) // 9 if isinstance(params, tuple) else -1)
+            sent.append(statement.count("), (") + 1)
+        elif statement.startswith("BEGIN"):
+            sent.append(0)
+        elif statement.startswith("COMMIT"):
+            sent.append(-1)
 
-    sa.event.listen(log._engine, "before_cursor_execute", count)
+    assert log._batches is not None
+    log._batches.connection().set_trace_callback(count)
     return sent
 
 
@@ -48,7 +55,8 @@ def test_a_batch_of_500_events_is_six_statements_in_order(log: SqlEventLog) -> N
     sent = _inserts(log)
     emitted = [log.emit("test.batch", subject=f"s{i}", payload={"i": i}) for i in range(500)]
     log.flush(10)
-    assert sent == [256, 128, 64, 32, 16, 4]
+    # one transaction around the chunks
+    assert sent == [0, 256, 128, 64, 32, 16, 4, -1]
     stored = list(log.iter(kind="test.batch"))
     # every event, in the order emitted (the sequence follows the rows' order)
     assert [e.id for e in stored] == [e.id for e in emitted]
@@ -87,6 +95,7 @@ def test_a_lone_event_is_one_single_row_statement(log: SqlEventLog) -> None:
     sent = _inserts(log)
     log.emit("test.batch", payload={"n": 1})
     log.flush(10)
+    # one statement, no BEGIN or COMMIT around it: SQLite commits it on its own
     assert sent == [1]
     assert isinstance(log, EventLog)
 
@@ -99,3 +108,31 @@ def test_chunks_stay_within_sqlites_parameter_limit(limit: int, rows: int) -> No
     # SQLite before 3.32 allowed 999 parameters a statement; 9 columns an event
     assert _chunk_rows(limit, 9) == rows
     assert rows * 9 <= max(limit, 9)
+
+
+def test_a_writer_connection_that_fails_is_replaced_and_nothing_is_lost(
+    log: SqlEventLog,
+) -> None:
+    # The writer thread owns one connection; closed behind its back, the next batch
+    # fails (a database error, not the rows'), is kept, and the retry opens a new one
+    log.emit("test.batch", payload={"n": 0}, durable=True)
+    assert log._batches is not None
+    broken = log._batches.connection()
+    broken.close()
+    for n in range(1, 6):
+        log.emit("test.batch", payload={"n": n})
+    with pytest.raises(BackendError, match="kept in memory and retried"):
+        log.flush(10)  # the failed attempt, reported
+    log.flush(10)
+    assert [e.payload["n"] for e in log.iter(kind="test.batch")] == list(range(6))
+    assert log._batches.connection() is not broken
+
+
+def test_closing_the_log_closes_the_writers_connection(tmp_path: Path) -> None:
+    log = SqlEventLog.from_url(f"sqlite:///{tmp_path / 'events.db'}")
+    log.emit("test.batch", durable=True)
+    assert log._batches is not None
+    conn = log._batches.connection()
+    log.close()
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        conn.execute("SELECT 1")

@@ -53,6 +53,12 @@ class GroupCommit:
             loop.call_soon(self._arm, loop, found)
         return found
 
+    def stats(self) -> dict[str, int]:
+        """``acknowledged_waits`` (answers that waited for a commit) and
+        ``acknowledged_groups`` (commits they waited for): their ratio is the group size,
+        how many answers one commit carried."""
+        return {"acknowledged_groups": self.groups, "acknowledged_waits": self.waiters}
+
     def _arm(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None:
         # The end of the turn: whoever asks from now on waits for the next barrier.
         self._next = None

@@ -202,10 +202,12 @@ class EventLog(Closeable, ABC):
 
     def stats(self) -> dict[str, int]:
         """What the write path did so far: ``unwritten`` (in memory), ``shed`` (telemetry
-        dropped: no room and no spill), ``spilled`` and ``replayed`` (through spill segments)."""
+        dropped: no room and no spill), ``spilled`` and ``replayed`` (through spill segments),
+        ``commits`` (transactions: rows per commit is the batch size the writer reached)."""
         spill = self._writer.spill
         return {
             "unwritten": self._writer.unwritten,
+            "commits": self._writer.commits,
             "shed": self._writer.shed,
             "spilled": self._writer.spilled,
             "replayed": spill.replayed if spill is not None else 0,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, suppress
 from datetime import datetime
 from typing import Any
 
@@ -27,7 +27,7 @@ from conveyor.events.schema import Event
 from conveyor.events.table import COLUMNS, insert_statement
 from conveyor.events.table import events as TABLE
 from conveyor.events.writer import BatchWriter, Row
-from conveyor.store.engine import READ, create_engine, translate_errors
+from conveyor.store.engine import READ, create_engine, sqlite_connection, translate_errors
 from conveyor.store.migrate import current_revision, head_revision, upgrade
 from conveyor.store.paging import Page, check_limit
 
@@ -42,10 +42,18 @@ _SELECT = [TABLE.c.seq, *(TABLE.c[name] for name in COLUMNS)]
 class SqlEventLog(EventLog):
     """The event log in one SQL table. Open it with ``EventLog.from_url("sqlite:///...")``."""
 
-    def __init__(self, url: BackendURL, engine: Engine, writer: BatchWriter) -> None:
+    def __init__(
+        self,
+        url: BackendURL,
+        engine: Engine,
+        writer: BatchWriter,
+        release: Callable[[], None] | None = None,
+    ) -> None:
         self._engine = engine
         self._pg = engine.dialect.name == "postgresql"
-        super().__init__(url, writer, engine.dispose)
+        #: SQLite: the writer thread's own connection and statements.
+        self._batches: _SqliteBatches | None = None
+        super().__init__(url, writer, engine.dispose if release is None else release)
 
     @classmethod
     def from_url(
@@ -93,8 +101,18 @@ class SqlEventLog(EventLog):
             engine.dispose()
             raise
         insert = insert_statement(engine.dialect.name)
-        if engine.dialect.name == "sqlite":
-            write = _sqlite_writer(url, engine, insert)
+        batches = _SqliteBatches(engine, insert) if engine.dialect.name == "sqlite" else None
+
+        def release() -> None:
+            if batches is not None:
+                batches.close()
+            engine.dispose()
+
+        if batches is not None:
+
+            def write(rows: list[Row]) -> None:
+                with translate_errors(url, _SEAM):
+                    batches(rows)
 
         else:
 
@@ -111,7 +129,9 @@ class SqlEventLog(EventLog):
             max_buffer=max_buffer,
             spill_dir=spill_dir,
         )
-        return cls(url, engine, writer)
+        log = cls(url, engine, writer, release)
+        log._batches = batches
+        return log
 
     # -- health -----------------------------------------------------------------
 
@@ -326,51 +346,113 @@ def _refused(exc: BaseException) -> bool:
 _SQLITE_CHUNK = 256
 
 
-def _sqlite_writer(
-    url: BackendURL, engine: Engine, insert: sa.Insert
-) -> Callable[[list[Row]], None]:
-    """The writer thread's ``write`` for SQLite: each batch as a few multi-row INSERTs.
+class _SqliteBatches:
+    """The writer thread's ``write`` for SQLite: each batch one statement on its own
+    connection, when it fits in one.
 
     ``executemany`` steps one statement per event, and the driver lets go of the GIL
     around every step and takes it back after: a batch of N events handed the GIL to
     the server's event loop and back N times, each time waiting for the loop to let go
     of it, which put a request in flight behind it. A batch is instead split into
     power-of-two chunks (165 rows: 128 + 32 + 4 + 1), each one ``INSERT ... VALUES
-    (...), (...)`` with its rows' values in one flat tuple: a handful of steps per batch
-    (and at most nine statement texts, each prepared once). The values go to the driver
-    as they are, past the statement's per-row parameter processing (none applies: the
-    payload is JSON text already).
+    (...), (...)`` with its rows' values in one flat tuple (at most nine statement
+    texts, each prepared once). The values go to the driver as they are: the payload is
+    JSON text already.
+
+    A batch of one chunk (every batch of a group commit, ``events.durability:
+    acknowledged``: a few to a few dozen answers) is one statement outside ``BEGIN``,
+    which SQLite commits on its own, atomically: one step, the fsync inside it, one
+    hand-back of the GIL. A larger batch is ``BEGIN IMMEDIATE``, its chunks, ``COMMIT``.
+    The connection is the thread's own, opened on the first write (again after a fork,
+    or after the database failed it), not one checked out of the engine's pool per
+    batch through SQLAlchemy's execution layer: that, with a transaction of three
+    statements, made a small commit cost about twice the CPU and held up a group
+    commit's answers for twice as long under load (docs/serving.md, durability).
+    Errors are the engine's (:class:`sqlalchemy.exc.IntegrityError` for a refused row,
+    :class:`sqlalchemy.exc.OperationalError` for a failing database), so the writer
+    tells them apart as it does for PostgreSQL.
     """
-    compiled = insert.compile(dialect=engine.dialect, column_keys=list(COLUMNS))
-    raw, columns = str(compiled), tuple(compiled.positiontup or ())
-    head, _, rest = raw.partition(" VALUES ")
-    values, conflict, clause = rest.partition(" ON CONFLICT")
-    if not (values.startswith("(") and values.endswith(")") and values.count("?") == len(columns)):
-        raise RuntimeError(f"unexpected rendering of the event log's INSERT: {raw}")
-    texts: dict[int, str] = {}
-    chunks: list[int] = []  # rows an INSERT at most, read off the first write's connection
 
-    def text(n: int) -> str:
-        found = texts.get(n)
-        if found is None:
-            found = texts[n] = f"{head} VALUES {', '.join([values] * n)}{conflict}{clause}"
-        return found
+    def __init__(self, engine: Engine, insert: sa.Insert) -> None:
+        compiled = insert.compile(dialect=engine.dialect, column_keys=list(COLUMNS))
+        raw, columns = str(compiled), tuple(compiled.positiontup or ())
+        head, _, rest = raw.partition(" VALUES ")
+        values, conflict, clause = rest.partition(" ON CONFLICT")
+        if not (
+            values.startswith("(") and values.endswith(")") and values.count("?") == len(columns)
+        ):
+            raise RuntimeError(f"unexpected rendering of the event log's INSERT: {raw}")
+        self._head, self._values, self._tail = head, values, f"{conflict}{clause}"
+        self._columns = columns
+        self._texts: dict[int, str] = {}
+        self._location = str(engine.url.database)
+        self._dialect = engine.dialect
+        self._conn: sqlite3.Connection | None = None
+        self._pid = 0
+        self._chunk = 0  # rows an INSERT at most, read off the first connection
 
-    def write(rows: list[Row]) -> None:
-        with translate_errors(url, _SEAM), engine.begin() as conn:
-            if not chunks:
-                driver: Any = conn.connection.driver_connection
-                limit = int(driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
-                chunks.append(_chunk_rows(limit, len(columns)))
-            chunk = chunks[0]
-            start, total = 0, len(rows)
+    def __call__(self, rows: list[Row]) -> None:
+        conn = self.connection()
+        total, chunk, columns = len(rows), self._chunk, self._columns
+        statement = ""
+        try:
+            if total <= chunk:
+                statement = self._text(total)
+                conn.execute(statement, tuple([r[c] for r in rows for c in columns]))
+                return
+            conn.execute("BEGIN IMMEDIATE")
+            start = 0
             while start < total:
                 n = min(chunk, 1 << ((total - start).bit_length() - 1))
+                statement = self._text(n)
                 part = rows[start : start + n]
-                conn.exec_driver_sql(text(n), tuple(r[c] for r in part for c in columns))
+                conn.execute(statement, tuple([r[c] for r in part for c in columns]))
                 start += n
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._failed(conn, exc)
+            raise sa.exc.DBAPIError.instance(
+                f"{statement[:200]} ({total} events)" if statement else "BEGIN IMMEDIATE",
+                None,
+                exc,
+                sqlite3.Error,
+                hide_parameters=True,
+                dialect=self._dialect,
+            ) from exc
 
-    return write
+    def connection(self) -> sqlite3.Connection:
+        """This process's connection (opened on first use; a fork's child opens its own)."""
+        conn, pid = self._conn, os.getpid()
+        if conn is None or self._pid != pid:
+            # A connection inherited over fork is the parent's: left alone, not closed.
+            conn = sqlite_connection(self._location)
+            if not self._chunk:
+                limit = int(conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+                self._chunk = _chunk_rows(limit, len(self._columns))
+            self._conn, self._pid = conn, pid
+        return conn
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and self._pid == os.getpid():
+            conn.close()
+
+    def _text(self, n: int) -> str:
+        found = self._texts.get(n)
+        if found is None:
+            found = self._texts[n] = (
+                f"{self._head} VALUES {', '.join([self._values] * n)}{self._tail}"
+            )
+        return found
+
+    def _failed(self, conn: sqlite3.Connection, exc: sqlite3.Error) -> None:
+        with suppress(sqlite3.Error):  # a closed connection has no transaction to end
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        if not isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError):
+            # The database failed, not the rows (I/O error, locked past the busy
+            # timeout, the file replaced): the next attempt opens a fresh connection.
+            self.close()
 
 
 def _chunk_rows(limit: int, columns: int) -> int:

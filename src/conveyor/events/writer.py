@@ -138,6 +138,8 @@ class BatchWriter:
         self.spill = spill
         #: Telemetry rows dropped because the buffer was full and could not spill.
         self.shed = 0
+        #: Transactions committed so far (rows / commits: the batch a commit carries).
+        self.commits = 0
         self._init_state()
 
     def _init_state(self) -> None:
@@ -339,6 +341,7 @@ class BatchWriter:
         """In a forked child: drop the parent's rows, thread and locks."""
         self._init_state()
         self.shed = 0
+        self.commits = 0
         if self.spill is not None:
             self.spill.reset_after_fork()
 
@@ -496,6 +499,7 @@ class BatchWriter:
             log.info("the event log writes again after %d failed attempts", self._failures)
         self._failures = 0
         self._pending = []
+        self.commits += 1
         if rejected:
             self._reject(rejected)
         self._release(waiters, None)

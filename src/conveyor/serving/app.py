@@ -134,6 +134,8 @@ class Server:
             from conveyor.events.acknowledge import GroupCommit
 
             self.commits = GroupCommit(project.events, timeout_s=durability.ack_timeout_s)
+            commits = self.commits
+            metrics.before_scrape(lambda: metrics.event_log(commits.stats()))
         self._shadows: set[asyncio.Task[None]] = set()
         self.started = time.monotonic()
         #: Failed prediction requests by error code since start (``overloaded``: shed load);

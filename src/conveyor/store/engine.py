@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -27,7 +27,10 @@ from sqlalchemy.engine import Engine
 from conveyor.backends import BackendURL, unavailable
 from conveyor.errors import InvalidInputError
 
-__all__ = ["READ", "connect_check", "create_engine", "translate_errors"]
+if TYPE_CHECKING:
+    import sqlite3
+
+__all__ = ["READ", "connect_check", "create_engine", "sqlite_connection", "translate_errors"]
 
 #: Execution options for a read-only connection: ``engine.connect().execution_options(**READ)``.
 READ: dict[str, Any] = {"sqlite_begin": "DEFERRED"}
@@ -74,17 +77,7 @@ def _sqlite_engine(url: BackendURL, **options: Any) -> Engine:
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-        # The driver's own transaction handling issues BEGIN lazily (deferred),
-        # which lets two writers both read and then deadlock on upgrade; BEGIN
-        # IMMEDIATE takes the write lock up front and waits for it instead.
-        dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        if not memory:
-            _wal(cur)
-        cur.execute("PRAGMA synchronous=FULL")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cur.close()
+        _configure_sqlite(dbapi_conn, memory=memory)
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
@@ -95,6 +88,39 @@ def _sqlite_engine(url: BackendURL, **options: Any) -> Engine:
         )
 
     return engine
+
+
+def sqlite_connection(location: str) -> sqlite3.Connection:
+    """A driver-level connection to the SQLite file at ``location``, set up as the
+    engine's are (WAL, ``synchronous=FULL``, foreign keys, the busy timeout, and no
+    implicit transactions: a statement outside ``BEGIN`` commits on its own).
+
+    For a thread that owns its connection and pays per statement (the event log's
+    writer): no pool checkout, no SQLAlchemy execution layer around each statement.
+    """
+    import sqlite3
+
+    conn = sqlite3.connect(location, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+    try:
+        _configure_sqlite(conn, memory=False)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _configure_sqlite(dbapi_conn: Any, *, memory: bool) -> None:
+    # The driver's own transaction handling issues BEGIN lazily (deferred),
+    # which lets two writers both read and then deadlock on upgrade; BEGIN
+    # IMMEDIATE takes the write lock up front and waits for it instead.
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    if not memory:
+        _wal(cur)
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cur.close()
 
 
 def _wal(cur: Any) -> None:

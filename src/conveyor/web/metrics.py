@@ -55,7 +55,9 @@ class WebMetrics:
             "conveyor_events",
             "The event log's write path in this process: events unwritten (in memory), "
             "shed (telemetry dropped: no room, no spill), spilled and replayed (through "
-            "local segments), counted since start.",
+            "local segments), commits (transactions), and with events.durability: "
+            "acknowledged, acknowledged_waits (answers that waited for a commit) and "
+            "acknowledged_groups (the commits they waited for), counted since start.",
             ("state",),
             **gauge_kw,
         )
