@@ -5,6 +5,7 @@ window before the kill may be missing (and the doctor says so)."""
 from __future__ import annotations
 
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -24,14 +25,7 @@ _LOAD_S = 2.0
 _MARGIN_S = 2.0
 
 
-def _answered_then_killed(root: Path, durability: str) -> tuple[dict[str, float], float]:
-    """Serve the project at ``root``, drive it with concurrent clients, ``kill -9`` it
-    mid-traffic; the answered request ids (with when each answer arrived) and the kill time."""
-    process, port = conveyor_serve(
-        root, "-C", str(root), env={"CONVEYOR_EVENTS__DURABILITY": durability}
-    )
-    url = f"http://127.0.0.1:{port}"
-
+def _wait_ready(process: subprocess.Popen[bytes], url: str) -> None:
     def ready() -> bool:
         assert process.poll() is None, "conveyor serve exited"
         try:
@@ -39,6 +33,16 @@ def _answered_then_killed(root: Path, durability: str) -> tuple[dict[str, float]
         except httpx.TransportError:
             return False
 
+    wait_until(ready, message="conveyor serve is ready", timeout=60)
+
+
+def _answered_then_killed(root: Path, durability: str) -> tuple[dict[str, float], float]:
+    """Serve the project at ``root``, drive it with concurrent clients, ``kill -9`` it
+    mid-traffic; the answered request ids (with when each answer arrived) and the kill time."""
+    process, port = conveyor_serve(
+        root, "-C", str(root), env={"CONVEYOR_EVENTS__DURABILITY": durability}
+    )
+    url = f"http://127.0.0.1:{port}"
     answered: dict[str, float] = {}
     stop = threading.Event()
 
@@ -56,7 +60,7 @@ def _answered_then_killed(root: Path, durability: str) -> tuple[dict[str, float]
                     answered[rid] = time.monotonic()
 
     try:
-        wait_until(ready, message="conveyor serve is ready", timeout=60)
+        _wait_ready(process, url)
         threads = [threading.Thread(target=client, args=(n,)) for n in range(_CLIENTS)]
         for t in threads:
             t.start()
@@ -117,3 +121,44 @@ def test_the_doctor_states_the_loss_window(tmp_path: Path) -> None:
     env = {"CONVEYOR_EVENTS__DURABILITY": "acknowledged"}
     out = CliRunner().invoke(app, ["doctor", "--json", "-C", str(tmp_path)], env=env).output
     assert "durability acknowledged" in out and "loses none" in out, out
+
+
+def test_metrics_show_how_many_answers_each_commit_carried(tmp_path: Path) -> None:
+    linear_project(tmp_path, name="groups", serving="{auth: disabled}").close()
+    process, port = conveyor_serve(
+        tmp_path, "-C", str(tmp_path), env={"CONVEYOR_EVENTS__DURABILITY": "acknowledged"}
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(process, url)
+
+        def events_metrics() -> dict[str, float]:
+            text = httpx.get(f"{url}/metrics", timeout=10).text
+            return {
+                line.split('"')[1]: float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("conveyor_events{")
+            }
+
+        before = events_metrics()
+        assert before["acknowledged_waits"] == 0 and before["acknowledged_groups"] == 0
+
+        def client(n: int) -> None:
+            with httpx.Client(base_url=url, timeout=10) as http:
+                for i in range(10):
+                    got = http.post("/v1/models/m/predict", json={"records": ROW})
+                    assert got.status_code == 200, got.text
+
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(_CLIENTS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        after = events_metrics()
+        # every answer waited for a commit; a group holds one or more of them
+        assert after["acknowledged_waits"] == _CLIENTS * 10
+        assert 1 <= after["acknowledged_groups"] <= _CLIENTS * 10
+        assert after["commits"] >= 1 and after["unwritten"] == 0
+    finally:
+        process.terminate()
+        process.wait(30)
