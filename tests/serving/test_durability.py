@@ -143,17 +143,20 @@ def test_metrics_show_how_many_answers_each_commit_carried(tmp_path: Path) -> No
         before = events_metrics()
         assert before["acknowledged_waits"] == 0 and before["acknowledged_groups"] == 0
 
-        def client(n: int) -> None:
-            with httpx.Client(base_url=url, timeout=10) as http:
-                for i in range(10):
-                    got = http.post("/v1/models/m/predict", json={"records": ROW})
-                    assert got.status_code == 200, got.text
+        statuses: list[int] = []
 
-        threads = [threading.Thread(target=client, args=(n,)) for n in range(_CLIENTS)]
+        def client() -> None:
+            with httpx.Client(base_url=url, timeout=10) as http:
+                for _ in range(10):
+                    got = http.post("/v1/models/m/predict", json={"records": ROW})
+                    statuses.append(got.status_code)
+
+        threads = [threading.Thread(target=client) for _ in range(_CLIENTS)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(60)
+        assert statuses == [200] * _CLIENTS * 10
         after = events_metrics()
         # every answer waited for a commit; a group holds one or more of them
         assert after["acknowledged_waits"] == _CLIENTS * 10
