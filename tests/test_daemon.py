@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import threading
@@ -39,7 +40,11 @@ def test_a_call_that_raises_is_logged_and_the_next_one_still_runs(
     worker.submit(fail)
     worker.submit(done.set)
     assert done.wait(30)
-    assert any("the store is down" in r.getMessage() or r.exc_info for r in caplog.records)
+    (record,) = [r for r in caplog.records if "a background call failed" in r.getMessage()]
+    assert record.levelno == logging.ERROR and "test-worker-raises" in record.getMessage()
+    assert record.exc_info is not None
+    assert isinstance(record.exc_info[1], RuntimeError)
+    assert str(record.exc_info[1]) == "the store is down"
 
 
 def test_a_hung_call_does_not_hold_the_process_at_exit() -> None:

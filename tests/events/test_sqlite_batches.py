@@ -136,3 +136,17 @@ def test_closing_the_log_closes_the_writers_connection(tmp_path: Path) -> None:
     log.close()
     with pytest.raises(sqlite3.ProgrammingError, match="closed"):
         conn.execute("SELECT 1")
+
+
+def test_a_small_batch_is_one_statement_a_larger_one_chunks_in_a_transaction(
+    log: SqlEventLog,
+) -> None:
+    # up to 64 events: one INSERT of exactly those rows (a group commit's batch); beyond,
+    # power-of-two chunks, so a busy server prepares a handful of statement texts
+    sent = _inserts(log)
+    for size in (3, 64, 65):
+        for i in range(size):
+            log.emit("test.batch", payload={"size": size, "i": i})
+        log.flush(10)
+    assert sent == [3, 64, 0, 64, 1, -1]
+    assert log.count(kind="test.batch") == 3 + 64 + 65

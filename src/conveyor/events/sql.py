@@ -344,6 +344,8 @@ def _refused(exc: BaseException) -> bool:
 
 #: Rows in one multi-row INSERT at most (fewer when SQLite allows fewer parameters).
 _SQLITE_CHUNK = 256
+#: A batch of at most this many rows is one INSERT of exactly its rows, committed on its own.
+_ONE_STATEMENT = 64
 
 
 class _SqliteBatches:
@@ -359,10 +361,13 @@ class _SqliteBatches:
     texts, each prepared once). The values go to the driver as they are: the payload is
     JSON text already.
 
-    A batch of one chunk (every batch of a group commit, ``events.durability:
-    acknowledged``: a few to a few dozen answers) is one statement outside ``BEGIN``,
-    which SQLite commits on its own, atomically: one step, the fsync inside it, one
-    hand-back of the GIL. A larger batch is ``BEGIN IMMEDIATE``, its chunks, ``COMMIT``.
+    A batch of at most :data:`_ONE_STATEMENT` rows (a group commit's, ``events.durability:
+    acknowledged``: a few to a few dozen answers) is one statement of exactly its rows
+    outside ``BEGIN``, which SQLite commits on its own, atomically: one step, the fsync
+    inside it, one hand-back of the GIL (a text per size up to that bound, each prepared
+    once: the driver caches 128). A larger batch is ``BEGIN IMMEDIATE``, its power-of-two
+    chunks, ``COMMIT``: a statement for every size up to 256 rows would be prepared anew
+    at every flush of a busy server, each a few hundred microseconds of CPU.
     The connection is the thread's own, opened on the first write (again after a fork,
     or after the database failed it), not one checked out of the engine's pool per
     batch through SQLAlchemy's execution layer: that, with a transaction of three
@@ -396,7 +401,7 @@ class _SqliteBatches:
         total, chunk, columns = len(rows), self._chunk, self._columns
         statement = ""
         try:
-            if total <= chunk:
+            if total <= min(chunk, _ONE_STATEMENT):
                 statement = self._text(total)
                 conn.execute(statement, tuple([r[c] for r in rows for c in columns]))
                 return

@@ -36,6 +36,7 @@ from conveyor._daemon import DaemonWorker
 from conveyor._gc import long_lived
 from conveyor.errors import ConfigError, InvalidInputError
 from conveyor.rag.events import RAG_QUERY
+from conveyor.rag.timing import ms_since
 
 log = logging.getLogger("conveyor.rag")
 
@@ -476,7 +477,7 @@ class RagService:
         t0 = time.perf_counter()
         query, k = self._check(query, k, budget_tokens)
         loaded = self.loaded(name, version)
-        latency: dict[str, float] = {"load": _ms(t0)}
+        latency: dict[str, float] = {"load": ms_since(t0)}
         cache_key = self._cache_key(endpoint, loaded, query, k, filters, budget_tokens)
         cached = self._cache_get(cache_key)
         near: tuple[str, NDArray[np.float32]] | None = None
@@ -487,7 +488,7 @@ class RagService:
                 if cached is not None:
                     cached = {**cached, "near_duplicate": True}
         if cached is not None:
-            latency["total"] = _ms(t0)
+            latency["total"] = ms_since(t0)
             answer = {**cached, "cache_hit": True, "latency_ms": latency}
             self._observe(name, endpoint, loaded, query, k, answer, latency)
             return answer
@@ -497,7 +498,7 @@ class RagService:
         else:
             body, stages, warnings = run_context(loaded, query, k, allowed, budget_tokens)
         latency.update(stages)
-        _measure(loaded, endpoint, _ms(t0) - latency["load"])
+        _measure(loaded, endpoint, ms_since(t0) - latency["load"])
         answer = {
             "collection": name,
             "version": loaded.version.number,
@@ -507,7 +508,7 @@ class RagService:
         self._cache_put(cache_key, answer)
         if near is not None and cache_key is not None:
             loaded.recent.add(_params_key(endpoint, k, filters, budget_tokens), near[1], cache_key)
-        latency["total"] = _ms(t0)
+        latency["total"] = ms_since(t0)
         answer = {**answer, "cache_hit": False, "latency_ms": latency}
         self._observe(name, endpoint, loaded, query, k, answer, latency)
         return answer
@@ -637,10 +638,6 @@ class RagService:
             )
         if self.metrics is not None:
             self.metrics.observe(name, endpoint, latency, bool(answer.get("cache_hit")))
-
-
-def _ms(t0: float) -> float:
-    return round((time.perf_counter() - t0) * 1000.0, 3)
 
 
 def _ref_key(name: str, ref: object) -> tuple[str, str]:

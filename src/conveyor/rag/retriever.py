@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from conveyor.errors import ConfigError, InvalidInputError
+from conveyor.rag.timing import ms_since
 from conveyor.rag.types import Chunk, Hit
 
 if TYPE_CHECKING:
@@ -203,7 +204,7 @@ class Retriever:
                     scores=scores,
                 )
             )
-        latency["lookup"] = _ms(t0)
+        latency["lookup"] = ms_since(t0)
         return SearchResult(hits, latency, warnings)
 
     def candidates(
@@ -242,13 +243,13 @@ class Retriever:
             assert self.bm25 is not None
             t0 = time.perf_counter()
             stages["bm25"] = self.bm25.search(query, depth, allowed=allow)
-            latency["bm25"] = _ms(t0)
+            latency["bm25"] = ms_since(t0)
         t0 = time.perf_counter()
         fused_scores, fused_ids = self._fuse(stages, depth)
         ranked = [
             (int(i), float(s)) for i, s in zip(fused_ids, fused_scores, strict=True) if i >= 0
         ]
-        latency["fuse"] = _ms(t0)
+        latency["fuse"] = ms_since(t0)
         stage_scores = {
             name: {int(i): float(s) for i, s in zip(ids, scores, strict=True) if i >= 0}
             for name, (scores, ids) in stages.items()
@@ -282,7 +283,7 @@ class Retriever:
             embedder=self.embedder,
             query=query,
         )
-        latency = {**result.latency_ms, "pack": _ms(t0)}
+        latency = {**result.latency_ms, "pack": ms_since(t0)}
         return ContextResult(packed, result.hits, latency, [*result.warnings, *packed.warnings])
 
     # -- stages ---------------------------------------------------------------------------
@@ -320,10 +321,10 @@ class Retriever:
         if warning:
             warnings.append(warning)
         vector = self.embedder.embed([text])
-        latency["embed"] = _ms(t0)
+        latency["embed"] = ms_since(t0)
         t0 = time.perf_counter()
         scores, ids = self.index.search(vector, depth, allowed=allow)
-        latency["dense"] = _ms(t0)
+        latency["dense"] = ms_since(t0)
         return scores[0], ids[0]
 
     def _fuse(
@@ -385,14 +386,10 @@ class Retriever:
         scores = rerank_scores(self.reranker, query, candidates)
         order = sorted(range(len(candidates)), key=lambda j: (-float(scores[j]), j))
         reranked = [(candidates[j].chunk_id, float(scores[j])) for j in order]
-        latency["rerank"] = _ms(t0)
+        latency["rerank"] = ms_since(t0)
         # below the rerank depth, hits keep their fused order after the reranked ones
         return (
             reranked + ranked[self.config.rerank_depth :],
             {i: s for i, s in reranked},
             records,
         )
-
-
-def _ms(t0: float) -> float:
-    return round((time.perf_counter() - t0) * 1000.0, 3)
