@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
     from conveyor.project import Project
     from conveyor.rag.builder import BuildResult
+    from conveyor.rag.chunk_table import ChunkTable
     from conveyor.rag.collections import Collections, StoredChunk, Version
     from conveyor.rag.evaluation import EvalResult, LabelledQuery
     from conveyor.rag.lexical import BM25Index
@@ -99,7 +100,7 @@ class Loaded:
     embedder: Embedder
     index: VectorIndex
     bm25: BM25Index
-    chunks: dict[int, StoredChunk]
+    chunks: ChunkTable
     retriever: Any
     fields: frozenset[str]
     recent: RecentQueries = field(default_factory=lambda: RecentQueries(2048))
@@ -148,10 +149,8 @@ class Loaded:
         table = self._by_value.get(name)
         if table is None:
             lists: dict[str, list[int]] = {}
-            for cid, chunk in self.chunks.items():
-                value = chunk.doc_id if name == "doc_id" else chunk.metadata.get(name)
-                if value is not None:
-                    lists.setdefault(_key(value), []).append(cid)
+            for cid, value in self.chunks.field_values(name):
+                lists.setdefault(_key(value), []).append(cid)
             table = {k: np.asarray(v, dtype=np.int64) for k, v in lists.items()}
             self._by_value[name] = table
         return table
@@ -690,16 +689,13 @@ def load_version(
         raise ConfigError(f"{version.ref} has no BM25 index", collection=version.collection)
     bm25 = BM25Index.load(collections.folder(version.bm25_digest))
     chunks = collections.version_chunks(version.id)
-    fields = {"doc_id"}
-    for chunk in chunks.values():
-        fields.update(chunk.metadata)
     if collections.spec.cache.near_duplicate:
         # the near-duplicate check embeds the query first; the retriever then finds it here
         from conveyor.rag.embed import CachedEmbedder, MemoryEmbeddingStore
 
         embedder = CachedEmbedder(embedder, MemoryEmbeddingStore(max_entries=4096))
     retriever = make_retriever(embedder, index, bm25, chunks, spec, version, root=str(project.root))
-    loaded = Loaded(version, epoch, embedder, index, bm25, chunks, retriever, frozenset(fields))
+    loaded = Loaded(version, epoch, embedder, index, bm25, chunks, retriever, chunks.fields)
     loaded.recent = RecentQueries(collections.spec.cache.near_duplicate_entries)
     return loaded
 
@@ -912,7 +908,7 @@ def tune_version(
             dense = loaded.index.search(vector, depth)
             bm = loaded.bm25.search(q.query, depth)
             candidates.append(((dense[0][0], dense[1][0]), bm))
-        doc_of = {i: c.doc_id for i, c in loaded.chunks.items()}
+        doc_of = dict(loaded.chunks.field_values("doc_id"))
 
         def metric(ranked: Sequence[int], relevant: Sequence[Any]) -> float:
             names = [doc_of.get(int(i), "") for i in ranked] if by == "doc" else list(ranked)

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from conveyor.artifacts.store import ArtifactStore
     from conveyor.events.log import EventLog
     from conveyor.project import Project
+    from conveyor.rag.chunk_table import ChunkTable
     from conveyor.rag.settings import RagSpec
     from conveyor.rag.tables import RagAliasRecord, RagVersionRecord
     from conveyor.rag.types import Chunk, VectorIndex
@@ -653,24 +654,25 @@ class Collections:
                 out[int(row_id)]["chunk_ids"].append(int(chunk_id))
         return list(out.values())
 
-    def version_chunks(self, version_id: str) -> dict[int, StoredChunk]:
-        """Every chunk of a version (its lineage: the chunks of its document rows)."""
+    def version_chunks(self, version_id: str) -> ChunkTable:
+        """Every chunk of a version (its lineage: the chunks of its document rows), in
+        columns (:mod:`conveyor.rag.chunk_table`: a mapping of id to chunk, without an
+        object per chunk)."""
         import sqlalchemy as sa
 
+        from conveyor.rag.chunk_table import ChunkTable
         from conveyor.rag.tables import RagChunkRecord as K
         from conveyor.rag.tables import RagVersionDocumentRecord as VD
 
         cols = (K.id, K.doc_id, K.ordinal, K.text, K.start, K.end, K.n_tokens, K.chunk_metadata)
-        out: dict[int, StoredChunk] = {}
         with self.store.read() as session:
-            for row in session.execute(
+            rows = session.execute(
                 sa.select(*cols)
                 .join(VD, VD.document == K.document)
                 .where(VD.version_id == version_id)
                 .order_by(K.id)
-            ):
-                out[int(row[0])] = _stored(row)
-        return out
+            )
+            return ChunkTable.build(tuple(row) for row in rows)
 
     # -- indexes ----------------------------------------------------------------------------
 

@@ -1,0 +1,91 @@
+"""ChunkTable: a loaded version's chunks in columns, behaving as the mapping it replaced."""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pytest
+
+from conveyor.rag.chunk_table import ChunkTable
+from conveyor.rag.collections import StoredChunk
+
+ROWS = [
+    (3, "guide.md", 0, "Intro: héllo wörld ✓", 0, 20, 6, {"title": "Guide", "page": 1}),
+    (7, "guide.md", 1, "Second part", 20, 31, 2, {"title": "Guide", "section": ["A", "b"]}),
+    (12, "faq.md", 0, "", 0, 0, 0, None),
+    (40, "gdpr.md", 0, "Delete me", 0, 9, 2, {}),
+]
+
+
+def _expected(row: tuple) -> StoredChunk:  # type: ignore[type-arg]
+    cid, doc, ordinal, text, start, end, tokens, meta = row
+    return StoredChunk(cid, doc, ordinal, text, start, end, tokens, meta or {})
+
+
+def test_it_is_the_mapping_of_id_to_chunk_it_was_built_from() -> None:
+    table = ChunkTable.build(iter(ROWS))
+    assert len(table) == 4
+    assert list(table) == [3, 7, 12, 40]
+    for row in ROWS:
+        assert table[row[0]] == _expected(row)
+    assert dict(table.items()) == {row[0]: _expected(row) for row in ROWS}
+    assert table[3].text == "Intro: héllo wörld ✓"  # UTF-8 offsets, not characters
+    assert table[7].metadata == {"title": "Guide", "section": ["A", "b"]}
+    assert table[12].metadata == {} and table[12].text == ""
+
+
+def test_lookups_of_absent_ids_and_numpy_ids() -> None:
+    table = ChunkTable.build(ROWS)
+    assert 7 in table and np.int64(7) in table
+    for absent in (0, 4, 41, -1, "7", 7.5, None):
+        assert absent not in table
+    with pytest.raises(KeyError):
+        table[5]
+    assert table.get(99) is None
+    assert table.doc_id(40) == "gdpr.md" and table.doc_id(41) is None
+
+
+def test_fields_and_their_values_without_the_texts() -> None:
+    table = ChunkTable.build(ROWS)
+    assert table.fields == {"doc_id", "title", "page", "section"}
+    assert list(table.field_values("title")) == [(3, "Guide"), (7, "Guide")]
+    assert list(table.field_values("doc_id")) == [
+        (3, "guide.md"),
+        (7, "guide.md"),
+        (12, "faq.md"),
+        (40, "gdpr.md"),
+    ]
+    assert list(table.field_values("page")) == [(3, 1)]
+    assert list(table.field_values("nowhere")) == []
+
+
+def test_rows_out_of_order_or_repeated_are_refused() -> None:
+    with pytest.raises(ValueError, match="ascending id order"):
+        ChunkTable.build([ROWS[1], ROWS[0]])
+    with pytest.raises(ValueError, match="ascending id order"):
+        ChunkTable.build([ROWS[0], ROWS[0]])
+
+
+def test_an_empty_version() -> None:
+    table = ChunkTable.build([])
+    assert len(table) == 0 and list(table) == [] and 1 not in table
+    assert table.fields == {"doc_id"}
+
+
+def test_a_large_table_is_a_handful_of_objects_for_the_collector() -> None:
+    # The point of the columns: 20,000 chunks are not 20,000 objects (nor 100,000 with
+    # their texts, documents and metadata) for every full collection to walk.
+    rows = [
+        (i, f"doc-{i // 10}", i % 10, f"text of chunk {i} " * 20, 0, 100, 25, {"n": i % 7})
+        for i in range(20_000)
+    ]
+    gc.collect()
+    before = len(gc.get_objects())
+    table = ChunkTable.build(iter(rows))
+    del rows
+    gc.collect()
+    assert len(gc.get_objects()) - before < 100
+    assert len(table) == 20_000 and table[19_999].metadata == {"n": 19_999 % 7}
+    text_bytes = sum(len(f"text of chunk {i} " * 20) for i in range(20_000))
+    assert text_bytes < table.nbytes < text_bytes * 1.5
