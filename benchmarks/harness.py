@@ -284,3 +284,19 @@ def _git(*args: str) -> str | None:
     except (OSError, subprocess.CalledProcessError):
         return None
     return out.stdout.strip()
+
+
+def baseline_src(commit: str, tmp: Path) -> Path:
+    """The ``src`` folder of Conveyor at ``commit`` (git archive of this repository), for a
+    benchmark that runs the code before a change beside the code after it
+    (``PYTHONPATH``)."""
+    import tarfile
+
+    repo = Path(__file__).resolve().parents[1]
+    archive = tmp / "baseline.tar"
+    subprocess.run(
+        ["git", "-C", str(repo), "archive", "-o", str(archive), commit, "src"], check=True
+    )
+    with tarfile.open(archive) as tar:
+        tar.extractall(tmp / "baseline", filter="data")
+    return tmp / "baseline" / "src"

@@ -7,17 +7,24 @@ One command (``flock /tmp/conveyor-bench.lock .venv/bin/python benchmarks/rag_lo
 the collection is ``rag_search.py``'s ``dense`` one (built there first if missing). No
 peer: both sides are Conveyor, the variable is the collector. Each process: open the
 project, freeze what start-up loaded (as the server's start-up does), load the version
-through ``RagService.loaded`` and time it, then time three full collections. Results go to
-``results/rag_load.json``.
+through ``RagService.loaded`` and time it (and the resident memory it added), then time
+three full collections. Results go to ``results/rag_load.json``.
+
+``--baseline COMMIT`` compares two versions of the code instead, both loading as a server
+does: Conveyor at ``COMMIT`` (``before``) against the working tree (``now``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import harness
@@ -29,9 +36,16 @@ from conveyor import _gc
 from conveyor.project import Project
 from conveyor.rag.api import RagService
 
+def rss_mb():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+
 project = Project.open(sys.argv[1])
 service = RagService(project)
 gc.collect()
+rss_before = rss_mb()
 if sys.argv[2] == "frozen":
     _gc.serving()                       # what the server's start-up now does
 else:
@@ -42,6 +56,7 @@ else:
 started = time.perf_counter()
 loaded = service.loaded("dense")
 load_s = time.perf_counter() - started
+rss_after = rss_mb()
 full = []
 for _ in range(3):
     t = time.perf_counter()
@@ -49,6 +64,7 @@ for _ in range(3):
     full.append((time.perf_counter() - t) * 1000)
 print("RESULT " + json.dumps({
     "load_s": load_s, "full_collection_ms": full, "chunks": len(loaded.chunks),
+    "rss_growth_mb": rss_after - rss_before,
     "tracked": len(gc.get_objects()), "frozen": gc.get_freeze_count(),
 }))
 service.close()
@@ -56,12 +72,15 @@ project.close()
 """
 
 
-def one(root: str, mode: str) -> dict[str, Any]:
+def one(root: str, mode: str, src: Path | None = None) -> dict[str, Any]:
+    """One process loading the version; ``src``: Conveyor's code from there instead."""
+    env = {**os.environ, "PYTHONPATH": str(src)} if src is not None else None
     out = subprocess.run(
         [sys.executable, "-c", _CHILD, root, mode],
         capture_output=True,
         text=True,
         check=True,
+        env=env,
     ).stdout
     found: dict[str, Any] = json.loads(out.rpartition("RESULT ")[2])
     return found
@@ -71,17 +90,35 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="processes per side, alternated")
     parser.add_argument("--out", default="rag_load", help="results/<out>.json")
+    parser.add_argument(
+        "--baseline",
+        help="compare Conveyor as of this git commit (before) with the working tree (now), "
+        "both as a server loads (frozen), instead of the collector's two modes",
+    )
     args = parser.parse_args(argv)
     root, _, _ = rag_search.build_project(rag_search.dataset())
-    runs: dict[str, list[dict[str, Any]]] = {"collected": [], "frozen": []}
+    sides: dict[str, tuple[str, Path | None]] = {
+        "collected": ("collected", None),
+        "frozen": ("frozen", None),
+    }
+    tmp = Path(tempfile.mkdtemp(prefix="conveyor-bench-rag-load-"))
+    if args.baseline:
+        sides = {
+            "before": ("frozen", harness.baseline_src(args.baseline, tmp)),
+            "now": ("frozen", None),
+        }
+    names = list(sides)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     for i in range(args.rounds):
-        for mode in ("collected", "frozen") if i % 2 == 0 else ("frozen", "collected"):
-            runs[mode].append(one(str(root), mode))
-            last = runs[mode][-1]
+        for name in names if i % 2 == 0 else names[::-1]:
+            mode, src = sides[name]
+            runs[name].append(one(str(root), mode, src))
+            last = runs[name][-1]
             rag_search.log(
-                f"{mode}: load {last['load_s']:.2f} s, full collection "
-                f"{statistics.median(last['full_collection_ms']):.1f} ms"
+                f"{name}: load {last['load_s']:.2f} s, RSS +{last['rss_growth_mb']:.0f} MB, "
+                f"full collection {statistics.median(last['full_collection_ms']):.1f} ms"
             )
+    shutil.rmtree(tmp, ignore_errors=True)
     summary = {
         mode: {
             "load_s_median": round(statistics.median(r["load_s"] for r in rows), 3),
@@ -89,14 +126,19 @@ def main(argv: list[str] | None = None) -> None:
             "full_collection_ms_median": round(
                 statistics.median(ms for r in rows for ms in r["full_collection_ms"]), 2
             ),
+            "rss_growth_mb_median": round(statistics.median(r["rss_growth_mb"] for r in rows), 1),
             "tracked_objects": rows[0]["tracked"],
             "frozen_objects": rows[0]["frozen"],
             "chunks": rows[0]["chunks"],
         }
         for mode, rows in runs.items()
     }
+    first, second = names
     summary["load_ratio"] = round(
-        summary["frozen"]["load_s_median"] / summary["collected"]["load_s_median"], 3
+        summary[second]["load_s_median"] / summary[first]["load_s_median"], 3
+    )
+    summary["rss_ratio"] = round(
+        summary[second]["rss_growth_mb_median"] / summary[first]["rss_growth_mb_median"], 3
     )
     rag_search.log(json.dumps(summary, indent=1))
     harness.write_result(
@@ -106,8 +148,15 @@ def main(argv: list[str] | None = None) -> None:
             "machine": harness.machine(),
             "timestamp": harness.timestamp(),
             "results": summary,
-            "note": "collected: the collector on during the load, nothing frozen after it; "
-            "frozen: conveyor._gc (off during the load, frozen after it, as in a server)",
+            "baseline": args.baseline,
+            "note": (
+                f"before: Conveyor at {args.baseline}, now: the working tree, both loading "
+                "as a server does (frozen); rss_growth_mb: resident memory the load added"
+                if args.baseline
+                else "collected: the collector on during the load, nothing frozen after "
+                "it; frozen: conveyor._gc (off during the load, frozen after it, as in a "
+                "server); rss_growth_mb: resident memory the load added"
+            ),
         },
     )
 

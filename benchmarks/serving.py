@@ -514,20 +514,6 @@ print(json.dumps({k: float(wl.fit(k).predict([wl.request_row()])[0]) for k in ("
 """
 
 
-def _baseline_src(commit: str, tmp: Path) -> Path:
-    """The ``src`` folder of Conveyor at ``commit`` (git archive of this repository)."""
-    repo = Path(__file__).resolve().parents[1]
-    archive = tmp / "baseline.tar"
-    subprocess.run(
-        ["git", "-C", str(repo), "archive", "-o", str(archive), commit, "src"], check=True
-    )
-    import tarfile
-
-    with tarfile.open(archive) as tar:
-        tar.extractall(tmp / "baseline", filter="data")
-    return tmp / "baseline" / "src"
-
-
 # -- the run ------------------------------------------------------------------
 
 
@@ -629,7 +615,7 @@ def run(args: argparse.Namespace, log: Log = print) -> dict[str, Any]:
         "errors": {},
     }
     try:
-        baseline = _baseline_src(args.baseline, tmp) if args.baseline else None
+        baseline = harness.baseline_src(args.baseline, tmp) if args.baseline else None
         if baseline is not None:
             result["settings"]["conveyor-before"] = f"conveyor serve at commit {args.baseline}"
         # Conveyor's source as a wheel install leaves it: compiled (peers are wheels)
