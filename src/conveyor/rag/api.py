@@ -721,7 +721,12 @@ def make_retriever(
     config = RetrievalConfig.model_validate(settings)
 
     def lookup(ids: Sequence[int]) -> dict[int, Any]:
-        return {i: chunks[i].as_chunk() for i in ids if i in chunks}
+        found = {}
+        for i in ids:
+            chunk = chunks.get(i)  # one lookup (a deleted chunk is simply absent)
+            if chunk is not None:
+                found[i] = chunk.as_chunk()
+        return found
 
     reranker = _reranker(spec, root) if config.rerank else None
     return Retriever(embedder, index, bm25, lookup, config, reranker=reranker)

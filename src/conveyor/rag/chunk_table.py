@@ -29,12 +29,12 @@ import bisect
 import operator
 from array import array
 from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
-if TYPE_CHECKING:
-    from conveyor.rag.collections import StoredChunk
+# Loaded with the collections that build the table (no cycle: they import this lazily).
+from conveyor.rag.collections import StoredChunk
 
 __all__ = ["ChunkTable"]
 
@@ -44,7 +44,7 @@ ChunkRow = tuple[int, str, int, str, int, int, int, Mapping[str, Any] | None]
 _EMPTY_META = b"{}"
 
 
-class ChunkTable(Mapping[int, "StoredChunk"]):
+class ChunkTable(Mapping[int, StoredChunk]):
     """Chunks by id, held in columns (see the module's docstring)."""
 
     __slots__ = (
@@ -138,8 +138,8 @@ class ChunkTable(Mapping[int, "StoredChunk"]):
 
     def __contains__(self, cid: object) -> bool:
         try:
-            return self._position(operator.index(cid)) is not None  # type: ignore[arg-type]
-        except TypeError:  # not an integer (numpy's included)
+            return self._position(cid) is not None  # type: ignore[arg-type]
+        except TypeError:  # not an integer (numpy's are)
             return False
 
     def __getitem__(self, cid: int) -> StoredChunk:
@@ -147,6 +147,10 @@ class ChunkTable(Mapping[int, "StoredChunk"]):
         if i is None:
             raise KeyError(cid)
         return self._chunk(i)
+
+    def get(self, cid: int, default: Any = None) -> Any:  # one lookup, no KeyError raised
+        i = self._position(cid)
+        return default if i is None else self._chunk(i)
 
     def __repr__(self) -> str:
         return f"ChunkTable({len(self)} chunks, {len(self._docs)} documents)"
@@ -197,23 +201,21 @@ class ChunkTable(Mapping[int, "StoredChunk"]):
 
     def _position(self, cid: int) -> int | None:
         ids = self._ids
+        cid = operator.index(cid)  # a numpy integer compares slower at every step
         i = bisect.bisect_left(ids, cid)
         return i if i < len(ids) and ids[i] == cid else None
 
     def _chunk(self, i: int) -> StoredChunk:
-        from conveyor.rag.collections import StoredChunk
-
-        p = 4 * i
-        ordinal, start, end, n_tokens = self._positions[p : p + 4]
+        p, positions = 4 * i, self._positions
         t0, t1 = self._text_offsets[i], self._text_offsets[i + 1]
         m0, m1 = self._meta_offsets[i], self._meta_offsets[i + 1]
         return StoredChunk(
             self._ids[i],
             self._docs[self._doc_codes[i]],
-            ordinal,
+            positions[p],
             self._text[t0:t1].decode(),
-            start,
-            end,
-            n_tokens,
+            positions[p + 1],
+            positions[p + 2],
+            positions[p + 3],
             orjson.loads(self._meta[m0:m1]) if m1 - m0 > 2 else {},
         )
