@@ -397,6 +397,8 @@ class _SqliteBatches:
         self._chunk = 0  # rows an INSERT at most, read off the first connection
 
     def __call__(self, rows: list[Row]) -> None:
+        if not rows:
+            return
         conn = self.connection()
         total, chunk, columns = len(rows), self._chunk, self._columns
         statement = ""
