@@ -111,11 +111,12 @@ def test_a_served_rag_version_is_out_of_the_collectors_walks(
 
     with make_project(tmp_path) as project:
         build_collection(project, "docs", embedder=encoder())
-        # a library process: the version's chunks are walked by every full collection
+        # a library process: the version (its chunk table, index and the rest) is walked
+        # by every full collection
         library = RagService(project)
         try:
-            chunks = library.loaded("docs").chunks
-            assert chunks and all(_tracked(c) for c in chunks.values())
+            loaded = library.loaded("docs")
+            assert len(loaded.chunks) and _tracked(loaded.chunks) and _tracked(loaded)
         finally:
             library.close()
         # a server (start-up over): the same version loaded there is frozen
@@ -124,8 +125,8 @@ def test_a_served_rag_version_is_out_of_the_collectors_walks(
         try:
             answer = served.search("docs", "embedding cache keyed by model", k=2)
             assert answer["hits"]
-            chunks = served.loaded("docs").chunks
-            assert not any(_tracked(c) for c in chunks.values())
+            loaded = served.loaded("docs")
+            assert not _tracked(loaded.chunks) and not _tracked(loaded)
         finally:
             served.close()
 
@@ -156,3 +157,28 @@ def test_a_model_a_server_loads_on_a_route_change_is_frozen(
         assert gc.is_tracked(model) and not _tracked(model)
     finally:
         project.close()
+
+
+def test_a_server_ready_during_a_load_turns_the_collector_on_after_it(collector: None) -> None:
+    # start-up keeps the collector off; a load begun then (on another thread) is still
+    # running when the server is ready: the collector must stay off until it ends, and
+    # what it loaded is frozen with the rest
+    gc.disable()
+    loading, finish = threading.Event(), threading.Event()
+    kept: list[_Kept] = []
+
+    def load() -> None:
+        with _gc.long_lived():
+            loading.set()
+            assert finish.wait(30)
+            kept.append(_Kept())
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    assert loading.wait(30)
+    _gc.serving()
+    assert not gc.isenabled()  # not in the middle of the load
+    finish.set()
+    thread.join(30)
+    assert gc.isenabled()
+    assert not _tracked(kept[0])  # frozen after the load

@@ -1,9 +1,10 @@
 """The garbage collector around what a long-running process loads and keeps.
 
 A server loads long-lived things after its start-up too: a RAG collection version on its
-first query (a 200k-chunk one is about 250,000 tracked objects: its chunks and their
-metadata) or a model version when a route moves. Two costs follow, measured on a 200k-chunk
-collection on a 2-vCPU machine (``benchmarks/rag_load.py``):
+first query (a 200k-chunk one was about 250,000 tracked objects, its chunks and their
+metadata, before they were held in columns: ``conveyor.rag.chunk_table``) or a model
+version when a route moves. Two costs follow, measured on a 200k-chunk collection on a
+2-vCPU machine (``benchmarks/rag_load.py``), before the chunk table:
 
 - **During the load**, every object it creates counts toward the next collection, so the
   collector walks the growing structure again and again: 3.2 s to load the version against
@@ -40,11 +41,16 @@ _serving = False
 def serving() -> None:
     """A server's start-up is over: freeze what it loaded, turn the collector on (the
     entry point, ``conveyor._start``, kept it off) and freeze after each later load."""
-    global _serving
+    global _serving, _was_enabled
     with _lock:
         gc.freeze()
-        gc.enable()
         _serving = True
+        if _depth:
+            # a load is under way (a route's model, a first query's version, on a thread):
+            # the collector comes on when it ends, after its objects are frozen too
+            _was_enabled = True
+        else:
+            gc.enable()
 
 
 @contextmanager
