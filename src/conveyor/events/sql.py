@@ -401,21 +401,20 @@ class _SqliteBatches:
             return
         conn = self.connection()
         total, chunk, columns = len(rows), self._chunk, self._columns
+        alone = total <= min(chunk, _ONE_STATEMENT)  # one statement, committed on its own
         statement = ""
         try:
-            if total <= min(chunk, _ONE_STATEMENT):
-                statement = self._text(total)
-                conn.execute(statement, tuple([r[c] for r in rows for c in columns]))
-                return
-            conn.execute("BEGIN IMMEDIATE")
+            if not alone:
+                conn.execute("BEGIN IMMEDIATE")
             start = 0
             while start < total:
-                n = min(chunk, 1 << ((total - start).bit_length() - 1))
+                n = total if alone else min(chunk, 1 << ((total - start).bit_length() - 1))
                 statement = self._text(n)
                 part = rows[start : start + n]
                 conn.execute(statement, tuple([r[c] for r in part for c in columns]))
                 start += n
-            conn.execute("COMMIT")
+            if not alone:
+                conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._failed(conn, exc)
             raise sa.exc.DBAPIError.instance(

@@ -102,7 +102,6 @@ class Loaded:
     bm25: BM25Index
     chunks: ChunkTable
     retriever: Any
-    fields: frozenset[str]
     recent: RecentQueries = field(default_factory=lambda: RecentQueries(2048))
     #: Milliseconds a search or context answer takes here (load excluded), by endpoint: a
     #: moving average the HTTP route reads to keep slow ones off its event loop.
@@ -121,8 +120,8 @@ class Loaded:
             raise InvalidInputError("filters is an object of field: value", field="filters")
         result: NDArray[np.int64] | None = None
         for name, wanted in filters.items():
-            if name not in self.fields:
-                known = ", ".join(sorted(self.fields))
+            if name not in self.chunks.fields:
+                known = ", ".join(sorted(self.chunks.fields))
                 raise InvalidInputError(
                     f"unknown metadata field {name!r} in filters (this collection's chunks "
                     f"have: {known})",
@@ -695,7 +694,7 @@ def load_version(
 
         embedder = CachedEmbedder(embedder, MemoryEmbeddingStore(max_entries=4096))
     retriever = make_retriever(embedder, index, bm25, chunks, spec, version, root=str(project.root))
-    loaded = Loaded(version, epoch, embedder, index, bm25, chunks, retriever, chunks.fields)
+    loaded = Loaded(version, epoch, embedder, index, bm25, chunks, retriever)
     loaded.recent = RecentQueries(collections.spec.cache.near_duplicate_entries)
     return loaded
 

@@ -672,7 +672,7 @@ class Collections:
                 .where(VD.version_id == version_id)
                 .order_by(K.id)
             )
-            return ChunkTable.build(tuple(row) for row in rows)
+            return ChunkTable.build(rows)
 
     # -- indexes ----------------------------------------------------------------------------
 
