@@ -9,6 +9,8 @@ the database are counted, and what they stored is read back.
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -150,3 +152,48 @@ def test_a_small_batch_is_one_statement_a_larger_one_chunks_in_a_transaction(
         log.flush(10)
     assert sent == [3, 64, 0, 64, 1, -1]
     assert log.count(kind="test.batch") == 3 + 64 + 65
+
+
+_CLOSE_WHILE_STUCK = """
+import sqlite3, sys, threading, time
+from conveyor.errors import ClosedError
+from conveyor.events.sql import SqlEventLog
+path = sys.argv[1]
+log = SqlEventLog.from_url(f"sqlite:///{path}")
+log.emit("test.batch", durable=True)
+holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+holder.execute("BEGIN IMMEDIATE")       # the writer's next INSERT waits on this lock
+held, closed = threading.Event(), threading.Event()
+def release():                            # once close() returned, or after 20 s at most
+    closed.wait(20)
+    held.clear()
+    holder.execute("ROLLBACK")
+held.set()
+threading.Thread(target=release).start()
+log.emit("test.batch")
+time.sleep(0.3)                           # the writer is inside that INSERT
+try:
+    log.close(timeout=0.5)
+except ClosedError as exc:
+    print("closed:", exc.context["unwritten"], "lock still held:", held.is_set())
+closed.set()
+time.sleep(0.5)                           # the stuck statement ends on a closed log
+print("alive")
+"""
+
+
+def test_closing_the_log_while_its_writer_is_stuck_on_a_lock_loses_only_that_batch(
+    tmp_path: Path,
+) -> None:
+    # close() gives up waiting for the writer, stuck in a statement that waits for the
+    # database's lock: it must return then (not when the statement's busy timeout ends,
+    # as it did when it closed the writer's connection under that statement), the
+    # process must not crash, and close says how many events it could not write.
+    done = subprocess.run(
+        [sys.executable, "-c", _CLOSE_WHILE_STUCK, str(tmp_path / "events.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["closed:", "1", "lock", "still", "held:", "True", "alive"]
