@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, suppress
 from datetime import datetime
@@ -395,10 +396,23 @@ class _SqliteBatches:
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
         self._chunk = 0  # rows an INSERT at most, read off the first connection
+        # Held while a batch is written: close() never closes the connection under a
+        # running statement (closing waits for it, and it may be waiting up to the busy
+        # timeout for a lock): the writer closes it once that statement ends.
+        self._writing = threading.Lock()
+        self._closed = False
 
     def __call__(self, rows: list[Row]) -> None:
         if not rows:
             return
+        with self._writing:
+            try:
+                self._write(rows)
+            finally:
+                if self._closed:
+                    self._close_now()
+
+    def _write(self, rows: list[Row]) -> None:
         conn = self.connection()
         total, chunk, columns = len(rows), self._chunk, self._columns
         alone = total <= min(chunk, _ONE_STATEMENT)  # one statement, committed on its own
@@ -439,6 +453,15 @@ class _SqliteBatches:
         return conn
 
     def close(self) -> None:
+        """Close the connection now, or when the batch being written ends."""
+        self._closed = True
+        if self._writing.acquire(blocking=False):
+            try:
+                self._close_now()
+            finally:
+                self._writing.release()
+
+    def _close_now(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None and self._pid == os.getpid():
             conn.close()
@@ -458,7 +481,7 @@ class _SqliteBatches:
         if not isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError):
             # The database failed, not the rows (I/O error, locked past the busy
             # timeout, the file replaced): the next attempt opens a fresh connection.
-            self.close()
+            self._close_now()
 
 
 def _chunk_rows(limit: int, columns: int) -> int:
