@@ -236,6 +236,8 @@ def machine() -> dict[str, Any]:
         "nproc": len(os.sched_getaffinity(0)),
         "cpu_count": os.cpu_count(),
         "cpu": _cpu_model(),
+        # "AMD EPYC" names several generations: family/model and the vector units tell them apart
+        **_cpu_generation(),
         "memory_gib": _memory_gib(),
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -264,6 +266,28 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+#: The instruction sets that change the numbers here (the encoder's INT8 matmuls, faiss).
+_CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8")
+
+
+def _cpu_generation() -> dict[str, Any]:
+    """``cpu_family_model`` ("25/17": AMD Zen 4) and which of :data:`_CPU_FEATURES` it has."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if not line.strip():
+                break  # the first CPU is enough
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
+    except OSError:
+        return {}
+    flags = set(fields.get("flags", "").split())
+    return {
+        "cpu_family_model": f"{fields.get('cpu family', '?')}/{fields.get('model', '?')}",
+        "cpu_features": [f for f in _CPU_FEATURES if f in flags],
+    }
 
 
 def _memory_gib() -> float | None:

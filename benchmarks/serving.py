@@ -143,8 +143,13 @@ def _post(url: str, body: str, headers: dict[str, str] | None = None) -> tuple[i
         return exc.code, exc.read().decode()
 
 
-def start(server: Server, logdir: Path, timeout_s: float = 120.0) -> Running:
-    """Spawn the server in its own session; time until its readiness endpoint answers 200."""
+def start(
+    server: Server, logdir: Path, timeout_s: float = 120.0, cpus: set[int] | None = None
+) -> Running:
+    """Spawn the server in its own session; time until its readiness endpoint answers 200.
+
+    ``cpus``: the CPUs the server (and every process it starts) may run on.
+    """
     server.port = free_port()
     if server.on_port is not None:
         server.on_port(server.port)
@@ -154,7 +159,13 @@ def start(server: Server, logdir: Path, timeout_s: float = 120.0) -> Running:
     with log_path.open("wb") as log:
         started = time.perf_counter()
         proc = subprocess.Popen(
-            argv, cwd=server.cwd, env=env, stdout=log, stderr=log, start_new_session=True
+            argv,
+            cwd=server.cwd,
+            env=env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
         )
     url = f"http://127.0.0.1:{server.port}{server.ready_path}"
     while time.perf_counter() - started < timeout_s:
@@ -572,6 +583,10 @@ def run(args: argparse.Namespace, log: Log = print) -> dict[str, Any]:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install -y wrk")
     only = set(args.only.split(",")) if args.only else set()
+    # --pin: the server on CPU 0, this process and so wrk (its child) on CPU 1
+    server_cpus = {0} if args.pin else None
+    if args.pin:
+        os.sched_setaffinity(0, {1})
     venvs: dict[str, Path] = {}
     for peer in SERVING_PEERS:
         if only and peer not in only:
@@ -596,6 +611,9 @@ def run(args: argparse.Namespace, log: Log = print) -> dict[str, Any]:
             "per request (Lua script); lr_c1_blocking: one blocking socket from the "
             "benchmark's process, same request",
             "workers": 1,
+            "pinned": "server on CPU 0, wrk and the blocking client on CPU 1"
+            if args.pin
+            else "no: the server's threads and wrk share both CPUs",
             "conveyor": "conveyor serve, auth required (wrk sends a predictor key), cache off, "
             "routing + metrics + event log on; lr: default batching (32 rows, 2 ms), "
             "served from the formula recorded at registration (serving.closed_form, the "
@@ -633,7 +651,7 @@ def run(args: argparse.Namespace, log: Log = print) -> dict[str, Any]:
                 for server in group[shift:] + group[:shift]:
                     label = f"round {rnd + 1} {kind} {server.name}"
                     try:
-                        running = start(server, logdir)
+                        running = start(server, logdir, cpus=server_cpus)
                     except RuntimeError as exc:
                         log(f"{label}: failed to start: {exc}")
                         result["errors"][f"{kind}/{server.name}"] = str(exc)[-2000:]
@@ -679,7 +697,7 @@ def run(args: argparse.Namespace, log: Log = print) -> dict[str, Any]:
             shift = extra % len(group) if group else 0
             for server in group[shift:] + group[:shift]:
                 try:
-                    running = start(server, logdir)
+                    running = start(server, logdir, cpus=server_cpus)
                 except RuntimeError as exc:
                     log(f"start {extra + 1} {server.name}: failed to start: {exc}")
                     continue
@@ -771,6 +789,12 @@ def main(argv: list[str] | None = None) -> None:
         "to ready only: its median then counts rounds + startups samples)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp folder (server logs)")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="run each server on CPU 0 and wrk on CPU 1 (the load generator then takes no "
+        "CPU from the server, nor the server's threads from it)",
+    )
     parser.add_argument("--output", default="serving", help="results/<output>.json")
     parser.add_argument(
         "--baseline", default="", help="also serve Conveyor as of this git commit (conveyor-before)"
