@@ -2,20 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import conveyor.events
-
-
-def _modules_after(code: str) -> set[str]:
-    out = subprocess.run(
-        [sys.executable, "-c", f"{code}\nimport sys\nprint(' '.join(sys.modules))"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return set(out.stdout.split())
+from import_support import modules_after
 
 
 def test_all_matches_what_the_package_exposes() -> None:
@@ -25,7 +13,7 @@ def test_all_matches_what_the_package_exposes() -> None:
 
 
 def test_building_events_does_not_import_sqlalchemy_or_start_threads() -> None:
-    loaded = _modules_after(
+    loaded = modules_after(
         "import threading\n"
         "from conveyor.events import Event\n"
         "Event('prediction', payload={'x': 1})\n"
@@ -36,11 +24,11 @@ def test_building_events_does_not_import_sqlalchemy_or_start_threads() -> None:
 
 
 def test_the_log_is_imported_on_first_use_and_a_backend_when_opened() -> None:
-    loaded = _modules_after("from conveyor.events import EventLog")
+    loaded = modules_after("from conveyor.events import EventLog")
     assert "conveyor.events.log" in loaded
     # The interface needs no database driver; the SQL backend is loaded by its scheme.
     assert "sqlalchemy" not in loaded and "conveyor.events.sql" not in loaded
-    opened = _modules_after(
+    opened = modules_after(
         "import tempfile\n"
         "from conveyor.events import EventLog\n"
         "EventLog.from_url(f'sqlite:///{tempfile.mkdtemp()}/e.db').close()"

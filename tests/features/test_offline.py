@@ -27,6 +27,7 @@ from conveyor.features.offline import (
     window_label,
 )
 from conveyor.features.offline import _connection as duckdb_connection
+from import_support import loaded_of
 
 EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 SEC = 1_000_000_000
@@ -714,12 +715,5 @@ def test_window_labels() -> None:
 
 
 def test_importing_the_package_imports_neither_duckdb_nor_arrow() -> None:
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, conveyor.features, conveyor.features.offline; "
-        "print(sorted(m for m in ('duckdb', 'pyarrow', 'numpy') if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    code = "import conveyor.features, conveyor.features.offline"
+    assert loaded_of(("duckdb", "pyarrow", "numpy"), code) == []

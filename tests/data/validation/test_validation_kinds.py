@@ -29,6 +29,7 @@ from conveyor.data.validation import (
     validate,
 )
 from conveyor.errors import ConfigError, InvalidInputError, NotFoundError
+from import_support import loaded_of
 
 NOW = datetime(2024, 6, 1, 12, tzinfo=UTC)
 
@@ -472,16 +473,8 @@ def test_concurrent_validations_do_not_see_each_others_batches() -> None:
 
 
 def test_importing_validation_loads_neither_duckdb_nor_pyarrow() -> None:
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, conveyor.data.validation, conveyor.data.quarantine; "
-        "print(sorted(m for m in ('duckdb', 'pyarrow', 'pandas', 'numpy', 'sqlalchemy') "
-        "if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    code = "import conveyor.data.validation, conveyor.data.quarantine"
+    assert loaded_of(("duckdb", "pyarrow", "pandas", "numpy", "sqlalchemy"), code) == []
 
 
 def test_a_parquet_file_is_divided_across_row_groups_like_the_table(tmp_path: Path) -> None:
