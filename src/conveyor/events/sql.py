@@ -137,16 +137,9 @@ class SqlEventLog(EventLog):
     # -- health -----------------------------------------------------------------
 
     def ping(self) -> None:
-        """Run ``SELECT 1``; raise BackendUnavailableError if the database does not answer."""
         self._read(lambda conn: conn.execute(sa.text("SELECT 1")))
 
     def health(self) -> dict[str, Any]:
-        """What ``conveyor doctor`` shows: backend, URL, schema revision and head, backlog.
-
-        ``migrated`` is False while the database is behind this version of
-        Conveyor (opening the log with ``migrate=True`` brings it up);
-        ``unwritten`` counts events in memory not yet committed.
-        """
         self._check_open()
         with translate_errors(self.url, _SEAM), self._engine.connect() as conn:
             conn.execution_options(**READ)
@@ -176,11 +169,6 @@ class SqlEventLog(EventLog):
         cursor: str | None = None,
         descending: bool = False,
     ) -> Page[Event]:
-        """One page of events in insertion order; pass ``next_cursor`` for the next.
-
-        ``kind`` is exact (``run.started``) or a prefix pattern (``run.*``);
-        ``since`` is inclusive and ``until`` exclusive (aware datetimes).
-        """
         check_limit(limit)
         filters = Filters(kind, subject, since, until, request_id, actor)
         seq = TABLE.c.seq
@@ -211,7 +199,6 @@ class SqlEventLog(EventLog):
         request_id: str | None = None,
         actor: str | None = None,
     ) -> int:
-        """How many events match."""
         filters = Filters(kind, subject, since, until, request_id, actor)
         stmt = sa.select(sa.func.count()).select_from(TABLE).where(*filters.clauses())
         return int(self._read(lambda conn: conn.execute(stmt).scalar_one()))
@@ -229,17 +216,6 @@ class SqlEventLog(EventLog):
         request_id: str | None = None,
         actor: str | None = None,
     ) -> Iterator[Event]:
-        """Matching events committed after a starting point, as they are committed.
-
-        The start is fixed when this is called: the newest event in the log,
-        or ``after`` (an event already stored, typically the last of
-        :meth:`latest`, so ``tail -n N -f`` misses nothing in between).
-        Polls every ``poll_interval`` seconds; stops after ``idle_timeout``
-        seconds without a new event (None: never). On PostgreSQL an event
-        whose transaction commits after one with a higher seq is still
-        yielded once, late, if it commits within ``late_window`` seconds
-        (see ``follow.py``).
-        """
         self._check_open()
         if not poll_interval > 0 or late_window < 0:
             raise InvalidInputError(
@@ -265,10 +241,6 @@ class SqlEventLog(EventLog):
         return self._translated(iter(follower))
 
     def erase(self, field: str, value: Any) -> int:
-        """Delete every event holding ``field == value`` in its payload (any depth) or
-        ``field:value`` as its subject; return how many. For data-subject deletion only:
-        the log is otherwise append-only. Flushes first so nothing pending escapes.
-        """
         from conveyor.events.erase import erase_where, holds
 
         self.flush()
