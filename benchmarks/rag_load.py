@@ -65,11 +65,19 @@ for _ in range(3):
 print("RESULT " + json.dumps({
     "load_s": load_s, "full_collection_ms": full, "chunks": len(loaded.chunks),
     "rss_growth_mb": rss_after - rss_before,
+    # the chunks' own columns (a ChunkTable); None before it, when they were a dict
+    "chunk_table_mb": (
+        loaded.chunks.nbytes / 2**20 if hasattr(loaded.chunks, "nbytes") else None
+    ),
     "tracked": len(gc.get_objects()), "frozen": gc.get_freeze_count(),
 }))
 service.close()
 project.close()
 """
+
+
+def _rounded(mb: float | None) -> float | None:
+    return None if mb is None else round(mb, 1)
 
 
 def one(root: str, mode: str, src: Path | None = None) -> dict[str, Any]:
@@ -130,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
             "tracked_objects": rows[0]["tracked"],
             "frozen_objects": rows[0]["frozen"],
             "chunks": rows[0]["chunks"],
+            "chunk_table_mb": _rounded(rows[0].get("chunk_table_mb")),
         }
         for mode, rows in runs.items()
     }
