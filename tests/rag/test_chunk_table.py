@@ -35,6 +35,19 @@ def test_it_is_the_mapping_of_id_to_chunk_it_was_built_from() -> None:
     assert table[12].metadata == {} and table[12].text == ""
 
 
+def test_metadata_as_stored_json_text_builds_the_same_table() -> None:
+    """The store hands SQLite's metadata over as its JSON text (no decode and re-encode)."""
+    import json
+
+    as_text = [(*row[:7], json.dumps(row[7]) if row[7] is not None else None) for row in ROWS]
+    table, reference = ChunkTable.build(as_text), ChunkTable.build(ROWS)
+    assert dict(table.items()) == dict(reference.items())
+    assert table.fields == reference.fields == {"doc_id", "title", "page", "section"}
+    assert list(table.field_values("title")) == [(3, "Guide"), (7, "Guide")]
+    with pytest.raises(ValueError, match="metadata of chunk 5 is not a JSON object"):
+        ChunkTable.build([(5, "d.md", 0, "x", 0, 1, 1, "[1, 2]")])
+
+
 def test_lookups_of_absent_ids_and_numpy_ids() -> None:
     table = ChunkTable.build(ROWS)
     assert 7 in table and np.int64(7) in table

@@ -38,8 +38,10 @@ from conveyor.rag.collections import StoredChunk
 
 __all__ = ["ChunkTable"]
 
-#: ``(id, doc_id, ordinal, text, start, end, n_tokens, metadata)``: a chunk row as stored.
-ChunkRow = tuple[int, str, int, str, int, int, int, Mapping[str, Any] | None]
+#: ``(id, doc_id, ordinal, text, start, end, n_tokens, metadata)``: a chunk row as stored;
+#: the metadata a mapping, its JSON text as stored (kept as it is, parsed only for its
+#: field names), or None.
+ChunkRow = tuple[int, str, int, str, int, int, int, Mapping[str, Any] | str | None]
 
 _EMPTY_META = b"{}"
 
@@ -110,7 +112,15 @@ class ChunkTable(Mapping[int, StoredChunk]):
             positions.extend((ordinal, start, end, n_tokens))
             text += body.encode()
             text_offsets.append(len(text))
-            if metadata:
+            if isinstance(metadata, str):  # the stored JSON text itself (SQLite)
+                raw = metadata.encode()
+                if raw != _EMPTY_META:
+                    found = orjson.loads(raw)
+                    if not isinstance(found, dict):
+                        raise ValueError(f"the metadata of chunk {cid} is not a JSON object")
+                    fields.update(found)
+                meta += raw
+            elif metadata:
                 fields.update(metadata)
                 meta += orjson.dumps(metadata)
             else:

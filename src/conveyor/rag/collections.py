@@ -666,7 +666,11 @@ class Collections:
         from conveyor.rag.tables import RagChunkRecord as K
         from conveyor.rag.tables import RagVersionDocumentRecord as VD
 
-        cols = (K.id, K.doc_id, K.ordinal, K.text, K.start, K.end, K.n_tokens, K.chunk_metadata)
+        # The metadata as the JSON text SQLite stores (the table keeps it as it is) instead
+        # of a dict decoded by the column type and encoded again: a third of the load's
+        # time at 200k chunks. PostgreSQL's driver hands JSONB over decoded either way.
+        meta = sa.type_coerce(K.chunk_metadata, sa.Text)
+        cols = (K.id, K.doc_id, K.ordinal, K.text, K.start, K.end, K.n_tokens, meta)
         with self.store.read() as session:
             rows = session.execute(
                 sa.select(*cols)
