@@ -48,6 +48,16 @@ def test_metadata_as_stored_json_text_builds_the_same_table() -> None:
         ChunkTable.build([(5, "d.md", 0, "x", 0, 1, 1, "[1, 2]")])
 
 
+def test_stored_json_null_metadata_is_no_metadata_as_its_decoded_none_was() -> None:
+    # A row whose metadata column holds JSON null (the column type decoded it to None,
+    # which the table took as no metadata): read as text, it must load the same way.
+    table = ChunkTable.build(
+        [(5, "d.md", 0, "x", 0, 1, 1, "null"), (6, "d.md", 1, "y", 1, 2, 1, None)]
+    )
+    assert table[5].metadata == {} and table[6].metadata == {}
+    assert table.fields == {"doc_id"}
+
+
 def test_lookups_of_absent_ids_and_numpy_ids() -> None:
     table = ChunkTable.build(ROWS)
     assert 7 in table and np.int64(7) in table
