@@ -720,12 +720,8 @@ def make_retriever(
     config = RetrievalConfig.model_validate(settings)
 
     def lookup(ids: Sequence[int]) -> dict[int, Any]:
-        found = {}
-        for i in ids:
-            chunk = chunks.get(i)  # one lookup (a deleted chunk is simply absent)
-            if chunk is not None:
-                found[i] = chunk.as_chunk()
-        return found
+        # one lookup each (a deleted chunk is simply absent)
+        return {i: c.as_chunk() for i in ids if (c := chunks.get(i)) is not None}
 
     reranker = _reranker(spec, root) if config.rerank else None
     return Retriever(embedder, index, bm25, lookup, config, reranker=reranker)

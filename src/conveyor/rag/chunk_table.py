@@ -112,17 +112,14 @@ class ChunkTable(Mapping[int, StoredChunk]):
             positions.extend((ordinal, start, end, n_tokens))
             text += body.encode()
             text_offsets.append(len(text))
-            if isinstance(metadata, str):  # the stored JSON text itself (SQLite)
-                raw = metadata.encode()
-                if raw != _EMPTY_META:
-                    found = orjson.loads(raw)
-                    if not isinstance(found, dict):
-                        raise ValueError(f"the metadata of chunk {cid} is not a JSON object")
-                    fields.update(found)
-                meta += raw
-            elif metadata:
+            stored = None
+            if isinstance(metadata, str):  # the stored JSON text (SQLite): kept as it is
+                stored, metadata = metadata.encode(), orjson.loads(metadata)
+                if metadata is not None and not isinstance(metadata, dict):
+                    raise ValueError(f"the metadata of chunk {cid} is not a JSON object")
+            if metadata:
                 fields.update(metadata)
-                meta += orjson.dumps(metadata)
+                meta += stored if stored is not None else orjson.dumps(metadata)
             else:
                 meta += _EMPTY_META
             meta_offsets.append(len(meta))
