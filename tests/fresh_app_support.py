@@ -9,10 +9,10 @@ fails the test with the process's stderr when it did not exit 0."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
+
+from fresh_python import run_python
 
 _HEAD = """\
 import sys
@@ -31,11 +31,4 @@ with Project.open(sys.argv[1]) as project:
 def run_fresh_app(root: Path, body: str, *, role: str = "predictor") -> str:
     script = _HEAD + textwrap.indent(textwrap.dedent(body), " " * 8)
     script += '\nprint("stopped cleanly")\n'
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(root), role],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
+    return run_python(script, str(root), role)

@@ -3,13 +3,12 @@ tool servers says which extra to install."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 from conveyor.project import init_project
 from fresh_app_support import run_fresh_app
+from fresh_python import run_python
 
 SCRIPT = textwrap.dedent(
     """
@@ -43,11 +42,7 @@ SCRIPT = textwrap.dedent(
 
 
 def _run(root: Path) -> str:
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(root)], capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
+    return run_python(SCRIPT, str(root))
 
 
 def test_without_the_sdk_the_server_starts_without_mcp(tmp_path: Path) -> None:
@@ -115,12 +110,6 @@ CONCURRENT = textwrap.dedent(
 
 def test_callers_arriving_together_share_one_start_of_the_gateway(tmp_path: Path) -> None:
     init_project(tmp_path, name="lazymcp")
-    done = subprocess.run(
-        [sys.executable, "-c", CONCURRENT, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "statuses [200]" in done.stdout and "one catalogue True" in done.stdout
-    assert "stopped cleanly" in done.stdout  # the manager's task stopped at shut-down
+    out = run_python(CONCURRENT, str(tmp_path))
+    assert "statuses [200]" in out and "one catalogue True" in out
+    assert "stopped cleanly" in out  # the manager's task stopped at shut-down

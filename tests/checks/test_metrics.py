@@ -19,7 +19,7 @@ from sklearn.exceptions import UndefinedMetricWarning
 
 from conveyor.checks.metrics import METRICS, Metric, metric, register
 from conveyor.errors import InvalidInputError
-from import_support import loaded_of
+from fresh_python import loaded_of
 
 Data = tuple[Any, Any, dict[str, Any]]  # y, predictions, keyword arguments
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import conveyor.events
-from import_support import modules_after
+from fresh_python import modules_after
 
 
 def test_all_matches_what_the_package_exposes() -> None:

@@ -9,8 +9,6 @@ the database are counted, and what they stored is read back.
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import pytest
 from conveyor.errors import BackendError
 from conveyor.events import EventLog
 from conveyor.events.sql import SqlEventLog, _chunk_rows
+from fresh_python import run_python
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -189,11 +188,5 @@ def test_closing_the_log_while_its_writer_is_stuck_on_a_lock_loses_only_that_bat
     # database's lock: it must return then (not when the statement's busy timeout ends,
     # as it did when it closed the writer's connection under that statement), the
     # process must not crash, and close says how many events it could not write.
-    done = subprocess.run(
-        [sys.executable, "-c", _CLOSE_WHILE_STUCK, str(tmp_path / "events.db")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["closed:", "1", "lock", "still", "held:", "True", "alive"]
+    out = run_python(_CLOSE_WHILE_STUCK, str(tmp_path / "events.db"), timeout=60)
+    assert out.split() == ["closed:", "1", "lock", "still", "held:", "True", "alive"]

@@ -27,7 +27,7 @@ from conveyor.features.offline import (
     window_label,
 )
 from conveyor.features.offline import _connection as duckdb_connection
-from import_support import loaded_of
+from fresh_python import loaded_of
 
 EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 SEC = 1_000_000_000

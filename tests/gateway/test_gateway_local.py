@@ -17,7 +17,7 @@ import pytest
 from conveyor.errors import ConfigError
 from conveyor.gateway.providers.local import TOKENS_AHEAD, LocalProvider
 from conveyor.gateway.types import Chunk, Deployment, Provider, UpstreamError
-from import_support import loaded_of
+from fresh_python import loaded_of
 
 TINY = Deployment("local/tiny", "local", "tiny")
 SETTINGS = {"layers": 2, "hidden": 64, "heads": 2, "context": 256, "seed": 0}

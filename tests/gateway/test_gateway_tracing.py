@@ -14,7 +14,7 @@ from gateway_api_support import leave_a_stream, served_gateway
 
 from conveyor.testing.tracing import span_exporter
 from conveyor.testing.wait import wait_until
-from import_support import loaded_of
+from fresh_python import loaded_of
 
 CHAT = "POST /llm/v1/chat/completions"
 

@@ -4,7 +4,7 @@ from conveyor.kv import KeyValueStore
 from conveyor.kv.memory import MemoryKV
 from conveyor.kv.redis import RedisKV
 from conveyor.kv.sql import SqliteKV
-from import_support import loaded_of
+from fresh_python import loaded_of
 
 # Checked by mypy: each backend class satisfies the protocol structurally.
 BACKENDS: list[type[KeyValueStore]] = [MemoryKV, SqliteKV, RedisKV]

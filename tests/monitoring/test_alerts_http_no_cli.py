@@ -5,10 +5,10 @@ itself included, half-built)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
+
+from fresh_python import run_python
 
 CODE = textwrap.dedent(
     """
@@ -33,11 +33,5 @@ CODE = textwrap.dedent(
 def test_the_alert_routes_answer_in_a_process_that_never_imported_the_cli(
     tmp_path: Path,
 ) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", CODE, str(tmp_path / "p")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split() == ["200", "404", "False"], done.stdout + done.stderr[-2000:]
+    out = run_python(CODE, str(tmp_path / "p"))
+    assert out.split() == ["200", "404", "False"], out

@@ -22,7 +22,7 @@ from conveyor.errors import InvalidInputError
 from conveyor.monitoring import compact
 from conveyor.monitoring.query import MonitorQuery
 from conveyor.project import Project, init_project
-from import_support import loaded_of
+from fresh_python import loaded_of
 
 SINCE = START + timedelta(minutes=25)
 UNTIL = START + timedelta(hours=2, minutes=10)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from conveyor.errors import InvalidInputError
 from conveyor.pipelines import OnNewVersion, Pipeline, PipelineDefinitionError, StepOutputError
-from import_support import loaded_of
+from fresh_python import loaded_of
 
 
 def _noop(ctx: Any, **inputs: Any) -> Any:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
+
+from fresh_python import run_python
 
 SCRIPT = """
 import json, sys
@@ -39,11 +39,7 @@ def _run(simd: str | None) -> dict[str, object]:
     env = {k: v for k, v in os.environ.items() if k != "CONVEYOR_FAISS_SIMD"}
     if simd is not None:
         env["CONVEYOR_FAISS_SIMD"] = simd
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    found: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    found: dict[str, object] = json.loads(run_python(SCRIPT, env=env).strip().splitlines()[-1])
     return found
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import conveyor.registry as registry
-from import_support import loaded_of
+from fresh_python import loaded_of
 
 
 def test_public_names_resolve() -> None:

@@ -14,7 +14,7 @@ from conveyor.errors import ArtifactIntegrityError, InvalidInputError
 from conveyor.registry import Registry
 from conveyor.registry.flavors import TORCH_MAGIC, TorchFlavor, flavor_for, installed_version
 from conveyor.registry.versions import ModelVersion
-from import_support import loaded_of
+from fresh_python import loaded_of
 
 
 def _trained_net(seed: int = 0) -> nn.Sequential:

@@ -16,7 +16,7 @@ from conveyor.errors import InvalidInputError
 from conveyor.store.database import MetadataStore
 from conveyor.store.paging import Page, encode_cursor
 from conveyor.store.types import aware_utc, json_value
-from import_support import loaded_of
+from fresh_python import loaded_of
 
 
 def test_json_value_keeps_plain_json_and_turns_tuples_into_lists() -> None:

@@ -17,7 +17,7 @@ from conveyor.errors import ClosedError, InvalidInputError, NotFoundError
 from conveyor.project import Project, init_project
 from conveyor.training.provenance import git_state
 from conveyor.training.runs import TrainingRun
-from import_support import loaded_of
+from fresh_python import loaded_of
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import conveyor.data.sources as sources
-from import_support import loaded_of
+from fresh_python import loaded_of
 
 
 def test_all_names_resolve() -> None:

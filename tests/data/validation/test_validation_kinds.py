@@ -29,7 +29,7 @@ from conveyor.data.validation import (
     validate,
 )
 from conveyor.errors import ConfigError, InvalidInputError, NotFoundError
-from import_support import loaded_of
+from fresh_python import loaded_of
 
 NOW = datetime(2024, 6, 1, 12, tzinfo=UTC)
 
