@@ -29,7 +29,7 @@ sentence-transformers is the figure the issue bounds (at most 0.01). Also the co
 agreement of each ONNX variant's document vectors with sentence-transformers', and the
 one-off cost of the export (into an empty cache folder).
 
-Results go to ``results/rag_embedding.json``.
+Results go to ``results/rag_embedding.json`` (``--out NAME``: ``results/NAME.json``).
 """
 
 from __future__ import annotations
@@ -105,6 +105,7 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=400, help="documents (and queries)")
     parser.add_argument("--rounds", type=int, default=5, help="timing rounds")
     parser.add_argument("--timing-docs", type=int, default=96, help="documents a round")
+    parser.add_argument("--out", default="rag_embedding", help="results/<out>.json")
     args = parser.parse_args()
 
     queries, docs, versions = corpus(args.docs)
@@ -231,7 +232,7 @@ def main() -> None:
         },
     }
     assert not math.isnan(st["ndcg_at_10"])
-    path = harness.write_result("rag_embedding", result)
+    path = harness.write_result(args.out, result)
     for name, row in rows.items():
         print(
             f"{name:24s} {row['docs_per_s_median']:7.1f} docs/s  x{row['speedup_vs_st']:.2f}  "
