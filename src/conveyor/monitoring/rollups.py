@@ -361,11 +361,21 @@ def warm(project: Project, *, hours: float = 24, stop: Callable[[], bool] = lamb
     first, so the default views' hour comes first), until ``stop()`` says so or the
     cache is full; how many files. A server calls it once, after start, so the first
     fetch of a day's traffic does not pay for decoding (about half a second for 10
-    million events)."""
+    million events).
+
+    With no rollup on disk it returns 0 before it imports the query layer (the ORM's
+    tables, a store session: a few hundred milliseconds of CPU under the interpreter lock,
+    which requests in flight on the server would wait on, docs/dashboard.md)."""
+    from conveyor.monitoring.compaction import LOG, copy_root
+
+    root = copy_root(project)
+    written = root / FOLDER
+    if not written.is_dir() or next(written.rglob("*.parquet"), None) is None:
+        return 0
+
     import sqlalchemy as sa
 
     from conveyor.monitoring.columnar import HOUR_US
-    from conveyor.monitoring.compaction import LOG, copy_root
     from conveyor.monitoring.tables import CompactedFileRecord as F
 
     since_us = (datetime.now(UTC) - _EPOCH) // timedelta(microseconds=1) - int(hours * HOUR_US)
@@ -377,7 +387,6 @@ def warm(project: Project, *, hours: float = 24, stop: Callable[[], bool] = lamb
                 .order_by(F.first_seq.desc())
             ).scalars()
         )
-    root = copy_root(project)
     done = 0
     for relative in paths:
         if stop() or _DECODED.bytes >= _DECODED.limit:
