@@ -22,6 +22,7 @@ CAPABILITY = Capability(
     },
     cli=(Command("conveyor.rag.cli:rag_app", "rag"),),
     routes="conveyor.rag.http:routes",
+    doctor="conveyor.rag.doctor:doctor_check",
     events=RAG_EVENTS,
     actions={
         "rag.search": "viewer",  # search and context: read only
