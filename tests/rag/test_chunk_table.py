@@ -58,6 +58,25 @@ def test_stored_json_null_metadata_is_no_metadata_as_its_decoded_none_was() -> N
     assert table.fields == {"doc_id"}
 
 
+def test_integers_beyond_64_bits_load_exactly_from_text_and_from_a_mapping() -> None:
+    """The store writes metadata with the standard library's JSON, which keeps any integer;
+    orjson reads one beyond 64 bits as a float and refuses to write it. A front-matter id
+    of 30 digits must come back as the same int, whether the store hands over its JSON text
+    (SQLite) or a decoded mapping (PostgreSQL's driver), as ``Collections.chunks`` gives."""
+    import json
+
+    big = 123456789012345678901234567890
+    meta = {"ticket": big, "tags": [big, 1], "title": "Big"}
+    for stored in (json.dumps(meta), meta):
+        table = ChunkTable.build(
+            [(5, "d.md", 0, "x", 0, 1, 1, stored), (6, "e.md", 0, "y", 0, 1, 1, None)]
+        )
+        assert table[5].metadata == meta
+        assert type(table[5].metadata["ticket"]) is int
+        assert list(table.field_values("ticket")) == [(5, big)]
+        assert table[6].metadata == {}
+
+
 def test_lookups_of_absent_ids_and_numpy_ids() -> None:
     table = ChunkTable.build(ROWS)
     assert 7 in table and np.int64(7) in table

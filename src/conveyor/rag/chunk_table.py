@@ -26,7 +26,9 @@ time a filter names it.
 from __future__ import annotations
 
 import bisect
+import json
 import operator
+import re
 from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -44,6 +46,24 @@ __all__ = ["ChunkTable"]
 ChunkRow = tuple[int, str, int, str, int, int, int, Mapping[str, Any] | str | None]
 
 _EMPTY_META = b"{}"
+#: A run of digits orjson may not read exactly: it reads an integer beyond 64 bits as a
+#: float (and refuses to write one), where the store's JSON keeps any integer.
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+_DIGITS = b"0123456789"
+
+
+def _encoded(metadata: Mapping[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(metadata)
+    except TypeError:  # an integer beyond 64 bits
+        return json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _decoded(data: bytes) -> Any:
+    # fewer than 19 digits in all (most metadata: counted in C, a quarter of a microsecond)
+    # cannot hold such a run; only the rest is searched for one
+    few = len(data) - len(data.translate(None, _DIGITS)) < 19
+    return orjson.loads(data) if few or not _LONG_DIGITS.search(data) else json.loads(data)
 
 
 class ChunkTable(Mapping[int, StoredChunk]):
@@ -119,7 +139,7 @@ class ChunkTable(Mapping[int, StoredChunk]):
                     raise ValueError(f"the metadata of chunk {cid} is not a JSON object")
             if metadata:
                 fields.update(metadata)
-                meta += stored if stored is not None else orjson.dumps(metadata)
+                meta += stored if stored is not None else _encoded(metadata)
             else:
                 meta += _EMPTY_META
             meta_offsets.append(len(meta))
@@ -183,7 +203,7 @@ class ChunkTable(Mapping[int, StoredChunk]):
         for i, cid in enumerate(self._ids):
             start, end = offsets[i], offsets[i + 1]
             if end - start > 2:  # not "{}"
-                value = orjson.loads(meta[start:end]).get(name)
+                value = _decoded(meta[start:end]).get(name)
                 if value is not None:
                     yield cid, value
 
@@ -224,5 +244,5 @@ class ChunkTable(Mapping[int, StoredChunk]):
             positions[p + 1],
             positions[p + 2],
             positions[p + 3],
-            orjson.loads(self._meta[m0:m1]) if m1 - m0 > 2 else {},
+            _decoded(self._meta[m0:m1]) if m1 - m0 > 2 else {},
         )
