@@ -59,7 +59,7 @@ def _encoded(metadata: Mapping[str, Any]) -> bytes:
         return json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _decoded(data: bytes) -> Any:
+def _decoded(data: bytes | bytearray) -> Any:
     # fewer than 19 digits in all (most metadata: counted in C, a quarter of a microsecond)
     # cannot hold such a run; only the rest is searched for one
     few = len(data) - len(data.translate(None, _DIGITS)) < 19
