@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from conveyor.rag.settings import CollectionSpec
 
 __all__ = ["cpu_flags", "doctor_check", "encoder_rows"]
 
@@ -25,13 +28,13 @@ BF16 = frozenset({"avx512_bf16", "amx_bf16"})
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str] | None:
     """The first CPU's flags, or None where the file does not list them (not Linux on x86)."""
     try:
-        text = cpuinfo.read_text()
+        with cpuinfo.open() as lines:  # the first CPU's block only, not every CPU's
+            for line in lines:
+                key, sep, value = line.partition(":")
+                if sep and key.strip() == "flags":
+                    return frozenset(value.split())
     except OSError:
-        return None
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip() == "flags":
-            return frozenset(value.split())
+        pass
     return None
 
 
@@ -43,7 +46,7 @@ def doctor_check(spec: Any) -> tuple[str, list[dict[str, Any]]]:
 
 
 def encoder_rows(
-    collections: Mapping[str, Any], flags: frozenset[str] | None
+    collections: Mapping[str, CollectionSpec], flags: frozenset[str] | None
 ) -> list[dict[str, Any]]:
     """A row a collection: its encoder and what this CPU makes of it."""
     rows = []
