@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import sqlalchemy as sa
 
 from conveyor.errors import BudgetExceededError
+from conveyor.gateway.aftercare import Aftercare
 from conveyor.gateway.costs import cost_of, max_cost, prompt_tokens, requested_output
 from conveyor.gateway.tables import LlmBudgetCounterRecord, LlmBudgetReservationRecord
 from conveyor.gateway.types import Usage
@@ -337,7 +338,12 @@ class BudgetStage:
     name = "budgets"
 
     def __init__(
-        self, spec: GatewaySpec, ledger: Ledger, run: Any = None, arun: Any = None
+        self,
+        spec: GatewaySpec,
+        ledger: Ledger,
+        run: Any = None,
+        arun: Any = None,
+        after: Aftercare | None = None,
     ) -> None:
         self.spec = spec
         self.ledger = ledger
@@ -346,8 +352,8 @@ class BudgetStage:
         # a ledger with a client of the event loop's own (Redis) is awaited there, not in a
         # thread: no hop, no lock handed between threads
         self._async = hasattr(ledger, "areserve")
-        #: Settlements under way (a reference to each task until it ends).
-        self._settling: set[asyncio.Task[None]] = set()
+        #: Settlements, and reservations their calls gave up on (conveyor.gateway.aftercare).
+        self._after = after or Aftercare(spec.reservation_ttl_s)
 
     async def _call(self, name: str, *args: Any) -> Any:
         if self._async:
@@ -380,7 +386,7 @@ class BudgetStage:
         reservation = None
         if charges:
             amount = max_cost(spec, deployments, prompt, output)
-            reservation = await self._call("reserve", charges, amount, spec.reservation_ttl_s)
+            reservation = await self._reserve(charges, amount)
             turn.event["budgets"] = [c.budget.name for c in charges]
         try:
             outcome = await proceed(turn)
@@ -424,15 +430,12 @@ class BudgetStage:
             turn.event["cost_usd"] = round(cost, 9)
         turn.event["usage_estimated"] = estimated
         if reservation is not None:  # off the answer's path: nothing in it waits for this
-            task = asyncio.get_running_loop().create_task(self._settle(reservation, cost))
-            self._settling.add(task)
-            task.add_done_callback(self._settling.discard)
+            self._after.start(self._settle(reservation, cost))
 
     async def drain(self) -> None:
         """Wait for the settlements still running, then close the ledger's client of this
         event loop (a server stopping)."""
-        while self._settling:
-            await asyncio.gather(*list(self._settling), return_exceptions=True)
+        await self._after.drain()
         ledger: Any = self.ledger
         drain = getattr(ledger, "drain", None)
         if drain is not None:  # budget leases: what was spent written, the slices given back
@@ -442,8 +445,29 @@ class BudgetStage:
         if aclose is not None:
             await aclose()
 
+    async def _reserve(self, charges: Sequence[Charge], amount: float) -> str:
+        """``amount`` reserved on every charge; one this call stops waiting for (the
+        ledger's timeout, the client gone) is released if it lands, not left to expire."""
+        return await self._after.reserve(
+            self.ledger,
+            charges,
+            amount,
+            self.spec.reservation_ttl_s,
+            run=self._run,
+            arun=self._arun,
+            release=lambda r: self._release(r, amount),
+        )
+
+    async def _release(self, reservation: str, amount: float) -> None:
+        """A reservation whose call was never made: freed, nothing spent, no call counted."""
+        local = getattr(self.ledger, "arelease", None)
+        if local is not None:  # a lease's reservation, in this process's memory
+            await local(reservation)
+            return
+        await self._call("adjust", reservation, 0.0, 0, amount, self.spec.reservation_ttl_s)
+
     async def _settle(self, reservation: str, cost: float) -> None:
-        try:
-            await self._call("settle", reservation, cost)
-        except Exception:  # the reservation expires; the call's answer stands
-            log.exception("settling budget reservation %s failed", reservation)
+        # tried again while the ledger fails; the call's answer stands either way
+        await self._after.persist(
+            f"settling budget reservation {reservation}", self._call, "settle", reservation, cost
+        )

@@ -152,15 +152,27 @@ class LeasedLedger:
     async def asettle(self, reservation: str, cost: float) -> None:
         """The local reservation settled: its amount freed in the lease, ``cost`` to be
         written to the ledger at the next flush."""
+        lease = self._free(reservation)
+        if lease is not None:
+            lease.spent += cost
+            lease.calls += 1
+
+    async def arelease(self, reservation: str) -> None:
+        """A local reservation whose call was never made (its caller gave up while it was
+        reserved): its amount freed in the lease, nothing spent, no call counted."""
+        self._free(reservation)
+
+    def _free(self, reservation: str) -> _Lease | None:
+        """The local reservation's amount freed in its lease; the lease (None: no such
+        reservation, or it was freed already)."""
         found = self._local.pop(reservation, None)
         if found is None:
-            return
+            return None
         lease, amount = found
         lease.inflight -= 1
         lease.used = lease.used - amount if lease.inflight else 0.0
-        lease.spent += cost
-        lease.calls += 1
         lease.last_used = time.monotonic()
+        return lease
 
     def _start(self) -> None:
         if self._flusher is None and not self._closing:

@@ -68,6 +68,7 @@ def build(context: AppContext, spec: GatewaySpec) -> dict[Endpoint, list[Stage]]
         )
     # 4. budgets (and costs: a price alone prices every call)
     if spec.budgets or spec.prices:
+        from conveyor.gateway.aftercare import Aftercare
         from conveyor.gateway.budgets import BudgetStage, ledger_of
 
         deps = context.dependencies
@@ -83,12 +84,24 @@ def build(context: AppContext, spec: GatewaySpec) -> dict[Endpoint, list[Stage]]
                 return await deps.acall("budgets", timeout, fn, *args)
 
         ledger: Any = ledger_of(context.project, spec)
+        after = Aftercare(spec.reservation_ttl_s)  # settlements, reserves given up on
         if spec.budget_lease > 0:  # slices spent in memory (conveyor.gateway.leases)
             from conveyor.gateway.leases import LeasedLedger
 
             backing, sync_run, async_run = ledger, run, arun
 
             async def through(name: str, *args: Any) -> Any:  # the ledger's breaker
+                if name == "reserve":  # a slice: released if it lands after a timeout
+                    charges, amount, ttl_s = args
+                    return await after.reserve(
+                        backing,
+                        charges,
+                        amount,
+                        ttl_s,
+                        run=sync_run,
+                        arun=async_run,
+                        release=lambda r: through("adjust", r, 0.0, 0, amount, ttl_s),
+                    )
                 method = getattr(backing, "a" + name, None)
                 if method is not None:
                     return await (async_run(method, *args) if async_run else method(*args))
@@ -97,7 +110,7 @@ def build(context: AppContext, spec: GatewaySpec) -> dict[Endpoint, list[Stage]]
 
             ledger = LeasedLedger(backing, spec.budget_lease, spec.reservation_ttl_s, call=through)
             run = arun = None  # a leased reservation is in memory: no breaker around it
-        budgets = BudgetStage(spec, ledger, run, arun)
+        budgets = BudgetStage(spec, ledger, run, arun, after)
         chat.append(budgets)
         embeddings.append(budgets)
     return {"chat": chat, "embeddings": embeddings}

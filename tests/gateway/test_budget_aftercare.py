@@ -1,0 +1,269 @@
+"""A budgeted call that gives up on its reserve (the ledger slower than the server's timeout,
+the client gone) leaves no reservation holding the budget, and a settlement that failed is
+tried again until the ledger answers: the real SQLite, PostgreSQL and Redis ledgers, behind
+the server's own timeouts and breakers (conveyor.web.dependencies), the budget stage called
+as the gateway calls it.
+
+Found by the served test of fifty concurrent calls on a loaded machine: a reserve that timed
+out answered 503 but landed a moment later, and its reservation held the budget for
+``reservation_ttl_s`` (ten minutes)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from conveyor.errors import BackendUnavailableError, BudgetExceededError
+from conveyor.gateway.budgets import BudgetStage, Ledger, SqlBudgets
+from conveyor.gateway.ledger_redis import RedisBudgets
+from conveyor.gateway.router import CallRecord
+from conveyor.gateway.settings import GatewaySpec
+from conveyor.gateway.turn import Turn
+from conveyor.serving.settings import DependenciesSpec
+from conveyor.store.database import MetadataStore
+from conveyor.testing import matrix
+from conveyor.testing.services import redis_prefix
+from conveyor.web.dependencies import Dependencies
+
+TIMEOUT_S = DependenciesSpec().store_timeout_s
+SLOW_S = 1.0  # the ledger's delay, against the server's 0.5 s store timeout (its default)
+
+
+class SlowSql(SqlBudgets):
+    """The store's ledger, ``delay`` s late to reserve; ``settle_fails`` times failing to
+    settle."""
+
+    delay = 0.0
+    settle_fails = 0
+
+    def reserve(self, *args: Any, **kwargs: Any) -> str:
+        time.sleep(self.delay)
+        return super().reserve(*args, **kwargs)
+
+    def settle(self, reservation: str, cost: float) -> None:
+        if self.settle_fails > 0:
+            self.settle_fails -= 1
+            raise BackendUnavailableError("the store is away", seam="store")
+        super().settle(reservation, cost)
+
+
+class SlowRedis(RedisBudgets):
+    """Redis's ledger (awaited on the event loop), its answer to a reserve ``delay`` s late
+    (the reservation made: a reply lost in a slow network)."""
+
+    delay = 0.0
+    settle_fails = 0
+
+    async def areserve(self, *args: Any, **kwargs: Any) -> str:
+        found = await super().areserve(*args, **kwargs)
+        await asyncio.sleep(self.delay)
+        return found
+
+    async def asettle(self, reservation: str, cost: float) -> None:
+        if self.settle_fails > 0:
+            self.settle_fails -= 1
+            raise BackendUnavailableError("redis is away", seam="budgets")
+        await super().asettle(reservation, cost)
+
+
+@pytest.fixture(params=[*matrix.params("store_url"), *matrix.params("kv_url", ["redis"])])
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    if request.param == "redis":
+        with redis_prefix() as url:
+            redis_ledger = SlowRedis(url)
+            try:
+                yield redis_ledger
+            finally:
+                redis_ledger.close()
+        return
+    with (
+        matrix.place("store", request.param, tmp_path) as url,
+        MetadataStore.from_url(url) as store,
+    ):
+        yield SlowSql(store)
+
+
+def _stage(ledger: Ledger) -> tuple[BudgetStage, Dependencies]:
+    """The budget stage as the served gateway builds it: ledger calls under the server's
+    breakers and store timeout (conveyor.gateway.stages)."""
+    spec = GatewaySpec.model_validate(
+        {
+            "providers": {"fake": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+            "deployments": {"a": {"provider": "fake", "model": "gpt-a"}},
+            "prices": {"a": {"input": 1000.0, "output": 1000.0}},  # $0.001 a token
+            "budgets": [{"name": "daily", "scope": "key", "limit_usd": 1.0}],
+        }
+    )
+    deps = Dependencies(DependenciesSpec(failures=100))
+
+    async def run(fn: Any, *args: Any) -> Any:
+        return await deps.call("store", TIMEOUT_S, fn, *args)
+
+    async def arun(fn: Any, *args: Any) -> Any:
+        return await deps.acall("budgets", TIMEOUT_S, fn, *args)
+
+    return BudgetStage(spec, ledger, run, arun), deps
+
+
+def _turn() -> Turn:
+    return Turn(
+        call=None,  # type: ignore[arg-type]  # the stage reads no HTTP
+        endpoint="chat",
+        body={"model": "a", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10},
+        record=CallRecord(model="a", deployment="a"),
+        key="app",
+    )
+
+
+async def _answer(turn: Turn) -> dict[str, Any]:
+    return {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 6}}
+
+
+def _counter(ledger: Ledger) -> dict[str, Any]:
+    (found,) = ledger.counters()
+    return found
+
+
+async def _until(check: Any, timeout: float = 10.0) -> Any:
+    end = time.monotonic() + timeout
+    while not (found := check()):
+        assert time.monotonic() < end, f"gave up after {timeout} s"
+        await asyncio.sleep(0.02)
+    return found
+
+
+def test_a_reserve_that_lands_after_its_call_timed_out_is_released(ledger: Any) -> None:
+    stage, deps = _stage(ledger)
+
+    async def main() -> None:
+        await stage(_turn(), _answer)  # the counter exists: one call settled
+        first = await _until(lambda: _counter(ledger)["calls"] == 1 and _counter(ledger))
+        ledger.delay = SLOW_S
+        with pytest.raises(BackendUnavailableError, match="did not answer within"):
+            await stage(_turn(), _answer)
+        ledger.delay = 0.0
+        # the reserve lands SLOW_S after its call gave up, then is given back, uncounted
+        await asyncio.sleep(SLOW_S)
+        settled = await _until(lambda: _counter(ledger)["reserved_usd"] == 0 and _counter(ledger))
+        assert settled["calls"] == 1 and settled["spent_usd"] == pytest.approx(first["spent_usd"])
+        await stage.drain()
+
+    try:
+        asyncio.run(main())
+    finally:
+        deps.close()
+
+
+def test_a_call_cancelled_while_it_reserves_leaves_nothing_reserved(ledger: Any) -> None:
+    stage, deps = _stage(ledger)
+
+    async def main() -> None:
+        await stage(_turn(), _answer)  # the counter exists: one call settled
+        await _until(lambda: _counter(ledger)["calls"] == 1)
+        ledger.delay = 0.25  # inside the timeout: the client is what goes away
+        call = asyncio.ensure_future(stage(_turn(), _answer))
+        await asyncio.sleep(0.05)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        await asyncio.sleep(0.4)  # past the reserve's delay: it has landed
+        counter = await _until(lambda: _counter(ledger)["reserved_usd"] == 0 and _counter(ledger))
+        assert counter["calls"] == 1 and counter["spent_usd"] == pytest.approx(0.011)
+        await stage.drain()
+
+    try:
+        asyncio.run(main())
+    finally:
+        deps.close()
+
+
+def test_a_settlement_that_failed_is_tried_again_until_the_ledger_answers(ledger: Any) -> None:
+    stage, deps = _stage(ledger)
+
+    async def main() -> None:
+        ledger.settle_fails = 2  # the call's settlement fails twice, then lands
+        await stage(_turn(), _answer)
+        assert _counter(ledger)["reserved_usd"] > 0  # held while the ledger is away
+        counter = await _until(lambda: _counter(ledger)["calls"] == 1 and _counter(ledger))
+        assert ledger.settle_fails == 0
+        assert counter["reserved_usd"] == 0 and counter["spent_usd"] == pytest.approx(0.011)
+        await stage.drain()
+
+    try:
+        asyncio.run(main())
+    finally:
+        deps.close()
+
+
+def test_a_refused_reserve_leaves_no_work_behind(ledger: Any) -> None:
+    """A budget refusal ends the reserve at once: nothing is released or retried."""
+    stage, deps = _stage(ledger)
+
+    async def main() -> None:
+        turn = _turn()
+        turn.body["max_tokens"] = 5000  # more than the $1 budget can hold
+        with pytest.raises(BudgetExceededError):
+            await stage(turn, _answer)
+        assert not stage._after._tasks
+        await stage.drain()
+
+    try:
+        asyncio.run(main())
+    finally:
+        deps.close()
+
+
+def test_drain_stops_waiting_for_a_ledger_that_never_comes_back(ledger: Any) -> None:
+    stage, deps = _stage(ledger)
+
+    async def main() -> None:
+        ledger.settle_fails = 1_000  # away for good
+        await stage(_turn(), _answer)
+        await asyncio.sleep(0.1)  # the first try failed: the next one waits 0.5 s
+        await stage.drain()  # one last try at once, then done
+        assert not stage._after._tasks
+
+    try:
+        asyncio.run(main())
+    finally:
+        deps.close()
+    # two tries: the first, and drain's at once (not cancelled in its pause, nor retried
+    # for the reservation's ten minutes)
+    assert ledger.settle_fails == 1_000 - 2
+
+
+def test_a_lease_slice_that_lands_after_its_call_timed_out_is_released(
+    ledger: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gateway.budget_lease: the slice a worker reserves in the ledger is given back too."""
+    from conveyor.gateway import budgets as budgets_module
+    from conveyor.gateway.stages import build
+
+    monkeypatch.setattr(budgets_module, "ledger_of", lambda project, spec: ledger)
+    spec = _stage(ledger)[0].spec.model_copy(update={"budget_lease": 0.3})
+    deps = Dependencies(DependenciesSpec(failures=100))
+    context: Any = SimpleNamespace(dependencies=deps, project=None)
+    (stage,) = build(context, spec)["chat"]
+    assert "LeasedLedger" in type(stage.ledger).__name__  # type: ignore[attr-defined]
+
+    async def main() -> None:
+        ledger.delay = SLOW_S
+        with pytest.raises(BackendUnavailableError, match="did not answer within"):
+            await stage(_turn(), _answer)
+        ledger.delay = 0.0
+        await asyncio.sleep(SLOW_S)  # the slice (0.3 of the $1) has landed by now
+        counter = await _until(lambda: ledger.counters() and _counter(ledger))
+        counter = await _until(lambda: _counter(ledger)["reserved_usd"] == 0 and _counter(ledger))
+        assert counter["calls"] == 0 and counter["spent_usd"] == 0
+        await stage.drain()  # type: ignore[attr-defined]
+
+    try:
+        asyncio.run(main())
+    finally:
+        deps.close()
