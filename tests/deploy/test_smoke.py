@@ -77,6 +77,7 @@ def test_smoke_passes_against_the_environment_and_saves_its_report(
     assert golden["observed"] == golden["threshold"] == 12
     latency = next(c for c in report["checks"] if c["name"] == "latency")
     assert latency["threshold"] == 500  # staging's SLO, not the spec's 2000
+    assert latency["detail"].startswith("p95 of 100 requests after the golden pass, ms")
     with Project(load_spec(root, env={}, environment="staging")) as proj:
         from conveyor.checks.persist import get_report
 
@@ -108,6 +109,35 @@ def test_smoke_fails_when_the_server_answers_otherwise(
     refused = run_smoke(spec, server, golden=golden, api_key="")
     assert {c.name for c in refused.failures} == {"metadata:risk", "golden:risk"}
     assert all("answered 401 unauthenticated: no API key" in c.detail for c in refused.failures)
+
+
+def test_the_latency_pass_asks_the_golden_requests_again(
+    staging: tuple[Path, str], server: str
+) -> None:
+    """After the golden pass (12 requests), ``latency_requests`` more, the rows in turn;
+    0 takes the golden pass's own times."""
+    root, token = staging
+    spec = load_spec(root, env={}, environment="staging")
+    golden = GoldenSet.read(root / GOLDEN_FILE)
+
+    def served() -> int:
+        with Project(spec) as proj:
+            proj.events.flush()
+            return len(proj.events.query(kind="prediction", subject="risk", limit=10_000).items)
+
+    before = served()
+    report = run_smoke(spec, server, golden=golden, api_key=token, latency_requests=30)
+    assert report.passed, report.failures
+    latency = report.checks[-1]
+    assert latency.name == "latency" and "p95 of 30 requests after the golden pass" in (
+        latency.detail
+    )
+    from conveyor.testing.wait import wait_until
+
+    wait_until(lambda: served() == before + 12 + 30, message="42 predictions recorded")
+    own = run_smoke(spec, server, golden=golden, api_key=token, latency_requests=0)
+    assert own.checks[-1].detail.startswith("p95 of 12 golden requests, ms")
+    wait_until(lambda: served() == before + 12 + 30 + 12, message="12 more predictions")
 
 
 def test_smoke_of_a_server_that_cannot_be_reached_names_the_url_and_why(

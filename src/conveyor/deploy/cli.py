@@ -61,6 +61,14 @@ def smoke(
         float,
         typer.Option(help="Milliseconds of network added to the SLO's latency budget."),
     ] = 0.0,
+    latency_requests: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Requests of the latency pass, after the golden one (0: the golden "
+            "requests' own times).",
+        ),
+    ] = 100,
     project: ProjectOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -84,6 +92,7 @@ def smoke(
             models=model,
             timeout_s=timeout,
             network_ms=network_ms,
+            latency_requests=latency_requests,
         )
         saved = _save(proj, report, target)
     echo_report(report, as_json)
