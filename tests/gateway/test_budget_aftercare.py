@@ -201,6 +201,32 @@ def test_a_settlement_that_failed_is_tried_again_until_the_ledger_answers(ledger
         deps.close()
 
 
+def test_a_failed_call_answers_at_once_while_its_settlement_waits_for_the_ledger(
+    ledger: Any,
+) -> None:
+    """The upstream failed and the ledger is away: the error goes back to the caller
+    without waiting for the settlement's retries."""
+    stage, deps = _stage(ledger)
+
+    async def upstream_down(turn: Turn) -> Any:
+        raise RuntimeError("upstream down")
+
+    async def main() -> None:
+        ledger.settle_fails = 2
+        with pytest.raises(RuntimeError, match="upstream down"):
+            # hung for the settlement's retries before: ten minutes, at most
+            await asyncio.wait_for(stage(_turn(), upstream_down), timeout=SLOW_S)
+        assert stage._after._tasks  # settling in the background
+        counter = await _until(lambda: _counter(ledger)["calls"] == 1 and _counter(ledger))
+        assert counter["reserved_usd"] == 0 and counter["spent_usd"] == 0
+        await stage.drain()
+
+    try:
+        asyncio.run(main())
+    finally:
+        deps.close()
+
+
 def test_a_refused_reserve_leaves_no_work_behind(ledger: Any) -> None:
     """A budget refusal ends the reserve at once: nothing is released or retried."""
     stage, deps = _stage(ledger)

@@ -391,8 +391,8 @@ class BudgetStage:
         try:
             outcome = await proceed(turn)
         except BaseException:
-            if reservation is not None:
-                await self._settle(reservation, 0.0)
+            if reservation is not None:  # in the background: the error is not held up
+                self._after.start(self._settle(reservation, 0.0))
             raise
         if isinstance(outcome, dict):
             usage = Usage.from_openai(outcome.get("usage"))
@@ -401,7 +401,7 @@ class BudgetStage:
         if hasattr(outcome, "__anext__"):
             return self._stream(turn, outcome, reservation, prompt)
         if reservation is not None:  # a stage inside answered itself: nothing generated
-            await self._settle(reservation, 0.0)
+            self._after.start(self._settle(reservation, 0.0))
         return outcome
 
     async def _stream(
