@@ -9,11 +9,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from conveyor.gateway.budgets import SqlBudgets
+from conveyor.gateway.ledger_redis import RedisBudgets
 from conveyor.governance.keys import ApiKeys
 from conveyor.project import Project, init_project
 from conveyor.serving.app import create_app
 from conveyor.serving.server import ThreadedServer
+from conveyor.store.database import MetadataStore
+from conveyor.testing import matrix
 from conveyor.testing.fake_openai import FakeOpenAI, serve_fake_openai
+from conveyor.testing.services import redis_prefix
 from conveyor.testing.wait import wait_until
 
 #: Deployment -> the model the fake is asked for (each failure test has its own, so
@@ -120,3 +125,25 @@ def leave_a_stream(served: dict[str, Any], model: str, lines: int = 3) -> Iterat
         yield request_id
     finally:
         fake.chunk_delay_s = 0.0
+
+
+#: The ledger contract's parameters: SQL on an SQLite file and a PostgreSQL schema, Redis.
+LEDGER_PARAMS = [*matrix.params("store_url"), *matrix.params("kv_url", ["redis"])]
+
+
+@contextmanager
+def ledger_on(
+    param: str, tmp_path: Path, *, sql: type = SqlBudgets, redis: type = RedisBudgets, **kw: Any
+) -> Iterator[Any]:
+    """A budget ledger for one of :data:`LEDGER_PARAMS`: ``sql(store, **kw)`` on the
+    store, or ``redis(url, **kw)`` under a fresh prefix (closed after)."""
+    if param == "redis":
+        with redis_prefix() as url:
+            found = redis(url, **kw)
+            try:
+                yield found
+            finally:
+                found.close()
+        return
+    with matrix.place("store", param, tmp_path) as url, MetadataStore.from_url(url) as store:
+        yield sql(store, **kw)

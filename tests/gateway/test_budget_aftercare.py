@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from gateway_api_support import LEDGER_PARAMS, ledger_on
 
 from conveyor.errors import BackendUnavailableError, BudgetExceededError
 from conveyor.gateway.budgets import BudgetStage, Ledger, SqlBudgets
@@ -26,9 +27,6 @@ from conveyor.gateway.router import CallRecord
 from conveyor.gateway.settings import GatewaySpec
 from conveyor.gateway.turn import Turn
 from conveyor.serving.settings import DependenciesSpec
-from conveyor.store.database import MetadataStore
-from conveyor.testing import matrix
-from conveyor.testing.services import redis_prefix
 from conveyor.web.dependencies import Dependencies
 
 TIMEOUT_S = DependenciesSpec().store_timeout_s
@@ -72,21 +70,10 @@ class SlowRedis(RedisBudgets):
         await super().asettle(reservation, cost)
 
 
-@pytest.fixture(params=[*matrix.params("store_url"), *matrix.params("kv_url", ["redis"])])
+@pytest.fixture(params=LEDGER_PARAMS)
 def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    if request.param == "redis":
-        with redis_prefix() as url:
-            redis_ledger = SlowRedis(url)
-            try:
-                yield redis_ledger
-            finally:
-                redis_ledger.close()
-        return
-    with (
-        matrix.place("store", request.param, tmp_path) as url,
-        MetadataStore.from_url(url) as store,
-    ):
-        yield SlowSql(store)
+    with ledger_on(request.param, tmp_path, sql=SlowSql, redis=SlowRedis) as found:
+        yield found
 
 
 def _stage(ledger: Ledger) -> tuple[BudgetStage, Dependencies]:
@@ -109,6 +96,26 @@ def _stage(ledger: Ledger) -> tuple[BudgetStage, Dependencies]:
         return await deps.acall("budgets", TIMEOUT_S, fn, *args)
 
     return BudgetStage(spec, ledger, run, arun), deps
+
+
+def _drive(
+    ledger: Ledger,
+    main: Callable[[Any], Awaitable[None]],
+    built: tuple[Any, Dependencies] | None = None,
+) -> None:
+    """``main(stage)`` on an event loop of its own, then the stage drained and its
+    dependencies' threads closed (``built``: a stage and its dependencies; default
+    :func:`_stage`)."""
+    stage, deps = built or _stage(ledger)
+
+    async def run() -> None:
+        await main(stage)
+        await stage.drain()
+
+    try:
+        asyncio.run(run())
+    finally:
+        deps.close()
 
 
 def _turn() -> Turn:
@@ -139,9 +146,7 @@ async def _until(check: Any, timeout: float = 10.0) -> Any:
 
 
 def test_a_reserve_that_lands_after_its_call_timed_out_is_released(ledger: Any) -> None:
-    stage, deps = _stage(ledger)
-
-    async def main() -> None:
+    async def main(stage: Any) -> None:
         await stage(_turn(), _answer)  # the counter exists: one call settled
         first = await _until(lambda: _counter(ledger)["calls"] == 1 and _counter(ledger))
         ledger.delay = SLOW_S
@@ -152,18 +157,12 @@ def test_a_reserve_that_lands_after_its_call_timed_out_is_released(ledger: Any) 
         await asyncio.sleep(SLOW_S)
         settled = await _until(lambda: _counter(ledger)["reserved_usd"] == 0 and _counter(ledger))
         assert settled["calls"] == 1 and settled["spent_usd"] == pytest.approx(first["spent_usd"])
-        await stage.drain()
 
-    try:
-        asyncio.run(main())
-    finally:
-        deps.close()
+    _drive(ledger, main)
 
 
 def test_a_call_cancelled_while_it_reserves_leaves_nothing_reserved(ledger: Any) -> None:
-    stage, deps = _stage(ledger)
-
-    async def main() -> None:
+    async def main(stage: Any) -> None:
         await stage(_turn(), _answer)  # the counter exists: one call settled
         await _until(lambda: _counter(ledger)["calls"] == 1)
         ledger.delay = 0.25  # inside the timeout: the client is what goes away
@@ -175,30 +174,20 @@ def test_a_call_cancelled_while_it_reserves_leaves_nothing_reserved(ledger: Any)
         await asyncio.sleep(0.4)  # past the reserve's delay: it has landed
         counter = await _until(lambda: _counter(ledger)["reserved_usd"] == 0 and _counter(ledger))
         assert counter["calls"] == 1 and counter["spent_usd"] == pytest.approx(0.011)
-        await stage.drain()
 
-    try:
-        asyncio.run(main())
-    finally:
-        deps.close()
+    _drive(ledger, main)
 
 
 def test_a_settlement_that_failed_is_tried_again_until_the_ledger_answers(ledger: Any) -> None:
-    stage, deps = _stage(ledger)
-
-    async def main() -> None:
+    async def main(stage: Any) -> None:
         ledger.settle_fails = 2  # the call's settlement fails twice, then lands
         await stage(_turn(), _answer)
         assert _counter(ledger)["reserved_usd"] > 0  # held while the ledger is away
         counter = await _until(lambda: _counter(ledger)["calls"] == 1 and _counter(ledger))
         assert ledger.settle_fails == 0
         assert counter["reserved_usd"] == 0 and counter["spent_usd"] == pytest.approx(0.011)
-        await stage.drain()
 
-    try:
-        asyncio.run(main())
-    finally:
-        deps.close()
+    _drive(ledger, main)
 
 
 def test_a_failed_call_answers_at_once_while_its_settlement_waits_for_the_ledger(
@@ -206,12 +195,11 @@ def test_a_failed_call_answers_at_once_while_its_settlement_waits_for_the_ledger
 ) -> None:
     """The upstream failed and the ledger is away: the error goes back to the caller
     without waiting for the settlement's retries."""
-    stage, deps = _stage(ledger)
 
     async def upstream_down(turn: Turn) -> Any:
         raise RuntimeError("upstream down")
 
-    async def main() -> None:
+    async def main(stage: Any) -> None:
         ledger.settle_fails = 2
         with pytest.raises(RuntimeError, match="upstream down"):
             # hung for the settlement's retries before: ten minutes, at most
@@ -219,46 +207,32 @@ def test_a_failed_call_answers_at_once_while_its_settlement_waits_for_the_ledger
         assert stage._after._tasks  # settling in the background
         counter = await _until(lambda: _counter(ledger)["calls"] == 1 and _counter(ledger))
         assert counter["reserved_usd"] == 0 and counter["spent_usd"] == 0
-        await stage.drain()
 
-    try:
-        asyncio.run(main())
-    finally:
-        deps.close()
+    _drive(ledger, main)
 
 
 def test_a_refused_reserve_leaves_no_work_behind(ledger: Any) -> None:
     """A budget refusal ends the reserve at once: nothing is released or retried."""
-    stage, deps = _stage(ledger)
 
-    async def main() -> None:
+    async def main(stage: Any) -> None:
         turn = _turn()
         turn.body["max_tokens"] = 5000  # more than the $1 budget can hold
         with pytest.raises(BudgetExceededError):
             await stage(turn, _answer)
         assert not stage._after._tasks
-        await stage.drain()
 
-    try:
-        asyncio.run(main())
-    finally:
-        deps.close()
+    _drive(ledger, main)
 
 
 def test_drain_stops_waiting_for_a_ledger_that_never_comes_back(ledger: Any) -> None:
-    stage, deps = _stage(ledger)
-
-    async def main() -> None:
+    async def main(stage: Any) -> None:
         ledger.settle_fails = 1_000  # away for good
         await stage(_turn(), _answer)
         await asyncio.sleep(0.1)  # the first try failed: the next one waits 0.5 s
         await stage.drain()  # one last try at once, then done
         assert not stage._after._tasks
 
-    try:
-        asyncio.run(main())
-    finally:
-        deps.close()
+    _drive(ledger, main)
     # two tries: the first, and drain's at once (not cancelled in its pause, nor retried
     # for the reservation's ten minutes)
     assert ledger.settle_fails == 1_000 - 2
@@ -278,7 +252,7 @@ def test_a_lease_slice_that_lands_after_its_call_timed_out_is_released(
     (stage,) = build(context, spec)["chat"]
     assert "LeasedLedger" in type(stage.ledger).__name__  # type: ignore[attr-defined]
 
-    async def main() -> None:
+    async def main(stage: Any) -> None:
         ledger.delay = SLOW_S
         with pytest.raises(BackendUnavailableError, match="did not answer within"):
             await stage(_turn(), _answer)
@@ -287,9 +261,5 @@ def test_a_lease_slice_that_lands_after_its_call_timed_out_is_released(
         counter = await _until(lambda: ledger.counters() and _counter(ledger))
         counter = await _until(lambda: _counter(ledger)["reserved_usd"] == 0 and _counter(ledger))
         assert counter["calls"] == 0 and counter["spent_usd"] == 0
-        await stage.drain()  # type: ignore[attr-defined]
 
-    try:
-        asyncio.run(main())
-    finally:
-        deps.close()
+    _drive(ledger, main, (stage, deps))

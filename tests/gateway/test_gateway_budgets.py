@@ -17,7 +17,7 @@ from typing import Any
 
 import openai
 import pytest
-from gateway_api_support import calls, gateway_spec, served_gateway
+from gateway_api_support import LEDGER_PARAMS, calls, gateway_spec, ledger_on, served_gateway
 
 from conveyor.errors import BudgetExceededError
 from conveyor.gateway.budgets import Charge, Ledger, SqlBudgets, period_of
@@ -26,8 +26,6 @@ from conveyor.gateway.ledger_redis import RedisBudgets
 from conveyor.gateway.settings import BudgetSpec, PriceSpec
 from conveyor.gateway.types import Usage
 from conveyor.project import Project
-from conveyor.store.database import MetadataStore
-from conveyor.testing import matrix
 from conveyor.testing.services import redis_prefix
 
 
@@ -39,24 +37,13 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(params=[*matrix.params("store_url"), *matrix.params("kv_url", ["redis"])])
+@pytest.fixture(params=LEDGER_PARAMS)
 def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Ledger, Clock]]:
     """The contract's ledgers: SQL on an SQLite file and a PostgreSQL schema, and Redis
     under a fresh prefix."""
     clock = Clock()
-    if request.param == "redis":
-        with redis_prefix() as url:
-            redis_ledger = RedisBudgets(url, clock=clock)
-            try:
-                yield redis_ledger, clock
-            finally:
-                redis_ledger.close()
-        return
-    with (
-        matrix.place("store", request.param, tmp_path) as url,
-        MetadataStore.from_url(url) as store,
-    ):
-        yield SqlBudgets(store, clock=clock), clock
+    with ledger_on(request.param, tmp_path, clock=clock) as found:
+        yield found, clock
 
 
 def _budget(limit: float, period: str = "day") -> Charge:
