@@ -254,8 +254,6 @@ def _latency_pass(
 ) -> tuple[list[float], list[str]]:
     """``requests`` golden requests asked again, the models' rows in turn: each one's time
     (ms), and what went wrong with those that failed."""
-    import httpx
-
     asks = [
         (f"/v1/models/{name}/predict", record)
         for name in models
@@ -265,16 +263,28 @@ def _latency_pass(
     failed: list[str] = []
     for index in range(requests):
         path, record = asks[index % len(asks)]
-        started = time.perf_counter()
-        try:
-            answer = client.post(path, json={"records": [record]})
-        except httpx.HTTPError as exc:
-            failed.append(f"POST {path}: {_reason(exc)}")
-            continue
-        latencies.append((time.perf_counter() - started) * 1000)
-        if answer.status_code != 200:
+        answer = _timed_post(client, path, record, latencies)
+        if isinstance(answer, str):
+            failed.append(f"POST {path}: {answer}")
+        elif answer.status_code != 200:
             failed.append(f"POST {path} answered {answer.status_code}{_why(answer)}")
     return latencies, failed
+
+
+def _timed_post(
+    client: httpx.Client, path: str, record: Any, latencies: list[float]
+) -> httpx.Response | str:
+    """``record`` predicted at ``path``, its time (ms) added to ``latencies``; the answer,
+    or why the server could not be reached (as :func:`_get`)."""
+    import httpx
+
+    started = time.perf_counter()
+    try:
+        answer = client.post(path, json={"records": [record]})
+    except httpx.HTTPError as exc:
+        return _reason(exc)
+    latencies.append((time.perf_counter() - started) * 1000)
+    return answer
 
 
 def _get(client: httpx.Client, path: str) -> httpx.Response | str:
@@ -368,8 +378,6 @@ def _golden_check(
     entry: Mapping[str, Any],
     latencies: list[float],
 ) -> CheckResult:
-    import httpx
-
     from conveyor.checks.result import CheckResult
 
     path = f"/v1/models/{model}/predict"
@@ -377,16 +385,11 @@ def _golden_check(
     for index, (record, expected) in enumerate(
         zip(entry["records"], entry["expected"], strict=True)
     ):
-        started = time.perf_counter()
-        try:
-            answer = client.post(path, json={"records": [record]})
-        except httpx.HTTPError as exc:
+        answer = _timed_post(client, path, record, latencies)
+        if isinstance(answer, str):
             return CheckResult(
-                f"golden:{model}",
-                False,
-                detail=f"POST {url}{path} cannot be reached: {_reason(exc)}",
+                f"golden:{model}", False, detail=f"POST {url}{path} cannot be reached: {answer}"
             )
-        latencies.append((time.perf_counter() - started) * 1000)
         if answer.status_code != 200:
             return CheckResult(
                 f"golden:{model}",
