@@ -14,8 +14,10 @@ Left alone, such a reservation holds its budgets until it expires
 (``gateway.reservation_ttl_s``, ten minutes by default): calls are refused
 ``budget_exceeded`` for money nobody spent, and a lost settlement loses what its call
 cost. :class:`Aftercare` releases a late reservation as soon as it lands (no call counted:
-the call was never made) and tries a failed settlement again, after 0.5 s and then twice
-as long each time up to 30 s, for as long as its reservation lives. Settling is
+the call was never made) and tries a failed settlement again, after 0.25-0.5 s and then
+twice as long each time up to 15-30 s (jittered by :func:`conveyor.store.retry.backoff_delay`,
+so workers that failed together do not retry in lockstep), for as long as its reservation
+lives. Settling is
 idempotent (the reservation's rows go in the transaction, or the Lua script, that counts
 them), so a settlement tried again after a timeout that did land changes nothing.
 
@@ -28,11 +30,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
+
+from conveyor.store.retry import backoff_delay
 
 __all__ = ["Aftercare", "Handoff"]
 
@@ -152,8 +157,11 @@ class Aftercare:
         """``await fn(*args)``, tried again while it fails (see the module) until the
         reservation it is about would have expired, or the stage drains (one last try)."""
         deadline = time.monotonic() + self.ttl_s
-        delay = _FIRST_RETRY_S
-        while True:
+        for retry in itertools.count():
+            # half the doubling wait, plus up to as much again at random: workers that
+            # failed together (a store outage) do not come back in lockstep
+            half = min(_FIRST_RETRY_S * 2**retry, _LAST_RETRY_S) / 2
+            delay = half + backoff_delay(retry, base_delay=_FIRST_RETRY_S / 2, max_delay=half)
             try:
                 await fn(*args)
                 return
@@ -166,9 +174,8 @@ class Aftercare:
                         exc,
                     )
                     return
-                log.warning("%s failed, trying again in %g s: %s", what, delay, exc)
+                log.warning("%s failed, trying again in %.2f s: %s", what, delay, exc)
             await self._pause(delay)
-            delay = min(delay * 2, _LAST_RETRY_S)
 
     async def _pause(self, seconds: float) -> None:
         """``asyncio.sleep(seconds)``, cut short when the stage drains."""
