@@ -27,6 +27,7 @@ from conveyor.gateway.router import CallRecord
 from conveyor.gateway.settings import GatewaySpec
 from conveyor.gateway.turn import Turn
 from conveyor.serving.settings import DependenciesSpec
+from conveyor.testing.services import redis_prefix
 from conveyor.web.dependencies import Dependencies
 
 TIMEOUT_S = DependenciesSpec().store_timeout_s
@@ -263,3 +264,69 @@ def test_a_lease_slice_that_lands_after_its_call_timed_out_is_released(
         assert counter["calls"] == 0 and counter["spent_usd"] == 0
 
     _drive(ledger, main, (stage, deps))
+
+
+@pytest.mark.redis
+def test_a_reserve_sent_into_a_hung_redis_lands_on_restore_and_is_released() -> None:
+    """Operator's test: Redis hung (its proxy SIGSTOPped) while a call reserves. The client
+    gives up (its socket timeout), but the script it sent waits in the proxy and runs when
+    Redis comes back: that reservation is voided, never left holding the budget."""
+    from conveyor.backends import BackendURL
+    from conveyor.testing.tcp_proxy import TcpProxy
+
+    with redis_prefix() as url, TcpProxy("127.0.0.1", 6379) as proxy:
+        through = BackendURL.parse(url).with_(port=proxy.port).render(hide_password=False)
+        ledger = RedisBudgets(through)
+        direct = RedisBudgets(url)  # what the budget holds, read past the proxy
+
+        async def main(stage: Any) -> None:
+            await stage(_turn(), _answer)  # one call settled: the counter exists
+            await _until(lambda: _counter(direct)["calls"] == 1)
+            proxy.hang()
+            with pytest.raises(BackendUnavailableError):
+                await stage(_turn(), _answer)
+            await asyncio.sleep(1.5)  # past the client's 1 s socket timeout
+            proxy.restore()  # the script sent into the hang reaches Redis now
+            counter = await _until(
+                lambda: _counter(direct)["reserved_usd"] == 0 and _counter(direct), timeout=15
+            )
+            assert counter["calls"] == 1 and counter["spent_usd"] == pytest.approx(0.011)
+
+        try:
+            _drive(ledger, main)
+        finally:
+            ledger.close()
+            direct.close()
+
+
+@pytest.mark.redis
+def test_a_voided_redis_reservation_is_released_and_never_taken_after() -> None:
+    """RedisBudgets.avoid, in either order with the reserve it voids: released if it had
+    landed (no call counted), refused if it lands after; other reservations untouched."""
+    from conveyor.errors import ClosedError
+    from conveyor.gateway.budgets import Charge
+    from conveyor.gateway.settings import BudgetSpec
+
+    charge = Charge(BudgetSpec(name="b", scope="key", limit_usd=1.0), "app")
+    with redis_prefix() as url:
+        budgets = RedisBudgets(url)
+
+        async def main() -> None:
+            kept = await budgets.areserve([charge], 0.25, 60)
+            await budgets.areserve([charge], 0.25, 60, reservation="landed-first")
+            await budgets.avoid("landed-first", 0.25, 60)  # released
+            await budgets.avoid("lands-after", 0.25, 60)  # nothing yet: voided ahead
+            with pytest.raises(ClosedError, match="voided"):
+                await budgets.areserve([charge], 0.25, 60, reservation="lands-after")
+            (counter,) = budgets.counters()
+            assert counter["reserved_usd"] == pytest.approx(0.25) and counter["calls"] == 0
+            await budgets.asettle(kept, 0.1)
+            await budgets.aclose()
+
+        try:
+            asyncio.run(main())
+        finally:
+            budgets.close()
+        (counter,) = RedisBudgets(url).counters()
+        assert counter["reserved_usd"] == 0 and counter["calls"] == 1
+        assert counter["spent_usd"] == pytest.approx(0.1)

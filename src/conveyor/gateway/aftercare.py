@@ -17,9 +17,15 @@ cost. :class:`Aftercare` releases a late reservation as soon as it lands (no cal
 the call was never made) and tries a failed settlement again, after 0.25-0.5 s and then
 twice as long each time up to 15-30 s (jittered by :func:`conveyor.store.retry.backoff_delay`,
 so workers that failed together do not retry in lockstep), for as long as its reservation
-lives. Settling is
-idempotent (the reservation's rows go in the transaction, or the Lua script, that counts
-them), so a settlement tried again after a timeout that did land changes nothing.
+lives. Settling is idempotent (the reservation's rows go in the transaction, or the Lua
+script, that counts them), so a settlement tried again after a timeout that did land
+changes nothing.
+
+A reserve on Redis can also fail without an answer (the script sent into a hung network,
+the client's socket timeout) and still reach Redis when the network comes back. A ledger
+with ``avoid`` (:class:`~conveyor.gateway.ledger_redis.RedisBudgets`) is given the
+reservation's id up front, and a reserve that never answered is voided by that id: released
+if it landed, refused if it lands later.
 
 :class:`Handoff` is the threaded half: a ledger call run in a thread whose caller may stop
 waiting for it. Once the caller has, a call not yet started is skipped, and one under way
@@ -30,13 +36,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import itertools
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
+from conveyor.errors import BudgetExceededError
 from conveyor.store.retry import backoff_delay
 
 __all__ = ["Aftercare", "Handoff"]
@@ -112,17 +121,24 @@ class Aftercare:
         areserve = getattr(ledger, "areserve", None)
         if areserve is not None:
             started: list[asyncio.Task[str]] = []
+            # a ledger that can void (Redis) gets the id first: a reserve whose answer was
+            # lost may still reach it later, and is refused then
+            avoid = getattr(ledger, "avoid", None)
+            named = {"reservation": uuid.uuid4().hex} if avoid is not None else {}
 
             async def attempt() -> str:
-                task = asyncio.ensure_future(areserve(charges, amount, ttl_s))
+                task = asyncio.ensure_future(areserve(charges, amount, ttl_s, **named))
                 started.append(task)
                 return await asyncio.shield(task)  # it goes on if this call gives up
 
             try:
                 return await (arun(attempt) if arun is not None else attempt())
             except BaseException:
-                if started and not _failed(started[0]):  # it may land after
-                    self.release_late(started[0], release)
+                if started and not _refused(started[0]):  # it may land after
+                    void = None
+                    if avoid is not None:
+                        void = functools.partial(avoid, named["reservation"], amount, ttl_s)
+                    self.release_late(started[0], release, void)
                 raise
         handoff = Handoff(lambda: ledger.reserve(charges, amount, ttl_s))
         try:
@@ -130,23 +146,34 @@ class Aftercare:
             return found
         except BaseException:
             landed = handoff.abandon()
-            if landed is not None and not _failed(landed):  # it may land after
+            if landed is not None and not _refused(landed):  # it may land after
                 self.release_late(asyncio.wrap_future(landed), release)
             raise
 
     def release_late(
-        self, landed: Awaitable[str], release: Callable[[str], Awaitable[Any]]
+        self,
+        landed: Awaitable[str],
+        release: Callable[[str], Awaitable[Any]],
+        void: Callable[[], Awaitable[Any]] | None = None,
     ) -> None:
         """Once ``landed`` (a reserve its call gave up on) gives a reservation, release it
-        with ``release(reservation)``."""
-        self.start(self._release_late(landed, release))
+        with ``release(reservation)``. If it fails without an answer (a timeout, a cut
+        connection: the reserve may still reach the ledger), ``void()`` until it works."""
+        self.start(self._release_late(landed, release, void))
 
     async def _release_late(
-        self, landed: Awaitable[str], release: Callable[[str], Awaitable[Any]]
+        self,
+        landed: Awaitable[str],
+        release: Callable[[str], Awaitable[Any]],
+        void: Callable[[], Awaitable[Any]] | None,
     ) -> None:
         try:
             reservation = await landed
-        except Exception:  # it reserved nothing: refused, or the ledger failed
+        except BudgetExceededError:  # refused: nothing reserved
+            return
+        except Exception:  # no answer: it may have landed, or may land yet
+            if void is not None:
+                await self.persist("voiding a budget reservation whose answer was lost", void)
             return
         if not reservation:  # skipped: it had not started when its call gave up
             return
@@ -214,9 +241,11 @@ class Aftercare:
             await asyncio.wait(set(self._tasks), timeout=left)
 
 
-def _failed(outcome: asyncio.Future[str] | concurrent.futures.Future[str]) -> bool:
-    """Whether a reserve already ended without a reservation (refused, failed)."""
-    return outcome.done() and (outcome.cancelled() or outcome.exception() is not None)
+def _refused(outcome: asyncio.Future[str] | concurrent.futures.Future[str]) -> bool:
+    """Whether a reserve already ended knowing it reserved nothing (refused, cancelled)."""
+    if not outcome.done():
+        return False
+    return outcome.cancelled() or isinstance(outcome.exception(), BudgetExceededError)
 
 
 def _wake(woken: asyncio.Future[None]) -> None:

@@ -59,6 +59,10 @@ local id = ARGV[4]
 local n = tonumber(ARGV[5])
 local res = KEYS[n + 1]
 local stem = string.sub(res, 1, #res - #id)
+-- 0. its caller gave up on it and voided it (a script that waited in a hung network)
+if redis.call('EXISTS', res .. ':void') == 1 then
+  return {-1}
+end
 -- 1. what crashed processes never settled is released
 for i = 1, n do
   local counter = KEYS[i]
@@ -158,6 +162,10 @@ end
 return string.format('%.17g', left)
 """
 
+# KEYS: the reservation key. ARGV: as _ADJUST's (all of it released, no cost, no call),
+# then how long the void lives (s): a reserve of this id reaching Redis later is refused.
+_VOID = "redis.call('SET', KEYS[1] .. ':void', '1', 'EX', math.ceil(tonumber(ARGV[7])))\n" + _ADJUST
+
 
 class RedisBudgets:
     """Counters and reservations in Redis, shared by every worker and machine on the same
@@ -191,6 +199,7 @@ class RedisBudgets:
         self._reserve = self._client.register_script(_RESERVE)
         self._settle = self._client.register_script(_SETTLE)
         self._adjust = self._client.register_script(_ADJUST)
+        self._void = self._client.register_script(_VOID)
         self._aclient: Any = None
         self._ascripts: dict[str, Any] | None = None
         self._closed = False
@@ -233,6 +242,7 @@ class RedisBudgets:
                 "reserve": self._aclient.register_script(_RESERVE),
                 "settle": self._aclient.register_script(_SETTLE),
                 "adjust": self._aclient.register_script(_ADJUST),
+                "void": self._aclient.register_script(_VOID),
             }
         try:
             return await self._ascripts[name](keys=keys, args=args)
@@ -240,10 +250,16 @@ class RedisBudgets:
             raise unavailable(self.url, "budgets", exc) from exc
 
     def _reservation(
-        self, charges: Sequence[Charge], amount: float, ttl_s: float, now: datetime
+        self,
+        charges: Sequence[Charge],
+        amount: float,
+        ttl_s: float,
+        now: datetime,
+        reservation: str | None,
     ) -> tuple[str, list[str], list[Any]]:
-        """A new reservation's id, and the reserve script's keys and arguments."""
-        reservation = uuid.uuid4().hex
+        """The reservation's id (``reservation``, else a new one), and the reserve script's
+        keys and arguments."""
+        reservation = reservation or uuid.uuid4().hex
         keys: list[str] = []
         args: list[Any] = [
             repr(float(amount)),
@@ -271,25 +287,47 @@ class RedisBudgets:
     def _reserved(
         found: Any, reservation: str, charges: Sequence[Charge], amount: float, now: datetime
     ) -> str:
+        if int(found[0]) == -1:  # voided: its caller gave up on it (see avoid)
+            raise ClosedError(f"budget reservation {reservation} was voided by its caller")
         if int(found[0]) != 0:
             charge = charges[int(found[0]) - 1]
             raise exceeded(charge, float(found[1]), float(found[2]), amount, now)
         return reservation
 
-    def reserve(self, charges: Sequence[Charge], amount: float, ttl_s: float) -> str:
-        """Reserve ``amount`` USD on every charge, all or nothing; the reservation's id.
-        BudgetExceededError naming the first budget that cannot take it."""
+    def reserve(
+        self,
+        charges: Sequence[Charge],
+        amount: float,
+        ttl_s: float,
+        reservation: str | None = None,
+    ) -> str:
+        """Reserve ``amount`` USD on every charge, all or nothing; the reservation's id
+        (``reservation``, else a new one). BudgetExceededError naming the first budget that
+        cannot take it."""
         now = self.clock()
-        reservation, keys, args = self._reservation(charges, amount, ttl_s, now)
+        reservation, keys, args = self._reservation(charges, amount, ttl_s, now, reservation)
         found = self._run(self._reserve, keys, args)
         return self._reserved(found, reservation, charges, amount, now)
 
-    async def areserve(self, charges: Sequence[Charge], amount: float, ttl_s: float) -> str:
+    async def areserve(
+        self,
+        charges: Sequence[Charge],
+        amount: float,
+        ttl_s: float,
+        reservation: str | None = None,
+    ) -> str:
         """:meth:`reserve` on the event loop (what the served gateway calls)."""
         now = self.clock()
-        reservation, keys, args = self._reservation(charges, amount, ttl_s, now)
+        reservation, keys, args = self._reservation(charges, amount, ttl_s, now, reservation)
         found = await self._arun("reserve", keys, args)
         return self._reserved(found, reservation, charges, amount, now)
+
+    async def avoid(self, reservation: str, amount: float, ttl_s: float) -> None:
+        """A reserve whose outcome its caller never learnt (the answer lost in a hung
+        network, the script perhaps still on its way): released if it landed, and refused
+        if it lands later, for ``ttl_s`` (conveyor.gateway.aftercare)."""
+        keys, args = self._adjustment(reservation, 0.0, 0, amount, ttl_s)
+        await self._arun("void", keys, [*args, repr(float(ttl_s))])
 
     def _settlement(self, reservation: str, cost: float) -> tuple[list[str], list[Any]]:
         now = self.clock()
